@@ -1,0 +1,25 @@
+export { type BackoffPolicy, backoffDelay, backoffPolicy } from "./backoff.js";
+export type { TransportKind } from "./dial.js";
+export {
+  DEFAULT_TOKENS,
+  defaultScript,
+  type FailureMode,
+  type FailurePoint,
+  type ReceivedRequest,
+  type Script,
+  type ScriptError,
+  type ScriptFailure,
+  type ScriptFn,
+} from "./script.js";
+export {
+  type Disconnect,
+  type DisconnectReason,
+  type LoadModelCommand,
+  type ScriptedModel,
+  ScriptedProvider,
+  type ScriptedProviderEvents,
+  type ScriptedProviderOptions,
+  startScriptedProviders,
+  stopAll,
+} from "./scripted-provider.js";
+export { parseSse, readSse, type SseBody, type SseEvent, SseFormatError } from "./sse.js";
