@@ -1,0 +1,187 @@
+import type pg from "pg";
+import type { Logger } from "pino";
+import { InvalidArgumentError } from "../store/errors.js";
+import { ModelNotFoundError } from "./errors.js";
+
+export interface CatalogModel {
+  id: string;
+  displayName: string;
+  ownedBy: string;
+  inputMicroUsdPerMillion: bigint;
+  outputMicroUsdPerMillion: bigint;
+  /** Disabled models stay in the catalog but are refused as unknown. */
+  enabled: boolean;
+  createdAt: Date;
+  updatedAt: Date;
+}
+
+export interface CatalogModelInput {
+  id: string;
+  displayName?: string;
+  ownedBy?: string;
+  inputMicroUsdPerMillion: bigint;
+  outputMicroUsdPerMillion: bigint;
+  enabled?: boolean;
+}
+
+export interface ModelCatalogOptions {
+  /** How often the snapshot is reloaded to pick up other replicas' writes (default 10 s). */
+  refreshIntervalMs?: number;
+  logger?: Logger;
+}
+
+const MODEL_ID_PATTERN = /^[A-Za-z0-9._:/-]{1,128}$/;
+const MAX_TEXT_LENGTH = 200;
+const MAX_INT64 = 2n ** 63n - 1n;
+
+interface ModelRow {
+  id: string;
+  display_name: string;
+  owned_by: string;
+  input: string;
+  output: string;
+  enabled: boolean;
+  created_at: Date;
+  updated_at: Date;
+}
+
+const COLUMNS = `id, display_name, owned_by, input_micro_usd_per_million::text AS input,
+  output_micro_usd_per_million::text AS output, enabled, created_at, updated_at`;
+
+/**
+ * The model catalog with prices. Reads come from an in-memory snapshot so the request path never
+ * queries the database; the snapshot is reloaded after each write made here and every 10 seconds.
+ */
+export class ModelCatalog {
+  private snapshot: ReadonlyMap<string, CatalogModel> | undefined;
+  /** Refreshes may overlap: only a load newer than the applied one replaces the snapshot. */
+  private loadsStarted = 0;
+  private loadApplied = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private readonly refreshIntervalMs: number;
+
+  constructor(
+    private readonly pool: pg.Pool,
+    private readonly options: ModelCatalogOptions = {},
+  ) {
+    this.refreshIntervalMs = options.refreshIntervalMs ?? 10_000;
+  }
+
+  /** Loads the snapshot and starts the periodic refresh. */
+  async start(): Promise<void> {
+    await this.refresh();
+    this.timer ??= setInterval(() => {
+      this.refresh().catch((error: Error) =>
+        this.options.logger?.warn(
+          { err: error.message },
+          "could not refresh the model catalog; keeping the last one",
+        ),
+      );
+    }, this.refreshIntervalMs);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  /** Every model, enabled or not, sorted by id. */
+  list(): CatalogModel[] {
+    return [...this.current().values()];
+  }
+
+  /** The model with this id, enabled or not; undefined when the catalog has none. */
+  get(id: string): CatalogModel | undefined {
+    return this.current().get(id);
+  }
+
+  /** Adds a model or replaces its names, prices and state (its creation time is kept). */
+  async upsert(input: CatalogModelInput): Promise<CatalogModel> {
+    const model = validate(input);
+    const { rows } = await this.pool.query<ModelRow>(
+      `INSERT INTO models (id, display_name, owned_by, input_micro_usd_per_million, output_micro_usd_per_million, enabled)
+       VALUES ($1, $2, $3, $4, $5, $6)
+       ON CONFLICT (id) DO UPDATE SET
+         display_name = EXCLUDED.display_name, owned_by = EXCLUDED.owned_by,
+         input_micro_usd_per_million = EXCLUDED.input_micro_usd_per_million,
+         output_micro_usd_per_million = EXCLUDED.output_micro_usd_per_million,
+         enabled = EXCLUDED.enabled, updated_at = now()
+       RETURNING ${COLUMNS}`,
+      [
+        model.id,
+        model.displayName,
+        model.ownedBy,
+        model.inputMicroUsdPerMillion.toString(),
+        model.outputMicroUsdPerMillion.toString(),
+        model.enabled,
+      ],
+    );
+    await this.refresh();
+    return toModel(rows[0]!);
+  }
+
+  /** Removes a model from the catalog. */
+  async delete(id: string): Promise<void> {
+    const { rowCount } = await this.pool.query("DELETE FROM models WHERE id = $1", [id]);
+    if (rowCount === 0) throw new ModelNotFoundError(id);
+    await this.refresh();
+  }
+
+  /** Reloads the snapshot from the database now. */
+  async refresh(): Promise<void> {
+    const load = ++this.loadsStarted;
+    const { rows } = await this.pool.query<ModelRow>(`SELECT ${COLUMNS} FROM models ORDER BY id COLLATE "C"`);
+    if (load < this.loadApplied) return;
+    this.loadApplied = load;
+    this.snapshot = new Map(rows.map((row) => [row.id, toModel(row)]));
+  }
+
+  private current(): ReadonlyMap<string, CatalogModel> {
+    if (this.snapshot === undefined) throw new Error("the model catalog is not started");
+    return this.snapshot;
+  }
+}
+
+function validate(input: CatalogModelInput): Required<CatalogModelInput> {
+  if (typeof input.id !== "string" || !MODEL_ID_PATTERN.test(input.id)) {
+    throw new InvalidArgumentError("id", "model id must be 1 to 128 characters of A-Z a-z 0-9 . _ : / -");
+  }
+  for (const [field, value] of [
+    ["display_name", input.displayName],
+    ["owned_by", input.ownedBy],
+  ] as const) {
+    if (value !== undefined && value.length > MAX_TEXT_LENGTH) {
+      throw new InvalidArgumentError(field, `${field} must be at most ${MAX_TEXT_LENGTH} characters`);
+    }
+  }
+  for (const [field, value] of [
+    ["input_micro_usd_per_million", input.inputMicroUsdPerMillion],
+    ["output_micro_usd_per_million", input.outputMicroUsdPerMillion],
+  ] as const) {
+    if (typeof value !== "bigint" || value < 0n || value > MAX_INT64) {
+      throw new InvalidArgumentError(field, `${field} must be an integer of at least 0`);
+    }
+  }
+  return {
+    id: input.id,
+    displayName: input.displayName?.trim() || input.id,
+    ownedBy: input.ownedBy?.trim() ?? "",
+    inputMicroUsdPerMillion: input.inputMicroUsdPerMillion,
+    outputMicroUsdPerMillion: input.outputMicroUsdPerMillion,
+    enabled: input.enabled ?? true,
+  };
+}
+
+function toModel(row: ModelRow): CatalogModel {
+  return {
+    id: row.id,
+    displayName: row.display_name,
+    ownedBy: row.owned_by,
+    inputMicroUsdPerMillion: BigInt(row.input),
+    outputMicroUsdPerMillion: BigInt(row.output),
+    enabled: row.enabled,
+    createdAt: row.created_at,
+    updatedAt: row.updated_at,
+  };
+}

@@ -1,0 +1,94 @@
+import { homedir } from "node:os";
+import { join, resolve } from "node:path";
+import { InvalidArgumentError } from "commander";
+import { UsageError } from "./io.js";
+
+const MAX_INT64 = 2n ** 63n - 1n;
+
+/** A commander argument parser for a non-negative integer amount of micro-USD (int64). */
+export function microUsd(value: string): bigint {
+  if (!/^\d+$/.test(value) || BigInt(value) > MAX_INT64) {
+    throw new InvalidArgumentError("expected a whole number of micro-USD (0 or more, no sign or decimals)");
+  }
+  return BigInt(value);
+}
+
+/** A commander argument parser for a strictly positive amount of micro-USD. */
+export function positiveMicroUsd(value: string): bigint {
+  const amount = microUsd(value);
+  if (amount === 0n) throw new InvalidArgumentError("expected an amount greater than 0");
+  return amount;
+}
+
+/** A commander argument parser for a TCP port (0 picks a free one). */
+export function port(value: string): number {
+  const parsed = /^\d{1,5}$/.test(value) ? Number(value) : Number.NaN;
+  if (!(parsed >= 0 && parsed <= 65_535)) throw new InvalidArgumentError("expected a port from 0 to 65535");
+  return parsed;
+}
+
+/** A commander argument parser for a positive integer no larger than `max`. */
+export function positiveInteger(max: number): (value: string) => number {
+  return (value) => {
+    const parsed = /^\d+$/.test(value) ? Number(value) : Number.NaN;
+    if (!(parsed >= 1 && parsed <= max))
+      throw new InvalidArgumentError(`expected a whole number from 1 to ${max}`);
+    return parsed;
+  };
+}
+
+const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
+
+/** A commander argument parser for a pino log level. */
+export function logLevel(value: string): string {
+  if (!LOG_LEVELS.includes(value)) throw new InvalidArgumentError(`expected one of ${LOG_LEVELS.join(", ")}`);
+  return value;
+}
+
+/** A commander argument parser for an http:// or https:// URL. */
+export function httpUrl(value: string): string {
+  if (!isUrl(value, ["http:", "https:"]))
+    throw new InvalidArgumentError("expected an http:// or https:// URL");
+  return value;
+}
+
+/** A commander argument parser for a postgres:// or postgresql:// connection URL. */
+export function databaseUrl(value: string): string {
+  if (!isUrl(value, ["postgres:", "postgresql:"])) {
+    throw new InvalidArgumentError("expected a postgres:// or postgresql:// URL");
+  }
+  return value;
+}
+
+/** The coordinator's data directory: DARKBLOOM_DATA_DIR or ~/.darkbloom/coordinator. */
+export function defaultDataDir(env: Readonly<Record<string, string | undefined>>): string {
+  return resolve(env.DARKBLOOM_DATA_DIR || join(env.HOME || homedir(), ".darkbloom", "coordinator"));
+}
+
+/**
+ * Applies `parse` to an environment variable, reporting a bad value as a usage problem of that
+ * variable; undefined when it is unset or empty.
+ */
+export function fromEnv<T>(
+  env: Readonly<Record<string, string | undefined>>,
+  name: string,
+  parse: (value: string) => T,
+): T | undefined {
+  const value = env[name];
+  if (value === undefined || value === "") return undefined;
+  try {
+    return parse(value);
+  } catch (error) {
+    // The value is not echoed: variables such as DATABASE_URL carry credentials.
+    throw new UsageError(`environment variable ${name} is invalid: ${(error as Error).message}`);
+  }
+}
+
+function isUrl(value: string, protocols: readonly string[]): boolean {
+  try {
+    const url = new URL(value);
+    return protocols.includes(url.protocol) && url.hostname !== "";
+  } catch {
+    return false;
+  }
+}

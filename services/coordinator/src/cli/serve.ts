@@ -1,0 +1,67 @@
+import { randomBytes } from "node:crypto";
+import { mkdir } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import type { Command } from "commander";
+import { readOrCreateSecretFile } from "../store/secret-file.js";
+import type { CliIo } from "./io.js";
+import { databaseUrl, defaultDataDir, fromEnv, logLevel, port } from "./parse.js";
+
+const DEFAULT_PORT = 8080;
+
+/** `serve`: runs the coordinator in the foreground until SIGINT or SIGTERM. */
+export function addServeCommand(program: Command, io: CliIo): void {
+  program
+    .command("serve")
+    .description("run the coordinator in the foreground")
+    .option("--port <port>", `listen port (env PORT, default ${DEFAULT_PORT})`, port)
+    .option("--host <host>", "listen address (default 127.0.0.1)")
+    .option("--data-dir <dir>", "state directory (env DARKBLOOM_DATA_DIR, default ~/.darkbloom/coordinator)")
+    .option("--database-url <url>", "external PostgreSQL (env DATABASE_URL; default: embedded)", databaseUrl)
+    .option(
+      "--admin-key <key>",
+      "admin API key (env DARKBLOOM_ADMIN_KEY; default: generated in <data dir>/admin.key)",
+    )
+    .option(
+      "--log-level <level>",
+      "fatal, error, warn, info, debug, trace or silent (default info)",
+      logLevel,
+    )
+    .action(async (opts: ServeOptions) => {
+      const dataDir = opts.dataDir ? resolve(opts.dataDir) : defaultDataDir(io.env);
+      const givenKey = opts.adminKey || io.env.DARKBLOOM_ADMIN_KEY;
+      const config = {
+        host: opts.host ?? "127.0.0.1",
+        port: opts.port ?? fromEnv(io.env, "PORT", port) ?? DEFAULT_PORT,
+        dataDir,
+        databaseUrl: opts.databaseUrl ?? fromEnv(io.env, "DATABASE_URL", databaseUrl),
+        adminKey: givenKey || (await adminKeyFile(dataDir)),
+        logLevel: opts.logLevel ?? "info",
+      };
+      // Loaded here so that the other commands do not load the whole server.
+      const { startCoordinator } = await import("../coordinator.js");
+      const coordinator = await startCoordinator(config);
+      io.stdout(`listening on ${coordinator.url}\n`);
+      if (!givenKey) io.stdout(`admin key in ${join(dataDir, "admin.key")}\n`);
+      const signal = await io.shutdownSignal();
+      io.stdout(`${signal}: shutting down\n`);
+      await coordinator.close();
+    });
+}
+
+interface ServeOptions {
+  port?: number;
+  host?: string;
+  dataDir?: string;
+  databaseUrl?: string;
+  adminKey?: string;
+  logLevel?: string;
+}
+
+/** The admin key kept in `<dataDir>/admin.key` (mode 0600), generated on first use. */
+export async function adminKeyFile(dataDir: string): Promise<string> {
+  await mkdir(dataDir, { recursive: true, mode: 0o700 });
+  return readOrCreateSecretFile(
+    join(dataDir, "admin.key"),
+    () => `dbadm_${randomBytes(32).toString("base64url")}`,
+  );
+}

@@ -1,0 +1,69 @@
+import { DEFAULT_HEARTBEAT_INTERVAL_MS, type TrustLevelName } from "@darkbloom/protocol";
+
+/** Everything the coordinator can be told at start; see resolveConfig for the defaults. */
+export interface CoordinatorConfig {
+  host: string;
+  port: number;
+  /** Directory for the embedded PostgreSQL cluster and generated secrets. */
+  dataDir: string;
+  /** An existing PostgreSQL server; when absent the coordinator runs an embedded one in dataDir. */
+  databaseUrl?: string | undefined;
+  /** Bearer token of the admin service. */
+  adminKey: string;
+  logLevel: string;
+  /** Interval providers are told to heartbeat at; three missed ones evict a provider. */
+  heartbeatIntervalMs: number;
+  /** Requests that may wait per model when every provider is busy; more get 503 at once. */
+  queueDepthPerModel: number;
+  /** How long a request waits for a provider slot before 503 model_not_available. */
+  queueTimeoutMs: number;
+  /** Invisible retries on another provider while nothing was written to the consumer. */
+  maxRetries: number;
+  /** Largest request body accepted. */
+  bodyLimitBytes: number;
+  /** max_tokens injected into requests that carry none. */
+  defaultMaxTokens: number;
+  /** An SSE comment is written when a stream has been silent this long. */
+  keepAliveIntervalMs: number;
+  /** A provider that sends no first token this long after dispatch is treated as failed. */
+  firstTokenTimeoutMs: number;
+  /** A provider silent this long between two chunks is treated as failed. */
+  interTokenTimeoutMs: number;
+  /** Lowest provider trust level requests are routed to. */
+  minTrustLevel: TrustLevelName;
+  /** How long an API key lookup is cached (a revocation takes at most this long to bite elsewhere). */
+  authCacheTtlMs: number;
+  /** Per-account inference requests per second (0 disables rate limiting). */
+  rateLimitPerSecond: number;
+  /** Per-account burst of inference requests. */
+  rateLimitBurst: number;
+}
+
+export type CoordinatorConfigInput = Partial<CoordinatorConfig> &
+  Pick<CoordinatorConfig, "dataDir" | "adminKey">;
+
+export function resolveConfig(input: CoordinatorConfigInput): CoordinatorConfig {
+  return {
+    host: "127.0.0.1",
+    port: 8080,
+    logLevel: "info",
+    heartbeatIntervalMs: DEFAULT_HEARTBEAT_INTERVAL_MS,
+    queueDepthPerModel: 1024,
+    queueTimeoutMs: 30_000,
+    maxRetries: 3,
+    bodyLimitBytes: 4 * 1024 * 1024,
+    defaultMaxTokens: 1024,
+    keepAliveIntervalMs: 15_000,
+    firstTokenTimeoutMs: 120_000,
+    interTokenTimeoutMs: 60_000,
+    minTrustLevel: "none",
+    authCacheTtlMs: 5_000,
+    rateLimitPerSecond: 50,
+    rateLimitBurst: 100,
+    ...stripUndefined(input),
+  } as CoordinatorConfig;
+}
+
+function stripUndefined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}

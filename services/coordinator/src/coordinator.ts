@@ -1,0 +1,172 @@
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { AdminService } from "@darkbloom/protocol/admin/v1";
+import { InferenceService } from "@darkbloom/protocol/inference/v1";
+import { Endpoint, ProviderService } from "@darkbloom/protocol/provider/v1";
+import { AccountStore } from "./accounts/account-store.js";
+import { Authenticator } from "./auth/authenticator.js";
+import { RateLimiter } from "./auth/rate-limiter.js";
+import { ModelCatalog } from "./catalog/model-catalog.js";
+import { type CoordinatorConfig, type CoordinatorConfigInput, resolveConfig } from "./config.js";
+import { serviceShuttingDown } from "./errors/index.js";
+import { createApp } from "./http/app.js";
+import { completionsHandler } from "./http/handlers/completions.js";
+import { modelsHandler } from "./http/handlers/models.js";
+import { healthHandler, metricsHandler, readinessHandler } from "./http/handlers/operational.js";
+import { listenHttp } from "./http/protocol-sniffing-server.js";
+import type { Handler } from "./http/types.js";
+import { InferencePipeline } from "./inference/pipeline.js";
+import { createProviderService } from "./link/provider-service.js";
+import { SessionManager } from "./link/session-manager.js";
+import { createLogger, type Logger } from "./log.js";
+import { CoordinatorMetrics } from "./metrics.js";
+import { ReleaseStore } from "./releases/release-store.js";
+import { ProviderRegistry } from "./routing/provider-registry.js";
+import { Router } from "./routing/router.js";
+import { createAdminService } from "./rpc/admin-service.js";
+import { createInferenceService } from "./rpc/inference-service.js";
+import { LiveProviderDirectory } from "./rpc/live-provider-directory.js";
+import { openDatabase } from "./store/database.js";
+import { migrate } from "./store/migrate.js";
+
+export interface RunningCoordinator {
+  /** http://host:port of the one port serving the OpenAI routes and every Connect service. */
+  url: string;
+  adminKey: string;
+  config: CoordinatorConfig;
+  registry: ProviderRegistry;
+  sessions: SessionManager;
+  metrics: CoordinatorMetrics;
+  accounts: AccountStore;
+  catalog: ModelCatalog;
+  /** Drains providers (up to drainMs), fails queued requests, stops the server and the database. */
+  close(options?: { drainMs?: number }): Promise<void>;
+}
+
+/** Starts a coordinator: database (embedded unless a URL is given), migrations, and the HTTP server. */
+export async function startCoordinator(
+  input: CoordinatorConfigInput,
+  options: { logger?: Logger } = {},
+): Promise<RunningCoordinator> {
+  const config = resolveConfig(input);
+  const log = options.logger ?? createLogger(config.logLevel);
+  const db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, logger: log });
+  try {
+    await migrate(db.pool, { logger: log });
+  } catch (e) {
+    await db.close();
+    throw e;
+  }
+  const accounts = new AccountStore(db.pool);
+  const catalog = new ModelCatalog(db.pool);
+  await catalog.start();
+  const releases = new ReleaseStore(db.pool);
+  const metrics = new CoordinatorMetrics();
+  const registry = new ProviderRegistry();
+  const sessions = new SessionManager(
+    registry,
+    { heartbeatIntervalMs: config.heartbeatIntervalMs },
+    log,
+    metrics,
+  );
+  const router = new Router(registry, config, metrics);
+  const rateLimiter = new RateLimiter({ perSecond: config.rateLimitPerSecond, burst: config.rateLimitBurst });
+  const auth = new Authenticator((secret) => accounts.authenticateApiKey(secret), config.authCacheTtlMs);
+  const catalogView = { lookup: (id: string) => catalog.get(id), list: () => catalog.list() };
+  const pipeline = new InferencePipeline({
+    config,
+    registry,
+    router,
+    sessions,
+    catalog: catalogView,
+    metrics,
+    log,
+  });
+  let shuttingDown = false;
+
+  const connect = connectNodeAdapter({
+    routes: (r) => {
+      r.service(ProviderService, createProviderService(sessions, log));
+      r.service(
+        InferenceService,
+        createInferenceService({ auth, rateLimiter, pipeline, registry, catalog: catalogView }),
+      );
+      r.service(
+        AdminService,
+        createAdminService({
+          accounts,
+          catalog,
+          releases,
+          providers: new LiveProviderDirectory(registry, sessions),
+          adminKey: config.adminKey,
+          onKeysChanged: () => auth.forgetAll(),
+          logger: log,
+        }),
+      );
+    },
+  }) as unknown as Handler;
+  const completionDeps = { config, auth, rateLimiter, pipeline, metrics, log };
+  const app = createApp(
+    [
+      {
+        method: "POST",
+        path: "/v1/chat/completions",
+        handler: completionsHandler(Endpoint.CHAT_COMPLETIONS, completionDeps),
+      },
+      {
+        method: "POST",
+        path: "/v1/completions",
+        handler: completionsHandler(Endpoint.COMPLETIONS, completionDeps),
+      },
+      { method: "GET", path: "/v1/models", handler: modelsHandler(auth, registry, catalogView) },
+      { method: "GET", path: "/healthz", handler: healthHandler() },
+      {
+        method: "GET",
+        path: "/readyz",
+        handler: readinessHandler(async () => {
+          if (shuttingDown) return { ready: false, reason: "shutting down" };
+          await db.pool.query("SELECT 1");
+          return { ready: true };
+        }),
+      },
+      { method: "GET", path: "/metrics", handler: metricsHandler(metrics) },
+    ],
+    connect,
+    log,
+  );
+  let server: Awaited<ReturnType<typeof listenHttp>>;
+  try {
+    server = await listenHttp(app, config.host, config.port);
+  } catch (e) {
+    sessions.close();
+    catalog.stop();
+    await db.close();
+    throw e;
+  }
+  log.info({ url: server.url, embeddedDatabase: db.embedded }, "coordinator listening");
+
+  let closing: Promise<void> | undefined;
+  return {
+    url: server.url,
+    adminKey: config.adminKey,
+    config,
+    registry,
+    sessions,
+    metrics,
+    accounts,
+    catalog,
+    close: (opts = {}) => {
+      closing ??= (async () => {
+        shuttingDown = true;
+        await sessions.drainAll("coordinator_shutdown", opts.drainMs ?? 10_000);
+        router.close(serviceShuttingDown());
+        rateLimiter.close();
+        sessions.close();
+        await server.close();
+        catalog.stop();
+        await db.close();
+        log.info("coordinator stopped");
+      })();
+      return closing;
+    },
+  };
+}

@@ -1,0 +1,123 @@
+import { ApiError } from "./api-error.js";
+
+// One factory per row of SPEC section 3's error table, so every call site says which error it means.
+
+export function invalidRequest(message: string, param: string | null = null, code?: string): ApiError {
+  return new ApiError({
+    status: 400,
+    type: "invalid_request_error",
+    message,
+    param,
+    ...(code ? { code } : {}),
+  });
+}
+
+export function modelNotFound(model: string): ApiError {
+  return new ApiError({
+    status: 404,
+    type: "invalid_request_error",
+    code: "model_not_found",
+    param: "model",
+    message: `The model '${model}' does not exist or is not served by this network.`,
+  });
+}
+
+export function contextLengthExceeded(requested: number, limit: number, param = "messages"): ApiError {
+  return new ApiError({
+    status: 400,
+    type: "invalid_request_error",
+    code: "context_length_exceeded",
+    param,
+    message: `This request needs ${requested} tokens (prompt plus max_tokens), but the largest context any provider of this model serves is ${limit} tokens. Shorten the prompt or lower max_tokens.`,
+  });
+}
+
+export function invalidApiKey(message = "Incorrect or revoked API key provided."): ApiError {
+  return new ApiError({ status: 401, type: "authentication_error", code: "invalid_api_key", message });
+}
+
+export function insufficientFunds(message: string): ApiError {
+  return new ApiError({ status: 402, type: "insufficient_funds", code: "insufficient_quota", message });
+}
+
+export function rateLimited(retryAfterSeconds: number, message = "Rate limit exceeded."): ApiError {
+  return new ApiError({
+    status: 429,
+    type: "rate_limit_exceeded",
+    code: "rate_limit_exceeded",
+    message,
+    headers: { "Retry-After": String(Math.max(1, Math.ceil(retryAfterSeconds))) },
+  });
+}
+
+export function modelNotAvailable(model: string, reason: string, retryAfterSeconds: number): ApiError {
+  return new ApiError({
+    status: 503,
+    type: "service_unavailable",
+    code: "model_not_available",
+    param: "model",
+    message: `No provider could take a request for '${model}' in time (${reason}). Retry later.`,
+    headers: { "Retry-After": String(Math.max(1, Math.ceil(retryAfterSeconds))) },
+  });
+}
+
+/** A provider failed; after the first byte this reaches the consumer as an SSE error event. */
+export function providerError(message: string, code = "provider_error", status = 502): ApiError {
+  return new ApiError({ status, type: "provider_error", code, message });
+}
+
+export function notFound(path: string): ApiError {
+  return new ApiError({
+    status: 404,
+    type: "invalid_request_error",
+    code: "not_found",
+    message: `Unknown endpoint: ${path}`,
+  });
+}
+
+export function methodNotAllowed(method: string, path: string, allowed: string): ApiError {
+  return new ApiError({
+    status: 405,
+    type: "invalid_request_error",
+    code: "method_not_allowed",
+    message: `${method} is not supported on ${path}; use ${allowed}.`,
+    headers: { Allow: allowed },
+  });
+}
+
+export function payloadTooLarge(limitBytes: number): ApiError {
+  return new ApiError({
+    status: 413,
+    type: "invalid_request_error",
+    code: "request_too_large",
+    message: `The request body is larger than the ${limitBytes}-byte limit.`,
+  });
+}
+
+export function unsupportedMediaType(got: string): ApiError {
+  return new ApiError({
+    status: 415,
+    type: "invalid_request_error",
+    code: "unsupported_media_type",
+    message: `Content-Type must be application/json, got '${got}'.`,
+  });
+}
+
+export function internalError(): ApiError {
+  return new ApiError({
+    status: 500,
+    type: "server_error",
+    code: "internal_error",
+    message: "The coordinator failed to process the request. It has been logged.",
+  });
+}
+
+export function serviceShuttingDown(): ApiError {
+  return new ApiError({
+    status: 503,
+    type: "service_unavailable",
+    code: "shutting_down",
+    message: "The coordinator is shutting down; retry on another replica.",
+    headers: { "Retry-After": "1" },
+  });
+}

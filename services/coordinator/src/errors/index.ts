@@ -1,0 +1,2 @@
+export { ApiError, isApiError } from "./api-error.js";
+export * from "./errors.js";

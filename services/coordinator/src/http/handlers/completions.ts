@@ -1,0 +1,107 @@
+import { Endpoint } from "@darkbloom/protocol/provider/v1";
+import type { Authenticator } from "../../auth/authenticator.js";
+import type { RateLimiter } from "../../auth/rate-limiter.js";
+import type { CoordinatorConfig } from "../../config.js";
+import { internalError, isApiError } from "../../errors/index.js";
+import type { InferencePipeline } from "../../inference/pipeline.js";
+import { validateRequest } from "../../inference/request-validation.js";
+import { Timing } from "../../inference/timing.js";
+import type { Logger } from "../../log.js";
+import type { CoordinatorMetrics } from "../../metrics.js";
+import { readBody } from "../body.js";
+import { JsonResponse } from "../json-response.js";
+import { KeepAliveScheduler } from "../keep-alive.js";
+import { ChunkFormatter } from "../openai-format.js";
+import { newRequestId } from "../request-id.js";
+import { sendError } from "../respond.js";
+import { SseResponse } from "../sse-response.js";
+import type { Handler } from "../types.js";
+
+export interface CompletionHandlerDeps {
+  config: CoordinatorConfig;
+  auth: Authenticator;
+  rateLimiter: RateLimiter;
+  pipeline: InferencePipeline;
+  metrics: CoordinatorMetrics;
+  log: Logger;
+}
+
+const ENDPOINT_LABEL = {
+  [Endpoint.CHAT_COMPLETIONS]: "chat_completions",
+  [Endpoint.COMPLETIONS]: "completions",
+} as const;
+
+/** POST /v1/chat/completions and POST /v1/completions: one handler, two body formats. */
+export function completionsHandler(
+  endpoint: Endpoint.CHAT_COMPLETIONS | Endpoint.COMPLETIONS,
+  deps: CompletionHandlerDeps,
+): Handler {
+  const { config, auth, rateLimiter, pipeline, metrics, log } = deps;
+  const label = ENDPOINT_LABEL[endpoint];
+  const keepAlive = new KeepAliveScheduler(config.keepAliveIntervalMs);
+  return async (req, res) => {
+    const timing = new Timing();
+    const requestId = newRequestId();
+    let baseHeaders: Record<string, string> = { "X-Request-ID": requestId };
+    const abort = new AbortController();
+    res.on("close", () => {
+      if (!res.writableFinished) abort.abort(new Error("consumer disconnected"));
+    });
+    let model = "";
+    let stream = false;
+    try {
+      let t = performance.now();
+      const principal = await auth.authenticate(req.headers.authorization);
+      baseHeaders = { ...baseHeaders, ...rateLimiter.take(principal.accountId) };
+      t = timing.add("auth", t);
+      const body = await readBody(req, config.bodyLimitBytes);
+      const request = validateRequest(endpoint, body);
+      model = request.model;
+      stream = request.stream;
+      timing.add("parse", t);
+      const job = pipeline.prepare(requestId, principal.accountId, request, timing);
+      if (request.stream) {
+        const sse = new SseResponse(
+          res,
+          new ChunkFormatter(endpoint, requestId, request.model, request.includeUsage),
+          timing,
+          baseHeaders,
+          request.includeUsage,
+          keepAlive,
+        );
+        sse.onFirstToken = () =>
+          metrics.firstTokenLatency.observe({ model }, (performance.now() - timing.startedAt) / 1000);
+        abort.signal.addEventListener("abort", () => sse.abandon(), { once: true });
+        await pipeline.run(job, sse, abort.signal);
+        metrics.tokens.inc({ model }, sse.delivered);
+      } else {
+        const json = new JsonResponse(
+          res,
+          endpoint,
+          requestId,
+          request.model,
+          request.n,
+          timing,
+          baseHeaders,
+        );
+        await pipeline.run(job, json, abort.signal);
+        metrics.tokens.inc({ model }, json.delivered);
+      }
+    } catch (e) {
+      const error = isApiError(e) ? e : internalError();
+      if (!isApiError(e)) log.error({ err: e, requestId }, "request failed unexpectedly");
+      sendError(res, error, { ...baseHeaders, "X-Timing": timing.header() });
+    } finally {
+      const status = abort.signal.aborted ? "499" : String(res.statusCode);
+      metrics.requests.inc({ endpoint: label, model: model || "-", status });
+      metrics.requestDuration.observe(
+        { endpoint: label, stream: String(stream) },
+        (performance.now() - timing.startedAt) / 1000,
+      );
+      log.debug(
+        { requestId, endpoint: label, model, status, timing: timing.get("total") },
+        "request finished",
+      );
+    }
+  };
+}

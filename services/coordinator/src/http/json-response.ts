@@ -1,0 +1,69 @@
+import type { ChunkPayload, Endpoint } from "@darkbloom/protocol/provider/v1";
+import type { ApiError } from "../errors/index.js";
+import type { CompletionResult, ResponseSink } from "../inference/response-sink.js";
+import type { Timing } from "../inference/timing.js";
+import type { ProviderHandle } from "../routing/provider-handle.js";
+import { completionBody } from "./openai-format.js";
+import { providerHeaders } from "./provider-headers.js";
+import { sendError, sendJson } from "./respond.js";
+import type { HttpResponse } from "./types.js";
+
+/** A non-streaming response: buffers the text per choice and writes one JSON body at the end. */
+export class JsonResponse implements ResponseSink {
+  private provider: ProviderHandle | undefined;
+  private parts: string[][] = [];
+  private done = false;
+  delivered = 0;
+
+  constructor(
+    private readonly res: HttpResponse,
+    private readonly endpoint: Endpoint,
+    private readonly requestId: string,
+    private readonly model: string,
+    private readonly n: number,
+    private readonly timing: Timing,
+    private readonly baseHeaders: Record<string, string>,
+  ) {}
+
+  /** Nothing reaches the consumer before the end, so every failure before it can be retried. */
+  get committed(): boolean {
+    return this.done;
+  }
+
+  attempt(provider: ProviderHandle): void {
+    this.provider = provider;
+    this.parts = [];
+    this.delivered = 0;
+  }
+
+  chunk(payload: ChunkPayload): void {
+    const i = payload.choiceIndex;
+    if (i >= this.n) return; // a provider may not invent choices
+    const parts = this.parts[i] ?? [];
+    parts.push(payload.text);
+    this.parts[i] = parts;
+    this.delivered += payload.tokenCount;
+  }
+
+  complete(result: CompletionResult): void {
+    if (this.done) return;
+    this.done = true;
+    const texts = Array.from({ length: this.n }, (_, i) => (this.parts[i] ?? []).join(""));
+    const body = completionBody(this.endpoint, this.requestId, this.model, texts, result);
+    sendJson(this.res, 200, body, {
+      ...this.baseHeaders,
+      ...providerHeaders(this.provider),
+      "X-Timing": this.timing.header(),
+    });
+  }
+
+  fail(error: ApiError): void {
+    if (this.done) return;
+    this.done = true;
+    sendError(this.res, error, {
+      ...this.baseHeaders,
+      ...providerHeaders(this.provider),
+      "X-Timing": this.timing.header(),
+    });
+  }
+}

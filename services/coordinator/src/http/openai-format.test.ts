@@ -1,0 +1,67 @@
+import { Endpoint } from "@darkbloom/protocol/provider/v1";
+import { describe, expect, it } from "vitest";
+import { ChunkFormatter, completionBody } from "./openai-format.js";
+
+const parse = (event: string) => {
+  expect(event.startsWith("data: ")).toBe(true);
+  expect(event.endsWith("\n\n")).toBe(true);
+  return JSON.parse(event.slice(6, -2));
+};
+
+describe("ChunkFormatter", () => {
+  it("writes chat chunks in OpenAI's shape, role on the first delta", () => {
+    const f = new ChunkFormatter(Endpoint.CHAT_COMPLETIONS, "req_1", 'we"ird', false);
+    const first = parse(f.delta(0, 'he said "hi"\n', true));
+    expect(first).toEqual({
+      id: "chatcmpl-req_1",
+      object: "chat.completion.chunk",
+      created: f.created,
+      model: 'we"ird',
+      choices: [
+        {
+          index: 0,
+          delta: { role: "assistant", content: 'he said "hi"\n' },
+          logprobs: null,
+          finish_reason: null,
+        },
+      ],
+    });
+    expect(parse(f.delta(0, "x", false)).choices[0].delta).toEqual({ content: "x" });
+    expect(parse(f.finish(0, "length", false)).choices[0]).toMatchObject({
+      delta: {},
+      finish_reason: "length",
+    });
+  });
+
+  it("adds usage:null to every chunk and a final usage chunk when include_usage is set", () => {
+    const f = new ChunkFormatter(Endpoint.CHAT_COMPLETIONS, "r", "m", true);
+    expect(parse(f.delta(0, "a", true)).usage).toBeNull();
+    const u = parse(f.usage({ promptTokens: 3, completionTokens: 4, finishReasons: new Map() }));
+    expect(u.choices).toEqual([]);
+    expect(u.usage).toEqual({ prompt_tokens: 3, completion_tokens: 4, total_tokens: 7 });
+  });
+
+  it("writes text completion chunks", () => {
+    const f = new ChunkFormatter(Endpoint.COMPLETIONS, "r", "m", false);
+    expect(parse(f.delta(1, "abc", true))).toMatchObject({
+      id: "cmpl-r",
+      object: "text_completion",
+      choices: [{ text: "abc", index: 1, logprobs: null, finish_reason: null }],
+    });
+  });
+
+  it("builds whole bodies for both endpoints", () => {
+    const result = { promptTokens: 5, completionTokens: 2, finishReasons: new Map([[0, "stop"]]) };
+    const chat = completionBody(Endpoint.CHAT_COMPLETIONS, "r", "m", ["hi"], result);
+    expect(chat).toMatchObject({
+      object: "chat.completion",
+      choices: [{ index: 0, message: { role: "assistant", content: "hi" }, finish_reason: "stop" }],
+      usage: { prompt_tokens: 5, completion_tokens: 2, total_tokens: 7 },
+    });
+    const text = completionBody(Endpoint.COMPLETIONS, "r", "m", ["hi"], result);
+    expect(text).toMatchObject({
+      object: "text_completion",
+      choices: [{ text: "hi", finish_reason: "stop" }],
+    });
+  });
+});

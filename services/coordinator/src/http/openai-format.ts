@@ -1,0 +1,100 @@
+import { Endpoint } from "@darkbloom/protocol/provider/v1";
+import type { CompletionResult } from "../inference/response-sink.js";
+
+/** Precomputed JSON fragments of one response's SSE events, so each token costs one string concat. */
+export class ChunkFormatter {
+  readonly id: string;
+  readonly created = Math.floor(Date.now() / 1000);
+  private readonly head: string;
+  private readonly usageNull: string;
+
+  constructor(
+    readonly endpoint: Endpoint,
+    requestId: string,
+    readonly model: string,
+    includeUsage: boolean,
+  ) {
+    const chat = endpoint === Endpoint.CHAT_COMPLETIONS;
+    this.id = `${chat ? "chatcmpl" : "cmpl"}-${requestId}`;
+    const object = chat ? "chat.completion.chunk" : "text_completion";
+    this.head = `{"id":"${this.id}","object":"${object}","created":${this.created},"model":${JSON.stringify(model)},"choices":[`;
+    this.usageNull = includeUsage ? `,"usage":null` : "";
+  }
+
+  /** A delta event; `first` adds the assistant role to a chat choice's first delta. */
+  delta(index: number, text: string, first: boolean): string {
+    const t = JSON.stringify(text);
+    if (this.endpoint === Endpoint.CHAT_COMPLETIONS) {
+      const delta = first ? `{"role":"assistant","content":${t}}` : `{"content":${t}}`;
+      return `data: ${this.head}{"index":${index},"delta":${delta},"logprobs":null,"finish_reason":null}]${this.usageNull}}\n\n`;
+    }
+    return `data: ${this.head}{"text":${t},"index":${index},"logprobs":null,"finish_reason":null}]${this.usageNull}}\n\n`;
+  }
+
+  /** The closing event of one choice. */
+  finish(index: number, reason: string, roleNotSent: boolean): string {
+    const r = JSON.stringify(reason);
+    if (this.endpoint === Endpoint.CHAT_COMPLETIONS) {
+      const delta = roleNotSent ? `{"role":"assistant","content":""}` : "{}";
+      return `data: ${this.head}{"index":${index},"delta":${delta},"logprobs":null,"finish_reason":${r}}]${this.usageNull}}\n\n`;
+    }
+    return `data: ${this.head}{"text":"","index":${index},"logprobs":null,"finish_reason":${r}}]${this.usageNull}}\n\n`;
+  }
+
+  /** The usage event sent last when stream_options.include_usage is set. */
+  usage(result: CompletionResult): string {
+    return `data: ${this.head}],"usage":${JSON.stringify(usageObject(result))}}\n\n`;
+  }
+}
+
+export function usageObject(r: CompletionResult): {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+} {
+  return {
+    prompt_tokens: r.promptTokens,
+    completion_tokens: r.completionTokens,
+    total_tokens: r.promptTokens + r.completionTokens,
+  };
+}
+
+/** A whole (non-streaming) response body. */
+export function completionBody(
+  endpoint: Endpoint,
+  requestId: string,
+  model: string,
+  texts: readonly string[],
+  result: CompletionResult,
+): Record<string, unknown> {
+  const created = Math.floor(Date.now() / 1000);
+  const usage = usageObject(result);
+  if (endpoint === Endpoint.CHAT_COMPLETIONS) {
+    return {
+      id: `chatcmpl-${requestId}`,
+      object: "chat.completion",
+      created,
+      model,
+      choices: texts.map((content, index) => ({
+        index,
+        message: { role: "assistant", content, refusal: null },
+        logprobs: null,
+        finish_reason: result.finishReasons.get(index) ?? "stop",
+      })),
+      usage,
+    };
+  }
+  return {
+    id: `cmpl-${requestId}`,
+    object: "text_completion",
+    created,
+    model,
+    choices: texts.map((text, index) => ({
+      text,
+      index,
+      logprobs: null,
+      finish_reason: result.finishReasons.get(index) ?? "stop",
+    })),
+    usage,
+  };
+}

@@ -1,0 +1,10 @@
+export { type CoordinatorConfig, type CoordinatorConfigInput, resolveConfig } from "./config.js";
+export { type RunningCoordinator, startCoordinator } from "./coordinator.js";
+export { ApiError } from "./errors/index.js";
+export { createLogger, type Logger } from "./log.js";
+export {
+  createTestDatabase,
+  startTestPostgres,
+  type TestDatabase,
+  type TestPostgres,
+} from "./store/test-database.js";

@@ -1,0 +1,258 @@
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { parseTrustLevelName } from "@darkbloom/protocol";
+import {
+  Endpoint,
+  type InferenceError,
+  type InferenceRequestSchema,
+  TrustLevel,
+} from "@darkbloom/protocol/provider/v1";
+import type { CoordinatorConfig } from "../config.js";
+import { ApiError, contextLengthExceeded, modelNotFound, providerError } from "../errors/index.js";
+import type { CallObserver, ProviderSession } from "../link/provider-session.js";
+import type { SessionManager } from "../link/session-manager.js";
+import type { Logger } from "../log.js";
+import type { CoordinatorMetrics } from "../metrics.js";
+import type { RouteDemand } from "../routing/cost-model.js";
+import type { ProviderRegistry } from "../routing/provider-registry.js";
+import type { Router } from "../routing/router.js";
+import type { RouteConstraints } from "../routing/scheduler.js";
+import type { ValidatedRequest } from "./request-validation.js";
+import type { ResponseSink } from "./response-sink.js";
+import type { Timing } from "./timing.js";
+
+/** A request ready to route: validated, authenticated, with its token budget fixed. */
+export interface InferenceJob {
+  requestId: string;
+  accountId: string;
+  request: ValidatedRequest;
+  /** Completion-token budget per choice enforced for this request. */
+  maxTokens: number;
+  demand: RouteDemand;
+  constraints: RouteConstraints;
+  timing: Timing;
+}
+
+/** What the pipeline needs of the model catalog: an in-memory lookup. */
+export interface CatalogView {
+  lookup(modelId: string): { enabled: boolean } | undefined;
+}
+
+type AttemptOutcome = { kind: "done" } | { kind: "retry"; reason: string };
+
+export interface PipelineDeps {
+  config: CoordinatorConfig;
+  registry: ProviderRegistry;
+  router: Router;
+  sessions: SessionManager;
+  /** Synchronous view of the model catalog (served from memory). */
+  catalog: CatalogView;
+  metrics: CoordinatorMetrics;
+  log: Logger;
+}
+
+/**
+ * The request path after authentication: model lookup and context gate (prepare), then routing,
+ * dispatch and invisible retries (run). Both the OpenAI HTTP routes and the Connect inference
+ * service go through it.
+ */
+export class InferencePipeline {
+  private readonly minTrust: TrustLevel;
+
+  constructor(private readonly deps: PipelineDeps) {
+    this.minTrust = parseTrustLevelName(deps.config.minTrustLevel) ?? TrustLevel.NONE;
+  }
+
+  /** Resolves the model and the token budget; throws 404 or 400 context_length_exceeded. */
+  prepare(requestId: string, accountId: string, request: ValidatedRequest, timing: Timing): InferenceJob {
+    const { registry, catalog, config } = this.deps;
+    const providers = registry.serving(request.model);
+    const entry = catalog.lookup(request.model);
+    if (providers.size === 0 && !entry?.enabled) throw modelNotFound(request.model);
+    if (entry && !entry.enabled) throw modelNotFound(request.model);
+
+    // The context gate: the largest context any connected provider of the model serves.
+    let limit = 0;
+    for (const p of providers) limit = Math.max(limit, p.contextLimit(request.model));
+    const param = request.endpoint === Endpoint.COMPLETIONS ? "prompt" : "messages";
+    let maxTokens = request.maxTokens ?? config.defaultMaxTokens;
+    if (providers.size > 0) {
+      if (request.promptTokens >= limit) throw contextLengthExceeded(request.promptTokens + 1, limit, param);
+      if (request.maxTokens === undefined) maxTokens = Math.min(maxTokens, limit - request.promptTokens);
+      else if (request.promptTokens + maxTokens > limit) {
+        throw contextLengthExceeded(request.promptTokens + maxTokens, limit, param);
+      }
+    }
+    return {
+      requestId,
+      accountId,
+      request,
+      maxTokens,
+      demand: { model: request.model, promptTokens: request.promptTokens, maxTokens },
+      constraints: { minTrust: this.minTrust },
+      timing,
+    };
+  }
+
+  /** Routes and serves the job, retrying on another provider while nothing reached the consumer. */
+  async run(job: InferenceJob, sink: ResponseSink, signal: AbortSignal): Promise<void> {
+    const { router, sessions, config, metrics } = this.deps;
+    const exclude = new Set<string>();
+    let lastFailure = "";
+    for (let attempt = 0; attempt <= config.maxRetries; attempt++) {
+      const constraints: RouteConstraints = { ...job.constraints, exclude };
+      if (attempt > 0 && !router.hasEligibleProvider(job.demand, constraints)) break;
+      const routeStart = performance.now();
+      let lease: Awaited<ReturnType<Router["acquire"]>>;
+      try {
+        lease = await router.acquire(job.demand, constraints, signal);
+      } catch (e) {
+        if (signal.aborted) return;
+        sink.fail(e instanceof ApiError ? e : providerError("routing failed"));
+        return;
+      }
+      job.timing.addMicros("queue", lease.queuedMicros);
+      job.timing.addMicros(
+        "route",
+        Math.max(0, Math.round((performance.now() - routeStart) * 1000) - lease.queuedMicros),
+      );
+      const session = sessions.get(lease.provider.id);
+      if (!session) {
+        lease.release();
+        exclude.add(lease.provider.id);
+        continue;
+      }
+      sink.attempt(lease.provider);
+      metrics.inFlight.inc();
+      let outcome: AttemptOutcome;
+      try {
+        outcome = await this.attempt(session, job, sink, signal);
+      } finally {
+        metrics.inFlight.dec();
+        lease.release();
+      }
+      if (outcome.kind === "done") return;
+      exclude.add(lease.provider.id);
+      lastFailure = outcome.reason;
+      metrics.retries.inc({ reason: outcome.reason });
+      this.deps.log.info(
+        { requestId: job.requestId, providerId: lease.provider.id, reason: outcome.reason },
+        "retrying on another provider",
+      );
+    }
+    sink.fail(
+      providerError(
+        `No provider could complete the request (${exclude.size} tried; last failure: ${lastFailure || "none available"}).`,
+      ),
+    );
+  }
+
+  private attempt(
+    session: ProviderSession,
+    job: InferenceJob,
+    sink: ResponseSink,
+    signal: AbortSignal,
+  ): Promise<AttemptOutcome> {
+    const { config } = this.deps;
+    const { timing, requestId } = job;
+    return new Promise<AttemptOutcome>((resolve) => {
+      let finished = false;
+      let sawChunk = false;
+      const dispatchedAt = performance.now();
+      const finish = (outcome: AttemptOutcome) => {
+        if (finished) return;
+        finished = true;
+        clearTimeout(timer);
+        signal.removeEventListener("abort", onAbort);
+        resolve(outcome);
+      };
+      // Failure after the consumer saw bytes is reported in-band; before, the pipeline retries.
+      const failOrRetry = (reason: string, error: ApiError) => {
+        if (sink.committed) {
+          sink.fail(error);
+          finish({ kind: "done" });
+        } else {
+          finish({ kind: "retry", reason });
+        }
+      };
+      const onAbort = () => {
+        session.cancel(requestId, "consumer_disconnected");
+        finish({ kind: "done" });
+      };
+      const onSilence = () => {
+        const reason = sawChunk ? "provider_stalled" : "first_token_timeout";
+        session.cancel(requestId, reason);
+        failOrRetry(reason, providerError(`The provider stopped responding (${reason}).`));
+      };
+      let timer = setTimeout(onSilence, config.firstTokenTimeoutMs);
+      timer.unref();
+
+      const observer: CallObserver = {
+        accepted() {
+          timing.add("dispatch", dispatchedAt);
+        },
+        chunk(payload) {
+          if (sawChunk) {
+            timer.refresh();
+          } else {
+            sawChunk = true;
+            timing.add("provider_first_token", dispatchedAt);
+            // After the first token the silence limit is the inter-token one.
+            clearTimeout(timer);
+            timer = setTimeout(onSilence, config.interTokenTimeoutMs);
+            timer.unref();
+          }
+          sink.chunk(payload);
+        },
+        complete(message) {
+          finish({ kind: "done" });
+          const finishReasons = new Map<number, string>();
+          for (const c of message.choices) finishReasons.set(c.index, c.finishReason || "stop");
+          sink.complete({
+            promptTokens: message.usage?.promptTokens ?? job.request.promptTokens,
+            completionTokens: message.usage?.completionTokens ?? 0,
+            finishReasons,
+          });
+        },
+        error(message) {
+          if (message.retryable && !sink.committed) {
+            finish({ kind: "retry", reason: message.code || "provider_error" });
+            return;
+          }
+          sink.fail(providerErrorFrom(message));
+          finish({ kind: "done" });
+        },
+        lost(reason) {
+          failOrRetry(reason, providerError(`The provider disconnected mid-response (${reason}).`));
+        },
+      };
+      const request: MessageInitShape<typeof InferenceRequestSchema> = {
+        requestId,
+        model: job.request.model,
+        endpoint: job.request.endpoint,
+        body: { case: "plaintextBody", value: job.request.body },
+        maxTokens: job.maxTokens,
+        stream: job.request.stream,
+        promptTokensEstimate: job.request.promptTokens,
+      };
+      signal.addEventListener("abort", onAbort, { once: true });
+      if (!session.dispatch(request, observer)) finish({ kind: "retry", reason: "stream_closed" });
+    });
+  }
+}
+
+/** Maps a provider's InferenceError to what the consumer sees: client errors pass through. */
+function providerErrorFrom(e: InferenceError): ApiError {
+  if (e.httpStatus >= 400 && e.httpStatus < 500 && e.httpStatus !== 408 && e.httpStatus !== 429) {
+    return new ApiError({
+      status: e.httpStatus,
+      type: "invalid_request_error",
+      code: e.code || "invalid_request_error",
+      message: e.message || "The provider rejected the request.",
+      param: e.code === "context_length_exceeded" ? "messages" : null,
+    });
+  }
+  return providerError(
+    e.message || "The provider failed to complete the request.",
+    e.code || "provider_error",
+  );
+}

@@ -1,0 +1,133 @@
+import { Endpoint } from "@darkbloom/protocol/provider/v1";
+import { describe, expect, it } from "vitest";
+import { ApiError } from "../errors/index.js";
+import { validateRequest } from "./request-validation.js";
+
+const enc = (v: unknown) => new TextEncoder().encode(typeof v === "string" ? v : JSON.stringify(v));
+const chat = (extra: Record<string, unknown> = {}) =>
+  enc({ model: "m", messages: [{ role: "user", content: "hello there" }], ...extra });
+
+function errorOf(endpoint: Endpoint, body: Uint8Array): ApiError {
+  try {
+    validateRequest(endpoint, body);
+  } catch (e) {
+    if (e instanceof ApiError) return e;
+    throw e;
+  }
+  throw new Error("expected a validation error");
+}
+
+describe("validateRequest", () => {
+  it("accepts a minimal chat request and keeps the raw body", () => {
+    const body = chat();
+    const r = validateRequest(Endpoint.CHAT_COMPLETIONS, body);
+    expect(r).toMatchObject({ model: "m", stream: false, n: 1, maxTokens: undefined, includeUsage: false });
+    expect(r.body).toBe(body);
+    expect(r.promptTokens).toBeGreaterThan(4);
+  });
+
+  it("tolerates unknown fields", () => {
+    expect(() =>
+      validateRequest(Endpoint.CHAT_COMPLETIONS, chat({ frobnicate: true, metadata: { a: 1 } })),
+    ).not.toThrow();
+  });
+
+  it.each([
+    ["not json", "{", null, "invalid_json"],
+    ["a JSON array", "[1]", null, "invalid_json"],
+  ])("rejects %s", (_name, body, param, code) => {
+    const e = errorOf(Endpoint.CHAT_COMPLETIONS, enc(body));
+    expect(e.status).toBe(400);
+    expect(e.type).toBe("invalid_request_error");
+    expect(e.code).toBe(code);
+    expect(e.param).toBe(param);
+  });
+
+  it("names the model param when it is missing", () => {
+    const e = errorOf(Endpoint.CHAT_COMPLETIONS, enc({ messages: [{ role: "user", content: "x" }] }));
+    expect(e.toJSON()).toEqual({
+      error: {
+        message: "You must provide a model parameter.",
+        type: "invalid_request_error",
+        code: "invalid_request_error",
+        param: "model",
+      },
+    });
+  });
+
+  it.each([
+    [{ temperature: 2.5 }, "temperature"],
+    [{ temperature: "hot" }, "temperature"],
+    [{ top_p: 1.5 }, "top_p"],
+    [{ top_p: -0.1 }, "top_p"],
+    [{ max_tokens: 0 }, "max_tokens"],
+    [{ max_tokens: 1.5 }, "max_tokens"],
+    [{ max_tokens: 2_000_000 }, "max_tokens"],
+    [{ max_completion_tokens: -1 }, "max_completion_tokens"],
+    [{ n: 0 }, "n"],
+    [{ n: 9 }, "n"],
+    [{ stop: ["a", "b", "c", "d", "e"] }, "stop"],
+    [{ stop: 5 }, "stop"],
+    [{ stream: "yes" }, "stream"],
+    [{ stream_options: { include_usage: true } }, "stream_options"],
+    [{ stream: true, stream_options: { include_usage: "y" } }, "stream_options.include_usage"],
+    [{ presence_penalty: 3 }, "presence_penalty"],
+    [{ seed: 1.5 }, "seed"],
+    [{ logprobs: true }, "logprobs"],
+    [{ messages: [] }, "messages"],
+    [{ messages: "hi" }, "messages"],
+    [{ messages: [{ role: "wizard", content: "x" }] }, "messages[0].role"],
+    [{ messages: [{ role: "user" }] }, "messages[0].content"],
+    [
+      { messages: [{ role: "user", content: [{ type: "image_url", image_url: {} }] }] },
+      "messages[0].content[0].type",
+    ],
+    [{ model: 42 }, "model"],
+  ])("rejects %j naming param %s", (extra, param) => {
+    const e = errorOf(Endpoint.CHAT_COMPLETIONS, chat(extra));
+    expect(e.status).toBe(400);
+    expect(e.param).toBe(param);
+    expect(e.message.length).toBeGreaterThan(10);
+  });
+
+  it("reads stream options and token limits", () => {
+    const r = validateRequest(
+      Endpoint.CHAT_COMPLETIONS,
+      chat({
+        stream: true,
+        stream_options: { include_usage: true },
+        max_tokens: 50,
+        max_completion_tokens: 20,
+        n: 2,
+      }),
+    );
+    expect(r).toMatchObject({ stream: true, includeUsage: true, maxTokens: 20, n: 2 });
+  });
+
+  it("accepts text content parts and assistant messages without content", () => {
+    const r = validateRequest(
+      Endpoint.CHAT_COMPLETIONS,
+      enc({
+        model: "m",
+        messages: [
+          { role: "user", content: [{ type: "text", text: "abcd".repeat(10) }] },
+          { role: "assistant", content: null },
+        ],
+      }),
+    );
+    expect(r.promptTokens).toBeGreaterThanOrEqual(10);
+  });
+
+  it("validates completions prompts", () => {
+    expect(validateRequest(Endpoint.COMPLETIONS, enc({ model: "m", prompt: "once upon" })).model).toBe("m");
+    expect(validateRequest(Endpoint.COMPLETIONS, enc({ model: "m", prompt: ["once"] })).model).toBe("m");
+    expect(errorOf(Endpoint.COMPLETIONS, enc({ model: "m" })).param).toBe("prompt");
+    expect(errorOf(Endpoint.COMPLETIONS, enc({ model: "m", prompt: ["a", "b"] })).message).toContain(
+      "Batched",
+    );
+    expect(errorOf(Endpoint.COMPLETIONS, enc({ model: "m", prompt: [1, 2, 3] })).message).toContain(
+      "Token-id",
+    );
+    expect(errorOf(Endpoint.COMPLETIONS, enc({ model: "m", prompt: "x", echo: true })).param).toBe("echo");
+  });
+});

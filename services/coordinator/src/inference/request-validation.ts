@@ -1,0 +1,207 @@
+import { Endpoint } from "@darkbloom/protocol/provider/v1";
+import { invalidRequest } from "../errors/index.js";
+import { estimateTokens, MESSAGE_OVERHEAD_TOKENS, REPLY_PRIMER_TOKENS } from "./token-estimate.js";
+
+/** A consumer request after validation: what routing, billing and dispatch need to know. */
+export interface ValidatedRequest {
+  endpoint: Endpoint;
+  model: string;
+  stream: boolean;
+  includeUsage: boolean;
+  /** max_tokens (or max_completion_tokens) as sent; undefined when the consumer sent none. */
+  maxTokens: number | undefined;
+  n: number;
+  promptTokens: number;
+  /** The request JSON exactly as the consumer sent it; forwarded to the provider unchanged. */
+  body: Uint8Array;
+}
+
+export const LIMITS = {
+  maxTokens: 1_000_000,
+  maxN: 8,
+  maxStop: 4,
+  maxMessages: 4096,
+  maxModelLength: 256,
+} as const;
+
+const CHAT_ROLES = new Set(["system", "user", "assistant", "developer", "tool", "function"]);
+
+type Json = Record<string, unknown>;
+
+/** Parses and validates a POST /v1/chat/completions or /v1/completions body. Unknown fields are tolerated. */
+export function validateRequest(endpoint: Endpoint, body: Uint8Array): ValidatedRequest {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString("utf8"));
+  } catch (e) {
+    throw invalidRequest(
+      `We could not parse the JSON body of your request (${e instanceof Error ? e.message : "invalid JSON"}).`,
+      null,
+      "invalid_json",
+    );
+  }
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
+    throw invalidRequest("The request body must be a JSON object.", null, "invalid_json");
+  }
+  const o = parsed as Json;
+
+  const model = o.model;
+  if (model === undefined || model === null || model === "") {
+    throw invalidRequest("You must provide a model parameter.", "model");
+  }
+  if (typeof model !== "string") throw invalidRequest("'model' must be a string.", "model");
+  if (model.length > LIMITS.maxModelLength) {
+    throw invalidRequest(`'model' is longer than ${LIMITS.maxModelLength} characters.`, "model");
+  }
+
+  const promptTokens =
+    endpoint === Endpoint.CHAT_COMPLETIONS ? validateMessages(o.messages) : validatePrompt(o.prompt);
+
+  const stream = optionalBoolean(o, "stream") ?? false;
+  let includeUsage = false;
+  if (o.stream_options !== undefined && o.stream_options !== null) {
+    if (!stream) {
+      throw invalidRequest(
+        "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+        "stream_options",
+      );
+    }
+    if (typeof o.stream_options !== "object" || Array.isArray(o.stream_options)) {
+      throw invalidRequest("'stream_options' must be an object.", "stream_options");
+    }
+    includeUsage =
+      optionalBoolean(o.stream_options as Json, "include_usage", "stream_options.include_usage") ?? false;
+  }
+
+  const maxCompletion =
+    endpoint === Endpoint.CHAT_COMPLETIONS
+      ? optionalInteger(o, "max_completion_tokens", 1, LIMITS.maxTokens)
+      : undefined;
+  const maxTokens = maxCompletion ?? optionalInteger(o, "max_tokens", 1, LIMITS.maxTokens);
+  const n = optionalInteger(o, "n", 1, LIMITS.maxN) ?? 1;
+  optionalNumber(o, "temperature", 0, 2);
+  optionalNumber(o, "top_p", 0, 1);
+  optionalInteger(o, "top_k", 0, 1_000_000);
+  optionalNumber(o, "presence_penalty", -2, 2);
+  optionalNumber(o, "frequency_penalty", -2, 2);
+  optionalInteger(o, "seed", Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER);
+  validateStop(o.stop);
+  if (o.user !== undefined && o.user !== null && typeof o.user !== "string") {
+    throw invalidRequest("'user' must be a string.", "user");
+  }
+  if (o.logprobs === true || (typeof o.logprobs === "number" && o.logprobs > 0)) {
+    throw invalidRequest("'logprobs' is not supported by this network.", "logprobs");
+  }
+  if (endpoint === Endpoint.COMPLETIONS && o.echo === true) {
+    throw invalidRequest("'echo' is not supported by this network.", "echo");
+  }
+  const bestOf = optionalInteger(o, "best_of", 1, LIMITS.maxN);
+  if (bestOf !== undefined && bestOf !== n) {
+    throw invalidRequest("'best_of' other than n is not supported by this network.", "best_of");
+  }
+
+  return { endpoint, model, stream, includeUsage, maxTokens, n, promptTokens, body };
+}
+
+function validateMessages(messages: unknown): number {
+  if (messages === undefined || messages === null) {
+    throw invalidRequest("You must provide a messages parameter.", "messages");
+  }
+  if (!Array.isArray(messages)) throw invalidRequest("'messages' must be an array.", "messages");
+  if (messages.length === 0)
+    throw invalidRequest("'messages' must contain at least one message.", "messages");
+  if (messages.length > LIMITS.maxMessages) {
+    throw invalidRequest(`'messages' has more than ${LIMITS.maxMessages} messages.`, "messages");
+  }
+  let tokens = REPLY_PRIMER_TOKENS;
+  messages.forEach((m: unknown, i) => {
+    const at = `messages[${i}]`;
+    if (typeof m !== "object" || m === null || Array.isArray(m))
+      throw invalidRequest(`'${at}' must be an object.`, at);
+    const msg = m as Json;
+    if (typeof msg.role !== "string" || !CHAT_ROLES.has(msg.role)) {
+      throw invalidRequest(
+        `'${at}.role' must be one of ${[...CHAT_ROLES].map((r) => `'${r}'`).join(", ")}.`,
+        `${at}.role`,
+      );
+    }
+    tokens += MESSAGE_OVERHEAD_TOKENS + contentTokens(msg, at);
+  });
+  return tokens;
+}
+
+function contentTokens(msg: Json, at: string): number {
+  const content = msg.content;
+  if (typeof content === "string") return estimateTokens(content);
+  if (content === null || content === undefined) {
+    if (msg.role === "assistant") return 0;
+    throw invalidRequest(`'${at}.content' is required for role '${String(msg.role)}'.`, `${at}.content`);
+  }
+  if (!Array.isArray(content)) {
+    throw invalidRequest(`'${at}.content' must be a string or an array of content parts.`, `${at}.content`);
+  }
+  let tokens = 0;
+  content.forEach((part: unknown, j) => {
+    const p = `${at}.content[${j}]`;
+    if (typeof part !== "object" || part === null) throw invalidRequest(`'${p}' must be an object.`, p);
+    const { type, text } = part as Json;
+    if (type !== "text") {
+      throw invalidRequest(
+        `'${p}.type' is ${JSON.stringify(type)}; only 'text' content parts are supported.`,
+        `${p}.type`,
+      );
+    }
+    if (typeof text !== "string") throw invalidRequest(`'${p}.text' must be a string.`, `${p}.text`);
+    tokens += estimateTokens(text);
+  });
+  return tokens;
+}
+
+function validatePrompt(prompt: unknown): number {
+  if (prompt === undefined || prompt === null)
+    throw invalidRequest("You must provide a prompt parameter.", "prompt");
+  if (typeof prompt === "string") return estimateTokens(prompt);
+  if (Array.isArray(prompt)) {
+    if (prompt.length === 1 && typeof prompt[0] === "string") return estimateTokens(prompt[0]);
+    if (prompt.every((p) => typeof p === "string")) {
+      throw invalidRequest("Batched prompts are not supported; send one prompt per request.", "prompt");
+    }
+    throw invalidRequest("Token-id prompts are not supported; send the prompt as a string.", "prompt");
+  }
+  throw invalidRequest("'prompt' must be a string.", "prompt");
+}
+
+function validateStop(stop: unknown): void {
+  if (stop === undefined || stop === null || typeof stop === "string") return;
+  if (!Array.isArray(stop) || !stop.every((s) => typeof s === "string")) {
+    throw invalidRequest("'stop' must be a string or an array of strings.", "stop");
+  }
+  if (stop.length > LIMITS.maxStop) {
+    throw invalidRequest(`'stop' may contain at most ${LIMITS.maxStop} sequences.`, "stop");
+  }
+}
+
+function optionalBoolean(o: Json, key: string, param = key): boolean | undefined {
+  const v = o[key];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== "boolean") throw invalidRequest(`'${param}' must be a boolean.`, param);
+  return v;
+}
+
+function optionalNumber(o: Json, key: string, min: number, max: number): number | undefined {
+  const v = o[key];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== "number" || !Number.isFinite(v)) throw invalidRequest(`'${key}' must be a number.`, key);
+  if (v < min || v > max) throw invalidRequest(`'${key}' must be between ${min} and ${max}, got ${v}.`, key);
+  return v;
+}
+
+function optionalInteger(o: Json, key: string, min: number, max: number): number | undefined {
+  const v = o[key];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== "number" || !Number.isInteger(v))
+    throw invalidRequest(`'${key}' must be an integer.`, key);
+  if (v < min) throw invalidRequest(`'${key}' must be at least ${min}, got ${v}.`, key);
+  if (v > max) throw invalidRequest(`'${key}' must be at most ${max}, got ${v}.`, key);
+  return v;
+}

@@ -1,0 +1,25 @@
+import type { ChunkPayload } from "@darkbloom/protocol/provider/v1";
+import type { ApiError } from "../errors/index.js";
+import type { ProviderHandle } from "../routing/provider-handle.js";
+
+/** How a request ended on its provider. */
+export interface CompletionResult {
+  promptTokens: number;
+  completionTokens: number;
+  /** finish_reason per choice index. */
+  finishReasons: ReadonlyMap<number, string>;
+}
+
+/**
+ * Where a request's output goes: an SSE stream, a JSON body, or a Connect stream. The pipeline calls
+ * attempt() before each try, then chunk() any number of times, then exactly one of complete() or
+ * fail(). Once `committed` is true (bytes reached the consumer) the pipeline no longer retries.
+ */
+export interface ResponseSink {
+  readonly committed: boolean;
+  /** A provider was chosen for the next try; discard anything buffered from an earlier one. */
+  attempt(provider: ProviderHandle): void;
+  chunk(payload: ChunkPayload): void;
+  complete(result: CompletionResult): void;
+  fail(error: ApiError): void;
+}

@@ -1,0 +1,164 @@
+import { randomBytes } from "node:crypto";
+import { create } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { Channel, MISSED_HEARTBEATS_BEFORE_EVICTION } from "@darkbloom/protocol";
+import {
+  type ConnectResponse,
+  ConnectResponseSchema,
+  type Register,
+  TrustLevel,
+} from "@darkbloom/protocol/provider/v1";
+import type { Logger } from "../log.js";
+import type { CoordinatorMetrics } from "../metrics.js";
+import { ProviderHandle } from "../routing/provider-handle.js";
+import type { ProviderRegistry } from "../routing/provider-registry.js";
+import { ProviderSession } from "./provider-session.js";
+
+export interface SessionManagerOptions {
+  heartbeatIntervalMs: number;
+}
+
+/**
+ * Owns the provider sessions: opens one per registered stream, evicts providers whose stream closed
+ * or that missed three heartbeats, and drains them all at shutdown.
+ */
+export class SessionManager {
+  private readonly sessions = new Map<
+    string,
+    { session: ProviderSession; outbound: Channel<ConnectResponse> }
+  >();
+  private readonly byMachine = new Map<string, string>();
+  private readonly watchdog: NodeJS.Timeout;
+
+  constructor(
+    private readonly registry: ProviderRegistry,
+    private readonly options: SessionManagerOptions,
+    private readonly log: Logger,
+    private readonly metrics?: CoordinatorMetrics,
+  ) {
+    this.watchdog = setInterval(() => this.evictSilent(), Math.max(50, options.heartbeatIntervalMs / 2));
+    this.watchdog.unref();
+  }
+
+  get size(): number {
+    return this.sessions.size;
+  }
+
+  get(providerId: string): ProviderSession | undefined {
+    return this.sessions.get(providerId)?.session;
+  }
+
+  all(): ProviderSession[] {
+    return [...this.sessions.values()].map((s) => s.session);
+  }
+
+  /** Opens a session for a validated Register; the returned channel is the stream's outbound half. */
+  open(register: Register): { session: ProviderSession; outbound: Channel<ConnectResponse> } {
+    const previous = register.machineId ? this.byMachine.get(register.machineId) : undefined;
+    if (previous) this.evict(previous, "replaced_by_new_session");
+
+    const id = `prov_${randomBytes(9).toString("base64url")}`;
+    const outbound = new Channel<ConnectResponse>();
+    const handle = new ProviderHandle({
+      id,
+      machineId: register.machineId,
+      daemonVersion: register.daemonVersion,
+      engineBackend: register.engineBackend,
+      hardware: register.hardware,
+      models: register.models,
+      maxBatch: register.capacity?.maxBatch ?? 1,
+      maxContext: register.capacity?.maxContext ?? 0,
+      // Attestation is not verified yet, so every provider is untrusted.
+      trustLevel: TrustLevel.NONE,
+      connectedAt: Date.now(),
+      send: (m) => outbound.offer(m),
+    });
+    const session = new ProviderSession(handle, outbound, this.log, () =>
+      this.registry.capacityChanged(handle),
+    );
+    this.sessions.set(id, { session, outbound });
+    if (register.machineId) this.byMachine.set(register.machineId, id);
+    outbound.push(
+      create(ConnectResponseSchema, {
+        message: {
+          case: "registerAck",
+          value: {
+            providerId: id,
+            trustLevel: handle.trustLevel,
+            heartbeatIntervalMs: this.options.heartbeatIntervalMs,
+            protocolVersion: register.protocolVersion,
+          },
+        },
+      }),
+    );
+    this.registry.add(handle);
+    this.metrics?.providersConnected.set(this.sessions.size);
+    this.log.info(
+      {
+        providerId: id,
+        machineId: register.machineId,
+        version: register.daemonVersion,
+        models: register.models.map((m) => m.id),
+        maxBatch: handle.maxBatch,
+      },
+      "provider registered",
+    );
+    return { session, outbound };
+  }
+
+  /**
+   * Removes a provider: fails its in-flight requests (their dispatchers retry or report), and ends
+   * its stream with the given error (or cleanly when none).
+   */
+  evict(providerId: string, reason: string, error?: ConnectError): void {
+    const entry = this.sessions.get(providerId);
+    if (!entry) return;
+    this.sessions.delete(providerId);
+    const { session, outbound } = entry;
+    if (this.byMachine.get(session.handle.machineId) === providerId)
+      this.byMachine.delete(session.handle.machineId);
+    this.registry.remove(providerId, reason);
+    session.close(reason);
+    if (error) outbound.fail(error);
+    else outbound.close();
+    this.metrics?.providersConnected.set(this.sessions.size);
+    this.metrics?.providerEvictions.inc({ reason });
+    this.log.info({ providerId, reason }, "provider removed");
+  }
+
+  /** Sends Drain to every provider, waits for their in-flight work up to the deadline, then closes all. */
+  async drainAll(reason: string, deadlineMs: number): Promise<void> {
+    for (const { session } of this.sessions.values()) session.drain(reason, deadlineMs);
+    const until = Date.now() + deadlineMs;
+    while (Date.now() < until && this.all().some((s) => s.activeCalls > 0)) {
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    for (const id of [...this.sessions.keys()]) this.evict(id, reason);
+  }
+
+  close(): void {
+    clearInterval(this.watchdog);
+    for (const id of [...this.sessions.keys()]) this.evict(id, "coordinator_shutdown");
+  }
+
+  private evictSilent(): void {
+    const limit = this.options.heartbeatIntervalMs * MISSED_HEARTBEATS_BEFORE_EVICTION;
+    const now = Date.now();
+    for (const [id, { session }] of this.sessions) {
+      if (now - session.handle.lastHeartbeatAt > limit) {
+        this.log.warn(
+          { providerId: id, silentMs: now - session.handle.lastHeartbeatAt },
+          "provider missed heartbeats",
+        );
+        this.evict(
+          id,
+          "missed_heartbeats",
+          new ConnectError(
+            `no heartbeat for ${now - session.handle.lastHeartbeatAt} ms`,
+            Code.DeadlineExceeded,
+          ),
+        );
+      }
+    }
+  }
+}

@@ -1,0 +1,106 @@
+import {
+  type ConnectResponse,
+  type Hardware,
+  type Heartbeat,
+  MemoryPressure,
+  type ModelInfo,
+  ProviderState,
+  ThermalState,
+  type TrustLevel,
+} from "@darkbloom/protocol/provider/v1";
+
+/** What the registry knows about one connected provider; the link session keeps it current. */
+export interface ProviderHandleInit {
+  id: string;
+  machineId: string;
+  daemonVersion: string;
+  engineBackend: string;
+  hardware: Hardware | undefined;
+  models: ModelInfo[];
+  maxBatch: number;
+  maxContext: number;
+  trustLevel: TrustLevel;
+  connectedAt: number;
+  /** Sends a message down the provider's stream; returns false when the stream is closed. */
+  send: (message: ConnectResponse) => boolean;
+}
+
+export class ProviderHandle {
+  readonly id: string;
+  readonly machineId: string;
+  readonly daemonVersion: string;
+  readonly engineBackend: string;
+  readonly hardware: Hardware | undefined;
+  readonly models: ReadonlyMap<string, ModelInfo>;
+  readonly maxBatch: number;
+  readonly maxContext: number;
+  readonly connectedAt: number;
+  readonly send: (message: ConnectResponse) => boolean;
+
+  trustLevel: TrustLevel;
+  /** Slots the coordinator has reserved on this provider (dispatched and not finished). */
+  inFlight = 0;
+  draining = false;
+  closed = false;
+
+  // Live state from the latest heartbeat.
+  lastHeartbeatAt: number;
+  state: ProviderState = ProviderState.IDLE;
+  loadedModels: ReadonlySet<string>;
+  queueDepth = 0;
+  busySlots = 0;
+  kvCacheUsage = 0;
+  decodeTokensPerSecond = 0;
+  prefillTokensPerSecond = 0;
+  memoryPressure: MemoryPressure = MemoryPressure.NORMAL;
+  thermalState: ThermalState = ThermalState.NOMINAL;
+  requestsCompleted = 0n;
+  requestsFailed = 0n;
+
+  constructor(init: ProviderHandleInit) {
+    this.id = init.id;
+    this.machineId = init.machineId;
+    this.daemonVersion = init.daemonVersion;
+    this.engineBackend = init.engineBackend;
+    this.hardware = init.hardware;
+    this.models = new Map(init.models.map((m) => [m.id, m]));
+    this.maxBatch = Math.max(1, init.maxBatch);
+    this.maxContext = init.maxContext;
+    this.trustLevel = init.trustLevel;
+    this.connectedAt = init.connectedAt;
+    this.lastHeartbeatAt = init.connectedAt;
+    this.send = init.send;
+    // Until the first heartbeat says otherwise, assume every advertised model is loaded.
+    this.loadedModels = new Set(this.models.keys());
+  }
+
+  get freeSlots(): number {
+    return this.maxBatch - this.inFlight;
+  }
+
+  /** Largest prompt plus completion the provider serves for a model. */
+  contextLimit(model: string): number {
+    const info = this.models.get(model);
+    const modelLimit = info?.contextLength ?? 0;
+    if (modelLimit > 0 && this.maxContext > 0) return Math.min(modelLimit, this.maxContext);
+    return modelLimit || this.maxContext || Number.MAX_SAFE_INTEGER;
+  }
+
+  applyHeartbeat(hb: Heartbeat, now: number): void {
+    this.lastHeartbeatAt = now;
+    this.state = hb.state;
+    if (hb.loadedModels.length > 0 || hb.state !== ProviderState.UNSPECIFIED) {
+      this.loadedModels = new Set(hb.loadedModels);
+    }
+    this.queueDepth = hb.queueDepth;
+    this.busySlots = hb.busySlots;
+    this.kvCacheUsage = hb.kvCacheUsage;
+    if (hb.decodeTokensPerSecond > 0) this.decodeTokensPerSecond = hb.decodeTokensPerSecond;
+    if (hb.prefillTokensPerSecond > 0) this.prefillTokensPerSecond = hb.prefillTokensPerSecond;
+    this.memoryPressure = hb.memoryPressure;
+    this.thermalState = hb.thermalState;
+    this.requestsCompleted = hb.requestsCompleted;
+    this.requestsFailed = hb.requestsFailed;
+    if (hb.state === ProviderState.DRAINING) this.draining = true;
+  }
+}

@@ -1,0 +1,180 @@
+import { modelNotAvailable } from "../errors/index.js";
+import type { CoordinatorMetrics } from "../metrics.js";
+import type { RouteDemand } from "./cost-model.js";
+import type { ProviderHandle } from "./provider-handle.js";
+import type { ProviderRegistry } from "./provider-registry.js";
+import { chooseProvider, isEligible, type RouteConstraints } from "./scheduler.js";
+
+/** A reserved slot on a provider. release() frees it (idempotent). */
+export interface Lease {
+  readonly provider: ProviderHandle;
+  /** Microseconds spent waiting in the model queue. */
+  readonly queuedMicros: number;
+  release(): void;
+}
+
+interface Waiter {
+  demand: RouteDemand;
+  constraints: RouteConstraints;
+  enqueuedAt: number;
+  resolve: (lease: Lease) => void;
+  reject: (e: unknown) => void;
+  cleanup: () => void;
+}
+
+export interface RouterOptions {
+  queueDepthPerModel: number;
+  queueTimeoutMs: number;
+}
+
+/**
+ * Reserves provider slots: picks the cheapest provider with room at once, or queues the request per
+ * model (bounded depth, bounded wait) until a slot frees, a heartbeat reports capacity, or a provider
+ * registers.
+ */
+export class Router {
+  private readonly queues = new Map<string, Waiter[]>();
+  private readonly unsubscribe: () => void;
+
+  constructor(
+    private readonly registry: ProviderRegistry,
+    private readonly options: RouterOptions,
+    private readonly metrics?: CoordinatorMetrics,
+  ) {
+    this.unsubscribe = registry.subscribe((e) => {
+      if (e.kind === "removed") return;
+      for (const model of e.provider.models.keys()) this.drain(model);
+    });
+  }
+
+  /** Whether some connected provider could ever serve this demand (capacity aside). */
+  hasEligibleProvider(demand: RouteDemand, constraints: RouteConstraints): boolean {
+    for (const p of this.registry.serving(demand.model)) if (isEligible(p, demand, constraints)) return true;
+    return false;
+  }
+
+  queueLength(model: string): number {
+    return this.queues.get(model)?.length ?? 0;
+  }
+
+  tryAcquire(demand: RouteDemand, constraints: RouteConstraints): Lease | undefined {
+    const p = chooseProvider(this.registry.serving(demand.model), demand, constraints);
+    return p ? this.lease(p, 0) : undefined;
+  }
+
+  /** Resolves with a lease, or rejects with a 503 ApiError or the signal's abort reason. */
+  acquire(demand: RouteDemand, constraints: RouteConstraints, signal?: AbortSignal): Promise<Lease> {
+    // A request that finds a free slot skips the queue only if nobody is waiting ahead of it.
+    if (this.queueLength(demand.model) === 0) {
+      const lease = this.tryAcquire(demand, constraints);
+      if (lease) return Promise.resolve(lease);
+    }
+    if (signal?.aborted) return Promise.reject(signal.reason);
+    const queue = this.queues.get(demand.model) ?? [];
+    if (queue.length >= this.options.queueDepthPerModel) {
+      return Promise.reject(modelNotAvailable(demand.model, "queue full", 1));
+    }
+    this.queues.set(demand.model, queue);
+    return new Promise<Lease>((resolve, reject) => {
+      const waiter: Waiter = {
+        demand,
+        constraints,
+        enqueuedAt: performance.now(),
+        resolve,
+        reject,
+        cleanup: () => {
+          clearTimeout(timer);
+          signal?.removeEventListener("abort", onAbort);
+        },
+      };
+      const timer = setTimeout(() => {
+        this.dequeue(waiter);
+        const retryAfter = Math.max(1, Math.round(this.options.queueTimeoutMs / 6000));
+        reject(
+          modelNotAvailable(
+            demand.model,
+            `waited ${Math.round(this.options.queueTimeoutMs / 1000)} s for a provider slot`,
+            retryAfter,
+          ),
+        );
+      }, this.options.queueTimeoutMs);
+      timer.unref?.();
+      const onAbort = () => {
+        this.dequeue(waiter);
+        reject(signal?.reason);
+      };
+      signal?.addEventListener("abort", onAbort, { once: true });
+      queue.push(waiter);
+      this.metrics?.queueDepth.set({ model: demand.model }, queue.length);
+    });
+  }
+
+  /** Hands free slots to waiting requests of a model, first come first served. */
+  drain(model: string): void {
+    const queue = this.queues.get(model);
+    if (!queue || queue.length === 0) return;
+    const providers = this.registry.serving(model);
+    let i = 0;
+    while (i < queue.length) {
+      let anyFree = false;
+      for (const p of providers) {
+        if (p.freeSlots > 0 && !p.closed && !p.draining) {
+          anyFree = true;
+          break;
+        }
+      }
+      if (!anyFree) break;
+      const waiter = queue[i] as Waiter;
+      const p = chooseProvider(providers, waiter.demand, waiter.constraints);
+      if (!p) {
+        i++;
+        continue;
+      }
+      queue.splice(i, 1);
+      waiter.cleanup();
+      const queuedMicros = Math.round((performance.now() - waiter.enqueuedAt) * 1000);
+      this.metrics?.queueWait.observe({ model }, queuedMicros / 1e6);
+      waiter.resolve(this.lease(p, queuedMicros));
+    }
+    if (queue.length === 0) this.queues.delete(model);
+    this.metrics?.queueDepth.set({ model }, queue.length);
+  }
+
+  /** Fails every waiting request (coordinator shutdown). */
+  close(error: unknown): void {
+    this.unsubscribe();
+    for (const queue of this.queues.values()) {
+      for (const w of queue.splice(0)) {
+        w.cleanup();
+        w.reject(error);
+      }
+    }
+    this.queues.clear();
+  }
+
+  private dequeue(waiter: Waiter): void {
+    waiter.cleanup();
+    const queue = this.queues.get(waiter.demand.model);
+    if (!queue) return;
+    const i = queue.indexOf(waiter);
+    if (i >= 0) queue.splice(i, 1);
+    if (queue.length === 0) this.queues.delete(waiter.demand.model);
+    this.metrics?.queueDepth.set({ model: waiter.demand.model }, queue.length);
+  }
+
+  private lease(p: ProviderHandle, queuedMicros: number): Lease {
+    p.inFlight++;
+    let released = false;
+    return {
+      provider: p,
+      queuedMicros,
+      release: () => {
+        if (released) return;
+        released = true;
+        p.inFlight--;
+        // The freed slot can serve any model the provider has, not only this request's.
+        if (!p.closed) for (const m of p.models.keys()) this.drain(m);
+      },
+    };
+  }
+}

@@ -1,0 +1,60 @@
+import type { TrustLevel } from "@darkbloom/protocol/provider/v1";
+import { estimateCompletionSeconds, type RouteDemand } from "./cost-model.js";
+import type { ProviderHandle } from "./provider-handle.js";
+
+/** Per-request limits on which providers may serve it. */
+export interface RouteConstraints {
+  minTrust: TrustLevel;
+  /** Providers already tried for this request (retries go elsewhere). */
+  exclude?: ReadonlySet<string> | undefined;
+  /** When set, only these providers may serve it. */
+  allow?: ReadonlySet<string> | undefined;
+}
+
+/** Costs within this fraction of the best are near-ties, broken by queue depth and then at random. */
+export const NEAR_TIE = 0.05;
+
+/** Whether a provider may serve this request at all, ignoring whether it has a free slot now. */
+export function isEligible(p: ProviderHandle, demand: RouteDemand, c: RouteConstraints): boolean {
+  if (p.closed || p.draining) return false;
+  if (p.trustLevel < c.minTrust) return false;
+  if (c.exclude?.has(p.id)) return false;
+  if (c.allow && !c.allow.has(p.id)) return false;
+  return demand.promptTokens + demand.maxTokens <= p.contextLimit(demand.model);
+}
+
+/**
+ * Chooses the provider that would finish the request soonest among those with a free slot.
+ * Returns undefined when none has room. The caller reserves the slot in the same tick.
+ */
+export function chooseProvider(
+  candidates: Iterable<ProviderHandle>,
+  demand: RouteDemand,
+  constraints: RouteConstraints,
+  random: () => number = Math.random,
+): ProviderHandle | undefined {
+  let best = Number.POSITIVE_INFINITY;
+  const scored: Array<{ p: ProviderHandle; cost: number }> = [];
+  for (const p of candidates) {
+    if (p.freeSlots <= 0 || !isEligible(p, demand, constraints)) continue;
+    const cost = estimateCompletionSeconds(p, demand);
+    scored.push({ p, cost });
+    if (cost < best) best = cost;
+  }
+  if (scored.length === 0) return undefined;
+  if (scored.length === 1) return scored[0]?.p;
+  const limit = best * (1 + NEAR_TIE);
+  let minQueue = Number.POSITIVE_INFINITY;
+  let ties: ProviderHandle[] = [];
+  for (const { p, cost } of scored) {
+    if (cost > limit) continue;
+    const queue = p.inFlight + p.queueDepth;
+    if (queue < minQueue) {
+      minQueue = queue;
+      ties = [p];
+    } else if (queue === minQueue) {
+      ties.push(p);
+    }
+  }
+  return ties[Math.floor(random() * ties.length)] ?? ties[0];
+}

@@ -1,0 +1,205 @@
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
+import type { AdminService } from "@darkbloom/protocol/admin/v1";
+import type { Logger } from "pino";
+import type { Account, AccountStore, ApiKeyRecord } from "../accounts/account-store.js";
+import { constantTimeEqual } from "../accounts/api-key.js";
+import type { CatalogModel, ModelCatalog } from "../catalog/model-catalog.js";
+import type { Release, ReleaseStore } from "../releases/release-store.js";
+import { AlreadyExistsError, InvalidArgumentError, NotFoundError } from "../store/errors.js";
+import type { ProviderDirectory } from "./provider-directory.js";
+
+export interface AdminServiceDeps {
+  accounts: AccountStore;
+  catalog: ModelCatalog;
+  releases: ReleaseStore;
+  providers: ProviderDirectory;
+  /** The bearer token every call must carry. */
+  adminKey: string;
+  /** Called after a key was revoked, so caches of key lookups can be dropped. */
+  onKeysChanged?: () => void;
+  /** Where unexpected failures are logged (their details never reach the caller). */
+  logger?: Logger;
+}
+
+/** The AdminService implementation: every RPC needs `Authorization: Bearer <admin key>`. */
+export function createAdminService(deps: AdminServiceDeps): ServiceImpl<typeof AdminService> {
+  if (deps.adminKey.trim() === "") throw new Error("the admin service needs a non-empty admin key");
+  const { accounts, catalog, releases, providers } = deps;
+  const guard = <I, O>(handler: (request: I) => Promise<O>) => guarded(deps, handler);
+
+  return {
+    createAccount: guard(async (request) => {
+      const created = await accounts.createAccount({
+        name: request.name,
+        initialCreditMicroUsd: request.initialCreditMicroUsd,
+      });
+      return {
+        account: account(created.account),
+        apiKey: apiKey(created.apiKey),
+        apiKeySecret: created.secret,
+      };
+    }),
+    getAccount: guard(async (request) => ({
+      account: account(await accounts.getAccount(required("account_id", request.accountId))),
+    })),
+    listAccounts: guard(async (request) => {
+      const page = await accounts.listAccounts({ pageSize: request.pageSize, pageToken: request.pageToken });
+      return { accounts: page.accounts.map(account), nextPageToken: page.nextPageToken };
+    }),
+    createApiKey: guard(async (request) => {
+      const issued = await accounts.createApiKey(required("account_id", request.accountId), request.name);
+      return { apiKey: apiKey(issued.apiKey), apiKeySecret: issued.secret };
+    }),
+    listApiKeys: guard(async (request) => ({
+      apiKeys: (await accounts.listApiKeys(required("account_id", request.accountId))).map(apiKey),
+    })),
+    revokeApiKey: guard(async (request) => {
+      const revoked = await accounts.revokeApiKey(required("api_key_id", request.apiKeyId));
+      deps.onKeysChanged?.();
+      return { apiKey: apiKey(revoked) };
+    }),
+    creditAccount: guard(async (request) => {
+      const result = await accounts.credit({
+        accountId: required("account_id", request.accountId),
+        amountMicroUsd: request.amountMicroUsd,
+        idempotencyKey: request.idempotencyKey,
+        note: request.note,
+      });
+      return { account: account(result.account), applied: result.applied };
+    }),
+    listModels: guard(async () => ({ models: catalog.list().map(model) })),
+    upsertModel: guard(async (request) => {
+      if (!request.model) throw new InvalidArgumentError("model", "model is required");
+      const { id, displayName, ownedBy, inputMicroUsdPerMillion, outputMicroUsdPerMillion, enabled } =
+        request.model;
+      const stored = await catalog.upsert({
+        id,
+        displayName,
+        ownedBy,
+        inputMicroUsdPerMillion,
+        outputMicroUsdPerMillion,
+        enabled,
+      });
+      return { model: model(stored) };
+    }),
+    deleteModel: guard(async (request) => {
+      await catalog.delete(required("model_id", request.modelId));
+      return {};
+    }),
+    listProviders: guard(async (request) => ({ providers: providers.list(request.model || undefined) })),
+    drainProvider: guard(async (request) => {
+      const providerId = required("provider_id", request.providerId);
+      if (!providers.drain(providerId, request.reason || "drained by an administrator")) {
+        throw new ConnectError(`provider ${providerId} is not connected`, Code.NotFound);
+      }
+      return {};
+    }),
+    createRelease: guard(async (request) => {
+      if (!request.release) throw new InvalidArgumentError("release", "release is required");
+      const { version, platform, binarySha256, bundleSha256, url, active } = request.release;
+      return {
+        release: release(
+          await releases.create({ version, platform, binarySha256, bundleSha256, url, active }),
+        ),
+      };
+    }),
+    listReleases: guard(async (request) => ({
+      releases: (await releases.list({ platform: request.platform })).map(release),
+    })),
+    setReleaseActive: guard(async (request) => ({
+      release: release(
+        await releases.setActive(
+          required("version", request.version),
+          required("platform", request.platform),
+          request.active,
+        ),
+      ),
+    })),
+  };
+}
+
+function guarded<I, O>(
+  deps: AdminServiceDeps,
+  handler: (request: I) => Promise<O>,
+): (request: I, context: HandlerContext) => Promise<O> {
+  return async (request, context) => {
+    authorize(context.requestHeader.get("authorization"), deps.adminKey);
+    try {
+      return await handler(request);
+    } catch (error) {
+      throw toConnectError(error, context, deps.logger);
+    }
+  };
+}
+
+function authorize(header: string | null, adminKey: string): void {
+  const match = header === null ? null : /^Bearer\s+(\S+)\s*$/i.exec(header);
+  if (!match) {
+    throw new ConnectError(
+      "admin key required: send Authorization: Bearer <admin key>",
+      Code.Unauthenticated,
+    );
+  }
+  if (!constantTimeEqual(match[1]!, adminKey))
+    throw new ConnectError("invalid admin key", Code.Unauthenticated);
+}
+
+function toConnectError(error: unknown, context: HandlerContext, logger: Logger | undefined): ConnectError {
+  if (error instanceof ConnectError) return error;
+  if (error instanceof InvalidArgumentError) return new ConnectError(error.message, Code.InvalidArgument);
+  if (error instanceof NotFoundError) return new ConnectError(error.message, Code.NotFound);
+  if (error instanceof AlreadyExistsError) return new ConnectError(error.message, Code.AlreadyExists);
+  logger?.error({ err: error, method: context.method.name }, "admin call failed");
+  return new ConnectError("internal error", Code.Internal);
+}
+
+function required(field: string, value: string): string {
+  if (value.trim() === "") throw new InvalidArgumentError(field, `${field} is required`);
+  return value;
+}
+
+function account(value: Account) {
+  return {
+    id: value.id,
+    name: value.name,
+    balanceMicroUsd: value.balanceMicroUsd,
+    createdAt: timestampFromDate(value.createdAt),
+    disabled: value.disabled,
+  };
+}
+
+function apiKey(value: ApiKeyRecord) {
+  return {
+    id: value.id,
+    accountId: value.accountId,
+    name: value.name,
+    prefix: value.prefix,
+    createdAt: timestampFromDate(value.createdAt),
+    ...(value.revokedAt ? { revokedAt: timestampFromDate(value.revokedAt) } : {}),
+  };
+}
+
+function model(value: CatalogModel) {
+  return {
+    id: value.id,
+    displayName: value.displayName,
+    ownedBy: value.ownedBy,
+    inputMicroUsdPerMillion: value.inputMicroUsdPerMillion,
+    outputMicroUsdPerMillion: value.outputMicroUsdPerMillion,
+    enabled: value.enabled,
+    createdAt: timestampFromDate(value.createdAt),
+  };
+}
+
+function release(value: Release) {
+  return {
+    version: value.version,
+    platform: value.platform,
+    binarySha256: value.binarySha256,
+    bundleSha256: value.bundleSha256,
+    url: value.url,
+    active: value.active,
+    createdAt: timestampFromDate(value.createdAt),
+  };
+}

@@ -1,0 +1,67 @@
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { AdminService } from "@darkbloom/protocol/admin/v1";
+import type pg from "pg";
+import { AccountStore } from "../accounts/account-store.js";
+import { ModelCatalog } from "../catalog/model-catalog.js";
+import { ReleaseStore } from "../releases/release-store.js";
+import { createAdminService } from "./admin-service.js";
+import type { ProviderDirectory } from "./provider-directory.js";
+
+/** An AdminService on a real HTTP server at 127.0.0.1, over the given database (for tests). */
+export interface AdminTestServer {
+  url: string;
+  adminKey: string;
+  accounts: AccountStore;
+  catalog: ModelCatalog;
+  releases: ReleaseStore;
+  /** How many times the service reported revoked keys. */
+  keyChanges(): number;
+  close(): Promise<void>;
+}
+
+export async function startAdminTestServer(
+  pool: pg.Pool,
+  options: { adminKey?: string; providers?: ProviderDirectory } = {},
+): Promise<AdminTestServer> {
+  const adminKey = options.adminKey ?? "test-admin-key";
+  const accounts = new AccountStore(pool);
+  const catalog = new ModelCatalog(pool);
+  await catalog.start();
+  const releases = new ReleaseStore(pool);
+  const providers = options.providers ?? { list: () => [], drain: () => false };
+  let keyChanges = 0;
+  const handler = connectNodeAdapter({
+    routes: (router) =>
+      router.service(
+        AdminService,
+        createAdminService({
+          accounts,
+          catalog,
+          releases,
+          providers,
+          adminKey,
+          onKeysChanged: () => {
+            keyChanges++;
+          },
+        }),
+      ),
+  });
+  const server = createServer(handler);
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    adminKey,
+    accounts,
+    catalog,
+    releases,
+    keyChanges: () => keyChanges,
+    close: async () => {
+      catalog.stop();
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}

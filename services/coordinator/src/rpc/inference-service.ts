@@ -1,0 +1,274 @@
+import { create } from "@bufbuild/protobuf";
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import { Channel, trustLevelName } from "@darkbloom/protocol";
+import {
+  type ChatMessage,
+  type InferenceService,
+  ProviderInfoSchema,
+  type SamplingParams,
+  type StreamChatCompletionResponse,
+  StreamChatCompletionResponseSchema,
+  type StreamCompletionResponse,
+  StreamCompletionResponseSchema,
+  UsageSchema,
+} from "@darkbloom/protocol/inference/v1";
+import { type ChunkPayload, Endpoint } from "@darkbloom/protocol/provider/v1";
+import type { Authenticator } from "../auth/authenticator.js";
+import type { RateLimiter } from "../auth/rate-limiter.js";
+import { type ApiError, internalError, isApiError } from "../errors/index.js";
+import { listModels } from "../http/handlers/models.js";
+import { newRequestId } from "../http/request-id.js";
+import type { InferencePipeline } from "../inference/pipeline.js";
+import { validateRequest } from "../inference/request-validation.js";
+import type { CompletionResult, ResponseSink } from "../inference/response-sink.js";
+import { Timing } from "../inference/timing.js";
+import type { ProviderHandle } from "../routing/provider-handle.js";
+import type { ProviderRegistry } from "../routing/provider-registry.js";
+import { toConnectError } from "./api-error-to-connect.js";
+
+export interface InferenceServiceDeps {
+  auth: Authenticator;
+  rateLimiter: RateLimiter;
+  pipeline: InferencePipeline;
+  registry: ProviderRegistry;
+  catalog: Parameters<typeof listModels>[1];
+}
+
+type Delta = {
+  index: number;
+  text: string;
+  finishReason: string;
+  usage?: CompletionResult;
+  provider?: ProviderHandle;
+};
+
+/**
+ * The typed consumer API. Each call is turned into the same JSON body the OpenAI routes accept and
+ * runs through the same validation, routing and dispatch.
+ */
+export function createInferenceService(deps: InferenceServiceDeps): ServiceImpl<typeof InferenceService> {
+  async function* run(
+    endpoint: Endpoint,
+    json: Record<string, unknown>,
+    ctx: HandlerContext,
+    stream: boolean,
+  ) {
+    const timing = new Timing();
+    const requestId = newRequestId();
+    ctx.responseHeader.set("x-request-id", requestId);
+    const out = new Channel<Delta>();
+    try {
+      const principal = await deps.auth.authenticate(ctx.requestHeader.get("authorization") ?? undefined);
+      for (const [k, v] of Object.entries(deps.rateLimiter.take(principal.accountId)))
+        ctx.responseHeader.set(k, v);
+      const request = validateRequest(
+        endpoint,
+        new TextEncoder().encode(JSON.stringify({ ...json, stream })),
+      );
+      const job = deps.pipeline.prepare(requestId, principal.accountId, request, timing);
+      const sink = new ChannelSink(out);
+      void deps.pipeline.run(job, sink, ctx.signal).finally(() => out.close());
+    } catch (e) {
+      throw toConnectError(isApiError(e) ? e : internalError());
+    }
+    yield* out;
+  }
+
+  async function collect(endpoint: Endpoint, json: Record<string, unknown>, ctx: HandlerContext) {
+    const texts: string[] = [];
+    const finish: string[] = [];
+    let usage: CompletionResult | undefined;
+    let provider: ProviderHandle | undefined;
+    for await (const d of run(endpoint, json, ctx, false)) {
+      if (d.provider) provider = d.provider;
+      texts[d.index] = (texts[d.index] ?? "") + d.text;
+      if (d.finishReason) finish[d.index] = d.finishReason;
+      if (d.usage) usage = d.usage;
+    }
+    const n = Math.max(texts.length, finish.length);
+    return { texts: Array.from({ length: n }, (_, i) => texts[i] ?? ""), finish, usage, provider };
+  }
+
+  return {
+    async createChatCompletion(req, ctx) {
+      const r = await collect(
+        Endpoint.CHAT_COMPLETIONS,
+        chatJson(req.model, req.messages, req.sampling),
+        ctx,
+      );
+      return {
+        id: `chatcmpl-${ctx.responseHeader.get("x-request-id")}`,
+        created: BigInt(Math.floor(Date.now() / 1000)),
+        model: req.model,
+        choices: r.texts.map((content, index) => ({
+          index,
+          message: { role: "assistant", content },
+          finishReason: r.finish[index] ?? "stop",
+        })),
+        usage: usageMessage(r.usage),
+        provider: providerInfo(r.provider),
+      };
+    },
+    async *streamChatCompletion(req, ctx) {
+      for await (const d of run(
+        Endpoint.CHAT_COMPLETIONS,
+        chatJson(req.model, req.messages, req.sampling),
+        ctx,
+        true,
+      )) {
+        const id = `chatcmpl-${ctx.responseHeader.get("x-request-id")}`;
+        yield chatDelta(id, d);
+      }
+    },
+    async createCompletion(req, ctx) {
+      const r = await collect(Endpoint.COMPLETIONS, promptJson(req.model, req.prompt, req.sampling), ctx);
+      return {
+        id: `cmpl-${ctx.responseHeader.get("x-request-id")}`,
+        created: BigInt(Math.floor(Date.now() / 1000)),
+        model: req.model,
+        choices: r.texts.map((text, index) => ({ index, text, finishReason: r.finish[index] ?? "stop" })),
+        usage: usageMessage(r.usage),
+        provider: providerInfo(r.provider),
+      };
+    },
+    async *streamCompletion(req, ctx) {
+      for await (const d of run(
+        Endpoint.COMPLETIONS,
+        promptJson(req.model, req.prompt, req.sampling),
+        ctx,
+        true,
+      )) {
+        const id = `cmpl-${ctx.responseHeader.get("x-request-id")}`;
+        yield textDelta(id, d);
+      }
+    },
+    async listModels(_req, ctx) {
+      try {
+        await deps.auth.authenticate(ctx.requestHeader.get("authorization") ?? undefined);
+      } catch (e) {
+        throw toConnectError(isApiError(e) ? e : internalError());
+      }
+      return {
+        models: listModels(deps.registry, deps.catalog).map((m) => ({
+          id: m.id,
+          created: BigInt(m.created),
+          ownedBy: m.ownedBy,
+          providers: m.providers,
+          contextLength: m.contextLength,
+        })),
+      };
+    },
+  };
+}
+
+/** Feeds pipeline output into a channel the Connect handler yields from. */
+class ChannelSink implements ResponseSink {
+  private provider: ProviderHandle | undefined;
+  private sentProvider = false;
+  committed = false;
+
+  constructor(private readonly out: Channel<Delta>) {}
+
+  attempt(provider: ProviderHandle): void {
+    this.provider = provider;
+  }
+
+  chunk(p: ChunkPayload): void {
+    this.committed = true;
+    this.emit({ index: p.choiceIndex, text: p.text, finishReason: "" });
+  }
+
+  complete(result: CompletionResult): void {
+    this.committed = true;
+    for (const [index, reason] of [...result.finishReasons].sort((a, b) => a[0] - b[0])) {
+      this.emit({ index, text: "", finishReason: reason });
+    }
+    this.emit({ index: 0, text: "", finishReason: "", usage: result });
+  }
+
+  fail(error: ApiError): void {
+    this.out.fail(toConnectError(error));
+  }
+
+  private emit(d: Delta): void {
+    if (!this.sentProvider && this.provider) {
+      this.sentProvider = true;
+      d.provider = this.provider;
+    }
+    this.out.offer(d);
+  }
+}
+
+function sampling(s: SamplingParams | undefined): Record<string, unknown> {
+  if (!s) return {};
+  const o: Record<string, unknown> = {};
+  if (s.maxTokens !== undefined) o.max_tokens = s.maxTokens;
+  if (s.temperature !== undefined) o.temperature = s.temperature;
+  if (s.topP !== undefined) o.top_p = s.topP;
+  if (s.topK !== undefined) o.top_k = s.topK;
+  if (s.n !== undefined) o.n = s.n;
+  if (s.stop.length > 0) o.stop = s.stop;
+  if (s.seed !== undefined) o.seed = Number(s.seed);
+  if (s.presencePenalty !== undefined) o.presence_penalty = s.presencePenalty;
+  if (s.frequencyPenalty !== undefined) o.frequency_penalty = s.frequencyPenalty;
+  if (s.user) o.user = s.user;
+  return o;
+}
+
+function chatJson(
+  model: string,
+  messages: ChatMessage[],
+  s: SamplingParams | undefined,
+): Record<string, unknown> {
+  return {
+    model,
+    messages: messages.map((m) =>
+      m.name ? { role: m.role, content: m.content, name: m.name } : { role: m.role, content: m.content },
+    ),
+    ...sampling(s),
+  };
+}
+
+function promptJson(model: string, prompt: string, s: SamplingParams | undefined): Record<string, unknown> {
+  return { model, prompt, ...sampling(s) };
+}
+
+function usageMessage(r: CompletionResult | undefined) {
+  if (!r) return undefined;
+  return create(UsageSchema, {
+    promptTokens: r.promptTokens,
+    completionTokens: r.completionTokens,
+    totalTokens: r.promptTokens + r.completionTokens,
+  });
+}
+
+function providerInfo(p: ProviderHandle | undefined) {
+  if (!p) return undefined;
+  return create(ProviderInfoSchema, {
+    providerId: p.id,
+    trustLevel: trustLevelName(p.trustLevel),
+    attested: false,
+  });
+}
+
+function chatDelta(id: string, d: Delta): StreamChatCompletionResponse {
+  return create(StreamChatCompletionResponseSchema, {
+    id,
+    index: d.index,
+    content: d.text,
+    finishReason: d.finishReason,
+    usage: usageMessage(d.usage),
+    provider: providerInfo(d.provider),
+  });
+}
+
+function textDelta(id: string, d: Delta): StreamCompletionResponse {
+  return create(StreamCompletionResponseSchema, {
+    id,
+    index: d.index,
+    text: d.text,
+    finishReason: d.finishReason,
+    usage: usageMessage(d.usage),
+    provider: providerInfo(d.provider),
+  });
+}

@@ -1,0 +1,106 @@
+import pg from "pg";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ensureDatabaseExists } from "./database.js";
+import { migrate } from "./migrate.js";
+import { migrations } from "./migrations/index.js";
+import { startTestPostgres, type TestPostgres } from "./test-database.js";
+
+let server: TestPostgres;
+beforeAll(async () => {
+  server = await startTestPostgres();
+});
+afterAll(async () => {
+  await server?.stop();
+});
+
+async function freshPool(name: string): Promise<pg.Pool> {
+  await ensureDatabaseExists(server.url, name);
+  const url = new URL(server.url);
+  url.pathname = `/${name}`;
+  const pool = new pg.Pool({ connectionString: url.toString(), max: 4 });
+  pool.on("error", () => undefined);
+  return pool;
+}
+
+describe("migrate", () => {
+  it("applies every migration once and records it", async () => {
+    const pool = await freshPool("migrate_once");
+    try {
+      const first = await migrate(pool);
+      expect(first.map((m) => m.version)).toEqual(migrations.map((m) => m.version));
+      expect(await migrate(pool)).toEqual([]);
+      const { rows } = await pool.query("SELECT version, name FROM schema_migrations ORDER BY version");
+      expect(rows).toEqual(migrations.map(({ version, name }) => ({ version, name })));
+    } finally {
+      await pool.end();
+    }
+  });
+
+  it("is safe when several coordinators migrate at once", async () => {
+    const pools = await Promise.all([0, 1, 2, 3].map(() => freshPool("migrate_concurrent")));
+    try {
+      const results = await Promise.all(pools.map((pool) => migrate(pool)));
+      const applied = results.flat().map((m) => m.version);
+      expect(applied.sort()).toEqual(migrations.map((m) => m.version));
+      const { rows } = await pools[0]!.query("SELECT count(*)::int AS n FROM schema_migrations");
+      expect(rows[0].n).toBe(migrations.length);
+    } finally {
+      await Promise.all(pools.map((pool) => pool.end()));
+    }
+  });
+
+  it("rolls a failed migration back entirely and reports which one failed", async () => {
+    const pool = await freshPool("migrate_failure");
+    try {
+      const broken = [
+        ...migrations,
+        {
+          version: migrations.length + 1,
+          name: "broken",
+          sql: "CREATE TABLE half_done (x int); SELECT 1/0;",
+        },
+      ];
+      await expect(migrate(pool, { migrations: broken })).rejects.toThrow(
+        /0002_broken failed: division by zero/,
+      );
+      const { rows } = await pool.query(
+        "SELECT to_regclass('half_done') AS t, max(version) AS v FROM schema_migrations",
+      );
+      expect(rows[0]).toEqual({ t: null, v: migrations.length });
+    } finally {
+      await pool.end();
+    }
+  });
+
+  it("refuses an unbalanced ledger transaction and any change to posted entries", async () => {
+    const pool = await freshPool("migrate_ledger");
+    try {
+      await migrate(pool);
+      const client = await pool.connect();
+      try {
+        await client.query("BEGIN");
+        const tx = await client.query("INSERT INTO ledger_transactions (kind) VALUES ('test') RETURNING id");
+        await client.query(
+          "INSERT INTO ledger_entries (transaction_id, account, amount_micro_usd, bucket) VALUES ($1, 'acct_a', 5, 'credited')",
+          [tx.rows[0].id],
+        );
+        await expect(client.query("COMMIT")).rejects.toThrow(/unbalanced: its entries sum to 5/);
+      } finally {
+        client.release();
+      }
+      const tx = await pool.query(
+        `WITH t AS (INSERT INTO ledger_transactions (kind) VALUES ('test') RETURNING id)
+         INSERT INTO ledger_entries (transaction_id, account, amount_micro_usd, bucket)
+         SELECT id, account, amount, 'credited' FROM t, (VALUES ('acct_a', 5), ('platform:x', -5)) v(account, amount)
+         RETURNING transaction_id`,
+      );
+      expect(tx.rowCount).toBe(2);
+      await expect(pool.query("UPDATE ledger_entries SET amount_micro_usd = 6")).rejects.toThrow(
+        /append-only/,
+      );
+      await expect(pool.query("DELETE FROM ledger_transactions")).rejects.toThrow(/append-only/);
+    } finally {
+      await pool.end();
+    }
+  });
+});
