@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
-import { mkdir } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import type { Command } from "commander";
+import { ensureDataDir } from "../store/data-dir.js";
 import { readOrCreateSecretFile } from "../store/secret-file.js";
 import type { CliIo } from "./io.js";
 import { databaseUrl, defaultDataDir, fromEnv, logLevel, port } from "./parse.js";
@@ -59,7 +59,7 @@ interface ServeOptions {
 
 /** The admin key kept in `<dataDir>/admin.key` (mode 0600), generated on first use. */
 export async function adminKeyFile(dataDir: string): Promise<string> {
-  await mkdir(dataDir, { recursive: true, mode: 0o700 });
+  await ensureDataDir(dataDir);
   return readOrCreateSecretFile(
     join(dataDir, "admin.key"),
     () => `dbadm_${randomBytes(32).toString("base64url")}`,

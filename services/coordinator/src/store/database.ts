@@ -2,6 +2,7 @@ import { access, chmod, mkdir, stat } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import pg from "pg";
 import type { Logger } from "pino";
+import { ensureDataDir } from "./data-dir.js";
 import { startEmbeddedPostgres } from "./embedded-postgres.js";
 import { readOrCreateSecretFile } from "./secret-file.js";
 
@@ -45,10 +46,7 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<Databa
   }
 
   const dataDir = resolve(options.dataDir);
-  await mkdir(dataDir, { recursive: true, mode: 0o700 });
-  // As root, PostgreSQL runs as the "postgres" user, which needs to traverse (not list) the data dir.
-  const { mode } = await stat(dataDir);
-  if (process.getuid?.() === 0 && (mode & 0o011) !== 0o011) await chmod(dataDir, (mode & 0o7777) | 0o011);
+  await ensureDataDir(dataDir);
   const clusterDir = join(dataDir, "postgres");
   const passwordFile = join(dataDir, "postgres.password");
   if ((await exists(join(clusterDir, "PG_VERSION"))) && !(await exists(passwordFile))) {
