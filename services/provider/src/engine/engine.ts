@@ -1,0 +1,131 @@
+/**
+ * The contract between the provider daemon and an inference engine. The daemon's link layer turns
+ * each InferenceRequest into one GenerationRequest per choice (n > 1 submits n of them) and streams
+ * the tokens back; engines own batching, sampling, the context gate and KV-cache settings.
+ */
+
+/** One chat message as the OpenAI API carries it (text content only). */
+export interface ChatMessage {
+  role: "system" | "user" | "assistant" | "developer" | "tool" | "function";
+  content: string;
+}
+
+/** What to generate from: a conversation (rendered with the model's chat template) or raw text. */
+export type GenerationInput = { kind: "chat"; messages: ChatMessage[] } | { kind: "text"; prompt: string };
+
+export interface SamplingOptions {
+  /** 0 is greedy (deterministic). */
+  temperature: number;
+  /** Nucleus mass in (0, 1]; 1 disables. */
+  topP: number;
+  /** 0 disables. */
+  topK: number;
+  /** Same seed, same model, same input: same output. Undefined picks a random seed. */
+  seed?: number | undefined;
+  /** Generation stops before any of these strings; they are not emitted. */
+  stop: string[];
+  /** Completion-token budget; reaching it ends with finish reason "length". */
+  maxTokens: number;
+  presencePenalty?: number | undefined;
+  frequencyPenalty?: number | undefined;
+}
+
+export interface GenerationRequest {
+  /** Unique per submission (the daemon uses `${requestId}/${choiceIndex}`). */
+  id: string;
+  model: string;
+  input: GenerationInput;
+  sampling: SamplingOptions;
+}
+
+/** Text produced since the previous event, and how many tokens it holds. */
+export interface TokenEvent {
+  text: string;
+  tokens: number;
+}
+
+export interface GenerationResult {
+  promptTokens: number;
+  completionTokens: number;
+  finishReason: "stop" | "length" | "cancelled";
+}
+
+/** A running generation. */
+export interface Generation {
+  /** Resolves when generation ends (also after cancel(), with finishReason "cancelled"); rejects with EngineError. */
+  readonly done: Promise<GenerationResult>;
+  /** Stops at once and frees the batch row. Idempotent. */
+  cancel(): void;
+}
+
+/** A model file the engine can load. */
+export interface ModelFile {
+  /** Public model id (what consumers put in `model`). */
+  id: string;
+  path: string;
+  sizeBytes: number;
+  /** e.g. "Q8_0", "F16". */
+  quantization: string;
+  /** Lowercase hex SHA-256 of the file. */
+  sha256: string;
+  /** Architecture from the GGUF metadata, e.g. "qwen3". */
+  architecture: string;
+  /** The model's trained context length. */
+  contextLength: number;
+}
+
+export interface EngineStats {
+  /** Batch rows decoding now. */
+  busySlots: number;
+  /** Submitted generations waiting for a row. */
+  queueDepth: number;
+  /** Fraction of KV-cache cells in use, 0..1. */
+  kvCacheUsage: number;
+  /** Recent prompt-processing rate, tokens/s (0 before any measurement). */
+  prefillTokensPerSecond: number;
+  /** Recent per-row decode rate, tokens/s (0 before any measurement). */
+  decodeTokensPerSecond: number;
+  /** Models in memory. */
+  loadedModels: string[];
+  requestsCompleted: number;
+  requestsFailed: number;
+  tokensGenerated: number;
+}
+
+export type EngineErrorCode =
+  | "context_length_exceeded"
+  | "model_not_found"
+  | "model_load_failed"
+  | "invalid_request"
+  | "engine_busy"
+  | "engine_failed";
+
+/** A typed engine failure; `httpStatus` is what a consumer would see. */
+export class EngineError extends Error {
+  constructor(
+    readonly code: EngineErrorCode,
+    message: string,
+    readonly httpStatus: number,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = "EngineError";
+  }
+}
+
+export interface Engine {
+  /** Backend name reported at register, e.g. "llama". */
+  readonly backend: string;
+  /** Loads a model (no-op when loaded). Untrusted files must not be able to crash the daemon. */
+  load(model: ModelFile): Promise<void>;
+  unload(modelId: string): Promise<void>;
+  /**
+   * Starts a generation. Throws EngineError synchronously-or-via-done for bad input; a prompt plus
+   * maxTokens over the context limit is rejected with "context_length_exceeded" before any decoding.
+   * `onToken` is called for each piece of text in order, never after `done` settles.
+   */
+  generate(request: GenerationRequest, onToken: (event: TokenEvent) => void): Generation;
+  stats(): EngineStats;
+  /** Cancels everything and releases native resources. */
+  close(): Promise<void>;
+}
