@@ -1,0 +1,204 @@
+// Coordinator throughput and added latency with protocol-speaking instant providers.
+// Usage: npm run bench:coordinator -- [--levels 1,100,1000] [--requests N] [--providers N] [--json]
+import { type ChildProcess, fork } from "node:child_process";
+import { cpus } from "node:os";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import { startTestPostgres } from "@darkbloom/coordinator";
+import { ScriptedProvider } from "@darkbloom/testing";
+import { nowMs, percentile, runLoad } from "../support/load-client.js";
+
+const { values } = parseArgs({
+  options: {
+    levels: { type: "string", default: "1,100,1000" },
+    requests: { type: "string", default: "20000" },
+    providers: { type: "string", default: "4" },
+    "tokens-per-chunk": { type: "string", default: "1" },
+    json: { type: "boolean", default: false },
+  },
+});
+const levels = (values.levels ?? "").split(",").map(Number);
+const total = Number(values.requests);
+const providerCount = Number(values.providers);
+const tokensPerChunk = Number(values["tokens-per-chunk"]);
+if (
+  levels.some((l) => !Number.isInteger(l) || l < 1) ||
+  !Number.isInteger(total) ||
+  total < 1 ||
+  !(providerCount >= 1)
+) {
+  process.stderr.write(
+    "coordinator-bench: --levels must be positive integers, --requests and --providers positive\n",
+  );
+  process.exit(64);
+}
+
+interface Server {
+  url: string;
+  apiKey: string;
+  child: ChildProcess;
+}
+
+async function spawnServer(args: string[]): Promise<Server> {
+  const child = fork(fileURLToPath(new URL("./coordinator-process.js", import.meta.url)), args, {
+    stdio: ["ignore", "inherit", "inherit", "ipc"],
+    // BENCH_CPU_PROFILE=dir writes a V8 CPU profile of the measured server there.
+    execArgv: process.env.BENCH_CPU_PROFILE
+      ? ["--cpu-prof", `--cpu-prof-dir=${process.env.BENCH_CPU_PROFILE}`]
+      : [],
+  });
+  const info = await new Promise<{ url: string; apiKey: string }>((resolve, reject) => {
+    child.once("message", (m) => resolve(m as { url: string; apiKey: string }));
+    child.once("exit", (code) => reject(new Error(`server process exited with ${code}`)));
+  });
+  return { ...info, child };
+}
+
+async function stopServer(s: Server): Promise<void> {
+  const exited = new Promise((r) => s.child.once("exit", r));
+  s.child.send("stop");
+  await exited;
+}
+
+const TOKENS = Array.from({ length: 16 }, (_, i) => `tok${i} `);
+const body = JSON.stringify({
+  model: "bench",
+  messages: [{ role: "user", content: "Count to sixteen." }],
+  stream: true,
+  max_tokens: 16,
+});
+
+interface Row {
+  target: string;
+  concurrency: number;
+  requests: number;
+  ok: number;
+  errors: number;
+  requestsPerSecond: number;
+  latencyP50Ms: number;
+  latencyP99Ms: number;
+  addedP50Ms?: number;
+  addedP99Ms?: number;
+}
+
+async function measure(
+  target: string,
+  s: Server,
+  concurrency: number,
+  providerFirstToken?: Map<string, number>,
+): Promise<Row> {
+  const requests = concurrency === 1 ? Math.min(total, 2000) : total;
+  // Warm up connections and JIT before measuring.
+  await runLoad({
+    url: s.url,
+    path: "/v1/chat/completions",
+    apiKey: s.apiKey,
+    body,
+    concurrency,
+    total: Math.min(requests, concurrency * 4),
+  });
+  providerFirstToken?.clear();
+  const added: number[] = [];
+  const r = await runLoad({
+    url: s.url,
+    path: "/v1/chat/completions",
+    apiKey: s.apiKey,
+    body,
+    concurrency,
+    total: requests,
+    onFirstByte: providerFirstToken
+      ? (id, at) => {
+          const sent = providerFirstToken.get(id);
+          if (sent !== undefined) added.push(at - sent);
+          providerFirstToken.delete(id);
+        }
+      : undefined,
+  });
+  return {
+    target,
+    concurrency,
+    requests,
+    ok: r.ok,
+    errors: r.errors,
+    requestsPerSecond: Math.round(r.requestsPerSecond),
+    latencyP50Ms: round(percentile(r.latenciesMs, 50)),
+    latencyP99Ms: round(percentile(r.latenciesMs, 99)),
+    ...(providerFirstToken
+      ? { addedP50Ms: round(percentile(added, 50), 3), addedP99Ms: round(percentile(added, 99), 3) }
+      : {}),
+  };
+}
+
+function round(v: number, digits = 2): number {
+  const f = 10 ** digits;
+  return Math.round(v * f) / f;
+}
+
+const pg = await startTestPostgres();
+const rows: Row[] = [];
+const baseline = await spawnServer(["baseline"]);
+for (const c of levels) rows.push(await measure("bare Node SSE server (baseline)", baseline, c));
+await stopServer(baseline);
+
+const coordinator = await spawnServer(["coordinator", pg.url]);
+const firstToken = new Map<string, number>();
+const providers = await Promise.all(
+  Array.from({ length: providerCount }, async (_, i) => {
+    const p = new ScriptedProvider({
+      baseUrl: coordinator.url,
+      models: [{ id: "bench", contextLength: 8192 }],
+      maxBatch: 1024,
+      machineId: `bench-${i}`,
+      recordRequests: false,
+      script: () => ({ tokens: TOKENS, tokensPerChunk }),
+    });
+    // Instant providers send their first token as soon as the request arrives.
+    p.on("request", (r) => firstToken.set(r.requestId, nowMs()));
+    await p.start();
+    return p;
+  }),
+);
+const label = `coordinator + ${providerCount} instant providers${tokensPerChunk > 1 ? ` (${tokensPerChunk} tokens/chunk)` : ""}`;
+for (const c of levels) rows.push(await measure(label, coordinator, c, firstToken));
+await Promise.all(providers.map((p) => p.stop()));
+await stopServer(coordinator);
+await pg.stop();
+
+const machine = `${cpus().length} × ${cpus()[0]?.model ?? "cpu"}, Node ${process.version}`;
+if (values.json) {
+  process.stdout.write(`${JSON.stringify({ machine, tokensPerRequest: 16, rows }, null, 2)}\n`);
+} else {
+  process.stdout.write(`\nCoordinator benchmark: 16-token streamed chat completions (${machine})\n\n`);
+  const header = [
+    "target",
+    "conc",
+    "reqs",
+    "ok",
+    "err",
+    "req/s",
+    "p50 ms",
+    "p99 ms",
+    "added p50 ms",
+    "added p99 ms",
+  ];
+  const lines = rows.map((r) =>
+    [
+      r.target,
+      r.concurrency,
+      r.requests,
+      r.ok,
+      r.errors,
+      r.requestsPerSecond,
+      r.latencyP50Ms,
+      r.latencyP99Ms,
+      r.addedP50Ms ?? "-",
+      r.addedP99Ms ?? "-",
+    ].map(String),
+  );
+  const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => (l[i] ?? "").length)));
+  for (const l of [header, ...lines])
+    process.stdout.write(`${l.map((c, i) => c.padEnd(widths[i] ?? 0)).join("  ")}\n`);
+  process.stdout.write(
+    "\nadded = consumer's first body byte minus the provider's first token (same clock, one machine).\n",
+  );
+}

@@ -1,0 +1,64 @@
+// Runs a coordinator (or the bare SSE baseline server) in its own process for the benchmark, so the
+// measured server has a core to itself while the load generator and providers use the other one.
+// Parent ↔ child over IPC: the child sends {url, apiKey} once it listens, and stops on "stop".
+import { mkdtemp } from "node:fs/promises";
+import http from "node:http";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createLogger, startCoordinator } from "@darkbloom/coordinator";
+
+const mode = process.argv[2];
+const send = (m: unknown) => process.send?.(m);
+
+if (mode === "coordinator") {
+  const databaseUrl = process.argv[3];
+  const coordinator = await startCoordinator(
+    {
+      dataDir: await mkdtemp(join(tmpdir(), "darkbloom-bench-")),
+      databaseUrl,
+      adminKey: "bench-admin-key",
+      port: 0,
+      rateLimitPerSecond: 0,
+      queueDepthPerModel: 100_000,
+    },
+    { logger: createLogger("warn") },
+  );
+  const { secret } = await coordinator.accounts.createAccount({
+    name: "bench",
+    initialCreditMicroUsd: 10n ** 12n,
+  });
+  process.on("message", async (m) => {
+    if (m === "stop") {
+      await coordinator.close({ drainMs: 0 });
+      process.exit(0);
+    }
+  });
+  send({ url: coordinator.url, apiKey: secret });
+} else if (mode === "baseline") {
+  // The floor: a bare Node HTTP server that answers each request with the same 16-token SSE stream,
+  // with no auth, routing, provider hop or protocol translation.
+  const events = Array.from(
+    { length: 16 },
+    (_, i) =>
+      `data: {"id":"x","object":"chat.completion.chunk","created":0,"model":"bench","choices":[{"index":0,"delta":{"content":"tok${i} "},"logprobs":null,"finish_reason":null}]}\n\n`,
+  );
+  const server = http.createServer((req, res) => {
+    req.resume();
+    req.on("end", () => {
+      res.writeHead(200, { "content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache" });
+      for (const e of events) res.write(e);
+      res.end("data: [DONE]\n\n");
+    });
+  });
+  server.keepAliveTimeout = 65_000;
+  server.listen(0, "127.0.0.1", () => {
+    const { port } = server.address() as { port: number };
+    send({ url: `http://127.0.0.1:${port}`, apiKey: "none" });
+  });
+  process.on("message", (m) => {
+    if (m === "stop") process.exit(0);
+  });
+} else {
+  process.stderr.write("usage: coordinator-process.js coordinator <database-url> | baseline\n");
+  process.exit(64);
+}
