@@ -1,5 +1,6 @@
 import { readSse, ScriptedProvider } from "@darkbloom/testing";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { TIMING_PHASES } from "./inference/timing.js";
 import { startTestPostgres, type TestPostgres } from "./store/test-database.js";
 import {
   postJson,
@@ -69,17 +70,7 @@ describe("serving path", () => {
     expect(res.headers.get("x-provider-trust-level")).toBe("none");
     expect(res.headers.get("x-provider-attested")).toBe("false");
     const timing = JSON.parse(res.headers.get("x-timing") ?? "{}");
-    for (const phase of [
-      "parse",
-      "auth",
-      "reserve",
-      "route",
-      "queue",
-      "encrypt",
-      "dispatch",
-      "provider_first_token",
-      "total",
-    ]) {
+    for (const phase of TIMING_PHASES) {
       expect(typeof timing[phase]).toBe("number");
     }
     expect(timing.total).toBeGreaterThan(0);
