@@ -335,4 +335,33 @@ describe("serving path", () => {
     const gone = await postJson(t.url, "/v1/chat/completions", t.apiKey, chat());
     expect(gone.status).toBe(404);
   });
+
+  it("honours routing preferences: allowed, excluded providers and a minimum trust level", async () => {
+    const a = await provider({ decodeTokensPerSecond: 500, heartbeatIntervalMs: 50 });
+    const b = await provider({ decodeTokensPerSecond: 5, heartbeatIntervalMs: 50 });
+    await waitFor(
+      () => (t.coordinator.registry.get(a.providerId ?? "")?.decodeTokensPerSecond ?? 0) >= 500,
+      3_000,
+      "rates",
+    );
+    const send = (headers: Record<string, string>) =>
+      fetch(new URL("/v1/chat/completions", t.url), {
+        method: "POST",
+        headers: { authorization: `Bearer ${t.apiKey}`, "content-type": "application/json", ...headers },
+        body: JSON.stringify(chat()),
+      });
+    const allowed = await send({ "X-Darkbloom-Providers": `${b.providerId}` });
+    expect(allowed.headers.get("x-provider-id")).toBe(b.providerId);
+    await allowed.arrayBuffer();
+    const excluded = await send({ "X-Darkbloom-Exclude-Providers": `${a.providerId}, prov_unknown` });
+    expect(excluded.headers.get("x-provider-id")).toBe(b.providerId);
+    await excluded.arrayBuffer();
+    const bad = await send({ "X-Darkbloom-Min-Trust-Level": "paranoid" });
+    expect(bad.status).toBe(400);
+    expect((await bad.json()).error.param).toBe("x-darkbloom-min-trust-level");
+    // Scripted providers are untrusted, so nobody qualifies and the request times out in the queue.
+    const strict = await send({ "X-Darkbloom-Min-Trust-Level": "hardware" });
+    expect(strict.status).toBe(503);
+    expect((await strict.json()).error.code).toBe("model_not_available");
+  });
 });

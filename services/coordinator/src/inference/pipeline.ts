@@ -18,6 +18,7 @@ import type { Router } from "../routing/router.js";
 import type { RouteConstraints } from "../routing/scheduler.js";
 import type { ValidatedRequest } from "./request-validation.js";
 import type { ResponseSink } from "./response-sink.js";
+import type { RoutingPreferences } from "./routing-preferences.js";
 import type { Timing } from "./timing.js";
 
 /** A request ready to route: validated, authenticated, with its token budget fixed. */
@@ -62,8 +63,17 @@ export class InferencePipeline {
     this.minTrust = parseTrustLevelName(deps.config.minTrustLevel) ?? TrustLevel.NONE;
   }
 
-  /** Resolves the model and the token budget; throws 404 or 400 context_length_exceeded. */
-  prepare(requestId: string, accountId: string, request: ValidatedRequest, timing: Timing): InferenceJob {
+  /**
+   * Resolves the model and the token budget; throws 404 or 400 context_length_exceeded. Preferences
+   * can only narrow routing: a requested minimum trust below the coordinator's has no effect.
+   */
+  prepare(
+    requestId: string,
+    accountId: string,
+    request: ValidatedRequest,
+    timing: Timing,
+    preferences: RoutingPreferences = {},
+  ): InferenceJob {
     const { registry, catalog, config } = this.deps;
     const providers = registry.serving(request.model);
     const entry = catalog.lookup(request.model);
@@ -88,7 +98,11 @@ export class InferencePipeline {
       request,
       maxTokens,
       demand: { model: request.model, promptTokens: request.promptTokens, maxTokens },
-      constraints: { minTrust: this.minTrust },
+      constraints: {
+        minTrust: Math.max(this.minTrust, preferences.minTrust ?? TrustLevel.NONE),
+        allow: preferences.allow,
+        exclude: preferences.exclude,
+      },
       timing,
     };
   }
@@ -96,7 +110,7 @@ export class InferencePipeline {
   /** Routes and serves the job, retrying on another provider while nothing reached the consumer. */
   async run(job: InferenceJob, sink: ResponseSink, signal: AbortSignal): Promise<void> {
     const { router, sessions, config, metrics } = this.deps;
-    const exclude = new Set<string>();
+    const exclude = new Set<string>(job.constraints.exclude);
     let lastFailure = "";
     for (let attempt = 0; attempt <= config.maxRetries; attempt++) {
       const constraints: RouteConstraints = { ...job.constraints, exclude };
@@ -141,7 +155,7 @@ export class InferencePipeline {
     }
     sink.fail(
       providerError(
-        `No provider could complete the request (${exclude.size} tried; last failure: ${lastFailure || "none available"}).`,
+        `No provider could complete the request (last failure: ${lastFailure || "no eligible provider left"}).`,
       ),
     );
   }

@@ -21,6 +21,7 @@ import { newRequestId } from "../http/request-id.js";
 import type { InferencePipeline } from "../inference/pipeline.js";
 import { validateRequest } from "../inference/request-validation.js";
 import type { CompletionResult, ResponseSink } from "../inference/response-sink.js";
+import { readRoutingPreferences } from "../inference/routing-preferences.js";
 import { Timing } from "../inference/timing.js";
 import type { ProviderHandle } from "../routing/provider-handle.js";
 import type { ProviderRegistry } from "../routing/provider-registry.js";
@@ -65,7 +66,8 @@ export function createInferenceService(deps: InferenceServiceDeps): ServiceImpl<
         endpoint,
         new TextEncoder().encode(JSON.stringify({ ...json, stream })),
       );
-      const job = deps.pipeline.prepare(requestId, principal.accountId, request, timing);
+      const preferences = readRoutingPreferences((name) => ctx.requestHeader.get(name) ?? undefined);
+      const job = deps.pipeline.prepare(requestId, principal.accountId, request, timing, preferences);
       const sink = new ChannelSink(out);
       void deps.pipeline.run(job, sink, ctx.signal).finally(() => out.close());
     } catch (e) {

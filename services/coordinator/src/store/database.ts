@@ -1,4 +1,4 @@
-import { access, chmod, mkdir, stat } from "node:fs/promises";
+import { access } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import pg from "pg";
 import type { Logger } from "pino";

@@ -5,6 +5,7 @@ import type { CoordinatorConfig } from "../../config.js";
 import { internalError, isApiError } from "../../errors/index.js";
 import type { InferencePipeline } from "../../inference/pipeline.js";
 import { validateRequest } from "../../inference/request-validation.js";
+import { readRoutingPreferences } from "../../inference/routing-preferences.js";
 import { Timing } from "../../inference/timing.js";
 import type { Logger } from "../../log.js";
 import type { CoordinatorMetrics } from "../../metrics.js";
@@ -59,7 +60,8 @@ export function completionsHandler(
       model = request.model;
       stream = request.stream;
       timing.add("parse", t);
-      const job = pipeline.prepare(requestId, principal.accountId, request, timing);
+      const preferences = readRoutingPreferences((name) => req.headers[name]);
+      const job = pipeline.prepare(requestId, principal.accountId, request, timing, preferences);
       if (request.stream) {
         const sse = new SseResponse(
           res,
