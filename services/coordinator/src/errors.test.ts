@@ -1,7 +1,12 @@
 import { ScriptedProvider } from "@darkbloom/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startTestPostgres, type TestPostgres } from "./store/test-database.js";
-import { postJson, startTestCoordinator, type TestCoordinator } from "./test-support/test-coordinator.js";
+import {
+  postJson,
+  readJson,
+  startTestCoordinator,
+  type TestCoordinator,
+} from "./test-support/test-coordinator.js";
 
 let pg: TestPostgres;
 let t: TestCoordinator;
@@ -32,7 +37,7 @@ async function expectError(
   expect(res.status).toBe(status);
   expect(res.headers.get("content-type")).toBe("application/json");
   expect(res.headers.get("x-request-id")).toBeTruthy();
-  const body = await res.json();
+  const body = await readJson(res);
   expect(Object.keys(body)).toEqual(["error"]);
   expect(Object.keys(body.error).sort()).toEqual(["code", "message", "param", "type"]);
   expect(body.error).toMatchObject(error);
@@ -176,7 +181,7 @@ describe("every error row of the consumer API", () => {
 
   it("/healthz, /readyz and /metrics answer", async () => {
     expect((await fetch(new URL("/healthz", t.url))).status).toBe(200);
-    expect(await (await fetch(new URL("/readyz", t.url))).json()).toEqual({ status: "ready" });
+    expect(await readJson(await fetch(new URL("/readyz", t.url)))).toEqual({ status: "ready" });
     const metrics = await (await fetch(new URL("/metrics", t.url))).text();
     expect(metrics).toContain("darkbloom_requests_total");
     expect(metrics).toContain("darkbloom_providers_connected 1");

@@ -8,3 +8,10 @@ export {
   type TestDatabase,
   type TestPostgres,
 } from "./store/test-database.js";
+export {
+  postJson,
+  startTestCoordinator,
+  TEST_ADMIN_KEY,
+  type TestCoordinator,
+  waitFor,
+} from "./test-support/test-coordinator.js";

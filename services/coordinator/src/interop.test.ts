@@ -1,4 +1,4 @@
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { create, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { PROTOCOL_VERSION } from "@darkbloom/protocol";
@@ -16,6 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startTestPostgres, type TestPostgres } from "./store/test-database.js";
 import {
   postJson,
+  readJson,
   startTestCoordinator,
   TEST_ADMIN_KEY,
   type TestCoordinator,
@@ -135,7 +136,7 @@ describe("interoperability", () => {
     const request = await next("inferenceRequest");
     if (request.message.case !== "inferenceRequest") throw new Error("unreachable");
     const requestId = request.message.value.requestId;
-    const send = (message: ConnectRequest["message"]) =>
+    const send = (message: MessageInitShape<typeof ConnectRequestSchema>["message"]) =>
       call.write(create(ConnectRequestSchema, { message }));
     send({ case: "inferenceAccepted", value: { requestId } });
     send({
@@ -156,7 +157,7 @@ describe("interoperability", () => {
     });
     const res = await pending;
     expect(res.status).toBe(200);
-    expect((await res.json()).choices[0].message.content).toBe("from grpc");
+    expect((await readJson(res)).choices[0].message.content).toBe("from grpc");
 
     call.end();
     (provider as grpc.Client).close();

@@ -1,7 +1,7 @@
 import { ScriptedProvider } from "@darkbloom/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startTestPostgres, type TestPostgres } from "./store/test-database.js";
-import { postJson, startTestCoordinator, waitFor } from "./test-support/test-coordinator.js";
+import { postJson, readJson, startTestCoordinator, waitFor } from "./test-support/test-coordinator.js";
 
 let pg: TestPostgres;
 beforeAll(async () => {
@@ -52,7 +52,7 @@ describe("stream lifecycle", () => {
       const closing = t.coordinator.close({ drainMs: 5_000 });
       const res = await pending;
       expect(res.status).toBe(200);
-      expect((await res.json()).choices[0].message.content).toBe("xyz");
+      expect((await readJson(res)).choices[0].message.content).toBe("xyz");
       await closing;
       expect(p.drains).toHaveLength(1);
       expect(p.drains[0]?.reason).toBe("coordinator_shutdown");

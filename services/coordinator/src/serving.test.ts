@@ -4,6 +4,7 @@ import { TIMING_PHASES } from "./inference/timing.js";
 import { startTestPostgres, type TestPostgres } from "./store/test-database.js";
 import {
   postJson,
+  readJson,
   startTestCoordinator,
   type TestCoordinator,
   waitFor,
@@ -52,7 +53,7 @@ describe("serving path", () => {
     const p = await provider();
     const res = await postJson(t.url, "/v1/chat/completions", t.apiKey, chat());
     expect(res.status).toBe(200);
-    const body = await res.json();
+    const body = await readJson(res);
     expect(body).toMatchObject({
       object: "chat.completion",
       model: "tiny",
@@ -116,7 +117,7 @@ describe("serving path", () => {
       max_tokens: 3,
       n: 2,
     });
-    const body = await whole.json();
+    const body = await readJson(whole);
     expect(body.object).toBe("text_completion");
     expect(body.choices).toHaveLength(2);
     expect(body.choices[1]).toMatchObject({ index: 1, text: "tok0 tok1 tok2 ", finish_reason: "length" });
@@ -137,7 +138,7 @@ describe("serving path", () => {
     const res = await fetch(new URL("/v1/models", t.url), {
       headers: { authorization: `Bearer ${t.apiKey}` },
     });
-    const body = await res.json();
+    const body = await readJson(res);
     expect(body.object).toBe("list");
     expect(body.data).toContainEqual(expect.objectContaining({ id: "tiny", object: "model" }));
   });
@@ -168,7 +169,7 @@ describe("serving path", () => {
     const second = await postJson(t.url, "/v1/chat/completions", t.apiKey, chat());
     expect(second.status).toBe(503);
     expect(second.headers.get("retry-after")).toMatch(/^\d+$/);
-    expect(await second.json()).toEqual({
+    expect(await readJson(second)).toEqual({
       error: expect.objectContaining({
         type: "service_unavailable",
         code: "model_not_available",
@@ -262,7 +263,7 @@ describe("serving path", () => {
     });
     const res = await postJson(t.url, "/v1/chat/completions", t.apiKey, chat());
     expect(res.status).toBe(400);
-    expect((await res.json()).error).toMatchObject({
+    expect((await readJson(res)).error).toMatchObject({
       code: "context_length_exceeded",
       message: "prompt too long",
     });
@@ -358,10 +359,10 @@ describe("serving path", () => {
     await excluded.arrayBuffer();
     const bad = await send({ "X-Darkbloom-Min-Trust-Level": "paranoid" });
     expect(bad.status).toBe(400);
-    expect((await bad.json()).error.param).toBe("x-darkbloom-min-trust-level");
+    expect((await readJson(bad)).error.param).toBe("x-darkbloom-min-trust-level");
     // Scripted providers are untrusted, so nobody qualifies and the request times out in the queue.
     const strict = await send({ "X-Darkbloom-Min-Trust-Level": "hardware" });
     expect(strict.status).toBe(503);
-    expect((await strict.json()).error.code).toBe("model_not_available");
+    expect((await readJson(strict)).error.code).toBe("model_not_available");
   });
 });

@@ -83,3 +83,12 @@ export async function waitFor(
     await new Promise((r) => setTimeout(r, 10));
   }
 }
+
+/** Test assertions read arbitrary JSON bodies. */
+// biome-ignore lint/suspicious/noExplicitAny: response bodies in tests are checked by assertions, not types
+export type AnyJson = any;
+
+/** The body of a response as JSON, typed loosely for assertions. */
+export async function readJson(res: Response): Promise<AnyJson> {
+  return res.json();
+}
