@@ -1,4 +1,9 @@
-import { startTestCoordinator, startTestPostgres, type TestCoordinator, type TestPostgres } from "@darkbloom/coordinator";
+import {
+  startTestCoordinator,
+  startTestPostgres,
+  type TestCoordinator,
+  type TestPostgres,
+} from "@darkbloom/coordinator";
 import { ScriptedProvider } from "@darkbloom/testing";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -28,7 +33,10 @@ afterAll(async () => {
 
 describe("the official openai SDK", () => {
   it("creates a chat completion", async () => {
-    const r = await client.chat.completions.create({ model: "tiny", messages: [{ role: "user", content: "hi" }] });
+    const r = await client.chat.completions.create({
+      model: "tiny",
+      messages: [{ role: "user", content: "hi" }],
+    });
     expect(r.choices[0]?.message.content).toBe("Hello, world!");
     expect(r.choices[0]?.finish_reason).toBe("stop");
     expect(r.usage?.completion_tokens).toBe(4);
@@ -75,7 +83,11 @@ describe("the official openai SDK", () => {
     expect(notFound).toBeInstanceOf(OpenAI.NotFoundError);
     expect((notFound as InstanceType<typeof OpenAI.NotFoundError>).code).toBe("model_not_found");
     expect((notFound as InstanceType<typeof OpenAI.NotFoundError>).param).toBe("model");
-    const unauthorized = await new OpenAI({ baseURL: `${t.url}/v1`, apiKey: "dbk_wrong", maxRetries: 0 }).chat.completions
+    const unauthorized = await new OpenAI({
+      baseURL: `${t.url}/v1`,
+      apiKey: "dbk_wrong",
+      maxRetries: 0,
+    }).chat.completions
       .create({ model: "tiny", messages: [{ role: "user", content: "hi" }] })
       .catch((e: unknown) => e);
     expect(unauthorized).toBeInstanceOf(OpenAI.AuthenticationError);
