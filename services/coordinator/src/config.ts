@@ -37,6 +37,18 @@ export interface CoordinatorConfig {
   rateLimitPerSecond: number;
   /** Per-account burst of inference requests. */
   rateLimitBurst: number;
+  /** Reserve and settle money for every request (off only to measure the bare serving path). */
+  billingEnabled: boolean;
+  /** The provider's share of each charge, in basis points. */
+  providerShareBps: number;
+  /** The referrer's share of the platform fee, in basis points. */
+  referralShareBps: number;
+  /** A reservation open this long is refunded by recovery. */
+  reservationTtlSeconds: number;
+  /** How often this coordinator records that it is alive (and sweeps orphaned reservations). */
+  instanceHeartbeatMs: number;
+  /** A coordinator silent this long is presumed dead and its open reservations refunded. */
+  instanceStaleMs: number;
 }
 
 export type CoordinatorConfigInput = Partial<CoordinatorConfig> &
@@ -60,6 +72,12 @@ export function resolveConfig(input: CoordinatorConfigInput): CoordinatorConfig 
     authCacheTtlMs: 5_000,
     rateLimitPerSecond: 50,
     rateLimitBurst: 100,
+    billingEnabled: true,
+    providerShareBps: 9_500,
+    referralShareBps: 2_000,
+    reservationTtlSeconds: 3_600,
+    instanceHeartbeatMs: 5_000,
+    instanceStaleMs: 30_000,
     ...stripUndefined(input),
   } as CoordinatorConfig;
 }

@@ -5,6 +5,7 @@ import { Endpoint, ProviderService } from "@darkbloom/protocol/provider/v1";
 import { AccountStore } from "./accounts/account-store.js";
 import { Authenticator } from "./auth/authenticator.js";
 import { RateLimiter } from "./auth/rate-limiter.js";
+import { Billing } from "./billing/billing.js";
 import { ModelCatalog } from "./catalog/model-catalog.js";
 import { type CoordinatorConfig, type CoordinatorConfigInput, resolveConfig } from "./config.js";
 import { serviceShuttingDown } from "./errors/index.js";
@@ -38,6 +39,9 @@ export interface RunningCoordinator {
   metrics: CoordinatorMetrics;
   accounts: AccountStore;
   catalog: ModelCatalog;
+  billing: Billing | undefined;
+  /** The PostgreSQL URL in use (contains its password: never log it). */
+  databaseUrl: string;
   /** Drains providers (up to drainMs), fails queued requests, stops the server and the database. */
   close(options?: { drainMs?: number }): Promise<void>;
 }
@@ -60,6 +64,20 @@ export async function startCoordinator(
   const catalog = new ModelCatalog(db.pool);
   await catalog.start();
   const releases = new ReleaseStore(db.pool);
+  const billing = config.billingEnabled
+    ? new Billing(
+        db.pool,
+        {
+          providerShareBps: config.providerShareBps,
+          referralShareBps: config.referralShareBps,
+          reservationTtlSeconds: config.reservationTtlSeconds,
+          heartbeatMs: config.instanceHeartbeatMs,
+          ownerStaleMs: config.instanceStaleMs,
+        },
+        log,
+      )
+    : undefined;
+  await billing?.start();
   const metrics = new CoordinatorMetrics();
   const registry = new ProviderRegistry();
   const sessions = new SessionManager(
@@ -80,6 +98,7 @@ export async function startCoordinator(
     catalog: catalogView,
     metrics,
     log,
+    billing,
   });
   let shuttingDown = false;
 
@@ -97,6 +116,7 @@ export async function startCoordinator(
           catalog,
           releases,
           providers: new LiveProviderDirectory(registry, sessions),
+          pool: db.pool,
           adminKey: config.adminKey,
           onKeysChanged: () => auth.forgetAll(),
           logger: log,
@@ -139,6 +159,7 @@ export async function startCoordinator(
   } catch (e) {
     sessions.close();
     catalog.stop();
+    await billing?.stop();
     await db.close();
     throw e;
   }
@@ -154,12 +175,15 @@ export async function startCoordinator(
     metrics,
     accounts,
     catalog,
+    billing,
+    databaseUrl: db.url,
     close: (opts = {}) => {
       closing ??= (async () => {
         shuttingDown = true;
         await sessions.drainAll("coordinator_shutdown", opts.drainMs ?? 10_000);
         router.close(serviceShuttingDown());
         rateLimiter.close();
+        await billing?.stop();
         sessions.close();
         await server.close();
         catalog.stop();

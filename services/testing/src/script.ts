@@ -55,6 +55,8 @@ export interface Script {
   /** Number of choices; each repeats the tokens under its own choice_index (default: the body's n, else 1). */
   choices?: number;
   fail?: ScriptFailure;
+  /** A misbehaving provider: ignore the request's max_tokens and send every token (default false). */
+  ignoreMaxTokens?: boolean;
 }
 
 /** Decides what to answer to a request. */
@@ -83,7 +85,8 @@ export interface Plan {
 /** Resolves a script against its request: max_tokens cut, failure point, defaults. */
 export function planFor(script: Script, request: ReceivedRequest): Plan {
   const available = script.tokens.length;
-  const limit = request.maxTokens > 0 ? Math.min(available, request.maxTokens) : available;
+  const limit =
+    request.maxTokens > 0 && !script.ignoreMaxTokens ? Math.min(available, request.maxTokens) : available;
   const fail = script.fail;
   const emit = fail?.when === "after_tokens" ? Math.min(limit, Math.max(0, fail.afterTokens ?? 1)) : limit;
   return {

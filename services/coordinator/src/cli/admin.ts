@@ -17,6 +17,7 @@ import {
   ListReleasesResponseSchema,
   type Release,
   ReleaseSchema,
+  VerifyLedgerResponseSchema,
 } from "@darkbloom/protocol/admin/v1";
 import type { Command } from "commander";
 import { readSecretFile } from "../store/secret-file.js";
@@ -255,6 +256,24 @@ export function addAdminCommands(program: Command, io: CliIo): void {
   })
     .argument("<provider-id>")
     .option("--reason <text>", "passed on to the provider");
+
+  const ledger = commandGroup(admin, "ledger", "the double-entry ledger");
+  command(ledger, "verify", "prove the ledger's invariants; exit 1 on any discrepancy", async (call) => {
+    const report = await call.client.verifyLedger({});
+    call.print(
+      () => protoJson(VerifyLedgerResponseSchema, report),
+      () =>
+        `${report.ok ? "ledger OK" : "LEDGER DISCREPANCIES"}: ${report.transactions} transactions, ${report.entries} entries, ` +
+        `${report.accounts} accounts, ${report.openReservations} open reservations\n` +
+        report.discrepancies.map((d) => `  ${d.check}: ${d.detail}\n`).join(""),
+    );
+    if (!report.ok) {
+      throw new CliFailure(
+        `ledger verify found ${report.discrepancies.length} discrepancies`,
+        ExitCode.failure,
+      );
+    }
+  });
 
   const releases = commandGroup(admin, "releases", "provider daemon releases (the binary allowlist)");
   command(releases, "create", "register a release (active unless --inactive)", async (call) => {

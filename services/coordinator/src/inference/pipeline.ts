@@ -6,6 +6,9 @@ import {
   type InferenceRequestSchema,
   TrustLevel,
 } from "@darkbloom/protocol/provider/v1";
+import type { Billing } from "../billing/billing.js";
+import { MeteredSink } from "../billing/metered-sink.js";
+import { completedCharge, cost, FREE, type ModelPrice, worstCase } from "../billing/pricing.js";
 import type { CoordinatorConfig } from "../config.js";
 import { ApiError, contextLengthExceeded, modelNotFound, providerError } from "../errors/index.js";
 import type { CallObserver, ProviderSession } from "../link/provider-session.js";
@@ -33,9 +36,9 @@ export interface InferenceJob {
   timing: Timing;
 }
 
-/** What the pipeline needs of the model catalog: an in-memory lookup. */
+/** What the pipeline needs of the model catalog: an in-memory lookup of state and prices. */
 export interface CatalogView {
-  lookup(modelId: string): { enabled: boolean } | undefined;
+  lookup(modelId: string): ({ enabled: boolean } & ModelPrice) | undefined;
 }
 
 type AttemptOutcome = { kind: "done" } | { kind: "retry"; reason: string };
@@ -49,7 +52,12 @@ export interface PipelineDeps {
   catalog: CatalogView;
   metrics: CoordinatorMetrics;
   log: Logger;
+  /** Absent when billing is switched off (benchmarks of the bare serving path). */
+  billing?: Billing | undefined;
 }
+
+/** Attempts to settle a request before leaving its reservation to recovery. */
+const SETTLE_ATTEMPTS = 3;
 
 /**
  * The request path after authentication: model lookup and context gate (prepare), then routing,
@@ -105,6 +113,87 @@ export class InferencePipeline {
       },
       timing,
     };
+  }
+
+  /**
+   * Serves a prepared job with billing around it: reserves the worst case (402 when the balance
+   * cannot cover it), meters what reaches the consumer (cutting a response that would exceed the
+   * reservation), and settles: completed requests pay actual usage clamped to the hold, failed or
+   * cancelled ones only the tokens delivered (nothing when none was).
+   */
+  async execute(job: InferenceJob, sink: ResponseSink, signal: AbortSignal): Promise<void> {
+    const { billing } = this.deps;
+    const price = this.deps.catalog.lookup(job.request.model) ?? FREE;
+    const hold = worstCase(price, job.request.promptTokens, job.maxTokens, job.request.n);
+    if (billing) {
+      const t = performance.now();
+      try {
+        await billing.reserve(job.requestId, job.accountId, job.request.model, hold);
+      } catch (e) {
+        if (!(e instanceof ApiError))
+          this.deps.log.error({ err: e, requestId: job.requestId }, "reservation failed");
+        sink.fail(
+          e instanceof ApiError
+            ? e
+            : providerError("Billing is unavailable; retry shortly.", "billing_unavailable", 503),
+        );
+        return;
+      }
+      job.timing.add("reserve", t);
+    }
+    const cut = new AbortController();
+    const meter = new MeteredSink(sink, job.maxTokens * job.request.n, () =>
+      cut.abort(new Error("reservation exhausted")),
+    );
+    try {
+      await this.run(job, meter, AbortSignal.any([signal, cut.signal]));
+    } finally {
+      if (billing) await this.settle(billing, job, meter, price, hold);
+    }
+  }
+
+  private async settle(
+    billing: Billing,
+    job: InferenceJob,
+    meter: MeteredSink,
+    price: ModelPrice,
+    hold: bigint,
+  ): Promise<void> {
+    const estimate = job.request.promptTokens;
+    let charge = 0n;
+    let promptTokens = 0;
+    const outcome = meter.outcome;
+    if (outcome.kind === "completed") {
+      // A provider's prompt count is believed up to four times the coordinator's estimate.
+      promptTokens = Math.min(Math.max(0, outcome.result.promptTokens), estimate * 4 + 16);
+      charge = completedCharge(price, promptTokens, meter.delivered);
+    } else if (outcome.kind === "cut") {
+      promptTokens = estimate;
+      charge = hold;
+    } else if (meter.delivered > 0) {
+      promptTokens = estimate;
+      charge = cost(price, estimate, meter.delivered);
+    }
+    const settlement = {
+      chargeMicroUsd: charge,
+      providerAccount: meter.provider?.payoutAccount ?? "platform:fees",
+      promptTokens,
+      completionTokens: meter.delivered,
+      outcome: outcome.kind,
+    };
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await billing.settle(job.requestId, settlement);
+        return;
+      } catch (e) {
+        if (attempt >= SETTLE_ATTEMPTS) {
+          // The reservation stays open; recovery refunds it once it expires.
+          this.deps.log.error({ err: e, requestId: job.requestId }, "settlement failed; left to recovery");
+          return;
+        }
+        await new Promise((r) => setTimeout(r, 50 * attempt));
+      }
+    }
   }
 
   /** Routes and serves the job, retrying on another provider while nothing reached the consumer. */

@@ -21,6 +21,8 @@ export interface ProviderHandleInit {
   maxContext: number;
   trustLevel: TrustLevel;
   connectedAt: number;
+  /** The ledger account earnings are paid into (default: one per machine). */
+  payoutAccount?: string;
   /** Sends a message down the provider's stream; returns false when the stream is closed. */
   send: (message: ConnectResponse) => boolean;
 }
@@ -36,6 +38,8 @@ export class ProviderHandle {
   readonly maxContext: number;
   readonly connectedAt: number;
   readonly send: (message: ConnectResponse) => boolean;
+  /** The ledger account the provider's earnings are paid into. */
+  readonly payoutAccount: string;
 
   trustLevel: TrustLevel;
   /** Slots the coordinator has reserved on this provider (dispatched and not finished). */
@@ -70,6 +74,8 @@ export class ProviderHandle {
     this.connectedAt = init.connectedAt;
     this.lastHeartbeatAt = init.connectedAt;
     this.send = init.send;
+    // Until providers link an account (device-code login), earnings accrue to the machine.
+    this.payoutAccount = init.payoutAccount ?? `provider:${init.machineId || init.id}`;
     // Until the first heartbeat says otherwise, assume every advertised model is loaded.
     this.loadedModels = new Set(this.models.keys());
   }

@@ -1,9 +1,11 @@
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import type { AdminService } from "@darkbloom/protocol/admin/v1";
+import type pg from "pg";
 import type { Logger } from "pino";
 import type { Account, AccountStore, ApiKeyRecord } from "../accounts/account-store.js";
 import { constantTimeEqual } from "../accounts/api-key.js";
+import { verifyLedger } from "../billing/ledger-verify.js";
 import type { CatalogModel, ModelCatalog } from "../catalog/model-catalog.js";
 import type { Release, ReleaseStore } from "../releases/release-store.js";
 import { AlreadyExistsError, InvalidArgumentError, NotFoundError } from "../store/errors.js";
@@ -14,6 +16,8 @@ export interface AdminServiceDeps {
   catalog: ModelCatalog;
   releases: ReleaseStore;
   providers: ProviderDirectory;
+  /** The database, for whole-ledger checks. */
+  pool: pg.Pool;
   /** The bearer token every call must carry. */
   adminKey: string;
   /** Called after a key was revoked, so caches of key lookups can be dropped. */
@@ -107,6 +111,17 @@ export function createAdminService(deps: AdminServiceDeps): ServiceImpl<typeof A
     listReleases: guard(async (request) => ({
       releases: (await releases.list({ platform: request.platform })).map(release),
     })),
+    verifyLedger: guard(async () => {
+      const report = await verifyLedger(deps.pool);
+      return {
+        ok: report.ok,
+        transactions: BigInt(report.transactions),
+        entries: BigInt(report.entries),
+        accounts: BigInt(report.accounts),
+        openReservations: BigInt(report.openReservations),
+        discrepancies: report.discrepancies,
+      };
+    }),
     setReleaseActive: guard(async (request) => ({
       release: release(
         await releases.setActive(

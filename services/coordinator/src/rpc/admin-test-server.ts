@@ -41,6 +41,7 @@ export async function startAdminTestServer(
           catalog,
           releases,
           providers,
+          pool,
           adminKey,
           onKeysChanged: () => {
             keyChanges++;

@@ -69,7 +69,7 @@ export function createInferenceService(deps: InferenceServiceDeps): ServiceImpl<
       const preferences = readRoutingPreferences((name) => ctx.requestHeader.get(name) ?? undefined);
       const job = deps.pipeline.prepare(requestId, principal.accountId, request, timing, preferences);
       const sink = new ChannelSink(out);
-      void deps.pipeline.run(job, sink, ctx.signal).finally(() => out.close());
+      void deps.pipeline.execute(job, sink, ctx.signal).finally(() => out.close());
     } catch (e) {
       throw toConnectError(isApiError(e) ? e : internalError());
     }

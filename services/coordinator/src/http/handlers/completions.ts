@@ -74,7 +74,7 @@ export function completionsHandler(
         sse.onFirstToken = () =>
           metrics.firstTokenLatency.observe({ model }, (performance.now() - timing.startedAt) / 1000);
         abort.signal.addEventListener("abort", () => sse.abandon(), { once: true });
-        await pipeline.run(job, sse, abort.signal);
+        await pipeline.execute(job, sse, abort.signal);
         metrics.tokens.inc({ model }, sse.delivered);
       } else {
         const json = new JsonResponse(
@@ -86,7 +86,7 @@ export function completionsHandler(
           timing,
           baseHeaders,
         );
-        await pipeline.run(job, json, abort.signal);
+        await pipeline.execute(job, json, abort.signal);
         metrics.tokens.inc({ model }, json.delivered);
       }
     } catch (e) {

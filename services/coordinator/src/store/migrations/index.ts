@@ -1,4 +1,5 @@
 import { init } from "./0001_init.js";
+import { billing } from "./0002_billing.js";
 import type { Migration } from "./migration.js";
 
 export type { Migration } from "./migration.js";
@@ -7,4 +8,4 @@ export type { Migration } from "./migration.js";
  * Every migration, in order. Migrations are TypeScript modules rather than .sql files so that they
  * compile into dist/ with the code and are found the same way from src/ and from a build.
  */
-export const migrations: readonly Migration[] = [init];
+export const migrations: readonly Migration[] = [init, billing];

@@ -1,0 +1,159 @@
+import { randomUUID } from "node:crypto";
+import type pg from "pg";
+import { insufficientFunds } from "../errors/index.js";
+import type { Logger } from "../log.js";
+import { dollars } from "./pricing.js";
+
+export interface BillingOptions {
+  /** The provider's share of every charge, in basis points (9500 = 95%). */
+  providerShareBps: number;
+  /** The referrer's share of the platform fee, in basis points (2000 = 20%). */
+  referralShareBps: number;
+  /** A reservation still open this long after it was made is refunded by recovery. */
+  reservationTtlSeconds: number;
+  /** How often this coordinator proves it is alive, and looks for orphaned reservations. */
+  heartbeatMs: number;
+  /** A coordinator silent this long is presumed dead; its open reservations are refunded. */
+  ownerStaleMs: number;
+}
+
+export const DEFAULT_BILLING_OPTIONS: BillingOptions = {
+  providerShareBps: 9_500,
+  referralShareBps: 2_000,
+  reservationTtlSeconds: 3_600,
+  heartbeatMs: 5_000,
+  ownerStaleMs: 30_000,
+};
+
+export interface Settlement {
+  /** What the request costs before clamping to its reservation; 0 refunds everything. */
+  chargeMicroUsd: bigint;
+  /** The ledger account the provider's share is paid into. */
+  providerAccount: string;
+  promptTokens: number;
+  completionTokens: number;
+  /** completed, failed, cancelled, cut, recovered. */
+  outcome: string;
+}
+
+/**
+ * Moves money for requests: reserve() holds the worst case before routing (402 when the balance
+ * cannot cover it), settle() charges actual usage clamped to the hold, refunds the rest and pays the
+ * provider, the referrer and the platform, all idempotent by request id. Reservations left open by a
+ * coordinator that died are refunded by whichever coordinator notices (recover()).
+ */
+export class Billing {
+  readonly instanceId = `coord_${randomUUID()}`;
+  private timer: NodeJS.Timeout | undefined;
+  private sweeping: Promise<number> | undefined;
+
+  constructor(
+    private readonly pool: pg.Pool,
+    private readonly options: BillingOptions,
+    private readonly log: Logger,
+  ) {}
+
+  async start(): Promise<void> {
+    await this.pool.query("INSERT INTO coordinator_instances (id) VALUES ($1)", [this.instanceId]);
+    await this.recover();
+    this.timer = setInterval(() => void this.tick(), this.options.heartbeatMs);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    await this.sweeping;
+  }
+
+  /** Holds `amount` for a request; throws 402 insufficient_quota when the balance cannot cover it. */
+  async reserve(requestId: string, accountId: string, model: string, amount: bigint): Promise<void> {
+    const { rows } = await this.pool.query<{ r: string }>(
+      "SELECT billing_reserve($1, $2, $3, $4, $5, $6) AS r",
+      [requestId, accountId, model, amount.toString(), this.instanceId, this.options.reservationTtlSeconds],
+    );
+    const result = rows[0]?.r;
+    if (result === "ok") return;
+    if (result === "insufficient") {
+      const balance = await this.balance(accountId);
+      throw insufficientFunds(
+        `Your balance of ${dollars(balance)} does not cover this request's worst case of ${dollars(amount)} ` +
+          "(its prompt plus max_tokens on every choice at the model's prices). Add credit or lower max_tokens.",
+      );
+    }
+    throw new Error(`reservation for ${requestId} returned ${result}`);
+  }
+
+  /** Ends a reservation; settling one twice changes nothing ("already"). */
+  async settle(requestId: string, s: Settlement): Promise<"settled" | "already" | "unknown"> {
+    const { rows } = await this.pool.query<{ r: "settled" | "already" | "unknown" }>(
+      "SELECT billing_settle($1, $2, $3, $4, $5, $6, $7, $8) AS r",
+      [
+        requestId,
+        s.chargeMicroUsd.toString(),
+        s.providerAccount,
+        this.options.providerShareBps,
+        this.options.referralShareBps,
+        s.promptTokens,
+        s.completionTokens,
+        s.outcome,
+      ],
+    );
+    return rows[0]?.r ?? "unknown";
+  }
+
+  /** Spendable money of an account (credited plus earned), from the materialised balances. */
+  async balance(accountId: string): Promise<bigint> {
+    const { rows } = await this.pool.query<{ b: string }>(
+      "SELECT coalesce(sum(amount_micro_usd), 0)::text AS b FROM balances WHERE account = $1",
+      [accountId],
+    );
+    return BigInt(rows[0]?.b ?? "0");
+  }
+
+  /**
+   * Refunds open reservations whose coordinator is presumed dead (silent longer than ownerStaleMs, or
+   * unknown) or that outlived their TTL. Returns how many were refunded.
+   */
+  recover(): Promise<number> {
+    this.sweeping ??= this.sweep().finally(() => {
+      this.sweeping = undefined;
+    });
+    return this.sweeping;
+  }
+
+  private async sweep(): Promise<number> {
+    const { rows } = await this.pool.query<{ request_id: string }>(
+      `SELECT r.request_id FROM reservations r
+         LEFT JOIN coordinator_instances i ON i.id = r.owner_instance
+        WHERE r.state = 'open'
+          AND (r.expires_at < now()
+               OR (r.owner_instance <> $1
+                   AND (i.id IS NULL OR i.last_seen < now() - make_interval(secs => $2::double precision / 1000))))`,
+      [this.instanceId, this.options.ownerStaleMs],
+    );
+    let refunded = 0;
+    for (const { request_id } of rows) {
+      const r = await this.settle(request_id, {
+        chargeMicroUsd: 0n,
+        providerAccount: "platform:fees",
+        promptTokens: 0,
+        completionTokens: 0,
+        outcome: "recovered",
+      });
+      if (r === "settled") refunded++;
+    }
+    if (refunded > 0) this.log.warn({ refunded }, "refunded reservations left open by a stopped coordinator");
+    return refunded;
+  }
+
+  private async tick(): Promise<void> {
+    try {
+      await this.pool.query("UPDATE coordinator_instances SET last_seen = now() WHERE id = $1", [
+        this.instanceId,
+      ]);
+      await this.recover();
+    } catch (e) {
+      this.log.warn({ err: e instanceof Error ? e.message : String(e) }, "billing heartbeat failed");
+    }
+  }
+}
