@@ -30,6 +30,10 @@ export class MeteredSink implements ResponseSink {
     return this.inner.committed;
   }
 
+  get streaming(): boolean {
+    return this.inner.streaming;
+  }
+
   attempt(provider: ProviderHandle): void {
     // Output of an earlier try that never reached the consumer is not paid for.
     if (!this.inner.committed) this.delivered = 0;

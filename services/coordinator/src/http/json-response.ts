@@ -25,6 +25,8 @@ export class JsonResponse implements ResponseSink {
     private readonly baseHeaders: Record<string, string>,
   ) {}
 
+  readonly streaming = false;
+
   /** Nothing reaches the consumer before the end, so every failure before it can be retried. */
   get committed(): boolean {
     return this.done;

@@ -41,6 +41,8 @@ export class SseResponse implements ResponseSink, KeepAliveTarget {
     keepAliveScheduler.add(this);
   }
 
+  readonly streaming = true;
+
   get committed(): boolean {
     return this.headersWritten;
   }

@@ -170,7 +170,9 @@ export class InferencePipeline {
     } else if (outcome.kind === "cut") {
       promptTokens = estimate;
       charge = hold;
-    } else if (meter.delivered > 0) {
+    } else if (meter.streaming && meter.delivered > 0) {
+      // Failed or cancelled after tokens reached the consumer: they pay for those tokens only. A
+      // non-streaming response that failed delivered nothing, whatever the provider produced.
       promptTokens = estimate;
       charge = cost(price, estimate, meter.delivered);
     }

@@ -17,6 +17,11 @@ export interface CompletionResult {
  */
 export interface ResponseSink {
   readonly committed: boolean;
+  /**
+   * Whether chunks reach the consumer as they come (SSE, server streams). A non-streaming sink
+   * delivers nothing until complete(): a failure before that delivered no token.
+   */
+  readonly streaming: boolean;
   /** A provider was chosen for the next try; discard anything buffered from an earlier one. */
   attempt(provider: ProviderHandle): void;
   chunk(payload: ChunkPayload): void;

@@ -68,7 +68,7 @@ export function createInferenceService(deps: InferenceServiceDeps): ServiceImpl<
       );
       const preferences = readRoutingPreferences((name) => ctx.requestHeader.get(name) ?? undefined);
       const job = deps.pipeline.prepare(requestId, principal.accountId, request, timing, preferences);
-      const sink = new ChannelSink(out);
+      const sink = new ChannelSink(out, stream);
       void deps.pipeline.execute(job, sink, ctx.signal).finally(() => out.close());
     } catch (e) {
       throw toConnectError(isApiError(e) ? e : internalError());
@@ -163,25 +163,40 @@ export function createInferenceService(deps: InferenceServiceDeps): ServiceImpl<
   };
 }
 
-/** Feeds pipeline output into a channel the Connect handler yields from. */
+/**
+ * Feeds pipeline output into a channel the Connect handler yields from. A streaming call sends each
+ * delta as it comes (and is committed from the first); a unary call buffers the deltas of the current
+ * try and hands them over only on completion, so a failed try can be retried invisibly.
+ */
 class ChannelSink implements ResponseSink {
   private provider: ProviderHandle | undefined;
   private sentProvider = false;
+  private pending: Delta[] = [];
   committed = false;
 
-  constructor(private readonly out: Channel<Delta>) {}
+  constructor(
+    private readonly out: Channel<Delta>,
+    readonly streaming: boolean,
+  ) {}
 
   attempt(provider: ProviderHandle): void {
     this.provider = provider;
+    this.pending = [];
   }
 
   chunk(p: ChunkPayload): void {
-    this.committed = true;
-    this.emit({ index: p.choiceIndex, text: p.text, finishReason: "" });
+    const delta = { index: p.choiceIndex, text: p.text, finishReason: "" };
+    if (this.streaming) {
+      this.committed = true;
+      this.emit(delta);
+    } else {
+      this.pending.push(delta);
+    }
   }
 
   complete(result: CompletionResult): void {
     this.committed = true;
+    for (const d of this.pending.splice(0)) this.emit(d);
     for (const [index, reason] of [...result.finishReasons].sort((a, b) => a[0] - b[0])) {
       this.emit({ index, text: "", finishReason: reason });
     }
@@ -189,6 +204,7 @@ class ChannelSink implements ResponseSink {
   }
 
   fail(error: ApiError): void {
+    this.committed = true;
     this.out.fail(toConnectError(error));
   }
 
