@@ -25,6 +25,9 @@ export const DEFAULT_BILLING_OPTIONS: BillingOptions = {
   ownerStaleMs: 30_000,
 };
 
+/** Attempts of a billing statement that PostgreSQL aborted to break a deadlock. */
+const RETRIES = 5;
+
 export interface Settlement {
   /** What the request costs before clamping to its reservation; 0 refunds everything. */
   chargeMicroUsd: bigint;
@@ -67,10 +70,14 @@ export class Billing {
 
   /** Holds `amount` for a request; throws 402 insufficient_quota when the balance cannot cover it. */
   async reserve(requestId: string, accountId: string, model: string, amount: bigint): Promise<void> {
-    const { rows } = await this.pool.query<{ r: string }>(
-      "SELECT billing_reserve($1, $2, $3, $4, $5, $6) AS r",
-      [requestId, accountId, model, amount.toString(), this.instanceId, this.options.reservationTtlSeconds],
-    );
+    const { rows } = await this.query<{ r: string }>("SELECT billing_reserve($1, $2, $3, $4, $5, $6) AS r", [
+      requestId,
+      accountId,
+      model,
+      amount.toString(),
+      this.instanceId,
+      this.options.reservationTtlSeconds,
+    ]);
     const result = rows[0]?.r;
     if (result === "ok") return;
     if (result === "insufficient") {
@@ -85,7 +92,7 @@ export class Billing {
 
   /** Ends a reservation; settling one twice changes nothing ("already"). */
   async settle(requestId: string, s: Settlement): Promise<"settled" | "already" | "unknown"> {
-    const { rows } = await this.pool.query<{ r: "settled" | "already" | "unknown" }>(
+    const { rows } = await this.query<{ r: "settled" | "already" | "unknown" }>(
       "SELECT billing_settle($1, $2, $3, $4, $5, $6, $7, $8) AS r",
       [
         requestId,
@@ -108,6 +115,22 @@ export class Billing {
       [accountId],
     );
     return BigInt(rows[0]?.b ?? "0");
+  }
+
+  /** Runs one billing statement, retrying when PostgreSQL broke a deadlock or a serialization conflict. */
+  private async query<R extends pg.QueryResultRow>(
+    sql: string,
+    params: unknown[],
+  ): Promise<pg.QueryResult<R>> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.pool.query<R>(sql, params);
+      } catch (e) {
+        const code = (e as { code?: string }).code;
+        if ((code !== "40P01" && code !== "40001") || attempt >= RETRIES) throw e;
+        await new Promise((r) => setTimeout(r, attempt * 5 * Math.random()));
+      }
+    }
   }
 
   /**

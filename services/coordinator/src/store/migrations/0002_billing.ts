@@ -1,7 +1,9 @@
 import type { Migration } from "./migration.js";
 
 /**
- * Billing: balances materialised from the ledger (kept by trigger, checked by `ledger verify`),
+ * Billing: balances of user and provider accounts materialised from the ledger (kept by trigger,
+ * checked by `ledger verify`; system accounts "platform:…" are summed from their entries instead, so
+ * that every request does not contend on their rows),
  * reservations, referrers, coordinator instances (to find reservations a crashed coordinator left
  * open), and the reserve/settle functions that move money in one round trip each.
  */
@@ -18,12 +20,16 @@ CREATE TABLE balances (
   CONSTRAINT user_balances_not_negative CHECK (account NOT LIKE 'acct\\_%' OR amount_micro_usd >= 0)
 );
 INSERT INTO balances (account, bucket, amount_micro_usd)
-  SELECT account, bucket, sum(amount_micro_usd) FROM ledger_entries GROUP BY account, bucket;
+  SELECT account, bucket, sum(amount_micro_usd) FROM ledger_entries
+   WHERE account NOT LIKE 'platform:%' GROUP BY account, bucket;
 
 -- UPDATE first: an INSERT ... ON CONFLICT would check the constraint against the proposed row (a
 -- negative amount) before turning into an update.
 CREATE FUNCTION ledger_apply_entry() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
+  IF NEW.account LIKE 'platform:%' THEN
+    RETURN NULL;
+  END IF;
   UPDATE balances SET amount_micro_usd = amount_micro_usd + NEW.amount_micro_usd
    WHERE account = NEW.account AND bucket = NEW.bucket;
   IF NOT FOUND THEN
@@ -102,7 +108,7 @@ BEGIN
     SELECT v_txn, a, amt, b FROM (VALUES
       (p_account, -v_take_credited, 'credited'), ('platform:reservations', v_take_credited, 'credited'),
       (p_account, -v_take_earned, 'earned'), ('platform:reservations', v_take_earned, 'earned')) AS e(a, amt, b)
-    WHERE amt <> 0;
+    WHERE amt <> 0 ORDER BY a, b;
   INSERT INTO reservations (request_id, account_id, model, owner_instance, amount_micro_usd,
                             credited_micro_usd, earned_micro_usd, expires_at)
     VALUES (p_request, p_account, p_model, p_owner, p_amount, v_take_credited, v_take_earned,
@@ -155,7 +161,9 @@ BEGIN
       (p_provider_account, v_provider, 'earned'),
       (v_referrer, v_referral, 'earned'),
       ('platform:fees', v_fee - v_referral, 'earned')) AS e(a, amt, b)
-    WHERE amt <> 0 AND a IS NOT NULL;
+    WHERE amt <> 0 AND a IS NOT NULL
+    -- Balance rows are always locked in one order, so concurrent settlements cannot deadlock.
+    ORDER BY a, b;
   UPDATE reservations SET state = 'settled', settled_at = now(), charged_micro_usd = v_charge,
          prompt_tokens = p_prompt_tokens, completion_tokens = p_completion_tokens,
          provider_account = p_provider_account, outcome = p_outcome
