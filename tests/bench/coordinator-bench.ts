@@ -14,6 +14,7 @@ const { values } = parseArgs({
     requests: { type: "string", default: "20000" },
     providers: { type: "string", default: "4" },
     "tokens-per-chunk": { type: "string", default: "1" },
+    billing: { type: "string", default: "both" },
     json: { type: "boolean", default: false },
   },
 });
@@ -21,6 +22,11 @@ const levels = (values.levels ?? "").split(",").map(Number);
 const total = Number(values.requests);
 const providerCount = Number(values.providers);
 const tokensPerChunk = Number(values["tokens-per-chunk"]);
+const billingModes = values.billing === "both" ? [false, true] : [values.billing === "on"];
+if (!["both", "on", "off"].includes(values.billing ?? "")) {
+  process.stderr.write("coordinator-bench: --billing must be on, off or both\n");
+  process.exit(64);
+}
 if (
   levels.some((l) => !Number.isInteger(l) || l < 1) ||
   !Number.isInteger(total) ||
@@ -140,28 +146,32 @@ const baseline = await spawnServer(["baseline"]);
 for (const c of levels) rows.push(await measure("bare Node SSE server (baseline)", baseline, c));
 await stopServer(baseline);
 
-const coordinator = await spawnServer(["coordinator", pg.url]);
-const firstToken = new Map<string, number>();
-const providers = await Promise.all(
-  Array.from({ length: providerCount }, async (_, i) => {
-    const p = new ScriptedProvider({
-      baseUrl: coordinator.url,
-      models: [{ id: "bench", contextLength: 8192 }],
-      maxBatch: 1024,
-      machineId: `bench-${i}`,
-      recordRequests: false,
-      script: () => ({ tokens: TOKENS, tokensPerChunk }),
-    });
-    // Instant providers send their first token as soon as the request arrives.
-    p.on("request", (r) => firstToken.set(r.requestId, nowMs()));
-    await p.start();
-    return p;
-  }),
-);
-const label = `coordinator + ${providerCount} instant providers${tokensPerChunk > 1 ? ` (${tokensPerChunk} tokens/chunk)` : ""}`;
-for (const c of levels) rows.push(await measure(label, coordinator, c, firstToken));
-await Promise.all(providers.map((p) => p.stop()));
-await stopServer(coordinator);
+for (const billing of billingModes) {
+  const coordinator = await spawnServer(["coordinator", pg.url, billing ? "billing" : "no-billing"]);
+  const firstToken = new Map<string, number>();
+  const providers = await Promise.all(
+    Array.from({ length: providerCount }, async (_, i) => {
+      const p = new ScriptedProvider({
+        baseUrl: coordinator.url,
+        models: [{ id: "bench", contextLength: 8192 }],
+        maxBatch: 1024,
+        machineId: `bench-${i}`,
+        recordRequests: false,
+        script: () => ({ tokens: TOKENS, tokensPerChunk }),
+      });
+      // Instant providers send their first token as soon as the request arrives.
+      p.on("request", (r) => firstToken.set(r.requestId, nowMs()));
+      await p.start();
+      return p;
+    }),
+  );
+  const label =
+    `coordinator, billing ${billing ? "on" : "off"}, ${providerCount} instant providers` +
+    (tokensPerChunk > 1 ? ` (${tokensPerChunk} tokens/chunk)` : "");
+  for (const c of levels) rows.push(await measure(label, coordinator, c, firstToken));
+  await Promise.all(providers.map((p) => p.stop()));
+  await stopServer(coordinator);
+}
 await pg.stop();
 
 const machine = `${cpus().length} × ${cpus()[0]?.model ?? "cpu"}, Node ${process.version}`;

@@ -12,6 +12,7 @@ const send = (m: unknown) => process.send?.(m);
 
 if (mode === "coordinator") {
   const databaseUrl = process.argv[3];
+  const billingEnabled = process.argv[4] !== "no-billing";
   const coordinator = await startCoordinator(
     {
       dataDir: await mkdtemp(join(tmpdir(), "darkbloom-bench-")),
@@ -20,9 +21,15 @@ if (mode === "coordinator") {
       port: 0,
       rateLimitPerSecond: 0,
       queueDepthPerModel: 100_000,
+      billingEnabled,
     },
     { logger: createLogger("warn") },
   );
+  await coordinator.catalog.upsert({
+    id: "bench",
+    inputMicroUsdPerMillion: 150_000n,
+    outputMicroUsdPerMillion: 600_000n,
+  });
   const { secret } = await coordinator.accounts.createAccount({
     name: "bench",
     initialCreditMicroUsd: 10n ** 12n,
@@ -59,6 +66,6 @@ if (mode === "coordinator") {
     if (m === "stop") process.exit(0);
   });
 } else {
-  process.stderr.write("usage: coordinator-process.js coordinator <database-url> | baseline\n");
+  process.stderr.write("usage: coordinator-process.js coordinator <database-url> [no-billing] | baseline\n");
   process.exit(64);
 }

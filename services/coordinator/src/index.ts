@@ -1,3 +1,5 @@
+export { AccountStore } from "./accounts/account-store.js";
+export { Billing } from "./billing/billing.js";
 export { type CoordinatorConfig, type CoordinatorConfigInput, resolveConfig } from "./config.js";
 export { type RunningCoordinator, startCoordinator } from "./coordinator.js";
 export { ApiError } from "./errors/index.js";
