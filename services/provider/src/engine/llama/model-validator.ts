@@ -1,0 +1,168 @@
+/**
+ * Vets untrusted model files before the daemon loads them. llama.cpp answers many malformed GGUFs with
+ * GGML_ASSERT → abort(), which would take the whole daemon down, so the file is first parsed by the
+ * bounded JS reader (structure, truncation), then loaded in a throwaway child Node process that runs
+ * one forward pass and checks the output is finite. Verdicts are cached by SHA-256.
+ */
+import { spawn } from "node:child_process";
+import { createRequire } from "node:module";
+import { pathToFileURL } from "node:url";
+import { readGgufMetadata } from "../../models/synth/gguf.js";
+
+export interface ValidationVerdict {
+  ok: boolean;
+  /** Why the file was refused (when !ok). */
+  reason?: string;
+}
+
+export interface ModelValidatorOptions {
+  /** Kill the child after this long (default 120 s). */
+  timeoutMs?: number;
+  /** Run the child check at all (default true); the in-process structural check always runs. */
+  useChildProcess?: boolean;
+}
+
+/**
+ * The child: loads the model with tensor checks, evaluates a short prompt, and reports whether the
+ * next-token probability is finite. CommonJS on stdin so that no extra execArgv (like -e) leaks into
+ * the binding self-test process node-llama-cpp forks.
+ */
+const CHILD_SOURCE = `
+(async () => {
+  const { getLlama } = await import(process.env.DARKBLOOM_NLC_URL);
+  const llama = await getLlama({ gpu: false, build: "never", skipDownload: true, logLevel: "error", maxThreads: 1,
+    logger: (level, message) => process.stderr.write(String(message) + "\\n") });
+  const model = await llama.loadModel({ modelPath: process.env.DARKBLOOM_MODEL_PATH, gpuLayers: 0, checkTensors: true });
+  const context = await model.createContext({ contextSize: 128, threads: 1, sequences: 1 });
+  const sequence = context.getSequence();
+  let tokens = model.tokenize("Hello, world");
+  if (tokens.length === 0) tokens = [model.tokens.bos ?? 0];
+  const iterator = sequence.evaluateWithMetadata(tokens, { confidence: true }, { temperature: 0 });
+  const first = await iterator.next();
+  if (!first.done && !Number.isFinite(first.value.confidence)) throw new Error("the model produces non-finite logits");
+  process.stdout.write(JSON.stringify({ ok: true }) + "\\n");
+  process.exit(0);
+})().catch((err) => {
+  process.stdout.write(JSON.stringify({ ok: false, reason: String((err && err.message) || err) }) + "\\n");
+  process.exit(1);
+});
+`;
+
+function nodeLlamaCppUrl(): string {
+  const require = createRequire(import.meta.url);
+  return pathToFileURL(require.resolve("node-llama-cpp")).href;
+}
+
+function lastLines(text: string, n: number): string {
+  return text
+    .split("\n")
+    .map((l) => l.trim())
+    .filter((l) => l.length > 0)
+    .slice(-n)
+    .join(" / ");
+}
+
+/** Runs the child check on one file. */
+export function validateInChildProcess(path: string, timeoutMs: number): Promise<ValidationVerdict> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [], {
+      stdio: ["pipe", "pipe", "pipe"],
+      env: { ...process.env, DARKBLOOM_NLC_URL: nodeLlamaCppUrl(), DARKBLOOM_MODEL_PATH: path },
+    });
+    let stdout = "";
+    let stderr = "";
+    let timedOut = false;
+    child.stdout.setEncoding("utf8").on("data", (d: string) => {
+      stdout += d;
+    });
+    child.stderr.setEncoding("utf8").on("data", (d: string) => {
+      if (stderr.length < 64 * 1024) stderr += d;
+    });
+    const timer = setTimeout(() => {
+      timedOut = true;
+      child.kill("SIGKILL");
+    }, timeoutMs);
+    child.on("error", (err) => {
+      clearTimeout(timer);
+      resolve({ ok: false, reason: `could not start the validation process: ${err.message}` });
+    });
+    child.on("close", (code, signal) => {
+      clearTimeout(timer);
+      let report: ValidationVerdict | undefined;
+      for (const line of stdout.split("\n").reverse()) {
+        try {
+          const parsed = JSON.parse(line) as ValidationVerdict;
+          if (typeof parsed.ok === "boolean") {
+            report = parsed;
+            break;
+          }
+        } catch {
+          // not the report line
+        }
+      }
+      if (timedOut)
+        resolve({
+          ok: false,
+          reason: `loading the model took longer than ${Math.round(timeoutMs / 1000)} s`,
+        });
+      else if (code === 0 && report?.ok) resolve({ ok: true });
+      else if (report && !report.ok)
+        resolve({ ok: false, reason: report.reason ?? "the model failed to load" });
+      else {
+        const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
+        const detail = lastLines(stderr, 2);
+        resolve({
+          ok: false,
+          reason: `loading the model crashed llama.cpp (process ${how})${detail ? `: ${detail}` : ""}`,
+        });
+      }
+    });
+    child.stdin.on("error", () => {});
+    child.stdin.end(CHILD_SOURCE);
+  });
+}
+
+/** Validates model files, remembering verdicts by SHA-256 (in memory, per process). */
+export class ModelValidator {
+  private readonly verdicts = new Map<string, Promise<ValidationVerdict>>();
+  private readonly timeoutMs: number;
+  private readonly useChildProcess: boolean;
+
+  constructor(options: ModelValidatorOptions = {}) {
+    this.timeoutMs = options.timeoutMs ?? 120_000;
+    this.useChildProcess = options.useChildProcess ?? true;
+  }
+
+  /** The verdict for a file; `sha256` is the cache key (the caller's hash of the file's bytes). */
+  validate(path: string, sha256: string): Promise<ValidationVerdict> {
+    const key = sha256.toLowerCase();
+    let verdict = this.verdicts.get(key);
+    if (!verdict) {
+      verdict = this.check(path);
+      this.verdicts.set(key, verdict);
+    }
+    return verdict;
+  }
+
+  /** A cached verdict, if any. */
+  cached(sha256: string): Promise<ValidationVerdict> | undefined {
+    return this.verdicts.get(sha256.toLowerCase());
+  }
+
+  private async check(path: string): Promise<ValidationVerdict> {
+    try {
+      const meta = await readGgufMetadata(path);
+      if (meta.architecture === "") return { ok: false, reason: "the GGUF has no general.architecture" };
+    } catch (err) {
+      return {
+        ok: false,
+        reason: `not a valid GGUF file: ${err instanceof Error ? err.message : String(err)}`,
+      };
+    }
+    if (!this.useChildProcess) return { ok: true };
+    return validateInChildProcess(path, this.timeoutMs);
+  }
+}
+
+/** The validator engines share by default, so each file is vetted once per process. */
+export const sharedModelValidator = new ModelValidator();

@@ -1,0 +1,88 @@
+/** Turns a GenerationInput into prompt tokens with the model's chat template, plus the template's stop triggers. */
+import {
+  type ChatHistoryItem,
+  type ChatWrapper,
+  type LlamaModel,
+  type LlamaText,
+  resolveChatWrapper,
+  SpecialToken,
+  SpecialTokensText,
+  type Token,
+} from "node-llama-cpp";
+import type { ChatMessage, GenerationInput } from "../engine.js";
+
+export interface RenderedPrompt {
+  tokens: Token[];
+  /** Tokens that end generation besides the model's end-of-generation tokens (from the chat template). */
+  stopTokens: Set<Token>;
+  /** Plain-text stop triggers from the chat template (not emitted, like request stops). */
+  stopStrings: string[];
+}
+
+/**
+ * Resolves the chat wrapper for a model from its GGUF (chat template, name, architecture). Settings
+ * that would inject run-time values (today's date in Llama 3.1+ system preambles, tool instructions)
+ * are turned off so a prompt always renders the same tokens.
+ */
+export function resolveModelChatWrapper(model: LlamaModel): ChatWrapper {
+  const noPreamble = { cuttingKnowledgeDate: null, todayDate: null, noToolInstructions: true };
+  return resolveChatWrapper(model, {
+    warningLogs: false,
+    customWrapperSettings: { "llama3.1": noPreamble, "llama3.2-lightweight": noPreamble },
+  });
+}
+
+function toHistory(messages: readonly ChatMessage[]): ChatHistoryItem[] {
+  const history: ChatHistoryItem[] = [];
+  for (const m of messages) {
+    switch (m.role) {
+      case "system":
+      case "developer":
+        history.push({ type: "system", text: m.content });
+        break;
+      case "assistant":
+        history.push({ type: "model", response: [m.content] });
+        break;
+      default:
+        // user, and tool/function results (text only in this contract) are user turns.
+        history.push({ type: "user", text: m.content });
+    }
+  }
+  return history;
+}
+
+function triggerToStop(trigger: LlamaText, model: LlamaModel, out: RenderedPrompt): void {
+  const values = trigger.values;
+  if (values.length === 0) return;
+  if (values.every((v) => typeof v === "string")) {
+    const text = values.join("");
+    if (text.length > 0) out.stopStrings.push(text);
+    return;
+  }
+  if (values.length === 1 && (values[0] instanceof SpecialToken || values[0] instanceof SpecialTokensText)) {
+    const tokens = trigger.tokenize(model.tokenizer);
+    if (tokens.length === 1) out.stopTokens.add(tokens[0]!);
+  }
+}
+
+export function renderPrompt(
+  model: LlamaModel,
+  wrapper: ChatWrapper,
+  input: GenerationInput,
+): RenderedPrompt {
+  const out: RenderedPrompt = { tokens: [], stopTokens: new Set(), stopStrings: [] };
+  if (input.kind === "text") {
+    // Raw text: never parse special-token markup out of user text.
+    const tokens = model.tokenize(input.prompt, false);
+    const bos = model.tokens.bos;
+    if (bos != null && model.tokens.shouldPrependBosToken && tokens[0] !== bos) tokens.unshift(bos);
+    out.tokens = tokens;
+    return out;
+  }
+  const history = toHistory(input.messages);
+  if (history.at(-1)?.type !== "model") history.push({ type: "model", response: [] });
+  const state = wrapper.generateContextState({ chatHistory: history });
+  out.tokens = state.contextText.tokenize(model.tokenizer);
+  for (const trigger of state.stopGenerationTriggers) triggerToStop(trigger, model, out);
+  return out;
+}
