@@ -1,1 +1,49 @@
+export { createDefaultEngine } from "./cli/engine-factory.js";
+export { type CliIo, ExitCode, processIo } from "./cli/io.js";
+export { buildProgram, runCli } from "./cli/program.js";
+export {
+  ConfigError,
+  type ConfigInputs,
+  type ProviderConfig,
+  type ResolvedConfig,
+  resolveConfig,
+  type SettingSource,
+} from "./config/config.js";
+export { modelPath, readModelFile, scanModels, selectModels } from "./config/model-inventory.js";
+export { DataDirLayout, defaultConfigPath, defaultDataDir } from "./config/paths.js";
+export {
+  defaultMaxContext,
+  LOG_LEVELS,
+  type LogLevel,
+  SETTINGS,
+  type SettingName,
+  type Settings,
+} from "./config/settings.js";
+export {
+  DAEMON_VERSION,
+  type DaemonOptions,
+  DaemonStartError,
+  DEFAULT_DRAIN_DEADLINE_MS,
+  type RunningDaemon,
+  startDaemon,
+} from "./daemon.js";
 export * from "./engine/engine.js";
+export { type EncryptionKeyPair, loadOrCreateIdentity, type ProviderIdentity } from "./link/identity.js";
+export {
+  type LinkCounters,
+  type LinkDisconnect,
+  ProviderLink,
+  type ProviderLinkEvents,
+  type ProviderLinkOptions,
+  type ServingKnobs,
+} from "./link/link.js";
+export { ScriptedEngine, type ScriptedEngineOptions } from "./link/scripted-engine.js";
+export {
+  type CommandRunner,
+  ServiceError,
+  type ServiceManager,
+  type ServiceSpec,
+  type ServiceStatus,
+  serviceManagerFor,
+} from "./service/index.js";
+export { AlreadyRunningError, acquirePidFile } from "./service/pid-file.js";

@@ -1,0 +1,239 @@
+import { existsSync } from "node:fs";
+import { freemem, totalmem } from "node:os";
+import type { Command } from "commander";
+import type { ProviderConfig } from "../config/config.js";
+import { scanModels } from "../config/model-inventory.js";
+import type { ModelFile } from "../engine/engine.js";
+import { engineAccelerator } from "../link/hardware.js";
+import type { CliContext } from "./context.js";
+import { createLogger } from "./context.js";
+import { formatBytes } from "./download.js";
+import { CliFailure } from "./io.js";
+import { addSettingOptions, resolveFromOptions } from "./settings-options.js";
+
+export interface CheckResult {
+  name: string;
+  ok: boolean;
+  detail: string;
+  /** What to do about a failure. */
+  fix?: string;
+}
+
+/** Clock skew beyond this fails (attestation challenges carry timestamps). */
+const MAX_SKEW_MS = 10_000;
+const HTTP_TIMEOUT_MS = 5_000;
+
+/** `doctor`: checks the machine, the engine, the models and the coordinator; exit 1 if any check fails. */
+export function addDoctorCommand(program: Command, context: CliContext): void {
+  const command = program
+    .command("doctor")
+    .description("check that this machine can serve (exit 1 if a check fails)");
+  addSettingOptions(command);
+  command.action(async (opts: Record<string, unknown>) => {
+    const { config } = resolveFromOptions(opts, context);
+    const results = await runChecks(config, context);
+    const width = Math.max(...results.map((r) => r.name.length));
+    for (const r of results) {
+      const fix = !r.ok && r.fix ? ` (fix: ${r.fix})` : "";
+      context.io.stdout(`${r.ok ? "PASS" : "FAIL"}  ${r.name.padEnd(width)}  ${r.detail}${fix}\n`);
+    }
+    const failed = results.filter((r) => !r.ok).length;
+    if (failed > 0) throw new CliFailure(`${failed} check${failed === 1 ? "" : "s"} failed`);
+  });
+}
+
+export async function runChecks(config: ProviderConfig, context: CliContext): Promise<CheckResult[]> {
+  const results: CheckResult[] = [platformCheck(context)];
+  const { served, check: modelsCheck } = await modelsChecks(config);
+  const engine = await engineCheck(config, served, context);
+  results.push(
+    accelerationCheck(context, engine.accelerator),
+    engine.result,
+    modelsCheck,
+    memoryCheck(served),
+  );
+  results.push(...(await coordinatorChecks(config, context)));
+  return results;
+}
+
+function platformCheck(context: CliContext): CheckResult {
+  const [major = 0, minor = 0] = process.versions.node.split(".").map(Number);
+  const nodeOk = major > 20 || (major === 20 && minor >= 10);
+  const platformOk = context.platform === "darwin" || context.platform === "linux";
+  return {
+    name: "platform",
+    ok: nodeOk && platformOk,
+    detail: `${context.platform} ${context.arch}, Node ${process.version}`,
+    fix: !platformOk ? "run the provider on macOS or Linux" : "install Node.js 20.10 or newer",
+  };
+}
+
+function expectedAccelerator(context: CliContext): string {
+  if (context.platform === "darwin" && context.arch === "arm64") return "metal";
+  if (
+    context.platform === "linux" &&
+    (existsSync("/dev/nvidia0") || existsSync("/proc/driver/nvidia/version"))
+  ) {
+    return "cuda";
+  }
+  return "cpu";
+}
+
+function accelerationCheck(context: CliContext, reported: string | undefined): CheckResult {
+  const expected = expectedAccelerator(context);
+  if (reported === undefined) {
+    return {
+      name: "accelerator",
+      ok: true,
+      detail: `${expected} detected (the engine does not report its device)`,
+    };
+  }
+  const ok = reported === expected || expected === "cpu";
+  return {
+    name: "accelerator",
+    ok,
+    detail: ok ? `${reported}` : `the engine runs on ${reported} but this machine has ${expected}`,
+    fix: `reinstall (npm ci) so node-llama-cpp's ${expected} binaries are present`,
+  };
+}
+
+async function engineCheck(
+  config: ProviderConfig,
+  served: ModelFile[],
+  context: CliContext,
+): Promise<{ result: CheckResult; accelerator: string | undefined }> {
+  const log = createLogger("silent");
+  let engine: Awaited<ReturnType<CliContext["createEngine"]>>;
+  try {
+    engine = await context.createEngine(config, log);
+  } catch (error) {
+    return {
+      result: {
+        name: "engine",
+        ok: false,
+        detail: `cannot start: ${(error as Error).message}`,
+        fix: "reinstall (npm ci) so node-llama-cpp's prebuilt binaries are present",
+      },
+      accelerator: undefined,
+    };
+  }
+  const accelerator =
+    typeof (engine as { accelerator?: unknown }).accelerator === "string"
+      ? engineAccelerator(engine)
+      : undefined;
+  try {
+    const model = [...served].sort((a, b) => a.sizeBytes - b.sizeBytes)[0];
+    if (!model)
+      return {
+        result: { name: "engine", ok: true, detail: `${engine.backend} starts (no model to load)` },
+        accelerator,
+      };
+    const started = performance.now();
+    await engine.load(model);
+    const ms = Math.round(performance.now() - started);
+    return {
+      result: { name: "engine", ok: true, detail: `${engine.backend} loads ${model.id} in ${ms} ms` },
+      accelerator,
+    };
+  } catch (error) {
+    return {
+      result: {
+        name: "engine",
+        ok: false,
+        detail: `${engine.backend} cannot load a model: ${(error as Error).message}`,
+        fix: "check the model file (darkbloom models list) or re-download it",
+      },
+      accelerator,
+    };
+  } finally {
+    await engine.close().catch(() => undefined);
+  }
+}
+
+async function modelsChecks(config: ProviderConfig): Promise<{ served: ModelFile[]; check: CheckResult }> {
+  const { models, problems } = await scanModels(config.modelsDir);
+  const byId = new Map(models.map((m) => [m.id, m]));
+  const missing = config.models.filter((id) => !byId.has(id));
+  const served = config.models.length > 0 ? config.models.flatMap((id) => byId.get(id) ?? []) : models;
+  const listed = served.map((m) => `${m.id} (${m.quantization}, ${formatBytes(m.sizeBytes)})`).join(", ");
+  if (served.length === 0 || missing.length > 0 || problems.length > 0) {
+    const parts: string[] = [];
+    if (models.length === 0) parts.push(`no models in ${config.modelsDir}`);
+    if (missing.length > 0) parts.push(`configured but missing: ${missing.join(", ")}`);
+    for (const p of problems) parts.push(`${p.file} is not valid: ${p.error}`);
+    return {
+      served,
+      check: {
+        name: "models",
+        ok: false,
+        detail: parts.join("; "),
+        fix:
+          problems.length > 0
+            ? "remove or re-download the broken files (darkbloom models remove <id>)"
+            : "darkbloom models synth tiny, or darkbloom models download <url>",
+      },
+    };
+  }
+  return { served, check: { name: "models", ok: true, detail: listed } };
+}
+
+function memoryCheck(served: ModelFile[]): CheckResult {
+  const total = totalmem();
+  const free = freemem();
+  const need = served.reduce((sum, m) => sum + m.sizeBytes, 0);
+  const ok = need <= total * 0.8;
+  return {
+    name: "memory",
+    ok,
+    detail: `${formatBytes(total)} total, ${formatBytes(free)} available; the models need ${formatBytes(need)}`,
+    fix: "serve fewer or smaller models (--model), or a smaller quantization",
+  };
+}
+
+async function coordinatorChecks(config: ProviderConfig, context: CliContext): Promise<CheckResult[]> {
+  const url = `${config.coordinatorUrl}/healthz`;
+  const fix = "start the coordinator or point --coordinator / DARKBLOOM_COORDINATOR_URL at it";
+  const sent = Date.now();
+  let response: Response;
+  try {
+    response = await context.fetch(url, { signal: AbortSignal.timeout(HTTP_TIMEOUT_MS) });
+    await response.arrayBuffer().catch(() => undefined);
+  } catch (error) {
+    const cause = (error as { cause?: { code?: string; message?: string } }).cause;
+    const why = cause?.code ?? cause?.message ?? (error as Error).message;
+    return [
+      { name: "coordinator", ok: false, detail: `${url} unreachable (${why})`, fix },
+      { name: "clock", ok: false, detail: "not checked: the coordinator is unreachable", fix },
+    ];
+  }
+  const received = Date.now();
+  const results: CheckResult[] = [
+    {
+      name: "coordinator",
+      ok: response.ok,
+      detail: `${url} answered ${response.status} in ${received - sent} ms`,
+      fix,
+    },
+  ];
+  const date = response.headers.get("date");
+  const serverMs = date ? Date.parse(date) : Number.NaN;
+  if (Number.isNaN(serverMs)) {
+    results.push({
+      name: "clock",
+      ok: false,
+      detail: "the coordinator sent no Date header",
+      fix: "upgrade the coordinator",
+    });
+  } else {
+    // The Date header has one-second resolution: compare with the middle of the request, allow for it.
+    const skew = (sent + received) / 2 - (serverMs + 500);
+    const ok = Math.abs(skew) <= MAX_SKEW_MS;
+    results.push({
+      name: "clock",
+      ok,
+      detail: `${Math.abs(skew) < 1000 ? "within 1 s of" : `${(Math.abs(skew) / 1000).toFixed(1)} s ${skew > 0 ? "ahead of" : "behind"}`} the coordinator`,
+      fix: "enable time synchronisation (macOS: System Settings > Date & Time; Linux: timedatectl set-ntp true)",
+    });
+  }
+  return results;
+}

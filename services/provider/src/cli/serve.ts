@@ -1,0 +1,58 @@
+import type { Command } from "commander";
+import { ConfigError } from "../config/config.js";
+import { DaemonStartError, DEFAULT_DRAIN_DEADLINE_MS, type RunningDaemon, startDaemon } from "../daemon.js";
+import { AlreadyRunningError } from "../service/pid-file.js";
+import type { CliContext } from "./context.js";
+import { createLogger } from "./context.js";
+import { CliFailure, UsageError } from "./io.js";
+import { addSettingOptions, resolveFromOptions } from "./settings-options.js";
+
+/** `serve`: runs the daemon in the foreground until SIGINT or SIGTERM, then drains and exits 0. */
+export function addServeCommand(program: Command, context: CliContext): void {
+  const command = program.command("serve").description("run the provider daemon in the foreground");
+  addSettingOptions(command);
+  command
+    .option(
+      "--drain-timeout <seconds>",
+      `on SIGTERM/SIGINT, how long in-flight requests may finish (default ${DEFAULT_DRAIN_DEADLINE_MS / 1000})`,
+    )
+    .action(async (opts: Record<string, unknown>) => {
+      const drainMs = drainTimeout(opts.drainTimeout);
+      const { config } = resolveFromOptions(opts, context);
+      const log = createLogger(config.logLevel, context.logDestination);
+      let engine: Awaited<ReturnType<CliContext["createEngine"]>>;
+      try {
+        engine = await context.createEngine(config, log);
+      } catch (error) {
+        throw new CliFailure(`the engine could not start: ${(error as Error).message}`);
+      }
+      let daemon: RunningDaemon;
+      try {
+        daemon = await startDaemon(config, { engine, logger: log, ...context.daemon });
+      } catch (error) {
+        if (error instanceof ConfigError) throw new UsageError(error.message);
+        if (error instanceof AlreadyRunningError || error instanceof DaemonStartError) {
+          throw new CliFailure(error.message);
+        }
+        throw error;
+      }
+      context.io.stdout(
+        `serving ${daemon.models.map((m) => m.id).join(", ")} to ${config.coordinatorUrl} (pid ${process.pid})\n`,
+      );
+      const signal = await Promise.race([context.io.shutdownSignal(), daemon.stopped.then(() => undefined)]);
+      if (signal) context.io.stdout(`${signal}: draining (up to ${drainMs / 1000} s)\n`);
+      await daemon.stop({ deadlineMs: drainMs });
+      context.io.stdout("stopped\n");
+    });
+}
+
+function drainTimeout(value: unknown): number {
+  if (value === undefined) return DEFAULT_DRAIN_DEADLINE_MS;
+  const seconds = typeof value === "string" && /^\d+$/.test(value) ? Number(value) : Number.NaN;
+  if (!(seconds >= 0 && seconds <= 3600)) {
+    throw new UsageError(
+      `--drain-timeout must be a whole number of seconds from 0 to 3600 (got ${String(value)})`,
+    );
+  }
+  return seconds * 1000;
+}

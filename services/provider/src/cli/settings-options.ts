@@ -1,0 +1,49 @@
+import { type Command, Option } from "commander";
+import { ConfigError, type ResolvedConfig, resolveConfig } from "../config/config.js";
+import { SETTING_NAMES, SETTINGS, type SettingName } from "../config/settings.js";
+import type { CliContext } from "./context.js";
+import { UsageError } from "./io.js";
+
+/** The commander attribute of each setting's flag, e.g. kvBits for --kv-bits. */
+const ATTRIBUTES = new Map<SettingName, string>();
+
+/** Adds `--config` and the flags of `names` (default: every setting) to a command. */
+export function addSettingOptions(command: Command, names: readonly SettingName[] = SETTING_NAMES): Command {
+  command.option(
+    "--config <file>",
+    "YAML config file (env DARKBLOOM_CONFIG, default ~/.config/darkbloom/provider.yaml)",
+  );
+  for (const name of names) {
+    const spec = SETTINGS[name];
+    const option = new Option(`${spec.flag} ${spec.arg}`, `${spec.description} (env ${spec.env})`);
+    if (name === "models")
+      option.argParser((value: string, previous: string[] | undefined) => [...(previous ?? []), value]);
+    ATTRIBUTES.set(name, option.attributeName());
+    command.addOption(option);
+  }
+  return command;
+}
+
+/**
+ * The configuration for a command's options: CLI flag > DARKBLOOM_* env > YAML > default, validated.
+ * An invalid value is a usage error (exit 64) with the preflight's one-line message.
+ */
+export function resolveFromOptions(opts: Record<string, unknown>, context: CliContext): ResolvedConfig {
+  const flags: Partial<Record<SettingName, string | string[]>> = {};
+  for (const [name, attribute] of ATTRIBUTES) {
+    const value = opts[attribute];
+    if (typeof value === "string" || Array.isArray(value)) flags[name] = value as string | string[];
+  }
+  try {
+    return resolveConfig({
+      flags,
+      configPath: typeof opts.config === "string" ? opts.config : undefined,
+      env: context.io.env,
+      cwd: context.cwd,
+      defaults: context.defaults,
+    });
+  } catch (error) {
+    if (error instanceof ConfigError) throw new UsageError(error.message);
+    throw error;
+  }
+}

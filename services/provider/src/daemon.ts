@@ -1,0 +1,172 @@
+import { mkdir } from "node:fs/promises";
+import { createRequire } from "node:module";
+import { dirname } from "node:path";
+import type { Logger } from "pino";
+import type { ProviderConfig } from "./config/config.js";
+import { selectModels } from "./config/model-inventory.js";
+import { pidFileOf } from "./config/paths.js";
+import type { Engine, ModelFile } from "./engine/engine.js";
+import { type AcceleratorName, describeHardware, engineAccelerator, type GpuInfo } from "./link/hardware.js";
+import { loadOrCreateIdentity, type ProviderIdentity } from "./link/identity.js";
+import { ProviderLink, type ProviderLinkOptions } from "./link/link.js";
+import { acquirePidFile, type PidFile } from "./service/pid-file.js";
+
+/** The daemon's version, from the provider package's package.json (src/ and dist/ both sit beside it). */
+export const DAEMON_VERSION: string = (
+  createRequire(import.meta.url)("../package.json") as { version: string }
+).version;
+
+/** How long SIGTERM lets in-flight requests run before failing them. */
+export const DEFAULT_DRAIN_DEADLINE_MS = 30_000;
+
+export interface DaemonOptions {
+  /** The engine to serve with; the daemon owns it from now on and closes it when it stops. */
+  engine: Engine;
+  logger: Logger;
+  /** Defaults to the engine's `accelerator` property when it has one, else "cpu". */
+  accelerator?: AcceleratorName;
+  gpus?: GpuInfo[];
+  /** From `darkbloom login` (not implemented yet). */
+  accountToken?: string;
+  /** Link overrides, e.g. a faster reconnect backoff in tests. */
+  link?: Partial<Pick<ProviderLinkOptions, "backoff" | "random" | "warmWindowMs">>;
+  /** Skip loading the models before connecting (they load on first use). Default false. */
+  lazyLoad?: boolean;
+}
+
+export interface RunningDaemon {
+  readonly config: ProviderConfig;
+  /** The models registered with the coordinator. */
+  readonly models: ModelFile[];
+  readonly identity: ProviderIdentity;
+  readonly link: ProviderLink;
+  /**
+   * Graceful stop: no new work, in-flight requests finish (failed after `deadlineMs`), the stream is
+   * closed, the engine closed and the PID file removed. Idempotent; resolves when done.
+   */
+  stop(options?: { deadlineMs?: number }): Promise<void>;
+  /** Resolves once the daemon has stopped. */
+  readonly stopped: Promise<void>;
+}
+
+/** A failure to start that is not a configuration problem (exit status 1). */
+export class DaemonStartError extends Error {
+  override readonly name = "DaemonStartError";
+}
+
+/**
+ * Starts the provider daemon: takes the data directory's PID file (AlreadyRunningError when another
+ * daemon holds it), loads the X25519 identity, resolves the models to serve (ConfigError when one is
+ * missing), loads them into the engine, and connects to the coordinator. Signals are the caller's:
+ * on SIGTERM/SIGINT call stop().
+ */
+export async function startDaemon(config: ProviderConfig, options: DaemonOptions): Promise<RunningDaemon> {
+  const { engine, logger: log } = options;
+  let pidFile: PidFile;
+  try {
+    await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
+    await mkdir(config.modelsDir, { recursive: true });
+    await mkdir(dirname(config.logFile), { recursive: true });
+    pidFile = await acquirePidFile(pidFileOf(config.dataDir));
+  } catch (error) {
+    await engine.close().catch(() => undefined);
+    throw error;
+  }
+  const onExit = () => pidFile.releaseSync();
+  process.once("exit", onExit);
+  try {
+    const identity = await loadOrCreateIdentity(config.dataDir);
+    const candidates = await selectModels(config.modelsDir, config.models);
+    const models: ModelFile[] = [];
+    if (options.lazyLoad) models.push(...candidates);
+    else {
+      for (const model of candidates) {
+        const started = performance.now();
+        try {
+          await engine.load(model);
+          models.push(model);
+          log.info(
+            { model: model.id, sizeBytes: model.sizeBytes, ms: Math.round(performance.now() - started) },
+            "model loaded",
+          );
+        } catch (error) {
+          log.error(
+            { model: model.id, path: model.path, err: (error as Error).message },
+            "model failed to load",
+          );
+        }
+      }
+      if (models.length === 0) {
+        throw new DaemonStartError(
+          `none of the models could be loaded (${candidates.map((m) => m.id).join(", ")}); see the log for why`,
+        );
+      }
+    }
+
+    const link = new ProviderLink({
+      coordinatorUrl: config.coordinatorUrl,
+      engine,
+      models,
+      machineId: identity.machineId,
+      encryptionPublicKey: identity.encryptionKey.publicKey,
+      accountToken: options.accountToken ?? "",
+      daemonVersion: DAEMON_VERSION,
+      hardware: describeHardware(options.accelerator ?? engineAccelerator(engine), options.gpus ?? []),
+      knobs: {
+        kvBits: config.kvBits ?? 0,
+        maxContext: config.maxContext,
+        maxBatch: config.maxBatch,
+        idleTimeoutMinutes: config.idleTimeoutMinutes,
+        threads: config.threads,
+      },
+      heartbeatIntervalMs: config.heartbeatIntervalMs,
+      logger: log,
+      ...options.link,
+    });
+    link.start();
+    log.info(
+      {
+        version: DAEMON_VERSION,
+        pid: process.pid,
+        coordinator: config.coordinatorUrl,
+        machineId: identity.machineId,
+        models: models.map((m) => m.id),
+        engine: engine.backend,
+        maxBatch: config.maxBatch,
+        maxContext: config.maxContext,
+        kvBits: config.kvBits ?? 0,
+      },
+      "darkbloom provider started",
+    );
+
+    let resolveStopped!: () => void;
+    const stopped = new Promise<void>((resolve) => {
+      resolveStopped = resolve;
+    });
+    let stopping: Promise<void> | undefined;
+    const stop = (opts: { deadlineMs?: number } = {}): Promise<void> => {
+      stopping ??= (async () => {
+        const deadlineMs = opts.deadlineMs ?? DEFAULT_DRAIN_DEADLINE_MS;
+        log.info({ deadlineMs, inFlight: link.inFlight }, "draining");
+        try {
+          await link.stop(deadlineMs);
+        } finally {
+          await engine
+            .close()
+            .catch((e: unknown) => log.warn({ err: (e as Error).message }, "engine close failed"));
+          await pidFile.release();
+          process.off("exit", onExit);
+          log.info("darkbloom provider stopped");
+          resolveStopped();
+        }
+      })();
+      return stopping;
+    };
+    return { config, models, identity, link, stop, stopped };
+  } catch (error) {
+    await engine.close().catch(() => undefined);
+    await pidFile.release();
+    process.off("exit", onExit);
+    throw error;
+  }
+}

@@ -1,0 +1,83 @@
+import { EngineError } from "../engine/engine.js";
+import { BodyError } from "./request-body.js";
+
+/** The fields of an InferenceError other than request_id. */
+export interface InferenceFailure {
+  httpStatus: number;
+  code: string;
+  message: string;
+  retryable: boolean;
+}
+
+/**
+ * Maps a failure to what the coordinator is told. Client errors (400 context_length_exceeded and
+ * invalid requests) are never retryable; the rest are retryable on another provider only while
+ * nothing was sent for the request.
+ */
+export function inferenceFailure(error: unknown, sentAnything: boolean): InferenceFailure {
+  if (error instanceof BodyError) {
+    return { httpStatus: 400, code: "invalid_request_error", message: error.message, retryable: false };
+  }
+  if (error instanceof EngineError) {
+    switch (error.code) {
+      case "context_length_exceeded":
+        return { httpStatus: 400, code: error.code, message: error.message, retryable: false };
+      case "invalid_request":
+        return { httpStatus: 400, code: "invalid_request_error", message: error.message, retryable: false };
+      case "engine_busy":
+        return { httpStatus: 503, code: error.code, message: error.message, retryable: !sentAnything };
+      case "model_not_found":
+        return { httpStatus: 404, code: error.code, message: error.message, retryable: !sentAnything };
+      case "model_load_failed":
+      case "engine_failed":
+        return { httpStatus: 500, code: error.code, message: error.message, retryable: !sentAnything };
+    }
+  }
+  // Unexpected errors may carry anything in their message; the coordinator gets a generic one.
+  return {
+    httpStatus: 500,
+    code: "provider_error",
+    message: "The provider failed while generating.",
+    retryable: !sentAnything,
+  };
+}
+
+export const Refusals = {
+  draining: (): InferenceFailure => ({
+    httpStatus: 503,
+    code: "provider_draining",
+    message: "The provider is draining and takes no new requests.",
+    retryable: true,
+  }),
+  sealed: (): InferenceFailure => ({
+    httpStatus: 503,
+    code: "encryption_unsupported",
+    message:
+      "This provider does not accept sealed request bodies yet (end-to-end encryption is not enabled on it).",
+    retryable: true,
+  }),
+  emptyBody: (): InferenceFailure => ({
+    httpStatus: 400,
+    code: "invalid_request_error",
+    message: "The request has no body.",
+    retryable: false,
+  }),
+  modelNotServed: (model: string): InferenceFailure => ({
+    httpStatus: 404,
+    code: "model_not_found",
+    message: `Model ${JSON.stringify(model)} is not served by this provider.`,
+    retryable: true,
+  }),
+  shutDown: (sentAnything: boolean): InferenceFailure => ({
+    httpStatus: 503,
+    code: "provider_shutting_down",
+    message: "The provider shut down before the request finished.",
+    retryable: !sentAnything,
+  }),
+  cancelledByEngine: (sentAnything: boolean): InferenceFailure => ({
+    httpStatus: 503,
+    code: "generation_cancelled",
+    message: "The engine stopped the generation before it finished.",
+    retryable: !sentAnything,
+  }),
+};

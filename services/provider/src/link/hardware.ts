@@ -1,0 +1,82 @@
+import { execFileSync } from "node:child_process";
+import { readFileSync } from "node:fs";
+import * as os from "node:os";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { AcceleratorKind, type HardwareSchema, MemoryPressure } from "@darkbloom/protocol/provider/v1";
+
+export type HardwareInit = MessageInitShape<typeof HardwareSchema>;
+
+/** The accelerator names the daemon accepts (e.g. from an engine that reports one). */
+export type AcceleratorName = "cpu" | "metal" | "cuda" | "vulkan";
+
+export interface GpuInfo {
+  name: string;
+  memoryBytes: number;
+}
+
+const ACCELERATORS: Record<AcceleratorName, AcceleratorKind> = {
+  cpu: AcceleratorKind.CPU,
+  metal: AcceleratorKind.METAL,
+  cuda: AcceleratorKind.CUDA,
+  vulkan: AcceleratorKind.VULKAN,
+};
+
+/**
+ * The engine's accelerator when it reports one (an `accelerator` property of "cpu", "metal", "cuda"
+ * or "vulkan"; the Engine contract does not require it), else CPU.
+ */
+export function engineAccelerator(engine: object): AcceleratorName {
+  const value = (engine as { accelerator?: unknown }).accelerator;
+  return typeof value === "string" && value in ACCELERATORS ? (value as AcceleratorName) : "cpu";
+}
+
+/** The machine as Register describes it: chip is the CPU model; memory, cores and OS from `os`. */
+export function describeHardware(accelerator: AcceleratorName = "cpu", gpus: GpuInfo[] = []): HardwareInit {
+  return {
+    machineModel: machineModel(),
+    chip: os.cpus()[0]?.model.trim() || os.arch(),
+    memoryBytes: BigInt(os.totalmem()),
+    cpuCores: os.availableParallelism(),
+    gpus: gpus.map((g) => ({ name: g.name, memoryBytes: BigInt(g.memoryBytes) })),
+    accelerator: ACCELERATORS[accelerator],
+    os: process.platform,
+    osVersion: osVersion(),
+  };
+}
+
+/**
+ * Memory pressure from the share of memory free (os.freemem is MemAvailable on Linux): below 5%
+ * critical, below 15% warn, else normal.
+ */
+export function memoryPressure(free = os.freemem(), total = os.totalmem()): MemoryPressure {
+  if (total <= 0) return MemoryPressure.UNSPECIFIED;
+  const ratio = free / total;
+  if (ratio < 0.05) return MemoryPressure.CRITICAL;
+  if (ratio < 0.15) return MemoryPressure.WARN;
+  return MemoryPressure.NORMAL;
+}
+
+function machineModel(): string {
+  try {
+    if (process.platform === "darwin") {
+      return execFileSync("sysctl", ["-n", "hw.model"], { encoding: "utf8", timeout: 2_000 }).trim();
+    }
+    if (process.platform === "linux") {
+      return readFileSync("/sys/class/dmi/id/product_name", "utf8").trim();
+    }
+  } catch {
+    // Not available (containers, permissions): fall through.
+  }
+  return os.machine();
+}
+
+function osVersion(): string {
+  if (process.platform === "darwin") {
+    try {
+      return execFileSync("sw_vers", ["-productVersion"], { encoding: "utf8", timeout: 2_000 }).trim();
+    } catch {
+      // fall through
+    }
+  }
+  return os.release();
+}

@@ -1,0 +1,38 @@
+import { describe, expect, it } from "vitest";
+import { acceptedMessage } from "./messages.js";
+import { ChunkDraft, Outbound } from "./outbound.js";
+
+describe("outbound chunk coalescing", () => {
+  it("appends to a chunk until the transport takes it, then builds the message", async () => {
+    const outbound = new Outbound();
+    const iterator = outbound.messages()[Symbol.asyncIterator]();
+    outbound.send(acceptedMessage("r"));
+    const draft = new ChunkDraft("r", 0n, 0, "a", 1);
+    outbound.sendChunk(draft);
+    expect(draft.append("b", 1)).toBe(true);
+    expect(draft.append("c", 2)).toBe(true);
+    expect((await iterator.next()).value?.message.case).toBe("inferenceAccepted");
+    const chunk = (await iterator.next()).value;
+    expect(chunk?.message.case).toBe("inferenceChunk");
+    expect(chunk?.message.value).toMatchObject({
+      requestId: "r",
+      sequence: 0n,
+      payload: { case: "plaintext", value: { text: "abc", tokenCount: 4, choiceIndex: 0 } },
+    });
+    // Taken: later tokens need a new chunk.
+    expect(draft.append("d", 1)).toBe(false);
+    outbound.close();
+    expect((await iterator.next()).done).toBe(true);
+  });
+
+  it("a chunk handed straight to a waiting transport is taken at once", async () => {
+    const outbound = new Outbound();
+    const iterator = outbound.messages()[Symbol.asyncIterator]();
+    const pending = iterator.next();
+    const draft = new ChunkDraft("r", 0n, 1, "x", 1);
+    outbound.sendChunk(draft);
+    const message = (await pending).value;
+    expect(draft.taken).toBe(true);
+    expect(message?.message.value).toMatchObject({ payload: { value: { text: "x", choiceIndex: 1 } } });
+  });
+});

@@ -1,0 +1,160 @@
+import { Endpoint } from "@darkbloom/protocol/provider/v1";
+import type { ChatMessage, GenerationInput, GenerationRequest, SamplingOptions } from "../engine/engine.js";
+
+/** A body the provider cannot serve: answered with a 400 that names the field. */
+export class BodyError extends Error {
+  override readonly name = "BodyError";
+
+  constructor(
+    message: string,
+    readonly param: string | null,
+  ) {
+    super(message);
+  }
+}
+
+/** What one consumer request asks the engine for. */
+export interface ParsedRequest {
+  input: GenerationInput;
+  /** Number of choices. */
+  n: number;
+  /** Sampling shared by every choice; choice i gets seed + i when a seed is set. */
+  sampling: SamplingOptions;
+}
+
+const ROLES = new Set<ChatMessage["role"]>(["system", "user", "assistant", "developer", "tool", "function"]);
+const MAX_N = 16;
+const MAX_STOP = 16;
+/** Budget when neither the InferenceRequest nor the body carries one (the coordinator always sets it). */
+const FALLBACK_MAX_TOKENS = 1024;
+
+type Json = Record<string, unknown>;
+
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+
+/**
+ * Reads an OpenAI chat-completions or completions body. `enforcedMaxTokens` is the
+ * InferenceRequest's max_tokens, the budget the coordinator bills for; it wins over the body's.
+ */
+export function parseRequestBody(
+  endpoint: Endpoint,
+  body: Uint8Array,
+  enforcedMaxTokens: number,
+): ParsedRequest {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(utf8.decode(body));
+  } catch {
+    throw new BodyError("The request body is not valid JSON.", null);
+  }
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
+    throw new BodyError("The request body must be a JSON object.", null);
+  }
+  const o = parsed as Json;
+  let input: GenerationInput;
+  if (endpoint === Endpoint.CHAT_COMPLETIONS) input = { kind: "chat", messages: messages(o.messages) };
+  else if (endpoint === Endpoint.COMPLETIONS) input = { kind: "text", prompt: prompt(o.prompt) };
+  else throw new BodyError("Unsupported endpoint.", null);
+
+  const bodyMax =
+    (endpoint === Endpoint.CHAT_COMPLETIONS ? integer(o, "max_completion_tokens", 1) : undefined) ??
+    integer(o, "max_tokens", 1);
+  const maxTokens = enforcedMaxTokens > 0 ? enforcedMaxTokens : (bodyMax ?? FALLBACK_MAX_TOKENS);
+  const n = integer(o, "n", 1, MAX_N) ?? 1;
+  const sampling: SamplingOptions = {
+    temperature: number(o, "temperature", 0, 2) ?? 1,
+    topP: number(o, "top_p", 0, 1) ?? 1,
+    topK: integer(o, "top_k", 0) ?? 0,
+    seed: integer(o, "seed", Number.MIN_SAFE_INTEGER),
+    stop: stop(o.stop),
+    maxTokens,
+    presencePenalty: number(o, "presence_penalty", -2, 2),
+    frequencyPenalty: number(o, "frequency_penalty", -2, 2),
+  };
+  if (sampling.topP === 0) {
+    // top_p 0 keeps only the most likely token: greedy decoding (the engine takes top_p in (0, 1]).
+    sampling.topP = 1;
+    sampling.temperature = 0;
+  }
+  return { input, n, sampling };
+}
+
+/** One engine submission per choice, with ids `${requestId}/${i}`. */
+export function choiceRequests(requestId: string, model: string, parsed: ParsedRequest): GenerationRequest[] {
+  return Array.from({ length: parsed.n }, (_, i) => ({
+    id: `${requestId}/${i}`,
+    model,
+    input: parsed.input,
+    sampling: {
+      ...parsed.sampling,
+      stop: [...parsed.sampling.stop],
+      seed: parsed.sampling.seed === undefined ? undefined : parsed.sampling.seed + i,
+    },
+  }));
+}
+
+function messages(value: unknown): ChatMessage[] {
+  if (!Array.isArray(value) || value.length === 0) {
+    throw new BodyError("'messages' must be a non-empty array.", "messages");
+  }
+  return value.map((m: unknown, i) => {
+    const at = `messages[${i}]`;
+    if (typeof m !== "object" || m === null || Array.isArray(m))
+      throw new BodyError(`'${at}' must be an object.`, at);
+    const { role, content } = m as Json;
+    if (typeof role !== "string" || !ROLES.has(role as ChatMessage["role"])) {
+      throw new BodyError(`'${at}.role' is not a supported role.`, `${at}.role`);
+    }
+    return { role: role as ChatMessage["role"], content: messageContent(content, at) };
+  });
+}
+
+function messageContent(content: unknown, at: string): string {
+  if (typeof content === "string") return content;
+  if (content === null || content === undefined) return "";
+  if (!Array.isArray(content)) {
+    throw new BodyError(`'${at}.content' must be a string or an array of text parts.`, `${at}.content`);
+  }
+  return content
+    .map((part: unknown, j) => {
+      const p = part as Json | null;
+      if (typeof p !== "object" || p === null || p.type !== "text" || typeof p.text !== "string") {
+        throw new BodyError(`'${at}.content[${j}]' must be a text part.`, `${at}.content[${j}]`);
+      }
+      return p.text;
+    })
+    .join("\n");
+}
+
+function prompt(value: unknown): string {
+  if (typeof value === "string") return value;
+  if (Array.isArray(value) && value.length === 1 && typeof value[0] === "string") return value[0];
+  throw new BodyError("'prompt' must be a string.", "prompt");
+}
+
+function stop(value: unknown): string[] {
+  if (value === undefined || value === null) return [];
+  const list = typeof value === "string" ? [value] : value;
+  if (!Array.isArray(list) || !list.every((s) => typeof s === "string") || list.length > MAX_STOP) {
+    throw new BodyError(`'stop' must be a string or an array of at most ${MAX_STOP} strings.`, "stop");
+  }
+  return list.filter((s) => s !== "");
+}
+
+function number(o: Json, key: string, min: number, max: number): number | undefined {
+  const v = o[key];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== "number" || !Number.isFinite(v) || v < min || v > max) {
+    throw new BodyError(`'${key}' must be a number from ${min} to ${max}.`, key);
+  }
+  return v;
+}
+
+function integer(o: Json, key: string, min: number, max = Number.MAX_SAFE_INTEGER): number | undefined {
+  const v = o[key];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== "number" || !Number.isSafeInteger(v) || v < min || v > max) {
+    throw new BodyError(`'${key}' must be an integer from ${min} to ${max}.`, key);
+  }
+  return v;
+}

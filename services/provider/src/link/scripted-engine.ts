@@ -1,0 +1,245 @@
+import {
+  type Engine,
+  EngineError,
+  type EngineStats,
+  type Generation,
+  type GenerationRequest,
+  type GenerationResult,
+  type ModelFile,
+  type TokenEvent,
+} from "../engine/engine.js";
+
+export interface ScriptedEngineOptions {
+  /** Batch rows; more generations wait in a queue. Default 4. */
+  maxBatch?: number;
+  /** Prompt "tokens" (whitespace-separated words) + maxTokens above this: context_length_exceeded. Default 4096. */
+  maxContext?: number;
+  /** Delay before each token (0: one event-loop turn). Default 0. */
+  tokenIntervalMs?: number;
+  /** Tokens a generation produces before it stops on its own (finish reason "stop"). Default 16. */
+  tokensPerGeneration?: number;
+  /** The text of token i of a generation. Default `tok${i} `. */
+  token?: (index: number, request: GenerationRequest) => string;
+  /** Model ids whose load() fails with model_load_failed. */
+  failLoad?: string[];
+  /** Reported rates. */
+  prefillTokensPerSecond?: number;
+  decodeTokensPerSecond?: number;
+  backend?: string;
+}
+
+interface Running {
+  request: GenerationRequest;
+  onToken: (event: TokenEvent) => void;
+  resolve: (result: GenerationResult) => void;
+  reject: (error: unknown) => void;
+  produced: number;
+  text: string;
+  timer: NodeJS.Timeout | NodeJS.Immediate | undefined;
+  started: boolean;
+  settled: boolean;
+  promptTokens: number;
+}
+
+/**
+ * A deterministic Engine that follows the contract without a model: it emits scripted tokens on a
+ * timer. The link tests and the daemon tests run on it; the real engine lives in engine/llama.
+ */
+export class ScriptedEngine implements Engine {
+  readonly backend: string;
+  readonly submitted: GenerationRequest[] = [];
+  readonly cancelled: string[] = [];
+  readonly loads: string[] = [];
+  readonly unloads: string[] = [];
+  closed = false;
+
+  private readonly options: ScriptedEngineOptions;
+  private readonly loaded = new Set<string>();
+  private readonly known = new Map<string, ModelFile>();
+  private readonly running = new Map<string, Running>();
+  private readonly queue: Running[] = [];
+  private completed = 0;
+  private failed = 0;
+  private tokens = 0;
+
+  constructor(options: ScriptedEngineOptions = {}) {
+    this.options = options;
+    this.backend = options.backend ?? "scripted";
+  }
+
+  /** Ids of the generations running or queued now. */
+  get activeIds(): string[] {
+    return [...this.running.keys(), ...this.queue.map((r) => r.request.id)];
+  }
+
+  async load(model: ModelFile): Promise<void> {
+    this.loads.push(model.id);
+    await new Promise((r) => setTimeout(r, 5));
+    if (this.options.failLoad?.includes(model.id)) {
+      throw new EngineError("model_load_failed", `cannot load ${model.id}: scripted failure`, 500);
+    }
+    this.known.set(model.id, model);
+    this.loaded.add(model.id);
+  }
+
+  /** Forgets the model, as the llama engine does: generate() fails with model_not_found until load() again. */
+  async unload(modelId: string): Promise<void> {
+    this.unloads.push(modelId);
+    this.loaded.delete(modelId);
+    this.known.delete(modelId);
+  }
+
+  generate(request: GenerationRequest, onToken: (event: TokenEvent) => void): Generation {
+    if (this.closed) throw new EngineError("engine_failed", "engine is closed", 500);
+    if (!this.known.has(request.model)) {
+      throw new EngineError("model_not_found", `model ${request.model} is not loaded`, 404);
+    }
+    this.submitted.push(request);
+    this.loaded.add(request.model);
+    const promptTokens = countPromptTokens(request);
+    let resolve!: (r: GenerationResult) => void;
+    let reject!: (e: unknown) => void;
+    const done = new Promise<GenerationResult>((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    const run: Running = {
+      request,
+      onToken,
+      resolve,
+      reject,
+      produced: 0,
+      text: "",
+      timer: undefined,
+      started: false,
+      settled: false,
+      promptTokens,
+    };
+    const limit = this.options.maxContext ?? 4096;
+    if (promptTokens + request.sampling.maxTokens > limit) {
+      this.failed++;
+      run.settled = true;
+      reject(
+        new EngineError(
+          "context_length_exceeded",
+          `This model's maximum context length is ${limit} tokens; the request needs ${promptTokens + request.sampling.maxTokens}.`,
+          400,
+        ),
+      );
+      return { done, cancel: () => {} };
+    }
+    if (this.running.size < (this.options.maxBatch ?? 4)) this.begin(run);
+    else this.queue.push(run);
+    return { done, cancel: () => this.cancel(run) };
+  }
+
+  stats(): EngineStats {
+    const maxBatch = this.options.maxBatch ?? 4;
+    return {
+      busySlots: this.running.size,
+      queueDepth: this.queue.length,
+      kvCacheUsage: this.running.size / maxBatch,
+      prefillTokensPerSecond: this.options.prefillTokensPerSecond ?? 1000,
+      decodeTokensPerSecond: this.options.decodeTokensPerSecond ?? 100,
+      loadedModels: [...this.loaded],
+      requestsCompleted: this.completed,
+      requestsFailed: this.failed,
+      tokensGenerated: this.tokens,
+    };
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const run of [...this.running.values(), ...this.queue]) this.cancel(run);
+  }
+
+  private begin(run: Running): void {
+    run.started = true;
+    this.running.set(run.request.id, run);
+    this.schedule(run);
+  }
+
+  private schedule(run: Running): void {
+    const interval = this.options.tokenIntervalMs ?? 0;
+    const step = () => this.step(run);
+    run.timer = interval > 0 ? setTimeout(step, interval) : setImmediate(step);
+  }
+
+  private step(run: Running): void {
+    run.timer = undefined;
+    if (run.settled) return;
+    const { request } = run;
+    const max = request.sampling.maxTokens;
+    const natural = this.options.tokensPerGeneration ?? 16;
+    if (run.produced >= natural) {
+      this.finish(run, "stop");
+      return;
+    }
+    const piece = (this.options.token ?? ((i) => `tok${i} `))(run.produced, request);
+    const combined = run.text + piece;
+    const stopAt = firstStop(combined, request.sampling.stop);
+    if (stopAt !== undefined) {
+      const visible = combined.slice(run.text.length, stopAt);
+      if (visible) run.onToken({ text: visible, tokens: 1 });
+      run.produced++;
+      this.tokens++;
+      this.finish(run, "stop");
+      return;
+    }
+    run.text = combined;
+    run.produced++;
+    this.tokens++;
+    run.onToken({ text: piece, tokens: 1 });
+    if (run.settled) return;
+    if (run.produced >= max) {
+      this.finish(run, "length");
+      return;
+    }
+    this.schedule(run);
+  }
+
+  private finish(run: Running, reason: GenerationResult["finishReason"]): void {
+    if (run.settled) return;
+    run.settled = true;
+    if (reason !== "cancelled") this.completed++;
+    this.free(run);
+    run.resolve({ promptTokens: run.promptTokens, completionTokens: run.produced, finishReason: reason });
+  }
+
+  private cancel(run: Running): void {
+    if (run.settled) return;
+    this.cancelled.push(run.request.id);
+    if (run.timer) {
+      clearTimeout(run.timer as NodeJS.Timeout);
+      clearImmediate(run.timer as NodeJS.Immediate);
+    }
+    this.finish(run, "cancelled");
+  }
+
+  private free(run: Running): void {
+    const index = this.queue.indexOf(run);
+    if (index >= 0) this.queue.splice(index, 1);
+    if (this.running.get(run.request.id) === run) {
+      this.running.delete(run.request.id);
+      const next = this.queue.shift();
+      if (next) this.begin(next);
+    }
+  }
+}
+
+function countPromptTokens(request: GenerationRequest): number {
+  const text =
+    request.input.kind === "chat"
+      ? request.input.messages.map((m) => m.content).join(" ")
+      : request.input.prompt;
+  return text.split(/\s+/).filter((w) => w !== "").length + (request.input.kind === "chat" ? 3 : 0);
+}
+
+function firstStop(text: string, stops: string[]): number | undefined {
+  let best: number | undefined;
+  for (const s of stops) {
+    const i = text.indexOf(s);
+    if (i >= 0 && (best === undefined || i < best)) best = i;
+  }
+  return best;
+}
