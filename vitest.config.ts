@@ -7,14 +7,44 @@ import { defineConfig } from "vitest/config";
 // such as "import" would make CommonJS dependencies (pg requiring pg-pool) load ESM builds.
 const SOURCE = "@darkbloom/source";
 
+// Tests that run the llama.cpp engine use both cores by themselves: on a 2-core machine they run
+// after everything else, one file at a time, or their timings (and timeouts) depend on what else runs.
+const ENGINE_TESTS = [
+  "services/provider/src/engine/llama/**/*.test.ts",
+  "services/provider/src/cli/serve-llama.test.ts",
+  "tests/e2e/local-network.test.ts",
+];
+const ALL_TESTS = ["services/**/src/**/*.test.ts", "tests/**/*.test.ts"];
+const IGNORED = ["**/node_modules/**", "**/dist/**"];
+
 export default defineConfig({
   resolve: { conditions: [SOURCE, ...defaultClientConditions] },
   ssr: { resolve: { conditions: [SOURCE, ...defaultServerConditions], externalConditions: [SOURCE] } },
   test: {
-    include: ["services/**/src/**/*.test.ts", "tests/**/*.test.ts"],
-    exclude: ["**/node_modules/**", "**/dist/**"],
     testTimeout: 30_000,
     hookTimeout: 120_000,
     pool: "forks",
+    projects: [
+      {
+        extends: true,
+        test: {
+          name: "system",
+          include: ALL_TESTS,
+          exclude: [...IGNORED, ...ENGINE_TESTS],
+          sequence: { groupOrder: 0 },
+        },
+      },
+      {
+        extends: true,
+        test: {
+          name: "engine",
+          include: ENGINE_TESTS,
+          exclude: IGNORED,
+          fileParallelism: false,
+          testTimeout: 120_000,
+          sequence: { groupOrder: 1 },
+        },
+      },
+    ],
   },
 });

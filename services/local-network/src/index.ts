@@ -1,0 +1,2 @@
+export { type LocalNetwork, type LocalNetworkOptions, startLocalNetwork } from "./local-network.js";
+export { type ParsedOptions, parseOptions, USAGE, UsageError } from "./options.js";

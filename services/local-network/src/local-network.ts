@@ -1,0 +1,258 @@
+import { chmod, link, mkdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { createRequire } from "node:module";
+import { availableParallelism } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import { AdminService } from "@darkbloom/protocol/admin/v1";
+import { modelPath } from "@darkbloom/provider";
+import { type Child, startChild } from "./child.js";
+
+export interface LocalNetworkOptions {
+  /** Coordinator port on 127.0.0.1 (0 picks a free one). */
+  port: number;
+  /** Everything lives here: the coordinator's database, each provider's data, logs, the demo account. */
+  dataDir: string;
+  providers: number;
+  /** A synthesized model shape (tiny, qwen3-0.6b, llama-3.2-1b) served by every provider. */
+  model: string;
+  /** Where progress lines go (not the READY line). */
+  log: (line: string) => void;
+}
+
+export interface LocalNetwork {
+  baseUrl: string;
+  apiKey: string;
+  adminKey: string;
+  /** Resolves when a child process exits on its own (the network is then broken). */
+  failed: Promise<string>;
+  stop(): Promise<void>;
+}
+
+/** Demo prices: $0.10 per million prompt tokens, $0.20 per million completion tokens. */
+const DEMO_PRICES = { input: 100_000n, output: 200_000n };
+/** The demo account starts with $100. */
+const DEMO_CREDIT_MICRO_USD = 100_000_000n;
+const READY_TIMEOUT_MS = 180_000;
+
+const require = createRequire(import.meta.url);
+const coordinatorBin = join(
+  dirname(require.resolve("@darkbloom/coordinator/package.json")),
+  "dist/bin/darkbloom-coordinator.js",
+);
+const providerBin = join(
+  dirname(require.resolve("@darkbloom/provider/package.json")),
+  "dist/bin/darkbloom.js",
+);
+
+/**
+ * Starts the whole network on this machine: the coordinator (embedded PostgreSQL in its data
+ * directory), a synthesized model, N provider daemons serving it, a priced catalog entry and a funded
+ * demo account; resolves once a completion can be served.
+ */
+export async function startLocalNetwork(o: LocalNetworkOptions): Promise<LocalNetwork> {
+  const dataDir = resolve(o.dataDir);
+  await makeTraversable(dataDir);
+  const logs = join(dataDir, "logs");
+  await mkdir(logs, { recursive: true });
+  const children: Child[] = [];
+  const stop = async () => {
+    // Providers drain first (they finish in-flight work), then the coordinator.
+    await Promise.all(children.filter((c) => c.name !== "coordinator").map((c) => c.stop(35_000)));
+    await Promise.all(children.filter((c) => c.name === "coordinator").map((c) => c.stop(15_000)));
+  };
+  try {
+    const port = o.port || (await freePort());
+    const url = `http://127.0.0.1:${port}`;
+    o.log(`starting the coordinator on ${url} (logs in ${logs})`);
+    const coordinator = startChild(
+      "coordinator",
+      coordinatorBin,
+      ["serve", "--port", String(port), "--data-dir", join(dataDir, "coordinator"), "--log-level", "warn"],
+      join(logs, "coordinator.log"),
+    );
+    children.push(coordinator);
+    await waitUntil(() => healthy(url), coordinator, READY_TIMEOUT_MS, "the coordinator to answer /healthz");
+    const adminKey = (await readFile(join(dataDir, "coordinator", "admin.key"), "utf8")).trim();
+    const admin = createClient(
+      AdminService,
+      createConnectTransport({
+        baseUrl: url,
+        httpVersion: "1.1",
+        interceptors: [
+          (next) => (req) => {
+            req.header.set("authorization", `Bearer ${adminKey}`);
+            return next(req);
+          },
+        ],
+      }),
+    );
+    await admin.upsertModel({
+      model: {
+        id: o.model,
+        displayName: `${o.model} (synthesized)`,
+        ownedBy: "darkbloom-local",
+        inputMicroUsdPerMillion: DEMO_PRICES.input,
+        outputMicroUsdPerMillion: DEMO_PRICES.output,
+        enabled: true,
+      },
+    });
+    const apiKey = await demoAccount(dataDir, url, admin);
+
+    const providerDirs = Array.from({ length: o.providers }, (_, i) => join(dataDir, "providers", String(i)));
+    await prepareModel(o, providerDirs, logs);
+    const threads = Math.max(1, Math.floor(availableParallelism() / o.providers));
+    for (const [i, dir] of providerDirs.entries()) {
+      o.log(`starting provider ${i} (${threads} thread${threads === 1 ? "" : "s"})`);
+      children.push(
+        startChild(
+          `provider-${i}`,
+          providerBin,
+          [
+            "serve",
+            "--coordinator",
+            url,
+            "--data-dir",
+            dir,
+            "--model",
+            o.model,
+            "--threads",
+            String(threads),
+            "--log-level",
+            "warn",
+          ],
+          join(logs, `provider-${i}.log`),
+        ),
+      );
+    }
+    await waitUntil(
+      () => canServe(url, apiKey, o.model),
+      undefined,
+      READY_TIMEOUT_MS,
+      "a completion to be served",
+      children,
+    );
+    const failed = Promise.race(
+      children.map((c) => c.exited.then((code) => `${c.name} exited (${code}); see ${c.logFile}`)),
+    );
+    return { baseUrl: `${url}/v1`, apiKey, adminKey, failed, stop };
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+}
+
+/** As root, the embedded PostgreSQL runs as "postgres", which must traverse the data directory. */
+async function makeTraversable(dir: string): Promise<void> {
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  if (process.getuid?.() === 0) {
+    const { mode } = await stat(dir);
+    await chmod(dir, (mode & 0o7777) | 0o011);
+  }
+}
+
+/** Synthesizes the model once and hard-links it into every provider's models directory. */
+async function prepareModel(o: LocalNetworkOptions, providerDirs: string[], logs: string): Promise<void> {
+  const first = providerDirs[0];
+  if (!first) return;
+  const source = modelPath(join(first, "models"), o.model);
+  if (!(await exists(source))) {
+    o.log(`synthesizing model ${o.model}`);
+    const synth = startChild(
+      "synth",
+      providerBin,
+      ["models", "synth", o.model, "--data-dir", first],
+      join(logs, "synth.log"),
+    );
+    const code = await synth.exited;
+    if (code !== 0) throw new Error(`could not synthesize ${o.model} (exit ${code}); see ${synth.logFile}`);
+  }
+  for (const dir of providerDirs.slice(1)) {
+    const target = modelPath(join(dir, "models"), o.model);
+    if (await exists(target)) continue;
+    await mkdir(dirname(target), { recursive: true });
+    await link(source, target).catch(async () => {
+      await rm(target, { force: true });
+      await writeFile(target, await readFile(source));
+    });
+  }
+}
+
+/** The demo account's key, kept in the data directory (0600) and reused while it still works. */
+async function demoAccount(
+  dataDir: string,
+  url: string,
+  admin: ReturnType<typeof createClient<typeof AdminService>>,
+): Promise<string> {
+  const file = join(dataDir, "demo-account.json");
+  try {
+    const saved = JSON.parse(await readFile(file, "utf8")) as { api_key?: string };
+    if (
+      saved.api_key &&
+      (await fetch(`${url}/v1/models`, { headers: { authorization: `Bearer ${saved.api_key}` } })).ok
+    ) {
+      return saved.api_key;
+    }
+  } catch {
+    // no usable saved account: make one
+  }
+  const created = await admin.createAccount({ name: "demo", initialCreditMicroUsd: DEMO_CREDIT_MICRO_USD });
+  const record = { account_id: created.account?.id, api_key: created.apiKeySecret };
+  await writeFile(file, `${JSON.stringify(record, null, 2)}\n`, { mode: 0o600 });
+  return created.apiKeySecret;
+}
+
+async function healthy(url: string): Promise<boolean> {
+  return fetch(`${url}/healthz`).then(
+    (r) => r.ok,
+    () => false,
+  );
+}
+
+async function canServe(url: string, apiKey: string, model: string): Promise<boolean> {
+  const res = await fetch(`${url}/v1/chat/completions`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${apiKey}`, "content-type": "application/json" },
+    body: JSON.stringify({ model, messages: [{ role: "user", content: "ping" }], max_tokens: 1 }),
+  }).catch(() => undefined);
+  await res?.arrayBuffer();
+  return res?.status === 200;
+}
+
+async function waitUntil(
+  check: () => Promise<boolean>,
+  child: Child | undefined,
+  timeoutMs: number,
+  what: string,
+  watch: Child[] = child ? [child] : [],
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let dead: string | undefined;
+  for (const c of watch)
+    void c.exited.then((code) => (dead ??= `${c.name} exited (${code}); see ${c.logFile}`));
+  while (Date.now() < deadline) {
+    if (dead) throw new Error(`${dead} while waiting for ${what}`);
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${what}`);
+}
+
+async function exists(path: string): Promise<boolean> {
+  return stat(path).then(
+    () => true,
+    () => false,
+  );
+}
+
+async function freePort(): Promise<number> {
+  const { createServer } = await import("node:net");
+  return new Promise((resolvePort, reject) => {
+    const s = createServer();
+    s.once("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolvePort(port));
+    });
+  });
+}
