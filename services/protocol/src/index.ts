@@ -1,3 +1,4 @@
+export { type BackoffPolicy, backoffDelay, backoffPolicy } from "./backoff.js";
 export { Channel, ChannelClosedError } from "./channel.js";
 export {
   DEFAULT_HEARTBEAT_INTERVAL_MS,

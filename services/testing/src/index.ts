@@ -1,4 +1,4 @@
-export { type BackoffPolicy, backoffDelay, backoffPolicy } from "./backoff.js";
+export { type BackoffPolicy, backoffDelay, backoffPolicy } from "@darkbloom/protocol";
 export type { TransportKind } from "./dial.js";
 export {
   DEFAULT_TOKENS,

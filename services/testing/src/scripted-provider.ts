@@ -1,7 +1,14 @@
 import { createHash, randomBytes, randomUUID } from "node:crypto";
 import { EventEmitter } from "node:events";
 import * as os from "node:os";
-import { Channel, DEFAULT_HEARTBEAT_INTERVAL_MS, PROTOCOL_VERSION } from "@darkbloom/protocol";
+import {
+  type BackoffPolicy,
+  backoffDelay,
+  backoffPolicy,
+  Channel,
+  DEFAULT_HEARTBEAT_INTERVAL_MS,
+  PROTOCOL_VERSION,
+} from "@darkbloom/protocol";
 import {
   AcceleratorKind,
   type AttestationChallenge,
@@ -17,7 +24,6 @@ import {
   type RuntimeStatus,
   ThermalState,
 } from "@darkbloom/protocol/provider/v1";
-import { type BackoffPolicy, backoffDelay, backoffPolicy } from "./backoff.js";
 import { type Dialed, dial, type TransportKind } from "./dial.js";
 import {
   acceptedMessage,

@@ -1,6 +1,12 @@
 import { EventEmitter } from "node:events";
 import { ConnectError } from "@connectrpc/connect";
-import { DEFAULT_HEARTBEAT_INTERVAL_MS, PROTOCOL_VERSION } from "@darkbloom/protocol";
+import {
+  type BackoffPolicy,
+  backoffDelay,
+  backoffPolicy,
+  DEFAULT_HEARTBEAT_INTERVAL_MS,
+  PROTOCOL_VERSION,
+} from "@darkbloom/protocol";
 import {
   type Cancel,
   type ConnectResponse,
@@ -22,7 +28,6 @@ import type {
   GenerationResult,
   ModelFile,
 } from "../engine/engine.js";
-import { type BackoffPolicy, backoffDelay, backoffPolicy } from "./backoff.js";
 import { type Dialed, dial } from "./dial.js";
 import { type InferenceFailure, inferenceFailure, Refusals } from "./errors.js";
 import { type HardwareInit, memoryPressure } from "./hardware.js";

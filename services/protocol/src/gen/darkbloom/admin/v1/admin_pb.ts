@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file darkbloom/admin/v1/admin.proto.
  */
 export const file_darkbloom_admin_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("Ch5kYXJrYmxvb20vYWRtaW4vdjEvYWRtaW4ucHJvdG8SEmRhcmtibG9vbS5hZG1pbi52MSKAAQoHQWNjb3VudBIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEhkKEWJhbGFuY2VfbWljcm9fdXNkGAMgASgDEi4KCmNyZWF0ZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCGRpc2FibGVkGAUgASgIIqYBCgZBcGlLZXkSCgoCaWQYASABKAkSEgoKYWNjb3VudF9pZBgCIAEoCRIMCgRuYW1lGAMgASgJEg4KBnByZWZpeBgEIAEoCRIuCgpjcmVhdGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpyZXZva2VkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJGChRDcmVhdGVBY2NvdW50UmVxdWVzdBIMCgRuYW1lGAEgASgJEiAKGGluaXRpYWxfY3JlZGl0X21pY3JvX3VzZBgCIAEoAyKKAQoVQ3JlYXRlQWNjb3VudFJlc3BvbnNlEiwKB2FjY291bnQYASABKAsyGy5kYXJrYmxvb20uYWRtaW4udjEuQWNjb3VudBIrCgdhcGlfa2V5GAIgASgLMhouZGFya2Jsb29tLmFkbWluLnYxLkFwaUtleRIWCg5hcGlfa2V5X3NlY3JldBgDIAEoCSInChFHZXRBY2NvdW50UmVxdWVzdBISCgphY2NvdW50X2lkGAEgASgJIkIKEkdldEFjY291bnRSZXNwb25zZRIsCgdhY2NvdW50GAEgASgLMhsuZGFya2Jsb29tLmFkbWluLnYxLkFjY291bnQiPAoTTGlzdEFjY291bnRzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKA0SEgoKcGFnZV90b2tlbhgCIAEoCSJeChRMaXN0QWNjb3VudHNSZXNwb25zZRItCghhY2NvdW50cxgBIAMoCzIbLmRhcmtibG9vbS5hZG1pbi52MS5BY2NvdW50EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSI3ChNDcmVhdGVBcGlLZXlSZXF1ZXN0EhIKCmFjY291bnRfaWQYASABKAkSDAoEbmFtZRgCIAEoCSJbChRDcmVhdGVBcGlLZXlSZXNwb25zZRIrCgdhcGlfa2V5GAEgASgLMhouZGFya2Jsb29tLmFkbWluLnYxLkFwaUtleRIWCg5hcGlfa2V5X3NlY3JldBgCIAEoCSIoChJMaXN0QXBpS2V5c1JlcXVlc3QSEgoKYWNjb3VudF9pZBgBIAEoCSJDChNMaXN0QXBpS2V5c1Jlc3BvbnNlEiwKCGFwaV9rZXlzGAEgAygLMhouZGFya2Jsb29tLmFkbWluLnYxLkFwaUtleSIpChNSZXZva2VBcGlLZXlSZXF1ZXN0EhIKCmFwaV9rZXlfaWQYASABKAkiQwoUUmV2b2tlQXBpS2V5UmVzcG9uc2USKwoHYXBpX2tleRgBIAEoCzIaLmRhcmtibG9vbS5hZG1pbi52MS5BcGlLZXkiawoUQ3JlZGl0QWNjb3VudFJlcXVlc3QSEgoKYWNjb3VudF9pZBgBIAEoCRIYChBhbW91bnRfbWljcm9fdXNkGAIgASgDEhcKD2lkZW1wb3RlbmN5X2tleRgDIAEoCRIMCgRub3RlGAQgASgJIlYKFUNyZWRpdEFjY291bnRSZXNwb25zZRIsCgdhY2NvdW50GAEgASgLMhsuZGFya2Jsb29tLmFkbWluLnYxLkFjY291bnQSDwoHYXBwbGllZBgCIAEoCCLOAQoMQ2F0YWxvZ01vZGVsEgoKAmlkGAEgASgJEhQKDGRpc3BsYXlfbmFtZRgCIAEoCRIQCghvd25lZF9ieRgDIAEoCRIjChtpbnB1dF9taWNyb191c2RfcGVyX21pbGxpb24YBCABKAMSJAocb3V0cHV0X21pY3JvX3VzZF9wZXJfbWlsbGlvbhgFIAEoAxIPCgdlbmFibGVkGAYgASgIEi4KCmNyZWF0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIhMKEUxpc3RNb2RlbHNSZXF1ZXN0IkYKEkxpc3RNb2RlbHNSZXNwb25zZRIwCgZtb2RlbHMYASADKAsyIC5kYXJrYmxvb20uYWRtaW4udjEuQ2F0YWxvZ01vZGVsIkUKElVwc2VydE1vZGVsUmVxdWVzdBIvCgVtb2RlbBgBIAEoCzIgLmRhcmtibG9vbS5hZG1pbi52MS5DYXRhbG9nTW9kZWwiRgoTVXBzZXJ0TW9kZWxSZXNwb25zZRIvCgVtb2RlbBgBIAEoCzIgLmRhcmtibG9vbS5hZG1pbi52MS5DYXRhbG9nTW9kZWwiJgoSRGVsZXRlTW9kZWxSZXF1ZXN0EhAKCG1vZGVsX2lkGAEgASgJIhUKE0RlbGV0ZU1vZGVsUmVzcG9uc2UixgIKD1Byb3ZpZGVyU3VtbWFyeRITCgtwcm92aWRlcl9pZBgBIAEoCRISCgptYWNoaW5lX2lkGAIgASgJEhYKDmRhZW1vbl92ZXJzaW9uGAMgASgJEg4KBm1vZGVscxgEIAMoCRITCgt0cnVzdF9sZXZlbBgFIAEoCRINCgVzdGF0ZRgGIAEoCRIRCgltYXhfYmF0Y2gYByABKA0SEgoKYnVzeV9zbG90cxgIIAEoDRIgChhkZWNvZGVfdG9rZW5zX3Blcl9zZWNvbmQYCSABKAESMAoMY29ubmVjdGVkX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI1ChFsYXN0X2hlYXJ0YmVhdF9hdBgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDAoEY2hpcBgMIAEoCSIlChRMaXN0UHJvdmlkZXJzUmVxdWVzdBINCgVtb2RlbBgBIAEoCSJPChVMaXN0UHJvdmlkZXJzUmVzcG9uc2USNgoJcHJvdmlkZXJzGAEgAygLMiMuZGFya2Jsb29tLmFkbWluLnYxLlByb3ZpZGVyU3VtbWFyeSI7ChREcmFpblByb3ZpZGVyUmVxdWVzdBITCgtwcm92aWRlcl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiFwoVRHJhaW5Qcm92aWRlclJlc3BvbnNlIqcBCgdSZWxlYXNlEg8KB3ZlcnNpb24YASABKAkSEAoIcGxhdGZvcm0YAiABKAkSFQoNYmluYXJ5X3NoYTI1NhgDIAEoCRIVCg1idW5kbGVfc2hhMjU2GAQgASgJEgsKA3VybBgFIAEoCRIOCgZhY3RpdmUYBiABKAgSLgoKY3JlYXRlZF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiRAoUQ3JlYXRlUmVsZWFzZVJlcXVlc3QSLAoHcmVsZWFzZRgBIAEoCzIbLmRhcmtibG9vbS5hZG1pbi52MS5SZWxlYXNlIkUKFUNyZWF0ZVJlbGVhc2VSZXNwb25zZRIsCgdyZWxlYXNlGAEgASgLMhsuZGFya2Jsb29tLmFkbWluLnYxLlJlbGVhc2UiJwoTTGlzdFJlbGVhc2VzUmVxdWVzdBIQCghwbGF0Zm9ybRgBIAEoCSJFChRMaXN0UmVsZWFzZXNSZXNwb25zZRItCghyZWxlYXNlcxgBIAMoCzIbLmRhcmtibG9vbS5hZG1pbi52MS5SZWxlYXNlIkwKF1NldFJlbGVhc2VBY3RpdmVSZXF1ZXN0Eg8KB3ZlcnNpb24YASABKAkSEAoIcGxhdGZvcm0YAiABKAkSDgoGYWN0aXZlGAMgASgIIkgKGFNldFJlbGVhc2VBY3RpdmVSZXNwb25zZRIsCgdyZWxlYXNlGAEgASgLMhsuZGFya2Jsb29tLmFkbWluLnYxLlJlbGVhc2UiFQoTVmVyaWZ5TGVkZ2VyUmVxdWVzdCIyChFMZWRnZXJEaXNjcmVwYW5jeRINCgVjaGVjaxgBIAEoCRIOCgZkZXRhaWwYAiABKAkitAEKFFZlcmlmeUxlZGdlclJlc3BvbnNlEgoKAm9rGAEgASgIEhQKDHRyYW5zYWN0aW9ucxgCIAEoBBIPCgdlbnRyaWVzGAMgASgEEhAKCGFjY291bnRzGAQgASgEEhkKEW9wZW5fcmVzZXJ2YXRpb25zGAUgASgEEjwKDWRpc2NyZXBhbmNpZXMYBiADKAsyJS5kYXJrYmxvb20uYWRtaW4udjEuTGVkZ2VyRGlzY3JlcGFuY3kyxAwKDEFkbWluU2VydmljZRJkCg1DcmVhdGVBY2NvdW50EiguZGFya2Jsb29tLmFkbWluLnYxLkNyZWF0ZUFjY291bnRSZXF1ZXN0GikuZGFya2Jsb29tLmFkbWluLnYxLkNyZWF0ZUFjY291bnRSZXNwb25zZRJbCgpHZXRBY2NvdW50EiUuZGFya2Jsb29tLmFkbWluLnYxLkdldEFjY291bnRSZXF1ZXN0GiYuZGFya2Jsb29tLmFkbWluLnYxLkdldEFjY291bnRSZXNwb25zZRJhCgxMaXN0QWNjb3VudHMSJy5kYXJrYmxvb20uYWRtaW4udjEuTGlzdEFjY291bnRzUmVxdWVzdBooLmRhcmtibG9vbS5hZG1pbi52MS5MaXN0QWNjb3VudHNSZXNwb25zZRJhCgxDcmVhdGVBcGlLZXkSJy5kYXJrYmxvb20uYWRtaW4udjEuQ3JlYXRlQXBpS2V5UmVxdWVzdBooLmRhcmtibG9vbS5hZG1pbi52MS5DcmVhdGVBcGlLZXlSZXNwb25zZRJeCgtMaXN0QXBpS2V5cxImLmRhcmtibG9vbS5hZG1pbi52MS5MaXN0QXBpS2V5c1JlcXVlc3QaJy5kYXJrYmxvb20uYWRtaW4udjEuTGlzdEFwaUtleXNSZXNwb25zZRJhCgxSZXZva2VBcGlLZXkSJy5kYXJrYmxvb20uYWRtaW4udjEuUmV2b2tlQXBpS2V5UmVxdWVzdBooLmRhcmtibG9vbS5hZG1pbi52MS5SZXZva2VBcGlLZXlSZXNwb25zZRJkCg1DcmVkaXRBY2NvdW50EiguZGFya2Jsb29tLmFkbWluLnYxLkNyZWRpdEFjY291bnRSZXF1ZXN0GikuZGFya2Jsb29tLmFkbWluLnYxLkNyZWRpdEFjY291bnRSZXNwb25zZRJbCgpMaXN0TW9kZWxzEiUuZGFya2Jsb29tLmFkbWluLnYxLkxpc3RNb2RlbHNSZXF1ZXN0GiYuZGFya2Jsb29tLmFkbWluLnYxLkxpc3RNb2RlbHNSZXNwb25zZRJeCgtVcHNlcnRNb2RlbBImLmRhcmtibG9vbS5hZG1pbi52MS5VcHNlcnRNb2RlbFJlcXVlc3QaJy5kYXJrYmxvb20uYWRtaW4udjEuVXBzZXJ0TW9kZWxSZXNwb25zZRJeCgtEZWxldGVNb2RlbBImLmRhcmtibG9vbS5hZG1pbi52MS5EZWxldGVNb2RlbFJlcXVlc3QaJy5kYXJrYmxvb20uYWRtaW4udjEuRGVsZXRlTW9kZWxSZXNwb25zZRJkCg1MaXN0UHJvdmlkZXJzEiguZGFya2Jsb29tLmFkbWluLnYxLkxpc3RQcm92aWRlcnNSZXF1ZXN0GikuZGFya2Jsb29tLmFkbWluLnYxLkxpc3RQcm92aWRlcnNSZXNwb25zZRJkCg1EcmFpblByb3ZpZGVyEiguZGFya2Jsb29tLmFkbWluLnYxLkRyYWluUHJvdmlkZXJSZXF1ZXN0GikuZGFya2Jsb29tLmFkbWluLnYxLkRyYWluUHJvdmlkZXJSZXNwb25zZRJkCg1DcmVhdGVSZWxlYXNlEiguZGFya2Jsb29tLmFkbWluLnYxLkNyZWF0ZVJlbGVhc2VSZXF1ZXN0GikuZGFya2Jsb29tLmFkbWluLnYxLkNyZWF0ZVJlbGVhc2VSZXNwb25zZRJhCgxMaXN0UmVsZWFzZXMSJy5kYXJrYmxvb20uYWRtaW4udjEuTGlzdFJlbGVhc2VzUmVxdWVzdBooLmRhcmtibG9vbS5hZG1pbi52MS5MaXN0UmVsZWFzZXNSZXNwb25zZRJtChBTZXRSZWxlYXNlQWN0aXZlEisuZGFya2Jsb29tLmFkbWluLnYxLlNldFJlbGVhc2VBY3RpdmVSZXF1ZXN0GiwuZGFya2Jsb29tLmFkbWluLnYxLlNldFJlbGVhc2VBY3RpdmVSZXNwb25zZRJhCgxWZXJpZnlMZWRnZXISJy5kYXJrYmxvb20uYWRtaW4udjEuVmVyaWZ5TGVkZ2VyUmVxdWVzdBooLmRhcmtibG9vbS5hZG1pbi52MS5WZXJpZnlMZWRnZXJSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("Ch5kYXJrYmxvb20vYWRtaW4vdjEvYWRtaW4ucHJvdG8SEmRhcmtibG9vbS5hZG1pbi52MSKsAQoHQWNjb3VudBIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEhkKEWJhbGFuY2VfbWljcm9fdXNkGAMgASgDEi4KCmNyZWF0ZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCGRpc2FibGVkGAUgASgIEhUKDXJlZmVycmFsX2NvZGUYBiABKAkSEwoLcmVmZXJyZXJfaWQYByABKAkipgEKBkFwaUtleRIKCgJpZBgBIAEoCRISCgphY2NvdW50X2lkGAIgASgJEgwKBG5hbWUYAyABKAkSDgoGcHJlZml4GAQgASgJEi4KCmNyZWF0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnJldm9rZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIl0KFENyZWF0ZUFjY291bnRSZXF1ZXN0EgwKBG5hbWUYASABKAkSIAoYaW5pdGlhbF9jcmVkaXRfbWljcm9fdXNkGAIgASgDEhUKDXJlZmVycmVyX2NvZGUYAyABKAkiigEKFUNyZWF0ZUFjY291bnRSZXNwb25zZRIsCgdhY2NvdW50GAEgASgLMhsuZGFya2Jsb29tLmFkbWluLnYxLkFjY291bnQSKwoHYXBpX2tleRgCIAEoCzIaLmRhcmtibG9vbS5hZG1pbi52MS5BcGlLZXkSFgoOYXBpX2tleV9zZWNyZXQYAyABKAkiJwoRR2V0QWNjb3VudFJlcXVlc3QSEgoKYWNjb3VudF9pZBgBIAEoCSJCChJHZXRBY2NvdW50UmVzcG9uc2USLAoHYWNjb3VudBgBIAEoCzIbLmRhcmtibG9vbS5hZG1pbi52MS5BY2NvdW50IjwKE0xpc3RBY2NvdW50c1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgNEhIKCnBhZ2VfdG9rZW4YAiABKAkiXgoUTGlzdEFjY291bnRzUmVzcG9uc2USLQoIYWNjb3VudHMYASADKAsyGy5kYXJrYmxvb20uYWRtaW4udjEuQWNjb3VudBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiNwoTQ3JlYXRlQXBpS2V5UmVxdWVzdBISCgphY2NvdW50X2lkGAEgASgJEgwKBG5hbWUYAiABKAkiWwoUQ3JlYXRlQXBpS2V5UmVzcG9uc2USKwoHYXBpX2tleRgBIAEoCzIaLmRhcmtibG9vbS5hZG1pbi52MS5BcGlLZXkSFgoOYXBpX2tleV9zZWNyZXQYAiABKAkiKAoSTGlzdEFwaUtleXNSZXF1ZXN0EhIKCmFjY291bnRfaWQYASABKAkiQwoTTGlzdEFwaUtleXNSZXNwb25zZRIsCghhcGlfa2V5cxgBIAMoCzIaLmRhcmtibG9vbS5hZG1pbi52MS5BcGlLZXkiKQoTUmV2b2tlQXBpS2V5UmVxdWVzdBISCgphcGlfa2V5X2lkGAEgASgJIkMKFFJldm9rZUFwaUtleVJlc3BvbnNlEisKB2FwaV9rZXkYASABKAsyGi5kYXJrYmxvb20uYWRtaW4udjEuQXBpS2V5ImsKFENyZWRpdEFjY291bnRSZXF1ZXN0EhIKCmFjY291bnRfaWQYASABKAkSGAoQYW1vdW50X21pY3JvX3VzZBgCIAEoAxIXCg9pZGVtcG90ZW5jeV9rZXkYAyABKAkSDAoEbm90ZRgEIAEoCSJWChVDcmVkaXRBY2NvdW50UmVzcG9uc2USLAoHYWNjb3VudBgBIAEoCzIbLmRhcmtibG9vbS5hZG1pbi52MS5BY2NvdW50Eg8KB2FwcGxpZWQYAiABKAgizgEKDENhdGFsb2dNb2RlbBIKCgJpZBgBIAEoCRIUCgxkaXNwbGF5X25hbWUYAiABKAkSEAoIb3duZWRfYnkYAyABKAkSIwobaW5wdXRfbWljcm9fdXNkX3Blcl9taWxsaW9uGAQgASgDEiQKHG91dHB1dF9taWNyb191c2RfcGVyX21pbGxpb24YBSABKAMSDwoHZW5hYmxlZBgGIAEoCBIuCgpjcmVhdGVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCITChFMaXN0TW9kZWxzUmVxdWVzdCJGChJMaXN0TW9kZWxzUmVzcG9uc2USMAoGbW9kZWxzGAEgAygLMiAuZGFya2Jsb29tLmFkbWluLnYxLkNhdGFsb2dNb2RlbCJFChJVcHNlcnRNb2RlbFJlcXVlc3QSLwoFbW9kZWwYASABKAsyIC5kYXJrYmxvb20uYWRtaW4udjEuQ2F0YWxvZ01vZGVsIkYKE1Vwc2VydE1vZGVsUmVzcG9uc2USLwoFbW9kZWwYASABKAsyIC5kYXJrYmxvb20uYWRtaW4udjEuQ2F0YWxvZ01vZGVsIiYKEkRlbGV0ZU1vZGVsUmVxdWVzdBIQCghtb2RlbF9pZBgBIAEoCSIVChNEZWxldGVNb2RlbFJlc3BvbnNlIsYCCg9Qcm92aWRlclN1bW1hcnkSEwoLcHJvdmlkZXJfaWQYASABKAkSEgoKbWFjaGluZV9pZBgCIAEoCRIWCg5kYWVtb25fdmVyc2lvbhgDIAEoCRIOCgZtb2RlbHMYBCADKAkSEwoLdHJ1c3RfbGV2ZWwYBSABKAkSDQoFc3RhdGUYBiABKAkSEQoJbWF4X2JhdGNoGAcgASgNEhIKCmJ1c3lfc2xvdHMYCCABKA0SIAoYZGVjb2RlX3Rva2Vuc19wZXJfc2Vjb25kGAkgASgBEjAKDGNvbm5lY3RlZF9hdBgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNQoRbGFzdF9oZWFydGJlYXRfYXQYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEgwKBGNoaXAYDCABKAkiJQoUTGlzdFByb3ZpZGVyc1JlcXVlc3QSDQoFbW9kZWwYASABKAkiTwoVTGlzdFByb3ZpZGVyc1Jlc3BvbnNlEjYKCXByb3ZpZGVycxgBIAMoCzIjLmRhcmtibG9vbS5hZG1pbi52MS5Qcm92aWRlclN1bW1hcnkiOwoURHJhaW5Qcm92aWRlclJlcXVlc3QSEwoLcHJvdmlkZXJfaWQYASABKAkSDgoGcmVhc29uGAIgASgJIhcKFURyYWluUHJvdmlkZXJSZXNwb25zZSKnAQoHUmVsZWFzZRIPCgd2ZXJzaW9uGAEgASgJEhAKCHBsYXRmb3JtGAIgASgJEhUKDWJpbmFyeV9zaGEyNTYYAyABKAkSFQoNYnVuZGxlX3NoYTI1NhgEIAEoCRILCgN1cmwYBSABKAkSDgoGYWN0aXZlGAYgASgIEi4KCmNyZWF0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkQKFENyZWF0ZVJlbGVhc2VSZXF1ZXN0EiwKB3JlbGVhc2UYASABKAsyGy5kYXJrYmxvb20uYWRtaW4udjEuUmVsZWFzZSJFChVDcmVhdGVSZWxlYXNlUmVzcG9uc2USLAoHcmVsZWFzZRgBIAEoCzIbLmRhcmtibG9vbS5hZG1pbi52MS5SZWxlYXNlIicKE0xpc3RSZWxlYXNlc1JlcXVlc3QSEAoIcGxhdGZvcm0YASABKAkiRQoUTGlzdFJlbGVhc2VzUmVzcG9uc2USLQoIcmVsZWFzZXMYASADKAsyGy5kYXJrYmxvb20uYWRtaW4udjEuUmVsZWFzZSJMChdTZXRSZWxlYXNlQWN0aXZlUmVxdWVzdBIPCgd2ZXJzaW9uGAEgASgJEhAKCHBsYXRmb3JtGAIgASgJEg4KBmFjdGl2ZRgDIAEoCCJIChhTZXRSZWxlYXNlQWN0aXZlUmVzcG9uc2USLAoHcmVsZWFzZRgBIAEoCzIbLmRhcmtibG9vbS5hZG1pbi52MS5SZWxlYXNlIhUKE1ZlcmlmeUxlZGdlclJlcXVlc3QiMgoRTGVkZ2VyRGlzY3JlcGFuY3kSDQoFY2hlY2sYASABKAkSDgoGZGV0YWlsGAIgASgJIrQBChRWZXJpZnlMZWRnZXJSZXNwb25zZRIKCgJvaxgBIAEoCBIUCgx0cmFuc2FjdGlvbnMYAiABKAQSDwoHZW50cmllcxgDIAEoBBIQCghhY2NvdW50cxgEIAEoBBIZChFvcGVuX3Jlc2VydmF0aW9ucxgFIAEoBBI8Cg1kaXNjcmVwYW5jaWVzGAYgAygLMiUuZGFya2Jsb29tLmFkbWluLnYxLkxlZGdlckRpc2NyZXBhbmN5IvwBCgZJbnZpdGUSCgoCaWQYASABKAkSDgoGcHJlZml4GAIgASgJEhgKEGNyZWRpdF9taWNyb191c2QYAyABKAMSEAoIbWF4X3VzZXMYBCABKA0SDAoEdXNlcxgFIAEoDRIuCgpleHBpcmVzX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpyZXZva2VkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpjcmVhdGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIMCgRub3RlGAkgASgJIo0BChNDcmVhdGVJbnZpdGVSZXF1ZXN0EhgKEGNyZWRpdF9taWNyb191c2QYASABKAMSEAoIbWF4X3VzZXMYAiABKA0SLgoKZXhwaXJlc19hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDAoEY29kZRgEIAEoCRIMCgRub3RlGAUgASgJIlAKFENyZWF0ZUludml0ZVJlc3BvbnNlEioKBmludml0ZRgBIAEoCzIaLmRhcmtibG9vbS5hZG1pbi52MS5JbnZpdGUSDAoEY29kZRgCIAEoCSI7ChJMaXN0SW52aXRlc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgNEhIKCnBhZ2VfdG9rZW4YAiABKAkiWwoTTGlzdEludml0ZXNSZXNwb25zZRIrCgdpbnZpdGVzGAEgAygLMhouZGFya2Jsb29tLmFkbWluLnYxLkludml0ZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiKAoTUmV2b2tlSW52aXRlUmVxdWVzdBIRCglpbnZpdGVfaWQYASABKAkiQgoUUmV2b2tlSW52aXRlUmVzcG9uc2USKgoGaW52aXRlGAEgASgLMhouZGFya2Jsb29tLmFkbWluLnYxLkludml0ZSKkAgoLVXNhZ2VSZWNvcmQSEgoKcmVxdWVzdF9pZBgBIAEoCRINCgVtb2RlbBgCIAEoCRIVCg1wcm9tcHRfdG9rZW5zGAMgASgNEhkKEWNvbXBsZXRpb25fdG9rZW5zGAQgASgNEhoKEnJlc2VydmVkX21pY3JvX3VzZBgFIAEoAxIZChFjaGFyZ2VkX21pY3JvX3VzZBgGIAEoAxIPCgdvdXRjb21lGAcgASgJEi4KCmNyZWF0ZWRfYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnNldHRsZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhgKEHByb3ZpZGVyX2FjY291bnQYCiABKAkiTQoQTGlzdFVzYWdlUmVxdWVzdBISCgphY2NvdW50X2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoDRISCgpwYWdlX3Rva2VuGAMgASgJIsABChFMaXN0VXNhZ2VSZXNwb25zZRISCgphY2NvdW50X2lkGAEgASgJEhoKEmNyZWRpdGVkX21pY3JvX3VzZBgCIAEoAxIYChBlYXJuZWRfbWljcm9fdXNkGAMgASgDEhYKDmhlbGRfbWljcm9fdXNkGAQgASgDEjAKB3JlY29yZHMYBSADKAsyHy5kYXJrYmxvb20uYWRtaW4udjEuVXNhZ2VSZWNvcmQSFwoPbmV4dF9wYWdlX3Rva2VuGAYgASgJMsQPCgxBZG1pblNlcnZpY2USZAoNQ3JlYXRlQWNjb3VudBIoLmRhcmtibG9vbS5hZG1pbi52MS5DcmVhdGVBY2NvdW50UmVxdWVzdBopLmRhcmtibG9vbS5hZG1pbi52MS5DcmVhdGVBY2NvdW50UmVzcG9uc2USWwoKR2V0QWNjb3VudBIlLmRhcmtibG9vbS5hZG1pbi52MS5HZXRBY2NvdW50UmVxdWVzdBomLmRhcmtibG9vbS5hZG1pbi52MS5HZXRBY2NvdW50UmVzcG9uc2USYQoMTGlzdEFjY291bnRzEicuZGFya2Jsb29tLmFkbWluLnYxLkxpc3RBY2NvdW50c1JlcXVlc3QaKC5kYXJrYmxvb20uYWRtaW4udjEuTGlzdEFjY291bnRzUmVzcG9uc2USYQoMQ3JlYXRlQXBpS2V5EicuZGFya2Jsb29tLmFkbWluLnYxLkNyZWF0ZUFwaUtleVJlcXVlc3QaKC5kYXJrYmxvb20uYWRtaW4udjEuQ3JlYXRlQXBpS2V5UmVzcG9uc2USXgoLTGlzdEFwaUtleXMSJi5kYXJrYmxvb20uYWRtaW4udjEuTGlzdEFwaUtleXNSZXF1ZXN0GicuZGFya2Jsb29tLmFkbWluLnYxLkxpc3RBcGlLZXlzUmVzcG9uc2USYQoMUmV2b2tlQXBpS2V5EicuZGFya2Jsb29tLmFkbWluLnYxLlJldm9rZUFwaUtleVJlcXVlc3QaKC5kYXJrYmxvb20uYWRtaW4udjEuUmV2b2tlQXBpS2V5UmVzcG9uc2USZAoNQ3JlZGl0QWNjb3VudBIoLmRhcmtibG9vbS5hZG1pbi52MS5DcmVkaXRBY2NvdW50UmVxdWVzdBopLmRhcmtibG9vbS5hZG1pbi52MS5DcmVkaXRBY2NvdW50UmVzcG9uc2USWwoKTGlzdE1vZGVscxIlLmRhcmtibG9vbS5hZG1pbi52MS5MaXN0TW9kZWxzUmVxdWVzdBomLmRhcmtibG9vbS5hZG1pbi52MS5MaXN0TW9kZWxzUmVzcG9uc2USXgoLVXBzZXJ0TW9kZWwSJi5kYXJrYmxvb20uYWRtaW4udjEuVXBzZXJ0TW9kZWxSZXF1ZXN0GicuZGFya2Jsb29tLmFkbWluLnYxLlVwc2VydE1vZGVsUmVzcG9uc2USXgoLRGVsZXRlTW9kZWwSJi5kYXJrYmxvb20uYWRtaW4udjEuRGVsZXRlTW9kZWxSZXF1ZXN0GicuZGFya2Jsb29tLmFkbWluLnYxLkRlbGV0ZU1vZGVsUmVzcG9uc2USZAoNTGlzdFByb3ZpZGVycxIoLmRhcmtibG9vbS5hZG1pbi52MS5MaXN0UHJvdmlkZXJzUmVxdWVzdBopLmRhcmtibG9vbS5hZG1pbi52MS5MaXN0UHJvdmlkZXJzUmVzcG9uc2USZAoNRHJhaW5Qcm92aWRlchIoLmRhcmtibG9vbS5hZG1pbi52MS5EcmFpblByb3ZpZGVyUmVxdWVzdBopLmRhcmtibG9vbS5hZG1pbi52MS5EcmFpblByb3ZpZGVyUmVzcG9uc2USZAoNQ3JlYXRlUmVsZWFzZRIoLmRhcmtibG9vbS5hZG1pbi52MS5DcmVhdGVSZWxlYXNlUmVxdWVzdBopLmRhcmtibG9vbS5hZG1pbi52MS5DcmVhdGVSZWxlYXNlUmVzcG9uc2USYQoMTGlzdFJlbGVhc2VzEicuZGFya2Jsb29tLmFkbWluLnYxLkxpc3RSZWxlYXNlc1JlcXVlc3QaKC5kYXJrYmxvb20uYWRtaW4udjEuTGlzdFJlbGVhc2VzUmVzcG9uc2USbQoQU2V0UmVsZWFzZUFjdGl2ZRIrLmRhcmtibG9vbS5hZG1pbi52MS5TZXRSZWxlYXNlQWN0aXZlUmVxdWVzdBosLmRhcmtibG9vbS5hZG1pbi52MS5TZXRSZWxlYXNlQWN0aXZlUmVzcG9uc2USYQoMVmVyaWZ5TGVkZ2VyEicuZGFya2Jsb29tLmFkbWluLnYxLlZlcmlmeUxlZGdlclJlcXVlc3QaKC5kYXJrYmxvb20uYWRtaW4udjEuVmVyaWZ5TGVkZ2VyUmVzcG9uc2USYQoMQ3JlYXRlSW52aXRlEicuZGFya2Jsb29tLmFkbWluLnYxLkNyZWF0ZUludml0ZVJlcXVlc3QaKC5kYXJrYmxvb20uYWRtaW4udjEuQ3JlYXRlSW52aXRlUmVzcG9uc2USXgoLTGlzdEludml0ZXMSJi5kYXJrYmxvb20uYWRtaW4udjEuTGlzdEludml0ZXNSZXF1ZXN0GicuZGFya2Jsb29tLmFkbWluLnYxLkxpc3RJbnZpdGVzUmVzcG9uc2USYQoMUmV2b2tlSW52aXRlEicuZGFya2Jsb29tLmFkbWluLnYxLlJldm9rZUludml0ZVJlcXVlc3QaKC5kYXJrYmxvb20uYWRtaW4udjEuUmV2b2tlSW52aXRlUmVzcG9uc2USWAoJTGlzdFVzYWdlEiQuZGFya2Jsb29tLmFkbWluLnYxLkxpc3RVc2FnZVJlcXVlc3QaJS5kYXJrYmxvb20uYWRtaW4udjEuTGlzdFVzYWdlUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp]);
 
 /**
  * Account is a consumer's or provider's account.
@@ -54,6 +54,20 @@ export type Account = Message<"darkbloom.admin.v1.Account"> & {
    * @generated from field: bool disabled = 5;
    */
   disabled: boolean;
+
+  /**
+   * referral_code is the account's referral code; empty until it is first asked for.
+   *
+   * @generated from field: string referral_code = 6;
+   */
+  referralCode: string;
+
+  /**
+   * referrer_id is the account that referred this one; empty when none.
+   *
+   * @generated from field: string referrer_id = 7;
+   */
+  referrerId: string;
 };
 
 /**
@@ -138,6 +152,13 @@ export type CreateAccountRequest = Message<"darkbloom.admin.v1.CreateAccountRequ
    * @generated from field: int64 initial_credit_micro_usd = 2;
    */
   initialCreditMicroUsd: bigint;
+
+  /**
+   * referrer_code is another account's referral code; that account becomes the referrer (empty for none).
+   *
+   * @generated from field: string referrer_code = 3;
+   */
+  referrerCode: string;
 };
 
 /**
@@ -1154,6 +1175,433 @@ export const VerifyLedgerResponseSchema: GenMessage<VerifyLedgerResponse> = /*@_
   messageDesc(file_darkbloom_admin_v1_admin, 37);
 
 /**
+ * Invite is an invite code's settings and use, without the code itself.
+ *
+ * @generated from message darkbloom.admin.v1.Invite
+ */
+export type Invite = Message<"darkbloom.admin.v1.Invite"> & {
+  /**
+   * id is the invite identifier ("inv_…").
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * prefix is the code's first characters, for recognising it.
+   *
+   * @generated from field: string prefix = 2;
+   */
+  prefix: string;
+
+  /**
+   * credit_micro_usd is what each redemption credits, in micro-USD.
+   *
+   * @generated from field: int64 credit_micro_usd = 3;
+   */
+  creditMicroUsd: bigint;
+
+  /**
+   * max_uses is how many accounts may redeem the code.
+   *
+   * @generated from field: uint32 max_uses = 4;
+   */
+  maxUses: number;
+
+  /**
+   * uses is how many accounts have redeemed it.
+   *
+   * @generated from field: uint32 uses = 5;
+   */
+  uses: number;
+
+  /**
+   * expires_at is when the code stops being redeemable; unset when it never expires.
+   *
+   * @generated from field: google.protobuf.Timestamp expires_at = 6;
+   */
+  expiresAt?: Timestamp | undefined;
+
+  /**
+   * revoked_at is when the code was revoked; unset while it is valid.
+   *
+   * @generated from field: google.protobuf.Timestamp revoked_at = 7;
+   */
+  revokedAt?: Timestamp | undefined;
+
+  /**
+   * created_at is when the code was created.
+   *
+   * @generated from field: google.protobuf.Timestamp created_at = 8;
+   */
+  createdAt?: Timestamp | undefined;
+
+  /**
+   * note is the administrator's label.
+   *
+   * @generated from field: string note = 9;
+   */
+  note: string;
+};
+
+/**
+ * Describes the message darkbloom.admin.v1.Invite.
+ * Use `create(InviteSchema)` to create a new message.
+ */
+export const InviteSchema: GenMessage<Invite> = /*@__PURE__*/
+  messageDesc(file_darkbloom_admin_v1_admin, 38);
+
+/**
+ * CreateInviteRequest creates an invite code.
+ *
+ * @generated from message darkbloom.admin.v1.CreateInviteRequest
+ */
+export type CreateInviteRequest = Message<"darkbloom.admin.v1.CreateInviteRequest"> & {
+  /**
+   * credit_micro_usd is what each redemption credits, greater than 0.
+   *
+   * @generated from field: int64 credit_micro_usd = 1;
+   */
+  creditMicroUsd: bigint;
+
+  /**
+   * max_uses is how many accounts may redeem the code, at least 1.
+   *
+   * @generated from field: uint32 max_uses = 2;
+   */
+  maxUses: number;
+
+  /**
+   * expires_at is when the code stops being redeemable; unset for never.
+   *
+   * @generated from field: google.protobuf.Timestamp expires_at = 3;
+   */
+  expiresAt?: Timestamp | undefined;
+
+  /**
+   * code chooses the code (4 to 64 letters, digits or dashes; case and dashes are ignored); empty generates one.
+   *
+   * @generated from field: string code = 4;
+   */
+  code: string;
+
+  /**
+   * note labels the invite.
+   *
+   * @generated from field: string note = 5;
+   */
+  note: string;
+};
+
+/**
+ * Describes the message darkbloom.admin.v1.CreateInviteRequest.
+ * Use `create(CreateInviteRequestSchema)` to create a new message.
+ */
+export const CreateInviteRequestSchema: GenMessage<CreateInviteRequest> = /*@__PURE__*/
+  messageDesc(file_darkbloom_admin_v1_admin, 39);
+
+/**
+ * CreateInviteResponse returns the invite and its code.
+ *
+ * @generated from message darkbloom.admin.v1.CreateInviteResponse
+ */
+export type CreateInviteResponse = Message<"darkbloom.admin.v1.CreateInviteResponse"> & {
+  /**
+   * invite is the new invite.
+   *
+   * @generated from field: darkbloom.admin.v1.Invite invite = 1;
+   */
+  invite?: Invite | undefined;
+
+  /**
+   * code is the invite code as XXXX-XXXX-XXXX-XXXX; it is shown only this once.
+   *
+   * @generated from field: string code = 2;
+   */
+  code: string;
+};
+
+/**
+ * Describes the message darkbloom.admin.v1.CreateInviteResponse.
+ * Use `create(CreateInviteResponseSchema)` to create a new message.
+ */
+export const CreateInviteResponseSchema: GenMessage<CreateInviteResponse> = /*@__PURE__*/
+  messageDesc(file_darkbloom_admin_v1_admin, 40);
+
+/**
+ * ListInvitesRequest pages through invites.
+ *
+ * @generated from message darkbloom.admin.v1.ListInvitesRequest
+ */
+export type ListInvitesRequest = Message<"darkbloom.admin.v1.ListInvitesRequest"> & {
+  /**
+   * page_size is the most invites to return (default 50, at most 500).
+   *
+   * @generated from field: uint32 page_size = 1;
+   */
+  pageSize: number;
+
+  /**
+   * page_token continues from a previous response's next_page_token.
+   *
+   * @generated from field: string page_token = 2;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message darkbloom.admin.v1.ListInvitesRequest.
+ * Use `create(ListInvitesRequestSchema)` to create a new message.
+ */
+export const ListInvitesRequestSchema: GenMessage<ListInvitesRequest> = /*@__PURE__*/
+  messageDesc(file_darkbloom_admin_v1_admin, 41);
+
+/**
+ * ListInvitesResponse is one page of invites.
+ *
+ * @generated from message darkbloom.admin.v1.ListInvitesResponse
+ */
+export type ListInvitesResponse = Message<"darkbloom.admin.v1.ListInvitesResponse"> & {
+  /**
+   * invites is the page, newest first.
+   *
+   * @generated from field: repeated darkbloom.admin.v1.Invite invites = 1;
+   */
+  invites: Invite[];
+
+  /**
+   * next_page_token continues the listing; empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message darkbloom.admin.v1.ListInvitesResponse.
+ * Use `create(ListInvitesResponseSchema)` to create a new message.
+ */
+export const ListInvitesResponseSchema: GenMessage<ListInvitesResponse> = /*@__PURE__*/
+  messageDesc(file_darkbloom_admin_v1_admin, 42);
+
+/**
+ * RevokeInviteRequest revokes an invite.
+ *
+ * @generated from message darkbloom.admin.v1.RevokeInviteRequest
+ */
+export type RevokeInviteRequest = Message<"darkbloom.admin.v1.RevokeInviteRequest"> & {
+  /**
+   * invite_id is the invite to revoke.
+   *
+   * @generated from field: string invite_id = 1;
+   */
+  inviteId: string;
+};
+
+/**
+ * Describes the message darkbloom.admin.v1.RevokeInviteRequest.
+ * Use `create(RevokeInviteRequestSchema)` to create a new message.
+ */
+export const RevokeInviteRequestSchema: GenMessage<RevokeInviteRequest> = /*@__PURE__*/
+  messageDesc(file_darkbloom_admin_v1_admin, 43);
+
+/**
+ * RevokeInviteResponse returns the revoked invite.
+ *
+ * @generated from message darkbloom.admin.v1.RevokeInviteResponse
+ */
+export type RevokeInviteResponse = Message<"darkbloom.admin.v1.RevokeInviteResponse"> & {
+  /**
+   * invite is the invite, with revoked_at set.
+   *
+   * @generated from field: darkbloom.admin.v1.Invite invite = 1;
+   */
+  invite?: Invite | undefined;
+};
+
+/**
+ * Describes the message darkbloom.admin.v1.RevokeInviteResponse.
+ * Use `create(RevokeInviteResponseSchema)` to create a new message.
+ */
+export const RevokeInviteResponseSchema: GenMessage<RevokeInviteResponse> = /*@__PURE__*/
+  messageDesc(file_darkbloom_admin_v1_admin, 44);
+
+/**
+ * UsageRecord is one request billed to an account.
+ *
+ * @generated from message darkbloom.admin.v1.UsageRecord
+ */
+export type UsageRecord = Message<"darkbloom.admin.v1.UsageRecord"> & {
+  /**
+   * request_id is the request's identifier (its X-Request-ID).
+   *
+   * @generated from field: string request_id = 1;
+   */
+  requestId: string;
+
+  /**
+   * model is the model asked for.
+   *
+   * @generated from field: string model = 2;
+   */
+  model: string;
+
+  /**
+   * prompt_tokens is the prompt's size in tokens (0 while the request is open).
+   *
+   * @generated from field: uint32 prompt_tokens = 3;
+   */
+  promptTokens: number;
+
+  /**
+   * completion_tokens is the tokens generated (0 while the request is open).
+   *
+   * @generated from field: uint32 completion_tokens = 4;
+   */
+  completionTokens: number;
+
+  /**
+   * reserved_micro_usd is the worst case held before routing.
+   *
+   * @generated from field: int64 reserved_micro_usd = 5;
+   */
+  reservedMicroUsd: bigint;
+
+  /**
+   * charged_micro_usd is what the request cost (0 while it is open).
+   *
+   * @generated from field: int64 charged_micro_usd = 6;
+   */
+  chargedMicroUsd: bigint;
+
+  /**
+   * outcome is completed, failed, cancelled, cut or recovered; "open" while the request runs.
+   *
+   * @generated from field: string outcome = 7;
+   */
+  outcome: string;
+
+  /**
+   * created_at is when the request was reserved.
+   *
+   * @generated from field: google.protobuf.Timestamp created_at = 8;
+   */
+  createdAt?: Timestamp | undefined;
+
+  /**
+   * settled_at is when it was charged or refunded; unset while it is open.
+   *
+   * @generated from field: google.protobuf.Timestamp settled_at = 9;
+   */
+  settledAt?: Timestamp | undefined;
+
+  /**
+   * provider_account is the ledger account the provider's share was paid to.
+   *
+   * @generated from field: string provider_account = 10;
+   */
+  providerAccount: string;
+};
+
+/**
+ * Describes the message darkbloom.admin.v1.UsageRecord.
+ * Use `create(UsageRecordSchema)` to create a new message.
+ */
+export const UsageRecordSchema: GenMessage<UsageRecord> = /*@__PURE__*/
+  messageDesc(file_darkbloom_admin_v1_admin, 45);
+
+/**
+ * ListUsageRequest asks for an account's usage.
+ *
+ * @generated from message darkbloom.admin.v1.ListUsageRequest
+ */
+export type ListUsageRequest = Message<"darkbloom.admin.v1.ListUsageRequest"> & {
+  /**
+   * account_id is the account.
+   *
+   * @generated from field: string account_id = 1;
+   */
+  accountId: string;
+
+  /**
+   * page_size is the most records to return (default 50, at most 500).
+   *
+   * @generated from field: uint32 page_size = 2;
+   */
+  pageSize: number;
+
+  /**
+   * page_token continues from a previous response's next_page_token.
+   *
+   * @generated from field: string page_token = 3;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message darkbloom.admin.v1.ListUsageRequest.
+ * Use `create(ListUsageRequestSchema)` to create a new message.
+ */
+export const ListUsageRequestSchema: GenMessage<ListUsageRequest> = /*@__PURE__*/
+  messageDesc(file_darkbloom_admin_v1_admin, 46);
+
+/**
+ * ListUsageResponse is an account's money summary and one page of its requests.
+ *
+ * @generated from message darkbloom.admin.v1.ListUsageResponse
+ */
+export type ListUsageResponse = Message<"darkbloom.admin.v1.ListUsageResponse"> & {
+  /**
+   * account_id is the account.
+   *
+   * @generated from field: string account_id = 1;
+   */
+  accountId: string;
+
+  /**
+   * credited_micro_usd is spendable, non-withdrawable money (bought or granted).
+   *
+   * @generated from field: int64 credited_micro_usd = 2;
+   */
+  creditedMicroUsd: bigint;
+
+  /**
+   * earned_micro_usd is withdrawable money (provider earnings and referral rewards).
+   *
+   * @generated from field: int64 earned_micro_usd = 3;
+   */
+  earnedMicroUsd: bigint;
+
+  /**
+   * held_micro_usd is held by open reservations.
+   *
+   * @generated from field: int64 held_micro_usd = 4;
+   */
+  heldMicroUsd: bigint;
+
+  /**
+   * records are the account's requests, newest first.
+   *
+   * @generated from field: repeated darkbloom.admin.v1.UsageRecord records = 5;
+   */
+  records: UsageRecord[];
+
+  /**
+   * next_page_token continues the listing; empty on the last page.
+   *
+   * @generated from field: string next_page_token = 6;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message darkbloom.admin.v1.ListUsageResponse.
+ * Use `create(ListUsageResponseSchema)` to create a new message.
+ */
+export const ListUsageResponseSchema: GenMessage<ListUsageResponse> = /*@__PURE__*/
+  messageDesc(file_darkbloom_admin_v1_admin, 47);
+
+/**
  * AdminService manages the network. Every call needs `Authorization: Bearer <admin key>`.
  *
  * @generated from service darkbloom.admin.v1.AdminService
@@ -1318,6 +1766,46 @@ export const AdminService: GenService<{
     methodKind: "unary";
     input: typeof VerifyLedgerRequestSchema;
     output: typeof VerifyLedgerResponseSchema;
+  },
+  /**
+   * CreateInvite creates an invite code that credits each account redeeming it; the code is returned once.
+   *
+   * @generated from rpc darkbloom.admin.v1.AdminService.CreateInvite
+   */
+  createInvite: {
+    methodKind: "unary";
+    input: typeof CreateInviteRequestSchema;
+    output: typeof CreateInviteResponseSchema;
+  },
+  /**
+   * ListInvites pages through invite codes, newest first (never their codes).
+   *
+   * @generated from rpc darkbloom.admin.v1.AdminService.ListInvites
+   */
+  listInvites: {
+    methodKind: "unary";
+    input: typeof ListInvitesRequestSchema;
+    output: typeof ListInvitesResponseSchema;
+  },
+  /**
+   * RevokeInvite stops an invite code from being redeemed.
+   *
+   * @generated from rpc darkbloom.admin.v1.AdminService.RevokeInvite
+   */
+  revokeInvite: {
+    methodKind: "unary";
+    input: typeof RevokeInviteRequestSchema;
+    output: typeof RevokeInviteResponseSchema;
+  },
+  /**
+   * ListUsage returns an account's money summary and its recent requests, newest first.
+   *
+   * @generated from rpc darkbloom.admin.v1.AdminService.ListUsage
+   */
+  listUsage: {
+    methodKind: "unary";
+    input: typeof ListUsageRequestSchema;
+    output: typeof ListUsageResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_darkbloom_admin_v1_admin, 0);

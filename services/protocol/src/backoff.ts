@@ -1,4 +1,4 @@
-import { RECONNECT_BACKOFF } from "@darkbloom/protocol";
+import { RECONNECT_BACKOFF } from "./constants.js";
 
 /** Exponential backoff with symmetric jitter: initialMs × multiplier^attempt, ±jitter, capped at maxMs. */
 export interface BackoffPolicy {
@@ -9,12 +9,12 @@ export interface BackoffPolicy {
   jitter: number;
 }
 
-/** The protocol's reconnect policy with any fields the caller overrides. */
+/** The protocol's reconnect policy (1 s doubling to 30 s, ±20%) with any fields the caller overrides. */
 export function backoffPolicy(overrides: Partial<BackoffPolicy> = {}): BackoffPolicy {
   return { ...RECONNECT_BACKOFF, ...overrides };
 }
 
-/** Delay before reconnect attempt number `attempt` (0 for the first). */
+/** Delay before reconnect attempt number `attempt` (0 for the first after a disconnect). */
 export function backoffDelay(
   policy: BackoffPolicy,
   attempt: number,

@@ -1,6 +1,6 @@
-import { RECONNECT_BACKOFF } from "@darkbloom/protocol";
 import { describe, expect, it } from "vitest";
 import { backoffDelay, backoffPolicy } from "./backoff.js";
+import { RECONNECT_BACKOFF } from "./constants.js";
 
 describe("backoffDelay", () => {
   it("doubles from 1 s to the 30 s cap by default", () => {
