@@ -37,6 +37,22 @@ export interface CoordinatorConfig {
   rateLimitPerSecond: number;
   /** Per-account burst of inference requests. */
   rateLimitBurst: number;
+  /**
+   * Per-account requests per second to the money endpoints (account, usage, earnings, invites,
+   * referrals, device approval; device-code creation per client address); 0 disables the limit.
+   */
+  moneyRateLimitPerSecond: number;
+  /** Per-account burst of requests to the money endpoints. */
+  moneyRateLimitBurst: number;
+  /** How long a device-login code can be approved and exchanged (RFC 8628 expires_in). */
+  deviceCodeTtlSeconds: number;
+  /** The least time a provider must wait between two polls of POST /v1/device/token. */
+  deviceCodePollIntervalSeconds: number;
+  /**
+   * The verification_uri device logins show; by default the approval endpoint at the address the
+   * provider reached (its Host header).
+   */
+  deviceVerificationUri?: string | undefined;
   /** Reserve and settle money for every request (off only to measure the bare serving path). */
   billingEnabled: boolean;
   /** The provider's share of each charge, in basis points. */
@@ -72,6 +88,10 @@ export function resolveConfig(input: CoordinatorConfigInput): CoordinatorConfig 
     authCacheTtlMs: 5_000,
     rateLimitPerSecond: 50,
     rateLimitBurst: 100,
+    moneyRateLimitPerSecond: 5,
+    moneyRateLimitBurst: 20,
+    deviceCodeTtlSeconds: 900,
+    deviceCodePollIntervalSeconds: 5,
     billingEnabled: true,
     providerShareBps: 9_500,
     referralShareBps: 2_000,

@@ -3,6 +3,10 @@ import { AdminService } from "@darkbloom/protocol/admin/v1";
 import { InferenceService } from "@darkbloom/protocol/inference/v1";
 import { Endpoint, ProviderService } from "@darkbloom/protocol/provider/v1";
 import { AccountStore } from "./accounts/account-store.js";
+import { DeviceLogin } from "./accounts/device-login.js";
+import { InviteStore } from "./accounts/invites.js";
+import { ReferralStore } from "./accounts/referrals.js";
+import { UsageStore } from "./accounts/usage.js";
 import { Authenticator } from "./auth/authenticator.js";
 import { RateLimiter } from "./auth/rate-limiter.js";
 import { Billing } from "./billing/billing.js";
@@ -10,7 +14,22 @@ import { ModelCatalog } from "./catalog/model-catalog.js";
 import { type CoordinatorConfig, type CoordinatorConfigInput, resolveConfig } from "./config.js";
 import { serviceShuttingDown } from "./errors/index.js";
 import { createApp } from "./http/app.js";
+import {
+  accountHandler,
+  applyReferralHandler,
+  earningsHandler,
+  redeemInviteHandler,
+  referralCodeHandler,
+  usageHandler,
+} from "./http/handlers/accounts.js";
 import { completionsHandler } from "./http/handlers/completions.js";
+import {
+  deviceApproveHandler,
+  deviceCodeHandler,
+  deviceDenyHandler,
+  deviceRevokeHandler,
+  deviceTokenHandler,
+} from "./http/handlers/device.js";
 import { modelsHandler } from "./http/handlers/models.js";
 import { healthHandler, metricsHandler, readinessHandler } from "./http/handlers/operational.js";
 import { listenHttp } from "./http/protocol-sniffing-server.js";
@@ -61,6 +80,13 @@ export async function startCoordinator(
     throw e;
   }
   const accounts = new AccountStore(db.pool);
+  const invites = new InviteStore(db.pool);
+  const referrals = new ReferralStore(db.pool);
+  const usage = new UsageStore(db.pool);
+  const deviceLogin = new DeviceLogin(db.pool, {
+    ttlSeconds: config.deviceCodeTtlSeconds,
+    intervalSeconds: config.deviceCodePollIntervalSeconds,
+  });
   const catalog = new ModelCatalog(db.pool);
   await catalog.start();
   const releases = new ReleaseStore(db.pool);
@@ -87,7 +113,17 @@ export async function startCoordinator(
     metrics,
   );
   const router = new Router(registry, config, metrics);
-  const rateLimiter = new RateLimiter({ perSecond: config.rateLimitPerSecond, burst: config.rateLimitBurst });
+  const rateLimiter = new RateLimiter({
+    perSecond: config.rateLimitPerSecond,
+    burst: config.rateLimitBurst,
+    tier: "inference",
+  });
+  // Money endpoints (balances, invites, referrals, device approval) have their own, tighter buckets.
+  const moneyLimiter = new RateLimiter({
+    perSecond: config.moneyRateLimitPerSecond,
+    burst: config.moneyRateLimitBurst,
+    tier: "money",
+  });
   const auth = new Authenticator((secret) => accounts.authenticateApiKey(secret), config.authCacheTtlMs);
   const catalogView = { lookup: (id: string) => catalog.get(id), list: () => catalog.list() };
   const pipeline = new InferencePipeline({
@@ -104,7 +140,12 @@ export async function startCoordinator(
 
   const connect = connectNodeAdapter({
     routes: (r) => {
-      r.service(ProviderService, createProviderService(sessions, log));
+      r.service(
+        ProviderService,
+        createProviderService(sessions, log, {
+          resolveAccountToken: (token) => deviceLogin.resolveProviderToken(token),
+        }),
+      );
       r.service(
         InferenceService,
         createInferenceService({ auth, rateLimiter, pipeline, registry, catalog: catalogView }),
@@ -115,6 +156,8 @@ export async function startCoordinator(
           accounts,
           catalog,
           releases,
+          invites,
+          usage,
           providers: new LiveProviderDirectory(registry, sessions),
           pool: db.pool,
           adminKey: config.adminKey,
@@ -125,6 +168,14 @@ export async function startCoordinator(
     },
   }) as unknown as Handler;
   const completionDeps = { config, auth, rateLimiter, pipeline, metrics, log };
+  const accountDeps = { auth, limiter: moneyLimiter, log, invites, referrals, usage };
+  const deviceDeps = {
+    auth,
+    limiter: moneyLimiter,
+    log,
+    deviceLogin,
+    verificationUri: config.deviceVerificationUri,
+  };
   const app = createApp(
     [
       {
@@ -138,6 +189,17 @@ export async function startCoordinator(
         handler: completionsHandler(Endpoint.COMPLETIONS, completionDeps),
       },
       { method: "GET", path: "/v1/models", handler: modelsHandler(auth, registry, catalogView) },
+      { method: "GET", path: "/v1/account", handler: accountHandler(accountDeps) },
+      { method: "GET", path: "/v1/account/usage", handler: usageHandler(accountDeps) },
+      { method: "GET", path: "/v1/account/earnings", handler: earningsHandler(accountDeps) },
+      { method: "POST", path: "/v1/invites/redeem", handler: redeemInviteHandler(accountDeps) },
+      { method: "GET", path: "/v1/referrals/code", handler: referralCodeHandler(accountDeps) },
+      { method: "POST", path: "/v1/referrals/apply", handler: applyReferralHandler(accountDeps) },
+      { method: "POST", path: "/v1/device/code", handler: deviceCodeHandler(deviceDeps) },
+      { method: "POST", path: "/v1/device/token", handler: deviceTokenHandler(deviceDeps) },
+      { method: "POST", path: "/v1/device/approve", handler: deviceApproveHandler(deviceDeps) },
+      { method: "POST", path: "/v1/device/deny", handler: deviceDenyHandler(deviceDeps) },
+      { method: "POST", path: "/v1/device/revoke", handler: deviceRevokeHandler(deviceDeps) },
       { method: "GET", path: "/healthz", handler: healthHandler() },
       {
         method: "GET",
@@ -183,6 +245,7 @@ export async function startCoordinator(
         await sessions.drainAll("coordinator_shutdown", opts.drainMs ?? 10_000);
         router.close(serviceShuttingDown());
         rateLimiter.close();
+        moneyLimiter.close();
         await billing?.stop();
         sessions.close();
         await server.close();

@@ -3,11 +3,13 @@ import type { Logger } from "pino";
 import { ledgerEntriesFor, PROMOTIONS_ACCOUNT, postLedgerTransaction } from "../store/ledger.js";
 import { withTransaction } from "../store/transaction.js";
 import { displayPrefix, generateApiKey, generateId, hashApiKey, looksLikeApiKey } from "./api-key.js";
+import { normaliseCode } from "./codes.js";
 import {
   AccountNotFoundError,
   ApiKeyNotFoundError,
   IdempotencyKeyReusedError,
   InvalidArgumentError,
+  ReferralCodeNotFoundError,
 } from "./errors.js";
 
 export interface Account {
@@ -17,6 +19,10 @@ export interface Account {
   disabled: boolean;
   /** Credited plus earned, in micro-USD: the sum of the account's ledger entries. */
   balanceMicroUsd: bigint;
+  /** The account's referral code; null until it is first asked for. */
+  referralCode: string | null;
+  /** The account that referred this one, if any. */
+  referrerId: string | null;
 }
 
 /** An API key as stored: never its secret. */
@@ -57,7 +63,7 @@ const MAX_INT64 = 2n ** 63n - 1n;
 /** `last_used_at` is written at most this often per key. */
 const LAST_USED_RESOLUTION_MS = 60_000;
 
-const ACCOUNT_COLUMNS = `a.id, a.name, a.created_at, a.disabled,
+const ACCOUNT_COLUMNS = `a.id, a.name, a.created_at, a.disabled, a.referral_code, a.referrer_id,
   (SELECT coalesce(sum(e.amount_micro_usd), 0) FROM ledger_entries e WHERE e.account = a.id)::text AS balance`;
 const KEY_COLUMNS = "id, account_id, name, prefix, created_at, revoked_at, last_used_at";
 
@@ -66,6 +72,8 @@ interface AccountRow {
   name: string;
   created_at: Date;
   disabled: boolean;
+  referral_code: string | null;
+  referrer_id: string | null;
   balance: string;
 }
 
@@ -89,19 +97,42 @@ export class AccountStore {
     private readonly options: { logger?: Logger } = {},
   ) {}
 
-  /** Creates an account, its first API key and, when asked, its initial credit, all in one transaction. */
+  /**
+   * Creates an account, its first API key and, when asked, its initial credit and its referrer (the
+   * owner of `referrerCode`), all in one transaction.
+   */
   async createAccount(input: {
     name: string;
     initialCreditMicroUsd?: bigint;
+    referrerCode?: string | undefined;
   }): Promise<{ account: Account; apiKey: ApiKeyRecord; secret: string }> {
     const name = validName("name", input.name, true);
     const credit = input.initialCreditMicroUsd ?? 0n;
     validAmount("initial_credit_micro_usd", credit, 0n);
+    let referrerCode: string | undefined;
+    if (input.referrerCode) {
+      referrerCode = normaliseCode(input.referrerCode);
+      if (referrerCode === undefined) {
+        throw new InvalidArgumentError(
+          "referrer_code",
+          "referrer_code must be a referral code of letters and digits",
+        );
+      }
+    }
     const accountId = generateId("acct_");
     return withTransaction(this.pool, async (client) => {
+      let referrerId: string | null = null;
+      if (referrerCode !== undefined) {
+        const referrer = await client.query<{ id: string }>(
+          "SELECT id FROM accounts WHERE referral_code = $1 AND NOT disabled",
+          [referrerCode],
+        );
+        referrerId = referrer.rows[0]?.id ?? null;
+        if (referrerId === null) throw new ReferralCodeNotFoundError();
+      }
       const { rows } = await client.query<AccountRow>(
-        `INSERT INTO accounts AS a (id, name) VALUES ($1, $2) RETURNING ${ACCOUNT_COLUMNS}`,
-        [accountId, name],
+        `INSERT INTO accounts AS a (id, name, referrer_id) VALUES ($1, $2, $3) RETURNING ${ACCOUNT_COLUMNS}`,
+        [accountId, name, referrerId],
       );
       const issued = await insertApiKey(client, accountId, "default");
       if (credit > 0n) {
@@ -326,6 +357,8 @@ function toAccount(row: AccountRow): Account {
     createdAt: row.created_at,
     disabled: row.disabled,
     balanceMicroUsd: BigInt(row.balance),
+    referralCode: row.referral_code,
+    referrerId: row.referrer_id,
   };
 }
 

@@ -12,7 +12,21 @@ const API_KEY_PATTERN = new RegExp(`^${API_KEY_PREFIX}[0-9A-Za-z]{${SECRET_DIGIT
 
 /** A new API key secret: "dbk_" and 32 random bytes in 43 base62 digits. */
 export function generateApiKey(): string {
-  return `${API_KEY_PREFIX}${base62(randomBytes(32), SECRET_DIGITS)}`;
+  return generateSecret(API_KEY_PREFIX);
+}
+
+/** A new bearer secret: `prefix` and 32 random bytes in 43 base62 digits. */
+export function generateSecret(prefix: string): string {
+  return `${prefix}${base62(randomBytes(32), SECRET_DIGITS)}`;
+}
+
+/** Whether `value` is `prefix` followed by a secret's 43 base62 digits. */
+export function looksLikeSecret(value: string, prefix: string): boolean {
+  return (
+    value.length === prefix.length + SECRET_DIGITS &&
+    value.startsWith(prefix) &&
+    /^[0-9A-Za-z]+$/.test(value.slice(prefix.length))
+  );
 }
 
 /** A random identifier such as "acct_…" or "key_…" (16 random bytes, base62). */

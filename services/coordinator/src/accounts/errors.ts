@@ -28,3 +28,12 @@ export class IdempotencyKeyReusedError extends AlreadyExistsError {
     super(`idempotency key "${idempotencyKey}" was already used for a different credit`);
   }
 }
+
+/** No (enabled) account has the referral code. */
+export class ReferralCodeNotFoundError extends NotFoundError {
+  override readonly name = "ReferralCodeNotFoundError";
+
+  constructor() {
+    super("no account has this referral code");
+  }
+}

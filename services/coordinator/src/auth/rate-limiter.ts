@@ -5,6 +5,8 @@ export interface RateLimit {
   perSecond: number;
   /** Requests allowed in a burst (the bucket's size). */
   burst: number;
+  /** Names the tier in the 429 message, e.g. "inference" or "money". */
+  tier?: string;
 }
 
 interface Bucket {
@@ -43,7 +45,8 @@ export class RateLimiter {
       const wait = (1 - b.tokens) / this.limit.perSecond;
       const e = rateLimited(
         wait,
-        `Rate limit of ${this.limit.perSecond} requests per second (burst ${this.limit.burst}) exceeded for this account.`,
+        `Rate limit of ${this.limit.perSecond} ${this.limit.tier ? `${this.limit.tier} ` : ""}requests per second ` +
+          `(burst ${this.limit.burst}) exceeded for this account.`,
       );
       Object.assign(e.headers, this.headersFor(b));
       throw e;

@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { join } from "node:path";
 import { type DescMessage, type MessageShape, toJson } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { type Client, Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import {
@@ -10,11 +11,15 @@ import {
   ApiKeySchema,
   CatalogModelSchema,
   CreditAccountResponseSchema,
+  type Invite,
+  InviteSchema,
   ListAccountsResponseSchema,
   ListApiKeysResponseSchema,
+  ListInvitesResponseSchema,
   ListModelsResponseSchema,
   ListProvidersResponseSchema,
   ListReleasesResponseSchema,
+  ListUsageResponseSchema,
   type Release,
   ReleaseSchema,
   VerifyLedgerResponseSchema,
@@ -24,7 +29,16 @@ import { readSecretFile } from "../store/secret-file.js";
 import { commandGroup } from "./command-group.js";
 import { fields, table, time, usd } from "./format.js";
 import { CliFailure, type CliIo, ExitCode, UsageError } from "./io.js";
-import { defaultDataDir, fromEnv, httpUrl, microUsd, positiveInteger, positiveMicroUsd } from "./parse.js";
+import {
+  defaultDataDir,
+  duration,
+  fromEnv,
+  httpUrl,
+  isoTime,
+  microUsd,
+  positiveInteger,
+  positiveMicroUsd,
+} from "./parse.js";
 
 const DEFAULT_URL = "http://127.0.0.1:8080";
 const CALL_TIMEOUT_MS = 30_000;
@@ -63,20 +77,28 @@ export function addAdminCommands(program: Command, io: CliIo): void {
     const { account, apiKey, apiKeySecret } = await call.client.createAccount({
       name: call.opts.name as string,
       initialCreditMicroUsd: (call.opts.creditMicroUsd as bigint | undefined) ?? 0n,
+      referrerCode: (call.opts.referrer as string | undefined) ?? "",
     });
     call.print(
-      () => ({ account_id: account?.id, api_key_id: apiKey?.id, api_key: apiKeySecret }),
+      () => ({
+        account_id: account?.id,
+        api_key_id: apiKey?.id,
+        api_key: apiKeySecret,
+        ...(account?.referrerId ? { referrer_id: account.referrerId } : {}),
+      }),
       () =>
         fields([
           ["account", `${account?.id} (${account?.name})`],
           ["balance", usd(account?.balanceMicroUsd ?? 0n)],
+          ...(account?.referrerId ? [["referrer", account.referrerId] as const] : []),
           ["api key", apiKeySecret],
           ["", "the key is shown only this once: store it now"],
         ]),
     );
   })
     .requiredOption("--name <name>", "label for the account")
-    .option("--credit-micro-usd <amount>", "initial credit in micro-USD", microUsd);
+    .option("--credit-micro-usd <amount>", "initial credit in micro-USD", microUsd)
+    .option("--referrer <code>", "another account's referral code: that account becomes the referrer");
   command(accounts, "list", "list accounts, newest first", async (call) => {
     const page = await call.client.listAccounts({
       pageSize: (call.opts.pageSize as number | undefined) ?? 0,
@@ -167,6 +189,102 @@ export function addAdminCommands(program: Command, io: CliIo): void {
     .argument("<amount-micro-usd>", "credit in micro-USD (1 USD = 1000000)", positiveMicroUsd)
     .option("--idempotency-key <key>", "retry-safe key (default: a new random one)")
     .option("--note <text>", "reason recorded in the ledger");
+
+  const invites = commandGroup(admin, "invites", "invite codes that credit the accounts redeeming them");
+  command(invites, "create", "create an invite code (shown once)", async (call) => {
+    if (call.opts.expiresIn !== undefined && call.opts.expiresAt !== undefined) {
+      throw new UsageError("give --expires-in or --expires-at, not both");
+    }
+    const expiresIn = call.opts.expiresIn as number | undefined;
+    const expiresAt =
+      (call.opts.expiresAt as Date | undefined) ?? (expiresIn ? new Date(Date.now() + expiresIn) : undefined);
+    const { invite, code } = await call.client.createInvite({
+      creditMicroUsd: call.opts.creditMicroUsd as bigint,
+      maxUses: (call.opts.maxUses as number | undefined) ?? 1,
+      ...(expiresAt ? { expiresAt: timestampFromDate(expiresAt) } : {}),
+      code: (call.opts.code as string | undefined) ?? "",
+      note: (call.opts.note as string | undefined) ?? "",
+    });
+    call.print(
+      () => ({
+        invite_id: invite?.id,
+        code,
+        credit_micro_usd: String(invite?.creditMicroUsd ?? 0n),
+        max_uses: invite?.maxUses,
+        expires_at: invite?.expiresAt ? time(invite.expiresAt) : null,
+      }),
+      () =>
+        fields([
+          ["invite", invite?.id ?? ""],
+          ["code", code],
+          ["credit", `${usd(invite?.creditMicroUsd ?? 0n)} per account`],
+          ["uses", `up to ${invite?.maxUses}`],
+          ["expires", time(invite?.expiresAt)],
+          ["", "the code is shown only this once: store it now"],
+        ]),
+    );
+  })
+    .requiredOption("--credit-micro-usd <amount>", "credit per redemption in micro-USD", positiveMicroUsd)
+    .option("--max-uses <n>", "how many accounts may redeem it (default 1)", positiveInteger(1_000_000_000))
+    .option("--expires-in <duration>", "expire after e.g. 12h or 30d", duration)
+    .option("--expires-at <time>", "expire at an ISO 8601 time", isoTime)
+    .option("--code <code>", "choose the code (4-64 letters or digits) instead of generating one")
+    .option("--note <text>", "label for the invite");
+  command(invites, "list", "list invite codes, newest first (never the codes)", async (call) => {
+    const page = await call.client.listInvites({
+      pageSize: (call.opts.pageSize as number | undefined) ?? 0,
+      pageToken: (call.opts.pageToken as string | undefined) ?? "",
+    });
+    call.print(
+      () => protoJson(ListInvitesResponseSchema, page),
+      () =>
+        table(["ID", "PREFIX", "CREDIT", "USES", "EXPIRES", "REVOKED", "NOTE"], page.invites.map(inviteRow)) +
+        (page.nextPageToken ? `more: --page-token ${page.nextPageToken}\n` : ""),
+    );
+  })
+    .option("--page-size <n>", "invites per page (default 50)", positiveInteger(500))
+    .option("--page-token <token>", "continue a previous listing");
+  command(invites, "revoke", "stop an invite code from being redeemed", async (call) => {
+    const { invite } = await call.client.revokeInvite({ inviteId: call.args[0] as string });
+    call.print(
+      () => protoJson(InviteSchema, invite),
+      () => `revoked ${invite?.id} (${invite?.prefix}…) after ${invite?.uses} of ${invite?.maxUses} uses\n`,
+    );
+  }).argument("<invite-id>");
+
+  command(admin, "usage", "an account's balances and recent requests, newest first", async (call) => {
+    const response = await call.client.listUsage({
+      accountId: call.args[0] as string,
+      pageSize: (call.opts.pageSize as number | undefined) ?? 0,
+      pageToken: (call.opts.pageToken as string | undefined) ?? "",
+    });
+    call.print(
+      () => protoJson(ListUsageResponseSchema, response),
+      () =>
+        fields([
+          ["account", response.accountId],
+          ["credited", usd(response.creditedMicroUsd)],
+          ["earned", usd(response.earnedMicroUsd)],
+          ["held", usd(response.heldMicroUsd)],
+        ]) +
+        table(
+          ["REQUEST", "MODEL", "OUTCOME", "TOKENS IN/OUT", "RESERVED", "CHARGED", "CREATED"],
+          response.records.map((r) => [
+            r.requestId,
+            r.model,
+            r.outcome,
+            `${r.promptTokens}/${r.completionTokens}`,
+            usd(r.reservedMicroUsd),
+            usd(r.chargedMicroUsd),
+            time(r.createdAt),
+          ]),
+        ) +
+        (response.nextPageToken ? `more: --page-token ${response.nextPageToken}\n` : ""),
+    );
+  })
+    .argument("<account-id>")
+    .option("--page-size <n>", "requests per page (default 50)", positiveInteger(500))
+    .option("--page-token <token>", "continue a previous listing");
 
   const models = commandGroup(admin, "models", "the model catalog and its prices");
   command(models, "list", "list the catalog", async (call) => {
@@ -432,6 +550,18 @@ function accountFields(account: Account): string {
     ["created", time(account.createdAt)],
     ["disabled", account.disabled ? "yes" : "no"],
   ]);
+}
+
+function inviteRow(invite: Invite): string[] {
+  return [
+    invite.id,
+    `${invite.prefix}…`,
+    usd(invite.creditMicroUsd),
+    `${invite.uses}/${invite.maxUses}`,
+    time(invite.expiresAt),
+    time(invite.revokedAt),
+    invite.note,
+  ];
 }
 
 function releaseLine(verb: string, release: Release): string {

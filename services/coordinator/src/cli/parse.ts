@@ -37,6 +37,25 @@ export function positiveInteger(max: number): (value: string) => number {
   };
 }
 
+const DURATION_UNITS: Record<string, number> = { s: 1, m: 60, h: 3_600, d: 86_400 };
+
+/** A commander argument parser for a duration such as 90s, 30m, 12h or 7d, in milliseconds. */
+export function duration(value: string): number {
+  const match = /^(\d{1,9})([smhd])$/.exec(value);
+  const ms = match ? Number(match[1]) * DURATION_UNITS[match[2]!]! * 1000 : 0;
+  if (!(ms > 0)) throw new InvalidArgumentError("expected a duration such as 90s, 30m, 12h or 7d");
+  return ms;
+}
+
+/** A commander argument parser for an ISO 8601 date and time, e.g. 2030-01-31T12:00:00Z. */
+export function isoTime(value: string): Date {
+  const date = /^\d{4}-\d{2}-\d{2}(T[\d:.]+(Z|[+-]\d{2}:\d{2})?)?$/.test(value) ? new Date(value) : undefined;
+  if (!date || Number.isNaN(date.getTime())) {
+    throw new InvalidArgumentError("expected an ISO 8601 time such as 2030-01-31T12:00:00Z");
+  }
+  return date;
+}
+
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
 
 /** A commander argument parser for a pino log level. */

@@ -12,6 +12,33 @@ export function invalidRequest(message: string, param: string | null = null, cod
   });
 }
 
+/** A required field of a JSON body is absent (or null, or empty). */
+export function missingParameter(param: string): ApiError {
+  return invalidRequest(`Missing required parameter: '${param}'.`, param, "missing_required_parameter");
+}
+
+/** A field of a JSON body or a query parameter has the wrong JSON type. */
+export function invalidType(param: string, expected: string): ApiError {
+  return invalidRequest(`'${param}' must be ${expected}.`, param, "invalid_type");
+}
+
+/** Something the request names (a code, a cursor) does not exist: 404 with a specific code. */
+export function resourceNotFound(message: string, code: string, param: string | null): ApiError {
+  return new ApiError({ status: 404, type: "invalid_request_error", code, param, message });
+}
+
+/** The device-code token endpoint's answers other than a token (RFC 8628 section 3.5), as HTTP 400. */
+export type DeviceTokenErrorCode =
+  | "authorization_pending"
+  | "slow_down"
+  | "expired_token"
+  | "access_denied"
+  | "invalid_grant";
+
+export function deviceTokenError(code: DeviceTokenErrorCode, message: string): ApiError {
+  return invalidRequest(message, "device_code", code);
+}
+
 export function modelNotFound(model: string): ApiError {
   return new ApiError({
     status: 404,

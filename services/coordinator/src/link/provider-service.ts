@@ -8,18 +8,27 @@ import type { SessionManager } from "./session-manager.js";
 export interface ProviderServiceOptions {
   /** A stream that sends no Register within this time is closed. */
   registerTimeoutMs: number;
+  /**
+   * Resolves a Register's account_token (from `darkbloom login`) to the account its earnings are
+   * paid into; null for a token that is unknown, revoked or whose account is disabled. Without it,
+   * account tokens are refused.
+   */
+  resolveAccountToken?: (token: string) => Promise<string | null>;
 }
+
+const DEFAULT_OPTIONS: ProviderServiceOptions = { registerTimeoutMs: 10_000 };
 
 /** The coordinator's side of ProviderService.Connect. */
 export function createProviderService(
   sessions: SessionManager,
   log: Logger,
-  options: ProviderServiceOptions = { registerTimeoutMs: 10_000 },
+  options: Partial<ProviderServiceOptions> = {},
 ): ServiceImpl<typeof ProviderService> {
+  const { registerTimeoutMs, resolveAccountToken } = { ...DEFAULT_OPTIONS, ...options };
   return {
     async *connect(requests: AsyncIterable<ConnectRequest>): AsyncIterable<ConnectResponse> {
       const inbound = requests[Symbol.asyncIterator]();
-      const first = await firstMessage(inbound, options.registerTimeoutMs);
+      const first = await firstMessage(inbound, registerTimeoutMs);
       if (first.message.case !== "register") {
         throw new ConnectError(
           `the first message must be Register, got ${first.message.case ?? "an empty message"}`,
@@ -27,7 +36,20 @@ export function createProviderService(
         );
       }
       validateRegister(first.message.value);
-      const { session, outbound } = sessions.open(first.message.value);
+      const token = first.message.value.accountToken;
+      let payoutAccount: string | undefined;
+      if (token !== "") {
+        payoutAccount = (await resolveAccountToken?.(token)) ?? undefined;
+        if (payoutAccount === undefined) {
+          log.info({ machineId: first.message.value.machineId }, "provider refused: invalid account token");
+          throw new ConnectError(
+            "invalid Register: account_token is not valid (unknown, revoked, or its account is disabled); " +
+              "run `darkbloom login` again, or remove the token to serve unlinked",
+            Code.Unauthenticated,
+          );
+        }
+      }
+      const { session, outbound } = sessions.open(first.message.value, { payoutAccount });
       void pump(inbound, session, sessions, log);
       try {
         yield* outbound;

@@ -52,8 +52,14 @@ export class SessionManager {
     return [...this.sessions.values()].map((s) => s.session);
   }
 
-  /** Opens a session for a validated Register; the returned channel is the stream's outbound half. */
-  open(register: Register): { session: ProviderSession; outbound: Channel<ConnectResponse> } {
+  /**
+   * Opens a session for a validated Register; the returned channel is the stream's outbound half.
+   * `payoutAccount` is the account its account_token resolved to (default: one per machine).
+   */
+  open(
+    register: Register,
+    options: { payoutAccount?: string | undefined } = {},
+  ): { session: ProviderSession; outbound: Channel<ConnectResponse> } {
     const previous = register.machineId ? this.byMachine.get(register.machineId) : undefined;
     if (previous) this.evict(previous, "replaced_by_new_session");
 
@@ -71,6 +77,7 @@ export class SessionManager {
       // Attestation is not verified yet, so every provider is untrusted.
       trustLevel: TrustLevel.NONE,
       connectedAt: Date.now(),
+      ...(options.payoutAccount ? { payoutAccount: options.payoutAccount } : {}),
       send: (m) => outbound.offer(m),
     });
     const session = new ProviderSession(handle, outbound, this.log, () =>
@@ -100,6 +107,7 @@ export class SessionManager {
         version: register.daemonVersion,
         models: register.models.map((m) => m.id),
         maxBatch: handle.maxBatch,
+        payoutAccount: handle.payoutAccount,
       },
       "provider registered",
     );

@@ -1,10 +1,18 @@
-import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import type { AdminService } from "@darkbloom/protocol/admin/v1";
 import type pg from "pg";
 import type { Logger } from "pino";
-import type { Account, AccountStore, ApiKeyRecord } from "../accounts/account-store.js";
+import {
+  type Account,
+  type AccountStore,
+  type ApiKeyRecord,
+  DEFAULT_PAGE_SIZE,
+  MAX_PAGE_SIZE,
+} from "../accounts/account-store.js";
 import { constantTimeEqual } from "../accounts/api-key.js";
+import type { Invite, InviteStore } from "../accounts/invites.js";
+import type { UsageRecord, UsageStore } from "../accounts/usage.js";
 import { verifyLedger } from "../billing/ledger-verify.js";
 import type { CatalogModel, ModelCatalog } from "../catalog/model-catalog.js";
 import type { Release, ReleaseStore } from "../releases/release-store.js";
@@ -15,6 +23,8 @@ export interface AdminServiceDeps {
   accounts: AccountStore;
   catalog: ModelCatalog;
   releases: ReleaseStore;
+  invites: InviteStore;
+  usage: UsageStore;
   providers: ProviderDirectory;
   /** The database, for whole-ledger checks. */
   pool: pg.Pool;
@@ -29,7 +39,7 @@ export interface AdminServiceDeps {
 /** The AdminService implementation: every RPC needs `Authorization: Bearer <admin key>`. */
 export function createAdminService(deps: AdminServiceDeps): ServiceImpl<typeof AdminService> {
   if (deps.adminKey.trim() === "") throw new Error("the admin service needs a non-empty admin key");
-  const { accounts, catalog, releases, providers } = deps;
+  const { accounts, catalog, releases, providers, invites, usage } = deps;
   const guard = <I, O>(handler: (request: I) => Promise<O>) => guarded(deps, handler);
 
   return {
@@ -37,6 +47,7 @@ export function createAdminService(deps: AdminServiceDeps): ServiceImpl<typeof A
       const created = await accounts.createAccount({
         name: request.name,
         initialCreditMicroUsd: request.initialCreditMicroUsd,
+        referrerCode: request.referrerCode,
       });
       return {
         account: account(created.account),
@@ -122,6 +133,41 @@ export function createAdminService(deps: AdminServiceDeps): ServiceImpl<typeof A
         discrepancies: report.discrepancies,
       };
     }),
+    createInvite: guard(async (request) => {
+      const created = await invites.create({
+        creditMicroUsd: request.creditMicroUsd,
+        maxUses: request.maxUses,
+        expiresAt: request.expiresAt ? timestampDate(request.expiresAt) : undefined,
+        code: request.code,
+        note: request.note,
+      });
+      return { invite: invite(created.invite), code: created.code };
+    }),
+    listInvites: guard(async (request) => {
+      const page = await invites.list({ pageSize: request.pageSize, pageToken: request.pageToken });
+      return { invites: page.invites.map(invite), nextPageToken: page.nextPageToken };
+    }),
+    revokeInvite: guard(async (request) => ({
+      invite: invite(await invites.revoke(required("invite_id", request.inviteId))),
+    })),
+    listUsage: guard(async (request) => {
+      const accountId = required("account_id", request.accountId);
+      const money = await usage.summary(accountId);
+      const limit = Math.min(request.pageSize || DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE);
+      const page = await usage.usage(accountId, {
+        limit,
+        before: request.pageToken || undefined,
+        cursorField: "page_token",
+      });
+      return {
+        accountId,
+        creditedMicroUsd: money.creditedMicroUsd,
+        earnedMicroUsd: money.earnedMicroUsd,
+        heldMicroUsd: money.heldMicroUsd,
+        records: page.records.map(usageRecord),
+        nextPageToken: page.hasMore ? (page.records.at(-1)?.requestId ?? "") : "",
+      };
+    }),
     setReleaseActive: guard(async (request) => ({
       release: release(
         await releases.setActive(
@@ -181,6 +227,37 @@ function account(value: Account) {
     balanceMicroUsd: value.balanceMicroUsd,
     createdAt: timestampFromDate(value.createdAt),
     disabled: value.disabled,
+    referralCode: value.referralCode ?? "",
+    referrerId: value.referrerId ?? "",
+  };
+}
+
+function invite(value: Invite) {
+  return {
+    id: value.id,
+    prefix: value.prefix,
+    creditMicroUsd: value.creditMicroUsd,
+    maxUses: value.maxUses,
+    uses: value.uses,
+    createdAt: timestampFromDate(value.createdAt),
+    note: value.note,
+    ...(value.expiresAt ? { expiresAt: timestampFromDate(value.expiresAt) } : {}),
+    ...(value.revokedAt ? { revokedAt: timestampFromDate(value.revokedAt) } : {}),
+  };
+}
+
+function usageRecord(value: UsageRecord) {
+  return {
+    requestId: value.requestId,
+    model: value.model,
+    promptTokens: value.promptTokens ?? 0,
+    completionTokens: value.completionTokens ?? 0,
+    reservedMicroUsd: value.reservedMicroUsd,
+    chargedMicroUsd: value.chargedMicroUsd ?? 0n,
+    outcome: value.outcome ?? "open",
+    createdAt: timestampFromDate(value.createdAt),
+    providerAccount: value.providerAccount ?? "",
+    ...(value.settledAt ? { settledAt: timestampFromDate(value.settledAt) } : {}),
   };
 }
 

@@ -4,6 +4,8 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { AdminService } from "@darkbloom/protocol/admin/v1";
 import type pg from "pg";
 import { AccountStore } from "../accounts/account-store.js";
+import { InviteStore } from "../accounts/invites.js";
+import { UsageStore } from "../accounts/usage.js";
 import { ModelCatalog } from "../catalog/model-catalog.js";
 import { ReleaseStore } from "../releases/release-store.js";
 import { createAdminService } from "./admin-service.js";
@@ -40,6 +42,8 @@ export async function startAdminTestServer(
           accounts,
           catalog,
           releases,
+          invites: new InviteStore(pool),
+          usage: new UsageStore(pool),
           providers,
           pool,
           adminKey,

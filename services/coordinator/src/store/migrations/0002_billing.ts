@@ -69,10 +69,21 @@ CREATE TABLE reservations (
   completion_tokens  integer,
   provider_account   text,
   outcome            text,
+  -- The shares settlement paid out, for earnings and referral reports.
+  provider_paid_micro_usd bigint,
+  referrer_id        text,
+  referral_paid_micro_usd bigint,
   CHECK (credited_micro_usd + earned_micro_usd = amount_micro_usd)
 );
-CREATE INDEX reservations_open_idx ON reservations (owner_instance) WHERE state = 'open';
-CREATE INDEX reservations_account_idx ON reservations (account_id, created_at DESC);
+-- Open reservations: what an account holds, and what recovery looks for.
+CREATE INDEX reservations_open_idx ON reservations (account_id, owner_instance) INCLUDE (amount_micro_usd)
+  WHERE state = 'open';
+-- Keyset pages of an account's requests and of a provider's settlements; referral totals.
+CREATE INDEX reservations_account_page_idx ON reservations (account_id, created_at DESC, request_id DESC);
+CREATE INDEX reservations_provider_page_idx ON reservations (provider_account, settled_at DESC, request_id DESC)
+  INCLUDE (provider_paid_micro_usd) WHERE state = 'settled';
+CREATE INDEX reservations_referrer_idx ON reservations (referrer_id) INCLUDE (referral_paid_micro_usd)
+  WHERE referrer_id IS NOT NULL;
 
 -- Holds the worst case of a request: moves it from the account (credited money first) to
 -- platform:reservations. Returns 'ok', 'insufficient' (nothing changes) or 'duplicate'.
@@ -166,7 +177,8 @@ BEGIN
     ORDER BY a, b;
   UPDATE reservations SET state = 'settled', settled_at = now(), charged_micro_usd = v_charge,
          prompt_tokens = p_prompt_tokens, completion_tokens = p_completion_tokens,
-         provider_account = p_provider_account, outcome = p_outcome
+         provider_account = p_provider_account, outcome = p_outcome,
+         provider_paid_micro_usd = v_provider, referrer_id = v_referrer, referral_paid_micro_usd = v_referral
    WHERE request_id = p_request;
   RETURN 'settled';
 END;

@@ -1,5 +1,6 @@
 import { init } from "./0001_init.js";
 import { billing } from "./0002_billing.js";
+import { accountLinks } from "./0003_account_links.js";
 import type { Migration } from "./migration.js";
 
 export type { Migration } from "./migration.js";
@@ -8,4 +9,4 @@ export type { Migration } from "./migration.js";
  * Every migration, in order. Migrations are TypeScript modules rather than .sql files so that they
  * compile into dist/ with the code and are found the same way from src/ and from a build.
  */
-export const migrations: readonly Migration[] = [init, billing];
+export const migrations: readonly Migration[] = [init, billing, accountLinks];
