@@ -1,7 +1,9 @@
 import { mkdir } from "node:fs/promises";
 import { createRequire } from "node:module";
 import { dirname } from "node:path";
+import { ConnectError } from "@connectrpc/connect";
 import type { Logger } from "pino";
+import { readAccountToken } from "./config/account-token.js";
 import type { ProviderConfig } from "./config/config.js";
 import { selectModels } from "./config/model-inventory.js";
 import { pidFileOf } from "./config/paths.js";
@@ -47,6 +49,8 @@ export interface RunningDaemon {
   stop(options?: { deadlineMs?: number }): Promise<void>;
   /** Resolves once the daemon has stopped. */
   readonly stopped: Promise<void>;
+  /** Why the daemon stopped on its own (the coordinator refused its registration); unset otherwise. */
+  readonly failure: string | undefined;
 }
 
 /** A failure to start that is not a configuration problem (exit status 1). */
@@ -109,7 +113,8 @@ export async function startDaemon(config: ProviderConfig, options: DaemonOptions
       models,
       machineId: identity.machineId,
       encryptionPublicKey: identity.encryptionKey.publicKey,
-      accountToken: options.accountToken ?? "",
+      // `darkbloom login` links the installation to an account; earnings are paid there.
+      accountToken: options.accountToken ?? (await readAccountToken(config.dataDir)) ?? "",
       daemonVersion: DAEMON_VERSION,
       hardware: describeHardware(options.accelerator ?? engineAccelerator(engine), options.gpus ?? []),
       knobs: {
@@ -162,7 +167,24 @@ export async function startDaemon(config: ProviderConfig, options: DaemonOptions
       })();
       return stopping;
     };
-    return { config, models, identity, link, stop, stopped };
+    // A refused registration cannot succeed by retrying: stop, and say why.
+    let failure: string | undefined;
+    link.on("disconnected", (d) => {
+      if (d.reason !== "rejected") return;
+      failure = `the coordinator refused this provider: ${d.error instanceof ConnectError ? d.error.rawMessage : String(d.error)}`;
+      void stop({ deadlineMs: 0 });
+    });
+    return {
+      config,
+      models,
+      identity,
+      link,
+      stop,
+      stopped,
+      get failure() {
+        return failure;
+      },
+    };
   } catch (error) {
     await engine.close().catch(() => undefined);
     await pidFile.release();

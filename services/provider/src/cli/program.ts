@@ -4,6 +4,7 @@ import { asCommandGroup } from "./command-group.js";
 import { type CliContext, type CliDeps, defaultDeps } from "./context.js";
 import { addDoctorCommand } from "./doctor.js";
 import { CliFailure, type CliIo, ExitCode, PROGRAM_NAME, UsageError } from "./io.js";
+import { addLoginCommands } from "./login.js";
 import { addLogsCommand } from "./logs.js";
 import { addModelsCommands } from "./models.js";
 import { addServeCommand } from "./serve.js";
@@ -36,6 +37,7 @@ export function buildProgram(io: CliIo, deps: Partial<CliDeps> = {}): Command {
   addStatusCommand(program, context);
   addDoctorCommand(program, context);
   addLogsCommand(program, context);
+  addLoginCommands(program, context);
   addModelsCommands(program, context);
   return program;
 }

@@ -42,6 +42,7 @@ export function addServeCommand(program: Command, context: CliContext): void {
       const signal = await Promise.race([context.io.shutdownSignal(), daemon.stopped.then(() => undefined)]);
       if (signal) context.io.stdout(`${signal}: draining (up to ${drainMs / 1000} s)\n`);
       await daemon.stop({ deadlineMs: drainMs });
+      if (daemon.failure) throw new CliFailure(daemon.failure);
       context.io.stdout("stopped\n");
     });
 }

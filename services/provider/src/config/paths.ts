@@ -8,6 +8,7 @@ export const DataDirLayout = {
   pidFile: "darkbloom.pid",
   encryptionKey: "encryption-key.pem",
   machineId: "machine-id",
+  accountToken: "account-token",
 } as const;
 
 /** The YAML config file read unless --config (or DARKBLOOM_CONFIG) names another. */

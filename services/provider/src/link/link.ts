@@ -1,5 +1,5 @@
 import { EventEmitter } from "node:events";
-import { ConnectError } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
 import {
   type BackoffPolicy,
   backoffDelay,
@@ -78,7 +78,16 @@ export interface ProviderLinkOptions {
   logger: Logger;
 }
 
-export type DisconnectReason = "drained" | "closed_by_coordinator" | "error" | "stopped";
+/** rejected: the coordinator refused the registration itself (bad token, protocol version): final. */
+export type DisconnectReason = "drained" | "closed_by_coordinator" | "error" | "stopped" | "rejected";
+
+/** Codes with which a coordinator refuses a Register; retrying the same Register cannot succeed. */
+const REFUSALS: ReadonlySet<Code> = new Set([
+  Code.Unauthenticated,
+  Code.PermissionDenied,
+  Code.InvalidArgument,
+  Code.FailedPrecondition,
+]);
 
 export interface LinkDisconnect {
   reason: DisconnectReason;
@@ -628,15 +637,19 @@ export class ProviderLink extends EventEmitter<ProviderLinkEvents> {
     session.dialed.close();
     if (this.session === session) this.session = undefined;
 
+    const refused = !session.ack && error instanceof ConnectError && REFUSALS.has(error.code);
+    if (refused) this.stopping = true;
     const reason: DisconnectReason =
       forced ??
-      (this.stopping
-        ? "stopped"
-        : session.drainedByCoordinator
-          ? "drained"
-          : error === undefined
-            ? "closed_by_coordinator"
-            : "error");
+      (refused
+        ? "rejected"
+        : this.stopping
+          ? "stopped"
+          : session.drainedByCoordinator
+            ? "drained"
+            : error === undefined
+              ? "closed_by_coordinator"
+              : "error");
     let reconnectInMs: number | undefined;
     if (!this.stopping) {
       reconnectInMs = backoffDelay(this.backoff, this.attempt++, this.options.random);
@@ -652,7 +665,10 @@ export class ProviderLink extends EventEmitter<ProviderLinkEvents> {
       reconnectInMs,
       err: error === undefined ? undefined : error instanceof ConnectError ? error.rawMessage : String(error),
     };
-    if (reason === "error" && !session.ack) this.log.warn(fields, "could not register with the coordinator");
+    if (reason === "rejected")
+      this.log.error(fields, "the coordinator refused the registration; not retrying");
+    else if (reason === "error" && !session.ack)
+      this.log.warn(fields, "could not register with the coordinator");
     else if (reason === "error") this.log.warn(fields, "coordinator stream failed");
     else this.log.info(fields, "coordinator stream ended");
     const disconnect: LinkDisconnect = { reason, providerId, reconnectInMs };
