@@ -1,5 +1,6 @@
 // Coordinator throughput and added latency with protocol-speaking instant providers.
-// Usage: npm run bench:coordinator -- [--levels 1,100,1000] [--requests N] [--providers N] [--json]
+// Usage: npm run bench:coordinator -- [--levels 1,100,1000] [--requests N] [--providers N]
+//   [--tokens-per-chunk N] [--billing on|off|both] [--encryption on|off|both] [--json]
 import { type ChildProcess, fork } from "node:child_process";
 import { cpus } from "node:os";
 import { fileURLToPath } from "node:url";
@@ -15,6 +16,7 @@ const { values } = parseArgs({
     providers: { type: "string", default: "4" },
     "tokens-per-chunk": { type: "string", default: "1" },
     billing: { type: "string", default: "both" },
+    encryption: { type: "string", default: "on" },
     json: { type: "boolean", default: false },
   },
 });
@@ -27,6 +29,12 @@ if (!["both", "on", "off"].includes(values.billing ?? "")) {
   process.stderr.write("coordinator-bench: --billing must be on, off or both\n");
   process.exit(64);
 }
+if (!["both", "on", "off"].includes(values.encryption ?? "")) {
+  process.stderr.write("coordinator-bench: --encryption must be on, off or both\n");
+  process.exit(64);
+}
+// Off first, so that "both" compares like with like in one run.
+const encryptionModes = values.encryption === "both" ? [false, true] : [values.encryption === "on"];
 if (
   levels.some((l) => !Number.isInteger(l) || l < 1) ||
   !Number.isInteger(total) ||
@@ -60,6 +68,25 @@ async function spawnServer(args: string[]): Promise<Server> {
   return { ...info, child };
 }
 
+/** The server process's CPU time so far, in microseconds (user + system). */
+function serverCpu(s: Server): Promise<number> {
+  return new Promise((resolve) => {
+    const onMessage = (m: unknown) => {
+      const cpu = (m as { cpu?: NodeJS.CpuUsage }).cpu;
+      if (!cpu) return;
+      s.child.off("message", onMessage);
+      resolve(cpu.user + cpu.system);
+    };
+    s.child.on("message", onMessage);
+    s.child.send("cpu");
+  });
+}
+
+function ownCpu(): number {
+  const cpu = process.cpuUsage();
+  return cpu.user + cpu.system;
+}
+
 async function stopServer(s: Server): Promise<void> {
   const exited = new Promise((r) => s.child.once("exit", r));
   s.child.send("stop");
@@ -85,6 +112,10 @@ interface Row {
   latencyP99Ms: number;
   addedP50Ms?: number;
   addedP99Ms?: number;
+  /** CPU time of the measured server process per request, µs. */
+  serverCpuUsPerRequest: number;
+  /** CPU time of this process (load clients and providers) per request, µs. */
+  benchCpuUsPerRequest: number;
 }
 
 async function measure(
@@ -105,6 +136,8 @@ async function measure(
   });
   providerFirstToken?.clear();
   const added: number[] = [];
+  const serverCpuBefore = await serverCpu(s);
+  const ownCpuBefore = ownCpu();
   const r = await runLoad({
     url: s.url,
     path: "/v1/chat/completions",
@@ -120,6 +153,8 @@ async function measure(
         }
       : undefined,
   });
+  const ownCpuUsed = ownCpu() - ownCpuBefore;
+  const serverCpuUsed = (await serverCpu(s)) - serverCpuBefore;
   return {
     target,
     concurrency,
@@ -132,6 +167,8 @@ async function measure(
     ...(providerFirstToken
       ? { addedP50Ms: round(percentile(added, 50), 3), addedP99Ms: round(percentile(added, 99), 3) }
       : {}),
+    serverCpuUsPerRequest: round(serverCpuUsed / requests, 1),
+    benchCpuUsPerRequest: round(ownCpuUsed / requests, 1),
   };
 }
 
@@ -147,30 +184,39 @@ for (const c of levels) rows.push(await measure("bare Node SSE server (baseline)
 await stopServer(baseline);
 
 for (const billing of billingModes) {
-  const coordinator = await spawnServer(["coordinator", pg.url, billing ? "billing" : "no-billing"]);
-  const firstToken = new Map<string, number>();
-  const providers = await Promise.all(
-    Array.from({ length: providerCount }, async (_, i) => {
-      const p = new ScriptedProvider({
-        baseUrl: coordinator.url,
-        models: [{ id: "bench", contextLength: 8192 }],
-        maxBatch: 1024,
-        machineId: `bench-${i}`,
-        recordRequests: false,
-        script: () => ({ tokens: TOKENS, tokensPerChunk }),
-      });
-      // Instant providers send their first token as soon as the request arrives.
-      p.on("request", (r) => firstToken.set(r.requestId, nowMs()));
-      await p.start();
-      return p;
-    }),
-  );
-  const label =
-    `coordinator, billing ${billing ? "on" : "off"}, ${providerCount} instant providers` +
-    (tokensPerChunk > 1 ? ` (${tokensPerChunk} tokens/chunk)` : "");
-  for (const c of levels) rows.push(await measure(label, coordinator, c, firstToken));
-  await Promise.all(providers.map((p) => p.stop()));
-  await stopServer(coordinator);
+  for (const encryption of encryptionModes) {
+    const coordinator = await spawnServer([
+      "coordinator",
+      pg.url,
+      billing ? "billing" : "no-billing",
+      encryption ? "sealed" : "plaintext",
+    ]);
+    const firstToken = new Map<string, number>();
+    const providers = await Promise.all(
+      Array.from({ length: providerCount }, async (_, i) => {
+        const p = new ScriptedProvider({
+          baseUrl: coordinator.url,
+          models: [{ id: "bench", contextLength: 8192 }],
+          maxBatch: 1024,
+          machineId: `bench-${i}`,
+          recordRequests: false,
+          encryption,
+          script: () => ({ tokens: TOKENS, tokensPerChunk }),
+        });
+        // Instant providers send their first token as soon as the request arrives.
+        p.on("request", (r) => firstToken.set(r.requestId, nowMs()));
+        await p.start();
+        return p;
+      }),
+    );
+    const label =
+      `coordinator, billing ${billing ? "on" : "off"}, encryption ${encryption ? "on" : "off"}, ` +
+      `${providerCount} instant providers` +
+      (tokensPerChunk > 1 ? ` (${tokensPerChunk} tokens/chunk)` : "");
+    for (const c of levels) rows.push(await measure(label, coordinator, c, firstToken));
+    await Promise.all(providers.map((p) => p.stop()));
+    await stopServer(coordinator);
+  }
 }
 await pg.stop();
 
@@ -190,6 +236,7 @@ if (values.json) {
     "p99 ms",
     "added p50 ms",
     "added p99 ms",
+    "server cpu µs/req",
   ];
   const lines = rows.map((r) =>
     [
@@ -203,6 +250,7 @@ if (values.json) {
       r.latencyP99Ms,
       r.addedP50Ms ?? "-",
       r.addedP99Ms ?? "-",
+      r.serverCpuUsPerRequest,
     ].map(String),
   );
   const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => (l[i] ?? "").length)));

@@ -1,6 +1,7 @@
 // Runs a coordinator (or the bare SSE baseline server) in its own process for the benchmark, so the
 // measured server has a core to itself while the load generator and providers use the other one.
-// Parent ↔ child over IPC: the child sends {url, apiKey} once it listens, and stops on "stop".
+// Parent ↔ child over IPC: the child sends {url, apiKey} once it listens, answers "cpu" with its
+// process.cpuUsage(), and stops on "stop".
 import { mkdtemp } from "node:fs/promises";
 import http from "node:http";
 import { tmpdir } from "node:os";
@@ -13,6 +14,8 @@ const send = (m: unknown) => process.send?.(m);
 if (mode === "coordinator") {
   const databaseUrl = process.argv[3];
   const billingEnabled = process.argv[4] !== "no-billing";
+  // "plaintext": providers register without a key and are sent plaintext (encryption off).
+  const requireEncryption = process.argv[5] !== "plaintext";
   const coordinator = await startCoordinator(
     {
       dataDir: await mkdtemp(join(tmpdir(), "darkbloom-bench-")),
@@ -22,6 +25,8 @@ if (mode === "coordinator") {
       rateLimitPerSecond: 0,
       queueDepthPerModel: 100_000,
       billingEnabled,
+      requireEncryption,
+      minTrustLevel: "none", // scripted providers carry no attestation
     },
     { logger: createLogger("warn") },
   );
@@ -35,6 +40,7 @@ if (mode === "coordinator") {
     initialCreditMicroUsd: 10n ** 12n,
   });
   process.on("message", async (m) => {
+    if (m === "cpu") send({ cpu: process.cpuUsage() });
     if (m === "stop") {
       await coordinator.close({ drainMs: 0 });
       process.exit(0);
@@ -63,9 +69,12 @@ if (mode === "coordinator") {
     send({ url: `http://127.0.0.1:${port}`, apiKey: "none" });
   });
   process.on("message", (m) => {
+    if (m === "cpu") send({ cpu: process.cpuUsage() });
     if (m === "stop") process.exit(0);
   });
 } else {
-  process.stderr.write("usage: coordinator-process.js coordinator <database-url> [no-billing] | baseline\n");
+  process.stderr.write(
+    "usage: coordinator-process.js coordinator <database-url> [billing|no-billing] [sealed|plaintext] | baseline\n",
+  );
   process.exit(64);
 }

@@ -108,6 +108,7 @@ async function start(port: number): Promise<RunningCoordinator> {
       rateLimitPerSecond: 0,
       instanceHeartbeatMs: 100,
       instanceStaleMs: 400,
+      minTrustLevel: "none", // scripted providers carry no attestation
     },
     { logger: createLogger("silent") },
   );

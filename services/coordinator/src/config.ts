@@ -29,8 +29,37 @@ export interface CoordinatorConfig {
   firstTokenTimeoutMs: number;
   /** A provider silent this long between two chunks is treated as failed. */
   interTokenTimeoutMs: number;
-  /** Lowest provider trust level requests are routed to. */
+  /**
+   * Lowest provider trust level requests are routed to (default self_signed; the local quick start
+   * may accept none). Above none, routing also needs a passed challenge younger than
+   * challengeFreshnessMs.
+   */
   minTrustLevel: TrustLevelName;
+  /** Daemons older than this semantic version are not routed to ("" for none); active releases may raise it. */
+  minProviderVersion: string;
+  /** Attestation challenges are issued at registration and then this often. */
+  challengeIntervalMs: number;
+  /** A challenge unanswered this long has expired. */
+  challengeTimeoutMs: number;
+  /** After a failed or expired challenge, the next one comes this soon (capped by the interval). */
+  challengeRetryMs: number;
+  /** Routing above trust none needs a passed challenge younger than this. */
+  challengeFreshnessMs: number;
+  /** This many failed or expired challenges in a row make a provider untrusted. */
+  maxFailedChallenges: number;
+  /**
+   * Hex SEC1 P-256 public keys of Secure Enclave keys enrolled out of band as hardware-bound: the only
+   * keys granted trust level hardware (no Apple attestation chain can be verified by the coordinator).
+   */
+  hardwareKeys: string[];
+  /** How often the release policy (allowlist, minimum version) is reloaded from the database. */
+  releasePolicyRefreshMs: number;
+  /**
+   * Refuse providers that register without a 32-byte X25519 encryption key, so every request is
+   * sealed end to end (default true). false is a development escape hatch: such providers then get
+   * plaintext requests; providers with a key are always sent sealed ones.
+   */
+  requireEncryption: boolean;
   /** How long an API key lookup is cached (a revocation takes at most this long to bite elsewhere). */
   authCacheTtlMs: number;
   /** Per-account inference requests per second (0 disables rate limiting). */
@@ -84,7 +113,16 @@ export function resolveConfig(input: CoordinatorConfigInput): CoordinatorConfig 
     keepAliveIntervalMs: 15_000,
     firstTokenTimeoutMs: 120_000,
     interTokenTimeoutMs: 60_000,
-    minTrustLevel: "none",
+    minTrustLevel: "self_signed",
+    minProviderVersion: "",
+    challengeIntervalMs: 5 * 60_000,
+    challengeTimeoutMs: 30_000,
+    challengeRetryMs: 60_000,
+    challengeFreshnessMs: 6 * 60_000,
+    maxFailedChallenges: 3,
+    hardwareKeys: [],
+    releasePolicyRefreshMs: 10_000,
+    requireEncryption: true,
     authCacheTtlMs: 5_000,
     rateLimitPerSecond: 50,
     rateLimitBurst: 100,

@@ -32,6 +32,7 @@ import {
 } from "./http/handlers/device.js";
 import { modelsHandler } from "./http/handlers/models.js";
 import { healthHandler, metricsHandler, readinessHandler } from "./http/handlers/operational.js";
+import { attestationsHandler, latestReleaseHandler, versionHandler } from "./http/handlers/trust.js";
 import { listenHttp } from "./http/protocol-sniffing-server.js";
 import type { Handler } from "./http/types.js";
 import { InferencePipeline } from "./inference/pipeline.js";
@@ -47,6 +48,8 @@ import { createInferenceService } from "./rpc/inference-service.js";
 import { LiveProviderDirectory } from "./rpc/live-provider-directory.js";
 import { openDatabase } from "./store/database.js";
 import { migrate } from "./store/migrate.js";
+import { trustOptionsFrom } from "./trust/trust-config.js";
+import { TrustManager } from "./trust/trust-manager.js";
 
 export interface RunningCoordinator {
   /** http://host:port of the one port serving the OpenAI routes and every Connect service. */
@@ -55,6 +58,8 @@ export interface RunningCoordinator {
   config: CoordinatorConfig;
   registry: ProviderRegistry;
   sessions: SessionManager;
+  /** Attestation verification, challenges and trust judgements of the connected providers. */
+  trust: TrustManager;
   metrics: CoordinatorMetrics;
   accounts: AccountStore;
   catalog: ModelCatalog;
@@ -71,6 +76,7 @@ export async function startCoordinator(
   options: { logger?: Logger } = {},
 ): Promise<RunningCoordinator> {
   const config = resolveConfig(input);
+  const trustOptions = trustOptionsFrom(config);
   const log = options.logger ?? createLogger(config.logLevel);
   const db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, logger: log });
   try {
@@ -106,9 +112,20 @@ export async function startCoordinator(
   await billing?.start();
   const metrics = new CoordinatorMetrics();
   const registry = new ProviderRegistry();
+  const trust = new TrustManager(trustOptions, releases, log, (result) =>
+    metrics.attestationChallenges.inc({ result }),
+  );
+  try {
+    await trust.start();
+  } catch (e) {
+    catalog.stop();
+    await billing?.stop();
+    await db.close();
+    throw e;
+  }
   const sessions = new SessionManager(
     registry,
-    { heartbeatIntervalMs: config.heartbeatIntervalMs },
+    { heartbeatIntervalMs: config.heartbeatIntervalMs, trust },
     log,
     metrics,
   );
@@ -144,6 +161,7 @@ export async function startCoordinator(
         ProviderService,
         createProviderService(sessions, log, {
           resolveAccountToken: (token) => deviceLogin.resolveProviderToken(token),
+          requireEncryption: config.requireEncryption,
         }),
       );
       r.service(
@@ -158,10 +176,15 @@ export async function startCoordinator(
           releases,
           invites,
           usage,
-          providers: new LiveProviderDirectory(registry, sessions),
+          providers: new LiveProviderDirectory(registry, sessions, trust),
           pool: db.pool,
           adminKey: config.adminKey,
           onKeysChanged: () => auth.forgetAll(),
+          // The release is stored either way; a failed reload is retried by the periodic one.
+          onReleasesChanged: () =>
+            trust
+              .refreshPolicy()
+              .catch((e: Error) => log.warn({ err: e.message }, "could not reload the release policy")),
           logger: log,
         }),
       );
@@ -200,6 +223,9 @@ export async function startCoordinator(
       { method: "POST", path: "/v1/device/approve", handler: deviceApproveHandler(deviceDeps) },
       { method: "POST", path: "/v1/device/deny", handler: deviceDenyHandler(deviceDeps) },
       { method: "POST", path: "/v1/device/revoke", handler: deviceRevokeHandler(deviceDeps) },
+      { method: "GET", path: "/v1/providers/attestation", handler: attestationsHandler(trust) },
+      { method: "GET", path: "/v1/releases/latest", handler: latestReleaseHandler(releases, log) },
+      { method: "GET", path: "/api/version", handler: versionHandler(trust) },
       { method: "GET", path: "/healthz", handler: healthHandler() },
       {
         method: "GET",
@@ -220,6 +246,7 @@ export async function startCoordinator(
     server = await listenHttp(app, config.host, config.port);
   } catch (e) {
     sessions.close();
+    trust.close();
     catalog.stop();
     await billing?.stop();
     await db.close();
@@ -234,6 +261,7 @@ export async function startCoordinator(
     config,
     registry,
     sessions,
+    trust,
     metrics,
     accounts,
     catalog,
@@ -248,6 +276,7 @@ export async function startCoordinator(
         moneyLimiter.close();
         await billing?.stop();
         sessions.close();
+        trust.close();
         await server.close();
         catalog.stop();
         await db.close();

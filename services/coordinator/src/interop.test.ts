@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { create, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
@@ -5,11 +6,13 @@ import { PROTOCOL_VERSION } from "@darkbloom/protocol";
 import { ListProvidersRequestSchema, ListProvidersResponseSchema } from "@darkbloom/protocol/admin/v1";
 import { InferenceService } from "@darkbloom/protocol/inference/v1";
 import {
+  ChunkPayloadSchema,
   type ConnectRequest,
   ConnectRequestSchema,
   type ConnectResponse,
   ConnectResponseSchema,
 } from "@darkbloom/protocol/provider/v1";
+import { BoxKeyPair } from "@darkbloom/protocol/sealed-box";
 import { ScriptedProvider } from "@darkbloom/testing";
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -96,6 +99,7 @@ describe("interoperability", () => {
         await new Promise<void>((r) => waiters.push(r));
       }
     };
+    const keys = BoxKeyPair.generate();
     call.write(
       create(ConnectRequestSchema, {
         message: {
@@ -106,7 +110,7 @@ describe("interoperability", () => {
             machineId: "grpc-js-machine",
             models: [{ id: "grpc-model", contextLength: 1024 }],
             capacity: { maxBatch: 2, maxContext: 1024 },
-            encryptionPublicKey: new Uint8Array(32),
+            encryptionPublicKey: keys.publicKey,
           },
         },
       }),
@@ -136,6 +140,11 @@ describe("interoperability", () => {
     const request = await next("inferenceRequest");
     if (request.message.case !== "inferenceRequest") throw new Error("unreachable");
     const requestId = request.message.value.requestId;
+    // The body arrives sealed to the key registered above; chunks go back sealed with the same box key.
+    const sealedBody = request.message.value.body;
+    if (sealedBody.case !== "sealedBody") throw new Error(`expected a sealed body, got ${sealedBody.case}`);
+    const key = keys.keyFor(sealedBody.value.senderPublicKey);
+    expect(JSON.parse(key.open(sealedBody.value).toString("utf8")).messages[0].content).toBe("hi");
     const send = (message: MessageInitShape<typeof ConnectRequestSchema>["message"]) =>
       call.write(create(ConnectRequestSchema, { message }));
     send({ case: "inferenceAccepted", value: { requestId } });
@@ -144,7 +153,12 @@ describe("interoperability", () => {
       value: {
         requestId,
         sequence: 0n,
-        payload: { case: "plaintext", value: { text: "from grpc", tokenCount: 2 } },
+        payload: {
+          case: "sealed",
+          value: key.seal(
+            toBinary(ChunkPayloadSchema, create(ChunkPayloadSchema, { text: "from grpc", tokenCount: 2 })),
+          ),
+        },
       },
     });
     send({
@@ -185,6 +199,16 @@ describe("interoperability", () => {
         expect(whole.choices[0]?.message?.content).toBe("abc");
         expect(whole.usage?.completionTokens).toBe(3);
         expect(whole.provider?.providerId).toBe(p.providerId);
+        // The proof covers the JSON the coordinator built from the call; unsigned: no signing key.
+        const proof = whole.darkbloom;
+        expect(proof?.providerId).toBe(p.providerId);
+        expect(
+          createHash("sha256")
+            .update(proof?.requestBody ?? new Uint8Array())
+            .digest(),
+        ).toEqual(Buffer.from(proof?.requestSha256 ?? []));
+        expect(JSON.parse(Buffer.from(proof?.requestBody ?? []).toString()).messages[0].content).toBe("hi");
+        expect(proof?.signature).toHaveLength(0);
         let text = "";
         let finish = "";
         for await (const d of client.streamCompletion({ model: "tiny", prompt: "x" }, { headers })) {

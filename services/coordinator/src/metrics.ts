@@ -62,6 +62,13 @@ export class CoordinatorMetrics {
     registers: [this.registry],
   });
 
+  readonly attestationChallenges = new Counter({
+    name: "darkbloom_attestation_challenges_total",
+    help: "Attestation challenges completed, by result (passed, failed, expired).",
+    labelNames: ["result"] as const,
+    registers: [this.registry],
+  });
+
   readonly queueDepth = new Gauge({
     name: "darkbloom_queue_depth",
     help: "Requests waiting for a provider slot, by model.",

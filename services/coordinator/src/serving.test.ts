@@ -103,10 +103,16 @@ describe("serving path", () => {
     expect(text).toBe(Array.from({ length: 16 }, (_, i) => `tok${i} `).join(""));
     const finish = chunks.find((c) => c.choices[0]?.finish_reason);
     expect(finish.choices[0].finish_reason).toBe("stop");
-    const last = chunks.at(-1);
-    expect(last.choices).toEqual([]);
-    expect(last.usage).toMatchObject({ completion_tokens: 16 });
-    expect(chunks.slice(0, -1).every((c) => c.usage === null)).toBe(true);
+    // The usage event, then the darkbloom event (verifiable responses) last before [DONE].
+    const [usage, proof] = chunks.slice(-2);
+    expect(usage.choices).toEqual([]);
+    expect(usage.usage).toMatchObject({ completion_tokens: 16 });
+    expect(proof.choices).toEqual([]);
+    expect(proof.darkbloom).toMatchObject({
+      provider_id: expect.stringMatching(/^prov_/),
+      trust_level: "none",
+    });
+    expect(chunks.slice(0, -2).every((c) => c.usage === null)).toBe(true);
   });
 
   it("serves /v1/completions streamed and whole, honouring max_tokens and n", async () => {
@@ -128,7 +134,10 @@ describe("serving path", () => {
       max_tokens: 2,
     });
     const { events } = await readSse(streamed);
-    const chunks = events.slice(0, -1).map((e) => JSON.parse(e.data));
+    const chunks = events
+      .slice(0, -1)
+      .map((e) => JSON.parse(e.data))
+      .filter((c) => c.choices.length > 0);
     expect(chunks.map((c) => c.choices[0].text).join("")).toBe("tok0 tok1 ");
     expect(chunks.at(-1).choices[0].finish_reason).toBe("length");
   });

@@ -12,6 +12,12 @@ import { type AcceleratorName, describeHardware, engineAccelerator, type GpuInfo
 import { loadOrCreateIdentity, type ProviderIdentity } from "./link/identity.js";
 import { ProviderLink, type ProviderLinkOptions } from "./link/link.js";
 import { acquirePidFile, type PidFile } from "./service/pid-file.js";
+import {
+  AttestationKeyError,
+  type Attestor,
+  createDaemonAttestor,
+  type DaemonAttestationOptions,
+} from "./trust/index.js";
 
 /** The daemon's version, from the provider package's package.json (src/ and dist/ both sit beside it). */
 export const DAEMON_VERSION: string = (
@@ -34,6 +40,11 @@ export interface DaemonOptions {
   link?: Partial<Pick<ProviderLinkOptions, "backoff" | "random" | "warmWindowMs">>;
   /** Skip loading the models before connecting (they load on first use). Default false. */
   lazyLoad?: boolean;
+  /**
+   * Attestation overrides (tests: a fixed signer, posture or binary hash), or false to register
+   * without attestation (trust level none). Default: the machine's signer and state.
+   */
+  attestation?: DaemonAttestationOptions | false;
 }
 
 export interface RunningDaemon {
@@ -107,16 +118,48 @@ export async function startDaemon(config: ProviderConfig, options: DaemonOptions
       }
     }
 
+    const hardware = describeHardware(options.accelerator ?? engineAccelerator(engine), options.gpus ?? []);
+    let attestor: Attestor | undefined;
+    if (options.attestation !== false) {
+      try {
+        attestor = await createDaemonAttestor(
+          {
+            dataDir: config.dataDir,
+            machineId: identity.machineId,
+            daemonVersion: DAEMON_VERSION,
+            hardware,
+            encryptionPublicKey: identity.encryptionKey.publicKey,
+            logger: log,
+          },
+          options.attestation,
+        );
+      } catch (error) {
+        if (error instanceof AttestationKeyError) throw new DaemonStartError(error.message);
+        throw error;
+      }
+      log.info(
+        {
+          signer: attestor.signer.kind,
+          persistent: attestor.signer.persistent,
+          publicKey: Buffer.from(attestor.signer.publicKey()).toString("hex"),
+        },
+        "attestation key ready",
+      );
+    }
+
     const link = new ProviderLink({
       coordinatorUrl: config.coordinatorUrl,
       engine,
       models,
       machineId: identity.machineId,
-      encryptionPublicKey: identity.encryptionKey.publicKey,
+      encryptionKey: identity.encryptionKey.box,
       // `darkbloom login` links the installation to an account; earnings are paid there.
       accountToken: options.accountToken ?? (await readAccountToken(config.dataDir)) ?? "",
       daemonVersion: DAEMON_VERSION,
-      hardware: describeHardware(options.accelerator ?? engineAccelerator(engine), options.gpus ?? []),
+      hardware,
+      attestor,
+      // Responses are signed with the attestation key: the key the coordinator verified at register.
+      responseSigner: attestor?.signer,
       knobs: {
         kvBits: config.kvBits ?? 0,
         maxContext: config.maxContext,

@@ -1,3 +1,5 @@
+// The provider benchmark; tests/bench/provider-bench.ts also drives the engine and the synthesizer directly.
+export * as bench from "./bench/index.js";
 export { createDefaultEngine } from "./cli/engine-factory.js";
 export { type CliIo, ExitCode, processIo } from "./cli/io.js";
 export { buildProgram, runCli } from "./cli/program.js";
@@ -28,6 +30,7 @@ export {
   startDaemon,
 } from "./daemon.js";
 export * from "./engine/engine.js";
+export { LlamaEngine, type LlamaEngineOptions, type LlamaEngineStats } from "./engine/llama/llama-engine.js";
 export { type EncryptionKeyPair, loadOrCreateIdentity, type ProviderIdentity } from "./link/identity.js";
 export {
   type LinkCounters,
@@ -38,6 +41,13 @@ export {
   type ServingKnobs,
 } from "./link/link.js";
 export { ScriptedEngine, type ScriptedEngineOptions } from "./link/scripted-engine.js";
+export {
+  isModelShapeName,
+  MODEL_SHAPES,
+  type SynthesizeOptions,
+  type SynthesizeResult,
+  synthesizeModel,
+} from "./models/synth/index.js";
 export {
   type CommandRunner,
   ServiceError,

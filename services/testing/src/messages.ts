@@ -1,4 +1,5 @@
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { encodeChunkPayload } from "@darkbloom/protocol";
 import {
   type ConnectRequest,
   ConnectRequestSchema,
@@ -6,7 +7,9 @@ import {
   type InferenceError,
   type LoadModelState,
   type RegisterSchema,
+  type ResponseSignatureSchema,
 } from "@darkbloom/protocol/provider/v1";
+import { type BoxKey, wipe } from "@darkbloom/protocol/sealed-box";
 import type { ScriptError } from "./script.js";
 
 /**
@@ -56,18 +59,60 @@ export function chunkMessage(
   };
 }
 
+/**
+ * A chunk whose ChunkPayload is serialized and sealed with the request's box key. sender_public_key
+ * stays empty: the coordinator knows the provider's key.
+ */
+export function sealedChunkMessage(
+  requestId: string,
+  sequence: bigint,
+  key: BoxKey,
+  text: string,
+  tokenCount: number,
+  choiceIndex: number,
+): ConnectRequest {
+  const plaintext = encodeChunkPayload(text, tokenCount, choiceIndex);
+  const { nonce, ciphertext } = key.seal(plaintext);
+  wipe(plaintext);
+  return {
+    $typeName: "darkbloom.provider.v1.ConnectRequest",
+    message: {
+      case: "inferenceChunk",
+      value: {
+        $typeName: "darkbloom.provider.v1.InferenceChunk",
+        requestId,
+        sequence,
+        payload: {
+          case: "sealed",
+          value: {
+            $typeName: "darkbloom.provider.v1.SealedBox",
+            senderPublicKey: EMPTY,
+            nonce,
+            ciphertext,
+          },
+        },
+      },
+    },
+  };
+}
+
+const EMPTY = new Uint8Array();
+
+export type ResponseSignatureInit = MessageInitShape<typeof ResponseSignatureSchema>;
+
 export function completeMessage(
   requestId: string,
   promptTokens: number,
   completionTokens: number,
   choices: number,
   finishReason: string,
+  signature?: ResponseSignatureInit,
 ): ConnectRequest {
   const ends = Array.from({ length: choices }, (_, index) => ({ index, finishReason }));
   return create(ConnectRequestSchema, {
     message: {
       case: "inferenceComplete",
-      value: { requestId, usage: { promptTokens, completionTokens }, choices: ends },
+      value: { requestId, usage: { promptTokens, completionTokens }, choices: ends, signature },
     },
   });
 }

@@ -5,9 +5,11 @@ export interface ReceivedRequest {
   requestId: string;
   model: string;
   endpoint: Endpoint;
-  /** The plaintext body parsed as JSON; undefined when it is absent, sealed or not JSON. */
+  /** Whether the body came sealed (end-to-end encrypted) rather than in the clear. */
+  sealed: boolean;
+  /** The plaintext body parsed as JSON; undefined when it is absent, did not open or is not JSON. */
   body: unknown;
-  /** The plaintext body bytes exactly as received (empty for a sealed body). */
+  /** The body bytes as received, after opening a sealed one (empty when absent or it did not open). */
   rawBody: Uint8Array;
   maxTokens: number;
   stream: boolean;

@@ -1,11 +1,12 @@
 import { createHash } from "node:crypto";
 import * as http2 from "node:http2";
 import type { AddressInfo } from "node:net";
-import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { create, fromBinary, type MessageInitShape } from "@bufbuild/protobuf";
 import type { HandlerContext } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { Channel, PROTOCOL_VERSION } from "@darkbloom/protocol";
 import {
+  ChunkPayloadSchema,
   type ConnectRequest,
   type ConnectResponse,
   ConnectResponseSchema,
@@ -17,6 +18,7 @@ import {
   ThermalState,
   TrustLevel,
 } from "@darkbloom/protocol/provider/v1";
+import { BoxKeyPair } from "@darkbloom/protocol/sealed-box";
 import { afterEach, describe, expect, it } from "vitest";
 import type { Script } from "./script.js";
 import {
@@ -240,11 +242,17 @@ describe("ScriptedProvider", () => {
     return standIn;
   }
 
+  /** A provider connected to the stand-in, which speaks plaintext unless `encryption` is set. */
   async function connected(
     options: Partial<ScriptedProviderOptions> = {},
   ): Promise<{ provider: ScriptedProvider; conn: Conn }> {
     const coord = await coordinator();
-    const provider = new ScriptedProvider({ baseUrl: coord.baseUrl, models: [{ id: "m1" }], ...options });
+    const provider = new ScriptedProvider({
+      baseUrl: coord.baseUrl,
+      models: [{ id: "m1" }],
+      encryption: false,
+      ...options,
+    });
     providers.push(provider);
     const index = coord.conns.length;
     await provider.start();
@@ -332,6 +340,49 @@ describe("ScriptedProvider", () => {
     expect(provider.received[0]?.body).toMatchObject({ messages: [{ content: "hi" }] });
     expect(provider.completed).toEqual(["r1"]);
     expect(provider.inFlight).toBe(0);
+  });
+
+  it("opens sealed requests, seals every chunk back to the request's key and refuses plaintext", async () => {
+    const { provider, conn } = await connected({ encryption: true, script: () => ({ tokens: ["x", "y"] }) });
+    const providerKey = provider.encryptionPublicKey ?? new Uint8Array();
+    expect((await conn.next("register")).encryptionPublicKey).toEqual(providerKey);
+    const ephemeral = BoxKeyPair.generate();
+    const key = ephemeral.keyFor(providerKey);
+    const body = new TextEncoder().encode(
+      JSON.stringify({ model: "m1", messages: [{ role: "user", content: "hi" }] }),
+    );
+    conn.send({
+      case: "inferenceRequest",
+      value: {
+        requestId: "r1",
+        model: "m1",
+        endpoint: Endpoint.CHAT_COMPLETIONS,
+        body: { case: "sealedBody", value: { senderPublicKey: ephemeral.publicKey, ...key.seal(body) } },
+        stream: true,
+      },
+    });
+    await conn.finished("r1");
+    expect(provider.received[0]).toMatchObject({ sealed: true, body: { messages: [{ content: "hi" }] } });
+    const chunks = conn.all("inferenceChunk");
+    expect(chunks.map((c) => c.payload.case)).toEqual(["sealed", "sealed"]);
+    const texts = chunks.map((c) =>
+      c.payload.case === "sealed" ? fromBinary(ChunkPayloadSchema, key.open(c.payload.value)).text : "",
+    );
+    expect(texts).toEqual(["x", "y"]);
+    // Another key cannot open them.
+    const stranger = BoxKeyPair.generate().keyFor(providerKey);
+    expect(() =>
+      chunks[0]?.payload.case === "sealed" ? stranger.open(chunks[0].payload.value) : 0,
+    ).toThrow();
+
+    conn.send(inferenceRequest("r2"));
+    const error = await conn.next("inferenceError");
+    expect(error).toMatchObject({
+      requestId: "r2",
+      httpStatus: 400,
+      code: "encryption_required",
+      retryable: false,
+    });
   });
 
   it("packs tokensPerChunk tokens per chunk and repeats them per choice", async () => {

@@ -1,6 +1,14 @@
-import { createHash, randomBytes, randomUUID } from "node:crypto";
+import {
+  createHash,
+  createPublicKey,
+  generateKeyPairSync,
+  type KeyObject,
+  randomUUID,
+  sign,
+} from "node:crypto";
 import { EventEmitter } from "node:events";
 import * as os from "node:os";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import {
   type BackoffPolicy,
   backoffDelay,
@@ -12,8 +20,10 @@ import {
 import {
   AcceleratorKind,
   type AttestationChallenge,
+  type AttestationResponseSchema,
   type Cancel,
   type ConnectRequest,
+  ConnectRequestSchema,
   type ConnectResponse,
   type Drain,
   type InferenceRequest,
@@ -22,8 +32,12 @@ import {
   ProviderState,
   type RegisterAck,
   type RuntimeStatus,
+  type SignedAttestationSchema,
+  SignerKind,
   ThermalState,
 } from "@darkbloom/protocol/provider/v1";
+import { type BoxKey, BoxKeyPair } from "@darkbloom/protocol/sealed-box";
+import { responseSha256, responseSignatureMessage, sha256 } from "@darkbloom/protocol/verifiable-response";
 import { type Dialed, dial, type TransportKind } from "./dial.js";
 import {
   acceptedMessage,
@@ -33,7 +47,9 @@ import {
   errorMessage,
   heartbeatMessage,
   loadStatusMessage,
+  type ResponseSignatureInit,
   registerMessage,
+  sealedChunkMessage,
 } from "./messages.js";
 import {
   defaultScript,
@@ -49,6 +65,21 @@ export interface ScriptedModel {
   id: string;
   /** Context length advertised for the model (default: the provider's maxContext). */
   contextLength?: number;
+}
+
+/** Attests a scripted provider with real signing code (security tests inject the daemon's). */
+export interface ScriptedAttestor {
+  /** Register.attestation, made once at start for this provider's identity and encryption key. */
+  attestation(init: {
+    machineId: string;
+    daemonVersion: string;
+    encryptionPublicKey: Uint8Array;
+  }): Promise<MessageInitShape<typeof SignedAttestationSchema>>;
+  /** The answer to a challenge (undefined: stay silent); `models` are the loaded models and hashes. */
+  answer(
+    challenge: AttestationChallenge,
+    models: Array<{ id: string; weightSha256: string }>,
+  ): Promise<MessageInitShape<typeof AttestationResponseSchema> | undefined>;
 }
 
 export interface ScriptedProviderOptions {
@@ -81,11 +112,41 @@ export interface ScriptedProviderOptions {
   transport?: TransportKind;
   /** Answer AttestationChallenges with an unsigned AttestationResponse (default true). */
   answerChallenges?: boolean;
+  /** Signs the Register's attestation and answers challenges; overrides the unsigned answers. */
+  attestor?: ScriptedAttestor;
+  /** Register.daemon_version (default "0.0.0-test"). */
+  daemonVersion?: string;
+  /**
+   * End-to-end encryption (default true): registers an X25519 key, opens sealed requests, refuses
+   * plaintext ones (400 encryption_required) and seals every chunk. false registers without a key
+   * and speaks plaintext, for coordinators that allow it (development, benchmarks).
+   */
+  encryption?: boolean;
+  /**
+   * A P-256 private key to sign responses with (InferenceComplete.signature); its public key is sent
+   * as Register.attestation.public_key. Default: none (unsigned responses).
+   */
+  responseSigningKey?: KeyObject;
+  /** Ways to break the data path's rules, for security tests. */
+  misbehave?: Misbehaviour;
   /**
    * Keep received, completed, failed and cancelled (default true). Benchmarks turn it off so that
    * a long run does not hold every request in memory; counters are kept either way.
    */
   recordRequests?: boolean;
+}
+
+/** A provider that breaks the data path's rules (security tests). */
+export interface Misbehaviour {
+  /** Answer sealed requests with plaintext chunks. */
+  plaintextChunks?: boolean;
+  /** Seal chunks with a key derived from another key pair (the coordinator cannot open them). */
+  sealChunksToAnotherKey?: boolean;
+  /**
+   * Forge the response signature: hash another request body, hash a tampered response, or sign with
+   * another key than the registered one.
+   */
+  forgeSignature?: "request_hash" | "response_hash" | "other_key";
 }
 
 /** A LoadModel or UnloadModel command the provider received. */
@@ -113,6 +174,8 @@ export interface Disconnect {
 }
 
 export interface ScriptedProviderEvents {
+  /** Every message from the coordinator as it came off the stream, before it is handled. */
+  wire: [ConnectResponse];
   request: [ReceivedRequest];
   cancel: [Cancel];
   drain: [Drain];
@@ -134,6 +197,10 @@ interface ActiveRequest {
   stopped: boolean;
   /** Ends the pause (delay or stall) the request is in, if any. */
   wake: (() => void) | undefined;
+  /** The request's box key (sealed requests): chunks are sealed with it; wiped when the request ends. */
+  key: BoxKey | undefined;
+  /** SHA-256 of the request body as opened (what the response signature covers). */
+  requestSha256: Uint8Array;
 }
 
 interface Deferred<T> {
@@ -208,7 +275,10 @@ export class ScriptedProvider extends EventEmitter<ScriptedProviderEvents> {
   private readonly warm = new Set<string>();
   private readonly script: ScriptFn;
   private readonly backoff: BackoffPolicy;
-  private readonly encryptionPublicKey = randomBytes(32);
+  private readonly encryptionKey: BoxKeyPair | undefined;
+  /** Register.attestation from the attestor, made at the first start. */
+  private attestation: MessageInitShape<typeof SignedAttestationSchema> | undefined;
+  private readonly signingPublicKey: Uint8Array | undefined;
   private session: Session | undefined;
   private lastAck: RegisterAck | undefined;
   private heartbeating: boolean;
@@ -232,6 +302,16 @@ export class ScriptedProvider extends EventEmitter<ScriptedProviderEvents> {
     this.script = options.script ?? defaultScript;
     this.backoff = backoffPolicy(options.reconnectBackoff);
     this.heartbeating = options.sendHeartbeats ?? true;
+    this.encryptionKey = options.encryption === false ? undefined : BoxKeyPair.generate();
+    if (options.responseSigningKey) {
+      const der = createPublicKey(options.responseSigningKey).export({ format: "der", type: "spki" });
+      this.signingPublicKey = new Uint8Array(der.subarray(der.length - 65));
+    }
+  }
+
+  /** The X25519 public key requests are sealed to (undefined with encryption off). */
+  get encryptionPublicKey(): Uint8Array | undefined {
+    return this.encryptionKey?.publicKey;
   }
 
   /** The id the coordinator assigned in the latest RegisterAck. */
@@ -258,7 +338,18 @@ export class ScriptedProvider extends EventEmitter<ScriptedProviderEvents> {
   start(): Promise<RegisterAck> {
     if (this.closed) return Promise.reject(new Error("scripted provider was stopped"));
     if (this.session) return Promise.reject(new Error("scripted provider already started"));
-    return this.open();
+    const attestor = this.options.attestor;
+    if (!attestor || this.attestation) return this.open();
+    return attestor
+      .attestation({
+        machineId: this.machineId,
+        daemonVersion: this.options.daemonVersion ?? DAEMON_VERSION,
+        encryptionPublicKey: this.encryptionKey?.publicKey ?? EMPTY,
+      })
+      .then((attestation) => {
+        this.attestation = attestation;
+        return this.open();
+      });
   }
 
   /** Graceful shutdown: cancels local work, ends the request stream and waits for the stream to end. */
@@ -332,6 +423,7 @@ export class ScriptedProvider extends EventEmitter<ScriptedProviderEvents> {
   }
 
   private dispatch(session: Session, response: ConnectResponse): void {
+    this.emit("wire", response);
     const { message } = response;
     switch (message.case) {
       case "registerAck":
@@ -378,12 +470,17 @@ export class ScriptedProvider extends EventEmitter<ScriptedProviderEvents> {
   }
 
   private onRequest(session: Session, request: InferenceRequest): void {
-    const received = receive(request);
+    const opened = this.openBody(request);
+    const received = receive(request, opened.body);
     if (this.options.recordRequests !== false) this.received.push(received);
     this.emit("request", received);
-    if (session.halted) return;
-    const refusal = this.refusal(session, request, received);
+    if (session.halted) {
+      opened.key?.wipe();
+      return;
+    }
+    const refusal = this.refusal(session, request, received, opened.refusal);
     if (refusal) {
+      opened.key?.wipe();
       this.sendError(session, received.requestId, refusal);
       return;
     }
@@ -391,28 +488,71 @@ export class ScriptedProvider extends EventEmitter<ScriptedProviderEvents> {
     try {
       plan = planFor(this.script(received), received);
     } catch (error) {
+      opened.key?.wipe();
       const reason = error instanceof Error ? error.message : String(error);
       this.sendError(session, received.requestId, providerError(`the provider's script threw: ${reason}`));
       return;
     }
-    const active: ActiveRequest = { stopped: false, wake: undefined };
+    const active: ActiveRequest = {
+      stopped: false,
+      wake: undefined,
+      key: opened.key,
+      requestSha256: this.options.responseSigningKey ? sha256(received.rawBody) : EMPTY,
+    };
     session.active.set(received.requestId, active);
     this.loaded.add(received.model);
     this.warm.add(received.model);
     void this.serve(session, received.requestId, plan, active);
   }
 
+  /** Opens a sealed body with the provider's key; plaintext is read only with encryption off. */
+  private openBody(request: InferenceRequest): { body: Uint8Array; key?: BoxKey; refusal?: ScriptError } {
+    const body = request.body;
+    if (!this.encryptionKey) {
+      if (body.case === "plaintextBody") return { body: body.value };
+      return { body: EMPTY, refusal: invalidRequest("this provider has no encryption key; send plaintext") };
+    }
+    if (body.case === "plaintextBody") {
+      return {
+        body: EMPTY,
+        refusal: {
+          httpStatus: 400,
+          code: "encryption_required",
+          message: "this provider only accepts sealed request bodies",
+          retryable: false,
+        },
+      };
+    }
+    if (body.case !== "sealedBody")
+      return { body: EMPTY, refusal: invalidRequest("the request has no body") };
+    let key: BoxKey | undefined;
+    try {
+      key = this.encryptionKey.keyFor(body.value.senderPublicKey);
+      return { body: key.open(body.value), key };
+    } catch {
+      key?.wipe();
+      return {
+        body: EMPTY,
+        refusal: {
+          httpStatus: 500,
+          code: "decryption_failed",
+          message: "the sealed request body did not open with this provider's key",
+          retryable: true,
+        },
+      };
+    }
+  }
+
   private refusal(
     session: Session,
     request: InferenceRequest,
     received: ReceivedRequest,
+    bodyRefusal: ScriptError | undefined,
   ): ScriptError | undefined {
     if (!this.served.has(request.model)) {
       return invalidRequest(`model ${JSON.stringify(request.model)} is not served by this provider`);
     }
-    if (request.body.case !== "plaintextBody") {
-      return invalidRequest("the scripted provider reads plaintext bodies only");
-    }
+    if (bodyRefusal) return bodyRefusal;
     if (received.body === undefined) return invalidRequest("request body is not valid JSON");
     if (session.active.has(request.requestId)) {
       return invalidRequest(`request ${request.requestId} is already in flight`);
@@ -429,6 +569,7 @@ export class ScriptedProvider extends EventEmitter<ScriptedProviderEvents> {
       await this.play(session, requestId, plan, active);
     } finally {
       this.release(session, requestId, active);
+      active.key?.wipe();
     }
   }
 
@@ -449,7 +590,7 @@ export class ScriptedProvider extends EventEmitter<ScriptedProviderEvents> {
     await this.generate(session, requestId, plan, active);
     if (active.stopped) return;
     if (failure) await this.fail(session, requestId, failure.mode, active);
-    else this.complete(session, requestId, plan);
+    else this.complete(session, requestId, plan, active);
   }
 
   /** Sends the plan's chunks: `tokensPerChunk` tokens per chunk, one chunk per choice per step. */
@@ -460,6 +601,11 @@ export class ScriptedProvider extends EventEmitter<ScriptedProviderEvents> {
     active: ActiveRequest,
   ): Promise<void> {
     const { tokens, emit, choices, tokensPerChunk, interTokenDelayMs } = plan;
+    const misbehave = this.options.misbehave;
+    let key = misbehave?.plaintextChunks ? undefined : active.key;
+    if (key && misbehave?.sealChunksToAnotherKey && this.encryptionKey) {
+      key = this.encryptionKey.keyFor(BoxKeyPair.generate().publicKey);
+    }
     let sequence = 0n;
     for (let position = 0; position < emit; ) {
       const end = Math.min(position + tokensPerChunk, emit);
@@ -471,20 +617,46 @@ export class ScriptedProvider extends EventEmitter<ScriptedProviderEvents> {
       }
       const text = count === 1 ? (tokens[position] ?? "") : tokens.slice(position, end).join("");
       for (let choice = 0; choice < choices; choice++) {
-        session.send(chunkMessage(requestId, sequence++, text, count, choice));
+        session.send(
+          key
+            ? sealedChunkMessage(requestId, sequence++, key, text, count, choice)
+            : chunkMessage(requestId, sequence++, text, count, choice),
+        );
       }
       this.tokensGenerated += count * choices;
       position = end;
     }
   }
 
-  private complete(session: Session, requestId: string, plan: Plan): void {
+  private complete(session: Session, requestId: string, plan: Plan, active: ActiveRequest): void {
     const completionTokens = plan.emit * plan.choices;
     session.send(
-      completeMessage(requestId, plan.promptTokens, completionTokens, plan.choices, plan.finishReason),
+      completeMessage(
+        requestId,
+        plan.promptTokens,
+        completionTokens,
+        plan.choices,
+        plan.finishReason,
+        this.signResponse(plan, active),
+      ),
     );
     this.requestsCompleted++;
     if (this.options.recordRequests !== false) this.completed.push(requestId);
+  }
+
+  /** The response signature over the request as opened and the text the plan produced. */
+  private signResponse(plan: Plan, active: ActiveRequest): ResponseSignatureInit | undefined {
+    const signingKey = this.options.responseSigningKey;
+    if (!signingKey) return undefined;
+    const text = plan.tokens.slice(0, plan.emit).join("");
+    const texts = Array.from({ length: plan.choices }, () => text);
+    const forge = this.options.misbehave?.forgeSignature;
+    const requestHash =
+      forge === "request_hash" ? sha256(new TextEncoder().encode("{}")) : active.requestSha256;
+    const responseHash = responseSha256(forge === "response_hash" ? texts.map((t) => `${t}!`) : texts);
+    const signer = forge === "other_key" ? otherSigningKey() : signingKey;
+    const signature = sign("sha256", responseSignatureMessage(requestHash, responseHash), signer);
+    return { requestSha256: requestHash, responseSha256: responseHash, signature };
   }
 
   private async fail(
@@ -528,6 +700,21 @@ export class ScriptedProvider extends EventEmitter<ScriptedProviderEvents> {
   private onChallenge(session: Session, challenge: AttestationChallenge): void {
     this.challenges.push(challenge);
     if (this.options.answerChallenges === false) return;
+    const attestor = this.options.attestor;
+    if (attestor) {
+      const models = [...this.loaded].map((id) => ({ id, weightSha256: modelWeightSha256(id) }));
+      void attestor.answer(challenge, models).then(
+        (response) => {
+          if (response && !session.halted) {
+            session.send(
+              create(ConnectRequestSchema, { message: { case: "attestationResponse", value: response } }),
+            );
+          }
+        },
+        () => undefined,
+      );
+      return;
+    }
     const status = new TextEncoder().encode(
       JSON.stringify({ machine_id: this.machineId, busy_slots: session.active.size }),
     );
@@ -652,7 +839,7 @@ export class ScriptedProvider extends EventEmitter<ScriptedProviderEvents> {
     const cpuCores = os.availableParallelism();
     return {
       protocolVersion: PROTOCOL_VERSION,
-      daemonVersion: "0.0.0-test",
+      daemonVersion: this.options.daemonVersion ?? DAEMON_VERSION,
       machineId: this.machineId,
       hardware: {
         machineModel: "scripted",
@@ -666,12 +853,16 @@ export class ScriptedProvider extends EventEmitter<ScriptedProviderEvents> {
       models: this.options.models.map((model) => ({
         id: model.id,
         quantization: "Q8_0",
-        weightSha256: createHash("sha256").update(model.id).digest("hex"),
+        weightSha256: modelWeightSha256(model.id),
         contextLength: model.contextLength ?? this.maxContext,
         architecture: "scripted",
       })),
       engineBackend: "scripted",
-      encryptionPublicKey: this.encryptionPublicKey,
+      encryptionPublicKey: this.encryptionKey?.publicKey ?? EMPTY,
+      ...(this.signingPublicKey
+        ? { attestation: { publicKey: this.signingPublicKey, signer: SignerKind.SOFTWARE } }
+        : {}),
+      ...(this.attestation ? { attestation: this.attestation } : {}),
       accountToken: this.options.accountToken ?? "",
       capacity: { maxBatch: this.maxBatch, maxContext: this.maxContext },
       knobs: { kvBits: 8, maxContext: this.maxContext, maxBatch: this.maxBatch, threads: cpuCores },
@@ -702,12 +893,21 @@ export async function stopAll(providers: Iterable<ScriptedProvider>): Promise<vo
   await Promise.all([...providers].map((p) => p.stop()));
 }
 
-function receive(request: InferenceRequest): ReceivedRequest {
-  const rawBody = request.body.case === "plaintextBody" ? request.body.value : new Uint8Array();
+const EMPTY = new Uint8Array();
+
+let strayKey: KeyObject | undefined;
+/** A P-256 key nobody registered (forged signatures). */
+function otherSigningKey(): KeyObject {
+  strayKey ??= generateKeyPairSync("ec", { namedCurve: "P-256" }).privateKey;
+  return strayKey;
+}
+
+function receive(request: InferenceRequest, rawBody: Uint8Array): ReceivedRequest {
   return {
     requestId: request.requestId,
     model: request.model,
     endpoint: request.endpoint,
+    sealed: request.body.case === "sealedBody",
     body: parseJson(rawBody),
     rawBody,
     maxTokens: request.maxTokens,
@@ -810,4 +1010,11 @@ function deferred<T>(): Deferred<T> {
     reject = rej;
   });
   return { promise, resolve, reject };
+}
+
+const DAEMON_VERSION = "0.0.0-test";
+
+/** The weight hash a scripted model registers with (and reports in challenge answers). */
+export function modelWeightSha256(id: string): string {
+  return createHash("sha256").update(id).digest("hex");
 }

@@ -561,7 +561,14 @@ describe("logging", () => {
     const db = await createTestDatabase(server.url);
     const dataDir = await mkdtemp(join(tmpdir(), "darkbloom-log-"));
     const c = await startCoordinator(
-      { dataDir, adminKey: TEST_ADMIN_KEY, databaseUrl: db.url, port: 0, heartbeatIntervalMs: 1_000 },
+      {
+        dataDir,
+        adminKey: TEST_ADMIN_KEY,
+        databaseUrl: db.url,
+        port: 0,
+        heartbeatIntervalMs: 1_000,
+        minTrustLevel: "none",
+      },
       { logger },
     );
     const p: ScriptedProvider[] = [];

@@ -403,6 +403,7 @@ export function addAdminCommands(program: Command, io: CliIo): void {
         bundleSha256: call.opts.bundleSha256 as string,
         url: call.opts.bundleUrl as string,
         active: call.opts.inactive !== true,
+        minProviderVersion: (call.opts.minProviderVersion as string | undefined) ?? "",
       },
     });
     call.print(
@@ -415,7 +416,11 @@ export function addAdminCommands(program: Command, io: CliIo): void {
     .requiredOption("--binary-sha256 <hex>", "SHA-256 of the daemon binary")
     .requiredOption("--bundle-sha256 <hex>", "SHA-256 of the download bundle")
     .requiredOption("--bundle-url <url>", "where the bundle is downloaded from", httpUrl)
-    .option("--inactive", "register without adding it to the allowlist");
+    .option("--inactive", "register without adding it to the allowlist")
+    .option(
+      "--min-provider-version <semver>",
+      "while this release is active, daemons older than this are not routed to",
+    );
   command(releases, "list", "list releases, newest first", async (call) => {
     const response = await call.client.listReleases({
       platform: (call.opts.platform as string | undefined) ?? "",

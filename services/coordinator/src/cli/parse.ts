@@ -111,3 +111,35 @@ function isUrl(value: string, protocols: readonly string[]): boolean {
     return false;
   }
 }
+
+const TRUST_LEVELS = ["none", "self_signed", "hardware"] as const;
+
+/** A commander argument parser for a trust level name. */
+export function trustLevel(value: string): (typeof TRUST_LEVELS)[number] {
+  if (!(TRUST_LEVELS as readonly string[]).includes(value)) {
+    throw new InvalidArgumentError(`expected one of ${TRUST_LEVELS.join(", ")}`);
+  }
+  return value as (typeof TRUST_LEVELS)[number];
+}
+
+const SEMVER = /^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$/;
+
+/** A commander argument parser for a semantic version such as 1.2.3. */
+export function semver(value: string): string {
+  if (!SEMVER.test(value)) throw new InvalidArgumentError("expected a semantic version such as 1.2.3");
+  return value;
+}
+
+/** A commander argument parser for hex SEC1 P-256 public keys, comma-separated; repeatable. */
+export function hardwareKeys(value: string, previous: string[] = []): string[] {
+  const keys = value
+    .split(",")
+    .map((k) => k.trim().toLowerCase())
+    .filter((k) => k !== "");
+  for (const key of keys) {
+    if (!/^04[0-9a-f]{128}$/.test(key)) {
+      throw new InvalidArgumentError("expected hex SEC1 P-256 public keys (130 hex digits starting 04)");
+    }
+  }
+  return [...previous, ...keys];
+}

@@ -83,6 +83,16 @@ describe("bad input", () => {
     expectUsageError(await cli(["serve", "--port", "70000"]), /--port.*0 to 65535/);
     expectUsageError(await cli(["serve", "--log-level", "loud"]), /--log-level/);
     expectUsageError(await cli(["serve", "--database-url", "mysql://x/y"]), /postgres:\/\//);
+    expectUsageError(await cli(["serve", "--min-trust", "high"]), /--min-trust.*none, self_signed, hardware/);
+    expectUsageError(
+      await cli(["serve", "--min-provider-version", "v1"]),
+      /--min-provider-version.*semantic/,
+    );
+    expectUsageError(await cli(["serve", "--hardware-key", "04ab"]), /--hardware-key.*130 hex digits/);
+    expectUsageError(
+      await cli(["serve"], { DARKBLOOM_MIN_TRUST: "all" }),
+      /environment variable DARKBLOOM_MIN_TRUST is invalid/,
+    );
     expectUsageError(
       await cli(["serve"], { PORT: "eighty" }),
       /environment variable PORT is invalid: expected a port/,

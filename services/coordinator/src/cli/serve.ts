@@ -4,7 +4,16 @@ import type { Command } from "commander";
 import { ensureDataDir } from "../store/data-dir.js";
 import { readOrCreateSecretFile } from "../store/secret-file.js";
 import type { CliIo } from "./io.js";
-import { databaseUrl, defaultDataDir, fromEnv, logLevel, port } from "./parse.js";
+import {
+  databaseUrl,
+  defaultDataDir,
+  fromEnv,
+  hardwareKeys,
+  logLevel,
+  port,
+  semver,
+  trustLevel,
+} from "./parse.js";
 
 const DEFAULT_PORT = 8080;
 
@@ -26,9 +35,31 @@ export function addServeCommand(program: Command, io: CliIo): void {
       "fatal, error, warn, info, debug, trace or silent (default info)",
       logLevel,
     )
+    .option(
+      "--min-trust <level>",
+      "lowest provider trust routed to: none, self_signed or hardware (env DARKBLOOM_MIN_TRUST, default self_signed)",
+      trustLevel,
+    )
+    .option(
+      "--min-provider-version <semver>",
+      "daemons older than this are not routed to (env DARKBLOOM_MIN_PROVIDER_VERSION; releases may raise it)",
+      semver,
+    )
+    .option(
+      "--hardware-key <hex>",
+      "a Secure Enclave public key enrolled as hardware-bound (repeatable, comma-separated; env DARKBLOOM_HARDWARE_KEYS)",
+      hardwareKeys,
+    )
     .action(async (opts: ServeOptions) => {
       const dataDir = opts.dataDir ? resolve(opts.dataDir) : defaultDataDir(io.env);
       const givenKey = opts.adminKey || io.env.DARKBLOOM_ADMIN_KEY;
+      // Validated before anything is written (the admin key file).
+      const trust = {
+        minTrustLevel: opts.minTrust ?? fromEnv(io.env, "DARKBLOOM_MIN_TRUST", trustLevel),
+        minProviderVersion:
+          opts.minProviderVersion ?? fromEnv(io.env, "DARKBLOOM_MIN_PROVIDER_VERSION", semver),
+        hardwareKeys: opts.hardwareKey ?? fromEnv(io.env, "DARKBLOOM_HARDWARE_KEYS", (v) => hardwareKeys(v)),
+      };
       const config = {
         host: opts.host ?? "127.0.0.1",
         port: opts.port ?? fromEnv(io.env, "PORT", port) ?? DEFAULT_PORT,
@@ -36,6 +67,7 @@ export function addServeCommand(program: Command, io: CliIo): void {
         databaseUrl: opts.databaseUrl ?? fromEnv(io.env, "DATABASE_URL", databaseUrl),
         adminKey: givenKey || (await adminKeyFile(dataDir)),
         logLevel: opts.logLevel ?? "info",
+        ...trust,
       };
       // Loaded here so that the other commands do not load the whole server.
       const { startCoordinator } = await import("../coordinator.js");
@@ -55,6 +87,9 @@ interface ServeOptions {
   databaseUrl?: string;
   adminKey?: string;
   logLevel?: string;
+  minTrust?: "none" | "self_signed" | "hardware";
+  minProviderVersion?: string;
+  hardwareKey?: string[];
 }
 
 /** The admin key kept in `<dataDir>/admin.key` (mode 0600), generated on first use. */

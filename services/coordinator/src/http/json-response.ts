@@ -52,6 +52,7 @@ export class JsonResponse implements ResponseSink {
     this.done = true;
     const texts = Array.from({ length: this.n }, (_, i) => (this.parts[i] ?? []).join(""));
     const body = completionBody(this.endpoint, this.requestId, this.model, texts, result);
+    if (result.proof) body.darkbloom = result.proof;
     sendJson(this.res, 200, body, {
       ...this.baseHeaders,
       ...providerHeaders(this.provider),

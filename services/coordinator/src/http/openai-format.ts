@@ -1,4 +1,5 @@
 import { Endpoint } from "@darkbloom/protocol/provider/v1";
+import type { ResponseProof } from "@darkbloom/protocol/verifiable-response";
 import type { CompletionResult } from "../inference/response-sink.js";
 
 /** Precomputed JSON fragments of one response's SSE events, so each token costs one string concat. */
@@ -44,6 +45,11 @@ export class ChunkFormatter {
   /** The usage event sent last when stream_options.include_usage is set. */
   usage(result: CompletionResult): string {
     return `data: ${this.head}],"usage":${JSON.stringify(usageObject(result))}}\n\n`;
+  }
+
+  /** The last event before [DONE]: no choices, the `darkbloom` object (verifiable responses). */
+  proof(proof: ResponseProof): string {
+    return `data: ${this.head}]${this.usageNull},"darkbloom":${JSON.stringify(proof)}}\n\n`;
   }
 }
 

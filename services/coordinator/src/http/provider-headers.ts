@@ -7,7 +7,7 @@ export function providerHeaders(p: ProviderHandle | undefined): Record<string, s
   return {
     "X-Provider-Id": p.id,
     "X-Provider-Trust-Level": trustLevelName(p.trustLevel),
-    // No challenge has been passed until attestation verification exists.
-    "X-Provider-Attested": "false",
+    // True when the provider's latest challenge passed and is still fresh.
+    "X-Provider-Attested": p.attested() ? "true" : "false",
   };
 }

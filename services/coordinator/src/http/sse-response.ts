@@ -71,6 +71,7 @@ export class SseResponse implements ResponseSink, KeepAliveTarget {
     for (const i of indices)
       out += this.format.finish(i, result.finishReasons.get(i) ?? "stop", !this.roleSent.has(i));
     if (this.includeUsage) out += this.format.usage(result);
+    if (result.proof) out += this.format.proof(result.proof);
     this.end(out + DONE);
   }
 

@@ -6,6 +6,8 @@ import {
   type InferenceRequestSchema,
   TrustLevel,
 } from "@darkbloom/protocol/provider/v1";
+import { SealedBoxError, wipe } from "@darkbloom/protocol/sealed-box";
+import { sha256 } from "@darkbloom/protocol/verifiable-response";
 import type { Billing } from "../billing/billing.js";
 import { MeteredSink } from "../billing/metered-sink.js";
 import { completedCharge, cost, FREE, type ModelPrice, worstCase } from "../billing/pricing.js";
@@ -21,7 +23,9 @@ import type { Router } from "../routing/router.js";
 import type { RouteConstraints } from "../routing/scheduler.js";
 import type { ValidatedRequest } from "./request-validation.js";
 import type { ResponseSink } from "./response-sink.js";
+import { verifyResponse } from "./response-verification.js";
 import type { RoutingPreferences } from "./routing-preferences.js";
+import { type SealedRequest, sealRequest } from "./sealing.js";
 import type { Timing } from "./timing.js";
 
 /** A request ready to route: validated, authenticated, with its token budget fixed. */
@@ -34,6 +38,8 @@ export interface InferenceJob {
   demand: RouteDemand;
   constraints: RouteConstraints;
   timing: Timing;
+  /** SHA-256 of request.body, computed once when the first provider completes. */
+  requestSha256?: Uint8Array;
 }
 
 /** What the pipeline needs of the model catalog: an in-memory lookup of state and prices. */
@@ -148,6 +154,8 @@ export class InferencePipeline {
     try {
       await this.run(job, meter, AbortSignal.any([signal, cut.signal]));
     } finally {
+      // The consumer's plaintext is no longer needed (strings parsed from it cannot be wiped).
+      wipe(job.request.body);
       if (billing) await this.settle(billing, job, meter, price, hold);
     }
   }
@@ -259,9 +267,12 @@ export class InferencePipeline {
   ): Promise<AttemptOutcome> {
     const { config } = this.deps;
     const { timing, requestId } = job;
+    const n = job.request.n;
     return new Promise<AttemptOutcome>((resolve) => {
       let finished = false;
       let sawChunk = false;
+      /** Each choice's text as received (after opening): what the response signature must cover. */
+      const texts: string[] = Array.from({ length: n }, () => "");
       const dispatchedAt = performance.now();
       const finish = (outcome: AttemptOutcome) => {
         if (finished) return;
@@ -296,6 +307,8 @@ export class InferencePipeline {
           timing.add("dispatch", dispatchedAt);
         },
         chunk(payload) {
+          if (payload.choiceIndex >= n) return; // a provider may not invent choices
+          texts[payload.choiceIndex] += payload.text;
           if (sawChunk) {
             timer.refresh();
           } else {
@@ -309,6 +322,24 @@ export class InferencePipeline {
           sink.chunk(payload);
         },
         complete(message) {
+          job.requestSha256 ??= sha256(job.request.body);
+          const verdict = verifyResponse(
+            session.handle,
+            session.signingKey,
+            job.requestSha256,
+            texts,
+            message.signature,
+          );
+          if (!verdict.ok) {
+            // Nothing unverifiable is presented as verified: retried while nothing reached the
+            // consumer, else the stream ends with an error instead of the proof.
+            failOrRetry(
+              `provider untrusted: ${verdict.code}`,
+              providerError("The provider's response failed verification.", "response_verification_failed"),
+            );
+            session.markUntrusted(verdict.code, verdict.message);
+            return;
+          }
           finish({ kind: "done" });
           const finishReasons = new Map<number, string>();
           for (const c of message.choices) finishReasons.set(c.index, c.finishReason || "stop");
@@ -316,6 +347,7 @@ export class InferencePipeline {
             promptTokens: message.usage?.promptTokens ?? job.request.promptTokens,
             completionTokens: message.usage?.completionTokens ?? 0,
             finishReasons,
+            proof: verdict.proof,
           });
         },
         error(message) {
@@ -330,17 +362,37 @@ export class InferencePipeline {
           failOrRetry(reason, providerError(`The provider disconnected mid-response (${reason}).`));
         },
       };
+      // Sealed to the provider's key with a fresh ephemeral key pair; plaintext only to a provider
+      // without a key, which a coordinator that requires encryption never registers.
+      let sealed: SealedRequest | undefined;
+      if (session.encryptionKey.byteLength > 0 || config.requireEncryption) {
+        const sealStart = performance.now();
+        try {
+          sealed = sealRequest(session.encryptionKey, job.request.body);
+        } catch (e) {
+          const message = e instanceof SealedBoxError ? e.message : "the request could not be sealed";
+          finish({ kind: "retry", reason: "bad_encryption_key" });
+          session.markUntrusted("bad_encryption_key", message);
+          return;
+        }
+        timing.add("encrypt", sealStart);
+      }
       const request: MessageInitShape<typeof InferenceRequestSchema> = {
         requestId,
         model: job.request.model,
         endpoint: job.request.endpoint,
-        body: { case: "plaintextBody", value: job.request.body },
+        body: sealed
+          ? { case: "sealedBody", value: sealed.box }
+          : { case: "plaintextBody", value: job.request.body },
         maxTokens: job.maxTokens,
         stream: job.request.stream,
         promptTokensEstimate: job.request.promptTokens,
       };
       signal.addEventListener("abort", onAbort, { once: true });
-      if (!session.dispatch(request, observer)) finish({ kind: "retry", reason: "stream_closed" });
+      if (!session.dispatch(request, observer, sealed?.key)) {
+        sealed?.key.wipe();
+        finish({ kind: "retry", reason: "stream_closed" });
+      }
     });
   }
 }

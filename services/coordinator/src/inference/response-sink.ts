@@ -1,4 +1,5 @@
 import type { ChunkPayload } from "@darkbloom/protocol/provider/v1";
+import type { ResponseProof } from "@darkbloom/protocol/verifiable-response";
 import type { ApiError } from "../errors/index.js";
 import type { ProviderHandle } from "../routing/provider-handle.js";
 
@@ -8,6 +9,8 @@ export interface CompletionResult {
   completionTokens: number;
   /** finish_reason per choice index. */
   finishReasons: ReadonlyMap<number, string>;
+  /** The consumer's `darkbloom` object: who served it and the provider's signature over it. */
+  proof?: ResponseProof | undefined;
 }
 
 /**

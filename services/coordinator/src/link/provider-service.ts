@@ -1,5 +1,10 @@
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
-import type { ConnectRequest, ConnectResponse, ProviderService } from "@darkbloom/protocol/provider/v1";
+import type {
+  ConnectRequest,
+  ConnectResponse,
+  ProviderService,
+  Register,
+} from "@darkbloom/protocol/provider/v1";
 import type { Logger } from "../log.js";
 import type { ProviderSession } from "./provider-session.js";
 import { validateRegister } from "./register-validation.js";
@@ -14,9 +19,14 @@ export interface ProviderServiceOptions {
    * account tokens are refused.
    */
   resolveAccountToken?: (token: string) => Promise<string | null>;
+  /**
+   * Refuse a Register without a 32-byte X25519 encryption_public_key (default true). Off only in
+   * development: such providers are sent plaintext requests.
+   */
+  requireEncryption: boolean;
 }
 
-const DEFAULT_OPTIONS: ProviderServiceOptions = { registerTimeoutMs: 10_000 };
+const DEFAULT_OPTIONS: ProviderServiceOptions = { registerTimeoutMs: 10_000, requireEncryption: true };
 
 /** The coordinator's side of ProviderService.Connect. */
 export function createProviderService(
@@ -24,7 +34,7 @@ export function createProviderService(
   log: Logger,
   options: Partial<ProviderServiceOptions> = {},
 ): ServiceImpl<typeof ProviderService> {
-  const { registerTimeoutMs, resolveAccountToken } = { ...DEFAULT_OPTIONS, ...options };
+  const { registerTimeoutMs, resolveAccountToken, requireEncryption } = { ...DEFAULT_OPTIONS, ...options };
   return {
     async *connect(requests: AsyncIterable<ConnectRequest>): AsyncIterable<ConnectResponse> {
       const inbound = requests[Symbol.asyncIterator]();
@@ -36,6 +46,14 @@ export function createProviderService(
         );
       }
       validateRegister(first.message.value);
+      if (requireEncryption && first.message.value.encryptionPublicKey.length !== 32) {
+        log.info({ machineId: first.message.value.machineId }, "provider refused: no encryption key");
+        throw new ConnectError(
+          "invalid Register: encryption_public_key must be a 32-byte X25519 key; this coordinator " +
+            "only dispatches end-to-end encrypted requests",
+          Code.InvalidArgument,
+        );
+      }
       const token = first.message.value.accountToken;
       let payoutAccount: string | undefined;
       if (token !== "") {
@@ -50,6 +68,7 @@ export function createProviderService(
         }
       }
       const { session, outbound } = sessions.open(first.message.value, { payoutAccount });
+      bindRequestSecurity(session, first.message.value, sessions);
       void pump(inbound, session, sessions, log);
       try {
         yield* outbound;
@@ -58,6 +77,18 @@ export function createProviderService(
       }
     },
   };
+}
+
+/**
+ * What the data path needs of a session: the key requests are sealed to, the key response signatures
+ * must verify with (the attestation's), and what marking the provider untrusted does (eviction, with
+ * a RuntimeStatus naming the reason sent first).
+ */
+function bindRequestSecurity(session: ProviderSession, register: Register, sessions: SessionManager): void {
+  session.encryptionKey = register.encryptionPublicKey;
+  const signingKey = register.attestation?.publicKey;
+  if (signingKey && signingKey.length === 65) session.signingKey = signingKey;
+  session.onUntrusted ??= (code) => sessions.evict(session.handle.id, code);
 }
 
 async function firstMessage(

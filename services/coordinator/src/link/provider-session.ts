@@ -1,6 +1,7 @@
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
-import type { Channel } from "@darkbloom/protocol";
+import { type Channel, decodeChunkPayload } from "@darkbloom/protocol";
 import {
+  type AttestationResponse,
   type ChunkPayload,
   type ConnectRequest,
   type ConnectResponse,
@@ -11,6 +12,7 @@ import {
   LoadModelState,
   type LoadModelStatus,
 } from "@darkbloom/protocol/provider/v1";
+import { type BoxKey, wipe } from "@darkbloom/protocol/sealed-box";
 import type { Logger } from "../log.js";
 import type { ProviderHandle } from "../routing/provider-handle.js";
 
@@ -27,7 +29,17 @@ export interface CallObserver {
 interface Call {
   observer: CallObserver;
   nextSequence: bigint;
+  /** The request's box key: chunks must be sealed with it. Undefined for a plaintext dispatch. */
+  key: BoxKey | undefined;
 }
+
+/** Trust reason codes for a provider caught breaking end-to-end encryption. */
+export const EncryptionViolation = {
+  /** A plaintext chunk answered a sealed request. */
+  chunkNotSealed: "chunk_not_sealed",
+  /** A sealed chunk did not open with the request's key (sealed to another key, or tampered). */
+  chunkUnopenable: "chunk_unopenable",
+} as const;
 
 export type InferenceRequestInit = MessageInitShape<typeof InferenceRequestSchema>;
 
@@ -39,6 +51,20 @@ export class ProviderSession {
   private readonly calls = new Map<string, Call>();
   private readonly loadOps = new Map<string, (s: LoadModelStatus) => void>();
   private closedReason: string | undefined;
+  /**
+   * The provider's X25519 key (Register.encryption_public_key) requests are sealed to; empty when it
+   * registered without one (plaintext dispatch, a development escape hatch the coordinator must allow).
+   */
+  encryptionKey: Uint8Array = new Uint8Array();
+  /** The provider's P-256 key (SEC1) its response signatures must verify with; undefined without one. */
+  signingKey: Uint8Array | undefined;
+  /**
+   * What marking the provider untrusted does beyond telling it (set by the link service: evicts the
+   * session; trust management may replace it). Without it the session closes.
+   */
+  onUntrusted: ((code: string, message: string) => void) | undefined;
+  /** Receives the provider's answers to attestation challenges (set by trust management). */
+  onAttestationResponse: ((response: AttestationResponse) => void) | undefined;
 
   constructor(
     readonly handle: ProviderHandle,
@@ -59,11 +85,15 @@ export class ProviderSession {
     return this.outbound.offer(message);
   }
 
-  /** Sends an InferenceRequest; returns false (and calls nothing) when the session is closed. */
-  dispatch(request: InferenceRequestInit, observer: CallObserver): boolean {
+  /**
+   * Sends an InferenceRequest; returns false (and calls nothing) when the session is closed. With a
+   * `key` (the request's box key, from sealRequest) every chunk must come back sealed with it; the
+   * session wipes the key when the request ends.
+   */
+  dispatch(request: InferenceRequestInit, observer: CallObserver, key?: BoxKey): boolean {
     const requestId = request.requestId ?? "";
     if (this.isClosed || this.calls.has(requestId)) return false;
-    this.calls.set(requestId, { observer, nextSequence: 0n });
+    this.calls.set(requestId, { observer, nextSequence: 0n, key });
     const sent = this.send(
       create(ConnectResponseSchema, { message: { case: "inferenceRequest", value: request } }),
     );
@@ -73,8 +103,31 @@ export class ProviderSession {
 
   /** Stops a request: forgets its observer and tells the provider to free the slot. */
   cancel(requestId: string, reason: string): void {
-    if (!this.calls.delete(requestId)) return;
+    const call = this.calls.get(requestId);
+    if (!call) return;
+    this.forget(requestId, call);
     this.send(create(ConnectResponseSchema, { message: { case: "cancel", value: { requestId, reason } } }));
+  }
+
+  /**
+   * The provider broke a trust rule (a plaintext or unopenable chunk, a forged response signature):
+   * tells it why (RuntimeStatus, not routable, with the reason code) and hands it to onUntrusted,
+   * which evicts it; its in-flight requests fail over to other providers.
+   */
+  markUntrusted(code: string, message: string): void {
+    if (this.isClosed) return;
+    this.log.warn({ providerId: this.handle.id, code, reason: message }, "provider marked untrusted");
+    this.handle.draining = true; // no new work, whatever onUntrusted does
+    this.send(
+      create(ConnectResponseSchema, {
+        message: {
+          case: "runtimeStatus",
+          value: { trustLevel: this.handle.trustLevel, routable: false, reasons: [{ code, message }] },
+        },
+      }),
+    );
+    if (this.onUntrusted) this.onUntrusted(code, message);
+    else this.close(code);
   }
 
   /** Asks the provider to stop taking work, finish what it has and reconnect. */
@@ -106,34 +159,63 @@ export class ProviderSession {
       case "inferenceChunk": {
         const call = this.calls.get(m.value.requestId);
         if (!call) return; // cancelled or finished: chunks in flight are expected
-        if (m.value.sequence !== call.nextSequence || m.value.payload.case !== "plaintext") {
-          const why =
-            m.value.payload.case !== "plaintext"
-              ? "sealed chunk on a plaintext dispatch"
-              : `chunk sequence ${m.value.sequence}, expected ${call.nextSequence}`;
-          this.log.warn(
-            { providerId: this.handle.id, requestId: m.value.requestId },
-            `protocol violation: ${why}`,
+        const requestId = m.value.requestId;
+        if (m.value.sequence !== call.nextSequence) {
+          this.violation(
+            requestId,
+            call,
+            `chunk sequence ${m.value.sequence}, expected ${call.nextSequence}`,
           );
-          this.cancel(m.value.requestId, "protocol_violation");
-          call.observer.lost(`protocol violation: ${why}`);
+          return;
+        }
+        const payload = m.value.payload;
+        let chunk: ChunkPayload;
+        if (call.key) {
+          if (payload.case !== "sealed") {
+            this.untrusted(
+              requestId,
+              call,
+              EncryptionViolation.chunkNotSealed,
+              "a plaintext chunk answered a sealed request",
+            );
+            return;
+          }
+          let plaintext: Uint8Array | undefined;
+          try {
+            plaintext = call.key.open(payload.value);
+            chunk = decodeChunkPayload(plaintext);
+          } catch {
+            this.untrusted(
+              requestId,
+              call,
+              EncryptionViolation.chunkUnopenable,
+              "a chunk did not open with the request's key (wrong key or tampered)",
+            );
+            return;
+          } finally {
+            wipe(plaintext);
+          }
+        } else if (payload.case === "plaintext") {
+          chunk = payload.value;
+        } else {
+          this.violation(requestId, call, `${payload.case ?? "empty"} chunk on a plaintext dispatch`);
           return;
         }
         call.nextSequence++;
-        call.observer.chunk(m.value.payload.value);
+        call.observer.chunk(chunk);
         return;
       }
       case "inferenceComplete": {
         const call = this.calls.get(m.value.requestId);
         if (!call) return;
-        this.calls.delete(m.value.requestId);
+        this.forget(m.value.requestId, call);
         call.observer.complete(m.value);
         return;
       }
       case "inferenceError": {
         const call = this.calls.get(m.value.requestId);
         if (!call) return;
-        this.calls.delete(m.value.requestId);
+        this.forget(m.value.requestId, call);
         call.observer.error(m.value);
         return;
       }
@@ -149,8 +231,8 @@ export class ProviderSession {
         return;
       }
       case "attestationResponse":
-        // Challenges are not issued yet; an unsolicited answer is ignored.
-        this.log.debug({ providerId: this.handle.id }, "unsolicited attestation response ignored");
+        if (this.onAttestationResponse) this.onAttestationResponse(m.value);
+        else this.log.debug({ providerId: this.handle.id }, "unsolicited attestation response ignored");
         return;
       case "register":
         this.log.warn({ providerId: this.handle.id }, "second Register on one stream ignored");
@@ -166,7 +248,10 @@ export class ProviderSession {
     this.closedReason = reason;
     const calls = [...this.calls.values()];
     this.calls.clear();
-    for (const call of calls) call.observer.lost(reason);
+    for (const call of calls) {
+      call.key?.wipe();
+      call.observer.lost(reason);
+    }
     for (const resolve of this.loadOps.values()) {
       resolve({
         state: LoadModelState.FAILED,
@@ -174,6 +259,26 @@ export class ProviderSession {
       } as LoadModelStatus);
     }
     this.loadOps.clear();
+  }
+
+  /** A request ends on this side: its box key is wiped. */
+  private forget(requestId: string, call: Call): void {
+    this.calls.delete(requestId);
+    call.key?.wipe();
+  }
+
+  /** A protocol violation fails the request over (not a trust matter: e.g. a bug). */
+  private violation(requestId: string, call: Call, why: string): void {
+    this.log.warn({ providerId: this.handle.id, requestId }, `protocol violation: ${why}`);
+    this.cancel(requestId, "protocol_violation");
+    call.observer.lost(`protocol violation: ${why}`);
+  }
+
+  /** An encryption violation fails the request over and marks the provider untrusted. */
+  private untrusted(requestId: string, call: Call, code: string, message: string): void {
+    this.cancel(requestId, code);
+    call.observer.lost(`provider untrusted: ${code}`);
+    this.markUntrusted(code, message);
   }
 
   private modelOperation(

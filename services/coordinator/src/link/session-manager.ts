@@ -12,10 +12,13 @@ import type { Logger } from "../log.js";
 import type { CoordinatorMetrics } from "../metrics.js";
 import { ProviderHandle } from "../routing/provider-handle.js";
 import type { ProviderRegistry } from "../routing/provider-registry.js";
+import type { TrustManager } from "../trust/trust-manager.js";
 import { ProviderSession } from "./provider-session.js";
 
 export interface SessionManagerOptions {
   heartbeatIntervalMs: number;
+  /** Verifies attestations, runs challenges and judges trust; without it every provider is trust none. */
+  trust?: TrustManager | undefined;
 }
 
 /**
@@ -29,6 +32,7 @@ export class SessionManager {
   >();
   private readonly byMachine = new Map<string, string>();
   private readonly watchdog: NodeJS.Timeout;
+  private readonly trust: TrustManager | undefined;
 
   constructor(
     private readonly registry: ProviderRegistry,
@@ -36,6 +40,7 @@ export class SessionManager {
     private readonly log: Logger,
     private readonly metrics?: CoordinatorMetrics,
   ) {
+    this.trust = options.trust;
     this.watchdog = setInterval(() => this.evictSilent(), Math.max(50, options.heartbeatIntervalMs / 2));
     this.watchdog.unref();
   }
@@ -74,7 +79,7 @@ export class SessionManager {
       models: register.models,
       maxBatch: register.capacity?.maxBatch ?? 1,
       maxContext: register.capacity?.maxContext ?? 0,
-      // Attestation is not verified yet, so every provider is untrusted.
+      // The trust manager judges the attestation below; until then the provider is untrusted.
       trustLevel: TrustLevel.NONE,
       connectedAt: Date.now(),
       ...(options.payoutAccount ? { payoutAccount: options.payoutAccount } : {}),
@@ -83,6 +88,21 @@ export class SessionManager {
     const session = new ProviderSession(handle, outbound, this.log, () =>
       this.registry.capacityChanged(handle),
     );
+    const trust = this.trust?.attach(
+      handle,
+      register,
+      (m) => session.send(m),
+      () => this.registry.capacityChanged(handle),
+    );
+    if (trust) {
+      // Evidence from the data path: untrusted (remembered for this machine and key, so reconnecting
+      // does not clear it), then evicted so its in-flight requests fail over at once.
+      session.onUntrusted = (code, message) => {
+        trust.markUntrusted(code, message);
+        this.evict(id, code);
+      };
+      session.onAttestationResponse = (response) => trust.onChallengeResponse(response);
+    }
     this.sessions.set(id, { session, outbound });
     if (register.machineId) this.byMachine.set(register.machineId, id);
     outbound.push(
@@ -99,6 +119,7 @@ export class SessionManager {
       }),
     );
     this.registry.add(handle);
+    trust?.start(); // the first RuntimeStatus and challenge follow the RegisterAck
     this.metrics?.providersConnected.set(this.sessions.size);
     this.log.info(
       {
@@ -108,6 +129,7 @@ export class SessionManager {
         models: register.models.map((m) => m.id),
         maxBatch: handle.maxBatch,
         payoutAccount: handle.payoutAccount,
+        trustLevel: handle.trustLevel,
       },
       "provider registered",
     );
@@ -126,6 +148,7 @@ export class SessionManager {
     if (this.byMachine.get(session.handle.machineId) === providerId)
       this.byMachine.delete(session.handle.machineId);
     this.registry.remove(providerId, reason);
+    this.trust?.detach(providerId);
     session.close(reason);
     if (error) outbound.fail(error);
     else outbound.close();

@@ -1,3 +1,4 @@
+import { compareSemver } from "@darkbloom/protocol";
 import type pg from "pg";
 import { InvalidArgumentError } from "../store/errors.js";
 import { ReleaseAlreadyExistsError, ReleaseNotFoundError } from "./errors.js";
@@ -10,6 +11,8 @@ export interface Release {
   bundleSha256: string;
   url: string;
   active: boolean;
+  /** While active, daemons older than this are not routed to ("" for no minimum). */
+  minProviderVersion: string;
   createdAt: Date;
 }
 
@@ -21,6 +24,16 @@ export interface ReleaseInput {
   url: string;
   /** Defaults to true: a registered release is allowed at once. */
   active?: boolean;
+  /** Defaults to "" (no minimum). */
+  minProviderVersion?: string;
+}
+
+/** What the active releases impose on the connected fleet. */
+export interface ReleasePolicy {
+  /** The binary hashes of every active release (empty: no allowlist, any binary is accepted). */
+  binaryAllowlist: Set<string>;
+  /** The highest min_provider_version of the active releases ("" when none sets one). */
+  minProviderVersion: string;
 }
 
 /** Semantic Versioning 2.0.0, without a leading "v". */
@@ -31,7 +44,8 @@ const PLATFORM = /^[a-z0-9]+(?:-[a-z0-9_]+){1,3}$/;
 const SHA256_HEX = /^[0-9a-f]{64}$/;
 const MAX_URL_LENGTH = 2048;
 
-const COLUMNS = "version, platform, binary_sha256, bundle_sha256, url, active, created_at";
+const COLUMNS =
+  "version, platform, binary_sha256, bundle_sha256, url, active, min_provider_version, created_at";
 
 interface ReleaseRow {
   version: string;
@@ -40,6 +54,7 @@ interface ReleaseRow {
   bundle_sha256: string;
   url: string;
   active: boolean;
+  min_provider_version: string;
   created_at: Date;
 }
 
@@ -50,8 +65,8 @@ export class ReleaseStore {
   async create(input: ReleaseInput): Promise<Release> {
     const release = validate(input);
     const { rows } = await this.pool.query<ReleaseRow>(
-      `INSERT INTO releases (version, platform, binary_sha256, bundle_sha256, url, active)
-       VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (version, platform) DO NOTHING RETURNING ${COLUMNS}`,
+      `INSERT INTO releases (version, platform, binary_sha256, bundle_sha256, url, active, min_provider_version)
+       VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (version, platform) DO NOTHING RETURNING ${COLUMNS}`,
       [
         release.version,
         release.platform,
@@ -59,6 +74,7 @@ export class ReleaseStore {
         release.bundleSha256,
         release.url,
         release.active,
+        release.minProviderVersion,
       ],
     );
     const row = rows[0];
@@ -86,6 +102,37 @@ export class ReleaseStore {
     return toRelease(row);
   }
 
+  /**
+   * The newest active release for a platform by semantic-version precedence (the latest registered
+   * among equal versions); undefined when the platform has none.
+   */
+  async latest(platform: string): Promise<Release | undefined> {
+    const { rows } = await this.pool.query<ReleaseRow>(
+      `SELECT ${COLUMNS} FROM releases WHERE active AND platform = $1 ORDER BY created_at DESC`,
+      [platform],
+    );
+    let best: Release | undefined;
+    for (const row of rows.map(toRelease)) {
+      if (best === undefined || compareSemver(row.version, best.version) > 0) best = row;
+    }
+    return best;
+  }
+
+  /** The allowlist and minimum version that the active releases impose. */
+  async policy(): Promise<ReleasePolicy> {
+    const { rows } = await this.pool.query<{ binary_sha256: string; min_provider_version: string }>(
+      "SELECT binary_sha256, min_provider_version FROM releases WHERE active",
+    );
+    let minProviderVersion = "";
+    for (const row of rows) {
+      const v = row.min_provider_version;
+      if (v !== "" && (minProviderVersion === "" || compareSemver(v, minProviderVersion) > 0)) {
+        minProviderVersion = v;
+      }
+    }
+    return { binaryAllowlist: new Set(rows.map((r) => r.binary_sha256)), minProviderVersion };
+  }
+
   /** The binary hashes of every active release: the daemon binary allowlist. */
   async activeBinaryHashes(): Promise<Set<string>> {
     const { rows } = await this.pool.query<{ binary_sha256: string }>(
@@ -96,6 +143,13 @@ export class ReleaseStore {
 }
 
 function validate(input: ReleaseInput): Required<ReleaseInput> {
+  const minProviderVersion = input.minProviderVersion ?? "";
+  if (minProviderVersion !== "" && !SEMVER.test(minProviderVersion)) {
+    throw new InvalidArgumentError(
+      "min_provider_version",
+      `min_provider_version "${minProviderVersion}" is not a semantic version such as 1.2.3 (or empty)`,
+    );
+  }
   if (!SEMVER.test(input.version)) {
     throw new InvalidArgumentError(
       "version",
@@ -119,7 +173,7 @@ function validate(input: ReleaseInput): Required<ReleaseInput> {
   if (!isHttpUrl(input.url)) {
     throw new InvalidArgumentError("url", "url must be an http or https URL");
   }
-  return { ...input, active: input.active ?? true };
+  return { ...input, active: input.active ?? true, minProviderVersion };
 }
 
 function isHttpUrl(value: string): boolean {
@@ -140,6 +194,7 @@ function toRelease(row: ReleaseRow): Release {
     bundleSha256: row.bundle_sha256,
     url: row.url,
     active: row.active,
+    minProviderVersion: row.min_provider_version,
     createdAt: row.created_at,
   };
 }

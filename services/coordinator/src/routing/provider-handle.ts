@@ -41,7 +41,20 @@ export class ProviderHandle {
   /** The ledger account the provider's earnings are paid into. */
   readonly payoutAccount: string;
 
+  /** The trust level the coordinator grants now (none while the provider is untrusted). */
   trustLevel: TrustLevel;
+  /**
+   * Not routed at all, whatever the requested trust (daemon below the minimum version, evidence of
+   * misbehaviour on the data path).
+   */
+  deRouted = false;
+  /**
+   * Until when (ms since the epoch) the latest passed challenge counts as fresh (0: none has).
+   * Routing above trust level none needs it in the future.
+   */
+  attestedUntil = 0;
+  /** Whether the latest completed challenge passed. */
+  latestChallengePassed = false;
   /** Slots the coordinator has reserved on this provider (dispatched and not finished). */
   inFlight = 0;
   draining = false;
@@ -78,6 +91,16 @@ export class ProviderHandle {
     this.payoutAccount = init.payoutAccount ?? `provider:${init.machineId || init.id}`;
     // Until the first heartbeat says otherwise, assume every advertised model is loaded.
     this.loadedModels = new Set(this.models.keys());
+  }
+
+  /** Whether a challenge passed within the freshness window: the routing gate above trust none. */
+  freshlyAttested(now = Date.now()): boolean {
+    return this.attestedUntil > now;
+  }
+
+  /** Freshly attested and the latest challenge passed (X-Provider-Attested). */
+  attested(now = Date.now()): boolean {
+    return this.latestChallengePassed && this.attestedUntil > now;
   }
 
   get freeSlots(): number {

@@ -56,6 +56,22 @@ describe("chooseProvider", () => {
     expect(chooseProvider([untrusted], demand, { minTrust: TrustLevel.SELF_SIGNED })).toBeUndefined();
   });
 
+  it("routes above trust none only to providers with a fresh passed challenge, never to de-routed ones", () => {
+    const selfSigned = { minTrust: TrustLevel.SELF_SIGNED };
+    const stale = testProvider({ id: "stale", trust: TrustLevel.SELF_SIGNED });
+    expect(chooseProvider([stale], demand, selfSigned)).toBeUndefined();
+    expect(chooseProvider([stale], demand, anyTrust)?.id).toBe("stale");
+    stale.attestedUntil = Date.now() - 1;
+    expect(chooseProvider([stale], demand, selfSigned)).toBeUndefined();
+    const fresh = testProvider({ id: "fresh", trust: TrustLevel.SELF_SIGNED });
+    fresh.attestedUntil = Date.now() + 60_000;
+    expect(chooseProvider([stale, fresh], demand, selfSigned)?.id).toBe("fresh");
+    expect(chooseProvider([fresh], demand, { minTrust: TrustLevel.HARDWARE })).toBeUndefined();
+    fresh.deRouted = true;
+    expect(chooseProvider([fresh], demand, selfSigned)).toBeUndefined();
+    expect(chooseProvider([fresh], demand, anyTrust)).toBeUndefined();
+  });
+
   it("breaks near-ties by queue depth, then at random", () => {
     const a = testProvider({ id: "a", decode: 50 });
     const b = testProvider({ id: "b", decode: 51 });

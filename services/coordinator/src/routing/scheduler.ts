@@ -1,4 +1,4 @@
-import type { TrustLevel } from "@darkbloom/protocol/provider/v1";
+import { TrustLevel } from "@darkbloom/protocol/provider/v1";
 import { estimateCompletionSeconds, type RouteDemand } from "./cost-model.js";
 import type { ProviderHandle } from "./provider-handle.js";
 
@@ -14,10 +14,15 @@ export interface RouteConstraints {
 /** Costs within this fraction of the best are near-ties, broken by queue depth and then at random. */
 export const NEAR_TIE = 0.05;
 
-/** Whether a provider may serve this request at all, ignoring whether it has a free slot now. */
+/**
+ * Whether a provider may serve this request at all, ignoring whether it has a free slot now. The
+ * trust gate: not de-routed, trust level at least the minimum, and above trust level none a passed
+ * challenge that is still fresh.
+ */
 export function isEligible(p: ProviderHandle, demand: RouteDemand, c: RouteConstraints): boolean {
-  if (p.closed || p.draining) return false;
+  if (p.closed || p.draining || p.deRouted) return false;
   if (p.trustLevel < c.minTrust) return false;
+  if (c.minTrust > TrustLevel.NONE && !p.freshlyAttested()) return false;
   if (c.exclude?.has(p.id)) return false;
   if (c.allow && !c.allow.has(p.id)) return false;
   return demand.promptTokens + demand.maxTokens <= p.contextLimit(demand.model);

@@ -32,6 +32,8 @@ export interface AdminServiceDeps {
   adminKey: string;
   /** Called after a key was revoked, so caches of key lookups can be dropped. */
   onKeysChanged?: () => void;
+  /** Called after a release was created or (de)activated, so the connected fleet is re-checked. */
+  onReleasesChanged?: () => Promise<void>;
   /** Where unexpected failures are logged (their details never reach the caller). */
   logger?: Logger;
 }
@@ -112,12 +114,19 @@ export function createAdminService(deps: AdminServiceDeps): ServiceImpl<typeof A
     }),
     createRelease: guard(async (request) => {
       if (!request.release) throw new InvalidArgumentError("release", "release is required");
-      const { version, platform, binarySha256, bundleSha256, url, active } = request.release;
-      return {
-        release: release(
-          await releases.create({ version, platform, binarySha256, bundleSha256, url, active }),
-        ),
-      };
+      const { version, platform, binarySha256, bundleSha256, url, active, minProviderVersion } =
+        request.release;
+      const created = await releases.create({
+        version,
+        platform,
+        binarySha256,
+        bundleSha256,
+        url,
+        active,
+        minProviderVersion,
+      });
+      await deps.onReleasesChanged?.();
+      return { release: release(created) };
     }),
     listReleases: guard(async (request) => ({
       releases: (await releases.list({ platform: request.platform })).map(release),
@@ -168,15 +177,15 @@ export function createAdminService(deps: AdminServiceDeps): ServiceImpl<typeof A
         nextPageToken: page.hasMore ? (page.records.at(-1)?.requestId ?? "") : "",
       };
     }),
-    setReleaseActive: guard(async (request) => ({
-      release: release(
-        await releases.setActive(
-          required("version", request.version),
-          required("platform", request.platform),
-          request.active,
-        ),
-      ),
-    })),
+    setReleaseActive: guard(async (request) => {
+      const changed = await releases.setActive(
+        required("version", request.version),
+        required("platform", request.platform),
+        request.active,
+      );
+      await deps.onReleasesChanged?.();
+      return { release: release(changed) };
+    }),
   };
 }
 
@@ -292,6 +301,7 @@ function release(value: Release) {
     bundleSha256: value.bundleSha256,
     url: value.url,
     active: value.active,
+    minProviderVersion: value.minProviderVersion,
     createdAt: timestampFromDate(value.createdAt),
   };
 }

@@ -5,6 +5,7 @@ import {
   type ChatMessage,
   type InferenceService,
   ProviderInfoSchema,
+  ResponseProofSchema,
   type SamplingParams,
   type StreamChatCompletionResponse,
   StreamChatCompletionResponseSchema,
@@ -13,6 +14,7 @@ import {
   UsageSchema,
 } from "@darkbloom/protocol/inference/v1";
 import { type ChunkPayload, Endpoint } from "@darkbloom/protocol/provider/v1";
+import type { ResponseProof } from "@darkbloom/protocol/verifiable-response";
 import type { Authenticator } from "../auth/authenticator.js";
 import type { RateLimiter } from "../auth/rate-limiter.js";
 import { type ApiError, internalError, isApiError } from "../errors/index.js";
@@ -41,6 +43,8 @@ type Delta = {
   finishReason: string;
   usage?: CompletionResult;
   provider?: ProviderHandle;
+  /** On the final delta: the provider's signature, with the request body it covers. */
+  proof?: ReturnType<typeof proofMessage>;
 };
 
 /**
@@ -62,13 +66,13 @@ export function createInferenceService(deps: InferenceServiceDeps): ServiceImpl<
       const principal = await deps.auth.authenticate(ctx.requestHeader.get("authorization") ?? undefined);
       for (const [k, v] of Object.entries(deps.rateLimiter.take(principal.accountId)))
         ctx.responseHeader.set(k, v);
-      const request = validateRequest(
-        endpoint,
-        new TextEncoder().encode(JSON.stringify({ ...json, stream })),
-      );
+      const body = new TextEncoder().encode(JSON.stringify({ ...json, stream }));
+      // The pipeline wipes the body it sends; the consumer gets this copy with the proof.
+      const requestBody = body.slice();
+      const request = validateRequest(endpoint, body);
       const preferences = readRoutingPreferences((name) => ctx.requestHeader.get(name) ?? undefined);
       const job = deps.pipeline.prepare(requestId, principal.accountId, request, timing, preferences);
-      const sink = new ChannelSink(out, stream);
+      const sink = new ChannelSink(out, stream, requestBody);
       void deps.pipeline.execute(job, sink, ctx.signal).finally(() => out.close());
     } catch (e) {
       throw toConnectError(isApiError(e) ? e : internalError());
@@ -81,14 +85,16 @@ export function createInferenceService(deps: InferenceServiceDeps): ServiceImpl<
     const finish: string[] = [];
     let usage: CompletionResult | undefined;
     let provider: ProviderHandle | undefined;
+    let proof: Delta["proof"];
     for await (const d of run(endpoint, json, ctx, false)) {
       if (d.provider) provider = d.provider;
       texts[d.index] = (texts[d.index] ?? "") + d.text;
       if (d.finishReason) finish[d.index] = d.finishReason;
       if (d.usage) usage = d.usage;
+      if (d.proof) proof = d.proof;
     }
     const n = Math.max(texts.length, finish.length);
-    return { texts: Array.from({ length: n }, (_, i) => texts[i] ?? ""), finish, usage, provider };
+    return { texts: Array.from({ length: n }, (_, i) => texts[i] ?? ""), finish, usage, provider, proof };
   }
 
   return {
@@ -109,6 +115,7 @@ export function createInferenceService(deps: InferenceServiceDeps): ServiceImpl<
         })),
         usage: usageMessage(r.usage),
         provider: providerInfo(r.provider),
+        darkbloom: r.proof,
       };
     },
     async *streamChatCompletion(req, ctx) {
@@ -131,6 +138,7 @@ export function createInferenceService(deps: InferenceServiceDeps): ServiceImpl<
         choices: r.texts.map((text, index) => ({ index, text, finishReason: r.finish[index] ?? "stop" })),
         usage: usageMessage(r.usage),
         provider: providerInfo(r.provider),
+        darkbloom: r.proof,
       };
     },
     async *streamCompletion(req, ctx) {
@@ -177,6 +185,7 @@ class ChannelSink implements ResponseSink {
   constructor(
     private readonly out: Channel<Delta>,
     readonly streaming: boolean,
+    private readonly requestBody: Uint8Array,
   ) {}
 
   attempt(provider: ProviderHandle): void {
@@ -200,7 +209,13 @@ class ChannelSink implements ResponseSink {
     for (const [index, reason] of [...result.finishReasons].sort((a, b) => a[0] - b[0])) {
       this.emit({ index, text: "", finishReason: reason });
     }
-    this.emit({ index: 0, text: "", finishReason: "", usage: result });
+    this.emit({
+      index: 0,
+      text: "",
+      finishReason: "",
+      usage: result,
+      proof: result.proof && proofMessage(result.proof, this.requestBody),
+    });
   }
 
   fail(error: ApiError): void {
@@ -265,7 +280,22 @@ function providerInfo(p: ProviderHandle | undefined) {
   return create(ProviderInfoSchema, {
     providerId: p.id,
     trustLevel: trustLevelName(p.trustLevel),
-    attested: false,
+    attested: p.attested(),
+  });
+}
+
+/** The `darkbloom` object as the typed API carries it (bytes instead of hex and base64). */
+function proofMessage(p: ResponseProof, requestBody: Uint8Array) {
+  const bytes = (v: string | null, encoding: "hex" | "base64") =>
+    v === null ? new Uint8Array() : new Uint8Array(Buffer.from(v, encoding));
+  return create(ResponseProofSchema, {
+    providerId: p.provider_id,
+    trustLevel: p.trust_level,
+    signingKey: bytes(p.signing_key, "base64"),
+    requestSha256: bytes(p.request_sha256, "hex"),
+    responseSha256: bytes(p.response_sha256, "hex"),
+    signature: bytes(p.signature, "base64"),
+    requestBody,
   });
 }
 
@@ -277,6 +307,7 @@ function chatDelta(id: string, d: Delta): StreamChatCompletionResponse {
     finishReason: d.finishReason,
     usage: usageMessage(d.usage),
     provider: providerInfo(d.provider),
+    darkbloom: d.proof,
   });
 }
 
@@ -288,5 +319,6 @@ function textDelta(id: string, d: Delta): StreamCompletionResponse {
     finishReason: d.finishReason,
     usage: usageMessage(d.usage),
     provider: providerInfo(d.provider),
+    darkbloom: d.proof,
   });
 }

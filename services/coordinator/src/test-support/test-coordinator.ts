@@ -32,6 +32,8 @@ export async function startTestCoordinator(
       port: 0,
       heartbeatIntervalMs: 1_000,
       queueTimeoutMs: 2_000,
+      // Most tests drive unattested scripted providers; trust tests ask for self_signed explicitly.
+      minTrustLevel: "none",
       ...overrides,
     },
     { logger: pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" }) },

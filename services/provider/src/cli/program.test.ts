@@ -78,7 +78,7 @@ describe("usage errors", () => {
     const bare = await run([]);
     expect(bare.code).toBe(64);
     expect(bare.stderr).toBe(
-      "darkbloom: missing command (expected one of: serve, start, stop, status, doctor, logs, login, logout, models)\n",
+      "darkbloom: missing command (expected one of: serve, start, stop, status, doctor, logs, login, logout, models, update, benchmark, verify)\n",
     );
     const unknown = await run(["fly"]);
     expect(unknown.code).toBe(64);

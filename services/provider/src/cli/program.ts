@@ -1,5 +1,6 @@
 import { Command, CommanderError } from "commander";
 import { DAEMON_VERSION } from "../daemon.js";
+import { addBenchmarkCommand } from "./benchmark.js";
 import { asCommandGroup } from "./command-group.js";
 import { type CliContext, type CliDeps, defaultDeps } from "./context.js";
 import { addDoctorCommand } from "./doctor.js";
@@ -11,6 +12,8 @@ import { addServeCommand } from "./serve.js";
 import { addStartCommand } from "./start.js";
 import { addStatusCommand } from "./status.js";
 import { addStopCommand } from "./stop.js";
+import { addUpdateCommand } from "./update.js";
+import { addVerifyCommand } from "./verify.js";
 
 /**
  * The `darkbloom` command line. Commander never exits the process: usage errors throw CommanderError
@@ -39,6 +42,9 @@ export function buildProgram(io: CliIo, deps: Partial<CliDeps> = {}): Command {
   addLogsCommand(program, context);
   addLoginCommands(program, context);
   addModelsCommands(program, context);
+  addUpdateCommand(program, context);
+  addBenchmarkCommand(program, context);
+  addVerifyCommand(program, context);
   return program;
 }
 

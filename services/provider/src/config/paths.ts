@@ -9,6 +9,10 @@ export const DataDirLayout = {
   encryptionKey: "encryption-key.pem",
   machineId: "machine-id",
   accountToken: "account-token",
+  /** The software attestation key (P-256, PKCS#8 PEM), alone in a 0700 directory. */
+  attestationKey: join("keys", "attestation.pem"),
+  /** Installed release bundles (`releases/<version>/`) and the `current` symlink. */
+  releases: "releases",
 } as const;
 
 /** The YAML config file read unless --config (or DARKBLOOM_CONFIG) names another. */

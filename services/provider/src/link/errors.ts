@@ -49,12 +49,23 @@ export const Refusals = {
     message: "The provider is draining and takes no new requests.",
     retryable: true,
   }),
-  sealed: (): InferenceFailure => ({
-    httpStatus: 503,
-    code: "encryption_unsupported",
-    message:
-      "This provider does not accept sealed request bodies yet (end-to-end encryption is not enabled on it).",
+  encryptionRequired: (): InferenceFailure => ({
+    httpStatus: 400,
+    code: "encryption_required",
+    message: "This provider only accepts request bodies sealed to its encryption key.",
+    retryable: false,
+  }),
+  unopenable: (): InferenceFailure => ({
+    httpStatus: 500,
+    code: "decryption_failed",
+    message: "The sealed request body did not open with this provider's encryption key.",
     retryable: true,
+  }),
+  signingFailed: (): InferenceFailure => ({
+    httpStatus: 500,
+    code: "signing_failed",
+    message: "The provider could not sign the response.",
+    retryable: false,
   }),
   emptyBody: (): InferenceFailure => ({
     httpStatus: 400,

@@ -7,12 +7,15 @@ import {
 } from "node:crypto";
 import { chmod, mkdir, open, readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
+import { BoxKeyPair, wipe } from "@darkbloom/protocol/sealed-box";
 import { DataDirLayout } from "../config/paths.js";
 
 /** The provider's X25519 key pair: requests are sealed to `publicKey` (32 raw bytes). */
 export interface EncryptionKeyPair {
   publicKey: Uint8Array;
   privateKey: KeyObject;
+  /** The same key for NaCl boxes, its secret in sodium secure memory: opens requests, seals chunks. */
+  box: BoxKeyPair;
   /** The PEM file holding the private key (mode 0600). */
   path: string;
 }
@@ -41,6 +44,18 @@ export function rawX25519PublicKey(key: KeyObject): Uint8Array {
   return new Uint8Array(raw);
 }
 
+/** The libsodium key pair of an X25519 private key object (its raw secret copied to secure memory). */
+export function boxKeyPairOf(privateKey: KeyObject): BoxKeyPair {
+  const jwk = privateKey.export({ format: "jwk" });
+  if (jwk.crv !== "X25519" || typeof jwk.d !== "string") throw new Error("not an X25519 private key");
+  const secret = Buffer.from(jwk.d, "base64url");
+  try {
+    return BoxKeyPair.fromSecretKey(secret);
+  } finally {
+    wipe(secret);
+  }
+}
+
 /**
  * The X25519 private key in `path` (PKCS#8 PEM, mode 0600), generated on first use. A file that
  * exists but does not hold an X25519 key is an error, never silently replaced: the key is the
@@ -59,12 +74,12 @@ export async function loadOrCreateEncryptionKey(path: string): Promise<Encryptio
       throw new Error(`${path} holds a ${privateKey.asymmetricKeyType} key, expected x25519`);
     }
     if (((await stat(path)).mode & 0o077) !== 0) await chmod(path, 0o600);
-    return { publicKey: rawX25519PublicKey(privateKey), privateKey, path };
+    return { publicKey: rawX25519PublicKey(privateKey), privateKey, box: boxKeyPairOf(privateKey), path };
   }
   const { privateKey } = generateKeyPairSync("x25519");
   const pem = privateKey.export({ format: "pem", type: "pkcs8" }).toString();
   if (!(await createExclusive(path, pem))) return loadOrCreateEncryptionKey(path); // lost a race: read theirs
-  return { publicKey: rawX25519PublicKey(privateKey), privateKey, path };
+  return { publicKey: rawX25519PublicKey(privateKey), privateKey, box: boxKeyPairOf(privateKey), path };
 }
 
 async function loadOrCreateMachineId(path: string): Promise<string> {

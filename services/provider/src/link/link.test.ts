@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import { fromBinary } from "@bufbuild/protobuf";
 import {
   postJson,
   startTestCoordinator,
@@ -8,12 +9,15 @@ import {
   waitFor,
 } from "@darkbloom/coordinator";
 import {
+  type ChunkPayload,
+  ChunkPayloadSchema,
   type ConnectRequest,
   Endpoint,
   type InferenceError,
   LoadModelState,
   ProviderState,
 } from "@darkbloom/protocol/provider/v1";
+import { type BoxKey, BoxKeyPair } from "@darkbloom/protocol/sealed-box";
 import { readSse } from "@darkbloom/testing";
 import { pino } from "pino";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -63,7 +67,7 @@ describe("provider link against a real coordinator", () => {
       engine,
       models,
       machineId: `test-${randomBytes(6).toString("hex")}`,
-      encryptionPublicKey: new Uint8Array(32).fill(7),
+      encryptionKey: BoxKeyPair.generate(),
       daemonVersion: "0.1.0",
       hardware: describeHardware(),
       knobs: { kvBits: 8, maxContext: 4096, maxBatch: 4, idleTimeoutMinutes: 0, threads: 2 },
@@ -88,6 +92,29 @@ describe("provider link against a real coordinator", () => {
       receive(m);
     };
     return seen;
+  }
+
+  /** The chunk payloads the coordinator receives from this provider, opened with each request's key. */
+  function tapPayloads(providerId: string): ChunkPayload[] {
+    const session = t.coordinator.sessions.get(providerId);
+    if (!session) throw new Error(`no session ${providerId}`);
+    const keys = new Map<string, BoxKey>();
+    const payloads: ChunkPayload[] = [];
+    const dispatch = session.dispatch.bind(session);
+    session.dispatch = (request, observer, key) => {
+      if (key) keys.set(request.requestId ?? "", key);
+      return dispatch(request, observer, key);
+    };
+    const receive = session.receive.bind(session);
+    session.receive = (m: ConnectRequest) => {
+      if (m.message.case === "inferenceChunk" && m.message.value.payload.case === "sealed") {
+        const key = keys.get(m.message.value.requestId);
+        if (key && !key.wiped)
+          payloads.push(fromBinary(ChunkPayloadSchema, key.open(m.message.value.payload.value)));
+      }
+      receive(m);
+    };
+    return payloads;
   }
 
   beforeAll(async () => {
@@ -220,6 +247,7 @@ describe("provider link against a real coordinator", () => {
   it("coalesces tokens produced while the previous chunk waits for the wire", async () => {
     const { link } = await connect({ tokensPerGeneration: 200 });
     const seen = tap(link.providerId ?? "");
+    const payloads = tapPayloads(link.providerId ?? "");
     const res = await postJson(t.url, "/v1/completions", t.apiKey, {
       model: "tiny",
       prompt: "x",
@@ -228,11 +256,10 @@ describe("provider link against a real coordinator", () => {
     expect(res.status).toBe(200);
     expect((await readJson(res)).choices[0].text).toBe(tokens(200));
     const chunks = seen.flatMap((m) => (m.message.case === "inferenceChunk" ? [m.message.value] : []));
-    const counted = chunks.reduce(
-      (sum, c) => sum + (c.payload.case === "plaintext" ? c.payload.value.tokenCount : 0),
-      0,
-    );
-    expect(counted).toBe(200);
+    expect(chunks.every((c) => c.payload.case === "sealed")).toBe(true);
+    expect(payloads).toHaveLength(chunks.length);
+    expect(payloads.reduce((sum, p) => sum + p.tokenCount, 0)).toBe(200);
+    expect(payloads.map((p) => p.text).join("")).toBe(tokens(200));
     expect(chunks.length).toBeLessThanOrEqual(200);
   });
 
@@ -269,7 +296,7 @@ describe("provider link against a real coordinator", () => {
     expect(engine.submitted).toHaveLength(1); // not retried elsewhere: not retryable
   });
 
-  it("refuses a model it does not serve and a sealed body with retryable errors", async () => {
+  it("refuses a model it does not serve, a plaintext body, a body it cannot open, and bad JSON", async () => {
     const { link } = await connect();
     const session = t.coordinator.sessions.get(link.providerId ?? "");
     const errors: InferenceError[] = [];
@@ -296,46 +323,47 @@ describe("provider link against a real coordinator", () => {
         }),
       );
     });
-    await new Promise<void>((resolve) => {
-      session?.dispatch(
-        {
-          requestId: "req_sealed",
-          model: "tiny",
-          endpoint: Endpoint.COMPLETIONS,
-          body: {
-            case: "sealedBody",
-            value: {
-              senderPublicKey: new Uint8Array(32),
-              nonce: new Uint8Array(24),
-              ciphertext: new Uint8Array(40),
-            },
+    const send = (
+      requestId: string,
+      requestBody: { case: "plaintextBody"; value: Uint8Array } | { case: "sealedBody"; value: object },
+    ) =>
+      new Promise<void>((resolve) => {
+        session?.dispatch(
+          {
+            requestId,
+            model: "tiny",
+            endpoint: Endpoint.COMPLETIONS,
+            body: requestBody as never,
+            maxTokens: 4,
           },
-          maxTokens: 4,
-        },
-        observer((e) => {
-          errors.push(e);
-          resolve();
-        }),
-      );
+          observer((e) => {
+            errors.push(e);
+            resolve();
+          }),
+        );
+      });
+    // A plaintext body: end-to-end encryption is required, whatever the body says.
+    await send("req_plaintext", { case: "plaintextBody", value: body });
+    // Sealed to another key: it does not open (another provider might hold the right key).
+    const stranger = BoxKeyPair.generate();
+    const sealedElsewhere = stranger.keyFor(BoxKeyPair.generate().publicKey).seal(body);
+    await send("req_otherkey", {
+      case: "sealedBody",
+      value: { senderPublicKey: stranger.publicKey, ...sealedElsewhere },
     });
-    await new Promise<void>((resolve) => {
-      session?.dispatch(
-        {
-          requestId: "req_badjson",
-          model: "tiny",
-          endpoint: Endpoint.COMPLETIONS,
-          body: { case: "plaintextBody", value: new TextEncoder().encode("{") },
-          maxTokens: 4,
-        },
-        observer((e) => {
-          errors.push(e);
-          resolve();
-        }),
-      );
+    // Sealed properly, but not JSON.
+    const sender = BoxKeyPair.generate();
+    const sealedBadJson = sender
+      .keyFor(session?.encryptionKey ?? new Uint8Array(32))
+      .seal(new TextEncoder().encode("{"));
+    await send("req_badjson", {
+      case: "sealedBody",
+      value: { senderPublicKey: sender.publicKey, ...sealedBadJson },
     });
     expect(errors.map((e) => [e.requestId, e.httpStatus, e.code, e.retryable])).toEqual([
       ["req_notserved", 404, "model_not_found", true],
-      ["req_sealed", 503, "encryption_unsupported", true],
+      ["req_plaintext", 400, "encryption_required", false],
+      ["req_otherkey", 500, "decryption_failed", true],
       ["req_badjson", 400, "invalid_request_error", false],
     ]);
     expect(errors[1]?.message).toMatch(/sealed/);
@@ -531,7 +559,7 @@ describe("reconnect after a coordinator restart", () => {
       engine,
       models: [TINY],
       machineId: "restart-test",
-      encryptionPublicKey: new Uint8Array(32),
+      encryptionKey: BoxKeyPair.generate(),
       daemonVersion: "0.1.0",
       hardware: describeHardware(),
       knobs: { kvBits: 0, maxContext: 4096, maxBatch: 2, idleTimeoutMinutes: 0, threads: 1 },

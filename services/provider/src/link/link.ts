@@ -1,4 +1,5 @@
 import { EventEmitter } from "node:events";
+import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import {
   type BackoffPolicy,
@@ -8,6 +9,8 @@ import {
   PROTOCOL_VERSION,
 } from "@darkbloom/protocol";
 import {
+  type AttestationChallenge,
+  type AttestationResponseSchema,
   type Cancel,
   type ConnectResponse,
   type Drain,
@@ -17,8 +20,11 @@ import {
   ProviderState,
   type RegisterAck,
   type RuntimeStatus,
+  type SignedAttestationSchema,
   ThermalState,
 } from "@darkbloom/protocol/provider/v1";
+import { type BoxKey, type BoxKeyPair, wipe } from "@darkbloom/protocol/sealed-box";
+import { responseSha256, responseSignatureMessage, sha256 } from "@darkbloom/protocol/verifiable-response";
 import type { Logger } from "pino";
 import type {
   Engine,
@@ -33,10 +39,12 @@ import { type InferenceFailure, inferenceFailure, Refusals } from "./errors.js";
 import { type HardwareInit, memoryPressure } from "./hardware.js";
 import {
   acceptedMessage,
+  attestationResponseMessage,
   completeMessage,
   errorMessage,
   heartbeatMessage,
   loadStatusMessage,
+  type ResponseSignatureInit,
   registerMessage,
 } from "./messages.js";
 import { ChunkDraft, Outbound } from "./outbound.js";
@@ -60,8 +68,16 @@ export interface ProviderLinkOptions {
   models: ModelFile[];
   /** Stable across reconnects and restarts. */
   machineId: string;
-  /** The provider's X25519 public key (32 bytes). */
-  encryptionPublicKey: Uint8Array;
+  /**
+   * The provider's X25519 key pair: its public key is registered; requests must arrive sealed to it
+   * (plaintext ones are refused) and every chunk goes back sealed to the request's ephemeral key.
+   */
+  encryptionKey: BoxKeyPair;
+  /**
+   * Signs each response (InferenceComplete.signature) with the attestation key: ECDSA P-256 over
+   * SHA-256, DER. The daemon passes its attestation signer; without one responses go unsigned.
+   */
+  responseSigner?: ResponseSigner | undefined;
   /** From `darkbloom login`; empty when unlinked. */
   accountToken?: string;
   daemonVersion: string;
@@ -75,7 +91,26 @@ export interface ProviderLinkOptions {
   random?: () => number;
   /** A loaded model that served a request this recently is reported warm (default 5 minutes). */
   warmWindowMs?: number;
+  /** Attests the machine at register and answers challenges; without it the provider is trust none. */
+  attestor?: LinkAttestor | undefined;
   logger: Logger;
+}
+
+/** What the link needs to sign responses (the attestation signer implements it). */
+export interface ResponseSigner {
+  /** ECDSA-SHA256 over `data`, DER encoded. */
+  sign(data: Uint8Array): Promise<Uint8Array>;
+}
+
+/** What the link needs of attestation (trust/attestor.ts implements it). */
+export interface LinkAttestor {
+  /** Register.attestation: the blob signed at start, its signature and the signer's public key. */
+  readonly attestation: MessageInitShape<typeof SignedAttestationSchema>;
+  /** The answer to a challenge; `models` are the loaded models with their registered weight hashes. */
+  respond(
+    challenge: AttestationChallenge,
+    models: ReadonlyArray<{ id: string; sha256: string }>,
+  ): Promise<MessageInitShape<typeof AttestationResponseSchema>>;
 }
 
 /** rejected: the coordinator refused the registration itself (bad token, protocol version): final. */
@@ -125,6 +160,12 @@ interface ActiveRequest {
   results: (GenerationResult | undefined)[];
   n: number;
   nextSequence: bigint;
+  /** The request's box key: chunks are sealed with it; wiped once the last one is on the wire. */
+  key: BoxKey;
+  /** SHA-256 of the request body as opened: what the response signature covers. */
+  requestSha256: Uint8Array;
+  /** Each choice's whole text as sent: the response bytes the signature covers. */
+  texts: string[];
   /** Whether any chunk was queued: failures after that are not retryable elsewhere. */
   sent: boolean;
   /** A terminal message was sent, or the request was cancelled or lost: nothing more is sent. */
@@ -320,11 +361,29 @@ export class ProviderLink extends EventEmitter<ProviderLinkEvents> {
         this.emit("runtimeStatus", message.value);
         return;
       case "attestationChallenge":
-        // Attestation is not implemented yet; the coordinator does not require an answer.
-        this.log.debug("attestation challenge ignored (attestation is not implemented yet)");
+        void this.onChallenge(session, message.value);
         return;
       case undefined:
         return;
+    }
+  }
+
+  /** Answers an attestation challenge with the loaded models' hashes, signed by the attestor. */
+  private async onChallenge(session: Session, challenge: AttestationChallenge): Promise<void> {
+    const attestor = this.options.attestor;
+    if (!attestor) {
+      this.log.debug("attestation challenge ignored: this provider has no attestation key");
+      return;
+    }
+    const models = this.engineStats()
+      .loadedModels.map((id) => this.served.get(id))
+      .filter((m): m is ModelFile => m !== undefined)
+      .map((m) => ({ id: m.id, sha256: m.sha256 }));
+    try {
+      const response = await attestor.respond(challenge, models);
+      if (!session.ended) session.outbound.send(attestationResponseMessage(response));
+    } catch (error) {
+      this.log.warn({ err: (error as Error).message }, "could not answer an attestation challenge");
     }
   }
 
@@ -357,19 +416,34 @@ export class ProviderLink extends EventEmitter<ProviderLinkEvents> {
     }
     let submissions: GenerationRequest[] = [];
     let refusal: InferenceFailure | undefined;
+    let key: BoxKey | undefined;
+    let requestSha256: Uint8Array = new Uint8Array();
     if (session.draining || this.stopping) refusal = Refusals.draining();
     else if (!this.served.has(model)) refusal = Refusals.modelNotServed(model);
-    else if (request.body.case === "sealedBody") refusal = Refusals.sealed();
-    else if (request.body.case !== "plaintextBody") refusal = Refusals.emptyBody();
+    else if (request.body.case === "plaintextBody") refusal = Refusals.encryptionRequired();
+    else if (request.body.case !== "sealedBody") refusal = Refusals.emptyBody();
     else {
+      let body: Buffer | undefined;
       try {
-        const parsed = parseRequestBody(request.endpoint, request.body.value, request.maxTokens);
-        submissions = choiceRequests(requestId, model, parsed);
-      } catch (error) {
-        refusal = inferenceFailure(error, false);
+        key = this.options.encryptionKey.keyFor(request.body.value.senderPublicKey);
+        body = key.open(request.body.value);
+      } catch {
+        refusal = Refusals.unopenable();
+      }
+      if (body) {
+        try {
+          requestSha256 = sha256(body);
+          const parsed = parseRequestBody(request.endpoint, body, request.maxTokens);
+          submissions = choiceRequests(requestId, model, parsed);
+        } catch (error) {
+          refusal = inferenceFailure(error, false);
+        } finally {
+          wipe(body); // the prompt now lives only in the parsed strings
+        }
       }
     }
     if (refusal) {
+      key?.wipe();
       session.outbound.send(errorMessage(requestId, refusal));
       this.counters.requestsFailed++;
       this.log.info({ requestId, model, code: refusal.code }, "request refused");
@@ -384,6 +458,9 @@ export class ProviderLink extends EventEmitter<ProviderLinkEvents> {
       results: [],
       n: submissions.length,
       nextSequence: 0n,
+      key: key as BoxKey,
+      requestSha256,
+      texts: submissions.map(() => ""),
       sent: false,
       finished: false,
     };
@@ -428,8 +505,16 @@ export class ProviderLink extends EventEmitter<ProviderLinkEvents> {
 
   private onToken(active: ActiveRequest, choice: number, event: { text: string; tokens: number }): void {
     if (active.finished || (event.text === "" && event.tokens === 0)) return;
+    active.texts[choice] += event.text;
     if (active.drafts[choice]?.append(event.text, event.tokens)) return;
-    const draft = new ChunkDraft(active.requestId, active.nextSequence++, choice, event.text, event.tokens);
+    const draft = new ChunkDraft(
+      active.requestId,
+      active.nextSequence++,
+      choice,
+      event.text,
+      event.tokens,
+      active.key,
+    );
     active.drafts[choice] = draft;
     active.sent = true;
     active.session.outbound.sendChunk(draft);
@@ -448,16 +533,33 @@ export class ProviderLink extends EventEmitter<ProviderLinkEvents> {
     active.finished = true;
     const promptTokens = Math.max(...results.map((r) => r.promptTokens));
     const completionTokens = results.reduce((sum, r) => sum + r.completionTokens, 0);
-    active.session.outbound.send(
-      completeMessage(
-        active.requestId,
-        promptTokens,
-        completionTokens,
-        active.results.map((r, index) => ({ index, finishReason: r?.finishReason ?? "stop" })),
-      ),
+    const choices = active.results.map((r, index) => ({ index, finishReason: r?.finishReason ?? "stop" }));
+    const send = (signature?: ResponseSignatureInit) => {
+      active.session.outbound.send(
+        completeMessage(active.requestId, promptTokens, completionTokens, choices, signature),
+      );
+      this.counters.requestsCompleted++;
+      this.release(active); // after the terminal message: releasing the last request may end a drain
+    };
+    const signer = this.options.responseSigner;
+    if (!signer) {
+      send();
+      return;
+    }
+    const responseHash = responseSha256(active.texts);
+    signer.sign(responseSignatureMessage(active.requestSha256, responseHash)).then(
+      (signature) => send({ requestSha256: active.requestSha256, responseSha256: responseHash, signature }),
+      (error: unknown) => {
+        // Unsigned would be flagged by the coordinator; fail the request instead (retryable: nothing
+        // reached the consumer yet only for non-streaming requests, which the coordinator knows).
+        this.log.warn(
+          { requestId: active.requestId, err: (error as Error).message },
+          "response signing failed",
+        );
+        active.finished = false;
+        this.fail(active, { ...Refusals.signingFailed(), retryable: false }, error);
+      },
     );
-    this.counters.requestsCompleted++;
-    this.release(active); // after the terminal message: releasing the last request may end a drain
   }
 
   /** Ends a request with an InferenceError and cancels its other choices. */
@@ -499,6 +601,8 @@ export class ProviderLink extends EventEmitter<ProviderLinkEvents> {
     const { session } = active;
     if (session.active.get(active.requestId) !== active) return;
     session.active.delete(active.requestId);
+    // Drafts of this request still queued are sealed when the transport takes them: wipe after.
+    session.outbound.afterFlush(() => active.key.wipe());
     if (session.active.size === 0) {
       for (const wake of [...session.idleWaiters]) wake();
       if (session.drainedByCoordinator) this.finishDrain(session);
@@ -627,6 +731,7 @@ export class ProviderLink extends EventEmitter<ProviderLinkEvents> {
     clearTimeout(session.drainTimer);
     // The coordinator fails or retries what was in flight; free the engine at once.
     for (const active of session.active.values()) {
+      session.outbound.afterFlush(() => active.key.wipe());
       if (active.finished) continue;
       active.finished = true;
       for (const generation of active.generations) generation.cancel();
@@ -705,7 +810,8 @@ export class ProviderLink extends EventEmitter<ProviderLinkEvents> {
         architecture: m.architecture,
       })),
       engineBackend: this.engine.backend,
-      encryptionPublicKey: this.options.encryptionPublicKey,
+      encryptionPublicKey: this.options.encryptionKey.publicKey,
+      ...(this.options.attestor ? { attestation: this.options.attestor.attestation } : {}),
       accountToken: this.options.accountToken ?? "",
       capacity: { maxBatch: knobs.maxBatch, maxContext: knobs.maxContext },
       knobs: {

@@ -1,10 +1,12 @@
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import {
+  type AttestationResponseSchema,
   type ConnectRequest,
   ConnectRequestSchema,
   type HeartbeatSchema,
   type LoadModelState,
   type RegisterSchema,
+  type ResponseSignatureSchema,
 } from "@darkbloom/protocol/provider/v1";
 import type { InferenceFailure } from "./errors.js";
 
@@ -27,16 +29,19 @@ export interface ChoiceOutcome {
   finishReason: string;
 }
 
+export type ResponseSignatureInit = MessageInitShape<typeof ResponseSignatureSchema>;
+
 export function completeMessage(
   requestId: string,
   promptTokens: number,
   completionTokens: number,
   choices: ChoiceOutcome[],
+  signature?: ResponseSignatureInit,
 ): ConnectRequest {
   return create(ConnectRequestSchema, {
     message: {
       case: "inferenceComplete",
-      value: { requestId, usage: { promptTokens, completionTokens }, choices },
+      value: { requestId, usage: { promptTokens, completionTokens }, choices, signature },
     },
   });
 }
@@ -56,4 +61,10 @@ export function loadStatusMessage(
   return create(ConnectRequestSchema, {
     message: { case: "loadModelStatus", value: { operationId, modelId, state, reason } },
   });
+}
+
+export function attestationResponseMessage(
+  response: MessageInitShape<typeof AttestationResponseSchema>,
+): ConnectRequest {
+  return create(ConnectRequestSchema, { message: { case: "attestationResponse", value: response } });
 }

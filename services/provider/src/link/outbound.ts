@@ -1,11 +1,14 @@
-import { Channel } from "@darkbloom/protocol";
+import { Channel, encodeChunkPayload } from "@darkbloom/protocol";
 import type { ConnectRequest } from "@darkbloom/protocol/provider/v1";
+import { type BoxKey, wipe } from "@darkbloom/protocol/sealed-box";
+
+const EMPTY = new Uint8Array();
 
 /**
  * A chunk queued for the wire but not yet taken by the transport. While it waits, later tokens of the
  * same choice are appended to it instead of queueing another chunk: when the engine produces tokens
  * faster than the stream writes, they travel together. The message is built when the transport takes
- * it (where sealing will happen once encryption lands).
+ * it: with a `key` (the request's box key) the serialized ChunkPayload is sealed with it then.
  */
 export class ChunkDraft {
   taken = false;
@@ -16,6 +19,7 @@ export class ChunkDraft {
     readonly choiceIndex: number,
     public text: string,
     public tokenCount: number,
+    readonly key?: BoxKey,
   ) {}
 
   /** Adds text to the chunk; false once the transport has taken it. */
@@ -27,6 +31,7 @@ export class ChunkDraft {
   }
 
   toMessage(): ConnectRequest {
+    if (this.key) return this.sealedMessage(this.key);
     return {
       $typeName: "darkbloom.provider.v1.ConnectRequest",
       message: {
@@ -48,9 +53,41 @@ export class ChunkDraft {
       },
     };
   }
+
+  /** The chunk with its ChunkPayload sealed (sender_public_key empty: the coordinator knows ours). */
+  private sealedMessage(key: BoxKey): ConnectRequest {
+    const plaintext = encodeChunkPayload(this.text, this.tokenCount, this.choiceIndex);
+    const { nonce, ciphertext } = key.seal(plaintext);
+    wipe(plaintext);
+    return {
+      $typeName: "darkbloom.provider.v1.ConnectRequest",
+      message: {
+        case: "inferenceChunk",
+        value: {
+          $typeName: "darkbloom.provider.v1.InferenceChunk",
+          requestId: this.requestId,
+          sequence: this.sequence,
+          payload: {
+            case: "sealed",
+            value: {
+              $typeName: "darkbloom.provider.v1.SealedBox",
+              senderPublicKey: EMPTY,
+              nonce,
+              ciphertext,
+            },
+          },
+        },
+      },
+    };
+  }
 }
 
-type Item = ConnectRequest | ChunkDraft;
+/** Runs once the transport has taken everything queued before it (e.g. wipes a request's key). */
+class AfterFlush {
+  constructor(readonly run: () => void) {}
+}
+
+type Item = ConnectRequest | ChunkDraft | AfterFlush;
 
 /** The provider's half of the stream: messages and chunk drafts, in order. */
 export class Outbound {
@@ -75,6 +112,15 @@ export class Outbound {
     return this.channel.offer(draft);
   }
 
+  /**
+   * Runs `fn` once the transport has taken everything queued so far (a request's last chunk drafts
+   * are sealed by then), or at once when the stream is closed. If the transport drops the queue
+   * instead, `fn` never runs.
+   */
+  afterFlush(fn: () => void): void {
+    if (!this.channel.offer(new AfterFlush(fn))) fn();
+  }
+
   /** Ends the stream after what is queued (END_STREAM). */
   close(): void {
     this.channel.close();
@@ -91,14 +137,20 @@ export class Outbound {
         const inner = channel[Symbol.asyncIterator]();
         return {
           next: async (): Promise<IteratorResult<ConnectRequest>> => {
-            const r = await inner.next();
-            if (r.done) return { done: true, value: undefined };
-            const item = r.value;
-            if (item instanceof ChunkDraft) {
-              item.taken = true;
-              return { done: false, value: item.toMessage() };
+            for (;;) {
+              const r = await inner.next();
+              if (r.done) return { done: true, value: undefined };
+              const item = r.value;
+              if (item instanceof AfterFlush) {
+                item.run();
+                continue;
+              }
+              if (item instanceof ChunkDraft) {
+                item.taken = true;
+                return { done: false, value: item.toMessage() };
+              }
+              return { done: false, value: item };
             }
-            return { done: false, value: item };
           },
           return: async () => {
             await inner.return?.();

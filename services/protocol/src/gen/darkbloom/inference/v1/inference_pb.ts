@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file darkbloom/inference/v1/inference.proto.
  */
 export const file_darkbloom_inference_v1_inference: GenFile = /*@__PURE__*/
-  fileDesc("CiZkYXJrYmxvb20vaW5mZXJlbmNlL3YxL2luZmVyZW5jZS5wcm90bxIWZGFya2Jsb29tLmluZmVyZW5jZS52MSI6CgtDaGF0TWVzc2FnZRIMCgRyb2xlGAEgASgJEg8KB2NvbnRlbnQYAiABKAkSDAoEbmFtZRgDIAEoCSLWAgoOU2FtcGxpbmdQYXJhbXMSFwoKbWF4X3Rva2VucxgBIAEoDUgAiAEBEhgKC3RlbXBlcmF0dXJlGAIgASgBSAGIAQESEgoFdG9wX3AYAyABKAFIAogBARISCgV0b3BfaxgEIAEoDUgDiAEBEg4KAW4YBSABKA1IBIgBARIMCgRzdG9wGAYgAygJEhEKBHNlZWQYByABKANIBYgBARIdChBwcmVzZW5jZV9wZW5hbHR5GAggASgBSAaIAQESHgoRZnJlcXVlbmN5X3BlbmFsdHkYCSABKAFIB4gBARIMCgR1c2VyGAogASgJQg0KC19tYXhfdG9rZW5zQg4KDF90ZW1wZXJhdHVyZUIICgZfdG9wX3BCCAoGX3RvcF9rQgQKAl9uQgcKBV9zZWVkQhMKEV9wcmVzZW5jZV9wZW5hbHR5QhQKEl9mcmVxdWVuY3lfcGVuYWx0eSJPCgVVc2FnZRIVCg1wcm9tcHRfdG9rZW5zGAEgASgNEhkKEWNvbXBsZXRpb25fdG9rZW5zGAIgASgNEhQKDHRvdGFsX3Rva2VucxgDIAEoDSJKCgxQcm92aWRlckluZm8SEwoLcHJvdmlkZXJfaWQYASABKAkSEwoLdHJ1c3RfbGV2ZWwYAiABKAkSEAoIYXR0ZXN0ZWQYAyABKAginQEKG0NyZWF0ZUNoYXRDb21wbGV0aW9uUmVxdWVzdBINCgVtb2RlbBgBIAEoCRI1CghtZXNzYWdlcxgCIAMoCzIjLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuQ2hhdE1lc3NhZ2USOAoIc2FtcGxpbmcYAyABKAsyJi5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLlNhbXBsaW5nUGFyYW1zImgKCkNoYXRDaG9pY2USDQoFaW5kZXgYASABKA0SNAoHbWVzc2FnZRgCIAEoCzIjLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuQ2hhdE1lc3NhZ2USFQoNZmluaXNoX3JlYXNvbhgDIAEoCSLlAQocQ3JlYXRlQ2hhdENvbXBsZXRpb25SZXNwb25zZRIKCgJpZBgBIAEoCRIPCgdjcmVhdGVkGAIgASgDEg0KBW1vZGVsGAMgASgJEjMKB2Nob2ljZXMYBCADKAsyIi5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLkNoYXRDaG9pY2USLAoFdXNhZ2UYBSABKAsyHS5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLlVzYWdlEjYKCHByb3ZpZGVyGAYgASgLMiQuZGFya2Jsb29tLmluZmVyZW5jZS52MS5Qcm92aWRlckluZm8inQEKG1N0cmVhbUNoYXRDb21wbGV0aW9uUmVxdWVzdBINCgVtb2RlbBgBIAEoCRI1CghtZXNzYWdlcxgCIAMoCzIjLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuQ2hhdE1lc3NhZ2USOAoIc2FtcGxpbmcYAyABKAsyJi5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLlNhbXBsaW5nUGFyYW1zIscBChxTdHJlYW1DaGF0Q29tcGxldGlvblJlc3BvbnNlEgoKAmlkGAEgASgJEg0KBWluZGV4GAIgASgNEg8KB2NvbnRlbnQYAyABKAkSFQoNZmluaXNoX3JlYXNvbhgEIAEoCRIsCgV1c2FnZRgFIAEoCzIdLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuVXNhZ2USNgoIcHJvdmlkZXIYBiABKAsyJC5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLlByb3ZpZGVySW5mbyJyChdDcmVhdGVDb21wbGV0aW9uUmVxdWVzdBINCgVtb2RlbBgBIAEoCRIOCgZwcm9tcHQYAiABKAkSOAoIc2FtcGxpbmcYAyABKAsyJi5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLlNhbXBsaW5nUGFyYW1zIkAKClRleHRDaG9pY2USDQoFaW5kZXgYASABKA0SDAoEdGV4dBgCIAEoCRIVCg1maW5pc2hfcmVhc29uGAMgASgJIuEBChhDcmVhdGVDb21wbGV0aW9uUmVzcG9uc2USCgoCaWQYASABKAkSDwoHY3JlYXRlZBgCIAEoAxINCgVtb2RlbBgDIAEoCRIzCgdjaG9pY2VzGAQgAygLMiIuZGFya2Jsb29tLmluZmVyZW5jZS52MS5UZXh0Q2hvaWNlEiwKBXVzYWdlGAUgASgLMh0uZGFya2Jsb29tLmluZmVyZW5jZS52MS5Vc2FnZRI2Cghwcm92aWRlchgGIAEoCzIkLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuUHJvdmlkZXJJbmZvInIKF1N0cmVhbUNvbXBsZXRpb25SZXF1ZXN0Eg0KBW1vZGVsGAEgASgJEg4KBnByb21wdBgCIAEoCRI4CghzYW1wbGluZxgDIAEoCzImLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuU2FtcGxpbmdQYXJhbXMiwAEKGFN0cmVhbUNvbXBsZXRpb25SZXNwb25zZRIKCgJpZBgBIAEoCRINCgVpbmRleBgCIAEoDRIMCgR0ZXh0GAMgASgJEhUKDWZpbmlzaF9yZWFzb24YBCABKAkSLAoFdXNhZ2UYBSABKAsyHS5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLlVzYWdlEjYKCHByb3ZpZGVyGAYgASgLMiQuZGFya2Jsb29tLmluZmVyZW5jZS52MS5Qcm92aWRlckluZm8iEwoRTGlzdE1vZGVsc1JlcXVlc3QiYQoFTW9kZWwSCgoCaWQYASABKAkSDwoHY3JlYXRlZBgCIAEoAxIQCghvd25lZF9ieRgDIAEoCRIRCglwcm92aWRlcnMYBCABKA0SFgoOY29udGV4dF9sZW5ndGgYBSABKA0iQwoSTGlzdE1vZGVsc1Jlc3BvbnNlEi0KBm1vZGVscxgBIAMoCzIdLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuTW9kZWwy8QQKEEluZmVyZW5jZVNlcnZpY2USgQEKFENyZWF0ZUNoYXRDb21wbGV0aW9uEjMuZGFya2Jsb29tLmluZmVyZW5jZS52MS5DcmVhdGVDaGF0Q29tcGxldGlvblJlcXVlc3QaNC5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLkNyZWF0ZUNoYXRDb21wbGV0aW9uUmVzcG9uc2USgwEKFFN0cmVhbUNoYXRDb21wbGV0aW9uEjMuZGFya2Jsb29tLmluZmVyZW5jZS52MS5TdHJlYW1DaGF0Q29tcGxldGlvblJlcXVlc3QaNC5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLlN0cmVhbUNoYXRDb21wbGV0aW9uUmVzcG9uc2UwARJ1ChBDcmVhdGVDb21wbGV0aW9uEi8uZGFya2Jsb29tLmluZmVyZW5jZS52MS5DcmVhdGVDb21wbGV0aW9uUmVxdWVzdBowLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuQ3JlYXRlQ29tcGxldGlvblJlc3BvbnNlEncKEFN0cmVhbUNvbXBsZXRpb24SLy5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLlN0cmVhbUNvbXBsZXRpb25SZXF1ZXN0GjAuZGFya2Jsb29tLmluZmVyZW5jZS52MS5TdHJlYW1Db21wbGV0aW9uUmVzcG9uc2UwARJjCgpMaXN0TW9kZWxzEikuZGFya2Jsb29tLmluZmVyZW5jZS52MS5MaXN0TW9kZWxzUmVxdWVzdBoqLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuTGlzdE1vZGVsc1Jlc3BvbnNlYgZwcm90bzM");
+  fileDesc("CiZkYXJrYmxvb20vaW5mZXJlbmNlL3YxL2luZmVyZW5jZS5wcm90bxIWZGFya2Jsb29tLmluZmVyZW5jZS52MSI6CgtDaGF0TWVzc2FnZRIMCgRyb2xlGAEgASgJEg8KB2NvbnRlbnQYAiABKAkSDAoEbmFtZRgDIAEoCSLWAgoOU2FtcGxpbmdQYXJhbXMSFwoKbWF4X3Rva2VucxgBIAEoDUgAiAEBEhgKC3RlbXBlcmF0dXJlGAIgASgBSAGIAQESEgoFdG9wX3AYAyABKAFIAogBARISCgV0b3BfaxgEIAEoDUgDiAEBEg4KAW4YBSABKA1IBIgBARIMCgRzdG9wGAYgAygJEhEKBHNlZWQYByABKANIBYgBARIdChBwcmVzZW5jZV9wZW5hbHR5GAggASgBSAaIAQESHgoRZnJlcXVlbmN5X3BlbmFsdHkYCSABKAFIB4gBARIMCgR1c2VyGAogASgJQg0KC19tYXhfdG9rZW5zQg4KDF90ZW1wZXJhdHVyZUIICgZfdG9wX3BCCAoGX3RvcF9rQgQKAl9uQgcKBV9zZWVkQhMKEV9wcmVzZW5jZV9wZW5hbHR5QhQKEl9mcmVxdWVuY3lfcGVuYWx0eSJPCgVVc2FnZRIVCg1wcm9tcHRfdG9rZW5zGAEgASgNEhkKEWNvbXBsZXRpb25fdG9rZW5zGAIgASgNEhQKDHRvdGFsX3Rva2VucxgDIAEoDSJKCgxQcm92aWRlckluZm8SEwoLcHJvdmlkZXJfaWQYASABKAkSEwoLdHJ1c3RfbGV2ZWwYAiABKAkSEAoIYXR0ZXN0ZWQYAyABKAgiqAEKDVJlc3BvbnNlUHJvb2YSEwoLcHJvdmlkZXJfaWQYASABKAkSEwoLdHJ1c3RfbGV2ZWwYAiABKAkSEwoLc2lnbmluZ19rZXkYAyABKAwSFgoOcmVxdWVzdF9zaGEyNTYYBCABKAwSFwoPcmVzcG9uc2Vfc2hhMjU2GAUgASgMEhEKCXNpZ25hdHVyZRgGIAEoDBIUCgxyZXF1ZXN0X2JvZHkYByABKAwinQEKG0NyZWF0ZUNoYXRDb21wbGV0aW9uUmVxdWVzdBINCgVtb2RlbBgBIAEoCRI1CghtZXNzYWdlcxgCIAMoCzIjLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuQ2hhdE1lc3NhZ2USOAoIc2FtcGxpbmcYAyABKAsyJi5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLlNhbXBsaW5nUGFyYW1zImgKCkNoYXRDaG9pY2USDQoFaW5kZXgYASABKA0SNAoHbWVzc2FnZRgCIAEoCzIjLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuQ2hhdE1lc3NhZ2USFQoNZmluaXNoX3JlYXNvbhgDIAEoCSKfAgocQ3JlYXRlQ2hhdENvbXBsZXRpb25SZXNwb25zZRIKCgJpZBgBIAEoCRIPCgdjcmVhdGVkGAIgASgDEg0KBW1vZGVsGAMgASgJEjMKB2Nob2ljZXMYBCADKAsyIi5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLkNoYXRDaG9pY2USLAoFdXNhZ2UYBSABKAsyHS5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLlVzYWdlEjYKCHByb3ZpZGVyGAYgASgLMiQuZGFya2Jsb29tLmluZmVyZW5jZS52MS5Qcm92aWRlckluZm8SOAoJZGFya2Jsb29tGAcgASgLMiUuZGFya2Jsb29tLmluZmVyZW5jZS52MS5SZXNwb25zZVByb29mIp0BChtTdHJlYW1DaGF0Q29tcGxldGlvblJlcXVlc3QSDQoFbW9kZWwYASABKAkSNQoIbWVzc2FnZXMYAiADKAsyIy5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLkNoYXRNZXNzYWdlEjgKCHNhbXBsaW5nGAMgASgLMiYuZGFya2Jsb29tLmluZmVyZW5jZS52MS5TYW1wbGluZ1BhcmFtcyKBAgocU3RyZWFtQ2hhdENvbXBsZXRpb25SZXNwb25zZRIKCgJpZBgBIAEoCRINCgVpbmRleBgCIAEoDRIPCgdjb250ZW50GAMgASgJEhUKDWZpbmlzaF9yZWFzb24YBCABKAkSLAoFdXNhZ2UYBSABKAsyHS5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLlVzYWdlEjYKCHByb3ZpZGVyGAYgASgLMiQuZGFya2Jsb29tLmluZmVyZW5jZS52MS5Qcm92aWRlckluZm8SOAoJZGFya2Jsb29tGAcgASgLMiUuZGFya2Jsb29tLmluZmVyZW5jZS52MS5SZXNwb25zZVByb29mInIKF0NyZWF0ZUNvbXBsZXRpb25SZXF1ZXN0Eg0KBW1vZGVsGAEgASgJEg4KBnByb21wdBgCIAEoCRI4CghzYW1wbGluZxgDIAEoCzImLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuU2FtcGxpbmdQYXJhbXMiQAoKVGV4dENob2ljZRINCgVpbmRleBgBIAEoDRIMCgR0ZXh0GAIgASgJEhUKDWZpbmlzaF9yZWFzb24YAyABKAkimwIKGENyZWF0ZUNvbXBsZXRpb25SZXNwb25zZRIKCgJpZBgBIAEoCRIPCgdjcmVhdGVkGAIgASgDEg0KBW1vZGVsGAMgASgJEjMKB2Nob2ljZXMYBCADKAsyIi5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLlRleHRDaG9pY2USLAoFdXNhZ2UYBSABKAsyHS5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLlVzYWdlEjYKCHByb3ZpZGVyGAYgASgLMiQuZGFya2Jsb29tLmluZmVyZW5jZS52MS5Qcm92aWRlckluZm8SOAoJZGFya2Jsb29tGAcgASgLMiUuZGFya2Jsb29tLmluZmVyZW5jZS52MS5SZXNwb25zZVByb29mInIKF1N0cmVhbUNvbXBsZXRpb25SZXF1ZXN0Eg0KBW1vZGVsGAEgASgJEg4KBnByb21wdBgCIAEoCRI4CghzYW1wbGluZxgDIAEoCzImLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuU2FtcGxpbmdQYXJhbXMi+gEKGFN0cmVhbUNvbXBsZXRpb25SZXNwb25zZRIKCgJpZBgBIAEoCRINCgVpbmRleBgCIAEoDRIMCgR0ZXh0GAMgASgJEhUKDWZpbmlzaF9yZWFzb24YBCABKAkSLAoFdXNhZ2UYBSABKAsyHS5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLlVzYWdlEjYKCHByb3ZpZGVyGAYgASgLMiQuZGFya2Jsb29tLmluZmVyZW5jZS52MS5Qcm92aWRlckluZm8SOAoJZGFya2Jsb29tGAcgASgLMiUuZGFya2Jsb29tLmluZmVyZW5jZS52MS5SZXNwb25zZVByb29mIhMKEUxpc3RNb2RlbHNSZXF1ZXN0ImEKBU1vZGVsEgoKAmlkGAEgASgJEg8KB2NyZWF0ZWQYAiABKAMSEAoIb3duZWRfYnkYAyABKAkSEQoJcHJvdmlkZXJzGAQgASgNEhYKDmNvbnRleHRfbGVuZ3RoGAUgASgNIkMKEkxpc3RNb2RlbHNSZXNwb25zZRItCgZtb2RlbHMYASADKAsyHS5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLk1vZGVsMvEEChBJbmZlcmVuY2VTZXJ2aWNlEoEBChRDcmVhdGVDaGF0Q29tcGxldGlvbhIzLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuQ3JlYXRlQ2hhdENvbXBsZXRpb25SZXF1ZXN0GjQuZGFya2Jsb29tLmluZmVyZW5jZS52MS5DcmVhdGVDaGF0Q29tcGxldGlvblJlc3BvbnNlEoMBChRTdHJlYW1DaGF0Q29tcGxldGlvbhIzLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuU3RyZWFtQ2hhdENvbXBsZXRpb25SZXF1ZXN0GjQuZGFya2Jsb29tLmluZmVyZW5jZS52MS5TdHJlYW1DaGF0Q29tcGxldGlvblJlc3BvbnNlMAESdQoQQ3JlYXRlQ29tcGxldGlvbhIvLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuQ3JlYXRlQ29tcGxldGlvblJlcXVlc3QaMC5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLkNyZWF0ZUNvbXBsZXRpb25SZXNwb25zZRJ3ChBTdHJlYW1Db21wbGV0aW9uEi8uZGFya2Jsb29tLmluZmVyZW5jZS52MS5TdHJlYW1Db21wbGV0aW9uUmVxdWVzdBowLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuU3RyZWFtQ29tcGxldGlvblJlc3BvbnNlMAESYwoKTGlzdE1vZGVscxIpLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuTGlzdE1vZGVsc1JlcXVlc3QaKi5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLkxpc3RNb2RlbHNSZXNwb25zZWIGcHJvdG8z");
 
 /**
  * ChatMessage is one message of a conversation.
@@ -202,6 +202,74 @@ export const ProviderInfoSchema: GenMessage<ProviderInfo> = /*@__PURE__*/
   messageDesc(file_darkbloom_inference_v1_inference, 3);
 
 /**
+ * ResponseProof lets the consumer check which provider produced a response and that the text is
+ * what it signed (docs/ARCHITECTURE.md, "Verifiable responses"): the same fields as the `darkbloom`
+ * object of the OpenAI-compatible routes, as bytes, plus the request body the hashes cover.
+ *
+ * @generated from message darkbloom.inference.v1.ResponseProof
+ */
+export type ResponseProof = Message<"darkbloom.inference.v1.ResponseProof"> & {
+  /**
+   * provider_id is the serving provider's session identifier.
+   *
+   * @generated from field: string provider_id = 1;
+   */
+  providerId: string;
+
+  /**
+   * trust_level is "none", "self_signed" or "hardware".
+   *
+   * @generated from field: string trust_level = 2;
+   */
+  trustLevel: string;
+
+  /**
+   * signing_key is the provider's P-256 public key (SEC1 uncompressed); empty when it has none.
+   *
+   * @generated from field: bytes signing_key = 3;
+   */
+  signingKey: Uint8Array;
+
+  /**
+   * request_sha256 is SHA-256 of request_body.
+   *
+   * @generated from field: bytes request_sha256 = 4;
+   */
+  requestSha256: Uint8Array;
+
+  /**
+   * response_sha256 is SHA-256 of the response bytes: for each choice in index order, the length of
+   * the UTF-8 of its whole text as a 4-byte big-endian integer, then that UTF-8.
+   *
+   * @generated from field: bytes response_sha256 = 5;
+   */
+  responseSha256: Uint8Array;
+
+  /**
+   * signature is the ECDSA P-256 / SHA-256 signature (DER) over "darkbloom-response-v1" 0x00 ||
+   * request_sha256 || response_sha256; empty when the provider has no signing key.
+   *
+   * @generated from field: bytes signature = 6;
+   */
+  signature: Uint8Array;
+
+  /**
+   * request_body is the OpenAI-format JSON the coordinator built from this call and sent (sealed) to
+   * the provider.
+   *
+   * @generated from field: bytes request_body = 7;
+   */
+  requestBody: Uint8Array;
+};
+
+/**
+ * Describes the message darkbloom.inference.v1.ResponseProof.
+ * Use `create(ResponseProofSchema)` to create a new message.
+ */
+export const ResponseProofSchema: GenMessage<ResponseProof> = /*@__PURE__*/
+  messageDesc(file_darkbloom_inference_v1_inference, 4);
+
+/**
  * CreateChatCompletionRequest asks for a whole chat completion.
  *
  * @generated from message darkbloom.inference.v1.CreateChatCompletionRequest
@@ -234,7 +302,7 @@ export type CreateChatCompletionRequest = Message<"darkbloom.inference.v1.Create
  * Use `create(CreateChatCompletionRequestSchema)` to create a new message.
  */
 export const CreateChatCompletionRequestSchema: GenMessage<CreateChatCompletionRequest> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 4);
+  messageDesc(file_darkbloom_inference_v1_inference, 5);
 
 /**
  * ChatChoice is one generated chat message.
@@ -269,7 +337,7 @@ export type ChatChoice = Message<"darkbloom.inference.v1.ChatChoice"> & {
  * Use `create(ChatChoiceSchema)` to create a new message.
  */
 export const ChatChoiceSchema: GenMessage<ChatChoice> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 5);
+  messageDesc(file_darkbloom_inference_v1_inference, 6);
 
 /**
  * CreateChatCompletionResponse is a whole chat completion.
@@ -318,6 +386,13 @@ export type CreateChatCompletionResponse = Message<"darkbloom.inference.v1.Creat
    * @generated from field: darkbloom.inference.v1.ProviderInfo provider = 6;
    */
   provider?: ProviderInfo | undefined;
+
+  /**
+   * darkbloom is the provider's signature over the request and this response.
+   *
+   * @generated from field: darkbloom.inference.v1.ResponseProof darkbloom = 7;
+   */
+  darkbloom?: ResponseProof | undefined;
 };
 
 /**
@@ -325,7 +400,7 @@ export type CreateChatCompletionResponse = Message<"darkbloom.inference.v1.Creat
  * Use `create(CreateChatCompletionResponseSchema)` to create a new message.
  */
 export const CreateChatCompletionResponseSchema: GenMessage<CreateChatCompletionResponse> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 6);
+  messageDesc(file_darkbloom_inference_v1_inference, 7);
 
 /**
  * StreamChatCompletionRequest asks for a streamed chat completion.
@@ -360,7 +435,7 @@ export type StreamChatCompletionRequest = Message<"darkbloom.inference.v1.Stream
  * Use `create(StreamChatCompletionRequestSchema)` to create a new message.
  */
 export const StreamChatCompletionRequestSchema: GenMessage<StreamChatCompletionRequest> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 7);
+  messageDesc(file_darkbloom_inference_v1_inference, 8);
 
 /**
  * StreamChatCompletionResponse is one delta of a streamed chat completion.
@@ -409,6 +484,14 @@ export type StreamChatCompletionResponse = Message<"darkbloom.inference.v1.Strea
    * @generated from field: darkbloom.inference.v1.ProviderInfo provider = 6;
    */
   provider?: ProviderInfo | undefined;
+
+  /**
+   * darkbloom is set on the final message of the stream: the provider's signature over the
+   * request and the whole response.
+   *
+   * @generated from field: darkbloom.inference.v1.ResponseProof darkbloom = 7;
+   */
+  darkbloom?: ResponseProof | undefined;
 };
 
 /**
@@ -416,7 +499,7 @@ export type StreamChatCompletionResponse = Message<"darkbloom.inference.v1.Strea
  * Use `create(StreamChatCompletionResponseSchema)` to create a new message.
  */
 export const StreamChatCompletionResponseSchema: GenMessage<StreamChatCompletionResponse> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 8);
+  messageDesc(file_darkbloom_inference_v1_inference, 9);
 
 /**
  * CreateCompletionRequest asks for a whole text completion.
@@ -451,7 +534,7 @@ export type CreateCompletionRequest = Message<"darkbloom.inference.v1.CreateComp
  * Use `create(CreateCompletionRequestSchema)` to create a new message.
  */
 export const CreateCompletionRequestSchema: GenMessage<CreateCompletionRequest> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 9);
+  messageDesc(file_darkbloom_inference_v1_inference, 10);
 
 /**
  * TextChoice is one generated continuation.
@@ -486,7 +569,7 @@ export type TextChoice = Message<"darkbloom.inference.v1.TextChoice"> & {
  * Use `create(TextChoiceSchema)` to create a new message.
  */
 export const TextChoiceSchema: GenMessage<TextChoice> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 10);
+  messageDesc(file_darkbloom_inference_v1_inference, 11);
 
 /**
  * CreateCompletionResponse is a whole text completion.
@@ -535,6 +618,13 @@ export type CreateCompletionResponse = Message<"darkbloom.inference.v1.CreateCom
    * @generated from field: darkbloom.inference.v1.ProviderInfo provider = 6;
    */
   provider?: ProviderInfo | undefined;
+
+  /**
+   * darkbloom is the provider's signature over the request and this response.
+   *
+   * @generated from field: darkbloom.inference.v1.ResponseProof darkbloom = 7;
+   */
+  darkbloom?: ResponseProof | undefined;
 };
 
 /**
@@ -542,7 +632,7 @@ export type CreateCompletionResponse = Message<"darkbloom.inference.v1.CreateCom
  * Use `create(CreateCompletionResponseSchema)` to create a new message.
  */
 export const CreateCompletionResponseSchema: GenMessage<CreateCompletionResponse> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 11);
+  messageDesc(file_darkbloom_inference_v1_inference, 12);
 
 /**
  * StreamCompletionRequest asks for a streamed text completion.
@@ -577,7 +667,7 @@ export type StreamCompletionRequest = Message<"darkbloom.inference.v1.StreamComp
  * Use `create(StreamCompletionRequestSchema)` to create a new message.
  */
 export const StreamCompletionRequestSchema: GenMessage<StreamCompletionRequest> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 12);
+  messageDesc(file_darkbloom_inference_v1_inference, 13);
 
 /**
  * StreamCompletionResponse is one delta of a streamed text completion.
@@ -626,6 +716,14 @@ export type StreamCompletionResponse = Message<"darkbloom.inference.v1.StreamCom
    * @generated from field: darkbloom.inference.v1.ProviderInfo provider = 6;
    */
   provider?: ProviderInfo | undefined;
+
+  /**
+   * darkbloom is set on the final message of the stream: the provider's signature over the
+   * request and the whole response.
+   *
+   * @generated from field: darkbloom.inference.v1.ResponseProof darkbloom = 7;
+   */
+  darkbloom?: ResponseProof | undefined;
 };
 
 /**
@@ -633,7 +731,7 @@ export type StreamCompletionResponse = Message<"darkbloom.inference.v1.StreamCom
  * Use `create(StreamCompletionResponseSchema)` to create a new message.
  */
 export const StreamCompletionResponseSchema: GenMessage<StreamCompletionResponse> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 13);
+  messageDesc(file_darkbloom_inference_v1_inference, 14);
 
 /**
  * ListModelsRequest asks for the served models.
@@ -648,7 +746,7 @@ export type ListModelsRequest = Message<"darkbloom.inference.v1.ListModelsReques
  * Use `create(ListModelsRequestSchema)` to create a new message.
  */
 export const ListModelsRequestSchema: GenMessage<ListModelsRequest> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 14);
+  messageDesc(file_darkbloom_inference_v1_inference, 15);
 
 /**
  * Model is one model the network serves.
@@ -697,7 +795,7 @@ export type Model = Message<"darkbloom.inference.v1.Model"> & {
  * Use `create(ModelSchema)` to create a new message.
  */
 export const ModelSchema: GenMessage<Model> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 15);
+  messageDesc(file_darkbloom_inference_v1_inference, 16);
 
 /**
  * ListModelsResponse lists the served models.
@@ -718,7 +816,7 @@ export type ListModelsResponse = Message<"darkbloom.inference.v1.ListModelsRespo
  * Use `create(ListModelsResponseSchema)` to create a new message.
  */
 export const ListModelsResponseSchema: GenMessage<ListModelsResponse> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 16);
+  messageDesc(file_darkbloom_inference_v1_inference, 17);
 
 /**
  * InferenceService is the typed consumer API. It serves the same requests as the OpenAI-compatible

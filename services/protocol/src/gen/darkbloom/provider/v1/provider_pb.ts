@@ -694,20 +694,24 @@ export const HeartbeatSchema: GenMessage<Heartbeat> = /*@__PURE__*/
   messageDesc(file_darkbloom_provider_v1_provider, 10);
 
 /**
- * SealedBox is a NaCl box (X25519-XSalsa20-Poly1305).
+ * SealedBox is a NaCl box (X25519-XSalsa20-Poly1305, crypto_box_easy). For each dispatch the
+ * coordinator makes a fresh X25519 key pair and seals the request body to the provider's
+ * encryption_public_key; the provider seals every ChunkPayload of that request back to the request's
+ * ephemeral public key (the same box key both ways: crypto_box_beforenm of the two key pairs).
  *
  * @generated from message darkbloom.provider.v1.SealedBox
  */
 export type SealedBox = Message<"darkbloom.provider.v1.SealedBox"> & {
   /**
-   * sender_public_key is the sender's X25519 public key (32 bytes).
+   * sender_public_key is the sender's X25519 public key (32 bytes): the coordinator's ephemeral key
+   * on a request; empty on chunks, whose sender is the provider and its registered key.
    *
    * @generated from field: bytes sender_public_key = 1;
    */
   senderPublicKey: Uint8Array;
 
   /**
-   * nonce is the 24-byte box nonce, never reused with the same key pair.
+   * nonce is the 24-byte box nonce, random for every box.
    *
    * @generated from field: bytes nonce = 2;
    */
@@ -762,7 +766,9 @@ export type InferenceRequest = Message<"darkbloom.provider.v1.InferenceRequest">
    */
   body: {
     /**
-     * plaintext_body is the JSON in the clear (development networks only; providers may refuse it).
+     * plaintext_body is the JSON in the clear: only to providers registered without an encryption
+     * key on a coordinator that allows it (development); the daemon refuses it (400
+     * encryption_required).
      *
      * @generated from field: bytes plaintext_body = 4;
      */
@@ -890,7 +896,8 @@ export type InferenceChunk = Message<"darkbloom.provider.v1.InferenceChunk"> & {
    */
   payload: {
     /**
-     * plaintext is the content in the clear (development networks only).
+     * plaintext is the content in the clear, only in answer to a plaintext_body request; in answer
+     * to a sealed request the coordinator takes it as a breach and marks the provider untrusted.
      *
      * @generated from field: darkbloom.provider.v1.ChunkPayload plaintext = 3;
      */
@@ -898,7 +905,8 @@ export type InferenceChunk = Message<"darkbloom.provider.v1.InferenceChunk"> & {
     case: "plaintext";
   } | {
     /**
-     * sealed is the serialized ChunkPayload sealed to the request's ephemeral key.
+     * sealed is the serialized ChunkPayload sealed to the request's ephemeral key; one that does not
+     * open with the request's key marks the provider untrusted.
      *
      * @generated from field: darkbloom.provider.v1.SealedBox sealed = 4;
      */
@@ -971,27 +979,30 @@ export const ChoiceEndSchema: GenMessage<ChoiceEnd> = /*@__PURE__*/
   messageDesc(file_darkbloom_provider_v1_provider, 17);
 
 /**
- * ResponseSignature lets a consumer check which provider produced a response.
+ * ResponseSignature lets a consumer check which provider produced a response (docs/ARCHITECTURE.md,
+ * "Verifiable responses"; the coordinator checks both hashes against what it sent and received).
  *
  * @generated from message darkbloom.provider.v1.ResponseSignature
  */
 export type ResponseSignature = Message<"darkbloom.provider.v1.ResponseSignature"> & {
   /**
-   * request_sha256 is SHA-256 of the request body bytes the provider received.
+   * request_sha256 is SHA-256 of the request body bytes the provider received (after opening).
    *
    * @generated from field: bytes request_sha256 = 1;
    */
   requestSha256: Uint8Array;
 
   /**
-   * response_sha256 is SHA-256 of the response content bytes the provider produced.
+   * response_sha256 is SHA-256 of the response bytes: for each choice in index order 0..n-1, the
+   * length of the UTF-8 of its whole text as a 4-byte big-endian integer, then that UTF-8.
    *
    * @generated from field: bytes response_sha256 = 2;
    */
   responseSha256: Uint8Array;
 
   /**
-   * signature is the provider's P-256 signature over the two hashes (DER encoded).
+   * signature is the attestation key's ECDSA P-256 / SHA-256 signature (DER encoded) over
+   * "darkbloom-response-v1" 0x00 || request_sha256 || response_sha256.
    *
    * @generated from field: bytes signature = 3;
    */
@@ -1033,7 +1044,8 @@ export type InferenceComplete = Message<"darkbloom.provider.v1.InferenceComplete
   choices: ChoiceEnd[];
 
   /**
-   * signature binds the request and response bytes to the provider's key (when it has one).
+   * signature binds the request and response bytes to the provider's attestation key (when it has
+   * one; a provider that registered a signing key must sign every response).
    *
    * @generated from field: darkbloom.provider.v1.ResponseSignature signature = 4;
    */

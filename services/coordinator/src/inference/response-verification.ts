@@ -1,0 +1,106 @@
+import type { KeyObject } from "node:crypto";
+import { p256PublicKeyFromRaw, trustLevelName } from "@darkbloom/protocol";
+import type { ResponseSignature } from "@darkbloom/protocol/provider/v1";
+import {
+  hex,
+  type ResponseProof,
+  responseSha256,
+  verifyResponseSignature,
+} from "@darkbloom/protocol/verifiable-response";
+import type { ProviderHandle } from "../routing/provider-handle.js";
+
+/** Trust reason codes for a provider whose InferenceComplete does not match what it was sent and sent. */
+export const ResponseViolation = {
+  /** The provider has a signing key but sent no response signature. */
+  unsigned: "response_unsigned",
+  /** request_sha256 is not the hash of the request the coordinator sent. */
+  requestHashMismatch: "request_hash_mismatch",
+  /** response_sha256 is not the hash of the text the coordinator received. */
+  responseHashMismatch: "response_hash_mismatch",
+  /** The signature does not verify with the provider's signing key. */
+  badSignature: "response_signature_invalid",
+} as const;
+
+export type ResponseVerdict =
+  | { ok: true; proof: ResponseProof }
+  | { ok: false; code: string; message: string };
+
+/**
+ * Checks a provider's ResponseSignature against what the coordinator itself sent (the request body's
+ * hash) and received (the choice texts, after opening the chunks), and the signature against the
+ * provider's registered signing key. The proof it returns is the consumer's `darkbloom` object.
+ * A provider without a signing key gets an unsigned proof (signature and signing_key null); one that
+ * signs anyway must still get both hashes right.
+ */
+export function verifyResponse(
+  provider: ProviderHandle,
+  signingKey: Uint8Array | undefined,
+  requestSha256: Uint8Array,
+  texts: readonly string[],
+  signature: ResponseSignature | undefined,
+): ResponseVerdict {
+  const responseHash = responseSha256(texts);
+  const proof: ResponseProof = {
+    provider_id: provider.id,
+    trust_level: trustLevelName(provider.trustLevel),
+    signing_key: null,
+    request_sha256: hex(requestSha256),
+    response_sha256: hex(responseHash),
+    signature: null,
+  };
+  if (!signature) {
+    if (signingKey) {
+      return { ok: false, code: ResponseViolation.unsigned, message: "the response carries no signature" };
+    }
+    return { ok: true, proof };
+  }
+  if (!equal(signature.requestSha256, requestSha256)) {
+    return {
+      ok: false,
+      code: ResponseViolation.requestHashMismatch,
+      message: "request_sha256 is not the hash of the request the coordinator sent",
+    };
+  }
+  if (!equal(signature.responseSha256, responseHash)) {
+    return {
+      ok: false,
+      code: ResponseViolation.responseHashMismatch,
+      message: "response_sha256 is not the hash of the response the coordinator received",
+    };
+  }
+  if (!signingKey) return { ok: true, proof };
+  if (!verifyResponseSignature(keyObject(signingKey), requestSha256, responseHash, signature.signature)) {
+    return {
+      ok: false,
+      code: ResponseViolation.badSignature,
+      message: "the response signature does not verify with the provider's signing key",
+    };
+  }
+  proof.signing_key = base64(signingKey);
+  proof.signature = base64(signature.signature);
+  return { ok: true, proof };
+}
+
+/** Parsed signing keys, per session key: parsing costs twice the verification itself. */
+const parsedKeys = new WeakMap<Uint8Array, KeyObject | Uint8Array>();
+
+function keyObject(raw: Uint8Array): KeyObject | Uint8Array {
+  let key = parsedKeys.get(raw);
+  if (key === undefined) {
+    try {
+      key = p256PublicKeyFromRaw(raw);
+    } catch {
+      key = raw; // not a P-256 point: verification fails
+    }
+    parsedKeys.set(raw, key);
+  }
+  return key;
+}
+
+function equal(a: Uint8Array, b: Uint8Array): boolean {
+  return a.byteLength === b.byteLength && Buffer.compare(a, b) === 0;
+}
+
+function base64(bytes: Uint8Array): string {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("base64");
+}

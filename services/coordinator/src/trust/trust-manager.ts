@@ -1,0 +1,213 @@
+import { compareSemver } from "@darkbloom/protocol";
+import type { ConnectResponse, Register, TrustLevel } from "@darkbloom/protocol/provider/v1";
+import type { Logger } from "../log.js";
+import type { ReleasePolicy } from "../releases/release-store.js";
+import type { ProviderHandle } from "../routing/provider-handle.js";
+import { type RegistrationPolicy, verifyRegistration } from "./attestation.js";
+import { NonceBook } from "./nonce-book.js";
+import {
+  type ChallengeResult,
+  ProviderTrust,
+  type TrustContext,
+  type TrustTimings,
+} from "./provider-trust.js";
+import { TrustCode } from "./reasons.js";
+
+export interface TrustManagerOptions extends TrustTimings {
+  /** The coordinator's minimum trust level for routing. */
+  minTrust: TrustLevel;
+  /** The coordinator's own minimum daemon version ("" for none); releases may raise it. */
+  minProviderVersion: string;
+  /** Hex SEC1 keys of Secure Enclave keys enrolled as hardware-bound (the only way to HARDWARE). */
+  hardwareKeys: ReadonlySet<string>;
+  /** How often the release policy is reloaded to pick up other replicas' changes (default 10 s). */
+  policyRefreshMs?: number;
+  /**
+   * How long a machine id and signing key marked untrusted by the data path stay untrusted, so that
+   * reconnecting does not clear the finding (default one hour).
+   */
+  quarantineMs?: number;
+}
+
+/** Where the release policy comes from (the release store). */
+export interface PolicySource {
+  policy(): Promise<ReleasePolicy>;
+}
+
+/**
+ * The coordinator's trust authority: verifies each Register's attestation, keeps every session's
+ * ProviderTrust (challenges, judgement), enforces one signing key per machine, and re-checks the whole
+ * connected fleet when the release policy (binary allowlist, minimum version) changes.
+ *
+ * Duplicate keys: when two live providers with different machine ids present the same signing key,
+ * the key is no longer evidence of one machine; both are flagged `duplicate_key` (untrusted), and the
+ * key stays flagged for the life of this coordinator process, so later registrations with it are
+ * flagged too. A reconnect of the same machine id replaces its old session first and is not a
+ * duplicate.
+ */
+export class TrustManager {
+  private readonly trusts = new Map<string, ProviderTrust>();
+  private readonly byKey = new Map<string, Set<ProviderTrust>>();
+  private readonly sharedKeys = new Set<string>();
+  /** "machine:<id>" / "key:<hex>" → the finding and until when it holds. */
+  private readonly quarantined = new Map<string, { code: string; message: string; until: number }>();
+  private readonly nonces = new NonceBook();
+  private readonly context: TrustContext;
+  private readonly registrationPolicy: RegistrationPolicy;
+  private policy: ReleasePolicy = { binaryAllowlist: new Set(), minProviderVersion: "" };
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly options: TrustManagerOptions,
+    private readonly source: PolicySource | undefined,
+    private readonly log: Logger,
+    onChallengeResult?: (result: ChallengeResult) => void,
+  ) {
+    this.registrationPolicy = { hardwareKeys: options.hardwareKeys };
+    this.context = {
+      timings: options,
+      minTrust: options.minTrust,
+      binaryAllowlist: () => this.policy.binaryAllowlist,
+      minProviderVersion: () => this.minProviderVersion,
+      nonces: this.nonces,
+      log,
+      onMarkedUntrusted: (trust, code, message) => this.remember(trust, code, message),
+      ...(onChallengeResult ? { onChallengeResult } : {}),
+    };
+  }
+
+  /** The effective minimum daemon version: the higher of the configured one and the active releases'. */
+  get minProviderVersion(): string {
+    const a = this.options.minProviderVersion;
+    const b = this.policy.minProviderVersion;
+    if (a === "") return b;
+    if (b === "") return a;
+    return compareSemver(a, b) >= 0 ? a : b;
+  }
+
+  get binaryAllowlist(): ReadonlySet<string> {
+    return this.policy.binaryAllowlist;
+  }
+
+  /** Loads the release policy and reloads it periodically. */
+  async start(): Promise<void> {
+    await this.refreshPolicy();
+    if (!this.source || this.timer) return;
+    this.timer = setInterval(() => {
+      this.refreshPolicy().catch((e: Error) =>
+        this.log.warn({ err: e.message }, "could not reload the release policy; keeping the last one"),
+      );
+    }, this.options.policyRefreshMs ?? 10_000);
+    this.timer.unref();
+  }
+
+  /** Reloads the release policy; when it changed, re-checks every connected provider. */
+  async refreshPolicy(): Promise<void> {
+    if (!this.source) return;
+    const next = await this.source.policy();
+    const before = this.policy;
+    this.policy = next;
+    if (
+      before.minProviderVersion !== next.minProviderVersion ||
+      before.binaryAllowlist.size !== next.binaryAllowlist.size ||
+      [...next.binaryAllowlist].some((h) => !before.binaryAllowlist.has(h))
+    ) {
+      this.log.info(
+        { allowlist: next.binaryAllowlist.size, minProviderVersion: this.minProviderVersion },
+        "release policy changed; re-checking the connected fleet",
+      );
+      for (const trust of this.trusts.values()) trust.recheck();
+    }
+  }
+
+  /**
+   * Verifies a Register and creates the session's trust state; the handle gets its judgement at once.
+   * Nothing is sent until start() is called on the result (after the RegisterAck).
+   */
+  attach(
+    handle: ProviderHandle,
+    register: Register,
+    send: (message: ConnectResponse) => boolean,
+    onChange: () => void,
+  ): ProviderTrust {
+    const verdict = verifyRegistration(register, this.registrationPolicy);
+    const trust = new ProviderTrust(handle, register, verdict, this.context, send, onChange);
+    this.trusts.set(handle.id, trust);
+    const key = trust.publicKeyHex;
+    if (key !== undefined) {
+      const holders = this.byKey.get(key) ?? new Set<ProviderTrust>();
+      const others = [...holders].filter((t) => t.machineId !== register.machineId);
+      if (others.length > 0 || this.sharedKeys.has(key)) {
+        this.sharedKeys.add(key);
+        const message = "another provider presented the same attestation signing key";
+        for (const t of [trust, ...others]) t.addViolation(TrustCode.duplicateKey, message);
+        this.log.warn(
+          { providerId: handle.id, others: others.map((t) => t.providerId) },
+          "attestation key presented by more than one machine",
+        );
+      }
+      holders.add(trust);
+      this.byKey.set(key, holders);
+    }
+    const now = Date.now();
+    for (const name of quarantineNames(register.machineId, key)) {
+      const finding = this.quarantined.get(name);
+      if (finding === undefined) continue;
+      if (finding.until <= now) this.quarantined.delete(name);
+      else trust.quarantine(finding.code, finding.message);
+    }
+    if (verdict.violations.length > 0) {
+      this.log.warn(
+        { providerId: handle.id, reasons: verdict.violations.map((v) => v.code) },
+        "provider attestation rejected",
+      );
+    }
+    return trust;
+  }
+
+  /** Remembers a data-path finding for the machine id and signing key of a session. */
+  private remember(trust: ProviderTrust, code: string, message: string): void {
+    const until = Date.now() + (this.options.quarantineMs ?? 60 * 60_000);
+    for (const name of quarantineNames(trust.machineId, trust.publicKeyHex)) {
+      this.quarantined.set(name, { code, message, until });
+    }
+    for (const [name, finding] of this.quarantined) {
+      if (finding.until <= Date.now()) this.quarantined.delete(name);
+    }
+  }
+
+  /** Forgets a session's trust state (its stream ended). */
+  detach(providerId: string): void {
+    const trust = this.trusts.get(providerId);
+    if (!trust) return;
+    trust.close();
+    this.trusts.delete(providerId);
+    const key = trust.publicKeyHex;
+    if (key !== undefined) {
+      const holders = this.byKey.get(key);
+      holders?.delete(trust);
+      if (holders?.size === 0) this.byKey.delete(key);
+    }
+  }
+
+  get(providerId: string): ProviderTrust | undefined {
+    return this.trusts.get(providerId);
+  }
+
+  all(): ProviderTrust[] {
+    return [...this.trusts.values()];
+  }
+
+  close(): void {
+    clearInterval(this.timer);
+    this.timer = undefined;
+    for (const id of [...this.trusts.keys()]) this.detach(id);
+  }
+}
+
+function quarantineNames(machineId: string, key: string | undefined): string[] {
+  const names: string[] = [];
+  if (machineId !== "") names.push(`machine:${machineId}`);
+  if (key !== undefined) names.push(`key:${key}`);
+  return names;
+}

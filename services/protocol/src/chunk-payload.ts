@@ -1,0 +1,110 @@
+import type { ChunkPayload } from "./gen/darkbloom/provider/v1/provider_pb.js";
+
+/**
+ * The protobuf encoding of ChunkPayload (text = 1, token_count = 2, choice_index = 3), written and
+ * read by hand: every token of every response is sealed by the provider and opened by the
+ * coordinator as one of these, and the reflective codec costs more than the cipher. The output is
+ * what toBinary(ChunkPayloadSchema, …) writes (fields in order, zero values omitted); the reader
+ * accepts any valid encoding (any field order, repeated fields, unknown fields skipped), as
+ * fromBinary does. Tested against both.
+ */
+
+/** Thrown for bytes that are not a ChunkPayload encoding. */
+export class ChunkPayloadError extends Error {
+  override readonly name = "ChunkPayloadError";
+}
+
+export function encodeChunkPayload(text: string, tokenCount: number, choiceIndex: number): Buffer {
+  const textBytes = text === "" ? 0 : Buffer.byteLength(text, "utf8");
+  const size =
+    (textBytes > 0 ? 1 + varintSize(textBytes) + textBytes : 0) +
+    (tokenCount !== 0 ? 1 + varintSize(tokenCount >>> 0) : 0) +
+    (choiceIndex !== 0 ? 1 + varintSize(choiceIndex >>> 0) : 0);
+  const out = Buffer.allocUnsafe(size);
+  let at = 0;
+  if (textBytes > 0) {
+    out[at++] = 0x0a;
+    at = writeVarint(out, at, textBytes);
+    at += out.write(text, at, "utf8");
+  }
+  if (tokenCount !== 0) {
+    out[at++] = 0x10;
+    at = writeVarint(out, at, tokenCount >>> 0);
+  }
+  if (choiceIndex !== 0) {
+    out[at++] = 0x18;
+    at = writeVarint(out, at, choiceIndex >>> 0);
+  }
+  return out;
+}
+
+export function decodeChunkPayload(bytes: Uint8Array): ChunkPayload {
+  const buffer = Buffer.isBuffer(bytes)
+    ? bytes
+    : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let text = "";
+  let tokenCount = 0;
+  let choiceIndex = 0;
+  const end = buffer.length;
+  let at = 0;
+  const varint = (): number => {
+    // Up to 10 bytes; uint32 fields keep the low 32 bits, as protobuf does.
+    let low = 0;
+    let shift = 0;
+    for (let i = 0; i < 10; i++) {
+      if (at >= end) throw new ChunkPayloadError("truncated varint");
+      const b = buffer[at++] as number;
+      if (shift < 32) low |= (b & 0x7f) << shift;
+      shift += 7;
+      if ((b & 0x80) === 0) return low >>> 0;
+    }
+    throw new ChunkPayloadError("varint longer than 10 bytes");
+  };
+  while (at < end) {
+    const tag = varint();
+    const field = tag >>> 3;
+    const wireType = tag & 7;
+    if (field === 0) throw new ChunkPayloadError("field number 0");
+    if (field === 1 && wireType === 2) {
+      const length = varint();
+      if (length > end - at) throw new ChunkPayloadError("truncated text");
+      text = buffer.toString("utf8", at, at + length);
+      at += length;
+    } else if (field === 2 && wireType === 0) {
+      tokenCount = varint();
+    } else if (field === 3 && wireType === 0) {
+      choiceIndex = varint();
+    } else if (wireType === 0) {
+      varint();
+    } else if (wireType === 1) {
+      at += 8;
+    } else if (wireType === 2) {
+      const length = varint(); // read before adding: varint() advances `at`
+      at += length;
+    } else if (wireType === 5) {
+      at += 4;
+    } else {
+      throw new ChunkPayloadError(`unsupported wire type ${wireType}`);
+    }
+    if (at > end) throw new ChunkPayloadError("truncated field");
+  }
+  return { $typeName: "darkbloom.provider.v1.ChunkPayload", text, tokenCount, choiceIndex };
+}
+
+function varintSize(v: number): number {
+  let n = 1;
+  while (v >= 0x80) {
+    v = Math.floor(v / 128);
+    n++;
+  }
+  return n;
+}
+
+function writeVarint(out: Buffer, at: number, v: number): number {
+  while (v >= 0x80) {
+    out[at++] = (v & 0x7f) | 0x80;
+    v = Math.floor(v / 128);
+  }
+  out[at++] = v;
+  return at;
+}

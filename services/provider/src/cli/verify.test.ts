@@ -1,0 +1,102 @@
+import { generateKeyPairSync, sign } from "node:crypto";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { rawP256PublicKey } from "@darkbloom/protocol";
+import {
+  hex,
+  responseSha256,
+  responseSignatureMessage,
+  sha256,
+} from "@darkbloom/protocol/verifiable-response";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { runCli } from "./program.js";
+import { testIo } from "./test-io.js";
+
+const { privateKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
+const REQUEST = '{"model":"tiny","messages":[{"role":"user","content":"Say hi"}]}';
+const TEXT = "Hi there, consumer.";
+
+function savedResponse(text: string) {
+  const requestHash = sha256(Buffer.from(REQUEST));
+  const responseHash = responseSha256([TEXT]);
+  return {
+    id: "chatcmpl-x",
+    object: "chat.completion",
+    choices: [{ index: 0, message: { role: "assistant", content: text }, finish_reason: "stop" }],
+    darkbloom: {
+      provider_id: "prov_abc",
+      trust_level: "self_signed",
+      signing_key: Buffer.from(rawP256PublicKey(privateKey)).toString("base64"),
+      request_sha256: hex(requestHash),
+      response_sha256: hex(responseHash),
+      signature: sign("sha256", responseSignatureMessage(requestHash, responseHash), privateKey).toString(
+        "base64",
+      ),
+    },
+  };
+}
+
+let dir: string;
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), "darkbloom-verify-"));
+  await writeFile(join(dir, "valid.json"), JSON.stringify(savedResponse(TEXT), null, 2));
+  await writeFile(
+    join(dir, "tampered.json"),
+    JSON.stringify(savedResponse(TEXT.replace("consumer", "Consumer"))),
+  );
+  await writeFile(join(dir, "request.json"), REQUEST);
+  await writeFile(join(dir, "other-request.json"), REQUEST.replace("Say hi", "Say ho"));
+  const proof = savedResponse(TEXT).darkbloom;
+  const sse = [
+    { choices: [{ index: 0, delta: { role: "assistant", content: "Hi there, " } }] },
+    { choices: [{ index: 0, delta: { content: "consumer." } }] },
+    { choices: [{ index: 0, delta: {}, finish_reason: "stop" }] },
+    { choices: [], darkbloom: proof },
+  ]
+    .map((e) => `data: ${JSON.stringify(e)}\n\n`)
+    .join("");
+  await writeFile(join(dir, "stream.sse"), `${sse}data: [DONE]\n\n`);
+});
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+async function verify(...args: string[]) {
+  const t = testIo();
+  const code = await runCli(["verify", ...args], t.io);
+  return { code, stdout: t.stdout(), stderr: t.stderr() };
+}
+
+describe("darkbloom verify", () => {
+  it("exits 0 for a valid saved response, with and without the request", async () => {
+    const plain = await verify(join(dir, "valid.json"));
+    expect(plain.code).toBe(0);
+    expect(plain.stdout).toMatch(/^valid: signed by provider prov_abc \(trust self_signed\)/);
+    const withRequest = await verify(join(dir, "valid.json"), "--request", join(dir, "request.json"));
+    expect(withRequest).toMatchObject({ code: 0, stderr: "" });
+    expect(withRequest.stdout).toMatch(/request matches/);
+    expect((await verify(join(dir, "stream.sse"), "--request", join(dir, "request.json"))).code).toBe(0);
+  });
+
+  it("exits 1 with one line when the content or the request was changed", async () => {
+    const tampered = await verify(join(dir, "tampered.json"));
+    expect(tampered.code).toBe(1);
+    expect(tampered.stderr).toMatch(
+      /^darkbloom: invalid: response_sha256 does not match the response content/,
+    );
+    expect(tampered.stderr.trimEnd().split("\n")).toHaveLength(1);
+    expect(tampered.stdout).toBe("");
+    const otherRequest = await verify(join(dir, "valid.json"), "--request", join(dir, "other-request.json"));
+    expect(otherRequest.code).toBe(1);
+    expect(otherRequest.stderr).toMatch(/invalid: request_sha256 does not match/);
+    const wrongKey = await verify(join(dir, "valid.json"), "--signing-key", "BAAA");
+    expect(wrongKey.code).toBe(1);
+  });
+
+  it("exits 64 on bad usage", async () => {
+    expect((await verify()).code).toBe(64);
+    expect((await verify(join(dir, "missing.json"))).code).toBe(64);
+    expect((await verify(join(dir, "valid.json"), "--request", join(dir, "missing.json"))).code).toBe(64);
+  });
+});
