@@ -2,7 +2,7 @@ import { appendFile, mkdir, mkdtemp, readFile, rm, stat, writeFile } from "node:
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { ScriptedEngine } from "../link/scripted-engine.js";
 import type { ServiceManager, ServiceSpec, ServiceStatus } from "../service/index.js";
@@ -204,6 +204,12 @@ describe("start / stop / status", () => {
       stderr: "darkbloom: --kv-bits must be 4 or 8 (got 5 from the command line)\n",
     });
     expect(service.started).toHaveLength(1);
+    // Once `darkbloom update` installed a release, the service runs it through the `current` link.
+    const entry = join(dataDir, "releases", "current", "dist", "bin", "darkbloom.js");
+    await mkdir(dirname(entry), { recursive: true });
+    await writeFile(entry, "");
+    expect((await run(["start"], {}, { serviceManager: () => service })).code).toBe(0);
+    expect(service.started[1]?.scriptPath).toBe(entry);
   });
 
   it("stop and status go through the service manager; status exits 3 when not running", async () => {

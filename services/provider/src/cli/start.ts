@@ -1,7 +1,10 @@
+import { stat } from "node:fs/promises";
+import { join } from "node:path";
 import type { Command } from "commander";
 import type { SettingSource } from "../config/config.js";
 import { SETTING_NAMES, SETTINGS, type SettingName } from "../config/settings.js";
 import { ServiceError, type ServiceSpec } from "../service/index.js";
+import { INSTALL_LAYOUT } from "../update/installer.js";
 import type { CliContext } from "./context.js";
 import { CliFailure } from "./io.js";
 import { addSettingOptions, resolveFromOptions } from "./settings-options.js";
@@ -25,9 +28,12 @@ export function addStartCommand(program: Command, context: CliContext): void {
       if (name === "dataDir" || !explicit(sources[name])) continue;
       serveArgs.push(...flagArgs(name, config[name]));
     }
+    // After `darkbloom update`, the service runs the installed release through the `current` link, so
+    // later updates take effect on the next restart without running start again.
+    const updated = join(config.dataDir, "releases", INSTALL_LAYOUT.current, INSTALL_LAYOUT.entry);
     const spec: ServiceSpec = {
       nodePath: context.nodePath,
-      scriptPath: context.scriptPath,
+      scriptPath: (await exists(updated)) ? updated : context.scriptPath,
       serveArgs,
       dataDir: config.dataDir,
       logFile: config.logFile,
@@ -57,4 +63,11 @@ function flagArgs(name: SettingName, value: unknown): string[] {
   if (value === undefined) return [];
   if (Array.isArray(value)) return value.flatMap((v) => [flag, String(v)]);
   return [flag, String(value)];
+}
+
+function exists(path: string): Promise<boolean> {
+  return stat(path).then(
+    () => true,
+    () => false,
+  );
 }
