@@ -208,7 +208,7 @@ describe("start / stop / status", () => {
     const entry = join(dataDir, "releases", "current", "dist", "bin", "darkbloom.js");
     await mkdir(dirname(entry), { recursive: true });
     await writeFile(entry, "");
-    expect((await run(["start"], {}, { serviceManager: () => service })).code).toBe(0);
+    expect((await run(["start", "--data-dir", dataDir], {}, { serviceManager: () => service })).code).toBe(0);
     expect(service.started[1]?.scriptPath).toBe(entry);
   });
 
