@@ -11,14 +11,9 @@ import {
   type TestDatabase,
   type TestPostgres,
 } from "../store/test-database.js";
-import type { CliIo } from "./io.js";
-import { runCli } from "./program.js";
+import { type CliRun, runCliCaptured } from "./test-cli.js";
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
+type Run = CliRun;
 
 let home: string;
 let server: TestPostgres;
@@ -26,21 +21,8 @@ let db: TestDatabase;
 let admin: AdminTestServer;
 let target: string[];
 
-async function cli(argv: string[]): Promise<Run> {
-  let stdout = "";
-  let stderr = "";
-  const io: CliIo = {
-    stdout: (text) => {
-      stdout += text;
-    },
-    stderr: (text) => {
-      stderr += text;
-    },
-    env: { HOME: home },
-    shutdownSignal: () => new Promise(() => undefined),
-  };
-  const code = await runCli(argv, io);
-  return { code, stdout, stderr };
+function cli(argv: string[]): Promise<Run> {
+  return runCliCaptured(argv, { HOME: home });
 }
 
 beforeAll(async () => {

@@ -11,33 +11,15 @@ import {
   type TestDatabase,
   type TestPostgres,
 } from "../store/test-database.js";
-import type { CliIo } from "./io.js";
-import { runCli } from "./program.js";
 import { adminKeyFile } from "./serve.js";
+import { type CliRun, runCliCaptured } from "./test-cli.js";
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
+type Run = CliRun;
 
 let home: string;
 
-async function cli(argv: string[], env: Record<string, string> = {}): Promise<Run> {
-  let stdout = "";
-  let stderr = "";
-  const io: CliIo = {
-    stdout: (text) => {
-      stdout += text;
-    },
-    stderr: (text) => {
-      stderr += text;
-    },
-    env: { HOME: home, ...env },
-    shutdownSignal: () => new Promise(() => undefined),
-  };
-  const code = await runCli(argv, io);
-  return { code, stdout, stderr };
+function cli(argv: string[], env: Record<string, string> = {}): Promise<Run> {
+  return runCliCaptured(argv, { HOME: home, ...env });
 }
 
 function expectUsageError(run: Run, message: RegExp): void {
