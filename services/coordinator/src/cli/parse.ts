@@ -37,14 +37,30 @@ export function positiveInteger(max: number): (value: string) => number {
   };
 }
 
-const DURATION_UNITS: Record<string, number> = { s: 1, m: 60, h: 3_600, d: 86_400 };
+const DURATION_UNITS_MS: Record<string, number> = {
+  ms: 1,
+  s: 1_000,
+  m: 60_000,
+  h: 3_600_000,
+  d: 86_400_000,
+};
 
-/** A commander argument parser for a duration such as 90s, 30m, 12h or 7d, in milliseconds. */
+/** A commander argument parser for a duration such as 500ms, 90s, 30m, 12h or 7d, in milliseconds. */
 export function duration(value: string): number {
-  const match = /^(\d{1,9})([smhd])$/.exec(value);
-  const ms = match ? Number(match[1]) * DURATION_UNITS[match[2]!]! * 1000 : 0;
-  if (!(ms > 0)) throw new InvalidArgumentError("expected a duration such as 90s, 30m, 12h or 7d");
+  const match = /^(\d{1,9})(ms|s|m|h|d)$/.exec(value);
+  const ms = match ? Number(match[1]) * DURATION_UNITS_MS[match[2]!]! : 0;
+  if (!(ms > 0)) throw new InvalidArgumentError("expected a duration such as 500ms, 90s, 30m, 12h or 7d");
   return ms;
+}
+
+/** A commander argument parser for a whole number from 0 to `max`. */
+export function wholeNumber(max: number): (value: string) => number {
+  return (value) => {
+    const parsed = /^\d+$/.test(value) ? Number(value) : Number.NaN;
+    if (!(parsed >= 0 && parsed <= max))
+      throw new InvalidArgumentError(`expected a whole number from 0 to ${max}`);
+    return parsed;
+  };
 }
 
 /** A commander argument parser for an ISO 8601 date and time, e.g. 2030-01-31T12:00:00Z. */

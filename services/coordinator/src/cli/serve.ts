@@ -1,9 +1,10 @@
 import { randomBytes } from "node:crypto";
 import { join, resolve } from "node:path";
 import type { Command } from "commander";
+import { resolveConfig } from "../config.js";
 import { ensureDataDir } from "../store/data-dir.js";
 import { readOrCreateSecretFile } from "../store/secret-file.js";
-import type { CliIo } from "./io.js";
+import { type CliIo, UsageError } from "./io.js";
 import {
   databaseUrl,
   defaultDataDir,
@@ -14,12 +15,13 @@ import {
   semver,
   trustLevel,
 } from "./parse.js";
+import { addTuningOptions, tuningFrom } from "./serve-tuning.js";
 
 const DEFAULT_PORT = 8080;
 
 /** `serve`: runs the coordinator in the foreground until SIGINT or SIGTERM. */
 export function addServeCommand(program: Command, io: CliIo): void {
-  program
+  const serve = program
     .command("serve")
     .description("run the coordinator in the foreground")
     .option("--port <port>", `listen port (env PORT, default ${DEFAULT_PORT})`, port)
@@ -49,35 +51,42 @@ export function addServeCommand(program: Command, io: CliIo): void {
       "--hardware-key <hex>",
       "a Secure Enclave public key enrolled as hardware-bound (repeatable, comma-separated; env DARKBLOOM_HARDWARE_KEYS)",
       hardwareKeys,
-    )
-    .action(async (opts: ServeOptions) => {
-      const dataDir = opts.dataDir ? resolve(opts.dataDir) : defaultDataDir(io.env);
-      const givenKey = opts.adminKey || io.env.DARKBLOOM_ADMIN_KEY;
-      // Validated before anything is written (the admin key file).
-      const trust = {
-        minTrustLevel: opts.minTrust ?? fromEnv(io.env, "DARKBLOOM_MIN_TRUST", trustLevel),
-        minProviderVersion:
-          opts.minProviderVersion ?? fromEnv(io.env, "DARKBLOOM_MIN_PROVIDER_VERSION", semver),
-        hardwareKeys: opts.hardwareKey ?? fromEnv(io.env, "DARKBLOOM_HARDWARE_KEYS", (v) => hardwareKeys(v)),
-      };
-      const config = {
-        host: opts.host ?? "127.0.0.1",
-        port: opts.port ?? fromEnv(io.env, "PORT", port) ?? DEFAULT_PORT,
-        dataDir,
-        databaseUrl: opts.databaseUrl ?? fromEnv(io.env, "DATABASE_URL", databaseUrl),
-        adminKey: givenKey || (await adminKeyFile(dataDir)),
-        logLevel: opts.logLevel ?? "info",
-        ...trust,
-      };
-      // Loaded here so that the other commands do not load the whole server.
-      const { startCoordinator } = await import("../coordinator.js");
-      const coordinator = await startCoordinator(config);
-      io.stdout(`listening on ${coordinator.url}\n`);
-      if (!givenKey) io.stdout(`admin key in ${join(dataDir, "admin.key")}\n`);
-      const signal = await io.shutdownSignal();
-      io.stdout(`${signal}: shutting down\n`);
-      await coordinator.close();
-    });
+    );
+  addTuningOptions(serve).action(async (opts: ServeOptions) => {
+    const dataDir = opts.dataDir ? resolve(opts.dataDir) : defaultDataDir(io.env);
+    const givenKey = opts.adminKey || io.env.DARKBLOOM_ADMIN_KEY;
+    // Validated before anything is written (the admin key file).
+    const trust = {
+      minTrustLevel: opts.minTrust ?? fromEnv(io.env, "DARKBLOOM_MIN_TRUST", trustLevel),
+      minProviderVersion:
+        opts.minProviderVersion ?? fromEnv(io.env, "DARKBLOOM_MIN_PROVIDER_VERSION", semver),
+      hardwareKeys: opts.hardwareKey ?? fromEnv(io.env, "DARKBLOOM_HARDWARE_KEYS", (v) => hardwareKeys(v)),
+    };
+    const tuning = tuningFrom(opts as Record<string, unknown>, io.env);
+    const limits = resolveConfig({ dataDir, adminKey: "", ...tuning });
+    // A live coordinator must record itself alive more often than the others presume it dead.
+    if (limits.instanceHeartbeatMs >= limits.instanceStaleMs) {
+      throw new UsageError("--instance-heartbeat must be shorter than --instance-stale");
+    }
+    const config = {
+      host: opts.host ?? "127.0.0.1",
+      port: opts.port ?? fromEnv(io.env, "PORT", port) ?? DEFAULT_PORT,
+      dataDir,
+      databaseUrl: opts.databaseUrl ?? fromEnv(io.env, "DATABASE_URL", databaseUrl),
+      adminKey: givenKey || (await adminKeyFile(dataDir)),
+      logLevel: opts.logLevel ?? "info",
+      ...trust,
+      ...tuning,
+    };
+    // Loaded here so that the other commands do not load the whole server.
+    const { startCoordinator } = await import("../coordinator.js");
+    const coordinator = await startCoordinator(config);
+    io.stdout(`listening on ${coordinator.url}\n`);
+    if (!givenKey) io.stdout(`admin key in ${join(dataDir, "admin.key")}\n`);
+    const signal = await io.shutdownSignal();
+    io.stdout(`${signal}: shutting down\n`);
+    await coordinator.close();
+  });
 }
 
 interface ServeOptions {

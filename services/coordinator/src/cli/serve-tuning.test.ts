@@ -1,0 +1,64 @@
+import { Command } from "commander";
+import { describe, expect, it } from "vitest";
+import type { CliIo } from "./io.js";
+import { runCli } from "./program.js";
+import { addTuningOptions, tuningFrom } from "./serve-tuning.js";
+
+function parse(args: string[]): Record<string, unknown> {
+  const command = addTuningOptions(new Command("serve").exitOverride());
+  command.parse(args, { from: "user" });
+  return command.opts();
+}
+
+describe("serve's serving limits", () => {
+  it("takes flags over environment variables, with units on durations", () => {
+    const opts = parse([
+      "--inter-token-timeout",
+      "1500ms",
+      "--heartbeat-interval",
+      "2s",
+      "--rate-limit",
+      "0",
+    ]);
+    expect(
+      tuningFrom(opts, {
+        DARKBLOOM_HEARTBEAT_INTERVAL: "9s",
+        DARKBLOOM_QUEUE_TIMEOUT: "1m",
+        DARKBLOOM_MAX_RETRIES: "0",
+      }),
+    ).toEqual({
+      interTokenTimeoutMs: 1_500,
+      heartbeatIntervalMs: 2_000,
+      rateLimitPerSecond: 0,
+      queueTimeoutMs: 60_000,
+      maxRetries: 0,
+    });
+    expect(tuningFrom(parse([]), {})).toEqual({});
+  });
+
+  it.each([
+    [["--inter-token-timeout", "5"], /--inter-token-timeout.*expected a duration such as 500ms/],
+    [["--queue-depth", "-1"], /--queue-depth.*whole number from 0/],
+    [["--rate-limit-burst", "0"], /--rate-limit-burst.*whole number from 1/],
+    [["--instance-stale", "3s"], /--instance-heartbeat must be shorter than --instance-stale/],
+  ])("exits 64 with one line on %j", async (args, message) => {
+    let stderr = "";
+    const io: CliIo = {
+      stdout: () => undefined,
+      stderr: (text) => {
+        stderr += text;
+      },
+      env: { HOME: "/nonexistent" },
+      shutdownSignal: () => new Promise(() => undefined),
+    };
+    expect(await runCli(["serve", "--data-dir", "/nonexistent/darkbloom", ...args], io)).toBe(64);
+    expect(stderr).toMatch(message);
+    expect(stderr.trim().split("\n")).toHaveLength(1);
+  });
+
+  it("rejects an invalid environment value without echoing it", () => {
+    expect(() => tuningFrom({}, { DARKBLOOM_FIRST_TOKEN_TIMEOUT: "soon" })).toThrow(
+      /environment variable DARKBLOOM_FIRST_TOKEN_TIMEOUT is invalid: expected a duration/,
+    );
+  });
+});

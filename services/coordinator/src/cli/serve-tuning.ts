@@ -1,0 +1,145 @@
+import { type Command, Option } from "commander";
+import type { CoordinatorConfig } from "../config.js";
+import { duration, fromEnv, positiveInteger, wholeNumber } from "./parse.js";
+
+/** A serving limit `serve` takes as a flag or an environment variable (the flag wins). */
+interface Tuning {
+  key: TunableKey;
+  flag: string;
+  env: string;
+  arg: string;
+  description: string;
+  parse: (value: string) => number;
+}
+
+type TunableKey = keyof Pick<
+  CoordinatorConfig,
+  | "heartbeatIntervalMs"
+  | "queueDepthPerModel"
+  | "queueTimeoutMs"
+  | "maxRetries"
+  | "firstTokenTimeoutMs"
+  | "interTokenTimeoutMs"
+  | "keepAliveIntervalMs"
+  | "rateLimitPerSecond"
+  | "rateLimitBurst"
+  | "instanceHeartbeatMs"
+  | "instanceStaleMs"
+>;
+
+/** Defaults are CoordinatorConfig's (see resolveConfig); durations take units: 500ms, 30s, 5m. */
+const TUNINGS: readonly Tuning[] = [
+  {
+    key: "heartbeatIntervalMs",
+    flag: "--heartbeat-interval",
+    env: "DARKBLOOM_HEARTBEAT_INTERVAL",
+    arg: "<duration>",
+    description: "interval providers are told to heartbeat at; 3 missed evict (default 5s)",
+    parse: duration,
+  },
+  {
+    key: "queueDepthPerModel",
+    flag: "--queue-depth",
+    env: "DARKBLOOM_QUEUE_DEPTH",
+    arg: "<n>",
+    description: "requests that may wait per model when every provider is busy (default 1024)",
+    parse: wholeNumber(1_000_000),
+  },
+  {
+    key: "queueTimeoutMs",
+    flag: "--queue-timeout",
+    env: "DARKBLOOM_QUEUE_TIMEOUT",
+    arg: "<duration>",
+    description: "how long a request waits for a provider before 503 (default 30s)",
+    parse: duration,
+  },
+  {
+    key: "maxRetries",
+    flag: "--max-retries",
+    env: "DARKBLOOM_MAX_RETRIES",
+    arg: "<n>",
+    description: "invisible retries on another provider before the first byte (default 3)",
+    parse: wholeNumber(10),
+  },
+  {
+    key: "firstTokenTimeoutMs",
+    flag: "--first-token-timeout",
+    env: "DARKBLOOM_FIRST_TOKEN_TIMEOUT",
+    arg: "<duration>",
+    description: "a provider with no first token this long after dispatch has failed (default 120s)",
+    parse: duration,
+  },
+  {
+    key: "interTokenTimeoutMs",
+    flag: "--inter-token-timeout",
+    env: "DARKBLOOM_INTER_TOKEN_TIMEOUT",
+    arg: "<duration>",
+    description: "a provider silent this long between two chunks has failed (default 60s)",
+    parse: duration,
+  },
+  {
+    key: "keepAliveIntervalMs",
+    flag: "--keep-alive-interval",
+    env: "DARKBLOOM_KEEP_ALIVE_INTERVAL",
+    arg: "<duration>",
+    description: "an SSE comment is written when a stream is silent this long (default 15s)",
+    parse: duration,
+  },
+  {
+    key: "rateLimitPerSecond",
+    flag: "--rate-limit",
+    env: "DARKBLOOM_RATE_LIMIT",
+    arg: "<per-second>",
+    description: "inference requests per second per account, 0 for no limit (default 50)",
+    parse: wholeNumber(1_000_000),
+  },
+  {
+    key: "rateLimitBurst",
+    flag: "--rate-limit-burst",
+    env: "DARKBLOOM_RATE_LIMIT_BURST",
+    arg: "<n>",
+    description: "burst of inference requests per account (default 100)",
+    parse: positiveInteger(1_000_000),
+  },
+  {
+    key: "instanceHeartbeatMs",
+    flag: "--instance-heartbeat",
+    env: "DARKBLOOM_INSTANCE_HEARTBEAT",
+    arg: "<duration>",
+    description:
+      "how often this coordinator records it is alive and sweeps orphaned reservations (default 5s)",
+    parse: duration,
+  },
+  {
+    key: "instanceStaleMs",
+    flag: "--instance-stale",
+    env: "DARKBLOOM_INSTANCE_STALE",
+    arg: "<duration>",
+    description:
+      "a coordinator silent this long is presumed dead; its reservations are refunded (default 30s)",
+    parse: duration,
+  },
+];
+
+/** Adds the serving limits' flags to `serve`. */
+export function addTuningOptions(command: Command): Command {
+  for (const t of TUNINGS) {
+    command.addOption(new Option(`${t.flag} ${t.arg}`, `${t.description} (env ${t.env})`).argParser(t.parse));
+  }
+  return command;
+}
+
+/** The limits set by flag or environment; absent ones keep CoordinatorConfig's defaults. */
+export function tuningFrom(
+  opts: Readonly<Record<string, unknown>>,
+  env: Readonly<Record<string, string | undefined>>,
+): Partial<Pick<CoordinatorConfig, TunableKey>> {
+  const tuned: Partial<Pick<CoordinatorConfig, TunableKey>> = {};
+  for (const t of TUNINGS) {
+    const attribute = new Option(t.flag).attributeName();
+    const value = opts[attribute];
+    const resolved = typeof value === "number" ? value : fromEnv(env, t.env, t.parse);
+    if (resolved !== undefined) tuned[t.key] = resolved;
+  }
+  return tuned;
+}
