@@ -5,6 +5,11 @@ export { type RunningCoordinator, startCoordinator } from "./coordinator.js";
 export { ApiError } from "./errors/index.js";
 export { createLogger, type Logger } from "./log.js";
 export {
+  type EmbeddedPostgresOptions,
+  type EmbeddedPostgresServer,
+  startEmbeddedPostgres,
+} from "./store/embedded-postgres.js";
+export {
   createTestDatabase,
   startTestPostgres,
   type TestDatabase,

@@ -1,0 +1,341 @@
+// The system testbed: real PostgreSQL, the coordinator and N provider daemons, each its own process
+// with its own data directory, serving synthesized models through the real llama.cpp engine.
+import { execFile } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { chmod, mkdir, mkdtemp, rm } from "node:fs/promises";
+import { createRequire } from "node:module";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { promisify } from "node:util";
+import { type Client, createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import { AdminService, type ProviderSummary, type VerifyLedgerResponse } from "@darkbloom/protocol/admin/v1";
+import OpenAI from "openai";
+import { ManagedProcess } from "./managed-process.js";
+import { TestbedPostgres } from "./postgres.js";
+import { TcpTap } from "./tcp-tap.js";
+import { TestbedProvider } from "./testbed-provider.js";
+
+const execFileAsync = promisify(execFile);
+
+export interface TestbedProviderSpec {
+  /** Synthesized model shapes it serves (tiny, tiny-llama, …). */
+  models: string[];
+  /** Relay its connection through a TcpTap that records every byte. */
+  tap?: boolean;
+  /** Continuous-batching width (the daemon's default when absent). */
+  maxBatch?: number;
+  /** Extra `darkbloom serve` flags. */
+  args?: string[];
+}
+
+export interface TestbedOptions {
+  providers: TestbedProviderSpec[];
+  /** Extra `darkbloom-coordinator serve` flags (serving limits such as --inter-token-timeout 2s). */
+  coordinatorArgs?: string[];
+  /** Lowest provider trust routed to (default: the coordinator's own default, self_signed). */
+  minTrust?: "none" | "self_signed" | "hardware";
+  /** Price of every model (default TESTBED_PRICES). */
+  prices?: { input: bigint; output: bigint };
+  /** Wait until every provider is routable (default true). */
+  waitForProviders?: boolean;
+}
+
+/** $1 per million prompt tokens, $2 per million completion tokens: charges in whole micro-dollars. */
+export const TESTBED_PRICES = { input: 1_000_000n, output: 2_000_000n } as const;
+
+const STARTUP_TIMEOUT_MS = 120_000;
+
+const require = createRequire(import.meta.url);
+const coordinatorBin = join(
+  dirname(require.resolve("@darkbloom/coordinator/package.json")),
+  "dist/bin/darkbloom-coordinator.js",
+);
+const providerBin = join(
+  dirname(require.resolve("@darkbloom/provider/package.json")),
+  "dist/bin/darkbloom.js",
+);
+
+export interface TestbedAccount {
+  id: string;
+  apiKey: string;
+}
+
+/** The coordinator process, on a port fixed for the testbed's life so restarts keep its URL. */
+export class TestbedCoordinator extends ManagedProcess {
+  constructor(
+    readonly port: number,
+    args: () => string[],
+    logFile: string,
+  ) {
+    super("coordinator", coordinatorBin, args, logFile);
+  }
+
+  get url(): string {
+    return `http://127.0.0.1:${this.port}`;
+  }
+
+  /** Resolves once /healthz answers 200 (throws if the process exits or the time runs out). */
+  async waitHealthy(timeoutMs = STARTUP_TIMEOUT_MS): Promise<void> {
+    await waitUntil(
+      () =>
+        fetch(`${this.url}/healthz`).then(
+          (r) => r.ok,
+          () => false,
+        ),
+      timeoutMs,
+      "the coordinator to answer /healthz",
+      [this],
+    );
+  }
+}
+
+export class Testbed {
+  readonly admin: Client<typeof AdminService>;
+  private stopped = false;
+
+  constructor(
+    /** Everything lives here: PostgreSQL's cluster, each process's data directory, logs. */
+    readonly dir: string,
+    readonly postgres: TestbedPostgres,
+    readonly coordinator: TestbedCoordinator,
+    readonly providers: readonly TestbedProvider[],
+    readonly adminKey: string,
+  ) {
+    this.admin = createClient(
+      AdminService,
+      createConnectTransport({
+        baseUrl: coordinator.url,
+        httpVersion: "1.1",
+        interceptors: [
+          (next) => (req) => {
+            req.header.set("authorization", `Bearer ${adminKey}`);
+            return next(req);
+          },
+        ],
+      }),
+    );
+  }
+
+  /** The OpenAI-compatible base URL (…/v1). */
+  get baseUrl(): string {
+    return `${this.coordinator.url}/v1`;
+  }
+
+  /** A funded consumer account and its API key. */
+  async createAccount(
+    creditMicroUsd: bigint,
+    name = `user-${randomBytes(4).toString("hex")}`,
+  ): Promise<TestbedAccount> {
+    const created = await this.admin.createAccount({ name, initialCreditMicroUsd: creditMicroUsd });
+    if (!created.account) throw new Error("createAccount returned no account");
+    return { id: created.account.id, apiKey: created.apiKeySecret };
+  }
+
+  async balance(accountId: string): Promise<bigint> {
+    const { account } = await this.admin.getAccount({ accountId });
+    if (!account) throw new Error(`no account ${accountId}`);
+    return account.balanceMicroUsd;
+  }
+
+  verifyLedger(): Promise<VerifyLedgerResponse> {
+    return this.admin.verifyLedger({});
+  }
+
+  /** The unchanged official SDK, pointed at the testbed, without its own retries. */
+  openai(apiKey: string, options: { timeoutMs?: number } = {}): OpenAI {
+    return new OpenAI({ baseURL: this.baseUrl, apiKey, maxRetries: 0, timeout: options.timeoutMs ?? 60_000 });
+  }
+
+  /** POST /v1/chat/completions with a raw body (a string is sent as is). */
+  chat(apiKey: string, body: unknown, init: { signal?: AbortSignal; headers?: Record<string, string> } = {}) {
+    return fetch(`${this.baseUrl}/chat/completions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${apiKey}`, "content-type": "application/json", ...init.headers },
+      body: typeof body === "string" ? body : JSON.stringify(body),
+      signal: init.signal,
+    });
+  }
+
+  /** Connected providers the coordinator would route to, for one model or all. */
+  async routable(model?: string): Promise<ProviderSummary[]> {
+    const { providers } = await this.admin.listProviders({ model: model ?? "" });
+    return providers.filter((p) => p.routable);
+  }
+
+  /** The provider process behind an X-Provider-Id. */
+  async providerById(providerId: string): Promise<TestbedProvider> {
+    const { providers } = await this.admin.listProviders({});
+    const summary = providers.find((p) => p.providerId === providerId);
+    if (!summary) throw new Error(`provider ${providerId} is not connected`);
+    for (const p of this.providers) {
+      if ((await p.machineId().catch(() => "")) === summary.machineId) return p;
+    }
+    throw new Error(`no testbed process has machine id ${summary.machineId}`);
+  }
+
+  /**
+   * Waits until every running provider is routable for each of its models (so a killed one must be
+   * gone from the registry and a restarted one back).
+   */
+  async waitForProviders(timeoutMs = STARTUP_TIMEOUT_MS): Promise<void> {
+    const expected = new Map<string, number>();
+    for (const p of this.providers.filter((q) => q.running)) {
+      for (const m of p.models) expected.set(m, (expected.get(m) ?? 0) + 1);
+    }
+    await waitUntil(
+      async () => {
+        const { providers } = await this.admin.listProviders({}).catch(() => ({ providers: [] }));
+        if (providers.length !== this.providers.filter((q) => q.running).length) return false;
+        return [...expected].every(
+          ([model, count]) =>
+            providers.filter((p) => p.routable && p.models.includes(model)).length === count,
+        );
+      },
+      timeoutMs,
+      `providers to be routable (${[...expected].map(([m, n]) => `${n}×${m}`).join(", ")})`,
+      [this.coordinator, ...this.providers.filter((p) => p.running)],
+    );
+  }
+
+  /** Stops everything (providers drain first, then the coordinator, then PostgreSQL), then deletes it all. */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    await Promise.allSettled(this.providers.map((p) => p.stop()));
+    await this.coordinator.stop().catch(() => undefined);
+    await Promise.allSettled(this.providers.map((p) => p.tap?.close()));
+    await this.postgres.stop().catch(() => undefined);
+    if (process.env.DARKBLOOM_TESTBED_KEEP) {
+      process.stderr.write(`testbed kept in ${this.dir}\n`);
+    } else {
+      await rm(this.dir, { recursive: true, force: true });
+    }
+  }
+}
+
+/**
+ * Starts PostgreSQL, the coordinator (catalog priced for every model) and the provider daemons, and
+ * waits until every provider is routable. On any failure everything started is stopped again, and
+ * the error carries the tail of the failing process's log.
+ */
+export async function startTestbed(o: TestbedOptions): Promise<Testbed> {
+  const dir = await mkdtemp(join(tmpdir(), "darkbloom-testbed-"));
+  // As root, PostgreSQL runs as "postgres", which must be able to enter the directory.
+  if (process.getuid?.() === 0) await chmod(dir, 0o711);
+  const logs = join(dir, "logs");
+  await mkdir(logs);
+  const started: { stop(): Promise<void> }[] = [];
+  try {
+    const postgres = await TestbedPostgres.start(join(dir, "postgres"));
+    started.push(postgres);
+    const adminKey = `dbadm_${randomBytes(24).toString("base64url")}`;
+    const port = await freePort();
+    const coordinator = new TestbedCoordinator(
+      port,
+      () => [
+        "serve",
+        ...["--port", String(port), "--data-dir", join(dir, "coordinator")],
+        ...["--database-url", postgres.url, "--admin-key", adminKey, "--log-level", "info"],
+        ...(o.minTrust ? ["--min-trust", o.minTrust] : []),
+        ...(o.coordinatorArgs ?? []),
+      ],
+      join(logs, "coordinator.log"),
+    );
+    coordinator.start();
+    started.push(coordinator);
+    await coordinator.waitHealthy();
+
+    const providers: TestbedProvider[] = [];
+    for (const [i, spec] of o.providers.entries()) {
+      const tap = spec.tap ? await TcpTap.start({ host: "127.0.0.1", port }) : undefined;
+      if (tap) started.push({ stop: () => tap.close() });
+      const dataDir = join(dir, "providers", String(i));
+      const coordinatorUrl = tap?.url ?? coordinator.url;
+      providers.push(
+        new TestbedProvider(
+          i,
+          spec.models,
+          dataDir,
+          tap,
+          providerBin,
+          () => [
+            "serve",
+            ...["--coordinator", coordinatorUrl, "--data-dir", dataDir],
+            ...["--model", spec.models.join(","), "--threads", "1", "--log-level", "info"],
+            ...(spec.maxBatch ? ["--max-batch", String(spec.maxBatch)] : []),
+            ...(spec.args ?? []),
+          ],
+          join(logs, `provider-${i}.log`),
+        ),
+      );
+    }
+    const testbed = new Testbed(dir, postgres, coordinator, providers, adminKey);
+    started.length = 0;
+    started.push(testbed);
+
+    const prices = o.prices ?? TESTBED_PRICES;
+    for (const model of new Set(o.providers.flatMap((p) => p.models))) {
+      await testbed.admin.upsertModel({
+        model: {
+          id: model,
+          displayName: `${model} (synthesized)`,
+          ownedBy: "darkbloom-testbed",
+          inputMicroUsdPerMillion: prices.input,
+          outputMicroUsdPerMillion: prices.output,
+          enabled: true,
+        },
+      });
+    }
+    await Promise.all(providers.map((p) => synthesize(p)));
+    for (const p of providers) p.start();
+    if (o.waitForProviders !== false) await testbed.waitForProviders();
+    return testbed;
+  } catch (error) {
+    await Promise.allSettled(started.reverse().map((s) => s.stop()));
+    if (!process.env.DARKBLOOM_TESTBED_KEEP) await rm(dir, { recursive: true, force: true });
+    throw error;
+  }
+}
+
+/** Writes each of the provider's models into its data directory (deterministic synthesis, ~0.3 s). */
+async function synthesize(p: TestbedProvider): Promise<void> {
+  for (const model of p.models) {
+    await execFileAsync(process.execPath, [providerBin, "models", "synth", model, "--data-dir", p.dataDir]);
+  }
+}
+
+/**
+ * Polls `check` every 100 ms until it holds; throws when the time runs out or one of `watch` exits,
+ * with the tail of that process's log.
+ */
+export async function waitUntil(
+  check: () => Promise<boolean>,
+  timeoutMs: number,
+  what: string,
+  watch: readonly ManagedProcess[] = [],
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const dead = watch.find((p) => !p.running);
+    if (dead) throw new Error(`${dead.name} exited while waiting for ${what}:\n${await dead.logTail()}`);
+    if (await check()) return;
+    if (Date.now() > deadline) {
+      const tails = await Promise.all(watch.map(async (p) => `--- ${p.name}\n${await p.logTail(10)}`));
+      throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${what}\n${tails.join("\n")}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+async function freePort(): Promise<number> {
+  const { createServer } = await import("node:net");
+  return new Promise((resolvePort, reject) => {
+    const s = createServer();
+    s.once("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolvePort(port));
+    });
+  });
+}
