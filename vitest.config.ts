@@ -7,12 +7,14 @@ import { defineConfig } from "vitest/config";
 // such as "import" would make CommonJS dependencies (pg requiring pg-pool) load ESM builds.
 const SOURCE = "@darkbloom/source";
 
-// Tests that run the llama.cpp engine use both cores by themselves: on a 2-core machine they run
-// after everything else, one file at a time, or their timings (and timeouts) depend on what else runs.
+// Tests that run the llama.cpp engine (directly, or in the provider daemons of the testbed and the
+// local network) use both cores by themselves: on a 2-core machine they run after everything else,
+// one file at a time, or their timings (and timeouts) depend on what else runs.
 const ENGINE_TESTS = [
   "services/provider/src/engine/llama/**/*.test.ts",
   "services/provider/src/cli/serve-llama.test.ts",
-  "tests/e2e/local-network.test.ts",
+  "tests/e2e/**/*.test.ts",
+  "tests/drills/**/*.test.ts",
 ];
 const ALL_TESTS = ["services/**/src/**/*.test.ts", "tests/**/*.test.ts"];
 const IGNORED = ["**/node_modules/**", "**/dist/**"];
