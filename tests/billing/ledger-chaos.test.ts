@@ -195,9 +195,13 @@ async function send(
       expect(res?.status).toBe(200);
       expectedCharge = completedCharge(PROMPT_TOKENS, 8);
       break;
-    case "cut":
-      expectedCharge = cost(prompt, maxTokens) > MIN_CHARGE ? cost(prompt, maxTokens) : MIN_CHARGE;
+    case "cut": {
+      // A cut stream pays its whole reservation: every completion token it may produce and the most
+      // prompt tokens a provider's count is believed for this estimate (4 × estimate + 16).
+      const hold = cost(prompt * 4 + 16, maxTokens);
+      expectedCharge = hold > MIN_CHARGE ? hold : MIN_CHARGE;
       break;
+    }
     case "error_after":
       expectedCharge = cost(prompt, k);
       break;

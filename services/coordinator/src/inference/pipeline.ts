@@ -10,7 +10,14 @@ import { SealedBoxError, wipe } from "@darkbloom/protocol/sealed-box";
 import { sha256 } from "@darkbloom/protocol/verifiable-response";
 import type { Billing } from "../billing/billing.js";
 import { MeteredSink } from "../billing/metered-sink.js";
-import { completedCharge, cost, FREE, type ModelPrice, worstCase } from "../billing/pricing.js";
+import {
+  completedCharge,
+  cost,
+  FREE,
+  type ModelPrice,
+  promptTokenBound,
+  worstCase,
+} from "../billing/pricing.js";
 import type { CoordinatorConfig } from "../config.js";
 import { ApiError, contextLengthExceeded, modelNotFound, providerError } from "../errors/index.js";
 import type { CallObserver, ProviderSession } from "../link/provider-session.js";
@@ -172,8 +179,8 @@ export class InferencePipeline {
     let promptTokens = 0;
     const outcome = meter.outcome;
     if (outcome.kind === "completed") {
-      // A provider's prompt count is believed up to four times the coordinator's estimate.
-      promptTokens = Math.min(Math.max(0, outcome.result.promptTokens), estimate * 4 + 16);
+      // A provider's prompt count is believed up to the bound the reservation covered.
+      promptTokens = Math.min(Math.max(0, outcome.result.promptTokens), promptTokenBound(estimate));
       charge = completedCharge(price, promptTokens, meter.delivered);
     } else if (outcome.kind === "cut") {
       promptTokens = estimate;
