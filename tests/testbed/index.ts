@@ -2,6 +2,7 @@ export { ManagedProcess } from "./managed-process.js";
 export { TestbedPostgres } from "./postgres.js";
 export { TcpTap } from "./tcp-tap.js";
 export {
+  expectedCharge,
   startTestbed,
   TESTBED_PRICES,
   Testbed,

@@ -41,8 +41,23 @@ export interface TestbedOptions {
   waitForProviders?: boolean;
 }
 
-/** $1 per million prompt tokens, $2 per million completion tokens: charges in whole micro-dollars. */
-export const TESTBED_PRICES = { input: 1_000_000n, output: 2_000_000n } as const;
+/**
+ * $100 per million prompt tokens and $200 per million completion tokens: 100 and 200 micro-USD a
+ * token, so charges are whole micro-dollars and a request's charge is above the minimum charge.
+ */
+export const TESTBED_PRICES = { input: 100_000_000n, output: 200_000_000n } as const;
+
+/** The least a completed request costs (the coordinator's MIN_CHARGE_MICRO_USD, SPEC section 5). */
+const MIN_CHARGE_MICRO_USD = 100n;
+
+/** What a completed request with this usage is charged at TESTBED_PRICES. */
+export function expectedCharge(usage: { prompt_tokens: number; completion_tokens: number }): bigint {
+  const cost =
+    (BigInt(usage.prompt_tokens) * TESTBED_PRICES.input +
+      BigInt(usage.completion_tokens) * TESTBED_PRICES.output) /
+    1_000_000n;
+  return cost > MIN_CHARGE_MICRO_USD ? cost : MIN_CHARGE_MICRO_USD;
+}
 
 const STARTUP_TIMEOUT_MS = 120_000;
 
@@ -172,6 +187,15 @@ export class Testbed {
       if ((await p.machineId().catch(() => "")) === summary.machineId) return p;
     }
     throw new Error(`no testbed process has machine id ${summary.machineId}`);
+  }
+
+  /** The coordinator's id of a provider process's current connection (for X-Darkbloom-Providers). */
+  async providerIdOf(p: TestbedProvider): Promise<string> {
+    const machineId = await p.machineId();
+    const { providers } = await this.admin.listProviders({});
+    const summary = providers.find((s) => s.machineId === machineId);
+    if (!summary) throw new Error(`${p.name} is not connected`);
+    return summary.providerId;
   }
 
   /**
