@@ -1,7 +1,7 @@
 import * as net from "node:net";
 import type { Duplex } from "node:stream";
 import * as tls from "node:tls";
-import { type Client, createClient } from "@connectrpc/connect";
+import { type Client, Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { ProviderService } from "@darkbloom/protocol/provider/v1";
 
@@ -11,6 +11,11 @@ export type TransportKind = "connect" | "grpc";
 /** One HTTP/2 connection to a coordinator, with a ProviderService client bound to it. */
 export interface Dialed {
   readonly client: Client<typeof ProviderService>;
+  /**
+   * Set when the connection is shared with other providers: the provider's stream must be opened with
+   * it, and kill() and close() abort only that stream (RST_STREAM), never the shared connection.
+   */
+  readonly signal?: AbortSignal;
   /** Destroys the TCP socket at once, without GOAWAY or RST_STREAM: what a killed process leaves behind. */
   kill(): void;
   /** Closes the HTTP/2 connection (and any stream still open on it). */
@@ -52,4 +57,47 @@ function openSocket(url: URL): Duplex {
     return tls.connect({ host, port, servername: net.isIP(host) ? undefined : host, ALPNProtocols: ["h2"] });
   }
   return net.connect({ host, port: Number(url.port || 80), noDelay: true });
+}
+
+/**
+ * One HTTP/2 connection (opened on first use, reopened after it drops) that many providers' streams
+ * share, so that thousands of simulated providers need a handful of sockets instead of one each. A
+ * provider on it (ScriptedProviderOptions.connection) that is killed or closed resets only its own
+ * stream: it cannot simulate a dropped socket, which per-provider connections do.
+ */
+export class SharedConnection {
+  private readonly sessionManager: Http2SessionManager;
+  private readonly client: Client<typeof ProviderService>;
+
+  constructor(
+    readonly baseUrl: string,
+    options: {
+      kind?: TransportKind;
+      /** The session's maxSessionMemory in MB (Node's default of 10 is too little for ~1,000 streams). */
+      maxSessionMemoryMb?: number;
+    } = {},
+  ) {
+    this.sessionManager = new Http2SessionManager(
+      baseUrl,
+      {},
+      { createConnection: openSocket, maxSessionMemory: options.maxSessionMemoryMb ?? 256 },
+    );
+    const transport =
+      options.kind === "grpc"
+        ? createGrpcTransport({ baseUrl, sessionManager: this.sessionManager })
+        : createConnectTransport({ baseUrl, httpVersion: "2", sessionManager: this.sessionManager });
+    this.client = createClient(ProviderService, transport);
+  }
+
+  /** A stream slot on this connection for one provider session. */
+  dial(): Dialed {
+    const controller = new AbortController();
+    const abort = () => controller.abort(new ConnectError("stream closed by the provider", Code.Canceled));
+    return { client: this.client, signal: controller.signal, kill: abort, close: abort };
+  }
+
+  /** Closes the connection and every stream still open on it. */
+  close(): void {
+    this.sessionManager.abort();
+  }
 }

@@ -1,5 +1,5 @@
 export { type BackoffPolicy, backoffDelay, backoffPolicy } from "@darkbloom/protocol";
-export type { TransportKind } from "./dial.js";
+export { SharedConnection, type TransportKind } from "./dial.js";
 export {
   DEFAULT_TOKENS,
   defaultScript,

@@ -38,7 +38,7 @@ import {
 } from "@darkbloom/protocol/provider/v1";
 import { type BoxKey, BoxKeyPair } from "@darkbloom/protocol/sealed-box";
 import { responseSha256, responseSignatureMessage, sha256 } from "@darkbloom/protocol/verifiable-response";
-import { type Dialed, dial, type TransportKind } from "./dial.js";
+import { type Dialed, dial, type SharedConnection, type TransportKind } from "./dial.js";
 import {
   acceptedMessage,
   attestationResponseMessage,
@@ -108,8 +108,14 @@ export interface ScriptedProviderOptions {
   reconnectBackoff?: Partial<BackoffPolicy>;
   /** What to answer to each request (default: 16 tokens "tok0 ".."tok15 " at once). */
   script?: ScriptFn;
-  /** RPC protocol on the HTTP/2 connection (default "connect"). */
+  /** RPC protocol on the HTTP/2 connection (default "connect"); ignored with `connection`. */
   transport?: TransportKind;
+  /**
+   * Open the provider's stream on this shared HTTP/2 connection instead of dialing one of its own
+   * (scale tests: thousands of providers over a few sockets). kill() and scripted disconnects then
+   * reset only this provider's stream instead of destroying a socket.
+   */
+  connection?: SharedConnection;
   /** Answer AttestationChallenges with an unsigned AttestationResponse (default true). */
   answerChallenges?: boolean;
   /** Signs the Register's attestation and answers challenges; overrides the unsigned answers. */
@@ -403,7 +409,9 @@ export class ScriptedProvider extends EventEmitter<ScriptedProviderEvents> {
   }
 
   private open(): Promise<RegisterAck> {
-    const session = new Session(dial(this.options.baseUrl, this.options.transport ?? "connect"));
+    const session = new Session(
+      this.options.connection?.dial() ?? dial(this.options.baseUrl, this.options.transport ?? "connect"),
+    );
     this.session = session;
     session.send(registerMessage(this.registration()));
     session.done = this.pump(session);
@@ -413,7 +421,9 @@ export class ScriptedProvider extends EventEmitter<ScriptedProviderEvents> {
   private async pump(session: Session): Promise<void> {
     let error: unknown;
     try {
-      for await (const message of session.dialed.client.connect(abortable(session.outbound))) {
+      const signal = session.dialed.signal;
+      const stream = session.dialed.client.connect(abortable(session.outbound), signal ? { signal } : {});
+      for await (const message of stream) {
         this.dispatch(session, message);
       }
     } catch (e) {
