@@ -12,6 +12,8 @@ export class ProviderRegistry {
   private readonly byId = new Map<string, ProviderHandle>();
   private readonly byModel = new Map<string, Set<ProviderHandle>>();
   private readonly listeners = new Set<(e: RegistryEvent) => void>();
+  /** contextLimit() per model, dropped when a provider of the model leaves. */
+  private readonly contextLimits = new Map<string, number>();
 
   get size(): number {
     return this.byId.size;
@@ -27,6 +29,8 @@ export class ProviderRegistry {
         this.byModel.set(model, set);
       }
       set.add(provider);
+      const known = this.contextLimits.get(model);
+      if (known !== undefined) this.contextLimits.set(model, Math.max(known, provider.contextLimit(model)));
     }
     this.emit({ kind: "added", provider });
   }
@@ -40,6 +44,7 @@ export class ProviderRegistry {
       const set = this.byModel.get(model);
       set?.delete(provider);
       if (set?.size === 0) this.byModel.delete(model);
+      this.contextLimits.delete(model);
     }
     this.emit({ kind: "removed", provider, reason });
     return provider;
@@ -55,6 +60,17 @@ export class ProviderRegistry {
 
   serving(model: string): ReadonlySet<ProviderHandle> {
     return this.byModel.get(model) ?? EMPTY;
+  }
+
+  /** The largest context any connected provider of `model` serves (0 when none does). */
+  contextLimit(model: string): number {
+    let limit = this.contextLimits.get(model);
+    if (limit === undefined) {
+      limit = 0;
+      for (const p of this.serving(model)) limit = Math.max(limit, p.contextLimit(model));
+      this.contextLimits.set(model, limit);
+    }
+    return limit;
   }
 
   /** Models served by at least one connected provider. */

@@ -3,7 +3,15 @@ import type { CoordinatorMetrics } from "../metrics.js";
 import type { RouteDemand } from "./cost-model.js";
 import type { ProviderHandle } from "./provider-handle.js";
 import type { ProviderRegistry } from "./provider-registry.js";
+import { RoomIndex } from "./room-index.js";
 import { chooseProvider, isEligible, type RouteConstraints } from "./scheduler.js";
+
+/**
+ * A request is scored against at most this many providers with a free slot, drawn at random when
+ * more have room (the power of k choices): with up to this many the choice is exact, with 10,000 it
+ * stays microseconds.
+ */
+export const ROUTE_SAMPLE = 32;
 
 /** A reserved slot on a provider. release() frees it (idempotent). */
 export interface Lease {
@@ -34,6 +42,7 @@ export interface RouterOptions {
  */
 export class Router {
   private readonly queues = new Map<string, Waiter[]>();
+  private readonly room = new RoomIndex();
   private readonly unsubscribe: () => void;
 
   constructor(
@@ -41,7 +50,9 @@ export class Router {
     private readonly options: RouterOptions,
     private readonly metrics?: CoordinatorMetrics,
   ) {
+    for (const p of registry.all()) this.room.update(p);
     this.unsubscribe = registry.subscribe((e) => {
+      if (e.kind !== "capacity") this.room.update(e.provider);
       if (e.kind === "removed") return;
       for (const model of e.provider.models.keys()) this.drain(model);
     });
@@ -58,8 +69,27 @@ export class Router {
   }
 
   tryAcquire(demand: RouteDemand, constraints: RouteConstraints): Lease | undefined {
-    const p = chooseProvider(this.registry.serving(demand.model), demand, constraints);
+    const p = this.choose(demand, constraints);
     return p ? this.lease(p, 0) : undefined;
+  }
+
+  /**
+   * The provider with a free slot that would finish the request soonest: among the allowed ones when
+   * the request names them, else among a sample of those with room; when none of a sample is
+   * eligible (trust, exclusions, context), among all of them.
+   */
+  private choose(demand: RouteDemand, constraints: RouteConstraints): ProviderHandle | undefined {
+    if (constraints.allow) {
+      const allowed: ProviderHandle[] = [];
+      for (const id of constraints.allow) {
+        const p = this.registry.get(id);
+        if (p?.models.has(demand.model)) allowed.push(p);
+      }
+      return chooseProvider(allowed, demand, constraints);
+    }
+    const chosen = chooseProvider(this.room.sample(demand.model, ROUTE_SAMPLE), demand, constraints);
+    if (chosen || this.room.count(demand.model) <= ROUTE_SAMPLE) return chosen;
+    return chooseProvider(this.room.all(demand.model), demand, constraints);
   }
 
   /** Resolves with a lease, or rejects with a 503 ApiError or the signal's abort reason. */
@@ -113,19 +143,10 @@ export class Router {
   drain(model: string): void {
     const queue = this.queues.get(model);
     if (!queue || queue.length === 0) return;
-    const providers = this.registry.serving(model);
     let i = 0;
-    while (i < queue.length) {
-      let anyFree = false;
-      for (const p of providers) {
-        if (p.freeSlots > 0 && !p.closed && !p.draining) {
-          anyFree = true;
-          break;
-        }
-      }
-      if (!anyFree) break;
+    while (i < queue.length && this.room.count(model) > 0) {
       const waiter = queue[i] as Waiter;
-      const p = chooseProvider(providers, waiter.demand, waiter.constraints);
+      const p = this.choose(waiter.demand, waiter.constraints);
       if (!p) {
         i++;
         continue;
@@ -164,6 +185,7 @@ export class Router {
 
   private lease(p: ProviderHandle, queuedMicros: number): Lease {
     p.inFlight++;
+    this.room.update(p);
     let released = false;
     return {
       provider: p,
@@ -172,6 +194,7 @@ export class Router {
         if (released) return;
         released = true;
         p.inFlight--;
+        this.room.update(p);
         // The freed slot can serve any model the provider has, not only this request's.
         if (!p.closed) for (const m of p.models.keys()) this.drain(m);
       },
