@@ -8,6 +8,7 @@ import {
   type TestDatabase,
   type TestPostgres,
 } from "../store/test-database.js";
+import { waitFor } from "../test-support/test-coordinator.js";
 import { Billing, DEFAULT_BILLING_OPTIONS } from "./billing.js";
 import { verifyLedger } from "./ledger-verify.js";
 
@@ -151,6 +152,57 @@ describe("Billing", () => {
     const { rows } = await db.pool.query("SELECT outcome FROM reservations WHERE request_id = 'req_orphan'");
     expect(rows[0]).toEqual({ outcome: "recovered" });
     await crashed.stop();
+  });
+});
+
+describe("Billing while the database is unreachable", () => {
+  it("keeps a settlement the database could not take and writes it once the database answers", async () => {
+    const { account } = await accounts.createAccount({ name: "c", initialCreditMicroUsd: 1_000n });
+    // The coordinator's pool, with an outage switch: every statement is refused while it is on.
+    let down = false;
+    const refused = () =>
+      Promise.reject(
+        Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:5432"), { code: "ECONNREFUSED" }),
+      );
+    const pool = new Proxy(db.pool, {
+      get: (target, prop, receiver) =>
+        prop === "query" && down ? refused : Reflect.get(target, prop, receiver),
+    });
+    const b = new Billing(pool, { ...DEFAULT_BILLING_OPTIONS, heartbeatMs: 20 }, log);
+    await b.start();
+    try {
+      await b.reserve("req_later", account.id, "m", 400n);
+      down = true;
+      await expect(b.settle("req_later", settlement(300n))).rejects.toThrow("ECONNREFUSED");
+      b.settleLater("req_later", settlement(300n));
+      // Heartbeats fail while the database is away; the settlement waits.
+      await new Promise((r) => setTimeout(r, 100));
+      expect(b.deferredSettlements).toBe(1);
+      down = false;
+      await waitFor(() => b.deferredSettlements === 0, 5_000, "the deferred settlement to be written");
+      expect(await billing.balance(account.id)).toBe(700n);
+      const { rows } = await db.pool.query(
+        "SELECT state, outcome, charged_micro_usd::text AS charged FROM reservations WHERE request_id = 'req_later'",
+      );
+      expect(rows[0]).toEqual({ state: "settled", outcome: "completed", charged: "300" });
+      const ledger = await verifyLedger(db.pool);
+      expect(ledger.ok).toBe(true);
+      expect(ledger.openReservations).toBe(0);
+    } finally {
+      down = false;
+      await b.stop();
+    }
+  });
+
+  it("writes deferred settlements at shutdown when the database answers", async () => {
+    const { account } = await accounts.createAccount({ name: "c", initialCreditMicroUsd: 1_000n });
+    const b = new Billing(db.pool, { ...DEFAULT_BILLING_OPTIONS, heartbeatMs: 60_000 }, log);
+    await b.start();
+    await b.reserve("req_at_stop", account.id, "m", 400n);
+    b.settleLater("req_at_stop", settlement(0n, "failed"));
+    await b.stop();
+    expect(b.deferredSettlements).toBe(0);
+    expect(await billing.balance(account.id)).toBe(1_000n);
   });
 });
 

@@ -28,6 +28,11 @@ export const DEFAULT_BILLING_OPTIONS: BillingOptions = {
 /** Attempts of a billing statement that PostgreSQL aborted to break a deadlock. */
 const RETRIES = 5;
 
+/** Settlements kept in memory while the database is unreachable; beyond, recovery refunds them. */
+const MAX_DEFERRED_SETTLEMENTS = 100_000;
+/** Heartbeats a deferred settlement may fail on (with the database answering) before it is given up. */
+const DEFERRED_SETTLEMENT_ATTEMPTS = 5;
+
 export interface Settlement {
   /** What the request costs before clamping to its reservation; 0 refunds everything. */
   chargeMicroUsd: bigint;
@@ -49,6 +54,9 @@ export class Billing {
   readonly instanceId = `coord_${randomUUID()}`;
   private timer: NodeJS.Timeout | undefined;
   private sweeping: Promise<number> | undefined;
+  /** Settlements that could not be written (the database unreachable), by request id. */
+  private readonly deferred = new Map<string, { settlement: Settlement; failures: number }>();
+  private flushing: Promise<void> | undefined;
 
   constructor(
     private readonly pool: pg.Pool,
@@ -66,6 +74,21 @@ export class Billing {
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     await this.sweeping;
+    if (
+      this.deferred.size > 0 &&
+      (await this.pool.query("SELECT 1").then(
+        () => true,
+        () => false,
+      ))
+    ) {
+      await this.flushDeferred();
+    }
+    if (this.deferred.size > 0) {
+      this.log.error(
+        { unsettled: this.deferred.size },
+        "settlements still waiting for the database at shutdown; left to recovery",
+      );
+    }
   }
 
   /** Holds `amount` for a request; throws 402 insufficient_quota when the balance cannot cover it. */
@@ -106,6 +129,54 @@ export class Billing {
       ],
     );
     return rows[0]?.r ?? "unknown";
+  }
+
+  /**
+   * Keeps a settlement that could not be written (the database unreachable) and writes it on a later
+   * heartbeat, once the database answers again. Without this the reservation would stay open until
+   * its TTL and then be refunded: the request served for free and the ledger showing it open for an
+   * hour. Settling is idempotent by request id, so a write that races another settlement (or the
+   * refund of another coordinator that presumed this one dead) changes nothing.
+   */
+  settleLater(requestId: string, s: Settlement): void {
+    if (this.deferred.size >= MAX_DEFERRED_SETTLEMENTS && !this.deferred.has(requestId)) {
+      this.log.error({ requestId }, "too many settlements waiting for the database; left to recovery");
+      return;
+    }
+    this.deferred.set(requestId, { settlement: s, failures: 0 });
+  }
+
+  /** Settlements waiting for the database. */
+  get deferredSettlements(): number {
+    return this.deferred.size;
+  }
+
+  /**
+   * Writes the deferred settlements (called once the database answered). One that keeps failing
+   * while the database answers is given up after a few heartbeats and left to recovery.
+   */
+  private flushDeferred(): Promise<void> {
+    this.flushing ??= (async () => {
+      let written = 0;
+      for (const [requestId, entry] of [...this.deferred]) {
+        try {
+          await this.settle(requestId, entry.settlement);
+          this.deferred.delete(requestId);
+          written++;
+        } catch (e) {
+          if (++entry.failures < DEFERRED_SETTLEMENT_ATTEMPTS) continue;
+          this.deferred.delete(requestId);
+          this.log.error(
+            { requestId, err: e instanceof Error ? e.message : String(e) },
+            "deferred settlement keeps failing; left to recovery",
+          );
+        }
+      }
+      if (written > 0) this.log.info({ written }, "wrote settlements deferred while the database was away");
+    })().finally(() => {
+      this.flushing = undefined;
+    });
+    return this.flushing;
   }
 
   /** Spendable money of an account (credited plus earned), from the materialised balances. */
@@ -174,6 +245,8 @@ export class Billing {
       await this.pool.query("UPDATE coordinator_instances SET last_seen = now() WHERE id = $1", [
         this.instanceId,
       ]);
+      // The database answers again: write what it could not take meanwhile.
+      if (this.deferred.size > 0) await this.flushDeferred();
       await this.recover();
     } catch (e) {
       this.log.warn({ err: e instanceof Error ? e.message : String(e) }, "billing heartbeat failed");

@@ -1,3 +1,4 @@
+import { isDatabaseUnavailable } from "../store/errors.js";
 import { ApiError } from "./api-error.js";
 
 // One factory per row of SPEC section 3's error table, so every call site says which error it means.
@@ -137,6 +138,31 @@ export function internalError(): ApiError {
     code: "internal_error",
     message: "The coordinator failed to process the request. It has been logged.",
   });
+}
+
+/** A dependency (the database) cannot be reached: the client should retry shortly (SPEC: 503). */
+export function serviceUnavailable(message: string, code: string, retryAfterSeconds = 1): ApiError {
+  return new ApiError({
+    status: 503,
+    type: "service_unavailable",
+    code,
+    message,
+    headers: { "Retry-After": String(retryAfterSeconds) },
+  });
+}
+
+/**
+ * What the consumer gets for an error that is not an ApiError: 503 `database_unavailable` when
+ * PostgreSQL cannot be reached (an outage is not the coordinator failing), else 500.
+ */
+export function unexpectedError(e: unknown): ApiError {
+  if (isDatabaseUnavailable(e)) {
+    return serviceUnavailable(
+      "The coordinator's database is unavailable; retry shortly.",
+      "database_unavailable",
+    );
+  }
+  return internalError();
 }
 
 export function serviceShuttingDown(): ApiError {

@@ -2,12 +2,12 @@ import type { Authenticator, Principal } from "../auth/authenticator.js";
 import type { RateLimiter } from "../auth/rate-limiter.js";
 import {
   type ApiError,
-  internalError,
   invalidRequest,
   invalidType,
   isApiError,
   missingParameter,
   resourceNotFound,
+  unexpectedError,
 } from "../errors/index.js";
 import type { Logger } from "../log.js";
 import { InvalidArgumentError, NotFoundError } from "../store/errors.js";
@@ -100,8 +100,10 @@ function toApiError(e: unknown, log: Logger, requestId: string): ApiError {
   // Only the message and code: a driver error's detail can quote the values of the statement.
   const err =
     e instanceof Error ? { name: e.name, message: e.message, code: (e as { code?: unknown }).code } : e;
-  log.error({ err, requestId }, "request failed unexpectedly");
-  return internalError();
+  const error = unexpectedError(e);
+  if (error.status === 503) log.warn({ err, requestId }, "request failed: database unavailable");
+  else log.error({ err, requestId }, "request failed unexpectedly");
+  return error;
 }
 
 /** The request's JSON object body; {} for a request without a body (a GET). */

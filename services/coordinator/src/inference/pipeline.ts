@@ -19,7 +19,13 @@ import {
   worstCase,
 } from "../billing/pricing.js";
 import type { CoordinatorConfig } from "../config.js";
-import { ApiError, contextLengthExceeded, modelNotFound, providerError } from "../errors/index.js";
+import {
+  ApiError,
+  contextLengthExceeded,
+  modelNotFound,
+  providerError,
+  serviceUnavailable,
+} from "../errors/index.js";
 import type { CallObserver, ProviderSession } from "../link/provider-session.js";
 import type { SessionManager } from "../link/session-manager.js";
 import type { Logger } from "../log.js";
@@ -69,7 +75,7 @@ export interface PipelineDeps {
   billing?: Billing | undefined;
 }
 
-/** Attempts to settle a request before leaving its reservation to recovery. */
+/** Attempts to settle a request before handing it to billing to write once the database answers. */
 const SETTLE_ATTEMPTS = 3;
 
 /**
@@ -102,8 +108,7 @@ export class InferencePipeline {
     if (entry && !entry.enabled) throw modelNotFound(request.model);
 
     // The context gate: the largest context any connected provider of the model serves.
-    let limit = 0;
-    for (const p of providers) limit = Math.max(limit, p.contextLimit(request.model));
+    const limit = registry.contextLimit(request.model);
     const param = request.endpoint === Endpoint.COMPLETIONS ? "prompt" : "messages";
     let maxTokens = request.maxTokens ?? config.defaultMaxTokens;
     if (providers.size > 0) {
@@ -148,7 +153,7 @@ export class InferencePipeline {
         sink.fail(
           e instanceof ApiError
             ? e
-            : providerError("Billing is unavailable; retry shortly.", "billing_unavailable", 503),
+            : serviceUnavailable("Billing is unavailable; retry shortly.", "billing_unavailable"),
         );
         return;
       }
@@ -204,8 +209,12 @@ export class InferencePipeline {
         return;
       } catch (e) {
         if (attempt >= SETTLE_ATTEMPTS) {
-          // The reservation stays open; recovery refunds it once it expires.
-          this.deps.log.error({ err: e, requestId: job.requestId }, "settlement failed; left to recovery");
+          // Written on a later billing heartbeat, once the database answers again.
+          this.deps.log.warn(
+            { err: e, requestId: job.requestId },
+            "settlement failed; retried once the database answers",
+          );
+          billing.settleLater(job.requestId, settlement);
           return;
         }
         await new Promise((r) => setTimeout(r, 50 * attempt));

@@ -17,7 +17,7 @@ import { type ChunkPayload, Endpoint } from "@darkbloom/protocol/provider/v1";
 import type { ResponseProof } from "@darkbloom/protocol/verifiable-response";
 import type { Authenticator } from "../auth/authenticator.js";
 import type { RateLimiter } from "../auth/rate-limiter.js";
-import { type ApiError, internalError, isApiError } from "../errors/index.js";
+import { type ApiError, isApiError, unexpectedError } from "../errors/index.js";
 import { listModels } from "../http/handlers/models.js";
 import { newRequestId } from "../http/request-id.js";
 import type { InferencePipeline } from "../inference/pipeline.js";
@@ -75,7 +75,7 @@ export function createInferenceService(deps: InferenceServiceDeps): ServiceImpl<
       const sink = new ChannelSink(out, stream, requestBody);
       void deps.pipeline.execute(job, sink, ctx.signal).finally(() => out.close());
     } catch (e) {
-      throw toConnectError(isApiError(e) ? e : internalError());
+      throw toConnectError(isApiError(e) ? e : unexpectedError(e));
     }
     yield* out;
   }
@@ -156,7 +156,7 @@ export function createInferenceService(deps: InferenceServiceDeps): ServiceImpl<
       try {
         await deps.auth.authenticate(ctx.requestHeader.get("authorization") ?? undefined);
       } catch (e) {
-        throw toConnectError(isApiError(e) ? e : internalError());
+        throw toConnectError(isApiError(e) ? e : unexpectedError(e));
       }
       return {
         models: listModels(deps.registry, deps.catalog).map((m) => ({

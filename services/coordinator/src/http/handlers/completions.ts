@@ -2,7 +2,7 @@ import { Endpoint } from "@darkbloom/protocol/provider/v1";
 import type { Authenticator } from "../../auth/authenticator.js";
 import type { RateLimiter } from "../../auth/rate-limiter.js";
 import type { CoordinatorConfig } from "../../config.js";
-import { internalError, isApiError } from "../../errors/index.js";
+import { isApiError, unexpectedError } from "../../errors/index.js";
 import type { InferencePipeline } from "../../inference/pipeline.js";
 import { validateRequest } from "../../inference/request-validation.js";
 import { readRoutingPreferences } from "../../inference/routing-preferences.js";
@@ -90,8 +90,9 @@ export function completionsHandler(
         metrics.tokens.inc({ model }, json.delivered);
       }
     } catch (e) {
-      const error = isApiError(e) ? e : internalError();
-      if (!isApiError(e)) log.error({ err: e, requestId }, "request failed unexpectedly");
+      const error = isApiError(e) ? e : unexpectedError(e);
+      if (error.status === 503) log.warn({ err: e, requestId }, "request failed: database unavailable");
+      else if (!isApiError(e)) log.error({ err: e, requestId }, "request failed unexpectedly");
       sendError(res, error, { ...baseHeaders, "X-Timing": timing.header() });
     } finally {
       const status = abort.signal.aborted ? "499" : String(res.statusCode);

@@ -1,5 +1,5 @@
 import type { Authenticator } from "../../auth/authenticator.js";
-import { internalError, isApiError } from "../../errors/index.js";
+import { isApiError, unexpectedError } from "../../errors/index.js";
 import type { ProviderRegistry } from "../../routing/provider-registry.js";
 import { newRequestId } from "../request-id.js";
 import { sendError, sendJson } from "../respond.js";
@@ -76,7 +76,7 @@ export function modelsHandler(
       }));
       sendJson(res, 200, { object: "list", data }, headers);
     } catch (e) {
-      sendError(res, isApiError(e) ? e : internalError(), headers);
+      sendError(res, isApiError(e) ? e : unexpectedError(e), headers);
     }
   };
 }
