@@ -156,6 +156,10 @@ export async function startCoordinator(
   let shuttingDown = false;
 
   const connect = connectNodeAdapter({
+    // One Connect message (a provider's, or a consumer's typed request) is no larger than an HTTP body;
+    // the default (4 GiB) let a 5-byte envelope header allocate gigabytes, and a compressed message
+    // inflate to as much, before any authentication or Register.
+    readMaxBytes: config.bodyLimitBytes,
     routes: (r) => {
       r.service(
         ProviderService,

@@ -43,6 +43,28 @@ describe("validateRequest", () => {
     expect(e.param).toBe(param);
   });
 
+  it.each([
+    ["a stray byte", [0xff]],
+    ["an overlong encoding", [0xc0, 0x80]],
+    ["an encoded surrogate", [0xed, 0xa0, 0x80]],
+    ["a truncated sequence", [0xe2, 0x82]],
+  ])("refuses a body that is not UTF-8 (%s inside a string) instead of replacing it", (_name, bad) => {
+    const [head, tail] = ['{"model":"m","messages":[{"role":"user","content":"hi ', '"}]}'];
+    const body = new Uint8Array([
+      ...new TextEncoder().encode(head),
+      ...bad,
+      ...new TextEncoder().encode(tail),
+    ]);
+    const e = errorOf(Endpoint.CHAT_COMPLETIONS, body);
+    expect(e.status).toBe(400);
+    expect(e.code).toBe("invalid_json");
+  });
+
+  it("refuses a body that starts with a byte order mark, as before", () => {
+    const body = new Uint8Array([0xef, 0xbb, 0xbf, ...chat()]);
+    expect(errorOf(Endpoint.CHAT_COMPLETIONS, body).code).toBe("invalid_json");
+  });
+
   it("names the model param when it is missing", () => {
     const e = errorOf(Endpoint.CHAT_COMPLETIONS, enc({ messages: [{ role: "user", content: "x" }] }));
     expect(e.toJSON()).toEqual({

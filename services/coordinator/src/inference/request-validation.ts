@@ -28,11 +28,19 @@ const CHAT_ROLES = new Set(["system", "user", "assistant", "developer", "tool", 
 
 type Json = Record<string, unknown>;
 
+/**
+ * JSON text must be UTF-8 (RFC 8259 §8.1). Bytes that are not are refused rather than replaced with
+ * U+FFFD: the body is forwarded unchanged, and the provider decodes it strictly, so a lenient decoder
+ * here would validate a different request from the one the provider reads. A leading BOM is kept (and
+ * refused by JSON.parse) as before.
+ */
+const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+
 /** Parses and validates a POST /v1/chat/completions or /v1/completions body. Unknown fields are tolerated. */
 export function validateRequest(endpoint: Endpoint, body: Uint8Array): ValidatedRequest {
   let parsed: unknown;
   try {
-    parsed = JSON.parse(Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString("utf8"));
+    parsed = JSON.parse(utf8.decode(body));
   } catch (e) {
     throw invalidRequest(
       `We could not parse the JSON body of your request (${e instanceof Error ? e.message : "invalid JSON"}).`,

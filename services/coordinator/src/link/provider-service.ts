@@ -119,6 +119,7 @@ async function pump(
   log: Logger,
 ): Promise<void> {
   let reason = "stream_closed";
+  let error: ConnectError | undefined;
   try {
     for (;;) {
       const r = await inbound.next();
@@ -127,10 +128,13 @@ async function pump(
     }
   } catch (e) {
     reason = e instanceof ConnectError && e.code === Code.InvalidArgument ? "protocol_error" : "stream_error";
+    // A message that did not decode (a broken envelope, bytes that are not a ConnectRequest) ends the
+    // stream with that error, so the provider learns why it was dropped rather than seeing a clean end.
+    if (e instanceof ConnectError) error = e;
     log.info(
       { providerId: session.handle.id, err: e instanceof Error ? e.message : String(e) },
       "provider stream failed",
     );
   }
-  sessions.evict(session.handle.id, reason);
+  sessions.evict(session.handle.id, reason, error);
 }
