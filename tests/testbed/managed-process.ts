@@ -11,6 +11,8 @@ const STOP_GRACE_MS = 15_000;
 export class ManagedProcess {
   private child: Child | undefined;
   private starts = 0;
+  /** Told each new process's PID (the testbed registers it with its reaper). */
+  onStarted: ((pid: number) => void) | undefined;
 
   constructor(
     readonly name: string,
@@ -45,6 +47,7 @@ export class ManagedProcess {
     if (this.running) throw new Error(`${this.name} is already running (PID ${this.pid})`);
     this.starts++;
     this.child = startChild(this.name, this.script, this.args(), this.logFile);
+    if (this.child.process.pid !== undefined) this.onStarted?.(this.child.process.pid);
   }
 
   /** Sends `signal` and, unless it is SIGSTOP or SIGCONT, waits for the process to end. */

@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { mkdir } from "node:fs/promises";
+import { mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { type EmbeddedPostgresServer, startEmbeddedPostgres } from "@darkbloom/coordinator";
 import pg from "pg";
@@ -15,6 +15,8 @@ const DATABASE = "darkbloom";
  */
 export class TestbedPostgres {
   private server: EmbeddedPostgresServer | undefined;
+  /** Told the postmaster's PID after each restart (the testbed registers it with its reaper). */
+  onStarted: ((pid: number) => void) | undefined;
 
   private constructor(
     private readonly dir: string,
@@ -47,6 +49,14 @@ export class TestbedPostgres {
     return `postgres://postgres:${encodeURIComponent(this.password)}@127.0.0.1:${this.port}/${DATABASE}`;
   }
 
+  /** The postmaster's PID (from its postmaster.pid); undefined when it is not running. */
+  async pid(): Promise<number | undefined> {
+    if (!this.server) return undefined;
+    const text = await readFile(join(this.dir, "postmaster.pid"), "utf8").catch(() => "");
+    const pid = Number.parseInt(text.split("\n")[0] ?? "", 10);
+    return pid > 0 ? pid : undefined;
+  }
+
   get running(): boolean {
     return this.server !== undefined;
   }
@@ -68,6 +78,8 @@ export class TestbedPostgres {
       logger: pino({ level: "silent" }),
       unsafeFast: true,
     });
+    const pid = await this.pid();
+    if (pid) this.onStarted?.(pid);
   }
 
   /** Runs one statement on its own connection (the coordinator's database unless told otherwise). */

@@ -13,6 +13,7 @@ import { AdminService, type ProviderSummary, type VerifyLedgerResponse } from "@
 import OpenAI from "openai";
 import { ManagedProcess } from "./managed-process.js";
 import { TestbedPostgres } from "./postgres.js";
+import { Reaper } from "./reaper-client.js";
 import { TcpTap } from "./tcp-tap.js";
 import { TestbedProvider } from "./testbed-provider.js";
 
@@ -116,6 +117,7 @@ export class Testbed {
     readonly coordinator: TestbedCoordinator,
     readonly providers: readonly TestbedProvider[],
     readonly adminKey: string,
+    private readonly reaper: Reaper | undefined,
   ) {
     this.admin = createClient(
       AdminService,
@@ -230,6 +232,7 @@ export class Testbed {
     await this.coordinator.stop().catch(() => undefined);
     await Promise.allSettled(this.providers.map((p) => p.tap?.close()));
     await this.postgres.stop().catch(() => undefined);
+    this.reaper?.release();
     if (process.env.DARKBLOOM_TESTBED_KEEP) {
       process.stderr.write(`testbed kept in ${this.dir}\n`);
     } else {
@@ -249,10 +252,15 @@ export async function startTestbed(o: TestbedOptions): Promise<Testbed> {
   if (process.getuid?.() === 0) await chmod(dir, 0o711);
   const logs = join(dir, "logs");
   await mkdir(logs);
-  const started: { stop(): Promise<void> }[] = [];
+  // Kills whatever is left running should this process die without stopping the testbed.
+  const reaper = Reaper.start();
+  const started: { stop(): Promise<void> }[] = [{ stop: async () => reaper?.release() }];
   try {
     const postgres = await TestbedPostgres.start(join(dir, "postgres"));
     started.push(postgres);
+    postgres.onStarted = (pid) => reaper?.watchProcess(pid, "SIGQUIT");
+    const pgPid = await postgres.pid();
+    if (pgPid) reaper?.watchProcess(pgPid, "SIGQUIT");
     const adminKey = `dbadm_${randomBytes(24).toString("base64url")}`;
     const port = await freePort();
     const coordinator = new TestbedCoordinator(
@@ -266,6 +274,7 @@ export async function startTestbed(o: TestbedOptions): Promise<Testbed> {
       ],
       join(logs, "coordinator.log"),
     );
+    coordinator.onStarted = (pid) => reaper?.watchGroup(pid);
     coordinator.start();
     started.push(coordinator);
     await coordinator.waitHealthy();
@@ -294,7 +303,8 @@ export async function startTestbed(o: TestbedOptions): Promise<Testbed> {
         ),
       );
     }
-    const testbed = new Testbed(dir, postgres, coordinator, providers, adminKey);
+    for (const p of providers) p.onStarted = (pid) => reaper?.watchGroup(pid);
+    const testbed = new Testbed(dir, postgres, coordinator, providers, adminKey, reaper);
     started.length = 0;
     started.push(testbed);
 
