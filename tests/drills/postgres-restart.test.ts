@@ -136,6 +136,7 @@ describe("PostgreSQL stopped while the network is idle", () => {
     expect(tb.coordinator.pid).toBe(pid);
 
     // Refused requests cost nothing; the requests that succeeded were charged once.
+    await tb.settled();
     for (const account of [seen, unseen]) {
       const records = await usageRecords(tb, account.id);
       expect(records.every((r) => r.outcome === "completed")).toBe(true);

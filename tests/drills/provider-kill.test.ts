@@ -109,6 +109,7 @@ describe("a provider killed before its first byte", () => {
     const account = await tb.createAccount(CREDIT);
     const before = await tb.balance(account.id);
     for (let round = 0; round < (HEAVY ? 5 : 1); round++) await killBeforeFirstByte(account);
+    await tb.settled();
     const after = await tb.balance(account.id);
     const records = await usageRecords(tb, account.id);
     // Pays for exactly the requests that completed, once each.
@@ -149,6 +150,8 @@ async function killBeforeFirstByte(account: TestbedAccount): Promise<void> {
   );
   // One record per request (the retry reused the reservation), each completed and paid once; the
   // others are requests the running provider took while dispatchToFrozen looked for the frozen one.
+  // Requests the running provider took meanwhile are settled just after their responses ended.
+  await tb.settled();
   const fresh = (await usageRecords(tb, account.id)).filter((x) => !known.has(x.requestId));
   expect(fresh.map((x) => x.outcome)).toEqual(fresh.map(() => "completed"));
   const spent = fresh.reduce((sum, x) => sum + x.chargedMicroUsd, 0n);

@@ -188,6 +188,8 @@ async function stallBeforeFirstToken(account: TestbedAccount): Promise<void> {
   expect(record.chargedMicroUsd).toBe(
     completedCharge(r.usage?.prompt_tokens ?? 0, r.usage?.completion_tokens ?? 0),
   );
+  // Requests the running provider took meanwhile are settled just after their responses ended.
+  await tb.settled();
   const fresh = (await usageRecords(tb, account.id)).filter((x) => !known.has(x.requestId));
   expect(fresh.map((x) => x.outcome)).toEqual(fresh.map(() => "completed"));
   expect(before - (await tb.balance(account.id))).toBe(fresh.reduce((s, x) => s + x.chargedMicroUsd, 0n));

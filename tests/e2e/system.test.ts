@@ -166,6 +166,7 @@ describe("the system testbed", () => {
         }),
       ),
     );
+    await testbed.settled();
     for (const [i, u] of users.entries()) {
       const spent = results.filter((r) => r.user === i).reduce((sum, r) => sum + expectedCharge(r.usage), 0n);
       expect(spent).toBeGreaterThan(0n);
@@ -351,6 +352,7 @@ describe("the system testbed", () => {
   });
 
   it("leaves usage, balances and the ledger consistent after the whole run", async () => {
+    await testbed.settled();
     const records = await usageOf(alice.apiKey, 100);
     expect(records.length).toBeGreaterThan(10);
     const charged = records.reduce((sum, r) => sum + BigInt(r.charged_micro_usd ?? 0), 0n);

@@ -159,6 +159,19 @@ export class Testbed {
     return this.admin.verifyLedger({});
   }
 
+  /**
+   * Waits until no reservation is open: a request is settled just after its response ended, so a
+   * balance read right after a response may still see its hold.
+   */
+  async settled(timeoutMs = 15_000): Promise<void> {
+    await waitUntil(
+      async () => (await this.verifyLedger()).openReservations === 0n,
+      timeoutMs,
+      "every reservation to be settled",
+      [this.coordinator],
+    );
+  }
+
   /** The unchanged official SDK, pointed at the testbed, without its own retries. */
   openai(apiKey: string, options: { timeoutMs?: number } = {}): OpenAI {
     return new OpenAI({ baseURL: this.baseUrl, apiKey, maxRetries: 0, timeout: options.timeoutMs ?? 60_000 });
