@@ -531,6 +531,9 @@ export class LlamaEngine implements Engine {
 
   private async prepare(job: Job): Promise<void> {
     try {
+      // Rendering and tokenizing the prompt is synchronous work of a millisecond or more: let the
+      // caller's acknowledgement of the request (and other I/O) go out first.
+      await new Promise((resolve) => setImmediate(resolve));
       let runner = await this.ensureRunner(job.request.model);
       if (runner.disposed) runner = await this.ensureRunner(job.request.model);
       if (job.settled) return;
