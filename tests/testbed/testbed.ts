@@ -3,12 +3,12 @@
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { chmod, mkdir, mkdtemp, rm } from "node:fs/promises";
-import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
+import { join } from "node:path";
 import { promisify } from "node:util";
 import { type Client, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
+import { coordinatorBin, freePort, providerBin } from "@darkbloom/local-network";
 import { AdminService, type ProviderSummary, type VerifyLedgerResponse } from "@darkbloom/protocol/admin/v1";
 import OpenAI from "openai";
 import { ManagedProcess } from "./managed-process.js";
@@ -61,16 +61,6 @@ export function expectedCharge(usage: { prompt_tokens: number; completion_tokens
 }
 
 const STARTUP_TIMEOUT_MS = 120_000;
-
-const require = createRequire(import.meta.url);
-const coordinatorBin = join(
-  dirname(require.resolve("@darkbloom/coordinator/package.json")),
-  "dist/bin/darkbloom-coordinator.js",
-);
-const providerBin = join(
-  dirname(require.resolve("@darkbloom/provider/package.json")),
-  "dist/bin/darkbloom.js",
-);
 
 export interface TestbedAccount {
   id: string;
@@ -373,16 +363,4 @@ export async function waitUntil(
     }
     await new Promise((r) => setTimeout(r, 100));
   }
-}
-
-async function freePort(): Promise<number> {
-  const { createServer } = await import("node:net");
-  return new Promise((resolvePort, reject) => {
-    const s = createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolvePort(port));
-    });
-  });
 }

@@ -1,11 +1,11 @@
 import { chmod, link, mkdir, readFile, rm, stat, writeFile } from "node:fs/promises";
-import { createRequire } from "node:module";
 import { availableParallelism } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { AdminService } from "@darkbloom/protocol/admin/v1";
 import { modelPath } from "@darkbloom/provider";
+import { coordinatorBin, freePort, providerBin } from "./binaries.js";
 import { type Child, startChild } from "./child.js";
 
 export interface LocalNetworkOptions {
@@ -34,16 +34,6 @@ const DEMO_PRICES = { input: 100_000n, output: 200_000n };
 /** The demo account starts with $100. */
 const DEMO_CREDIT_MICRO_USD = 100_000_000n;
 const READY_TIMEOUT_MS = 180_000;
-
-const require = createRequire(import.meta.url);
-const coordinatorBin = join(
-  dirname(require.resolve("@darkbloom/coordinator/package.json")),
-  "dist/bin/darkbloom-coordinator.js",
-);
-const providerBin = join(
-  dirname(require.resolve("@darkbloom/provider/package.json")),
-  "dist/bin/darkbloom.js",
-);
 
 /**
  * Starts the whole network on this machine: the coordinator (embedded PostgreSQL in its data
@@ -243,16 +233,4 @@ async function exists(path: string): Promise<boolean> {
     () => true,
     () => false,
   );
-}
-
-async function freePort(): Promise<number> {
-  const { createServer } = await import("node:net");
-  return new Promise((resolvePort, reject) => {
-    const s = createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolvePort(port));
-    });
-  });
 }
