@@ -110,6 +110,62 @@ describe("malformed-input flood", () => {
     HEAVY ? 900_000 : 120_000,
   );
 
+  it("answers garbage binary messages to the typed Connect APIs with 4xx, never 5xx", async () => {
+    // Every unary method of the consumer and admin services, with and without credentials: random
+    // bytes, truncated varints, invalid wire types and gzip-compressed garbage, each a Connect unary
+    // call in the binary format. connect-es by itself answers these 500 `internal`.
+    const rng = new Rng(SEED ^ 0x5eed);
+    const methods = [
+      "/darkbloom.inference.v1.InferenceService/CreateChatCompletion",
+      "/darkbloom.inference.v1.InferenceService/CreateCompletion",
+      "/darkbloom.inference.v1.InferenceService/ListModels",
+      "/darkbloom.admin.v1.AdminService/VerifyLedger",
+      "/darkbloom.admin.v1.AdminService/ListAccounts",
+      "/darkbloom.admin.v1.AdminService/ListProviders",
+    ];
+    const table = new Tally();
+    reportOnFailure(() => table.render());
+    const cases = Array.from({ length: HEAVY ? 2_000 : 240 }, (_, i) => {
+      const kind = rng.int(4);
+      const raw =
+        kind === 0
+          ? rng.bytes(rng.range(1, 512))
+          : kind === 1
+            ? Buffer.from([0x0a, 0x80 | rng.int(128)]) // a length-delimited field whose length is cut off
+            : kind === 2
+              ? Buffer.from([(rng.range(1, 15) << 3) | rng.pick([3, 4, 6, 7])]) // groups and invalid wire types
+              : Buffer.concat([Buffer.from([0x12, 0x7f]), rng.bytes(rng.range(0, 20))]); // length beyond the data
+      const gzip = rng.chance(0.25);
+      return {
+        path: methods[i % methods.length] as string,
+        body: gzip ? gzipSync(raw) : raw,
+        headers: {
+          "content-type": "application/proto",
+          ...(gzip ? { "content-encoding": "gzip" } : {}),
+          ...(rng.chance(0.5)
+            ? { authorization: `Bearer ${rng.chance(0.5) ? account.apiKey : tb.adminKey}` }
+            : {}),
+        },
+      };
+    });
+    await inPool(cases, CONCURRENCY, async (c) => {
+      const res = await fetch(`${tb.coordinator.url}${c.path}`, {
+        method: "POST",
+        headers: c.headers,
+        body: c.body,
+        signal: AbortSignal.timeout(ANSWER_TIMEOUT_MS),
+      });
+      const text = await res.text();
+      const code = (JSON.parse(text || "{}") as { code?: string }).code ?? "";
+      table.add(`${res.status} ${code}`);
+    });
+    const keys = table.render();
+    expect(keys).not.toMatch(/^\s*5\d\d /m);
+    expect(keys).toMatch(/^\s*400 invalid_argument/m);
+    expect(tb.coordinator.pid).toBe(coordinatorPid);
+    expect(await tb.balance(account.id)).toBe(startBalance);
+  });
+
   it("refuses a body over the limit with 413 in OpenAI's shape and cuts an endless upload", async () => {
     reportOnFailure(() => "");
 

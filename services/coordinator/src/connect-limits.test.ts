@@ -77,3 +77,46 @@ describe("Connect message size limit", () => {
     expect(((await res.json()) as { code: string }).code).toBe("resource_exhausted");
   });
 });
+
+describe("malformed binary unary requests", () => {
+  const listModels = (body: Uint8Array, headers: Record<string, string> = {}) =>
+    fetch(`${t.url}/darkbloom.inference.v1.InferenceService/ListModels`, {
+      method: "POST",
+      headers: { "content-type": "application/proto", authorization: `Bearer ${t.apiKey}`, ...headers },
+      body,
+    });
+
+  it("answers bytes that are not the method's input message with 400 invalid_argument, not a 500", async () => {
+    // A truncated varint, a field with an invalid wire type, random bytes; plain and gzip-compressed.
+    const garbage = [
+      Buffer.from([0x08, 0xff]),
+      Buffer.from([0x0f, 0x01]),
+      Buffer.from("\xff\xfe\xfd\xfc", "latin1"),
+    ];
+    for (const bytes of garbage) {
+      for (const [body, headers] of [
+        [bytes, {}],
+        [gzipSync(bytes), { "content-encoding": "gzip" }],
+      ] as const) {
+        const res = await listModels(body, headers);
+        expect(res.status).toBe(400);
+        const error = (await res.json()) as { code: string; message: string };
+        expect(error.code).toBe("invalid_argument");
+        expect(error.message).toMatch(/^parse binary: /);
+      }
+    }
+    // The admin service is guarded the same way, before its authentication.
+    const admin = await fetch(`${t.url}/darkbloom.admin.v1.AdminService/VerifyLedger`, {
+      method: "POST",
+      headers: { "content-type": "application/proto" },
+      body: Buffer.from([0x0a, 0x80]),
+    });
+    expect(admin.status).toBe(400);
+  });
+
+  it("still serves a well-formed binary request", async () => {
+    const res = await listModels(new Uint8Array());
+    expect(res.status).toBe(200);
+    expect(res.headers.get("content-type")).toBe("application/proto");
+  });
+});

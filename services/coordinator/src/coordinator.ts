@@ -1,4 +1,3 @@
-import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { AdminService } from "@darkbloom/protocol/admin/v1";
 import { InferenceService } from "@darkbloom/protocol/inference/v1";
 import { Endpoint, ProviderService } from "@darkbloom/protocol/provider/v1";
@@ -14,6 +13,7 @@ import { ModelCatalog } from "./catalog/model-catalog.js";
 import { type CoordinatorConfig, type CoordinatorConfigInput, resolveConfig } from "./config.js";
 import { serviceShuttingDown } from "./errors/index.js";
 import { createApp } from "./http/app.js";
+import { createConnectHandler } from "./http/connect-handler.js";
 import {
   accountHandler,
   applyReferralHandler,
@@ -155,11 +155,12 @@ export async function startCoordinator(
   });
   let shuttingDown = false;
 
-  const connect = connectNodeAdapter({
+  const connect = createConnectHandler({
     // One Connect message (a provider's, or a consumer's typed request) is no larger than an HTTP body;
     // the default (4 GiB) let a 5-byte envelope header allocate gigabytes, and a compressed message
     // inflate to as much, before any authentication or Register.
     readMaxBytes: config.bodyLimitBytes,
+    log,
     routes: (r) => {
       r.service(
         ProviderService,
@@ -193,7 +194,7 @@ export async function startCoordinator(
         }),
       );
     },
-  }) as unknown as Handler;
+  });
   const completionDeps = { config, auth, rateLimiter, pipeline, metrics, log };
   const accountDeps = { auth, limiter: moneyLimiter, log, invites, referrals, usage };
   const deviceDeps = {
