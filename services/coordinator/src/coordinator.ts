@@ -34,7 +34,6 @@ import { modelsHandler } from "./http/handlers/models.js";
 import { healthHandler, metricsHandler, readinessHandler } from "./http/handlers/operational.js";
 import { attestationsHandler, latestReleaseHandler, versionHandler } from "./http/handlers/trust.js";
 import { listenHttp } from "./http/protocol-sniffing-server.js";
-import type { Handler } from "./http/types.js";
 import { InferencePipeline } from "./inference/pipeline.js";
 import { createProviderService } from "./link/provider-service.js";
 import { SessionManager } from "./link/session-manager.js";
