@@ -99,7 +99,11 @@ export async function startDaemon(config: ProviderConfig, options: DaemonOptions
         const started = performance.now();
         try {
           await engine.load(model);
-          models.push(model);
+          // The engine may have lowered the context to fit memory: advertise what it accepts.
+          const limit = engine.contextLimit?.(model.id);
+          models.push(
+            limit !== undefined && limit < model.contextLength ? { ...model, contextLength: limit } : model,
+          );
           log.info(
             { model: model.id, sizeBytes: model.sizeBytes, ms: Math.round(performance.now() - started) },
             "model loaded",

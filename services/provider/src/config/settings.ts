@@ -189,7 +189,8 @@ export const SETTINGS: { [K in SettingName]: SettingSpec<K> } = {
     env: "DARKBLOOM_MAX_CONTEXT",
     yaml: "max_context",
     description:
-      "largest prompt + max_tokens accepted (default by memory: <16 GB 20000, <32 GB 50000, <64 GB 120000, else 200000)",
+      "largest prompt + max_tokens accepted (default by memory: <16 GB 20000, <32 GB 50000, <64 GB 120000, else 200000; " +
+      "lowered at load to what --max-batch rows of KV cache fit in 60% of memory)",
     parse: (raw) => integer(raw, 1, MAX_CONTEXT_LIMIT),
     default: (ctx) => defaultMaxContext(ctx.totalMemoryBytes),
   },

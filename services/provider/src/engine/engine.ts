@@ -126,6 +126,11 @@ export interface Engine {
    */
   generate(request: GenerationRequest, onToken: (event: TokenEvent) => void): Generation;
   stats(): EngineStats;
+  /**
+   * The prompt + max_tokens limit of a loaded model when the engine set one lower than the model's
+   * trained context (to fit memory); undefined when not loaded or not known.
+   */
+  contextLimit?(modelId: string): number | undefined;
   /** Cancels everything and releases native resources. */
   close(): Promise<void>;
 }

@@ -327,6 +327,29 @@ describe("llama engine options", () => {
     }
   });
 
+  it("lowers each row's context to fit the memory budget, and enforces the lowered limit", async () => {
+    const roomy = makeEngine({ maxContext: 2048, memoryBudgetBytes: 64 * 1024 ** 3, validator: false });
+    await roomy.load(tiny);
+    expect(roomy.contextLimit(tiny.id)).toBe(2048);
+    await roomy.close();
+
+    // Far too little memory: the context falls to the 256-token floor.
+    const logs: string[] = [];
+    const tight = makeEngine({
+      maxContext: 2048,
+      memoryBudgetBytes: 1,
+      validator: false,
+      onLog: (level, message) => logs.push(`${level} ${message}`),
+    });
+    await tight.load(tiny);
+    expect(tight.contextLimit(tiny.id)).toBe(256);
+    expect(logs.join("\n")).toMatch(/warn max context per row lowered from 2048 to 256 tokens/);
+    const err = await rejection(tight.generate(request(PROMPTS[0]!, { maxTokens: 300 }), () => {}).done);
+    expect(err.code).toBe("context_length_exceeded");
+    expect((await run(tight, request(PROMPTS[0]!, { maxTokens: 8 }))).result.completionTokens).toBe(8);
+    await tight.close();
+  });
+
   it("unloads an idle model and reloads it lazily on the next request", async () => {
     const engine = makeEngine({ idleTimeoutMinutes: 0.004, maxBatch: 1, validator: false }); // 240 ms
     await engine.load(tiny);

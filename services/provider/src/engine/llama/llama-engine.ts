@@ -39,6 +39,7 @@
  */
 import { randomInt } from "node:crypto";
 import {
+  GgmlType,
   getLlama,
   type Llama,
   type LlamaContext,
@@ -72,6 +73,12 @@ export interface LlamaEngineOptions {
   kvBits?: 4 | 8 | undefined;
   /** CPU threads for evaluation (set explicitly: llama.cpp's default oversubscribes small machines). */
   threads: number;
+  /**
+   * Bytes a loaded model may take with its context (weights, KV cache of every row, compute
+   * buffers). When `maxBatch` rows of `maxContext` tokens would take more, each row's context is
+   * lowered to what fits (and logged); without it the context is allocated as asked.
+   */
+  memoryBudgetBytes?: number | undefined;
   /** Unload a model idle this long; 0 disables. The next request reloads it. */
   idleTimeoutMinutes: number;
   gpu: false | "auto";
@@ -258,7 +265,12 @@ export class LlamaEngine implements Engine {
   readonly backend = "llama";
   private readonly options: Required<
     Pick<LlamaEngineOptions, "maxBatch" | "maxContext" | "threads" | "idleTimeoutMinutes" | "gpu">
-  > & { kvBits: 4 | 8 | undefined; queueDepth: number; prefillChunk: number };
+  > & {
+    kvBits: 4 | 8 | undefined;
+    queueDepth: number;
+    prefillChunk: number;
+    memoryBudgetBytes: number | undefined;
+  };
   private readonly validator: ModelValidator | undefined;
   private readonly log: NonNullable<LlamaEngineOptions["onLog"]>;
   private llama: Promise<Llama> | undefined;
@@ -297,6 +309,7 @@ export class LlamaEngine implements Engine {
       maxContext,
       threads,
       kvBits: options.kvBits,
+      memoryBudgetBytes: options.memoryBudgetBytes,
       idleTimeoutMinutes: options.idleTimeoutMinutes,
       gpu: options.gpu,
       queueDepth:
@@ -419,12 +432,14 @@ export class LlamaEngine implements Engine {
         gpuLayers: this.options.gpu === false ? 0 : "auto",
       });
       const train = model.trainContextSize;
-      const maxContext = train > 0 ? Math.min(this.options.maxContext, train) : this.options.maxContext;
+      const wanted = train > 0 ? Math.min(this.options.maxContext, train) : this.options.maxContext;
       const kvType = this.options.kvBits === 8 ? "Q8_0" : this.options.kvBits === 4 ? "Q4_0" : undefined;
+      const batchSize = Math.max(this.options.prefillChunk, this.options.maxBatch);
+      const maxContext = await this.fitContext(model, wanted, batchSize, kvType);
       context = await model.createContext({
         sequences: this.options.maxBatch,
         contextSize: maxContext,
-        batchSize: Math.max(this.options.prefillChunk, this.options.maxBatch),
+        batchSize,
         threads: this.options.threads,
         // Flash attention only with a quantized KV cache (llama.cpp needs it to quantize V). With an
         // F16 cache, ggml's CPU flash attention picks kernels by batch shape (a KV-split reduction for
@@ -455,6 +470,55 @@ export class LlamaEngine implements Engine {
       await model?.dispose().catch(() => {});
       throw fail(errorMessage(err), err);
     }
+  }
+
+  /**
+   * The largest context per row, at most `wanted`, with which the model, `maxBatch` rows of KV cache
+   * and the compute buffers fit the memory budget (llama.cpp allocates all of it up front: 4 rows of
+   * Qwen3-0.6B's 40,960 tokens would be ~19 GB of F16 cache). At least 256 tokens (or `wanted`).
+   */
+  private async fitContext(
+    model: LlamaModel,
+    wanted: number,
+    batchSize: number,
+    kvType: "Q8_0" | "Q4_0" | undefined,
+  ): Promise<number> {
+    const budget = this.options.memoryBudgetBytes;
+    if (budget === undefined) return wanted;
+    const ggmlType = kvType === "Q8_0" ? GgmlType.Q8_0 : kvType === "Q4_0" ? GgmlType.Q4_0 : GgmlType.F16;
+    const needs = async (contextSize: number): Promise<number> => {
+      const r = await model.fileInsights.estimateContextResourceRequirementsV2({
+        contextSize,
+        modelGpuLayers: model.gpuLayers,
+        batchSize,
+        sequences: this.options.maxBatch,
+        flashAttention: kvType !== undefined,
+        kvCacheKeyType: ggmlType,
+        kvCacheValueType: ggmlType,
+      });
+      return model.size + r.cpuRam + r.gpuVram;
+    };
+    if ((await needs(wanted)) <= budget) return wanted;
+    let lo = Math.min(wanted, 256);
+    let hi = wanted;
+    while (hi - lo > 64) {
+      const mid = Math.floor((lo + hi) / 2);
+      if ((await needs(mid)) <= budget) lo = mid;
+      else hi = mid;
+    }
+    const fitted = lo >= 64 ? lo - (lo % 64) : lo;
+    const gib = (budget / 1024 ** 3).toFixed(1);
+    this.log(
+      "warn",
+      `max context per row lowered from ${wanted} to ${fitted} tokens: ${this.options.maxBatch} rows of ${wanted} ` +
+        `would not fit the ${gib} GiB memory budget (lower --max-batch for longer contexts)`,
+    );
+    return fitted;
+  }
+
+  /** The per-request context limit (prompt + max_tokens) of a loaded model; undefined when not loaded. */
+  contextLimit(modelId: string): number | undefined {
+    return this.runners.get(modelId)?.maxContext;
   }
 
   /** Stops a model's work (failing or cancelling its jobs), waits for its loop, and frees it. */
