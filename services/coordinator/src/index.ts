@@ -3,6 +3,7 @@ export { Billing } from "./billing/billing.js";
 export { type CoordinatorConfig, type CoordinatorConfigInput, resolveConfig } from "./config.js";
 export { type RunningCoordinator, startCoordinator } from "./coordinator.js";
 export { ApiError } from "./errors/index.js";
+export { TIMING_PHASES, type TimingPhase } from "./inference/timing.js";
 export { createLogger, type Logger } from "./log.js";
 export {
   type EmbeddedPostgresOptions,

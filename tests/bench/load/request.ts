@@ -1,20 +1,9 @@
 // One chat completion, measured from the client: streamed (SSE) or whole, with the X-Timing phases.
 import http from "node:http";
 import https from "node:https";
+import { TIMING_PHASES, type TimingPhase } from "@darkbloom/coordinator";
 
-/** The phases of the coordinator's X-Timing header (services/coordinator/src/inference/timing.ts). */
-export const TIMING_PHASES = [
-  "parse",
-  "auth",
-  "reserve",
-  "route",
-  "queue",
-  "encrypt",
-  "dispatch",
-  "provider_first_token",
-  "total",
-] as const;
-export type TimingPhase = (typeof TIMING_PHASES)[number];
+export { TIMING_PHASES, type TimingPhase };
 /** X-Timing: microseconds per phase. */
 export type XTiming = Record<TimingPhase, number>;
 
