@@ -31,6 +31,11 @@ export class SessionManager {
     { session: ProviderSession; outbound: Channel<ConnectResponse> }
   >();
   private readonly byMachine = new Map<string, string>();
+  /**
+   * Sessions that claim the machine id of an attested session, by their provider id: they replace it
+   * only once they pass a challenge with its signing key (see open()).
+   */
+  private readonly contenders = new Map<string, { machineId: string; holder: string; keyHex: string }>();
   private readonly watchdog: NodeJS.Timeout;
   private readonly trust: TrustManager | undefined;
 
@@ -66,7 +71,12 @@ export class SessionManager {
     options: { payoutAccount?: string | undefined } = {},
   ): { session: ProviderSession; outbound: Channel<ConnectResponse> } {
     const previous = register.machineId ? this.byMachine.get(register.machineId) : undefined;
-    if (previous) this.evict(previous, "replaced_by_new_session");
+    // A machine whose session holds a verified attestation key is only replaced by a session that
+    // proves that key (a passed challenge): anyone may send a Register with a machine id, which is
+    // published, as the attestation blob and key are. Without an attested key there is nothing to
+    // protect, and the newest session wins at once (a reconnect over a half-open stream).
+    const guardedKey = previous !== undefined ? this.attestedKeyOf(previous) : undefined;
+    if (previous && guardedKey === undefined) this.evict(previous, "replaced_by_new_session");
 
     const id = `prov_${randomBytes(9).toString("base64url")}`;
     const outbound = new Channel<ConnectResponse>();
@@ -92,8 +102,27 @@ export class SessionManager {
       handle,
       register,
       (m) => session.send(m),
-      () => this.registry.capacityChanged(handle),
+      () => {
+        this.registry.capacityChanged(handle);
+        this.settleContender(id);
+      },
     );
+    if (previous && guardedKey !== undefined) {
+      if (trust?.publicKeyHex !== guardedKey) {
+        this.trust?.detach(id);
+        session.close("machine_id_in_use");
+        this.log.warn(
+          { machineId: register.machineId, holder: previous },
+          "provider refused: its machine id belongs to an attested session with another key",
+        );
+        throw new ConnectError(
+          `machine_id ${register.machineId} is held by an attested provider session; a new session ` +
+            "replaces it only by attesting with the same signing key",
+          Code.AlreadyExists,
+        );
+      }
+      this.contenders.set(id, { machineId: register.machineId, holder: previous, keyHex: guardedKey });
+    }
     if (trust) {
       // Evidence from the data path: untrusted (remembered for this machine and key, so reconnecting
       // does not clear it), then evicted so its in-flight requests fail over at once.
@@ -104,7 +133,7 @@ export class SessionManager {
       session.onAttestationResponse = (response) => trust.onChallengeResponse(response);
     }
     this.sessions.set(id, { session, outbound });
-    if (register.machineId) this.byMachine.set(register.machineId, id);
+    if (register.machineId && !this.contenders.has(id)) this.byMachine.set(register.machineId, id);
     outbound.push(
       create(ConnectResponseSchema, {
         message: {
@@ -145,8 +174,18 @@ export class SessionManager {
     if (!entry) return;
     this.sessions.delete(providerId);
     const { session, outbound } = entry;
-    if (this.byMachine.get(session.handle.machineId) === providerId)
+    this.contenders.delete(providerId);
+    if (this.byMachine.get(session.handle.machineId) === providerId) {
       this.byMachine.delete(session.handle.machineId);
+      // The holder is gone (its stream ended, or it went silent): a contender for its machine id
+      // takes its place, to be judged by its own challenges like any session.
+      for (const [contender, c] of this.contenders) {
+        if (c.holder !== providerId) continue;
+        this.contenders.delete(contender);
+        this.byMachine.set(c.machineId, contender);
+        break;
+      }
+    }
     this.registry.remove(providerId, reason);
     this.trust?.detach(providerId);
     session.close(reason);
@@ -155,6 +194,21 @@ export class SessionManager {
     this.metrics?.providersConnected.set(this.sessions.size);
     this.metrics?.providerEvictions.inc({ reason });
     this.log.info({ providerId, reason }, "provider removed");
+  }
+
+  /** The hex signing key of a session whose attestation verified and whose challenge passed lately. */
+  private attestedKeyOf(providerId: string): string | undefined {
+    const trust = this.trust?.get(providerId);
+    return trust?.judgement().attested ? trust.publicKeyHex : undefined;
+  }
+
+  /** A contender that has proved the holder's key (a passed challenge) replaces the holder. */
+  private settleContender(providerId: string): void {
+    const c = this.contenders.get(providerId);
+    if (!c || this.attestedKeyOf(providerId) !== c.keyHex) return;
+    this.contenders.delete(providerId);
+    this.evict(c.holder, "replaced_by_new_session");
+    this.byMachine.set(c.machineId, providerId);
   }
 
   /** Sends Drain to every provider, waits for their in-flight work up to the deadline, then closes all. */

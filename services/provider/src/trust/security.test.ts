@@ -354,6 +354,48 @@ describe("attestation at registration", () => {
   });
 });
 
+describe("machine id takeover", () => {
+  it("an attested session is replaced only by a session that proves its signing key", async () => {
+    const c = await coordinator();
+    const signer = newSigner();
+    const machineId = "machine-held";
+    const holder = await provider(c, attestor({ signer }), { machineId });
+    await eventually(c, holder, (a) => a.attested && a.routable);
+
+    // Without an attestation, or with another key: refused at once; the holder keeps serving.
+    await expect(provider(c, undefined, { machineId })).rejects.toThrow(
+      /held by an attested provider session/,
+    );
+    await expect(provider(c, attestor(), { machineId })).rejects.toThrow(
+      /held by an attested provider session/,
+    );
+
+    // The holder's key and attestation (both public) presented by a session that cannot sign with
+    // the key: it waits as a contender, fails its challenges, and never displaces the holder.
+    const impostor = await provider(c, attestor({ signer, answer: "other_key" }), { machineId });
+    await eventually(c, impostor, (a) => a.last_challenge?.result === "failed");
+    await new Promise((r) => setTimeout(r, 400)); // further challenge rounds
+    expect(await published(c, holder.providerId)).toMatchObject({ routable: true, attested: true });
+    for (let i = 0; i < 3; i++) {
+      const res = await chat(c);
+      expect(res.headers.get("x-provider-id")).toBe(holder.providerId);
+      await res.text();
+    }
+    expect(impostor.received).toHaveLength(0);
+
+    // The machine itself reconnecting (its old stream half-open) replaces the old session as soon as
+    // it passes a challenge with its key.
+    const again = await provider(c, attestor({ signer }), { machineId });
+    await eventually(c, again, (a) => a.attested && a.routable);
+    await expect
+      .poll(() => published(c, holder.providerId).catch((e: Error) => e.message))
+      .toMatch(/not published/);
+    const res = await chat(c);
+    expect(res.headers.get("x-provider-id")).toBe(again.providerId);
+    await res.text();
+  });
+});
+
 describe("challenges", () => {
   it("a replayed answer (an already answered nonce) makes the provider untrusted (replayed_nonce)", async () => {
     const c = await coordinator();
