@@ -18,6 +18,8 @@ export interface LocalNetworkOptions {
   model: string;
   /** Where progress lines go (not the READY line). */
   log: (line: string) => void;
+  /** Aborting it during the start stops whatever was started; the start then rejects. */
+  signal?: AbortSignal | undefined;
 }
 
 export interface LocalNetwork {
@@ -62,7 +64,14 @@ export async function startLocalNetwork(o: LocalNetworkOptions): Promise<LocalNe
       join(logs, "coordinator.log"),
     );
     children.push(coordinator);
-    await waitUntil(() => healthy(url), coordinator, READY_TIMEOUT_MS, "the coordinator to answer /healthz");
+    await waitUntil(
+      () => healthy(url),
+      coordinator,
+      READY_TIMEOUT_MS,
+      "the coordinator to answer /healthz",
+      [coordinator],
+      o.signal,
+    );
     const adminKey = (await readFile(join(dataDir, "coordinator", "admin.key"), "utf8")).trim();
     const admin = createClient(
       AdminService,
@@ -121,6 +130,7 @@ export async function startLocalNetwork(o: LocalNetworkOptions): Promise<LocalNe
       READY_TIMEOUT_MS,
       "a completion to be served",
       children,
+      o.signal,
     );
     const failed = Promise.race(
       children.map((c) => c.exited.then((code) => `${c.name} exited (${code}); see ${c.logFile}`)),
@@ -204,6 +214,8 @@ async function canServe(url: string, apiKey: string, model: string): Promise<boo
     method: "POST",
     headers: { authorization: `Bearer ${apiKey}`, "content-type": "application/json" },
     body: JSON.stringify({ model, messages: [{ role: "user", content: "ping" }], max_tokens: 1 }),
+    // One probe may not wait out the coordinator's queue: the loop polls again.
+    signal: AbortSignal.timeout(5_000),
   }).catch(() => undefined);
   await res?.arrayBuffer();
   return res?.status === 200;
@@ -215,12 +227,14 @@ async function waitUntil(
   timeoutMs: number,
   what: string,
   watch: Child[] = child ? [child] : [],
+  signal?: AbortSignal,
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   let dead: string | undefined;
   for (const c of watch)
     void c.exited.then((code) => (dead ??= `${c.name} exited (${code}); see ${c.logFile}`));
   while (Date.now() < deadline) {
+    signal?.throwIfAborted();
     if (dead) throw new Error(`${dead} while waiting for ${what}`);
     if (await check()) return;
     await new Promise((r) => setTimeout(r, 200));
