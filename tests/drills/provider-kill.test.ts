@@ -4,6 +4,7 @@
 // only; the daemon's PID file is left behind, and `darkbloom serve` on the same data directory
 // replaces it and serves again. Before the first byte the coordinator retries on the other provider
 // of the model and the consumer never notices (and pays once).
+import { processAlive } from "@darkbloom/provider";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startTestbed, type Testbed, type TestbedAccount, type TestbedProvider } from "../testbed/index.js";
 import {
@@ -20,7 +21,6 @@ import {
   type LongPrompt,
   MODEL,
   openStream,
-  processAlive,
   providerIdOf,
   providersById,
   settledUsage,

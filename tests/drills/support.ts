@@ -495,16 +495,6 @@ export async function dispatchToFrozen(
   throw new Error(`no request was routed to a frozen provider in ${attempts} attempts`);
 }
 
-/** Whether a process with this PID exists. */
-export function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === "EPERM";
-  }
-}
-
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }

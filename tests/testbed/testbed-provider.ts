@@ -1,5 +1,6 @@
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
+import { DataDirLayout, pidFileOf, readPidFile } from "@darkbloom/provider";
 import { ManagedProcess } from "./managed-process.js";
 import type { TcpTap } from "./tcp-tap.js";
 
@@ -19,20 +20,18 @@ export class TestbedProvider extends ManagedProcess {
     super(`provider-${index}`, script, args, logFile);
   }
 
-  /** The PID file the daemon writes and removes (see the provider's pid-file module). */
+  /** The PID file the daemon writes and removes. */
   get pidFile(): string {
-    return join(this.dataDir, "darkbloom.pid");
+    return pidFileOf(this.dataDir);
   }
 
   /** The PID recorded in the daemon's PID file; undefined when there is none. */
-  async pidFromFile(): Promise<number | undefined> {
-    const text = await readFile(this.pidFile, "utf8").catch(() => undefined);
-    const pid = text === undefined ? Number.NaN : Number.parseInt(text, 10);
-    return Number.isInteger(pid) && pid > 0 ? pid : undefined;
+  pidFromFile(): Promise<number | undefined> {
+    return readPidFile(this.pidFile);
   }
 
   /** The installation's machine id (written by the daemon on its first start). */
   machineId(): Promise<string> {
-    return readFile(join(this.dataDir, "machine-id"), "utf8").then((s) => s.trim());
+    return readFile(join(this.dataDir, DataDirLayout.machineId), "utf8").then((s) => s.trim());
   }
 }

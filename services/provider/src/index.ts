@@ -12,7 +12,7 @@ export {
   type SettingSource,
 } from "./config/config.js";
 export { modelPath, readModelFile, scanModels, selectModels } from "./config/model-inventory.js";
-export { DataDirLayout, defaultConfigPath, defaultDataDir } from "./config/paths.js";
+export { DataDirLayout, defaultConfigPath, defaultDataDir, pidFileOf } from "./config/paths.js";
 export {
   defaultMaxContext,
   LOG_LEVELS,
@@ -56,4 +56,4 @@ export {
   type ServiceStatus,
   serviceManagerFor,
 } from "./service/index.js";
-export { AlreadyRunningError, acquirePidFile } from "./service/pid-file.js";
+export { AlreadyRunningError, acquirePidFile, processAlive, readPidFile } from "./service/pid-file.js";
