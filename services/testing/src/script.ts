@@ -59,6 +59,10 @@ export interface Script {
   fail?: ScriptFailure;
   /** A misbehaving provider: ignore the request's max_tokens and send every token (default false). */
   ignoreMaxTokens?: boolean;
+  /** A provider lying about usage: the token_count written on every chunk instead of the real one. */
+  claimedTokensPerChunk?: number;
+  /** A provider lying about usage: usage.completion_tokens instead of the tokens it sent. */
+  completionTokens?: number;
 }
 
 /** Decides what to answer to a request. */
@@ -80,6 +84,10 @@ export interface Plan {
   firstTokenDelayMs: number;
   interTokenDelayMs: number;
   promptTokens: number;
+  /** token_count written on each chunk; undefined: the chunk's real count. */
+  claimedTokensPerChunk: number | undefined;
+  /** usage.completion_tokens; undefined: the tokens sent. */
+  completionTokens: number | undefined;
   finishReason: string;
   failure: { when: FailurePoint; mode: FailureMode } | undefined;
 }
@@ -99,6 +107,8 @@ export function planFor(script: Script, request: ReceivedRequest): Plan {
     firstTokenDelayMs: Math.max(0, script.firstTokenDelayMs ?? 0),
     interTokenDelayMs: Math.max(0, script.interTokenDelayMs ?? 0),
     promptTokens: script.promptTokens ?? request.promptTokensEstimate,
+    claimedTokensPerChunk: script.claimedTokensPerChunk,
+    completionTokens: script.completionTokens,
     finishReason: limit < available ? "length" : (script.finishReason ?? "stop"),
     failure: fail && { when: fail.when, mode: fail.error ?? defaultFailure(fail.when) },
   };

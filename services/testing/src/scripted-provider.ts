@@ -626,11 +626,12 @@ export class ScriptedProvider extends EventEmitter<ScriptedProviderEvents> {
         if (active.stopped) return;
       }
       const text = count === 1 ? (tokens[position] ?? "") : tokens.slice(position, end).join("");
+      const claimed = plan.claimedTokensPerChunk ?? count;
       for (let choice = 0; choice < choices; choice++) {
         session.send(
           key
-            ? sealedChunkMessage(requestId, sequence++, key, text, count, choice)
-            : chunkMessage(requestId, sequence++, text, count, choice),
+            ? sealedChunkMessage(requestId, sequence++, key, text, claimed, choice)
+            : chunkMessage(requestId, sequence++, text, claimed, choice),
         );
       }
       this.tokensGenerated += count * choices;
@@ -639,7 +640,7 @@ export class ScriptedProvider extends EventEmitter<ScriptedProviderEvents> {
   }
 
   private complete(session: Session, requestId: string, plan: Plan, active: ActiveRequest): void {
-    const completionTokens = plan.emit * plan.choices;
+    const completionTokens = plan.completionTokens ?? plan.emit * plan.choices;
     session.send(
       completeMessage(
         requestId,

@@ -1,7 +1,7 @@
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { AdminService } from "@darkbloom/protocol/admin/v1";
-import { readSse, ScriptedProvider } from "@darkbloom/testing";
+import { ScriptedProvider } from "@darkbloom/testing";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startTestPostgres, type TestPostgres } from "../store/test-database.js";
@@ -114,47 +114,6 @@ describe("billing through the API", () => {
       });
       expect(p.received).toHaveLength(0);
       expect(await balance(payer.id)).toBe(50n);
-    } finally {
-      await p.stop();
-    }
-  });
-
-  it("cuts a stream that would exceed its reservation (the streaming exploit) and charges at most the hold", async () => {
-    const p = new ScriptedProvider({
-      baseUrl: t.url,
-      models: [{ id: "paid" }],
-      script: () => ({
-        tokens: Array.from({ length: 50 }, (_, i) => `t${i} `),
-        ignoreMaxTokens: true,
-        interTokenDelayMs: 2,
-      }),
-    });
-    await p.start();
-    try {
-      const payer = await funded(1_000_000n);
-      const res = await postJson(
-        t.url,
-        "/v1/chat/completions",
-        payer.key,
-        chat({ max_tokens: 4, stream: true }),
-      );
-      const { events } = await readSse(res);
-      const data = events.map((e) => e.data);
-      expect(data.at(-1)).toBe("[DONE]");
-      const error = JSON.parse(data.at(-2) ?? "{}").error;
-      expect(error.code).toBe("reservation_exhausted");
-      const content = data
-        .slice(0, -2)
-        .map((d) => JSON.parse(d).choices[0]?.delta?.content ?? "")
-        .join("");
-      expect(content).toBe("t0 t1 t2 t3 ");
-      const requestId = res.headers.get("x-request-id") ?? "";
-      await expect.poll(async () => (await reservation(requestId))?.state).toBe("settled");
-      const r = await reservation(requestId);
-      expect(r.outcome).toBe("cut");
-      expect(r.charged).toBe(r.held);
-      expect(await balance(payer.id)).toBe(1_000_000n - BigInt(r.held));
-      await waitFor(() => p.cancelled.length === 1, 3_000, "Cancel to the provider");
     } finally {
       await p.stop();
     }

@@ -1,5 +1,5 @@
 import type { ChunkPayload } from "@darkbloom/protocol/provider/v1";
-import { ApiError } from "../errors/index.js";
+import type { ApiError } from "../errors/index.js";
 import type { CompletionResult, ResponseSink } from "../inference/response-sink.js";
 import type { ProviderHandle } from "../routing/provider-handle.js";
 
@@ -7,24 +7,22 @@ import type { ProviderHandle } from "../routing/provider-handle.js";
 export type MeteredOutcome =
   | { kind: "completed"; result: CompletionResult }
   | { kind: "failed" }
-  | { kind: "cut" }
   | { kind: "cancelled" };
 
 /**
- * Counts the completion tokens that reach the consumer and stops a response that would go past what
- * was reserved: the chunk that would exceed the budget is not delivered, the provider is cancelled
- * (onCut) and a stream ends with an error event, so a small reservation cannot buy an unbounded stream.
+ * What reached the consumer, for settlement: the completion tokens of every chunk forwarded (each
+ * already accepted by the attempt's UsageMeter, so a provider's count only gets here when the text
+ * bears it out), which provider it came from, whether that provider had accepted the request (a
+ * consumer who cancels after dispatch pays for the prefill), and how the request ended.
  */
 export class MeteredSink implements ResponseSink {
   delivered = 0;
   provider: ProviderHandle | undefined;
+  /** Whether the provider serving the current attempt acknowledged the request (it is prefilling). */
+  dispatched = false;
   outcome: MeteredOutcome = { kind: "cancelled" };
 
-  constructor(
-    private readonly inner: ResponseSink,
-    private readonly budgetTokens: number,
-    private readonly onCut: () => void,
-  ) {}
+  constructor(private readonly inner: ResponseSink) {}
 
   get committed(): boolean {
     return this.inner.committed;
@@ -38,36 +36,26 @@ export class MeteredSink implements ResponseSink {
     // Output of an earlier try that never reached the consumer is not paid for.
     if (!this.inner.committed) this.delivered = 0;
     this.provider = provider;
+    this.dispatched = false;
     this.inner.attempt(provider);
   }
 
+  /** The current attempt's provider acknowledged the request. */
+  accepted(): void {
+    this.dispatched = true;
+  }
+
   chunk(payload: ChunkPayload): void {
-    if (this.outcome.kind === "cut") return;
-    if (this.delivered + payload.tokenCount > this.budgetTokens) {
-      this.outcome = { kind: "cut" };
-      this.inner.fail(
-        new ApiError({
-          status: 402,
-          type: "insufficient_funds",
-          code: "reservation_exhausted",
-          message: `The response reached the ${this.budgetTokens} completion tokens reserved for it and was stopped.`,
-        }),
-      );
-      this.onCut();
-      return;
-    }
     this.delivered += payload.tokenCount;
     this.inner.chunk(payload);
   }
 
   complete(result: CompletionResult): void {
-    if (this.outcome.kind === "cut") return;
     this.outcome = { kind: "completed", result };
     this.inner.complete(result);
   }
 
   fail(error: ApiError): void {
-    if (this.outcome.kind === "cut") return;
     this.outcome = { kind: "failed" };
     this.inner.fail(error);
   }

@@ -1,12 +1,5 @@
 import { describe, expect, it } from "vitest";
-import {
-  completedCharge,
-  cost,
-  dollars,
-  MIN_CHARGE_MICRO_USD,
-  promptTokenBound,
-  worstCase,
-} from "./pricing.js";
+import { completedCharge, cost, dollars, MIN_CHARGE_MICRO_USD, worstCase } from "./pricing.js";
 
 const price = { inputMicroUsdPerMillion: 150_000n, outputMicroUsdPerMillion: 600_000n };
 
@@ -17,18 +10,17 @@ describe("pricing", () => {
     expect(cost(price, 3, 7)).toBe(5n); // 0.45 + 4.2 = 4.65
   });
 
-  it("reserves the worst case over every choice and the most prompt tokens believed, at least the minimum", () => {
-    // 1000 estimated prompt tokens may be billed as up to 4016: 602.4 + 1200 µUSD, rounded up.
-    expect(promptTokenBound(1000)).toBe(4016);
-    expect(worstCase(price, 1000, 1000, 2)).toBe(603n + 1200n);
+  it("reserves the worst case over every choice and the prompt's token bound, at least the minimum", () => {
+    // A prompt bound of 4016 tokens: 602.4 + 1200 µUSD, rounded up.
+    expect(worstCase(price, 4016, 1000, 2)).toBe(603n + 1200n);
     expect(worstCase(price, 1, 1, 1)).toBe(MIN_CHARGE_MICRO_USD);
   });
 
-  it("covers any believed completed charge with the reservation", () => {
-    for (const estimate of [1, 10, 333, 5000]) {
+  it("covers any accepted completed charge with the reservation", () => {
+    for (const bound of [1, 10, 333, 5000]) {
       for (const maxTokens of [1, 16, 4096]) {
-        expect(completedCharge(price, promptTokenBound(estimate), maxTokens)).toBeLessThanOrEqual(
-          worstCase(price, estimate, maxTokens, 1),
+        expect(completedCharge(price, bound, maxTokens)).toBeLessThanOrEqual(
+          worstCase(price, bound, maxTokens, 1),
         );
       }
     }

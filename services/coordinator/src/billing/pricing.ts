@@ -25,26 +25,17 @@ export function cost(price: ModelPrice, promptTokens: number, completionTokens: 
 }
 
 /**
- * The most prompt tokens a provider's count is believed for a prompt the coordinator estimated at
- * `estimate` (the estimate reads characters; chat templates and small-vocabulary tokenizers can make
- * the real count several times larger).
- */
-export function promptTokenBound(estimate: number): number {
-  return estimate * 4 + 16;
-}
-
-/**
- * What a request can cost at most: the most prompt tokens it can be billed for (promptTokenBound of
- * the estimate) and every completion token it may produce. Holding this means a completed request's
- * real usage is always covered by its reservation.
+ * What a request can cost at most: the most prompt tokens it can be billed for (the prompt's token
+ * bound, inference/token-estimate.ts) and every completion token it may produce. Holding this means
+ * a completed request's accepted usage is always covered by its reservation.
  */
 export function worstCase(
   price: ModelPrice,
-  promptTokens: number,
+  promptTokenBound: number,
   maxTokens: number,
   choices: number,
 ): bigint {
-  const c = cost(price, promptTokenBound(promptTokens), maxTokens * choices);
+  const c = cost(price, promptTokenBound, maxTokens * choices);
   return c > MIN_CHARGE_MICRO_USD ? c : MIN_CHARGE_MICRO_USD;
 }
 

@@ -10,14 +10,8 @@ import { SealedBoxError, wipe } from "@darkbloom/protocol/sealed-box";
 import { sha256 } from "@darkbloom/protocol/verifiable-response";
 import type { Billing } from "../billing/billing.js";
 import { MeteredSink } from "../billing/metered-sink.js";
-import {
-  completedCharge,
-  cost,
-  FREE,
-  type ModelPrice,
-  promptTokenBound,
-  worstCase,
-} from "../billing/pricing.js";
+import { completedCharge, cost, FREE, type ModelPrice, worstCase } from "../billing/pricing.js";
+import { UsageMeter, type Violation } from "../billing/usage-meter.js";
 import type { CoordinatorConfig } from "../config.js";
 import {
   ApiError,
@@ -135,14 +129,16 @@ export class InferencePipeline {
 
   /**
    * Serves a prepared job with billing around it: reserves the worst case (402 when the balance
-   * cannot cover it), meters what reaches the consumer (cutting a response that would exceed the
-   * reservation), and settles: completed requests pay actual usage clamped to the hold, failed or
-   * cancelled ones only the tokens delivered (nothing when none was).
+   * cannot cover it), meters what reaches the consumer (each attempt's UsageMeter accepts a
+   * provider's counts only where the text it delivered bears them out, and cuts the provider
+   * otherwise), and settles: completed requests pay their accepted usage, failed ones only the tokens
+   * delivered (nothing when none was), cancelled ones what was delivered or, once a provider
+   * accepted the request, at least its prompt.
    */
   async execute(job: InferenceJob, sink: ResponseSink, signal: AbortSignal): Promise<void> {
     const { billing } = this.deps;
     const price = this.deps.catalog.lookup(job.request.model) ?? FREE;
-    const hold = worstCase(price, job.request.promptTokens, job.maxTokens, job.request.n);
+    const hold = worstCase(price, job.request.promptTokenBound, job.maxTokens, job.request.n);
     if (billing) {
       const t = performance.now();
       try {
@@ -159,16 +155,13 @@ export class InferencePipeline {
       }
       job.timing.add("reserve", t);
     }
-    const cut = new AbortController();
-    const meter = new MeteredSink(sink, job.maxTokens * job.request.n, () =>
-      cut.abort(new Error("reservation exhausted")),
-    );
+    const meter = new MeteredSink(sink);
     try {
-      await this.run(job, meter, AbortSignal.any([signal, cut.signal]));
+      await this.run(job, meter, signal);
     } finally {
       // The consumer's plaintext is no longer needed (strings parsed from it cannot be wiped).
       wipe(job.request.body);
-      if (billing) await this.settle(billing, job, meter, price, hold);
+      if (billing) await this.settle(billing, job, meter, price);
     }
   }
 
@@ -177,30 +170,37 @@ export class InferencePipeline {
     job: InferenceJob,
     meter: MeteredSink,
     price: ModelPrice,
-    hold: bigint,
   ): Promise<void> {
     const estimate = job.request.promptTokens;
     let charge = 0n;
     let promptTokens = 0;
+    let completionTokens = meter.delivered;
     const outcome = meter.outcome;
     if (outcome.kind === "completed") {
-      // A provider's prompt count is believed up to the bound the reservation covered.
-      promptTokens = Math.min(Math.max(0, outcome.result.promptTokens), promptTokenBound(estimate));
-      charge = completedCharge(price, promptTokens, meter.delivered);
-    } else if (outcome.kind === "cut") {
-      promptTokens = estimate;
-      charge = hold;
+      // The usage the consumer was shown: the provider's, accepted by the attempt's UsageMeter.
+      promptTokens = outcome.result.promptTokens;
+      completionTokens = outcome.result.completionTokens;
+      charge = completedCharge(price, promptTokens, completionTokens);
     } else if (meter.streaming && meter.delivered > 0) {
       // Failed or cancelled after tokens reached the consumer: they pay for those tokens only. A
       // non-streaming response that failed delivered nothing, whatever the provider produced.
       promptTokens = estimate;
       charge = cost(price, estimate, meter.delivered);
+    } else if (outcome.kind === "cancelled" && meter.dispatched) {
+      // Cancelled after a provider took the request and before a token reached the consumer: the
+      // provider prefilled the prompt, which is paid for (the coordinator's own estimate of it), so
+      // cancelling early cannot buy free prefill.
+      promptTokens = estimate;
+      completionTokens = 0;
+      charge = cost(price, estimate, 0);
+    } else {
+      completionTokens = 0;
     }
     const settlement = {
       chargeMicroUsd: charge,
       providerAccount: meter.provider?.payoutAccount ?? "platform:fees",
       promptTokens,
-      completionTokens: meter.delivered,
+      completionTokens,
       outcome: outcome.kind,
     };
     for (let attempt = 1; ; attempt++) {
@@ -223,7 +223,7 @@ export class InferencePipeline {
   }
 
   /** Routes and serves the job, retrying on another provider while nothing reached the consumer. */
-  async run(job: InferenceJob, sink: ResponseSink, signal: AbortSignal): Promise<void> {
+  private async run(job: InferenceJob, sink: MeteredSink, signal: AbortSignal): Promise<void> {
     const { router, sessions, config, metrics } = this.deps;
     const exclude = new Set<string>(job.constraints.exclude);
     let lastFailure = "";
@@ -254,7 +254,7 @@ export class InferencePipeline {
       metrics.inFlight.inc();
       let outcome: AttemptOutcome;
       try {
-        outcome = await this.attempt(session, job, sink, signal);
+        outcome = await this.attempt(session, job, sink, signal, lease.provider.inFlight);
       } finally {
         metrics.inFlight.dec();
         lease.release();
@@ -278,15 +278,23 @@ export class InferencePipeline {
   private attempt(
     session: ProviderSession,
     job: InferenceJob,
-    sink: ResponseSink,
+    sink: MeteredSink,
     signal: AbortSignal,
+    rows: number,
   ): Promise<AttemptOutcome> {
     const { config } = this.deps;
-    const { timing, requestId } = job;
-    const n = job.request.n;
+    const { timing, requestId, request } = job;
+    const n = request.n;
+    const provider = session.handle;
+    const usage = new UsageMeter({
+      choices: n,
+      maxTokens: job.maxTokens,
+      maxStopBytes: request.maxStopBytes,
+      promptTokenBound: request.promptTokenBound,
+    });
     return new Promise<AttemptOutcome>((resolve) => {
       let finished = false;
-      let sawChunk = false;
+      let firstChunkAt = 0;
       /** Each choice's text as received (after opening): what the response signature must cover. */
       const texts: string[] = Array.from({ length: n }, () => "");
       const dispatchedAt = performance.now();
@@ -298,7 +306,9 @@ export class InferencePipeline {
         resolve(outcome);
       };
       // Failure after the consumer saw bytes is reported in-band; before, the pipeline retries.
+      // Either way it counts against the provider's share of traffic.
       const failOrRetry = (reason: string, error: ApiError) => {
+        provider.performance.recordFailure();
         if (sink.committed) {
           sink.fail(error);
           finish({ kind: "done" });
@@ -306,12 +316,25 @@ export class InferencePipeline {
           finish({ kind: "retry", reason });
         }
       };
+      // A provider whose counts its text does not bear out is cut: the offending chunk or usage is
+      // not delivered (what was delivered before it is all that is paid for), and it is untrusted.
+      const cut = (violation: Violation) => {
+        session.cancel(requestId, violation.code);
+        failOrRetry(
+          `provider untrusted: ${violation.code}`,
+          providerError(
+            "The provider's token counts did not match what it delivered; the response was stopped.",
+            "provider_metering_violation",
+          ),
+        );
+        session.markUntrusted(violation.code, violation.message);
+      };
       const onAbort = () => {
         session.cancel(requestId, "consumer_disconnected");
         finish({ kind: "done" });
       };
       const onSilence = () => {
-        const reason = sawChunk ? "provider_stalled" : "first_token_timeout";
+        const reason = firstChunkAt > 0 ? "provider_stalled" : "first_token_timeout";
         session.cancel(requestId, reason);
         failOrRetry(reason, providerError(`The provider stopped responding (${reason}).`));
       };
@@ -321,14 +344,19 @@ export class InferencePipeline {
       const observer: CallObserver = {
         accepted() {
           timing.add("dispatch", dispatchedAt);
+          sink.accepted();
         },
         chunk(payload) {
-          if (payload.choiceIndex >= n) return; // a provider may not invent choices
+          const violation = usage.chunk(payload);
+          if (violation) {
+            cut(violation);
+            return;
+          }
           texts[payload.choiceIndex] += payload.text;
-          if (sawChunk) {
+          if (firstChunkAt > 0) {
             timer.refresh();
           } else {
-            sawChunk = true;
+            firstChunkAt = performance.now();
             timing.add("provider_first_token", dispatchedAt);
             // After the first token the silence limit is the inter-token one.
             clearTimeout(timer);
@@ -338,9 +366,14 @@ export class InferencePipeline {
           sink.chunk(payload);
         },
         complete(message) {
-          job.requestSha256 ??= sha256(job.request.body);
+          const accepted = usage.complete(message.usage);
+          if ("violation" in accepted) {
+            cut(accepted.violation);
+            return;
+          }
+          job.requestSha256 ??= sha256(request.body);
           const verdict = verifyResponse(
-            session.handle,
+            provider,
             session.signingKey,
             job.requestSha256,
             texts,
@@ -357,16 +390,30 @@ export class InferencePipeline {
             return;
           }
           finish({ kind: "done" });
+          const now = performance.now();
+          provider.performance.recordCompletion({
+            model: request.model,
+            promptTokens: accepted.usage.promptTokens,
+            tokensPerChoice: accepted.usage.completionTokens / n,
+            firstTokenMs: firstChunkAt > 0 ? firstChunkAt - dispatchedAt : now - dispatchedAt,
+            decodeMs: firstChunkAt > 0 ? now - firstChunkAt : 0,
+            rows,
+          });
           const finishReasons = new Map<number, string>();
           for (const c of message.choices) finishReasons.set(c.index, c.finishReason || "stop");
           sink.complete({
-            promptTokens: message.usage?.promptTokens ?? job.request.promptTokens,
-            completionTokens: message.usage?.completionTokens ?? 0,
+            promptTokens: accepted.usage.promptTokens,
+            completionTokens: accepted.usage.completionTokens,
             finishReasons,
             proof: verdict.proof,
           });
         },
         error(message) {
+          // A provider refusing a bad request (4xx other than timeouts and rate limits) is not its fault.
+          const clientError = message.httpStatus >= 400 && message.httpStatus < 500;
+          if (!clientError || message.httpStatus === 408 || message.httpStatus === 429) {
+            provider.performance.recordFailure();
+          }
           if (message.retryable && !sink.committed) {
             finish({ kind: "retry", reason: message.code || "provider_error" });
             return;
@@ -384,7 +431,7 @@ export class InferencePipeline {
       if (session.encryptionKey.byteLength > 0 || config.requireEncryption) {
         const sealStart = performance.now();
         try {
-          sealed = sealRequest(session.encryptionKey, job.request.body);
+          sealed = sealRequest(session.encryptionKey, request.body);
         } catch (e) {
           const message = e instanceof SealedBoxError ? e.message : "the request could not be sealed";
           finish({ kind: "retry", reason: "bad_encryption_key" });
@@ -393,19 +440,19 @@ export class InferencePipeline {
         }
         timing.add("encrypt", sealStart);
       }
-      const request: MessageInitShape<typeof InferenceRequestSchema> = {
+      const inferenceRequest: MessageInitShape<typeof InferenceRequestSchema> = {
         requestId,
-        model: job.request.model,
-        endpoint: job.request.endpoint,
+        model: request.model,
+        endpoint: request.endpoint,
         body: sealed
           ? { case: "sealedBody", value: sealed.box }
-          : { case: "plaintextBody", value: job.request.body },
+          : { case: "plaintextBody", value: request.body },
         maxTokens: job.maxTokens,
-        stream: job.request.stream,
-        promptTokensEstimate: job.request.promptTokens,
+        stream: request.stream,
+        promptTokensEstimate: request.promptTokens,
       };
       signal.addEventListener("abort", onAbort, { once: true });
-      if (!session.dispatch(request, observer, sealed?.key)) {
+      if (!session.dispatch(inferenceRequest, observer, sealed?.key)) {
         sealed?.key.wipe();
         finish({ kind: "retry", reason: "stream_closed" });
       }

@@ -1,6 +1,12 @@
 import { Endpoint } from "@darkbloom/protocol/provider/v1";
 import { invalidRequest } from "../errors/index.js";
-import { estimateTokens, MESSAGE_OVERHEAD_TOKENS, REPLY_PRIMER_TOKENS } from "./token-estimate.js";
+import {
+  estimateTokens,
+  MESSAGE_OVERHEAD_TOKENS,
+  promptTokenBound,
+  REPLY_PRIMER_TOKENS,
+  utf8Bytes,
+} from "./token-estimate.js";
 
 /** A consumer request after validation: what routing, billing and dispatch need to know. */
 export interface ValidatedRequest {
@@ -11,7 +17,12 @@ export interface ValidatedRequest {
   /** max_tokens (or max_completion_tokens) as sent; undefined when the consumer sent none. */
   maxTokens: number | undefined;
   n: number;
+  /** Estimated prompt tokens (routing, the context gate). */
   promptTokens: number;
+  /** The most tokens the prompt can be (token-estimate.ts): held by the reservation, the ceiling on a provider's count. */
+  promptTokenBound: number;
+  /** UTF-8 bytes of the longest stop sequence (0 without one): their tokens are counted, their text withheld. */
+  maxStopBytes: number;
   /** The request JSON exactly as the consumer sent it; forwarded to the provider unchanged. */
   body: Uint8Array;
 }
@@ -62,7 +73,7 @@ export function validateRequest(endpoint: Endpoint, body: Uint8Array): Validated
     throw invalidRequest(`'model' is longer than ${LIMITS.maxModelLength} characters.`, "model");
   }
 
-  const promptTokens =
+  const prompt =
     endpoint === Endpoint.CHAT_COMPLETIONS ? validateMessages(o.messages) : validatePrompt(o.prompt);
 
   const stream = optionalBoolean(o, "stream") ?? false;
@@ -93,7 +104,7 @@ export function validateRequest(endpoint: Endpoint, body: Uint8Array): Validated
   optionalNumber(o, "presence_penalty", -2, 2);
   optionalNumber(o, "frequency_penalty", -2, 2);
   optionalInteger(o, "seed", Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER);
-  validateStop(o.stop);
+  const maxStopBytes = validateStop(o.stop);
   if (o.user !== undefined && o.user !== null && typeof o.user !== "string") {
     throw invalidRequest("'user' must be a string.", "user");
   }
@@ -108,10 +119,28 @@ export function validateRequest(endpoint: Endpoint, body: Uint8Array): Validated
     throw invalidRequest("'best_of' other than n is not supported by this network.", "best_of");
   }
 
-  return { endpoint, model, stream, includeUsage, maxTokens, n, promptTokens, body };
+  return {
+    endpoint,
+    model,
+    stream,
+    includeUsage,
+    maxTokens,
+    n,
+    promptTokens: prompt.estimate,
+    promptTokenBound: promptTokenBound(prompt.bytes, prompt.messages),
+    maxStopBytes,
+    body,
+  };
 }
 
-function validateMessages(messages: unknown): number {
+/** A prompt's size: the estimate (routing) and the text's UTF-8 bytes in how many messages (the bound). */
+interface PromptSize {
+  estimate: number;
+  bytes: number;
+  messages: number;
+}
+
+function validateMessages(messages: unknown): PromptSize {
   if (messages === undefined || messages === null) {
     throw invalidRequest("You must provide a messages parameter.", "messages");
   }
@@ -121,7 +150,7 @@ function validateMessages(messages: unknown): number {
   if (messages.length > LIMITS.maxMessages) {
     throw invalidRequest(`'messages' has more than ${LIMITS.maxMessages} messages.`, "messages");
   }
-  let tokens = REPLY_PRIMER_TOKENS;
+  const size: PromptSize = { estimate: REPLY_PRIMER_TOKENS, bytes: 0, messages: messages.length };
   messages.forEach((m: unknown, i) => {
     const at = `messages[${i}]`;
     if (typeof m !== "object" || m === null || Array.isArray(m))
@@ -133,22 +162,30 @@ function validateMessages(messages: unknown): number {
         `${at}.role`,
       );
     }
-    tokens += MESSAGE_OVERHEAD_TOKENS + contentTokens(msg, at);
+    size.estimate += MESSAGE_OVERHEAD_TOKENS;
+    addContent(size, msg, at);
   });
-  return tokens;
+  return size;
 }
 
-function contentTokens(msg: Json, at: string): number {
+function addText(size: PromptSize, text: string): void {
+  size.estimate += estimateTokens(text);
+  size.bytes += utf8Bytes(text);
+}
+
+function addContent(size: PromptSize, msg: Json, at: string): void {
   const content = msg.content;
-  if (typeof content === "string") return estimateTokens(content);
+  if (typeof content === "string") {
+    addText(size, content);
+    return;
+  }
   if (content === null || content === undefined) {
-    if (msg.role === "assistant") return 0;
+    if (msg.role === "assistant") return;
     throw invalidRequest(`'${at}.content' is required for role '${String(msg.role)}'.`, `${at}.content`);
   }
   if (!Array.isArray(content)) {
     throw invalidRequest(`'${at}.content' must be a string or an array of content parts.`, `${at}.content`);
   }
-  let tokens = 0;
   content.forEach((part: unknown, j) => {
     const p = `${at}.content[${j}]`;
     if (typeof part !== "object" || part === null) throw invalidRequest(`'${p}' must be an object.`, p);
@@ -160,17 +197,23 @@ function contentTokens(msg: Json, at: string): number {
       );
     }
     if (typeof text !== "string") throw invalidRequest(`'${p}.text' must be a string.`, `${p}.text`);
-    tokens += estimateTokens(text);
+    addText(size, text);
   });
-  return tokens;
 }
 
-function validatePrompt(prompt: unknown): number {
+function validatePrompt(prompt: unknown): PromptSize {
   if (prompt === undefined || prompt === null)
     throw invalidRequest("You must provide a prompt parameter.", "prompt");
-  if (typeof prompt === "string") return estimateTokens(prompt);
+  const size: PromptSize = { estimate: 0, bytes: 0, messages: 0 };
+  if (typeof prompt === "string") {
+    addText(size, prompt);
+    return size;
+  }
   if (Array.isArray(prompt)) {
-    if (prompt.length === 1 && typeof prompt[0] === "string") return estimateTokens(prompt[0]);
+    if (prompt.length === 1 && typeof prompt[0] === "string") {
+      addText(size, prompt[0]);
+      return size;
+    }
     if (prompt.every((p) => typeof p === "string")) {
       throw invalidRequest("Batched prompts are not supported; send one prompt per request.", "prompt");
     }
@@ -179,14 +222,17 @@ function validatePrompt(prompt: unknown): number {
   throw invalidRequest("'prompt' must be a string.", "prompt");
 }
 
-function validateStop(stop: unknown): void {
-  if (stop === undefined || stop === null || typeof stop === "string") return;
+/** Validates `stop`; returns the UTF-8 length of its longest sequence (0 without one). */
+function validateStop(stop: unknown): number {
+  if (stop === undefined || stop === null) return 0;
+  if (typeof stop === "string") return utf8Bytes(stop);
   if (!Array.isArray(stop) || !stop.every((s) => typeof s === "string")) {
     throw invalidRequest("'stop' must be a string or an array of strings.", "stop");
   }
   if (stop.length > LIMITS.maxStop) {
     throw invalidRequest(`'stop' may contain at most ${LIMITS.maxStop} sequences.`, "stop");
   }
+  return Math.max(0, ...stop.map(utf8Bytes));
 }
 
 function optionalBoolean(o: Json, key: string, param = key): boolean | undefined {

@@ -93,6 +93,7 @@ export class SessionManager {
       trustLevel: TrustLevel.NONE,
       connectedAt: Date.now(),
       ...(options.payoutAccount ? { payoutAccount: options.payoutAccount } : {}),
+      performance: this.registry.performance.of(register.machineId || id),
       send: (m) => outbound.offer(m),
     });
     const session = new ProviderSession(handle, outbound, this.log, () =>

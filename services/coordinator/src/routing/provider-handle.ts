@@ -8,6 +8,8 @@ import {
   ThermalState,
   type TrustLevel,
 } from "@darkbloom/protocol/provider/v1";
+import { BATCH_DEGRADATION } from "./cost-model.js";
+import { FleetBaseline, ProviderPerformance } from "./provider-performance.js";
 
 /** What the registry knows about one connected provider; the link session keeps it current. */
 export interface ProviderHandleInit {
@@ -25,6 +27,8 @@ export interface ProviderHandleInit {
   payoutAccount?: string;
   /** Sends a message down the provider's stream; returns false when the stream is closed. */
   send: (message: ConnectResponse) => boolean;
+  /** The machine's measured behaviour (kept across its reconnects); default: a fresh record. */
+  performance?: ProviderPerformance;
 }
 
 export class ProviderHandle {
@@ -40,6 +44,8 @@ export class ProviderHandle {
   readonly send: (message: ConnectResponse) => boolean;
   /** The ledger account the provider's earnings are paid into. */
   readonly payoutAccount: string;
+  /** What the coordinator measured of this machine: what routing scores on (routing/provider-performance.ts). */
+  readonly performance: ProviderPerformance;
 
   /** The trust level the coordinator grants now (none while the provider is untrusted). */
   trustLevel: TrustLevel;
@@ -67,6 +73,7 @@ export class ProviderHandle {
   queueDepth = 0;
   busySlots = 0;
   kvCacheUsage = 0;
+  /** Advertised rates (claims): only a clamped prior for routing, see `performance`. */
   decodeTokensPerSecond = 0;
   prefillTokensPerSecond = 0;
   memoryPressure: MemoryPressure = MemoryPressure.NORMAL;
@@ -89,6 +96,7 @@ export class ProviderHandle {
     this.send = init.send;
     // Until providers link an account (device-code login), earnings accrue to the machine.
     this.payoutAccount = init.payoutAccount ?? `provider:${init.machineId || init.id}`;
+    this.performance = init.performance ?? new ProviderPerformance(new FleetBaseline(), BATCH_DEGRADATION);
     // Until the first heartbeat says otherwise, assume every advertised model is loaded.
     this.loadedModels = new Set(this.models.keys());
   }

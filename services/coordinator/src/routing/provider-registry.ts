@@ -1,4 +1,6 @@
+import { BATCH_DEGRADATION } from "./cost-model.js";
 import type { ProviderHandle } from "./provider-handle.js";
+import { PerformanceBook } from "./provider-performance.js";
 
 export type RegistryEvent =
   | { kind: "added"; provider: ProviderHandle }
@@ -14,6 +16,8 @@ export class ProviderRegistry {
   private readonly listeners = new Set<(e: RegistryEvent) => void>();
   /** contextLimit() per model, dropped when a provider of the model leaves. */
   private readonly contextLimits = new Map<string, number>();
+  /** Measured behaviour by machine id, outliving the machines' sessions. */
+  readonly performance = new PerformanceBook(BATCH_DEGRADATION);
 
   get size(): number {
     return this.byId.size;

@@ -39,10 +39,11 @@ export function chooseProvider(
   random: () => number = Math.random,
 ): ProviderHandle | undefined {
   let best = Number.POSITIVE_INFINITY;
+  const now = Date.now();
   const scored: Array<{ p: ProviderHandle; cost: number }> = [];
   for (const p of candidates) {
     if (p.freeSlots <= 0 || !isEligible(p, demand, constraints)) continue;
-    const cost = estimateCompletionSeconds(p, demand);
+    const cost = estimateCompletionSeconds(p, demand, now);
     scored.push({ p, cost });
     if (cost < best) best = cost;
   }

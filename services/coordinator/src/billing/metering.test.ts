@@ -1,0 +1,256 @@
+import { createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import { AdminService } from "@darkbloom/protocol/admin/v1";
+import { readSse, type Script, ScriptedProvider } from "@darkbloom/testing";
+import pg from "pg";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { startTestPostgres, type TestPostgres } from "../store/test-database.js";
+import {
+  postJson,
+  readJson,
+  startTestCoordinator,
+  TEST_ADMIN_KEY,
+  type TestCoordinator,
+} from "../test-support/test-coordinator.js";
+import { completedCharge, cost } from "./pricing.js";
+import { MeteringViolation } from "./usage-meter.js";
+
+// The attacks of a provider that lies about token counts (issue: "billing by claim"), through the
+// API, against real PostgreSQL: each test fails on a coordinator that bills what providers claim.
+
+let server: TestPostgres;
+let t: TestCoordinator;
+let pool: pg.Pool;
+const price = { inputMicroUsdPerMillion: 1_000_000n, outputMicroUsdPerMillion: 2_000_000n }; // 1 and 2 µUSD a token
+const providers: ScriptedProvider[] = [];
+
+beforeAll(async () => {
+  server = await startTestPostgres();
+  t = await startTestCoordinator(server.url, { maxRetries: 0 });
+  await t.coordinator.catalog.upsert({ id: "paid", ...price });
+  pool = new pg.Pool({ connectionString: t.coordinator.databaseUrl });
+});
+afterEach(async () => {
+  await Promise.all(providers.splice(0).map((p) => p.stop()));
+});
+afterAll(async () => {
+  await pool?.end();
+  await t?.close();
+  await server?.stop();
+});
+
+async function provider(script: Script, machineId: string): Promise<ScriptedProvider> {
+  const p = new ScriptedProvider({
+    baseUrl: t.url,
+    models: [{ id: "paid" }],
+    machineId,
+    script: () => script,
+  });
+  providers.push(p);
+  await p.start();
+  return p;
+}
+
+interface Reservation {
+  state: string;
+  held: string;
+  charged: string;
+  prompt_tokens: number;
+  completion_tokens: number;
+  outcome: string;
+}
+
+/** The reservation once settled (settlement follows the response's end). */
+async function settled(requestId: string): Promise<Reservation> {
+  let r: Reservation | undefined;
+  await expect
+    .poll(async () => {
+      const { rows } = await pool.query<Reservation>(
+        `SELECT state, amount_micro_usd::text AS held, charged_micro_usd::text AS charged,
+                prompt_tokens, completion_tokens, outcome
+           FROM reservations WHERE request_id = $1`,
+        [requestId],
+      );
+      r = rows[0];
+      return r?.state;
+    })
+    .toBe("settled");
+  return r as Reservation;
+}
+
+async function balance(account: string): Promise<bigint> {
+  const { rows } = await pool.query<{ b: string }>(
+    "SELECT coalesce(sum(amount_micro_usd), 0)::text AS b FROM ledger_entries WHERE account = $1",
+    [account],
+  );
+  return BigInt(rows[0]?.b ?? "0");
+}
+
+async function funded(): Promise<{ id: string; key: string }> {
+  const created = await t.coordinator.accounts.createAccount({
+    name: "payer",
+    initialCreditMicroUsd: 1_000_000n,
+  });
+  return { id: created.account.id, key: created.secret };
+}
+
+async function ledgerClean(): Promise<void> {
+  const admin = createClient(AdminService, createConnectTransport({ baseUrl: t.url, httpVersion: "1.1" }));
+  const v = await admin.verifyLedger({}, { headers: { authorization: `Bearer ${TEST_ADMIN_KEY}` } });
+  expect(v.ok).toBe(true);
+}
+
+/** The reason codes the coordinator sent the provider when it stopped routing to it. */
+function reasonCodes(p: ScriptedProvider): string[] {
+  return p.runtimeStatuses.flatMap((s) => s.reasons.map((r) => r.code));
+}
+
+const chat = (extra: Record<string, unknown> = {}) => ({
+  model: "paid",
+  messages: [{ role: "user", content: "What is the price of tea?" }],
+  ...extra,
+});
+
+function contentOf(events: { data: string }[]): string {
+  return events
+    .map((e) => e.data)
+    .filter((d) => d !== "[DONE]")
+    .map((d) => JSON.parse(d).choices?.[0]?.delta?.content ?? "")
+    .join("");
+}
+
+describe("a provider lying about token counts", () => {
+  it("is not paid for 500 tokens claimed on the one byte 'x': the response is cut and the provider untrusted", async () => {
+    const liar = await provider({ tokens: ["x"], claimedTokensPerChunk: 500 }, "m-inflate");
+    const payer = await funded();
+    const res = await postJson(t.url, "/v1/chat/completions", payer.key, chat({ max_tokens: 1000 }));
+    expect(res.status).toBe(502);
+    expect((await readJson(res)).error.code).toBe("provider_error");
+    const r = await settled(res.headers.get("x-request-id") ?? "");
+    expect(r.charged).toBe("0");
+    expect(r.completion_tokens).toBe(0);
+    expect(await balance(payer.id)).toBe(1_000_000n);
+    await expect.poll(() => reasonCodes(liar)).toContain(MeteringViolation.tokensInflated);
+    await ledgerClean();
+  });
+
+  it("cannot make the consumer pay the whole hold by claiming past max_tokens: only accepted tokens are charged", async () => {
+    // Each chunk "t0 " (3 bytes) claims 3 tokens: believable per chunk, but the second passes max_tokens 4.
+    const liar = await provider(
+      { tokens: ["t0 ", "t1 ", "t2 ", "t3 "], claimedTokensPerChunk: 3, interTokenDelayMs: 2 },
+      "m-over-max",
+    );
+    const payer = await funded();
+    const res = await postJson(
+      t.url,
+      "/v1/chat/completions",
+      payer.key,
+      chat({ max_tokens: 4, stream: true }),
+    );
+    const { events } = await readSse(res);
+    const data = events.map((e) => e.data);
+    expect(data.at(-1)).toBe("[DONE]");
+    expect(JSON.parse(data.at(-2) ?? "{}").error.code).toBe("provider_metering_violation");
+    expect(contentOf(events)).toBe("t0 ");
+    const r = await settled(res.headers.get("x-request-id") ?? "");
+    expect(r.outcome).toBe("failed");
+    expect(r.completion_tokens).toBe(3);
+    expect(BigInt(r.charged)).toBe(cost(price, r.prompt_tokens, 3));
+    expect(BigInt(r.charged)).toBeLessThan(BigInt(r.held));
+    await expect.poll(() => reasonCodes(liar)).toContain(MeteringViolation.maxTokensExceeded);
+    await ledgerClean();
+  });
+
+  it("cannot stream text on chunks claiming no tokens: the text is bounded and the stream cut", async () => {
+    const text = "hello world ".repeat(10); // 120 bytes a chunk
+    const liar = await provider(
+      { tokens: Array.from({ length: 200 }, () => text), claimedTokensPerChunk: 0 },
+      "m-zero",
+    );
+    const payer = await funded();
+    const res = await postJson(
+      t.url,
+      "/v1/chat/completions",
+      payer.key,
+      chat({ max_tokens: 16, stream: true }),
+    );
+    const { events } = await readSse(res);
+    const data = events.map((e) => e.data);
+    expect(JSON.parse(data.at(-2) ?? "{}").error.code).toBe("provider_metering_violation");
+    // At most one token's worth of text rides free before the stream is cut.
+    expect(Buffer.byteLength(contentOf(events))).toBeLessThanOrEqual(256);
+    await expect.poll(() => reasonCodes(liar)).toContain(MeteringViolation.chunkOversized);
+    const r = await settled(res.headers.get("x-request-id") ?? "");
+    expect(r.completion_tokens).toBe(0);
+    await ledgerClean();
+  });
+
+  it("cannot inflate the final usage: a completion claim the chunks do not bear out is refused", async () => {
+    const liar = await provider({ tokens: ["a ", "b ", "c "], completionTokens: 500 }, "m-usage");
+    const payer = await funded();
+    const res = await postJson(t.url, "/v1/chat/completions", payer.key, chat({ max_tokens: 1000 }));
+    expect(res.status).toBe(502);
+    const r = await settled(res.headers.get("x-request-id") ?? "");
+    expect(r.charged).toBe("0");
+    await expect.poll(() => reasonCodes(liar)).toContain(MeteringViolation.usageMismatch);
+    await ledgerClean();
+  });
+
+  it("cannot inflate the prompt count past what the prompt's bytes can tokenize to", async () => {
+    const liar = await provider({ tokens: ["a "], promptTokens: 4_000 }, "m-prompt");
+    const payer = await funded();
+    const res = await postJson(t.url, "/v1/chat/completions", payer.key, chat({ max_tokens: 10 }));
+    expect(res.status).toBe(502);
+    expect((await settled(res.headers.get("x-request-id") ?? "")).charged).toBe("0");
+    await expect.poll(() => reasonCodes(liar)).toContain(MeteringViolation.usageMismatch);
+  });
+
+  it("shows the consumer exactly the usage it is charged for", async () => {
+    await provider({ tokens: ["one ", "two ", "three "], interTokenDelayMs: 1 }, "m-honest");
+    const payer = await funded();
+    const res = await postJson(
+      t.url,
+      "/v1/chat/completions",
+      payer.key,
+      chat({ max_tokens: 100, stream: true, stream_options: { include_usage: true } }),
+    );
+    const { events } = await readSse(res);
+    const usage = events
+      .map((e) => e.data)
+      .filter((d) => d !== "[DONE]")
+      .map((d) => JSON.parse(d).usage)
+      .find((u) => u);
+    expect(usage.completion_tokens).toBe(3);
+    const r = await settled(res.headers.get("x-request-id") ?? "");
+    expect(r.outcome).toBe("completed");
+    expect(r.prompt_tokens).toBe(usage.prompt_tokens);
+    expect(r.completion_tokens).toBe(usage.completion_tokens);
+    expect(BigInt(r.charged)).toBe(completedCharge(price, usage.prompt_tokens, usage.completion_tokens));
+    await ledgerClean();
+  });
+
+  it("charges the prompt of a request cancelled after the provider accepted it, before any token", async () => {
+    const slow = await provider({ tokens: ["late "], firstTokenDelayMs: 5_000 }, "m-prefill");
+    const payer = await funded();
+    const ac = new AbortController();
+    const res = postJson(t.url, "/v1/chat/completions", payer.key, chat({ max_tokens: 10 }), {
+      signal: ac.signal,
+    }).catch(() => undefined);
+    await expect.poll(() => slow.received.length).toBe(1);
+    // Accepted is sent at once; give it a moment to reach the coordinator before hanging up.
+    await new Promise((r) => setTimeout(r, 200));
+    ac.abort();
+    await res;
+    const { rows } = await pool.query<{ request_id: string }>(
+      "SELECT request_id FROM reservations WHERE account_id = $1",
+      [payer.id],
+    );
+    const r = await settled(rows[0]?.request_id ?? "");
+    expect(r.outcome).toBe("cancelled");
+    expect(r.completion_tokens).toBe(0);
+    expect(r.prompt_tokens).toBeGreaterThan(0);
+    expect(BigInt(r.charged)).toBe(cost(price, r.prompt_tokens, 0));
+    expect(BigInt(r.charged)).toBeGreaterThan(0n);
+    await ledgerClean();
+  });
+});

@@ -1,0 +1,140 @@
+import { create } from "@bufbuild/protobuf";
+import { ModelInfoSchema } from "@darkbloom/protocol/provider/v1";
+import { ScriptedProvider } from "@darkbloom/testing";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startTestPostgres, type TestPostgres } from "../store/test-database.js";
+import { postJson, startTestCoordinator, type TestCoordinator } from "../test-support/test-coordinator.js";
+import { DEFAULT_DECODE_TPS, estimateCompletionSeconds } from "./cost-model.js";
+import { ProviderHandle } from "./provider-handle.js";
+import { FleetBaseline, ProviderPerformance } from "./provider-performance.js";
+
+let server: TestPostgres;
+let t: TestCoordinator;
+
+beforeAll(async () => {
+  server = await startTestPostgres();
+  t = await startTestCoordinator(server.url);
+});
+afterAll(async () => {
+  await t?.close();
+  await server?.stop();
+});
+
+const TOKENS = Array.from({ length: 8 }, (_, i) => `w${i} `);
+
+describe("routing on measured behaviour", () => {
+  it("does not hand a provider claiming 1e9 tok/s and 4096 slots the traffic of a faster honest one", async () => {
+    const liar = new ScriptedProvider({
+      baseUrl: t.url,
+      models: [{ id: "m" }],
+      machineId: "m-liar",
+      maxBatch: 4096,
+      decodeTokensPerSecond: 1e9,
+      prefillTokensPerSecond: 1e9,
+      heartbeatIntervalMs: 200,
+      script: () => ({ tokens: TOKENS, interTokenDelayMs: 30 }),
+    });
+    const honest = new ScriptedProvider({
+      baseUrl: t.url,
+      models: [{ id: "m" }],
+      machineId: "m-honest",
+      maxBatch: 4,
+      decodeTokensPerSecond: 50,
+      heartbeatIntervalMs: 200,
+      script: () => ({ tokens: TOKENS, interTokenDelayMs: 2 }),
+    });
+    await Promise.all([liar.start(), honest.start()]);
+    try {
+      // The advertised rates arrive with heartbeats: wait until both have told the coordinator.
+      await expect
+        .poll(() => [...t.coordinator.registry.all()].filter((p) => p.decodeTokensPerSecond > 0).length)
+        .toBe(2);
+      const served = new Map<string, number>();
+      for (let i = 0; i < 20; i++) {
+        const res = await postJson(t.url, "/v1/chat/completions", t.apiKey, {
+          model: "m",
+          messages: [{ role: "user", content: `question ${i}` }],
+          max_tokens: 8,
+        });
+        expect(res.status).toBe(200);
+        await res.text();
+        const id = res.headers.get("x-provider-id") ?? "";
+        served.set(id, (served.get(id) ?? 0) + 1);
+      }
+      // Each provider may be tried while it is unmeasured; after that the liar is seen to be slow.
+      expect(served.get(liar.providerId ?? "") ?? 0).toBeLessThanOrEqual(5);
+      expect(served.get(honest.providerId ?? "") ?? 0).toBeGreaterThanOrEqual(15);
+    } finally {
+      await Promise.all([liar.stop(), honest.stop()]);
+    }
+  });
+});
+
+describe("the cost model", () => {
+  const handle = (machineId: string, decode: number, performance: ProviderPerformance) => {
+    const h = new ProviderHandle({
+      id: machineId,
+      machineId,
+      daemonVersion: "1.0.0",
+      engineBackend: "scripted",
+      hardware: undefined,
+      models: [create(ModelInfoSchema, { id: "m" })],
+      maxBatch: 4,
+      maxContext: 4096,
+      trustLevel: 0,
+      connectedAt: 0,
+      performance,
+      send: () => true,
+    });
+    h.decodeTokensPerSecond = decode;
+    return h;
+  };
+  const demand = { model: "m", promptTokens: 10, maxTokens: 100 };
+
+  it("clamps an advertised rate to the fleet's measured one, and lets measurements outweigh it", () => {
+    const fleet = new FleetBaseline();
+    const now = 1_000_000;
+    const liarPerf = new ProviderPerformance(fleet, 0.15);
+    const honestPerf = new ProviderPerformance(fleet, 0.15);
+    const liar = handle("liar", 1e9, liarPerf);
+    const honest = handle("honest", 100, honestPerf);
+    // Nobody measured: a claim counts for no more than the default.
+    expect(liarPerf.rate("m", "decode", 1e9, DEFAULT_DECODE_TPS, now)).toBe(DEFAULT_DECODE_TPS);
+    for (let i = 0; i < 5; i++) {
+      honestPerf.recordCompletion(
+        { model: "m", promptTokens: 10, tokensPerChoice: 101, firstTokenMs: 10, decodeMs: 1_000, rows: 1 },
+        now,
+      );
+    }
+    // The liar's ceiling is now the fleet's 100 tok/s: it can tie the honest provider, never beat it.
+    expect(estimateCompletionSeconds(liar, demand, now)).toBeGreaterThanOrEqual(
+      estimateCompletionSeconds(honest, demand, now) * 0.99,
+    );
+    liarPerf.recordCompletion(
+      { model: "m", promptTokens: 10, tokensPerChoice: 11, firstTokenMs: 10, decodeMs: 1_000, rows: 1 },
+      now,
+    );
+    expect(estimateCompletionSeconds(liar, demand, now)).toBeGreaterThan(
+      2 * estimateCompletionSeconds(honest, demand, now),
+    );
+  });
+
+  it("makes a provider that fails look slower, and forgets old failures", () => {
+    const fleet = new FleetBaseline();
+    const perf = new ProviderPerformance(fleet, 0.15);
+    const p = handle("p", 0, perf);
+    const before = estimateCompletionSeconds(p, demand, 0);
+    perf.recordFailure(0);
+    perf.recordCompletion(
+      { model: "m", promptTokens: 0, tokensPerChoice: 0, firstTokenMs: 0, decodeMs: 0, rows: 1 },
+      0,
+    );
+    expect(estimateCompletionSeconds(p, demand, 0)).toBeCloseTo(before * 3);
+    perf.recordCompletion(
+      { model: "m", promptTokens: 0, tokensPerChoice: 0, firstTokenMs: 0, decodeMs: 0, rows: 1 },
+      60 * 60_000,
+    );
+    // An hour later (six half-lives) the failure weighs little next to the fresh success.
+    expect(estimateCompletionSeconds(p, demand, 60 * 60_000)).toBeLessThan(before * 1.2);
+  });
+});
