@@ -1,8 +1,13 @@
 // Coordinator throughput and added latency with protocol-speaking instant providers.
 // Usage: npm run bench:coordinator -- [--levels 1,100,1000] [--requests N] [--providers N]
 //   [--tokens-per-chunk N] [--billing on|off|both] [--encryption on|off|both] [--json]
+//   [--compare-with CHECKOUT]   also measure another checkout's coordinator (built: npm install &&
+//                               npm run build there), alternating with this one, in the same run
+
 import { type ChildProcess, fork } from "node:child_process";
+import { existsSync } from "node:fs";
 import { cpus } from "node:os";
+import { resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { startTestPostgres } from "@darkbloom/coordinator";
@@ -17,6 +22,7 @@ const { values } = parseArgs({
     "tokens-per-chunk": { type: "string", default: "1" },
     billing: { type: "string", default: "both" },
     encryption: { type: "string", default: "on" },
+    "compare-with": { type: "string" },
     json: { type: "boolean", default: false },
   },
 });
@@ -47,14 +53,27 @@ if (
   process.exit(64);
 }
 
+const OWN_PROCESS = fileURLToPath(new URL("./coordinator-process.js", import.meta.url));
+/** The other checkout's coordinator process script (its own build of the coordinator), if any. */
+const compareWith = values["compare-with"];
+const otherProcess = compareWith
+  ? resolve(compareWith, "tests/dist/bench/coordinator-process.js")
+  : undefined;
+if (otherProcess && !existsSync(otherProcess)) {
+  process.stderr.write(
+    `coordinator-bench: ${otherProcess} does not exist: run npm install && npm run build in ${compareWith}\n`,
+  );
+  process.exit(64);
+}
+
 interface Server {
   url: string;
   apiKey: string;
   child: ChildProcess;
 }
 
-async function spawnServer(args: string[]): Promise<Server> {
-  const child = fork(fileURLToPath(new URL("./coordinator-process.js", import.meta.url)), args, {
+async function spawnServer(args: string[], script = OWN_PROCESS): Promise<Server> {
+  const child = fork(script, args, {
     stdio: ["ignore", "inherit", "inherit", "ipc"],
     // BENCH_CPU_PROFILE=dir writes a V8 CPU profile of the measured server there.
     execArgv: process.env.BENCH_CPU_PROFILE
@@ -183,39 +202,59 @@ const baseline = await spawnServer(["baseline"]);
 for (const c of levels) rows.push(await measure("bare Node SSE server (baseline)", baseline, c));
 await stopServer(baseline);
 
-for (const billing of billingModes) {
-  for (const encryption of encryptionModes) {
-    const coordinator = await spawnServer([
-      "coordinator",
-      pg.url,
-      billing ? "billing" : "no-billing",
-      encryption ? "sealed" : "plaintext",
-    ]);
-    const firstToken = new Map<string, number>();
-    const providers = await Promise.all(
-      Array.from({ length: providerCount }, async (_, i) => {
-        const p = new ScriptedProvider({
-          baseUrl: coordinator.url,
-          models: [{ id: "bench", contextLength: 8192 }],
-          maxBatch: 1024,
-          machineId: `bench-${i}`,
-          recordRequests: false,
-          encryption,
-          script: () => ({ tokens: TOKENS, tokensPerChunk }),
-        });
-        // Instant providers send their first token as soon as the request arrives.
-        p.on("request", (r) => firstToken.set(r.requestId, nowMs()));
-        await p.start();
-        return p;
-      }),
-    );
-    const label =
-      `coordinator, billing ${billing ? "on" : "off"}, encryption ${encryption ? "on" : "off"}, ` +
-      `${providerCount} instant providers` +
-      (tokensPerChunk > 1 ? ` (${tokensPerChunk} tokens/chunk)` : "");
-    for (const c of levels) rows.push(await measure(label, coordinator, c, firstToken));
+/** The coordinators to measure: this checkout's, and another's when comparing (measured first). */
+const targets: { name: string; script: string }[] = [
+  ...(otherProcess ? [{ name: `${compareWith}: `, script: otherProcess }] : []),
+  { name: otherProcess ? "this checkout: " : "", script: OWN_PROCESS },
+];
+
+async function measureCoordinator(
+  target: { name: string; script: string },
+  billing: boolean,
+  encryption: boolean,
+  concurrency: number,
+): Promise<Row> {
+  const coordinator = await spawnServer(
+    ["coordinator", pg.url, billing ? "billing" : "no-billing", encryption ? "sealed" : "plaintext"],
+    target.script,
+  );
+  const firstToken = new Map<string, number>();
+  const providers = await Promise.all(
+    Array.from({ length: providerCount }, async (_, i) => {
+      const p = new ScriptedProvider({
+        baseUrl: coordinator.url,
+        models: [{ id: "bench", contextLength: 8192 }],
+        maxBatch: 1024,
+        machineId: `bench-${i}`,
+        recordRequests: false,
+        encryption,
+        script: () => ({ tokens: TOKENS, tokensPerChunk }),
+      });
+      // Instant providers send their first token as soon as the request arrives.
+      p.on("request", (r) => firstToken.set(r.requestId, nowMs()));
+      await p.start();
+      return p;
+    }),
+  );
+  const label =
+    `${target.name}coordinator, billing ${billing ? "on" : "off"}, encryption ${encryption ? "on" : "off"}, ` +
+    `${providerCount} instant providers` +
+    (tokensPerChunk > 1 ? ` (${tokensPerChunk} tokens/chunk)` : "");
+  try {
+    return await measure(label, coordinator, concurrency, firstToken);
+  } finally {
     await Promise.all(providers.map((p) => p.stop()));
     await stopServer(coordinator);
+  }
+}
+
+for (const billing of billingModes) {
+  for (const encryption of encryptionModes) {
+    // With two checkouts, each level measures both one after the other (a fresh coordinator each),
+    // so that a drift of the machine's speed during the run touches both alike.
+    for (const c of levels) {
+      for (const target of targets) rows.push(await measureCoordinator(target, billing, encryption, c));
+    }
   }
 }
 await pg.stop();
