@@ -35,7 +35,8 @@ const billing = new Billing(
   {
     providerShareBps: 9_500,
     referralShareBps: 2_000,
-    reservationTtlSeconds: 3_600,
+    reservationTtlSeconds: 300,
+    reservationMaxSeconds: 86_400,
     heartbeatMs: 5_000,
     ownerStaleMs: 30_000,
   },

@@ -88,8 +88,13 @@ export interface CoordinatorConfig {
   providerShareBps: number;
   /** The referrer's share of the platform fee, in basis points. */
   referralShareBps: number;
-  /** A reservation open this long is refunded by recovery. */
+  /**
+   * A reservation's lease: renewed by its coordinator while the request is in flight, refunded by
+   * recovery once not renewed for this long.
+   */
   reservationTtlSeconds: number;
+  /** The hard bound on a reservation's life: past it, even a live coordinator's is refunded. */
+  reservationMaxSeconds: number;
   /** How often this coordinator records that it is alive (and sweeps orphaned reservations). */
   instanceHeartbeatMs: number;
   /** A coordinator silent this long is presumed dead and its open reservations refunded. */
@@ -133,7 +138,8 @@ export function resolveConfig(input: CoordinatorConfigInput): CoordinatorConfig 
     billingEnabled: true,
     providerShareBps: 9_500,
     referralShareBps: 2_000,
-    reservationTtlSeconds: 3_600,
+    reservationTtlSeconds: 300,
+    reservationMaxSeconds: 86_400,
     instanceHeartbeatMs: 5_000,
     instanceStaleMs: 30_000,
     ...stripUndefined(input),

@@ -102,6 +102,7 @@ export async function startCoordinator(
           providerShareBps: config.providerShareBps,
           referralShareBps: config.referralShareBps,
           reservationTtlSeconds: config.reservationTtlSeconds,
+          reservationMaxSeconds: config.reservationMaxSeconds,
           heartbeatMs: config.instanceHeartbeatMs,
           ownerStaleMs: config.instanceStaleMs,
         },

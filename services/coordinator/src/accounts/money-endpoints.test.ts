@@ -341,13 +341,15 @@ describe("referral codes", () => {
     const fee = charge - providerShare;
     const referral = (fee * 2_000n) / 10_000n;
     expect(referral).toBeGreaterThan(0n);
-    expect(await bucket(referrer.id, "earned")).toBe(referral);
+    // Paid as credit: the referred account paid with (non-withdrawable) credit.
+    expect(await bucket(referrer.id, "credited")).toBe(referral);
+    expect(await bucket(referrer.id, "earned")).toBe(0n);
     expect(await bucket("platform:fees", "earned")).toBe(feesBefore + fee - referral);
     expect(await bucket(consumer.id, "credited")).toBe(100_000_000n - charge);
 
     const earnings = await readJson(await get("/v1/account/earnings", referrer.key));
     expect(earnings).toMatchObject({
-      earned_micro_usd: Number(referral),
+      earned_micro_usd: 0,
       referral_earnings_micro_usd: Number(referral),
       provider_earnings_micro_usd: 0,
       requests_served: 0,

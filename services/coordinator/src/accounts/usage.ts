@@ -5,9 +5,15 @@ import { AccountNotFoundError } from "./errors.js";
 /** An account's money, from the materialised balances and its open reservations. */
 export interface MoneySummary {
   name: string;
-  /** Spendable, non-withdrawable money (bought or granted). */
+  /**
+   * Spendable, non-withdrawable money: granted (invites, administrative and initial credit) and
+   * referral rewards on requests paid with such money.
+   */
   creditedMicroUsd: bigint;
-  /** Withdrawable money (provider earnings and referral rewards). */
+  /**
+   * Withdrawable money: provider earnings from unrelated accounts, and referral rewards on requests
+   * paid with earned money.
+   */
   earnedMicroUsd: bigint;
   /** Held by the account's open reservations (already taken out of the two above). */
   heldMicroUsd: bigint;
@@ -40,13 +46,15 @@ export interface EarningRecord {
   chargedMicroUsd: bigint;
   /** The provider's share of it, paid to this account. */
   earnedMicroUsd: bigint;
+  /** The provider's share withheld (paid to the platform) because the consumer is this account or linked to it. */
+  withheldMicroUsd: bigint;
   settledAt: Date;
 }
 
 export interface Earnings {
   /** Everything ever paid to the account for serving. */
   providerEarningsMicroUsd: bigint;
-  /** Everything ever paid to the account as a referrer. */
+  /** Everything ever paid to the account as a referrer (as credit where credit paid the request). */
   referralEarningsMicroUsd: bigint;
   requestsServed: number;
   records: EarningRecord[];
@@ -154,11 +162,13 @@ export class UsageStore {
       completion_tokens: number;
       charged: string;
       earned: string;
+      withheld: string;
       settled_at: Date;
     }>(
       `SELECT r.request_id, r.model, coalesce(r.prompt_tokens, 0) AS prompt_tokens,
               coalesce(r.completion_tokens, 0) AS completion_tokens, r.charged_micro_usd::text AS charged,
-              coalesce(r.provider_paid_micro_usd, 0)::text AS earned, r.settled_at
+              coalesce(r.provider_paid_micro_usd, 0)::text AS earned,
+              coalesce(r.provider_withheld_micro_usd, 0)::text AS withheld, r.settled_at
          FROM reservations r
         WHERE r.provider_account = $1 AND r.state = 'settled'
           AND ($2::text IS NULL OR (r.settled_at, r.request_id) <
@@ -179,6 +189,7 @@ export class UsageStore {
         completionTokens: r.completion_tokens,
         chargedMicroUsd: BigInt(r.charged),
         earnedMicroUsd: BigInt(r.earned),
+        withheldMicroUsd: BigInt(r.withheld),
         settledAt: r.settled_at,
       })),
       hasMore: rows.length > page.limit,

@@ -9,9 +9,18 @@ export interface BillingOptions {
   providerShareBps: number;
   /** The referrer's share of the platform fee, in basis points (2000 = 20%). */
   referralShareBps: number;
-  /** A reservation still open this long after it was made is refunded by recovery. */
+  /**
+   * A reservation's lease: the owner renews it on its heartbeat while the request is in flight; one
+   * not renewed for this long (its owner let go of it without settling) is refunded by recovery.
+   */
   reservationTtlSeconds: number;
-  /** How often this coordinator proves it is alive, and looks for orphaned reservations. */
+  /**
+   * The hard bound on a reservation's life, whoever owns it: past it the owner stops renewing and
+   * recovery refunds it, so a request its owner leaked (never settled) holds money at most this long.
+   * A settlement that comes later still charges (late, from the balance): see billing_settle.
+   */
+  reservationMaxSeconds: number;
+  /** How often this coordinator proves it is alive, renews its leases, and looks for orphaned reservations. */
   heartbeatMs: number;
   /** A coordinator silent this long is presumed dead; its open reservations are refunded. */
   ownerStaleMs: number;
@@ -20,7 +29,8 @@ export interface BillingOptions {
 export const DEFAULT_BILLING_OPTIONS: BillingOptions = {
   providerShareBps: 9_500,
   referralShareBps: 2_000,
-  reservationTtlSeconds: 3_600,
+  reservationTtlSeconds: 300,
+  reservationMaxSeconds: 86_400,
   heartbeatMs: 5_000,
   ownerStaleMs: 30_000,
 };
@@ -47,13 +57,18 @@ export interface Settlement {
 /**
  * Moves money for requests: reserve() holds the worst case before routing (402 when the balance
  * cannot cover it), settle() charges actual usage clamped to the hold, refunds the rest and pays the
- * provider, the referrer and the platform, all idempotent by request id. Reservations left open by a
- * coordinator that died are refunded by whichever coordinator notices (recover()).
+ * provider, the referrer and the platform, all idempotent by request id. The coordinator that made a
+ * reservation keeps it alive (renews its lease) until it settles it, however long the request
+ * streams; reservations left open by a coordinator that died, or whose lease lapsed, are refunded by
+ * whichever coordinator notices (recover()).
  */
 export class Billing {
   readonly instanceId = `coord_${randomUUID()}`;
   private timer: NodeJS.Timeout | undefined;
   private sweeping: Promise<number> | undefined;
+  /** Reservations this coordinator made and has not settled, with when each lease is next renewed. */
+  private readonly inFlight = new Map<string, number>();
+  private renewing: Promise<void> | undefined;
   /** Settlements that could not be written (the database unreachable), by request id. */
   private readonly deferred = new Map<string, { settlement: Settlement; failures: number }>();
   private flushing: Promise<void> | undefined;
@@ -62,7 +77,14 @@ export class Billing {
     private readonly pool: pg.Pool,
     private readonly options: BillingOptions,
     private readonly log: Logger,
-  ) {}
+  ) {
+    // Leases are renewed at half their length: a heartbeat must come round by then.
+    if (options.heartbeatMs * 2 > options.reservationTtlSeconds * 1000) {
+      throw new Error(
+        `the billing heartbeat (${options.heartbeatMs} ms) must be at most half the reservation lease (${options.reservationTtlSeconds} s)`,
+      );
+    }
+  }
 
   async start(): Promise<void> {
     await this.pool.query("INSERT INTO coordinator_instances (id) VALUES ($1)", [this.instanceId]);
@@ -99,10 +121,15 @@ export class Billing {
       model,
       amount.toString(),
       this.instanceId,
-      this.options.reservationTtlSeconds,
+      Math.min(this.options.reservationTtlSeconds, this.options.reservationMaxSeconds),
     ]);
     const result = rows[0]?.r;
-    if (result === "ok") return;
+    if (result === "ok") {
+      // Kept alive from here until settled. (A reservation whose answer was lost is not tracked:
+      // nobody will settle it, and its lease lapses into recovery.)
+      this.inFlight.set(requestId, this.renewAt());
+      return;
+    }
     if (result === "insufficient") {
       const balance = await this.balance(accountId);
       throw insufficientFunds(
@@ -128,19 +155,21 @@ export class Billing {
         s.outcome,
       ],
     );
+    this.inFlight.delete(requestId);
     return rows[0]?.r ?? "unknown";
   }
 
   /**
    * Keeps a settlement that could not be written (the database unreachable) and writes it on a later
-   * heartbeat, once the database answers again. Without this the reservation would stay open until
-   * its TTL and then be refunded: the request served for free and the ledger showing it open for an
-   * hour. Settling is idempotent by request id, so a write that races another settlement (or the
-   * refund of another coordinator that presumed this one dead) changes nothing.
+   * heartbeat, once the database answers again; its lease is renewed meanwhile. Without this the
+   * reservation would stay open until the hard bound and then be refunded. Settling is idempotent by
+   * request id, so a write that races another settlement changes nothing, and one that comes after
+   * the refund of another coordinator that presumed this one dead charges late (billing_settle).
    */
   settleLater(requestId: string, s: Settlement): void {
     if (this.deferred.size >= MAX_DEFERRED_SETTLEMENTS && !this.deferred.has(requestId)) {
       this.log.error({ requestId }, "too many settlements waiting for the database; left to recovery");
+      this.inFlight.delete(requestId); // its lease lapses into recovery
       return;
     }
     this.deferred.set(requestId, { settlement: s, failures: 0 });
@@ -166,6 +195,7 @@ export class Billing {
         } catch (e) {
           if (++entry.failures < DEFERRED_SETTLEMENT_ATTEMPTS) continue;
           this.deferred.delete(requestId);
+          this.inFlight.delete(requestId); // its lease lapses into recovery
           this.log.error(
             { requestId, err: e instanceof Error ? e.message : String(e) },
             "deferred settlement keeps failing; left to recovery",
@@ -204,9 +234,51 @@ export class Billing {
     }
   }
 
+  /** Reservations this coordinator keeps alive (made, not yet settled). */
+  get reservationsInFlight(): number {
+    return this.inFlight.size;
+  }
+
+  private renewAt(): number {
+    // Renewed at half the lease, so a late heartbeat or two never lets a live lease lapse.
+    return Date.now() + (this.options.reservationTtlSeconds * 1000) / 2;
+  }
+
+  /**
+   * Renews the leases of this coordinator's reservations that are due, in one statement, never past
+   * the hard bound (reservationMaxSeconds after the reservation was made). One no longer open (a
+   * coordinator that presumed this one dead refunded it) is forgotten; its settlement charges late.
+   */
+  private renewLeases(): Promise<void> {
+    this.renewing ??= (async () => {
+      const now = Date.now();
+      const due = [...this.inFlight].filter(([, at]) => at <= now).map(([id]) => id);
+      if (due.length === 0) return;
+      const { rows } = await this.pool.query<{ request_id: string }>(
+        `UPDATE reservations
+            SET expires_at = least(now() + make_interval(secs => $3), created_at + make_interval(secs => $4))
+          WHERE request_id = ANY($1::text[]) AND owner_instance = $2 AND state = 'open'
+         RETURNING request_id`,
+        [due, this.instanceId, this.options.reservationTtlSeconds, this.options.reservationMaxSeconds],
+      );
+      const renewed = new Set(rows.map((r) => r.request_id));
+      const next = this.renewAt();
+      for (const id of due) {
+        // Settled meanwhile (deleted from the map) or not open any more: nothing to keep alive.
+        if (!this.inFlight.has(id)) continue;
+        if (renewed.has(id)) this.inFlight.set(id, next);
+        else this.inFlight.delete(id);
+      }
+    })().finally(() => {
+      this.renewing = undefined;
+    });
+    return this.renewing;
+  }
+
   /**
    * Refunds open reservations whose coordinator is presumed dead (silent longer than ownerStaleMs, or
-   * unknown) or that outlived their TTL. Returns how many were refunded.
+   * unknown) or whose lease lapsed: its owner stopped renewing it (it let go of the request without
+   * settling, or the request reached the hard bound). Returns how many were refunded.
    */
   recover(): Promise<number> {
     this.sweeping ??= this.sweep().finally(() => {
@@ -245,6 +317,8 @@ export class Billing {
       await this.pool.query("UPDATE coordinator_instances SET last_seen = now() WHERE id = $1", [
         this.instanceId,
       ]);
+      // Before recovery looks for lapsed leases, so this coordinator never refunds its own live ones.
+      await this.renewLeases();
       // The database answers again: write what it could not take meanwhile.
       if (this.deferred.size > 0) await this.flushDeferred();
       await this.recover();

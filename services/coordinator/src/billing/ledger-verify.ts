@@ -21,8 +21,9 @@ const LIMIT = 100;
 /**
  * Proves the ledger's invariants: all entries sum to zero, every transaction balances, every
  * materialised balance equals the sum of its entries, no user balance is negative, no reservation is
- * open past its TTL, and the reservations account holds exactly the open reservations. (System
- * accounts "platform:…" have no materialised balance: theirs is the sum of their entries.)
+ * open past its lease (its owner renews it while the request is in flight), and the reservations
+ * account holds exactly the open reservations. (System accounts "platform:…" have no materialised
+ * balance: theirs is the sum of their entries.)
  */
 export async function verifyLedger(pool: pg.Pool): Promise<LedgerReport> {
   const client = await pool.connect();
@@ -97,7 +98,7 @@ export async function verifyLedger(pool: pg.Pool): Promise<LedgerReport> {
         )
       ).rows,
       (r) =>
-        `reservation ${r.request_id} of ${r.account_id} (${r.a}) open past its TTL (${(r.expires_at as Date).toISOString()})`,
+        `reservation ${r.request_id} of ${r.account_id} (${r.a}) open past its lease (${(r.expires_at as Date).toISOString()}): recovery has not run`,
     );
     const held = await client.query<{ open: string; held: string; n: string }>(
       `SELECT (SELECT coalesce(sum(amount_micro_usd), 0) FROM reservations WHERE state = 'open')::text AS open,

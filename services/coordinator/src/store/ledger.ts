@@ -1,6 +1,10 @@
 import type pg from "pg";
 
-/** Money in an account is either credited (bought or granted) or earned (paid for serving). */
+/**
+ * Money in an account is either credited (granted: never withdrawable) or earned (paid for serving an
+ * unrelated account: withdrawable). No movement turns credited money into earned money of the account
+ * that held it or of an account linked to it (docs/ARCHITECTURE.md, "Money rules").
+ */
 export type LedgerBucket = "credited" | "earned";
 
 export interface LedgerEntry {

@@ -52,22 +52,23 @@ describe("migrate", () => {
   it("rolls a failed migration back entirely and reports which one failed", async () => {
     const pool = await freshPool("migrate_failure");
     try {
+      const latest = migrations.at(-1)?.version ?? 0;
       const broken = [
         ...migrations,
         {
-          version: migrations.length + 1,
+          version: latest + 1,
           name: "broken",
           sql: "CREATE TABLE half_done (x int); SELECT 1/0;",
         },
       ];
-      const label = migrationLabel({ version: migrations.length + 1, name: "broken" });
+      const label = migrationLabel({ version: latest + 1, name: "broken" });
       await expect(migrate(pool, { migrations: broken })).rejects.toThrow(
         new RegExp(`${label} failed: division by zero`),
       );
       const { rows } = await pool.query(
         "SELECT to_regclass('half_done') AS t, max(version) AS v FROM schema_migrations",
       );
-      expect(rows[0]).toEqual({ t: null, v: migrations.length });
+      expect(rows[0]).toEqual({ t: null, v: latest });
     } finally {
       await pool.end();
     }

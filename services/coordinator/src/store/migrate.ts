@@ -87,12 +87,18 @@ export function migrationLabel(migration: { version: number; name: string }): st
   return `${String(migration.version).padStart(4, "0")}_${migration.name}`;
 }
 
+/**
+ * Versions must strictly increase from 1. A gap is allowed: work on parallel branches reserves
+ * version numbers ahead, and a branch may lack a number another branch holds until they merge.
+ */
 function assertOrdered(migrations: readonly Migration[]): void {
-  migrations.forEach((migration, index) => {
-    if (migration.version !== index + 1) {
+  let previous = 0;
+  for (const migration of migrations) {
+    if (!Number.isInteger(migration.version) || migration.version <= previous) {
       throw new Error(
-        `migration ${migrationLabel(migration)} is out of order: expected version ${index + 1}`,
+        `migration ${migrationLabel(migration)} is out of order: expected a version above ${previous}`,
       );
     }
-  });
+    previous = migration.version;
+  }
 }

@@ -21,7 +21,8 @@ const PAGE = { min: 1, max: 100, fallback: 20 };
 /**
  * GET /v1/account: `{object, account_id, name, balance_micro_usd, credited_micro_usd,
  * earned_micro_usd, held_micro_usd}`. The balance (credited plus earned) is what can be spent now;
- * earned is the withdrawable part; held is what open requests have reserved on top.
+ * earned is the withdrawable part (credited never becomes withdrawable: docs/ARCHITECTURE.md, "Money
+ * rules"); held is what open requests have reserved on top.
  */
 export function accountHandler(deps: AccountHandlerDeps): Handler {
   return accountEndpoint(deps, async ({ principal }) => {
@@ -71,7 +72,8 @@ export function usageHandler(deps: AccountHandlerDeps): Handler {
 
 /**
  * GET /v1/account/earnings?limit=&before=: what the caller's account earned as a provider (and as
- * a referrer), with the requests it served, newest first.
+ * a referrer), with the requests it served, newest first; withheld_micro_usd is a provider share not
+ * paid because the consumer was the account itself or linked to it.
  */
 export function earningsHandler(deps: AccountHandlerDeps): Handler {
   return accountEndpoint(deps, async ({ principal, query }) => {
@@ -97,6 +99,7 @@ export function earningsHandler(deps: AccountHandlerDeps): Handler {
         completion_tokens: r.completionTokens,
         charged_micro_usd: Number(r.chargedMicroUsd),
         earned_micro_usd: Number(r.earnedMicroUsd),
+        withheld_micro_usd: Number(r.withheldMicroUsd),
         settled_at: seconds(r.settledAt),
       })),
       has_more: earnings.hasMore,
