@@ -339,11 +339,24 @@ export class InferencePipeline {
         },
         complete(message) {
           job.requestSha256 ??= sha256(job.request.body);
+          // Exactly the choices 0..n-1 (a provider may not invent choices), as they are presented.
+          const finishReasons = new Map<number, string>();
+          for (const c of message.choices)
+            if (c.index < n) finishReasons.set(c.index, c.finishReason || "stop");
+          for (let i = 0; i < n; i++) if (!finishReasons.has(i)) finishReasons.set(i, "stop");
+          const result = {
+            promptTokens: message.usage?.promptTokens ?? job.request.promptTokens,
+            completionTokens: message.usage?.completionTokens ?? 0,
+            finishReasons,
+          };
+          // The signature must cover exactly what the consumer is shown.
           const verdict = verifyResponse(
             session.handle,
             session.signingKey,
             job.requestSha256,
+            job.request.model,
             texts,
+            result,
             message.signature,
           );
           if (!verdict.ok) {
@@ -357,14 +370,7 @@ export class InferencePipeline {
             return;
           }
           finish({ kind: "done" });
-          const finishReasons = new Map<number, string>();
-          for (const c of message.choices) finishReasons.set(c.index, c.finishReason || "stop");
-          sink.complete({
-            promptTokens: message.usage?.promptTokens ?? job.request.promptTokens,
-            completionTokens: message.usage?.completionTokens ?? 0,
-            finishReasons,
-            proof: verdict.proof,
-          });
+          sink.complete({ ...result, proof: verdict.proof });
         },
         error(message) {
           if (message.retryable && !sink.committed) {

@@ -8,6 +8,7 @@ import {
   responseSha256,
   responseSignatureMessage,
   sha256,
+  textChoices,
 } from "@darkbloom/protocol/verifiable-response";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runCli } from "./program.js";
@@ -19,17 +20,26 @@ const TEXT = "Hi there, consumer.";
 
 function savedResponse(text: string) {
   const requestHash = sha256(Buffer.from(REQUEST));
-  const responseHash = responseSha256([TEXT]);
+  const responseHash = responseSha256({
+    providerId: "prov_abc",
+    model: "tiny",
+    choices: textChoices([TEXT], ["stop"]),
+    usage: { promptTokens: 5, completionTokens: 4 },
+  });
   return {
     id: "chatcmpl-x",
     object: "chat.completion",
+    model: "tiny",
     choices: [{ index: 0, message: { role: "assistant", content: text }, finish_reason: "stop" }],
+    usage: { prompt_tokens: 5, completion_tokens: 4, total_tokens: 9 },
     darkbloom: {
+      version: 2,
       provider_id: "prov_abc",
       trust_level: "self_signed",
       signing_key: Buffer.from(rawP256PublicKey(privateKey)).toString("base64"),
       request_sha256: hex(requestHash),
       response_sha256: hex(responseHash),
+      usage: { prompt_tokens: 5, completion_tokens: 4 },
       signature: sign("sha256", responseSignatureMessage(requestHash, responseHash), privateKey).toString(
         "base64",
       ),
@@ -49,10 +59,10 @@ beforeAll(async () => {
   await writeFile(join(dir, "other-request.json"), REQUEST.replace("Say hi", "Say ho"));
   const proof = savedResponse(TEXT).darkbloom;
   const sse = [
-    { choices: [{ index: 0, delta: { role: "assistant", content: "Hi there, " } }] },
-    { choices: [{ index: 0, delta: { content: "consumer." } }] },
-    { choices: [{ index: 0, delta: {}, finish_reason: "stop" }] },
-    { choices: [], darkbloom: proof },
+    { model: "tiny", choices: [{ index: 0, delta: { role: "assistant", content: "Hi there, " } }] },
+    { model: "tiny", choices: [{ index: 0, delta: { content: "consumer." } }] },
+    { model: "tiny", choices: [{ index: 0, delta: {}, finish_reason: "stop" }] },
+    { model: "tiny", choices: [], darkbloom: proof },
   ]
     .map((e) => `data: ${JSON.stringify(e)}\n\n`)
     .join("");
@@ -82,9 +92,7 @@ describe("darkbloom verify", () => {
   it("exits 1 with one line when the content or the request was changed", async () => {
     const tampered = await verify(join(dir, "tampered.json"));
     expect(tampered.code).toBe(1);
-    expect(tampered.stderr).toMatch(
-      /^darkbloom: invalid: response_sha256 does not match the response content/,
-    );
+    expect(tampered.stderr).toMatch(/^darkbloom: invalid: response_sha256 does not match the response/);
     expect(tampered.stderr.trimEnd().split("\n")).toHaveLength(1);
     expect(tampered.stdout).toBe("");
     const otherRequest = await verify(join(dir, "valid.json"), "--request", join(dir, "other-request.json"));
