@@ -17,6 +17,7 @@ import { testIo } from "./test-io.js";
 const { privateKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
 const REQUEST = '{"model":"tiny","messages":[{"role":"user","content":"Say hi"}]}';
 const TEXT = "Hi there, consumer.";
+const KEY = Buffer.from(rawP256PublicKey(privateKey)).toString("base64");
 
 function savedResponse(text: string) {
   const requestHash = sha256(Buffer.from(REQUEST));
@@ -36,7 +37,7 @@ function savedResponse(text: string) {
       version: 2,
       provider_id: "prov_abc",
       trust_level: "self_signed",
-      signing_key: Buffer.from(rawP256PublicKey(privateKey)).toString("base64"),
+      signing_key: KEY,
       request_sha256: hex(requestHash),
       response_sha256: hex(responseHash),
       usage: { prompt_tokens: 5, completion_tokens: 4 },
@@ -79,14 +80,38 @@ async function verify(...args: string[]) {
 }
 
 describe("darkbloom verify", () => {
-  it("exits 0 for a valid saved response, with and without the request", async () => {
-    const plain = await verify(join(dir, "valid.json"));
-    expect(plain.code).toBe(0);
-    expect(plain.stdout).toMatch(/^valid: signed by provider prov_abc \(trust self_signed\)/);
-    const withRequest = await verify(join(dir, "valid.json"), "--request", join(dir, "request.json"));
+  it("exits 0 for a valid response signed with the given key, with and without the request", async () => {
+    const plain = await verify(join(dir, "valid.json"), "--signing-key", KEY);
+    expect(plain).toMatchObject({ code: 0, stderr: "" });
+    expect(plain.stdout).toBe(
+      "valid: provider prov_abc signed it with the given key; request not checked: pass --request\n",
+    );
+    const withRequest = await verify(
+      join(dir, "valid.json"),
+      "--request",
+      join(dir, "request.json"),
+      "--signing-key",
+      KEY,
+    );
     expect(withRequest).toMatchObject({ code: 0, stderr: "" });
-    expect(withRequest.stdout).toMatch(/request matches/);
-    expect((await verify(join(dir, "stream.sse"), "--request", join(dir, "request.json"))).code).toBe(0);
+    expect(withRequest.stdout).toMatch(/request matches\n$/);
+    const stream = await verify(
+      join(dir, "stream.sse"),
+      "--request",
+      join(dir, "request.json"),
+      "--signing-key",
+      KEY,
+    );
+    expect(stream.code).toBe(0);
+  });
+
+  it("exits 2 with one line when the signature is valid but its key is not pinned", async () => {
+    const unpinned = await verify(join(dir, "valid.json"), "--request", join(dir, "request.json"));
+    expect(unpinned).toMatchObject({ code: 2, stderr: "" });
+    expect(unpinned.stdout).toMatch(
+      /^signature valid, key NOT pinned: neither --coordinator nor --signing-key/,
+    );
+    expect(unpinned.stdout.trimEnd().split("\n")).toHaveLength(1);
   });
 
   it("exits 1 with one line when the content or the request was changed", async () => {
@@ -99,12 +124,16 @@ describe("darkbloom verify", () => {
     expect(otherRequest.code).toBe(1);
     expect(otherRequest.stderr).toMatch(/invalid: request_sha256 does not match/);
     const wrongKey = await verify(join(dir, "valid.json"), "--signing-key", "BAAA");
-    expect(wrongKey.code).toBe(1);
+    expect(wrongKey).toMatchObject({
+      code: 1,
+      stderr: "darkbloom: invalid: the response is signed with another key than the pinned one\n",
+    });
   });
 
   it("exits 64 on bad usage", async () => {
     expect((await verify()).code).toBe(64);
     expect((await verify(join(dir, "missing.json"))).code).toBe(64);
     expect((await verify(join(dir, "valid.json"), "--request", join(dir, "missing.json"))).code).toBe(64);
+    expect((await verify(join(dir, "valid.json"), "--coordinator", "ftp://x")).code).toBe(64);
   });
 });
