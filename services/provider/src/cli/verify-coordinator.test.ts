@@ -48,12 +48,17 @@ const request = {
     stream: true,
     stream_options: { include_usage: true },
   }),
+  completions: JSON.stringify({ model: "tiny", prompt: "The capital:", n: 2, stream: true }),
 };
-const saved = { json: {} as Body, empty: {} as Body, stream: "" };
+const saved = { json: {} as Body, empty: {} as Body, stream: "", completions: "" };
 
 /** A response served by `provider`, as the consumer saved it. */
-async function serve(body: string, provider: ScriptedProvider): Promise<string> {
-  const res = await postJson(t.url, "/v1/chat/completions", t.apiKey, body, {
+async function serve(
+  body: string,
+  provider: ScriptedProvider,
+  path = "/v1/chat/completions",
+): Promise<string> {
+  const res = await postJson(t.url, path, t.apiKey, body, {
     headers: {
       "content-type": "application/json",
       authorization: `Bearer ${t.apiKey}`,
@@ -82,6 +87,7 @@ beforeAll(async () => {
   saved.json = JSON.parse(await serve(request.json, real));
   saved.empty = JSON.parse(await serve(request.empty, real));
   saved.stream = await serve(request.stream, real);
+  saved.completions = await serve(request.completions, real, "/v1/completions");
   for (const [name, body] of Object.entries(request)) await writeFile(join(dir, `${name}.request`), body);
 });
 afterAll(async () => {
@@ -112,6 +118,7 @@ describe("darkbloom verify against a real coordinator", () => {
     for (const [response, req] of [
       [saved.json, "json"],
       [saved.stream, "stream"],
+      [saved.completions, "completions"],
     ] as const) {
       const pinned = await verify(response, "--coordinator", t.url, "--request", join(dir, `${req}.request`));
       expect(pinned).toMatchObject({ code: 0, stderr: "" });
