@@ -13,6 +13,7 @@ import {
   responseSha256,
   responseSignatureMessage,
   sha256,
+  textChoices,
   verifyResponseSignature,
 } from "@darkbloom/protocol/verifiable-response";
 
@@ -156,9 +157,14 @@ micro.push(time("ephemeral key pair generation (ahead of the request)", () => Bo
 // Per response: the provider's signature and the coordinator's check (hashes and ECDSA verify).
 {
   const { privateKey, publicKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
-  const texts = [Array.from({ length: 16 }, (_, i) => `tok${i} `).join("")];
+  const response = {
+    providerId: "prov_bench",
+    model: "tiny",
+    choices: textChoices([Array.from({ length: 16 }, (_, i) => `tok${i} `).join("")], ["stop"]),
+    usage: { promptTokens: 256, completionTokens: 16 },
+  };
   const requestHash = sha256(requestOf(1024));
-  const responseHash = responseSha256(texts);
+  const responseHash = responseSha256(response);
   const signature = sign("sha256", responseSignatureMessage(requestHash, responseHash), privateKey);
   const spki = publicKey.export({ format: "der", type: "spki" });
   // The coordinator parses a provider's key once per session (parsing costs more than verifying).
@@ -167,14 +173,14 @@ micro.push(time("ephemeral key pair generation (ahead of the request)", () => Bo
   micro.push(
     time(
       "response: sign (SHA-256 of 16 tokens + ECDSA P-256)",
-      () => sign("sha256", responseSignatureMessage(requestHash, responseSha256(texts)), privateKey),
+      () => sign("sha256", responseSignatureMessage(requestHash, responseSha256(response)), privateKey),
       n,
     ),
   );
   micro.push(
     time(
       "response: verify (SHA-256 of 16 tokens + ECDSA P-256 verify, parsed key)",
-      () => verifyResponseSignature(parsed, requestHash, responseSha256(texts), signature),
+      () => verifyResponseSignature(parsed, requestHash, responseSha256(response), signature),
       n,
     ),
   );

@@ -800,6 +800,7 @@ function validishRegister(rng: Rng, models: string[]): ConnectRequestInit {
         })),
         encryptionPublicKey: x25519Like(rng),
         capacity: { maxBatch: rng.pick([1, 4096]), maxContext: rng.pick([0, 2 ** 32 - 1]) },
+        responseSignatureVersion: 2,
         hardware: {
           machineModel: "x".repeat(rng.range(0, 2000)),
           chip: "\u0000",

@@ -1,134 +1,385 @@
-import { generateKeyPairSync, sign } from "node:crypto";
+import { generateKeyPairSync, type KeyObject, sign } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import { rawP256PublicKey } from "./p256.js";
 import {
   hex,
   type ResponseProof,
-  responseBytes,
+  responseRecord,
   responseSha256,
   responseSignatureMessage,
+  type SignedResponse,
   sha256,
+  textChoices,
   verifyResponse,
   verifyResponseSignature,
 } from "./verifiable-response.js";
 
 const { privateKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
-const signingKey = rawP256PublicKey(privateKey);
+const forgerKey = generateKeyPairSync("ec", { namedCurve: "P-256" }).privateKey;
+const base64Key = (k: KeyObject) => Buffer.from(rawP256PublicKey(k)).toString("base64");
 
-function proofFor(requestBody: string, texts: string[], key = privateKey): ResponseProof {
+const REQUEST = JSON.stringify({ model: "m", messages: [{ role: "user", content: "hi" }], n: 2 });
+const RESPONSE: SignedResponse = {
+  providerId: "prov_test",
+  model: "m",
+  choices: textChoices(["Hello, wörld! 👋", ""], ["stop", "length"]),
+  usage: { promptTokens: 9, completionTokens: 7 },
+};
+
+/** A response whose first choice is empty: dropping it changed no choice text before version 2. */
+const EMPTY_FIRST: SignedResponse = { ...RESPONSE, choices: textChoices(["", "Hello"], ["stop", "stop"]) };
+
+/** The proof a provider (or, with its own key, a forger) makes for a response. */
+function proofFor(response: SignedResponse, requestBody = REQUEST, key = privateKey): ResponseProof {
   const requestHash = sha256(new TextEncoder().encode(requestBody));
-  const responseHash = responseSha256(texts);
-  const signature = sign("sha256", responseSignatureMessage(requestHash, responseHash), key);
+  const responseHash = responseSha256(response);
   return {
-    provider_id: "prov_test",
+    version: 2,
+    provider_id: response.providerId,
     trust_level: "self_signed",
-    signing_key: Buffer.from(signingKey).toString("base64"),
+    signing_key: base64Key(key),
     request_sha256: hex(requestHash),
     response_sha256: hex(responseHash),
-    signature: signature.toString("base64"),
+    usage: {
+      prompt_tokens: response.usage.promptTokens,
+      completion_tokens: response.usage.completionTokens,
+    },
+    signature: sign("sha256", responseSignatureMessage(requestHash, responseHash), key).toString("base64"),
   };
 }
 
-const REQUEST = JSON.stringify({ model: "m", messages: [{ role: "user", content: "hi" }], n: 2 });
-const TEXTS = ["Hello, wörld! 👋", ""];
+// biome-ignore lint/suspicious/noExplicitAny: saved bodies are edited freely by the forgeries
+type Body = any;
 
-function chatBody(texts: string[], proof: ResponseProof) {
+function usageOf(r: SignedResponse) {
+  const { promptTokens: p, completionTokens: c } = r.usage;
+  return { prompt_tokens: p, completion_tokens: c, total_tokens: p + c };
+}
+
+/** A non-streaming chat body as the coordinator writes it. */
+function chatBody(r: SignedResponse, proof: ResponseProof = proofFor(r)): Body {
   return {
     id: "chatcmpl-1",
     object: "chat.completion",
-    choices: texts.map((content, index) => ({
-      index,
-      message: { role: "assistant", content },
-      finish_reason: "stop",
+    created: 1,
+    model: r.model,
+    choices: r.choices.map((c) => ({
+      index: c.index,
+      message: { role: "assistant", content: c.content, refusal: c.refusal },
+      logprobs: null,
+      finish_reason: c.finishReason,
     })),
+    usage: usageOf(r),
     darkbloom: proof,
   };
 }
 
-function sseTranscript(texts: string[], proof: ResponseProof): string {
-  const events: string[] = [];
-  for (const [index, text] of texts.entries()) {
-    for (const piece of text.match(/.{1,3}/gsu) ?? []) {
-      events.push(
-        JSON.stringify({ object: "chat.completion.chunk", choices: [{ index, delta: { content: piece } }] }),
-      );
+/** A saved chat stream as the coordinator writes it: deltas of up to 3 characters, per choice. */
+function sseTranscript(r: SignedResponse, proof = proofFor(r), includeUsage = true): string {
+  const events: unknown[] = [];
+  const head = { id: "chatcmpl-1", object: "chat.completion.chunk", created: 1, model: r.model };
+  const usage = includeUsage ? { usage: null } : {};
+  for (const c of r.choices) {
+    for (const [i, piece] of (c.content?.match(/.{1,3}/gsu) ?? []).entries()) {
+      const delta = i === 0 ? { role: "assistant", content: piece } : { content: piece };
+      events.push({ ...head, choices: [{ index: c.index, delta, finish_reason: null }], ...usage });
     }
-    events.push(JSON.stringify({ choices: [{ index, delta: {}, finish_reason: "stop" }] }));
   }
-  events.push(JSON.stringify({ choices: [], darkbloom: proof }));
-  return `${[...events, "[DONE]"].map((e) => `data: ${e}\n\n`).join(": keep-alive\n\n")}`;
+  for (const c of r.choices) {
+    const delta = c.content ? {} : { role: "assistant", content: "" };
+    events.push({ ...head, choices: [{ index: c.index, delta, finish_reason: c.finishReason }], ...usage });
+  }
+  if (includeUsage) events.push({ ...head, choices: [], usage: usageOf(r) });
+  events.push({ ...head, choices: [], ...usage, darkbloom: proof });
+  return `${[...events.map((e) => JSON.stringify(e)), "[DONE]"].map((e) => `data: ${e}\n\n`).join(": keep-alive\n\n")}`;
 }
 
-describe("verifiable responses", () => {
-  it("defines the response bytes as length-prefixed UTF-8 choices in index order", () => {
-    expect(Buffer.from(responseBytes(["ab", "", "é"])).toString("hex")).toBe(
-      "00000002616200000000" + "00000002c3a9",
+function edit(body: Body, change: (copy: Body) => void): Body {
+  const copy = structuredClone(body);
+  change(copy);
+  return copy;
+}
+
+describe("the response record and the signed message", () => {
+  it("encode the documented example byte for byte", () => {
+    const record = responseRecord({
+      providerId: "prov_1",
+      model: "m",
+      choices: textChoices(["hi"], ["stop"]),
+      usage: { promptTokens: 3, completionTokens: 1 },
+    });
+    expect(Buffer.from(record).toString("hex")).toBe(
+      "00000006" +
+        "70726f765f31" +
+        "00000001" +
+        "6d" +
+        "00000001" + // provider id, model, n
+        "00000000" +
+        "01" +
+        "00000002" +
+        "6869" +
+        "00" + // index 0, content "hi", refusal null
+        "00000000" +
+        "00" +
+        "00000004" +
+        "73746f70" + // no tool calls, no logprobs, "stop"
+        "00000003" +
+        "00000001", // usage
     );
-    // Unambiguous where a separator would not be: ["a\0b"] and ["a", "b"] differ.
-    expect(hex(responseSha256(["a\u0000b"]))).not.toBe(hex(responseSha256(["a", "b"])));
-    expect(hex(responseSha256(["ab", "", "é"]))).toBe(hex(sha256(responseBytes(["ab", "", "é"]))));
-  });
-
-  it("signs a domain-separated message of the two hashes", () => {
-    const message = responseSignatureMessage(new Uint8Array(32).fill(1), new Uint8Array(32).fill(2));
-    expect(Buffer.from(message.subarray(0, 22)).toString("latin1")).toBe("darkbloom-response-v1\u0000");
+    const message = responseSignatureMessage(sha256(new Uint8Array()), sha256(record));
+    expect(Buffer.from(message.subarray(0, 22)).toString("latin1")).toBe("darkbloom-response-v2\u0000");
     expect(message).toHaveLength(86);
+    expect(hex(message.subarray(54))).toBe(hex(sha256(record)));
   });
 
-  it("accepts a saved JSON body, its text, and an SSE transcript", () => {
-    const proof = proofFor(REQUEST, TEXTS);
+  it("covers every field: any change gives another hash, and the hash is of the record", () => {
+    const base = hex(responseSha256(RESPONSE));
+    expect(base).toBe(hex(sha256(responseRecord(RESPONSE))));
+    const [first, second] = RESPONSE.choices as [SignedResponse["choices"][0], SignedResponse["choices"][0]];
+    const variants: SignedResponse[] = [
+      { ...RESPONSE, providerId: "prov_other" },
+      { ...RESPONSE, model: "m2" },
+      { ...RESPONSE, usage: { promptTokens: 9, completionTokens: 8 } },
+      { ...RESPONSE, usage: { promptTokens: 10, completionTokens: 7 } },
+      { ...RESPONSE, choices: [first] },
+      { ...RESPONSE, choices: [first, { ...second, content: null }] }, // null is not ""
+      { ...RESPONSE, choices: [first, { ...second, refusal: "" }] },
+      { ...RESPONSE, choices: [first, { ...second, finishReason: "stop" }] },
+      {
+        ...RESPONSE,
+        choices: [
+          first,
+          { ...second, toolCalls: [{ id: "c", type: "function", name: "f", arguments: "{}" }] },
+        ],
+      },
+      // Length prefixes: moving bytes between adjacent fields changes the record.
+      { ...RESPONSE, providerId: "prov_testm", model: "" },
+    ];
+    const hashes = new Set([base, ...variants.map((v) => hex(responseSha256(v)))]);
+    expect(hashes.size).toBe(variants.length + 1);
+  });
+
+  it("refuses to encode choices out of order or token counts that are not u32", () => {
+    const [first, second] = RESPONSE.choices as [SignedResponse["choices"][0], SignedResponse["choices"][0]];
+    expect(() => responseSha256({ ...RESPONSE, choices: [second, first] })).toThrow(/index/);
+    expect(() => responseSha256({ ...RESPONSE, usage: { promptTokens: 0.5, completionTokens: 1 } })).toThrow(
+      /prompt_tokens/,
+    );
+    expect(() =>
+      responseSha256({ ...RESPONSE, usage: { promptTokens: 1, completionTokens: 2 ** 32 } }),
+    ).toThrow(/completion_tokens/);
+  });
+});
+
+describe("verifyResponse", () => {
+  it("accepts a saved JSON body, its text, its bytes, and SSE transcripts with and without a usage chunk", () => {
+    const body = chatBody(RESPONSE);
     for (const saved of [
-      chatBody(TEXTS, proof),
-      JSON.stringify(chatBody(TEXTS, proof)),
-      sseTranscript(TEXTS, proof),
+      body,
+      JSON.stringify(body),
+      Buffer.from(JSON.stringify(body)),
+      sseTranscript(RESPONSE),
+      sseTranscript(RESPONSE, proofFor(RESPONSE), false),
     ]) {
       const result = verifyResponse(saved, { requestBody: REQUEST });
-      expect(result).toMatchObject({ ok: true, texts: TEXTS });
+      expect(result).toMatchObject({ ok: true, pinned: false, response: RESPONSE });
     }
-    const completion = { choices: [{ index: 0, text: "once" }], darkbloom: proofFor("{}", ["once"]) };
-    expect(verifyResponse(completion).ok).toBe(true);
+    const completion = { ...RESPONSE, choices: textChoices(["once"], ["stop"]) };
+    const completionBody = {
+      object: "text_completion",
+      model: "m",
+      choices: [{ text: "once", index: 0, logprobs: null, finish_reason: "stop" }],
+      usage: usageOf(completion),
+      darkbloom: proofFor(completion, "{}"),
+    };
+    expect(verifyResponse(completionBody).ok).toBe(true);
+  });
+
+  it("is pinned only when the key it must be signed with is given and is the signer's", () => {
+    const body = chatBody(RESPONSE);
+    expect(verifyResponse(body, { signingKey: base64Key(privateKey) })).toMatchObject({
+      ok: true,
+      pinned: true,
+    });
+    expect(verifyResponse(body, { signingKey: base64Key(forgerKey) })).toMatchObject({
+      ok: false,
+      reason: expect.stringMatching(/another key than the pinned one/),
+    });
+  });
+
+  // Each of these said "valid" before version 2 (issue 10, item 6).
+  const forgeries: Array<[string, () => unknown, RegExp]> = [
+    [
+      "a forged choice placed before the real one with the same index",
+      () =>
+        edit(chatBody(RESPONSE), (b) => b.choices.unshift({ ...b.choices[0], message: { content: "Bye" } })),
+      /index 0 appears more than once/,
+    ],
+    [
+      "an extra choice with index 0.5",
+      () => edit(chatBody(RESPONSE), (b) => b.choices.push({ ...b.choices[1], index: 0.5 })),
+      /index is 0.5, not an integer index/,
+    ],
+    [
+      "an extra choice with index 0.5 in a stream",
+      () =>
+        sseTranscript(RESPONSE).replace(
+          "data: ",
+          `data: ${JSON.stringify({ model: "m", choices: [{ index: 0.5, delta: { content: "Bye" } }] })}\n\ndata: `,
+        ),
+      /0.5, not an integer index/,
+    ],
+    [
+      "a duplicate index",
+      () => edit(chatBody(RESPONSE), (b) => b.choices.push({ ...b.choices[1] })),
+      /index 1 appears more than once/,
+    ],
+    [
+      "a missing index (an empty first choice dropped)",
+      () => edit(chatBody(EMPTY_FIRST), (b) => b.choices.shift()),
+      /choice index 0 is missing/,
+    ],
+    [
+      "a gap in the indices",
+      () => edit(chatBody(RESPONSE), (b) => Object.assign(b.choices[1], { index: 2 })),
+      /choice index 1 is missing/,
+    ],
+    [
+      "an edited refusal",
+      () => edit(chatBody(RESPONSE), (b) => Object.assign(b.choices[1].message, { refusal: "I won't." })),
+      /response_sha256 does not match/,
+    ],
+    [
+      "an edited usage",
+      () =>
+        edit(chatBody(RESPONSE), (b) => {
+          b.usage.completion_tokens = 70;
+          b.usage.total_tokens = 79;
+        }),
+      /usage .* is not the usage signed/,
+    ],
+    [
+      "an edited usage in the proof and the body",
+      () =>
+        edit(chatBody(RESPONSE), (b) => {
+          b.usage = { prompt_tokens: 1, completion_tokens: 7, total_tokens: 8 };
+          b.darkbloom.usage.prompt_tokens = 1;
+        }),
+      /response_sha256 does not match/,
+    ],
+    [
+      "an edited usage chunk in a stream",
+      () =>
+        sseTranscript(RESPONSE).replace(
+          '"completion_tokens":7,"total_tokens":16',
+          '"completion_tokens":1,"total_tokens":10',
+        ),
+      /is not the usage signed/,
+    ],
+    [
+      "an edited finish_reason",
+      () => edit(chatBody(RESPONSE), (b) => Object.assign(b.choices[1], { finish_reason: "stop" })),
+      /response_sha256 does not match/,
+    ],
+    [
+      "an edited model",
+      () => edit(chatBody(RESPONSE), (b) => Object.assign(b, { model: "gpt-5" })),
+      /response_sha256 does not match/,
+    ],
+    [
+      "a changed provider_id",
+      () => edit(chatBody(RESPONSE), (b) => Object.assign(b.darkbloom, { provider_id: "prov_famous" })),
+      /response_sha256 does not match/,
+    ],
+    [
+      "an added tool call",
+      () =>
+        edit(chatBody(RESPONSE), (b) =>
+          Object.assign(b.choices[0].message, {
+            tool_calls: [{ id: "c", type: "function", function: { name: "pay", arguments: "{}" } }],
+          }),
+        ),
+      /response_sha256 does not match/,
+    ],
+    [
+      "added logprobs",
+      () => edit(chatBody(RESPONSE), (b) => Object.assign(b.choices[0], { logprobs: { content: [] } })),
+      /logprobs, which no response signature covers/,
+    ],
+    [
+      "a field no signature covers",
+      () => edit(chatBody(RESPONSE), (b) => Object.assign(b.choices[0].message, { audio: { data: "AAAA" } })),
+      /message carries audio/,
+    ],
+    [
+      "a message that is not the assistant's",
+      () => edit(chatBody(RESPONSE), (b) => Object.assign(b.choices[0].message, { role: "system" })),
+      /not an assistant message/,
+    ],
+  ];
+  for (const [name, forge, reason] of forgeries) {
+    it(`refuses ${name}`, () => {
+      expect(verifyResponse(forge(), { signingKey: base64Key(privateKey) })).toMatchObject({
+        ok: false,
+        reason: expect.stringMatching(reason),
+      });
+    });
+  }
+
+  it("a response fabricated and signed with the forger's own key is valid but not pinned, and fails pinned", () => {
+    const fabricated: SignedResponse = {
+      ...RESPONSE,
+      choices: textChoices(["Trust me.", ""], ["stop", "stop"]),
+    };
+    const body = chatBody(fabricated, proofFor(fabricated, REQUEST, forgerKey));
+    expect(verifyResponse(body)).toMatchObject({ ok: true, pinned: false });
+    expect(verifyResponse(body, { signingKey: base64Key(privateKey) })).toMatchObject({ ok: false });
   });
 
   it("fails on any changed character of the content, the request, or the signature", () => {
-    const proof = proofFor(REQUEST, TEXTS);
-    const text = TEXTS[0] as string;
+    const body = chatBody(RESPONSE);
+    const text = RESPONSE.choices[0]?.content as string;
     for (let i = 0; i < text.length; i++) {
       const changed = `${text.slice(0, i)}${text[i] === "x" ? "y" : "x"}${text.slice(i + 1)}`;
-      const result = verifyResponse(chatBody([changed, ""], proof));
-      expect(result.ok).toBe(false);
-      if (!result.ok) expect(result.reason).toMatch(/response_sha256/);
+      const result = verifyResponse(
+        edit(body, (b) => Object.assign(b.choices[0].message, { content: changed })),
+      );
+      expect(result).toMatchObject({ ok: false, reason: expect.stringMatching(/response_sha256/) });
     }
-    expect(verifyResponse(chatBody([text, " "], proof)).ok).toBe(false);
-    expect(verifyResponse(chatBody([text], proof)).ok).toBe(false); // a dropped choice
-    const streamed = sseTranscript(TEXTS, proof).replace('"Hel"', '"Hal"');
-    expect(verifyResponse(streamed).ok).toBe(false);
-    const wrongRequest = verifyResponse(chatBody(TEXTS, proof), { requestBody: REQUEST.replace("hi", "ho") });
-    expect(wrongRequest).toMatchObject({ ok: false, reason: expect.stringMatching(/request_sha256/) });
-    const other = generateKeyPairSync("ec", { namedCurve: "P-256" }).privateKey;
-    const forged = { ...proof, signature: proofFor(REQUEST, TEXTS, other).signature };
-    expect(verifyResponse(chatBody(TEXTS, forged))).toMatchObject({
+    expect(verifyResponse(sseTranscript(RESPONSE).replace('"Hel"', '"Hal"')).ok).toBe(false);
+    expect(verifyResponse(body, { requestBody: REQUEST.replace("hi", "ho") })).toMatchObject({
       ok: false,
-      reason: expect.stringMatching(/signature/),
+      reason: expect.stringMatching(/request_sha256/),
     });
+    const otherSignature = proofFor(RESPONSE, REQUEST, forgerKey).signature;
     expect(
-      verifyResponse(chatBody(TEXTS, proof), {
-        signingKey: Buffer.from(rawP256PublicKey(other)).toString("base64"),
-      }),
-    ).toMatchObject({ ok: false });
+      verifyResponse(edit(body, (b) => Object.assign(b.darkbloom, { signature: otherSignature }))),
+    ).toMatchObject({
+      ok: false,
+      reason: expect.stringMatching(/signature does not verify/),
+    });
   });
 
-  it("explains unsigned, missing and malformed proofs", () => {
-    const proof = proofFor(REQUEST, TEXTS);
-    expect(verifyResponse(chatBody(TEXTS, { ...proof, signature: null, signing_key: null }))).toMatchObject({
-      ok: false,
-      reason: expect.stringMatching(/not signed/),
+  it("refuses version 1 proofs, unsigned, missing and malformed ones, and incomplete streams", () => {
+    const body = chatBody(RESPONSE);
+    const v1 = edit(body, (b) => {
+      delete b.darkbloom.version;
+      delete b.darkbloom.usage;
     });
-    expect(verifyResponse({ choices: [] })).toMatchObject({
+    expect(verifyResponse(v1)).toMatchObject({
+      ok: false,
+      reason: expect.stringMatching(/version is missing/),
+    });
+    expect(
+      verifyResponse(edit(body, (b) => Object.assign(b.darkbloom, { signature: null, signing_key: null }))),
+    ).toMatchObject({ ok: false, reason: expect.stringMatching(/not signed/) });
+    expect(verifyResponse({ model: "m", choices: [] })).toMatchObject({
       ok: false,
       reason: expect.stringMatching(/no darkbloom/),
     });
+    expect(verifyResponse(edit(body, (b) => delete b.model))).toMatchObject({ ok: false });
     expect(verifyResponse("not json")).toMatchObject({ ok: false });
-    expect(verifyResponse(`data: ${JSON.stringify({ choices: [] })}\n\n`)).toMatchObject({
+    expect(verifyResponse(sseTranscript(RESPONSE).replace("data: [DONE]\n\n", ""))).toMatchObject({
       ok: false,
       reason: expect.stringMatching(/\[DONE\]/),
     });

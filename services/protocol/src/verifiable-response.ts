@@ -1,76 +1,172 @@
 import { createHash, type KeyObject, verify as verifySignature } from "node:crypto";
 import { p256PublicKeyFromRaw } from "./p256.js";
+import { readSavedResponse, type SavedResponse, sameUsage } from "./saved-response.js";
 
 /**
- * Verifiable responses (docs/ARCHITECTURE.md, "Verifiable responses"). The provider signs, with its
- * attestation key (ECDSA P-256, SHA-256), the message
+ * Verifiable responses, version 2 (docs/ARCHITECTURE.md, "Verifiable responses"). The provider signs,
+ * with its attestation key (ECDSA P-256, SHA-256, DER), the 86-byte message
  *
  *   offset  size  content
- *   0       22    ASCII "darkbloom-response-v1" followed by one 0x00 byte (domain separation from
- *                 the attestation blob and challenge signatures made with the same key)
- *   22      32    request_sha256
- *   54      32    response_sha256
+ *   0       22    ASCII "darkbloom-response-v2" followed by one 0x00 byte (domain separation from
+ *                 the attestation blob, the challenge answers, and v1 response signatures)
+ *   22      32    request_sha256: SHA-256 of the request body exactly as the consumer sent it
+ *   54      32    response_sha256: SHA-256 of the response record below
  *
- * where request_sha256 is SHA-256 of the request body exactly as the consumer sent it, and
- * response_sha256 is SHA-256 of the response bytes: for each choice in index order 0..n-1 (n choices,
- * the request's `n`, default 1), the byte length of the UTF-8 encoding of the choice's whole text as a
- * 4-byte big-endian unsigned integer, followed by that UTF-8 encoding. The consumer receives a
- * `darkbloom` object with the hashes (lowercase hex), the signature (base64 DER) and the signing key
- * (base64 SEC1 uncompressed point, 65 bytes), and checks it with verifyResponse().
+ * The response record is everything the consumer is shown that the provider produced. Integers are
+ * unsigned big-endian; str is a u32 byte length then that many bytes of UTF-8; opt is 0x00 for null,
+ * or 0x01 followed by a str:
+ *
+ *   str  provider_id         the provider id of the session (RegisterAck.provider_id)
+ *   str  model               the response's `model` (InferenceRequest.model)
+ *   u32  n                   number of choices
+ *   n times, in index order 0..n-1:
+ *     u32  index             the choice's index (equal to its position)
+ *     opt  content           message.content (chat) or text (completions)
+ *     opt  refusal           message.refusal
+ *     u32  k                 number of tool calls, then k times: str id, str type, str function.name,
+ *                            str function.arguments (the API has no tools yet: k is 0 today)
+ *     u8   logprobs          0x00: none (version 2 defines no other value)
+ *     str  finish_reason
+ *   u32  prompt_tokens       usage as the provider reports it in InferenceComplete
+ *   u32  completion_tokens
+ *
+ * Example: provider "prov_1", model "m", one choice "hi" (no refusal, no tool calls) that stopped,
+ * 3 prompt and 1 completion tokens: 00000006 70726f765f31 00000001 6d 00000001 00000000 01 00000002
+ * 6869 00 00000000 00 00000004 73746f70 00000003 00000001. Every field is length-prefixed or fixed
+ * size, so two different responses never share a record.
+ *
+ * Not signed: the trust level (the coordinator's judgement, published by GET /v1/providers/attestation),
+ * the signing key itself (a key proves who signed only once pinned: compared with the key the
+ * coordinator publishes for the provider id, or one the consumer holds), and the response's id and
+ * timestamps (the coordinator's).
  *
  * This module only needs node:crypto, so a consumer can use it without the rest of Darkbloom.
  */
 
+/** The version of the response signature this code makes and checks. */
+export const RESPONSE_SIGNATURE_VERSION = 2;
 /** Domain separation: the attestation key signs other things (attestation blobs, challenges) too. */
-export const RESPONSE_SIGNATURE_DOMAIN = "darkbloom-response-v1";
+export const RESPONSE_SIGNATURE_DOMAIN = "darkbloom-response-v2";
 
 const DOMAIN_BYTES = new TextEncoder().encode(`${RESPONSE_SIGNATURE_DOMAIN}\0`);
 const utf8 = new TextEncoder();
+const U32_MAX = 0xffff_ffff;
+
+/** One tool call of a choice, as OpenAI's API shows it (`{id, type, function: {name, arguments}}`). */
+export interface SignedToolCall {
+  id: string;
+  type: string;
+  name: string;
+  arguments: string;
+}
+
+export interface SignedChoice {
+  index: number;
+  content: string | null;
+  refusal: string | null;
+  toolCalls: readonly SignedToolCall[];
+  finishReason: string;
+}
+
+export interface SignedUsage {
+  promptTokens: number;
+  completionTokens: number;
+}
+
+/** Everything a response signature covers besides the request hash. */
+export interface SignedResponse {
+  providerId: string;
+  model: string;
+  choices: readonly SignedChoice[];
+  usage: SignedUsage;
+}
 
 /** The `darkbloom` object on a response, as the consumer receives it. */
 export interface ResponseProof {
+  /** The response signature version: 2. */
+  version: number;
   provider_id: string;
-  /** "none", "self_signed" or "hardware" at the time the response was served. */
+  /** "none", "self_signed" or "hardware" at the time the response was served (not signed). */
   trust_level: string;
   /** Base64 of the provider's P-256 public key (SEC1 uncompressed point); null when it has none. */
   signing_key: string | null;
   /** Lowercase hex SHA-256 of the request body bytes. */
   request_sha256: string;
-  /** Lowercase hex SHA-256 of the response bytes (see responseBytes). */
+  /** Lowercase hex SHA-256 of the response record (see responseRecord). */
   response_sha256: string;
+  /** The usage signed: what a stream without a usage chunk is checked with. */
+  usage: { prompt_tokens: number; completion_tokens: number };
   /** Base64 ECDSA P-256 signature (DER) over responseSignatureMessage; null when unsigned. */
   signature: string | null;
 }
 
-/** The response bytes of a response whose choices have these texts (in index order). */
-export function responseBytes(texts: readonly string[]): Uint8Array {
-  const encoded = texts.map((t) => utf8.encode(t));
-  const out = new Uint8Array(encoded.reduce((n, e) => n + 4 + e.byteLength, 0));
-  const view = new DataView(out.buffer);
-  let at = 0;
-  for (const e of encoded) {
-    view.setUint32(at, e.byteLength, false);
-    out.set(e, at + 4);
-    at += 4 + e.byteLength;
-  }
-  return out;
+/** The choices of a text-only response (no refusal, no tool calls): what the engines produce today. */
+export function textChoices(texts: readonly string[], finishReasons: readonly string[]): SignedChoice[] {
+  return texts.map((content, index) => ({
+    index,
+    content,
+    refusal: null,
+    toolCalls: [],
+    finishReason: finishReasons[index] ?? "",
+  }));
 }
 
-/**
- * SHA-256 of the response bytes of these choice texts, fed choice by choice (without building the
- * whole buffer).
- */
-export function responseSha256(texts: readonly string[]): Uint8Array {
+/** The response record's bytes (see the module comment). Throws on a response it cannot encode. */
+export function responseRecord(response: SignedResponse): Uint8Array {
+  const parts: Uint8Array[] = [];
+  encodeRecord(response, (bytes) => parts.push(bytes));
+  return Buffer.concat(parts);
+}
+
+/** SHA-256 of the response record, fed field by field (without building the whole buffer). */
+export function responseSha256(response: SignedResponse): Uint8Array {
   const hash = createHash("sha256");
-  const length = Buffer.alloc(4);
-  for (const t of texts) {
-    const bytes = Buffer.from(t, "utf8");
-    length.writeUInt32BE(bytes.byteLength, 0);
-    hash.update(length);
-    hash.update(bytes);
-  }
+  encodeRecord(response, (bytes) => hash.update(bytes));
   return new Uint8Array(hash.digest());
 }
+
+function encodeRecord(r: SignedResponse, out: (bytes: Uint8Array) => void): void {
+  const u32 = (value: number, what: string) => {
+    if (!Number.isInteger(value) || value < 0 || value > U32_MAX) {
+      throw new Error(`${what} is not an integer in 0..${U32_MAX}`);
+    }
+    const b = Buffer.allocUnsafe(4);
+    b.writeUInt32BE(value, 0);
+    out(b);
+  };
+  const str = (value: string) => {
+    const bytes = Buffer.from(value, "utf8");
+    u32(bytes.byteLength, "a string's length");
+    out(bytes);
+  };
+  const opt = (value: string | null) => {
+    out(value === null ? ABSENT : PRESENT);
+    if (value !== null) str(value);
+  };
+  str(r.providerId);
+  str(r.model);
+  u32(r.choices.length, "the number of choices");
+  for (const [position, c] of r.choices.entries()) {
+    if (c.index !== position) throw new Error(`choice ${position} has index ${c.index}`);
+    u32(c.index, "a choice index");
+    opt(c.content);
+    opt(c.refusal);
+    u32(c.toolCalls.length, "the number of tool calls");
+    for (const call of c.toolCalls) {
+      str(call.id);
+      str(call.type);
+      str(call.name);
+      str(call.arguments);
+    }
+    out(ABSENT); // logprobs
+    str(c.finishReason);
+  }
+  u32(r.usage.promptTokens, "usage.prompt_tokens");
+  u32(r.usage.completionTokens, "usage.completion_tokens");
+}
+
+const ABSENT = new Uint8Array([0]);
+const PRESENT = new Uint8Array([1]);
 
 export function sha256(bytes: Uint8Array): Uint8Array {
   return new Uint8Array(createHash("sha256").update(bytes).digest());
@@ -88,7 +184,7 @@ export function responseSignatureMessage(requestSha256: Uint8Array, responseSha2
   return out;
 }
 
-/** Whether `signature` (DER) is the key's signature of the response hashes. Never throws. */
+/** Whether `signature` (DER) is the key's signature of the two hashes. Never throws. */
 export function verifyResponseSignature(
   signingKey: Uint8Array | KeyObject,
   requestSha256: Uint8Array,
@@ -106,35 +202,62 @@ export function verifyResponseSignature(
 export interface VerifyOptions {
   /** The request body exactly as sent; when given, request_sha256 must be its hash. */
   requestBody?: Uint8Array | string | undefined;
-  /** Base64 SEC1 key the response must be signed with (e.g. from GET /v1/providers/attestation). */
+  /**
+   * Base64 SEC1 key the response must be signed with: the key GET /v1/providers/attestation
+   * publishes for the proof's provider_id, or one the consumer holds. Without it the result is
+   * valid at best, never pinned: anyone can sign a response with a key of their own.
+   */
   signingKey?: string | undefined;
 }
 
 export type VerifyResult =
-  | { ok: true; proof: ResponseProof; texts: string[] }
+  | { ok: true; pinned: boolean; proof: ResponseProof; response: SignedResponse }
   | { ok: false; reason: string; proof?: ResponseProof | undefined };
 
 /**
  * Checks a saved response: a non-streaming chat or text completion body (parsed JSON or its text),
- * or the text of a saved SSE stream (`data: …` events up to `data: [DONE]`). The choice texts are
- * read from the response itself, so any changed character fails the response hash.
+ * or the text of a saved SSE stream (`data: …` events up to `data: [DONE]`). Everything signed is
+ * read from the response itself (see saved-response.ts for the rules), so any changed character of
+ * a choice, the model, the usage or the provider id fails the response hash; the key is only ever
+ * compared with `options.signingKey`, never believed because the response carries it.
  */
 export function verifyResponse(saved: unknown, options: VerifyOptions = {}): VerifyResult {
-  let read: { texts: string[]; proof: unknown };
+  let read: SavedResponse;
   try {
-    read = readSaved(saved);
+    read = readSavedResponse(saved);
   } catch (e) {
     return { ok: false, reason: (e as Error).message };
   }
   const proof = parseProof(read.proof);
   if (typeof proof === "string") return { ok: false, reason: proof };
   const fail = (reason: string): VerifyResult => ({ ok: false, reason, proof });
-  if (proof.signature === null || proof.signing_key === null) {
-    return fail("the response is not signed (its provider has no signing key)");
+  const signedUsage = {
+    promptTokens: proof.usage.prompt_tokens,
+    completionTokens: proof.usage.completion_tokens,
+  };
+  const differing = read.usages.find((u) => !sameUsage(u, signedUsage));
+  if (differing) {
+    return fail(
+      `the response's usage (${differing.promptTokens} prompt, ${differing.completionTokens} completion ` +
+        `tokens) is not the usage signed (${signedUsage.promptTokens}, ${signedUsage.completionTokens})`,
+    );
   }
-  const computed = hex(responseSha256(read.texts));
+  const response: SignedResponse = {
+    providerId: proof.provider_id,
+    model: read.model,
+    choices: read.choices,
+    usage: signedUsage,
+  };
+  let computed: string;
+  try {
+    computed = hex(responseSha256(response));
+  } catch (e) {
+    return fail(`the response cannot be encoded: ${(e as Error).message}`);
+  }
   if (computed !== proof.response_sha256) {
-    return fail(`response_sha256 does not match the response content (computed ${computed})`);
+    return fail(
+      `response_sha256 does not match the response (its choices, model, usage and provider_id; computed ${computed})`,
+    );
   }
   if (options.requestBody !== undefined) {
     const body =
@@ -144,12 +267,13 @@ export function verifyResponse(saved: unknown, options: VerifyOptions = {}): Ver
       return fail(`request_sha256 does not match the request body (computed ${requestHash})`);
     }
   }
-  if (options.signingKey !== undefined && options.signingKey !== proof.signing_key) {
-    return fail("the response is signed by another key than the one expected");
+  if (proof.signature === null || proof.signing_key === null) {
+    return fail("the response is not signed (its provider has no signing key)");
   }
+  const signingKey = Buffer.from(proof.signing_key, "base64");
   let key: KeyObject;
   try {
-    key = p256PublicKeyFromRaw(Buffer.from(proof.signing_key, "base64"));
+    key = p256PublicKeyFromRaw(signingKey);
   } catch (e) {
     return fail(`signing_key is not usable: ${(e as Error).message}`);
   }
@@ -160,85 +284,14 @@ export function verifyResponse(saved: unknown, options: VerifyOptions = {}): Ver
     Buffer.from(proof.signature, "base64"),
   );
   if (!valid) return fail("the signature does not verify with signing_key");
-  return { ok: true, proof, texts: read.texts };
+  if (options.signingKey !== undefined && !signingKey.equals(Buffer.from(options.signingKey, "base64"))) {
+    return fail("the response is signed with another key than the pinned one");
+  }
+  return { ok: true, pinned: options.signingKey !== undefined, proof, response };
 }
 
 export function hex(bytes: Uint8Array): string {
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("hex");
-}
-
-type Json = Record<string, unknown>;
-
-function readSaved(saved: unknown): { texts: string[]; proof: unknown } {
-  if (saved instanceof Uint8Array) saved = Buffer.from(saved).toString("utf8");
-  if (typeof saved === "string") {
-    const trimmed = saved.trimStart();
-    if (trimmed.startsWith("data:") || trimmed.startsWith(":") || trimmed.startsWith("event:")) {
-      return readStream(saved);
-    }
-    try {
-      saved = JSON.parse(saved);
-    } catch {
-      throw new Error("the saved response is neither JSON nor an SSE stream");
-    }
-  }
-  if (typeof saved !== "object" || saved === null || Array.isArray(saved)) {
-    throw new Error("the saved response is not a JSON object");
-  }
-  const body = saved as Json;
-  if (!Array.isArray(body.choices)) throw new Error("the saved response has no choices");
-  const texts: string[] = [];
-  for (const c of body.choices as unknown[]) {
-    const choice = (c ?? {}) as Json;
-    const index = typeof choice.index === "number" ? choice.index : texts.length;
-    const message = choice.message as Json | undefined;
-    const text = message !== undefined ? message.content : choice.text;
-    if (text !== undefined && text !== null && typeof text !== "string") {
-      throw new Error(`choice ${index} has non-text content`);
-    }
-    texts[index] = text ?? "";
-  }
-  return { texts: fill(texts), proof: body.darkbloom };
-}
-
-/** Reassembles the choice texts of an SSE transcript and finds its `darkbloom` event. */
-function readStream(transcript: string): { texts: string[]; proof: unknown } {
-  const texts: string[] = [];
-  let proof: unknown;
-  let done = false;
-  for (const event of transcript.split(/\r?\n\r?\n/)) {
-    const data = event
-      .split(/\r?\n/)
-      .filter((l) => l.startsWith("data:"))
-      .map((l) => l.slice(5).replace(/^ /, ""))
-      .join("\n");
-    if (data === "") continue;
-    if (data === "[DONE]") {
-      done = true;
-      continue;
-    }
-    let o: Json;
-    try {
-      o = JSON.parse(data) as Json;
-    } catch {
-      throw new Error("the SSE stream has an event that is not JSON");
-    }
-    if (o.error !== undefined) throw new Error("the SSE stream ended with an error event");
-    if (o.darkbloom !== undefined) proof = o.darkbloom;
-    if (!Array.isArray(o.choices)) continue;
-    for (const c of o.choices as Json[]) {
-      const index = typeof c.index === "number" ? c.index : 0;
-      const delta = c.delta as Json | undefined;
-      const piece = delta !== undefined ? delta.content : c.text;
-      texts[index] = (texts[index] ?? "") + (typeof piece === "string" ? piece : "");
-    }
-  }
-  if (!done) throw new Error("the SSE stream is incomplete (no data: [DONE])");
-  return { texts: fill(texts), proof };
-}
-
-function fill(texts: string[]): string[] {
-  return Array.from({ length: texts.length }, (_, i) => texts[i] ?? "");
 }
 
 const HEX64 = /^[0-9a-f]{64}$/;
@@ -246,23 +299,42 @@ const HEX64 = /^[0-9a-f]{64}$/;
 function parseProof(value: unknown): ResponseProof | string {
   if (value === undefined || value === null) return "the response has no darkbloom object";
   if (typeof value !== "object" || Array.isArray(value)) return "the darkbloom field is not an object";
-  const o = value as Json;
+  const o = value as Record<string, unknown>;
+  if (o.version !== RESPONSE_SIGNATURE_VERSION) {
+    return o.version === undefined
+      ? "darkbloom.version is missing: a version 1 proof signs only the choice texts, which proves too little"
+      : `darkbloom.version is ${JSON.stringify(o.version)}; this verifier checks version ${RESPONSE_SIGNATURE_VERSION}`;
+  }
   const str = (k: string) => (typeof o[k] === "string" ? (o[k] as string) : undefined);
   const nullable = (k: string) => (o[k] === null ? null : str(k));
+  const providerId = str("provider_id");
   const requestHash = str("request_sha256");
   const responseHash = str("response_sha256");
+  if (!providerId) return "darkbloom.provider_id is missing";
   if (!requestHash || !HEX64.test(requestHash)) return "darkbloom.request_sha256 is not 64 hex digits";
   if (!responseHash || !HEX64.test(responseHash)) return "darkbloom.response_sha256 is not 64 hex digits";
   const signingKey = nullable("signing_key");
   const signature = nullable("signature");
   if (signingKey === undefined) return "darkbloom.signing_key is missing";
   if (signature === undefined) return "darkbloom.signature is missing";
+  const usage = o.usage as Record<string, unknown> | null | undefined;
+  const tokens = (k: string) => {
+    const v = usage?.[k];
+    return typeof v === "number" && Number.isInteger(v) && v >= 0 && v <= U32_MAX ? v : undefined;
+  };
+  const promptTokens = tokens("prompt_tokens");
+  const completionTokens = tokens("completion_tokens");
+  if (promptTokens === undefined || completionTokens === undefined) {
+    return "darkbloom.usage does not hold prompt_tokens and completion_tokens";
+  }
   return {
-    provider_id: str("provider_id") ?? "",
+    version: RESPONSE_SIGNATURE_VERSION,
+    provider_id: providerId,
     trust_level: str("trust_level") ?? "",
     signing_key: signingKey,
     request_sha256: requestHash,
     response_sha256: responseHash,
+    usage: { prompt_tokens: promptTokens, completion_tokens: completionTokens },
     signature,
   };
 }

@@ -1,5 +1,6 @@
 export { type BackoffPolicy, backoffDelay, backoffPolicy } from "@darkbloom/protocol";
 export { SharedConnection, type TransportKind } from "./dial.js";
+export type { ForgedSignature } from "./response-signing.js";
 export {
   DEFAULT_TOKENS,
   defaultScript,

@@ -1,11 +1,4 @@
-import {
-  createHash,
-  createPublicKey,
-  generateKeyPairSync,
-  type KeyObject,
-  randomUUID,
-  sign,
-} from "node:crypto";
+import { createHash, createPublicKey, type KeyObject, randomUUID } from "node:crypto";
 import { EventEmitter } from "node:events";
 import * as os from "node:os";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
@@ -37,7 +30,7 @@ import {
   ThermalState,
 } from "@darkbloom/protocol/provider/v1";
 import { type BoxKey, BoxKeyPair } from "@darkbloom/protocol/sealed-box";
-import { responseSha256, responseSignatureMessage, sha256 } from "@darkbloom/protocol/verifiable-response";
+import { RESPONSE_SIGNATURE_VERSION, sha256, textChoices } from "@darkbloom/protocol/verifiable-response";
 import { type Dialed, dial, type SharedConnection, type TransportKind } from "./dial.js";
 import {
   acceptedMessage,
@@ -51,6 +44,7 @@ import {
   registerMessage,
   sealedChunkMessage,
 } from "./messages.js";
+import { type ForgedSignature, signResponse } from "./response-signing.js";
 import {
   defaultScript,
   type FailureMode,
@@ -133,6 +127,8 @@ export interface ScriptedProviderOptions {
    * as Register.attestation.public_key. Default: none (unsigned responses).
    */
   responseSigningKey?: KeyObject;
+  /** Register.response_signature_version (default 2; 0 registers as a daemon from before it). */
+  responseSignatureVersion?: number;
   /** Ways to break the data path's rules, for security tests. */
   misbehave?: Misbehaviour;
   /**
@@ -149,10 +145,11 @@ export interface Misbehaviour {
   /** Seal chunks with a key derived from another key pair (the coordinator cannot open them). */
   sealChunksToAnotherKey?: boolean;
   /**
-   * Forge the response signature: hash another request body, hash a tampered response, or sign with
-   * another key than the registered one.
+   * Forge the response signature: hash another request body, hash a tampered text, sign another
+   * usage, finish reason, model or provider id than the ones sent, sign with another key than the
+   * registered one, or sign version 1 (the texts only, as daemons before version 2 did).
    */
-  forgeSignature?: "request_hash" | "response_hash" | "other_key";
+  forgeSignature?: ForgedSignature;
 }
 
 /** A LoadModel or UnloadModel command the provider received. */
@@ -207,6 +204,8 @@ interface ActiveRequest {
   key: BoxKey | undefined;
   /** SHA-256 of the request body as opened (what the response signature covers). */
   requestSha256: Uint8Array;
+  /** InferenceRequest.model (what the response signature covers). */
+  model: string;
 }
 
 interface Deferred<T> {
@@ -508,6 +507,7 @@ export class ScriptedProvider extends EventEmitter<ScriptedProviderEvents> {
       wake: undefined,
       key: opened.key,
       requestSha256: this.options.responseSigningKey ? sha256(received.rawBody) : EMPTY,
+      model: received.model,
     };
     session.active.set(received.requestId, active);
     this.loaded.add(received.model);
@@ -648,26 +648,31 @@ export class ScriptedProvider extends EventEmitter<ScriptedProviderEvents> {
         completionTokens,
         plan.choices,
         plan.finishReason,
-        this.signResponse(plan, active),
+        this.signResponse(session, plan, active, completionTokens),
       ),
     );
     this.requestsCompleted++;
     if (this.options.recordRequests !== false) this.completed.push(requestId);
   }
 
-  /** The response signature over the request as opened and the text the plan produced. */
-  private signResponse(plan: Plan, active: ActiveRequest): ResponseSignatureInit | undefined {
-    const signingKey = this.options.responseSigningKey;
-    if (!signingKey) return undefined;
-    const text = plan.tokens.slice(0, plan.emit).join("");
-    const texts = Array.from({ length: plan.choices }, () => text);
-    const forge = this.options.misbehave?.forgeSignature;
-    const requestHash =
-      forge === "request_hash" ? sha256(new TextEncoder().encode("{}")) : active.requestSha256;
-    const responseHash = responseSha256(forge === "response_hash" ? texts.map((t) => `${t}!`) : texts);
-    const signer = forge === "other_key" ? otherSigningKey() : signingKey;
-    const signature = sign("sha256", responseSignatureMessage(requestHash, responseHash), signer);
-    return { requestSha256: requestHash, responseSha256: responseHash, signature };
+  /** The response signature over the request as opened and the response as sent. */
+  private signResponse(
+    session: Session,
+    plan: Plan,
+    active: ActiveRequest,
+    completionTokens: number,
+  ): ResponseSignatureInit | undefined {
+    const key = this.options.responseSigningKey;
+    if (!key) return undefined;
+    return signResponse(key, this.options.misbehave?.forgeSignature, active.requestSha256, {
+      providerId: session.ack?.providerId ?? "",
+      model: active.model,
+      choices: textChoices(
+        Array.from({ length: plan.choices }, () => plan.tokens.slice(0, plan.emit).join("")),
+        Array.from({ length: plan.choices }, () => plan.finishReason),
+      ),
+      usage: { promptTokens: plan.promptTokens, completionTokens },
+    });
   }
 
   private async fail(
@@ -876,6 +881,7 @@ export class ScriptedProvider extends EventEmitter<ScriptedProviderEvents> {
       ...(this.attestation ? { attestation: this.attestation } : {}),
       accountToken: this.options.accountToken ?? "",
       capacity: { maxBatch: this.maxBatch, maxContext: this.maxContext },
+      responseSignatureVersion: this.options.responseSignatureVersion ?? RESPONSE_SIGNATURE_VERSION,
       knobs: { kvBits: 8, maxContext: this.maxContext, maxBatch: this.maxBatch, threads: cpuCores },
     };
   }
@@ -905,13 +911,6 @@ export async function stopAll(providers: Iterable<ScriptedProvider>): Promise<vo
 }
 
 const EMPTY = new Uint8Array();
-
-let strayKey: KeyObject | undefined;
-/** A P-256 key nobody registered (forged signatures). */
-function otherSigningKey(): KeyObject {
-  strayKey ??= generateKeyPairSync("ec", { namedCurve: "P-256" }).privateKey;
-  return strayKey;
-}
 
 function receive(request: InferenceRequest, rawBody: Uint8Array): ReceivedRequest {
   return {

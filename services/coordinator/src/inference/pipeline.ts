@@ -372,11 +372,20 @@ export class InferencePipeline {
             return;
           }
           job.requestSha256 ??= sha256(request.body);
+          // Exactly the choices 0..n-1 (a provider may not invent choices), as they are presented.
+          const finishReasons = new Map<number, string>();
+          for (const c of message.choices)
+            if (c.index < n) finishReasons.set(c.index, c.finishReason || "stop");
+          for (let i = 0; i < n; i++) if (!finishReasons.has(i)) finishReasons.set(i, "stop");
+          // One usage: the provider's, accepted by the meter; the signature must cover exactly it.
+          const result = { ...accepted.usage, finishReasons };
           const verdict = verifyResponse(
             provider,
             session.signingKey,
             job.requestSha256,
+            request.model,
             texts,
+            result,
             message.signature,
           );
           if (!verdict.ok) {
@@ -393,20 +402,13 @@ export class InferencePipeline {
           const now = performance.now();
           provider.performance.recordCompletion({
             model: request.model,
-            promptTokens: accepted.usage.promptTokens,
-            tokensPerChoice: accepted.usage.completionTokens / n,
+            promptTokens: result.promptTokens,
+            tokensPerChoice: result.completionTokens / n,
             firstTokenMs: firstChunkAt > 0 ? firstChunkAt - dispatchedAt : now - dispatchedAt,
             decodeMs: firstChunkAt > 0 ? now - firstChunkAt : 0,
             rows,
           });
-          const finishReasons = new Map<number, string>();
-          for (const c of message.choices) finishReasons.set(c.index, c.finishReason || "stop");
-          sink.complete({
-            promptTokens: accepted.usage.promptTokens,
-            completionTokens: accepted.usage.completionTokens,
-            finishReasons,
-            proof: verdict.proof,
-          });
+          sink.complete({ ...result, proof: verdict.proof });
         },
         error(message) {
           // A provider refusing a bad request (4xx other than timeouts and rate limits) is not its fault.

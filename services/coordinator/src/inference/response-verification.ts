@@ -3,19 +3,27 @@ import { p256PublicKeyFromRaw, trustLevelName } from "@darkbloom/protocol";
 import type { ResponseSignature } from "@darkbloom/protocol/provider/v1";
 import {
   hex,
+  RESPONSE_SIGNATURE_VERSION,
   type ResponseProof,
   responseSha256,
+  textChoices,
   verifyResponseSignature,
 } from "@darkbloom/protocol/verifiable-response";
 import type { ProviderHandle } from "../routing/provider-handle.js";
+import type { CompletionResult } from "./response-sink.js";
 
 /** Trust reason codes for a provider whose InferenceComplete does not match what it was sent and sent. */
 export const ResponseViolation = {
   /** The provider has a signing key but sent no response signature. */
   unsigned: "response_unsigned",
+  /** The signature is not version 2 (a daemon that registered as signing version 2 signed another). */
+  outdated: "response_signature_outdated",
   /** request_sha256 is not the hash of the request the coordinator sent. */
   requestHashMismatch: "request_hash_mismatch",
-  /** response_sha256 is not the hash of the text the coordinator received. */
+  /**
+   * response_sha256 is not the hash of the response the coordinator will present: the text it
+   * received, the finish reasons, the usage, the model and the provider id.
+   */
   responseHashMismatch: "response_hash_mismatch",
   /** The signature does not verify with the provider's signing key. */
   badSignature: "response_signature_invalid",
@@ -27,25 +35,38 @@ export type ResponseVerdict =
 
 /**
  * Checks a provider's ResponseSignature against what the coordinator itself sent (the request body's
- * hash) and received (the choice texts, after opening the chunks), and the signature against the
- * provider's registered signing key. The proof it returns is the consumer's `darkbloom` object.
- * A provider without a signing key gets an unsigned proof (signature and signing_key null); one that
- * signs anyway must still get both hashes right.
+ * hash) and will present: the choice texts it received (after opening the chunks), and `result`'s
+ * finish reasons and usage, under `model` and the provider's id. So what the consumer is shown is
+ * exactly what the provider signed. The signature must verify with the provider's registered
+ * signing key. The proof it returns is the consumer's `darkbloom` object. A provider without a
+ * signing key gets an unsigned proof (signature and signing_key null); one that signs anyway must
+ * still get both hashes right.
  */
 export function verifyResponse(
   provider: ProviderHandle,
   signingKey: Uint8Array | undefined,
   requestSha256: Uint8Array,
+  model: string,
   texts: readonly string[],
+  result: Omit<CompletionResult, "proof">,
   signature: ResponseSignature | undefined,
 ): ResponseVerdict {
-  const responseHash = responseSha256(texts);
+  const finishReasons = texts.map((_, i) => result.finishReasons.get(i) ?? "");
+  const usage = { promptTokens: result.promptTokens, completionTokens: result.completionTokens };
+  const responseHash = responseSha256({
+    providerId: provider.id,
+    model,
+    choices: textChoices(texts, finishReasons),
+    usage,
+  });
   const proof: ResponseProof = {
+    version: RESPONSE_SIGNATURE_VERSION,
     provider_id: provider.id,
     trust_level: trustLevelName(provider.trustLevel),
     signing_key: null,
     request_sha256: hex(requestSha256),
     response_sha256: hex(responseHash),
+    usage: { prompt_tokens: usage.promptTokens, completion_tokens: usage.completionTokens },
     signature: null,
   };
   if (!signature) {
@@ -53,6 +74,13 @@ export function verifyResponse(
       return { ok: false, code: ResponseViolation.unsigned, message: "the response carries no signature" };
     }
     return { ok: true, proof };
+  }
+  if (signature.version !== RESPONSE_SIGNATURE_VERSION) {
+    return {
+      ok: false,
+      code: ResponseViolation.outdated,
+      message: `the response signature is version ${signature.version || 1}; version ${RESPONSE_SIGNATURE_VERSION} is required`,
+    };
   }
   if (!equal(signature.requestSha256, requestSha256)) {
     return {
@@ -65,7 +93,8 @@ export function verifyResponse(
     return {
       ok: false,
       code: ResponseViolation.responseHashMismatch,
-      message: "response_sha256 is not the hash of the response the coordinator received",
+      message:
+        "response_sha256 is not the hash of the response the coordinator presents (text, finish reasons, usage, model, provider id)",
     };
   }
   if (!signingKey) return { ok: true, proof };

@@ -1,6 +1,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { PROTOCOL_VERSION } from "@darkbloom/protocol";
 import type { Register } from "@darkbloom/protocol/provider/v1";
+import { RESPONSE_SIGNATURE_VERSION } from "@darkbloom/protocol/verifiable-response";
 
 const MODEL_ID = /^[A-Za-z0-9._:/-]{1,128}$/;
 const MAX_MODELS = 256;
@@ -14,6 +15,19 @@ export function validateRegister(r: Register): void {
   if (r.protocolVersion !== PROTOCOL_VERSION) {
     throw new ConnectError(
       `unsupported protocol_version ${r.protocolVersion}; this coordinator speaks ${PROTOCOL_VERSION}`,
+      Code.FailedPrecondition,
+    );
+  }
+  // A provider with a signing key signs every response, and a version 1 signature covers only the
+  // texts: a consumer could not tell its usage, finish reasons, model or provider id from forgeries.
+  // Refused here, not per response, so an old daemon is told at once and never gets traffic.
+  if (
+    (r.attestation?.publicKey.length ?? 0) > 0 &&
+    r.responseSignatureVersion !== RESPONSE_SIGNATURE_VERSION
+  ) {
+    throw new ConnectError(
+      `response_signature_version ${r.responseSignatureVersion} is not supported; this coordinator ` +
+        `requires response signatures version ${RESPONSE_SIGNATURE_VERSION}: update the daemon`,
       Code.FailedPrecondition,
     );
   }

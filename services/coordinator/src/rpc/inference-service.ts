@@ -296,6 +296,12 @@ function proofMessage(p: ResponseProof, requestBody: Uint8Array) {
     responseSha256: bytes(p.response_sha256, "hex"),
     signature: bytes(p.signature, "base64"),
     requestBody,
+    version: p.version,
+    usage: {
+      promptTokens: p.usage.prompt_tokens,
+      completionTokens: p.usage.completion_tokens,
+      totalTokens: p.usage.prompt_tokens + p.usage.completion_tokens,
+    },
   });
 }
 

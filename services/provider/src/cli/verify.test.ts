@@ -8,6 +8,7 @@ import {
   responseSha256,
   responseSignatureMessage,
   sha256,
+  textChoices,
 } from "@darkbloom/protocol/verifiable-response";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runCli } from "./program.js";
@@ -16,20 +17,30 @@ import { testIo } from "./test-io.js";
 const { privateKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
 const REQUEST = '{"model":"tiny","messages":[{"role":"user","content":"Say hi"}]}';
 const TEXT = "Hi there, consumer.";
+const KEY = Buffer.from(rawP256PublicKey(privateKey)).toString("base64");
 
 function savedResponse(text: string) {
   const requestHash = sha256(Buffer.from(REQUEST));
-  const responseHash = responseSha256([TEXT]);
+  const responseHash = responseSha256({
+    providerId: "prov_abc",
+    model: "tiny",
+    choices: textChoices([TEXT], ["stop"]),
+    usage: { promptTokens: 5, completionTokens: 4 },
+  });
   return {
     id: "chatcmpl-x",
     object: "chat.completion",
+    model: "tiny",
     choices: [{ index: 0, message: { role: "assistant", content: text }, finish_reason: "stop" }],
+    usage: { prompt_tokens: 5, completion_tokens: 4, total_tokens: 9 },
     darkbloom: {
+      version: 2,
       provider_id: "prov_abc",
       trust_level: "self_signed",
-      signing_key: Buffer.from(rawP256PublicKey(privateKey)).toString("base64"),
+      signing_key: KEY,
       request_sha256: hex(requestHash),
       response_sha256: hex(responseHash),
+      usage: { prompt_tokens: 5, completion_tokens: 4 },
       signature: sign("sha256", responseSignatureMessage(requestHash, responseHash), privateKey).toString(
         "base64",
       ),
@@ -49,10 +60,10 @@ beforeAll(async () => {
   await writeFile(join(dir, "other-request.json"), REQUEST.replace("Say hi", "Say ho"));
   const proof = savedResponse(TEXT).darkbloom;
   const sse = [
-    { choices: [{ index: 0, delta: { role: "assistant", content: "Hi there, " } }] },
-    { choices: [{ index: 0, delta: { content: "consumer." } }] },
-    { choices: [{ index: 0, delta: {}, finish_reason: "stop" }] },
-    { choices: [], darkbloom: proof },
+    { model: "tiny", choices: [{ index: 0, delta: { role: "assistant", content: "Hi there, " } }] },
+    { model: "tiny", choices: [{ index: 0, delta: { content: "consumer." } }] },
+    { model: "tiny", choices: [{ index: 0, delta: {}, finish_reason: "stop" }] },
+    { model: "tiny", choices: [], darkbloom: proof },
   ]
     .map((e) => `data: ${JSON.stringify(e)}\n\n`)
     .join("");
@@ -69,34 +80,60 @@ async function verify(...args: string[]) {
 }
 
 describe("darkbloom verify", () => {
-  it("exits 0 for a valid saved response, with and without the request", async () => {
-    const plain = await verify(join(dir, "valid.json"));
-    expect(plain.code).toBe(0);
-    expect(plain.stdout).toMatch(/^valid: signed by provider prov_abc \(trust self_signed\)/);
-    const withRequest = await verify(join(dir, "valid.json"), "--request", join(dir, "request.json"));
+  it("exits 0 for a valid response signed with the given key, with and without the request", async () => {
+    const plain = await verify(join(dir, "valid.json"), "--signing-key", KEY);
+    expect(plain).toMatchObject({ code: 0, stderr: "" });
+    expect(plain.stdout).toBe(
+      "valid: provider prov_abc signed it with the given key; request not checked: pass --request\n",
+    );
+    const withRequest = await verify(
+      join(dir, "valid.json"),
+      "--request",
+      join(dir, "request.json"),
+      "--signing-key",
+      KEY,
+    );
     expect(withRequest).toMatchObject({ code: 0, stderr: "" });
-    expect(withRequest.stdout).toMatch(/request matches/);
-    expect((await verify(join(dir, "stream.sse"), "--request", join(dir, "request.json"))).code).toBe(0);
+    expect(withRequest.stdout).toMatch(/request matches\n$/);
+    const stream = await verify(
+      join(dir, "stream.sse"),
+      "--request",
+      join(dir, "request.json"),
+      "--signing-key",
+      KEY,
+    );
+    expect(stream.code).toBe(0);
+  });
+
+  it("exits 2 with one line when the signature is valid but its key is not pinned", async () => {
+    const unpinned = await verify(join(dir, "valid.json"), "--request", join(dir, "request.json"));
+    expect(unpinned).toMatchObject({ code: 2, stderr: "" });
+    expect(unpinned.stdout).toMatch(
+      /^signature valid, key NOT pinned: neither --coordinator nor --signing-key/,
+    );
+    expect(unpinned.stdout.trimEnd().split("\n")).toHaveLength(1);
   });
 
   it("exits 1 with one line when the content or the request was changed", async () => {
     const tampered = await verify(join(dir, "tampered.json"));
     expect(tampered.code).toBe(1);
-    expect(tampered.stderr).toMatch(
-      /^darkbloom: invalid: response_sha256 does not match the response content/,
-    );
+    expect(tampered.stderr).toMatch(/^darkbloom: invalid: response_sha256 does not match the response/);
     expect(tampered.stderr.trimEnd().split("\n")).toHaveLength(1);
     expect(tampered.stdout).toBe("");
     const otherRequest = await verify(join(dir, "valid.json"), "--request", join(dir, "other-request.json"));
     expect(otherRequest.code).toBe(1);
     expect(otherRequest.stderr).toMatch(/invalid: request_sha256 does not match/);
     const wrongKey = await verify(join(dir, "valid.json"), "--signing-key", "BAAA");
-    expect(wrongKey.code).toBe(1);
+    expect(wrongKey).toMatchObject({
+      code: 1,
+      stderr: "darkbloom: invalid: the response is signed with another key than the pinned one\n",
+    });
   });
 
   it("exits 64 on bad usage", async () => {
     expect((await verify()).code).toBe(64);
     expect((await verify(join(dir, "missing.json"))).code).toBe(64);
     expect((await verify(join(dir, "valid.json"), "--request", join(dir, "missing.json"))).code).toBe(64);
+    expect((await verify(join(dir, "valid.json"), "--coordinator", "ftp://x")).code).toBe(64);
   });
 });

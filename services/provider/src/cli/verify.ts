@@ -1,14 +1,26 @@
 import { readFile } from "node:fs/promises";
-import { verifyResponse } from "@darkbloom/protocol/verifiable-response";
+import { type ResponseProof, verifyResponse } from "@darkbloom/protocol/verifiable-response";
 import type { Command } from "commander";
 import type { CliContext } from "./context.js";
 import { CliFailure, ExitCode, UsageError } from "./io.js";
 
 /**
+ * Exit statuses of `darkbloom verify`: 0 valid and pinned, 1 invalid, 2 the signature is valid but
+ * its key is not pinned (anyone can sign a response with a key of their own, so this proves nothing
+ * about which provider served it), 64 bad usage.
+ */
+export const VerifyExit = { valid: 0, invalid: 1, notPinned: 2, usage: ExitCode.usage } as const;
+
+const FETCH_TIMEOUT_MS = 10_000;
+
+/**
  * `verify`: checks a saved response's `darkbloom` object (docs/ARCHITECTURE.md, "Verifiable
- * responses"): the response hash recomputed from the saved content, the signature with the provider's
- * signing key, and with --request the request hash. Exit 0 valid, 1 invalid (one line saying what
- * failed), 64 bad usage. Reads a non-streaming JSON body or a saved SSE stream.
+ * responses"): everything signed read back from the saved response (choices, indices, model, usage,
+ * provider id), the signature, with --request the request hash, and the key pinned, with
+ * --coordinator to the one the coordinator publishes for the proof's provider id, or with
+ * --signing-key to a key the consumer holds. Prints one line saying which of the VerifyExit cases
+ * it is (invalid on stderr, the others on stdout). Reads a non-streaming JSON body or a saved SSE
+ * stream.
  */
 export function addVerifyCommand(program: Command, context: CliContext): void {
   program
@@ -16,21 +28,112 @@ export function addVerifyCommand(program: Command, context: CliContext): void {
     .description("check the provider signature on a saved response (JSON body or SSE stream)")
     .argument("<saved-response>", "a saved response: the JSON body, or the text/event-stream up to [DONE]")
     .option("--request <file>", "the request body exactly as sent; its hash must match request_sha256")
-    .option("--signing-key <base64>", "require this provider signing key (SEC1, base64)")
-    .action(async (savedPath: string, opts: { request?: string; signingKey?: string }) => {
-      const saved = await readInput(savedPath, "saved response");
-      const requestBody = opts.request === undefined ? undefined : await readInput(opts.request, "request");
-      const result = verifyResponse(saved.toString("utf8"), {
-        requestBody,
-        signingKey: opts.signingKey,
-      });
-      if (!result.ok) throw new CliFailure(`invalid: ${result.reason}`, ExitCode.failure);
-      const p = result.proof;
-      context.io.stdout(
-        `valid: signed by provider ${p.provider_id} (trust ${p.trust_level}), response_sha256 ` +
-          `${p.response_sha256}${requestBody === undefined ? " (request not checked: pass --request)" : ", request matches"}\n`,
-      );
-    });
+    .option(
+      "--coordinator <url>",
+      "pin the key to the one this coordinator publishes for the provider (GET /v1/providers/attestation; use https)",
+    )
+    .option("--signing-key <base64>", "pin the key to this provider signing key (SEC1, base64)")
+    .addHelpText(
+      "after",
+      "\nExit status: 0 valid and pinned, 1 invalid, 2 signature valid but key not pinned, 64 bad usage.",
+    )
+    .action(
+      async (savedPath: string, opts: { request?: string; coordinator?: string; signingKey?: string }) => {
+        if (opts.coordinator !== undefined && opts.signingKey !== undefined) {
+          throw new UsageError("pass --coordinator or --signing-key, not both");
+        }
+        const coordinator = opts.coordinator === undefined ? undefined : baseUrl(opts.coordinator);
+        const saved = await readInput(savedPath, "saved response");
+        const requestBody = opts.request === undefined ? undefined : await readInput(opts.request, "request");
+        const result = verifyResponse(saved.toString("utf8"), { requestBody, signingKey: opts.signingKey });
+        if (!result.ok) throw new CliFailure(`invalid: ${result.reason}`, VerifyExit.invalid);
+        const { proof } = result;
+        const request = requestBody === undefined ? "request not checked: pass --request" : "request matches";
+        if (result.pinned) {
+          context.io.stdout(
+            `valid: provider ${proof.provider_id} signed it with the given key; ${request}\n`,
+          );
+          return;
+        }
+        if (coordinator === undefined) {
+          notPinned(context, proof, "neither --coordinator nor --signing-key was given");
+        }
+        const published = await publishedKey(context, coordinator, proof.provider_id);
+        if (published.kind === "unknown") notPinned(context, proof, published.why);
+        if (published.key === null) {
+          throw new CliFailure(
+            `invalid: the coordinator publishes no signing key for provider ${proof.provider_id}`,
+            VerifyExit.invalid,
+          );
+        }
+        if (!sameKey(published.key, proof.signing_key ?? "")) {
+          throw new CliFailure(
+            `invalid: the response is signed with a key that is not the key the coordinator publishes for provider ${proof.provider_id}`,
+            VerifyExit.invalid,
+          );
+        }
+        context.io.stdout(
+          `valid: provider ${proof.provider_id} (trust ${published.trustLevel}) signed it with the key ` +
+            `${coordinator} publishes for it; ${request}\n`,
+        );
+      },
+    );
+}
+
+/** Prints the not-pinned line and exits 2. */
+function notPinned(context: CliContext, proof: ResponseProof, why: string): never {
+  context.io.stdout(
+    `signature valid, key NOT pinned: ${why}; this proves only that whoever holds the key in the ` +
+      `response signed it, not that provider ${proof.provider_id} did\n`,
+  );
+  throw new CliFailure("", VerifyExit.notPinned);
+}
+
+type Published =
+  | { kind: "listed"; key: string | null; trustLevel: string }
+  | { kind: "unknown"; why: string };
+
+/** The key the coordinator publishes now for a provider id (it lists connected providers only). */
+async function publishedKey(context: CliContext, base: string, providerId: string): Promise<Published> {
+  const url = `${base}/v1/providers/attestation`;
+  let body: unknown;
+  try {
+    const res = await context.fetch(url, { signal: AbortSignal.timeout(FETCH_TIMEOUT_MS) });
+    if (!res.ok) return { kind: "unknown", why: `cannot fetch ${url}: HTTP ${res.status}` };
+    body = await res.json();
+  } catch (error) {
+    return { kind: "unknown", why: `cannot fetch ${url}: ${(error as Error).message}` };
+  }
+  const data = (body as { data?: unknown } | null)?.data;
+  if (!Array.isArray(data)) return { kind: "unknown", why: `${url} answered without a provider list` };
+  const entry = (data as Array<Record<string, unknown>>).find((p) => p?.provider_id === providerId);
+  if (!entry) {
+    return {
+      kind: "unknown",
+      why: `the coordinator does not publish provider ${providerId} (it lists connected providers only)`,
+    };
+  }
+  const key = typeof entry.public_key === "string" && entry.public_key !== "" ? entry.public_key : null;
+  const trustLevel = typeof entry.trust_level === "string" ? entry.trust_level : "unknown";
+  return { kind: "listed", key, trustLevel };
+}
+
+function sameKey(a: string, b: string): boolean {
+  return Buffer.from(a, "base64").equals(Buffer.from(b, "base64"));
+}
+
+/** The coordinator's base URL, without a trailing slash or /v1 (both are accepted). */
+function baseUrl(raw: string): string {
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new UsageError(`--coordinator ${JSON.stringify(raw)} is not a URL`);
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") {
+    throw new UsageError("--coordinator must be an http:// or https:// URL");
+  }
+  return url.toString().replace(/\/+$/, "").replace(/\/v1$/, "");
 }
 
 async function readInput(path: string, what: string): Promise<Buffer> {

@@ -284,7 +284,16 @@ describe("data path security", () => {
       trust_level: "self_signed",
       signing_key: Buffer.from(signer.publicKey()).toString("base64"),
     });
-    expect(verifyResponse(body, { requestBody })).toMatchObject({ ok: true });
+    // Pinned to the key the coordinator publishes for the provider id the proof names.
+    const published = (await (await fetch(`${t.url}/v1/providers/attestation`)).json()) as {
+      data: Array<{ provider_id: string; public_key: string | null }>;
+    };
+    const signingKey = published.data.find((p) => p.provider_id === link.providerId)?.public_key ?? "";
+    expect(verifyResponse(body, { requestBody, signingKey })).toMatchObject({
+      ok: true,
+      pinned: true,
+      proof: { version: 2, usage: { completion_tokens: body.usage.completion_tokens } },
+    });
     const tampered = structuredClone(body);
     tampered.choices[1].message.content = tampered.choices[1].message.content.replace("tok1", "tok7");
     expect(verifyResponse(tampered, { requestBody })).toMatchObject({
@@ -301,7 +310,10 @@ describe("data path security", () => {
     const last = JSON.parse(events.at(-2) ?? "{}");
     expect(last.choices).toEqual([]);
     expect(last.darkbloom.signing_key).toBe(body.darkbloom.signing_key);
-    expect(verifyResponse(transcript, { requestBody: streamBody })).toMatchObject({ ok: true });
+    expect(verifyResponse(transcript, { requestBody: streamBody, signingKey })).toMatchObject({
+      ok: true,
+      pinned: true,
+    });
     expect(verifyResponse(transcript.replace("tok2", "tok9"), { requestBody: streamBody }).ok).toBe(false);
   });
 
@@ -333,6 +345,12 @@ describe("data path security", () => {
   for (const [forge, code] of [
     ["request_hash", "request_hash_mismatch"],
     ["response_hash", "response_hash_mismatch"],
+    // What the consumer is shown besides the text: each must be what the provider signed.
+    ["usage", "response_hash_mismatch"],
+    ["finish_reason", "response_hash_mismatch"],
+    ["model", "response_hash_mismatch"],
+    ["provider_id", "response_hash_mismatch"],
+    ["v1", "response_signature_outdated"],
   ] as const) {
     it(`a signature over the wrong ${forge.replace("_", " ")} is refused (${code}); streams end in an error`, async () => {
       const { privateKey } = await import("node:crypto").then((c) =>
@@ -350,6 +368,32 @@ describe("data path security", () => {
       expect(bad.runtimeStatuses.flatMap((s) => s.reasons.map((r) => r.code))).toContain(code);
     });
   }
+
+  it("a provider that invents a choice: the consumer sees only the n choices asked for", async () => {
+    await provider({ script: () => ({ tokens: ["a ", "b"], choices: 2 }) });
+    const res = await postJson(t.url, "/v1/chat/completions", t.apiKey, chat("one", { stream: true }));
+    const events = (await readSse(res)).events.map((e) => e.data);
+    const choices = events.flatMap((d) => (d === "[DONE]" ? [] : JSON.parse(d).choices));
+    expect(choices.map((c: { index: number }) => c.index)).toEqual([0, 0, 0]);
+    expect(verifyResponse(events.map((d) => `data: ${d}\n\n`).join(""))).toMatchObject({
+      ok: false,
+      reason: expect.stringMatching(/not signed/),
+    });
+  });
+
+  it("a daemon with a signing key that does not sign version 2 is refused at registration", async () => {
+    const { privateKey } = await import("node:crypto").then((c) =>
+      c.generateKeyPairSync("ec", { namedCurve: "P-256" }),
+    );
+    await expect(provider({ responseSigningKey: privateKey, responseSignatureVersion: 0 })).rejects.toThrow(
+      /requires response signatures version 2: update the daemon/,
+    );
+    // Without a signing key nothing is signed, whatever the version: such a provider still serves.
+    await provider({ responseSignatureVersion: 0 });
+    const res = await postJson(t.url, "/v1/chat/completions", t.apiKey, chat("hi"));
+    expect(res.status).toBe(200);
+    expect((await readJson(res)).darkbloom).toMatchObject({ version: 2, signature: null });
+  });
 
   it("prompts and completions appear in no log line (trace level) and no database row", async () => {
     const db = await createTestDatabase(pg.url);

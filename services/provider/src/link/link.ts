@@ -24,7 +24,13 @@ import {
   ThermalState,
 } from "@darkbloom/protocol/provider/v1";
 import { type BoxKey, type BoxKeyPair, wipe } from "@darkbloom/protocol/sealed-box";
-import { responseSha256, responseSignatureMessage, sha256 } from "@darkbloom/protocol/verifiable-response";
+import {
+  RESPONSE_SIGNATURE_VERSION,
+  responseSha256,
+  responseSignatureMessage,
+  sha256,
+  textChoices,
+} from "@darkbloom/protocol/verifiable-response";
 import type { Logger } from "pino";
 import type {
   Engine,
@@ -546,9 +552,24 @@ export class ProviderLink extends EventEmitter<ProviderLinkEvents> {
       send();
       return;
     }
-    const responseHash = responseSha256(active.texts);
+    // Everything the consumer is shown: the coordinator refuses a signature that differs from it.
+    const responseHash = responseSha256({
+      providerId: active.session.ack?.providerId ?? "",
+      model: active.model,
+      choices: textChoices(
+        active.texts,
+        choices.map((c) => c.finishReason),
+      ),
+      usage: { promptTokens, completionTokens },
+    });
     signer.sign(responseSignatureMessage(active.requestSha256, responseHash)).then(
-      (signature) => send({ requestSha256: active.requestSha256, responseSha256: responseHash, signature }),
+      (signature) =>
+        send({
+          requestSha256: active.requestSha256,
+          responseSha256: responseHash,
+          signature,
+          version: RESPONSE_SIGNATURE_VERSION,
+        }),
       (error: unknown) => {
         // Unsigned would be flagged by the coordinator; fail the request instead (retryable: nothing
         // reached the consumer yet only for non-streaming requests, which the coordinator knows).
@@ -814,6 +835,7 @@ export class ProviderLink extends EventEmitter<ProviderLinkEvents> {
       ...(this.options.attestor ? { attestation: this.options.attestor.attestation } : {}),
       accountToken: this.options.accountToken ?? "",
       capacity: { maxBatch: knobs.maxBatch, maxContext: knobs.maxContext },
+      responseSignatureVersion: RESPONSE_SIGNATURE_VERSION,
       knobs: {
         kvBits: knobs.kvBits,
         maxContext: knobs.maxContext,
