@@ -189,6 +189,8 @@ export async function startCoordinator(
           invites,
           usage,
           providers: new LiveProviderDirectory(registry, sessions, trust),
+          bindings,
+          onMachineRebound: (machineId, keyHex) => sessions.disconnectMachine(machineId, keyHex),
           pool: db.pool,
           adminKey: config.adminKey,
           onKeysChanged: () => auth.forgetAll(),
