@@ -2,13 +2,15 @@ import { generateKeyPairSync, type KeyObject, sign } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Code, ConnectError } from "@connectrpc/connect";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
 import {
   challengeSigningInput,
   encodeAttestation,
   encodeChallengeStatus,
   rawP256PublicKey,
 } from "@darkbloom/protocol";
+import { AdminService } from "@darkbloom/protocol/admin/v1";
 import { SignerKind } from "@darkbloom/protocol/provider/v1";
 import { type ScriptedAttestor, ScriptedProvider, type ScriptedProviderOptions } from "@darkbloom/testing";
 import pg from "pg";
@@ -461,6 +463,80 @@ describe("re-binding is an administrator's audited action", () => {
     expect(run.stderr).toBe("");
     expect(run.stdout).toContain("0 session(s) of the previous key here");
     await gone(b, old);
+  });
+});
+
+describe("RebindMachine", () => {
+  const client = (c: TestCoordinator) =>
+    createClient(
+      AdminService,
+      createConnectTransport({
+        baseUrl: c.url,
+        httpVersion: "1.1",
+        interceptors: [
+          (next) => (req) => {
+            req.header.set("authorization", `Bearer ${TEST_ADMIN_KEY}`);
+            return next(req);
+          },
+        ],
+      }),
+    );
+  const failure = (call: Promise<unknown>) =>
+    call.then(
+      () => undefined,
+      (e: ConnectError) => ({ code: e.code, message: e.rawMessage }),
+    );
+
+  it("binds a machine id ahead of its first registration, keeps every re-bind, and refuses bad input", async () => {
+    const c = await coordinator();
+    const admin = client(c);
+    const machineId = "machine-prebound";
+    const first = newKey();
+    const second = newKey();
+    expect(await failure(admin.getMachineBinding({ machineId }))).toEqual({
+      code: Code.NotFound,
+      message: "machine_id machine-prebound is not bound to any key",
+    });
+
+    const bound = await admin.rebindMachine({
+      machineId,
+      publicKey: first.publicKey,
+      reason: "enrolled before shipping",
+      actor: "ops",
+    });
+    expect(bound.rebind?.oldPublicKey).toEqual(new Uint8Array());
+    expect(bound.disconnectedSessions).toBe(0);
+    // Nobody else's key can take the pre-bound id first, not even the first to register.
+    expect((await refusal(provider(c, second, { machineId }))).code).toBe(Code.PermissionDenied);
+    const machine = await provider(c, first, { machineId });
+    await eventually(c, machine, attested);
+
+    await admin.rebindMachine({ machineId, publicKey: second.publicKey, reason: "new disk", actor: "ops-2" });
+    const { binding, rebinds } = await admin.getMachineBinding({ machineId });
+    expect(Buffer.from(binding!.publicKey).toString("hex")).toBe(second.hex);
+    expect(rebinds.map((r) => [r.actor, r.reason])).toEqual([
+      ["ops-2", "new disk"],
+      ["ops", "enrolled before shipping"],
+    ]);
+    expect(Buffer.from(rebinds[0]!.oldPublicKey).toString("hex")).toBe(first.hex);
+    await gone(c, machine);
+
+    const offCurve = new Uint8Array(65);
+    offCurve[0] = 4;
+    for (const [request, message] of [
+      [{ machineId, publicKey: offCurve }, /public_key must be a SEC1 uncompressed P-256 point on the curve/],
+      [{ machineId, publicKey: first.publicKey.subarray(0, 33) }, /got 33 bytes/],
+      [{ machineId: "", publicKey: first.publicKey }, /^machine_id is required$/],
+      [{ machineId, publicKey: first.publicKey, reason: "  " }, /^reason is required$/],
+      [{ machineId, publicKey: first.publicKey, actor: "" }, /^actor is required$/],
+    ] as const) {
+      const call = admin.rebindMachine({ reason: "r", actor: "a", ...request });
+      expect(await failure(call)).toEqual({
+        code: Code.InvalidArgument,
+        message: expect.stringMatching(message),
+      });
+    }
+    expect((await admin.getMachineBinding({ machineId })).rebinds).toHaveLength(2);
   });
 });
 
