@@ -86,8 +86,9 @@ export class SessionManager {
 
   /**
    * Checks a Register's claim on its machine id against the bindings, and binds the machine id to the
-   * Register's verified attestation key when no key holds it yet (the first attestation wins, once,
-   * across coordinators and restarts). Refuses, with PermissionDenied naming the binding, a machine id
+   * Register's verified attestation key when no key holds it yet and the key is persistent (the first
+   * attestation wins, once, across coordinators and restarts; an ephemeral key would lock its machine
+   * out at its next restart). Refuses, with PermissionDenied naming the binding, a machine id
    * bound to another key, or to any key when the Register proves none; with Unavailable when the
    * database cannot be asked, rather than admit a key it could not check. Nothing of a session that
    * holds the machine id is touched by a refusal. Returns the attestation verdict for open().
@@ -99,7 +100,8 @@ export class SessionManager {
     if (!bindings || machineId === "") return verdict;
     let claim: MachineClaim;
     try {
-      claim = await bindings.claim(machineId, verdict?.attestation?.publicKey);
+      const attestation = verdict?.attestation;
+      claim = await bindings.claim(machineId, attestation?.publicKey, attestation?.document.key_persistent);
     } catch (e) {
       if (isDatabaseUnavailable(e)) {
         this.log.warn({ machineId, err: (e as Error).message }, "provider refused: bindings unavailable");

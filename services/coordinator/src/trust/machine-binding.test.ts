@@ -53,8 +53,11 @@ function newKey(): TestKey {
   return { privateKey, publicKey, hex: Buffer.from(publicKey).toString("hex") };
 }
 
-/** Attests with `key` (a software signer's blob) and answers every challenge honestly with it. */
-function attestor(key: TestKey): ScriptedAttestor {
+/**
+ * Attests with `key` (a software signer's blob; `persistent` false as for an ephemeral key) and
+ * answers every challenge honestly with it.
+ */
+function attestor(key: TestKey, persistent = true): ScriptedAttestor {
   const der = (data: Uint8Array) => sign("sha256", data, { key: key.privateKey, dsaEncoding: "der" });
   return {
     async attestation(init) {
@@ -63,7 +66,7 @@ function attestor(key: TestKey): ScriptedAttestor {
         chip: "scripted",
         daemon_version: init.daemonVersion,
         encryption_public_key: Buffer.from(init.encryptionPublicKey).toString("base64"),
-        key_persistent: true,
+        key_persistent: persistent,
         machine_id: init.machineId,
         machine_model: "scripted",
         os: "linux",
@@ -128,12 +131,12 @@ async function sharedDatabase(): Promise<string> {
 async function provider(
   c: TestCoordinator,
   key: TestKey | undefined,
-  over: Partial<ScriptedProviderOptions> = {},
+  over: Partial<ScriptedProviderOptions> & { ephemeral?: boolean } = {},
 ): Promise<ScriptedProvider> {
   const p = new ScriptedProvider({
     baseUrl: c.url,
     models: [{ id: "m" }],
-    ...(key ? { attestor: attestor(key), responseSigningKey: key.privateKey } : {}),
+    ...(key ? { attestor: attestor(key, !over.ephemeral), responseSigningKey: key.privateKey } : {}),
     ...over,
   });
   providers.push(p);
@@ -305,6 +308,26 @@ describe("a machine id is bound to the first key that attested it", () => {
     } finally {
       await pool.end();
     }
+  });
+
+  it("an ephemeral key binds nothing (its machine's next key is a new one) and cannot claim a bound id", async () => {
+    const c = await coordinator();
+    const machineId = "machine-ephemeral";
+    const before = await provider(c, newKey(), { machineId, ephemeral: true });
+    await eventually(c, before, attested);
+    await before.stop();
+    await gone(c, before);
+    expect(await boundKeyHex(c.coordinator.databaseUrl, machineId)).toBeUndefined();
+    const restarted = await provider(c, newKey(), { machineId, ephemeral: true });
+    await eventually(c, restarted, attested);
+    await restarted.stop();
+    await gone(c, restarted);
+
+    const persistent = newKey();
+    await (await provider(c, persistent, { machineId })).stop();
+    expect(await boundKeyHex(c.coordinator.databaseUrl, machineId)).toBe(persistent.hex);
+    const refused = await refusal(provider(c, newKey(), { machineId, ephemeral: true }));
+    expect(refused.code).toBe(Code.PermissionDenied);
   });
 });
 

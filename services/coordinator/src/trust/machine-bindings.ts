@@ -32,7 +32,10 @@ export type MachineClaim =
   | { outcome: "bound"; binding: MachineBinding }
   /** The machine id is bound to this key already. */
   | { outcome: "confirmed"; binding: MachineBinding }
-  /** No key was presented and no key holds the machine id: nothing to protect, nothing bound. */
+  /**
+   * No key holds the machine id, and the claim brought none that may bind it (no key, or an ephemeral
+   * one): nothing to protect, nothing bound.
+   */
   | { outcome: "unbound" }
   /** The machine id is bound to another key (or a claim without a key met a bound machine id). */
   | { outcome: "refused"; binding: MachineBinding };
@@ -75,13 +78,17 @@ export class MachineBindingStore {
 
   /**
    * Claims `machineId` for a registration presenting `publicKey` (its verified attestation key), or
-   * no key. Binds an unbound machine id to the key; refreshes last_seen_at when it is the bound key.
-   * Database errors propagate (the caller refuses the registration rather than admit an unchecked key).
+   * no key. Binds an unbound machine id to the key when `bind` (a persistent key: an ephemeral one,
+   * bound, would lock its machine out at its next restart); refreshes last_seen_at when it is the
+   * bound key. Database errors propagate (the caller refuses the registration rather than admit an
+   * unchecked key).
    */
-  async claim(machineId: string, publicKey: Uint8Array | undefined): Promise<MachineClaim> {
-    if (publicKey === undefined) {
+  async claim(machineId: string, publicKey: Uint8Array | undefined, bind = true): Promise<MachineClaim> {
+    if (publicKey === undefined || !bind) {
       const binding = await this.get(machineId);
-      return binding ? { outcome: "refused", binding } : { outcome: "unbound" };
+      if (!binding) return { outcome: "unbound" };
+      const same = publicKey !== undefined && Buffer.from(publicKey).equals(binding.publicKey);
+      return { outcome: same ? "confirmed" : "refused", binding };
     }
     // A conflicting insert waits for the other transaction; then the WHERE decides: the same key
     // refreshes last_seen_at and gets its row back, another key gets no row. (xmax = 0: inserted.)
