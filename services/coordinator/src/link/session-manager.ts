@@ -48,8 +48,9 @@ export class SessionManager {
   >();
   private readonly byMachine = new Map<string, string>();
   /**
-   * Sessions that claim the machine id of an attested session, by their provider id: they replace it
-   * only once they pass a challenge with its signing key (see open()).
+   * Sessions presenting the signing key of the attested session that holds their machine id (the
+   * machine reconnecting over a half-open stream), by their provider id: they replace it only once
+   * they pass a challenge with that key (see open()).
    */
   private readonly contenders = new Map<string, { machineId: string; holder: string; keyHex: string }>();
   private readonly watchdog: NodeJS.Timeout;
