@@ -47,6 +47,7 @@ import { createInferenceService } from "./rpc/inference-service.js";
 import { LiveProviderDirectory } from "./rpc/live-provider-directory.js";
 import { openDatabase } from "./store/database.js";
 import { migrate } from "./store/migrate.js";
+import { MachineBindingStore } from "./trust/machine-bindings.js";
 import { trustOptionsFrom } from "./trust/trust-config.js";
 import { TrustManager } from "./trust/trust-manager.js";
 
@@ -123,9 +124,16 @@ export async function startCoordinator(
     await db.close();
     throw e;
   }
+  const bindings = new MachineBindingStore(db.pool);
   const sessions = new SessionManager(
     registry,
-    { heartbeatIntervalMs: config.heartbeatIntervalMs, trust },
+    {
+      heartbeatIntervalMs: config.heartbeatIntervalMs,
+      trust,
+      bindings,
+      // Re-binds made through other replicas reach this one as releases do.
+      bindingCheckMs: config.releasePolicyRefreshMs,
+    },
     log,
     metrics,
   );
@@ -182,6 +190,8 @@ export async function startCoordinator(
           invites,
           usage,
           providers: new LiveProviderDirectory(registry, sessions, trust),
+          bindings,
+          onMachineRebound: (machineId, keyHex) => sessions.disconnectMachine(machineId, keyHex),
           pool: db.pool,
           adminKey: config.adminKey,
           onKeysChanged: () => auth.forgetAll(),

@@ -1,8 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { join } from "node:path";
-import { type DescMessage, type MessageShape, toJson } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { type Client, Code, ConnectError, createClient } from "@connectrpc/connect";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import {
   type Account,
@@ -26,6 +25,8 @@ import {
 } from "@darkbloom/protocol/admin/v1";
 import type { Command } from "commander";
 import { readSecretFile } from "../store/secret-file.js";
+import { type AdminCall, protoJson } from "./admin-call.js";
+import { addMachineCommands } from "./admin-machines.js";
 import { commandGroup } from "./command-group.js";
 import { fields, table, time, usd } from "./format.js";
 import { CliFailure, type CliIo, ExitCode, UsageError } from "./io.js";
@@ -42,18 +43,6 @@ import {
 
 const DEFAULT_URL = "http://127.0.0.1:8080";
 const CALL_TIMEOUT_MS = 30_000;
-
-type AdminClient = Client<typeof AdminService>;
-
-/** What an admin command's handler gets: the client, its arguments and options, and output. */
-interface AdminCall {
-  client: AdminClient;
-  /** Positional arguments after commander's parsing. */
-  args: unknown[];
-  opts: Record<string, unknown>;
-  /** Writes `json()` as one JSON document with --json, else `text()`. */
-  print(json: () => unknown, text: () => string): void;
-}
 
 /** `admin …`: commands that call a running coordinator's AdminService over HTTP. */
 export function addAdminCommands(program: Command, io: CliIo): void {
@@ -375,6 +364,8 @@ export function addAdminCommands(program: Command, io: CliIo): void {
     .argument("<provider-id>")
     .option("--reason <text>", "passed on to the provider");
 
+  addMachineCommands(admin, command, io);
+
   const ledger = commandGroup(admin, "ledger", "the double-entry ledger");
   command(ledger, "verify", "prove the ledger's invariants; exit 1 on any discrepancy", async (call) => {
     const report = await call.client.verifyLedger({});
@@ -529,12 +520,6 @@ function describeCallFailure(error: unknown, url: string): unknown {
     );
   }
   return new CliFailure(error.message, ExitCode.failure);
-}
-
-function protoJson<Desc extends DescMessage>(schema: Desc, message: MessageShape<Desc> | undefined): unknown {
-  return message === undefined
-    ? null
-    : toJson(schema, message, { useProtoFieldName: true, alwaysEmitImplicit: true });
 }
 
 function accountRow(account: Account): string[] {

@@ -67,7 +67,10 @@ export function createProviderService(
           );
         }
       }
-      const { session, outbound } = sessions.open(first.message.value, { payoutAccount });
+      // The machine id's binding is checked (and made, for a first attestation) once the Register is
+      // otherwise acceptable, so that a refused token or key cannot bind a machine id.
+      const verdict = await sessions.admit(first.message.value);
+      const { session, outbound } = sessions.open(first.message.value, { payoutAccount, verdict });
       bindRequestSecurity(session, first.message.value, sessions);
       void pump(inbound, session, sessions, log);
       try {

@@ -12,6 +12,9 @@ import type { Logger } from "../log.js";
 import type { CoordinatorMetrics } from "../metrics.js";
 import { ProviderHandle } from "../routing/provider-handle.js";
 import type { ProviderRegistry } from "../routing/provider-registry.js";
+import { isDatabaseUnavailable } from "../store/errors.js";
+import type { RegistrationVerdict } from "../trust/attestation.js";
+import type { MachineBinding, MachineBindingStore, MachineClaim } from "../trust/machine-bindings.js";
 import type { TrustManager } from "../trust/trust-manager.js";
 import { ProviderSession } from "./provider-session.js";
 
@@ -19,7 +22,20 @@ export interface SessionManagerOptions {
   heartbeatIntervalMs: number;
   /** Verifies attestations, runs challenges and judges trust; without it every provider is trust none. */
   trust?: TrustManager | undefined;
+  /**
+   * Which signing key each machine id belongs to (PostgreSQL). Without it (tests without a database)
+   * machine ids are not bound, and a session with another key than an attested holder's replaces it.
+   */
+  bindings?: MachineBindingStore | undefined;
+  /**
+   * How often the connected sessions are checked against the bindings, so that a re-bind made through
+   * another coordinator sharing the database disconnects the old key here too (default 10 s).
+   */
+  bindingCheckMs?: number | undefined;
 }
+
+/** Why a session was removed when its machine id was re-bound to another key. */
+const REBOUND = "machine_rebound";
 
 /**
  * Owns the provider sessions: opens one per registered stream, evicts providers whose stream closed
@@ -32,11 +48,14 @@ export class SessionManager {
   >();
   private readonly byMachine = new Map<string, string>();
   /**
-   * Sessions that claim the machine id of an attested session, by their provider id: they replace it
-   * only once they pass a challenge with its signing key (see open()).
+   * Sessions presenting the signing key of the attested session that holds their machine id (the
+   * machine reconnecting over a half-open stream), by their provider id: they replace it only once
+   * they pass a challenge with that key (see open()).
    */
   private readonly contenders = new Map<string, { machineId: string; holder: string; keyHex: string }>();
   private readonly watchdog: NodeJS.Timeout;
+  private readonly bindingCheck: NodeJS.Timeout | undefined;
+  private checkingBindings = false;
   private readonly trust: TrustManager | undefined;
 
   constructor(
@@ -48,6 +67,10 @@ export class SessionManager {
     this.trust = options.trust;
     this.watchdog = setInterval(() => this.evictSilent(), Math.max(50, options.heartbeatIntervalMs / 2));
     this.watchdog.unref();
+    if (options.bindings) {
+      this.bindingCheck = setInterval(() => void this.checkBindings(), options.bindingCheckMs ?? 10_000);
+      this.bindingCheck.unref();
+    }
   }
 
   get size(): number {
@@ -63,20 +86,65 @@ export class SessionManager {
   }
 
   /**
-   * Opens a session for a validated Register; the returned channel is the stream's outbound half.
-   * `payoutAccount` is the account its account_token resolved to (default: one per machine).
+   * Checks a Register's claim on its machine id against the bindings, and binds the machine id to the
+   * Register's verified attestation key when no key holds it yet and the key is persistent (the first
+   * attestation wins, once, across coordinators and restarts; an ephemeral key would lock its machine
+   * out at its next restart). Refuses, with PermissionDenied naming the binding, a machine id
+   * bound to another key, or to any key when the Register proves none; with Unavailable when the
+   * database cannot be asked, rather than admit a key it could not check. Nothing of a session that
+   * holds the machine id is touched by a refusal. Returns the attestation verdict for open().
+   */
+  async admit(register: Register): Promise<RegistrationVerdict | undefined> {
+    const verdict = this.trust?.verify(register);
+    const bindings = this.options.bindings;
+    const machineId = register.machineId;
+    if (!bindings || machineId === "") return verdict;
+    let claim: MachineClaim;
+    try {
+      const attestation = verdict?.attestation;
+      claim = await bindings.claim(machineId, attestation?.publicKey, attestation?.document.key_persistent);
+    } catch (e) {
+      if (isDatabaseUnavailable(e)) {
+        this.log.warn({ machineId, err: (e as Error).message }, "provider refused: bindings unavailable");
+        throw new ConnectError(
+          `the coordinator cannot check the binding of machine_id ${machineId} now (its database is ` +
+            "unavailable); retry later",
+          Code.Unavailable,
+        );
+      }
+      this.log.error({ machineId, err: e }, "machine binding check failed");
+      throw new ConnectError("internal error checking the machine_id binding", Code.Internal);
+    }
+    if (claim.outcome === "refused") {
+      this.log.warn(
+        { machineId, proven: verdict?.attestation !== undefined },
+        "provider refused: its machine id is bound to another signing key",
+      );
+      throw new ConnectError(refusal(claim.binding, verdict), Code.PermissionDenied);
+    }
+    if (claim.outcome === "bound") this.log.info({ machineId }, "machine id bound to its first signing key");
+    return verdict;
+  }
+
+  /**
+   * Opens a session for a validated (and admitted) Register; the returned channel is the stream's
+   * outbound half. `payoutAccount` is the account its account_token resolved to (default: one per
+   * machine); `verdict` is admit()'s.
    */
   open(
     register: Register,
-    options: { payoutAccount?: string | undefined } = {},
+    options: { payoutAccount?: string | undefined; verdict?: RegistrationVerdict | undefined } = {},
   ): { session: ProviderSession; outbound: Channel<ConnectResponse> } {
+    const verdict = options.verdict ?? this.trust?.verify(register);
     const previous = register.machineId ? this.byMachine.get(register.machineId) : undefined;
-    // A machine whose session holds a verified attestation key is only replaced by a session that
-    // proves that key (a passed challenge): anyone may send a Register with a machine id, which is
-    // published, as the attestation blob and key are. Without an attested key there is nothing to
-    // protect, and the newest session wins at once (a reconnect over a half-open stream).
+    // The same key reconnecting while its old session still looks alive (a half-open stream) waits as
+    // a contender and replaces the holder once it passes a challenge: the attestation is published,
+    // so presenting the key proves nothing until it signs a fresh nonce. Any other admitted session
+    // replaces the holder at once: the holder had no attested key to protect, or the machine id was
+    // re-bound to the newcomer's key (admit() refused every other key).
     const guardedKey = previous !== undefined ? this.attestedKeyOf(previous) : undefined;
-    if (previous && guardedKey === undefined) this.evict(previous, "replaced_by_new_session");
+    const contend = guardedKey !== undefined && guardedKey === verdict?.attestation?.publicKeyHex;
+    if (previous && !contend) this.evict(previous, "replaced_by_new_session");
 
     const id = `prov_${randomBytes(9).toString("base64url")}`;
     const outbound = new Channel<ConnectResponse>();
@@ -107,26 +175,14 @@ export class SessionManager {
         this.registry.capacityChanged(handle);
         this.settleContender(id);
       },
+      verdict,
     );
-    if (previous && guardedKey !== undefined) {
-      if (trust?.publicKeyHex !== guardedKey) {
-        this.trust?.detach(id);
-        session.close("machine_id_in_use");
-        this.log.warn(
-          { machineId: register.machineId, holder: previous },
-          "provider refused: its machine id belongs to an attested session with another key",
-        );
-        throw new ConnectError(
-          `machine_id ${register.machineId} is held by an attested provider session; a new session ` +
-            "replaces it only by attesting with the same signing key",
-          Code.AlreadyExists,
-        );
-      }
+    if (previous && contend) {
       this.contenders.set(id, { machineId: register.machineId, holder: previous, keyHex: guardedKey });
     }
     if (trust) {
-      // Evidence from the data path: untrusted (remembered for this machine and key, so reconnecting
-      // does not clear it), then evicted so its in-flight requests fail over at once.
+      // Evidence from the data path: untrusted (remembered for its signing key once proven, so
+      // reconnecting does not clear it), then evicted so its in-flight requests fail over at once.
       session.onUntrusted = (code, message) => {
         trust.markUntrusted(code, message);
         this.evict(id, code);
@@ -197,6 +253,53 @@ export class SessionManager {
     this.log.info({ providerId, reason }, "provider removed");
   }
 
+  /**
+   * Disconnects every session of `machineId` whose signing key is not `keyHex` (an administrator
+   * re-bound the machine id to it): their streams end with PermissionDenied, so the old key's daemon
+   * stops rather than retries. Returns how many were disconnected.
+   */
+  disconnectMachine(machineId: string, keyHex: string): number {
+    let count = 0;
+    for (const [id, { session }] of [...this.sessions]) {
+      if (session.handle.machineId !== machineId || this.trust?.get(id)?.publicKeyHex === keyHex) continue;
+      if (!this.sessions.has(id)) continue;
+      this.evict(id, REBOUND, reboundError(machineId));
+      count++;
+    }
+    if (count > 0) this.log.warn({ machineId, sessions: count }, "machine id re-bound: old sessions removed");
+    return count;
+  }
+
+  /**
+   * Compares the sessions with the bindings in the database and disconnects those whose machine id is
+   * bound to another key now (re-bound through another coordinator). Only sessions opened before the
+   * read are judged: a session admitted after it may hold a binding the read predates.
+   */
+  async checkBindings(): Promise<void> {
+    const bindings = this.options.bindings;
+    if (!bindings || this.checkingBindings) return;
+    this.checkingBindings = true;
+    try {
+      const before = [...this.sessions].filter(([, s]) => s.session.handle.machineId !== "");
+      if (before.length === 0) return;
+      const bound = await bindings.boundKeys([...new Set(before.map(([, s]) => s.session.handle.machineId))]);
+      for (const [id, { session }] of before) {
+        const key = bound.get(session.handle.machineId);
+        if (key === undefined || !this.sessions.has(id) || this.trust?.get(id)?.publicKeyHex === key)
+          continue;
+        this.log.warn(
+          { providerId: id, machineId: session.handle.machineId },
+          "machine id re-bound elsewhere",
+        );
+        this.evict(id, REBOUND, reboundError(session.handle.machineId));
+      }
+    } catch (e) {
+      this.log.warn({ err: (e as Error).message }, "could not check machine bindings; will retry");
+    } finally {
+      this.checkingBindings = false;
+    }
+  }
+
   /** The hex signing key of a session whose attestation verified and whose challenge passed lately. */
   private attestedKeyOf(providerId: string): string | undefined {
     const trust = this.trust?.get(providerId);
@@ -224,6 +327,7 @@ export class SessionManager {
 
   close(): void {
     clearInterval(this.watchdog);
+    clearInterval(this.bindingCheck);
     for (const id of [...this.sessions.keys()]) this.evict(id, "coordinator_shutdown");
   }
 
@@ -247,4 +351,29 @@ export class SessionManager {
       }
     }
   }
+}
+
+/** The refusal of a Register whose machine id is bound to another key: names the binding, not the key. */
+function refusal(binding: MachineBinding, verdict: RegistrationVerdict | undefined): string {
+  const since = binding.firstAttestedAt.toISOString();
+  const rebind =
+    "if the machine's key was replaced, an administrator must re-bind it (admin machines rebind)";
+  if (verdict?.attestation === undefined) {
+    const why = verdict?.violations[0]?.code ?? "no attestation";
+    return (
+      `machine_id ${binding.machineId} is bound to an attestation signing key (since ${since}); a ` +
+      `registration without a verified attestation (${why}) cannot claim it`
+    );
+  }
+  return (
+    `machine_id ${binding.machineId} is bound to another attestation signing key (since ${since}); ` +
+    `only that key may register it; ${rebind}`
+  );
+}
+
+function reboundError(machineId: string): ConnectError {
+  return new ConnectError(
+    `machine_id ${machineId} was re-bound to another attestation signing key by an administrator`,
+    Code.PermissionDenied,
+  );
 }

@@ -17,6 +17,7 @@ import { verifyLedger } from "../billing/ledger-verify.js";
 import type { CatalogModel, ModelCatalog } from "../catalog/model-catalog.js";
 import type { Release, ReleaseStore } from "../releases/release-store.js";
 import { AlreadyExistsError, InvalidArgumentError, NotFoundError } from "../store/errors.js";
+import type { MachineBinding, MachineBindingStore, MachineRebind } from "../trust/machine-bindings.js";
 import type { ProviderDirectory } from "./provider-directory.js";
 
 export interface AdminServiceDeps {
@@ -26,6 +27,13 @@ export interface AdminServiceDeps {
   invites: InviteStore;
   usage: UsageStore;
   providers: ProviderDirectory;
+  /** Which signing key each machine id belongs to. */
+  bindings: MachineBindingStore;
+  /**
+   * Called after a machine id was re-bound to the key `keyHex`: disconnects this coordinator's sessions
+   * of that machine id with another key and returns how many.
+   */
+  onMachineRebound?: (machineId: string, keyHex: string) => number;
   /** The database, for whole-ledger checks. */
   pool: pg.Pool;
   /** The bearer token every call must carry. */
@@ -41,7 +49,7 @@ export interface AdminServiceDeps {
 /** The AdminService implementation: every RPC needs `Authorization: Bearer <admin key>`. */
 export function createAdminService(deps: AdminServiceDeps): ServiceImpl<typeof AdminService> {
   if (deps.adminKey.trim() === "") throw new Error("the admin service needs a non-empty admin key");
-  const { accounts, catalog, releases, providers, invites, usage } = deps;
+  const { accounts, catalog, releases, providers, invites, usage, bindings } = deps;
   const guard = <I, O>(handler: (request: I) => Promise<O>) => guarded(deps, handler);
 
   return {
@@ -177,6 +185,32 @@ export function createAdminService(deps: AdminServiceDeps): ServiceImpl<typeof A
         nextPageToken: page.hasMore ? (page.records.at(-1)?.requestId ?? "") : "",
       };
     }),
+    getMachineBinding: guard(async (request) => {
+      const machineId = required("machine_id", request.machineId);
+      return {
+        binding: machineBinding(await bindings.require(machineId)),
+        rebinds: (await bindings.rebinds(machineId)).map(machineRebind),
+      };
+    }),
+    rebindMachine: guard(async (request) => {
+      const changed = await bindings.rebind({
+        machineId: required("machine_id", request.machineId),
+        publicKey: request.publicKey,
+        reason: required("reason", request.reason),
+        actor: required("actor", request.actor),
+      });
+      const keyHex = Buffer.from(changed.binding.publicKey).toString("hex");
+      const disconnected = deps.onMachineRebound?.(changed.binding.machineId, keyHex) ?? 0;
+      deps.logger?.warn(
+        { machineId: changed.binding.machineId, actor: changed.rebind.actor, disconnected },
+        "machine id re-bound to another signing key by an administrator",
+      );
+      return {
+        binding: machineBinding(changed.binding),
+        rebind: machineRebind(changed.rebind),
+        disconnectedSessions: disconnected,
+      };
+    }),
     setReleaseActive: guard(async (request) => {
       const changed = await releases.setActive(
         required("version", request.version),
@@ -303,5 +337,26 @@ function release(value: Release) {
     active: value.active,
     minProviderVersion: value.minProviderVersion,
     createdAt: timestampFromDate(value.createdAt),
+  };
+}
+
+function machineBinding(value: MachineBinding) {
+  return {
+    machineId: value.machineId,
+    publicKey: value.publicKey,
+    firstAttestedAt: timestampFromDate(value.firstAttestedAt),
+    lastSeenAt: timestampFromDate(value.lastSeenAt),
+  };
+}
+
+function machineRebind(value: MachineRebind) {
+  return {
+    id: value.id,
+    machineId: value.machineId,
+    oldPublicKey: value.oldPublicKey ?? new Uint8Array(),
+    newPublicKey: value.newPublicKey,
+    reason: value.reason,
+    actor: value.actor,
+    reboundAt: timestampFromDate(value.reboundAt),
   };
 }

@@ -8,6 +8,7 @@ import { InviteStore } from "../accounts/invites.js";
 import { UsageStore } from "../accounts/usage.js";
 import { ModelCatalog } from "../catalog/model-catalog.js";
 import { ReleaseStore } from "../releases/release-store.js";
+import { MachineBindingStore } from "../trust/machine-bindings.js";
 import { createAdminService } from "./admin-service.js";
 import type { ProviderDirectory } from "./provider-directory.js";
 
@@ -45,6 +46,7 @@ export async function startAdminTestServer(
           invites: new InviteStore(pool),
           usage: new UsageStore(pool),
           providers,
+          bindings: new MachineBindingStore(pool),
           pool,
           adminKey,
           onKeysChanged: () => {

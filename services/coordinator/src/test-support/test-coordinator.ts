@@ -17,12 +17,19 @@ export interface TestCoordinator {
   close(): Promise<void>;
 }
 
-/** A coordinator on 127.0.0.1:0 with a fresh database on the given test server, and a funded account. */
+/**
+ * A coordinator on 127.0.0.1:0 with a fresh database on the given test server, and a funded account.
+ * With `database` (another test coordinator's `coordinator.databaseUrl`) it uses that database instead
+ * and leaves it in place at close: a restart, or a second replica.
+ */
 export async function startTestCoordinator(
   pgServerUrl: string,
   overrides: Partial<CoordinatorConfig> = {},
+  options: { database?: string } = {},
 ): Promise<TestCoordinator> {
-  const db = await createTestDatabase(pgServerUrl);
+  const db = options.database
+    ? { url: options.database, drop: async () => undefined }
+    : await createTestDatabase(pgServerUrl);
   const dataDir = await mkdtemp(join(tmpdir(), "darkbloom-coord-"));
   const coordinator = await startCoordinator(
     {

@@ -448,10 +448,12 @@ describe("challenges and judgements", () => {
     expect(codes(attach(tm2, registerOf(c)).lastStatus())).not.toContain("duplicate_key");
   });
 
-  it("markUntrusted de-routes, and the finding survives a reconnect of the same machine", async () => {
+  it("markUntrusted de-routes, and the finding survives a reconnect with the same proven key", async () => {
     const tm = await manager({ minTrust: TrustLevel.NONE });
     const m = machine();
     const p = attach(tm, registerOf(m));
+    p.trust.onChallengeResponse(answer(m, p.challenges()[0]!));
+    expect(p.trust.lastPassedAt).toBeDefined();
     p.trust.markUntrusted("chunk_unopenable", "a chunk did not open");
     expect(p.lastStatus()).toMatchObject({ trustLevel: TrustLevel.NONE, routable: false });
     expect(p.handle.deRouted).toBe(true);
@@ -459,6 +461,38 @@ describe("challenges and judgements", () => {
     const again = attach(tm, registerOf(m));
     expect(codes(again.lastStatus())).toContain("chunk_unopenable");
     expect(again.lastStatus()?.routable).toBe(false);
+    // The key is quarantined under any machine id it registers.
+    const renamed = attach(tm, registerOf({ ...m, machineId: "another-machine-id" }));
+    expect(codes(renamed.lastStatus())).toContain("chunk_unopenable");
+  });
+
+  it("quarantine is per proven key: never a machine id, never a key the session did not prove", async () => {
+    const tm = await manager({ minTrust: TrustLevel.NONE });
+    const real = machine();
+    // A session that replays the machine's published attestation (it cannot sign a challenge) and
+    // misbehaves: evicted, but the key it presented is not quarantined.
+    const replay = attach(tm, registerOf(real));
+    replay.trust.markUntrusted("chunk_not_sealed", "a plaintext chunk answered a sealed request");
+    tm.detach(replay.handle.id);
+    // A squatter with its own key under the machine's id, proving its key, then misbehaving.
+    const squatter = machine();
+    const s = attach(tm, registerOf({ ...squatter, machineId: real.machineId }));
+    s.trust.onChallengeResponse(answer(squatter, s.challenges()[0]!));
+    s.trust.markUntrusted("chunk_not_sealed", "a plaintext chunk answered a sealed request");
+    tm.detach(s.handle.id);
+    // The real machine, with its key, under its id: untouched by either.
+    const back = attach(tm, registerOf(real));
+    expect(codes(back.lastStatus())).toEqual(["attestation_stale"]); // no challenge answered yet
+    expect(back.lastStatus()?.routable).toBe(true);
+    back.trust.onChallengeResponse(answer(real, back.challenges()[0]!));
+    expect(back.lastStatus()).toMatchObject({
+      trustLevel: TrustLevel.SELF_SIGNED,
+      routable: true,
+      reasons: [],
+    });
+    // The squatter's key is quarantined wherever it goes.
+    const elsewhere = attach(tm, registerOf(squatter));
+    expect(codes(elsewhere.lastStatus())).toContain("chunk_not_sealed");
   });
 });
 

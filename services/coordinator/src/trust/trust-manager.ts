@@ -3,7 +3,7 @@ import type { ConnectResponse, Register, TrustLevel } from "@darkbloom/protocol/
 import type { Logger } from "../log.js";
 import type { ReleasePolicy } from "../releases/release-store.js";
 import type { ProviderHandle } from "../routing/provider-handle.js";
-import { type RegistrationPolicy, verifyRegistration } from "./attestation.js";
+import { type RegistrationPolicy, type RegistrationVerdict, verifyRegistration } from "./attestation.js";
 import { NonceBook } from "./nonce-book.js";
 import {
   type ChallengeResult,
@@ -23,8 +23,8 @@ export interface TrustManagerOptions extends TrustTimings {
   /** How often the release policy is reloaded to pick up other replicas' changes (default 10 s). */
   policyRefreshMs?: number;
   /**
-   * How long a machine id and signing key marked untrusted by the data path stay untrusted, so that
-   * reconnecting does not clear the finding (default one hour).
+   * How long a signing key marked untrusted by the data path stays untrusted, so that reconnecting
+   * (under any machine id) does not clear the finding (default one hour).
    */
   quarantineMs?: number;
 }
@@ -44,12 +44,17 @@ export interface PolicySource {
  * key stays flagged for the life of this coordinator process, so later registrations with it are
  * flagged too. A reconnect of the same machine id replaces its old session first and is not a
  * duplicate.
+ *
+ * Quarantine: a data-path finding (markUntrusted) is remembered for the session's signing key, and only
+ * once the session has proven that key by passing a challenge. Never for a machine id: machine ids are
+ * public, and anyone could otherwise get a machine's id quarantined by misbehaving under it. Nor for
+ * an unproven key: attestations are published and can be replayed by a session that cannot sign.
  */
 export class TrustManager {
   private readonly trusts = new Map<string, ProviderTrust>();
   private readonly byKey = new Map<string, Set<ProviderTrust>>();
   private readonly sharedKeys = new Set<string>();
-  /** "machine:<id>" / "key:<hex>" → the finding and until when it holds. */
+  /** Signing key (hex) → the finding and until when it holds. */
   private readonly quarantined = new Map<string, { code: string; message: string; until: number }>();
   private readonly nonces = new NonceBook();
   private readonly context: TrustContext;
@@ -120,17 +125,23 @@ export class TrustManager {
     }
   }
 
+  /** Verifies a Register's attestation (signature, blob, binding to the Register) without side effects. */
+  verify(register: Register): RegistrationVerdict {
+    return verifyRegistration(register, this.registrationPolicy);
+  }
+
   /**
-   * Verifies a Register and creates the session's trust state; the handle gets its judgement at once.
-   * Nothing is sent until start() is called on the result (after the RegisterAck).
+   * Creates the session's trust state from a Register and its verdict (verified here when not given);
+   * the handle gets its judgement at once. Nothing is sent until start() is called on the result
+   * (after the RegisterAck).
    */
   attach(
     handle: ProviderHandle,
     register: Register,
     send: (message: ConnectResponse) => boolean,
     onChange: () => void,
+    verdict: RegistrationVerdict = this.verify(register),
   ): ProviderTrust {
-    const verdict = verifyRegistration(register, this.registrationPolicy);
     const trust = new ProviderTrust(handle, register, verdict, this.context, send, onChange);
     this.trusts.set(handle.id, trust);
     const key = trust.publicKeyHex;
@@ -149,11 +160,9 @@ export class TrustManager {
       holders.add(trust);
       this.byKey.set(key, holders);
     }
-    const now = Date.now();
-    for (const name of quarantineNames(register.machineId, key)) {
-      const finding = this.quarantined.get(name);
-      if (finding === undefined) continue;
-      if (finding.until <= now) this.quarantined.delete(name);
+    const finding = key === undefined ? undefined : this.quarantined.get(key);
+    if (key !== undefined && finding !== undefined) {
+      if (finding.until <= Date.now()) this.quarantined.delete(key);
       else trust.quarantine(finding.code, finding.message);
     }
     if (verdict.violations.length > 0) {
@@ -165,15 +174,22 @@ export class TrustManager {
     return trust;
   }
 
-  /** Remembers a data-path finding for the machine id and signing key of a session. */
+  /**
+   * Remembers a data-path finding for the session's signing key, when the session proved it (a passed
+   * challenge); otherwise the finding ends with the session, which is evicted.
+   */
   private remember(trust: ProviderTrust, code: string, message: string): void {
-    const until = Date.now() + (this.options.quarantineMs ?? 60 * 60_000);
-    for (const name of quarantineNames(trust.machineId, trust.publicKeyHex)) {
-      this.quarantined.set(name, { code, message, until });
+    const key = trust.publicKeyHex;
+    if (key === undefined || trust.lastPassedAt === undefined) {
+      this.log.info(
+        { providerId: trust.providerId, code },
+        "finding not remembered: the session never proved a signing key",
+      );
+      return;
     }
-    for (const [name, finding] of this.quarantined) {
-      if (finding.until <= Date.now()) this.quarantined.delete(name);
-    }
+    const now = Date.now();
+    this.quarantined.set(key, { code, message, until: now + (this.options.quarantineMs ?? 60 * 60_000) });
+    for (const [name, f] of this.quarantined) if (f.until <= now) this.quarantined.delete(name);
   }
 
   /** Forgets a session's trust state (its stream ended). */
@@ -203,11 +219,4 @@ export class TrustManager {
     this.timer = undefined;
     for (const id of [...this.trusts.keys()]) this.detach(id);
   }
-}
-
-function quarantineNames(machineId: string, key: string | undefined): string[] {
-  const names: string[] = [];
-  if (machineId !== "") names.push(`machine:${machineId}`);
-  if (key !== undefined) names.push(`key:${key}`);
-  return names;
 }

@@ -362,12 +362,13 @@ describe("machine id takeover", () => {
     const holder = await provider(c, attestor({ signer }), { machineId });
     await eventually(c, holder, (a) => a.attested && a.routable);
 
-    // Without an attestation, or with another key: refused at once; the holder keeps serving.
+    // Without an attestation, or with another key: refused at once (the machine id is bound to the
+    // holder's key); the holder keeps serving.
     await expect(provider(c, undefined, { machineId })).rejects.toThrow(
-      /held by an attested provider session/,
+      /machine_id machine-held is bound to an attestation signing key/,
     );
     await expect(provider(c, attestor(), { machineId })).rejects.toThrow(
-      /held by an attested provider session/,
+      /machine_id machine-held is bound to another attestation signing key/,
     );
 
     // The holder's key and attestation (both public) presented by a session that cannot sign with

@@ -2,6 +2,7 @@ import { init } from "./0001_init.js";
 import { billing } from "./0002_billing.js";
 import { accountLinks } from "./0003_account_links.js";
 import { releasePolicy } from "./0004_release_policy.js";
+import { machineBindings } from "./0005_machine_bindings.js";
 import { moneyRules } from "./0006_money_rules.js";
 import type { Migration } from "./migration.js";
 
@@ -11,4 +12,11 @@ export type { Migration } from "./migration.js";
  * Every migration, in order. Migrations are TypeScript modules rather than .sql files so that they
  * compile into dist/ with the code and are found the same way from src/ and from a build.
  */
-export const migrations: readonly Migration[] = [init, billing, accountLinks, releasePolicy, moneyRules];
+export const migrations: readonly Migration[] = [
+  init,
+  billing,
+  accountLinks,
+  releasePolicy,
+  machineBindings,
+  moneyRules,
+];
