@@ -119,18 +119,22 @@ beforeAll(async () => {
   db = await createTestDatabase(server.url);
   dataDir = await mkdtemp(join(tmpdir(), "darkbloom-chaos-"));
   coordinator = await start(0);
-  await coordinator.catalog.upsert({
-    id: "paid",
-    inputMicroUsdPerMillion: PRICE_IN * 1_000_000n,
-    outputMicroUsdPerMillion: PRICE_OUT * 1_000_000n,
-  });
+  for (const id of ["paid", "overrun"]) {
+    await coordinator.catalog.upsert({
+      id,
+      inputMicroUsdPerMillion: PRICE_IN * 1_000_000n,
+      outputMicroUsdPerMillion: PRICE_OUT * 1_000_000n,
+    });
+  }
+  // chaos-0..3 serve "paid"; chaos-4 serves "overrun" one request at a time, and is cut (evicted, then
+  // reconnects) on each of them.
   providers = await Promise.all(
-    Array.from({ length: 4 }, async (_, i) => {
+    Array.from({ length: 5 }, async (_, i) => {
       const p = new ScriptedProvider({
         baseUrl: coordinator.url,
-        models: [{ id: "paid", contextLength: 8192 }],
+        models: [{ id: i < 4 ? "paid" : "overrun", contextLength: 8192 }],
         machineId: `chaos-${i}`,
-        maxBatch: 16,
+        maxBatch: i < 4 ? 16 : 1,
         reconnect: true,
         reconnectBackoff: { initialMs: 50, maxMs: 200 },
         script,
@@ -176,7 +180,8 @@ async function send(
   const stream = kind === "cut" || kind === "error_after" || kind === "cancel" || kind === "stall";
   const maxTokens = kind === "cut" ? 5 : 16;
   const body = JSON.stringify({
-    model: "paid",
+    // Overruns go to a provider of their own: cutting it ends whatever else it serves at that moment.
+    model: kind === "cut" ? "overrun" : "paid",
     messages: [{ role: "user", content }],
     stream,
     max_tokens: maxTokens,
@@ -195,13 +200,11 @@ async function send(
       expect(res?.status).toBe(200);
       expectedCharge = completedCharge(PROMPT_TOKENS, 8);
       break;
-    case "cut": {
-      // A cut stream pays its whole reservation: every completion token it may produce and the most
-      // prompt tokens a provider's count is believed for this estimate (4 × estimate + 16).
-      const hold = cost(prompt * 4 + 16, maxTokens);
-      expectedCharge = hold > MIN_CHARGE ? hold : MIN_CHARGE;
+    case "cut":
+      // The provider runs past max_tokens: the chunk past it is not delivered, the provider is cut
+      // (evicted; it reconnects), and the stream pays for the tokens delivered before it.
+      expectedCharge = cost(prompt, maxTokens);
       break;
-    }
     case "error_after":
       expectedCharge = cost(prompt, k);
       break;
@@ -278,7 +281,7 @@ it("keeps every micro-dollar through failures, retries, cuts, cancels and a coor
   await coordinator.close({ drainMs: 0 });
   sent.push(...(await Promise.all(stalled)));
   coordinator = await start(port);
-  await waitFor(() => coordinator.registry.size === 4, 10_000, "providers to reconnect");
+  await waitFor(() => coordinator.registry.size === 5, 10_000, "providers to reconnect");
 
   // Phase 3: more traffic on the new coordinator.
   sent.push(
@@ -333,7 +336,7 @@ it("keeps every micro-dollar through failures, retries, cuts, cancels and a coor
     expect(await balance(a.account.id), `account u${i}`).toBe(10_000_000n - spent);
   }
   let providerTotal = 0n;
-  for (let i = 0; i < 4; i++) providerTotal += await balance(`provider:chaos-${i}`);
+  for (let i = 0; i < 5; i++) providerTotal += await balance(`provider:chaos-${i}`);
   const expectedProvider = sent.reduce((sum, s) => sum + (s.expectedCharge * PROVIDER_BPS) / 10_000n, 0n);
   expect(providerTotal).toBe(expectedProvider);
   const totalCharged = sent.reduce((sum, s) => sum + s.expectedCharge, 0n);

@@ -32,7 +32,7 @@ describe("routing on measured behaviour", () => {
       decodeTokensPerSecond: 1e9,
       prefillTokensPerSecond: 1e9,
       heartbeatIntervalMs: 200,
-      script: () => ({ tokens: TOKENS, interTokenDelayMs: 30 }),
+      script: () => ({ tokens: TOKENS, interTokenDelayMs: 100 }),
     });
     const honest = new ScriptedProvider({
       baseUrl: t.url,
@@ -49,6 +49,25 @@ describe("routing on measured behaviour", () => {
       await expect
         .poll(() => [...t.coordinator.registry.all()].filter((p) => p.decodeTokensPerSecond > 0).length)
         .toBe(2);
+      // One request to each first (an allow-list), so that both are measured whatever the order: which
+      // of two unmeasured providers is tried first is a coin toss (the claim buys nothing).
+      for (const p of [liar, honest]) {
+        const res = await postJson(
+          t.url,
+          "/v1/chat/completions",
+          t.apiKey,
+          { model: "m", messages: [{ role: "user", content: "warm up" }], max_tokens: 8 },
+          {
+            headers: {
+              "content-type": "application/json",
+              authorization: `Bearer ${t.apiKey}`,
+              "x-darkbloom-providers": p.providerId ?? "",
+            },
+          },
+        );
+        expect(res.status).toBe(200);
+        await res.text();
+      }
       const served = new Map<string, number>();
       for (let i = 0; i < 20; i++) {
         const res = await postJson(t.url, "/v1/chat/completions", t.apiKey, {
@@ -61,9 +80,10 @@ describe("routing on measured behaviour", () => {
         const id = res.headers.get("x-provider-id") ?? "";
         served.set(id, (served.get(id) ?? 0) + 1);
       }
-      // Each provider may be tried while it is unmeasured; after that the liar is seen to be slow.
-      expect(served.get(liar.providerId ?? "") ?? 0).toBeLessThanOrEqual(5);
-      expect(served.get(honest.providerId ?? "") ?? 0).toBeGreaterThanOrEqual(15);
+      // Measured, the liar is seen to be slow: its claim of 1e9 tok/s wins it nothing.
+      // (Ten times slower, it could still win a request only if the honest one stalled for a while.)
+      expect(served.get(liar.providerId ?? "") ?? 0).toBeLessThanOrEqual(2);
+      expect(served.get(honest.providerId ?? "") ?? 0).toBeGreaterThanOrEqual(18);
     } finally {
       await Promise.all([liar.stop(), honest.stop()]);
     }

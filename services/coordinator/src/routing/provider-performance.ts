@@ -145,8 +145,8 @@ export class ProviderPerformance {
 
   /**
    * The rate routing should assume: the provider's measured rate blended with its prior, where the
-   * prior is its advertised figure (or `fallback` without one) clamped to the fleet's measured rate
-   * for the model. With no measurement anywhere the prior is the fallback at most.
+   * prior is its advertised figure clamped to the fleet's measured rate for the model (that rate
+   * itself without an advertised figure). With no measurement anywhere the ceiling is `fallback`.
    */
   rate(
     model: string,
@@ -155,8 +155,10 @@ export class ProviderPerformance {
     fallback: number,
     now = Date.now(),
   ): number {
+    // A provider that advertises nothing is presumed typical of the fleet: presuming it slower would
+    // starve it of the requests that would measure it.
     const ceiling = this.fleet.rate(model, kind, now) ?? fallback;
-    const prior = Math.min(advertised > 0 ? advertised : fallback, ceiling);
+    const prior = advertised > 0 ? Math.min(advertised, ceiling) : ceiling;
     const mean = this.models.get(model)?.[kind];
     const samples = mean?.samples(now) ?? 0;
     const measured = mean?.mean(now);

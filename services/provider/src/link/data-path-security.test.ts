@@ -369,16 +369,19 @@ describe("data path security", () => {
     });
   }
 
-  it("a provider that invents a choice: the consumer sees only the n choices asked for", async () => {
-    await provider({ script: () => ({ tokens: ["a ", "b"], choices: 2 }) });
+  it("a provider that invents a choice is cut: the consumer sees only the choice asked for, then an error", async () => {
+    const p = await provider({ script: () => ({ tokens: ["a ", "b"], choices: 2 }) });
     const res = await postJson(t.url, "/v1/chat/completions", t.apiKey, chat("one", { stream: true }));
     const events = (await readSse(res)).events.map((e) => e.data);
-    const choices = events.flatMap((d) => (d === "[DONE]" ? [] : JSON.parse(d).choices));
-    expect(choices.map((c: { index: number }) => c.index)).toEqual([0, 0, 0]);
-    expect(verifyResponse(events.map((d) => `data: ${d}\n\n`).join(""))).toMatchObject({
-      ok: false,
-      reason: expect.stringMatching(/not signed/),
-    });
+    expect(events.at(-1)).toBe("[DONE]");
+    const parsed = events.slice(0, -1).map((d) => JSON.parse(d));
+    expect(parsed.at(-1).error.code).toBe("provider_metering_violation");
+    const choices = parsed.flatMap((d) => d.choices ?? []);
+    expect(choices.map((c: { index: number }) => c.index).every((i: number) => i === 0)).toBe(true);
+    expect(verifyResponse(events.map((d) => `data: ${d}\n\n`).join(""))).toMatchObject({ ok: false });
+    await expect.poll(() => p.runtimeStatuses.flatMap((s) => s.reasons.map((r) => r.code))).toContain(
+      "choice_out_of_range",
+    );
   });
 
   it("a daemon with a signing key that does not sign version 2 is refused at registration", async () => {
