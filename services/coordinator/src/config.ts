@@ -99,6 +99,33 @@ export interface CoordinatorConfig {
   instanceHeartbeatMs: number;
   /** A coordinator silent this long is presumed dead and its open reservations refunded. */
   instanceStaleMs: number;
+
+  // Exposure of /metrics, failed-auth limits and proxy trust.
+  /**
+   * Bearer token GET /metrics requires. Absent: /metrics answers whoever reaches it, so `serve` always
+   * sets one for the main port (given, or generated in the data directory).
+   */
+  metricsToken?: string | undefined;
+  /** Serve /metrics on a listener of its own at this port (0 picks one), and not on the main port. */
+  metricsPort?: number | undefined;
+  /** Listen address of the metrics port (default 127.0.0.1). */
+  metricsHost: string;
+  /** Distinct model label values the metrics may carry over the process's life; others are "other". */
+  metricsMaxModels: number;
+  /**
+   * Failed credential checks (API key, admin key, metrics token) a client address earns back per
+   * second; 0 disables the limit.
+   */
+  authFailuresPerSecond: number;
+  /** Failed credential checks a client address may make in a burst before 429. */
+  authFailureBurst: number;
+  /** Client addresses the failed-auth limiter remembers at once (least recently failing forgotten). */
+  authFailureAddresses: number;
+  /**
+   * Proxies in front of the coordinator that append to X-Forwarded-For; 0 (default) ignores the
+   * header, so per-address limits count the socket's peer.
+   */
+  trustProxyHops: number;
 }
 
 export type CoordinatorConfigInput = Partial<CoordinatorConfig> &
@@ -142,6 +169,12 @@ export function resolveConfig(input: CoordinatorConfigInput): CoordinatorConfig 
     reservationMaxSeconds: 86_400,
     instanceHeartbeatMs: 5_000,
     instanceStaleMs: 30_000,
+    metricsHost: "127.0.0.1",
+    metricsMaxModels: 256,
+    authFailuresPerSecond: 1,
+    authFailureBurst: 20,
+    authFailureAddresses: 100_000,
+    trustProxyHops: 0,
     ...stripUndefined(input),
   } as CoordinatorConfig;
 }

@@ -7,12 +7,14 @@ import { InviteStore } from "./accounts/invites.js";
 import { ReferralStore } from "./accounts/referrals.js";
 import { UsageStore } from "./accounts/usage.js";
 import { Authenticator } from "./auth/authenticator.js";
+import { FailedAuthLimiter } from "./auth/failed-auth-limiter.js";
 import { RateLimiter } from "./auth/rate-limiter.js";
 import { Billing } from "./billing/billing.js";
 import { ModelCatalog } from "./catalog/model-catalog.js";
 import { type CoordinatorConfig, type CoordinatorConfigInput, resolveConfig } from "./config.js";
 import { serviceShuttingDown } from "./errors/index.js";
-import { createApp } from "./http/app.js";
+import { createApp, type Route } from "./http/app.js";
+import { clientAddress } from "./http/client-address.js";
 import { createConnectHandler } from "./http/connect-handler.js";
 import {
   accountHandler,
@@ -33,7 +35,9 @@ import {
 import { modelsHandler } from "./http/handlers/models.js";
 import { healthHandler, metricsHandler, readinessHandler } from "./http/handlers/operational.js";
 import { attestationsHandler, latestReleaseHandler, versionHandler } from "./http/handlers/trust.js";
+import { listenMetrics, type MetricsListener } from "./http/metrics-listener.js";
 import { listenHttp } from "./http/protocol-sniffing-server.js";
+import type { HttpRequest } from "./http/types.js";
 import { InferencePipeline } from "./inference/pipeline.js";
 import { createProviderService } from "./link/provider-service.js";
 import { SessionManager } from "./link/session-manager.js";
@@ -54,6 +58,8 @@ import { TrustManager } from "./trust/trust-manager.js";
 export interface RunningCoordinator {
   /** http://host:port of the one port serving the OpenAI routes and every Connect service. */
   url: string;
+  /** http://host:port of the metrics listener, when /metrics has a port of its own. */
+  metricsUrl: string | undefined;
   adminKey: string;
   config: CoordinatorConfig;
   registry: ProviderRegistry;
@@ -111,8 +117,12 @@ export async function startCoordinator(
       )
     : undefined;
   await billing?.start();
-  const metrics = new CoordinatorMetrics();
   const registry = new ProviderRegistry();
+  const metrics = new CoordinatorMetrics({
+    modelOrigin: (model) =>
+      catalog.get(model) !== undefined ? "catalog" : registry.serving(model).size > 0 ? "served" : undefined,
+    maxModelLabels: config.metricsMaxModels,
+  });
   const trust = new TrustManager(trustOptions, releases, log, (result) =>
     metrics.attestationChallenges.inc({ result }),
   );
@@ -149,7 +159,17 @@ export async function startCoordinator(
     burst: config.moneyRateLimitBurst,
     tier: "money",
   });
-  const auth = new Authenticator((secret) => accounts.authenticateApiKey(secret), config.authCacheTtlMs);
+  const addressOf = (req: HttpRequest) => clientAddress(req, config.trustProxyHops);
+  const authFailures = new FailedAuthLimiter({
+    perSecond: config.authFailuresPerSecond,
+    burst: config.authFailureBurst,
+    maxAddresses: config.authFailureAddresses,
+  });
+  const auth = new Authenticator((secret) => accounts.authenticateApiKey(secret), {
+    ttlMs: config.authCacheTtlMs,
+    failures: authFailures,
+    addressOf,
+  });
   const catalogView = { lookup: (id: string) => catalog.get(id), list: () => catalog.list() };
   const pipeline = new InferencePipeline({
     config,
@@ -169,6 +189,7 @@ export async function startCoordinator(
     // inflate to as much, before any authentication or Register.
     readMaxBytes: config.bodyLimitBytes,
     log,
+    addressOf,
     routes: (r) => {
       r.service(
         ProviderService,
@@ -194,6 +215,7 @@ export async function startCoordinator(
           onMachineRebound: (machineId, keyHex) => sessions.disconnectMachine(machineId, keyHex),
           pool: db.pool,
           adminKey: config.adminKey,
+          authFailures,
           onKeysChanged: () => auth.forgetAll(),
           // The release is stored either way; a failed reload is retried by the periodic one.
           onReleasesChanged: () =>
@@ -205,6 +227,11 @@ export async function startCoordinator(
       );
     },
   });
+  const metricsRoute: Route = {
+    method: "GET",
+    path: "/metrics",
+    handler: metricsHandler(metrics, { token: config.metricsToken, failures: authFailures, addressOf }),
+  };
   const completionDeps = { config, auth, rateLimiter, pipeline, metrics, log };
   const accountDeps = { auth, limiter: moneyLimiter, log, invites, referrals, usage };
   const deviceDeps = {
@@ -251,14 +278,27 @@ export async function startCoordinator(
           return { ready: true };
         }),
       },
-      { method: "GET", path: "/metrics", handler: metricsHandler(metrics) },
+      // On the main port unless it has a port of its own.
+      ...(config.metricsPort === undefined ? [metricsRoute] : []),
     ],
     connect,
     log,
   );
   let server: Awaited<ReturnType<typeof listenHttp>>;
+  let metricsListener: MetricsListener | undefined;
   try {
     server = await listenHttp(app, config.host, config.port);
+    if (config.metricsPort !== undefined) {
+      metricsListener = await listenMetrics(
+        metricsRoute.handler,
+        config.metricsHost,
+        config.metricsPort,
+        log,
+      ).catch(async (e: unknown) => {
+        await server.close();
+        throw e;
+      });
+    }
   } catch (e) {
     sessions.close();
     trust.close();
@@ -267,11 +307,15 @@ export async function startCoordinator(
     await db.close();
     throw e;
   }
-  log.info({ url: server.url, embeddedDatabase: db.embedded }, "coordinator listening");
+  log.info(
+    { url: server.url, metricsUrl: metricsListener?.url, embeddedDatabase: db.embedded },
+    "coordinator listening",
+  );
 
   let closing: Promise<void> | undefined;
   return {
     url: server.url,
+    metricsUrl: metricsListener?.url,
     adminKey: config.adminKey,
     config,
     registry,
@@ -293,6 +337,7 @@ export async function startCoordinator(
         sessions.close();
         trust.close();
         await server.close();
+        await metricsListener?.close();
         catalog.stop();
         await db.close();
         log.info("coordinator stopped");

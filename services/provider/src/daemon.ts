@@ -4,7 +4,8 @@ import { dirname } from "node:path";
 import { ConnectError } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import { readAccountToken } from "./config/account-token.js";
-import type { ProviderConfig } from "./config/config.js";
+import { ConfigError, type ProviderConfig } from "./config/config.js";
+import { coordinatorTransportProblem } from "./config/coordinator-transport.js";
 import { selectModels } from "./config/model-inventory.js";
 import { pidFileOf } from "./config/paths.js";
 import type { Engine, ModelFile } from "./engine/engine.js";
@@ -79,6 +80,9 @@ export async function startDaemon(config: ProviderConfig, options: DaemonOptions
   const { engine, logger: log } = options;
   let pidFile: PidFile;
   try {
+    // The CLI's preflight says so first; this holds for any other caller.
+    const transport = coordinatorTransportProblem(config);
+    if (transport) throw new ConfigError(transport);
     await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
     await mkdir(config.modelsDir, { recursive: true });
     await mkdir(dirname(config.logFile), { recursive: true });

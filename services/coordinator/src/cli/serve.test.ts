@@ -1,4 +1,4 @@
-import { chmod, mkdtemp, rm } from "node:fs/promises";
+import { chmod, mkdtemp, readFile, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -42,6 +42,17 @@ describe("serve", () => {
       .toMatch(/listening on (http:\/\/127\.0\.0\.1:\d+)\n/);
     const url = /listening on (\S+)/.exec(stdout)![1]!;
     expect(stdout).toContain(`admin key in ${join(dataDir, "admin.key")}`);
+
+    // /metrics on the public port needs the generated token (its path is printed, not the token).
+    const tokenFile = join(dataDir, "metrics.token");
+    expect(stdout).toContain(`metrics token in ${tokenFile}\n`);
+    expect((await stat(tokenFile)).mode & 0o777).toBe(0o600);
+    const token = (await readFile(tokenFile, "utf8")).trim();
+    expect(stdout).not.toContain(token);
+    expect((await fetch(`${url}/metrics`)).status).toBe(401);
+    const scraped = await fetch(`${url}/metrics`, { headers: { authorization: `Bearer ${token}` } });
+    expect(scraped.status).toBe(200);
+    expect(await scraped.text()).toContain("darkbloom_providers_connected 0");
 
     let adminOut = "";
     const adminIo: CliIo = {

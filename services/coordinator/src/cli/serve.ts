@@ -15,6 +15,7 @@ import {
   semver,
   trustLevel,
 } from "./parse.js";
+import { accessFrom, addAccessOptions, metricsTokenFor } from "./serve-access.js";
 import { addTuningOptions, tuningFrom } from "./serve-tuning.js";
 
 const DEFAULT_PORT = 8080;
@@ -52,6 +53,7 @@ export function addServeCommand(program: Command, io: CliIo): void {
       "a Secure Enclave public key enrolled as hardware-bound (repeatable, comma-separated; env DARKBLOOM_HARDWARE_KEYS)",
       hardwareKeys,
     );
+  addAccessOptions(serve);
   addTuningOptions(serve).action(async (opts: ServeOptions) => {
     const dataDir = opts.dataDir ? resolve(opts.dataDir) : defaultDataDir(io.env);
     const givenKey = opts.adminKey || io.env.DARKBLOOM_ADMIN_KEY;
@@ -63,11 +65,13 @@ export function addServeCommand(program: Command, io: CliIo): void {
       hardwareKeys: opts.hardwareKey ?? fromEnv(io.env, "DARKBLOOM_HARDWARE_KEYS", (v) => hardwareKeys(v)),
     };
     const tuning = tuningFrom(opts as Record<string, unknown>, io.env);
+    const access = accessFrom(opts as Record<string, unknown>, io.env);
     const limits = resolveConfig({ dataDir, adminKey: "", ...tuning });
     // A live coordinator must record itself alive more often than the others presume it dead.
     if (limits.instanceHeartbeatMs >= limits.instanceStaleMs) {
       throw new UsageError("--instance-heartbeat must be shorter than --instance-stale");
     }
+    const metricsToken = await metricsTokenFor(access, dataDir);
     const config = {
       host: opts.host ?? "127.0.0.1",
       port: opts.port ?? fromEnv(io.env, "PORT", port) ?? DEFAULT_PORT,
@@ -77,12 +81,16 @@ export function addServeCommand(program: Command, io: CliIo): void {
       logLevel: opts.logLevel ?? "info",
       ...trust,
       ...tuning,
+      ...access,
+      metricsToken: metricsToken.token,
     };
     // Loaded here so that the other commands do not load the whole server.
     const { startCoordinator } = await import("../coordinator.js");
     const coordinator = await startCoordinator(config);
     io.stdout(`listening on ${coordinator.url}\n`);
     if (!givenKey) io.stdout(`admin key in ${join(dataDir, "admin.key")}\n`);
+    if (coordinator.metricsUrl) io.stdout(`metrics on ${coordinator.metricsUrl}/metrics\n`);
+    if (metricsToken.file) io.stdout(`metrics token in ${metricsToken.file}\n`);
     const signal = await io.shutdownSignal();
     io.stdout(`${signal}: shutting down\n`);
     await coordinator.close();

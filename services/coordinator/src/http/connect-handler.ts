@@ -1,6 +1,12 @@
 import { brotliDecompressSync, gunzipSync } from "node:zlib";
 import { fromBinary } from "@bufbuild/protobuf";
-import { Code, ConnectError, type ConnectRouter, createConnectRouter } from "@connectrpc/connect";
+import {
+  Code,
+  ConnectError,
+  type ConnectRouter,
+  createConnectRouter,
+  createContextValues,
+} from "@connectrpc/connect";
 import type { UniversalHandler } from "@connectrpc/connect/protocol";
 import {
   compressionBrotli,
@@ -9,6 +15,7 @@ import {
   universalResponseToNodeResponse,
 } from "@connectrpc/connect-node";
 import type { Logger } from "../log.js";
+import { CLIENT_ADDRESS } from "./client-address.js";
 import type { Handler, HttpRequest, HttpResponse } from "./types.js";
 
 export interface ConnectHandlerOptions {
@@ -16,6 +23,8 @@ export interface ConnectHandlerOptions {
   /** The largest message (after decompression) any method accepts. */
   readMaxBytes: number;
   log: Logger;
+  /** The client address handlers read from CLIENT_ADDRESS (per-address limits). */
+  addressOf: (req: HttpRequest) => string;
 }
 
 /**
@@ -39,7 +48,8 @@ export function createConnectHandler(o: ConnectHandlerOptions): Handler {
       res.end();
       return;
     }
-    let uReq = universalRequestFromNodeRequest(req as never, res as never, undefined, undefined);
+    const values = createContextValues().set(CLIENT_ADDRESS, o.addressOf(req));
+    let uReq = universalRequestFromNodeRequest(req as never, res as never, undefined, values);
     if (handler.method.methodKind === "unary" && binaryConnectUnary(req)) {
       const bytes = await collect(uReq.body as AsyncIterable<Uint8Array>, o.readMaxBytes);
       const problem =

@@ -51,7 +51,7 @@ export function accountEndpoint(
   handle: (ctx: AccountEndpointContext) => Promise<unknown>,
 ): Handler {
   return endpoint(deps, async (ctx, headers) => {
-    const principal = await deps.auth.authenticate(ctx.req.headers.authorization);
+    const principal = await deps.auth.authenticateRequest(ctx.req);
     Object.assign(headers, deps.limiter.take(principal.accountId));
     return handle({ ...ctx, principal, body: await readJsonObject(ctx.req) });
   });
@@ -68,7 +68,7 @@ export function publicEndpoint(
 ): Handler {
   return endpoint(deps, async (ctx, headers) => {
     if (options.limitByAddress) {
-      Object.assign(headers, deps.limiter.take(`address:${ctx.req.socket?.remoteAddress ?? "unknown"}`));
+      Object.assign(headers, deps.limiter.take(`address:${deps.auth.addressOf(ctx.req)}`));
     }
     return handle({ ...ctx, body: await readJsonObject(ctx.req) });
   });

@@ -13,11 +13,15 @@ import {
 import { constantTimeEqual } from "../accounts/api-key.js";
 import type { Invite, InviteStore } from "../accounts/invites.js";
 import type { UsageRecord, UsageStore } from "../accounts/usage.js";
+import type { FailedAuthLimiter } from "../auth/failed-auth-limiter.js";
 import { verifyLedger } from "../billing/ledger-verify.js";
 import type { CatalogModel, ModelCatalog } from "../catalog/model-catalog.js";
+import { isApiError } from "../errors/index.js";
+import { CLIENT_ADDRESS } from "../http/client-address.js";
 import type { Release, ReleaseStore } from "../releases/release-store.js";
 import { AlreadyExistsError, InvalidArgumentError, NotFoundError } from "../store/errors.js";
 import type { MachineBinding, MachineBindingStore, MachineRebind } from "../trust/machine-bindings.js";
+import { toConnectError as toApiConnectError } from "./api-error-to-connect.js";
 import type { ProviderDirectory } from "./provider-directory.js";
 
 export interface AdminServiceDeps {
@@ -38,6 +42,8 @@ export interface AdminServiceDeps {
   pool: pg.Pool;
   /** The bearer token every call must carry. */
   adminKey: string;
+  /** Wrong admin keys count as failed authentication of the caller's address (429 past the burst). */
+  authFailures: FailedAuthLimiter;
   /** Called after a key was revoked, so caches of key lookups can be dropped. */
   onKeysChanged?: () => void;
   /** Called after a release was created or (de)activated, so the connected fleet is re-checked. */
@@ -228,7 +234,7 @@ function guarded<I, O>(
   handler: (request: I) => Promise<O>,
 ): (request: I, context: HandlerContext) => Promise<O> {
   return async (request, context) => {
-    authorize(context.requestHeader.get("authorization"), deps.adminKey);
+    authorize(context, deps.adminKey, deps.authFailures);
     try {
       return await handler(request);
     } catch (error) {
@@ -237,7 +243,8 @@ function guarded<I, O>(
   };
 }
 
-function authorize(header: string | null, adminKey: string): void {
+function authorize(context: HandlerContext, adminKey: string, failures: FailedAuthLimiter): void {
+  const header = context.requestHeader.get("authorization");
   const match = header === null ? null : /^Bearer\s+(\S+)\s*$/i.exec(header);
   if (!match) {
     throw new ConnectError(
@@ -245,8 +252,16 @@ function authorize(header: string | null, adminKey: string): void {
       Code.Unauthenticated,
     );
   }
+  const address = context.values.get(CLIENT_ADDRESS);
+  try {
+    failures.take(address);
+  } catch (e) {
+    if (isApiError(e)) throw toApiConnectError(e);
+    throw e;
+  }
   if (!constantTimeEqual(match[1]!, adminKey))
     throw new ConnectError("invalid admin key", Code.Unauthenticated);
+  failures.refund(address);
 }
 
 function toConnectError(error: unknown, context: HandlerContext, logger: Logger | undefined): ConnectError {

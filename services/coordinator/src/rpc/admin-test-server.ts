@@ -1,12 +1,15 @@
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
+import { createContextValues } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { AdminService } from "@darkbloom/protocol/admin/v1";
 import type pg from "pg";
 import { AccountStore } from "../accounts/account-store.js";
 import { InviteStore } from "../accounts/invites.js";
 import { UsageStore } from "../accounts/usage.js";
+import { FailedAuthLimiter } from "../auth/failed-auth-limiter.js";
 import { ModelCatalog } from "../catalog/model-catalog.js";
+import { CLIENT_ADDRESS } from "../http/client-address.js";
 import { ReleaseStore } from "../releases/release-store.js";
 import { MachineBindingStore } from "../trust/machine-bindings.js";
 import { createAdminService } from "./admin-service.js";
@@ -36,6 +39,7 @@ export async function startAdminTestServer(
   const providers = options.providers ?? { list: () => [], drain: () => false };
   let keyChanges = 0;
   const handler = connectNodeAdapter({
+    contextValues: (req) => createContextValues().set(CLIENT_ADDRESS, req.socket.remoteAddress ?? "unknown"),
     routes: (router) =>
       router.service(
         AdminService,
@@ -49,6 +53,8 @@ export async function startAdminTestServer(
           bindings: new MachineBindingStore(pool),
           pool,
           adminKey,
+          // The coordinator's default limits.
+          authFailures: new FailedAuthLimiter({ perSecond: 1, burst: 20, maxAddresses: 1_000 }),
           onKeysChanged: () => {
             keyChanges++;
           },

@@ -18,6 +18,7 @@ import type { ResponseProof } from "@darkbloom/protocol/verifiable-response";
 import type { Authenticator } from "../auth/authenticator.js";
 import type { RateLimiter } from "../auth/rate-limiter.js";
 import { type ApiError, isApiError, unexpectedError } from "../errors/index.js";
+import { CLIENT_ADDRESS } from "../http/client-address.js";
 import { listModels } from "../http/handlers/models.js";
 import { newRequestId } from "../http/request-id.js";
 import type { InferencePipeline } from "../inference/pipeline.js";
@@ -63,7 +64,10 @@ export function createInferenceService(deps: InferenceServiceDeps): ServiceImpl<
     ctx.responseHeader.set("x-request-id", requestId);
     const out = new Channel<Delta>();
     try {
-      const principal = await deps.auth.authenticate(ctx.requestHeader.get("authorization") ?? undefined);
+      const principal = await deps.auth.authenticate(
+        ctx.requestHeader.get("authorization") ?? undefined,
+        ctx.values.get(CLIENT_ADDRESS),
+      );
       for (const [k, v] of Object.entries(deps.rateLimiter.take(principal.accountId)))
         ctx.responseHeader.set(k, v);
       const body = new TextEncoder().encode(JSON.stringify({ ...json, stream }));
@@ -154,7 +158,10 @@ export function createInferenceService(deps: InferenceServiceDeps): ServiceImpl<
     },
     async listModels(_req, ctx) {
       try {
-        await deps.auth.authenticate(ctx.requestHeader.get("authorization") ?? undefined);
+        await deps.auth.authenticate(
+          ctx.requestHeader.get("authorization") ?? undefined,
+          ctx.values.get(CLIENT_ADDRESS),
+        );
       } catch (e) {
         throw toConnectError(isApiError(e) ? e : unexpectedError(e));
       }

@@ -3,7 +3,7 @@ import type { Command } from "commander";
 import { readAccountToken, removeAccountToken, writeAccountToken } from "../config/account-token.js";
 import type { CliContext } from "./context.js";
 import { CliFailure } from "./io.js";
-import { addSettingOptions, resolveFromOptions } from "./settings-options.js";
+import { addSettingOptions, checkCoordinatorTransport, resolveFromOptions } from "./settings-options.js";
 
 interface DeviceCode {
   device_code: string;
@@ -21,9 +21,11 @@ interface DeviceCode {
  */
 export function addLoginCommands(program: Command, context: CliContext): void {
   const login = program.command("login").description("link this provider to your account (device code)");
-  addSettingOptions(login, ["coordinatorUrl", "dataDir"]);
+  addSettingOptions(login, ["coordinatorUrl", "dataDir", "insecure"]);
   login.action(async (opts: Record<string, unknown>) => {
-    const { config } = resolveFromOptions(opts, context);
+    const resolved = resolveFromOptions(opts, context);
+    checkCoordinatorTransport(resolved);
+    const { config } = resolved;
     await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
     const base = config.coordinatorUrl.replace(/\/+$/, "");
     const code = await post<DeviceCode>(context, `${base}/v1/device/code`, {});
@@ -66,9 +68,11 @@ export function addLoginCommands(program: Command, context: CliContext): void {
   });
 
   const logout = program.command("logout").description("unlink this provider from its account");
-  addSettingOptions(logout, ["coordinatorUrl", "dataDir"]);
+  addSettingOptions(logout, ["coordinatorUrl", "dataDir", "insecure"]);
   logout.action(async (opts: Record<string, unknown>) => {
-    const { config } = resolveFromOptions(opts, context);
+    const resolved = resolveFromOptions(opts, context);
+    checkCoordinatorTransport(resolved);
+    const { config } = resolved;
     const token = await readAccountToken(config.dataDir);
     if (!token) {
       context.io.stdout("not logged in\n");

@@ -5,7 +5,7 @@ import { AlreadyRunningError } from "../service/pid-file.js";
 import type { CliContext } from "./context.js";
 import { createLogger } from "./context.js";
 import { CliFailure, UsageError } from "./io.js";
-import { addSettingOptions, resolveFromOptions } from "./settings-options.js";
+import { addSettingOptions, checkCoordinatorTransport, resolveFromOptions } from "./settings-options.js";
 
 /** `serve`: runs the daemon in the foreground until SIGINT or SIGTERM, then drains and exits 0. */
 export function addServeCommand(program: Command, context: CliContext): void {
@@ -18,7 +18,9 @@ export function addServeCommand(program: Command, context: CliContext): void {
     )
     .action(async (opts: Record<string, unknown>) => {
       const drainMs = drainTimeout(opts.drainTimeout);
-      const { config } = resolveFromOptions(opts, context);
+      const resolved = resolveFromOptions(opts, context);
+      checkCoordinatorTransport(resolved);
+      const { config } = resolved;
       const log = createLogger(config.logLevel, context.logDestination);
       let engine: Awaited<ReturnType<CliContext["createEngine"]>>;
       try {

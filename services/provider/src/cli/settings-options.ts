@@ -1,5 +1,6 @@
 import { type Command, Option } from "commander";
 import { ConfigError, type ResolvedConfig, resolveConfig } from "../config/config.js";
+import { coordinatorTransportProblem } from "../config/coordinator-transport.js";
 import { SETTING_NAMES, SETTINGS, type SettingName } from "../config/settings.js";
 import type { CliContext } from "./context.js";
 import { UsageError } from "./io.js";
@@ -15,7 +16,8 @@ export function addSettingOptions(command: Command, names: readonly SettingName[
   );
   for (const name of names) {
     const spec = SETTINGS[name];
-    const option = new Option(`${spec.flag} ${spec.arg}`, `${spec.description} (env ${spec.env})`);
+    const flags = spec.arg === "" ? spec.flag : `${spec.flag} ${spec.arg}`;
+    const option = new Option(flags, `${spec.description} (env ${spec.env})`);
     if (name === "models")
       option.argParser((value: string, previous: string[] | undefined) => [...(previous ?? []), value]);
     ATTRIBUTES.set(name, option.attributeName());
@@ -33,6 +35,7 @@ export function resolveFromOptions(opts: Record<string, unknown>, context: CliCo
   for (const [name, attribute] of ATTRIBUTES) {
     const value = opts[attribute];
     if (typeof value === "string" || Array.isArray(value)) flags[name] = value as string | string[];
+    else if (value === true) flags[name] = "true"; // a switch given
   }
   try {
     return resolveConfig({
@@ -46,4 +49,14 @@ export function resolveFromOptions(opts: Record<string, unknown>, context: CliCo
     if (error instanceof ConfigError) throw new UsageError(error.message);
     throw error;
   }
+}
+
+/**
+ * The preflight of every command that talks to the coordinator as this provider (serve, start,
+ * login, logout): a plain http:// coordinator on another machine is a usage error (exit 64) unless
+ * --insecure was given, before anything is loaded or any connection is opened.
+ */
+export function checkCoordinatorTransport(resolved: ResolvedConfig): void {
+  const problem = coordinatorTransportProblem(resolved.config, resolved.sources);
+  if (problem) throw new UsageError(problem);
 }

@@ -7,7 +7,7 @@ import { ServiceError, type ServiceSpec } from "../service/index.js";
 import { INSTALL_LAYOUT } from "../update/installer.js";
 import type { CliContext } from "./context.js";
 import { CliFailure } from "./io.js";
-import { addSettingOptions, resolveFromOptions } from "./settings-options.js";
+import { addSettingOptions, checkCoordinatorTransport, resolveFromOptions } from "./settings-options.js";
 
 /**
  * `start`: installs and starts the daemon under the platform's service manager (launchd agent
@@ -21,7 +21,9 @@ export function addStartCommand(program: Command, context: CliContext): void {
     .description("install and start the daemon as a service (launchd / systemd)");
   addSettingOptions(command);
   command.action(async (opts: Record<string, unknown>) => {
-    const { config, sources } = resolveFromOptions(opts, context);
+    const resolved = resolveFromOptions(opts, context);
+    checkCoordinatorTransport(resolved);
+    const { config, sources } = resolved;
     const serveArgs = ["--data-dir", config.dataDir];
     if (config.configFile) serveArgs.push("--config", config.configFile);
     for (const name of SETTING_NAMES) {
@@ -61,6 +63,8 @@ function explicit(source: SettingSource): boolean {
 function flagArgs(name: SettingName, value: unknown): string[] {
   const flag = SETTINGS[name].flag;
   if (value === undefined) return [];
+  // A switch is written only when on: off is its default, and a switch takes no value.
+  if (typeof value === "boolean") return value ? [flag] : [];
   if (Array.isArray(value)) return value.flatMap((v) => [flag, String(v)]);
   return [flag, String(value)];
 }

@@ -68,6 +68,7 @@ const SAMPLES: Record<
   threads: { flag: "1", env: "2", yaml: "3", expected: [1, 2, 3] },
   logLevel: { flag: "debug", env: "warn", yaml: "error", expected: ["debug", "warn", "error"] },
   heartbeatIntervalMs: { flag: "250", env: "500", yaml: "750", expected: [250, 500, 750] },
+  insecure: { flag: "true", env: "false", yaml: "true", expected: [true, false, true] },
 };
 
 describe("precedence", () => {
@@ -111,6 +112,7 @@ describe("precedence", () => {
       threads: 6,
       logLevel: "info",
       heartbeatIntervalMs: undefined,
+      insecure: false,
       configFile: undefined,
     });
   });

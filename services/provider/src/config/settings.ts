@@ -26,6 +26,11 @@ export interface Settings {
   logLevel: LogLevel;
   /** Overrides the heartbeat interval the coordinator asks for in its RegisterAck (ms). */
   heartbeatIntervalMs: number | undefined;
+  /**
+   * Allows a plain http:// coordinator on another machine, to which the account token and every
+   * request would travel unencrypted (loopback http:// and https:// need no such permission).
+   */
+  insecure: boolean;
 }
 
 export type SettingName = keyof Settings;
@@ -52,7 +57,7 @@ export interface SettingSpec<K extends SettingName> {
   name: K;
   /** Command-line flag, e.g. "--kv-bits". */
   flag: string;
-  /** Placeholder in the flag's help, e.g. "<bits>". */
+  /** Placeholder in the flag's help, e.g. "<bits>"; "" for a switch that takes no value. */
   arg: string;
   env: string;
   yaml: string;
@@ -119,6 +124,14 @@ function modelList(raw: unknown): string[] {
     if (!ids.includes(id)) ids.push(id);
   }
   return ids;
+}
+
+function boolean(raw: unknown): boolean {
+  if (typeof raw === "boolean") return raw;
+  const text = typeof raw === "string" ? raw.trim().toLowerCase() : "";
+  if (["true", "1", "yes"].includes(text)) return true;
+  if (["false", "0", "no"].includes(text)) return false;
+  throw new InvalidValue("must be true or false");
 }
 
 function coordinatorUrl(raw: unknown): string {
@@ -248,6 +261,17 @@ export const SETTINGS: { [K in SettingName]: SettingSpec<K> } = {
     description: "heartbeat interval override in ms (default: what the coordinator asks for)",
     parse: (raw) => integer(raw, 100, 600_000),
     default: () => undefined,
+  },
+  insecure: {
+    name: "insecure",
+    flag: "--insecure",
+    arg: "",
+    env: "DARKBLOOM_INSECURE",
+    yaml: "insecure",
+    description:
+      "allow a plain http:// coordinator on another machine (the account token and requests then travel unencrypted)",
+    parse: boolean,
+    default: () => false,
   },
 };
 

@@ -379,9 +379,9 @@ describe("data path security", () => {
     const choices = parsed.flatMap((d) => d.choices ?? []);
     expect(choices.map((c: { index: number }) => c.index).every((i: number) => i === 0)).toBe(true);
     expect(verifyResponse(events.map((d) => `data: ${d}\n\n`).join(""))).toMatchObject({ ok: false });
-    await expect.poll(() => p.runtimeStatuses.flatMap((s) => s.reasons.map((r) => r.code))).toContain(
-      "choice_out_of_range",
-    );
+    await expect
+      .poll(() => p.runtimeStatuses.flatMap((s) => s.reasons.map((r) => r.code)))
+      .toContain("choice_out_of_range");
   });
 
   it("a daemon with a signing key that does not sign version 2 is refused at registration", async () => {

@@ -52,7 +52,7 @@ export function completionsHandler(
     let stream = false;
     try {
       let t = performance.now();
-      const principal = await auth.authenticate(req.headers.authorization);
+      const principal = await auth.authenticateRequest(req);
       baseHeaders = { ...baseHeaders, ...rateLimiter.take(principal.accountId) };
       t = timing.add("auth", t);
       const body = await readBody(req, config.bodyLimitBytes);

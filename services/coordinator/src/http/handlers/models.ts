@@ -67,7 +67,7 @@ export function modelsHandler(
   return async (req, res) => {
     const headers = { "X-Request-ID": newRequestId() };
     try {
-      await auth.authenticate(req.headers.authorization);
+      await auth.authenticateRequest(req);
       const data = listModels(registry, catalog).map((m) => ({
         id: m.id,
         object: "model",

@@ -1,0 +1,168 @@
+import { join } from "node:path";
+import { type Command, InvalidArgumentError, Option } from "commander";
+import type { CoordinatorConfig } from "../config.js";
+import { ensureDataDir } from "../store/data-dir.js";
+import { readOrCreateSecretFile } from "../store/secret-file.js";
+import { UsageError } from "./io.js";
+import { fromEnv, port, positiveInteger, wholeNumber } from "./parse.js";
+
+// Who may read /metrics, how failed credentials are limited, and which proxies are believed: the
+// flags and environment variables of `serve` (the flag wins), with CoordinatorConfig's defaults.
+
+type AccessKey = keyof Pick<
+  CoordinatorConfig,
+  | "metricsToken"
+  | "metricsPort"
+  | "metricsHost"
+  | "metricsMaxModels"
+  | "authFailuresPerSecond"
+  | "authFailureBurst"
+  | "authFailureAddresses"
+  | "trustProxyHops"
+>;
+
+interface AccessOption<K extends AccessKey = AccessKey> {
+  key: K;
+  flag: string;
+  env: string;
+  arg: string;
+  description: string;
+  parse: (value: string) => NonNullable<CoordinatorConfig[K]>;
+}
+
+/** A bearer token: printable, no spaces, long enough not to be guessed. */
+function token(value: string): string {
+  if (!/^[\x21-\x7e]{16,256}$/.test(value)) {
+    throw new InvalidArgumentError("expected 16 to 256 printable characters without spaces");
+  }
+  return value;
+}
+
+function host(value: string): string {
+  if (!/^[A-Za-z0-9.:_-]{1,253}$/.test(value))
+    throw new InvalidArgumentError("expected a host name or address");
+  return value;
+}
+
+const ACCESS: readonly AccessOption[] = [
+  {
+    key: "metricsToken",
+    flag: "--metrics-token",
+    env: "DARKBLOOM_METRICS_TOKEN",
+    arg: "<token>",
+    description:
+      "bearer token GET /metrics requires (default: generated in <data dir>/metrics.token; " +
+      "with --metrics-port and no token, the metrics port needs none)",
+    parse: token,
+  },
+  {
+    key: "metricsPort",
+    flag: "--metrics-port",
+    env: "DARKBLOOM_METRICS_PORT",
+    arg: "<port>",
+    description: "serve /metrics on this port instead of the main one (default: the main port)",
+    parse: port,
+  },
+  {
+    key: "metricsHost",
+    flag: "--metrics-host",
+    env: "DARKBLOOM_METRICS_HOST",
+    arg: "<host>",
+    description: "listen address of --metrics-port (default 127.0.0.1)",
+    parse: host,
+  },
+  {
+    key: "metricsMaxModels",
+    flag: "--metrics-max-models",
+    env: "DARKBLOOM_METRICS_MAX_MODELS",
+    arg: "<n>",
+    description: 'distinct model labels in the metrics; other models count as "other" (default 256)',
+    parse: positiveInteger(10_000),
+  },
+  {
+    key: "authFailuresPerSecond",
+    flag: "--auth-failure-rate",
+    env: "DARKBLOOM_AUTH_FAILURE_RATE",
+    arg: "<per-second>",
+    description:
+      "failed API-key, admin-key or metrics-token checks a client address earns back per second, 0 for no limit (default 1)",
+    parse: wholeNumber(1_000_000),
+  },
+  {
+    key: "authFailureBurst",
+    flag: "--auth-failure-burst",
+    env: "DARKBLOOM_AUTH_FAILURE_BURST",
+    arg: "<n>",
+    description: "failed credential checks a client address may make in a burst before 429 (default 20)",
+    parse: positiveInteger(1_000_000),
+  },
+  {
+    key: "authFailureAddresses",
+    flag: "--auth-failure-addresses",
+    env: "DARKBLOOM_AUTH_FAILURE_ADDRESSES",
+    arg: "<n>",
+    description: "client addresses the failed-auth limiter remembers at once (default 100000)",
+    parse: positiveInteger(10_000_000),
+  },
+  {
+    key: "trustProxyHops",
+    flag: "--trust-proxy",
+    env: "DARKBLOOM_TRUST_PROXY",
+    arg: "<hops>",
+    description:
+      "proxies in front that append X-Forwarded-For; per-address limits then count the client they name (default 0: the header is ignored)",
+    parse: wholeNumber(10),
+  },
+];
+
+/** Adds the access flags to `serve`. */
+export function addAccessOptions(command: Command): Command {
+  for (const o of ACCESS) {
+    const option = new Option(`${o.flag} ${o.arg}`, `${o.description} (env ${o.env})`);
+    // A secret is checked in accessFrom, whose message does not quote it (commander's would).
+    command.addOption(o.key === "metricsToken" ? option : option.argParser(o.parse));
+  }
+  return command;
+}
+
+export type AccessConfig = Partial<Pick<CoordinatorConfig, AccessKey>>;
+
+/** The access settings given by flag or environment; absent ones keep CoordinatorConfig's defaults. */
+export function accessFrom(
+  opts: Readonly<Record<string, unknown>>,
+  env: Readonly<Record<string, string | undefined>>,
+): AccessConfig {
+  const given: Record<string, unknown> = {};
+  for (const o of ACCESS) {
+    let value = opts[new Option(o.flag).attributeName()];
+    if (o.key === "metricsToken" && typeof value === "string") {
+      try {
+        value = o.parse(value);
+      } catch (error) {
+        throw new UsageError(`${o.flag} is invalid: ${(error as Error).message}`);
+      }
+    }
+    const resolved = value !== undefined ? value : fromEnv(env, o.env, o.parse);
+    if (resolved !== undefined) given[o.key] = resolved;
+  }
+  return given as AccessConfig;
+}
+
+export const METRICS_TOKEN_FILE = "metrics.token";
+
+/**
+ * The token /metrics needs. Given: that one. Not given and /metrics on the main port (the one
+ * consumers reach): one kept in `<dataDir>/metrics.token` (0600), generated on first use, so the
+ * public port never serves metrics to anyone. Not given and a metrics port: none, as that port's
+ * reach (loopback by default) is its access control.
+ */
+export async function metricsTokenFor(
+  access: AccessConfig,
+  dataDir: string,
+): Promise<{ token: string | undefined; file: string | undefined }> {
+  if (access.metricsToken !== undefined) return { token: access.metricsToken, file: undefined };
+  if (access.metricsPort !== undefined) return { token: undefined, file: undefined };
+  await ensureDataDir(dataDir);
+  const file = join(dataDir, METRICS_TOKEN_FILE);
+  return { token: await readOrCreateSecretFile(file), file };
+}

@@ -1,0 +1,32 @@
+import { describe, expect, it } from "vitest";
+import { clientAddress } from "./client-address.js";
+import type { HttpRequest } from "./types.js";
+
+function request(peer: string, forwardedFor?: string | string[]): HttpRequest {
+  return {
+    socket: { remoteAddress: peer },
+    headers: forwardedFor === undefined ? {} : { "x-forwarded-for": forwardedFor },
+  } as unknown as HttpRequest;
+}
+
+describe("clientAddress", () => {
+  it("is the socket's peer, whatever X-Forwarded-For says, unless proxies are trusted", () => {
+    expect(clientAddress(request("10.0.0.9", "203.0.113.5"), 0)).toBe("10.0.0.9");
+  });
+
+  it("with N trusted proxies, is the entry the farthest of them appended", () => {
+    // A client-forged entry first, then what the two proxies appended.
+    const chain = "198.51.100.66, 203.0.113.5, 10.0.0.2";
+    expect(clientAddress(request("10.0.0.1", chain), 1)).toBe("10.0.0.2");
+    expect(clientAddress(request("10.0.0.1", chain), 2)).toBe("203.0.113.5");
+    expect(clientAddress(request("10.0.0.1", ["203.0.113.5", "10.0.0.2"]), 2)).toBe("203.0.113.5");
+    // A chain shorter than the trusted hops: its first entry.
+    expect(clientAddress(request("10.0.0.1", "203.0.113.5"), 3)).toBe("203.0.113.5");
+  });
+
+  it("falls back to the peer when the header is absent or its entry is not an address", () => {
+    expect(clientAddress(request("10.0.0.1"), 1)).toBe("10.0.0.1");
+    expect(clientAddress(request("10.0.0.1", "unknown"), 1)).toBe("10.0.0.1");
+    expect(clientAddress(request("10.0.0.1", "2001:db8::1"), 1)).toBe("2001:db8::1");
+  });
+});
