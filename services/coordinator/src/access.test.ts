@@ -65,15 +65,17 @@ describe("/metrics", () => {
       expect(res.status).toBe(model === "tiny" ? 200 : 404);
       await res.arrayBuffer();
     }
-    const text = await (await scrape(t.url, METRICS_TOKEN)).text();
-    expect(text).not.toContain(invented);
-    expect(text).toMatch(
-      /darkbloom_requests_total\{endpoint="chat_completions",model="other",status="404"\} 1/,
-    );
+    // A request is counted once its response has finished on the server, which the client may see
+    // complete a moment before: read the metrics until both requests are in.
+    const metrics = async () => (await scrape(t.url, METRICS_TOKEN)).text();
+    await expect
+      .poll(metrics)
+      .toMatch(/darkbloom_requests_total\{endpoint="chat_completions",model="other",status="404"\} 1/);
     // A model a connected provider serves keeps its own series.
-    expect(text).toMatch(
-      /darkbloom_requests_total\{endpoint="chat_completions",model="tiny",status="200"\} 1/,
-    );
+    await expect
+      .poll(metrics)
+      .toMatch(/darkbloom_requests_total\{endpoint="chat_completions",model="tiny",status="200"\} 1/);
+    expect(await metrics()).not.toContain(invented);
   });
 
   it("answers 401 in OpenAI's shape without the token or with a wrong one, and 429 when guessed at", async () => {
@@ -187,5 +189,26 @@ describe("failed API-key and admin-key look-ups", () => {
     // The real key still works from the same address: a success gives its token back.
     await new Promise((r) => setTimeout(r, 1_100));
     await expect(client(TEST_ADMIN_KEY).listAccounts({})).resolves.toBeDefined();
+  });
+
+  it("provider account tokens too: bad ones past the burst are refused before the look-up", async () => {
+    const messages: string[] = [];
+    for (let i = 0; i < 8; i++) {
+      const p = new ScriptedProvider({
+        baseUrl: t.url,
+        models: [{ id: "m" }],
+        accountToken: `dbp_not-a-token-${i}`,
+        reconnect: false,
+      });
+      messages.push(
+        await p.start().then(
+          () => "registered",
+          (e: unknown) => String(e instanceof Error ? e.message : e),
+        ),
+      );
+      await p.stop();
+    }
+    expect(messages).not.toContain("registered");
+    expect(messages.some((m) => /Too many failed authentication attempts/.test(m))).toBe(true);
   });
 });

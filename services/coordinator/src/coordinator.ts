@@ -195,6 +195,7 @@ export async function startCoordinator(
         ProviderService,
         createProviderService(sessions, log, {
           resolveAccountToken: (token) => deviceLogin.resolveProviderToken(token),
+          authFailures,
           requireEncryption: config.requireEncryption,
         }),
       );

@@ -46,6 +46,15 @@ describe("Authenticator", () => {
     expect(lookups).toEqual([GOOD, "nope"]);
   });
 
+  it("a burst of requests carrying one valid key with the cache cold is one look-up and one token, never 429", async () => {
+    const { auth, lookups } = setup({ burst: 5 });
+    const results = await Promise.all(
+      Array.from({ length: 50 }, () => status(auth.authenticate(`Bearer ${GOOD}`, "10.0.0.1"))),
+    );
+    expect(results.every((s) => s === 200)).toBe(true);
+    expect(lookups).toEqual([GOOD]);
+  });
+
   it("one address: at most a burst of queries for distinct bad keys, even sent at once, then 429", async () => {
     const { auth, lookups } = setup({ burst: 5 });
     const results = await Promise.all(

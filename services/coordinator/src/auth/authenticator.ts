@@ -66,6 +66,14 @@ export class Authenticator {
     const now = Date.now();
     const cached = this.valid.get(secret);
     if (cached && cached.expiresAt > now) return cached.principal;
+    const joined = this.pending.get(secret);
+    if (joined) {
+      // Another request is looking this key up already: share its answer, and the token it took (a
+      // burst of requests carrying one key, after a restart emptied the cache, is one look-up).
+      const principal = await joined;
+      if (!principal) throw invalidApiKey();
+      return principal;
+    }
     const { failures } = this.options;
     failures.take(address);
     const knownBad = this.invalid.get(secret);

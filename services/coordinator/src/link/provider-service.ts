@@ -1,11 +1,15 @@
-import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
+import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import type {
   ConnectRequest,
   ConnectResponse,
   ProviderService,
   Register,
 } from "@darkbloom/protocol/provider/v1";
+import type { FailedAuthLimiter } from "../auth/failed-auth-limiter.js";
+import { isApiError } from "../errors/index.js";
+import { CLIENT_ADDRESS } from "../http/client-address.js";
 import type { Logger } from "../log.js";
+import { toConnectError } from "../rpc/api-error-to-connect.js";
 import type { ProviderSession } from "./provider-session.js";
 import { validateRegister } from "./register-validation.js";
 import type { SessionManager } from "./session-manager.js";
@@ -19,6 +23,11 @@ export interface ProviderServiceOptions {
    * account tokens are refused.
    */
   resolveAccountToken?: (token: string) => Promise<string | null>;
+  /**
+   * Failed credential checks per client address (shared with API keys): an account token costs a
+   * query to check, so an address past its burst of bad ones is refused before the query.
+   */
+  authFailures?: FailedAuthLimiter;
   /**
    * Refuse a Register without a 32-byte X25519 encryption_public_key (default true). Off only in
    * development: such providers are sent plaintext requests.
@@ -34,9 +43,15 @@ export function createProviderService(
   log: Logger,
   options: Partial<ProviderServiceOptions> = {},
 ): ServiceImpl<typeof ProviderService> {
-  const { registerTimeoutMs, resolveAccountToken, requireEncryption } = { ...DEFAULT_OPTIONS, ...options };
+  const { registerTimeoutMs, resolveAccountToken, requireEncryption, authFailures } = {
+    ...DEFAULT_OPTIONS,
+    ...options,
+  };
   return {
-    async *connect(requests: AsyncIterable<ConnectRequest>): AsyncIterable<ConnectResponse> {
+    async *connect(
+      requests: AsyncIterable<ConnectRequest>,
+      context: HandlerContext,
+    ): AsyncIterable<ConnectResponse> {
       const inbound = requests[Symbol.asyncIterator]();
       const first = await firstMessage(inbound, registerTimeoutMs);
       if (first.message.case !== "register") {
@@ -57,7 +72,15 @@ export function createProviderService(
       const token = first.message.value.accountToken;
       let payoutAccount: string | undefined;
       if (token !== "") {
+        const address = context.values.get(CLIENT_ADDRESS);
+        try {
+          authFailures?.take(address);
+        } catch (e) {
+          if (isApiError(e)) throw toConnectError(e);
+          throw e;
+        }
         payoutAccount = (await resolveAccountToken?.(token)) ?? undefined;
+        if (payoutAccount !== undefined) authFailures?.refund(address);
         if (payoutAccount === undefined) {
           log.info({ machineId: first.message.value.machineId }, "provider refused: invalid account token");
           throw new ConnectError(
