@@ -247,7 +247,22 @@ export async function startCoordinator(
   );
   let server: Awaited<ReturnType<typeof listenHttp>>;
   try {
-    server = await listenHttp(app, config.host, config.port);
+    let acceptErrors = 0;
+    server = await listenHttp(app, config.host, config.port, {
+      limits: config,
+      isRequestStream: connect.isRequestStream,
+      onLimit: (limit) => metrics.connectionLimits.inc({ limit }),
+      // Out of file descriptors, accepts fail for every new connection: one line per burst, not each.
+      onAcceptError: (e) => {
+        if (acceptErrors++ === 0) {
+          log.warn({ err: e.message }, "accepting connections failed; lower --max-connections");
+          setTimeout(() => {
+            if (acceptErrors > 1) log.warn({ count: acceptErrors - 1 }, "more accepts failed");
+            acceptErrors = 0;
+          }, 10_000).unref();
+        }
+      },
+    });
   } catch (e) {
     sessions.close();
     trust.close();

@@ -82,6 +82,14 @@ export class CoordinatorMetrics {
     registers: [this.registry],
   });
 
+  // Connection and response limits.
+  readonly connectionLimits = new Counter({
+    name: "darkbloom_connection_limit_hits_total",
+    help: "Connections refused and requests or responses cut by a connection limit, by limit.",
+    labelNames: ["limit"] as const,
+    registers: [this.registry],
+  });
+
   constructor(options: { defaultMetrics?: boolean } = {}) {
     if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry });
   }

@@ -56,6 +56,44 @@ describe("serve's serving limits", () => {
     expect(stderr.trim().split("\n")).toHaveLength(1);
   });
 
+  it("takes the connection limits, with units on durations", () => {
+    const opts = parse(["--header-timeout", "500ms", "--max-connections-per-address", "0"]);
+    expect(
+      tuningFrom(opts, {
+        DARKBLOOM_BODY_TIMEOUT: "2m",
+        DARKBLOOM_IDLE_TIMEOUT: "30s",
+        DARKBLOOM_MAX_CONNECTIONS: "5000",
+        DARKBLOOM_MAX_STREAMS_PER_CONNECTION: "100",
+      }),
+    ).toEqual({
+      headerTimeoutMs: 500,
+      bodyTimeoutMs: 120_000,
+      idleTimeoutMs: 30_000,
+      maxConnections: 5_000,
+      maxConnectionsPerAddress: 0,
+      maxStreamsPerConnection: 100,
+    });
+  });
+
+  it.each([
+    [["--header-timeout", "20"], /--header-timeout.*expected a duration such as 500ms/],
+    [["--max-connections", "0"], /--max-connections.*whole number from 1/],
+    [["--max-streams-per-connection", "-4"], /--max-streams-per-connection.*whole number from 1/],
+  ])("exits 64 with one line on a bad limit %j", async (args, message) => {
+    let stderr = "";
+    const io: CliIo = {
+      stdout: () => undefined,
+      stderr: (text) => {
+        stderr += text;
+      },
+      env: { HOME: "/nonexistent" },
+      shutdownSignal: () => new Promise(() => undefined),
+    };
+    expect(await runCli(["serve", "--data-dir", "/nonexistent/darkbloom", ...args], io)).toBe(64);
+    expect(stderr).toMatch(message);
+    expect(stderr.trim().split("\n")).toHaveLength(1);
+  });
+
   it("rejects an invalid environment value without echoing it", () => {
     expect(() => tuningFrom({}, { DARKBLOOM_FIRST_TOKEN_TIMEOUT: "soon" })).toThrow(
       /environment variable DARKBLOOM_FIRST_TOKEN_TIMEOUT is invalid: expected a duration/,
