@@ -108,12 +108,18 @@ export interface CoordinatorConfig {
   bodyTimeoutMs: number;
   /** An HTTP/1.1 keep-alive connection, or an HTTP/2 session, with no request open this long is closed. */
   idleTimeoutMs: number;
+  /** A response whose bytes the consumer does not read for this long is cut and its connection closed. */
+  sendTimeoutMs: number;
   /** Open connections in total; more are closed as they arrive. */
   maxConnections: number;
   /** Open connections per client address (IPv6: per /64); 0 for no per-address cap. */
   maxConnectionsPerAddress: number;
   /** SETTINGS_MAX_CONCURRENT_STREAMS of each HTTP/2 connection. */
   maxStreamsPerConnection: number;
+  /** Bytes a response may hold waiting for a slow consumer before it is cut (the provider is cancelled). */
+  maxResponseBufferBytes: number;
+  /** Bytes one completion response may reach before it is cut (the provider is cancelled). */
+  maxResponseBytes: number;
 }
 
 export type CoordinatorConfigInput = Partial<CoordinatorConfig> &
@@ -169,9 +175,12 @@ export const CONNECTION_LIMIT_DEFAULTS = {
   headerTimeoutMs: 20_000,
   bodyTimeoutMs: 60_000,
   idleTimeoutMs: 65_000,
+  sendTimeoutMs: 60_000,
   maxConnections: 10_000,
   maxConnectionsPerAddress: 256,
   maxStreamsPerConnection: 256,
+  maxResponseBufferBytes: 1024 * 1024,
+  maxResponseBytes: 64 * 1024 * 1024,
 } as const satisfies Partial<CoordinatorConfig>;
 
 function stripUndefined<T extends object>(o: T): Partial<T> {

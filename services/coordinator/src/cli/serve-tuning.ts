@@ -1,6 +1,6 @@
 import { type Command, Option } from "commander";
 import type { CoordinatorConfig } from "../config.js";
-import { duration, fromEnv, positiveInteger, wholeNumber } from "./parse.js";
+import { byteSize, duration, fromEnv, positiveInteger, wholeNumber } from "./parse.js";
 
 /** A serving limit `serve` takes as a flag or an environment variable (the flag wins). */
 interface Tuning {
@@ -29,9 +29,12 @@ type TunableKey = keyof Pick<
   | "headerTimeoutMs"
   | "bodyTimeoutMs"
   | "idleTimeoutMs"
+  | "sendTimeoutMs"
   | "maxConnections"
   | "maxConnectionsPerAddress"
   | "maxStreamsPerConnection"
+  | "maxResponseBufferBytes"
+  | "maxResponseBytes"
 >;
 
 /** Defaults are CoordinatorConfig's (see resolveConfig); durations take units: 500ms, 30s, 5m. */
@@ -153,6 +156,14 @@ const TUNINGS: readonly Tuning[] = [
     parse: duration,
   },
   {
+    key: "sendTimeoutMs",
+    flag: "--send-timeout",
+    env: "DARKBLOOM_SEND_TIMEOUT",
+    arg: "<duration>",
+    description: "a response the consumer does not read for this long is cut (default 60s)",
+    parse: duration,
+  },
+  {
     key: "maxConnections",
     flag: "--max-connections",
     env: "DARKBLOOM_MAX_CONNECTIONS",
@@ -175,6 +186,22 @@ const TUNINGS: readonly Tuning[] = [
     arg: "<n>",
     description: "concurrent HTTP/2 streams per connection (default 256)",
     parse: positiveInteger(1_000_000),
+  },
+  {
+    key: "maxResponseBufferBytes",
+    flag: "--max-response-buffer",
+    env: "DARKBLOOM_MAX_RESPONSE_BUFFER",
+    arg: "<size>",
+    description: "bytes a response may hold for a slow consumer before it is cut (default 1MiB)",
+    parse: byteSize(1024 ** 3),
+  },
+  {
+    key: "maxResponseBytes",
+    flag: "--max-response-bytes",
+    env: "DARKBLOOM_MAX_RESPONSE_BYTES",
+    arg: "<size>",
+    description: "bytes one completion response may reach before it is cut (default 64MiB)",
+    parse: byteSize(16 * 1024 ** 3),
   },
 ];
 

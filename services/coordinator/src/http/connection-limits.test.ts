@@ -1,9 +1,11 @@
-// Slow and numerous clients against a real coordinator: every deadline and cap of the one-port
-// server (ConnectionGuard), with real sockets. Deadlines are short here (1 s); every wait for them is
-// ten times longer, so a loaded machine does not make them flaky.
+// Slow and greedy clients against a real coordinator: every deadline and cap of the one-port server
+// (ConnectionGuard) and the bounded response writers, with real sockets. Deadlines are short here
+// (1 s); every wait for them is ten times longer, so a loaded machine does not make them flaky.
+import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
-import { ScriptedProvider } from "@darkbloom/testing";
+import { parseSse, ScriptedProvider } from "@darkbloom/testing";
+import pg from "pg";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { startTestPostgres, type TestPostgres } from "../store/test-database.js";
 import {
@@ -288,5 +290,270 @@ describe("connection caps", () => {
     }
     expect(session?.remoteSettings.maxConcurrentStreams).toBe(4);
     session?.destroy();
+  });
+});
+
+/** A token of 24 bytes: 16 to a chunk make 384 bytes of text per chunk. */
+const TOKEN = "abcdefghijklmnopqrstuvw ";
+const TOKENS_PER_CHUNK = 16;
+/** A script of `bytes` of text (at least), as 16-token chunks sent as fast as they can go. */
+function bulk(bytes: number) {
+  const tokens = Array<string>(Math.ceil(bytes / TOKEN.length)).fill(TOKEN);
+  return { script: () => ({ tokens, tokensPerChunk: TOKENS_PER_CHUNK }), maxTokens: tokens.length };
+}
+const BIG_MODEL = [{ id: "tiny", contextLength: 2_000_000 }];
+
+/** The request's row in the reservations table. */
+async function reservation(pool: pg.Pool, requestId: string) {
+  const { rows } = await pool.query(
+    "SELECT state, charged_micro_usd::text AS charged, completion_tokens, outcome FROM reservations WHERE request_id = $1",
+    [requestId],
+  );
+  return rows[0] as
+    | { state: string; charged: string; completion_tokens: number; outcome: string }
+    | undefined;
+}
+
+async function ledgerBalanced(pool: pg.Pool): Promise<boolean> {
+  const { rows } = await pool.query(
+    "SELECT coalesce(sum(amount_micro_usd), 0)::text AS s FROM ledger_entries",
+  );
+  return rows[0]?.s === "0";
+}
+
+/** Completion tokens in an SSE body's content deltas (every token is TOKEN). */
+function tokensIn(events: { data: string }[]): number {
+  let text = "";
+  for (const e of events) {
+    if (e.data === "[DONE]") continue;
+    const chunk = JSON.parse(e.data) as { choices?: { delta?: { content?: string } }[] };
+    text += chunk.choices?.[0]?.delta?.content ?? "";
+  }
+  return text.length / TOKEN.length;
+}
+
+describe("a consumer that does not read", () => {
+  let t: TestCoordinator;
+  let pool: pg.Pool;
+  const BUFFER = 256 * 1024;
+  beforeAll(async () => {
+    t = await startTestCoordinator(pg_.url, {
+      maxResponseBufferBytes: BUFFER,
+      // Long: the test reads the rest (and the error event) once it sees the provider cancelled.
+      sendTimeoutMs: 60_000,
+    });
+    await t.coordinator.catalog.upsert({
+      id: "tiny",
+      inputMicroUsdPerMillion: 1_000_000n,
+      outputMicroUsdPerMillion: 2_000_000n,
+    });
+    pool = new pg.Pool({ connectionString: t.coordinator.databaseUrl });
+  });
+  afterAll(async () => {
+    await pool?.end();
+    await t?.close();
+  });
+
+  /**
+   * Streams `planned` bytes of text to a consumer that reads nothing until the provider has been
+   * cancelled, then reads everything left. Returns what it received and the request id.
+   */
+  async function stall(transport: "h1" | "h2", planned: number) {
+    const { script, maxTokens } = bulk(planned);
+    const p = await provider(t, { models: BIG_MODEL, maxBatch: 1, script });
+    const body = JSON.stringify(chat({ stream: true, max_tokens: maxTokens }));
+    const headers = { authorization: `Bearer ${t.apiKey}`, "content-type": "application/json" };
+    let text = "";
+    let requestId = "";
+    let ended: Promise<void>;
+    let resume: () => void;
+    if (transport === "h1") {
+      const { hostname, port } = new URL(t.url);
+      const req = http.request({
+        host: hostname,
+        port,
+        method: "POST",
+        path: "/v1/chat/completions",
+        headers,
+      });
+      req.end(body);
+      const res = await new Promise<http.IncomingMessage>((r) => req.once("response", r));
+      res.pause();
+      requestId = String(res.headers["x-request-id"]);
+      res.setEncoding("utf8").on("data", (d: string) => {
+        text += d;
+      });
+      res.on("error", () => undefined);
+      ended = new Promise<void>((r) => res.once("close", () => r()));
+      resume = () => res.resume();
+    } else {
+      const session = http2.connect(t.url);
+      session.on("error", () => undefined);
+      const stream = session.request({ ":method": "POST", ":path": "/v1/chat/completions", ...headers });
+      stream.end(body);
+      const head = await new Promise<http2.IncomingHttpHeaders>((r) => stream.once("response", r));
+      stream.pause();
+      requestId = String(head["x-request-id"]);
+      stream.setEncoding("utf8").on("data", (d: string) => {
+        text += d;
+      });
+      stream.on("error", () => undefined);
+      ended = new Promise<void>((r) => stream.once("close", () => r())).then(() => void session.close());
+      resume = () => stream.resume();
+    }
+    // The coordinator cuts the response and cancels the provider while the consumer reads nothing.
+    await waitFor(() => p.cancelled.includes(requestId), 60_000, "the provider to be cancelled");
+    resume();
+    await ended;
+    return { p, text, requestId };
+  }
+
+  it.each([
+    ["HTTP/1.1", "h1", 12 * 1024 * 1024],
+    ["HTTP/2", "h2", 4 * 1024 * 1024],
+  ] as const)(
+    "over %s: holds a bounded amount, cuts the response with an error event, frees the slot and charges what was sent",
+    async (_name, transport, planned) => {
+      const { p, text, requestId } = await stall(transport, planned);
+      // Far less than planned went out: the kernel's buffers, the response's bounded one and the error.
+      expect(text.length).toBeLessThan(planned / 2);
+      const { events } = parseSse(text);
+      expect(events.at(-1)?.data).toBe("[DONE]");
+      expect(JSON.parse(events.at(-2)?.data ?? "{}").error).toMatchObject({
+        type: "invalid_request_error",
+        code: "response_not_read",
+      });
+      expect(p.completed).not.toContain(requestId);
+      const metrics = await t.coordinator.metrics.registry.getSingleMetricAsString(
+        "darkbloom_connection_limit_hits_total",
+      );
+      expect(metrics).toMatch(/limit="response_buffer"} [1-9]/);
+
+      // Settled as a cancelled stream: every token sent was charged, nothing more.
+      await expect
+        .poll(async () => (await reservation(pool, requestId))?.state, { timeout: PATIENCE_MS })
+        .toBe("settled");
+      const row = await reservation(pool, requestId);
+      expect(row).toMatchObject({ state: "settled", outcome: "cancelled" });
+      expect(row?.completion_tokens).toBe(tokensIn(events));
+      expect(BigInt(row?.charged ?? "0")).toBeGreaterThan(0n);
+      expect(await ledgerBalanced(pool)).toBe(true);
+
+      // The provider's one slot is free again.
+      const next = await postJson(t.url, "/v1/chat/completions", t.apiKey, chat({ max_tokens: 4 }));
+      expect(next.status).toBe(200);
+    },
+    120_000,
+  );
+});
+
+describe("response size and send timeout", () => {
+  let t: TestCoordinator;
+  let pool: pg.Pool;
+  const LIMIT = 1024 * 1024;
+  beforeAll(async () => {
+    t = await startTestCoordinator(pg_.url, { maxResponseBytes: LIMIT, sendTimeoutMs: DEADLINE_MS });
+    await t.coordinator.catalog.upsert({
+      id: "tiny",
+      inputMicroUsdPerMillion: 1_000_000n,
+      outputMicroUsdPerMillion: 2_000_000n,
+    });
+    pool = new pg.Pool({ connectionString: t.coordinator.databaseUrl });
+  });
+  afterAll(async () => {
+    await pool?.end();
+    await t?.close();
+  });
+
+  async function settled(requestId: string) {
+    await expect
+      .poll(async () => (await reservation(pool, requestId))?.state, { timeout: PATIENCE_MS })
+      .toBe("settled");
+    return reservation(pool, requestId);
+  }
+
+  it("ends a stream that grows past the limit with an error event and charges the tokens sent", async () => {
+    const { script, maxTokens } = bulk(2 * LIMIT);
+    const p = await provider(t, { models: BIG_MODEL, script });
+    const res = await postJson(
+      t.url,
+      "/v1/chat/completions",
+      t.apiKey,
+      chat({ stream: true, max_tokens: maxTokens }),
+    );
+    const requestId = res.headers.get("x-request-id") ?? "";
+    const text = await res.text();
+    // The event that passed the limit still went out, then the error and [DONE].
+    expect(Buffer.byteLength(text)).toBeLessThan(LIMIT + 4096);
+    const { events } = parseSse(text);
+    expect(events.at(-1)?.data).toBe("[DONE]");
+    expect(JSON.parse(events.at(-2)?.data ?? "{}").error).toMatchObject({
+      type: "provider_error",
+      code: "response_too_large",
+    });
+    await waitFor(() => p.cancelled.includes(requestId), PATIENCE_MS, "the provider to be cancelled");
+    const row = await settled(requestId);
+    expect(row).toMatchObject({ outcome: "cancelled", completion_tokens: tokensIn(events) });
+    expect(await ledgerBalanced(pool)).toBe(true);
+  });
+
+  it("answers 502 to a whole response that grows past the limit, and charges nothing", async () => {
+    const { script, maxTokens } = bulk(2 * LIMIT);
+    const p = await provider(t, { models: BIG_MODEL, script });
+    const res = await postJson(t.url, "/v1/chat/completions", t.apiKey, chat({ max_tokens: maxTokens }));
+    expect(res.status).toBe(502);
+    expect((await readJson(res)).error).toMatchObject({ type: "provider_error", code: "response_too_large" });
+    const requestId = res.headers.get("x-request-id") ?? "";
+    await waitFor(() => p.cancelled.includes(requestId), PATIENCE_MS, "the provider to be cancelled");
+    expect(await settled(requestId)).toMatchObject({ outcome: "cancelled", charged: "0" });
+    expect(await ledgerBalanced(pool)).toBe(true);
+  });
+
+  /** An h2c request whose response is not read after its headers; resolves when the server resets it. */
+  async function unread(body: Record<string, unknown>) {
+    const session = http2.connect(t.url);
+    session.on("error", () => undefined);
+    const stream = session.request({
+      ":method": "POST",
+      ":path": "/v1/chat/completions",
+      authorization: `Bearer ${t.apiKey}`,
+      "content-type": "application/json",
+    });
+    stream.on("error", () => undefined);
+    stream.end(JSON.stringify(body));
+    const head = await new Promise<http2.IncomingHttpHeaders>((r) => stream.once("response", r));
+    stream.pause();
+    const closed = await Promise.race([
+      new Promise<boolean>((r) => stream.once("close", () => r(true))),
+      sleep(PATIENCE_MS).then(() => false),
+    ]);
+    session.destroy();
+    return { closed, requestId: String(head["x-request-id"]) };
+  }
+
+  it("closes a whole response its consumer does not read", async () => {
+    const { script, maxTokens } = bulk(LIMIT - 64 * 1024);
+    await provider(t, { models: BIG_MODEL, script });
+    const { closed, requestId } = await unread(chat({ max_tokens: maxTokens }));
+    expect(closed).toBe(true);
+    // Completed before the consumer stalled: charged in full.
+    expect(await settled(requestId)).toMatchObject({ outcome: "completed" });
+  });
+
+  it("closes a stream its consumer stops reading, however little waits, and cancels the provider", async () => {
+    // Generation takes 20 s or more (16 ms a chunk): the cut comes long before it would end.
+    const tokens = Array<string>(20_000).fill(TOKEN);
+    const p = await provider(t, {
+      models: BIG_MODEL,
+      script: () => ({ tokens, tokensPerChunk: TOKENS_PER_CHUNK, interTokenDelayMs: 1 }),
+    });
+    const { closed, requestId } = await unread(chat({ stream: true, max_tokens: tokens.length }));
+    expect(closed).toBe(true);
+    await waitFor(() => p.cancelled.includes(requestId), PATIENCE_MS, "the provider to be cancelled");
+    expect(await settled(requestId)).toMatchObject({ outcome: "cancelled" });
+    const metrics = await t.coordinator.metrics.registry.getSingleMetricAsString(
+      "darkbloom_connection_limit_hits_total",
+    );
+    expect(metrics).toMatch(/limit="send_timeout"} [1-9]/);
   });
 });

@@ -19,6 +19,8 @@ export interface HttpResponse {
   on(event: "close" | "drain" | "finish", listener: () => void): unknown;
   once(event: "close" | "drain" | "finish", listener: () => void): unknown;
   off(event: "close" | "drain" | "finish", listener: () => void): unknown;
+  /** HTTP/2: the response's stream (bufferSize counts what nghttp2 holds of it too). */
+  readonly stream?: { readonly bufferSize: number; close(code?: number): void };
   /** Closes the connection (HTTP/1.1) or resets the stream (HTTP/2) at once. */
   destroy(): unknown;
   flushHeaders(): void;
