@@ -120,8 +120,12 @@ export class BoundedWriter {
     this.stall.untilFinished();
   }
 
-  /** The consumer is gone: drop what waits and stop the timers. */
+  /**
+   * The consumer is gone: drop what waits and stop the timers. After end() there is nothing to drop,
+   * and the watch on the ended response stays (it stops by itself when the response closes).
+   */
   discard(): void {
+    if (this.ended) return;
     this.ended = true;
     this.pending = "";
     this.pendingBytes = 0;

@@ -339,8 +339,9 @@ describe("a consumer that does not read", () => {
   beforeAll(async () => {
     t = await startTestCoordinator(pg_.url, {
       maxResponseBufferBytes: BUFFER,
-      // Long: the test reads the rest (and the error event) once it sees the provider cancelled.
-      sendTimeoutMs: 60_000,
+      // The tests that read the rest (and the error event) do so within milliseconds of seeing the
+      // provider cancelled; the one that never reads waits for this.
+      sendTimeoutMs: 5 * DEADLINE_MS,
     });
     await t.coordinator.catalog.upsert({
       id: "tiny",
@@ -445,6 +446,37 @@ describe("a consumer that does not read", () => {
     },
     120_000,
   );
+
+  it("closes the cut response of a consumer that never reads, once the send timeout has passed", async () => {
+    const { script, maxTokens } = bulk(4 * 1024 * 1024);
+    const p = await provider(t, { models: BIG_MODEL, maxBatch: 1, script });
+    const session = http2.connect(t.url);
+    session.on("error", () => undefined);
+    try {
+      const stream = session.request({
+        ":method": "POST",
+        ":path": "/v1/chat/completions",
+        authorization: `Bearer ${t.apiKey}`,
+        "content-type": "application/json",
+      });
+      stream.on("error", () => undefined);
+      stream.end(JSON.stringify(chat({ stream: true, max_tokens: maxTokens })));
+      const head = await new Promise<http2.IncomingHttpHeaders>((r) => stream.once("response", r));
+      stream.pause();
+      const requestId = String(head["x-request-id"]);
+      await waitFor(() => p.cancelled.includes(requestId), 60_000, "the provider to be cancelled");
+      const closed = new Promise<void>((r) => stream.once("close", () => r()));
+      expect(
+        await Promise.race([closed.then(() => true), sleep(10 * 5 * DEADLINE_MS).then(() => false)]),
+      ).toBe(true);
+      expect(stream.rstCode).toBe(http2.constants.NGHTTP2_CANCEL);
+      await expect
+        .poll(async () => (await reservation(pool, requestId))?.state, { timeout: PATIENCE_MS })
+        .toBe("settled");
+    } finally {
+      session.destroy();
+    }
+  }, 120_000);
 });
 
 describe("response size and send timeout", () => {
