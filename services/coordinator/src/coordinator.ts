@@ -159,6 +159,8 @@ export async function startCoordinator(
     // the default (4 GiB) let a 5-byte envelope header allocate gigabytes, and a compressed message
     // inflate to as much, before any authentication or Register.
     readMaxBytes: config.bodyLimitBytes,
+    sendTimeoutMs: config.sendTimeoutMs,
+    onStall: () => metrics.connectionLimits.inc({ limit: "send_timeout" }),
     log,
     routes: (r) => {
       r.service(
@@ -170,7 +172,15 @@ export async function startCoordinator(
       );
       r.service(
         InferenceService,
-        createInferenceService({ auth, rateLimiter, pipeline, registry, catalog: catalogView }),
+        createInferenceService({
+          auth,
+          rateLimiter,
+          pipeline,
+          registry,
+          catalog: catalogView,
+          limits: config,
+          onCut: (limit) => metrics.connectionLimits.inc({ limit }),
+        }),
       );
       r.service(
         AdminService,

@@ -207,3 +207,39 @@ export class StallWatch {
     this.onStall();
   };
 }
+
+/**
+ * Closes a response written by someone else (the Connect adapter) whose consumer takes nothing of it
+ * for `timeoutMs`: checked every `timeoutMs` until it has finished; bytes handed to the kernel since
+ * the last check are progress. Returns a function that stops the watch.
+ */
+export function watchProgress(res: HttpResponse, timeoutMs: number, onStall: () => void): () => void {
+  // The bytes written to the response, counted on their way in: what left it is that minus what it
+  // holds. (Bytes given to end() are not counted: HTTP/2's end() passes them through write().)
+  let given = 0;
+  const write = res.write;
+  res.write = function (this: HttpResponse, chunk: string | Uint8Array, ...rest: unknown[]) {
+    given += typeof chunk === "string" ? Buffer.byteLength(chunk) : chunk.byteLength;
+    return (write as (...args: unknown[]) => boolean).call(this, chunk, ...rest);
+  };
+  let sent = 0;
+  const timer = setInterval(() => {
+    const held = unsent(res);
+    const now = given - held;
+    if (held > 0 && now <= sent) {
+      stop();
+      onStall();
+      return;
+    }
+    sent = now;
+  }, timeoutMs);
+  timer.unref();
+  const stop = () => {
+    clearInterval(timer);
+    res.off("finish", stop);
+    res.off("close", stop);
+  };
+  res.once("finish", stop);
+  res.once("close", stop);
+  return stop;
+}

@@ -9,12 +9,19 @@ import {
   universalResponseToNodeResponse,
 } from "@connectrpc/connect-node";
 import type { Logger } from "../log.js";
+import { cutOff, watchProgress } from "./bounded-writer.js";
 import type { Handler, HttpRequest, HttpResponse } from "./types.js";
 
 export interface ConnectHandlerOptions {
   routes: (router: ConnectRouter) => void;
   /** The largest message (after decompression) any method accepts. */
   readMaxBytes: number;
+  /**
+   * A response to a consumer (any call but a request-streaming one) that holds bytes its consumer
+   * takes none of for this long is closed; onStall is told.
+   */
+  sendTimeoutMs?: number;
+  onStall?: () => void;
   log: Logger;
 }
 
@@ -69,6 +76,13 @@ export function createConnectHandler(o: ConnectHandlerOptions): ConnectHandler {
         return;
       }
       uReq = { ...uReq, body: once(bytes as Uint8Array) };
+    }
+    // Until the response is out (it stops by itself when the response finishes or closes).
+    if (o.sendTimeoutMs !== undefined && !streamingPaths.has(handler.requestPath)) {
+      watchProgress(res, o.sendTimeoutMs, () => {
+        cutOff(res);
+        o.onStall?.();
+      });
     }
     try {
       await universalResponseToNodeResponse(await handler(uReq), res as never);

@@ -4,6 +4,9 @@
 import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
+import { ConnectError, createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import { InferenceService } from "@darkbloom/protocol/inference/v1";
 import { parseSse, ScriptedProvider } from "@darkbloom/testing";
 import pg from "pg";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -477,6 +480,49 @@ describe("a consumer that does not read", () => {
       session.destroy();
     }
   }, 120_000);
+
+  it("over the typed Connect API: cuts the stream, cancels the provider, and closes it once the send timeout passes", async () => {
+    const { script, maxTokens } = bulk(4 * 1024 * 1024);
+    const p = await provider(t, { models: BIG_MODEL, maxBatch: 1, script });
+    const hits = async () =>
+      (
+        await t.coordinator.metrics.registry.getSingleMetricAsString("darkbloom_connection_limit_hits_total")
+      ).match(/limit="response_buffer"} (\d+)/)?.[1] ?? "0";
+    const before = Number(await hits());
+    const session = http2.connect(t.url);
+    session.on("error", () => undefined);
+    try {
+      const stream = session.request({
+        ":method": "POST",
+        ":path": "/darkbloom.inference.v1.InferenceService/StreamChatCompletion",
+        authorization: `Bearer ${t.apiKey}`,
+        "content-type": "application/connect+json",
+      });
+      stream.on("error", () => undefined);
+      const message = Buffer.from(
+        JSON.stringify({
+          model: "tiny",
+          messages: [{ role: "user", content: "hi" }],
+          sampling: { maxTokens },
+        }),
+      );
+      const envelope = Buffer.alloc(5);
+      envelope.writeUInt32BE(message.length, 1);
+      stream.end(Buffer.concat([envelope, message]));
+      await new Promise((r) => stream.once("response", r));
+      stream.pause();
+      await waitFor(() => p.cancelled.length > 0, 60_000, "the provider to be cancelled");
+      expect(Number(await hits())).toBe(before + 1);
+      const closed = new Promise<void>((r) => stream.once("close", () => r()));
+      expect(
+        await Promise.race([closed.then(() => true), sleep(10 * 5 * DEADLINE_MS).then(() => false)]),
+      ).toBe(true);
+      expect(stream.rstCode).toBe(http2.constants.NGHTTP2_CANCEL);
+      expect(await ledgerBalanced(pool)).toBe(true);
+    } finally {
+      session.destroy();
+    }
+  }, 120_000);
 });
 
 describe("response size and send timeout", () => {
@@ -539,6 +585,31 @@ describe("response size and send timeout", () => {
     await waitFor(() => p.cancelled.includes(requestId), PATIENCE_MS, "the provider to be cancelled");
     expect(await settled(requestId)).toMatchObject({ outcome: "cancelled", charged: "0" });
     expect(await ledgerBalanced(pool)).toBe(true);
+  });
+
+  it("fails a typed Connect call whose response grows past the limit, and charges nothing", async () => {
+    const { script, maxTokens } = bulk(2 * LIMIT);
+    const p = await provider(t, { models: BIG_MODEL, script });
+    const client = createClient(
+      InferenceService,
+      createConnectTransport({ baseUrl: t.url, httpVersion: "1.1" }),
+    );
+    const call = client.createChatCompletion(
+      { model: "tiny", messages: [{ role: "user", content: "hi" }], sampling: { maxTokens } },
+      { headers: { authorization: `Bearer ${t.apiKey}` } },
+    );
+    const error = await call.then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(error).toBeInstanceOf(ConnectError);
+    expect((error as ConnectError).metadata.get("x-error-code")).toBe("response_too_large");
+    await waitFor(() => p.cancelled.length === 1, PATIENCE_MS, "the provider to be cancelled");
+    const { rows } = await pool.query(
+      "SELECT state, outcome, charged_micro_usd::text AS charged FROM reservations WHERE request_id = $1",
+      [p.cancelled[0]],
+    );
+    expect(rows[0]).toMatchObject({ state: "settled", outcome: "cancelled", charged: "0" });
   });
 
   /** An h2c request whose response is not read after its headers; resolves when the server resets it. */
