@@ -1,10 +1,12 @@
 // The malformed-input flood drill: one testbed (real PostgreSQL, the coordinator process, one provider
 // daemon serving the tiny model) takes a flood of bad input on every surface an outsider can reach:
-// fuzzed OpenAI request bodies, oversized and endless uploads, bad credentials, and raw HTTP/2 provider
-// streams carrying garbage or structurally valid nonsense. Every answer must be a 4xx in OpenAI's
-// error shape (or a Connect/gRPC error status on the provider stream): never a 5xx, a reset socket, a
-// hang or a crash. Afterwards the same coordinator process still serves, the provider is still
-// routable, nothing was billed and the ledger verifies.
+// fuzzed OpenAI request bodies, oversized and endless uploads, bad credentials, raw HTTP/2 provider
+// streams carrying garbage or structurally valid nonsense, and socket-level attacks (connections that
+// never finish a request, more connections than an address may hold, a consumer that never reads).
+// Every answer must be a 4xx in OpenAI's error shape (or a Connect/gRPC error status on the provider
+// stream): never a 5xx, a reset socket, a hang or a crash; slow connections are closed at their
+// deadlines and surplus ones at once. Afterwards the same coordinator process still serves, the
+// provider is still routable, nothing was billed and the ledger verifies.
 //
 // Reproduce a failure with the seed it prints: DARKBLOOM_FUZZ_SEED=<seed> npx vitest run
 // tests/drills/malformed-input.test.ts. DARKBLOOM_HEAVY_TESTS=1 sends 20,000 bodies instead of 1,200.
@@ -28,6 +30,8 @@ import {
   Rng,
   type StreamCase,
 } from "./fuzz.js";
+import { limitHits, SLOW_KINDS, type SlowOutcome, slowConnection, unreadStream } from "./socket-attacks.js";
+import { findLongPrompt, greedyChat } from "./support.js";
 
 const HEAVY = process.env.DARKBLOOM_HEAVY_TESTS === "1";
 const HTTP_CASES = HEAVY ? 20_000 : 1_200;
@@ -39,6 +43,12 @@ const BODY_LIMIT = 4 * 1024 * 1024;
 const REGISTER_TIMEOUT_MS = 10_000;
 /** An answer slower than this is a hang. */
 const ANSWER_TIMEOUT_MS = 20_000;
+/** The coordinator's header, body and send deadlines in this drill (serve flags). */
+const DEADLINE_MS = 5_000;
+/** Its per-address connection cap: room for the provider-stream flood, which comes from one address. */
+const PER_ADDRESS = STREAM_SESSIONS + 100;
+/** Connections each attacking address opens beyond the cap. */
+const SURPLUS = 50;
 
 const SEED = fuzzSeed();
 /** In every fuzzed prompt; it must never reach the coordinator's log. */
@@ -57,7 +67,14 @@ beforeAll(async () => {
   tb = await startTestbed({
     providers: [{ models: ["tiny"] }],
     // A flood from one account must reach the parser, not the per-account token bucket.
-    coordinatorArgs: ["--rate-limit", "0"],
+    coordinatorArgs: [
+      "--rate-limit",
+      "0",
+      // Short deadlines and a small response buffer, so that the socket-level attacks end soon.
+      ...["--header-timeout", `${DEADLINE_MS}ms`, "--body-timeout", `${DEADLINE_MS}ms`],
+      ...["--send-timeout", `${DEADLINE_MS}ms`, "--max-response-buffer", "16KiB"],
+      ...["--max-connections-per-address", String(PER_ADDRESS)],
+    ],
   });
   account = await tb.createAccount(10_000_000n);
   moneyAccount = await tb.createAccount(1_000_000n);
@@ -304,6 +321,94 @@ describe("malformed-input flood", () => {
     },
     HEAVY ? 600_000 : 120_000,
   );
+
+  it("closes connections that never finish a request at their deadline, and surplus ones at once, while /healthz answers", async () => {
+    const before = await limitHits(tb.coordinator.url);
+    // Two attacking addresses (Linux routes all of 127/8 to the loopback), each opening its cap and
+    // SURPLUS more connections at once, every one a slowloris of some kind.
+    const attackers = ["127.0.0.2", "127.0.0.3"];
+    const outcomes: Promise<SlowOutcome>[] = [];
+    for (const from of attackers) {
+      for (let i = 0; i < PER_ADDRESS + SURPLUS; i++) {
+        const kind = SLOW_KINDS[i % SLOW_KINDS.length] as (typeof SLOW_KINDS)[number];
+        outcomes.push(slowConnection(tb.coordinator.url, from, kind, account.apiKey, 6 * DEADLINE_MS));
+      }
+    }
+    // Meanwhile everyone else is served.
+    for (let i = 0; i < 5; i++) {
+      const health = await fetch(`${tb.coordinator.url}/healthz`, {
+        signal: AbortSignal.timeout(ANSWER_TIMEOUT_MS),
+      });
+      expect(health.status).toBe(200);
+      await new Promise((r) => setTimeout(r, DEADLINE_MS / 5));
+    }
+    const results = await Promise.all(outcomes);
+    // Refused: closed at once, without a byte. (Timers fire to the millisecond, so one at the deadline
+    // can come a fraction of a millisecond early: half the deadline is the line.)
+    const isRefused = (r: SlowOutcome) => r.silent && r.lifetimeMs < DEADLINE_MS / 2;
+    const table = new Tally();
+    for (const r of results) {
+      table.add(`${r.kind} → ${isRefused(r) ? "refused" : r.silent ? "closed silently" : r.answer}`);
+    }
+    reportOnFailure(() => table.render());
+    process.stderr.write(`slow connections\n${table.render()}\n`);
+
+    // Surplus connections were closed at once without a byte; every admitted one at its deadline.
+    const refused = results.filter(isRefused);
+    for (const from of attackers) expect(refused.filter((r) => r.from === from)).toHaveLength(SURPLUS);
+    const admitted = results.filter((r) => !refused.includes(r));
+    expect(admitted.every((r) => r.lifetimeMs >= DEADLINE_MS - 100 && r.lifetimeMs < 5 * DEADLINE_MS)).toBe(
+      true,
+    );
+    const answers = (kind: string) => new Set(admitted.filter((r) => r.kind === kind).map((r) => r.answer));
+    expect(answers("one-byte")).toEqual(new Set(["HTTP/1.1 408 Request Timeout"]));
+    expect(answers("partial-preface")).toEqual(new Set([""]));
+    expect(answers("dribble")).toEqual(new Set(["HTTP/1.1 408 Request Timeout"]));
+    expect(answers("no-body-keyed")).toEqual(new Set(["HTTP/1.1 408 Request Timeout"]));
+    expect(answers("no-body-anonymous")).toEqual(new Set(["HTTP/1.1 401 Unauthorized"]));
+    expect(answers("h2-no-end-stream")).toEqual(new Set([":status 408"]));
+
+    const after = await limitHits(tb.coordinator.url);
+    const delta = (limit: string) => (after[limit] ?? 0) - (before[limit] ?? 0);
+    expect(delta("connections_per_address")).toBe(SURPLUS * attackers.length);
+    expect(delta("header_timeout")).toBeGreaterThan(0);
+    expect(delta("body_timeout")).toBeGreaterThan(0);
+    // The freed slots take new connections.
+    for (const from of attackers) {
+      const again = await slowConnection(
+        tb.coordinator.url,
+        from,
+        "one-byte",
+        account.apiKey,
+        6 * DEADLINE_MS,
+      );
+      expect(again.answer).toBe("HTTP/1.1 408 Request Timeout");
+    }
+    expect(tb.coordinator.pid).toBe(coordinatorPid);
+    expect(await tb.balance(account.id), "no slow request was billed").toBe(startBalance);
+  }, 120_000);
+
+  it("resets a stream whose consumer reads nothing once the send timeout passes, and settles it", async () => {
+    reportOnFailure(() => "");
+    // Its own account: the stream is billed for what it was sent (the flood's account must stay whole).
+    const reader = await tb.createAccount(10_000_000n);
+    const { prompt } = await findLongPrompt(tb, reader.apiKey, 600);
+    const before = await limitHits(tb.coordinator.url);
+    const outcome = await unreadStream(
+      tb.coordinator.url,
+      reader.apiKey,
+      greedyChat(prompt, { stream: true }),
+      60_000,
+    );
+    expect(outcome.status).toBe(200);
+    expect(outcome.rstCode, "the coordinator resets the stream its consumer does not read").toBe(
+      http2.constants.NGHTTP2_CANCEL,
+    );
+    const after = await limitHits(tb.coordinator.url);
+    expect((after.send_timeout ?? 0) - (before.send_timeout ?? 0)).toBe(1);
+    await tb.settled();
+    expect(tb.coordinator.pid).toBe(coordinatorPid);
+  }, 180_000);
 
   it("still serves afterwards: same process, provider routable, a completion billed, ledger verified, log clean", async () => {
     expect(tb.coordinator.running).toBe(true);

@@ -126,6 +126,32 @@ export interface CoordinatorConfig {
    * header, so per-address limits count the socket's peer.
    */
   trustProxyHops: number;
+  // Connection and response limits (slow and greedy clients; see http/connection-guard.ts).
+  /**
+   * A connection must have said which protocol it speaks and sent its first request's complete
+   * headers this long after it opened; a kept-alive HTTP/1.1 connection gets the idle timeout plus
+   * this for its next request's headers.
+   */
+  headerTimeoutMs: number;
+  /**
+   * A request's body (an HTTP/2 stream's END_STREAM) must be complete this long after its headers.
+   * Request-streaming RPCs (the provider stream) are exempt while their response is open.
+   */
+  bodyTimeoutMs: number;
+  /** An HTTP/1.1 keep-alive connection, or an HTTP/2 session, with no request open this long is closed. */
+  idleTimeoutMs: number;
+  /** A response whose bytes the consumer does not read for this long is cut and its connection closed. */
+  sendTimeoutMs: number;
+  /** Open connections in total; more are closed as they arrive. */
+  maxConnections: number;
+  /** Open connections per client address (IPv6: per /64); 0 for no per-address cap. */
+  maxConnectionsPerAddress: number;
+  /** SETTINGS_MAX_CONCURRENT_STREAMS of each HTTP/2 connection. */
+  maxStreamsPerConnection: number;
+  /** Bytes a response may hold waiting for a slow consumer before it is cut (the provider is cancelled). */
+  maxResponseBufferBytes: number;
+  /** Bytes one completion response may reach before it is cut (the provider is cancelled). */
+  maxResponseBytes: number;
 }
 
 export type CoordinatorConfigInput = Partial<CoordinatorConfig> &
@@ -175,9 +201,26 @@ export function resolveConfig(input: CoordinatorConfigInput): CoordinatorConfig 
     authFailureBurst: 20,
     authFailureAddresses: 100_000,
     trustProxyHops: 0,
+    ...CONNECTION_LIMIT_DEFAULTS,
     ...stripUndefined(input),
   } as CoordinatorConfig;
 }
+
+/**
+ * The connection and response limits' defaults; why each is what it is: docs/ARCHITECTURE.md,
+ * "Connection limits".
+ */
+export const CONNECTION_LIMIT_DEFAULTS = {
+  headerTimeoutMs: 20_000,
+  bodyTimeoutMs: 60_000,
+  idleTimeoutMs: 65_000,
+  sendTimeoutMs: 60_000,
+  maxConnections: 10_000,
+  maxConnectionsPerAddress: 256,
+  maxStreamsPerConnection: 256,
+  maxResponseBufferBytes: 1024 * 1024,
+  maxResponseBytes: 64 * 1024 * 1024,
+} as const satisfies Partial<CoordinatorConfig>;
 
 function stripUndefined<T extends object>(o: T): Partial<T> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;

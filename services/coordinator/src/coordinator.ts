@@ -188,6 +188,8 @@ export async function startCoordinator(
     // the default (4 GiB) let a 5-byte envelope header allocate gigabytes, and a compressed message
     // inflate to as much, before any authentication or Register.
     readMaxBytes: config.bodyLimitBytes,
+    sendTimeoutMs: config.sendTimeoutMs,
+    onStall: () => metrics.connectionLimits.inc({ limit: "send_timeout" }),
     log,
     addressOf,
     routes: (r) => {
@@ -201,7 +203,15 @@ export async function startCoordinator(
       );
       r.service(
         InferenceService,
-        createInferenceService({ auth, rateLimiter, pipeline, registry, catalog: catalogView }),
+        createInferenceService({
+          auth,
+          rateLimiter,
+          pipeline,
+          registry,
+          catalog: catalogView,
+          limits: config,
+          onCut: (limit) => metrics.connectionLimits.inc({ limit }),
+        }),
       );
       r.service(
         AdminService,
@@ -288,7 +298,22 @@ export async function startCoordinator(
   let server: Awaited<ReturnType<typeof listenHttp>>;
   let metricsListener: MetricsListener | undefined;
   try {
-    server = await listenHttp(app, config.host, config.port);
+    let acceptErrors = 0;
+    server = await listenHttp(app, config.host, config.port, {
+      limits: config,
+      isRequestStream: connect.isRequestStream,
+      onLimit: (limit) => metrics.connectionLimits.inc({ limit }),
+      // Out of file descriptors, accepts fail for every new connection: one line per burst, not each.
+      onAcceptError: (e) => {
+        if (acceptErrors++ === 0) {
+          log.warn({ err: e.message }, "accepting connections failed; lower --max-connections");
+          setTimeout(() => {
+            if (acceptErrors > 1) log.warn({ count: acceptErrors - 1 }, "more accepts failed");
+            acceptErrors = 0;
+          }, 10_000).unref();
+        }
+      },
+    });
     if (config.metricsPort !== undefined) {
       metricsListener = await listenMetrics(
         metricsRoute.handler,

@@ -113,6 +113,14 @@ export class CoordinatorMetrics {
     registers: [this.registry],
   });
 
+  // Connection and response limits.
+  readonly connectionLimits = new Counter({
+    name: "darkbloom_connection_limit_hits_total",
+    help: "Connections refused and requests or responses cut by a connection limit, by limit.",
+    labelNames: ["limit"] as const,
+    registers: [this.registry],
+  });
+
   constructor(options: CoordinatorMetricsOptions = {}) {
     const registers = [this.registry];
     this.models = new ModelLabels(options.modelOrigin ?? (() => undefined), options.maxModelLabels ?? 256);

@@ -155,7 +155,8 @@ export async function openTarget(o: TargetOptions): Promise<Target> {
     testbed = await startTestbed({
       providers: Array.from({ length: o.providers }, () => ({ models: [o.model] })),
       // The load is the point: no per-account rate limit, and a queue as deep as any concurrency.
-      coordinatorArgs: ["--rate-limit", "0", "--queue-depth", "100000"],
+      // Every client connects from this host: no per-address connection cap either.
+      coordinatorArgs: ["--rate-limit", "0", "--queue-depth", "100000", "--max-connections-per-address", "0"],
     });
   } catch (e) {
     throw new NetworkError(`could not start the testbed: ${e instanceof Error ? e.message : String(e)}`);

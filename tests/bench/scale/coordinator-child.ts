@@ -71,6 +71,10 @@ const coordinator = await startCoordinator(
     queueDepthPerModel: 100_000,
     billingEnabled: billingArg === "billing",
     minTrustLevel: "none", // scripted providers carry no attestation
+    // A fleet and its consumers simulated from one host: no per-address cap, room for every stream.
+    maxConnectionsPerAddress: 0,
+    maxConnections: 1_000_000,
+    maxStreamsPerConnection: 100_000,
   },
   { logger: createLogger("warn") },
 );

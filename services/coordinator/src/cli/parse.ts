@@ -159,3 +159,16 @@ export function hardwareKeys(value: string, previous: string[] = []): string[] {
   }
   return [...previous, ...keys];
 }
+
+const SIZE_UNITS: Record<string, number> = { "": 1, B: 1, KiB: 1024, MiB: 1024 ** 2, GiB: 1024 ** 3 };
+
+/** A commander argument parser for a size in bytes such as 65536, 512KiB, 1MiB or 2GiB, from 1 to `max`. */
+export function byteSize(max: number): (value: string) => number {
+  return (value) => {
+    const match = /^(\d{1,13})(B|KiB|MiB|GiB)?$/.exec(value);
+    const bytes = match ? Number(match[1]) * (SIZE_UNITS[match[2] ?? ""] ?? Number.NaN) : Number.NaN;
+    if (!(bytes >= 1 && bytes <= max))
+      throw new InvalidArgumentError(`expected a size from 1 byte to ${max} such as 65536, 512KiB or 1MiB`);
+    return bytes;
+  };
+}

@@ -56,6 +56,60 @@ describe("serve's serving limits", () => {
     expect(stderr.trim().split("\n")).toHaveLength(1);
   });
 
+  it("takes the connection and response limits, with units on durations and sizes", () => {
+    const opts = parse([
+      "--header-timeout",
+      "500ms",
+      "--max-connections-per-address",
+      "0",
+      "--max-response-buffer",
+      "512KiB",
+      "--max-response-bytes",
+      "1048576",
+    ]);
+    expect(
+      tuningFrom(opts, {
+        DARKBLOOM_BODY_TIMEOUT: "2m",
+        DARKBLOOM_IDLE_TIMEOUT: "30s",
+        DARKBLOOM_SEND_TIMEOUT: "45s",
+        DARKBLOOM_MAX_CONNECTIONS: "5000",
+        DARKBLOOM_MAX_STREAMS_PER_CONNECTION: "100",
+        DARKBLOOM_MAX_RESPONSE_BUFFER: "2MiB",
+      }),
+    ).toEqual({
+      headerTimeoutMs: 500,
+      bodyTimeoutMs: 120_000,
+      idleTimeoutMs: 30_000,
+      sendTimeoutMs: 45_000,
+      maxConnections: 5_000,
+      maxConnectionsPerAddress: 0,
+      maxStreamsPerConnection: 100,
+      maxResponseBufferBytes: 512 * 1024,
+      maxResponseBytes: 1024 * 1024,
+    });
+  });
+
+  it.each([
+    [["--header-timeout", "20"], /--header-timeout.*expected a duration such as 500ms/],
+    [["--max-connections", "0"], /--max-connections.*whole number from 1/],
+    [["--max-streams-per-connection", "-4"], /--max-streams-per-connection.*whole number from 1/],
+    [["--max-response-buffer", "1MB"], /--max-response-buffer.*expected a size from 1 byte/],
+    [["--max-response-bytes", "0"], /--max-response-bytes.*expected a size from 1 byte/],
+  ])("exits 64 with one line on a bad limit %j", async (args, message) => {
+    let stderr = "";
+    const io: CliIo = {
+      stdout: () => undefined,
+      stderr: (text) => {
+        stderr += text;
+      },
+      env: { HOME: "/nonexistent" },
+      shutdownSignal: () => new Promise(() => undefined),
+    };
+    expect(await runCli(["serve", "--data-dir", "/nonexistent/darkbloom", ...args], io)).toBe(64);
+    expect(stderr).toMatch(message);
+    expect(stderr.trim().split("\n")).toHaveLength(1);
+  });
+
   it("rejects an invalid environment value without echoing it", () => {
     expect(() => tuningFrom({}, { DARKBLOOM_FIRST_TOKEN_TIMEOUT: "soon" })).toThrow(
       /environment variable DARKBLOOM_FIRST_TOKEN_TIMEOUT is invalid: expected a duration/,

@@ -1,6 +1,6 @@
 import { type Command, Option } from "commander";
 import type { CoordinatorConfig } from "../config.js";
-import { duration, fromEnv, positiveInteger, wholeNumber } from "./parse.js";
+import { byteSize, duration, fromEnv, positiveInteger, wholeNumber } from "./parse.js";
 
 /** A serving limit `serve` takes as a flag or an environment variable (the flag wins). */
 interface Tuning {
@@ -25,6 +25,16 @@ type TunableKey = keyof Pick<
   | "rateLimitBurst"
   | "instanceHeartbeatMs"
   | "instanceStaleMs"
+  // Connection and response limits.
+  | "headerTimeoutMs"
+  | "bodyTimeoutMs"
+  | "idleTimeoutMs"
+  | "sendTimeoutMs"
+  | "maxConnections"
+  | "maxConnectionsPerAddress"
+  | "maxStreamsPerConnection"
+  | "maxResponseBufferBytes"
+  | "maxResponseBytes"
 >;
 
 /** Defaults are CoordinatorConfig's (see resolveConfig); durations take units: 500ms, 30s, 5m. */
@@ -118,6 +128,80 @@ const TUNINGS: readonly Tuning[] = [
     description:
       "a coordinator silent this long is presumed dead; its reservations are refunded (default 30s)",
     parse: duration,
+  },
+  // Connection and response limits: slow and greedy clients (docs/ARCHITECTURE.md, "Connection limits").
+  {
+    key: "headerTimeoutMs",
+    flag: "--header-timeout",
+    env: "DARKBLOOM_HEADER_TIMEOUT",
+    arg: "<duration>",
+    description: "a connection's request headers must be complete this long after it opens (default 20s)",
+    parse: duration,
+  },
+  {
+    key: "bodyTimeoutMs",
+    flag: "--body-timeout",
+    env: "DARKBLOOM_BODY_TIMEOUT",
+    arg: "<duration>",
+    description: "a request body must be complete this long after its headers; 408 after (default 60s)",
+    parse: duration,
+  },
+  {
+    key: "idleTimeoutMs",
+    flag: "--idle-timeout",
+    env: "DARKBLOOM_IDLE_TIMEOUT",
+    arg: "<duration>",
+    description:
+      "a keep-alive connection or HTTP/2 session with no request this long is closed (default 65s)",
+    parse: duration,
+  },
+  {
+    key: "sendTimeoutMs",
+    flag: "--send-timeout",
+    env: "DARKBLOOM_SEND_TIMEOUT",
+    arg: "<duration>",
+    description: "a response the consumer does not read for this long is cut (default 60s)",
+    parse: duration,
+  },
+  {
+    key: "maxConnections",
+    flag: "--max-connections",
+    env: "DARKBLOOM_MAX_CONNECTIONS",
+    arg: "<n>",
+    description: "open connections in total; more are closed on arrival (default 10000)",
+    parse: positiveInteger(1_000_000),
+  },
+  {
+    key: "maxConnectionsPerAddress",
+    flag: "--max-connections-per-address",
+    env: "DARKBLOOM_MAX_CONNECTIONS_PER_ADDRESS",
+    arg: "<n>",
+    description: "open connections per client address (IPv6 /64), 0 for no cap (default 256)",
+    parse: wholeNumber(1_000_000),
+  },
+  {
+    key: "maxStreamsPerConnection",
+    flag: "--max-streams-per-connection",
+    env: "DARKBLOOM_MAX_STREAMS_PER_CONNECTION",
+    arg: "<n>",
+    description: "concurrent HTTP/2 streams per connection (default 256)",
+    parse: positiveInteger(1_000_000),
+  },
+  {
+    key: "maxResponseBufferBytes",
+    flag: "--max-response-buffer",
+    env: "DARKBLOOM_MAX_RESPONSE_BUFFER",
+    arg: "<size>",
+    description: "bytes a response may hold for a slow consumer before it is cut (default 1MiB)",
+    parse: byteSize(1024 ** 3),
+  },
+  {
+    key: "maxResponseBytes",
+    flag: "--max-response-bytes",
+    env: "DARKBLOOM_MAX_RESPONSE_BYTES",
+    arg: "<size>",
+    description: "bytes one completion response may reach before it is cut (default 64MiB)",
+    parse: byteSize(16 * 1024 ** 3),
   },
 ];
 

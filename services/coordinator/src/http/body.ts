@@ -1,5 +1,6 @@
 import http2 from "node:http2";
 import { type ApiError, invalidRequest, payloadTooLarge } from "../errors/index.js";
+import { isCut } from "./connection-guard.js";
 import type { HttpRequest } from "./types.js";
 
 /** How long a client may go on sending a refused body before its upload is cut off. */
@@ -38,8 +39,18 @@ export function readBody(req: HttpRequest, limit: number): Promise<Uint8Array> {
     req.once("end", () => {
       if (done) return;
       done = true;
-      resolve(chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size));
+      // HTTP/2's compatibility request also ends when its stream is reset or cut mid-body: what
+      // arrived is then not the whole body.
+      if (isCut(req)) reject(invalidRequest("The request body did not arrive in time."));
+      else resolve(chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size));
     });
+    if ("stream" in req) {
+      req.once("aborted", () => {
+        if (done) return;
+        done = true;
+        reject(invalidRequest("The request body could not be read: the stream was reset."));
+      });
+    }
     req.once("error", (e: Error) => {
       if (done) return;
       done = true;

@@ -15,6 +15,7 @@ import {
   universalResponseToNodeResponse,
 } from "@connectrpc/connect-node";
 import type { Logger } from "../log.js";
+import { cutOff, watchProgress } from "./bounded-writer.js";
 import { CLIENT_ADDRESS } from "./client-address.js";
 import type { Handler, HttpRequest, HttpResponse } from "./types.js";
 
@@ -22,6 +23,12 @@ export interface ConnectHandlerOptions {
   routes: (router: ConnectRouter) => void;
   /** The largest message (after decompression) any method accepts. */
   readMaxBytes: number;
+  /**
+   * A response to a consumer (any call but a request-streaming one) that holds bytes its consumer
+   * takes none of for this long is closed; onStall is told.
+   */
+  sendTimeoutMs?: number;
+  onStall?: () => void;
   log: Logger;
   /** The client address handlers read from CLIENT_ADDRESS (per-address limits). */
   addressOf: (req: HttpRequest) => string;
@@ -34,14 +41,19 @@ export interface ConnectHandlerOptions {
  * reports the binary case as `internal`, an HTTP 500, so a client's garbage would read as the
  * coordinator failing (connect-go answers invalid_argument). And failures are logged with pino.
  */
-export function createConnectHandler(o: ConnectHandlerOptions): Handler {
+export function createConnectHandler(o: ConnectHandlerOptions): ConnectHandler {
   const router = createConnectRouter({
     acceptCompression: [compressionGzip, compressionBrotli],
     readMaxBytes: o.readMaxBytes,
   });
   o.routes(router);
   const paths = new Map<string, UniversalHandler>(router.handlers.map((h) => [h.requestPath, h]));
-  return async (req: HttpRequest, res: HttpResponse) => {
+  const streamingPaths = new Set(
+    router.handlers
+      .filter((h) => h.method.methodKind === "client_streaming" || h.method.methodKind === "bidi_streaming")
+      .map((h) => h.requestPath),
+  );
+  const handle = async (req: HttpRequest, res: HttpResponse) => {
     const handler = paths.get((req.url ?? "").split("?", 2)[0] ?? "");
     if (!handler) {
       res.writeHead(404);
@@ -51,7 +63,14 @@ export function createConnectHandler(o: ConnectHandlerOptions): Handler {
     const values = createContextValues().set(CLIENT_ADDRESS, o.addressOf(req));
     let uReq = universalRequestFromNodeRequest(req as never, res as never, undefined, values);
     if (handler.method.methodKind === "unary" && binaryConnectUnary(req)) {
-      const bytes = await collect(uReq.body as AsyncIterable<Uint8Array>, o.readMaxBytes);
+      let bytes: Uint8Array | undefined;
+      try {
+        bytes = await collect(uReq.body as AsyncIterable<Uint8Array>, o.readMaxBytes);
+      } catch {
+        // The body was cut (the body deadline answered 408) or reset by the client: nobody to answer.
+        if (!res.writableEnded) res.destroy();
+        return;
+      }
       const problem =
         bytes === undefined
           ? `message size is larger than the configured readMaxBytes ${o.readMaxBytes}`
@@ -68,6 +87,13 @@ export function createConnectHandler(o: ConnectHandlerOptions): Handler {
       }
       uReq = { ...uReq, body: once(bytes as Uint8Array) };
     }
+    // Until the response is out (it stops by itself when the response finishes or closes).
+    if (o.sendTimeoutMs !== undefined && !streamingPaths.has(handler.requestPath)) {
+      watchProgress(res, o.sendTimeoutMs, () => {
+        cutOff(res);
+        o.onStall?.();
+      });
+    }
     try {
       await universalResponseToNodeResponse(await handler(uReq), res as never);
     } catch (reason) {
@@ -78,6 +104,14 @@ export function createConnectHandler(o: ConnectHandlerOptions): Handler {
       );
     }
   };
+  return Object.assign(handle, {
+    isRequestStream: (req: HttpRequest) => streamingPaths.has((req.url ?? "").split("?", 2)[0] ?? ""),
+  });
+}
+
+/** The Connect routes' handler, and which of its requests stream for as long as their response. */
+export interface ConnectHandler extends Handler {
+  isRequestStream(req: HttpRequest): boolean;
 }
 
 /** A unary call of the Connect protocol with a binary body (`application/proto`), sent by POST. */

@@ -21,7 +21,7 @@ beforeAll(async () => {
     },
     "127.0.0.1",
     0,
-    { sniffTimeoutMs: 200, idleSessionTimeoutMs: 200 },
+    { limits: { headerTimeoutMs: 200, idleTimeoutMs: 200 } },
   );
 });
 

@@ -1,20 +1,30 @@
 import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
-import type { Handler } from "./types.js";
+import {
+  ConnectionGuard,
+  type ConnectionLimits,
+  connectionLimits,
+  type LimitName,
+} from "./connection-guard.js";
+import type { Handler, HttpRequest } from "./types.js";
 import { asResponse } from "./types.js";
 
 /** The first bytes of every HTTP/2 prior-knowledge (h2c) connection. */
 const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 
 export interface ListenOptions {
-  /** A connection that has not said which protocol it speaks after this long is closed (default 30 s). */
-  sniffTimeoutMs?: number;
+  /** Deadlines and caps (defaults: CONNECTION_LIMIT_DEFAULTS in config.ts). */
+  limits?: Partial<ConnectionLimits>;
   /**
-   * An HTTP/2 session with no open stream for this long gets GOAWAY (default 65 s, HTTP/1.1's
-   * keep-alive timeout). A provider's session always has its stream open.
+   * Requests whose body streams for as long as their response (the provider's bidi stream): the body
+   * deadline starts only once their response has ended.
    */
-  idleSessionTimeoutMs?: number;
+  isRequestStream?: (req: HttpRequest) => boolean;
+  /** Told each time a limit refuses a connection or cuts a request (metrics; never a log line each). */
+  onLimit?: (limit: LimitName) => void;
+  /** An accept failed (EMFILE when the process is out of file descriptors): the server carries on. */
+  onAcceptError?: (error: Error) => void;
 }
 
 export interface ListeningServer {
@@ -28,7 +38,7 @@ export interface ListeningServer {
 /**
  * One TCP port for both protocols: connections that open with the HTTP/2 preface (provider streams,
  * gRPC clients, h2c consumers) go to an HTTP/2 server, everything else to an HTTP/1.1 server. Both
- * hand requests to the same handler.
+ * hand requests to the same handler. Deadlines and connection caps: ConnectionGuard.
  */
 export async function listenHttp(
   handler: Handler,
@@ -36,20 +46,29 @@ export async function listenHttp(
   port: number,
   options: ListenOptions = {},
 ): Promise<ListeningServer> {
-  const sniffTimeoutMs = options.sniffTimeoutMs ?? 30_000;
-  const idleSessionTimeoutMs = options.idleSessionTimeoutMs ?? 65_000;
+  const limits = connectionLimits(options.limits);
+  const onLimit = options.onLimit ?? (() => undefined);
+  const guard = new ConnectionGuard(limits, options.isRequestStream ?? (() => false), onLimit);
   const dispatch = (
     req: http.IncomingMessage | http2.Http2ServerRequest,
     res: http.ServerResponse | http2.Http2ServerResponse,
   ) => {
-    void handler(req, asResponse(res));
+    const response = asResponse(res);
+    // Before the handler, which may write (and finish) synchronously.
+    guard.request(req, response);
+    void handler(req, response);
   };
+  // Node's header and request timeouts are not used: its checker never sees sockets handed over with
+  // emit("connection"). The guard keeps them; keepAliveTimeout still works (it is a socket timeout).
   const h1 = http.createServer(
-    { keepAliveTimeout: 65_000, requestTimeout: 0, headersTimeout: 60_000 },
+    { keepAliveTimeout: limits.idleTimeoutMs, requestTimeout: 0, headersTimeout: 60_000 },
     dispatch,
   );
   const h2 = http2.createServer(
-    { settings: { maxConcurrentStreams: 10_000, initialWindowSize: 1 << 20 }, maxSessionMemory: 64 },
+    {
+      settings: { maxConcurrentStreams: limits.maxStreamsPerConnection, initialWindowSize: 1 << 20 },
+      maxSessionMemory: 64,
+    },
     dispatch,
   );
   const sessions = new Set<http2.ServerHttp2Session>();
@@ -63,7 +82,7 @@ export async function listenHttp(
       clearTimeout(idle);
       idle = setTimeout(() => {
         if (open === 0 && !s.closed) s.close();
-      }, idleSessionTimeoutMs);
+      }, limits.idleTimeoutMs);
       idle.unref();
     };
     s.on("stream", (stream: http2.ServerHttp2Stream) => {
@@ -81,11 +100,18 @@ export async function listenHttp(
   });
   const sockets = new Set<net.Socket>();
   const tcp = net.createServer({ noDelay: true }, (socket) => {
+    socket.on("error", () => socket.destroy());
+    if (!guard.admit(socket)) return;
     sockets.add(socket);
     socket.once("close", () => sockets.delete(socket));
-    socket.on("error", () => socket.destroy());
-    sniff(socket, sniffTimeoutMs, (isH2) => (isH2 ? h2 : h1).emit("connection", socket));
+    sniff(socket, (isH2) => {
+      guard.handedOver(socket, isH2 ? "h2" : "h1");
+      (isH2 ? h2 : h1).emit("connection", socket);
+    });
   });
+  // Over the total, Node closes the connection before it becomes a socket (the cheapest refusal).
+  tcp.maxConnections = limits.maxConnections;
+  tcp.on("drop", () => onLimit("connections_total"));
   await new Promise<void>((resolve, reject) => {
     tcp.once("error", reject);
     tcp.listen(port, host, () => {
@@ -93,6 +119,8 @@ export async function listenHttp(
       resolve();
     });
   });
+  // Without a listener, an accept error (EMFILE) would be thrown and end the process.
+  tcp.on("error", (e) => options.onAcceptError?.(e));
   const address = tcp.address() as net.AddressInfo;
   const urlHost = address.family === "IPv6" ? `[${address.address}]` : address.address;
   return {
@@ -111,12 +139,13 @@ export async function listenHttp(
   };
 }
 
-/** Reads enough of the first bytes to tell HTTP/2 prior knowledge from HTTP/1.x, then puts them back. */
-function sniff(socket: net.Socket, timeoutMs: number, decide: (isH2: boolean) => void): void {
+/**
+ * Reads enough of the first bytes to tell HTTP/2 prior knowledge from HTTP/1.x, then puts them back.
+ * A connection that says nothing (or dribbles a partial preface) is closed by the guard's header
+ * deadline.
+ */
+function sniff(socket: net.Socket, decide: (isH2: boolean) => void): void {
   let buffered = Buffer.alloc(0);
-  // A connection that says nothing (or dribbles a partial preface) does not hold a socket for ever.
-  const timer = setTimeout(() => socket.destroy(), timeoutMs);
-  timer.unref();
   const onReadable = () => {
     let chunk: Buffer | null;
     // biome-ignore lint/suspicious/noAssignInExpressions: the read loop idiom
@@ -124,16 +153,12 @@ function sniff(socket: net.Socket, timeoutMs: number, decide: (isH2: boolean) =>
     const n = Math.min(buffered.length, H2_PREFACE.length);
     const matches = buffered.subarray(0, n).equals(H2_PREFACE.subarray(0, n));
     if (matches && buffered.length < H2_PREFACE.length) return; // need more bytes to decide
-    clearTimeout(timer);
     socket.off("readable", onReadable);
     socket.off("end", onEnd);
     socket.unshift(buffered);
     decide(matches);
   };
-  const onEnd = () => {
-    clearTimeout(timer);
-    socket.destroy();
-  };
+  const onEnd = () => socket.destroy();
   socket.on("readable", onReadable);
   socket.once("end", onEnd);
 }

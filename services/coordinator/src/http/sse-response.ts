@@ -3,6 +3,7 @@ import type { ApiError } from "../errors/index.js";
 import type { CompletionResult, ResponseSink } from "../inference/response-sink.js";
 import type { Timing } from "../inference/timing.js";
 import type { ProviderHandle } from "../routing/provider-handle.js";
+import { BoundedWriter, type CutReason, type ResponseLimits, responseCutError } from "./bounded-writer.js";
 import type { KeepAliveScheduler, KeepAliveTarget } from "./keep-alive.js";
 import type { ChunkFormatter } from "./openai-format.js";
 import { providerHeaders } from "./provider-headers.js";
@@ -16,19 +17,22 @@ const KEEP_ALIVE = ": keep-alive\n\n";
  * A streamed response (text/event-stream). Headers go out with the first token, so retries stay
  * invisible until then; a stream silent for the keep-alive interval commits and gets an SSE comment.
  * Every stream ends with exactly one `data: [DONE]`, after an error event if the provider failed.
+ * Events go out as fast as the consumer reads them (BoundedWriter): a consumer that falls too far
+ * behind, or a response that grows too large, is cut with an error event and onCut is told, so the
+ * provider is cancelled and the stream settled as a cancelled one (the tokens sent are paid for).
  */
 export class SseResponse implements ResponseSink, KeepAliveTarget {
   private provider: ProviderHandle | undefined;
   private headersWritten = false;
   private ended = false;
   private lastWrite = performance.now();
-  /** Events produced in this turn of the event loop, written together by one syscall. */
-  private pending = "";
-  private flushScheduled = false;
+  private readonly writer: BoundedWriter;
   private readonly roleSent = new Set<number>();
   /** Completion tokens delivered to the consumer. */
   delivered = 0;
   onFirstToken: (() => void) | undefined;
+  /** The response was cut by a limit (the consumer has its error event, or the connection closed). */
+  onCut: ((reason: CutReason) => void) | undefined;
 
   constructor(
     private readonly res: HttpResponse,
@@ -37,7 +41,9 @@ export class SseResponse implements ResponseSink, KeepAliveTarget {
     private readonly baseHeaders: Record<string, string>,
     private readonly includeUsage: boolean,
     private readonly keepAliveScheduler: KeepAliveScheduler,
+    private readonly limits: ResponseLimits,
   ) {
+    this.writer = new BoundedWriter(res, limits, (reason) => this.cut(reason));
     keepAliveScheduler.add(this);
   }
 
@@ -93,8 +99,21 @@ export class SseResponse implements ResponseSink, KeepAliveTarget {
   /** The consumer went away: stop timers, write nothing more. */
   abandon(): void {
     this.ended = true;
-    this.pending = "";
+    this.writer.discard();
     this.keepAliveScheduler.delete(this);
+  }
+
+  /** A limit was passed: the stream ends with an error event, unless its connection is already closed. */
+  private cut(reason: CutReason): void {
+    const ended = this.ended;
+    if (!ended) {
+      this.ended = true;
+      this.keepAliveScheduler.delete(this);
+      // After a send timeout the writer has closed the response: there is no one to tell.
+      if (reason !== "send_timeout")
+        this.writer.end(`data: ${JSON.stringify(responseCutError(reason, this.limits).toJSON())}\n\n${DONE}`);
+    }
+    this.onCut?.(reason);
   }
 
   private commit(): void {
@@ -112,28 +131,13 @@ export class SseResponse implements ResponseSink, KeepAliveTarget {
 
   private write(s: string): void {
     this.lastWrite = performance.now();
-    this.pending += s;
-    if (!this.flushScheduled) {
-      this.flushScheduled = true;
-      // After this turn's I/O callbacks: chunks that arrived together leave together.
-      setImmediate(this.flush);
-    }
+    this.writer.write(s);
   }
-
-  private readonly flush = (): void => {
-    this.flushScheduled = false;
-    if (this.pending === "" || this.res.writableEnded) return;
-    const out = this.pending;
-    this.pending = "";
-    this.res.write(out);
-  };
 
   private end(s: string): void {
     this.ended = true;
     this.keepAliveScheduler.delete(this);
-    const out = this.pending + s;
-    this.pending = "";
-    this.res.end(out);
+    this.writer.end(s);
   }
 
   keepAlive(now: number): void {

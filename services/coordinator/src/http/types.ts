@@ -14,7 +14,15 @@ export interface HttpResponse {
   writeHead(status: number, headers?: OutgoingHttpHeaders): unknown;
   write(chunk: string | Uint8Array): boolean;
   end(chunk?: string | Uint8Array): unknown;
-  on(event: "close", listener: () => void): unknown;
+  /** Bytes written but not yet handed to the kernel (HTTP/1.1: this response and its socket). */
+  readonly writableLength: number;
+  on(event: "close" | "drain" | "finish", listener: () => void): unknown;
+  once(event: "close" | "drain" | "finish", listener: () => void): unknown;
+  off(event: "close" | "drain" | "finish", listener: () => void): unknown;
+  /** HTTP/2: the response's stream (bufferSize counts what nghttp2 holds of it too). */
+  readonly stream?: { readonly bufferSize: number; close(code?: number): void };
+  /** Closes the connection (HTTP/1.1) or resets the stream (HTTP/2) at once. */
+  destroy(): unknown;
   flushHeaders(): void;
 }
 

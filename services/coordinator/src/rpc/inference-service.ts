@@ -18,6 +18,7 @@ import type { ResponseProof } from "@darkbloom/protocol/verifiable-response";
 import type { Authenticator } from "../auth/authenticator.js";
 import type { RateLimiter } from "../auth/rate-limiter.js";
 import { type ApiError, isApiError, unexpectedError } from "../errors/index.js";
+import { type CutReason, type ResponseLimits, responseCutError } from "../http/bounded-writer.js";
 import { CLIENT_ADDRESS } from "../http/client-address.js";
 import { listModels } from "../http/handlers/models.js";
 import { newRequestId } from "../http/request-id.js";
@@ -36,6 +37,10 @@ export interface InferenceServiceDeps {
   pipeline: InferencePipeline;
   registry: ProviderRegistry;
   catalog: Parameters<typeof listModels>[1];
+  /** What one response may hold for its consumer and reach in all (the SSE writer's limits). */
+  limits: ResponseLimits;
+  /** Told each time a response is cut by a limit (metrics). */
+  onCut?: (reason: CutReason) => void;
 }
 
 type Delta = {
@@ -63,6 +68,7 @@ export function createInferenceService(deps: InferenceServiceDeps): ServiceImpl<
     const requestId = newRequestId();
     ctx.responseHeader.set("x-request-id", requestId);
     const out = new Channel<Delta>();
+    let sink: ChannelSink;
     try {
       const principal = await deps.auth.authenticate(
         ctx.requestHeader.get("authorization") ?? undefined,
@@ -76,12 +82,24 @@ export function createInferenceService(deps: InferenceServiceDeps): ServiceImpl<
       const request = validateRequest(endpoint, body);
       const preferences = readRoutingPreferences((name) => ctx.requestHeader.get(name) ?? undefined);
       const job = deps.pipeline.prepare(requestId, principal.accountId, request, timing, preferences);
-      const sink = new ChannelSink(out, stream, requestBody);
-      void deps.pipeline.execute(job, sink, ctx.signal).finally(() => out.close());
+      // A response cut by a limit cancels the provider as a disconnect does (settled as cancelled).
+      const cut = new AbortController();
+      sink = new ChannelSink(out, stream, requestBody, deps.limits, (reason) => {
+        deps.onCut?.(reason);
+        cut.abort(new Error(`response cut: ${reason}`));
+      });
+      void deps.pipeline
+        .execute(job, sink, AbortSignal.any([ctx.signal, cut.signal]))
+        .finally(() => out.close());
     } catch (e) {
       throw toConnectError(isApiError(e) ? e : unexpectedError(e));
     }
-    yield* out;
+    // Pulled as the Connect writer takes them (it waits for the consumer): what was offered and not
+    // yet taken is what waits for the consumer.
+    for await (const d of out) {
+      sink.taken(d);
+      yield d;
+    }
   }
 
   async function collect(endpoint: Endpoint, json: Record<string, unknown>, ctx: HandlerContext) {
@@ -181,36 +199,65 @@ export function createInferenceService(deps: InferenceServiceDeps): ServiceImpl<
 /**
  * Feeds pipeline output into a channel the Connect handler yields from. A streaming call sends each
  * delta as it comes (and is committed from the first); a unary call buffers the deltas of the current
- * try and hands them over only on completion, so a failed try can be retried invisibly.
+ * try and hands them over only on completion, so a failed try can be retried invisibly. As the SSE
+ * writer, it cuts a response (failing the call, onCut) whose text grows past `maxResponseBytes` or of
+ * which more than `maxResponseBufferBytes` waits for a consumer that does not read.
  */
 class ChannelSink implements ResponseSink {
   private provider: ProviderHandle | undefined;
   private sentProvider = false;
   private pending: Delta[] = [];
+  /** Text bytes of this try, and of those offered to the channel and taken from it. */
+  private bytes = 0;
+  private offered = 0;
+  private takenBytes = 0;
+  private cut = false;
   committed = false;
 
   constructor(
     private readonly out: Channel<Delta>,
     readonly streaming: boolean,
     private readonly requestBody: Uint8Array,
+    private readonly limits: ResponseLimits,
+    private readonly onCut: (reason: CutReason) => void,
   ) {}
 
   attempt(provider: ProviderHandle): void {
     this.provider = provider;
     this.pending = [];
+    if (!this.committed) this.bytes = 0;
   }
 
   chunk(p: ChunkPayload): void {
+    if (this.cut) return;
     const delta = { index: p.choiceIndex, text: p.text, finishReason: "" };
+    this.bytes += Buffer.byteLength(p.text);
     if (this.streaming) {
       this.committed = true;
       this.emit(delta);
     } else {
       this.pending.push(delta);
     }
+    if (this.bytes > this.limits.maxResponseBytes) this.stop("response_bytes");
+    else if (this.offered - this.takenBytes > this.limits.maxResponseBufferBytes)
+      this.stop("response_buffer");
+  }
+
+  /** The Connect writer took `d` (the consumer has read what came before). */
+  taken(d: Delta): void {
+    this.takenBytes += Buffer.byteLength(d.text);
+  }
+
+  private stop(reason: CutReason): void {
+    this.cut = true;
+    this.committed = true;
+    this.pending = [];
+    this.out.fail(toConnectError(responseCutError(reason, this.limits)));
+    this.onCut(reason);
   }
 
   complete(result: CompletionResult): void {
+    if (this.cut) return;
     this.committed = true;
     for (const d of this.pending.splice(0)) this.emit(d);
     for (const [index, reason] of [...result.finishReasons].sort((a, b) => a[0] - b[0])) {
@@ -226,6 +273,7 @@ class ChannelSink implements ResponseSink {
   }
 
   fail(error: ApiError): void {
+    if (this.cut) return;
     this.committed = true;
     this.out.fail(toConnectError(error));
   }
@@ -235,6 +283,7 @@ class ChannelSink implements ResponseSink {
       this.sentProvider = true;
       d.provider = this.provider;
     }
+    this.offered += Buffer.byteLength(d.text);
     this.out.offer(d);
   }
 }

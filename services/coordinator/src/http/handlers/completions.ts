@@ -10,6 +10,7 @@ import { Timing } from "../../inference/timing.js";
 import type { Logger } from "../../log.js";
 import type { CoordinatorMetrics } from "../../metrics.js";
 import { readBody } from "../body.js";
+import type { CutReason } from "../bounded-writer.js";
 import { JsonResponse } from "../json-response.js";
 import { KeepAliveScheduler } from "../keep-alive.js";
 import { ChunkFormatter } from "../openai-format.js";
@@ -48,6 +49,12 @@ export function completionsHandler(
     res.on("close", () => {
       if (!res.writableFinished) abort.abort(new Error("consumer disconnected"));
     });
+    // A response cut by a limit (a consumer too slow, a response too large) cancels the provider as a
+    // disconnect does; the request is then settled as a cancelled one.
+    const cut = (reason: CutReason) => {
+      metrics.connectionLimits.inc({ limit: reason });
+      if (!abort.signal.aborted) abort.abort(new Error(`response cut: ${reason}`));
+    };
     let model = "";
     let stream = false;
     try {
@@ -70,7 +77,9 @@ export function completionsHandler(
           baseHeaders,
           request.includeUsage,
           keepAlive,
+          config,
         );
+        sse.onCut = cut;
         sse.onFirstToken = () =>
           metrics.firstTokenLatency.observe({ model }, (performance.now() - timing.startedAt) / 1000);
         abort.signal.addEventListener("abort", () => sse.abandon(), { once: true });
@@ -85,7 +94,9 @@ export function completionsHandler(
           request.n,
           timing,
           baseHeaders,
+          config,
         );
+        json.onCut = cut;
         await pipeline.execute(job, json, abort.signal);
         metrics.tokens.inc({ model }, json.delivered);
       }
