@@ -29,7 +29,7 @@ import type { ProviderRegistry } from "../routing/provider-registry.js";
 import type { Router } from "../routing/router.js";
 import type { RouteConstraints } from "../routing/scheduler.js";
 import type { ValidatedRequest } from "./request-validation.js";
-import type { ResponseSink } from "./response-sink.js";
+import { RequestStopped, type ResponseSink } from "./response-sink.js";
 import { verifyResponse } from "./response-verification.js";
 import type { RoutingPreferences } from "./routing-preferences.js";
 import { type SealedRequest, sealRequest } from "./sealing.js";
@@ -161,7 +161,7 @@ export class InferencePipeline {
     } finally {
       // The consumer's plaintext is no longer needed (strings parsed from it cannot be wiped).
       wipe(job.request.body);
-      if (billing) await this.settle(billing, job, meter, price);
+      if (billing) await this.settle(billing, job, meter, price, consumerCancelled(signal));
     }
   }
 
@@ -170,6 +170,7 @@ export class InferencePipeline {
     job: InferenceJob,
     meter: MeteredSink,
     price: ModelPrice,
+    byConsumer: boolean,
   ): Promise<void> {
     const estimate = job.request.promptTokens;
     let charge = 0n;
@@ -186,7 +187,7 @@ export class InferencePipeline {
       // non-streaming response that failed delivered nothing, whatever the provider produced.
       promptTokens = estimate;
       charge = cost(price, estimate, meter.delivered);
-    } else if (outcome.kind === "cancelled" && meter.dispatched) {
+    } else if (outcome.kind === "cancelled" && meter.dispatched && byConsumer) {
       // Cancelled after a provider took the request and before a token reached the consumer: the
       // provider prefilled the prompt, which is paid for (the coordinator's own estimate of it), so
       // cancelling early cannot buy free prefill.
@@ -460,6 +461,11 @@ export class InferencePipeline {
       }
     });
   }
+}
+
+/** Whether the request was stopped by its consumer (it left or stopped reading), not by a limit on the response. */
+function consumerCancelled(signal: AbortSignal): boolean {
+  return !(signal.reason instanceof RequestStopped) || signal.reason.byConsumer;
 }
 
 /** Maps a provider's InferenceError to what the consumer sees: client errors pass through. */

@@ -31,3 +31,18 @@ export interface ResponseSink {
   complete(result: CompletionResult): void;
   fail(error: ApiError): void;
 }
+
+/**
+ * The abort reason of a request stopped from outside the pipeline (a response limit). `byConsumer`
+ * says whether the consumer caused it (it stopped reading): only then does a request cancelled after
+ * a provider took it pay for the prompt it prefilled. Any other abort reason is the consumer leaving.
+ */
+export class RequestStopped extends Error {
+  constructor(
+    message: string,
+    readonly byConsumer: boolean,
+  ) {
+    super(message);
+    this.name = "RequestStopped";
+  }
+}

@@ -24,7 +24,7 @@ import { listModels } from "../http/handlers/models.js";
 import { newRequestId } from "../http/request-id.js";
 import type { InferencePipeline } from "../inference/pipeline.js";
 import { validateRequest } from "../inference/request-validation.js";
-import type { CompletionResult, ResponseSink } from "../inference/response-sink.js";
+import { type CompletionResult, RequestStopped, type ResponseSink } from "../inference/response-sink.js";
 import { readRoutingPreferences } from "../inference/routing-preferences.js";
 import { Timing } from "../inference/timing.js";
 import type { ProviderHandle } from "../routing/provider-handle.js";
@@ -86,7 +86,8 @@ export function createInferenceService(deps: InferenceServiceDeps): ServiceImpl<
       const cut = new AbortController();
       sink = new ChannelSink(out, stream, requestBody, deps.limits, (reason) => {
         deps.onCut?.(reason);
-        cut.abort(new Error(`response cut: ${reason}`));
+        // Too large is the response's doing; too slow to read, the consumer's.
+        cut.abort(new RequestStopped(`response cut: ${reason}`, reason !== "response_bytes"));
       });
       void deps.pipeline
         .execute(job, sink, AbortSignal.any([ctx.signal, cut.signal]))

@@ -5,6 +5,7 @@ import type { CoordinatorConfig } from "../../config.js";
 import { isApiError, unexpectedError } from "../../errors/index.js";
 import type { InferencePipeline } from "../../inference/pipeline.js";
 import { validateRequest } from "../../inference/request-validation.js";
+import { RequestStopped } from "../../inference/response-sink.js";
 import { readRoutingPreferences } from "../../inference/routing-preferences.js";
 import { Timing } from "../../inference/timing.js";
 import type { Logger } from "../../log.js";
@@ -53,7 +54,9 @@ export function completionsHandler(
     // disconnect does; the request is then settled as a cancelled one.
     const cut = (reason: CutReason) => {
       metrics.connectionLimits.inc({ limit: reason });
-      if (!abort.signal.aborted) abort.abort(new Error(`response cut: ${reason}`));
+      // Too large is the response's doing; too slow to read, the consumer's.
+      if (!abort.signal.aborted)
+        abort.abort(new RequestStopped(`response cut: ${reason}`, reason !== "response_bytes"));
     };
     let model = "";
     let stream = false;
