@@ -150,9 +150,8 @@ function slowStream(url: string, from: string, apiKey: string, giveUpMs: number)
   });
 }
 
-/** darkbloom_connection_limit_hits_total by limit, from the coordinator's /metrics. */
-export async function limitHits(url: string): Promise<Record<string, number>> {
-  const text = await (await fetch(`${url}/metrics`)).text();
+/** darkbloom_connection_limit_hits_total by limit, from the coordinator's /metrics exposition. */
+export function limitHits(text: string): Record<string, number> {
   const hits: Record<string, number> = {};
   for (const m of text.matchAll(/^darkbloom_connection_limit_hits_total\{limit="(\w+)"\} (\d+)/gm)) {
     hits[m[1] as string] = Number(m[2]);

@@ -108,6 +108,8 @@ export class Testbed {
     readonly providers: readonly TestbedProvider[],
     readonly adminKey: string,
     private readonly reaper: Reaper | undefined,
+    /** The bearer token the coordinator's GET /metrics requires. */
+    readonly metricsToken: string,
   ) {
     this.admin = createClient(
       AdminService,
@@ -143,6 +145,15 @@ export class Testbed {
     const { account } = await this.admin.getAccount({ accountId });
     if (!account) throw new Error(`no account ${accountId}`);
     return account.balanceMicroUsd;
+  }
+
+  /** The coordinator's Prometheus exposition (GET /metrics with its token). */
+  async metrics(): Promise<string> {
+    const res = await fetch(`${this.coordinator.url}/metrics`, {
+      headers: { authorization: `Bearer ${this.metricsToken}` },
+    });
+    if (res.status !== 200) throw new Error(`GET /metrics answered ${res.status}`);
+    return res.text();
   }
 
   verifyLedger(): Promise<VerifyLedgerResponse> {
@@ -265,6 +276,7 @@ export async function startTestbed(o: TestbedOptions): Promise<Testbed> {
     const pgPid = await postgres.pid();
     if (pgPid) reaper?.watchProcess(pgPid, "SIGQUIT");
     const adminKey = `dbadm_${randomBytes(24).toString("base64url")}`;
+    const metricsToken = randomBytes(24).toString("base64url");
     const port = await freePort();
     const coordinator = new TestbedCoordinator(
       port,
@@ -272,6 +284,7 @@ export async function startTestbed(o: TestbedOptions): Promise<Testbed> {
         "serve",
         ...["--port", String(port), "--data-dir", join(dir, "coordinator")],
         ...["--database-url", postgres.url, "--admin-key", adminKey, "--log-level", "info"],
+        ...["--metrics-token", metricsToken],
         ...(o.minTrust ? ["--min-trust", o.minTrust] : []),
         ...(o.coordinatorArgs ?? []),
       ],
@@ -307,7 +320,7 @@ export async function startTestbed(o: TestbedOptions): Promise<Testbed> {
       );
     }
     for (const p of providers) p.onStarted = (pid) => reaper?.watchGroup(pid);
-    const testbed = new Testbed(dir, postgres, coordinator, providers, adminKey, reaper);
+    const testbed = new Testbed(dir, postgres, coordinator, providers, adminKey, reaper, metricsToken);
     started.length = 0;
     started.push(testbed);
 
