@@ -7,8 +7,8 @@ import type { ModelFile } from "../engine/engine.js";
 import { engineAccelerator } from "../link/hardware.js";
 import type { CliContext } from "./context.js";
 import { createLogger } from "./context.js";
-import { formatBytes } from "./download.js";
 import { CliFailure } from "./io.js";
+import { formatBytes } from "./progress.js";
 import { addSettingOptions, resolveFromOptions } from "./settings-options.js";
 
 export interface CheckResult {
