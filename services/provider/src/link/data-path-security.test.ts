@@ -22,10 +22,10 @@ import { parseSse, readSse, ScriptedProvider, type ScriptedProviderOptions } fro
 import { pino } from "pino";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { ModelFile } from "../engine/engine.js";
+import { describeHardware } from "../machine/hardware.js";
 import { Attestor } from "../trust/attestor.js";
 import type { AttestationSigner } from "../trust/signer.js";
 import { SoftwareSigner } from "../trust/software-signer.js";
-import { describeHardware } from "./hardware.js";
 import { ProviderLink, type ResponseSigner } from "./link.js";
 import { ScriptedEngine, type ScriptedEngineOptions } from "./scripted-engine.js";
 

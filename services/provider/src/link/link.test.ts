@@ -22,7 +22,7 @@ import { readSse } from "@darkbloom/testing";
 import { pino } from "pino";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { ModelFile } from "../engine/engine.js";
-import { describeHardware } from "./hardware.js";
+import { describeHardware } from "../machine/hardware.js";
 import { ProviderLink, type ProviderLinkOptions } from "./link.js";
 import { ScriptedEngine, type ScriptedEngineOptions } from "./scripted-engine.js";
 

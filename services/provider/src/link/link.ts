@@ -40,9 +40,9 @@ import type {
   GenerationResult,
   ModelFile,
 } from "../engine/engine.js";
+import { type HardwareInit, memoryPressure } from "../machine/hardware.js";
 import { type Dialed, dial } from "./dial.js";
 import { type InferenceFailure, inferenceFailure, Refusals } from "./errors.js";
-import { type HardwareInit, memoryPressure } from "./hardware.js";
 import {
   acceptedMessage,
   attestationResponseMessage,
