@@ -39,7 +39,6 @@ export {
   type ProviderLinkOptions,
   type ServingKnobs,
 } from "./link/link.js";
-export { ScriptedEngine, type ScriptedEngineOptions } from "./link/scripted-engine.js";
 export { type EncryptionKeyPair, loadOrCreateIdentity, type ProviderIdentity } from "./machine/identity.js";
 export {
   isModelShapeName,
