@@ -23,6 +23,22 @@ import {
   type SignedAttestationSchema,
   ThermalState,
 } from "@darkbloom/protocol/provider/v1";
+import {
+  acceptedMessage,
+  attestationResponseMessage,
+  ChunkDraft,
+  completeMessage,
+  type Dialed,
+  dial,
+  errorMessage,
+  heartbeatMessage,
+  type InferenceFailure,
+  loadStatusMessage,
+  Outbound,
+  type RegisterInit,
+  type ResponseSignatureInit,
+  registerMessage,
+} from "@darkbloom/protocol/provider-client";
 import { type BoxKey, type BoxKeyPair, wipe } from "@darkbloom/protocol/sealed-box";
 import {
   RESPONSE_SIGNATURE_VERSION,
@@ -41,19 +57,7 @@ import type {
   ModelFile,
 } from "../engine/engine.js";
 import { type HardwareInit, memoryPressure } from "../machine/hardware.js";
-import { type Dialed, dial } from "./dial.js";
-import { type InferenceFailure, inferenceFailure, Refusals } from "./errors.js";
-import {
-  acceptedMessage,
-  attestationResponseMessage,
-  completeMessage,
-  errorMessage,
-  heartbeatMessage,
-  loadStatusMessage,
-  type ResponseSignatureInit,
-  registerMessage,
-} from "./messages.js";
-import { ChunkDraft, Outbound } from "./outbound.js";
+import { inferenceFailure, Refusals } from "./errors.js";
 import { choiceRequests, parseRequestBody } from "./request-body.js";
 
 /** The serving settings reported at register. */
@@ -815,7 +819,7 @@ export class ProviderLink extends EventEmitter<ProviderLinkEvents> {
     });
   }
 
-  private registration(): Parameters<typeof registerMessage>[0] {
+  private registration(): RegisterInit {
     const { knobs } = this.options;
     return {
       protocolVersion: PROTOCOL_VERSION,
