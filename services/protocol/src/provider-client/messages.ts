@@ -11,6 +11,7 @@ import {
   type ConnectRequest,
   ConnectRequestSchema,
   type HeartbeatSchema,
+  type InferenceChunk,
   type LoadModelState,
   type RegisterSchema,
   type ResponseSignatureSchema,
@@ -63,21 +64,10 @@ export function chunkMessage(
   tokenCount: number,
   choiceIndex: number,
 ): ConnectRequest {
-  return {
-    $typeName: "darkbloom.provider.v1.ConnectRequest",
-    message: {
-      case: "inferenceChunk",
-      value: {
-        $typeName: "darkbloom.provider.v1.InferenceChunk",
-        requestId,
-        sequence,
-        payload: {
-          case: "plaintext",
-          value: { $typeName: "darkbloom.provider.v1.ChunkPayload", text, tokenCount, choiceIndex },
-        },
-      },
-    },
-  };
+  return chunkEnvelope(requestId, sequence, {
+    case: "plaintext",
+    value: { $typeName: "darkbloom.provider.v1.ChunkPayload", text, tokenCount, choiceIndex },
+  });
 }
 
 const EMPTY = new Uint8Array();
@@ -98,24 +88,22 @@ export function sealedChunkMessage(
   const plaintext = encodeChunkPayload(text, tokenCount, choiceIndex);
   const { nonce, ciphertext } = key.seal(plaintext);
   wipe(plaintext);
+  return chunkEnvelope(requestId, sequence, {
+    case: "sealed",
+    value: { $typeName: "darkbloom.provider.v1.SealedBox", senderPublicKey: EMPTY, nonce, ciphertext },
+  });
+}
+
+function chunkEnvelope(
+  requestId: string,
+  sequence: bigint,
+  payload: InferenceChunk["payload"],
+): ConnectRequest {
   return {
     $typeName: "darkbloom.provider.v1.ConnectRequest",
     message: {
       case: "inferenceChunk",
-      value: {
-        $typeName: "darkbloom.provider.v1.InferenceChunk",
-        requestId,
-        sequence,
-        payload: {
-          case: "sealed",
-          value: {
-            $typeName: "darkbloom.provider.v1.SealedBox",
-            senderPublicKey: EMPTY,
-            nonce,
-            ciphertext,
-          },
-        },
-      },
+      value: { $typeName: "darkbloom.provider.v1.InferenceChunk", requestId, sequence, payload },
     },
   };
 }
