@@ -9,9 +9,14 @@ import { coordinatorTransportProblem } from "./config/coordinator-transport.js";
 import { selectModels } from "./config/model-inventory.js";
 import { pidFileOf } from "./config/paths.js";
 import type { Engine, ModelFile } from "./engine/engine.js";
-import { type AcceleratorName, describeHardware, engineAccelerator, type GpuInfo } from "./link/hardware.js";
-import { loadOrCreateIdentity, type ProviderIdentity } from "./link/identity.js";
 import { ProviderLink, type ProviderLinkOptions } from "./link/link.js";
+import {
+  type AcceleratorName,
+  describeHardware,
+  engineAccelerator,
+  type GpuInfo,
+} from "./machine/hardware.js";
+import { loadOrCreateIdentity, type ProviderIdentity } from "./machine/identity.js";
 import { acquirePidFile, type PidFile } from "./service/pid-file.js";
 import {
   AttestationKeyError,

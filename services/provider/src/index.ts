@@ -31,7 +31,6 @@ export {
 } from "./daemon.js";
 export * from "./engine/engine.js";
 export { LlamaEngine, type LlamaEngineOptions, type LlamaEngineStats } from "./engine/llama/llama-engine.js";
-export { type EncryptionKeyPair, loadOrCreateIdentity, type ProviderIdentity } from "./link/identity.js";
 export {
   type LinkCounters,
   type LinkDisconnect,
@@ -40,7 +39,7 @@ export {
   type ProviderLinkOptions,
   type ServingKnobs,
 } from "./link/link.js";
-export { ScriptedEngine, type ScriptedEngineOptions } from "./link/scripted-engine.js";
+export { type EncryptionKeyPair, loadOrCreateIdentity, type ProviderIdentity } from "./machine/identity.js";
 export {
   isModelShapeName,
   MODEL_SHAPES,

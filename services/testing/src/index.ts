@@ -1,5 +1,5 @@
 export { type BackoffPolicy, backoffDelay, backoffPolicy } from "@darkbloom/protocol";
-export { SharedConnection, type TransportKind } from "./dial.js";
+export type { TransportKind } from "@darkbloom/protocol/provider-client";
 export type { ForgedSignature } from "./response-signing.js";
 export {
   DEFAULT_TOKENS,
@@ -12,18 +12,16 @@ export {
   type ScriptFailure,
   type ScriptFn,
 } from "./script.js";
-export {
-  type Disconnect,
-  type DisconnectReason,
-  type LoadModelCommand,
-  type Misbehaviour,
-  modelWeightSha256,
-  type ScriptedAttestor,
-  type ScriptedModel,
-  ScriptedProvider,
-  type ScriptedProviderEvents,
-  type ScriptedProviderOptions,
-  startScriptedProviders,
-  stopAll,
-} from "./scripted-provider.js";
+export type {
+  Disconnect,
+  DisconnectReason,
+  LoadModelCommand,
+  Misbehaviour,
+  ScriptedAttestor,
+  ScriptedModel,
+  ScriptedProviderEvents,
+  ScriptedProviderOptions,
+} from "./scripted-options.js";
+export { modelWeightSha256, ScriptedProvider, startScriptedProviders, stopAll } from "./scripted-provider.js";
+export { SharedConnection } from "./shared-connection.js";
 export { parseSse, readSse, type SseBody, type SseEvent, SseFormatError } from "./sse.js";

@@ -1,4 +1,5 @@
 import { createHash, generateKeyPairSync, type KeyObject, sign } from "node:crypto";
+import type { ResponseSignatureInit } from "@darkbloom/protocol/provider-client";
 import {
   RESPONSE_SIGNATURE_VERSION,
   responseSha256,
@@ -6,7 +7,6 @@ import {
   type SignedResponse,
   sha256,
 } from "@darkbloom/protocol/verifiable-response";
-import type { ResponseSignatureInit } from "./messages.js";
 
 /**
  * How a misbehaving scripted provider forges its response signature: hash another request body,

@@ -1,4 +1,5 @@
 import type { Endpoint } from "@darkbloom/protocol/provider/v1";
+import type { InferenceFailure } from "@darkbloom/protocol/provider-client";
 
 /** An InferenceRequest as the scripted provider received it. */
 export interface ReceivedRequest {
@@ -16,13 +17,8 @@ export interface ReceivedRequest {
   promptTokensEstimate: number;
 }
 
-/** An InferenceError the provider sends instead of finishing a request. */
-export interface ScriptError {
-  httpStatus: number;
-  code: string;
-  message: string;
-  retryable: boolean;
-}
+/** An InferenceError the provider sends instead of finishing a request (its fields but request_id). */
+export type ScriptError = InferenceFailure;
 
 /** When a scripted failure strikes. */
 export type FailurePoint = "before_accept" | "before_first_token" | "after_tokens";

@@ -21,13 +21,8 @@ import {
 import { BoxKeyPair } from "@darkbloom/protocol/sealed-box";
 import { afterEach, describe, expect, it } from "vitest";
 import type { Script } from "./script.js";
-import {
-  type Disconnect,
-  ScriptedProvider,
-  type ScriptedProviderOptions,
-  startScriptedProviders,
-  stopAll,
-} from "./scripted-provider.js";
+import type { Disconnect, ScriptedProviderOptions } from "./scripted-options.js";
+import { ScriptedProvider, startScriptedProviders, stopAll } from "./scripted-provider.js";
 import { readSse, SseFormatError } from "./sse.js";
 
 type Case = NonNullable<ConnectRequest["message"]["case"]>;

@@ -5,8 +5,8 @@ import { ConfigError } from "../config/config.js";
 import { selectModels } from "../config/model-inventory.js";
 import type { ModelFile } from "../engine/engine.js";
 import type { CliContext } from "./context.js";
-import { formatBytes } from "./download.js";
 import { UsageError } from "./io.js";
+import { formatBytes } from "./progress.js";
 import { addSettingOptions, resolveFromOptions } from "./settings-options.js";
 
 const DEFAULTS = { promptTokens: 256, genTokens: 64, batches: [1, 2, 4], rounds: 1 };

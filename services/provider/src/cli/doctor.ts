@@ -4,11 +4,11 @@ import type { Command } from "commander";
 import type { ProviderConfig } from "../config/config.js";
 import { scanModels } from "../config/model-inventory.js";
 import type { ModelFile } from "../engine/engine.js";
-import { engineAccelerator } from "../link/hardware.js";
+import { engineAccelerator } from "../machine/hardware.js";
 import type { CliContext } from "./context.js";
 import { createLogger } from "./context.js";
-import { formatBytes } from "./download.js";
 import { CliFailure } from "./io.js";
+import { formatBytes } from "./progress.js";
 import { addSettingOptions, resolveFromOptions } from "./settings-options.js";
 
 export interface CheckResult {

@@ -11,7 +11,7 @@ import {
 } from "@darkbloom/coordinator";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cleartextToAnotherMachine, isLoopbackHost } from "../config/coordinator-transport.js";
-import { ScriptedEngine } from "../link/scripted-engine.js";
+import { ScriptedEngine } from "../testing/scripted-engine.js";
 import type { CliDeps } from "./context.js";
 import { runCli } from "./program.js";
 import { testIo } from "./test-io.js";

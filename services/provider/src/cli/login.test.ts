@@ -12,7 +12,7 @@ import {
 import { ScriptedProvider } from "@darkbloom/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { readAccountToken, writeAccountToken } from "../config/account-token.js";
-import { ScriptedEngine } from "../link/scripted-engine.js";
+import { ScriptedEngine } from "../testing/scripted-engine.js";
 import { runCli } from "./program.js";
 import { testIo } from "./test-io.js";
 

@@ -1,10 +1,11 @@
 import { stat } from "node:fs/promises";
 import type { Command } from "commander";
 import { modelPath } from "../config/model-inventory.js";
-import { readGgufMetadata } from "../models/synth/index.js";
+import { DownloadError, downloadFile } from "../download/download.js";
+import { readGgufMetadata } from "../models/gguf/index.js";
 import type { CliContext } from "./context.js";
-import { DownloadError, downloadFile, formatBytes, progressBar } from "./download.js";
 import { CliFailure, UsageError } from "./io.js";
+import { formatBytes, progressBar } from "./progress.js";
 import { addSettingOptions, resolveFromOptions } from "./settings-options.js";
 
 const MODEL_ID = /^[A-Za-z0-9_][A-Za-z0-9._:-]{0,127}$/;

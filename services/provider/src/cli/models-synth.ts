@@ -9,8 +9,8 @@ import {
   synthesizeModel,
 } from "../models/synth/index.js";
 import type { CliContext } from "./context.js";
-import { formatBytes, progressBar } from "./download.js";
 import { CliFailure, UsageError } from "./io.js";
+import { formatBytes, progressBar } from "./progress.js";
 import { addSettingOptions, resolveFromOptions } from "./settings-options.js";
 
 const MODEL_ID = /^[A-Za-z0-9_][A-Za-z0-9._:-]{0,127}$/;

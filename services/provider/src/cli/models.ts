@@ -2,10 +2,10 @@ import type { Command } from "commander";
 import { modelIdOf, removeModel, scanModels } from "../config/model-inventory.js";
 import { commandGroup } from "./command-group.js";
 import type { CliContext } from "./context.js";
-import { formatBytes } from "./download.js";
 import { CliFailure, UsageError } from "./io.js";
 import { addModelsDownloadCommand } from "./models-download.js";
 import { addModelsSynthCommand } from "./models-synth.js";
+import { formatBytes } from "./progress.js";
 import { addSettingOptions, resolveFromOptions } from "./settings-options.js";
 
 /** `models list|remove|synth|download`: the GGUF files in `<data dir>/models`. */

@@ -11,7 +11,7 @@ import {
   waitFor,
 } from "@darkbloom/coordinator";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ScriptedEngine } from "../link/scripted-engine.js";
+import { ScriptedEngine } from "../testing/scripted-engine.js";
 import type { CliDeps } from "./context.js";
 import { runCli } from "./program.js";
 import { testIo } from "./test-io.js";

@@ -2,6 +2,7 @@ import { join, resolve } from "node:path";
 import type { Command } from "commander";
 import { DataDirLayout } from "../config/paths.js";
 import { DAEMON_VERSION } from "../daemon.js";
+import { DownloadError } from "../download/download.js";
 import { daemonBinarySha256 } from "../trust/binary-hash.js";
 import {
   INSTALL_LAYOUT,
@@ -12,8 +13,8 @@ import {
   UpdateError,
 } from "../update/installer.js";
 import type { CliContext } from "./context.js";
-import { DownloadError, progressBar } from "./download.js";
 import { CliFailure, UsageError } from "./io.js";
+import { progressBar } from "./progress.js";
 import { addSettingOptions, resolveFromOptions } from "./settings-options.js";
 
 const PLATFORM = /^[a-z0-9]+(?:-[a-z0-9_]+){1,3}$/;

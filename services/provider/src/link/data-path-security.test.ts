@@ -22,12 +22,12 @@ import { parseSse, readSse, ScriptedProvider, type ScriptedProviderOptions } fro
 import { pino } from "pino";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { ModelFile } from "../engine/engine.js";
+import { describeHardware } from "../machine/hardware.js";
+import { ScriptedEngine, type ScriptedEngineOptions } from "../testing/scripted-engine.js";
 import { Attestor } from "../trust/attestor.js";
 import type { AttestationSigner } from "../trust/signer.js";
 import { SoftwareSigner } from "../trust/software-signer.js";
-import { describeHardware } from "./hardware.js";
 import { ProviderLink, type ResponseSigner } from "./link.js";
-import { ScriptedEngine, type ScriptedEngineOptions } from "./scripted-engine.js";
 
 // The data path's security properties, with real components: PostgreSQL, the coordinator, the
 // daemon's link (ProviderLink on a scripted engine, attested with a software key) and scripted

@@ -1,13 +1,6 @@
+import type { InferenceFailure } from "@darkbloom/protocol/provider-client";
 import { EngineError } from "../engine/engine.js";
 import { BodyError } from "./request-body.js";
-
-/** The fields of an InferenceError other than request_id. */
-export interface InferenceFailure {
-  httpStatus: number;
-  code: string;
-  message: string;
-  retryable: boolean;
-}
 
 /**
  * Maps a failure to what the coordinator is told. Client errors (400 context_length_exceeded and

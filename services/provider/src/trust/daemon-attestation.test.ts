@@ -15,7 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { CliDeps } from "../cli/context.js";
 import { runCli } from "../cli/program.js";
 import { testIo } from "../cli/test-io.js";
-import { ScriptedEngine } from "../link/scripted-engine.js";
+import { ScriptedEngine } from "../testing/scripted-engine.js";
 import { daemonBinarySha256 } from "./binary-hash.js";
 
 /**

@@ -1,5 +1,5 @@
 import type { Logger } from "pino";
-import type { HardwareInit } from "../link/hardware.js";
+import type { HardwareInit } from "../machine/hardware.js";
 import { Attestor } from "./attestor.js";
 import { daemonBinarySha256 } from "./binary-hash.js";
 import { probeSecurityPosture, probeSerialSha256, type SecurityPosture } from "./platform-state.js";

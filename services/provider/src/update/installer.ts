@@ -3,7 +3,7 @@ import { randomBytes } from "node:crypto";
 import { lstat, mkdir, readdir, readlink, rename, rm, stat, symlink } from "node:fs/promises";
 import { join } from "node:path";
 import { compareSemver, isSemver } from "@darkbloom/protocol";
-import { type DownloadProgress, downloadFile } from "../cli/download.js";
+import { type DownloadProgress, downloadFile } from "../download/download.js";
 import { treeSha256 } from "../trust/binary-hash.js";
 
 /**

@@ -3,7 +3,7 @@ import { mkdtemp, rm, stat, truncate } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type GgufKv, writeGgufFile } from "../../models/synth/gguf.js";
+import { type GgufKv, writeGgufFile } from "../../models/gguf/index.js";
 import { planModel, synthesizeModel } from "../../models/synth/synthesize.js";
 import {
   type Engine,

@@ -1,68 +1,38 @@
 /**
- * The `llama` engine: llama.cpp through node-llama-cpp, with continuous batching.
- *
- * Rows. Each loaded model has one LlamaContext with `sequences = maxBatch`; every sequence is a batch
- * row with its own KV stream (node-llama-cpp 3.22 creates contexts with a non-unified KV cache, so a
- * row owns `maxContext` cells). A generation takes a free row or waits in the model's FIFO queue (at
- * most `queueDepth` waiting, then "engine_busy"). A finished or cancelled row is retired at the next
- * step boundary: its generator is closed and its KV cells are cleared, and the next queued request
- * takes it.
- *
- * Steps. A per-model loop runs while any row has work. Each round it retires finished rows, admits
- * queued requests into free rows, runs one decode step, then one prefill step:
- * - Decode step: `next()` is called on the token generator of every decoding row in the same tick
- *   and the loop awaits them together. node-llama-cpp queues each sequence's pending token on the
- *   context and dispatches everything queued in one event-loop turn (`setImmediate`, or at once when
- *   every sequence has queued) as one `llama_decode`, so a step is one batched decode of all rows
- *   (measured: 100 steps of 4 rows → 100 decode calls; rows that each loop on their own drift into
- *   ~7% extra, partial decodes).
- * - Prefill step: the next `prefillChunk` tokens of the oldest row still reading its prompt,
- *   evaluated alone; the last chunk starts the row's generator, which samples its first token, and
- *   the row joins the decode steps. Long prompts are thus interleaved with the running rows instead
- *   of stalling them, and rows join and leave between steps while the others keep decoding.
- *
- * Determinism. Output must not depend on what else is running: same request + seed → same text at
- * batch 1 and batch N. Three llama.cpp facts matter (found by bit-comparing token probabilities):
- * (1) ggml's CPU matmuls are row-independent, so decode steps are batch-invariant; (2) how a prompt is
- * split into ubatches changes the numerics (and with a non-unified KV cache llama.cpp re-splits a
- * mixed batch per sequence), hence prompt chunks are fixed-size, aligned to the prompt start and never
- * shared with other rows; (3) CPU flash attention over an F16 cache picks kernels by batch shape (a
- * KV-split reduction for a lone one-token stream with ≥512 cells, a tiled kernel for long query runs),
- * hence flash attention is off unless the KV cache is quantized (then llama.cpp requires it, and its
- * kernel for quantized caches is shape-invariant). Verified on CPU; GPU backends are not claimed.
- *
- * Sampling is per row (each generator owns a llama.cpp sampler chain: temperature, top-k, top-p,
- * seeded dist, optional presence/frequency penalties). Stop strings are matched on the decoded text
- * with hold-back across token boundaries; text is decoded incrementally and UTF-8 safe.
+ * The `llama` engine: llama.cpp through node-llama-cpp, with continuous batching. Its parts:
+ * - model-runner.ts: a loaded model, its context and batch rows, sized to the memory budget;
+ * - step-loop.ts: the per-model loop that batches every row's decode into one llama_decode and
+ *   interleaves prompt chunks, and why its output does not depend on what else runs;
+ * - job.ts: one generation's own state (prompt, sampling, detokenizer, stop strings);
+ * - meters.ts: the counters and rates stats() reports.
+ * This class owns the models (load, unload, idle unload), admission (validation, the context gate,
+ * the queue bound) and the engine's lifecycle.
  *
  * Untrusted model files are vetted in a child process before the daemon loads them (ModelValidator).
  */
-import { randomInt } from "node:crypto";
-import {
-  GgmlType,
-  getLlama,
-  type Llama,
-  type LlamaContext,
-  type LlamaContextSequence,
-  LlamaLogLevel,
-  type LlamaModel,
-  type SequenceEvaluateOptions,
-  type Token,
-} from "node-llama-cpp";
+import { getLlama, type Llama, LlamaLogLevel } from "node-llama-cpp";
 import {
   type Engine,
   EngineError,
   type EngineStats,
   type Generation,
   type GenerationRequest,
-  type GenerationResult,
   type ModelFile,
-  type SamplingOptions,
   type TokenEvent,
 } from "../engine.js";
+import { invalid, Job, validateRequest } from "./job.js";
+import { EngineMeters, errorMessage } from "./meters.js";
+import {
+  type EngineLog,
+  loadFailure,
+  type ModelRunner,
+  openModelRunner,
+  type RunnerSettings,
+} from "./model-runner.js";
 import { type ModelValidator, sharedModelValidator } from "./model-validator.js";
-import { type RenderedPrompt, renderPrompt, resolveModelChatWrapper } from "./prompt.js";
-import { IncrementalDetokenizer, StopMatcher } from "./text.js";
+import { renderPrompt } from "./prompt.js";
+import { StepLoop } from "./step-loop.js";
+import { StopMatcher } from "./text.js";
 
 export interface LlamaEngineOptions {
   /** Batch rows per model (LlamaContext sequences). */
@@ -101,193 +71,22 @@ export interface LlamaEngineStats extends EngineStats {
   promptTokensProcessed: number;
 }
 
-type Phase = "preparing" | "queued" | "prefill" | "decoding" | "finished";
-
-type Outcome = { ok: true; value: IteratorResult<Token, void> } | { ok: false; error: unknown };
-
-interface Row {
-  readonly index: number;
-  readonly sequence: LlamaContextSequence;
-  job: Job | undefined;
-}
-
-const EMA_ALPHA = 0.2;
 const DEFAULT_QUEUE_DEPTH = 256;
 const DEFAULT_PREFILL_CHUNK = 256;
 
-function ema(previous: number, sample: number): number {
-  if (!Number.isFinite(sample) || sample <= 0) return previous;
-  return previous === 0 ? sample : previous + EMA_ALPHA * (sample - previous);
-}
-
-function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}
-
-const invalid = (message: string): EngineError => new EngineError("invalid_request", message, 400);
-
-/** Checks a request's shape and sampling values; returns the seed to use. */
-function validateRequest(request: GenerationRequest): number {
-  const s: SamplingOptions | undefined = request?.sampling;
-  if (!request || typeof request.id !== "string" || typeof request.model !== "string" || !s) {
-    throw invalid("request must have an id, a model and sampling options");
-  }
-  const input = request.input;
-  if (input?.kind === "text") {
-    if (typeof input.prompt !== "string") throw invalid("prompt must be a string");
-  } else if (input?.kind === "chat") {
-    if (!Array.isArray(input.messages) || input.messages.length === 0)
-      throw invalid("messages must not be empty");
-    const roles = new Set(["system", "user", "assistant", "developer", "tool", "function"]);
-    for (const m of input.messages) {
-      if (!m || !roles.has(m.role) || typeof m.content !== "string")
-        throw invalid("each message needs a role and text content");
-    }
-  } else {
-    throw invalid('input.kind must be "chat" or "text"');
-  }
-  if (!Number.isFinite(s.temperature) || s.temperature < 0)
-    throw invalid("temperature must be a number >= 0");
-  if (!Number.isFinite(s.topP) || s.topP <= 0 || s.topP > 1) throw invalid("top_p must be in (0, 1]");
-  if (!Number.isInteger(s.topK) || s.topK < 0) throw invalid("top_k must be an integer >= 0");
-  if (!Number.isInteger(s.maxTokens) || s.maxTokens < 1) throw invalid("max_tokens must be an integer >= 1");
-  if (!Array.isArray(s.stop) || s.stop.some((x) => typeof x !== "string"))
-    throw invalid("stop must be a list of strings");
-  if (s.stop.length > 16) throw invalid("at most 16 stop sequences are allowed");
-  for (const p of [s.presencePenalty, s.frequencyPenalty]) {
-    if (p !== undefined && (!Number.isFinite(p) || p < -2 || p > 2))
-      throw invalid("penalties must be in [-2, 2]");
-  }
-  if (s.seed === undefined || s.seed === null) return randomInt(0, 2 ** 32);
-  if (!Number.isSafeInteger(s.seed)) throw invalid("seed must be an integer");
-  return ((s.seed % 2 ** 32) + 2 ** 32) % 2 ** 32;
-}
-
-/** One submitted generation. */
-class Job implements Generation {
-  readonly done: Promise<GenerationResult>;
-  phase: Phase = "preparing";
-  settled = false;
-  prompt: RenderedPrompt | undefined;
-  promptTokens = 0;
-  completionTokens = 0;
-  readonly generated: Token[] = [];
-  row: Row | undefined;
-  iterator: AsyncGenerator<Token, void, undefined | Token | Token[]> | undefined;
-  /** Prompt tokens not evaluated yet (phase "prefill"), fed in fixed-size chunks. */
-  prefillOffset = 0;
-  detokenizer: IncrementalDetokenizer | undefined;
-  stop: StopMatcher;
-  /** Tokens generated since the last onToken event. */
-  unreportedTokens = 0;
-  /** Sampling seed (the request's, or a random one). */
-  seed = 0;
-  private resolveDone!: (result: GenerationResult) => void;
-  private rejectDone!: (err: unknown) => void;
-
-  constructor(
-    readonly request: GenerationRequest,
-    readonly onToken: (event: TokenEvent) => void,
-    private readonly onCancel: (job: Job) => void,
-  ) {
-    this.done = new Promise<GenerationResult>((resolve, reject) => {
-      this.resolveDone = resolve;
-      this.rejectDone = reject;
-    });
-    // A consumer that never awaits `done` must not crash the daemon with an unhandled rejection.
-    this.done.catch(() => {});
-    this.stop = new StopMatcher(request?.sampling?.stop ?? []);
-  }
-
-  cancel(): void {
-    if (this.settled) return;
-    this.finish("cancelled");
-    this.onCancel(this);
-  }
-
-  finish(reason: GenerationResult["finishReason"]): void {
-    if (this.settled) return;
-    this.settled = true;
-    this.phase = "finished";
-    this.resolveDone({
-      promptTokens: this.promptTokens,
-      completionTokens: this.completionTokens,
-      finishReason: reason,
-    });
-  }
-
-  fail(err: EngineError): void {
-    if (this.settled) return;
-    this.settled = true;
-    this.phase = "finished";
-    this.rejectDone(err);
-  }
-
-  emit(text: string): void {
-    if (this.settled || text.length === 0) return;
-    const event = { text, tokens: this.unreportedTokens };
-    this.unreportedTokens = 0;
-    this.onToken(event);
-  }
-}
-
-/** A loaded model: its context, rows, queue and step loop state. */
-class ModelRunner {
-  readonly queue: Job[] = [];
-  readonly active = new Set<Job>();
-  loopRunning = false;
-  loopDone: Promise<void> = Promise.resolve();
-  idleTimer: NodeJS.Timeout | undefined;
-  disposed = false;
-
-  constructor(
-    readonly file: ModelFile,
-    readonly model: LlamaModel,
-    readonly context: LlamaContext,
-    readonly rows: Row[],
-    readonly wrapper: ReturnType<typeof resolveModelChatWrapper>,
-    /** The per-row token limit the gate enforces. */
-    readonly maxContext: number,
-  ) {}
-
-  get busyRows(): number {
-    let n = 0;
-    for (const job of this.active) if (!job.settled) n++;
-    return n;
-  }
-
-  get idle(): boolean {
-    return this.queue.length === 0 && this.active.size === 0 && !this.loopRunning;
-  }
-}
-
 export class LlamaEngine implements Engine {
   readonly backend = "llama";
-  private readonly options: Required<
-    Pick<LlamaEngineOptions, "maxBatch" | "maxContext" | "threads" | "idleTimeoutMinutes" | "gpu">
-  > & {
-    kvBits: 4 | 8 | undefined;
-    queueDepth: number;
-    prefillChunk: number;
-    memoryBudgetBytes: number | undefined;
-  };
+  private readonly settings: RunnerSettings & { idleTimeoutMinutes: number; queueDepth: number };
   private readonly validator: ModelValidator | undefined;
-  private readonly log: NonNullable<LlamaEngineOptions["onLog"]>;
+  private readonly log: EngineLog;
+  private readonly meters = new EngineMeters();
+  private readonly loop: StepLoop;
   private llama: Promise<Llama> | undefined;
   private readonly known = new Map<string, ModelFile>();
   private readonly runners = new Map<string, ModelRunner>();
   private readonly loading = new Map<string, Promise<ModelRunner>>();
   private readonly preparing = new Set<Job>();
   private closed = false;
-  private counters = {
-    requestsCompleted: 0,
-    requestsFailed: 0,
-    requestsCancelled: 0,
-    tokensGenerated: 0,
-    promptTokensProcessed: 0,
-    decodeSteps: 0,
-  };
-  private rates = { prefill: 0, decodePerRow: 0, decodeAggregate: 0 };
 
   constructor(options: LlamaEngineOptions) {
     const positiveInt = (name: string, v: unknown): number => {
@@ -304,7 +103,7 @@ export class LlamaEngine implements Engine {
       throw new Error("idleTimeoutMinutes must be >= 0");
     }
     if (options.gpu !== false && options.gpu !== "auto") throw new Error('gpu must be false or "auto"');
-    this.options = {
+    this.settings = {
       maxBatch,
       maxContext,
       threads,
@@ -325,6 +124,9 @@ export class LlamaEngine implements Engine {
       ((level, message) => {
         if (level === "error") console.error(`[llama] ${message}`);
       });
+    this.loop = new StepLoop(this.settings.prefillChunk, this.meters, this.log, (runner) =>
+      this.scheduleIdle(runner),
+    );
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -351,7 +153,7 @@ export class LlamaEngine implements Engine {
     this.known.delete(modelId);
     for (const job of this.preparing) {
       if (job.request.model === modelId)
-        this.failJob(job, new EngineError("model_not_found", `model ${modelId} was unloaded`, 404));
+        this.meters.failJob(job, new EngineError("model_not_found", `model ${modelId} was unloaded`, 404));
     }
     await this.dropRunner(
       modelId,
@@ -370,10 +172,10 @@ export class LlamaEngine implements Engine {
 
   private getLlama(): Promise<Llama> {
     this.llama ??= getLlama({
-      gpu: this.options.gpu === false ? false : "auto",
+      gpu: this.settings.gpu === false ? false : "auto",
       build: "never",
       skipDownload: true,
-      maxThreads: this.options.threads,
+      maxThreads: this.settings.threads,
       logLevel: LlamaLogLevel.warn,
       logger: (level, message) => {
         const text = message.trimEnd();
@@ -403,17 +205,11 @@ export class LlamaEngine implements Engine {
     return pending;
   }
 
+  /** Vets the file, loads it and registers its runner; the idle timer starts at once. */
   private async createRunner(file: ModelFile): Promise<ModelRunner> {
-    const fail = (reason: string, cause?: unknown): EngineError =>
-      new EngineError(
-        "model_load_failed",
-        `model ${file.id} (${file.path}) cannot be loaded: ${reason}`,
-        500,
-        { cause },
-      );
     if (this.validator) {
       const verdict = await this.validator.validate(file.path, file.sha256);
-      if (!verdict.ok) throw fail(verdict.reason ?? "it failed validation");
+      if (!verdict.ok) throw loadFailure(file, verdict.reason ?? "it failed validation");
     }
     let llama: Llama;
     try {
@@ -424,96 +220,17 @@ export class LlamaEngine implements Engine {
       });
     }
     this.ensureOpen();
-    let model: LlamaModel | undefined;
-    let context: LlamaContext | undefined;
-    try {
-      model = await llama.loadModel({
-        modelPath: file.path,
-        gpuLayers: this.options.gpu === false ? 0 : "auto",
-      });
-      const train = model.trainContextSize;
-      const wanted = train > 0 ? Math.min(this.options.maxContext, train) : this.options.maxContext;
-      const kvType = this.options.kvBits === 8 ? "Q8_0" : this.options.kvBits === 4 ? "Q4_0" : undefined;
-      const batchSize = Math.max(this.options.prefillChunk, this.options.maxBatch);
-      const maxContext = await this.fitContext(model, wanted, batchSize, kvType);
-      context = await model.createContext({
-        sequences: this.options.maxBatch,
-        contextSize: maxContext,
-        batchSize,
-        threads: this.options.threads,
-        // Flash attention only with a quantized KV cache (llama.cpp needs it to quantize V). With an
-        // F16 cache, ggml's CPU flash attention picks kernels by batch shape (a KV-split reduction for
-        // a single one-token stream, a tiled kernel for long query runs), so a row's logits would
-        // depend on what else is in the batch; the regular attention path and the FA kernel for
-        // quantized caches are batch-invariant.
-        flashAttention: kvType !== undefined,
-        ...(kvType ? { experimentalKvCacheKeyType: kvType, experimentalKvCacheValueType: kvType } : {}),
-        failedCreationRemedy: false,
-      });
-      const rows: Row[] = [];
-      for (let i = 0; i < this.options.maxBatch; i++)
-        rows.push({ index: i, sequence: context.getSequence(), job: undefined });
-      const wrapper = resolveModelChatWrapper(model);
-      const runner = new ModelRunner(file, model, context, rows, wrapper, maxContext);
-      if (this.closed || this.known.get(file.id) !== file) {
-        await context.dispose();
-        await model.dispose();
-        throw new EngineError("model_not_found", `model ${file.id} was unloaded while loading`, 404);
-      }
-      this.runners.set(file.id, runner);
-      this.log("info", `loaded ${file.id}: ${this.options.maxBatch} rows x ${maxContext} tokens`);
-      this.scheduleIdle(runner);
-      return runner;
-    } catch (err) {
-      if (err instanceof EngineError) throw err;
-      await context?.dispose().catch(() => {});
-      await model?.dispose().catch(() => {});
-      throw fail(errorMessage(err), err);
-    }
-  }
-
-  /**
-   * The largest context per row, at most `wanted`, with which the model, `maxBatch` rows of KV cache
-   * and the compute buffers fit the memory budget (llama.cpp allocates all of it up front: 4 rows of
-   * Qwen3-0.6B's 40,960 tokens would be ~19 GB of F16 cache). At least 256 tokens (or `wanted`).
-   */
-  private async fitContext(
-    model: LlamaModel,
-    wanted: number,
-    batchSize: number,
-    kvType: "Q8_0" | "Q4_0" | undefined,
-  ): Promise<number> {
-    const budget = this.options.memoryBudgetBytes;
-    if (budget === undefined) return wanted;
-    const ggmlType = kvType === "Q8_0" ? GgmlType.Q8_0 : kvType === "Q4_0" ? GgmlType.Q4_0 : GgmlType.F16;
-    const needs = async (contextSize: number): Promise<number> => {
-      const r = await model.fileInsights.estimateContextResourceRequirementsV2({
-        contextSize,
-        modelGpuLayers: model.gpuLayers,
-        batchSize,
-        sequences: this.options.maxBatch,
-        flashAttention: kvType !== undefined,
-        kvCacheKeyType: ggmlType,
-        kvCacheValueType: ggmlType,
-      });
-      return model.size + r.cpuRam + r.gpuVram;
-    };
-    if ((await needs(wanted)) <= budget) return wanted;
-    let lo = Math.min(wanted, 256);
-    let hi = wanted;
-    while (hi - lo > 64) {
-      const mid = Math.floor((lo + hi) / 2);
-      if ((await needs(mid)) <= budget) lo = mid;
-      else hi = mid;
-    }
-    const fitted = lo >= 64 ? lo - (lo % 64) : lo;
-    const gib = (budget / 1024 ** 3).toFixed(1);
-    this.log(
-      "warn",
-      `max context per row lowered from ${wanted} to ${fitted} tokens: ${this.options.maxBatch} rows of ${wanted} ` +
-        `would not fit the ${gib} GiB memory budget (lower --max-batch for longer contexts)`,
+    const runner = await openModelRunner(
+      llama,
+      file,
+      this.settings,
+      this.log,
+      () => !this.closed && this.known.get(file.id) === file,
     );
-    return fitted;
+    this.runners.set(file.id, runner);
+    this.log("info", `loaded ${file.id}: ${this.settings.maxBatch} rows x ${runner.maxContext} tokens`);
+    this.scheduleIdle(runner);
+    return runner;
   }
 
   /** The per-request context limit (prompt + max_tokens) of a loaded model; undefined when not loaded. */
@@ -529,10 +246,10 @@ export class LlamaEngine implements Engine {
     if (!runner) return;
     for (const job of [...runner.queue, ...runner.active]) {
       if (job.settled) continue;
-      if (reason) this.failJob(job, reason());
+      if (reason) this.meters.failJob(job, reason());
       else {
         job.finish("cancelled");
-        this.counters.requestsCancelled++;
+        this.meters.counters.requestsCancelled++;
       }
     }
     runner.queue.length = 0;
@@ -545,20 +262,19 @@ export class LlamaEngine implements Engine {
     runner.disposed = true;
     clearTimeout(runner.idleTimer);
     if (this.runners.get(runner.file.id) === runner) this.runners.delete(runner.file.id);
-    await runner.context.dispose().catch(() => {});
-    await runner.model.dispose().catch(() => {});
+    await runner.free();
     this.log("info", `unloaded ${runner.file.id}`);
   }
 
   private scheduleIdle(runner: ModelRunner): void {
     clearTimeout(runner.idleTimer);
     runner.idleTimer = undefined;
-    if (this.options.idleTimeoutMinutes <= 0 || runner.disposed || !runner.idle) return;
+    if (this.settings.idleTimeoutMinutes <= 0 || runner.disposed || !runner.idle) return;
     runner.idleTimer = setTimeout(() => {
       runner.idleTimer = undefined;
       const waiting = [...this.preparing].some((j) => j.request.model === runner.file.id);
       if (runner.idle && !waiting && !runner.disposed) void this.disposeRunner(runner);
-    }, this.options.idleTimeoutMinutes * 60_000);
+    }, this.settings.idleTimeoutMinutes * 60_000);
     runner.idleTimer.unref();
   }
 
@@ -575,22 +291,12 @@ export class LlamaEngine implements Engine {
         throw new EngineError("model_not_found", `model ${request.model} is not served here`, 404);
       }
     } catch (err) {
-      this.failJob(job, err);
+      this.meters.failJob(job, err);
       return job;
     }
     this.preparing.add(job);
     void this.prepare(job);
     return job;
-  }
-
-  private failJob(job: Job, err: unknown): void {
-    if (job.settled) return;
-    const engineError =
-      err instanceof EngineError
-        ? err
-        : new EngineError("engine_failed", `generation failed: ${errorMessage(err)}`, 500, { cause: err });
-    job.fail(engineError);
-    this.counters.requestsFailed++;
   }
 
   private async prepare(job: Job): Promise<void> {
@@ -616,7 +322,7 @@ export class LlamaEngine implements Engine {
       job.promptTokens = prompt.tokens.length;
       if (prompt.stopStrings.length > 0)
         job.stop = new StopMatcher([...job.request.sampling.stop, ...prompt.stopStrings]);
-      if (runner.active.size + runner.queue.length >= runner.rows.length + this.options.queueDepth) {
+      if (runner.active.size + runner.queue.length >= runner.rows.length + this.settings.queueDepth) {
         throw new EngineError(
           "engine_busy",
           `all ${runner.rows.length} rows are busy and ${runner.queue.length} requests are waiting`,
@@ -625,224 +331,21 @@ export class LlamaEngine implements Engine {
       }
       job.phase = "queued";
       runner.queue.push(job);
-      this.kick(runner);
+      this.loop.kick(runner);
     } catch (err) {
-      this.failJob(job, err);
+      this.meters.failJob(job, err);
     } finally {
       this.preparing.delete(job);
     }
   }
 
   private onCancel(job: Job): void {
-    this.counters.requestsCancelled++;
+    this.meters.counters.requestsCancelled++;
     this.preparing.delete(job);
     const runner = this.runners.get(job.request.model);
     if (!runner) return;
     const i = runner.queue.indexOf(job);
     if (i >= 0) runner.queue.splice(i, 1);
-  }
-
-  private kick(runner: ModelRunner): void {
-    clearTimeout(runner.idleTimer);
-    runner.idleTimer = undefined;
-    if (runner.loopRunning) return; // the running loop admits queued jobs at its next step
-    runner.loopRunning = true;
-    runner.loopDone = this.runLoop(runner)
-      .catch((err: unknown) => {
-        this.log("error", `step loop for ${runner.file.id} failed: ${errorMessage(err)}`);
-        for (const job of [...runner.queue, ...runner.active]) this.failJob(job, err);
-      })
-      .finally(() => {
-        runner.loopRunning = false;
-        if (!runner.disposed && runner.queue.some((j) => !j.settled)) this.kick(runner);
-        else this.scheduleIdle(runner);
-      });
-  }
-
-  private evaluateOptions(job: Job): SequenceEvaluateOptions {
-    const s = job.request.sampling;
-    const options: SequenceEvaluateOptions = {
-      temperature: s.temperature,
-      topK: s.topK,
-      topP: s.topP,
-      minP: 0,
-      seed: job.seed,
-    };
-    if (s.presencePenalty || s.frequencyPenalty) {
-      options.repeatPenalty = {
-        punishTokens: () => job.generated.slice(-1024),
-        maxPunishTokens: Math.min(1024, Math.max(64, s.maxTokens)),
-        penalty: 1,
-        presencePenalty: s.presencePenalty ?? 0,
-        frequencyPenalty: s.frequencyPenalty ?? 0,
-      };
-    }
-    return options;
-  }
-
-  /**
-   * The step loop of one model; runs while any of its rows has work. Each round: retire finished
-   * rows, admit queued jobs, one decode step over every decoding row, then one prompt chunk of the
-   * oldest row still evaluating its prompt. Nothing else is queued on the context while a step runs,
-   * so each step is one llama_decode whose composition depends only on the step kind.
-   */
-  private async runLoop(runner: ModelRunner): Promise<void> {
-    for (;;) {
-      await this.retire(runner);
-      if (runner.disposed) return;
-      this.admit(runner);
-      const decoding = [...runner.active].filter((j) => j.phase === "decoding" && !j.settled);
-      if (decoding.length > 0) await this.decodeStep(decoding);
-      const prefill = [...runner.active].find((j) => j.phase === "prefill" && !j.settled);
-      if (prefill) await this.prefillStep(prefill);
-      if (decoding.length === 0 && !prefill && runner.active.size === 0 && runner.queue.length === 0) return;
-    }
-  }
-
-  /** One token for every decoding row, all queued in the same tick: one batched decode. */
-  private async decodeStep(decoding: Job[]): Promise<void> {
-    const started = performance.now();
-    const outcomes = await Promise.all(
-      decoding.map((job) =>
-        job.iterator!.next().then(
-          (value): Outcome => ({ ok: true, value }),
-          (error: unknown): Outcome => ({ ok: false, error }),
-        ),
-      ),
-    );
-    const ms = performance.now() - started;
-    this.counters.decodeSteps++;
-    this.rates.decodePerRow = ema(this.rates.decodePerRow, 1000 / ms);
-    this.rates.decodeAggregate = ema(this.rates.decodeAggregate, (1000 * decoding.length) / ms);
-    for (const [i, job] of decoding.entries()) this.handleOutcome(job, outcomes[i]!);
-  }
-
-  /**
-   * The next `prefillChunk` tokens of one row's prompt, evaluated alone. Chunk boundaries depend only
-   * on the prompt, never on what else is running: llama.cpp's numerics vary with how a prompt is
-   * split into ubatches (and a non-unified KV cache splits mixed batches per sequence), so a prompt
-   * evaluated alongside other rows' tokens could sample differently than it would alone. The last
-   * chunk starts the row's token generator, whose first step samples the first completion token.
-   */
-  private async prefillStep(job: Job): Promise<void> {
-    const tokens = job.prompt!.tokens;
-    const row = job.row!;
-    const start = job.prefillOffset;
-    const end = Math.min(tokens.length, start + this.options.prefillChunk);
-    const chunk = tokens.slice(start, end);
-    const started = performance.now();
-    let outcome: Outcome | undefined;
-    if (end < tokens.length) {
-      try {
-        await row.sequence.evaluateWithoutGeneratingNewTokens(chunk);
-      } catch (error) {
-        outcome = { ok: false, error };
-      }
-    } else {
-      job.iterator = row.sequence.evaluate(chunk, this.evaluateOptions(job));
-      outcome = await job.iterator.next().then(
-        (value): Outcome => ({ ok: true, value }),
-        (error: unknown): Outcome => ({ ok: false, error }),
-      );
-    }
-    const seconds = (performance.now() - started) / 1000;
-    job.prefillOffset = end;
-    if (!outcome || outcome.ok) {
-      this.counters.promptTokensProcessed += chunk.length;
-      if (seconds > 0) this.rates.prefill = ema(this.rates.prefill, chunk.length / seconds);
-    }
-    if (outcome) {
-      if (job.phase === "prefill") job.phase = "decoding";
-      this.handleOutcome(job, outcome);
-    }
-  }
-
-  private admit(runner: ModelRunner): void {
-    while (runner.queue.length > 0) {
-      const row = runner.rows.find((r) => r.job === undefined);
-      if (!row) return;
-      const job = runner.queue.shift()!;
-      if (job.settled || !job.prompt) continue;
-      row.job = job;
-      job.row = row;
-      job.phase = "prefill";
-      job.prefillOffset = 0;
-      job.detokenizer = new IncrementalDetokenizer(runner.model);
-      runner.active.add(job);
-    }
-  }
-
-  private async retire(runner: ModelRunner): Promise<void> {
-    for (const job of [...runner.active]) {
-      if (!job.settled) continue;
-      runner.active.delete(job);
-      const row = job.row;
-      job.row = undefined;
-      try {
-        await job.iterator?.return();
-      } catch {
-        // the generator already failed
-      }
-      if (row) {
-        try {
-          await row.sequence.clearHistory();
-        } catch (err) {
-          this.log("warn", `clearing row ${row.index} of ${runner.file.id} failed: ${errorMessage(err)}`);
-        }
-        row.job = undefined;
-      }
-    }
-  }
-
-  /** Applies one generator step to a job: emit text, detect stops, length and end of generation. */
-  private handleOutcome(job: Job, outcome: Outcome): void {
-    if (job.settled) return;
-    if (!outcome.ok) {
-      this.failJob(job, outcome.error);
-      return;
-    }
-    const result = outcome.value;
-    if (result.done || job.prompt?.stopTokens.has(result.value)) {
-      this.complete(job, "stop", true);
-      return;
-    }
-    const token = result.value;
-    job.completionTokens++;
-    job.unreportedTokens++;
-    job.generated.push(token);
-    this.counters.tokensGenerated++;
-    try {
-      const piece = job.detokenizer!.push(token);
-      if (piece !== "") {
-        const { emit, stopped } = job.stop.push(piece);
-        job.emit(emit);
-        if (stopped) {
-          this.complete(job, "stop", false);
-          return;
-        }
-      }
-      if (job.completionTokens >= job.request.sampling.maxTokens) this.complete(job, "length", true);
-    } catch (err) {
-      this.failJob(job, err);
-    }
-  }
-
-  private complete(job: Job, reason: "stop" | "length", flush: boolean): void {
-    if (job.settled) return;
-    if (flush) {
-      try {
-        const rest = job.detokenizer?.flush() ?? "";
-        const { emit, stopped } = job.stop.push(rest);
-        job.emit(emit);
-        if (!stopped) job.emit(job.stop.flush());
-        else reason = "stop";
-      } catch (err) {
-        this.failJob(job, err);
-        return;
-      }
-    }
-    job.finish(reason);
-    this.counters.requestsCompleted++;
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -855,25 +358,25 @@ export class LlamaEngine implements Engine {
     for (const runner of this.runners.values()) {
       busySlots += runner.busyRows;
       queueDepth += runner.queue.length;
-      totalCells += runner.context.contextSize * runner.rows.length;
-      for (const row of runner.rows) {
-        if (row.job && !row.sequence.disposed) usedCells += row.sequence.nextTokenIndex;
-      }
+      const cells = runner.cells();
+      usedCells += cells.used;
+      totalCells += cells.total;
     }
+    const { counters, rates } = this.meters;
     return {
       busySlots,
       queueDepth,
       kvCacheUsage: totalCells === 0 ? 0 : Math.min(1, usedCells / totalCells),
-      prefillTokensPerSecond: this.rates.prefill,
-      decodeTokensPerSecond: this.rates.decodePerRow,
-      aggregateDecodeTokensPerSecond: this.rates.decodeAggregate,
+      prefillTokensPerSecond: rates.prefill,
+      decodeTokensPerSecond: rates.decodePerRow,
+      aggregateDecodeTokensPerSecond: rates.decodeAggregate,
       loadedModels: [...this.runners.keys()],
-      requestsCompleted: this.counters.requestsCompleted,
-      requestsFailed: this.counters.requestsFailed,
-      requestsCancelled: this.counters.requestsCancelled,
-      tokensGenerated: this.counters.tokensGenerated,
-      promptTokensProcessed: this.counters.promptTokensProcessed,
-      decodeSteps: this.counters.decodeSteps,
+      requestsCompleted: counters.requestsCompleted,
+      requestsFailed: counters.requestsFailed,
+      requestsCancelled: counters.requestsCancelled,
+      tokensGenerated: counters.tokensGenerated,
+      promptTokensProcessed: counters.promptTokensProcessed,
+      decodeSteps: counters.decodeSteps,
     };
   }
 

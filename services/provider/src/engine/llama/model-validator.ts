@@ -7,7 +7,7 @@
 import { spawn } from "node:child_process";
 import { createRequire } from "node:module";
 import { pathToFileURL } from "node:url";
-import { readGgufMetadata } from "../../models/synth/gguf.js";
+import { readGgufMetadata } from "../../models/gguf/reader.js";
 
 export interface ValidationVerdict {
   ok: boolean;

@@ -10,8 +10,8 @@ import {
   ggufValue,
   readGgufMetadata,
   writeGgufFile,
-} from "./gguf.js";
-import { sha256File } from "./hash.js";
+} from "../gguf/index.js";
+import { sha256File } from "../sha256-file.js";
 import { float16Bits, float16Value, Xoshiro128 } from "./random.js";
 import { MODEL_SHAPES } from "./shapes.js";
 import { planModel, synthesizeModel } from "./synthesize.js";

@@ -12,7 +12,7 @@ import {
   ggmlTensorBytes,
   layoutTensors,
   writeGgufFile,
-} from "./gguf.js";
+} from "../gguf/index.js";
 import { float16Bits, fnv1a32, Xoshiro128 } from "./random.js";
 import { isModelShapeName, MODEL_SHAPES, type ModelShape, type ModelShapeName } from "./shapes.js";
 import { buildTokenizer, type TokenizerSpec } from "./tokenizer.js";

@@ -1,4 +1,6 @@
 import { describe, expect, it } from "vitest";
+import { decodeChunkPayload } from "../chunk-payload.js";
+import { BoxKeyPair } from "../sealed-box.js";
 import { acceptedMessage } from "./messages.js";
 import { ChunkDraft, Outbound } from "./outbound.js";
 
@@ -34,5 +36,37 @@ describe("outbound chunk coalescing", () => {
     const message = (await pending).value;
     expect(draft.taken).toBe(true);
     expect(message?.message.value).toMatchObject({ payload: { value: { text: "x", choiceIndex: 1 } } });
+  });
+
+  it("seals a draft with the request's key when the transport takes it", async () => {
+    const provider = BoxKeyPair.generate();
+    const coordinator = BoxKeyPair.generate();
+    const outbound = new Outbound();
+    const iterator = outbound.messages()[Symbol.asyncIterator]();
+    const draft = new ChunkDraft("r", 3n, 2, "he", 1, provider.keyFor(coordinator.publicKey));
+    outbound.sendChunk(draft);
+    draft.append("llo", 1);
+    const chunk = (await iterator.next()).value?.message;
+    if (chunk?.case !== "inferenceChunk" || chunk.value.payload.case !== "sealed")
+      throw new Error("not sealed");
+    expect(chunk.value.sequence).toBe(3n);
+    expect(chunk.value.payload.value.senderPublicKey).toHaveLength(0);
+    const opened = coordinator.keyFor(provider.publicKey).open(chunk.value.payload.value);
+    expect(decodeChunkPayload(opened)).toMatchObject({ text: "hello", tokenCount: 2, choiceIndex: 2 });
+  });
+
+  it("runs afterFlush once everything queued before it is taken, and at once when closed", async () => {
+    const outbound = new Outbound();
+    const iterator = outbound.messages()[Symbol.asyncIterator]();
+    const ran: string[] = [];
+    outbound.send(acceptedMessage("r"));
+    outbound.afterFlush(() => ran.push("flushed"));
+    expect(ran).toEqual([]);
+    await iterator.next();
+    outbound.close();
+    expect((await iterator.next()).done).toBe(true);
+    expect(ran).toEqual(["flushed"]);
+    outbound.afterFlush(() => ran.push("closed"));
+    expect(ran).toEqual(["flushed", "closed"]);
   });
 });

@@ -1,8 +1,7 @@
-import { Channel, encodeChunkPayload } from "@darkbloom/protocol";
-import type { ConnectRequest } from "@darkbloom/protocol/provider/v1";
-import { type BoxKey, wipe } from "@darkbloom/protocol/sealed-box";
-
-const EMPTY = new Uint8Array();
+import { Channel } from "../channel.js";
+import type { ConnectRequest } from "../gen/darkbloom/provider/v1/provider_pb.js";
+import type { BoxKey } from "../sealed-box.js";
+import { chunkMessage, sealedChunkMessage } from "./messages.js";
 
 /**
  * A chunk queued for the wire but not yet taken by the transport. While it waits, later tokens of the
@@ -31,54 +30,16 @@ export class ChunkDraft {
   }
 
   toMessage(): ConnectRequest {
-    if (this.key) return this.sealedMessage(this.key);
-    return {
-      $typeName: "darkbloom.provider.v1.ConnectRequest",
-      message: {
-        case: "inferenceChunk",
-        value: {
-          $typeName: "darkbloom.provider.v1.InferenceChunk",
-          requestId: this.requestId,
-          sequence: this.sequence,
-          payload: {
-            case: "plaintext",
-            value: {
-              $typeName: "darkbloom.provider.v1.ChunkPayload",
-              text: this.text,
-              tokenCount: this.tokenCount,
-              choiceIndex: this.choiceIndex,
-            },
-          },
-        },
-      },
-    };
-  }
-
-  /** The chunk with its ChunkPayload sealed (sender_public_key empty: the coordinator knows ours). */
-  private sealedMessage(key: BoxKey): ConnectRequest {
-    const plaintext = encodeChunkPayload(this.text, this.tokenCount, this.choiceIndex);
-    const { nonce, ciphertext } = key.seal(plaintext);
-    wipe(plaintext);
-    return {
-      $typeName: "darkbloom.provider.v1.ConnectRequest",
-      message: {
-        case: "inferenceChunk",
-        value: {
-          $typeName: "darkbloom.provider.v1.InferenceChunk",
-          requestId: this.requestId,
-          sequence: this.sequence,
-          payload: {
-            case: "sealed",
-            value: {
-              $typeName: "darkbloom.provider.v1.SealedBox",
-              senderPublicKey: EMPTY,
-              nonce,
-              ciphertext,
-            },
-          },
-        },
-      },
-    };
+    return this.key
+      ? sealedChunkMessage(
+          this.requestId,
+          this.sequence,
+          this.key,
+          this.text,
+          this.tokenCount,
+          this.choiceIndex,
+        )
+      : chunkMessage(this.requestId, this.sequence, this.text, this.tokenCount, this.choiceIndex);
   }
 }
 
@@ -89,7 +50,10 @@ class AfterFlush {
 
 type Item = ConnectRequest | ChunkDraft | AfterFlush;
 
-/** The provider's half of the stream: messages and chunk drafts, in order. */
+/**
+ * The provider's half of the stream: messages and chunk drafts, in order. Producers queue without
+ * awaiting; the Connect client pulls through messages(), HTTP/2 flow control being the back-pressure.
+ */
 export class Outbound {
   private readonly channel = new Channel<Item>();
 

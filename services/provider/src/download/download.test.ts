@@ -5,7 +5,7 @@ import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { DownloadError, type DownloadProgress, downloadFile, progressLine } from "./download.js";
+import { DownloadError, type DownloadProgress, downloadFile } from "./download.js";
 
 const CONTENT = randomBytes(300_000);
 const SHA = createHash("sha256").update(CONTENT).digest("hex");
@@ -155,16 +155,5 @@ describe("downloadFile", () => {
     );
     await expect(stat(dest)).rejects.toThrow();
     await expect(stat(`${dest}.partial`)).rejects.toThrow();
-  });
-});
-
-describe("progress line", () => {
-  it("draws a bar with percent, sizes and speed", () => {
-    expect(progressLine({ received: 512 * 1024, total: 1024 * 1024, resumedFrom: 0 }, 1000, 10)).toBe(
-      "[#####-----]  50%  512.0 KiB / 1.0 MiB  512.0 KiB/s",
-    );
-    expect(progressLine({ received: 2048, total: undefined, resumedFrom: 0 }, 1000)).toBe(
-      "2.0 KiB  2.0 KiB/s",
-    );
   });
 });

@@ -1,0 +1,29 @@
+// The provider's side of ProviderService.Connect: what the daemon and the scripted provider of
+// @darkbloom/testing send, how chunks are sealed, and how the stream is dialed and kept alive.
+// A subpath of its own so that the coordinator, which only receives, does not load the client.
+export {
+  type Dialed,
+  type DialOptions,
+  dial,
+  KEEPALIVE,
+  openSocket,
+  providerClient,
+  type TransportKind,
+} from "./dial.js";
+export {
+  acceptedMessage,
+  attestationResponseMessage,
+  type ChoiceOutcome,
+  chunkMessage,
+  completeMessage,
+  errorMessage,
+  type HeartbeatInit,
+  heartbeatMessage,
+  type InferenceFailure,
+  loadStatusMessage,
+  type RegisterInit,
+  type ResponseSignatureInit,
+  registerMessage,
+  sealedChunkMessage,
+} from "./messages.js";
+export { ChunkDraft, Outbound } from "./outbound.js";

@@ -1,0 +1,55 @@
+import { EngineError } from "../engine.js";
+import type { Job } from "./job.js";
+
+const EMA_ALPHA = 0.2;
+
+/** An exponential moving average that ignores samples that are not positive and finite. */
+function ema(previous: number, sample: number): number {
+  if (!Number.isFinite(sample) || sample <= 0) return previous;
+  return previous === 0 ? sample : previous + EMA_ALPHA * (sample - previous);
+}
+
+export function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/**
+ * The engine's counters and measured rates, shared by every model's step loop: what stats() and
+ * the provider's heartbeats report, and what the coordinator's routing starts from.
+ */
+export class EngineMeters {
+  readonly counters = {
+    requestsCompleted: 0,
+    requestsFailed: 0,
+    requestsCancelled: 0,
+    tokensGenerated: 0,
+    promptTokensProcessed: 0,
+    decodeSteps: 0,
+  };
+  /** Recent prefill tokens/s, decode tokens/s of one row, and decode tokens/s over the whole batch. */
+  readonly rates = { prefill: 0, decodePerRow: 0, decodeAggregate: 0 };
+
+  /** One batched decode of `rows` rows took `ms`. */
+  decodeStep(ms: number, rows: number): void {
+    this.counters.decodeSteps++;
+    this.rates.decodePerRow = ema(this.rates.decodePerRow, 1000 / ms);
+    this.rates.decodeAggregate = ema(this.rates.decodeAggregate, (1000 * rows) / ms);
+  }
+
+  /** A prompt chunk of `tokens` tokens was evaluated in `seconds`. */
+  prefillChunk(tokens: number, seconds: number): void {
+    this.counters.promptTokensProcessed += tokens;
+    if (seconds > 0) this.rates.prefill = ema(this.rates.prefill, tokens / seconds);
+  }
+
+  /** Fails a job and counts it: an EngineError as it is, anything else as engine_failed. */
+  failJob(job: Job, err: unknown): void {
+    if (job.settled) return;
+    const engineError =
+      err instanceof EngineError
+        ? err
+        : new EngineError("engine_failed", `generation failed: ${errorMessage(err)}`, 500, { cause: err });
+    job.fail(engineError);
+    this.counters.requestsFailed++;
+  }
+}

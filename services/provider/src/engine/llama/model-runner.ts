@@ -1,0 +1,187 @@
+/**
+ * A loaded model and its batch rows. Each loaded model has one LlamaContext with
+ * `sequences = maxBatch`; every sequence is a batch row with its own KV stream (node-llama-cpp 3.22
+ * creates contexts with a non-unified KV cache, so a row owns `maxContext` cells). A generation takes
+ * a free row or waits in the model's FIFO queue (at most `queueDepth` waiting, then "engine_busy").
+ * A finished or cancelled row is retired at the next step boundary (step-loop.ts): its generator is
+ * closed and its KV cells are cleared, and the next queued request takes it.
+ */
+import { GgmlType, type Llama, type LlamaContext, type LlamaModel } from "node-llama-cpp";
+import { EngineError, type ModelFile } from "../engine.js";
+import type { Job, Row } from "./job.js";
+import { errorMessage } from "./meters.js";
+import { resolveModelChatWrapper } from "./prompt.js";
+
+/** The engine's log: llama.cpp's lines and its own. */
+export type EngineLog = (level: "debug" | "info" | "warn" | "error", message: string) => void;
+
+/** How every model's context is made. */
+export interface RunnerSettings {
+  maxBatch: number;
+  maxContext: number;
+  threads: number;
+  kvBits: 4 | 8 | undefined;
+  prefillChunk: number;
+  memoryBudgetBytes: number | undefined;
+  gpu: false | "auto";
+}
+
+/** A loaded model: its context, rows, queue and step loop state. */
+export class ModelRunner {
+  readonly queue: Job[] = [];
+  readonly active = new Set<Job>();
+  loopRunning = false;
+  loopDone: Promise<void> = Promise.resolve();
+  idleTimer: NodeJS.Timeout | undefined;
+  disposed = false;
+
+  constructor(
+    readonly file: ModelFile,
+    readonly model: LlamaModel,
+    readonly context: LlamaContext,
+    readonly rows: Row[],
+    readonly wrapper: ReturnType<typeof resolveModelChatWrapper>,
+    /** The per-row token limit the gate enforces. */
+    readonly maxContext: number,
+  ) {}
+
+  get busyRows(): number {
+    let n = 0;
+    for (const job of this.active) if (!job.settled) n++;
+    return n;
+  }
+
+  get idle(): boolean {
+    return this.queue.length === 0 && this.active.size === 0 && !this.loopRunning;
+  }
+
+  /** KV cells in use by rows with a job, and all the context's cells (for kv_cache_usage). */
+  cells(): { used: number; total: number } {
+    let used = 0;
+    for (const row of this.rows) {
+      if (row.job && !row.sequence.disposed) used += row.sequence.nextTokenIndex;
+    }
+    return { used, total: this.context.contextSize * this.rows.length };
+  }
+
+  /** Frees the context and the weights; errors are ignored (the runner is gone either way). */
+  async free(): Promise<void> {
+    await this.context.dispose().catch(() => {});
+    await this.model.dispose().catch(() => {});
+  }
+}
+
+/**
+ * Loads a model file and makes its context and rows. `stillWanted` is asked once everything is
+ * allocated: a model unloaded (or an engine closed) while it was loading is freed again and reported
+ * as not found. Any other failure is model_load_failed, naming the file.
+ */
+export async function openModelRunner(
+  llama: Llama,
+  file: ModelFile,
+  settings: RunnerSettings,
+  log: EngineLog,
+  stillWanted: () => boolean,
+): Promise<ModelRunner> {
+  let model: LlamaModel | undefined;
+  let context: LlamaContext | undefined;
+  try {
+    model = await llama.loadModel({
+      modelPath: file.path,
+      gpuLayers: settings.gpu === false ? 0 : "auto",
+    });
+    const train = model.trainContextSize;
+    const wanted = train > 0 ? Math.min(settings.maxContext, train) : settings.maxContext;
+    const kvType = settings.kvBits === 8 ? "Q8_0" : settings.kvBits === 4 ? "Q4_0" : undefined;
+    const batchSize = Math.max(settings.prefillChunk, settings.maxBatch);
+    const maxContext = await fitContext(model, wanted, batchSize, kvType, settings, log);
+    context = await model.createContext({
+      sequences: settings.maxBatch,
+      contextSize: maxContext,
+      batchSize,
+      threads: settings.threads,
+      // Flash attention only with a quantized KV cache (llama.cpp needs it to quantize V). With an
+      // F16 cache, ggml's CPU flash attention picks kernels by batch shape (a KV-split reduction for
+      // a single one-token stream, a tiled kernel for long query runs), so a row's logits would
+      // depend on what else is in the batch; the regular attention path and the FA kernel for
+      // quantized caches are batch-invariant.
+      flashAttention: kvType !== undefined,
+      ...(kvType ? { experimentalKvCacheKeyType: kvType, experimentalKvCacheValueType: kvType } : {}),
+      failedCreationRemedy: false,
+    });
+    const rows: Row[] = [];
+    for (let i = 0; i < settings.maxBatch; i++)
+      rows.push({ index: i, sequence: context.getSequence(), job: undefined });
+    const wrapper = resolveModelChatWrapper(model);
+    const runner = new ModelRunner(file, model, context, rows, wrapper, maxContext);
+    if (!stillWanted()) {
+      await context.dispose();
+      await model.dispose();
+      throw new EngineError("model_not_found", `model ${file.id} was unloaded while loading`, 404);
+    }
+    return runner;
+  } catch (err) {
+    if (err instanceof EngineError) throw err;
+    await context?.dispose().catch(() => {});
+    await model?.dispose().catch(() => {});
+    throw loadFailure(file, errorMessage(err), err);
+  }
+}
+
+/** model_load_failed for `file`, saying why. */
+export function loadFailure(file: ModelFile, reason: string, cause?: unknown): EngineError {
+  return new EngineError(
+    "model_load_failed",
+    `model ${file.id} (${file.path}) cannot be loaded: ${reason}`,
+    500,
+    {
+      cause,
+    },
+  );
+}
+
+/**
+ * The largest context per row, at most `wanted`, with which the model, `maxBatch` rows of KV cache
+ * and the compute buffers fit the memory budget (llama.cpp allocates all of it up front: 4 rows of
+ * Qwen3-0.6B's 40,960 tokens would be ~19 GB of F16 cache). At least 256 tokens (or `wanted`).
+ */
+async function fitContext(
+  model: LlamaModel,
+  wanted: number,
+  batchSize: number,
+  kvType: "Q8_0" | "Q4_0" | undefined,
+  settings: RunnerSettings,
+  log: EngineLog,
+): Promise<number> {
+  const budget = settings.memoryBudgetBytes;
+  if (budget === undefined) return wanted;
+  const ggmlType = kvType === "Q8_0" ? GgmlType.Q8_0 : kvType === "Q4_0" ? GgmlType.Q4_0 : GgmlType.F16;
+  const needs = async (contextSize: number): Promise<number> => {
+    const r = await model.fileInsights.estimateContextResourceRequirementsV2({
+      contextSize,
+      modelGpuLayers: model.gpuLayers,
+      batchSize,
+      sequences: settings.maxBatch,
+      flashAttention: kvType !== undefined,
+      kvCacheKeyType: ggmlType,
+      kvCacheValueType: ggmlType,
+    });
+    return model.size + r.cpuRam + r.gpuVram;
+  };
+  if ((await needs(wanted)) <= budget) return wanted;
+  let lo = Math.min(wanted, 256);
+  let hi = wanted;
+  while (hi - lo > 64) {
+    const mid = Math.floor((lo + hi) / 2);
+    if ((await needs(mid)) <= budget) lo = mid;
+    else hi = mid;
+  }
+  const fitted = lo >= 64 ? lo - (lo % 64) : lo;
+  const gib = (budget / 1024 ** 3).toFixed(1);
+  log(
+    "warn",
+    `max context per row lowered from ${wanted} to ${fitted} tokens: ${settings.maxBatch} rows of ${wanted} ` +
+      `would not fit the ${gib} GiB memory budget (lower --max-batch for longer contexts)`,
+  );
+  return fitted;
+}

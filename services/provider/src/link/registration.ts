@@ -1,0 +1,39 @@
+import { PROTOCOL_VERSION } from "@darkbloom/protocol";
+import type { RegisterInit } from "@darkbloom/protocol/provider-client";
+import { RESPONSE_SIGNATURE_VERSION } from "@darkbloom/protocol/verifiable-response";
+import type { ProviderLinkOptions } from "./options.js";
+
+/**
+ * The Register that opens every stream: who this provider is (machine id, keys, attestation, account),
+ * what it serves (each model's context capped at the configured maximum) and how (capacity, knobs).
+ */
+export function registration(options: ProviderLinkOptions): RegisterInit {
+  const { knobs } = options;
+  return {
+    protocolVersion: PROTOCOL_VERSION,
+    daemonVersion: options.daemonVersion,
+    machineId: options.machineId,
+    hardware: options.hardware,
+    models: options.models.map((m) => ({
+      id: m.id,
+      sizeBytes: BigInt(m.sizeBytes),
+      quantization: m.quantization,
+      weightSha256: m.sha256,
+      contextLength: m.contextLength > 0 ? Math.min(m.contextLength, knobs.maxContext) : knobs.maxContext,
+      architecture: m.architecture,
+    })),
+    engineBackend: options.engine.backend,
+    encryptionPublicKey: options.encryptionKey.publicKey,
+    ...(options.attestor ? { attestation: options.attestor.attestation } : {}),
+    accountToken: options.accountToken ?? "",
+    capacity: { maxBatch: knobs.maxBatch, maxContext: knobs.maxContext },
+    responseSignatureVersion: RESPONSE_SIGNATURE_VERSION,
+    knobs: {
+      kvBits: knobs.kvBits,
+      maxContext: knobs.maxContext,
+      maxBatch: knobs.maxBatch,
+      idleTimeoutMinutes: knobs.idleTimeoutMinutes,
+      threads: knobs.threads,
+    },
+  };
+}

@@ -1,0 +1,334 @@
+import type { Cancel, InferenceRequest } from "@darkbloom/protocol/provider/v1";
+import {
+  acceptedMessage,
+  ChunkDraft,
+  completeMessage,
+  errorMessage,
+  type InferenceFailure,
+  type ResponseSignatureInit,
+} from "@darkbloom/protocol/provider-client";
+import { type BoxKey, type BoxKeyPair, wipe } from "@darkbloom/protocol/sealed-box";
+import {
+  RESPONSE_SIGNATURE_VERSION,
+  responseSha256,
+  responseSignatureMessage,
+  sha256,
+  textChoices,
+} from "@darkbloom/protocol/verifiable-response";
+import type { Logger } from "pino";
+import type { Engine, Generation, GenerationRequest, GenerationResult, ModelFile } from "../engine/engine.js";
+import { inferenceFailure, Refusals } from "./errors.js";
+import type { Heartbeats } from "./heartbeats.js";
+import type { ModelOperations } from "./model-operations.js";
+import type { LinkCounters, ResponseSigner } from "./options.js";
+import { choiceRequests, parseRequestBody } from "./request-body.js";
+import type { Session } from "./session.js";
+
+/** One request being served: its choices' generations, chunks and results, and its box key. */
+export interface ActiveRequest {
+  requestId: string;
+  model: string;
+  session: Session;
+  generations: Generation[];
+  drafts: (ChunkDraft | undefined)[];
+  results: (GenerationResult | undefined)[];
+  n: number;
+  nextSequence: bigint;
+  /** The request's box key: chunks are sealed with it; wiped once the last one is on the wire. */
+  key: BoxKey;
+  /** SHA-256 of the request body as opened: what the response signature covers. */
+  requestSha256: Uint8Array;
+  /** Each choice's whole text as sent: the response bytes the signature covers. */
+  texts: string[];
+  /** Whether any chunk was queued: failures after that are not retryable elsewhere. */
+  sent: boolean;
+  /** A terminal message was sent, or the request was cancelled or lost: nothing more is sent. */
+  finished: boolean;
+}
+
+export interface RequestServerParts {
+  engine: Engine;
+  /** The models registered; requests for others are refused. */
+  served: ReadonlyMap<string, ModelFile>;
+  encryptionKey: BoxKeyPair;
+  responseSigner: ResponseSigner | undefined;
+  counters: LinkCounters;
+  log: Logger;
+  models: ModelOperations;
+  heartbeats: Heartbeats;
+  /** Whether the link is stopping: new requests are refused. */
+  stopping: () => boolean;
+  /** The session's last request left (a drain waiting for it may end the stream). */
+  onIdle: (session: Session) => void;
+}
+
+/**
+ * Serves InferenceRequests, one state machine per request: refused, or accepted (InferenceAccepted)
+ * with one engine generation per choice, whose tokens stream back as sealed chunks, ending in exactly
+ * one terminal message (InferenceComplete, signed, or InferenceError) unless the coordinator
+ * cancelled it or the stream ended first.
+ */
+export class RequestServer {
+  private readonly engine: Engine;
+  private readonly served: ReadonlyMap<string, ModelFile>;
+  private readonly encryptionKey: BoxKeyPair;
+  private readonly responseSigner: ResponseSigner | undefined;
+  private readonly counters: LinkCounters;
+  private readonly log: Logger;
+  private readonly models: ModelOperations;
+  private readonly heartbeats: Heartbeats;
+  private readonly stopping: () => boolean;
+  private readonly onIdle: (session: Session) => void;
+
+  constructor(parts: RequestServerParts) {
+    this.engine = parts.engine;
+    this.served = parts.served;
+    this.encryptionKey = parts.encryptionKey;
+    this.responseSigner = parts.responseSigner;
+    this.counters = parts.counters;
+    this.log = parts.log;
+    this.models = parts.models;
+    this.heartbeats = parts.heartbeats;
+    this.stopping = parts.stopping;
+    this.onIdle = parts.onIdle;
+  }
+
+  /**
+   * Accepts a request or refuses it with an InferenceError: opens the sealed body with the provider's
+   * key, parses it into one generation per choice and submits them (after reloading a model the
+   * coordinator unloaded).
+   */
+  onRequest(session: Session, request: InferenceRequest): void {
+    const { requestId, model } = request;
+    if (session.active.has(requestId)) {
+      this.log.warn({ requestId }, "duplicate InferenceRequest ignored");
+      return;
+    }
+    let submissions: GenerationRequest[] = [];
+    let refusal: InferenceFailure | undefined;
+    let key: BoxKey | undefined;
+    let requestSha256: Uint8Array = new Uint8Array();
+    if (session.draining || this.stopping()) refusal = Refusals.draining();
+    else if (!this.served.has(model)) refusal = Refusals.modelNotServed(model);
+    else if (request.body.case === "plaintextBody") refusal = Refusals.encryptionRequired();
+    else if (request.body.case !== "sealedBody") refusal = Refusals.emptyBody();
+    else {
+      let body: Buffer | undefined;
+      try {
+        key = this.encryptionKey.keyFor(request.body.value.senderPublicKey);
+        body = key.open(request.body.value);
+      } catch {
+        refusal = Refusals.unopenable();
+      }
+      if (body) {
+        try {
+          requestSha256 = sha256(body);
+          const parsed = parseRequestBody(request.endpoint, body, request.maxTokens);
+          submissions = choiceRequests(requestId, model, parsed);
+        } catch (error) {
+          refusal = inferenceFailure(error, false);
+        } finally {
+          wipe(body); // the prompt now lives only in the parsed strings
+        }
+      }
+    }
+    if (refusal) {
+      key?.wipe();
+      session.outbound.send(errorMessage(requestId, refusal));
+      this.counters.requestsFailed++;
+      this.log.info({ requestId, model, code: refusal.code }, "request refused");
+      return;
+    }
+    const active: ActiveRequest = {
+      requestId,
+      model,
+      session,
+      generations: [],
+      drafts: [],
+      results: [],
+      n: submissions.length,
+      nextSequence: 0n,
+      key: key as BoxKey,
+      requestSha256,
+      texts: submissions.map(() => ""),
+      sent: false,
+      finished: false,
+    };
+    session.active.set(requestId, active);
+    this.heartbeats.used(model);
+    const reload = this.models.reloadIfUnloaded(model);
+    if (reload) {
+      // Unloaded on the coordinator's command: load it again for this request.
+      reload.then(
+        () => {
+          if (!active.finished) this.begin(active, submissions);
+        },
+        (error: unknown) => this.fail(active, inferenceFailure(error, false), error),
+      );
+      return;
+    }
+    this.begin(active, submissions);
+  }
+
+  /** Submits one generation per choice, then acknowledges the request. */
+  private begin(active: ActiveRequest, submissions: GenerationRequest[]): void {
+    const { session, requestId } = active;
+    for (const [index, submission] of submissions.entries()) {
+      try {
+        active.generations.push(
+          this.engine.generate(submission, (event) => this.onToken(active, index, event)),
+        );
+      } catch (error) {
+        this.fail(active, inferenceFailure(error, active.sent), error);
+        return;
+      }
+    }
+    session.outbound.send(acceptedMessage(requestId));
+    for (const [index, generation] of active.generations.entries()) {
+      generation.done.then(
+        (result) => this.onChoiceDone(active, index, result),
+        (error: unknown) => this.fail(active, inferenceFailure(error, active.sent), error),
+      );
+    }
+  }
+
+  private onToken(active: ActiveRequest, choice: number, event: { text: string; tokens: number }): void {
+    if (active.finished || (event.text === "" && event.tokens === 0)) return;
+    active.texts[choice] += event.text;
+    if (active.drafts[choice]?.append(event.text, event.tokens)) return;
+    const draft = new ChunkDraft(
+      active.requestId,
+      active.nextSequence++,
+      choice,
+      event.text,
+      event.tokens,
+      active.key,
+    );
+    active.drafts[choice] = draft;
+    active.sent = true;
+    active.session.outbound.sendChunk(draft);
+  }
+
+  private onChoiceDone(active: ActiveRequest, choice: number, result: GenerationResult): void {
+    if (active.finished) return;
+    if (result.finishReason === "cancelled") {
+      // Not cancelled by us (that marks the request finished first): the engine stopped it.
+      this.fail(active, Refusals.cancelledByEngine(active.sent));
+      return;
+    }
+    active.results[choice] = result;
+    const results = active.results.filter((r): r is GenerationResult => r !== undefined);
+    if (results.length < active.n) return;
+    active.finished = true;
+    const promptTokens = Math.max(...results.map((r) => r.promptTokens));
+    const completionTokens = results.reduce((sum, r) => sum + r.completionTokens, 0);
+    const choices = active.results.map((r, index) => ({ index, finishReason: r?.finishReason ?? "stop" }));
+    const send = (signature?: ResponseSignatureInit) => {
+      active.session.outbound.send(
+        completeMessage(active.requestId, promptTokens, completionTokens, choices, signature),
+      );
+      this.counters.requestsCompleted++;
+      this.release(active); // after the terminal message: releasing the last request may end a drain
+    };
+    const signer = this.responseSigner;
+    if (!signer) {
+      send();
+      return;
+    }
+    // Everything the consumer is shown: the coordinator refuses a signature that differs from it.
+    const responseHash = responseSha256({
+      providerId: active.session.ack?.providerId ?? "",
+      model: active.model,
+      choices: textChoices(
+        active.texts,
+        choices.map((c) => c.finishReason),
+      ),
+      usage: { promptTokens, completionTokens },
+    });
+    signer.sign(responseSignatureMessage(active.requestSha256, responseHash)).then(
+      (signature) =>
+        send({
+          requestSha256: active.requestSha256,
+          responseSha256: responseHash,
+          signature,
+          version: RESPONSE_SIGNATURE_VERSION,
+        }),
+      (error: unknown) => {
+        // Unsigned would be flagged by the coordinator; fail the request instead (retryable: nothing
+        // reached the consumer yet only for non-streaming requests, which the coordinator knows).
+        this.log.warn(
+          { requestId: active.requestId, err: (error as Error).message },
+          "response signing failed",
+        );
+        active.finished = false;
+        this.fail(active, { ...Refusals.signingFailed(), retryable: false }, error);
+      },
+    );
+  }
+
+  /** Ends a request with an InferenceError and cancels its other choices. */
+  private fail(active: ActiveRequest, failure: InferenceFailure, cause?: unknown): void {
+    if (active.finished) return;
+    active.finished = true;
+    for (const generation of active.generations) generation.cancel();
+    active.session.outbound.send(errorMessage(active.requestId, failure));
+    this.counters.requestsFailed++;
+    this.release(active);
+    const level = failure.httpStatus >= 500 ? "warn" : "info";
+    this.log[level](
+      {
+        requestId: active.requestId,
+        model: active.model,
+        code: failure.code,
+        retryable: failure.retryable,
+        err: cause instanceof Error && failure.code === "provider_error" ? cause.message : undefined,
+      },
+      "request failed",
+    );
+  }
+
+  /** The coordinator cancelled a request (its consumer left, a deadline passed): stop generating. */
+  onCancel(session: Session, cancel: Cancel): void {
+    const active = session.active.get(cancel.requestId);
+    if (!active || active.finished) return;
+    active.finished = true;
+    for (const generation of active.generations) generation.cancel();
+    this.release(active);
+    this.counters.requestsCancelled++;
+    this.log.info(
+      { requestId: cancel.requestId, reason: cancel.reason },
+      "request cancelled by the coordinator",
+    );
+  }
+
+  private release(active: ActiveRequest): void {
+    const { session } = active;
+    if (session.active.get(active.requestId) !== active) return;
+    session.active.delete(active.requestId);
+    // Drafts of this request still queued are sealed when the transport takes them: wipe after.
+    session.outbound.afterFlush(() => active.key.wipe());
+    if (session.active.size === 0) {
+      session.wakeIdleWaiters();
+      this.onIdle(session);
+    }
+  }
+
+  /** Fails every request in flight with `failure` (a drain's deadline passed, the link is stopping). */
+  failAll(session: Session, failure: (active: ActiveRequest) => InferenceFailure): void {
+    for (const active of [...session.active.values()]) this.fail(active, failure(active));
+  }
+
+  /**
+   * The stream ended: the coordinator fails or retries what was in flight, so nothing more is sent
+   * for it; the engine is freed at once and each key is wiped once the transport let go of it.
+   */
+  abandon(session: Session): void {
+    for (const active of session.active.values()) {
+      session.outbound.afterFlush(() => active.key.wipe());
+      if (active.finished) continue;
+      active.finished = true;
+      for (const generation of active.generations) generation.cancel();
+    }
+    session.active.clear();
+  }
+}

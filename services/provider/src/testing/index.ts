@@ -1,0 +1,3 @@
+// Test doubles for code that drives the daemon's parts. Exported as "@darkbloom/provider/testing",
+// never from the package's main entry point, so production code cannot come to depend on them.
+export { ScriptedEngine, type ScriptedEngineOptions } from "./scripted-engine.js";
