@@ -7,6 +7,7 @@ import { postJson, startTestCoordinator, type TestCoordinator } from "../test-su
 import { DEFAULT_DECODE_TPS, estimateCompletionSeconds } from "./cost-model.js";
 import { ProviderHandle } from "./provider-handle.js";
 import { FleetBaseline, ProviderPerformance } from "./provider-performance.js";
+import { heartbeat } from "./test-providers.js";
 
 let server: TestPostgres;
 let t: TestCoordinator;
@@ -106,7 +107,7 @@ describe("the cost model", () => {
       performance,
       send: () => true,
     });
-    h.decodeTokensPerSecond = decode;
+    heartbeat(h, { decodeTokensPerSecond: decode });
     return h;
   };
   const demand = { model: "m", promptTokens: 10, maxTokens: 100 };

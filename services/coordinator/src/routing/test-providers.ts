@@ -1,6 +1,6 @@
-import { create } from "@bufbuild/protobuf";
-import { ModelInfoSchema, TrustLevel } from "@darkbloom/protocol/provider/v1";
-import { ProviderHandle } from "./provider-handle.js";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { HeartbeatSchema, ModelInfoSchema, TrustLevel } from "@darkbloom/protocol/provider/v1";
+import { type HandleJudgement, ProviderHandle } from "./provider-handle.js";
 
 let next = 0;
 
@@ -31,7 +31,47 @@ export function testProvider(
     connectedAt: Date.now(),
     send: () => true,
   });
-  p.decodeTokensPerSecond = overrides.decode ?? 50;
-  p.prefillTokensPerSecond = overrides.prefill ?? 500;
+  heartbeat(p, {
+    decodeTokensPerSecond: overrides.decode ?? 50,
+    prefillTokensPerSecond: overrides.prefill ?? 500,
+  });
   return p;
+}
+
+/**
+ * Applies a heartbeat that reports the handle's current live state with `changes` on top, the way a
+ * provider's heartbeat reaches it.
+ */
+export function heartbeat(p: ProviderHandle, changes: MessageInitShape<typeof HeartbeatSchema>): void {
+  const hb = create(HeartbeatSchema, {
+    state: p.state,
+    loadedModels: [...p.loadedModels],
+    queueDepth: p.queueDepth,
+    busySlots: p.busySlots,
+    kvCacheUsage: p.kvCacheUsage,
+    decodeTokensPerSecond: p.decodeTokensPerSecond,
+    prefillTokensPerSecond: p.prefillTokensPerSecond,
+    memoryPressure: p.memoryPressure,
+    thermalState: p.thermalState,
+    requestsCompleted: p.requestsCompleted,
+    requestsFailed: p.requestsFailed,
+    ...changes,
+  });
+  p.applyHeartbeat(hb, Date.now());
+}
+
+/** Applies a trust judgement with `changes` on top of the handle's current one. */
+export function judge(p: ProviderHandle, changes: Partial<HandleJudgement>): void {
+  p.applyJudgement({
+    trustLevel: p.trustLevel,
+    deRouted: p.deRouted,
+    attestedUntil: p.attestedUntil,
+    latestChallengePassed: p.latestChallengePassed,
+    ...changes,
+  });
+}
+
+/** Reserves `count` slots, as the router does for dispatches. */
+export function occupy(p: ProviderHandle, count: number): void {
+  for (let i = 0; i < count; i++) p.reserveSlot();
 }
