@@ -2,17 +2,17 @@ import { mkdtemp, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { type AdminTestServer, startAdminTestServer } from "../rpc/admin-test-server.js";
 import { migrationLabel } from "../store/migrate.js";
 import { migrations } from "../store/migrations/index.js";
+import { type AdminTestServer, startAdminTestServer } from "../testing/admin-test-server.js";
+import { type CliRun, runCliCaptured } from "../testing/test-cli.js";
 import {
   createTestDatabase,
   startTestPostgres,
   type TestDatabase,
   type TestPostgres,
-} from "../store/test-database.js";
+} from "../testing/test-database.js";
 import { adminKeyFile } from "./serve.js";
-import { type CliRun, runCliCaptured } from "./test-cli.js";
 
 type Run = CliRun;
 

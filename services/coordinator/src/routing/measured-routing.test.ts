@@ -2,12 +2,12 @@ import { create } from "@bufbuild/protobuf";
 import { ModelInfoSchema } from "@darkbloom/protocol/provider/v1";
 import { ScriptedProvider } from "@darkbloom/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startTestPostgres, type TestPostgres } from "../store/test-database.js";
-import { postJson, startTestCoordinator, type TestCoordinator } from "../test-support/test-coordinator.js";
+import { postJson, startTestCoordinator, type TestCoordinator } from "../testing/test-coordinator.js";
+import { startTestPostgres, type TestPostgres } from "../testing/test-database.js";
+import { heartbeat } from "../testing/test-providers.js";
 import { DEFAULT_DECODE_TPS, estimateCompletionSeconds } from "./cost-model.js";
 import { ProviderHandle } from "./provider-handle.js";
 import { FleetBaseline, ProviderPerformance } from "./provider-performance.js";
-import { heartbeat } from "./test-providers.js";
 
 let server: TestPostgres;
 let t: TestCoordinator;

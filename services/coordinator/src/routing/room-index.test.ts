@@ -1,9 +1,9 @@
 import { TrustLevel } from "@darkbloom/protocol/provider/v1";
 import { describe, expect, it } from "vitest";
+import { judge, testProvider } from "../testing/test-providers.js";
 import { ProviderRegistry } from "./provider-registry.js";
 import { RoomIndex } from "./room-index.js";
 import { ROUTE_SAMPLE, Router } from "./router.js";
-import { judge, testProvider } from "./test-providers.js";
 
 describe("RoomIndex", () => {
   it("tracks the providers of each model that have a free slot", () => {

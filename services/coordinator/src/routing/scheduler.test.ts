@@ -1,8 +1,8 @@
 import { MemoryPressure, ThermalState, TrustLevel } from "@darkbloom/protocol/provider/v1";
 import { describe, expect, it } from "vitest";
+import { heartbeat, judge, occupy, testProvider } from "../testing/test-providers.js";
 import { estimateCompletionSeconds } from "./cost-model.js";
 import { chooseProvider } from "./scheduler.js";
-import { heartbeat, judge, occupy, testProvider } from "./test-providers.js";
 
 const demand = { model: "m", promptTokens: 100, maxTokens: 200 };
 const anyTrust = { minTrust: TrustLevel.NONE };

@@ -1,6 +1,6 @@
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { HeartbeatSchema, ModelInfoSchema, TrustLevel } from "@darkbloom/protocol/provider/v1";
-import { type HandleJudgement, ProviderHandle } from "./provider-handle.js";
+import { type HandleJudgement, ProviderHandle } from "../routing/provider-handle.js";
 
 let next = 0;
 

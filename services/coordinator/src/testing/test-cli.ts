@@ -1,5 +1,5 @@
-import type { CliIo } from "./io.js";
-import { runCli } from "./program.js";
+import type { CliIo } from "../cli/io.js";
+import { runCli } from "../cli/program.js";
 
 /** What one in-process CLI run printed and returned. */
 export interface CliRun {
