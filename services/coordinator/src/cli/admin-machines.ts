@@ -1,4 +1,5 @@
 import { userInfo } from "node:os";
+import { commandGroup } from "@darkbloom/cli-kit";
 import {
   GetMachineBindingResponseSchema,
   type MachineRebind,
@@ -6,7 +7,6 @@ import {
 } from "@darkbloom/protocol/admin/v1";
 import { type Command, InvalidArgumentError } from "commander";
 import { type AdminCommand, protoJson } from "./admin-call.js";
-import { commandGroup } from "./command-group.js";
 import { fields, table, time } from "./format.js";
 import type { CliIo } from "./io.js";
 

@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
+import { commandGroup } from "@darkbloom/cli-kit";
 import {
   type Account,
   AccountSchema,
@@ -27,7 +28,6 @@ import type { Command } from "commander";
 import { readSecretFile } from "../store/secret-file.js";
 import { type AdminCall, protoJson } from "./admin-call.js";
 import { addMachineCommands } from "./admin-machines.js";
-import { commandGroup } from "./command-group.js";
 import { fields, table, time, usd } from "./format.js";
 import { CliFailure, type CliIo, ExitCode, UsageError } from "./io.js";
 import {

@@ -1,4 +1,4 @@
-import type { CliIo } from "../cli/io.js";
+import { testIo } from "@darkbloom/cli-kit/testing";
 import { runCli } from "../cli/program.js";
 
 /** What one in-process CLI run printed and returned. */
@@ -13,18 +13,7 @@ export async function runCliCaptured(
   argv: string[],
   env: Record<string, string | undefined>,
 ): Promise<CliRun> {
-  let stdout = "";
-  let stderr = "";
-  const io: CliIo = {
-    stdout: (text) => {
-      stdout += text;
-    },
-    stderr: (text) => {
-      stderr += text;
-    },
-    env,
-    shutdownSignal: () => new Promise(() => undefined),
-  };
-  const code = await runCli(argv, io);
-  return { code, stdout, stderr };
+  const t = testIo(env);
+  const code = await runCli(argv, t.io);
+  return { code, stdout: t.stdout(), stderr: t.stderr() };
 }
