@@ -187,6 +187,34 @@ describe("against a coordinator", () => {
     expect(text.stdout).toMatch(/balance\s+\$2\.500000 \(2500000 micro-USD\)/);
   });
 
+  it("takes the connection options before or after the admin subcommand; the nearer one wins", async () => {
+    const unreachable = ["--url", "http://127.0.0.1:9", "--admin-key", "wrong"];
+    for (const argv of [
+      ["admin", ...target, "accounts", "create", "--name", "Before", "--json"],
+      ["admin", "accounts", ...target, "create", "--name", "Between", "--json"],
+      [
+        "admin",
+        "--json",
+        "accounts",
+        "create",
+        "--name",
+        "Split",
+        "--url",
+        admin.url,
+        "--admin-key",
+        admin.adminKey,
+      ],
+      ["admin", ...unreachable, "accounts", "create", "--name", "Nearer", "--json", ...target],
+    ]) {
+      const run = await cli(argv);
+      expect(run, argv.join(" ")).toMatchObject({ code: 0, stderr: "" });
+      expect(JSON.parse(run.stdout).api_key).toMatch(/^dbk_/);
+    }
+    const { accounts } = await admin.accounts.listAccounts({ pageSize: 10 });
+    expect(accounts.map((a) => a.name).sort()).toEqual(["Before", "Between", "Nearer", "Split"]);
+    expectUsageError(await cli(["admin", "--url", "ftp://host/", "accounts", "list"]), /--url.*http/);
+  });
+
   it("credits idempotently and reads the target from the environment", async () => {
     const { account } = await admin.accounts.createAccount({ name: "Ada" });
     const env = { DARKBLOOM_URL: admin.url, DARKBLOOM_ADMIN_KEY: admin.adminKey };
