@@ -39,14 +39,14 @@ function addConnectionOptions(command: Command): Command {
  * given twice, the one nearer the command wins.
  */
 export function addAdminCommands(program: Command, io: CliIo): void {
+  const group = (parent: Command, name: string, description: string) =>
+    addConnectionOptions(commandGroup(parent, name, description)).usage("[options] [command]");
   const cli: AdminCommands = {
-    group: (parent, name, description) => addConnectionOptions(commandGroup(parent, name, description)),
+    group,
     command: (group, name, description, handler) =>
       addConnectionOptions(group.command(name).description(description)).action(adminAction(io, handler)),
   };
-  const admin = addConnectionOptions(
-    commandGroup(program, "admin", "manage a running coordinator through its admin API"),
-  );
+  const admin = group(program, "admin", "manage a running coordinator through its admin API");
   addAccountCommands(admin, cli);
   addKeyCommands(admin, cli);
   addCreditCommands(admin, cli);
