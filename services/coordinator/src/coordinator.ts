@@ -6,7 +6,7 @@ import { UsageStore } from "./accounts/usage.js";
 import { Authenticator } from "./auth/authenticator.js";
 import { FailedAuthLimiter } from "./auth/failed-auth-limiter.js";
 import { RateLimiter } from "./auth/rate-limiter.js";
-import { Billing } from "./billing/billing.js";
+import { Billing, type BillingOptions } from "./billing/billing.js";
 import { ModelCatalog } from "./catalog/model-catalog.js";
 import { Closers } from "./closers.js";
 import { type CoordinatorConfig, type CoordinatorConfigInput, resolveConfig } from "./config.js";
@@ -246,7 +246,7 @@ async function start(config: CoordinatorConfig, log: Logger, closers: Closers): 
   };
 }
 
-function billingOptions(config: CoordinatorConfig) {
+function billingOptions(config: CoordinatorConfig): BillingOptions {
   return {
     providerShareBps: config.providerShareBps,
     referralShareBps: config.referralShareBps,
