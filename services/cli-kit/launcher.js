@@ -13,7 +13,8 @@ export async function launch(name, entry) {
   if (!existsSync(fileURLToPath(entry))) {
     process.stderr.write(
       `${name}: not built yet (${fileURLToPath(entry)} is missing): run \`npm run build\` at the ` +
-        "repository root (`npm install` builds too, unless its scripts were skipped)\n",
+        "repository root (`npm install` builds too, unless its scripts were skipped; after deleting " +
+        "dist/ by hand, `npm run clean` first)\n",
     );
     process.exit(1);
   }
