@@ -2,13 +2,8 @@
 // Usage: npm run bench:billing -- [--requests N] [--levels 1,100] [--accounts N] [--json]
 import { cpus } from "node:os";
 import { parseArgs } from "node:util";
-import {
-  AccountStore,
-  Billing,
-  createLogger,
-  createTestDatabase,
-  startTestPostgres,
-} from "@darkbloom/coordinator";
+import { AccountStore, Billing, createLogger } from "@darkbloom/coordinator";
+import { createTestDatabase, startTestPostgres } from "@darkbloom/coordinator/testing";
 import { percentile } from "../support/load-client.js";
 
 const { values } = parseArgs({

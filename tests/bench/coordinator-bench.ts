@@ -10,7 +10,7 @@ import { cpus } from "node:os";
 import { resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { startTestPostgres } from "@darkbloom/coordinator";
+import { startTestPostgres } from "@darkbloom/coordinator/testing";
 import { ScriptedProvider } from "@darkbloom/testing";
 import { nowMs, percentile, runLoad } from "../support/load-client.js";
 

@@ -7,16 +7,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
+import { createLogger, type RunningCoordinator, startCoordinator } from "@darkbloom/coordinator";
 import {
-  createLogger,
   createTestDatabase,
-  type RunningCoordinator,
-  startCoordinator,
   startTestPostgres,
   type TestDatabase,
   type TestPostgres,
   waitFor,
-} from "@darkbloom/coordinator";
+} from "@darkbloom/coordinator/testing";
 import { AdminService } from "@darkbloom/protocol/admin/v1";
 import { type ReceivedRequest, type Script, ScriptedProvider } from "@darkbloom/testing";
 import pg from "pg";

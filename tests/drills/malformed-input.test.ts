@@ -31,7 +31,7 @@ import {
   type StreamCase,
 } from "./fuzz.js";
 import { limitHits, SLOW_KINDS, type SlowOutcome, slowConnection, unreadStream } from "./socket-attacks.js";
-import { findLongPrompt, greedyChat } from "./support.js";
+import { findLongPrompt, greedyChat, settledUsage } from "./support.js";
 
 const HEAVY = process.env.DARKBLOOM_HEAVY_TESTS === "1";
 const HTTP_CASES = HEAVY ? 20_000 : 1_200;
@@ -427,7 +427,10 @@ describe("malformed-input flood", () => {
     const body = (await ok.json()) as { choices: unknown[]; usage: { completion_tokens: number } };
     expect(body.choices).toHaveLength(1);
     expect(body.usage.completion_tokens).toBeGreaterThan(0);
-    await waitFor(async () => (await tb.balance(account.id)) < startBalance, 5_000);
+    // The balance drops at the reservation already: wait for the settlement itself.
+    const record = await settledUsage(tb, account.id, ok.headers.get("x-request-id") ?? "");
+    expect(record.outcome).toBe("completed");
+    expect(await tb.balance(account.id)).toBe(startBalance - record.chargedMicroUsd);
 
     const ledger = await tb.verifyLedger();
     expect(ledger.discrepancies).toEqual([]);

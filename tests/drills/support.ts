@@ -344,16 +344,7 @@ export async function settledUsage(
   requestId: string,
   timeoutMs = 10_000,
 ): Promise<UsageRecord> {
-  let record: UsageRecord | undefined;
-  await waitUntil(
-    async () => {
-      record = (await usageRecords(tb, accountId)).find((r) => r.requestId === requestId);
-      return record !== undefined && record.outcome !== "open";
-    },
-    timeoutMs,
-    `request ${requestId} to be settled`,
-  );
-  return record!;
+  return (await tb.settledUsage(accountId, [requestId], timeoutMs)).get(requestId)!;
 }
 
 /**

@@ -3,7 +3,7 @@ import {
   startTestPostgres,
   type TestCoordinator,
   type TestPostgres,
-} from "@darkbloom/coordinator";
+} from "@darkbloom/coordinator/testing";
 import { ScriptedProvider } from "@darkbloom/testing";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";

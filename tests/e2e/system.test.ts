@@ -157,18 +157,32 @@ describe("the system testbed", () => {
             ...(j === 1 ? { stream_options: { include_usage: true } } : {}),
           });
           expect(res.status).toBe(200);
+          const requestId = res.headers.get("x-request-id") ?? "";
           if (j === 1) {
             const s = await readStream(res);
             expect(s.done).toBe(1);
-            return { user: i, usage: s.usage as Usage };
+            expect(s.usage).toBeDefined();
+            return { user: i, requestId, usage: s.usage as Usage };
           }
-          return { user: i, usage: ((await res.json()) as { usage: Usage }).usage };
+          return { user: i, requestId, usage: ((await res.json()) as { usage: Usage }).usage };
         }),
       ),
     );
-    await testbed.settled();
     for (const [i, u] of users.entries()) {
-      const spent = results.filter((r) => r.user === i).reduce((sum, r) => sum + expectedCharge(r.usage), 0n);
+      const mine = results.filter((r) => r.user === i);
+      // Each request settles just after its response ended: wait for exactly these three.
+      const records = await testbed.settledUsage(
+        u.id,
+        mine.map((r) => r.requestId),
+      );
+      for (const r of mine) {
+        const record = records.get(r.requestId);
+        expect(record?.outcome, r.requestId).toBe("completed");
+        expect(record?.chargedMicroUsd, `${r.requestId} ${JSON.stringify(r.usage)}`).toBe(
+          expectedCharge(r.usage),
+        );
+      }
+      const spent = mine.reduce((sum, r) => sum + expectedCharge(r.usage), 0n);
       expect(spent).toBeGreaterThan(0n);
       expect(await testbed.balance(u.id)).toBe(CREDIT - spent);
     }

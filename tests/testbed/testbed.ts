@@ -9,7 +9,12 @@ import { promisify } from "node:util";
 import { type Client, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { coordinatorBin, freePort, providerBin } from "@darkbloom/local-network";
-import { AdminService, type ProviderSummary, type VerifyLedgerResponse } from "@darkbloom/protocol/admin/v1";
+import {
+  AdminService,
+  type ProviderSummary,
+  type UsageRecord,
+  type VerifyLedgerResponse,
+} from "@darkbloom/protocol/admin/v1";
 import OpenAI from "openai";
 import { ManagedProcess } from "./managed-process.js";
 import { TestbedPostgres } from "./postgres.js";
@@ -171,6 +176,33 @@ export class Testbed {
       "every reservation to be settled",
       [this.coordinator],
     );
+  }
+
+  /**
+   * The usage records of `requestIds` (their X-Request-IDs) on `accountId`, once every one of them is
+   * settled: a request is settled just after its response ended, so a balance read right after the
+   * response may still see its hold. Waits for exactly these requests, whatever else is in flight.
+   */
+  async settledUsage(
+    accountId: string,
+    requestIds: readonly string[],
+    timeoutMs = 15_000,
+  ): Promise<Map<string, UsageRecord>> {
+    let records = new Map<string, UsageRecord>();
+    await waitUntil(
+      async () => {
+        const { records: page } = await this.admin.listUsage({ accountId, pageSize: 500 });
+        records = new Map(page.map((r) => [r.requestId, r]));
+        return requestIds.every((id) => {
+          const outcome = records.get(id)?.outcome;
+          return outcome !== undefined && outcome !== "open";
+        });
+      },
+      timeoutMs,
+      `requests ${requestIds.join(", ")} to be settled`,
+      [this.coordinator],
+    );
+    return records;
   }
 
   /** The unchanged official SDK, pointed at the testbed, without its own retries. */

@@ -6,14 +6,14 @@ import { ScriptedProvider } from "@darkbloom/testing";
 import type { Pool } from "pg";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { generateApiKey } from "./accounts/api-key.js";
-import { startTestPostgres, type TestPostgres } from "./store/test-database.js";
 import {
   postJson,
   readJson,
   startTestCoordinator,
   TEST_ADMIN_KEY,
   type TestCoordinator,
-} from "./test-support/test-coordinator.js";
+} from "./testing/test-coordinator.js";
+import { startTestPostgres, type TestPostgres } from "./testing/test-database.js";
 
 // The attacks of issue 10 items 9 and 10 (coordinator side), against a real coordinator: label
 // values a consumer chooses, /metrics open to anyone, and failed key look-ups that cost a query each.

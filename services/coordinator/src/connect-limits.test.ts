@@ -3,8 +3,8 @@
 import http2 from "node:http2";
 import { gzipSync } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startTestPostgres, type TestPostgres } from "./store/test-database.js";
-import { startTestCoordinator, type TestCoordinator } from "./test-support/test-coordinator.js";
+import { startTestCoordinator, type TestCoordinator } from "./testing/test-coordinator.js";
+import { startTestPostgres, type TestPostgres } from "./testing/test-database.js";
 
 const LIMIT = 64 * 1024;
 

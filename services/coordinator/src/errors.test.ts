@@ -1,12 +1,12 @@
 import { ScriptedProvider } from "@darkbloom/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startTestPostgres, type TestPostgres } from "./store/test-database.js";
 import {
   postJson,
   readJson,
   startTestCoordinator,
   type TestCoordinator,
-} from "./test-support/test-coordinator.js";
+} from "./testing/test-coordinator.js";
+import { startTestPostgres, type TestPostgres } from "./testing/test-database.js";
 
 let pg: TestPostgres;
 let t: TestCoordinator;

@@ -10,16 +10,3 @@ export {
   type EmbeddedPostgresServer,
   startEmbeddedPostgres,
 } from "./store/embedded-postgres.js";
-export {
-  createTestDatabase,
-  startTestPostgres,
-  type TestDatabase,
-  type TestPostgres,
-} from "./store/test-database.js";
-export {
-  postJson,
-  startTestCoordinator,
-  TEST_ADMIN_KEY,
-  type TestCoordinator,
-  waitFor,
-} from "./test-support/test-coordinator.js";

@@ -16,14 +16,14 @@ import { BoxKeyPair } from "@darkbloom/protocol/sealed-box";
 import { ScriptedProvider } from "@darkbloom/testing";
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startTestPostgres, type TestPostgres } from "./store/test-database.js";
 import {
   postJson,
   readJson,
   startTestCoordinator,
   TEST_ADMIN_KEY,
   type TestCoordinator,
-} from "./test-support/test-coordinator.js";
+} from "./testing/test-coordinator.js";
+import { startTestPostgres, type TestPostgres } from "./testing/test-database.js";
 
 let pg: TestPostgres;
 let t: TestCoordinator;

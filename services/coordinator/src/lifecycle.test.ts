@@ -1,7 +1,7 @@
 import { ScriptedProvider } from "@darkbloom/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startTestPostgres, type TestPostgres } from "./store/test-database.js";
-import { postJson, readJson, startTestCoordinator, waitFor } from "./test-support/test-coordinator.js";
+import { postJson, readJson, startTestCoordinator, waitFor } from "./testing/test-coordinator.js";
+import { startTestPostgres, type TestPostgres } from "./testing/test-database.js";
 
 let pg: TestPostgres;
 beforeAll(async () => {

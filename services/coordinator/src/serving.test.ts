@@ -1,14 +1,14 @@
 import { readSse, ScriptedProvider } from "@darkbloom/testing";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { TIMING_PHASES } from "./inference/timing.js";
-import { startTestPostgres, type TestPostgres } from "./store/test-database.js";
 import {
   postJson,
   readJson,
   startTestCoordinator,
   type TestCoordinator,
   waitFor,
-} from "./test-support/test-coordinator.js";
+} from "./testing/test-coordinator.js";
+import { startTestPostgres, type TestPostgres } from "./testing/test-database.js";
 
 let pg: TestPostgres;
 beforeAll(async () => {

@@ -6,7 +6,7 @@ import {
   TEST_ADMIN_KEY,
   type TestCoordinator,
   type TestPostgres,
-} from "@darkbloom/coordinator";
+} from "@darkbloom/coordinator/testing";
 import { ScriptedProvider } from "@darkbloom/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { evaluateAssertions, parseAssertion } from "./assertions.js";

@@ -6,7 +6,7 @@
 // BENCH_CPU_PROFILE=dir writes V8 CPU profiles of the coordinator processes there.
 import { cpus, totalmem } from "node:os";
 import { parseArgs } from "node:util";
-import { startTestPostgres } from "@darkbloom/coordinator";
+import { startTestPostgres } from "@darkbloom/coordinator/testing";
 import { PROVIDER_DRILL_DEFAULTS, type ProviderDrillResult, runProviderDrill } from "./provider-drill.js";
 import { renderProviderDrill, renderStreamDrill } from "./report.js";
 import { runStreamDrill, type StreamDrillResult, streamDrillDefaults } from "./stream-drill.js";

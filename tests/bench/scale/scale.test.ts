@@ -2,7 +2,7 @@
 // the coordinator's interval, no eviction, requests routed among them; concurrent paced streams all
 // complete). DARKBLOOM_HEAVY_TESTS=1 also runs the full sizes of `npm run bench:scale`.
 // The drills fork compiled children from tests/dist: `npm test` builds first (or run `npx tsc -b`).
-import { startTestPostgres, type TestPostgres } from "@darkbloom/coordinator";
+import { startTestPostgres, type TestPostgres } from "@darkbloom/coordinator/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Check } from "./figures.js";
 import { PROVIDER_DRILL_DEFAULTS, runProviderDrill } from "./provider-drill.js";

@@ -5,7 +5,7 @@ import {
   startTestPostgres,
   type TestDatabase,
   type TestPostgres,
-} from "../store/test-database.js";
+} from "../testing/test-database.js";
 import { AccountStore } from "./account-store.js";
 import { hashApiKey } from "./api-key.js";
 import {

@@ -3,14 +3,14 @@ import { ScriptedProvider } from "@darkbloom/testing";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { completedCharge } from "../billing/pricing.js";
-import { startTestPostgres, type TestPostgres } from "../store/test-database.js";
 import {
   type AnyJson,
   postJson,
   readJson,
   startTestCoordinator,
   type TestCoordinator,
-} from "../test-support/test-coordinator.js";
+} from "../testing/test-coordinator.js";
+import { startTestPostgres, type TestPostgres } from "../testing/test-database.js";
 import { sha256 } from "./codes.js";
 
 let server: TestPostgres;

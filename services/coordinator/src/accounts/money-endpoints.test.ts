@@ -11,7 +11,6 @@ import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { completedCharge } from "../billing/pricing.js";
 import { startCoordinator } from "../coordinator.js";
-import { createTestDatabase, startTestPostgres, type TestPostgres } from "../store/test-database.js";
 import {
   type AnyJson,
   postJson,
@@ -19,7 +18,8 @@ import {
   startTestCoordinator,
   TEST_ADMIN_KEY,
   type TestCoordinator,
-} from "../test-support/test-coordinator.js";
+} from "../testing/test-coordinator.js";
+import { createTestDatabase, startTestPostgres, type TestPostgres } from "../testing/test-database.js";
 
 let server: TestPostgres;
 let t: TestCoordinator;

@@ -4,7 +4,6 @@ import { AdminService } from "@darkbloom/protocol/admin/v1";
 import { ScriptedProvider } from "@darkbloom/testing";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startTestPostgres, type TestPostgres } from "../store/test-database.js";
 import {
   postJson,
   readJson,
@@ -12,7 +11,8 @@ import {
   TEST_ADMIN_KEY,
   type TestCoordinator,
   waitFor,
-} from "../test-support/test-coordinator.js";
+} from "../testing/test-coordinator.js";
+import { startTestPostgres, type TestPostgres } from "../testing/test-database.js";
 import { completedCharge } from "./pricing.js";
 
 let server: TestPostgres;

@@ -2,13 +2,13 @@ import { pino } from "pino";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { AccountStore } from "../accounts/account-store.js";
 import { ApiError } from "../errors/index.js";
+import { waitFor } from "../testing/test-coordinator.js";
 import {
   createTestDatabase,
   startTestPostgres,
   type TestDatabase,
   type TestPostgres,
-} from "../store/test-database.js";
-import { waitFor } from "../test-support/test-coordinator.js";
+} from "../testing/test-database.js";
 import { Billing, DEFAULT_BILLING_OPTIONS } from "./billing.js";
 import { verifyLedger } from "./ledger-verify.js";
 

@@ -4,14 +4,14 @@ import { AdminService } from "@darkbloom/protocol/admin/v1";
 import { readSse, type Script, ScriptedProvider } from "@darkbloom/testing";
 import pg from "pg";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { startTestPostgres, type TestPostgres } from "../store/test-database.js";
 import {
   postJson,
   readJson,
   startTestCoordinator,
   TEST_ADMIN_KEY,
   type TestCoordinator,
-} from "../test-support/test-coordinator.js";
+} from "../testing/test-coordinator.js";
+import { startTestPostgres, type TestPostgres } from "../testing/test-database.js";
 import { completedCharge, cost } from "./pricing.js";
 import { MeteringViolation } from "./usage-meter.js";
 

@@ -3,13 +3,13 @@ import pg from "pg";
 import { pino } from "pino";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { AccountStore } from "../accounts/account-store.js";
+import { postJson, startTestCoordinator, type TestCoordinator } from "../testing/test-coordinator.js";
 import {
   createTestDatabase,
   startTestPostgres,
   type TestDatabase,
   type TestPostgres,
-} from "../store/test-database.js";
-import { postJson, startTestCoordinator, type TestCoordinator } from "../test-support/test-coordinator.js";
+} from "../testing/test-database.js";
 import { Billing, type BillingOptions, DEFAULT_BILLING_OPTIONS } from "./billing.js";
 import { verifyLedger } from "./ledger-verify.js";
 import { completedCharge } from "./pricing.js";

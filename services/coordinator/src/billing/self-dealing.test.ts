@@ -4,7 +4,6 @@ import { AdminService } from "@darkbloom/protocol/admin/v1";
 import { ScriptedProvider } from "@darkbloom/testing";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startTestPostgres, type TestPostgres } from "../store/test-database.js";
 import {
   type AnyJson,
   postJson,
@@ -12,7 +11,8 @@ import {
   startTestCoordinator,
   TEST_ADMIN_KEY,
   type TestCoordinator,
-} from "../test-support/test-coordinator.js";
+} from "../testing/test-coordinator.js";
+import { startTestPostgres, type TestPostgres } from "../testing/test-database.js";
 import { completedCharge } from "./pricing.js";
 
 // The attack of issue 10, item 7, through the public API: an account holding promotional credit (an

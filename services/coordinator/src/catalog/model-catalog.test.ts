@@ -5,7 +5,7 @@ import {
   startTestPostgres,
   type TestDatabase,
   type TestPostgres,
-} from "../store/test-database.js";
+} from "../testing/test-database.js";
 import { ModelNotFoundError } from "./errors.js";
 import { ModelCatalog } from "./model-catalog.js";
 

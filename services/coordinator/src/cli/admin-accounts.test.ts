@@ -4,14 +4,14 @@ import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { InviteStore } from "../accounts/invites.js";
 import { ReferralStore } from "../accounts/referrals.js";
-import { type AdminTestServer, startAdminTestServer } from "../rpc/admin-test-server.js";
+import { type AdminTestServer, startAdminTestServer } from "../testing/admin-test-server.js";
+import { type CliRun, runCliCaptured } from "../testing/test-cli.js";
 import {
   createTestDatabase,
   startTestPostgres,
   type TestDatabase,
   type TestPostgres,
-} from "../store/test-database.js";
-import { type CliRun, runCliCaptured } from "./test-cli.js";
+} from "../testing/test-database.js";
 
 type Run = CliRun;
 

@@ -13,13 +13,18 @@ export interface AdminCall {
   print(json: () => unknown, text: () => string): void;
 }
 
-/** Adds an admin command to `group` (with --url, --admin-key and --json) that runs `handler`. */
-export type AdminCommand = (
-  group: Command,
-  name: string,
-  description: string,
-  handler: (call: AdminCall) => Promise<void>,
-) => Command;
+/** How each command group file (admin-<group>.ts) adds its commands. */
+export interface AdminCommands {
+  /** A group of admin commands under `parent`; it takes --url, --admin-key and --json as well. */
+  group(parent: Command, name: string, description: string): Command;
+  /** An admin command in `group` (with --url, --admin-key and --json) that runs `handler`. */
+  command(
+    group: Command,
+    name: string,
+    description: string,
+    handler: (call: AdminCall) => Promise<void>,
+  ): Command;
+}
 
 /** A response message as JSON with the proto field names, every field present. */
 export function protoJson<Desc extends DescMessage>(

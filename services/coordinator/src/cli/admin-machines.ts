@@ -5,8 +5,7 @@ import {
   RebindMachineResponseSchema,
 } from "@darkbloom/protocol/admin/v1";
 import { type Command, InvalidArgumentError } from "commander";
-import { type AdminCommand, protoJson } from "./admin-call.js";
-import { commandGroup } from "./command-group.js";
+import { type AdminCommands, protoJson } from "./admin-call.js";
 import { fields, table, time } from "./format.js";
 import type { CliIo } from "./io.js";
 
@@ -17,53 +16,56 @@ const BASE64 = /^[A-Za-z0-9+/]+={0,2}$/;
  * `admin machines …`: which attestation signing key each machine id is bound to, and re-binding one
  * to another key (audited: a reason is required and recorded with who did it).
  */
-export function addMachineCommands(admin: Command, command: AdminCommand, io: CliIo): void {
-  const machines = commandGroup(admin, "machines", "machine ids and the signing keys they are bound to");
-  command(machines, "show", "the signing key a machine id is bound to, and its re-binds", async (call) => {
-    const response = await call.client.getMachineBinding({ machineId: call.args[0] as string });
-    const binding = response.binding;
-    call.print(
-      () => protoJson(GetMachineBindingResponseSchema, response),
-      () =>
-        fields([
-          ["machine id", binding?.machineId ?? ""],
-          ["public key", hex(binding?.publicKey)],
-          ["first attested", time(binding?.firstAttestedAt)],
-          ["last seen", time(binding?.lastSeenAt)],
-        ]) +
-        (response.rebinds.length === 0
-          ? "re-binds: none\n"
-          : `re-binds (newest first):\n${table(["WHEN", "ACTOR", "OLD KEY", "NEW KEY", "REASON"], response.rebinds.map(rebindRow))}`),
-    );
-  }).argument("<machine-id>");
-
-  command(
-    machines,
-    "rebind",
-    "bind a machine id to another signing key; the old key's sessions are disconnected",
-    async (call) => {
-      const response = await call.client.rebindMachine({
-        machineId: call.args[0] as string,
-        publicKey: call.opts.publicKey as Uint8Array,
-        reason: call.opts.reason as string,
-        actor: (call.opts.actor as string | undefined) ?? defaultActor(io),
-      });
-      const rebind = response.rebind;
+export function addMachineCommands(admin: Command, cli: AdminCommands, io: CliIo): void {
+  const machines = cli.group(admin, "machines", "machine ids and the signing keys they are bound to");
+  cli
+    .command(machines, "show", "the signing key a machine id is bound to, and its re-binds", async (call) => {
+      const response = await call.client.getMachineBinding({ machineId: call.args[0] as string });
+      const binding = response.binding;
       call.print(
-        () => protoJson(RebindMachineResponseSchema, response),
+        () => protoJson(GetMachineBindingResponseSchema, response),
         () =>
           fields([
-            ["machine id", rebind?.machineId ?? ""],
-            ["public key", hex(rebind?.newPublicKey)],
-            ["previous key", hex(rebind?.oldPublicKey) || "(none: it was not bound)"],
-            ["reason", rebind?.reason ?? ""],
-            ["actor", rebind?.actor ?? ""],
-            ["re-bound at", time(rebind?.reboundAt)],
-            ["disconnected", `${response.disconnectedSessions} session(s) of the previous key here`],
-          ]),
+            ["machine id", binding?.machineId ?? ""],
+            ["public key", hex(binding?.publicKey)],
+            ["first attested", time(binding?.firstAttestedAt)],
+            ["last seen", time(binding?.lastSeenAt)],
+          ]) +
+          (response.rebinds.length === 0
+            ? "re-binds: none\n"
+            : `re-binds (newest first):\n${table(["WHEN", "ACTOR", "OLD KEY", "NEW KEY", "REASON"], response.rebinds.map(rebindRow))}`),
       );
-    },
-  )
+    })
+    .argument("<machine-id>");
+
+  cli
+    .command(
+      machines,
+      "rebind",
+      "bind a machine id to another signing key; the old key's sessions are disconnected",
+      async (call) => {
+        const response = await call.client.rebindMachine({
+          machineId: call.args[0] as string,
+          publicKey: call.opts.publicKey as Uint8Array,
+          reason: call.opts.reason as string,
+          actor: (call.opts.actor as string | undefined) ?? defaultActor(io),
+        });
+        const rebind = response.rebind;
+        call.print(
+          () => protoJson(RebindMachineResponseSchema, response),
+          () =>
+            fields([
+              ["machine id", rebind?.machineId ?? ""],
+              ["public key", hex(rebind?.newPublicKey)],
+              ["previous key", hex(rebind?.oldPublicKey) || "(none: it was not bound)"],
+              ["reason", rebind?.reason ?? ""],
+              ["actor", rebind?.actor ?? ""],
+              ["re-bound at", time(rebind?.reboundAt)],
+              ["disconnected", `${response.disconnectedSessions} session(s) of the previous key here`],
+            ]),
+        );
+      },
+    )
     .argument("<machine-id>")
     .requiredOption(
       "--public-key <key>",

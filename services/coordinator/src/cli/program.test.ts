@@ -2,17 +2,17 @@ import { mkdtemp, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { type AdminTestServer, startAdminTestServer } from "../rpc/admin-test-server.js";
 import { migrationLabel } from "../store/migrate.js";
 import { migrations } from "../store/migrations/index.js";
+import { type AdminTestServer, startAdminTestServer } from "../testing/admin-test-server.js";
+import { type CliRun, runCliCaptured } from "../testing/test-cli.js";
 import {
   createTestDatabase,
   startTestPostgres,
   type TestDatabase,
   type TestPostgres,
-} from "../store/test-database.js";
+} from "../testing/test-database.js";
 import { adminKeyFile } from "./serve.js";
-import { type CliRun, runCliCaptured } from "./test-cli.js";
 
 type Run = CliRun;
 
@@ -185,6 +185,34 @@ describe("against a coordinator", () => {
     });
     const text = await cli(["admin", "accounts", "get", created.account_id, ...target]);
     expect(text.stdout).toMatch(/balance\s+\$2\.500000 \(2500000 micro-USD\)/);
+  });
+
+  it("takes the connection options before or after the admin subcommand; the nearer one wins", async () => {
+    const unreachable = ["--url", "http://127.0.0.1:9", "--admin-key", "wrong"];
+    for (const argv of [
+      ["admin", ...target, "accounts", "create", "--name", "Before", "--json"],
+      ["admin", "accounts", ...target, "create", "--name", "Between", "--json"],
+      [
+        "admin",
+        "--json",
+        "accounts",
+        "create",
+        "--name",
+        "Split",
+        "--url",
+        admin.url,
+        "--admin-key",
+        admin.adminKey,
+      ],
+      ["admin", ...unreachable, "accounts", "create", "--name", "Nearer", "--json", ...target],
+    ]) {
+      const run = await cli(argv);
+      expect(run, argv.join(" ")).toMatchObject({ code: 0, stderr: "" });
+      expect(JSON.parse(run.stdout).api_key).toMatch(/^dbk_/);
+    }
+    const { accounts } = await admin.accounts.listAccounts({ pageSize: 10 });
+    expect(accounts.map((a) => a.name).sort()).toEqual(["Before", "Between", "Nearer", "Split"]);
+    expectUsageError(await cli(["admin", "--url", "ftp://host/", "accounts", "list"]), /--url.*http/);
   });
 
   it("credits idempotently and reads the target from the environment", async () => {

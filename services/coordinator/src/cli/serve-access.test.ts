@@ -1,9 +1,9 @@
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { testIo } from "@darkbloom/cli-kit/testing";
 import { Command } from "commander";
 import { describe, expect, it } from "vitest";
-import type { CliIo } from "./io.js";
 import { runCli } from "./program.js";
 import { accessFrom, addAccessOptions, metricsTokenFor } from "./serve-access.js";
 
@@ -57,16 +57,9 @@ describe("serve's access settings", () => {
     [["--trust-proxy", "x"], /--trust-proxy.*whole number from 0 to 10/, undefined],
     [["--auth-failure-burst", "0"], /--auth-failure-burst.*whole number from 1/, undefined],
   ])("exits 64 with one line on %j, never echoing a token", async (args, message, secret) => {
-    let stderr = "";
-    const io: CliIo = {
-      stdout: () => undefined,
-      stderr: (text) => {
-        stderr += text;
-      },
-      env: { HOME: "/nonexistent" },
-      shutdownSignal: () => new Promise(() => undefined),
-    };
-    expect(await runCli(["serve", "--data-dir", "/nonexistent/darkbloom", ...args], io)).toBe(64);
+    const t = testIo({ HOME: "/nonexistent" });
+    expect(await runCli(["serve", "--data-dir", "/nonexistent/darkbloom", ...args], t.io)).toBe(64);
+    const stderr = t.stderr();
     expect(stderr).toMatch(message);
     expect(stderr.trim().split("\n")).toHaveLength(1);
     if (secret) expect(stderr).not.toContain(secret);

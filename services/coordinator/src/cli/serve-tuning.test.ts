@@ -1,6 +1,6 @@
+import { testIo } from "@darkbloom/cli-kit/testing";
 import { Command } from "commander";
 import { describe, expect, it } from "vitest";
-import type { CliIo } from "./io.js";
 import { runCli } from "./program.js";
 import { addTuningOptions, tuningFrom } from "./serve-tuning.js";
 
@@ -42,16 +42,9 @@ describe("serve's serving limits", () => {
     [["--rate-limit-burst", "0"], /--rate-limit-burst.*whole number from 1/],
     [["--instance-stale", "3s"], /--instance-heartbeat must be shorter than --instance-stale/],
   ])("exits 64 with one line on %j", async (args, message) => {
-    let stderr = "";
-    const io: CliIo = {
-      stdout: () => undefined,
-      stderr: (text) => {
-        stderr += text;
-      },
-      env: { HOME: "/nonexistent" },
-      shutdownSignal: () => new Promise(() => undefined),
-    };
-    expect(await runCli(["serve", "--data-dir", "/nonexistent/darkbloom", ...args], io)).toBe(64);
+    const t = testIo({ HOME: "/nonexistent" });
+    expect(await runCli(["serve", "--data-dir", "/nonexistent/darkbloom", ...args], t.io)).toBe(64);
+    const stderr = t.stderr();
     expect(stderr).toMatch(message);
     expect(stderr.trim().split("\n")).toHaveLength(1);
   });
@@ -96,16 +89,9 @@ describe("serve's serving limits", () => {
     [["--max-response-buffer", "1MB"], /--max-response-buffer.*expected a size from 1 byte/],
     [["--max-response-bytes", "0"], /--max-response-bytes.*expected a size from 1 byte/],
   ])("exits 64 with one line on a bad limit %j", async (args, message) => {
-    let stderr = "";
-    const io: CliIo = {
-      stdout: () => undefined,
-      stderr: (text) => {
-        stderr += text;
-      },
-      env: { HOME: "/nonexistent" },
-      shutdownSignal: () => new Promise(() => undefined),
-    };
-    expect(await runCli(["serve", "--data-dir", "/nonexistent/darkbloom", ...args], io)).toBe(64);
+    const t = testIo({ HOME: "/nonexistent" });
+    expect(await runCli(["serve", "--data-dir", "/nonexistent/darkbloom", ...args], t.io)).toBe(64);
+    const stderr = t.stderr();
     expect(stderr).toMatch(message);
     expect(stderr.trim().split("\n")).toHaveLength(1);
   });

@@ -10,14 +10,14 @@ import { InferenceService } from "@darkbloom/protocol/inference/v1";
 import { parseSse, ScriptedProvider } from "@darkbloom/testing";
 import pg from "pg";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { startTestPostgres, type TestPostgres } from "../store/test-database.js";
 import {
   postJson,
   readJson,
   startTestCoordinator,
   type TestCoordinator,
   waitFor,
-} from "../test-support/test-coordinator.js";
+} from "../testing/test-coordinator.js";
+import { startTestPostgres, type TestPostgres } from "../testing/test-database.js";
 
 const DEADLINE_MS = 1_000;
 /** How long a test waits for something a deadline of DEADLINE_MS must cause. */

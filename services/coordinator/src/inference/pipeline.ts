@@ -9,7 +9,6 @@ import {
 import { SealedBoxError, wipe } from "@darkbloom/protocol/sealed-box";
 import { sha256 } from "@darkbloom/protocol/verifiable-response";
 import type { Billing } from "../billing/billing.js";
-import { MeteredSink } from "../billing/metered-sink.js";
 import { completedCharge, cost, FREE, type ModelPrice, worstCase } from "../billing/pricing.js";
 import { UsageMeter, type Violation } from "../billing/usage-meter.js";
 import type { CoordinatorConfig } from "../config.js";
@@ -28,6 +27,7 @@ import type { RouteDemand } from "../routing/cost-model.js";
 import type { ProviderRegistry } from "../routing/provider-registry.js";
 import type { Router } from "../routing/router.js";
 import type { RouteConstraints } from "../routing/scheduler.js";
+import { MeteredSink } from "./metered-sink.js";
 import type { ValidatedRequest } from "./request-validation.js";
 import { RequestStopped, type ResponseSink } from "./response-sink.js";
 import { verifyResponse } from "./response-verification.js";

@@ -1,10 +1,5 @@
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
-import type {
-  ConnectRequest,
-  ConnectResponse,
-  ProviderService,
-  Register,
-} from "@darkbloom/protocol/provider/v1";
+import type { ConnectRequest, ConnectResponse, ProviderService } from "@darkbloom/protocol/provider/v1";
 import type { FailedAuthLimiter } from "../auth/failed-auth-limiter.js";
 import { isApiError } from "../errors/index.js";
 import { CLIENT_ADDRESS } from "../http/client-address.js";
@@ -94,7 +89,6 @@ export function createProviderService(
       // otherwise acceptable, so that a refused token or key cannot bind a machine id.
       const verdict = await sessions.admit(first.message.value);
       const { session, outbound } = sessions.open(first.message.value, { payoutAccount, verdict });
-      bindRequestSecurity(session, first.message.value, sessions);
       void pump(inbound, session, sessions, log);
       try {
         yield* outbound;
@@ -103,18 +97,6 @@ export function createProviderService(
       }
     },
   };
-}
-
-/**
- * What the data path needs of a session: the key requests are sealed to, the key response signatures
- * must verify with (the attestation's), and what marking the provider untrusted does (eviction, with
- * a RuntimeStatus naming the reason sent first).
- */
-function bindRequestSecurity(session: ProviderSession, register: Register, sessions: SessionManager): void {
-  session.encryptionKey = register.encryptionPublicKey;
-  const signingKey = register.attestation?.publicKey;
-  if (signingKey && signingKey.length === 65) session.signingKey = signingKey;
-  session.onUntrusted ??= (code) => sessions.evict(session.handle.id, code);
 }
 
 async function firstMessage(

@@ -47,31 +47,59 @@ export type InferenceRequestInit = MessageInitShape<typeof InferenceRequestSchem
  * One provider's stream as the coordinator sees it: sends requests and control messages down the
  * outbound channel and routes what comes back to the observer of each request.
  */
-export class ProviderSession {
-  private readonly calls = new Map<string, Call>();
-  private readonly loadOps = new Map<string, (s: LoadModelStatus) => void>();
-  private closedReason: string | undefined;
+/** Everything a session needs, fixed for its life (link/session-manager.ts builds it from the Register). */
+export interface ProviderSessionInit {
+  handle: ProviderHandle;
+  /** The stream's outbound half. */
+  outbound: Channel<ConnectResponse>;
+  log: Logger;
   /**
    * The provider's X25519 key (Register.encryption_public_key) requests are sealed to; empty when it
    * registered without one (plaintext dispatch, a development escape hatch the coordinator must allow).
    */
-  encryptionKey: Uint8Array = new Uint8Array();
+  encryptionKey: Uint8Array;
   /** The provider's P-256 key (SEC1) its response signatures must verify with; undefined without one. */
   signingKey: Uint8Array | undefined;
+  /** A heartbeat was applied to the handle (its capacity may have changed). */
+  onHeartbeat: () => void;
   /**
-   * What marking the provider untrusted does beyond telling it (set by the link service: evicts the
-   * session; trust management may replace it). Without it the session closes.
+   * What marking the provider untrusted does beyond telling it: hands the finding to trust management
+   * and evicts the session, so its in-flight requests fail over.
    */
-  onUntrusted: ((code: string, message: string) => void) | undefined;
-  /** Receives the provider's answers to attestation challenges (set by trust management). */
-  onAttestationResponse: ((response: AttestationResponse) => void) | undefined;
+  onUntrusted: (code: string, message: string) => void;
+  /** Receives the provider's answers to attestation challenges; without it they are ignored. */
+  onAttestationResponse?: ((response: AttestationResponse) => void) | undefined;
+}
 
-  constructor(
-    readonly handle: ProviderHandle,
-    private readonly outbound: Channel<ConnectResponse>,
-    private readonly log: Logger,
-    private readonly onHeartbeat: () => void,
-  ) {}
+/**
+ * One provider's stream as the coordinator sees it: sends requests and control messages down the
+ * outbound channel and routes what comes back to the observer of each request.
+ */
+export class ProviderSession {
+  readonly handle: ProviderHandle;
+  /** See ProviderSessionInit. */
+  readonly encryptionKey: Uint8Array;
+  /** See ProviderSessionInit. */
+  readonly signingKey: Uint8Array | undefined;
+  private readonly calls = new Map<string, Call>();
+  private readonly loadOps = new Map<string, (s: LoadModelStatus) => void>();
+  private closedReason: string | undefined;
+  private readonly outbound: Channel<ConnectResponse>;
+  private readonly log: Logger;
+  private readonly onHeartbeat: () => void;
+  private readonly onUntrusted: (code: string, message: string) => void;
+  private readonly onAttestationResponse: ((response: AttestationResponse) => void) | undefined;
+
+  constructor(init: ProviderSessionInit) {
+    this.handle = init.handle;
+    this.outbound = init.outbound;
+    this.log = init.log;
+    this.encryptionKey = init.encryptionKey;
+    this.signingKey = init.signingKey;
+    this.onHeartbeat = init.onHeartbeat;
+    this.onUntrusted = init.onUntrusted;
+    this.onAttestationResponse = init.onAttestationResponse;
+  }
 
   get activeCalls(): number {
     return this.calls.size;
@@ -117,7 +145,7 @@ export class ProviderSession {
   markUntrusted(code: string, message: string): void {
     if (this.isClosed) return;
     this.log.warn({ providerId: this.handle.id, code, reason: message }, "provider marked untrusted");
-    this.handle.draining = true; // no new work, whatever onUntrusted does
+    this.handle.markDraining(); // no new work, whatever onUntrusted does
     this.send(
       create(ConnectResponseSchema, {
         message: {
@@ -126,13 +154,12 @@ export class ProviderSession {
         },
       }),
     );
-    if (this.onUntrusted) this.onUntrusted(code, message);
-    else this.close(code);
+    this.onUntrusted(code, message);
   }
 
   /** Asks the provider to stop taking work, finish what it has and reconnect. */
   drain(reason: string, deadlineMs: number): void {
-    this.handle.draining = true;
+    this.handle.markDraining();
     this.send(create(ConnectResponseSchema, { message: { case: "drain", value: { reason, deadlineMs } } }));
   }
 

@@ -164,13 +164,10 @@ export class SessionManager {
       performance: this.registry.performance.of(register.machineId || id),
       send: (m) => outbound.offer(m),
     });
-    const session = new ProviderSession(handle, outbound, this.log, () =>
-      this.registry.capacityChanged(handle),
-    );
     const trust = this.trust?.attach(
       handle,
       register,
-      (m) => session.send(m),
+      (m) => outbound.offer(m),
       () => {
         this.registry.capacityChanged(handle);
         this.settleContender(id);
@@ -180,15 +177,23 @@ export class SessionManager {
     if (previous && contend) {
       this.contenders.set(id, { machineId: register.machineId, holder: previous, keyHex: guardedKey });
     }
-    if (trust) {
+    const signingKey = register.attestation?.publicKey;
+    const session = new ProviderSession({
+      handle,
+      outbound,
+      log: this.log,
+      encryptionKey: register.encryptionPublicKey,
+      // Response signatures verify with the attestation's key: a SEC1 uncompressed P-256 point.
+      signingKey: signingKey?.length === 65 ? signingKey : undefined,
+      onHeartbeat: () => this.registry.capacityChanged(handle),
       // Evidence from the data path: untrusted (remembered for its signing key once proven, so
       // reconnecting does not clear it), then evicted so its in-flight requests fail over at once.
-      session.onUntrusted = (code, message) => {
-        trust.markUntrusted(code, message);
+      onUntrusted: (code, message) => {
+        trust?.markUntrusted(code, message);
         this.evict(id, code);
-      };
-      session.onAttestationResponse = (response) => trust.onChallengeResponse(response);
-    }
+      },
+      onAttestationResponse: trust && ((response) => trust.onChallengeResponse(response)),
+    });
     this.sessions.set(id, { session, outbound });
     if (register.machineId && !this.contenders.has(id)) this.byMachine.set(register.machineId, id);
     outbound.push(

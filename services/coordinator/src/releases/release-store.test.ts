@@ -5,7 +5,7 @@ import {
   startTestPostgres,
   type TestDatabase,
   type TestPostgres,
-} from "../store/test-database.js";
+} from "../testing/test-database.js";
 import { ReleaseAlreadyExistsError, ReleaseNotFoundError } from "./errors.js";
 import { ReleaseStore } from "./release-store.js";
 

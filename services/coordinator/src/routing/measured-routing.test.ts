@@ -2,8 +2,9 @@ import { create } from "@bufbuild/protobuf";
 import { ModelInfoSchema } from "@darkbloom/protocol/provider/v1";
 import { ScriptedProvider } from "@darkbloom/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startTestPostgres, type TestPostgres } from "../store/test-database.js";
-import { postJson, startTestCoordinator, type TestCoordinator } from "../test-support/test-coordinator.js";
+import { postJson, startTestCoordinator, type TestCoordinator } from "../testing/test-coordinator.js";
+import { startTestPostgres, type TestPostgres } from "../testing/test-database.js";
+import { heartbeat } from "../testing/test-providers.js";
 import { DEFAULT_DECODE_TPS, estimateCompletionSeconds } from "./cost-model.js";
 import { ProviderHandle } from "./provider-handle.js";
 import { FleetBaseline, ProviderPerformance } from "./provider-performance.js";
@@ -106,7 +107,7 @@ describe("the cost model", () => {
       performance,
       send: () => true,
     });
-    h.decodeTokensPerSecond = decode;
+    heartbeat(h, { decodeTokensPerSecond: decode });
     return h;
   };
   const demand = { model: "m", promptTokens: 10, maxTokens: 100 };

@@ -31,6 +31,22 @@ export interface ProviderHandleInit {
   performance?: ProviderPerformance;
 }
 
+/**
+ * How trust management judges the provider now (trust/provider-trust.ts), as routing reads it: see
+ * the getters of the same names on ProviderHandle.
+ */
+export interface HandleJudgement {
+  trustLevel: TrustLevel;
+  deRouted: boolean;
+  attestedUntil: number;
+  latestChallengePassed: boolean;
+}
+
+/**
+ * One connected provider as routing sees it. Its live state changes only through the methods below,
+ * each owned by one module: the judgement by trust management, heartbeats and draining by the link
+ * session, slots by the router, closing by the registry. Everything else reads it.
+ */
 export class ProviderHandle {
   readonly id: string;
   readonly machineId: string;
@@ -47,39 +63,22 @@ export class ProviderHandle {
   /** What the coordinator measured of this machine: what routing scores on (routing/provider-performance.ts). */
   readonly performance: ProviderPerformance;
 
-  /** The trust level the coordinator grants now (none while the provider is untrusted). */
-  trustLevel: TrustLevel;
-  /**
-   * Not routed at all, whatever the requested trust (daemon below the minimum version, evidence of
-   * misbehaviour on the data path).
-   */
-  deRouted = false;
-  /**
-   * Until when (ms since the epoch) the latest passed challenge counts as fresh (0: none has).
-   * Routing above trust level none needs it in the future.
-   */
-  attestedUntil = 0;
-  /** Whether the latest completed challenge passed. */
-  latestChallengePassed = false;
-  /** Slots the coordinator has reserved on this provider (dispatched and not finished). */
-  inFlight = 0;
-  draining = false;
-  closed = false;
-
-  // Live state from the latest heartbeat.
-  lastHeartbeatAt: number;
-  state: ProviderState = ProviderState.IDLE;
-  loadedModels: ReadonlySet<string>;
-  queueDepth = 0;
-  busySlots = 0;
-  kvCacheUsage = 0;
-  /** Advertised rates (claims): only a clamped prior for routing, see `performance`. */
-  decodeTokensPerSecond = 0;
-  prefillTokensPerSecond = 0;
-  memoryPressure: MemoryPressure = MemoryPressure.NORMAL;
-  thermalState: ThermalState = ThermalState.NOMINAL;
-  requestsCompleted = 0n;
-  requestsFailed = 0n;
+  #judgement: HandleJudgement;
+  #inFlight = 0;
+  #draining = false;
+  #closed = false;
+  #lastHeartbeatAt: number;
+  #state: ProviderState = ProviderState.IDLE;
+  #loadedModels: ReadonlySet<string>;
+  #queueDepth = 0;
+  #busySlots = 0;
+  #kvCacheUsage = 0;
+  #decodeTokensPerSecond = 0;
+  #prefillTokensPerSecond = 0;
+  #memoryPressure: MemoryPressure = MemoryPressure.NORMAL;
+  #thermalState: ThermalState = ThermalState.NOMINAL;
+  #requestsCompleted = 0n;
+  #requestsFailed = 0n;
 
   constructor(init: ProviderHandleInit) {
     this.id = init.id;
@@ -90,15 +89,112 @@ export class ProviderHandle {
     this.models = new Map(init.models.map((m) => [m.id, m]));
     this.maxBatch = Math.max(1, init.maxBatch);
     this.maxContext = init.maxContext;
-    this.trustLevel = init.trustLevel;
+    this.#judgement = {
+      trustLevel: init.trustLevel,
+      deRouted: false,
+      attestedUntil: 0,
+      latestChallengePassed: false,
+    };
     this.connectedAt = init.connectedAt;
-    this.lastHeartbeatAt = init.connectedAt;
+    this.#lastHeartbeatAt = init.connectedAt;
     this.send = init.send;
     // Until providers link an account (device-code login), earnings accrue to the machine.
     this.payoutAccount = init.payoutAccount ?? `provider:${init.machineId || init.id}`;
     this.performance = init.performance ?? new ProviderPerformance(new FleetBaseline(), BATCH_DEGRADATION);
     // Until the first heartbeat says otherwise, assume every advertised model is loaded.
-    this.loadedModels = new Set(this.models.keys());
+    this.#loadedModels = new Set(this.models.keys());
+  }
+
+  /** The trust level the coordinator grants now (none while the provider is untrusted). */
+  get trustLevel(): TrustLevel {
+    return this.#judgement.trustLevel;
+  }
+
+  /**
+   * Not routed at all, whatever the requested trust (daemon below the minimum version, evidence of
+   * misbehaviour on the data path).
+   */
+  get deRouted(): boolean {
+    return this.#judgement.deRouted;
+  }
+
+  /**
+   * Until when (ms since the epoch) the latest passed challenge counts as fresh (0: none has).
+   * Routing above trust level none needs it in the future.
+   */
+  get attestedUntil(): number {
+    return this.#judgement.attestedUntil;
+  }
+
+  /** Whether the latest completed challenge passed. */
+  get latestChallengePassed(): boolean {
+    return this.#judgement.latestChallengePassed;
+  }
+
+  /** Slots the coordinator has reserved on this provider (dispatched and not finished). */
+  get inFlight(): number {
+    return this.#inFlight;
+  }
+
+  /** Takes no new work: asked to drain, draining by its own account, or caught misbehaving. */
+  get draining(): boolean {
+    return this.#draining;
+  }
+
+  /** Removed from the registry: its session has ended. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  // Live state from the latest heartbeat.
+  get lastHeartbeatAt(): number {
+    return this.#lastHeartbeatAt;
+  }
+
+  get state(): ProviderState {
+    return this.#state;
+  }
+
+  get loadedModels(): ReadonlySet<string> {
+    return this.#loadedModels;
+  }
+
+  get queueDepth(): number {
+    return this.#queueDepth;
+  }
+
+  get busySlots(): number {
+    return this.#busySlots;
+  }
+
+  get kvCacheUsage(): number {
+    return this.#kvCacheUsage;
+  }
+
+  /** Advertised decode rate (a claim): only a clamped prior for routing, see `performance`. */
+  get decodeTokensPerSecond(): number {
+    return this.#decodeTokensPerSecond;
+  }
+
+  /** Advertised prefill rate (a claim), like `decodeTokensPerSecond`. */
+  get prefillTokensPerSecond(): number {
+    return this.#prefillTokensPerSecond;
+  }
+
+  get memoryPressure(): MemoryPressure {
+    return this.#memoryPressure;
+  }
+
+  get thermalState(): ThermalState {
+    return this.#thermalState;
+  }
+
+  get requestsCompleted(): bigint {
+    return this.#requestsCompleted;
+  }
+
+  get requestsFailed(): bigint {
+    return this.#requestsFailed;
   }
 
   /** Whether a challenge passed within the freshness window: the routing gate above trust none. */
@@ -112,7 +208,7 @@ export class ProviderHandle {
   }
 
   get freeSlots(): number {
-    return this.maxBatch - this.inFlight;
+    return this.maxBatch - this.#inFlight;
   }
 
   /** Largest prompt plus completion the provider serves for a model. */
@@ -123,21 +219,46 @@ export class ProviderHandle {
     return modelLimit || this.maxContext || Number.MAX_SAFE_INTEGER;
   }
 
+  /** Trust management's judgement of the provider (trust level, de-routing, challenge freshness). */
+  applyJudgement(judgement: HandleJudgement): void {
+    this.#judgement = { ...judgement };
+  }
+
+  /** The router reserves a slot for a dispatch. */
+  reserveSlot(): void {
+    this.#inFlight++;
+  }
+
+  /** The router frees a slot its dispatch no longer holds. */
+  releaseSlot(): void {
+    if (this.#inFlight > 0) this.#inFlight--;
+  }
+
+  /** No new work from now on (Drain sent, or the provider caught misbehaving); never undone. */
+  markDraining(): void {
+    this.#draining = true;
+  }
+
+  /** The registry removed the provider: its session has ended. */
+  close(): void {
+    this.#closed = true;
+  }
+
   applyHeartbeat(hb: Heartbeat, now: number): void {
-    this.lastHeartbeatAt = now;
-    this.state = hb.state;
+    this.#lastHeartbeatAt = now;
+    this.#state = hb.state;
     if (hb.loadedModels.length > 0 || hb.state !== ProviderState.UNSPECIFIED) {
-      this.loadedModels = new Set(hb.loadedModels);
+      this.#loadedModels = new Set(hb.loadedModels);
     }
-    this.queueDepth = hb.queueDepth;
-    this.busySlots = hb.busySlots;
-    this.kvCacheUsage = hb.kvCacheUsage;
-    if (hb.decodeTokensPerSecond > 0) this.decodeTokensPerSecond = hb.decodeTokensPerSecond;
-    if (hb.prefillTokensPerSecond > 0) this.prefillTokensPerSecond = hb.prefillTokensPerSecond;
-    this.memoryPressure = hb.memoryPressure;
-    this.thermalState = hb.thermalState;
-    this.requestsCompleted = hb.requestsCompleted;
-    this.requestsFailed = hb.requestsFailed;
-    if (hb.state === ProviderState.DRAINING) this.draining = true;
+    this.#queueDepth = hb.queueDepth;
+    this.#busySlots = hb.busySlots;
+    this.#kvCacheUsage = hb.kvCacheUsage;
+    if (hb.decodeTokensPerSecond > 0) this.#decodeTokensPerSecond = hb.decodeTokensPerSecond;
+    if (hb.prefillTokensPerSecond > 0) this.#prefillTokensPerSecond = hb.prefillTokensPerSecond;
+    this.#memoryPressure = hb.memoryPressure;
+    this.#thermalState = hb.thermalState;
+    this.#requestsCompleted = hb.requestsCompleted;
+    this.#requestsFailed = hb.requestsFailed;
+    if (hb.state === ProviderState.DRAINING) this.#draining = true;
   }
 }

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
+import { testProvider } from "../testing/test-providers.js";
 import { ProviderRegistry } from "./provider-registry.js";
-import { testProvider } from "./test-providers.js";
 
 describe("ProviderRegistry", () => {
   it("knows the largest context each model is served with as providers come and go", () => {

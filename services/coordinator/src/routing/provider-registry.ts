@@ -43,7 +43,7 @@ export class ProviderRegistry {
     const provider = this.byId.get(id);
     if (!provider) return undefined;
     this.byId.delete(id);
-    provider.closed = true;
+    provider.close();
     for (const model of provider.models.keys()) {
       const set = this.byModel.get(model);
       set?.delete(provider);

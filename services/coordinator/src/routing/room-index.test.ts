@@ -1,9 +1,9 @@
 import { TrustLevel } from "@darkbloom/protocol/provider/v1";
 import { describe, expect, it } from "vitest";
+import { judge, testProvider } from "../testing/test-providers.js";
 import { ProviderRegistry } from "./provider-registry.js";
 import { RoomIndex } from "./room-index.js";
 import { ROUTE_SAMPLE, Router } from "./router.js";
-import { testProvider } from "./test-providers.js";
 
 describe("RoomIndex", () => {
   it("tracks the providers of each model that have a free slot", () => {
@@ -14,13 +14,13 @@ describe("RoomIndex", () => {
     index.update(b);
     expect(index.count("m")).toBe(2);
     expect(index.count("n")).toBe(1);
-    a.inFlight = 1;
+    a.reserveSlot();
     index.update(a);
     expect(index.all("m")).toEqual([b]);
     expect(index.count("n")).toBe(0);
-    a.inFlight = 0;
+    a.releaseSlot();
     index.update(a);
-    b.closed = true;
+    b.close();
     index.update(b);
     expect(index.all("m")).toEqual([a]);
     index.update(a); // idempotent
@@ -49,7 +49,7 @@ describe("Router on a large fleet", () => {
     const registry = new ProviderRegistry();
     const fleet = Array.from({ length: 20 * ROUTE_SAMPLE }, () => testProvider({ maxBatch: 1 }));
     const trusted = testProvider({ maxBatch: 1, trust: TrustLevel.SELF_SIGNED });
-    trusted.freshlyAttested = () => true;
+    judge(trusted, { attestedUntil: Number.MAX_SAFE_INTEGER });
     for (const p of [...fleet, trusted]) registry.add(p);
     const router = new Router(registry, { queueDepthPerModel: 10, queueTimeoutMs: 1_000 });
     try {

@@ -1,9 +1,9 @@
 import { TrustLevel } from "@darkbloom/protocol/provider/v1";
 import { afterEach, describe, expect, it } from "vitest";
 import { ApiError } from "../errors/index.js";
+import { testProvider } from "../testing/test-providers.js";
 import { ProviderRegistry } from "./provider-registry.js";
 import { type Lease, Router } from "./router.js";
-import { testProvider } from "./test-providers.js";
 
 const demand = { model: "m", promptTokens: 10, maxTokens: 10 };
 const c = { minTrust: TrustLevel.NONE };

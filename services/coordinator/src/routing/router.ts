@@ -184,7 +184,7 @@ export class Router {
   }
 
   private lease(p: ProviderHandle, queuedMicros: number): Lease {
-    p.inFlight++;
+    p.reserveSlot();
     this.room.update(p);
     let released = false;
     return {
@@ -193,7 +193,7 @@ export class Router {
       release: () => {
         if (released) return;
         released = true;
-        p.inFlight--;
+        p.releaseSlot();
         this.room.update(p);
         // The freed slot can serve any model the provider has, not only this request's.
         if (!p.closed) for (const m of p.models.keys()) this.drain(m);

@@ -1,8 +1,8 @@
 import { MemoryPressure, ThermalState, TrustLevel } from "@darkbloom/protocol/provider/v1";
 import { describe, expect, it } from "vitest";
+import { heartbeat, judge, occupy, testProvider } from "../testing/test-providers.js";
 import { estimateCompletionSeconds } from "./cost-model.js";
 import { chooseProvider } from "./scheduler.js";
-import { testProvider } from "./test-providers.js";
 
 const demand = { model: "m", promptTokens: 100, maxTokens: 200 };
 const anyTrust = { minTrust: TrustLevel.NONE };
@@ -16,7 +16,7 @@ describe("chooseProvider", () => {
 
   it("accounts for batch degradation: an idle slower provider can beat a busy faster one", () => {
     const busy = testProvider({ id: "busy", decode: 60, maxBatch: 8 });
-    busy.inFlight = 7;
+    occupy(busy, 7);
     const idle = testProvider({ id: "idle", decode: 40, maxBatch: 8 });
     expect(estimateCompletionSeconds(busy, demand)).toBeGreaterThan(estimateCompletionSeconds(idle, demand));
     expect(chooseProvider([busy, idle], demand, anyTrust)?.id).toBe("idle");
@@ -24,25 +24,25 @@ describe("chooseProvider", () => {
 
   it("charges a cold model load", () => {
     const cold = testProvider({ id: "cold", decode: 100 });
-    cold.loadedModels = new Set();
+    heartbeat(cold, { loadedModels: [] });
     const warm = testProvider({ id: "warm", decode: 60 });
     expect(chooseProvider([cold, warm], demand, anyTrust)?.id).toBe("warm");
   });
 
   it("penalises memory pressure and thermal throttling", () => {
     const hot = testProvider({ id: "hot", decode: 50 });
-    hot.thermalState = ThermalState.CRITICAL;
+    heartbeat(hot, { thermalState: ThermalState.CRITICAL });
     const pressed = testProvider({ id: "pressed", decode: 50 });
-    pressed.memoryPressure = MemoryPressure.CRITICAL;
+    heartbeat(pressed, { memoryPressure: MemoryPressure.CRITICAL });
     const fine = testProvider({ id: "fine", decode: 40 });
     expect(chooseProvider([hot, pressed, fine], demand, anyTrust)?.id).toBe("fine");
   });
 
   it("skips full, draining, excluded, untrusted and too-small providers", () => {
     const full = testProvider({ id: "full", maxBatch: 1 });
-    full.inFlight = 1;
+    occupy(full, 1);
     const draining = testProvider({ id: "draining" });
-    draining.draining = true;
+    draining.markDraining();
     const excluded = testProvider({ id: "excluded" });
     const small = testProvider({ id: "small", contextLength: 250 });
     const ok = testProvider({ id: "ok", decode: 1 });
@@ -61,13 +61,13 @@ describe("chooseProvider", () => {
     const stale = testProvider({ id: "stale", trust: TrustLevel.SELF_SIGNED });
     expect(chooseProvider([stale], demand, selfSigned)).toBeUndefined();
     expect(chooseProvider([stale], demand, anyTrust)?.id).toBe("stale");
-    stale.attestedUntil = Date.now() - 1;
+    judge(stale, { attestedUntil: Date.now() - 1 });
     expect(chooseProvider([stale], demand, selfSigned)).toBeUndefined();
     const fresh = testProvider({ id: "fresh", trust: TrustLevel.SELF_SIGNED });
-    fresh.attestedUntil = Date.now() + 60_000;
+    judge(fresh, { attestedUntil: Date.now() + 60_000 });
     expect(chooseProvider([stale, fresh], demand, selfSigned)?.id).toBe("fresh");
     expect(chooseProvider([fresh], demand, { minTrust: TrustLevel.HARDWARE })).toBeUndefined();
-    fresh.deRouted = true;
+    judge(fresh, { deRouted: true });
     expect(chooseProvider([fresh], demand, selfSigned)).toBeUndefined();
     expect(chooseProvider([fresh], demand, anyTrust)).toBeUndefined();
   });
@@ -75,7 +75,7 @@ describe("chooseProvider", () => {
   it("breaks near-ties by queue depth, then at random", () => {
     const a = testProvider({ id: "a", decode: 50 });
     const b = testProvider({ id: "b", decode: 51 });
-    b.queueDepth = 2;
+    heartbeat(b, { queueDepth: 2 });
     expect(chooseProvider([a, b], demand, anyTrust)?.id).toBe("a");
     const c = testProvider({ id: "c", decode: 50 });
     const d = testProvider({ id: "d", decode: 50 });
@@ -85,7 +85,7 @@ describe("chooseProvider", () => {
 
   it("returns undefined when nobody has room", () => {
     const p = testProvider({ maxBatch: 2 });
-    p.inFlight = 2;
+    occupy(p, 2);
     expect(chooseProvider([p], demand, anyTrust)).toBeUndefined();
   });
 });

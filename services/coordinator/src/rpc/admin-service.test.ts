@@ -9,13 +9,13 @@ import {
   ReleaseSchema,
 } from "@darkbloom/protocol/admin/v1";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { type AdminTestServer, startAdminTestServer } from "../testing/admin-test-server.js";
 import {
   createTestDatabase,
   startTestPostgres,
   type TestDatabase,
   type TestPostgres,
-} from "../store/test-database.js";
-import { type AdminTestServer, startAdminTestServer } from "./admin-test-server.js";
+} from "../testing/test-database.js";
 import type { ProviderDirectory, ProviderSummaryInit } from "./provider-directory.js";
 
 let server: TestPostgres;

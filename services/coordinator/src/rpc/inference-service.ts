@@ -20,8 +20,8 @@ import type { RateLimiter } from "../auth/rate-limiter.js";
 import { type ApiError, isApiError, unexpectedError } from "../errors/index.js";
 import { type CutReason, type ResponseLimits, responseCutError } from "../http/bounded-writer.js";
 import { CLIENT_ADDRESS } from "../http/client-address.js";
-import { listModels } from "../http/handlers/models.js";
 import { newRequestId } from "../http/request-id.js";
+import { type CatalogListing, listModels } from "../inference/model-list.js";
 import type { InferencePipeline } from "../inference/pipeline.js";
 import { validateRequest } from "../inference/request-validation.js";
 import { type CompletionResult, RequestStopped, type ResponseSink } from "../inference/response-sink.js";
@@ -36,7 +36,7 @@ export interface InferenceServiceDeps {
   rateLimiter: RateLimiter;
   pipeline: InferencePipeline;
   registry: ProviderRegistry;
-  catalog: Parameters<typeof listModels>[1];
+  catalog: CatalogListing;
   /** What one response may hold for its consumer and reach in all (the SSE writer's limits). */
   limits: ResponseLimits;
   /** Told each time a response is cut by a limit (metrics). */

@@ -4,9 +4,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startTestPostgres, type TestPostgres } from "../testing/test-database.js";
 import { openDatabase, redactDatabaseUrl } from "./database.js";
 import { migrate } from "./migrate.js";
-import { startTestPostgres, type TestPostgres } from "./test-database.js";
 
 const logger = pino({ level: "silent" });
 

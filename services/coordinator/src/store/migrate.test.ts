@@ -1,9 +1,9 @@
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startTestPostgres, type TestPostgres } from "../testing/test-database.js";
 import { ensureDatabaseExists } from "./database.js";
 import { migrate, migrationLabel } from "./migrate.js";
 import { migrations } from "./migrations/index.js";
-import { startTestPostgres, type TestPostgres } from "./test-database.js";
 
 let server: TestPostgres;
 beforeAll(async () => {

@@ -15,15 +15,15 @@ import { SignerKind } from "@darkbloom/protocol/provider/v1";
 import { type ScriptedAttestor, ScriptedProvider, type ScriptedProviderOptions } from "@darkbloom/testing";
 import pg from "pg";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { runCliCaptured } from "../cli/test-cli.js";
 import type { CoordinatorConfig } from "../config.js";
-import { createTestDatabase, startTestPostgres, type TestPostgres } from "../store/test-database.js";
+import { runCliCaptured } from "../testing/test-cli.js";
 import {
   postJson,
   startTestCoordinator,
   TEST_ADMIN_KEY,
   type TestCoordinator,
-} from "../test-support/test-coordinator.js";
+} from "../testing/test-coordinator.js";
+import { createTestDatabase, startTestPostgres, type TestPostgres } from "../testing/test-database.js";
 import { MachineBindingStore } from "./machine-bindings.js";
 
 /**

@@ -394,14 +394,15 @@ export class ProviderTrust {
 
   /** Applies the judgement to the routing handle; returns its key (what RuntimeStatus reports). */
   private apply(j: Judgement): string {
-    const h = this.handle;
-    h.trustLevel = j.trustLevel;
-    h.deRouted = this.deRouted || j.reasons.some((r) => r.code === TrustCode.versionBelowMinimum);
-    h.attestedUntil =
-      j.fresh && this.lastPassedAt !== undefined
-        ? this.lastPassedAt + this.ctx.timings.challengeFreshnessMs
-        : 0;
-    h.latestChallengePassed = this.latestResult === "passed";
+    this.handle.applyJudgement({
+      trustLevel: j.trustLevel,
+      deRouted: this.deRouted || j.reasons.some((r) => r.code === TrustCode.versionBelowMinimum),
+      attestedUntil:
+        j.fresh && this.lastPassedAt !== undefined
+          ? this.lastPassedAt + this.ctx.timings.challengeFreshnessMs
+          : 0,
+      latestChallengePassed: this.latestResult === "passed",
+    });
     return `${j.trustLevel}|${j.routable}|${j.reasons.map((r) => r.code).join(",")}`;
   }
 

@@ -8,7 +8,7 @@ import {
   type TestCoordinator,
   type TestPostgres,
   waitFor,
-} from "@darkbloom/coordinator";
+} from "@darkbloom/coordinator/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cleartextToAnotherMachine, isLoopbackHost } from "../config/coordinator-transport.js";
 import { ScriptedEngine } from "../testing/scripted-engine.js";

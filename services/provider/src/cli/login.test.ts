@@ -8,7 +8,7 @@ import {
   type TestCoordinator,
   type TestPostgres,
   waitFor,
-} from "@darkbloom/coordinator";
+} from "@darkbloom/coordinator/testing";
 import { ScriptedProvider } from "@darkbloom/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { readAccountToken, writeAccountToken } from "../config/account-token.js";

@@ -1,6 +1,6 @@
+import { commandGroup } from "@darkbloom/cli-kit";
 import type { Command } from "commander";
 import { modelIdOf, removeModel, scanModels } from "../config/model-inventory.js";
-import { commandGroup } from "./command-group.js";
 import type { CliContext } from "./context.js";
 import { CliFailure, UsageError } from "./io.js";
 import { addModelsDownloadCommand } from "./models-download.js";

@@ -8,7 +8,7 @@ import {
   type TestCoordinator,
   type TestPostgres,
   waitFor,
-} from "@darkbloom/coordinator";
+} from "@darkbloom/coordinator/testing";
 import { readSse } from "@darkbloom/testing";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { runCli } from "./program.js";

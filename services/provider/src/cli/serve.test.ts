@@ -9,7 +9,7 @@ import {
   type TestCoordinator,
   type TestPostgres,
   waitFor,
-} from "@darkbloom/coordinator";
+} from "@darkbloom/coordinator/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ScriptedEngine } from "../testing/scripted-engine.js";
 import type { CliDeps } from "./context.js";

@@ -8,7 +8,7 @@ import {
   startTestPostgres,
   type TestCoordinator,
   type TestPostgres,
-} from "@darkbloom/coordinator";
+} from "@darkbloom/coordinator/testing";
 import { rawP256PublicKey } from "@darkbloom/protocol";
 import {
   hex,

@@ -4,17 +4,16 @@ import * as net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { toBinary } from "@bufbuild/protobuf";
+import { createLogger, startCoordinator } from "@darkbloom/coordinator";
 import {
-  createLogger,
   createTestDatabase,
   postJson,
-  startCoordinator,
   startTestCoordinator,
   startTestPostgres,
   type TestCoordinator,
   type TestPostgres,
   waitFor,
-} from "@darkbloom/coordinator";
+} from "@darkbloom/coordinator/testing";
 import { ConnectResponseSchema } from "@darkbloom/protocol/provider/v1";
 import { BoxKeyPair } from "@darkbloom/protocol/sealed-box";
 import { verifyResponse } from "@darkbloom/protocol/verifiable-response";

@@ -7,7 +7,7 @@ import {
   type TestCoordinator,
   type TestPostgres,
   waitFor,
-} from "@darkbloom/coordinator";
+} from "@darkbloom/coordinator/testing";
 import {
   type ChunkPayload,
   ChunkPayloadSchema,

@@ -9,7 +9,7 @@ import {
   type TestCoordinator,
   type TestPostgres,
   waitFor,
-} from "@darkbloom/coordinator";
+} from "@darkbloom/coordinator/testing";
 import { rawP256PublicKey } from "@darkbloom/protocol";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { CliDeps } from "../cli/context.js";

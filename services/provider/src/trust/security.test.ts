@@ -12,7 +12,7 @@ import {
   type TestCoordinator,
   type TestPostgres,
   waitFor,
-} from "@darkbloom/coordinator";
+} from "@darkbloom/coordinator/testing";
 import { encodeChallengeStatus } from "@darkbloom/protocol";
 import { AdminService } from "@darkbloom/protocol/admin/v1";
 import type { AttestationChallenge } from "@darkbloom/protocol/provider/v1";

@@ -4,8 +4,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pg from "pg";
 import { pino } from "pino";
-import { startEmbeddedPostgres } from "./embedded-postgres.js";
-import { migrate } from "./migrate.js";
+import { startEmbeddedPostgres } from "../store/embedded-postgres.js";
+import { migrate } from "../store/migrate.js";
 
 /** A throwaway PostgreSQL server for one test file. */
 export interface TestPostgres {

@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { pino } from "pino";
 import type { CoordinatorConfig } from "../config.js";
 import { type RunningCoordinator, startCoordinator } from "../coordinator.js";
-import { createTestDatabase } from "../store/test-database.js";
+import { createTestDatabase } from "./test-database.js";
 
 export const TEST_ADMIN_KEY = "test-admin-key-0123456789";
 

@@ -1,7 +1,7 @@
 import type { ChunkPayload } from "@darkbloom/protocol/provider/v1";
 import type { ApiError } from "../errors/index.js";
-import type { CompletionResult, ResponseSink } from "../inference/response-sink.js";
 import type { ProviderHandle } from "../routing/provider-handle.js";
+import type { CompletionResult, ResponseSink } from "./response-sink.js";
 
 /** How a metered request ended, for settlement. */
 export type MeteredOutcome =

@@ -11,9 +11,9 @@ import { FailedAuthLimiter } from "../auth/failed-auth-limiter.js";
 import { ModelCatalog } from "../catalog/model-catalog.js";
 import { CLIENT_ADDRESS } from "../http/client-address.js";
 import { ReleaseStore } from "../releases/release-store.js";
+import { createAdminService } from "../rpc/admin-service.js";
+import type { ProviderDirectory } from "../rpc/provider-directory.js";
 import { MachineBindingStore } from "../trust/machine-bindings.js";
-import { createAdminService } from "./admin-service.js";
-import type { ProviderDirectory } from "./provider-directory.js";
 
 /** An AdminService on a real HTTP server at 127.0.0.1, over the given database (for tests). */
 export interface AdminTestServer {

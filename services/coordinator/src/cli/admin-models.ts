@@ -1,0 +1,66 @@
+import { CatalogModelSchema, ListModelsResponseSchema } from "@darkbloom/protocol/admin/v1";
+import type { Command } from "commander";
+import { type AdminCommands, protoJson } from "./admin-call.js";
+import { table, usd } from "./format.js";
+import { microUsd } from "./parse.js";
+
+/** `admin models …`: the model catalog and its prices. */
+export function addModelCommands(admin: Command, cli: AdminCommands): void {
+  const models = cli.group(admin, "models", "the model catalog and its prices");
+  cli.command(models, "list", "list the catalog", async (call) => {
+    const response = await call.client.listModels({});
+    call.print(
+      () => protoJson(ListModelsResponseSchema, response),
+      () =>
+        table(
+          ["ID", "NAME", "OWNED BY", "INPUT/1M", "OUTPUT/1M", "ENABLED"],
+          response.models.map((model) => [
+            model.id,
+            model.displayName,
+            model.ownedBy,
+            usd(model.inputMicroUsdPerMillion),
+            usd(model.outputMicroUsdPerMillion),
+            model.enabled ? "yes" : "no",
+          ]),
+        ),
+    );
+  });
+  cli
+    .command(models, "set", "add a model or change its prices", async (call) => {
+      const id = call.args[0] as string;
+      // Keep the names the model has unless new ones are given.
+      const existing = (await call.client.listModels({})).models.find((model) => model.id === id);
+      const { model } = await call.client.upsertModel({
+        model: {
+          id,
+          displayName: (call.opts.displayName as string | undefined) ?? existing?.displayName ?? "",
+          ownedBy: (call.opts.ownedBy as string | undefined) ?? existing?.ownedBy ?? "",
+          inputMicroUsdPerMillion: call.opts.inputPrice as bigint,
+          outputMicroUsdPerMillion: call.opts.outputPrice as bigint,
+          enabled: call.opts.disabled !== true,
+        },
+      });
+      call.print(
+        () => protoJson(CatalogModelSchema, model),
+        () =>
+          `${model?.id}: input ${usd(model?.inputMicroUsdPerMillion ?? 0n)} and output ` +
+          `${usd(model?.outputMicroUsdPerMillion ?? 0n)} per million tokens, ${model?.enabled ? "enabled" : "disabled"}\n`,
+      );
+    })
+    .argument("<model-id>")
+    .requiredOption("--input-price <micro-usd>", "micro-USD per million prompt tokens", microUsd)
+    .requiredOption("--output-price <micro-usd>", "micro-USD per million completion tokens", microUsd)
+    .option("--display-name <name>", "human-readable name")
+    .option("--owned-by <publisher>", "the model's publisher")
+    .option("--disabled", "keep the model in the catalog but refuse requests for it");
+  cli
+    .command(models, "delete", "remove a model from the catalog", async (call) => {
+      const modelId = call.args[0] as string;
+      await call.client.deleteModel({ modelId });
+      call.print(
+        () => ({ model_id: modelId, deleted: true }),
+        () => `deleted ${modelId}\n`,
+      );
+    })
+    .argument("<model-id>");
+}
