@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { ApiError } from "../errors/index.js";
-import { addressKey, FailedAuthLimiter } from "./failed-auth-limiter.js";
+import { addressKey } from "../http/client-address.js";
+import { FailedAuthLimiter } from "./failed-auth-limiter.js";
 
 function limiter(limit: { perSecond?: number; burst?: number; maxAddresses?: number } = {}) {
   let now = 0;

@@ -1,5 +1,5 @@
-import { isIPv4, isIPv6 } from "node:net";
 import { type ApiError, rateLimited } from "../errors/index.js";
+import { addressKey } from "../http/client-address.js";
 
 export interface FailedAuthLimit {
   /** Failed look-ups an address earns back per second; 0 disables the limit. */
@@ -91,21 +91,4 @@ export class FailedAuthLimiter {
         `burst ${this.limit.burst}); retry later.`,
     );
   }
-}
-
-/** The key an address is counted under: IPv4 as is, IPv6 by its /64. */
-export function addressKey(address: string): string {
-  const bare = address.replace(/%.*$/, "");
-  if (bare.toLowerCase().startsWith("::ffff:") && isIPv4(bare.slice(7))) return bare.slice(7);
-  if (!isIPv6(bare)) return bare;
-  const [head = "", tail] = bare.toLowerCase().split("::");
-  const headGroups = head === "" ? [] : head.split(":");
-  const tailGroups = tail === undefined || tail === "" ? [] : tail.split(":");
-  // An embedded IPv4 tail (a.b.c.d) only ever sits in the low 64 bits: it does not change the /64.
-  const fill = Array<string>(Math.max(0, 8 - headGroups.length - tailGroups.length)).fill("0");
-  const groups = tail === undefined ? headGroups : [...headGroups, ...fill, ...tailGroups];
-  return `${groups
-    .slice(0, 4)
-    .map((g) => g.replace(/^0+(?=.)/, ""))
-    .join(":")}::/64`;
 }

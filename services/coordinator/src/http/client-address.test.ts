@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { clientAddress } from "./client-address.js";
+import { addressKey, clientAddress } from "./client-address.js";
 import type { HttpRequest } from "./types.js";
 
 function request(peer: string, forwardedFor?: string | string[]): HttpRequest {
@@ -28,5 +28,24 @@ describe("clientAddress", () => {
     expect(clientAddress(request("10.0.0.1"), 1)).toBe("10.0.0.1");
     expect(clientAddress(request("10.0.0.1", "unknown"), 1)).toBe("10.0.0.1");
     expect(clientAddress(request("10.0.0.1", "2001:db8::1"), 1)).toBe("2001:db8::1");
+  });
+});
+
+describe("the key an address is counted under (connections, failed credentials)", () => {
+  it("is an IPv4 address as it is, also when mapped into IPv6", () => {
+    expect(addressKey("203.0.113.7")).toBe("203.0.113.7");
+    expect(addressKey("::ffff:203.0.113.7")).toBe("203.0.113.7");
+    expect(addressKey("::FFFF:203.0.113.7")).toBe("203.0.113.7");
+  });
+
+  it("is an IPv6 address's /64, however the address is written", () => {
+    const key = "2001:db8:1:2::/64";
+    expect(addressKey("2001:db8:1:2::1")).toBe(key);
+    expect(addressKey("2001:0db8:0001:0002:ffff:ffff:ffff:ffff")).toBe(key);
+    expect(addressKey("2001:db8:1:2:0:0:1.2.3.4")).toBe(key);
+    expect(addressKey("2001:db8:1:2::5%eth0")).toBe(key);
+    expect(addressKey("2001:db8:1:3::1")).not.toBe(key);
+    expect(addressKey("2001:db8::1")).toBe("2001:db8:0:0::/64");
+    expect(addressKey("::1")).toBe("0:0:0:0::/64");
   });
 });

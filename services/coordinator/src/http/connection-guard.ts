@@ -1,8 +1,9 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import http2 from "node:http2";
-import net from "node:net";
+import type net from "node:net";
 import { CONNECTION_LIMIT_DEFAULTS, type CoordinatorConfig } from "../config.js";
 import { ApiError } from "../errors/index.js";
+import { addressKey } from "./client-address.js";
 import { sendError } from "./respond.js";
 import type { HttpRequest, HttpResponse } from "./types.js";
 
@@ -90,7 +91,7 @@ export class ConnectionGuard {
 
   /** A connection was accepted: false (and the socket closed) when its address is at its cap. */
   admit(socket: net.Socket): boolean {
-    const address = addressKey(socket.remoteAddress);
+    const address = socket.remoteAddress ? addressKey(socket.remoteAddress) : undefined;
     if (address === undefined) {
       socket.destroy(); // already gone
       return false;
@@ -117,7 +118,7 @@ export class ConnectionGuard {
 
   /** Connections open from an address (IPv6: its /64). */
   openFrom(address: string): number {
-    return this.perAddress.get(addressKey(address) ?? "") ?? 0;
+    return this.perAddress.get(addressKey(address)) ?? 0;
   }
 
   /** The sniff chose a protocol. HTTP/2 sessions are bounded by their idle timer and stream deadlines. */
@@ -250,26 +251,4 @@ function requestTimeout(part: "headers" | "body", ms: number): ApiError {
     code: "request_timeout",
     message: `The request ${part} did not arrive within ${ms} ms; the connection was closed.`,
   });
-}
-
-/**
- * The address a connection counts against: IPv4 addresses (also IPv4-mapped IPv6) as they are, IPv6
- * by /64, the block one subscriber is usually given (per address, one host could take thousands).
- */
-export function addressKey(address: string | undefined): string | undefined {
-  if (!address) return undefined;
-  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
-  if (mapped) return mapped[1];
-  if (!net.isIPv6(address)) return address;
-  const bare = address.split("%", 1)[0] ?? address;
-  const [head = "", tail] = bare.split("::", 2) as [string, string | undefined];
-  const groups = head === "" ? [] : head.split(":");
-  if (tail !== undefined) {
-    const after = tail === "" ? [] : tail.split(":");
-    // A trailing dotted quad is two groups; only the first four groups matter here.
-    const width = after.reduce((n, g) => n + (g.includes(".") ? 2 : 1), 0);
-    groups.push(...Array<string>(Math.max(0, 8 - groups.length - width)).fill("0"), ...after);
-  }
-  const prefix = groups.slice(0, 4).map((g) => Number.parseInt(g, 16).toString(16));
-  return `${prefix.join(":")}::/64`;
 }
