@@ -3,6 +3,7 @@ import pg from "pg";
 import { pino } from "pino";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { AccountStore } from "../accounts/account-store.js";
+import { ledgerBalance } from "../testing/ledger-queries.js";
 import { postJson, startTestCoordinator, type TestCoordinator } from "../testing/test-coordinator.js";
 import {
   createTestDatabase,
@@ -49,13 +50,7 @@ afterAll(async () => {
   await server?.stop();
 });
 
-async function balance(account: string): Promise<bigint> {
-  const { rows } = await pool.query<{ b: string }>(
-    "SELECT coalesce(sum(amount_micro_usd), 0)::text AS b FROM ledger_entries WHERE account = $1",
-    [account],
-  );
-  return BigInt(rows[0]?.b ?? "0");
-}
+const balance = (account: string) => ledgerBalance(pool, account);
 
 describe("a stream that outlives the reservation TTL", () => {
   it("keeps its reservation while it streams and is charged when it ends", async () => {

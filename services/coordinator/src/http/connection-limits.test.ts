@@ -10,6 +10,7 @@ import { InferenceService } from "@darkbloom/protocol/inference/v1";
 import { parseSse, ScriptedProvider } from "@darkbloom/testing";
 import pg from "pg";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { ledgerBalanced, settledReservation } from "../testing/ledger-queries.js";
 import {
   postJson,
   readJson,
@@ -306,24 +307,6 @@ function bulk(bytes: number) {
 }
 const BIG_MODEL = [{ id: "tiny", contextLength: 2_000_000 }];
 
-/** The request's row in the reservations table. */
-async function reservation(pool: pg.Pool, requestId: string) {
-  const { rows } = await pool.query(
-    "SELECT state, charged_micro_usd::text AS charged, completion_tokens, outcome FROM reservations WHERE request_id = $1",
-    [requestId],
-  );
-  return rows[0] as
-    | { state: string; charged: string; completion_tokens: number; outcome: string }
-    | undefined;
-}
-
-async function ledgerBalanced(pool: pg.Pool): Promise<boolean> {
-  const { rows } = await pool.query(
-    "SELECT coalesce(sum(amount_micro_usd), 0)::text AS s FROM ledger_entries",
-  );
-  return rows[0]?.s === "0";
-}
-
 /** Completion tokens in an SSE body's content deltas (every token is TOKEN). */
 function tokensIn(events: { data: string }[]): number {
   let text = "";
@@ -434,10 +417,7 @@ describe("a consumer that does not read", () => {
       expect(metrics).toMatch(/limit="response_buffer"} [1-9]/);
 
       // Settled as a cancelled stream: every token sent was charged, nothing more.
-      await expect
-        .poll(async () => (await reservation(pool, requestId))?.state, { timeout: PATIENCE_MS })
-        .toBe("settled");
-      const row = await reservation(pool, requestId);
+      const row = await settledReservation(pool, requestId, PATIENCE_MS);
       expect(row).toMatchObject({ state: "settled", outcome: "cancelled" });
       expect(row?.completion_tokens).toBe(tokensIn(events));
       expect(BigInt(row?.charged ?? "0")).toBeGreaterThan(0n);
@@ -473,9 +453,7 @@ describe("a consumer that does not read", () => {
         await Promise.race([closed.then(() => true), sleep(10 * 5 * DEADLINE_MS).then(() => false)]),
       ).toBe(true);
       expect(stream.rstCode).toBe(http2.constants.NGHTTP2_CANCEL);
-      await expect
-        .poll(async () => (await reservation(pool, requestId))?.state, { timeout: PATIENCE_MS })
-        .toBe("settled");
+      await settledReservation(pool, requestId, PATIENCE_MS);
     } finally {
       session.destroy();
     }
@@ -543,12 +521,7 @@ describe("response size and send timeout", () => {
     await t?.close();
   });
 
-  async function settled(requestId: string) {
-    await expect
-      .poll(async () => (await reservation(pool, requestId))?.state, { timeout: PATIENCE_MS })
-      .toBe("settled");
-    return reservation(pool, requestId);
-  }
+  const settled = (requestId: string) => settledReservation(pool, requestId, PATIENCE_MS);
 
   it("ends a stream that grows past the limit with an error event and charges the tokens sent", async () => {
     const { script, maxTokens } = bulk(2 * LIMIT);

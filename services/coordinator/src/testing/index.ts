@@ -3,6 +3,13 @@
 // benchmarks import them from "@darkbloom/coordinator/testing"; nothing in production does.
 export { type AdminTestServer, startAdminTestServer } from "./admin-test-server.js";
 export {
+  ledgerBalance,
+  ledgerBalanced,
+  type ReservationRow,
+  reservationRow,
+  settledReservation,
+} from "./ledger-queries.js";
+export {
   type AnyJson,
   postJson,
   readJson,
