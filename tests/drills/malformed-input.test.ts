@@ -359,9 +359,13 @@ describe("malformed-input flood", () => {
     const refused = results.filter(isRefused);
     for (const from of attackers) expect(refused.filter((r) => r.from === from)).toHaveLength(SURPLUS);
     const admitted = results.filter((r) => !refused.includes(r));
-    expect(admitted.every((r) => r.lifetimeMs >= DEADLINE_MS - 100 && r.lifetimeMs < 5 * DEADLINE_MS)).toBe(
-      true,
+    // Lifetimes are measured by this process from its 'connect' event, which a loaded event loop (600
+    // connections opened at once) can see well after the server's accept started the deadline: the
+    // lower bound is the refusal line, not the deadline itself.
+    const outliers = admitted.filter(
+      (r) => !(r.lifetimeMs >= DEADLINE_MS / 2 && r.lifetimeMs < 5 * DEADLINE_MS),
     );
+    expect(outliers.map((r) => `${r.kind} from ${r.from}: ${Math.round(r.lifetimeMs)} ms`)).toEqual([]);
     const answers = (kind: string) => new Set(admitted.filter((r) => r.kind === kind).map((r) => r.answer));
     expect(answers("one-byte")).toEqual(new Set(["HTTP/1.1 408 Request Timeout"]));
     expect(answers("partial-preface")).toEqual(new Set([""]));
