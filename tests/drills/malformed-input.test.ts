@@ -404,7 +404,7 @@ describe("malformed-input flood", () => {
       tb.coordinator.url,
       reader.apiKey,
       greedyChat(prompt, { stream: true }),
-      60_000,
+      120_000,
     );
     expect(outcome.status).toBe(200);
     expect(outcome.rstCode, "the coordinator resets the stream its consumer does not read").toBe(

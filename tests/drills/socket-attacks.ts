@@ -178,7 +178,9 @@ export function unreadStream(
   giveUpMs: number,
 ): Promise<UnreadOutcome> {
   return new Promise((resolve) => {
-    const session = http2.connect(url);
+    // A small stream window: the response stalls after a few tokens, however slowly the provider
+    // generates (a loaded machine decodes the tiny model many times slower).
+    const session = http2.connect(url, { settings: { initialWindowSize: 1024 } });
     session.on("error", () => undefined);
     let status = 0;
     let headersAt = 0;
