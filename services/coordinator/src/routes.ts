@@ -125,7 +125,7 @@ export function httpRoutes(t: RouteTargets): Route[] {
     r("POST", "/v1/device/deny", deviceDenyHandler(device)),
     r("POST", "/v1/device/revoke", deviceRevokeHandler(device)),
     // Public: attestations, releases, versions
-    r("GET", "/v1/providers/attestation", attestationsHandler(t.trust)),
+    r("GET", "/v1/providers/attestation", attestationsHandler(t.cluster)),
     r("GET", "/v1/releases/latest", latestReleaseHandler(t.releases, t.log)),
     r("GET", "/api/version", versionHandler(t.trust)),
     // Operations
@@ -179,7 +179,7 @@ export function connectRoutes(t: RouteTargets): (router: ConnectRouter) => void 
         releases: t.releases,
         invites: t.invites,
         usage: t.usage,
-        providers: new LiveProviderDirectory(t.registry, t.sessions, t.trust),
+        providers: new LiveProviderDirectory(t.registry, t.sessions, t.trust, t.cluster),
         bindings: t.bindings,
         onMachineRebound: (machineId, keyHex) => t.sessions.disconnectMachine(machineId, keyHex),
         pool: t.pool,

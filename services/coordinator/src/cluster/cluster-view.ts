@@ -7,6 +7,8 @@ import type { DirectoryWriter } from "./directory-writer.js";
 export interface ClusterProviders {
   /** Sorted by provider id. */
   all(): DirectoryEntry[];
+  /** Only the providers other replicas hold, sorted by provider id. */
+  remote(): DirectoryEntry[];
 }
 
 /**
@@ -27,6 +29,14 @@ export class ClusterView implements ClusterProviders {
       if (entry) out.push(entry);
     }
     out.push(...this.reader.remote());
-    return out.sort((a, b) => (a.providerId < b.providerId ? -1 : a.providerId > b.providerId ? 1 : 0));
+    return out.sort(byId);
   }
+
+  remote(): DirectoryEntry[] {
+    return this.reader.remote();
+  }
+}
+
+function byId(a: DirectoryEntry, b: DirectoryEntry): number {
+  return a.providerId < b.providerId ? -1 : a.providerId > b.providerId ? 1 : 0;
 }

@@ -1,6 +1,7 @@
 import { trustLevelName } from "@darkbloom/protocol";
 import type { ProviderHandle } from "../routing/provider-handle.js";
-import type { Judgement } from "../trust/provider-trust.js";
+import { attestationView } from "../trust/attestation-view.js";
+import type { ProviderTrust } from "../trust/provider-trust.js";
 
 /** One provider session as the cluster-wide directory records it (migration 0007). */
 export interface DirectoryEntry {
@@ -20,6 +21,9 @@ export interface DirectoryEntry {
   routable: boolean;
   draining: boolean;
   daemonVersion: string;
+  chip: string;
+  /** GET /v1/providers/attestation's entry for the provider (undefined without a trust manager). */
+  attestation: Record<string, unknown> | undefined;
   /** Milliseconds since the epoch. */
   connectedAt: number;
   updatedAt: number;
@@ -28,9 +32,11 @@ export interface DirectoryEntry {
 /** What the writer records of a local session; updatedAt is the database's. */
 export function entryOf(
   handle: ProviderHandle,
-  judgement: Judgement | undefined,
+  trust: ProviderTrust | undefined,
   owner: { instanceId: string; advertiseUrl: string },
 ): DirectoryEntry {
+  const now = Date.now();
+  const judgement = trust?.judgement(now);
   return {
     providerId: handle.id,
     instanceId: owner.instanceId,
@@ -41,10 +47,12 @@ export function entryOf(
     freeSlots: handle.freeSlots,
     trustLevel: trustLevelName(handle.trustLevel),
     trustReasons: judgement?.reasons.map((r) => r.code) ?? [],
-    attested: handle.attested(),
+    attested: handle.attested(now),
     routable: judgement?.routable ?? !handle.deRouted,
     draining: handle.draining,
     daemonVersion: handle.daemonVersion,
+    chip: handle.hardware?.chip ?? "",
+    attestation: trust ? attestationView(trust, now) : undefined,
     connectedAt: handle.connectedAt,
     updatedAt: 0,
   };
@@ -64,6 +72,8 @@ export interface DirectoryRow {
   routable: boolean;
   draining: boolean;
   daemon_version: string;
+  chip: string;
+  attestation: Record<string, unknown> | null;
   connected_at: Date;
   updated_at: Date;
 }
@@ -90,6 +100,8 @@ export function entryFromRow(row: DirectoryRow): DirectoryEntry {
     routable: row.routable,
     draining: row.draining,
     daemonVersion: row.daemon_version,
+    chip: row.chip,
+    attestation: row.attestation ?? undefined,
     connectedAt: row.connected_at.getTime(),
     updatedAt: row.updated_at.getTime(),
   };

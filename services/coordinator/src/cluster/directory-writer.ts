@@ -89,7 +89,7 @@ export class DirectoryWriter {
   entryOf(providerId: string): DirectoryEntry | undefined {
     const handle = this.registry.get(providerId);
     if (!handle) return undefined;
-    return entryOf(handle, this.trust?.get(providerId)?.judgement(), {
+    return entryOf(handle, this.trust?.get(providerId), {
       instanceId: this.options.instanceId,
       advertiseUrl: this.advertiseUrl,
     });
@@ -121,18 +121,19 @@ export class DirectoryWriter {
     clearInterval(this.timer);
     this.unsubscribe?.();
     await this.flushing;
-    const client = await this.pool.connect();
+    let client: pg.PoolClient | undefined;
     try {
+      client = await checkOut(this.pool);
       await client.query("BEGIN");
       await client.query("DELETE FROM provider_directory WHERE instance_id = $1", [this.options.instanceId]);
       await client.query("SELECT pg_notify($1, '')", [DIRECTORY_CHANNEL]);
       await client.query("COMMIT");
+      client.release();
     } catch (e) {
-      await client.query("ROLLBACK").catch(() => undefined);
+      await client?.query("ROLLBACK").catch(() => undefined);
+      client?.release(e as Error);
       // Left to the other replicas: they ignore and delete the rows once this instance looks stale.
       this.log.warn({ err: (e as Error).message }, "could not delete this coordinator's directory rows");
-    } finally {
-      client.release();
     }
     this.written.clear();
   }
@@ -163,7 +164,7 @@ export class DirectoryWriter {
       }
     }
     if (upserts.length === 0 && deletes.length === 0 && !(force && this.options.ownsLiveness)) return;
-    const client = await this.pool.connect().catch((e: Error) => e);
+    const client = await checkOut(this.pool).catch((e: Error) => e);
     if (client instanceof Error) {
       this.retry(ids, client);
       return;
@@ -194,11 +195,12 @@ export class DirectoryWriter {
       await client.query("COMMIT");
       for (const id of deletes) this.written.delete(id);
       for (const { entry, key } of upserts) this.written.set(entry.providerId, key);
+      client.release();
     } catch (e) {
       await client.query("ROLLBACK").catch(() => undefined);
+      // Not returned to the pool: the connection may be the one that failed.
+      client.release(e as Error);
       this.retry(ids, e as Error);
-    } finally {
-      client.release();
     }
   }
 
@@ -206,6 +208,25 @@ export class DirectoryWriter {
     for (const id of ids) this.dirty.add(id);
     this.log.warn({ err: e.message }, "provider directory write failed; retrying next period");
   }
+}
+
+/**
+ * A pooled client for a transaction. The pool handles errors of idle clients only: one whose server
+ * goes away while it is checked out would emit an unhandled "error" and crash the process; the
+ * failure reaches the transaction's queries anyway.
+ */
+async function checkOut(pool: pg.Pool): Promise<pg.PoolClient> {
+  const client = await pool.connect();
+  const ignore = () => undefined;
+  client.on("error", ignore);
+  const release = client.release;
+  // Released clients go back to the pool (and its own listener): this one must not pile up.
+  client.release = (err?: Error | boolean) => {
+    client.off("error", ignore);
+    client.release = release;
+    release.call(client, err);
+  };
+  return client;
 }
 
 function toRecord(e: DirectoryEntry): Record<string, unknown> {
@@ -223,6 +244,8 @@ function toRecord(e: DirectoryEntry): Record<string, unknown> {
     routable: e.routable,
     draining: e.draining,
     daemon_version: e.daemonVersion,
+    chip: e.chip,
+    attestation: e.attestation ?? null,
     connected_at: new Date(e.connectedAt).toISOString(),
   };
 }
@@ -231,17 +254,19 @@ function toRecord(e: DirectoryEntry): Record<string, unknown> {
 const UPSERT = `
 INSERT INTO provider_directory AS d
   (provider_id, instance_id, advertise_url, machine_id, models, max_batch, free_slots, trust_level,
-   trust_reasons, attested, routable, draining, daemon_version, connected_at, updated_at)
+   trust_reasons, attested, routable, draining, daemon_version, chip, attestation, connected_at, updated_at)
 SELECT provider_id, instance_id, advertise_url, machine_id, models, max_batch, free_slots, trust_level,
-       trust_reasons, attested, routable, draining, daemon_version, connected_at, now()
+       trust_reasons, attested, routable, draining, daemon_version, chip, attestation, connected_at, now()
   FROM jsonb_to_recordset($1::jsonb) AS r(
     provider_id text, instance_id text, advertise_url text, machine_id text, models jsonb,
     max_batch integer, free_slots integer, trust_level text, trust_reasons text[], attested boolean,
-    routable boolean, draining boolean, daemon_version text, connected_at timestamptz)
+    routable boolean, draining boolean, daemon_version text, chip text, attestation jsonb,
+    connected_at timestamptz)
 ON CONFLICT (provider_id) DO UPDATE SET
   advertise_url = EXCLUDED.advertise_url, machine_id = EXCLUDED.machine_id, models = EXCLUDED.models,
   max_batch = EXCLUDED.max_batch, free_slots = EXCLUDED.free_slots, trust_level = EXCLUDED.trust_level,
   trust_reasons = EXCLUDED.trust_reasons, attested = EXCLUDED.attested, routable = EXCLUDED.routable,
-  draining = EXCLUDED.draining, daemon_version = EXCLUDED.daemon_version, updated_at = now()
+  draining = EXCLUDED.draining, daemon_version = EXCLUDED.daemon_version, chip = EXCLUDED.chip,
+  attestation = EXCLUDED.attestation, updated_at = now()
   WHERE d.instance_id = EXCLUDED.instance_id
 RETURNING (xmax = 0) AS inserted`;

@@ -1,8 +1,16 @@
+import { createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import { AdminService } from "@darkbloom/protocol/admin/v1";
 import { ScriptedProvider } from "@darkbloom/testing";
 import pg from "pg";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { CoordinatorConfig } from "../config.js";
-import { readJson, startTestCoordinator, type TestCoordinator } from "../testing/test-coordinator.js";
+import {
+  readJson,
+  startTestCoordinator,
+  TEST_ADMIN_KEY,
+  type TestCoordinator,
+} from "../testing/test-coordinator.js";
 import { startTestPostgres, type TestPostgres } from "../testing/test-database.js";
 
 // Issue 12 item 1: two coordinator replicas on one database answer alike for the providers connected
@@ -55,6 +63,29 @@ async function modelIds(t: TestCoordinator): Promise<string[]> {
   return (await readJson(res)).data.map((m: { id: string }) => m.id);
 }
 
+async function attestations(t: TestCoordinator): Promise<unknown[]> {
+  const res = await fetch(new URL("/v1/providers/attestation", t.url));
+  expect(res.status).toBe(200);
+  return (await readJson(res)).data;
+}
+
+async function adminProviders(t: TestCoordinator): Promise<Array<{ providerId: string; models: string[] }>> {
+  const admin = createClient(
+    AdminService,
+    createConnectTransport({
+      baseUrl: t.url,
+      httpVersion: "1.1",
+      interceptors: [
+        (next) => (req) => {
+          req.header.set("authorization", `Bearer ${TEST_ADMIN_KEY}`);
+          return next(req);
+        },
+      ],
+    }),
+  );
+  return (await admin.listProviders({})).providers;
+}
+
 async function withClient<T>(url: string, f: (c: pg.Client) => Promise<T>): Promise<T> {
   const c = new pg.Client({ connectionString: url });
   await c.connect();
@@ -86,6 +117,39 @@ describe("provider directory across two replicas", () => {
 
     await p.stop();
     await expect.poll(() => modelIds(b), { timeout: PROMPT_MS, interval: 50 }).not.toContain("remote-model");
+  });
+
+  it("lists every replica's providers alike in the attestation list and admin ListProviders", async () => {
+    const { a, b } = await replicas();
+    const onA = await provider(a, "model-a");
+    const onB = await provider(b, "model-b");
+    const ids = [onA.providerId, onB.providerId].sort();
+    for (const t of [a, b]) {
+      await expect
+        .poll(async () => (await attestations(t)).map((e) => (e as { provider_id: string }).provider_id), {
+          timeout: PROMPT_MS,
+          interval: 50,
+        })
+        .toEqual(ids);
+      await expect
+        .poll(async () => (await adminProviders(t)).map((p) => p.providerId), { timeout: PROMPT_MS })
+        .toEqual(ids);
+    }
+    // The same attestation entries from both (the holder's judgement, carried by the directory).
+    expect(await attestations(b)).toEqual(await attestations(a));
+    const fromB = (await adminProviders(b)).find((p) => p.providerId === onA.providerId);
+    expect(fromB).toMatchObject({
+      machineId: onA.machineId,
+      models: ["model-a"],
+      trustLevel: "none",
+      maxBatch: 4,
+    });
+
+    await onA.stop();
+    await expect
+      .poll(async () => (await adminProviders(b)).map((p) => p.providerId), { timeout: PROMPT_MS })
+      .toEqual([onB.providerId]);
+    await expect.poll(async () => (await attestations(b)).length, { timeout: PROMPT_MS }).toBe(1);
   });
 
   it("propagates free slots at most once a flush period, however often they change", async () => {

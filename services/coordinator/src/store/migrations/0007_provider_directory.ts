@@ -34,6 +34,10 @@ CREATE TABLE provider_directory (
   routable        boolean NOT NULL,
   draining        boolean NOT NULL DEFAULT false,
   daemon_version  text NOT NULL,
+  chip            text NOT NULL DEFAULT '',
+  -- The provider's attestation and its judgement as GET /v1/providers/attestation lists it (public
+  -- data: the attestation blob, its key and the last challenge's outcome).
+  attestation     jsonb,
   connected_at    timestamptz NOT NULL,
   updated_at      timestamptz NOT NULL DEFAULT now()
 );
