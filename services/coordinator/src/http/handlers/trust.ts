@@ -1,5 +1,5 @@
 import { createRequire } from "node:module";
-import { PROTOCOL_VERSION, trustLevelName } from "@darkbloom/protocol";
+import { PROTOCOL_VERSION } from "@darkbloom/protocol";
 import type { ClusterProviders } from "../../cluster/cluster-view.js";
 import {
   internalError,
