@@ -1,4 +1,4 @@
-import { createClient } from "@connectrpc/connect";
+import { Code, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { AdminService } from "@darkbloom/protocol/admin/v1";
 import { ScriptedProvider } from "@darkbloom/testing";
@@ -69,8 +69,8 @@ async function attestations(t: TestCoordinator): Promise<unknown[]> {
   return (await readJson(res)).data;
 }
 
-async function adminProviders(t: TestCoordinator): Promise<Array<{ providerId: string; models: string[] }>> {
-  const admin = createClient(
+function adminClient(t: TestCoordinator) {
+  return createClient(
     AdminService,
     createConnectTransport({
       baseUrl: t.url,
@@ -83,7 +83,10 @@ async function adminProviders(t: TestCoordinator): Promise<Array<{ providerId: s
       ],
     }),
   );
-  return (await admin.listProviders({})).providers;
+}
+
+async function adminProviders(t: TestCoordinator): Promise<Array<{ providerId: string; models: string[] }>> {
+  return (await adminClient(t).listProviders({})).providers;
 }
 
 async function withClient<T>(url: string, f: (c: pg.Client) => Promise<T>): Promise<T> {
@@ -143,6 +146,14 @@ describe("provider directory across two replicas", () => {
       models: ["model-a"],
       trustLevel: "none",
       maxBatch: 4,
+    });
+    // Draining goes through the holder's stream: B names the replica to ask.
+    await expect(adminClient(b).drainProvider({ providerId: onA.providerId ?? "" })).rejects.toMatchObject({
+      code: Code.FailedPrecondition,
+      rawMessage: expect.stringContaining(a.url),
+    });
+    await expect(adminClient(b).drainProvider({ providerId: "prov_nobody" })).rejects.toMatchObject({
+      code: Code.NotFound,
     });
 
     await onA.stop();

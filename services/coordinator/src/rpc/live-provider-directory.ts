@@ -1,4 +1,5 @@
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { trustLevelName } from "@darkbloom/protocol";
 import { ProviderState } from "@darkbloom/protocol/provider/v1";
 import type { ClusterProviders } from "../cluster/cluster-view.js";
@@ -66,7 +67,18 @@ export class LiveProviderDirectory implements ProviderDirectory {
 
   drain(providerId: string, reason: string): boolean {
     const session = this.sessions.get(providerId);
-    if (!session) return false;
+    if (!session) {
+      // Held by another replica: drain reaches a provider only through the stream, which that
+      // replica holds (replica-to-replica calls come with forwarding). Say where, not "not connected".
+      const holder = this.cluster?.remote().find((e) => e.providerId === providerId);
+      if (holder) {
+        throw new ConnectError(
+          `provider ${providerId} is connected to the coordinator at ${holder.advertiseUrl}; drain it there`,
+          Code.FailedPrecondition,
+        );
+      }
+      return false;
+    }
     session.drain(reason, DRAIN_DEADLINE_MS);
     return true;
   }
