@@ -231,6 +231,20 @@ describe("provider directory across two replicas", () => {
     });
   });
 
+  it("keeps a replica without billing alive in the directory (its writer renews its liveness)", async () => {
+    const { a, b } = await replicas({
+      billingEnabled: false,
+      instanceHeartbeatMs: 200,
+      instanceStaleMs: 1_000,
+      directoryPollMs: 300,
+    });
+    await provider(a, "unbilled-model");
+    await expect.poll(() => modelIds(b), { timeout: PROMPT_MS, interval: 50 }).toContain("unbilled-model");
+    // Several stale periods later A is still alive and its provider still listed.
+    await new Promise((r) => setTimeout(r, 2_500));
+    expect(await modelIds(b)).toContain("unbilled-model");
+  });
+
   it("keeps up by polling when its LISTEN connection drops, and re-opens it", async () => {
     const { a, b } = await replicas({}, { directoryPollMs: 400 });
     const name = `darkbloom-directory:${b.coordinator.billing?.instanceId}`;
