@@ -42,6 +42,7 @@ export class DirectoryWriter {
   private unsubscribe: (() => void) | undefined;
   private flushing: Promise<void> | undefined;
   private again = false;
+  private forceNext = false;
   private lastRefresh = Date.now();
   private stopped = false;
   private advertiseUrl: string;
@@ -97,6 +98,8 @@ export class DirectoryWriter {
 
   /** Writes whatever changed; resolves once the database has it (or the write failed and was logged). */
   flush(force = false): Promise<void> {
+    // A refresh asked for while a write runs is kept for the next one: it renews the liveness row.
+    this.forceNext ||= force;
     if (this.flushing) {
       this.again = true;
       return this.flushing;
@@ -105,8 +108,9 @@ export class DirectoryWriter {
       try {
         do {
           this.again = false;
-          await this.write(force);
-          force = false;
+          const forced = this.forceNext;
+          this.forceNext = false;
+          await this.write(forced);
         } while (this.again && !this.stopped);
       } finally {
         this.flushing = undefined;
@@ -152,13 +156,14 @@ export class DirectoryWriter {
     if (this.stopped) return;
     const ids = [...this.dirty];
     this.dirty.clear();
-    const upserts: Array<{ entry: DirectoryEntry; key: string }> = [];
+    const upserts: Array<{ entry: DirectoryEntry; key: string; changed: boolean }> = [];
     const deletes: string[] = [];
     for (const id of ids) {
       const entry = this.entryOf(id);
       if (entry) {
         const key = JSON.stringify(entry);
-        if (force || this.written.get(id) !== key) upserts.push({ entry, key });
+        const changed = this.written.get(id) !== key;
+        if (force || changed) upserts.push({ entry, key, changed });
       } else if (this.written.has(id)) {
         deletes.push(id);
       }
@@ -187,9 +192,9 @@ export class DirectoryWriter {
         const { rows } = await client.query<{ inserted: boolean }>(UPSERT, [
           JSON.stringify(upserts.map((u) => toRecord(u.entry))),
         ]);
-        // A refresh that rewrote rows unchanged tells no one; one that had to insert (another replica
-        // deleted them, or the session is new) does, as does any real change.
-        changed ||= !force || rows.some((r) => r.inserted);
+        // Rows a refresh rewrote unchanged tell no one; a real change does, and so does a row that had
+        // to be inserted again (another replica deleted it, having seen this one stale).
+        changed ||= upserts.some((u) => u.changed) || rows.some((r) => r.inserted);
       }
       if (changed) await client.query("SELECT pg_notify($1, '')", [DIRECTORY_CHANNEL]);
       await client.query("COMMIT");
