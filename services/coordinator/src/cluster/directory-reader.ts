@@ -60,11 +60,6 @@ export class DirectoryReader {
     return this.entries.filter((e) => e.staleAt > now).map((e) => e.entry);
   }
 
-  /** Whether the LISTEN connection is open (a lost one is re-opened on the next poll). */
-  get listening(): boolean {
-    return this.listener !== undefined;
-  }
-
   /** Re-reads the directory; a call while a read runs makes it read once more afterwards. */
   refresh(): Promise<void> {
     if (this.reading) {
