@@ -99,6 +99,16 @@ export interface CoordinatorConfig {
   instanceHeartbeatMs: number;
   /** A coordinator silent this long is presumed dead and its open reservations refunded. */
   instanceStaleMs: number;
+  /**
+   * The URL other replicas reach this coordinator at, recorded with its providers in the provider
+   * directory (default: the URL it listens on, which other machines can reach only when host is not
+   * loopback).
+   */
+  advertiseUrl?: string | undefined;
+  /** Changes of a provider's free slots, trust and drain state reach the directory at most this often. */
+  directoryFlushMs: number;
+  /** The directory is re-read this often even when no NOTIFY arrives (a lost LISTEN connection). */
+  directoryPollMs: number;
 
   // Exposure of /metrics, failed-auth limits and proxy trust.
   /**
@@ -195,6 +205,8 @@ export function resolveConfig(input: CoordinatorConfigInput): CoordinatorConfig 
     reservationMaxSeconds: 86_400,
     instanceHeartbeatMs: 5_000,
     instanceStaleMs: 30_000,
+    directoryFlushMs: 1_000,
+    directoryPollMs: 5_000,
     metricsHost: "127.0.0.1",
     metricsMaxModels: 256,
     authFailuresPerSecond: 1,

@@ -1,3 +1,5 @@
+import { randomUUID } from "node:crypto";
+import type pg from "pg";
 import { AccountStore } from "./accounts/account-store.js";
 import { DeviceLogin } from "./accounts/device-login.js";
 import { InviteStore } from "./accounts/invites.js";
@@ -9,6 +11,9 @@ import { RateLimiter } from "./auth/rate-limiter.js";
 import { Billing, type BillingOptions } from "./billing/billing.js";
 import { ModelCatalog } from "./catalog/model-catalog.js";
 import { Closers } from "./closers.js";
+import { ClusterView } from "./cluster/cluster-view.js";
+import { DirectoryReader } from "./cluster/directory-reader.js";
+import { DirectoryWriter } from "./cluster/directory-writer.js";
 import { type CoordinatorConfig, type CoordinatorConfigInput, resolveConfig } from "./config.js";
 import { serviceShuttingDown } from "./errors/index.js";
 import { createApp } from "./http/app.js";
@@ -39,6 +44,8 @@ export interface RunningCoordinator {
   adminKey: string;
   config: CoordinatorConfig;
   registry: ProviderRegistry;
+  /** Every provider in the cluster: this replica's sessions and the directory's other rows. */
+  cluster: ClusterView;
   sessions: SessionManager;
   /** Attestation verification, challenges and trust judgements of the connected providers. */
   trust: TrustManager;
@@ -112,6 +119,15 @@ async function start(config: CoordinatorConfig, log: Logger, closers: Closers): 
     metrics,
   );
   closers.add("provider sessions", () => sessions.close());
+  const { cluster, writer: directoryWriter } = await startDirectory(
+    config,
+    db,
+    registry,
+    trust,
+    billing,
+    log,
+    closers,
+  );
 
   const rateLimiter = new RateLimiter({
     perSecond: config.rateLimitPerSecond,
@@ -169,6 +185,7 @@ async function start(config: CoordinatorConfig, log: Logger, closers: Closers): 
     releases,
     bindings,
     registry,
+    cluster,
     sessions,
     trust,
     pipeline,
@@ -201,6 +218,7 @@ async function start(config: CoordinatorConfig, log: Logger, closers: Closers): 
     onAcceptError: acceptErrorReporter(log),
   });
   closers.add("server", () => server.close());
+  directoryWriter.advertise(config.advertiseUrl ?? server.url);
   const metricsListener =
     config.metricsPort === undefined
       ? undefined
@@ -228,6 +246,7 @@ async function start(config: CoordinatorConfig, log: Logger, closers: Closers): 
     adminKey: config.adminKey,
     config,
     registry,
+    cluster,
     sessions,
     trust,
     metrics,
@@ -244,6 +263,48 @@ async function start(config: CoordinatorConfig, log: Logger, closers: Closers): 
       return closing;
     },
   };
+}
+
+/**
+ * The cluster-wide provider directory: this replica's sessions written to it, the other replicas'
+ * read from it. Its rows are deleted at shutdown after the providers were drained (the closer runs
+ * before the sessions'), and its liveness is billing's heartbeat when billing runs.
+ */
+async function startDirectory(
+  config: CoordinatorConfig,
+  db: { pool: pg.Pool; url: string },
+  registry: ProviderRegistry,
+  trust: TrustManager,
+  billing: Billing | undefined,
+  log: Logger,
+  closers: Closers,
+): Promise<{ cluster: ClusterView; writer: DirectoryWriter }> {
+  const instanceId = billing?.instanceId ?? `coord_${randomUUID()}`;
+  const writer = new DirectoryWriter(
+    db.pool,
+    registry,
+    trust,
+    {
+      instanceId,
+      // The listen URL replaces it once the server listens (the port may be 0 until then).
+      advertiseUrl: config.advertiseUrl ?? `http://${config.host}:${config.port}`,
+      flushMs: config.directoryFlushMs,
+      refreshMs: config.instanceHeartbeatMs,
+      ownsLiveness: billing === undefined,
+    },
+    log,
+  );
+  await writer.start();
+  closers.add("provider directory writer", () => writer.stop());
+  const reader = new DirectoryReader(
+    db.pool,
+    db.url,
+    { instanceId, pollMs: config.directoryPollMs, staleMs: config.instanceStaleMs },
+    log,
+  );
+  await reader.start();
+  closers.add("provider directory reader", () => reader.stop());
+  return { cluster: new ClusterView(registry, writer, reader), writer };
 }
 
 function billingOptions(config: CoordinatorConfig): BillingOptions {

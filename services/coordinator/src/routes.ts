@@ -16,6 +16,7 @@ import type { Authenticator } from "./auth/authenticator.js";
 import type { FailedAuthLimiter } from "./auth/failed-auth-limiter.js";
 import type { RateLimiter } from "./auth/rate-limiter.js";
 import type { ModelCatalog } from "./catalog/model-catalog.js";
+import type { ClusterProviders } from "./cluster/cluster-view.js";
 import type { CoordinatorConfig } from "./config.js";
 import type { Route } from "./http/app.js";
 import {
@@ -66,6 +67,8 @@ export interface RouteTargets {
   releases: ReleaseStore;
   bindings: MachineBindingStore;
   registry: ProviderRegistry;
+  /** Every provider in the cluster (this replica's sessions and the directory's other rows). */
+  cluster: ClusterProviders;
   sessions: SessionManager;
   trust: TrustManager;
   pipeline: InferencePipeline;
@@ -107,7 +110,7 @@ export function httpRoutes(t: RouteTargets): Route[] {
     // OpenAI-compatible (API key)
     r("POST", "/v1/chat/completions", completionsHandler(Endpoint.CHAT_COMPLETIONS, completion)),
     r("POST", "/v1/completions", completionsHandler(Endpoint.COMPLETIONS, completion)),
-    r("GET", "/v1/models", modelsHandler(t.auth, t.registry, t.catalog)),
+    r("GET", "/v1/models", modelsHandler(t.auth, t.cluster, t.catalog)),
     // The account's money (API key)
     r("GET", "/v1/account", accountHandler(account)),
     r("GET", "/v1/account/usage", usageHandler(account)),
@@ -122,7 +125,7 @@ export function httpRoutes(t: RouteTargets): Route[] {
     r("POST", "/v1/device/deny", deviceDenyHandler(device)),
     r("POST", "/v1/device/revoke", deviceRevokeHandler(device)),
     // Public: attestations, releases, versions
-    r("GET", "/v1/providers/attestation", attestationsHandler(t.trust)),
+    r("GET", "/v1/providers/attestation", attestationsHandler(t.cluster)),
     r("GET", "/v1/releases/latest", latestReleaseHandler(t.releases, t.log)),
     r("GET", "/api/version", versionHandler(t.trust)),
     // Operations
@@ -162,6 +165,7 @@ export function connectRoutes(t: RouteTargets): (router: ConnectRouter) => void 
         rateLimiter: t.rateLimiter,
         pipeline: t.pipeline,
         registry: t.registry,
+        cluster: t.cluster,
         catalog: t.catalog,
         limits: t.config,
         onCut: (limit) => t.metrics.connectionLimits.inc({ limit }),
@@ -175,7 +179,7 @@ export function connectRoutes(t: RouteTargets): (router: ConnectRouter) => void 
         releases: t.releases,
         invites: t.invites,
         usage: t.usage,
-        providers: new LiveProviderDirectory(t.registry, t.sessions, t.trust),
+        providers: new LiveProviderDirectory(t.registry, t.sessions, t.trust, t.cluster),
         bindings: t.bindings,
         onMachineRebound: (machineId, keyHex) => t.sessions.disconnectMachine(machineId, keyHex),
         pool: t.pool,

@@ -36,11 +36,20 @@ describe("serve's serving limits", () => {
     expect(tuningFrom(parse([]), {})).toEqual({});
   });
 
+  it("takes the provider directory's periods as flags or variables", () => {
+    expect(tuningFrom(parse(["--directory-flush", "250ms"]), { DARKBLOOM_DIRECTORY_POLL: "2s" })).toEqual({
+      directoryFlushMs: 250,
+      directoryPollMs: 2_000,
+    });
+  });
+
   it.each([
     [["--inter-token-timeout", "5"], /--inter-token-timeout.*expected a duration such as 500ms/],
     [["--queue-depth", "-1"], /--queue-depth.*whole number from 0/],
     [["--rate-limit-burst", "0"], /--rate-limit-burst.*whole number from 1/],
     [["--instance-stale", "3s"], /--instance-heartbeat must be shorter than --instance-stale/],
+    [["--directory-poll", "30s"], /--directory-poll must be shorter than --instance-stale/],
+    [["--advertise-url", "ftp://10.0.0.1"], /--advertise-url.*expected an http:\/\/ or https:\/\/ URL/],
   ])("exits 64 with one line on %j", async (args, message) => {
     const t = testIo({ HOME: "/nonexistent" });
     expect(await runCli(["serve", "--data-dir", "/nonexistent/darkbloom", ...args], t.io)).toBe(64);

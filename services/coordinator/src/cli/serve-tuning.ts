@@ -25,6 +25,8 @@ type TunableKey = keyof Pick<
   | "rateLimitBurst"
   | "instanceHeartbeatMs"
   | "instanceStaleMs"
+  | "directoryFlushMs"
+  | "directoryPollMs"
   // Connection and response limits.
   | "headerTimeoutMs"
   | "bodyTimeoutMs"
@@ -127,6 +129,23 @@ const TUNINGS: readonly Tuning[] = [
     arg: "<duration>",
     description:
       "a coordinator silent this long is presumed dead; its reservations are refunded (default 30s)",
+    parse: duration,
+  },
+  {
+    key: "directoryFlushMs",
+    flag: "--directory-flush",
+    env: "DARKBLOOM_DIRECTORY_FLUSH",
+    arg: "<duration>",
+    description:
+      "a provider's free slots, trust and drain state reach the cluster's provider directory at most this often (default 1s)",
+    parse: duration,
+  },
+  {
+    key: "directoryPollMs",
+    flag: "--directory-poll",
+    env: "DARKBLOOM_DIRECTORY_POLL",
+    arg: "<duration>",
+    description: "the provider directory is re-read this often when no change is announced (default 5s)",
     parse: duration,
   },
   // Connection and response limits: slow and greedy clients (docs/ARCHITECTURE.md, "Connection limits").

@@ -10,6 +10,7 @@ import {
   defaultDataDir,
   fromEnv,
   hardwareKeys,
+  httpUrl,
   logLevel,
   port,
   semver,
@@ -29,6 +30,11 @@ export function addServeCommand(program: Command, io: CliIo): void {
     .option("--host <host>", "listen address (default 127.0.0.1)")
     .option("--data-dir <dir>", "state directory (env DARKBLOOM_DATA_DIR, default ~/.darkbloom/coordinator)")
     .option("--database-url <url>", "external PostgreSQL (env DATABASE_URL; default: embedded)", databaseUrl)
+    .option(
+      "--advertise-url <url>",
+      "where other coordinator replicas reach this one (env DARKBLOOM_ADVERTISE_URL; default: the listen URL)",
+      httpUrl,
+    )
     .option(
       "--admin-key <key>",
       "admin API key (env DARKBLOOM_ADMIN_KEY; default: generated in <data dir>/admin.key)",
@@ -71,12 +77,17 @@ export function addServeCommand(program: Command, io: CliIo): void {
     if (limits.instanceHeartbeatMs >= limits.instanceStaleMs) {
       throw new UsageError("--instance-heartbeat must be shorter than --instance-stale");
     }
+    // A live replica's directory rows are re-read before they would look stale.
+    if (limits.directoryPollMs >= limits.instanceStaleMs) {
+      throw new UsageError("--directory-poll must be shorter than --instance-stale");
+    }
     const metricsToken = await metricsTokenFor(access, dataDir);
     const config = {
       host: opts.host ?? "127.0.0.1",
       port: opts.port ?? fromEnv(io.env, "PORT", port) ?? DEFAULT_PORT,
       dataDir,
       databaseUrl: opts.databaseUrl ?? fromEnv(io.env, "DATABASE_URL", databaseUrl),
+      advertiseUrl: opts.advertiseUrl ?? fromEnv(io.env, "DARKBLOOM_ADVERTISE_URL", httpUrl),
       adminKey: givenKey || (await adminKeyFile(dataDir)),
       logLevel: opts.logLevel ?? "info",
       ...trust,
@@ -102,6 +113,7 @@ interface ServeOptions {
   host?: string;
   dataDir?: string;
   databaseUrl?: string;
+  advertiseUrl?: string;
   adminKey?: string;
   logLevel?: string;
   minTrust?: "none" | "self_signed" | "hardware";

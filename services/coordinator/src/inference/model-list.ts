@@ -1,4 +1,4 @@
-import type { ProviderRegistry } from "../routing/provider-registry.js";
+import type { ClusterProviders } from "../cluster/cluster-view.js";
 
 /** What listing needs of the model catalog: every entry, enabled or not (served from memory). */
 export interface CatalogListing {
@@ -13,8 +13,11 @@ export interface ListedModel {
   contextLength: number;
 }
 
-/** The models a consumer may ask for: enabled catalog entries plus models connected providers serve. */
-export function listModels(registry: ProviderRegistry, catalog: CatalogListing): ListedModel[] {
+/**
+ * The models a consumer may ask for: enabled catalog entries plus models served by providers connected
+ * to any replica of the cluster, so that every replica lists the same.
+ */
+export function listModels(providers: ClusterProviders, catalog: CatalogListing): ListedModel[] {
   const out = new Map<string, ListedModel>();
   for (const m of catalog.list()) {
     if (!m.enabled) continue;
@@ -32,24 +35,28 @@ export function listModels(registry: ProviderRegistry, catalog: CatalogListing):
       .filter((m) => !m.enabled)
       .map((m) => m.id),
   );
-  for (const id of registry.servedModels()) {
-    if (disabled.has(id)) continue;
-    let contextLength = 0;
-    const providers = registry.serving(id);
-    let earliest = Number.POSITIVE_INFINITY;
-    for (const p of providers) {
-      contextLength = Math.max(contextLength, p.contextLimit(id));
-      earliest = Math.min(earliest, p.connectedAt);
+  // Per model: how many providers anywhere in the cluster serve it, the largest context, the earliest.
+  const served = new Map<string, { providers: number; contextLength: number; earliest: number }>();
+  for (const p of providers.all()) {
+    for (const m of p.models) {
+      const s = served.get(m.id) ?? { providers: 0, contextLength: 0, earliest: Number.POSITIVE_INFINITY };
+      s.providers++;
+      s.contextLength = Math.max(s.contextLength, m.contextLength);
+      s.earliest = Math.min(s.earliest, p.connectedAt);
+      served.set(m.id, s);
     }
+  }
+  for (const [id, s] of served) {
+    if (disabled.has(id)) continue;
     const entry = out.get(id) ?? {
       id,
-      created: Math.floor(earliest / 1000),
+      created: Math.floor(s.earliest / 1000),
       ownedBy: "darkbloom",
       providers: 0,
       contextLength: 0,
     };
-    entry.providers = providers.size;
-    entry.contextLength = contextLength;
+    entry.providers = s.providers;
+    entry.contextLength = s.contextLength;
     out.set(id, entry);
   }
   return [...out.values()].sort((a, b) => a.id.localeCompare(b.id));

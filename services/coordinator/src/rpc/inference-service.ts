@@ -17,6 +17,7 @@ import { type ChunkPayload, Endpoint } from "@darkbloom/protocol/provider/v1";
 import type { ResponseProof } from "@darkbloom/protocol/verifiable-response";
 import type { Authenticator } from "../auth/authenticator.js";
 import type { RateLimiter } from "../auth/rate-limiter.js";
+import type { ClusterProviders } from "../cluster/cluster-view.js";
 import { type ApiError, isApiError, unexpectedError } from "../errors/index.js";
 import { type CutReason, type ResponseLimits, responseCutError } from "../http/bounded-writer.js";
 import { CLIENT_ADDRESS } from "../http/client-address.js";
@@ -36,6 +37,8 @@ export interface InferenceServiceDeps {
   rateLimiter: RateLimiter;
   pipeline: InferencePipeline;
   registry: ProviderRegistry;
+  /** Every provider in the cluster, for the model list every replica answers alike. */
+  cluster: ClusterProviders;
   catalog: CatalogListing;
   /** What one response may hold for its consumer and reach in all (the SSE writer's limits). */
   limits: ResponseLimits;
@@ -185,7 +188,7 @@ export function createInferenceService(deps: InferenceServiceDeps): ServiceImpl<
         throw toConnectError(isApiError(e) ? e : unexpectedError(e));
       }
       return {
-        models: listModels(deps.registry, deps.catalog).map((m) => ({
+        models: listModels(deps.cluster, deps.catalog).map((m) => ({
           id: m.id,
           created: BigInt(m.created),
           ownedBy: m.ownedBy,

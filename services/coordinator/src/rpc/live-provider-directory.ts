@@ -1,6 +1,9 @@
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { trustLevelName } from "@darkbloom/protocol";
 import { ProviderState } from "@darkbloom/protocol/provider/v1";
+import type { ClusterProviders } from "../cluster/cluster-view.js";
+import type { DirectoryEntry } from "../cluster/directory-row.js";
 import type { SessionManager } from "../link/session-manager.js";
 import type { ProviderRegistry } from "../routing/provider-registry.js";
 import type { TrustManager } from "../trust/trust-manager.js";
@@ -16,44 +19,87 @@ const STATE_NAMES: Record<ProviderState, string> = {
   [ProviderState.DRAINING]: "draining",
 };
 
-/** The admin service's view of the connected fleet, read from the live registry. */
+/**
+ * The admin service's view of the connected fleet: this replica's providers read from the live
+ * registry, the other replicas' from the provider directory (what it records: no decode rate, and
+ * the row's last write as the last heartbeat). Drain reaches only this replica's providers.
+ */
 export class LiveProviderDirectory implements ProviderDirectory {
   constructor(
     private readonly registry: ProviderRegistry,
     private readonly sessions: SessionManager,
     private readonly trust?: TrustManager,
+    private readonly cluster?: ClusterProviders,
   ) {}
 
   list(model?: string): ProviderSummaryInit[] {
     const providers = model ? [...this.registry.serving(model)] : [...this.registry.all()];
     const now = Date.now();
-    return providers
-      .sort((a, b) => a.id.localeCompare(b.id))
-      .map((p) => {
-        const judgement = this.trust?.get(p.id)?.judgement(now);
-        return {
-          providerId: p.id,
-          machineId: p.machineId,
-          daemonVersion: p.daemonVersion,
-          models: [...p.models.keys()],
-          trustLevel: trustLevelName(p.trustLevel),
-          state: p.draining ? "draining" : STATE_NAMES[p.state],
-          maxBatch: p.maxBatch,
-          busySlots: p.inFlight,
-          decodeTokensPerSecond: p.decodeTokensPerSecond,
-          connectedAt: timestampFromMs(p.connectedAt),
-          lastHeartbeatAt: timestampFromMs(p.lastHeartbeatAt),
-          chip: p.hardware?.chip ?? "",
-          routable: judgement?.routable ?? !p.deRouted,
-          trustReasons: judgement?.reasons.map((r) => r.code) ?? [],
-        };
-      });
+    const remote = (this.cluster?.remote() ?? [])
+      .filter((e) => model === undefined || e.models.some((m) => m.id === model))
+      .map(remoteSummary);
+    const local = providers.map((p): ProviderSummaryInit => {
+      const judgement = this.trust?.get(p.id)?.judgement(now);
+      return {
+        providerId: p.id,
+        machineId: p.machineId,
+        daemonVersion: p.daemonVersion,
+        models: [...p.models.keys()],
+        trustLevel: trustLevelName(p.trustLevel),
+        state: p.draining ? "draining" : STATE_NAMES[p.state],
+        maxBatch: p.maxBatch,
+        busySlots: p.inFlight,
+        decodeTokensPerSecond: p.decodeTokensPerSecond,
+        connectedAt: timestampFromMs(p.connectedAt),
+        lastHeartbeatAt: timestampFromMs(p.lastHeartbeatAt),
+        chip: p.hardware?.chip ?? "",
+        routable: judgement?.routable ?? !p.deRouted,
+        trustReasons: judgement?.reasons.map((r) => r.code) ?? [],
+      };
+    });
+    // Code-unit order, as the directory and the attestation list sort.
+    return [...local, ...remote].sort((a, b) => {
+      const x = a.providerId ?? "";
+      const y = b.providerId ?? "";
+      return x < y ? -1 : x > y ? 1 : 0;
+    });
   }
 
   drain(providerId: string, reason: string): boolean {
     const session = this.sessions.get(providerId);
-    if (!session) return false;
+    if (!session) {
+      // Held by another replica: drain reaches a provider only through the stream, which that
+      // replica holds (replica-to-replica calls come with forwarding). Say where, not "not connected".
+      const holder = this.cluster?.remote().find((e) => e.providerId === providerId);
+      if (holder) {
+        throw new ConnectError(
+          `provider ${providerId} is connected to the coordinator at ${holder.advertiseUrl}; drain it there`,
+          Code.FailedPrecondition,
+        );
+      }
+      return false;
+    }
     session.drain(reason, DRAIN_DEADLINE_MS);
     return true;
   }
+}
+
+function remoteSummary(e: DirectoryEntry): ProviderSummaryInit {
+  const busy = Math.max(0, e.maxBatch - e.freeSlots);
+  return {
+    providerId: e.providerId,
+    machineId: e.machineId,
+    daemonVersion: e.daemonVersion,
+    models: e.models.map((m) => m.id),
+    trustLevel: e.trustLevel,
+    state: e.draining ? "draining" : busy > 0 ? "serving" : "idle",
+    maxBatch: e.maxBatch,
+    busySlots: busy,
+    decodeTokensPerSecond: 0,
+    connectedAt: timestampFromMs(e.connectedAt),
+    lastHeartbeatAt: timestampFromMs(e.updatedAt),
+    chip: e.chip,
+    routable: e.routable,
+    trustReasons: e.trustReasons,
+  };
 }

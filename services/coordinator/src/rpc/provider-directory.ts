@@ -8,6 +8,9 @@ export type ProviderSummaryInit = MessageInitShape<typeof ProviderSummarySchema>
 export interface ProviderDirectory {
   /** Connected providers sorted by id, optionally only those serving `model`. */
   list(model?: string): ProviderSummaryInit[];
-  /** Asks a connected provider to drain; false when no provider has this id. */
+  /**
+   * Asks a connected provider to drain; false when no provider has this id. Throws FailedPrecondition
+   * naming the replica that holds the provider when another replica does.
+   */
   drain(providerId: string, reason: string): boolean;
 }

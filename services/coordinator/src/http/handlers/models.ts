@@ -1,7 +1,7 @@
 import type { Authenticator } from "../../auth/authenticator.js";
+import type { ClusterProviders } from "../../cluster/cluster-view.js";
 import { isApiError, unexpectedError } from "../../errors/index.js";
 import { type CatalogListing, listModels } from "../../inference/model-list.js";
-import type { ProviderRegistry } from "../../routing/provider-registry.js";
 import { newRequestId } from "../request-id.js";
 import { sendError, sendJson } from "../respond.js";
 import type { Handler } from "../types.js";
@@ -9,14 +9,14 @@ import type { Handler } from "../types.js";
 /** GET /v1/models in OpenAI's list shape. */
 export function modelsHandler(
   auth: Authenticator,
-  registry: ProviderRegistry,
+  providers: ClusterProviders,
   catalog: CatalogListing,
 ): Handler {
   return async (req, res) => {
     const headers = { "X-Request-ID": newRequestId() };
     try {
       await auth.authenticateRequest(req);
-      const data = listModels(registry, catalog).map((m) => ({
+      const data = listModels(providers, catalog).map((m) => ({
         id: m.id,
         object: "model",
         created: m.created,

@@ -1,5 +1,6 @@
 import { createRequire } from "node:module";
-import { PROTOCOL_VERSION, trustLevelName } from "@darkbloom/protocol";
+import { PROTOCOL_VERSION } from "@darkbloom/protocol";
+import type { ClusterProviders } from "../../cluster/cluster-view.js";
 import {
   internalError,
   invalidRequest,
@@ -9,7 +10,6 @@ import {
 } from "../../errors/index.js";
 import type { Logger } from "../../log.js";
 import type { Release } from "../../releases/release-store.js";
-import { signerName } from "../../trust/provider-trust.js";
 import type { TrustManager } from "../../trust/trust-manager.js";
 import { newRequestId } from "../request-id.js";
 import { sendError, sendJson } from "../respond.js";
@@ -87,53 +87,13 @@ export function latestReleaseHandler(
 }
 
 /**
- * GET /v1/providers/attestation: every connected provider's attestation and how the coordinator
- * judges it. Public (no API key): anyone may check what machine and binary a provider id stands for.
+ * GET /v1/providers/attestation: the attestation of every provider connected to the cluster and how
+ * the replica holding it judges it (the directory carries each one: every replica answers the same).
+ * Public (no API key): anyone may check what machine and binary a provider id stands for.
  */
-export function attestationsHandler(trust: TrustManager): Handler {
+export function attestationsHandler(cluster: ClusterProviders): Handler {
   return (_req, res) => {
-    const now = Date.now();
-    const data = trust
-      .all()
-      .sort((a, b) => a.providerId.localeCompare(b.providerId))
-      .map((t) => {
-        const h = t.handle;
-        const j = t.judgement(now);
-        const presented = t.presented;
-        const last = t.lastChallenge;
-        return {
-          provider_id: h.id,
-          machine_id: h.machineId,
-          daemon_version: h.daemonVersion,
-          connected_at: new Date(h.connectedAt).toISOString(),
-          trust_level: trustLevelName(j.trustLevel),
-          routable: j.routable,
-          attested: j.attested,
-          reasons: j.reasons.map((r) => ({ code: r.code, message: r.message })),
-          signer: signerName(presented?.signer),
-          public_key: presented && presented.publicKey.length > 0 ? b64(presented.publicKey) : null,
-          attestation:
-            presented && presented.blob.length > 0
-              ? {
-                  blob: b64(presented.blob),
-                  signature: b64(presented.signature),
-                  verified: t.attestation !== undefined,
-                  document: t.attestation?.document ?? null,
-                }
-              : null,
-          last_challenge: last
-            ? {
-                issued_at: new Date(last.issuedAt).toISOString(),
-                completed_at:
-                  last.completedAt === undefined ? null : new Date(last.completedAt).toISOString(),
-                result: last.result,
-                reason: last.reason ? { code: last.reason.code, message: last.reason.message } : null,
-              }
-            : null,
-          last_passed_challenge_at:
-            t.lastPassedAt === undefined ? null : new Date(t.lastPassedAt).toISOString(),
-        };
-      });
+    const data = cluster.all().flatMap((e) => (e.attestation ? [e.attestation] : []));
     sendJson(
       res,
       200,
@@ -141,10 +101,6 @@ export function attestationsHandler(trust: TrustManager): Handler {
       { "X-Request-ID": newRequestId(), "cache-control": "no-store" },
     );
   };
-}
-
-function b64(bytes: Uint8Array): string {
-  return Buffer.from(bytes).toString("base64");
 }
 
 function query(req: HttpRequest): URLSearchParams {

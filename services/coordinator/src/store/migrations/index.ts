@@ -4,6 +4,7 @@ import { accountLinks } from "./0003_account_links.js";
 import { releasePolicy } from "./0004_release_policy.js";
 import { machineBindings } from "./0005_machine_bindings.js";
 import { moneyRules } from "./0006_money_rules.js";
+import { providerDirectory } from "./0007_provider_directory.js";
 import type { Migration } from "./migration.js";
 
 export type { Migration } from "./migration.js";
@@ -19,4 +20,5 @@ export const migrations: readonly Migration[] = [
   releasePolicy,
   machineBindings,
   moneyRules,
+  providerDirectory,
 ];

@@ -1,0 +1,164 @@
+import pg from "pg";
+import type { Logger } from "../log.js";
+import { type DirectoryEntry, type DirectoryRow, entryFromRow } from "./directory-row.js";
+import { DIRECTORY_CHANNEL } from "./directory-writer.js";
+
+export interface DirectoryReaderOptions {
+  /** This coordinator's instance id: its own rows are left out (its sessions are read live). */
+  instanceId: string;
+  /** The directory is re-read this often even without a NOTIFY, and a lost LISTEN is re-opened. */
+  pollMs: number;
+  /** Rows of an instance whose liveness row is older than this are ignored, and deleted. */
+  staleMs: number;
+}
+
+/**
+ * A cached view of the other replicas' providers in the directory, for the answers every replica
+ * must give alike (model list, attestations, admin listing). A dedicated connection LISTENs for
+ * changes and re-reads at once; polling every pollMs is the backstop for a NOTIFY lost with that
+ * connection, which the poll also re-opens. Rows of instances whose liveness went stale are ignored
+ * and deleted here (whichever replica sees them first). Memory: one entry per provider connected to
+ * the cluster, a number each replica's connection caps bound.
+ */
+export class DirectoryReader {
+  /** The last read, each entry with when (this process's clock) its owner's liveness goes stale. */
+  private entries: ReadonlyArray<{ entry: DirectoryEntry; staleAt: number }> = [];
+  private timer: NodeJS.Timeout | undefined;
+  private listener: pg.Client | undefined;
+  private connecting: Promise<void> | undefined;
+  private reading: Promise<void> | undefined;
+  private again = false;
+  private stopped = false;
+
+  constructor(
+    private readonly pool: pg.Pool,
+    private readonly databaseUrl: string,
+    private readonly options: DirectoryReaderOptions,
+    private readonly log: Logger,
+  ) {}
+
+  async start(): Promise<void> {
+    await this.listen();
+    await this.refresh();
+    this.timer = setInterval(() => void this.poll(), this.options.pollMs);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearInterval(this.timer);
+    await this.connecting;
+    await this.reading;
+    const listener = this.listener;
+    this.listener = undefined;
+    await listener?.end().catch(() => undefined);
+  }
+
+  /** The other replicas' live providers, as last read (sorted by provider id). */
+  remote(): DirectoryEntry[] {
+    const now = Date.now();
+    return this.entries.filter((e) => e.staleAt > now).map((e) => e.entry);
+  }
+
+  /** Re-reads the directory; a call while a read runs makes it read once more afterwards. */
+  refresh(): Promise<void> {
+    if (this.reading) {
+      this.again = true;
+      return this.reading;
+    }
+    this.reading = (async () => {
+      try {
+        do {
+          this.again = false;
+          await this.read();
+        } while (this.again && !this.stopped);
+      } catch (e) {
+        // The last view stands until the database answers again.
+        this.log.warn({ err: (e as Error).message }, "could not read the provider directory");
+      } finally {
+        this.reading = undefined;
+      }
+    })();
+    return this.reading;
+  }
+
+  private async read(): Promise<void> {
+    // How long each owner stays live is measured on the database's clock and kept as a duration, so
+    // an owner that stops heartbeating drops out on time between reads, whatever the clocks' skew.
+    const started = Date.now();
+    const { rows } = await this.pool.query<DirectoryRow & { live_ms: number }>(
+      `SELECT d.*,
+              extract(epoch FROM i.last_seen - now())::double precision * 1000 + $2::double precision AS live_ms
+         FROM provider_directory d
+         JOIN coordinator_instances i ON i.id = d.instance_id
+        WHERE d.instance_id <> $1
+          AND i.last_seen >= now() - make_interval(secs => $2::double precision / 1000)
+        ORDER BY d.provider_id`,
+      [this.options.instanceId, this.options.staleMs],
+    );
+    this.entries = rows.map((r) => ({ entry: entryFromRow(r), staleAt: started + r.live_ms }));
+  }
+
+  private async poll(): Promise<void> {
+    if (this.stopped) return;
+    if (!this.listener) await this.listen();
+    try {
+      // Another replica's rows once it looks dead: it cannot delete them itself.
+      const { rowCount } = await this.pool.query(
+        `WITH gone AS (
+           DELETE FROM provider_directory d
+            WHERE d.instance_id <> $1
+              AND NOT EXISTS (SELECT 1 FROM coordinator_instances i
+                               WHERE i.id = d.instance_id
+                                 AND i.last_seen >= now() - make_interval(secs => $2::double precision / 1000))
+           RETURNING 1)
+         SELECT pg_notify($3, '') FROM (SELECT count(*) AS n FROM gone) g WHERE g.n > 0`,
+        [this.options.instanceId, this.options.staleMs, DIRECTORY_CHANNEL],
+      );
+      if (rowCount) this.log.info("removed directory rows of a coordinator presumed dead");
+    } catch (e) {
+      this.log.warn({ err: (e as Error).message }, "could not sweep stale directory rows");
+    }
+    await this.refresh();
+  }
+
+  private listen(): Promise<void> {
+    this.connecting ??= this.openListener().finally(() => {
+      this.connecting = undefined;
+    });
+    return this.connecting;
+  }
+
+  private async openListener(): Promise<void> {
+    if (this.stopped || this.listener) return;
+    const client = new pg.Client({
+      connectionString: this.databaseUrl,
+      application_name: `darkbloom-directory:${this.options.instanceId}`,
+    });
+    const lost = (why: string) => {
+      if (this.listener !== client) return;
+      this.listener = undefined;
+      if (!this.stopped)
+        this.log.warn({ err: why }, "provider directory LISTEN lost; polling until re-opened");
+      void client.end().catch(() => undefined);
+    };
+    client.on("error", (e) => lost(e.message));
+    client.on("end", () => lost("connection ended"));
+    client.on("notification", () => void this.refresh());
+    try {
+      await client.connect();
+      await client.query(`LISTEN ${DIRECTORY_CHANNEL}`);
+    } catch (e) {
+      this.log.warn({ err: (e as Error).message }, "could not LISTEN for provider directory changes");
+      await client.end().catch(() => undefined);
+      return;
+    }
+    if (this.stopped) {
+      await client.end().catch(() => undefined);
+      return;
+    }
+    this.listener = client;
+    // Changes announced while no connection listened are read now.
+    void this.refresh();
+  }
+}

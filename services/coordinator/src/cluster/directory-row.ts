@@ -1,0 +1,108 @@
+import { trustLevelName } from "@darkbloom/protocol";
+import type { ProviderHandle } from "../routing/provider-handle.js";
+import { attestationView } from "../trust/attestation-view.js";
+import type { ProviderTrust } from "../trust/provider-trust.js";
+
+/** One provider session as the cluster-wide directory records it (migration 0007). */
+export interface DirectoryEntry {
+  providerId: string;
+  /** The coordinator instance holding the session's stream (its coordinator_instances id). */
+  instanceId: string;
+  /** Where other replicas reach that instance. */
+  advertiseUrl: string;
+  machineId: string;
+  models: Array<{ id: string; contextLength: number }>;
+  maxBatch: number;
+  freeSlots: number;
+  /** Trust level name (none, self_signed, hardware). */
+  trustLevel: string;
+  trustReasons: string[];
+  attested: boolean;
+  routable: boolean;
+  draining: boolean;
+  daemonVersion: string;
+  chip: string;
+  /** GET /v1/providers/attestation's entry for the provider (undefined without a trust manager). */
+  attestation: Record<string, unknown> | undefined;
+  /** Milliseconds since the epoch. */
+  connectedAt: number;
+  updatedAt: number;
+}
+
+/** What the writer records of a local session; updatedAt is the database's. */
+export function entryOf(
+  handle: ProviderHandle,
+  trust: ProviderTrust | undefined,
+  owner: { instanceId: string; advertiseUrl: string },
+): DirectoryEntry {
+  const now = Date.now();
+  const judgement = trust?.judgement(now);
+  return {
+    providerId: handle.id,
+    instanceId: owner.instanceId,
+    advertiseUrl: owner.advertiseUrl,
+    machineId: handle.machineId,
+    models: [...handle.models.keys()].map((id) => ({ id, contextLength: handle.contextLimit(id) })),
+    maxBatch: handle.maxBatch,
+    freeSlots: handle.freeSlots,
+    trustLevel: trustLevelName(handle.trustLevel),
+    trustReasons: judgement?.reasons.map((r) => r.code) ?? [],
+    attested: handle.attested(now),
+    routable: judgement?.routable ?? !handle.deRouted,
+    draining: handle.draining,
+    daemonVersion: handle.daemonVersion,
+    chip: handle.hardware?.chip ?? "",
+    attestation: trust ? attestationView(trust, now) : undefined,
+    connectedAt: handle.connectedAt,
+    updatedAt: 0,
+  };
+}
+
+export interface DirectoryRow {
+  provider_id: string;
+  instance_id: string;
+  advertise_url: string;
+  machine_id: string;
+  models: unknown;
+  max_batch: number;
+  free_slots: number;
+  trust_level: string;
+  trust_reasons: string[];
+  attested: boolean;
+  routable: boolean;
+  draining: boolean;
+  daemon_version: string;
+  chip: string;
+  attestation: Record<string, unknown> | null;
+  connected_at: Date;
+  updated_at: Date;
+}
+
+export function entryFromRow(row: DirectoryRow): DirectoryEntry {
+  const models = Array.isArray(row.models) ? row.models : [];
+  return {
+    providerId: row.provider_id,
+    instanceId: row.instance_id,
+    advertiseUrl: row.advertise_url,
+    machineId: row.machine_id,
+    // Written by replicas of this same code; anything malformed is dropped rather than trusted.
+    models: models.flatMap((m: unknown) => {
+      const o = m as { id?: unknown; contextLength?: unknown };
+      return typeof o?.id === "string" && typeof o.contextLength === "number"
+        ? [{ id: o.id, contextLength: o.contextLength }]
+        : [];
+    }),
+    maxBatch: row.max_batch,
+    freeSlots: row.free_slots,
+    trustLevel: row.trust_level,
+    trustReasons: row.trust_reasons,
+    attested: row.attested,
+    routable: row.routable,
+    draining: row.draining,
+    daemonVersion: row.daemon_version,
+    chip: row.chip,
+    attestation: row.attestation ?? undefined,
+    connectedAt: row.connected_at.getTime(),
+    updatedAt: row.updated_at.getTime(),
+  };
+}

@@ -1,0 +1,47 @@
+import { trustLevelName } from "@darkbloom/protocol";
+import { type ProviderTrust, signerName } from "./provider-trust.js";
+
+/**
+ * A provider's attestation and how this coordinator judges it, as GET /v1/providers/attestation
+ * lists it; the provider directory carries it so that every replica lists the same.
+ */
+export function attestationView(t: ProviderTrust, now = Date.now()): Record<string, unknown> {
+  const h = t.handle;
+  const j = t.judgement(now);
+  const presented = t.presented;
+  const last = t.lastChallenge;
+  return {
+    provider_id: h.id,
+    machine_id: h.machineId,
+    daemon_version: h.daemonVersion,
+    connected_at: new Date(h.connectedAt).toISOString(),
+    trust_level: trustLevelName(j.trustLevel),
+    routable: j.routable,
+    attested: j.attested,
+    reasons: j.reasons.map((r) => ({ code: r.code, message: r.message })),
+    signer: signerName(presented?.signer),
+    public_key: presented && presented.publicKey.length > 0 ? b64(presented.publicKey) : null,
+    attestation:
+      presented && presented.blob.length > 0
+        ? {
+            blob: b64(presented.blob),
+            signature: b64(presented.signature),
+            verified: t.attestation !== undefined,
+            document: t.attestation?.document ?? null,
+          }
+        : null,
+    last_challenge: last
+      ? {
+          issued_at: new Date(last.issuedAt).toISOString(),
+          completed_at: last.completedAt === undefined ? null : new Date(last.completedAt).toISOString(),
+          result: last.result,
+          reason: last.reason ? { code: last.reason.code, message: last.reason.message } : null,
+        }
+      : null,
+    last_passed_challenge_at: t.lastPassedAt === undefined ? null : new Date(t.lastPassedAt).toISOString(),
+  };
+}
+
+function b64(bytes: Uint8Array): string {
+  return Buffer.from(bytes).toString("base64");
+}
