@@ -168,7 +168,7 @@ export type CoordinatorConfigInput = Partial<CoordinatorConfig> &
   Pick<CoordinatorConfig, "dataDir" | "adminKey">;
 
 export function resolveConfig(input: CoordinatorConfigInput): CoordinatorConfig {
-  return {
+  const config = {
     host: "127.0.0.1",
     port: 8080,
     logLevel: "info",
@@ -216,6 +216,15 @@ export function resolveConfig(input: CoordinatorConfigInput): CoordinatorConfig 
     ...CONNECTION_LIMIT_DEFAULTS,
     ...stripUndefined(input),
   } as CoordinatorConfig;
+  // Unless set, the directory is re-read at least twice per staleness period, so a live replica's
+  // rows are read again before they would look stale (a short --instance-stale shortens it).
+  if (input.directoryPollMs === undefined) {
+    config.directoryPollMs = Math.max(
+      1,
+      Math.min(config.directoryPollMs, Math.floor(config.instanceStaleMs / 2)),
+    );
+  }
+  return config;
 }
 
 /**

@@ -1,6 +1,7 @@
 import { testIo } from "@darkbloom/cli-kit/testing";
 import { Command } from "commander";
 import { describe, expect, it } from "vitest";
+import { resolveConfig } from "../config.js";
 import { runCli } from "./program.js";
 import { addTuningOptions, tuningFrom } from "./serve-tuning.js";
 
@@ -41,6 +42,15 @@ describe("serve's serving limits", () => {
       directoryFlushMs: 250,
       directoryPollMs: 2_000,
     });
+  });
+
+  it("re-reads the provider directory at least twice per staleness period unless told otherwise", () => {
+    const base = { dataDir: "/d", adminKey: "k" };
+    expect(resolveConfig(base).directoryPollMs).toBe(5_000);
+    expect(resolveConfig({ ...base, instanceStaleMs: 2_000 }).directoryPollMs).toBe(1_000);
+    expect(resolveConfig({ ...base, instanceStaleMs: 2_000, directoryPollMs: 1_500 }).directoryPollMs).toBe(
+      1_500,
+    );
   });
 
   it.each([
