@@ -76,7 +76,6 @@ export class UsageMeter {
   private readonly bytes: number[];
   /** Tokens over all accepted chunks (what a cut or cancelled stream is charged for). */
   delivered = 0;
-  deliveredBytes = 0;
 
   constructor(private readonly limits: MeterLimits) {
     this.tokens = new Array(limits.choices).fill(0);
@@ -118,7 +117,6 @@ export class UsageMeter {
         message: `choice ${i} claimed ${tokens} tokens for ${bytes} bytes of text`,
       };
     }
-    this.deliveredBytes += bytes - (this.bytes[i] as number);
     this.tokens[i] = tokens;
     this.bytes[i] = bytes;
     this.delivered += payload.tokenCount;
