@@ -1,4 +1,12 @@
 // The provider benchmark; tests/bench/provider-bench.ts also drives the engine and the synthesizer directly.
+
+export {
+  isModelShapeName,
+  MODEL_SHAPES,
+  type SynthesizeOptions,
+  type SynthesizeResult,
+  synthesizeModel,
+} from "@darkbloom/models";
 export * as bench from "./bench/index.js";
 export { createDefaultEngine } from "./cli/engine-factory.js";
 export { type CliIo, ExitCode, processIo } from "./cli/io.js";
@@ -40,13 +48,6 @@ export {
   type ServingKnobs,
 } from "./link/link.js";
 export { type EncryptionKeyPair, loadOrCreateIdentity, type ProviderIdentity } from "./machine/identity.js";
-export {
-  isModelShapeName,
-  MODEL_SHAPES,
-  type SynthesizeOptions,
-  type SynthesizeResult,
-  synthesizeModel,
-} from "./models/synth/index.js";
 export {
   type CommandRunner,
   ServiceError,

@@ -1,8 +1,8 @@
 import { stat } from "node:fs/promises";
+import { readGgufMetadata } from "@darkbloom/models";
 import type { Command } from "commander";
 import { modelPath } from "../config/model-inventory.js";
 import { DownloadError, downloadFile } from "../download/download.js";
-import { readGgufMetadata } from "../models/gguf/index.js";
 import type { CliContext } from "./context.js";
 import { CliFailure, UsageError } from "./io.js";
 import { formatBytes, progressBar } from "./progress.js";

@@ -1,13 +1,13 @@
 import { mkdir, stat } from "node:fs/promises";
-import type { Command } from "commander";
-import { modelPath } from "../config/model-inventory.js";
 import {
   isModelShapeName,
   MODEL_SHAPES,
   SYNTH_QUANTIZATIONS,
   type SynthQuantization,
   synthesizeModel,
-} from "../models/synth/index.js";
+} from "@darkbloom/models";
+import type { Command } from "commander";
+import { modelPath } from "../config/model-inventory.js";
 import type { CliContext } from "./context.js";
 import { CliFailure, UsageError } from "./io.js";
 import { formatBytes, progressBar } from "./progress.js";

@@ -1,8 +1,8 @@
 import { mkdtemp, readFile, rm, utimes, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { synthesizeModel } from "@darkbloom/models";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { synthesizeModel } from "../models/synth/index.js";
 import { ConfigError } from "./config.js";
 import { removeModel, scanModels, selectModels } from "./model-inventory.js";
 

@@ -1,8 +1,7 @@
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { basename, join } from "node:path";
+import { readGgufMetadata, sha256File } from "@darkbloom/models";
 import type { ModelFile } from "../engine/engine.js";
-import { readGgufMetadata } from "../models/gguf/index.js";
-import { sha256File } from "../models/sha256-file.js";
 import { ConfigError } from "./config.js";
 
 export const MODEL_EXTENSION = ".gguf";

@@ -4,14 +4,10 @@
  * the tokens back; engines own batching, sampling, the context gate and KV-cache settings.
  */
 
-/** One chat message as the OpenAI API carries it (text content only). */
-export interface ChatMessage {
-  role: "system" | "user" | "assistant" | "developer" | "tool" | "function";
-  content: string;
-}
+import type { GenerationInput } from "@darkbloom/models";
 
-/** What to generate from: a conversation (rendered with the model's chat template) or raw text. */
-export type GenerationInput = { kind: "chat"; messages: ChatMessage[] } | { kind: "text"; prompt: string };
+/** What to generate from (read from the request body by the one reader the coordinator also uses). */
+export type { ChatMessage, GenerationInput } from "@darkbloom/models";
 
 export interface SamplingOptions {
   /** 0 is greedy (deterministic). */
@@ -46,7 +42,15 @@ export interface TokenEvent {
 
 export interface GenerationResult {
   promptTokens: number;
+  /**
+   * What is billed: the tokens the model's tokenizer makes of the text emitted (through onToken),
+   * counted once over the whole choice. The coordinator counts the text it forwarded with the same
+   * tokenizer and refuses any other figure, so it must not be the number of tokens sampled (a
+   * sampler may produce a non-canonical split, or tokens with no text).
+   */
   completionTokens: number;
+  /** Tokens sampled (what max_tokens limits; at least completionTokens for a canonical split). */
+  generatedTokens: number;
   finishReason: "stop" | "length" | "cancelled";
 }
 

@@ -7,5 +7,4 @@ export {
   type ValidationVerdict,
   validateInChildProcess,
 } from "./llama/model-validator.js";
-export { type RenderedPrompt, renderPrompt, resolveModelChatWrapper } from "./llama/prompt.js";
 export { type Detokenizer, IncrementalDetokenizer, StopMatcher } from "./llama/text.js";

@@ -1,17 +1,8 @@
+import { BodyError, type GenerationInput, readGenerationInput } from "@darkbloom/models";
 import { Endpoint } from "@darkbloom/protocol/provider/v1";
-import type { ChatMessage, GenerationInput, GenerationRequest, SamplingOptions } from "../engine/engine.js";
+import type { GenerationRequest, SamplingOptions } from "../engine/engine.js";
 
-/** A body the provider cannot serve: answered with a 400 that names the field. */
-export class BodyError extends Error {
-  override readonly name = "BodyError";
-
-  constructor(
-    message: string,
-    readonly param: string | null,
-  ) {
-    super(message);
-  }
-}
+export { BodyError };
 
 /** What one consumer request asks the engine for. */
 export interface ParsedRequest {
@@ -22,7 +13,6 @@ export interface ParsedRequest {
   sampling: SamplingOptions;
 }
 
-const ROLES = new Set<ChatMessage["role"]>(["system", "user", "assistant", "developer", "tool", "function"]);
 const MAX_N = 16;
 const MAX_STOP = 16;
 /** Budget when neither the InferenceRequest nor the body carries one (the coordinator always sets it). */
@@ -52,8 +42,8 @@ export function parseRequestBody(
   }
   const o = parsed as Json;
   let input: GenerationInput;
-  if (endpoint === Endpoint.CHAT_COMPLETIONS) input = { kind: "chat", messages: messages(o.messages) };
-  else if (endpoint === Endpoint.COMPLETIONS) input = { kind: "text", prompt: prompt(o.prompt) };
+  if (endpoint === Endpoint.CHAT_COMPLETIONS) input = readGenerationInput("chat", o);
+  else if (endpoint === Endpoint.COMPLETIONS) input = readGenerationInput("text", o);
   else throw new BodyError("Unsupported endpoint.", null);
 
   const bodyMax =
@@ -91,45 +81,6 @@ export function choiceRequests(requestId: string, model: string, parsed: ParsedR
       seed: parsed.sampling.seed === undefined ? undefined : parsed.sampling.seed + i,
     },
   }));
-}
-
-function messages(value: unknown): ChatMessage[] {
-  if (!Array.isArray(value) || value.length === 0) {
-    throw new BodyError("'messages' must be a non-empty array.", "messages");
-  }
-  return value.map((m: unknown, i) => {
-    const at = `messages[${i}]`;
-    if (typeof m !== "object" || m === null || Array.isArray(m))
-      throw new BodyError(`'${at}' must be an object.`, at);
-    const { role, content } = m as Json;
-    if (typeof role !== "string" || !ROLES.has(role as ChatMessage["role"])) {
-      throw new BodyError(`'${at}.role' is not a supported role.`, `${at}.role`);
-    }
-    return { role: role as ChatMessage["role"], content: messageContent(content, at) };
-  });
-}
-
-function messageContent(content: unknown, at: string): string {
-  if (typeof content === "string") return content;
-  if (content === null || content === undefined) return "";
-  if (!Array.isArray(content)) {
-    throw new BodyError(`'${at}.content' must be a string or an array of text parts.`, `${at}.content`);
-  }
-  return content
-    .map((part: unknown, j) => {
-      const p = part as Json | null;
-      if (typeof p !== "object" || p === null || p.type !== "text" || typeof p.text !== "string") {
-        throw new BodyError(`'${at}.content[${j}]' must be a text part.`, `${at}.content[${j}]`);
-      }
-      return p.text;
-    })
-    .join("\n");
-}
-
-function prompt(value: unknown): string {
-  if (typeof value === "string") return value;
-  if (Array.isArray(value) && value.length === 1 && typeof value[0] === "string") return value[0];
-  throw new BodyError("'prompt' must be a string.", "prompt");
 }
 
 function stop(value: unknown): string[] {

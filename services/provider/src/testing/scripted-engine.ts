@@ -203,7 +203,13 @@ export class ScriptedEngine implements Engine {
     run.settled = true;
     if (reason !== "cancelled") this.completed++;
     this.free(run);
-    run.resolve({ promptTokens: run.promptTokens, completionTokens: run.produced, finishReason: reason });
+    // Its "tokenizer" makes one token of each piece, so what it sampled is what its text counts to.
+    run.resolve({
+      promptTokens: run.promptTokens,
+      completionTokens: run.produced,
+      generatedTokens: run.produced,
+      finishReason: reason,
+    });
   }
 
   private cancel(run: Running): void {

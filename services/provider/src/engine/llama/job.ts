@@ -5,6 +5,7 @@
  * matcher, which holds text back across token boundaries until it cannot begin a stop string.
  */
 import { randomInt } from "node:crypto";
+import type { ModelTokenizer, RenderedPrompt } from "@darkbloom/models";
 import type { LlamaContextSequence, SequenceEvaluateOptions, Token } from "node-llama-cpp";
 import {
   EngineError,
@@ -14,7 +15,6 @@ import {
   type SamplingOptions,
   type TokenEvent,
 } from "../engine.js";
-import type { RenderedPrompt } from "./prompt.js";
 import { type IncrementalDetokenizer, StopMatcher } from "./text.js";
 
 export type Phase = "preparing" | "queued" | "prefill" | "decoding" | "finished";
@@ -72,7 +72,12 @@ export class Job implements Generation {
   settled = false;
   prompt: RenderedPrompt | undefined;
   promptTokens = 0;
+  /** Tokens sampled so far (what max_tokens limits). */
   completionTokens = 0;
+  /** Counts the emitted text at the end (set with the detokenizer when the job takes a row). */
+  tokenizer: ModelTokenizer | undefined;
+  /** Everything emitted, for the billed count: the tokenizer's count of the text as delivered. */
+  private emitted = "";
   readonly generated: Token[] = [];
   row: Row | undefined;
   iterator: AsyncGenerator<Token, void, undefined | Token | Token[]> | undefined;
@@ -113,7 +118,8 @@ export class Job implements Generation {
     this.phase = "finished";
     this.resolveDone({
       promptTokens: this.promptTokens,
-      completionTokens: this.completionTokens,
+      completionTokens: this.tokenizer?.countText(this.emitted) ?? 0,
+      generatedTokens: this.completionTokens,
       finishReason: reason,
     });
   }
@@ -129,6 +135,7 @@ export class Job implements Generation {
     if (this.settled || text.length === 0) return;
     const event = { text, tokens: this.unreportedTokens };
     this.unreportedTokens = 0;
+    this.emitted += text;
     this.onToken(event);
   }
 

@@ -2,9 +2,9 @@
 import { mkdtemp, rm, stat, truncate } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { type GgufKv, ModelTokenizer, planModel, synthesizeModel, writeGgufFile } from "@darkbloom/models";
+import { getLlama, LlamaLogLevel } from "node-llama-cpp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type GgufKv, writeGgufFile } from "../../models/gguf/index.js";
-import { planModel, synthesizeModel } from "../../models/synth/synthesize.js";
 import {
   type Engine,
   EngineError,
@@ -118,7 +118,7 @@ describe("llama engine on a tiny synthesized model", () => {
   it("greedy decoding is deterministic and honours max_tokens", async () => {
     const a = await run(engine, request(PROMPTS[0]!, { maxTokens: 24 }));
     const b = await run(engine, request(PROMPTS[0]!, { maxTokens: 24 }));
-    expect(a.result).toMatchObject({ finishReason: "length", completionTokens: 24 });
+    expect(a.result).toMatchObject({ finishReason: "length", generatedTokens: 24 });
     expect(a.result.promptTokens).toBeGreaterThan(3);
     expect(a.text.length).toBeGreaterThan(0);
     expect(b.text).toBe(a.text);
@@ -126,8 +126,27 @@ describe("llama engine on a tiny synthesized model", () => {
     expect(a.events.reduce((n, e) => n + e.tokens, 0)).toBeLessThanOrEqual(24);
 
     const short = await run(engine, request(PROMPTS[0]!, { maxTokens: 5 }));
-    expect(short.result).toMatchObject({ finishReason: "length", completionTokens: 5 });
+    expect(short.result).toMatchObject({ finishReason: "length", generatedTokens: 5 });
     expect(a.text.startsWith(short.text)).toBe(true);
+  });
+
+  it("bills what the model's tokenizer makes of the text emitted, as the coordinator counts it", async () => {
+    const llama = await getLlama({
+      gpu: false,
+      build: "never",
+      logLevel: LlamaLogLevel.error,
+      maxThreads: 1,
+    });
+    const counter = await ModelTokenizer.open(llama, tiny.path);
+    try {
+      for (const temperature of [0, 1.5]) {
+        const r = await run(engine, request(PROMPTS[1]!, { maxTokens: 40, temperature, seed: 7 }));
+        expect(r.result.completionTokens).toBe(counter.countText(r.text));
+        expect(r.result.promptTokens).toBe(counter.countPrompt({ kind: "text", prompt: PROMPTS[1]! }));
+      }
+    } finally {
+      await counter.dispose();
+    }
   });
 
   it("renders chat requests with the model's chat template", async () => {
@@ -260,7 +279,7 @@ describe("llama engine on a tiny synthesized model", () => {
     expect(r1.finishReason).toBe("cancelled");
     expect(seen.length).toBe(cancelledAfter);
     const r2 = await second.done;
-    expect(r2).toMatchObject({ finishReason: "length", completionTokens: 8 });
+    expect(r2).toMatchObject({ finishReason: "length", generatedTokens: 8 });
     expect(single.stats()).toMatchObject({ busySlots: 0, queueDepth: 0 });
 
     // Cancelling a request still waiting in the queue settles it too, without it ever running.
@@ -319,7 +338,7 @@ describe("llama engine options", () => {
       const together = await Promise.all(reqs.map((r) => run(batched, r)));
       for (const [i, r] of reqs.entries()) {
         const alone = await run(one, r);
-        expect(together[i]!.result).toMatchObject({ finishReason: "length", completionTokens: 16 });
+        expect(together[i]!.result).toMatchObject({ finishReason: "length", generatedTokens: 16 });
         expect(together[i]!.text).toBe(alone.text);
       }
       await batched.close();
@@ -346,7 +365,7 @@ describe("llama engine options", () => {
     expect(logs.join("\n")).toMatch(/warn max context per row lowered from 2048 to 256 tokens/);
     const err = await rejection(tight.generate(request(PROMPTS[0]!, { maxTokens: 300 }), () => {}).done);
     expect(err.code).toBe("context_length_exceeded");
-    expect((await run(tight, request(PROMPTS[0]!, { maxTokens: 8 }))).result.completionTokens).toBe(8);
+    expect((await run(tight, request(PROMPTS[0]!, { maxTokens: 8 }))).result.generatedTokens).toBe(8);
     await tight.close();
   });
 
@@ -416,6 +435,6 @@ describe("untrusted model files", () => {
 
     // The engine still serves good models.
     await engine.load(tiny);
-    expect((await run(engine, request(PROMPTS[0]!, { maxTokens: 4 }))).result.completionTokens).toBe(4);
+    expect((await run(engine, request(PROMPTS[0]!, { maxTokens: 4 }))).result.generatedTokens).toBe(4);
   });
 });

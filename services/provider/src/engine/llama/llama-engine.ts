@@ -30,7 +30,6 @@ import {
   type RunnerSettings,
 } from "./model-runner.js";
 import { type ModelValidator, sharedModelValidator } from "./model-validator.js";
-import { renderPrompt } from "./prompt.js";
 import { StepLoop } from "./step-loop.js";
 import { StopMatcher } from "./text.js";
 
@@ -307,7 +306,7 @@ export class LlamaEngine implements Engine {
       let runner = await this.ensureRunner(job.request.model);
       if (runner.disposed) runner = await this.ensureRunner(job.request.model);
       if (job.settled) return;
-      const prompt = renderPrompt(runner.model, runner.wrapper, job.request.input);
+      const prompt = runner.tokenizer.render(job.request.input);
       if (prompt.tokens.length === 0) throw invalid("the prompt is empty");
       const max = job.request.sampling.maxTokens;
       if (prompt.tokens.length + max > runner.maxContext) {

@@ -6,11 +6,12 @@
  * A finished or cancelled row is retired at the next step boundary (step-loop.ts): its generator is
  * closed and its KV cells are cleared, and the next queued request takes it.
  */
+
+import { ModelTokenizer } from "@darkbloom/models";
 import { GgmlType, type Llama, type LlamaContext, type LlamaModel } from "node-llama-cpp";
 import { EngineError, type ModelFile } from "../engine.js";
 import type { Job, Row } from "./job.js";
 import { errorMessage } from "./meters.js";
-import { resolveModelChatWrapper } from "./prompt.js";
 
 /** The engine's log: llama.cpp's lines and its own. */
 export type EngineLog = (level: "debug" | "info" | "warn" | "error", message: string) => void;
@@ -40,7 +41,8 @@ export class ModelRunner {
     readonly model: LlamaModel,
     readonly context: LlamaContext,
     readonly rows: Row[],
-    readonly wrapper: ReturnType<typeof resolveModelChatWrapper>,
+    /** Renders prompts and counts the text each choice emits (what is billed). */
+    readonly tokenizer: ModelTokenizer,
     /** The per-row token limit the gate enforces. */
     readonly maxContext: number,
   ) {}
@@ -112,8 +114,7 @@ export async function openModelRunner(
     const rows: Row[] = [];
     for (let i = 0; i < settings.maxBatch; i++)
       rows.push({ index: i, sequence: context.getSequence(), job: undefined });
-    const wrapper = resolveModelChatWrapper(model);
-    const runner = new ModelRunner(file, model, context, rows, wrapper, maxContext);
+    const runner = new ModelRunner(file, model, context, rows, ModelTokenizer.of(model, llama), maxContext);
     if (!stillWanted()) {
       await context.dispose();
       await model.dispose();

@@ -4,16 +4,9 @@
  * bounded JS reader (structure, truncation), then loaded in a throwaway child Node process that runs
  * one forward pass and checks the output is finite. Verdicts are cached by SHA-256.
  */
-import { spawn } from "node:child_process";
-import { createRequire } from "node:module";
-import { pathToFileURL } from "node:url";
-import { readGgufMetadata } from "../../models/gguf/reader.js";
+import { checkInChildProcess, readGgufMetadata, type ValidationVerdict } from "@darkbloom/models";
 
-export interface ValidationVerdict {
-  ok: boolean;
-  /** Why the file was refused (when !ok). */
-  reason?: string;
-}
+export type { ValidationVerdict };
 
 export interface ModelValidatorOptions {
   /** Kill the child after this long (default 120 s). */
@@ -48,78 +41,9 @@ const CHILD_SOURCE = `
 });
 `;
 
-function nodeLlamaCppUrl(): string {
-  const require = createRequire(import.meta.url);
-  return pathToFileURL(require.resolve("node-llama-cpp")).href;
-}
-
-function lastLines(text: string, n: number): string {
-  return text
-    .split("\n")
-    .map((l) => l.trim())
-    .filter((l) => l.length > 0)
-    .slice(-n)
-    .join(" / ");
-}
-
 /** Runs the child check on one file. */
 export function validateInChildProcess(path: string, timeoutMs: number): Promise<ValidationVerdict> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [], {
-      stdio: ["pipe", "pipe", "pipe"],
-      env: { ...process.env, DARKBLOOM_NLC_URL: nodeLlamaCppUrl(), DARKBLOOM_MODEL_PATH: path },
-    });
-    let stdout = "";
-    let stderr = "";
-    let timedOut = false;
-    child.stdout.setEncoding("utf8").on("data", (d: string) => {
-      stdout += d;
-    });
-    child.stderr.setEncoding("utf8").on("data", (d: string) => {
-      if (stderr.length < 64 * 1024) stderr += d;
-    });
-    const timer = setTimeout(() => {
-      timedOut = true;
-      child.kill("SIGKILL");
-    }, timeoutMs);
-    child.on("error", (err) => {
-      clearTimeout(timer);
-      resolve({ ok: false, reason: `could not start the validation process: ${err.message}` });
-    });
-    child.on("close", (code, signal) => {
-      clearTimeout(timer);
-      let report: ValidationVerdict | undefined;
-      for (const line of stdout.split("\n").reverse()) {
-        try {
-          const parsed = JSON.parse(line) as ValidationVerdict;
-          if (typeof parsed.ok === "boolean") {
-            report = parsed;
-            break;
-          }
-        } catch {
-          // not the report line
-        }
-      }
-      if (timedOut)
-        resolve({
-          ok: false,
-          reason: `loading the model took longer than ${Math.round(timeoutMs / 1000)} s`,
-        });
-      else if (code === 0 && report?.ok) resolve({ ok: true });
-      else if (report && !report.ok)
-        resolve({ ok: false, reason: report.reason ?? "the model failed to load" });
-      else {
-        const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
-        const detail = lastLines(stderr, 2);
-        resolve({
-          ok: false,
-          reason: `loading the model crashed llama.cpp (process ${how})${detail ? `: ${detail}` : ""}`,
-        });
-      }
-    });
-    child.stdin.on("error", () => {});
-    child.stdin.end(CHILD_SOURCE);
-  });
+  return checkInChildProcess(CHILD_SOURCE, path, timeoutMs, "the model");
 }
 
 /** Validates model files, remembering verdicts by SHA-256 (in memory, per process). */

@@ -143,6 +143,7 @@ export class StepLoop {
       job.phase = "prefill";
       job.prefillOffset = 0;
       job.detokenizer = new IncrementalDetokenizer(runner.model);
+      job.tokenizer = runner.tokenizer;
       runner.active.add(job);
     }
   }

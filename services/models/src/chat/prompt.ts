@@ -2,6 +2,8 @@
 import {
   type ChatHistoryItem,
   type ChatWrapper,
+  GeneralChatWrapper,
+  type Llama,
   type LlamaModel,
   type LlamaText,
   resolveChatWrapper,
@@ -9,7 +11,7 @@ import {
   SpecialTokensText,
   type Token,
 } from "node-llama-cpp";
-import type { ChatMessage, GenerationInput } from "../engine.js";
+import type { ChatMessage, GenerationInput } from "./generation-input.js";
 
 export interface RenderedPrompt {
   tokens: Token[];
@@ -20,16 +22,26 @@ export interface RenderedPrompt {
 }
 
 /**
- * Resolves the chat wrapper for a model from its GGUF (chat template, name, architecture). Settings
- * that would inject run-time values (today's date in Llama 3.1+ system preambles, tool instructions)
- * are turned off so a prompt always renders the same tokens.
+ * Resolves the chat wrapper for a model from its GGUF metadata (chat template, name, architecture).
+ * Settings that would inject run-time values (today's date in Llama 3.1+ system preambles, tool
+ * instructions) are turned off so a prompt always renders the same tokens. The file name is not
+ * consulted: the coordinator resolves the same wrapper from a vocabulary-only copy of the file under
+ * another name, and both must render the same prompt.
  */
-export function resolveModelChatWrapper(model: LlamaModel): ChatWrapper {
+export function resolveModelChatWrapper(model: LlamaModel, llama: Llama): ChatWrapper {
   const noPreamble = { cuttingKnowledgeDate: null, todayDate: null, noToolInstructions: true };
-  return resolveChatWrapper(model, {
-    warningLogs: false,
-    customWrapperSettings: { "llama3.1": noPreamble, "llama3.2-lightweight": noPreamble },
-  });
+  const architecture = model.fileInfo.metadata?.general?.architecture;
+  return (
+    resolveChatWrapper({
+      bosString: model.tokens.bosString,
+      ...(architecture ? { architecture } : {}),
+      fileInfo: model.fileInfo,
+      tokenizer: model.tokenizer,
+      llama,
+      warningLogs: false,
+      customWrapperSettings: { "llama3.1": noPreamble, "llama3.2-lightweight": noPreamble },
+    }) ?? new GeneralChatWrapper()
+  );
 }
 
 function toHistory(messages: readonly ChatMessage[]): ChatHistoryItem[] {

@@ -1,0 +1,20 @@
+// What provider and coordinator must compute identically about a model: the GGUF format, file
+// hashes, the request input and its chat-template prompt, token counts, and the synthesizer that
+// writes test models of real architectures.
+export {
+  BodyError,
+  type ChatMessage,
+  type GenerationInput,
+  readGenerationInput,
+} from "./chat/generation-input.js";
+export { type RenderedPrompt, renderPrompt, resolveModelChatWrapper } from "./chat/prompt.js";
+export { checkInChildProcess, type ValidationVerdict } from "./gguf/child-check.js";
+export * from "./gguf/index.js";
+export { sha256File } from "./sha256-file.js";
+export * from "./synth/index.js";
+export { ModelTokenizer } from "./tokenizer/model-tokenizer.js";
+export {
+  VOCABULARY_FILE_MAX_BYTES,
+  vetVocabularyFile,
+  writeVocabularyFile,
+} from "./tokenizer/vocabulary-file.js";
