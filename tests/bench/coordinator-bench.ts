@@ -1,17 +1,23 @@
 // Coordinator throughput and added latency with protocol-speaking instant providers.
 // Usage: npm run bench:coordinator -- [--levels 1,100,1000] [--requests N] [--providers N]
-//   [--tokens-per-chunk N] [--billing on|off|both] [--encryption on|off|both] [--json]
+//   [--tokens-per-chunk N] [--billing on|off|both] [--encryption on|off|both]
+//   [--vocabulary on|off|both] [--json]
+//   --vocabulary on gives the model a Qwen3-sized vocabulary (151,936 tokens): the coordinator counts
+//   every prompt and completion itself; off leaves usage bounded from the text
 //   [--compare-with CHECKOUT]   also measure another checkout's coordinator (built: npm install &&
 //                               npm run build there), alternating with this one, in the same run
 
 import { type ChildProcess, fork } from "node:child_process";
 import { existsSync } from "node:fs";
-import { cpus } from "node:os";
-import { resolve } from "node:path";
+import { mkdtemp, rm } from "node:fs/promises";
+import { cpus, tmpdir } from "node:os";
+import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { startTestPostgres } from "@darkbloom/coordinator/testing";
+import { ModelTokenizer, planModel, writeGgufFile } from "@darkbloom/models";
 import { ScriptedProvider } from "@darkbloom/testing";
+import { getLlama, LlamaLogLevel } from "node-llama-cpp";
 import { nowMs, percentile, runLoad } from "../support/load-client.js";
 
 const { values } = parseArgs({
@@ -22,6 +28,7 @@ const { values } = parseArgs({
     "tokens-per-chunk": { type: "string", default: "1" },
     billing: { type: "string", default: "both" },
     encryption: { type: "string", default: "on" },
+    vocabulary: { type: "string", default: "on" },
     "compare-with": { type: "string" },
     json: { type: "boolean", default: false },
   },
@@ -39,8 +46,13 @@ if (!["both", "on", "off"].includes(values.encryption ?? "")) {
   process.stderr.write("coordinator-bench: --encryption must be on, off or both\n");
   process.exit(64);
 }
+if (!["both", "on", "off"].includes(values.vocabulary ?? "")) {
+  process.stderr.write("coordinator-bench: --vocabulary must be on, off or both\n");
+  process.exit(64);
+}
 // Off first, so that "both" compares like with like in one run.
 const encryptionModes = values.encryption === "both" ? [false, true] : [values.encryption === "on"];
+const vocabularyModes = values.vocabulary === "both" ? [false, true] : [values.vocabulary === "on"];
 if (
   levels.some((l) => !Number.isInteger(l) || l < 1) ||
   !Number.isInteger(total) ||
@@ -113,9 +125,10 @@ async function stopServer(s: Server): Promise<void> {
 }
 
 const TOKENS = Array.from({ length: 16 }, (_, i) => `tok${i} `);
+const PROMPT = "Count to sixteen.";
 const body = JSON.stringify({
   model: "bench",
-  messages: [{ role: "user", content: "Count to sixteen." }],
+  messages: [{ role: "user", content: PROMPT }],
   stream: true,
   max_tokens: 16,
 });
@@ -196,6 +209,17 @@ function round(v: number, digits = 2): number {
   return Math.round(v * f) / f;
 }
 
+// A vocabulary of Qwen3's size (the synthesizer's qwen3-0.6b tokenizer, no weights), and what the
+// providers report: the count of their text, as an honest engine does.
+const vocabularyDir = await mkdtemp(join(tmpdir(), "darkbloom-bench-vocabulary-"));
+const vocabularyPath = join(vocabularyDir, "qwen3-0.6b.vocab.gguf");
+await writeGgufFile(vocabularyPath, { kv: planModel("qwen3-0.6b").kv, tensors: [] });
+const llama = await getLlama({ gpu: false, build: "never", logLevel: LlamaLogLevel.error, maxThreads: 1 });
+const counter = await ModelTokenizer.open(llama, vocabularyPath);
+const COMPLETION_TOKENS = counter.countText(TOKENS.join(""));
+await counter.dispose();
+await llama.dispose();
+
 const pg = await startTestPostgres();
 const rows: Row[] = [];
 const baseline = await spawnServer(["baseline"]);
@@ -212,10 +236,17 @@ async function measureCoordinator(
   target: { name: string; script: string },
   billing: boolean,
   encryption: boolean,
+  vocabulary: boolean,
   concurrency: number,
 ): Promise<Row> {
   const coordinator = await spawnServer(
-    ["coordinator", pg.url, billing ? "billing" : "no-billing", encryption ? "sealed" : "plaintext"],
+    [
+      "coordinator",
+      pg.url,
+      billing ? "billing" : "no-billing",
+      encryption ? "sealed" : "plaintext",
+      ...(vocabulary ? [`vocabulary=${vocabularyPath}`] : []),
+    ],
     target.script,
   );
   const firstToken = new Map<string, number>();
@@ -228,7 +259,7 @@ async function measureCoordinator(
         machineId: `bench-${i}`,
         recordRequests: false,
         encryption,
-        script: () => ({ tokens: TOKENS, tokensPerChunk }),
+        script: () => ({ tokens: TOKENS, tokensPerChunk, completionTokens: COMPLETION_TOKENS }),
       });
       // Instant providers send their first token as soon as the request arrives.
       p.on("request", (r) => firstToken.set(r.requestId, nowMs()));
@@ -238,6 +269,7 @@ async function measureCoordinator(
   );
   const label =
     `${target.name}coordinator, billing ${billing ? "on" : "off"}, encryption ${encryption ? "on" : "off"}, ` +
+    `usage ${vocabulary ? "counted" : "bounded"}, ` +
     `${providerCount} instant providers` +
     (tokensPerChunk > 1 ? ` (${tokensPerChunk} tokens/chunk)` : "");
   try {
@@ -250,14 +282,19 @@ async function measureCoordinator(
 
 for (const billing of billingModes) {
   for (const encryption of encryptionModes) {
-    // With two checkouts, each level measures both one after the other (a fresh coordinator each),
-    // so that a drift of the machine's speed during the run touches both alike.
-    for (const c of levels) {
-      for (const target of targets) rows.push(await measureCoordinator(target, billing, encryption, c));
+    for (const vocabulary of vocabularyModes) {
+      // With two checkouts, each level measures both one after the other (a fresh coordinator each),
+      // so that a drift of the machine's speed during the run touches both alike.
+      for (const c of levels) {
+        for (const target of targets) {
+          rows.push(await measureCoordinator(target, billing, encryption, vocabulary, c));
+        }
+      }
     }
   }
 }
 await pg.stop();
+await rm(vocabularyDir, { recursive: true, force: true });
 
 const machine = `${cpus().length} × ${cpus()[0]?.model ?? "cpu"}, Node ${process.version}`;
 if (values.json) {

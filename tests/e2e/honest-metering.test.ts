@@ -1,22 +1,18 @@
-// The coordinator cuts providers whose token counts their text does not bear out. These bounds must
-// never trip on an honest engine: the real llama.cpp engine on synthesized models (random weights
-// sample control tokens, split characters and stop sequences at random) serves a spread of requests,
-// and every one of them completes, with the usage it was charged, and the provider stays routable.
+// Usage is what the text counts to. With each model's vocabulary in the catalog the coordinator
+// counts prompt and completion tokens itself and accepts only exactly that; without one it accepts
+// counts within bounds the text sets. Neither may ever trip on an honest engine: the real llama.cpp
+// engine on synthesized models (random weights sample control tokens, split characters and stop
+// sequences at random) serves a spread of requests, every one completes with the usage it was
+// charged, and the provider stays routable.
+import { join } from "node:path";
+import { ModelTokenizer } from "@darkbloom/models";
+import { modelPath } from "@darkbloom/provider";
 import { readSse } from "@darkbloom/testing";
+import { getLlama, type Llama, LlamaLogLevel } from "node-llama-cpp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startTestbed, type Testbed, type TestbedAccount } from "../testbed/index.js";
+import { startTestbed, type Testbed } from "../testbed/index.js";
 
-let testbed: Testbed;
-let alice: TestbedAccount;
-
-beforeAll(async () => {
-  testbed = await startTestbed({ providers: [{ models: ["tiny", "tiny-llama"], maxBatch: 4 }] });
-  alice = await testbed.createAccount(100_000_000n);
-}, 180_000);
-
-afterAll(async () => {
-  await testbed?.stop();
-}, 60_000);
+const MODELS = ["tiny", "tiny-llama"] as const;
 
 /** A deterministic spread of requests: both models, n up to 3, stop strings, sampling settings. */
 function requests(): Record<string, unknown>[] {
@@ -38,33 +34,78 @@ function requests(): Record<string, unknown>[] {
   return out;
 }
 
-describe("metering an honest engine", () => {
-  it("accepts every count the real engine reports, whatever it samples", async () => {
-    const shown: { prompt_tokens: number; completion_tokens: number }[] = [];
-    await Promise.all(
-      requests().map(async (body) => {
-        const res = await testbed.chat(alice.apiKey, body);
-        expect(res.status).toBe(200);
-        if (body.stream) {
-          const events = (await readSse(res)).events.filter((e) => e.data !== "[DONE]");
-          const parsed = events.map((e) => JSON.parse(e.data));
-          expect(parsed.filter((p) => p.error)).toEqual([]);
-          const usage = parsed.find((p) => p.usage)?.usage;
-          expect(usage).toBeDefined();
-          shown.push(usage);
-        } else {
-          const json = (await res.json()) as {
-            error?: unknown;
-            usage: { prompt_tokens: number; completion_tokens: number };
-          };
-          expect(json.error).toBeUndefined();
-          shown.push(json.usage);
-        }
-      }),
-    );
-    for (const u of shown) expect(u.completion_tokens).toBeGreaterThan(0);
-    const routable = await testbed.routable();
-    expect(routable).toHaveLength(1);
+interface Served {
+  body: Record<string, unknown>;
+  texts: string[];
+  usage: { prompt_tokens: number; completion_tokens: number };
+}
+
+/** Each request's choices as the consumer received them, and the usage it was shown. */
+async function serve(testbed: Testbed, apiKey: string): Promise<Served[]> {
+  return Promise.all(
+    requests().map(async (body) => {
+      const res = await testbed.chat(apiKey, body);
+      expect(res.status).toBe(200);
+      const texts: string[] = Array.from({ length: body.n as number }, () => "");
+      if (body.stream) {
+        const events = (await readSse(res)).events.filter((e) => e.data !== "[DONE]");
+        const parsed = events.map((e) => JSON.parse(e.data));
+        expect(parsed.filter((p) => p.error)).toEqual([]);
+        for (const p of parsed) for (const c of p.choices ?? []) texts[c.index] += c.delta?.content ?? "";
+        const usage = parsed.find((p) => p.usage)?.usage;
+        expect(usage).toBeDefined();
+        return { body, texts, usage };
+      }
+      const json = (await res.json()) as {
+        error?: unknown;
+        choices: { index: number; message: { content: string } }[];
+        usage: Served["usage"];
+      };
+      expect(json.error).toBeUndefined();
+      for (const c of json.choices) texts[c.index] = c.message.content;
+      return { body, texts, usage: json.usage };
+    }),
+  );
+}
+
+describe.each([
+  { vocabularies: true, mode: "counted by the coordinator" },
+  { vocabularies: false, mode: "bounded from the text" },
+])("metering an honest engine, usage $mode", ({ vocabularies }) => {
+  let testbed: Testbed;
+  let llama: Llama;
+  const counters = new Map<string, ModelTokenizer>();
+
+  beforeAll(async () => {
+    testbed = await startTestbed({ providers: [{ models: [...MODELS], maxBatch: 4 }], vocabularies });
+    llama = await getLlama({ gpu: false, build: "never", logLevel: LlamaLogLevel.error, maxThreads: 1 });
+    const dir = join(testbed.providers[0]!.dataDir, "models");
+    for (const model of MODELS) counters.set(model, await ModelTokenizer.open(llama, modelPath(dir, model)));
+  }, 180_000);
+
+  afterAll(async () => {
+    for (const c of counters.values()) await c.dispose();
+    await llama?.dispose();
+    await testbed?.stop();
+  }, 60_000);
+
+  it("accepts the usage the real engine reports, whatever it samples: the count of what was delivered", async () => {
+    const { models } = await testbed.admin.listModels({});
+    for (const m of models) expect(m.vocabularySha256 !== "").toBe(vocabularies);
+    const alice = await testbed.createAccount(100_000_000n);
+    const served = await serve(testbed, alice.apiKey);
+    for (const { body, texts, usage } of served) {
+      const counter = counters.get(body.model as string)!;
+      const counted = texts.reduce((sum, t) => sum + counter.countText(t), 0);
+      // The provider reports exactly the count of its text in both modes (it counts with the same
+      // tokenizer); with the vocabulary the coordinator checked it to the token.
+      expect(usage.completion_tokens).toBe(counted);
+      expect(usage.prompt_tokens).toBe(
+        counter.countPrompt({ kind: "chat", messages: body.messages as { role: "user"; content: string }[] }),
+      );
+    }
+    expect(served.some((s) => s.usage.completion_tokens > 0)).toBe(true);
+    expect(await testbed.routable()).toHaveLength(1);
     await testbed.settled();
     expect((await testbed.verifyLedger()).ok).toBe(true);
   });

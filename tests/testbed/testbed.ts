@@ -8,6 +8,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { type Client, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
+import { uploadVocabulary, vocabularyOf } from "@darkbloom/coordinator";
 import { coordinatorBin, freePort, providerBin } from "@darkbloom/local-network";
 import {
   AdminService,
@@ -15,6 +16,7 @@ import {
   type UsageRecord,
   type VerifyLedgerResponse,
 } from "@darkbloom/protocol/admin/v1";
+import { modelPath } from "@darkbloom/provider";
 import OpenAI from "openai";
 import { ManagedProcess } from "./managed-process.js";
 import { TestbedPostgres } from "./postgres.js";
@@ -45,6 +47,11 @@ export interface TestbedOptions {
   prices?: { input: bigint; output: bigint };
   /** Wait until every provider is routable (default true). */
   waitForProviders?: boolean;
+  /**
+   * Give every model its vocabulary, so the coordinator counts usage itself (default true); without
+   * one, usage is only bounded from the text.
+   */
+  vocabularies?: boolean;
 }
 
 /**
@@ -370,6 +377,7 @@ export async function startTestbed(o: TestbedOptions): Promise<Testbed> {
       });
     }
     await Promise.all(providers.map((p) => synthesize(p)));
+    if (o.vocabularies !== false) await giveVocabularies(testbed, providers);
     for (const p of providers) p.start();
     if (o.waitForProviders !== false) await testbed.waitForProviders();
     return testbed;
@@ -385,6 +393,19 @@ async function synthesize(p: TestbedProvider): Promise<void> {
   for (const model of p.models) {
     await execFileAsync(process.execPath, [providerBin, "models", "synth", model, "--data-dir", p.dataDir]);
   }
+}
+
+/** Uploads each model's vocabulary, from the first provider's copy of the model. */
+async function giveVocabularies(testbed: Testbed, providers: TestbedProvider[]): Promise<void> {
+  const files = new Map<string, string>();
+  for (const p of providers) {
+    for (const model of p.models) {
+      if (!files.has(model)) files.set(model, modelPath(join(p.dataDir, "models"), model));
+    }
+  }
+  await Promise.all(
+    [...files].map(async ([model, file]) => uploadVocabulary(testbed.admin, model, await vocabularyOf(file))),
+  );
 }
 
 /**

@@ -9,7 +9,9 @@ import { Authenticator } from "./auth/authenticator.js";
 import { FailedAuthLimiter } from "./auth/failed-auth-limiter.js";
 import { RateLimiter } from "./auth/rate-limiter.js";
 import { Billing, type BillingOptions } from "./billing/billing.js";
+import { CatalogTokenizers } from "./catalog/catalog-tokenizers.js";
 import { ModelCatalog } from "./catalog/model-catalog.js";
+import { readVocabulary, VocabularyStore } from "./catalog/vocabulary-store.js";
 import { Closers } from "./closers.js";
 import { ClusterView } from "./cluster/cluster-view.js";
 import { DirectoryReader } from "./cluster/directory-reader.js";
@@ -85,9 +87,14 @@ async function start(config: CoordinatorConfig, log: Logger, closers: Closers): 
   closers.add("database", () => db.close());
   await migrate(db.pool, { logger: log });
 
-  const catalog = new ModelCatalog(db.pool);
+  // Each catalog model's vocabulary, loaded, follows the catalog (the start waits for the first
+  // loads, so usage is counted, not only bounded, from the first request).
+  const tokenizers = new CatalogTokenizers({ read: (sha256) => readVocabulary(db.pool, sha256) }, log);
+  const catalog = new ModelCatalog(db.pool, { onRefresh: (models) => tokenizers.sync(models) });
+  const vocabularies = new VocabularyStore(db.pool, catalog);
   await catalog.start();
   closers.add("model catalog", () => catalog.stop());
+  closers.add("tokenizers", () => tokenizers.close());
   const billing = config.billingEnabled ? new Billing(db.pool, billingOptions(config), log) : undefined;
   if (billing) {
     await billing.start();
@@ -155,7 +162,11 @@ async function start(config: CoordinatorConfig, log: Logger, closers: Closers): 
     addressOf,
   });
   const router = new Router(registry, config, metrics);
-  const catalogView = { lookup: (id: string) => catalog.get(id), list: () => catalog.list() };
+  const catalogView = {
+    lookup: (id: string) => catalog.get(id),
+    list: () => catalog.list(),
+    tokenizer: (id: string) => tokenizers.get(id),
+  };
   const pipeline = new InferencePipeline({
     config,
     registry,
@@ -182,6 +193,7 @@ async function start(config: CoordinatorConfig, log: Logger, closers: Closers): 
       intervalSeconds: config.deviceCodePollIntervalSeconds,
     }),
     catalog,
+    vocabularies,
     releases,
     bindings,
     registry,

@@ -1,5 +1,6 @@
 export { AccountStore } from "./accounts/account-store.js";
 export { Billing } from "./billing/billing.js";
+export { uploadVocabulary, vocabularyOf } from "./catalog/vocabulary-upload.js";
 export { type CoordinatorConfig, type CoordinatorConfigInput, resolveConfig } from "./config.js";
 export { type RunningCoordinator, startCoordinator } from "./coordinator.js";
 export { ApiError } from "./errors/index.js";

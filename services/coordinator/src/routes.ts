@@ -16,6 +16,7 @@ import type { Authenticator } from "./auth/authenticator.js";
 import type { FailedAuthLimiter } from "./auth/failed-auth-limiter.js";
 import type { RateLimiter } from "./auth/rate-limiter.js";
 import type { ModelCatalog } from "./catalog/model-catalog.js";
+import type { VocabularyStore } from "./catalog/vocabulary-store.js";
 import type { ClusterProviders } from "./cluster/cluster-view.js";
 import type { CoordinatorConfig } from "./config.js";
 import type { Route } from "./http/app.js";
@@ -64,6 +65,7 @@ export interface RouteTargets {
   usage: UsageStore;
   deviceLogin: DeviceLogin;
   catalog: ModelCatalog;
+  vocabularies: VocabularyStore;
   releases: ReleaseStore;
   bindings: MachineBindingStore;
   registry: ProviderRegistry;
@@ -176,6 +178,7 @@ export function connectRoutes(t: RouteTargets): (router: ConnectRouter) => void 
       createAdminService({
         accounts: t.accounts,
         catalog: t.catalog,
+        vocabularies: t.vocabularies,
         releases: t.releases,
         invites: t.invites,
         usage: t.usage,

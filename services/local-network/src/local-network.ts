@@ -3,6 +3,7 @@ import { availableParallelism } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
+import { uploadVocabulary, vocabularyOf } from "@darkbloom/coordinator";
 import { AdminService } from "@darkbloom/protocol/admin/v1";
 import { modelPath } from "@darkbloom/provider";
 import { coordinatorBin, freePort, providerBin } from "./binaries.js";
@@ -100,6 +101,12 @@ export async function startLocalNetwork(o: LocalNetworkOptions): Promise<LocalNe
 
     const providerDirs = Array.from({ length: o.providers }, (_, i) => join(dataDir, "providers", String(i)));
     await prepareModel(o, providerDirs, logs);
+    // The coordinator counts the model's tokens itself (usage is then never a provider's claim).
+    const first = providerDirs[0];
+    if (first) {
+      const modelFile = modelPath(join(first, "models"), o.model);
+      await uploadVocabulary(admin, o.model, await vocabularyOf(modelFile));
+    }
     const threads = Math.max(1, Math.floor(availableParallelism() / o.providers));
     for (const [i, dir] of providerDirs.entries()) {
       o.log(`starting provider ${i} (${threads} thread${threads === 1 ? "" : "s"})`);

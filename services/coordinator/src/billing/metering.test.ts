@@ -1,9 +1,15 @@
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
+import { ModelTokenizer, synthesizeModel } from "@darkbloom/models";
 import { AdminService } from "@darkbloom/protocol/admin/v1";
 import { readSse, type Script, ScriptedProvider } from "@darkbloom/testing";
+import { getLlama, type Llama, LlamaLogLevel } from "node-llama-cpp";
 import pg from "pg";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { uploadVocabulary, vocabularyOf } from "../catalog/vocabulary-upload.js";
 import { ledgerBalance, settledReservation } from "../testing/ledger-queries.js";
 import {
   postJson,
@@ -25,25 +31,56 @@ let pool: pg.Pool;
 const price = { inputMicroUsdPerMillion: 1_000_000n, outputMicroUsdPerMillion: 2_000_000n }; // 1 and 2 µUSD a token
 const providers: ScriptedProvider[] = [];
 
+let dir: string;
+let llama: Llama;
+/** The "counted" model's tokenizer, as the test counts: from the same vocabulary the coordinator has. */
+let counter: ModelTokenizer;
+
 beforeAll(async () => {
   server = await startTestPostgres();
   t = await startTestCoordinator(server.url, { maxRetries: 0 });
   await t.coordinator.catalog.upsert({ id: "paid", ...price });
+  await t.coordinator.catalog.upsert({ id: "counted", ...price });
   pool = new pg.Pool({ connectionString: t.coordinator.databaseUrl });
-});
+  dir = await mkdtemp(join(tmpdir(), "darkbloom-metering-"));
+  const model = join(dir, "tiny.gguf");
+  await synthesizeModel({ shape: "tiny", seed: 9, outPath: model });
+  await uploadVocabulary(adminClient(), "counted", await vocabularyOf(model));
+  llama = await getLlama({ gpu: false, build: "never", logLevel: LlamaLogLevel.error, maxThreads: 1 });
+  counter = await ModelTokenizer.open(llama, model);
+}, 120_000);
 afterEach(async () => {
   await Promise.all(providers.splice(0).map((p) => p.stop()));
 });
 afterAll(async () => {
+  await counter?.dispose();
+  await llama?.dispose();
+  if (dir) await rm(dir, { recursive: true, force: true });
   await pool?.end();
   await t?.close();
   await server?.stop();
 });
 
-async function provider(script: Script, machineId: string): Promise<ScriptedProvider> {
+function adminClient() {
+  return createClient(
+    AdminService,
+    createConnectTransport({
+      baseUrl: t.url,
+      httpVersion: "1.1",
+      interceptors: [
+        (next) => (req) => {
+          req.header.set("authorization", `Bearer ${TEST_ADMIN_KEY}`);
+          return next(req);
+        },
+      ],
+    }),
+  );
+}
+
+async function provider(script: Script, machineId: string, model = "paid"): Promise<ScriptedProvider> {
   const p = new ScriptedProvider({
     baseUrl: t.url,
-    models: [{ id: "paid" }],
+    models: [{ id: model }],
     machineId,
     script: () => script,
   });
@@ -64,9 +101,7 @@ async function funded(): Promise<{ id: string; key: string }> {
 }
 
 async function ledgerClean(): Promise<void> {
-  const admin = createClient(AdminService, createConnectTransport({ baseUrl: t.url, httpVersion: "1.1" }));
-  const v = await admin.verifyLedger({}, { headers: { authorization: `Bearer ${TEST_ADMIN_KEY}` } });
-  expect(v.ok).toBe(true);
+  expect((await adminClient().verifyLedger({})).ok).toBe(true);
 }
 
 /** The reason codes the coordinator sent the provider when it stopped routing to it. */
@@ -222,6 +257,83 @@ describe("a provider lying about token counts", () => {
     expect(r.prompt_tokens ?? 0).toBeGreaterThan(0);
     expect(BigInt(r.charged ?? "0")).toBe(cost(price, r.prompt_tokens ?? 0, 0));
     expect(BigInt(r.charged ?? "0")).toBeGreaterThan(0n);
+    await ledgerClean();
+  });
+});
+
+describe("a provider of a model whose vocabulary the coordinator has", () => {
+  const messages = [{ role: "user" as const, content: "What is the price of tea?" }];
+  const counted = (extra: Record<string, unknown> = {}) => ({ ...chat(extra), model: "counted" });
+  const promptTokens = () => counter.countPrompt({ kind: "chat", messages });
+
+  it("is paid exactly the count of the text it delivered and of the prompt, which the consumer is shown", async () => {
+    const tokens = ["Hello", " wörld", " 🙂", "!"];
+    const completion = counter.countText(tokens.join(""));
+    await provider({ tokens, completionTokens: completion }, "c-honest", "counted");
+    const payer = await funded();
+    const res = await postJson(t.url, "/v1/chat/completions", payer.key, counted({ max_tokens: 50 }));
+    expect(res.status).toBe(200);
+    const body = await readJson(res);
+    expect(body.usage).toMatchObject({ prompt_tokens: promptTokens(), completion_tokens: completion });
+    const r = await settled(res.headers.get("x-request-id") ?? "");
+    expect(r.outcome).toBe("completed");
+    expect(r.completion_tokens).toBe(completion);
+    expect(BigInt(r.charged ?? "0")).toBe(completedCharge(price, promptTokens(), completion));
+    await ledgerClean();
+  });
+
+  it("is cut for one completion token more than its text counts to, though the bounds would allow it", async () => {
+    const tokens = ["one ", "two ", "three "];
+    const liar = await provider(
+      { tokens, completionTokens: counter.countText(tokens.join("")) + 1 },
+      "c-plus-one",
+      "counted",
+    );
+    const payer = await funded();
+    const res = await postJson(t.url, "/v1/chat/completions", payer.key, counted({ max_tokens: 50 }));
+    expect(res.status).toBe(502);
+    expect((await settled(res.headers.get("x-request-id") ?? "")).charged).toBe("0");
+    await expect.poll(() => reasonCodes(liar)).toContain(MeteringViolation.usageMismatch);
+    await ledgerClean();
+  });
+
+  it("is cut for a prompt count one off the coordinator's", async () => {
+    const tokens = ["a "];
+    const liar = await provider(
+      { tokens, completionTokens: counter.countText("a "), promptTokens: promptTokens() + 1 },
+      "c-prompt",
+      "counted",
+    );
+    const payer = await funded();
+    const res = await postJson(t.url, "/v1/chat/completions", payer.key, counted({ max_tokens: 50 }));
+    expect(res.status).toBe(502);
+    expect((await settled(res.headers.get("x-request-id") ?? "")).charged).toBe("0");
+    await expect.poll(() => reasonCodes(liar)).toContain(MeteringViolation.usageMismatch);
+  });
+
+  it("that fails mid-stream is paid the count of what reached the consumer, not the tokens it claimed", async () => {
+    // 10 bytes a chunk claiming 8 tokens: within the bounds, about four times the count.
+    const tokens = ["aaaa bbbb ", "cccc dddd ", "eeee ffff "];
+    await provider(
+      { tokens, claimedTokensPerChunk: 8, fail: { when: "after_tokens", afterTokens: 2 } },
+      "c-fail",
+      "counted",
+    );
+    const payer = await funded();
+    const res = await postJson(
+      t.url,
+      "/v1/chat/completions",
+      payer.key,
+      counted({ max_tokens: 50, stream: true }),
+    );
+    const { events } = await readSse(res);
+    expect(contentOf(events)).toBe("aaaa bbbb cccc dddd ");
+    const r = await settled(res.headers.get("x-request-id") ?? "");
+    expect(r.outcome).toBe("failed");
+    const delivered = counter.countText("aaaa bbbb cccc dddd ");
+    expect(delivered).toBeLessThan(16);
+    expect(r.completion_tokens).toBe(delivered);
+    expect(BigInt(r.charged ?? "0")).toBe(cost(price, promptTokens(), delivered));
     await ledgerClean();
   });
 });

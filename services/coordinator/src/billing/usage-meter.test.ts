@@ -6,7 +6,6 @@ import { MAX_TOKEN_BYTES, MeteringViolation, type MeterLimits, UsageMeter } from
 const limits = (over: Partial<MeterLimits> = {}): MeterLimits => ({
   choices: 1,
   maxTokens: 100,
-  maxStopBytes: 0,
   promptTokenBound: 200,
   ...over,
 });
@@ -25,27 +24,28 @@ describe("UsageMeter", () => {
     expect(m.chunk(chunk("🙂", 4))).toBeUndefined();
     // Held-back text flushed at the end with no tokens of its own.
     expect(m.chunk(chunk("!", 0))).toBeUndefined();
-    expect(m.delivered).toBe(7);
+    expect(m.delivered()).toBe(7);
     expect(m.complete(usage(12, 7))).toEqual({ usage: { promptTokens: 12, completionTokens: 7 } });
+    expect(m.texts).toEqual(["Hello world🙂!"]);
   });
 
-  it("accepts the withheld tokens of a stop sequence in the final count, and no more", () => {
-    const m = new UsageMeter(limits({ maxStopBytes: 4 }));
-    for (let i = 0; i < 20; i++) expect(m.chunk(chunk("ab", 1))).toBeUndefined();
-    // 40 bytes for 20 tokens leaves room for 20 text-less ones beyond the streamed 20 (bytes), and
-    // the allowance of 8 + 20/16; the stop sequence adds 4.
-    const tail = 40 + 8 + 2 - 20 + 4;
-    expect(m.complete(usage(5, 20 + tail))).toHaveProperty("usage");
-    expect(m.complete(usage(5, 20 + tail + 1))).toMatchObject({
-      violation: { code: MeteringViolation.usageMismatch },
-    });
-    expect(m.complete(usage(5, 19))).toMatchObject({ violation: { code: MeteringViolation.usageMismatch } });
+  it("bounds the final count by the text without the tokenizer: bytes / 256 to bytes + 1 a choice", () => {
+    const m = new UsageMeter(limits({ choices: 2 }));
+    for (let i = 0; i < 20; i++) expect(m.chunk(chunk("ab", 1, i % 2))).toBeUndefined();
+    // 20 bytes a choice: at least 1 token each, at most 21.
+    expect(m.complete(usage(5, 42))).toHaveProperty("usage");
+    expect(m.complete(usage(5, 43))).toMatchObject({ violation: { code: MeteringViolation.usageMismatch } });
+    expect(m.complete(usage(5, 2))).toHaveProperty("usage");
+    expect(m.complete(usage(5, 1))).toMatchObject({ violation: { code: MeteringViolation.usageMismatch } });
+    // What a response that did not complete is paid for: the tokens claimed, never above the cap.
+    expect(m.delivered()).toBe(20);
   });
 
   it("refuses more tokens than the text can hold", () => {
     const m = new UsageMeter(limits({ maxTokens: 1000 }));
     expect(m.chunk(chunk("x", 500))).toMatchObject({ code: MeteringViolation.tokensInflated });
-    expect(m.delivered).toBe(0);
+    expect(m.delivered()).toBe(0);
+    expect(m.texts).toEqual([""]);
   });
 
   it("refuses text its tokens cannot decode to, counted over the whole choice", () => {
@@ -64,8 +64,8 @@ describe("UsageMeter", () => {
     expect(m.chunk(chunk("e", 1, 1))).toMatchObject({ code: MeteringViolation.maxTokensExceeded });
     expect(m.chunk(chunk("e", 1, 2))).toMatchObject({ code: MeteringViolation.choiceOutOfRange });
     expect(m.chunk(chunk("abcd", 4, 0))).toBeUndefined();
-    expect(m.complete(usage(3, 9))).toMatchObject({ violation: { code: MeteringViolation.usageMismatch } });
-    expect(m.complete(usage(3, 8))).toHaveProperty("usage");
+    expect(m.complete(usage(3, 11))).toMatchObject({ violation: { code: MeteringViolation.usageMismatch } });
+    expect(m.complete(usage(3, 10))).toHaveProperty("usage");
   });
 
   it("refuses a prompt count of zero or above the prompt's bound", () => {
@@ -73,5 +73,37 @@ describe("UsageMeter", () => {
     expect(m.complete(usage(0, 0))).toMatchObject({ violation: { code: MeteringViolation.usageMismatch } });
     expect(m.complete(usage(51, 0))).toMatchObject({ violation: { code: MeteringViolation.usageMismatch } });
     expect(m.complete(usage(50, 0))).toEqual({ usage: { promptTokens: 50, completionTokens: 0 } });
+  });
+
+  describe("with the model's tokenizer", () => {
+    // A stand-in tokenizer: one token a word.
+    const words = { countText: (text: string) => text.split(" ").filter(Boolean).length };
+    const exact = (promptTokens: number) => ({ counter: words, promptTokens });
+
+    it("accepts exactly the count of the text delivered and of the prompt, nothing else", () => {
+      const m = new UsageMeter(limits({ choices: 2 }), exact(9));
+      expect(m.counted).toBe(true);
+      expect(m.chunk(chunk("one two", 2, 0))).toBeUndefined();
+      expect(m.chunk(chunk(" three", 1, 0))).toBeUndefined();
+      expect(m.chunk(chunk("four", 3, 1))).toBeUndefined();
+      expect(m.complete(usage(9, 4))).toEqual({ usage: { promptTokens: 9, completionTokens: 4 } });
+      // What the bounds would allow is not enough: the count is the count.
+      for (const [p, c] of [
+        [9, 5],
+        [9, 3],
+        [10, 4],
+        [8, 4],
+      ] as const) {
+        expect(m.complete(usage(p, c))).toMatchObject({
+          violation: { code: MeteringViolation.usageMismatch },
+        });
+      }
+    });
+
+    it("pays a response that did not complete for the count of its text, not the tokens claimed", () => {
+      const m = new UsageMeter(limits(), exact(3));
+      expect(m.chunk(chunk("a b c d", 9))).toBeUndefined();
+      expect(m.delivered()).toBe(4);
+    });
   });
 });

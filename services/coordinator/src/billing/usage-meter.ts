@@ -13,7 +13,7 @@ export const MeteringViolation = {
   maxTokensExceeded: "max_tokens_exceeded",
   /** A chunk for a choice the request did not ask for. */
   choiceOutOfRange: "choice_out_of_range",
-  /** The final usage disagrees with the chunks (fewer tokens than already streamed, or more than the tail can hold). */
+  /** The final usage is not what the text delivered counts to (or, without the tokenizer, outside its bounds). */
   usageMismatch: "usage_mismatch",
 } as const;
 
@@ -33,9 +33,10 @@ export interface Violation {
 export const MAX_TOKEN_BYTES = 256;
 
 /**
- * Tokens that legitimately carry no delivered text: control tokens that decode to nothing, and the
- * tokens whose text an engine holds back (a stop sequence being matched, an incomplete UTF-8
- * character) until a later chunk. A fixed allowance plus one token in TEXTLESS_TOKEN_RATIO.
+ * Sampled tokens that legitimately carry no delivered text: control tokens that decode to nothing,
+ * the tokens of a stop sequence (matched, so withheld), and tokens whose text an engine holds back
+ * (an incomplete UTF-8 character) until a later chunk. A fixed allowance plus one token in
+ * TEXTLESS_TOKEN_RATIO.
  */
 export const TEXTLESS_TOKEN_ALLOWANCE = 8;
 export const TEXTLESS_TOKEN_RATIO = 16;
@@ -47,10 +48,19 @@ export interface MeterLimits {
   choices: number;
   /** Completion tokens each choice may produce (the max_tokens dispatched). */
   maxTokens: number;
-  /** UTF-8 bytes of the request's longest stop sequence (its tokens are counted, its text withheld). */
-  maxStopBytes: number;
   /** The most prompt tokens the coordinator believes this prompt can tokenize to. */
   promptTokenBound: number;
+}
+
+/** The model's tokenizer on the coordinator (a catalog vocabulary): counts are then exact. */
+export interface TokenCounter {
+  countText(text: string): number;
+}
+
+/** What the prompt counts to with the model's tokenizer, and the tokenizer, when the catalog has it. */
+export interface ExactCount {
+  counter: TokenCounter;
+  promptTokens: number;
 }
 
 /** Completion usage the coordinator accepted: what is shown to the consumer and what is charged. */
@@ -60,26 +70,46 @@ export interface MeteredUsage {
 }
 
 /**
- * The coordinator's own account of one response from one provider, from the text it actually
- * forwards. Without the model's tokenizer on the coordinator a token count cannot be recomputed
- * exactly, but it can be bounded from the text: every token decodes to at least one byte (so a claim
- * above the bytes delivered, beyond a small allowance for text-less tokens, is a lie) and to at most
- * MAX_TOKEN_BYTES (so text cannot ride on too few tokens, or none). A provider's claims are accepted
- * only inside those bounds and the max_tokens it was given; outside them the response is cut and the
- * provider marked with the violation's code. What is accepted is one usage: shown to the consumer,
- * signed by the provider, and charged.
+ * The coordinator's own account of one response from one provider, from the text it forwards.
+ *
+ * Usage is defined by the text: `completion_tokens` is what the model's tokenizer makes of each
+ * choice's delivered text, `prompt_tokens` what the chat template renders the request to. When the
+ * catalog holds the model's vocabulary (catalog/catalog-tokenizers.ts) the coordinator counts both
+ * itself with llama.cpp's tokenizer, the provider's engine counts with the same code, and any other
+ * figure is refused: the provider's usage must equal the count.
+ *
+ * Without a vocabulary the counts can only be bounded, and the bounds are the cap on what a provider
+ * can claim: every token decodes to at least one byte and at most MAX_TOKEN_BYTES, so a choice's
+ * count lies between its bytes / MAX_TOKEN_BYTES and its bytes (plus one token a choice for a
+ * tokenizer's leading-space marker), and a prompt's below promptTokenBound. A liar can inflate up to
+ * the byte count (English is about four bytes a token), which is why every catalog model should have
+ * its vocabulary.
+ *
+ * Chunks carry the tokens the engine sampled for their text. They are checked as they arrive, before
+ * anything is forwarded, over the whole choice: no more than max_tokens, no more than the text can
+ * hold beyond a small allowance for text-less tokens, and no more text than the tokens can decode to.
+ * Outside any bound the response is cut and the provider marked with the violation's code.
  */
 export class UsageMeter {
   /** Tokens claimed per choice, over the chunks accepted so far. */
   private readonly tokens: number[];
   /** UTF-8 bytes delivered per choice. */
   private readonly bytes: number[];
-  /** Tokens over all accepted chunks (what a cut or cancelled stream is charged for). */
-  delivered = 0;
+  /** Each choice's text as accepted (what the consumer receives, and what the signature covers). */
+  readonly texts: string[];
 
-  constructor(private readonly limits: MeterLimits) {
+  constructor(
+    private readonly limits: MeterLimits,
+    private readonly exact?: ExactCount,
+  ) {
     this.tokens = new Array(limits.choices).fill(0);
     this.bytes = new Array(limits.choices).fill(0);
+    this.texts = new Array(limits.choices).fill("");
+  }
+
+  /** Whether counts are the coordinator's own (the model's tokenizer), not only bounded. */
+  get counted(): boolean {
+    return this.exact !== undefined;
   }
 
   /**
@@ -119,46 +149,66 @@ export class UsageMeter {
     }
     this.tokens[i] = tokens;
     this.bytes[i] = bytes;
-    this.delivered += payload.tokenCount;
+    this.texts[i] += payload.text;
     return undefined;
   }
 
   /**
-   * Checks the provider's final usage against what it streamed. The completion count may exceed the
-   * streamed tokens only by each choice's withheld tail (the stop sequence's tokens, text-less tokens
-   * at the end), and never go below them; the prompt count must be positive and within the bound the
-   * reservation covered.
+   * Completion tokens of what was delivered so far, for a response that did not complete (cut,
+   * failed, cancelled): counted when the tokenizer is here, else the sampled tokens claimed, capped
+   * by the bytes (never more than the text can be).
+   */
+  delivered(): number {
+    if (this.exact) return this.countCompletion();
+    let sum = 0;
+    for (let i = 0; i < this.limits.choices; i++) {
+      const bytes = this.bytes[i] as number;
+      sum += Math.min(this.tokens[i] as number, bytes > 0 ? bytes + 1 : 0);
+    }
+    return sum;
+  }
+
+  /**
+   * Checks the provider's final usage against the text delivered: equal to the coordinator's count
+   * when it has the tokenizer, else within the bounds the text sets.
    */
   complete(usage: Usage | undefined): { usage: MeteredUsage } | { violation: Violation } {
-    const { choices, maxTokens, maxStopBytes, promptTokenBound } = this.limits;
     const prompt = usage?.promptTokens ?? 0;
     const completion = usage?.completionTokens ?? 0;
-    if (prompt < 1 || prompt > promptTokenBound) {
-      return {
-        violation: {
-          code: MeteringViolation.usageMismatch,
-          message: `prompt_tokens ${prompt} outside 1..${promptTokenBound} for the prompt sent`,
-        },
-      };
+    const mismatch = (message: string) => ({
+      violation: { code: MeteringViolation.usageMismatch, message },
+    });
+    if (this.exact) {
+      const counted = this.countCompletion();
+      if (prompt !== this.exact.promptTokens) {
+        return mismatch(`prompt_tokens ${prompt}; the prompt is ${this.exact.promptTokens} tokens`);
+      }
+      if (completion !== counted) {
+        return mismatch(`completion_tokens ${completion}; the text delivered is ${counted} tokens`);
+      }
+      return { usage: { promptTokens: prompt, completionTokens: completion } };
     }
-    let tail = 0;
-    for (let i = 0; i < choices; i++) {
-      const streamed = this.tokens[i] as number;
-      const bytes = this.bytes[i] as number;
-      // What the choice may still claim without text: within its own text-less allowance, plus the
-      // withheld stop sequence (at least a byte a token), never past max_tokens.
-      const room = Math.max(0, bytes + textlessAllowance(streamed) - streamed) + maxStopBytes;
-      tail += Math.min(room, maxTokens - streamed);
+    if (prompt < 1 || prompt > this.limits.promptTokenBound) {
+      return mismatch(
+        `prompt_tokens ${prompt} outside 1..${this.limits.promptTokenBound} for the prompt sent`,
+      );
     }
-    if (completion < this.delivered || completion > this.delivered + tail) {
-      return {
-        violation: {
-          code: MeteringViolation.usageMismatch,
-          message: `completion_tokens ${completion} outside ${this.delivered}..${this.delivered + tail} for the text delivered`,
-        },
-      };
+    let least = 0;
+    let most = 0;
+    for (const bytes of this.bytes) {
+      least += Math.ceil(bytes / MAX_TOKEN_BYTES);
+      most += bytes > 0 ? bytes + 1 : 0;
+    }
+    if (completion < least || completion > most) {
+      return mismatch(`completion_tokens ${completion} outside ${least}..${most} for the text delivered`);
     }
     return { usage: { promptTokens: prompt, completionTokens: completion } };
+  }
+
+  private countCompletion(): number {
+    let sum = 0;
+    for (const text of this.texts) sum += this.exact?.counter.countText(text) ?? 0;
+    return sum;
   }
 }
 

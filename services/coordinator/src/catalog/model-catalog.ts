@@ -11,6 +11,11 @@ export interface CatalogModel {
   outputMicroUsdPerMillion: bigint;
   /** Disabled models stay in the catalog but are refused as unknown. */
   enabled: boolean;
+  /**
+   * SHA-256 of the model's vocabulary (vocabularies table): its token counts are the coordinator's
+   * own. Undefined: no vocabulary, and usage is only bounded from the text (billing/usage-meter.ts).
+   */
+  vocabularySha256: string | undefined;
   createdAt: Date;
   updatedAt: Date;
 }
@@ -28,6 +33,11 @@ export interface ModelCatalogOptions {
   /** How often the snapshot is reloaded to pick up other replicas' writes (default 10 s). */
   refreshIntervalMs?: number;
   logger?: Logger;
+  /**
+   * Told after every reload, and waited for: the vocabularies follow the catalog, so a write made
+   * here (a model given a vocabulary) returns once this replica counts with it.
+   */
+  onRefresh?: (models: readonly CatalogModel[]) => Promise<void> | void;
 }
 
 const MODEL_ID_PATTERN = /^[A-Za-z0-9._:/-]{1,128}$/;
@@ -41,12 +51,13 @@ interface ModelRow {
   input: string;
   output: string;
   enabled: boolean;
+  tokenizer_sha256: string | null;
   created_at: Date;
   updated_at: Date;
 }
 
 const COLUMNS = `id, display_name, owned_by, input_micro_usd_per_million::text AS input,
-  output_micro_usd_per_million::text AS output, enabled, created_at, updated_at`;
+  output_micro_usd_per_million::text AS output, enabled, tokenizer_sha256, created_at, updated_at`;
 
 /**
  * The model catalog with prices. Reads come from an in-memory snapshot so the request path never
@@ -135,6 +146,21 @@ export class ModelCatalog {
     if (load < this.loadApplied) return;
     this.loadApplied = load;
     this.snapshot = new Map(rows.map((row) => [row.id, toModel(row)]));
+    await this.options.onRefresh?.(this.list());
+  }
+
+  /**
+   * Gives a model the vocabulary stored under `sha256` (vocabulary-store.ts), or none (undefined):
+   * from then on its usage is counted, or only bounded.
+   */
+  async setTokenizer(id: string, sha256: string | undefined): Promise<CatalogModel> {
+    const { rows } = await this.pool.query<ModelRow>(
+      `UPDATE models SET tokenizer_sha256 = $2, updated_at = now() WHERE id = $1 RETURNING ${COLUMNS}`,
+      [id, sha256 ?? null],
+    );
+    if (rows.length === 0) throw new ModelNotFoundError(id);
+    await this.refresh();
+    return toModel(rows[0]!);
   }
 
   private current(): ReadonlyMap<string, CatalogModel> {
@@ -181,6 +207,7 @@ function toModel(row: ModelRow): CatalogModel {
     inputMicroUsdPerMillion: BigInt(row.input),
     outputMicroUsdPerMillion: BigInt(row.output),
     enabled: row.enabled,
+    vocabularySha256: row.tokenizer_sha256 ?? undefined,
     createdAt: row.created_at,
     updatedAt: row.updated_at,
   };

@@ -1,7 +1,9 @@
 import { CatalogModelSchema, ListModelsResponseSchema } from "@darkbloom/protocol/admin/v1";
 import type { Command } from "commander";
+import { uploadVocabulary, vocabularyOf } from "../catalog/vocabulary-upload.js";
 import { type AdminCommands, protoJson } from "./admin-call.js";
 import { table, usd } from "./format.js";
+import { UsageError } from "./io.js";
 import { microUsd } from "./parse.js";
 
 /** `admin models …`: the model catalog and its prices. */
@@ -13,7 +15,7 @@ export function addModelCommands(admin: Command, cli: AdminCommands): void {
       () => protoJson(ListModelsResponseSchema, response),
       () =>
         table(
-          ["ID", "NAME", "OWNED BY", "INPUT/1M", "OUTPUT/1M", "ENABLED"],
+          ["ID", "NAME", "OWNED BY", "INPUT/1M", "OUTPUT/1M", "ENABLED", "USAGE"],
           response.models.map((model) => [
             model.id,
             model.displayName,
@@ -21,6 +23,7 @@ export function addModelCommands(admin: Command, cli: AdminCommands): void {
             usd(model.inputMicroUsdPerMillion),
             usd(model.outputMicroUsdPerMillion),
             model.enabled ? "yes" : "no",
+            model.vocabularySha256 ? `counted (${model.vocabularySha256.slice(0, 12)})` : "bounded",
           ]),
         ),
     );
@@ -63,4 +66,38 @@ export function addModelCommands(admin: Command, cli: AdminCommands): void {
       );
     })
     .argument("<model-id>");
+  cli
+    .command(
+      models,
+      "vocabulary",
+      "count a model's tokens on the coordinator with its vocabulary, taken from its GGUF",
+      async (call) => {
+        const modelId = call.args[0] as string;
+        const file = call.args[1] as string | undefined;
+        if (call.opts.clear === true) {
+          if (file !== undefined) throw new UsageError("give a GGUF file or --clear, not both");
+          const { model } = await call.client.clearModelVocabulary({ modelId });
+          call.print(
+            () => protoJson(CatalogModelSchema, model),
+            () => `${modelId}: no vocabulary; usage is bounded from the text, not counted\n`,
+          );
+          return;
+        }
+        if (file === undefined) throw new UsageError("give the model's GGUF file (or --clear)");
+        let bytes: Uint8Array;
+        try {
+          bytes = await vocabularyOf(file);
+        } catch (e) {
+          throw new UsageError((e as Error).message);
+        }
+        const model = await uploadVocabulary(call.client, modelId, bytes);
+        call.print(
+          () => protoJson(CatalogModelSchema, model),
+          () => `${modelId}: usage counted with vocabulary ${model?.vocabularySha256}\n`,
+        );
+      },
+    )
+    .argument("<model-id>")
+    .argument("[gguf-file]", "the model file, or its vocabulary-only copy (weights are not sent)")
+    .option("--clear", "take the vocabulary away (usage is then only bounded from the text)");
 }

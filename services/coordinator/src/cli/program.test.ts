@@ -295,7 +295,9 @@ describe("against a coordinator", () => {
       }),
     ]);
     const listed = await cli(["admin", "models", "list", ...target]);
-    expect(listed.stdout.split("\n")[0]).toMatch(/^ID\s+NAME\s+OWNED BY\s+INPUT\/1M\s+OUTPUT\/1M\s+ENABLED$/);
+    expect(listed.stdout.split("\n")[0]).toMatch(
+      /^ID\s+NAME\s+OWNED BY\s+INPUT\/1M\s+OUTPUT\/1M\s+ENABLED\s+USAGE$/,
+    );
 
     const { account, apiKey } = await admin.accounts.createAccount({ name: "Ada" });
     const revoke = await cli(["admin", "keys", "revoke", apiKey.id, ...target]);

@@ -1,4 +1,5 @@
 import type { ChunkPayload } from "@darkbloom/protocol/provider/v1";
+import type { UsageMeter } from "../billing/usage-meter.js";
 import type { ApiError } from "../errors/index.js";
 import type { ProviderHandle } from "../routing/provider-handle.js";
 import type { CompletionResult, ResponseSink } from "./response-sink.js";
@@ -10,13 +11,14 @@ export type MeteredOutcome =
   | { kind: "cancelled" };
 
 /**
- * What reached the consumer, for settlement: the completion tokens of every chunk forwarded (each
- * already accepted by the attempt's UsageMeter, so a provider's count only gets here when the text
- * bears it out), which provider it came from, whether that provider had accepted the request (a
- * consumer who cancels after dispatch pays for the prefill), and how the request ended.
+ * What reached the consumer, for settlement: the completion tokens of the text forwarded (the
+ * attempt's UsageMeter counts it, and every chunk forwarded was accepted by it first), which provider
+ * it came from, whether that provider had accepted the request (a consumer who cancels after dispatch
+ * pays for the prefill), and how the request ended.
  */
 export class MeteredSink implements ResponseSink {
-  delivered = 0;
+  /** The meter of the attempt whose output reaches the consumer. */
+  private meter: UsageMeter | undefined;
   provider: ProviderHandle | undefined;
   /** Whether the provider serving the current attempt acknowledged the request (it is prefilling). */
   dispatched = false;
@@ -32,9 +34,16 @@ export class MeteredSink implements ResponseSink {
     return this.inner.streaming;
   }
 
-  attempt(provider: ProviderHandle): void {
-    // Output of an earlier try that never reached the consumer is not paid for.
-    if (!this.inner.committed) this.delivered = 0;
+  /** Completion tokens of the text that reached the consumer. */
+  get delivered(): number {
+    return this.meter?.delivered() ?? 0;
+  }
+
+  /** A try on `provider`, metered by `meter` (what is paid for if it does not complete). */
+  attempt(provider: ProviderHandle, meter?: UsageMeter): void {
+    // Output of an earlier try that never reached the consumer is not paid for (and once output
+    // reached the consumer there is no other try).
+    if (!this.inner.committed) this.meter = meter;
     this.provider = provider;
     this.dispatched = false;
     this.inner.attempt(provider);
@@ -46,7 +55,6 @@ export class MeteredSink implements ResponseSink {
   }
 
   chunk(payload: ChunkPayload): void {
-    this.delivered += payload.tokenCount;
     this.inner.chunk(payload);
   }
 

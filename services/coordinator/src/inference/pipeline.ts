@@ -1,4 +1,5 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
+import type { GenerationInput } from "@darkbloom/models";
 import { parseTrustLevelName } from "@darkbloom/protocol";
 import {
   Endpoint,
@@ -10,7 +11,7 @@ import { SealedBoxError, wipe } from "@darkbloom/protocol/sealed-box";
 import { sha256 } from "@darkbloom/protocol/verifiable-response";
 import type { Billing } from "../billing/billing.js";
 import { completedCharge, cost, FREE, type ModelPrice, worstCase } from "../billing/pricing.js";
-import { UsageMeter, type Violation } from "../billing/usage-meter.js";
+import { type ExactCount, UsageMeter, type Violation } from "../billing/usage-meter.js";
 import type { CoordinatorConfig } from "../config.js";
 import {
   ApiError,
@@ -42,6 +43,14 @@ export interface InferenceJob {
   request: ValidatedRequest;
   /** Completion-token budget per choice enforced for this request. */
   maxTokens: number;
+  /**
+   * Prompt tokens: counted with the model's tokenizer when the catalog has its vocabulary (then
+   * `exact` is set and the provider must report exactly this), else the request's estimate.
+   */
+  promptTokens: number;
+  /** The most the prompt can be: the count when counted, else the bound (what the reservation holds). */
+  promptCeiling: number;
+  exact: ExactCount | undefined;
   demand: RouteDemand;
   constraints: RouteConstraints;
   timing: Timing;
@@ -49,9 +58,17 @@ export interface InferenceJob {
   requestSha256?: Uint8Array;
 }
 
-/** What the pipeline needs of the model catalog: an in-memory lookup of state and prices. */
+/** What the pipeline needs of the model catalog: an in-memory lookup of state, prices and tokenizer. */
 export interface CatalogView {
   lookup(modelId: string): ({ enabled: boolean } & ModelPrice) | undefined;
+  /** The model's tokenizer when the catalog has its vocabulary (and it is loaded). */
+  tokenizer?(modelId: string): PromptCounter | undefined;
+}
+
+/** A model's tokenizer as the pipeline uses it (ModelTokenizer). */
+export interface PromptCounter {
+  countPrompt(input: GenerationInput): number;
+  countText(text: string): number;
 }
 
 type AttemptOutcome = { kind: "done" } | { kind: "retry"; reason: string };
@@ -101,15 +118,17 @@ export class InferencePipeline {
     if (providers.size === 0 && !entry?.enabled) throw modelNotFound(request.model);
     if (entry && !entry.enabled) throw modelNotFound(request.model);
 
+    const exact = this.countPrompt(request, requestId);
+    const promptTokens = exact?.promptTokens ?? request.promptTokens;
     // The context gate: the largest context any connected provider of the model serves.
     const limit = registry.contextLimit(request.model);
     const param = request.endpoint === Endpoint.COMPLETIONS ? "prompt" : "messages";
     let maxTokens = request.maxTokens ?? config.defaultMaxTokens;
     if (providers.size > 0) {
-      if (request.promptTokens >= limit) throw contextLengthExceeded(request.promptTokens + 1, limit, param);
-      if (request.maxTokens === undefined) maxTokens = Math.min(maxTokens, limit - request.promptTokens);
-      else if (request.promptTokens + maxTokens > limit) {
-        throw contextLengthExceeded(request.promptTokens + maxTokens, limit, param);
+      if (promptTokens >= limit) throw contextLengthExceeded(promptTokens + 1, limit, param);
+      if (request.maxTokens === undefined) maxTokens = Math.min(maxTokens, limit - promptTokens);
+      else if (promptTokens + maxTokens > limit) {
+        throw contextLengthExceeded(promptTokens + maxTokens, limit, param);
       }
     }
     return {
@@ -117,7 +136,10 @@ export class InferencePipeline {
       accountId,
       request,
       maxTokens,
-      demand: { model: request.model, promptTokens: request.promptTokens, maxTokens },
+      promptTokens,
+      promptCeiling: exact?.promptTokens ?? request.promptTokenBound,
+      exact,
+      demand: { model: request.model, promptTokens, maxTokens },
       constraints: {
         minTrust: Math.max(this.minTrust, preferences.minTrust ?? TrustLevel.NONE),
         allow: preferences.allow,
@@ -125,6 +147,24 @@ export class InferencePipeline {
       },
       timing,
     };
+  }
+
+  /**
+   * The prompt counted with the model's tokenizer, when the catalog has it. A template that cannot
+   * render the request (it is the provider's template too) leaves the request to the bounds.
+   */
+  private countPrompt(request: ValidatedRequest, requestId: string): ExactCount | undefined {
+    const counter = this.deps.catalog.tokenizer?.(request.model);
+    if (!counter) return undefined;
+    try {
+      return { counter, promptTokens: counter.countPrompt(request.input) };
+    } catch (e) {
+      this.deps.log.warn(
+        { requestId, model: request.model, err: (e as Error).message },
+        "the model's chat template cannot render this request; its usage is only bounded",
+      );
+      return undefined;
+    }
   }
 
   /**
@@ -138,7 +178,7 @@ export class InferencePipeline {
   async execute(job: InferenceJob, sink: ResponseSink, signal: AbortSignal): Promise<void> {
     const { billing } = this.deps;
     const price = this.deps.catalog.lookup(job.request.model) ?? FREE;
-    const hold = worstCase(price, job.request.promptTokenBound, job.maxTokens, job.request.n);
+    const hold = worstCase(price, job.promptCeiling, job.maxTokens, job.request.n);
     if (billing) {
       const t = performance.now();
       try {
@@ -172,21 +212,22 @@ export class InferencePipeline {
     price: ModelPrice,
     byConsumer: boolean,
   ): Promise<void> {
-    const estimate = job.request.promptTokens;
+    const estimate = job.promptTokens;
+    const delivered = meter.delivered;
     let charge = 0n;
     let promptTokens = 0;
-    let completionTokens = meter.delivered;
+    let completionTokens = delivered;
     const outcome = meter.outcome;
     if (outcome.kind === "completed") {
       // The usage the consumer was shown: the provider's, accepted by the attempt's UsageMeter.
       promptTokens = outcome.result.promptTokens;
       completionTokens = outcome.result.completionTokens;
       charge = completedCharge(price, promptTokens, completionTokens);
-    } else if (meter.streaming && meter.delivered > 0) {
+    } else if (meter.streaming && delivered > 0) {
       // Failed or cancelled after tokens reached the consumer: they pay for those tokens only. A
       // non-streaming response that failed delivered nothing, whatever the provider produced.
       promptTokens = estimate;
-      charge = cost(price, estimate, meter.delivered);
+      charge = cost(price, estimate, delivered);
     } else if (outcome.kind === "cancelled" && meter.dispatched && byConsumer) {
       // Cancelled after a provider took the request and before a token reached the consumer: the
       // provider prefilled the prompt, which is paid for (the coordinator's own estimate of it), so
@@ -251,11 +292,15 @@ export class InferencePipeline {
         exclude.add(lease.provider.id);
         continue;
       }
-      sink.attempt(lease.provider);
+      const usage = new UsageMeter(
+        { choices: job.request.n, maxTokens: job.maxTokens, promptTokenBound: job.promptCeiling },
+        job.exact,
+      );
+      sink.attempt(lease.provider, usage);
       metrics.inFlight.inc();
       let outcome: AttemptOutcome;
       try {
-        outcome = await this.attempt(session, job, sink, signal, lease.provider.inFlight);
+        outcome = await this.attempt(session, job, sink, usage, signal, lease.provider.inFlight);
       } finally {
         metrics.inFlight.dec();
         lease.release();
@@ -280,6 +325,7 @@ export class InferencePipeline {
     session: ProviderSession,
     job: InferenceJob,
     sink: MeteredSink,
+    usage: UsageMeter,
     signal: AbortSignal,
     rows: number,
   ): Promise<AttemptOutcome> {
@@ -287,17 +333,9 @@ export class InferencePipeline {
     const { timing, requestId, request } = job;
     const n = request.n;
     const provider = session.handle;
-    const usage = new UsageMeter({
-      choices: n,
-      maxTokens: job.maxTokens,
-      maxStopBytes: request.maxStopBytes,
-      promptTokenBound: request.promptTokenBound,
-    });
     return new Promise<AttemptOutcome>((resolve) => {
       let finished = false;
       let firstChunkAt = 0;
-      /** Each choice's text as received (after opening): what the response signature must cover. */
-      const texts: string[] = Array.from({ length: n }, () => "");
       const dispatchedAt = performance.now();
       const finish = (outcome: AttemptOutcome) => {
         if (finished) return;
@@ -353,7 +391,6 @@ export class InferencePipeline {
             cut(violation);
             return;
           }
-          texts[payload.choiceIndex] += payload.text;
           if (firstChunkAt > 0) {
             timer.refresh();
           } else {
@@ -378,14 +415,15 @@ export class InferencePipeline {
           for (const c of message.choices)
             if (c.index < n) finishReasons.set(c.index, c.finishReason || "stop");
           for (let i = 0; i < n; i++) if (!finishReasons.has(i)) finishReasons.set(i, "stop");
-          // One usage: the provider's, accepted by the meter; the signature must cover exactly it.
+          // One usage: the provider's, equal to the meter's count (or within its bounds); the
+          // signature must cover exactly it.
           const result = { ...accepted.usage, finishReasons };
           const verdict = verifyResponse(
             provider,
             session.signingKey,
             job.requestSha256,
             request.model,
-            texts,
+            usage.texts,
             result,
             message.signature,
           );
@@ -452,7 +490,7 @@ export class InferencePipeline {
           : { case: "plaintextBody", value: request.body },
         maxTokens: job.maxTokens,
         stream: request.stream,
-        promptTokensEstimate: request.promptTokens,
+        promptTokensEstimate: job.promptTokens,
       };
       signal.addEventListener("abort", onAbort, { once: true });
       if (!session.dispatch(inferenceRequest, observer, sealed?.key)) {

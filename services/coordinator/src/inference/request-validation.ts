@@ -1,3 +1,4 @@
+import { BodyError, type GenerationInput, readGenerationInput } from "@darkbloom/models";
 import { Endpoint } from "@darkbloom/protocol/provider/v1";
 import { invalidRequest } from "../errors/index.js";
 import {
@@ -21,8 +22,11 @@ export interface ValidatedRequest {
   promptTokens: number;
   /** The most tokens the prompt can be (token-estimate.ts): held by the reservation, the ceiling on a provider's count. */
   promptTokenBound: number;
-  /** UTF-8 bytes of the longest stop sequence (0 without one): their tokens are counted, their text withheld. */
-  maxStopBytes: number;
+  /**
+   * The prompt as the provider reads it (the reader both share), for counting its tokens with the
+   * model's chat template.
+   */
+  input: GenerationInput;
   /** The request JSON exactly as the consumer sent it; forwarded to the provider unchanged. */
   body: Uint8Array;
 }
@@ -104,7 +108,7 @@ export function validateRequest(endpoint: Endpoint, body: Uint8Array): Validated
   optionalNumber(o, "presence_penalty", -2, 2);
   optionalNumber(o, "frequency_penalty", -2, 2);
   optionalInteger(o, "seed", Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER);
-  const maxStopBytes = validateStop(o.stop);
+  validateStop(o.stop);
   if (o.user !== undefined && o.user !== null && typeof o.user !== "string") {
     throw invalidRequest("'user' must be a string.", "user");
   }
@@ -128,9 +132,19 @@ export function validateRequest(endpoint: Endpoint, body: Uint8Array): Validated
     n,
     promptTokens: prompt.estimate,
     promptTokenBound: promptTokenBound(prompt.bytes, prompt.messages),
-    maxStopBytes,
+    input: generationInput(endpoint, o),
     body,
   };
+}
+
+/** The reader the provider uses; the validation above is stricter, so it refuses nothing more. */
+function generationInput(endpoint: Endpoint, o: Json): GenerationInput {
+  try {
+    return readGenerationInput(endpoint === Endpoint.CHAT_COMPLETIONS ? "chat" : "text", o);
+  } catch (e) {
+    if (e instanceof BodyError) throw invalidRequest(e.message, e.param);
+    throw e;
+  }
 }
 
 /** A prompt's size: the estimate (routing) and the text's UTF-8 bytes in how many messages (the bound). */
@@ -222,17 +236,15 @@ function validatePrompt(prompt: unknown): PromptSize {
   throw invalidRequest("'prompt' must be a string.", "prompt");
 }
 
-/** Validates `stop`; returns the UTF-8 length of its longest sequence (0 without one). */
-function validateStop(stop: unknown): number {
-  if (stop === undefined || stop === null) return 0;
-  if (typeof stop === "string") return utf8Bytes(stop);
+/** Validates `stop`. */
+function validateStop(stop: unknown): void {
+  if (stop === undefined || stop === null || typeof stop === "string") return;
   if (!Array.isArray(stop) || !stop.every((s) => typeof s === "string")) {
     throw invalidRequest("'stop' must be a string or an array of strings.", "stop");
   }
   if (stop.length > LIMITS.maxStop) {
     throw invalidRequest(`'stop' may contain at most ${LIMITS.maxStop} sequences.`, "stop");
   }
-  return Math.max(0, ...stop.map(utf8Bytes));
 }
 
 function optionalBoolean(o: Json, key: string, param = key): boolean | undefined {

@@ -16,6 +16,7 @@ import type { UsageRecord, UsageStore } from "../accounts/usage.js";
 import type { FailedAuthLimiter } from "../auth/failed-auth-limiter.js";
 import { verifyLedger } from "../billing/ledger-verify.js";
 import type { CatalogModel, ModelCatalog } from "../catalog/model-catalog.js";
+import type { VocabularyStore } from "../catalog/vocabulary-store.js";
 import { isApiError } from "../errors/index.js";
 import { CLIENT_ADDRESS } from "../http/client-address.js";
 import type { Release, ReleaseStore } from "../releases/release-store.js";
@@ -27,6 +28,7 @@ import type { ProviderDirectory } from "./provider-directory.js";
 export interface AdminServiceDeps {
   accounts: AccountStore;
   catalog: ModelCatalog;
+  vocabularies: VocabularyStore;
   releases: ReleaseStore;
   invites: InviteStore;
   usage: UsageStore;
@@ -118,6 +120,22 @@ export function createAdminService(deps: AdminServiceDeps): ServiceImpl<typeof A
       await catalog.delete(required("model_id", request.modelId));
       return {};
     }),
+    uploadModelVocabulary: guard(async (request) => {
+      const state = await deps.vocabularies.upload({
+        modelId: required("model_id", request.modelId),
+        sha256: request.sha256,
+        sizeBytes: Number(request.sizeBytes),
+        offset: Number(request.offset),
+        data: request.data,
+      });
+      return {
+        receivedBytes: BigInt(state.receivedBytes),
+        ...(state.model ? { model: model(state.model) } : {}),
+      };
+    }),
+    clearModelVocabulary: guard(async (request) => ({
+      model: model(await deps.vocabularies.clear(required("model_id", request.modelId))),
+    })),
     listProviders: guard(async (request) => ({ providers: providers.list(request.model || undefined) })),
     drainProvider: guard(async (request) => {
       const providerId = required("provider_id", request.providerId);
@@ -339,6 +357,7 @@ function model(value: CatalogModel) {
     outputMicroUsdPerMillion: value.outputMicroUsdPerMillion,
     enabled: value.enabled,
     createdAt: timestampFromDate(value.createdAt),
+    vocabularySha256: value.vocabularySha256 ?? "",
   };
 }
 

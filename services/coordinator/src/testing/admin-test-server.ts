@@ -9,6 +9,7 @@ import { InviteStore } from "../accounts/invites.js";
 import { UsageStore } from "../accounts/usage.js";
 import { FailedAuthLimiter } from "../auth/failed-auth-limiter.js";
 import { ModelCatalog } from "../catalog/model-catalog.js";
+import { VocabularyStore } from "../catalog/vocabulary-store.js";
 import { CLIENT_ADDRESS } from "../http/client-address.js";
 import { ReleaseStore } from "../releases/release-store.js";
 import { createAdminService } from "../rpc/admin-service.js";
@@ -46,6 +47,7 @@ export async function startAdminTestServer(
         createAdminService({
           accounts,
           catalog,
+          vocabularies: new VocabularyStore(pool, catalog),
           releases,
           invites: new InviteStore(pool),
           usage: new UsageStore(pool),

@@ -5,6 +5,7 @@ import { releasePolicy } from "./0004_release_policy.js";
 import { machineBindings } from "./0005_machine_bindings.js";
 import { moneyRules } from "./0006_money_rules.js";
 import { providerDirectory } from "./0007_provider_directory.js";
+import { modelTokenizers } from "./0008_model_tokenizers.js";
 import type { Migration } from "./migration.js";
 
 export type { Migration } from "./migration.js";
@@ -21,4 +22,5 @@ export const migrations: readonly Migration[] = [
   machineBindings,
   moneyRules,
   providerDirectory,
+  modelTokenizers,
 ];

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file darkbloom/admin/v1/admin.proto.
  */
 export const file_darkbloom_admin_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("Ch5kYXJrYmxvb20vYWRtaW4vdjEvYWRtaW4ucHJvdG8SEmRhcmtibG9vbS5hZG1pbi52MSKsAQoHQWNjb3VudBIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEhkKEWJhbGFuY2VfbWljcm9fdXNkGAMgASgDEi4KCmNyZWF0ZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCGRpc2FibGVkGAUgASgIEhUKDXJlZmVycmFsX2NvZGUYBiABKAkSEwoLcmVmZXJyZXJfaWQYByABKAkipgEKBkFwaUtleRIKCgJpZBgBIAEoCRISCgphY2NvdW50X2lkGAIgASgJEgwKBG5hbWUYAyABKAkSDgoGcHJlZml4GAQgASgJEi4KCmNyZWF0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnJldm9rZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIl0KFENyZWF0ZUFjY291bnRSZXF1ZXN0EgwKBG5hbWUYASABKAkSIAoYaW5pdGlhbF9jcmVkaXRfbWljcm9fdXNkGAIgASgDEhUKDXJlZmVycmVyX2NvZGUYAyABKAkiigEKFUNyZWF0ZUFjY291bnRSZXNwb25zZRIsCgdhY2NvdW50GAEgASgLMhsuZGFya2Jsb29tLmFkbWluLnYxLkFjY291bnQSKwoHYXBpX2tleRgCIAEoCzIaLmRhcmtibG9vbS5hZG1pbi52MS5BcGlLZXkSFgoOYXBpX2tleV9zZWNyZXQYAyABKAkiJwoRR2V0QWNjb3VudFJlcXVlc3QSEgoKYWNjb3VudF9pZBgBIAEoCSJCChJHZXRBY2NvdW50UmVzcG9uc2USLAoHYWNjb3VudBgBIAEoCzIbLmRhcmtibG9vbS5hZG1pbi52MS5BY2NvdW50IjwKE0xpc3RBY2NvdW50c1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgNEhIKCnBhZ2VfdG9rZW4YAiABKAkiXgoUTGlzdEFjY291bnRzUmVzcG9uc2USLQoIYWNjb3VudHMYASADKAsyGy5kYXJrYmxvb20uYWRtaW4udjEuQWNjb3VudBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiNwoTQ3JlYXRlQXBpS2V5UmVxdWVzdBISCgphY2NvdW50X2lkGAEgASgJEgwKBG5hbWUYAiABKAkiWwoUQ3JlYXRlQXBpS2V5UmVzcG9uc2USKwoHYXBpX2tleRgBIAEoCzIaLmRhcmtibG9vbS5hZG1pbi52MS5BcGlLZXkSFgoOYXBpX2tleV9zZWNyZXQYAiABKAkiKAoSTGlzdEFwaUtleXNSZXF1ZXN0EhIKCmFjY291bnRfaWQYASABKAkiQwoTTGlzdEFwaUtleXNSZXNwb25zZRIsCghhcGlfa2V5cxgBIAMoCzIaLmRhcmtibG9vbS5hZG1pbi52MS5BcGlLZXkiKQoTUmV2b2tlQXBpS2V5UmVxdWVzdBISCgphcGlfa2V5X2lkGAEgASgJIkMKFFJldm9rZUFwaUtleVJlc3BvbnNlEisKB2FwaV9rZXkYASABKAsyGi5kYXJrYmxvb20uYWRtaW4udjEuQXBpS2V5ImsKFENyZWRpdEFjY291bnRSZXF1ZXN0EhIKCmFjY291bnRfaWQYASABKAkSGAoQYW1vdW50X21pY3JvX3VzZBgCIAEoAxIXCg9pZGVtcG90ZW5jeV9rZXkYAyABKAkSDAoEbm90ZRgEIAEoCSJWChVDcmVkaXRBY2NvdW50UmVzcG9uc2USLAoHYWNjb3VudBgBIAEoCzIbLmRhcmtibG9vbS5hZG1pbi52MS5BY2NvdW50Eg8KB2FwcGxpZWQYAiABKAgizgEKDENhdGFsb2dNb2RlbBIKCgJpZBgBIAEoCRIUCgxkaXNwbGF5X25hbWUYAiABKAkSEAoIb3duZWRfYnkYAyABKAkSIwobaW5wdXRfbWljcm9fdXNkX3Blcl9taWxsaW9uGAQgASgDEiQKHG91dHB1dF9taWNyb191c2RfcGVyX21pbGxpb24YBSABKAMSDwoHZW5hYmxlZBgGIAEoCBIuCgpjcmVhdGVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCITChFMaXN0TW9kZWxzUmVxdWVzdCJGChJMaXN0TW9kZWxzUmVzcG9uc2USMAoGbW9kZWxzGAEgAygLMiAuZGFya2Jsb29tLmFkbWluLnYxLkNhdGFsb2dNb2RlbCJFChJVcHNlcnRNb2RlbFJlcXVlc3QSLwoFbW9kZWwYASABKAsyIC5kYXJrYmxvb20uYWRtaW4udjEuQ2F0YWxvZ01vZGVsIkYKE1Vwc2VydE1vZGVsUmVzcG9uc2USLwoFbW9kZWwYASABKAsyIC5kYXJrYmxvb20uYWRtaW4udjEuQ2F0YWxvZ01vZGVsIiYKEkRlbGV0ZU1vZGVsUmVxdWVzdBIQCghtb2RlbF9pZBgBIAEoCSIVChNEZWxldGVNb2RlbFJlc3BvbnNlIu8CCg9Qcm92aWRlclN1bW1hcnkSEwoLcHJvdmlkZXJfaWQYASABKAkSEgoKbWFjaGluZV9pZBgCIAEoCRIWCg5kYWVtb25fdmVyc2lvbhgDIAEoCRIOCgZtb2RlbHMYBCADKAkSEwoLdHJ1c3RfbGV2ZWwYBSABKAkSDQoFc3RhdGUYBiABKAkSEQoJbWF4X2JhdGNoGAcgASgNEhIKCmJ1c3lfc2xvdHMYCCABKA0SIAoYZGVjb2RlX3Rva2Vuc19wZXJfc2Vjb25kGAkgASgBEjAKDGNvbm5lY3RlZF9hdBgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNQoRbGFzdF9oZWFydGJlYXRfYXQYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEgwKBGNoaXAYDCABKAkSEAoIcm91dGFibGUYDSABKAgSFQoNdHJ1c3RfcmVhc29ucxgOIAMoCSIlChRMaXN0UHJvdmlkZXJzUmVxdWVzdBINCgVtb2RlbBgBIAEoCSJPChVMaXN0UHJvdmlkZXJzUmVzcG9uc2USNgoJcHJvdmlkZXJzGAEgAygLMiMuZGFya2Jsb29tLmFkbWluLnYxLlByb3ZpZGVyU3VtbWFyeSI7ChREcmFpblByb3ZpZGVyUmVxdWVzdBITCgtwcm92aWRlcl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiFwoVRHJhaW5Qcm92aWRlclJlc3BvbnNlIsUBCgdSZWxlYXNlEg8KB3ZlcnNpb24YASABKAkSEAoIcGxhdGZvcm0YAiABKAkSFQoNYmluYXJ5X3NoYTI1NhgDIAEoCRIVCg1idW5kbGVfc2hhMjU2GAQgASgJEgsKA3VybBgFIAEoCRIOCgZhY3RpdmUYBiABKAgSLgoKY3JlYXRlZF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASHAoUbWluX3Byb3ZpZGVyX3ZlcnNpb24YCCABKAkiRAoUQ3JlYXRlUmVsZWFzZVJlcXVlc3QSLAoHcmVsZWFzZRgBIAEoCzIbLmRhcmtibG9vbS5hZG1pbi52MS5SZWxlYXNlIkUKFUNyZWF0ZVJlbGVhc2VSZXNwb25zZRIsCgdyZWxlYXNlGAEgASgLMhsuZGFya2Jsb29tLmFkbWluLnYxLlJlbGVhc2UiJwoTTGlzdFJlbGVhc2VzUmVxdWVzdBIQCghwbGF0Zm9ybRgBIAEoCSJFChRMaXN0UmVsZWFzZXNSZXNwb25zZRItCghyZWxlYXNlcxgBIAMoCzIbLmRhcmtibG9vbS5hZG1pbi52MS5SZWxlYXNlIkwKF1NldFJlbGVhc2VBY3RpdmVSZXF1ZXN0Eg8KB3ZlcnNpb24YASABKAkSEAoIcGxhdGZvcm0YAiABKAkSDgoGYWN0aXZlGAMgASgIIkgKGFNldFJlbGVhc2VBY3RpdmVSZXNwb25zZRIsCgdyZWxlYXNlGAEgASgLMhsuZGFya2Jsb29tLmFkbWluLnYxLlJlbGVhc2UiFQoTVmVyaWZ5TGVkZ2VyUmVxdWVzdCIyChFMZWRnZXJEaXNjcmVwYW5jeRINCgVjaGVjaxgBIAEoCRIOCgZkZXRhaWwYAiABKAkitAEKFFZlcmlmeUxlZGdlclJlc3BvbnNlEgoKAm9rGAEgASgIEhQKDHRyYW5zYWN0aW9ucxgCIAEoBBIPCgdlbnRyaWVzGAMgASgEEhAKCGFjY291bnRzGAQgASgEEhkKEW9wZW5fcmVzZXJ2YXRpb25zGAUgASgEEjwKDWRpc2NyZXBhbmNpZXMYBiADKAsyJS5kYXJrYmxvb20uYWRtaW4udjEuTGVkZ2VyRGlzY3JlcGFuY3ki/AEKBkludml0ZRIKCgJpZBgBIAEoCRIOCgZwcmVmaXgYAiABKAkSGAoQY3JlZGl0X21pY3JvX3VzZBgDIAEoAxIQCghtYXhfdXNlcxgEIAEoDRIMCgR1c2VzGAUgASgNEi4KCmV4cGlyZXNfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnJldm9rZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmNyZWF0ZWRfYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEgwKBG5vdGUYCSABKAkijQEKE0NyZWF0ZUludml0ZVJlcXVlc3QSGAoQY3JlZGl0X21pY3JvX3VzZBgBIAEoAxIQCghtYXhfdXNlcxgCIAEoDRIuCgpleHBpcmVzX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIMCgRjb2RlGAQgASgJEgwKBG5vdGUYBSABKAkiUAoUQ3JlYXRlSW52aXRlUmVzcG9uc2USKgoGaW52aXRlGAEgASgLMhouZGFya2Jsb29tLmFkbWluLnYxLkludml0ZRIMCgRjb2RlGAIgASgJIjsKEkxpc3RJbnZpdGVzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKA0SEgoKcGFnZV90b2tlbhgCIAEoCSJbChNMaXN0SW52aXRlc1Jlc3BvbnNlEisKB2ludml0ZXMYASADKAsyGi5kYXJrYmxvb20uYWRtaW4udjEuSW52aXRlEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIoChNSZXZva2VJbnZpdGVSZXF1ZXN0EhEKCWludml0ZV9pZBgBIAEoCSJCChRSZXZva2VJbnZpdGVSZXNwb25zZRIqCgZpbnZpdGUYASABKAsyGi5kYXJrYmxvb20uYWRtaW4udjEuSW52aXRlIqQCCgtVc2FnZVJlY29yZBISCgpyZXF1ZXN0X2lkGAEgASgJEg0KBW1vZGVsGAIgASgJEhUKDXByb21wdF90b2tlbnMYAyABKA0SGQoRY29tcGxldGlvbl90b2tlbnMYBCABKA0SGgoScmVzZXJ2ZWRfbWljcm9fdXNkGAUgASgDEhkKEWNoYXJnZWRfbWljcm9fdXNkGAYgASgDEg8KB291dGNvbWUYByABKAkSLgoKY3JlYXRlZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKc2V0dGxlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGAoQcHJvdmlkZXJfYWNjb3VudBgKIAEoCSJNChBMaXN0VXNhZ2VSZXF1ZXN0EhIKCmFjY291bnRfaWQYASABKAkSEQoJcGFnZV9zaXplGAIgASgNEhIKCnBhZ2VfdG9rZW4YAyABKAkiwAEKEUxpc3RVc2FnZVJlc3BvbnNlEhIKCmFjY291bnRfaWQYASABKAkSGgoSY3JlZGl0ZWRfbWljcm9fdXNkGAIgASgDEhgKEGVhcm5lZF9taWNyb191c2QYAyABKAMSFgoOaGVsZF9taWNyb191c2QYBCABKAMSMAoHcmVjb3JkcxgFIAMoCzIfLmRhcmtibG9vbS5hZG1pbi52MS5Vc2FnZVJlY29yZBIXCg9uZXh0X3BhZ2VfdG9rZW4YBiABKAkioQEKDk1hY2hpbmVCaW5kaW5nEhIKCm1hY2hpbmVfaWQYASABKAkSEgoKcHVibGljX2tleRgCIAEoDBI1ChFmaXJzdF9hdHRlc3RlZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMbGFzdF9zZWVuX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKuAQoNTWFjaGluZVJlYmluZBIKCgJpZBgBIAEoCRISCgptYWNoaW5lX2lkGAIgASgJEhYKDm9sZF9wdWJsaWNfa2V5GAMgASgMEhYKDm5ld19wdWJsaWNfa2V5GAQgASgMEg4KBnJlYXNvbhgFIAEoCRINCgVhY3RvchgGIAEoCRIuCgpyZWJvdW5kX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIuChhHZXRNYWNoaW5lQmluZGluZ1JlcXVlc3QSEgoKbWFjaGluZV9pZBgBIAEoCSKEAQoZR2V0TWFjaGluZUJpbmRpbmdSZXNwb25zZRIzCgdiaW5kaW5nGAEgASgLMiIuZGFya2Jsb29tLmFkbWluLnYxLk1hY2hpbmVCaW5kaW5nEjIKB3JlYmluZHMYAiADKAsyIS5kYXJrYmxvb20uYWRtaW4udjEuTWFjaGluZVJlYmluZCJdChRSZWJpbmRNYWNoaW5lUmVxdWVzdBISCgptYWNoaW5lX2lkGAEgASgJEhIKCnB1YmxpY19rZXkYAiABKAwSDgoGcmVhc29uGAMgASgJEg0KBWFjdG9yGAQgASgJIp4BChVSZWJpbmRNYWNoaW5lUmVzcG9uc2USMwoHYmluZGluZxgBIAEoCzIiLmRhcmtibG9vbS5hZG1pbi52MS5NYWNoaW5lQmluZGluZxIxCgZyZWJpbmQYAiABKAsyIS5kYXJrYmxvb20uYWRtaW4udjEuTWFjaGluZVJlYmluZBIdChVkaXNjb25uZWN0ZWRfc2Vzc2lvbnMYAyABKA0ynBEKDEFkbWluU2VydmljZRJkCg1DcmVhdGVBY2NvdW50EiguZGFya2Jsb29tLmFkbWluLnYxLkNyZWF0ZUFjY291bnRSZXF1ZXN0GikuZGFya2Jsb29tLmFkbWluLnYxLkNyZWF0ZUFjY291bnRSZXNwb25zZRJbCgpHZXRBY2NvdW50EiUuZGFya2Jsb29tLmFkbWluLnYxLkdldEFjY291bnRSZXF1ZXN0GiYuZGFya2Jsb29tLmFkbWluLnYxLkdldEFjY291bnRSZXNwb25zZRJhCgxMaXN0QWNjb3VudHMSJy5kYXJrYmxvb20uYWRtaW4udjEuTGlzdEFjY291bnRzUmVxdWVzdBooLmRhcmtibG9vbS5hZG1pbi52MS5MaXN0QWNjb3VudHNSZXNwb25zZRJhCgxDcmVhdGVBcGlLZXkSJy5kYXJrYmxvb20uYWRtaW4udjEuQ3JlYXRlQXBpS2V5UmVxdWVzdBooLmRhcmtibG9vbS5hZG1pbi52MS5DcmVhdGVBcGlLZXlSZXNwb25zZRJeCgtMaXN0QXBpS2V5cxImLmRhcmtibG9vbS5hZG1pbi52MS5MaXN0QXBpS2V5c1JlcXVlc3QaJy5kYXJrYmxvb20uYWRtaW4udjEuTGlzdEFwaUtleXNSZXNwb25zZRJhCgxSZXZva2VBcGlLZXkSJy5kYXJrYmxvb20uYWRtaW4udjEuUmV2b2tlQXBpS2V5UmVxdWVzdBooLmRhcmtibG9vbS5hZG1pbi52MS5SZXZva2VBcGlLZXlSZXNwb25zZRJkCg1DcmVkaXRBY2NvdW50EiguZGFya2Jsb29tLmFkbWluLnYxLkNyZWRpdEFjY291bnRSZXF1ZXN0GikuZGFya2Jsb29tLmFkbWluLnYxLkNyZWRpdEFjY291bnRSZXNwb25zZRJbCgpMaXN0TW9kZWxzEiUuZGFya2Jsb29tLmFkbWluLnYxLkxpc3RNb2RlbHNSZXF1ZXN0GiYuZGFya2Jsb29tLmFkbWluLnYxLkxpc3RNb2RlbHNSZXNwb25zZRJeCgtVcHNlcnRNb2RlbBImLmRhcmtibG9vbS5hZG1pbi52MS5VcHNlcnRNb2RlbFJlcXVlc3QaJy5kYXJrYmxvb20uYWRtaW4udjEuVXBzZXJ0TW9kZWxSZXNwb25zZRJeCgtEZWxldGVNb2RlbBImLmRhcmtibG9vbS5hZG1pbi52MS5EZWxldGVNb2RlbFJlcXVlc3QaJy5kYXJrYmxvb20uYWRtaW4udjEuRGVsZXRlTW9kZWxSZXNwb25zZRJkCg1MaXN0UHJvdmlkZXJzEiguZGFya2Jsb29tLmFkbWluLnYxLkxpc3RQcm92aWRlcnNSZXF1ZXN0GikuZGFya2Jsb29tLmFkbWluLnYxLkxpc3RQcm92aWRlcnNSZXNwb25zZRJkCg1EcmFpblByb3ZpZGVyEiguZGFya2Jsb29tLmFkbWluLnYxLkRyYWluUHJvdmlkZXJSZXF1ZXN0GikuZGFya2Jsb29tLmFkbWluLnYxLkRyYWluUHJvdmlkZXJSZXNwb25zZRJkCg1DcmVhdGVSZWxlYXNlEiguZGFya2Jsb29tLmFkbWluLnYxLkNyZWF0ZVJlbGVhc2VSZXF1ZXN0GikuZGFya2Jsb29tLmFkbWluLnYxLkNyZWF0ZVJlbGVhc2VSZXNwb25zZRJhCgxMaXN0UmVsZWFzZXMSJy5kYXJrYmxvb20uYWRtaW4udjEuTGlzdFJlbGVhc2VzUmVxdWVzdBooLmRhcmtibG9vbS5hZG1pbi52MS5MaXN0UmVsZWFzZXNSZXNwb25zZRJtChBTZXRSZWxlYXNlQWN0aXZlEisuZGFya2Jsb29tLmFkbWluLnYxLlNldFJlbGVhc2VBY3RpdmVSZXF1ZXN0GiwuZGFya2Jsb29tLmFkbWluLnYxLlNldFJlbGVhc2VBY3RpdmVSZXNwb25zZRJhCgxWZXJpZnlMZWRnZXISJy5kYXJrYmxvb20uYWRtaW4udjEuVmVyaWZ5TGVkZ2VyUmVxdWVzdBooLmRhcmtibG9vbS5hZG1pbi52MS5WZXJpZnlMZWRnZXJSZXNwb25zZRJhCgxDcmVhdGVJbnZpdGUSJy5kYXJrYmxvb20uYWRtaW4udjEuQ3JlYXRlSW52aXRlUmVxdWVzdBooLmRhcmtibG9vbS5hZG1pbi52MS5DcmVhdGVJbnZpdGVSZXNwb25zZRJeCgtMaXN0SW52aXRlcxImLmRhcmtibG9vbS5hZG1pbi52MS5MaXN0SW52aXRlc1JlcXVlc3QaJy5kYXJrYmxvb20uYWRtaW4udjEuTGlzdEludml0ZXNSZXNwb25zZRJhCgxSZXZva2VJbnZpdGUSJy5kYXJrYmxvb20uYWRtaW4udjEuUmV2b2tlSW52aXRlUmVxdWVzdBooLmRhcmtibG9vbS5hZG1pbi52MS5SZXZva2VJbnZpdGVSZXNwb25zZRJYCglMaXN0VXNhZ2USJC5kYXJrYmxvb20uYWRtaW4udjEuTGlzdFVzYWdlUmVxdWVzdBolLmRhcmtibG9vbS5hZG1pbi52MS5MaXN0VXNhZ2VSZXNwb25zZRJwChFHZXRNYWNoaW5lQmluZGluZxIsLmRhcmtibG9vbS5hZG1pbi52MS5HZXRNYWNoaW5lQmluZGluZ1JlcXVlc3QaLS5kYXJrYmxvb20uYWRtaW4udjEuR2V0TWFjaGluZUJpbmRpbmdSZXNwb25zZRJkCg1SZWJpbmRNYWNoaW5lEiguZGFya2Jsb29tLmFkbWluLnYxLlJlYmluZE1hY2hpbmVSZXF1ZXN0GikuZGFya2Jsb29tLmFkbWluLnYxLlJlYmluZE1hY2hpbmVSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("Ch5kYXJrYmxvb20vYWRtaW4vdjEvYWRtaW4ucHJvdG8SEmRhcmtibG9vbS5hZG1pbi52MSKsAQoHQWNjb3VudBIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEhkKEWJhbGFuY2VfbWljcm9fdXNkGAMgASgDEi4KCmNyZWF0ZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCGRpc2FibGVkGAUgASgIEhUKDXJlZmVycmFsX2NvZGUYBiABKAkSEwoLcmVmZXJyZXJfaWQYByABKAkipgEKBkFwaUtleRIKCgJpZBgBIAEoCRISCgphY2NvdW50X2lkGAIgASgJEgwKBG5hbWUYAyABKAkSDgoGcHJlZml4GAQgASgJEi4KCmNyZWF0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnJldm9rZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIl0KFENyZWF0ZUFjY291bnRSZXF1ZXN0EgwKBG5hbWUYASABKAkSIAoYaW5pdGlhbF9jcmVkaXRfbWljcm9fdXNkGAIgASgDEhUKDXJlZmVycmVyX2NvZGUYAyABKAkiigEKFUNyZWF0ZUFjY291bnRSZXNwb25zZRIsCgdhY2NvdW50GAEgASgLMhsuZGFya2Jsb29tLmFkbWluLnYxLkFjY291bnQSKwoHYXBpX2tleRgCIAEoCzIaLmRhcmtibG9vbS5hZG1pbi52MS5BcGlLZXkSFgoOYXBpX2tleV9zZWNyZXQYAyABKAkiJwoRR2V0QWNjb3VudFJlcXVlc3QSEgoKYWNjb3VudF9pZBgBIAEoCSJCChJHZXRBY2NvdW50UmVzcG9uc2USLAoHYWNjb3VudBgBIAEoCzIbLmRhcmtibG9vbS5hZG1pbi52MS5BY2NvdW50IjwKE0xpc3RBY2NvdW50c1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgNEhIKCnBhZ2VfdG9rZW4YAiABKAkiXgoUTGlzdEFjY291bnRzUmVzcG9uc2USLQoIYWNjb3VudHMYASADKAsyGy5kYXJrYmxvb20uYWRtaW4udjEuQWNjb3VudBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiNwoTQ3JlYXRlQXBpS2V5UmVxdWVzdBISCgphY2NvdW50X2lkGAEgASgJEgwKBG5hbWUYAiABKAkiWwoUQ3JlYXRlQXBpS2V5UmVzcG9uc2USKwoHYXBpX2tleRgBIAEoCzIaLmRhcmtibG9vbS5hZG1pbi52MS5BcGlLZXkSFgoOYXBpX2tleV9zZWNyZXQYAiABKAkiKAoSTGlzdEFwaUtleXNSZXF1ZXN0EhIKCmFjY291bnRfaWQYASABKAkiQwoTTGlzdEFwaUtleXNSZXNwb25zZRIsCghhcGlfa2V5cxgBIAMoCzIaLmRhcmtibG9vbS5hZG1pbi52MS5BcGlLZXkiKQoTUmV2b2tlQXBpS2V5UmVxdWVzdBISCgphcGlfa2V5X2lkGAEgASgJIkMKFFJldm9rZUFwaUtleVJlc3BvbnNlEisKB2FwaV9rZXkYASABKAsyGi5kYXJrYmxvb20uYWRtaW4udjEuQXBpS2V5ImsKFENyZWRpdEFjY291bnRSZXF1ZXN0EhIKCmFjY291bnRfaWQYASABKAkSGAoQYW1vdW50X21pY3JvX3VzZBgCIAEoAxIXCg9pZGVtcG90ZW5jeV9rZXkYAyABKAkSDAoEbm90ZRgEIAEoCSJWChVDcmVkaXRBY2NvdW50UmVzcG9uc2USLAoHYWNjb3VudBgBIAEoCzIbLmRhcmtibG9vbS5hZG1pbi52MS5BY2NvdW50Eg8KB2FwcGxpZWQYAiABKAgi6QEKDENhdGFsb2dNb2RlbBIKCgJpZBgBIAEoCRIUCgxkaXNwbGF5X25hbWUYAiABKAkSEAoIb3duZWRfYnkYAyABKAkSIwobaW5wdXRfbWljcm9fdXNkX3Blcl9taWxsaW9uGAQgASgDEiQKHG91dHB1dF9taWNyb191c2RfcGVyX21pbGxpb24YBSABKAMSDwoHZW5hYmxlZBgGIAEoCBIuCgpjcmVhdGVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIZChF2b2NhYnVsYXJ5X3NoYTI1NhgIIAEoCSITChFMaXN0TW9kZWxzUmVxdWVzdCJGChJMaXN0TW9kZWxzUmVzcG9uc2USMAoGbW9kZWxzGAEgAygLMiAuZGFya2Jsb29tLmFkbWluLnYxLkNhdGFsb2dNb2RlbCJFChJVcHNlcnRNb2RlbFJlcXVlc3QSLwoFbW9kZWwYASABKAsyIC5kYXJrYmxvb20uYWRtaW4udjEuQ2F0YWxvZ01vZGVsIkYKE1Vwc2VydE1vZGVsUmVzcG9uc2USLwoFbW9kZWwYASABKAsyIC5kYXJrYmxvb20uYWRtaW4udjEuQ2F0YWxvZ01vZGVsIiYKEkRlbGV0ZU1vZGVsUmVxdWVzdBIQCghtb2RlbF9pZBgBIAEoCSIVChNEZWxldGVNb2RlbFJlc3BvbnNlInIKHFVwbG9hZE1vZGVsVm9jYWJ1bGFyeVJlcXVlc3QSEAoIbW9kZWxfaWQYASABKAkSDgoGc2hhMjU2GAIgASgJEhIKCnNpemVfYnl0ZXMYAyABKAMSDgoGb2Zmc2V0GAQgASgDEgwKBGRhdGEYBSABKAwiaAodVXBsb2FkTW9kZWxWb2NhYnVsYXJ5UmVzcG9uc2USFgoOcmVjZWl2ZWRfYnl0ZXMYASABKAMSLwoFbW9kZWwYAiABKAsyIC5kYXJrYmxvb20uYWRtaW4udjEuQ2F0YWxvZ01vZGVsIi8KG0NsZWFyTW9kZWxWb2NhYnVsYXJ5UmVxdWVzdBIQCghtb2RlbF9pZBgBIAEoCSJPChxDbGVhck1vZGVsVm9jYWJ1bGFyeVJlc3BvbnNlEi8KBW1vZGVsGAEgASgLMiAuZGFya2Jsb29tLmFkbWluLnYxLkNhdGFsb2dNb2RlbCLvAgoPUHJvdmlkZXJTdW1tYXJ5EhMKC3Byb3ZpZGVyX2lkGAEgASgJEhIKCm1hY2hpbmVfaWQYAiABKAkSFgoOZGFlbW9uX3ZlcnNpb24YAyABKAkSDgoGbW9kZWxzGAQgAygJEhMKC3RydXN0X2xldmVsGAUgASgJEg0KBXN0YXRlGAYgASgJEhEKCW1heF9iYXRjaBgHIAEoDRISCgpidXN5X3Nsb3RzGAggASgNEiAKGGRlY29kZV90b2tlbnNfcGVyX3NlY29uZBgJIAEoARIwCgxjb25uZWN0ZWRfYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjUKEWxhc3RfaGVhcnRiZWF0X2F0GAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIMCgRjaGlwGAwgASgJEhAKCHJvdXRhYmxlGA0gASgIEhUKDXRydXN0X3JlYXNvbnMYDiADKAkiJQoUTGlzdFByb3ZpZGVyc1JlcXVlc3QSDQoFbW9kZWwYASABKAkiTwoVTGlzdFByb3ZpZGVyc1Jlc3BvbnNlEjYKCXByb3ZpZGVycxgBIAMoCzIjLmRhcmtibG9vbS5hZG1pbi52MS5Qcm92aWRlclN1bW1hcnkiOwoURHJhaW5Qcm92aWRlclJlcXVlc3QSEwoLcHJvdmlkZXJfaWQYASABKAkSDgoGcmVhc29uGAIgASgJIhcKFURyYWluUHJvdmlkZXJSZXNwb25zZSLFAQoHUmVsZWFzZRIPCgd2ZXJzaW9uGAEgASgJEhAKCHBsYXRmb3JtGAIgASgJEhUKDWJpbmFyeV9zaGEyNTYYAyABKAkSFQoNYnVuZGxlX3NoYTI1NhgEIAEoCRILCgN1cmwYBSABKAkSDgoGYWN0aXZlGAYgASgIEi4KCmNyZWF0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhwKFG1pbl9wcm92aWRlcl92ZXJzaW9uGAggASgJIkQKFENyZWF0ZVJlbGVhc2VSZXF1ZXN0EiwKB3JlbGVhc2UYASABKAsyGy5kYXJrYmxvb20uYWRtaW4udjEuUmVsZWFzZSJFChVDcmVhdGVSZWxlYXNlUmVzcG9uc2USLAoHcmVsZWFzZRgBIAEoCzIbLmRhcmtibG9vbS5hZG1pbi52MS5SZWxlYXNlIicKE0xpc3RSZWxlYXNlc1JlcXVlc3QSEAoIcGxhdGZvcm0YASABKAkiRQoUTGlzdFJlbGVhc2VzUmVzcG9uc2USLQoIcmVsZWFzZXMYASADKAsyGy5kYXJrYmxvb20uYWRtaW4udjEuUmVsZWFzZSJMChdTZXRSZWxlYXNlQWN0aXZlUmVxdWVzdBIPCgd2ZXJzaW9uGAEgASgJEhAKCHBsYXRmb3JtGAIgASgJEg4KBmFjdGl2ZRgDIAEoCCJIChhTZXRSZWxlYXNlQWN0aXZlUmVzcG9uc2USLAoHcmVsZWFzZRgBIAEoCzIbLmRhcmtibG9vbS5hZG1pbi52MS5SZWxlYXNlIhUKE1ZlcmlmeUxlZGdlclJlcXVlc3QiMgoRTGVkZ2VyRGlzY3JlcGFuY3kSDQoFY2hlY2sYASABKAkSDgoGZGV0YWlsGAIgASgJIrQBChRWZXJpZnlMZWRnZXJSZXNwb25zZRIKCgJvaxgBIAEoCBIUCgx0cmFuc2FjdGlvbnMYAiABKAQSDwoHZW50cmllcxgDIAEoBBIQCghhY2NvdW50cxgEIAEoBBIZChFvcGVuX3Jlc2VydmF0aW9ucxgFIAEoBBI8Cg1kaXNjcmVwYW5jaWVzGAYgAygLMiUuZGFya2Jsb29tLmFkbWluLnYxLkxlZGdlckRpc2NyZXBhbmN5IvwBCgZJbnZpdGUSCgoCaWQYASABKAkSDgoGcHJlZml4GAIgASgJEhgKEGNyZWRpdF9taWNyb191c2QYAyABKAMSEAoIbWF4X3VzZXMYBCABKA0SDAoEdXNlcxgFIAEoDRIuCgpleHBpcmVzX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpyZXZva2VkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpjcmVhdGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIMCgRub3RlGAkgASgJIo0BChNDcmVhdGVJbnZpdGVSZXF1ZXN0EhgKEGNyZWRpdF9taWNyb191c2QYASABKAMSEAoIbWF4X3VzZXMYAiABKA0SLgoKZXhwaXJlc19hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDAoEY29kZRgEIAEoCRIMCgRub3RlGAUgASgJIlAKFENyZWF0ZUludml0ZVJlc3BvbnNlEioKBmludml0ZRgBIAEoCzIaLmRhcmtibG9vbS5hZG1pbi52MS5JbnZpdGUSDAoEY29kZRgCIAEoCSI7ChJMaXN0SW52aXRlc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgNEhIKCnBhZ2VfdG9rZW4YAiABKAkiWwoTTGlzdEludml0ZXNSZXNwb25zZRIrCgdpbnZpdGVzGAEgAygLMhouZGFya2Jsb29tLmFkbWluLnYxLkludml0ZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiKAoTUmV2b2tlSW52aXRlUmVxdWVzdBIRCglpbnZpdGVfaWQYASABKAkiQgoUUmV2b2tlSW52aXRlUmVzcG9uc2USKgoGaW52aXRlGAEgASgLMhouZGFya2Jsb29tLmFkbWluLnYxLkludml0ZSKkAgoLVXNhZ2VSZWNvcmQSEgoKcmVxdWVzdF9pZBgBIAEoCRINCgVtb2RlbBgCIAEoCRIVCg1wcm9tcHRfdG9rZW5zGAMgASgNEhkKEWNvbXBsZXRpb25fdG9rZW5zGAQgASgNEhoKEnJlc2VydmVkX21pY3JvX3VzZBgFIAEoAxIZChFjaGFyZ2VkX21pY3JvX3VzZBgGIAEoAxIPCgdvdXRjb21lGAcgASgJEi4KCmNyZWF0ZWRfYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnNldHRsZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhgKEHByb3ZpZGVyX2FjY291bnQYCiABKAkiTQoQTGlzdFVzYWdlUmVxdWVzdBISCgphY2NvdW50X2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoDRISCgpwYWdlX3Rva2VuGAMgASgJIsABChFMaXN0VXNhZ2VSZXNwb25zZRISCgphY2NvdW50X2lkGAEgASgJEhoKEmNyZWRpdGVkX21pY3JvX3VzZBgCIAEoAxIYChBlYXJuZWRfbWljcm9fdXNkGAMgASgDEhYKDmhlbGRfbWljcm9fdXNkGAQgASgDEjAKB3JlY29yZHMYBSADKAsyHy5kYXJrYmxvb20uYWRtaW4udjEuVXNhZ2VSZWNvcmQSFwoPbmV4dF9wYWdlX3Rva2VuGAYgASgJIqEBCg5NYWNoaW5lQmluZGluZxISCgptYWNoaW5lX2lkGAEgASgJEhIKCnB1YmxpY19rZXkYAiABKAwSNQoRZmlyc3RfYXR0ZXN0ZWRfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDGxhc3Rfc2Vlbl9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAirgEKDU1hY2hpbmVSZWJpbmQSCgoCaWQYASABKAkSEgoKbWFjaGluZV9pZBgCIAEoCRIWCg5vbGRfcHVibGljX2tleRgDIAEoDBIWCg5uZXdfcHVibGljX2tleRgEIAEoDBIOCgZyZWFzb24YBSABKAkSDQoFYWN0b3IYBiABKAkSLgoKcmVib3VuZF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiLgoYR2V0TWFjaGluZUJpbmRpbmdSZXF1ZXN0EhIKCm1hY2hpbmVfaWQYASABKAkihAEKGUdldE1hY2hpbmVCaW5kaW5nUmVzcG9uc2USMwoHYmluZGluZxgBIAEoCzIiLmRhcmtibG9vbS5hZG1pbi52MS5NYWNoaW5lQmluZGluZxIyCgdyZWJpbmRzGAIgAygLMiEuZGFya2Jsb29tLmFkbWluLnYxLk1hY2hpbmVSZWJpbmQiXQoUUmViaW5kTWFjaGluZVJlcXVlc3QSEgoKbWFjaGluZV9pZBgBIAEoCRISCgpwdWJsaWNfa2V5GAIgASgMEg4KBnJlYXNvbhgDIAEoCRINCgVhY3RvchgEIAEoCSKeAQoVUmViaW5kTWFjaGluZVJlc3BvbnNlEjMKB2JpbmRpbmcYASABKAsyIi5kYXJrYmxvb20uYWRtaW4udjEuTWFjaGluZUJpbmRpbmcSMQoGcmViaW5kGAIgASgLMiEuZGFya2Jsb29tLmFkbWluLnYxLk1hY2hpbmVSZWJpbmQSHQoVZGlzY29ubmVjdGVkX3Nlc3Npb25zGAMgASgNMpUTCgxBZG1pblNlcnZpY2USZAoNQ3JlYXRlQWNjb3VudBIoLmRhcmtibG9vbS5hZG1pbi52MS5DcmVhdGVBY2NvdW50UmVxdWVzdBopLmRhcmtibG9vbS5hZG1pbi52MS5DcmVhdGVBY2NvdW50UmVzcG9uc2USWwoKR2V0QWNjb3VudBIlLmRhcmtibG9vbS5hZG1pbi52MS5HZXRBY2NvdW50UmVxdWVzdBomLmRhcmtibG9vbS5hZG1pbi52MS5HZXRBY2NvdW50UmVzcG9uc2USYQoMTGlzdEFjY291bnRzEicuZGFya2Jsb29tLmFkbWluLnYxLkxpc3RBY2NvdW50c1JlcXVlc3QaKC5kYXJrYmxvb20uYWRtaW4udjEuTGlzdEFjY291bnRzUmVzcG9uc2USYQoMQ3JlYXRlQXBpS2V5EicuZGFya2Jsb29tLmFkbWluLnYxLkNyZWF0ZUFwaUtleVJlcXVlc3QaKC5kYXJrYmxvb20uYWRtaW4udjEuQ3JlYXRlQXBpS2V5UmVzcG9uc2USXgoLTGlzdEFwaUtleXMSJi5kYXJrYmxvb20uYWRtaW4udjEuTGlzdEFwaUtleXNSZXF1ZXN0GicuZGFya2Jsb29tLmFkbWluLnYxLkxpc3RBcGlLZXlzUmVzcG9uc2USYQoMUmV2b2tlQXBpS2V5EicuZGFya2Jsb29tLmFkbWluLnYxLlJldm9rZUFwaUtleVJlcXVlc3QaKC5kYXJrYmxvb20uYWRtaW4udjEuUmV2b2tlQXBpS2V5UmVzcG9uc2USZAoNQ3JlZGl0QWNjb3VudBIoLmRhcmtibG9vbS5hZG1pbi52MS5DcmVkaXRBY2NvdW50UmVxdWVzdBopLmRhcmtibG9vbS5hZG1pbi52MS5DcmVkaXRBY2NvdW50UmVzcG9uc2USWwoKTGlzdE1vZGVscxIlLmRhcmtibG9vbS5hZG1pbi52MS5MaXN0TW9kZWxzUmVxdWVzdBomLmRhcmtibG9vbS5hZG1pbi52MS5MaXN0TW9kZWxzUmVzcG9uc2USXgoLVXBzZXJ0TW9kZWwSJi5kYXJrYmxvb20uYWRtaW4udjEuVXBzZXJ0TW9kZWxSZXF1ZXN0GicuZGFya2Jsb29tLmFkbWluLnYxLlVwc2VydE1vZGVsUmVzcG9uc2USXgoLRGVsZXRlTW9kZWwSJi5kYXJrYmxvb20uYWRtaW4udjEuRGVsZXRlTW9kZWxSZXF1ZXN0GicuZGFya2Jsb29tLmFkbWluLnYxLkRlbGV0ZU1vZGVsUmVzcG9uc2USfAoVVXBsb2FkTW9kZWxWb2NhYnVsYXJ5EjAuZGFya2Jsb29tLmFkbWluLnYxLlVwbG9hZE1vZGVsVm9jYWJ1bGFyeVJlcXVlc3QaMS5kYXJrYmxvb20uYWRtaW4udjEuVXBsb2FkTW9kZWxWb2NhYnVsYXJ5UmVzcG9uc2USeQoUQ2xlYXJNb2RlbFZvY2FidWxhcnkSLy5kYXJrYmxvb20uYWRtaW4udjEuQ2xlYXJNb2RlbFZvY2FidWxhcnlSZXF1ZXN0GjAuZGFya2Jsb29tLmFkbWluLnYxLkNsZWFyTW9kZWxWb2NhYnVsYXJ5UmVzcG9uc2USZAoNTGlzdFByb3ZpZGVycxIoLmRhcmtibG9vbS5hZG1pbi52MS5MaXN0UHJvdmlkZXJzUmVxdWVzdBopLmRhcmtibG9vbS5hZG1pbi52MS5MaXN0UHJvdmlkZXJzUmVzcG9uc2USZAoNRHJhaW5Qcm92aWRlchIoLmRhcmtibG9vbS5hZG1pbi52MS5EcmFpblByb3ZpZGVyUmVxdWVzdBopLmRhcmtibG9vbS5hZG1pbi52MS5EcmFpblByb3ZpZGVyUmVzcG9uc2USZAoNQ3JlYXRlUmVsZWFzZRIoLmRhcmtibG9vbS5hZG1pbi52MS5DcmVhdGVSZWxlYXNlUmVxdWVzdBopLmRhcmtibG9vbS5hZG1pbi52MS5DcmVhdGVSZWxlYXNlUmVzcG9uc2USYQoMTGlzdFJlbGVhc2VzEicuZGFya2Jsb29tLmFkbWluLnYxLkxpc3RSZWxlYXNlc1JlcXVlc3QaKC5kYXJrYmxvb20uYWRtaW4udjEuTGlzdFJlbGVhc2VzUmVzcG9uc2USbQoQU2V0UmVsZWFzZUFjdGl2ZRIrLmRhcmtibG9vbS5hZG1pbi52MS5TZXRSZWxlYXNlQWN0aXZlUmVxdWVzdBosLmRhcmtibG9vbS5hZG1pbi52MS5TZXRSZWxlYXNlQWN0aXZlUmVzcG9uc2USYQoMVmVyaWZ5TGVkZ2VyEicuZGFya2Jsb29tLmFkbWluLnYxLlZlcmlmeUxlZGdlclJlcXVlc3QaKC5kYXJrYmxvb20uYWRtaW4udjEuVmVyaWZ5TGVkZ2VyUmVzcG9uc2USYQoMQ3JlYXRlSW52aXRlEicuZGFya2Jsb29tLmFkbWluLnYxLkNyZWF0ZUludml0ZVJlcXVlc3QaKC5kYXJrYmxvb20uYWRtaW4udjEuQ3JlYXRlSW52aXRlUmVzcG9uc2USXgoLTGlzdEludml0ZXMSJi5kYXJrYmxvb20uYWRtaW4udjEuTGlzdEludml0ZXNSZXF1ZXN0GicuZGFya2Jsb29tLmFkbWluLnYxLkxpc3RJbnZpdGVzUmVzcG9uc2USYQoMUmV2b2tlSW52aXRlEicuZGFya2Jsb29tLmFkbWluLnYxLlJldm9rZUludml0ZVJlcXVlc3QaKC5kYXJrYmxvb20uYWRtaW4udjEuUmV2b2tlSW52aXRlUmVzcG9uc2USWAoJTGlzdFVzYWdlEiQuZGFya2Jsb29tLmFkbWluLnYxLkxpc3RVc2FnZVJlcXVlc3QaJS5kYXJrYmxvb20uYWRtaW4udjEuTGlzdFVzYWdlUmVzcG9uc2UScAoRR2V0TWFjaGluZUJpbmRpbmcSLC5kYXJrYmxvb20uYWRtaW4udjEuR2V0TWFjaGluZUJpbmRpbmdSZXF1ZXN0Gi0uZGFya2Jsb29tLmFkbWluLnYxLkdldE1hY2hpbmVCaW5kaW5nUmVzcG9uc2USZAoNUmViaW5kTWFjaGluZRIoLmRhcmtibG9vbS5hZG1pbi52MS5SZWJpbmRNYWNoaW5lUmVxdWVzdBopLmRhcmtibG9vbS5hZG1pbi52MS5SZWJpbmRNYWNoaW5lUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp]);
 
 /**
  * Account is a consumer's or provider's account.
@@ -565,6 +565,14 @@ export type CatalogModel = Message<"darkbloom.admin.v1.CatalogModel"> & {
    * @generated from field: google.protobuf.Timestamp created_at = 7;
    */
   createdAt?: Timestamp | undefined;
+
+  /**
+   * vocabulary_sha256 is the SHA-256 of the vocabulary the model's token counts are the coordinator's
+   * own with; empty when it has none and usage is only bounded from the text. Output only.
+   *
+   * @generated from field: string vocabulary_sha256 = 8;
+   */
+  vocabularySha256: string;
 };
 
 /**
@@ -689,6 +697,125 @@ export const DeleteModelResponseSchema: GenMessage<DeleteModelResponse> = /*@__P
   messageDesc(file_darkbloom_admin_v1_admin, 22);
 
 /**
+ * UploadModelVocabularyRequest is one part of a vocabulary upload; parts are sent in order.
+ *
+ * @generated from message darkbloom.admin.v1.UploadModelVocabularyRequest
+ */
+export type UploadModelVocabularyRequest = Message<"darkbloom.admin.v1.UploadModelVocabularyRequest"> & {
+  /**
+   * model_id is the catalog model the vocabulary is for.
+   *
+   * @generated from field: string model_id = 1;
+   */
+  modelId: string;
+
+  /**
+   * sha256 is the lowercase hex SHA-256 of the whole file.
+   *
+   * @generated from field: string sha256 = 2;
+   */
+  sha256: string;
+
+  /**
+   * size_bytes is the size of the whole file.
+   *
+   * @generated from field: int64 size_bytes = 3;
+   */
+  sizeBytes: bigint;
+
+  /**
+   * offset is where this part starts: the bytes received so far.
+   *
+   * @generated from field: int64 offset = 4;
+   */
+  offset: bigint;
+
+  /**
+   * data is the part (at most 2 MiB).
+   *
+   * @generated from field: bytes data = 5;
+   */
+  data: Uint8Array;
+};
+
+/**
+ * Describes the message darkbloom.admin.v1.UploadModelVocabularyRequest.
+ * Use `create(UploadModelVocabularyRequestSchema)` to create a new message.
+ */
+export const UploadModelVocabularyRequestSchema: GenMessage<UploadModelVocabularyRequest> = /*@__PURE__*/
+  messageDesc(file_darkbloom_admin_v1_admin, 23);
+
+/**
+ * UploadModelVocabularyResponse says how far the upload is.
+ *
+ * @generated from message darkbloom.admin.v1.UploadModelVocabularyResponse
+ */
+export type UploadModelVocabularyResponse = Message<"darkbloom.admin.v1.UploadModelVocabularyResponse"> & {
+  /**
+   * received_bytes is how many bytes of the file the coordinator holds.
+   *
+   * @generated from field: int64 received_bytes = 1;
+   */
+  receivedBytes: bigint;
+
+  /**
+   * model is set once the upload is complete: the model with its new vocabulary.
+   *
+   * @generated from field: darkbloom.admin.v1.CatalogModel model = 2;
+   */
+  model?: CatalogModel | undefined;
+};
+
+/**
+ * Describes the message darkbloom.admin.v1.UploadModelVocabularyResponse.
+ * Use `create(UploadModelVocabularyResponseSchema)` to create a new message.
+ */
+export const UploadModelVocabularyResponseSchema: GenMessage<UploadModelVocabularyResponse> = /*@__PURE__*/
+  messageDesc(file_darkbloom_admin_v1_admin, 24);
+
+/**
+ * ClearModelVocabularyRequest takes a model's vocabulary away.
+ *
+ * @generated from message darkbloom.admin.v1.ClearModelVocabularyRequest
+ */
+export type ClearModelVocabularyRequest = Message<"darkbloom.admin.v1.ClearModelVocabularyRequest"> & {
+  /**
+   * model_id is the catalog model.
+   *
+   * @generated from field: string model_id = 1;
+   */
+  modelId: string;
+};
+
+/**
+ * Describes the message darkbloom.admin.v1.ClearModelVocabularyRequest.
+ * Use `create(ClearModelVocabularyRequestSchema)` to create a new message.
+ */
+export const ClearModelVocabularyRequestSchema: GenMessage<ClearModelVocabularyRequest> = /*@__PURE__*/
+  messageDesc(file_darkbloom_admin_v1_admin, 25);
+
+/**
+ * ClearModelVocabularyResponse returns the model as stored.
+ *
+ * @generated from message darkbloom.admin.v1.ClearModelVocabularyResponse
+ */
+export type ClearModelVocabularyResponse = Message<"darkbloom.admin.v1.ClearModelVocabularyResponse"> & {
+  /**
+   * model is the model without a vocabulary.
+   *
+   * @generated from field: darkbloom.admin.v1.CatalogModel model = 1;
+   */
+  model?: CatalogModel | undefined;
+};
+
+/**
+ * Describes the message darkbloom.admin.v1.ClearModelVocabularyResponse.
+ * Use `create(ClearModelVocabularyResponseSchema)` to create a new message.
+ */
+export const ClearModelVocabularyResponseSchema: GenMessage<ClearModelVocabularyResponse> = /*@__PURE__*/
+  messageDesc(file_darkbloom_admin_v1_admin, 26);
+
+/**
  * ProviderSummary is a connected provider's live state.
  *
  * @generated from message darkbloom.admin.v1.ProviderSummary
@@ -798,7 +925,7 @@ export type ProviderSummary = Message<"darkbloom.admin.v1.ProviderSummary"> & {
  * Use `create(ProviderSummarySchema)` to create a new message.
  */
 export const ProviderSummarySchema: GenMessage<ProviderSummary> = /*@__PURE__*/
-  messageDesc(file_darkbloom_admin_v1_admin, 23);
+  messageDesc(file_darkbloom_admin_v1_admin, 27);
 
 /**
  * ListProvidersRequest lists connected providers.
@@ -819,7 +946,7 @@ export type ListProvidersRequest = Message<"darkbloom.admin.v1.ListProvidersRequ
  * Use `create(ListProvidersRequestSchema)` to create a new message.
  */
 export const ListProvidersRequestSchema: GenMessage<ListProvidersRequest> = /*@__PURE__*/
-  messageDesc(file_darkbloom_admin_v1_admin, 24);
+  messageDesc(file_darkbloom_admin_v1_admin, 28);
 
 /**
  * ListProvidersResponse lists connected providers.
@@ -840,7 +967,7 @@ export type ListProvidersResponse = Message<"darkbloom.admin.v1.ListProvidersRes
  * Use `create(ListProvidersResponseSchema)` to create a new message.
  */
 export const ListProvidersResponseSchema: GenMessage<ListProvidersResponse> = /*@__PURE__*/
-  messageDesc(file_darkbloom_admin_v1_admin, 25);
+  messageDesc(file_darkbloom_admin_v1_admin, 29);
 
 /**
  * DrainProviderRequest drains a provider.
@@ -868,7 +995,7 @@ export type DrainProviderRequest = Message<"darkbloom.admin.v1.DrainProviderRequ
  * Use `create(DrainProviderRequestSchema)` to create a new message.
  */
 export const DrainProviderRequestSchema: GenMessage<DrainProviderRequest> = /*@__PURE__*/
-  messageDesc(file_darkbloom_admin_v1_admin, 26);
+  messageDesc(file_darkbloom_admin_v1_admin, 30);
 
 /**
  * DrainProviderResponse confirms the drain was sent.
@@ -883,7 +1010,7 @@ export type DrainProviderResponse = Message<"darkbloom.admin.v1.DrainProviderRes
  * Use `create(DrainProviderResponseSchema)` to create a new message.
  */
 export const DrainProviderResponseSchema: GenMessage<DrainProviderResponse> = /*@__PURE__*/
-  messageDesc(file_darkbloom_admin_v1_admin, 27);
+  messageDesc(file_darkbloom_admin_v1_admin, 31);
 
 /**
  * Release is a provider daemon release.
@@ -955,7 +1082,7 @@ export type Release = Message<"darkbloom.admin.v1.Release"> & {
  * Use `create(ReleaseSchema)` to create a new message.
  */
 export const ReleaseSchema: GenMessage<Release> = /*@__PURE__*/
-  messageDesc(file_darkbloom_admin_v1_admin, 28);
+  messageDesc(file_darkbloom_admin_v1_admin, 32);
 
 /**
  * CreateReleaseRequest registers a release.
@@ -976,7 +1103,7 @@ export type CreateReleaseRequest = Message<"darkbloom.admin.v1.CreateReleaseRequ
  * Use `create(CreateReleaseRequestSchema)` to create a new message.
  */
 export const CreateReleaseRequestSchema: GenMessage<CreateReleaseRequest> = /*@__PURE__*/
-  messageDesc(file_darkbloom_admin_v1_admin, 29);
+  messageDesc(file_darkbloom_admin_v1_admin, 33);
 
 /**
  * CreateReleaseResponse returns the stored release.
@@ -997,7 +1124,7 @@ export type CreateReleaseResponse = Message<"darkbloom.admin.v1.CreateReleaseRes
  * Use `create(CreateReleaseResponseSchema)` to create a new message.
  */
 export const CreateReleaseResponseSchema: GenMessage<CreateReleaseResponse> = /*@__PURE__*/
-  messageDesc(file_darkbloom_admin_v1_admin, 30);
+  messageDesc(file_darkbloom_admin_v1_admin, 34);
 
 /**
  * ListReleasesRequest lists releases.
@@ -1018,7 +1145,7 @@ export type ListReleasesRequest = Message<"darkbloom.admin.v1.ListReleasesReques
  * Use `create(ListReleasesRequestSchema)` to create a new message.
  */
 export const ListReleasesRequestSchema: GenMessage<ListReleasesRequest> = /*@__PURE__*/
-  messageDesc(file_darkbloom_admin_v1_admin, 31);
+  messageDesc(file_darkbloom_admin_v1_admin, 35);
 
 /**
  * ListReleasesResponse lists releases.
@@ -1039,7 +1166,7 @@ export type ListReleasesResponse = Message<"darkbloom.admin.v1.ListReleasesRespo
  * Use `create(ListReleasesResponseSchema)` to create a new message.
  */
 export const ListReleasesResponseSchema: GenMessage<ListReleasesResponse> = /*@__PURE__*/
-  messageDesc(file_darkbloom_admin_v1_admin, 32);
+  messageDesc(file_darkbloom_admin_v1_admin, 36);
 
 /**
  * SetReleaseActiveRequest activates or deactivates a release.
@@ -1074,7 +1201,7 @@ export type SetReleaseActiveRequest = Message<"darkbloom.admin.v1.SetReleaseActi
  * Use `create(SetReleaseActiveRequestSchema)` to create a new message.
  */
 export const SetReleaseActiveRequestSchema: GenMessage<SetReleaseActiveRequest> = /*@__PURE__*/
-  messageDesc(file_darkbloom_admin_v1_admin, 33);
+  messageDesc(file_darkbloom_admin_v1_admin, 37);
 
 /**
  * SetReleaseActiveResponse returns the changed release.
@@ -1095,7 +1222,7 @@ export type SetReleaseActiveResponse = Message<"darkbloom.admin.v1.SetReleaseAct
  * Use `create(SetReleaseActiveResponseSchema)` to create a new message.
  */
 export const SetReleaseActiveResponseSchema: GenMessage<SetReleaseActiveResponse> = /*@__PURE__*/
-  messageDesc(file_darkbloom_admin_v1_admin, 34);
+  messageDesc(file_darkbloom_admin_v1_admin, 38);
 
 /**
  * VerifyLedgerRequest asks for a ledger check.
@@ -1110,7 +1237,7 @@ export type VerifyLedgerRequest = Message<"darkbloom.admin.v1.VerifyLedgerReques
  * Use `create(VerifyLedgerRequestSchema)` to create a new message.
  */
 export const VerifyLedgerRequestSchema: GenMessage<VerifyLedgerRequest> = /*@__PURE__*/
-  messageDesc(file_darkbloom_admin_v1_admin, 35);
+  messageDesc(file_darkbloom_admin_v1_admin, 39);
 
 /**
  * LedgerDiscrepancy is one violated ledger invariant.
@@ -1139,7 +1266,7 @@ export type LedgerDiscrepancy = Message<"darkbloom.admin.v1.LedgerDiscrepancy"> 
  * Use `create(LedgerDiscrepancySchema)` to create a new message.
  */
 export const LedgerDiscrepancySchema: GenMessage<LedgerDiscrepancy> = /*@__PURE__*/
-  messageDesc(file_darkbloom_admin_v1_admin, 36);
+  messageDesc(file_darkbloom_admin_v1_admin, 40);
 
 /**
  * VerifyLedgerResponse reports the check.
@@ -1195,7 +1322,7 @@ export type VerifyLedgerResponse = Message<"darkbloom.admin.v1.VerifyLedgerRespo
  * Use `create(VerifyLedgerResponseSchema)` to create a new message.
  */
 export const VerifyLedgerResponseSchema: GenMessage<VerifyLedgerResponse> = /*@__PURE__*/
-  messageDesc(file_darkbloom_admin_v1_admin, 37);
+  messageDesc(file_darkbloom_admin_v1_admin, 41);
 
 /**
  * Invite is an invite code's settings and use, without the code itself.
@@ -1272,7 +1399,7 @@ export type Invite = Message<"darkbloom.admin.v1.Invite"> & {
  * Use `create(InviteSchema)` to create a new message.
  */
 export const InviteSchema: GenMessage<Invite> = /*@__PURE__*/
-  messageDesc(file_darkbloom_admin_v1_admin, 38);
+  messageDesc(file_darkbloom_admin_v1_admin, 42);
 
 /**
  * CreateInviteRequest creates an invite code.
@@ -1321,7 +1448,7 @@ export type CreateInviteRequest = Message<"darkbloom.admin.v1.CreateInviteReques
  * Use `create(CreateInviteRequestSchema)` to create a new message.
  */
 export const CreateInviteRequestSchema: GenMessage<CreateInviteRequest> = /*@__PURE__*/
-  messageDesc(file_darkbloom_admin_v1_admin, 39);
+  messageDesc(file_darkbloom_admin_v1_admin, 43);
 
 /**
  * CreateInviteResponse returns the invite and its code.
@@ -1349,7 +1476,7 @@ export type CreateInviteResponse = Message<"darkbloom.admin.v1.CreateInviteRespo
  * Use `create(CreateInviteResponseSchema)` to create a new message.
  */
 export const CreateInviteResponseSchema: GenMessage<CreateInviteResponse> = /*@__PURE__*/
-  messageDesc(file_darkbloom_admin_v1_admin, 40);
+  messageDesc(file_darkbloom_admin_v1_admin, 44);
 
 /**
  * ListInvitesRequest pages through invites.
@@ -1377,7 +1504,7 @@ export type ListInvitesRequest = Message<"darkbloom.admin.v1.ListInvitesRequest"
  * Use `create(ListInvitesRequestSchema)` to create a new message.
  */
 export const ListInvitesRequestSchema: GenMessage<ListInvitesRequest> = /*@__PURE__*/
-  messageDesc(file_darkbloom_admin_v1_admin, 41);
+  messageDesc(file_darkbloom_admin_v1_admin, 45);
 
 /**
  * ListInvitesResponse is one page of invites.
@@ -1405,7 +1532,7 @@ export type ListInvitesResponse = Message<"darkbloom.admin.v1.ListInvitesRespons
  * Use `create(ListInvitesResponseSchema)` to create a new message.
  */
 export const ListInvitesResponseSchema: GenMessage<ListInvitesResponse> = /*@__PURE__*/
-  messageDesc(file_darkbloom_admin_v1_admin, 42);
+  messageDesc(file_darkbloom_admin_v1_admin, 46);
 
 /**
  * RevokeInviteRequest revokes an invite.
@@ -1426,7 +1553,7 @@ export type RevokeInviteRequest = Message<"darkbloom.admin.v1.RevokeInviteReques
  * Use `create(RevokeInviteRequestSchema)` to create a new message.
  */
 export const RevokeInviteRequestSchema: GenMessage<RevokeInviteRequest> = /*@__PURE__*/
-  messageDesc(file_darkbloom_admin_v1_admin, 43);
+  messageDesc(file_darkbloom_admin_v1_admin, 47);
 
 /**
  * RevokeInviteResponse returns the revoked invite.
@@ -1447,7 +1574,7 @@ export type RevokeInviteResponse = Message<"darkbloom.admin.v1.RevokeInviteRespo
  * Use `create(RevokeInviteResponseSchema)` to create a new message.
  */
 export const RevokeInviteResponseSchema: GenMessage<RevokeInviteResponse> = /*@__PURE__*/
-  messageDesc(file_darkbloom_admin_v1_admin, 44);
+  messageDesc(file_darkbloom_admin_v1_admin, 48);
 
 /**
  * UsageRecord is one request billed to an account.
@@ -1531,7 +1658,7 @@ export type UsageRecord = Message<"darkbloom.admin.v1.UsageRecord"> & {
  * Use `create(UsageRecordSchema)` to create a new message.
  */
 export const UsageRecordSchema: GenMessage<UsageRecord> = /*@__PURE__*/
-  messageDesc(file_darkbloom_admin_v1_admin, 45);
+  messageDesc(file_darkbloom_admin_v1_admin, 49);
 
 /**
  * ListUsageRequest asks for an account's usage.
@@ -1566,7 +1693,7 @@ export type ListUsageRequest = Message<"darkbloom.admin.v1.ListUsageRequest"> & 
  * Use `create(ListUsageRequestSchema)` to create a new message.
  */
 export const ListUsageRequestSchema: GenMessage<ListUsageRequest> = /*@__PURE__*/
-  messageDesc(file_darkbloom_admin_v1_admin, 46);
+  messageDesc(file_darkbloom_admin_v1_admin, 50);
 
 /**
  * ListUsageResponse is an account's money summary and one page of its requests.
@@ -1622,7 +1749,7 @@ export type ListUsageResponse = Message<"darkbloom.admin.v1.ListUsageResponse"> 
  * Use `create(ListUsageResponseSchema)` to create a new message.
  */
 export const ListUsageResponseSchema: GenMessage<ListUsageResponse> = /*@__PURE__*/
-  messageDesc(file_darkbloom_admin_v1_admin, 47);
+  messageDesc(file_darkbloom_admin_v1_admin, 51);
 
 /**
  * MachineBinding is the signing key a machine id belongs to: the first key whose attestation verified
@@ -1665,7 +1792,7 @@ export type MachineBinding = Message<"darkbloom.admin.v1.MachineBinding"> & {
  * Use `create(MachineBindingSchema)` to create a new message.
  */
 export const MachineBindingSchema: GenMessage<MachineBinding> = /*@__PURE__*/
-  messageDesc(file_darkbloom_admin_v1_admin, 48);
+  messageDesc(file_darkbloom_admin_v1_admin, 52);
 
 /**
  * MachineRebind is one audited re-bind of a machine id.
@@ -1728,7 +1855,7 @@ export type MachineRebind = Message<"darkbloom.admin.v1.MachineRebind"> & {
  * Use `create(MachineRebindSchema)` to create a new message.
  */
 export const MachineRebindSchema: GenMessage<MachineRebind> = /*@__PURE__*/
-  messageDesc(file_darkbloom_admin_v1_admin, 49);
+  messageDesc(file_darkbloom_admin_v1_admin, 53);
 
 /**
  * GetMachineBindingRequest asks for a machine id's binding.
@@ -1749,7 +1876,7 @@ export type GetMachineBindingRequest = Message<"darkbloom.admin.v1.GetMachineBin
  * Use `create(GetMachineBindingRequestSchema)` to create a new message.
  */
 export const GetMachineBindingRequestSchema: GenMessage<GetMachineBindingRequest> = /*@__PURE__*/
-  messageDesc(file_darkbloom_admin_v1_admin, 50);
+  messageDesc(file_darkbloom_admin_v1_admin, 54);
 
 /**
  * GetMachineBindingResponse is a machine id's binding and its re-binds.
@@ -1777,7 +1904,7 @@ export type GetMachineBindingResponse = Message<"darkbloom.admin.v1.GetMachineBi
  * Use `create(GetMachineBindingResponseSchema)` to create a new message.
  */
 export const GetMachineBindingResponseSchema: GenMessage<GetMachineBindingResponse> = /*@__PURE__*/
-  messageDesc(file_darkbloom_admin_v1_admin, 51);
+  messageDesc(file_darkbloom_admin_v1_admin, 55);
 
 /**
  * RebindMachineRequest binds a machine id to another signing key.
@@ -1819,7 +1946,7 @@ export type RebindMachineRequest = Message<"darkbloom.admin.v1.RebindMachineRequ
  * Use `create(RebindMachineRequestSchema)` to create a new message.
  */
 export const RebindMachineRequestSchema: GenMessage<RebindMachineRequest> = /*@__PURE__*/
-  messageDesc(file_darkbloom_admin_v1_admin, 52);
+  messageDesc(file_darkbloom_admin_v1_admin, 56);
 
 /**
  * RebindMachineResponse is the new binding and its audit record.
@@ -1855,7 +1982,7 @@ export type RebindMachineResponse = Message<"darkbloom.admin.v1.RebindMachineRes
  * Use `create(RebindMachineResponseSchema)` to create a new message.
  */
 export const RebindMachineResponseSchema: GenMessage<RebindMachineResponse> = /*@__PURE__*/
-  messageDesc(file_darkbloom_admin_v1_admin, 53);
+  messageDesc(file_darkbloom_admin_v1_admin, 57);
 
 /**
  * AdminService manages the network. Every call needs `Authorization: Bearer <admin key>`.
@@ -1962,6 +2089,27 @@ export const AdminService: GenService<{
     methodKind: "unary";
     input: typeof DeleteModelRequestSchema;
     output: typeof DeleteModelResponseSchema;
+  },
+  /**
+   * UploadModelVocabulary sends one part of a catalog model's vocabulary (a vocabulary-only GGUF); the
+   * model's usage is counted with it once the last part is in and the file passed its checks.
+   *
+   * @generated from rpc darkbloom.admin.v1.AdminService.UploadModelVocabulary
+   */
+  uploadModelVocabulary: {
+    methodKind: "unary";
+    input: typeof UploadModelVocabularyRequestSchema;
+    output: typeof UploadModelVocabularyResponseSchema;
+  },
+  /**
+   * ClearModelVocabulary takes a model's vocabulary away: its usage is only bounded from the text.
+   *
+   * @generated from rpc darkbloom.admin.v1.AdminService.ClearModelVocabulary
+   */
+  clearModelVocabulary: {
+    methodKind: "unary";
+    input: typeof ClearModelVocabularyRequestSchema;
+    output: typeof ClearModelVocabularyResponseSchema;
   },
   /**
    * ListProviders lists the connected providers with their live state.
