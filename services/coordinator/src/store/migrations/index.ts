@@ -5,6 +5,7 @@ import { releasePolicy } from "./0004_release_policy.js";
 import { machineBindings } from "./0005_machine_bindings.js";
 import { moneyRules } from "./0006_money_rules.js";
 import { providerDirectory } from "./0007_provider_directory.js";
+import { keyQuarantine } from "./0009_key_quarantine.js";
 import type { Migration } from "./migration.js";
 
 export type { Migration } from "./migration.js";
@@ -21,4 +22,6 @@ export const migrations: readonly Migration[] = [
   machineBindings,
   moneyRules,
   providerDirectory,
+  // 0008 is taken by a change on another branch (versions may have gaps; see migrate.ts).
+  keyQuarantine,
 ];
