@@ -34,6 +34,7 @@ import { ProviderRegistry } from "./routing/provider-registry.js";
 import { Router } from "./routing/router.js";
 import { openDatabase } from "./store/database.js";
 import { migrate } from "./store/migrate.js";
+import { KeyQuarantineStore } from "./trust/key-quarantine.js";
 import { MachineBindingStore } from "./trust/machine-bindings.js";
 import { trustOptionsFrom } from "./trust/trust-config.js";
 import { TrustManager } from "./trust/trust-manager.js";
@@ -107,11 +108,18 @@ async function start(config: CoordinatorConfig, log: Logger, closers: Closers): 
     maxModelLabels: config.metricsMaxModels,
   });
   const releases = new ReleaseStore(db.pool);
-  const trust = new TrustManager(trustOptionsFrom(config), releases, log, (result) =>
-    metrics.attestationChallenges.inc({ result }),
+  const quarantines = new KeyQuarantineStore(db.pool);
+  const trust = new TrustManager(
+    { ...trustOptionsFrom(config), quarantineStore: quarantines },
+    releases,
+    log,
+    (result) => metrics.attestationChallenges.inc({ result }),
   );
   await trust.start();
-  closers.add("trust", () => trust.close());
+  closers.add("trust", async () => {
+    trust.close();
+    await trust.flush(); // quarantine writes in flight reach the database before it closes
+  });
   const bindings = new MachineBindingStore(db.pool);
   const sessions = new SessionManager(
     registry,
@@ -196,6 +204,7 @@ async function start(config: CoordinatorConfig, log: Logger, closers: Closers): 
     vocabularies,
     releases,
     bindings,
+    quarantines,
     registry,
     cluster,
     sessions,

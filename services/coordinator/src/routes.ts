@@ -50,6 +50,7 @@ import type { ProviderRegistry } from "./routing/provider-registry.js";
 import { createAdminService } from "./rpc/admin-service.js";
 import { createInferenceService } from "./rpc/inference-service.js";
 import { LiveProviderDirectory } from "./rpc/live-provider-directory.js";
+import type { KeyQuarantineStore } from "./trust/key-quarantine.js";
 import type { MachineBindingStore } from "./trust/machine-bindings.js";
 import type { TrustManager } from "./trust/trust-manager.js";
 
@@ -68,6 +69,8 @@ export interface RouteTargets {
   vocabularies: VocabularyStore;
   releases: ReleaseStore;
   bindings: MachineBindingStore;
+  /** Quarantined signing keys (shown and lifted by the admin service). */
+  quarantines: KeyQuarantineStore;
   registry: ProviderRegistry;
   /** Every provider in the cluster (this replica's sessions and the directory's other rows). */
   cluster: ClusterProviders;
@@ -185,6 +188,8 @@ export function connectRoutes(t: RouteTargets): (router: ConnectRouter) => void 
         providers: new LiveProviderDirectory(t.registry, t.sessions, t.trust, t.cluster),
         bindings: t.bindings,
         onMachineRebound: (machineId, keyHex) => t.sessions.disconnectMachine(machineId, keyHex),
+        quarantines: t.quarantines,
+        onQuarantineLifted: (keyHex) => t.trust.forgetQuarantine(keyHex),
         pool: t.pool,
         adminKey: t.config.adminKey,
         authFailures: t.authFailures,

@@ -1,6 +1,8 @@
 import { userInfo } from "node:os";
 import {
   GetMachineBindingResponseSchema,
+  type KeyQuarantine,
+  LiftKeyQuarantineResponseSchema,
   type MachineRebind,
   RebindMachineResponseSchema,
 } from "@darkbloom/protocol/admin/v1";
@@ -13,8 +15,9 @@ const HEX_KEY = /^04[0-9a-f]{128}$/;
 const BASE64 = /^[A-Za-z0-9+/]+={0,2}$/;
 
 /**
- * `admin machines …`: which attestation signing key each machine id is bound to, and re-binding one
- * to another key (audited: a reason is required and recorded with who did it).
+ * `admin machines …`: which attestation signing key each machine id is bound to (and whether that key
+ * is quarantined), re-binding one to another key, and lifting a key's quarantine early (both audited:
+ * a reason is required and recorded with who did it).
  */
 export function addMachineCommands(admin: Command, cli: AdminCommands, io: CliIo): void {
   const machines = cli.group(admin, "machines", "machine ids and the signing keys they are bound to");
@@ -30,6 +33,7 @@ export function addMachineCommands(admin: Command, cli: AdminCommands, io: CliIo
             ["public key", hex(binding?.publicKey)],
             ["first attested", time(binding?.firstAttestedAt)],
             ["last seen", time(binding?.lastSeenAt)],
+            ["quarantined", quarantined(response.quarantine)],
           ]) +
           (response.rebinds.length === 0
             ? "re-binds: none\n"
@@ -74,6 +78,40 @@ export function addMachineCommands(admin: Command, cli: AdminCommands, io: CliIo
     )
     .requiredOption("--reason <text>", "why (recorded with the re-bind)", text("reason", 1000))
     .option("--actor <name>", "who re-binds, recorded (default: $USER)", text("actor", 256));
+
+  cli
+    .command(
+      machines,
+      "lift-quarantine",
+      "end a signing key's quarantine early; its sessions are trusted again once they reconnect",
+      async (call) => {
+        const response = await call.client.liftKeyQuarantine({
+          publicKey: call.args[0] as Uint8Array,
+          reason: call.opts.reason as string,
+          actor: (call.opts.actor as string | undefined) ?? defaultActor(io),
+        });
+        const lift = response.lift;
+        call.print(
+          () => protoJson(LiftKeyQuarantineResponseSchema, response),
+          () =>
+            fields([
+              ["public key", hex(lift?.publicKey)],
+              ["lifted", `${lift?.code ?? ""}: ${lift?.message ?? ""}`],
+              ["would have ended", time(lift?.until)],
+              ["reason", lift?.reason ?? ""],
+              ["actor", lift?.actor ?? ""],
+              ["lifted at", time(lift?.liftedAt)],
+            ]),
+        );
+      },
+    )
+    .argument(
+      "<public-key>",
+      "the SEC1 P-256 public key: 130 hex digits starting 04, or its base64 as GET /v1/providers/attestation publishes it",
+      publicKey,
+    )
+    .requiredOption("--reason <text>", "why (recorded with the lift)", text("reason", 1000))
+    .option("--actor <name>", "who lifts it, recorded (default: $USER)", text("actor", 256));
 }
 
 /** A commander argument parser for a SEC1 uncompressed P-256 public key in hex or base64. */
@@ -104,6 +142,10 @@ function defaultActor(io: CliIo): string {
 
 function hex(key: Uint8Array | undefined): string {
   return key && key.length > 0 ? Buffer.from(key).toString("hex") : "";
+}
+
+function quarantined(q: KeyQuarantine | undefined): string {
+  return q ? `until ${time(q.until)} (${q.code}: ${q.message})` : "no";
 }
 
 function rebindRow(r: MachineRebind): string[] {

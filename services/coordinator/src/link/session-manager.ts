@@ -38,6 +38,12 @@ export interface SessionManagerOptions {
 const REBOUND = "machine_rebound";
 
 /**
+ * How long the stream of a session caught misbehaving stays open (removed, routed nothing) while its
+ * key's quarantine is written, at most.
+ */
+const QUARANTINE_WRITE_WAIT_MS = 5_000;
+
+/**
  * Owns the provider sessions: opens one per registered stream, evicts providers whose stream closed
  * or that missed three heartbeats, and drains them all at shutdown.
  */
@@ -92,13 +98,35 @@ export class SessionManager {
    * out at its next restart). Refuses, with PermissionDenied naming the binding, a machine id
    * bound to another key, or to any key when the Register proves none; with Unavailable when the
    * database cannot be asked, rather than admit a key it could not check. Nothing of a session that
-   * holds the machine id is touched by a refusal. Returns the attestation verdict for open().
+   * holds the machine id is touched by a refusal. Then loads the quarantine of the verified key from the
+   * database (a finding made on any replica, or before a restart), which open() applies; refuses with
+   * Unavailable when it cannot be read. Returns the attestation verdict for open().
    */
   async admit(register: Register): Promise<RegistrationVerdict | undefined> {
     const verdict = this.trust?.verify(register);
+    await this.claimMachineId(register, verdict);
+    try {
+      await this.trust?.loadQuarantine(verdict);
+    } catch (e) {
+      const machineId = register.machineId;
+      if (isDatabaseUnavailable(e)) {
+        this.log.warn({ machineId, err: (e as Error).message }, "provider refused: quarantine unavailable");
+        throw new ConnectError(
+          "the coordinator cannot check whether this attestation signing key is quarantined now (its " +
+            "database is unavailable); retry later",
+          Code.Unavailable,
+        );
+      }
+      this.log.error({ machineId, err: e }, "key quarantine check failed");
+      throw new ConnectError("internal error checking the signing key's quarantine", Code.Internal);
+    }
+    return verdict;
+  }
+
+  private async claimMachineId(register: Register, verdict: RegistrationVerdict | undefined): Promise<void> {
     const bindings = this.options.bindings;
     const machineId = register.machineId;
-    if (!bindings || machineId === "") return verdict;
+    if (!bindings || machineId === "") return;
     let claim: MachineClaim;
     try {
       const attestation = verdict?.attestation;
@@ -123,7 +151,6 @@ export class SessionManager {
       throw new ConnectError(refusal(claim.binding, verdict), Code.PermissionDenied);
     }
     if (claim.outcome === "bound") this.log.info({ machineId }, "machine id bound to its first signing key");
-    return verdict;
   }
 
   /**
@@ -188,9 +215,11 @@ export class SessionManager {
       onHeartbeat: () => this.registry.capacityChanged(handle),
       // Evidence from the data path: untrusted (remembered for its signing key once proven, so
       // reconnecting does not clear it), then evicted so its in-flight requests fail over at once.
+      // Its stream ends once the quarantine is stored, so that however fast the daemon reconnects, and
+      // to whichever replica, its key is found quarantined.
       onUntrusted: (code, message) => {
         trust?.markUntrusted(code, message);
-        this.evict(id, code);
+        this.evict(id, code, undefined, trust && this.trust?.flush());
       },
       onAttestationResponse: trust && ((response) => trust.onChallengeResponse(response)),
     });
@@ -229,9 +258,10 @@ export class SessionManager {
 
   /**
    * Removes a provider: fails its in-flight requests (their dispatchers retry or report), and ends
-   * its stream with the given error (or cleanly when none).
+   * its stream with the given error (or cleanly when none), once `endAfter` settled when given (at
+   * most QUARANTINE_WRITE_WAIT_MS later).
    */
-  evict(providerId: string, reason: string, error?: ConnectError): void {
+  evict(providerId: string, reason: string, error?: ConnectError, endAfter?: Promise<unknown>): void {
     const entry = this.sessions.get(providerId);
     if (!entry) return;
     this.sessions.delete(providerId);
@@ -251,8 +281,23 @@ export class SessionManager {
     this.registry.remove(providerId, reason);
     this.trust?.detach(providerId);
     session.close(reason);
-    if (error) outbound.fail(error);
-    else outbound.close();
+    const end = () => {
+      if (error) outbound.fail(error);
+      else outbound.close();
+    };
+    if (endAfter) {
+      let timer: NodeJS.Timeout | undefined;
+      const cap = new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, QUARANTINE_WRITE_WAIT_MS);
+        timer.unref();
+      });
+      void Promise.race([endAfter.catch(() => undefined), cap]).then(() => {
+        clearTimeout(timer);
+        end();
+      });
+    } else {
+      end();
+    }
     this.metrics?.providersConnected.set(this.sessions.size);
     this.metrics?.providerEvictions.inc({ reason });
     this.log.info({ providerId, reason }, "provider removed");

@@ -21,6 +21,7 @@ import { isApiError } from "../errors/index.js";
 import { CLIENT_ADDRESS } from "../http/client-address.js";
 import type { Release, ReleaseStore } from "../releases/release-store.js";
 import { AlreadyExistsError, InvalidArgumentError, NotFoundError } from "../store/errors.js";
+import type { KeyQuarantine, KeyQuarantineStore, QuarantineLift } from "../trust/key-quarantine.js";
 import type { MachineBinding, MachineBindingStore, MachineRebind } from "../trust/machine-bindings.js";
 import { toConnectError as toApiConnectError } from "./api-error-to-connect.js";
 import type { ProviderDirectory } from "./provider-directory.js";
@@ -40,6 +41,10 @@ export interface AdminServiceDeps {
    * of that machine id with another key and returns how many.
    */
   onMachineRebound?: (machineId: string, keyHex: string) => number;
+  /** Quarantined signing keys. */
+  quarantines: KeyQuarantineStore;
+  /** Called after the quarantine of the signing key `keyHex` was lifted, so this coordinator forgets it. */
+  onQuarantineLifted?: (keyHex: string) => void;
   /** The database, for whole-ledger checks. */
   pool: pg.Pool;
   /** The bearer token every call must carry. */
@@ -57,7 +62,7 @@ export interface AdminServiceDeps {
 /** The AdminService implementation: every RPC needs `Authorization: Bearer <admin key>`. */
 export function createAdminService(deps: AdminServiceDeps): ServiceImpl<typeof AdminService> {
   if (deps.adminKey.trim() === "") throw new Error("the admin service needs a non-empty admin key");
-  const { accounts, catalog, releases, providers, invites, usage, bindings } = deps;
+  const { accounts, catalog, releases, providers, invites, usage, bindings, quarantines } = deps;
   const guard = <I, O>(handler: (request: I) => Promise<O>) => guarded(deps, handler);
 
   return {
@@ -211,9 +216,12 @@ export function createAdminService(deps: AdminServiceDeps): ServiceImpl<typeof A
     }),
     getMachineBinding: guard(async (request) => {
       const machineId = required("machine_id", request.machineId);
+      const binding = await bindings.require(machineId);
+      const quarantine = await quarantines.get(Buffer.from(binding.publicKey).toString("hex"));
       return {
-        binding: machineBinding(await bindings.require(machineId)),
+        binding: machineBinding(binding),
         rebinds: (await bindings.rebinds(machineId)).map(machineRebind),
+        ...(quarantine ? { quarantine: keyQuarantine(quarantine) } : {}),
       };
     }),
     rebindMachine: guard(async (request) => {
@@ -234,6 +242,19 @@ export function createAdminService(deps: AdminServiceDeps): ServiceImpl<typeof A
         rebind: machineRebind(changed.rebind),
         disconnectedSessions: disconnected,
       };
+    }),
+    liftKeyQuarantine: guard(async (request) => {
+      const lifted = await quarantines.lift({
+        keyHex: Buffer.from(request.publicKey).toString("hex"),
+        reason: required("reason", request.reason),
+        actor: required("actor", request.actor),
+      });
+      deps.onQuarantineLifted?.(lifted.lift.keyHex);
+      deps.logger?.warn(
+        { code: lifted.lift.code, actor: lifted.lift.actor },
+        "signing key quarantine lifted by an administrator",
+      );
+      return { lifted: keyQuarantine(lifted.quarantine), lift: quarantineLift(lifted.lift) };
     }),
     setReleaseActive: guard(async (request) => {
       const changed = await releases.setActive(
@@ -392,5 +413,28 @@ function machineRebind(value: MachineRebind) {
     reason: value.reason,
     actor: value.actor,
     reboundAt: timestampFromDate(value.reboundAt),
+  };
+}
+
+function keyQuarantine(value: KeyQuarantine) {
+  return {
+    publicKey: new Uint8Array(Buffer.from(value.keyHex, "hex")),
+    code: value.code,
+    message: value.message,
+    until: timestampFromDate(value.until),
+    createdAt: timestampFromDate(value.createdAt),
+  };
+}
+
+function quarantineLift(value: QuarantineLift) {
+  return {
+    id: value.id,
+    publicKey: new Uint8Array(Buffer.from(value.keyHex, "hex")),
+    code: value.code,
+    message: value.message,
+    until: timestampFromDate(value.until),
+    reason: value.reason,
+    actor: value.actor,
+    liftedAt: timestampFromDate(value.liftedAt),
   };
 }

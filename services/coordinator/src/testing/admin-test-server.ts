@@ -14,6 +14,7 @@ import { CLIENT_ADDRESS } from "../http/client-address.js";
 import { ReleaseStore } from "../releases/release-store.js";
 import { createAdminService } from "../rpc/admin-service.js";
 import type { ProviderDirectory } from "../rpc/provider-directory.js";
+import { KeyQuarantineStore } from "../trust/key-quarantine.js";
 import { MachineBindingStore } from "../trust/machine-bindings.js";
 
 /** An AdminService on a real HTTP server at 127.0.0.1, over the given database (for tests). */
@@ -53,6 +54,7 @@ export async function startAdminTestServer(
           usage: new UsageStore(pool),
           providers,
           bindings: new MachineBindingStore(pool),
+          quarantines: new KeyQuarantineStore(pool),
           pool,
           adminKey,
           // The coordinator's default limits.

@@ -368,6 +368,77 @@ describe("quarantine is per key", () => {
   });
 });
 
+describe("a key's quarantine holds on every coordinator sharing the database", () => {
+  let home: string;
+  beforeAll(async () => {
+    home = await mkdtemp(join(tmpdir(), "darkbloom-quarantine-cli-"));
+  });
+  afterAll(async () => {
+    await rm(home, { recursive: true, force: true });
+  });
+  const cli = (c: TestCoordinator, argv: string[]) =>
+    runCliCaptured(["admin", "machines", ...argv, "--url", c.url, "--admin-key", TEST_ADMIN_KEY], {
+      HOME: home,
+      USER: "ops",
+    });
+
+  it("a key caught lying about token counts on one replica is quarantined on the other until an administrator lifts it", async () => {
+    const database = await sharedDatabase();
+    const a = await coordinator({}, { database });
+    const b = await coordinator({}, { database });
+    const machineId = "machine-liar";
+    const key = newKey();
+    const liar = await provider(a, key, {
+      machineId,
+      script: () => ({ tokens: ["a ", "b ", "c "], completionTokens: 500 }),
+    });
+    await eventually(a, liar, attested);
+    const cut = new Promise((resolve) => liar.once("disconnected", resolve));
+    expect((await chat(a)).status).not.toBe(200);
+    // Its stream ends once the quarantine is stored: reconnecting at once, anywhere, finds it.
+    await cut;
+
+    // It reconnects to the other replica: untrusted and not routed there too.
+    const moved = await provider(b, key, { machineId });
+    const judged = await eventually(b, moved, (x) => !x.routable && x.trust_level === "none");
+    expect(codes(judged)).toContain("usage_mismatch");
+    const show = await cli(b, ["show", machineId]);
+    expect(show.stderr).toBe("");
+    expect(show.stdout).toMatch(
+      /quarantined\s+until \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \(usage_mismatch: .+\)\n/,
+    );
+    const json = JSON.parse((await cli(b, ["show", machineId, "--json"])).stdout);
+    expect(json.quarantine).toMatchObject({
+      public_key: Buffer.from(key.publicKey).toString("base64"),
+      code: "usage_mismatch",
+    });
+    await moved.stop();
+    await gone(b, moved);
+
+    // Lifting needs a reason; it is audited; the key is trusted again on every replica.
+    const bare = await cli(b, ["lift-quarantine", key.hex]);
+    expect(bare.code).toBe(64);
+    const lifted = await cli(b, ["lift-quarantine", key.hex, "--reason", "the meter was wrong"]);
+    expect(lifted.stderr).toBe("");
+    expect(lifted.code).toBe(0);
+    expect(lifted.stdout).toMatch(/lifted\s+usage_mismatch: /);
+    expect(lifted.stdout).toMatch(/actor\s+ops\n/);
+    expect((await cli(a, ["show", machineId])).stdout).toMatch(/quarantined\s+no\n/);
+    const again = await cli(a, ["lift-quarantine", key.hex, "--reason", "again"]);
+    expect(again.code).toBe(1);
+    expect(again.stderr).toMatch(/no quarantine holds for this signing key/);
+    const client = new pg.Client({ connectionString: database });
+    await client.connect();
+    const { rows } = await client
+      .query("SELECT code, reason, actor FROM key_quarantine_lifts")
+      .finally(() => client.end());
+    expect(rows).toEqual([{ code: "usage_mismatch", reason: "the meter was wrong", actor: "ops" }]);
+    const back = await provider(a, key, { machineId });
+    await eventually(a, back, attested);
+    expect(await chat(a)).toEqual({ status: 200, providerId: back.providerId });
+  });
+});
+
 describe("re-binding is an administrator's audited action", () => {
   let home: string;
   beforeAll(async () => {

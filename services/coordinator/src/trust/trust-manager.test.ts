@@ -18,10 +18,17 @@ import {
   TrustLevel,
 } from "@darkbloom/protocol/provider/v1";
 import { pino } from "pino";
-import { afterEach, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { ReleasePolicy } from "../releases/release-store.js";
 import { ProviderHandle } from "../routing/provider-handle.js";
+import {
+  createTestDatabase,
+  startTestPostgres,
+  type TestDatabase,
+  type TestPostgres,
+} from "../testing/test-database.js";
 import { verifyRegistration } from "./attestation.js";
+import { KeyQuarantineStore } from "./key-quarantine.js";
 import type { ProviderTrust } from "./provider-trust.js";
 import { TrustManager, type TrustManagerOptions } from "./trust-manager.js";
 
@@ -503,3 +510,181 @@ async function expectEventually(predicate: () => boolean, timeoutMs = 1_000): Pr
     await sleep(5);
   }
 }
+
+describe("quarantine in PostgreSQL: shared by replicas, kept across restarts", () => {
+  let server: TestPostgres;
+  let db: TestDatabase;
+  beforeAll(async () => {
+    server = await startTestPostgres();
+    db = await createTestDatabase(server.url);
+  });
+  afterAll(async () => {
+    await db?.drop();
+    await server?.stop();
+  });
+
+  /** A coordinator's trust manager on the shared database (each call: another replica, or a restart). */
+  const replica = (over: Partial<TrustManagerOptions> = {}) =>
+    manager({ minTrust: TrustLevel.NONE, quarantineStore: new KeyQuarantineStore(db.pool), ...over });
+  const hex = (m: Machine) => Buffer.from(m.publicKey).toString("hex");
+
+  /** Registers as SessionManager does: admit() loads the key's quarantine, then open() attaches. */
+  async function register(tm: TrustManager, m: Machine): Promise<Attached> {
+    const r = registerOf(m);
+    await tm.loadQuarantine(tm.verify(r));
+    return attach(tm, r);
+  }
+
+  /** `m` proves its key on `tm`, then the data path catches it; waits for the quarantine's write. */
+  async function caught(tm: TrustManager, m: Machine, code = "usage_mismatch"): Promise<void> {
+    const p = await register(tm, m);
+    p.trust.onChallengeResponse(answer(m, p.challenges()[0]!));
+    expect(p.trust.lastPassedAt).toBeDefined();
+    p.trust.markUntrusted(code, "the final usage claims more tokens than were delivered");
+    tm.detach(p.handle.id);
+    await tm.flush();
+  }
+
+  async function stored(m: Machine): Promise<Array<{ code: string; live: boolean }>> {
+    const { rows } = await db.pool.query(
+      "SELECT code, until > now() AS live FROM key_quarantine WHERE signing_key = $1",
+      [hex(m)],
+    );
+    return rows;
+  }
+
+  it("a key quarantined by one replica is quarantined on another, under any machine id, and after restarts", async () => {
+    const a = await replica();
+    const b = await replica();
+    const m = machine();
+    // The other replica knew the key as trusted before the finding.
+    const before = await register(b, m);
+    expect(codes(before.lastStatus())).toEqual(["attestation_stale"]);
+    b.detach(before.handle.id);
+
+    await caught(a, m);
+    expect(await stored(m)).toEqual([{ code: "usage_mismatch", live: true }]);
+    const elsewhere = await register(b, m);
+    expect(codes(elsewhere.lastStatus())).toContain("usage_mismatch");
+    expect(elsewhere.lastStatus()).toMatchObject({ trustLevel: TrustLevel.NONE, routable: false });
+    expect(elsewhere.handle.deRouted).toBe(true);
+    b.detach(elsewhere.handle.id);
+    const renamed = await register(b, { ...m, machineId: "another-machine-id" });
+    expect(codes(renamed.lastStatus())).toContain("usage_mismatch");
+
+    // Every replica restarts: the quarantine is in the database, not in a process.
+    a.close();
+    b.close();
+    const restarted = await replica();
+    const after = await register(restarted, m);
+    expect(codes(after.lastStatus())).toContain("usage_mismatch");
+    expect(after.lastStatus()?.routable).toBe(false);
+  });
+
+  it("an expired quarantine holds nowhere, and is pruned", async () => {
+    const a = await replica({ quarantineMs: 200 });
+    const m = machine();
+    await caught(a, m);
+    const b = await replica();
+    expect(codes((await register(b, m)).lastStatus())).toContain("usage_mismatch");
+    await sleep(250);
+    b.close();
+    const again = await replica();
+    expect(codes((await register(again, m)).lastStatus())).toEqual(["attestation_stale"]);
+    expect(codes((await register(a, m)).lastStatus())).toEqual(["attestation_stale"]);
+    expect(await stored(m)).toEqual([{ code: "usage_mismatch", live: false }]);
+
+    // A row past its time means nothing, and the next finding (of any key) deletes it.
+    const old = machine();
+    await db.pool.query(
+      `INSERT INTO key_quarantine (signing_key, code, message, until)
+       VALUES ($1, 'chunk_not_sealed', 'old', now() - interval '1 second')`,
+      [hex(old)],
+    );
+    expect(codes((await register(again, old)).lastStatus())).toEqual(["attestation_stale"]);
+    await caught(again, machine());
+    expect(await stored(old)).toEqual([]);
+    expect(await stored(m)).toEqual([]);
+  });
+
+  it("a new finding extends a quarantine and never shortens it", async () => {
+    const store = new KeyQuarantineStore(db.pool);
+    const m = machine();
+    const first = await store.put(hex(m), "chunk_not_sealed", "a plaintext chunk", 3_600_000);
+    const shorter = await store.put(hex(m), "usage_mismatch", "inflated usage", 60_000);
+    expect(shorter.until).toEqual(first.until);
+    expect(shorter.createdAt).toEqual(first.createdAt);
+    expect(shorter.code).toBe("usage_mismatch");
+    const longer = await store.put(hex(m), "usage_mismatch", "inflated usage", 7_200_000);
+    expect(longer.until.getTime()).toBeGreaterThan(first.until.getTime());
+    // A replica's own second finding extends it the same way.
+    const a = await replica({ quarantineMs: 60_000 });
+    await caught(a, m, "bad_signature");
+    const now = await store.get(hex(m));
+    expect(now).toMatchObject({ code: "bad_signature", until: longer.until });
+  });
+
+  it("a lifted quarantine no longer holds on any replica, without telling them", async () => {
+    const a = await replica();
+    const b = await replica();
+    const m = machine();
+    await caught(a, m);
+    const quarantined = await register(b, m);
+    expect(codes(quarantined.lastStatus())).toContain("usage_mismatch");
+    b.detach(quarantined.handle.id);
+
+    const store = new KeyQuarantineStore(db.pool);
+    const lifted = await store.lift({
+      keyHex: hex(m),
+      reason: "metering bug, not the provider",
+      actor: "ops",
+    });
+    expect(lifted.quarantine.code).toBe("usage_mismatch");
+    expect(lifted.lift).toMatchObject({
+      keyHex: hex(m),
+      reason: "metering bug, not the provider",
+      actor: "ops",
+    });
+    for (const tm of [a, b]) {
+      const back = await register(tm, m);
+      expect(codes(back.lastStatus())).toEqual(["attestation_stale"]);
+      tm.detach(back.handle.id);
+    }
+    await expect(store.lift({ keyHex: hex(m), reason: "again", actor: "ops" })).rejects.toThrow(
+      /no quarantine holds/,
+    );
+    const { rows } = await db.pool.query(
+      "SELECT code, reason, actor FROM key_quarantine_lifts WHERE signing_key = $1",
+      [hex(m)],
+    );
+    expect(rows).toEqual([
+      { code: "usage_mismatch", reason: "metering bug, not the provider", actor: "ops" },
+    ]);
+  });
+
+  it("stores nothing for a key the session did not prove", async () => {
+    const a = await replica();
+    const real = machine();
+    const replay = await register(a, real);
+    replay.trust.markUntrusted("chunk_not_sealed", "a plaintext chunk answered a sealed request");
+    a.detach(replay.handle.id);
+    await a.flush();
+    expect(await stored(real)).toEqual([]);
+    const b = await replica();
+    expect(codes((await register(b, real)).lastStatus())).toEqual(["attestation_stale"]);
+  });
+
+  it("a finding whose write failed still holds on its replica until it expires", async () => {
+    const down = Object.assign(Object.create(KeyQuarantineStore.prototype) as KeyQuarantineStore, {
+      put: async () => {
+        throw new Error("connection refused");
+      },
+      get: async () => undefined,
+    });
+    const a = await replica({ quarantineStore: down });
+    const m = machine();
+    await caught(a, m);
+    const again = await register(a, m);
+    expect(codes(again.lastStatus())).toContain("usage_mismatch");
+  });
+});

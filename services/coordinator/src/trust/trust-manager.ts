@@ -4,6 +4,7 @@ import type { Logger } from "../log.js";
 import type { ReleasePolicy } from "../releases/release-store.js";
 import type { ProviderHandle } from "../routing/provider-handle.js";
 import { type RegistrationPolicy, type RegistrationVerdict, verifyRegistration } from "./attestation.js";
+import type { KeyQuarantineStore } from "./key-quarantine.js";
 import { NonceBook } from "./nonce-book.js";
 import {
   type ChallengeResult,
@@ -27,6 +28,25 @@ export interface TrustManagerOptions extends TrustTimings {
    * (under any machine id) does not clear the finding (default one hour).
    */
   quarantineMs?: number;
+  /**
+   * Where quarantined keys are kept so that every coordinator sharing the database, and this one after
+   * a restart, honours them (PostgreSQL). Without it (tests without a database) quarantine holds in
+   * this process only.
+   */
+  quarantineStore?: KeyQuarantineStore | undefined;
+}
+
+/** A quarantined key's finding, as this process knows it. */
+interface Quarantined {
+  code: string;
+  message: string;
+  /** Until when it holds, by this process's clock. */
+  until: number;
+  /**
+   * Found here and not (yet) known to be stored: a database read that lacks it does not clear it.
+   * False once the write committed, and for what was read from the database.
+   */
+  local: boolean;
 }
 
 /** Where the release policy comes from (the release store). */
@@ -49,13 +69,22 @@ export interface PolicySource {
  * once the session has proven that key by passing a challenge. Never for a machine id: machine ids are
  * public, and anyone could otherwise get a machine's id quarantined by misbehaving under it. Nor for
  * an unproven key: attestations are published and can be replayed by a session that cannot sign.
+ * With a quarantine store the finding is written to PostgreSQL (extending a quarantine the key already
+ * has), and every registration reads its key's quarantine from there first (loadQuarantine, before the
+ * synchronous attach), so that it holds on every replica and across restarts. A finding whose write
+ * failed still holds here until it expires.
  */
 export class TrustManager {
   private readonly trusts = new Map<string, ProviderTrust>();
   private readonly byKey = new Map<string, Set<ProviderTrust>>();
   private readonly sharedKeys = new Set<string>();
-  /** Signing key (hex) → the finding and until when it holds. */
-  private readonly quarantined = new Map<string, { code: string; message: string; until: number }>();
+  /**
+   * Signing key (hex) → the finding and until when it holds: this process's findings, and what the
+   * latest registration with the key read from the quarantine store.
+   */
+  private readonly quarantined = new Map<string, Quarantined>();
+  /** Quarantine writes in flight, by signing key (they never reject: a failure is logged). */
+  private readonly writes = new Map<string, Promise<void>>();
   private readonly nonces = new NonceBook();
   private readonly context: TrustContext;
   private readonly registrationPolicy: RegistrationPolicy;
@@ -131,6 +160,43 @@ export class TrustManager {
   }
 
   /**
+   * Reads the quarantine of a verdict's signing key from the quarantine store (after this process's own
+   * write of it, if one is in flight), so that attach() applies a quarantine another replica or an
+   * earlier process made, and no longer applies one that was lifted or expired meanwhile. Does nothing
+   * without a store or a verified key. Database errors propagate: the caller refuses the registration
+   * rather than admit a key it could not check.
+   */
+  async loadQuarantine(verdict: RegistrationVerdict | undefined): Promise<void> {
+    const store = this.options.quarantineStore;
+    const key = verdict?.attestation?.publicKeyHex;
+    if (!store || key === undefined) return;
+    await this.writes.get(key);
+    const stored = await store.get(key);
+    const known = this.quarantined.get(key);
+    if (known?.local) return; // found here meanwhile, or its write failed: it stands until it expires
+    if (stored) {
+      this.quarantined.set(key, {
+        code: stored.code,
+        message: stored.message,
+        until: Date.now() + stored.remainingMs,
+        local: false,
+      });
+    } else {
+      this.quarantined.delete(key);
+    }
+  }
+
+  /** Stops applying a quarantine in this process (an administrator lifted it in the store). */
+  forgetQuarantine(keyHex: string): void {
+    this.quarantined.delete(keyHex);
+  }
+
+  /** Resolves once every quarantine write started so far has ended (committed or failed). */
+  async flush(): Promise<void> {
+    await Promise.all([...this.writes.values()]);
+  }
+
+  /**
    * Creates the session's trust state from a Register and its verdict (verified here when not given);
    * the handle gets its judgement at once. Nothing is sent until start() is called on the result
    * (after the RegisterAck).
@@ -176,7 +242,8 @@ export class TrustManager {
 
   /**
    * Remembers a data-path finding for the session's signing key, when the session proved it (a passed
-   * challenge); otherwise the finding ends with the session, which is evicted.
+   * challenge), here at once and in the quarantine store as soon as it can be written; otherwise the
+   * finding ends with the session, which is evicted.
    */
   private remember(trust: ProviderTrust, code: string, message: string): void {
     const key = trust.publicKeyHex;
@@ -188,8 +255,37 @@ export class TrustManager {
       return;
     }
     const now = Date.now();
-    this.quarantined.set(key, { code, message, until: now + (this.options.quarantineMs ?? 60 * 60_000) });
+    const durationMs = this.options.quarantineMs ?? 60 * 60_000;
+    const previous = this.quarantined.get(key);
+    const until = Math.max(now + durationMs, previous && previous.until > now ? previous.until : 0);
+    const finding: Quarantined = { code, message, until, local: true };
+    this.quarantined.set(key, finding);
     for (const [name, f] of this.quarantined) if (f.until <= now) this.quarantined.delete(name);
+    const store = this.options.quarantineStore;
+    if (!store) return;
+    const write = (this.writes.get(key) ?? Promise.resolve())
+      .then(() => store.put(key, code, message, durationMs))
+      .then(
+        (stored) => {
+          // The store's quarantine is the one that counts from now on (it may outlast this one).
+          if (this.quarantined.get(key) !== finding) return;
+          this.quarantined.set(key, {
+            code: stored.code,
+            message: stored.message,
+            until: Date.now() + stored.remainingMs,
+            local: false,
+          });
+        },
+        (e: Error) =>
+          this.log.warn(
+            { providerId: trust.providerId, code, err: e.message },
+            "could not store a signing key's quarantine; it holds on this coordinator only",
+          ),
+      )
+      .finally(() => {
+        if (this.writes.get(key) === write) this.writes.delete(key);
+      });
+    this.writes.set(key, write);
   }
 
   /** Forgets a session's trust state (its stream ended). */

@@ -189,6 +189,58 @@ describe("a plain http:// coordinator on another machine", () => {
   });
 });
 
+describe("update from a plain http:// coordinator on another machine", () => {
+  /** Records what update would fetch, and fetches nothing. */
+  const recording = (fetched: string[]): Partial<CliDeps> => ({
+    ...deps([]),
+    platform: "linux",
+    arch: "x64",
+    fetch: async (input) => {
+      fetched.push(String(input));
+      throw new Error("not dialled in this test");
+    },
+  });
+
+  it("update and update --check exit 64 with one line before asking anything", async () => {
+    const fetched: string[] = [];
+    const releases = join(home, "update-refused");
+    for (const extra of [[], ["--check"], ["--force", "--install-dir", releases]]) {
+      const io = testIo();
+      const args = ["update", "--data-dir", dataDir, "--coordinator", "http://example.com:8080", ...extra];
+      expect(await runCli(args, io.io, recording(fetched)), extra.join(" ")).toBe(64);
+      expect(io.stderr()).toBe(
+        "darkbloom: --coordinator http://example.com:8080 is plain HTTP to another machine: the release it " +
+          "names (version, bundle URL and hashes) could be replaced on the way; use https://, or pass " +
+          "--insecure (DARKBLOOM_INSECURE=1) to accept that\n",
+      );
+      expect(io.stdout()).toBe("");
+    }
+    // Named as given, from the environment too.
+    const env = testIo({ DARKBLOOM_COORDINATOR_URL: "http://10.0.0.5:8080" });
+    expect(await runCli(["update", "--data-dir", dataDir], env.io, recording(fetched))).toBe(64);
+    expect(env.stderr()).toMatch(
+      /^darkbloom: DARKBLOOM_COORDINATOR_URL http:\/\/10\.0\.0\.5:8080 is plain HTTP/,
+    );
+    expect(fetched).toEqual([]);
+  });
+
+  it("with --insecure (or DARKBLOOM_INSECURE=1) update goes on to ask for the release", async () => {
+    for (const [args, env] of [
+      [["--insecure"], {}],
+      [["--check"], { DARKBLOOM_INSECURE: "1" }],
+    ] as const) {
+      const fetched: string[] = [];
+      const io = testIo(env);
+      const cli = ["update", "--data-dir", dataDir, "--coordinator", "http://example.com:8080", ...args];
+      expect(await runCli(cli, io.io, recording(fetched))).toBe(1);
+      expect(io.stderr()).toBe(
+        "darkbloom: cannot reach the coordinator at http://example.com:8080: not dialled in this test\n",
+      );
+      expect(fetched).toEqual(["http://example.com:8080/v1/releases/latest?platform=linux-x64"]);
+    }
+  });
+});
+
 describe("which coordinators need no --insecure", () => {
   it("https:// anywhere, and http:// on this machine (localhost, 127.0.0.0/8, ::1)", () => {
     for (const url of [

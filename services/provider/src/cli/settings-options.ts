@@ -52,11 +52,12 @@ export function resolveFromOptions(opts: Record<string, unknown>, context: CliCo
 }
 
 /**
- * The preflight of every command that talks to the coordinator as this provider (serve, start,
- * login, logout): a plain http:// coordinator on another machine is a usage error (exit 64) unless
- * --insecure was given, before anything is loaded or any connection is opened.
+ * The preflight of every command that talks to the coordinator (serve, start, login, logout,
+ * update): a plain http:// coordinator on another machine is a usage error (exit 64) unless
+ * --insecure was given, before anything is loaded or any connection is opened. `risk` says what would
+ * be exposed (default: the account token).
  */
-export function checkCoordinatorTransport(resolved: ResolvedConfig): void {
-  const problem = coordinatorTransportProblem(resolved.config, resolved.sources);
+export function checkCoordinatorTransport(resolved: ResolvedConfig, risk?: string): void {
+  const problem = coordinatorTransportProblem(resolved.config, resolved.sources, risk);
   if (problem) throw new UsageError(problem);
 }

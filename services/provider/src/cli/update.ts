@@ -1,5 +1,6 @@
 import { join, resolve } from "node:path";
 import type { Command } from "commander";
+import { RELEASE_RISK } from "../config/coordinator-transport.js";
 import { DataDirLayout } from "../config/paths.js";
 import { DAEMON_VERSION } from "../daemon.js";
 import { DownloadError } from "../download/download.js";
@@ -15,7 +16,7 @@ import {
 import type { CliContext } from "./context.js";
 import { CliFailure, UsageError } from "./io.js";
 import { progressBar } from "./progress.js";
-import { addSettingOptions, resolveFromOptions } from "./settings-options.js";
+import { addSettingOptions, checkCoordinatorTransport, resolveFromOptions } from "./settings-options.js";
 
 const PLATFORM = /^[a-z0-9]+(?:-[a-z0-9_]+){1,3}$/;
 
@@ -24,19 +25,27 @@ const PLATFORM = /^[a-z0-9]+(?:-[a-z0-9_]+){1,3}$/;
  * (GET /v1/releases/latest), and unless --check, downloads its bundle, verifies its SHA-256 and binary
  * hash, and switches `<install dir>/current` to it atomically (rolled back if the new release fails
  * its check). The installed version is the one `current` points to, else this daemon's.
+ *
+ * A plain http:// coordinator on another machine is refused (exit 64) unless --insecure, as for
+ * serve and login: the bundle is only as trustworthy as the hashes the coordinator's answer carries,
+ * and anyone on the path can rewrite that answer. --check is refused the same way although it installs
+ * nothing: its answer can be forged just as well (an "up to date" that hides a security release), and
+ * one rule for every command that talks to the coordinator is simpler to state and to check.
  */
 export function addUpdateCommand(program: Command, context: CliContext): void {
   const command = program
     .command("update")
     .description("install the newest release of the daemon (--check only reports it)");
-  addSettingOptions(command, ["coordinatorUrl", "dataDir"]);
+  addSettingOptions(command, ["coordinatorUrl", "dataDir", "insecure"]);
   command
     .option("--check", "only report whether a newer release exists")
     .option("--platform <platform>", "release platform (default: this machine's, e.g. linux-x64)")
     .option("--install-dir <dir>", "where releases are installed (default <data dir>/releases)")
     .option("--force", "install the newest release even if it is not newer than the installed one")
     .action(async (opts: Record<string, unknown>) => {
-      const { config } = resolveFromOptions(opts, context);
+      const resolved = resolveFromOptions(opts, context);
+      checkCoordinatorTransport(resolved, RELEASE_RISK);
+      const { config } = resolved;
       const platform =
         typeof opts.platform === "string" ? opts.platform : `${context.platform}-${context.arch}`;
       if (!PLATFORM.test(platform)) {

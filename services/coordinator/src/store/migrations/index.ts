@@ -6,6 +6,7 @@ import { machineBindings } from "./0005_machine_bindings.js";
 import { moneyRules } from "./0006_money_rules.js";
 import { providerDirectory } from "./0007_provider_directory.js";
 import { modelTokenizers } from "./0008_model_tokenizers.js";
+import { keyQuarantine } from "./0009_key_quarantine.js";
 import type { Migration } from "./migration.js";
 
 export type { Migration } from "./migration.js";
@@ -23,4 +24,5 @@ export const migrations: readonly Migration[] = [
   moneyRules,
   providerDirectory,
   modelTokenizers,
+  keyQuarantine,
 ];
