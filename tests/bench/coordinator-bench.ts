@@ -100,13 +100,13 @@ async function spawnServer(args: string[], script = OWN_PROCESS): Promise<Server
 }
 
 /** The server process's CPU time so far, in microseconds (user + system). */
-function serverCpu(s: Server): Promise<number> {
+function serverCpu(s: Server): Promise<{ cpuUs: number; mainThreadUs: number | undefined }> {
   return new Promise((resolve) => {
     const onMessage = (m: unknown) => {
-      const cpu = (m as { cpu?: NodeJS.CpuUsage }).cpu;
+      const { cpu, mainThreadUs } = m as { cpu?: NodeJS.CpuUsage; mainThreadUs?: number };
       if (!cpu) return;
       s.child.off("message", onMessage);
-      resolve(cpu.user + cpu.system);
+      resolve({ cpuUs: cpu.user + cpu.system, mainThreadUs });
     };
     s.child.on("message", onMessage);
     s.child.send("cpu");
@@ -144,8 +144,10 @@ interface Row {
   latencyP99Ms: number;
   addedP50Ms?: number;
   addedP99Ms?: number;
-  /** CPU time of the measured server process per request, µs. */
+  /** CPU time of the measured server process per request, µs (every thread). */
   serverCpuUsPerRequest: number;
+  /** CPU time of its main thread per request, µs (absent for a server that does not report it). */
+  mainThreadCpuUsPerRequest?: number;
   /** CPU time of this process (load clients and providers) per request, µs. */
   benchCpuUsPerRequest: number;
 }
@@ -186,7 +188,12 @@ async function measure(
       : undefined,
   });
   const ownCpuUsed = ownCpu() - ownCpuBefore;
-  const serverCpuUsed = (await serverCpu(s)) - serverCpuBefore;
+  const serverCpuAfter = await serverCpu(s);
+  const serverCpuUsed = serverCpuAfter.cpuUs - serverCpuBefore.cpuUs;
+  const mainThreadUs =
+    serverCpuAfter.mainThreadUs !== undefined && serverCpuBefore.mainThreadUs !== undefined
+      ? serverCpuAfter.mainThreadUs - serverCpuBefore.mainThreadUs
+      : undefined;
   return {
     target,
     concurrency,
@@ -200,6 +207,7 @@ async function measure(
       ? { addedP50Ms: round(percentile(added, 50), 3), addedP99Ms: round(percentile(added, 99), 3) }
       : {}),
     serverCpuUsPerRequest: round(serverCpuUsed / requests, 1),
+    ...(mainThreadUs !== undefined ? { mainThreadCpuUsPerRequest: round(mainThreadUs / requests, 1) } : {}),
     benchCpuUsPerRequest: round(ownCpuUsed / requests, 1),
   };
 }
@@ -217,6 +225,7 @@ await writeGgufFile(vocabularyPath, { kv: planModel("qwen3-0.6b").kv, tensors: [
 const llama = await getLlama({ gpu: false, build: "never", logLevel: LlamaLogLevel.error, maxThreads: 1 });
 const counter = await ModelTokenizer.open(llama, vocabularyPath);
 const COMPLETION_TOKENS = counter.countText(TOKENS.join(""));
+const PROMPT_TOKENS = counter.countPrompt({ kind: "chat", messages: [{ role: "user", content: PROMPT }] });
 await counter.dispose();
 await llama.dispose();
 
@@ -259,7 +268,15 @@ async function measureCoordinator(
         machineId: `bench-${i}`,
         recordRequests: false,
         encryption,
-        script: () => ({ tokens: TOKENS, tokensPerChunk, completionTokens: COMPLETION_TOKENS }),
+        // An honest provider of each checkout's protocol: this one reports the count of its text; a
+        // coordinator from before counted usage expects the tokens sampled (one a token here).
+        script: () => ({
+          tokens: TOKENS,
+          tokensPerChunk,
+          ...(target.script === OWN_PROCESS
+            ? { completionTokens: COMPLETION_TOKENS, promptTokens: PROMPT_TOKENS }
+            : {}),
+        }),
       });
       // Instant providers send their first token as soon as the request arrives.
       p.on("request", (r) => firstToken.set(r.requestId, nowMs()));
@@ -269,7 +286,7 @@ async function measureCoordinator(
   );
   const label =
     `${target.name}coordinator, billing ${billing ? "on" : "off"}, encryption ${encryption ? "on" : "off"}, ` +
-    `usage ${vocabulary ? "counted" : "bounded"}, ` +
+    (target.script === OWN_PROCESS ? `usage ${vocabulary ? "counted" : "bounded"}, ` : "") +
     `${providerCount} instant providers` +
     (tokensPerChunk > 1 ? ` (${tokensPerChunk} tokens/chunk)` : "");
   try {
@@ -313,6 +330,7 @@ if (values.json) {
     "added p50 ms",
     "added p99 ms",
     "server cpu µs/req",
+    "main thread µs/req",
   ];
   const lines = rows.map((r) =>
     [
@@ -327,12 +345,15 @@ if (values.json) {
       r.addedP50Ms ?? "-",
       r.addedP99Ms ?? "-",
       r.serverCpuUsPerRequest,
+      r.mainThreadCpuUsPerRequest ?? "-",
     ].map(String),
   );
   const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => (l[i] ?? "").length)));
   for (const l of [header, ...lines])
     process.stdout.write(`${l.map((c, i) => c.padEnd(widths[i] ?? 0)).join("  ")}\n`);
   process.stdout.write(
-    "\nadded = consumer's first body byte minus the provider's first token (same clock, one machine).\n",
+    "\nadded = consumer's first body byte minus the provider's first token (same clock, one machine).\n" +
+      "server cpu = every thread of the coordinator process (token counting runs in worker threads);\n" +
+      "main thread = the CPU time of its main thread (the event loop), where Linux reports it.\n",
   );
 }

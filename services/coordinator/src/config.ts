@@ -1,3 +1,4 @@
+import { availableParallelism } from "node:os";
 import { DEFAULT_HEARTBEAT_INTERVAL_MS, type TrustLevelName } from "@darkbloom/protocol";
 
 /** Everything the coordinator can be told at start; see resolveConfig for the defaults. */
@@ -123,6 +124,11 @@ export interface CoordinatorConfig {
   /** Distinct model label values the metrics may carry over the process's life; others are "other". */
   metricsMaxModels: number;
   /**
+   * Worker threads that count tokens with the catalog's vocabularies (catalog/catalog-tokenizers.ts);
+   * 0 counts on the event loop.
+   */
+  tokenizerThreads: number;
+  /**
    * Failed credential checks (API key, admin key, metrics token) a client address earns back per
    * second; 0 disables the limit.
    */
@@ -209,6 +215,8 @@ export function resolveConfig(input: CoordinatorConfigInput): CoordinatorConfig 
     directoryPollMs: 5_000,
     metricsHost: "127.0.0.1",
     metricsMaxModels: 256,
+    // One core is the event loop's; counting a short response costs far less than serving it.
+    tokenizerThreads: Math.min(4, Math.max(1, availableParallelism() - 1)),
     authFailuresPerSecond: 1,
     authFailureBurst: 20,
     authFailureAddresses: 100_000,

@@ -90,7 +90,9 @@ async function start(config: CoordinatorConfig, log: Logger, closers: Closers): 
 
   // Each catalog model's vocabulary, loaded, follows the catalog (the start waits for the first
   // loads, so usage is counted, not only bounded, from the first request).
-  const tokenizers = new CatalogTokenizers({ read: (sha256) => readVocabulary(db.pool, sha256) }, log);
+  const tokenizers = new CatalogTokenizers({ read: (sha256) => readVocabulary(db.pool, sha256) }, log, {
+    threads: config.tokenizerThreads,
+  });
   const catalog = new ModelCatalog(db.pool, { onRefresh: (models) => tokenizers.sync(models) });
   const vocabularies = new VocabularyStore(db.pool, catalog);
   await catalog.start();

@@ -13,6 +13,7 @@ export * from "./gguf/index.js";
 export { sha256File } from "./sha256-file.js";
 export * from "./synth/index.js";
 export { ModelTokenizer } from "./tokenizer/model-tokenizer.js";
+export { TokenizerPool, type TokenizerPoolOptions } from "./tokenizer/tokenizer-pool.js";
 export {
   VOCABULARY_FILE_MAX_BYTES,
   vetVocabularyFile,

@@ -269,7 +269,11 @@ describe("a provider of a model whose vocabulary the coordinator has", () => {
   it("is paid exactly the count of the text it delivered and of the prompt, which the consumer is shown", async () => {
     const tokens = ["Hello", " wörld", " 🙂", "!"];
     const completion = counter.countText(tokens.join(""));
-    await provider({ tokens, completionTokens: completion }, "c-honest", "counted");
+    await provider(
+      { tokens, completionTokens: completion, promptTokens: promptTokens() },
+      "c-honest",
+      "counted",
+    );
     const payer = await funded();
     const res = await postJson(t.url, "/v1/chat/completions", payer.key, counted({ max_tokens: 50 }));
     expect(res.status).toBe(200);
@@ -285,7 +289,7 @@ describe("a provider of a model whose vocabulary the coordinator has", () => {
   it("is cut for one completion token more than its text counts to, though the bounds would allow it", async () => {
     const tokens = ["one ", "two ", "three "];
     const liar = await provider(
-      { tokens, completionTokens: counter.countText(tokens.join("")) + 1 },
+      { tokens, completionTokens: counter.countText(tokens.join("")) + 1, promptTokens: promptTokens() },
       "c-plus-one",
       "counted",
     );

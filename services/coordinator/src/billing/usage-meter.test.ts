@@ -15,7 +15,7 @@ const usage = (promptTokens: number, completionTokens: number) =>
   create(UsageSchema, { promptTokens, completionTokens });
 
 describe("UsageMeter", () => {
-  it("accepts what an honest engine sends: a token a chunk, text-less tokens joined to the next text, split characters", () => {
+  it("accepts what an honest engine sends: a token a chunk, text-less tokens joined to the next text, split characters", async () => {
     const m = new UsageMeter(limits());
     expect(m.chunk(chunk("Hello", 1))).toBeUndefined();
     // A control token that decodes to nothing travels with the next token's text.
@@ -24,12 +24,12 @@ describe("UsageMeter", () => {
     expect(m.chunk(chunk("🙂", 4))).toBeUndefined();
     // Held-back text flushed at the end with no tokens of its own.
     expect(m.chunk(chunk("!", 0))).toBeUndefined();
-    expect(m.delivered()).toBe(7);
+    expect(await m.delivered()).toBe(7);
     expect(m.complete(usage(12, 7))).toEqual({ usage: { promptTokens: 12, completionTokens: 7 } });
     expect(m.texts).toEqual(["Hello world🙂!"]);
   });
 
-  it("bounds the final count by the text without the tokenizer: bytes / 256 to bytes + 1 a choice", () => {
+  it("bounds the final count by the text without the tokenizer: bytes / 256 to bytes + 1 a choice", async () => {
     const m = new UsageMeter(limits({ choices: 2 }));
     for (let i = 0; i < 20; i++) expect(m.chunk(chunk("ab", 1, i % 2))).toBeUndefined();
     // 20 bytes a choice: at least 1 token each, at most 21.
@@ -38,17 +38,17 @@ describe("UsageMeter", () => {
     expect(m.complete(usage(5, 2))).toHaveProperty("usage");
     expect(m.complete(usage(5, 1))).toMatchObject({ violation: { code: MeteringViolation.usageMismatch } });
     // What a response that did not complete is paid for: the tokens claimed, never above the cap.
-    expect(m.delivered()).toBe(20);
+    expect(await m.delivered()).toBe(20);
   });
 
-  it("refuses more tokens than the text can hold", () => {
+  it("refuses more tokens than the text can hold", async () => {
     const m = new UsageMeter(limits({ maxTokens: 1000 }));
     expect(m.chunk(chunk("x", 500))).toMatchObject({ code: MeteringViolation.tokensInflated });
-    expect(m.delivered()).toBe(0);
+    expect(await m.delivered()).toBe(0);
     expect(m.texts).toEqual([""]);
   });
 
-  it("refuses text its tokens cannot decode to, counted over the whole choice", () => {
+  it("refuses text its tokens cannot decode to, counted over the whole choice", async () => {
     const m = new UsageMeter(limits());
     expect(m.chunk(chunk("a".repeat(MAX_TOKEN_BYTES), 0))).toBeUndefined();
     expect(m.chunk(chunk("a", 0))).toMatchObject({ code: MeteringViolation.chunkOversized });
@@ -58,7 +58,7 @@ describe("UsageMeter", () => {
     });
   });
 
-  it("refuses a choice past max_tokens and choices the request did not ask for", () => {
+  it("refuses a choice past max_tokens and choices the request did not ask for", async () => {
     const m = new UsageMeter(limits({ maxTokens: 4, choices: 2 }));
     expect(m.chunk(chunk("abcd", 4, 1))).toBeUndefined();
     expect(m.chunk(chunk("e", 1, 1))).toMatchObject({ code: MeteringViolation.maxTokensExceeded });
@@ -68,7 +68,7 @@ describe("UsageMeter", () => {
     expect(m.complete(usage(3, 10))).toHaveProperty("usage");
   });
 
-  it("refuses a prompt count of zero or above the prompt's bound", () => {
+  it("refuses a prompt count of zero or above the prompt's bound", async () => {
     const m = new UsageMeter(limits({ promptTokenBound: 50 }));
     expect(m.complete(usage(0, 0))).toMatchObject({ violation: { code: MeteringViolation.usageMismatch } });
     expect(m.complete(usage(51, 0))).toMatchObject({ violation: { code: MeteringViolation.usageMismatch } });
@@ -76,17 +76,25 @@ describe("UsageMeter", () => {
   });
 
   describe("with the model's tokenizer", () => {
-    // A stand-in tokenizer: one token a word.
-    const words = { countText: (text: string) => text.split(" ").filter(Boolean).length };
-    const exact = (promptTokens: number) => ({ counter: words, promptTokens });
+    // A stand-in tokenizer: one token a word, counted once per state of the texts.
+    let counts = 0;
+    const words = {
+      countTexts: async (texts: readonly string[]) => {
+        counts++;
+        return texts.reduce((sum, t) => sum + t.split(" ").filter(Boolean).length, 0);
+      },
+    };
 
-    it("accepts exactly the count of the text delivered and of the prompt, nothing else", () => {
-      const m = new UsageMeter(limits({ choices: 2 }), exact(9));
+    it("accepts exactly the count of the text delivered and of the prompt, nothing else", async () => {
+      const m = new UsageMeter(limits({ choices: 2 }), words);
       expect(m.counted).toBe(true);
       expect(m.chunk(chunk("one two", 2, 0))).toBeUndefined();
       expect(m.chunk(chunk(" three", 1, 0))).toBeUndefined();
       expect(m.chunk(chunk("four", 3, 1))).toBeUndefined();
-      expect(m.complete(usage(9, 4))).toEqual({ usage: { promptTokens: 9, completionTokens: 4 } });
+      const counted = await m.countDelivered();
+      expect(counted).toBe(4);
+      const own = { promptTokens: 9, completionTokens: counted };
+      expect(m.complete(usage(9, 4), own)).toEqual({ usage: { promptTokens: 9, completionTokens: 4 } });
       // What the bounds would allow is not enough: the count is the count.
       for (const [p, c] of [
         [9, 5],
@@ -94,16 +102,23 @@ describe("UsageMeter", () => {
         [10, 4],
         [8, 4],
       ] as const) {
-        expect(m.complete(usage(p, c))).toMatchObject({
+        expect(m.complete(usage(p, c), own)).toMatchObject({
           violation: { code: MeteringViolation.usageMismatch },
         });
       }
+      // Without a count (the tokenizer failed) the bounds decide.
+      expect(m.complete(usage(9, 5))).toHaveProperty("usage");
     });
 
-    it("pays a response that did not complete for the count of its text, not the tokens claimed", () => {
-      const m = new UsageMeter(limits(), exact(3));
+    it("pays a response that did not complete for the count of its text, not the tokens claimed", async () => {
+      const m = new UsageMeter(limits(), words);
       expect(m.chunk(chunk("a b c d", 9))).toBeUndefined();
-      expect(m.delivered()).toBe(4);
+      const before = counts;
+      expect(await m.delivered()).toBe(4);
+      expect(await m.countDelivered()).toBe(4);
+      expect(counts).toBe(before + 1);
+      expect(m.chunk(chunk(" e", 1))).toBeUndefined();
+      expect(await m.delivered()).toBe(5);
     });
   });
 });

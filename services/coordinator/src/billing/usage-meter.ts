@@ -54,13 +54,14 @@ export interface MeterLimits {
 
 /** The model's tokenizer on the coordinator (a catalog vocabulary): counts are then exact. */
 export interface TokenCounter {
-  countText(text: string): number;
+  /** The texts' tokens, each text counted on its own, summed. */
+  countTexts(texts: readonly string[]): Promise<number>;
 }
 
-/** What the prompt counts to with the model's tokenizer, and the tokenizer, when the catalog has it. */
-export interface ExactCount {
-  counter: TokenCounter;
+/** The coordinator's own counts of a response: its prompt and the text delivered. */
+export interface CountedUsage {
   promptTokens: number;
+  completionTokens: number;
 }
 
 /** Completion usage the coordinator accepted: what is shown to the consumer and what is charged. */
@@ -97,10 +98,14 @@ export class UsageMeter {
   private readonly bytes: number[];
   /** Each choice's text as accepted (what the consumer receives, and what the signature covers). */
   readonly texts: string[];
+  /** Chunks accepted so far, and how many there were when the texts were last counted. */
+  private accepted = 0;
+  private countedAt = -1;
+  private counting: Promise<number> | undefined;
 
   constructor(
     private readonly limits: MeterLimits,
-    private readonly exact?: ExactCount,
+    private readonly counter?: TokenCounter,
   ) {
     this.tokens = new Array(limits.choices).fill(0);
     this.bytes = new Array(limits.choices).fill(0);
@@ -109,7 +114,7 @@ export class UsageMeter {
 
   /** Whether counts are the coordinator's own (the model's tokenizer), not only bounded. */
   get counted(): boolean {
-    return this.exact !== undefined;
+    return this.counter !== undefined;
   }
 
   /**
@@ -150,16 +155,37 @@ export class UsageMeter {
     this.tokens[i] = tokens;
     this.bytes[i] = bytes;
     this.texts[i] += payload.text;
+    this.accepted++;
     return undefined;
   }
 
   /**
    * Completion tokens of what was delivered so far, for a response that did not complete (cut,
-   * failed, cancelled): counted when the tokenizer is here, else the sampled tokens claimed, capped
-   * by the bytes (never more than the text can be).
+   * failed, cancelled): counted when the tokenizer is here, else (or when counting fails) the sampled
+   * tokens claimed, capped by the bytes (never more than the text can be).
    */
-  delivered(): number {
-    if (this.exact) return this.countCompletion();
+  async delivered(): Promise<number> {
+    if (this.counter) {
+      try {
+        return await this.countDelivered();
+      } catch {
+        // counted by the bounds below
+      }
+    }
+    return this.claimedWithinBytes();
+  }
+
+  /** The tokenizer's count of the texts so far, counted once per state of the texts. */
+  countDelivered(): Promise<number> {
+    if (!this.counter) return Promise.reject(new Error("no tokenizer"));
+    if (this.countedAt !== this.accepted || this.counting === undefined) {
+      this.countedAt = this.accepted;
+      this.counting = this.counter.countTexts([...this.texts]);
+    }
+    return this.counting;
+  }
+
+  private claimedWithinBytes(): number {
     let sum = 0;
     for (let i = 0; i < this.limits.choices; i++) {
       const bytes = this.bytes[i] as number;
@@ -169,22 +195,27 @@ export class UsageMeter {
   }
 
   /**
-   * Checks the provider's final usage against the text delivered: equal to the coordinator's count
-   * when it has the tokenizer, else within the bounds the text sets.
+   * Checks the provider's final usage against the text delivered: equal to the coordinator's counts
+   * (`counted`: the prompt's, and countDelivered()) when it has the tokenizer, else (or when
+   * counting failed) within the bounds the text sets.
    */
-  complete(usage: Usage | undefined): { usage: MeteredUsage } | { violation: Violation } {
+  complete(
+    usage: Usage | undefined,
+    counted?: CountedUsage,
+  ): { usage: MeteredUsage } | { violation: Violation } {
     const prompt = usage?.promptTokens ?? 0;
     const completion = usage?.completionTokens ?? 0;
     const mismatch = (message: string) => ({
       violation: { code: MeteringViolation.usageMismatch, message },
     });
-    if (this.exact) {
-      const counted = this.countCompletion();
-      if (prompt !== this.exact.promptTokens) {
-        return mismatch(`prompt_tokens ${prompt}; the prompt is ${this.exact.promptTokens} tokens`);
+    if (counted !== undefined) {
+      if (prompt !== counted.promptTokens) {
+        return mismatch(`prompt_tokens ${prompt}; the prompt is ${counted.promptTokens} tokens`);
       }
-      if (completion !== counted) {
-        return mismatch(`completion_tokens ${completion}; the text delivered is ${counted} tokens`);
+      if (completion !== counted.completionTokens) {
+        return mismatch(
+          `completion_tokens ${completion}; the text delivered is ${counted.completionTokens} tokens`,
+        );
       }
       return { usage: { promptTokens: prompt, completionTokens: completion } };
     }
@@ -203,12 +234,6 @@ export class UsageMeter {
       return mismatch(`completion_tokens ${completion} outside ${least}..${most} for the text delivered`);
     }
     return { usage: { promptTokens: prompt, completionTokens: completion } };
-  }
-
-  private countCompletion(): number {
-    let sum = 0;
-    for (const text of this.texts) sum += this.exact?.counter.countText(text) ?? 0;
-    return sum;
   }
 }
 

@@ -2,30 +2,61 @@ import { createHash } from "node:crypto";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { ModelTokenizer } from "@darkbloom/models";
+import { type GenerationInput, ModelTokenizer, TokenizerPool } from "@darkbloom/models";
 import { getLlama, type Llama, LlamaLogLevel } from "node-llama-cpp";
 import type { Logger } from "../log.js";
 import type { CatalogModel } from "./model-catalog.js";
+
+/**
+ * How long a vocabulary no model uses any more stays loaded: requests that were counted with it still
+ * count their completions with it (a stream can run for minutes).
+ */
+const RETIRED_TOKENIZER_GRACE_MS = 15 * 60_000;
 
 /** Where vocabularies come from (the vocabulary store). */
 export interface VocabularySource {
   read(sha256: string): Promise<Uint8Array | undefined>;
 }
 
+/** A model's token counts (the model's tokenizer and chat template). */
+export interface TokenCounter {
+  countPrompt(input: GenerationInput): Promise<number>;
+  /** The texts' tokens, each text counted on its own, summed. */
+  countTexts(texts: readonly string[]): Promise<number>;
+}
+
+export interface CatalogTokenizersOptions {
+  /**
+   * Worker threads that count (0: on the event loop). Tokenizing costs about a microsecond a byte,
+   * more than everything else the coordinator does for a short response; in workers the event loop
+   * pays a message each way instead.
+   */
+  threads: number;
+}
+
+interface Loaded {
+  counter: TokenCounter;
+  /** Frees it (its file, its tokenizer in every worker). */
+  free(): Promise<void>;
+}
+
 /**
- * The catalog's vocabularies, loaded: a synchronous lookup of the tokenizer a model's usage is counted
+ * The catalog's vocabularies, loaded: a synchronous lookup of the counter a model's usage is counted
  * with. Follows the catalog (sync after every reload): a vocabulary newly given to a model is loaded
  * once per hash (its bytes checked against the hash; they were vetted in a child process when
- * uploaded), one no model uses any more is freed. Until a vocabulary is loaded its models are metered
- * by bounds, as models without one are; the coordinator waits for the first sync before it serves.
+ * uploaded), one no model uses any more is freed after a grace period. Until a vocabulary is loaded
+ * its models are metered by bounds, as models without one are; the coordinator waits for the first
+ * sync before it serves.
  *
  * llama.cpp's tokenizer is used, not a reimplementation: the provider's engine counts with the same
  * code (ModelTokenizer), so an honest provider's usage is exactly the coordinator's count.
  */
 export class CatalogTokenizers {
-  private readonly loaded = new Map<string, ModelTokenizer>();
+  private readonly loaded = new Map<string, Loaded>();
   private readonly failed = new Set<string>();
+  private readonly retired = new Map<Loaded, NodeJS.Timeout>();
   private bySha: ReadonlyMap<string, string> = new Map();
+  private readonly pool: TokenizerPool | undefined;
   private llama: Promise<Llama> | undefined;
   private dir: string | undefined;
   private syncing: Promise<void> = Promise.resolve();
@@ -34,12 +65,15 @@ export class CatalogTokenizers {
   constructor(
     private readonly source: VocabularySource,
     private readonly log: Logger,
-  ) {}
+    options: CatalogTokenizersOptions,
+  ) {
+    this.pool = options.threads > 0 ? new TokenizerPool({ threads: options.threads }) : undefined;
+  }
 
-  /** The tokenizer of a catalog model, when it has a vocabulary and it is loaded. */
-  get(modelId: string): ModelTokenizer | undefined {
+  /** The counter of a catalog model, when it has a vocabulary and it is loaded. */
+  get(modelId: string): TokenCounter | undefined {
     const sha = this.bySha.get(modelId);
-    return sha === undefined ? undefined : this.loaded.get(sha);
+    return sha === undefined ? undefined : this.loaded.get(sha)?.counter;
   }
 
   /** Follows a catalog snapshot; resolves when its vocabularies are loaded (or failed to). */
@@ -55,22 +89,39 @@ export class CatalogTokenizers {
   async close(): Promise<void> {
     this.closed = true;
     await this.syncing;
-    for (const tokenizer of this.loaded.values()) await tokenizer.dispose().catch(() => {});
+    for (const timer of this.retired.values()) clearTimeout(timer);
+    const all = [...this.loaded.values(), ...this.retired.keys()];
     this.loaded.clear();
+    this.retired.clear();
+    for (const loaded of all) await loaded.free().catch(() => {});
+    await this.pool?.close();
     if (this.dir) await rm(this.dir, { recursive: true, force: true });
   }
 
   private async apply(): Promise<void> {
     const wanted = new Set(this.bySha.values());
-    for (const [sha, tokenizer] of this.loaded) {
+    for (const [sha, loaded] of this.loaded) {
       if (wanted.has(sha)) continue;
       this.loaded.delete(sha);
-      await tokenizer.dispose().catch(() => {});
+      const timer = setTimeout(() => {
+        this.retired.delete(loaded);
+        loaded.free().catch(() => {});
+      }, RETIRED_TOKENIZER_GRACE_MS);
+      timer.unref();
+      this.retired.set(loaded, timer);
     }
     for (const sha of wanted) {
       if (this.closed || this.loaded.has(sha) || this.failed.has(sha)) continue;
+      let bytes: Uint8Array | undefined;
       try {
-        this.loaded.set(sha, await this.load(sha));
+        bytes = await this.source.read(sha);
+      } catch (err) {
+        // The database did not answer: the next reload tries again.
+        this.log.warn({ vocabulary: sha.slice(0, 12), err: (err as Error).message }, "vocabulary not read");
+        continue;
+      }
+      try {
+        this.loaded.set(sha, await this.load(sha, bytes));
         this.log.info({ vocabulary: sha.slice(0, 12) }, "vocabulary loaded: its models' usage is counted");
       } catch (err) {
         // Not retried until the process restarts: a vocabulary that cannot load will not load later.
@@ -83,20 +134,43 @@ export class CatalogTokenizers {
     }
   }
 
-  private async load(sha: string): Promise<ModelTokenizer> {
-    const bytes = await this.source.read(sha);
+  private async load(sha: string, bytes: Uint8Array | undefined): Promise<Loaded> {
     if (bytes === undefined) throw new Error("the vocabulary is not stored");
-    if (createHash("sha256").update(bytes).digest("hex") !== sha)
+    if (createHash("sha256").update(bytes).digest("hex") !== sha) {
       throw new Error("the stored bytes do not match its hash");
+    }
     this.dir ??= await mkdtemp(join(tmpdir(), "darkbloom-tokenizers-"));
     const path = join(this.dir, `${sha}.gguf`);
     await writeFile(path, bytes, { mode: 0o600 });
+    const pool = this.pool;
+    if (pool) {
+      // Workers load it on first use; this first count proves it loads.
+      await pool.countTexts(path, ["vocabulary check"]);
+      return {
+        counter: {
+          countPrompt: (input) => pool.countPrompt(path, input),
+          countTexts: (texts) => pool.countTexts(path, texts),
+        },
+        free: async () => {
+          pool.forget(path);
+          await rm(path, { force: true });
+        },
+      };
+    }
+    let tokenizer: ModelTokenizer;
     try {
-      return await ModelTokenizer.open(await this.getLlama(), path);
+      tokenizer = await ModelTokenizer.open(await this.getLlama(), path);
     } finally {
       // llama.cpp has read what it needs (vocabulary-only: no tensors are mapped).
       await rm(path, { force: true });
     }
+    return {
+      counter: {
+        countPrompt: async (input) => tokenizer.countPrompt(input),
+        countTexts: async (texts) => texts.reduce((sum, text) => sum + tokenizer.countText(text), 0),
+      },
+      free: () => tokenizer.dispose(),
+    };
   }
 
   private getLlama(): Promise<Llama> {

@@ -27,6 +27,7 @@ type TunableKey = keyof Pick<
   | "instanceStaleMs"
   | "directoryFlushMs"
   | "directoryPollMs"
+  | "tokenizerThreads"
   // Connection and response limits.
   | "headerTimeoutMs"
   | "bodyTimeoutMs"
@@ -148,6 +149,16 @@ const TUNINGS: readonly Tuning[] = [
     description: "the provider directory is re-read this often when no change is announced (default 5s)",
     parse: duration,
   },
+  {
+    key: "tokenizerThreads",
+    flag: "--tokenizer-threads",
+    env: "DARKBLOOM_TOKENIZER_THREADS",
+    arg: "<n>",
+    description:
+      "worker threads that count prompt and completion tokens with catalog vocabularies; 0 counts on the event loop (default: cores - 1, 1 to 4)",
+    parse: wholeNumber(64),
+  },
+
   // Connection and response limits: slow and greedy clients (docs/ARCHITECTURE.md, "Connection limits").
   {
     key: "headerTimeoutMs",

@@ -35,8 +35,8 @@ export class MeteredSink implements ResponseSink {
   }
 
   /** Completion tokens of the text that reached the consumer. */
-  get delivered(): number {
-    return this.meter?.delivered() ?? 0;
+  delivered(): Promise<number> {
+    return this.meter?.delivered() ?? Promise.resolve(0);
   }
 
   /** A try on `provider`, metered by `meter` (what is paid for if it does not complete). */

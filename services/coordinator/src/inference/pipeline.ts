@@ -3,6 +3,7 @@ import type { GenerationInput } from "@darkbloom/models";
 import { parseTrustLevelName } from "@darkbloom/protocol";
 import {
   Endpoint,
+  type InferenceComplete,
   type InferenceError,
   type InferenceRequestSchema,
   TrustLevel,
@@ -11,7 +12,7 @@ import { SealedBoxError, wipe } from "@darkbloom/protocol/sealed-box";
 import { sha256 } from "@darkbloom/protocol/verifiable-response";
 import type { Billing } from "../billing/billing.js";
 import { completedCharge, cost, FREE, type ModelPrice, worstCase } from "../billing/pricing.js";
-import { type ExactCount, UsageMeter, type Violation } from "../billing/usage-meter.js";
+import { type CountedUsage, type TokenCounter, UsageMeter, type Violation } from "../billing/usage-meter.js";
 import type { CoordinatorConfig } from "../config.js";
 import {
   ApiError,
@@ -43,14 +44,15 @@ export interface InferenceJob {
   request: ValidatedRequest;
   /** Completion-token budget per choice enforced for this request. */
   maxTokens: number;
-  /**
-   * Prompt tokens: counted with the model's tokenizer when the catalog has its vocabulary (then
-   * `exact` is set and the provider must report exactly this), else the request's estimate.
-   */
+  /** Estimated prompt tokens (routing, the context gate). */
   promptTokens: number;
-  /** The most the prompt can be: the count when counted, else the bound (what the reservation holds). */
-  promptCeiling: number;
-  exact: ExactCount | undefined;
+  /** The model's token counts, when the catalog has its vocabulary (execute() sets it). */
+  counter: TokenCounter | undefined;
+  /**
+   * The prompt's count with the model's tokenizer, made while the request is served (undefined when
+   * it could not be counted): what the provider must report, and what a cancelled request pays.
+   */
+  promptCount: Promise<number | undefined> | undefined;
   demand: RouteDemand;
   constraints: RouteConstraints;
   timing: Timing;
@@ -61,14 +63,13 @@ export interface InferenceJob {
 /** What the pipeline needs of the model catalog: an in-memory lookup of state, prices and tokenizer. */
 export interface CatalogView {
   lookup(modelId: string): ({ enabled: boolean } & ModelPrice) | undefined;
-  /** The model's tokenizer when the catalog has its vocabulary (and it is loaded). */
+  /** The model's token counts when the catalog has its vocabulary (and it is loaded). */
   tokenizer?(modelId: string): PromptCounter | undefined;
 }
 
-/** A model's tokenizer as the pipeline uses it (ModelTokenizer). */
-export interface PromptCounter {
-  countPrompt(input: GenerationInput): number;
-  countText(text: string): number;
+/** A model's token counts as the pipeline uses them (catalog/catalog-tokenizers.ts). */
+export interface PromptCounter extends TokenCounter {
+  countPrompt(input: GenerationInput): Promise<number>;
 }
 
 type AttemptOutcome = { kind: "done" } | { kind: "retry"; reason: string };
@@ -118,8 +119,7 @@ export class InferencePipeline {
     if (providers.size === 0 && !entry?.enabled) throw modelNotFound(request.model);
     if (entry && !entry.enabled) throw modelNotFound(request.model);
 
-    const exact = this.countPrompt(request, requestId);
-    const promptTokens = exact?.promptTokens ?? request.promptTokens;
+    const promptTokens = request.promptTokens;
     // The context gate: the largest context any connected provider of the model serves.
     const limit = registry.contextLimit(request.model);
     const param = request.endpoint === Endpoint.COMPLETIONS ? "prompt" : "messages";
@@ -137,8 +137,8 @@ export class InferencePipeline {
       request,
       maxTokens,
       promptTokens,
-      promptCeiling: exact?.promptTokens ?? request.promptTokenBound,
-      exact,
+      counter: undefined,
+      promptCount: undefined,
       demand: { model: request.model, promptTokens, maxTokens },
       constraints: {
         minTrust: Math.max(this.minTrust, preferences.minTrust ?? TrustLevel.NONE),
@@ -150,18 +150,17 @@ export class InferencePipeline {
   }
 
   /**
-   * The prompt counted with the model's tokenizer, when the catalog has it. A template that cannot
-   * render the request (it is the provider's template too) leaves the request to the bounds.
+   * The prompt counted with the model's tokenizer, when the catalog has it. Counting fails only when a
+   * template cannot render the request (it is the provider's template too) or the tokenizer workers
+   * do not answer; the request is then metered by the bounds.
    */
-  private countPrompt(request: ValidatedRequest, requestId: string): ExactCount | undefined {
-    const counter = this.deps.catalog.tokenizer?.(request.model);
-    if (!counter) return undefined;
+  private async countPrompt(job: InferenceJob, counter: PromptCounter): Promise<number | undefined> {
     try {
-      return { counter, promptTokens: counter.countPrompt(request.input) };
+      return await counter.countPrompt(job.request.input);
     } catch (e) {
       this.deps.log.warn(
-        { requestId, model: request.model, err: (e as Error).message },
-        "the model's chat template cannot render this request; its usage is only bounded",
+        { requestId: job.requestId, model: job.request.model, err: (e as Error).message },
+        "the prompt could not be counted; this request's usage is only bounded",
       );
       return undefined;
     }
@@ -178,7 +177,12 @@ export class InferencePipeline {
   async execute(job: InferenceJob, sink: ResponseSink, signal: AbortSignal): Promise<void> {
     const { billing } = this.deps;
     const price = this.deps.catalog.lookup(job.request.model) ?? FREE;
-    const hold = worstCase(price, job.promptCeiling, job.maxTokens, job.request.n);
+    const hold = worstCase(price, job.request.promptTokenBound, job.maxTokens, job.request.n);
+    // Counted (off the event loop) while the request is served: the hold is the prompt's bound, and
+    // the count is needed only when the provider reports its usage.
+    const counter = this.deps.catalog.tokenizer?.(job.request.model);
+    job.counter = counter;
+    job.promptCount = counter && this.countPrompt(job, counter);
     if (billing) {
       const t = performance.now();
       try {
@@ -212,31 +216,30 @@ export class InferencePipeline {
     price: ModelPrice,
     byConsumer: boolean,
   ): Promise<void> {
-    const estimate = job.promptTokens;
-    const delivered = meter.delivered;
+    const estimate = (await job.promptCount) ?? job.promptTokens;
     let charge = 0n;
     let promptTokens = 0;
-    let completionTokens = delivered;
+    let completionTokens = 0;
     const outcome = meter.outcome;
+    // What reached the consumer of a response that did not complete (counted only then: tokenizing
+    // is the cost). A non-streaming response that failed delivered nothing, whatever was produced.
+    const delivered = outcome.kind !== "completed" && meter.streaming ? await meter.delivered() : 0;
     if (outcome.kind === "completed") {
       // The usage the consumer was shown: the provider's, accepted by the attempt's UsageMeter.
       promptTokens = outcome.result.promptTokens;
       completionTokens = outcome.result.completionTokens;
       charge = completedCharge(price, promptTokens, completionTokens);
-    } else if (meter.streaming && delivered > 0) {
-      // Failed or cancelled after tokens reached the consumer: they pay for those tokens only. A
-      // non-streaming response that failed delivered nothing, whatever the provider produced.
+    } else if (delivered > 0) {
+      // Failed or cancelled after tokens reached the consumer: they pay for those tokens only.
       promptTokens = estimate;
+      completionTokens = delivered;
       charge = cost(price, estimate, delivered);
     } else if (outcome.kind === "cancelled" && meter.dispatched && byConsumer) {
       // Cancelled after a provider took the request and before a token reached the consumer: the
       // provider prefilled the prompt, which is paid for (the coordinator's own estimate of it), so
       // cancelling early cannot buy free prefill.
       promptTokens = estimate;
-      completionTokens = 0;
       charge = cost(price, estimate, 0);
-    } else {
-      completionTokens = 0;
     }
     const settlement = {
       chargeMicroUsd: charge,
@@ -293,8 +296,8 @@ export class InferencePipeline {
         continue;
       }
       const usage = new UsageMeter(
-        { choices: job.request.n, maxTokens: job.maxTokens, promptTokenBound: job.promptCeiling },
-        job.exact,
+        { choices: job.request.n, maxTokens: job.maxTokens, promptTokenBound: job.request.promptTokenBound },
+        job.counter,
       );
       sink.attempt(lease.provider, usage);
       metrics.inFlight.inc();
@@ -329,13 +332,14 @@ export class InferencePipeline {
     signal: AbortSignal,
     rows: number,
   ): Promise<AttemptOutcome> {
-    const { config } = this.deps;
+    const { config, log } = this.deps;
     const { timing, requestId, request } = job;
     const n = request.n;
     const provider = session.handle;
     return new Promise<AttemptOutcome>((resolve) => {
       let finished = false;
       let firstChunkAt = 0;
+      let completedAt = 0;
       const dispatchedAt = performance.now();
       const finish = (outcome: AttemptOutcome) => {
         if (finished) return;
@@ -380,6 +384,53 @@ export class InferencePipeline {
       let timer = setTimeout(onSilence, config.firstTokenTimeoutMs);
       timer.unref();
 
+      /** Ends the attempt with the provider's completion, its texts counted (`counted`) or not. */
+      const conclude = (message: InferenceComplete, counted: CountedUsage | undefined) => {
+        if (finished) return; // ended meanwhile (the provider dropped, the consumer left)
+        const accepted = usage.complete(message.usage, counted);
+        if ("violation" in accepted) {
+          cut(accepted.violation);
+          return;
+        }
+        job.requestSha256 ??= sha256(request.body);
+        // Exactly the choices 0..n-1 (a provider may not invent choices), as they are presented.
+        const finishReasons = new Map<number, string>();
+        for (const c of message.choices)
+          if (c.index < n) finishReasons.set(c.index, c.finishReason || "stop");
+        for (let i = 0; i < n; i++) if (!finishReasons.has(i)) finishReasons.set(i, "stop");
+        // One usage: the provider's, equal to the meter's count (or within its bounds); the
+        // signature must cover exactly it.
+        const result = { ...accepted.usage, finishReasons };
+        const verdict = verifyResponse(
+          provider,
+          session.signingKey,
+          job.requestSha256,
+          request.model,
+          usage.texts,
+          result,
+          message.signature,
+        );
+        if (!verdict.ok) {
+          // Nothing unverifiable is presented as verified: retried while nothing reached the
+          // consumer, else the stream ends with an error instead of the proof.
+          failOrRetry(
+            `provider untrusted: ${verdict.code}`,
+            providerError("The provider's response failed verification.", "response_verification_failed"),
+          );
+          session.markUntrusted(verdict.code, verdict.message);
+          return;
+        }
+        finish({ kind: "done" });
+        provider.performance.recordCompletion({
+          model: request.model,
+          promptTokens: result.promptTokens,
+          tokensPerChoice: result.completionTokens / n,
+          firstTokenMs: firstChunkAt > 0 ? firstChunkAt - dispatchedAt : completedAt - dispatchedAt,
+          decodeMs: firstChunkAt > 0 ? completedAt - firstChunkAt : 0,
+          rows,
+        });
+        sink.complete({ ...result, proof: verdict.proof });
+      };
       const observer: CallObserver = {
         accepted() {
           timing.add("dispatch", dispatchedAt);
@@ -404,50 +455,26 @@ export class InferencePipeline {
           sink.chunk(payload);
         },
         complete(message) {
-          const accepted = usage.complete(message.usage);
-          if ("violation" in accepted) {
-            cut(accepted.violation);
+          // Nothing more is due from the provider; the texts are counted (off the event loop) before
+          // the usage is checked, unless the attempt ends meanwhile.
+          clearTimeout(timer);
+          completedAt = performance.now();
+          const promptCount = job.promptCount;
+          if (!usage.counted || promptCount === undefined) {
+            conclude(message, undefined);
             return;
           }
-          job.requestSha256 ??= sha256(request.body);
-          // Exactly the choices 0..n-1 (a provider may not invent choices), as they are presented.
-          const finishReasons = new Map<number, string>();
-          for (const c of message.choices)
-            if (c.index < n) finishReasons.set(c.index, c.finishReason || "stop");
-          for (let i = 0; i < n; i++) if (!finishReasons.has(i)) finishReasons.set(i, "stop");
-          // One usage: the provider's, equal to the meter's count (or within its bounds); the
-          // signature must cover exactly it.
-          const result = { ...accepted.usage, finishReasons };
-          const verdict = verifyResponse(
-            provider,
-            session.signingKey,
-            job.requestSha256,
-            request.model,
-            usage.texts,
-            result,
-            message.signature,
+          Promise.all([promptCount, usage.countDelivered()]).then(
+            ([promptTokens, completionTokens]) =>
+              conclude(message, promptTokens === undefined ? undefined : { promptTokens, completionTokens }),
+            (e: Error) => {
+              log.warn(
+                { requestId, err: e.message },
+                "the completion could not be counted; this response's usage is only bounded",
+              );
+              conclude(message, undefined);
+            },
           );
-          if (!verdict.ok) {
-            // Nothing unverifiable is presented as verified: retried while nothing reached the
-            // consumer, else the stream ends with an error instead of the proof.
-            failOrRetry(
-              `provider untrusted: ${verdict.code}`,
-              providerError("The provider's response failed verification.", "response_verification_failed"),
-            );
-            session.markUntrusted(verdict.code, verdict.message);
-            return;
-          }
-          finish({ kind: "done" });
-          const now = performance.now();
-          provider.performance.recordCompletion({
-            model: request.model,
-            promptTokens: result.promptTokens,
-            tokensPerChoice: result.completionTokens / n,
-            firstTokenMs: firstChunkAt > 0 ? firstChunkAt - dispatchedAt : now - dispatchedAt,
-            decodeMs: firstChunkAt > 0 ? now - firstChunkAt : 0,
-            rows,
-          });
-          sink.complete({ ...result, proof: verdict.proof });
         },
         error(message) {
           // A provider refusing a bad request (4xx other than timeouts and rate limits) is not its fault.
