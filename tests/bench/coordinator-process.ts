@@ -8,10 +8,8 @@ import { mkdtemp } from "node:fs/promises";
 import http from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createClient } from "@connectrpc/connect";
-import { createConnectTransport } from "@connectrpc/connect-node";
 import { createLogger, startCoordinator, uploadVocabulary, vocabularyOf } from "@darkbloom/coordinator";
-import { AdminService } from "@darkbloom/protocol/admin/v1";
+import { adminClient } from "@darkbloom/coordinator/testing";
 
 const mode = process.argv[2];
 const send = (m: unknown) => process.send?.(m);
@@ -43,20 +41,11 @@ if (mode === "coordinator") {
   // "vocabulary=<file>": the model's usage is counted with this vocabulary (else only bounded).
   const vocabulary = process.argv[6]?.startsWith("vocabulary=") ? process.argv[6].slice(11) : undefined;
   if (vocabulary) {
-    const admin = createClient(
-      AdminService,
-      createConnectTransport({
-        baseUrl: coordinator.url,
-        httpVersion: "1.1",
-        interceptors: [
-          (next) => (req) => {
-            req.header.set("authorization", "Bearer bench-admin-key");
-            return next(req);
-          },
-        ],
-      }),
+    await uploadVocabulary(
+      adminClient(coordinator.url, "bench-admin-key"),
+      "bench",
+      await vocabularyOf(vocabulary),
     );
-    await uploadVocabulary(admin, "bench", await vocabularyOf(vocabulary));
   }
   const { secret } = await coordinator.accounts.createAccount({
     name: "bench",

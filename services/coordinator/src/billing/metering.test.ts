@@ -1,10 +1,7 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createClient } from "@connectrpc/connect";
-import { createConnectTransport } from "@connectrpc/connect-node";
 import { ModelTokenizer, synthesizeModel } from "@darkbloom/models";
-import { AdminService } from "@darkbloom/protocol/admin/v1";
 import { readSse, type Script, ScriptedProvider } from "@darkbloom/testing";
 import { getLlama, type Llama, LlamaLogLevel } from "node-llama-cpp";
 import pg from "pg";
@@ -12,10 +9,10 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { uploadVocabulary, vocabularyOf } from "../catalog/vocabulary-upload.js";
 import { ledgerBalance, settledReservation } from "../testing/ledger-queries.js";
 import {
+  adminClient,
   postJson,
   readJson,
   startTestCoordinator,
-  TEST_ADMIN_KEY,
   type TestCoordinator,
 } from "../testing/test-coordinator.js";
 import { startTestPostgres, type TestPostgres } from "../testing/test-database.js";
@@ -45,7 +42,7 @@ beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), "darkbloom-metering-"));
   const model = join(dir, "tiny.gguf");
   await synthesizeModel({ shape: "tiny", seed: 9, outPath: model });
-  await uploadVocabulary(adminClient(), "counted", await vocabularyOf(model));
+  await uploadVocabulary(admin(), "counted", await vocabularyOf(model));
   llama = await getLlama({ gpu: false, build: "never", logLevel: LlamaLogLevel.error, maxThreads: 1 });
   counter = await ModelTokenizer.open(llama, model);
 }, 120_000);
@@ -61,21 +58,7 @@ afterAll(async () => {
   await server?.stop();
 });
 
-function adminClient() {
-  return createClient(
-    AdminService,
-    createConnectTransport({
-      baseUrl: t.url,
-      httpVersion: "1.1",
-      interceptors: [
-        (next) => (req) => {
-          req.header.set("authorization", `Bearer ${TEST_ADMIN_KEY}`);
-          return next(req);
-        },
-      ],
-    }),
-  );
-}
+const admin = () => adminClient(t.url);
 
 async function provider(script: Script, machineId: string, model = "paid"): Promise<ScriptedProvider> {
   const p = new ScriptedProvider({
@@ -101,7 +84,7 @@ async function funded(): Promise<{ id: string; key: string }> {
 }
 
 async function ledgerClean(): Promise<void> {
-  expect((await adminClient().verifyLedger({})).ok).toBe(true);
+  expect((await admin().verifyLedger({})).ok).toBe(true);
 }
 
 /** The reason codes the coordinator sent the provider when it stopped routing to it. */

@@ -43,7 +43,12 @@ describe.each([
   it("loads a vocabulary once for every model that names it, and keeps a retired one usable", async () => {
     const reads: string[] = [];
     const tokenizers = new CatalogTokenizers(
-      { read: async (s) => (reads.push(s), bytes) },
+      {
+        read: async (s) => {
+          reads.push(s);
+          return bytes;
+        },
+      },
       createLogger("silent"),
       { threads },
     );

@@ -2,14 +2,18 @@ import { createHash } from "node:crypto";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { type Client, createClient } from "@connectrpc/connect";
-import { createConnectTransport } from "@connectrpc/connect-node";
+import type { Client } from "@connectrpc/connect";
 import { synthesizeModel, writeVocabularyFile } from "@darkbloom/models";
-import { AdminService } from "@darkbloom/protocol/admin/v1";
+import type { AdminService } from "@darkbloom/protocol/admin/v1";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runCliCaptured } from "../testing/test-cli.js";
-import { startTestCoordinator, TEST_ADMIN_KEY, type TestCoordinator } from "../testing/test-coordinator.js";
+import {
+  adminClient,
+  startTestCoordinator,
+  TEST_ADMIN_KEY,
+  type TestCoordinator,
+} from "../testing/test-coordinator.js";
 import { startTestPostgres, type TestPostgres } from "../testing/test-database.js";
 import { uploadVocabulary } from "./vocabulary-upload.js";
 
@@ -30,19 +34,7 @@ beforeAll(async () => {
   server = await startTestPostgres();
   t = await startTestCoordinator(server.url);
   for (const id of ["m1", "m2", "m3", "cli"]) await t.coordinator.catalog.upsert({ id, ...price });
-  admin = createClient(
-    AdminService,
-    createConnectTransport({
-      baseUrl: t.url,
-      httpVersion: "1.1",
-      interceptors: [
-        (next) => (req) => {
-          req.header.set("authorization", `Bearer ${TEST_ADMIN_KEY}`);
-          return next(req);
-        },
-      ],
-    }),
-  );
+  admin = adminClient(t.url);
   dir = await mkdtemp(join(tmpdir(), "darkbloom-vocabulary-test-"));
   model = join(dir, "tiny.gguf");
   await synthesizeModel({ shape: "tiny", seed: 5, outPath: model });

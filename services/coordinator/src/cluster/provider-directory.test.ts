@@ -1,14 +1,12 @@
-import { Code, createClient } from "@connectrpc/connect";
-import { createConnectTransport } from "@connectrpc/connect-node";
-import { AdminService } from "@darkbloom/protocol/admin/v1";
+import { Code } from "@connectrpc/connect";
 import { ScriptedProvider } from "@darkbloom/testing";
 import pg from "pg";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { CoordinatorConfig } from "../config.js";
 import {
+  adminClient,
   readJson,
   startTestCoordinator,
-  TEST_ADMIN_KEY,
   type TestCoordinator,
 } from "../testing/test-coordinator.js";
 import { startTestPostgres, type TestPostgres } from "../testing/test-database.js";
@@ -69,24 +67,8 @@ async function attestations(t: TestCoordinator): Promise<unknown[]> {
   return (await readJson(res)).data;
 }
 
-function adminClient(t: TestCoordinator) {
-  return createClient(
-    AdminService,
-    createConnectTransport({
-      baseUrl: t.url,
-      httpVersion: "1.1",
-      interceptors: [
-        (next) => (req) => {
-          req.header.set("authorization", `Bearer ${TEST_ADMIN_KEY}`);
-          return next(req);
-        },
-      ],
-    }),
-  );
-}
-
 async function adminProviders(t: TestCoordinator): Promise<Array<{ providerId: string; models: string[] }>> {
-  return (await adminClient(t).listProviders({})).providers;
+  return (await adminClient(t.url).listProviders({})).providers;
 }
 
 async function withClient<T>(url: string, f: (c: pg.Client) => Promise<T>): Promise<T> {
@@ -148,11 +130,13 @@ describe("provider directory across two replicas", () => {
       maxBatch: 4,
     });
     // Draining goes through the holder's stream: B names the replica to ask.
-    await expect(adminClient(b).drainProvider({ providerId: onA.providerId ?? "" })).rejects.toMatchObject({
+    await expect(
+      adminClient(b.url).drainProvider({ providerId: onA.providerId ?? "" }),
+    ).rejects.toMatchObject({
       code: Code.FailedPrecondition,
       rawMessage: expect.stringContaining(a.url),
     });
-    await expect(adminClient(b).drainProvider({ providerId: "prov_nobody" })).rejects.toMatchObject({
+    await expect(adminClient(b.url).drainProvider({ providerId: "prov_nobody" })).rejects.toMatchObject({
       code: Code.NotFound,
     });
 

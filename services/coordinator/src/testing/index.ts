@@ -11,6 +11,7 @@ export {
 } from "./ledger-queries.js";
 export {
   type AnyJson,
+  adminClient,
   postJson,
   readJson,
   startTestCoordinator,

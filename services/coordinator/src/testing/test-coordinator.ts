@@ -1,6 +1,9 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { type Client, createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import { AdminService } from "@darkbloom/protocol/admin/v1";
 import { pino } from "pino";
 import type { CoordinatorConfig } from "../config.js";
 import { type RunningCoordinator, startCoordinator } from "../coordinator.js";
@@ -100,4 +103,21 @@ export type AnyJson = any;
 /** The body of a response as JSON, typed loosely for assertions. */
 export async function readJson(res: Response): Promise<AnyJson> {
   return res.json();
+}
+
+/** An AdminService client of the coordinator at `baseUrl`, with the admin key (the tests' by default). */
+export function adminClient(baseUrl: string, adminKey = TEST_ADMIN_KEY): Client<typeof AdminService> {
+  return createClient(
+    AdminService,
+    createConnectTransport({
+      baseUrl,
+      httpVersion: "1.1",
+      interceptors: [
+        (next) => (req) => {
+          req.header.set("authorization", `Bearer ${adminKey}`);
+          return next(req);
+        },
+      ],
+    }),
+  );
 }

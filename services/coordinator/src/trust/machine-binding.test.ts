@@ -2,15 +2,13 @@ import { generateKeyPairSync, type KeyObject, sign } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Code, ConnectError, createClient } from "@connectrpc/connect";
-import { createConnectTransport } from "@connectrpc/connect-node";
+import { Code, ConnectError } from "@connectrpc/connect";
 import {
   challengeSigningInput,
   encodeAttestation,
   encodeChallengeStatus,
   rawP256PublicKey,
 } from "@darkbloom/protocol";
-import { AdminService } from "@darkbloom/protocol/admin/v1";
 import { SignerKind } from "@darkbloom/protocol/provider/v1";
 import { type ScriptedAttestor, ScriptedProvider, type ScriptedProviderOptions } from "@darkbloom/testing";
 import pg from "pg";
@@ -18,6 +16,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { CoordinatorConfig } from "../config.js";
 import { runCliCaptured } from "../testing/test-cli.js";
 import {
+  adminClient,
   postJson,
   startTestCoordinator,
   TEST_ADMIN_KEY,
@@ -561,20 +560,7 @@ describe("re-binding is an administrator's audited action", () => {
 });
 
 describe("RebindMachine", () => {
-  const client = (c: TestCoordinator) =>
-    createClient(
-      AdminService,
-      createConnectTransport({
-        baseUrl: c.url,
-        httpVersion: "1.1",
-        interceptors: [
-          (next) => (req) => {
-            req.header.set("authorization", `Bearer ${TEST_ADMIN_KEY}`);
-            return next(req);
-          },
-        ],
-      }),
-    );
+  const client = (c: TestCoordinator) => adminClient(c.url);
   const failure = (call: Promise<unknown>) =>
     call.then(
       () => undefined,
