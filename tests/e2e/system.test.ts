@@ -91,7 +91,9 @@ describe("the system testbed", () => {
     expect(body.object).toBe("chat.completion");
     expect(body.choices[0]?.message.role).toBe("assistant");
     expect(body.choices[0]?.finish_reason).toBe("length");
-    expect(body.usage.completion_tokens).toBe(8);
+    // Usage is what the text counts to (8 tokens were sampled: finish_reason "length").
+    const counts = await testbed.counts("tiny", "Hello there", body.choices[0]?.message.content ?? "");
+    expect(body.usage).toMatchObject({ prompt_tokens: counts.prompt, completion_tokens: counts.completion });
     expect(res.headers.get("x-request-id")).toMatch(/^req_/);
     const timing = JSON.parse(res.headers.get("x-timing") ?? "{}") as Record<string, number>;
     for (const phase of ["parse", "auth", "reserve", "route", "encrypt", "dispatch", "total"]) {
@@ -121,7 +123,9 @@ describe("the system testbed", () => {
     expect(s.done).toBe(1);
     expect(s.events.at(-1)?.data).toBe("[DONE]");
     expect(s.content).toBe(whole.choices[0]?.message.content);
-    expect(s.usage?.completion_tokens).toBe(12);
+    expect(s.usage?.completion_tokens).toBe(
+      (await testbed.counts("tiny", "Stream to me", s.content)).completion,
+    );
   });
 
   it("routes each model only to the daemons that serve it", async () => {
@@ -346,7 +350,11 @@ describe("the system testbed", () => {
       max_tokens: 5,
       temperature: 0,
     });
-    expect(whole.usage?.completion_tokens).toBe(5);
+    const counted = await testbed.counts("tiny-llama", "Hi", whole.choices[0]?.message.content ?? "");
+    expect(whole.usage).toMatchObject({
+      prompt_tokens: counted.prompt,
+      completion_tokens: counted.completion,
+    });
     const stream = await client.chat.completions.create({
       model: "tiny-llama",
       messages: [{ role: "user", content: "Hi" }],
@@ -362,7 +370,7 @@ describe("the system testbed", () => {
       if (chunk.usage) usage = chunk.usage;
     }
     expect(text).toBe(whole.choices[0]?.message.content);
-    expect(usage?.completion_tokens).toBe(5);
+    expect(usage?.completion_tokens).toBe(counted.completion);
   });
 
   it("leaves usage, balances and the ledger consistent after the whole run", async () => {

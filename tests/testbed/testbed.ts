@@ -10,6 +10,7 @@ import { type Client, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { uploadVocabulary, vocabularyOf } from "@darkbloom/coordinator";
 import { coordinatorBin, freePort, providerBin } from "@darkbloom/local-network";
+import { ModelTokenizer } from "@darkbloom/models";
 import {
   AdminService,
   type ProviderSummary,
@@ -17,6 +18,7 @@ import {
   type VerifyLedgerResponse,
 } from "@darkbloom/protocol/admin/v1";
 import { modelPath } from "@darkbloom/provider";
+import { getLlama, type Llama, LlamaLogLevel } from "node-llama-cpp";
 import OpenAI from "openai";
 import { ManagedProcess } from "./managed-process.js";
 import { TestbedPostgres } from "./postgres.js";
@@ -109,6 +111,8 @@ export class TestbedCoordinator extends ManagedProcess {
 }
 
 export class Testbed {
+  private readonly tokenizers = new Map<string, Promise<ModelTokenizer>>();
+  private llama: Promise<Llama> | undefined;
   readonly admin: Client<typeof AdminService>;
   private stopped = false;
 
@@ -278,9 +282,41 @@ export class Testbed {
   }
 
   /** Stops everything (providers drain first, then the coordinator, then PostgreSQL), then deletes it all. */
+  /**
+   * The tokenizer of a model the testbed serves (from the first provider's copy of its file): what
+   * its usage must count to. Loaded once per model; freed by stop().
+   */
+  tokenizer(model: string): Promise<ModelTokenizer> {
+    let t = this.tokenizers.get(model);
+    if (!t) {
+      const owner = this.providers.find((p) => p.models.includes(model));
+      if (!owner) return Promise.reject(new Error(`no testbed provider serves ${model}`));
+      this.llama ??= getLlama({ gpu: false, build: "never", logLevel: LlamaLogLevel.error, maxThreads: 1 });
+      const path = modelPath(join(owner.dataDir, "models"), model);
+      t = this.llama.then((llama) => ModelTokenizer.open(llama, path));
+      this.tokenizers.set(model, t);
+    }
+    return t;
+  }
+
+  /** What a one-message chat's prompt and a text count to with a model's tokenizer. */
+  async counts(
+    model: string,
+    userMessage: string,
+    text: string,
+  ): Promise<{ prompt: number; completion: number }> {
+    const t = await this.tokenizer(model);
+    return {
+      prompt: t.countPrompt({ kind: "chat", messages: [{ role: "user", content: userMessage }] }),
+      completion: t.countText(text),
+    };
+  }
+
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
+    for (const t of this.tokenizers.values()) await (await t.catch(() => undefined))?.dispose();
+    await (await this.llama?.catch(() => undefined))?.dispose();
     await Promise.allSettled(this.providers.map((p) => p.stop()));
     await this.coordinator.stop().catch(() => undefined);
     await Promise.allSettled(this.providers.map((p) => p.tap?.close()));
