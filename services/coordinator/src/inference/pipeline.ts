@@ -168,11 +168,12 @@ export class InferencePipeline {
 
   /**
    * Serves a prepared job with billing around it: reserves the worst case (402 when the balance
-   * cannot cover it), meters what reaches the consumer (each attempt's UsageMeter accepts a
-   * provider's counts only where the text it delivered bears them out, and cuts the provider
-   * otherwise), and settles: completed requests pay their accepted usage, failed ones only the tokens
-   * delivered (nothing when none was), cancelled ones what was delivered or, once a provider
-   * accepted the request, at least its prompt.
+   * cannot cover it), meters what reaches the consumer (each attempt's UsageMeter accepts only the
+   * provider's usage that equals the coordinator's count, or without the model's vocabulary that
+   * the text it delivered bears out, and cuts the provider otherwise), and settles: completed
+   * requests pay their accepted usage, failed ones only the tokens of the text delivered (nothing
+   * when none was), cancelled ones what was delivered or, once a provider accepted the request, at
+   * least its prompt.
    */
   async execute(job: InferenceJob, sink: ResponseSink, signal: AbortSignal): Promise<void> {
     const { billing } = this.deps;
