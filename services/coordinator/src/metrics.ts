@@ -97,6 +97,7 @@ export class CoordinatorMetrics {
   readonly queueWait: BoundedHistogram<"model">;
   readonly retries: BoundedCounter<"reason">;
   readonly tokens: BoundedCounter<"model">;
+  readonly metering: BoundedCounter<"model" | "mode">;
   readonly providerEvictions: BoundedCounter<"reason">;
   readonly attestationChallenges: BoundedCounter<"result">;
   readonly queueDepth: BoundedGauge<"model">;
@@ -182,6 +183,17 @@ export class CoordinatorMetrics {
         registers,
       }),
       { model },
+    );
+    this.metering = new BoundedCounter(
+      new Counter({
+        name: "darkbloom_usage_metering_total",
+        help:
+          "Completed responses by how their usage was checked: counted (the model's vocabulary), " +
+          "bounded (no vocabulary) or count_failed (the tokenizer did not answer; bounded instead).",
+        labelNames: ["model", "mode"] as const,
+        registers,
+      }),
+      { model, mode: oneOf(["counted", "bounded", "count_failed"]) },
     );
     this.providerEvictions = new BoundedCounter(
       new Counter({

@@ -266,6 +266,11 @@ describe("a provider of a model whose vocabulary the coordinator has", () => {
     expect(r.outcome).toBe("completed");
     expect(r.completion_tokens).toBe(completion);
     expect(BigInt(r.charged ?? "0")).toBe(completedCharge(price, promptTokens(), completion));
+    const metering = await t.coordinator.metrics.registry.getSingleMetricAsString(
+      "darkbloom_usage_metering_total",
+    );
+    expect(metering).toMatch(/darkbloom_usage_metering_total\{model="counted",mode="counted"\} 1/);
+    expect(metering).not.toMatch(/model="counted",mode="(bounded|count_failed)"/);
     await ledgerClean();
   });
 

@@ -388,6 +388,8 @@ export class InferencePipeline {
       /** Ends the attempt with the provider's completion, its texts counted (`counted`) or not. */
       const conclude = (message: InferenceComplete, counted: CountedUsage | undefined) => {
         if (finished) return; // ended meanwhile (the provider dropped, the consumer left)
+        const mode = counted !== undefined ? "counted" : usage.counted ? "count_failed" : "bounded";
+        this.deps.metrics.metering.inc({ model: request.model, mode });
         const accepted = usage.complete(message.usage, counted);
         if ("violation" in accepted) {
           cut(accepted.violation);
