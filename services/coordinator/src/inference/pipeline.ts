@@ -237,8 +237,8 @@ export class InferencePipeline {
       charge = cost(price, estimate, delivered);
     } else if (outcome.kind === "cancelled" && meter.dispatched && byConsumer) {
       // Cancelled after a provider took the request and before a token reached the consumer: the
-      // provider prefilled the prompt, which is paid for (the coordinator's own estimate of it), so
-      // cancelling early cannot buy free prefill.
+      // provider prefilled the prompt, which is paid for (the coordinator's own count of it, or its
+      // estimate without the model's vocabulary), so cancelling early cannot buy free prefill.
       promptTokens = estimate;
       charge = cost(price, estimate, 0);
     }
