@@ -77,10 +77,25 @@ function triggerToStop(trigger: LlamaText, model: LlamaModel, out: RenderedPromp
   }
 }
 
+/** The prompt's tokens and the template's stop triggers (what the engine needs). */
 export function renderPrompt(
   model: LlamaModel,
   wrapper: ChatWrapper,
   input: GenerationInput,
+): RenderedPrompt {
+  return render(model, wrapper, input, true);
+}
+
+/** The prompt's tokens only (what a count needs): the same tokens, without resolving the triggers. */
+export function renderPromptTokens(model: LlamaModel, wrapper: ChatWrapper, input: GenerationInput): Token[] {
+  return render(model, wrapper, input, false).tokens;
+}
+
+function render(
+  model: LlamaModel,
+  wrapper: ChatWrapper,
+  input: GenerationInput,
+  withTriggers: boolean,
 ): RenderedPrompt {
   const out: RenderedPrompt = { tokens: [], stopTokens: new Set(), stopStrings: [] };
   if (input.kind === "text") {
@@ -95,6 +110,6 @@ export function renderPrompt(
   if (history.at(-1)?.type !== "model") history.push({ type: "model", response: [] });
   const state = wrapper.generateContextState({ chatHistory: history });
   out.tokens = state.contextText.tokenize(model.tokenizer);
-  for (const trigger of state.stopGenerationTriggers) triggerToStop(trigger, model, out);
+  if (withTriggers) for (const trigger of state.stopGenerationTriggers) triggerToStop(trigger, model, out);
   return out;
 }

@@ -1,6 +1,11 @@
 import type { ChatWrapper, Llama, LlamaModel } from "node-llama-cpp";
 import type { GenerationInput } from "../chat/generation-input.js";
-import { type RenderedPrompt, renderPrompt, resolveModelChatWrapper } from "../chat/prompt.js";
+import {
+  type RenderedPrompt,
+  renderPrompt,
+  renderPromptTokens,
+  resolveModelChatWrapper,
+} from "../chat/prompt.js";
 
 /**
  * A model's tokenizer and chat template: how many tokens a prompt and a completion are. The provider
@@ -36,7 +41,7 @@ export class ModelTokenizer {
 
   /** Prompt tokens: what `usage.prompt_tokens` must say. */
   countPrompt(input: GenerationInput): number {
-    return this.render(input).tokens.length;
+    return renderPromptTokens(this.model, this.wrapper, input).length;
   }
 
   /**
