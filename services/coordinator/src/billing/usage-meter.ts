@@ -1,3 +1,4 @@
+import type { GenerationInput } from "@darkbloom/models/input";
 import type { ChunkPayload, Usage } from "@darkbloom/protocol/provider/v1";
 
 /**
@@ -52,8 +53,9 @@ export interface MeterLimits {
   promptTokenBound: number;
 }
 
-/** The model's tokenizer on the coordinator (a catalog vocabulary): counts are then exact. */
+/** The model's tokenizer and chat template on the coordinator (a catalog vocabulary): counts are then exact. */
 export interface TokenCounter {
+  countPrompt(input: GenerationInput): Promise<number>;
   /** The texts' tokens, each text counted on its own, summed. */
   countTexts(texts: readonly string[]): Promise<number>;
 }
@@ -105,7 +107,7 @@ export class UsageMeter {
 
   constructor(
     private readonly limits: MeterLimits,
-    private readonly counter?: TokenCounter,
+    private readonly counter?: Pick<TokenCounter, "countTexts">,
   ) {
     this.tokens = new Array(limits.choices).fill(0);
     this.bytes = new Array(limits.choices).fill(0);

@@ -2,8 +2,9 @@ import { createHash } from "node:crypto";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { type GenerationInput, ModelTokenizer, TokenizerPool } from "@darkbloom/models";
-import { getLlama, type Llama, LlamaLogLevel } from "node-llama-cpp";
+import type { ModelTokenizer, TokenizerPool } from "@darkbloom/models";
+import type { Llama } from "node-llama-cpp";
+import type { TokenCounter } from "../billing/usage-meter.js";
 import type { Logger } from "../log.js";
 import type { CatalogModel } from "./model-catalog.js";
 
@@ -16,13 +17,6 @@ const RETIRED_TOKENIZER_GRACE_MS = 15 * 60_000;
 /** Where vocabularies come from (the vocabulary store). */
 export interface VocabularySource {
   read(sha256: string): Promise<Uint8Array | undefined>;
-}
-
-/** A model's token counts (the model's tokenizer and chat template). */
-export interface TokenCounter {
-  countPrompt(input: GenerationInput): Promise<number>;
-  /** The texts' tokens, each text counted on its own, summed. */
-  countTexts(texts: readonly string[]): Promise<number>;
 }
 
 export interface CatalogTokenizersOptions {
@@ -56,7 +50,8 @@ export class CatalogTokenizers {
   private readonly failed = new Set<string>();
   private readonly retired = new Map<Loaded, NodeJS.Timeout>();
   private bySha: ReadonlyMap<string, string> = new Map();
-  private readonly pool: TokenizerPool | undefined;
+  /** Started with the first vocabulary (threads > 0): node-llama-cpp is loaded only when needed. */
+  private pool: TokenizerPool | undefined;
   private llama: Promise<Llama> | undefined;
   private dir: string | undefined;
   private syncing: Promise<void> = Promise.resolve();
@@ -65,10 +60,8 @@ export class CatalogTokenizers {
   constructor(
     private readonly source: VocabularySource,
     private readonly log: Logger,
-    options: CatalogTokenizersOptions,
-  ) {
-    this.pool = options.threads > 0 ? new TokenizerPool({ threads: options.threads }) : undefined;
-  }
+    private readonly options: CatalogTokenizersOptions,
+  ) {}
 
   /** The counter of a catalog model, when it has a vocabulary and it is loaded. */
   get(modelId: string): TokenCounter | undefined {
@@ -142,8 +135,12 @@ export class CatalogTokenizers {
     this.dir ??= await mkdtemp(join(tmpdir(), "darkbloom-tokenizers-"));
     const path = join(this.dir, `${sha}.gguf`);
     await writeFile(path, bytes, { mode: 0o600 });
-    const pool = this.pool;
-    if (pool) {
+    // Imported here, not at start-up: most of a coordinator's start (and every admin command) never
+    // needs llama.cpp, and loading it costs about 300 ms.
+    const { ModelTokenizer, TokenizerPool } = await import("@darkbloom/models");
+    if (this.options.threads > 0) {
+      this.pool ??= new TokenizerPool({ threads: this.options.threads });
+      const pool = this.pool;
       // Workers load it on first use; this first count proves it loads.
       await pool.countTexts(path, ["vocabulary check"]);
       return {
@@ -174,7 +171,16 @@ export class CatalogTokenizers {
   }
 
   private getLlama(): Promise<Llama> {
-    this.llama ??= getLlama({
+    this.llama ??= this.startLlama().catch((err: unknown) => {
+      this.llama = undefined;
+      throw err;
+    });
+    return this.llama;
+  }
+
+  private async startLlama(): Promise<Llama> {
+    const { getLlama, LlamaLogLevel } = await import("node-llama-cpp");
+    return getLlama({
       gpu: false,
       build: "never",
       skipDownload: true,
@@ -183,10 +189,6 @@ export class CatalogTokenizers {
       // node-llama-cpp first tries to size a full load of a vocabulary-only file and reports the
       // missing tensors as errors; nothing it says about tokenizer files is the operator's concern.
       logger: (_level, message) => this.log.debug({ llama: message.trimEnd() }, "llama.cpp"),
-    }).catch((err: unknown) => {
-      this.llama = undefined;
-      throw err;
     });
-    return this.llama;
   }
 }

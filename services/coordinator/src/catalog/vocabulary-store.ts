@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { VOCABULARY_FILE_MAX_BYTES, vetVocabularyFile } from "@darkbloom/models";
+import { VOCABULARY_FILE_MAX_BYTES, vetVocabularyFile } from "@darkbloom/models/vocabulary";
 import type pg from "pg";
 import { InvalidArgumentError } from "../store/errors.js";
 import { ModelNotFoundError } from "./errors.js";

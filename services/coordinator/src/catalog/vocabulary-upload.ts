@@ -4,7 +4,8 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Client } from "@connectrpc/connect";
-import { GgufFormatError, readGgufMetadata, writeVocabularyFile } from "@darkbloom/models";
+import { GgufFormatError, readGgufMetadata } from "@darkbloom/models/gguf";
+import { writeVocabularyFile } from "@darkbloom/models/vocabulary";
 import type { AdminService, CatalogModel } from "@darkbloom/protocol/admin/v1";
 import { VOCABULARY_PART_MAX_BYTES } from "./vocabulary-store.js";
 

@@ -1,5 +1,4 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import type { GenerationInput } from "@darkbloom/models";
 import { parseTrustLevelName } from "@darkbloom/protocol";
 import {
   Endpoint,
@@ -64,12 +63,7 @@ export interface InferenceJob {
 export interface CatalogView {
   lookup(modelId: string): ({ enabled: boolean } & ModelPrice) | undefined;
   /** The model's token counts when the catalog has its vocabulary (and it is loaded). */
-  tokenizer?(modelId: string): PromptCounter | undefined;
-}
-
-/** A model's token counts as the pipeline uses them (catalog/catalog-tokenizers.ts). */
-export interface PromptCounter extends TokenCounter {
-  countPrompt(input: GenerationInput): Promise<number>;
+  tokenizer?(modelId: string): TokenCounter | undefined;
 }
 
 type AttemptOutcome = { kind: "done" } | { kind: "retry"; reason: string };
@@ -154,7 +148,7 @@ export class InferencePipeline {
    * template cannot render the request (it is the provider's template too) or the tokenizer workers
    * do not answer; the request is then metered by the bounds.
    */
-  private async countPrompt(job: InferenceJob, counter: PromptCounter): Promise<number | undefined> {
+  private async countPrompt(job: InferenceJob, counter: TokenCounter): Promise<number | undefined> {
     try {
       return await counter.countPrompt(job.request.input);
     } catch (e) {

@@ -1,4 +1,4 @@
-import { BodyError, type GenerationInput, readGenerationInput } from "@darkbloom/models";
+import { BodyError, type GenerationInput, readGenerationInput } from "@darkbloom/models/input";
 import { Endpoint } from "@darkbloom/protocol/provider/v1";
 import { invalidRequest } from "../errors/index.js";
 import {
@@ -26,7 +26,7 @@ export interface ValidatedRequest {
    * The prompt as the provider reads it (the reader both share), for counting its tokens with the
    * model's chat template.
    */
-  input: GenerationInput;
+  readonly input: GenerationInput;
   /** The request JSON exactly as the consumer sent it; forwarded to the provider unchanged. */
   body: Uint8Array;
 }
@@ -123,6 +123,7 @@ export function validateRequest(endpoint: Endpoint, body: Uint8Array): Validated
     throw invalidRequest("'best_of' other than n is not supported by this network.", "best_of");
   }
 
+  let input: GenerationInput | undefined;
   return {
     endpoint,
     model,
@@ -132,7 +133,11 @@ export function validateRequest(endpoint: Endpoint, body: Uint8Array): Validated
     n,
     promptTokens: prompt.estimate,
     promptTokenBound: promptTokenBound(prompt.bytes, prompt.messages),
-    input: generationInput(endpoint, o),
+    // Read when first asked for: only a model with a vocabulary counts its prompt.
+    get input() {
+      input ??= generationInput(endpoint, o);
+      return input;
+    },
     body,
   };
 }
