@@ -54,6 +54,17 @@ describe("TokenizerPool", () => {
     await expect(pool.countTexts(vocabulary, ["a"])).rejects.toThrow(/closed/);
   });
 
+  it("gives a long text time in proportion to its length: sending more text cannot escape the count", async () => {
+    const pool = new TokenizerPool({ threads: 1, timeoutMs: 1 });
+    try {
+      // Three million characters: far more than a millisecond's tokenizing, well within 1 ms + 12 s.
+      const long = "lorem ipsum dolor sit amet ".repeat(111_112);
+      expect(await pool.countTexts(vocabulary, [long])).toBe(local.countText(long));
+    } finally {
+      await pool.close();
+    }
+  });
+
   it("refuses a pool without threads", () => {
     expect(() => new TokenizerPool({ threads: 0 })).toThrow(RangeError);
   });

@@ -13,7 +13,12 @@ import type { GenerationInput } from "../chat/generation-input.js";
 export interface TokenizerPoolOptions {
   /** Worker threads (at least 1). */
   threads: number;
-  /** A count that takes longer than this is rejected (a stuck or dead worker must not hang a request). */
+  /**
+   * A count that takes longer than this, plus a millisecond per 250 characters counted, is
+   * rejected (a stuck or dead worker must not hang a request). The allowance grows with the text so
+   * that a provider cannot escape the count (and be held only to the bounds) by sending more text
+   * than can be tokenized in a fixed time.
+   */
   timeoutMs?: number;
 }
 
@@ -148,11 +153,13 @@ export class TokenizerPool {
     if (this.closed) return Promise.reject(new Error("the tokenizer pool is closed"));
     const slot = this.leastBusy();
     const id = ++this.nextId;
+    // llama.cpp tokenizes well under a microsecond a character; four leave room for a loaded machine.
+    const limitMs = this.timeoutMs + Math.ceil(charactersOf(request) / 250);
     return new Promise<number>((resolve, reject) => {
       const timer = setTimeout(() => {
         slot.pending.delete(id);
-        reject(new Error(`no token count within ${this.timeoutMs} ms`));
-      }, this.timeoutMs);
+        reject(new Error(`no token count within ${limitMs} ms`));
+      }, limitMs);
       timer.unref();
       slot.pending.set(id, { resolve, reject, timer });
       slot.worker.postMessage({ ...request, id });
@@ -200,4 +207,14 @@ export class TokenizerPool {
     this.slots[index] = slot;
     return slot;
   }
+}
+
+/** The characters a request asks to count. */
+function charactersOf(request: Request): number {
+  if (request.op === "texts") return request.texts.reduce((sum, t) => sum + t.length, 0);
+  if (request.op !== "prompt") return 0;
+  const input = request.input;
+  return input.kind === "text"
+    ? input.prompt.length
+    : input.messages.reduce((sum, m) => sum + m.content.length, 0);
 }
