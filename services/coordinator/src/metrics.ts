@@ -189,11 +189,12 @@ export class CoordinatorMetrics {
         name: "darkbloom_usage_metering_total",
         help:
           "Completed responses by how their usage was checked: counted (the model's vocabulary), " +
+          "recounted (the provider disagreed with the count and llama.cpp counted again), " +
           "bounded (no vocabulary) or count_failed (the tokenizer did not answer; bounded instead).",
         labelNames: ["model", "mode"] as const,
         registers,
       }),
-      { model, mode: oneOf(["counted", "bounded", "count_failed"]) },
+      { model, mode: oneOf(["counted", "recounted", "bounded", "count_failed"]) },
     );
     this.providerEvictions = new BoundedCounter(
       new Counter({

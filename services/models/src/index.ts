@@ -7,13 +7,25 @@ export {
   type GenerationInput,
   readGenerationInput,
 } from "./chat/generation-input.js";
-export { type RenderedPrompt, renderPrompt, resolveModelChatWrapper } from "./chat/prompt.js";
+export {
+  type PromptVocabulary,
+  promptVocabularyOf,
+  type RenderedPrompt,
+  renderPrompt,
+  resolveModelChatWrapper,
+} from "./chat/prompt.js";
 export { checkInChildProcess, type ValidationVerdict } from "./gguf/child-check.js";
 export * from "./gguf/index.js";
 export { sha256File } from "./sha256-file.js";
 export * from "./synth/index.js";
+export { FastModelTokenizer } from "./tokenizer/fast-model-tokenizer.js";
 export { ModelTokenizer } from "./tokenizer/model-tokenizer.js";
 export { TokenizerPool, type TokenizerPoolOptions } from "./tokenizer/tokenizer-pool.js";
+export {
+  type BuiltinTokens,
+  describeVocabulary,
+  type VocabularyDescription,
+} from "./tokenizer/vocabulary-description.js";
 export {
   VOCABULARY_FILE_MAX_BYTES,
   vetVocabularyFile,

@@ -1,7 +1,14 @@
 import { create } from "@bufbuild/protobuf";
 import { ChunkPayloadSchema, UsageSchema } from "@darkbloom/protocol/provider/v1";
 import { describe, expect, it } from "vitest";
-import { MAX_TOKEN_BYTES, MeteringViolation, type MeterLimits, UsageMeter } from "./usage-meter.js";
+import {
+  confirmedCount,
+  MAX_TOKEN_BYTES,
+  MeteringViolation,
+  type MeterLimits,
+  type TokenCounter,
+  UsageMeter,
+} from "./usage-meter.js";
 
 const limits = (over: Partial<MeterLimits> = {}): MeterLimits => ({
   choices: 1,
@@ -119,6 +126,73 @@ describe("UsageMeter", () => {
       expect(counts).toBe(before + 1);
       expect(m.chunk(chunk(" e", 1))).toBeUndefined();
       expect(await m.delivered()).toBe(5);
+    });
+  });
+});
+
+describe("confirmedCount", () => {
+  const input = { kind: "text" as const, prompt: "p" };
+  const fixed = (prompt: number, completion: number): TokenCounter & { calls: number } => {
+    const c = {
+      calls: 0,
+      countPrompt: async () => {
+        c.calls++;
+        return prompt;
+      },
+      countTexts: async () => completion,
+    };
+    return c;
+  };
+  const port = (prompt: number, completion: number, reference: TokenCounter) => {
+    const differed: string[] = [];
+    const counter: TokenCounter = {
+      ...fixed(prompt, completion),
+      reference: { counter: reference, differed: (d) => differed.push(d) },
+    };
+    return { counter, differed };
+  };
+
+  it("takes a count the provider agrees with, and asks llama.cpp nothing", async () => {
+    const llamaCpp = fixed(7, 3);
+    const { counter, differed } = port(7, 3, llamaCpp);
+    expect(
+      await confirmedCount(counter, input, ["x"], usage(7, 3), { promptTokens: 7, completionTokens: 3 }),
+    ).toEqual({
+      counted: { promptTokens: 7, completionTokens: 3 },
+      recounted: false,
+    });
+    expect(llamaCpp.calls).toBe(0);
+    expect(differed).toEqual([]);
+  });
+
+  it("lets llama.cpp's count stand when the provider disagrees with the port, and reports a port that differs", async () => {
+    // The provider is right and the port wrong: llama.cpp's count decides, and the port is reported.
+    const { counter, differed } = port(7, 4, fixed(7, 3));
+    expect(
+      await confirmedCount(counter, input, ["x"], usage(7, 3), { promptTokens: 7, completionTokens: 4 }),
+    ).toEqual({
+      counted: { promptTokens: 7, completionTokens: 3 },
+      recounted: true,
+    });
+    expect(differed).toHaveLength(1);
+    // The provider lies and the port is right: the same count again, the port not reported.
+    const honest = port(7, 3, fixed(7, 3));
+    expect(
+      await confirmedCount(honest.counter, input, ["x"], usage(7, 9), {
+        promptTokens: 7,
+        completionTokens: 3,
+      }),
+    ).toEqual({ counted: { promptTokens: 7, completionTokens: 3 }, recounted: true });
+    expect(honest.differed).toEqual([]);
+  });
+
+  it("keeps llama.cpp's own count when there is no port behind it", async () => {
+    const llamaCpp = fixed(7, 3);
+    expect(
+      await confirmedCount(llamaCpp, input, ["x"], usage(7, 9), { promptTokens: 7, completionTokens: 3 }),
+    ).toEqual({
+      counted: { promptTokens: 7, completionTokens: 3 },
+      recounted: false,
     });
   });
 });

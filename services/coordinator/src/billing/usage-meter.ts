@@ -58,6 +58,50 @@ export interface TokenCounter {
   countPrompt(input: GenerationInput): Promise<number>;
   /** The texts' tokens, each text counted on its own, summed. */
   countTexts(texts: readonly string[]): Promise<number>;
+  /**
+   * Set when this counter is the TypeScript port of llama.cpp's tokenizer (FastModelTokenizer):
+   * llama.cpp itself, whose count stands wherever the two differ, so that a flaw in the port can
+   * never cut an honest provider (see confirmedCount).
+   */
+  readonly reference?: ReferenceCounter;
+}
+
+/** llama.cpp's counter behind a port, and what to do when the port is found to differ from it. */
+export interface ReferenceCounter {
+  counter: TokenCounter;
+  /** The port counted differently from llama.cpp: it must not be trusted with this vocabulary again. */
+  differed(detail: string): void;
+}
+
+/**
+ * The counts a provider's usage is checked against. Where the provider disagrees with a count made
+ * by the port, llama.cpp counts again and its figure is the one used (reported as `recounted`, and
+ * the port retired for the vocabulary when the two tokenizers differ). A provider lying about its
+ * usage costs the coordinator one recount; what it claims never replaces either count.
+ */
+export async function confirmedCount(
+  counter: TokenCounter,
+  input: GenerationInput,
+  texts: readonly string[],
+  usage: Usage | undefined,
+  counted: CountedUsage,
+): Promise<{ counted: CountedUsage; recounted: boolean }> {
+  const reference = counter.reference;
+  const agrees =
+    usage !== undefined &&
+    usage.promptTokens === counted.promptTokens &&
+    usage.completionTokens === counted.completionTokens;
+  if (agrees || reference === undefined) return { counted, recounted: false };
+  const [promptTokens, completionTokens] = await Promise.all([
+    reference.counter.countPrompt(input),
+    reference.counter.countTexts(texts),
+  ]);
+  if (promptTokens !== counted.promptTokens || completionTokens !== counted.completionTokens) {
+    reference.differed(
+      `the port counted ${counted.promptTokens}+${counted.completionTokens} tokens, llama.cpp ${promptTokens}+${completionTokens}`,
+    );
+  }
+  return { counted: { promptTokens, completionTokens }, recounted: true };
 }
 
 /** The coordinator's own counts of a response: its prompt and the text delivered. */

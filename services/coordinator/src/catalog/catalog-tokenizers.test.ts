@@ -97,4 +97,33 @@ describe.each([
       await tokenizers.close();
     }
   });
+
+  it("counts with the exact port in front of llama.cpp, and falls back to llama.cpp for good once they differ", async () => {
+    const tokenizers = new CatalogTokenizers({ read: async () => bytes }, createLogger("silent"), {
+      threads,
+    });
+    try {
+      await tokenizers.sync([model("a", sha)]);
+      const port = tokenizers.get("a");
+      const reference = port?.reference;
+      expect(reference).toBeDefined();
+      const input = {
+        kind: "chat" as const,
+        messages: [{ role: "user" as const, content: "Count to three 🙂" }],
+      };
+      const texts = ["One, two, three.", " <|im_end|> and 'tis done\n\n"];
+      // 64 rounds: the audit compares one count in 64 with llama.cpp, and finds no difference.
+      for (let i = 0; i < 64; i++) {
+        expect(await port?.countPrompt(input)).toBe(await reference?.counter.countPrompt(input));
+        expect(await port?.countTexts(texts)).toBe(await reference?.counter.countTexts(texts));
+      }
+      expect(tokenizers.get("a")).toBe(port);
+      reference?.differed("a test says so");
+      const after = tokenizers.get("a");
+      expect(after).toBe(reference?.counter);
+      expect(after?.reference).toBeUndefined();
+    } finally {
+      await tokenizers.close();
+    }
+  });
 });

@@ -2,7 +2,12 @@ import { createHash } from "node:crypto";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { ModelTokenizer, TokenizerPool } from "@darkbloom/models";
+import type {
+  FastModelTokenizer,
+  ModelTokenizer,
+  TokenizerPool,
+  VocabularyDescription,
+} from "@darkbloom/models";
 import type { Llama } from "node-llama-cpp";
 import type { TokenCounter } from "../billing/usage-meter.js";
 import type { Logger } from "../log.js";
@@ -13,6 +18,13 @@ import type { CatalogModel } from "./model-catalog.js";
  * count their completions with it (a stream can run for minutes).
  */
 const RETIRED_TOKENIZER_GRACE_MS = 15 * 60_000;
+
+/**
+ * One count in this many made by the TypeScript port is made again by llama.cpp, off the serving
+ * path: a difference retires the port for that vocabulary even where every provider happens to
+ * claim what the port counted.
+ */
+const PORT_AUDIT_EVERY = 64;
 
 /** Where vocabularies come from (the vocabulary store). */
 export interface VocabularySource {
@@ -29,6 +41,7 @@ export interface CatalogTokenizersOptions {
 }
 
 interface Loaded {
+  /** The port (when the vocabulary has one and it has not been retired), else llama.cpp. */
   counter: TokenCounter;
   /** Frees it (its file, its tokenizer in every worker). */
   free(): Promise<void>;
@@ -42,8 +55,16 @@ interface Loaded {
  * its models are metered by bounds, as models without one are; the coordinator waits for the first
  * sync before it serves.
  *
- * llama.cpp's tokenizer is used, not a reimplementation: the provider's engine counts with the same
- * code (ModelTokenizer), so an honest provider's usage is exactly the coordinator's count.
+ * The provider's engine counts with llama.cpp (ModelTokenizer), so an honest provider's usage is
+ * exactly llama.cpp's count. The coordinator counts on the event loop with FastModelTokenizer, the
+ * exact TypeScript port of llama.cpp's byte-level BPE (a few microseconds a count, where a message
+ * to a worker and llama.cpp's own tokenization cost several times that), built from what llama.cpp
+ * derived when it loaded the vocabulary in a worker. llama.cpp stays the reference: a provider whose
+ * usage differs from the port's count is recounted by llama.cpp before anything is decided
+ * (confirmedCount), one count in PORT_AUDIT_EVERY is checked against llama.cpp in the background,
+ * and a vocabulary on which the two ever differ is counted by llama.cpp alone from then on.
+ * Vocabularies the port does not cover (not byte-level BPE, another pre-tokenizer) are counted by
+ * llama.cpp throughout.
  */
 export class CatalogTokenizers {
   private readonly loaded = new Map<string, Loaded>();
@@ -143,16 +164,19 @@ export class CatalogTokenizers {
       const pool = this.pool;
       // Workers load it on first use; this first count proves it loads.
       await pool.countTexts(path, ["vocabulary check"]);
-      return {
-        counter: {
-          countPrompt: (input) => pool.countPrompt(path, input),
-          countTexts: (texts) => pool.countTexts(path, texts),
-        },
+      const reference: TokenCounter = {
+        countPrompt: (input) => pool.countPrompt(path, input),
+        countTexts: (texts) => pool.countTexts(path, texts),
+      };
+      const loaded: Loaded = {
+        counter: reference,
         free: async () => {
           pool.forget(path);
           await rm(path, { force: true });
         },
       };
+      await this.port(sha, loaded, () => pool.describe(path));
+      return loaded;
     }
     let tokenizer: ModelTokenizer;
     try {
@@ -161,12 +185,83 @@ export class CatalogTokenizers {
       // llama.cpp has read what it needs (vocabulary-only: no tensors are mapped).
       await rm(path, { force: true });
     }
-    return {
+    const loaded: Loaded = {
       counter: {
         countPrompt: async (input) => tokenizer.countPrompt(input),
         countTexts: async (texts) => texts.reduce((sum, text) => sum + tokenizer.countText(text), 0),
       },
       free: () => tokenizer.dispose(),
+    };
+    const { describeVocabulary } = await import("@darkbloom/models");
+    await this.port(sha, loaded, async () => describeVocabulary(tokenizer));
+    return loaded;
+  }
+
+  /**
+   * Puts the port in front of llama.cpp's counter where the vocabulary has one. Building it blocks
+   * the event loop once (about 0.3 s for a 150k-token vocabulary, most of it resolving the chat
+   * template); a vocabulary without a port keeps llama.cpp's counter.
+   */
+  private async port(
+    sha: string,
+    loaded: Loaded,
+    describe: () => Promise<VocabularyDescription>,
+  ): Promise<void> {
+    const { FastModelTokenizer } = await import("@darkbloom/models");
+    let fast: FastModelTokenizer;
+    try {
+      const description = await describe();
+      const unsupported = FastModelTokenizer.unsupported(description);
+      if (unsupported) {
+        this.log.info(
+          { vocabulary: sha.slice(0, 12), reason: unsupported },
+          "vocabulary counted by llama.cpp",
+        );
+        return;
+      }
+      fast = FastModelTokenizer.create(description);
+    } catch (err) {
+      this.log.warn(
+        { vocabulary: sha.slice(0, 12), err: (err as Error).message },
+        "vocabulary counted by llama.cpp",
+      );
+      return;
+    }
+    const llamaCpp = loaded.counter;
+    const reference = {
+      counter: llamaCpp,
+      differed: (detail: string) => {
+        if (loaded.counter === llamaCpp) return;
+        loaded.counter = llamaCpp;
+        this.log.error(
+          { vocabulary: sha.slice(0, 12), detail },
+          "the tokenizer port differs from llama.cpp on this vocabulary; llama.cpp counts it from now on",
+        );
+      },
+    };
+    let counts = 0;
+    const audit = (ported: number, count: () => Promise<number>) => {
+      if (++counts % PORT_AUDIT_EVERY !== 0) return;
+      count().then(
+        (n) => {
+          if (n !== ported) reference.differed(`an audited count: the port ${ported}, llama.cpp ${n}`);
+        },
+        () => {},
+      );
+    };
+    loaded.counter = {
+      countPrompt: async (input) => {
+        const n = fast.countPrompt(input);
+        audit(n, () => llamaCpp.countPrompt(input));
+        return n;
+      },
+      countTexts: async (texts) => {
+        let n = 0;
+        for (const text of texts) n += fast.countText(text);
+        audit(n, () => llamaCpp.countTexts(texts));
+        return n;
+      },
+      reference,
     };
   }
 

@@ -11,7 +11,13 @@ import { SealedBoxError, wipe } from "@darkbloom/protocol/sealed-box";
 import { sha256 } from "@darkbloom/protocol/verifiable-response";
 import type { Billing } from "../billing/billing.js";
 import { completedCharge, cost, FREE, type ModelPrice, worstCase } from "../billing/pricing.js";
-import { type CountedUsage, type TokenCounter, UsageMeter, type Violation } from "../billing/usage-meter.js";
+import {
+  type CountedUsage,
+  confirmedCount,
+  type TokenCounter,
+  UsageMeter,
+  type Violation,
+} from "../billing/usage-meter.js";
 import type { CoordinatorConfig } from "../config.js";
 import {
   ApiError,
@@ -380,9 +386,16 @@ export class InferencePipeline {
       timer.unref();
 
       /** Ends the attempt with the provider's completion, its texts counted (`counted`) or not. */
-      const conclude = (message: InferenceComplete, counted: CountedUsage | undefined) => {
+      const conclude = (message: InferenceComplete, counted: CountedUsage | undefined, recounted = false) => {
         if (finished) return; // ended meanwhile (the provider dropped, the consumer left)
-        const mode = counted !== undefined ? "counted" : usage.counted ? "count_failed" : "bounded";
+        const mode =
+          counted !== undefined
+            ? recounted
+              ? "recounted"
+              : "counted"
+            : usage.counted
+              ? "count_failed"
+              : "bounded";
         this.deps.metrics.metering.inc({ model: request.model, mode });
         const accepted = usage.complete(message.usage, counted);
         if ("violation" in accepted) {
@@ -461,17 +474,27 @@ export class InferencePipeline {
             conclude(message, undefined);
             return;
           }
-          Promise.all([promptCount, usage.countDelivered()]).then(
-            ([promptTokens, completionTokens]) =>
-              conclude(message, promptTokens === undefined ? undefined : { promptTokens, completionTokens }),
-            (e: Error) => {
-              log.warn(
-                { requestId, err: e.message },
-                "the completion could not be counted; this response's usage is only bounded",
-              );
-              conclude(message, undefined);
-            },
-          );
+          const counter = job.counter;
+          Promise.all([promptCount, usage.countDelivered()])
+            .then(async ([promptTokens, completionTokens]) => {
+              if (promptTokens === undefined || counter === undefined)
+                return { counted: undefined, recounted: false };
+              const texts = usage.texts;
+              return confirmedCount(counter, request.input, texts, message.usage, {
+                promptTokens,
+                completionTokens,
+              });
+            })
+            .then(
+              ({ counted, recounted }) => conclude(message, counted, recounted),
+              (e: Error) => {
+                log.warn(
+                  { requestId, err: e.message },
+                  "the completion could not be counted; this response's usage is only bounded",
+                );
+                conclude(message, undefined);
+              },
+            );
         },
         error(message) {
           // A provider refusing a bad request (4xx other than timeouts and rate limits) is not its fault.

@@ -1,6 +1,8 @@
 import type { ChatWrapper, Llama, LlamaModel } from "node-llama-cpp";
 import type { GenerationInput } from "../chat/generation-input.js";
 import {
+  type PromptVocabulary,
+  promptVocabularyOf,
   type RenderedPrompt,
   renderPrompt,
   renderPromptTokens,
@@ -14,10 +16,14 @@ import {
  * what the coordinator counts, and any other figure is a claim the text does not bear out.
  */
 export class ModelTokenizer {
+  private readonly vocabulary: PromptVocabulary;
+
   private constructor(
     readonly model: LlamaModel,
-    private readonly wrapper: ChatWrapper,
-  ) {}
+    readonly wrapper: ChatWrapper,
+  ) {
+    this.vocabulary = promptVocabularyOf(model);
+  }
 
   /** The tokenizer of a model already loaded (weights and all). */
   static of(model: LlamaModel, llama: Llama): ModelTokenizer {
@@ -36,12 +42,12 @@ export class ModelTokenizer {
 
   /** The prompt's tokens as the engine evaluates them, and the template's stop triggers. */
   render(input: GenerationInput): RenderedPrompt {
-    return renderPrompt(this.model, this.wrapper, input);
+    return renderPrompt(this.vocabulary, this.wrapper, input);
   }
 
   /** Prompt tokens: what `usage.prompt_tokens` must say. */
   countPrompt(input: GenerationInput): number {
-    return renderPromptTokens(this.model, this.wrapper, input).length;
+    return renderPromptTokens(this.vocabulary, this.wrapper, input).length;
   }
 
   /**

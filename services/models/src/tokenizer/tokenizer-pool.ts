@@ -9,6 +9,7 @@ import { dirname, join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { Worker } from "node:worker_threads";
 import type { GenerationInput } from "../chat/generation-input.js";
+import type { VocabularyDescription } from "./vocabulary-description.js";
 
 export interface TokenizerPoolOptions {
   /** Worker threads (at least 1). */
@@ -25,13 +26,17 @@ export interface TokenizerPoolOptions {
 type Request =
   | { id: number; op: "prompt"; path: string; input: GenerationInput }
   | { id: number; op: "texts"; path: string; texts: readonly string[] }
+  | { id: number; op: "describe"; path: string }
   | { id: number; op: "forget"; path: string }
   | { id: number; op: "close" };
 
-type Reply = { id: number; count: number } | { id: number; error: string };
+type Reply =
+  | { id: number; count: number }
+  | { id: number; description: VocabularyDescription }
+  | { id: number; error: string };
 
 interface Pending {
-  resolve: (count: number) => void;
+  resolve: (value: number | VocabularyDescription) => void;
   reject: (error: Error) => void;
   timer: NodeJS.Timeout;
 }
@@ -82,6 +87,12 @@ parentPort.on("message", async (m) => {
       return;
     }
     const t = await tokenizer(m.path);
+    if (m.op === "describe") {
+      const { describeVocabulary } = await import(workerData.modelsUrl);
+      const description = describeVocabulary(t);
+      parentPort.postMessage({ id: m.id, description }, [description.vocabulary.attributes.buffer]);
+      return;
+    }
     let count = 0;
     if (m.op === "prompt") count = t.countPrompt(m.input);
     else for (const text of m.texts) count += t.countText(text);
@@ -117,12 +128,17 @@ export class TokenizerPool {
 
   /** Prompt tokens of `input` with the vocabulary file at `path`. */
   countPrompt(path: string, input: GenerationInput): Promise<number> {
-    return this.send({ id: 0, op: "prompt", path, input });
+    return this.send({ id: 0, op: "prompt", path, input }) as Promise<number>;
   }
 
   /** Tokens of the texts (each counted on its own), summed. */
   countTexts(path: string, texts: readonly string[]): Promise<number> {
-    return this.send({ id: 0, op: "texts", path, texts });
+    return this.send({ id: 0, op: "texts", path, texts }) as Promise<number>;
+  }
+
+  /** What llama.cpp derived from the vocabulary at `path` (see FastModelTokenizer). */
+  describe(path: string): Promise<VocabularyDescription> {
+    return this.send({ id: 0, op: "describe", path }) as Promise<VocabularyDescription>;
   }
 
   /** Frees the vocabulary in every worker (the file may be deleted afterwards). */
@@ -149,13 +165,13 @@ export class TokenizerPool {
     );
   }
 
-  private send(request: Request): Promise<number> {
+  private send(request: Request): Promise<number | VocabularyDescription> {
     if (this.closed) return Promise.reject(new Error("the tokenizer pool is closed"));
     const slot = this.leastBusy();
     const id = ++this.nextId;
     // llama.cpp tokenizes well under a microsecond a character; four leave room for a loaded machine.
     const limitMs = this.timeoutMs + Math.ceil(charactersOf(request) / 250);
-    return new Promise<number>((resolve, reject) => {
+    return new Promise<number | VocabularyDescription>((resolve, reject) => {
       const timer = setTimeout(() => {
         slot.pending.delete(id);
         reject(new Error(`no token count within ${limitMs} ms`));
@@ -200,7 +216,7 @@ export class TokenizerPool {
       slot.pending.delete(reply.id);
       clearTimeout(p.timer);
       if ("error" in reply) p.reject(new Error(reply.error));
-      else p.resolve(reply.count);
+      else p.resolve("description" in reply ? reply.description : reply.count);
     });
     worker.on("error", (e) => failAll(e));
     worker.on("exit", (code) => failAll(new Error(`a tokenizer worker exited (${code})`)));
