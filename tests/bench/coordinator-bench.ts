@@ -8,7 +8,7 @@
 //                               npm run build there), alternating with this one, in the same run
 
 import { type ChildProcess, fork } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { cpus, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -236,13 +236,22 @@ for (const c of levels) rows.push(await measure("bare Node SSE server (baseline)
 await stopServer(baseline);
 
 /** The coordinators to measure: this checkout's, and another's when comparing (measured first). */
-const targets: { name: string; script: string }[] = [
-  ...(otherProcess ? [{ name: `${compareWith}: `, script: otherProcess }] : []),
-  { name: otherProcess ? "this checkout: " : "", script: OWN_PROCESS },
+const targets: { name: string; script: string; counts: boolean }[] = [
+  ...(otherProcess
+    ? [
+        {
+          name: `${compareWith}: `,
+          script: otherProcess,
+          // A checkout whose benchmark server takes a vocabulary counts usage, as this one does.
+          counts: readFileSync(otherProcess, "utf8").includes("vocabulary="),
+        },
+      ]
+    : []),
+  { name: otherProcess ? "this checkout: " : "", script: OWN_PROCESS, counts: true },
 ];
 
 async function measureCoordinator(
-  target: { name: string; script: string },
+  target: { name: string; script: string; counts: boolean },
   billing: boolean,
   encryption: boolean,
   vocabulary: boolean,
@@ -268,14 +277,12 @@ async function measureCoordinator(
         machineId: `bench-${i}`,
         recordRequests: false,
         encryption,
-        // An honest provider of each checkout's protocol: this one reports the count of its text; a
-        // coordinator from before counted usage expects the tokens sampled (one a token here).
+        // An honest provider of each checkout's protocol: one that counts usage gets the count of the
+        // text; a coordinator from before counted usage expects the tokens sampled (one a token here).
         script: () => ({
           tokens: TOKENS,
           tokensPerChunk,
-          ...(target.script === OWN_PROCESS
-            ? { completionTokens: COMPLETION_TOKENS, promptTokens: PROMPT_TOKENS }
-            : {}),
+          ...(target.counts ? { completionTokens: COMPLETION_TOKENS, promptTokens: PROMPT_TOKENS } : {}),
         }),
       });
       // Instant providers send their first token as soon as the request arrives.

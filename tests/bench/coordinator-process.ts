@@ -4,7 +4,7 @@
 // process.cpuUsage() (every thread) and its main thread's CPU time, and stops on "stop".
 
 import { readFileSync } from "node:fs";
-import { mkdtemp } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import http from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -19,9 +19,10 @@ if (mode === "coordinator") {
   const billingEnabled = process.argv[4] !== "no-billing";
   // "plaintext": providers register without a key and are sent plaintext (encryption off).
   const requireEncryption = process.argv[5] !== "plaintext";
+  const dataDir = await mkdtemp(join(tmpdir(), "darkbloom-bench-"));
   const coordinator = await startCoordinator(
     {
-      dataDir: await mkdtemp(join(tmpdir(), "darkbloom-bench-")),
+      dataDir,
       databaseUrl,
       adminKey: "bench-admin-key",
       port: 0,
@@ -55,6 +56,7 @@ if (mode === "coordinator") {
     if (m === "cpu") send({ cpu: process.cpuUsage(), mainThreadUs: mainThreadCpuUs() });
     if (m === "stop") {
       await coordinator.close({ drainMs: 0 });
+      await rm(dataDir, { recursive: true, force: true });
       process.exit(0);
     }
   });

@@ -124,8 +124,8 @@ export interface CoordinatorConfig {
   /** Distinct model label values the metrics may carry over the process's life; others are "other". */
   metricsMaxModels: number;
   /**
-   * Worker threads that count tokens with the catalog's vocabularies (catalog/catalog-tokenizers.ts);
-   * 0 counts on the event loop.
+   * Worker threads that run llama.cpp's tokenizer with the catalog's vocabularies
+   * (catalog/catalog-tokenizers.ts); 0 runs it on the event loop.
    */
   tokenizerThreads: number;
   /**

@@ -59,6 +59,12 @@ export interface TokenCounter {
   /** The texts' tokens, each text counted on its own, summed. */
   countTexts(texts: readonly string[]): Promise<number>;
   /**
+   * The same counts made at once, where the counter runs on the event loop (the port): the serving
+   * path then checks usage without a promise between the count and the verdict.
+   */
+  countPromptNow?(input: GenerationInput): number;
+  countTextsNow?(texts: readonly string[]): number;
+  /**
    * Set when this counter is the TypeScript port of llama.cpp's tokenizer (FastModelTokenizer):
    * llama.cpp itself, whose count stands wherever the two differ, so that a flaw in the port can
    * never cut an honest provider (see confirmedCount).
@@ -151,7 +157,7 @@ export class UsageMeter {
 
   constructor(
     private readonly limits: MeterLimits,
-    private readonly counter?: Pick<TokenCounter, "countTexts">,
+    private readonly counter?: Pick<TokenCounter, "countTexts" | "countTextsNow">,
   ) {
     this.tokens = new Array(limits.choices).fill(0);
     this.bytes = new Array(limits.choices).fill(0);
@@ -219,6 +225,14 @@ export class UsageMeter {
       }
     }
     return this.claimedWithinBytes();
+  }
+
+  /**
+   * The tokenizer's count of the texts so far when the counter can count at once (the port), else
+   * undefined (use countDelivered()).
+   */
+  countDeliveredNow(): number | undefined {
+    return this.counter?.countTextsNow?.(this.texts);
   }
 
   /** The tokenizer's count of the texts so far, counted once per state of the texts. */

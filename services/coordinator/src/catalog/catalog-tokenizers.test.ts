@@ -112,8 +112,8 @@ describe.each([
         messages: [{ role: "user" as const, content: "Count to three 🙂" }],
       };
       const texts = ["One, two, three.", " <|im_end|> and 'tis done\n\n"];
-      // 64 rounds: the audit compares one count in 64 with llama.cpp, and finds no difference.
-      for (let i = 0; i < 64; i++) {
+      // Past an audit (one count in 1,024 is compared with llama.cpp), which finds no difference.
+      for (let i = 0; i < 520; i++) {
         expect(await port?.countPrompt(input)).toBe(await reference?.counter.countPrompt(input));
         expect(await port?.countTexts(texts)).toBe(await reference?.counter.countTexts(texts));
       }

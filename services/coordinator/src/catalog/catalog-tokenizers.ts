@@ -8,6 +8,7 @@ import type {
   TokenizerPool,
   VocabularyDescription,
 } from "@darkbloom/models";
+import type { GenerationInput } from "@darkbloom/models/input";
 import type { Llama } from "node-llama-cpp";
 import type { TokenCounter } from "../billing/usage-meter.js";
 import type { Logger } from "../log.js";
@@ -22,9 +23,11 @@ const RETIRED_TOKENIZER_GRACE_MS = 15 * 60_000;
 /**
  * One count in this many made by the TypeScript port is made again by llama.cpp, off the serving
  * path: a difference retires the port for that vocabulary even where every provider happens to
- * claim what the port counted.
+ * claim what the port counted. (An honest provider's usage already exposes a difference on the
+ * request where it occurs; the audit covers providers that claim whatever the port counts.) Rare,
+ * because a count sent to a worker costs the event loop far more than the port's own count.
  */
-const PORT_AUDIT_EVERY = 64;
+const PORT_AUDIT_EVERY = 1024;
 
 /** Where vocabularies come from (the vocabulary store). */
 export interface VocabularySource {
@@ -33,9 +36,9 @@ export interface VocabularySource {
 
 export interface CatalogTokenizersOptions {
   /**
-   * Worker threads that count (0: on the event loop). Tokenizing costs about a microsecond a byte,
-   * more than everything else the coordinator does for a short response; in workers the event loop
-   * pays a message each way instead.
+   * Worker threads that hold llama.cpp's tokenizers (0: on the event loop). They describe each
+   * vocabulary for the port, recount where a provider disagrees with it, audit it, and count the
+   * vocabularies it does not cover.
    */
   threads: number;
 }
@@ -249,18 +252,22 @@ export class CatalogTokenizers {
         () => {},
       );
     };
+    const countPromptNow = (input: GenerationInput) => {
+      const n = fast.countPrompt(input);
+      audit(n, () => llamaCpp.countPrompt(input));
+      return n;
+    };
+    const countTextsNow = (texts: readonly string[]) => {
+      let n = 0;
+      for (const text of texts) n += fast.countText(text);
+      audit(n, () => llamaCpp.countTexts([...texts]));
+      return n;
+    };
     loaded.counter = {
-      countPrompt: async (input) => {
-        const n = fast.countPrompt(input);
-        audit(n, () => llamaCpp.countPrompt(input));
-        return n;
-      },
-      countTexts: async (texts) => {
-        let n = 0;
-        for (const text of texts) n += fast.countText(text);
-        audit(n, () => llamaCpp.countTexts(texts));
-        return n;
-      },
+      countPrompt: async (input) => countPromptNow(input),
+      countTexts: async (texts) => countTextsNow(texts),
+      countPromptNow,
+      countTextsNow,
       reference,
     };
   }

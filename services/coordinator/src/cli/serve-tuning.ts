@@ -155,7 +155,7 @@ const TUNINGS: readonly Tuning[] = [
     env: "DARKBLOOM_TOKENIZER_THREADS",
     arg: "<n>",
     description:
-      "worker threads that count prompt and completion tokens with catalog vocabularies; 0 counts on the event loop (default: cores - 1, 1 to 4)",
+      "worker threads that run llama.cpp's tokenizer for catalog vocabularies: the reference the event loop's exact port is checked against, and the counter of vocabularies the port does not cover; 0 runs it on the event loop (default: cores - 1, 1 to 4)",
     parse: wholeNumber(64),
   },
 

@@ -57,7 +57,7 @@ export interface InferenceJob {
    * The prompt's count with the model's tokenizer, made while the request is served (undefined when
    * it could not be counted): what the provider must report, and what a cancelled request pays.
    */
-  promptCount: Promise<number | undefined> | undefined;
+  promptCount: number | Promise<number | undefined> | undefined;
   demand: RouteDemand;
   constraints: RouteConstraints;
   timing: Timing;
@@ -154,16 +154,22 @@ export class InferencePipeline {
    * template cannot render the request (it is the provider's template too) or the tokenizer workers
    * do not answer; the request is then metered by the bounds.
    */
-  private async countPrompt(job: InferenceJob, counter: TokenCounter): Promise<number | undefined> {
-    try {
-      return await counter.countPrompt(job.request.input);
-    } catch (e) {
+  private countPrompt(job: InferenceJob, counter: TokenCounter): number | Promise<number | undefined> {
+    const failed = (e: unknown) => {
       this.deps.log.warn(
         { requestId: job.requestId, model: job.request.model, err: (e as Error).message },
         "the prompt could not be counted; this request's usage is only bounded",
       );
       return undefined;
+    };
+    if (counter.countPromptNow) {
+      try {
+        return counter.countPromptNow(job.request.input);
+      } catch (e) {
+        return Promise.resolve(failed(e));
+      }
     }
+    return counter.countPrompt(job.request.input).catch(failed);
   }
 
   /**
@@ -475,7 +481,17 @@ export class InferencePipeline {
             return;
           }
           const counter = job.counter;
-          Promise.all([promptCount, usage.countDelivered()])
+          // Counted at once (the port) and agreed with: no promise between the count and the verdict.
+          const delivered = typeof promptCount === "number" ? usage.countDeliveredNow() : undefined;
+          if (
+            delivered !== undefined &&
+            message.usage?.promptTokens === promptCount &&
+            message.usage.completionTokens === delivered
+          ) {
+            conclude(message, { promptTokens: promptCount as number, completionTokens: delivered });
+            return;
+          }
+          Promise.all([promptCount, delivered ?? usage.countDelivered()])
             .then(async ([promptTokens, completionTokens]) => {
               if (promptTokens === undefined || counter === undefined)
                 return { counted: undefined, recounted: false };

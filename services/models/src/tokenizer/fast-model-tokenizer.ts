@@ -12,6 +12,9 @@ import { type PromptVocabulary, renderPromptTokens, resolveChatWrapperOf } from 
 import { ByteLevelBpe, byteLevelSupport, TokenAttr } from "./bpe/byte-level-bpe.js";
 import type { VocabularyDescription } from "./vocabulary-description.js";
 
+/** Template segments whose tokens are kept. */
+const TEMPLATED_CACHE_LIMIT = 256;
+
 /** How recent tokens help detokenize (node-llama-cpp's maxRecentDetokenizerTokens). */
 const MAX_RECENT_DETOKENIZER_TOKENS = 3;
 
@@ -87,6 +90,11 @@ function makeTokenizer(bpe: ByteLevelBpe, d: VocabularyDescription): Tokenizer {
   const b = d.builtin;
   const eog = new Set(d.eog);
   const raw = (text: string, special: boolean): number[] => bpe.tokenize(text, special);
+  // Text tokenized with special tokens is the chat template's own (the same few segments in every
+  // prompt), and the workaround tokenizes each segment with a prefix and detokenizes it again: its
+  // results are kept (bounded), as is the workaround's "\n".
+  const templated = new Map<string, number[]>();
+  const newline = { true: raw("\n", true), false: raw("\n", false) };
   const detokenize = (tokens: readonly Token[], special = false, lastTokens?: readonly Token[]): string => {
     if (tokens.length === 0) return "";
     const ids = tokens as readonly number[];
@@ -103,6 +111,17 @@ function makeTokenizer(bpe: ByteLevelBpe, d: VocabularyDescription): Tokenizer {
     special: boolean | "builtin" = false,
     options?: "trimLeadingSpace",
   ): number[] => {
+    if (special !== true) return uncached(text, special, options);
+    const key = options === "trimLeadingSpace" ? `t${text}` : `s${text}`;
+    let tokens = templated.get(key);
+    if (!tokens) {
+      tokens = uncached(text, true, options);
+      if (templated.size >= TEMPLATED_CACHE_LIMIT) templated.clear();
+      templated.set(key, tokens);
+    }
+    return tokens.slice();
+  };
+  const uncached = (text: string, special: boolean | "builtin", options?: "trimLeadingSpace"): number[] => {
     if (text === "") return [];
     if (special === "builtin") {
       const id = { BOS: b.bos, EOS: b.eos, NL: b.nl, EOT: b.eot, SEP: b.sep }[text];
@@ -112,7 +131,7 @@ function makeTokenizer(bpe: ByteLevelBpe, d: VocabularyDescription): Tokenizer {
     }
     if (options === "trimLeadingSpace") {
       // LlamaModel.tokenize's workaround, step by step.
-      const workaroundTokens = raw("\n", special);
+      const workaroundTokens = special ? newline.true : newline.false;
       if (special) {
         const textLeadingSpaces = leadingSpaces(text);
         const [token, tokenString] =

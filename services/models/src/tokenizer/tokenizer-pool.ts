@@ -1,8 +1,10 @@
 /**
- * Token counting off the event loop: worker threads that each load vocabulary files on first use and
- * count prompts and texts with ModelTokenizer, so that a busy coordinator spends a message each way
- * on a count instead of the tokenization itself (llama.cpp's BPE runs at about a microsecond a byte,
- * more than everything else the coordinator does for a short response).
+ * llama.cpp's token counting off the event loop: worker threads that each load vocabulary files on
+ * first use and count prompts and texts with ModelTokenizer, so that a busy coordinator spends a
+ * message each way on a count instead of the tokenization itself. They also describe a vocabulary
+ * (describeVocabulary) for FastModelTokenizer, the port the coordinator then counts with where one
+ * exists; the workers remain the reference it is checked against and the counter of every other
+ * vocabulary.
  */
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";

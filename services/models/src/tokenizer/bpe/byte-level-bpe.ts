@@ -8,6 +8,7 @@
  * exactly are refused by `byteLevelSupport`, and the caller counts those with llama.cpp.
  */
 import { type PreTokenizer, splitWords } from "./pre-tokenize.js";
+import { MergeTable, TokenTable } from "./token-table.js";
 import { codePointClasses, contractionLower } from "./unicode-classes.js";
 
 /** llama_token_attr bits (node-llama-cpp's TokenAttribute). */
@@ -94,7 +95,8 @@ const CHAR_BYTE = new Map<number, number>();
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
-const WORD_CACHE_LIMIT = 100_000;
+/** Words whose tokens are kept (a cache that fills is emptied: the words in use come back first). */
+const WORD_CACHE_LIMIT = 32_768;
 
 /** A piece of text after special-token partitioning: text to tokenize, or a special token's id. */
 type Fragment = string | number;
@@ -107,39 +109,59 @@ interface Special {
 
 export class ByteLevelBpe {
   private readonly settings: Settings;
-  private readonly ids = new Map<string, number>();
-  private readonly ranks = new Map<string, number>();
+  private readonly table: TokenTable;
+  private readonly merges: MergeTable;
+  /** The token of each byte's character. */
+  private readonly byteIds = new Int32Array(256);
   private readonly specials: Special[];
   /** First code units of the special tokens: text without any of them needs no partitioning. */
   private readonly specialStarts: string[];
   private readonly attributes: Uint32Array;
-  private readonly tokens: readonly string[];
   private readonly cache = new Map<string, readonly number[]>();
   private cps = new Int32Array(256);
   private cls = new Uint8Array(256);
   private units = new Int32Array(257);
 
+  /** Throws (with the reason) for a vocabulary this port does not reproduce exactly. */
   constructor(v: BpeVocabulary) {
     const settings = byteLevelSupport(v);
     if (typeof settings === "string")
       throw new Error(`no exact byte-level BPE for this vocabulary: ${settings}`);
     this.settings = settings;
     this.attributes = v.attributes;
-    // llama.cpp names empty tokens "[EMPTY_<id>]"; a repeated text maps to its last id.
-    this.tokens = v.tokens.map((t, i) => (t === "" ? `[EMPTY_${i}]` : t));
-    for (const [i, t] of this.tokens.entries()) this.ids.set(t, i);
+    // llama.cpp names empty tokens "[EMPTY_<id>]", and refuses a vocabulary that repeats a text.
+    const tokens = v.tokens.map((t, i) => (t === "" ? `[EMPTY_${i}]` : t));
+    this.table = new TokenTable(tokens);
+    for (let id = 0; id < tokens.length; id++) {
+      if (this.table.id(tokens[id] as string) !== id)
+        throw new Error(`token ${id} repeats another token's text`);
+    }
+    // Symbols are tokens throughout (so BPE can run on ids) when every byte is one and every merge
+    // makes one; a merge whose halves are not tokens can then never apply.
+    for (let b = 0; b < 256; b++) {
+      const id = this.table.id(BYTE_CHAR[b] as string);
+      if (id < 0) throw new Error(`byte 0x${b.toString(16)} has no token`);
+      this.byteIds[b] = id;
+    }
+    this.merges = new MergeTable(v.merges.length);
     v.merges.forEach((merge, rank) => {
-      // llama.cpp splits at the first space after the first byte; a merge without one is ("", "").
+      // llama.cpp splits at the first space after the first byte; a merge without one is ("", "")
+      // and matches no pair of symbols.
       const at = merge.indexOf(" ", 1);
-      const key = at < 0 ? " " : merge;
-      if (!this.ranks.has(key)) this.ranks.set(key, rank);
+      if (at < 0) return;
+      const merged = this.table.id(merge.slice(0, at) + merge.slice(at + 1));
+      if (merged < 0) throw new Error(`merge ${rank} makes no token`);
+      const left = this.table.id(merge, 0, at);
+      const right = this.table.id(merge, at + 1);
+      if (left >= 0 && right >= 0) this.merges.add(left, right, rank, merged);
     });
     const specials: Special[] = [];
-    this.tokens.forEach((text, id) => {
+    for (let id = 0; id < tokens.length; id++) {
       const attr = v.attributes[id] as number;
-      if (attr & (TokenAttr.control | TokenAttr.userDefined | TokenAttr.unknown))
-        specials.push({ id, text, attr });
-    });
+      if (attr & (TokenAttr.control | TokenAttr.userDefined | TokenAttr.unknown)) {
+        specials.push({ id, text: tokens[id] as string, attr });
+      }
+    }
     // Longest first, by bytes (llama.cpp's order; among equal lengths, by id).
     const bytes = new Map(specials.map((s) => [s.id, encoder.encode(s.text).length]));
     specials.sort((a, b) => (bytes.get(b.id) as number) - (bytes.get(a.id) as number) || a.id - b.id);
@@ -149,7 +171,7 @@ export class ByteLevelBpe {
   }
 
   get size(): number {
-    return this.tokens.length;
+    return this.table.size;
   }
 
   attributesOf(token: number): number {
@@ -203,8 +225,8 @@ export class ByteLevelBpe {
   /** llama_token_to_piece with no lstrip. */
   private piece(token: number, special: boolean): Uint8Array {
     const attr = this.attributes[token];
-    const text = this.tokens[token];
-    if (attr === undefined || text === undefined) return new Uint8Array(0);
+    if (attr === undefined || token < 0) return new Uint8Array(0);
+    const text = this.table.textOf(token);
     if (!special && attr & (TokenAttr.unknown | TokenAttr.control)) return new Uint8Array(0);
     if (attr & (TokenAttr.unknown | TokenAttr.control | TokenAttr.userDefined)) return encoder.encode(text);
     if (attr & TokenAttr.normal) {
@@ -312,53 +334,43 @@ export class ByteLevelBpe {
     return ids;
   }
 
-  /** llm_tokenizer_bpe_session::tokenize for one word. */
+  /** llm_tokenizer_bpe_session::tokenize for one word, on token ids. */
   private bpe(word: string): number[] {
-    let encoded = "";
-    for (const b of encoder.encode(word)) encoded += BYTE_CHAR[b];
+    const bytes = encoder.encode(word);
     if (this.settings.ignoreMerges) {
-      const whole = this.ids.get(encoded);
-      if (whole !== undefined) return [whole];
+      let encoded = "";
+      for (const b of bytes) encoded += BYTE_CHAR[b];
+      const whole = this.table.id(encoded);
+      if (whole >= 0) return [whole];
     }
-    // Every byte character is one UTF-16 unit. Merging the lowest-ranked adjacent pair, the leftmost
-    // among equals, until none is ranked: what llama.cpp's priority queue of bigrams does.
-    const symbols = encoded.split("");
+    // Merging the lowest-ranked adjacent pair, the leftmost among equals, until none is ranked: what
+    // llama.cpp's priority queue of bigrams does.
+    const symbols = Array.from(bytes, (b) => this.byteIds[b] as number);
     for (;;) {
       let best = Number.POSITIVE_INFINITY;
       let at = -1;
+      let merged = -1;
       for (let i = 0; i + 1 < symbols.length; i++) {
-        const rank = this.ranks.get(`${symbols[i]} ${symbols[i + 1]}`);
-        if (rank !== undefined && rank < best) {
-          best = rank;
+        const slot = this.merges.find(symbols[i] as number, symbols[i + 1] as number);
+        if (slot >= 0 && this.merges.rankAt(slot) < best) {
+          best = this.merges.rankAt(slot);
           at = i;
+          merged = this.merges.mergedAt(slot);
         }
       }
-      if (at < 0) break;
-      symbols.splice(at, 2, (symbols[at] as string) + (symbols[at + 1] as string));
+      if (at < 0) return symbols;
+      symbols.splice(at, 2, merged);
     }
-    const ids: number[] = [];
-    for (const symbol of symbols) {
-      const id = this.ids.get(symbol);
-      if (id !== undefined) {
-        ids.push(id);
-        continue;
-      }
-      // No such token: each byte of the symbol's text on its own, where a one-byte token exists.
-      for (const b of encoder.encode(symbol)) {
-        const single = b < 0x80 ? this.ids.get(String.fromCharCode(b)) : undefined;
-        if (single !== undefined) ids.push(single);
-      }
-    }
-    return ids;
   }
 }
 
 /**
  * Lone surrogates become U+FFFD, as they do on the way into llama.cpp (N-API's UTF-8 conversion).
- * (String.prototype.toWellFormed is in Node 20, not yet in the ES2023 library types.)
+ * (String.prototype.isWellFormed and toWellFormed are in Node 20, not yet in the ES2023 library types.)
  */
 function wellFormed(text: string): string {
-  return (text as unknown as { toWellFormed(): string }).toWellFormed();
+  const t = text as unknown as { isWellFormed(): boolean; toWellFormed(): string };
+  return t.isWellFormed() ? text : t.toWellFormed();
 }
 
 /** llama_detokenize's clean_up_tokenization_spaces passes, on bytes. */
