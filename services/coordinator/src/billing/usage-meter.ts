@@ -232,7 +232,11 @@ export class UsageMeter {
    * undefined (use countDelivered()).
    */
   countDeliveredNow(): number | undefined {
-    return this.counter?.countTextsNow?.(this.texts);
+    try {
+      return this.counter?.countTextsNow?.(this.texts);
+    } catch {
+      return undefined; // countDelivered() tries again, and reports a failure
+    }
   }
 
   /** The tokenizer's count of the texts so far, counted once per state of the texts. */
