@@ -149,11 +149,12 @@ export class ByteLevelBpe {
       // and matches no pair of symbols.
       const at = merge.indexOf(" ", 1);
       if (at < 0) return;
-      const merged = this.table.id(merge.slice(0, at) + merge.slice(at + 1));
-      if (merged < 0) throw new Error(`merge ${rank} makes no token`);
       const left = this.table.id(merge, 0, at);
       const right = this.table.id(merge, at + 1);
-      if (left >= 0 && right >= 0) this.merges.add(left, right, rank, merged);
+      if (left < 0 || right < 0) return;
+      const merged = this.table.id(merge.slice(0, at) + merge.slice(at + 1));
+      if (merged < 0) throw new Error(`merge ${rank} makes no token`);
+      this.merges.add(left, right, rank, merged);
     });
     const specials: Special[] = [];
     for (let id = 0; id < tokens.length; id++) {
@@ -162,7 +163,9 @@ export class ByteLevelBpe {
         specials.push({ id, text: tokens[id] as string, attr });
       }
     }
-    // Longest first, by bytes (llama.cpp's order; among equal lengths, by id).
+    // Longest first, by bytes (llama.cpp's order). llama.cpp leaves the order of equal lengths
+    // unspecified (std::sort); here it is by id. It matters only where two specials of one length
+    // overlap in a text, and there a provider's disagreement sends the count to llama.cpp.
     const bytes = new Map(specials.map((s) => [s.id, encoder.encode(s.text).length]));
     specials.sort((a, b) => (bytes.get(b.id) as number) - (bytes.get(a.id) as number) || a.id - b.id);
     this.specials = specials;
