@@ -1,6 +1,12 @@
 /** The provider stream protocol version this code speaks (Register.protocol_version). */
 export const PROTOCOL_VERSION = 1;
 
+/**
+ * The usage semantics this code reports and checks (Register.usage_version): usage is the model's
+ * tokenizer over the text (the rendered prompt, each choice's emitted text), not the tokens sampled.
+ */
+export const USAGE_VERSION = 1;
+
 /** How often a provider sends a Heartbeat unless the RegisterAck says otherwise. */
 export const DEFAULT_HEARTBEAT_INTERVAL_MS = 5_000;
 

@@ -24,6 +24,7 @@ export {
   MISSED_HEARTBEATS_BEFORE_EVICTION,
   PROTOCOL_VERSION,
   RECONNECT_BACKOFF,
+  USAGE_VERSION,
 } from "./constants.js";
 export { P256_PUBLIC_KEY_BYTES, p256PublicKeyFromRaw, rawP256PublicKey, verifyP256 } from "./p256.js";
 export { compareSemver, isSemver, parseSemver, type SemVer } from "./semver.js";

@@ -91,6 +91,11 @@ export interface ScriptedProviderOptions {
   responseSigningKey?: KeyObject;
   /** Register.response_signature_version (default 2; 0 registers as a daemon from before it). */
   responseSignatureVersion?: number;
+  /**
+   * Register.usage_version (default 1: usage is the count of the text; 0 registers as a daemon that
+   * reports the tokens sampled).
+   */
+  usageVersion?: number;
   /** Ways to break the data path's rules, for security tests. */
   misbehave?: Misbehaviour;
   /**

@@ -8,6 +8,7 @@ import {
   backoffPolicy,
   DEFAULT_HEARTBEAT_INTERVAL_MS,
   PROTOCOL_VERSION,
+  USAGE_VERSION,
 } from "@darkbloom/protocol";
 import {
   AcceleratorKind,
@@ -430,6 +431,7 @@ export class ScriptedProvider extends EventEmitter<ScriptedProviderEvents> imple
       accountToken: this.options.accountToken ?? "",
       capacity: { maxBatch: this.maxBatch, maxContext: this.maxContext },
       responseSignatureVersion: this.options.responseSignatureVersion ?? RESPONSE_SIGNATURE_VERSION,
+      usageVersion: this.options.usageVersion ?? USAGE_VERSION,
       knobs: { kvBits: 8, maxContext: this.maxContext, maxBatch: this.maxBatch, threads: cpuCores },
     };
   }

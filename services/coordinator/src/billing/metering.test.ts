@@ -303,6 +303,38 @@ describe("a provider of a model whose vocabulary the coordinator has", () => {
     await expect.poll(() => reasonCodes(liar)).toContain(MeteringViolation.usageMismatch);
   });
 
+  it("is never an older daemon reporting the tokens it sampled: it is routed only models counted by bounds", async () => {
+    // A daemon from before usage_version 1 reports honest sampled counts, which a counted model's
+    // check would take for lies: it must not be sent that model, and must not be cut for serving others.
+    const tokens = ["one ", "two "];
+    const old = new ScriptedProvider({
+      baseUrl: t.url,
+      models: [{ id: "counted" }, { id: "paid" }],
+      machineId: "c-old-daemon",
+      usageVersion: 0,
+      script: () => ({ tokens }),
+    });
+    const current = await provider(
+      { tokens, completionTokens: counter.countText(tokens.join("")), promptTokens: promptTokens() },
+      "c-current-daemon",
+      "counted",
+    );
+    providers.push(old);
+    await old.start();
+    const payer = await funded();
+    for (let i = 0; i < 4; i++) {
+      const res = await postJson(t.url, "/v1/chat/completions", payer.key, counted({ max_tokens: 50 }));
+      expect(res.status).toBe(200);
+    }
+    expect(old.received).toHaveLength(0);
+    expect(current.received).toHaveLength(4);
+    const res = await postJson(t.url, "/v1/chat/completions", payer.key, chat({ max_tokens: 50 }));
+    expect(res.status).toBe(200);
+    expect(old.received).toHaveLength(1);
+    expect(reasonCodes(old)).not.toContain(MeteringViolation.usageMismatch);
+    await ledgerClean();
+  });
+
   it("that fails mid-stream is paid the count of what reached the consumer, not the tokens it claimed", async () => {
     // 10 bytes a chunk claiming 8 tokens: within the bounds, about four times the count.
     const tokens = ["aaaa bbbb ", "cccc dddd ", "eeee ffff "];

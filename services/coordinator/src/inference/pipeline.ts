@@ -189,6 +189,8 @@ export class InferencePipeline {
     // the count is needed only when the provider reports its usage.
     const counter = this.deps.catalog.tokenizer?.(job.request.model);
     job.counter = counter;
+    // Counted usage is served only by daemons that report the count (not the tokens they sampled).
+    if (counter) job.constraints = { ...job.constraints, countedUsage: true };
     job.promptCount = counter && this.countPrompt(job, counter);
     if (billing) {
       const t = performance.now();

@@ -179,6 +179,7 @@ export class SessionManager {
       id,
       machineId: register.machineId,
       daemonVersion: register.daemonVersion,
+      usageVersion: register.usageVersion,
       engineBackend: register.engineBackend,
       hardware: register.hardware,
       models: register.models,

@@ -16,6 +16,8 @@ export interface ProviderHandleInit {
   id: string;
   machineId: string;
   daemonVersion: string;
+  /** Register.usage_version: 1 when its usage is the count of its text (default 0). */
+  usageVersion?: number;
   engineBackend: string;
   hardware: Hardware | undefined;
   models: ModelInfo[];
@@ -51,6 +53,8 @@ export class ProviderHandle {
   readonly id: string;
   readonly machineId: string;
   readonly daemonVersion: string;
+  /** What its usage figures mean (Register.usage_version; USAGE_VERSION: the count of its text). */
+  readonly usageVersion: number;
   readonly engineBackend: string;
   readonly hardware: Hardware | undefined;
   readonly models: ReadonlyMap<string, ModelInfo>;
@@ -84,6 +88,7 @@ export class ProviderHandle {
     this.id = init.id;
     this.machineId = init.machineId;
     this.daemonVersion = init.daemonVersion;
+    this.usageVersion = init.usageVersion ?? 0;
     this.engineBackend = init.engineBackend;
     this.hardware = init.hardware;
     this.models = new Map(init.models.map((m) => [m.id, m]));

@@ -1,3 +1,4 @@
+import { USAGE_VERSION } from "@darkbloom/protocol";
 import { TrustLevel } from "@darkbloom/protocol/provider/v1";
 import { estimateCompletionSeconds, type RouteDemand } from "./cost-model.js";
 import type { ProviderHandle } from "./provider-handle.js";
@@ -9,6 +10,12 @@ export interface RouteConstraints {
   exclude?: ReadonlySet<string> | undefined;
   /** When set, only these providers may serve it. */
   allow?: ReadonlySet<string> | undefined;
+  /**
+   * The coordinator counts this model's usage from the text (it holds the vocabulary): only a
+   * provider whose usage is that count (Register.usage_version) may serve it, since an older daemon's
+   * honest figures (the tokens it sampled) would differ from the count and cut it.
+   */
+  countedUsage?: boolean;
 }
 
 /** Costs within this fraction of the best are near-ties, broken by queue depth and then at random. */
@@ -17,10 +24,12 @@ export const NEAR_TIE = 0.05;
 /**
  * Whether a provider may serve this request at all, ignoring whether it has a free slot now. The
  * trust gate: not de-routed, trust level at least the minimum, and above trust level none a passed
- * challenge that is still fresh.
+ * challenge that is still fresh; and for a model whose usage is counted, a daemon that reports the
+ * count.
  */
 export function isEligible(p: ProviderHandle, demand: RouteDemand, c: RouteConstraints): boolean {
   if (p.closed || p.draining || p.deRouted) return false;
+  if (c.countedUsage && p.usageVersion < USAGE_VERSION) return false;
   if (p.trustLevel < c.minTrust) return false;
   if (c.minTrust > TrustLevel.NONE && !p.freshlyAttested()) return false;
   if (c.exclude?.has(p.id)) return false;

@@ -1,4 +1,4 @@
-import { PROTOCOL_VERSION } from "@darkbloom/protocol";
+import { PROTOCOL_VERSION, USAGE_VERSION } from "@darkbloom/protocol";
 import type { RegisterInit } from "@darkbloom/protocol/provider-client";
 import { RESPONSE_SIGNATURE_VERSION } from "@darkbloom/protocol/verifiable-response";
 import type { ProviderLinkOptions } from "./options.js";
@@ -28,6 +28,7 @@ export function registration(options: ProviderLinkOptions): RegisterInit {
     accountToken: options.accountToken ?? "",
     capacity: { maxBatch: knobs.maxBatch, maxContext: knobs.maxContext },
     responseSignatureVersion: RESPONSE_SIGNATURE_VERSION,
+    usageVersion: USAGE_VERSION,
     knobs: {
       kvBits: knobs.kvBits,
       maxContext: knobs.maxContext,
