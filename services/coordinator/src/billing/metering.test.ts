@@ -301,6 +301,12 @@ describe("a provider of a model whose vocabulary the coordinator has", () => {
     expect(res.status).toBe(502);
     expect((await settled(res.headers.get("x-request-id") ?? "")).charged).toBe("0");
     await expect.poll(() => reasonCodes(liar)).toContain(MeteringViolation.usageMismatch);
+    // The coordinator counts with its port; a provider disagreeing is recounted by llama.cpp, whose
+    // figure (the same) cuts it.
+    const metering = await t.coordinator.metrics.registry.getSingleMetricAsString(
+      "darkbloom_usage_metering_total",
+    );
+    expect(metering).toMatch(/darkbloom_usage_metering_total\{model="counted",mode="recounted"\} [1-9]/);
   });
 
   it("is never an older daemon reporting the tokens it sampled: it is routed only models counted by bounds", async () => {
