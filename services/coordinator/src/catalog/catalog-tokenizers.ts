@@ -161,7 +161,7 @@ export class CatalogTokenizers {
     await writeFile(path, bytes, { mode: 0o600 });
     // Imported here, not at start-up: most of a coordinator's start (and every admin command) never
     // needs llama.cpp, and loading it costs about 300 ms.
-    const { ModelTokenizer, TokenizerPool } = await import("@darkbloom/models");
+    const { describeVocabulary, ModelTokenizer, TokenizerPool } = await import("@darkbloom/models");
     if (this.options.threads > 0) {
       this.pool ??= new TokenizerPool({ threads: this.options.threads });
       const pool = this.pool;
@@ -195,7 +195,6 @@ export class CatalogTokenizers {
       },
       free: () => tokenizer.dispose(),
     };
-    const { describeVocabulary } = await import("@darkbloom/models");
     await this.port(sha, loaded, async () => describeVocabulary(tokenizer));
     return loaded;
   }

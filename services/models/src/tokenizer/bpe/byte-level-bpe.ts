@@ -184,21 +184,18 @@ export class ByteLevelBpe {
   /** llama_tokenize(text, add_special = false, parse_special = `special`). */
   tokenize(text: string, special: boolean): number[] {
     const out: number[] = [];
-    if (text === "") return out;
-    for (const fragment of this.partition(wellFormed(text), special)) {
-      if (typeof fragment === "number") out.push(fragment);
-      else this.encodeText(fragment, out);
-    }
+    this.forEachPiece(text, special, (ids) => {
+      for (const id of ids) out.push(id);
+    });
     return out;
   }
 
   /** The number of tokens `tokenize(text, false)` makes, without building the list. */
   count(text: string): number {
-    if (text === "") return 0;
     let n = 0;
-    for (const fragment of this.partition(wellFormed(text), false)) {
-      n += typeof fragment === "number" ? 1 : this.countText(fragment);
-    }
+    this.forEachPiece(text, false, (ids) => {
+      n += ids.length;
+    });
     return n;
   }
 
@@ -305,26 +302,22 @@ export class ByteLevelBpe {
     return n;
   }
 
-  private encodeText(text: string, out: number[]): void {
-    const n = this.decode(text);
-    const units = this.units;
-    let start = 0;
-    splitWords(this.settings.pre, this.cps, this.cls, n, contractionLower, (end) => {
-      for (const id of this.word(text.slice(units[start], units[end]))) out.push(id);
-      start = end;
-    });
-  }
-
-  private countText(text: string): number {
-    const n = this.decode(text);
-    const units = this.units;
-    let start = 0;
-    let count = 0;
-    splitWords(this.settings.pre, this.cps, this.cls, n, contractionLower, (end) => {
-      count += this.word(text.slice(units[start], units[end])).length;
-      start = end;
-    });
-    return count;
+  /** Calls `visit` with the tokens of each piece of `text` in order: a special token, or a word. */
+  private forEachPiece(text: string, special: boolean, visit: (ids: readonly number[]) => void): void {
+    if (text === "") return;
+    for (const fragment of this.partition(wellFormed(text), special)) {
+      if (typeof fragment === "number") {
+        visit([fragment]);
+        continue;
+      }
+      const n = this.decode(fragment);
+      const units = this.units;
+      let start = 0;
+      splitWords(this.settings.pre, this.cps, this.cls, n, contractionLower, (end) => {
+        visit(this.word(fragment.slice(units[start], units[end])));
+        start = end;
+      });
+    }
   }
 
   /** The tokens of one word (cached). */
