@@ -7,6 +7,7 @@
  * are refused with the reason, and are counted by llama.cpp as before.
  */
 import type { ChatWrapper, Token, Tokenizer } from "node-llama-cpp";
+import { countChatMlPrompt, isChatMl, type SegmentCounter } from "../chat/chatml-count.js";
 import type { GenerationInput } from "../chat/generation-input.js";
 import { type PromptVocabulary, renderPromptTokens, resolveChatWrapperOf } from "../chat/prompt.js";
 import { ByteLevelBpe, byteLevelSupport, TokenAttr } from "./bpe/byte-level-bpe.js";
@@ -26,13 +27,17 @@ function leadingSpaces(text: string): number {
 
 export class FastModelTokenizer {
   private readonly vocabulary: PromptVocabulary;
+  /** Whether chat prompts are counted by countChatMlPrompt (without building them). */
+  private readonly chatMl: boolean;
 
   private constructor(
     private readonly bpe: ByteLevelBpe,
     readonly wrapper: ChatWrapper,
     tokenizer: Tokenizer,
+    private readonly segments: SegmentCounter,
     description: VocabularyDescription,
   ) {
+    this.chatMl = isChatMl(wrapper);
     this.vocabulary = {
       tokenizer,
       bos: description.builtin.bos as Token | undefined,
@@ -52,7 +57,7 @@ export class FastModelTokenizer {
     const reason = FastModelTokenizer.unsupported(description);
     if (reason) throw new Error(`no exact tokenizer port: ${reason}`);
     const bpe = new ByteLevelBpe(description.vocabulary);
-    const tokenizer = makeTokenizer(bpe, description);
+    const { tokenizer, segments } = makeTokenizer(bpe, description);
     const wrapper = resolveChatWrapperOf({
       fileInfo: description.fileInfo,
       tokenizer,
@@ -63,11 +68,17 @@ export class FastModelTokenizer {
         `no exact tokenizer port: the chat template resolves to ${wrapper.wrapperName} here and ${description.wrapperName} in llama.cpp`,
       );
     }
-    return new FastModelTokenizer(bpe, wrapper, tokenizer, description);
+    return new FastModelTokenizer(bpe, wrapper, tokenizer, segments, description);
   }
 
   /** Prompt tokens: ModelTokenizer.countPrompt's figure. */
   countPrompt(input: GenerationInput): number {
+    if (input.kind === "chat" && this.chatMl) return countChatMlPrompt(input.messages, this.segments);
+    return renderPromptTokens(this.vocabulary, this.wrapper, input).length;
+  }
+
+  /** Prompt tokens as the chat wrapper renders them, never by a shortcut (tests compare the two). */
+  countRenderedPrompt(input: GenerationInput): number {
     return renderPromptTokens(this.vocabulary, this.wrapper, input).length;
   }
 
@@ -86,7 +97,10 @@ export class FastModelTokenizer {
  * A node-llama-cpp Tokenizer over the port: LlamaModel.tokenize, detokenize, isSpecialToken and
  * isEogToken, with the leading-space workarounds LlamaText applies to every segment after the first.
  */
-function makeTokenizer(bpe: ByteLevelBpe, d: VocabularyDescription): Tokenizer {
+function makeTokenizer(
+  bpe: ByteLevelBpe,
+  d: VocabularyDescription,
+): { tokenizer: Tokenizer; segments: SegmentCounter } {
   const b = d.builtin;
   const eog = new Set(d.eog);
   const raw = (text: string, special: boolean): number[] => bpe.tokenize(text, special);
@@ -112,6 +126,10 @@ function makeTokenizer(bpe: ByteLevelBpe, d: VocabularyDescription): Tokenizer {
     options?: "trimLeadingSpace",
   ): number[] => {
     if (special !== true) return uncached(text, special, options);
+    return templatedTokens(text, options).slice();
+  };
+  /** The tokens of template text (special), kept: callers copy them before handing them out. */
+  const templatedTokens = (text: string, options?: "trimLeadingSpace"): readonly number[] => {
     const key = options === "trimLeadingSpace" ? `t${text}` : `s${text}`;
     let tokens = templated.get(key);
     if (!tokens) {
@@ -119,7 +137,7 @@ function makeTokenizer(bpe: ByteLevelBpe, d: VocabularyDescription): Tokenizer {
       if (templated.size >= TEMPLATED_CACHE_LIMIT) templated.clear();
       templated.set(key, tokens);
     }
-    return tokens.slice();
+    return tokens;
   };
   const uncached = (text: string, special: boolean | "builtin", options?: "trimLeadingSpace"): number[] => {
     if (text === "") return [];
@@ -181,5 +199,14 @@ function makeTokenizer(bpe: ByteLevelBpe, d: VocabularyDescription): Tokenizer {
     if (detokenize([token], false) === "") return detokenize([token], true) !== "";
     return false;
   };
-  return Object.assign(tokenize, { detokenize, isSpecialToken, isEogToken }) as unknown as Tokenizer;
+  const segments: SegmentCounter = {
+    segment(text, special, trimLeadingSpace) {
+      const options = trimLeadingSpace ? "trimLeadingSpace" : undefined;
+      if (text === "") return 0;
+      return special ? templatedTokens(text, options).length : uncached(text, false, options).length;
+    },
+    bos: () => (b.bos === undefined ? 0 : 1),
+  };
+  const tokenizer = Object.assign(tokenize, { detokenize, isSpecialToken, isEogToken });
+  return { tokenizer: tokenizer as unknown as Tokenizer, segments };
 }
