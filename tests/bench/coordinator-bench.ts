@@ -1,11 +1,13 @@
 // Coordinator throughput and added latency with protocol-speaking instant providers.
 // Usage: npm run bench:coordinator -- [--levels 1,100,1000] [--requests N] [--providers N]
 //   [--tokens-per-chunk N] [--billing on|off|both] [--encryption on|off|both]
-//   [--vocabulary on|off|both] [--json]
+//   [--vocabulary on|off|both] [--rounds N] [--json]
 //   --vocabulary on gives the model a Qwen3-sized vocabulary (151,936 tokens): the coordinator counts
 //   every prompt and completion itself; off leaves usage bounded from the text
 //   [--compare-with CHECKOUT]   also measure another checkout's coordinator (built: npm install &&
 //                               npm run build there), alternating with this one, in the same run
+//   --rounds N measures every configuration N times, alternating the order between rounds, and
+//   prints the medians and each one's difference from the first configuration at its level
 
 import { type ChildProcess, fork } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
@@ -18,7 +20,7 @@ import { startTestPostgres } from "@darkbloom/coordinator/testing";
 import { ModelTokenizer, planModel, writeGgufFile } from "@darkbloom/models";
 import { ScriptedProvider } from "@darkbloom/testing";
 import { getLlama, LlamaLogLevel } from "node-llama-cpp";
-import { nowMs, percentile, runLoad } from "../support/load-client.js";
+import { median, nowMs, percentile, runLoad } from "../support/load-client.js";
 
 const { values } = parseArgs({
   options: {
@@ -30,12 +32,14 @@ const { values } = parseArgs({
     encryption: { type: "string", default: "on" },
     vocabulary: { type: "string", default: "on" },
     "compare-with": { type: "string" },
+    rounds: { type: "string", default: "1" },
     json: { type: "boolean", default: false },
   },
 });
 const levels = (values.levels ?? "").split(",").map(Number);
 const total = Number(values.requests);
 const providerCount = Number(values.providers);
+const rounds = Number(values.rounds);
 const tokensPerChunk = Number(values["tokens-per-chunk"]);
 const billingModes = values.billing === "both" ? [false, true] : [values.billing === "on"];
 if (!["both", "on", "off"].includes(values.billing ?? "")) {
@@ -57,10 +61,12 @@ if (
   levels.some((l) => !Number.isInteger(l) || l < 1) ||
   !Number.isInteger(total) ||
   total < 1 ||
-  !(providerCount >= 1)
+  !(providerCount >= 1) ||
+  !Number.isInteger(rounds) ||
+  rounds < 1
 ) {
   process.stderr.write(
-    "coordinator-bench: --levels must be positive integers, --requests and --providers positive\n",
+    "coordinator-bench: --levels must be positive integers, --requests, --providers and --rounds positive\n",
   );
   process.exit(64);
 }
@@ -304,13 +310,18 @@ async function measureCoordinator(
   }
 }
 
-for (const billing of billingModes) {
-  for (const encryption of encryptionModes) {
-    for (const vocabulary of vocabularyModes) {
-      // With two checkouts, each level measures both one after the other (a fresh coordinator each),
-      // so that a drift of the machine's speed during the run touches both alike.
+// Every configuration at every level, once a round. Within a level the configurations run one after
+// the other (a fresh coordinator each) and the order reverses every round, so that a drift of the
+// machine's speed during the run touches them alike.
+for (let round = 0; round < rounds; round++) {
+  for (const billing of billingModes) {
+    for (const encryption of encryptionModes) {
       for (const c of levels) {
-        for (const target of targets) {
+        const configurations = vocabularyModes.flatMap((vocabulary) =>
+          targets.map((target) => ({ target, vocabulary })),
+        );
+        if (round % 2 === 1) configurations.reverse();
+        for (const { target, vocabulary } of configurations) {
           rows.push(await measureCoordinator(target, billing, encryption, vocabulary, c));
         }
       }
@@ -320,9 +331,63 @@ for (const billing of billingModes) {
 await pg.stop();
 await rm(vocabularyDir, { recursive: true, force: true });
 
+/** One configuration's rounds at one level: medians, and its difference from the level's first. */
+interface Median {
+  target: string;
+  concurrency: number;
+  rounds: number;
+  requestsPerSecond: number;
+  minRequestsPerSecond: number;
+  maxRequestsPerSecond: number;
+  serverCpuUsPerRequest: number;
+  mainThreadCpuUsPerRequest?: number;
+  /** Throughput relative to the first configuration measured at this level, in percent. */
+  deltaPercent: number;
+}
+
+function medians(measured: Row[]): Median[] {
+  const out: Median[] = [];
+  const coordinators = measured.filter((r) => !r.target.startsWith("bare"));
+  for (const target of [...new Set(coordinators.map((r) => r.target))]) {
+    for (const concurrency of [...new Set(coordinators.map((r) => r.concurrency))]) {
+      const same = coordinators.filter((r) => r.target === target && r.concurrency === concurrency);
+      if (same.length === 0) continue;
+      const main = same.flatMap((r) =>
+        r.mainThreadCpuUsPerRequest === undefined ? [] : [r.mainThreadCpuUsPerRequest],
+      );
+      const rps = same.map((r) => r.requestsPerSecond);
+      out.push({
+        target,
+        concurrency,
+        rounds: same.length,
+        requestsPerSecond: Math.round(median(rps)),
+        minRequestsPerSecond: Math.min(...rps),
+        maxRequestsPerSecond: Math.max(...rps),
+        serverCpuUsPerRequest: round(median(same.map((r) => r.serverCpuUsPerRequest)), 1),
+        ...(main.length > 0 ? { mainThreadCpuUsPerRequest: round(median(main), 1) } : {}),
+        deltaPercent: 0,
+      });
+    }
+  }
+  for (const m of out) {
+    const first = out.find((o) => o.concurrency === m.concurrency) as Median;
+    m.deltaPercent = round((m.requestsPerSecond / first.requestsPerSecond - 1) * 100, 1);
+  }
+  return out;
+}
+
+function printTable(header: string[], lines: string[][]): void {
+  const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => (l[i] ?? "").length)));
+  for (const l of [header, ...lines])
+    process.stdout.write(`${l.map((c, i) => c.padEnd(widths[i] ?? 0)).join("  ")}\n`);
+}
+
+const summary = rounds > 1 ? medians(rows) : [];
 const machine = `${cpus().length} × ${cpus()[0]?.model ?? "cpu"}, Node ${process.version}`;
 if (values.json) {
-  process.stdout.write(`${JSON.stringify({ machine, tokensPerRequest: 16, rows }, null, 2)}\n`);
+  process.stdout.write(
+    `${JSON.stringify({ machine, tokensPerRequest: 16, rows, ...(rounds > 1 ? { medians: summary } : {}) }, null, 2)}\n`,
+  );
 } else {
   process.stdout.write(`\nCoordinator benchmark: 16-token streamed chat completions (${machine})\n\n`);
   const header = [
@@ -355,9 +420,25 @@ if (values.json) {
       r.mainThreadCpuUsPerRequest ?? "-",
     ].map(String),
   );
-  const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => (l[i] ?? "").length)));
-  for (const l of [header, ...lines])
-    process.stdout.write(`${l.map((c, i) => c.padEnd(widths[i] ?? 0)).join("  ")}\n`);
+  printTable(header, lines);
+  if (summary.length > 0) {
+    process.stdout.write(
+      `\nMedians of ${rounds} rounds (Δ: throughput against the first row of the level)\n\n`,
+    );
+    printTable(
+      ["target", "conc", "rounds", "req/s", "min–max", "Δ req/s", "server cpu µs/req", "main thread µs/req"],
+      summary.map((m) => [
+        m.target,
+        String(m.concurrency),
+        String(m.rounds),
+        String(m.requestsPerSecond),
+        `${m.minRequestsPerSecond}–${m.maxRequestsPerSecond}`,
+        `${m.deltaPercent > 0 ? "+" : ""}${m.deltaPercent}%`,
+        String(m.serverCpuUsPerRequest),
+        String(m.mainThreadCpuUsPerRequest ?? "-"),
+      ]),
+    );
+  }
   process.stdout.write(
     "\nadded = consumer's first body byte minus the provider's first token (same clock, one machine).\n" +
       "server cpu = every thread of the coordinator process (token counting runs in worker threads);\n" +

@@ -16,6 +16,7 @@ import {
   textChoices,
   verifyResponseSignature,
 } from "@darkbloom/protocol/verifiable-response";
+import { median } from "../support/load-client.js";
 
 const { values } = parseArgs({
   options: {
@@ -259,12 +260,6 @@ async function coordinatorBench(encryption: string): Promise<StackRow[]> {
     }),
   );
   return (JSON.parse(out) as { rows: StackRow[] }).rows.filter((r) => r.target.startsWith("coordinator"));
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1 ? (sorted[mid] ?? 0) : ((sorted[mid - 1] ?? 0) + (sorted[mid] ?? 0)) / 2;
 }
 
 const machine = `${cpus().length} × ${cpus()[0]?.model ?? "cpu"}, Node ${process.version}`;
