@@ -41,6 +41,7 @@ import { verifyResponse } from "./response-verification.js";
 import type { RoutingPreferences } from "./routing-preferences.js";
 import { type SealedRequest, sealRequest } from "./sealing.js";
 import type { Timing } from "./timing.js";
+import { estimateTokens } from "./token-estimate.js";
 
 /** A request ready to route: validated, authenticated, with its token budget fixed. */
 export interface InferenceJob {
@@ -439,10 +440,17 @@ export class InferencePipeline {
           return;
         }
         finish({ kind: "done" });
+        // Routing times tokens the coordinator vouches for: its own counts, or without the model's
+        // vocabulary its estimates from the text (the provider's usage, only bounded then, can
+        // claim up to a token a byte, and would make an inflater look several times faster).
+        const timed = counted ?? {
+          promptTokens: job.promptTokens,
+          completionTokens: usage.texts.reduce((sum, text) => sum + estimateTokens(text), 0),
+        };
         provider.performance.recordCompletion({
           model: request.model,
-          promptTokens: result.promptTokens,
-          tokensPerChoice: result.completionTokens / n,
+          promptTokens: timed.promptTokens,
+          tokensPerChoice: timed.completionTokens / n,
           firstTokenMs: firstChunkAt > 0 ? firstChunkAt - dispatchedAt : completedAt - dispatchedAt,
           decodeMs: firstChunkAt > 0 ? completedAt - firstChunkAt : 0,
           rows,

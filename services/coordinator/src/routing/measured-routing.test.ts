@@ -91,6 +91,66 @@ describe("routing on measured behaviour", () => {
   });
 });
 
+describe("routing on measured behaviour without the model's vocabulary", () => {
+  it("does not make a provider that inflates its token counts within the bounds look faster", async () => {
+    // Model "m" has no vocabulary: the coordinator bounds usage by the text (one token a byte at
+    // most) instead of counting it. "w0 " is three bytes, so claiming three tokens a chunk passes
+    // the bounds; a decode rate made of those claims would rank the inflater, 1.5 times slower,
+    // twice as fast as the honest provider.
+    const provider = (machineId: string, interTokenDelayMs: number, inflate: boolean) =>
+      new ScriptedProvider({
+        baseUrl: t.url,
+        models: [{ id: "m" }],
+        machineId,
+        maxBatch: 4,
+        heartbeatIntervalMs: 200,
+        script: () => ({
+          tokens: TOKENS,
+          interTokenDelayMs,
+          ...(inflate ? { claimedTokensPerChunk: 3, completionTokens: 3 * TOKENS.length } : {}),
+        }),
+      });
+    const inflater = provider("m-inflater", 30, true);
+    const honest = provider("m-honest-2", 20, false);
+    await Promise.all([inflater.start(), honest.start()]);
+    const ask = async (content: string, allow?: string) => {
+      const res = await postJson(
+        t.url,
+        "/v1/chat/completions",
+        t.apiKey,
+        { model: "m", messages: [{ role: "user", content }], max_tokens: 64 },
+        allow === undefined
+          ? undefined
+          : {
+              headers: {
+                "content-type": "application/json",
+                authorization: `Bearer ${t.apiKey}`,
+                "x-darkbloom-providers": allow,
+              },
+            },
+      );
+      expect(res.status).toBe(200);
+      const body = (await res.json()) as { usage: { completion_tokens: number } };
+      return { provider: res.headers.get("x-provider-id") ?? "", usage: body.usage };
+    };
+    try {
+      // Both measured twice first; the inflated usage is within the bounds, so it is accepted.
+      for (let round = 0; round < 2; round++) {
+        expect((await ask("warm up", inflater.providerId ?? "")).usage.completion_tokens).toBe(24);
+        expect((await ask("warm up", honest.providerId ?? "")).usage.completion_tokens).toBe(8);
+      }
+      const served = new Map<string, number>();
+      for (let i = 0; i < 12; i++) {
+        const { provider: id } = await ask(`question ${i}`);
+        served.set(id, (served.get(id) ?? 0) + 1);
+      }
+      expect(served.get(honest.providerId ?? "") ?? 0).toBeGreaterThanOrEqual(10);
+    } finally {
+      await Promise.all([inflater.stop(), honest.stop()]);
+    }
+  });
+});
+
 describe("the cost model", () => {
   const handle = (machineId: string, decode: number, performance: ProviderPerformance) => {
     const h = new ProviderHandle({
