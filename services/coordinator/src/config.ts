@@ -110,6 +110,12 @@ export interface CoordinatorConfig {
   directoryFlushMs: number;
   /** The directory is re-read this often even when no NOTIFY arrives (a lost LISTEN connection). */
   directoryPollMs: number;
+  /**
+   * The cluster's peer credential. With it, routing considers the providers other replicas hold and
+   * forwards requests to them (cluster/v1 PeerService), and peers' forwarded requests are served;
+   * without it, this replica serves only its own providers and refuses every peer call.
+   */
+  peerToken?: string | undefined;
 
   // Exposure of /metrics, failed-auth limits and proxy trust.
   /**

@@ -16,6 +16,9 @@ import { Closers } from "./closers.js";
 import { ClusterView } from "./cluster/cluster-view.js";
 import { DirectoryReader } from "./cluster/directory-reader.js";
 import { DirectoryWriter } from "./cluster/directory-writer.js";
+import { ForwardingPool } from "./cluster/forwarding-pool.js";
+import { PeerClients } from "./cluster/peer-clients.js";
+import { RemoteProviders } from "./cluster/remote-providers.js";
 import { type CoordinatorConfig, type CoordinatorConfigInput, resolveConfig } from "./config.js";
 import { serviceShuttingDown } from "./errors/index.js";
 import { createApp } from "./http/app.js";
@@ -30,6 +33,7 @@ import { createLogger, type Logger } from "./log.js";
 import { CoordinatorMetrics } from "./metrics.js";
 import { ReleaseStore } from "./releases/release-store.js";
 import { connectRoutes, httpRoutes, metricsRoute, type RouteTargets } from "./routes.js";
+import { LocalProviderPool, type ProviderPool } from "./routing/provider-pool.js";
 import { ProviderRegistry } from "./routing/provider-registry.js";
 import { Router } from "./routing/router.js";
 import { openDatabase } from "./store/database.js";
@@ -136,15 +140,11 @@ async function start(config: CoordinatorConfig, log: Logger, closers: Closers): 
     metrics,
   );
   closers.add("provider sessions", () => sessions.close());
-  const { cluster, writer: directoryWriter } = await startDirectory(
-    config,
-    db,
-    registry,
-    trust,
-    billing,
-    log,
-    closers,
-  );
+  const {
+    cluster,
+    writer: directoryWriter,
+    reader: directoryReader,
+  } = await startDirectory(config, db, registry, trust, billing, log, closers);
 
   const rateLimiter = new RateLimiter({
     perSecond: config.rateLimitPerSecond,
@@ -179,9 +179,11 @@ async function start(config: CoordinatorConfig, log: Logger, closers: Closers): 
   };
   const pipeline = new InferencePipeline({
     config,
-    registry,
-    router,
-    sessions,
+    providers: providerPool(config, new LocalProviderPool(registry, router, sessions), directoryReader, {
+      metrics,
+      log,
+      closers,
+    }),
     catalog: catalogView,
     metrics,
     log,
@@ -208,6 +210,7 @@ async function start(config: CoordinatorConfig, log: Logger, closers: Closers): 
     bindings,
     quarantines,
     registry,
+    router,
     cluster,
     sessions,
     trust,
@@ -301,7 +304,7 @@ async function startDirectory(
   billing: Billing | undefined,
   log: Logger,
   closers: Closers,
-): Promise<{ cluster: ClusterView; writer: DirectoryWriter }> {
+): Promise<{ cluster: ClusterView; writer: DirectoryWriter; reader: DirectoryReader }> {
   const instanceId = billing?.instanceId ?? `coord_${randomUUID()}`;
   const writer = new DirectoryWriter(
     db.pool,
@@ -327,7 +330,30 @@ async function startDirectory(
   );
   await reader.start();
   closers.add("provider directory reader", () => reader.stop());
-  return { cluster: new ClusterView(registry, writer, reader), writer };
+  return { cluster: new ClusterView(registry, writer, reader), writer, reader };
+}
+
+/**
+ * The providers requests are served with: with a peer token, every provider in the cluster (the
+ * other replicas' from the directory, forwarded to), else this replica's own.
+ */
+function providerPool(
+  config: CoordinatorConfig,
+  local: LocalProviderPool,
+  reader: DirectoryReader,
+  parts: { metrics: CoordinatorMetrics; log: Logger; closers: Closers },
+): ProviderPool {
+  if (config.peerToken === undefined) return local;
+  const peers = new PeerClients(config.peerToken);
+  const remote = new RemoteProviders(peers, local.registry.performance, config, parts.log, parts.metrics);
+  const unsubscribe = reader.subscribe((entries) => remote.sync(entries));
+  remote.sync(reader.remote());
+  parts.closers.add("forwarding", () => {
+    unsubscribe();
+    remote.close(serviceShuttingDown());
+    peers.close();
+  });
+  return new ForwardingPool(local, remote);
 }
 
 function billingOptions(config: CoordinatorConfig): BillingOptions {

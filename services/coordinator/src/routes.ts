@@ -4,6 +4,7 @@
 // startCoordinator builds the parts; this file only says which path reaches which of them.
 import type { ConnectRouter } from "@connectrpc/connect";
 import { AdminService } from "@darkbloom/protocol/admin/v1";
+import { PeerService } from "@darkbloom/protocol/cluster/v1";
 import { InferenceService } from "@darkbloom/protocol/inference/v1";
 import { Endpoint, ProviderService } from "@darkbloom/protocol/provider/v1";
 import type pg from "pg";
@@ -18,6 +19,7 @@ import type { RateLimiter } from "./auth/rate-limiter.js";
 import type { ModelCatalog } from "./catalog/model-catalog.js";
 import type { VocabularyStore } from "./catalog/vocabulary-store.js";
 import type { ClusterProviders } from "./cluster/cluster-view.js";
+import { createPeerService } from "./cluster/peer-service.js";
 import type { CoordinatorConfig } from "./config.js";
 import type { Route } from "./http/app.js";
 import {
@@ -47,6 +49,7 @@ import type { Logger } from "./log.js";
 import type { CoordinatorMetrics } from "./metrics.js";
 import type { ReleaseStore } from "./releases/release-store.js";
 import type { ProviderRegistry } from "./routing/provider-registry.js";
+import type { Router } from "./routing/router.js";
 import { createAdminService } from "./rpc/admin-service.js";
 import { createInferenceService } from "./rpc/inference-service.js";
 import { LiveProviderDirectory } from "./rpc/live-provider-directory.js";
@@ -72,6 +75,8 @@ export interface RouteTargets {
   /** Quarantined signing keys (shown and lifted by the admin service). */
   quarantines: KeyQuarantineStore;
   registry: ProviderRegistry;
+  /** Routes this replica's providers (a peer's forwarded request takes a slot through it). */
+  router: Router;
   /** Every provider in the cluster (this replica's sessions and the directory's other rows). */
   cluster: ClusterProviders;
   sessions: SessionManager;
@@ -200,6 +205,16 @@ export function connectRoutes(t: RouteTargets): (router: ConnectRouter) => void 
             .refreshPolicy()
             .catch((e: Error) => t.log.warn({ err: e.message }, "could not reload the release policy")),
         logger: t.log,
+      }),
+    );
+    // Replica to replica: forwarded requests and trust findings (refused without the peer token).
+    router.service(
+      PeerService,
+      createPeerService({
+        peerToken: t.config.peerToken,
+        sessions: t.sessions,
+        router: t.router,
+        log: t.log,
       }),
     );
   };

@@ -16,6 +16,7 @@ const timing = {
   route: 20,
   queue: 0,
   encrypt: 45,
+  forward: 0,
   dispatch: 300,
   provider_first_token: 5_000,
   total: 6_500,

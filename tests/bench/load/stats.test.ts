@@ -12,6 +12,7 @@ const timing = {
   route: 20,
   queue: 100,
   encrypt: 45,
+  forward: 0,
   dispatch: 300,
   provider_first_token: 5_000,
   total: 6_500,

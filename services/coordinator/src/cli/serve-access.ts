@@ -19,6 +19,7 @@ type AccessKey = keyof Pick<
   | "authFailureBurst"
   | "authFailureAddresses"
   | "trustProxyHops"
+  | "peerToken"
 >;
 
 interface AccessOption<K extends AccessKey = AccessKey> {
@@ -45,6 +46,16 @@ function host(value: string): string {
 }
 
 const ACCESS: readonly AccessOption[] = [
+  {
+    key: "peerToken",
+    flag: "--peer-token",
+    env: "DARKBLOOM_PEER_TOKEN",
+    arg: "<token>",
+    description:
+      "the credential coordinator replicas forward requests to each other with, the same on every " +
+      "replica (default: none: this replica serves only its own providers and refuses peers)",
+    parse: token,
+  },
   {
     key: "metricsToken",
     flag: "--metrics-token",
@@ -120,12 +131,15 @@ export function addAccessOptions(command: Command): Command {
   for (const o of ACCESS) {
     const option = new Option(`${o.flag} ${o.arg}`, `${o.description} (env ${o.env})`);
     // A secret is checked in accessFrom, whose message does not quote it (commander's would).
-    command.addOption(o.key === "metricsToken" ? option : option.argParser(o.parse));
+    command.addOption(SECRETS.has(o.key) ? option : option.argParser(o.parse));
   }
   return command;
 }
 
 export type AccessConfig = Partial<Pick<CoordinatorConfig, AccessKey>>;
+
+/** Options holding a secret: checked in accessFrom, whose message does not quote the value. */
+const SECRETS: ReadonlySet<AccessKey> = new Set(["metricsToken", "peerToken"]);
 
 /** The access settings given by flag or environment; absent ones keep CoordinatorConfig's defaults. */
 export function accessFrom(
@@ -135,7 +149,7 @@ export function accessFrom(
   const given: Record<string, unknown> = {};
   for (const o of ACCESS) {
     let value = opts[new Option(o.flag).attributeName()];
-    if (o.key === "metricsToken" && typeof value === "string") {
+    if (SECRETS.has(o.key) && typeof value === "string") {
       try {
         value = o.parse(value);
       } catch (error) {

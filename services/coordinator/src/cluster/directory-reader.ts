@@ -12,6 +12,9 @@ export interface DirectoryReaderOptions {
   staleMs: number;
 }
 
+/** Told the other replicas' live providers after every read of the directory. */
+export type DirectoryListener = (remote: DirectoryEntry[]) => void;
+
 /**
  * A cached view of the other replicas' providers in the directory, for the answers every replica
  * must give alike (model list, attestations, admin listing). A dedicated connection LISTENs for
@@ -29,6 +32,7 @@ export class DirectoryReader {
   private reading: Promise<void> | undefined;
   private again = false;
   private stopped = false;
+  private readonly listeners = new Set<DirectoryListener>();
 
   constructor(
     private readonly pool: pg.Pool,
@@ -52,6 +56,12 @@ export class DirectoryReader {
     const listener = this.listener;
     this.listener = undefined;
     await listener?.end().catch(() => undefined);
+  }
+
+  /** Calls `listener` after every read from now on; returns the unsubscribe. */
+  subscribe(listener: DirectoryListener): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
   }
 
   /** The other replicas' live providers, as last read (sorted by provider id). */
@@ -97,6 +107,10 @@ export class DirectoryReader {
       [this.options.instanceId, this.options.staleMs],
     );
     this.entries = rows.map((r) => ({ entry: entryFromRow(r), staleAt: started + r.live_ms }));
+    if (this.listeners.size > 0) {
+      const remote = this.remote();
+      for (const listener of this.listeners) listener(remote);
+    }
   }
 
   private async poll(): Promise<void> {

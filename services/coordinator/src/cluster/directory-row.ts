@@ -24,9 +24,23 @@ export interface DirectoryEntry {
   chip: string;
   /** GET /v1/providers/attestation's entry for the provider (undefined without a trust manager). */
   attestation: Record<string, unknown> | undefined;
+  /** What another replica needs to route and forward to it (undefined: it cannot). */
+  dispatch: DispatchInfo | undefined;
   /** Milliseconds since the epoch. */
   connectedAt: number;
   updatedAt: number;
+}
+
+/** Migration 0010's dispatch document. */
+export interface DispatchInfo {
+  /** Register.encryption_public_key, hex (empty: requests to it go in plaintext). */
+  encryptionKey: string;
+  /** The P-256 key its response signatures verify with, SEC1 hex (empty: none). */
+  signingKey: string;
+  usageVersion: number;
+  /** Advertised rates (claims). */
+  decodeTokensPerSecond: number;
+  prefillTokensPerSecond: number;
 }
 
 /** What the writer records of a local session; updatedAt is the database's. */
@@ -53,6 +67,13 @@ export function entryOf(
     daemonVersion: handle.daemonVersion,
     chip: handle.hardware?.chip ?? "",
     attestation: trust ? attestationView(trust, now) : undefined,
+    dispatch: {
+      encryptionKey: Buffer.from(handle.encryptionKey).toString("hex"),
+      signingKey: handle.signingKey ? Buffer.from(handle.signingKey).toString("hex") : "",
+      usageVersion: handle.usageVersion,
+      decodeTokensPerSecond: handle.decodeTokensPerSecond,
+      prefillTokensPerSecond: handle.prefillTokensPerSecond,
+    },
     connectedAt: handle.connectedAt,
     updatedAt: 0,
   };
@@ -74,6 +95,7 @@ export interface DirectoryRow {
   daemon_version: string;
   chip: string;
   attestation: Record<string, unknown> | null;
+  dispatch: unknown;
   connected_at: Date;
   updated_at: Date;
 }
@@ -102,7 +124,33 @@ export function entryFromRow(row: DirectoryRow): DirectoryEntry {
     daemonVersion: row.daemon_version,
     chip: row.chip,
     attestation: row.attestation ?? undefined,
+    dispatch: dispatchFromJson(row.dispatch),
     connectedAt: row.connected_at.getTime(),
     updatedAt: row.updated_at.getTime(),
+  };
+}
+
+const HEX = /^(?:[0-9a-f]{2})*$/;
+
+/** A dispatch document as another replica wrote it, or undefined when anything in it is off. */
+function dispatchFromJson(json: unknown): DispatchInfo | undefined {
+  const o = json as Partial<Record<keyof DispatchInfo, unknown>> | null;
+  if (
+    typeof o?.encryptionKey !== "string" ||
+    typeof o.signingKey !== "string" ||
+    !HEX.test(o.encryptionKey) ||
+    !HEX.test(o.signingKey) ||
+    typeof o.usageVersion !== "number" ||
+    typeof o.decodeTokensPerSecond !== "number" ||
+    typeof o.prefillTokensPerSecond !== "number"
+  ) {
+    return undefined;
+  }
+  return {
+    encryptionKey: o.encryptionKey,
+    signingKey: o.signingKey,
+    usageVersion: o.usageVersion,
+    decodeTokensPerSecond: o.decodeTokensPerSecond,
+    prefillTokensPerSecond: o.prefillTokensPerSecond,
   };
 }

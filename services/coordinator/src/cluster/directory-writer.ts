@@ -251,6 +251,7 @@ function toRecord(e: DirectoryEntry): Record<string, unknown> {
     daemon_version: e.daemonVersion,
     chip: e.chip,
     attestation: e.attestation ?? null,
+    dispatch: e.dispatch ?? {},
     connected_at: new Date(e.connectedAt).toISOString(),
   };
 }
@@ -259,19 +260,21 @@ function toRecord(e: DirectoryEntry): Record<string, unknown> {
 const UPSERT = `
 INSERT INTO provider_directory AS d
   (provider_id, instance_id, advertise_url, machine_id, models, max_batch, free_slots, trust_level,
-   trust_reasons, attested, routable, draining, daemon_version, chip, attestation, connected_at, updated_at)
+   trust_reasons, attested, routable, draining, daemon_version, chip, attestation, dispatch, connected_at,
+   updated_at)
 SELECT provider_id, instance_id, advertise_url, machine_id, models, max_batch, free_slots, trust_level,
-       trust_reasons, attested, routable, draining, daemon_version, chip, attestation, connected_at, now()
+       trust_reasons, attested, routable, draining, daemon_version, chip, attestation, dispatch,
+       connected_at, now()
   FROM jsonb_to_recordset($1::jsonb) AS r(
     provider_id text, instance_id text, advertise_url text, machine_id text, models jsonb,
     max_batch integer, free_slots integer, trust_level text, trust_reasons text[], attested boolean,
     routable boolean, draining boolean, daemon_version text, chip text, attestation jsonb,
-    connected_at timestamptz)
+    dispatch jsonb, connected_at timestamptz)
 ON CONFLICT (provider_id) DO UPDATE SET
   advertise_url = EXCLUDED.advertise_url, machine_id = EXCLUDED.machine_id, models = EXCLUDED.models,
   max_batch = EXCLUDED.max_batch, free_slots = EXCLUDED.free_slots, trust_level = EXCLUDED.trust_level,
   trust_reasons = EXCLUDED.trust_reasons, attested = EXCLUDED.attested, routable = EXCLUDED.routable,
   draining = EXCLUDED.draining, daemon_version = EXCLUDED.daemon_version, chip = EXCLUDED.chip,
-  attestation = EXCLUDED.attestation, updated_at = now()
+  attestation = EXCLUDED.attestation, dispatch = EXCLUDED.dispatch, updated_at = now()
   WHERE d.instance_id = EXCLUDED.instance_id
 RETURNING (xmax = 0) AS inserted`;

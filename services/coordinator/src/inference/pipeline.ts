@@ -26,13 +26,12 @@ import {
   providerError,
   serviceUnavailable,
 } from "../errors/index.js";
-import type { CallObserver, ProviderSession } from "../link/provider-session.js";
-import type { SessionManager } from "../link/session-manager.js";
+import type { CallObserver } from "../link/provider-session.js";
 import type { Logger } from "../log.js";
 import type { CoordinatorMetrics } from "../metrics.js";
 import type { RouteDemand } from "../routing/cost-model.js";
-import type { ProviderRegistry } from "../routing/provider-registry.js";
-import type { Router } from "../routing/router.js";
+import type { DispatchTarget, ProviderPool } from "../routing/provider-pool.js";
+import type { Lease } from "../routing/router.js";
 import type { RouteConstraints } from "../routing/scheduler.js";
 import { MeteredSink } from "./metered-sink.js";
 import type { ValidatedRequest } from "./request-validation.js";
@@ -77,9 +76,8 @@ type AttemptOutcome = { kind: "done" } | { kind: "retry"; reason: string };
 
 export interface PipelineDeps {
   config: CoordinatorConfig;
-  registry: ProviderRegistry;
-  router: Router;
-  sessions: SessionManager;
+  /** This replica's providers, or with forwarding the cluster's. */
+  providers: ProviderPool;
   /** Synchronous view of the model catalog (served from memory). */
   catalog: CatalogView;
   metrics: CoordinatorMetrics;
@@ -114,18 +112,18 @@ export class InferencePipeline {
     timing: Timing,
     preferences: RoutingPreferences = {},
   ): InferenceJob {
-    const { registry, catalog, config } = this.deps;
-    const providers = registry.serving(request.model);
+    const { providers, catalog, config } = this.deps;
+    const served = providers.serves(request.model);
     const entry = catalog.lookup(request.model);
-    if (providers.size === 0 && !entry?.enabled) throw modelNotFound(request.model);
+    if (!served && !entry?.enabled) throw modelNotFound(request.model);
     if (entry && !entry.enabled) throw modelNotFound(request.model);
 
     const promptTokens = request.promptTokens;
     // The context gate: the largest context any connected provider of the model serves.
-    const limit = registry.contextLimit(request.model);
+    const limit = providers.contextLimit(request.model);
     const param = request.endpoint === Endpoint.COMPLETIONS ? "prompt" : "messages";
     let maxTokens = request.maxTokens ?? config.defaultMaxTokens;
-    if (providers.size > 0) {
+    if (served) {
       if (promptTokens >= limit) throw contextLengthExceeded(promptTokens + 1, limit, param);
       if (request.maxTokens === undefined) maxTokens = Math.min(maxTokens, limit - promptTokens);
       else if (promptTokens + maxTokens > limit) {
@@ -279,16 +277,16 @@ export class InferencePipeline {
 
   /** Routes and serves the job, retrying on another provider while nothing reached the consumer. */
   private async run(job: InferenceJob, sink: MeteredSink, signal: AbortSignal): Promise<void> {
-    const { router, sessions, config, metrics } = this.deps;
+    const { providers, config, metrics } = this.deps;
     const exclude = new Set<string>(job.constraints.exclude);
     let lastFailure = "";
     for (let attempt = 0; attempt <= config.maxRetries; attempt++) {
       const constraints: RouteConstraints = { ...job.constraints, exclude };
-      if (attempt > 0 && !router.hasEligibleProvider(job.demand, constraints)) break;
+      if (attempt > 0 && !providers.hasEligibleProvider(job.demand, constraints)) break;
       const routeStart = performance.now();
-      let lease: Awaited<ReturnType<Router["acquire"]>>;
+      let lease: Lease;
       try {
-        lease = await router.acquire(job.demand, constraints, signal);
+        lease = await providers.acquire(job.demand, constraints, signal);
       } catch (e) {
         if (signal.aborted) return;
         sink.fail(e instanceof ApiError ? e : providerError("routing failed"));
@@ -299,7 +297,7 @@ export class InferencePipeline {
         "route",
         Math.max(0, Math.round((performance.now() - routeStart) * 1000) - lease.queuedMicros),
       );
-      const session = sessions.get(lease.provider.id);
+      const session = providers.target(lease.provider);
       if (!session) {
         lease.release();
         exclude.add(lease.provider.id);
@@ -335,7 +333,7 @@ export class InferencePipeline {
   }
 
   private attempt(
-    session: ProviderSession,
+    session: DispatchTarget,
     job: InferenceJob,
     sink: MeteredSink,
     usage: UsageMeter,
@@ -458,6 +456,10 @@ export class InferencePipeline {
         sink.complete({ ...result, proof: verdict.proof });
       };
       const observer: CallObserver = {
+        // A forwarded request: the replica holding the provider's stream took it (the hop's cost).
+        admitted() {
+          timing.add("forward", dispatchedAt);
+        },
         accepted() {
           timing.add("dispatch", dispatchedAt);
           sink.accepted();

@@ -1,29 +1,40 @@
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
-import { type Channel, decodeChunkPayload } from "@darkbloom/protocol";
+import type { Channel } from "@darkbloom/protocol";
 import {
   type AttestationResponse,
   type ChunkPayload,
   type ConnectRequest,
   type ConnectResponse,
   ConnectResponseSchema,
+  type InferenceChunk,
   type InferenceComplete,
   type InferenceError,
   type InferenceRequestSchema,
   LoadModelState,
   type LoadModelStatus,
 } from "@darkbloom/protocol/provider/v1";
-import { type BoxKey, wipe } from "@darkbloom/protocol/sealed-box";
+import type { BoxKey } from "@darkbloom/protocol/sealed-box";
 import type { Logger } from "../log.js";
 import type { ProviderHandle } from "../routing/provider-handle.js";
+import { openChunk } from "./chunk-opening.js";
+
+export { EncryptionViolation } from "./chunk-opening.js";
 
 /** Receives what a provider sends about one dispatched request. Exactly one terminal call happens. */
 export interface CallObserver {
+  /** A forwarded request reached the replica holding the provider's stream, which dispatched it. */
+  admitted?(): void;
   accepted(): void;
   chunk(payload: ChunkPayload): void;
   complete(message: InferenceComplete): void;
   error(message: InferenceError): void;
   /** The provider went away or broke the protocol for this request. */
   lost(reason: string): void;
+  /**
+   * Set for a relayed call (a request forwarded from the replica that holds its key): its chunks
+   * are handed over as the provider sent them, sequence-checked and unopened, instead of to chunk().
+   */
+  relay?(chunk: InferenceChunk): void;
 }
 
 interface Call {
@@ -32,14 +43,6 @@ interface Call {
   /** The request's box key: chunks must be sealed with it. Undefined for a plaintext dispatch. */
   key: BoxKey | undefined;
 }
-
-/** Trust reason codes for a provider caught breaking end-to-end encryption. */
-export const EncryptionViolation = {
-  /** A plaintext chunk answered a sealed request. */
-  chunkNotSealed: "chunk_not_sealed",
-  /** A sealed chunk did not open with the request's key (sealed to another key, or tampered). */
-  chunkUnopenable: "chunk_unopenable",
-} as const;
 
 export type InferenceRequestInit = MessageInitShape<typeof InferenceRequestSchema>;
 
@@ -195,41 +198,22 @@ export class ProviderSession {
           );
           return;
         }
-        const payload = m.value.payload;
-        let chunk: ChunkPayload;
-        if (call.key) {
-          if (payload.case !== "sealed") {
-            this.untrusted(
-              requestId,
-              call,
-              EncryptionViolation.chunkNotSealed,
-              "a plaintext chunk answered a sealed request",
-            );
-            return;
-          }
-          let plaintext: Uint8Array | undefined;
-          try {
-            plaintext = call.key.open(payload.value);
-            chunk = decodeChunkPayload(plaintext);
-          } catch {
-            this.untrusted(
-              requestId,
-              call,
-              EncryptionViolation.chunkUnopenable,
-              "a chunk did not open with the request's key (wrong key or tampered)",
-            );
-            return;
-          } finally {
-            wipe(plaintext);
-          }
-        } else if (payload.case === "plaintext") {
-          chunk = payload.value;
-        } else {
-          this.violation(requestId, call, `${payload.case ?? "empty"} chunk on a plaintext dispatch`);
+        call.nextSequence++;
+        // A relayed call's chunks go on as the provider sent them: the key is another replica's.
+        if (call.observer.relay) {
+          call.observer.relay(m.value);
           return;
         }
-        call.nextSequence++;
-        call.observer.chunk(chunk);
+        const opened = openChunk(call.key, m.value.payload);
+        if ("untrusted" in opened) {
+          this.untrusted(requestId, call, opened.untrusted, opened.message);
+          return;
+        }
+        if ("violation" in opened) {
+          this.violation(requestId, call, opened.violation);
+          return;
+        }
+        call.observer.chunk(opened.chunk);
         return;
       }
       case "inferenceComplete": {

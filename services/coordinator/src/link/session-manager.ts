@@ -175,6 +175,9 @@ export class SessionManager {
 
     const id = `prov_${randomBytes(9).toString("base64url")}`;
     const outbound = new Channel<ConnectResponse>();
+    // Response signatures verify with the attestation's key: a SEC1 uncompressed P-256 point.
+    const attestedKey = register.attestation?.publicKey;
+    const signingKey = attestedKey?.length === 65 ? attestedKey : undefined;
     const handle = new ProviderHandle({
       id,
       machineId: register.machineId,
@@ -191,6 +194,8 @@ export class SessionManager {
       ...(options.payoutAccount ? { payoutAccount: options.payoutAccount } : {}),
       performance: this.registry.performance.of(register.machineId || id),
       send: (m) => outbound.offer(m),
+      encryptionKey: register.encryptionPublicKey,
+      signingKey,
     });
     const trust = this.trust?.attach(
       handle,
@@ -205,14 +210,12 @@ export class SessionManager {
     if (previous && contend) {
       this.contenders.set(id, { machineId: register.machineId, holder: previous, keyHex: guardedKey });
     }
-    const signingKey = register.attestation?.publicKey;
     const session = new ProviderSession({
       handle,
       outbound,
       log: this.log,
       encryptionKey: register.encryptionPublicKey,
-      // Response signatures verify with the attestation's key: a SEC1 uncompressed P-256 point.
-      signingKey: signingKey?.length === 65 ? signingKey : undefined,
+      signingKey,
       onHeartbeat: () => this.registry.capacityChanged(handle),
       // Evidence from the data path: untrusted (remembered for its signing key once proven, so
       // reconnecting does not clear it), then evicted so its in-flight requests fail over at once.

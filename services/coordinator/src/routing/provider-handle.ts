@@ -31,6 +31,10 @@ export interface ProviderHandleInit {
   send: (message: ConnectResponse) => boolean;
   /** The machine's measured behaviour (kept across its reconnects); default: a fresh record. */
   performance?: ProviderPerformance;
+  /** Register.encryption_public_key (X25519; empty: none). */
+  encryptionKey?: Uint8Array;
+  /** The P-256 key (SEC1) its response signatures verify with, once it attested one. */
+  signingKey?: Uint8Array | undefined;
 }
 
 /**
@@ -66,9 +70,14 @@ export class ProviderHandle {
   readonly payoutAccount: string;
   /** What the coordinator measured of this machine: what routing scores on (routing/provider-performance.ts). */
   readonly performance: ProviderPerformance;
+  /** See ProviderHandleInit: the keys other replicas seal to and verify with (the directory). */
+  readonly encryptionKey: Uint8Array;
+  readonly signingKey: Uint8Array | undefined;
 
   #judgement: HandleJudgement;
   #inFlight = 0;
+  /** Slots taken by work this replica did not lease (see setExternalLoad). */
+  #external = 0;
   #draining = false;
   #closed = false;
   #lastHeartbeatAt: number;
@@ -106,6 +115,8 @@ export class ProviderHandle {
     // Until providers link an account (device-code login), earnings accrue to the machine.
     this.payoutAccount = init.payoutAccount ?? `provider:${init.machineId || init.id}`;
     this.performance = init.performance ?? new ProviderPerformance(new FleetBaseline(), BATCH_DEGRADATION);
+    this.encryptionKey = init.encryptionKey ?? new Uint8Array(0);
+    this.signingKey = init.signingKey;
     // Until the first heartbeat says otherwise, assume every advertised model is loaded.
     this.#loadedModels = new Set(this.models.keys());
   }
@@ -213,7 +224,16 @@ export class ProviderHandle {
   }
 
   get freeSlots(): number {
-    return this.maxBatch - this.#inFlight;
+    return this.maxBatch - this.#inFlight - this.#external;
+  }
+
+  /**
+   * Slots busy with work this replica did not lease: for a provider another replica holds, what the
+   * directory says is busy beyond this replica's own forwarded requests (a view up to a flush old;
+   * the holder admits or refuses each forwarded request against the provider's real slots).
+   */
+  setExternalLoad(slots: number): void {
+    this.#external = Math.max(0, Math.min(this.maxBatch, slots));
   }
 
   /** Largest prompt plus completion the provider serves for a model. */

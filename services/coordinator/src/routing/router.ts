@@ -183,6 +183,17 @@ export class Router {
     this.metrics?.queueDepth.set({ model: waiter.demand.model }, queue.length);
   }
 
+  /**
+   * A slot on this very provider, now, or undefined when it has none or takes no work: how a
+   * replica admits a request another replica routed to a provider whose stream it holds (the
+   * other replica's view of its free slots may be stale). Queued local requests are not ahead of
+   * it: the forwarding replica chose this provider with a free slot in view.
+   */
+  leaseOn(p: ProviderHandle): Lease | undefined {
+    if (p.closed || p.draining || p.deRouted || p.freeSlots <= 0) return undefined;
+    return this.lease(p, 0);
+  }
+
   private lease(p: ProviderHandle, queuedMicros: number): Lease {
     p.reserveSlot();
     this.room.update(p);

@@ -7,6 +7,7 @@ import { moneyRules } from "./0006_money_rules.js";
 import { providerDirectory } from "./0007_provider_directory.js";
 import { modelTokenizers } from "./0008_model_tokenizers.js";
 import { keyQuarantine } from "./0009_key_quarantine.js";
+import { directoryDispatch } from "./0010_directory_dispatch.js";
 import type { Migration } from "./migration.js";
 
 export type { Migration } from "./migration.js";
@@ -25,4 +26,5 @@ export const migrations: readonly Migration[] = [
   providerDirectory,
   modelTokenizers,
   keyQuarantine,
+  directoryDispatch,
 ];

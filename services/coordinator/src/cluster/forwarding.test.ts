@@ -1,0 +1,151 @@
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import { PeerService } from "@darkbloom/protocol/cluster/v1";
+import { ScriptedProvider } from "@darkbloom/testing";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import type { CoordinatorConfig } from "../config.js";
+import {
+  postJson,
+  readJson,
+  startTestCoordinator,
+  type TestCoordinator,
+} from "../testing/test-coordinator.js";
+import { startTestPostgres, type TestPostgres } from "../testing/test-database.js";
+
+// Issue 12 item 2: a request that lands on replica A for a provider whose stream replica B holds is
+// forwarded to B over PeerService.Forward, sealed end to end between A and the provider.
+
+const PEER_TOKEN = "peer-token-for-the-tests-0123456789";
+
+let server: TestPostgres;
+beforeAll(async () => {
+  server = await startTestPostgres();
+});
+afterAll(async () => {
+  await server?.stop();
+});
+
+const started: Array<{ stop(): Promise<void> }> = [];
+afterEach(async () => {
+  for (const s of started.splice(0).reverse()) await s.stop().catch(() => undefined);
+});
+
+async function replicas(
+  overrides: Partial<CoordinatorConfig> = { peerToken: PEER_TOKEN },
+): Promise<{ a: TestCoordinator; b: TestCoordinator }> {
+  const a = await startTestCoordinator(server.url, overrides);
+  const b = await startTestCoordinator(server.url, overrides, { database: a.coordinator.databaseUrl });
+  started.push({ stop: () => a.close() }, { stop: () => b.close() });
+  return { a, b };
+}
+
+async function provider(
+  on: TestCoordinator,
+  options: Partial<ConstructorParameters<typeof ScriptedProvider>[0]> = {},
+) {
+  const p = new ScriptedProvider({
+    baseUrl: on.url,
+    models: [{ id: "fw", contextLength: 4096 }],
+    maxBatch: 4,
+    ...options,
+  });
+  await p.start();
+  started.push({ stop: () => p.stop() });
+  return p;
+}
+
+const chat = (stream: boolean, extra: Record<string, unknown> = {}) => ({
+  model: "fw",
+  messages: [{ role: "user", content: "forward me" }],
+  max_tokens: 16,
+  stream,
+  ...extra,
+});
+
+/** Waits until `on` routes model fw (it learned of the provider from the directory). */
+async function routable(on: TestCoordinator): Promise<void> {
+  await expect
+    .poll(async () => (await postJson(on.url, "/v1/chat/completions", on.apiKey, chat(false))).status, {
+      timeout: 10_000,
+    })
+    .toBe(200);
+}
+
+function timingOf(res: Response): Record<string, number> {
+  return JSON.parse(res.headers.get("x-timing") ?? "{}");
+}
+
+describe("forwarding between coordinator replicas", () => {
+  it("serves a consumer on A from a provider on B, streamed and not, sealed end to end", async () => {
+    const { a, b } = await replicas();
+    const p = await provider(b);
+    await routable(a);
+    const seen: boolean[] = [];
+    p.on("request", (r: { sealed: boolean }) => seen.push(r.sealed));
+
+    const whole = await postJson(a.url, "/v1/chat/completions", a.apiKey, chat(false));
+    expect(whole.status).toBe(200);
+    expect(whole.headers.get("x-provider-id")).toBe(p.providerId);
+    const body = await readJson(whole);
+    expect(body.choices[0].message.content).toBe(Array.from({ length: 16 }, (_, i) => `tok${i} `).join(""));
+    // The provider signed the response; A, which kept the key, verified it (else no 200).
+    expect(body.usage.completion_tokens).toBe(16);
+    expect(timingOf(whole).forward).toBeGreaterThan(0);
+
+    const streamed = await postJson(a.url, "/v1/chat/completions", a.apiKey, chat(true));
+    expect(streamed.status).toBe(200);
+    const text = await streamed.text();
+    expect(text).toContain('"content":"tok15 "');
+    expect(text.trim().endsWith("data: [DONE]")).toBe(true);
+    expect(text.match(/data: \[DONE\]/g)).toHaveLength(1);
+
+    // Every request reached the provider sealed (A sealed it; B relayed ciphertext).
+    expect(seen.length).toBeGreaterThanOrEqual(2);
+    expect(seen.every((s) => s)).toBe(true);
+  });
+
+  it("cancels the provider's work when the consumer on A leaves mid-stream", async () => {
+    const { a, b } = await replicas();
+    const p = await provider(b, {
+      script: () => ({ tokens: Array.from({ length: 200 }, (_, i) => `t${i} `), interTokenDelayMs: 20 }),
+    });
+    await routable(a);
+    const cancelled = new Promise<{ reason: string }>((resolve) => p.once("cancel", resolve));
+    const abort = new AbortController();
+    const res = await postJson(a.url, "/v1/chat/completions", a.apiKey, chat(true, { max_tokens: 500 }), {
+      signal: abort.signal,
+    });
+    expect(res.status).toBe(200);
+    const reader = (res.body as ReadableStream<Uint8Array>).getReader();
+    await reader.read(); // the first bytes
+    abort.abort();
+    await expect(cancelled).resolves.toMatchObject({ reason: expect.any(String) });
+  });
+
+  it("refuses peer calls without the cluster's peer token, and every peer call where none is set", async () => {
+    const { b } = await replicas();
+    const p = await provider(b);
+    const call = async (url: string, token?: string) => {
+      const client = createClient(PeerService, createConnectTransport({ baseUrl: url, httpVersion: "2" }));
+      const headers: Record<string, string> = token ? { authorization: `Bearer ${token}` } : {};
+      try {
+        await client.untrusted(
+          { providerId: p.providerId ?? "", code: "test", message: "test" },
+          { headers },
+        );
+        return Code[Code.Ok];
+      } catch (e) {
+        return Code[ConnectError.from(e).code];
+      }
+    };
+    expect(await call(b.url)).toBe("Unauthenticated");
+    expect(await call(b.url, "a-wrong-token-of-enough-length")).toBe("Unauthenticated");
+    // A consumer's API key is not a peer credential.
+    expect(await call(b.url, b.apiKey)).toBe("Unauthenticated");
+    const lone = await startTestCoordinator(server.url, {}, { database: b.coordinator.databaseUrl });
+    started.push({ stop: () => lone.close() });
+    expect(await call(lone.url, PEER_TOKEN)).toBe("Unimplemented");
+    // The provider was not touched by any of these.
+    expect(b.coordinator.registry.get(p.providerId ?? "")?.draining).toBe(false);
+  });
+});

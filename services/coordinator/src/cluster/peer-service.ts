@@ -1,0 +1,157 @@
+import { timingSafeEqual } from "node:crypto";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
+import { Channel } from "@darkbloom/protocol";
+import {
+  type ForwardRequest,
+  type ForwardResponse,
+  ForwardResponseSchema,
+  type PeerService,
+  type UntrustedRequest,
+  type UntrustedResponse,
+  UntrustedResponseSchema,
+} from "@darkbloom/protocol/cluster/v1";
+import type { CallObserver } from "../link/provider-session.js";
+import type { SessionManager } from "../link/session-manager.js";
+import type { Logger } from "../log.js";
+import type { Router } from "../routing/router.js";
+
+export interface PeerServiceDeps {
+  /** The cluster's peer credential; undefined: this replica refuses every peer call. */
+  peerToken: string | undefined;
+  sessions: SessionManager;
+  router: Router;
+  log: Logger;
+  /** How long the caller has to send ForwardStart. */
+  startTimeoutMs?: number;
+}
+
+/** The Authorization header a replica sends to its peers. */
+export function peerAuthorization(token: string): string {
+  return `Bearer ${token}`;
+}
+
+/**
+ * The holder's half of forwarding (cluster/v1 PeerService.Forward): admits a request another
+ * replica routed to a provider whose stream this replica holds, dispatches it on that stream and
+ * relays what the provider sends, unopened (the caller keeps the request's box key). The lease on
+ * the provider's slot is held for the call's life; the call ending in any way but the request's own
+ * end (the caller cancelled, failed or vanished) cancels the provider's work.
+ */
+export function createPeerService(deps: PeerServiceDeps): ServiceImpl<typeof PeerService> {
+  const expected = deps.peerToken === undefined ? undefined : Buffer.from(peerAuthorization(deps.peerToken));
+  const startTimeoutMs = deps.startTimeoutMs ?? 10_000;
+  return {
+    async *forward(
+      requests: AsyncIterable<ForwardRequest>,
+      context: HandlerContext,
+    ): AsyncIterable<ForwardResponse> {
+      authorize(context);
+      const inbound = requests[Symbol.asyncIterator]();
+      const first = await withTimeout(inbound.next(), startTimeoutMs);
+      if (first.done || first.value.message.case !== "start" || !first.value.message.value.request) {
+        throw new ConnectError("the first message must be ForwardStart with a request", Code.InvalidArgument);
+      }
+      const { providerId, request } = first.value.message.value;
+      const requestId = request.requestId;
+      const session = deps.sessions.get(providerId);
+      if (!session || session.isClosed) {
+        throw new ConnectError(`provider ${providerId} is not connected here`, Code.NotFound);
+      }
+      const lease = deps.router.leaseOn(session.handle);
+      if (!lease) throw new ConnectError(`provider ${providerId} has no free slot`, Code.ResourceExhausted);
+
+      const out = new Channel<ForwardResponse>();
+      let ended = false; // the request ended on the provider's side (its terminal message relayed)
+      const send = (message: DownMessage) => out.offer(create(ForwardResponseSchema, { message }));
+      const end = (message: DownMessage) => {
+        ended = true;
+        send(message);
+        out.close();
+      };
+      const observer: CallObserver = {
+        accepted: () => send({ case: "accepted", value: { requestId } }),
+        chunk: () => undefined, // never called: relay() takes the chunks
+        relay: (chunk) => send({ case: "chunk", value: chunk }),
+        complete: (message) => end({ case: "complete", value: message }),
+        error: (message) => end({ case: "error", value: message }),
+        lost: (reason) => end({ case: "lost", value: { reason } }),
+      };
+      const rows = session.handle.inFlight;
+      if (!session.dispatch(request, observer)) {
+        lease.release();
+        throw new ConnectError(`provider ${providerId}'s stream closed`, Code.Unavailable);
+      }
+      send({ case: "admitted", value: { rows } });
+      const stop = (reason: string) => {
+        if (ended) return;
+        ended = true;
+        session.cancel(requestId, reason);
+        out.close();
+      };
+      const onAbort = () => stop("forwarder_gone");
+      context.signal.addEventListener("abort", onAbort, { once: true });
+      // What the caller says after the start: a cancel.
+      void (async () => {
+        try {
+          for (;;) {
+            const r = await inbound.next();
+            if (r.done) return;
+            const m = r.value.message;
+            if (m.case === "cancel") stop(m.value.reason || "cancelled");
+          }
+        } catch {
+          stop("forwarder_gone");
+        }
+      })();
+      try {
+        yield* out;
+      } finally {
+        context.signal.removeEventListener("abort", onAbort);
+        stop("forwarder_gone");
+        lease.release();
+      }
+    },
+
+    async untrusted(request: UntrustedRequest, context: HandlerContext): Promise<UntrustedResponse> {
+      authorize(context);
+      if (!request.code || request.code.length > 64 || request.message.length > 1000) {
+        throw new ConnectError(
+          "a finding needs a code (at most 64 characters) and a message (at most 1000)",
+          Code.InvalidArgument,
+        );
+      }
+      const session = deps.sessions.get(request.providerId);
+      if (!session) {
+        throw new ConnectError(`provider ${request.providerId} is not connected here`, Code.NotFound);
+      }
+      deps.log.info({ providerId: request.providerId, code: request.code }, "trust finding from a peer");
+      session.markUntrusted(request.code, request.message);
+      return create(UntrustedResponseSchema);
+    },
+  };
+
+  /** Refuses a call without the cluster's peer token (every call, where none is configured). */
+  function authorize(context: HandlerContext): void {
+    if (expected === undefined) {
+      throw new ConnectError("this coordinator takes no peer calls (no peer token)", Code.Unimplemented);
+    }
+    const presented = Buffer.from(context.requestHeader.get("authorization") ?? "");
+    if (presented.length !== expected.length || !timingSafeEqual(presented, expected)) {
+      throw new ConnectError("a peer call needs the cluster's peer token", Code.Unauthenticated);
+    }
+  }
+}
+
+type DownMessage = MessageInitShape<typeof ForwardResponseSchema>["message"];
+
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new ConnectError(`no ForwardStart within ${ms} ms`, Code.DeadlineExceeded)),
+      ms,
+    );
+  });
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
+}
