@@ -145,6 +145,18 @@ async function start(config: CoordinatorConfig, log: Logger, closers: Closers): 
     writer: directoryWriter,
     reader: directoryReader,
   } = await startDirectory(config, db, registry, trust, billing, log, closers);
+  // A machine that reconnected to another replica ends its older session here.
+  const unsubscribeSupersede = directoryReader.subscribe((entries) =>
+    sessions.supersede(
+      entries.map((e) => ({
+        machineId: e.machineId,
+        connectedAt: e.connectedAt,
+        attested: e.attested,
+        signingKeyHex: e.dispatch?.signingKey || undefined,
+      })),
+    ),
+  );
+  closers.add("machine supersession", async () => unsubscribeSupersede());
 
   const rateLimiter = new RateLimiter({
     perSecond: config.rateLimitPerSecond,

@@ -122,6 +122,21 @@ describe("forwarding between coordinator replicas", () => {
     await expect(cancelled).resolves.toMatchObject({ reason: expect.any(String) });
   });
 
+  it("cuts a provider on B whose usage its text does not bear out, and B untrusts it", async () => {
+    const { a, b } = await replicas();
+    const liar = await provider(b, { script: () => ({ tokens: ["x "], completionTokens: 1000 }) });
+    await expect
+      .poll(async () => (await postJson(a.url, "/v1/chat/completions", a.apiKey, chat(false))).status, {
+        timeout: 10_000,
+      })
+      .not.toBe(404);
+    // The first request A forwards is cut on A (a usage of 1000 tokens for two bytes of text); the
+    // finding reaches B, which holds the stream, marks the provider untrusted and evicts it.
+    await expect
+      .poll(() => b.coordinator.registry.get(liar.providerId ?? ""), { timeout: 10_000 })
+      .toBeUndefined();
+  });
+
   it("refuses peer calls without the cluster's peer token, and every peer call where none is set", async () => {
     const { b } = await replicas();
     const p = await provider(b);

@@ -360,6 +360,33 @@ export class SessionManager {
     return trust?.judgement().attested ? trust.publicKeyHex : undefined;
   }
 
+  /**
+   * Ends this replica's sessions of machines whose newer session another replica holds (as the
+   * provider directory shows them): a machine has one session in the cluster, its latest, as it has
+   * on one replica. Where the session here proved an attested key, the newer one must have proved
+   * the same key (the same rule as a contender here: presenting a published key proves nothing); a
+   * session without one is replaced by any newer admitted session, the binding having been checked
+   * where it registered.
+   */
+  supersede(
+    elsewhere: ReadonlyArray<{
+      machineId: string;
+      connectedAt: number;
+      attested: boolean;
+      signingKeyHex: string | undefined;
+    }>,
+  ): void {
+    for (const e of elsewhere) {
+      const id = e.machineId ? this.byMachine.get(e.machineId) : undefined;
+      const held = id === undefined ? undefined : this.sessions.get(id);
+      if (id === undefined || !held || e.connectedAt <= held.session.handle.connectedAt) continue;
+      const key = this.attestedKeyOf(id);
+      if (key !== undefined && !(e.attested && e.signingKeyHex === key)) continue;
+      this.log.info({ providerId: id, machineId: e.machineId }, "machine reconnected to another replica");
+      this.evict(id, "replaced_by_new_session");
+    }
+  }
+
   /** A contender that has proved the holder's key (a passed challenge) replaces the holder. */
   private settleContender(providerId: string): void {
     const c = this.contenders.get(providerId);

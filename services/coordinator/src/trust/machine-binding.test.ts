@@ -544,6 +544,24 @@ describe("re-binding is an administrator's audited action", () => {
     expect(unknown.stderr).toMatch(/machine_id machine-nobody is not bound to any key/);
   });
 
+  it("a machine that reconnects to another replica with its key ends its session here; a squatter there is refused", async () => {
+    const database = await sharedDatabase();
+    const a = await coordinator({}, { database });
+    const b = await coordinator({}, { database });
+    const machineId = "machine-moving";
+    const key = newKey();
+    const old = await provider(b, key, { machineId });
+    await eventually(b, old, attested);
+    // Another key for the same machine id is refused on A too: the binding is in the database.
+    const squat = await refusal(provider(a, newKey(), { machineId }));
+    expect(squat.code).toBe(Code.PermissionDenied);
+    // The machine itself (its key) on A: once attested there, B's older session ends.
+    const moved = await provider(a, key, { machineId });
+    await eventually(a, moved, attested);
+    await gone(b, old);
+    expect(a.coordinator.sessions.get(moved.providerId ?? "")).toBeDefined();
+  });
+
   it("a re-bind through one coordinator disconnects the old key's session on another", async () => {
     const database = await sharedDatabase();
     const a = await coordinator({ releasePolicyRefreshMs: 100 }, { database });
