@@ -122,6 +122,29 @@ describe("forwarding between coordinator replicas", () => {
     await expect(cancelled).resolves.toMatchObject({ reason: expect.any(String) });
   });
 
+  it("lets a forwarded stream finish when the consumer's replica shuts down", async () => {
+    const { a, b } = await replicas();
+    await provider(b, {
+      script: () => ({ tokens: Array.from({ length: 100 }, (_, i) => `s${i} `), interTokenDelayMs: 30 }),
+    });
+    await routable(a);
+    const res = await postJson(a.url, "/v1/chat/completions", a.apiKey, chat(true, { max_tokens: 128 }));
+    expect(res.status).toBe(200);
+    const reader = (res.body as ReadableStream<Uint8Array>).getReader();
+    await reader.read(); // streaming
+    // A stops while the stream is open: readiness goes, but the stream ends complete.
+    const closed = a.coordinator.close({ drainMs: 10_000 });
+    let text = "";
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      text += new TextDecoder().decode(value);
+    }
+    await closed;
+    expect(text).toContain('"content":"s99 "');
+    expect(text.match(/data: \[DONE\]/g)).toHaveLength(1);
+  });
+
   it("cuts a provider on B whose usage its text does not bear out, and B untrusts it", async () => {
     const { a, b } = await replicas();
     const liar = await provider(b, { script: () => ({ tokens: ["x "], completionTokens: 1000 }) });

@@ -3,7 +3,6 @@ import { parseTrustLevelName } from "@darkbloom/protocol";
 import {
   Endpoint,
   type InferenceComplete,
-  type InferenceError,
   type InferenceRequestSchema,
   TrustLevel,
 } from "@darkbloom/protocol/provider/v1";
@@ -34,6 +33,7 @@ import type { DispatchTarget, ProviderPool } from "../routing/provider-pool.js";
 import type { Lease } from "../routing/router.js";
 import type { RouteConstraints } from "../routing/scheduler.js";
 import { MeteredSink } from "./metered-sink.js";
+import { providerErrorFrom } from "./provider-errors.js";
 import type { ValidatedRequest } from "./request-validation.js";
 import { RequestStopped, type ResponseSink } from "./response-sink.js";
 import { verifyResponse } from "./response-verification.js";
@@ -96,6 +96,8 @@ const SETTLE_ATTEMPTS = 3;
  */
 export class InferencePipeline {
   private readonly minTrust: TrustLevel;
+  /** Requests between execute() and their settlement. */
+  private active = 0;
 
   constructor(private readonly deps: PipelineDeps) {
     this.minTrust = parseTrustLevelName(deps.config.minTrustLevel) ?? TrustLevel.NONE;
@@ -181,6 +183,24 @@ export class InferencePipeline {
    * least its prompt.
    */
   async execute(job: InferenceJob, sink: ResponseSink, signal: AbortSignal): Promise<void> {
+    this.active++;
+    try {
+      await this.serve(job, sink, signal);
+    } finally {
+      this.active--;
+    }
+  }
+
+  /**
+   * Resolves once no request is being served, or at the deadline: a replica shutting down lets its
+   * consumers' requests finish, those served by other replicas' providers included.
+   */
+  async quiesce(deadlineMs: number): Promise<void> {
+    const until = Date.now() + deadlineMs;
+    while (this.active > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 25));
+  }
+
+  private async serve(job: InferenceJob, sink: ResponseSink, signal: AbortSignal): Promise<void> {
     const { billing } = this.deps;
     const price = this.deps.catalog.lookup(job.request.model) ?? FREE;
     const hold = worstCase(price, job.request.promptTokenBound, job.maxTokens, job.request.n);
@@ -579,21 +599,4 @@ export class InferencePipeline {
 /** Whether the request was stopped by its consumer (it left or stopped reading), not by a limit on the response. */
 function consumerCancelled(signal: AbortSignal): boolean {
   return !(signal.reason instanceof RequestStopped) || signal.reason.byConsumer;
-}
-
-/** Maps a provider's InferenceError to what the consumer sees: client errors pass through. */
-function providerErrorFrom(e: InferenceError): ApiError {
-  if (e.httpStatus >= 400 && e.httpStatus < 500 && e.httpStatus !== 408 && e.httpStatus !== 429) {
-    return new ApiError({
-      status: e.httpStatus,
-      type: "invalid_request_error",
-      code: e.code || "invalid_request_error",
-      message: e.message || "The provider rejected the request.",
-      param: e.code === "context_length_exceeded" ? "messages" : null,
-    });
-  }
-  return providerError(
-    e.message || "The provider failed to complete the request.",
-    e.code || "provider_error",
-  );
 }
