@@ -189,9 +189,13 @@ async function start(config: CoordinatorConfig, log: Logger, closers: Closers): 
     list: () => catalog.list(),
     tokenizer: (id: string) => tokenizers.get(id),
   };
+  // Clients of the other replicas, with a peer token: forwarding, and drains of their providers.
+  const peers = config.peerToken === undefined ? undefined : new PeerClients(config.peerToken);
   const pipeline = new InferencePipeline({
     config,
-    providers: providerPool(config, new LocalProviderPool(registry, router, sessions), directoryReader, {
+    providers: providerPool(new LocalProviderPool(registry, router, sessions), directoryReader, {
+      config,
+      peers,
       metrics,
       log,
       closers,
@@ -223,6 +227,7 @@ async function start(config: CoordinatorConfig, log: Logger, closers: Closers): 
     quarantines,
     registry,
     router,
+    peers,
     cluster,
     sessions,
     trust,
@@ -350,13 +355,18 @@ async function startDirectory(
  * other replicas' from the directory, forwarded to), else this replica's own.
  */
 function providerPool(
-  config: CoordinatorConfig,
   local: LocalProviderPool,
   reader: DirectoryReader,
-  parts: { metrics: CoordinatorMetrics; log: Logger; closers: Closers },
+  parts: {
+    config: CoordinatorConfig;
+    peers: PeerClients | undefined;
+    metrics: CoordinatorMetrics;
+    log: Logger;
+    closers: Closers;
+  },
 ): ProviderPool {
-  if (config.peerToken === undefined) return local;
-  const peers = new PeerClients(config.peerToken);
+  const { peers, config } = parts;
+  if (peers === undefined) return local;
   const remote = new RemoteProviders(peers, local.registry.performance, config, parts.log, parts.metrics);
   const unsubscribe = reader.subscribe((entries) => remote.sync(entries));
   remote.sync(reader.remote());

@@ -19,6 +19,7 @@ import type { RateLimiter } from "./auth/rate-limiter.js";
 import type { ModelCatalog } from "./catalog/model-catalog.js";
 import type { VocabularyStore } from "./catalog/vocabulary-store.js";
 import type { ClusterProviders } from "./cluster/cluster-view.js";
+import type { PeerClients } from "./cluster/peer-clients.js";
 import { createPeerService } from "./cluster/peer-service.js";
 import type { CoordinatorConfig } from "./config.js";
 import type { Route } from "./http/app.js";
@@ -77,6 +78,8 @@ export interface RouteTargets {
   registry: ProviderRegistry;
   /** Routes this replica's providers (a peer's forwarded request takes a slot through it). */
   router: Router;
+  /** Clients of the other replicas, when this one has the peer token. */
+  peers: PeerClients | undefined;
   /** Every provider in the cluster (this replica's sessions and the directory's other rows). */
   cluster: ClusterProviders;
   sessions: SessionManager;
@@ -190,7 +193,7 @@ export function connectRoutes(t: RouteTargets): (router: ConnectRouter) => void 
         releases: t.releases,
         invites: t.invites,
         usage: t.usage,
-        providers: new LiveProviderDirectory(t.registry, t.sessions, t.trust, t.cluster),
+        providers: new LiveProviderDirectory(t.registry, t.sessions, t.trust, t.cluster, t.peers),
         bindings: t.bindings,
         onMachineRebound: (machineId, keyHex) => t.sessions.disconnectMachine(machineId, keyHex),
         quarantines: t.quarantines,

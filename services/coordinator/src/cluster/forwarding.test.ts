@@ -5,6 +5,7 @@ import { ScriptedProvider } from "@darkbloom/testing";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { CoordinatorConfig } from "../config.js";
 import {
+  adminClient,
   postJson,
   readJson,
   startTestCoordinator,
@@ -160,6 +161,17 @@ describe("forwarding between coordinator replicas", () => {
       .toBeUndefined();
   });
 
+  it("drains a provider on B through an administrator's call to A", async () => {
+    const { a, b } = await replicas();
+    const p = await provider(b);
+    await routable(a);
+    const drained = new Promise<{ reason: string }>((resolve) => p.once("drain", resolve));
+    await adminClient(a.url).drainProvider({ providerId: p.providerId ?? "", reason: "maintenance" });
+    await expect(drained).resolves.toMatchObject({ reason: "maintenance" });
+    // Idle, it leaves B's stream at once (or is draining there): either way B routes nothing to it.
+    expect(b.coordinator.registry.get(p.providerId ?? "")?.draining ?? true).toBe(true);
+  });
+
   it("refuses peer calls without the cluster's peer token, and every peer call where none is set", async () => {
     const { b } = await replicas();
     const p = await provider(b);
@@ -171,7 +183,7 @@ describe("forwarding between coordinator replicas", () => {
           { providerId: p.providerId ?? "", code: "test", message: "test" },
           { headers },
         );
-        return Code[Code.Ok];
+        return "Ok";
       } catch (e) {
         return Code[ConnectError.from(e).code];
       }

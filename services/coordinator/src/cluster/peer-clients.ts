@@ -1,7 +1,7 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { type Client, createClient } from "@connectrpc/connect";
 import { createConnectTransport, Http2SessionManager } from "@connectrpc/connect-node";
-import type { UntrustedRequestSchema } from "@darkbloom/protocol/cluster/v1";
+import type { DrainRequestSchema, UntrustedRequestSchema } from "@darkbloom/protocol/cluster/v1";
 import { type ForwardRequest, type ForwardResponse, PeerService } from "@darkbloom/protocol/cluster/v1";
 import { KEEPALIVE, openSocket } from "@darkbloom/protocol/provider-client";
 import { peerAuthorization } from "./peer-service.js";
@@ -10,6 +10,7 @@ import { peerAuthorization } from "./peer-service.js";
 export interface PeerClient {
   forward(up: AsyncIterable<ForwardRequest>, signal: AbortSignal): AsyncIterable<ForwardResponse>;
   untrusted(request: MessageInitShape<typeof UntrustedRequestSchema>): Promise<unknown>;
+  drain(request: MessageInitShape<typeof DrainRequestSchema>): Promise<unknown>;
 }
 
 /**
@@ -45,6 +46,7 @@ export class PeerClients {
     return {
       forward: (up, signal) => client.forward(up, { signal, headers }),
       untrusted: (request) => client.untrusted(request, { headers, timeoutMs: 10_000 }),
+      drain: (request) => client.drain(request, { headers, timeoutMs: 10_000 }),
     };
   }
 

@@ -3,6 +3,9 @@ import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import { Channel } from "@darkbloom/protocol";
 import {
+  type DrainRequest,
+  type DrainResponse,
+  DrainResponseSchema,
   type ForwardRequest,
   type ForwardResponse,
   ForwardResponseSchema,
@@ -15,6 +18,9 @@ import type { CallObserver } from "../link/provider-session.js";
 import type { SessionManager } from "../link/session-manager.js";
 import type { Logger } from "../log.js";
 import type { Router } from "../routing/router.js";
+
+/** How long a drained provider may take to finish its in-flight work. */
+export const DRAIN_DEADLINE_MS = 30_000;
 
 export interface PeerServiceDeps {
   /** The cluster's peer credential; undefined: this replica refuses every peer call. */
@@ -128,6 +134,17 @@ export function createPeerService(deps: PeerServiceDeps): ServiceImpl<typeof Pee
       deps.log.info({ providerId: request.providerId, code: request.code }, "trust finding from a peer");
       session.markUntrusted(request.code, request.message);
       return create(UntrustedResponseSchema);
+    },
+
+    async drain(request: DrainRequest, context: HandlerContext): Promise<DrainResponse> {
+      authorize(context);
+      const session = deps.sessions.get(request.providerId);
+      if (!session) {
+        throw new ConnectError(`provider ${request.providerId} is not connected here`, Code.NotFound);
+      }
+      deps.log.info({ providerId: request.providerId }, "provider drained through a peer");
+      session.drain(request.reason.slice(0, 200) || "drained by an administrator", DRAIN_DEADLINE_MS);
+      return create(DrainResponseSchema);
     },
   };
 

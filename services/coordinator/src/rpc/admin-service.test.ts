@@ -44,7 +44,7 @@ const connected: ProviderSummaryInit[] = [
 ];
 const directory: ProviderDirectory = {
   list: (model) => connected.filter((p) => model === undefined || p.models?.includes(model)),
-  drain: (providerId, reason) => {
+  drain: async (providerId, reason) => {
     if (!connected.some((p) => p.providerId === providerId)) return false;
     drained.push([providerId, reason]);
     return true;

@@ -144,7 +144,7 @@ export function createAdminService(deps: AdminServiceDeps): ServiceImpl<typeof A
     listProviders: guard(async (request) => ({ providers: providers.list(request.model || undefined) })),
     drainProvider: guard(async (request) => {
       const providerId = required("provider_id", request.providerId);
-      if (!providers.drain(providerId, request.reason || "drained by an administrator")) {
+      if (!(await providers.drain(providerId, request.reason || "drained by an administrator"))) {
         throw new ConnectError(`provider ${providerId} is not connected`, Code.NotFound);
       }
       return {};

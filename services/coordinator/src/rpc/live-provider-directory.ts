@@ -4,13 +4,12 @@ import { trustLevelName } from "@darkbloom/protocol";
 import { ProviderState } from "@darkbloom/protocol/provider/v1";
 import type { ClusterProviders } from "../cluster/cluster-view.js";
 import type { DirectoryEntry } from "../cluster/directory-row.js";
+import type { PeerClients } from "../cluster/peer-clients.js";
+import { DRAIN_DEADLINE_MS } from "../cluster/peer-service.js";
 import type { SessionManager } from "../link/session-manager.js";
 import type { ProviderRegistry } from "../routing/provider-registry.js";
 import type { TrustManager } from "../trust/trust-manager.js";
 import type { ProviderDirectory, ProviderSummaryInit } from "./provider-directory.js";
-
-/** How long a drained provider may take to finish its in-flight work. */
-const DRAIN_DEADLINE_MS = 30_000;
 
 const STATE_NAMES: Record<ProviderState, string> = {
   [ProviderState.UNSPECIFIED]: "idle",
@@ -22,7 +21,8 @@ const STATE_NAMES: Record<ProviderState, string> = {
 /**
  * The admin service's view of the connected fleet: this replica's providers read from the live
  * registry, the other replicas' from the provider directory (what it records: no decode rate, and
- * the row's last write as the last heartbeat). Drain reaches only this replica's providers.
+ * the row's last write as the last heartbeat). A drain of another replica's provider goes through
+ * that replica (PeerService.Drain).
  */
 export class LiveProviderDirectory implements ProviderDirectory {
   constructor(
@@ -30,6 +30,8 @@ export class LiveProviderDirectory implements ProviderDirectory {
     private readonly sessions: SessionManager,
     private readonly trust?: TrustManager,
     private readonly cluster?: ClusterProviders,
+    /** Clients of the other replicas (with a peer token): a drain reaches their providers. */
+    private readonly peers?: PeerClients,
   ) {}
 
   list(model?: string): ProviderSummaryInit[] {
@@ -65,22 +67,30 @@ export class LiveProviderDirectory implements ProviderDirectory {
     });
   }
 
-  drain(providerId: string, reason: string): boolean {
+  async drain(providerId: string, reason: string): Promise<boolean> {
     const session = this.sessions.get(providerId);
-    if (!session) {
-      // Held by another replica: drain reaches a provider only through the stream, which that
-      // replica holds (replica-to-replica calls come with forwarding). Say where, not "not connected".
-      const holder = this.cluster?.remote().find((e) => e.providerId === providerId);
-      if (holder) {
-        throw new ConnectError(
-          `provider ${providerId} is connected to the coordinator at ${holder.advertiseUrl}; drain it there`,
-          Code.FailedPrecondition,
-        );
-      }
-      return false;
+    if (session) {
+      session.drain(reason, DRAIN_DEADLINE_MS);
+      return true;
     }
-    session.drain(reason, DRAIN_DEADLINE_MS);
-    return true;
+    // Held by another replica: drained through it (only it holds the stream).
+    const holder = this.cluster?.remote().find((e) => e.providerId === providerId);
+    if (!holder) return false;
+    const where = `provider ${providerId} is connected to the coordinator at ${holder.advertiseUrl}`;
+    if (!this.peers) {
+      throw new ConnectError(
+        `${where}; drain it there (this one has no peer token)`,
+        Code.FailedPrecondition,
+      );
+    }
+    try {
+      await this.peers.of(holder.advertiseUrl).drain({ providerId, reason });
+      return true;
+    } catch (e) {
+      const err = ConnectError.from(e);
+      if (err.code === Code.NotFound) return false; // it left meanwhile
+      throw new ConnectError(`${where}, which did not answer: ${err.rawMessage}`, Code.FailedPrecondition);
+    }
   }
 }
 

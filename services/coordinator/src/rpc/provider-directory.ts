@@ -9,8 +9,9 @@ export interface ProviderDirectory {
   /** Connected providers sorted by id, optionally only those serving `model`. */
   list(model?: string): ProviderSummaryInit[];
   /**
-   * Asks a connected provider to drain; false when no provider has this id. Throws FailedPrecondition
-   * naming the replica that holds the provider when another replica does.
+   * Asks a connected provider to drain, through the replica that holds it when another one does;
+   * false when no provider has this id. Throws FailedPrecondition naming that replica when it
+   * cannot be reached (no peer token here, or the call failed).
    */
-  drain(providerId: string, reason: string): boolean;
+  drain(providerId: string, reason: string): Promise<boolean>;
 }

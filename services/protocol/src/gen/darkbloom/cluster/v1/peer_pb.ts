@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file darkbloom/cluster/v1/peer.proto.
  */
 export const file_darkbloom_cluster_v1_peer: GenFile = /*@__PURE__*/
-  fileDesc("Ch9kYXJrYmxvb20vY2x1c3Rlci92MS9wZWVyLnByb3RvEhRkYXJrYmxvb20uY2x1c3Rlci52MSKHAQoORm9yd2FyZFJlcXVlc3QSMwoFc3RhcnQYASABKAsyIi5kYXJrYmxvb20uY2x1c3Rlci52MS5Gb3J3YXJkU3RhcnRIABI1CgZjYW5jZWwYAiABKAsyIy5kYXJrYmxvb20uY2x1c3Rlci52MS5Gb3J3YXJkQ2FuY2VsSABCCQoHbWVzc2FnZSJdCgxGb3J3YXJkU3RhcnQSEwoLcHJvdmlkZXJfaWQYASABKAkSOAoHcmVxdWVzdBgCIAEoCzInLmRhcmtibG9vbS5wcm92aWRlci52MS5JbmZlcmVuY2VSZXF1ZXN0Ih8KDUZvcndhcmRDYW5jZWwSDgoGcmVhc29uGAEgASgJIkYKEFVudHJ1c3RlZFJlcXVlc3QSEwoLcHJvdmlkZXJfaWQYASABKAkSDAoEY29kZRgCIAEoCRIPCgdtZXNzYWdlGAMgASgJIhMKEVVudHJ1c3RlZFJlc3BvbnNlIvYCCg9Gb3J3YXJkUmVzcG9uc2USOQoIYWRtaXR0ZWQYASABKAsyJS5kYXJrYmxvb20uY2x1c3Rlci52MS5Gb3J3YXJkQWRtaXR0ZWRIABI8CghhY2NlcHRlZBgCIAEoCzIoLmRhcmtibG9vbS5wcm92aWRlci52MS5JbmZlcmVuY2VBY2NlcHRlZEgAEjYKBWNodW5rGAMgASgLMiUuZGFya2Jsb29tLnByb3ZpZGVyLnYxLkluZmVyZW5jZUNodW5rSAASPAoIY29tcGxldGUYBCABKAsyKC5kYXJrYmxvb20ucHJvdmlkZXIudjEuSW5mZXJlbmNlQ29tcGxldGVIABI2CgVlcnJvchgFIAEoCzIlLmRhcmtibG9vbS5wcm92aWRlci52MS5JbmZlcmVuY2VFcnJvckgAEjEKBGxvc3QYBiABKAsyIS5kYXJrYmxvb20uY2x1c3Rlci52MS5Gb3J3YXJkTG9zdEgAQgkKB21lc3NhZ2UiHwoPRm9yd2FyZEFkbWl0dGVkEgwKBHJvd3MYASABKA0iHQoLRm9yd2FyZExvc3QSDgoGcmVhc29uGAEgASgJMscBCgtQZWVyU2VydmljZRJaCgdGb3J3YXJkEiQuZGFya2Jsb29tLmNsdXN0ZXIudjEuRm9yd2FyZFJlcXVlc3QaJS5kYXJrYmxvb20uY2x1c3Rlci52MS5Gb3J3YXJkUmVzcG9uc2UoATABElwKCVVudHJ1c3RlZBImLmRhcmtibG9vbS5jbHVzdGVyLnYxLlVudHJ1c3RlZFJlcXVlc3QaJy5kYXJrYmxvb20uY2x1c3Rlci52MS5VbnRydXN0ZWRSZXNwb25zZWIGcHJvdG8z", [file_darkbloom_provider_v1_provider]);
+  fileDesc("Ch9kYXJrYmxvb20vY2x1c3Rlci92MS9wZWVyLnByb3RvEhRkYXJrYmxvb20uY2x1c3Rlci52MSKHAQoORm9yd2FyZFJlcXVlc3QSMwoFc3RhcnQYASABKAsyIi5kYXJrYmxvb20uY2x1c3Rlci52MS5Gb3J3YXJkU3RhcnRIABI1CgZjYW5jZWwYAiABKAsyIy5kYXJrYmxvb20uY2x1c3Rlci52MS5Gb3J3YXJkQ2FuY2VsSABCCQoHbWVzc2FnZSJdCgxGb3J3YXJkU3RhcnQSEwoLcHJvdmlkZXJfaWQYASABKAkSOAoHcmVxdWVzdBgCIAEoCzInLmRhcmtibG9vbS5wcm92aWRlci52MS5JbmZlcmVuY2VSZXF1ZXN0Ih8KDUZvcndhcmRDYW5jZWwSDgoGcmVhc29uGAEgASgJIkYKEFVudHJ1c3RlZFJlcXVlc3QSEwoLcHJvdmlkZXJfaWQYASABKAkSDAoEY29kZRgCIAEoCRIPCgdtZXNzYWdlGAMgASgJIhMKEVVudHJ1c3RlZFJlc3BvbnNlIvYCCg9Gb3J3YXJkUmVzcG9uc2USOQoIYWRtaXR0ZWQYASABKAsyJS5kYXJrYmxvb20uY2x1c3Rlci52MS5Gb3J3YXJkQWRtaXR0ZWRIABI8CghhY2NlcHRlZBgCIAEoCzIoLmRhcmtibG9vbS5wcm92aWRlci52MS5JbmZlcmVuY2VBY2NlcHRlZEgAEjYKBWNodW5rGAMgASgLMiUuZGFya2Jsb29tLnByb3ZpZGVyLnYxLkluZmVyZW5jZUNodW5rSAASPAoIY29tcGxldGUYBCABKAsyKC5kYXJrYmxvb20ucHJvdmlkZXIudjEuSW5mZXJlbmNlQ29tcGxldGVIABI2CgVlcnJvchgFIAEoCzIlLmRhcmtibG9vbS5wcm92aWRlci52MS5JbmZlcmVuY2VFcnJvckgAEjEKBGxvc3QYBiABKAsyIS5kYXJrYmxvb20uY2x1c3Rlci52MS5Gb3J3YXJkTG9zdEgAQgkKB21lc3NhZ2UiHwoPRm9yd2FyZEFkbWl0dGVkEgwKBHJvd3MYASABKA0iHQoLRm9yd2FyZExvc3QSDgoGcmVhc29uGAEgASgJIjMKDERyYWluUmVxdWVzdBITCgtwcm92aWRlcl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiDwoNRHJhaW5SZXNwb25zZTKZAgoLUGVlclNlcnZpY2USWgoHRm9yd2FyZBIkLmRhcmtibG9vbS5jbHVzdGVyLnYxLkZvcndhcmRSZXF1ZXN0GiUuZGFya2Jsb29tLmNsdXN0ZXIudjEuRm9yd2FyZFJlc3BvbnNlKAEwARJcCglVbnRydXN0ZWQSJi5kYXJrYmxvb20uY2x1c3Rlci52MS5VbnRydXN0ZWRSZXF1ZXN0GicuZGFya2Jsb29tLmNsdXN0ZXIudjEuVW50cnVzdGVkUmVzcG9uc2USUAoFRHJhaW4SIi5kYXJrYmxvb20uY2x1c3Rlci52MS5EcmFpblJlcXVlc3QaIy5kYXJrYmxvb20uY2x1c3Rlci52MS5EcmFpblJlc3BvbnNlYgZwcm90bzM", [file_darkbloom_provider_v1_provider]);
 
 /**
  * ForwardRequest is one message from the consumer-facing replica to the holder.
@@ -265,6 +265,49 @@ export const ForwardLostSchema: GenMessage<ForwardLost> = /*@__PURE__*/
   messageDesc(file_darkbloom_cluster_v1_peer, 7);
 
 /**
+ * DrainRequest names the provider to drain.
+ *
+ * @generated from message darkbloom.cluster.v1.DrainRequest
+ */
+export type DrainRequest = Message<"darkbloom.cluster.v1.DrainRequest"> & {
+  /**
+   * provider_id is the provider session's id in the provider directory.
+   *
+   * @generated from field: string provider_id = 1;
+   */
+  providerId: string;
+
+  /**
+   * reason is what the provider is told (e.g. "drained by an administrator").
+   *
+   * @generated from field: string reason = 2;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message darkbloom.cluster.v1.DrainRequest.
+ * Use `create(DrainRequestSchema)` to create a new message.
+ */
+export const DrainRequestSchema: GenMessage<DrainRequest> = /*@__PURE__*/
+  messageDesc(file_darkbloom_cluster_v1_peer, 8);
+
+/**
+ * DrainResponse acknowledges that the provider was asked to drain.
+ *
+ * @generated from message darkbloom.cluster.v1.DrainResponse
+ */
+export type DrainResponse = Message<"darkbloom.cluster.v1.DrainResponse"> & {
+};
+
+/**
+ * Describes the message darkbloom.cluster.v1.DrainResponse.
+ * Use `create(DrainResponseSchema)` to create a new message.
+ */
+export const DrainResponseSchema: GenMessage<DrainResponse> = /*@__PURE__*/
+  messageDesc(file_darkbloom_cluster_v1_peer, 9);
+
+/**
  * PeerService is how coordinator replicas reach the provider streams other replicas hold. Only
  * replicas call it: every call carries the cluster's peer credential (Authorization: Bearer), and a
  * replica configured without one refuses every call. Consumer API keys are never accepted here.
@@ -302,6 +345,18 @@ export const PeerService: GenService<{
     methodKind: "unary";
     input: typeof UntrustedRequestSchema;
     output: typeof UntrustedResponseSchema;
+  },
+  /**
+   * Drain asks a provider whose stream the called replica holds to finish its work and reconnect
+   * (an administrator's drain made through another replica). NOT_FOUND when the provider's stream
+   * is not here.
+   *
+   * @generated from rpc darkbloom.cluster.v1.PeerService.Drain
+   */
+  drain: {
+    methodKind: "unary";
+    input: typeof DrainRequestSchema;
+    output: typeof DrainResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_darkbloom_cluster_v1_peer, 0);
