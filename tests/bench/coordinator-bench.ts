@@ -9,18 +9,17 @@
 //   --rounds N measures every configuration N times, alternating the order between rounds, and
 //   prints the medians and each one's difference from the first configuration at its level
 
-import { type ChildProcess, fork } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { cpus, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { startTestPostgres } from "@darkbloom/coordinator/testing";
 import { ModelTokenizer, planModel, writeGgufFile } from "@darkbloom/models";
 import { ScriptedProvider } from "@darkbloom/testing";
 import { getLlama, LlamaLogLevel } from "node-llama-cpp";
 import { median, nowMs, percentile, runLoad } from "../support/load-client.js";
+import { OWN_PROCESS, type Server, serverCpu, spawnServer, stopServer } from "./servers.js";
 
 const { values } = parseArgs({
   options: {
@@ -71,7 +70,6 @@ if (
   process.exit(64);
 }
 
-const OWN_PROCESS = fileURLToPath(new URL("./coordinator-process.js", import.meta.url));
 /** The other checkout's coordinator process script (its own build of the coordinator), if any. */
 const compareWith = values["compare-with"];
 const otherProcess = compareWith
@@ -84,50 +82,9 @@ if (otherProcess && !existsSync(otherProcess)) {
   process.exit(64);
 }
 
-interface Server {
-  url: string;
-  apiKey: string;
-  child: ChildProcess;
-}
-
-async function spawnServer(args: string[], script = OWN_PROCESS): Promise<Server> {
-  const child = fork(script, args, {
-    stdio: ["ignore", "inherit", "inherit", "ipc"],
-    // BENCH_CPU_PROFILE=dir writes a V8 CPU profile of the measured server there.
-    execArgv: process.env.BENCH_CPU_PROFILE
-      ? ["--cpu-prof", `--cpu-prof-dir=${process.env.BENCH_CPU_PROFILE}`]
-      : [],
-  });
-  const info = await new Promise<{ url: string; apiKey: string }>((resolve, reject) => {
-    child.once("message", (m) => resolve(m as { url: string; apiKey: string }));
-    child.once("exit", (code) => reject(new Error(`server process exited with ${code}`)));
-  });
-  return { ...info, child };
-}
-
-/** The server process's CPU time so far, in microseconds (user + system). */
-function serverCpu(s: Server): Promise<{ cpuUs: number; mainThreadUs: number | undefined }> {
-  return new Promise((resolve) => {
-    const onMessage = (m: unknown) => {
-      const { cpu, mainThreadUs } = m as { cpu?: NodeJS.CpuUsage; mainThreadUs?: number };
-      if (!cpu) return;
-      s.child.off("message", onMessage);
-      resolve({ cpuUs: cpu.user + cpu.system, mainThreadUs });
-    };
-    s.child.on("message", onMessage);
-    s.child.send("cpu");
-  });
-}
-
 function ownCpu(): number {
   const cpu = process.cpuUsage();
   return cpu.user + cpu.system;
-}
-
-async function stopServer(s: Server): Promise<void> {
-  const exited = new Promise((r) => s.child.once("exit", r));
-  s.child.send("stop");
-  await exited;
 }
 
 const TOKENS = Array.from({ length: 16 }, (_, i) => `tok${i} `);

@@ -19,9 +19,18 @@ if (mode === "coordinator") {
   const billingEnabled = process.argv[4] !== "no-billing";
   // "plaintext": providers register without a key and are sent plaintext (encryption off).
   const requireEncryption = process.argv[5] !== "plaintext";
+  // Options after the positional ones: "vocabulary=<file>" (the model's usage counted with it, else
+  // only bounded), "peer=<token>" (a replica that forwards to and serves its peers).
+  const option = (name: string) =>
+    process.argv
+      .slice(6)
+      .find((a) => a.startsWith(`${name}=`))
+      ?.slice(name.length + 1);
+  const peerToken = option("peer");
   const dataDir = await mkdtemp(join(tmpdir(), "darkbloom-bench-"));
   const coordinator = await startCoordinator(
     {
+      ...(peerToken ? { peerToken } : {}),
       dataDir,
       databaseUrl,
       adminKey: "bench-admin-key",
@@ -39,8 +48,7 @@ if (mode === "coordinator") {
     inputMicroUsdPerMillion: 150_000n,
     outputMicroUsdPerMillion: 600_000n,
   });
-  // "vocabulary=<file>": the model's usage is counted with this vocabulary (else only bounded).
-  const vocabulary = process.argv[6]?.startsWith("vocabulary=") ? process.argv[6].slice(11) : undefined;
+  const vocabulary = option("vocabulary");
   if (vocabulary) {
     await uploadVocabulary(
       adminClient(coordinator.url, "bench-admin-key"),
@@ -88,7 +96,7 @@ if (mode === "coordinator") {
   });
 } else {
   process.stderr.write(
-    "usage: coordinator-process.js coordinator <database-url> [billing|no-billing] [sealed|plaintext] | baseline\n",
+    "usage: coordinator-process.js coordinator <database-url> billing|no-billing sealed|plaintext [vocabulary=<file>] [peer=<token>] | baseline\n",
   );
   process.exit(64);
 }
