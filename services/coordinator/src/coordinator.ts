@@ -196,7 +196,6 @@ async function start(config: CoordinatorConfig, log: Logger, closers: Closers): 
     providers: providerPool(new LocalProviderPool(registry, router, sessions), directoryReader, {
       config,
       peers,
-      metrics,
       log,
       closers,
     }),
@@ -360,14 +359,13 @@ function providerPool(
   parts: {
     config: CoordinatorConfig;
     peers: PeerClients | undefined;
-    metrics: CoordinatorMetrics;
     log: Logger;
     closers: Closers;
   },
 ): ProviderPool {
   const { peers, config } = parts;
   if (peers === undefined) return local;
-  const remote = new RemoteProviders(peers, local.registry.performance, config, parts.log, parts.metrics);
+  const remote = new RemoteProviders(peers, local.registry.performance, config, parts.log);
   const unsubscribe = reader.subscribe((entries) => remote.sync(entries));
   remote.sync(reader.remote());
   parts.closers.add("forwarding", () => {

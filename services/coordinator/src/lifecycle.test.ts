@@ -1,3 +1,4 @@
+import { Code } from "@connectrpc/connect";
 import { ScriptedProvider } from "@darkbloom/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { postJson, readJson, startTestCoordinator, waitFor } from "./testing/test-coordinator.js";
@@ -53,6 +54,11 @@ describe("stream lifecycle", () => {
       const res = await pending;
       expect(res.status).toBe(200);
       expect((await readJson(res)).choices[0].message.content).toBe("xyz");
+      // A provider registering while the coordinator drains is sent elsewhere (Unavailable: the
+      // daemon retries, and behind a Service reaches another replica).
+      const late = new ScriptedProvider({ baseUrl: t.url, models: [{ id: "tiny" }] });
+      await expect(late.start()).rejects.toMatchObject({ code: Code.Unavailable });
+      await late.stop().catch(() => undefined);
       await closing;
       expect(p.drains).toHaveLength(1);
       expect(p.drains[0]?.reason).toBe("coordinator_shutdown");

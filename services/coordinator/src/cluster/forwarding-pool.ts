@@ -6,10 +6,17 @@ import type { RouteConstraints } from "../routing/scheduler.js";
 import type { RemoteProviders } from "./remote-providers.js";
 
 /**
+ * What forwarding must save to be chosen over a free local provider: the hop costs the two replicas
+ * about 1.5 ms of CPU a request and adds a few tenths of a millisecond to the first token
+ * (`npm run bench:forwarding`), so between providers about as fast, the local one serves.
+ */
+export const FORWARD_COST_SECONDS = 0.005;
+
+/**
  * Every provider in the cluster: this replica's own streams and, forwarded to the replica holding
  * them, the others'. A request takes the provider that would finish it soonest among the cheapest
- * free one of each side; with none free it waits in both sides' queues and takes the first slot
- * either frees.
+ * free one of each side, forwarding only when that saves more than FORWARD_COST_SECONDS; with none
+ * free it waits in both sides' queues and takes the first slot either frees.
  */
 export class ForwardingPool implements ProviderPool {
   constructor(
@@ -45,7 +52,7 @@ export class ForwardingPool implements ProviderPool {
     if (mine && theirs) {
       const now = Date.now();
       const forwardCheaper =
-        estimateCompletionSeconds(theirs.provider, demand, now) <
+        estimateCompletionSeconds(theirs.provider, demand, now) + FORWARD_COST_SECONDS <
         estimateCompletionSeconds(mine.provider, demand, now);
       (forwardCheaper ? mine : theirs).release();
       return forwardCheaper ? theirs : mine;

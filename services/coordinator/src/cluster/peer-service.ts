@@ -14,6 +14,7 @@ import {
   type UntrustedResponse,
   UntrustedResponseSchema,
 } from "@darkbloom/protocol/cluster/v1";
+import type { InferenceChunk } from "@darkbloom/protocol/provider/v1";
 import type { CallObserver } from "../link/provider-session.js";
 import type { SessionManager } from "../link/session-manager.js";
 import type { Logger } from "../log.js";
@@ -69,7 +70,19 @@ export function createPeerService(deps: PeerServiceDeps): ServiceImpl<typeof Pee
 
       const out = new Channel<ForwardResponse>();
       let ended = false; // the request ended on the provider's side (its terminal message relayed)
-      const send = (message: DownMessage) => out.offer(create(ForwardResponseSchema, { message }));
+      // Chunks that arrive together (an engine's burst, one socket read) go out as one message: the
+      // hop's cost is per message, not per byte.
+      let pending: InferenceChunk[] = [];
+      const flush = () => {
+        if (pending.length === 0) return;
+        const chunks = pending;
+        pending = [];
+        out.offer(create(ForwardResponseSchema, { message: { case: "chunks", value: { chunks } } }));
+      };
+      const send = (message: DownMessage) => {
+        flush();
+        out.offer(create(ForwardResponseSchema, { message }));
+      };
       const end = (message: DownMessage) => {
         ended = true;
         send(message);
@@ -78,7 +91,9 @@ export function createPeerService(deps: PeerServiceDeps): ServiceImpl<typeof Pee
       const observer: CallObserver = {
         accepted: () => send({ case: "accepted", value: { requestId } }),
         chunk: () => undefined, // never called: relay() takes the chunks
-        relay: (chunk) => send({ case: "chunk", value: chunk }),
+        relay: (chunk) => {
+          if (pending.push(chunk) === 1) setImmediate(flush);
+        },
         complete: (message) => end({ case: "complete", value: message }),
         error: (message) => end({ case: "error", value: message }),
         lost: (reason) => end({ case: "lost", value: { reason } }),

@@ -2,7 +2,6 @@ import { create } from "@bufbuild/protobuf";
 import { parseTrustLevelName } from "@darkbloom/protocol";
 import { ModelInfoSchema, TrustLevel } from "@darkbloom/protocol/provider/v1";
 import type { Logger } from "../log.js";
-import type { CoordinatorMetrics } from "../metrics.js";
 import { ProviderHandle } from "../routing/provider-handle.js";
 import type { PerformanceBook } from "../routing/provider-performance.js";
 import { ProviderRegistry } from "../routing/provider-registry.js";
@@ -30,9 +29,10 @@ export class RemoteProviders {
     private readonly performance: PerformanceBook,
     routerOptions: RouterOptions,
     private readonly log: Logger,
-    metrics?: CoordinatorMetrics,
   ) {
-    this.router = new Router(this.registry, routerOptions, metrics);
+    // No metrics: the queue-depth gauge is the local router's (a request waiting for a slot waits in
+    // both queues; two writers of one gauge would make it flap).
+    this.router = new Router(this.registry, routerOptions);
   }
 
   /** Follows a read of the directory (the other replicas' rows). */

@@ -2,7 +2,7 @@ import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { Channel } from "@darkbloom/protocol";
 import { type ForwardRequest, ForwardRequestSchema } from "@darkbloom/protocol/cluster/v1";
-import { InferenceErrorSchema } from "@darkbloom/protocol/provider/v1";
+import { type InferenceChunk, InferenceErrorSchema } from "@darkbloom/protocol/provider/v1";
 import type { BoxKey } from "@darkbloom/protocol/sealed-box";
 import { openChunk } from "../link/chunk-opening.js";
 import type { CallObserver, InferenceRequestInit } from "../link/provider-session.js";
@@ -113,21 +113,11 @@ export class RemoteProviderSession implements DispatchTarget {
           case "accepted":
             observer.accepted();
             break;
-          case "chunk": {
-            const opened = openChunk(call.key, message.value.payload);
-            if ("chunk" in opened) {
-              observer.chunk(opened.chunk);
-              break;
+          case "chunks":
+            for (const chunk of message.value.chunks) {
+              if (!this.deliver(requestId, call, chunk)) return;
             }
-            this.cancel(requestId, "untrusted" in opened ? opened.untrusted : "protocol_violation");
-            if ("untrusted" in opened) {
-              observer.lost(`provider untrusted: ${opened.untrusted}`);
-              this.markUntrusted(opened.untrusted, opened.message);
-            } else {
-              observer.lost(`protocol violation: ${opened.violation}`);
-            }
-            return;
-          }
+            break;
           case "complete":
             this.forget(requestId, call);
             observer.complete(message.value);
@@ -167,6 +157,27 @@ export class RemoteProviderSession implements DispatchTarget {
     } finally {
       call.up.close();
     }
+  }
+
+  /**
+   * Opens one relayed chunk and hands it to the observer; false when it broke a rule (the request
+   * is then cancelled and lost, and an encryption violation reported to the holder).
+   */
+  private deliver(requestId: string, call: RemoteCall, chunk: InferenceChunk): boolean {
+    const opened = openChunk(call.key, chunk.payload);
+    if ("chunk" in opened) {
+      call.observer.chunk(opened.chunk);
+      return !call.done;
+    }
+    const { observer } = call;
+    this.cancel(requestId, "untrusted" in opened ? opened.untrusted : "protocol_violation");
+    if ("untrusted" in opened) {
+      observer.lost(`provider untrusted: ${opened.untrusted}`);
+      this.markUntrusted(opened.untrusted, opened.message);
+    } else {
+      observer.lost(`protocol violation: ${opened.violation}`);
+    }
+    return false;
   }
 
   /** The request ends here: its observer hears nothing more, and its key is wiped. */

@@ -53,6 +53,8 @@ export class SessionManager {
     { session: ProviderSession; outbound: Channel<ConnectResponse> }
   >();
   private readonly byMachine = new Map<string, string>();
+  /** Set by drainAll (the coordinator is stopping): registrations are refused from then on. */
+  private shuttingDown = false;
   /**
    * Sessions presenting the signing key of the attested session that holds their machine id (the
    * machine reconnecting over a half-open stream), by their provider id: they replace it only once
@@ -103,6 +105,10 @@ export class SessionManager {
    * Unavailable when it cannot be read. Returns the attestation verdict for open().
    */
   async admit(register: Register): Promise<RegistrationVerdict | undefined> {
+    if (this.shuttingDown) {
+      // A provider drained by this replica's shutdown reconnects: to another replica, not here.
+      throw new ConnectError("this coordinator is shutting down; reconnect (to another replica)", Code.Unavailable);
+    }
     const verdict = this.trust?.verify(register);
     await this.claimMachineId(register, verdict);
     try {
@@ -398,6 +404,7 @@ export class SessionManager {
 
   /** Sends Drain to every provider, waits for their in-flight work up to the deadline, then closes all. */
   async drainAll(reason: string, deadlineMs: number): Promise<void> {
+    this.shuttingDown = true;
     for (const { session } of this.sessions.values()) session.drain(reason, deadlineMs);
     const until = Date.now() + deadlineMs;
     while (Date.now() < until && this.all().some((s) => s.activeCalls > 0)) {

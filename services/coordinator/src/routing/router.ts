@@ -52,7 +52,8 @@ export class Router {
   ) {
     for (const p of registry.all()) this.room.update(p);
     this.unsubscribe = registry.subscribe((e) => {
-      if (e.kind !== "capacity") this.room.update(e.provider);
+      // Capacity too: a remote provider's free slots change with the directory's view of its load.
+      this.room.update(e.provider);
       if (e.kind === "removed") return;
       for (const model of e.provider.models.keys()) this.drain(model);
     });

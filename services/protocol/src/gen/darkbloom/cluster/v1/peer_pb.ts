@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file darkbloom/cluster/v1/peer.proto.
  */
 export const file_darkbloom_cluster_v1_peer: GenFile = /*@__PURE__*/
-  fileDesc("Ch9kYXJrYmxvb20vY2x1c3Rlci92MS9wZWVyLnByb3RvEhRkYXJrYmxvb20uY2x1c3Rlci52MSKHAQoORm9yd2FyZFJlcXVlc3QSMwoFc3RhcnQYASABKAsyIi5kYXJrYmxvb20uY2x1c3Rlci52MS5Gb3J3YXJkU3RhcnRIABI1CgZjYW5jZWwYAiABKAsyIy5kYXJrYmxvb20uY2x1c3Rlci52MS5Gb3J3YXJkQ2FuY2VsSABCCQoHbWVzc2FnZSJdCgxGb3J3YXJkU3RhcnQSEwoLcHJvdmlkZXJfaWQYASABKAkSOAoHcmVxdWVzdBgCIAEoCzInLmRhcmtibG9vbS5wcm92aWRlci52MS5JbmZlcmVuY2VSZXF1ZXN0Ih8KDUZvcndhcmRDYW5jZWwSDgoGcmVhc29uGAEgASgJIkYKEFVudHJ1c3RlZFJlcXVlc3QSEwoLcHJvdmlkZXJfaWQYASABKAkSDAoEY29kZRgCIAEoCRIPCgdtZXNzYWdlGAMgASgJIhMKEVVudHJ1c3RlZFJlc3BvbnNlIvYCCg9Gb3J3YXJkUmVzcG9uc2USOQoIYWRtaXR0ZWQYASABKAsyJS5kYXJrYmxvb20uY2x1c3Rlci52MS5Gb3J3YXJkQWRtaXR0ZWRIABI8CghhY2NlcHRlZBgCIAEoCzIoLmRhcmtibG9vbS5wcm92aWRlci52MS5JbmZlcmVuY2VBY2NlcHRlZEgAEjYKBWNodW5rGAMgASgLMiUuZGFya2Jsb29tLnByb3ZpZGVyLnYxLkluZmVyZW5jZUNodW5rSAASPAoIY29tcGxldGUYBCABKAsyKC5kYXJrYmxvb20ucHJvdmlkZXIudjEuSW5mZXJlbmNlQ29tcGxldGVIABI2CgVlcnJvchgFIAEoCzIlLmRhcmtibG9vbS5wcm92aWRlci52MS5JbmZlcmVuY2VFcnJvckgAEjEKBGxvc3QYBiABKAsyIS5kYXJrYmxvb20uY2x1c3Rlci52MS5Gb3J3YXJkTG9zdEgAQgkKB21lc3NhZ2UiHwoPRm9yd2FyZEFkbWl0dGVkEgwKBHJvd3MYASABKA0iHQoLRm9yd2FyZExvc3QSDgoGcmVhc29uGAEgASgJIjMKDERyYWluUmVxdWVzdBITCgtwcm92aWRlcl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiDwoNRHJhaW5SZXNwb25zZTKZAgoLUGVlclNlcnZpY2USWgoHRm9yd2FyZBIkLmRhcmtibG9vbS5jbHVzdGVyLnYxLkZvcndhcmRSZXF1ZXN0GiUuZGFya2Jsb29tLmNsdXN0ZXIudjEuRm9yd2FyZFJlc3BvbnNlKAEwARJcCglVbnRydXN0ZWQSJi5kYXJrYmxvb20uY2x1c3Rlci52MS5VbnRydXN0ZWRSZXF1ZXN0GicuZGFya2Jsb29tLmNsdXN0ZXIudjEuVW50cnVzdGVkUmVzcG9uc2USUAoFRHJhaW4SIi5kYXJrYmxvb20uY2x1c3Rlci52MS5EcmFpblJlcXVlc3QaIy5kYXJrYmxvb20uY2x1c3Rlci52MS5EcmFpblJlc3BvbnNlYgZwcm90bzM", [file_darkbloom_provider_v1_provider]);
+  fileDesc("Ch9kYXJrYmxvb20vY2x1c3Rlci92MS9wZWVyLnByb3RvEhRkYXJrYmxvb20uY2x1c3Rlci52MSKHAQoORm9yd2FyZFJlcXVlc3QSMwoFc3RhcnQYASABKAsyIi5kYXJrYmxvb20uY2x1c3Rlci52MS5Gb3J3YXJkU3RhcnRIABI1CgZjYW5jZWwYAiABKAsyIy5kYXJrYmxvb20uY2x1c3Rlci52MS5Gb3J3YXJkQ2FuY2VsSABCCQoHbWVzc2FnZSJdCgxGb3J3YXJkU3RhcnQSEwoLcHJvdmlkZXJfaWQYASABKAkSOAoHcmVxdWVzdBgCIAEoCzInLmRhcmtibG9vbS5wcm92aWRlci52MS5JbmZlcmVuY2VSZXF1ZXN0Ih8KDUZvcndhcmRDYW5jZWwSDgoGcmVhc29uGAEgASgJIkYKEFVudHJ1c3RlZFJlcXVlc3QSEwoLcHJvdmlkZXJfaWQYASABKAkSDAoEY29kZRgCIAEoCRIPCgdtZXNzYWdlGAMgASgJIhMKEVVudHJ1c3RlZFJlc3BvbnNlIvUCCg9Gb3J3YXJkUmVzcG9uc2USOQoIYWRtaXR0ZWQYASABKAsyJS5kYXJrYmxvb20uY2x1c3Rlci52MS5Gb3J3YXJkQWRtaXR0ZWRIABI8CghhY2NlcHRlZBgCIAEoCzIoLmRhcmtibG9vbS5wcm92aWRlci52MS5JbmZlcmVuY2VBY2NlcHRlZEgAEjUKBmNodW5rcxgDIAEoCzIjLmRhcmtibG9vbS5jbHVzdGVyLnYxLkZvcndhcmRDaHVua3NIABI8Cghjb21wbGV0ZRgEIAEoCzIoLmRhcmtibG9vbS5wcm92aWRlci52MS5JbmZlcmVuY2VDb21wbGV0ZUgAEjYKBWVycm9yGAUgASgLMiUuZGFya2Jsb29tLnByb3ZpZGVyLnYxLkluZmVyZW5jZUVycm9ySAASMQoEbG9zdBgGIAEoCzIhLmRhcmtibG9vbS5jbHVzdGVyLnYxLkZvcndhcmRMb3N0SABCCQoHbWVzc2FnZSJGCg1Gb3J3YXJkQ2h1bmtzEjUKBmNodW5rcxgBIAMoCzIlLmRhcmtibG9vbS5wcm92aWRlci52MS5JbmZlcmVuY2VDaHVuayIfCg9Gb3J3YXJkQWRtaXR0ZWQSDAoEcm93cxgBIAEoDSIdCgtGb3J3YXJkTG9zdBIOCgZyZWFzb24YASABKAkiMwoMRHJhaW5SZXF1ZXN0EhMKC3Byb3ZpZGVyX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSIPCg1EcmFpblJlc3BvbnNlMpkCCgtQZWVyU2VydmljZRJaCgdGb3J3YXJkEiQuZGFya2Jsb29tLmNsdXN0ZXIudjEuRm9yd2FyZFJlcXVlc3QaJS5kYXJrYmxvb20uY2x1c3Rlci52MS5Gb3J3YXJkUmVzcG9uc2UoATABElwKCVVudHJ1c3RlZBImLmRhcmtibG9vbS5jbHVzdGVyLnYxLlVudHJ1c3RlZFJlcXVlc3QaJy5kYXJrYmxvb20uY2x1c3Rlci52MS5VbnRydXN0ZWRSZXNwb25zZRJQCgVEcmFpbhIiLmRhcmtibG9vbS5jbHVzdGVyLnYxLkRyYWluUmVxdWVzdBojLmRhcmtibG9vbS5jbHVzdGVyLnYxLkRyYWluUmVzcG9uc2ViBnByb3RvMw", [file_darkbloom_provider_v1_provider]);
 
 /**
  * ForwardRequest is one message from the consumer-facing replica to the holder.
@@ -181,12 +181,13 @@ export type ForwardResponse = Message<"darkbloom.cluster.v1.ForwardResponse"> & 
     case: "accepted";
   } | {
     /**
-     * chunk relays an InferenceChunk as the provider sent it (sequence checked by the holder).
+     * chunks relays InferenceChunks as the provider sent them (sequence checked by the holder), in
+     * order: those that arrived together travel in one message.
      *
-     * @generated from field: darkbloom.provider.v1.InferenceChunk chunk = 3;
+     * @generated from field: darkbloom.cluster.v1.ForwardChunks chunks = 3;
      */
-    value: InferenceChunk;
-    case: "chunk";
+    value: ForwardChunks;
+    case: "chunks";
   } | {
     /**
      * complete relays the provider's InferenceComplete; the call ends after it.
@@ -222,6 +223,27 @@ export const ForwardResponseSchema: GenMessage<ForwardResponse> = /*@__PURE__*/
   messageDesc(file_darkbloom_cluster_v1_peer, 5);
 
 /**
+ * ForwardChunks is a run of a request's chunks.
+ *
+ * @generated from message darkbloom.cluster.v1.ForwardChunks
+ */
+export type ForwardChunks = Message<"darkbloom.cluster.v1.ForwardChunks"> & {
+  /**
+   * chunks are in sequence order.
+   *
+   * @generated from field: repeated darkbloom.provider.v1.InferenceChunk chunks = 1;
+   */
+  chunks: InferenceChunk[];
+};
+
+/**
+ * Describes the message darkbloom.cluster.v1.ForwardChunks.
+ * Use `create(ForwardChunksSchema)` to create a new message.
+ */
+export const ForwardChunksSchema: GenMessage<ForwardChunks> = /*@__PURE__*/
+  messageDesc(file_darkbloom_cluster_v1_peer, 6);
+
+/**
  * ForwardAdmitted acknowledges the dispatch.
  *
  * @generated from message darkbloom.cluster.v1.ForwardAdmitted
@@ -241,7 +263,7 @@ export type ForwardAdmitted = Message<"darkbloom.cluster.v1.ForwardAdmitted"> & 
  * Use `create(ForwardAdmittedSchema)` to create a new message.
  */
 export const ForwardAdmittedSchema: GenMessage<ForwardAdmitted> = /*@__PURE__*/
-  messageDesc(file_darkbloom_cluster_v1_peer, 6);
+  messageDesc(file_darkbloom_cluster_v1_peer, 7);
 
 /**
  * ForwardLost ends a forwarded request that the provider did not finish.
@@ -262,7 +284,7 @@ export type ForwardLost = Message<"darkbloom.cluster.v1.ForwardLost"> & {
  * Use `create(ForwardLostSchema)` to create a new message.
  */
 export const ForwardLostSchema: GenMessage<ForwardLost> = /*@__PURE__*/
-  messageDesc(file_darkbloom_cluster_v1_peer, 7);
+  messageDesc(file_darkbloom_cluster_v1_peer, 8);
 
 /**
  * DrainRequest names the provider to drain.
@@ -290,7 +312,7 @@ export type DrainRequest = Message<"darkbloom.cluster.v1.DrainRequest"> & {
  * Use `create(DrainRequestSchema)` to create a new message.
  */
 export const DrainRequestSchema: GenMessage<DrainRequest> = /*@__PURE__*/
-  messageDesc(file_darkbloom_cluster_v1_peer, 8);
+  messageDesc(file_darkbloom_cluster_v1_peer, 9);
 
 /**
  * DrainResponse acknowledges that the provider was asked to drain.
@@ -305,7 +327,7 @@ export type DrainResponse = Message<"darkbloom.cluster.v1.DrainResponse"> & {
  * Use `create(DrainResponseSchema)` to create a new message.
  */
 export const DrainResponseSchema: GenMessage<DrainResponse> = /*@__PURE__*/
-  messageDesc(file_darkbloom_cluster_v1_peer, 9);
+  messageDesc(file_darkbloom_cluster_v1_peer, 10);
 
 /**
  * PeerService is how coordinator replicas reach the provider streams other replicas hold. Only
