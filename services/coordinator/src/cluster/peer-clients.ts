@@ -36,7 +36,14 @@ export class PeerClients {
       const sessions = new Http2SessionManager(url, KEEPALIVE, { createConnection: openSocket });
       const client = createClient(
         PeerService,
-        createConnectTransport({ baseUrl: url, httpVersion: "2", sessionManager: sessions }),
+        // No compression either way: requests and chunks are ciphertext, which does not compress
+        // (gzip cost the hop more CPU than anything else).
+        createConnectTransport({
+          baseUrl: url,
+          httpVersion: "2",
+          sessionManager: sessions,
+          acceptCompression: [],
+        }),
       );
       peer = { client, sessions };
       this.peers.set(url, peer);

@@ -71,9 +71,12 @@ export function createPeerService(deps: PeerServiceDeps): ServiceImpl<typeof Pee
       const out = new Channel<ForwardResponse>();
       let ended = false; // the request ended on the provider's side (its terminal message relayed)
       // Chunks that arrive together (an engine's burst, one socket read) go out as one message: the
-      // hop's cost is per message, not per byte.
+      // hop's cost is per message, not per byte. The first of a burst goes at once (no added
+      // latency); those arriving before the event loop's next turn follow it in one message.
       let pending: InferenceChunk[] = [];
+      let window = false;
       const flush = () => {
+        window = false;
         if (pending.length === 0) return;
         const chunks = pending;
         pending = [];
@@ -92,7 +95,12 @@ export function createPeerService(deps: PeerServiceDeps): ServiceImpl<typeof Pee
         accepted: () => send({ case: "accepted", value: { requestId } }),
         chunk: () => undefined, // never called: relay() takes the chunks
         relay: (chunk) => {
-          if (pending.push(chunk) === 1) setImmediate(flush);
+          pending.push(chunk);
+          if (window) return;
+          window = true;
+          flush();
+          window = true;
+          setImmediate(flush);
         },
         complete: (message) => end({ case: "complete", value: message }),
         error: (message) => end({ case: "error", value: message }),
