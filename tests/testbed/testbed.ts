@@ -37,12 +37,24 @@ export interface TestbedProviderSpec {
   maxBatch?: number;
   /** Extra `darkbloom serve` flags. */
   args?: string[];
+  /** The coordinator replica it connects to (default 0: the one `coordinator` and the admin client use). */
+  replica?: number;
 }
 
 export interface TestbedOptions {
   providers: TestbedProviderSpec[];
   /** Extra `darkbloom-coordinator serve` flags (serving limits such as --inter-token-timeout 2s). */
   coordinatorArgs?: string[];
+  /**
+   * Coordinator replicas on the one PostgreSQL (default 1), each its own process on its own port,
+   * forwarding to each other with a shared peer token. Consumers and the admin client use replica 0.
+   */
+  replicas?: number;
+  /**
+   * Advertise every replica but the first through a TcpTap that records every byte (`peerTaps`): the
+   * replica-to-replica wire of forwarded requests.
+   */
+  tapPeers?: boolean;
   /** Lowest provider trust routed to (default: the coordinator's own default, self_signed). */
   minTrust?: "none" | "self_signed" | "hardware";
   /** Price of every model (default TESTBED_PRICES). */
@@ -81,14 +93,15 @@ export interface TestbedAccount {
   apiKey: string;
 }
 
-/** The coordinator process, on a port fixed for the testbed's life so restarts keep its URL. */
+/** A coordinator process, on a port fixed for the testbed's life so restarts keep its URL. */
 export class TestbedCoordinator extends ManagedProcess {
   constructor(
     readonly port: number,
     args: () => string[],
     logFile: string,
+    name = "coordinator",
   ) {
-    super("coordinator", coordinatorBin, args, logFile);
+    super(name, coordinatorBin, args, logFile);
   }
 
   get url(): string {
@@ -120,12 +133,17 @@ export class Testbed {
     /** Everything lives here: PostgreSQL's cluster, each process's data directory, logs. */
     readonly dir: string,
     readonly postgres: TestbedPostgres,
+    /** Replica 0: where consumers, the admin client and the metrics go. */
     readonly coordinator: TestbedCoordinator,
     readonly providers: readonly TestbedProvider[],
     readonly adminKey: string,
     private readonly reaper: Reaper | undefined,
     /** The bearer token the coordinator's GET /metrics requires. */
     readonly metricsToken: string,
+    /** Every coordinator replica, `coordinator` first. */
+    readonly replicas: readonly TestbedCoordinator[] = [coordinator],
+    /** With `tapPeers`, the tap each replica is advertised through (none for replica 0). */
+    readonly peerTaps: readonly (TcpTap | undefined)[] = [],
   ) {
     this.admin = createClient(
       AdminService,
@@ -318,8 +336,9 @@ export class Testbed {
     for (const t of this.tokenizers.values()) await (await t.catch(() => undefined))?.dispose();
     await (await this.llama?.catch(() => undefined))?.dispose();
     await Promise.allSettled(this.providers.map((p) => p.stop()));
-    await this.coordinator.stop().catch(() => undefined);
+    await Promise.allSettled(this.replicas.map((c) => c.stop()));
     await Promise.allSettled(this.providers.map((p) => p.tap?.close()));
+    await Promise.allSettled(this.peerTaps.map((t) => t?.close()));
     await this.postgres.stop().catch(() => undefined);
     this.reaper?.release();
     if (process.env.DARKBLOOM_TESTBED_KEEP) {
@@ -352,30 +371,47 @@ export async function startTestbed(o: TestbedOptions): Promise<Testbed> {
     if (pgPid) reaper?.watchProcess(pgPid, "SIGQUIT");
     const adminKey = `dbadm_${randomBytes(24).toString("base64url")}`;
     const metricsToken = randomBytes(24).toString("base64url");
-    const port = await freePort();
-    const coordinator = new TestbedCoordinator(
-      port,
-      () => [
-        "serve",
-        ...["--port", String(port), "--data-dir", join(dir, "coordinator")],
-        ...["--database-url", postgres.url, "--admin-key", adminKey, "--log-level", "info"],
-        ...["--metrics-token", metricsToken],
-        ...(o.minTrust ? ["--min-trust", o.minTrust] : []),
-        ...(o.coordinatorArgs ?? []),
-      ],
-      join(logs, "coordinator.log"),
-    );
-    coordinator.onStarted = (pid) => reaper?.watchGroup(pid);
-    coordinator.start();
-    started.push(coordinator);
-    await coordinator.waitHealthy();
+    const peerToken = randomBytes(24).toString("base64url");
+    const replicaCount = o.replicas ?? 1;
+    const replicas: TestbedCoordinator[] = [];
+    const peerTaps: (TcpTap | undefined)[] = [];
+    for (let r = 0; r < replicaCount; r++) {
+      const port = await freePort();
+      const peerTap = o.tapPeers && r > 0 ? await TcpTap.start({ host: "127.0.0.1", port }) : undefined;
+      if (peerTap) started.push({ stop: () => peerTap.close() });
+      peerTaps.push(peerTap);
+      const replica = new TestbedCoordinator(
+        port,
+        () => [
+          "serve",
+          ...["--port", String(port), "--data-dir", join(dir, r === 0 ? "coordinator" : `coordinator-${r}`)],
+          ...["--database-url", postgres.url, "--admin-key", adminKey, "--log-level", "info"],
+          ...["--metrics-token", metricsToken],
+          ...(replicaCount > 1 ? ["--peer-token", peerToken] : []),
+          ...(peerTap ? ["--advertise-url", peerTap.url] : []),
+          ...(o.minTrust ? ["--min-trust", o.minTrust] : []),
+          ...(o.coordinatorArgs ?? []),
+        ],
+        join(logs, r === 0 ? "coordinator.log" : `coordinator-${r}.log`),
+        r === 0 ? "coordinator" : `coordinator-${r}`,
+      );
+      replica.onStarted = (pid) => reaper?.watchGroup(pid);
+      replica.start();
+      started.push(replica);
+      // One at a time: each applies the migrations (under an advisory lock) before it answers.
+      await replica.waitHealthy();
+      replicas.push(replica);
+    }
+    const coordinator = replicas[0] as TestbedCoordinator;
 
     const providers: TestbedProvider[] = [];
     for (const [i, spec] of o.providers.entries()) {
-      const tap = spec.tap ? await TcpTap.start({ host: "127.0.0.1", port }) : undefined;
+      const target = replicas[spec.replica ?? 0];
+      if (!target) throw new Error(`provider ${i} names replica ${spec.replica}; there are ${replicaCount}`);
+      const tap = spec.tap ? await TcpTap.start({ host: "127.0.0.1", port: target.port }) : undefined;
       if (tap) started.push({ stop: () => tap.close() });
       const dataDir = join(dir, "providers", String(i));
-      const coordinatorUrl = tap?.url ?? coordinator.url;
+      const coordinatorUrl = tap?.url ?? target.url;
       providers.push(
         new TestbedProvider(
           i,
@@ -395,7 +431,17 @@ export async function startTestbed(o: TestbedOptions): Promise<Testbed> {
       );
     }
     for (const p of providers) p.onStarted = (pid) => reaper?.watchGroup(pid);
-    const testbed = new Testbed(dir, postgres, coordinator, providers, adminKey, reaper, metricsToken);
+    const testbed = new Testbed(
+      dir,
+      postgres,
+      coordinator,
+      providers,
+      adminKey,
+      reaper,
+      metricsToken,
+      replicas,
+      peerTaps,
+    );
     started.length = 0;
     started.push(testbed);
 

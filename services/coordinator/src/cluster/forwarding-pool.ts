@@ -60,8 +60,9 @@ export class ForwardingPool implements ProviderPool {
     if (mine || theirs) return (mine ?? theirs) as Lease;
     const localCan = local.hasEligibleProvider(demand, constraints);
     const remoteCan = remote.hasEligibleProvider(demand, constraints);
-    if (!remoteCan) return local.acquire(demand, constraints, signal);
-    if (!localCan) return remote.acquire(demand, constraints, signal);
+    if (localCan && !remoteCan) return local.acquire(demand, constraints, signal);
+    if (remoteCan && !localCan) return remote.acquire(demand, constraints, signal);
+    // Both could serve it, or neither can yet: the provider that comes may connect to any replica.
     return firstLease([local, remote], demand, constraints, signal);
   }
 
