@@ -280,6 +280,7 @@ async function start(config: CoordinatorConfig, log: Logger, closers: Closers): 
   // while everything it needs is still up; readiness reports the shutdown from here on.
   closers.add("provider drain", async () => {
     shuttingDown = true;
+    server.drain();
     await Promise.all([sessions.drainAll("coordinator_shutdown", drainMs), pipeline.quiesce(drainMs)]);
   });
   return {

@@ -1,3 +1,4 @@
+import http from "node:http";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { PeerService } from "@darkbloom/protocol/cluster/v1";
@@ -135,6 +136,34 @@ describe("forwarding between coordinator replicas", () => {
     await reader.read(); // streaming
     // A stops while the stream is open: readiness goes, but the stream ends complete.
     const closed = a.coordinator.close({ drainMs: 10_000 });
+    // A request arriving meanwhile is still served (forwarded), on a connection A then closes: a
+    // keep-alive client's next request goes to a new connection (another replica, behind a balancer).
+    const late = await new Promise<{ status: number; connection: string | undefined; body: string }>(
+      (resolve, reject) => {
+        const body = JSON.stringify(chat(false));
+        const req = http.request(
+          new URL("/v1/chat/completions", a.url),
+          {
+            method: "POST",
+            agent: new http.Agent({ keepAlive: true }),
+            headers: { "content-type": "application/json", authorization: `Bearer ${a.apiKey}` },
+          },
+          (res) => {
+            let text = "";
+            res.on("data", (d: Buffer) => {
+              text += d.toString();
+            });
+            res.on("end", () =>
+              resolve({ status: res.statusCode ?? 0, connection: res.headers.connection, body: text }),
+            );
+          },
+        );
+        req.on("error", reject);
+        req.end(body);
+      },
+    );
+    expect(late.status).toBe(200);
+    expect(late.connection).toBe("close");
     let text = "";
     for (;;) {
       const { done, value } = await reader.read();

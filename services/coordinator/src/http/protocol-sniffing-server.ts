@@ -31,6 +31,12 @@ export interface ListeningServer {
   /** http://host:port */
   url: string;
   port: number;
+  /**
+   * The server is about to stop: every HTTP/1.1 response from now on says `Connection: close`, so
+   * that keep-alive clients send their next request on a new connection (behind a load balancer, to
+   * another replica) instead of one this server is about to close under them.
+   */
+  drain(): void;
   /** Stops accepting connections and closes them (HTTP/2 sessions get GOAWAY). */
   close(): Promise<void>;
 }
@@ -49,10 +55,12 @@ export async function listenHttp(
   const limits = connectionLimits(options.limits);
   const onLimit = options.onLimit ?? (() => undefined);
   const guard = new ConnectionGuard(limits, options.isRequestStream ?? (() => false), onLimit);
+  let draining = false;
   const dispatch = (
     req: http.IncomingMessage | http2.Http2ServerRequest,
     res: http.ServerResponse | http2.Http2ServerResponse,
   ) => {
+    if (draining && res instanceof http.ServerResponse) res.shouldKeepAlive = false;
     const response = asResponse(res);
     // Before the handler, which may write (and finish) synchronously.
     guard.request(req, response);
@@ -126,6 +134,9 @@ export async function listenHttp(
   return {
     url: `http://${urlHost}:${address.port}`,
     port: address.port,
+    drain: () => {
+      draining = true;
+    },
     close: () =>
       new Promise<void>((resolve) => {
         tcp.close(() => resolve());
