@@ -325,7 +325,14 @@ export function completedCharge(promptTokens: number, completionTokens: number):
 
 /** The account's usage records (newest first, at most 500). */
 export async function usageRecords(tb: Testbed, accountId: string): Promise<UsageRecord[]> {
-  return (await tb.admin.listUsage({ accountId, pageSize: 500 })).records;
+  const records: UsageRecord[] = [];
+  let pageToken = "";
+  do {
+    const page = await tb.admin.listUsage({ accountId, pageSize: 500, pageToken });
+    records.push(...page.records);
+    pageToken = page.nextPageToken;
+  } while (pageToken !== "");
+  return records;
 }
 
 /** The request's usage record once it is settled (settlement follows the response's end). */

@@ -20,6 +20,7 @@ import {
 import { modelPath } from "@darkbloom/provider";
 import { getLlama, type Llama, LlamaLogLevel } from "node-llama-cpp";
 import OpenAI from "openai";
+import { TcpBalancer } from "./balancer.js";
 import { ManagedProcess } from "./managed-process.js";
 import { TestbedPostgres } from "./postgres.js";
 import { Reaper } from "./reaper-client.js";
@@ -37,8 +38,11 @@ export interface TestbedProviderSpec {
   maxBatch?: number;
   /** Extra `darkbloom serve` flags. */
   args?: string[];
-  /** The coordinator replica it connects to (default 0: the one `coordinator` and the admin client use). */
-  replica?: number;
+  /**
+   * The coordinator replica it connects to (default 0: the one `coordinator` and the admin client
+   * use), or "balanced": through the testbed's balancer (`balanced`), as behind a Service.
+   */
+  replica?: number | "balanced";
 }
 
 export interface TestbedOptions {
@@ -55,6 +59,11 @@ export interface TestbedOptions {
    * replica-to-replica wire of forwarded requests.
    */
   tapPeers?: boolean;
+  /**
+   * Put a TCP balancer in front of the replicas (a Service): consumers and the admin client go
+   * through it (`baseUrl`), and so do providers whose spec says `replica: "balanced"`.
+   */
+  balanced?: boolean;
   /** Lowest provider trust routed to (default: the coordinator's own default, self_signed). */
   minTrust?: "none" | "self_signed" | "hardware";
   /** Price of every model (default TESTBED_PRICES). */
@@ -144,11 +153,13 @@ export class Testbed {
     readonly replicas: readonly TestbedCoordinator[] = [coordinator],
     /** With `tapPeers`, the tap each replica is advertised through (none for replica 0). */
     readonly peerTaps: readonly (TcpTap | undefined)[] = [],
+    /** With `balanced`, the balancer in front of the replicas. */
+    readonly balancer?: TcpBalancer,
   ) {
     this.admin = createClient(
       AdminService,
       createConnectTransport({
-        baseUrl: coordinator.url,
+        baseUrl: this.frontUrl,
         httpVersion: "1.1",
         interceptors: [
           (next) => (req) => {
@@ -160,9 +171,14 @@ export class Testbed {
     );
   }
 
+  /** Where consumers and the admin client go: the balancer, else replica 0. */
+  get frontUrl(): string {
+    return this.balancer?.url ?? this.coordinator.url;
+  }
+
   /** The OpenAI-compatible base URL (…/v1). */
   get baseUrl(): string {
-    return `${this.coordinator.url}/v1`;
+    return `${this.frontUrl}/v1`;
   }
 
   /** A funded consumer account and its API key. */
@@ -339,6 +355,7 @@ export class Testbed {
     await Promise.allSettled(this.replicas.map((c) => c.stop()));
     await Promise.allSettled(this.providers.map((p) => p.tap?.close()));
     await Promise.allSettled(this.peerTaps.map((t) => t?.close()));
+    await this.balancer?.close();
     await this.postgres.stop().catch(() => undefined);
     this.reaper?.release();
     if (process.env.DARKBLOOM_TESTBED_KEEP) {
@@ -403,11 +420,16 @@ export async function startTestbed(o: TestbedOptions): Promise<Testbed> {
       replicas.push(replica);
     }
     const coordinator = replicas[0] as TestbedCoordinator;
+    const balancer = o.balanced ? await TcpBalancer.start(replicas.map((r) => r.port)) : undefined;
+    if (balancer) started.push({ stop: () => balancer.close() });
 
     const providers: TestbedProvider[] = [];
     for (const [i, spec] of o.providers.entries()) {
-      const target = replicas[spec.replica ?? 0];
-      if (!target) throw new Error(`provider ${i} names replica ${spec.replica}; there are ${replicaCount}`);
+      const target =
+        spec.replica === "balanced"
+          ? balancer && { port: balancer.port, url: balancer.url }
+          : replicas[spec.replica ?? 0];
+      if (!target) throw new Error(`provider ${i} names replica ${spec.replica}, which this testbed lacks`);
       const tap = spec.tap ? await TcpTap.start({ host: "127.0.0.1", port: target.port }) : undefined;
       if (tap) started.push({ stop: () => tap.close() });
       const dataDir = join(dir, "providers", String(i));
@@ -441,6 +463,7 @@ export async function startTestbed(o: TestbedOptions): Promise<Testbed> {
       metricsToken,
       replicas,
       peerTaps,
+      balancer,
     );
     started.length = 0;
     started.push(testbed);

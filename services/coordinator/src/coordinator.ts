@@ -10,13 +10,14 @@ import { FailedAuthLimiter } from "./auth/failed-auth-limiter.js";
 import { RateLimiter } from "./auth/rate-limiter.js";
 import { Billing, type BillingOptions } from "./billing/billing.js";
 import { CatalogTokenizers } from "./catalog/catalog-tokenizers.js";
-import { ModelCatalog } from "./catalog/model-catalog.js";
+import { CATALOG_CHANNEL, ModelCatalog } from "./catalog/model-catalog.js";
 import { readVocabulary, VocabularyStore } from "./catalog/vocabulary-store.js";
 import { Closers } from "./closers.js";
 import { ClusterView } from "./cluster/cluster-view.js";
 import { DirectoryReader } from "./cluster/directory-reader.js";
 import { DirectoryWriter } from "./cluster/directory-writer.js";
 import { ForwardingPool } from "./cluster/forwarding-pool.js";
+import { Notifications } from "./cluster/notifications.js";
 import { PeerClients } from "./cluster/peer-clients.js";
 import { RemoteProviders } from "./cluster/remote-providers.js";
 import { type CoordinatorConfig, type CoordinatorConfigInput, resolveConfig } from "./config.js";
@@ -107,6 +108,17 @@ async function start(config: CoordinatorConfig, log: Logger, closers: Closers): 
     await billing.start();
     closers.add("billing", () => billing.stop());
   }
+  const instanceId = billing?.instanceId ?? `coord_${randomUUID()}`;
+  // Shared-state changes other replicas announce (the catalog, the provider directory); the
+  // connection opens with the directory reader.
+  const notifications = new Notifications(db.url, `darkbloom-listen:${instanceId}`, log);
+  closers.add("notifications", () => notifications.stop());
+  const refreshCatalog = () =>
+    void catalog
+      .refresh()
+      .catch((e: Error) => log.warn({ err: e.message }, "could not refresh the model catalog"));
+  notifications.on(CATALOG_CHANNEL, refreshCatalog);
+  notifications.onReconnect(refreshCatalog);
   const registry = new ProviderRegistry();
   const metrics = new CoordinatorMetrics({
     modelOrigin: (model) =>
@@ -144,7 +156,7 @@ async function start(config: CoordinatorConfig, log: Logger, closers: Closers): 
     cluster,
     writer: directoryWriter,
     reader: directoryReader,
-  } = await startDirectory(config, db, registry, trust, billing, log, closers);
+  } = await startDirectory(config, db, { instanceId, notifications }, registry, trust, billing, log, closers);
   // A machine that reconnected to another replica ends its older session here.
   const unsubscribeSupersede = directoryReader.subscribe((entries) =>
     sessions.supersede(
@@ -316,13 +328,13 @@ async function start(config: CoordinatorConfig, log: Logger, closers: Closers): 
 async function startDirectory(
   config: CoordinatorConfig,
   db: { pool: pg.Pool; url: string },
+  { instanceId, notifications }: { instanceId: string; notifications: Notifications },
   registry: ProviderRegistry,
   trust: TrustManager,
   billing: Billing | undefined,
   log: Logger,
   closers: Closers,
 ): Promise<{ cluster: ClusterView; writer: DirectoryWriter; reader: DirectoryReader }> {
-  const instanceId = billing?.instanceId ?? `coord_${randomUUID()}`;
   const writer = new DirectoryWriter(
     db.pool,
     registry,
@@ -341,7 +353,7 @@ async function startDirectory(
   closers.add("provider directory writer", () => writer.stop());
   const reader = new DirectoryReader(
     db.pool,
-    db.url,
+    notifications,
     { instanceId, pollMs: config.directoryPollMs, staleMs: config.instanceStaleMs },
     log,
   );

@@ -59,9 +59,14 @@ interface ModelRow {
 const COLUMNS = `id, display_name, owned_by, input_micro_usd_per_million::text AS input,
   output_micro_usd_per_million::text AS output, enabled, tokenizer_sha256, created_at, updated_at`;
 
+/** The channel a catalog write is announced on (no payload: every replica reloads its snapshot). */
+export const CATALOG_CHANNEL = "model_catalog";
+
 /**
  * The model catalog with prices. Reads come from an in-memory snapshot so the request path never
- * queries the database; the snapshot is reloaded after each write made here and every 10 seconds.
+ * queries the database; the snapshot is reloaded after each write made here, on every other
+ * replica at once (a write NOTIFYs CATALOG_CHANNEL, which the coordinator LISTENs to), and every 10
+ * seconds as the backstop.
  */
 export class ModelCatalog {
   private snapshot: ReadonlyMap<string, CatalogModel> | undefined;
@@ -128,7 +133,7 @@ export class ModelCatalog {
         model.enabled,
       ],
     );
-    await this.refresh();
+    await this.written();
     return toModel(rows[0]!);
   }
 
@@ -136,6 +141,12 @@ export class ModelCatalog {
   async delete(id: string): Promise<void> {
     const { rowCount } = await this.pool.query("DELETE FROM models WHERE id = $1", [id]);
     if (rowCount === 0) throw new ModelNotFoundError(id);
+    await this.written();
+  }
+
+  /** A write was made: this replica reloads, and tells the others (best effort: they also poll). */
+  private async written(): Promise<void> {
+    await this.pool.query("SELECT pg_notify($1, '')", [CATALOG_CHANNEL]).catch(() => undefined);
     await this.refresh();
   }
 
@@ -159,7 +170,7 @@ export class ModelCatalog {
       [id, sha256 ?? null],
     );
     if (rows.length === 0) throw new ModelNotFoundError(id);
-    await this.refresh();
+    await this.written();
     return toModel(rows[0]!);
   }
 

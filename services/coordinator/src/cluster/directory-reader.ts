@@ -1,7 +1,8 @@
-import pg from "pg";
+import type pg from "pg";
 import type { Logger } from "../log.js";
 import { type DirectoryEntry, type DirectoryRow, entryFromRow } from "./directory-row.js";
 import { DIRECTORY_CHANNEL } from "./directory-writer.js";
+import type { Notifications } from "./notifications.js";
 
 export interface DirectoryReaderOptions {
   /** This coordinator's instance id: its own rows are left out (its sessions are read live). */
@@ -17,9 +18,9 @@ export type DirectoryListener = (remote: DirectoryEntry[]) => void;
 
 /**
  * A cached view of the other replicas' providers in the directory, for the answers every replica
- * must give alike (model list, attestations, admin listing). A dedicated connection LISTENs for
- * changes and re-reads at once; polling every pollMs is the backstop for a NOTIFY lost with that
- * connection, which the poll also re-opens. Rows of instances whose liveness went stale are ignored
+ * must give alike (model list, attestations, admin listing) and for forwarding. Re-read at once on
+ * every NOTIFY (Notifications' LISTEN connection); polling every pollMs is the backstop for a NOTIFY
+ * lost with that connection, which the poll also re-opens. Rows of instances whose liveness went stale are ignored
  * and deleted here (whichever replica sees them first). Memory: one entry per provider connected to
  * the cluster, a number each replica's connection caps bound.
  */
@@ -27,22 +28,26 @@ export class DirectoryReader {
   /** The last read, each entry with when (this process's clock) its owner's liveness goes stale. */
   private entries: ReadonlyArray<{ entry: DirectoryEntry; staleAt: number }> = [];
   private timer: NodeJS.Timeout | undefined;
-  private listener: pg.Client | undefined;
-  private connecting: Promise<void> | undefined;
   private reading: Promise<void> | undefined;
+  private readonly unsubscribe: Array<() => void> = [];
   private again = false;
   private stopped = false;
   private readonly listeners = new Set<DirectoryListener>();
 
   constructor(
     private readonly pool: pg.Pool,
-    private readonly databaseUrl: string,
+    private readonly notifications: Notifications,
     private readonly options: DirectoryReaderOptions,
     private readonly log: Logger,
   ) {}
 
   async start(): Promise<void> {
-    await this.listen();
+    this.unsubscribe.push(
+      this.notifications.on(DIRECTORY_CHANNEL, () => void this.refresh()),
+      // Changes announced while no connection listened are read now.
+      this.notifications.onReconnect(() => void this.refresh()),
+    );
+    await this.notifications.ensure();
     await this.refresh();
     this.timer = setInterval(() => void this.poll(), this.options.pollMs);
     this.timer.unref();
@@ -51,11 +56,8 @@ export class DirectoryReader {
   async stop(): Promise<void> {
     this.stopped = true;
     clearInterval(this.timer);
-    await this.connecting;
+    for (const unsubscribe of this.unsubscribe.splice(0)) unsubscribe();
     await this.reading;
-    const listener = this.listener;
-    this.listener = undefined;
-    await listener?.end().catch(() => undefined);
   }
 
   /** Calls `listener` after every read from now on; returns the unsubscribe. */
@@ -115,7 +117,7 @@ export class DirectoryReader {
 
   private async poll(): Promise<void> {
     if (this.stopped) return;
-    if (!this.listener) await this.listen();
+    await this.notifications.ensure();
     try {
       // Another replica's rows once it looks dead: it cannot delete them itself.
       const { rowCount } = await this.pool.query(
@@ -134,45 +136,5 @@ export class DirectoryReader {
       this.log.warn({ err: (e as Error).message }, "could not sweep stale directory rows");
     }
     await this.refresh();
-  }
-
-  private listen(): Promise<void> {
-    this.connecting ??= this.openListener().finally(() => {
-      this.connecting = undefined;
-    });
-    return this.connecting;
-  }
-
-  private async openListener(): Promise<void> {
-    if (this.stopped || this.listener) return;
-    const client = new pg.Client({
-      connectionString: this.databaseUrl,
-      application_name: `darkbloom-directory:${this.options.instanceId}`,
-    });
-    const lost = (why: string) => {
-      if (this.listener !== client) return;
-      this.listener = undefined;
-      if (!this.stopped)
-        this.log.warn({ err: why }, "provider directory LISTEN lost; polling until re-opened");
-      void client.end().catch(() => undefined);
-    };
-    client.on("error", (e) => lost(e.message));
-    client.on("end", () => lost("connection ended"));
-    client.on("notification", () => void this.refresh());
-    try {
-      await client.connect();
-      await client.query(`LISTEN ${DIRECTORY_CHANNEL}`);
-    } catch (e) {
-      this.log.warn({ err: (e as Error).message }, "could not LISTEN for provider directory changes");
-      await client.end().catch(() => undefined);
-      return;
-    }
-    if (this.stopped) {
-      await client.end().catch(() => undefined);
-      return;
-    }
-    this.listener = client;
-    // Changes announced while no connection listened are read now.
-    void this.refresh();
   }
 }

@@ -231,7 +231,7 @@ describe("provider directory across two replicas", () => {
 
   it("keeps up by polling when its LISTEN connection drops, and re-opens it", async () => {
     const { a, b } = await replicas({}, { directoryPollMs: 400 });
-    const name = `darkbloom-directory:${b.coordinator.billing?.instanceId}`;
+    const name = `darkbloom-listen:${b.coordinator.billing?.instanceId}`;
     const listeners = (c: pg.Client) =>
       c.query<{ pid: number }>("SELECT pid FROM pg_stat_activity WHERE application_name = $1", [name]);
     await withClient(a.coordinator.databaseUrl, async (c) => {
@@ -247,6 +247,22 @@ describe("provider directory across two replicas", () => {
       await p.stop();
       await expect.poll(() => modelIds(b), { timeout: 2_000, interval: 50 }).not.toContain("polled-model");
     });
+  });
+
+  it("carries a catalog change to the other replica at once (NOTIFY), not at its next poll", async () => {
+    const { a, b } = await replicas();
+    await a.coordinator.catalog.upsert({
+      id: "announced-model",
+      inputMicroUsdPerMillion: 1_000_000n,
+      outputMicroUsdPerMillion: 2_000_000n,
+    });
+    // The catalog's own poll is every 10 s: well within PROMPT_MS, only the NOTIFY can have done it.
+    await expect
+      .poll(() => b.coordinator.catalog.get("announced-model")?.outputMicroUsdPerMillion, {
+        timeout: PROMPT_MS,
+        interval: 50,
+      })
+      .toBe(2_000_000n);
   });
 
   it("deletes a replica's rows when it shuts down", async () => {

@@ -107,7 +107,10 @@ export class SessionManager {
   async admit(register: Register): Promise<RegistrationVerdict | undefined> {
     if (this.shuttingDown) {
       // A provider drained by this replica's shutdown reconnects: to another replica, not here.
-      throw new ConnectError("this coordinator is shutting down; reconnect (to another replica)", Code.Unavailable);
+      throw new ConnectError(
+        "this coordinator is shutting down; reconnect (to another replica)",
+        Code.Unavailable,
+      );
     }
     const verdict = this.trust?.verify(register);
     await this.claimMachineId(register, verdict);
