@@ -111,6 +111,11 @@ export interface CoordinatorConfig {
   /** The directory is re-read this often even when no NOTIFY arrives (a lost LISTEN connection). */
   directoryPollMs: number;
   /**
+   * How often a replica holding more than its share of the cluster's providers asks one idle
+   * provider to reconnect (behind a Service, to wherever it lands); 0: never (cluster/rebalancer.ts).
+   */
+  rebalanceIntervalMs: number;
+  /**
    * The cluster's peer credential. With it, routing considers the providers other replicas hold and
    * forwards requests to them (cluster/v1 PeerService), and peers' forwarded requests are served;
    * without it, this replica serves only its own providers and refuses every peer call.
@@ -219,6 +224,7 @@ export function resolveConfig(input: CoordinatorConfigInput): CoordinatorConfig 
     instanceStaleMs: 30_000,
     directoryFlushMs: 1_000,
     directoryPollMs: 5_000,
+    rebalanceIntervalMs: 30_000,
     metricsHost: "127.0.0.1",
     metricsMaxModels: 256,
     // One core is the event loop's; counting a short response costs far less than serving it.

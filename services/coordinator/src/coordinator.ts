@@ -19,6 +19,7 @@ import { DirectoryWriter } from "./cluster/directory-writer.js";
 import { ForwardingPool } from "./cluster/forwarding-pool.js";
 import { Notifications } from "./cluster/notifications.js";
 import { PeerClients } from "./cluster/peer-clients.js";
+import { Rebalancer } from "./cluster/rebalancer.js";
 import { RemoteProviders } from "./cluster/remote-providers.js";
 import { type CoordinatorConfig, type CoordinatorConfigInput, resolveConfig } from "./config.js";
 import { serviceShuttingDown } from "./errors/index.js";
@@ -169,6 +170,15 @@ async function start(config: CoordinatorConfig, log: Logger, closers: Closers): 
     ),
   );
   closers.add("machine supersession", async () => unsubscribeSupersede());
+  const rebalancer = new Rebalancer(
+    db.pool,
+    sessions,
+    directoryReader,
+    { intervalMs: config.rebalanceIntervalMs, staleMs: config.instanceStaleMs },
+    log,
+  );
+  rebalancer.start();
+  closers.add("rebalancer", () => rebalancer.stop());
 
   const rateLimiter = new RateLimiter({
     perSecond: config.rateLimitPerSecond,

@@ -27,6 +27,7 @@ type TunableKey = keyof Pick<
   | "instanceStaleMs"
   | "directoryFlushMs"
   | "directoryPollMs"
+  | "rebalanceIntervalMs"
   | "tokenizerThreads"
   // Connection and response limits.
   | "headerTimeoutMs"
@@ -148,6 +149,16 @@ const TUNINGS: readonly Tuning[] = [
     arg: "<duration>",
     description: "the provider directory is re-read this often when no change is announced (default 5s)",
     parse: duration,
+  },
+  {
+    key: "rebalanceIntervalMs",
+    flag: "--rebalance-interval",
+    env: "DARKBLOOM_REBALANCE_INTERVAL",
+    arg: "<duration>",
+    description:
+      "a replica holding more than its share of the cluster's providers asks one idle provider this " +
+      "often to reconnect elsewhere, 0 for never (default 30s)",
+    parse: (value) => (value === "0" ? 0 : duration(value)),
   },
   {
     key: "tokenizerThreads",
