@@ -41,7 +41,7 @@ describe("migrate", () => {
     try {
       const results = await Promise.all(pools.map((pool) => migrate(pool)));
       const applied = results.flat().map((m) => m.version);
-      expect(applied.sort()).toEqual(migrations.map((m) => m.version));
+      expect(applied.sort((x, y) => x - y)).toEqual(migrations.map((m) => m.version));
       const { rows } = await pools[0]!.query("SELECT count(*)::int AS n FROM schema_migrations");
       expect(rows[0].n).toBe(migrations.length);
     } finally {
