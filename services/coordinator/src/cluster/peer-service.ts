@@ -74,9 +74,8 @@ export function createPeerService(deps: PeerServiceDeps): ServiceImpl<typeof Pee
       // hop's cost is per message, not per byte. The first of a burst goes at once (no added
       // latency); those arriving before the event loop's next turn follow it in one message.
       let pending: InferenceChunk[] = [];
-      let window = false;
+      let burst = false;
       const flush = () => {
-        window = false;
         if (pending.length === 0) return;
         const chunks = pending;
         pending = [];
@@ -96,11 +95,13 @@ export function createPeerService(deps: PeerServiceDeps): ServiceImpl<typeof Pee
         chunk: () => undefined, // never called: relay() takes the chunks
         relay: (chunk) => {
           pending.push(chunk);
-          if (window) return;
-          window = true;
+          if (burst) return; // goes with the rest of the burst, at the event loop's next turn
           flush();
-          window = true;
-          setImmediate(flush);
+          burst = true;
+          setImmediate(() => {
+            burst = false;
+            flush();
+          });
         },
         complete: (message) => end({ case: "complete", value: message }),
         error: (message) => end({ case: "error", value: message }),
