@@ -3,7 +3,7 @@ import type { Command } from "commander";
 import { type AdminCommands, protoJson } from "./admin-call.js";
 import { table } from "./format.js";
 
-/** `admin providers …`: the connected providers, and draining one. */
+/** `admin providers …`: the connected providers; draining one, loading and unloading its models. */
 export function addProviderCommands(admin: Command, cli: AdminCommands): void {
   const providers = cli.group(admin, "providers", "connected providers");
   cli
@@ -41,4 +41,30 @@ export function addProviderCommands(admin: Command, cli: AdminCommands): void {
     })
     .argument("<provider-id>")
     .option("--reason <text>", "passed on to the provider");
+  for (const kind of ["load", "unload"] as const) {
+    cli
+      .command(
+        providers,
+        kind,
+        kind === "load"
+          ? "have a provider load one of its models into memory (waits for it)"
+          : "have a provider free one of its loaded models (a request for it loads it again)",
+        async (call) => {
+          const [providerId, modelId] = call.args as [string, string];
+          const request = { providerId, modelId };
+          if (kind === "load") await call.client.loadProviderModel(request);
+          else await call.client.unloadProviderModel(request);
+          call.print(
+            () => ({
+              provider_id: providerId,
+              model_id: modelId,
+              [kind === "load" ? "loaded" : "unloaded"]: true,
+            }),
+            () => `${kind === "load" ? "loaded" : "unloaded"} ${modelId} on ${providerId}\n`,
+          );
+        },
+      )
+      .argument("<provider-id>")
+      .argument("<model-id>");
+  }
 }

@@ -201,6 +201,26 @@ describe("forwarding between coordinator replicas", () => {
     expect(b.coordinator.registry.get(p.providerId ?? "")?.draining ?? true).toBe(true);
   });
 
+  it("loads and unloads a model on a provider on B through an administrator's call to A", async () => {
+    const { a, b } = await replicas();
+    const p = await provider(b);
+    await routable(a);
+    const id = p.providerId ?? "";
+    await adminClient(a.url).unloadProviderModel({ providerId: id, modelId: "fw" });
+    await adminClient(a.url).loadProviderModel({ providerId: id, modelId: "fw" });
+    expect(p.loadModels.map((c) => [c.kind, c.modelId])).toEqual([
+      ["unload", "fw"],
+      ["load", "fw"],
+    ]);
+    // The provider's refusal comes back through both replicas, with its reason.
+    await expect(
+      adminClient(a.url).loadProviderModel({ providerId: id, modelId: "absent" }),
+    ).rejects.toMatchObject({
+      code: Code.FailedPrecondition,
+      rawMessage: expect.stringContaining("absent"),
+    });
+  });
+
   it("refuses peer calls without the cluster's peer token, and every peer call where none is set", async () => {
     const { b } = await replicas();
     const p = await provider(b);

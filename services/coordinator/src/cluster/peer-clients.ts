@@ -1,7 +1,12 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { type Client, createClient } from "@connectrpc/connect";
 import { createConnectTransport, Http2SessionManager } from "@connectrpc/connect-node";
-import type { DrainRequestSchema, UntrustedRequestSchema } from "@darkbloom/protocol/cluster/v1";
+import type {
+  DrainRequestSchema,
+  ModelOperationRequestSchema,
+  ModelOperationResponse,
+  UntrustedRequestSchema,
+} from "@darkbloom/protocol/cluster/v1";
 import { type ForwardRequest, type ForwardResponse, PeerService } from "@darkbloom/protocol/cluster/v1";
 import { KEEPALIVE, openSocket } from "@darkbloom/protocol/provider-client";
 import { peerAuthorization } from "./peer-service.js";
@@ -11,6 +16,9 @@ export interface PeerClient {
   forward(up: AsyncIterable<ForwardRequest>, signal: AbortSignal): AsyncIterable<ForwardResponse>;
   untrusted(request: MessageInitShape<typeof UntrustedRequestSchema>): Promise<unknown>;
   drain(request: MessageInitShape<typeof DrainRequestSchema>): Promise<unknown>;
+  modelOperation(
+    request: MessageInitShape<typeof ModelOperationRequestSchema>,
+  ): Promise<ModelOperationResponse>;
 }
 
 /**
@@ -54,6 +62,8 @@ export class PeerClients {
       forward: (up, signal) => client.forward(up, { signal, headers }),
       untrusted: (request) => client.untrusted(request, { headers, timeoutMs: 10_000 }),
       drain: (request) => client.drain(request, { headers, timeoutMs: 10_000 }),
+      // The holder waits for the provider's outcome (MODEL_OPERATION_TIMEOUT_MS); a little more here.
+      modelOperation: (request) => client.modelOperation(request, { headers, timeoutMs: 310_000 }),
     };
   }
 

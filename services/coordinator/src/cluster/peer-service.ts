@@ -9,19 +9,20 @@ import {
   type ForwardRequest,
   type ForwardResponse,
   ForwardResponseSchema,
+  type ModelOperationRequest,
+  type ModelOperationResponse,
+  ModelOperationResponseSchema,
   type PeerService,
   type UntrustedRequest,
   type UntrustedResponse,
   UntrustedResponseSchema,
 } from "@darkbloom/protocol/cluster/v1";
 import type { InferenceChunk } from "@darkbloom/protocol/provider/v1";
+import { DRAIN_DEADLINE_MS, runModelOperation } from "../link/provider-commands.js";
 import type { CallObserver } from "../link/provider-session.js";
 import type { SessionManager } from "../link/session-manager.js";
 import type { Logger } from "../log.js";
 import type { Router } from "../routing/router.js";
-
-/** How long a drained provider may take to finish its in-flight work. */
-export const DRAIN_DEADLINE_MS = 30_000;
 
 export interface PeerServiceDeps {
   /** The cluster's peer credential; undefined: this replica refuses every peer call. */
@@ -169,6 +170,23 @@ export function createPeerService(deps: PeerServiceDeps): ServiceImpl<typeof Pee
       deps.log.info({ providerId: request.providerId }, "provider drained through a peer");
       session.drain(request.reason.slice(0, 200) || "drained by an administrator", DRAIN_DEADLINE_MS);
       return create(DrainResponseSchema);
+    },
+
+    async modelOperation(
+      request: ModelOperationRequest,
+      context: HandlerContext,
+    ): Promise<ModelOperationResponse> {
+      authorize(context);
+      const session = deps.sessions.get(request.providerId);
+      if (!session) {
+        throw new ConnectError(`provider ${request.providerId} is not connected here`, Code.NotFound);
+      }
+      const kind = request.unload ? "unload" : "load";
+      deps.log.info(
+        { providerId: request.providerId, model: request.modelId, kind },
+        "model operation through a peer",
+      );
+      return create(ModelOperationResponseSchema, await runModelOperation(session, request.modelId, kind));
     },
   };
 

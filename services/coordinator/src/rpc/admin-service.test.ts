@@ -42,12 +42,21 @@ const connected: ProviderSummaryInit[] = [
     maxBatch: 4,
   },
 ];
+const operations: Array<[string, string, string]> = [];
 const directory: ProviderDirectory = {
   list: (model) => connected.filter((p) => model === undefined || p.models?.includes(model)),
   drain: async (providerId, reason) => {
     if (!connected.some((p) => p.providerId === providerId)) return false;
     drained.push([providerId, reason]);
     return true;
+  },
+  modelOperation: async (providerId, modelId, kind) => {
+    const provider = connected.find((p) => p.providerId === providerId);
+    if (!provider) return undefined;
+    operations.push([providerId, modelId, kind]);
+    return provider.models?.includes(modelId)
+      ? { succeeded: true, reason: "" }
+      : { succeeded: false, reason: `model ${JSON.stringify(modelId)} is not served by this provider` };
   },
 };
 
@@ -311,5 +320,23 @@ describe("AdminService providers", () => {
     ]);
     const missing = await connectError(client.drainProvider({ providerId: "prov_zzz" }));
     expect([missing.code, missing.rawMessage]).toEqual([Code.NotFound, "provider prov_zzz is not connected"]);
+  });
+
+  it("loads and unloads a provider's model, answering with the provider's refusal", async () => {
+    await client.loadProviderModel({ providerId: "prov_a", modelId: "qwen3-0.6b" });
+    await client.unloadProviderModel({ providerId: "prov_a", modelId: "qwen3-0.6b" });
+    expect(operations).toEqual([
+      ["prov_a", "qwen3-0.6b", "load"],
+      ["prov_a", "qwen3-0.6b", "unload"],
+    ]);
+    const refused = await connectError(client.loadProviderModel({ providerId: "prov_a", modelId: "other" }));
+    expect([refused.code, refused.rawMessage]).toEqual([
+      Code.FailedPrecondition,
+      'provider prov_a could not load other: model "other" is not served by this provider',
+    ]);
+    const missing = await connectError(client.unloadProviderModel({ providerId: "prov_zzz", modelId: "m" }));
+    expect([missing.code, missing.rawMessage]).toEqual([Code.NotFound, "provider prov_zzz is not connected"]);
+    const invalid = await connectError(client.loadProviderModel({ providerId: "prov_a", modelId: "" }));
+    expect(invalid.code).toBe(Code.InvalidArgument);
   });
 });

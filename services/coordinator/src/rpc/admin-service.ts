@@ -64,6 +64,20 @@ export function createAdminService(deps: AdminServiceDeps): ServiceImpl<typeof A
   if (deps.adminKey.trim() === "") throw new Error("the admin service needs a non-empty admin key");
   const { accounts, catalog, releases, providers, invites, usage, bindings, quarantines } = deps;
   const guard = <I, O>(handler: (request: I) => Promise<O>) => guarded(deps, handler);
+  /** Has a provider load or unload a model; the provider's refusal is FailedPrecondition with its reason. */
+  const modelOperation = async (providerIdIn: string, modelIdIn: string, kind: "load" | "unload") => {
+    const providerId = required("provider_id", providerIdIn);
+    const modelId = required("model_id", modelIdIn);
+    const outcome = await providers.modelOperation(providerId, modelId, kind);
+    if (outcome === undefined)
+      throw new ConnectError(`provider ${providerId} is not connected`, Code.NotFound);
+    if (!outcome.succeeded) {
+      throw new ConnectError(
+        `provider ${providerId} could not ${kind} ${modelId}: ${outcome.reason}`,
+        Code.FailedPrecondition,
+      );
+    }
+  };
 
   return {
     createAccount: guard(async (request) => {
@@ -147,6 +161,14 @@ export function createAdminService(deps: AdminServiceDeps): ServiceImpl<typeof A
       if (!(await providers.drain(providerId, request.reason || "drained by an administrator"))) {
         throw new ConnectError(`provider ${providerId} is not connected`, Code.NotFound);
       }
+      return {};
+    }),
+    loadProviderModel: guard(async (request) => {
+      await modelOperation(request.providerId, request.modelId, "load");
+      return {};
+    }),
+    unloadProviderModel: guard(async (request) => {
+      await modelOperation(request.providerId, request.modelId, "unload");
       return {};
     }),
     createRelease: guard(async (request) => {

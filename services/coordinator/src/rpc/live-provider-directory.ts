@@ -4,8 +4,12 @@ import { trustLevelName } from "@darkbloom/protocol";
 import { ProviderState } from "@darkbloom/protocol/provider/v1";
 import type { ClusterProviders } from "../cluster/cluster-view.js";
 import type { DirectoryEntry } from "../cluster/directory-row.js";
-import type { PeerClients } from "../cluster/peer-clients.js";
-import { DRAIN_DEADLINE_MS } from "../cluster/peer-service.js";
+import type { PeerClient, PeerClients } from "../cluster/peer-clients.js";
+import {
+  DRAIN_DEADLINE_MS,
+  type ModelOperationOutcome,
+  runModelOperation,
+} from "../link/provider-commands.js";
 import type { SessionManager } from "../link/session-manager.js";
 import type { ProviderRegistry } from "../routing/provider-registry.js";
 import type { TrustManager } from "../trust/trust-manager.js";
@@ -73,22 +77,45 @@ export class LiveProviderDirectory implements ProviderDirectory {
       session.drain(reason, DRAIN_DEADLINE_MS);
       return true;
     }
-    // Held by another replica: drained through it (only it holds the stream).
+    const done = await this.throughHolder(providerId, "drain it", (peer) =>
+      peer.drain({ providerId, reason }),
+    );
+    return done !== undefined;
+  }
+
+  async modelOperation(
+    providerId: string,
+    modelId: string,
+    kind: "load" | "unload",
+  ): Promise<ModelOperationOutcome | undefined> {
+    const session = this.sessions.get(providerId);
+    if (session) return runModelOperation(session, modelId, kind);
+    const response = await this.throughHolder(providerId, `${kind} it`, (peer) =>
+      peer.modelOperation({ providerId, modelId, unload: kind === "unload" }),
+    );
+    return response && { succeeded: response.succeeded, reason: response.reason };
+  }
+
+  /**
+   * A call to the replica holding another replica's provider (only it holds the stream); undefined
+   * when no replica holds one with this id (or it left meanwhile).
+   */
+  private async throughHolder<T>(
+    providerId: string,
+    what: string,
+    call: (peer: PeerClient) => Promise<T>,
+  ): Promise<T | undefined> {
     const holder = this.cluster?.remote().find((e) => e.providerId === providerId);
-    if (!holder) return false;
+    if (!holder) return undefined;
     const where = `provider ${providerId} is connected to the coordinator at ${holder.advertiseUrl}`;
     if (!this.peers) {
-      throw new ConnectError(
-        `${where}; drain it there (this one has no peer token)`,
-        Code.FailedPrecondition,
-      );
+      throw new ConnectError(`${where}; ${what} there (this one has no peer token)`, Code.FailedPrecondition);
     }
     try {
-      await this.peers.of(holder.advertiseUrl).drain({ providerId, reason });
-      return true;
+      return await call(this.peers.of(holder.advertiseUrl));
     } catch (e) {
       const err = ConnectError.from(e);
-      if (err.code === Code.NotFound) return false; // it left meanwhile
+      if (err.code === Code.NotFound) return undefined; // it left meanwhile
       throw new ConnectError(`${where}, which did not answer: ${err.rawMessage}`, Code.FailedPrecondition);
     }
   }

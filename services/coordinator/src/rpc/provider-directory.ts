@@ -1,5 +1,6 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { ProviderSummarySchema } from "@darkbloom/protocol/admin/v1";
+import type { ModelOperationOutcome } from "../link/provider-commands.js";
 
 /** A connected provider as the admin service reports it. */
 export type ProviderSummaryInit = MessageInitShape<typeof ProviderSummarySchema>;
@@ -14,4 +15,14 @@ export interface ProviderDirectory {
    * cannot be reached (no peer token here, or the call failed).
    */
   drain(providerId: string, reason: string): Promise<boolean>;
+  /**
+   * Has a connected provider load or unload one of its models, through the replica that holds it
+   * when another one does, and resolves with the provider's outcome; undefined when no provider
+   * has this id. Throws FailedPrecondition as drain() does when that replica cannot be reached.
+   */
+  modelOperation(
+    providerId: string,
+    modelId: string,
+    kind: "load" | "unload",
+  ): Promise<ModelOperationOutcome | undefined>;
 }

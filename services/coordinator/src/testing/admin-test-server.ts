@@ -38,7 +38,11 @@ export async function startAdminTestServer(
   const catalog = new ModelCatalog(pool);
   await catalog.start();
   const releases = new ReleaseStore(pool);
-  const providers = options.providers ?? { list: () => [], drain: async () => false };
+  const providers = options.providers ?? {
+    list: () => [],
+    drain: async () => false,
+    modelOperation: async () => undefined,
+  };
   let keyChanges = 0;
   const handler = connectNodeAdapter({
     contextValues: (req) => createContextValues().set(CLIENT_ADDRESS, req.socket.remoteAddress ?? "unknown"),

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file darkbloom/cluster/v1/peer.proto.
  */
 export const file_darkbloom_cluster_v1_peer: GenFile = /*@__PURE__*/
-  fileDesc("Ch9kYXJrYmxvb20vY2x1c3Rlci92MS9wZWVyLnByb3RvEhRkYXJrYmxvb20uY2x1c3Rlci52MSKHAQoORm9yd2FyZFJlcXVlc3QSMwoFc3RhcnQYASABKAsyIi5kYXJrYmxvb20uY2x1c3Rlci52MS5Gb3J3YXJkU3RhcnRIABI1CgZjYW5jZWwYAiABKAsyIy5kYXJrYmxvb20uY2x1c3Rlci52MS5Gb3J3YXJkQ2FuY2VsSABCCQoHbWVzc2FnZSJdCgxGb3J3YXJkU3RhcnQSEwoLcHJvdmlkZXJfaWQYASABKAkSOAoHcmVxdWVzdBgCIAEoCzInLmRhcmtibG9vbS5wcm92aWRlci52MS5JbmZlcmVuY2VSZXF1ZXN0Ih8KDUZvcndhcmRDYW5jZWwSDgoGcmVhc29uGAEgASgJIkYKEFVudHJ1c3RlZFJlcXVlc3QSEwoLcHJvdmlkZXJfaWQYASABKAkSDAoEY29kZRgCIAEoCRIPCgdtZXNzYWdlGAMgASgJIhMKEVVudHJ1c3RlZFJlc3BvbnNlIvUCCg9Gb3J3YXJkUmVzcG9uc2USOQoIYWRtaXR0ZWQYASABKAsyJS5kYXJrYmxvb20uY2x1c3Rlci52MS5Gb3J3YXJkQWRtaXR0ZWRIABI8CghhY2NlcHRlZBgCIAEoCzIoLmRhcmtibG9vbS5wcm92aWRlci52MS5JbmZlcmVuY2VBY2NlcHRlZEgAEjUKBmNodW5rcxgDIAEoCzIjLmRhcmtibG9vbS5jbHVzdGVyLnYxLkZvcndhcmRDaHVua3NIABI8Cghjb21wbGV0ZRgEIAEoCzIoLmRhcmtibG9vbS5wcm92aWRlci52MS5JbmZlcmVuY2VDb21wbGV0ZUgAEjYKBWVycm9yGAUgASgLMiUuZGFya2Jsb29tLnByb3ZpZGVyLnYxLkluZmVyZW5jZUVycm9ySAASMQoEbG9zdBgGIAEoCzIhLmRhcmtibG9vbS5jbHVzdGVyLnYxLkZvcndhcmRMb3N0SABCCQoHbWVzc2FnZSJGCg1Gb3J3YXJkQ2h1bmtzEjUKBmNodW5rcxgBIAMoCzIlLmRhcmtibG9vbS5wcm92aWRlci52MS5JbmZlcmVuY2VDaHVuayIfCg9Gb3J3YXJkQWRtaXR0ZWQSDAoEcm93cxgBIAEoDSIdCgtGb3J3YXJkTG9zdBIOCgZyZWFzb24YASABKAkiMwoMRHJhaW5SZXF1ZXN0EhMKC3Byb3ZpZGVyX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSIPCg1EcmFpblJlc3BvbnNlMpkCCgtQZWVyU2VydmljZRJaCgdGb3J3YXJkEiQuZGFya2Jsb29tLmNsdXN0ZXIudjEuRm9yd2FyZFJlcXVlc3QaJS5kYXJrYmxvb20uY2x1c3Rlci52MS5Gb3J3YXJkUmVzcG9uc2UoATABElwKCVVudHJ1c3RlZBImLmRhcmtibG9vbS5jbHVzdGVyLnYxLlVudHJ1c3RlZFJlcXVlc3QaJy5kYXJrYmxvb20uY2x1c3Rlci52MS5VbnRydXN0ZWRSZXNwb25zZRJQCgVEcmFpbhIiLmRhcmtibG9vbS5jbHVzdGVyLnYxLkRyYWluUmVxdWVzdBojLmRhcmtibG9vbS5jbHVzdGVyLnYxLkRyYWluUmVzcG9uc2ViBnByb3RvMw", [file_darkbloom_provider_v1_provider]);
+  fileDesc("Ch9kYXJrYmxvb20vY2x1c3Rlci92MS9wZWVyLnByb3RvEhRkYXJrYmxvb20uY2x1c3Rlci52MSKHAQoORm9yd2FyZFJlcXVlc3QSMwoFc3RhcnQYASABKAsyIi5kYXJrYmxvb20uY2x1c3Rlci52MS5Gb3J3YXJkU3RhcnRIABI1CgZjYW5jZWwYAiABKAsyIy5kYXJrYmxvb20uY2x1c3Rlci52MS5Gb3J3YXJkQ2FuY2VsSABCCQoHbWVzc2FnZSJdCgxGb3J3YXJkU3RhcnQSEwoLcHJvdmlkZXJfaWQYASABKAkSOAoHcmVxdWVzdBgCIAEoCzInLmRhcmtibG9vbS5wcm92aWRlci52MS5JbmZlcmVuY2VSZXF1ZXN0Ih8KDUZvcndhcmRDYW5jZWwSDgoGcmVhc29uGAEgASgJIkYKEFVudHJ1c3RlZFJlcXVlc3QSEwoLcHJvdmlkZXJfaWQYASABKAkSDAoEY29kZRgCIAEoCRIPCgdtZXNzYWdlGAMgASgJIhMKEVVudHJ1c3RlZFJlc3BvbnNlIvUCCg9Gb3J3YXJkUmVzcG9uc2USOQoIYWRtaXR0ZWQYASABKAsyJS5kYXJrYmxvb20uY2x1c3Rlci52MS5Gb3J3YXJkQWRtaXR0ZWRIABI8CghhY2NlcHRlZBgCIAEoCzIoLmRhcmtibG9vbS5wcm92aWRlci52MS5JbmZlcmVuY2VBY2NlcHRlZEgAEjUKBmNodW5rcxgDIAEoCzIjLmRhcmtibG9vbS5jbHVzdGVyLnYxLkZvcndhcmRDaHVua3NIABI8Cghjb21wbGV0ZRgEIAEoCzIoLmRhcmtibG9vbS5wcm92aWRlci52MS5JbmZlcmVuY2VDb21wbGV0ZUgAEjYKBWVycm9yGAUgASgLMiUuZGFya2Jsb29tLnByb3ZpZGVyLnYxLkluZmVyZW5jZUVycm9ySAASMQoEbG9zdBgGIAEoCzIhLmRhcmtibG9vbS5jbHVzdGVyLnYxLkZvcndhcmRMb3N0SABCCQoHbWVzc2FnZSJGCg1Gb3J3YXJkQ2h1bmtzEjUKBmNodW5rcxgBIAMoCzIlLmRhcmtibG9vbS5wcm92aWRlci52MS5JbmZlcmVuY2VDaHVuayIfCg9Gb3J3YXJkQWRtaXR0ZWQSDAoEcm93cxgBIAEoDSIdCgtGb3J3YXJkTG9zdBIOCgZyZWFzb24YASABKAkiMwoMRHJhaW5SZXF1ZXN0EhMKC3Byb3ZpZGVyX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSIPCg1EcmFpblJlc3BvbnNlIk4KFU1vZGVsT3BlcmF0aW9uUmVxdWVzdBITCgtwcm92aWRlcl9pZBgBIAEoCRIQCghtb2RlbF9pZBgCIAEoCRIOCgZ1bmxvYWQYAyABKAgiOwoWTW9kZWxPcGVyYXRpb25SZXNwb25zZRIRCglzdWNjZWVkZWQYASABKAgSDgoGcmVhc29uGAIgASgJMoYDCgtQZWVyU2VydmljZRJaCgdGb3J3YXJkEiQuZGFya2Jsb29tLmNsdXN0ZXIudjEuRm9yd2FyZFJlcXVlc3QaJS5kYXJrYmxvb20uY2x1c3Rlci52MS5Gb3J3YXJkUmVzcG9uc2UoATABElwKCVVudHJ1c3RlZBImLmRhcmtibG9vbS5jbHVzdGVyLnYxLlVudHJ1c3RlZFJlcXVlc3QaJy5kYXJrYmxvb20uY2x1c3Rlci52MS5VbnRydXN0ZWRSZXNwb25zZRJQCgVEcmFpbhIiLmRhcmtibG9vbS5jbHVzdGVyLnYxLkRyYWluUmVxdWVzdBojLmRhcmtibG9vbS5jbHVzdGVyLnYxLkRyYWluUmVzcG9uc2USawoOTW9kZWxPcGVyYXRpb24SKy5kYXJrYmxvb20uY2x1c3Rlci52MS5Nb2RlbE9wZXJhdGlvblJlcXVlc3QaLC5kYXJrYmxvb20uY2x1c3Rlci52MS5Nb2RlbE9wZXJhdGlvblJlc3BvbnNlYgZwcm90bzM", [file_darkbloom_provider_v1_provider]);
 
 /**
  * ForwardRequest is one message from the consumer-facing replica to the holder.
@@ -330,6 +330,69 @@ export const DrainResponseSchema: GenMessage<DrainResponse> = /*@__PURE__*/
   messageDesc(file_darkbloom_cluster_v1_peer, 10);
 
 /**
+ * ModelOperationRequest names the provider, the model and the operation.
+ *
+ * @generated from message darkbloom.cluster.v1.ModelOperationRequest
+ */
+export type ModelOperationRequest = Message<"darkbloom.cluster.v1.ModelOperationRequest"> & {
+  /**
+   * provider_id is the provider session's id in the provider directory.
+   *
+   * @generated from field: string provider_id = 1;
+   */
+  providerId: string;
+
+  /**
+   * model_id is one of the models it registered.
+   *
+   * @generated from field: string model_id = 2;
+   */
+  modelId: string;
+
+  /**
+   * unload frees the model instead of loading it.
+   *
+   * @generated from field: bool unload = 3;
+   */
+  unload: boolean;
+};
+
+/**
+ * Describes the message darkbloom.cluster.v1.ModelOperationRequest.
+ * Use `create(ModelOperationRequestSchema)` to create a new message.
+ */
+export const ModelOperationRequestSchema: GenMessage<ModelOperationRequest> = /*@__PURE__*/
+  messageDesc(file_darkbloom_cluster_v1_peer, 11);
+
+/**
+ * ModelOperationResponse is the provider's outcome.
+ *
+ * @generated from message darkbloom.cluster.v1.ModelOperationResponse
+ */
+export type ModelOperationResponse = Message<"darkbloom.cluster.v1.ModelOperationResponse"> & {
+  /**
+   * succeeded says whether the provider reported success.
+   *
+   * @generated from field: bool succeeded = 1;
+   */
+  succeeded: boolean;
+
+  /**
+   * reason is the provider's reason for a failure.
+   *
+   * @generated from field: string reason = 2;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message darkbloom.cluster.v1.ModelOperationResponse.
+ * Use `create(ModelOperationResponseSchema)` to create a new message.
+ */
+export const ModelOperationResponseSchema: GenMessage<ModelOperationResponse> = /*@__PURE__*/
+  messageDesc(file_darkbloom_cluster_v1_peer, 12);
+
+/**
  * PeerService is how coordinator replicas reach the provider streams other replicas hold. Only
  * replicas call it: every call carries the cluster's peer credential (Authorization: Bearer), and a
  * replica configured without one refuses every call. Consumer API keys are never accepted here.
@@ -379,6 +442,18 @@ export const PeerService: GenService<{
     methodKind: "unary";
     input: typeof DrainRequestSchema;
     output: typeof DrainResponseSchema;
+  },
+  /**
+   * ModelOperation asks a provider whose stream the called replica holds to load or unload one of
+   * its models (an administrator's command made through another replica), and answers with the
+   * outcome. NOT_FOUND when the provider's stream is not here.
+   *
+   * @generated from rpc darkbloom.cluster.v1.PeerService.ModelOperation
+   */
+  modelOperation: {
+    methodKind: "unary";
+    input: typeof ModelOperationRequestSchema;
+    output: typeof ModelOperationResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_darkbloom_cluster_v1_peer, 0);
