@@ -115,6 +115,10 @@ export interface CoordinatorConfig {
    * provider to reconnect (behind a Service, to wherever it lands); 0: never (cluster/rebalancer.ts).
    */
   rebalanceIntervalMs: number;
+  /** How often model placement decides what its providers load and unload; 0: never (link/model-placement.ts). */
+  placementIntervalMs: number;
+  /** No load or unload of one model on one provider sooner than this after the last; also how long a model goes unused before it may be unloaded. */
+  placementCooldownMs: number;
   /**
    * The cluster's peer credential. With it, routing considers the providers other replicas hold and
    * forwards requests to them (cluster/v1 PeerService), and peers' forwarded requests are served;
@@ -225,6 +229,8 @@ export function resolveConfig(input: CoordinatorConfigInput): CoordinatorConfig 
     directoryFlushMs: 1_000,
     directoryPollMs: 5_000,
     rebalanceIntervalMs: 30_000,
+    placementIntervalMs: 15_000,
+    placementCooldownMs: 300_000,
     metricsHost: "127.0.0.1",
     metricsMaxModels: 256,
     // One core is the event loop's; counting a short response costs far less than serving it.

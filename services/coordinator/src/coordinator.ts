@@ -30,6 +30,7 @@ import { listenMetrics } from "./http/metrics-listener.js";
 import { listenHttp } from "./http/protocol-sniffing-server.js";
 import type { HttpRequest } from "./http/types.js";
 import { InferencePipeline } from "./inference/pipeline.js";
+import { ModelPlacement } from "./link/model-placement.js";
 import { SessionManager } from "./link/session-manager.js";
 import { createLogger, type Logger } from "./log.js";
 import { CoordinatorMetrics } from "./metrics.js";
@@ -206,6 +207,16 @@ async function start(config: CoordinatorConfig, log: Logger, closers: Closers): 
     addressOf,
   });
   const router = new Router(registry, config, metrics);
+  const placement = new ModelPlacement(
+    registry,
+    router,
+    sessions,
+    () => catalog.list().flatMap((m) => (m.enabled ? [m.id] : [])),
+    { intervalMs: config.placementIntervalMs, cooldownMs: config.placementCooldownMs },
+    log,
+  );
+  placement.start();
+  closers.add("model placement", () => placement.stop());
   const catalogView = {
     lookup: (id: string) => catalog.get(id),
     list: () => catalog.list(),
@@ -249,6 +260,7 @@ async function start(config: CoordinatorConfig, log: Logger, closers: Closers): 
     registry,
     router,
     peers,
+    placement,
     cluster,
     sessions,
     trust,

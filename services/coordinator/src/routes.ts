@@ -44,6 +44,7 @@ import { healthHandler, metricsHandler, readinessHandler } from "./http/handlers
 import { attestationsHandler, latestReleaseHandler, versionHandler } from "./http/handlers/trust.js";
 import type { Handler, HttpRequest } from "./http/types.js";
 import type { InferencePipeline } from "./inference/pipeline.js";
+import type { ModelPlacement } from "./link/model-placement.js";
 import { createProviderService } from "./link/provider-service.js";
 import type { SessionManager } from "./link/session-manager.js";
 import type { Logger } from "./log.js";
@@ -80,6 +81,8 @@ export interface RouteTargets {
   router: Router;
   /** Clients of the other replicas, when this one has the peer token. */
   peers: PeerClients | undefined;
+  /** Demand-driven model placement on this replica's providers (and administrators' load/unload). */
+  placement: ModelPlacement;
   /** Every provider in the cluster (this replica's sessions and the directory's other rows). */
   cluster: ClusterProviders;
   sessions: SessionManager;
@@ -193,7 +196,14 @@ export function connectRoutes(t: RouteTargets): (router: ConnectRouter) => void 
         releases: t.releases,
         invites: t.invites,
         usage: t.usage,
-        providers: new LiveProviderDirectory(t.registry, t.sessions, t.trust, t.cluster, t.peers),
+        providers: new LiveProviderDirectory(
+          t.registry,
+          t.sessions,
+          t.trust,
+          t.cluster,
+          t.peers,
+          t.placement,
+        ),
         bindings: t.bindings,
         onMachineRebound: (machineId, keyHex) => t.sessions.disconnectMachine(machineId, keyHex),
         quarantines: t.quarantines,

@@ -67,6 +67,8 @@ export class ScriptedProvider extends EventEmitter<ScriptedProviderEvents> imple
   readonly challenges: AttestationChallenge[] = [];
   readonly runtimeStatuses: RuntimeStatus[] = [];
   readonly loadModels: LoadModelCommand[] = [];
+  /** What its heartbeats report (tests set it: a machine short of memory). */
+  memoryPressure: MemoryPressure = MemoryPressure.NORMAL;
   requestsCompleted = 0;
   requestsFailed = 0;
   tokensGenerated = 0;
@@ -361,7 +363,7 @@ export class ScriptedProvider extends EventEmitter<ScriptedProviderEvents> imple
         kvCacheUsage: Math.min(1, busySlots / this.maxBatch),
         prefillTokensPerSecond: this.options.prefillTokensPerSecond ?? 500,
         decodeTokensPerSecond: this.options.decodeTokensPerSecond ?? 50,
-        memoryPressure: MemoryPressure.NORMAL,
+        memoryPressure: this.memoryPressure,
         thermalState: ThermalState.NOMINAL,
       }),
     );

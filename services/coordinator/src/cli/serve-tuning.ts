@@ -28,6 +28,8 @@ type TunableKey = keyof Pick<
   | "directoryFlushMs"
   | "directoryPollMs"
   | "rebalanceIntervalMs"
+  | "placementIntervalMs"
+  | "placementCooldownMs"
   | "tokenizerThreads"
   // Connection and response limits.
   | "headerTimeoutMs"
@@ -159,6 +161,24 @@ const TUNINGS: readonly Tuning[] = [
       "a replica holding more than its share of the cluster's providers asks one idle provider this " +
       "often to reconnect elsewhere, 0 for never (default 30s)",
     parse: (value) => (value === "0" ? 0 : duration(value)),
+  },
+  {
+    key: "placementIntervalMs",
+    flag: "--placement-interval",
+    env: "DARKBLOOM_PLACEMENT_INTERVAL",
+    arg: "<duration>",
+    description:
+      "how often models are loaded onto providers ahead of demand (and unloaded under memory pressure), 0 for never (default 15s)",
+    parse: (value) => (value === "0" ? 0 : duration(value)),
+  },
+  {
+    key: "placementCooldownMs",
+    flag: "--placement-cooldown",
+    env: "DARKBLOOM_PLACEMENT_COOLDOWN",
+    arg: "<duration>",
+    description:
+      "no load or unload of a model on a provider sooner than this after the last, and a model unused this long may be unloaded (default 5m)",
+    parse: duration,
   },
   {
     key: "tokenizerThreads",

@@ -18,6 +18,7 @@ import {
   UntrustedResponseSchema,
 } from "@darkbloom/protocol/cluster/v1";
 import type { InferenceChunk } from "@darkbloom/protocol/provider/v1";
+import type { ModelPlacement } from "../link/model-placement.js";
 import { DRAIN_DEADLINE_MS, runModelOperation } from "../link/provider-commands.js";
 import type { CallObserver } from "../link/provider-session.js";
 import type { SessionManager } from "../link/session-manager.js";
@@ -30,6 +31,8 @@ export interface PeerServiceDeps {
   sessions: SessionManager;
   router: Router;
   log: Logger;
+  /** Loads and unloads models (model placement's cooldown counts an administrator's commands). */
+  models?: Pick<ModelPlacement, "operate">;
   /** How long the caller has to send ForwardStart. */
   startTimeoutMs?: number;
 }
@@ -109,6 +112,7 @@ export function createPeerService(deps: PeerServiceDeps): ServiceImpl<typeof Pee
         lost: (reason) => end({ case: "lost", value: { reason } }),
       };
       const rows = session.handle.inFlight;
+      session.handle.noteUse(request.model);
       if (!session.dispatch(request, observer)) {
         lease.release();
         throw new ConnectError(`provider ${providerId}'s stream closed`, Code.Unavailable);
@@ -186,7 +190,8 @@ export function createPeerService(deps: PeerServiceDeps): ServiceImpl<typeof Pee
         { providerId: request.providerId, model: request.modelId, kind },
         "model operation through a peer",
       );
-      return create(ModelOperationResponseSchema, await runModelOperation(session, request.modelId, kind));
+      const operate = deps.models?.operate.bind(deps.models) ?? runModelOperation;
+      return create(ModelOperationResponseSchema, await operate(session, request.modelId, kind));
     },
   };
 

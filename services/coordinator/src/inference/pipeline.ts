@@ -317,6 +317,7 @@ export class InferencePipeline {
         "route",
         Math.max(0, Math.round((performance.now() - routeStart) * 1000) - lease.queuedMicros),
       );
+      lease.provider.noteUse(job.request.model);
       const session = providers.target(lease.provider);
       if (!session) {
         lease.release();

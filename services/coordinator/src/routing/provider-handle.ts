@@ -92,6 +92,7 @@ export class ProviderHandle {
   #thermalState: ThermalState = ThermalState.NOMINAL;
   #requestsCompleted = 0n;
   #requestsFailed = 0n;
+  #lastUsed = new Map<string, number>();
 
   constructor(init: ProviderHandleInit) {
     this.id = init.id;
@@ -257,6 +258,16 @@ export class ProviderHandle {
   /** The router frees a slot its dispatch no longer holds. */
   releaseSlot(): void {
     if (this.#inFlight > 0) this.#inFlight--;
+  }
+
+  /** A request for `model` was dispatched to it now (model placement unloads what goes unused). */
+  noteUse(model: string, now = Date.now()): void {
+    this.#lastUsed.set(model, now);
+  }
+
+  /** When a request for `model` was last dispatched to it (0: never, here). */
+  lastUsed(model: string): number {
+    return this.#lastUsed.get(model) ?? 0;
   }
 
   /** No new work from now on (Drain sent, or the provider caught misbehaving); never undone. */

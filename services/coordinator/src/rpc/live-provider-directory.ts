@@ -5,6 +5,7 @@ import { ProviderState } from "@darkbloom/protocol/provider/v1";
 import type { ClusterProviders } from "../cluster/cluster-view.js";
 import type { DirectoryEntry } from "../cluster/directory-row.js";
 import type { PeerClient, PeerClients } from "../cluster/peer-clients.js";
+import type { ModelPlacement } from "../link/model-placement.js";
 import {
   DRAIN_DEADLINE_MS,
   type ModelOperationOutcome,
@@ -36,6 +37,8 @@ export class LiveProviderDirectory implements ProviderDirectory {
     private readonly cluster?: ClusterProviders,
     /** Clients of the other replicas (with a peer token): a drain reaches their providers. */
     private readonly peers?: PeerClients,
+    /** Loads and unloads models (model placement's cooldown counts an administrator's commands). */
+    private readonly models: Pick<ModelPlacement, "operate"> = { operate: runModelOperation },
   ) {}
 
   list(model?: string): ProviderSummaryInit[] {
@@ -89,7 +92,7 @@ export class LiveProviderDirectory implements ProviderDirectory {
     kind: "load" | "unload",
   ): Promise<ModelOperationOutcome | undefined> {
     const session = this.sessions.get(providerId);
-    if (session) return runModelOperation(session, modelId, kind);
+    if (session) return this.models.operate(session, modelId, kind);
     const response = await this.throughHolder(providerId, `${kind} it`, (peer) =>
       peer.modelOperation({ providerId, modelId, unload: kind === "unload" }),
     );
