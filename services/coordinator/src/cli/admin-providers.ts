@@ -15,7 +15,7 @@ export function addProviderCommands(admin: Command, cli: AdminCommands): void {
         () => protoJson(ListProvidersResponseSchema, response),
         () =>
           table(
-            ["ID", "VERSION", "TRUST", "STATE", "BUSY", "TOK/S", "CHIP", "MODELS"],
+            ["ID", "VERSION", "TRUST", "STATE", "BUSY", "TOK/S", "CHIP", "MODELS", "LOADED"],
             response.providers.map((provider) => [
               provider.providerId,
               provider.daemonVersion,
@@ -25,6 +25,7 @@ export function addProviderCommands(admin: Command, cli: AdminCommands): void {
               provider.decodeTokensPerSecond.toFixed(1),
               provider.chip || "-",
               provider.models.join(","),
+              provider.loadedModels.join(",") || "-",
             ]),
           ),
       );

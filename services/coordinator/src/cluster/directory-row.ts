@@ -41,6 +41,8 @@ export interface DispatchInfo {
   /** Advertised rates (claims). */
   decodeTokensPerSecond: number;
   prefillTokensPerSecond: number;
+  /** The models it has in memory (its latest heartbeat's). */
+  loadedModels: string[];
 }
 
 /** What the writer records of a local session; updatedAt is the database's. */
@@ -73,6 +75,7 @@ export function entryOf(
       usageVersion: handle.usageVersion,
       decodeTokensPerSecond: handle.decodeTokensPerSecond,
       prefillTokensPerSecond: handle.prefillTokensPerSecond,
+      loadedModels: [...handle.loadedModels].sort(),
     },
     connectedAt: handle.connectedAt,
     updatedAt: 0,
@@ -142,7 +145,9 @@ function dispatchFromJson(json: unknown): DispatchInfo | undefined {
     !HEX.test(o.signingKey) ||
     typeof o.usageVersion !== "number" ||
     typeof o.decodeTokensPerSecond !== "number" ||
-    typeof o.prefillTokensPerSecond !== "number"
+    typeof o.prefillTokensPerSecond !== "number" ||
+    !Array.isArray(o.loadedModels) ||
+    !o.loadedModels.every((m) => typeof m === "string")
   ) {
     return undefined;
   }
@@ -152,5 +157,6 @@ function dispatchFromJson(json: unknown): DispatchInfo | undefined {
     usageVersion: o.usageVersion,
     decodeTokensPerSecond: o.decodeTokensPerSecond,
     prefillTokensPerSecond: o.prefillTokensPerSecond,
+    loadedModels: o.loadedModels as string[],
   };
 }

@@ -114,6 +114,8 @@ export class RemoteProviders {
       latestChallengePassed: entry.attested,
     });
     if (entry.draining && !handle.draining) handle.markDraining();
+    // Routing prefers providers with the model loaded: a remote one's come with its row.
+    if (entry.dispatch) handle.setLoadedModels(entry.dispatch.loadedModels);
     handle.setExternalLoad(entry.maxBatch - entry.freeSlots - handle.inFlight);
   }
 

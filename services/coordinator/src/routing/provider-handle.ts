@@ -260,6 +260,11 @@ export class ProviderHandle {
     if (this.#inFlight > 0) this.#inFlight--;
   }
 
+  /** The models another replica's heartbeats say it has loaded (a remote provider's, from the directory). */
+  setLoadedModels(models: Iterable<string>): void {
+    this.#loadedModels = new Set(models);
+  }
+
   /** A request for `model` was dispatched to it now (model placement unloads what goes unused). */
   noteUse(model: string, now = Date.now()): void {
     this.#lastUsed.set(model, now);

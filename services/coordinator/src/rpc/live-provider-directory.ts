@@ -64,6 +64,7 @@ export class LiveProviderDirectory implements ProviderDirectory {
         chip: p.hardware?.chip ?? "",
         routable: judgement?.routable ?? !p.deRouted,
         trustReasons: judgement?.reasons.map((r) => r.code) ?? [],
+        loadedModels: [...p.loadedModels].sort(),
       };
     });
     // Code-unit order, as the directory and the attestation list sort.
@@ -141,5 +142,6 @@ function remoteSummary(e: DirectoryEntry): ProviderSummaryInit {
     chip: e.chip,
     routable: e.routable,
     trustReasons: e.trustReasons,
+    loadedModels: e.dispatch?.loadedModels ?? [],
   };
 }
