@@ -5,6 +5,7 @@ import { parseArgs } from "node:util";
 import { AccountStore, Billing, createLogger } from "@darkbloom/coordinator";
 import { createTestDatabase, startTestPostgres } from "@darkbloom/coordinator/testing";
 import { percentile } from "../support/load-client.js";
+import { printTable } from "../support/table.js";
 
 const { values } = parseArgs({
   options: {
@@ -125,7 +126,5 @@ if (values.json) {
       x.bothP99Ms,
     ].map(String),
   );
-  const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => (l[i] ?? "").length)));
-  for (const l of [header, ...lines])
-    process.stdout.write(`${l.map((c, i) => c.padEnd(widths[i] ?? 0)).join("  ")}\n`);
+  printTable(header, lines);
 }

@@ -19,6 +19,7 @@ import { ModelTokenizer, planModel, writeGgufFile } from "@darkbloom/models";
 import { ScriptedProvider } from "@darkbloom/testing";
 import { getLlama, LlamaLogLevel } from "node-llama-cpp";
 import { median, nowMs, percentile, runLoad } from "../support/load-client.js";
+import { printTable } from "../support/table.js";
 import { OWN_PROCESS, type Server, serverCpu, spawnServer, stopServer } from "./servers.js";
 
 const { values } = parseArgs({
@@ -331,12 +332,6 @@ function medians(measured: Row[]): Median[] {
     m.deltaPercent = round((m.requestsPerSecond / first.requestsPerSecond - 1) * 100, 1);
   }
   return out;
-}
-
-function printTable(header: string[], lines: string[][]): void {
-  const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => (l[i] ?? "").length)));
-  for (const l of [header, ...lines])
-    process.stdout.write(`${l.map((c, i) => c.padEnd(widths[i] ?? 0)).join("  ")}\n`);
 }
 
 const summary = rounds > 1 ? medians(rows) : [];

@@ -17,6 +17,7 @@ import {
   verifyResponseSignature,
 } from "@darkbloom/protocol/verifiable-response";
 import { median } from "../support/load-client.js";
+import { printTable } from "../support/table.js";
 
 const { values } = parseArgs({
   options: {
@@ -281,13 +282,13 @@ if (values.json) {
   process.stdout.write(`${JSON.stringify({ machine, iterations, micro, stack, comparisons }, null, 2)}\n`);
 } else {
   process.stdout.write(`\nEnd-to-end encryption benchmark (${machine})\n\n`);
-  table(
+  printTable(
     ["operation", "p50 µs", "p99 µs", "mean µs"],
     micro.map((r) => [r.operation, r.p50Us, r.p99Us, r.meanUs].map(String)),
   );
   if (stack.length > 0) {
     process.stdout.write("\nFull stack: 16-token streamed chat completions, billing off\n\n");
-    table(
+    printTable(
       ["target", "conc", "req/s", "p50 ms", "p99 ms", "err", "coord cpu µs/req", "bench cpu µs/req"],
       stack.map((r) =>
         [
@@ -310,12 +311,5 @@ if (values.json) {
           `${c.providerSideCpuUs} µs\n`,
       );
     }
-  }
-}
-
-function table(header: string[], lines: string[][]): void {
-  const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => (l[i] ?? "").length)));
-  for (const l of [header, ...lines]) {
-    process.stdout.write(`${l.map((c, i) => c.padEnd(widths[i] ?? 0)).join("  ")}\n`);
   }
 }

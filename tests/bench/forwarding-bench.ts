@@ -15,6 +15,7 @@ import { parseArgs } from "node:util";
 import { startTestPostgres } from "@darkbloom/coordinator/testing";
 import { ScriptedProvider } from "@darkbloom/testing";
 import { median, nowMs, percentile, runLoad } from "../support/load-client.js";
+import { printTable } from "../support/table.js";
 import { type Server, serverCpu, spawnServer, stopServer } from "./servers.js";
 
 const { values } = parseArgs({
@@ -272,9 +273,7 @@ if (values.json) {
       m.coordinatorCpuUsPerRequest,
     ].map(String),
   );
-  const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => (l[i] ?? "").length)));
-  for (const l of [header, ...lines])
-    process.stdout.write(`${l.map((c, i) => c.padEnd(widths[i] ?? 0)).join("  ")}\n`);
+  printTable(header, lines);
   process.stdout.write(
     "\nadded = consumer's first body byte minus the provider's first token (same clock, one machine).\n" +
       "coordinators' cpu = every coordinator process of the row (all threads), per request.\n",
