@@ -54,14 +54,36 @@ describe("stream lifecycle", () => {
       const res = await pending;
       expect(res.status).toBe(200);
       expect((await readJson(res)).choices[0].message.content).toBe("xyz");
-      // A provider registering while the coordinator drains is sent elsewhere (Unavailable: the
-      // daemon retries, and behind a Service reaches another replica).
-      const late = new ScriptedProvider({ baseUrl: t.url, models: [{ id: "tiny" }] });
-      await expect(late.start()).rejects.toMatchObject({ code: Code.Unavailable });
-      await late.stop().catch(() => undefined);
       await closing;
       expect(p.drains).toHaveLength(1);
       expect(p.drains[0]?.reason).toBe("coordinator_shutdown");
+    } finally {
+      await p.stop().catch(() => undefined);
+    }
+  });
+
+  it("refuses registrations while it drains (Unavailable: the daemon retries, and reaches another replica)", async () => {
+    const t = await startTestCoordinator(pg.url);
+    // A request that never ends holds the drain open for its whole deadline.
+    const p = new ScriptedProvider({
+      baseUrl: t.url,
+      models: [{ id: "tiny" }],
+      script: () => ({ tokens: ["x"], fail: { when: "before_first_token", error: "stall" } }),
+    });
+    await p.start();
+    try {
+      const pending = postJson(t.url, "/v1/chat/completions", t.apiKey, { ...chat, stream: false }).catch(
+        () => undefined,
+      );
+      await waitFor(() => p.received.length === 1, 3_000, "dispatch");
+      const closing = t.coordinator.close({ drainMs: 20_000 });
+      const late = new ScriptedProvider({ baseUrl: t.url, models: [{ id: "tiny" }] });
+      await expect(late.start()).rejects.toMatchObject({ code: Code.Unavailable });
+      await late.stop().catch(() => undefined);
+      // Let the drain end: the stalled request's provider goes away.
+      await p.stop();
+      await closing;
+      await pending;
     } finally {
       await p.stop().catch(() => undefined);
     }
