@@ -121,10 +121,16 @@ export function createPeerService(deps: PeerServiceDeps): ServiceImpl<typeof Pee
       const stop = (reason: string) => {
         if (ended) return;
         ended = true;
+        if (reason === FORWARDER_GONE) {
+          deps.log.info(
+            { providerId, requestId },
+            "forwarded request cancelled: the replica that sent it went away",
+          );
+        }
         session.cancel(requestId, reason);
         out.close();
       };
-      const onAbort = () => stop("forwarder_gone");
+      const onAbort = () => stop(FORWARDER_GONE);
       context.signal.addEventListener("abort", onAbort, { once: true });
       // What the caller says after the start: a cancel.
       void (async () => {
@@ -136,14 +142,14 @@ export function createPeerService(deps: PeerServiceDeps): ServiceImpl<typeof Pee
             if (m.case === "cancel") stop(m.value.reason || "cancelled");
           }
         } catch {
-          stop("forwarder_gone");
+          stop(FORWARDER_GONE);
         }
       })();
       try {
         yield* out;
       } finally {
         context.signal.removeEventListener("abort", onAbort);
-        stop("forwarder_gone");
+        stop(FORWARDER_GONE);
         lease.release();
       }
     },
@@ -206,6 +212,9 @@ export function createPeerService(deps: PeerServiceDeps): ServiceImpl<typeof Pee
     }
   }
 }
+
+/** The cancel reason when the forwarding replica's call ends without its request's end. */
+const FORWARDER_GONE = "forwarder_gone";
 
 type DownMessage = MessageInitShape<typeof ForwardResponseSchema>["message"];
 
