@@ -100,6 +100,42 @@ describe("a consumer on replica A, the provider on replica B", () => {
     for (const c of tb.replicas) expect(await readFile(c.logFile, "utf8"), c.name).not.toContain(secret);
   });
 
+  it("answers alike from either replica: models, attestations and the admin listing", async () => {
+    const read = async (url: string, path: string) => {
+      const res = await fetch(`${url}${path}`, { headers: { authorization: `Bearer ${probe.apiKey}` } });
+      expect(res.status).toBe(200);
+      return res.json();
+    };
+    // Read until both agree: a challenge passed between the two reads changes the holder's entry
+    // a flush period before the other replica sees it.
+    for (const path of ["/v1/models", "/v1/providers/attestation"]) {
+      await expect
+        .poll(
+          async () => {
+            const [a, b] = await Promise.all(tb.replicas.map((c) => read(c.url, path)));
+            return JSON.stringify(a) === JSON.stringify(b);
+          },
+          { timeout: 10_000, interval: 200 },
+        )
+        .toBe(true);
+    }
+    const listed = await Promise.all(
+      tb.replicas.map(async (c) => {
+        const res = await fetch(`${c.url}/darkbloom.admin.v1.AdminService/ListProviders`, {
+          method: "POST",
+          headers: { authorization: `Bearer ${tb.adminKey}`, "content-type": "application/json" },
+          body: "{}",
+        });
+        const { providers } = (await res.json()) as {
+          providers: Array<{ providerId: string; machineId: string }>;
+        };
+        return providers.map((p) => [p.providerId, p.machineId]);
+      }),
+    );
+    expect(listed[1]).toEqual(listed[0]);
+    expect(listed[0]).toHaveLength(1);
+  });
+
   it("B killed mid-stream: an error event and one [DONE] on A, charged for what arrived, then served again", async () => {
     const account = await tb.createAccount(CREDIT);
     const before = await tb.balance(account.id);
