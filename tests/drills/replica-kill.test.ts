@@ -7,6 +7,7 @@
 // provider's work (its slot frees), A restarts and serves, and the dead instance's reservation is
 // refunded. The ledger verifies after each.
 import { readFile } from "node:fs/promises";
+import { isDeepStrictEqual } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   startTestbed,
@@ -113,7 +114,7 @@ describe("a consumer on replica A, the provider on replica B", () => {
         .poll(
           async () => {
             const [a, b] = await Promise.all(tb.replicas.map((c) => read(c.url, path)));
-            return JSON.stringify(a) === JSON.stringify(b);
+            return isDeepStrictEqual(a, b); // key order aside (the directory's jsonb sorts keys)
           },
           { timeout: 10_000, interval: 200 },
         )
