@@ -28,10 +28,10 @@ import {
 import type { CallObserver } from "../link/provider-session.js";
 import type { Logger } from "../log.js";
 import type { CoordinatorMetrics } from "../metrics.js";
-import type { RouteDemand } from "../routing/cost-model.js";
 import type { DispatchTarget, ProviderPool } from "../routing/provider-pool.js";
 import type { Lease } from "../routing/router.js";
 import type { RouteConstraints } from "../routing/scheduler.js";
+import type { CatalogView, InferenceJob } from "./inference-job.js";
 import { MeteredSink } from "./metered-sink.js";
 import { providerErrorFrom } from "./provider-errors.js";
 import type { ValidatedRequest } from "./request-validation.js";
@@ -42,35 +42,7 @@ import { type SealedRequest, sealRequest } from "./sealing.js";
 import type { Timing } from "./timing.js";
 import { estimateTokens } from "./token-estimate.js";
 
-/** A request ready to route: validated, authenticated, with its token budget fixed. */
-export interface InferenceJob {
-  requestId: string;
-  accountId: string;
-  request: ValidatedRequest;
-  /** Completion-token budget per choice enforced for this request. */
-  maxTokens: number;
-  /** Estimated prompt tokens (routing, the context gate). */
-  promptTokens: number;
-  /** The model's token counts, when the catalog has its vocabulary (execute() sets it). */
-  counter: TokenCounter | undefined;
-  /**
-   * The prompt's count with the model's tokenizer, made while the request is served (undefined when
-   * it could not be counted): what the provider must report, and what a cancelled request pays.
-   */
-  promptCount: number | Promise<number | undefined> | undefined;
-  demand: RouteDemand;
-  constraints: RouteConstraints;
-  timing: Timing;
-  /** SHA-256 of request.body, computed once when the first provider completes. */
-  requestSha256?: Uint8Array;
-}
-
-/** What the pipeline needs of the model catalog: an in-memory lookup of state, prices and tokenizer. */
-export interface CatalogView {
-  lookup(modelId: string): ({ enabled: boolean } & ModelPrice) | undefined;
-  /** The model's token counts when the catalog has its vocabulary (and it is loaded). */
-  tokenizer?(modelId: string): TokenCounter | undefined;
-}
+export type { CatalogView, InferenceJob };
 
 type AttemptOutcome = { kind: "done" } | { kind: "retry"; reason: string };
 
