@@ -183,6 +183,14 @@ export interface CoordinatorConfig {
   maxResponseBufferBytes: number;
   /** Bytes one completion response may reach before it is cut (the provider is cancelled). */
   maxResponseBytes: number;
+  /** On shutdown, how long providers and in-flight requests may take to finish before they are cut. */
+  drainTimeoutMs: number;
+  /**
+   * "migrate" applies pending migrations at start (one machine, the local network); "check" refuses
+   * to start while any is pending: under an orchestrator a migration job runs them once, before new
+   * replicas start, so a replica never changes the schema under the ones still serving.
+   */
+  schema: "migrate" | "check";
 }
 
 export type CoordinatorConfigInput = Partial<CoordinatorConfig> &
@@ -239,6 +247,8 @@ export function resolveConfig(input: CoordinatorConfigInput): CoordinatorConfig 
     authFailureBurst: 20,
     authFailureAddresses: 100_000,
     trustProxyHops: 0,
+    drainTimeoutMs: 10_000,
+    schema: "migrate",
     ...CONNECTION_LIMIT_DEFAULTS,
     ...stripUndefined(input),
   } as CoordinatorConfig;

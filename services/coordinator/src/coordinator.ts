@@ -40,7 +40,7 @@ import { LocalProviderPool, type ProviderPool } from "./routing/provider-pool.js
 import { ProviderRegistry } from "./routing/provider-registry.js";
 import { Router } from "./routing/router.js";
 import { openDatabase } from "./store/database.js";
-import { migrate } from "./store/migrate.js";
+import { assertSchemaCurrent, migrate } from "./store/migrate.js";
 import { KeyQuarantineStore } from "./trust/key-quarantine.js";
 import { MachineBindingStore } from "./trust/machine-bindings.js";
 import { trustOptionsFrom } from "./trust/trust-config.js";
@@ -93,7 +93,8 @@ export async function startCoordinator(
 async function start(config: CoordinatorConfig, log: Logger, closers: Closers): Promise<RunningCoordinator> {
   const db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, logger: log });
   closers.add("database", () => db.close());
-  await migrate(db.pool, { logger: log });
+  if (config.schema === "check") await assertSchemaCurrent(db.pool);
+  else await migrate(db.pool, { logger: log });
 
   // Each catalog model's vocabulary, loaded, follows the catalog (the start waits for the first
   // loads, so usage is counted, not only bounded, from the first request).
@@ -308,7 +309,7 @@ async function start(config: CoordinatorConfig, log: Logger, closers: Closers): 
     "coordinator listening",
   );
 
-  let drainMs = 10_000;
+  let drainMs = config.drainTimeoutMs;
   let closing: Promise<void> | undefined;
   // Runs first: providers are asked to drain and their in-flight work may finish (up to drainMs)
   // while everything it needs is still up; readiness reports the shutdown from here on.

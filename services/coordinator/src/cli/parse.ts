@@ -138,6 +138,16 @@ export function trustLevel(value: string): (typeof TRUST_LEVELS)[number] {
   return value as (typeof TRUST_LEVELS)[number];
 }
 
+const SCHEMA_MODES = ["migrate", "check"] as const;
+
+/** A commander argument parser for `--schema`: apply pending migrations, or only check for them. */
+export function schemaMode(value: string): (typeof SCHEMA_MODES)[number] {
+  if (!(SCHEMA_MODES as readonly string[]).includes(value)) {
+    throw new InvalidArgumentError(`expected one of ${SCHEMA_MODES.join(", ")}`);
+  }
+  return value as (typeof SCHEMA_MODES)[number];
+}
+
 const SEMVER = /^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$/;
 
 /** A commander argument parser for a semantic version such as 1.2.3. */

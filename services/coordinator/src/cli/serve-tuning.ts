@@ -31,6 +31,7 @@ type TunableKey = keyof Pick<
   | "placementIntervalMs"
   | "placementCooldownMs"
   | "tokenizerThreads"
+  | "drainTimeoutMs"
   // Connection and response limits.
   | "headerTimeoutMs"
   | "bodyTimeoutMs"
@@ -188,6 +189,15 @@ const TUNINGS: readonly Tuning[] = [
     description:
       "worker threads that run llama.cpp's tokenizer for catalog vocabularies: the reference the event loop's exact port is checked against, and the counter of vocabularies the port does not cover; 0 runs it on the event loop (default: cores - 1, 1 to 4)",
     parse: wholeNumber(64),
+  },
+  {
+    key: "drainTimeoutMs",
+    flag: "--drain-timeout",
+    env: "DARKBLOOM_DRAIN_TIMEOUT",
+    arg: "<duration>",
+    description:
+      "on SIGTERM, how long providers are given to reconnect elsewhere and in-flight requests to finish (default 10s)",
+    parse: duration,
   },
 
   // Connection and response limits: slow and greedy clients (docs/ARCHITECTURE.md, "Connection limits").

@@ -13,6 +13,7 @@ import {
   httpUrl,
   logLevel,
   port,
+  schemaMode,
   semver,
   trustLevel,
 } from "./parse.js";
@@ -30,6 +31,11 @@ export function addServeCommand(program: Command, io: CliIo): void {
     .option("--host <host>", "listen address (default 127.0.0.1)")
     .option("--data-dir <dir>", "state directory (env DARKBLOOM_DATA_DIR, default ~/.darkbloom/coordinator)")
     .option("--database-url <url>", "external PostgreSQL (env DATABASE_URL; default: embedded)", databaseUrl)
+    .option(
+      "--schema <mode>",
+      "migrate: apply pending database migrations at start; check: refuse to start while any is pending, for deployments that run `migrate` first (env DARKBLOOM_SCHEMA, default migrate)",
+      schemaMode,
+    )
     .option(
       "--advertise-url <url>",
       "where other coordinator replicas reach this one (env DARKBLOOM_ADVERTISE_URL; default: the listen URL)",
@@ -87,6 +93,7 @@ export function addServeCommand(program: Command, io: CliIo): void {
       port: opts.port ?? fromEnv(io.env, "PORT", port) ?? DEFAULT_PORT,
       dataDir,
       databaseUrl: opts.databaseUrl ?? fromEnv(io.env, "DATABASE_URL", databaseUrl),
+      schema: opts.schema ?? fromEnv(io.env, "DARKBLOOM_SCHEMA", schemaMode) ?? "migrate",
       advertiseUrl: opts.advertiseUrl ?? fromEnv(io.env, "DARKBLOOM_ADVERTISE_URL", httpUrl),
       adminKey: givenKey || (await adminKeyFile(dataDir)),
       logLevel: opts.logLevel ?? "info",
@@ -113,6 +120,7 @@ interface ServeOptions {
   host?: string;
   dataDir?: string;
   databaseUrl?: string;
+  schema?: "migrate" | "check";
   advertiseUrl?: string;
   adminKey?: string;
   logLevel?: string;

@@ -2,7 +2,7 @@ import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startTestPostgres, type TestPostgres } from "../testing/test-database.js";
 import { ensureDatabaseExists } from "./database.js";
-import { migrate, migrationLabel } from "./migrate.js";
+import { assertSchemaCurrent, migrate, migrationLabel, SchemaBehindError } from "./migrate.js";
 import { migrations } from "./migrations/index.js";
 
 let server: TestPostgres;
@@ -21,6 +21,26 @@ async function freshPool(name: string): Promise<pg.Pool> {
   pool.on("error", () => undefined);
   return pool;
 }
+
+describe("assertSchemaCurrent", () => {
+  it("names every pending migration, on an empty database and on one a migration behind", async () => {
+    const pool = await freshPool("schema_check");
+    try {
+      const empty = await assertSchemaCurrent(pool).catch((e: unknown) => e);
+      expect(empty).toBeInstanceOf(SchemaBehindError);
+      expect((empty as SchemaBehindError).pending).toEqual(migrations.map(migrationLabel));
+      await migrate(pool, { migrations: migrations.slice(0, -1) });
+      const behind = await assertSchemaCurrent(pool).catch((e: unknown) => e);
+      const last = migrationLabel(migrations.at(-1)!);
+      expect((behind as SchemaBehindError).pending).toEqual([last]);
+      expect((behind as Error).message).toContain(`1 migration(s) pending (${last})`);
+      await migrate(pool);
+      await expect(assertSchemaCurrent(pool)).resolves.toBeUndefined();
+    } finally {
+      await pool.end();
+    }
+  });
+});
 
 describe("migrate", () => {
   it("applies every migration once and records it", async () => {

@@ -66,6 +66,38 @@ export async function migrate(pool: pg.Pool, options: MigrateOptions = {}): Prom
   }
 }
 
+/**
+ * Throws SchemaBehindError when migrations this coordinator knows are not applied: what a replica
+ * started with `--schema check` does instead of migrating.
+ */
+export async function assertSchemaCurrent(
+  pool: pg.Pool,
+  migrations: readonly Migration[] = allMigrations,
+): Promise<void> {
+  // A database never migrated has no table yet (the subquery cannot be planned without it).
+  const table = await pool.query<{ exists: boolean }>(
+    "SELECT to_regclass('schema_migrations') IS NOT NULL AS exists",
+  );
+  const done = new Set<number>();
+  if (table.rows[0]?.exists) {
+    const { rows } = await pool.query<{ version: number }>("SELECT version FROM schema_migrations");
+    for (const row of rows) done.add(row.version);
+  }
+  const pending = migrations.filter((migration) => !done.has(migration.version));
+  if (pending.length > 0) throw new SchemaBehindError(pending.map(migrationLabel));
+}
+
+/** The database lacks migrations this coordinator needs (and was told not to apply them itself). */
+export class SchemaBehindError extends Error {
+  constructor(readonly pending: string[]) {
+    super(
+      `the database schema is behind this coordinator: ${pending.length} migration(s) pending ` +
+        `(${pending.join(", ")}); run \`darkbloom-coordinator migrate\` first, or start with --schema migrate`,
+    );
+    this.name = "SchemaBehindError";
+  }
+}
+
 async function applyOne(client: pg.PoolClient, migration: Migration): Promise<void> {
   await client.query("BEGIN");
   try {
