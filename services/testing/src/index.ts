@@ -24,4 +24,5 @@ export type {
 } from "./scripted-options.js";
 export { modelWeightSha256, ScriptedProvider, startScriptedProviders, stopAll } from "./scripted-provider.js";
 export { SharedConnection } from "./shared-connection.js";
+export { newSigningKey, softwareAttestor, type TestSigningKey } from "./software-attestor.js";
 export { parseSse, readSse, type SseBody, type SseEvent, SseFormatError } from "./sse.js";

@@ -1,16 +1,14 @@
-import { generateKeyPairSync, type KeyObject, sign } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Code, ConnectError } from "@connectrpc/connect";
 import {
-  challengeSigningInput,
-  encodeAttestation,
-  encodeChallengeStatus,
-  rawP256PublicKey,
-} from "@darkbloom/protocol";
-import { SignerKind } from "@darkbloom/protocol/provider/v1";
-import { type ScriptedAttestor, ScriptedProvider, type ScriptedProviderOptions } from "@darkbloom/testing";
+  newSigningKey,
+  ScriptedProvider,
+  type ScriptedProviderOptions,
+  softwareAttestor,
+  type TestSigningKey,
+} from "@darkbloom/testing";
 import pg from "pg";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { CoordinatorConfig } from "../config.js";
@@ -40,58 +38,10 @@ const TRUST: Partial<CoordinatorConfig> = {
   challengeRetryMs: 50,
 };
 
-interface TestKey {
-  privateKey: KeyObject;
-  publicKey: Uint8Array;
-  hex: string;
-}
-
-function newKey(): TestKey {
-  const { privateKey } = generateKeyPairSync("ec", { namedCurve: "prime256v1" });
-  const publicKey = rawP256PublicKey(privateKey);
-  return { privateKey, publicKey, hex: Buffer.from(publicKey).toString("hex") };
-}
-
-/**
- * Attests with `key` (a software signer's blob; `persistent` false as for an ephemeral key) and
- * answers every challenge honestly with it.
- */
-function attestor(key: TestKey, persistent = true): ScriptedAttestor {
-  const der = (data: Uint8Array) => sign("sha256", data, { key: key.privateKey, dsaEncoding: "der" });
-  return {
-    async attestation(init) {
-      const blob = encodeAttestation({
-        binary_sha256: BINARY,
-        chip: "scripted",
-        daemon_version: init.daemonVersion,
-        encryption_public_key: Buffer.from(init.encryptionPublicKey).toString("base64"),
-        key_persistent: persistent,
-        machine_id: init.machineId,
-        machine_model: "scripted",
-        os: "linux",
-        os_version: "6.1",
-        secure_boot: "enabled",
-        serial_sha256: "",
-        signer: "software",
-        sip: "not_applicable",
-        timestamp_ms: Date.now(),
-      });
-      return { blob, signature: der(blob), publicKey: key.publicKey, signer: SignerKind.SOFTWARE };
-    },
-    async answer(challenge, models) {
-      const status = encodeChallengeStatus({
-        binary_sha256: BINARY,
-        models: [...models]
-          .sort((a, b) => (a.id < b.id ? -1 : 1))
-          .map((m) => ({ id: m.id, weight_sha256: m.weightSha256 })),
-        secure_boot: "enabled",
-        sip: "not_applicable",
-      });
-      const input = challengeSigningInput(challenge.nonce, challenge.timestampMs, status);
-      return { nonce: challenge.nonce, timestampMs: challenge.timestampMs, status, signature: der(input) };
-    },
-  };
-}
+type TestKey = TestSigningKey;
+const newKey = newSigningKey;
+const attestor = (key: TestKey, persistent = true) =>
+  softwareAttestor(key, { binarySha256: BINARY, persistent });
 
 let pgServer: TestPostgres;
 beforeAll(async () => {
