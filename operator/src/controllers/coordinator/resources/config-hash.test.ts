@@ -1,0 +1,41 @@
+import { describe, expect, it } from "vitest";
+import type { CoordinatorSpec } from "../../../api/v1alpha1/coordinator-types.js";
+import { storedCoordinator } from "../../../testing/coordinator-fixture.js";
+import { buildConfigHash } from "./config-hash.js";
+
+const SECRETS = "secrets-v1";
+const base = buildConfigHash(storedCoordinator({ config: { queueDepth: 5, trustProxy: 1 } }), SECRETS);
+const hashWith = (spec: Partial<CoordinatorSpec>, secrets = SECRETS) =>
+  buildConfigHash(storedCoordinator({ config: { queueDepth: 5, trustProxy: 1 }, ...spec }), secrets);
+
+describe("config hash", () => {
+  it("is 16 hex digits, the same for the same input whatever the config's key order", () => {
+    expect(base).toMatch(/^[0-9a-f]{16}$/);
+    expect(hashWith({ config: { trustProxy: 1, queueDepth: 5 } })).toBe(base);
+  });
+
+  it("changes with what the pods read at start: image, args, env, Secrets' values", () => {
+    const changed: Partial<CoordinatorSpec>[] = [
+      { image: "ghcr.io/darkbloom/coordinator:1.5.0" },
+      { config: { queueDepth: 6, trustProxy: 1 } },
+      { config: { queueDepth: 5, trustProxy: 1, logLevel: "debug" } },
+      { drainSeconds: 60 },
+      { metrics: { port: 9100 } },
+      { database: { secretRef: { name: "db2", key: "url" } } },
+      { adminKeySecretRef: { name: "admin", key: "key" } },
+    ];
+    for (const spec of changed) expect(hashWith(spec), JSON.stringify(spec)).not.toBe(base);
+    expect(hashWith({}, "secrets-v2")).not.toBe(base);
+  });
+
+  it("stays the same for what does not restart pods (or rolls them through the template itself)", () => {
+    const unchanged: Partial<CoordinatorSpec>[] = [
+      { replicas: 5 },
+      { service: { type: "LoadBalancer", port: 443 } },
+      { disruptionBudget: { enabled: false, maxUnavailable: 1 } },
+      { podLabels: { team: "a" } },
+      { resources: { requests: { cpu: "500m" } } },
+    ];
+    for (const spec of unchanged) expect(hashWith(spec), JSON.stringify(spec)).toBe(base);
+  });
+});

@@ -1,0 +1,169 @@
+import { describe, expect, it } from "vitest";
+import { storedCoordinator } from "../../../testing/coordinator-fixture.js";
+import { coordinatorEnv } from "./config-env.js";
+import { buildDeployment, serveArgs } from "./deployment.js";
+import { labels, ownerReference, selectorLabels } from "./labels.js";
+
+const OPTIONS = { peerSecretName: "main-peer", configHash: "0123456789abcdef" };
+
+const SECURITY = {
+  runAsNonRoot: true,
+  runAsUser: 10001,
+  readOnlyRootFilesystem: true,
+  allowPrivilegeEscalation: false,
+  capabilities: { drop: ["ALL"] },
+  seccompProfile: { type: "RuntimeDefault" },
+};
+
+describe("Deployment", () => {
+  it("runs the replicas with a surge-only rollout, owned and labelled", () => {
+    const coordinator = storedCoordinator({ replicas: 3 });
+    const deployment = buildDeployment(coordinator, OPTIONS);
+    expect(deployment.metadata).toEqual({
+      name: "main",
+      namespace: "darkbloom",
+      labels: labels(coordinator),
+      ownerReferences: [ownerReference(coordinator)],
+    });
+    expect(deployment.spec).toMatchObject({
+      replicas: 3,
+      revisionHistoryLimit: 5,
+      selector: { matchLabels: selectorLabels(coordinator) },
+      strategy: { type: "RollingUpdate", rollingUpdate: { maxSurge: 1, maxUnavailable: 0 } },
+    });
+  });
+
+  it("builds the coordinator container: args, env, ports, probes, preStop, security", () => {
+    const coordinator = storedCoordinator({ imagePullPolicy: "IfNotPresent", metrics: { port: 9100 } });
+    const pod = buildDeployment(coordinator, OPTIONS).spec?.template.spec;
+    expect(pod?.containers).toHaveLength(1);
+    expect(pod?.containers[0]).toEqual({
+      name: "coordinator",
+      image: "ghcr.io/darkbloom/coordinator:1.4.0",
+      imagePullPolicy: "IfNotPresent",
+      args: [
+        "serve",
+        "--host",
+        "$(POD_IP)",
+        "--port",
+        "8080",
+        "--metrics-port",
+        "9100",
+        "--metrics-host",
+        "$(POD_IP)",
+        "--data-dir",
+        "/var/lib/darkbloom",
+        "--schema",
+        "check",
+      ],
+      env: coordinatorEnv(coordinator, { peerSecretName: "main-peer" }),
+      ports: [
+        { name: "http", containerPort: 8080, protocol: "TCP" },
+        { name: "metrics", containerPort: 9100, protocol: "TCP" },
+      ],
+      readinessProbe: {
+        httpGet: { path: "/readyz", port: "http" },
+        periodSeconds: 5,
+        failureThreshold: 2,
+        timeoutSeconds: 2,
+      },
+      livenessProbe: {
+        httpGet: { path: "/healthz", port: "http" },
+        periodSeconds: 10,
+        failureThreshold: 3,
+        timeoutSeconds: 2,
+      },
+      startupProbe: {
+        httpGet: { path: "/healthz", port: "http" },
+        periodSeconds: 2,
+        failureThreshold: 60,
+        timeoutSeconds: 2,
+      },
+      lifecycle: { preStop: { sleep: { seconds: 5 } } },
+      resources: {},
+      securityContext: SECURITY,
+      volumeMounts: [{ name: "data", mountPath: "/var/lib/darkbloom" }],
+    });
+    expect(
+      pod?.containers[0]?.env?.find((v) => v.name === "DARKBLOOM_PEER_TOKEN")?.valueFrom?.secretKeyRef?.name,
+    ).toBe("main-peer");
+  });
+
+  it("passes logLevel as serve's flag", () => {
+    expect(serveArgs(storedCoordinator({ config: { logLevel: "debug" } })).slice(-2)).toEqual([
+      "--log-level",
+      "debug",
+    ]);
+    expect(serveArgs(storedCoordinator())).not.toContain("--log-level");
+  });
+
+  it("lets a replica drain before it is killed, and gives it no API access", () => {
+    const pod = buildDeployment(storedCoordinator({ drainSeconds: 120 }), OPTIONS).spec?.template.spec;
+    expect(pod?.terminationGracePeriodSeconds).toBe(5 + 120 + 10);
+    expect(pod?.volumes).toEqual([{ name: "data", emptyDir: {} }]);
+    expect(pod?.enableServiceLinks).toBe(false);
+    expect(pod?.automountServiceAccountToken).toBe(false);
+  });
+
+  it("adds the user's pod labels and annotations under the operator's own", () => {
+    const coordinator = storedCoordinator({
+      podLabels: { team: "infra", "app.kubernetes.io/instance": "spoofed" },
+      podAnnotations: { "prometheus.io/scrape": "true" },
+    });
+    const template = buildDeployment(coordinator, OPTIONS).spec?.template;
+    expect(template?.metadata?.labels).toEqual({ team: "infra", ...labels(coordinator) });
+    expect(template?.metadata?.annotations).toEqual({
+      "prometheus.io/scrape": "true",
+      "darkbloom.dev/config-hash": "0123456789abcdef",
+    });
+  });
+
+  it("takes resources, scheduling and pull secrets from the spec", () => {
+    const toleration = { key: "dedicated", operator: "Equal", value: "darkbloom", effect: "NoSchedule" };
+    const spread = {
+      maxSkew: 1,
+      topologyKey: "topology.kubernetes.io/zone",
+      whenUnsatisfiable: "ScheduleAnyway",
+    };
+    const affinity = { nodeAffinity: { preferredDuringSchedulingIgnoredDuringExecution: [] } };
+    const coordinator = storedCoordinator({
+      imagePullSecrets: [{ name: "registry" }],
+      resources: { requests: { cpu: "500m", memory: "512Mi" }, limits: { cpu: 2, memory: "1Gi" } },
+      scheduling: {
+        nodeSelector: { pool: "serving" },
+        tolerations: [toleration],
+        affinity,
+        topologySpreadConstraints: [spread],
+        priorityClassName: "critical",
+      },
+    });
+    const pod = buildDeployment(coordinator, OPTIONS).spec?.template.spec;
+    expect(pod?.containers[0]?.resources).toEqual({
+      requests: { cpu: "500m", memory: "512Mi" },
+      limits: { cpu: "2", memory: "1Gi" },
+    });
+    expect(pod).toMatchObject({
+      imagePullSecrets: [{ name: "registry" }],
+      nodeSelector: { pool: "serving" },
+      tolerations: [toleration],
+      affinity,
+      topologySpreadConstraints: [spread],
+      priorityClassName: "critical",
+    });
+  });
+
+  it("leaves absent optional settings out", () => {
+    const pod = buildDeployment(storedCoordinator(), OPTIONS).spec?.template.spec;
+    for (const key of [
+      "imagePullSecrets",
+      "nodeSelector",
+      "tolerations",
+      "affinity",
+      "topologySpreadConstraints",
+      "priorityClassName",
+    ]) {
+      expect(pod, key).not.toHaveProperty(key);
+    }
+    expect(pod?.containers[0]).not.toHaveProperty("imagePullPolicy");
+  });
+});
