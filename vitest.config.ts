@@ -15,8 +15,10 @@ const ENGINE_TESTS = [
   "services/provider/src/cli/serve-llama.test.ts",
   "tests/e2e/**/*.test.ts",
   "tests/drills/**/*.test.ts",
+  // Real coordinator processes under the operator, rolled and killed: timings matter here too.
+  "tests/kubernetes/**/*.test.ts",
 ];
-const ALL_TESTS = ["services/**/src/**/*.test.ts", "tests/**/*.test.ts"];
+const ALL_TESTS = ["services/**/src/**/*.test.ts", "operator/src/**/*.test.ts", "tests/**/*.test.ts"];
 const IGNORED = ["**/node_modules/**", "**/dist/**"];
 
 export default defineConfig({

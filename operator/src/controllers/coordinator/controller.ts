@@ -1,0 +1,315 @@
+import { createHash, randomBytes } from "node:crypto";
+import { isDeepStrictEqual } from "node:util";
+import type { V1Deployment, V1Job } from "@kubernetes/client-node";
+import type { Logger } from "pino";
+import type { Coordinator } from "../../api/v1alpha1/coordinator-types.js";
+import {
+  COORDINATORS,
+  DEPLOYMENTS,
+  JOBS,
+  POD_DISRUPTION_BUDGETS,
+  SECRETS,
+  SERVICES,
+} from "../../resource-types.js";
+import { splitKey } from "../../runtime/controller.js";
+import type { EventRecorder } from "../../runtime/events.js";
+import type { Informer } from "../../runtime/informer.js";
+import {
+  isAlreadyExists,
+  isConflict,
+  isNotFound,
+  type KubeApi,
+  type KubeObject,
+} from "../../runtime/kube-api.js";
+import { applyOwned } from "../../runtime/owned-objects.js";
+import type { ReconcileResult } from "../../runtime/work-queue.js";
+import { secretValue } from "../secret-values.js";
+import { buildConfigHash } from "./resources/config-hash.js";
+import { buildDeployment } from "./resources/deployment.js";
+import { buildMigrationJob, migrationJobName } from "./resources/migration-job.js";
+import { buildPeerSecret, peerSecretName } from "./resources/peer-secret.js";
+import { buildPodDisruptionBudget } from "./resources/pod-disruption-budget.js";
+import { buildService } from "./resources/service.js";
+import { nextStatus, type Observed } from "./status.js";
+
+type Object<T> = T & KubeObject;
+export type CoordinatorObject = Object<Coordinator>;
+
+export interface CoordinatorDeps {
+  api: KubeApi;
+  coordinators: Informer<CoordinatorObject>;
+  deployments: Informer<KubeObject>;
+  jobs: Informer<KubeObject>;
+  services: Informer<KubeObject>;
+  budgets: Informer<KubeObject>;
+  secrets: Informer<KubeObject>;
+  events: EventRecorder;
+  log: Logger;
+}
+
+/** Migration Jobs kept besides the current image's: the latest few, for their logs. */
+const KEPT_MIGRATION_JOBS = 2;
+
+/**
+ * Reconciles a Coordinator into the objects that run it, in the order an upgrade needs:
+ *
+ * 1. The Secrets it references must exist with their keys; otherwise Degraded, and nothing that
+ *    runs is touched (a typo in a Secret name must not take a serving cluster down).
+ * 2. The peer Secret (the replicas' shared forwarding credential) is made once and kept.
+ * 3. The database is migrated by a Job of the spec's image, one Job per image; until it succeeds
+ *    the Deployment keeps running the last migrated image, and a failed migration leaves it there
+ *    (Degraded, MigrationFailed). The replicas start with `--schema check`: none ever migrates.
+ * 4. The Deployment (rolling one pod at a time, surge 1, never below the desired count), the
+ *    Service and the PodDisruptionBudget are brought to the spec, writing only what differs.
+ * 5. The status is computed from what was observed and written only when it changed.
+ */
+export class CoordinatorReconciler {
+  constructor(private readonly deps: CoordinatorDeps) {}
+
+  async reconcile(key: string): Promise<ReconcileResult | undefined> {
+    const { namespace, name } = splitKey(key);
+    const coordinator = this.deps.coordinators.get(namespace, name);
+    // Deleted: the garbage collector removes everything that carries its owner reference.
+    if (coordinator === undefined || coordinator.metadata?.deletionTimestamp !== undefined) return undefined;
+    const observed: Observed = { problem: undefined, migration: { state: "none" } };
+    // A step that fails (the API server, a conflict) throws: the key is retried with backoff, and the
+    // status keeps saying what the last complete reconcile found.
+    await this.converge(coordinator, observed);
+    await this.writeStatus(coordinator, observed);
+    return undefined;
+  }
+
+  private async converge(coordinator: CoordinatorObject, observed: Observed): Promise<void> {
+    const namespace = coordinator.metadata?.namespace ?? "";
+    const { spec } = coordinator;
+    const databaseUrl = secretValue(
+      this.deps.secrets,
+      namespace,
+      spec.database.secretRef.name,
+      spec.database.secretRef.key,
+    );
+    const adminKey = secretValue(
+      this.deps.secrets,
+      namespace,
+      spec.adminKeySecretRef.name,
+      spec.adminKeySecretRef.key,
+    );
+    for (const value of [databaseUrl, adminKey]) {
+      if (typeof value !== "string") {
+        observed.problem = value;
+        observed.deployment = this.owned(this.deps.deployments, coordinator, coordinator.metadata?.name) as
+          | V1Deployment
+          | undefined;
+        return;
+      }
+    }
+    const peerToken = await this.ensurePeerSecret(coordinator);
+    // Pods roll when a referenced Secret's value changes: the hash covers them (never the values).
+    const secretsVersion = createHash("sha256")
+      .update(`${databaseUrl}\u0000${adminKey}\u0000${peerToken}`)
+      .digest("hex");
+
+    const migratedImage = await this.migrate(coordinator, observed);
+    const deploymentName = coordinator.metadata?.name ?? "";
+    const deployment = this.owned(this.deps.deployments, coordinator, deploymentName) as
+      | V1Deployment
+      | undefined;
+    let written = false;
+    if (migratedImage !== undefined) {
+      const target = { ...coordinator, spec: { ...spec, image: migratedImage } };
+      const configHash = buildConfigHash(target, secretsVersion);
+      const desired = buildDeployment(target, { peerSecretName: peerSecretName(coordinator), configHash });
+      const outcome = await applyOwned(
+        this.deps.api,
+        DEPLOYMENTS,
+        desired as KubeObject,
+        deployment as KubeObject | undefined,
+      );
+      if (outcome !== "unchanged") {
+        this.deps.log.info(
+          { coordinator: deploymentName, namespace, outcome, image: migratedImage },
+          "deployment written",
+        );
+        if (
+          outcome === "updated" &&
+          deployment?.spec?.template.spec?.containers[0]?.image !== migratedImage
+        ) {
+          void this.deps.events.record(
+            coordinator,
+            "Normal",
+            "RollingOut",
+            `rolling replicas to ${migratedImage}`,
+          );
+        }
+        written = true;
+      }
+    }
+    observed.deployment = deployment;
+    // Just created or changed: rolling out until the watch brings the Deployment's new status.
+    observed.deploymentPending = written || (migratedImage !== undefined && deployment === undefined);
+
+    const service = buildService(coordinator);
+    await applyOwned(
+      this.deps.api,
+      SERVICES,
+      service as KubeObject,
+      this.owned(this.deps.services, coordinator, service.metadata?.name),
+      keepAllocated,
+    );
+    const budget = buildPodDisruptionBudget(coordinator);
+    const currentBudget = this.owned(this.deps.budgets, coordinator, coordinator.metadata?.name);
+    if (budget) await applyOwned(this.deps.api, POD_DISRUPTION_BUDGETS, budget as KubeObject, currentBudget);
+    else if (currentBudget)
+      await this.deps.api.delete(
+        POD_DISRUPTION_BUDGETS,
+        namespace,
+        deploymentName,
+        currentBudget.metadata?.uid,
+      );
+  }
+
+  /**
+   * The image the Deployment may run: the spec's once its migration Job succeeded, else the last
+   * one that migrated (undefined before the first migration completes).
+   */
+  private async migrate(coordinator: CoordinatorObject, observed: Observed): Promise<string | undefined> {
+    const { image } = coordinator.spec;
+    const previous = coordinator.status?.migratedImage;
+    if (previous === image) {
+      observed.migration = { state: "succeeded", image };
+      return image;
+    }
+    const jobName = migrationJobName(coordinator, image);
+    const job = this.owned(this.deps.jobs, coordinator, jobName) as V1Job | undefined;
+    if (job === undefined) {
+      try {
+        await this.deps.api.create(JOBS, buildMigrationJob(coordinator) as KubeObject);
+        void this.deps.events.record(
+          coordinator,
+          "Normal",
+          "MigrationStarted",
+          `migrating the database for ${image} (Job ${jobName})`,
+        );
+      } catch (error) {
+        // Made by an earlier reconcile the cache has not seen yet.
+        if (!isAlreadyExists(error)) throw error;
+      }
+      observed.migration = { state: "running", image, job: jobName };
+      return previous;
+    }
+    const finished = job.status?.conditions?.find(
+      (c) => (c.type === "Complete" || c.type === "Failed") && c.status === "True",
+    );
+    if (finished?.type === "Complete") {
+      observed.migration = { state: "succeeded", image };
+      if (coordinator.status?.migratedImage !== image) {
+        void this.deps.events.record(
+          coordinator,
+          "Normal",
+          "MigrationSucceeded",
+          `the database is migrated for ${image}`,
+        );
+      }
+      await this.pruneMigrationJobs(coordinator, jobName);
+      return image;
+    }
+    if (finished?.type === "Failed") {
+      const message = `migration Job ${jobName} failed (${finished.reason ?? "Failed"}: ${finished.message ?? "see its pods' logs"}); the replicas keep running ${previous ?? "nothing"}`;
+      observed.migration = { state: "failed", image, job: jobName, message };
+      return previous;
+    }
+    observed.migration = { state: "running", image, job: jobName };
+    return previous;
+  }
+
+  /** Deletes migration Jobs beyond the current one and the latest few (their pods go with them). */
+  private async pruneMigrationJobs(coordinator: CoordinatorObject, current: string): Promise<void> {
+    const namespace = coordinator.metadata?.namespace ?? "";
+    const uid = coordinator.metadata?.uid;
+    const old = this.deps.jobs
+      .list(namespace)
+      .filter(
+        (job) =>
+          job.metadata?.name !== current && job.metadata?.ownerReferences?.some((ref) => ref.uid === uid),
+      )
+      .sort((a, b) =>
+        String(b.metadata?.creationTimestamp).localeCompare(String(a.metadata?.creationTimestamp)),
+      );
+    for (const job of old.slice(KEPT_MIGRATION_JOBS)) {
+      await this.deps.api.delete(JOBS, namespace, job.metadata?.name ?? "", job.metadata?.uid);
+    }
+  }
+
+  /** The peer token, from the Secret made the first time (a new token would split running replicas). */
+  private async ensurePeerSecret(coordinator: CoordinatorObject): Promise<string> {
+    const namespace = coordinator.metadata?.namespace ?? "";
+    const name = peerSecretName(coordinator);
+    const existing = secretValue(this.deps.secrets, namespace, name, "token");
+    if (typeof existing === "string") return existing;
+    const token = randomBytes(32).toString("base64url");
+    try {
+      await this.deps.api.create(SECRETS, buildPeerSecret(coordinator, token) as KubeObject);
+      return token;
+    } catch (error) {
+      if (!isAlreadyExists(error)) throw error;
+      // Made by an earlier reconcile the cache has not seen yet: read it rather than guess.
+      const secret = await this.deps.api.get<KubeObject & { data?: Record<string, string> }>(
+        SECRETS,
+        namespace,
+        name,
+      );
+      const encoded = secret.data?.token;
+      if (!encoded) throw new Error(`Secret ${name} exists without a token`);
+      return Buffer.from(encoded, "base64").toString("utf8");
+    }
+  }
+
+  /** An object in the cache, only if this Coordinator owns it (never adopt or change another's). */
+  private owned(
+    informer: Informer<KubeObject>,
+    coordinator: CoordinatorObject,
+    name: string | undefined,
+  ): KubeObject | undefined {
+    if (name === undefined) return undefined;
+    const object = informer.get(coordinator.metadata?.namespace, name);
+    const uid = coordinator.metadata?.uid;
+    if (object && !object.metadata?.ownerReferences?.some((ref) => ref.uid === uid)) {
+      throw new Error(
+        `${object.kind ?? "object"} ${name} exists and is not owned by this Coordinator; rename or delete it`,
+      );
+    }
+    return object;
+  }
+
+  private async writeStatus(coordinator: CoordinatorObject, observed: Observed): Promise<void> {
+    const { status, events } = nextStatus(coordinator, observed, new Date());
+    // Compared as values: the API server may return the keys of a custom resource in another order.
+    if (isDeepStrictEqual(status, coordinator.status ?? {})) return;
+    for (const event of events)
+      void this.deps.events.record(coordinator, event.type, event.reason, event.message);
+    try {
+      await this.deps.api.update(COORDINATORS, { ...coordinator, status }, "status");
+    } catch (error) {
+      // A newer version is on its way through the watch; its reconcile writes the status then.
+      if (!isConflict(error) && !isNotFound(error)) throw error;
+    }
+  }
+}
+
+/** A Service's cluster IPs are assigned by the API server and immutable: an update carries them over. */
+function keepAllocated(current: KubeObject, next: KubeObject): KubeObject {
+  const spec = (current as { spec?: Record<string, unknown> }).spec ?? {};
+  const nextSpec = (next as { spec?: Record<string, unknown> }).spec ?? {};
+  const allocated = ["clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy", "healthCheckNodePort"];
+  const kept = Object.fromEntries(allocated.filter((k) => spec[k] !== undefined).map((k) => [k, spec[k]]));
+  // Node ports too, matched by port name: a new one would break clients that use the old.
+  type Port = { name?: string; nodePort?: number };
+  const nodePorts = new Map(((spec.ports ?? []) as Port[]).map((p) => [p.name, p.nodePort]));
+  const exposed = nextSpec.type === "NodePort" || nextSpec.type === "LoadBalancer";
+  const ports = ((nextSpec.ports ?? []) as Port[]).map((p) =>
+    exposed && p.nodePort === undefined && nodePorts.get(p.name) !== undefined
+      ? { ...p, nodePort: nodePorts.get(p.name) }
+      : p,
+  );
+  return { ...next, spec: { ...nextSpec, ...kept, ports } } as KubeObject;
+}

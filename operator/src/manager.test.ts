@@ -1,0 +1,311 @@
+import type { V1DeploymentSpec } from "@kubernetes/client-node";
+import { pino } from "pino";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import type { Coordinator } from "./api/v1alpha1/coordinator-types.js";
+import { migrationJobName } from "./controllers/coordinator/resources/migration-job.js";
+import { RELEASE_FINALIZER } from "./controllers/provider-release/controller.js";
+import { type OperatorOptions, type RunningOperator, startOperator } from "./manager.js";
+import {
+  COORDINATORS,
+  DEPLOYMENTS,
+  JOBS,
+  POD_DISRUPTION_BUDGETS,
+  PROVIDER_RELEASES,
+  SECRETS,
+  SERVICES,
+} from "./resource-types.js";
+import { isNotFound, type KubeObject } from "./runtime/kube-api.js";
+import { OPERATOR_USER, type OperatorTestEnv, startOperatorEnv } from "./testing/operator-env.js";
+
+// The operator against the strict fake API server alone (no kubelet: nothing runs, so the tests play
+// the Job controller where they need a migration to finish). Whole-cluster behaviour, with real
+// coordinator processes, is in tests/kubernetes.
+
+let env: OperatorTestEnv;
+const log = pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
+const running: RunningOperator[] = [];
+
+beforeAll(async () => {
+  env = await startOperatorEnv({ apiServer: { watchCloseAfterMs: [2_000, 4_000], bookmarkIntervalMs: 500 } });
+  await secret("db", { url: "postgres://coordinator:secret@postgres:5432/darkbloom" });
+  await secret("admin", { "admin-key": "dbadm_test" });
+});
+afterAll(async () => {
+  await env?.close();
+});
+afterEach(async () => {
+  await Promise.all(running.splice(0).map((o) => o.close()));
+});
+
+async function operator(options: Partial<OperatorOptions> = {}): Promise<RunningOperator> {
+  const started = await startOperator({ kubeConfig: env.operatorKubeConfig, log, ...options });
+  running.push(started);
+  return started;
+}
+
+async function secret(name: string, data: Record<string, string>): Promise<void> {
+  await env.admin.create(SECRETS, {
+    apiVersion: "v1",
+    kind: "Secret",
+    metadata: { name, namespace: env.namespace },
+    data: Object.fromEntries(Object.entries(data).map(([k, v]) => [k, Buffer.from(v).toString("base64")])),
+  });
+}
+
+function coordinator(name: string, spec: Record<string, unknown> = {}): KubeObject {
+  return {
+    apiVersion: "darkbloom.dev/v1alpha1",
+    kind: "Coordinator",
+    metadata: { name, namespace: env.namespace },
+    spec: {
+      image: "registry.example/darkbloom/coordinator:1.0.0",
+      database: { secretRef: { name: "db" } },
+      adminKeySecretRef: { name: "admin" },
+      ...spec,
+    },
+  };
+}
+
+const get = <T extends KubeObject>(type: Parameters<OperatorTestEnv["admin"]["get"]>[0], name: string) =>
+  env.admin
+    .get<T>(type, env.namespace, name)
+    .catch((e: unknown) => (isNotFound(e) ? undefined : Promise.reject(e)));
+
+type CoordinatorObject = Coordinator & KubeObject;
+const condition = (c: CoordinatorObject | undefined, type: string) =>
+  c?.status?.conditions?.find((x) => x.type === type);
+
+/** Plays the Job controller: the migration Job finished with `type`. */
+async function finishJob(name: string, type: "Complete" | "Failed"): Promise<void> {
+  const job = await env.admin.get<KubeObject & { status?: Record<string, unknown> }>(
+    JOBS,
+    env.namespace,
+    name,
+  );
+  const now = new Date().toISOString().replace(/\.\d{3}Z$/, "Z");
+  await env.admin.update(
+    JOBS,
+    {
+      ...job,
+      status: {
+        startTime: now,
+        ...(type === "Complete" ? { succeeded: 1, completionTime: now } : { failed: 3 }),
+        conditions: [
+          ...(type === "Complete"
+            ? [{ type: "SuccessCriteriaMet", status: "True", lastTransitionTime: now }]
+            : []),
+          {
+            type,
+            status: "True",
+            reason: type === "Complete" ? "CompletionsReached" : "BackoffLimitExceeded",
+            message:
+              type === "Complete"
+                ? "Reached expected number of succeeded pods"
+                : "Job has reached the specified backoff limit",
+            lastTransitionTime: now,
+          },
+        ],
+      },
+    },
+    "status",
+  );
+}
+
+/** The operator's writes so far (events aside): what a converged reconcile must not add to. */
+function operatorWrites(): string[] {
+  return env.apiServer.audit
+    .filter(
+      (e) =>
+        e.user === OPERATOR_USER && !["get", "list", "watch"].includes(e.verb) && e.resource !== "events",
+    )
+    .map((e) => `${e.verb} ${e.resource}${e.subresource ? `/${e.subresource}` : ""} ${e.name ?? ""}`);
+}
+
+describe("the Coordinator controller", () => {
+  it("migrates first, then deploys; a reconcile after convergence writes nothing", async () => {
+    await operator();
+    const spec = coordinator("alpha", { replicas: 3, config: { minTrust: "none", queueDepth: 64 } });
+    await env.admin.create(COORDINATORS, spec);
+    const image = "registry.example/darkbloom/coordinator:1.0.0";
+    const created = (await get<CoordinatorObject>(COORDINATORS, "alpha")) as CoordinatorObject;
+    const jobName = migrationJobName(created, image);
+    await expect.poll(() => get(JOBS, jobName), { timeout: 10_000 }).toBeDefined();
+    await expect
+      .poll(async () => condition(await get<CoordinatorObject>(COORDINATORS, "alpha"), "Migrated")?.reason, {
+        timeout: 10_000,
+      })
+      .toBe("MigrationRunning");
+    // Nothing runs the new image before its migration succeeded.
+    expect(await get(DEPLOYMENTS, "alpha")).toBeUndefined();
+    expect(await get(SERVICES, "alpha")).toBeDefined();
+    expect(await get(POD_DISRUPTION_BUDGETS, "alpha")).toBeDefined();
+    const peer = await get<KubeObject & { data?: Record<string, string> }>(SECRETS, "alpha-peer");
+    expect(Buffer.from(peer?.data?.token ?? "", "base64").length).toBeGreaterThanOrEqual(32);
+
+    await finishJob(jobName, "Complete");
+    await expect.poll(() => get(DEPLOYMENTS, "alpha"), { timeout: 10_000 }).toBeDefined();
+    const deployment = (await get<KubeObject & { spec: V1DeploymentSpec }>(
+      DEPLOYMENTS,
+      "alpha",
+    )) as KubeObject & {
+      spec: V1DeploymentSpec;
+    };
+    expect(deployment.metadata?.ownerReferences).toEqual([
+      expect.objectContaining({
+        kind: "Coordinator",
+        name: "alpha",
+        uid: created.metadata.uid,
+        controller: true,
+      }),
+    ]);
+    expect(deployment.spec.replicas).toBe(3);
+    expect(deployment.spec.strategy).toEqual({
+      type: "RollingUpdate",
+      rollingUpdate: { maxSurge: 1, maxUnavailable: 0 },
+    });
+    const container = deployment.spec.template.spec?.containers[0];
+    expect(container?.image).toBe(image);
+    expect(container?.args).toContain("check");
+    expect(container?.env).toEqual(
+      expect.arrayContaining([
+        { name: "DARKBLOOM_QUEUE_DEPTH", value: "64" },
+        { name: "DARKBLOOM_MIN_TRUST", value: "none" },
+        { name: "DATABASE_URL", valueFrom: { secretKeyRef: { name: "db", key: "url" } } },
+      ]),
+    );
+    const status = await expect
+      .poll(async () => (await get<CoordinatorObject>(COORDINATORS, "alpha"))?.status, { timeout: 10_000 })
+      .toMatchObject({
+        migratedImage: image,
+        selector: expect.stringContaining("app.kubernetes.io/instance=alpha"),
+      });
+    void status;
+
+    // Converged: poke the resource (metadata only) and wait for the operator to have seen it.
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const before = operatorWrites();
+    await env.admin.mergePatch(COORDINATORS, env.namespace, "alpha", {
+      metadata: { annotations: { poke: "1" } },
+    });
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    expect(operatorWrites()).toEqual(before);
+  });
+
+  it("a missing Secret is Degraded and touches nothing; the Secret's arrival resumes the reconcile", async () => {
+    await operator();
+    await env.admin.create(
+      COORDINATORS,
+      coordinator("beta", { database: { secretRef: { name: "beta-db" } } }),
+    );
+    await expect
+      .poll(async () => condition(await get<CoordinatorObject>(COORDINATORS, "beta"), "Degraded"), {
+        timeout: 10_000,
+      })
+      .toMatchObject({
+        status: "True",
+        reason: "SecretMissing",
+        message: expect.stringContaining("beta-db"),
+      });
+    expect(
+      env.apiServer.audit.filter(
+        (e) => e.verb === "create" && e.resource === "jobs" && e.name?.startsWith("beta"),
+      ),
+    ).toEqual([]);
+    await secret("beta-db", { wrong: "x" });
+    await expect
+      .poll(async () => condition(await get<CoordinatorObject>(COORDINATORS, "beta"), "Degraded")?.reason, {
+        timeout: 10_000,
+      })
+      .toBe("SecretKeyMissing");
+    await env.admin.delete(SECRETS, env.namespace, "beta-db");
+    await secret("beta-db", { url: "postgres://beta@postgres/beta" });
+    await expect
+      .poll(async () => condition(await get<CoordinatorObject>(COORDINATORS, "beta"), "Degraded")?.status, {
+        timeout: 10_000,
+      })
+      .toBe("False");
+    expect(condition(await get<CoordinatorObject>(COORDINATORS, "beta"), "Migrated")?.reason).toBe(
+      "MigrationRunning",
+    );
+  });
+
+  it("keeps reconciling through API server errors, closed watches and expired resource versions", async () => {
+    const op = await operator();
+    env.apiServer.injectFault({ verb: "list", resource: "coordinators", code: 500, times: 2 });
+    env.apiServer.injectFault({ verb: "watch", resource: "coordinators", code: 500, times: 2 });
+    env.apiServer.compactHistory();
+    env.apiServer.closeWatches();
+    await env.admin.create(COORDINATORS, coordinator("gamma"));
+    await expect
+      .poll(async () => condition(await get<CoordinatorObject>(COORDINATORS, "gamma"), "Migrated")?.reason, {
+        timeout: 20_000,
+      })
+      .toBe("MigrationRunning");
+    const restarts = await op.metrics.registry.getSingleMetricAsString(
+      "darkbloom_operator_informer_restarts_total",
+    );
+    expect(restarts).toMatch(/resource="coordinators"\} [1-9]/);
+  });
+});
+
+describe("leader election", () => {
+  const lease = {
+    namespace: "darkbloom-system",
+    name: "darkbloom-operator",
+    leaseDurationMs: 3_000,
+    renewDeadlineMs: 2_000,
+    retryPeriodMs: 250,
+  };
+
+  it("one of two operators leads; the leader's close releases the lease and the other takes over at once", async () => {
+    const first = await operator({ leaderElection: lease, identity: "first" });
+    await expect.poll(() => first.isReconciling(), { timeout: 5_000 }).toBe(true);
+    const second = await operator({ leaderElection: lease, identity: "second" });
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    expect(second.isLeader()).toBe(false);
+    const handedOver = Date.now();
+    await first.close();
+    await expect.poll(() => second.isReconciling(), { timeout: 5_000 }).toBe(true);
+    // Released, not expired: the follower's next try (a retry period) takes it.
+    expect(Date.now() - handedOver).toBeLessThan(lease.leaseDurationMs);
+    const held = await env.admin.get<
+      KubeObject & { spec: { holderIdentity: string; leaseTransitions: number } }
+    >(
+      { group: "coordination.k8s.io", version: "v1", plural: "leases", kind: "Lease", namespaced: true },
+      "darkbloom-system",
+      "darkbloom-operator",
+    );
+    expect(held.spec.holderIdentity).toBe("second");
+  });
+});
+
+describe("the ProviderRelease controller", () => {
+  it("holds a finalizer, says when its coordinator is missing, and lets the resource go once deleted", async () => {
+    await operator();
+    await env.admin.create(PROVIDER_RELEASES, {
+      apiVersion: "darkbloom.dev/v1alpha1",
+      kind: "ProviderRelease",
+      metadata: { name: "r1", namespace: env.namespace },
+      spec: {
+        coordinatorRef: { name: "nowhere" },
+        version: "1.2.3",
+        platform: "linux-x64",
+        binarySha256: "ab".repeat(32),
+        bundleSha256: "cd".repeat(32),
+        url: "https://releases.example/darkbloom-1.2.3-linux-x64.tar.gz",
+      },
+    });
+    type Release = KubeObject & { status?: { conditions?: { type: string; reason: string }[] } };
+    await expect
+      .poll(
+        async () =>
+          (await get<Release>(PROVIDER_RELEASES, "r1"))?.status?.conditions?.find((c) => c.type === "Synced")
+            ?.reason,
+        { timeout: 10_000 },
+      )
+      .toBe("CoordinatorNotFound");
+    expect((await get(PROVIDER_RELEASES, "r1"))?.metadata?.finalizers).toContain(RELEASE_FINALIZER);
+    await env.admin.delete(PROVIDER_RELEASES, env.namespace, "r1");
+    await expect.poll(() => get(PROVIDER_RELEASES, "r1"), { timeout: 10_000 }).toBeUndefined();
+  });
+});
