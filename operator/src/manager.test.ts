@@ -229,6 +229,28 @@ describe("the Coordinator controller", () => {
     );
   });
 
+  it("never adopts an object of the name it needs that someone else made: Degraded, NotOwned", async () => {
+    await operator();
+    await env.admin.create(SERVICES, {
+      apiVersion: "v1",
+      kind: "Service",
+      metadata: { name: "delta", namespace: env.namespace },
+      spec: { ports: [{ port: 80 }], selector: { app: "theirs" } },
+    });
+    await env.admin.create(COORDINATORS, coordinator("delta"));
+    await expect
+      .poll(async () => condition(await get<CoordinatorObject>(COORDINATORS, "delta"), "Degraded"), {
+        timeout: 10_000,
+      })
+      .toMatchObject({
+        status: "True",
+        reason: "NotOwned",
+        message: expect.stringContaining("Service delta exists"),
+      });
+    const theirs = await get<KubeObject & { spec: { selector: Record<string, string> } }>(SERVICES, "delta");
+    expect(theirs?.spec.selector).toEqual({ app: "theirs" });
+  });
+
   it("keeps reconciling through API server errors, closed watches and expired resource versions", async () => {
     const op = await operator();
     env.apiServer.injectFault({ verb: "list", resource: "coordinators", code: 500, times: 2 });

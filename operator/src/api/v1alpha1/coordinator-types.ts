@@ -232,5 +232,7 @@ export const CoordinatorReason = {
   ReplicasUnavailable: "ReplicasUnavailable",
   ScaledToZero: "ScaledToZero",
   AsExpected: "AsExpected",
+  /** An object the Coordinator would own exists and belongs to someone else: never adopted. */
+  NotOwned: "NotOwned",
 } as const;
 export type CoordinatorReason = (typeof CoordinatorReason)[keyof typeof CoordinatorReason];

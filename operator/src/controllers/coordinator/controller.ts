@@ -2,7 +2,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { isDeepStrictEqual } from "node:util";
 import type { V1Deployment, V1Job } from "@kubernetes/client-node";
 import type { Logger } from "pino";
-import type { Coordinator } from "../../api/v1alpha1/coordinator-types.js";
+import { type Coordinator, CoordinatorReason } from "../../api/v1alpha1/coordinator-types.js";
 import {
   COORDINATORS,
   DEPLOYMENTS,
@@ -20,8 +20,9 @@ import {
   isNotFound,
   type KubeApi,
   type KubeObject,
+  type ResourceType,
 } from "../../runtime/kube-api.js";
-import { applyOwned } from "../../runtime/owned-objects.js";
+import { applyOwned, type WriteOutcome } from "../../runtime/owned-objects.js";
 import type { ReconcileResult } from "../../runtime/work-queue.js";
 import { secretValue } from "../secret-values.js";
 import { buildConfigHash } from "./resources/config-hash.js";
@@ -74,7 +75,13 @@ export class CoordinatorReconciler {
     const observed: Observed = { problem: undefined, migration: { state: "none" } };
     // A step that fails (the API server, a conflict) throws: the key is retried with backoff, and the
     // status keeps saying what the last complete reconcile found.
-    await this.converge(coordinator, observed);
+    try {
+      await this.converge(coordinator, observed);
+    } catch (error) {
+      if (!(error instanceof NotOwnedError)) throw error;
+      // A person must rename or remove the object: say so, and retry only when something changes.
+      observed.problem = { reason: CoordinatorReason.NotOwned, message: error.message };
+    }
     await this.writeStatus(coordinator, observed);
     return undefined;
   }
@@ -119,8 +126,8 @@ export class CoordinatorReconciler {
       const target = { ...coordinator, spec: { ...spec, image: migratedImage } };
       const configHash = buildConfigHash(target, secretsVersion);
       const desired = buildDeployment(target, { peerSecretName: peerSecretName(coordinator), configHash });
-      const outcome = await applyOwned(
-        this.deps.api,
+      const outcome = await this.apply(
+        coordinator,
         DEPLOYMENTS,
         desired as KubeObject,
         deployment as KubeObject | undefined,
@@ -149,8 +156,8 @@ export class CoordinatorReconciler {
     observed.deploymentPending = written || (migratedImage !== undefined && deployment === undefined);
 
     const service = buildService(coordinator);
-    await applyOwned(
-      this.deps.api,
+    await this.apply(
+      coordinator,
       SERVICES,
       service as KubeObject,
       this.owned(this.deps.services, coordinator, service.metadata?.name),
@@ -158,7 +165,7 @@ export class CoordinatorReconciler {
     );
     const budget = buildPodDisruptionBudget(coordinator);
     const currentBudget = this.owned(this.deps.budgets, coordinator, coordinator.metadata?.name);
-    if (budget) await applyOwned(this.deps.api, POD_DISRUPTION_BUDGETS, budget as KubeObject, currentBudget);
+    if (budget) await this.apply(coordinator, POD_DISRUPTION_BUDGETS, budget as KubeObject, currentBudget);
     else if (currentBudget)
       await this.deps.api.delete(
         POD_DISRUPTION_BUDGETS,
@@ -244,6 +251,8 @@ export class CoordinatorReconciler {
   private async ensurePeerSecret(coordinator: CoordinatorObject): Promise<string> {
     const namespace = coordinator.metadata?.namespace ?? "";
     const name = peerSecretName(coordinator);
+    const cached = this.deps.secrets.get(namespace, name);
+    if (cached && !ownedBy(cached, coordinator)) throw notOwned(cached, name);
     const existing = secretValue(this.deps.secrets, namespace, name, "token");
     if (typeof existing === "string") return existing;
     const token = randomBytes(32).toString("base64url");
@@ -258,9 +267,33 @@ export class CoordinatorReconciler {
         namespace,
         name,
       );
+      if (!ownedBy(secret, coordinator)) throw notOwned(secret, name);
       const encoded = secret.data?.token;
       if (!encoded) throw new Error(`Secret ${name} exists without a token`);
       return Buffer.from(encoded, "base64").toString("utf8");
+    }
+  }
+
+  /**
+   * applyOwned, and the case the caches cannot show: the informers see only objects the operator
+   * labelled, so an object of the same name made by someone else is found by its create failing.
+   */
+  private async apply(
+    coordinator: CoordinatorObject,
+    type: ResourceType,
+    desired: KubeObject,
+    current: KubeObject | undefined,
+    keep?: (current: KubeObject, next: KubeObject) => KubeObject,
+  ): Promise<WriteOutcome> {
+    try {
+      return await applyOwned(this.deps.api, type, desired, current, keep);
+    } catch (error) {
+      if (!isAlreadyExists(error)) throw error;
+      const name = desired.metadata?.name ?? "";
+      const existing = await this.deps.api.get(type, coordinator.metadata?.namespace, name);
+      if (!ownedBy(existing, coordinator)) throw notOwned(existing, name);
+      // Ours, made by an earlier reconcile the cache has not seen yet: the next one compares.
+      return "unchanged";
     }
   }
 
@@ -272,12 +305,7 @@ export class CoordinatorReconciler {
   ): KubeObject | undefined {
     if (name === undefined) return undefined;
     const object = informer.get(coordinator.metadata?.namespace, name);
-    const uid = coordinator.metadata?.uid;
-    if (object && !object.metadata?.ownerReferences?.some((ref) => ref.uid === uid)) {
-      throw new Error(
-        `${object.kind ?? "object"} ${name} exists and is not owned by this Coordinator; rename or delete it`,
-      );
-    }
+    if (object && !ownedBy(object, coordinator)) throw notOwned(object, name);
     return object;
   }
 
@@ -294,6 +322,21 @@ export class CoordinatorReconciler {
       if (!isConflict(error) && !isNotFound(error)) throw error;
     }
   }
+}
+
+/** An object of the name the Coordinator needs exists and is someone else's. */
+class NotOwnedError extends Error {
+  override readonly name = "NotOwnedError";
+}
+
+function notOwned(object: KubeObject, name: string): NotOwnedError {
+  return new NotOwnedError(
+    `${object.kind ?? "an object"} ${name} exists and is not owned by this Coordinator: rename or delete it`,
+  );
+}
+
+function ownedBy(object: KubeObject, coordinator: CoordinatorObject): boolean {
+  return object.metadata?.ownerReferences?.some((ref) => ref.uid === coordinator.metadata?.uid) === true;
 }
 
 /** A Service's cluster IPs are assigned by the API server and immutable: an update carries them over. */
