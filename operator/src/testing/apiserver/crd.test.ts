@@ -1,19 +1,12 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { stringify } from "yaml";
-import { type FakeApiServer, startFakeApiServer } from "./index.js";
-import { eventually, gadgetCrd, type TestClient, testClient } from "./test-client.js";
+import { eventually, gadgetCrd, useFakeApiServer } from "./test-client.js";
 
 // CustomResourceDefinitions: establishing, routes and discovery per served version, pruning,
 // defaulting and validation by the schema engine, status and scale subresources, Table view, and
 // deleting a CRD with its objects.
 
-let server: FakeApiServer;
-let api: TestClient;
-beforeAll(async () => {
-  server = await startFakeApiServer();
-  api = testClient(server);
-});
-afterAll(() => server?.close());
+const { api } = useFakeApiServer();
 
 const CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions";
 const GADGETS = "/apis/example.com/v1/namespaces/default/gadgets";

@@ -1,17 +1,10 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type FakeApiServer, startFakeApiServer } from "./index.js";
-import { eventually, openWatch, type TestClient, testClient } from "./test-client.js";
+import { describe, expect, it } from "vitest";
+import { eventually, openWatch, useFakeApiServer } from "./test-client.js";
 
 // Deletion: finalizers, preconditions, propagation policies and the garbage collector, namespace
 // and CRD-less cleanup.
 
-let server: FakeApiServer;
-let api: TestClient;
-beforeAll(async () => {
-  server = await startFakeApiServer();
-  api = testClient(server);
-});
-afterAll(() => server?.close());
+const { api, server } = useFakeApiServer();
 
 const CM = "/api/v1/namespaces/default/configmaps";
 
@@ -36,7 +29,7 @@ function ownedBy(owner: { metadata: { name: string; uid: string } }, block = fal
 describe("finalizers", () => {
   it("a delete marks the object; removing the last finalizer removes it", async () => {
     await api.post(CM, { metadata: { name: "fin", finalizers: ["example.com/hold"] } });
-    const watch = await openWatch(server, `${CM}?watch=true&fieldSelector=metadata.name%3Dfin`);
+    const watch = await openWatch(server(), `${CM}?watch=true&fieldSelector=metadata.name%3Dfin`);
     expect((await watch.next()).type).toBe("ADDED");
     const res = await api.delete(`${CM}/fin`);
     expect(res.status).toBe(200);

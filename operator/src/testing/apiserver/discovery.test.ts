@@ -1,17 +1,10 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type FakeApiServer, startFakeApiServer } from "./index.js";
-import { deployment, type TestClient, testClient } from "./test-client.js";
+import { describe, expect, it } from "vitest";
+import { deployment, useFakeApiServer } from "./test-client.js";
 
 // Legacy discovery (also when aggregated discovery is asked for), /version, the Table view of
 // built-ins and the deployments' scale subresource.
 
-let server: FakeApiServer;
-let api: TestClient;
-beforeAll(async () => {
-  server = await startFakeApiServer();
-  api = testClient(server);
-});
-afterAll(() => server?.close());
+const { api } = useFakeApiServer();
 
 const AGGREGATED =
   "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json";

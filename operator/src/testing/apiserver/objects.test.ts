@@ -1,17 +1,10 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type FakeApiServer, startFakeApiServer } from "./index.js";
-import { deployment, type TestClient, testClient } from "./test-client.js";
+import { beforeAll, describe, expect, it } from "vitest";
+import { deployment, testClient, useFakeApiServer } from "./test-client.js";
 
 // Object lifecycle over plain HTTP: metadata the server sets, resourceVersion, generation,
 // optimistic concurrency, the status subresource, lists and selectors, and the error shapes.
 
-let server: FakeApiServer;
-let api: TestClient;
-beforeAll(async () => {
-  server = await startFakeApiServer();
-  api = testClient(server);
-});
-afterAll(() => server?.close());
+const { api, server } = useFakeApiServer();
 
 const DEPLOYMENTS = "/apis/apps/v1/namespaces/default/deployments";
 
@@ -118,7 +111,7 @@ describe("create and get", () => {
 
   it("answers 404 for unknown resources and 401 for unknown tokens", async () => {
     expect((await api.get("/apis/apps/v1/namespaces/default/widgets")).status).toBe(404);
-    const anonymous = testClient(server, "bogus");
+    const anonymous = testClient(server(), "bogus");
     const res = await anonymous.get(DEPLOYMENTS);
     expect(res.status).toBe(401);
     expect(res.body).toMatchObject({ kind: "Status", reason: "Unauthorized", code: 401 });
@@ -293,7 +286,7 @@ describe("lists and selectors", () => {
 
 describe("injected faults and audit", () => {
   it("answers the injected code for the next matching requests and records every request", async () => {
-    server.injectFault({ verb: "get", resource: "deployments", code: 500, times: 2 });
+    server().injectFault({ verb: "get", resource: "deployments", code: 500, times: 2 });
     const first = await api.get(`${DEPLOYMENTS}/web`);
     expect(first.status).toBe(500);
     expect(first.body).toMatchObject({
@@ -304,7 +297,7 @@ describe("injected faults and audit", () => {
     });
     expect((await api.get(`${DEPLOYMENTS}/web`)).status).toBe(500);
     expect((await api.get(`${DEPLOYMENTS}/web`)).status).toBe(200);
-    const entries = server.audit.filter(
+    const entries = server().audit.filter(
       (e) => e.resource === "deployments" && e.verb === "get" && e.name === "web",
     );
     expect(entries.slice(-3).map((e) => e.code)).toEqual([500, 500, 200]);

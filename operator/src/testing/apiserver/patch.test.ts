@@ -1,16 +1,9 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type FakeApiServer, startFakeApiServer } from "./index.js";
-import { deployment, type TestClient, testClient } from "./test-client.js";
+import { beforeAll, describe, expect, it } from "vitest";
+import { deployment, useFakeApiServer } from "./test-client.js";
 
 // PATCH with JSON merge patch, JSON patch and strategic merge patch.
 
-let server: FakeApiServer;
-let api: TestClient;
-beforeAll(async () => {
-  server = await startFakeApiServer();
-  api = testClient(server);
-});
-afterAll(() => server?.close());
+const { api } = useFakeApiServer();
 
 const CM = "/api/v1/namespaces/default/configmaps";
 const DEPLOY = "/apis/apps/v1/namespaces/default/deployments";
@@ -111,30 +104,22 @@ describe("strategic merge patch", () => {
 
   const podSpec = (body: { spec: { template: { spec: Record<string, unknown> } } }) =>
     body.spec.template.spec;
+  const patchPodSpec = (spec: Record<string, unknown>) =>
+    api.patch(`${DEPLOY}/smp`, { spec: { template: { spec } } }, STRATEGIC);
 
   it("merges containers by name and env by name, keeping the others", async () => {
-    const res = await api.patch(
-      `${DEPLOY}/smp`,
-      {
-        spec: {
-          template: {
-            spec: {
-              containers: [
-                {
-                  name: "app",
-                  image: "app:2",
-                  env: [
-                    { name: "B", value: "20" },
-                    { name: "C", value: "3" },
-                  ],
-                },
-              ],
-            },
-          },
+    const res = await patchPodSpec({
+      containers: [
+        {
+          name: "app",
+          image: "app:2",
+          env: [
+            { name: "B", value: "20" },
+            { name: "C", value: "3" },
+          ],
         },
-      },
-      STRATEGIC,
-    );
+      ],
+    });
     expect(res.status).toBe(200);
     const containers = podSpec(res.body).containers as { name: string; image: string; env?: unknown[] }[];
     expect(containers.map((c) => `${c.name}=${c.image}`)).toEqual(["app=app:2", "sidecar=side:1"]);
@@ -147,24 +132,14 @@ describe("strategic merge patch", () => {
   });
 
   it("adds and deletes list items ($patch: delete) and replaces lists without a merge key", async () => {
-    const res = await api.patch(
-      `${DEPLOY}/smp`,
-      {
-        spec: {
-          template: {
-            spec: {
-              containers: [
-                { name: "sidecar", $patch: "delete" },
-                { name: "extra", image: "extra:1" },
-              ],
-              volumes: [{ name: "cache", emptyDir: {} }],
-              tolerations: [{ key: "b", operator: "Exists" }],
-            },
-          },
-        },
-      },
-      STRATEGIC,
-    );
+    const res = await patchPodSpec({
+      containers: [
+        { name: "sidecar", $patch: "delete" },
+        { name: "extra", image: "extra:1" },
+      ],
+      volumes: [{ name: "cache", emptyDir: {} }],
+      tolerations: [{ key: "b", operator: "Exists" }],
+    });
     expect(res.status).toBe(200);
     const spec = podSpec(res.body);
     expect((spec.containers as { name: string }[]).map((c) => c.name)).toEqual(["app", "extra"]);

@@ -1,24 +1,20 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import { parse } from "yaml";
-import { type FakeApiServer, startFakeApiServer } from "./index.js";
-import { type TestClient, testClient } from "./test-client.js";
+import { startFakeApiServer } from "./index.js";
+import { testClient, useFakeApiServer } from "./test-client.js";
 
 // RBAC over the Role/ClusterRole/RoleBinding/ClusterRoleBinding objects in the server.
 
-let server: FakeApiServer;
-let admin: TestClient;
+const { api: admin, server } = useFakeApiServer();
 beforeAll(async () => {
-  server = await startFakeApiServer();
-  admin = testClient(server);
   await admin.post("/api/v1/namespaces", { metadata: { name: "team" } });
 });
-afterAll(() => server?.close());
 
 const RBAC = "/apis/rbac.authorization.k8s.io/v1";
 
 describe("RBAC", () => {
   it("denies by default with the real Forbidden message", async () => {
-    const user = testClient(server, server.addUser("alice"));
+    const user = testClient(server(), server().addUser("alice"));
     const get = await user.get("/apis/apps/v1/namespaces/team/deployments/web");
     expect(get.status).toBe(403);
     expect(get.body).toMatchObject({
@@ -37,7 +33,7 @@ describe("RBAC", () => {
 
   it("treats requests without credentials as system:anonymous (public info only)", async () => {
     const anonymous = async (path: string) => {
-      const response = await fetch(new URL(path, server.url));
+      const response = await fetch(new URL(path, server().url));
       return { status: response.status, body: (await response.json()) as { message: string } };
     };
     expect((await anonymous("/version")).status).toBe(200);
@@ -50,7 +46,7 @@ describe("RBAC", () => {
   });
 
   it("allows discovery to every authenticated user", async () => {
-    const user = testClient(server, server.addUser("bob"));
+    const user = testClient(server(), server().addUser("bob"));
     for (const path of ["/version", "/api", "/api/v1", "/apis", "/apis/apps/v1"]) {
       expect((await user.get(path)).status).toBe(200);
     }
@@ -70,7 +66,7 @@ describe("RBAC", () => {
       roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "Role", name: "deployer" },
       subjects: [{ kind: "ServiceAccount", name: "op", namespace: "team" }],
     });
-    const sa = testClient(server, server.addUser("system:serviceaccount:team:op"));
+    const sa = testClient(server(), server().addUser("system:serviceaccount:team:op"));
     expect((await sa.get("/apis/apps/v1/namespaces/team/deployments")).status).toBe(200);
     expect((await sa.get("/apis/apps/v1/namespaces/default/deployments")).status).toBe(403);
     const update = await sa.put("/apis/apps/v1/namespaces/team/deployments/x", {});
@@ -94,7 +90,7 @@ describe("RBAC", () => {
       roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "ClusterRole", name: "reader" },
       subjects: [{ kind: "Group", name: "auditors" }],
     });
-    const auditor = testClient(server, server.addUser("carol", ["auditors"]));
+    const auditor = testClient(server(), server().addUser("carol", ["auditors"]));
     expect((await auditor.get("/api/v1/namespaces/team/configmaps")).status).toBe(200);
     expect((await auditor.get("/apis/apps/v1/deployments")).status).toBe(200);
     expect(
@@ -112,7 +108,7 @@ describe("RBAC", () => {
       roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "ClusterRole", name: "cm-writer" },
       subjects: [{ kind: "Group", name: "system:serviceaccounts:team" }],
     });
-    const sa = testClient(server, server.addUser("system:serviceaccount:team:any"));
+    const sa = testClient(server(), server().addUser("system:serviceaccount:team:any"));
     expect((await sa.post("/api/v1/namespaces/team/configmaps", { metadata: { name: "mine" } })).status).toBe(
       201,
     );
@@ -122,7 +118,7 @@ describe("RBAC", () => {
   });
 
   it("allows everything to system:masters, and everything to everyone with authorization allow-all", async () => {
-    const master = testClient(server, server.addUser("root", ["system:masters"]));
+    const master = testClient(server(), server().addUser("root", ["system:masters"]));
     expect((await master.get("/api/v1/secrets")).status).toBe(200);
     const open = await startFakeApiServer({ authorization: "allow-all" });
     try {
@@ -135,10 +131,10 @@ describe("RBAC", () => {
   });
 
   it("writes a kubeconfig for a token", () => {
-    const token = server.addUser("erin");
-    const config = parse(server.kubeconfig(token, "team"));
+    const token = server().addUser("erin");
+    const config = parse(server().kubeconfig(token, "team"));
     expect(config["current-context"]).toBe("fake");
-    expect(config.clusters[0].cluster.server).toBe(server.url.replace("http://", "https://"));
+    expect(config.clusters[0].cluster.server).toBe(server().url.replace("http://", "https://"));
     expect(
       Buffer.from(config.clusters[0].cluster["certificate-authority-data"], "base64").toString(),
     ).toContain("BEGIN CERTIFICATE");

@@ -1,18 +1,11 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { stringify } from "yaml";
-import { type FakeApiServer, startFakeApiServer } from "./index.js";
-import { deployment, type TestClient, testClient } from "./test-client.js";
+import { deployment, useFakeApiServer } from "./test-client.js";
 
 // Server-side apply and managedFields: creation by apply, the fieldsV1 encoding, removal of fields
 // an applier stops applying, conflicts and force, and the Update entries other writes record.
 
-let server: FakeApiServer;
-let api: TestClient;
-beforeAll(async () => {
-  server = await startFakeApiServer();
-  api = testClient(server);
-});
-afterAll(() => server?.close());
+const { api } = useFakeApiServer();
 
 const DEPLOY = "/apis/apps/v1/namespaces/default/deployments";
 const CM = "/api/v1/namespaces/default/configmaps";

@@ -1,4 +1,6 @@
-import type { FakeApiServer } from "./index.js";
+import { afterAll, beforeAll } from "vitest";
+import { exampleCrd, statusAndScale } from "./crd-schema/fixtures.js";
+import { type FakeApiServer, type FakeApiServerOptions, startFakeApiServer } from "./index.js";
 
 // A small HTTP client for the fake API server's own tests: raw requests, so the tests see status
 // codes, headers and bodies exactly as a Kubernetes client would.
@@ -19,16 +21,26 @@ export interface TestClient {
   delete(path: string, body?: unknown): Promise<Response>;
 }
 
-export function testClient(server: FakeApiServer, token: string = server.adminToken): TestClient {
+/**
+ * A client as `token` (by default the server's admin). The server may be given as a function, read at
+ * each request, so that a client can be made before the server has started (see useFakeApiServer).
+ */
+export function testClient(server: FakeApiServer | (() => FakeApiServer), token?: string): TestClient {
+  const current = typeof server === "function" ? server : () => server;
   const request = async (
     method: string,
     path: string,
     body?: unknown,
     headers: Record<string, string> = {},
   ) => {
-    const response = await fetch(new URL(path, server.url), {
+    const { url, adminToken } = current();
+    const response = await fetch(new URL(path, url), {
       method,
-      headers: { authorization: `Bearer ${token}`, "content-type": "application/json", ...headers },
+      headers: {
+        authorization: `Bearer ${token ?? adminToken}`,
+        "content-type": "application/json",
+        ...headers,
+      },
       body: body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body),
     });
     const text = await response.text();
@@ -48,6 +60,27 @@ export function testClient(server: FakeApiServer, token: string = server.adminTo
     patch: (path, body, contentType) => request("PATCH", path, body, { "content-type": contentType }),
     delete: (path, body) => request("DELETE", path, body),
   };
+}
+
+/**
+ * One fake API server for the calling test file: started before its tests and closed after them.
+ * `api` is an admin client, usable in the file's tests and hooks; `server()` gives the server itself
+ * from the time it has started.
+ */
+export function useFakeApiServer(options?: FakeApiServerOptions): {
+  api: TestClient;
+  server: () => FakeApiServer;
+} {
+  let started: FakeApiServer | undefined;
+  const server = () => {
+    if (!started) throw new Error("the fake API server is not started yet: use it in tests and hooks");
+    return started;
+  };
+  beforeAll(async () => {
+    started = await startFakeApiServer(options);
+  });
+  afterAll(() => started?.close());
+  return { api: testClient(server), server };
 }
 
 /** Polls until `check` returns a value other than undefined (the garbage collector and watches are asynchronous). */
@@ -198,35 +231,15 @@ export function gadgetCrd(): Record<string, unknown> {
     served: true,
     storage,
     schema: { openAPIV3Schema: schema },
-    subresources: {
-      status: {},
-      scale: {
-        specReplicasPath: ".spec.replicas",
-        statusReplicasPath: ".status.replicas",
-        labelSelectorPath: ".status.selector",
-      },
-    },
+    subresources: statusAndScale(),
     additionalPrinterColumns: [
       { name: "Size", type: "string", jsonPath: ".spec.size" },
       { name: "Replicas", type: "integer", jsonPath: ".spec.replicas" },
       { name: "Phase", type: "string", jsonPath: ".status.phase" },
     ],
   });
-  return {
-    apiVersion: "apiextensions.k8s.io/v1",
-    kind: "CustomResourceDefinition",
-    metadata: { name: "gadgets.example.com" },
-    spec: {
-      group: "example.com",
-      names: {
-        plural: "gadgets",
-        singular: "gadget",
-        kind: "Gadget",
-        shortNames: ["gd"],
-        categories: ["all"],
-      },
-      scope: "Namespaced",
-      versions: [version("v1", true), version("v1beta1", false)],
-    },
-  };
+  return exampleCrd(
+    { plural: "gadgets", singular: "gadget", kind: "Gadget", shortNames: ["gd"], categories: ["all"] },
+    [version("v1", true), version("v1beta1", false)],
+  );
 }

@@ -1,16 +1,9 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type FakeApiServer, startFakeApiServer } from "./index.js";
-import { deployment, type TestClient, testClient } from "./test-client.js";
+import { describe, expect, it } from "vitest";
+import { deployment, useFakeApiServer } from "./test-client.js";
 
 // Validation and defaulting of the built-in kinds, and strict field validation.
 
-let server: FakeApiServer;
-let api: TestClient;
-beforeAll(async () => {
-  server = await startFakeApiServer();
-  api = testClient(server);
-});
-afterAll(() => server?.close());
+const { api } = useFakeApiServer();
 
 const NS = "/api/v1/namespaces/default";
 const APPS = "/apis/apps/v1/namespaces/default";

@@ -1,21 +1,15 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type FakeApiServer, startFakeApiServer } from "./index.js";
-import { openWatch, type TestClient, testClient } from "./test-client.js";
+import { describe, expect, it } from "vitest";
+import { startFakeApiServer } from "./index.js";
+import { openWatch, useFakeApiServer } from "./test-client.js";
 
 // Watches over plain HTTP: initial state, replay from a resourceVersion, 410 Expired, bookmarks,
 // selectors, timeouts and server-side closing.
 
-let server: FakeApiServer;
-let api: TestClient;
-beforeAll(async () => {
-  server = await startFakeApiServer({
-    historyLimit: 5,
-    bookmarkIntervalMs: 50,
-    watchCloseAfterMs: [60_000, 60_000],
-  });
-  api = testClient(server);
+const { api, server } = useFakeApiServer({
+  historyLimit: 5,
+  bookmarkIntervalMs: 50,
+  watchCloseAfterMs: [60_000, 60_000],
 });
-afterAll(() => server?.close());
 
 const CM = "/api/v1/namespaces/default/configmaps";
 
@@ -27,7 +21,7 @@ const configMap = (name: string, labels: Record<string, string> = {}) => ({
 describe("watch", () => {
   it("without a resourceVersion: ADDED for what exists, then live ADDED, MODIFIED and DELETED", async () => {
     await api.post(CM, configMap("w1"));
-    const watch = await openWatch(server, `${CM}?watch=true`);
+    const watch = await openWatch(server(), `${CM}?watch=true`);
     expect(watch.status).toBe(200);
     const first = await watch.next();
     expect(first.type).toBe("ADDED");
@@ -56,7 +50,7 @@ describe("watch", () => {
     const rv = list.body.metadata.resourceVersion;
     await api.post(CM, configMap("w3"));
     await api.patch(`${CM}/w3`, { data: { v: "3" } }, "application/merge-patch+json");
-    const watch = await openWatch(server, `${CM}?watch=1&resourceVersion=${rv}`);
+    const watch = await openWatch(server(), `${CM}?watch=1&resourceVersion=${rv}`);
     expect((await watch.next()).type).toBe("ADDED");
     expect((await watch.next()).type).toBe("MODIFIED");
     await expect(watch.next(100)).rejects.toThrow("no watch event in time");
@@ -67,7 +61,7 @@ describe("watch", () => {
     const rv = (await api.get(CM)).body.metadata.resourceVersion;
     for (let i = 0; i < 7; i++)
       await api.patch(`${CM}/w3`, { data: { v: `${i}` } }, "application/merge-patch+json");
-    const watch = await openWatch(server, `${CM}?watch=true&resourceVersion=${rv}`);
+    const watch = await openWatch(server(), `${CM}?watch=true&resourceVersion=${rv}`);
     const error = await watch.next();
     expect(error.type).toBe("ERROR");
     expect(error.object).toMatchObject({ kind: "Status", status: "Failure", code: 410, reason: "Expired" });
@@ -78,11 +72,11 @@ describe("watch", () => {
   it("compactHistory() makes every older resourceVersion expire", async () => {
     const rv = (await api.get(CM)).body.metadata.resourceVersion;
     await api.patch(`${CM}/w3`, { data: { v: "after" } }, "application/merge-patch+json");
-    server.compactHistory();
-    const old = await openWatch(server, `${CM}?watch=true&resourceVersion=${rv}`);
+    server().compactHistory();
+    const old = await openWatch(server(), `${CM}?watch=true&resourceVersion=${rv}`);
     expect((await old.next()).object.code).toBe(410);
     const current = (await api.get(CM)).body.metadata.resourceVersion;
-    const fresh = await openWatch(server, `${CM}?watch=true&resourceVersion=${current}`);
+    const fresh = await openWatch(server(), `${CM}?watch=true&resourceVersion=${current}`);
     await api.post(CM, configMap("w4"));
     expect((await fresh.next()).type).toBe("ADDED");
     fresh.close();
@@ -90,7 +84,10 @@ describe("watch", () => {
 
   it("sends bookmarks with only apiVersion, kind and resourceVersion", async () => {
     const rv = (await api.get(CM)).body.metadata.resourceVersion;
-    const watch = await openWatch(server, `${CM}?watch=true&allowWatchBookmarks=true&resourceVersion=${rv}`);
+    const watch = await openWatch(
+      server(),
+      `${CM}?watch=true&allowWatchBookmarks=true&resourceVersion=${rv}`,
+    );
     const bookmark = await watch.next();
     expect(bookmark).toEqual({
       type: "BOOKMARK",
@@ -100,7 +97,7 @@ describe("watch", () => {
   });
 
   it("filters by label selector, turning objects that leave the selection into DELETED", async () => {
-    const watch = await openWatch(server, `${CM}?watch=true&labelSelector=team%3Dblue`);
+    const watch = await openWatch(server(), `${CM}?watch=true&labelSelector=team%3Dblue`);
     await api.post(CM, configMap("red", { team: "red" }));
     await api.post(CM, configMap("blue", { team: "blue" }));
     const added = await watch.next();
@@ -120,7 +117,10 @@ describe("watch", () => {
   });
 
   it("watches all namespaces and a field selector on the name", async () => {
-    const watch = await openWatch(server, "/api/v1/configmaps?watch=true&fieldSelector=metadata.name%3Dsolo");
+    const watch = await openWatch(
+      server(),
+      "/api/v1/configmaps?watch=true&fieldSelector=metadata.name%3Dsolo",
+    );
     await api.post("/api/v1/namespaces/kube-system/configmaps", configMap("solo"));
     const event = await watch.next();
     expect(event.object.metadata).toMatchObject({ name: "solo", namespace: "kube-system" });
@@ -129,17 +129,17 @@ describe("watch", () => {
 
   it("honours timeoutSeconds, and closeWatches() ends every stream", async () => {
     const started = Date.now();
-    const timed = await openWatch(server, `${CM}?watch=true&timeoutSeconds=1&resourceVersion=0`);
+    const timed = await openWatch(server(), `${CM}?watch=true&timeoutSeconds=1&resourceVersion=0`);
     await timed.ended;
     expect(Date.now() - started).toBeGreaterThanOrEqual(900);
-    const open = await openWatch(server, `${CM}?watch=true`);
-    server.closeWatches();
+    const open = await openWatch(server(), `${CM}?watch=true`);
+    server().closeWatches();
     await open.ended;
   });
 
   it("sends the initial events then a bookmark marking their end when asked to (watch-list)", async () => {
     const watch = await openWatch(
-      server,
+      server(),
       `${CM}?watch=true&sendInitialEvents=true&allowWatchBookmarks=true&resourceVersionMatch=NotOlderThan`,
     );
     let event = await watch.next();

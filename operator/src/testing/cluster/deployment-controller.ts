@@ -7,6 +7,7 @@
  * the Available and Progressing conditions, with progressDeadlineSeconds.
  */
 import { DEPLOYMENTS, isNotFound, type KubeClient, PODS, REPLICASETS } from "./client.js";
+import { Controller } from "./controller-base.js";
 import {
   byCreation,
   byRevision,
@@ -39,27 +40,14 @@ import {
 import type { InformerFactory } from "./informer.js";
 import type { Condition, Deployment, Pod, ReplicaSet } from "./types.js";
 import { clone, controllerRef, deepEqual, ownerRefFor, setCondition } from "./util.js";
-import { type SyncResult, WorkQueue } from "./workqueue.js";
+import type { SyncResult } from "./workqueue.js";
 
-const RESYNC_MS = 10_000;
+export class DeploymentController extends Controller<Deployment> {
+  private readonly replicaSets = this.informers.get<ReplicaSet>(REPLICASETS);
+  private readonly pods = this.informers.get<Pod>(PODS);
 
-export class DeploymentController {
-  private readonly queue: WorkQueue;
-  private readonly deployments;
-  private readonly replicaSets;
-  private readonly pods;
-  private resync: NodeJS.Timeout | undefined;
-
-  constructor(
-    informers: InformerFactory,
-    private readonly client: KubeClient,
-    private readonly log: (line: string) => void,
-  ) {
-    this.queue = new WorkQueue("deployment-controller", (key) => this.sync(key), log);
-    this.deployments = informers.get<Deployment>(DEPLOYMENTS);
-    this.replicaSets = informers.get<ReplicaSet>(REPLICASETS);
-    this.pods = informers.get<Pod>(PODS);
-    this.deployments.onEvent((_e, d) => this.queue.add(`${d.metadata.namespace}/${d.metadata.name}`));
+  constructor(informers: InformerFactory, client: KubeClient, log: (line: string) => void) {
+    super("deployment-controller", DEPLOYMENTS, informers, client, log);
     this.replicaSets.onEvent((_e, rs) => {
       const ref = controllerRef(rs);
       if (ref?.kind === "Deployment") this.queue.add(`${rs.metadata.namespace}/${ref.name}`);
@@ -74,20 +62,9 @@ export class DeploymentController {
     });
   }
 
-  start(): void {
-    this.resync = setInterval(() => {
-      for (const d of this.deployments.list()) this.queue.add(`${d.metadata.namespace}/${d.metadata.name}`);
-    }, RESYNC_MS);
-  }
-
-  async stop(): Promise<void> {
-    clearInterval(this.resync);
-    await this.queue.stop();
-  }
-
-  private async sync(key: string): Promise<SyncResult> {
+  protected async sync(key: string): Promise<SyncResult> {
     const [namespace = "", name = ""] = key.split("/");
-    const cached = this.deployments.get(namespace, name);
+    const cached = this.primary.get(namespace, name);
     if (!cached) return undefined;
     // Defaults (replicas 1, RollingUpdate 25%/25%, ...) are read where used, never written back.
     const d = clone(cached);

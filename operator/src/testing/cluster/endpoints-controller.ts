@@ -7,12 +7,11 @@
  * Endpoints their owners write.
  */
 import { ENDPOINTS, isConflict, isNotFound, type KubeClient, PODS, SERVICES } from "./client.js";
+import { Controller } from "./controller-base.js";
 import type { InformerFactory } from "./informer.js";
 import type { EndpointAddress, EndpointPort, EndpointSubset, Endpoints, Pod, Service } from "./types.js";
 import { canonicalJson, deepEqual, isPodReady, mapSelectorMatches } from "./util.js";
-import { type SyncResult, WorkQueue } from "./workqueue.js";
-
-const RESYNC_MS = 10_000;
+import type { SyncResult } from "./workqueue.js";
 
 /** The pod's port for a Service port: targetPort by number, by container port name, or the port itself. */
 export function resolvePort(pod: Pod, target: number | string | undefined, port: number): number | undefined {
@@ -66,32 +65,21 @@ export function computeSubsets(svc: Service, pods: Pod[]): EndpointSubset[] {
   return [...groups.values()].map((s) => (s.ports.length ? s : { ...s, ports: undefined }) as EndpointSubset);
 }
 
-export class EndpointsController {
-  private readonly queue: WorkQueue;
-  private readonly services;
-  private readonly pods;
-  private readonly endpoints;
-  private resync: NodeJS.Timeout | undefined;
+export class EndpointsController extends Controller<Service> {
+  private readonly pods = this.informers.get<Pod>(PODS);
+  private readonly endpoints = this.informers.get<Endpoints>(ENDPOINTS);
 
-  constructor(
-    informers: InformerFactory,
-    private readonly client: KubeClient,
-    log: (line: string) => void,
-  ) {
-    this.queue = new WorkQueue("endpoints-controller", (key) => this.sync(key), log);
-    this.services = informers.get<Service>(SERVICES);
-    this.pods = informers.get<Pod>(PODS);
-    this.endpoints = informers.get<Endpoints>(ENDPOINTS);
-    this.services.onEvent((_e, svc) => this.queue.add(`${svc.metadata.namespace}/${svc.metadata.name}`));
+  constructor(informers: InformerFactory, client: KubeClient, log: (line: string) => void) {
+    super("endpoints-controller", SERVICES, informers, client, log);
     // Endpoints changed by someone else are put back; those of no Service are not this controller's.
     this.endpoints.onEvent((_e, ep) => {
-      if (this.services.get(ep.metadata.namespace ?? "", ep.metadata.name ?? "")) {
+      if (this.primary.get(ep.metadata.namespace ?? "", ep.metadata.name ?? "")) {
         this.queue.add(`${ep.metadata.namespace}/${ep.metadata.name}`);
       }
     });
     this.pods.onEvent((_e, pod, old) => {
       // A pod matters to the Services that select it now or selected it before the change.
-      for (const svc of this.services.list(pod.metadata.namespace)) {
+      for (const svc of this.primary.list(pod.metadata.namespace)) {
         const selector = svc.spec.selector;
         if (!selector || Object.keys(selector).length === 0) continue;
         if (
@@ -104,21 +92,9 @@ export class EndpointsController {
     });
   }
 
-  start(): void {
-    this.resync = setInterval(() => {
-      for (const svc of this.services.list())
-        this.queue.add(`${svc.metadata.namespace}/${svc.metadata.name}`);
-    }, RESYNC_MS);
-  }
-
-  async stop(): Promise<void> {
-    clearInterval(this.resync);
-    await this.queue.stop();
-  }
-
-  private async sync(key: string): Promise<SyncResult> {
+  protected async sync(key: string): Promise<SyncResult> {
     const [namespace = "", name = ""] = key.split("/");
-    const svc = this.services.get(namespace, name);
+    const svc = this.primary.get(namespace, name);
     const current = this.endpoints.get(namespace, name);
     if (!svc) {
       // The Service is gone (only its deletion or a resync gets here): so are its Endpoints.

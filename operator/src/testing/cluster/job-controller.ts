@@ -9,6 +9,7 @@
  * `batch.kubernetes.io/job-tracking` finalizer: deleting a finished pod by hand un-counts it.
  */
 import { isConflict, isNotFound, JOBS, type KubeClient, PODS } from "./client.js";
+import { Controller } from "./controller-base.js";
 import { Expectations } from "./expectations.js";
 import type { InformerFactory } from "./informer.js";
 import { podFromTemplate } from "./replicaset-controller.js";
@@ -22,9 +23,7 @@ import {
   nowTimestamp,
   parseTime,
 } from "./util.js";
-import { type SyncResult, WorkQueue } from "./workqueue.js";
-
-const RESYNC_MS = 10_000;
+import type { SyncResult } from "./workqueue.js";
 
 export interface JobControllerOptions {
   /** Delay before the pod after the n-th failure: base * 2^(n-1), capped (real: 10 s, 6 min). */
@@ -40,57 +39,29 @@ const jobCondition = (type: string, reason: string, message: string): Condition 
 const hasCondition = (job: Job, type: string) =>
   job.status?.conditions?.some((c) => c.type === type && c.status === "True") ?? false;
 
-export class JobController {
-  private readonly queue: WorkQueue;
+export class JobController extends Controller<Job> {
   private readonly expectations = new Expectations();
-  private readonly jobs;
-  private readonly pods;
+  private readonly pods = this.informers.get<Pod>(PODS);
   /** Failures seen per job uid and when the last new one was seen, for the pod backoff. */
   private readonly failuresSeen = new Map<string, { count: number; at: number }>();
-  private resync: NodeJS.Timeout | undefined;
   private readonly backoffBaseMs: number;
   private readonly backoffMaxMs: number;
 
   constructor(
     informers: InformerFactory,
-    private readonly client: KubeClient,
-    private readonly log: (line: string) => void,
+    client: KubeClient,
+    log: (line: string) => void,
     options: JobControllerOptions = {},
   ) {
+    super("job-controller", JOBS, informers, client, log);
     this.backoffBaseMs = options.backoffBaseMs ?? 200;
     this.backoffMaxMs = options.backoffMaxMs ?? 2000;
-    this.queue = new WorkQueue("job-controller", (key) => this.sync(key), log);
-    this.jobs = informers.get<Job>(JOBS);
-    this.pods = informers.get<Pod>(PODS);
-    this.jobs.onEvent((_e, job) => this.queue.add(`${job.metadata.namespace}/${job.metadata.name}`));
-    this.pods.onEvent((event, pod) => {
-      const ref = controllerRef(pod);
-      if (ref?.kind !== "Job") return;
-      const key = `${pod.metadata.namespace}/${ref.name}`;
-      const name = pod.metadata.name ?? "";
-      if (event === "add") this.expectations.createObserved(key, name);
-      if (event === "delete" || pod.metadata.deletionTimestamp) {
-        this.expectations.createObserved(key, name);
-        this.expectations.deleteObserved(key, name);
-      }
-      this.queue.add(key);
-    });
+    this.watchOwnedPods(this.pods, "Job", this.expectations);
   }
 
-  start(): void {
-    this.resync = setInterval(() => {
-      for (const job of this.jobs.list()) this.queue.add(`${job.metadata.namespace}/${job.metadata.name}`);
-    }, RESYNC_MS);
-  }
-
-  async stop(): Promise<void> {
-    clearInterval(this.resync);
-    await this.queue.stop();
-  }
-
-  private async sync(key: string): Promise<SyncResult> {
+  protected async sync(key: string): Promise<SyncResult> {
     const [namespace = "", name = ""] = key.split("/");
-    const job = this.jobs.get(namespace, name);
+    const job = this.primary.get(namespace, name);
     if (!job) {
       this.expectations.forget(key);
       return undefined;

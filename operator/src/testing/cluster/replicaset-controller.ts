@@ -5,6 +5,7 @@
  * minReadySeconds) with observedGeneration.
  */
 import { isConflict, isNotFound, type KubeClient, PODS, REPLICASETS } from "./client.js";
+import { Controller } from "./controller-base.js";
 import { Expectations } from "./expectations.js";
 import type { InformerFactory } from "./informer.js";
 import type { Pod, PodTemplateSpec, ReplicaSet } from "./types.js";
@@ -22,9 +23,7 @@ import {
   randomSuffix,
   selectorMatches,
 } from "./util.js";
-import { type SyncResult, WorkQueue } from "./workqueue.js";
-
-const RESYNC_MS = 10_000;
+import type { SyncResult } from "./workqueue.js";
 
 /** controller.GetPodFromTemplate: a pod named `<prefix><5 random>` with the template's metadata. */
 export function podFromTemplate(
@@ -52,51 +51,18 @@ export function podFromTemplate(
   return pod;
 }
 
-export class ReplicaSetController {
-  private readonly queue: WorkQueue;
+export class ReplicaSetController extends Controller<ReplicaSet> {
   private readonly expectations = new Expectations();
-  private readonly replicaSets;
-  private readonly pods;
-  private resync: NodeJS.Timeout | undefined;
+  private readonly pods = this.informers.get<Pod>(PODS);
 
-  constructor(
-    informers: InformerFactory,
-    private readonly client: KubeClient,
-    private readonly log: (line: string) => void,
-  ) {
-    this.queue = new WorkQueue("replicaset-controller", (key) => this.sync(key), log);
-    this.replicaSets = informers.get<ReplicaSet>(REPLICASETS);
-    this.pods = informers.get<Pod>(PODS);
-    this.replicaSets.onEvent((_event, rs) => this.queue.add(`${rs.metadata.namespace}/${rs.metadata.name}`));
-    this.pods.onEvent((event, pod) => {
-      const ref = controllerRef(pod);
-      if (ref?.kind !== "ReplicaSet") return;
-      const key = `${pod.metadata.namespace}/${ref.name}`;
-      const name = pod.metadata.name ?? "";
-      if (event === "add") this.expectations.createObserved(key, name);
-      if (event === "delete" || pod.metadata.deletionTimestamp) {
-        this.expectations.createObserved(key, name);
-        this.expectations.deleteObserved(key, name);
-      }
-      this.queue.add(key);
-    });
+  constructor(informers: InformerFactory, client: KubeClient, log: (line: string) => void) {
+    super("replicaset-controller", REPLICASETS, informers, client, log);
+    this.watchOwnedPods(this.pods, "ReplicaSet", this.expectations);
   }
 
-  start(): void {
-    this.resync = setInterval(() => {
-      for (const rs of this.replicaSets.list())
-        this.queue.add(`${rs.metadata.namespace}/${rs.metadata.name}`);
-    }, RESYNC_MS);
-  }
-
-  async stop(): Promise<void> {
-    clearInterval(this.resync);
-    await this.queue.stop();
-  }
-
-  private async sync(key: string): Promise<SyncResult> {
+  protected async sync(key: string): Promise<SyncResult> {
     const [namespace = "", name = ""] = key.split("/");
-    const rs = this.replicaSets.get(namespace, name);
+    const rs = this.primary.get(namespace, name);
     if (!rs) {
       this.expectations.forget(key);
       return undefined;

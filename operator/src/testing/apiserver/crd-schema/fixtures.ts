@@ -1,43 +1,49 @@
 // Test fixtures: a realistic CRD (a Widget with defaults, an enum, an immutable identity, a cross-field
 // rule, a map of strings, a list-map, a status with conditions, the scale subresource and printer
-// columns), and a one-version CRD around any schema for the focused tests.
+// columns), and a one-version CRD around any schema for the focused tests. exampleCrd and
+// statusAndScale also build the Gadget CRD of the server's HTTP tests (../test-client.ts).
 
 import { compileCrd } from "./compile.js";
 import type { CompiledVersion, Json } from "./types.js";
 
 type JsonObject = { [key: string]: Json };
 
-export function widgetCrd(): JsonObject {
+/** A namespaced CRD in the group example.com, named `<plural>.example.com`. */
+export function exampleCrd(names: JsonObject & { plural: string }, versions: JsonObject[]): JsonObject {
   return {
     apiVersion: "apiextensions.k8s.io/v1",
     kind: "CustomResourceDefinition",
-    metadata: { name: "widgets.example.com" },
-    spec: {
-      group: "example.com",
-      names: { plural: "widgets", singular: "widget", kind: "Widget", shortNames: ["wd"] },
-      scope: "Namespaced",
-      versions: [
-        {
-          name: "v1",
-          served: true,
-          storage: true,
-          subresources: {
-            status: {},
-            scale: {
-              specReplicasPath: ".spec.replicas",
-              statusReplicasPath: ".status.replicas",
-              labelSelectorPath: ".status.selector",
-            },
-          },
-          additionalPrinterColumns: [
-            { name: "Replicas", type: "integer", jsonPath: ".spec.replicas" },
-            { name: "Tier", type: "string", jsonPath: ".spec.tier", priority: 1 },
-            { name: "Ready", type: "string", jsonPath: '.status.conditions[?(@.type=="Ready")].status' },
-            { name: "Age", type: "date", jsonPath: ".metadata.creationTimestamp" },
-          ],
-          schema: { openAPIV3Schema: widgetSchema() },
-        },
+    metadata: { name: `${names.plural}.example.com` },
+    spec: { group: "example.com", names, scope: "Namespaced", versions },
+  };
+}
+
+export function widgetCrd(): JsonObject {
+  return exampleCrd({ plural: "widgets", singular: "widget", kind: "Widget", shortNames: ["wd"] }, [
+    {
+      name: "v1",
+      served: true,
+      storage: true,
+      subresources: statusAndScale(),
+      additionalPrinterColumns: [
+        { name: "Replicas", type: "integer", jsonPath: ".spec.replicas" },
+        { name: "Tier", type: "string", jsonPath: ".spec.tier", priority: 1 },
+        { name: "Ready", type: "string", jsonPath: '.status.conditions[?(@.type=="Ready")].status' },
+        { name: "Age", type: "date", jsonPath: ".metadata.creationTimestamp" },
       ],
+      schema: { openAPIV3Schema: widgetSchema() },
+    },
+  ]);
+}
+
+/** The status and scale subresources, scale over spec.replicas, status.replicas and status.selector. */
+export function statusAndScale(): JsonObject {
+  return {
+    status: {},
+    scale: {
+      specReplicasPath: ".spec.replicas",
+      statusReplicasPath: ".status.replicas",
+      labelSelectorPath: ".status.selector",
     },
   };
 }
@@ -124,19 +130,9 @@ export function widget(spec: JsonObject = {}): JsonObject {
 
 /** A one-version CRD around `schema` (Thing, things.example.com), with extra version fields. */
 export function crdWith(schema: JsonObject, version: JsonObject = {}): JsonObject {
-  return {
-    apiVersion: "apiextensions.k8s.io/v1",
-    kind: "CustomResourceDefinition",
-    metadata: { name: "things.example.com" },
-    spec: {
-      group: "example.com",
-      names: { plural: "things", kind: "Thing" },
-      scope: "Namespaced",
-      versions: [
-        { name: "v1", served: true, storage: true, schema: { openAPIV3Schema: schema }, ...version },
-      ],
-    },
-  };
+  return exampleCrd({ plural: "things", kind: "Thing" }, [
+    { name: "v1", served: true, storage: true, schema: { openAPIV3Schema: schema }, ...version },
+  ]);
 }
 
 /** A root schema whose `spec` is the given schema. */
