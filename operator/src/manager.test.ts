@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import type { V1DeploymentSpec } from "@kubernetes/client-node";
 import { pino } from "pino";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -128,7 +129,10 @@ describe("the Coordinator controller", () => {
     await env.admin.create(COORDINATORS, spec);
     const image = "registry.example/darkbloom/coordinator:1.0.0";
     const created = (await get<CoordinatorObject>(COORDINATORS, "alpha")) as CoordinatorObject;
-    const jobName = migrationJobName(created, image);
+    const database = createHash("sha256")
+      .update("postgres://coordinator:secret@postgres:5432/darkbloom")
+      .digest("hex");
+    const jobName = migrationJobName(created, { image, database: database.slice(0, 16) });
     await expect.poll(() => get(JOBS, jobName), { timeout: 10_000 }).toBeDefined();
     await expect
       .poll(async () => condition(await get<CoordinatorObject>(COORDINATORS, "alpha"), "Migrated")?.reason, {
@@ -227,6 +231,48 @@ describe("the Coordinator controller", () => {
     expect(condition(await get<CoordinatorObject>(COORDINATORS, "beta"), "Migrated")?.reason).toBe(
       "MigrationRunning",
     );
+  });
+
+  it("migrates a new database before the replicas use it, even on the same image", async () => {
+    await operator();
+    await secret("eps-db", { url: "postgres://eps@old-postgres/eps" });
+    await env.admin.create(
+      COORDINATORS,
+      coordinator("epsilon", { database: { secretRef: { name: "eps-db" } } }),
+    );
+    const jobs = async () =>
+      (await env.admin.list<KubeObject>(JOBS, env.namespace)).items
+        .map((j) => j.metadata?.name ?? "")
+        .filter((n) => n.startsWith("epsilon-migrate-"));
+    await expect.poll(jobs, { timeout: 10_000 }).toHaveLength(1);
+    const [first] = await jobs();
+    await finishJob(first as string, "Complete");
+    type Deployment = KubeObject & { spec: V1DeploymentSpec };
+    const configHash = async () =>
+      (await get<Deployment>(DEPLOYMENTS, "epsilon"))?.spec.template.metadata?.annotations?.[
+        "darkbloom.dev/config-hash"
+      ];
+    await expect.poll(configHash, { timeout: 10_000 }).toBeDefined();
+    const before = await configHash();
+
+    const stored = await env.admin.get<KubeObject & { data: Record<string, string> }>(
+      SECRETS,
+      env.namespace,
+      "eps-db",
+    );
+    await env.admin.update(SECRETS, {
+      ...stored,
+      data: { url: Buffer.from("postgres://eps@new-postgres/eps").toString("base64") },
+    });
+    await expect.poll(jobs, { timeout: 10_000 }).toHaveLength(2);
+    const second = (await jobs()).find((n) => n !== first) as string;
+    expect(condition(await get<CoordinatorObject>(COORDINATORS, "epsilon"), "Migrated")?.reason).toBe(
+      "MigrationRunning",
+    );
+    // The pods keep the old database until the new one is migrated.
+    expect(await configHash()).toBe(before);
+    await finishJob(second, "Complete");
+    await expect.poll(configHash, { timeout: 10_000 }).not.toBe(before);
   });
 
   it("never adopts an object of the name it needs that someone else made: Degraded, NotOwned", async () => {

@@ -171,6 +171,10 @@ export const coordinatorStatusSchema = s.object(
     selector: s.string({ description: "The label selector of the replicas' pods (for /scale)." }),
     currentImage: s.string({ description: "The image the replicas run, once rolled out." }),
     migratedImage: s.string({ description: "The image whose migration Job last completed." }),
+    migratedDatabase: s.string({
+      description:
+        "A hash of the database URL migratedImage's migration ran against: a new database is migrated before replicas use it.",
+    }),
     conditions: conditionsSchema("The latest observations of the coordinator's state."),
   },
   { description: "The observed state of a coordinator cluster." },

@@ -13,5 +13,7 @@ export const OPERATOR_LABELS = [LABEL_NAME, LABEL_INSTANCE, LABEL_COMPONENT, LAB
 export const ANNOTATION_CONFIG_HASH = "darkbloom.dev/config-hash";
 /** On a migration Job: the image it migrates the database to. */
 export const ANNOTATION_IMAGE = "darkbloom.dev/image";
+/** On a migration Job: the hash of the database URL it migrates (the URL is a secret). */
+export const ANNOTATION_DATABASE = "darkbloom.dev/database";
 /** On a migration Job: the digest of that image's reference, which also names the Job. */
 export const LABEL_IMAGE_HASH = "darkbloom.dev/image-hash";

@@ -24,7 +24,7 @@ import {
 } from "../../runtime/kube-api.js";
 import { applyOwned, type WriteOutcome } from "../../runtime/owned-objects.js";
 import type { ReconcileResult } from "../../runtime/work-queue.js";
-import { secretValue } from "../secret-values.js";
+import { type SecretProblem, secretValue } from "../secret-values.js";
 import { buildConfigHash } from "./resources/config-hash.js";
 import { buildDeployment } from "./resources/deployment.js";
 import { buildMigrationJob, migrationJobName } from "./resources/migration-job.js";
@@ -101,14 +101,12 @@ export class CoordinatorReconciler {
       spec.adminKeySecretRef.name,
       spec.adminKeySecretRef.key,
     );
-    for (const value of [databaseUrl, adminKey]) {
-      if (typeof value !== "string") {
-        observed.problem = value;
-        observed.deployment = this.owned(this.deps.deployments, coordinator, coordinator.metadata?.name) as
-          | V1Deployment
-          | undefined;
-        return;
-      }
+    if (typeof databaseUrl !== "string" || typeof adminKey !== "string") {
+      observed.problem = typeof databaseUrl !== "string" ? databaseUrl : (adminKey as SecretProblem);
+      observed.deployment = this.owned(this.deps.deployments, coordinator, coordinator.metadata?.name) as
+        | V1Deployment
+        | undefined;
+      return;
     }
     const peerToken = await this.ensurePeerSecret(coordinator);
     // Pods roll when a referenced Secret's value changes: the hash covers them (never the values).
@@ -116,7 +114,9 @@ export class CoordinatorReconciler {
       .update(`${databaseUrl}\u0000${adminKey}\u0000${peerToken}`)
       .digest("hex");
 
-    const migratedImage = await this.migrate(coordinator, observed);
+    // The database is known by a hash of its URL: the status and the Job's name must not carry it.
+    const database = createHash("sha256").update(databaseUrl).digest("hex").slice(0, 16);
+    const migratedImage = await this.migrate(coordinator, observed, database);
     const deploymentName = coordinator.metadata?.name ?? "";
     const deployment = this.owned(this.deps.deployments, coordinator, deploymentName) as
       | V1Deployment
@@ -177,20 +177,26 @@ export class CoordinatorReconciler {
 
   /**
    * The image the Deployment may run: the spec's once its migration Job succeeded, else the last
-   * one that migrated (undefined before the first migration completes).
+   * one that migrated this database (undefined before the first migration of this database
+   * completes: a Coordinator moved to a new database keeps its pods as they are until then).
    */
-  private async migrate(coordinator: CoordinatorObject, observed: Observed): Promise<string | undefined> {
+  private async migrate(
+    coordinator: CoordinatorObject,
+    observed: Observed,
+    database: string,
+  ): Promise<string | undefined> {
     const { image } = coordinator.spec;
-    const previous = coordinator.status?.migratedImage;
+    const sameDatabase = coordinator.status?.migratedDatabase === database;
+    const previous = sameDatabase ? coordinator.status?.migratedImage : undefined;
     if (previous === image) {
-      observed.migration = { state: "succeeded", image };
+      observed.migration = { state: "succeeded", image, database };
       return image;
     }
-    const jobName = migrationJobName(coordinator, image);
+    const jobName = migrationJobName(coordinator, { image, database });
     const job = this.owned(this.deps.jobs, coordinator, jobName) as V1Job | undefined;
     if (job === undefined) {
       try {
-        await this.deps.api.create(JOBS, buildMigrationJob(coordinator) as KubeObject);
+        await this.deps.api.create(JOBS, buildMigrationJob(coordinator, database) as KubeObject);
         void this.deps.events.record(
           coordinator,
           "Normal",
@@ -208,8 +214,8 @@ export class CoordinatorReconciler {
       (c) => (c.type === "Complete" || c.type === "Failed") && c.status === "True",
     );
     if (finished?.type === "Complete") {
-      observed.migration = { state: "succeeded", image };
-      if (coordinator.status?.migratedImage !== image) {
+      observed.migration = { state: "succeeded", image, database };
+      if (previous !== image) {
         void this.deps.events.record(
           coordinator,
           "Normal",

@@ -14,7 +14,7 @@ import { selectorLabels } from "./resources/labels.js";
 export type MigrationState =
   | { state: "none" }
   | { state: "running"; image: string; job: string }
-  | { state: "succeeded"; image: string }
+  | { state: "succeeded"; image: string; database: string }
   | { state: "failed"; image: string; job: string; message: string };
 
 /** What one reconcile found: the status is computed from this alone. */
@@ -75,7 +75,10 @@ export function nextStatus(
       .map(([key, value]) => `${key}=${value}`)
       .join(","),
   };
-  if (observed.migration.state === "succeeded") status.migratedImage = observed.migration.image;
+  if (observed.migration.state === "succeeded") {
+    status.migratedImage = observed.migration.image;
+    status.migratedDatabase = observed.migration.database;
+  }
   if (rolledOut && deploymentImage !== undefined) status.currentImage = deploymentImage;
 
   let conditions: Condition[] = previous.conditions ?? [];

@@ -5,46 +5,54 @@ import { labels, ownerReference } from "./labels.js";
 import { buildMigrationJob, migrationJobName } from "./migration-job.js";
 
 const IMAGE = "ghcr.io/darkbloom/coordinator:1.4.0";
+const DATABASE = "0123456789abcdef";
+const TARGET = { image: IMAGE, database: DATABASE };
 const IMAGE_HASH = createHash("sha256").update(IMAGE).digest("hex").slice(0, 10);
+const TARGET_HASH = createHash("sha256").update(`${IMAGE}\n${DATABASE}`).digest("hex").slice(0, 10);
 
 describe("migration Job", () => {
-  it("is named after the Coordinator and the image", () => {
+  it("is named after the Coordinator, the image and the database", () => {
     const coordinator = storedCoordinator();
-    expect(migrationJobName(coordinator, IMAGE)).toBe(`main-migrate-${IMAGE_HASH}`);
-    expect(migrationJobName(coordinator, `${IMAGE}-rc`)).not.toBe(migrationJobName(coordinator, IMAGE));
+    expect(migrationJobName(coordinator, TARGET)).toBe(`main-migrate-${TARGET_HASH}`);
+    expect(migrationJobName(coordinator, { ...TARGET, image: `${IMAGE}-rc` })).not.toBe(
+      migrationJobName(coordinator, TARGET),
+    );
+    expect(migrationJobName(coordinator, { ...TARGET, database: "fedcba9876543210" })).not.toBe(
+      migrationJobName(coordinator, TARGET),
+    );
   });
 
   it("keeps names within 63 characters, distinct for long names that share a prefix", () => {
     const fits = "a".repeat(44);
-    expect(migrationJobName(storedCoordinator({}, fits), IMAGE)).toBe(`${fits}-migrate-${IMAGE_HASH}`);
+    expect(migrationJobName(storedCoordinator({}, fits), TARGET)).toBe(`${fits}-migrate-${TARGET_HASH}`);
     const long = `${"a".repeat(40)}-${"b".repeat(22)}`;
     const longer = `${"a".repeat(40)}-${"c".repeat(22)}`;
     const names = [long, longer, "a".repeat(45)].map((n) =>
-      migrationJobName(storedCoordinator({}, n), IMAGE),
+      migrationJobName(storedCoordinator({}, n), TARGET),
     );
     for (const name of names) {
       expect(name.length, name).toBeLessThanOrEqual(63);
       expect(name, name).toMatch(/^[a-z]([-a-z0-9]*[a-z0-9])?$/);
-      expect(name.endsWith(`-migrate-${IMAGE_HASH}`), name).toBe(true);
+      expect(name.endsWith(`-migrate-${TARGET_HASH}`), name).toBe(true);
     }
     expect(new Set(names).size).toBe(3);
     // A cut that ends on a hyphen drops it rather than doubling it.
-    const hyphen = migrationJobName(storedCoordinator({}, `${"a".repeat(34)}-${"b".repeat(20)}`), IMAGE);
+    const hyphen = migrationJobName(storedCoordinator({}, `${"a".repeat(34)}-${"b".repeat(20)}`), TARGET);
     expect(hyphen).toMatch(/^a{34}-[0-9a-f]{8}-migrate-/);
   });
 
-  it("runs `migrate --json` once with the database URL, labelled and annotated with the image", () => {
+  it("runs `migrate --json` once with the database URL, labelled and annotated with the image and database", () => {
     const coordinator = storedCoordinator({
       imagePullPolicy: "Always",
       imagePullSecrets: [{ name: "registry" }],
     });
-    const job = buildMigrationJob(coordinator);
+    const job = buildMigrationJob(coordinator, DATABASE);
     const jobLabels = { ...labels(coordinator, "migration"), "darkbloom.dev/image-hash": IMAGE_HASH };
     expect(job.metadata).toEqual({
-      name: `main-migrate-${IMAGE_HASH}`,
+      name: `main-migrate-${TARGET_HASH}`,
       namespace: "darkbloom",
       labels: jobLabels,
-      annotations: { "darkbloom.dev/image": IMAGE },
+      annotations: { "darkbloom.dev/image": IMAGE, "darkbloom.dev/database": DATABASE },
       ownerReferences: [ownerReference(coordinator)],
     });
     expect(job.spec).toMatchObject({ backoffLimit: 2, activeDeadlineSeconds: 600 });
@@ -82,7 +90,7 @@ describe("migration Job", () => {
         topologySpreadConstraints: [{ maxSkew: 1, topologyKey: "zone", whenUnsatisfiable: "DoNotSchedule" }],
       },
     });
-    const pod = buildMigrationJob(coordinator).spec?.template.spec;
+    const pod = buildMigrationJob(coordinator, DATABASE).spec?.template.spec;
     expect(pod).toMatchObject({ nodeSelector: { pool: "serving" }, tolerations: [toleration] });
     expect(pod).not.toHaveProperty("topologySpreadConstraints");
     expect(pod?.containers[0]?.resources).toEqual({ limits: { memory: "256Mi" } });
