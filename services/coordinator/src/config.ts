@@ -101,11 +101,24 @@ export interface CoordinatorConfig {
   /** A coordinator silent this long is presumed dead and its open reservations refunded. */
   instanceStaleMs: number;
   /**
-   * The URL other replicas reach this coordinator at, recorded with its providers in the provider
-   * directory (default: the URL it listens on, which other machines can reach only when host is not
-   * loopback).
+   * The URL other replicas reach this coordinator's PeerService at, recorded with its providers in
+   * the provider directory (default: the URL it listens on, the peer port's with peerPort, which
+   * other machines can reach only when host is not loopback). With peerPort, a URL without a port
+   * gets the peer port.
    */
   advertiseUrl?: string | undefined;
+  /**
+   * Serve PeerService on this port (at `host`; 0 picks one) and no longer on the main one, so that
+   * a network policy can let only the other replicas reach it. TLS as the main port.
+   */
+  peerPort?: number | undefined;
+  /**
+   * PEM files of the certificate chain and private key every port (main and peer) serves TLS with;
+   * both or neither. Reloaded when they change (http/tls-certificate.ts); without them the ports
+   * speak plain HTTP/1.1 and h2c.
+   */
+  tlsCertFile?: string | undefined;
+  tlsKeyFile?: string | undefined;
   /** Changes of a provider's free slots, trust and drain state reach the directory at most this often. */
   directoryFlushMs: number;
   /** The directory is re-read this often even when no NOTIFY arrives (a lost LISTEN connection). */

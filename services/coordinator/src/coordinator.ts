@@ -23,19 +23,17 @@ import { Rebalancer } from "./cluster/rebalancer.js";
 import { RemoteProviders } from "./cluster/remote-providers.js";
 import { type CoordinatorConfig, type CoordinatorConfigInput, resolveConfig } from "./config.js";
 import { serviceShuttingDown } from "./errors/index.js";
-import { createApp } from "./http/app.js";
 import { clientAddress } from "./http/client-address.js";
-import { createConnectHandler } from "./http/connect-handler.js";
 import { listenMetrics } from "./http/metrics-listener.js";
-import { listenHttp } from "./http/protocol-sniffing-server.js";
 import type { HttpRequest } from "./http/types.js";
 import { InferencePipeline } from "./inference/pipeline.js";
 import { ModelPlacement } from "./link/model-placement.js";
 import { SessionManager } from "./link/session-manager.js";
+import { serverCertificate, startListeners } from "./listeners.js";
 import { createLogger, type Logger } from "./log.js";
 import { CoordinatorMetrics } from "./metrics.js";
 import { ReleaseStore } from "./releases/release-store.js";
-import { connectRoutes, httpRoutes, metricsRoute, type RouteTargets } from "./routes.js";
+import { metricsRoute, type RouteTargets } from "./routes.js";
 import { LocalProviderPool, type ProviderPool } from "./routing/provider-pool.js";
 import { ProviderRegistry } from "./routing/provider-registry.js";
 import { Router } from "./routing/router.js";
@@ -47,8 +45,13 @@ import { trustOptionsFrom } from "./trust/trust-config.js";
 import { TrustManager } from "./trust/trust-manager.js";
 
 export interface RunningCoordinator {
-  /** http://host:port of the one port serving the OpenAI routes and every Connect service. */
+  /**
+   * http://host:port (https:// with TLS) of the main port: the OpenAI routes and every Connect
+   * service (PeerService too, unless it has a port of its own).
+   */
   url: string;
+  /** The peer port's URL, when PeerService is served there and not on the main port. */
+  peerUrl: string | undefined;
   /** http://host:port of the metrics listener, when /metrics has a port of its own. */
   metricsUrl: string | undefined;
   adminKey: string;
@@ -71,9 +74,9 @@ export interface RunningCoordinator {
 
 /**
  * Starts a coordinator: database (embedded unless a URL is given), migrations, the parts that serve
- * requests, and the HTTP server on one port (routes.ts). Each part that needs stopping registers its
- * closer as it starts (closers.ts): a start that fails closes what had started, and close() closes
- * everything, both in reverse order.
+ * requests, and the HTTP server on its ports (listeners.ts, routes.ts). Each part that needs stopping
+ * registers its closer as it starts (closers.ts): a start that fails closes what had started, and
+ * close() closes everything, both in reverse order.
  */
 export async function startCoordinator(
   input: CoordinatorConfigInput,
@@ -91,6 +94,7 @@ export async function startCoordinator(
 }
 
 async function start(config: CoordinatorConfig, log: Logger, closers: Closers): Promise<RunningCoordinator> {
+  const certificate = await serverCertificate(config);
   const db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, logger: log });
   closers.add("database", () => db.close());
   if (config.schema === "check") await assertSchemaCurrent(db.pool);
@@ -277,25 +281,8 @@ async function start(config: CoordinatorConfig, log: Logger, closers: Closers): 
       return { ready: true };
     },
   };
-  const connect = createConnectHandler({
-    // One Connect message (a provider's, or a consumer's typed request) is no larger than an HTTP body;
-    // the default (4 GiB) let a 5-byte envelope header allocate gigabytes, and a compressed message
-    // inflate to as much, before any authentication or Register.
-    readMaxBytes: config.bodyLimitBytes,
-    sendTimeoutMs: config.sendTimeoutMs,
-    onStall: () => metrics.connectionLimits.inc({ limit: "send_timeout" }),
-    log,
-    addressOf,
-    routes: connectRoutes(targets),
-  });
-  const server = await listenHttp(createApp(httpRoutes(targets), connect, log), config.host, config.port, {
-    limits: config,
-    isRequestStream: connect.isRequestStream,
-    onLimit: (limit) => metrics.connectionLimits.inc({ limit }),
-    onAcceptError: acceptErrorReporter(log),
-  });
-  closers.add("server", () => server.close());
-  directoryWriter.advertise(config.advertiseUrl ?? server.url);
+  const listeners = await startListeners(targets, certificate, closers);
+  directoryWriter.advertise(listeners.advertiseUrl);
   const metricsListener =
     config.metricsPort === undefined
       ? undefined
@@ -305,7 +292,12 @@ async function start(config: CoordinatorConfig, log: Logger, closers: Closers): 
   // connections are open.
   closers.add("routing queues", () => router.close(serviceShuttingDown()));
   log.info(
-    { url: server.url, metricsUrl: metricsListener?.url, embeddedDatabase: db.embedded },
+    {
+      url: listeners.url,
+      peerUrl: listeners.peerUrl,
+      metricsUrl: metricsListener?.url,
+      embeddedDatabase: db.embedded,
+    },
     "coordinator listening",
   );
 
@@ -315,11 +307,12 @@ async function start(config: CoordinatorConfig, log: Logger, closers: Closers): 
   // while everything it needs is still up; readiness reports the shutdown from here on.
   closers.add("provider drain", async () => {
     shuttingDown = true;
-    server.drain();
+    listeners.drain();
     await Promise.all([sessions.drainAll("coordinator_shutdown", drainMs), pipeline.quiesce(drainMs)]);
   });
   return {
-    url: server.url,
+    url: listeners.url,
+    peerUrl: listeners.peerUrl,
     metricsUrl: metricsListener?.url,
     adminKey: config.adminKey,
     config,
@@ -420,18 +413,5 @@ function billingOptions(config: CoordinatorConfig): BillingOptions {
     reservationMaxSeconds: config.reservationMaxSeconds,
     heartbeatMs: config.instanceHeartbeatMs,
     ownerStaleMs: config.instanceStaleMs,
-  };
-}
-
-/** Out of file descriptors, accepts fail for every new connection: one line per burst, not each. */
-function acceptErrorReporter(log: Logger): (e: Error) => void {
-  let acceptErrors = 0;
-  return (e) => {
-    if (acceptErrors++ > 0) return;
-    log.warn({ err: e.message }, "accepting connections failed; lower --max-connections");
-    setTimeout(() => {
-      if (acceptErrors > 1) log.warn({ count: acceptErrors - 1 }, "more accepts failed");
-      acceptErrors = 0;
-    }, 10_000).unref();
   };
 }

@@ -1,6 +1,7 @@
-// Every route the coordinator serves on its one port, with its method and handler: the HTTP routes
+// Every route the coordinator serves on its main port, with its method and handler: the HTTP routes
 // (OpenAI-compatible, account, device login, public trust and release information, operations) and
-// the Connect services (Connect, gRPC and gRPC-Web under /darkbloom.<package>.<Service>/<Method>).
+// the Connect services (Connect, gRPC and gRPC-Web under /darkbloom.<package>.<Service>/<Method>);
+// the replicas' PeerService there too, or alone on the peer port (listeners.ts).
 // startCoordinator builds the parts; this file only says which path reaches which of them.
 import type { ConnectRouter } from "@connectrpc/connect";
 import { AdminService } from "@darkbloom/protocol/admin/v1";
@@ -163,7 +164,10 @@ export function metricsRoute(t: RouteTargets): Handler {
   });
 }
 
-/** The Connect services: the providers' stream, the typed consumer API, the admin API. */
+/**
+ * The Connect services: the providers' stream, the typed consumer API, the admin API, and the
+ * replicas' PeerService unless it has a port of its own (peerRoutes).
+ */
 export function connectRoutes(t: RouteTargets): (router: ConnectRouter) => void {
   return (router) => {
     router.service(
@@ -220,7 +224,13 @@ export function connectRoutes(t: RouteTargets): (router: ConnectRouter) => void 
         logger: t.log,
       }),
     );
-    // Replica to replica: forwarded requests and trust findings (refused without the peer token).
+    if (t.config.peerPort === undefined) peerRoutes(t)(router);
+  };
+}
+
+/** Replica to replica: forwarded requests and trust findings (refused without the peer token). */
+export function peerRoutes(t: RouteTargets): (router: ConnectRouter) => void {
+  return (router) => {
     router.service(
       PeerService,
       createPeerService({

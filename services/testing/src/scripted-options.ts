@@ -12,7 +12,7 @@ import type {
   RegisterAck,
   SignedAttestationSchema,
 } from "@darkbloom/protocol/provider/v1";
-import type { TransportKind } from "@darkbloom/protocol/provider-client";
+import type { DialOptions, TransportKind } from "@darkbloom/protocol/provider-client";
 import type { ForgedSignature } from "./response-signing.js";
 import type { ReceivedRequest, ScriptFn } from "./script.js";
 import type { SharedConnection } from "./shared-connection.js";
@@ -41,6 +41,8 @@ export interface ScriptedAttestor {
 export interface ScriptedProviderOptions {
   /** The coordinator's base URL, e.g. http://127.0.0.1:8080. */
   baseUrl: string;
+  /** https: the certificates trusted instead of Node's CA store (DialOptions.ca; not with `connection`). */
+  ca?: DialOptions["ca"];
   models: ScriptedModel[];
   /** Capacity.max_batch: concurrent requests admitted (default 4); more are refused with a 503. */
   maxBatch?: number;

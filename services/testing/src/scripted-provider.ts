@@ -219,7 +219,7 @@ export class ScriptedProvider extends EventEmitter<ScriptedProviderEvents> imple
   private open(): Promise<RegisterAck> {
     const session = new Session(
       this.options.connection?.dial() ??
-        dial(this.options.baseUrl, { transport: this.options.transport ?? "connect" }),
+        dial(this.options.baseUrl, { transport: this.options.transport ?? "connect", ca: this.options.ca }),
     );
     this.session = session;
     session.send(registerMessage(this.registration()));

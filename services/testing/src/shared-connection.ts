@@ -28,7 +28,7 @@ export class SharedConnection {
     } = {},
   ) {
     this.sessionManager = new Http2SessionManager(baseUrl, KEEPALIVE, {
-      createConnection: openSocket,
+      createConnection: (url: URL) => openSocket(url),
       maxSessionMemory: options.maxSessionMemoryMb ?? 256,
     });
     this.client = providerClient(baseUrl, this.sessionManager, options.kind);

@@ -18,6 +18,7 @@ import {
   trustLevel,
 } from "./parse.js";
 import { accessFrom, addAccessOptions, metricsTokenFor } from "./serve-access.js";
+import { addListenerOptions, listenersFrom } from "./serve-listeners.js";
 import { addTuningOptions, tuningFrom } from "./serve-tuning.js";
 
 const DEFAULT_PORT = 8080;
@@ -38,7 +39,9 @@ export function addServeCommand(program: Command, io: CliIo): void {
     )
     .option(
       "--advertise-url <url>",
-      "where other coordinator replicas reach this one (env DARKBLOOM_ADVERTISE_URL; default: the listen URL)",
+      "where other coordinator replicas reach this one's PeerService (env DARKBLOOM_ADVERTISE_URL; " +
+        "default: the listen URL, the peer port's with --peer-port); with --peer-port its port must " +
+        "be the peer port: name that one or none (it is filled in)",
       httpUrl,
     )
     .option(
@@ -66,6 +69,7 @@ export function addServeCommand(program: Command, io: CliIo): void {
       hardwareKeys,
     );
   addAccessOptions(serve);
+  addListenerOptions(serve);
   addTuningOptions(serve).action(async (opts: ServeOptions) => {
     const dataDir = opts.dataDir ? resolve(opts.dataDir) : defaultDataDir(io.env);
     const givenKey = opts.adminKey || io.env.DARKBLOOM_ADMIN_KEY;
@@ -87,14 +91,21 @@ export function addServeCommand(program: Command, io: CliIo): void {
     if (limits.directoryPollMs >= limits.instanceStaleMs) {
       throw new UsageError("--directory-poll must be shorter than --instance-stale");
     }
+    const mainPort = opts.port ?? fromEnv(io.env, "PORT", port) ?? DEFAULT_PORT;
+    const advertiseUrl = opts.advertiseUrl ?? fromEnv(io.env, "DARKBLOOM_ADVERTISE_URL", httpUrl);
+    const listeners = listenersFrom(opts as Record<string, unknown>, io.env, {
+      port: mainPort,
+      advertiseUrl,
+    });
     const metricsToken = await metricsTokenFor(access, dataDir);
     const config = {
       host: opts.host ?? "127.0.0.1",
-      port: opts.port ?? fromEnv(io.env, "PORT", port) ?? DEFAULT_PORT,
+      port: mainPort,
       dataDir,
       databaseUrl: opts.databaseUrl ?? fromEnv(io.env, "DATABASE_URL", databaseUrl),
       schema: opts.schema ?? fromEnv(io.env, "DARKBLOOM_SCHEMA", schemaMode) ?? "migrate",
-      advertiseUrl: opts.advertiseUrl ?? fromEnv(io.env, "DARKBLOOM_ADVERTISE_URL", httpUrl),
+      advertiseUrl,
+      ...listeners,
       adminKey: givenKey || (await adminKeyFile(dataDir)),
       logLevel: opts.logLevel ?? "info",
       ...trust,
@@ -106,6 +117,7 @@ export function addServeCommand(program: Command, io: CliIo): void {
     const { startCoordinator } = await import("../coordinator.js");
     const coordinator = await startCoordinator(config);
     io.stdout(`listening on ${coordinator.url}\n`);
+    if (coordinator.peerUrl) io.stdout(`peers on ${coordinator.peerUrl}\n`);
     if (!givenKey) io.stdout(`admin key in ${join(dataDir, "admin.key")}\n`);
     if (coordinator.metricsUrl) io.stdout(`metrics on ${coordinator.metricsUrl}/metrics\n`);
     if (metricsToken.file) io.stdout(`metrics token in ${metricsToken.file}\n`);

@@ -41,7 +41,9 @@ export class PeerClients {
   of(url: string): PeerClient {
     let peer = this.peers.get(url);
     if (!peer) {
-      const sessions = new Http2SessionManager(url, KEEPALIVE, { createConnection: openSocket });
+      const sessions = new Http2SessionManager(url, KEEPALIVE, {
+        createConnection: (authority: URL) => openSocket(authority),
+      });
       const client = createClient(
         PeerService,
         // No compression either way: requests and chunks are ciphertext, which does not compress

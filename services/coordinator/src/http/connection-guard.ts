@@ -54,7 +54,9 @@ export function isCut(req: HttpRequest): boolean {
 /** A TCP connection while it is open: its client address and its current deadline. */
 interface Connection {
   address: string;
-  /** Set once the sniff has handed the socket to HTTP/1.1 or HTTP/2. */
+  /** What HTTP is read from and written to: the accepted socket, or the TLS socket over it. */
+  socket: net.Socket;
+  /** Set once the sniff (or the TLS handshake's ALPN) has handed the socket to HTTP/1.1 or HTTP/2. */
   protocol: "h1" | "h2" | undefined;
   timer: NodeJS.Timeout | undefined;
   /** HTTP/1.1: the request whose deadlines run now (pipelined ones follow it). */
@@ -104,7 +106,7 @@ export class ConnectionGuard {
       return false;
     }
     this.perAddress.set(address, open + 1);
-    const conn: Connection = { address, protocol: undefined, timer: undefined, current: undefined };
+    const conn: Connection = { address, socket, protocol: undefined, timer: undefined, current: undefined };
     this.connections.set(socket, conn);
     socket.once("close", () => {
       clearTimeout(conn.timer);
@@ -112,7 +114,7 @@ export class ConnectionGuard {
       if (left > 0) this.perAddress.set(address, left);
       else this.perAddress.delete(address);
     });
-    this.arm(conn, this.limits.headerTimeoutMs, () => this.headersExpired(socket, conn));
+    this.arm(conn, this.limits.headerTimeoutMs, () => this.headersExpired(conn));
     return true;
   }
 
@@ -121,11 +123,17 @@ export class ConnectionGuard {
     return this.perAddress.get(addressKey(address)) ?? 0;
   }
 
-  /** The sniff chose a protocol. HTTP/2 sessions are bounded by their idle timer and stream deadlines. */
-  handedOver(socket: net.Socket, protocol: "h1" | "h2"): void {
+  /**
+   * The sniff (or the TLS handshake) chose a protocol; `served` is the socket HTTP runs on (the TLS
+   * socket over the accepted one), whose deadlines go on from the accept's: a handshake counts
+   * against the header deadline. HTTP/2 sessions are bounded by their idle timer and stream deadlines.
+   */
+  handedOver(socket: net.Socket, protocol: "h1" | "h2", served: net.Socket = socket): void {
     const conn = this.connections.get(socket);
     if (!conn) return;
     conn.protocol = protocol;
+    conn.socket = served;
+    this.connections.set(served, conn);
     if (protocol === "h2") clearTimeout(conn.timer);
   }
 
@@ -136,8 +144,7 @@ export class ConnectionGuard {
   }
 
   private http1Request(req: IncomingMessage, res: ServerResponse): void {
-    const socket = req.socket;
-    const conn = this.connections.get(socket);
+    const conn = this.connections.get(req.socket);
     if (!conn) return;
     conn.current = req;
     clearTimeout(conn.timer);
@@ -146,12 +153,12 @@ export class ConnectionGuard {
       if (conn.current !== req) return;
       if (!req.complete) return this.bodyExpired(req, res as unknown as HttpResponse);
       // The body made it; once the response is done too, the connection waits for the next request.
-      if (res.writableFinished) this.awaitNextRequest(socket, conn);
+      if (res.writableFinished) this.awaitNextRequest(conn);
     };
     if (!streaming) this.arm(conn, this.limits.bodyTimeoutMs, bodyDeadline);
     res.once("finish", () => {
       if (conn.current !== req) return;
-      if (req.complete) this.awaitNextRequest(socket, conn);
+      if (req.complete) this.awaitNextRequest(conn);
       else if (streaming) this.arm(conn, this.limits.bodyTimeoutMs, bodyDeadline);
       // else the body deadline armed at the headers still runs
     });
@@ -171,11 +178,9 @@ export class ConnectionGuard {
     stream.once("close", () => clearTimeout(timer));
   }
 
-  private awaitNextRequest(socket: net.Socket, conn: Connection): void {
+  private awaitNextRequest(conn: Connection): void {
     conn.current = undefined;
-    this.arm(conn, this.limits.idleTimeoutMs + this.limits.headerTimeoutMs, () =>
-      this.headersExpired(socket, conn),
-    );
+    this.arm(conn, this.limits.idleTimeoutMs + this.limits.headerTimeoutMs, () => this.headersExpired(conn));
   }
 
   private arm(conn: Connection, ms: number, expire: () => void): void {
@@ -185,11 +190,12 @@ export class ConnectionGuard {
   }
 
   /** No complete request headers in time: a 408 as Node's own checker writes it, then the socket goes. */
-  private headersExpired(socket: net.Socket, conn: Connection): void {
+  private headersExpired(conn: Connection): void {
+    const socket = conn.socket;
     if (socket.destroyed || conn.current !== undefined) return;
     this.onLimit("header_timeout");
     if (conn.protocol !== "h1") {
-      socket.destroy(); // it never said which protocol it speaks: nothing it could read
+      socket.destroy(); // it never said which protocol it speaks (nor finished a TLS handshake)
       return;
     }
     const body = JSON.stringify(requestTimeout("headers", this.limits.headerTimeoutMs).toJSON());

@@ -1,17 +1,22 @@
 import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
+import tls from "node:tls";
+import { ApiError } from "../errors/index.js";
 import {
   ConnectionGuard,
   type ConnectionLimits,
   connectionLimits,
   type LimitName,
 } from "./connection-guard.js";
+import type { CertificatePair } from "./tls-certificate.js";
 import type { Handler, HttpRequest } from "./types.js";
 import { asResponse } from "./types.js";
 
 /** The first bytes of every HTTP/2 prior-knowledge (h2c) connection. */
 const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+/** The first byte of a TLS connection: a handshake record. */
+const TLS_HANDSHAKE = 0x16;
 
 export interface ListenOptions {
   /** Deadlines and caps (defaults: CONNECTION_LIMIT_DEFAULTS in config.ts). */
@@ -25,10 +30,15 @@ export interface ListenOptions {
   onLimit?: (limit: LimitName) => void;
   /** An accept failed (EMFILE when the process is out of file descriptors): the server carries on. */
   onAcceptError?: (error: Error) => void;
+  /**
+   * Serve TLS with this certificate (replaced with setCertificate): ALPN h2 goes to HTTP/2, http/1.1
+   * or none to HTTP/1.1. Plaintext connections are then refused.
+   */
+  tls?: CertificatePair;
 }
 
 export interface ListeningServer {
-  /** http://host:port */
+  /** http://host:port, or https:// with TLS */
   url: string;
   port: number;
   /**
@@ -37,6 +47,8 @@ export interface ListeningServer {
    * another replica) instead of one this server is about to close under them.
    */
   drain(): void;
+  /** Connections from now on are served this certificate (TLS only); open ones keep theirs. */
+  setCertificate(pair: CertificatePair): void;
   /** Stops accepting connections and closes them (HTTP/2 sessions get GOAWAY). */
   close(): Promise<void>;
 }
@@ -44,7 +56,10 @@ export interface ListeningServer {
 /**
  * One TCP port for both protocols: connections that open with the HTTP/2 preface (provider streams,
  * gRPC clients, h2c consumers) go to an HTTP/2 server, everything else to an HTTP/1.1 server. Both
- * hand requests to the same handler. Deadlines and connection caps: ConnectionGuard.
+ * hand requests to the same handler. With TLS, ALPN chooses instead, after the handshake, and the
+ * TLS sockets go to the same two servers. Deadlines and connection caps: ConnectionGuard, for TLS as
+ * for plain connections (it counts the TCP connection from its accept; the handshake counts against
+ * the header deadline).
  */
 export async function listenHttp(
   handler: Handler,
@@ -106,15 +121,20 @@ export async function listenHttp(
       sessions.delete(s);
     });
   });
+  const secure = options.tls && tlsServer(options.tls, guard, h1, h2);
   const sockets = new Set<net.Socket>();
   const tcp = net.createServer({ noDelay: true }, (socket) => {
     socket.on("error", () => socket.destroy());
     if (!guard.admit(socket)) return;
     sockets.add(socket);
     socket.once("close", () => sockets.delete(socket));
-    sniff(socket, (isH2) => {
-      guard.handedOver(socket, isH2 ? "h2" : "h1");
-      (isH2 ? h2 : h1).emit("connection", socket);
+    sniff(socket, secure !== undefined, (kind) => {
+      if (kind === "tls") secure?.handshake(socket);
+      else if (kind === "plaintext") refusePlaintext(socket);
+      else {
+        guard.handedOver(socket, kind);
+        (kind === "h2" ? h2 : h1).emit("connection", socket);
+      }
     });
   });
   // Over the total, Node closes the connection before it becomes a socket (the cheapest refusal).
@@ -132,11 +152,12 @@ export async function listenHttp(
   const address = tcp.address() as net.AddressInfo;
   const urlHost = address.family === "IPv6" ? `[${address.address}]` : address.address;
   return {
-    url: `http://${urlHost}:${address.port}`,
+    url: `${secure ? "https" : "http"}://${urlHost}:${address.port}`,
     port: address.port,
     drain: () => {
       draining = true;
     },
+    setCertificate: (pair) => secure?.server.setSecureContext(pair),
     close: () =>
       new Promise<void>((resolve) => {
         tcp.close(() => resolve());
@@ -151,23 +172,90 @@ export async function listenHttp(
 }
 
 /**
- * Reads enough of the first bytes to tell HTTP/2 prior knowledge from HTTP/1.x, then puts them back.
- * A connection that says nothing (or dribbles a partial preface) is closed by the guard's header
- * deadline.
+ * The TLS half of a TLS port: accepted sockets are handshaken by a tls.Server (fed with
+ * emit("connection"), as the HTTP servers are), and each TLS socket goes where its ALPN says.
  */
-function sniff(socket: net.Socket, decide: (isH2: boolean) => void): void {
+function tlsServer(
+  pair: CertificatePair,
+  guard: ConnectionGuard,
+  h1: http.Server,
+  h2: http2.Http2Server,
+): { server: tls.Server; handshake(socket: net.Socket): void } {
+  // The guard's header deadline bounds the handshake (0: no deadline of tls.Server's own).
+  const server = tls.createServer({ ...pair, ALPNProtocols: ["h2", "http/1.1"], handshakeTimeout: 0 });
+  // The TLS socket does not say which accepted socket it runs on: found by the peer's address and
+  // port, unique among open connections to one port.
+  const handshaking = new Map<string, net.Socket>();
+  const key = (s: net.Socket) => `${s.remoteAddress}|${s.remotePort}`;
+  server.on("secureConnection", (secured: tls.TLSSocket) => {
+    const socket = handshaking.get(key(secured));
+    if (!socket) return void secured.destroy();
+    handshaking.delete(key(secured));
+    const protocol = secured.alpnProtocol === "h2" ? "h2" : "h1";
+    guard.handedOver(socket, protocol, secured);
+    (protocol === "h2" ? h2 : h1).emit("connection", secured);
+  });
+  // A failed handshake (a client that distrusts the certificate, a port scanner): the socket is
+  // closed, which is all there is to do; without a listener tls.Server would do the same.
+  server.on("tlsClientError", () => undefined);
+  return {
+    server,
+    handshake: (socket) => {
+      const k = key(socket);
+      handshaking.set(k, socket);
+      socket.once("close", () => {
+        if (handshaking.get(k) === socket) handshaking.delete(k);
+      });
+      server.emit("connection", socket);
+    },
+  };
+}
+
+/** A plaintext client on a TLS port: an HTTP/1.1 one can read a 400 that says so, then it is closed. */
+function refusePlaintext(socket: net.Socket): void {
+  const error = new ApiError({
+    status: 400,
+    type: "invalid_request_error",
+    code: "tls_required",
+    message: "This port serves TLS only: use an https:// URL.",
+  });
+  const body = JSON.stringify(error.toJSON());
+  socket.resume(); // what else it sends is dropped, so closing does not reset the answer away
+  socket.end(
+    "HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: application/json\r\n" +
+      `Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+  );
+  setTimeout(() => socket.destroy(), 1_000).unref();
+}
+
+/**
+ * Reads enough of the first bytes to tell HTTP/2 prior knowledge from HTTP/1.x (on a TLS port: a
+ * TLS handshake from plaintext), then puts them back. A connection that says nothing (or dribbles a
+ * partial preface) is closed by the guard's header deadline.
+ */
+function sniff(
+  socket: net.Socket,
+  tlsPort: boolean,
+  decide: (kind: "h1" | "h2" | "tls" | "plaintext") => void,
+): void {
   let buffered = Buffer.alloc(0);
   const onReadable = () => {
     let chunk: Buffer | null;
     // biome-ignore lint/suspicious/noAssignInExpressions: the read loop idiom
     while ((chunk = socket.read() as Buffer | null) !== null) buffered = Buffer.concat([buffered, chunk]);
-    const n = Math.min(buffered.length, H2_PREFACE.length);
-    const matches = buffered.subarray(0, n).equals(H2_PREFACE.subarray(0, n));
-    if (matches && buffered.length < H2_PREFACE.length) return; // need more bytes to decide
+    if (buffered.length === 0) return;
+    let kind: "h1" | "h2" | "tls" | "plaintext";
+    if (tlsPort) kind = buffered[0] === TLS_HANDSHAKE ? "tls" : "plaintext";
+    else {
+      const n = Math.min(buffered.length, H2_PREFACE.length);
+      const matches = buffered.subarray(0, n).equals(H2_PREFACE.subarray(0, n));
+      if (matches && buffered.length < H2_PREFACE.length) return; // need more bytes to decide
+      kind = matches ? "h2" : "h1";
+    }
     socket.off("readable", onReadable);
     socket.off("end", onEnd);
-    socket.unshift(buffered);
-    decide(matches);
+    if (kind !== "plaintext") socket.unshift(buffered); // a refused plaintext client's bytes are dropped
+    decide(kind);
   };
   const onEnd = () => socket.destroy();
   socket.on("readable", onReadable);

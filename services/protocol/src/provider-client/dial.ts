@@ -43,6 +43,13 @@ export interface DialOptions {
   transport?: TransportKind;
   /** Overrides of KEEPALIVE (tests that watch the pings). */
   keepAlive?: Pick<Http2SessionOptions, "pingIntervalMs" | "pingTimeoutMs">;
+  /** https: the certificates trusted instead of Node's CA store (a private CA, a test certificate). */
+  ca?: SocketOptions["ca"];
+}
+
+/** How openSocket connects. */
+export interface SocketOptions {
+  ca?: tls.ConnectionOptions["ca"];
 }
 
 /**
@@ -53,7 +60,7 @@ export interface DialOptions {
 export function dial(baseUrl: string, options: DialOptions = {}): Dialed {
   const sockets = new Set<Duplex>();
   const createConnection = (authority: URL): Duplex => {
-    const socket = openSocket(authority);
+    const socket = openSocket(authority, { ca: options.ca });
     sockets.add(socket);
     socket.once("close", () => sockets.delete(socket));
     return socket;
@@ -88,11 +95,12 @@ export function providerClient(
 }
 
 /** The TCP (http:) or TLS with ALPN h2 (https:) socket an HTTP/2 session to `url` runs on. */
-export function openSocket(url: URL): Duplex {
+export function openSocket(url: URL, options: SocketOptions = {}): Duplex {
   const host = url.hostname.replace(/^\[(.*)\]$/, "$1");
   if (url.protocol === "https:") {
     const port = Number(url.port || 443);
-    return tls.connect({ host, port, servername: net.isIP(host) ? undefined : host, ALPNProtocols: ["h2"] });
+    const servername = net.isIP(host) ? undefined : host;
+    return tls.connect({ host, port, servername, ALPNProtocols: ["h2"], ca: options.ca });
   }
   return net.connect({ host, port: Number(url.port || 80), noDelay: true });
 }

@@ -8,6 +8,7 @@ export {
   KEEPALIVE,
   openSocket,
   providerClient,
+  type SocketOptions,
   type TransportKind,
 } from "./dial.js";
 export {
