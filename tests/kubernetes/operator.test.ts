@@ -140,6 +140,8 @@ describe("a Coordinator under the operator", () => {
         database: { secretRef: { name: "database" } },
         adminKeySecretRef: { name: "admin-key" },
         drainSeconds: 5,
+        // Forwarding between the replicas on a port of its own, as a NetworkPolicy would want it.
+        peerPort: 8443,
         config: {
           heartbeatInterval: "1s",
           instanceHeartbeat: "500ms",
@@ -155,6 +157,10 @@ describe("a Coordinator under the operator", () => {
     expect(running).toHaveLength(2);
     const ips = running.map((p) => p.status.podIP as string);
     expect(new Set(ips).size).toBe(2);
+    // Each replica serves its peers on the peer port, at its pod IP.
+    for (const pod of running) {
+      expect(kube.cluster.podLog(ns(), pod.metadata.name)).toContain(`peers on http://${pod.status.podIP}:8443`);
+    }
     // The migration ran once, as a Job, before any replica started.
     const jobs = (await admin().list<Json>(JOBS, ns())).items;
     expect(jobs).toHaveLength(1);

@@ -147,10 +147,24 @@ export const coordinatorSpecSchema = s.object(
         ],
       },
     ),
+    peerPort: s.integer({
+      description:
+        "When set, replicas serve their replica-to-replica PeerService on this port only (coordinator --peer-port), so a NetworkPolicy can admit only coordinator pods to it; unset, it shares the HTTP port.",
+      minimum: 1,
+      maximum: 65_535,
+      format: "int32",
+    }),
   },
   {
     description: "The desired state of a coordinator cluster.",
     required: ["image", "database", "adminKeySecretRef"],
+    rules: [
+      {
+        rule: `!has(self.peerPort) || (self.peerPort != ${COORDINATOR_HTTP_PORT} && self.peerPort != self.metrics.port)`,
+        message: `peerPort must differ from ${COORDINATOR_HTTP_PORT}, the HTTP port, and from metrics.port`,
+        fieldPath: ".peerPort",
+      },
+    ],
   },
 );
 

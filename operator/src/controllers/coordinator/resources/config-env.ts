@@ -81,7 +81,11 @@ export function coordinatorEnv(coordinator: Coordinator, options: { peerSecretNa
     secretEnv("DARKBLOOM_ADMIN_KEY", spec.adminKeySecretRef.name, spec.adminKeySecretRef.key),
     secretEnv("DARKBLOOM_PEER_TOKEN", options.peerSecretName, PEER_TOKEN_KEY),
     // Peers dial the pod directly: forwarding must reach the replica that holds the stream.
-    { name: "DARKBLOOM_ADVERTISE_URL", value: `http://$(POD_IP):${COORDINATOR_HTTP_PORT}` },
+    // Where the other replicas forward to: the peer port when there is one.
+    {
+      name: "DARKBLOOM_ADVERTISE_URL",
+      value: `http://$(POD_IP):${coordinator.spec.peerPort ?? COORDINATOR_HTTP_PORT}`,
+    },
     { name: "DARKBLOOM_DRAIN_TIMEOUT", value: `${spec.drainSeconds}s` },
     ...configEnv(spec.config),
   ];

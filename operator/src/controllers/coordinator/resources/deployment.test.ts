@@ -97,6 +97,20 @@ describe("Deployment", () => {
     expect(serveArgs(storedCoordinator())).not.toContain("--log-level");
   });
 
+  it("serves PeerService on the peer port when there is one, and advertises that port to the peers", () => {
+    const coordinator = storedCoordinator({ peerPort: 8443 });
+    const container = buildDeployment(coordinator, OPTIONS).spec?.template.spec?.containers[0];
+    expect(container?.args).toEqual(expect.arrayContaining(["--peer-port", "8443"]));
+    expect(container?.ports).toContainEqual({ name: "peer", containerPort: 8443, protocol: "TCP" });
+    expect(container?.env).toContainEqual({
+      name: "DARKBLOOM_ADVERTISE_URL",
+      value: "http://$(POD_IP):8443",
+    });
+    const plain = buildDeployment(storedCoordinator(), OPTIONS).spec?.template.spec?.containers[0];
+    expect(plain?.args).not.toContain("--peer-port");
+    expect(plain?.env).toContainEqual({ name: "DARKBLOOM_ADVERTISE_URL", value: "http://$(POD_IP):8080" });
+  });
+
   it("lets a replica drain before it is killed, and gives it no API access", () => {
     const pod = buildDeployment(storedCoordinator({ drainSeconds: 120 }), OPTIONS).spec?.template.spec;
     expect(pod?.terminationGracePeriodSeconds).toBe(5 + 120 + 10);

@@ -40,6 +40,7 @@ export function serveArgs(coordinator: Coordinator): string[] {
     DATA_DIR,
     "--schema",
     "check",
+    ...(coordinator.spec.peerPort ? ["--peer-port", String(coordinator.spec.peerPort)] : []),
     ...(config?.logLevel ? ["--log-level", config.logLevel] : []),
   ];
 }
@@ -60,6 +61,7 @@ function coordinatorContainer(coordinator: Coordinator, peerSecretName: string):
     ports: [
       { name: "http", containerPort: COORDINATOR_HTTP_PORT, protocol: "TCP" },
       { name: "metrics", containerPort: spec.metrics.port, protocol: "TCP" },
+      ...(spec.peerPort ? [{ name: "peer", containerPort: spec.peerPort, protocol: "TCP" }] : []),
     ],
     // Not ready while draining or while the database does not answer: traffic goes elsewhere.
     readinessProbe: httpProbe("/readyz", 5, 2),
