@@ -159,7 +159,9 @@ describe("a Coordinator under the operator", () => {
     expect(new Set(ips).size).toBe(2);
     // Each replica serves its peers on the peer port, at its pod IP.
     for (const pod of running) {
-      expect(kube.cluster.podLog(ns(), pod.metadata.name)).toContain(`peers on http://${pod.status.podIP}:8443`);
+      expect(kube.cluster.podLog(ns(), pod.metadata.name)).toContain(
+        `peers on http://${pod.status.podIP}:8443`,
+      );
     }
     // The migration ran once, as a Job, before any replica started.
     const jobs = (await admin().list<Json>(JOBS, ns())).items;
