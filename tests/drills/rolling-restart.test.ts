@@ -67,7 +67,11 @@ describe("a rolling restart of every replica under steady load", () => {
           }
           served.set(res.headers.get("x-request-id") ?? "", usage);
         } catch (e) {
-          failures.push(`request failed: ${(e as Error).message}`);
+          // undici's "fetch failed" says nothing by itself: the cause says which side closed what.
+          const cause = (e as Error).cause as { code?: string; message?: string } | undefined;
+          failures.push(
+            `request failed: ${(e as Error).message} (${cause?.code ?? ""} ${cause?.message ?? ""})`,
+          );
         }
       }
     };
