@@ -1,4 +1,4 @@
-import { createHash } from "node:crypto";
+import { createHmac } from "node:crypto";
 import type { V1DeploymentSpec } from "@kubernetes/client-node";
 import { pino } from "pino";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -129,7 +129,8 @@ describe("the Coordinator controller", () => {
     await env.admin.create(COORDINATORS, spec);
     const image = "registry.example/darkbloom/coordinator:1.0.0";
     const created = (await get<CoordinatorObject>(COORDINATORS, "alpha")) as CoordinatorObject;
-    const database = createHash("sha256")
+    // The database's keyed hash (the admin key is the key): the Job's name never carries the URL.
+    const database = createHmac("sha256", "dbadm_test")
       .update("postgres://coordinator:secret@postgres:5432/darkbloom")
       .digest("hex");
     const jobName = migrationJobName(created, { image, database: database.slice(0, 16) });

@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from "node:crypto";
+import { createHash, createHmac, randomBytes } from "node:crypto";
 import { isDeepStrictEqual } from "node:util";
 import type { V1Deployment, V1Job } from "@kubernetes/client-node";
 import type { Logger } from "pino";
@@ -114,8 +114,9 @@ export class CoordinatorReconciler {
       .update(`${databaseUrl}\u0000${adminKey}\u0000${peerToken}`)
       .digest("hex");
 
-    // The database is known by a hash of its URL: the status and the Job's name must not carry it.
-    const database = createHash("sha256").update(databaseUrl).digest("hex").slice(0, 16);
+    // The database is known by a keyed hash of its URL: the status and the Job's name must not carry
+    // the URL, nor a plain hash against which a weak password could be guessed offline.
+    const database = createHmac("sha256", adminKey).update(databaseUrl).digest("hex").slice(0, 16);
     const migratedImage = await this.migrate(coordinator, observed, database);
     const deploymentName = coordinator.metadata?.name ?? "";
     const deployment = this.owned(this.deps.deployments, coordinator, deploymentName) as
