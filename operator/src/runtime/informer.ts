@@ -81,10 +81,6 @@ export class Informer<T extends KubeObject> {
     await this.synced;
   }
 
-  get hasSynced(): boolean {
-    return this.syncedOnce;
-  }
-
   get(namespace: string | undefined, name: string): T | undefined {
     return this.listWatch.get(name, namespace);
   }

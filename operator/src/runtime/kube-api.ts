@@ -40,10 +40,6 @@ export const isConflict = (e: unknown) => e instanceof KubeApiError && e.code ==
 export const isAlreadyExists = (e: unknown) =>
   isConflict(e) && (e as KubeApiError).reason === "AlreadyExists";
 
-export function apiVersionOf(type: ResourceType): string {
-  return type.group === "" ? type.version : `${type.group}/${type.version}`;
-}
-
 /** `/apis/apps/v1/namespaces/ns/deployments/name/status` and the like. */
 export function resourcePath(
   type: ResourceType,

@@ -1,58 +1,30 @@
-import { execFile } from "node:child_process";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { stringify } from "yaml";
 import { type FakeApiServer, startFakeApiServer } from "../../testing/apiserver/index.js";
-import { kubeTools } from "../../testing/kube-tools.js";
+import { type Kubectl, startKubectl } from "../../testing/kubectl.js";
 
 // The committed CRDs as a platform team meets them: installed with the real kubectl 1.35, then
 // Coordinators applied, listed, scaled and refused by it. The fake API server enforces the CRDs'
 // schemas and CEL rules as the real one does (it has no OpenAPI documents: --validate=false).
 
-const run = promisify(execFile);
 const CRD_DIR = fileURLToPath(new URL("../../../config/crd/", import.meta.url));
 
 let server: FakeApiServer;
-let kubectlPath: string;
-let dir: string;
-let kubeconfig: string;
+let k: Kubectl;
 
 beforeAll(async () => {
-  [server, { kubectl: kubectlPath }, dir] = await Promise.all([
-    startFakeApiServer(),
-    kubeTools(),
-    mkdtemp(join(tmpdir(), "darkbloom-crds-kubectl-")),
-  ]);
-  kubeconfig = join(dir, "kubeconfig");
-  await writeFile(kubeconfig, server.kubeconfig(server.adminToken));
+  server = await startFakeApiServer();
+  k = await startKubectl(server);
 }, 120_000);
 
 afterAll(async () => {
   await server?.close();
-  if (dir) await rm(dir, { recursive: true, force: true });
+  await k?.close();
 });
 
-async function kubectl(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await run(kubectlPath, ["--kubeconfig", kubeconfig, ...args], {
-      timeout: 20_000,
-    });
-    return { code: 0, stdout, stderr };
-  } catch (error) {
-    const e = error as { code?: number; stdout?: string; stderr?: string };
-    return { code: e.code ?? 1, stdout: e.stdout ?? "", stderr: e.stderr ?? "" };
-  }
-}
-
-async function apply(name: string, object: unknown) {
-  const path = join(dir, `${name}.yaml`);
-  await writeFile(path, stringify(object));
-  return kubectl("apply", "--validate=false", "-f", path);
-}
+const kubectl = (...args: string[]) => k.run(...args);
+const apply = async (name: string, object: unknown) =>
+  k.run("apply", "--validate=false", "-f", await k.manifest(`${name}.yaml`, object));
 
 const coordinator = (name: string, spec: Record<string, unknown> = {}) => ({
   apiVersion: "darkbloom.dev/v1alpha1",

@@ -1,55 +1,33 @@
-import { execFile, spawn } from "node:child_process";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { promisify } from "node:util";
+import { spawn } from "node:child_process";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { stringify } from "yaml";
-import { kubeTools } from "../kube-tools.js";
+import { type Kubectl, startKubectl } from "../kubectl.js";
 import { type FakeApiServer, startFakeApiServer } from "./index.js";
 import { deployment, gadgetCrd, testClient } from "./test-client.js";
 
-// The real kubectl 1.35 as a second client. The fake server has no OpenAPI documents (/openapi/v2
-// and v3 answer 404), so commands that validate client-side need --validate=false.
-
-const run = promisify(execFile);
+// The real kubectl 1.35 as a second client (see ../kubectl.ts on --validate=false).
 
 let server: FakeApiServer;
-let kubectlPath: string;
-let dir: string;
-let kubeconfig: string;
+let k: Kubectl;
 
 beforeAll(async () => {
-  [server, { kubectl: kubectlPath }, dir] = await Promise.all([
-    startFakeApiServer(),
-    kubeTools(),
-    mkdtemp(join(tmpdir(), "fake-apiserver-kubectl-")),
-  ]);
-  kubeconfig = join(dir, "kubeconfig");
-  await writeFile(kubeconfig, server.kubeconfig(server.adminToken));
+  server = await startFakeApiServer();
+  k = await startKubectl(server);
   await testClient(server).post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", gadgetCrd());
 }, 120_000);
 
 afterAll(async () => {
   await server?.close();
-  if (dir) await rm(dir, { recursive: true, force: true });
+  await k?.close();
 });
 
+/** kubectl's stdout; a failure throws with its stderr. */
 async function kubectl(...args: string[]): Promise<string> {
-  try {
-    const { stdout } = await run(kubectlPath, ["--kubeconfig", kubeconfig, ...args], { timeout: 20_000 });
-    return stdout;
-  } catch (error) {
-    const e = error as { stderr?: string; message: string };
-    throw new Error(`kubectl ${args.join(" ")} failed: ${e.stderr ?? e.message}`);
-  }
+  const result = await k.run(...args);
+  if (result.code !== 0) throw new Error(`kubectl ${args.join(" ")} failed: ${result.stderr}`);
+  return result.stdout;
 }
 
-async function manifest(name: string, ...objects: unknown[]): Promise<string> {
-  const path = join(dir, name);
-  await writeFile(path, objects.map((o) => stringify(o)).join("---\n"));
-  return path;
-}
+const manifest = (name: string, ...objects: unknown[]) => k.manifest(name, ...objects);
 
 describe("kubectl", () => {
   it("lists the API resources from discovery", async () => {
@@ -166,9 +144,9 @@ describe("kubectl", () => {
     );
     expect(await waiting).toContain("gadget.example.com/g1 condition met");
 
-    const watch = spawn(kubectlPath, [
+    const watch = spawn(k.path, [
       "--kubeconfig",
-      kubeconfig,
+      k.kubeconfig,
       "get",
       "configmaps",
       "--watch",

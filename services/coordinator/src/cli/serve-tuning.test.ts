@@ -37,6 +37,18 @@ describe("serve's serving limits", () => {
     expect(tuningFrom(parse([]), {})).toEqual({});
   });
 
+  it("takes the shutdown drain as a flag or a variable, and refuses a bad schema mode", async () => {
+    expect(tuningFrom(parse(["--drain-timeout", "45s"]), {})).toEqual({ drainTimeoutMs: 45_000 });
+    expect(tuningFrom(parse([]), { DARKBLOOM_DRAIN_TIMEOUT: "2m" })).toEqual({ drainTimeoutMs: 120_000 });
+    expect(resolveConfig({ dataDir: "/x", adminKey: "k" })).toMatchObject({
+      drainTimeoutMs: 10_000,
+      schema: "migrate",
+    });
+    const t = testIo();
+    expect(await runCli(["serve", "--schema", "sometimes"], t.io)).toBe(64);
+    expect(t.stderr()).toContain("expected one of migrate, check");
+  });
+
   it("takes the provider directory's periods as flags or variables", () => {
     expect(tuningFrom(parse(["--directory-flush", "250ms"]), { DARKBLOOM_DIRECTORY_POLL: "2s" })).toEqual({
       directoryFlushMs: 250,
