@@ -61,13 +61,15 @@ export class LeaderElector {
 
   start(): void {
     this.stopped = false;
-    void this.tick();
+    this.run();
   }
 
   /** Stops campaigning; a leader releases the lease so a successor need not wait for it to expire. */
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.timer);
+    // A renewal in flight would write this process back as the holder after the release below.
+    await this.ticking;
     if (!this.leading) return;
     this.leading = false;
     try {
@@ -86,6 +88,15 @@ export class LeaderElector {
         "could not release the leader lease; it expires by itself",
       );
     }
+  }
+
+  /** The try in flight, if any: stop() waits for it. */
+  private ticking: Promise<void> | undefined;
+
+  private run(): void {
+    this.ticking = this.tick().finally(() => {
+      this.ticking = undefined;
+    });
   }
 
   private async tick(): Promise<void> {
@@ -111,7 +122,7 @@ export class LeaderElector {
       this.callbacks.onStoppedLeading();
       return;
     }
-    this.timer = setTimeout(() => void this.tick(), this.options.retryPeriodMs);
+    this.timer = setTimeout(() => this.run(), this.options.retryPeriodMs);
   }
 
   /** True when this process holds the lease after the call. */
