@@ -127,10 +127,27 @@ async function start(config: CoordinatorConfig, log: Logger, closers: Closers): 
   notifications.on(CATALOG_CHANNEL, refreshCatalog);
   notifications.onReconnect(refreshCatalog);
   const registry = new ProviderRegistry();
+  // Every provider of the cluster, the other replicas' included, once the pool exists (below).
+  let providers: ProviderPool | undefined;
   const metrics = new CoordinatorMetrics({
     modelOrigin: (model) =>
-      catalog.get(model) !== undefined ? "catalog" : registry.serving(model).size > 0 ? "served" : undefined,
+      catalog.get(model) !== undefined
+        ? "catalog"
+        : (providers?.serves(model) ?? registry.serving(model).size > 0)
+          ? "served"
+          : undefined,
     maxModelLabels: config.metricsMaxModels,
+  });
+  metrics.observeFleet({
+    providers: () => registry.all(),
+    *measuredRates(kind) {
+      const { fleet } = registry.performance;
+      const now = Date.now();
+      for (const model of fleet.models(kind)) {
+        const rate = fleet.rate(model, kind, now);
+        if (rate !== undefined) yield [model, rate];
+      }
+    },
   });
   const releases = new ReleaseStore(db.pool);
   const quarantines = new KeyQuarantineStore(db.pool);
@@ -229,14 +246,16 @@ async function start(config: CoordinatorConfig, log: Logger, closers: Closers): 
   };
   // Clients of the other replicas, with a peer token: forwarding, and drains of their providers.
   const peers = config.peerToken === undefined ? undefined : new PeerClients(config.peerToken);
+  providers = providerPool(new LocalProviderPool(registry, router, sessions), directoryReader, {
+    config,
+    peers,
+    log,
+    closers,
+    metrics,
+  });
   const pipeline = new InferencePipeline({
     config,
-    providers: providerPool(new LocalProviderPool(registry, router, sessions), directoryReader, {
-      config,
-      peers,
-      log,
-      closers,
-    }),
+    providers,
     catalog: catalogView,
     metrics,
     log,
@@ -390,11 +409,14 @@ function providerPool(
     peers: PeerClients | undefined;
     log: Logger;
     closers: Closers;
+    metrics: CoordinatorMetrics;
   },
 ): ProviderPool {
-  const { peers, config } = parts;
+  const { peers, config, metrics } = parts;
   if (peers === undefined) return local;
-  const remote = new RemoteProviders(peers, local.registry.performance, config, parts.log);
+  const remote = new RemoteProviders(peers, local.registry.performance, config, parts.log, (result, model) =>
+    metrics.forwarded.inc({ direction: "sent", model, result }),
+  );
   const unsubscribe = reader.subscribe((entries) => remote.sync(entries));
   remote.sync(reader.remote());
   parts.closers.add("forwarding", () => {

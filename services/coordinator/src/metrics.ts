@@ -1,4 +1,5 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+import { type FleetSource, registerFleetMetrics } from "./fleet-metrics.js";
 import { ModelLabels, type ModelOrigin, OTHER, oneOf, reasonLabel, statusLabel } from "./metric-labels.js";
 
 /** Maps each label's value into its bounded set (see metric-labels.ts). */
@@ -101,6 +102,9 @@ export class CoordinatorMetrics {
   readonly providerEvictions: BoundedCounter<"reason">;
   readonly attestationChallenges: BoundedCounter<"result">;
   readonly queueDepth: BoundedGauge<"model">;
+  readonly forwarded: BoundedCounter<"direction" | "model" | "result">;
+  /** What the fleet gauges read at scrape time (observeFleet); none until then. */
+  private fleet: FleetSource | undefined;
 
   readonly providersConnected = new Gauge({
     name: "darkbloom_providers_connected",
@@ -223,6 +227,24 @@ export class CoordinatorMetrics {
       }),
       { model },
     );
+    this.forwarded = new BoundedCounter(
+      new Counter({
+        name: "darkbloom_forwarded_requests_total",
+        help:
+          "Requests forwarded between replicas to the replica holding the chosen provider's stream: " +
+          "sent (this replica routed it elsewhere) or received (this replica dispatched it for a peer), " +
+          "by result (admitted, or refused: the provider had left or had no free slot; routed again).",
+        labelNames: ["direction", "model", "result"] as const,
+        registers,
+      }),
+      { direction: oneOf(["sent", "received"]), model, result: oneOf(["admitted", "refused"]) },
+    );
+    registerFleetMetrics(this.registry, this.models, () => this.fleet);
     if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry });
+  }
+
+  /** Reports the fleet gauges (darkbloom_model_*, darkbloom_providers) from `source` at each scrape. */
+  observeFleet(source: FleetSource): void {
+    this.fleet = source;
   }
 }

@@ -238,6 +238,7 @@ export function peerRoutes(t: RouteTargets): (router: ConnectRouter) => void {
         sessions: t.sessions,
         router: t.router,
         log: t.log,
+        onForward: (result, model) => t.metrics.forwarded.inc({ direction: "received", model, result }),
       }),
     );
   };

@@ -104,6 +104,25 @@ describe("forwarding between coordinator replicas", () => {
     // Every request reached the provider sealed (A sealed it; B relayed ciphertext).
     expect(seen.length).toBeGreaterThanOrEqual(2);
     expect(seen.every((s) => s)).toBe(true);
+
+    // The fleet metrics: A counts what it sent, B what it received; B holds the provider's stream,
+    // so only B reports it; A measured the rate of the requests it timed.
+    const [onA, onB] = [
+      await a.coordinator.metrics.registry.metrics(),
+      await b.coordinator.metrics.registry.metrics(),
+    ];
+    const count = (text: string, series: string) =>
+      Number(text.match(new RegExp(`^${series} (\\S+)$`, "m"))?.[1] ?? 0);
+    const sent = 'darkbloom_forwarded_requests_total{direction="sent",model="fw",result="admitted"}';
+    const received = 'darkbloom_forwarded_requests_total{direction="received",model="fw",result="admitted"}';
+    // (The requests polled until A could route are forwarded too.)
+    expect(count(onA, sent)).toBeGreaterThanOrEqual(seen.length);
+    expect(count(onB, received)).toBe(count(onA, sent));
+    expect(count(onA, received)).toBe(0);
+    expect(count(onB, 'darkbloom_model_providers{model="fw",status="routable"}')).toBe(1);
+    expect(count(onA, 'darkbloom_model_providers{model="fw",status="routable"}')).toBe(0);
+    expect(count(onB, 'darkbloom_model_slots{model="fw",state="free"}')).toBe(4);
+    expect(count(onA, 'darkbloom_model_decode_tokens_per_second{model="fw"}')).toBeGreaterThan(0);
   });
 
   it("cancels the provider's work when the consumer on A leaves mid-stream", async () => {

@@ -35,7 +35,12 @@ export interface PeerServiceDeps {
   models?: Pick<ModelPlacement, "operate">;
   /** How long the caller has to send ForwardStart. */
   startTimeoutMs?: number;
+  /** Hears each forwarded request this replica admitted or refused (metrics). */
+  onForward?: ForwardObserver;
 }
+
+/** Hears a forwarded request's admission: "refused" when the provider had left or had no free slot. */
+export type ForwardObserver = (result: "admitted" | "refused", model: string) => void;
 
 /** The Authorization header a replica sends to its peers. */
 export function peerAuthorization(token: string): string {
@@ -65,12 +70,16 @@ export function createPeerService(deps: PeerServiceDeps): ServiceImpl<typeof Pee
       }
       const { providerId, request } = first.value.message.value;
       const requestId = request.requestId;
+      const refuse = (message: string, code: Code) => {
+        deps.onForward?.("refused", request.model);
+        return new ConnectError(message, code);
+      };
       const session = deps.sessions.get(providerId);
       if (!session || session.isClosed) {
-        throw new ConnectError(`provider ${providerId} is not connected here`, Code.NotFound);
+        throw refuse(`provider ${providerId} is not connected here`, Code.NotFound);
       }
       const lease = deps.router.leaseOn(session.handle);
-      if (!lease) throw new ConnectError(`provider ${providerId} has no free slot`, Code.ResourceExhausted);
+      if (!lease) throw refuse(`provider ${providerId} has no free slot`, Code.ResourceExhausted);
 
       const out = new Channel<ForwardResponse>();
       let ended = false; // the request ended on the provider's side (its terminal message relayed)
@@ -115,8 +124,9 @@ export function createPeerService(deps: PeerServiceDeps): ServiceImpl<typeof Pee
       session.handle.noteUse(request.model);
       if (!session.dispatch(request, observer)) {
         lease.release();
-        throw new ConnectError(`provider ${providerId}'s stream closed`, Code.Unavailable);
+        throw refuse(`provider ${providerId}'s stream closed`, Code.Unavailable);
       }
+      deps.onForward?.("admitted", request.model);
       send({ case: "admitted", value: { rows } });
       const stop = (reason: string) => {
         if (ended) return;

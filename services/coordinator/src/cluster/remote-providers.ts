@@ -8,6 +8,7 @@ import { ProviderRegistry } from "../routing/provider-registry.js";
 import { Router, type RouterOptions } from "../routing/router.js";
 import type { DirectoryEntry } from "./directory-row.js";
 import type { PeerClients } from "./peer-clients.js";
+import type { ForwardObserver } from "./peer-service.js";
 import { RemoteProviderSession } from "./remote-session.js";
 
 /**
@@ -29,6 +30,8 @@ export class RemoteProviders {
     private readonly performance: PerformanceBook,
     routerOptions: RouterOptions,
     private readonly log: Logger,
+    /** Hears each request forwarded to another replica, admitted or refused (metrics). */
+    private readonly onForward?: ForwardObserver,
   ) {
     // No metrics: the queue-depth gauge is the local router's (a request waiting for a slot waits in
     // both queues; two writers of one gauge would make it flap).
@@ -78,7 +81,12 @@ export class RemoteProviders {
           signingKey: dispatch.signingKey === "" ? undefined : Buffer.from(dispatch.signingKey, "hex"),
         });
         known = {
-          session: new RemoteProviderSession(handle, this.peers.of(entry.advertiseUrl), this.log),
+          session: new RemoteProviderSession(
+            handle,
+            this.peers.of(entry.advertiseUrl),
+            this.log,
+            this.onForward,
+          ),
           identity,
         };
         this.remote.set(entry.providerId, known);

@@ -10,9 +10,12 @@ import type { Logger } from "../log.js";
 import type { ProviderHandle } from "../routing/provider-handle.js";
 import type { DispatchTarget } from "../routing/provider-pool.js";
 import type { PeerClient } from "./peer-clients.js";
+import type { ForwardObserver } from "./peer-service.js";
 
 /** One forwarded request in flight. */
 interface RemoteCall {
+  /** The model the request names (a metrics label). */
+  model: string;
   observer: CallObserver;
   key: BoxKey | undefined;
   up: Channel<ForwardRequest>;
@@ -37,6 +40,8 @@ export class RemoteProviderSession implements DispatchTarget {
     /** The replica that holds the provider's stream. */
     private readonly peer: PeerClient,
     private readonly log: Logger,
+    /** Hears whether the holder admitted or refused each forwarded request (metrics). */
+    private readonly onForward?: ForwardObserver,
   ) {}
 
   get encryptionKey(): Uint8Array {
@@ -56,7 +61,14 @@ export class RemoteProviderSession implements DispatchTarget {
         message: { case: "start", value: { providerId: this.handle.id, request } },
       }),
     );
-    const call: RemoteCall = { observer, key, up, abort: new AbortController(), done: false };
+    const call: RemoteCall = {
+      model: request.model ?? "",
+      observer,
+      key,
+      up,
+      abort: new AbortController(),
+      done: false,
+    };
     this.calls.set(requestId, call);
     void this.run(requestId, call);
     return true;
@@ -99,7 +111,7 @@ export class RemoteProviderSession implements DispatchTarget {
   }
 
   private async run(requestId: string, call: RemoteCall): Promise<void> {
-    const { observer } = call;
+    const { observer, model } = call;
     let admitted = false;
     try {
       for await (const m of this.peer.forward(call.up, call.abort.signal)) {
@@ -108,6 +120,7 @@ export class RemoteProviderSession implements DispatchTarget {
         switch (message.case) {
           case "admitted":
             admitted = true;
+            this.onForward?.("admitted", model);
             observer.admitted?.();
             break;
           case "accepted":
@@ -140,6 +153,7 @@ export class RemoteProviderSession implements DispatchTarget {
       this.forget(requestId, call);
       const err = ConnectError.from(e);
       if (!admitted && REFUSALS.has(err.code)) {
+        this.onForward?.("refused", model);
         // Not dispatched (the directory's view was stale): routed again, as a provider refusing
         // for capacity would be.
         observer.error(

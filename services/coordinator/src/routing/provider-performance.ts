@@ -98,6 +98,11 @@ export class FleetBaseline {
   rate(model: string, kind: "decode" | "prefill", now: number): number | undefined {
     return (kind === "decode" ? this.decode : this.prefill).get(model)?.mean(now);
   }
+
+  /** The models with a measured rate of `kind`. */
+  models(kind: "decode" | "prefill"): IterableIterator<string> {
+    return (kind === "decode" ? this.decode : this.prefill).keys();
+  }
 }
 
 /**
