@@ -445,6 +445,8 @@ export async function startTestbed(o: TestbedOptions): Promise<Testbed> {
             "serve",
             ...["--coordinator", coordinatorUrl, "--data-dir", dataDir],
             ...["--model", spec.models.join(","), "--threads", "1", "--log-level", "info"],
+            // Many daemons on one machine: none takes the default metrics address (a spec may set one).
+            ...(spec.args?.includes("--metrics-listen") ? [] : ["--metrics-listen", "off"]),
             ...(spec.maxBatch ? ["--max-batch", String(spec.maxBatch)] : []),
             ...(spec.args ?? []),
           ],

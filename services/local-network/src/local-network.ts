@@ -126,6 +126,9 @@ export async function startLocalNetwork(o: LocalNetworkOptions): Promise<LocalNe
             String(threads),
             "--log-level",
             "warn",
+            // Several daemons on one machine: the default metrics address would be the first one's.
+            "--metrics-listen",
+            "off",
           ],
           join(logs, `provider-${i}.log`),
         ),

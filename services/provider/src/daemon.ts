@@ -17,6 +17,8 @@ import {
   type GpuInfo,
 } from "./machine/hardware.js";
 import { loadOrCreateIdentity, type ProviderIdentity } from "./machine/identity.js";
+import { listenForMetrics, type MetricsListenOptions, type MetricsServer } from "./metrics/metrics-server.js";
+import { ProviderMetrics } from "./metrics/provider-metrics.js";
 import { acquirePidFile, type PidFile } from "./service/pid-file.js";
 import {
   AttestationKeyError,
@@ -51,6 +53,12 @@ export interface DaemonOptions {
    * without attestation (trust level none). Default: the machine's signer and state.
    */
   attestation?: DaemonAttestationOptions | false;
+  /**
+   * Serve GET /metrics and GET /healthz on this address. Off when unset: several daemons in one
+   * process or on one machine (tests, the local network) must not contend for a port they did not
+   * ask for; `darkbloom serve` sets it (127.0.0.1:9464 unless --metrics-listen says otherwise).
+   */
+  metrics?: MetricsListenOptions | undefined;
 }
 
 export interface RunningDaemon {
@@ -59,6 +67,10 @@ export interface RunningDaemon {
   readonly models: ModelFile[];
   readonly identity: ProviderIdentity;
   readonly link: ProviderLink;
+  /** This daemon's metrics (its own registry), whether or not they are served. */
+  readonly metrics: ProviderMetrics;
+  /** http://host:port of the metrics listener; undefined when none was asked for or it could not bind. */
+  readonly metricsUrl: string | undefined;
   /**
    * Graceful stop: no new work, in-flight requests finish (failed after `deadlineMs`), the stream is
    * closed, the engine closed and the PID file removed. Idempotent; resolves when done.
@@ -98,9 +110,27 @@ export async function startDaemon(config: ProviderConfig, options: DaemonOptions
   }
   const onExit = () => pidFile.releaseSync();
   process.once("exit", onExit);
+  let metricsServer: MetricsServer | undefined;
   try {
     const identity = await loadOrCreateIdentity(config.dataDir);
     const candidates = await selectModels(config.modelsDir, config.models);
+    // Before the models load: their loads are counted, and an address the operator chose that
+    // cannot be bound stops the start before minutes of loading.
+    const metrics = new ProviderMetrics({
+      engine,
+      models: candidates.map((m) => m.id),
+      version: DAEMON_VERSION,
+      logger: log,
+      defaultMetrics: options.metrics !== undefined,
+    });
+    engine.observe?.(metrics);
+    if (options.metrics) {
+      try {
+        metricsServer = await listenForMetrics(metrics, options.metrics, log);
+      } catch (error) {
+        throw new DaemonStartError((error as Error).message);
+      }
+    }
     const models: ModelFile[] = [];
     if (options.lazyLoad) models.push(...candidates);
     else {
@@ -181,9 +211,12 @@ export async function startDaemon(config: ProviderConfig, options: DaemonOptions
         threads: config.threads,
       },
       heartbeatIntervalMs: config.heartbeatIntervalMs,
+      observer: metrics,
       logger: log,
       ...options.link,
     });
+    metrics.attachLink(link);
+    link.on("disconnected", (d) => metrics.linkDisconnected(d.reason));
     link.start();
     log.info(
       {
@@ -215,6 +248,8 @@ export async function startDaemon(config: ProviderConfig, options: DaemonOptions
           await engine
             .close()
             .catch((e: unknown) => log.warn({ err: (e as Error).message }, "engine close failed"));
+          // Last: a scrape during the drain still sees it.
+          await metricsServer?.close();
           await pidFile.release();
           process.off("exit", onExit);
           log.info("darkbloom provider stopped");
@@ -235,6 +270,8 @@ export async function startDaemon(config: ProviderConfig, options: DaemonOptions
       models,
       identity,
       link,
+      metrics,
+      metricsUrl: metricsServer?.url,
       stop,
       stopped,
       get failure() {
@@ -242,6 +279,7 @@ export async function startDaemon(config: ProviderConfig, options: DaemonOptions
       },
     };
   } catch (error) {
+    await metricsServer?.close();
     await engine.close().catch(() => undefined);
     await pidFile.release();
     process.off("exit", onExit);

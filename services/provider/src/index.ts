@@ -42,12 +42,16 @@ export { LlamaEngine, type LlamaEngineOptions, type LlamaEngineStats } from "./e
 export {
   type LinkCounters,
   type LinkDisconnect,
+  type LinkObserver,
   ProviderLink,
   type ProviderLinkEvents,
   type ProviderLinkOptions,
+  REQUEST_OUTCOMES,
+  type RequestOutcome,
   type ServingKnobs,
 } from "./link/link.js";
 export { type EncryptionKeyPair, loadOrCreateIdentity, type ProviderIdentity } from "./machine/identity.js";
+export * from "./metrics/index.js";
 export {
   type CommandRunner,
   ServiceError,

@@ -1,6 +1,7 @@
 import type { Command } from "commander";
 import { ConfigError } from "../config/config.js";
 import { DaemonStartError, DEFAULT_DRAIN_DEADLINE_MS, type RunningDaemon, startDaemon } from "../daemon.js";
+import { parseListenAddress } from "../metrics/listen-address.js";
 import { AlreadyRunningError } from "../service/pid-file.js";
 import type { CliContext } from "./context.js";
 import { createLogger } from "./context.js";
@@ -21,6 +22,12 @@ export function addServeCommand(program: Command, context: CliContext): void {
       const resolved = resolveFromOptions(opts, context);
       checkCoordinatorTransport(resolved);
       const { config } = resolved;
+      // Validated by the preflight; a value the operator chose must bind, the default need not.
+      const metricsListen = parseListenAddress(config.metricsListen);
+      const metrics = metricsListen && {
+        listen: metricsListen,
+        required: resolved.sources.metricsListen.kind !== "default",
+      };
       const log = createLogger(config.logLevel, context.logDestination);
       let engine: Awaited<ReturnType<CliContext["createEngine"]>>;
       try {
@@ -30,7 +37,7 @@ export function addServeCommand(program: Command, context: CliContext): void {
       }
       let daemon: RunningDaemon;
       try {
-        daemon = await startDaemon(config, { engine, logger: log, ...context.daemon });
+        daemon = await startDaemon(config, { engine, logger: log, metrics, ...context.daemon });
       } catch (error) {
         if (error instanceof ConfigError) throw new UsageError(error.message);
         if (error instanceof AlreadyRunningError || error instanceof DaemonStartError) {

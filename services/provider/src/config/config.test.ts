@@ -69,6 +69,12 @@ const SAMPLES: Record<
   logLevel: { flag: "debug", env: "warn", yaml: "error", expected: ["debug", "warn", "error"] },
   heartbeatIntervalMs: { flag: "250", env: "500", yaml: "750", expected: [250, 500, 750] },
   insecure: { flag: "true", env: "false", yaml: "true", expected: [true, false, true] },
+  metricsListen: {
+    flag: "0.0.0.0:9100",
+    env: "off",
+    yaml: '"[::1]:9200"',
+    expected: ["0.0.0.0:9100", "off", "[::1]:9200"],
+  },
 };
 
 describe("precedence", () => {
@@ -113,6 +119,7 @@ describe("precedence", () => {
       logLevel: "info",
       heartbeatIntervalMs: undefined,
       insecure: false,
+      metricsListen: "127.0.0.1:9464",
       configFile: undefined,
     });
   });
@@ -220,6 +227,26 @@ describe("preflight", () => {
       "--model with a space",
       { flags: { models: ["good", "bad id"] } },
       '--model must be model ids of 1-128 characters [A-Za-z0-9._:-]; "bad id" is not (got good,"bad id" from the command line)',
+    ],
+    [
+      "--metrics-listen 9464 (no host)",
+      { flags: { metricsListen: "9464" } },
+      "--metrics-listen must be off or HOST:PORT (HOST an IP address or localhost, IPv6 in brackets; PORT 0 to 65535) (got 9464 from the command line)",
+    ],
+    [
+      "--metrics-listen with a host name",
+      { flags: { metricsListen: "metrics.example:9464" } },
+      "--metrics-listen must be off or HOST:PORT (HOST an IP address or localhost, IPv6 in brackets; PORT 0 to 65535) (got metrics.example:9464 from the command line)",
+    ],
+    [
+      "DARKBLOOM_METRICS_LISTEN with port 70000",
+      { env: { DARKBLOOM_METRICS_LISTEN: "127.0.0.1:70000" } },
+      "DARKBLOOM_METRICS_LISTEN must have a port from 0 to 65535 (got 127.0.0.1:70000 from the environment)",
+    ],
+    [
+      "--metrics-listen [nonsense]:1",
+      { flags: { metricsListen: "[nonsense]:1" } },
+      "--metrics-listen must have an IPv6 address in brackets (got [nonsense]:1 from the command line)",
     ],
     [
       "--data-dir empty",

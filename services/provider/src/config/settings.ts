@@ -1,5 +1,11 @@
 import { availableParallelism, homedir, totalmem } from "node:os";
 import { isAbsolute, join, resolve } from "node:path";
+import {
+  DEFAULT_METRICS_LISTEN,
+  formatListenAddress,
+  ListenAddressError,
+  parseListenAddress,
+} from "../metrics/listen-address.js";
 import { defaultDataDir } from "./paths.js";
 
 export const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
@@ -31,6 +37,11 @@ export interface Settings {
    * request would travel unencrypted (loopback http:// and https:// need no such permission).
    */
   insecure: boolean;
+  /**
+   * Where `serve` answers GET /metrics and GET /healthz: "HOST:PORT" (canonical: IPv6 in brackets)
+   * or "off". Only `serve` reads it; the daemon library listens only when asked to.
+   */
+  metricsListen: string;
 }
 
 export type SettingName = keyof Settings;
@@ -132,6 +143,17 @@ function boolean(raw: unknown): boolean {
   if (["true", "1", "yes"].includes(text)) return true;
   if (["false", "0", "no"].includes(text)) return false;
   throw new InvalidValue("must be true or false");
+}
+
+function metricsListen(raw: unknown): string {
+  if (raw === false) return formatListenAddress(undefined); // `metrics_listen: false` in YAML
+  if (typeof raw !== "string") throw new InvalidValue("must be off or HOST:PORT");
+  try {
+    return formatListenAddress(parseListenAddress(raw));
+  } catch (error) {
+    if (error instanceof ListenAddressError) throw new InvalidValue(error.message);
+    throw error;
+  }
 }
 
 function coordinatorUrl(raw: unknown): string {
@@ -272,6 +294,18 @@ export const SETTINGS: { [K in SettingName]: SettingSpec<K> } = {
       "allow a plain http:// coordinator on another machine (the account token and requests then travel unencrypted)",
     parse: boolean,
     default: () => false,
+  },
+  metricsListen: {
+    name: "metricsListen",
+    flag: "--metrics-listen",
+    arg: "<host:port|off>",
+    env: "DARKBLOOM_METRICS_LISTEN",
+    yaml: "metrics_listen",
+    description:
+      `serve: Prometheus GET /metrics and GET /healthz on this address, or off (default ${DEFAULT_METRICS_LISTEN}; ` +
+      "another address than loopback shows this provider's models and load to whoever reaches it)",
+    parse: metricsListen,
+    default: () => DEFAULT_METRICS_LISTEN,
   },
 };
 

@@ -94,6 +94,37 @@ export interface EngineStats {
   requestsCompleted: number;
   requestsFailed: number;
   tokensGenerated: number;
+  /**
+   * What an engine may add for the daemon's /metrics (the heartbeat carries none of it): batch rows
+   * of the loaded models, KV-cache cells (tokens) in use and in all, prompt tokens evaluated, and the
+   * seconds spent in prefill and in batched decode steps (with decodeSteps, so that Prometheus
+   * computes rates over any window instead of trusting the moving averages above).
+   */
+  totalSlots?: number;
+  kvCacheTokens?: number;
+  kvCacheCapacityTokens?: number;
+  promptTokensProcessed?: number;
+  prefillSeconds?: number;
+  decodeSeconds?: number;
+  decodeSteps?: number;
+}
+
+/** One attempt to bring a model into memory, reported by the engine that made it. */
+export interface ModelLoadEvent {
+  model: string;
+  /** loaded; failed; cancelled: unloaded (or the engine closed) while it was loading. */
+  outcome: "loaded" | "failed" | "cancelled";
+  /** From the start of vetting the file to the context being ready (or the failure). */
+  seconds: number;
+}
+
+/**
+ * What an engine reports as it works, for the daemon's metrics. Called synchronously; an observer
+ * must not throw.
+ */
+export interface EngineObserver {
+  /** A model load ended: counted where it happens, so loads on first use or after an idle unload count too. */
+  modelLoad(event: ModelLoadEvent): void;
 }
 
 export type EngineErrorCode =
@@ -137,4 +168,6 @@ export interface Engine {
   contextLimit?(modelId: string): number | undefined;
   /** Cancels everything and releases native resources. */
   close(): Promise<void>;
+  /** Sets (or clears) the one observer of this engine's work; engines without it report nothing. */
+  observe?(observer: EngineObserver | undefined): void;
 }

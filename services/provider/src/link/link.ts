@@ -17,11 +17,14 @@ export type {
   LinkAttestor,
   LinkCounters,
   LinkDisconnect,
+  LinkObserver,
   ProviderLinkEvents,
   ProviderLinkOptions,
+  RequestOutcome,
   ResponseSigner,
   ServingKnobs,
 } from "./options.js";
+export { REQUEST_OUTCOMES } from "./options.js";
 
 /**
  * The daemon's link to the coordinator: one ProviderService.Connect stream at a time, re-dialed with
@@ -74,6 +77,7 @@ export class ProviderLink extends EventEmitter<ProviderLinkEvents> {
       encryptionKey: options.encryptionKey,
       responseSigner: options.responseSigner,
       counters: this.counters,
+      observer: options.observer,
       log: this.log,
       models: this.models,
       heartbeats: this.heartbeats,

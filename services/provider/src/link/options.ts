@@ -61,7 +61,30 @@ export interface ProviderLinkOptions {
   warmWindowMs?: number;
   /** Attests the machine at register and answers challenges; without it the provider is trust none. */
   attestor?: LinkAttestor | undefined;
+  /** Told how each request ended (the daemon's metrics). */
+  observer?: LinkObserver | undefined;
   logger: Logger;
+}
+
+/**
+ * How a request ended. completed: InferenceComplete sent; refused: an InferenceError before any
+ * generation started (draining, a model not served, a body that cannot be opened or read); failed:
+ * an InferenceError after it was accepted; cancelled: the coordinator's Cancel; abandoned: the stream
+ * ended while it ran. The heartbeat's requests_failed counts refused and failed together.
+ */
+export type RequestOutcome = "completed" | "refused" | "failed" | "cancelled" | "abandoned";
+
+export const REQUEST_OUTCOMES: readonly RequestOutcome[] = [
+  "completed",
+  "refused",
+  "failed",
+  "cancelled",
+  "abandoned",
+];
+
+/** What the link reports as it serves, beside its counters. Called synchronously; must not throw. */
+export interface LinkObserver {
+  requestFinished(model: string, outcome: RequestOutcome): void;
 }
 
 /** What the link needs to sign responses (the attestation signer implements it). */

@@ -20,7 +20,7 @@ import type { Engine, Generation, GenerationRequest, GenerationResult, ModelFile
 import { inferenceFailure, Refusals } from "./errors.js";
 import type { Heartbeats } from "./heartbeats.js";
 import type { ModelOperations } from "./model-operations.js";
-import type { LinkCounters, ResponseSigner } from "./options.js";
+import type { LinkCounters, LinkObserver, RequestOutcome, ResponseSigner } from "./options.js";
 import { choiceRequests, parseRequestBody } from "./request-body.js";
 import type { Session } from "./session.js";
 
@@ -53,6 +53,7 @@ export interface RequestServerParts {
   encryptionKey: BoxKeyPair;
   responseSigner: ResponseSigner | undefined;
   counters: LinkCounters;
+  observer?: LinkObserver | undefined;
   log: Logger;
   models: ModelOperations;
   heartbeats: Heartbeats;
@@ -74,6 +75,7 @@ export class RequestServer {
   private readonly encryptionKey: BoxKeyPair;
   private readonly responseSigner: ResponseSigner | undefined;
   private readonly counters: LinkCounters;
+  private readonly observer: LinkObserver | undefined;
   private readonly log: Logger;
   private readonly models: ModelOperations;
   private readonly heartbeats: Heartbeats;
@@ -86,6 +88,7 @@ export class RequestServer {
     this.encryptionKey = parts.encryptionKey;
     this.responseSigner = parts.responseSigner;
     this.counters = parts.counters;
+    this.observer = parts.observer;
     this.log = parts.log;
     this.models = parts.models;
     this.heartbeats = parts.heartbeats;
@@ -135,7 +138,7 @@ export class RequestServer {
     if (refusal) {
       key?.wipe();
       session.outbound.send(errorMessage(requestId, refusal));
-      this.counters.requestsFailed++;
+      this.count(model, "refused");
       this.log.info({ requestId, model, code: refusal.code }, "request refused");
       return;
     }
@@ -227,7 +230,7 @@ export class RequestServer {
       active.session.outbound.send(
         completeMessage(active.requestId, promptTokens, completionTokens, choices, signature),
       );
-      this.counters.requestsCompleted++;
+      this.count(active.model, "completed");
       this.release(active); // after the terminal message: releasing the last request may end a drain
     };
     const signer = this.responseSigner;
@@ -272,7 +275,7 @@ export class RequestServer {
     active.finished = true;
     for (const generation of active.generations) generation.cancel();
     active.session.outbound.send(errorMessage(active.requestId, failure));
-    this.counters.requestsFailed++;
+    this.count(active.model, "failed");
     this.release(active);
     const level = failure.httpStatus >= 500 ? "warn" : "info";
     this.log[level](
@@ -294,7 +297,7 @@ export class RequestServer {
     active.finished = true;
     for (const generation of active.generations) generation.cancel();
     this.release(active);
-    this.counters.requestsCancelled++;
+    this.count(active.model, "cancelled");
     this.log.info(
       { requestId: cancel.requestId, reason: cancel.reason },
       "request cancelled by the coordinator",
@@ -328,7 +331,19 @@ export class RequestServer {
       if (active.finished) continue;
       active.finished = true;
       for (const generation of active.generations) generation.cancel();
+      this.count(active.model, "abandoned");
     }
     session.active.clear();
+  }
+
+  /**
+   * Counts how a request ended: the heartbeat's counters and the observer's from the same call, so
+   * the two cannot disagree.
+   */
+  private count(model: string, outcome: RequestOutcome): void {
+    if (outcome === "completed") this.counters.requestsCompleted++;
+    else if (outcome === "refused" || outcome === "failed") this.counters.requestsFailed++;
+    else if (outcome === "cancelled") this.counters.requestsCancelled++;
+    this.observer?.requestFinished(model, outcome);
   }
 }

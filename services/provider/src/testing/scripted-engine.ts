@@ -1,6 +1,7 @@
 import {
   type Engine,
   EngineError,
+  type EngineObserver,
   type EngineStats,
   type Generation,
   type GenerationRequest,
@@ -61,6 +62,8 @@ export class ScriptedEngine implements Engine {
   private completed = 0;
   private failed = 0;
   private tokens = 0;
+  private promptTokens = 0;
+  private observer: EngineObserver | undefined;
 
   constructor(options: ScriptedEngineOptions = {}) {
     this.options = options;
@@ -74,12 +77,25 @@ export class ScriptedEngine implements Engine {
 
   async load(model: ModelFile): Promise<void> {
     this.loads.push(model.id);
+    // As the llama engine: loading a loaded model is a no-op, and is not reported as a load.
+    const reload = this.loaded.has(model.id);
+    const started = performance.now();
     await new Promise((r) => setTimeout(r, 5));
+    const report = (outcome: "loaded" | "failed") => {
+      if (!reload)
+        this.observer?.modelLoad({ model: model.id, outcome, seconds: (performance.now() - started) / 1000 });
+    };
     if (this.options.failLoad?.includes(model.id)) {
+      report("failed");
       throw new EngineError("model_load_failed", `cannot load ${model.id}: scripted failure`, 500);
     }
     this.known.set(model.id, model);
     this.loaded.add(model.id);
+    report("loaded");
+  }
+
+  observe(observer: EngineObserver | undefined): void {
+    this.observer = observer;
   }
 
   /** Forgets the model, as the llama engine does: generate() fails with model_not_found until load() again. */
@@ -137,6 +153,7 @@ export class ScriptedEngine implements Engine {
     const maxBatch = this.options.maxBatch ?? 4;
     return {
       busySlots: this.running.size,
+      totalSlots: maxBatch,
       queueDepth: this.queue.length,
       kvCacheUsage: this.running.size / maxBatch,
       prefillTokensPerSecond: this.options.prefillTokensPerSecond ?? 1000,
@@ -145,6 +162,7 @@ export class ScriptedEngine implements Engine {
       requestsCompleted: this.completed,
       requestsFailed: this.failed,
       tokensGenerated: this.tokens,
+      promptTokensProcessed: this.promptTokens,
     };
   }
 
@@ -155,6 +173,7 @@ export class ScriptedEngine implements Engine {
 
   private begin(run: Running): void {
     run.started = true;
+    this.promptTokens += run.promptTokens;
     this.running.set(run.request.id, run);
     this.schedule(run);
   }

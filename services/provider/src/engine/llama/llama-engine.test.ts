@@ -11,6 +11,7 @@ import {
   type GenerationRequest,
   type GenerationResult,
   type ModelFile,
+  type ModelLoadEvent,
   type SamplingOptions,
   type TokenEvent,
 } from "../engine.js";
@@ -371,14 +372,30 @@ describe("llama engine options", () => {
 
   it("unloads an idle model and reloads it lazily on the next request", async () => {
     const engine = makeEngine({ idleTimeoutMinutes: 0.004, maxBatch: 1, validator: false }); // 240 ms
+    const loads: ModelLoadEvent[] = [];
+    engine.observe({ modelLoad: (event) => loads.push(event) });
     await engine.load(tiny);
+    await engine.load(tiny); // loaded already: not a load
     const first = await run(engine, request(PROMPTS[0]!, { maxTokens: 6 }));
+    const stats = engine.stats();
+    expect(stats.totalSlots).toBe(1);
+    expect(stats.kvCacheCapacityTokens).toBeGreaterThan(0);
+    expect(stats.promptTokensProcessed).toBeGreaterThan(0);
+    expect(stats.prefillSeconds).toBeGreaterThan(0);
+    expect(stats.decodeSeconds).toBeGreaterThan(0);
+    expect(stats.decodeSteps).toBeGreaterThan(0);
     expect(engine.stats().loadedModels).toEqual([tiny.id]);
     await new Promise((r) => setTimeout(r, 600));
     expect(engine.stats().loadedModels).toEqual([]);
     const again = await run(engine, request(PROMPTS[0]!, { maxTokens: 6 }));
     expect(again.text).toBe(first.text);
     expect(engine.stats().loadedModels).toEqual([tiny.id]);
+    // The reload on first use is a load of its own, reported where it happens.
+    expect(loads.map((l) => [l.model, l.outcome])).toEqual([
+      [tiny.id, "loaded"],
+      [tiny.id, "loaded"],
+    ]);
+    expect(loads.every((l) => l.seconds > 0)).toBe(true);
     await engine.unload(tiny.id);
     expect(engine.stats().loadedModels).toEqual([]);
     expect((await rejection(engine.generate(request("hi"), () => {}).done)).code).toBe("model_not_found");

@@ -14,10 +14,12 @@ import { getLlama, type Llama, LlamaLogLevel } from "node-llama-cpp";
 import {
   type Engine,
   EngineError,
+  type EngineObserver,
   type EngineStats,
   type Generation,
   type GenerationRequest,
   type ModelFile,
+  type ModelLoadEvent,
   type TokenEvent,
 } from "../engine.js";
 import { invalid, Job, validateRequest } from "./job.js";
@@ -67,7 +69,12 @@ export interface LlamaEngineStats extends EngineStats {
   /** Decode steps (one llama_decode over all decoding rows) since start. */
   decodeSteps: number;
   requestsCancelled: number;
+  totalSlots: number;
+  kvCacheTokens: number;
+  kvCacheCapacityTokens: number;
   promptTokensProcessed: number;
+  prefillSeconds: number;
+  decodeSeconds: number;
 }
 
 const DEFAULT_QUEUE_DEPTH = 256;
@@ -85,6 +92,7 @@ export class LlamaEngine implements Engine {
   private readonly runners = new Map<string, ModelRunner>();
   private readonly loading = new Map<string, Promise<ModelRunner>>();
   private readonly preparing = new Set<Job>();
+  private observer: EngineObserver | undefined;
   private closed = false;
 
   constructor(options: LlamaEngineOptions) {
@@ -160,6 +168,10 @@ export class LlamaEngine implements Engine {
     );
   }
 
+  observe(observer: EngineObserver | undefined): void {
+    this.observer = observer;
+  }
+
   /** Known models (loaded or idle-unloaded). */
   models(): ModelFile[] {
     return [...this.known.values()];
@@ -198,7 +210,23 @@ export class LlamaEngine implements Engine {
       const file = this.known.get(modelId);
       if (!file)
         return Promise.reject(new EngineError("model_not_found", `model ${modelId} is not served here`, 404));
-      pending = this.createRunner(file).finally(() => this.loading.delete(modelId));
+      const started = performance.now();
+      const report = (outcome: ModelLoadEvent["outcome"]) =>
+        this.observer?.modelLoad({ model: modelId, outcome, seconds: (performance.now() - started) / 1000 });
+      pending = this.createRunner(file)
+        .then(
+          (runner) => {
+            report("loaded");
+            return runner;
+          },
+          (err: unknown) => {
+            // Unloaded or closed while loading is not the file's failure.
+            const abandoned = this.closed || (err instanceof EngineError && err.code === "model_not_found");
+            report(abandoned ? "cancelled" : "failed");
+            throw err;
+          },
+        )
+        .finally(() => this.loading.delete(modelId));
       this.loading.set(modelId, pending);
     }
     return pending;
@@ -351,11 +379,13 @@ export class LlamaEngine implements Engine {
 
   stats(): LlamaEngineStats {
     let busySlots = 0;
+    let totalSlots = 0;
     let queueDepth = this.preparing.size;
     let usedCells = 0;
     let totalCells = 0;
     for (const runner of this.runners.values()) {
       busySlots += runner.busyRows;
+      totalSlots += runner.rows.length;
       queueDepth += runner.queue.length;
       const cells = runner.cells();
       usedCells += cells.used;
@@ -364,8 +394,11 @@ export class LlamaEngine implements Engine {
     const { counters, rates } = this.meters;
     return {
       busySlots,
+      totalSlots,
       queueDepth,
       kvCacheUsage: totalCells === 0 ? 0 : Math.min(1, usedCells / totalCells),
+      kvCacheTokens: usedCells,
+      kvCacheCapacityTokens: totalCells,
       prefillTokensPerSecond: rates.prefill,
       decodeTokensPerSecond: rates.decodePerRow,
       aggregateDecodeTokensPerSecond: rates.decodeAggregate,
@@ -375,6 +408,8 @@ export class LlamaEngine implements Engine {
       requestsCancelled: counters.requestsCancelled,
       tokensGenerated: counters.tokensGenerated,
       promptTokensProcessed: counters.promptTokensProcessed,
+      prefillSeconds: counters.prefillSeconds,
+      decodeSeconds: counters.decodeSeconds,
       decodeSteps: counters.decodeSteps,
     };
   }

@@ -25,6 +25,9 @@ export class EngineMeters {
     tokensGenerated: 0,
     promptTokensProcessed: 0,
     decodeSteps: 0,
+    /** Wall time of prompt chunks evaluated and of batched decode steps: the denominators of rates. */
+    prefillSeconds: 0,
+    decodeSeconds: 0,
   };
   /** Recent prefill tokens/s, decode tokens/s of one row, and decode tokens/s over the whole batch. */
   readonly rates = { prefill: 0, decodePerRow: 0, decodeAggregate: 0 };
@@ -32,6 +35,7 @@ export class EngineMeters {
   /** One batched decode of `rows` rows took `ms`. */
   decodeStep(ms: number, rows: number): void {
     this.counters.decodeSteps++;
+    this.counters.decodeSeconds += ms / 1000;
     this.rates.decodePerRow = ema(this.rates.decodePerRow, 1000 / ms);
     this.rates.decodeAggregate = ema(this.rates.decodeAggregate, (1000 * rows) / ms);
   }
@@ -39,6 +43,7 @@ export class EngineMeters {
   /** A prompt chunk of `tokens` tokens was evaluated in `seconds`. */
   prefillChunk(tokens: number, seconds: number): void {
     this.counters.promptTokensProcessed += tokens;
+    this.counters.prefillSeconds += seconds;
     if (seconds > 0) this.rates.prefill = ema(this.rates.prefill, tokens / seconds);
   }
 
