@@ -1,4 +1,9 @@
+import { execFile } from "node:child_process";
 import { createHmac } from "node:crypto";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
 import type { V1DeploymentSpec } from "@kubernetes/client-node";
 import { pino } from "pino";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -52,6 +57,24 @@ async function secret(name: string, data: Record<string, string>): Promise<void>
     data: Object.fromEntries(Object.entries(data).map(([k, v]) => [k, Buffer.from(v).toString("base64")])),
   });
 }
+
+/** A self-signed certificate and its key (PEM), made by the openssl CLI: Node cannot make X.509. */
+async function certificate(name: string): Promise<{ cert: string; key: string }> {
+  const dir = await mkdtemp(join(tmpdir(), "darkbloom-operator-cert-"));
+  try {
+    const [cert, key] = [join(dir, "tls.crt"), join(dir, "tls.key")];
+    await promisify(execFile)("openssl", [
+      ...["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"],
+      ...["-keyout", key, "-out", cert, "-days", "2", "-subj", `/CN=${name}`],
+    ]);
+    return { cert: await readFile(cert, "utf8"), key: await readFile(key, "utf8") };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+const encoded = (data: Record<string, string>) =>
+  Object.fromEntries(Object.entries(data).map(([k, v]) => [k, Buffer.from(v).toString("base64")]));
 
 function coordinator(name: string, spec: Record<string, unknown> = {}): KubeObject {
   return {
@@ -232,6 +255,111 @@ describe("the Coordinator controller", () => {
     expect(condition(await get<CoordinatorObject>(COORDINATORS, "beta"), "Migrated")?.reason).toBe(
       "MigrationRunning",
     );
+  });
+
+  it("serves TLS from a Secret it checks first, and a renewed certificate does not roll the pods", async () => {
+    const [first, renewed] = await Promise.all([certificate("zeta-1"), certificate("zeta-2")]);
+    await operator();
+    await env.admin.create(
+      COORDINATORS,
+      coordinator("zeta", { peerPort: 8443, tls: { secretName: "zeta-tls" } }),
+    );
+    const degraded = async () => condition(await get<CoordinatorObject>(COORDINATORS, "zeta"), "Degraded");
+    await expect.poll(degraded, { timeout: 10_000 }).toMatchObject({
+      status: "True",
+      reason: "SecretMissing",
+      message: expect.stringContaining("zeta-tls"),
+    });
+    // The admin calls trust the Secret's ca.crt: without the Secret a release cannot be synced.
+    await env.admin.create(PROVIDER_RELEASES, {
+      apiVersion: "darkbloom.dev/v1alpha1",
+      kind: "ProviderRelease",
+      metadata: { name: "zeta-r1", namespace: env.namespace },
+      spec: {
+        coordinatorRef: { name: "zeta" },
+        version: "1.2.3",
+        platform: "linux-x64",
+        binarySha256: "ab".repeat(32),
+        bundleSha256: "cd".repeat(32),
+        url: "https://releases.example/darkbloom-1.2.3-linux-x64.tar.gz",
+      },
+    });
+    type Release = KubeObject & { status?: { conditions?: { type: string; reason: string }[] } };
+    await expect
+      .poll(
+        async () =>
+          (await get<Release>(PROVIDER_RELEASES, "zeta-r1"))?.status?.conditions?.find(
+            (c) => c.type === "Synced",
+          )?.reason,
+        { timeout: 10_000 },
+      )
+      .toBe("TLSSecretMissing");
+    await env.admin.mergePatch(PROVIDER_RELEASES, env.namespace, "zeta-r1", {
+      metadata: { finalizers: null },
+    });
+    await env.admin.delete(PROVIDER_RELEASES, env.namespace, "zeta-r1");
+
+    // A key that is not the certificate's would crash the replicas at start: Degraded, nothing runs.
+    await env.admin.create(SECRETS, {
+      apiVersion: "v1",
+      kind: "Secret",
+      metadata: { name: "zeta-tls", namespace: env.namespace },
+      type: "kubernetes.io/tls",
+      data: encoded({ "tls.crt": first.cert, "tls.key": renewed.key }),
+    });
+    await expect.poll(degraded, { timeout: 10_000 }).toMatchObject({
+      reason: "CertificateInvalid",
+      message: "Secret zeta-tls: tls.key is not the key of the certificate in tls.crt",
+    });
+    expect(env.apiServer.audit.filter((e) => e.resource === "jobs" && e.name?.startsWith("zeta"))).toEqual(
+      [],
+    );
+    const tlsSecret = () =>
+      env.admin.get<KubeObject & { data: Record<string, string> }>(SECRETS, env.namespace, "zeta-tls");
+    const writeTls = async (data: Record<string, string>) =>
+      env.admin.update(SECRETS, { ...(await tlsSecret()), data: encoded(data) });
+    await writeTls({ "tls.crt": first.cert, "tls.key": first.key });
+    await expect.poll(async () => (await degraded())?.status, { timeout: 10_000 }).toBe("False");
+    const job = async () =>
+      (await env.admin.list<KubeObject>(JOBS, env.namespace)).items.find((j) =>
+        j.metadata?.name?.startsWith("zeta-migrate-"),
+      );
+    await expect.poll(job, { timeout: 10_000 }).toBeDefined();
+    await finishJob((await job())?.metadata?.name ?? "", "Complete");
+    type Deployment = KubeObject & { spec: V1DeploymentSpec };
+    await expect.poll(() => get(DEPLOYMENTS, "zeta"), { timeout: 10_000 }).toBeDefined();
+    const deployed = (await get<Deployment>(DEPLOYMENTS, "zeta")) as Deployment;
+    const pod = deployed.spec.template.spec;
+    expect(pod?.volumes).toContainEqual(
+      expect.objectContaining({ name: "tls", secret: expect.objectContaining({ secretName: "zeta-tls" }) }),
+    );
+    expect(pod?.containers[0]?.args).toEqual(expect.arrayContaining(["--tls-cert", "--peer-plaintext"]));
+    expect(JSON.stringify(deployed)).not.toContain(Buffer.from(first.cert).toString("base64"));
+
+    // The renewal, seen by a reconcile (the bad pair in between turns Degraded on, the renewed one
+    // off): the Deployment is as it was, so no pod rolls; the kubelet updates the mounted files.
+    await writeTls({ "tls.crt": renewed.cert, "tls.key": first.key });
+    await expect.poll(async () => (await degraded())?.reason, { timeout: 10_000 }).toBe("CertificateInvalid");
+    await writeTls({ "tls.crt": renewed.cert, "tls.key": renewed.key });
+    await expect.poll(async () => (await degraded())?.status, { timeout: 10_000 }).toBe("False");
+    const after = (await get<Deployment>(DEPLOYMENTS, "zeta")) as Deployment;
+    expect(after.metadata?.generation).toBe(deployed.metadata?.generation);
+    expect(after.spec.template).toEqual(deployed.spec.template);
+
+    // Another Secret is another mount: that rolls the pods.
+    await secret("zeta-tls-2", { "tls.crt": renewed.cert, "tls.key": renewed.key });
+    await env.admin.mergePatch(COORDINATORS, env.namespace, "zeta", {
+      spec: { tls: { secretName: "zeta-tls-2" } },
+    });
+    await expect
+      .poll(
+        async () =>
+          (await get<Deployment>(DEPLOYMENTS, "zeta"))?.spec.template.metadata?.annotations?.[
+            "darkbloom.dev/config-hash"
+          ],
+        { timeout: 10_000 },
+      )
+      .not.toBe(deployed.spec.template.metadata?.annotations?.["darkbloom.dev/config-hash"]);
   });
 
   it("migrates a new database before the replicas use it, even on the same image", async () => {

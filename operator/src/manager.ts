@@ -136,11 +136,16 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
           { informer: budgets, keys: ownerKeys },
           {
             informer: secrets,
-            // The Secrets a Coordinator references (database URL, admin key) and its own peer Secret.
+            // The Secrets a Coordinator references (database URL, admin key, TLS certificate) and
+            // its own peer Secret.
             keys: (secret) => [
               ...ownerKeys(secret),
               ...referencing(coordinators, (c, name) =>
-                [c.spec.database.secretRef.name, c.spec.adminKeySecretRef.name].includes(name),
+                [
+                  c.spec.database.secretRef.name,
+                  c.spec.adminKeySecretRef.name,
+                  c.spec.tls?.secretName,
+                ].includes(name),
               )(secret),
             ],
           },
@@ -167,7 +172,10 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
             keys: (secret) =>
               coordinators
                 .list(secret.metadata?.namespace)
-                .filter((c) => c.spec.adminKeySecretRef.name === secret.metadata?.name)
+                // The admin key, and the TLS Secret whose ca.crt the admin calls trust.
+                .filter((c) =>
+                  [c.spec.adminKeySecretRef.name, c.spec.tls?.secretName].includes(secret.metadata?.name),
+                )
                 .flatMap((c) => referencing(releases, (r, name) => r.spec.coordinatorRef.name === name)(c)),
           },
         ],

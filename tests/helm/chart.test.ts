@@ -41,6 +41,7 @@ const BAD = readdirSync(BAD_VALUES)
 
 /** What each matrix file leaves to the user to create, as values.yaml documents it. */
 const USER_PROVIDED: Record<string, string[]> = {
+  "coordinator-tls-values.yaml": ["Secret/darkbloom-coordinator-tls"],
   "crds-off-values.yaml": ["Secret/darkbloom-database"],
   "database-url-values.yaml": [],
   "defaults-values.yaml": ["Secret/darkbloom-database"],
@@ -441,6 +442,32 @@ describe("the exposure", () => {
     expect(Object.keys(find(dropped, "Ingress").metadata.annotations ?? {})).not.toContain(
       "nginx.ingress.kubernetes.io/proxy-body-size",
     );
+  });
+
+  it("serves the coordinator's own TLS: spec.tls with a peer port, and GRPCS from ingress-nginx", () => {
+    const manifests = matrix("coordinator-tls");
+    const coordinator = find(manifests, "Coordinator");
+    expect(coordinator.spec.peerPort).toBe(9443);
+    expect(coordinator.spec.tls).toEqual({
+      secretName: "darkbloom-coordinator-tls",
+      serverName: "api.darkbloom.example",
+    });
+    expect(find(manifests, "Ingress").metadata.annotations).toMatchObject({
+      "nginx.ingress.kubernetes.io/backend-protocol": "GRPCS",
+    });
+    // Without TLS the Coordinator has no tls field, and a protocol the user chose is kept with it.
+    expect(find(matrix("high-availability"), "Coordinator").spec).not.toHaveProperty("tls");
+  });
+
+  it("keeps a backend protocol the user set when the coordinator serves TLS", async () => {
+    const manifests = await render(
+      "coordinator-tls-values.yaml",
+      "--set",
+      "ingress.annotations.nginx\\.ingress\\.kubernetes\\.io/backend-protocol=HTTPS",
+    );
+    expect(
+      find(manifests, "Ingress").metadata.annotations?.["nginx.ingress.kubernetes.io/backend-protocol"],
+    ).toBe("HTTPS");
   });
 
   it("has an HTTPRoute (gateway.networking.k8s.io/v1) without timeouts, to the coordinator's Service", () => {

@@ -159,6 +159,7 @@ export function references(manifests: Manifest[]): Set<string> {
     if (m.kind === "Coordinator") {
       add("Secret", m.spec.database.secretRef.name);
       add("Secret", m.spec.adminKeySecretRef.name);
+      add("Secret", m.spec.tls?.secretName);
       for (const s of m.spec.imagePullSecrets ?? []) add("Secret", s.name);
     }
     if (m.kind === "Ingress") for (const t of m.spec.tls ?? []) add("Secret", t.secretName);

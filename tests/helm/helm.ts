@@ -119,6 +119,21 @@ export class AdminClient {
     return this.request("POST", `${await this.collection(object)}${query}`, object);
   }
 
+  /** PUTs an object over the stored one, as `kubectl replace` does (with the resourceVersion it read). */
+  async replace(object: Manifest): Promise<{ status: number; body: Json }> {
+    const { apiVersion, kind, metadata } = object;
+    const current = await this.get(apiVersion, kind, metadata.namespace ?? "", metadata.name);
+    const replaced = {
+      ...object,
+      metadata: { ...metadata, resourceVersion: current?.metadata?.resourceVersion },
+    };
+    return this.request(
+      "PUT",
+      `${await this.collection(object)}/${metadata.name}?fieldValidation=Strict`,
+      replaced,
+    );
+  }
+
   async list(apiVersion: string, kind: string, namespace?: string): Promise<Json[]> {
     const path = await this.collection({ apiVersion, kind, metadata: { name: "", namespace } });
     const { status, body } = await this.request("GET", path);

@@ -1,13 +1,23 @@
 // The Helm chart running real coordinators: installed on the strict fake API server in its two
 // steps (tests/helm/install.ts) with the URL of a real PostgreSQL, the fake cluster running the
 // pods as processes of the built CLI, and the operator reconciling as the chart's ServiceAccount
-// under RBAC. The migration Job migrates the empty database, the replica becomes Ready behind the
-// operator's Service, and the admin key the chart generated opens the admin API.
-import { mkdtemp, rm } from "node:fs/promises";
+// under RBAC. The coordinator serves its own TLS (coordinator.tls, a cert-manager-like Secret with
+// ca.crt): the migration Job migrates the empty database, the replica becomes Ready behind the
+// operator's Service (HTTPS probes), the admin key the chart generated opens the admin API over
+// https, the operator registers a ProviderRelease over https verifying the certificate, and a
+// renewed certificate reaches new connections without a restart.
+import { execFile } from "node:child_process";
+import { X509Certificate } from "node:crypto";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import https from "node:https";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import type tls from "node:tls";
 import { fileURLToPath } from "node:url";
-import { adminClient, startTestPostgres, type TestPostgres } from "@darkbloom/coordinator/testing";
+import { promisify } from "node:util";
+import { createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import { startTestPostgres, type TestPostgres } from "@darkbloom/coordinator/testing";
 import type { RunningOperator } from "@darkbloom/operator";
 import {
   type FakeApiServer,
@@ -15,6 +25,7 @@ import {
   startFakeApiServer,
   startFakeCluster,
 } from "@darkbloom/operator/testing";
+import { AdminService } from "@darkbloom/protocol/admin/v1";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   type AdminClient,
@@ -38,15 +49,77 @@ let manifests: Manifest[];
 let admin: AdminClient;
 let workDir: string;
 
+/** The Service's cluster DNS name: what the certificate names and the operator verifies. */
+const SERVICE_DNS = `${RELEASE}.${NAMESPACE}.svc`;
+const TLS_SECRET = "darkbloom-coordinator-tls";
+
+/** A self-signed certificate for the Service's name (and 127.0.0.1), as a CA issuer would make one. */
+async function certificate(serial: number): Promise<{ cert: string; key: string }> {
+  const dir = await mkdtemp(join(tmpdir(), "darkbloom-helm-cert-"));
+  try {
+    const [cert, key] = [join(dir, "tls.crt"), join(dir, "tls.key")];
+    await promisify(execFile)("openssl", [
+      ...["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"],
+      ...["-keyout", key, "-out", cert, "-days", "2", "-subj", `/CN=${SERVICE_DNS}`],
+      ...["-addext", `subjectAltName=DNS:${SERVICE_DNS},IP:127.0.0.1`, "-set_serial", String(serial)],
+    ]);
+    return { cert: await readFile(cert, "utf8"), key: await readFile(key, "utf8") };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** The TLS Secret as cert-manager writes it: tls.crt, tls.key and ca.crt (here the certificate itself). */
+const tlsSecret = (pair: { cert: string; key: string }): Manifest => ({
+  apiVersion: "v1",
+  kind: "Secret",
+  metadata: { name: TLS_SECRET, namespace: NAMESPACE },
+  type: "kubernetes.io/tls",
+  data: Object.fromEntries(
+    Object.entries({ "tls.crt": pair.cert, "tls.key": pair.key, "ca.crt": pair.cert }).map(([k, v]) => [
+      k,
+      Buffer.from(v).toString("base64"),
+    ]),
+  ),
+});
+
+let first: { cert: string; key: string };
+let renewed: { cert: string; key: string };
+
+/** GET over TLS on a connection of its own, trusting both certificates: the status and the serial served. */
+function getTls(
+  address: { host: string; port: number },
+  path: string,
+): Promise<{ status: number; serial: string }> {
+  return new Promise((resolve, reject) => {
+    const request = https.get(
+      { ...address, path, servername: SERVICE_DNS, ca: [first.cert, renewed.cert], agent: false },
+      (response) => {
+        response.resume();
+        const serial = (response.socket as tls.TLSSocket).getPeerCertificate().serialNumber;
+        resolve({ status: response.statusCode ?? 0, serial });
+      },
+    );
+    request.on("error", reject);
+  });
+}
+
 beforeAll(async () => {
-  postgres = await startTestPostgres();
+  [postgres, first, renewed] = await Promise.all([
+    startTestPostgres(),
+    certificate(0x1001),
+    certificate(0x2002),
+  ]);
   server = await startFakeApiServer();
   const installed = await installChart(server, "database-url-values.yaml", [
     "--set",
     `coordinator.database.url=${postgres.url}`,
+    "--set",
+    `coordinator.peerPort=9443,coordinator.tls.enabled=true,coordinator.tls.secretName=${TLS_SECRET}`,
   ]);
   manifests = installed.second.manifests;
   admin = installed.admin;
+  expect((await admin.create(tlsSecret(first))).status).toBe(201);
   workDir = await mkdtemp(join(tmpdir(), "darkbloom-helm-cluster-"));
   // The chart's coordinator image runs the built CLI; the operator's image is unknown here (its
   // pods wait), as the operator runs in this process.
@@ -56,10 +129,9 @@ beforeAll(async () => {
     workDir,
     images: { [find(manifests, "Coordinator").spec.image]: { entrypoint: COORDINATOR } },
   });
-  ({ operator } = await startRenderedOperator(server, manifests, async (ns, service, port) => {
-    const at = await cluster.serviceAddress(ns, service, port);
-    return `http://${at.host}:${at.port}`;
-  }));
+  ({ operator } = await startRenderedOperator(server, manifests, (ns, service, port) =>
+    cluster.serviceAddress(ns, service, port),
+  ));
 });
 
 afterAll(async () => {
@@ -70,8 +142,8 @@ afterAll(async () => {
   if (workDir) await rm(workDir, { recursive: true, force: true });
 });
 
-describe("the chart on a cluster", () => {
-  it("migrates the database, serves behind the operator's Service, and takes the generated admin key", async () => {
+describe("the chart on a cluster, the coordinator serving TLS", () => {
+  it("migrates the database, serves https behind the operator's Service, and takes the generated admin key", async () => {
     const ready = await waitFor(
       "the Coordinator to be Ready",
       async () => {
@@ -89,14 +161,73 @@ describe("the chart on a cluster", () => {
     expect(jobs.map((j) => j.status.succeeded)).toEqual([1]);
 
     const at = await cluster.serviceAddress(NAMESPACE, RELEASE, "http");
-    const url = `http://${at.host}:${at.port}`;
-    expect((await fetch(`${url}/healthz`)).status).toBe(200);
+    expect(await getTls(at, "/healthz")).toEqual({ status: 200, serial: "1001" });
+    // The public port refuses plaintext (400 tls_required).
+    expect((await fetch(`http://${at.host}:${at.port}/healthz`)).status).toBe(400);
     const secret = find(manifests, "Secret", `${RELEASE}-admin-key`);
     const adminKey = Buffer.from(secret.data["admin-key"], "base64").toString();
-    const account = await adminClient(url, adminKey).createAccount({
-      name: "helm-consumer",
-      initialCreditMicroUsd: 1n,
+    const transport = createConnectTransport({
+      baseUrl: `https://${at.host}:${at.port}`,
+      httpVersion: "1.1",
+      nodeOptions: { ca: first.cert, servername: SERVICE_DNS },
     });
+    const account = await createClient(AdminService, transport).createAccount(
+      { name: "helm-consumer", initialCreditMicroUsd: 1n },
+      { headers: { authorization: `Bearer ${adminKey}` } },
+    );
     expect(account.apiKeySecret).toMatch(/\S/);
+  });
+
+  it("registers a ProviderRelease over https, verifying the certificate against the Secret's ca.crt", async () => {
+    const release: Manifest = {
+      apiVersion: "darkbloom.dev/v1alpha1",
+      kind: "ProviderRelease",
+      metadata: { name: "darkbloom-1-4-0-linux-x64", namespace: NAMESPACE },
+      spec: {
+        coordinatorRef: { name: RELEASE },
+        version: "1.4.0",
+        platform: "linux-x64",
+        binarySha256: "ab".repeat(32),
+        bundleSha256: "cd".repeat(32),
+        url: "https://releases.example/darkbloom-1.4.0-linux-x64.tar.gz",
+      },
+    };
+    expect((await admin.create(release)).status).toBe(201);
+    const synced = await waitFor(
+      "the ProviderRelease to be Synced",
+      async () => {
+        const stored = await admin.get(
+          "darkbloom.dev/v1alpha1",
+          "ProviderRelease",
+          NAMESPACE,
+          release.metadata.name,
+        );
+        const condition = (stored?.status?.conditions as Json[] | undefined)?.find(
+          (c) => c.type === "Synced",
+        );
+        return condition?.status === "True" ? condition : undefined;
+      },
+      20_000,
+    );
+    expect(synced.reason).toBe("Synced");
+  });
+
+  it("serves a renewed certificate to new connections without restarting the pod", async () => {
+    const pods = async () =>
+      (await admin.list("v1", "Pod", NAMESPACE)).filter(
+        (p) => p.metadata.labels?.["app.kubernetes.io/component"] === "coordinator",
+      );
+    const [before] = await pods();
+    expect((await admin.replace(tlsSecret(renewed))).status).toBe(200);
+    const at = await cluster.serviceAddress(NAMESPACE, RELEASE, "http");
+    await waitFor(
+      "the renewed certificate to be served",
+      async () => ((await getTls(at, "/healthz")).serial === "2002" ? true : undefined),
+      20_000,
+    );
+    expect(new X509Certificate(renewed.cert).serialNumber).toBe("2002");
+    const [after] = await pods();
+    expect(after?.metadata.uid).toBe(before?.metadata.uid);
+    expect(after?.status.containerStatuses[0].restartCount).toBe(0);
   });
 });

@@ -80,10 +80,7 @@ export async function startKubeCluster(): Promise<KubeCluster> {
       kube.operator = await startOperator({
         kubeConfig: env.operatorKubeConfig,
         log: pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" }),
-        resolveService: async (ns, service, port) => {
-          const at = await cluster.serviceAddress(ns, service, port);
-          return `http://${at.host}:${at.port}`;
-        },
+        resolveService: (ns, service, port) => cluster.serviceAddress(ns, service, port),
       });
       return kube.operator;
     },

@@ -109,12 +109,21 @@ export interface CoordinatorConfig {
   advertiseUrl?: string | undefined;
   /**
    * Serve PeerService on this port (at `host`; 0 picks one) and no longer on the main one, so that
-   * a network policy can let only the other replicas reach it. TLS as the main port.
+   * a network policy can let only the other replicas reach it. TLS as the main port, unless
+   * peerPlaintext.
    */
   peerPort?: number | undefined;
   /**
-   * PEM files of the certificate chain and private key every port (main and peer) serves TLS with;
-   * both or neither. Reloaded when they change (http/tls-certificate.ts); without them the ports
+   * Serve the peer port without TLS (HTTP/1.1 and h2c) even when the main port serves it, and
+   * advertise an http:// URL. For replicas that reach each other by pod IP, which a certificate for
+   * the public host name does not name: a verifying peer could not connect. Request bodies and
+   * chunks on the hop are sealed to the provider's key either way; the peer token and the
+   * requests' metadata are not (docs/ARCHITECTURE.md, Forwarding between replicas).
+   */
+  peerPlaintext?: boolean | undefined;
+  /**
+   * PEM files of the certificate chain and private key every port (main and peer, unless
+   * peerPlaintext) serves TLS with; both or neither. Reloaded when they change (http/tls-certificate.ts); without them the ports
    * speak plain HTTP/1.1 and h2c.
    */
   tlsCertFile?: string | undefined;

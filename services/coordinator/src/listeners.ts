@@ -1,6 +1,7 @@
 // The coordinator's ports: the main one (every route), the peer port when one is set (PeerService
 // only, so that a network policy can keep everyone but the other replicas from it), both serving TLS
-// when a certificate is given, which is reloaded as its files change.
+// when a certificate is given (the peer port not with peerPlaintext), which is reloaded as its files
+// change.
 import type { Closers } from "./closers.js";
 import type { CoordinatorConfig } from "./config.js";
 import { createApp } from "./http/app.js";
@@ -71,11 +72,15 @@ export async function startListeners(
   });
   closers.add("server", () => server.close());
   let peer: ListeningServer | undefined;
+  // With peerPlaintext the peer port speaks HTTP/1.1 and h2c, and its URL (the advertised one by
+  // default) is http://: the peers dial pod IPs, which the public certificate does not name.
+  const peerTls = config.peerPlaintext ? undefined : certificate;
   if (config.peerPort !== undefined) {
     const peers = connect(peerRoutes(t));
     // Anything but PeerService is an unknown route there.
     peer = await listenHttp(createApp([], peers, log), config.host, config.peerPort, {
       ...common,
+      tls: peerTls,
       isRequestStream: peers.isRequestStream,
     });
     const listening = peer;
@@ -87,7 +92,7 @@ export async function startListeners(
       certificate,
       (next) => {
         server.setCertificate(next);
-        peer?.setCertificate(next);
+        if (peerTls) peer?.setCertificate(next);
       },
       log,
     );

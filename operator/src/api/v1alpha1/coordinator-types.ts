@@ -5,7 +5,13 @@ import type {
   V1TopologySpreadConstraint,
 } from "@kubernetes/client-node";
 import { type Infer, s, type ValidationRule } from "../schema.js";
-import { conditionsSchema, DNS1035_LABEL_PATTERN, objectName, secretKeyRef } from "./common-types.js";
+import {
+  conditionsSchema,
+  DNS1035_LABEL_PATTERN,
+  DNS1123_SUBDOMAIN_PATTERN,
+  objectName,
+  secretKeyRef,
+} from "./common-types.js";
 import { coordinatorConfigSchema } from "./coordinator-config-types.js";
 import type { API_VERSION, COORDINATOR } from "./group-version.js";
 import { ANNOTATION_CONFIG_HASH, OPERATOR_LABELS } from "./well-known.js";
@@ -154,6 +160,25 @@ export const coordinatorSpecSchema = s.object(
       maximum: 65_535,
       format: "int32",
     }),
+    tls: s.object(
+      {
+        secretName: objectName(
+          "A kubernetes.io/tls Secret in the Coordinator's namespace: tls.crt and tls.key, mounted into the pods (a renewed certificate is served without a restart); its ca.crt, when present, is the only CA the operator trusts on its admin calls.",
+        ),
+        serverName: s.string({
+          description:
+            "The DNS name the operator verifies the certificate against when it calls the admin API through the Service (default <name>.<namespace>.svc): set it to a name the certificate holds when it does not name the Service, e.g. the public host name.",
+          minLength: 1,
+          maxLength: 253,
+          pattern: DNS1123_SUBDOMAIN_PATTERN,
+        }),
+      },
+      {
+        description:
+          "TLS served by the coordinators themselves on the HTTP port (HTTP/1.1 and HTTP/2 by ALPN; plaintext refused). Needs peerPort, which stays plaintext.",
+        required: ["secretName"],
+      },
+    ),
   },
   {
     description: "The desired state of a coordinator cluster.",
@@ -163,6 +188,12 @@ export const coordinatorSpecSchema = s.object(
         rule: `!has(self.peerPort) || (self.peerPort != ${COORDINATOR_HTTP_PORT} && self.peerPort != self.metrics.port)`,
         message: `peerPort must differ from ${COORDINATOR_HTTP_PORT}, the HTTP port, and from metrics.port`,
         fieldPath: ".peerPort",
+      },
+      {
+        rule: "!has(self.tls) || has(self.peerPort)",
+        message:
+          "tls needs peerPort: replicas forward to each other by pod IP, which the certificate does not name, so they do it on a peer port of its own, in plaintext",
+        fieldPath: ".tls",
       },
     ],
   },
@@ -252,5 +283,7 @@ export const CoordinatorReason = {
   AsExpected: "AsExpected",
   /** An object the Coordinator would own exists and belongs to someone else: never adopted. */
   NotOwned: "NotOwned",
+  /** The TLS Secret's tls.crt and tls.key are not a PEM certificate and its key. */
+  CertificateInvalid: "CertificateInvalid",
 } as const;
 export type CoordinatorReason = (typeof CoordinatorReason)[keyof typeof CoordinatorReason];

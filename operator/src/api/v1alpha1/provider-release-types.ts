@@ -132,6 +132,12 @@ export const ProviderReleaseReason = {
   /** Synced False: the Coordinator's admin-key Secret or key is missing, or the coordinator refused it. */
   AdminKeyMissing: "AdminKeyMissing",
   AdminKeyRejected: "AdminKeyRejected",
+  /**
+   * Synced False: the Coordinator serves TLS and its TLS Secret is missing (the operator trusts its
+   * ca.crt), or the coordinator's certificate failed verification (CA, or spec.tls.serverName).
+   */
+  TLSSecretMissing: "TLSSecretMissing",
+  CertificateRejected: "CertificateRejected",
   /** Synced and Accepted False: the coordinator holds this version and platform with other hashes. */
   Conflict: "Conflict",
   /** Synced False: the coordinator refused the release as invalid. */

@@ -120,6 +120,18 @@ describe("Coordinator spec rules", () => {
     expect(failures(podAnnotations, { "darkbloom.dev/config-hash": "x" })).toHaveLength(1);
   });
 
+  it("serves TLS only with a peer port of its own, which stays plaintext", () => {
+    const base = { metrics: { port: 9090 } };
+    expect(failures(spec, { ...base, peerPort: 8443, tls: { secretName: "main-tls" } })).toEqual([]);
+    expect(failures(spec, base)).toEqual([]);
+    expect(failures(spec, { ...base, tls: { secretName: "main-tls" } })).toEqual([
+      "tls needs peerPort: replicas forward to each other by pod IP, which the certificate does not name, so they do it on a peer port of its own, in plaintext",
+    ]);
+    const serverName = field(field(spec, "tls"), "serverName");
+    expect(matches(serverName, "api.darkbloom.example")).toBe(true);
+    expect(matches(serverName, "https://api.darkbloom.example")).toBe(false);
+  });
+
   it("refuses an image with whitespace or none", () => {
     const image = field(spec, "image");
     expect(matches(image, "ghcr.io/darkbloom/coordinator:1.2.3")).toBe(true);

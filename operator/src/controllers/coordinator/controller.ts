@@ -24,7 +24,8 @@ import {
 } from "../../runtime/kube-api.js";
 import { applyOwned, type WriteOutcome } from "../../runtime/owned-objects.js";
 import type { ReconcileResult } from "../../runtime/work-queue.js";
-import { type SecretProblem, secretValue } from "../secret-values.js";
+import { secretValue } from "../secret-values.js";
+import { type TlsProblem, tlsSecretProblem } from "../tls-secret.js";
 import { buildConfigHash } from "./resources/config-hash.js";
 import { buildDeployment } from "./resources/deployment.js";
 import { buildMigrationJob, migrationJobName } from "./resources/migration-job.js";
@@ -54,8 +55,9 @@ const KEPT_MIGRATION_JOBS = 2;
 /**
  * Reconciles a Coordinator into the objects that run it, in the order an upgrade needs:
  *
- * 1. The Secrets it references must exist with their keys; otherwise Degraded, and nothing that
- *    runs is touched (a typo in a Secret name must not take a serving cluster down).
+ * 1. The Secrets it references must exist with their keys (the TLS Secret with a certificate and
+ *    its key); otherwise Degraded, and nothing that runs is touched (a typo in a Secret name must
+ *    not take a serving cluster down).
  * 2. The peer Secret (the replicas' shared forwarding credential) is made once and kept.
  * 3. The database is migrated by a Job of the spec's image, one Job per image; until it succeeds
  *    the Deployment keeps running the last migrated image, and a failed migration leaves it there
@@ -101,8 +103,18 @@ export class CoordinatorReconciler {
       spec.adminKeySecretRef.name,
       spec.adminKeySecretRef.key,
     );
-    if (typeof databaseUrl !== "string" || typeof adminKey !== "string") {
-      observed.problem = typeof databaseUrl !== "string" ? databaseUrl : (adminKey as SecretProblem);
+    // The certificate's content is not in the config hash: a renewal reaches the pods through
+    // their Secret volume, and the coordinator reloads it without a restart.
+    const tlsProblem = spec.tls
+      ? tlsSecretProblem(this.deps.secrets, namespace, spec.tls.secretName)
+      : undefined;
+    if (typeof databaseUrl !== "string" || typeof adminKey !== "string" || tlsProblem !== undefined) {
+      observed.problem =
+        typeof databaseUrl !== "string"
+          ? databaseUrl
+          : typeof adminKey !== "string"
+            ? adminKey
+            : (tlsProblem as TlsProblem);
       observed.deployment = this.owned(this.deps.deployments, coordinator, coordinator.metadata?.name) as
         | V1Deployment
         | undefined;

@@ -18,6 +18,7 @@ import { isConflict, isNotFound, type KubeApi, type KubeObject } from "../../run
 import type { ReconcileResult } from "../../runtime/work-queue.js";
 import type { CoordinatorAdmin } from "../coordinator-admin.js";
 import { secretValue } from "../secret-values.js";
+import { adminTls } from "../tls-secret.js";
 
 /** Held while the release may be active in a coordinator: removed once it was deactivated there. */
 export const RELEASE_FINALIZER = "darkbloom.dev/deactivate-release";
@@ -172,11 +173,14 @@ export class ProviderReleaseReconciler {
     const ref = coordinator.spec.adminKeySecretRef;
     const adminKey = secretValue(this.deps.secrets, namespace, ref.name, ref.key);
     if (typeof adminKey !== "string") return { reason: Reason.AdminKeyMissing, message: adminKey.message };
+    const tls = adminTls(this.deps.secrets, coordinator);
+    if (tls !== undefined && "reason" in tls)
+      return { reason: Reason.TLSSecretMissing, message: tls.message };
     if ((coordinator.status?.readyReplicas ?? 0) === 0) {
       return { reason: Reason.CoordinatorUnavailable, message: `Coordinator ${name} has no ready replica` };
     }
     return {
-      client: () => this.deps.admin.client(namespace, name, coordinator.spec.service.port, adminKey),
+      client: () => this.deps.admin.client(namespace, name, coordinator.spec.service.port, adminKey, tls),
     };
   }
 
@@ -269,7 +273,28 @@ function sameRecord(stored: Release, release: ProviderRelease): boolean {
   );
 }
 
+/** Node's codes of a certificate that failed verification (the chain, the name, the dates). */
+const CERTIFICATE_ERRORS = new Set([
+  "ERR_TLS_CERT_ALTNAME_INVALID",
+  "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+  "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
+  "DEPTH_ZERO_SELF_SIGNED_CERT",
+  "SELF_SIGNED_CERT_IN_CHAIN",
+  "CERT_HAS_EXPIRED",
+  "CERT_NOT_YET_VALID",
+  "CERT_SIGNATURE_FAILURE",
+]);
+
 function describeCallFailure(error: unknown): { reason: string; message: string } {
+  const cause = (error as { cause?: { code?: unknown; message?: unknown } } | undefined)?.cause;
+  if (typeof cause?.code === "string" && CERTIFICATE_ERRORS.has(cause.code)) {
+    return {
+      reason: Reason.CertificateRejected,
+      message:
+        `the coordinator's certificate failed verification (${String(cause.message)}): give the TLS ` +
+        "Secret the issuing CA as ca.crt, or set spec.tls.serverName to a name the certificate holds",
+    };
+  }
   if (error instanceof ConnectError) {
     if (error.code === Code.Unavailable || error.code === Code.DeadlineExceeded) {
       return {

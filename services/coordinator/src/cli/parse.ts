@@ -27,6 +27,13 @@ export function port(value: string): number {
   return parsed;
 }
 
+/** A parser for a yes-or-no environment variable: `true` or `false`, nothing looser. */
+export function booleanValue(value: string): boolean {
+  if (value === "true") return true;
+  if (value === "false") return false;
+  throw new InvalidArgumentError("expected true or false");
+}
+
 /** A commander argument parser for a positive integer no larger than `max`. */
 export function positiveInteger(max: number): (value: string) => number {
   return (value) => {

@@ -47,6 +47,18 @@ describe("serve's TLS and peer-port settings", () => {
     expect(listenersFrom(parse([]), {}, main)).toEqual({});
   });
 
+  it("keeps the peer port in plaintext with --peer-plaintext or DARKBLOOM_PEER_PLAINTEXT=true", () => {
+    const tls = ["--tls-cert", "/t/c.pem", "--tls-key", "/t/k.pem", "--peer-port", "9444"];
+    const expected = { tlsCertFile: "/t/c.pem", tlsKeyFile: "/t/k.pem", peerPort: 9444, peerPlaintext: true };
+    expect(listenersFrom(parse([...tls, "--peer-plaintext"]), {}, main)).toEqual(expected);
+    expect(listenersFrom(parse(tls), { DARKBLOOM_PEER_PLAINTEXT: "true" }, main)).toEqual(expected);
+    const { peerPlaintext: _, ...withTls } = expected;
+    expect(listenersFrom(parse(tls), { DARKBLOOM_PEER_PLAINTEXT: "false" }, main)).toEqual(withTls);
+    // An advertised http:// URL on the peer port is what the peers must dial.
+    const advertised = { port: 8080, advertiseUrl: "http://10.0.0.5:9444" };
+    expect(listenersFrom(parse([...tls, "--peer-plaintext"]), {}, advertised)).toEqual(expected);
+  });
+
   it("accepts an advertised URL on the peer port, or without a port", () => {
     const opts = parse(["--peer-port", "9444"]);
     for (const advertiseUrl of ["http://10.0.0.5:9444", "https://coordinator-0.peers", "http://10.0.0.5"]) {
@@ -64,6 +76,22 @@ describe("serve's TLS and peer-port settings", () => {
       ["--peer-port", "9444", "--advertise-url", "http://10.0.0.5:8080"],
       {},
       /--advertise-url names port 8080, but the other replicas reach this one on --peer-port 9444/,
+    ],
+    [["--peer-plaintext"], {}, /--peer-plaintext \(DARKBLOOM_PEER_PLAINTEXT\) needs --peer-port/],
+    [
+      [],
+      { DARKBLOOM_PEER_PLAINTEXT: "true" },
+      /--peer-plaintext \(DARKBLOOM_PEER_PLAINTEXT\) needs --peer-port/,
+    ],
+    [
+      ["--peer-port", "9444"],
+      { DARKBLOOM_PEER_PLAINTEXT: "yes" },
+      /environment variable DARKBLOOM_PEER_PLAINTEXT is invalid: expected true or false/,
+    ],
+    [
+      ["--peer-port", "9444", "--peer-plaintext", "--advertise-url", "https://10.0.0.5:9444"],
+      {},
+      /--advertise-url is https:\/\/, but --peer-plaintext serves the peer port without TLS/,
     ],
   ])("exits 64 with one line on %j %j", async (args, env, message) => {
     const t = testIo({ HOME: "/nonexistent", ...env });

@@ -2,12 +2,15 @@ import { resolve } from "node:path";
 import type { Command } from "commander";
 import type { CoordinatorConfig } from "../config.js";
 import { UsageError } from "./io.js";
-import { fromEnv, port } from "./parse.js";
+import { booleanValue, fromEnv, port } from "./parse.js";
 
-// How `serve` listens besides its main port's address: TLS on every port, and the replicas'
-// PeerService on a port of its own. Flags and environment variables (the flag wins).
+// How `serve` listens besides its main port's address: TLS on every port (or all but the peer
+// port), and the replicas' PeerService on a port of its own. Flags and environment variables (the
+// flag wins).
 
-export type ListenerConfig = Partial<Pick<CoordinatorConfig, "tlsCertFile" | "tlsKeyFile" | "peerPort">>;
+export type ListenerConfig = Partial<
+  Pick<CoordinatorConfig, "tlsCertFile" | "tlsKeyFile" | "peerPort" | "peerPlaintext">
+>;
 
 /** Adds the TLS and peer-port flags to `serve`. */
 export function addListenerOptions(command: Command): Command {
@@ -23,6 +26,11 @@ export function addListenerOptions(command: Command): Command {
       "serve the replicas' PeerService on this port (at --host, TLS as the main port) and no longer on " +
         "the main one, and advertise it to the other replicas (env DARKBLOOM_PEER_PORT; default: the main port)",
       port,
+    )
+    .option(
+      "--peer-plaintext",
+      "serve --peer-port without TLS (h2c) even with --tls-cert, and advertise it as http://: for replicas " +
+        "that dial each other by pod IP, which the certificate does not name (env DARKBLOOM_PEER_PLAINTEXT=true|false)",
     );
 }
 
@@ -52,9 +60,29 @@ export function listenersFrom(
       );
     }
   }
+  const peerPlaintext =
+    (opts.peerPlaintext as boolean | undefined) ?? fromEnv(env, "DARKBLOOM_PEER_PLAINTEXT", booleanValue);
+  if (peerPlaintext) {
+    // Without a port of its own PeerService shares the main port, and so its TLS.
+    if (peerPort === undefined) {
+      throw new UsageError(
+        "--peer-plaintext (DARKBLOOM_PEER_PLAINTEXT) needs --peer-port: only a peer port of its own can skip TLS",
+      );
+    }
+    // The peers would dial TLS to a port that refuses it.
+    if (main.advertiseUrl !== undefined && new URL(main.advertiseUrl).protocol === "https:") {
+      throw new UsageError(
+        "--advertise-url is https://, but --peer-plaintext serves the peer port without TLS: advertise http://",
+      );
+    }
+  }
   const tls =
     tlsCertFile !== undefined && tlsKeyFile !== undefined
       ? { tlsCertFile: resolve(tlsCertFile), tlsKeyFile: resolve(tlsKeyFile) }
       : {};
-  return { ...tls, ...(peerPort === undefined ? {} : { peerPort }) };
+  return {
+    ...tls,
+    ...(peerPort === undefined ? {} : { peerPort }),
+    ...(peerPlaintext ? { peerPlaintext } : {}),
+  };
 }

@@ -1,9 +1,12 @@
+import https from "node:https";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { PeerService } from "@darkbloom/protocol/cluster/v1";
 import { ScriptedProvider } from "@darkbloom/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { makeTestCertificate, SecretVolume, type TestCertificate } from "../testing/test-certificates.js";
 import {
+  type AnyJson,
   postJson,
   readJson,
   startTestCoordinator,
@@ -12,7 +15,9 @@ import {
 import { startTestPostgres, type TestPostgres } from "../testing/test-database.js";
 
 // With a peer port, PeerService is served there only: the replicas advertise it and forward over
-// it, and the main port, which consumers and providers reach, answers it as an unknown route.
+// it, and the main port, which consumers and providers reach, answers it as an unknown route. With
+// peerPlaintext, the main port serves TLS and the peer port h2c (replicas dial each other by pod
+// IP, which the public certificate does not name).
 
 const PEER_TOKEN = "peer-port-test-token-0123456789";
 
@@ -90,5 +95,97 @@ describe("a peer port", () => {
       headers: { authorization: `Bearer ${b.apiKey}` },
     });
     expect(models.status).toBe(404);
+  });
+});
+
+/** A POST over HTTPS trusting `ca`: the status, the provider header and the body. */
+function postTls(
+  url: string,
+  path: string,
+  apiKey: string,
+  body: unknown,
+  ca: string,
+): Promise<{ status: number; providerId: string | undefined; forwardUs: number; json: AnyJson }> {
+  return new Promise((resolve, reject) => {
+    const headers = { authorization: `Bearer ${apiKey}`, "content-type": "application/json" };
+    const req = https.request(new URL(path, url), { method: "POST", headers, ca, agent: false }, (res) => {
+      let text = "";
+      res.setEncoding("utf8").on("data", (c: string) => {
+        text += c;
+      });
+      res.on("end", () =>
+        resolve({
+          status: res.statusCode ?? 0,
+          providerId: res.headers["x-provider-id"] as string | undefined,
+          forwardUs: JSON.parse((res.headers["x-timing"] as string | undefined) ?? "{}").forward ?? 0,
+          json: text.startsWith("{") ? JSON.parse(text) : text,
+        }),
+      );
+    });
+    req.on("error", reject);
+    req.end(JSON.stringify(body));
+  });
+}
+
+describe("a plaintext peer port beside a TLS main port", () => {
+  let certificate: TestCertificate;
+  let volume: SecretVolume;
+  let c: TestCoordinator;
+  let d: TestCoordinator;
+  let tlsProvider: ScriptedProvider;
+
+  beforeAll(async () => {
+    certificate = await makeTestCertificate(0x3003);
+    volume = await SecretVolume.create(certificate);
+    const config = {
+      peerToken: PEER_TOKEN,
+      peerPort: 0,
+      peerPlaintext: true,
+      tlsCertFile: volume.certFile,
+      tlsKeyFile: volume.keyFile,
+    };
+    c = await startTestCoordinator(server.url, config);
+    d = await startTestCoordinator(server.url, config, { database: c.coordinator.databaseUrl });
+    tlsProvider = new ScriptedProvider({
+      baseUrl: d.url,
+      ca: [certificate.cert],
+      models: [{ id: "fw-tls", contextLength: 4096 }],
+    });
+    await tlsProvider.start();
+  });
+
+  afterAll(async () => {
+    await tlsProvider?.stop();
+    await c?.close();
+    await d?.close();
+    await volume?.remove();
+  });
+
+  it("serves https on the main port, h2c on the peer port, and forwards over it", async () => {
+    expect(d.url).toMatch(/^https:\/\/127\.0\.0\.1:\d+$/);
+    const peerUrl = d.coordinator.peerUrl ?? "";
+    expect(peerUrl).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+    await expect
+      .poll(() => c.coordinator.cluster.remote().map((e) => e.advertiseUrl), { timeout: 10_000 })
+      .toEqual([peerUrl]);
+    const request = { ...chat, model: "fw-tls" };
+    await expect
+      .poll(
+        async () =>
+          (await postTls(c.url, "/v1/chat/completions", c.apiKey, request, certificate.cert)).status,
+        {
+          timeout: 10_000,
+        },
+      )
+      .toBe(200);
+    const res = await postTls(c.url, "/v1/chat/completions", c.apiKey, request, certificate.cert);
+    expect(res.status).toBe(200);
+    expect(res.providerId).toBe(tlsProvider.providerId);
+    expect(res.forwardUs).toBeGreaterThan(0);
+    expect(res.json.choices[0].message.content).toContain("tok15 ");
+    // h2c with the peer token is served there; the main port still refuses plaintext.
+    expect(await untrusted(peerUrl)).toBe("NotFound");
+    const plain = await fetch(new URL("/healthz", d.url.replace("https:", "http:")));
+    expect(plain.status).toBe(400);
   });
 });

@@ -23,6 +23,7 @@ describe("config hash", () => {
       { metrics: { port: 9100 } },
       { database: { secretRef: { name: "db2", key: "url" } } },
       { adminKeySecretRef: { name: "admin", key: "key" } },
+      { peerPort: 8443, tls: { secretName: "main-tls" } },
     ];
     for (const spec of changed) expect(hashWith(spec), JSON.stringify(spec)).not.toBe(base);
     expect(hashWith({}, "secrets-v2")).not.toBe(base);
@@ -37,5 +38,23 @@ describe("config hash", () => {
       { resources: { requests: { cpu: "500m" } } },
     ];
     for (const spec of unchanged) expect(hashWith(spec), JSON.stringify(spec)).toBe(base);
+  });
+});
+
+describe("config hash with TLS", () => {
+  const tls = (secretName: string, serverName?: string) =>
+    hashWith({ peerPort: 8443, tls: { secretName, ...(serverName ? { serverName } : {}) } });
+
+  it("changes with the Secret's name (another Secret is another mount), not with its content", () => {
+    // buildConfigHash never sees the certificate: the controller's secretsVersion covers only the
+    // database URL, the admin key and the peer token, so a renewal cannot roll the pods.
+    expect(tls("main-tls")).toBe(tls("main-tls"));
+    expect(tls("other-tls")).not.toBe(tls("main-tls"));
+    // The name the operator verifies is not read by the pods.
+    expect(tls("main-tls", "api.example.com")).toBe(tls("main-tls"));
+  });
+
+  it("is what it was before the field for a Coordinator without TLS", () => {
+    expect(hashWith({ tls: undefined })).toBe(base);
   });
 });

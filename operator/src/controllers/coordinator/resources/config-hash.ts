@@ -22,16 +22,22 @@ function canonicalJson(value: unknown): string {
 
 /**
  * The pod template's `darkbloom.dev/config-hash`: 16 hex digits of a SHA-256 over everything that
- * must restart the replicas when it changes: the image, the args and env, and `secretsVersion`, the
- * controller's digest of the referenced Secrets' values. The Secrets reach the pods through
- * secretKeyRef, which a pod reads only when it starts: without this a rotated database password or
- * admin key would not reach running replicas.
+ * must restart the replicas when it changes: the image, the args and env, the TLS Secret's name
+ * (which Secret is mounted), and `secretsVersion`, the controller's digest of the referenced
+ * Secrets' values. The Secrets reach the pods through secretKeyRef, which a pod reads only when it
+ * starts: without this a rotated database password or admin key would not reach running replicas.
+ * The TLS Secret's content is left out on purpose: its volume is updated in place and the
+ * coordinator reloads the certificate, so a renewal (cert-manager's, every few weeks) must not roll
+ * the pods.
  */
 export function buildConfigHash(coordinator: Coordinator, secretsVersion: string): string {
   const input = {
     image: coordinator.spec.image,
     args: serveArgs(coordinator),
     env: coordinatorEnv(coordinator, { peerSecretName: peerSecretName(coordinator) }),
+    // Absent without TLS: the hash of a Coordinator without it is what it was before the field.
+    // (serverName is the operator's own business: the pods do not read it.)
+    tlsSecret: coordinator.spec.tls?.secretName,
     secretsVersion,
   };
   return sha256Hex(canonicalJson(input)).slice(0, 16);

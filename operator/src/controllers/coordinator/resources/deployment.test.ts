@@ -111,6 +111,51 @@ describe("Deployment", () => {
     expect(plain?.env).toContainEqual({ name: "DARKBLOOM_ADVERTISE_URL", value: "http://$(POD_IP):8080" });
   });
 
+  it("serves TLS from the Secret's volume, probes over HTTPS and keeps the peer port plaintext", () => {
+    const coordinator = storedCoordinator({ peerPort: 8443, tls: { secretName: "main-tls" } });
+    const pod = buildDeployment(coordinator, OPTIONS).spec?.template.spec;
+    const container = pod?.containers[0];
+    expect(container?.args?.slice(-5)).toEqual([
+      "--tls-cert",
+      "/etc/darkbloom/tls/tls.crt",
+      "--tls-key",
+      "/etc/darkbloom/tls/tls.key",
+      "--peer-plaintext",
+    ]);
+    // Peers dial the pod IP on the plaintext peer port.
+    expect(container?.env).toContainEqual({
+      name: "DARKBLOOM_ADVERTISE_URL",
+      value: "http://$(POD_IP):8443",
+    });
+    // A volume, not environment variables: the kubelet updates a mounted Secret in place, and the
+    // coordinator reloads it; the certificate is never in the pod's spec or environment.
+    expect(pod?.volumes).toEqual([
+      { name: "data", emptyDir: {} },
+      {
+        name: "tls",
+        secret: {
+          secretName: "main-tls",
+          items: [
+            { key: "tls.crt", path: "tls.crt" },
+            { key: "tls.key", path: "tls.key" },
+          ],
+          defaultMode: 0o444,
+        },
+      },
+    ]);
+    expect(container?.volumeMounts).toEqual([
+      { name: "data", mountPath: "/var/lib/darkbloom" },
+      { name: "tls", mountPath: "/etc/darkbloom/tls", readOnly: true },
+    ]);
+    expect(JSON.stringify(container?.env)).not.toContain("main-tls");
+    for (const probe of [container?.readinessProbe, container?.livenessProbe, container?.startupProbe]) {
+      expect(probe?.httpGet).toMatchObject({ port: "http", scheme: "HTTPS" });
+    }
+    const plain = buildDeployment(storedCoordinator({ peerPort: 8443 }), OPTIONS).spec?.template.spec;
+    expect(plain?.containers[0]?.args).not.toContain("--peer-plaintext");
+    expect(plain?.containers[0]?.readinessProbe?.httpGet).not.toHaveProperty("scheme");
+  });
+
   it("lets a replica drain before it is killed, and gives it no API access", () => {
     const pod = buildDeployment(storedCoordinator({ drainSeconds: 120 }), OPTIONS).spec?.template.spec;
     expect(pod?.terminationGracePeriodSeconds).toBe(5 + 120 + 10);

@@ -1,6 +1,7 @@
-import type { V1Container, V1Deployment, V1Probe } from "@kubernetes/client-node";
+import type { V1Container, V1Deployment, V1Probe, V1Volume, V1VolumeMount } from "@kubernetes/client-node";
 import { COORDINATOR_HTTP_PORT, type Coordinator } from "../../../api/v1alpha1/coordinator-types.js";
 import { ANNOTATION_CONFIG_HASH } from "../../../api/v1alpha1/well-known.js";
+import { TLS_CERT_KEY, TLS_KEY_KEY } from "../../tls-secret.js";
 import { coordinatorEnv } from "./config-env.js";
 import { identity, labels, ownedMeta, selectorLabels } from "./labels.js";
 import {
@@ -19,13 +20,19 @@ const PRE_STOP_SECONDS = 5;
 /** Slack between the coordinator's drain deadline and the kubelet's SIGKILL, to close cleanly. */
 const SHUTDOWN_SLACK_SECONDS = 10;
 
+/** Where `spec.tls`'s Secret is mounted: a whole-directory mount, which the kubelet updates in place. */
+export const TLS_DIR = "/etc/darkbloom/tls";
+const TLS_VOLUME = "tls";
+
 /**
  * `coordinator serve`'s arguments. It listens on the pod IP (probes and peers dial it there), checks
  * the schema instead of migrating it (the migration Job did, once, before the rollout), and takes
- * the log level as a flag since serve has no variable for it.
+ * the log level as a flag since serve has no variable for it. With TLS the certificate comes from
+ * the Secret volume (reloaded when the kubelet updates it) and the peer port stays plaintext: peers
+ * dial pod IPs, which the certificate does not name (the schema makes tls require peerPort).
  */
 export function serveArgs(coordinator: Coordinator): string[] {
-  const { metrics, config } = coordinator.spec;
+  const { metrics, config, tls } = coordinator.spec;
   return [
     "serve",
     "--host",
@@ -41,13 +48,44 @@ export function serveArgs(coordinator: Coordinator): string[] {
     "--schema",
     "check",
     ...(coordinator.spec.peerPort ? ["--peer-port", String(coordinator.spec.peerPort)] : []),
+    ...(tls
+      ? [
+          "--tls-cert",
+          `${TLS_DIR}/${TLS_CERT_KEY}`,
+          "--tls-key",
+          `${TLS_DIR}/${TLS_KEY_KEY}`,
+          "--peer-plaintext",
+        ]
+      : []),
     ...(config?.logLevel ? ["--log-level", config.logLevel] : []),
   ];
 }
 
-/** Every probe allows 2 s: a replica busy streaming answers late without being dead. */
-function httpProbe(path: string, periodSeconds: number, failureThreshold: number): V1Probe {
-  return { httpGet: { path, port: "http" }, periodSeconds, failureThreshold, timeoutSeconds: 2 };
+/**
+ * Every probe allows 2 s: a replica busy streaming answers late without being dead. Over TLS the
+ * kubelet speaks HTTPS and, as it always does, does not verify the certificate.
+ */
+function httpProbe(
+  coordinator: Coordinator,
+  path: string,
+  periodSeconds: number,
+  failureThreshold: number,
+): V1Probe {
+  const scheme = coordinator.spec.tls ? { scheme: "HTTPS" } : {};
+  return { httpGet: { path, port: "http", ...scheme }, periodSeconds, failureThreshold, timeoutSeconds: 2 };
+}
+
+/** The TLS Secret's certificate and key only (not its ca.crt), readable by the non-root user. */
+function tlsVolume(coordinator: Coordinator): V1Volume[] {
+  const { tls } = coordinator.spec;
+  if (!tls) return [];
+  const items = [TLS_CERT_KEY, TLS_KEY_KEY].map((key) => ({ key, path: key }));
+  return [{ name: TLS_VOLUME, secret: { secretName: tls.secretName, items, defaultMode: 0o444 } }];
+}
+
+/** A directory mount, not subPath: subPath mounts never see the Secret's updates. */
+function tlsVolumeMount(coordinator: Coordinator): V1VolumeMount[] {
+  return coordinator.spec.tls ? [{ name: TLS_VOLUME, mountPath: TLS_DIR, readOnly: true }] : [];
 }
 
 function coordinatorContainer(coordinator: Coordinator, peerSecretName: string): V1Container {
@@ -64,14 +102,14 @@ function coordinatorContainer(coordinator: Coordinator, peerSecretName: string):
       ...(spec.peerPort ? [{ name: "peer", containerPort: spec.peerPort, protocol: "TCP" }] : []),
     ],
     // Not ready while draining or while the database does not answer: traffic goes elsewhere.
-    readinessProbe: httpProbe("/readyz", 5, 2),
-    livenessProbe: httpProbe("/healthz", 10, 3),
+    readinessProbe: httpProbe(coordinator, "/readyz", 5, 2),
+    livenessProbe: httpProbe(coordinator, "/healthz", 10, 3),
     // Up to two minutes to start (connecting to the database, loading the catalog) before liveness.
-    startupProbe: httpProbe("/healthz", 2, 60),
+    startupProbe: httpProbe(coordinator, "/healthz", 2, 60),
     lifecycle: { preStop: { sleep: { seconds: PRE_STOP_SECONDS } } },
     resources: resourceRequirements(coordinator),
     securityContext: securityContext(),
-    volumeMounts: [dataVolumeMount()],
+    volumeMounts: [dataVolumeMount(), ...tlsVolumeMount(coordinator)],
   };
 }
 
@@ -102,7 +140,7 @@ export function buildDeployment(
         },
         spec: {
           containers: [coordinatorContainer(coordinator, options.peerSecretName)],
-          volumes: [dataVolume()],
+          volumes: [dataVolume(), ...tlsVolume(coordinator)],
           terminationGracePeriodSeconds: PRE_STOP_SECONDS + spec.drainSeconds + SHUTDOWN_SLACK_SECONDS,
           ...podPlacement(coordinator),
           ...(spec.scheduling?.topologySpreadConstraints

@@ -39,4 +39,15 @@ describe("Service", () => {
       ["metrics", 9100],
     ]);
   });
+
+  it("says https when the replicas serve TLS", () => {
+    const coordinator = storedCoordinator({ peerPort: 8443, tls: { secretName: "main-tls" } });
+    expect(buildService(coordinator).spec?.ports?.[0]).toEqual({
+      name: "http",
+      port: 80,
+      targetPort: "http",
+      protocol: "TCP",
+      appProtocol: "https",
+    });
+  });
 });

@@ -4,7 +4,8 @@ import { identity, ownedMeta, selectorLabels } from "./labels.js";
 
 /**
  * The Service in front of the replicas: `http` for consumers, providers and the admin API (h2c:
- * providers hold HTTP/2 streams, which a mesh or gateway must not downgrade) and `metrics`.
+ * providers hold HTTP/2 streams, which a mesh or gateway must not downgrade; `https`, the IANA
+ * service name, when the replicas serve TLS: HTTP/2 or HTTP/1.1 by ALPN) and `metrics`.
  */
 export function buildService(coordinator: Coordinator): V1Service {
   const { service, metrics } = coordinator.spec;
@@ -22,7 +23,7 @@ export function buildService(coordinator: Coordinator): V1Service {
           port: service.port,
           targetPort: "http",
           protocol: "TCP",
-          appProtocol: "kubernetes.io/h2c",
+          appProtocol: coordinator.spec.tls ? "https" : "kubernetes.io/h2c",
         },
         { name: "metrics", port: metrics.port, targetPort: "metrics", protocol: "TCP" },
       ],
