@@ -138,7 +138,7 @@ describe("the rendered documents on the strict fake API server", () => {
     for (const crd of [coordinatorCrd(), providerReleaseCrd()]) {
       expect((await admin.create(crd as unknown as Manifest)).status).toBe(201);
     }
-    for (const name of [NAMESPACE, "tenants"]) {
+    for (const name of [NAMESPACE, "tenants", "monitoring"]) {
       await admin.create({ apiVersion: "v1", kind: "Namespace", metadata: { name } });
     }
   });
@@ -503,6 +503,17 @@ describe("the exposure", () => {
     }
     const operatorMetrics = find(manifests, "Service", `${OPERATOR}-metrics`);
     expect(selects(monitors[0]?.spec.selector.matchLabels, operatorMetrics.metadata.labels ?? {})).toBe(true);
+  });
+
+  it("ships the Grafana dashboard as a ConfigMap for Grafana's sidecar, only when asked", async () => {
+    expect(all(matrix("defaults"), "ConfigMap")).toEqual([]);
+    const config = find(matrix("high-availability"), "ConfigMap", `${RELEASE}-dashboards`);
+    expect(config.metadata.namespace).toBe("monitoring");
+    expect(config.metadata.labels?.grafana_dashboard).toBe("1");
+    expect(config.metadata.annotations).toEqual({ grafana_folder: "Darkbloom" });
+    const file = await readFile(join(CHART, "dashboards/darkbloom-fleet.json"), "utf8");
+    // The file as it is (tests/helm/dashboard.test.ts checks its queries), not a re-serialised copy.
+    expect(config.data).toEqual({ "darkbloom-fleet.json": file });
   });
 });
 

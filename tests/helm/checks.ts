@@ -11,7 +11,7 @@ import {
   Role,
   RoleBinding,
 } from "kubernetes-models/rbac.authorization.k8s.io/v1";
-import { Namespace, Secret, Service, ServiceAccount } from "kubernetes-models/v1";
+import { ConfigMap, Namespace, Secret, Service, ServiceAccount } from "kubernetes-models/v1";
 import { all, type Json, type Manifest, selects } from "./helm.js";
 
 interface Validatable {
@@ -21,6 +21,7 @@ type ModelClass = new (data: never) => Validatable;
 
 /** The built-in kinds the chart renders, each with its model (which validates typed fields only). */
 const MODELS: Record<string, ModelClass> = {
+  "v1/ConfigMap": ConfigMap,
   "v1/Namespace": Namespace,
   "v1/Secret": Secret,
   "v1/Service": Service,

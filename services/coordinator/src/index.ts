@@ -6,6 +6,7 @@ export { type RunningCoordinator, startCoordinator } from "./coordinator.js";
 export { ApiError } from "./errors/index.js";
 export { TIMING_PHASES, type TimingPhase } from "./inference/timing.js";
 export { createLogger, type Logger } from "./log.js";
+export { CoordinatorMetrics } from "./metrics.js";
 export {
   type EmbeddedPostgresOptions,
   type EmbeddedPostgresServer,
