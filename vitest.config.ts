@@ -17,6 +17,8 @@ const ENGINE_TESTS = [
   "tests/drills/**/*.test.ts",
   // Real coordinator processes under the operator, rolled and killed: timings matter here too.
   "tests/kubernetes/**/*.test.ts",
+  // Builds the container images' stages (npm ci, tsc -b): a minute of both cores.
+  "tests/images/**/*.test.ts",
 ];
 const ALL_TESTS = ["services/**/src/**/*.test.ts", "operator/src/**/*.test.ts", "tests/**/*.test.ts"];
 const IGNORED = ["**/node_modules/**", "**/dist/**"];

@@ -13,7 +13,6 @@ import https from "node:https";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type tls from "node:tls";
-import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
@@ -37,9 +36,7 @@ import {
   waitFor,
 } from "../helm/helm.js";
 import { installChart, startRenderedOperator } from "../helm/install.js";
-
-const REPO = fileURLToPath(new URL("../../", import.meta.url));
-const COORDINATOR = [process.execPath, join(REPO, "services/coordinator/bin/darkbloom-coordinator.js")];
+import { coordinatorEntrypoint } from "./support.js";
 
 let postgres: TestPostgres;
 let server: FakeApiServer;
@@ -127,7 +124,7 @@ beforeAll(async () => {
     apiServerUrl: server.url,
     token: server.adminToken,
     workDir,
-    images: { [find(manifests, "Coordinator").spec.image]: { entrypoint: COORDINATOR } },
+    images: { [find(manifests, "Coordinator").spec.image]: { entrypoint: coordinatorEntrypoint } },
   });
   ({ operator } = await startRenderedOperator(server, manifests, (ns, service, port) =>
     cluster.serviceAddress(ns, service, port),

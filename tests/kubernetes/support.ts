@@ -12,6 +12,7 @@ import {
   startOperatorEnv,
 } from "@darkbloom/operator/testing";
 import { pino } from "pino";
+import { entrypointOnHost } from "../images/dockerfile.js";
 
 const REPO = fileURLToPath(new URL("../../", import.meta.url));
 
@@ -22,10 +23,12 @@ export const IMAGES = {
   broken: "registry.test/darkbloom/coordinator:broken",
 } as const;
 
-const coordinatorEntrypoint = [
-  process.execPath,
-  join(REPO, "services/coordinator/bin/darkbloom-coordinator.js"),
-];
+/**
+ * What the coordinator image runs, run here: the ENTRYPOINT of images/Dockerfile's coordinator
+ * target, with this Node and this checkout standing for the image's (tests/images proves the image's
+ * layout runs it too).
+ */
+export const coordinatorEntrypoint = entrypointOnHost("coordinator");
 
 export const ADMIN_KEY = "dbadm_kubernetes-tests-0123456789abcdef";
 

@@ -9,6 +9,7 @@ const OPTIONS = { peerSecretName: "main-peer", configHash: "0123456789abcdef" };
 const SECURITY = {
   runAsNonRoot: true,
   runAsUser: 10001,
+  runAsGroup: 10001,
   readOnlyRootFilesystem: true,
   allowPrivilegeEscalation: false,
   capabilities: { drop: ["ALL"] },

@@ -19,6 +19,8 @@ export function securityContext(): V1SecurityContext {
   return {
     runAsNonRoot: true,
     runAsUser: 10001,
+    // The image's darkbloom group (images/Dockerfile): files the process creates are not root's group.
+    runAsGroup: 10001,
     readOnlyRootFilesystem: true,
     allowPrivilegeEscalation: false,
     capabilities: { drop: ["ALL"] },
