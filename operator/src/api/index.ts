@@ -1,4 +1,6 @@
-// The operator's API: the darkbloom.dev/v1alpha1 types, their CRDs, and the schema builder they use.
+// The operator's API: the darkbloom.dev/v1alpha1 types, their CRDs, the schema builder they use, and
+// the Helm chart's values schema generated from them.
+export * from "./chart-values-schema.js";
 export * from "./schema.js";
 export * from "./v1alpha1/common-types.js";
 export * from "./v1alpha1/conditions.js";

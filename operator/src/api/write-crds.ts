@@ -1,9 +1,16 @@
 // Writes the generated CRDs to operator/config/crd/ and, as templates, to the Helm chart's
-// charts/darkbloom/templates/crds/ (tests fail while either is stale):
+// charts/darkbloom/templates/crds/, and the chart's values.schema.json (its values.schema.base.json
+// with the CRD fields it passes through, chart-values-schema.ts); tests fail while any is stale:
 //   npm run build && node operator/dist/api/write-crds.js
-import { mkdir, writeFile } from "node:fs/promises";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { stringify } from "yaml";
+import {
+  CHART_DIRECTORY,
+  renderValuesSchema,
+  VALUES_SCHEMA,
+  VALUES_SCHEMA_BASE,
+} from "./chart-values-schema.js";
 import { CRD_DIRECTORY, coordinatorCrd, crdFiles, providerReleaseCrd } from "./v1alpha1/crds.js";
 
 /** charts/darkbloom/templates/crds/, from src/api and from dist/api alike. */
@@ -57,4 +64,6 @@ async function writeAll(directory: URL, files: { name: string; content: string }
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
   await writeAll(CRD_DIRECTORY, crdFiles());
   await writeAll(CHART_CRD_DIRECTORY, chartCrdTemplates());
+  const base = await readFile(new URL(VALUES_SCHEMA_BASE, CHART_DIRECTORY), "utf8");
+  await writeAll(CHART_DIRECTORY, [{ name: VALUES_SCHEMA, content: renderValuesSchema(base) }]);
 }
