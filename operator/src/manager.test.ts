@@ -14,6 +14,7 @@ import { type OperatorOptions, type RunningOperator, startOperator } from "./man
 import {
   COORDINATORS,
   DEPLOYMENTS,
+  EVENTS,
   JOBS,
   POD_DISRUPTION_BUDGETS,
   PROVIDER_RELEASES,
@@ -217,6 +218,109 @@ describe("the Coordinator controller", () => {
     });
     await new Promise((resolve) => setTimeout(resolve, 1_000));
     expect(operatorWrites()).toEqual(before);
+  });
+
+  it("rotates the peer token on request in one roll, then drops the previous token once rolled out", async () => {
+    await operator();
+    await env.admin.create(COORDINATORS, coordinator("eta", { replicas: 2 }));
+    const job = async () =>
+      (await env.admin.list<KubeObject>(JOBS, env.namespace)).items.find((j) =>
+        j.metadata?.name?.startsWith("eta-migrate-"),
+      );
+    await expect.poll(job, { timeout: 10_000 }).toBeDefined();
+    await finishJob((await job())?.metadata?.name ?? "", "Complete");
+    type Deployment = KubeObject & { spec: V1DeploymentSpec; status?: Record<string, unknown> };
+    type PeerSecret = KubeObject & { data: Record<string, string> };
+    const configHash = async () =>
+      (await get<Deployment>(DEPLOYMENTS, "eta"))?.spec.template.metadata?.annotations?.[
+        "darkbloom.dev/config-hash"
+      ];
+    const peer = async () => {
+      const secret = (await get<PeerSecret>(SECRETS, "eta-peer")) as PeerSecret;
+      const decoded = (key: string) =>
+        secret.data[key] === undefined ? undefined : Buffer.from(secret.data[key], "base64").toString("utf8");
+      return {
+        token: decoded("token") ?? "",
+        previous: decoded("previous"),
+        keys: Object.keys(secret.data).sort(),
+        rotation: secret.metadata?.annotations?.["darkbloom.dev/peer-token-rotation"],
+      };
+    };
+    /** Plays the Deployment controller: every replica of the current template updated and available. */
+    const rollOut = async () => {
+      const d = (await get<Deployment>(DEPLOYMENTS, "eta")) as Deployment;
+      const counts = { replicas: 2, updatedReplicas: 2, readyReplicas: 2, availableReplicas: 2 };
+      await env.admin.update(
+        DEPLOYMENTS,
+        { ...d, status: { observedGeneration: d.metadata?.generation, ...counts } },
+        "status",
+      );
+    };
+    const previousEnv = async () =>
+      (await get<Deployment>(DEPLOYMENTS, "eta"))?.spec.template.spec?.containers[0]?.env?.find(
+        (v) => v.name === "DARKBLOOM_PREVIOUS_PEER_TOKEN",
+      );
+    await expect.poll(configHash, { timeout: 10_000 }).toBeDefined();
+    const first = await configHash();
+    const { token: original } = await peer();
+    expect(await previousEnv()).toBeUndefined();
+    await rollOut();
+
+    // Asked for: the token moves to previous and a new one is written, in one Secret update.
+    await env.admin.mergePatch(COORDINATORS, env.namespace, "eta", {
+      metadata: { annotations: { "darkbloom.dev/rotate-peer-token": "1733390000" } },
+    });
+    await expect
+      .poll(peer, { timeout: 10_000 })
+      .toMatchObject({ previous: original, rotation: "1733390000" });
+    const rotated = await peer();
+    expect(rotated.token).not.toBe(original);
+    expect(rotated.token.length).toBeGreaterThanOrEqual(32);
+    expect(rotated.keys).toEqual(["previous", "token"]);
+    expect(
+      env.apiServer.audit.filter(
+        (e) => e.resource === "secrets" && e.name === "eta-peer" && e.verb === "update",
+      ),
+    ).toHaveLength(1);
+    // The pods roll once, reading both tokens.
+    await expect.poll(configHash, { timeout: 10_000 }).not.toBe(first);
+    const during = await configHash();
+    expect(await previousEnv()).toEqual({
+      name: "DARKBLOOM_PREVIOUS_PEER_TOKEN",
+      valueFrom: { secretKeyRef: { name: "eta-peer", key: "previous", optional: true } },
+    });
+    // Not rolled out yet: the previous token stays.
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    expect((await peer()).previous).toBe(original);
+
+    // Every replica runs the new template: the previous token is dropped, and the pods roll again.
+    await rollOut();
+    await expect.poll(async () => (await peer()).previous, { timeout: 10_000 }).toBeUndefined();
+    expect(await peer()).toMatchObject({ token: rotated.token, keys: ["token"], rotation: "1733390000" });
+    await expect.poll(configHash, { timeout: 10_000 }).not.toBe(during);
+    expect(await configHash()).not.toBe(first);
+    expect(await previousEnv()).toBeUndefined();
+    await rollOut();
+
+    const events = (
+      await env.admin.list<KubeObject & { reason?: string; message?: string }>(EVENTS, env.namespace)
+    ).items.filter((e) => (e as { involvedObject?: { name?: string } }).involvedObject?.name === "eta");
+    expect(events.map((e) => e.reason)).toEqual(
+      expect.arrayContaining(["PeerTokenRotated", "PeerTokenPreviousDropped"]),
+    );
+    // No token in an Event or in the Coordinator's status.
+    const shown = JSON.stringify([events, (await get(COORDINATORS, "eta"))?.status]);
+    for (const token of [original, rotated.token]) expect(shown).not.toContain(token);
+
+    // Converged: the same annotation value again, and a reconcile, write nothing.
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const before = operatorWrites();
+    await env.admin.mergePatch(COORDINATORS, env.namespace, "eta", {
+      metadata: { annotations: { "darkbloom.dev/rotate-peer-token": "1733390000", poke: "1" } },
+    });
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    expect(operatorWrites()).toEqual(before);
+    expect((await peer()).token).toBe(rotated.token);
   });
 
   it("a missing Secret is Degraded and touches nothing; the Secret's arrival resumes the reconcile", async () => {

@@ -36,8 +36,9 @@ export const OPERATOR_RULES: readonly PolicyRule[] = [
     resources: ["poddisruptionbudgets"],
     verbs: [...READ, "create", "update", "delete"],
   },
-  // Coordinators reference the platform team's Secrets; the peer Secret is the operator's own.
-  { apiGroups: [""], resources: ["secrets"], verbs: [...READ, "create"] },
+  // Coordinators reference the platform team's Secrets; the peer Secret is the operator's own
+  // (update: a peer token rotation rewrites it).
+  { apiGroups: [""], resources: ["secrets"], verbs: [...READ, "create", "update"] },
   { apiGroups: [""], resources: ["events"], verbs: ["create", "patch"] },
 ];
 

@@ -147,6 +147,12 @@ export interface CoordinatorConfig {
    * without it, this replica serves only its own providers and refuses every peer call.
    */
   peerToken?: string | undefined;
+  /**
+   * The peer credential being rotated out: accepted beside peerToken, and sent to a peer that
+   * refuses peerToken (a replica started before the rotation), so that the replicas of a rolling
+   * rotation keep forwarding to each other. Only with peerToken, and another value.
+   */
+  previousPeerToken?: string | undefined;
 
   // Exposure of /metrics, failed-auth limits and proxy trust.
   /**

@@ -245,7 +245,10 @@ async function start(config: CoordinatorConfig, log: Logger, closers: Closers): 
     tokenizer: (id: string) => tokenizers.get(id),
   };
   // Clients of the other replicas, with a peer token: forwarding, and drains of their providers.
-  const peers = config.peerToken === undefined ? undefined : new PeerClients(config.peerToken);
+  const peers =
+    config.peerToken === undefined
+      ? undefined
+      : new PeerClients({ current: config.peerToken, previous: config.previousPeerToken }, log);
   providers = providerPool(new LocalProviderPool(registry, router, sessions), directoryReader, {
     config,
     peers,

@@ -235,6 +235,7 @@ export function peerRoutes(t: RouteTargets): (router: ConnectRouter) => void {
       PeerService,
       createPeerService({
         peerToken: t.config.peerToken,
+        previousPeerToken: t.config.previousPeerToken,
         sessions: t.sessions,
         router: t.router,
         log: t.log,

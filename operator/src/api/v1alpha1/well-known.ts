@@ -11,6 +11,14 @@ export const OPERATOR_LABELS = [LABEL_NAME, LABEL_INSTANCE, LABEL_COMPONENT, LAB
 
 /** On the pod template: a digest of what must restart the pods when it changes. */
 export const ANNOTATION_CONFIG_HASH = "darkbloom.dev/config-hash";
+/**
+ * On a Coordinator, set by a person: a rotation of the peer token is asked for by setting it to a
+ * value the peer Secret has not recorded yet (any value, such as a timestamp, as `kubectl rollout
+ * restart` does with its annotation).
+ */
+export const ANNOTATION_ROTATE_PEER_TOKEN = "darkbloom.dev/rotate-peer-token";
+/** On the peer Secret: the ANNOTATION_ROTATE_PEER_TOKEN value its current token answered. */
+export const ANNOTATION_PEER_TOKEN_ROTATION = "darkbloom.dev/peer-token-rotation";
 /** On a migration Job: the image it migrates the database to. */
 export const ANNOTATION_IMAGE = "darkbloom.dev/image";
 /** On a migration Job: the hash of the database URL it migrates (the URL is a secret). */

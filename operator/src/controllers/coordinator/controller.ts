@@ -1,4 +1,4 @@
-import { createHash, createHmac, randomBytes } from "node:crypto";
+import { createHash, createHmac } from "node:crypto";
 import { isDeepStrictEqual } from "node:util";
 import type { V1Deployment, V1Job } from "@kubernetes/client-node";
 import type { Logger } from "pino";
@@ -26,6 +26,14 @@ import { applyOwned, type WriteOutcome } from "../../runtime/owned-objects.js";
 import type { ReconcileResult } from "../../runtime/work-queue.js";
 import { secretValue } from "../secret-values.js";
 import { type TlsProblem, tlsSecretProblem } from "../tls-secret.js";
+import {
+  newPeerToken,
+  type PeerSecret,
+  PeerTokenRotation,
+  type PeerTokenState,
+  peerTokenState,
+  rolledOutTo,
+} from "./peer-token-rotation.js";
 import { buildConfigHash } from "./resources/config-hash.js";
 import { buildDeployment } from "./resources/deployment.js";
 import { buildMigrationJob, migrationJobName } from "./resources/migration-job.js";
@@ -58,7 +66,8 @@ const KEPT_MIGRATION_JOBS = 2;
  * 1. The Secrets it references must exist with their keys (the TLS Secret with a certificate and
  *    its key); otherwise Degraded, and nothing that runs is touched (a typo in a Secret name must
  *    not take a serving cluster down).
- * 2. The peer Secret (the replicas' shared forwarding credential) is made once and kept.
+ * 2. The peer Secret (the replicas' shared forwarding credential) is made once and kept, until a
+ *    rotation is asked for (peer-token-rotation.ts, whose steps follow the Deployment's rollout).
  * 3. The database is migrated by a Job of the spec's image, one Job per image; until it succeeds
  *    the Deployment keeps running the last migrated image, and a failed migration leaves it there
  *    (Degraded, MigrationFailed). The replicas start with `--schema check`: none ever migrates.
@@ -67,7 +76,11 @@ const KEPT_MIGRATION_JOBS = 2;
  * 5. The status is computed from what was observed and written only when it changed.
  */
 export class CoordinatorReconciler {
-  constructor(private readonly deps: CoordinatorDeps) {}
+  private readonly rotation: PeerTokenRotation;
+
+  constructor(private readonly deps: CoordinatorDeps) {
+    this.rotation = new PeerTokenRotation(deps);
+  }
 
   async reconcile(key: string): Promise<ReconcileResult | undefined> {
     const { namespace, name } = splitKey(key);
@@ -120,10 +133,13 @@ export class CoordinatorReconciler {
         | undefined;
       return;
     }
-    const peerToken = await this.ensurePeerSecret(coordinator);
+    const peer = await this.ensurePeerSecret(coordinator);
+    const { previous } = peer.state;
     // Pods roll when a referenced Secret's value changes: the hash covers them (never the values).
+    // Without a previous peer token the digest is what it was before rotations existed.
     const secretsVersion = createHash("sha256")
-      .update(`${databaseUrl}\u0000${adminKey}\u0000${peerToken}`)
+      .update(`${databaseUrl}\u0000${adminKey}\u0000${peer.state.token}`)
+      .update(previous === undefined ? "" : `\u0000${previous}`)
       .digest("hex");
 
     // The database is known by a keyed hash of its URL: the status and the Job's name must not carry
@@ -135,10 +151,16 @@ export class CoordinatorReconciler {
       | V1Deployment
       | undefined;
     let written = false;
+    let configHash: string | undefined;
     if (migratedImage !== undefined) {
       const target = { ...coordinator, spec: { ...spec, image: migratedImage } };
-      const configHash = buildConfigHash(target, secretsVersion);
-      const desired = buildDeployment(target, { peerSecretName: peerSecretName(coordinator), configHash });
+      const previousPeerToken = previous !== undefined;
+      configHash = buildConfigHash(target, secretsVersion, { previousPeerToken });
+      const desired = buildDeployment(target, {
+        peerSecretName: peerSecretName(coordinator),
+        previousPeerToken,
+        configHash,
+      });
       const outcome = await this.apply(
         coordinator,
         DEPLOYMENTS,
@@ -167,6 +189,13 @@ export class CoordinatorReconciler {
     observed.deployment = deployment;
     // Just created or changed: rolling out until the watch brings the Deployment's new status.
     observed.deploymentPending = written || (migratedImage !== undefined && deployment === undefined);
+    // The rotation's next step waits for every replica to run the pod template of the tokens as
+    // they are now (the Secret's write brings another reconcile, which rolls the pods).
+    await this.rotation.step(
+      coordinator,
+      peer.secret,
+      !written && rolledOutTo(deployment as V1Deployment | undefined, configHash, spec.replicas),
+    );
 
     const service = buildService(coordinator);
     await this.apply(
@@ -266,30 +295,31 @@ export class CoordinatorReconciler {
     }
   }
 
-  /** The peer token, from the Secret made the first time (a new token would split running replicas). */
-  private async ensurePeerSecret(coordinator: CoordinatorObject): Promise<string> {
+  /**
+   * The peer Secret and its tokens, the Secret made the first time (a new token would split running
+   * replicas; it changes only through a rotation).
+   */
+  private async ensurePeerSecret(
+    coordinator: CoordinatorObject,
+  ): Promise<{ secret: PeerSecret; state: PeerTokenState }> {
     const namespace = coordinator.metadata?.namespace ?? "";
     const name = peerSecretName(coordinator);
-    const cached = this.deps.secrets.get(namespace, name);
+    const cached = this.deps.secrets.get(namespace, name) as PeerSecret | undefined;
     if (cached && !ownedBy(cached, coordinator)) throw notOwned(cached, name);
-    const existing = secretValue(this.deps.secrets, namespace, name, "token");
-    if (typeof existing === "string") return existing;
-    const token = randomBytes(32).toString("base64url");
+    const state = peerTokenState(cached);
+    if (cached && state) return { secret: cached, state };
+    const desired = buildPeerSecret(coordinator, newPeerToken()) as PeerSecret;
     try {
-      await this.deps.api.create(SECRETS, buildPeerSecret(coordinator, token) as KubeObject);
-      return token;
+      const secret = await this.deps.api.create(SECRETS, desired);
+      return { secret, state: peerTokenState(secret) as PeerTokenState };
     } catch (error) {
       if (!isAlreadyExists(error)) throw error;
       // Made by an earlier reconcile the cache has not seen yet: read it rather than guess.
-      const secret = await this.deps.api.get<KubeObject & { data?: Record<string, string> }>(
-        SECRETS,
-        namespace,
-        name,
-      );
+      const secret = await this.deps.api.get<PeerSecret>(SECRETS, namespace, name);
       if (!ownedBy(secret, coordinator)) throw notOwned(secret, name);
-      const encoded = secret.data?.token;
-      if (!encoded) throw new Error(`Secret ${name} exists without a token`);
-      return Buffer.from(encoded, "base64").toString("utf8");
+      const read = peerTokenState(secret);
+      if (!read) throw new Error(`Secret ${name} exists without a token`);
+      return { secret, state: read };
     }
   }
 

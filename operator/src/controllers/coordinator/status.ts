@@ -55,12 +55,7 @@ export function nextStatus(
   const available = counts.availableReplicas ?? 0;
   const deploymentImage = deployment?.spec?.template.spec?.containers[0]?.image;
   const rolledOut =
-    deployment !== undefined &&
-    !observed.deploymentPending &&
-    (counts.observedGeneration ?? 0) >= (deployment.metadata?.generation ?? 0) &&
-    updated === desired &&
-    replicas === desired &&
-    available === desired;
+    deployment !== undefined && !observed.deploymentPending && deploymentRolledOut(deployment, desired);
   const stalled = deployment?.status?.conditions?.find(
     (c) => c.type === "Progressing" && c.status === "False" && c.reason === "ProgressDeadlineExceeded",
   );
@@ -164,6 +159,20 @@ export function nextStatus(
   }
   status.conditions = conditions;
   return { status, events: transitions(previous.conditions ?? [], conditions) };
+}
+
+/**
+ * Whether the Deployment's controller has seen its current spec and every one of the `desired`
+ * replicas runs that pod template and is available (old pods are gone).
+ */
+export function deploymentRolledOut(deployment: V1Deployment, desired: number): boolean {
+  const counts = deployment.status ?? {};
+  return (
+    (counts.observedGeneration ?? 0) >= (deployment.metadata?.generation ?? 0) &&
+    (counts.updatedReplicas ?? 0) === desired &&
+    (counts.replicas ?? 0) === desired &&
+    (counts.availableReplicas ?? 0) === desired
+  );
 }
 
 /** Events for conditions that changed status: Degraded raised (a warning) and Ready reached. */

@@ -52,6 +52,68 @@ describe("serve's access settings", () => {
     }
   });
 
+  it("takes a previous peer token beside the current one, by flag or environment", () => {
+    const current = "current-peer-token-0123456789";
+    const previous = "previous-peer-token-0123456789";
+    expect(accessFrom(parse(["--peer-token", current, "--previous-peer-token", previous]), {})).toEqual({
+      peerToken: current,
+      previousPeerToken: previous,
+    });
+    expect(
+      accessFrom(parse([]), { DARKBLOOM_PEER_TOKEN: current, DARKBLOOM_PREVIOUS_PEER_TOKEN: previous }),
+    ).toEqual({ peerToken: current, previousPeerToken: previous });
+    // The flag wins over the environment, as for every other setting.
+    expect(
+      accessFrom(parse(["--previous-peer-token", previous]), {
+        DARKBLOOM_PEER_TOKEN: current,
+        DARKBLOOM_PREVIOUS_PEER_TOKEN: "another-previous-token-0123",
+      }),
+    ).toEqual({ peerToken: current, previousPeerToken: previous });
+  });
+
+  it.each([
+    [
+      ["--previous-peer-token", "previous-peer-token-0123456789"],
+      {},
+      /--previous-peer-token \(DARKBLOOM_PREVIOUS_PEER_TOKEN\) needs --peer-token/,
+      "previous-peer-token-0123456789",
+    ],
+    [
+      [],
+      { DARKBLOOM_PREVIOUS_PEER_TOKEN: "previous-peer-token-0123456789" },
+      /needs --peer-token/,
+      "previous-peer-token-0123456789",
+    ],
+    [
+      ["--peer-token", "the-same-token-0123456789", "--previous-peer-token", "the-same-token-0123456789"],
+      {},
+      /--previous-peer-token must differ from --peer-token/,
+      "the-same-token-0123456789",
+    ],
+    [
+      ["--peer-token", "current-peer-token-0123456789", "--previous-peer-token", "short prev"],
+      {},
+      /--previous-peer-token is invalid: expected 16 to 256 printable/,
+      "short prev",
+    ],
+    [
+      ["--peer-token", "current-peer-token-0123456789"],
+      { DARKBLOOM_PREVIOUS_PEER_TOKEN: "bad token with spaces 0123" },
+      /environment variable DARKBLOOM_PREVIOUS_PEER_TOKEN is invalid/,
+      "bad token with spaces 0123",
+    ],
+  ])(
+    "refuses a bad previous peer token %j (env %j): exit 64, one line, no token",
+    async (args, env, message, secret) => {
+      const t = testIo({ HOME: "/nonexistent", ...env });
+      expect(await runCli(["serve", "--data-dir", "/nonexistent/darkbloom", ...args], t.io)).toBe(64);
+      const stderr = t.stderr();
+      expect(stderr).toMatch(message);
+      expect(stderr.trim().split("\n")).toHaveLength(1);
+      expect(stderr).not.toContain(secret);
+    },
+  );
+
   it.each([
     [["--metrics-token", "short"], /^.*--metrics-token is invalid: expected 16 to 256 printable/, "short"],
     [["--trust-proxy", "x"], /--trust-proxy.*whole number from 0 to 10/, undefined],

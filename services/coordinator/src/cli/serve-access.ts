@@ -20,6 +20,7 @@ type AccessKey = keyof Pick<
   | "authFailureAddresses"
   | "trustProxyHops"
   | "peerToken"
+  | "previousPeerToken"
 >;
 
 interface AccessOption<K extends AccessKey = AccessKey> {
@@ -54,6 +55,16 @@ const ACCESS: readonly AccessOption[] = [
     description:
       "the credential coordinator replicas forward requests to each other with, the same on every " +
       "replica (default: none: this replica serves only its own providers and refuses peers)",
+    parse: token,
+  },
+  {
+    key: "previousPeerToken",
+    flag: "--previous-peer-token",
+    env: "DARKBLOOM_PREVIOUS_PEER_TOKEN",
+    arg: "<token>",
+    description:
+      "the peer token being rotated out: accepted beside --peer-token and sent to replicas that " +
+      "know only it, while a rotation rolls through the replicas (drop it once all run the new one)",
     parse: token,
   },
   {
@@ -139,7 +150,7 @@ export function addAccessOptions(command: Command): Command {
 export type AccessConfig = Partial<Pick<CoordinatorConfig, AccessKey>>;
 
 /** Options holding a secret: checked in accessFrom, whose message does not quote the value. */
-const SECRETS: ReadonlySet<AccessKey> = new Set(["metricsToken", "peerToken"]);
+const SECRETS: ReadonlySet<AccessKey> = new Set(["metricsToken", "peerToken", "previousPeerToken"]);
 
 /** The access settings given by flag or environment; absent ones keep CoordinatorConfig's defaults. */
 export function accessFrom(
@@ -159,7 +170,20 @@ export function accessFrom(
     const resolved = value !== undefined ? value : fromEnv(env, o.env, o.parse);
     if (resolved !== undefined) given[o.key] = resolved;
   }
-  return given as AccessConfig;
+  const access = given as AccessConfig;
+  // A previous token alone would accept peers that this replica never calls; one equal to the
+  // current token is a rotation that rotated nothing (most likely the two values were swapped).
+  if (access.previousPeerToken !== undefined) {
+    if (access.peerToken === undefined) {
+      throw new UsageError(
+        "--previous-peer-token (DARKBLOOM_PREVIOUS_PEER_TOKEN) needs --peer-token (DARKBLOOM_PEER_TOKEN)",
+      );
+    }
+    if (access.previousPeerToken === access.peerToken) {
+      throw new UsageError("--previous-peer-token must differ from --peer-token");
+    }
+  }
+  return access;
 }
 
 export const METRICS_TOKEN_FILE = "metrics.token";

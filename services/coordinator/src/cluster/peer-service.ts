@@ -28,6 +28,11 @@ import type { Router } from "../routing/router.js";
 export interface PeerServiceDeps {
   /** The cluster's peer credential; undefined: this replica refuses every peer call. */
   peerToken: string | undefined;
+  /**
+   * The credential being rotated out, accepted beside peerToken (never sent by this replica's own
+   * clients first), so that replicas started before a rotation are served during the roll.
+   */
+  previousPeerToken?: string | undefined;
   sessions: SessionManager;
   router: Router;
   log: Logger;
@@ -55,7 +60,13 @@ export function peerAuthorization(token: string): string {
  * end (the caller cancelled, failed or vanished) cancels the provider's work.
  */
 export function createPeerService(deps: PeerServiceDeps): ServiceImpl<typeof PeerService> {
-  const expected = deps.peerToken === undefined ? undefined : Buffer.from(peerAuthorization(deps.peerToken));
+  // Without a current token nothing is accepted, a previous one included.
+  const accepted =
+    deps.peerToken === undefined
+      ? undefined
+      : [deps.peerToken, deps.previousPeerToken]
+          .filter((t): t is string => t !== undefined)
+          .map((t) => Buffer.from(peerAuthorization(t)));
   const startTimeoutMs = deps.startTimeoutMs ?? 10_000;
   return {
     async *forward(
@@ -211,15 +222,21 @@ export function createPeerService(deps: PeerServiceDeps): ServiceImpl<typeof Pee
     },
   };
 
-  /** Refuses a call without the cluster's peer token (every call, where none is configured). */
+  /**
+   * Refuses a call without the cluster's peer token or the previous one (every call, where none is
+   * configured). Both are compared every time, in constant time: which one matched, or that the
+   * first did, must not show in the answer's timing.
+   */
   function authorize(context: HandlerContext): void {
-    if (expected === undefined) {
+    if (accepted === undefined) {
       throw new ConnectError("this coordinator takes no peer calls (no peer token)", Code.Unimplemented);
     }
     const presented = Buffer.from(context.requestHeader.get("authorization") ?? "");
-    if (presented.length !== expected.length || !timingSafeEqual(presented, expected)) {
-      throw new ConnectError("a peer call needs the cluster's peer token", Code.Unauthenticated);
+    let match = false;
+    for (const expected of accepted) {
+      if (presented.length === expected.length && timingSafeEqual(presented, expected)) match = true;
     }
+    if (!match) throw new ConnectError("a peer call needs the cluster's peer token", Code.Unauthenticated);
   }
 }
 

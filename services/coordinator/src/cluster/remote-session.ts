@@ -203,5 +203,9 @@ export class RemoteProviderSession implements DispatchTarget {
   }
 }
 
-/** Answers from the holder that mean the request never reached the provider. */
-const REFUSALS = new Set([Code.NotFound, Code.ResourceExhausted, Code.Unavailable]);
+/**
+ * Answers from the holder that mean the request never reached the provider. Unauthenticated is
+ * one: the holder refuses a peer token before reading the request (PeerClients has already tried
+ * the other token, during a rotation), so the request is routed again rather than lost.
+ */
+const REFUSALS = new Set([Code.NotFound, Code.ResourceExhausted, Code.Unavailable, Code.Unauthenticated]);

@@ -102,7 +102,11 @@ describe("config → environment", () => {
     const sources = await Promise.all(
       ["serve.ts", "serve-tuning.ts", "serve-access.ts"].map((file) => readFile(new URL(file, cli), "utf8")),
     );
-    const env = coordinatorEnv(storedCoordinator({ config: FULL }), { peerSecretName: "main-peer" });
+    const env = coordinatorEnv(storedCoordinator({ config: FULL }), {
+      peerSecretName: "main-peer",
+      previousPeerToken: true,
+    });
+    expect(env.map((v) => v.name)).toContain("DARKBLOOM_PREVIOUS_PEER_TOKEN");
     for (const { name } of env.filter((v) => v.name.startsWith("DARKBLOOM_") || v.name === "DATABASE_URL")) {
       const read = (source: string) => source.includes(`"${name}"`) || source.includes(`env.${name}`);
       expect(sources.some(read), name).toBe(true);
@@ -121,5 +125,19 @@ describe("config → environment", () => {
       { name: "DARKBLOOM_DRAIN_TIMEOUT", value: "45s" },
       { name: "DARKBLOOM_QUEUE_DEPTH", value: "7" },
     ]);
+  });
+
+  it("reads the previous peer token, optionally, only while the peer Secret holds one", () => {
+    const coordinator = storedCoordinator();
+    const names = (previousPeerToken: boolean) =>
+      coordinatorEnv(coordinator, { peerSecretName: "main-peer", previousPeerToken }).map((v) => v.name);
+    expect(names(false)).not.toContain("DARKBLOOM_PREVIOUS_PEER_TOKEN");
+    const env = coordinatorEnv(coordinator, { peerSecretName: "main-peer", previousPeerToken: true });
+    const at = env.findIndex((v) => v.name === "DARKBLOOM_PREVIOUS_PEER_TOKEN");
+    expect(env[at - 1]?.name).toBe("DARKBLOOM_PEER_TOKEN");
+    expect(env[at]).toEqual({
+      name: "DARKBLOOM_PREVIOUS_PEER_TOKEN",
+      valueFrom: { secretKeyRef: { name: "main-peer", key: "previous", optional: true } },
+    });
   });
 });

@@ -2,7 +2,7 @@ import type { V1EnvVar } from "@kubernetes/client-node";
 import type { CoordinatorConfigSpec } from "../../../api/v1alpha1/coordinator-config-types.js";
 import type { Coordinator } from "../../../api/v1alpha1/coordinator-types.js";
 import { COORDINATOR_HTTP_PORT } from "../../../api/v1alpha1/coordinator-types.js";
-import { PEER_TOKEN_KEY } from "./peer-secret.js";
+import { PEER_PREVIOUS_TOKEN_KEY, PEER_TOKEN_KEY } from "./peer-secret.js";
 
 /**
  * Each `spec.config` field's environment variable of `coordinator serve`, in the order the env is
@@ -59,8 +59,20 @@ export function configEnv(config: CoordinatorConfigSpec | undefined): V1EnvVar[]
   return env;
 }
 
-function secretEnv(name: string, secret: string, key: string): V1EnvVar {
-  return { name, valueFrom: { secretKeyRef: { name: secret, key } } };
+function secretEnv(name: string, secret: string, key: string, optional?: true): V1EnvVar {
+  return { name, valueFrom: { secretKeyRef: { name: secret, key, ...(optional ? { optional } : {}) } } };
+}
+
+/** Where the pods' peer tokens come from. */
+export interface PeerEnvOptions {
+  /** The peer Secret's name. */
+  peerSecretName: string;
+  /**
+   * The Secret holds a previous token (a rotation is rolling out): the pods accept it too. Only
+   * then is the variable there, so that a Coordinator that never rotates keeps its pod template
+   * (and an operator upgrade rolls nothing).
+   */
+  previousPeerToken?: boolean | undefined;
 }
 
 function fieldEnv(name: string, fieldPath: string): V1EnvVar {
@@ -72,7 +84,7 @@ function fieldEnv(name: string, fieldPath: string): V1EnvVar {
  * POD_IP comes first: `$(POD_IP)` in a later value (and in the args) expands only to variables
  * defined before it.
  */
-export function coordinatorEnv(coordinator: Coordinator, options: { peerSecretName: string }): V1EnvVar[] {
+export function coordinatorEnv(coordinator: Coordinator, options: PeerEnvOptions): V1EnvVar[] {
   const { spec } = coordinator;
   return [
     fieldEnv("POD_IP", "status.podIP"),
@@ -80,6 +92,11 @@ export function coordinatorEnv(coordinator: Coordinator, options: { peerSecretNa
     secretEnv("DATABASE_URL", spec.database.secretRef.name, spec.database.secretRef.key),
     secretEnv("DARKBLOOM_ADMIN_KEY", spec.adminKeySecretRef.name, spec.adminKeySecretRef.key),
     secretEnv("DARKBLOOM_PEER_TOKEN", options.peerSecretName, PEER_TOKEN_KEY),
+    // Optional: a container restarting after the controller dropped the previous token (every
+    // replica then runs the new one) starts without it instead of failing.
+    ...(options.previousPeerToken
+      ? [secretEnv("DARKBLOOM_PREVIOUS_PEER_TOKEN", options.peerSecretName, PEER_PREVIOUS_TOKEN_KEY, true)]
+      : []),
     // Peers dial the pod directly: forwarding must reach the replica that holds the stream.
     // Where the other replicas forward to: the peer port when there is one.
     {

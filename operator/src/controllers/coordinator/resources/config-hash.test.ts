@@ -41,6 +41,14 @@ describe("config hash", () => {
   });
 });
 
+describe("config hash during a peer token rotation", () => {
+  it("changes while the Secret holds a previous token (the variable the pods read), and not otherwise", () => {
+    const coordinator = storedCoordinator({ config: { queueDepth: 5, trustProxy: 1 } });
+    expect(buildConfigHash(coordinator, SECRETS, { previousPeerToken: false })).toBe(base);
+    expect(buildConfigHash(coordinator, SECRETS, { previousPeerToken: true })).not.toBe(base);
+  });
+});
+
 describe("config hash with TLS", () => {
   const tls = (secretName: string, serverName?: string) =>
     hashWith({ peerPort: 8443, tls: { secretName, ...(serverName ? { serverName } : {}) } });

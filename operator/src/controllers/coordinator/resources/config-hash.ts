@@ -30,11 +30,18 @@ function canonicalJson(value: unknown): string {
  * coordinator reloads the certificate, so a renewal (cert-manager's, every few weeks) must not roll
  * the pods.
  */
-export function buildConfigHash(coordinator: Coordinator, secretsVersion: string): string {
+export function buildConfigHash(
+  coordinator: Coordinator,
+  secretsVersion: string,
+  options: { previousPeerToken?: boolean | undefined } = {},
+): string {
   const input = {
     image: coordinator.spec.image,
     args: serveArgs(coordinator),
-    env: coordinatorEnv(coordinator, { peerSecretName: peerSecretName(coordinator) }),
+    env: coordinatorEnv(coordinator, {
+      peerSecretName: peerSecretName(coordinator),
+      previousPeerToken: options.previousPeerToken,
+    }),
     // Absent without TLS: the hash of a Coordinator without it is what it was before the field.
     // (serverName is the operator's own business: the pods do not read it.)
     tlsSecret: coordinator.spec.tls?.secretName,

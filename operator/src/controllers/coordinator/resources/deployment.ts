@@ -2,7 +2,7 @@ import type { V1Container, V1Deployment, V1Probe, V1Volume, V1VolumeMount } from
 import { COORDINATOR_HTTP_PORT, type Coordinator } from "../../../api/v1alpha1/coordinator-types.js";
 import { ANNOTATION_CONFIG_HASH } from "../../../api/v1alpha1/well-known.js";
 import { TLS_CERT_KEY, TLS_KEY_KEY } from "../../tls-secret.js";
-import { coordinatorEnv } from "./config-env.js";
+import { coordinatorEnv, type PeerEnvOptions } from "./config-env.js";
 import { identity, labels, ownedMeta, selectorLabels } from "./labels.js";
 import {
   DATA_DIR,
@@ -88,14 +88,14 @@ function tlsVolumeMount(coordinator: Coordinator): V1VolumeMount[] {
   return coordinator.spec.tls ? [{ name: TLS_VOLUME, mountPath: TLS_DIR, readOnly: true }] : [];
 }
 
-function coordinatorContainer(coordinator: Coordinator, peerSecretName: string): V1Container {
+function coordinatorContainer(coordinator: Coordinator, peer: PeerEnvOptions): V1Container {
   const { spec } = coordinator;
   return {
     name: COORDINATOR_CONTAINER,
     image: spec.image,
     ...(spec.imagePullPolicy ? { imagePullPolicy: spec.imagePullPolicy } : {}),
     args: serveArgs(coordinator),
-    env: coordinatorEnv(coordinator, { peerSecretName }),
+    env: coordinatorEnv(coordinator, peer),
     ports: [
       { name: "http", containerPort: COORDINATOR_HTTP_PORT, protocol: "TCP" },
       { name: "metrics", containerPort: spec.metrics.port, protocol: "TCP" },
@@ -120,7 +120,7 @@ function coordinatorContainer(coordinator: Coordinator, peerSecretName: string):
  */
 export function buildDeployment(
   coordinator: Coordinator,
-  options: { peerSecretName: string; configHash: string },
+  options: PeerEnvOptions & { configHash: string },
 ): V1Deployment {
   const { spec } = coordinator;
   return {
@@ -139,7 +139,12 @@ export function buildDeployment(
           annotations: { ...spec.podAnnotations, [ANNOTATION_CONFIG_HASH]: options.configHash },
         },
         spec: {
-          containers: [coordinatorContainer(coordinator, options.peerSecretName)],
+          containers: [
+            coordinatorContainer(coordinator, {
+              peerSecretName: options.peerSecretName,
+              previousPeerToken: options.previousPeerToken,
+            }),
+          ],
           volumes: [dataVolume(), ...tlsVolume(coordinator)],
           terminationGracePeriodSeconds: PRE_STOP_SECONDS + spec.drainSeconds + SHUTDOWN_SLACK_SECONDS,
           ...podPlacement(coordinator),

@@ -19,4 +19,13 @@ describe("peer Secret", () => {
     expect(Buffer.from(secret.data?.token ?? "", "base64").toString("utf8")).toBe("tok_0123456789abcdef");
     expect(secret).not.toHaveProperty("stringData");
   });
+
+  it("records a rotation already asked for when it is made: the token is new anyway", () => {
+    const coordinator = storedCoordinator();
+    expect(buildPeerSecret(coordinator, "tok_0123456789abcdef").metadata?.annotations).toBeUndefined();
+    coordinator.metadata.annotations = { "darkbloom.dev/rotate-peer-token": "1733390000" };
+    expect(buildPeerSecret(coordinator, "tok_0123456789abcdef").metadata?.annotations).toEqual({
+      "darkbloom.dev/peer-token-rotation": "1733390000",
+    });
+  });
 });
