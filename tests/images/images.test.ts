@@ -237,6 +237,8 @@ describe("images/Dockerfile", () => {
       expect(config.workdir).toBe("/app");
       expect(config.healthcheck?.argv[0]).toBe("node");
       expect(config.labels["org.opencontainers.image.title"]).toBe(`darkbloom-${target}`);
+      // Released with the packages and the chart (Chart.yaml's appVersion is checked the same way).
+      expect(config.labels["org.opencontainers.image.version"]).toBe(manifest.version);
       // The engines field allows the base image's Node.
       let stage = dockerfile.stage(target);
       while (stage.parent) stage = dockerfile.stage(stage.parent);
