@@ -3,12 +3,14 @@
 // Usage: npm run bench:provider -- [--model qwen3-0.6b] [--threads 2] [--batches 1,2,4]
 //          [--prompt-tokens 256] [--gen-tokens 64] [--rounds 5] [--summary median|best] [--max-context N] [--json]
 import { link, mkdir, mkdtemp, readFile, rename, rm, stat } from "node:fs/promises";
-import { availableParallelism, cpus } from "node:os";
+import { cpus } from "node:os";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { startLocalNetwork } from "@darkbloom/local-network";
 import {
   bench,
+  chooseThreads,
+  detectTopology,
   isModelShapeName,
   LlamaEngine,
   MODEL_SHAPES,
@@ -125,11 +127,14 @@ const providerModels = join(dataDir, "providers", "0", "models");
 await mkdir(providerModels, { recursive: true });
 await link(model.path, modelPath(providerModels, shapeName)); // not synthesized a second time
 // The daemon inherits these: the same rows and row size as the engine alone. Its thread count is
-// what startLocalNetwork passes (cores / providers).
+// what startLocalNetwork passes to its one provider: the engine's auto rule for the model.
 process.env.DARKBLOOM_MAX_CONTEXT = String(contextSize);
 process.env.DARKBLOOM_MAX_BATCH = String(maxBatch);
 process.env.DARKBLOOM_IDLE_TIMEOUT = "0";
-const daemonThreads = Math.max(1, availableParallelism());
+const daemonThreads = chooseThreads({
+  modelBytes: model.sizeBytes,
+  topology: await detectTopology(),
+}).threads;
 if (daemonThreads !== threads)
   progress(`note: the full stack's daemon runs on ${daemonThreads} threads, the others on ${threads}`);
 progress("starting the local network (coordinator, embedded PostgreSQL, provider daemon)");

@@ -1,20 +1,21 @@
 import { chmod, link, mkdir, readFile, rm, stat, writeFile } from "node:fs/promises";
-import { availableParallelism } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { uploadVocabulary, vocabularyOf } from "@darkbloom/coordinator";
 import { AdminService } from "@darkbloom/protocol/admin/v1";
-import { modelPath } from "@darkbloom/provider";
+import { detectTopology, modelPath } from "@darkbloom/provider";
 import { coordinatorBin, freePort, providerBin } from "./binaries.js";
 import { type Child, startChild } from "./child.js";
+import { planProviders } from "./plan.js";
 
 export interface LocalNetworkOptions {
   /** Coordinator port on 127.0.0.1 (0 picks a free one). */
   port: number;
   /** Everything lives here: the coordinator's database, each provider's data, logs, the demo account. */
   dataDir: string;
-  providers: number;
+  /** Provider daemons, or "auto" (plan.ts: as many as the model's threads fit in the physical cores). */
+  providers: number | "auto";
   /** A synthesized model shape (tiny, qwen3-0.6b, llama-3.2-1b) served by every provider. */
   model: string;
   /** Where progress lines go (not the READY line). */
@@ -99,15 +100,21 @@ export async function startLocalNetwork(o: LocalNetworkOptions): Promise<LocalNe
     });
     const apiKey = await demoAccount(dataDir, url, admin);
 
-    const providerDirs = Array.from({ length: o.providers }, (_, i) => join(dataDir, "providers", String(i)));
-    await prepareModel(o, providerDirs, logs);
+    const providerDir = (i: number) => join(dataDir, "providers", String(i));
+    // The model first: its size decides how many daemons run and with how many threads each.
+    const modelFile = await synthesizeModel(o, providerDir(0), logs);
+    const plan = planProviders({
+      requested: o.providers,
+      modelBytes: (await stat(modelFile)).size,
+      model: o.model,
+      topology: await detectTopology(),
+    });
+    for (const line of plan.explanation) o.log(line);
+    const providerDirs = Array.from({ length: plan.providers }, (_, i) => providerDir(i));
+    await linkModel(modelFile, o.model, providerDirs.slice(1));
     // The coordinator counts the model's tokens itself (usage is then never a provider's claim).
-    const first = providerDirs[0];
-    if (first) {
-      const modelFile = modelPath(join(first, "models"), o.model);
-      await uploadVocabulary(admin, o.model, await vocabularyOf(modelFile));
-    }
-    const threads = Math.max(1, Math.floor(availableParallelism() / o.providers));
+    await uploadVocabulary(admin, o.model, await vocabularyOf(modelFile));
+    const threads = plan.threads;
     for (const [i, dir] of providerDirs.entries()) {
       o.log(`starting provider ${i} (${threads} thread${threads === 1 ? "" : "s"})`);
       children.push(
@@ -161,10 +168,8 @@ async function makeTraversable(dir: string): Promise<void> {
   }
 }
 
-/** Synthesizes the model once and hard-links it into every provider's models directory. */
-async function prepareModel(o: LocalNetworkOptions, providerDirs: string[], logs: string): Promise<void> {
-  const first = providerDirs[0];
-  if (!first) return;
+/** Synthesizes the model into the first provider's data directory (once); returns its path. */
+async function synthesizeModel(o: LocalNetworkOptions, first: string, logs: string): Promise<string> {
   const source = modelPath(join(first, "models"), o.model);
   if (!(await exists(source))) {
     o.log(`synthesizing model ${o.model}`);
@@ -177,8 +182,13 @@ async function prepareModel(o: LocalNetworkOptions, providerDirs: string[], logs
     const code = await synth.exited;
     if (code !== 0) throw new Error(`could not synthesize ${o.model} (exit ${code}); see ${synth.logFile}`);
   }
-  for (const dir of providerDirs.slice(1)) {
-    const target = modelPath(join(dir, "models"), o.model);
+  return source;
+}
+
+/** Hard-links the model into the other providers' models directories (a copy where links fail). */
+async function linkModel(source: string, model: string, dirs: string[]): Promise<void> {
+  for (const dir of dirs) {
+    const target = modelPath(join(dir, "models"), model);
     if (await exists(target)) continue;
     await mkdir(dirname(target), { recursive: true });
     await link(source, target).catch(async () => {

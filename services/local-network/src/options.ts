@@ -1,4 +1,5 @@
 import { parseArgs } from "node:util";
+import { MAX_PROVIDERS } from "./plan.js";
 
 /** A command-line mistake: reported as one line with exit code 64. */
 export class UsageError extends Error {
@@ -8,7 +9,8 @@ export class UsageError extends Error {
 export interface ParsedOptions {
   port: number;
   dataDir: string;
-  providers: number;
+  /** Provider daemons, or "auto": as many as the model's thread count fits in the physical cores. */
+  providers: number | "auto";
   model: string;
   help: boolean;
 }
@@ -22,7 +24,10 @@ Ctrl-C stops everything.
 
   --port P        coordinator port (default 8080; 0 picks a free one)
   --data-dir D    where all state lives (default .darkbloom)
-  --providers N   provider daemons to run (default 1, at most 16)
+  --providers N   provider daemons to run, at most 16, or auto (the default): each daemon gets the
+                  engine's thread count for the model (one thread per 64 MiB of weights, at most
+                  the physical cores) and as many run as fit the physical cores, at most 4; with
+                  N, each daemon's threads are capped at its share of the cores
   --model NAME    synthesized model shape: tiny, tiny-llama, qwen3-0.6b, llama-3.2-1b (default tiny)
 `;
 
@@ -47,7 +52,10 @@ export function parseOptions(argv: string[]): ParsedOptions {
     throw new UsageError(e instanceof Error ? e.message.split("\n")[0] : String(e));
   }
   const port = integer(values.port, "--port", 8080, 0, 65_535);
-  const providers = integer(values.providers, "--providers", 1, 1, 16);
+  const providers =
+    values.providers === "auto" || values.providers === undefined
+      ? "auto"
+      : integer(values.providers, "--providers", 1, 1, MAX_PROVIDERS);
   const model = (values.model as string | undefined) ?? "tiny";
   if (!MODEL.test(model))
     throw new UsageError(

@@ -208,7 +208,11 @@ export async function startDaemon(config: ProviderConfig, options: DaemonOptions
         maxContext: config.maxContext,
         maxBatch: config.maxBatch,
         idleTimeoutMinutes: config.idleTimeoutMinutes,
-        threads: config.threads,
+        // "auto" is chosen per model at load; the register reports the largest choice (0: none loaded yet).
+        threads:
+          config.threads === "auto"
+            ? Math.max(0, ...models.map((m) => engine.threadsFor?.(m.id) ?? 0))
+            : config.threads,
       },
       heartbeatIntervalMs: config.heartbeatIntervalMs,
       observer: metrics,
@@ -229,6 +233,7 @@ export async function startDaemon(config: ProviderConfig, options: DaemonOptions
         maxBatch: config.maxBatch,
         maxContext: config.maxContext,
         kvBits: config.kvBits ?? 0,
+        threads: Object.fromEntries(models.map((m) => [m.id, engine.threadsFor?.(m.id) ?? config.threads])),
       },
       "darkbloom provider started",
     );

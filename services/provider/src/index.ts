@@ -40,6 +40,12 @@ export {
 export * from "./engine/engine.js";
 export { LlamaEngine, type LlamaEngineOptions, type LlamaEngineStats } from "./engine/llama/llama-engine.js";
 export {
+  chooseThreads,
+  MIB_PER_THREAD,
+  type ThreadChoice,
+  type ThreadChoiceInput,
+} from "./engine/threads.js";
+export {
   type LinkCounters,
   type LinkDisconnect,
   type LinkObserver,
@@ -51,6 +57,7 @@ export {
   type ServingKnobs,
 } from "./link/link.js";
 export { type EncryptionKeyPair, loadOrCreateIdentity, type ProviderIdentity } from "./machine/identity.js";
+export { type CpuTopology, detectTopology } from "./machine/topology.js";
 export * from "./metrics/index.js";
 export {
   type CommandRunner,

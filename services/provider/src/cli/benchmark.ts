@@ -4,6 +4,8 @@ import { BenchFlagError, batchesFlag, integerFlag } from "../bench/flags.js";
 import { ConfigError } from "../config/config.js";
 import { selectModels } from "../config/model-inventory.js";
 import type { ModelFile } from "../engine/engine.js";
+import { chooseThreads } from "../engine/threads.js";
+import { detectTopology } from "../machine/topology.js";
 import type { CliContext } from "./context.js";
 import { UsageError } from "./io.js";
 import { formatBytes } from "./progress.js";
@@ -72,18 +74,26 @@ export function addBenchmarkCommand(program: Command, context: CliContext): void
         );
       }
       const progress = (line: string) => context.io.stderr(`darkbloom: ${line}\n`);
+      // Both targets run on the same count: "auto" is resolved here as the engine would resolve it.
+      let threads: number;
+      let threadsNote = "";
+      if (config.threads === "auto") {
+        const choice = chooseThreads({ modelBytes: model.sizeBytes, topology: await detectTopology() });
+        threads = choice.threads;
+        threadsNote = ` (auto: ${choice.reason.replace(/^[^:]*: /, "")})`;
+      } else threads = config.threads;
       progress(
         `loading ${model.id} (${formatBytes(model.sizeBytes)}) twice: node-llama-cpp direct and the engine`,
       );
       const direct = await bench.openDirectTarget(model.path, {
-        threads: config.threads,
+        threads,
         contextSize,
         onLog: (line) => progress(`llama.cpp: ${line}`),
       });
       const engine = new LlamaEngine({
         maxBatch: Math.max(...shape.batches),
         maxContext: contextSize,
-        threads: config.threads,
+        threads,
         idleTimeoutMinutes: 0,
         gpu: false,
         onLog: (level, message) => {
@@ -105,7 +115,7 @@ export function addBenchmarkCommand(program: Command, context: CliContext): void
               {
                 machine,
                 model: { id: model.id, quantization: model.quantization, sizeBytes: model.sizeBytes },
-                threads: config.threads,
+                threads,
                 contextSize: direct.contextSize,
                 ...shape,
                 results,
@@ -118,7 +128,7 @@ export function addBenchmarkCommand(program: Command, context: CliContext): void
         }
         context.io.stdout(
           `darkbloom benchmark: ${model.id} (${model.quantization}, ${formatBytes(model.sizeBytes)}), ` +
-            `${config.threads} thread${config.threads === 1 ? "" : "s"}, CPU, ${machine}\n` +
+            `${threads} thread${threads === 1 ? "" : "s"}${threadsNote}, CPU, ${machine}\n` +
             `${shape.promptTokens}-token prompts, ${shape.genTokens} greedy tokens per row, ` +
             `${direct.contextSize} tokens per row, median of ${shape.rounds} round${shape.rounds === 1 ? "" : "s"}\n\n`,
         );

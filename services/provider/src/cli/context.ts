@@ -4,8 +4,10 @@ import type { ProviderConfig } from "../config/config.js";
 import type { DefaultsContext } from "../config/settings.js";
 import type { DaemonOptions } from "../daemon.js";
 import type { Engine } from "../engine/engine.js";
+import type { CpuTopology } from "../machine/topology.js";
 import { type ServiceManager, serviceManagerFor } from "../service/index.js";
 import type { CliIo } from "./io.js";
+import type { ProcessEntry } from "./threads-check.js";
 
 /** What the commands reach outside the process through; tests replace any of it. */
 export interface CliDeps {
@@ -23,6 +25,10 @@ export interface CliDeps {
   cwd: string;
   /** Overrides of the machine defaults (home, memory, cores). */
   defaults?: Partial<DefaultsContext>;
+  /** The CPU topology (`doctor`; default: detected, machine/topology.ts). */
+  cpuTopology?: () => Promise<CpuTopology>;
+  /** Running processes (`doctor` looks for other daemons; default: `ps`); undefined when unknown. */
+  processes?: () => Promise<ProcessEntry[] | undefined>;
   /** Where the daemon logs (default: stderr). */
   logDestination?: DestinationStream;
   /** Extra daemon options (tests: faster reconnect). */

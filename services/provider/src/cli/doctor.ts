@@ -3,20 +3,26 @@ import { freemem, totalmem } from "node:os";
 import type { Command } from "commander";
 import type { ProviderConfig } from "../config/config.js";
 import { scanModels } from "../config/model-inventory.js";
+import { pidFileOf } from "../config/paths.js";
 import type { ModelFile } from "../engine/engine.js";
 import { engineAccelerator } from "../machine/hardware.js";
+import { detectTopology } from "../machine/topology.js";
+import { processAlive, readPidFile } from "../service/pid-file.js";
 import type { CliContext } from "./context.js";
 import { createLogger } from "./context.js";
 import { CliFailure } from "./io.js";
 import { formatBytes } from "./progress.js";
 import { addSettingOptions, resolveFromOptions } from "./settings-options.js";
+import { findDaemons, listProcesses, threadsCheck } from "./threads-check.js";
 
 export interface CheckResult {
   name: string;
   ok: boolean;
   detail: string;
-  /** What to do about a failure. */
+  /** What to do about a failure or a warning. */
   fix?: string;
+  /** Passes, but with a problem worth a WARN line (exit status unaffected). */
+  warn?: boolean;
 }
 
 /** Clock skew beyond this fails (attestation challenges carry timestamps). */
@@ -34,8 +40,9 @@ export function addDoctorCommand(program: Command, context: CliContext): void {
     const results = await runChecks(config, context);
     const width = Math.max(...results.map((r) => r.name.length));
     for (const r of results) {
-      const fix = !r.ok && r.fix ? ` (fix: ${r.fix})` : "";
-      context.io.stdout(`${r.ok ? "PASS" : "FAIL"}  ${r.name.padEnd(width)}  ${r.detail}${fix}\n`);
+      const fix = (!r.ok || r.warn) && r.fix ? ` (fix: ${r.fix})` : "";
+      const verdict = !r.ok ? "FAIL" : r.warn ? "WARN" : "PASS";
+      context.io.stdout(`${verdict}  ${r.name.padEnd(width)}  ${r.detail}${fix}\n`);
     }
     const failed = results.filter((r) => !r.ok).length;
     if (failed > 0) throw new CliFailure(`${failed} check${failed === 1 ? "" : "s"} failed`);
@@ -51,6 +58,7 @@ export async function runChecks(config: ProviderConfig, context: CliContext): Pr
     engine.result,
     modelsCheck,
     memoryCheck(served),
+    await threadsCheckOf(config, served, context),
   );
   results.push(...(await coordinatorChecks(config, context)));
   return results;
@@ -188,6 +196,25 @@ function memoryCheck(served: ModelFile[]): CheckResult {
     detail: `${formatBytes(total)} total, ${formatBytes(free)} available; the models need ${formatBytes(need)}`,
     fix: "serve fewer or smaller models (--model), or a smaller quantization",
   };
+}
+
+/** Engine threads against the physical cores, every darkbloom daemon on the machine counted. */
+async function threadsCheckOf(
+  config: ProviderConfig,
+  served: ModelFile[],
+  context: CliContext,
+): Promise<CheckResult> {
+  const topology = await (context.cpuTopology ?? detectTopology)();
+  const processes = await (context.processes ?? listProcesses)();
+  const ownPid = await readPidFile(pidFileOf(config.dataDir));
+  const result = threadsCheck({
+    configured: config.threads,
+    served,
+    topology,
+    running: processes && findDaemons(processes, process.pid),
+    ownPid: ownPid !== undefined && processAlive(ownPid) ? ownPid : undefined,
+  });
+  return { name: "threads", ...result };
 }
 
 async function coordinatorChecks(config: ProviderConfig, context: CliContext): Promise<CheckResult[]> {

@@ -51,6 +51,9 @@ class FakeService implements ServiceManager {
 
 function deps(extra: Partial<CliDeps> = {}): Partial<CliDeps> {
   return {
+    // doctor: a 4-core machine of its own, nothing else running (the test machine's never counts).
+    cpuTopology: async () => ({ logicalCpus: 8, physicalCores: 4, source: "test" }),
+    processes: async () => [],
     defaults: { home, totalMemoryBytes: 16 * GIB, cpuCount: 4 },
     cwd: home,
     createEngine: async () => {
@@ -117,6 +120,16 @@ describe("usage errors", () => {
         ["--idle-timeout", "soon"],
         {},
         "darkbloom: --idle-timeout must be a whole number from 0 to 525600 (got soon from the command line)\n",
+      ],
+      [
+        ["--threads", "many"],
+        {},
+        "darkbloom: --threads must be auto or a whole number from 1 to 1024 (got many from the command line)\n",
+      ],
+      [
+        [],
+        { DARKBLOOM_THREADS: "0" },
+        "darkbloom: DARKBLOOM_THREADS must be auto or a whole number from 1 to 1024 (got 0 from the environment)\n",
       ],
       [
         ["--drain-timeout", "-5"],
@@ -410,11 +423,45 @@ describe("doctor", () => {
       "PASS engine",
       "PASS models",
       "PASS memory",
+      "PASS threads",
       "PASS coordinator",
       "PASS clock",
     ]);
     expect(r.stdout).toMatch(/^PASS\s+engine\s+scripted loads tiny in \d+ ms$/m);
+    // tiny is 1 MiB: auto takes one thread of the 4 cores.
+    expect(r.stdout).toMatch(
+      /^PASS\s+threads\s+auto: 1 thread; no other daemon on 4 physical cores \(test\)$/m,
+    );
     expect(r.code).toBe(0);
+  });
+
+  it("warns (without failing) when daemons' threads oversubscribe the physical cores", async () => {
+    const others = {
+      ...engine,
+      processes: async () => [
+        { pid: 4101, args: "node /opt/darkbloom/bin/darkbloom.js serve --threads 2 --model big" },
+        { pid: 4102, args: "/usr/local/bin/darkbloom serve --threads=2" },
+        { pid: 4103, args: "vim darkbloom serve-notes.txt" },
+      ],
+    };
+    const r = await run(
+      ["doctor", "--data-dir", dataDir, "--coordinator", base, "--threads", "2"],
+      {},
+      others,
+    );
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(
+      /^WARN\s+threads\s+3 darkbloom daemons on this machine \(this one and pid 4101, 4102\) would run 6 engine threads on 4 physical cores \(test\): oversubscribed \(fix: give each daemon --threads 1 \(4 cores \/ 3 daemons\), or run fewer daemons\)$/m,
+    );
+    const alone = await run(
+      ["doctor", "--data-dir", dataDir, "--coordinator", base, "--threads", "6"],
+      {},
+      engine,
+    );
+    expect(alone.code).toBe(0);
+    expect(alone.stdout).toMatch(
+      /^WARN\s+threads\s+--threads 6 exceeds the 4 physical cores \(test\): .* \(fix: --threads 4 or --threads auto/m,
+    );
   });
 
   it("fails with fix hints when the coordinator is away, the clock is off or models are missing", async () => {

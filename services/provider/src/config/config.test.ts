@@ -65,7 +65,7 @@ const SAMPLES: Record<
   maxContext: { flag: "1000", env: "2000", yaml: "3000", expected: [1000, 2000, 3000] },
   maxBatch: { flag: "2", env: "3", yaml: "5", expected: [2, 3, 5] },
   idleTimeoutMinutes: { flag: "0", env: "10", yaml: "20", expected: [0, 10, 20] },
-  threads: { flag: "1", env: "2", yaml: "3", expected: [1, 2, 3] },
+  threads: { flag: "1", env: "auto", yaml: "3", expected: [1, "auto", 3] },
   logLevel: { flag: "debug", env: "warn", yaml: "error", expected: ["debug", "warn", "error"] },
   heartbeatIntervalMs: { flag: "250", env: "500", yaml: "750", expected: [250, 500, 750] },
   insecure: { flag: "true", env: "false", yaml: "true", expected: [true, false, true] },
@@ -115,7 +115,7 @@ describe("precedence", () => {
       maxContext: 50_000,
       maxBatch: 4,
       idleTimeoutMinutes: 0,
-      threads: 6,
+      threads: "auto",
       logLevel: "info",
       heartbeatIntervalMs: undefined,
       insecure: false,
@@ -206,7 +206,17 @@ describe("preflight", () => {
     [
       "--threads abc",
       { flags: { threads: "abc" } },
-      "--threads must be a whole number from 1 to 1024 (got abc from the command line)",
+      "--threads must be auto or a whole number from 1 to 1024 (got abc from the command line)",
+    ],
+    [
+      "--threads 0",
+      { flags: { threads: "0" } },
+      "--threads must be auto or a whole number from 1 to 1024 (got 0 from the command line)",
+    ],
+    [
+      "DARKBLOOM_THREADS=2.5",
+      { env: { DARKBLOOM_THREADS: "2.5" } },
+      "DARKBLOOM_THREADS must be auto or a whole number from 1 to 1024 (got 2.5 from the environment)",
     ],
     [
       "--log-level loud",

@@ -27,8 +27,11 @@ export interface Settings {
   maxBatch: number;
   /** Unload a model after this many minutes without requests; 0 disables. */
   idleTimeoutMinutes: number;
-  /** CPU threads the engine uses. */
-  threads: number;
+  /**
+   * CPU threads the engine evaluates with; "auto" chooses per model when it loads, from its size and
+   * the machine's physical cores (engine/threads.ts).
+   */
+  threads: number | "auto";
   logLevel: LogLevel;
   /** Overrides the heartbeat interval the coordinator asks for in its RegisterAck (ms). */
   heartbeatIntervalMs: number | undefined;
@@ -255,9 +258,20 @@ export const SETTINGS: { [K in SettingName]: SettingSpec<K> } = {
     arg: "<n>",
     env: "DARKBLOOM_THREADS",
     yaml: "threads",
-    description: "CPU threads for the engine (default: all cores)",
-    parse: (raw) => integer(raw, 1, 1024),
-    default: (ctx) => Math.max(1, Math.min(1024, ctx.cpuCount)),
+    description:
+      "CPU threads for the engine, or auto: per model, one thread per 64 MiB of weights up to the physical " +
+      "cores (default auto)",
+    parse: (raw) => {
+      if (typeof raw === "string" && raw.trim().toLowerCase() === "auto") return "auto";
+      try {
+        return integer(raw, 1, 1024);
+      } catch (error) {
+        if (error instanceof InvalidValue)
+          throw new InvalidValue("must be auto or a whole number from 1 to 1024");
+        throw error;
+      }
+    },
+    default: () => "auto",
   },
   logLevel: {
     name: "logLevel",

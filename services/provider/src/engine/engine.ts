@@ -166,6 +166,8 @@ export interface Engine {
    * trained context (to fit memory); undefined when not loaded or not known.
    */
   contextLimit?(modelId: string): number | undefined;
+  /** CPU threads a loaded model evaluates with (what "auto" chose); undefined when not loaded or not known. */
+  threadsFor?(modelId: string): number | undefined;
   /** Cancels everything and releases native resources. */
   close(): Promise<void>;
   /** Sets (or clears) the one observer of this engine's work; engines without it report nothing. */

@@ -89,6 +89,7 @@ describe("the provider's metrics listener", () => {
       ["darkbloom_provider_decode_tokens_per_second", "gauge"],
       ["darkbloom_provider_coordinator_connected", "gauge"],
       ["darkbloom_provider_model_loaded", "gauge"],
+      ["darkbloom_provider_engine_threads", "gauge"],
       ["darkbloom_provider_generated_tokens_total", "counter"],
       ["darkbloom_provider_prompt_tokens_total", "counter"],
       ["darkbloom_provider_prefill_seconds_total", "counter"],
@@ -118,6 +119,7 @@ describe("the provider's metrics listener", () => {
       sampleValue(families, "darkbloom_provider_model_loads_total", { model: "tiny", result: "failed" }),
     ).toBe(0);
     expect(sampleValue(families, "darkbloom_provider_model_loaded", { model: "tiny" })).toBe(0);
+    expect(sampleValue(families, "darkbloom_provider_engine_threads", { model: "tiny" })).toBe(0);
     expect(sampleValue(families, "darkbloom_provider_coordinator_connected")).toBe(0);
 
     const health = await fetch(`${server.url}/healthz`);
@@ -137,6 +139,8 @@ describe("the provider's metrics listener", () => {
     const { engine, metrics } = setup(
       new ScriptedEngine({ maxBatch: 3, tokensPerGeneration: 7, failLoad: ["broken"] }),
     );
+    // What the llama engine's "auto" chose for the model (the scripted engine has no threads).
+    Object.assign(engine, { threadsFor: (id: string) => (id === "tiny" ? 3 : undefined) });
     const server = await started(serveMetrics({ host: "127.0.0.1", port: 0 }, metrics));
     await engine.load(TINY);
     await engine.load(TINY); // already loaded: no load
@@ -164,6 +168,7 @@ describe("the provider's metrics listener", () => {
       value("darkbloom_provider_model_load_duration_seconds_bucket", { model: "tiny", le: "+Inf" }),
     ).toBe(1);
     expect(value("darkbloom_provider_model_loaded", { model: "tiny" })).toBe(1);
+    expect(value("darkbloom_provider_engine_threads", { model: "tiny" })).toBe(3);
     expect(value("darkbloom_provider_generated_tokens_total")).toBe(7);
     expect(value("darkbloom_provider_prompt_tokens_total")).toBe(3);
     expect(value("darkbloom_provider_batch_slots")).toBe(3);

@@ -166,6 +166,14 @@ export class ProviderMetrics implements EngineObserver, LinkObserver {
     labelNames: ["model"],
     registers: [this.registry],
   });
+  private readonly engineThreads = new Gauge({
+    name: `${PREFIX}engine_threads`,
+    help:
+      "CPU threads each loaded model evaluates with (--threads, or what auto chose from the model's " +
+      "size and the physical cores); 0 for a model not in memory.",
+    labelNames: ["model"],
+    registers: [this.registry],
+  });
   private readonly disconnects = new Counter({
     name: `${PREFIX}coordinator_disconnects_total`,
     help:
@@ -191,6 +199,7 @@ export class ProviderMetrics implements EngineObserver, LinkObserver {
       for (const outcome of REQUEST_OUTCOMES) this.requests.inc({ model, outcome }, 0);
       for (const result of LOAD_RESULTS) this.modelLoads.inc({ model, result }, 0);
       this.modelLoaded.set({ model }, 0);
+      this.engineThreads.set({ model }, 0);
     }
     for (const reason of DISCONNECT_REASONS) this.disconnects.inc({ reason }, 0);
     if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry });
@@ -241,7 +250,10 @@ export class ProviderMetrics implements EngineObserver, LinkObserver {
     this.decodeSeconds.update(stats.decodeSeconds);
     this.decodeSteps.update(stats.decodeSteps);
     const loaded = new Set(stats.loadedModels);
-    for (const model of this.models.values) this.modelLoaded.set({ model }, loaded.has(model) ? 1 : 0);
+    for (const model of this.models.values) {
+      this.modelLoaded.set({ model }, loaded.has(model) ? 1 : 0);
+      this.engineThreads.set({ model }, (loaded.has(model) && this.engine.threadsFor?.(model)) || 0);
+    }
     const link = this.link;
     this.connected.set(link?.connected ? 1 : 0);
     this.inFlight.set(link?.inFlight ?? 0);

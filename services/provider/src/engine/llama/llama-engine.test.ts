@@ -370,6 +370,32 @@ describe("llama engine options", () => {
     await tight.close();
   });
 
+  it('resolves threads "auto" per model at load, reports and logs the choice; an explicit count wins', async () => {
+    const logs: string[] = [];
+    // A 16-core machine of its own: tiny (~1 MiB) still gets one thread, a bigger file would get more.
+    const auto = makeEngine({
+      threads: "auto",
+      topology: { logicalCpus: 32, physicalCores: 16, source: "test" },
+      validator: false,
+      onLog: (level, message) => logs.push(`${level} ${message}`),
+    });
+    expect(auto.threadsFor(tiny.id)).toBeUndefined();
+    await auto.load(tiny);
+    expect(auto.threadsFor(tiny.id)).toBe(1);
+    expect(logs.join("\n")).toMatch(
+      /info loaded tiny-qwen3: 4 rows x 1024 tokens, 1 CPU thread \(auto: 1 thread: [\d.]+ MiB of weights, one thread per 64 MiB \(16 physical cores\)\)/,
+    );
+    expect((await run(auto, request(PROMPTS[0]!, { maxTokens: 4 }))).result.generatedTokens).toBe(4);
+    await auto.close();
+
+    const explicit = makeEngine({ threads: 2, validator: false, onLog: (l, m) => logs.push(`${l} ${m}`) });
+    await explicit.load(tiny);
+    expect(explicit.threadsFor(tiny.id)).toBe(2);
+    expect(logs.at(-1)).toMatch(/2 CPU threads \(set by --threads\)$/);
+    await explicit.close();
+    expect(() => makeEngine({ threads: 0 })).toThrow("threads must be a positive integer");
+  });
+
   it("unloads an idle model and reloads it lazily on the next request", async () => {
     const engine = makeEngine({ idleTimeoutMinutes: 0.004, maxBatch: 1, validator: false }); // 240 ms
     const loads: ModelLoadEvent[] = [];

@@ -11,6 +11,7 @@
  * Untrusted model files are vetted in a child process before the daemon loads them (ModelValidator).
  */
 import { getLlama, type Llama, LlamaLogLevel } from "node-llama-cpp";
+import { type CpuTopology, detectTopology } from "../../machine/topology.js";
 import {
   type Engine,
   EngineError,
@@ -22,6 +23,7 @@ import {
   type ModelLoadEvent,
   type TokenEvent,
 } from "../engine.js";
+import { chooseThreads } from "../threads.js";
 import { invalid, Job, validateRequest } from "./job.js";
 import { EngineMeters, errorMessage } from "./meters.js";
 import {
@@ -42,8 +44,16 @@ export interface LlamaEngineOptions {
   maxContext: number;
   /** KV-cache quantization: 8 → q8_0, 4 → q4_0 (both K and V; turns on flash attention). */
   kvBits?: 4 | 8 | undefined;
-  /** CPU threads for evaluation (set explicitly: llama.cpp's default oversubscribes small machines). */
-  threads: number;
+  /**
+   * CPU threads for evaluation: a number, or "auto" to choose per model when it loads from its size
+   * and the machine's physical cores (engine/threads.ts). Never llama.cpp's own default, which
+   * oversubscribes small machines.
+   */
+  threads: number | "auto";
+  /** The machine's CPU topology for "auto" (default: detected at the first load). */
+  topology?: CpuTopology | undefined;
+  /** Cores granted to this engine for "auto" (its share of a machine shared with others; default all). */
+  coreShare?: number | undefined;
   /**
    * Bytes a loaded model may take with its context (weights, KV cache of every row, compute
    * buffers). When `maxBatch` rows of `maxContext` tokens would take more, each row's context is
@@ -82,7 +92,13 @@ const DEFAULT_PREFILL_CHUNK = 256;
 
 export class LlamaEngine implements Engine {
   readonly backend = "llama";
-  private readonly settings: RunnerSettings & { idleTimeoutMinutes: number; queueDepth: number };
+  private readonly settings: Omit<RunnerSettings, "threads"> & {
+    idleTimeoutMinutes: number;
+    queueDepth: number;
+  };
+  private readonly threads: number | "auto";
+  private readonly coreShare: number | undefined;
+  private topology: Promise<CpuTopology> | undefined;
   private readonly validator: ModelValidator | undefined;
   private readonly log: EngineLog;
   private readonly meters = new EngineMeters();
@@ -103,7 +119,10 @@ export class LlamaEngine implements Engine {
     };
     const maxBatch = positiveInt("maxBatch", options.maxBatch);
     const maxContext = positiveInt("maxContext", options.maxContext);
-    const threads = positiveInt("threads", options.threads);
+    this.threads = options.threads === "auto" ? "auto" : positiveInt("threads", options.threads);
+    this.coreShare =
+      options.coreShare === undefined ? undefined : positiveInt("coreShare", options.coreShare);
+    if (options.topology) this.topology = Promise.resolve(options.topology);
     if (options.kvBits !== undefined && options.kvBits !== 4 && options.kvBits !== 8)
       throw new Error("kvBits must be 4 or 8");
     if (!Number.isFinite(options.idleTimeoutMinutes) || options.idleTimeoutMinutes < 0) {
@@ -113,7 +132,6 @@ export class LlamaEngine implements Engine {
     this.settings = {
       maxBatch,
       maxContext,
-      threads,
       kvBits: options.kvBits,
       memoryBudgetBytes: options.memoryBudgetBytes,
       idleTimeoutMinutes: options.idleTimeoutMinutes,
@@ -181,12 +199,39 @@ export class LlamaEngine implements Engine {
     if (this.closed) throw new EngineError("engine_failed", "the engine is closed", 503);
   }
 
-  private getLlama(): Promise<Llama> {
+  /** The thread count a loaded model evaluates with (what "auto" chose for it); undefined when not loaded. */
+  threadsFor(modelId: string): number | undefined {
+    return this.runners.get(modelId)?.threads;
+  }
+
+  private getTopology(): Promise<CpuTopology> {
+    this.topology ??= detectTopology();
+    return this.topology;
+  }
+
+  /** The threads for `file`'s context, and why (logged at load). */
+  private async threadsOf(file: ModelFile): Promise<{ threads: number; reason: string }> {
+    if (this.threads !== "auto") return { threads: this.threads, reason: "set by --threads" };
+    const choice = chooseThreads({
+      modelBytes: file.sizeBytes,
+      topology: await this.getTopology(),
+      coreShare: this.coreShare,
+    });
+    return { threads: choice.threads, reason: `auto: ${choice.reason}` };
+  }
+
+  private async getLlama(): Promise<Llama> {
+    // The instance's thread limit is what all its contexts share when several models decode at once:
+    // the explicit count, or for "auto" the cores the choices are capped at.
+    const maxThreads =
+      this.threads === "auto"
+        ? Math.min((await this.getTopology()).physicalCores, this.coreShare ?? Number.POSITIVE_INFINITY)
+        : this.threads;
     this.llama ??= getLlama({
       gpu: this.settings.gpu === false ? false : "auto",
       build: "never",
       skipDownload: true,
-      maxThreads: this.settings.threads,
+      maxThreads,
       logLevel: LlamaLogLevel.warn,
       logger: (level, message) => {
         const text = message.trimEnd();
@@ -247,15 +292,20 @@ export class LlamaEngine implements Engine {
       });
     }
     this.ensureOpen();
+    const threads = await this.threadsOf(file);
     const runner = await openModelRunner(
       llama,
       file,
-      this.settings,
+      { ...this.settings, threads: threads.threads },
       this.log,
       () => !this.closed && this.known.get(file.id) === file,
     );
     this.runners.set(file.id, runner);
-    this.log("info", `loaded ${file.id}: ${this.settings.maxBatch} rows x ${runner.maxContext} tokens`);
+    this.log(
+      "info",
+      `loaded ${file.id}: ${this.settings.maxBatch} rows x ${runner.maxContext} tokens, ` +
+        `${threads.threads} CPU thread${threads.threads === 1 ? "" : "s"} (${threads.reason})`,
+    );
     this.scheduleIdle(runner);
     return runner;
   }

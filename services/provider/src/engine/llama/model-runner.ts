@@ -45,6 +45,8 @@ export class ModelRunner {
     readonly tokenizer: ModelTokenizer,
     /** The per-row token limit the gate enforces. */
     readonly maxContext: number,
+    /** CPU threads its context evaluates with. */
+    readonly threads: number,
   ) {}
 
   get busyRows(): number {
@@ -114,7 +116,15 @@ export async function openModelRunner(
     const rows: Row[] = [];
     for (let i = 0; i < settings.maxBatch; i++)
       rows.push({ index: i, sequence: context.getSequence(), job: undefined });
-    const runner = new ModelRunner(file, model, context, rows, ModelTokenizer.of(model, llama), maxContext);
+    const runner = new ModelRunner(
+      file,
+      model,
+      context,
+      rows,
+      ModelTokenizer.of(model, llama),
+      maxContext,
+      settings.threads,
+    );
     if (!stillWanted()) {
       await context.dispose();
       await model.dispose();
