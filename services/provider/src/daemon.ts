@@ -59,6 +59,12 @@ export interface DaemonOptions {
    * ask for; `darkbloom serve` sets it (127.0.0.1:9464 unless --metrics-listen says otherwise).
    */
   metrics?: MetricsListenOptions | undefined;
+  /**
+   * Dial the coordinator (default true). `serve --no-join` sets false: the engine loads the models
+   * and the metrics/health listener runs, but no link is made, no attestation key is touched and no
+   * account token is read, so a machine can be measured or inspected without joining the network.
+   */
+  join?: boolean;
 }
 
 export interface RunningDaemon {
@@ -66,7 +72,8 @@ export interface RunningDaemon {
   /** The models registered with the coordinator. */
   readonly models: ModelFile[];
   readonly identity: ProviderIdentity;
-  readonly link: ProviderLink;
+  /** The coordinator link; undefined for a daemon started with `join: false`. */
+  readonly link: ProviderLink | undefined;
   /** This daemon's metrics (its own registry), whether or not they are served. */
   readonly metrics: ProviderMetrics;
   /** http://host:port of the metrics listener; undefined when none was asked for or it could not bind. */
@@ -98,7 +105,7 @@ export async function startDaemon(config: ProviderConfig, options: DaemonOptions
   let pidFile: PidFile;
   try {
     // The CLI's preflight says so first; this holds for any other caller.
-    const transport = coordinatorTransportProblem(config);
+    const transport = options.join === false ? undefined : coordinatorTransportProblem(config);
     if (transport) throw new ConfigError(transport);
     await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
     await mkdir(config.modelsDir, { recursive: true });
@@ -159,6 +166,48 @@ export async function startDaemon(config: ProviderConfig, options: DaemonOptions
           `none of the models could be loaded (${candidates.map((m) => m.id).join(", ")}); see the log for why`,
         );
       }
+    }
+
+    if (options.join === false) {
+      log.info(
+        {
+          version: DAEMON_VERSION,
+          pid: process.pid,
+          models: models.map((m) => m.id),
+          engine: engine.backend,
+        },
+        "darkbloom provider started without joining the network",
+      );
+      let stopping: Promise<void> | undefined;
+      let resolveStopped!: () => void;
+      const stopped = new Promise<void>((resolve) => {
+        resolveStopped = resolve;
+      });
+      // Nothing was accepted from a network, so there is nothing to drain: close in order.
+      const stop = (): Promise<void> => {
+        stopping ??= (async () => {
+          await engine
+            .close()
+            .catch((e: unknown) => log.warn({ err: (e as Error).message }, "engine close failed"));
+          await metricsServer?.close();
+          await pidFile.release();
+          process.off("exit", onExit);
+          log.info("darkbloom provider stopped");
+          resolveStopped();
+        })();
+        return stopping;
+      };
+      return {
+        config,
+        models,
+        identity,
+        link: undefined,
+        metrics,
+        metricsUrl: metricsServer?.url,
+        stop,
+        stopped,
+        failure: undefined,
+      };
     }
 
     const hardware = describeHardware(options.accelerator ?? engineAccelerator(engine), options.gpus ?? []);

@@ -44,6 +44,10 @@ class FakeService implements ServiceManager {
   async stop(): Promise<void> {
     this.stops++;
   }
+  restarts = 0;
+  async restart(): Promise<void> {
+    this.restarts++;
+  }
   async status(): Promise<ServiceStatus> {
     return this.current;
   }
@@ -81,7 +85,7 @@ describe("usage errors", () => {
     const bare = await run([]);
     expect(bare.code).toBe(64);
     expect(bare.stderr).toBe(
-      "darkbloom: missing command (expected one of: serve, start, stop, status, doctor, logs, login, logout, models, update, benchmark, verify)\n",
+      "darkbloom: missing command (expected one of: serve, start, stop, status, doctor, logs, login, logout, models, update, benchmark, autotune, verify)\n",
     );
     const unknown = await run(["fly"]);
     expect(unknown.code).toBe(64);

@@ -1,6 +1,7 @@
 import { createProgram, runProgram } from "@darkbloom/cli-kit";
 import type { Command } from "commander";
 import { DAEMON_VERSION } from "../daemon.js";
+import { addAutotuneCommand } from "./autotune.js";
 import { addBenchmarkCommand } from "./benchmark.js";
 import { type CliContext, type CliDeps, defaultDeps } from "./context.js";
 import { addDoctorCommand } from "./doctor.js";
@@ -34,6 +35,7 @@ export function buildProgram(io: CliIo, deps: Partial<CliDeps> = {}): Command {
   addModelsCommands(program, context);
   addUpdateCommand(program, context);
   addBenchmarkCommand(program, context);
+  addAutotuneCommand(program, context);
   addVerifyCommand(program, context);
   return program;
 }

@@ -55,3 +55,37 @@ export function progressBar(
     },
   };
 }
+
+/** "1m05s", "42s": a duration for an ETA. */
+export function formatDuration(ms: number): string {
+  const s = Math.max(0, Math.round(ms / 1000));
+  return s >= 60 ? `${Math.floor(s / 60)}m${String(s % 60).padStart(2, "0")}s` : `${s}s`;
+}
+
+/** One step-progress line: `[####------] 3/10 label  ETA 12s` (the ETA from the mean step so far). */
+export function stepLine(done: number, total: number, label: string, elapsedMs: number, width = 20): string {
+  const fraction = total > 0 ? Math.min(1, done / total) : 0;
+  const filled = Math.round(fraction * width);
+  const eta = done > 0 && done < total ? `  ETA ${formatDuration((elapsedMs / done) * (total - done))}` : "";
+  return `[${"#".repeat(filled)}${"-".repeat(width - filled)}] ${done}/${total} ${label}${eta}`;
+}
+
+/** A step-progress bar with an ETA on a terminal; nothing when not a terminal. */
+export function stepBar(
+  write: (text: string) => void,
+  isTty: boolean,
+): { update: (done: number, total: number, label: string) => void; done: () => void } {
+  const started = performance.now();
+  let drawn = false;
+  return {
+    update: (done, total, label) => {
+      if (!isTty) return;
+      drawn = true;
+      write(`\r${stepLine(done, total, label, performance.now() - started)}\x1b[K`);
+    },
+    done: () => {
+      if (isTty && drawn) write("\r\x1b[K");
+      drawn = false;
+    },
+  };
+}

@@ -17,10 +17,16 @@ export function addServeCommand(program: Command, context: CliContext): void {
       "--drain-timeout <seconds>",
       `on SIGTERM/SIGINT, how long in-flight requests may finish (default ${DEFAULT_DRAIN_DEADLINE_MS / 1000})`,
     )
+    .option(
+      "--no-join",
+      "serve the local engine (models loaded, metrics and health listener) without dialling the coordinator",
+    )
     .action(async (opts: Record<string, unknown>) => {
       const drainMs = drainTimeout(opts.drainTimeout);
       const resolved = resolveFromOptions(opts, context);
-      checkCoordinatorTransport(resolved);
+      // Without a link nothing travels to the coordinator, so its transport does not matter.
+      const join = opts.join !== false;
+      if (join) checkCoordinatorTransport(resolved);
       const { config } = resolved;
       // Validated by the preflight; a value the operator chose must bind, the default need not.
       const metricsListen = parseListenAddress(config.metricsListen);
@@ -37,7 +43,7 @@ export function addServeCommand(program: Command, context: CliContext): void {
       }
       let daemon: RunningDaemon;
       try {
-        daemon = await startDaemon(config, { engine, logger: log, metrics, ...context.daemon });
+        daemon = await startDaemon(config, { engine, logger: log, metrics, ...context.daemon, join });
       } catch (error) {
         if (error instanceof ConfigError) throw new UsageError(error.message);
         if (error instanceof AlreadyRunningError || error instanceof DaemonStartError) {
@@ -45,8 +51,11 @@ export function addServeCommand(program: Command, context: CliContext): void {
         }
         throw error;
       }
+      const models = daemon.models.map((m) => m.id).join(", ");
       context.io.stdout(
-        `serving ${daemon.models.map((m) => m.id).join(", ")} to ${config.coordinatorUrl} (pid ${process.pid})\n`,
+        join
+          ? `serving ${models} to ${config.coordinatorUrl} (pid ${process.pid})\n`
+          : `serving ${models} locally without joining the network (pid ${process.pid}${daemon.metricsUrl ? `, ${daemon.metricsUrl}/healthz` : ""})\n`,
       );
       const signal = await Promise.race([context.io.shutdownSignal(), daemon.stopped.then(() => undefined)]);
       if (signal) context.io.stdout(`${signal}: draining (up to ${drainMs / 1000} s)\n`);

@@ -98,6 +98,16 @@ export class LaunchdService implements ServiceManager {
     }
   }
 
+  async restart(): Promise<void> {
+    const { runner } = this.options;
+    if (!(await exists(this.definitionPath)))
+      throw new ServiceError(`${this.definitionPath} does not exist; run darkbloom start first`);
+    // bootout waits for the drain; bootstrap loads the installed plist again (RunAtLoad starts it).
+    await this.stop();
+    await mustRun(runner, "launchctl", ["enable", this.target]);
+    await mustRun(runner, "launchctl", ["bootstrap", this.domain, this.definitionPath]);
+  }
+
   async status(): Promise<ServiceStatus> {
     const installed = await exists(this.definitionPath);
     const result = await this.options.runner.run("launchctl", ["print", this.target]);

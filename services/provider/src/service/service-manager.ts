@@ -34,6 +34,11 @@ export interface ServiceManager {
   /** Writes the definition and (re)starts the service so that it also starts at login. */
   start(spec: ServiceSpec): Promise<void>;
   stop(): Promise<void>;
+  /**
+   * Stops the service if it runs (SIGTERM: the daemon drains) and starts it again from its installed
+   * definition, so that it reads its config file anew (autotune --apply).
+   */
+  restart(): Promise<void>;
   status(): Promise<ServiceStatus>;
 }
 

@@ -247,3 +247,25 @@ WantedBy=default.target
 it("refuses other platforms", () => {
   expect(() => serviceManagerFor({ platform: "win32", home })).toThrow(ServiceError);
 });
+describe("restart (autotune --apply)", () => {
+  it("launchd: boots out (the daemon drains) and bootstraps the installed plist again", async () => {
+    const runner = new FakeRunner();
+    const service = serviceManagerFor({ platform: "darwin", home, uid: 501, runner });
+    await expect(service.restart()).rejects.toThrow(ServiceError);
+    await service.start(spec());
+    runner.calls.length = 0;
+    await service.restart();
+    expect(runner.calls).toEqual([
+      "launchctl bootout gui/501/io.darkbloom.provider",
+      "launchctl enable gui/501/io.darkbloom.provider",
+      `launchctl bootstrap gui/501 ${service.definitionPath}`,
+    ]);
+  });
+
+  it("systemd: systemctl --user restart", async () => {
+    const runner = new FakeRunner();
+    const service = serviceManagerFor({ platform: "linux", home, runner });
+    await service.restart();
+    expect(runner.calls).toEqual(["systemctl --user restart darkbloom-provider.service"]);
+  });
+});

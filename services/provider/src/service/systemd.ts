@@ -65,6 +65,11 @@ export class SystemdService implements ServiceManager {
     await mustRun(this.options.runner, "systemctl", ["--user", "stop", SYSTEMD_UNIT]);
   }
 
+  async restart(): Promise<void> {
+    // systemd stops with SIGTERM (the daemon drains, up to TimeoutStopSec) and starts the unit again.
+    await mustRun(this.options.runner, "systemctl", ["--user", "restart", SYSTEMD_UNIT]);
+  }
+
   async status(): Promise<ServiceStatus> {
     const installed = await stat(this.definitionPath).then(
       () => true,

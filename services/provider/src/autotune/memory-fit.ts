@@ -1,0 +1,68 @@
+/**
+ * What a model needs in memory for a knob set, estimated from its GGUF header without loading the
+ * weights: the same node-llama-cpp estimate the engine sizes its contexts with (model-runner.ts,
+ * fitContext: weights + every row's KV cache + compute buffers), so a candidate the engine would
+ * have to shrink is skipped with its reason instead of loaded.
+ */
+import { GgmlType, GgufInsights, type Llama, readGgufFileInfo } from "node-llama-cpp";
+import type { ModelFile } from "../engine/engine.js";
+import type { Knobs } from "./knobs.js";
+
+/** The engine's prompt chunk, which is also its llama_decode batch size (llama-engine.ts). */
+const PREFILL_CHUNK = 256;
+
+export interface MemoryNeed {
+  bytes: number;
+  /** The context per row the estimate is for (the knob, capped at the model's trained length). */
+  contextSize: number;
+}
+
+/** The GGUF header could not be read: the file is corrupt (an integrity failure). */
+export class HeaderError extends Error {
+  override readonly name = "HeaderError";
+}
+
+export class MemoryEstimator {
+  private readonly insights = new Map<string, Promise<GgufInsights>>();
+
+  constructor(private readonly llama: () => Promise<Llama>) {}
+
+  async need(model: ModelFile, knobs: Knobs): Promise<MemoryNeed> {
+    let insights = this.insights.get(model.path);
+    if (!insights) {
+      insights = this.read(model.path);
+      this.insights.set(model.path, insights);
+    }
+    const info = await insights;
+    const train = info.trainContextSize ?? 0;
+    const contextSize = train > 0 ? Math.min(knobs.maxContext, train) : knobs.maxContext;
+    const type = knobs.kvBits === 8 ? GgmlType.Q8_0 : knobs.kvBits === 4 ? GgmlType.Q4_0 : GgmlType.F16;
+    const r = await info.estimateContextResourceRequirementsV2({
+      contextSize,
+      modelGpuLayers: 0,
+      batchSize: Math.max(PREFILL_CHUNK, knobs.maxBatch),
+      sequences: knobs.maxBatch,
+      flashAttention: knobs.kvBits !== undefined,
+      kvCacheKeyType: type,
+      kvCacheValueType: type,
+    });
+    return { bytes: info.modelSize + r.cpuRam + r.gpuVram, contextSize };
+  }
+
+  private async read(path: string): Promise<GgufInsights> {
+    let info: Awaited<ReturnType<typeof readGgufFileInfo>>;
+    try {
+      // The header parser is JavaScript: a malformed file throws here instead of aborting llama.cpp.
+      info = await readGgufFileInfo(path, { logWarnings: false, sourceType: "filesystem" });
+    } catch (error) {
+      throw new HeaderError(`its GGUF header cannot be read: ${(error as Error).message}`);
+    }
+    return GgufInsights.from(info, await this.llama());
+  }
+}
+
+/** A size for a reason line: GiB with two decimals, or smaller units for small models. */
+export function formatGiB(bytes: number): string {
+  if (bytes >= 1024 ** 3) return `${(bytes / 1024 ** 3).toFixed(2)} GiB`;
+  return `${(bytes / 1024 ** 2).toFixed(2)} MiB`;
+}
