@@ -168,6 +168,18 @@ export async function startDaemon(config: ProviderConfig, options: DaemonOptions
       }
     }
 
+    // The end of every stop, after the link (if any) drained: the engine, then the metrics listener
+    // (last, so that a scrape during the drain still sees it), then the PID file.
+    const closeLocal = async (): Promise<void> => {
+      await engine
+        .close()
+        .catch((e: unknown) => log.warn({ err: (e as Error).message }, "engine close failed"));
+      await metricsServer?.close();
+      await pidFile.release();
+      process.off("exit", onExit);
+      log.info("darkbloom provider stopped");
+    };
+
     if (options.join === false) {
       log.info(
         {
@@ -185,16 +197,7 @@ export async function startDaemon(config: ProviderConfig, options: DaemonOptions
       });
       // Nothing was accepted from a network, so there is nothing to drain: close in order.
       const stop = (): Promise<void> => {
-        stopping ??= (async () => {
-          await engine
-            .close()
-            .catch((e: unknown) => log.warn({ err: (e as Error).message }, "engine close failed"));
-          await metricsServer?.close();
-          await pidFile.release();
-          process.off("exit", onExit);
-          log.info("darkbloom provider stopped");
-          resolveStopped();
-        })();
+        stopping ??= closeLocal().then(resolveStopped);
         return stopping;
       };
       return {
@@ -299,14 +302,7 @@ export async function startDaemon(config: ProviderConfig, options: DaemonOptions
         try {
           await link.stop(deadlineMs);
         } finally {
-          await engine
-            .close()
-            .catch((e: unknown) => log.warn({ err: (e as Error).message }, "engine close failed"));
-          // Last: a scrape during the drain still sees it.
-          await metricsServer?.close();
-          await pidFile.release();
-          process.off("exit", onExit);
-          log.info("darkbloom provider stopped");
+          await closeLocal();
           resolveStopped();
         }
       })();

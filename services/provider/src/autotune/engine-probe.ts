@@ -14,8 +14,6 @@ import type { TrialOutcome } from "./trial-store.js";
 export interface EngineChecksOptions {
   estimator: MemoryEstimator;
   memoryBudgetBytes: number;
-  /** The knobs the probe runs with (the starting point of stage 2). */
-  probeKnobs: Knobs;
   /** The validator the engine is given too, so the child load is not repeated at the engine's load. */
   validator: ModelValidator;
   probe(model: ModelFile): Promise<TrialOutcome>;
@@ -26,15 +24,15 @@ const CHILD_TIMEOUT = /took longer than/;
 
 export function engineChecks(options: EngineChecksOptions): CandidateChecks {
   return {
-    async fit(model: Candidate): Promise<CheckResult> {
+    async fit(model: Candidate, knobs: Knobs): Promise<CheckResult> {
       if (model.problem) return { ok: false, exitReason: "integrity", reason: model.problem };
       try {
-        const need = await options.estimator.need(model, options.probeKnobs);
+        const need = await options.estimator.need(model, knobs);
         if (need.bytes > options.memoryBudgetBytes) {
           return {
             ok: false,
             exitReason: "oom",
-            reason: `does not fit: needs ${formatGiB(need.bytes)} for ${options.probeKnobs.maxBatch} rows of ${need.contextSize} tokens, the budget is ${formatGiB(options.memoryBudgetBytes)}`,
+            reason: `does not fit: needs ${formatGiB(need.bytes)} for ${knobs.maxBatch} rows of ${need.contextSize} tokens, the budget is ${formatGiB(options.memoryBudgetBytes)}`,
           };
         }
         return { ok: true };

@@ -11,7 +11,9 @@
  * and the gate's thresholds on TTFT and decode rate. An integrity failure aborts the whole run; any
  * other failure moves on to the next candidate.
  */
+
 import type { ModelFile } from "../engine/engine.js";
+import type { Knobs } from "./knobs.js";
 import type { ExitReason, TrialOutcome } from "./trial-store.js";
 
 /** The thresholds a probe must meet. */
@@ -28,7 +30,7 @@ export type CheckResult = { ok: true } | { ok: false; exitReason: ExitReason; re
 /** The steps of a candidate's feasibility check; the real ones are in engine-probe.ts. */
 export interface CandidateChecks {
   /** Memory fit at the probe's knobs, estimated without loading. */
-  fit(model: ModelFile): Promise<CheckResult>;
+  fit(model: ModelFile, knobs: Knobs): Promise<CheckResult>;
   /** Hash again (and warm) and load in a child process; `integrity` aborts, `timeout` moves on. */
   prewarm(model: ModelFile): Promise<CheckResult>;
   /** Loads in-process and measures the gate workload (a stored result may stand in for it). */
@@ -92,6 +94,8 @@ export async function biggestFit(
   candidates: readonly ModelFile[],
   checks: CandidateChecks,
   gate: Gate,
+  /** The knobs a candidate is checked and probed with (its context lowered to fit: fittedStart). */
+  knobsOf: (model: ModelFile) => Promise<Knobs>,
   onVerdict: (model: ModelFile, verdict: CandidateVerdict) => void | Promise<void> = () => {},
 ): Promise<Stage1Result> {
   const verdicts: CandidateVerdict[] = [];
@@ -100,7 +104,7 @@ export async function biggestFit(
     await onVerdict(model, verdict);
   };
   for (const [index, model] of candidates.entries()) {
-    const fit = await checks.fit(model);
+    const fit = await checks.fit(model, await knobsOf(model));
     if (!fit.ok) {
       if (fit.exitReason === "integrity") {
         await note(model, { model: model.id, exitReason: fit.exitReason, reason: fit.reason });

@@ -61,6 +61,39 @@ export class MemoryEstimator {
   }
 }
 
+/** The shortest context per row a candidate may be lowered to and still count as fitting. */
+export const MIN_FITTED_CONTEXT = 4096;
+
+/**
+ * The knobs a candidate starts from: `start`, with its context per row lowered, as `serve` lowers it
+ * at load (model-runner.ts, fitContext), when `start.maxBatch` rows of it do not fit `budgetBytes`:
+ * halved (on whole KiB of tokens) until it fits, never below `floorTokens` (at least
+ * MIN_FITTED_CONTEXT). Round values, so that the recipe names a context a person would choose. A
+ * model that does not fit even at the floor keeps `start`, whose estimate the memory check refuses
+ * with its reason.
+ */
+export async function fittedStart(
+  estimator: Pick<MemoryEstimator, "need">,
+  model: ModelFile,
+  start: Knobs,
+  budgetBytes: number,
+  floorTokens = MIN_FITTED_CONTEXT,
+): Promise<Knobs> {
+  const first = await estimator.need(model, start);
+  if (first.bytes <= budgetBytes) return start;
+  const floor = Math.max(MIN_FITTED_CONTEXT, floorTokens);
+  // From the context the estimate was for: the knob, capped at the model's trained length.
+  for (let context = halve(first.contextSize); context >= floor; context = halve(context)) {
+    const knobs = { ...start, maxContext: context };
+    if ((await estimator.need(model, knobs)).bytes <= budgetBytes) return knobs;
+  }
+  return start;
+}
+
+function halve(tokens: number): number {
+  return Math.floor(tokens / 2 / 1024) * 1024;
+}
+
 /** A size for a reason line: GiB with two decimals, or smaller units for small models. */
 export function formatGiB(bytes: number): string {
   if (bytes >= 1024 ** 3) return `${(bytes / 1024 ** 3).toFixed(2)} GiB`;

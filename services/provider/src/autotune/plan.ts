@@ -1,21 +1,14 @@
 /** `autotune --dry-run`: the plan, in the order it would run, without loading or measuring anything. */
 import { formatBytes } from "../cli/progress.js";
 import type { Candidate } from "./candidates.js";
-import type { Gate } from "./feasibility.js";
-import { describeKnobs, type Knobs, type SearchSpace } from "./knobs.js";
-import type { Workload } from "./trial-runner.js";
+import { describeKnobs } from "./knobs.js";
+import type { SearchSettings } from "./recipe.js";
 
-export interface PlanInputs {
+export interface PlanInputs extends SearchSettings {
+  /** Threads left to the engine: each candidate is probed with its own count (engine/threads.ts). */
+  autoThreads?: boolean;
   candidates: readonly Candidate[];
   operatorOrder: boolean;
-  workload: Workload;
-  gate: Gate;
-  space: SearchSpace;
-  start: Knobs;
-  replicates: number;
-  budget: number;
-  tieEpsilon: number;
-  memoryBudgetBytes: number;
   storePath: string;
   recordedTrials: number;
   apply: string | undefined;
@@ -30,7 +23,7 @@ export function formatPlan(p: PlanInputs): string {
         `  ${i + 1}. ${c.id} (${c.problem ? "unreadable" : `${c.architecture}, ${c.quantization}`}, ${formatBytes(c.sizeBytes)})`,
     ),
     `  each: memory fit (budget ${formatBytes(p.memoryBudgetBytes)}), re-hash and warm, load in a child process, probe`,
-    `  probe: ${describeKnobs(p.start)}; gate TTFT <= ${p.gate.maxTtftMs} ms, decode >= ${p.gate.minDecodeTokensPerSecond} tokens/s`,
+    `  probe: ${describeKnobs(p.start)}${p.autoThreads ? " (threads: auto, per model)" : ""}, context lowered to fit; gate TTFT <= ${p.gate.maxTtftMs} ms, decode >= ${p.gate.minDecodeTokensPerSecond} tokens/s`,
     "stage 2: hill-climb the chosen model's knobs (aggregate decode tokens/s; TTFT breaks ties)",
     `  threads: ${p.space.threads.join(", ")}`,
     `  max_batch: ${p.space.maxBatch.join(", ")}`,

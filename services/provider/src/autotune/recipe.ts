@@ -23,9 +23,8 @@ export interface MachineFacts {
   totalMemoryBytes: number;
 }
 
-export interface RecipeInputs {
-  machine: MachineFacts;
-  candidates: readonly Pick<ModelFile, "id" | "sha256">[];
+/** How a run searches: its workload, gate, space, starting knobs and trial budget. */
+export interface SearchSettings {
   workload: Workload;
   gate: Gate;
   space: SearchSpace;
@@ -34,6 +33,11 @@ export interface RecipeInputs {
   budget: number;
   tieEpsilon: number;
   memoryBudgetBytes: number;
+}
+
+export interface RecipeInputs extends SearchSettings {
+  machine: MachineFacts;
+  candidates: readonly Pick<ModelFile, "id" | "sha256">[];
 }
 
 /** Exactly what the hash covers, with snake_case keys as the JSON output shows them. */

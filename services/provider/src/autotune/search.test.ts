@@ -6,6 +6,7 @@ import type { ModelFile } from "../engine/engine.js";
 import { biggestFit, type CandidateChecks, IntegrityAbort } from "./feasibility.js";
 import { type CellFigures, climb, isNewBest, type Objective } from "./hill-climb.js";
 import { AxisError, type Knobs, knobsKey, parseAxis, type SearchSpace } from "./knobs.js";
+import { fittedStart, MIN_FITTED_CONTEXT } from "./memory-fit.js";
 import { type RecipeInputs, recipeDomain, recipeHash } from "./recipe.js";
 import { TRIALS_FILE, type TrialOutcome, type TrialRecord, TrialStore, trialKey } from "./trial-store.js";
 
@@ -134,6 +135,7 @@ function model(id: string, sha = id.padEnd(64, "0")): ModelFile {
 
 describe("stage 1 biggest fit", () => {
   const gate = { maxTtftMs: 1000, minDecodeTokensPerSecond: 10 };
+  const startOf = async () => start;
   const ok: TrialOutcome = {
     exitReason: "ok",
     figures: { decodeTokensPerSecond: 50, ttftMs: 20, completionTokens: 8, batches: 1 },
@@ -160,7 +162,7 @@ describe("stage 1 biggest fit", () => {
 
   it("keeps the operator's order and STOPS at the first that passes; the rest are alternates, never probed", async () => {
     const probed: string[] = [];
-    const result = await biggestFit([model("1b"), model("32b")], checks({}, probed), gate);
+    const result = await biggestFit([model("1b"), model("32b")], checks({}, probed), gate, startOf);
     expect(result.chosen?.id).toBe("1b");
     expect(result.alternates).toEqual(["32b"]);
     expect(probed).toEqual(["1b"]);
@@ -184,6 +186,7 @@ describe("stage 1 biggest fit", () => {
         probed,
       ),
       gate,
+      startOf,
     );
     expect(result.chosen?.id).toBe("small");
     expect(result.alternates).toEqual(["tiny"]);
@@ -197,18 +200,67 @@ describe("stage 1 biggest fit", () => {
     expect(result.verdicts[0]?.reason).toBe("needs 40 GiB");
   });
 
+  it("checks each candidate's memory fit at the knobs it starts from", async () => {
+    const seen: string[] = [];
+    const fitted = async (m: ModelFile): Promise<Knobs> => ({
+      ...start,
+      maxContext: m.id === "big" ? 4096 : 8192,
+    });
+    const base = checks({}, []);
+    await biggestFit(
+      [model("big"), model("small")],
+      {
+        ...base,
+        fit: (m, knobs) => {
+          seen.push(`${m.id}:${knobs.maxContext}`);
+          return base.fit(m, knobs);
+        },
+      },
+      gate,
+      fitted,
+    );
+    expect(seen).toEqual(["big:4096"]);
+  });
+
   it("an integrity failure aborts the whole run, after recording it", async () => {
     const seen: string[] = [];
     const run = biggestFit(
       [model("a"), model("b")],
       checks({ a: { prewarm: { exitReason: "integrity", reason: "sha256 mismatch" } } }, []),
       gate,
+      startOf,
       (_m, v) => {
         seen.push(`${v.model}:${v.exitReason}`);
       },
     );
     await expect(run).rejects.toBeInstanceOf(IntegrityAbort);
     expect(seen).toEqual(["a:integrity"]);
+  });
+});
+
+describe("the context a candidate starts from", () => {
+  // A model trained on 40,960 tokens whose KV cache costs 10 bytes a token a row, weights 1,000.
+  const estimator = {
+    need: async (_m: ModelFile, k: Knobs) => {
+      const contextSize = Math.min(k.maxContext, 40_960);
+      return { bytes: 1_000 + contextSize * k.maxBatch * 10, contextSize };
+    },
+  };
+  const big = { ...start, maxBatch: 4, maxContext: 50_000 };
+
+  it("is the configured one when it fits", async () => {
+    expect(await fittedStart(estimator, model("m"), big, 1_000 + 40_960 * 40)).toBe(big);
+  });
+
+  it("is halved from the trained length, on whole KiB, until the rows fit, as serve lowers it", async () => {
+    // 4 rows: 40,960 and 20,480 tokens do not fit 500,000 bytes; 10,240 does.
+    expect(await fittedStart(estimator, model("m"), big, 500_000)).toEqual({ ...big, maxContext: 10_240 });
+  });
+
+  it("stays the configured one (which the memory check refuses) when not even the floor fits", async () => {
+    expect(await fittedStart(estimator, model("m"), big, 1_000 + MIN_FITTED_CONTEXT * 4 * 10 - 1)).toBe(big);
+    // A workload longer than the floor raises it.
+    expect(await fittedStart(estimator, model("m"), big, 500_000, 12_000)).toBe(big);
   });
 });
 

@@ -38,6 +38,11 @@ export interface TuneOptions extends Omit<RecipeInputs, "candidates"> {
   checks(probe: (model: ModelFile) => Promise<TrialOutcome>): CandidateChecks;
   /** The objective measuring `model` (an EngineTrialRunner in production) and how to free it. */
   objective(model: ModelFile): Objective & { release(): Promise<void> };
+  /**
+   * The knobs a candidate starts from: `start` with what the model needs changed (fittedStart: the
+   * context lowered to what fits the memory budget, as `serve` lowers it). Default: `start` as is.
+   */
+  startFor?: (model: ModelFile, start: Knobs) => Promise<Knobs>;
   /** True once a stop was asked for: the run ends before its next trial. */
   stopping?: () => boolean;
   onEvent?: (event: TuneEvent) => void;
@@ -99,6 +104,16 @@ export async function tune(options: TuneOptions): Promise<TuneResult> {
     await store.append(entry);
   };
 
+  const starts = new Map<string, Promise<Knobs>>();
+  const startOf = (model: ModelFile): Promise<Knobs> => {
+    let s = starts.get(model.id);
+    if (!s) {
+      s = options.startFor ? options.startFor(model, start) : Promise.resolve(start);
+      starts.set(model.id, s);
+    }
+    return s;
+  };
+
   const objectives = new Map<string, Objective & { release(): Promise<void> }>();
   const objectiveOf = (model: ModelFile) => {
     let o = objectives.get(model.id);
@@ -113,10 +128,11 @@ export async function tune(options: TuneOptions): Promise<TuneResult> {
     // Stage 1. The probe of a candidate is the stored trial; its checks run again every time (a
     // file may have changed since), and their failures are recorded under keys of their own.
     const probe = async (model: ModelFile): Promise<TrialOutcome> => {
+      const knobs = await startOf(model);
       const key = trialKey({
         stage: 1,
         modelSha256: model.sha256,
-        knobs: `probe:${knobsKey(start)}`,
+        knobs: `probe:${knobsKey(knobs)}`,
         workload: gkey,
         occurrence: 0,
       });
@@ -124,13 +140,13 @@ export async function tune(options: TuneOptions): Promise<TuneResult> {
       const stored = store.lookup(key);
       if (stored) {
         trialsReused++;
-        emit({ kind: "trial", stage: 1, knobs: start, outcome: stored, reused: true, done: 0, budget: 0 });
+        emit({ kind: "trial", stage: 1, knobs, outcome: stored, reused: true, done: 0, budget: 0 });
         return stored;
       }
       if (stopping()) throw new TuneInterrupted("stopped before probing");
-      const outcome = await objectiveOf(model).measure(start);
+      const outcome = await objectiveOf(model).measure(knobs);
       trialsRun++;
-      emit({ kind: "trial", stage: 1, knobs: start, outcome, reused: false, done: 0, budget: 0 });
+      emit({ kind: "trial", stage: 1, knobs, outcome, reused: false, done: 0, budget: 0 });
       return outcome;
     };
     /** Candidates that reached the probe (their verdict is the probe's), with when it began. */
@@ -140,18 +156,20 @@ export async function tune(options: TuneOptions): Promise<TuneResult> {
     const stage1 = await biggestFit(
       options.candidates,
       {
-        fit: (m) => {
+        fit: (m, knobs) => {
           emit({ kind: "candidate", model: m.id, index: index++, total: options.candidates.length });
-          return checks.fit(m);
+          return checks.fit(m, knobs);
         },
         prewarm: (m) => checks.prewarm(m),
         probe: (m) => checks.probe(m),
       },
       gate,
+      startOf,
       async (model, verdict) => {
         emit({ kind: "verdict", model: model.id, exitReason: verdict.exitReason, reason: verdict.reason });
         const began = probed.get(model.id);
-        const knobsPart = `${began === undefined ? "check" : "probe"}:${knobsKey(start)}`;
+        const knobs = await startOf(model);
+        const knobsPart = `${began === undefined ? "check" : "probe"}:${knobsKey(knobs)}`;
         const key = trialKey({
           stage: 1,
           modelSha256: model.sha256,
@@ -160,7 +178,7 @@ export async function tune(options: TuneOptions): Promise<TuneResult> {
           occurrence: 0,
         });
         if (store.lookup(key)) return; // reused: already on file
-        await record(1, model, start, knobsPart, gkey, 0, verdict, began ?? performance.now());
+        await record(1, model, knobs, knobsPart, gkey, 0, verdict, began ?? performance.now());
       },
     );
     for (const [id, o] of objectives) if (id !== stage1.chosen?.id) await o.release();
@@ -202,7 +220,18 @@ export async function tune(options: TuneOptions): Promise<TuneResult> {
         return outcome;
       },
     };
-    const result = await climb(options.space as SearchSpace, start, recorded, {
+    // The climb starts where the probe passed; contexts above the one that fits are not tried.
+    const chosenStart = await startOf(chosen);
+    const space: SearchSpace = {
+      ...(options.space as SearchSpace),
+      maxContext: [
+        ...new Set([
+          ...options.space.maxContext.filter((c) => c <= chosenStart.maxContext),
+          chosenStart.maxContext,
+        ]),
+      ].sort((a, b) => a - b),
+    };
+    const result = await climb(space, chosenStart, recorded, {
       replicates: options.replicates,
       budget: options.budget,
       tieEpsilon: options.tieEpsilon,

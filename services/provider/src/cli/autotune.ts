@@ -18,15 +18,17 @@ import {
   type SearchSpace,
   snap,
 } from "../autotune/knobs.js";
-import { MemoryEstimator } from "../autotune/memory-fit.js";
+import { fittedStart, MemoryEstimator } from "../autotune/memory-fit.js";
 import { formatPlan } from "../autotune/plan.js";
-import { serveCommandLine } from "../autotune/recipe.js";
+import { type SearchSettings, serveCommandLine } from "../autotune/recipe.js";
 import { EngineTrialRunner, type Workload } from "../autotune/trial-runner.js";
 import { TRIALS_FILE, TrialStore } from "../autotune/trial-store.js";
 import { TuneInterrupted, tune } from "../autotune/tuner.js";
 import { BenchFlagError, integerFlag } from "../bench/flags.js";
 import { defaultConfigPath, pidFileOf } from "../config/paths.js";
 import type { ModelFile } from "../engine/engine.js";
+import { chooseThreads } from "../engine/threads.js";
+import { detectTopology } from "../machine/topology.js";
 import { ServiceError, type ServiceManager } from "../service/index.js";
 import { AlreadyRunningError, acquirePidFile, type PidFile } from "../service/pid-file.js";
 import type { CliContext } from "./context.js";
@@ -113,19 +115,13 @@ export function addAutotuneCommand(program: Command, context: CliContext): void 
     });
 }
 
-interface Prepared {
+interface Prepared extends SearchSettings {
+  /** The config leaves threads to the engine ("auto"): each candidate starts from its own count. */
+  autoThreads: boolean;
   dataDir: string;
   configPath: string;
   candidates: Awaited<ReturnType<typeof resolveCandidates>>;
   operatorOrder: boolean;
-  workload: Workload;
-  gate: { maxTtftMs: number; minDecodeTokensPerSecond: number };
-  space: SearchSpace;
-  start: Knobs;
-  replicates: number;
-  budget: number;
-  tieEpsilon: number;
-  memoryBudgetBytes: number;
   cpuCount: number;
   totalMemoryBytes: number;
   storePath: string;
@@ -226,6 +222,7 @@ async function prepare(opts: Record<string, unknown>, context: CliContext): Prom
     gate,
     space,
     start,
+    autoThreads: typeof config.threads !== "number",
     replicates,
     budget,
     tieEpsilon,
@@ -286,6 +283,7 @@ async function execute(plan: Prepared, opts: Record<string, unknown>, context: C
       import("../engine/llama/model-validator.js"),
     ]);
     let llama: ReturnType<typeof getLlama> | undefined;
+    const topology = detectTopology();
     const estimator = new MemoryEstimator(() => {
       llama ??= getLlama({ gpu: false, build: "never", skipDownload: true, logLevel: LlamaLogLevel.error });
       return llama;
@@ -329,11 +327,25 @@ async function execute(plan: Prepared, opts: Record<string, unknown>, context: C
         engineChecks({
           estimator,
           memoryBudgetBytes: plan.memoryBudgetBytes,
-          probeKnobs: plan.start,
           validator,
           probe,
         }),
       objective: (model) => runnerFor(model),
+      // Where serve would start with this model: threads "auto" resolved for it (engine/threads.ts),
+      // and a context that does not fit lowered (as at load), not a reason to skip the model.
+      startFor: async (model, start) =>
+        fittedStart(
+          estimator,
+          model,
+          plan.autoThreads
+            ? {
+                ...start,
+                threads: chooseThreads({ modelBytes: model.sizeBytes, topology: await topology }).threads,
+              }
+            : start,
+          plan.memoryBudgetBytes,
+          plan.workload.promptTokens + plan.workload.genTokens,
+        ),
       stopping: () => stopping,
       onEvent: (event) => {
         if (event.kind === "candidate") {
