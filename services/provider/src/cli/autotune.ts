@@ -48,8 +48,10 @@ const DEFAULTS = {
   promptTokens: 128,
   genTokens: 32,
   trialSeconds: 10,
-  replicates: 2,
-  budget: 24,
+  // Three, so that the median is one trial's figure: with two it is their mean, and one disturbed
+  // trial (a 22 tok/s among 39-41) flipped a comparison of the Qwen3-0.6B shape's batch widths.
+  replicates: 3,
+  budget: 36,
   tieEpsilon: 0.02,
   gateTtftMs: 10_000,
   gateTps: 1,
