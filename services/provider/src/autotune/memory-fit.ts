@@ -4,8 +4,9 @@
  * fitContext: weights + every row's KV cache + compute buffers), so a candidate the engine would
  * have to shrink is skipped with its reason instead of loaded.
  */
-import { GgmlType, GgufInsights, type Llama, readGgufFileInfo } from "node-llama-cpp";
+import { GgufInsights, type Llama, readGgufFileInfo } from "node-llama-cpp";
 import type { ModelFile } from "../engine/engine.js";
+import { estimateModelBytes } from "../engine/llama/memory-estimate.js";
 import type { Knobs } from "./knobs.js";
 
 /** The engine's prompt chunk, which is also its llama_decode batch size (llama-engine.ts). */
@@ -36,17 +37,14 @@ export class MemoryEstimator {
     const info = await insights;
     const train = info.trainContextSize ?? 0;
     const contextSize = train > 0 ? Math.min(knobs.maxContext, train) : knobs.maxContext;
-    const type = knobs.kvBits === 8 ? GgmlType.Q8_0 : knobs.kvBits === 4 ? GgmlType.Q4_0 : GgmlType.F16;
-    const r = await info.estimateContextResourceRequirementsV2({
+    const bytes = await estimateModelBytes(info, info.modelSize, {
       contextSize,
-      modelGpuLayers: 0,
-      batchSize: Math.max(PREFILL_CHUNK, knobs.maxBatch),
       sequences: knobs.maxBatch,
-      flashAttention: knobs.kvBits !== undefined,
-      kvCacheKeyType: type,
-      kvCacheValueType: type,
+      batchSize: Math.max(PREFILL_CHUNK, knobs.maxBatch),
+      kvBits: knobs.kvBits,
+      gpuLayers: 0,
     });
-    return { bytes: info.modelSize + r.cpuRam + r.gpuVram, contextSize };
+    return { bytes, contextSize };
   }
 
   private async read(path: string): Promise<GgufInsights> {

@@ -7,6 +7,7 @@
  */
 import { fillerText } from "../bench/prompts.js";
 import { median, type RowTiming, summarizeBatch } from "../bench/stats.js";
+import { timedGeneration } from "../bench/target.js";
 import { type Engine, EngineError, type GenerationRequest, type ModelFile } from "../engine/engine.js";
 import type { Objective } from "./hill-climb.js";
 import { type Knobs, knobsKey } from "./knobs.js";
@@ -149,31 +150,7 @@ export class EngineTrialRunner implements Objective {
         input: { kind: "text", prompt: fillerText(((batchIndex + 1) % 64) * batch + row, words) },
         sampling: { temperature: 0, topP: 1, topK: 0, stop: [], maxTokens: genTokens },
       };
-      let firstTokenMs: number | undefined;
-      let lastTokenMs: number | undefined;
-      const tokenTimesMs: number[] = [];
-      const startMs = performance.now();
-      const generation = engine.generate(request, (event) => {
-        if (event.text === "" && event.tokens === 0) return;
-        const at = performance.now();
-        firstTokenMs ??= at;
-        lastTokenMs = at;
-        for (let i = 0; i < event.tokens; i++) tokenTimesMs.push(at);
-      });
-      return {
-        generation,
-        timing: generation.done.then(
-          (result): RowTiming => ({
-            promptTokens: result.promptTokens,
-            completionTokens: result.completionTokens,
-            startMs,
-            firstTokenMs,
-            lastTokenMs,
-            finishReason: result.finishReason,
-            tokenTimesMs,
-          }),
-        ),
-      };
+      return timedGeneration(engine, request);
     });
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<never>((_, reject) => {

@@ -1,4 +1,4 @@
-import type { Engine, GenerationRequest } from "../engine/engine.js";
+import type { Engine, Generation, GenerationRequest } from "../engine/engine.js";
 import type { RowTiming } from "./stats.js";
 
 /** Something the benchmark can run a batch of raw-text prompts on (greedy, `genTokens` each). */
@@ -32,29 +32,42 @@ export function engineTarget(engine: Engine, modelId: string, name = "engine"): 
             input: { kind: "text", prompt },
             sampling: { temperature: 0, topP: 1, topK: 0, stop: [], maxTokens: genTokens },
           };
-          let firstTokenMs: number | undefined;
-          let lastTokenMs: number | undefined;
-          const tokenTimesMs: number[] = [];
-          const startMs = now();
-          const generation = engine.generate(request, (event) => {
-            if (event.text === "" && event.tokens === 0) return;
-            const at = now();
-            firstTokenMs ??= at;
-            lastTokenMs = at;
-            for (let i = 0; i < event.tokens; i++) tokenTimesMs.push(at);
-          });
-          const result = await generation.done;
-          return {
-            promptTokens: result.promptTokens,
-            completionTokens: result.completionTokens,
-            startMs,
-            firstTokenMs,
-            lastTokenMs,
-            finishReason: result.finishReason,
-            tokenTimesMs,
-          };
+          return timedGeneration(engine, request).timing;
         }),
       ),
     close: async () => {},
   };
+}
+
+/**
+ * Starts one generation and times it by the arrival of its `onToken` events (the first, the last,
+ * and each token's); `generation` is there to cancel it.
+ */
+export function timedGeneration(
+  engine: Engine,
+  request: GenerationRequest,
+): { generation: Generation; timing: Promise<RowTiming> } {
+  let firstTokenMs: number | undefined;
+  let lastTokenMs: number | undefined;
+  const tokenTimesMs: number[] = [];
+  const startMs = now();
+  const generation = engine.generate(request, (event) => {
+    if (event.text === "" && event.tokens === 0) return;
+    const at = now();
+    firstTokenMs ??= at;
+    lastTokenMs = at;
+    for (let i = 0; i < event.tokens; i++) tokenTimesMs.push(at);
+  });
+  const timing = generation.done.then(
+    (result): RowTiming => ({
+      promptTokens: result.promptTokens,
+      completionTokens: result.completionTokens,
+      startMs,
+      firstTokenMs,
+      lastTokenMs,
+      finishReason: result.finishReason,
+      tokenTimesMs,
+    }),
+  );
+  return { generation, timing };
 }

@@ -285,7 +285,12 @@ async function execute(plan: Prepared, opts: Record<string, unknown>, context: C
       import("../engine/llama/model-validator.js"),
     ]);
     let llama: ReturnType<typeof getLlama> | undefined;
-    const topology = detectTopology();
+    // Read once, and only when the config leaves threads to the engine.
+    let detected: ReturnType<typeof detectTopology> | undefined;
+    const topology = () => {
+      detected ??= detectTopology();
+      return detected;
+    };
     const estimator = new MemoryEstimator(() => {
       llama ??= getLlama({ gpu: false, build: "never", skipDownload: true, logLevel: LlamaLogLevel.error });
       return llama;
@@ -342,7 +347,10 @@ async function execute(plan: Prepared, opts: Record<string, unknown>, context: C
           plan.autoThreads
             ? {
                 ...start,
-                threads: chooseThreads({ modelBytes: model.sizeBytes, topology: await topology }).threads,
+                threads: chooseThreads({
+                  modelBytes: model.sizeBytes,
+                  topology: await topology(),
+                }).threads,
               }
             : start,
           plan.memoryBudgetBytes,

@@ -8,9 +8,10 @@
  */
 
 import { ModelTokenizer } from "@darkbloom/models";
-import { GgmlType, type Llama, type LlamaContext, type LlamaModel } from "node-llama-cpp";
+import type { Llama, LlamaContext, LlamaModel } from "node-llama-cpp";
 import { EngineError, type ModelFile } from "../engine.js";
 import type { Job, Row } from "./job.js";
+import { estimateModelBytes } from "./memory-estimate.js";
 import { errorMessage } from "./meters.js";
 
 /** The engine's log: llama.cpp's lines and its own. */
@@ -98,7 +99,7 @@ export async function openModelRunner(
     const wanted = train > 0 ? Math.min(settings.maxContext, train) : settings.maxContext;
     const kvType = settings.kvBits === 8 ? "Q8_0" : settings.kvBits === 4 ? "Q4_0" : undefined;
     const batchSize = Math.max(settings.prefillChunk, settings.maxBatch);
-    const maxContext = await fitContext(model, wanted, batchSize, kvType, settings, log);
+    const maxContext = await fitContext(model, wanted, batchSize, settings, log);
     context = await model.createContext({
       sequences: settings.maxBatch,
       contextSize: maxContext,
@@ -160,25 +161,19 @@ async function fitContext(
   model: LlamaModel,
   wanted: number,
   batchSize: number,
-  kvType: "Q8_0" | "Q4_0" | undefined,
   settings: RunnerSettings,
   log: EngineLog,
 ): Promise<number> {
   const budget = settings.memoryBudgetBytes;
   if (budget === undefined) return wanted;
-  const ggmlType = kvType === "Q8_0" ? GgmlType.Q8_0 : kvType === "Q4_0" ? GgmlType.Q4_0 : GgmlType.F16;
-  const needs = async (contextSize: number): Promise<number> => {
-    const r = await model.fileInsights.estimateContextResourceRequirementsV2({
+  const needs = (contextSize: number): Promise<number> =>
+    estimateModelBytes(model.fileInsights, model.size, {
       contextSize,
-      modelGpuLayers: model.gpuLayers,
-      batchSize,
       sequences: settings.maxBatch,
-      flashAttention: kvType !== undefined,
-      kvCacheKeyType: ggmlType,
-      kvCacheValueType: ggmlType,
+      batchSize,
+      kvBits: settings.kvBits,
+      gpuLayers: model.gpuLayers,
     });
-    return model.size + r.cpuRam + r.gpuVram;
-  };
   if ((await needs(wanted)) <= budget) return wanted;
   let lo = Math.min(wanted, 256);
   let hi = wanted;
