@@ -11,6 +11,7 @@ import { createConnectTransport } from "@connectrpc/connect-node";
 import { uploadVocabulary, vocabularyOf } from "@darkbloom/coordinator";
 import { coordinatorBin, freePort, providerBin } from "@darkbloom/local-network";
 import { ModelTokenizer } from "@darkbloom/models";
+import type { TrustLevelName } from "@darkbloom/protocol";
 import {
   AdminService,
   type ProviderSummary,
@@ -65,7 +66,7 @@ export interface TestbedOptions {
    */
   balanced?: boolean;
   /** Lowest provider trust routed to (default: the coordinator's own default, self_signed). */
-  minTrust?: "none" | "self_signed" | "hardware";
+  minTrust?: TrustLevelName;
   /** Price of every model (default TESTBED_PRICES). */
   prices?: { input: bigint; output: bigint };
   /** Wait until every provider is routable (default true). */
@@ -447,6 +448,8 @@ export async function startTestbed(o: TestbedOptions): Promise<Testbed> {
             ...["--model", spec.models.join(","), "--threads", "1", "--log-level", "info"],
             // Many daemons on one machine: none takes the default metrics address (a spec may set one).
             ...(spec.args?.includes("--metrics-listen") ? [] : ["--metrics-listen", "off"]),
+            // One TPM holds one attestation key: daemons use the software key unless a spec says.
+            ...(spec.args?.includes("--tpm") ? [] : ["--tpm", "off"]),
             ...(spec.maxBatch ? ["--max-batch", String(spec.maxBatch)] : []),
             ...(spec.args ?? []),
           ],

@@ -10,7 +10,7 @@
  *   {"binary_sha256":hex64,"chip":string,"daemon_version":string,"encryption_public_key":base64(32 bytes),
  *    "format":"darkbloom.attestation.v1","key_persistent":boolean,"machine_id":string,
  *    "machine_model":string,"os":string,"os_version":string,"secure_boot":SecurityState,
- *    "serial_sha256":hex64|"","signer":"software"|"secure_enclave","sip":SecurityState,
+ *    "serial_sha256":hex64|"","signer":"software"|"secure_enclave"|"tpm","sip":SecurityState,
  *    "timestamp_ms":integer}
  *
  * Challenge status (AttestationResponse.status): canonical JSON:
@@ -28,14 +28,49 @@
  *   55      8     the challenge timestamp_ms, unsigned 64-bit big-endian
  *   63      4     the status length in bytes, unsigned 32-bit big-endian
  *   67      n     the status bytes (exactly as sent in AttestationResponse.status)
+ *
+ * A TPM-signed session also answers with a TPM2_Quote over TPM_QUOTE_PCRS whose qualifying data is
+ * SHA-256 of that same signing input (tpmQuoteQualifyingData).
  */
+import { createHash } from "node:crypto";
+import { SignerKind } from "./gen/darkbloom/provider/v1/provider_pb.js";
 
 /** A security feature's state as the provider can determine it. */
 export type SecurityState = "enabled" | "disabled" | "unknown" | "not_applicable";
 
 export const SECURITY_STATES: readonly SecurityState[] = ["enabled", "disabled", "unknown", "not_applicable"];
 
-export type AttestationSignerName = "software" | "secure_enclave";
+export type AttestationSignerName = "software" | "secure_enclave" | "tpm";
+
+/** The signer names, and the SignerKind each is registered with. */
+export const ATTESTATION_SIGNERS: Readonly<Record<AttestationSignerName, SignerKind>> = {
+  software: SignerKind.SOFTWARE,
+  secure_enclave: SignerKind.SECURE_ENCLAVE,
+  tpm: SignerKind.TPM,
+};
+
+/**
+ * The PCRs a TPM quote covers, in the SHA-256 bank: 0-7 are the boot state (firmware, its
+ * configuration, option ROMs, the boot loader and its configuration, Secure Boot policy), which
+ * cannot change without a reboot, and a reboot is a new session.
+ */
+export const TPM_QUOTE_PCRS: readonly number[] = [0, 1, 2, 3, 4, 5, 6, 7];
+
+/**
+ * The qualifying data of the quote that answers a challenge: SHA-256 of the challenge's signing
+ * input, so the quote is fresh (the nonce), and bound to the status it answers with.
+ */
+export function tpmQuoteQualifyingData(
+  nonce: Uint8Array,
+  timestampMs: bigint,
+  status: Uint8Array,
+): Uint8Array {
+  return new Uint8Array(
+    createHash("sha256")
+      .update(challengeSigningInput(nonce, timestampMs, status))
+      .digest(),
+  );
+}
 
 export const ATTESTATION_FORMAT = "darkbloom.attestation.v1";
 export const CHALLENGE_STATUS_FORMAT = "darkbloom.challenge-status.v1";

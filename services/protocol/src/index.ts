@@ -1,5 +1,6 @@
 export {
   ATTESTATION_FORMAT,
+  ATTESTATION_SIGNERS,
   type AttestationDocument,
   type AttestationSignerName,
   CHALLENGE_DOMAIN,
@@ -15,6 +16,8 @@ export {
   SERIAL_HASH_PREFIX,
   type SecurityState,
   type StatusModel,
+  TPM_QUOTE_PCRS,
+  tpmQuoteQualifyingData,
 } from "./attestation.js";
 export { type BackoffPolicy, backoffDelay, backoffPolicy } from "./backoff.js";
 export { Channel, ChannelClosedError } from "./channel.js";
@@ -28,4 +31,10 @@ export {
 } from "./constants.js";
 export { P256_PUBLIC_KEY_BYTES, p256PublicKeyFromRaw, rawP256PublicKey, verifyP256 } from "./p256.js";
 export { compareSemver, isSemver, parseSemver, type SemVer } from "./semver.js";
-export { parseTrustLevelName, type TrustLevelName, trustLevelName } from "./trust-level.js";
+export {
+  parseTrustLevelName,
+  TRUST_LEVEL_NAMES,
+  type TrustLevelName,
+  trustLevelName,
+  trustRank,
+} from "./trust-level.js";

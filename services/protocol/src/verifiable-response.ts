@@ -86,7 +86,7 @@ export interface ResponseProof {
   /** The response signature version: 2. */
   version: number;
   provider_id: string;
-  /** "none", "self_signed" or "hardware" at the time the response was served (not signed). */
+  /** "none", "self_signed", "tpm" or "hardware" at the time the response was served (not signed). */
   trust_level: string;
   /** Base64 of the provider's P-256 public key (SEC1 uncompressed point); null when it has none. */
   signing_key: string | null;

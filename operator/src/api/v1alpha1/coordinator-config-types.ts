@@ -51,7 +51,7 @@ function byteSize(max: number, maxText: string, description: string) {
   });
 }
 
-export const TRUST_LEVELS = ["none", "self_signed", "hardware"] as const;
+export const TRUST_LEVELS = ["none", "self_signed", "tpm", "hardware"] as const;
 export const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
 
 /** Defaults of the coordinator (config.ts) that the cross-field rules fall back on. */

@@ -1,5 +1,6 @@
 import { homedir } from "node:os";
 import { join, resolve } from "node:path";
+import { TRUST_LEVEL_NAMES } from "@darkbloom/protocol";
 import { InvalidArgumentError } from "commander";
 import { UsageError } from "./io.js";
 
@@ -135,7 +136,7 @@ function isUrl(value: string, protocols: readonly string[]): boolean {
   }
 }
 
-const TRUST_LEVELS = ["none", "self_signed", "hardware"] as const;
+const TRUST_LEVELS = TRUST_LEVEL_NAMES;
 
 /** A commander argument parser for a trust level name. */
 export function trustLevel(value: string): (typeof TRUST_LEVELS)[number] {
@@ -175,6 +176,20 @@ export function hardwareKeys(value: string, previous: string[] = []): string[] {
     }
   }
   return [...previous, ...keys];
+}
+
+/** A commander argument parser for hex SHA-256 PCR digests, comma-separated; repeatable. */
+export function pcrDigests(value: string, previous: string[] = []): string[] {
+  const digests = value
+    .split(",")
+    .map((k) => k.trim().toLowerCase())
+    .filter((k) => k !== "");
+  for (const digest of digests) {
+    if (!/^[0-9a-f]{64}$/.test(digest)) {
+      throw new InvalidArgumentError("expected hex SHA-256 PCR digests (64 hex digits)");
+    }
+  }
+  return [...previous, ...digests];
 }
 
 const SIZE_UNITS: Record<string, number> = { "": 1, B: 1, KiB: 1024, MiB: 1024 ** 2, GiB: 1024 ** 3 };

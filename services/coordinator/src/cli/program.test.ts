@@ -65,7 +65,10 @@ describe("bad input", () => {
     expectUsageError(await cli(["serve", "--port", "70000"]), /--port.*0 to 65535/);
     expectUsageError(await cli(["serve", "--log-level", "loud"]), /--log-level/);
     expectUsageError(await cli(["serve", "--database-url", "mysql://x/y"]), /postgres:\/\//);
-    expectUsageError(await cli(["serve", "--min-trust", "high"]), /--min-trust.*none, self_signed, hardware/);
+    expectUsageError(
+      await cli(["serve", "--min-trust", "high"]),
+      /--min-trust.*none, self_signed, tpm, hardware/,
+    );
     expectUsageError(
       await cli(["serve", "--min-provider-version", "v1"]),
       /--min-provider-version.*semantic/,

@@ -14,7 +14,7 @@ export interface DirectoryEntry {
   models: Array<{ id: string; contextLength: number }>;
   maxBatch: number;
   freeSlots: number;
-  /** Trust level name (none, self_signed, hardware). */
+  /** Trust level name (none, self_signed, tpm, hardware). */
   trustLevel: string;
   trustReasons: string[];
   attested: boolean;

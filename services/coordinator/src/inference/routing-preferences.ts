@@ -1,4 +1,4 @@
-import { parseTrustLevelName } from "@darkbloom/protocol";
+import { parseTrustLevelName, TRUST_LEVEL_NAMES } from "@darkbloom/protocol";
 import type { TrustLevel } from "@darkbloom/protocol/provider/v1";
 import { invalidRequest } from "../errors/index.js";
 
@@ -28,7 +28,7 @@ export function readRoutingPreferences(get: (name: string) => HeaderValue): Rout
     prefs.minTrust = parseTrustLevelName(trust.trim());
     if (prefs.minTrust === undefined) {
       throw invalidRequest(
-        `${PREFERENCE_HEADERS.minTrust} must be one of none, self_signed, hardware; got ${JSON.stringify(trust)}.`,
+        `${PREFERENCE_HEADERS.minTrust} must be one of ${TRUST_LEVEL_NAMES.join(", ")}; got ${JSON.stringify(trust)}.`,
         PREFERENCE_HEADERS.minTrust,
       );
     }

@@ -1,4 +1,4 @@
-import { USAGE_VERSION } from "@darkbloom/protocol";
+import { trustRank, USAGE_VERSION } from "@darkbloom/protocol";
 import { TrustLevel } from "@darkbloom/protocol/provider/v1";
 import { estimateCompletionSeconds, type RouteDemand } from "./cost-model.js";
 import type { ProviderHandle } from "./provider-handle.js";
@@ -30,8 +30,8 @@ export const NEAR_TIE = 0.05;
 export function isEligible(p: ProviderHandle, demand: RouteDemand, c: RouteConstraints): boolean {
   if (p.closed || p.draining || p.deRouted) return false;
   if (c.countedUsage && p.usageVersion < USAGE_VERSION) return false;
-  if (p.trustLevel < c.minTrust) return false;
-  if (c.minTrust > TrustLevel.NONE && !p.freshlyAttested()) return false;
+  if (trustRank(p.trustLevel) < trustRank(c.minTrust)) return false;
+  if (trustRank(c.minTrust) > trustRank(TrustLevel.NONE) && !p.freshlyAttested()) return false;
   if (c.exclude?.has(p.id)) return false;
   if (c.allow && !c.allow.has(p.id)) return false;
   return demand.promptTokens + demand.maxTokens <= p.contextLimit(demand.model);

@@ -1,5 +1,6 @@
-import { isSemver, parseTrustLevelName } from "@darkbloom/protocol";
+import { isSemver, parseTrustLevelName, TRUST_LEVEL_NAMES } from "@darkbloom/protocol";
 import type { CoordinatorConfig } from "../config.js";
+import { EkTrustStore } from "./tpm/index.js";
 import type { TrustManagerOptions } from "./trust-manager.js";
 
 const HEX_P256 = /^04[0-9a-f]{128}$/;
@@ -9,7 +10,7 @@ export function trustOptionsFrom(config: CoordinatorConfig): TrustManagerOptions
   const minTrust = parseTrustLevelName(config.minTrustLevel);
   if (minTrust === undefined) {
     throw new Error(
-      `minTrustLevel must be none, self_signed or hardware, got ${JSON.stringify(config.minTrustLevel)}`,
+      `minTrustLevel must be one of ${TRUST_LEVEL_NAMES.join(", ")}, got ${JSON.stringify(config.minTrustLevel)}`,
     );
   }
   if (config.minProviderVersion !== "" && !isSemver(config.minProviderVersion)) {
@@ -38,10 +39,18 @@ export function trustOptionsFrom(config: CoordinatorConfig): TrustManagerOptions
     }
     hardwareKeys.add(hex);
   }
+  const tpmPcrAllowlist = new Set<string>();
+  for (const digest of config.tpmPcrAllowlist) {
+    const hex = digest.trim().toLowerCase();
+    if (!/^[0-9a-f]{64}$/.test(hex)) throw new Error("tpmPcrAllowlist entries must be 64 hex digits");
+    tpmPcrAllowlist.add(hex);
+  }
   return {
     minTrust,
     minProviderVersion: config.minProviderVersion,
     hardwareKeys,
+    ekRoots: config.tpmEkCaPem === "" ? undefined : EkTrustStore.fromPem(config.tpmEkCaPem),
+    tpmPcrAllowlist,
     challengeIntervalMs: config.challengeIntervalMs,
     challengeTimeoutMs: config.challengeTimeoutMs,
     challengeRetryMs: config.challengeRetryMs,

@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file darkbloom/provider/v1/provider.proto.
  */
 export const file_darkbloom_provider_v1_provider: GenFile = /*@__PURE__*/
-  fileDesc("CiRkYXJrYmxvb20vcHJvdmlkZXIvdjEvcHJvdmlkZXIucHJvdG8SFWRhcmtibG9vbS5wcm92aWRlci52MSKsBAoOQ29ubmVjdFJlcXVlc3QSMwoIcmVnaXN0ZXIYASABKAsyHy5kYXJrYmxvb20ucHJvdmlkZXIudjEuUmVnaXN0ZXJIABI1CgloZWFydGJlYXQYAiABKAsyIC5kYXJrYmxvb20ucHJvdmlkZXIudjEuSGVhcnRiZWF0SAASRgoSaW5mZXJlbmNlX2FjY2VwdGVkGAMgASgLMiguZGFya2Jsb29tLnByb3ZpZGVyLnYxLkluZmVyZW5jZUFjY2VwdGVkSAASQAoPaW5mZXJlbmNlX2NodW5rGAQgASgLMiUuZGFya2Jsb29tLnByb3ZpZGVyLnYxLkluZmVyZW5jZUNodW5rSAASRgoSaW5mZXJlbmNlX2NvbXBsZXRlGAUgASgLMiguZGFya2Jsb29tLnByb3ZpZGVyLnYxLkluZmVyZW5jZUNvbXBsZXRlSAASQAoPaW5mZXJlbmNlX2Vycm9yGAYgASgLMiUuZGFya2Jsb29tLnByb3ZpZGVyLnYxLkluZmVyZW5jZUVycm9ySAASSgoUYXR0ZXN0YXRpb25fcmVzcG9uc2UYByABKAsyKi5kYXJrYmxvb20ucHJvdmlkZXIudjEuQXR0ZXN0YXRpb25SZXNwb25zZUgAEkMKEWxvYWRfbW9kZWxfc3RhdHVzGAggASgLMiYuZGFya2Jsb29tLnByb3ZpZGVyLnYxLkxvYWRNb2RlbFN0YXR1c0gAQgkKB21lc3NhZ2UigAQKD0Nvbm5lY3RSZXNwb25zZRI6CgxyZWdpc3Rlcl9hY2sYASABKAsyIi5kYXJrYmxvb20ucHJvdmlkZXIudjEuUmVnaXN0ZXJBY2tIABJEChFpbmZlcmVuY2VfcmVxdWVzdBgCIAEoCzInLmRhcmtibG9vbS5wcm92aWRlci52MS5JbmZlcmVuY2VSZXF1ZXN0SAASLwoGY2FuY2VsGAMgASgLMh0uZGFya2Jsb29tLnByb3ZpZGVyLnYxLkNhbmNlbEgAEkwKFWF0dGVzdGF0aW9uX2NoYWxsZW5nZRgEIAEoCzIrLmRhcmtibG9vbS5wcm92aWRlci52MS5BdHRlc3RhdGlvbkNoYWxsZW5nZUgAEjYKCmxvYWRfbW9kZWwYBSABKAsyIC5kYXJrYmxvb20ucHJvdmlkZXIudjEuTG9hZE1vZGVsSAASOgoMdW5sb2FkX21vZGVsGAYgASgLMiIuZGFya2Jsb29tLnByb3ZpZGVyLnYxLlVubG9hZE1vZGVsSAASPgoOcnVudGltZV9zdGF0dXMYByABKAsyJC5kYXJrYmxvb20ucHJvdmlkZXIudjEuUnVudGltZVN0YXR1c0gAEi0KBWRyYWluGAggASgLMhwuZGFya2Jsb29tLnByb3ZpZGVyLnYxLkRyYWluSABCCQoHbWVzc2FnZSLfAQoISGFyZHdhcmUSFQoNbWFjaGluZV9tb2RlbBgBIAEoCRIMCgRjaGlwGAIgASgJEhQKDG1lbW9yeV9ieXRlcxgDIAEoBBIRCgljcHVfY29yZXMYBCABKA0SKAoEZ3B1cxgFIAMoCzIaLmRhcmtibG9vbS5wcm92aWRlci52MS5HcHUSOwoLYWNjZWxlcmF0b3IYBiABKA4yJi5kYXJrYmxvb20ucHJvdmlkZXIudjEuQWNjZWxlcmF0b3JLaW5kEgoKAm9zGAcgASgJEhIKCm9zX3ZlcnNpb24YCCABKAkiKQoDR3B1EgwKBG5hbWUYASABKAkSFAoMbWVtb3J5X2J5dGVzGAIgASgEIoYBCglNb2RlbEluZm8SCgoCaWQYASABKAkSEgoKc2l6ZV9ieXRlcxgCIAEoBBIUCgxxdWFudGl6YXRpb24YAyABKAkSFQoNd2VpZ2h0X3NoYTI1NhgEIAEoCRIWCg5jb250ZXh0X2xlbmd0aBgFIAEoDRIUCgxhcmNoaXRlY3R1cmUYBiABKAkiMgoIQ2FwYWNpdHkSEQoJbWF4X2JhdGNoGAEgASgNEhMKC21heF9jb250ZXh0GAIgASgNInYKDFNlcnZpbmdLbm9icxIPCgdrdl9iaXRzGAEgASgNEhMKC21heF9jb250ZXh0GAIgASgNEhEKCW1heF9iYXRjaBgDIAEoDRIcChRpZGxlX3RpbWVvdXRfbWludXRlcxgEIAEoDRIPCgd0aHJlYWRzGAUgASgNInsKEVNpZ25lZEF0dGVzdGF0aW9uEgwKBGJsb2IYASABKAwSEQoJc2lnbmF0dXJlGAIgASgMEhIKCnB1YmxpY19rZXkYAyABKAwSMQoGc2lnbmVyGAQgASgOMiEuZGFya2Jsb29tLnByb3ZpZGVyLnYxLlNpZ25lcktpbmQi5AMKCFJlZ2lzdGVyEhgKEHByb3RvY29sX3ZlcnNpb24YASABKA0SFgoOZGFlbW9uX3ZlcnNpb24YAiABKAkSEgoKbWFjaGluZV9pZBgDIAEoCRIxCghoYXJkd2FyZRgEIAEoCzIfLmRhcmtibG9vbS5wcm92aWRlci52MS5IYXJkd2FyZRIwCgZtb2RlbHMYBSADKAsyIC5kYXJrYmxvb20ucHJvdmlkZXIudjEuTW9kZWxJbmZvEhYKDmVuZ2luZV9iYWNrZW5kGAYgASgJEh0KFWVuY3J5cHRpb25fcHVibGljX2tleRgHIAEoDBI9CgthdHRlc3RhdGlvbhgIIAEoCzIoLmRhcmtibG9vbS5wcm92aWRlci52MS5TaWduZWRBdHRlc3RhdGlvbhIVCg1hY2NvdW50X3Rva2VuGAkgASgJEjEKCGNhcGFjaXR5GAogASgLMh8uZGFya2Jsb29tLnByb3ZpZGVyLnYxLkNhcGFjaXR5EjIKBWtub2JzGAsgASgLMiMuZGFya2Jsb29tLnByb3ZpZGVyLnYxLlNlcnZpbmdLbm9icxIiChpyZXNwb25zZV9zaWduYXR1cmVfdmVyc2lvbhgMIAEoDRIVCg11c2FnZV92ZXJzaW9uGA0gASgNIpMBCgtSZWdpc3RlckFjaxITCgtwcm92aWRlcl9pZBgBIAEoCRI2Cgt0cnVzdF9sZXZlbBgCIAEoDjIhLmRhcmtibG9vbS5wcm92aWRlci52MS5UcnVzdExldmVsEh0KFWhlYXJ0YmVhdF9pbnRlcnZhbF9tcxgDIAEoDRIYChBwcm90b2NvbF92ZXJzaW9uGAQgASgNIr0DCglIZWFydGJlYXQSMwoFc3RhdGUYASABKA4yJC5kYXJrYmxvb20ucHJvdmlkZXIudjEuUHJvdmlkZXJTdGF0ZRIVCg1sb2FkZWRfbW9kZWxzGAIgAygJEhMKC3dhcm1fbW9kZWxzGAMgAygJEhoKEnJlcXVlc3RzX2NvbXBsZXRlZBgEIAEoBBIXCg9yZXF1ZXN0c19mYWlsZWQYBSABKAQSGAoQdG9rZW5zX2dlbmVyYXRlZBgGIAEoBBITCgtxdWV1ZV9kZXB0aBgHIAEoDRISCgpidXN5X3Nsb3RzGAggASgNEhYKDmt2X2NhY2hlX3VzYWdlGAkgASgBEiEKGXByZWZpbGxfdG9rZW5zX3Blcl9zZWNvbmQYCiABKAESIAoYZGVjb2RlX3Rva2Vuc19wZXJfc2Vjb25kGAsgASgBEj4KD21lbW9yeV9wcmVzc3VyZRgMIAEoDjIlLmRhcmtibG9vbS5wcm92aWRlci52MS5NZW1vcnlQcmVzc3VyZRI6Cg10aGVybWFsX3N0YXRlGA0gASgOMiMuZGFya2Jsb29tLnByb3ZpZGVyLnYxLlRoZXJtYWxTdGF0ZSJJCglTZWFsZWRCb3gSGQoRc2VuZGVyX3B1YmxpY19rZXkYASABKAwSDQoFbm9uY2UYAiABKAwSEgoKY2lwaGVydGV4dBgDIAEoDCKHAgoQSW5mZXJlbmNlUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJEg0KBW1vZGVsGAIgASgJEjEKCGVuZHBvaW50GAMgASgOMh8uZGFya2Jsb29tLnByb3ZpZGVyLnYxLkVuZHBvaW50EhgKDnBsYWludGV4dF9ib2R5GAQgASgMSAASNwoLc2VhbGVkX2JvZHkYBSABKAsyIC5kYXJrYmxvb20ucHJvdmlkZXIudjEuU2VhbGVkQm94SAASEgoKbWF4X3Rva2VucxgGIAEoDRIOCgZzdHJlYW0YByABKAgSHgoWcHJvbXB0X3Rva2Vuc19lc3RpbWF0ZRgIIAEoDUIGCgRib2R5IkcKDENodW5rUGF5bG9hZBIMCgR0ZXh0GAEgASgJEhMKC3Rva2VuX2NvdW50GAIgASgNEhQKDGNob2ljZV9pbmRleBgDIAEoDSInChFJbmZlcmVuY2VBY2NlcHRlZBISCgpyZXF1ZXN0X2lkGAEgASgJIq8BCg5JbmZlcmVuY2VDaHVuaxISCgpyZXF1ZXN0X2lkGAEgASgJEhAKCHNlcXVlbmNlGAIgASgEEjgKCXBsYWludGV4dBgDIAEoCzIjLmRhcmtibG9vbS5wcm92aWRlci52MS5DaHVua1BheWxvYWRIABIyCgZzZWFsZWQYBCABKAsyIC5kYXJrYmxvb20ucHJvdmlkZXIudjEuU2VhbGVkQm94SABCCQoHcGF5bG9hZCI5CgVVc2FnZRIVCg1wcm9tcHRfdG9rZW5zGAEgASgNEhkKEWNvbXBsZXRpb25fdG9rZW5zGAIgASgNIjEKCUNob2ljZUVuZBINCgVpbmRleBgBIAEoDRIVCg1maW5pc2hfcmVhc29uGAIgASgJImgKEVJlc3BvbnNlU2lnbmF0dXJlEhYKDnJlcXVlc3Rfc2hhMjU2GAEgASgMEhcKD3Jlc3BvbnNlX3NoYTI1NhgCIAEoDBIRCglzaWduYXR1cmUYAyABKAwSDwoHdmVyc2lvbhgEIAEoDSLEAQoRSW5mZXJlbmNlQ29tcGxldGUSEgoKcmVxdWVzdF9pZBgBIAEoCRIrCgV1c2FnZRgCIAEoCzIcLmRhcmtibG9vbS5wcm92aWRlci52MS5Vc2FnZRIxCgdjaG9pY2VzGAMgAygLMiAuZGFya2Jsb29tLnByb3ZpZGVyLnYxLkNob2ljZUVuZBI7CglzaWduYXR1cmUYBCABKAsyKC5kYXJrYmxvb20ucHJvdmlkZXIudjEuUmVzcG9uc2VTaWduYXR1cmUiawoOSW5mZXJlbmNlRXJyb3ISEgoKcmVxdWVzdF9pZBgBIAEoCRITCgtodHRwX3N0YXR1cxgCIAEoDRIMCgRjb2RlGAMgASgJEg8KB21lc3NhZ2UYBCABKAkSEQoJcmV0cnlhYmxlGAUgASgIIiwKBkNhbmNlbBISCgpyZXF1ZXN0X2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSI7ChRBdHRlc3RhdGlvbkNoYWxsZW5nZRINCgVub25jZRgBIAEoDBIUCgx0aW1lc3RhbXBfbXMYAiABKAMiXQoTQXR0ZXN0YXRpb25SZXNwb25zZRINCgVub25jZRgBIAEoDBIOCgZzdGF0dXMYAiABKAwSEQoJc2lnbmF0dXJlGAMgASgMEhQKDHRpbWVzdGFtcF9tcxgEIAEoAyIzCglMb2FkTW9kZWwSFAoMb3BlcmF0aW9uX2lkGAEgASgJEhAKCG1vZGVsX2lkGAIgASgJIjUKC1VubG9hZE1vZGVsEhQKDG9wZXJhdGlvbl9pZBgBIAEoCRIQCghtb2RlbF9pZBgCIAEoCSJ/Cg9Mb2FkTW9kZWxTdGF0dXMSFAoMb3BlcmF0aW9uX2lkGAEgASgJEhAKCG1vZGVsX2lkGAIgASgJEjQKBXN0YXRlGAMgASgOMiUuZGFya2Jsb29tLnByb3ZpZGVyLnYxLkxvYWRNb2RlbFN0YXRlEg4KBnJlYXNvbhgEIAEoCSIsCgtUcnVzdFJlYXNvbhIMCgRjb2RlGAEgASgJEg8KB21lc3NhZ2UYAiABKAkijgEKDVJ1bnRpbWVTdGF0dXMSNgoLdHJ1c3RfbGV2ZWwYASABKA4yIS5kYXJrYmxvb20ucHJvdmlkZXIudjEuVHJ1c3RMZXZlbBIQCghyb3V0YWJsZRgCIAEoCBIzCgdyZWFzb25zGAMgAygLMiIuZGFya2Jsb29tLnByb3ZpZGVyLnYxLlRydXN0UmVhc29uIiwKBURyYWluEg4KBnJlYXNvbhgBIAEoCRITCgtkZWFkbGluZV9tcxgCIAEoDSqhAQoPQWNjZWxlcmF0b3JLaW5kEiAKHEFDQ0VMRVJBVE9SX0tJTkRfVU5TUEVDSUZJRUQQABIYChRBQ0NFTEVSQVRPUl9LSU5EX0NQVRABEhoKFkFDQ0VMRVJBVE9SX0tJTkRfTUVUQUwQAhIZChVBQ0NFTEVSQVRPUl9LSU5EX0NVREEQAxIbChdBQ0NFTEVSQVRPUl9LSU5EX1ZVTEtBThAEKnYKClRydXN0TGV2ZWwSGwoXVFJVU1RfTEVWRUxfVU5TUEVDSUZJRUQQABIUChBUUlVTVF9MRVZFTF9OT05FEAESGwoXVFJVU1RfTEVWRUxfU0VMRl9TSUdORUQQAhIYChRUUlVTVF9MRVZFTF9IQVJEV0FSRRADKmMKClNpZ25lcktpbmQSGwoXU0lHTkVSX0tJTkRfVU5TUEVDSUZJRUQQABIYChRTSUdORVJfS0lORF9TT0ZUV0FSRRABEh4KGlNJR05FUl9LSU5EX1NFQ1VSRV9FTkNMQVZFEAIqgQEKDVByb3ZpZGVyU3RhdGUSHgoaUFJPVklERVJfU1RBVEVfVU5TUEVDSUZJRUQQABIXChNQUk9WSURFUl9TVEFURV9JRExFEAESGgoWUFJPVklERVJfU1RBVEVfU0VSVklORxACEhsKF1BST1ZJREVSX1NUQVRFX0RSQUlOSU5HEAMqhQEKDk1lbW9yeVByZXNzdXJlEh8KG01FTU9SWV9QUkVTU1VSRV9VTlNQRUNJRklFRBAAEhoKFk1FTU9SWV9QUkVTU1VSRV9OT1JNQUwQARIYChRNRU1PUllfUFJFU1NVUkVfV0FSThACEhwKGE1FTU9SWV9QUkVTU1VSRV9DUklUSUNBTBADKpcBCgxUaGVybWFsU3RhdGUSHQoZVEhFUk1BTF9TVEFURV9VTlNQRUNJRklFRBAAEhkKFVRIRVJNQUxfU1RBVEVfTk9NSU5BTBABEhYKElRIRVJNQUxfU1RBVEVfRkFJUhACEhkKFVRIRVJNQUxfU1RBVEVfU0VSSU9VUxADEhoKFlRIRVJNQUxfU1RBVEVfQ1JJVElDQUwQBCpdCghFbmRwb2ludBIYChRFTkRQT0lOVF9VTlNQRUNJRklFRBAAEh0KGUVORFBPSU5UX0NIQVRfQ09NUExFVElPTlMQARIYChRFTkRQT0lOVF9DT01QTEVUSU9OUxACKo0BCg5Mb2FkTW9kZWxTdGF0ZRIgChxMT0FEX01PREVMX1NUQVRFX1VOU1BFQ0lGSUVEEAASHAoYTE9BRF9NT0RFTF9TVEFURV9TVEFSVEVEEAESHgoaTE9BRF9NT0RFTF9TVEFURV9TVUNDRUVERUQQAhIbChdMT0FEX01PREVMX1NUQVRFX0ZBSUxFRBADMm8KD1Byb3ZpZGVyU2VydmljZRJcCgdDb25uZWN0EiUuZGFya2Jsb29tLnByb3ZpZGVyLnYxLkNvbm5lY3RSZXF1ZXN0GiYuZGFya2Jsb29tLnByb3ZpZGVyLnYxLkNvbm5lY3RSZXNwb25zZSgBMAFiBnByb3RvMw");
+  fileDesc("CiRkYXJrYmxvb20vcHJvdmlkZXIvdjEvcHJvdmlkZXIucHJvdG8SFWRhcmtibG9vbS5wcm92aWRlci52MSKsBAoOQ29ubmVjdFJlcXVlc3QSMwoIcmVnaXN0ZXIYASABKAsyHy5kYXJrYmxvb20ucHJvdmlkZXIudjEuUmVnaXN0ZXJIABI1CgloZWFydGJlYXQYAiABKAsyIC5kYXJrYmxvb20ucHJvdmlkZXIudjEuSGVhcnRiZWF0SAASRgoSaW5mZXJlbmNlX2FjY2VwdGVkGAMgASgLMiguZGFya2Jsb29tLnByb3ZpZGVyLnYxLkluZmVyZW5jZUFjY2VwdGVkSAASQAoPaW5mZXJlbmNlX2NodW5rGAQgASgLMiUuZGFya2Jsb29tLnByb3ZpZGVyLnYxLkluZmVyZW5jZUNodW5rSAASRgoSaW5mZXJlbmNlX2NvbXBsZXRlGAUgASgLMiguZGFya2Jsb29tLnByb3ZpZGVyLnYxLkluZmVyZW5jZUNvbXBsZXRlSAASQAoPaW5mZXJlbmNlX2Vycm9yGAYgASgLMiUuZGFya2Jsb29tLnByb3ZpZGVyLnYxLkluZmVyZW5jZUVycm9ySAASSgoUYXR0ZXN0YXRpb25fcmVzcG9uc2UYByABKAsyKi5kYXJrYmxvb20ucHJvdmlkZXIudjEuQXR0ZXN0YXRpb25SZXNwb25zZUgAEkMKEWxvYWRfbW9kZWxfc3RhdHVzGAggASgLMiYuZGFya2Jsb29tLnByb3ZpZGVyLnYxLkxvYWRNb2RlbFN0YXR1c0gAQgkKB21lc3NhZ2UigAQKD0Nvbm5lY3RSZXNwb25zZRI6CgxyZWdpc3Rlcl9hY2sYASABKAsyIi5kYXJrYmxvb20ucHJvdmlkZXIudjEuUmVnaXN0ZXJBY2tIABJEChFpbmZlcmVuY2VfcmVxdWVzdBgCIAEoCzInLmRhcmtibG9vbS5wcm92aWRlci52MS5JbmZlcmVuY2VSZXF1ZXN0SAASLwoGY2FuY2VsGAMgASgLMh0uZGFya2Jsb29tLnByb3ZpZGVyLnYxLkNhbmNlbEgAEkwKFWF0dGVzdGF0aW9uX2NoYWxsZW5nZRgEIAEoCzIrLmRhcmtibG9vbS5wcm92aWRlci52MS5BdHRlc3RhdGlvbkNoYWxsZW5nZUgAEjYKCmxvYWRfbW9kZWwYBSABKAsyIC5kYXJrYmxvb20ucHJvdmlkZXIudjEuTG9hZE1vZGVsSAASOgoMdW5sb2FkX21vZGVsGAYgASgLMiIuZGFya2Jsb29tLnByb3ZpZGVyLnYxLlVubG9hZE1vZGVsSAASPgoOcnVudGltZV9zdGF0dXMYByABKAsyJC5kYXJrYmxvb20ucHJvdmlkZXIudjEuUnVudGltZVN0YXR1c0gAEi0KBWRyYWluGAggASgLMhwuZGFya2Jsb29tLnByb3ZpZGVyLnYxLkRyYWluSABCCQoHbWVzc2FnZSLfAQoISGFyZHdhcmUSFQoNbWFjaGluZV9tb2RlbBgBIAEoCRIMCgRjaGlwGAIgASgJEhQKDG1lbW9yeV9ieXRlcxgDIAEoBBIRCgljcHVfY29yZXMYBCABKA0SKAoEZ3B1cxgFIAMoCzIaLmRhcmtibG9vbS5wcm92aWRlci52MS5HcHUSOwoLYWNjZWxlcmF0b3IYBiABKA4yJi5kYXJrYmxvb20ucHJvdmlkZXIudjEuQWNjZWxlcmF0b3JLaW5kEgoKAm9zGAcgASgJEhIKCm9zX3ZlcnNpb24YCCABKAkiKQoDR3B1EgwKBG5hbWUYASABKAkSFAoMbWVtb3J5X2J5dGVzGAIgASgEIoYBCglNb2RlbEluZm8SCgoCaWQYASABKAkSEgoKc2l6ZV9ieXRlcxgCIAEoBBIUCgxxdWFudGl6YXRpb24YAyABKAkSFQoNd2VpZ2h0X3NoYTI1NhgEIAEoCRIWCg5jb250ZXh0X2xlbmd0aBgFIAEoDRIUCgxhcmNoaXRlY3R1cmUYBiABKAkiMgoIQ2FwYWNpdHkSEQoJbWF4X2JhdGNoGAEgASgNEhMKC21heF9jb250ZXh0GAIgASgNInYKDFNlcnZpbmdLbm9icxIPCgdrdl9iaXRzGAEgASgNEhMKC21heF9jb250ZXh0GAIgASgNEhEKCW1heF9iYXRjaBgDIAEoDRIcChRpZGxlX3RpbWVvdXRfbWludXRlcxgEIAEoDRIPCgd0aHJlYWRzGAUgASgNIkUKC1RwbUV2aWRlbmNlEhYKDmVrX2NlcnRpZmljYXRlGAEgASgMEh4KFmF0dGVzdGF0aW9uX2tleV9wdWJsaWMYAiABKAwiQgoNVHBtQ3JlZGVudGlhbBIXCg9jcmVkZW50aWFsX2Jsb2IYASABKAwSGAoQZW5jcnlwdGVkX3NlY3JldBgCIAEoDCJBCghUcG1RdW90ZRIOCgZhdHRlc3QYASABKAwSEQoJc2lnbmF0dXJlGAIgASgMEhIKCnBjcl92YWx1ZXMYAyADKAwiewoRU2lnbmVkQXR0ZXN0YXRpb24SDAoEYmxvYhgBIAEoDBIRCglzaWduYXR1cmUYAiABKAwSEgoKcHVibGljX2tleRgDIAEoDBIxCgZzaWduZXIYBCABKA4yIS5kYXJrYmxvb20ucHJvdmlkZXIudjEuU2lnbmVyS2luZCKVBAoIUmVnaXN0ZXISGAoQcHJvdG9jb2xfdmVyc2lvbhgBIAEoDRIWCg5kYWVtb25fdmVyc2lvbhgCIAEoCRISCgptYWNoaW5lX2lkGAMgASgJEjEKCGhhcmR3YXJlGAQgASgLMh8uZGFya2Jsb29tLnByb3ZpZGVyLnYxLkhhcmR3YXJlEjAKBm1vZGVscxgFIAMoCzIgLmRhcmtibG9vbS5wcm92aWRlci52MS5Nb2RlbEluZm8SFgoOZW5naW5lX2JhY2tlbmQYBiABKAkSHQoVZW5jcnlwdGlvbl9wdWJsaWNfa2V5GAcgASgMEj0KC2F0dGVzdGF0aW9uGAggASgLMiguZGFya2Jsb29tLnByb3ZpZGVyLnYxLlNpZ25lZEF0dGVzdGF0aW9uEhUKDWFjY291bnRfdG9rZW4YCSABKAkSMQoIY2FwYWNpdHkYCiABKAsyHy5kYXJrYmxvb20ucHJvdmlkZXIudjEuQ2FwYWNpdHkSMgoFa25vYnMYCyABKAsyIy5kYXJrYmxvb20ucHJvdmlkZXIudjEuU2VydmluZ0tub2JzEiIKGnJlc3BvbnNlX3NpZ25hdHVyZV92ZXJzaW9uGAwgASgNEhUKDXVzYWdlX3ZlcnNpb24YDSABKA0SLwoDdHBtGA4gASgLMiIuZGFya2Jsb29tLnByb3ZpZGVyLnYxLlRwbUV2aWRlbmNlIpMBCgtSZWdpc3RlckFjaxITCgtwcm92aWRlcl9pZBgBIAEoCRI2Cgt0cnVzdF9sZXZlbBgCIAEoDjIhLmRhcmtibG9vbS5wcm92aWRlci52MS5UcnVzdExldmVsEh0KFWhlYXJ0YmVhdF9pbnRlcnZhbF9tcxgDIAEoDRIYChBwcm90b2NvbF92ZXJzaW9uGAQgASgNIr0DCglIZWFydGJlYXQSMwoFc3RhdGUYASABKA4yJC5kYXJrYmxvb20ucHJvdmlkZXIudjEuUHJvdmlkZXJTdGF0ZRIVCg1sb2FkZWRfbW9kZWxzGAIgAygJEhMKC3dhcm1fbW9kZWxzGAMgAygJEhoKEnJlcXVlc3RzX2NvbXBsZXRlZBgEIAEoBBIXCg9yZXF1ZXN0c19mYWlsZWQYBSABKAQSGAoQdG9rZW5zX2dlbmVyYXRlZBgGIAEoBBITCgtxdWV1ZV9kZXB0aBgHIAEoDRISCgpidXN5X3Nsb3RzGAggASgNEhYKDmt2X2NhY2hlX3VzYWdlGAkgASgBEiEKGXByZWZpbGxfdG9rZW5zX3Blcl9zZWNvbmQYCiABKAESIAoYZGVjb2RlX3Rva2Vuc19wZXJfc2Vjb25kGAsgASgBEj4KD21lbW9yeV9wcmVzc3VyZRgMIAEoDjIlLmRhcmtibG9vbS5wcm92aWRlci52MS5NZW1vcnlQcmVzc3VyZRI6Cg10aGVybWFsX3N0YXRlGA0gASgOMiMuZGFya2Jsb29tLnByb3ZpZGVyLnYxLlRoZXJtYWxTdGF0ZSJJCglTZWFsZWRCb3gSGQoRc2VuZGVyX3B1YmxpY19rZXkYASABKAwSDQoFbm9uY2UYAiABKAwSEgoKY2lwaGVydGV4dBgDIAEoDCKHAgoQSW5mZXJlbmNlUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJEg0KBW1vZGVsGAIgASgJEjEKCGVuZHBvaW50GAMgASgOMh8uZGFya2Jsb29tLnByb3ZpZGVyLnYxLkVuZHBvaW50EhgKDnBsYWludGV4dF9ib2R5GAQgASgMSAASNwoLc2VhbGVkX2JvZHkYBSABKAsyIC5kYXJrYmxvb20ucHJvdmlkZXIudjEuU2VhbGVkQm94SAASEgoKbWF4X3Rva2VucxgGIAEoDRIOCgZzdHJlYW0YByABKAgSHgoWcHJvbXB0X3Rva2Vuc19lc3RpbWF0ZRgIIAEoDUIGCgRib2R5IkcKDENodW5rUGF5bG9hZBIMCgR0ZXh0GAEgASgJEhMKC3Rva2VuX2NvdW50GAIgASgNEhQKDGNob2ljZV9pbmRleBgDIAEoDSInChFJbmZlcmVuY2VBY2NlcHRlZBISCgpyZXF1ZXN0X2lkGAEgASgJIq8BCg5JbmZlcmVuY2VDaHVuaxISCgpyZXF1ZXN0X2lkGAEgASgJEhAKCHNlcXVlbmNlGAIgASgEEjgKCXBsYWludGV4dBgDIAEoCzIjLmRhcmtibG9vbS5wcm92aWRlci52MS5DaHVua1BheWxvYWRIABIyCgZzZWFsZWQYBCABKAsyIC5kYXJrYmxvb20ucHJvdmlkZXIudjEuU2VhbGVkQm94SABCCQoHcGF5bG9hZCI5CgVVc2FnZRIVCg1wcm9tcHRfdG9rZW5zGAEgASgNEhkKEWNvbXBsZXRpb25fdG9rZW5zGAIgASgNIjEKCUNob2ljZUVuZBINCgVpbmRleBgBIAEoDRIVCg1maW5pc2hfcmVhc29uGAIgASgJImgKEVJlc3BvbnNlU2lnbmF0dXJlEhYKDnJlcXVlc3Rfc2hhMjU2GAEgASgMEhcKD3Jlc3BvbnNlX3NoYTI1NhgCIAEoDBIRCglzaWduYXR1cmUYAyABKAwSDwoHdmVyc2lvbhgEIAEoDSLEAQoRSW5mZXJlbmNlQ29tcGxldGUSEgoKcmVxdWVzdF9pZBgBIAEoCRIrCgV1c2FnZRgCIAEoCzIcLmRhcmtibG9vbS5wcm92aWRlci52MS5Vc2FnZRIxCgdjaG9pY2VzGAMgAygLMiAuZGFya2Jsb29tLnByb3ZpZGVyLnYxLkNob2ljZUVuZBI7CglzaWduYXR1cmUYBCABKAsyKC5kYXJrYmxvb20ucHJvdmlkZXIudjEuUmVzcG9uc2VTaWduYXR1cmUiawoOSW5mZXJlbmNlRXJyb3ISEgoKcmVxdWVzdF9pZBgBIAEoCRITCgtodHRwX3N0YXR1cxgCIAEoDRIMCgRjb2RlGAMgASgJEg8KB21lc3NhZ2UYBCABKAkSEQoJcmV0cnlhYmxlGAUgASgIIiwKBkNhbmNlbBISCgpyZXF1ZXN0X2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSJ5ChRBdHRlc3RhdGlvbkNoYWxsZW5nZRINCgVub25jZRgBIAEoDBIUCgx0aW1lc3RhbXBfbXMYAiABKAMSPAoOdHBtX2NyZWRlbnRpYWwYAyABKAsyJC5kYXJrYmxvb20ucHJvdmlkZXIudjEuVHBtQ3JlZGVudGlhbCKwAQoTQXR0ZXN0YXRpb25SZXNwb25zZRINCgVub25jZRgBIAEoDBIOCgZzdGF0dXMYAiABKAwSEQoJc2lnbmF0dXJlGAMgASgMEhQKDHRpbWVzdGFtcF9tcxgEIAEoAxIyCgl0cG1fcXVvdGUYBSABKAsyHy5kYXJrYmxvb20ucHJvdmlkZXIudjEuVHBtUXVvdGUSHQoVdHBtX2NyZWRlbnRpYWxfc2VjcmV0GAYgASgMIjMKCUxvYWRNb2RlbBIUCgxvcGVyYXRpb25faWQYASABKAkSEAoIbW9kZWxfaWQYAiABKAkiNQoLVW5sb2FkTW9kZWwSFAoMb3BlcmF0aW9uX2lkGAEgASgJEhAKCG1vZGVsX2lkGAIgASgJIn8KD0xvYWRNb2RlbFN0YXR1cxIUCgxvcGVyYXRpb25faWQYASABKAkSEAoIbW9kZWxfaWQYAiABKAkSNAoFc3RhdGUYAyABKA4yJS5kYXJrYmxvb20ucHJvdmlkZXIudjEuTG9hZE1vZGVsU3RhdGUSDgoGcmVhc29uGAQgASgJIiwKC1RydXN0UmVhc29uEgwKBGNvZGUYASABKAkSDwoHbWVzc2FnZRgCIAEoCSKOAQoNUnVudGltZVN0YXR1cxI2Cgt0cnVzdF9sZXZlbBgBIAEoDjIhLmRhcmtibG9vbS5wcm92aWRlci52MS5UcnVzdExldmVsEhAKCHJvdXRhYmxlGAIgASgIEjMKB3JlYXNvbnMYAyADKAsyIi5kYXJrYmxvb20ucHJvdmlkZXIudjEuVHJ1c3RSZWFzb24iLAoFRHJhaW4SDgoGcmVhc29uGAEgASgJEhMKC2RlYWRsaW5lX21zGAIgASgNKqEBCg9BY2NlbGVyYXRvcktpbmQSIAocQUNDRUxFUkFUT1JfS0lORF9VTlNQRUNJRklFRBAAEhgKFEFDQ0VMRVJBVE9SX0tJTkRfQ1BVEAESGgoWQUNDRUxFUkFUT1JfS0lORF9NRVRBTBACEhkKFUFDQ0VMRVJBVE9SX0tJTkRfQ1VEQRADEhsKF0FDQ0VMRVJBVE9SX0tJTkRfVlVMS0FOEAQqiwEKClRydXN0TGV2ZWwSGwoXVFJVU1RfTEVWRUxfVU5TUEVDSUZJRUQQABIUChBUUlVTVF9MRVZFTF9OT05FEAESGwoXVFJVU1RfTEVWRUxfU0VMRl9TSUdORUQQAhIYChRUUlVTVF9MRVZFTF9IQVJEV0FSRRADEhMKD1RSVVNUX0xFVkVMX1RQTRAEKngKClNpZ25lcktpbmQSGwoXU0lHTkVSX0tJTkRfVU5TUEVDSUZJRUQQABIYChRTSUdORVJfS0lORF9TT0ZUV0FSRRABEh4KGlNJR05FUl9LSU5EX1NFQ1VSRV9FTkNMQVZFEAISEwoPU0lHTkVSX0tJTkRfVFBNEAMqgQEKDVByb3ZpZGVyU3RhdGUSHgoaUFJPVklERVJfU1RBVEVfVU5TUEVDSUZJRUQQABIXChNQUk9WSURFUl9TVEFURV9JRExFEAESGgoWUFJPVklERVJfU1RBVEVfU0VSVklORxACEhsKF1BST1ZJREVSX1NUQVRFX0RSQUlOSU5HEAMqhQEKDk1lbW9yeVByZXNzdXJlEh8KG01FTU9SWV9QUkVTU1VSRV9VTlNQRUNJRklFRBAAEhoKFk1FTU9SWV9QUkVTU1VSRV9OT1JNQUwQARIYChRNRU1PUllfUFJFU1NVUkVfV0FSThACEhwKGE1FTU9SWV9QUkVTU1VSRV9DUklUSUNBTBADKpcBCgxUaGVybWFsU3RhdGUSHQoZVEhFUk1BTF9TVEFURV9VTlNQRUNJRklFRBAAEhkKFVRIRVJNQUxfU1RBVEVfTk9NSU5BTBABEhYKElRIRVJNQUxfU1RBVEVfRkFJUhACEhkKFVRIRVJNQUxfU1RBVEVfU0VSSU9VUxADEhoKFlRIRVJNQUxfU1RBVEVfQ1JJVElDQUwQBCpdCghFbmRwb2ludBIYChRFTkRQT0lOVF9VTlNQRUNJRklFRBAAEh0KGUVORFBPSU5UX0NIQVRfQ09NUExFVElPTlMQARIYChRFTkRQT0lOVF9DT01QTEVUSU9OUxACKo0BCg5Mb2FkTW9kZWxTdGF0ZRIgChxMT0FEX01PREVMX1NUQVRFX1VOU1BFQ0lGSUVEEAASHAoYTE9BRF9NT0RFTF9TVEFURV9TVEFSVEVEEAESHgoaTE9BRF9NT0RFTF9TVEFURV9TVUNDRUVERUQQAhIbChdMT0FEX01PREVMX1NUQVRFX0ZBSUxFRBADMm8KD1Byb3ZpZGVyU2VydmljZRJcCgdDb25uZWN0EiUuZGFya2Jsb29tLnByb3ZpZGVyLnYxLkNvbm5lY3RSZXF1ZXN0GiYuZGFya2Jsb29tLnByb3ZpZGVyLnYxLkNvbm5lY3RSZXNwb25zZSgBMAFiBnByb3RvMw");
 
 /**
  * ConnectRequest is one message from the provider to the coordinator.
@@ -414,6 +414,102 @@ export const ServingKnobsSchema: GenMessage<ServingKnobs> = /*@__PURE__*/
   messageDesc(file_darkbloom_provider_v1_provider, 6);
 
 /**
+ * TpmEvidence is what a provider with a TPM-held attestation key registers with.
+ *
+ * @generated from message darkbloom.provider.v1.TpmEvidence
+ */
+export type TpmEvidence = Message<"darkbloom.provider.v1.TpmEvidence"> & {
+  /**
+   * ek_certificate is the TPM's RSA 2048 endorsement key certificate (DER), as the manufacturer
+   * provisioned it in NV index 0x01c00002.
+   *
+   * @generated from field: bytes ek_certificate = 1;
+   */
+  ekCertificate: Uint8Array;
+
+  /**
+   * attestation_key_public is the attestation key's marshalled TPMT_PUBLIC: its hash is the key's
+   * TPM name, which the credential is bound to, and its attributes show the key is a restricted
+   * signing key that cannot leave the TPM.
+   *
+   * @generated from field: bytes attestation_key_public = 2;
+   */
+  attestationKeyPublic: Uint8Array;
+};
+
+/**
+ * Describes the message darkbloom.provider.v1.TpmEvidence.
+ * Use `create(TpmEvidenceSchema)` to create a new message.
+ */
+export const TpmEvidenceSchema: GenMessage<TpmEvidence> = /*@__PURE__*/
+  messageDesc(file_darkbloom_provider_v1_provider, 7);
+
+/**
+ * TpmCredential asks the provider's TPM to prove that the attestation key lives beside the
+ * certified endorsement key (TPM2_MakeCredential's output, each marshalled with its size prefix).
+ *
+ * @generated from message darkbloom.provider.v1.TpmCredential
+ */
+export type TpmCredential = Message<"darkbloom.provider.v1.TpmCredential"> & {
+  /**
+   * credential_blob is the TPM2B_ID_OBJECT.
+   *
+   * @generated from field: bytes credential_blob = 1;
+   */
+  credentialBlob: Uint8Array;
+
+  /**
+   * encrypted_secret is the TPM2B_ENCRYPTED_SECRET, encrypted to the endorsement key.
+   *
+   * @generated from field: bytes encrypted_secret = 2;
+   */
+  encryptedSecret: Uint8Array;
+};
+
+/**
+ * Describes the message darkbloom.provider.v1.TpmCredential.
+ * Use `create(TpmCredentialSchema)` to create a new message.
+ */
+export const TpmCredentialSchema: GenMessage<TpmCredential> = /*@__PURE__*/
+  messageDesc(file_darkbloom_provider_v1_provider, 8);
+
+/**
+ * TpmQuote is a TPM2_Quote by the attestation key over the SHA-256 PCRs 0-7 (the boot state), with
+ * qualifying data SHA-256 of the challenge's signing input (tpmQuoteQualifyingData).
+ *
+ * @generated from message darkbloom.provider.v1.TpmQuote
+ */
+export type TpmQuote = Message<"darkbloom.provider.v1.TpmQuote"> & {
+  /**
+   * attest is the marshalled TPMS_ATTEST the signature covers.
+   *
+   * @generated from field: bytes attest = 1;
+   */
+  attest: Uint8Array;
+
+  /**
+   * signature is the attestation key's ECDSA P-256 SHA-256 signature over attest (DER).
+   *
+   * @generated from field: bytes signature = 2;
+   */
+  signature: Uint8Array;
+
+  /**
+   * pcr_values are the quoted PCRs' SHA-256 values, in PCR order.
+   *
+   * @generated from field: repeated bytes pcr_values = 3;
+   */
+  pcrValues: Uint8Array[];
+};
+
+/**
+ * Describes the message darkbloom.provider.v1.TpmQuote.
+ * Use `create(TpmQuoteSchema)` to create a new message.
+ */
+export const TpmQuoteSchema: GenMessage<TpmQuote> = /*@__PURE__*/
+  messageDesc(file_darkbloom_provider_v1_provider, 9);
+
+/**
  * SignedAttestation is an attestation blob and the signature over its exact bytes.
  *
  * @generated from message darkbloom.provider.v1.SignedAttestation
@@ -453,7 +549,7 @@ export type SignedAttestation = Message<"darkbloom.provider.v1.SignedAttestation
  * Use `create(SignedAttestationSchema)` to create a new message.
  */
 export const SignedAttestationSchema: GenMessage<SignedAttestation> = /*@__PURE__*/
-  messageDesc(file_darkbloom_provider_v1_provider, 7);
+  messageDesc(file_darkbloom_provider_v1_provider, 10);
 
 /**
  * Register opens the provider's session.
@@ -557,6 +653,13 @@ export type Register = Message<"darkbloom.provider.v1.Register"> & {
    * @generated from field: uint32 usage_version = 13;
    */
   usageVersion: number;
+
+  /**
+   * tpm: the TPM evidence of an attestation signed by SIGNER_KIND_TPM (absent otherwise).
+   *
+   * @generated from field: darkbloom.provider.v1.TpmEvidence tpm = 14;
+   */
+  tpm?: TpmEvidence | undefined;
 };
 
 /**
@@ -564,7 +667,7 @@ export type Register = Message<"darkbloom.provider.v1.Register"> & {
  * Use `create(RegisterSchema)` to create a new message.
  */
 export const RegisterSchema: GenMessage<Register> = /*@__PURE__*/
-  messageDesc(file_darkbloom_provider_v1_provider, 8);
+  messageDesc(file_darkbloom_provider_v1_provider, 11);
 
 /**
  * RegisterAck accepts a provider's Register.
@@ -606,7 +709,7 @@ export type RegisterAck = Message<"darkbloom.provider.v1.RegisterAck"> & {
  * Use `create(RegisterAckSchema)` to create a new message.
  */
 export const RegisterAckSchema: GenMessage<RegisterAck> = /*@__PURE__*/
-  messageDesc(file_darkbloom_provider_v1_provider, 9);
+  messageDesc(file_darkbloom_provider_v1_provider, 12);
 
 /**
  * Heartbeat reports the provider's live state; a provider that misses three is evicted.
@@ -711,7 +814,7 @@ export type Heartbeat = Message<"darkbloom.provider.v1.Heartbeat"> & {
  * Use `create(HeartbeatSchema)` to create a new message.
  */
 export const HeartbeatSchema: GenMessage<Heartbeat> = /*@__PURE__*/
-  messageDesc(file_darkbloom_provider_v1_provider, 10);
+  messageDesc(file_darkbloom_provider_v1_provider, 13);
 
 /**
  * SealedBox is a NaCl box (X25519-XSalsa20-Poly1305, crypto_box_easy). For each dispatch the
@@ -750,7 +853,7 @@ export type SealedBox = Message<"darkbloom.provider.v1.SealedBox"> & {
  * Use `create(SealedBoxSchema)` to create a new message.
  */
 export const SealedBoxSchema: GenMessage<SealedBox> = /*@__PURE__*/
-  messageDesc(file_darkbloom_provider_v1_provider, 11);
+  messageDesc(file_darkbloom_provider_v1_provider, 14);
 
 /**
  * InferenceRequest asks the provider to serve one consumer request.
@@ -831,7 +934,7 @@ export type InferenceRequest = Message<"darkbloom.provider.v1.InferenceRequest">
  * Use `create(InferenceRequestSchema)` to create a new message.
  */
 export const InferenceRequestSchema: GenMessage<InferenceRequest> = /*@__PURE__*/
-  messageDesc(file_darkbloom_provider_v1_provider, 12);
+  messageDesc(file_darkbloom_provider_v1_provider, 15);
 
 /**
  * ChunkPayload is the content of one InferenceChunk before sealing.
@@ -866,7 +969,7 @@ export type ChunkPayload = Message<"darkbloom.provider.v1.ChunkPayload"> & {
  * Use `create(ChunkPayloadSchema)` to create a new message.
  */
 export const ChunkPayloadSchema: GenMessage<ChunkPayload> = /*@__PURE__*/
-  messageDesc(file_darkbloom_provider_v1_provider, 13);
+  messageDesc(file_darkbloom_provider_v1_provider, 16);
 
 /**
  * InferenceAccepted tells the coordinator the engine admitted a request.
@@ -887,7 +990,7 @@ export type InferenceAccepted = Message<"darkbloom.provider.v1.InferenceAccepted
  * Use `create(InferenceAcceptedSchema)` to create a new message.
  */
 export const InferenceAcceptedSchema: GenMessage<InferenceAccepted> = /*@__PURE__*/
-  messageDesc(file_darkbloom_provider_v1_provider, 14);
+  messageDesc(file_darkbloom_provider_v1_provider, 17);
 
 /**
  * InferenceChunk carries generated text for one request, in order.
@@ -940,7 +1043,7 @@ export type InferenceChunk = Message<"darkbloom.provider.v1.InferenceChunk"> & {
  * Use `create(InferenceChunkSchema)` to create a new message.
  */
 export const InferenceChunkSchema: GenMessage<InferenceChunk> = /*@__PURE__*/
-  messageDesc(file_darkbloom_provider_v1_provider, 15);
+  messageDesc(file_darkbloom_provider_v1_provider, 18);
 
 /**
  * Usage counts the tokens of one request.
@@ -968,7 +1071,7 @@ export type Usage = Message<"darkbloom.provider.v1.Usage"> & {
  * Use `create(UsageSchema)` to create a new message.
  */
 export const UsageSchema: GenMessage<Usage> = /*@__PURE__*/
-  messageDesc(file_darkbloom_provider_v1_provider, 16);
+  messageDesc(file_darkbloom_provider_v1_provider, 19);
 
 /**
  * ChoiceEnd says how one choice of a request ended.
@@ -996,7 +1099,7 @@ export type ChoiceEnd = Message<"darkbloom.provider.v1.ChoiceEnd"> & {
  * Use `create(ChoiceEndSchema)` to create a new message.
  */
 export const ChoiceEndSchema: GenMessage<ChoiceEnd> = /*@__PURE__*/
-  messageDesc(file_darkbloom_provider_v1_provider, 17);
+  messageDesc(file_darkbloom_provider_v1_provider, 20);
 
 /**
  * ResponseSignature lets a consumer check which provider produced a response (docs/ARCHITECTURE.md,
@@ -1046,7 +1149,7 @@ export type ResponseSignature = Message<"darkbloom.provider.v1.ResponseSignature
  * Use `create(ResponseSignatureSchema)` to create a new message.
  */
 export const ResponseSignatureSchema: GenMessage<ResponseSignature> = /*@__PURE__*/
-  messageDesc(file_darkbloom_provider_v1_provider, 18);
+  messageDesc(file_darkbloom_provider_v1_provider, 21);
 
 /**
  * InferenceComplete ends one request successfully.
@@ -1089,7 +1192,7 @@ export type InferenceComplete = Message<"darkbloom.provider.v1.InferenceComplete
  * Use `create(InferenceCompleteSchema)` to create a new message.
  */
 export const InferenceCompleteSchema: GenMessage<InferenceComplete> = /*@__PURE__*/
-  messageDesc(file_darkbloom_provider_v1_provider, 19);
+  messageDesc(file_darkbloom_provider_v1_provider, 22);
 
 /**
  * InferenceError ends one request with an error.
@@ -1138,7 +1241,7 @@ export type InferenceError = Message<"darkbloom.provider.v1.InferenceError"> & {
  * Use `create(InferenceErrorSchema)` to create a new message.
  */
 export const InferenceErrorSchema: GenMessage<InferenceError> = /*@__PURE__*/
-  messageDesc(file_darkbloom_provider_v1_provider, 20);
+  messageDesc(file_darkbloom_provider_v1_provider, 23);
 
 /**
  * Cancel asks the provider to stop serving one request and free its slot at once.
@@ -1166,7 +1269,7 @@ export type Cancel = Message<"darkbloom.provider.v1.Cancel"> & {
  * Use `create(CancelSchema)` to create a new message.
  */
 export const CancelSchema: GenMessage<Cancel> = /*@__PURE__*/
-  messageDesc(file_darkbloom_provider_v1_provider, 21);
+  messageDesc(file_darkbloom_provider_v1_provider, 24);
 
 /**
  * AttestationChallenge asks the provider to prove its state now.
@@ -1187,6 +1290,14 @@ export type AttestationChallenge = Message<"darkbloom.provider.v1.AttestationCha
    * @generated from field: int64 timestamp_ms = 2;
    */
   timestampMs: bigint;
+
+  /**
+   * tpm_credential, on the first challenge to a TPM-signed session whose endorsement certificate
+   * verified: the answer must carry the activated secret.
+   *
+   * @generated from field: darkbloom.provider.v1.TpmCredential tpm_credential = 3;
+   */
+  tpmCredential?: TpmCredential | undefined;
 };
 
 /**
@@ -1194,7 +1305,7 @@ export type AttestationChallenge = Message<"darkbloom.provider.v1.AttestationCha
  * Use `create(AttestationChallengeSchema)` to create a new message.
  */
 export const AttestationChallengeSchema: GenMessage<AttestationChallenge> = /*@__PURE__*/
-  messageDesc(file_darkbloom_provider_v1_provider, 22);
+  messageDesc(file_darkbloom_provider_v1_provider, 25);
 
 /**
  * AttestationResponse answers an AttestationChallenge.
@@ -1229,6 +1340,21 @@ export type AttestationResponse = Message<"darkbloom.provider.v1.AttestationResp
    * @generated from field: int64 timestamp_ms = 4;
    */
   timestampMs: bigint;
+
+  /**
+   * tpm_quote: required from a TPM-signed session.
+   *
+   * @generated from field: darkbloom.provider.v1.TpmQuote tpm_quote = 5;
+   */
+  tpmQuote?: TpmQuote | undefined;
+
+  /**
+   * tpm_credential_secret is the secret TPM2_ActivateCredential recovered from the challenge's
+   * tpm_credential (empty when the challenge had none).
+   *
+   * @generated from field: bytes tpm_credential_secret = 6;
+   */
+  tpmCredentialSecret: Uint8Array;
 };
 
 /**
@@ -1236,7 +1362,7 @@ export type AttestationResponse = Message<"darkbloom.provider.v1.AttestationResp
  * Use `create(AttestationResponseSchema)` to create a new message.
  */
 export const AttestationResponseSchema: GenMessage<AttestationResponse> = /*@__PURE__*/
-  messageDesc(file_darkbloom_provider_v1_provider, 23);
+  messageDesc(file_darkbloom_provider_v1_provider, 26);
 
 /**
  * LoadModel asks the provider to load a model ahead of demand.
@@ -1264,7 +1390,7 @@ export type LoadModel = Message<"darkbloom.provider.v1.LoadModel"> & {
  * Use `create(LoadModelSchema)` to create a new message.
  */
 export const LoadModelSchema: GenMessage<LoadModel> = /*@__PURE__*/
-  messageDesc(file_darkbloom_provider_v1_provider, 24);
+  messageDesc(file_darkbloom_provider_v1_provider, 27);
 
 /**
  * UnloadModel asks the provider to unload a model.
@@ -1292,7 +1418,7 @@ export type UnloadModel = Message<"darkbloom.provider.v1.UnloadModel"> & {
  * Use `create(UnloadModelSchema)` to create a new message.
  */
 export const UnloadModelSchema: GenMessage<UnloadModel> = /*@__PURE__*/
-  messageDesc(file_darkbloom_provider_v1_provider, 25);
+  messageDesc(file_darkbloom_provider_v1_provider, 28);
 
 /**
  * LoadModelStatus reports the progress of a LoadModel or UnloadModel operation.
@@ -1334,7 +1460,7 @@ export type LoadModelStatus = Message<"darkbloom.provider.v1.LoadModelStatus"> &
  * Use `create(LoadModelStatusSchema)` to create a new message.
  */
 export const LoadModelStatusSchema: GenMessage<LoadModelStatus> = /*@__PURE__*/
-  messageDesc(file_darkbloom_provider_v1_provider, 26);
+  messageDesc(file_darkbloom_provider_v1_provider, 29);
 
 /**
  * TrustReason is one finding behind a provider's trust level, as a stable code.
@@ -1362,7 +1488,7 @@ export type TrustReason = Message<"darkbloom.provider.v1.TrustReason"> & {
  * Use `create(TrustReasonSchema)` to create a new message.
  */
 export const TrustReasonSchema: GenMessage<TrustReason> = /*@__PURE__*/
-  messageDesc(file_darkbloom_provider_v1_provider, 27);
+  messageDesc(file_darkbloom_provider_v1_provider, 30);
 
 /**
  * RuntimeStatus tells the provider how the coordinator judges it.
@@ -1397,7 +1523,7 @@ export type RuntimeStatus = Message<"darkbloom.provider.v1.RuntimeStatus"> & {
  * Use `create(RuntimeStatusSchema)` to create a new message.
  */
 export const RuntimeStatusSchema: GenMessage<RuntimeStatus> = /*@__PURE__*/
-  messageDesc(file_darkbloom_provider_v1_provider, 28);
+  messageDesc(file_darkbloom_provider_v1_provider, 31);
 
 /**
  * Drain asks the provider to stop taking work, finish what it has and reconnect.
@@ -1425,7 +1551,7 @@ export type Drain = Message<"darkbloom.provider.v1.Drain"> & {
  * Use `create(DrainSchema)` to create a new message.
  */
 export const DrainSchema: GenMessage<Drain> = /*@__PURE__*/
-  messageDesc(file_darkbloom_provider_v1_provider, 29);
+  messageDesc(file_darkbloom_provider_v1_provider, 32);
 
 /**
  * AcceleratorKind is the compute device a provider's engine runs on.
@@ -1476,7 +1602,9 @@ export const AcceleratorKindSchema: GenEnum<AcceleratorKind> = /*@__PURE__*/
   enumDesc(file_darkbloom_provider_v1_provider, 0);
 
 /**
- * TrustLevel is how far the coordinator trusts a provider; levels are ordered.
+ * TrustLevel is how far the coordinator trusts a provider. Levels are ordered none < self_signed <
+ * tpm < hardware, which is not the order of their numbers (tpm came later): compare them by rank
+ * (trustRank in @darkbloom/protocol), never numerically.
  *
  * @generated from enum darkbloom.provider.v1.TrustLevel
  */
@@ -1508,6 +1636,15 @@ export enum TrustLevel {
    * @generated from enum value: TRUST_LEVEL_HARDWARE = 3;
    */
   HARDWARE = 3,
+
+  /**
+   * TRUST_LEVEL_TPM: attestation signed by a key that a TPM 2.0 holds, proven by credential
+   * activation to live in the same TPM as an endorsement key whose certificate chains to a configured
+   * manufacturer CA, with a fresh quote over the boot-state PCRs. Above self_signed, below hardware.
+   *
+   * @generated from enum value: TRUST_LEVEL_TPM = 4;
+   */
+  TPM = 4,
 }
 
 /**
@@ -1542,6 +1679,13 @@ export enum SignerKind {
    * @generated from enum value: SIGNER_KIND_SECURE_ENCLAVE = 2;
    */
   SECURE_ENCLAVE = 2,
+
+  /**
+   * SIGNER_KIND_TPM: a restricted ECC P-256 signing key of a TPM 2.0 (Register.tpm has its evidence).
+   *
+   * @generated from enum value: SIGNER_KIND_TPM = 3;
+   */
+  TPM = 3,
 }
 
 /**
