@@ -20,7 +20,12 @@ const ENGINE_TESTS = [
   // Builds the container images' stages (npm ci, tsc -b): a minute of both cores.
   "tests/images/**/*.test.ts",
 ];
-const ALL_TESTS = ["services/**/src/**/*.test.ts", "operator/src/**/*.test.ts", "tests/**/*.test.ts"];
+const ALL_TESTS = [
+  "services/**/src/**/*.test.ts",
+  "native/src/**/*.test.ts",
+  "operator/src/**/*.test.ts",
+  "tests/**/*.test.ts",
+];
 const IGNORED = ["**/node_modules/**", "**/dist/**"];
 
 export default defineConfig({
