@@ -53,6 +53,14 @@ export interface CoordinatorConfig {
    * keys granted trust level hardware (no Apple attestation chain can be verified by the coordinator).
    */
   hardwareKeys: string[];
+  /**
+   * PEM certificates of the TPM manufacturers' EK CAs (roots and intermediates, any of them an
+   * anchor): a TPM-signed provider whose EK certificate chains to one of them can earn trust level
+   * tpm. "" (default): none, TPM providers stay self_signed.
+   */
+  tpmEkCaPem: string;
+  /** Allowed TPM boot states (hex SHA-256 PCR digests, as published per provider); empty: any. */
+  tpmPcrAllowlist: string[];
   /** How often the release policy (allowlist, minimum version) is reloaded from the database. */
   releasePolicyRefreshMs: number;
   /**
@@ -246,6 +254,8 @@ export function resolveConfig(input: CoordinatorConfigInput): CoordinatorConfig 
     challengeFreshnessMs: 6 * 60_000,
     maxFailedChallenges: 3,
     hardwareKeys: [],
+    tpmEkCaPem: "",
+    tpmPcrAllowlist: [],
     releasePolicyRefreshMs: 10_000,
     requireEncryption: true,
     authCacheTtlMs: 5_000,

@@ -7,8 +7,13 @@ export { ApiError } from "./errors/index.js";
 export { TIMING_PHASES, type TimingPhase } from "./inference/timing.js";
 export { createLogger, type Logger } from "./log.js";
 export { CoordinatorMetrics } from "./metrics.js";
+export { ProviderHandle } from "./routing/provider-handle.js";
 export {
   type EmbeddedPostgresOptions,
   type EmbeddedPostgresServer,
   startEmbeddedPostgres,
 } from "./store/embedded-postgres.js";
+export { attestationView } from "./trust/attestation-view.js";
+export { TrustCode } from "./trust/reasons.js";
+export { EkTrustStore } from "./trust/tpm/index.js";
+export { TrustManager, type TrustManagerOptions } from "./trust/trust-manager.js";

@@ -26,3 +26,13 @@ export { modelWeightSha256, ScriptedProvider, startScriptedProviders, stopAll } 
 export { SharedConnection } from "./shared-connection.js";
 export { newSigningKey, softwareAttestor, type TestSigningKey } from "./software-attestor.js";
 export { parseSse, readSse, type SseBody, type SseEvent, SseFormatError } from "./sse.js";
+export {
+  createSoftwareTpmCa,
+  type SoftwareTpm,
+  type SoftwareTpmCa,
+  SoftwareTpmToolError,
+  softwareTpmSupport,
+  softwareTpmTestable,
+  startSoftwareTpm,
+  type ToolOptions,
+} from "./swtpm.js";

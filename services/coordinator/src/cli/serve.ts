@@ -1,9 +1,12 @@
 import { randomBytes } from "node:crypto";
+import { readFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
+import type { TrustLevelName } from "@darkbloom/protocol";
 import type { Command } from "commander";
 import { resolveConfig } from "../config.js";
 import { ensureDataDir } from "../store/data-dir.js";
 import { readOrCreateSecretFile } from "../store/secret-file.js";
+import { EkTrustStore } from "../trust/tpm/index.js";
 import { type CliIo, UsageError } from "./io.js";
 import {
   databaseUrl,
@@ -12,6 +15,7 @@ import {
   hardwareKeys,
   httpUrl,
   logLevel,
+  pcrDigests,
   port,
   schemaMode,
   semver,
@@ -55,7 +59,7 @@ export function addServeCommand(program: Command, io: CliIo): void {
     )
     .option(
       "--min-trust <level>",
-      "lowest provider trust routed to: none, self_signed or hardware (env DARKBLOOM_MIN_TRUST, default self_signed)",
+      "lowest provider trust routed to: none, self_signed, tpm or hardware (env DARKBLOOM_MIN_TRUST, default self_signed)",
       trustLevel,
     )
     .option(
@@ -67,6 +71,15 @@ export function addServeCommand(program: Command, io: CliIo): void {
       "--hardware-key <hex>",
       "a Secure Enclave public key enrolled as hardware-bound (repeatable, comma-separated; env DARKBLOOM_HARDWARE_KEYS)",
       hardwareKeys,
+    )
+    .option(
+      "--tpm-ek-ca <file>",
+      "PEM file of TPM manufacturers' EK CA certificates: TPM providers whose EK chains to one earn trust tpm (env DARKBLOOM_TPM_EK_CA)",
+    )
+    .option(
+      "--tpm-pcr-allow <hex>",
+      "an allowed TPM boot state, the PCR digest published per provider (repeatable, comma-separated; env DARKBLOOM_TPM_PCR_ALLOW; default any)",
+      pcrDigests,
     );
   addAccessOptions(serve);
   addListenerOptions(serve);
@@ -79,6 +92,9 @@ export function addServeCommand(program: Command, io: CliIo): void {
       minProviderVersion:
         opts.minProviderVersion ?? fromEnv(io.env, "DARKBLOOM_MIN_PROVIDER_VERSION", semver),
       hardwareKeys: opts.hardwareKey ?? fromEnv(io.env, "DARKBLOOM_HARDWARE_KEYS", (v) => hardwareKeys(v)),
+      tpmEkCaPem: await readEkCa(opts.tpmEkCa ?? io.env.DARKBLOOM_TPM_EK_CA),
+      tpmPcrAllowlist:
+        opts.tpmPcrAllow ?? fromEnv(io.env, "DARKBLOOM_TPM_PCR_ALLOW", (v) => pcrDigests(v)) ?? [],
     };
     const tuning = tuningFrom(opts as Record<string, unknown>, io.env);
     const access = accessFrom(opts as Record<string, unknown>, io.env);
@@ -136,9 +152,11 @@ interface ServeOptions {
   advertiseUrl?: string;
   adminKey?: string;
   logLevel?: string;
-  minTrust?: "none" | "self_signed" | "hardware";
+  minTrust?: TrustLevelName;
   minProviderVersion?: string;
   hardwareKey?: string[];
+  tpmEkCa?: string;
+  tpmPcrAllow?: string[];
 }
 
 /** The admin key kept in `<dataDir>/admin.key` (mode 0600), generated on first use. */
@@ -148,4 +166,23 @@ export async function adminKeyFile(dataDir: string): Promise<string> {
     join(dataDir, "admin.key"),
     () => `dbadm_${randomBytes(32).toString("base64url")}`,
   );
+}
+
+/** The EK CA bundle named by --tpm-ek-ca, checked now so a wrong file is a usage error, not a crash. */
+async function readEkCa(path: string | undefined): Promise<string> {
+  if (path === undefined || path === "") return "";
+  let pem: string;
+  try {
+    pem = await readFile(path, "utf8");
+  } catch (error) {
+    throw new UsageError(
+      `--tpm-ek-ca ${path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`,
+    );
+  }
+  try {
+    EkTrustStore.fromPem(pem);
+  } catch (error) {
+    throw new UsageError(`--tpm-ek-ca ${path}: ${(error as Error).message}`);
+  }
+  return pem;
 }

@@ -39,6 +39,15 @@ export function attestationView(t: ProviderTrust, now = Date.now()): Record<stri
         }
       : null,
     last_passed_challenge_at: t.lastPassedAt === undefined ? null : new Date(t.lastPassedAt).toISOString(),
+    // A TPM signer's state: whether its EK certificate verified and its key was activated, and the
+    // boot state of its latest accepted quote (what --tpm-pcr-allow takes).
+    tpm: t.tpm
+      ? {
+          ek_certified: t.tpm.ekCertified,
+          activated: t.tpm.activatedKey,
+          pcr_digest: t.tpm.pcrDigest ?? null,
+        }
+      : null,
   };
 }
 

@@ -1,6 +1,8 @@
 import {
   ATTESTATION_FORMAT,
+  ATTESTATION_SIGNERS,
   type AttestationDocument,
+  type AttestationSignerName,
   CHALLENGE_STATUS_FORMAT,
   type ChallengeStatusDocument,
   P256_PUBLIC_KEY_BYTES,
@@ -9,8 +11,10 @@ import {
   type SecurityState,
   verifyP256,
 } from "@darkbloom/protocol";
-import { type Register, SignerKind, TrustLevel } from "@darkbloom/protocol/provider/v1";
+import { type Register, type SignerKind, TrustLevel } from "@darkbloom/protocol/provider/v1";
 import { TrustCode, type TrustFinding } from "./reasons.js";
+import type { EkTrustStore } from "./tpm/index.js";
+import { type TpmRegistration, verifyTpmEvidence } from "./tpm-evidence.js";
 
 const HEX64 = /^[0-9a-f]{64}$/;
 const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
@@ -36,6 +40,8 @@ export interface RegistrationVerdict {
   violations: TrustFinding[];
   /** Findings that explain the level without lowering it. */
   notes: TrustFinding[];
+  /** A TPM signer's verified evidence: what its challenges check (credential, quotes). */
+  tpm?: TpmRegistration | undefined;
 }
 
 export interface RegistrationPolicy {
@@ -44,6 +50,8 @@ export interface RegistrationPolicy {
    * earn TRUST_LEVEL_HARDWARE (no Apple attestation chain can be verified here).
    */
   hardwareKeys: ReadonlySet<string>;
+  /** The TPM manufacturers' EK CA certificates (undefined: none configured, no TPM is verified). */
+  ekRoots?: EkTrustStore | undefined;
 }
 
 /**
@@ -98,8 +106,7 @@ export function verifyRegistration(register: Register, policy: RegistrationPolic
       "the attestation's encryption_public_key is not the X25519 key the provider registered",
     );
   }
-  const expectedSigner =
-    document.signer === "secure_enclave" ? SignerKind.SECURE_ENCLAVE : SignerKind.SOFTWARE;
+  const expectedSigner = ATTESTATION_SIGNERS[document.signer];
   if (att.signer !== expectedSigner) {
     return refuse(
       TrustCode.attestationMismatch,
@@ -128,6 +135,13 @@ export function verifyRegistration(register: Register, policy: RegistrationPolic
   if (!document.key_persistent) {
     notes.push({ code: TrustCode.ephemeralKey, message: "the signing key is ephemeral (lost at restart)" });
   }
+  let tpm: TpmRegistration | undefined;
+  if (document.signer === "tpm") {
+    const evidence = verifyTpmEvidence(register.tpm, att.publicKey, policy.ekRoots);
+    if (!evidence.ok) return refuse(evidence.finding.code, evidence.finding.message);
+    tpm = evidence.registration;
+    notes.push(...evidence.notes);
+  }
   if (document.signer === "secure_enclave") {
     if (document.key_persistent && policy.hardwareKeys.has(publicKeyHex)) level = TrustLevel.HARDWARE;
     else {
@@ -139,7 +153,7 @@ export function verifyRegistration(register: Register, policy: RegistrationPolic
       });
     }
   }
-  return { level, attestation, violations, notes };
+  return { level, attestation, violations, notes, tpm };
 }
 
 /** SIP and Secure Boot findings of an attestation or a challenge status. */
@@ -276,10 +290,11 @@ function securityState(value: unknown, field: string): SecurityState {
   return value as SecurityState;
 }
 
-function signerName(value: unknown): "software" | "secure_enclave" {
-  if (value !== "software" && value !== "secure_enclave")
-    throw new Error("signer must be software or secure_enclave");
-  return value;
+function signerName(value: unknown): AttestationSignerName {
+  if (typeof value !== "string" || !Object.hasOwn(ATTESTATION_SIGNERS, value)) {
+    throw new Error(`signer must be one of ${Object.keys(ATTESTATION_SIGNERS).join(", ")}`);
+  }
+  return value as AttestationSignerName;
 }
 
 function x25519Base64(value: unknown): string {

@@ -1,13 +1,21 @@
 import { randomBytes } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
-import { CHALLENGE_NONCE_BYTES, compareSemver, isSemver, trustLevelName } from "@darkbloom/protocol";
+import {
+  ATTESTATION_SIGNERS,
+  type AttestationSignerName,
+  CHALLENGE_NONCE_BYTES,
+  compareSemver,
+  isSemver,
+  trustLevelName,
+  trustRank,
+} from "@darkbloom/protocol";
 import {
   type AttestationResponse,
   type ConnectResponse,
   ConnectResponseSchema,
   type Register,
   type SignedAttestation,
-  SignerKind,
+  type SignerKind,
   TrustLevel,
 } from "@darkbloom/protocol/provider/v1";
 import type { Logger } from "../log.js";
@@ -16,6 +24,7 @@ import type { RegistrationVerdict, VerifiedAttestation } from "./attestation.js"
 import { checkChallengeResponse, STICKY_FINDINGS } from "./challenge.js";
 import type { NonceBook } from "./nonce-book.js";
 import { TrustCode, type TrustFinding } from "./reasons.js";
+import { type TpmPolicy, TpmSessionTrust } from "./tpm-session.js";
 
 /** The timings and thresholds of challenges and the routing gate. */
 export interface TrustTimings {
@@ -41,6 +50,8 @@ export interface TrustContext {
   /** The effective minimum daemon version ("" for none). */
   minProviderVersion(): string;
   nonces: NonceBook;
+  /** What TPM-signed sessions are held to. */
+  tpmPolicy: TpmPolicy;
   log: Logger;
   /** Counts challenge outcomes (metrics). */
   onChallengeResult?: (result: ChallengeResult) => void;
@@ -74,6 +85,8 @@ interface Outstanding {
   nonceHex: string;
   timestampMs: bigint;
   timer: NodeJS.Timeout;
+  /** The secret of the TPM credential this challenge carried. */
+  tpmSecret?: Uint8Array | undefined;
 }
 
 /**
@@ -83,7 +96,8 @@ interface Outstanding {
  * RuntimeStatus whenever it changes.
  *
  * Rules:
- * - trust level: what the attestation earns (none / self_signed / hardware), or none while any
+ * - trust level: what the attestation earns (none / self_signed / hardware; a TPM-signed session
+ *   rises from self_signed to tpm once its TPM checks pass, see TpmSessionTrust), or none while any
  *   violation stands, the binary is not allowlisted, or `maxFailedChallenges` challenges in a row
  *   failed or expired;
  * - violations are sticky for the session: SIP or Secure Boot disabled, a model hash that is not the
@@ -98,6 +112,8 @@ export class ProviderTrust {
   /** The attestation as presented at registration (verified or not), for publication. */
   readonly presented: SignedAttestation | undefined;
   readonly machineId: string;
+  /** A TPM-signed session's TPM state. */
+  readonly tpm: TpmSessionTrust | undefined;
   lastChallenge: ChallengeRecord | undefined;
   lastPassedAt: number | undefined;
 
@@ -135,6 +151,7 @@ export class ProviderTrust {
     for (const v of verdict.violations) this.violations.set(v.code, v.message);
     this.models = new Map(register.models.map((m) => [m.id, m.weightSha256]));
     this.binarySha256 = verdict.attestation?.document.binary_sha256;
+    this.tpm = verdict.tpm && new TpmSessionTrust(verdict.tpm, ctx.tpmPolicy);
     this.evaluate();
   }
 
@@ -242,6 +259,11 @@ export class ProviderTrust {
       this.models,
     );
     for (const f of findings) if (STICKY_FINDINGS.has(f.code)) this.violations.set(f.code, f.message);
+    if (status && this.tpm) {
+      const tpm = this.tpm.check(challenge, response);
+      for (const f of tpm.sticky) this.violations.set(f.code, f.message);
+      findings.push(...tpm.findings);
+    }
     if (status) {
       this.binarySha256 = status.binary_sha256;
       const unknown = this.unknownBinary();
@@ -309,11 +331,13 @@ export class ProviderTrust {
     const nonceHex = Buffer.from(nonce).toString("hex");
     const issuedAt = Date.now();
     const timestampMs = BigInt(issuedAt);
+    const offer = this.tpm?.credentialOffer();
     const challenge: Outstanding = {
       nonce,
       nonceHex,
       timestampMs,
       timer: setTimeout(() => this.expire(challenge), this.ctx.timings.challengeTimeoutMs),
+      tpmSecret: offer?.secret,
     };
     challenge.timer.unref?.();
     this.outstanding = challenge;
@@ -321,7 +345,10 @@ export class ProviderTrust {
     this.lastChallenge = { issuedAt, completedAt: undefined, result: "pending", reason: undefined };
     this.send(
       create(ConnectResponseSchema, {
-        message: { case: "attestationChallenge", value: { nonce, timestampMs } },
+        message: {
+          case: "attestationChallenge",
+          value: { nonce, timestampMs, ...(offer ? { tpmCredential: offer.credential } : {}) },
+        },
       }),
     );
   }
@@ -357,7 +384,7 @@ export class ProviderTrust {
   }
 
   private judge(now: number): Judgement {
-    const reasons: TrustFinding[] = [...this.notes];
+    const reasons: TrustFinding[] = [...this.notes, ...(this.tpm?.notes() ?? [])];
     for (const [code, message] of this.violations) reasons.push({ code, message });
     const max = this.ctx.timings.maxFailedChallenges;
     const struckOut = this.strikes >= max;
@@ -383,12 +410,13 @@ export class ProviderTrust {
       });
     }
     const untrusted = this.violations.size > 0 || struckOut || unknown !== undefined;
-    const trustLevel = untrusted ? TrustLevel.NONE : this.level;
+    const earned = this.level === TrustLevel.SELF_SIGNED && this.tpm?.earned ? TrustLevel.TPM : this.level;
+    const trustLevel = untrusted ? TrustLevel.NONE : earned;
     const routable =
       !this.deRouted &&
       version === undefined &&
-      trustLevel >= this.ctx.minTrust &&
-      (this.ctx.minTrust <= TrustLevel.NONE || fresh);
+      trustRank(trustLevel) >= trustRank(this.ctx.minTrust) &&
+      (trustRank(this.ctx.minTrust) <= trustRank(TrustLevel.NONE) || fresh);
     return { trustLevel, routable, fresh, attested, reasons };
   }
 
@@ -446,8 +474,7 @@ export class ProviderTrust {
 }
 
 /** The signer kind's public name. */
-export function signerName(kind: SignerKind | undefined): "software" | "secure_enclave" | null {
-  if (kind === SignerKind.SOFTWARE) return "software";
-  if (kind === SignerKind.SECURE_ENCLAVE) return "secure_enclave";
-  return null;
+export function signerName(kind: SignerKind | undefined): AttestationSignerName | null {
+  const entry = Object.entries(ATTESTATION_SIGNERS).find(([, k]) => k === kind);
+  return entry ? (entry[0] as AttestationSignerName) : null;
 }

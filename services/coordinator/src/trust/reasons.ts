@@ -37,6 +37,28 @@ export const TrustCode = {
   hardwareUnverified: "hardware_unverified",
   /** Informational: the signing key is ephemeral (the persistent key was unavailable). */
   ephemeralKey: "ephemeral_key",
+  /**
+   * Informational: the TPM's endorsement certificate does not chain to a configured EK CA (or none is
+   * configured): the TPM may be genuine, but nothing shows it; trusted as self_signed.
+   */
+  tpmUnknownEkCa: "tpm_unknown_ek_ca",
+  /** Informational: the endorsement certificate is missing, unparseable, expired or not RSA 2048. */
+  tpmBadEkCertificate: "tpm_bad_ek_certificate",
+  /**
+   * The TPM attestation key is not the attestation's key, not a restricted signing key that cannot
+   * leave the TPM, or a quote is not signed by it.
+   */
+  tpmWrongKey: "tpm_wrong_key",
+  /** The TPM did not activate the credential: the key does not live beside the certified EK. */
+  tpmActivationFailed: "tpm_activation_failed",
+  /** A quote that is not this challenge's (its qualifying data), or whose TPM clock went backwards. */
+  tpmQuoteReplay: "tpm_quote_replay",
+  /** A challenge answer without a valid quote (missing, malformed, PCR values not the quoted ones). */
+  tpmBadQuote: "tpm_bad_quote",
+  /** The boot-state PCRs changed between two quotes of one session (they cannot without a reboot). */
+  tpmPcrChanged: "tpm_pcr_changed",
+  /** Informational: the quoted boot state is not one the coordinator's PCR policy allows; self_signed. */
+  tpmPcrMismatch: "tpm_pcr_mismatch",
 } as const;
 
 export type TrustCodeName = (typeof TrustCode)[keyof typeof TrustCode];

@@ -13,6 +13,7 @@ import {
   type TrustTimings,
 } from "./provider-trust.js";
 import { TrustCode } from "./reasons.js";
+import type { EkTrustStore } from "./tpm/index.js";
 
 export interface TrustManagerOptions extends TrustTimings {
   /** The coordinator's minimum trust level for routing. */
@@ -21,6 +22,10 @@ export interface TrustManagerOptions extends TrustTimings {
   minProviderVersion: string;
   /** Hex SEC1 keys of Secure Enclave keys enrolled as hardware-bound (the only way to HARDWARE). */
   hardwareKeys: ReadonlySet<string>;
+  /** The TPM manufacturers' EK CAs (none: TPM-signed providers stay self_signed). */
+  ekRoots?: EkTrustStore | undefined;
+  /** Allowed boot states of TPM providers (hex PCR digests; empty: any). */
+  tpmPcrAllowlist?: ReadonlySet<string>;
   /** How often the release policy is reloaded to pick up other replicas' changes (default 10 s). */
   policyRefreshMs?: number;
   /**
@@ -97,13 +102,14 @@ export class TrustManager {
     private readonly log: Logger,
     onChallengeResult?: (result: ChallengeResult) => void,
   ) {
-    this.registrationPolicy = { hardwareKeys: options.hardwareKeys };
+    this.registrationPolicy = { hardwareKeys: options.hardwareKeys, ekRoots: options.ekRoots };
     this.context = {
       timings: options,
       minTrust: options.minTrust,
       binaryAllowlist: () => this.policy.binaryAllowlist,
       minProviderVersion: () => this.minProviderVersion,
       nonces: this.nonces,
+      tpmPolicy: { pcrAllowlist: options.tpmPcrAllowlist ?? new Set() },
       log,
       onMarkedUntrusted: (trust, code, message) => this.remember(trust, code, message),
       ...(onChallengeResult ? { onChallengeResult } : {}),
