@@ -136,6 +136,10 @@ export async function startLocalNetwork(o: LocalNetworkOptions): Promise<LocalNe
             // Several daemons on one machine: the default metrics address would be the first one's.
             "--metrics-listen",
             "off",
+            // A machine's TPM holds one attestation key: several daemons would present the same
+            // key, which the coordinator flags as a duplicate.
+            "--tpm",
+            "off",
           ],
           join(logs, `provider-${i}.log`),
         ),

@@ -225,6 +225,7 @@ export async function startDaemon(config: ProviderConfig, options: DaemonOptions
             hardware,
             encryptionPublicKey: identity.encryptionKey.publicKey,
             logger: log,
+            tpm: config.tpm,
           },
           options.attestation,
         );

@@ -68,3 +68,11 @@ export {
   serviceManagerFor,
 } from "./service/index.js";
 export { AlreadyRunningError, acquirePidFile, processAlive, readPidFile } from "./service/pid-file.js";
+export {
+  type AttestationSigner,
+  Attestor,
+  isTpmSigner,
+  openTpmSigner,
+  TpmKeyChangedError,
+  TpmSigner,
+} from "./trust/index.js";

@@ -14,6 +14,7 @@ import { CliFailure } from "./io.js";
 import { formatBytes } from "./progress.js";
 import { addSettingOptions, resolveFromOptions } from "./settings-options.js";
 import { findDaemons, listProcesses, threadsCheck } from "./threads-check.js";
+import { tpmCheck } from "./tpm-check.js";
 
 export interface CheckResult {
   name: string;
@@ -60,6 +61,7 @@ export async function runChecks(config: ProviderConfig, context: CliContext): Pr
     memoryCheck(served),
     await threadsCheckOf(config, served, context),
   );
+  if (context.platform === "linux") results.push(await tpmCheck(config.tpm));
   results.push(...(await coordinatorChecks(config, context)));
   return results;
 }

@@ -419,7 +419,7 @@ describe("doctor", () => {
   const engine = { createEngine: async () => new ScriptedEngine() };
 
   it("passes every check on a healthy setup", async () => {
-    const r = await run(["doctor", "--data-dir", dataDir, "--coordinator", base], {}, engine);
+    const r = await run(["doctor", "--data-dir", dataDir, "--coordinator", base, "--tpm", "off"], {}, engine);
     const lines = r.stdout.trim().split("\n");
     expect(lines.map((l) => l.split(/\s+/).slice(0, 2).join(" "))).toEqual([
       "PASS platform",
@@ -428,6 +428,7 @@ describe("doctor", () => {
       "PASS models",
       "PASS memory",
       "PASS threads",
+      "PASS tpm",
       "PASS coordinator",
       "PASS clock",
     ]);

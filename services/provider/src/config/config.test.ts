@@ -75,6 +75,12 @@ const SAMPLES: Record<
     yaml: '"[::1]:9200"',
     expected: ["0.0.0.0:9100", "off", "[::1]:9200"],
   },
+  tpm: {
+    flag: "swtpm:host=127.0.0.1,port=2321",
+    env: "off",
+    yaml: "device:/dev/tpm0",
+    expected: ["swtpm:host=127.0.0.1,port=2321", "off", "device:/dev/tpm0"],
+  },
 };
 
 describe("precedence", () => {
@@ -120,6 +126,7 @@ describe("precedence", () => {
       heartbeatIntervalMs: undefined,
       insecure: false,
       metricsListen: "127.0.0.1:9464",
+      tpm: "auto",
       configFile: undefined,
     });
   });
@@ -257,6 +264,11 @@ describe("preflight", () => {
       "--metrics-listen [nonsense]:1",
       { flags: { metricsListen: "[nonsense]:1" } },
       "--metrics-listen must have an IPv6 address in brackets (got [nonsense]:1 from the command line)",
+    ],
+    [
+      "--tpm with a name tctildr does not know",
+      { flags: { tpm: "/dev/tpm0" } },
+      "--tpm must be auto, off, or a TCTI such as device:/dev/tpmrm0 or swtpm:host=127.0.0.1,port=2321 (got /dev/tpm0 from the command line)",
     ],
     [
       "--data-dir empty",

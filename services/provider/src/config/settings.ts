@@ -45,6 +45,8 @@ export interface Settings {
    * or "off". Only `serve` reads it; the daemon library listens only when asked to.
    */
   metricsListen: string;
+  /** The TPM that holds the attestation key on Linux: "auto", "off" or a TCTI configuration. */
+  tpm: string;
 }
 
 export type SettingName = keyof Settings;
@@ -157,6 +159,18 @@ function metricsListen(raw: unknown): string {
     if (error instanceof ListenAddressError) throw new InvalidValue(error.message);
     throw error;
   }
+}
+
+/** tctildr's TCTI names; the part after ":" is the TCTI's own configuration. */
+const TCTI = /^(device|swtpm|mssim|tabrmd|cmd|libtpms)(:.*)?$/;
+
+function tpm(raw: unknown): string {
+  if (raw === false) return "off";
+  const text = typeof raw === "string" ? raw.trim() : "";
+  if (text === "auto" || text === "off" || TCTI.test(text)) return text;
+  throw new InvalidValue(
+    "must be auto, off, or a TCTI such as device:/dev/tpmrm0 or swtpm:host=127.0.0.1,port=2321",
+  );
 }
 
 function coordinatorUrl(raw: unknown): string {
@@ -320,6 +334,17 @@ export const SETTINGS: { [K in SettingName]: SettingSpec<K> } = {
       "another address than loopback shows this provider's models and load to whoever reaches it)",
     parse: metricsListen,
     default: () => DEFAULT_METRICS_LISTEN,
+  },
+  tpm: {
+    name: "tpm",
+    flag: "--tpm",
+    arg: "<auto|off|tcti>",
+    env: "DARKBLOOM_TPM",
+    yaml: "tpm",
+    description:
+      "Linux: the TPM 2.0 that holds the attestation key (trust tpm): auto (/dev/tpmrm0 when present), off (the software key), or a TCTI (default auto)",
+    parse: tpm,
+    default: () => "auto",
   },
 };
 

@@ -12,6 +12,7 @@ import type {
   RegisterAck,
   RuntimeStatus,
   SignedAttestationSchema,
+  TpmEvidenceSchema,
 } from "@darkbloom/protocol/provider/v1";
 import type { BoxKeyPair } from "@darkbloom/protocol/sealed-box";
 import type { Logger } from "pino";
@@ -97,6 +98,8 @@ export interface ResponseSigner {
 export interface LinkAttestor {
   /** Register.attestation: the blob signed at start, its signature and the signer's public key. */
   readonly attestation: MessageInitShape<typeof SignedAttestationSchema>;
+  /** Register.tpm: the EK certificate and attestation key of a TPM signer. */
+  readonly tpm?: MessageInitShape<typeof TpmEvidenceSchema> | undefined;
   /** The answer to a challenge; `models` are the loaded models with their registered weight hashes. */
   respond(
     challenge: AttestationChallenge,

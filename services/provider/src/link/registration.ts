@@ -25,6 +25,7 @@ export function registration(options: ProviderLinkOptions): RegisterInit {
     engineBackend: options.engine.backend,
     encryptionPublicKey: options.encryptionKey.publicKey,
     ...(options.attestor ? { attestation: options.attestor.attestation } : {}),
+    ...(options.attestor?.tpm ? { tpm: options.attestor.tpm } : {}),
     accountToken: options.accountToken ?? "",
     capacity: { maxBatch: knobs.maxBatch, maxContext: knobs.maxContext },
     responseSignatureVersion: RESPONSE_SIGNATURE_VERSION,

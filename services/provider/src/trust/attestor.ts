@@ -1,13 +1,22 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { challengeSigningInput, encodeAttestation, encodeChallengeStatus } from "@darkbloom/protocol";
 import {
-  type AttestationChallenge,
-  type AttestationResponseSchema,
-  type SignedAttestationSchema,
-  SignerKind,
+  ATTESTATION_SIGNERS,
+  challengeSigningInput,
+  encodeAttestation,
+  encodeChallengeStatus,
+  TPM_QUOTE_PCRS,
+  tpmQuoteQualifyingData,
+} from "@darkbloom/protocol";
+import type {
+  AttestationChallenge,
+  AttestationResponseSchema,
+  SignedAttestationSchema,
+  TpmEvidenceSchema,
 } from "@darkbloom/protocol/provider/v1";
+import type { Logger } from "pino";
 import type { SecurityPosture } from "./platform-state.js";
 import type { AttestationSigner } from "./signer.js";
+import { isTpmSigner } from "./tpm-signer.js";
 
 export type SignedAttestationInit = MessageInitShape<typeof SignedAttestationSchema>;
 export type AttestationResponseInit = MessageInitShape<typeof AttestationResponseSchema>;
@@ -37,6 +46,8 @@ export interface AttestationFacts {
 
 export interface AttestorOptions extends AttestationFacts {
   signer: AttestationSigner;
+  /** Warnings while answering challenges. */
+  logger?: Logger;
   /** Re-reads SIP and Secure Boot for each challenge (default: the posture given at start). */
   probePosture?: () => Promise<SecurityPosture>;
   now?: () => number;
@@ -48,11 +59,17 @@ export interface AttestorOptions extends AttestationFacts {
  * layout in @darkbloom/protocol attestation.ts).
  */
 export class Attestor {
+  /** Register.tpm, for a TPM signer. */
+  readonly tpm: MessageInitShape<typeof TpmEvidenceSchema> | undefined;
+
   private constructor(
     private readonly options: AttestorOptions,
     readonly attestation: SignedAttestationInit,
     readonly blob: Uint8Array,
-  ) {}
+  ) {
+    const signer = options.signer;
+    this.tpm = isTpmSigner(signer) ? { ...signer.evidence } : undefined;
+  }
 
   /** Builds and signs the attestation blob. */
   static async create(options: AttestorOptions): Promise<Attestor> {
@@ -81,7 +98,7 @@ export class Attestor {
         blob,
         signature,
         publicKey: signer.publicKey(),
-        signer: signer.kind === "secure_enclave" ? SignerKind.SECURE_ENCLAVE : SignerKind.SOFTWARE,
+        signer: ATTESTATION_SIGNERS[signer.kind],
       },
       blob,
     );
@@ -106,13 +123,42 @@ export class Attestor {
     });
   }
 
-  /** Answers a challenge: echoes nonce and timestamp, and signs them with the status. */
+  /**
+   * Answers a challenge: echoes nonce and timestamp, and signs them with the status. A TPM signer
+   * adds a quote over the boot-state PCRs bound to the same bytes, and activates the challenge's
+   * credential when it carries one (a credential the TPM refuses is answered with no secret: the
+   * coordinator decides what that means).
+   */
   async respond(
     challenge: AttestationChallenge,
     models: readonly LoadedModel[],
   ): Promise<AttestationResponseInit> {
     const status = await this.status(models);
-    return answerChallenge(this.options.signer, challenge, status);
+    const answer = await answerChallenge(this.options.signer, challenge, status);
+    const signer = this.options.signer;
+    if (!isTpmSigner(signer)) return answer;
+    const quote = await signer.quote(
+      tpmQuoteQualifyingData(challenge.nonce, challenge.timestampMs, status),
+      TPM_QUOTE_PCRS,
+    );
+    let secret: Uint8Array = new Uint8Array();
+    const credential = challenge.tpmCredential;
+    if (credential) {
+      secret = await signer
+        .activateCredential(credential.credentialBlob, credential.encryptedSecret)
+        .catch((error: Error) => {
+          this.options.logger?.warn({ err: error.message }, "the TPM refused the coordinator's credential");
+          return new Uint8Array();
+        });
+    }
+    return {
+      nonce: challenge.nonce,
+      timestampMs: challenge.timestampMs,
+      status,
+      signature: answer.signature,
+      tpmQuote: { attest: quote.attest, signature: quote.signature, pcrValues: quote.pcrValues },
+      tpmCredentialSecret: secret,
+    };
   }
 }
 

@@ -5,6 +5,7 @@ import { daemonBinarySha256 } from "./binary-hash.js";
 import { probeSecurityPosture, probeSerialSha256, type SecurityPosture } from "./platform-state.js";
 import { createAttestationSigner, type KeychainAddon } from "./secure-enclave.js";
 import type { AttestationSigner } from "./signer.js";
+import { openTpmSigner } from "./tpm-signer.js";
 
 export {
   type AttestationFacts,
@@ -37,10 +38,19 @@ export {
 } from "./secure-enclave.js";
 export { AttestationKeyError, type AttestationSigner } from "./signer.js";
 export { attestationKeyPath, SoftwareSigner } from "./software-signer.js";
+export {
+  isTpmSigner,
+  openTpmSigner,
+  type TpmEvidenceInit,
+  TpmKeyChangedError,
+  TpmSigner,
+} from "./tpm-signer.js";
 
 /** Overrides of what the daemon attests with (tests). */
 export interface DaemonAttestationOptions {
   signer?: AttestationSigner;
+  /** The TPM to use on Linux: "auto" (default: /dev/tpmrm0 when present), "off", or a TCTI. */
+  tpm?: string;
   addon?: KeychainAddon;
   posture?: SecurityPosture;
   binarySha256?: string;
@@ -59,11 +69,16 @@ export async function createDaemonAttestor(
     hardware: HardwareInit;
     encryptionPublicKey: Uint8Array;
     logger: Logger;
+    /** The `tpm` setting (Linux): auto, off, or a TCTI. */
+    tpm: string;
   },
   overrides: DaemonAttestationOptions = {},
 ): Promise<Attestor> {
   const signer =
     overrides.signer ??
+    (process.platform === "linux"
+      ? await openTpmSigner(overrides.tpm ?? init.tpm, init.logger)
+      : undefined) ??
     (await createAttestationSigner({ dataDir: init.dataDir, addon: overrides.addon, logger: init.logger }));
   const [posture, serialSha256, binarySha256] = await Promise.all([
     overrides.posture ?? probeSecurityPosture(),
@@ -82,6 +97,7 @@ export async function createDaemonAttestor(
     binarySha256,
     serialSha256,
     posture,
+    logger: init.logger,
     ...(overrides.posture ? {} : { probePosture: () => probeSecurityPosture() }),
   });
 }

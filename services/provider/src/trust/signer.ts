@@ -3,8 +3,11 @@
  * SHA-256 and returns DER signatures; public keys are SEC1 uncompressed points (65 bytes).
  */
 export interface AttestationSigner {
-  /** "secure_enclave": the key lives in the Apple Secure Enclave; "software": in memory or a file. */
-  readonly kind: "software" | "secure_enclave";
+  /**
+   * "secure_enclave": the key lives in the Apple Secure Enclave; "tpm": in a TPM 2.0 (TpmSigner);
+   * "software": in memory or a file.
+   */
+  readonly kind: "software" | "secure_enclave" | "tpm";
   /** Whether the key survives a restart (false: an ephemeral fallback key). */
   readonly persistent: boolean;
   /** The public key, SEC1 uncompressed (0x04 ‖ X ‖ Y). */
