@@ -1,29 +1,54 @@
 // The whole system on the testbed: PostgreSQL, the coordinator and three provider daemons (two
 // serving `tiny`, one `tiny-llama`, one of them relayed through a tap that records its wire), each its
-// own process, driven over HTTP and with the unchanged official openai SDK.
+// own process, driven over HTTP and with the unchanged official openai SDK. The `tiny-llama` daemon
+// keeps its attestation key in a TPM (a software TPM whose EK CA the coordinator is given), so the
+// whole suite also runs once with a TPM-backed daemon.
 import { randomBytes } from "node:crypto";
-import { readFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import { verifyResponse } from "@darkbloom/protocol/verifiable-response";
-import { readSse, type SseEvent } from "@darkbloom/testing";
+import {
+  readSse,
+  type SoftwareTpm,
+  type SseEvent,
+  softwareTpmTestable,
+  startSoftwareTpm,
+} from "@darkbloom/testing";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { expectedCharge, startTestbed, type Testbed, type TestbedAccount } from "../testbed/index.js";
 
 let testbed: Testbed;
 let alice: TestbedAccount;
+let tpm: SoftwareTpm | undefined;
 const CREDIT = 100_000_000n; // $100
+/** The trust the `tiny-llama` daemon earns: tpm with a software TPM, self_signed where none runs. */
+const TPM_TRUST = softwareTpmTestable() ? "tpm" : "self_signed";
 
 beforeAll(async () => {
+  const tpmArgs = { provider: [] as string[], coordinator: [] as string[] };
+  if (TPM_TRUST === "tpm") {
+    tpm = await startSoftwareTpm();
+    const bundle = join(tpm.workDir, "ek-ca.pem");
+    await writeFile(bundle, tpm.ca.bundlePem);
+    tpmArgs.provider = ["--tpm", tpm.tcti];
+    tpmArgs.coordinator = ["--tpm-ek-ca", bundle];
+  }
   testbed = await startTestbed({
-    providers: [{ models: ["tiny"], tap: true }, { models: ["tiny"] }, { models: ["tiny-llama"] }],
+    providers: [
+      { models: ["tiny"], tap: true },
+      { models: ["tiny"] },
+      { models: ["tiny-llama"], args: tpmArgs.provider },
+    ],
     // A request no provider may take (e.g. it asks for hardware trust) gets its 503 after this wait.
-    coordinatorArgs: ["--queue-timeout", "3s"],
+    coordinatorArgs: ["--queue-timeout", "3s", ...tpmArgs.coordinator],
   });
   alice = await testbed.createAccount(CREDIT);
 }, 180_000);
 
 afterAll(async () => {
   await testbed?.stop();
+  await tpm?.stop();
 }, 60_000);
 
 /** A prompt no one else sends: it must appear nowhere but in the consumer's own request. */
@@ -278,18 +303,43 @@ describe("the system testbed", () => {
       messages: [{ role: "user", content: "prove it" }],
       max_tokens: 6,
     });
-    const res = await testbed.chat(alice.apiKey, body);
+    // The provider's trust is judged from its first challenge on: wait for it rather than race it.
+    await expect
+      .poll(
+        async () => {
+          const list = (await (await fetch(`${testbed.baseUrl}/providers/attestation`)).json()) as {
+            data: { trust_level: string; signer: string | null }[];
+          };
+          return list.data.filter((a) => a.trust_level === TPM_TRUST).length;
+        },
+        { timeout: 20_000 },
+      )
+      .toBeGreaterThan(0);
+    // The tiny-llama daemon holds its key in the TPM; it also accepts a request that asks for tpm.
+    const res = await testbed.chat(alice.apiKey, body, {
+      headers: { "x-darkbloom-min-trust-level": TPM_TRUST },
+    });
     expect(res.status).toBe(200);
-    expect(res.headers.get("x-provider-trust-level")).toBe("self_signed");
+    expect(res.headers.get("x-provider-trust-level")).toBe(TPM_TRUST);
     expect(res.headers.get("x-provider-attested")).toBe("true");
     const saved = await res.text();
     const attestations = (await (await fetch(`${testbed.baseUrl}/providers/attestation`)).json()) as {
-      data: { provider_id: string; public_key: string | null; trust_level: string }[];
+      data: {
+        provider_id: string;
+        public_key: string | null;
+        trust_level: string;
+        signer: string | null;
+        tpm: { ek_certified: boolean; activated: boolean; pcr_digest: string | null } | null;
+      }[];
     };
     const published = attestations.data.find((a) => a.provider_id === res.headers.get("x-provider-id"));
-    expect(published?.trust_level).toBe("self_signed");
+    expect(published?.trust_level).toBe(TPM_TRUST);
+    if (TPM_TRUST === "tpm") {
+      expect(published).toMatchObject({ signer: "tpm", tpm: { ek_certified: true, activated: true } });
+      expect(published?.tpm?.pcr_digest).toMatch(/^[0-9a-f]{64}$/);
+    }
     const verified = verifyResponse(saved, { requestBody: body, signingKey: published?.public_key ?? "" });
-    expect(verified).toMatchObject({ ok: true, proof: { trust_level: "self_signed" } });
+    expect(verified).toMatchObject({ ok: true, proof: { trust_level: TPM_TRUST } });
     // One changed character in the answer fails the proof.
     const tampered = saved.replace(
       /"content":"(.)/,
