@@ -3,6 +3,9 @@
  * Attestor on a software TPM (swtpm, manufactured with an EK certificate from a local CA) answer the
  * coordinator's real TrustManager, and every way a stranger could lie about its TPM is tried.
  */
+import { mkdtemp, rm, utimes, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { clone, create } from "@bufbuild/protobuf";
 import {
   attestationView,
@@ -216,6 +219,51 @@ describe.skipIf(!softwareTpmTestable())("TPM-bound provider keys under the coord
         expect(codes(s)).toEqual([TrustCode.tpmUnknownEkCa]);
       }
     } finally {
+      await foreignCa.remove();
+    }
+  });
+
+  it("an EK CA added to the bundle file certifies connected TPMs, and removed, uncertifies them", async () => {
+    const foreignCa = await createSoftwareTpmCa();
+    const dir = await mkdtemp(join(tmpdir(), "ek-ca-"));
+    try {
+      const foreign = await provider({ ca: foreignCa }); // sets the foreign CA up
+      void foreign;
+      const path = join(dir, "ek-ca.pem");
+      let version = 0;
+      const write = async (pem: string) => {
+        await writeFile(path, pem);
+        const t = new Date(Date.now() + ++version * 1000);
+        await utimes(path, t, t);
+      };
+      await write(foreignCa.bundlePem);
+      const p = await provider();
+      const m = await manager({ ekRoots: undefined, ekCaFile: path, policyRefreshMs: 50 });
+      const s = attach(m, p.register);
+      expect((await challenge(s, 1)).tpmCredential).toBeUndefined();
+      await answer(s, p, 1);
+      expect(codes(s)).toEqual([TrustCode.tpmUnknownEkCa]);
+
+      await write(foreignCa.bundlePem + ca.bundlePem);
+      await expect.poll(() => codes(s), { timeout: 5_000 }).toEqual([]);
+      // The next challenge carries the credential; its activation earns tpm.
+      const first = s.challenges().length;
+      for (let n = first; s.lastStatus()?.trustLevel !== TrustLevel.TPM; n++) {
+        expect(n - first, "challenges answered before tpm").toBeLessThan(3);
+        await answer(s, p, n);
+      }
+      expect(
+        s
+          .challenges()
+          .slice(first - 1)
+          .some((c) => c.tpmCredential),
+      ).toBe(true);
+
+      await write(foreignCa.bundlePem);
+      await expect.poll(() => s.lastStatus()?.trustLevel, { timeout: 5_000 }).toBe(TrustLevel.SELF_SIGNED);
+      expect(codes(s)).toEqual([TrustCode.tpmUnknownEkCa]);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
       await foreignCa.remove();
     }
   });

@@ -54,11 +54,11 @@ export interface CoordinatorConfig {
    */
   hardwareKeys: string[];
   /**
-   * PEM certificates of the TPM manufacturers' EK CAs (roots and intermediates, any of them an
-   * anchor): a TPM-signed provider whose EK certificate chains to one of them can earn trust level
-   * tpm. "" (default): none, TPM providers stay self_signed.
+   * A PEM file of the TPM manufacturers' EK CA certificates (roots and intermediates, any of them an
+   * anchor), re-read when it changes: a TPM-signed provider whose EK certificate chains to one of
+   * them can earn trust level tpm. "" (default): none, TPM providers stay self_signed.
    */
-  tpmEkCaPem: string;
+  tpmEkCaFile: string;
   /** Allowed TPM boot states (hex SHA-256 PCR digests, as published per provider); empty: any. */
   tpmPcrAllowlist: string[];
   /** How often the release policy (allowlist, minimum version) is reloaded from the database. */
@@ -254,7 +254,7 @@ export function resolveConfig(input: CoordinatorConfigInput): CoordinatorConfig 
     challengeFreshnessMs: 6 * 60_000,
     maxFailedChallenges: 3,
     hardwareKeys: [],
-    tpmEkCaPem: "",
+    tpmEkCaFile: "",
     tpmPcrAllowlist: [],
     releasePolicyRefreshMs: 10_000,
     requireEncryption: true,

@@ -74,6 +74,15 @@ describe("bad input", () => {
       /--min-provider-version.*semantic/,
     );
     expectUsageError(await cli(["serve", "--hardware-key", "04ab"]), /--hardware-key.*130 hex digits/);
+    expectUsageError(await cli(["serve", "--tpm-pcr-allow", "abc"]), /--tpm-pcr-allow.*64 hex digits/);
+    expectUsageError(
+      await cli(["serve", "--tpm-ek-ca", "/nonexistent/ek-ca.pem"]),
+      /^darkbloom-coordinator: --tpm-ek-ca \/nonexistent\/ek-ca.pem: ENOENT\n$/,
+    );
+    expectUsageError(
+      await cli(["serve"], { DARKBLOOM_TPM_EK_CA: "/etc/hostname" }),
+      /--tpm-ek-ca \/etc\/hostname: .*certificate/,
+    );
     expectUsageError(
       await cli(["serve"], { DARKBLOOM_MIN_TRUST: "all" }),
       /environment variable DARKBLOOM_MIN_TRUST is invalid/,

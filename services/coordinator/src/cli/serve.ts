@@ -92,7 +92,7 @@ export function addServeCommand(program: Command, io: CliIo): void {
       minProviderVersion:
         opts.minProviderVersion ?? fromEnv(io.env, "DARKBLOOM_MIN_PROVIDER_VERSION", semver),
       hardwareKeys: opts.hardwareKey ?? fromEnv(io.env, "DARKBLOOM_HARDWARE_KEYS", (v) => hardwareKeys(v)),
-      tpmEkCaPem: await readEkCa(opts.tpmEkCa ?? io.env.DARKBLOOM_TPM_EK_CA),
+      tpmEkCaFile: await checkEkCa(opts.tpmEkCa ?? io.env.DARKBLOOM_TPM_EK_CA),
       tpmPcrAllowlist:
         opts.tpmPcrAllow ?? fromEnv(io.env, "DARKBLOOM_TPM_PCR_ALLOW", (v) => pcrDigests(v)) ?? [],
     };
@@ -168,8 +168,11 @@ export async function adminKeyFile(dataDir: string): Promise<string> {
   );
 }
 
-/** The EK CA bundle named by --tpm-ek-ca, checked now so a wrong file is a usage error, not a crash. */
-async function readEkCa(path: string | undefined): Promise<string> {
+/**
+ * The EK CA bundle named by --tpm-ek-ca, as an absolute path, checked now so that a wrong file is a
+ * usage error, not a crash (the coordinator re-reads it when it changes).
+ */
+async function checkEkCa(path: string | undefined): Promise<string> {
   if (path === undefined || path === "") return "";
   let pem: string;
   try {
@@ -184,5 +187,5 @@ async function readEkCa(path: string | undefined): Promise<string> {
   } catch (error) {
     throw new UsageError(`--tpm-ek-ca ${path}: ${(error as Error).message}`);
   }
-  return pem;
+  return resolve(path);
 }

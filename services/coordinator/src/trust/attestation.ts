@@ -13,7 +13,6 @@ import {
 } from "@darkbloom/protocol";
 import { type Register, type SignerKind, TrustLevel } from "@darkbloom/protocol/provider/v1";
 import { TrustCode, type TrustFinding } from "./reasons.js";
-import type { EkTrustStore } from "./tpm/index.js";
 import { type TpmRegistration, verifyTpmEvidence } from "./tpm-evidence.js";
 
 const HEX64 = /^[0-9a-f]{64}$/;
@@ -50,8 +49,6 @@ export interface RegistrationPolicy {
    * earn TRUST_LEVEL_HARDWARE (no Apple attestation chain can be verified here).
    */
   hardwareKeys: ReadonlySet<string>;
-  /** The TPM manufacturers' EK CA certificates (undefined: none configured, no TPM is verified). */
-  ekRoots?: EkTrustStore | undefined;
 }
 
 /**
@@ -137,10 +134,9 @@ export function verifyRegistration(register: Register, policy: RegistrationPolic
   }
   let tpm: TpmRegistration | undefined;
   if (document.signer === "tpm") {
-    const evidence = verifyTpmEvidence(register.tpm, att.publicKey, policy.ekRoots);
+    const evidence = verifyTpmEvidence(register.tpm, att.publicKey);
     if (!evidence.ok) return refuse(evidence.finding.code, evidence.finding.message);
     tpm = evidence.registration;
-    notes.push(...evidence.notes);
   }
   if (document.signer === "secure_enclave") {
     if (document.key_persistent && policy.hardwareKeys.has(publicKeyHex)) level = TrustLevel.HARDWARE;

@@ -203,6 +203,11 @@ export class ProviderTrust {
     if (!this.closed) this.evaluate();
   }
 
+  /** Judges a TPM session's EK certificate again (the EK CAs changed). */
+  recertifyTpm(): void {
+    if (!this.closed && this.tpm?.recertify()) this.evaluate();
+  }
+
   /** The judgement now, without side effects. */
   judgement(now = Date.now()): Judgement {
     return this.judge(now);

@@ -17,28 +17,23 @@ export interface TpmRegistration {
   akPublicKey: Uint8Array;
   /** The attestation key's TPM name, which the credential is bound to. */
   akName: Uint8Array;
-  /**
-   * The certified endorsement key, when its certificate chained to a configured EK CA: only then is a
-   * credential sent (activation proves nothing about a TPM nobody vouches for) and level tpm earned.
-   */
-  ekPublicKey: KeyObject | undefined;
+  /** The EK certificate as registered (DER; empty when the TPM has none): see certifyEk. */
+  ekCertificate: Uint8Array;
 }
 
 export type TpmEvidenceVerdict =
-  | { ok: true; registration: TpmRegistration; notes: TrustFinding[] }
+  | { ok: true; registration: TpmRegistration }
   | { ok: false; finding: TrustFinding };
 
 /**
- * Checks a TPM signer's Register.tpm: the attestation key's public area (a restricted P-256 signing
- * key that cannot leave its TPM, and the very key that signed the attestation) and the endorsement
- * certificate against the configured EK CAs. A key that is not what it must be refuses the
- * registration (tpm_wrong_key); a certificate that does not verify only keeps the provider at
- * self_signed, with the reason.
+ * Checks a TPM signer's Register.tpm attestation key's public area: a restricted P-256 signing key
+ * that cannot leave its TPM, and the very key that signed the attestation. A key that is not what it
+ * must be refuses the registration (tpm_wrong_key). The endorsement certificate is the session's
+ * business (certifyEk), since the EK CAs it is judged against may change while it lasts.
  */
 export function verifyTpmEvidence(
   evidence: TpmEvidence | undefined,
   attestationKey: Uint8Array,
-  roots: EkTrustStore | undefined,
 ): TpmEvidenceVerdict {
   const wrongKey = (message: string): TpmEvidenceVerdict => ({
     ok: false,
@@ -58,43 +53,43 @@ export function verifyTpmEvidence(
   if (!Buffer.from(ecPublicPoint(area)).equals(attestationKey)) {
     return wrongKey("the TPM attestation key is not the key that signed the attestation");
   }
-  const registration: TpmRegistration = {
-    akPublicKey: attestationKey,
-    akName: tpmObjectName(evidence.attestationKeyPublic),
-    ekPublicKey: undefined,
+  return {
+    ok: true,
+    registration: {
+      akPublicKey: attestationKey,
+      akName: tpmObjectName(evidence.attestationKeyPublic),
+      ekCertificate: evidence.ekCertificate,
+    },
   };
+}
+
+/** Whether an EK certificate chains to the configured EK CAs: its key, or why not. */
+export type EkCertification =
+  | { ekPublicKey: KeyObject; finding?: undefined }
+  | { ekPublicKey?: undefined; finding: TrustFinding };
+
+/**
+ * Certifies a TPM's endorsement key against the EK CAs configured now (at registration, and again
+ * whenever the bundle changes). What does not verify keeps the provider at self_signed, with why.
+ */
+export function certifyEk(ekCertificate: Uint8Array, roots: EkTrustStore | undefined): EkCertification {
   if (!roots) {
     return {
-      ok: true,
-      registration,
-      notes: [
-        {
-          code: TrustCode.tpmUnknownEkCa,
-          message: "no TPM EK CA is configured on this coordinator (--tpm-ek-ca); trusted as self_signed",
-        },
-      ],
+      finding: {
+        code: TrustCode.tpmUnknownEkCa,
+        message: "no TPM EK CA is configured on this coordinator (--tpm-ek-ca); trusted as self_signed",
+      },
     };
   }
-  if (evidence.ekCertificate.length === 0) {
+  if (ekCertificate.length === 0) {
     return {
-      ok: true,
-      registration,
-      notes: [
-        {
-          code: TrustCode.tpmBadEkCertificate,
-          message: "the TPM has no EK certificate; trusted as self_signed",
-        },
-      ],
+      finding: {
+        code: TrustCode.tpmBadEkCertificate,
+        message: "the TPM has no EK certificate; trusted as self_signed",
+      },
     };
   }
-  const ek = verifyEkCertificate(evidence.ekCertificate, roots);
-  if (!ek.ok) {
-    return {
-      ok: true,
-      registration,
-      notes: [{ code: ek.code, message: `${ek.message}; trusted as self_signed` }],
-    };
-  }
-  registration.ekPublicKey = ek.publicKey;
-  return { ok: true, registration, notes: [] };
+  const ek = verifyEkCertificate(ekCertificate, roots);
+  if (!ek.ok) return { finding: { code: ek.code, message: `${ek.message}; trusted as self_signed` } };
+  return { ekPublicKey: ek.publicKey };
 }

@@ -2,11 +2,13 @@ import { randomBytes, timingSafeEqual } from "node:crypto";
 import { TPM_QUOTE_PCRS, tpmQuoteQualifyingData } from "@darkbloom/protocol";
 import type { AttestationResponse, TpmCredential } from "@darkbloom/protocol/provider/v1";
 import { TrustCode, type TrustFinding } from "./reasons.js";
-import { makeCredential, verifyQuote } from "./tpm/index.js";
-import type { TpmRegistration } from "./tpm-evidence.js";
+import { type EkTrustStore, makeCredential, verifyQuote } from "./tpm/index.js";
+import { certifyEk, type EkCertification, type TpmRegistration } from "./tpm-evidence.js";
 
 /** The coordinator's TPM policy. */
 export interface TpmPolicy {
+  /** The EK CAs configured now (undefined: none, no TPM is certified). */
+  ekRoots(): EkTrustStore | undefined;
   /**
    * Allowed boot states: hex SHA-256 digests of the concatenated SHA-256 values of PCRs 0-7 (what
    * `GET /v1/providers/attestation` publishes per provider). Empty: any boot state earns tpm.
@@ -30,7 +32,9 @@ export interface TpmCheck {
 
 /**
  * One TPM-signed session's TPM state between challenges. Trust level tpm needs all of: an endorsement
- * certificate that chained to a configured EK CA (at registration), the credential made for that EK
+ * certificate that chains to a configured EK CA (judged at registration and again whenever the EK
+ * CAs change: a CA added certifies connected TPMs, a CA removed uncertifies them and their
+ * activation with them), the credential made for that EK
  * and the attestation key's name activated by the provider (once per session: the first challenge
  * carries it, and every challenge until one is answered), a valid quote in the latest answer, and a
  * boot state the policy allows.
@@ -45,17 +49,35 @@ export class TpmSessionTrust {
   private pinned: string | undefined;
   private previous: { clock: bigint; resetCount: number; restartCount: number } | undefined;
   private policyFinding: TrustFinding | undefined;
+  private ek: EkCertification;
   /** The latest accepted quote's PCR digest (published). */
   pcrDigest: string | undefined;
 
   constructor(
     private readonly registration: TpmRegistration,
     private readonly policy: TpmPolicy,
-  ) {}
+  ) {
+    this.ek = certifyEk(registration.ekCertificate, policy.ekRoots());
+  }
 
-  /** Whether the EK certificate chained to a configured EK CA. */
+  /** Whether the EK certificate chains to a configured EK CA. */
   get ekCertified(): boolean {
-    return this.registration.ekPublicKey !== undefined;
+    return this.ek.ekPublicKey !== undefined;
+  }
+
+  /**
+   * Judges the EK certificate again against the EK CAs configured now; true when that changed the
+   * session's standing. An EK no longer certified loses its activation: the credential proved the key
+   * lives beside that EK, which no longer counts for anything.
+   */
+  recertify(): boolean {
+    const before = this.ek;
+    this.ek = certifyEk(this.registration.ekCertificate, this.policy.ekRoots());
+    const changed =
+      (before.ekPublicKey === undefined) !== (this.ek.ekPublicKey === undefined) ||
+      before.finding?.code !== this.ek.finding?.code;
+    if (this.ek.ekPublicKey === undefined) this.activated = false;
+    return changed;
   }
 
   /** Whether the provider activated the credential (its key lives beside the certified EK). */
@@ -65,17 +87,17 @@ export class TpmSessionTrust {
 
   /** Whether the session holds trust level tpm now (given a fresh passed challenge). */
   get earned(): boolean {
-    return this.activated && this.registration.ekPublicKey !== undefined && this.policyFinding === undefined;
+    return this.activated && this.ek.ekPublicKey !== undefined && this.policyFinding === undefined;
   }
 
-  /** Why the session is held below tpm by policy (informational). */
+  /** Why the session is held below tpm (informational): its EK is not certified, or its boot state. */
   notes(): TrustFinding[] {
-    return this.policyFinding ? [this.policyFinding] : [];
+    return [this.ek.finding, this.policyFinding].filter((f): f is TrustFinding => f !== undefined);
   }
 
   /** A fresh credential for the next challenge, while the key is not activated and the EK is certified. */
   credentialOffer(): CredentialOffer | undefined {
-    const ek = this.registration.ekPublicKey;
+    const ek = this.ek.ekPublicKey;
     if (this.activated || !ek) return undefined;
     const secret = new Uint8Array(randomBytes(32));
     return { credential: makeCredential(ek, this.registration.akName, secret), secret };

@@ -1,6 +1,5 @@
 import { isSemver, parseTrustLevelName, TRUST_LEVEL_NAMES } from "@darkbloom/protocol";
 import type { CoordinatorConfig } from "../config.js";
-import { EkTrustStore } from "./tpm/index.js";
 import type { TrustManagerOptions } from "./trust-manager.js";
 
 const HEX_P256 = /^04[0-9a-f]{128}$/;
@@ -49,7 +48,7 @@ export function trustOptionsFrom(config: CoordinatorConfig): TrustManagerOptions
     minTrust,
     minProviderVersion: config.minProviderVersion,
     hardwareKeys,
-    ekRoots: config.tpmEkCaPem === "" ? undefined : EkTrustStore.fromPem(config.tpmEkCaPem),
+    ...(config.tpmEkCaFile === "" ? {} : { ekCaFile: config.tpmEkCaFile }),
     tpmPcrAllowlist,
     challengeIntervalMs: config.challengeIntervalMs,
     challengeTimeoutMs: config.challengeTimeoutMs,

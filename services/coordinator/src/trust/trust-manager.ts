@@ -4,6 +4,7 @@ import type { Logger } from "../log.js";
 import type { ReleasePolicy } from "../releases/release-store.js";
 import type { ProviderHandle } from "../routing/provider-handle.js";
 import { type RegistrationPolicy, type RegistrationVerdict, verifyRegistration } from "./attestation.js";
+import { EkCaFile } from "./ek-ca-file.js";
 import type { KeyQuarantineStore } from "./key-quarantine.js";
 import { NonceBook } from "./nonce-book.js";
 import {
@@ -24,6 +25,8 @@ export interface TrustManagerOptions extends TrustTimings {
   hardwareKeys: ReadonlySet<string>;
   /** The TPM manufacturers' EK CAs (none: TPM-signed providers stay self_signed). */
   ekRoots?: EkTrustStore | undefined;
+  /** Or a PEM file of them, re-read when it changes (EkCaFile); ekRoots wins when both are given. */
+  ekCaFile?: string | undefined;
   /** Allowed boot states of TPM providers (hex PCR digests; empty: any). */
   tpmPcrAllowlist?: ReadonlySet<string>;
   /** How often the release policy is reloaded to pick up other replicas' changes (default 10 s). */
@@ -95,6 +98,8 @@ export class TrustManager {
   private readonly registrationPolicy: RegistrationPolicy;
   private policy: ReleasePolicy = { binaryAllowlist: new Set(), minProviderVersion: "" };
   private timer: NodeJS.Timeout | undefined;
+  /** The EK CA bundle file, re-read on the policy timer (connected TPM sessions are re-judged). */
+  private readonly ekCaFile: EkCaFile | undefined;
 
   constructor(
     private readonly options: TrustManagerOptions,
@@ -102,14 +107,25 @@ export class TrustManager {
     private readonly log: Logger,
     onChallengeResult?: (result: ChallengeResult) => void,
   ) {
-    this.registrationPolicy = { hardwareKeys: options.hardwareKeys, ekRoots: options.ekRoots };
+    this.ekCaFile =
+      options.ekRoots || options.ekCaFile === undefined
+        ? undefined
+        : new EkCaFile(options.ekCaFile, log, {
+            checkEveryMs: options.policyRefreshMs ?? 10_000,
+            onChange: () => {
+              for (const trust of this.trusts.values()) trust.recertifyTpm();
+            },
+          });
+    const file = this.ekCaFile;
+    const ekRoots = (): EkTrustStore | undefined => options.ekRoots ?? file?.current();
+    this.registrationPolicy = { hardwareKeys: options.hardwareKeys };
     this.context = {
       timings: options,
       minTrust: options.minTrust,
       binaryAllowlist: () => this.policy.binaryAllowlist,
       minProviderVersion: () => this.minProviderVersion,
       nonces: this.nonces,
-      tpmPolicy: { pcrAllowlist: options.tpmPcrAllowlist ?? new Set() },
+      tpmPolicy: { ekRoots, pcrAllowlist: options.tpmPcrAllowlist ?? new Set() },
       log,
       onMarkedUntrusted: (trust, code, message) => this.remember(trust, code, message),
       ...(onChallengeResult ? { onChallengeResult } : {}),
@@ -129,11 +145,12 @@ export class TrustManager {
     return this.policy.binaryAllowlist;
   }
 
-  /** Loads the release policy and reloads it periodically. */
+  /** Loads the release policy and reloads it, and the EK CA bundle, periodically. */
   async start(): Promise<void> {
     await this.refreshPolicy();
-    if (!this.source || this.timer) return;
+    if ((!this.source && !this.ekCaFile) || this.timer) return;
     this.timer = setInterval(() => {
+      this.ekCaFile?.current();
       this.refreshPolicy().catch((e: Error) =>
         this.log.warn({ err: e.message }, "could not reload the release policy; keeping the last one"),
       );
