@@ -42,6 +42,7 @@ const BAD = readdirSync(BAD_VALUES)
 /** What each matrix file leaves to the user to create, as values.yaml documents it. */
 const USER_PROVIDED: Record<string, string[]> = {
   "coordinator-tls-values.yaml": ["Secret/darkbloom-coordinator-tls"],
+  "coordinator-tpm-values.yaml": [],
   "crds-off-values.yaml": ["Secret/darkbloom-database"],
   "database-url-values.yaml": [],
   "defaults-values.yaml": ["Secret/darkbloom-database"],
@@ -457,6 +458,28 @@ describe("the exposure", () => {
     });
     // Without TLS the Coordinator has no tls field, and a protocol the user chose is kept with it.
     expect(find(matrix("high-availability"), "Coordinator").spec).not.toHaveProperty("tls");
+  });
+
+  it("hands the TPM vendors' EK CAs to the Coordinator in a ConfigMap of its own, with the allowed boot states", () => {
+    const manifests = matrix("coordinator-tpm");
+    const coordinator = find(manifests, "Coordinator");
+    expect(coordinator.spec.tpm).toEqual({
+      ekCaConfigMap: "darkbloom-tpm-ek-ca",
+      ekCaKey: "ca.pem",
+      pcrAllow: [
+        "3d458cfe55cc03ea1f443f1562beec8df51c75e14a9fcf9a7234a13f198e7969",
+        "0f9d3cbd4c5ff4c2cba4b2b5e58f0f9e0c1d0bd9a8a1b1f84e4ac0ee0f1f2a3b",
+      ],
+    });
+    const configMap = find(manifests, "ConfigMap", "darkbloom-tpm-ek-ca");
+    expect((configMap.data as Record<string, string>)["ca.pem"]).toMatch(
+      /^-----BEGIN CERTIFICATE-----\n[\s\S]+\n-----END CERTIFICATE-----\n$/,
+    );
+    // Without an EK CA the Coordinator has no tpm field and no ConfigMap is made.
+    expect(find(matrix("defaults"), "Coordinator").spec).not.toHaveProperty("tpm");
+    expect(all(matrix("defaults"), "ConfigMap").map((m) => m.metadata.name)).not.toContain(
+      "darkbloom-tpm-ek-ca",
+    );
   });
 
   it("keeps a backend protocol the user set when the coordinator serves TLS", async () => {

@@ -126,3 +126,8 @@ app.kubernetes.io/component: coordinator
 {{- define "darkbloom.coordinator.image" -}}
 {{- printf "%s:%s" .Values.coordinator.image.repository (.Values.coordinator.image.tag | default .Chart.AppVersion) }}
 {{- end }}
+
+{{- /* The ConfigMap the chart makes from coordinator.tpm.ekCaPem. */}}
+{{- define "darkbloom.coordinator.tpmEkCaName" -}}
+{{- include "darkbloom.suffixed" (list . "tpm-ek-ca") }}
+{{- end }}

@@ -179,6 +179,37 @@ export const coordinatorSpecSchema = s.object(
         required: ["secretName"],
       },
     ),
+    tpm: s.object(
+      {
+        ekCaConfigMap: objectName(
+          "A ConfigMap in the Coordinator's namespace holding the TPM manufacturers' EK CA certificates (PEM; roots and intermediates, each an anchor), mounted into the pods and re-read when it changes: providers whose TPM endorsement certificate chains to one of them can earn trust tpm.",
+        ),
+        ekCaKey: s.string({
+          description: "The ConfigMap key with the PEM bundle (default ca.pem).",
+          minLength: 1,
+          maxLength: 253,
+          pattern: "^[-._a-zA-Z0-9]+$",
+        }),
+        pcrAllow: s.array(
+          s.string({
+            description:
+              "An allowed boot state: the SHA-256 PCR digest GET /v1/providers/attestation publishes per TPM provider (tpm.pcr_digest).",
+            pattern: "^[0-9a-f]{64}$",
+            maxLength: 64,
+          }),
+          {
+            description:
+              "Boot states that earn trust tpm (others are held at self_signed); empty or absent: any.",
+            maxItems: 1024,
+            listType: "set",
+          },
+        ),
+      },
+      {
+        description: "TPM 2.0 provider attestation (coordinator --tpm-ek-ca and --tpm-pcr-allow).",
+        required: ["ekCaConfigMap"],
+      },
+    ),
   },
   {
     description: "The desired state of a coordinator cluster.",

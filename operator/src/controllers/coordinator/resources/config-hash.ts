@@ -45,6 +45,11 @@ export function buildConfigHash(
     // Absent without TLS: the hash of a Coordinator without it is what it was before the field.
     // (serverName is the operator's own business: the pods do not read it.)
     tlsSecret: coordinator.spec.tls?.secretName,
+    // Which ConfigMap and key are mounted (the bundle's content is re-read by the coordinator).
+    tpmEkCa: coordinator.spec.tpm && [
+      coordinator.spec.tpm.ekCaConfigMap,
+      coordinator.spec.tpm.ekCaKey ?? "ca.pem",
+    ],
     secretsVersion,
   };
   return sha256Hex(canonicalJson(input)).slice(0, 16);

@@ -157,6 +157,48 @@ describe("Deployment", () => {
     expect(plain?.containers[0]?.readinessProbe?.httpGet).not.toHaveProperty("scheme");
   });
 
+  it("mounts the TPM EK CA ConfigMap as a directory the coordinator re-reads, and passes the allowed boot states", () => {
+    const digest = "ab".repeat(32);
+    const coordinator = storedCoordinator({
+      tpm: { ekCaConfigMap: "tpm-vendors", ekCaKey: "vendors.pem", pcrAllow: [digest] },
+    });
+    const pod = buildDeployment(coordinator, OPTIONS).spec?.template.spec;
+    const container = pod?.containers[0];
+    expect(container?.args).toEqual(
+      expect.arrayContaining([
+        "--tpm-ek-ca",
+        "/etc/darkbloom/tpm-ek-ca/ek-ca.pem",
+        "--tpm-pcr-allow",
+        digest,
+      ]),
+    );
+    expect(pod?.volumes).toContainEqual({
+      name: "tpm-ek-ca",
+      configMap: {
+        name: "tpm-vendors",
+        items: [{ key: "vendors.pem", path: "ek-ca.pem" }],
+        defaultMode: 0o444,
+      },
+    });
+    // A directory mount: the kubelet replaces a ConfigMap's files in place, never under a subPath.
+    expect(container?.volumeMounts).toContainEqual({
+      name: "tpm-ek-ca",
+      mountPath: "/etc/darkbloom/tpm-ek-ca",
+      readOnly: true,
+    });
+    const noAllowlist = buildDeployment(
+      storedCoordinator({ tpm: { ekCaConfigMap: "tpm-vendors" } }),
+      OPTIONS,
+    );
+    const args = noAllowlist.spec?.template.spec?.containers[0]?.args ?? [];
+    expect(args).not.toContain("--tpm-pcr-allow");
+    expect(noAllowlist.spec?.template.spec?.volumes).toContainEqual(
+      expect.objectContaining({
+        configMap: expect.objectContaining({ items: [{ key: "ca.pem", path: "ek-ca.pem" }] }),
+      }),
+    );
+  });
+
   it("lets a replica drain before it is killed, and gives it no API access", () => {
     const pod = buildDeployment(storedCoordinator({ drainSeconds: 120 }), OPTIONS).spec?.template.spec;
     expect(pod?.terminationGracePeriodSeconds).toBe(5 + 120 + 10);

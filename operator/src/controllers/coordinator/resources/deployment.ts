@@ -23,6 +23,10 @@ const SHUTDOWN_SLACK_SECONDS = 10;
 /** Where `spec.tls`'s Secret is mounted: a whole-directory mount, which the kubelet updates in place. */
 export const TLS_DIR = "/etc/darkbloom/tls";
 const TLS_VOLUME = "tls";
+/** Where `spec.tpm`'s EK CA ConfigMap is mounted (a directory mount too: the coordinator re-reads it). */
+export const TPM_EK_CA_DIR = "/etc/darkbloom/tpm-ek-ca";
+const TPM_EK_CA_FILE = "ek-ca.pem";
+const TPM_EK_CA_VOLUME = "tpm-ek-ca";
 
 /**
  * `coordinator serve`'s arguments. It listens on the pod IP (probes and peers dial it there), checks
@@ -32,7 +36,7 @@ const TLS_VOLUME = "tls";
  * dial pod IPs, which the certificate does not name (the schema makes tls require peerPort).
  */
 export function serveArgs(coordinator: Coordinator): string[] {
-  const { metrics, config, tls } = coordinator.spec;
+  const { metrics, config, tls, tpm } = coordinator.spec;
   return [
     "serve",
     "--host",
@@ -57,6 +61,8 @@ export function serveArgs(coordinator: Coordinator): string[] {
           "--peer-plaintext",
         ]
       : []),
+    ...(tpm ? ["--tpm-ek-ca", `${TPM_EK_CA_DIR}/${TPM_EK_CA_FILE}`] : []),
+    ...(tpm?.pcrAllow?.length ? ["--tpm-pcr-allow", tpm.pcrAllow.join(",")] : []),
     ...(config?.logLevel ? ["--log-level", config.logLevel] : []),
   ];
 }
@@ -88,6 +94,18 @@ function tlsVolumeMount(coordinator: Coordinator): V1VolumeMount[] {
   return coordinator.spec.tls ? [{ name: TLS_VOLUME, mountPath: TLS_DIR, readOnly: true }] : [];
 }
 
+/** The EK CA bundle under a fixed file name, whatever its key; not optional: a typo fails the pod. */
+function tpmVolume(coordinator: Coordinator): V1Volume[] {
+  const { tpm } = coordinator.spec;
+  if (!tpm) return [];
+  const items = [{ key: tpm.ekCaKey ?? "ca.pem", path: TPM_EK_CA_FILE }];
+  return [{ name: TPM_EK_CA_VOLUME, configMap: { name: tpm.ekCaConfigMap, items, defaultMode: 0o444 } }];
+}
+
+function tpmVolumeMount(coordinator: Coordinator): V1VolumeMount[] {
+  return coordinator.spec.tpm ? [{ name: TPM_EK_CA_VOLUME, mountPath: TPM_EK_CA_DIR, readOnly: true }] : [];
+}
+
 function coordinatorContainer(coordinator: Coordinator, peer: PeerEnvOptions): V1Container {
   const { spec } = coordinator;
   return {
@@ -109,7 +127,7 @@ function coordinatorContainer(coordinator: Coordinator, peer: PeerEnvOptions): V
     lifecycle: { preStop: { sleep: { seconds: PRE_STOP_SECONDS } } },
     resources: resourceRequirements(coordinator),
     securityContext: securityContext(),
-    volumeMounts: [dataVolumeMount(), ...tlsVolumeMount(coordinator)],
+    volumeMounts: [dataVolumeMount(), ...tlsVolumeMount(coordinator), ...tpmVolumeMount(coordinator)],
   };
 }
 
@@ -145,7 +163,7 @@ export function buildDeployment(
               previousPeerToken: options.previousPeerToken,
             }),
           ],
-          volumes: [dataVolume(), ...tlsVolume(coordinator)],
+          volumes: [dataVolume(), ...tlsVolume(coordinator), ...tpmVolume(coordinator)],
           terminationGracePeriodSeconds: PRE_STOP_SECONDS + spec.drainSeconds + SHUTDOWN_SLACK_SECONDS,
           ...podPlacement(coordinator),
           ...(spec.scheduling?.topologySpreadConstraints
