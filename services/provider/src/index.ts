@@ -75,4 +75,5 @@ export {
   openTpmSigner,
   TpmKeyChangedError,
   TpmSigner,
+  treeSha256,
 } from "./trust/index.js";

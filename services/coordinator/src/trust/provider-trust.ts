@@ -203,9 +203,17 @@ export class ProviderTrust {
     if (!this.closed) this.evaluate();
   }
 
-  /** Judges a TPM session's EK certificate again (the EK CAs changed). */
+  /**
+   * Judges a TPM session's EK certificate again (the EK CAs changed). A session certified now is
+   * challenged at once, with the credential, rather than at its next interval (up to 5 minutes).
+   */
   recertifyTpm(): void {
-    if (!this.closed && this.tpm?.recertify()) this.evaluate();
+    if (this.closed || !this.tpm?.recertify()) return;
+    this.evaluate();
+    if (this.started && this.tpm.ekCertified && !this.tpm.activatedKey && !this.outstanding) {
+      clearTimeout(this.nextChallenge);
+      this.issueChallenge();
+    }
   }
 
   /** The judgement now, without side effects. */
