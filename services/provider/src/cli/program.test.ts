@@ -8,6 +8,7 @@ import type { ServiceManager, ServiceSpec, ServiceStatus } from "../service/inde
 import { ScriptedEngine } from "../testing/scripted-engine.js";
 import type { CliDeps } from "./context.js";
 import { runCli } from "./program.js";
+import { formatBytes } from "./progress.js";
 import { testIo } from "./test-io.js";
 
 const GIB = 1024 ** 3;
@@ -365,6 +366,69 @@ describe("models", () => {
         (await run(["models", "download", `${base}/tiny.gguf`, "--sha256", "xyz", "--data-dir", dataDir]))
           .code,
       ).toBe(64);
+    });
+
+    it("downloads every file of a hub repository into a directory of its own, once", async () => {
+      const { createHash } = await import("node:crypto");
+      const commit = "ab".repeat(20);
+      const files = { "config.json": Buffer.from("{}\n"), "weights.safetensors": file };
+      const blob = (b: Buffer) => createHash("sha1").update(`blob ${b.length}\0`).update(b).digest("hex");
+      const hub = createServer((req, res) => {
+        const path = new URL(req.url ?? "/", "http://x").pathname;
+        if (path === "/api/models/acme/tiny-mlx/revision/main") {
+          res.writeHead(200, { "content-type": "application/json" });
+          res.end(
+            JSON.stringify({
+              sha: commit,
+              siblings: Object.entries(files).map(([name, body]) => ({
+                rfilename: name,
+                size: body.length,
+                blobId: blob(body),
+              })),
+            }),
+          );
+          return;
+        }
+        const name = path.replace(`/acme/tiny-mlx/resolve/${commit}/`, "") as keyof typeof files;
+        const body = files[name];
+        res.writeHead(body ? 200 : 404, body ? { "content-length": body.length } : {});
+        res.end(body);
+      });
+      await new Promise<void>((resolve) => hub.listen(0, "127.0.0.1", resolve));
+      const env = { HF_ENDPOINT: `http://127.0.0.1:${(hub.address() as AddressInfo).port}` };
+      try {
+        const ok = await run(["models", "download", "acme/tiny-mlx", "--data-dir", dataDir], env);
+        expect(ok.code).toBe(0);
+        const dir = join(dataDir, "models", "tiny-mlx");
+        expect(ok.stdout).toBe(
+          `downloaded acme/tiny-mlx at ${commit.slice(0, 12)} into ${dir} (2 files, ${formatBytes(file.length + 3)})\n`,
+        );
+        expect((await readFile(join(dir, "weights.safetensors"))).equals(file)).toBe(true);
+        const again = await run(["models", "download", "acme/tiny-mlx", "--data-dir", dataDir], env);
+        expect(again).toMatchObject({
+          code: 1,
+          stderr: `darkbloom: ${dir} holds tiny-mlx already; use --force to replace it\n`,
+        });
+        const forced = await run(
+          ["models", "download", "acme/tiny-mlx", "--force", "--data-dir", dataDir],
+          env,
+        );
+        expect(forced.code).toBe(0);
+        const missing = await run(["models", "download", "acme/none", "--data-dir", dataDir], env);
+        expect(missing.code).toBe(1);
+        expect(missing.stderr).toMatch(
+          /^darkbloom: acme\/none@main was not found on http:\/\/127\.0\.0\.1:\d+/,
+        );
+        expect(
+          (await run(["models", "download", "acme/tiny-mlx", "--sha256", "a".repeat(64)], env)).code,
+        ).toBe(64);
+        expect((await run(["models", "download", `${base}/tiny.gguf`, "--revision", "v1"], env)).code).toBe(
+          64,
+        );
+      } finally {
+        hub.closeAllConnections();
+        await new Promise((resolve) => hub.close(resolve));
+      }
     });
   });
 });
