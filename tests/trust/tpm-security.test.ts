@@ -10,18 +10,16 @@ import { clone, create } from "@bufbuild/protobuf";
 import {
   attestationView,
   EkTrustStore,
-  ProviderHandle,
   TrustCode,
   TrustManager,
   type TrustManagerOptions,
 } from "@darkbloom/coordinator";
+import { type AttachedTrust, attachTrust } from "@darkbloom/coordinator/testing";
 import {
   type AttestationChallenge,
   AttestationResponseSchema,
-  type ConnectResponse,
   type Register,
   RegisterSchema,
-  type RuntimeStatus,
   TpmEvidenceSchema,
   TrustLevel,
 } from "@darkbloom/protocol/provider/v1";
@@ -55,11 +53,7 @@ interface Provider {
   register: Register;
 }
 
-interface Session {
-  trust: ReturnType<TrustManager["attach"]>;
-  challenges(): AttestationChallenge[];
-  lastStatus(): RuntimeStatus | undefined;
-}
+type Session = AttachedTrust;
 
 describe.skipIf(!softwareTpmTestable())("TPM-bound provider keys under the coordinator's checks", () => {
   let ca: SoftwareTpmCa;
@@ -128,39 +122,7 @@ describe.skipIf(!softwareTpmTestable())("TPM-bound provider keys under the coord
     return m;
   }
 
-  function attach(m: TrustManager, register: Register): Session {
-    const sent: ConnectResponse[] = [];
-    const handle = new ProviderHandle({
-      id: `prov_${register.machineId}_${sent.length}${Math.random().toString(36).slice(2, 6)}`,
-      machineId: register.machineId,
-      daemonVersion: register.daemonVersion,
-      engineBackend: "test",
-      hardware: undefined,
-      models: register.models,
-      maxBatch: 2,
-      maxContext: 0,
-      trustLevel: TrustLevel.NONE,
-      connectedAt: Date.now(),
-      send: () => true,
-    });
-    const trust = m.attach(
-      handle,
-      register,
-      (msg) => {
-        sent.push(msg);
-        return true;
-      },
-      () => undefined,
-    );
-    trust.start();
-    const statuses = () => sent.flatMap((s) => (s.message.case === "runtimeStatus" ? [s.message.value] : []));
-    return {
-      trust,
-      lastStatus: () => statuses().at(-1),
-      challenges: () =>
-        sent.flatMap((s) => (s.message.case === "attestationChallenge" ? [s.message.value] : [])),
-    };
-  }
+  const attach = attachTrust;
 
   /** The n-th challenge (1-based), once it has been issued. */
   async function challenge(s: Session, n: number): Promise<AttestationChallenge> {

@@ -7,7 +7,6 @@ export { ApiError } from "./errors/index.js";
 export { TIMING_PHASES, type TimingPhase } from "./inference/timing.js";
 export { createLogger, type Logger } from "./log.js";
 export { CoordinatorMetrics } from "./metrics.js";
-export { ProviderHandle } from "./routing/provider-handle.js";
 export {
   type EmbeddedPostgresOptions,
   type EmbeddedPostgresServer,

@@ -2,6 +2,7 @@
 // coordinator on a free port with a funded account, an AdminService over a test database. Tests and
 // benchmarks import them from "@darkbloom/coordinator/testing"; nothing in production does.
 export { type AdminTestServer, startAdminTestServer } from "./admin-test-server.js";
+export { type AttachedTrust, attachTrust } from "./attached-trust.js";
 export {
   ledgerBalance,
   ledgerBalanced,

@@ -10,7 +10,6 @@ import {
 import {
   type AttestationChallenge,
   AttestationResponseSchema,
-  type ConnectResponse,
   type Register,
   RegisterSchema,
   type RuntimeStatus,
@@ -20,7 +19,7 @@ import {
 import { pino } from "pino";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { ReleasePolicy } from "../releases/release-store.js";
-import { ProviderHandle } from "../routing/provider-handle.js";
+import { type AttachedTrust, attachTrust } from "../testing/attached-trust.js";
 import {
   createTestDatabase,
   startTestPostgres,
@@ -29,7 +28,6 @@ import {
 } from "../testing/test-database.js";
 import { verifyRegistration } from "./attestation.js";
 import { KeyQuarantineStore } from "./key-quarantine.js";
-import type { ProviderTrust } from "./provider-trust.js";
 import { TrustManager, type TrustManagerOptions } from "./trust-manager.js";
 
 const log = pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
@@ -124,14 +122,7 @@ class Policy {
   }
 }
 
-interface Attached {
-  trust: ProviderTrust;
-  handle: ProviderHandle;
-  sent: ConnectResponse[];
-  statuses(): RuntimeStatus[];
-  challenges(): AttestationChallenge[];
-  lastStatus(): RuntimeStatus | undefined;
-}
+type Attached = AttachedTrust;
 
 const managers: TrustManager[] = [];
 afterEach(() => {
@@ -155,43 +146,7 @@ async function manager(over: Partial<TrustManagerOptions> = {}, policy = new Pol
   return m;
 }
 
-let nextId = 0;
-function attach(m: TrustManager, register: Register): Attached {
-  const sent: ConnectResponse[] = [];
-  const handle = new ProviderHandle({
-    id: `prov_${nextId++}`,
-    machineId: register.machineId,
-    daemonVersion: register.daemonVersion,
-    engineBackend: "test",
-    hardware: undefined,
-    models: register.models,
-    maxBatch: 2,
-    maxContext: 0,
-    trustLevel: TrustLevel.NONE,
-    connectedAt: Date.now(),
-    send: () => true,
-  });
-  const trust = m.attach(
-    handle,
-    register,
-    (msg) => {
-      sent.push(msg);
-      return true;
-    },
-    () => undefined,
-  );
-  trust.start();
-  const statuses = () => sent.flatMap((s) => (s.message.case === "runtimeStatus" ? [s.message.value] : []));
-  return {
-    trust,
-    handle,
-    sent,
-    statuses,
-    lastStatus: () => statuses().at(-1),
-    challenges: () =>
-      sent.flatMap((s) => (s.message.case === "attestationChallenge" ? [s.message.value] : [])),
-  };
-}
+const attach = attachTrust;
 
 function answer(
   m: Machine,

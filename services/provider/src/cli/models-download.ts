@@ -37,7 +37,8 @@ export function addModelsDownloadCommand(models: Command, context: CliContext): 
     .option("--name <id>", "model id (default: the file name without .gguf, or the repository's name)")
     .option("--force", "replace an existing model of that id")
     .action(async (url: string, opts: Record<string, unknown>) => {
-      if (isRepositoryId(url) && !/^[a-z][a-z0-9+.-]*:/i.test(url)) {
+      // A URL has a scheme, which a repository id ("owner/name", no ":") cannot have.
+      if (isRepositoryId(url)) {
         await downloadCheckpoint(url, opts, context);
         return;
       }

@@ -1,6 +1,6 @@
 import { existsSync } from "node:fs";
-import { DEFAULT_TCTI, tpmErrorCode } from "@darkbloom/native/tpm";
-import { TpmSigner } from "../trust/tpm-signer.js";
+import { tpmErrorCode } from "@darkbloom/native/tpm";
+import { TpmSigner, tpmTcti } from "../trust/tpm-signer.js";
 import type { CheckResult } from "./doctor.js";
 
 const NAME = "tpm";
@@ -15,10 +15,11 @@ export async function tpmCheck(
   setting: string,
   deviceExists: (path: string) => boolean = existsSync,
 ): Promise<CheckResult> {
-  if (setting === "off") {
+  const tcti = tpmTcti(setting, deviceExists);
+  if (tcti === "off") {
     return { name: NAME, ok: true, detail: "off (--tpm off): the software key, trust self_signed" };
   }
-  if (setting === "auto" && !deviceExists("/dev/tpmrm0")) {
+  if (tcti === "absent") {
     return {
       name: NAME,
       ok: true,
@@ -27,7 +28,6 @@ export async function tpmCheck(
       fix: "enable the TPM in the firmware settings, or --tpm off to silence this",
     };
   }
-  const tcti = setting === "auto" ? DEFAULT_TCTI : setting;
   try {
     const signer = await TpmSigner.open({ tcti });
     if (signer.evidence.ekCertificate.length === 0) {

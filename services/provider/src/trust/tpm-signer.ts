@@ -50,14 +50,16 @@ export class TpmSigner implements AttestationSigner {
     });
   }
 
-  /** Opens the TPM at `tcti`, reads its EK certificate and loads (or creates once) the attestation key. */
+  /**
+   * Opens the TPM at `tcti`, reads its EK certificate and loads (or creates once) the attestation key.
+   * No TPM there: the first call rejects with tpm_unavailable.
+   */
   static async open(options: {
     tcti: string;
     binding?: TpmBinding;
     attestationKeyHandle?: number;
   }): Promise<TpmSigner> {
     const tpm = Tpm.open(options);
-    await tpm.probe();
     const [ekCertificate, key] = [await tpm.ekCertificate(), await tpm.loadOrCreateAttestationKey()];
     return new TpmSigner(tpm, key.publicKey, {
       ekCertificate: ekCertificate ?? new Uint8Array(),
@@ -106,22 +108,32 @@ export function isTpmSigner(signer: AttestationSigner): signer is TpmSigner {
 }
 
 /**
- * The TPM signer the `tpm` setting asks for, or undefined (with one warning saying why) when no TPM
- * is usable: "off" never touches a TPM; "auto" uses the kernel's resource-managed device when there
- * is one; anything else is a TCTI configuration used as given.
+ * The TCTI the `tpm` setting names: "off" never touches a TPM; "auto" is the kernel's
+ * resource-managed device when there is one ("absent" when not); anything else is a TCTI used as given.
+ */
+export function tpmTcti(
+  setting: string,
+  deviceExists: (path: string) => boolean = existsSync,
+): string | "off" | "absent" {
+  if (setting !== "auto") return setting;
+  return deviceExists("/dev/tpmrm0") ? DEFAULT_TCTI : "absent";
+}
+
+/**
+ * The TPM signer the `tpm` setting asks for (tpmTcti), or undefined (with one warning saying why)
+ * when no TPM is usable.
  */
 export async function openTpmSigner(
   setting: string,
   log: Logger | undefined,
   options: { binding?: TpmBinding; deviceExists?: (path: string) => boolean } = {},
 ): Promise<TpmSigner | undefined> {
-  if (setting === "off") return undefined;
-  const exists = options.deviceExists ?? existsSync;
-  if (setting === "auto" && !exists("/dev/tpmrm0")) {
+  const tcti = tpmTcti(setting, options.deviceExists);
+  if (tcti === "off") return undefined;
+  if (tcti === "absent") {
     log?.warn("no TPM found (/dev/tpmrm0); attesting with the software key (trust self_signed)");
     return undefined;
   }
-  const tcti = setting === "auto" ? DEFAULT_TCTI : setting;
   try {
     const signer = await TpmSigner.open({ tcti, ...(options.binding ? { binding: options.binding } : {}) });
     log?.info(
