@@ -326,11 +326,18 @@ async function start(config: CoordinatorConfig, log: Logger, closers: Closers): 
   let drainMs = config.drainTimeoutMs;
   let closing: Promise<void> | undefined;
   // Runs first: providers are asked to drain and their in-flight work may finish (up to drainMs)
-  // while everything it needs is still up; readiness reports the shutdown from here on.
+  // while everything it needs is still up; readiness reports the shutdown from here on. Then the
+  // ports stop accepting, and what the connections accepted until then still bring is served: a
+  // request that arrived just after the pipeline was found idle would otherwise meet closed routing
+  // queues or a closing socket (behind a balancer that has not yet seen the readiness).
   closers.add("provider drain", async () => {
     shuttingDown = true;
     listeners.drain();
+    const until = Date.now() + drainMs;
+    const left = () => Math.max(0, until - Date.now());
     await Promise.all([sessions.drainAll("coordinator_shutdown", drainMs), pipeline.quiesce(drainMs)]);
+    await listeners.stopAccepting(left());
+    await pipeline.quiesce(left());
   });
   return {
     url: listeners.url,

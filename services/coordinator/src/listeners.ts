@@ -25,6 +25,12 @@ export interface Listeners {
   advertiseUrl: string;
   /** The server is about to stop: HTTP/1.1 responses from now on say `Connection: close`. */
   drain(): void;
+  /**
+   * Both ports stop accepting connections; resolves once their HTTP/1.1 connections are gone (their
+   * requests served), or at the deadline. Called once the drain is over: until then the ports still
+   * accept, since peers dial this replica directly to forward to its providers while they drain.
+   */
+  stopAccepting(deadlineMs: number): Promise<void>;
 }
 
 /**
@@ -106,6 +112,9 @@ export async function startListeners(
     drain: () => {
       server.drain();
       peer?.drain();
+    },
+    stopAccepting: async (deadlineMs) => {
+      await Promise.all([server.stopAccepting(deadlineMs), peer?.stopAccepting(deadlineMs)]);
     },
   };
 }

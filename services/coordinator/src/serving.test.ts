@@ -237,6 +237,38 @@ describe("serving path", () => {
     );
   });
 
+  it("waits for a provider when the only one drops before the first byte (a restart), and is served by the next", async () => {
+    const dropper = await provider({
+      script: () => ({ tokens: ["x"], fail: { when: "before_first_token", error: "disconnect" } }),
+    });
+    const pending = postJson(t.url, "/v1/chat/completions", t.apiKey, chat());
+    await waitFor(
+      () =>
+        dropper.received.length === 1 && t.coordinator.registry.get(dropper.providerId ?? "") === undefined,
+      3_000,
+      "the drop",
+    );
+    const next = await provider();
+    const res = await pending;
+    expect(res.status).toBe(200);
+    expect(res.headers.get("x-provider-id")).toBe(next.providerId);
+  });
+
+  it("answers 502 at once when the only provider fails the request before the first byte", async () => {
+    await provider({
+      script: () => ({
+        tokens: ["x"],
+        fail: {
+          when: "before_first_token",
+          error: { httpStatus: 500, code: "engine_crashed", message: "boom", retryable: true },
+        },
+      }),
+    });
+    const res = await postJson(t.url, "/v1/chat/completions", t.apiKey, chat());
+    expect(res.status).toBe(502);
+    expect(((await res.json()) as { error: { message: string } }).error.message).toContain("engine_crashed");
+  });
+
   it("sends an SSE error event then [DONE] when the provider fails after the first byte", async () => {
     await provider({
       script: () => ({

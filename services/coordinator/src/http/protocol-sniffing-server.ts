@@ -17,6 +17,17 @@ import { asResponse } from "./types.js";
 const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 /** The first byte of a TLS connection: a handshake record. */
 const TLS_HANDSHAKE = 0x16;
+/** How long a connection with no request in flight is kept once the server stops accepting. */
+const IDLE_LINGER_MS = 500;
+
+/**
+ * A connection that is not HTTP/2: sniffing, in its TLS handshake or HTTP/1.1. `idleSince` is when
+ * it last had no request in flight (its accept, or its last response's end); undefined while one is.
+ */
+interface Http1Connection {
+  idleSince: number | undefined;
+  responses: Set<http.ServerResponse>;
+}
 
 export interface ListenOptions {
   /** Deadlines and caps (defaults: CONNECTION_LIMIT_DEFAULTS in config.ts). */
@@ -47,6 +58,15 @@ export interface ListeningServer {
    * another replica) instead of one this server is about to close under them.
    */
   drain(): void;
+  /**
+   * Stops accepting connections (behind a Service or balancer, new ones go to another replica) and
+   * resolves once no HTTP/1.1 connection is left, or at the deadline. Connections accepted before
+   * may still bring their request, which is served (with `Connection: close`); a connection with no
+   * request in flight is closed once it has been idle for IDLE_LINGER_MS, long enough for a client
+   * reading a kept-alive response to send its next request on it rather than into a closing socket.
+   * HTTP/2 sessions are left to close().
+   */
+  stopAccepting(deadlineMs: number): Promise<void>;
   /** Connections from now on are served this certificate (TLS only); open ones keep theirs. */
   setCertificate(pair: CertificatePair): void;
   /** Stops accepting connections and closes them (HTTP/2 sessions get GOAWAY). */
@@ -71,11 +91,24 @@ export async function listenHttp(
   const onLimit = options.onLimit ?? (() => undefined);
   const guard = new ConnectionGuard(limits, options.isRequestStream ?? (() => false), onLimit);
   let draining = false;
+  // Keyed by the accepted socket until the hand-over, then (HTTP/1.1) by the socket requests run on.
+  const http1 = new Map<net.Socket, Http1Connection>();
   const dispatch = (
     req: http.IncomingMessage | http2.Http2ServerRequest,
     res: http.ServerResponse | http2.Http2ServerResponse,
   ) => {
-    if (draining && res instanceof http.ServerResponse) res.shouldKeepAlive = false;
+    if (res instanceof http.ServerResponse) {
+      if (draining) res.shouldKeepAlive = false;
+      const conn = http1.get(req.socket);
+      if (conn) {
+        conn.idleSince = undefined;
+        conn.responses.add(res);
+        res.once("close", () => {
+          conn.responses.delete(res);
+          if (conn.responses.size === 0) conn.idleSince = Date.now();
+        });
+      }
+    }
     const response = asResponse(res);
     // Before the handler, which may write (and finish) synchronously.
     guard.request(req, response);
@@ -121,22 +154,34 @@ export async function listenHttp(
       sessions.delete(s);
     });
   });
-  const secure = options.tls && tlsServer(options.tls, guard, h1, h2);
+  const handOver = (socket: net.Socket, protocol: "h1" | "h2", served: net.Socket = socket) => {
+    guard.handedOver(socket, protocol, served);
+    const conn = http1.get(socket);
+    http1.delete(socket);
+    if (protocol === "h1" && conn && !served.destroyed) {
+      http1.set(served, conn);
+      served.once("close", () => http1.delete(served));
+    }
+    (protocol === "h2" ? h2 : h1).emit("connection", served);
+  };
+  const secure = options.tls && tlsServer(options.tls, handOver);
   const sockets = new Set<net.Socket>();
   const tcp = net.createServer({ noDelay: true }, (socket) => {
     socket.on("error", () => socket.destroy());
     if (!guard.admit(socket)) return;
     sockets.add(socket);
-    socket.once("close", () => sockets.delete(socket));
+    http1.set(socket, { idleSince: Date.now(), responses: new Set() });
+    socket.once("close", () => {
+      sockets.delete(socket);
+      http1.delete(socket);
+    });
     sniff(socket, secure !== undefined, (kind) => {
       if (kind === "tls") secure?.handshake(socket);
       else if (kind === "plaintext") refusePlaintext(socket);
-      else {
-        guard.handedOver(socket, kind);
-        (kind === "h2" ? h2 : h1).emit("connection", socket);
-      }
+      else handOver(socket, kind);
     });
   });
+  const tcpClosed = new Promise<void>((resolve) => tcp.once("close", () => resolve()));
   // Over the total, Node closes the connection before it becomes a socket (the cheapest refusal).
   tcp.maxConnections = limits.maxConnections;
   tcp.on("drop", () => onLimit("connections_total"));
@@ -156,11 +201,27 @@ export async function listenHttp(
     port: address.port,
     drain: () => {
       draining = true;
+      // Responses whose headers are not written yet say `Connection: close` too.
+      for (const conn of http1.values()) for (const res of conn.responses) res.shouldKeepAlive = false;
+    },
+    stopAccepting: async (deadlineMs) => {
+      tcp.close();
+      const until = Date.now() + deadlineMs;
+      for (;;) {
+        const now = Date.now();
+        for (const [socket, conn] of http1) {
+          if (conn.idleSince !== undefined && now - conn.idleSince >= IDLE_LINGER_MS) socket.destroy();
+        }
+        if (http1.size === 0 || now >= until) return;
+        await new Promise((resolve) => setTimeout(resolve, 25));
+      }
     },
     setCertificate: (pair) => secure?.server.setSecureContext(pair),
     close: () =>
       new Promise<void>((resolve) => {
-        tcp.close(() => resolve());
+        // Emitted once the listener is closed (here or by stopAccepting) and every connection is gone.
+        void tcpClosed.then(resolve);
+        if (tcp.listening) tcp.close();
         for (const s of sessions) s.close();
         h1.closeIdleConnections();
         setTimeout(() => {
@@ -177,9 +238,7 @@ export async function listenHttp(
  */
 function tlsServer(
   pair: CertificatePair,
-  guard: ConnectionGuard,
-  h1: http.Server,
-  h2: http2.Http2Server,
+  handOver: (socket: net.Socket, protocol: "h1" | "h2", served: tls.TLSSocket) => void,
 ): { server: tls.Server; handshake(socket: net.Socket): void } {
   // The guard's header deadline bounds the handshake (0: no deadline of tls.Server's own).
   const server = tls.createServer({ ...pair, ALPNProtocols: ["h2", "http/1.1"], handshakeTimeout: 0 });
@@ -191,9 +250,7 @@ function tlsServer(
     const socket = handshaking.get(key(secured));
     if (!socket) return void secured.destroy();
     handshaking.delete(key(secured));
-    const protocol = secured.alpnProtocol === "h2" ? "h2" : "h1";
-    guard.handedOver(socket, protocol, secured);
-    (protocol === "h2" ? h2 : h1).emit("connection", secured);
+    handOver(socket, secured.alpnProtocol === "h2" ? "h2" : "h1", secured);
   });
   // A failed handshake (a client that distrusts the certificate, a port scanner): the socket is
   // closed, which is all there is to do; without a listener tls.Server would do the same.

@@ -44,7 +44,11 @@ import { estimateTokens } from "./token-estimate.js";
 
 export type { CatalogView, InferenceJob };
 
-type AttemptOutcome = { kind: "done" } | { kind: "retry"; reason: string };
+/**
+ * `departed`: the provider went away (disconnected, drained, left the directory, or its replica
+ * refused the forward) rather than failed the request: the retry may wait for one to (re)connect.
+ */
+type AttemptOutcome = { kind: "done" } | { kind: "retry"; reason: string; departed?: boolean };
 
 export interface PipelineDeps {
   config: CoordinatorConfig;
@@ -272,9 +276,13 @@ export class InferencePipeline {
     const { providers, config, metrics } = this.deps;
     const exclude = new Set<string>(job.constraints.exclude);
     let lastFailure = "";
+    let departed = false;
     for (let attempt = 0; attempt <= config.maxRetries; attempt++) {
       const constraints: RouteConstraints = { ...job.constraints, exclude };
-      if (attempt > 0 && !providers.hasEligibleProvider(job.demand, constraints)) break;
+      // After a failure the request ends when no other provider could serve it. After a departure
+      // (a rolling restart moves every provider of a model at once) it waits in the queue as a new
+      // arrival would, for the provider to reconnect or another to come.
+      if (attempt > 0 && !departed && !providers.hasEligibleProvider(job.demand, constraints)) break;
       const routeStart = performance.now();
       let lease: Lease;
       try {
@@ -312,6 +320,7 @@ export class InferencePipeline {
       if (outcome.kind === "done") return;
       exclude.add(lease.provider.id);
       lastFailure = outcome.reason;
+      departed = outcome.departed === true;
       metrics.retries.inc({ reason: outcome.reason });
       this.deps.log.info(
         { requestId: job.requestId, providerId: lease.provider.id, reason: outcome.reason },
@@ -351,13 +360,13 @@ export class InferencePipeline {
       };
       // Failure after the consumer saw bytes is reported in-band; before, the pipeline retries.
       // Either way it counts against the provider's share of traffic.
-      const failOrRetry = (reason: string, error: ApiError) => {
+      const failOrRetry = (reason: string, error: ApiError, departed = false) => {
         provider.performance.recordFailure();
         if (sink.committed) {
           sink.fail(error);
           finish({ kind: "done" });
         } else {
-          finish({ kind: "retry", reason });
+          finish({ kind: "retry", reason, departed });
         }
       };
       // A provider whose counts its text does not bear out is cut: the offending chunk or usage is
@@ -524,14 +533,16 @@ export class InferencePipeline {
             provider.performance.recordFailure();
           }
           if (message.retryable && !sink.committed) {
-            finish({ kind: "retry", reason: message.code || "provider_error" });
+            // 503: it could not take the request now (draining, or its replica refused the forward).
+            const departed = message.httpStatus === 503;
+            finish({ kind: "retry", reason: message.code || "provider_error", departed });
             return;
           }
           sink.fail(providerErrorFrom(message));
           finish({ kind: "done" });
         },
         lost(reason) {
-          failOrRetry(reason, providerError(`The provider disconnected mid-response (${reason}).`));
+          failOrRetry(reason, providerError(`The provider disconnected mid-response (${reason}).`), true);
         },
       };
       // Sealed to the provider's key with a fresh ephemeral key pair; plaintext only to a provider
@@ -563,7 +574,7 @@ export class InferencePipeline {
       signal.addEventListener("abort", onAbort, { once: true });
       if (!session.dispatch(inferenceRequest, observer, sealed?.key)) {
         sealed?.key.wipe();
-        finish({ kind: "retry", reason: "stream_closed" });
+        finish({ kind: "retry", reason: "stream_closed", departed: true });
       }
     });
   }
