@@ -314,7 +314,17 @@ describe("the chart on a cluster, the coordinator serving TLS", () => {
           process.execPath,
           [
             ...[providerBin, "serve", "--coordinator", `https://127.0.0.1:${at.port}`, "--data-dir", dataDir],
-            ...["--model", "tiny", "--threads", "1", "--metrics-listen", "off", "--tpm", tpm.tcti],
+            ...[
+              "--model",
+              "tiny",
+              "--threads",
+              "1",
+              "--metrics-listen",
+              "off",
+              "--tpm",
+              tpm.tcti,
+              "--allow-cpu",
+            ],
           ],
           { env: { ...process.env, NODE_EXTRA_CA_CERTS: trusted }, stdio: "ignore" },
         );

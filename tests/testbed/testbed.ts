@@ -450,6 +450,8 @@ export async function startTestbed(o: TestbedOptions): Promise<Testbed> {
             ...(spec.args?.includes("--metrics-listen") ? [] : ["--metrics-listen", "off"]),
             // One TPM holds one attestation key: daemons use the software key unless a spec says.
             ...(spec.args?.includes("--tpm") ? [] : ["--tpm", "off"]),
+            "--allow-cpu", // the engine computes on this machine's CPU
+
             ...(spec.maxBatch ? ["--max-batch", String(spec.maxBatch)] : []),
             ...(spec.args ?? []),
           ],

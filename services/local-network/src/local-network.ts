@@ -140,6 +140,8 @@ export async function startLocalNetwork(o: LocalNetworkOptions): Promise<LocalNe
             // key, which the coordinator flags as a duplicate.
             "--tpm",
             "off",
+            // A development network: the CPU serves where there is no GPU.
+            "--allow-cpu",
           ],
           join(logs, `provider-${i}.log`),
         ),

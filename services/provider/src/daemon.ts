@@ -8,14 +8,9 @@ import { ConfigError, type ProviderConfig } from "./config/config.js";
 import { coordinatorTransportProblem } from "./config/coordinator-transport.js";
 import { selectModels } from "./config/model-inventory.js";
 import { pidFileOf } from "./config/paths.js";
-import type { Engine, ModelFile } from "./engine/engine.js";
+import type { Engine, EngineDevice, ModelFile } from "./engine/engine.js";
 import { ProviderLink, type ProviderLinkOptions } from "./link/link.js";
-import {
-  type AcceleratorName,
-  describeHardware,
-  engineAccelerator,
-  type GpuInfo,
-} from "./machine/hardware.js";
+import { describeHardware } from "./machine/hardware.js";
 import { loadOrCreateIdentity, type ProviderIdentity } from "./machine/identity.js";
 import { listenForMetrics, type MetricsListenOptions, type MetricsServer } from "./metrics/metrics-server.js";
 import { ProviderMetrics } from "./metrics/provider-metrics.js";
@@ -39,9 +34,6 @@ export interface DaemonOptions {
   /** The engine to serve with; the daemon owns it from now on and closes it when it stops. */
   engine: Engine;
   logger: Logger;
-  /** Defaults to the engine's `accelerator` property when it has one, else "cpu". */
-  accelerator?: AcceleratorName;
-  gpus?: GpuInfo[];
   /** From `darkbloom login` (not implemented yet). */
   accountToken?: string;
   /** Link overrides, e.g. a faster reconnect backoff in tests. */
@@ -95,6 +87,26 @@ export class DaemonStartError extends Error {
 }
 
 /**
+ * A daemon joining the network on the CPU is refused unless --allow-cpu (before any model loads):
+ * node-llama-cpp falls back to the CPU without a word (GPU binaries missing, a driver it cannot
+ * use), and consumers would be routed to a machine serving at a fraction of what its hardware
+ * promises.
+ */
+async function refuseCpu(engine: Engine): Promise<void> {
+  let device: EngineDevice;
+  try {
+    device = await engine.device();
+  } catch (error) {
+    throw new DaemonStartError(`the engine could not start: ${(error as Error).message}`);
+  }
+  if (device.accelerator !== "cpu") return;
+  throw new ConfigError(
+    "the engine would compute on the CPU (it found no GPU it can use; `darkbloom doctor` says why): " +
+      "pass --allow-cpu (DARKBLOOM_ALLOW_CPU=1) to serve anyway",
+  );
+}
+
+/**
  * Starts the provider daemon: takes the data directory's PID file (AlreadyRunningError when another
  * daemon holds it), loads the X25519 identity, resolves the models to serve (ConfigError when one is
  * missing), loads them into the engine, and connects to the coordinator. Signals are the caller's:
@@ -121,6 +133,7 @@ export async function startDaemon(config: ProviderConfig, options: DaemonOptions
   try {
     const identity = await loadOrCreateIdentity(config.dataDir);
     const candidates = await selectModels(config.modelsDir, config.models);
+    if (options.join !== false && !config.allowCpu) await refuseCpu(engine);
     // Before the models load: their loads are counted, and an address the operator chose that
     // cannot be bound stops the start before minutes of loading.
     const metrics = new ProviderMetrics({
@@ -213,7 +226,7 @@ export async function startDaemon(config: ProviderConfig, options: DaemonOptions
       };
     }
 
-    const hardware = describeHardware(options.accelerator ?? engineAccelerator(engine), options.gpus ?? []);
+    const hardware = describeHardware(await engine.device());
     let attestor: Attestor | undefined;
     if (options.attestation !== false) {
       try {

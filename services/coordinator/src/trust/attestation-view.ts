@@ -1,4 +1,6 @@
 import { trustLevelName } from "@darkbloom/protocol";
+import type { Hardware } from "@darkbloom/protocol/provider/v1";
+import { acceleratorLabel } from "../fleet-metrics.js";
 import { type ProviderTrust, signerName } from "./provider-trust.js";
 
 /**
@@ -39,6 +41,9 @@ export function attestationView(t: ProviderTrust, now = Date.now()): Record<stri
         }
       : null,
     last_passed_challenge_at: t.lastPassedAt === undefined ? null : new Date(t.lastPassedAt).toISOString(),
+    // What the provider says it serves on (the engine's device as its runtime reports it): claimed,
+    // not proven, unlike the key and the TPM state.
+    hardware: h.hardware ? hardwareView(h.hardware) : null,
     // A TPM signer's state: whether its EK certificate verified and its key was activated, and the
     // boot state of its latest accepted quote (what --tpm-pcr-allow takes).
     tpm: t.tpm
@@ -48,6 +53,19 @@ export function attestationView(t: ProviderTrust, now = Date.now()): Record<stri
           pcr_digest: t.tpm.pcrDigest ?? null,
         }
       : null,
+  };
+}
+
+function hardwareView(hw: Hardware): Record<string, unknown> {
+  return {
+    accelerator: acceleratorLabel(hw.accelerator),
+    gpus: hw.gpus.map((g) => ({ name: g.name, memory_bytes: Number(g.memoryBytes) })),
+    chip: hw.chip,
+    machine_model: hw.machineModel,
+    memory_bytes: Number(hw.memoryBytes),
+    cpu_cores: hw.cpuCores,
+    os: hw.os,
+    os_version: hw.osVersion,
   };
 }
 

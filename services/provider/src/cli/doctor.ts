@@ -4,8 +4,7 @@ import type { Command } from "commander";
 import type { ProviderConfig } from "../config/config.js";
 import { scanModels } from "../config/model-inventory.js";
 import { pidFileOf } from "../config/paths.js";
-import type { ModelFile } from "../engine/engine.js";
-import { engineAccelerator } from "../machine/hardware.js";
+import type { EngineDevice, ModelFile } from "../engine/engine.js";
 import { detectTopology } from "../machine/topology.js";
 import { processAlive, readPidFile } from "../service/pid-file.js";
 import type { CliContext } from "./context.js";
@@ -55,7 +54,7 @@ export async function runChecks(config: ProviderConfig, context: CliContext): Pr
   const { served, check: modelsCheck } = await modelsChecks(config);
   const engine = await engineCheck(config, served, context);
   results.push(
-    accelerationCheck(context, engine.accelerator),
+    accelerationCheck(context, engine.device, config.allowCpu),
     engine.result,
     modelsCheck,
     memoryCheck(served),
@@ -89,29 +88,54 @@ function expectedAccelerator(context: CliContext): string {
   return "cpu";
 }
 
-function accelerationCheck(context: CliContext, reported: string | undefined): CheckResult {
+/**
+ * The device the engine reports against the machine's: a GPU the engine does not use fails (node-
+ * llama-cpp falls back to the CPU without a word when its GPU binaries are missing), and the CPU
+ * warns unless --allow-cpu, without which `serve` refuses to join.
+ */
+function accelerationCheck(
+  context: CliContext,
+  device: EngineDevice | undefined,
+  allowCpu: boolean,
+): CheckResult {
   const expected = expectedAccelerator(context);
-  if (reported === undefined) {
+  const name = "accelerator";
+  if (device === undefined) {
+    // The engine check fails for it: not counted twice.
+    return { name, ok: true, warn: true, detail: `${expected} on this machine; the engine did not start` };
+  }
+  const { accelerator, gpus } = device;
+  if (accelerator !== "cpu") {
+    const listed = gpus.map((g) => `${g.name} (${formatBytes(g.memoryBytes)})`).join(", ");
+    return { name, ok: true, detail: `${accelerator}${listed ? `: ${listed}` : ""}` };
+  }
+  if (expected !== "cpu") {
     return {
-      name: "accelerator",
-      ok: true,
-      detail: `${expected} detected (the engine does not report its device)`,
+      name,
+      ok: false,
+      detail: `this machine has ${expected} but the engine computes on the CPU`,
+      fix:
+        expected === "cuda"
+          ? "npm run install:gpu -- cuda (node-llama-cpp's CUDA binaries; npm ci installs stand-ins)"
+          : "reinstall (npm ci) so node-llama-cpp's Metal binary is present",
     };
   }
-  const ok = reported === expected || expected === "cpu";
-  return {
-    name: "accelerator",
-    ok,
-    detail: ok ? `${reported}` : `the engine runs on ${reported} but this machine has ${expected}`,
-    fix: `reinstall (npm ci) so node-llama-cpp's ${expected} binaries are present`,
-  };
+  return allowCpu
+    ? { name, ok: true, detail: "cpu (no GPU on this machine; --allow-cpu)" }
+    : {
+        name,
+        ok: true,
+        warn: true,
+        detail: "cpu (no GPU on this machine): serve refuses to join the network on the CPU",
+        fix: "--allow-cpu (DARKBLOOM_ALLOW_CPU=1) to serve anyway, slowly",
+      };
 }
 
 async function engineCheck(
   config: ProviderConfig,
   served: ModelFile[],
   context: CliContext,
-): Promise<{ result: CheckResult; accelerator: string | undefined }> {
+): Promise<{ result: CheckResult; device: EngineDevice | undefined }> {
   const log = createLogger("silent");
   let engine: Awaited<ReturnType<CliContext["createEngine"]>>;
   try {
@@ -124,26 +148,23 @@ async function engineCheck(
         detail: `cannot start: ${(error as Error).message}`,
         fix: "reinstall (npm ci) so node-llama-cpp's prebuilt binaries are present",
       },
-      accelerator: undefined,
+      device: undefined,
     };
   }
-  const accelerator =
-    typeof (engine as { accelerator?: unknown }).accelerator === "string"
-      ? engineAccelerator(engine)
-      : undefined;
+  const device = await engine.device().catch(() => undefined);
   try {
     const model = [...served].sort((a, b) => a.sizeBytes - b.sizeBytes)[0];
     if (!model)
       return {
         result: { name: "engine", ok: true, detail: `${engine.backend} starts (no model to load)` },
-        accelerator,
+        device,
       };
     const started = performance.now();
     await engine.load(model);
     const ms = Math.round(performance.now() - started);
     return {
       result: { name: "engine", ok: true, detail: `${engine.backend} loads ${model.id} in ${ms} ms` },
-      accelerator,
+      device,
     };
   } catch (error) {
     return {
@@ -153,7 +174,7 @@ async function engineCheck(
         detail: `${engine.backend} cannot load a model: ${(error as Error).message}`,
         fix: "check the model file (darkbloom models list) or re-download it",
       },
-      accelerator,
+      device,
     };
   } finally {
     await engine.close().catch(() => undefined);

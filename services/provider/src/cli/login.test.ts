@@ -92,7 +92,7 @@ describe("darkbloom login / logout", () => {
     await writeAccountToken(dataDir, "dbpt_not-a-real-token");
     const io = testIo();
     const code = await runCli(
-      ["serve", "--coordinator", t.url, "--data-dir", dataDir, "--model", "tiny"],
+      ["serve", "--coordinator", t.url, "--data-dir", dataDir, "--model", "tiny", "--allow-cpu"],
       io.io,
       {
         defaults: { home },

@@ -483,7 +483,11 @@ describe("doctor", () => {
   const engine = { createEngine: async () => new ScriptedEngine() };
 
   it("passes every check on a healthy setup", async () => {
-    const r = await run(["doctor", "--data-dir", dataDir, "--coordinator", base, "--tpm", "off"], {}, engine);
+    const r = await run(
+      ["doctor", "--data-dir", dataDir, "--coordinator", base, "--tpm", "off", "--allow-cpu"],
+      {},
+      engine,
+    );
     const lines = r.stdout.trim().split("\n");
     expect(lines.map((l) => l.split(/\s+/).slice(0, 2).join(" "))).toEqual([
       "PASS platform",
@@ -572,5 +576,28 @@ describe("doctor", () => {
     );
     expect(away.stdout).toMatch(/^FAIL\s+engine\s+cannot start: no binary \(fix: reinstall/m);
     expect(away.stderr).toBe("darkbloom: 4 checks failed\n");
+  });
+
+  it("reports the engine's device: the CPU warns without --allow-cpu, a GPU the engine does not use fails", async () => {
+    const args = ["doctor", "--data-dir", dataDir, "--coordinator", base, "--tpm", "off"];
+    const cpu = await run(args, {}, engine);
+    expect(cpu.stdout).toMatch(
+      /^WARN\s+accelerator\s+cpu \(no GPU on this machine\): serve refuses to join the network on the CPU \(fix: --allow-cpu/m,
+    );
+    expect(cpu.code).toBe(0);
+
+    const mac = { platform: "darwin" as const, arch: "arm64" };
+    const fallback = await run(args, {}, { ...engine, ...mac });
+    expect(fallback.stdout).toMatch(
+      /^FAIL\s+accelerator\s+this machine has metal but the engine computes on the CPU/m,
+    );
+    expect(fallback.code).toBe(1);
+
+    const device = {
+      accelerator: "metal" as const,
+      gpus: [{ name: "Apple M3 Max", memoryBytes: 36 * 2 ** 30 }],
+    };
+    const metal = await run(args, {}, { ...mac, createEngine: async () => new ScriptedEngine({ device }) });
+    expect(metal.stdout).toMatch(/^PASS\s+accelerator\s+metal: Apple M3 Max \(36\.0 GiB\)$/m);
   });
 });

@@ -50,7 +50,10 @@ function deps(engine: ScriptedEngine, log: Record<string, unknown>[] = []): Part
   };
 }
 
-const serveArgs = () => ["serve", "--data-dir", dataDir, "--coordinator", t.url, "--log-level", "info"];
+const serveArgs = () => [
+  ...["serve", "--data-dir", dataDir, "--coordinator", t.url, "--log-level", "info"],
+  "--allow-cpu", // the scripted engine computes on the CPU, as it says
+];
 
 async function scrape(url: string) {
   const res = await fetch(`${url}/metrics`);

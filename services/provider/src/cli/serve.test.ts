@@ -10,6 +10,7 @@ import {
   type TestPostgres,
   waitFor,
 } from "@darkbloom/coordinator/testing";
+import { AcceleratorKind } from "@darkbloom/protocol/provider/v1";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ScriptedEngine } from "../testing/scripted-engine.js";
 import type { CliDeps } from "./context.js";
@@ -50,7 +51,10 @@ function deps(engine: ScriptedEngine): Partial<CliDeps> {
   };
 }
 
-const serveArgs = () => ["serve", "--data-dir", dataDir, "--coordinator", t.url, "--log-level", "silent"];
+const serveArgs = () => [
+  ...["serve", "--data-dir", dataDir, "--coordinator", t.url, "--log-level", "silent"],
+  "--allow-cpu", // the scripted engine computes on the CPU, as it says
+];
 
 describe("darkbloom serve", () => {
   it("registers the synthesized model, serves through the coordinator, and drains on SIGTERM", async () => {
@@ -128,6 +132,34 @@ describe("darkbloom serve", () => {
     expect(await readFile(join(dataDir, "darkbloom.pid"), "utf8")).toBe(`${process.pid}\n`);
     io.signal("SIGINT");
     expect(await serving).toBe(0);
+  });
+
+  it("refuses to join on the CPU without --allow-cpu (exit 64, before any model loads), and registers the engine's GPU", async () => {
+    const args = serveArgs().filter((a) => a !== "--allow-cpu");
+    const cpu = new ScriptedEngine();
+    const refused = testIo();
+    expect(await runCli(args, refused.io, deps(cpu))).toBe(64);
+    expect(refused.stderr()).toBe(
+      "darkbloom: the engine would compute on the CPU (it found no GPU it can use; `darkbloom doctor` says why): " +
+        "pass --allow-cpu (DARKBLOOM_ALLOW_CPU=1) to serve anyway\n",
+    );
+    expect(cpu.loads).toEqual([]);
+    expect(cpu.closed).toBe(true);
+    await expect(stat(join(dataDir, "darkbloom.pid"))).rejects.toThrow();
+
+    const gpus = [{ name: "NVIDIA H100 80GB HBM3", memoryBytes: 80 * 2 ** 30 }];
+    const cuda = new ScriptedEngine({ device: { accelerator: "cuda", gpus } });
+    const io = testIo();
+    const serving = runCli(args, io.io, deps(cuda));
+    await waitFor(() => t.coordinator.registry.size === 1, 10_000, "the daemon to register");
+    const hardware = [...t.coordinator.registry.all()][0]?.hardware;
+    expect(hardware?.accelerator).toBe(AcceleratorKind.CUDA);
+    expect(hardware?.gpus.map((g) => [g.name, g.memoryBytes])).toEqual([
+      ["NVIDIA H100 80GB HBM3", 80n * 2n ** 30n],
+    ]);
+    io.signal("SIGTERM");
+    expect(await serving).toBe(0);
+    await waitFor(() => t.coordinator.registry.size === 0, 5_000, "the provider to leave");
   });
 
   it("exits 64 when a configured model is missing", async () => {

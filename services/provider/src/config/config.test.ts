@@ -81,6 +81,7 @@ const SAMPLES: Record<
     yaml: "device:/dev/tpm0",
     expected: ["swtpm:host=127.0.0.1,port=2321", "off", "device:/dev/tpm0"],
   },
+  allowCpu: { flag: "true", env: "false", yaml: "true", expected: [true, false, true] },
 };
 
 describe("precedence", () => {
@@ -127,6 +128,7 @@ describe("precedence", () => {
       insecure: false,
       metricsListen: "127.0.0.1:9464",
       tpm: "auto",
+      allowCpu: false,
       configFile: undefined,
     });
   });

@@ -47,6 +47,11 @@ export interface Settings {
   metricsListen: string;
   /** The TPM that holds the attestation key on Linux: "auto", "off" or a TCTI configuration. */
   tpm: string;
+  /**
+   * `serve` joins the network even when the engine computes on the CPU (it refuses otherwise: a GPU
+   * host whose GPU binaries are missing would serve at a fraction of its speed without a word).
+   */
+  allowCpu: boolean;
 }
 
 export type SettingName = keyof Settings;
@@ -345,6 +350,17 @@ export const SETTINGS: { [K in SettingName]: SettingSpec<K> } = {
       "Linux: the TPM 2.0 that holds the attestation key (trust tpm): auto (/dev/tpmrm0 when present), off (the software key), or a TCTI (default auto)",
     parse: tpm,
     default: () => "auto",
+  },
+  allowCpu: {
+    name: "allowCpu",
+    flag: "--allow-cpu",
+    arg: "",
+    env: "DARKBLOOM_ALLOW_CPU",
+    yaml: "allow_cpu",
+    description:
+      "serve: join the network even when the engine computes on the CPU (no GPU it can use); refused otherwise",
+    parse: boolean,
+    default: () => false,
   },
 };
 

@@ -148,9 +148,27 @@ export class EngineError extends Error {
   }
 }
 
+/** What an engine computes on: "cpu" when it uses no GPU. */
+export type AcceleratorName = "cpu" | "metal" | "cuda" | "vulkan";
+
+/** The device an engine computes on, as reported by the runtime it uses (never assumed). */
+export interface EngineDevice {
+  accelerator: AcceleratorName;
+  /**
+   * The GPUs it computes on, each with the memory it can hold models and KV cache in (on Apple
+   * silicon: the unified memory Metal may use); empty on the CPU.
+   */
+  gpus: { name: string; memoryBytes: number }[];
+}
+
 export interface Engine {
   /** Backend name reported at register, e.g. "llama". */
   readonly backend: string;
+  /**
+   * The device models are loaded on (register, `doctor`, and the CPU refusal of `serve` read it).
+   * An engine that would fall back to the CPU says "cpu": a GPU merely present is not reported.
+   */
+  device(): Promise<EngineDevice>;
   /** Loads a model (no-op when loaded). Untrusted files must not be able to crash the daemon. */
   load(model: ModelFile): Promise<void>;
   unload(modelId: string): Promise<void>;

@@ -3,16 +3,9 @@ import { readFileSync } from "node:fs";
 import * as os from "node:os";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { AcceleratorKind, type HardwareSchema, MemoryPressure } from "@darkbloom/protocol/provider/v1";
+import type { AcceleratorName, EngineDevice } from "../engine/engine.js";
 
 export type HardwareInit = MessageInitShape<typeof HardwareSchema>;
-
-/** The accelerator names the daemon accepts (e.g. from an engine that reports one). */
-export type AcceleratorName = "cpu" | "metal" | "cuda" | "vulkan";
-
-export interface GpuInfo {
-  name: string;
-  memoryBytes: number;
-}
 
 const ACCELERATORS: Record<AcceleratorName, AcceleratorKind> = {
   cpu: AcceleratorKind.CPU,
@@ -22,16 +15,11 @@ const ACCELERATORS: Record<AcceleratorName, AcceleratorKind> = {
 };
 
 /**
- * The engine's accelerator when it reports one (an `accelerator` property of "cpu", "metal", "cuda"
- * or "vulkan"; the Engine contract does not require it), else CPU.
+ * The machine as Register describes it: the device is the engine's (what it computes on, as its
+ * runtime reports); chip is the CPU model; memory, cores and OS from `os`.
  */
-export function engineAccelerator(engine: object): AcceleratorName {
-  const value = (engine as { accelerator?: unknown }).accelerator;
-  return typeof value === "string" && value in ACCELERATORS ? (value as AcceleratorName) : "cpu";
-}
-
-/** The machine as Register describes it: chip is the CPU model; memory, cores and OS from `os`. */
-export function describeHardware(accelerator: AcceleratorName = "cpu", gpus: GpuInfo[] = []): HardwareInit {
+export function describeHardware(device: EngineDevice = { accelerator: "cpu", gpus: [] }): HardwareInit {
+  const { accelerator, gpus } = device;
   return {
     machineModel: machineModel(),
     chip: os.cpus()[0]?.model.trim() || os.arch(),

@@ -1,5 +1,6 @@
 import {
   type Engine,
+  type EngineDevice,
   EngineError,
   type EngineObserver,
   type EngineStats,
@@ -27,6 +28,8 @@ export interface ScriptedEngineOptions {
   prefillTokensPerSecond?: number;
   decodeTokensPerSecond?: number;
   backend?: string;
+  /** The device it says it computes on (default: the CPU, no GPU). */
+  device?: EngineDevice;
 }
 
 interface Running {
@@ -68,6 +71,10 @@ export class ScriptedEngine implements Engine {
   constructor(options: ScriptedEngineOptions = {}) {
     this.options = options;
     this.backend = options.backend ?? "scripted";
+  }
+
+  async device(): Promise<EngineDevice> {
+    return this.options.device ?? { accelerator: "cpu", gpus: [] };
   }
 
   /** Ids of the generations running or queued now. */

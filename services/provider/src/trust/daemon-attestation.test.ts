@@ -52,7 +52,10 @@ function deps(engine: ScriptedEngine): Partial<CliDeps> {
   };
 }
 
-const serveArgs = () => ["serve", "--data-dir", dataDir, "--coordinator", t.url, "--log-level", "silent"];
+const serveArgs = () => [
+  ...["serve", "--data-dir", dataDir, "--coordinator", t.url, "--log-level", "silent"],
+  "--allow-cpu", // the scripted engine computes on the CPU, as it says
+];
 
 // biome-ignore lint/suspicious/noExplicitAny: assertions check the shape
 type Json = any;
@@ -94,6 +97,8 @@ describe("the daemon's attestation", () => {
         key_persistent: true,
         sip: process.platform === "linux" ? "not_applicable" : expect.any(String),
       });
+      // The device it serves on, as the engine reported it (claimed, beside what is proven).
+      expect(entry.hardware).toMatchObject({ accelerator: "cpu", gpus: [], os: process.platform });
 
       const res = await postJson(t.url, "/v1/chat/completions", t.apiKey, {
         model: "tiny",

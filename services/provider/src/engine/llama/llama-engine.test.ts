@@ -111,9 +111,10 @@ describe("llama engine on a tiny synthesized model", () => {
     await single.load(tiny);
   });
 
-  it("reports itself and its loaded model", () => {
+  it("reports itself, its loaded model, and the device node-llama-cpp loaded (gpu: false: the CPU)", async () => {
     expect(engine.backend).toBe("llama");
     expect(engine.stats().loadedModels).toEqual([tiny.id]);
+    expect(await engine.device()).toEqual({ accelerator: "cpu", gpus: [] });
   });
 
   it("greedy decoding is deterministic and honours max_tokens", async () => {

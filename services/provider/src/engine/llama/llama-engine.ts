@@ -14,6 +14,7 @@ import { getLlama, type Llama, LlamaLogLevel } from "node-llama-cpp";
 import { type CpuTopology, detectTopology } from "../../machine/topology.js";
 import {
   type Engine,
+  type EngineDevice,
   EngineError,
   type EngineObserver,
   type EngineStats,
@@ -152,6 +153,19 @@ export class LlamaEngine implements Engine {
     this.loop = new StepLoop(this.settings.prefillChunk, this.meters, this.log, (runner) =>
       this.scheduleIdle(runner),
     );
+  }
+
+  /**
+   * What node-llama-cpp loaded: its GPU binding (false when it found none, or with gpu: false), the
+   * devices it sees and their memory. VRAM is reported as one total, shared out among the devices.
+   */
+  async device(): Promise<EngineDevice> {
+    const llama = await this.getLlama();
+    if (llama.gpu === false) return { accelerator: "cpu", gpus: [] };
+    const [names, vram] = await Promise.all([llama.getGpuDeviceNames(), llama.getVramState()]);
+    const listed = names.length > 0 ? names : [llama.gpu];
+    const each = Math.floor(vram.total / listed.length);
+    return { accelerator: llama.gpu, gpus: listed.map((name) => ({ name, memoryBytes: each })) };
   }
 
   // ---------------------------------------------------------------------------------------------
