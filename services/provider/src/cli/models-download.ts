@@ -125,14 +125,23 @@ async function downloadCheckpoint(
   if (complete && !opts.force) throw new CliFailure(`${dir} holds ${id} already; use --force to replace it`);
   if (opts.force) await rm(dir, { recursive: true, force: true });
   const endpoint = context.io.env.HF_ENDPOINT || DEFAULT_HUB;
+  // As huggingface_hub reads it (HUGGING_FACE_HUB_TOKEN is its older name); never logged.
+  const token = context.io.env.HF_TOKEN || context.io.env.HUGGING_FACE_HUB_TOKEN || undefined;
   const bar = progressBar(context.io.stderr, context.io.stderrIsTty);
   let result: Awaited<ReturnType<typeof downloadRepository>>;
   let commit: string;
   try {
-    const plan = await planRepository({ repo, revision, endpoint, fetch: context.fetch });
+    const plan = await planRepository({ repo, revision, endpoint, fetch: context.fetch, token });
     commit = plan.commit;
     await mkdir(dir, { recursive: true });
-    result = await downloadRepository({ plan, dir, endpoint, fetch: context.fetch, onProgress: bar.update });
+    result = await downloadRepository({
+      plan,
+      dir,
+      endpoint,
+      fetch: context.fetch,
+      onProgress: bar.update,
+      token,
+    });
   } catch (error) {
     bar.done();
     if (error instanceof DownloadError) throw new CliFailure(error.message);

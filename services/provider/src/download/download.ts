@@ -25,6 +25,8 @@ export interface DownloadOptions {
   onProgress?: (progress: DownloadProgress) => void;
   fetch?: typeof fetch;
   signal?: AbortSignal;
+  /** Sent as `Authorization` to the URL's origin only, never to where it redirects elsewhere. */
+  authorization?: string | undefined;
 }
 
 export interface DownloadResult {
@@ -57,7 +59,11 @@ export async function downloadFile(options: DownloadOptions): Promise<DownloadRe
   if (existing > 0) headers.range = `bytes=${existing}-`;
   let response: Response;
   try {
-    response = await doFetch(options.url, { headers, redirect: "follow", signal: options.signal ?? null });
+    response = await fetchFollowing(doFetch, options.url, {
+      headers,
+      signal: options.signal,
+      authorization: options.authorization,
+    });
   } catch (error) {
     throw new DownloadError(`cannot fetch ${options.url}: ${describe(error)}`);
   }
@@ -94,6 +100,36 @@ export async function downloadFile(options: DownloadOptions): Promise<DownloadRe
   }
 
   return finish(options, response, hash, partial, existing, total, append);
+}
+
+const MAX_REDIRECTS = 10;
+
+/**
+ * GET with redirects followed here rather than by fetch, so that credentials go to the origin they
+ * were given for and nowhere else: a hub redirects LFS files to a CDN (another origin), which must
+ * not see the token.
+ */
+export async function fetchFollowing(
+  doFetch: typeof fetch,
+  url: string,
+  init: {
+    headers?: Record<string, string>;
+    signal?: AbortSignal | undefined;
+    authorization?: string | undefined;
+  },
+): Promise<Response> {
+  const origin = new URL(url).origin;
+  let current = url;
+  for (let hops = 0; ; hops++) {
+    const headers = { ...init.headers };
+    if (init.authorization && new URL(current).origin === origin) headers.authorization = init.authorization;
+    const response = await doFetch(current, { headers, redirect: "manual", signal: init.signal ?? null });
+    const location = response.headers.get("location");
+    if (response.status < 300 || response.status > 399 || location === null) return response;
+    await response.body?.cancel();
+    if (hops === MAX_REDIRECTS) throw new Error(`more than ${MAX_REDIRECTS} redirects`);
+    current = new URL(location, current).toString();
+  }
 }
 
 async function finish(

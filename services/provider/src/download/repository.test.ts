@@ -30,7 +30,12 @@ interface HubFile {
 class FakeHub {
   server!: Server;
   url!: string;
-  requests: { path: string; range: string | undefined }[] = [];
+  requests: { path: string; range: string | undefined; host: string; authorization: string | undefined }[] =
+    [];
+  /** Where LFS files redirect: this server by default, or another origin (a CDN) that reaches it. */
+  cdnOrigin = "";
+  /** A gated repository: the listing and `resolve` answer 401 without this bearer token. */
+  token: string | undefined;
   dropAfter = new Map<string, number>();
   tamper = new Set<string>();
   siblings: unknown[] | undefined;
@@ -53,7 +58,18 @@ class FakeHub {
 
   private handle(req: IncomingMessage, res: ServerResponse): void {
     const path = decodeURIComponent(new URL(req.url ?? "/", "http://x").pathname);
-    this.requests.push({ path, range: req.headers.range });
+    this.requests.push({
+      path,
+      range: req.headers.range,
+      host: req.headers.host ?? "",
+      authorization: req.headers.authorization,
+    });
+    const gated = this.token !== undefined && !path.startsWith("/cdn/");
+    if (gated && req.headers.authorization !== `Bearer ${this.token}`) {
+      res.writeHead(401, { "content-type": "application/json" });
+      res.end('{"error":"Access to model is restricted."}');
+      return;
+    }
     if (path === `/api/models/${this.repo}/revision/main`) {
       const siblings =
         this.siblings ??
@@ -83,7 +99,7 @@ class FakeHub {
       return;
     }
     if (file.lfs && path.startsWith(resolve)) {
-      res.writeHead(302, { location: `/cdn/${file.path}` });
+      res.writeHead(302, { location: `${this.cdnOrigin}/cdn/${file.path}` });
       res.end();
       return;
     }
@@ -208,6 +224,28 @@ describe("a hub repository as a checkpoint", () => {
       /nobody\/nothing@main was not found/,
     );
     await expect(planRepository({ repo: "../x", endpoint: hub.url })).rejects.toThrow(/not a repository id/);
+  });
+
+  it("sends the token to the hub only: its CDN (another origin) never sees it; without one a gated repository is refused", async () => {
+    hub.token = "hf_secret";
+    hub.cdnOrigin = hub.url.replace("127.0.0.1", "localhost");
+    await expect(planRepository({ repo: REPO, endpoint: hub.url })).rejects.toThrow(
+      `${REPO}@main was not found on ${hub.url} (private or gated ones need HF_TOKEN)`,
+    );
+    await expect(planRepository({ repo: REPO, endpoint: hub.url, token: "hf_wrong" })).rejects.toThrow(
+      "or HF_TOKEN does not give access to it",
+    );
+    hub.requests = [];
+    const plan = await planRepository({ repo: REPO, endpoint: hub.url, token: "hf_secret" });
+    await downloadRepository({ plan, dir, endpoint: hub.url, token: "hf_secret" });
+    for (const f of FILES)
+      expect((await readFile(join(dir, ...f.path.split("/")))).equals(f.body)).toBe(true);
+    const cdn = hub.requests.filter((r) => r.path.startsWith("/cdn/"));
+    expect(cdn.map((r) => r.host)).toEqual([new URL(hub.cdnOrigin).host]);
+    expect(cdn.every((r) => r.authorization === undefined)).toBe(true);
+    const toHub = hub.requests.filter((r) => !r.path.startsWith("/cdn/"));
+    expect(toHub.length).toBe(1 + FILES.length);
+    expect(toHub.every((r) => r.authorization === "Bearer hf_secret")).toBe(true);
   });
 
   it("tells repository ids from paths and URLs", () => {

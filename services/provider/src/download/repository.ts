@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import { readFile, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { sha256File } from "@darkbloom/models";
-import { DownloadError, type DownloadProgress, downloadFile } from "./download.js";
+import { DownloadError, type DownloadProgress, downloadFile, fetchFollowing } from "./download.js";
 
 /**
  * Multi-file model checkpoints from a Hugging Face-style hub (an MLX checkpoint is a repository:
@@ -57,6 +57,8 @@ export async function planRepository(options: {
   revision?: string;
   endpoint?: string;
   fetch?: typeof fetch;
+  /** An access token (HF_TOKEN) for private and gated repositories: sent to the hub only. */
+  token?: string | undefined;
 }): Promise<RepositoryPlan> {
   const { repo } = options;
   if (!isRepositoryId(repo))
@@ -66,13 +68,25 @@ export async function planRepository(options: {
   const url = `${endpoint}/api/models/${repo}/revision/${encodeURIComponent(revision)}?blobs=true`;
   let response: Response;
   try {
-    response = await (options.fetch ?? globalThis.fetch)(url, { redirect: "follow" });
+    response = await fetchFollowing(options.fetch ?? globalThis.fetch, url, {
+      authorization: options.token ? `Bearer ${options.token}` : undefined,
+    });
   } catch (error) {
     throw new DownloadError(`cannot list ${repo}: ${(error as Error).message}`);
   }
   if (response.status === 401 || response.status === 404) {
     await response.body?.cancel();
-    throw new DownloadError(`${repo}@${revision} was not found on ${endpoint} (or it is private or gated)`);
+    throw new DownloadError(
+      options.token
+        ? `${repo}@${revision} was not found on ${endpoint}, or HF_TOKEN does not give access to it`
+        : `${repo}@${revision} was not found on ${endpoint} (private or gated ones need HF_TOKEN)`,
+    );
+  }
+  if (response.status === 403) {
+    await response.body?.cancel();
+    throw new DownloadError(
+      `${endpoint} refused ${repo}: a gated repository whose terms this account has not accepted, or a token without read access`,
+    );
   }
   if (!response.ok) {
     await response.body?.cancel();
@@ -150,6 +164,8 @@ export async function downloadRepository(options: {
   fetch?: typeof fetch;
   onProgress?: (progress: DownloadProgress) => void;
   signal?: AbortSignal;
+  /** As for planRepository: sent to the hub's origin only (its CDN redirects get none). */
+  token?: string | undefined;
 }): Promise<RepositoryDownloadResult> {
   const { plan, dir } = options;
   const endpoint = (options.endpoint ?? DEFAULT_HUB).replace(/\/+$/, "");
@@ -182,6 +198,7 @@ export async function downloadRepository(options: {
       onProgress: (p) => report(p),
       ...(options.fetch ? { fetch: options.fetch } : {}),
       ...(options.signal ? { signal: options.signal } : {}),
+      authorization: options.token ? `Bearer ${options.token}` : undefined,
     }).catch((error: unknown) => {
       throw error instanceof DownloadError ? new DownloadError(`${file.path}: ${error.message}`) : error;
     });
