@@ -1,4 +1,5 @@
 import { createRequire } from "node:module";
+import { errorCodes } from "./coded-error.js";
 
 /**
  * The provider's Secure Enclave keys in the macOS keychain. The addon (addon/keychain/) exposes one
@@ -68,7 +69,7 @@ export type KeychainErrorCode =
   | "key_not_found"
   | "other";
 
-const ERROR_CODES: ReadonlySet<string> = new Set<KeychainErrorCode>([
+const ERROR_CODES = errorCodes<KeychainErrorCode>([
   "missing_entitlement",
   "interaction_not_allowed",
   "auth_failed",
@@ -83,9 +84,7 @@ const ERROR_CODES: ReadonlySet<string> = new Set<KeychainErrorCode>([
  * package, realm or addon boundary is not an instance of anything the caller imported.
  */
 export function keychainErrorCode(error: unknown): KeychainErrorCode | undefined {
-  if (typeof error !== "object" || error === null) return undefined;
-  const code = (error as { code?: unknown }).code;
-  return typeof code === "string" && ERROR_CODES.has(code) ? (code as KeychainErrorCode) : undefined;
+  return ERROR_CODES.codeOf(error);
 }
 
 /** A failed keychain call: `status` is its OSStatus (or CFError code, in `domain`). */

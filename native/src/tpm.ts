@@ -1,4 +1,5 @@
 import { createRequire } from "node:module";
+import { errorCodes } from "./coded-error.js";
 import { ecdsaDer } from "./ecdsa-der.js";
 
 /**
@@ -28,7 +29,7 @@ export type TpmErrorCode =
   | "tpm_activation_failed"
   | "tpm_error";
 
-const CODES: ReadonlySet<string> = new Set<TpmErrorCode>([
+const CODES = errorCodes<TpmErrorCode>([
   "tpm_not_built",
   "tpm_unavailable",
   "tpm_handle_in_use",
@@ -36,16 +37,10 @@ const CODES: ReadonlySet<string> = new Set<TpmErrorCode>([
   "tpm_activation_failed",
   "tpm_error",
 ]);
+const coded = CODES.coded;
 
 /** The TPM error code of any thrown value (an addon Error with `code`), else undefined. */
-export function tpmErrorCode(error: unknown): TpmErrorCode | undefined {
-  const code = (error as { code?: unknown } | null)?.code;
-  return typeof code === "string" && CODES.has(code) ? (code as TpmErrorCode) : undefined;
-}
-
-function coded(code: TpmErrorCode, message: string): Error {
-  return Object.assign(new Error(message), { code });
-}
+export const tpmErrorCode: (error: unknown) => TpmErrorCode | undefined = CODES.codeOf;
 
 interface RawSignature {
   r: Uint8Array;

@@ -1,0 +1,42 @@
+# The llama addon, built by scripts/build-llama.mjs after it has built llama.cpp's static libraries
+# into ../build/llama.cpp-build (never by npm install). Its own gyp file, so a machine without tss2
+# still builds it and the TPM addon's build is untouched.
+{
+  "variables": {
+    "llama_src": "<(module_root_dir)/../build/llama.cpp",
+    "llama_build": "<(module_root_dir)/../build/llama.cpp-build"
+  },
+  "targets": [{
+    "target_name": "darkbloom_llama",
+    "sources": [
+      "../addon/llama/addon.cc",
+      "../addon/llama/engine.cc",
+      "../addon/llama/model.cc",
+      "../addon/llama/sampling.cc",
+      "../addon/llama/scheduler.cc"
+    ],
+    "include_dirs": [
+      "<!(node -p \"require('node-addon-api').include_dir\")",
+      "<(llama_src)/include",
+      "<(llama_src)/ggml/include"
+    ],
+    "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED", "NAPI_CPP_EXCEPTIONS"],
+    "cflags_cc!": ["-fno-exceptions", "-fno-rtti"],
+    "cflags_cc": ["-std=c++17", "-fexceptions", "-O2", "-Wall", "-Wextra", "-Wno-missing-field-initializers"],
+    "libraries": [
+      # A group: llama → ggml → ggml-cpu → ggml-base reference each other both ways.
+      "-Wl,--start-group",
+      "<(llama_build)/src/libllama.a",
+      "<(llama_build)/ggml/src/libggml.a",
+      "<(llama_build)/ggml/src/libggml-cpu.a",
+      "<(llama_build)/ggml/src/libggml-base.a",
+      "-Wl,--end-group",
+      # Keep llama.cpp's symbols out of the addon's dynamic symbol table: node-llama-cpp's own copy
+      # may be loaded in the same process.
+      "-Wl,--exclude-libs,ALL",
+      "-lpthread",
+      "-ldl",
+      "-lm"
+    ]
+  }]
+}

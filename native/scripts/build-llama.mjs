@@ -1,0 +1,173 @@
+#!/usr/bin/env node
+// Builds the llama addon (native/llama/binding.gyp → darkbloom_llama.node), in three incremental
+// stages, one line each:
+// 1. llama.cpp's source: cloned from the git bundle that node-llama-cpp ships into native/build/llama.cpp
+//    (once; again when the bundle's head changes). Nothing is downloaded.
+// 2. Its static CPU libraries (llama, ggml, ggml-cpu, ggml-base) with cmake into
+//    native/build/llama.cpp-build, only when missing or older than the clone (a few minutes).
+// 3. The addon with node-gyp, only when a source under addon/llama, the gyp file or the libraries
+//    changed. Everything generated lies in git-ignored folders (native/build, native/llama/build).
+// A missing tool is one line and a skip; build.mjs turns a skip into a failure under
+// DARKBLOOM_NATIVE_REQUIRED=1. Run alone: node native/scripts/build-llama.mjs.
+import { execFileSync, spawnSync } from "node:child_process";
+import { existsSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { availableParallelism } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+const say = (line) => process.stdout.write(`${line}\n`);
+const mtime = (p) => (existsSync(p) ? statSync(p).mtimeMs : 0);
+const newest = (dir) =>
+  readdirSync(dir, { withFileTypes: true }).reduce((t, e) => {
+    const p = join(dir, e.name);
+    return Math.max(t, e.isDirectory() ? newest(p) : statSync(p).mtimeMs);
+  }, 0);
+
+const build = join(root, "build");
+const src = join(build, "llama.cpp");
+const libs = join(build, "llama.cpp-build");
+const cloneStamp = join(build, "llama.cpp.cloned");
+const libsStamp = join(build, "llama.cpp-build.done");
+const archives = [
+  "src/libllama.a",
+  "ggml/src/libggml.a",
+  "ggml/src/libggml-cpu.a",
+  "ggml/src/libggml-base.a",
+];
+export const llamaAddonPath = join(root, "llama", "build", "Release", "darkbloom_llama.node");
+
+/** node-gyp: npm run puts its bundled one in npm_config_node_gyp; otherwise npm's own copy. */
+export function nodeGyp() {
+  return (
+    process.env.npm_config_node_gyp ??
+    join(
+      execFileSync("npm", ["root", "-g"], { encoding: "utf8" }).trim(),
+      "npm",
+      "node_modules",
+      "node-gyp",
+      "bin",
+      "node-gyp.js",
+    )
+  );
+}
+
+/** Headers from the installed Node (Debian's nodejs-dev puts them in /usr/include/node): no download. */
+export function nodeDirArgs() {
+  const dir =
+    process.env.npm_config_nodedir ?? (existsSync("/usr/include/node/node_api.h") ? "/usr" : undefined);
+  return dir ? [`--nodedir=${dir}`] : [];
+}
+
+const has = (cmd, args = ["--version"]) => {
+  const r = spawnSync(cmd, args, { stdio: "ignore" });
+  return !r.error && r.status === 0;
+};
+
+/** Runs quietly (compilers warn a lot about ggml); on failure the output's tail is shown. */
+function run(cmd, args, options = {}) {
+  const r = spawnSync(cmd, args, {
+    stdio: ["ignore", "pipe", "pipe"],
+    maxBuffer: 256 * 1024 * 1024,
+    ...options,
+  });
+  if (r.error || r.status !== 0) {
+    const output = `${r.stdout ?? ""}${r.stderr ?? ""}`.split("\n").slice(-60).join("\n");
+    process.stderr.write(`${output}\n`);
+    throw new Error(`${cmd} ${args.join(" ")} failed (${r.error?.message ?? r.status})`);
+  }
+  return r;
+}
+
+function bundlePath() {
+  for (const dir of [join(root, "node_modules"), join(root, "..", "node_modules")]) {
+    const p = join(dir, "node-llama-cpp", "llama", "gitRelease.bundle");
+    if (existsSync(p)) return p;
+  }
+  return undefined;
+}
+
+/** @returns {"built" | "up-to-date" | "skipped" | "failed"} */
+export function buildLlama() {
+  const skip = (reason) => {
+    say(`native: llama: ${reason}; not built (the native llama engine is unavailable)`);
+    return "skipped";
+  };
+  if (process.platform !== "linux") return skip(`no llama addon build for ${process.platform} yet`);
+  for (const [tool, args] of [["git"], ["cmake"], ["make"], ["c++"], ["cc"]].map(([t]) => [t, ["--version"]]))
+    if (!has(tool, args)) return skip(`${tool} not found (apt-get install -y cmake g++ make git)`);
+  const bundle = bundlePath();
+  if (!bundle) return skip("node-llama-cpp's llama.cpp bundle not found (npm install)");
+
+  try {
+    // 1. The source, at the bundle's head.
+    const head = execFileSync("git", ["bundle", "list-heads", bundle], { encoding: "utf8" }).split(/\s/)[0];
+    const cloned = existsSync(join(src, ".git"))
+      ? execFileSync("git", ["-C", src, "rev-parse", "HEAD"], { encoding: "utf8" }).trim()
+      : "";
+    if (!head) throw new Error(`cannot read the head of ${bundle}`);
+    if (cloned !== head || !existsSync(cloneStamp)) {
+      say(`native: llama: cloning llama.cpp ${head.slice(0, 7)} from node-llama-cpp's bundle…`);
+      rmSync(src, { recursive: true, force: true });
+      run("git", ["clone", "-q", bundle, src]);
+      run("git", ["-C", src, "checkout", "-q", head]);
+      writeFileSync(cloneStamp, `${head}\n`);
+    }
+
+    // 2. The static libraries, when missing or older than the clone.
+    const libsFresh =
+      mtime(libsStamp) > mtime(cloneStamp) && archives.every((a) => existsSync(join(libs, a)));
+    if (!libsFresh) {
+      say(`native: llama: building llama.cpp's static CPU libraries (cmake, a few minutes)…`);
+      const started = Date.now();
+      if (mtime(join(libs, "CMakeCache.txt")) <= mtime(cloneStamp)) {
+        rmSync(libs, { recursive: true, force: true });
+        run("cmake", [
+          "-S",
+          src,
+          "-B",
+          libs,
+          "-DCMAKE_BUILD_TYPE=Release",
+          "-DBUILD_SHARED_LIBS=OFF",
+          "-DCMAKE_POSITION_INDEPENDENT_CODE=ON",
+          "-DLLAMA_BUILD_COMMON=OFF",
+          "-DLLAMA_BUILD_TESTS=OFF",
+          "-DLLAMA_BUILD_EXAMPLES=OFF",
+          "-DLLAMA_BUILD_TOOLS=OFF",
+          "-DLLAMA_BUILD_SERVER=OFF",
+          "-DLLAMA_CURL=OFF",
+          // ggml's own thread pool: no libgomp to link, and no OpenMP spin-waiting between steps.
+          "-DGGML_OPENMP=OFF",
+        ]);
+      }
+      run("cmake", ["--build", libs, "--target", "llama", `-j${availableParallelism()}`]);
+      writeFileSync(libsStamp, `${new Date().toISOString()}\n`);
+      say(`native: llama: libraries built in ${Math.round((Date.now() - started) / 1000)} s`);
+    }
+
+    // 3. The addon.
+    const gypFile = join(root, "llama", "binding.gyp");
+    const inputs = Math.max(newest(join(root, "addon", "llama")), mtime(gypFile), mtime(libsStamp));
+    if (mtime(llamaAddonPath) > inputs) {
+      say("native: darkbloom_llama is up to date");
+      return "up-to-date";
+    }
+    const gyp = nodeGyp();
+    if (!existsSync(gyp)) return skip(`node-gyp not found at ${gyp}`);
+    say("native: building darkbloom_llama…");
+    run(process.execPath, [gyp, "rebuild", "--jobs=max", "--loglevel=warn", ...nodeDirArgs()], {
+      cwd: join(root, "llama"),
+    });
+    say(`native: built ${llamaAddonPath}`);
+    return "built";
+  } catch (err) {
+    process.stderr.write(`native: llama: ${err instanceof Error ? err.message : String(err)}\n`);
+    return "failed";
+  }
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? "").href) {
+  const result = buildLlama();
+  const required = process.env.DARKBLOOM_NATIVE_REQUIRED === "1";
+  process.exit(result === "failed" || (required && result === "skipped") ? 1 : 0);
+}
