@@ -12,6 +12,7 @@ const SOURCE = "@darkbloom/source";
 // one file at a time, or their timings (and timeouts) depend on what else runs.
 const ENGINE_TESTS = [
   "services/provider/src/engine/llama/**/*.test.ts",
+  "services/provider/src/engine/native/**/*.test.ts",
   "services/provider/src/cli/serve-llama.test.ts",
   "tests/e2e/**/*.test.ts",
   "tests/drills/**/*.test.ts",

@@ -139,9 +139,13 @@ void Engine::Loop() {
     }
     Admit();
     Publish(events);
+    // Rows that finished in a step are retired before JS hears of it: once a done event arrives,
+    // the row and its KV cells are free (stats say so, and the next submission has the row).
     DecodeStep(events);
+    Retire(events);
     Publish(events);
     PrefillStep(events);
+    Retire(events);
     Publish(events);
   }
 }

@@ -1,10 +1,10 @@
-import { existsSync } from "node:fs";
 import { freemem, totalmem } from "node:os";
 import type { Command } from "commander";
 import type { ProviderConfig } from "../config/config.js";
 import { scanModels } from "../config/model-inventory.js";
 import { pidFileOf } from "../config/paths.js";
 import type { EngineDevice, ModelFile } from "../engine/engine.js";
+import { machineAccelerator } from "../machine/hardware.js";
 import { detectTopology } from "../machine/topology.js";
 import { processAlive, readPidFile } from "../service/pid-file.js";
 import type { CliContext } from "./context.js";
@@ -77,17 +77,6 @@ function platformCheck(context: CliContext): CheckResult {
   };
 }
 
-function expectedAccelerator(context: CliContext): string {
-  if (context.platform === "darwin" && context.arch === "arm64") return "metal";
-  if (
-    context.platform === "linux" &&
-    (existsSync("/dev/nvidia0") || existsSync("/proc/driver/nvidia/version"))
-  ) {
-    return "cuda";
-  }
-  return "cpu";
-}
-
 /**
  * The device the engine reports against the machine's: a GPU the engine does not use fails (node-
  * llama-cpp falls back to the CPU without a word when its GPU binaries are missing), and the CPU
@@ -98,7 +87,7 @@ function accelerationCheck(
   device: EngineDevice | undefined,
   allowCpu: boolean,
 ): CheckResult {
-  const expected = expectedAccelerator(context);
+  const expected = machineAccelerator(context.platform, context.arch);
   const name = "accelerator";
   if (device === undefined) {
     // The engine check fails for it: not counted twice.

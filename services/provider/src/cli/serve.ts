@@ -39,6 +39,8 @@ export function addServeCommand(program: Command, context: CliContext): void {
       try {
         engine = await context.createEngine(config, log);
       } catch (error) {
+        // A setting the machine cannot honour (--engine native without the addon) is the operator's to fix.
+        if (error instanceof UsageError) throw error;
         throw new CliFailure(`the engine could not start: ${(error as Error).message}`);
       }
       let daemon: RunningDaemon;

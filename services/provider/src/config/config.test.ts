@@ -82,6 +82,7 @@ const SAMPLES: Record<
     expected: ["swtpm:host=127.0.0.1,port=2321", "off", "device:/dev/tpm0"],
   },
   allowCpu: { flag: "true", env: "false", yaml: "true", expected: [true, false, true] },
+  engine: { flag: "native", env: "llama", yaml: "auto", expected: ["native", "llama", "auto"] },
 };
 
 describe("precedence", () => {
@@ -129,6 +130,7 @@ describe("precedence", () => {
       metricsListen: "127.0.0.1:9464",
       tpm: "auto",
       allowCpu: false,
+      engine: "auto",
       configFile: undefined,
     });
   });

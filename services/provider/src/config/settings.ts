@@ -52,7 +52,15 @@ export interface Settings {
    * host whose GPU binaries are missing would serve at a fraction of its speed without a word).
    */
   allowCpu: boolean;
+  /**
+   * The inference engine: "llama" (node-llama-cpp), "native" (the project's addon,
+   * @darkbloom/native/llama; npm run build:native), or "auto": native when its addon loads, else llama.
+   */
+  engine: EngineChoice;
 }
+
+export const ENGINE_CHOICES = ["auto", "llama", "native"] as const;
+export type EngineChoice = (typeof ENGINE_CHOICES)[number];
 
 export type SettingName = keyof Settings;
 
@@ -361,6 +369,23 @@ export const SETTINGS: { [K in SettingName]: SettingSpec<K> } = {
       "serve: join the network even when the engine computes on the CPU (no GPU it can use); refused otherwise",
     parse: boolean,
     default: () => false,
+  },
+  engine: {
+    name: "engine",
+    flag: "--engine",
+    arg: "<auto|llama|native>",
+    env: "DARKBLOOM_ENGINE",
+    yaml: "engine",
+    description:
+      "inference engine: native (the llama.cpp addon of npm run build:native, CPU), llama (node-llama-cpp), " +
+      "or auto: native when its addon is built, else llama (default auto)",
+    parse: (raw) => {
+      const text = typeof raw === "string" ? raw.trim().toLowerCase() : "";
+      if (!(ENGINE_CHOICES as readonly string[]).includes(text))
+        throw new InvalidValue(`must be one of ${ENGINE_CHOICES.join(", ")}`);
+      return text as EngineChoice;
+    },
+    default: () => "auto",
   },
 };
 

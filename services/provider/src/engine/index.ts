@@ -7,4 +7,5 @@ export {
   type ValidationVerdict,
   validateInChildProcess,
 } from "./llama/model-validator.js";
-export { type Detokenizer, IncrementalDetokenizer, StopMatcher } from "./llama/text.js";
+export { NativeEngine, type NativeEngineOptions, type NativeEngineStats } from "./native/native-engine.js";
+export { type Detokenizer, IncrementalDetokenizer, StopMatcher } from "./text.js";

@@ -18,7 +18,7 @@
  * each of its daemons its share of the machine).
  * An explicit `--threads N` bypasses all of this.
  */
-import type { CpuTopology } from "../machine/topology.js";
+import { type CpuTopology, detectTopology } from "../machine/topology.js";
 
 /**
  * Weights per thread, in MiB. Between the two measured points (0.5 MiB wants 1 thread, 608 MiB wants
@@ -62,4 +62,43 @@ export function chooseThreads(input: ThreadChoiceInput): ThreadChoice {
       ? `${size} MiB of weights, one thread per ${MIB_PER_THREAD} MiB (${coresText})`
       : `${size} MiB of weights would use ${bySize}; capped at ${coresText}`;
   return { threads, cores: share, reason: `${threads} thread${threads === 1 ? "" : "s"}: ${why}` };
+}
+
+/**
+ * An engine's `threads` setting resolved per model: the explicit count, or for "auto" chooseThreads
+ * over the machine's topology (detected once, at the first model that needs it). Shared by the
+ * engines so that "auto" means the same on each.
+ */
+export class ThreadSetting {
+  private topology: Promise<CpuTopology> | undefined;
+
+  constructor(
+    readonly threads: number | "auto",
+    private readonly coreShare: number | undefined,
+    topology?: CpuTopology | undefined,
+  ) {
+    if (topology) this.topology = Promise.resolve(topology);
+  }
+
+  private getTopology(): Promise<CpuTopology> {
+    this.topology ??= detectTopology();
+    return this.topology;
+  }
+
+  /** The most threads any model may get: the explicit count, or the cores "auto" is capped at. */
+  async maxThreads(): Promise<number> {
+    if (this.threads !== "auto") return this.threads;
+    return Math.min((await this.getTopology()).physicalCores, this.coreShare ?? Number.POSITIVE_INFINITY);
+  }
+
+  /** The threads for a model of `modelBytes`, and why (logged at load). */
+  async forModel(modelBytes: number): Promise<{ threads: number; reason: string }> {
+    if (this.threads !== "auto") return { threads: this.threads, reason: "set by --threads" };
+    const choice = chooseThreads({
+      modelBytes,
+      topology: await this.getTopology(),
+      coreShare: this.coreShare,
+    });
+    return { threads: choice.threads, reason: `auto: ${choice.reason}` };
+  }
 }

@@ -1,5 +1,5 @@
 import { execFileSync } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import * as os from "node:os";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { AcceleratorKind, type HardwareSchema, MemoryPressure } from "@darkbloom/protocol/provider/v1";
@@ -13,6 +13,21 @@ const ACCELERATORS: Record<AcceleratorName, AcceleratorKind> = {
   cuda: AcceleratorKind.CUDA,
   vulkan: AcceleratorKind.VULKAN,
 };
+
+/**
+ * The GPU this machine has, whatever an engine makes of it: Apple silicon's (Metal), an NVIDIA
+ * driver's device (CUDA), else none ("cpu"). What `doctor` holds the engine's device against, and
+ * what keeps `engine: auto` off the CPU-only native core on a machine with a GPU.
+ */
+export function machineAccelerator(
+  platform: NodeJS.Platform = process.platform,
+  arch: string = process.arch,
+): AcceleratorName {
+  if (platform === "darwin" && arch === "arm64") return "metal";
+  if (platform === "linux" && (existsSync("/dev/nvidia0") || existsSync("/proc/driver/nvidia/version")))
+    return "cuda";
+  return "cpu";
+}
 
 /**
  * The machine as Register describes it: the device is the engine's (what it computes on, as its

@@ -1,23 +1,15 @@
 /**
- * One submitted generation and everything that is its own: the rendered prompt, the row it runs on,
- * its sampling (each generator owns a llama.cpp sampler chain: temperature, top-k, top-p, seeded
- * dist, optional presence/frequency penalties), the incremental detokenizer (UTF-8 safe) and the stop
- * matcher, which holds text back across token boundaries until it cannot begin a stop string.
+ * One generation on the llama engine: the engine-neutral part (text, stop strings, billing,
+ * settlement) is GenerationJob's; here is what ties it to node-llama-cpp: the row it runs on, its
+ * token iterator, and its sampling (each generator owns a llama.cpp sampler chain: temperature, top-k,
+ * top-p, seeded dist, optional presence/frequency penalties over the tokens it generated).
  */
-import { randomInt } from "node:crypto";
-import type { ModelTokenizer, RenderedPrompt } from "@darkbloom/models";
-import type { LlamaContextSequence, SequenceEvaluateOptions, Token } from "node-llama-cpp";
-import {
-  EngineError,
-  type Generation,
-  type GenerationRequest,
-  type GenerationResult,
-  type SamplingOptions,
-  type TokenEvent,
-} from "../engine.js";
-import { type IncrementalDetokenizer, StopMatcher } from "./text.js";
 
-export type Phase = "preparing" | "queued" | "prefill" | "decoding" | "finished";
+import type { LlamaContextSequence, SequenceEvaluateOptions, Token } from "node-llama-cpp";
+import type { GenerationRequest, TokenEvent } from "../engine.js";
+import { GenerationJob } from "../generation-job.js";
+
+export { invalid, type Phase, validateRequest } from "../generation-job.js";
 
 /** A batch row: one sequence of the model's context, with its own KV cells, and the job on it. */
 export interface Row {
@@ -26,117 +18,25 @@ export interface Row {
   job: Job | undefined;
 }
 
-export const invalid = (message: string): EngineError => new EngineError("invalid_request", message, 400);
-
-/** Checks a request's shape and sampling values; returns the seed to use. */
-export function validateRequest(request: GenerationRequest): number {
-  const s: SamplingOptions | undefined = request?.sampling;
-  if (!request || typeof request.id !== "string" || typeof request.model !== "string" || !s) {
-    throw invalid("request must have an id, a model and sampling options");
-  }
-  const input = request.input;
-  if (input?.kind === "text") {
-    if (typeof input.prompt !== "string") throw invalid("prompt must be a string");
-  } else if (input?.kind === "chat") {
-    if (!Array.isArray(input.messages) || input.messages.length === 0)
-      throw invalid("messages must not be empty");
-    const roles = new Set(["system", "user", "assistant", "developer", "tool", "function"]);
-    for (const m of input.messages) {
-      if (!m || !roles.has(m.role) || typeof m.content !== "string")
-        throw invalid("each message needs a role and text content");
-    }
-  } else {
-    throw invalid('input.kind must be "chat" or "text"');
-  }
-  if (!Number.isFinite(s.temperature) || s.temperature < 0)
-    throw invalid("temperature must be a number >= 0");
-  if (!Number.isFinite(s.topP) || s.topP <= 0 || s.topP > 1) throw invalid("top_p must be in (0, 1]");
-  if (!Number.isInteger(s.topK) || s.topK < 0) throw invalid("top_k must be an integer >= 0");
-  if (!Number.isInteger(s.maxTokens) || s.maxTokens < 1) throw invalid("max_tokens must be an integer >= 1");
-  if (!Array.isArray(s.stop) || s.stop.some((x) => typeof x !== "string"))
-    throw invalid("stop must be a list of strings");
-  if (s.stop.length > 16) throw invalid("at most 16 stop sequences are allowed");
-  for (const p of [s.presencePenalty, s.frequencyPenalty]) {
-    if (p !== undefined && (!Number.isFinite(p) || p < -2 || p > 2))
-      throw invalid("penalties must be in [-2, 2]");
-  }
-  if (s.seed === undefined || s.seed === null) return randomInt(0, 2 ** 32);
-  if (!Number.isSafeInteger(s.seed)) throw invalid("seed must be an integer");
-  return ((s.seed % 2 ** 32) + 2 ** 32) % 2 ** 32;
-}
-
 /** One submitted generation. */
-export class Job implements Generation {
-  readonly done: Promise<GenerationResult>;
-  phase: Phase = "preparing";
-  settled = false;
-  prompt: RenderedPrompt | undefined;
-  promptTokens = 0;
-  /** Tokens sampled so far (what max_tokens limits). */
-  completionTokens = 0;
-  /** Counts the emitted text at the end (set with the detokenizer when the job takes a row). */
-  tokenizer: ModelTokenizer | undefined;
-  /** Everything emitted, for the billed count: the tokenizer's count of the text as delivered. */
-  private emitted = "";
+export class Job extends GenerationJob {
+  /** The tokens sampled so far, which the penalties look back over. */
   readonly generated: Token[] = [];
   row: Row | undefined;
   iterator: AsyncGenerator<Token, void, undefined | Token | Token[]> | undefined;
   /** Prompt tokens not evaluated yet (phase "prefill"), fed in fixed-size chunks. */
   prefillOffset = 0;
-  detokenizer: IncrementalDetokenizer | undefined;
-  stop: StopMatcher;
-  /** Tokens generated since the last onToken event. */
-  unreportedTokens = 0;
-  /** Sampling seed (the request's, or a random one). */
-  seed = 0;
-  private resolveDone!: (result: GenerationResult) => void;
-  private rejectDone!: (err: unknown) => void;
 
   constructor(
-    readonly request: GenerationRequest,
-    readonly onToken: (event: TokenEvent) => void,
+    request: GenerationRequest,
+    onToken: (event: TokenEvent) => void,
     private readonly onCancel: (job: Job) => void,
   ) {
-    this.done = new Promise<GenerationResult>((resolve, reject) => {
-      this.resolveDone = resolve;
-      this.rejectDone = reject;
-    });
-    // A consumer that never awaits `done` must not crash the daemon with an unhandled rejection.
-    this.done.catch(() => {});
-    this.stop = new StopMatcher(request?.sampling?.stop ?? []);
+    super(request, onToken);
   }
 
-  cancel(): void {
-    if (this.settled) return;
-    this.finish("cancelled");
+  protected cancelled(): void {
     this.onCancel(this);
-  }
-
-  finish(reason: GenerationResult["finishReason"]): void {
-    if (this.settled) return;
-    this.settled = true;
-    this.phase = "finished";
-    this.resolveDone({
-      promptTokens: this.promptTokens,
-      completionTokens: this.tokenizer?.countText(this.emitted) ?? 0,
-      generatedTokens: this.completionTokens,
-      finishReason: reason,
-    });
-  }
-
-  fail(err: EngineError): void {
-    if (this.settled) return;
-    this.settled = true;
-    this.phase = "finished";
-    this.rejectDone(err);
-  }
-
-  emit(text: string): void {
-    if (this.settled || text.length === 0) return;
-    const event = { text, tokens: this.unreportedTokens };
-    this.unreportedTokens = 0;
-    this.emitted += text;
-    this.onToken(event);
   }
 
   /** The sampler settings of this job's generator: the request's, with its seed. */
@@ -161,35 +61,8 @@ export class Job implements Generation {
     return options;
   }
 
-  /**
-   * Takes one sampled token (not an end-of-generation one): counts it, decodes it and emits whatever
-   * text the stop matcher releases. Returns how the job ends with it: "stop" when a stop string
-   * matched (the text before it is already out), "length" when max_tokens is reached (held text
-   * still to flush), undefined while it goes on.
-   */
-  accept(token: Token): "stop" | "length" | undefined {
-    this.completionTokens++;
-    this.unreportedTokens++;
+  override accept(token: Token): "stop" | "length" | undefined {
     this.generated.push(token);
-    const piece = this.detokenizer!.push(token);
-    if (piece !== "") {
-      const { emit, stopped } = this.stop.push(piece);
-      this.emit(emit);
-      if (stopped) return "stop";
-    }
-    return this.completionTokens >= this.request.sampling.maxTokens ? "length" : undefined;
-  }
-
-  /**
-   * Emits the text held back at the end (an incomplete character, a possible stop-string prefix);
-   * returns the finish reason, "stop" when that text completed a stop string.
-   */
-  flushText(reason: "stop" | "length"): "stop" | "length" {
-    const rest = this.detokenizer?.flush() ?? "";
-    const { emit, stopped } = this.stop.push(rest);
-    this.emit(emit);
-    if (stopped) return "stop";
-    this.emit(this.stop.flush());
-    return reason;
+    return super.accept(token);
   }
 }

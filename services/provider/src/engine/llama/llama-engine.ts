@@ -11,7 +11,7 @@
  * Untrusted model files are vetted in a child process before the daemon loads them (ModelValidator).
  */
 import { getLlama, type Llama, LlamaLogLevel } from "node-llama-cpp";
-import { type CpuTopology, detectTopology } from "../../machine/topology.js";
+import type { CpuTopology } from "../../machine/topology.js";
 import {
   type Engine,
   type EngineDevice,
@@ -24,9 +24,11 @@ import {
   type ModelLoadEvent,
   type TokenEvent,
 } from "../engine.js";
-import { chooseThreads } from "../threads.js";
-import { invalid, Job, validateRequest } from "./job.js";
-import { EngineMeters, errorMessage } from "./meters.js";
+import { contextLengthExceeded, invalid, validateRequest } from "../generation-job.js";
+import { EngineMeters, errorMessage } from "../meters.js";
+import { StopMatcher } from "../text.js";
+import { ThreadSetting } from "../threads.js";
+import { Job } from "./job.js";
 import {
   type EngineLog,
   loadFailure,
@@ -36,7 +38,6 @@ import {
 } from "./model-runner.js";
 import { type ModelValidator, sharedModelValidator } from "./model-validator.js";
 import { StepLoop } from "./step-loop.js";
-import { StopMatcher } from "./text.js";
 
 export interface LlamaEngineOptions {
   /** Batch rows per model (LlamaContext sequences). */
@@ -97,9 +98,7 @@ export class LlamaEngine implements Engine {
     idleTimeoutMinutes: number;
     queueDepth: number;
   };
-  private readonly threads: number | "auto";
-  private readonly coreShare: number | undefined;
-  private topology: Promise<CpuTopology> | undefined;
+  private readonly threads: ThreadSetting;
   private readonly validator: ModelValidator | undefined;
   private readonly log: EngineLog;
   private readonly meters = new EngineMeters();
@@ -120,10 +119,11 @@ export class LlamaEngine implements Engine {
     };
     const maxBatch = positiveInt("maxBatch", options.maxBatch);
     const maxContext = positiveInt("maxContext", options.maxContext);
-    this.threads = options.threads === "auto" ? "auto" : positiveInt("threads", options.threads);
-    this.coreShare =
-      options.coreShare === undefined ? undefined : positiveInt("coreShare", options.coreShare);
-    if (options.topology) this.topology = Promise.resolve(options.topology);
+    this.threads = new ThreadSetting(
+      options.threads === "auto" ? "auto" : positiveInt("threads", options.threads),
+      options.coreShare === undefined ? undefined : positiveInt("coreShare", options.coreShare),
+      options.topology,
+    );
     if (options.kvBits !== undefined && options.kvBits !== 4 && options.kvBits !== 8)
       throw new Error("kvBits must be 4 or 8");
     if (!Number.isFinite(options.idleTimeoutMinutes) || options.idleTimeoutMinutes < 0) {
@@ -218,29 +218,10 @@ export class LlamaEngine implements Engine {
     return this.runners.get(modelId)?.threads;
   }
 
-  private getTopology(): Promise<CpuTopology> {
-    this.topology ??= detectTopology();
-    return this.topology;
-  }
-
-  /** The threads for `file`'s context, and why (logged at load). */
-  private async threadsOf(file: ModelFile): Promise<{ threads: number; reason: string }> {
-    if (this.threads !== "auto") return { threads: this.threads, reason: "set by --threads" };
-    const choice = chooseThreads({
-      modelBytes: file.sizeBytes,
-      topology: await this.getTopology(),
-      coreShare: this.coreShare,
-    });
-    return { threads: choice.threads, reason: `auto: ${choice.reason}` };
-  }
-
   private async getLlama(): Promise<Llama> {
     // The instance's thread limit is what all its contexts share when several models decode at once:
     // the explicit count, or for "auto" the cores the choices are capped at.
-    const maxThreads =
-      this.threads === "auto"
-        ? Math.min((await this.getTopology()).physicalCores, this.coreShare ?? Number.POSITIVE_INFINITY)
-        : this.threads;
+    const maxThreads = await this.threads.maxThreads();
     this.llama ??= getLlama({
       gpu: this.settings.gpu === false ? false : "auto",
       build: "never",
@@ -306,7 +287,7 @@ export class LlamaEngine implements Engine {
       });
     }
     this.ensureOpen();
-    const threads = await this.threadsOf(file);
+    const threads = await this.threads.forModel(file.sizeBytes);
     const runner = await openModelRunner(
       llama,
       file,
@@ -402,12 +383,7 @@ export class LlamaEngine implements Engine {
       if (prompt.tokens.length === 0) throw invalid("the prompt is empty");
       const max = job.request.sampling.maxTokens;
       if (prompt.tokens.length + max > runner.maxContext) {
-        throw new EngineError(
-          "context_length_exceeded",
-          `This model's maximum context length is ${runner.maxContext} tokens. However, you requested ` +
-            `${prompt.tokens.length + max} tokens (${prompt.tokens.length} in the prompt, ${max} for the completion).`,
-          400,
-        );
+        throw contextLengthExceeded(runner.maxContext, prompt.tokens.length, max);
       }
       job.prompt = prompt;
       job.promptTokens = prompt.tokens.length;

@@ -1,5 +1,12 @@
 import { GgmlType, type GgufInsights } from "node-llama-cpp";
 
+/** What fitContext needs of an engine's settings. */
+export interface FitSettings {
+  maxBatch: number;
+  kvBits: 4 | 8 | undefined;
+  memoryBudgetBytes: number | undefined;
+}
+
 /** A context's shape, as llama.cpp allocates it up front. */
 export interface ContextShape {
   /** Tokens per row. */
@@ -36,4 +43,47 @@ export async function estimateModelBytes(
     kvCacheValueType: type,
   });
   return modelBytes + r.cpuRam + r.gpuVram;
+}
+
+/**
+ * The largest context per row, at most `wanted`, with which the model, `maxBatch` rows of KV cache
+ * and the compute buffers fit the memory budget (llama.cpp allocates all of it up front: 4 rows of
+ * Qwen3-0.6B's 40,960 tokens would be ~19 GB of F16 cache). At least 256 tokens (or `wanted`).
+ * Lowering is logged as a warning.
+ */
+export async function fitContext(
+  insights: GgufInsights,
+  modelBytes: number,
+  gpuLayers: number,
+  wanted: number,
+  batchSize: number,
+  settings: FitSettings,
+  log: (level: "warn", message: string) => void,
+): Promise<number> {
+  const budget = settings.memoryBudgetBytes;
+  if (budget === undefined) return wanted;
+  const needs = (contextSize: number): Promise<number> =>
+    estimateModelBytes(insights, modelBytes, {
+      contextSize,
+      sequences: settings.maxBatch,
+      batchSize,
+      kvBits: settings.kvBits,
+      gpuLayers,
+    });
+  if ((await needs(wanted)) <= budget) return wanted;
+  let lo = Math.min(wanted, 256);
+  let hi = wanted;
+  while (hi - lo > 64) {
+    const mid = Math.floor((lo + hi) / 2);
+    if ((await needs(mid)) <= budget) lo = mid;
+    else hi = mid;
+  }
+  const fitted = lo >= 64 ? lo - (lo % 64) : lo;
+  const gib = (budget / 1024 ** 3).toFixed(1);
+  log(
+    "warn",
+    `max context per row lowered from ${wanted} to ${fitted} tokens: ${settings.maxBatch} rows of ${wanted} ` +
+      `would not fit the ${gib} GiB memory budget (lower --max-batch for longer contexts)`,
+  );
+  return fitted;
 }

@@ -10,9 +10,9 @@
 import { ModelTokenizer } from "@darkbloom/models";
 import type { Llama, LlamaContext, LlamaModel } from "node-llama-cpp";
 import { EngineError, type ModelFile } from "../engine.js";
+import { errorMessage } from "../meters.js";
 import type { Job, Row } from "./job.js";
-import { estimateModelBytes } from "./memory-estimate.js";
-import { errorMessage } from "./meters.js";
+import { fitContext } from "./memory-estimate.js";
 
 /** The engine's log: llama.cpp's lines and its own. */
 export type EngineLog = (level: "debug" | "info" | "warn" | "error", message: string) => void;
@@ -99,7 +99,15 @@ export async function openModelRunner(
     const wanted = train > 0 ? Math.min(settings.maxContext, train) : settings.maxContext;
     const kvType = settings.kvBits === 8 ? "Q8_0" : settings.kvBits === 4 ? "Q4_0" : undefined;
     const batchSize = Math.max(settings.prefillChunk, settings.maxBatch);
-    const maxContext = await fitContext(model, wanted, batchSize, settings, log);
+    const maxContext = await fitContext(
+      model.fileInsights,
+      model.size,
+      model.gpuLayers,
+      wanted,
+      batchSize,
+      settings,
+      log,
+    );
     context = await model.createContext({
       sequences: settings.maxBatch,
       contextSize: maxContext,
@@ -150,44 +158,4 @@ export function loadFailure(file: ModelFile, reason: string, cause?: unknown): E
       cause,
     },
   );
-}
-
-/**
- * The largest context per row, at most `wanted`, with which the model, `maxBatch` rows of KV cache
- * and the compute buffers fit the memory budget (llama.cpp allocates all of it up front: 4 rows of
- * Qwen3-0.6B's 40,960 tokens would be ~19 GB of F16 cache). At least 256 tokens (or `wanted`).
- */
-async function fitContext(
-  model: LlamaModel,
-  wanted: number,
-  batchSize: number,
-  settings: RunnerSettings,
-  log: EngineLog,
-): Promise<number> {
-  const budget = settings.memoryBudgetBytes;
-  if (budget === undefined) return wanted;
-  const needs = (contextSize: number): Promise<number> =>
-    estimateModelBytes(model.fileInsights, model.size, {
-      contextSize,
-      sequences: settings.maxBatch,
-      batchSize,
-      kvBits: settings.kvBits,
-      gpuLayers: model.gpuLayers,
-    });
-  if ((await needs(wanted)) <= budget) return wanted;
-  let lo = Math.min(wanted, 256);
-  let hi = wanted;
-  while (hi - lo > 64) {
-    const mid = Math.floor((lo + hi) / 2);
-    if ((await needs(mid)) <= budget) lo = mid;
-    else hi = mid;
-  }
-  const fitted = lo >= 64 ? lo - (lo % 64) : lo;
-  const gib = (budget / 1024 ** 3).toFixed(1);
-  log(
-    "warn",
-    `max context per row lowered from ${wanted} to ${fitted} tokens: ${settings.maxBatch} rows of ${wanted} ` +
-      `would not fit the ${gib} GiB memory budget (lower --max-batch for longer contexts)`,
-  );
-  return fitted;
 }

@@ -25,10 +25,10 @@
  * not claimed.
  */
 import type { Token } from "node-llama-cpp";
+import { type EngineMeters, errorMessage } from "../meters.js";
+import { IncrementalDetokenizer } from "../text.js";
 import type { Job } from "./job.js";
-import { type EngineMeters, errorMessage } from "./meters.js";
 import type { EngineLog, ModelRunner } from "./model-runner.js";
-import { IncrementalDetokenizer } from "./text.js";
 
 type Outcome = { ok: true; value: IteratorResult<Token, void> } | { ok: false; error: unknown };
 

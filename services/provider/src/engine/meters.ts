@@ -1,5 +1,5 @@
-import { EngineError } from "../engine.js";
-import type { Job } from "./job.js";
+import { EngineError } from "./engine.js";
+import type { GenerationJob } from "./generation-job.js";
 
 const EMA_ALPHA = 0.2;
 
@@ -14,7 +14,7 @@ export function errorMessage(err: unknown): string {
 }
 
 /**
- * The engine's counters and measured rates, shared by every model's step loop: what stats() and
+ * An engine's counters and measured rates, shared by every model it runs: what stats() and
  * the provider's heartbeats report, and what the coordinator's routing starts from.
  */
 export class EngineMeters {
@@ -40,6 +40,19 @@ export class EngineMeters {
     this.rates.decodeAggregate = ema(this.rates.decodeAggregate, (1000 * rows) / ms);
   }
 
+  /**
+   * `steps` batched decode steps that produced `tokens` tokens took `seconds` in all: for an engine
+   * that measures decode in spans (the native scheduler's counters) rather than step by step.
+   */
+  decodeSpan(steps: number, seconds: number, tokens: number): void {
+    if (steps <= 0) return;
+    this.counters.decodeSteps += steps;
+    this.counters.decodeSeconds += seconds;
+    if (seconds <= 0) return;
+    this.rates.decodePerRow = ema(this.rates.decodePerRow, steps / seconds);
+    this.rates.decodeAggregate = ema(this.rates.decodeAggregate, tokens / seconds);
+  }
+
   /** A prompt chunk of `tokens` tokens was evaluated in `seconds`. */
   prefillChunk(tokens: number, seconds: number): void {
     this.counters.promptTokensProcessed += tokens;
@@ -48,7 +61,7 @@ export class EngineMeters {
   }
 
   /** Fails a job and counts it: an EngineError as it is, anything else as engine_failed. */
-  failJob(job: Job, err: unknown): void {
+  failJob(job: GenerationJob, err: unknown): void {
     if (job.settled) return;
     const engineError =
       err instanceof EngineError

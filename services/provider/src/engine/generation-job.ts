@@ -1,0 +1,172 @@
+/**
+ * What every engine's generation has in common, whatever decodes it: the request's validation, the
+ * rendered prompt, the incremental detokenizer (UTF-8 safe) and the stop matcher, which holds text
+ * back across token boundaries until it cannot begin a stop string, the billed count (the model
+ * tokenizer's count of the text emitted) and the settlement of `done`. Each engine subclasses it with
+ * what ties a generation to its decoder (a node-llama-cpp row and iterator; a native scheduler id).
+ */
+import { randomInt } from "node:crypto";
+import type { ModelTokenizer, RenderedPrompt } from "@darkbloom/models";
+import {
+  EngineError,
+  type Generation,
+  type GenerationRequest,
+  type GenerationResult,
+  type SamplingOptions,
+  type TokenEvent,
+} from "./engine.js";
+import { type IncrementalDetokenizer, StopMatcher } from "./text.js";
+
+export type Phase = "preparing" | "queued" | "prefill" | "decoding" | "finished";
+
+export const invalid = (message: string): EngineError => new EngineError("invalid_request", message, 400);
+
+/** The context gate's refusal: prompt + max_tokens over the per-request limit (OpenAI's wording). */
+export function contextLengthExceeded(limit: number, promptTokens: number, maxTokens: number): EngineError {
+  return new EngineError(
+    "context_length_exceeded",
+    `This model's maximum context length is ${limit} tokens. However, you requested ` +
+      `${promptTokens + maxTokens} tokens (${promptTokens} in the prompt, ${maxTokens} for the completion).`,
+    400,
+  );
+}
+
+/** Checks a request's shape and sampling values; returns the seed to use (0 to 2^32-1). */
+export function validateRequest(request: GenerationRequest): number {
+  const s: SamplingOptions | undefined = request?.sampling;
+  if (!request || typeof request.id !== "string" || typeof request.model !== "string" || !s) {
+    throw invalid("request must have an id, a model and sampling options");
+  }
+  const input = request.input;
+  if (input?.kind === "text") {
+    if (typeof input.prompt !== "string") throw invalid("prompt must be a string");
+  } else if (input?.kind === "chat") {
+    if (!Array.isArray(input.messages) || input.messages.length === 0)
+      throw invalid("messages must not be empty");
+    const roles = new Set(["system", "user", "assistant", "developer", "tool", "function"]);
+    for (const m of input.messages) {
+      if (!m || !roles.has(m.role) || typeof m.content !== "string")
+        throw invalid("each message needs a role and text content");
+    }
+  } else {
+    throw invalid('input.kind must be "chat" or "text"');
+  }
+  if (!Number.isFinite(s.temperature) || s.temperature < 0)
+    throw invalid("temperature must be a number >= 0");
+  if (!Number.isFinite(s.topP) || s.topP <= 0 || s.topP > 1) throw invalid("top_p must be in (0, 1]");
+  if (!Number.isInteger(s.topK) || s.topK < 0) throw invalid("top_k must be an integer >= 0");
+  if (!Number.isInteger(s.maxTokens) || s.maxTokens < 1) throw invalid("max_tokens must be an integer >= 1");
+  if (!Array.isArray(s.stop) || s.stop.some((x) => typeof x !== "string"))
+    throw invalid("stop must be a list of strings");
+  if (s.stop.length > 16) throw invalid("at most 16 stop sequences are allowed");
+  for (const p of [s.presencePenalty, s.frequencyPenalty]) {
+    if (p !== undefined && (!Number.isFinite(p) || p < -2 || p > 2))
+      throw invalid("penalties must be in [-2, 2]");
+  }
+  if (s.seed === undefined || s.seed === null) return randomInt(0, 2 ** 32);
+  if (!Number.isSafeInteger(s.seed)) throw invalid("seed must be an integer");
+  return ((s.seed % 2 ** 32) + 2 ** 32) % 2 ** 32;
+}
+
+/** One submitted generation: its text, its billing and how it settles. */
+export abstract class GenerationJob implements Generation {
+  readonly done: Promise<GenerationResult>;
+  phase: Phase = "preparing";
+  settled = false;
+  prompt: RenderedPrompt | undefined;
+  promptTokens = 0;
+  /** Tokens sampled so far (what max_tokens limits). */
+  completionTokens = 0;
+  /** Counts the emitted text at the end (set with the detokenizer when the job starts decoding). */
+  tokenizer: ModelTokenizer | undefined;
+  /** Everything emitted, for the billed count: the tokenizer's count of the text as delivered. */
+  private emitted = "";
+  detokenizer: IncrementalDetokenizer | undefined;
+  stop: StopMatcher;
+  /** Tokens generated since the last onToken event. */
+  unreportedTokens = 0;
+  /** Sampling seed (the request's, or a random one). */
+  seed = 0;
+  private resolveDone!: (result: GenerationResult) => void;
+  private rejectDone!: (err: unknown) => void;
+
+  constructor(
+    readonly request: GenerationRequest,
+    readonly onToken: (event: TokenEvent) => void,
+  ) {
+    this.done = new Promise<GenerationResult>((resolve, reject) => {
+      this.resolveDone = resolve;
+      this.rejectDone = reject;
+    });
+    // A consumer that never awaits `done` must not crash the daemon with an unhandled rejection.
+    this.done.catch(() => {});
+    this.stop = new StopMatcher(request?.sampling?.stop ?? []);
+  }
+
+  /** Called once when a consumer cancels an unsettled job (after it settled "cancelled"): free its row. */
+  protected abstract cancelled(): void;
+
+  cancel(): void {
+    if (this.settled) return;
+    this.finish("cancelled");
+    this.cancelled();
+  }
+
+  finish(reason: GenerationResult["finishReason"]): void {
+    if (this.settled) return;
+    this.settled = true;
+    this.phase = "finished";
+    this.resolveDone({
+      promptTokens: this.promptTokens,
+      completionTokens: this.tokenizer?.countText(this.emitted) ?? 0,
+      generatedTokens: this.completionTokens,
+      finishReason: reason,
+    });
+  }
+
+  fail(err: EngineError): void {
+    if (this.settled) return;
+    this.settled = true;
+    this.phase = "finished";
+    this.rejectDone(err);
+  }
+
+  emit(text: string): void {
+    if (this.settled || text.length === 0) return;
+    const event = { text, tokens: this.unreportedTokens };
+    this.unreportedTokens = 0;
+    this.emitted += text;
+    this.onToken(event);
+  }
+
+  /**
+   * Takes one sampled token (not an end-of-generation one): counts it, decodes it and emits whatever
+   * text the stop matcher releases. Returns how the job ends with it: "stop" when a stop string
+   * matched (the text before it is already out), "length" when max_tokens is reached (held text
+   * still to flush), undefined while it goes on.
+   */
+  accept(token: number): "stop" | "length" | undefined {
+    this.completionTokens++;
+    this.unreportedTokens++;
+    const piece = this.detokenizer!.push(token);
+    if (piece !== "") {
+      const { emit, stopped } = this.stop.push(piece);
+      this.emit(emit);
+      if (stopped) return "stop";
+    }
+    return this.completionTokens >= this.request.sampling.maxTokens ? "length" : undefined;
+  }
+
+  /**
+   * Emits the text held back at the end (an incomplete character, a possible stop-string prefix);
+   * returns the finish reason, "stop" when that text completed a stop string.
+   */
+  flushText(reason: "stop" | "length"): "stop" | "length" {
+    const rest = this.detokenizer?.flush() ?? "";
+    const { emit, stopped } = this.stop.push(rest);
+    this.emit(emit);
+    if (stopped) return "stop";
+    this.emit(this.stop.flush());
+    return reason;
+  }
+}

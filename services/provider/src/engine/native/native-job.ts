@@ -1,0 +1,115 @@
+/**
+ * One generation on the native engine: GenerationJob's text, stop strings and billing, fed by the
+ * events of a native scheduler (@darkbloom/native/llama). The scheduler samples, stops at an
+ * end-of-generation token ("stop", the token not delivered) and at maxTokens ("length"); stop strings
+ * are matched here, on the decoded text, and end the request with scheduler.cancel.
+ */
+import type { LlamaErrorCode, NativeSamplingOptions, SchedulerEvent } from "@darkbloom/native/llama";
+import { EngineError, type GenerationRequest, type TokenEvent } from "../engine.js";
+import { GenerationJob } from "../generation-job.js";
+
+/** The native scheduler's seeds are 0 to 2^32-2 (2^32-1 means "random" to llama.cpp). */
+const SEED_MODULUS = 2 ** 32 - 1;
+/** The penalties' look-back, as the llama engine sets it (job.ts: at least 64, at most 1024 tokens). */
+const MAX_PENALTY_WINDOW = 1024;
+
+/** What a job needs of its scheduler and engine. */
+export interface NativeJobHost {
+  /** Stops the request in the scheduler (its row is freed at the next step boundary). */
+  cancel(job: NativeJob): void;
+  /** The job settled: counted and forgotten. */
+  settled(job: NativeJob, outcome: "completed" | "cancelled" | "failed"): void;
+  /** One more sampled token, for the engine's counters. */
+  tokenGenerated(): void;
+}
+
+export class NativeJob extends GenerationJob {
+  /** The scheduler's id of this request (engine-unique: a request id may come back while its old run drains). */
+  schedulerId = "";
+  /** Submitted to the scheduler (until then cancel() has nothing to stop there). */
+  submitted = false;
+
+  constructor(
+    request: GenerationRequest,
+    onToken: (event: TokenEvent) => void,
+    private readonly host: NativeJobHost,
+  ) {
+    super(request, onToken);
+  }
+
+  protected cancelled(): void {
+    if (this.submitted) this.host.cancel(this);
+    this.host.settled(this, "cancelled");
+  }
+
+  /**
+   * The scheduler's sampling for the request, as the llama engine maps SamplingOptions (job.ts):
+   * temperature, top-k, top-p, no min-p, the seed, and presence/frequency penalties (repeat penalty
+   * off) over the last min(1024, max(64, maxTokens)) tokens. One difference the addon imposes: its
+   * penalties look back over the prompt as well as the generated tokens.
+   */
+  sampling(): NativeSamplingOptions {
+    const s = this.request.sampling;
+    const options: NativeSamplingOptions = {
+      temperature: s.temperature,
+      topK: s.topK,
+      topP: s.topP,
+      minP: 0,
+      seed: this.seed % SEED_MODULUS,
+    };
+    if (s.presencePenalty || s.frequencyPenalty) {
+      options.repeatPenalty = 1;
+      options.presencePenalty = s.presencePenalty ?? 0;
+      options.frequencyPenalty = s.frequencyPenalty ?? 0;
+      options.penaltyLastN = Math.min(MAX_PENALTY_WINDOW, Math.max(64, s.maxTokens));
+    }
+    return options;
+  }
+
+  /** One scheduler event for this request. */
+  onEvent(event: SchedulerEvent): void {
+    if (this.settled) return;
+    if (event.kind === "tokens") {
+      if (this.phase !== "decoding") this.phase = "decoding";
+      for (const token of event.tokens) {
+        this.host.tokenGenerated();
+        // "length" is the scheduler's to report (its done event follows the last token).
+        if (this.accept(token) === "stop") {
+          this.host.cancel(this);
+          this.finish("stop");
+          this.host.settled(this, "completed");
+          return;
+        }
+      }
+    } else if (event.kind === "done") {
+      if (event.reason === "cancelled") {
+        // Cancelled in the scheduler without our asking: the scheduler (or its model) was closed.
+        this.finish("cancelled");
+        this.host.settled(this, "cancelled");
+      } else {
+        this.finish(this.flushText(event.reason));
+        this.host.settled(this, "completed");
+      }
+    } else {
+      this.fail(nativeEngineError(event.code, event.message));
+      this.host.settled(this, "failed");
+    }
+  }
+}
+
+/**
+ * The EngineError of a native error code (an error event's, or a thrown addon error's): a full queue
+ * is engine_busy (503) and a context overrun context_length_exceeded (400), as the llama engine says
+ * them; anything else is the engine's failure.
+ */
+export function nativeEngineError(
+  code: LlamaErrorCode | undefined,
+  message: string,
+  cause?: unknown,
+): EngineError {
+  const options = cause === undefined ? undefined : { cause };
+  if (code === "busy") return new EngineError("engine_busy", message, 503, options);
+  if (code === "context_length_exceeded")
+    return new EngineError("context_length_exceeded", message, 400, options);
+  return new EngineError("engine_failed", `generation failed: ${message}`, 500, options);
+}
