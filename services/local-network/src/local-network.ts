@@ -22,6 +22,8 @@ export interface LocalNetworkOptions {
   log: (line: string) => void;
   /** Aborting it during the start stops whatever was started; the start then rejects. */
   signal?: AbortSignal | undefined;
+  /** The providers' engine (`darkbloom serve --engine`; default: the daemon's own default, auto). */
+  engine?: "auto" | "llama" | "native" | undefined;
 }
 
 export interface LocalNetwork {
@@ -142,6 +144,7 @@ export async function startLocalNetwork(o: LocalNetworkOptions): Promise<LocalNe
             "off",
             // A development network: the CPU serves where there is no GPU.
             "--allow-cpu",
+            ...(o.engine ? ["--engine", o.engine] : []),
           ],
           join(logs, `provider-${i}.log`),
         ),
