@@ -45,6 +45,13 @@ export interface ConformanceTarget {
    * ggml's flash-attention KV split (which would break batch invariance there) never splits.
    */
   longPromptThreads?: number;
+  /**
+   * Whether rows submitted together are sure to share decode steps (default true). Not the native
+   * engine's: its engine thread starts decoding the first row while the JS thread still renders the
+   * next prompts, so how many steps they share depends on the machine's load (its batching is
+   * checked at the addon, native/src/llama.test.ts).
+   */
+  sharedStepsObservable?: boolean;
 }
 
 export const PROMPTS = [
@@ -232,7 +239,7 @@ export function engineConformance(target: ConformanceTarget): void {
       expect(batched.map((r) => r.text)).toEqual(sequential.slice(0, 4).map((r) => r.text));
       expect(batchedSeeded.map((r) => r.text)).toEqual(sequential.slice(4).map((r) => r.text));
       // 4 rows × 31 decoded tokens each (the first comes from the prompt pass) share the steps.
-      expect(batchedSteps).toBeLessThanOrEqual(40);
+      if (target.sharedStepsObservable !== false) expect(batchedSteps).toBeLessThanOrEqual(40);
       const stats = engine.stats();
       expect(stats.decodeTokensPerSecond).toBeGreaterThan(0);
       expect(stats.prefillTokensPerSecond).toBeGreaterThan(0);

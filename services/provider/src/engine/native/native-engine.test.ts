@@ -19,5 +19,6 @@ describe.skipIf(!addonTestable())("native engine", () => {
     name: "native engine",
     backend: "native-llama",
     create: (options) => new NativeEngine(options),
+    sharedStepsObservable: false,
   });
 });
