@@ -90,9 +90,13 @@ export async function startFakeApiServer(options: FakeApiServerOptions = {}): Pr
   });
   // One port, two protocols: plain HTTP (the `url`, for clients that send tokens over it) and TLS
   // (the kubeconfigs' server, since client-go sends no credentials over plain HTTP).
+  // Idle connections are kept as kube-apiserver keeps them, longer than client-go's 90 s idle
+  // timeout: with Node's default of 5 s, a busy machine lets kubectl reuse a connection the server is
+  // closing at that moment, and a PATCH (never retried) ends in "Unable to connect to the server: EOF".
+  const serving = { noDelay: true, keepAliveTimeout: 120_000 };
   const listening = await listenDual(
-    createHttpServer({ noDelay: true }, listener),
-    createHttpsServer({ key: TLS_KEY, cert: TLS_CERT, noDelay: true }, listener),
+    createHttpServer(serving, listener),
+    createHttpsServer({ key: TLS_KEY, cert: TLS_CERT, ...serving }, listener),
   );
   address = `127.0.0.1:${listening.port}`;
   const url = `http://${address}`;
