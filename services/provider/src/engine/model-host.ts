@@ -102,6 +102,15 @@ export interface OptionChecks {
   more?: (() => void) | undefined;
 }
 
+/** A runner's share of the engine's stats. */
+export interface RunnerLoad {
+  rows: number;
+  busyRows: number;
+  queued: number;
+  usedCells: number;
+  totalCells: number;
+}
+
 /** What the host needs of a loaded model. */
 export interface HostedRunner {
   readonly file: ModelFile;
@@ -194,7 +203,6 @@ export abstract class ModelHostEngine<R extends HostedRunner, J extends Generati
   // Hooks: what each engine does its own way
 
   abstract device(): Promise<EngineDevice>;
-  abstract stats(): ModelHostStats;
   /** The node-llama-cpp instance's GPU use and thread limit (shared by all its contexts). */
   protected abstract llamaSetup(): Promise<LlamaSetup>;
   /** What the log and errors call that instance when it cannot be had ("llama.cpp", "node-llama-cpp"). */
@@ -452,15 +460,24 @@ export abstract class ModelHostEngine<R extends HostedRunner, J extends Generati
 
   // ---------------------------------------------------------------------------------------------
 
-  /** The stats both engines report, from what each measured of its runners. */
-  protected hostStats(slots: {
-    busySlots: number;
-    totalSlots: number;
-    queueDepth: number;
-    usedCells: number;
-    totalCells: number;
-  }): ModelHostStats {
-    const { busySlots, totalSlots, queueDepth, usedCells, totalCells } = slots;
+  /** What one runner holds now, for stats(): the engine knows how its rows and cells are kept. */
+  protected abstract runnerLoad(runner: R): RunnerLoad;
+
+  /** The stats both engines report: every runner's load summed, with the meters' counters and rates. */
+  stats(): ModelHostStats {
+    let busySlots = 0;
+    let totalSlots = 0;
+    let queueDepth = this.preparing.size;
+    let usedCells = 0;
+    let totalCells = 0;
+    for (const runner of this.runners.values()) {
+      const load = this.runnerLoad(runner);
+      busySlots += load.busyRows;
+      totalSlots += load.rows;
+      queueDepth += load.queued;
+      usedCells += load.usedCells;
+      totalCells += load.totalCells;
+    }
     const { counters, rates } = this.meters;
     return {
       busySlots,

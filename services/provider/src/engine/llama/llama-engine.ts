@@ -24,6 +24,7 @@ import {
   ModelHostEngine,
   type ModelHostOptions,
   type ModelHostStats,
+  type RunnerLoad,
 } from "../model-host.js";
 import { Job } from "./job.js";
 import { type ModelRunner, openModelRunner } from "./model-runner.js";
@@ -135,20 +136,14 @@ export class LlamaEngine extends ModelHostEngine<ModelRunner, Job> {
 
   // ---------------------------------------------------------------------------------------------
 
-  stats(): LlamaEngineStats {
-    let busySlots = 0;
-    let totalSlots = 0;
-    let queueDepth = this.preparing.size;
-    let usedCells = 0;
-    let totalCells = 0;
-    for (const runner of this.runners.values()) {
-      busySlots += runner.busyRows;
-      totalSlots += runner.rows.length;
-      queueDepth += runner.queue.length;
-      const cells = runner.cells();
-      usedCells += cells.used;
-      totalCells += cells.total;
-    }
-    return this.hostStats({ busySlots, totalSlots, queueDepth, usedCells, totalCells });
+  protected runnerLoad(runner: ModelRunner): RunnerLoad {
+    const cells = runner.cells();
+    return {
+      rows: runner.rows.length,
+      busyRows: runner.busyRows,
+      queued: runner.queue.length,
+      usedCells: cells.used,
+      totalCells: cells.total,
+    };
   }
 }

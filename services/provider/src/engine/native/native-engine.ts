@@ -14,7 +14,7 @@ import type { Llama } from "node-llama-cpp";
 import type { EngineDevice, EngineError, GenerationRequest, ModelFile, TokenEvent } from "../engine.js";
 import type { LlamaEngineOptions } from "../llama/llama-engine.js";
 import { errorMessage } from "../meters.js";
-import { type LlamaSetup, ModelHostEngine, type ModelHostStats } from "../model-host.js";
+import { type LlamaSetup, ModelHostEngine, type ModelHostStats, type RunnerLoad } from "../model-host.js";
 import { IncrementalDetokenizer } from "../text.js";
 import { NativeJob, type NativeJobHost, nativeEngineError } from "./native-job.js";
 import { type NativeRunner, openNativeRunner } from "./native-runner.js";
@@ -147,25 +147,14 @@ export class NativeEngine extends ModelHostEngine<NativeRunner, NativeJob> {
 
   // ---------------------------------------------------------------------------------------------
 
-  stats(): NativeEngineStats {
-    let busySlots = 0;
-    let totalSlots = 0;
-    let queueDepth = this.preparing.size;
-    let usedCells = 0;
-    let totalCells = 0;
-    for (const runner of this.runners.values()) {
-      runner.sample(this.meters);
-      totalSlots += runner.rows;
-      const s = runner.schedulerStats();
-      if (!s) continue;
-      // A row whose request settled here (cancelled, stopped) is freed at the scheduler's next step:
-      // count only rows and queue places of requests still unsettled.
-      const busy = Math.min(s.busyRows, runner.jobs.size);
-      busySlots += busy;
-      queueDepth += Math.min(s.queued, runner.jobs.size - busy);
-      usedCells += s.kvCellsUsed;
-      totalCells += s.kvCells;
-    }
-    return this.hostStats({ busySlots, totalSlots, queueDepth, usedCells, totalCells });
+  protected runnerLoad(runner: NativeRunner): RunnerLoad {
+    runner.sample(this.meters);
+    const s = runner.schedulerStats();
+    if (!s) return { rows: runner.rows, busyRows: 0, queued: 0, usedCells: 0, totalCells: 0 };
+    // A row whose request settled here (cancelled, stopped) is freed at the scheduler's next step:
+    // count only rows and queue places of requests still unsettled.
+    const busyRows = Math.min(s.busyRows, runner.jobs.size);
+    const queued = Math.min(s.queued, runner.jobs.size - busyRows);
+    return { rows: runner.rows, busyRows, queued, usedCells: s.kvCellsUsed, totalCells: s.kvCells };
   }
 }
