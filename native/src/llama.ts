@@ -78,7 +78,7 @@ export interface NativeSamplingOptions {
   minP?: number;
   /** 0 to 2^32-2; absent: a random seed. Each row has its own RNG. */
   seed?: number;
-  /** 1 = off. Penalties look back over the prompt and the generated tokens (penaltyLastN of them). */
+  /** 1 = off. Penalties look back over the generated tokens only (the last penaltyLastN of them). */
   repeatPenalty?: number;
   presencePenalty?: number;
   frequencyPenalty?: number;

@@ -186,10 +186,11 @@ void Engine::Admit() {
     r.prompt = std::move(s.prompt);
     r.maxTokens = s.maxTokens;
     r.admitted = ++admissions_;
+    // Penalties look back over the generated tokens only (the chain accepts each sampled token):
+    // OpenAI defines presence and frequency penalties on what was sampled so far, and vLLM and the
+    // llama engine (node-llama-cpp) count them that way; llama-server's counting of the prompt too
+    // would make the same request sample differently on the two engines.
     r.chain = BuildSamplerChain(s.sampling, nVocab_);
-    // Penalties look back over the prompt too, as llama.cpp's server does.
-    if (s.sampling.penalized())
-      for (llama_token t : r.prompt) llama_sampler_accept(r.chain, t);
   }
 }
 

@@ -45,8 +45,8 @@ export class NativeJob extends GenerationJob {
   /**
    * The scheduler's sampling for the request, as the llama engine maps SamplingOptions (job.ts):
    * temperature, top-k, top-p, no min-p, the seed, and presence/frequency penalties (repeat penalty
-   * off) over the last min(1024, max(64, maxTokens)) tokens. One difference the addon imposes: its
-   * penalties look back over the prompt as well as the generated tokens.
+   * off) over the last min(1024, max(64, maxTokens)) generated tokens (never the prompt's, as in
+   * the llama engine).
    */
   sampling(): NativeSamplingOptions {
     const s = this.request.sampling;
