@@ -341,13 +341,18 @@ describe.skipIf(!addonTestable())("the llama addon on a tiny synthesized model",
     // greedy continuation up to the first token that repeats one before it (greedy output does not
     // depend on where the prompt ends, so that token comes next). The prompt must not push it down.
     const base = Array.from(prompt(PROMPTS[1] ?? ""));
-    const continuation = (await generate(s, { prompt: Int32Array.from(base), maxTokens: 64, sampling: GREEDY }))
-      .tokens;
+    const continuation = (
+      await generate(s, { prompt: Int32Array.from(base), maxTokens: 64, sampling: GREEDY })
+    ).tokens;
     const at = continuation.findIndex((t, i) => base.includes(t) || continuation.slice(0, i).includes(t));
     const found = at < 0 ? undefined : continuation[at];
     const tokens = [...base, ...continuation.slice(0, Math.max(0, at))];
     expect(found).toBeDefined();
-    const penalized = await generate(s, { prompt: Int32Array.from(tokens), maxTokens: 24, sampling: penalties });
+    const penalized = await generate(s, {
+      prompt: Int32Array.from(tokens),
+      maxTokens: 24,
+      sampling: penalties,
+    });
     expect(penalized.tokens[0]).toBe(found);
     // And they do act on what it generated: with every repeat penalized, no token comes back as often.
     const free = await generate(s, { prompt: Int32Array.from(tokens), maxTokens: 24, sampling: GREEDY });
