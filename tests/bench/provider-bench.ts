@@ -2,7 +2,7 @@
 // (coordinator + provider daemon over HTTP), side by side in one run on one synthesized model.
 // Usage: npm run bench:provider -- [--model qwen3-0.6b] [--threads 2] [--batches 1,2,4]
 //          [--prompt-tokens 256] [--gen-tokens 64] [--rounds 5] [--summary median|best] [--max-context N] [--json]
-import { link, mkdir, mkdtemp, readFile, rename, rm, stat } from "node:fs/promises";
+import { link, mkdir, mkdtemp, rm } from "node:fs/promises";
 import { cpus } from "node:os";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
@@ -15,9 +15,9 @@ import {
   LlamaEngine,
   MODEL_SHAPES,
   modelPath,
-  readModelFile,
-  synthesizeModel,
 } from "@darkbloom/provider";
+import { benchModel } from "./bench-model.js";
+import { measureCpuPressure, percentOf } from "./load/pressure.js";
 
 const USAGE =
   "usage: npm run bench:provider -- [--model SHAPE] [--threads N] [--batches 1,2,4] [--prompt-tokens N] " +
@@ -83,25 +83,8 @@ const summary: bench.RoundSummary = values.summary;
 const maxBatch = Math.max(...batches);
 const progress = (line: string) => process.stderr.write(`provider-bench: ${line}\n`);
 
-async function exists(path: string): Promise<boolean> {
-  return stat(path).then(
-    () => true,
-    () => false,
-  );
-}
-
-// 1. The model, synthesized once into the cache (seed 0 and Q8_0, as `darkbloom models synth` writes it).
-const cacheDir = resolve(String(values["cache-dir"]));
-const cachedModel = modelPath(cacheDir, shapeName);
-if (!(await exists(cachedModel))) {
-  await mkdir(cacheDir, { recursive: true });
-  progress(`synthesizing ${shapeName} (Q8_0) into ${cacheDir}`);
-  const partial = `${cachedModel}.partial`;
-  await synthesizeModel({ shape: shapeName, seed: 0, outPath: partial, quantization: "Q8_0" });
-  await rename(partial, cachedModel);
-}
-const model = await readModelFile(cachedModel);
-progress(`model ${model.id}: ${(model.sizeBytes / 2 ** 20).toFixed(0)} MiB ${model.quantization}`);
+// 1. The model, synthesized once into the cache.
+const model = await benchModel(resolve(String(values["cache-dir"])), shapeName, progress);
 
 // 2. The three targets: direct, engine alone, full stack. All three stay up for the whole run, so the
 // rounds interleave them and a noisy stretch of this shared machine hits all alike.
@@ -130,7 +113,6 @@ await link(model.path, modelPath(providerModels, shapeName)); // not synthesized
 // what startLocalNetwork passes to its one provider: the engine's auto rule for the model.
 process.env.DARKBLOOM_MAX_CONTEXT = String(contextSize);
 process.env.DARKBLOOM_MAX_BATCH = String(maxBatch);
-process.env.DARKBLOOM_IDLE_TIMEOUT = "0";
 const daemonThreads = chooseThreads({
   modelBytes: model.sizeBytes,
   topology: await detectTopology(),
@@ -154,15 +136,8 @@ const stack = bench.httpTarget({
   maxSockets: maxBatch,
 });
 
-/** Linux PSI: microseconds some runnable task waited for a CPU (this benchmark's threads included). */
-async function cpuStallMicros(): Promise<number | undefined> {
-  const text = await readFile("/proc/pressure/cpu", "utf8").catch(() => "");
-  const total = /^some .*total=(\d+)/m.exec(text)?.[1];
-  return total === undefined ? undefined : Number(total);
-}
-
 let results: bench.TargetResult[];
-const stallBefore = await cpuStallMicros();
+const pressure = measureCpuPressure();
 const measureStarted = performance.now();
 try {
   const prompts = new bench.PromptSet(direct.tokenizer, promptTokens);
@@ -211,13 +186,9 @@ const checksOf = (of: bench.RoundSummary) => {
   ];
 };
 const checks = { median: checksOf("median"), best: checksOf("best") };
-const stallAfter = await cpuStallMicros();
 const measuredMs = performance.now() - measureStarted;
-/** Share of the measuring time in which some task waited for a CPU: how contended the machine was. */
-const cpuPressure =
-  stallBefore === undefined || stallAfter === undefined
-    ? undefined
-    : Math.round(((stallAfter - stallBefore) / 1000 / measuredMs) * 1000) / 10;
+/** Percent of the measuring time in which some task waited for a CPU: how contended the machine was. */
+const cpuPressure = percentOf(pressure());
 const machine = `${cpus().length} x ${cpus()[0]?.model ?? "CPU"}, Node ${process.version}`;
 if (values.json) {
   process.stdout.write(

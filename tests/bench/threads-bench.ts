@@ -3,7 +3,6 @@
 // services/provider/src/engine/threads.ts) and the best explicit count, in one run, rounds interleaved.
 // Usage: npm run bench:threads -- [--models tiny,qwen3-0.6b] [--threads 1,2] [--batches 1,4]
 //          [--prompt-tokens 256] [--gen-tokens 128] [--rounds 3] [--cache-dir DIR] [--json]
-import { mkdir, readFile, rename, stat } from "node:fs/promises";
 import { availableParallelism, cpus } from "node:os";
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
@@ -13,11 +12,10 @@ import {
   detectTopology,
   isModelShapeName,
   LlamaEngine,
-  type ModelFile,
-  modelPath,
-  readModelFile,
-  synthesizeModel,
+  type ModelShapeName,
 } from "@darkbloom/provider";
+import { benchModel } from "./bench-model.js";
+import { measureCpuPressure, percentOf } from "./load/pressure.js";
 
 const USAGE =
   "usage: npm run bench:threads -- [--models tiny,qwen3-0.6b] [--threads 1,2] [--batches 1,4] " +
@@ -84,35 +82,6 @@ function spread(n: number): number[] {
   return [...new Set([1, 2, 4, Math.floor(n / 4), Math.floor(n / 2), n])].sort((a, b) => a - b);
 }
 
-async function exists(path: string): Promise<boolean> {
-  return stat(path).then(
-    () => true,
-    () => false,
-  );
-}
-
-/** The shape synthesized once into the cache (seed 0, Q8_0, as `darkbloom models synth` writes it). */
-async function cachedModel(shape: string): Promise<ModelFile> {
-  const cacheDir = resolve(String(values["cache-dir"]));
-  const path = modelPath(cacheDir, shape);
-  if (!(await exists(path))) {
-    await mkdir(cacheDir, { recursive: true });
-    progress(`synthesizing ${shape} (Q8_0) into ${cacheDir}`);
-    const partial = `${path}.partial`;
-    if (!isModelShapeName(shape)) throw new Error(`unknown shape ${shape}`);
-    await synthesizeModel({ shape, seed: 0, outPath: partial, quantization: "Q8_0" });
-    await rename(partial, path);
-  }
-  return readModelFile(path);
-}
-
-/** Linux PSI: microseconds some runnable task waited for a CPU (this benchmark's threads included). */
-async function cpuStallMicros(): Promise<number | undefined> {
-  const text = await readFile("/proc/pressure/cpu", "utf8").catch(() => "");
-  const total = /^some .*total=(\d+)/m.exec(text)?.[1];
-  return total === undefined ? undefined : Number(total);
-}
-
 interface ModelRun {
   shape: string;
   sizeBytes: number;
@@ -124,7 +93,7 @@ interface ModelRun {
 
 const runs: ModelRun[] = [];
 for (const shape of shapes) {
-  const model = await cachedModel(shape);
+  const model = await benchModel(resolve(String(values["cache-dir"])), shape as ModelShapeName, progress);
   const choice = chooseThreads({ modelBytes: model.sizeBytes, topology });
   progress(`${shape}: ${(model.sizeBytes / 2 ** 20).toFixed(1)} MiB; auto: ${choice.reason}`);
   // One engine per thread count, all loaded for the whole run: each round runs every count in turn,
@@ -139,8 +108,7 @@ for (const shape of shapes) {
   const direct = await bench.openDirectTarget(model.path, { threads: 1, contextSize: 1024 });
   const prompts = new bench.PromptSet(direct.tokenizer, promptTokens);
   const targets = [...engines.entries()].map(([name, engine]) => bench.engineTarget(engine, model.id, name));
-  const stallBefore = await cpuStallMicros();
-  const started = performance.now();
+  const pressure = measureCpuPressure();
   let results: bench.TargetResult[];
   try {
     for (const engine of engines.values()) await engine.load(model);
@@ -159,18 +127,13 @@ for (const shape of shapes) {
     for (const engine of engines.values()) await engine.close().catch(() => {});
     await direct.close().catch(() => {});
   }
-  const stallAfter = await cpuStallMicros();
-  const ms = performance.now() - started;
   runs.push({
     shape,
     sizeBytes: model.sizeBytes,
     autoThreads: choice.threads,
     autoReason: choice.reason,
     results,
-    cpuPressurePercent:
-      stallBefore === undefined || stallAfter === undefined
-        ? undefined
-        : Math.round(((stallAfter - stallBefore) / 1000 / ms) * 1000) / 10,
+    cpuPressurePercent: percentOf(pressure()),
   });
 }
 

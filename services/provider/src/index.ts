@@ -3,6 +3,7 @@
 export {
   isModelShapeName,
   MODEL_SHAPES,
+  type ModelShapeName,
   type SynthesizeOptions,
   type SynthesizeResult,
   synthesizeModel,
@@ -39,6 +40,7 @@ export {
 } from "./daemon.js";
 export * from "./engine/engine.js";
 export { LlamaEngine, type LlamaEngineOptions, type LlamaEngineStats } from "./engine/llama/llama-engine.js";
+export { NativeEngine, type NativeEngineOptions } from "./engine/native/native-engine.js";
 export {
   chooseThreads,
   MIB_PER_THREAD,

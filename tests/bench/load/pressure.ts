@@ -23,3 +23,8 @@ export function measureCpuPressure(): () => number | undefined {
     return Math.min(1, Math.max(0, (endTotal - startTotal) / elapsedUs));
   };
 }
+
+/** A share as a percentage with one decimal (undefined stays undefined). */
+export function percentOf(share: number | undefined): number | undefined {
+  return share === undefined ? undefined : Math.round(share * 1000) / 10;
+}

@@ -55,6 +55,7 @@ describe("summarizeBatch", () => {
     expect(m.decodeTokensPerSecondPerRow).toBeCloseTo(25.6); // 64 tokens in 2.5 s
     expect(m.decodeTokensPerSecondAggregate).toBeCloseTo(25.6);
     expect(m.wallMs).toBe(3_000);
+    expect(m.tokensPerSecondWall).toBeCloseTo(65 / 3);
     expect(m.shortRows).toBe(0);
   });
 
@@ -296,6 +297,7 @@ describe("formatComparison", () => {
     decodeTokensPerSecondAggregate: agg,
     decodeTokensPerSecondSteady: agg,
     wallMs: 3000,
+    tokensPerSecondWall: (64 * batch) / 3,
   });
   const result = (target: string, aggs: number[]): TargetResult => ({
     target,

@@ -14,7 +14,7 @@ import {
 } from "node-llama-cpp";
 import type { BenchTokenizer } from "./prompts.js";
 import type { RowTiming } from "./stats.js";
-import { type BenchTarget, now } from "./target.js";
+import { type BenchRow, type BenchTarget, now } from "./target.js";
 
 export interface DirectTargetOptions {
   /** CPU threads for evaluation (the engine's `threads`). */
@@ -97,9 +97,9 @@ export async function openDirectTarget(
 
   const runRow = async (
     sequence: LlamaContextSequence,
-    prompt: string,
-    genTokens: number,
+    { prompt, genTokens, startAfter, onToken }: BenchRow,
   ): Promise<RowTiming> => {
+    await startAfter;
     const startMs = now();
     const tokens = promptTokens(prompt);
     let completionTokens = 0;
@@ -112,6 +112,7 @@ export async function openDirectTarget(
       firstTokenMs ??= at;
       lastTokenMs = at;
       tokenTimesMs.push(at);
+      onToken?.(at, 1);
       if (++completionTokens >= genTokens) {
         finishReason = "length";
         break;
@@ -136,10 +137,10 @@ export async function openDirectTarget(
       detokenize: (tokens) => model.detokenize(tokens as Token[]),
       addedTokens: addBos ? 1 : 0,
     },
-    async runBatch(prompts, genTokens) {
-      const { sequences } = await contextFor(prompts.length);
+    async runRows(rows) {
+      const { sequences } = await contextFor(rows.length);
       try {
-        return await Promise.all(prompts.map((p, i) => runRow(sequences[i]!, p, genTokens)));
+        return await Promise.all(rows.map((row, i) => runRow(sequences[i]!, row)));
       } finally {
         for (const sequence of sequences) await sequence.clearHistory();
       }

@@ -16,6 +16,12 @@ export const TABLE_METRICS: readonly Metric[] = [
   { label: "decode tok/s all rows busy", field: "decodeTokensPerSecondSteady", digits: 1 },
 ];
 
+/** The same and what a batch delivered over its whole wall time (for engines that stream in bursts). */
+export const WALL_METRICS: readonly Metric[] = [
+  ...TABLE_METRICS,
+  { label: "tok/s over wall time", field: "tokensPerSecondWall", digits: 1 },
+];
+
 /** What each metric of the table measures (printed under it). */
 export const METRIC_NOTES =
   "TTFT: submit to the first text (median of the rows). prefill: all rows' prompt tokens / the last row's TTFT.\n" +
@@ -23,6 +29,10 @@ export const METRIC_NOTES =
   "aggregate: all rows' tokens after their first / the first row's first token to the last row's last token\n" +
   "  (includes the prompts of rows that join later, which the engine interleaves with the decode steps).\n" +
   "all rows busy: tokens / time while every row decodes (the last row's first token to the first row's last).\n";
+
+/** The note of WALL_METRICS' last line. */
+export const WALL_METRIC_NOTE =
+  "over wall time: all rows' completion tokens / submit to the last token (prompts included).\n";
 
 /** A ratio column: numerator target / denominator target. */
 export type RatioColumn = readonly [numerator: string, denominator: string];
@@ -55,6 +65,7 @@ export function formatComparison(
   results: readonly TargetResult[],
   ratios: readonly RatioColumn[] = [],
   summary: RoundSummary = "median",
+  metrics: readonly Metric[] = TABLE_METRICS,
 ): string {
   const byTarget = new Map(
     results.map((r) => [r.target, new Map(r.batches.map((b) => [b.batch, b[summary]]))]),
@@ -63,7 +74,7 @@ export function formatComparison(
   const header = ["batch", "metric", ...results.map((r) => r.target), ...ratios.map(([a, b]) => `${a}/${b}`)];
   const lines: string[][] = [header];
   for (const batch of batches) {
-    for (const metric of TABLE_METRICS) {
+    for (const metric of metrics) {
       const value = (target: string) => byTarget.get(target)?.get(batch)?.[metric.field] ?? Number.NaN;
       lines.push([
         String(batch),

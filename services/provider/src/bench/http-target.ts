@@ -5,7 +5,7 @@
 import http from "node:http";
 import https from "node:https";
 import type { RowTiming } from "./stats.js";
-import { type BenchTarget, now } from "./target.js";
+import { type BenchRow, type BenchTarget, now } from "./target.js";
 
 export interface HttpTargetOptions {
   /** The API base URL, e.g. http://127.0.0.1:8080/v1. */
@@ -54,8 +54,9 @@ export function httpTarget(options: HttpTargetOptions): BenchTarget {
   const client = base.protocol === "https:" ? https : http;
   const agent = new client.Agent({ keepAlive: true, maxSockets: options.maxSockets ?? 16 });
 
-  const runRow = (prompt: string, genTokens: number): Promise<RowTiming> =>
-    new Promise<RowTiming>((resolve, reject) => {
+  const runRow = async ({ prompt, genTokens, startAfter, onToken }: BenchRow): Promise<RowTiming> => {
+    await startAfter;
+    return new Promise<RowTiming>((resolve, reject) => {
       const body = Buffer.from(
         JSON.stringify({
           model: options.model,
@@ -114,6 +115,7 @@ export function httpTarget(options: HttpTargetOptions): BenchTarget {
                 firstTokenMs ??= at;
                 lastTokenMs = at;
                 tokenTimesMs.push(at);
+                onToken?.(at, 1);
               }
               if (choice?.finish_reason) finishReason = choice.finish_reason;
               if (event.usage) {
@@ -128,7 +130,11 @@ export function httpTarget(options: HttpTargetOptions): BenchTarget {
             else
               resolve({
                 promptTokens,
-                completionTokens,
+                // A row that ended at its length generated exactly max_tokens: the figure the engines
+                // report. Darkbloom's usage is the coordinator's own count of the text (what it bills),
+                // which on a random-weights model exceeds the tokens generated (its text retokenizes
+                // into more pieces), and would inflate the stack's rates against everyone else's.
+                completionTokens: finishReason === "length" ? genTokens : completionTokens,
                 startMs,
                 firstTokenMs,
                 lastTokenMs,
@@ -141,10 +147,11 @@ export function httpTarget(options: HttpTargetOptions): BenchTarget {
       req.on("error", reject);
       req.end(body);
     });
+  };
 
   return {
     name: options.name ?? "full stack",
-    runBatch: (prompts, genTokens) => Promise.all(prompts.map((p) => runRow(p, genTokens))),
+    runRows: (rows) => Promise.all(rows.map(runRow)),
     close: async () => agent.destroy(),
   };
 }

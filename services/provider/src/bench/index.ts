@@ -8,8 +8,17 @@ export {
   type RatioColumn,
   type RoundSummary,
   TABLE_METRICS,
+  WALL_METRIC_NOTE,
+  WALL_METRICS,
 } from "./format.js";
 export { type HttpTargetOptions, httpTarget, SseParser } from "./http-target.js";
+export {
+  type JoinMeasurement,
+  type JoinOptions,
+  JoinTooShortError,
+  measureJoin,
+  medianJoin,
+} from "./join.js";
 export { type BenchTokenizer, type BuiltPrompt, buildPrompt, fillerText, PromptSet } from "./prompts.js";
 export {
   type BatchResult,
@@ -38,4 +47,4 @@ export {
   summarizeBatch,
   type TargetCheck,
 } from "./stats.js";
-export { type BenchTarget, engineTarget } from "./target.js";
+export { type BenchRow, type BenchTarget, engineTarget, runBatch } from "./target.js";

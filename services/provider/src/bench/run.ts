@@ -6,7 +6,7 @@ import type { Engine } from "../engine/engine.js";
 import { type DirectTargetOptions, openDirectTarget } from "./direct-target.js";
 import { PromptSet } from "./prompts.js";
 import { type BatchMeasurement, bestMeasurement, medianMeasurement, summarizeBatch } from "./stats.js";
-import { type BenchTarget, engineTarget } from "./target.js";
+import { type BenchTarget, engineTarget, runBatch } from "./target.js";
 
 export interface BenchShape {
   /** Prompt length per row in tokens (the real count is reported). Default 256. */
@@ -69,7 +69,7 @@ export async function runBenchmark(
   const warmup = Array.from({ length: widest }, (_, i) => options.prompts.get(1_000_000 + i).text);
   for (const target of targets) {
     progress(`warming up ${target.name}`);
-    await target.runBatch(warmup, WARMUP_TOKENS);
+    await runBatch(target, warmup, WARMUP_TOKENS);
   }
   const measured = new Map<string, Map<number, BatchMeasurement[]>>(
     targets.map((t) => [t.name, new Map(batches.map((b) => [b, []]))]),
@@ -80,7 +80,7 @@ export async function runBenchmark(
       const prompts = Array.from({ length: batch }, () => options.prompts.get(next++).text);
       for (const target of targets) {
         progress(`round ${round + 1}/${rounds}: ${target.name}, batch ${batch}`);
-        const rows = await target.runBatch(prompts, genTokens);
+        const rows = await runBatch(target, prompts, genTokens);
         measured.get(target.name)?.get(batch)?.push(summarizeBatch(rows, genTokens));
       }
     }

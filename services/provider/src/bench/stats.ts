@@ -46,6 +46,12 @@ export interface BatchMeasurement {
   decodeTokensPerSecondSteady: number;
   /** Submit to the last token of the last row. */
   wallMs: number;
+  /**
+   * All rows' completion tokens / wallMs: what the batch delivered, prompts included. It cannot be
+   * flattered by tokens that reach the consumer in bursts (the rates between token arrivals can,
+   * when an engine steps faster than its consumer reads, as on tiny models).
+   */
+  tokensPerSecondWall: number;
 }
 
 /** The numeric fields of a BatchMeasurement that medians are taken of. */
@@ -59,6 +65,7 @@ export const MEASURED_FIELDS = [
   "decodeTokensPerSecondAggregate",
   "decodeTokensPerSecondSteady",
   "wallMs",
+  "tokensPerSecondWall",
 ] as const satisfies readonly (keyof BatchMeasurement)[];
 
 /**
@@ -121,10 +128,12 @@ export function summarizeBatch(rows: readonly RowTiming[], genTokens: number): B
   const promptTotal = rows.reduce((sum, r) => sum + r.promptTokens, 0);
   const decodeTotal = rows.reduce((sum, r) => sum + decodeTokens(r), 0);
   const lastFirst = firsts.length === rows.length ? Math.max(...firsts) : Number.NaN;
+  const wallMs = lasts.length === 0 ? Number.NaN : Math.max(...lasts) - started;
+  const completionTokens = rows.reduce((sum, r) => sum + r.completionTokens, 0);
   return {
     batch: rows.length,
     promptTokens: promptTotal / rows.length,
-    completionTokens: rows.reduce((sum, r) => sum + r.completionTokens, 0),
+    completionTokens,
     shortRows: rows.filter((r) => r.completionTokens < genTokens).length,
     ttftMs: median(ttfts),
     prefillTokensPerSecond: rate(promptTotal, lastFirst - started),
@@ -135,7 +144,8 @@ export function summarizeBatch(rows: readonly RowTiming[], genTokens: number): B
       firsts.length === rows.length && lasts.length === rows.length
         ? steadyRate(rows, lastFirst, Math.min(...lasts))
         : Number.NaN,
-    wallMs: lasts.length === 0 ? Number.NaN : Math.max(...lasts) - started,
+    wallMs,
+    tokensPerSecondWall: rate(completionTokens, wallMs),
   };
 }
 

@@ -1,14 +1,36 @@
 import type { Engine, Generation, GenerationRequest } from "../engine/engine.js";
 import type { RowTiming } from "./stats.js";
 
-/** Something the benchmark can run a batch of raw-text prompts on (greedy, `genTokens` each). */
+/** One row of a benchmark run: a raw-text prompt generated greedily. */
+export interface BenchRow {
+  prompt: string;
+  genTokens: number;
+  /** Submitted only once this settles (a row joining rows already decoding); at once when absent. */
+  startAfter?: Promise<unknown>;
+  /** Called at the arrival of each piece of completion text, with its time and token count. */
+  onToken?: (atMs: number, tokens: number) => void;
+}
+
+/** Something the benchmark can run rows of raw-text prompts on (greedy, `genTokens` each). */
 export interface BenchTarget {
   /** Column name in the table, e.g. "engine". */
   readonly name: string;
-  /** Submits every prompt at once (one row each) and resolves with each row's timings, in order. */
-  runBatch(prompts: readonly string[], genTokens: number): Promise<RowTiming[]>;
+  /**
+   * Runs the rows together (one sequence each, submitted at once or when their `startAfter` settles)
+   * and resolves with each row's timings, in order.
+   */
+  runRows(rows: readonly BenchRow[]): Promise<RowTiming[]>;
   /** Releases what the target opened (not what it was given). */
   close(): Promise<void>;
+}
+
+/** Submits every prompt at once (one row each) and resolves with each row's timings, in order. */
+export function runBatch(
+  target: BenchTarget,
+  prompts: readonly string[],
+  genTokens: number,
+): Promise<RowTiming[]> {
+  return target.runRows(prompts.map((prompt) => ({ prompt, genTokens })));
 }
 
 /** Milliseconds on the monotonic clock every target uses. */
@@ -23,16 +45,17 @@ let requestSeq = 0;
 export function engineTarget(engine: Engine, modelId: string, name = "engine"): BenchTarget {
   return {
     name,
-    runBatch: (prompts, genTokens) =>
+    runRows: (rows) =>
       Promise.all(
-        prompts.map(async (prompt) => {
+        rows.map(async ({ prompt, genTokens, startAfter, onToken }) => {
+          await startAfter;
           const request: GenerationRequest = {
             id: `bench-${++requestSeq}`,
             model: modelId,
             input: { kind: "text", prompt },
             sampling: { temperature: 0, topP: 1, topK: 0, stop: [], maxTokens: genTokens },
           };
-          return timedGeneration(engine, request).timing;
+          return timedGeneration(engine, request, onToken).timing;
         }),
       ),
     close: async () => {},
@@ -46,6 +69,7 @@ export function engineTarget(engine: Engine, modelId: string, name = "engine"): 
 export function timedGeneration(
   engine: Engine,
   request: GenerationRequest,
+  onToken?: (atMs: number, tokens: number) => void,
 ): { generation: Generation; timing: Promise<RowTiming> } {
   let firstTokenMs: number | undefined;
   let lastTokenMs: number | undefined;
@@ -57,6 +81,7 @@ export function timedGeneration(
     firstTokenMs ??= at;
     lastTokenMs = at;
     for (let i = 0; i < event.tokens; i++) tokenTimesMs.push(at);
+    onToken?.(at, event.tokens);
   });
   const timing = generation.done.then(
     (result): RowTiming => ({
