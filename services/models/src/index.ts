@@ -1,6 +1,7 @@
 // What provider and coordinator must compute identically about a model: the GGUF format, file
 // hashes, the request input and its chat-template prompt, token counts, and the synthesizer that
-// writes test models of real architectures.
+// writes test models of real architectures (GGUF files, and MLX checkpoints with the bridge from their
+// tokenizer.json to a vocabulary GGUF).
 export {
   BodyError,
   type ChatMessage,
@@ -16,6 +17,7 @@ export {
 } from "./chat/prompt.js";
 export { checkInChildProcess, type ValidationVerdict } from "./gguf/child-check.js";
 export * from "./gguf/index.js";
+export * from "./mlx/index.js";
 export { sha256File } from "./sha256-file.js";
 export * from "./synth/index.js";
 export { FastModelTokenizer } from "./tokenizer/fast-model-tokenizer.js";

@@ -1,5 +1,19 @@
 // The model synthesizer; the GGUF format it writes is in models/gguf.
-export { float16Bits, float16Value, fnv1a32, Xoshiro128 } from "./random.js";
+export {
+  type ArchitectureParams,
+  architectureKv,
+  type GgufBpeTokenizer,
+  tokenizerKv,
+} from "./metadata.js";
+export {
+  float16Bits,
+  float16Value,
+  fnv1a32,
+  INT8_STD,
+  int8WeightValues,
+  tensorStream,
+  Xoshiro128,
+} from "./random.js";
 export { isModelShapeName, MODEL_SHAPES, type ModelShape, type ModelShapeName } from "./shapes.js";
 export {
   type ModelPlan,
@@ -17,5 +31,7 @@ export {
   bytesToUnicode,
   CHATML_TEMPLATE,
   LLAMA3_TEMPLATE,
+  type TokenizerFamily,
+  type TokenizerSpec,
   TokenType,
 } from "./tokenizer.js";

@@ -67,6 +67,26 @@ export class Xoshiro128 {
   }
 }
 
+/** Standard deviation of a uniform int8 in [-128, 127]. */
+export const INT8_STD = Math.sqrt((256 * 256 - 1) / 12);
+
+/**
+ * The value each random byte stands for in an unquantized weight of standard deviation `std`: the
+ * byte read as an int8, times a step. The GGUF synthesizer's F32/F16 tensors and the MLX checkpoints
+ * (before rounding and quantizing) hold these values, so both formats carry the same weights.
+ */
+export function int8WeightValues(std: number): Float64Array {
+  const step = std / INT8_STD;
+  const table = new Float64Array(256);
+  for (let b = 0; b < 256; b++) table[b] = (b < 128 ? b : b - 256) * step;
+  return table;
+}
+
+/** A tensor's random stream, keyed by its GGUF name (whatever format the tensor is written in). */
+export function tensorStream(seed: number, ggufName: string): Xoshiro128 {
+  return new Xoshiro128(seed, fnv1a32(ggufName));
+}
+
 function rotl(x: number, k: number): number {
   return (x << k) | (x >>> (32 - k));
 }

@@ -13,7 +13,8 @@ import {
   layoutTensors,
   writeGgufFile,
 } from "../gguf/index.js";
-import { float16Bits, fnv1a32, Xoshiro128 } from "./random.js";
+import { architectureKv, tokenizerKv } from "./metadata.js";
+import { float16Bits, INT8_STD, int8WeightValues, tensorStream } from "./random.js";
 import { isModelShapeName, MODEL_SHAPES, type ModelShape, type ModelShapeName } from "./shapes.js";
 import { buildTokenizer, type TokenizerSpec } from "./tokenizer.js";
 
@@ -106,9 +107,8 @@ function metadata(
   tok: TokenizerSpec,
   seed: number,
 ): GgufKv[] {
-  const a = s.architecture;
-  const kv: GgufKv[] = [
-    { key: "general.architecture", type: "string", value: a },
+  return [
+    { key: "general.architecture", type: "string", value: s.architecture },
     { key: "general.type", type: "string", value: "model" },
     { key: "general.name", type: "string", value: s.displayName },
     {
@@ -119,36 +119,12 @@ function metadata(
     { key: "general.file_type", type: "u32", value: FILE_TYPE[quantization] },
     { key: "general.quantization_version", type: "u32", value: 2 },
     { key: "general.alignment", type: "u32", value: 32 },
-    { key: `${a}.context_length`, type: "u32", value: s.contextLength },
-    { key: `${a}.embedding_length`, type: "u32", value: s.embeddingLength },
-    { key: `${a}.block_count`, type: "u32", value: s.blockCount },
-    { key: `${a}.feed_forward_length`, type: "u32", value: s.feedForwardLength },
-    { key: `${a}.attention.head_count`, type: "u32", value: s.headCount },
-    { key: `${a}.attention.head_count_kv`, type: "u32", value: s.headCountKv },
-    { key: `${a}.attention.key_length`, type: "u32", value: s.headDim },
-    { key: `${a}.attention.value_length`, type: "u32", value: s.headDim },
-    { key: `${a}.attention.layer_norm_rms_epsilon`, type: "f32", value: s.rmsEps },
-    { key: `${a}.rope.freq_base`, type: "f32", value: s.ropeFreqBase },
-    { key: `${a}.rope.dimension_count`, type: "u32", value: s.headDim },
-    { key: `${a}.vocab_size`, type: "u32", value: s.vocabSize },
-    { key: "tokenizer.ggml.model", type: "string", value: "gpt2" },
-    { key: "tokenizer.ggml.pre", type: "string", value: tok.pre },
-    { key: "tokenizer.ggml.tokens", type: "array", itemType: "string", value: tok.tokens },
-    { key: "tokenizer.ggml.token_type", type: "array", itemType: "i32", value: tok.tokenTypes },
-    { key: "tokenizer.ggml.merges", type: "array", itemType: "string", value: tok.merges },
-    { key: "tokenizer.ggml.bos_token_id", type: "u32", value: tok.bosId },
-    { key: "tokenizer.ggml.eos_token_id", type: "u32", value: tok.eosId },
-    { key: "tokenizer.ggml.padding_token_id", type: "u32", value: tok.padId },
-    { key: "tokenizer.ggml.add_bos_token", type: "bool", value: tok.addBos },
-    { key: "tokenizer.chat_template", type: "string", value: tok.chatTemplate },
+    ...architectureKv(s),
+    ...tokenizerKv(tok),
   ];
-  if (tok.eotId !== undefined) kv.push({ key: "tokenizer.ggml.eot_token_id", type: "u32", value: tok.eotId });
-  return kv;
 }
 
 const CHUNK_BYTES = 4 * 1024 * 1024;
-/** Standard deviation of a uniform int8 in [-128, 127]. */
-const INT8_STD = Math.sqrt((256 * 256 - 1) / 12);
 /** Standard deviation of a uniform nibble in [0, 15]. */
 const NIBBLE_STD = Math.sqrt((16 * 16 - 1) / 12);
 
@@ -184,7 +160,7 @@ function randomWeights(
     dims,
     type,
     *chunks() {
-      const rng = new Xoshiro128(seed, fnv1a32(name));
+      const rng = tensorStream(seed, name);
       const total = ggmlTensorBytes(type, dims);
       if (type === GgmlType.Q8_0 || type === GgmlType.Q4_0) {
         const blockBytes = type === GgmlType.Q8_0 ? 34 : 18;
@@ -207,7 +183,7 @@ function randomWeights(
       }
       // F16 / F32: each element is a random int8 times a step, looked up from a 256-entry table
       // (typed arrays in host order; GGUF is little-endian, as are the hosts llama.cpp runs on).
-      const step = std / INT8_STD;
+      const values = int8WeightValues(std);
       const width = type === GgmlType.F16 ? 2 : 4;
       const elements = Math.min(total / width, Math.floor(CHUNK_BYTES / width));
       const random = new Uint8Array(elements);
@@ -216,9 +192,8 @@ function randomWeights(
       const table16 = new Uint16Array(256);
       const table32 = new Float32Array(256);
       for (let b = 0; b < 256; b++) {
-        const v = (b < 128 ? b : b - 256) * step;
-        table16[b] = float16Bits(v);
-        table32[b] = v;
+        table16[b] = float16Bits(values[b]!);
+        table32[b] = values[b]!;
       }
       const out16 = new Uint16Array(out);
       const out32 = width === 4 ? new Float32Array(out) : undefined;
