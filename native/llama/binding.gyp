@@ -13,6 +13,7 @@
       "../addon/llama/engine.cc",
       "../addon/llama/model.cc",
       "../addon/llama/sampling.cc",
+      "../addon/common/sampling_params.cc",
       "../addon/llama/scheduler.cc"
     ],
     "include_dirs": [

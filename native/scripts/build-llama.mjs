@@ -5,7 +5,7 @@
 //    (once; again when the bundle's head changes). Nothing is downloaded.
 // 2. Its static CPU libraries (llama, ggml, ggml-cpu, ggml-base) with cmake into
 //    native/build/llama.cpp-build, only when missing or older than the clone (a few minutes).
-// 3. The addon with node-gyp, only when a source under addon/llama, the gyp file or the libraries
+// 3. The addon with node-gyp, only when a source under addon/llama or addon/common, the gyp file or the libraries
 //    changed. Everything generated lies in git-ignored folders (native/build, native/llama/build).
 // A missing tool is one line and a skip; build.mjs turns a skip into a failure under
 // DARKBLOOM_NATIVE_REQUIRED=1. Run alone: node native/scripts/build-llama.mjs.
@@ -147,7 +147,12 @@ export function buildLlama() {
 
     // 3. The addon.
     const gypFile = join(root, "llama", "binding.gyp");
-    const inputs = Math.max(newest(join(root, "addon", "llama")), mtime(gypFile), mtime(libsStamp));
+    const inputs = Math.max(
+      newest(join(root, "addon", "llama")),
+      newest(join(root, "addon", "common")),
+      mtime(gypFile),
+      mtime(libsStamp),
+    );
     if (mtime(llamaAddonPath) > inputs) {
       say("native: darkbloom_llama is up to date");
       return "up-to-date";

@@ -4,6 +4,9 @@
 //   apt-get install -y libtss2-dev), the keychain addon on macOS. Missing: one line, and the provider
 //   attests with its software key, and says so.
 // - the llama addon (build-llama.mjs): llama.cpp's static libraries and darkbloom_llama.node.
+// - the MLX addon (build-mlx.mjs), only where an MLX installation is found (DARKBLOOM_MLX_DIR, Homebrew's
+//   or the Python wheel's); otherwise one line. CI has no MLX: its skip fails the build only under
+//   DARKBLOOM_MLX_REQUIRED=1.
 // Each is independent: a machine without tss2 still builds llama and vice versa. Both rebuild only
 // when a source is newer than what was built, so `npm test` can call this every time.
 // DARKBLOOM_NATIVE_REQUIRED=1 (CI) turns a skipped build into a failure.
@@ -12,6 +15,7 @@ import { existsSync, readdirSync, statSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { buildLlama, nodeDirArgs, nodeGyp } from "./build-llama.mjs";
+import { buildMlx } from "./build-mlx.mjs";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const required = process.env.DARKBLOOM_NATIVE_REQUIRED === "1";
@@ -68,4 +72,10 @@ function buildKeyAddon() {
 }
 
 const results = [buildKeyAddon(), buildLlama()];
-process.exit(results.includes("failed") || (required && results.includes("skipped")) ? 1 : 0);
+const mlx = buildMlx();
+const failed =
+  results.includes("failed") ||
+  (required && results.includes("skipped")) ||
+  mlx === "failed" ||
+  (process.env.DARKBLOOM_MLX_REQUIRED === "1" && mlx === "skipped");
+process.exit(failed ? 1 : 0);

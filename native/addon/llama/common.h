@@ -1,40 +1,18 @@
-// Shared by the llama addon's files: coded errors and llama.cpp's log.
+// Shared by the llama addon's files: coded errors (../common) and llama.cpp's log.
 #pragma once
 
 #include <napi.h>
 
-#include <stdexcept>
 #include <string>
+
+#include "../common/errors.h"
 
 namespace dbllama {
 
-// Every error that reaches JS carries one of these codes (the TS wrapper's LlamaErrorCode), so callers
-// branch on `code`, never on message text.
-namespace code {
-inline constexpr const char* kModelLoadFailed = "model_load_failed";
-inline constexpr const char* kBadInput = "bad_input";
-inline constexpr const char* kContextLengthExceeded = "context_length_exceeded";
-inline constexpr const char* kBusy = "busy";
-inline constexpr const char* kClosed = "closed";
-inline constexpr const char* kEngineFailed = "engine_failed";
-}  // namespace code
-
-// Thrown off the JS thread (engine, workers) and turned into a JS error with its code on the JS thread.
-struct CodedError : std::runtime_error {
-  std::string code;
-  CodedError(std::string c, const std::string& message) : std::runtime_error(message), code(std::move(c)) {}
-};
-
-inline Napi::Error JsError(Napi::Env env, const std::string& code, const std::string& message) {
-  Napi::Error error = Napi::Error::New(env, message);
-  error.Set("code", Napi::String::New(env, code));
-  return error;
-}
-
-// With NAPI_CPP_EXCEPTIONS a thrown Napi::Error becomes the JS exception of the current call.
-[[noreturn]] inline void Throw(Napi::Env env, const std::string& code, const std::string& message) {
-  throw JsError(env, code, message);
-}
+namespace code = ::darkbloom::code;
+using ::darkbloom::CodedError;
+using ::darkbloom::JsError;
+using ::darkbloom::Throw;
 
 // llama.cpp reports why a load or context creation failed only through its log; the addon keeps the
 // last error line (per thread) so the JS error can say why instead of just "failed".

@@ -1,0 +1,42 @@
+// Per-row sampling options, backend-independent: parsed from JS once here, then turned into a
+// llama_sampler chain (llama/sampling.cc) or run by the MLX backend's host sampler (mlx/sampler.cc).
+#pragma once
+
+#include <napi.h>
+
+#include <cstdint>
+#include <vector>
+
+namespace darkbloom {
+
+struct LogitBias {
+  int32_t token;
+  float bias;
+};
+
+// The "off" value of every filter is the default, so an empty options object samples the model's raw
+// distribution at temperature 1.
+struct SamplingParams {
+  // No seed given: each backend draws a random one per request (llama.cpp's LLAMA_DEFAULT_SEED).
+  static constexpr uint32_t kRandomSeed = 0xFFFFFFFFu;
+
+  float temperature = 1.0f;  // 0 = greedy
+  int32_t topK = 0;          // 0 = off
+  float topP = 1.0f;         // 1 = off
+  float minP = 0.0f;         // 0 = off
+  uint32_t seed = kRandomSeed;
+  float repeatPenalty = 1.0f;  // 1 = off
+  float presencePenalty = 0.0f;
+  float frequencyPenalty = 0.0f;
+  int32_t penaltyLastN = 64;
+  std::vector<LogitBias> logitBias;
+
+  bool penalized() const {
+    return penaltyLastN > 0 && (repeatPenalty != 1.0f || presencePenalty != 0.0f || frequencyPenalty != 0.0f);
+  }
+};
+
+// Throws a bad_input JS error for anything out of range (tokens outside the vocabulary included).
+SamplingParams ParseSampling(Napi::Env env, Napi::Value value, int32_t nVocab);
+
+}  // namespace darkbloom

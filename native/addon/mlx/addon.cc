@@ -1,0 +1,631 @@
+// darkbloom_mlx: the continuous-batching core over MLX, linked against an installed MLX.
+// JS API (see src/mlx.ts): loadModel(config) → Promise<MlxModel>; MlxModel: info, isEog, logits,
+// createScheduler(options, onStep) → Promise<MlxScheduler>, close; MlxScheduler: submit, cancel,
+// stats, close — the llama addon's scheduler contract.
+#include <napi.h>
+
+#include <cmath>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_set>
+#include <vector>
+
+#include "../common/errors.h"
+#include "engine.h"
+
+namespace dbmlx {
+namespace {
+
+using ::darkbloom::JsError;
+using ::darkbloom::Throw;
+
+const napi_type_tag kInternalTag = {0x6461726b626c6f6fULL, 0x6d6d6c7830303031ULL};
+
+// Steps the engine may run ahead of JS.
+constexpr size_t kMaxQueuedSteps = 64;
+
+struct AddonData {
+  Napi::FunctionReference modelClass;
+  Napi::FunctionReference schedulerClass;
+};
+
+bool Tagged(Napi::Value v) { return v.IsExternal() && v.As<Napi::Object>().CheckTypeTag(&kInternalTag); }
+
+double Num(Napi::Value v) { return v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : NAN; }
+
+int32_t IntOption(Napi::Env env, Napi::Object o, const char* key, int32_t fallback, int64_t min, int64_t max) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined() || v.IsNull()) return fallback;
+  double d = Num(v);
+  if (!(d >= min && d <= max && std::floor(d) == d))
+    Throw(env, code::kBadInput,
+          std::string(key) + " must be an integer from " + std::to_string(min) + " to " + std::to_string(max));
+  return static_cast<int32_t>(d);
+}
+
+float FloatOption(Napi::Env env, Napi::Object o, const char* key, float fallback) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined() || v.IsNull()) return fallback;
+  double d = Num(v);
+  if (!std::isfinite(d)) Throw(env, code::kBadInput, std::string("config.") + key + " must be a finite number");
+  return static_cast<float>(d);
+}
+
+std::string Device() {
+  mx::Device d = mx::default_device();
+  if (d.type == mx::Device::cpu) return "cpu";
+#ifdef __APPLE__
+  return "metal";
+#else
+  return "cuda";
+#endif
+}
+
+std::string DtypeName(mx::Dtype t) {
+  if (t == mx::float32) return "float32";
+  if (t == mx::float16) return "float16";
+  if (t == mx::bfloat16) return "bfloat16";
+  return "other";
+}
+
+// Runs `work` on the engine thread, then settles a promise on the JS thread: done(env, result) resolves
+// it; a thrown CodedError rejects it with its code, anything else with failCode; onFail runs (JS
+// thread) before a rejection. done and onFail live on the JS side only (never destroyed on the engine
+// thread, so they may hold what the engine thread must not release).
+template <typename T>
+Napi::Promise OnEngine(Napi::Env env, Engine& engine, std::function<T()> work,
+                       std::function<Napi::Value(Napi::Env, T&)> done, const char* failCode,
+                       std::function<void()> onFail = nullptr) {
+  struct State {
+    Napi::Promise::Deferred deferred;
+    std::function<Napi::Value(Napi::Env, T&)> done;
+    std::function<void()> onFail;
+    std::optional<T> value;
+    std::string code, message;
+  };
+  auto* state = new State{Napi::Promise::Deferred::New(env), std::move(done), std::move(onFail), std::nullopt, {}, {}};
+  Napi::Promise promise = state->deferred.Promise();
+  Napi::ThreadSafeFunction tsfn = Napi::ThreadSafeFunction::New(
+      env, Napi::Function::New(env, [](const Napi::CallbackInfo&) {}), "darkbloom-mlx-call", 0, 1);
+  try {
+    engine.Post([work = std::move(work), tsfn, state, failCode]() mutable {
+      try {
+        state->value.emplace(work());
+      } catch (const CodedError& e) {
+        state->code = e.code;
+        state->message = e.what();
+      } catch (const std::exception& e) {
+        state->code = failCode;
+        state->message = e.what();
+      } catch (...) {
+        state->code = failCode;
+        state->message = "unknown failure";
+      }
+      auto settle = [](Napi::Env env, Napi::Function, State* s) {
+        std::unique_ptr<State> own(s);
+        if (env == nullptr) return;
+        if (!s->value) {
+          if (s->onFail) s->onFail();
+          s->deferred.Reject(JsError(env, s->code, s->message).Value());
+          return;
+        }
+        try {
+          s->deferred.Resolve(s->done(env, *s->value));
+        } catch (const Napi::Error& e) {
+          if (s->onFail) s->onFail();
+          s->deferred.Reject(e.Value());
+        }
+      };
+      tsfn.BlockingCall(state, settle);  // fails only at teardown: the state is left behind then
+      tsfn.Release();
+    });
+  } catch (const CodedError& e) {
+    tsfn.Release();
+    std::unique_ptr<State> own(state);
+    if (state->onFail) state->onFail();
+    Throw(env, e.code, e.what());
+  }
+  return promise;
+}
+
+// What loadModel's engine job hands the MlxModel constructor.
+struct ModelInit {
+  std::shared_ptr<Engine> engine;
+  ModelConfig config;
+  int64_t bytes = 0;
+  std::string dtype, device;
+  int32_t bits = 0;
+};
+
+class MlxModel;
+
+struct SchedulerInit {
+  MlxModel* model = nullptr;
+  std::shared_ptr<Scheduler> core;
+};
+
+class MlxModel : public Napi::ObjectWrap<MlxModel> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "MlxModel",
+                       {
+                           InstanceMethod<&MlxModel::Info>("info"),
+                           InstanceMethod<&MlxModel::IsEog>("isEog"),
+                           InstanceMethod<&MlxModel::Logits>("logits"),
+                           InstanceMethod<&MlxModel::CreateScheduler>("createScheduler"),
+                           InstanceMethod<&MlxModel::Close>("close"),
+                       });
+  }
+
+  explicit MlxModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<MlxModel>(info) {
+    if (!Tagged(info[0])) Throw(info.Env(), code::kBadInput, "models come from loadModel()");
+    init_ = *info[0].As<Napi::External<ModelInit>>().Data();
+    eos_.insert(init_.config.eosTokens.begin(), init_.config.eosTokens.end());
+  }
+
+  ~MlxModel() override {
+    if (init_.engine) init_.engine->Stop();
+  }
+
+  void SchedulerClosed() { openSchedulers_--; }
+  Engine& engine() { return *init_.engine; }
+  int32_t nVocab() const { return init_.config.vocab; }
+
+ private:
+  Engine& Open(Napi::Env env) {
+    if (!init_.engine) Throw(env, code::kClosed, "the model is closed");
+    return *init_.engine;
+  }
+
+  int32_t Token(Napi::Env env, Napi::Value value) const {
+    double d = Num(value);
+    if (!(d >= 0 && d < init_.config.vocab && std::floor(d) == d))
+      Throw(env, code::kBadInput, "token must be an integer from 0 to " + std::to_string(init_.config.vocab - 1));
+    return static_cast<int32_t>(d);
+  }
+
+  Napi::Value Info(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Open(env);
+    const ModelConfig& c = init_.config;
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("architecture", c.architecture);
+    out.Set("nVocab", c.vocab);
+    out.Set("nCtxTrain", c.maxPositionEmbeddings);
+    out.Set("layers", c.layers);
+    out.Set("sizeBytes", Napi::Number::New(env, static_cast<double>(init_.bytes)));
+    out.Set("dtype", init_.dtype);
+    out.Set("device", init_.device);
+    out.Set("bits", init_.bits ? Napi::Number::New(env, init_.bits) : env.Null());
+    return out;
+  }
+
+  Napi::Value IsEog(const Napi::CallbackInfo& info) {
+    Open(info.Env());
+    return Napi::Boolean::New(info.Env(), eos_.count(Token(info.Env(), info[0])) > 0);
+  }
+
+  // Diagnostic: the logits [n, vocab] of every position of a prompt, one forward pass from scratch
+  // (no scheduler), in float32.
+  Napi::Value Logits(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Engine& engine = Open(env);
+    if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+      Throw(env, code::kBadInput, "tokens must be an Int32Array");
+    Napi::Int32Array t = info[0].As<Napi::Int32Array>();
+    if (t.ElementLength() == 0 || t.ElementLength() > 8192) Throw(env, code::kBadInput, "tokens must hold 1 to 8192 tokens");
+    std::vector<int32_t> tokens(t.Data(), t.Data() + t.ElementLength());
+    for (int32_t tok : tokens) Token(env, Napi::Number::New(env, tok));
+    Engine* e = &engine;
+    return OnEngine<std::vector<float>>(
+        env, engine,
+        [e, tokens]() {
+          const Transformer& m = *e->model();
+          const ModelConfig& c = m.config();
+          const int32_t n = static_cast<int32_t>(tokens.size());
+          KvCache cache(c.layers, 1, c.kvHeads, c.headDim, n, 0, m.dtype());
+          auto attend = [&](int32_t layer, const mx::array& q, const mx::array& k, const mx::array& v) {
+            cache.Write(layer, 0, k, v);
+            return cache.Attend(layer, q, n, std::nullopt, true, m.scale());
+          };
+          mx::array logits = m.Logits(m.Hidden(mx::array(tokens.data(), {1, n}, mx::int32), mx::array(0, mx::int32), attend));
+          mx::eval(logits);
+          const float* p = logits.data<float>();
+          return std::vector<float>(p, p + static_cast<size_t>(n) * c.vocab);
+        },
+        [](Napi::Env env, std::vector<float>& v) -> Napi::Value {
+          Napi::Float32Array out = Napi::Float32Array::New(env, v.size());
+          std::copy(v.begin(), v.end(), out.Data());
+          return out;
+        },
+        code::kEngineFailed);
+  }
+
+  Napi::Value CreateScheduler(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Engine& engine = Open(env);
+    if (!info[0].IsObject()) Throw(env, code::kBadInput, "options must be an object");
+    if (!info[1].IsFunction()) Throw(env, code::kBadInput, "onStep must be a function");
+    Napi::Object o = info[0].As<Napi::Object>();
+    SchedulerOptions options;
+    options.rows = IntOption(env, o, "rows", 1, 1, 256);
+    int32_t trained = init_.config.maxPositionEmbeddings > 0 ? init_.config.maxPositionEmbeddings : 4096;
+    options.contextPerRow = IntOption(env, o, "contextPerRow", trained, 1, 1 << 20);
+    options.prefillChunk = IntOption(env, o, "prefillChunk", 512, 1, 8192);
+    options.queueDepth = IntOption(env, o, "queueDepth", 64, 0, 1 << 20);
+    options.kvBits = IntOption(env, o, "kvBits", 0, 0, 8);
+    if (options.kvBits != 0 && options.kvBits != 4 && options.kvBits != 8)
+      Throw(env, code::kBadInput, "kvBits must be 4 or 8 (or absent)");
+    if (options.kvBits && init_.config.headDim % 32 != 0)
+      Throw(env, code::kBadInput, "a quantized KV cache needs a head dimension divisible by 32");
+    if (static_cast<int64_t>(options.rows) * options.contextPerRow > (1 << 24))
+      Throw(env, code::kBadInput, "rows * contextPerRow must be at most 2^24 KV cells");
+
+    openSchedulers_++;
+    Engine* e = &engine;
+    Napi::ObjectReference self = Napi::Persistent(Value());
+    Napi::FunctionReference onStep = Napi::Persistent(info[1].As<Napi::Function>());
+    auto refs = std::make_shared<std::pair<Napi::ObjectReference, Napi::FunctionReference>>(std::move(self),
+                                                                                            std::move(onStep));
+    return OnEngine<std::shared_ptr<Scheduler>>(
+        env, engine, [e, options]() { return std::make_shared<Scheduler>(e, *e->model(), options); },
+        [this, refs](Napi::Env env, std::shared_ptr<Scheduler>& core) -> Napi::Value {
+          SchedulerInit init{this, core};
+          Napi::External<SchedulerInit> ext = Napi::External<SchedulerInit>::New(env, &init);
+          ext.TypeTag(&kInternalTag);
+          return env.GetInstanceData<AddonData>()->schedulerClass.New({ext, refs->second.Value(), refs->first.Value()});
+        },
+        code::kEngineFailed, [this]() { openSchedulers_--; });
+  }
+
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    if (openSchedulers_ > 0) Throw(info.Env(), code::kBusy, "close the model's schedulers first");
+    if (init_.engine) init_.engine->Stop();  // frees the weights on the engine thread, joins it
+    init_.engine.reset();
+    return info.Env().Undefined();
+  }
+
+  ModelInit init_;
+  std::unordered_set<int32_t> eos_;
+  int32_t openSchedulers_ = 0;  // including ones still being created; the model outlives them all
+};
+
+std::string Id(Napi::Env env, Napi::Value value) {
+  if (!value.IsString()) Throw(env, code::kBadInput, "id must be a string");
+  std::string id = value.As<Napi::String>().Utf8Value();
+  if (id.empty() || id.size() > 1024) Throw(env, code::kBadInput, "id must be 1 to 1024 bytes");
+  return id;
+}
+
+// The JS face of a Scheduler: submissions go in under the engine's lock; each step's events come back
+// through a ThreadSafeFunction with a small bounded queue and a blocking call, so a JS consumer that
+// falls behind stalls the engine thread instead of piling up memory.
+class MlxScheduler : public Napi::ObjectWrap<MlxScheduler> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "MlxScheduler",
+                       {
+                           InstanceMethod<&MlxScheduler::Submit>("submit"),
+                           InstanceMethod<&MlxScheduler::Cancel>("cancel"),
+                           InstanceMethod<&MlxScheduler::Stats>("stats"),
+                           InstanceMethod<&MlxScheduler::Close>("close"),
+                       });
+  }
+
+  // (External<SchedulerInit>, onStep(events), model object)
+  explicit MlxScheduler(const Napi::CallbackInfo& info) : Napi::ObjectWrap<MlxScheduler>(info) {
+    Napi::Env env = info.Env();
+    if (!Tagged(info[0]) || !info[1].IsFunction() || !info[2].IsObject())
+      Throw(env, code::kBadInput, "schedulers come from model.createScheduler()");
+    SchedulerInit* init = info[0].As<Napi::External<SchedulerInit>>().Data();
+    model_ = init->model;
+    core_ = init->core;
+    modelRef_ = Napi::Persistent(info[2].As<Napi::Object>());
+    contextPerRow_ = core_->options().contextPerRow;
+    nVocab_ = model_->nVocab();
+    tsfn_ = Napi::ThreadSafeFunction::New(env, info[1].As<Napi::Function>(), "darkbloom-mlx-scheduler",
+                                          kMaxQueuedSteps, 1, this,
+                                          [](Napi::Env env, MlxScheduler* self) { self->Finalized(env); });
+    // Idle, the scheduler does not keep the process alive; a submission or close() holds it (HoldLoop).
+    tsfn_.Unref(env);
+    auto emit = [this](std::vector<Event>&& events) {
+      auto* data = new std::vector<Event>(std::move(events));
+      napi_status status = tsfn_.BlockingCall(
+          data, [this](Napi::Env env, Napi::Function onStep, std::vector<Event>* d) { Deliver(env, onStep, d); });
+      if (status != napi_ok) delete data;
+      return status == napi_ok;
+    };
+    // The engine's last use of this wrapper: once finished_ is set (or the release lets Finalized run)
+    // the wrapper may be gone, so the release goes through a copy of the handle.
+    core_->Bind(emit, [this, tsfn = tsfn_]() mutable {
+      {
+        std::lock_guard<std::mutex> lk(finishedMu_);
+        finished_ = true;
+        finishedCv_.notify_all();
+      }
+      tsfn.Release();
+    });
+    // The wrapper must outlive the engine's use of it: released in Finalized.
+    Ref();
+    model_->engine().Attach(core_);
+  }
+
+  ~MlxScheduler() override {
+    // Normally Finalized ran already; this covers an environment torn down first.
+    if (!finalized_ && core_) {
+      core_->RequestClose();
+      tsfn_.Abort();
+      std::unique_lock<std::mutex> lk(finishedMu_);
+      finishedCv_.wait(lk, [&] { return finished_; });
+    }
+  }
+
+ private:
+  void HoldLoop(Napi::Env env, bool hold) {
+    if (finalized_ || hold == holding_) return;
+    if (hold)
+      tsfn_.Ref(env);
+    else
+      tsfn_.Unref(env);
+    holding_ = hold;
+  }
+
+  void Settled(Napi::Env env) {
+    if (--outstanding_ <= 0 && !closing_) HoldLoop(env, false);
+  }
+
+  Napi::Value Submit(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (closing_ || finalized_) Throw(env, code::kClosed, "the scheduler is closed");
+    Submission s;
+    s.id = Id(env, info[0]);
+    if (!info[1].IsTypedArray() || info[1].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+      Throw(env, code::kBadInput, "prompt must be an Int32Array");
+    Napi::Int32Array prompt = info[1].As<Napi::Int32Array>();
+    if (prompt.ElementLength() == 0) Throw(env, code::kBadInput, "prompt must hold at least one token");
+    for (size_t i = 0; i < prompt.ElementLength(); i++)
+      if (prompt[i] < 0 || prompt[i] >= nVocab_)
+        Throw(env, code::kBadInput, "prompt token " + std::to_string(prompt[i]) + " is not in the vocabulary");
+    double maxTokens = Num(info[2]);
+    if (!(maxTokens >= 1 && maxTokens <= (1 << 24) && std::floor(maxTokens) == maxTokens))
+      Throw(env, code::kBadInput, "maxTokens must be a positive integer");
+    // The gate comes before anything runs: a row never runs out of cache positions mid-generation.
+    if (static_cast<double>(prompt.ElementLength()) + maxTokens > contextPerRow_)
+      Throw(env, code::kContextLengthExceeded,
+            "the prompt (" + std::to_string(prompt.ElementLength()) + " tokens) plus maxTokens (" +
+                std::to_string(static_cast<int64_t>(maxTokens)) + ") exceeds the context per row (" +
+                std::to_string(contextPerRow_) + ")");
+    s.prompt.assign(prompt.Data(), prompt.Data() + prompt.ElementLength());
+    s.maxTokens = static_cast<int32_t>(maxTokens);
+    s.sampling = ::darkbloom::ParseSampling(env, info[3], nVocab_);
+    try {
+      core_->Submit(std::move(s));
+    } catch (const CodedError& e) {
+      Throw(env, e.code, e.what());
+    }
+    outstanding_++;
+    HoldLoop(env, true);
+    return env.Undefined();
+  }
+
+  Napi::Value Cancel(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::string id = Id(env, info[0]);
+    if (finalized_) return Napi::String::New(env, "unknown");
+    switch (core_->Cancel(id)) {
+      case Scheduler::CancelResult::Queued:
+        Settled(env);  // the caller reports it cancelled; the engine never saw it run
+        return Napi::String::New(env, "queued");
+      case Scheduler::CancelResult::Running:
+        return Napi::String::New(env, "running");
+      default:
+        return Napi::String::New(env, "unknown");
+    }
+  }
+
+  Napi::Value Stats(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    SchedulerStats s = core_->Stats();
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("busyRows", s.busyRows);
+    out.Set("queued", s.queued);
+    out.Set("rows", s.rows);
+    out.Set("kvCellsUsed", Napi::Number::New(env, static_cast<double>(s.kvCellsUsed)));
+    out.Set("kvCells", Napi::Number::New(env, static_cast<double>(s.kvCells)));
+    out.Set("kvBytes", Napi::Number::New(env, static_cast<double>(s.kvBytes)));
+    out.Set("promptTokensProcessed", Napi::Number::New(env, static_cast<double>(s.promptTokensProcessed)));
+    out.Set("prefillSeconds", s.prefillSeconds);
+    out.Set("decodeSeconds", s.decodeSeconds);
+    out.Set("decodeSteps", Napi::Number::New(env, static_cast<double>(s.decodeSteps)));
+    out.Set("tokensGenerated", Napi::Number::New(env, static_cast<double>(s.tokensGenerated)));
+    return out;
+  }
+
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Napi::Promise::Deferred deferred = Napi::Promise::Deferred::New(env);
+    if (finalized_) {
+      deferred.Resolve(env.Undefined());
+      return deferred.Promise();
+    }
+    closeWaiters_.push_back(deferred);
+    if (!closing_) {
+      closing_ = true;
+      HoldLoop(env, true);  // until the engine is done with it and the promise resolved
+      core_->RequestClose();
+    }
+    return deferred.Promise();
+  }
+
+  void Deliver(Napi::Env env, Napi::Function onStep, std::vector<Event>* data) {
+    std::unique_ptr<std::vector<Event>> events(data);
+    if (env == nullptr) return;  // the environment is going away
+    Napi::Array out = Napi::Array::New(env, events->size());
+    uint32_t i = 0;
+    for (const Event& e : *events) {
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("id", e.id);
+      switch (e.kind) {
+        case Event::Kind::Tokens: {
+          Napi::Int32Array tokens = Napi::Int32Array::New(env, e.tokens.size());
+          std::copy(e.tokens.begin(), e.tokens.end(), tokens.Data());
+          o.Set("kind", "tokens");
+          o.Set("tokens", tokens);
+          break;
+        }
+        case Event::Kind::Done:
+          o.Set("kind", "done");
+          o.Set("reason", e.reason);
+          o.Set("promptTokens", e.promptTokens);
+          o.Set("generatedTokens", e.generatedTokens);
+          Settled(env);
+          break;
+        case Event::Kind::Error:
+          o.Set("kind", "error");
+          o.Set("code", e.code);
+          o.Set("message", e.message);
+          Settled(env);
+          break;
+      }
+      out.Set(i++, o);
+    }
+    try {
+      onStep.Call({out});
+    } catch (const Napi::Error& e) {
+      // A throwing consumer is the consumer's bug: report it as an uncaught exception, keep the engine going.
+      e.ThrowAsJavaScriptException();
+    }
+  }
+
+  void Finalized(Napi::Env env) {
+    finalized_ = true;
+    model_->SchedulerClosed();
+    modelRef_.Reset();
+    for (Napi::Promise::Deferred& d : closeWaiters_) d.Resolve(env.Undefined());
+    closeWaiters_.clear();
+    Unref();
+  }
+
+  MlxModel* model_ = nullptr;
+  Napi::ObjectReference modelRef_;  // keeps the model (and its engine) alive while this scheduler runs
+  std::shared_ptr<Scheduler> core_;
+  Napi::ThreadSafeFunction tsfn_;
+  int32_t contextPerRow_ = 0;
+  int32_t nVocab_ = 0;
+  int64_t outstanding_ = 0;  // submitted and not yet done: only then does the scheduler hold the loop open
+  bool holding_ = false;
+  bool closing_ = false;
+  bool finalized_ = false;
+  std::vector<Napi::Promise::Deferred> closeWaiters_;
+  std::mutex finishedMu_;
+  std::condition_variable finishedCv_;
+  bool finished_ = false;
+};
+
+ModelConfig ParseConfig(Napi::Env env, Napi::Value value) {
+  if (!value.IsObject()) Throw(env, code::kBadInput, "config must be an object");
+  Napi::Object o = value.As<Napi::Object>();
+  ModelConfig c;
+  Napi::Value arch = o.Get("architecture");
+  if (!arch.IsString()) Throw(env, code::kBadInput, "config.architecture must be a string");
+  c.architecture = arch.As<Napi::String>().Utf8Value();
+  constexpr int64_t kMax = 1 << 24;
+  c.hidden = IntOption(env, o, "hiddenSize", 0, 1, kMax);
+  c.layers = IntOption(env, o, "numHiddenLayers", 0, 1, 4096);
+  c.intermediate = IntOption(env, o, "intermediateSize", 0, 1, kMax);
+  c.heads = IntOption(env, o, "numAttentionHeads", 0, 1, 4096);
+  c.kvHeads = IntOption(env, o, "numKeyValueHeads", c.heads, 1, 4096);
+  c.headDim = IntOption(env, o, "headDim", c.heads ? c.hidden / c.heads : 0, 1, 65536);
+  c.vocab = IntOption(env, o, "vocabSize", 0, 1, kMax);
+  c.maxPositionEmbeddings = IntOption(env, o, "maxPositionEmbeddings", 0, 0, 1 << 30);
+  c.rmsEps = FloatOption(env, o, "rmsNormEps", 1e-6f);
+  c.ropeTheta = FloatOption(env, o, "ropeTheta", 10000.0f);
+  c.ropeTraditional = o.Get("ropeTraditional").ToBoolean();
+  c.tieWordEmbeddings = o.Get("tieWordEmbeddings").ToBoolean();
+  Napi::Value scaling = o.Get("ropeScaling");
+  if (scaling.IsObject()) {
+    Napi::Object s = scaling.As<Napi::Object>();
+    Napi::Value type = s.Get("type");
+    c.ropeType = type.IsString() ? type.As<Napi::String>().Utf8Value() : "default";
+    c.ropeFactor = FloatOption(env, s, "factor", 1.0f);
+    c.ropeLowFreqFactor = FloatOption(env, s, "lowFreqFactor", 1.0f);
+    c.ropeHighFreqFactor = FloatOption(env, s, "highFreqFactor", 4.0f);
+    c.ropeOriginalMaxPositions = FloatOption(env, s, "originalMaxPositionEmbeddings", 8192.0f);
+  }
+  Napi::Value eos = o.Get("eosTokenIds");
+  if (eos.IsArray()) {
+    Napi::Array a = eos.As<Napi::Array>();
+    for (uint32_t i = 0; i < a.Length(); i++) {
+      double d = Num(a.Get(i));
+      if (!(d >= 0 && d < c.vocab && std::floor(d) == d))
+        Throw(env, code::kBadInput, "config.eosTokenIds must be tokens of the vocabulary");
+      c.eosTokens.push_back(static_cast<int32_t>(d));
+    }
+  }
+  Napi::Value files = o.Get("files");
+  if (!files.IsArray()) Throw(env, code::kBadInput, "config.files must be an array of paths");
+  Napi::Array f = files.As<Napi::Array>();
+  for (uint32_t i = 0; i < f.Length(); i++) {
+    Napi::Value p = f.Get(i);
+    if (!p.IsString()) Throw(env, code::kBadInput, "config.files must be an array of paths");
+    c.files.push_back(p.As<Napi::String>().Utf8Value());
+  }
+  return c;
+}
+
+Napi::Value LoadModel(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ModelConfig config = ParseConfig(env, info[0]);
+  auto engine = std::make_shared<Engine>();
+  Engine* e = engine.get();
+  return OnEngine<ModelInit>(
+      env, *engine,
+      [e, config]() {
+        ModelInit init;
+        // On the CPU, float32 throughout (and the same numerics at every batch size); on a GPU, the
+        // checkpoint's own float type.
+        const bool cpu = mx::default_device().type == mx::Device::cpu;
+        std::unique_ptr<Transformer> model;
+        try {
+          model = std::make_unique<Transformer>(config, cpu ? std::optional<mx::Dtype>(mx::float32) : std::nullopt);
+        } catch (const std::exception& err) {
+          throw CodedError(code::kModelLoadFailed, std::string("cannot load the checkpoint: ") + err.what());
+        }
+        init.config = model->config();
+        init.bytes = model->bytes();
+        init.dtype = DtypeName(model->dtype());
+        init.bits = model->bits();
+        init.device = Device();
+        e->SetModel(std::move(model));
+        return init;
+      },
+      [engine](Napi::Env env, ModelInit& init) -> Napi::Value {
+        init.engine = engine;
+        Napi::External<ModelInit> ext = Napi::External<ModelInit>::New(env, &init);
+        ext.TypeTag(&kInternalTag);
+        return env.GetInstanceData<AddonData>()->modelClass.New({ext});
+      },
+      code::kModelLoadFailed);
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  auto* data = new AddonData();
+  data->modelClass = Napi::Persistent(MlxModel::Define(env));
+  data->schedulerClass = Napi::Persistent(MlxScheduler::Define(env));
+  env.SetInstanceData(data);
+  exports.Set("loadModel", Napi::Function::New<LoadModel>(env, "loadModel"));
+  exports.Set("device", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
+                return Napi::String::New(info.Env(), Device());
+              }));
+  return exports;
+}
+
+}  // namespace
+}  // namespace dbmlx
+
+static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) { return dbmlx::Init(env, exports); }
+
+NODE_API_MODULE(darkbloom_mlx, InitAddon)

@@ -1,0 +1,192 @@
+// The MLX batching core: one engine thread per loaded model runs all of its MLX work (loading, every
+// scheduler's steps, diagnostics), since MLX evaluates on the thread that owns its stream. Each
+// scheduler has its own rows, queue and caches; the thread steps them in turn. No N-API here;
+// addon.cc bridges it to JS.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_set>
+#include <vector>
+
+#include "../common/errors.h"
+#include "../common/host_sampler.h"
+#include "../common/sampling_params.h"
+#include "transformer.h"
+
+namespace dbmlx {
+
+namespace code = ::darkbloom::code;
+using ::darkbloom::CodedError;
+using ::darkbloom::HostSampler;
+using ::darkbloom::SamplingParams;
+
+struct SchedulerOptions {
+  int32_t rows = 1;
+  int32_t contextPerRow = 0;  // --max-context: prompt + maxTokens of a request must fit
+  int32_t prefillChunk = 512;
+  int32_t queueDepth = 64;
+  int32_t kvBits = 0;  // 0: the compute dtype; 4 or 8: quantized as mlx-lm's QuantizedKVCache
+};
+
+struct Submission {
+  std::string id;
+  std::vector<int32_t> prompt;
+  int32_t maxTokens = 0;
+  SamplingParams sampling;
+};
+
+// What one step tells JS: tokens for a row, or its one terminal event (done or error).
+struct Event {
+  enum class Kind { Tokens, Done, Error } kind;
+  std::string id;
+  std::vector<int32_t> tokens;  // Tokens
+  std::string reason;           // Done: stop | length | cancelled
+  int32_t promptTokens = 0;     // Done
+  int32_t generatedTokens = 0;  // Done
+  std::string code, message;    // Error
+};
+
+struct SchedulerStats {
+  int32_t busyRows = 0, queued = 0, rows = 0;
+  int64_t kvCellsUsed = 0, kvCells = 0, kvBytes = 0;
+  int64_t promptTokensProcessed = 0, decodeSteps = 0, tokensGenerated = 0;
+  double prefillSeconds = 0, decodeSeconds = 0;
+};
+
+class Engine;
+
+class Scheduler {
+ public:
+  // Delivers one step's events; blocks while JS is behind (bounded queue). False: JS is gone.
+  using Emit = std::function<bool(std::vector<Event>&&)>;
+
+  // Engine thread: preallocates the caches (throws bad_input / engine_failed).
+  Scheduler(Engine* engine, const Transformer& model, SchedulerOptions options);
+  ~Scheduler();
+  Scheduler(const Scheduler&) = delete;
+  Scheduler& operator=(const Scheduler&) = delete;
+
+  // JS thread, once, before the engine steps it. onFinished runs on the engine thread after the
+  // scheduler's last event (closed or failed); the engine never touches it again.
+  void Bind(Emit emit, std::function<void()> onFinished);
+
+  // JS thread. Throws CodedError: busy (queue full), closed, engine_failed, bad_input (id in use).
+  void Submit(Submission&& submission);
+  enum class CancelResult { Queued, Running, Unknown };
+  // A queued submission is removed at once (the caller reports it cancelled); a running one is
+  // flagged and retired, with a "cancelled" done event, at the next step boundary.
+  CancelResult Cancel(const std::string& id);
+  void RequestClose();
+  SchedulerStats Stats();
+  const SchedulerOptions& options() const { return options_; }
+
+  // Engine thread, under the engine's lock.
+  bool HasWorkLocked() const { return closing_ || !queue_.empty() || busyRows_ > 0; }
+  void CloseLocked() { closing_ = true; }
+  // Engine thread: one step (retire, admit, a decode step of every decoding row, one prefill chunk).
+  // False once the scheduler is finished (closed or failed): the engine drops it.
+  bool Step();
+  void Finished();
+
+ private:
+  struct Row {
+    bool busy = false;
+    std::string id;
+    std::vector<int32_t> prompt;
+    int32_t maxTokens = 0;
+    int32_t prefilled = 0;  // prompt tokens in the staging cache
+    int32_t nPast = 0;      // positions this row holds in the batched cache
+    int32_t generated = 0;
+    int32_t last = 0;       // sampled, not yet decoded
+    int32_t slot = -1;      // its slot in the batched cache while decoding
+    bool finished = false;  // its terminal event was emitted
+    bool cancelled = false;
+    uint64_t admitted = 0;  // admission order: the oldest prefilling row goes first
+    std::unique_ptr<HostSampler> sampler;
+  };
+
+  void StepBody(bool closing, std::vector<Event>& events);
+  void Retire(std::vector<Event>& events);
+  void Admit();
+  void DecodeStep(std::vector<Event>& events);
+  void PrefillStep(std::vector<Event>& events);
+  void Join(Row& row);
+  bool Accept(Row& row, int32_t token, std::vector<Event>& events);
+  void Finish(Row& row, const char* reason, std::vector<Event>& events);
+  void FailAll(const std::string& message);
+  void Publish(std::vector<Event>& events);
+  void UpdateStats(double prefillSeconds, double decodeSeconds, int64_t promptTokens, int64_t generated,
+                   bool decodeStep);
+
+  Engine* engine_;
+  const Transformer& model_;
+  SchedulerOptions options_;
+  Emit emit_;
+  std::function<void()> onFinished_;
+  std::unordered_set<int32_t> eos_;
+  int32_t nVocab_;
+
+  // Engine thread only. The batched cache holds the decoding rows in slots [0, slots_.size()), each
+  // row's positions left-padded to end at idx_; the staging cache holds the one row being prefilled
+  // (chunks of the oldest prefilling row, from its start), copied into the next slot when it is in.
+  std::vector<Row> rows_;
+  std::vector<Row*> slots_;
+  Row* staged_ = nullptr;
+  int32_t idx_ = 0;
+  std::unique_ptr<KvCache> cache_, staging_;
+  uint64_t admissions_ = 0;
+  bool jsGone_ = false;
+
+  // Shared with the JS thread, under the engine's lock.
+  std::deque<Submission> queue_;
+  std::unordered_set<std::string> running_;
+  std::unordered_set<std::string> cancels_;
+  int32_t busyRows_ = 0;
+  bool closing_ = false;
+  bool failed_ = false;
+  SchedulerStats stats_;
+};
+
+class Engine {
+ public:
+  Engine();
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // Runs `job` on the engine thread, in order. Throws closed once the engine is stopping.
+  void Post(std::function<void()> job);
+  // JS thread: the engine steps it from now on, until it finishes.
+  void Attach(std::shared_ptr<Scheduler> scheduler);
+  // Any thread: a scheduler has new work.
+  void Wake();
+  // JS thread: closes every attached scheduler, runs the jobs already posted, frees the model on the
+  // engine thread and joins it. Idempotent.
+  void Stop();
+
+  std::mutex& mu() { return mu_; }
+
+  // Engine thread only.
+  void SetModel(std::unique_ptr<Transformer> model) { model_ = std::move(model); }
+  const Transformer* model() const { return model_.get(); }
+
+ private:
+  void Loop();
+
+  std::unique_ptr<Transformer> model_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> jobs_;
+  std::vector<std::shared_ptr<Scheduler>> schedulers_;
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
+}  // namespace dbmlx
