@@ -7,6 +7,12 @@
 //    (n_ubatch >= prefillChunk, set by the scheduler), never mixed with other rows' tokens.
 // 3. CPU flash attention over an F16 cache picks kernels by batch shape, so it is off unless the KV
 //    cache is quantized (where llama.cpp requires it, and that kernel is shape-invariant).
+// Decode tokens and a prompt chunk never share a llama_decode: with one KV stream per row (the
+// non-unified cache that gives each row its own contextPerRow cells) llama.cpp splits a batch into
+// ubatches of equal length per sequence (split_equal in llama-kv-cache.cpp's init_batch), so a mixed
+// batch would run the chunk one token per ubatch beside the decode rows: slower than alternating, and
+// no longer the fixed-size chunk of fact 2. A unified cache would allow mixing but makes every row
+// attend over every row's cells.
 #include "engine.h"
 
 #include <algorithm>

@@ -86,7 +86,9 @@ export function timedGeneration(
   const timing = generation.done.then(
     (result): RowTiming => ({
       promptTokens: result.promptTokens,
-      completionTokens: result.completionTokens,
+      // The tokens sampled, as every other target counts them: the billed count is the tokenizer's
+      // recount of the text, which on a random-weights model exceeds them.
+      completionTokens: result.generatedTokens,
       startMs,
       firstTokenMs,
       lastTokenMs,
