@@ -13,6 +13,8 @@ const SOURCE = "@darkbloom/source";
 const ENGINE_TESTS = [
   "services/provider/src/engine/llama/**/*.test.ts",
   "services/provider/src/engine/native/**/*.test.ts",
+  "services/provider/src/engine/mlx/**/*.test.ts",
+  "services/provider/src/cli/doctor-engine.test.ts",
   "services/provider/src/cli/serve-llama.test.ts",
   "tests/e2e/**/*.test.ts",
   "tests/drills/**/*.test.ts",

@@ -129,15 +129,24 @@ export interface MlxBinding {
 }
 
 let cached: MlxBinding | null | undefined;
+let loadError: string | undefined;
+// From src/ (tests) and dist/ alike: native/mlx/build is where build-mlx.mjs puts it.
+const ADDON = "../mlx/build/Release/darkbloom_mlx.node";
 
-/** The built addon, or undefined when it was not built here. */
+/** The built addon, or undefined when it was not built here (or does not load: mlxUnavailableReason). */
 export function loadMlxBinding(): MlxBinding | undefined {
   if (cached === undefined) {
     try {
-      // From src/ (tests) and dist/ alike: native/mlx/build is where build-mlx.mjs puts it.
-      cached = createRequire(import.meta.url)("../mlx/build/Release/darkbloom_mlx.node") as MlxBinding;
-    } catch {
+      cached = createRequire(import.meta.url)(ADDON) as MlxBinding;
+    } catch (err) {
       cached = null;
+      const e = err as NodeJS.ErrnoException;
+      // Not built is the usual case; a built addon that does not load (MLX's library moved, a
+      // different Node ABI) is worth its own words.
+      loadError =
+        e.code === "MODULE_NOT_FOUND"
+          ? "npm run build:native with an MLX installation: DARKBLOOM_MLX_DIR, Homebrew's or the Python wheel's"
+          : `its addon does not load: ${(e.message ?? String(err)).split("\n")[0]}`;
     }
   }
   return cached ?? undefined;
@@ -146,6 +155,16 @@ export function loadMlxBinding(): MlxBinding | undefined {
 /** Whether the MLX addon loads on this machine. */
 export function mlxAvailable(): boolean {
   return loadMlxBinding() !== undefined;
+}
+
+/** Why the MLX addon is not available (what to do about it), or undefined when it loads. */
+export function mlxUnavailableReason(): string | undefined {
+  return loadMlxBinding() === undefined ? loadError : undefined;
+}
+
+/** Where the addon's binary is (for a child process that loads a checkpoint on its own). */
+export function mlxAddonPath(): string {
+  return createRequire(import.meta.url).resolve(ADDON);
 }
 
 type Json = Record<string, unknown>;

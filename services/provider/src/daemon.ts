@@ -81,6 +81,24 @@ export interface RunningDaemon {
   readonly failure: string | undefined;
 }
 
+/**
+ * The models the engine can serve: one of a format it does not load (an MLX checkpoint with a GGUF
+ * engine, or the reverse) is logged with the reason and left out; none left is a configuration
+ * problem (exit 64 from `serve`), never a load failure.
+ */
+function servable(models: ModelFile[], engine: Engine, log: Logger): ModelFile[] {
+  const refusals: string[] = [];
+  const kept = models.filter((model) => {
+    const reason = engine.unsupported?.(model);
+    if (reason === undefined) return true;
+    refusals.push(reason);
+    log.error({ model: model.id, path: model.path, err: reason }, "model cannot be served by this engine");
+    return false;
+  });
+  if (kept.length === 0 && refusals.length > 0) throw new ConfigError(refusals.join("; "));
+  return kept;
+}
+
 /** A failure to start that is not a configuration problem (exit status 1). */
 export class DaemonStartError extends Error {
   override readonly name = "DaemonStartError";
@@ -132,7 +150,7 @@ export async function startDaemon(config: ProviderConfig, options: DaemonOptions
   let metricsServer: MetricsServer | undefined;
   try {
     const identity = await loadOrCreateIdentity(config.dataDir);
-    const candidates = await selectModels(config.modelsDir, config.models);
+    const candidates = servable(await selectModels(config.modelsDir, config.models), engine, log);
     if (options.join !== false && !config.allowCpu) await refuseCpu(engine);
     // Before the models load: their loads are counted, and an address the operator chose that
     // cannot be bound stops the start before minutes of loading.

@@ -40,6 +40,7 @@ export {
 } from "./daemon.js";
 export * from "./engine/engine.js";
 export { LlamaEngine, type LlamaEngineOptions, type LlamaEngineStats } from "./engine/llama/llama-engine.js";
+export { MlxEngine, type MlxEngineOptions } from "./engine/mlx/mlx-engine.js";
 export { NativeEngine, type NativeEngineOptions } from "./engine/native/native-engine.js";
 export {
   chooseThreads,

@@ -3,11 +3,12 @@
  * exactly as given (that order is the contract: it is never re-ranked), else every model in the data
  * directory largest file first (a proxy for parameter count at a given quantization), ties by id.
  * A file the inventory cannot read stays in the list, carrying its problem, so the walk reports it as
- * an integrity failure when it gets there rather than silently skipping it.
+ * an integrity failure when it gets there rather than silently skipping it; so does an MLX checkpoint,
+ * which autotune does not measure.
  */
 import { stat } from "node:fs/promises";
 import { join } from "node:path";
-import { MODEL_EXTENSION, modelIdOf, scanModels } from "../config/model-inventory.js";
+import { MODEL_EXTENSION, scanModels } from "../config/model-inventory.js";
 import { InvalidValue, SETTINGS } from "../config/settings.js";
 import type { ModelFile } from "../engine/engine.js";
 
@@ -47,7 +48,7 @@ export async function resolveCandidates(
   const { models, problems } = await scanModels(modelsDir);
   const broken: Candidate[] = await Promise.all(
     problems.map(async (p) => ({
-      id: modelIdOf(p.file),
+      id: p.id,
       path: join(modelsDir, p.file),
       sizeBytes: (await stat(join(modelsDir, p.file)).catch(() => undefined))?.size ?? 0,
       quantization: "",
@@ -57,7 +58,13 @@ export async function resolveCandidates(
       problem: `the file cannot be read as a model: ${p.error}`,
     })),
   );
-  const all: Candidate[] = [...models, ...broken];
+  // Autotune measures with the llama engine and node-llama-cpp's memory estimate: GGUF files only.
+  const tunable: Candidate[] = models.map((m) =>
+    m.format === "mlx"
+      ? { ...m, problem: "an MLX checkpoint: autotune measures GGUF models (the llama engine) only" }
+      : m,
+  );
+  const all: Candidate[] = [...tunable, ...broken];
   if (operator && operator.length > 0) {
     const byId = new Map(all.map((m) => [m.id, m]));
     return operator.map((id) => {

@@ -59,6 +59,10 @@ export function addBenchmarkCommand(program: Command, context: CliContext): void
         if (error instanceof ConfigError) throw new UsageError(error.message);
         throw error;
       }
+      if (model.format === "mlx")
+        throw new UsageError(
+          `benchmark measures GGUF models (the llama engine against node-llama-cpp direct); ${model.id} is an MLX checkpoint`,
+        );
       const bench = await import("../bench/index.js");
       const { LlamaEngine } = await import("../engine/llama/llama-engine.js");
       // The configured max context sizes the daemon's rows; a default one (tens of thousands of tokens

@@ -3,7 +3,7 @@ import type { Command } from "commander";
 import type { ProviderConfig } from "../config/config.js";
 import { scanModels } from "../config/model-inventory.js";
 import { pidFileOf } from "../config/paths.js";
-import type { EngineDevice, ModelFile } from "../engine/engine.js";
+import { type EngineDevice, EngineError, type ModelFile } from "../engine/engine.js";
 import { machineAccelerator } from "../machine/hardware.js";
 import { detectTopology } from "../machine/topology.js";
 import { processAlive, readPidFile } from "../service/pid-file.js";
@@ -120,51 +120,89 @@ function accelerationCheck(
       };
 }
 
+/** What to do when the engine cannot start or load: build MLX's addon, or mend node-llama-cpp. */
+const ENGINE_FIXES = {
+  mlx: "build the MLX addon: DARKBLOOM_MLX_DIR=<an MLX installation> npm run build:native",
+  llama: "reinstall (npm ci) so node-llama-cpp's prebuilt binaries are present",
+};
+
+/**
+ * Starts the engine `serve` would choose and loads the smallest served model of each format it
+ * serves (an MLX checkpoint through the mlx engine, a GGUF file through its GGUF engine); a served
+ * model of a format the engine does not load fails the check with the engine's reason.
+ */
 async function engineCheck(
   config: ProviderConfig,
   served: ModelFile[],
   context: CliContext,
 ): Promise<{ result: CheckResult; device: EngineDevice | undefined }> {
   const log = createLogger("silent");
+  const mlxWanted = config.engine === "mlx" || served.some((m) => m.format === "mlx");
   let engine: Awaited<ReturnType<CliContext["createEngine"]>>;
   try {
     engine = await context.createEngine(config, log);
   } catch (error) {
+    const message = (error as Error).message;
     return {
       result: {
         name: "engine",
         ok: false,
-        detail: `cannot start: ${(error as Error).message}`,
-        fix: "reinstall (npm ci) so node-llama-cpp's prebuilt binaries are present",
+        detail: `cannot start: ${message}`,
+        fix: mlxWanted && /\bmlx\b/i.test(message) ? ENGINE_FIXES.mlx : ENGINE_FIXES.llama,
       },
       device: undefined,
     };
   }
   const device = await engine.device().catch(() => undefined);
   try {
-    const model = [...served].sort((a, b) => a.sizeBytes - b.sizeBytes)[0];
-    if (!model)
+    const refused = served.flatMap((m) => engine.unsupported?.(m) ?? []);
+    const smallest = new Map<string, ModelFile>();
+    for (const model of [...served].sort((a, b) => a.sizeBytes - b.sizeBytes)) {
+      const format = model.format ?? "gguf";
+      if (!smallest.has(format) && engine.unsupported?.(model) === undefined) smallest.set(format, model);
+    }
+    if (smallest.size === 0 && refused.length === 0)
       return {
         result: { name: "engine", ok: true, detail: `${engine.backend} starts (no model to load)` },
         device,
       };
-    const started = performance.now();
-    await engine.load(model);
-    const ms = Math.round(performance.now() - started);
-    return {
-      result: { name: "engine", ok: true, detail: `${engine.backend} loads ${model.id} in ${ms} ms` },
-      device,
-    };
-  } catch (error) {
-    return {
-      result: {
-        name: "engine",
-        ok: false,
-        detail: `${engine.backend} cannot load a model: ${(error as Error).message}`,
-        fix: "check the model file (darkbloom models list) or re-download it",
-      },
-      device,
-    };
+    const loaded: string[] = [];
+    for (const model of smallest.values()) {
+      const started = performance.now();
+      try {
+        await engine.load(model);
+      } catch (error) {
+        const mlx = model.format === "mlx";
+        const addon = error instanceof EngineError && error.code === "engine_failed";
+        return {
+          result: {
+            name: "engine",
+            ok: false,
+            detail: `${engine.backend} cannot load ${model.id}: ${(error as Error).message}`,
+            fix: addon
+              ? mlx
+                ? ENGINE_FIXES.mlx
+                : ENGINE_FIXES.llama
+              : "check the model file (darkbloom models list) or re-download it",
+          },
+          device,
+        };
+      }
+      const ms = Math.round(performance.now() - started);
+      loaded.push(`${model.id}${smallest.size > 1 ? ` (${model.format ?? "gguf"})` : ""} in ${ms} ms`);
+    }
+    const loads = loaded.length > 0 ? [`${engine.backend} loads ${loaded.join(", ")}`] : [];
+    if (refused.length > 0)
+      return {
+        result: {
+          name: "engine",
+          ok: false,
+          detail: [...loads, ...refused].join("; "),
+          fix: "--engine auto serves each model with the engine of its format",
+        },
+        device,
+      };
+    return { result: { name: "engine", ok: true, detail: loads.join("") }, device };
   } finally {
     await engine.close().catch(() => undefined);
   }

@@ -4,8 +4,10 @@ import { join } from "node:path";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { resolveConfig } from "../config/config.js";
-import type { Engine } from "../engine/engine.js";
+import type { Engine, ModelFile, ModelFormat } from "../engine/engine.js";
+import { FormatRouterEngine } from "../engine/format-router.js";
 import { LlamaEngine } from "../engine/llama/llama-engine.js";
+import { MlxEngine } from "../engine/mlx/mlx-engine.js";
 import { NativeEngine } from "../engine/native/native-engine.js";
 import { createDefaultEngine } from "./engine-factory.js";
 import { UsageError } from "./io.js";
@@ -32,17 +34,47 @@ function recordingLogger() {
   return { logger, warnings };
 }
 
-async function choose(engine: string, nativeAvailable: boolean, accelerator: "cpu" | "cuda" | "metal") {
+const NOT_BUILT =
+  "npm run build:native with an MLX installation: DARKBLOOM_MLX_DIR, Homebrew's or the Python wheel's";
+
+async function choose(
+  engine: string | undefined,
+  nativeAvailable: boolean,
+  accelerator: "cpu" | "cuda" | "metal",
+  more: { mlx?: string | undefined; formats?: ModelFormat[]; env?: Record<string, string> } = {},
+) {
   const defaults = { home, totalMemoryBytes: 8 * 2 ** 30, cpuCount: 2 };
-  const { config } = resolveConfig({ flags: { engine }, env: {}, cwd: home, defaults });
+  const flags = engine === undefined ? {} : { engine };
+  const { config } = resolveConfig({ flags, env: more.env ?? {}, cwd: home, defaults });
   const { logger, warnings } = recordingLogger();
   const chosen: Engine = await createDefaultEngine(config, logger, {
     nativeAvailable: async () => nativeAvailable,
     accelerator: () => accelerator,
+    // "mlx" in `more` but undefined: the MLX addon loads; absent: it is not built.
+    mlxUnavailable: async () => ("mlx" in more ? more.mlx : NOT_BUILT),
+    ...(more.formats ? { modelFormats: async () => new Set(more.formats) } : {}),
   });
   await chosen.close();
   return { chosen, warnings };
 }
+
+const checkpoint: ModelFile = {
+  id: "tiny-mlx-4bit",
+  path: "/models/tiny-mlx-4bit",
+  format: "mlx",
+  sizeBytes: 1,
+  quantization: "MLX_4BIT",
+  sha256: "a".repeat(64),
+  architecture: "qwen3",
+  contextLength: 2048,
+};
+const gguf: ModelFile = {
+  ...checkpoint,
+  id: "tiny",
+  path: "/models/tiny.gguf",
+  format: "gguf",
+  quantization: "Q8_0",
+};
 
 describe("the engine setting", () => {
   it("auto: the native core on a machine without a GPU when its addon loads", async () => {
@@ -72,5 +104,75 @@ describe("the engine setting", () => {
     await expect(choose("native", false, "cpu")).rejects.toThrow("run npm run build:native");
     expect((await choose("native", true, "cuda")).chosen).toBeInstanceOf(NativeEngine);
     expect((await choose("llama", true, "cpu")).chosen).toBeInstanceOf(LlamaEngine);
+  });
+});
+
+describe("the engine setting: MLX checkpoints", () => {
+  it("mlx without its addon is one usage-error line (exit 64) saying so and what to do", async () => {
+    const refused = choose("mlx", true, "metal");
+    await expect(refused).rejects.toBeInstanceOf(UsageError);
+    await expect(refused).rejects.toThrow(`the mlx engine is not built on this machine (${NOT_BUILT})`);
+    // A built addon that does not load says why instead.
+    await expect(
+      choose("mlx", true, "metal", { mlx: "its addon does not load: libmlx.so: cannot open" }),
+    ).rejects.toThrow(
+      "the mlx engine is not built on this machine (its addon does not load: libmlx.so: cannot open)",
+    );
+  });
+
+  it("mlx where the addon loads: the mlx engine, whatever the models; flag > DARKBLOOM_ENGINE", async () => {
+    const { chosen } = await choose("mlx", false, "cpu", { mlx: undefined, formats: ["gguf"] });
+    expect(chosen).toBeInstanceOf(MlxEngine);
+    expect(chosen.backend).toBe("mlx");
+    const env = { DARKBLOOM_ENGINE: "mlx" };
+    expect((await choose(undefined, false, "cpu", { mlx: undefined, env })).chosen).toBeInstanceOf(MlxEngine);
+    expect((await choose("llama", false, "cpu", { mlx: undefined, env })).chosen).toBeInstanceOf(LlamaEngine);
+  });
+
+  it("auto: checkpoints by mlx, GGUF files as before, both behind one router", async () => {
+    const mlxOnly = await choose("auto", true, "metal", { mlx: undefined, formats: ["mlx"] });
+    expect(mlxOnly.chosen).toBeInstanceOf(MlxEngine);
+    const both = await choose("auto", true, "cpu", { mlx: undefined, formats: ["gguf", "mlx"] });
+    expect(both.chosen).toBeInstanceOf(FormatRouterEngine);
+    expect(both.chosen.backend).toBe("native-llama+mlx");
+    expect(both.chosen.unsupported?.(checkpoint)).toBeUndefined();
+    expect(both.chosen.unsupported?.(gguf)).toBeUndefined();
+    expect(
+      (await choose("auto", true, "metal", { mlx: undefined, formats: ["gguf", "mlx"] })).chosen.backend,
+    ).toBe("llama+mlx");
+    // GGUF files only: the MLX addon is not asked for.
+    const ggufOnly = await choose("auto", true, "cpu", { formats: ["gguf"] });
+    expect(ggufOnly.chosen).toBeInstanceOf(NativeEngine);
+    expect(ggufOnly.warnings).toEqual([]);
+  });
+
+  it("auto without the MLX addon: the GGUF engine with one warning, or a usage error with only checkpoints", async () => {
+    const both = await choose("auto", true, "cpu", { formats: ["gguf", "mlx"] });
+    expect(both.chosen).toBeInstanceOf(NativeEngine);
+    expect(both.warnings).toEqual([
+      `the mlx engine is not built on this machine (${NOT_BUILT}): the MLX checkpoints cannot be served, the GGUF models are`,
+    ]);
+    // The checkpoints are then refused one by one, in words (the daemon logs each, exit 64 when none is left).
+    expect(both.chosen.unsupported?.(checkpoint)).toBe(
+      "model tiny-mlx-4bit is an MLX checkpoint: the native-llama engine serves GGUF files (--engine mlx or auto serves checkpoints)",
+    );
+    const only = choose("auto", true, "metal", { formats: ["mlx"] });
+    await expect(only).rejects.toBeInstanceOf(UsageError);
+    await expect(only).rejects.toThrow(
+      `the mlx engine is not built on this machine (${NOT_BUILT}), and the models are MLX checkpoints`,
+    );
+  });
+
+  it("llama and native refuse a checkpoint, mlx a GGUF file, each with one line", async () => {
+    for (const engine of ["llama", "native"]) {
+      const { chosen } = await choose(engine, true, "cpu");
+      expect(chosen.unsupported?.(checkpoint)).toMatch(/^model tiny-mlx-4bit is an MLX checkpoint: the /);
+      expect(chosen.unsupported?.(gguf)).toBeUndefined();
+    }
+    const { chosen } = await choose("mlx", true, "cpu", { mlx: undefined });
+    expect(chosen.unsupported?.(gguf)).toBe(
+      "model tiny is a GGUF file: the mlx engine serves MLX checkpoints (--engine llama, native or auto serves GGUF files)",
+    );
+    expect(chosen.unsupported?.(checkpoint)).toBeUndefined();
   });
 });

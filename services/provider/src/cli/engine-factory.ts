@@ -1,7 +1,9 @@
 import { totalmem } from "node:os";
+import { join } from "node:path";
 import type { Logger } from "pino";
 import type { ProviderConfig } from "../config/config.js";
-import type { AcceleratorName, Engine } from "../engine/engine.js";
+import { modelFormats } from "../config/model-inventory.js";
+import type { AcceleratorName, Engine, ModelFormat } from "../engine/engine.js";
 import { LlamaEngine, type LlamaEngineOptions } from "../engine/llama/llama-engine.js";
 import { machineAccelerator } from "../machine/hardware.js";
 import { UsageError } from "./io.js";
@@ -13,17 +15,31 @@ const MEMORY_SHARE = 0.6;
 export interface EngineChoiceDeps {
   /** Whether @darkbloom/native/llama's addon loads here. */
   nativeAvailable?: () => Promise<boolean>;
+  /** Why @darkbloom/native/mlx's addon does not load here (what to do), or undefined when it does. */
+  mlxUnavailable?: () => Promise<string | undefined>;
   /** The machine's GPU (machineAccelerator). */
   accelerator?: () => AcceleratorName;
+  /** The formats of the models to serve (default: read from the models directory's names). */
+  modelFormats?: () => Promise<Set<ModelFormat>>;
 }
 
+/** The one line `--engine mlx` (or auto with only checkpoints to serve) stops with where MLX is missing. */
+export const mlxNotBuilt = (reason: string) => `the mlx engine is not built on this machine (${reason})`;
+
 /**
- * The engine `serve` and `doctor` use, by the `engine` setting: "llama" is llama.cpp through
- * node-llama-cpp, on the GPU when the prebuilt binaries find one; "native" the project's batching
- * core (@darkbloom/native/llama, built for the CPU), refused with a usage error when its addon is not
- * built; "auto" native on a machine without a GPU when the addon loads, else llama (with one warning
- * line when the addon is what is missing). Imported lazily so that other commands load neither.
- * Each model's context is lowered to fit its share of 60% of the machine's memory.
+ * The engine `serve` and `doctor` use, by the `engine` setting (flag > DARKBLOOM_ENGINE > config):
+ * - "llama": llama.cpp through node-llama-cpp, on the GPU when the prebuilt binaries find one;
+ * - "native": the project's batching core (@darkbloom/native/llama, built for the CPU);
+ * - "mlx": MLX checkpoints through @darkbloom/native/mlx (Metal on Apple silicon);
+ * - "auto": by the formats of the models to serve. MLX checkpoints are served by mlx (no other engine
+ *   loads them); GGUF files by native on a machine without a GPU when its addon loads, else by llama.
+ *   Both kinds together: one engine of each behind a FormatRouterEngine. An addon that does not load
+ *   falls back with one warning line: the GGUF engine for GGUF files; checkpoints then cannot be
+ *   served, and the daemon refuses each with one line (a usage error when nothing else is left).
+ * "native" and "mlx" without their addon are usage errors (exit 64). A model of the format the chosen
+ * engine does not serve is refused per model (Engine.unsupported). Imported lazily so that other
+ * commands load none of the engines. Each model's context is lowered to fit its share of 60% of the
+ * machine's memory.
  */
 export async function createDefaultEngine(
   config: ProviderConfig,
@@ -39,6 +55,51 @@ export async function createDefaultEngine(
     idleTimeoutMinutes: config.idleTimeoutMinutes,
     gpu: "auto",
   };
+  const mlxUnavailable = deps.mlxUnavailable ?? mlxAddonUnavailable;
+  const mlxEngine = async (): Promise<Engine> => {
+    const { MlxEngine } = await import("../engine/mlx/mlx-engine.js");
+    const log = logger.child({ engine: "mlx" });
+    const { gpu: _gpu, ...rest } = options;
+    return new MlxEngine({
+      ...rest,
+      vocabularyCacheDir: join(config.dataDir, "vocabularies"),
+      onLog: (level, message) => log[level](message),
+    });
+  };
+  if (config.engine === "mlx") {
+    const reason = await mlxUnavailable();
+    if (reason !== undefined) throw new UsageError(mlxNotBuilt(reason));
+    return mlxEngine();
+  }
+  if (config.engine !== "auto") return ggufEngine(config, options, logger, deps);
+
+  const formats = await (deps.modelFormats ?? (() => modelFormats(config.modelsDir, config.models)))();
+  if (!formats.has("mlx")) return ggufEngine(config, options, logger, deps);
+  const reason = await mlxUnavailable();
+  if (!formats.has("gguf")) {
+    // Nothing to fall back to: every model to serve is a checkpoint.
+    if (reason !== undefined)
+      throw new UsageError(`${mlxNotBuilt(reason)}, and the models are MLX checkpoints`);
+    return mlxEngine();
+  }
+  if (reason !== undefined) {
+    logger.warn(`${mlxNotBuilt(reason)}: the MLX checkpoints cannot be served, the GGUF models are`);
+    return ggufEngine(config, options, logger, deps);
+  }
+  const { FormatRouterEngine } = await import("../engine/format-router.js");
+  return new FormatRouterEngine({
+    gguf: await ggufEngine(config, options, logger, deps),
+    mlx: await mlxEngine(),
+  });
+}
+
+/** The engine for GGUF files: "llama", "native", or for "auto" native on a CPU machine where it is built. */
+async function ggufEngine(
+  config: ProviderConfig,
+  options: Omit<LlamaEngineOptions, "onLog">,
+  logger: Logger,
+  deps: EngineChoiceDeps,
+): Promise<Engine> {
   // The native core computes on the CPU: on a machine with a GPU, auto keeps node-llama-cpp's GPU build.
   const gpu = (deps.accelerator ?? machineAccelerator)() !== "cpu";
   if (config.engine === "native" || (config.engine === "auto" && !gpu)) {
@@ -63,4 +124,9 @@ export async function createDefaultEngine(
 async function nativeAddonAvailable(): Promise<boolean> {
   const { nativeLlamaAvailable } = await import("@darkbloom/native/llama");
   return nativeLlamaAvailable();
+}
+
+async function mlxAddonUnavailable(): Promise<string | undefined> {
+  const { mlxUnavailableReason } = await import("@darkbloom/native/mlx");
+  return mlxUnavailableReason();
 }

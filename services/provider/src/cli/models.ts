@@ -8,7 +8,7 @@ import { addModelsSynthCommand } from "./models-synth.js";
 import { formatBytes } from "./progress.js";
 import { addSettingOptions, resolveFromOptions } from "./settings-options.js";
 
-/** `models list|remove|synth|download`: the GGUF files in `<data dir>/models`. */
+/** `models list|remove|synth|download`: the GGUF files and MLX checkpoint directories in `<data dir>/models`. */
 export function addModelsCommands(program: Command, context: CliContext): void {
   const models = commandGroup(program, "models", "manage the models in the data directory");
   addModelsListCommand(models, context);
@@ -18,7 +18,9 @@ export function addModelsCommands(program: Command, context: CliContext): void {
 }
 
 function addModelsListCommand(models: Command, context: CliContext): void {
-  const command = models.command("list").description("list the models (id, size, quantization, SHA-256)");
+  const command = models
+    .command("list")
+    .description("list the models (id, format, size, quantization, SHA-256)");
   addSettingOptions(command, ["dataDir"]);
   command.option("--json", "print JSON").action(async (opts: Record<string, unknown>) => {
     const { config } = resolveFromOptions(opts, context);
@@ -32,9 +34,10 @@ function addModelsListCommand(models: Command, context: CliContext): void {
     if (found.length === 0) context.io.stdout(`no models in ${config.modelsDir}\n`);
     else {
       const rows = [
-        ["ID", "SIZE", "QUANT", "ARCH", "CONTEXT", "SHA256"],
+        ["ID", "FORMAT", "SIZE", "QUANT", "ARCH", "CONTEXT", "SHA256"],
         ...found.map((m) => [
           m.id,
+          m.format ?? "gguf",
           formatBytes(m.sizeBytes),
           m.quantization,
           m.architecture,
@@ -57,7 +60,10 @@ function addModelsListCommand(models: Command, context: CliContext): void {
 }
 
 function addModelsRemoveCommand(models: Command, context: CliContext): void {
-  const command = models.command("remove").description("delete a model file").argument("<id>", "model id");
+  const command = models
+    .command("remove")
+    .description("delete a model file or checkpoint directory")
+    .argument("<id>", "model id");
   addSettingOptions(command, ["dataDir"]);
   command.action(async (id: string, opts: Record<string, unknown>) => {
     if (modelIdOf(`${id}.gguf`) !== id || id.includes("/") || id.startsWith(".")) {

@@ -273,8 +273,8 @@ describe("models", () => {
     const list = await run(["models", "list", "--data-dir", dataDir]);
     expect(list.code).toBe(0);
     const [header, row] = list.stdout.trim().split("\n");
-    expect(header).toMatch(/^ID\s+SIZE\s+QUANT\s+ARCH\s+CONTEXT\s+SHA256$/);
-    expect(row).toMatch(/^tiny\s+\S+ KiB\s+Q8_0\s+qwen3\s+2048\s+[0-9a-f]{16}$/);
+    expect(header).toMatch(/^ID\s+FORMAT\s+SIZE\s+QUANT\s+ARCH\s+CONTEXT\s+SHA256$/);
+    expect(row).toMatch(/^tiny\s+gguf\s+\S+ KiB\s+Q8_0\s+qwen3\s+2048\s+[0-9a-f]{16}$/);
     const json = JSON.parse((await run(["models", "list", "--json", "--data-dir", dataDir])).stdout);
     expect(json.models[0]).toMatchObject({
       id: "tiny",

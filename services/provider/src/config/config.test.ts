@@ -82,7 +82,7 @@ const SAMPLES: Record<
     expected: ["swtpm:host=127.0.0.1,port=2321", "off", "device:/dev/tpm0"],
   },
   allowCpu: { flag: "true", env: "false", yaml: "true", expected: [true, false, true] },
-  engine: { flag: "native", env: "llama", yaml: "auto", expected: ["native", "llama", "auto"] },
+  engine: { flag: "mlx", env: "native", yaml: "llama", expected: ["mlx", "native", "llama"] },
 };
 
 describe("precedence", () => {
@@ -233,6 +233,11 @@ describe("preflight", () => {
       "--log-level loud",
       { flags: { logLevel: "loud" } },
       "--log-level must be one of fatal, error, warn, info, debug, trace, silent (got loud from the command line)",
+    ],
+    [
+      "DARKBLOOM_ENGINE=metal",
+      { env: { DARKBLOOM_ENGINE: "metal" } },
+      "DARKBLOOM_ENGINE must be one of auto, llama, native, mlx (got metal from the environment)",
     ],
     [
       "--heartbeat-interval 10",

@@ -1,22 +1,33 @@
+/**
+ * The models in the models directory: GGUF files (`<id>.gguf`) and MLX checkpoint directories
+ * (`<id>/`, checkpoint-inventory.ts), each a ModelFile whose `format` says which.
+ */
+import type { Dirent } from "node:fs";
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { basename, join } from "node:path";
 import { readGgufMetadata, sha256File } from "@darkbloom/models";
-import type { ModelFile } from "../engine/engine.js";
+import type { ModelFile, ModelFormat } from "../engine/engine.js";
+import {
+  type HashCache,
+  type HashCacheEntry,
+  isCheckpointDir,
+  readCheckpoint,
+} from "./checkpoint-inventory.js";
 import { ConfigError } from "./config.js";
 
 export const MODEL_EXTENSION = ".gguf";
-/** Cached SHA-256 of the model files, keyed by file name and invalidated by size and mtime. */
+/**
+ * Cached SHA-256 of the model files, invalidated by size and mtime: keyed by file name for a GGUF,
+ * `<id>/<path>` for a checkpoint's files.
+ */
 const HASH_CACHE = ".sha256-cache.json";
 
-interface HashCacheEntry {
-  size: number;
-  mtimeMs: number;
-  sha256: string;
-}
-
-/** A file in the models directory that is not a usable model. */
+/** A file (or checkpoint directory) in the models directory that is not a usable model. */
 export interface ModelProblem {
   file: string;
+  /** The model id it would have. */
+  id: string;
+  format: ModelFormat;
   error: string;
 }
 
@@ -25,9 +36,10 @@ export interface ModelInventory {
   problems: ModelProblem[];
 }
 
-/** The model id of a file: its name without `.gguf`. */
+/** The model id of a file: its name without `.gguf` (a checkpoint directory's: its name). */
 export function modelIdOf(file: string): string {
-  return basename(file).slice(0, -MODEL_EXTENSION.length);
+  const name = basename(file);
+  return name.endsWith(MODEL_EXTENSION) ? name.slice(0, -MODEL_EXTENSION.length) : name;
 }
 
 export function modelPath(modelsDir: string, id: string): string {
@@ -38,22 +50,24 @@ export function modelPath(modelsDir: string, id: string): string {
  * Describes one GGUF file: id from the file name, architecture, context length and quantization from
  * its metadata (a malformed or truncated file is rejected), size and SHA-256 (cached by size and mtime).
  */
-export async function readModelFile(path: string, cache?: Map<string, HashCacheEntry>): Promise<ModelFile> {
+export async function readModelFile(path: string, cache?: HashCache): Promise<ModelFile> {
   const info = await stat(path);
   const header = await readGgufMetadata(path);
   if (!header.architecture) throw new Error("general.architecture is missing");
   const name = basename(path);
-  const cached = cache?.get(name);
+  const cached = cache?.entries.get(name);
   let sha256: string;
   if (cached && cached.size === info.size && cached.mtimeMs === info.mtimeMs) {
     sha256 = cached.sha256;
   } else {
     sha256 = await sha256File(path);
-    cache?.set(name, { size: info.size, mtimeMs: info.mtimeMs, sha256 });
+    cache?.entries.set(name, { size: info.size, mtimeMs: info.mtimeMs, sha256 });
   }
+  cache?.used.add(name);
   return {
     id: modelIdOf(path),
     path,
+    format: "gguf",
     sizeBytes: info.size,
     quantization: header.quantization,
     sha256,
@@ -62,30 +76,77 @@ export async function readModelFile(path: string, cache?: Map<string, HashCacheE
   };
 }
 
-/** Every `*.gguf` in the models directory, sorted by id; unreadable ones are listed as problems. */
-export async function scanModels(modelsDir: string): Promise<ModelInventory> {
-  let names: string[];
+/**
+ * The entries of the models directory that hold models, by name: `*.gguf` files and checkpoint
+ * directories (config.json, *.safetensors, or a download's manifest or marker), skipping hidden
+ * names and what is still being written (`*.partial`).
+ */
+async function modelEntries(modelsDir: string): Promise<{ name: string; format: ModelFormat }[] | undefined> {
+  let entries: Dirent[];
   try {
-    names = await readdir(modelsDir);
+    entries = await readdir(modelsDir, { withFileTypes: true });
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === "ENOENT") return { models: [], problems: [] };
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return undefined;
     throw error;
   }
-  const cache = await readHashCache(modelsDir);
-  const before = JSON.stringify([...cache]);
+  const out: { name: string; format: ModelFormat }[] = [];
+  const byId = (e: Dirent) => modelIdOf(e.name);
+  for (const e of entries.sort((a, b) => (byId(a) < byId(b) ? -1 : byId(a) > byId(b) ? 1 : 0))) {
+    if (e.name.startsWith(".") || e.name.endsWith(".partial")) continue;
+    if (e.name.endsWith(MODEL_EXTENSION) && !e.isDirectory()) out.push({ name: e.name, format: "gguf" });
+    else if (e.isDirectory() && (await isCheckpointDir(join(modelsDir, e.name))))
+      out.push({ name: e.name, format: "mlx" });
+  }
+  return out;
+}
+
+/** Every model in the models directory, sorted by id; unreadable ones are listed as problems. */
+export async function scanModels(modelsDir: string): Promise<ModelInventory> {
+  const entries = await modelEntries(modelsDir);
+  if (!entries) return { models: [], problems: [] };
+  const entriesCache = await readHashCache(modelsDir);
+  const before = JSON.stringify([...entriesCache]);
+  const cache: HashCache = { entries: entriesCache, used: new Set() };
   const models: ModelFile[] = [];
   const problems: ModelProblem[] = [];
-  for (const name of names.filter((n) => n.endsWith(MODEL_EXTENSION) && !n.startsWith(".")).sort()) {
+  for (const { name, format } of entries) {
+    const path = join(modelsDir, name);
     try {
-      models.push(await readModelFile(join(modelsDir, name), cache));
+      models.push(
+        format === "gguf" ? await readModelFile(path, cache) : await readCheckpoint(path, name, cache),
+      );
     } catch (error) {
-      problems.push({ file: name, error: error instanceof Error ? error.message : String(error) });
+      const message = error instanceof Error ? error.message : String(error);
+      problems.push({ file: name, id: modelIdOf(name), format, error: message });
     }
   }
-  const present = new Set(names);
-  for (const key of [...cache.keys()]) if (!present.has(key)) cache.delete(key);
-  if (JSON.stringify([...cache]) !== before) await writeHashCache(modelsDir, cache);
+  // `<id>.gguf` and a checkpoint directory `<id>/` would be one id: the file keeps it.
+  const ggufIds = new Set(models.filter((m) => m.format === "gguf").map((m) => m.id));
+  for (const m of models.filter((m) => m.format === "mlx" && ggufIds.has(m.id))) {
+    models.splice(models.indexOf(m), 1);
+    problems.push({
+      file: m.id,
+      id: m.id,
+      format: "mlx",
+      error: `its id is taken by ${m.id}${MODEL_EXTENSION}: rename the directory`,
+    });
+  }
+  // Hashes of files no longer there (or no longer read) are dropped.
+  for (const key of [...entriesCache.keys()]) if (!cache.used.has(key)) entriesCache.delete(key);
+  if (JSON.stringify([...entriesCache]) !== before) await writeHashCache(modelsDir, entriesCache);
   return { models, problems };
+}
+
+/**
+ * The formats of the models `ids` names (every model when empty), from their names alone (nothing is
+ * read or hashed): what the engine choice depends on. Ids not found are left out.
+ */
+export async function modelFormats(modelsDir: string, ids: readonly string[]): Promise<Set<ModelFormat>> {
+  const entries = (await modelEntries(modelsDir).catch(() => undefined)) ?? [];
+  const wanted = new Set(ids);
+  return new Set(
+    entries.filter((e) => wanted.size === 0 || wanted.has(modelIdOf(e.name))).map((e) => e.format),
+  );
 }
 
 /**
@@ -110,7 +171,7 @@ export async function selectModels(modelsDir: string, ids: readonly string[]): P
   return ids.map((id) => {
     const model = byId.get(id);
     if (model) return model;
-    const problem = problems.find((p) => modelIdOf(p.file) === id);
+    const problem = problems.find((p) => p.id === id);
     if (problem) throw new ConfigError(`model ${id} in ${modelsDir} is not usable: ${problem.error}`);
     throw new ConfigError(
       `model ${id} is not in ${modelsDir} (available: ${models.map((m) => m.id).join(", ") || "none"})`,
@@ -118,16 +179,23 @@ export async function selectModels(modelsDir: string, ids: readonly string[]): P
   });
 }
 
-/** Deletes a model file; false when there was none. */
+/** Deletes a model file or checkpoint directory; false when there was none. */
 export async function removeModel(modelsDir: string, id: string): Promise<boolean> {
   const path = modelPath(modelsDir, id);
-  try {
-    await stat(path);
-  } catch {
-    return false;
+  const dir = join(modelsDir, id);
+  if (
+    await stat(path).then(
+      () => true,
+      () => false,
+    )
+  ) {
+    await rm(path);
+    await rm(`${path}.partial`, { force: true });
+    return true;
   }
-  await rm(path);
-  await rm(`${path}.partial`, { force: true });
+  if (!(await isCheckpointDir(dir))) return false;
+  await rm(dir, { recursive: true, force: true });
+  await rm(`${dir}.partial`, { recursive: true, force: true });
   return true;
 }
 

@@ -17,7 +17,10 @@ export interface Settings {
   coordinatorUrl: string;
   /** Data directory: models, logs, PID file, keys. */
   dataDir: string;
-  /** Ids of the models to serve (file names in `<dataDir>/models` without `.gguf`); empty serves every model there. */
+  /**
+   * Ids of the models to serve (GGUF file names in `<dataDir>/models` without `.gguf`, or MLX
+   * checkpoint directory names); empty serves every model there.
+   */
   models: string[];
   /** KV-cache quantization in bits; undefined keeps the cache unquantized (F16). */
   kvBits: 4 | 8 | undefined;
@@ -53,13 +56,16 @@ export interface Settings {
    */
   allowCpu: boolean;
   /**
-   * The inference engine: "llama" (node-llama-cpp), "native" (the project's addon,
-   * @darkbloom/native/llama; npm run build:native), or "auto": native when its addon loads, else llama.
+   * The inference engine: "llama" (node-llama-cpp), "native" (the project's llama.cpp addon,
+   * @darkbloom/native/llama; npm run build:native), "mlx" (the MLX addon, @darkbloom/native/mlx, for
+   * MLX checkpoints; npm run build:native with an MLX installation), or "auto": mlx for MLX
+   * checkpoints, and for GGUF files native on a machine without a GPU when its addon loads, else llama
+   * (cli/engine-factory.ts).
    */
   engine: EngineChoice;
 }
 
-export const ENGINE_CHOICES = ["auto", "llama", "native"] as const;
+export const ENGINE_CHOICES = ["auto", "llama", "native", "mlx"] as const;
 export type EngineChoice = (typeof ENGINE_CHOICES)[number];
 
 export type SettingName = keyof Settings;
@@ -373,12 +379,14 @@ export const SETTINGS: { [K in SettingName]: SettingSpec<K> } = {
   engine: {
     name: "engine",
     flag: "--engine",
-    arg: "<auto|llama|native>",
+    arg: "<auto|llama|native|mlx>",
     env: "DARKBLOOM_ENGINE",
     yaml: "engine",
     description:
       "inference engine: native (the llama.cpp addon of npm run build:native, CPU), llama (node-llama-cpp), " +
-      "or auto: native when its addon is built, else llama (default auto)",
+      "mlx (MLX checkpoints, the MLX addon of npm run build:native with DARKBLOOM_MLX_DIR), or auto: mlx " +
+      "for MLX checkpoints, native for GGUF files when its addon is built and no GPU is present, else llama " +
+      "(default auto)",
     parse: (raw) => {
       const text = typeof raw === "string" ? raw.trim().toLowerCase() : "";
       if (!(ENGINE_CHOICES as readonly string[]).includes(text))

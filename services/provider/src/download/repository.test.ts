@@ -8,6 +8,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { DownloadError, type DownloadProgress } from "./download.js";
 import {
   CHECKPOINT_MANIFEST,
+  DOWNLOAD_MARKER,
   downloadRepository,
   gitBlobSha1,
   isRepositoryId,
@@ -181,8 +182,14 @@ describe("a hub repository as a checkpoint", () => {
       /^model\.safetensors: download interrupted .*run the command again/,
     );
     await expect(stat(join(dir, CHECKPOINT_MANIFEST))).rejects.toThrow();
+    // Marked as a download under way, so that the inventory does not take it for a model.
+    expect(JSON.parse(await readFile(join(dir, DOWNLOAD_MARKER), "utf8"))).toEqual({
+      repo: REPO,
+      commit: COMMIT,
+    });
     hub.requests = [];
     const second = await downloadRepository({ plan, dir, endpoint: hub.url });
+    await expect(stat(join(dir, DOWNLOAD_MARKER))).rejects.toThrow();
     // What the cut left on disk: up to the 150,000 bytes sent (the client may not have read them all
     // before the connection went), asked again from where it stopped; config.json was complete.
     const kept = second.resumedBytes - (FILES[0]?.body.length ?? 0);
@@ -213,6 +220,7 @@ describe("a hub repository as a checkpoint", () => {
       [{ rfilename: "/etc/passwd", size: 1, blobId: "a".repeat(40) }, /refuses to write/],
       [{ rfilename: "a/./b", size: 1, blobId: "a".repeat(40) }, /refuses to write/],
       [{ rfilename: CHECKPOINT_MANIFEST, size: 1, blobId: "a".repeat(40) }, /refuses to write/],
+      [{ rfilename: DOWNLOAD_MARKER, size: 1, blobId: "a".repeat(40) }, /refuses to write/],
       [
         { rfilename: "w.safetensors", size: 5, blobId: "a".repeat(40), lfs: { size: 5 } },
         /without a SHA-256/,

@@ -21,6 +21,11 @@ import { DownloadError, type DownloadProgress, downloadFile, fetchFollowing } fr
 export const DEFAULT_HUB = "https://huggingface.co";
 /** Written last into the checkpoint directory: its presence means every file is complete and checked. */
 export const CHECKPOINT_MANIFEST = "darkbloom-checkpoint.json";
+/**
+ * Present from the start of a download to its manifest: a directory holding it is a download under
+ * way or interrupted, never a model (its files may be complete one by one and the checkpoint not).
+ */
+export const DOWNLOAD_MARKER = ".darkbloom-download";
 
 const REPO = /^[A-Za-z0-9][A-Za-z0-9._-]{0,95}\/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$/;
 const COMMIT = /^[0-9a-f]{40}$/;
@@ -135,6 +140,7 @@ function safePath(path: string): boolean {
     path.length <= 1024 &&
     parts.every((p) => SEGMENT.test(p) && p !== "." && p !== "..") &&
     path !== CHECKPOINT_MANIFEST &&
+    path !== DOWNLOAD_MARKER &&
     !parts.some((p) => p.endsWith(".partial"))
   );
 }
@@ -170,6 +176,10 @@ export async function downloadRepository(options: {
   const { plan, dir } = options;
   const endpoint = (options.endpoint ?? DEFAULT_HUB).replace(/\/+$/, "");
   await rm(join(dir, CHECKPOINT_MANIFEST), { force: true });
+  await writeFile(
+    join(dir, DOWNLOAD_MARKER),
+    `${JSON.stringify({ repo: plan.repo, commit: plan.commit })}\n`,
+  );
   let done = 0;
   let resumed = 0;
   const hashes: { path: string; size: number; sha256: string }[] = [];
@@ -220,6 +230,7 @@ export async function downloadRepository(options: {
     files: hashes,
   };
   await writeFile(join(dir, CHECKPOINT_MANIFEST), `${JSON.stringify(manifest, null, 2)}\n`);
+  await rm(join(dir, DOWNLOAD_MARKER), { force: true });
   return { dir, files: plan.files.length, sizeBytes: plan.totalBytes, resumedBytes: resumed };
 }
 

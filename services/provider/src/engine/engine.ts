@@ -62,17 +62,30 @@ export interface Generation {
   cancel(): void;
 }
 
-/** A model file the engine can load. */
+/**
+ * How a model is stored: a GGUF file (the llama and native-llama engines), or an MLX checkpoint
+ * directory as mlx-community publishes one (config.json, tokenizer files, *.safetensors; the mlx engine).
+ */
+export type ModelFormat = "gguf" | "mlx";
+
+/** A model file (or checkpoint directory) the engine can load. */
 export interface ModelFile {
   /** Public model id (what consumers put in `model`). */
   id: string;
+  /** The GGUF file, or the MLX checkpoint's directory. */
   path: string;
+  /** Absent: "gguf" (what every model was before MLX checkpoints). */
+  format?: ModelFormat | undefined;
+  /** Bytes of the file (of every file of a checkpoint). */
   sizeBytes: number;
-  /** e.g. "Q8_0", "F16". */
+  /** e.g. "Q8_0", "F16"; an MLX checkpoint's "MLX_4BIT", "MLX_8BIT" or its float type ("BF16"). */
   quantization: string;
-  /** Lowercase hex SHA-256 of the file. */
+  /**
+   * Lowercase hex SHA-256 of the file; of a checkpoint, over its files (config/model-inventory.ts,
+   * checkpointSha256). What Register calls the weight hash and challenges are checked against.
+   */
   sha256: string;
-  /** Architecture from the GGUF metadata, e.g. "qwen3". */
+  /** Architecture from the GGUF metadata (config.json's model_type), e.g. "qwen3". */
   architecture: string;
   /** The model's trained context length. */
   contextLength: number;
@@ -186,6 +199,11 @@ export interface Engine {
   contextLimit?(modelId: string): number | undefined;
   /** CPU threads a loaded model evaluates with (what "auto" chose); undefined when not loaded or not known. */
   threadsFor?(modelId: string): number | undefined;
+  /**
+   * Why this engine cannot serve `model` at all (its format), or undefined when it can: the daemon
+   * asks before loading, so that a model of the wrong format is one clear line, not a load failure.
+   */
+  unsupported?(model: ModelFile): string | undefined;
   /** Cancels everything and releases native resources. */
   close(): Promise<void>;
   /** Sets (or clears) the one observer of this engine's work; engines without it report nothing. */

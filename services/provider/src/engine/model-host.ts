@@ -1,19 +1,20 @@
 /**
- * What the llama and native-llama engines have in common above their decoding: the options they both
- * take, and the lifecycle of loaded models (ModelHostEngine). Load vets a file in a child process and
- * loads it at once, unload forgets it (failing its work), an idle model is freed and reloaded by the
- * next request; generation validates a request, waits for the model, renders the prompt and applies
- * the context gate before the engine hands the job to its own batching. Both engines also use one
- * node-llama-cpp instance (for weights, or for tokenizers only), owned here so it is made and disposed
- * the same way.
+ * What the llama, native-llama and mlx engines have in common above their decoding: the options they
+ * all take (host-options.ts), and the lifecycle of loaded models (ModelHostEngine). Load vets a model
+ * in a child process and loads it at once, unload forgets it (failing its work), an idle model is
+ * freed and reloaded by the next request; generation validates a request, waits for the model,
+ * renders the prompt and applies the context gate before the engine hands the job to its own
+ * batching. Every engine also uses one node-llama-cpp instance (for weights, or for tokenizers only),
+ * owned here so it is made and disposed the same way.
  *
  * The contract with an engine: its runners are HostedRunners, its jobs GenerationJobs, and it supplies
  * the hooks below for what differs (opening a runner, ending a dropped runner's jobs, submitting a job,
- * the instance's GPU and thread limit, its log text).
+ * the instance's GPU and thread limit, its log text), the model format's part included (the format it
+ * loads, its default validator): the mlx engine serves checkpoint directories through the same
+ * lifecycle, with the vocabulary converted from each checkpoint's tokenizer.json (engine/mlx/).
  */
 import type { ModelTokenizer, RenderedPrompt } from "@darkbloom/models";
 import { getLlama, type Llama, LlamaLogLevel } from "node-llama-cpp";
-import type { CpuTopology } from "../machine/topology.js";
 import {
   type Engine,
   type EngineDevice,
@@ -23,51 +24,25 @@ import {
   type Generation,
   type GenerationRequest,
   type ModelFile,
+  type ModelFormat,
   type ModelLoadEvent,
   type TokenEvent,
 } from "./engine.js";
+import { formatRefusal } from "./formats.js";
 import { contextLengthExceeded, type GenerationJob, invalid, validateRequest } from "./generation-job.js";
+import {
+  checkHostOptions,
+  type HostSettings,
+  type ModelHostOptions,
+  type ModelVetter,
+  type OptionChecks,
+} from "./host-options.js";
 import { type EngineLog, loadFailure } from "./llama/model-runner.js";
-import { type ModelValidator, sharedModelValidator } from "./llama/model-validator.js";
 import { EngineMeters, errorMessage } from "./meters.js";
 import { StopMatcher } from "./text.js";
-import { ThreadSetting } from "./threads.js";
+import type { ThreadSetting } from "./threads.js";
 
-/** The options both engines take, with the same meanings. */
-export interface ModelHostOptions {
-  /** Batch rows per model (LlamaContext sequences). */
-  maxBatch: number;
-  /** Tokens per row: prompt + max_tokens above this is refused with "context_length_exceeded". */
-  maxContext: number;
-  /** KV-cache quantization: 8 → q8_0, 4 → q4_0 (both K and V; turns on flash attention). */
-  kvBits?: 4 | 8 | undefined;
-  /**
-   * CPU threads for evaluation: a number, or "auto" to choose per model when it loads from its size
-   * and the machine's physical cores (engine/threads.ts). Never llama.cpp's own default, which
-   * oversubscribes small machines.
-   */
-  threads: number | "auto";
-  /** The machine's CPU topology for "auto" (default: detected at the first load). */
-  topology?: CpuTopology | undefined;
-  /** Cores granted to this engine for "auto" (its share of a machine shared with others; default all). */
-  coreShare?: number | undefined;
-  /**
-   * Bytes a loaded model may take with its context (weights, KV cache of every row, compute
-   * buffers). When `maxBatch` rows of `maxContext` tokens would take more, each row's context is
-   * lowered to what fits (and logged); without it the context is allocated as asked.
-   */
-  memoryBudgetBytes?: number | undefined;
-  /** Unload a model idle this long; 0 disables. The next request reloads it. */
-  idleTimeoutMinutes: number;
-  /** Generations allowed to wait for a row (per model) before "engine_busy" (default 256). */
-  queueDepth?: number | undefined;
-  /** Prompt tokens evaluated per prefill step (default 256); also the context's llama_decode batch size. */
-  prefillChunk?: number | undefined;
-  /** Vets model files before loading; `false` trusts every file (tests, pre-vetted files). Default: a process-wide validator. */
-  validator?: ModelValidator | false | undefined;
-  /** llama.cpp and engine log lines (default: errors to stderr). */
-  onLog?: ((level: "debug" | "info" | "warn" | "error", message: string) => void) | undefined;
-}
+export type { HostSettings, ModelHostOptions, ModelVetter, OptionChecks };
 
 export interface ModelHostStats extends EngineStats {
   /** Recent decode rate summed over rows (tokens/s across the batch). */
@@ -81,25 +56,6 @@ export interface ModelHostStats extends EngineStats {
   promptTokensProcessed: number;
   prefillSeconds: number;
   decodeSeconds: number;
-}
-
-/** The options as checked, minus threads (chosen per model when it loads). */
-export interface HostSettings {
-  maxBatch: number;
-  maxContext: number;
-  kvBits: 4 | 8 | undefined;
-  memoryBudgetBytes: number | undefined;
-  idleTimeoutMinutes: number;
-  queueDepth: number;
-  prefillChunk: number;
-}
-
-/** What an engine-specific check of its options may add to the common ones, and where. */
-export interface OptionChecks {
-  /** The most rows a model may have (checked right after maxBatch). */
-  maxBatchLimit?: { rows: number; message: string } | undefined;
-  /** Checks of the engine's own options, after the common ones and before the defaults are applied. */
-  more?: (() => void) | undefined;
 }
 
 /** A runner's share of the engine's stats. */
@@ -133,22 +89,18 @@ export interface HostedRunner {
 export interface LlamaSetup {
   gpu: false | "auto";
   maxThreads: number;
+  /**
+   * It opens vocabulary-only GGUFs alone (the mlx engine's tokenizers): node-llama-cpp first sizes a
+   * full load of such a file and reports the missing tensors as errors, so all it says is debug.
+   */
+  vocabularyOnly?: boolean;
 }
-
-const DEFAULT_QUEUE_DEPTH = 256;
-const DEFAULT_PREFILL_CHUNK = 256;
-
-const positiveInt = (name: string, v: unknown): number => {
-  if (typeof v !== "number" || !Number.isInteger(v) || v < 1)
-    throw new Error(`${name} must be a positive integer`);
-  return v;
-};
 
 export abstract class ModelHostEngine<R extends HostedRunner, J extends GenerationJob> implements Engine {
   abstract readonly backend: string;
   protected readonly settings: HostSettings;
   protected readonly threads: ThreadSetting;
-  protected readonly validator: ModelValidator | undefined;
+  protected readonly validator: ModelVetter | undefined;
   protected readonly log: EngineLog;
   protected readonly meters = new EngineMeters();
   protected readonly known = new Map<string, ModelFile>();
@@ -162,35 +114,10 @@ export abstract class ModelHostEngine<R extends HostedRunner, J extends Generati
 
   /** Checks the common options in a fixed order (so a bad option is reported the same on both engines). */
   protected constructor(options: ModelHostOptions, checks: OptionChecks = {}) {
-    const maxBatch = positiveInt("maxBatch", options.maxBatch);
-    if (checks.maxBatchLimit && maxBatch > checks.maxBatchLimit.rows)
-      throw new Error(checks.maxBatchLimit.message);
-    const maxContext = positiveInt("maxContext", options.maxContext);
-    this.threads = new ThreadSetting(
-      options.threads === "auto" ? "auto" : positiveInt("threads", options.threads),
-      options.coreShare === undefined ? undefined : positiveInt("coreShare", options.coreShare),
-      options.topology,
-    );
-    if (options.kvBits !== undefined && options.kvBits !== 4 && options.kvBits !== 8)
-      throw new Error("kvBits must be 4 or 8");
-    if (!Number.isFinite(options.idleTimeoutMinutes) || options.idleTimeoutMinutes < 0) {
-      throw new Error("idleTimeoutMinutes must be >= 0");
-    }
-    checks.more?.();
-    this.settings = {
-      maxBatch,
-      maxContext,
-      kvBits: options.kvBits,
-      memoryBudgetBytes: options.memoryBudgetBytes,
-      idleTimeoutMinutes: options.idleTimeoutMinutes,
-      queueDepth:
-        options.queueDepth === undefined ? DEFAULT_QUEUE_DEPTH : Math.max(0, Math.floor(options.queueDepth)),
-      prefillChunk:
-        options.prefillChunk === undefined
-          ? DEFAULT_PREFILL_CHUNK
-          : positiveInt("prefillChunk", options.prefillChunk),
-    };
-    this.validator = options.validator === false ? undefined : (options.validator ?? sharedModelValidator);
+    const checked = checkHostOptions(options, checks);
+    this.settings = checked.settings;
+    this.threads = checked.threads;
+    this.validator = checked.validator;
     // `backend` is read when a line is logged (a subclass's field is not set yet here).
     this.log =
       options.onLog ??
@@ -203,6 +130,8 @@ export abstract class ModelHostEngine<R extends HostedRunner, J extends Generati
   // Hooks: what each engine does its own way
 
   abstract device(): Promise<EngineDevice>;
+  /** The model format this engine loads (a model of another is refused: unsupported()). */
+  protected readonly modelFormat: ModelFormat = "gguf";
   /** The node-llama-cpp instance's GPU use and thread limit (shared by all its contexts). */
   protected abstract llamaSetup(): Promise<LlamaSetup>;
   /** What the log and errors call that instance when it cannot be had ("llama.cpp", "node-llama-cpp"). */
@@ -233,15 +162,26 @@ export abstract class ModelHostEngine<R extends HostedRunner, J extends Generati
   protected abstract submit(job: J, runner: R, prompt: RenderedPrompt): void;
   /** Called once before a runner is freed (e.g. to fold its last counters into the meters). */
   protected disposing(_runner: R): void {}
+  /** What the "loaded" line says the model computes with (default: its CPU threads and why). */
+  protected computeNote(_runner: R, threads: { threads: number; reason: string }): string {
+    return `${threads.threads} CPU thread${threads.threads === 1 ? "" : "s"} (${threads.reason})`;
+  }
 
   // ---------------------------------------------------------------------------------------------
   // Models
+
+  /** Why this engine cannot serve `file` (a GGUF engine and a checkpoint, or the reverse), else undefined. */
+  unsupported(file: ModelFile): string | undefined {
+    return formatRefusal(file, this.backend, this.modelFormat);
+  }
 
   async load(file: ModelFile): Promise<void> {
     this.ensureOpen();
     if (!file || typeof file.id !== "string" || file.id === "" || typeof file.path !== "string") {
       throw new EngineError("invalid_request", "a model file needs an id and a path", 400);
     }
+    const refusal = this.unsupported(file);
+    if (refusal) throw new EngineError("model_load_failed", refusal, 400);
     const previous = this.known.get(file.id);
     if (previous && (previous.path !== file.path || previous.sha256 !== file.sha256))
       await this.dropRunner(file.id);
@@ -286,7 +226,7 @@ export abstract class ModelHostEngine<R extends HostedRunner, J extends Generati
 
   /** The one node-llama-cpp instance; a failed attempt is forgotten so the next load tries again. */
   protected async getLlama(): Promise<Llama> {
-    const { gpu, maxThreads } = await this.llamaSetup();
+    const { gpu, maxThreads, vocabularyOnly } = await this.llamaSetup();
     this.llama ??= getLlama({
       gpu,
       build: "never",
@@ -296,7 +236,8 @@ export abstract class ModelHostEngine<R extends HostedRunner, J extends Generati
       logger: (level, message) => {
         const text = message.trimEnd();
         if (text === "") return;
-        if (level === LlamaLogLevel.error || level === LlamaLogLevel.fatal) this.log("error", text);
+        if (vocabularyOnly) this.log("debug", text);
+        else if (level === LlamaLogLevel.error || level === LlamaLogLevel.fatal) this.log("error", text);
         else if (level === LlamaLogLevel.warn) this.log("warn", text);
         else this.log("debug", text);
       },
@@ -370,7 +311,7 @@ export abstract class ModelHostEngine<R extends HostedRunner, J extends Generati
     this.log(
       "info",
       `loaded ${file.id}: ${this.rowCount(runner)} rows x ${runner.maxContext} tokens, ` +
-        `${threads.threads} CPU thread${threads.threads === 1 ? "" : "s"} (${threads.reason})`,
+        this.computeNote(runner, threads),
     );
     this.scheduleIdle(runner);
     return runner;

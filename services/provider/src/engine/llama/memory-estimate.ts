@@ -45,24 +45,18 @@ export async function estimateModelBytes(
   return modelBytes + r.cpuRam + r.gpuVram;
 }
 
-/**
- * The largest context per row, at most `wanted`, with which the model, `maxBatch` rows of KV cache
- * and the compute buffers fit the memory budget (llama.cpp allocates all of it up front: 4 rows of
- * Qwen3-0.6B's 40,960 tokens would be ~19 GB of F16 cache). At least 256 tokens (or `wanted`).
- * Lowering is logged as a warning.
- */
-export async function fitContext(
+/** Bytes a model with rows of `contextSize` tokens takes in all, by an engine's own estimate. */
+export type MemoryNeed = (contextSize: number) => Promise<number> | number;
+
+/** node-llama-cpp's estimate (estimateModelBytes) of a GGUF model's context of `settings.maxBatch` rows. */
+export function ggufMemoryNeed(
   insights: GgufInsights,
   modelBytes: number,
   gpuLayers: number,
-  wanted: number,
   batchSize: number,
   settings: FitSettings,
-  log: (level: "warn", message: string) => void,
-): Promise<number> {
-  const budget = settings.memoryBudgetBytes;
-  if (budget === undefined) return wanted;
-  const needs = (contextSize: number): Promise<number> =>
+): MemoryNeed {
+  return (contextSize) =>
     estimateModelBytes(insights, modelBytes, {
       contextSize,
       sequences: settings.maxBatch,
@@ -70,6 +64,23 @@ export async function fitContext(
       kvBits: settings.kvBits,
       gpuLayers,
     });
+}
+
+/**
+ * The largest context per row, at most `wanted`, with which the model, `maxBatch` rows of KV cache
+ * and the compute buffers fit the memory budget, by `needs` (llama.cpp and MLX allocate all of it up
+ * front: 4 rows of Qwen3-0.6B's 40,960 tokens would be ~19 GB of F16 cache). At least 256 tokens (or
+ * `wanted`), whether that fits or not: the caller decides what to do when even that does not.
+ * Lowering is logged as a warning.
+ */
+export async function fitContext(
+  needs: MemoryNeed,
+  wanted: number,
+  settings: Pick<FitSettings, "maxBatch" | "memoryBudgetBytes">,
+  log: (level: "warn", message: string) => void,
+): Promise<number> {
+  const budget = settings.memoryBudgetBytes;
+  if (budget === undefined) return wanted;
   if ((await needs(wanted)) <= budget) return wanted;
   let lo = Math.min(wanted, 256);
   let hi = wanted;

@@ -12,7 +12,7 @@ import type { Llama, LlamaContext, LlamaModel } from "node-llama-cpp";
 import { EngineError, type ModelFile } from "../engine.js";
 import { errorMessage } from "../meters.js";
 import type { Job, Row } from "./job.js";
-import { fitContext } from "./memory-estimate.js";
+import { fitContext, ggufMemoryNeed } from "./memory-estimate.js";
 
 /** The engine's log: llama.cpp's lines and its own. */
 export type EngineLog = (level: "debug" | "info" | "warn" | "error", message: string) => void;
@@ -100,11 +100,8 @@ export async function openModelRunner(
     const kvType = settings.kvBits === 8 ? "Q8_0" : settings.kvBits === 4 ? "Q4_0" : undefined;
     const batchSize = Math.max(settings.prefillChunk, settings.maxBatch);
     const maxContext = await fitContext(
-      model.fileInsights,
-      model.size,
-      model.gpuLayers,
+      ggufMemoryNeed(model.fileInsights, model.size, model.gpuLayers, batchSize, settings),
       wanted,
-      batchSize,
       settings,
       log,
     );

@@ -1,12 +1,14 @@
 /**
- * One generation on the native engine: GenerationJob's text, stop strings and billing, fed by the
- * events of a native scheduler (@darkbloom/native/llama). The scheduler samples, stops at an
+ * One generation on an engine over a native core (native-llama, mlx): GenerationJob's text, stop
+ * strings and billing, fed by the events of a native scheduler (@darkbloom/native/llama or
+ * @darkbloom/native/mlx, one contract). The scheduler samples, stops at an
  * end-of-generation token ("stop", the token not delivered) and at maxTokens ("length"); stop strings
  * are matched here, on the decoded text, and end the request with scheduler.cancel.
  */
-import type { LlamaErrorCode, NativeSamplingOptions, SchedulerEvent } from "@darkbloom/native/llama";
+import type { NativeSamplingOptions } from "@darkbloom/native/llama";
 import { EngineError, type GenerationRequest, type TokenEvent } from "../engine.js";
 import { GenerationJob } from "../generation-job.js";
+import type { CoreSchedulerEvent } from "./scheduler-runner.js";
 
 /** The native scheduler's seeds are 0 to 2^32-2 (2^32-1 means "random" to llama.cpp). */
 const SEED_MODULUS = 2 ** 32 - 1;
@@ -67,7 +69,7 @@ export class NativeJob extends GenerationJob {
   }
 
   /** One scheduler event for this request. */
-  onEvent(event: SchedulerEvent): void {
+  onEvent(event: CoreSchedulerEvent): void {
     if (this.settled) return;
     if (event.kind === "tokens") {
       if (this.phase !== "decoding") this.phase = "decoding";
@@ -102,11 +104,7 @@ export class NativeJob extends GenerationJob {
  * is engine_busy (503) and a context overrun context_length_exceeded (400), as the llama engine says
  * them; anything else is the engine's failure.
  */
-export function nativeEngineError(
-  code: LlamaErrorCode | undefined,
-  message: string,
-  cause?: unknown,
-): EngineError {
+export function nativeEngineError(code: string | undefined, message: string, cause?: unknown): EngineError {
   const options = cause === undefined ? undefined : { cause };
   if (code === "busy") return new EngineError("engine_busy", message, 503, options);
   if (code === "context_length_exceeded")

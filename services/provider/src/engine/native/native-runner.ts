@@ -1,8 +1,7 @@
 /**
- * A model loaded by the native engine: the addon's model and one scheduler over it (`rows` batch
- * rows of `maxContext` KV cells each, its own engine thread), the vocabulary-only node-llama-cpp copy
- * of the file that renders prompts and counts and detokenizes text (@darkbloom/models'
- * ModelTokenizer, what the coordinator counts with), and the jobs submitted to it.
+ * A model loaded by the native engine: the addon's model and one scheduler over it, the
+ * vocabulary-only tokenizer of the same file, and the jobs submitted to it (SchedulerRunner, shared
+ * with the mlx engine).
  */
 import { ModelTokenizer } from "@darkbloom/models";
 import {
@@ -10,16 +9,18 @@ import {
   llamaErrorCode,
   NativeLlamaModel,
   type NativeLlamaScheduler,
-  type SchedulerStats,
 } from "@darkbloom/native/llama";
 import type { Llama } from "node-llama-cpp";
 import { EngineError, type ModelFile } from "../engine.js";
-import { fitContext } from "../llama/memory-estimate.js";
+import { fitContext, ggufMemoryNeed } from "../llama/memory-estimate.js";
 import { loadFailure } from "../llama/model-runner.js";
-import { type EngineMeters, errorMessage } from "../meters.js";
-import type { NativeJob } from "./native-job.js";
+import { errorMessage } from "../meters.js";
+import { SchedulerRunner } from "./scheduler-runner.js";
 
 export type EngineLog = (level: "debug" | "info" | "warn" | "error", message: string) => void;
+
+/** A model of the native engine (its runner's model is a NativeLlamaModel). */
+export type NativeRunner = SchedulerRunner;
 
 /** How every model's scheduler is made. */
 export interface NativeRunnerSettings {
@@ -30,83 +31,6 @@ export interface NativeRunnerSettings {
   prefillChunk: number;
   queueDepth: number;
   memoryBudgetBytes: number | undefined;
-}
-
-const ZERO: SchedulerStats = {
-  busyRows: 0,
-  queued: 0,
-  rows: 0,
-  kvCellsUsed: 0,
-  kvCells: 0,
-  promptTokensProcessed: 0,
-  prefillSeconds: 0,
-  decodeSeconds: 0,
-  decodeSteps: 0,
-  tokensGenerated: 0,
-};
-/** How often the scheduler's counters are folded into the engine's meters while it streams. */
-const SAMPLE_MS = 100;
-
-export class NativeRunner {
-  readonly jobs = new Set<NativeJob>();
-  idleTimer: NodeJS.Timeout | undefined;
-  disposed = false;
-  /** The scheduler's counters when last folded into the meters (they restart with each scheduler). */
-  private last: SchedulerStats = ZERO;
-  private lastSampleAt = 0;
-
-  constructor(
-    readonly file: ModelFile,
-    readonly model: NativeLlamaModel,
-    readonly scheduler: NativeLlamaScheduler,
-    readonly tokenizer: ModelTokenizer,
-    readonly rows: number,
-    /** The per-row token limit the gate enforces. */
-    readonly maxContext: number,
-    readonly threads: number,
-  ) {}
-
-  get idle(): boolean {
-    return this.jobs.size === 0;
-  }
-
-  /** The scheduler's stats, or undefined once it is closed. */
-  schedulerStats(): SchedulerStats | undefined {
-    if (this.disposed) return undefined;
-    try {
-      return this.scheduler.stats();
-    } catch {
-      return undefined;
-    }
-  }
-
-  /**
-   * Folds what the scheduler measured since the last call into the engine's meters (counters that
-   * outlive this runner, rates as moving averages). `throttled`: at most every SAMPLE_MS.
-   */
-  sample(meters: EngineMeters, throttled = false): void {
-    const now = performance.now();
-    if (throttled && now - this.lastSampleAt < SAMPLE_MS) return;
-    this.lastSampleAt = now;
-    const stats = this.schedulerStats();
-    if (!stats) return;
-    const last = this.last;
-    this.last = stats;
-    const promptTokens = stats.promptTokensProcessed - last.promptTokensProcessed;
-    if (promptTokens > 0) meters.prefillChunk(promptTokens, stats.prefillSeconds - last.prefillSeconds);
-    meters.decodeSpan(
-      stats.decodeSteps - last.decodeSteps,
-      stats.decodeSeconds - last.decodeSeconds,
-      stats.tokensGenerated - last.tokensGenerated,
-    );
-  }
-
-  /** Closes the scheduler (its requests end "cancelled"), the model and the tokenizer; errors are ignored. */
-  async free(): Promise<void> {
-    await this.scheduler.close().catch(() => {});
-    await this.model.close().catch(() => {});
-    await this.tokenizer.dispose().catch(() => {});
-  }
 }
 
 /**
@@ -134,11 +58,8 @@ export async function openNativeRunner(
     const wanted = info.nCtxTrain > 0 ? Math.min(settings.maxContext, info.nCtxTrain) : settings.maxContext;
     const batchSize = Math.max(settings.prefillChunk, settings.maxBatch);
     const maxContext = await fitContext(
-      tokenizer.model.fileInsights,
-      info.sizeBytes,
-      0,
+      ggufMemoryNeed(tokenizer.model.fileInsights, info.sizeBytes, 0, batchSize, settings),
       wanted,
-      batchSize,
       settings,
       log,
     );
@@ -151,7 +72,7 @@ export async function openNativeRunner(
       prefillChunk: settings.prefillChunk,
       queueDepth: settings.queueDepth,
     });
-    const runner = new NativeRunner(
+    const runner = new SchedulerRunner(
       file,
       model,
       scheduler,
