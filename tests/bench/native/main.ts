@@ -246,42 +246,46 @@ async function measureStack(
     slots: widest,
     contextPerSlot: contextSize,
   });
-  const dataDir = await mkdtemp(join(resolve(".darkbloom"), "bench-network-"));
-  const providerModels = join(dataDir, "providers", "0", "models");
-  await mkdir(providerModels, { recursive: true });
-  await link(model.path, modelPath(providerModels, shape));
-  // The daemon inherits these: as many rows as llama-server has slots, of the same size.
-  process.env.DARKBLOOM_MAX_CONTEXT = String(contextSize);
-  process.env.DARKBLOOM_MAX_BATCH = String(widest);
-  const network = await startLocalNetwork({ port: 0, dataDir, providers: 1, model: shape, log: progress });
-  const stack = bench.httpTarget({
-    baseUrl: network.baseUrl,
-    apiKey: network.apiKey,
-    model: shape,
-    maxSockets: widest,
-  });
-  const peer = bench.httpTarget({
-    baseUrl: server.baseUrl,
-    apiKey: "none",
-    model: shape,
-    maxSockets: widest,
-    name: LLAMA_SERVER,
-  });
+  // Stopped whatever fails after it: a spawned server would outlive this process.
   try {
-    return await bench.runBenchmark([peer, stack], {
-      promptTokens,
-      genTokens,
-      batches: levels,
-      rounds,
-      prompts,
-      onProgress: progress,
+    const dataDir = await mkdtemp(join(resolve(".darkbloom"), "bench-network-"));
+    const providerModels = join(dataDir, "providers", "0", "models");
+    await mkdir(providerModels, { recursive: true });
+    await link(model.path, modelPath(providerModels, shape));
+    // The daemon inherits these: as many rows as llama-server has slots, of the same size.
+    process.env.DARKBLOOM_MAX_CONTEXT = String(contextSize);
+    process.env.DARKBLOOM_MAX_BATCH = String(widest);
+    const network = await startLocalNetwork({ port: 0, dataDir, providers: 1, model: shape, log: progress });
+    const stack = bench.httpTarget({
+      baseUrl: network.baseUrl,
+      apiKey: network.apiKey,
+      model: shape,
+      maxSockets: widest,
     });
+    const peer = bench.httpTarget({
+      baseUrl: server.baseUrl,
+      apiKey: "none",
+      model: shape,
+      maxSockets: widest,
+      name: LLAMA_SERVER,
+    });
+    try {
+      return await bench.runBenchmark([peer, stack], {
+        promptTokens,
+        genTokens,
+        batches: levels,
+        rounds,
+        prompts,
+        onProgress: progress,
+      });
+    } finally {
+      await stack.close();
+      await peer.close();
+      await network.stop();
+      await rm(dataDir, { recursive: true, force: true });
+    }
   } finally {
-    await stack.close();
-    await peer.close();
-    await network.stop();
     await server.stop();
-    await rm(dataDir, { recursive: true, force: true });
   }
 }
 
