@@ -18,24 +18,15 @@ import {
 import type { Llama } from "node-llama-cpp";
 import { EngineError, type ModelFile } from "../engine.js";
 import { fitContext } from "../llama/memory-estimate.js";
-import { loadFailure } from "../llama/model-runner.js";
+import { type EngineLog, loadFailure } from "../llama/model-runner.js";
 import { errorMessage } from "../meters.js";
-import { SchedulerRunner } from "../native/scheduler-runner.js";
+import { SchedulerRunner, type SchedulerRunnerSettings } from "../native/scheduler-runner.js";
 import { openCheckpointTokenizer, VocabularyError } from "./vocabulary.js";
-
-export type EngineLog = (level: "debug" | "info" | "warn" | "error", message: string) => void;
 
 /** A checkpoint of the mlx engine (its runner's model is an MlxModel). */
 export type MlxRunner = SchedulerRunner;
 
-export interface MlxRunnerSettings {
-  maxBatch: number;
-  maxContext: number;
-  threads: number;
-  kvBits: 4 | 8 | undefined;
-  prefillChunk: number;
-  queueDepth: number;
-  memoryBudgetBytes: number | undefined;
+export interface MlxRunnerSettings extends SchedulerRunnerSettings {
   /** Where converted vocabularies are kept (undefined: converted at each load). */
   vocabularyCacheDir: string | undefined;
 }

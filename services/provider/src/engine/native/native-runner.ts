@@ -13,25 +13,15 @@ import {
 import type { Llama } from "node-llama-cpp";
 import { EngineError, type ModelFile } from "../engine.js";
 import { fitContext, ggufMemoryNeed } from "../llama/memory-estimate.js";
-import { loadFailure } from "../llama/model-runner.js";
+import { type EngineLog, loadFailure } from "../llama/model-runner.js";
 import { errorMessage } from "../meters.js";
-import { SchedulerRunner } from "./scheduler-runner.js";
-
-export type EngineLog = (level: "debug" | "info" | "warn" | "error", message: string) => void;
+import { SchedulerRunner, type SchedulerRunnerSettings } from "./scheduler-runner.js";
 
 /** A model of the native engine (its runner's model is a NativeLlamaModel). */
 export type NativeRunner = SchedulerRunner;
 
 /** How every model's scheduler is made. */
-export interface NativeRunnerSettings {
-  maxBatch: number;
-  maxContext: number;
-  threads: number;
-  kvBits: 4 | 8 | undefined;
-  prefillChunk: number;
-  queueDepth: number;
-  memoryBudgetBytes: number | undefined;
-}
+export type NativeRunnerSettings = SchedulerRunnerSettings;
 
 /**
  * Loads a (vetted) model file: its vocabulary for the tokenizer, its weights into the addon, and a

@@ -37,6 +37,18 @@ const ZERO: SchedulerStats = {
   decodeSteps: 0,
   tokensGenerated: 0,
 };
+
+/** How a scheduler core's rows are made (the native-llama and mlx engines' shared knobs). */
+export interface SchedulerRunnerSettings {
+  maxBatch: number;
+  maxContext: number;
+  threads: number;
+  kvBits: 4 | 8 | undefined;
+  prefillChunk: number;
+  queueDepth: number;
+  memoryBudgetBytes: number | undefined;
+}
+
 /** How often the scheduler's counters are folded into the engine's meters while it streams. */
 const SAMPLE_MS = 100;
 
