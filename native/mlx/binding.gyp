@@ -10,6 +10,7 @@
     "sources": [
       "../addon/mlx/addon.cc",
       "../addon/mlx/engine.cc",
+      "../addon/mlx/js_options.cc",
       "../addon/mlx/transformer.cc",
       "../addon/common/host_sampler.cc",
       "../addon/common/sampling_params.cc"
