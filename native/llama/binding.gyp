@@ -13,8 +13,10 @@
       "../addon/llama/engine.cc",
       "../addon/llama/model.cc",
       "../addon/llama/sampling.cc",
+      "../addon/llama/scheduler.cc",
+      "../addon/common/request_book.cc",
       "../addon/common/sampling_params.cc",
-      "../addon/llama/scheduler.cc"
+      "../addon/common/scheduler_js.cc"
     ],
     "include_dirs": [
       "<!(node -p \"require('node-addon-api').include_dir\")",

@@ -13,7 +13,9 @@
       "../addon/mlx/js_options.cc",
       "../addon/mlx/transformer.cc",
       "../addon/common/host_sampler.cc",
-      "../addon/common/sampling_params.cc"
+      "../addon/common/request_book.cc",
+      "../addon/common/sampling_params.cc",
+      "../addon/common/scheduler_js.cc"
     ],
     "include_dirs": [
       "<!(node -p \"require('node-addon-api').include_dir\")",

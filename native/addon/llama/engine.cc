@@ -27,11 +27,6 @@ double Since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
-Event Done(const std::string& id, const char* reason, int32_t promptTokens, int32_t generated) {
-  Event e{Event::Kind::Done, id, {}, reason, promptTokens, generated, {}, {}};
-  return e;
-}
-
 }  // namespace
 
 Engine::Engine(llama_model* model, llama_context* ctx, EngineOptions options, Emit emit)
@@ -42,7 +37,8 @@ Engine::Engine(llama_model* model, llama_context* ctx, EngineOptions options, Em
       nVocab_(llama_vocab_n_tokens(vocab_)),
       options_(options),
       emit_(std::move(emit)),
-      rows_(options.rows) {
+      rows_(options.rows),
+      book_(options.rows, options.queueDepth) {
   for (int32_t i = 0; i < options.rows; i++) rows_[i].seq = i;
   stats_.rows = options.rows;
   stats_.kvCells = llama_n_ctx(ctx);
@@ -57,43 +53,25 @@ Engine::~Engine() {
 
 void Engine::Submit(Submission&& s) {
   std::lock_guard<std::mutex> lk(mu_);
-  if (failed_) throw CodedError(code::kEngineFailed, "the scheduler failed and no longer accepts requests");
-  if (closing_) throw CodedError(code::kClosed, "the scheduler is closed");
-  bool known = running_.count(s.id) > 0 ||
-               std::any_of(queue_.begin(), queue_.end(), [&](const Submission& q) { return q.id == s.id; });
-  if (known) throw CodedError(code::kBadInput, "a request with id " + s.id + " is already submitted");
-  // Free rows take submissions at the next step, so they do not count against the queue depth.
-  size_t freeRows = static_cast<size_t>(options_.rows - busyRows_);
-  if (queue_.size() + 1 > static_cast<size_t>(options_.queueDepth) + freeRows)
-    throw CodedError(code::kBusy, "the scheduler's queue is full (" + std::to_string(options_.queueDepth) +
-                                      " waiting requests)");
-  queue_.push_back(std::move(s));
+  book_.Submit(std::move(s));
   cv_.notify_one();
 }
 
-Engine::CancelResult Engine::Cancel(const std::string& id) {
+CancelResult Engine::Cancel(const std::string& id) {
   std::lock_guard<std::mutex> lk(mu_);
-  auto it = std::find_if(queue_.begin(), queue_.end(), [&](const Submission& q) { return q.id == id; });
-  if (it != queue_.end()) {
-    queue_.erase(it);
-    return CancelResult::Queued;
-  }
-  if (running_.count(id) == 0) return CancelResult::Unknown;
-  cancels_.insert(id);
-  return CancelResult::Running;
+  return book_.Cancel(id);
 }
 
 void Engine::RequestClose() {
   std::lock_guard<std::mutex> lk(mu_);
-  closing_ = true;
+  book_.Close();
   cv_.notify_one();
 }
 
-EngineStats Engine::Stats() {
+BatchStats Engine::Stats() {
   std::lock_guard<std::mutex> lk(mu_);
-  EngineStats s = stats_;
-  s.busyRows = busyRows_;
-  s.queued = static_cast<int32_t>(queue_.size());
+  BatchStats s = stats_;
+  book_.CountInto(s);
   return s;
 }
 
@@ -114,9 +92,7 @@ void Engine::Run() {
   llama_free(ctx_);
   ctx_ = nullptr;
   std::lock_guard<std::mutex> lk(mu_);
-  closing_ = true;
-  busyRows_ = 0;
-  running_.clear();
+  book_.Finish();
   stats_.kvCellsUsed = 0;
 }
 
@@ -126,16 +102,8 @@ void Engine::Loop() {
     std::vector<Event> events;
     {
       std::unique_lock<std::mutex> lk(mu_);
-      cv_.wait(lk, [&] { return closing_ || !queue_.empty() || busyRows_ > 0; });
-      closing = closing_ || jsGone_;
-      for (Row& r : rows_)
-        if (r.busy && (closing || cancels_.count(r.id) > 0)) r.cancelled = true;
-      cancels_.clear();
-      if (closing) {
-        for (const Submission& s : queue_)
-          events.push_back(Done(s.id, "cancelled", static_cast<int32_t>(s.prompt.size()), 0));
-        queue_.clear();
-      }
+      cv_.wait(lk, [&] { return book_.HasWork(); });
+      closing = book_.BeginStep(jsGone_, rows_, events);
     }
     // Retiring first frees the cells of finished and cancelled rows before anything is admitted.
     Retire(events);
@@ -169,8 +137,7 @@ void Engine::Retire(std::vector<Event>& events) {
     r.seq = seq;
     retired = true;
     std::lock_guard<std::mutex> lk(mu_);
-    running_.erase(id);
-    busyRows_--;
+    book_.Retire(id);
   }
   if (retired) UpdateStats(0, 0, 0, 0, false);
 }
@@ -181,11 +148,7 @@ void Engine::Admit() {
     Submission s;
     {
       std::lock_guard<std::mutex> lk(mu_);
-      if (queue_.empty()) return;
-      s = std::move(queue_.front());
-      queue_.pop_front();
-      running_.insert(s.id);
-      busyRows_++;
+      if (!book_.Admit(s)) return;
     }
     r.busy = true;
     r.id = std::move(s.id);
@@ -268,7 +231,7 @@ bool Engine::Accept(Row& row, llama_token token, std::vector<Event>& events) {
     return false;
   }
   row.generated++;
-  events.push_back(Event{Event::Kind::Tokens, row.id, {token}, {}, 0, 0, {}, {}});
+  events.push_back(TokenEvent(row.id, token));
   if (row.generated >= row.maxTokens)
     Finish(row, "length", events);
   else
@@ -283,7 +246,7 @@ void Engine::Finish(Row& row, const char* reason, std::vector<Event>& events) {
 
 void Engine::Fail(Row& row, const std::string& message, std::vector<Event>& events) {
   row.finished = true;
-  events.push_back(Event{Event::Kind::Error, row.id, {}, {}, 0, 0, code::kEngineFailed, message});
+  events.push_back(EngineFailed(row.id, message));
 }
 
 void Engine::FailAll(const std::string& message) {
@@ -292,10 +255,7 @@ void Engine::FailAll(const std::string& message) {
     if (r.busy && !r.finished) Fail(r, message, events);
   {
     std::lock_guard<std::mutex> lk(mu_);
-    failed_ = true;
-    for (const Submission& s : queue_)
-      events.push_back(Event{Event::Kind::Error, s.id, {}, {}, 0, 0, code::kEngineFailed, message});
-    queue_.clear();
+    book_.Fail(message, events);
   }
   try {
     Publish(events);
@@ -317,11 +277,7 @@ void Engine::UpdateStats(double prefillSeconds, double decodeSeconds, int64_t pr
     if (r.busy) used += r.nPast;
   std::lock_guard<std::mutex> lk(mu_);
   stats_.kvCellsUsed = used;
-  stats_.prefillSeconds += prefillSeconds;
-  stats_.decodeSeconds += decodeSeconds;
-  stats_.promptTokensProcessed += promptTokens;
-  stats_.tokensGenerated += generated;
-  if (decodeStep) stats_.decodeSteps++;
+  stats_.Add(prefillSeconds, decodeSeconds, promptTokens, generated, decodeStep);
 }
 
 }  // namespace dbllama

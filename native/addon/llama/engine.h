@@ -6,13 +6,13 @@
 
 #include <condition_variable>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <mutex>
 #include <string>
-#include <unordered_set>
+#include <type_traits>
 #include <vector>
 
+#include "common.h"
 #include "sampling.h"
 
 namespace dbllama {
@@ -24,53 +24,28 @@ struct EngineOptions {
   int32_t queueDepth = 64;
 };
 
-struct Submission {
-  std::string id;
-  std::vector<llama_token> prompt;
-  int32_t maxTokens = 0;
-  SamplingParams sampling;
-};
+// Submissions and events carry tokens as int32_t (../common/batch_types.h).
+static_assert(std::is_same<llama_token, int32_t>::value, "llama_token is int32_t");
 
-// What one step tells JS: tokens for a row, or its one terminal event (done or error).
-struct Event {
-  enum class Kind { Tokens, Done, Error } kind;
-  std::string id;
-  std::vector<llama_token> tokens;  // Tokens
-  std::string reason;               // Done: stop | length | cancelled
-  int32_t promptTokens = 0;         // Done
-  int32_t generatedTokens = 0;      // Done
-  std::string code, message;        // Error
-};
-
-struct EngineStats {
-  int32_t busyRows = 0, queued = 0, rows = 0;
-  int64_t kvCellsUsed = 0, kvCells = 0;
-  int64_t promptTokensProcessed = 0, decodeSteps = 0, tokensGenerated = 0;
-  double prefillSeconds = 0, decodeSeconds = 0;
-};
-
-class Engine {
+class Engine : public SchedulerCore {
  public:
   // Delivers one step's events; blocks while JS is behind (bounded queue). False: JS is gone.
   using Emit = std::function<bool(std::vector<Event>&&)>;
 
   // Takes ownership of ctx; it is freed by Run() on the engine thread when the loop ends.
   Engine(llama_model* model, llama_context* ctx, EngineOptions options, Emit emit);
-  ~Engine();
+  ~Engine() override;
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
   // The engine thread's body: returns after close (or a fatal error), every request completed.
   void Run();
 
-  // JS thread. Throws CodedError: busy (queue full), closed, engine_failed, bad_input (id in use).
-  void Submit(Submission&& submission);
-  enum class CancelResult { Queued, Running, Unknown };
-  // JS thread. A queued submission is removed at once (the caller reports it cancelled); a running
-  // one is flagged and retired, with a "cancelled" done event, at the next step boundary.
-  CancelResult Cancel(const std::string& id);
-  void RequestClose();
-  EngineStats Stats();
+  // JS thread (SchedulerCore).
+  void Submit(Submission&& submission) override;
+  CancelResult Cancel(const std::string& id) override;
+  void RequestClose() override;
+  BatchStats Stats();
 
  private:
   struct Row {
@@ -117,13 +92,8 @@ class Engine {
   // Shared with the JS thread, under mu_.
   std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<Submission> queue_;
-  std::unordered_set<std::string> running_;  // ids admitted to a row and not yet retired
-  std::unordered_set<std::string> cancels_;  // running ids to retire at the next step boundary
-  int32_t busyRows_ = 0;
-  bool closing_ = false;
-  bool failed_ = false;
-  EngineStats stats_;
+  RequestBook book_;
+  BatchStats stats_;
 };
 
 }  // namespace dbllama

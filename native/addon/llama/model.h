@@ -8,6 +8,7 @@
 #include <thread>
 #include <vector>
 
+#include "../common/scheduler_js.h"
 #include "engine.h"
 
 namespace dbllama {
@@ -63,23 +64,13 @@ class Scheduler : public Napi::ObjectWrap<Scheduler> {
   Napi::Value Cancel(const Napi::CallbackInfo& info);
   Napi::Value Stats(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
-  void Deliver(Napi::Env env, Napi::Function onStep, std::vector<Event>* events);
-  void Settled(Napi::Env env);
-  void HoldLoop(Napi::Env env, bool hold);
   void Finalized(Napi::Env env);
 
   Model* model_ = nullptr;
   Napi::ObjectReference modelRef_;  // keeps the model alive while this scheduler uses it
   std::unique_ptr<Engine> engine_;
   std::thread thread_;
-  Napi::ThreadSafeFunction tsfn_;
-  int32_t contextPerRow_ = 0;
-  int32_t nVocab_ = 0;
-  int64_t outstanding_ = 0;  // submitted and not yet done: only then does the scheduler hold the loop open
-  bool holding_ = false;
-  bool closing_ = false;
-  bool finalized_ = false;
-  std::vector<Napi::Promise::Deferred> closeWaiters_;
+  SchedulerJs js_;
 };
 
 }  // namespace dbllama

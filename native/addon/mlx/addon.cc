@@ -14,19 +14,14 @@
 #include <vector>
 
 #include "../common/errors.h"
+#include "../common/scheduler_js.h"
 #include "engine.h"
 #include "js_options.h"
 
 namespace dbmlx {
 namespace {
 
-using ::darkbloom::JsError;
-using ::darkbloom::Throw;
-
 const napi_type_tag kInternalTag = {0x6461726b626c6f6fULL, 0x6d6d6c7830303031ULL};
-
-// Steps the engine may run ahead of JS.
-constexpr size_t kMaxQueuedSteps = 64;
 
 struct AddonData {
   Napi::FunctionReference modelClass;
@@ -261,16 +256,8 @@ class MlxModel : public Napi::ObjectWrap<MlxModel> {
   int32_t openSchedulers_ = 0;  // including ones still being created; the model outlives them all
 };
 
-std::string Id(Napi::Env env, Napi::Value value) {
-  if (!value.IsString()) Throw(env, code::kBadInput, "id must be a string");
-  std::string id = value.As<Napi::String>().Utf8Value();
-  if (id.empty() || id.size() > 1024) Throw(env, code::kBadInput, "id must be 1 to 1024 bytes");
-  return id;
-}
-
-// The JS face of a Scheduler: submissions go in under the engine's lock; each step's events come back
-// through a ThreadSafeFunction with a small bounded queue and a blocking call, so a JS consumer that
-// falls behind stalls the engine thread instead of piling up memory.
+// The JS face of a Scheduler, which its model's engine thread steps. What the JS methods do is the
+// llama scheduler's too (../common/scheduler_js.h: SchedulerJs).
 class MlxScheduler : public Napi::ObjectWrap<MlxScheduler> {
  public:
   static Napi::Function Define(Napi::Env env) {
@@ -292,23 +279,12 @@ class MlxScheduler : public Napi::ObjectWrap<MlxScheduler> {
     model_ = init->model;
     core_ = init->core;
     modelRef_ = Napi::Persistent(info[2].As<Napi::Object>());
-    contextPerRow_ = core_->options().contextPerRow;
-    nVocab_ = model_->nVocab();
-    tsfn_ = Napi::ThreadSafeFunction::New(env, info[1].As<Napi::Function>(), "darkbloom-mlx-scheduler",
-                                          kMaxQueuedSteps, 1, this,
-                                          [](Napi::Env env, MlxScheduler* self) { self->Finalized(env); });
-    // Idle, the scheduler does not keep the process alive; a submission or close() holds it (HoldLoop).
-    tsfn_.Unref(env);
-    auto emit = [this](std::vector<Event>&& events) {
-      auto* data = new std::vector<Event>(std::move(events));
-      napi_status status = tsfn_.BlockingCall(
-          data, [this](Napi::Env env, Napi::Function onStep, std::vector<Event>* d) { Deliver(env, onStep, d); });
-      if (status != napi_ok) delete data;
-      return status == napi_ok;
-    };
+    js_.Start(env, info[1].As<Napi::Function>(), "darkbloom-mlx-scheduler", model_->nVocab(),
+              core_->options().contextPerRow, [this](Napi::Env env) { Finalized(env); });
+    auto emit = [this](std::vector<Event>&& events) { return js_.Emit(std::move(events)); };
     // The engine's last use of this wrapper: once finished_ is set (or the release lets Finalized run)
     // the wrapper may be gone, so the release goes through a copy of the handle.
-    core_->Bind(emit, [this, tsfn = tsfn_]() mutable {
+    core_->Bind(emit, [this, tsfn = js_.tsfn()]() mutable {
       {
         std::lock_guard<std::mutex> lk(finishedMu_);
         finished_ = true;
@@ -323,171 +299,35 @@ class MlxScheduler : public Napi::ObjectWrap<MlxScheduler> {
 
   ~MlxScheduler() override {
     // Normally Finalized ran already; this covers an environment torn down first.
-    if (!finalized_ && core_) {
+    if (!js_.finalized() && core_) {
       core_->RequestClose();
-      tsfn_.Abort();
+      js_.tsfn().Abort();
       std::unique_lock<std::mutex> lk(finishedMu_);
       finishedCv_.wait(lk, [&] { return finished_; });
     }
   }
 
  private:
-  void HoldLoop(Napi::Env env, bool hold) {
-    if (finalized_ || hold == holding_) return;
-    if (hold)
-      tsfn_.Ref(env);
-    else
-      tsfn_.Unref(env);
-    holding_ = hold;
-  }
-
-  void Settled(Napi::Env env) {
-    if (--outstanding_ <= 0 && !closing_) HoldLoop(env, false);
-  }
-
-  Napi::Value Submit(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    if (closing_ || finalized_) Throw(env, code::kClosed, "the scheduler is closed");
-    Submission s;
-    s.id = Id(env, info[0]);
-    if (!info[1].IsTypedArray() || info[1].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
-      Throw(env, code::kBadInput, "prompt must be an Int32Array");
-    Napi::Int32Array prompt = info[1].As<Napi::Int32Array>();
-    if (prompt.ElementLength() == 0) Throw(env, code::kBadInput, "prompt must hold at least one token");
-    for (size_t i = 0; i < prompt.ElementLength(); i++)
-      if (prompt[i] < 0 || prompt[i] >= nVocab_)
-        Throw(env, code::kBadInput, "prompt token " + std::to_string(prompt[i]) + " is not in the vocabulary");
-    double maxTokens = Num(info[2]);
-    if (!(maxTokens >= 1 && maxTokens <= (1 << 24) && std::floor(maxTokens) == maxTokens))
-      Throw(env, code::kBadInput, "maxTokens must be a positive integer");
-    // The gate comes before anything runs: a row never runs out of cache positions mid-generation.
-    if (static_cast<double>(prompt.ElementLength()) + maxTokens > contextPerRow_)
-      Throw(env, code::kContextLengthExceeded,
-            "the prompt (" + std::to_string(prompt.ElementLength()) + " tokens) plus maxTokens (" +
-                std::to_string(static_cast<int64_t>(maxTokens)) + ") exceeds the context per row (" +
-                std::to_string(contextPerRow_) + ")");
-    s.prompt.assign(prompt.Data(), prompt.Data() + prompt.ElementLength());
-    s.maxTokens = static_cast<int32_t>(maxTokens);
-    s.sampling = ::darkbloom::ParseSampling(env, info[3], nVocab_);
-    try {
-      core_->Submit(std::move(s));
-    } catch (const CodedError& e) {
-      Throw(env, e.code, e.what());
-    }
-    outstanding_++;
-    HoldLoop(env, true);
-    return env.Undefined();
-  }
-
-  Napi::Value Cancel(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    std::string id = Id(env, info[0]);
-    if (finalized_) return Napi::String::New(env, "unknown");
-    switch (core_->Cancel(id)) {
-      case Scheduler::CancelResult::Queued:
-        Settled(env);  // the caller reports it cancelled; the engine never saw it run
-        return Napi::String::New(env, "queued");
-      case Scheduler::CancelResult::Running:
-        return Napi::String::New(env, "running");
-      default:
-        return Napi::String::New(env, "unknown");
-    }
-  }
+  Napi::Value Submit(const Napi::CallbackInfo& info) { return js_.Submit(info, *core_); }
+  Napi::Value Cancel(const Napi::CallbackInfo& info) { return js_.Cancel(info, *core_); }
+  Napi::Value Close(const Napi::CallbackInfo& info) { return js_.Close(info, *core_); }
 
   Napi::Value Stats(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
     SchedulerStats s = core_->Stats();
-    Napi::Object out = Napi::Object::New(env);
-    out.Set("busyRows", s.busyRows);
-    out.Set("queued", s.queued);
-    out.Set("rows", s.rows);
-    out.Set("kvCellsUsed", Napi::Number::New(env, static_cast<double>(s.kvCellsUsed)));
-    out.Set("kvCells", Napi::Number::New(env, static_cast<double>(s.kvCells)));
-    out.Set("kvBytes", Napi::Number::New(env, static_cast<double>(s.kvBytes)));
-    out.Set("promptTokensProcessed", Napi::Number::New(env, static_cast<double>(s.promptTokensProcessed)));
-    out.Set("prefillSeconds", s.prefillSeconds);
-    out.Set("decodeSeconds", s.decodeSeconds);
-    out.Set("decodeSteps", Napi::Number::New(env, static_cast<double>(s.decodeSteps)));
-    out.Set("tokensGenerated", Napi::Number::New(env, static_cast<double>(s.tokensGenerated)));
-    return out;
-  }
-
-  Napi::Value Close(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    Napi::Promise::Deferred deferred = Napi::Promise::Deferred::New(env);
-    if (finalized_) {
-      deferred.Resolve(env.Undefined());
-      return deferred.Promise();
-    }
-    closeWaiters_.push_back(deferred);
-    if (!closing_) {
-      closing_ = true;
-      HoldLoop(env, true);  // until the engine is done with it and the promise resolved
-      core_->RequestClose();
-    }
-    return deferred.Promise();
-  }
-
-  void Deliver(Napi::Env env, Napi::Function onStep, std::vector<Event>* data) {
-    std::unique_ptr<std::vector<Event>> events(data);
-    if (env == nullptr) return;  // the environment is going away
-    Napi::Array out = Napi::Array::New(env, events->size());
-    uint32_t i = 0;
-    for (const Event& e : *events) {
-      Napi::Object o = Napi::Object::New(env);
-      o.Set("id", e.id);
-      switch (e.kind) {
-        case Event::Kind::Tokens: {
-          Napi::Int32Array tokens = Napi::Int32Array::New(env, e.tokens.size());
-          std::copy(e.tokens.begin(), e.tokens.end(), tokens.Data());
-          o.Set("kind", "tokens");
-          o.Set("tokens", tokens);
-          break;
-        }
-        case Event::Kind::Done:
-          o.Set("kind", "done");
-          o.Set("reason", e.reason);
-          o.Set("promptTokens", e.promptTokens);
-          o.Set("generatedTokens", e.generatedTokens);
-          Settled(env);
-          break;
-        case Event::Kind::Error:
-          o.Set("kind", "error");
-          o.Set("code", e.code);
-          o.Set("message", e.message);
-          Settled(env);
-          break;
-      }
-      out.Set(i++, o);
-    }
-    try {
-      onStep.Call({out});
-    } catch (const Napi::Error& e) {
-      // A throwing consumer is the consumer's bug: report it as an uncaught exception, keep the engine going.
-      e.ThrowAsJavaScriptException();
-    }
+    return StatsToJs(info.Env(), s, s.kvBytes);
   }
 
   void Finalized(Napi::Env env) {
-    finalized_ = true;
     model_->SchedulerClosed();
     modelRef_.Reset();
-    for (Napi::Promise::Deferred& d : closeWaiters_) d.Resolve(env.Undefined());
-    closeWaiters_.clear();
+    js_.Finalized(env);
     Unref();
   }
 
   MlxModel* model_ = nullptr;
   Napi::ObjectReference modelRef_;  // keeps the model (and its engine) alive while this scheduler runs
   std::shared_ptr<Scheduler> core_;
-  Napi::ThreadSafeFunction tsfn_;
-  int32_t contextPerRow_ = 0;
-  int32_t nVocab_ = 0;
-  int64_t outstanding_ = 0;  // submitted and not yet done: only then does the scheduler hold the loop open
-  bool holding_ = false;
-  bool closing_ = false;
-  bool finalized_ = false;
-  std::vector<Napi::Promise::Deferred> closeWaiters_;
+  SchedulerJs js_;
   std::mutex finishedMu_;
   std::condition_variable finishedCv_;
   bool finished_ = false;

@@ -81,10 +81,6 @@ double Since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
-Event Done(const std::string& id, const char* reason, int32_t promptTokens, int32_t generated) {
-  return Event{Event::Kind::Done, id, {}, reason, promptTokens, generated, {}, {}};
-}
-
 // Positions kept past contextPerRow in the batched cache, so that rows of different lengths are
 // re-aligned (shifted left) once every so many steps instead of at every step.
 int32_t Slack(int32_t contextPerRow) { return std::min<int32_t>(256, contextPerRow); }
@@ -95,7 +91,12 @@ int32_t Slack(int32_t contextPerRow) { return std::min<int32_t>(256, contextPerR
 // Scheduler
 
 Scheduler::Scheduler(Engine* engine, const Transformer& model, SchedulerOptions options)
-    : engine_(engine), model_(model), options_(options), nVocab_(model.config().vocab), rows_(options.rows) {
+    : engine_(engine),
+      model_(model),
+      options_(options),
+      nVocab_(model.config().vocab),
+      rows_(options.rows),
+      book_(options.rows, options.queueDepth) {
   const ModelConfig& c = model.config();
   eos_.insert(c.eosTokens.begin(), c.eosTokens.end());
   try {
@@ -122,40 +123,25 @@ void Scheduler::Bind(Emit emit, std::function<void()> onFinished) {
 void Scheduler::Submit(Submission&& s) {
   {
     std::lock_guard<std::mutex> lk(engine_->mu());
-    if (failed_) throw CodedError(code::kEngineFailed, "the scheduler failed and no longer accepts requests");
-    if (closing_) throw CodedError(code::kClosed, "the scheduler is closed");
-    bool known = running_.count(s.id) > 0 ||
-                 std::any_of(queue_.begin(), queue_.end(), [&](const Submission& q) { return q.id == s.id; });
-    if (known) throw CodedError(code::kBadInput, "a request with id " + s.id + " is already submitted");
-    // Free rows take submissions at the next step, so they do not count against the queue depth.
-    size_t freeRows = static_cast<size_t>(options_.rows - busyRows_);
-    if (queue_.size() + 1 > static_cast<size_t>(options_.queueDepth) + freeRows)
-      throw CodedError(code::kBusy, "the scheduler's queue is full (" + std::to_string(options_.queueDepth) +
-                                        " waiting requests)");
-    queue_.push_back(std::move(s));
+    book_.Submit(std::move(s));
   }
   engine_->Wake();
 }
 
-Scheduler::CancelResult Scheduler::Cancel(const std::string& id) {
+CancelResult Scheduler::Cancel(const std::string& id) {
+  CancelResult result;
   {
     std::lock_guard<std::mutex> lk(engine_->mu());
-    auto it = std::find_if(queue_.begin(), queue_.end(), [&](const Submission& q) { return q.id == id; });
-    if (it != queue_.end()) {
-      queue_.erase(it);
-      return CancelResult::Queued;
-    }
-    if (running_.count(id) == 0) return CancelResult::Unknown;
-    cancels_.insert(id);
+    result = book_.Cancel(id);
   }
-  engine_->Wake();
-  return CancelResult::Running;
+  if (result == CancelResult::Running) engine_->Wake();
+  return result;
 }
 
 void Scheduler::RequestClose() {
   {
     std::lock_guard<std::mutex> lk(engine_->mu());
-    closing_ = true;
+    book_.Close();
   }
   engine_->Wake();
 }
@@ -163,8 +149,7 @@ void Scheduler::RequestClose() {
 SchedulerStats Scheduler::Stats() {
   std::lock_guard<std::mutex> lk(engine_->mu());
   SchedulerStats s = stats_;
-  s.busyRows = busyRows_;
-  s.queued = static_cast<int32_t>(queue_.size());
+  book_.CountInto(s);
   return s;
 }
 
@@ -174,15 +159,7 @@ bool Scheduler::Step() {
   {
     std::lock_guard<std::mutex> lk(engine_->mu());
     if (!HasWorkLocked()) return true;
-    closing = closing_ || jsGone_;
-    for (Row& r : rows_)
-      if (r.busy && (closing || cancels_.count(r.id) > 0)) r.cancelled = true;
-    cancels_.clear();
-    if (closing) {
-      for (const Submission& s : queue_)
-        events.push_back(Done(s.id, "cancelled", static_cast<int32_t>(s.prompt.size()), 0));
-      queue_.clear();
-    }
+    closing = book_.BeginStep(jsGone_, rows_, events);
   }
   try {
     StepBody(closing, events);
@@ -198,9 +175,7 @@ bool Scheduler::Step() {
   cache_.reset();
   staging_.reset();
   std::lock_guard<std::mutex> lk(engine_->mu());
-  closing_ = true;
-  busyRows_ = 0;
-  running_.clear();
+  book_.Finish();
   stats_.kvCellsUsed = 0;
   return false;
 }
@@ -249,8 +224,7 @@ void Scheduler::Retire(std::vector<Event>& events) {
     r = Row{};
     retired = true;
     std::lock_guard<std::mutex> lk(engine_->mu());
-    running_.erase(id);
-    busyRows_--;
+    book_.Retire(id);
   }
   if (retired) UpdateStats(0, 0, 0, 0, false);
 }
@@ -261,11 +235,7 @@ void Scheduler::Admit() {
     Submission s;
     {
       std::lock_guard<std::mutex> lk(engine_->mu());
-      if (queue_.empty()) return;
-      s = std::move(queue_.front());
-      queue_.pop_front();
-      running_.insert(s.id);
-      busyRows_++;
+      if (!book_.Admit(s)) return;
     }
     r.busy = true;
     r.id = std::move(s.id);
@@ -387,7 +357,7 @@ bool Scheduler::Accept(Row& row, int32_t token, std::vector<Event>& events) {
     return false;
   }
   row.generated++;
-  events.push_back(Event{Event::Kind::Tokens, row.id, {token}, {}, 0, 0, {}, {}});
+  events.push_back(TokenEvent(row.id, token));
   if (row.generated >= row.maxTokens)
     Finish(row, "length", events);
   else
@@ -405,14 +375,11 @@ void Scheduler::FailAll(const std::string& message) {
   for (Row& r : rows_)
     if (r.busy && !r.finished) {
       r.finished = true;
-      events.push_back(Event{Event::Kind::Error, r.id, {}, {}, 0, 0, code::kEngineFailed, message});
+      events.push_back(EngineFailed(r.id, message));
     }
   {
     std::lock_guard<std::mutex> lk(engine_->mu());
-    failed_ = true;
-    for (const Submission& s : queue_)
-      events.push_back(Event{Event::Kind::Error, s.id, {}, {}, 0, 0, code::kEngineFailed, message});
-    queue_.clear();
+    book_.Fail(message, events);
   }
   try {
     Publish(events);
@@ -435,11 +402,7 @@ void Scheduler::UpdateStats(double prefillSeconds, double decodeSeconds, int64_t
     if (r.busy) used += r.slot >= 0 ? r.nPast : r.prefilled;
   std::lock_guard<std::mutex> lk(engine_->mu());
   stats_.kvCellsUsed = used;
-  stats_.prefillSeconds += prefillSeconds;
-  stats_.decodeSeconds += decodeSeconds;
-  stats_.promptTokensProcessed += promptTokens;
-  stats_.tokensGenerated += generated;
-  if (decodeStep) stats_.decodeSteps++;
+  stats_.Add(prefillSeconds, decodeSeconds, promptTokens, generated, decodeStep);
 }
 
 // ---------------------------------------------------------------------------------------------------

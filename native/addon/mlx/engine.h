@@ -15,17 +15,17 @@
 #include <unordered_set>
 #include <vector>
 
+#include "../common/batch_types.h"
 #include "../common/errors.h"
 #include "../common/host_sampler.h"
+#include "../common/request_book.h"
 #include "../common/sampling_params.h"
 #include "transformer.h"
 
 namespace dbmlx {
 
-namespace code = ::darkbloom::code;
-using ::darkbloom::CodedError;
-using ::darkbloom::HostSampler;
-using ::darkbloom::SamplingParams;
+// The addon is built on the batching cores' shared pieces: their names are used unqualified.
+using namespace ::darkbloom;
 
 struct SchedulerOptions {
   int32_t rows = 1;
@@ -35,41 +35,21 @@ struct SchedulerOptions {
   int32_t kvBits = 0;  // 0: the compute dtype; 4 or 8: quantized as mlx-lm's QuantizedKVCache
 };
 
-struct Submission {
-  std::string id;
-  std::vector<int32_t> prompt;
-  int32_t maxTokens = 0;
-  SamplingParams sampling;
-};
-
-// What one step tells JS: tokens for a row, or its one terminal event (done or error).
-struct Event {
-  enum class Kind { Tokens, Done, Error } kind;
-  std::string id;
-  std::vector<int32_t> tokens;  // Tokens
-  std::string reason;           // Done: stop | length | cancelled
-  int32_t promptTokens = 0;     // Done
-  int32_t generatedTokens = 0;  // Done
-  std::string code, message;    // Error
-};
-
-struct SchedulerStats {
-  int32_t busyRows = 0, queued = 0, rows = 0;
-  int64_t kvCellsUsed = 0, kvCells = 0, kvBytes = 0;
-  int64_t promptTokensProcessed = 0, decodeSteps = 0, tokensGenerated = 0;
-  double prefillSeconds = 0, decodeSeconds = 0;
+// An MLX scheduler's stats add the bytes its caches (batched and staging) preallocate.
+struct SchedulerStats : BatchStats {
+  int64_t kvBytes = 0;
 };
 
 class Engine;
 
-class Scheduler {
+class Scheduler : public SchedulerCore {
  public:
   // Delivers one step's events; blocks while JS is behind (bounded queue). False: JS is gone.
   using Emit = std::function<bool(std::vector<Event>&&)>;
 
   // Engine thread: preallocates the caches (throws bad_input / engine_failed).
   Scheduler(Engine* engine, const Transformer& model, SchedulerOptions options);
-  ~Scheduler();
+  ~Scheduler() override;
   Scheduler(const Scheduler&) = delete;
   Scheduler& operator=(const Scheduler&) = delete;
 
@@ -77,19 +57,16 @@ class Scheduler {
   // scheduler's last event (closed or failed); the engine never touches it again.
   void Bind(Emit emit, std::function<void()> onFinished);
 
-  // JS thread. Throws CodedError: busy (queue full), closed, engine_failed, bad_input (id in use).
-  void Submit(Submission&& submission);
-  enum class CancelResult { Queued, Running, Unknown };
-  // A queued submission is removed at once (the caller reports it cancelled); a running one is
-  // flagged and retired, with a "cancelled" done event, at the next step boundary.
-  CancelResult Cancel(const std::string& id);
-  void RequestClose();
+  // JS thread (SchedulerCore).
+  void Submit(Submission&& submission) override;
+  CancelResult Cancel(const std::string& id) override;
+  void RequestClose() override;
   SchedulerStats Stats();
   const SchedulerOptions& options() const { return options_; }
 
   // Engine thread, under the engine's lock.
-  bool HasWorkLocked() const { return closing_ || !queue_.empty() || busyRows_ > 0; }
-  void CloseLocked() { closing_ = true; }
+  bool HasWorkLocked() const { return book_.HasWork(); }
+  void CloseLocked() { book_.Close(); }
   // Engine thread: one step (retire, admit, a decode step of every decoding row, one prefill chunk).
   // False once the scheduler is finished (closed or failed): the engine drops it.
   bool Step();
@@ -145,12 +122,7 @@ class Scheduler {
   bool jsGone_ = false;
 
   // Shared with the JS thread, under the engine's lock.
-  std::deque<Submission> queue_;
-  std::unordered_set<std::string> running_;
-  std::unordered_set<std::string> cancels_;
-  int32_t busyRows_ = 0;
-  bool closing_ = false;
-  bool failed_ = false;
+  RequestBook book_;
   SchedulerStats stats_;
 };
 
