@@ -315,13 +315,14 @@ void Scheduler::PrefillStep(std::vector<Event>& events) {
     staging.Write(layer, from, k, v);
     return staging.Attend(layer, q, to, std::nullopt, true, scale);
   };
+  // Only the last chunk's last position has logits (the first completion token); the other chunks
+  // evaluate the cache alone, which leaves the final layer's attention and MLP out of their graphs.
   mx::array hidden = model_.Hidden(mx::array(row->prompt.data() + from, {1, to - from}, mx::int32),
-                                   mx::array(from, mx::int32), attend);
+                                   mx::array(from, mx::int32), attend, /*lastPositionOnly=*/true);
   std::vector<mx::array> outputs = staging.Arrays();
   std::optional<mx::array> logits;
   if (last) {
-    // Only the last position's logits: the first completion token.
-    logits = model_.Logits(mx::slice(hidden, {0, to - from - 1, 0}, {1, to - from, hidden.shape(2)}));
+    logits = model_.Logits(hidden);
     outputs.push_back(*logits);
   }
   mx::eval(outputs);

@@ -186,25 +186,32 @@ mx::array Transformer::Rope(const mx::array& x, const mx::array& offset) const {
   return mx::fast::rope(x, c.headDim, c.ropeTraditional, c.ropeTheta, scale, offset);
 }
 
-mx::array Transformer::Hidden(const mx::array& tokens, const mx::array& ropeOffset, const AttendFn& attend) const {
+mx::array Transformer::Hidden(const mx::array& tokens, const mx::array& ropeOffset, const AttendFn& attend,
+                              bool lastPositionOnly) const {
   const ModelConfig& c = config_;
   const int32_t B = tokens.shape(0), L = tokens.shape(1);
   mx::array h = embed_.Rows(tokens, dtype_);
   for (int32_t i = 0; i < c.layers; i++) {
     const Layer& l = layers_[i];
+    // The final layer of a last-position-only pass: queries (and all that follows) for position L-1.
+    const bool trim = lastPositionOnly && L > 1 && i == c.layers - 1;
+    const int32_t Lq = trim ? 1 : L;
     mx::array x = mx::fast::rms_norm(h, l.inputNorm, c.rmsEps);
-    mx::array q = mx::reshape(l.q(x), {B, L, c.heads, c.headDim});
+    if (trim) h = mx::slice(h, {0, L - 1, 0}, {B, L, h.shape(2)});
+    mx::array q = mx::reshape(l.q(trim ? mx::slice(x, {0, L - 1, 0}, {B, L, x.shape(2)}) : x),
+                              {B, Lq, c.heads, c.headDim});
     mx::array k = mx::reshape(l.k(x), {B, L, c.kvHeads, c.headDim});
     mx::array v = mx::reshape(l.v(x), {B, L, c.kvHeads, c.headDim});
     if (l.qNorm) {
       q = mx::fast::rms_norm(q, *l.qNorm, c.rmsEps);
       k = mx::fast::rms_norm(k, *l.kNorm, c.rmsEps);
     }
-    q = Rope(mx::transpose(q, {0, 2, 1, 3}), ropeOffset);
+    q = Rope(mx::transpose(q, {0, 2, 1, 3}), trim ? mx::add(ropeOffset, mx::array(L - 1, mx::int32)) : ropeOffset);
     k = Rope(mx::transpose(k, {0, 2, 1, 3}), ropeOffset);
     v = mx::transpose(v, {0, 2, 1, 3});
+    // A causal mask is aligned to the last key (MLX's and the cache's), so one query sees them all.
     mx::array o = attend(i, q, k, v);
-    o = mx::reshape(mx::transpose(o, {0, 2, 1, 3}), {B, L, c.heads * c.headDim});
+    o = mx::reshape(mx::transpose(o, {0, 2, 1, 3}), {B, Lq, c.heads * c.headDim});
     h = mx::add(h, l.o(o));
     x = mx::fast::rms_norm(h, l.postNorm, c.rmsEps);
     mx::array gate = l.gate(x);

@@ -75,7 +75,13 @@ class Transformer {
 
   // tokens [B, L] int32; ropeOffset: int32 [B] (each row's first position) or a scalar. Returns the
   // final normed hidden states [B, L, hidden]; attend handles the cache of every layer.
-  mx::array Hidden(const mx::array& tokens, const mx::array& ropeOffset, const AttendFn& attend) const;
+  // lastPositionOnly: every position's keys and values still reach attend, but the final layer
+  // computes its queries, attention output and MLP for the last position alone, and the result is
+  // [B, 1, hidden]. A prompt's last chunk needs no more for its first token (llama.cpp prunes its
+  // graph the same way; mlx-lm gets it from lazy evaluation by running the last token alone); on a
+  // model of few layers the final layer is a large share of the prefill.
+  mx::array Hidden(const mx::array& tokens, const mx::array& ropeOffset, const AttendFn& attend,
+                   bool lastPositionOnly = false) const;
   // Logits [B, L, vocab] (float32) of hidden states.
   mx::array Logits(const mx::array& hidden) const;
 
