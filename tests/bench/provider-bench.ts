@@ -5,7 +5,6 @@
 import { link, mkdir, mkdtemp, rm } from "node:fs/promises";
 import { cpus } from "node:os";
 import { join, resolve } from "node:path";
-import { parseArgs } from "node:util";
 import { startLocalNetwork } from "@darkbloom/local-network";
 import {
   bench,
@@ -17,71 +16,50 @@ import {
   modelPath,
 } from "@darkbloom/provider";
 import { benchModel } from "./bench-model.js";
+import { type BenchCli, benchCli, summaryFlag } from "./cli.js";
 import { measureCpuPressure, percentOf } from "./load/pressure.js";
 
 const USAGE =
   "usage: npm run bench:provider -- [--model SHAPE] [--threads N] [--batches 1,2,4] [--prompt-tokens N] " +
   "[--gen-tokens N] [--rounds N] [--summary median|best] [--max-context N] [--cache-dir DIR] [--json]";
 
-function usage(message: string): never {
-  process.stderr.write(`provider-bench: ${message}\n${USAGE}\n`);
-  process.exit(64);
-}
-
-let values: Record<string, string | boolean | undefined>;
-try {
-  ({ values } = parseArgs({
-    options: {
-      model: { type: "string", default: "qwen3-0.6b" },
-      threads: { type: "string", default: "2" },
-      batches: { type: "string", default: "1,2,4" },
-      "prompt-tokens": { type: "string", default: "256" },
-      "gen-tokens": { type: "string", default: "64" },
-      rounds: { type: "string", default: "5" },
-      summary: { type: "string", default: "median" },
-      "max-context": { type: "string" },
-      "cache-dir": { type: "string", default: ".darkbloom/bench-models" },
-      json: { type: "boolean", default: false },
-    },
-    strict: true,
-    allowPositionals: false,
-  }));
-} catch (error) {
-  usage(error instanceof Error ? (error.message.split("\n")[0] ?? "bad arguments") : String(error));
-}
-
+const cli: BenchCli = benchCli("provider-bench", USAGE, {
+  model: { type: "string", default: "qwen3-0.6b" },
+  threads: { type: "string", default: "2" },
+  batches: { type: "string", default: "1,2,4" },
+  "prompt-tokens": { type: "string", default: "256" },
+  "gen-tokens": { type: "string", default: "64" },
+  rounds: { type: "string", default: "5" },
+  summary: { type: "string", default: "median" },
+  "max-context": { type: "string" },
+  "cache-dir": { type: "string", default: ".darkbloom/bench-models" },
+  json: { type: "boolean", default: false },
+});
+const { values, progress } = cli;
 const shapeName = String(values.model);
 if (!isModelShapeName(shapeName) || shapeName.startsWith("tiny")) {
   const known = Object.keys(MODEL_SHAPES).filter((s) => !s.startsWith("tiny"));
-  usage(`--model must be one of ${known.join(", ")} (got ${JSON.stringify(shapeName)})`);
+  cli.usage(`--model must be one of ${known.join(", ")} (got ${JSON.stringify(shapeName)})`);
 }
-let threads: number;
-let batches: number[];
-let promptTokens: number;
-let genTokens: number;
-let rounds: number;
-let contextSize: number;
-try {
-  threads = bench.integerFlag("--threads", values.threads, 2, 1, 1024);
-  batches = bench.batchesFlag("--batches", values.batches, [1, 2, 4]);
-  promptTokens = bench.integerFlag("--prompt-tokens", values["prompt-tokens"], 256, 1, 100_000);
-  genTokens = bench.integerFlag("--gen-tokens", values["gen-tokens"], 64, 2, 100_000);
-  rounds = bench.integerFlag("--rounds", values.rounds, 5, 1, 100);
-  contextSize = bench.integerFlag(
-    "--max-context",
-    values["max-context"],
-    bench.benchContextSize(promptTokens, genTokens),
-    promptTokens + genTokens,
-  );
-} catch (error) {
-  if (error instanceof bench.BenchFlagError) usage(error.message);
-  throw error;
-}
-if (values.summary !== "median" && values.summary !== "best")
-  usage(`--summary must be median or best (got ${JSON.stringify(values.summary)})`);
-const summary: bench.RoundSummary = values.summary;
+const { threads, batches, promptTokens, genTokens, rounds, contextSize } = cli.flags(() => {
+  const promptTokens = bench.integerFlag("--prompt-tokens", values["prompt-tokens"], 256, 1, 100_000);
+  const genTokens = bench.integerFlag("--gen-tokens", values["gen-tokens"], 64, 2, 100_000);
+  return {
+    threads: bench.integerFlag("--threads", values.threads, 2, 1, 1024),
+    batches: bench.batchesFlag("--batches", values.batches, [1, 2, 4]),
+    promptTokens,
+    genTokens,
+    rounds: bench.integerFlag("--rounds", values.rounds, 5, 1, 100),
+    contextSize: bench.integerFlag(
+      "--max-context",
+      values["max-context"],
+      bench.benchContextSize(promptTokens, genTokens),
+      promptTokens + genTokens,
+    ),
+  };
+});
+const summary = summaryFlag(cli, values.summary);
 const maxBatch = Math.max(...batches);
-const progress = (line: string) => process.stderr.write(`provider-bench: ${line}\n`);
 
 // 1. The model, synthesized once into the cache.
 const model = await benchModel(resolve(String(values["cache-dir"])), shapeName, progress);

@@ -5,77 +5,42 @@
 //          [--prompt-tokens 256] [--gen-tokens 128] [--rounds 3] [--cache-dir DIR] [--json]
 import { availableParallelism, cpus } from "node:os";
 import { resolve } from "node:path";
-import { parseArgs } from "node:util";
-import {
-  bench,
-  chooseThreads,
-  detectTopology,
-  isModelShapeName,
-  LlamaEngine,
-  type ModelShapeName,
-} from "@darkbloom/provider";
+import { bench, chooseThreads, detectTopology, LlamaEngine } from "@darkbloom/provider";
 import { benchModel } from "./bench-model.js";
+import { type BenchCli, benchCli, shapesFlag } from "./cli.js";
 import { measureCpuPressure, percentOf } from "./load/pressure.js";
 
 const USAGE =
   "usage: npm run bench:threads -- [--models tiny,qwen3-0.6b] [--threads 1,2] [--batches 1,4] " +
   "[--prompt-tokens N] [--gen-tokens N] [--rounds N] [--cache-dir DIR] [--json]";
 
-function usage(message: string): never {
-  process.stderr.write(`threads-bench: ${message}\n${USAGE}\n`);
-  process.exit(64);
-}
-
-let values: Record<string, string | boolean | undefined>;
-try {
-  ({ values } = parseArgs({
-    options: {
-      models: { type: "string", default: "tiny,qwen3-0.6b" },
-      threads: { type: "string" },
-      batches: { type: "string", default: "1,4" },
-      "prompt-tokens": { type: "string", default: "256" },
-      "gen-tokens": { type: "string", default: "128" },
-      rounds: { type: "string", default: "3" },
-      "cache-dir": { type: "string", default: ".darkbloom/bench-models" },
-      json: { type: "boolean", default: false },
-    },
-    strict: true,
-    allowPositionals: false,
-  }));
-} catch (error) {
-  usage(error instanceof Error ? (error.message.split("\n")[0] ?? "bad arguments") : String(error));
-}
-
-const shapes = String(values.models)
-  .split(",")
-  .map((s) => s.trim())
-  .filter((s) => s !== "");
-for (const s of shapes) if (!isModelShapeName(s)) usage(`--models: unknown shape ${JSON.stringify(s)}`);
-if (shapes.length === 0) usage("--models needs at least one shape");
+const cli: BenchCli = benchCli("threads-bench", USAGE, {
+  models: { type: "string", default: "tiny,qwen3-0.6b" },
+  threads: { type: "string" },
+  batches: { type: "string", default: "1,4" },
+  "prompt-tokens": { type: "string", default: "256" },
+  "gen-tokens": { type: "string", default: "128" },
+  rounds: { type: "string", default: "3" },
+  "cache-dir": { type: "string", default: ".darkbloom/bench-models" },
+  json: { type: "boolean", default: false },
+});
+const { values, progress } = cli;
+const shapes = shapesFlag(cli, values.models);
 const topology = await detectTopology();
 const oldDefault = Math.max(1, availableParallelism()); // the engine's default before "auto"
-let explicit: number[];
-let batches: number[];
-let promptTokens: number;
-let genTokens: number;
-let rounds: number;
-try {
+const { explicit, batches, promptTokens, genTokens, rounds } = cli.flags(() => ({
   // Default: every count from 1 to the logical CPUs (at most 8 of them, spread out on big machines).
-  explicit =
+  explicit:
     values.threads === undefined
       ? spread(oldDefault)
-      : bench.batchesFlag("--threads", values.threads, [1]).sort((a, b) => a - b);
-  batches = bench.batchesFlag("--batches", values.batches, [1, 4]);
-  promptTokens = bench.integerFlag("--prompt-tokens", values["prompt-tokens"], 256, 1, 100_000);
-  genTokens = bench.integerFlag("--gen-tokens", values["gen-tokens"], 128, 2, 100_000);
-  rounds = bench.integerFlag("--rounds", values.rounds, 3, 1, 100);
-} catch (error) {
-  if (error instanceof bench.BenchFlagError) usage(error.message);
-  throw error;
-}
+      : bench.batchesFlag("--threads", values.threads, [1]).sort((a, b) => a - b),
+  batches: bench.batchesFlag("--batches", values.batches, [1, 4]),
+  promptTokens: bench.integerFlag("--prompt-tokens", values["prompt-tokens"], 256, 1, 100_000),
+  genTokens: bench.integerFlag("--gen-tokens", values["gen-tokens"], 128, 2, 100_000),
+  rounds: bench.integerFlag("--rounds", values.rounds, 3, 1, 100),
+}));
 const maxBatch = Math.max(...batches);
 const contextSize = bench.benchContextSize(promptTokens, genTokens);
-const progress = (line: string) => process.stderr.write(`threads-bench: ${line}\n`);
 
 function spread(n: number): number[] {
   if (n <= 8) return Array.from({ length: n }, (_, i) => i + 1);
@@ -93,7 +58,7 @@ interface ModelRun {
 
 const runs: ModelRun[] = [];
 for (const shape of shapes) {
-  const model = await benchModel(resolve(String(values["cache-dir"])), shape as ModelShapeName, progress);
+  const model = await benchModel(resolve(String(values["cache-dir"])), shape, progress);
   const choice = chooseThreads({ modelBytes: model.sizeBytes, topology });
   progress(`${shape}: ${(model.sizeBytes / 2 ** 20).toFixed(1)} MiB; auto: ${choice.reason}`);
   // One engine per thread count, all loaded for the whole run: each round runs every count in turn,

@@ -12,6 +12,7 @@ export * as bench from "./bench/index.js";
 export { createDefaultEngine } from "./cli/engine-factory.js";
 export { type CliIo, ExitCode, processIo } from "./cli/io.js";
 export { buildProgram, runCli } from "./cli/program.js";
+export { readCheckpoint } from "./config/checkpoint-inventory.js";
 export {
   ConfigError,
   type ConfigInputs,

@@ -13,13 +13,11 @@ import { spawnSync } from "node:child_process";
 import { link, mkdir, mkdtemp, rm } from "node:fs/promises";
 import { cpus } from "node:os";
 import { join, resolve } from "node:path";
-import { parseArgs } from "node:util";
 import { startLocalNetwork } from "@darkbloom/local-network";
 import {
   bench,
   chooseThreads,
   detectTopology,
-  isModelShapeName,
   LlamaEngine,
   type ModelFile,
   type ModelShapeName,
@@ -27,6 +25,7 @@ import {
   NativeEngine,
 } from "@darkbloom/provider";
 import { benchModel } from "../bench-model.js";
+import { type BenchCli, benchCli, shapeFlags, shapeOptions, shapesFlag, summaryFlag } from "../cli.js";
 import { measureCpuPressure } from "../load/pressure.js";
 import {
   type BatchedBenchRow,
@@ -54,68 +53,30 @@ const USAGE =
   "[--levels 1,2,4,8] [--prompt-tokens N] [--gen-tokens N] [--rounds N] [--joins N] " +
   "[--parts engines,stack] [--summary median|best] [--cache-dir DIR] [--json]";
 
-function usage(message: string): never {
-  process.stderr.write(`native-bench: ${message}\n${USAGE}\n`);
-  process.exit(64);
-}
-
-let values: Record<string, string | boolean | undefined>;
-try {
-  ({ values } = parseArgs({
-    options: {
-      models: { type: "string", default: "tiny,qwen3-0.6b" },
-      threads: { type: "string", default: "auto" },
-      batches: { type: "string", default: "1,2,4" },
-      levels: { type: "string", default: "1,2,4,8" },
-      "prompt-tokens": { type: "string", default: "256" },
-      "gen-tokens": { type: "string", default: "64" },
-      rounds: { type: "string", default: "3" },
-      joins: { type: "string", default: "3" },
-      parts: { type: "string", default: "engines,stack" },
-      summary: { type: "string", default: "median" },
-      "cache-dir": { type: "string", default: ".darkbloom/bench-models" },
-      json: { type: "boolean", default: false },
-    },
-    strict: true,
-    allowPositionals: false,
-  }));
-} catch (error) {
-  usage(error instanceof Error ? (error.message.split("\n")[0] ?? "bad arguments") : String(error));
-}
-
-const shapes: ModelShapeName[] = [];
-for (const name of String(values.models).split(",")) {
-  const shape = name.trim();
-  if (!isModelShapeName(shape)) usage(`--models: unknown shape ${JSON.stringify(shape)}`);
-  shapes.push(shape);
-}
+const SHAPE = { batches: [1, 2, 4], promptTokens: 256, genTokens: 64, rounds: 3 };
+const cli: BenchCli = benchCli("native-bench", USAGE, {
+  ...shapeOptions(SHAPE),
+  models: { type: "string", default: "tiny,qwen3-0.6b" },
+  threads: { type: "string", default: "auto" },
+  levels: { type: "string", default: "1,2,4,8" },
+  joins: { type: "string", default: "3" },
+  parts: { type: "string", default: "engines,stack" },
+  summary: { type: "string", default: "median" },
+});
+const { values, progress } = cli;
+const shapes = shapesFlag(cli, values.models);
 const parts = new Set(String(values.parts).split(","));
-for (const part of parts) if (part !== "engines" && part !== "stack") usage(`--parts: unknown part ${part}`);
-if (values.summary !== "median" && values.summary !== "best") usage("--summary must be median or best");
-const summary: bench.RoundSummary = values.summary;
-let fixedThreads: number | undefined;
-let batches: number[];
-let levels: number[];
-let promptTokens: number;
-let genTokens: number;
-let rounds: number;
-let joins: number;
-try {
-  fixedThreads =
-    values.threads === "auto" ? undefined : bench.integerFlag("--threads", values.threads, 2, 1, 256);
-  batches = bench.batchesFlag("--batches", values.batches, [1, 2, 4]);
-  if (!batches.includes(1))
-    throw new bench.BenchFlagError("--batches must include 1 (the per-token overhead)");
-  levels = bench.batchesFlag("--levels", values.levels, [1, 2, 4, 8]);
-  promptTokens = bench.integerFlag("--prompt-tokens", values["prompt-tokens"], 256, 1, 100_000);
-  genTokens = bench.integerFlag("--gen-tokens", values["gen-tokens"], 64, 2, 100_000);
-  rounds = bench.integerFlag("--rounds", values.rounds, 3, 1, 100);
-  joins = bench.integerFlag("--joins", values.joins, 3, 0, 100);
-} catch (error) {
-  if (error instanceof bench.BenchFlagError) usage(error.message);
-  throw error;
-}
-const progress = (line: string) => process.stderr.write(`native-bench: ${line}\n`);
+for (const part of parts)
+  if (part !== "engines" && part !== "stack") cli.usage(`--parts: unknown part ${part}`);
+const summary = summaryFlag(cli, values.summary);
+const { batches, promptTokens, genTokens, rounds } = shapeFlags(cli, SHAPE);
+if (!batches.includes(1)) cli.usage("--batches must include 1 (the per-token overhead)");
+const { fixedThreads, levels, joins } = cli.flags(() => ({
+  fixedThreads:
+    values.threads === "auto" ? undefined : bench.integerFlag("--threads", values.threads, 2, 1, 256),
+  levels: bench.batchesFlag("--levels", values.levels, [1, 2, 4, 8]),
+  joins: bench.integerFlag("--joins", values.joins, 3, 0, 100),
+}));
 
 // The addon and llama.cpp's clone (npm run build:native), then llama.cpp's two programs.
 progress("npm run build:native");
