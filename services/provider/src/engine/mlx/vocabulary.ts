@@ -9,13 +9,21 @@
  * one this process wrote: either in the engine's cache directory (the daemon's data directory, which
  * only it writes), keyed by the checkpoint's identity hash so that a changed checkpoint is converted
  * anew, or, without one, in a private temporary directory removed once the tokenizer is open.
+ * The cache keeps the vocabularies used most recently (a few MB each), so checkpoints replaced or
+ * removed over a daemon's life do not pile up there.
  */
-import { mkdir, mkdtemp, rename, rm, stat } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, rename, rm, stat, utimes } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ModelTokenizer, TokenizerJsonError, writeVocabularyFromCheckpoint } from "@darkbloom/models";
 import type { Llama } from "node-llama-cpp";
 import type { ModelFile } from "../engine.js";
+
+/** Vocabularies the cache keeps: the most recently used (opening one counts as a use). */
+export const VOCABULARY_CACHE_KEEP = 16;
+/** A conversion's partial file this old was left by a process that died while writing it. */
+const STALE_PARTIAL_MS = 60 * 60 * 1000;
+const VOCABULARY_SUFFIX = ".vocab.gguf";
 
 const exists = (path: string) =>
   stat(path).then(
@@ -40,7 +48,10 @@ export async function openCheckpointTokenizer(
 ): Promise<ModelTokenizer> {
   if (cacheDir !== undefined) {
     const path = join(cacheDir, `${file.sha256}.vocab.gguf`);
-    if (!(await exists(path))) {
+    if (await exists(path)) {
+      const now = new Date();
+      await utimes(path, now, now); // a use: what pruning keeps
+    } else {
       await mkdir(cacheDir, { recursive: true, mode: 0o700 });
       const partial = `${path}.${process.pid}.partial`;
       try {
@@ -50,6 +61,8 @@ export async function openCheckpointTokenizer(
         await rm(partial, { force: true });
       }
     }
+    // The cache is only an optimization: a file it cannot remove is left for the next pruning.
+    await pruneVocabularyCache(cacheDir).catch(() => undefined);
     return ModelTokenizer.open(llama, path);
   }
   const dir = await mkdtemp(join(tmpdir(), "darkbloom-vocabulary-"));
@@ -69,4 +82,33 @@ async function convert(file: ModelFile, dest: string): Promise<void> {
     if (err instanceof TokenizerJsonError) throw new VocabularyError(`its tokenizer: ${err.message}`);
     throw err;
   }
+}
+
+/**
+ * Removes all but the `keep` most recently used vocabularies of the cache, and conversions' partial
+ * files left by a process that died (older than an hour). Anything else in the directory is left
+ * alone. Returns the names removed.
+ */
+export async function pruneVocabularyCache(
+  cacheDir: string,
+  keep = VOCABULARY_CACHE_KEEP,
+  nowMs = Date.now(),
+): Promise<string[]> {
+  const entries: { name: string; mtimeMs: number }[] = [];
+  for (const name of await readdir(cacheDir)) {
+    if (!name.endsWith(VOCABULARY_SUFFIX) && !name.endsWith(".partial")) continue;
+    const info = await stat(join(cacheDir, name)).catch(() => undefined);
+    if (info?.isFile()) entries.push({ name, mtimeMs: info.mtimeMs });
+  }
+  const stale = entries.filter((e) => e.name.endsWith(".partial") && nowMs - e.mtimeMs > STALE_PARTIAL_MS);
+  const surplus = entries
+    .filter((e) => e.name.endsWith(VOCABULARY_SUFFIX))
+    .sort((a, b) => b.mtimeMs - a.mtimeMs || a.name.localeCompare(b.name))
+    .slice(keep);
+  const removed: string[] = [];
+  for (const { name } of [...stale, ...surplus]) {
+    await rm(join(cacheDir, name), { force: true });
+    removed.push(name);
+  }
+  return removed;
 }
