@@ -65,6 +65,35 @@ describe("threadsCheck", () => {
     expect(autoThreads([tiny], smt)).toBe(1);
   });
 
+  it("does not count threads for MLX checkpoints, which MLX threads itself", () => {
+    const mlx: ModelFile = {
+      ...qwen,
+      id: "qwen3-0.6b-mlx-4bit",
+      path: "/models/qwen3-0.6b-mlx-4bit",
+      format: "mlx",
+    };
+    // --threads 8 on 2 cores would exceed them, but nothing of this daemon runs on those threads.
+    const alone = threadsCheck({
+      configured: 8,
+      served: [mlx],
+      topology: twoCores,
+      running: [],
+      ownPid: undefined,
+    });
+    expect(alone).toMatchObject({ ok: true, warn: false });
+    expect(alone.detail).toMatch(/^MLX models only: MLX picks its own threads/);
+    // Beside a GGUF model the GGUF model sizes "auto" alone; another auto daemon makes 2 + 2 on 2 cores.
+    expect(autoThreads([mlx, tiny], twoCores)).toBe(autoThreads([tiny], twoCores));
+    const mixed = threadsCheck({
+      configured: "auto",
+      served: [mlx, qwen],
+      topology: twoCores,
+      running: [{ pid: 7, threads: "auto" }],
+      ownPid: undefined,
+    });
+    expect(mixed).toMatchObject({ ok: true, warn: true });
+  });
+
   it("warns when one configuration asks for more threads than physical cores (SMT siblings once)", () => {
     const r = threadsCheck({ configured: 8, served: [qwen], topology: smt, running: [], ownPid: undefined });
     expect(r.warn).toBe(true);

@@ -77,17 +77,29 @@ export function threadsArg(args: string): number | "auto" | undefined {
   return found;
 }
 
-/** What "auto" resolves to for these models: the largest per-model choice (they may decode at once). */
+/**
+ * What "auto" resolves to for these models: the largest per-model choice (they may decode at once).
+ * MLX checkpoints are not sized: MLX picks its own threads.
+ */
 export function autoThreads(served: readonly ModelFile[], topology: CpuTopology): number {
-  return Math.max(1, ...served.map((m) => chooseThreads({ modelBytes: m.sizeBytes, topology }).threads));
+  const sized = served.filter((m) => m.format !== "mlx");
+  return Math.max(1, ...sized.map((m) => chooseThreads({ modelBytes: m.sizeBytes, topology }).threads));
 }
 
 export function threadsCheck(input: ThreadsCheckInput): ThreadsCheckResult {
   const { topology } = input;
   const cores = topology.physicalCores;
-  const mine = input.configured === "auto" ? autoThreads(input.served, topology) : input.configured;
-  const mineText =
-    input.configured === "auto"
+  // MLX checkpoints run on MLX's own threads (the engine's thread count does not apply to them), so
+  // a daemon serving only MLX models adds no engine threads of its own to the count.
+  const mlxOnly = input.served.length > 0 && input.served.every((m) => m.format === "mlx");
+  const mine = mlxOnly
+    ? 0
+    : input.configured === "auto"
+      ? autoThreads(input.served, topology)
+      : input.configured;
+  const mineText = mlxOnly
+    ? "MLX models only: MLX picks its own threads (--threads does not apply)"
+    : input.configured === "auto"
       ? `auto: ${mine} thread${mine === 1 ? "" : "s"}${input.served.length === 0 ? " (no model to size it)" : ""}`
       : `--threads ${mine}`;
   const others = (input.running ?? []).filter((d) => d.pid !== input.ownPid);
