@@ -7,20 +7,17 @@
  * (fitContext), and a setting that does not fit even at the floor is refused rather than left to the
  * allocator (on the CPU an overcommitted allocation "succeeds" and the kernel kills the daemon later).
  */
-import type { ModelTokenizer } from "@darkbloom/models";
-import {
-  MlxModel,
-  type MlxModelConfig,
-  type MlxModelInfo,
-  type MlxScheduler,
-  mlxErrorCode,
-} from "@darkbloom/native/mlx";
+import { MlxModel, type MlxModelConfig, type MlxModelInfo, mlxErrorCode } from "@darkbloom/native/mlx";
 import type { Llama } from "node-llama-cpp";
 import { EngineError, type ModelFile } from "../engine.js";
 import { fitContext } from "../llama/memory-estimate.js";
 import { type EngineLog, loadFailure } from "../llama/model-runner.js";
 import { errorMessage } from "../meters.js";
-import { SchedulerRunner, type SchedulerRunnerSettings } from "../native/scheduler-runner.js";
+import {
+  assembleRunner,
+  type SchedulerRunner,
+  type SchedulerRunnerSettings,
+} from "../native/scheduler-runner.js";
 import { openCheckpointTokenizer, VocabularyError } from "./vocabulary.js";
 
 /** A checkpoint of the mlx engine (its runner's model is an MlxModel). */
@@ -88,52 +85,46 @@ export async function openMlxRunner(
   log: EngineLog,
   stillWanted: () => boolean,
 ): Promise<MlxRunner> {
-  let tokenizer: ModelTokenizer | undefined;
-  let model: MlxModel | undefined;
-  let scheduler: MlxScheduler | undefined;
-  try {
-    tokenizer = await openCheckpointTokenizer(llama, file, settings.vocabularyCacheDir);
-    model = await MlxModel.load(file.path);
-    const info = model.info();
-    const wanted = Math.min(settings.maxContext, info.nCtxTrain);
-    const needs = mlxMemoryNeed(model.config, info, settings);
-    const contextPerRow = await fitContext(needs, wanted, settings, log);
-    const budget = settings.memoryBudgetBytes;
-    const need = await needs(contextPerRow);
-    if (budget !== undefined && need > budget)
-      throw new Error(
-        `does not fit: needs ${gib(need)} for ${settings.maxBatch} rows of ${contextPerRow} tokens, ` +
-          `the budget is ${gib(budget)} (lower --max-batch, or --kv-bits 8 or 4)`,
-      );
-    scheduler = await model.createScheduler({
-      rows: settings.maxBatch,
-      contextPerRow,
-      prefillChunk: settings.prefillChunk,
-      queueDepth: settings.queueDepth,
-      ...(settings.kvBits ? { kvBits: settings.kvBits } : {}),
-    });
-    const runner = new SchedulerRunner(
-      file,
-      model,
-      scheduler,
-      tokenizer,
-      settings.maxBatch,
-      contextPerRow,
-      settings.threads,
-    );
-    if (!stillWanted()) {
-      await runner.free();
-      throw new EngineError("model_not_found", `model ${file.id} was unloaded while loading`, 404);
-    }
-    return runner;
-  } catch (err) {
-    if (err instanceof EngineError) throw err;
-    await scheduler?.close().catch(() => {});
-    await model?.close().catch(() => {});
-    await tokenizer?.dispose().catch(() => {});
-    if (mlxErrorCode(err) === "mlx_not_built")
-      throw new EngineError("engine_failed", errorMessage(err), 500, { cause: err });
-    const reason = err instanceof VocabularyError ? err.message : errorMessage(err);
-    throw loadFailure(file, reason, err);
-  }
+  return assembleRunner(
+    file,
+    stillWanted,
+    async (held) => {
+      const tokenizer = await openCheckpointTokenizer(llama, file, settings.vocabularyCacheDir);
+      held.tokenizer = tokenizer;
+      const model = await MlxModel.load(file.path);
+      held.model = model;
+      const info = model.info();
+      const wanted = Math.min(settings.maxContext, info.nCtxTrain);
+      const needs = mlxMemoryNeed(model.config, info, settings);
+      const contextPerRow = await fitContext(needs, wanted, settings, log);
+      const budget = settings.memoryBudgetBytes;
+      const need = await needs(contextPerRow);
+      if (budget !== undefined && need > budget)
+        throw new Error(
+          `does not fit: needs ${gib(need)} for ${settings.maxBatch} rows of ${contextPerRow} tokens, ` +
+            `the budget is ${gib(budget)} (lower --max-batch, or --kv-bits 8 or 4)`,
+        );
+      held.scheduler = await model.createScheduler({
+        rows: settings.maxBatch,
+        contextPerRow,
+        prefillChunk: settings.prefillChunk,
+        queueDepth: settings.queueDepth,
+        ...(settings.kvBits ? { kvBits: settings.kvBits } : {}),
+      });
+      const scheduler = held.scheduler;
+      return {
+        tokenizer,
+        model,
+        scheduler,
+        rows: settings.maxBatch,
+        maxContext: contextPerRow,
+        threads: settings.threads,
+      };
+    },
+    (err) => {
+      if (mlxErrorCode(err) === "mlx_not_built")
+        return new EngineError("engine_failed", errorMessage(err), 500, { cause: err });
+      return loadFailure(file, err instanceof VocabularyError ? err.message : errorMessage(err), err);
+    },
+  );
 }

@@ -4,18 +4,13 @@
  * with the mlx engine).
  */
 import { ModelTokenizer } from "@darkbloom/models";
-import {
-  type KvType,
-  llamaErrorCode,
-  NativeLlamaModel,
-  type NativeLlamaScheduler,
-} from "@darkbloom/native/llama";
+import { type KvType, llamaErrorCode, NativeLlamaModel } from "@darkbloom/native/llama";
 import type { Llama } from "node-llama-cpp";
 import { EngineError, type ModelFile } from "../engine.js";
 import { fitContext, ggufMemoryNeed } from "../llama/memory-estimate.js";
 import { type EngineLog, loadFailure } from "../llama/model-runner.js";
 import { errorMessage } from "../meters.js";
-import { SchedulerRunner, type SchedulerRunnerSettings } from "./scheduler-runner.js";
+import { assembleRunner, type SchedulerRunner, type SchedulerRunnerSettings } from "./scheduler-runner.js";
 
 /** A model of the native engine (its runner's model is a NativeLlamaModel). */
 export type NativeRunner = SchedulerRunner;
@@ -38,51 +33,38 @@ export async function openNativeRunner(
   log: EngineLog,
   stillWanted: () => boolean,
 ): Promise<NativeRunner> {
-  let tokenizer: ModelTokenizer | undefined;
-  let model: NativeLlamaModel | undefined;
-  let scheduler: NativeLlamaScheduler | undefined;
-  try {
-    tokenizer = await ModelTokenizer.open(llama, file.path);
-    model = await NativeLlamaModel.load(file.path, { gpuLayers: 0 });
-    const info = model.info();
-    const wanted = info.nCtxTrain > 0 ? Math.min(settings.maxContext, info.nCtxTrain) : settings.maxContext;
-    const batchSize = Math.max(settings.prefillChunk, settings.maxBatch);
-    const maxContext = await fitContext(
-      ggufMemoryNeed(tokenizer.model.fileInsights, info.sizeBytes, 0, batchSize, settings),
-      wanted,
-      settings,
-      log,
-    );
-    const kvType: KvType = settings.kvBits === 8 ? "q8_0" : settings.kvBits === 4 ? "q4_0" : "f16";
-    scheduler = await model.createScheduler({
-      rows: settings.maxBatch,
-      contextPerRow: maxContext,
-      threads: settings.threads,
-      kvType,
-      prefillChunk: settings.prefillChunk,
-      queueDepth: settings.queueDepth,
-    });
-    const runner = new SchedulerRunner(
-      file,
-      model,
-      scheduler,
-      tokenizer,
-      settings.maxBatch,
-      maxContext,
-      settings.threads,
-    );
-    if (!stillWanted()) {
-      await runner.free();
-      throw new EngineError("model_not_found", `model ${file.id} was unloaded while loading`, 404);
-    }
-    return runner;
-  } catch (err) {
-    if (err instanceof EngineError) throw err;
-    await scheduler?.close().catch(() => {});
-    await model?.close().catch(() => {});
-    await tokenizer?.dispose().catch(() => {});
-    if (llamaErrorCode(err) === "llama_not_built")
-      throw new EngineError("engine_failed", errorMessage(err), 500, { cause: err });
-    throw loadFailure(file, errorMessage(err), err);
-  }
+  return assembleRunner(
+    file,
+    stillWanted,
+    async (held) => {
+      const tokenizer = await ModelTokenizer.open(llama, file.path);
+      held.tokenizer = tokenizer;
+      const model = await NativeLlamaModel.load(file.path, { gpuLayers: 0 });
+      held.model = model;
+      const info = model.info();
+      const wanted = info.nCtxTrain > 0 ? Math.min(settings.maxContext, info.nCtxTrain) : settings.maxContext;
+      const batchSize = Math.max(settings.prefillChunk, settings.maxBatch);
+      const maxContext = await fitContext(
+        ggufMemoryNeed(tokenizer.model.fileInsights, info.sizeBytes, 0, batchSize, settings),
+        wanted,
+        settings,
+        log,
+      );
+      const kvType: KvType = settings.kvBits === 8 ? "q8_0" : settings.kvBits === 4 ? "q4_0" : "f16";
+      held.scheduler = await model.createScheduler({
+        rows: settings.maxBatch,
+        contextPerRow: maxContext,
+        threads: settings.threads,
+        kvType,
+        prefillChunk: settings.prefillChunk,
+        queueDepth: settings.queueDepth,
+      });
+      const scheduler = held.scheduler;
+      return { tokenizer, model, scheduler, rows: settings.maxBatch, maxContext, threads: settings.threads };
+    },
+    (err) =>
+      llamaErrorCode(err) === "llama_not_built"
+        ? new EngineError("engine_failed", errorMessage(err), 500, { cause: err })
+        : loadFailure(file, errorMessage(err), err),
+  );
 }

@@ -9,7 +9,7 @@
 import type { ModelTokenizer } from "@darkbloom/models";
 import type { GenerateRequest, SchedulerEvent, SchedulerStats } from "@darkbloom/native/llama";
 import type { MlxSchedulerEvent } from "@darkbloom/native/mlx";
-import type { ModelFile } from "../engine.js";
+import { EngineError, type ModelFile } from "../engine.js";
 import type { EngineMeters } from "../meters.js";
 import type { NativeJob } from "./native-job.js";
 
@@ -113,4 +113,53 @@ export class SchedulerRunner {
     await this.model.close().catch(() => {});
     await this.tokenizer.dispose().catch(() => {});
   }
+}
+
+/** A runner's parts as an engine opens them, each recorded here as soon as it is open. */
+export interface RunnerParts {
+  tokenizer?: ModelTokenizer;
+  model?: { close(): Promise<void> };
+  scheduler?: CoreScheduler;
+}
+
+/** What opening a runner produced: every part, and the rows it was made with. */
+export interface OpenedRunner {
+  tokenizer: ModelTokenizer;
+  model: { close(): Promise<void> };
+  scheduler: CoreScheduler;
+  rows: number;
+  maxContext: number;
+  threads: number;
+}
+
+/**
+ * Makes a runner from what `open` opens (recording each part in `held` as it goes). If opening fails,
+ * every part opened so far is closed, and the error is thrown as it is when it is an EngineError (a
+ * refusal, such as a model that does not fit), else as `failure` makes it. `stillWanted` is asked
+ * once everything is allocated: a model unloaded (or an engine closed) meanwhile is freed and
+ * reported not found.
+ */
+export async function assembleRunner(
+  file: ModelFile,
+  stillWanted: () => boolean,
+  open: (held: RunnerParts) => Promise<OpenedRunner>,
+  failure: (err: unknown) => EngineError,
+): Promise<SchedulerRunner> {
+  const held: RunnerParts = {};
+  let opened: OpenedRunner;
+  try {
+    opened = await open(held);
+  } catch (err) {
+    await held.scheduler?.close().catch(() => {});
+    await held.model?.close().catch(() => {});
+    await held.tokenizer?.dispose().catch(() => {});
+    throw err instanceof EngineError ? err : failure(err);
+  }
+  const { tokenizer, model, scheduler, rows, maxContext, threads } = opened;
+  const runner = new SchedulerRunner(file, model, scheduler, tokenizer, rows, maxContext, threads);
+  if (!stillWanted()) {
+    await runner.free();
+    throw new EngineError("model_not_found", `model ${file.id} was unloaded while loading`, 404);
+  }
+  return runner;
 }
