@@ -171,3 +171,39 @@ export class NativeScheduler<C extends string, S extends SchedulerStats = Schedu
     return this.raw;
   }
 }
+
+/**
+ * The schedulers a model made (the backend's model class holds one): each is attached to the addon's
+ * scheduler as it is created, and close() closes every one (their requests end "cancelled") before
+ * the model itself is freed.
+ */
+export class ModelSchedulers<C extends string, S extends SchedulerStats> {
+  private readonly open = new Set<NativeScheduler<C, S>>();
+  private closing: Promise<void> | undefined;
+
+  constructor(private readonly codes: ErrorCodes<C | "bad_input" | "closed">) {}
+
+  /**
+   * Attaches a scheduler (made by the backend's model class) to what `create` makes in the addon;
+   * rejects closed once the model closes.
+   */
+  async create<T extends NativeScheduler<C, S>>(
+    make: (onClosed: () => void) => T,
+    create: (onStep: (events: RawSchedulerEvent<C>[]) => void) => Promise<RawScheduler<S>>,
+  ): Promise<T> {
+    if (this.closing) throw this.codes.coded("closed", "the model is closed");
+    const scheduler = make(() => this.open.delete(scheduler));
+    scheduler.attach(await create((events) => scheduler.dispatch(events)));
+    this.open.add(scheduler);
+    return scheduler;
+  }
+
+  /** Closes every scheduler, then runs `free` (the model's own close); idempotent. */
+  close(free: () => void): Promise<void> {
+    this.closing ??= (async () => {
+      await Promise.all([...this.open].map((s) => s.close()));
+      free();
+    })();
+    return this.closing;
+  }
+}

@@ -2,9 +2,11 @@ import { createRequire } from "node:module";
 import {
   type BatchSchedulerEvent,
   type BatchSchedulerOptions,
+  ModelSchedulers,
   NativeScheduler,
   type RawScheduler,
   type RawSchedulerEvent,
+  type SchedulerStats,
 } from "./batch-scheduler.js";
 import { errorCodes } from "./coded-error.js";
 
@@ -112,8 +114,7 @@ export function nativeLlamaAvailable(): boolean {
 }
 
 export class NativeLlamaModel {
-  private readonly schedulers = new Set<NativeLlamaScheduler>();
-  private closing: Promise<void> | undefined;
+  private readonly schedulers = new ModelSchedulers<LlamaErrorCode, SchedulerStats>(CODES);
 
   private constructor(private readonly raw: RawModel) {}
 
@@ -142,21 +143,16 @@ export class NativeLlamaModel {
   }
 
   /** A scheduler over a new context of this model (its KV cache is allocated off the JS thread). */
-  async createScheduler(options: SchedulerOptions = {}): Promise<NativeLlamaScheduler> {
-    if (this.closing) throw coded("closed", "the model is closed");
-    const scheduler = new NativeLlamaScheduler(CODES, () => this.schedulers.delete(scheduler));
-    scheduler.attach(await this.raw.createScheduler(options, (events) => scheduler.dispatch(events)));
-    this.schedulers.add(scheduler);
-    return scheduler;
+  createScheduler(options: SchedulerOptions = {}): Promise<NativeLlamaScheduler> {
+    return this.schedulers.create(
+      (onClosed) => new NativeLlamaScheduler(CODES, onClosed),
+      (onStep) => this.raw.createScheduler(options, onStep),
+    );
   }
 
   /** Closes this model's schedulers (their requests end "cancelled"), then frees the model. */
   close(): Promise<void> {
-    this.closing ??= (async () => {
-      await Promise.all([...this.schedulers].map((s) => s.close()));
-      this.raw.close();
-    })();
-    return this.closing;
+    return this.schedulers.close(() => this.raw.close());
   }
 }
 

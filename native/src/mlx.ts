@@ -4,6 +4,7 @@ import { join } from "node:path";
 import {
   type BatchSchedulerEvent,
   type BatchSchedulerOptions,
+  ModelSchedulers,
   NativeScheduler,
   type RawScheduler,
   type RawSchedulerEvent,
@@ -269,8 +270,7 @@ export async function readMlxCheckpoint(dir: string): Promise<MlxModelConfig> {
 }
 
 export class MlxModel {
-  private readonly schedulers = new Set<MlxScheduler>();
-  private closing: Promise<void> | undefined;
+  private readonly schedulers = new ModelSchedulers<MlxErrorCode, MlxSchedulerStats>(CODES);
 
   private constructor(
     private readonly raw: RawModel,
@@ -306,21 +306,16 @@ export class MlxModel {
   }
 
   /** A scheduler over this model (its KV cache is preallocated on the engine thread). */
-  async createScheduler(options: MlxSchedulerOptions = {}): Promise<MlxScheduler> {
-    if (this.closing) throw coded("closed", "the model is closed");
-    const scheduler = new MlxScheduler(CODES, () => this.schedulers.delete(scheduler));
-    scheduler.attach(await this.raw.createScheduler(options, (events) => scheduler.dispatch(events)));
-    this.schedulers.add(scheduler);
-    return scheduler;
+  createScheduler(options: MlxSchedulerOptions = {}): Promise<MlxScheduler> {
+    return this.schedulers.create(
+      (onClosed) => new MlxScheduler(CODES, onClosed),
+      (onStep) => this.raw.createScheduler(options, onStep),
+    );
   }
 
   /** Closes this model's schedulers (their requests end "cancelled"), then frees the model. */
   close(): Promise<void> {
-    this.closing ??= (async () => {
-      await Promise.all([...this.schedulers].map((s) => s.close()));
-      this.raw.close();
-    })();
-    return this.closing;
+    return this.schedulers.close(() => this.raw.close());
   }
 }
 

@@ -21,27 +21,18 @@
 #include "common.h"
 
 namespace dbllama {
-namespace {
 
-double Since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
-
-}  // namespace
-
+// BatchCore is handed mu_ before the member is constructed: it only keeps the reference.
 Engine::Engine(llama_model* model, llama_context* ctx, EngineOptions options, Emit emit)
-    : model_(model),
+    : BatchCore(mu_, options.rows, options.queueDepth),
+      model_(model),
       vocab_(llama_model_get_vocab(model)),
       ctx_(ctx),
       batch_(llama_batch_init(std::max(options.prefillChunk, options.rows), 0, 1)),
       nVocab_(llama_vocab_n_tokens(vocab_)),
       options_(options),
-      emit_(std::move(emit)),
-      rows_(options.rows),
-      book_(options.rows, options.queueDepth) {
-  for (int32_t i = 0; i < options.rows; i++) rows_[i].seq = i;
-  stats_.rows = options.rows;
-  stats_.kvCells = llama_n_ctx(ctx);
+      emit_(std::move(emit)) {
+  StatsLocked().kvCells = llama_n_ctx(ctx);
 }
 
 Engine::~Engine() {
@@ -49,30 +40,6 @@ Engine::~Engine() {
   for (Row& r : rows_) llama_sampler_free(r.chain);
   if (ctx_) llama_free(ctx_);
   if (batch_.token) llama_batch_free(batch_);
-}
-
-void Engine::Submit(Submission&& s) {
-  std::lock_guard<std::mutex> lk(mu_);
-  book_.Submit(std::move(s));
-  cv_.notify_one();
-}
-
-CancelResult Engine::Cancel(const std::string& id) {
-  std::lock_guard<std::mutex> lk(mu_);
-  return book_.Cancel(id);
-}
-
-void Engine::RequestClose() {
-  std::lock_guard<std::mutex> lk(mu_);
-  book_.Close();
-  cv_.notify_one();
-}
-
-BatchStats Engine::Stats() {
-  std::lock_guard<std::mutex> lk(mu_);
-  BatchStats s = stats_;
-  book_.CountInto(s);
-  return s;
 }
 
 void Engine::Run() {
@@ -91,9 +58,7 @@ void Engine::Run() {
   batch_ = {};
   llama_free(ctx_);
   ctx_ = nullptr;
-  std::lock_guard<std::mutex> lk(mu_);
-  book_.Finish();
-  stats_.kvCellsUsed = 0;
+  FinishBook();
 }
 
 void Engine::Loop() {
@@ -102,65 +67,21 @@ void Engine::Loop() {
     std::vector<Event> events;
     {
       std::unique_lock<std::mutex> lk(mu_);
-      cv_.wait(lk, [&] { return book_.HasWork(); });
-      closing = book_.BeginStep(jsGone_, rows_, events);
+      cv_.wait(lk, [&] { return HasWorkLocked(); });
+      closing = BeginStepLocked(events);
     }
-    // Retiring first frees the cells of finished and cancelled rows before anything is admitted.
-    Retire(events);
-    if (closing) {
-      Publish(events);
-      return;
-    }
-    Admit();
-    Publish(events);
-    // Rows that finished in a step are retired before JS hears of it: once a done event arrives,
-    // the row and its KV cells are free (stats say so, and the next submission has the row).
-    DecodeStep(events);
-    Retire(events);
-    Publish(events);
-    PrefillStep(events);
-    Retire(events);
-    Publish(events);
+    StepBody(closing, events);
+    if (closing) return;
   }
 }
 
-void Engine::Retire(std::vector<Event>& events) {
-  bool retired = false;
-  for (Row& r : rows_) {
-    if (!r.busy || !(r.finished || r.cancelled)) continue;
-    if (!r.finished) events.push_back(Done(r.id, "cancelled", static_cast<int32_t>(r.prompt.size()), r.generated));
-    llama_memory_seq_rm(llama_get_memory(ctx_), r.seq, -1, -1);
-    llama_sampler_free(r.chain);
-    std::string id = std::move(r.id);
-    int32_t seq = r.seq;
-    r = Row{};
-    r.seq = seq;
-    retired = true;
-    std::lock_guard<std::mutex> lk(mu_);
-    book_.Retire(id);
-  }
-  if (retired) UpdateStats(0, 0, 0, 0, false);
+void Engine::StartRow(Row& row, const SamplingParams& sampling) {
+  row.chain = BuildSamplerChain(sampling, nVocab_);
 }
 
-void Engine::Admit() {
-  for (Row& r : rows_) {
-    if (r.busy) continue;
-    Submission s;
-    {
-      std::lock_guard<std::mutex> lk(mu_);
-      if (!book_.Admit(s)) return;
-    }
-    r.busy = true;
-    r.id = std::move(s.id);
-    r.prompt = std::move(s.prompt);
-    r.maxTokens = s.maxTokens;
-    r.admitted = ++admissions_;
-    // Penalties look back over the generated tokens only (the chain accepts each sampled token):
-    // OpenAI defines presence and frequency penalties on what was sampled so far, and vLLM and the
-    // llama engine (node-llama-cpp) count them that way; llama-server's counting of the prompt too
-    // would make the same request sample differently on the two engines.
-    r.chain = BuildSamplerChain(s.sampling, nVocab_);
-  }
+void Engine::ReleaseRow(Row& row) {
+  llama_memory_seq_rm(llama_get_memory(ctx_), Seq(row), -1, -1);
+  llama_sampler_free(row.chain);
 }
 
 void Engine::DecodeStep(std::vector<Event>& events) {
@@ -174,7 +95,7 @@ void Engine::DecodeStep(std::vector<Event>& events) {
     batch_.token[i] = decoding[i]->last;
     batch_.pos[i] = decoding[i]->nPast;
     batch_.n_seq_id[i] = 1;
-    batch_.seq_id[i][0] = decoding[i]->seq;
+    batch_.seq_id[i][0] = Seq(*decoding[i]);
     batch_.logits[i] = 1;
   }
   int32_t rc = llama_decode(ctx_, batch_);
@@ -187,7 +108,7 @@ void Engine::DecodeStep(std::vector<Event>& events) {
     decoding[i]->nPast++;
     generated += Accept(*decoding[i], llama_sampler_sample(decoding[i]->chain, ctx_, static_cast<int32_t>(i)), events);
   }
-  UpdateStats(0, Since(start), 0, generated, true);
+  UpdateStats(0, SecondsSince(start), 0, generated, true);
 }
 
 void Engine::PrefillStep(std::vector<Event>& events) {
@@ -206,7 +127,7 @@ void Engine::PrefillStep(std::vector<Event>& events) {
     batch_.token[i] = row->prompt[p];
     batch_.pos[i] = p;
     batch_.n_seq_id[i] = 1;
-    batch_.seq_id[i][0] = row->seq;
+    batch_.seq_id[i][0] = Seq(*row);
     batch_.logits[i] = last && p == to - 1;
   }
   int32_t rc = llama_decode(ctx_, batch_);
@@ -222,62 +143,7 @@ void Engine::PrefillStep(std::vector<Event>& events) {
     row->decoding = true;
     generated = Accept(*row, llama_sampler_sample(row->chain, ctx_, to - from - 1), events);
   }
-  UpdateStats(Since(start), 0, to - from, generated, false);
-}
-
-bool Engine::Accept(Row& row, llama_token token, std::vector<Event>& events) {
-  if (llama_vocab_is_eog(vocab_, token)) {
-    Finish(row, "stop", events);  // the end-of-generation token itself is not delivered
-    return false;
-  }
-  row.generated++;
-  events.push_back(TokenEvent(row.id, token));
-  if (row.generated >= row.maxTokens)
-    Finish(row, "length", events);
-  else
-    row.last = token;
-  return true;
-}
-
-void Engine::Finish(Row& row, const char* reason, std::vector<Event>& events) {
-  row.finished = true;
-  events.push_back(Done(row.id, reason, static_cast<int32_t>(row.prompt.size()), row.generated));
-}
-
-void Engine::Fail(Row& row, const std::string& message, std::vector<Event>& events) {
-  row.finished = true;
-  events.push_back(EngineFailed(row.id, message));
-}
-
-void Engine::FailAll(const std::string& message) {
-  std::vector<Event> events;
-  for (Row& r : rows_)
-    if (r.busy && !r.finished) Fail(r, message, events);
-  {
-    std::lock_guard<std::mutex> lk(mu_);
-    book_.Fail(message, events);
-  }
-  try {
-    Publish(events);
-  } catch (...) {
-    // nothing more can be told to JS
-  }
-}
-
-void Engine::Publish(std::vector<Event>& events) {
-  if (events.empty()) return;
-  if (!jsGone_ && !emit_(std::move(events))) jsGone_ = true;
-  events.clear();
-}
-
-void Engine::UpdateStats(double prefillSeconds, double decodeSeconds, int64_t promptTokens, int64_t generated,
-                         bool decodeStep) {
-  int64_t used = 0;
-  for (const Row& r : rows_)
-    if (r.busy) used += r.nPast;
-  std::lock_guard<std::mutex> lk(mu_);
-  stats_.kvCellsUsed = used;
-  stats_.Add(prefillSeconds, decodeSeconds, promptTokens, generated, decodeStep);
+  UpdateStats(SecondsSince(start), 0, to - from, generated, false);
 }
 
 }  // namespace dbllama

@@ -12,6 +12,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "../common/batch_core.h"
 #include "common.h"
 #include "sampling.h"
 
@@ -27,7 +28,14 @@ struct EngineOptions {
 // Submissions and events carry tokens as int32_t (../common/batch_types.h).
 static_assert(std::is_same<llama_token, int32_t>::value, "llama_token is int32_t");
 
-class Engine : public SchedulerCore {
+// A row: the shared bookkeeping, whether its prompt is in, and its sampler chain. Row i is llama.cpp
+// sequence i (its own KV stream).
+struct EngineRow : RowState {
+  bool decoding = false;  // the prompt is in; the row takes part in decode steps
+  llama_sampler* chain = nullptr;
+};
+
+class Engine : public BatchCore<Engine, EngineRow> {
  public:
   // Delivers one step's events; blocks while JS is behind (bounded queue). False: JS is gone.
   using Emit = std::function<bool(std::vector<Event>&&)>;
@@ -41,42 +49,23 @@ class Engine : public SchedulerCore {
   // The engine thread's body: returns after close (or a fatal error), every request completed.
   void Run();
 
-  // JS thread (SchedulerCore).
-  void Submit(Submission&& submission) override;
-  CancelResult Cancel(const std::string& id) override;
-  void RequestClose() override;
-  BatchStats Stats();
-
  private:
-  struct Row {
-    int32_t seq = 0;
-    bool busy = false;
-    std::string id;
-    std::vector<llama_token> prompt;
-    int32_t maxTokens = 0;
-    int32_t prefilled = 0;  // prompt tokens in the KV cache
-    int32_t nPast = 0;      // cells this row's sequence holds
-    int32_t generated = 0;
-    llama_token last = 0;   // sampled, not yet decoded
-    bool decoding = false;  // the prompt is in; the row takes part in decode steps
-    bool finished = false;  // its terminal event was emitted
-    bool cancelled = false;
-    uint64_t admitted = 0;  // admission order: the oldest prefilling row goes first
-    llama_sampler* chain = nullptr;
-  };
+  using Row = EngineRow;
+  friend class BatchCore<Engine, EngineRow>;
 
   void Loop();
-  void Retire(std::vector<Event>& events);
-  void Admit();
+  // BatchCore's hooks.
   void DecodeStep(std::vector<Event>& events);
   void PrefillStep(std::vector<Event>& events);
-  bool Accept(Row& row, llama_token token, std::vector<Event>& events);
-  void Finish(Row& row, const char* reason, std::vector<Event>& events);
-  void Fail(Row& row, const std::string& message, std::vector<Event>& events);
-  void FailAll(const std::string& message);
-  void Publish(std::vector<Event>& events);
-  void UpdateStats(double prefillSeconds, double decodeSeconds, int64_t promptTokens, int64_t generated,
-                   bool decodeStep);
+  void StartRow(Row& row, const SamplingParams& sampling);
+  void ReleaseRow(Row& row);
+  void Sampled(Row&, int32_t) {}  // the chain accepts what llama_sampler_sample returns
+  bool IsEndOfGeneration(int32_t token) const { return llama_vocab_is_eog(vocab_, token); }
+  int64_t CellsHeld(const Row& row) const { return row.nPast; }
+  bool Deliver(std::vector<Event>&& events) { return emit_(std::move(events)); }
+  void Wake() { cv_.notify_one(); }
+
+  llama_seq_id Seq(const Row& row) const { return static_cast<llama_seq_id>(&row - rows_.data()); }
 
   llama_model* model_;
   const llama_vocab* vocab_;
@@ -85,15 +74,8 @@ class Engine : public SchedulerCore {
   int32_t nVocab_;
   EngineOptions options_;
   Emit emit_;
-  std::vector<Row> rows_;  // engine thread only
-  uint64_t admissions_ = 0;
-  bool jsGone_ = false;
-
-  // Shared with the JS thread, under mu_.
-  std::mutex mu_;
+  std::mutex mu_;  // BatchCore's lock
   std::condition_variable cv_;
-  RequestBook book_;
-  BatchStats stats_;
 };
 
 }  // namespace dbllama

@@ -50,7 +50,7 @@ Napi::Value Scheduler::Submit(const Napi::CallbackInfo& info) { return js_.Submi
 
 Napi::Value Scheduler::Cancel(const Napi::CallbackInfo& info) { return js_.Cancel(info, *engine_); }
 
-Napi::Value Scheduler::Stats(const Napi::CallbackInfo& info) { return StatsToJs(info.Env(), engine_->Stats()); }
+Napi::Value Scheduler::Stats(const Napi::CallbackInfo& info) { return StatsToJs(info.Env(), engine_->CurrentStats()); }
 
 Napi::Value Scheduler::Close(const Napi::CallbackInfo& info) { return js_.Close(info, *engine_); }
 

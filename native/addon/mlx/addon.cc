@@ -313,7 +313,7 @@ class MlxScheduler : public Napi::ObjectWrap<MlxScheduler> {
   Napi::Value Close(const Napi::CallbackInfo& info) { return js_.Close(info, *core_); }
 
   Napi::Value Stats(const Napi::CallbackInfo& info) {
-    SchedulerStats s = core_->Stats();
+    SchedulerStats s = core_->CurrentStats();
     return StatsToJs(info.Env(), s, s.kvBytes);
   }
 

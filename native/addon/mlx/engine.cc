@@ -77,10 +77,6 @@ struct MlxPause {
   MlxPause& operator=(const MlxPause&) = delete;
 };
 
-double Since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
-
 // Positions kept past contextPerRow in the batched cache, so that rows of different lengths are
 // re-aligned (shifted left) once every so many steps instead of at every step.
 int32_t Slack(int32_t contextPerRow) { return std::min<int32_t>(256, contextPerRow); }
@@ -91,12 +87,11 @@ int32_t Slack(int32_t contextPerRow) { return std::min<int32_t>(256, contextPerR
 // Scheduler
 
 Scheduler::Scheduler(Engine* engine, const Transformer& model, SchedulerOptions options)
-    : engine_(engine),
+    : BatchCore(engine->mu(), options.rows, options.queueDepth),
+      engine_(engine),
       model_(model),
       options_(options),
-      nVocab_(model.config().vocab),
-      rows_(options.rows),
-      book_(options.rows, options.queueDepth) {
+      nVocab_(model.config().vocab) {
   const ModelConfig& c = model.config();
   eos_.insert(c.eosTokens.begin(), c.eosTokens.end());
   try {
@@ -108,9 +103,9 @@ Scheduler::Scheduler(Engine* engine, const Transformer& model, SchedulerOptions 
   } catch (const std::exception& e) {
     throw CodedError(code::kEngineFailed, std::string("cannot allocate the KV cache: ") + e.what());
   }
-  stats_.rows = options.rows;
-  stats_.kvCells = static_cast<int64_t>(options.rows) * cache_->capacity();
-  stats_.kvBytes = cache_->bytes() + staging_->bytes();
+  SchedulerStats& stats = StatsLocked();  // no JS thread has the scheduler yet
+  stats.kvCells = static_cast<int64_t>(options.rows) * cache_->capacity();
+  stats.kvBytes = cache_->bytes() + staging_->bytes();
 }
 
 Scheduler::~Scheduler() = default;
@@ -120,37 +115,11 @@ void Scheduler::Bind(Emit emit, std::function<void()> onFinished) {
   onFinished_ = std::move(onFinished);
 }
 
-void Scheduler::Submit(Submission&& s) {
-  {
-    std::lock_guard<std::mutex> lk(engine_->mu());
-    book_.Submit(std::move(s));
-  }
-  engine_->Wake();
-}
+void Scheduler::Wake() { engine_->Wake(); }
 
-CancelResult Scheduler::Cancel(const std::string& id) {
-  CancelResult result;
-  {
-    std::lock_guard<std::mutex> lk(engine_->mu());
-    result = book_.Cancel(id);
-  }
-  if (result == CancelResult::Running) engine_->Wake();
-  return result;
-}
-
-void Scheduler::RequestClose() {
-  {
-    std::lock_guard<std::mutex> lk(engine_->mu());
-    book_.Close();
-  }
-  engine_->Wake();
-}
-
-SchedulerStats Scheduler::Stats() {
-  std::lock_guard<std::mutex> lk(engine_->mu());
-  SchedulerStats s = stats_;
-  book_.CountInto(s);
-  return s;
+bool Scheduler::Deliver(std::vector<Event>&& events) {
+  MlxPause pause;  // emitting blocks while JS is behind
+  return emit_(std::move(events));
 }
 
 bool Scheduler::Step() {
@@ -159,7 +128,7 @@ bool Scheduler::Step() {
   {
     std::lock_guard<std::mutex> lk(engine_->mu());
     if (!HasWorkLocked()) return true;
-    closing = book_.BeginStep(jsGone_, rows_, events);
+    closing = BeginStepLocked(events);
   }
   try {
     StepBody(closing, events);
@@ -174,78 +143,31 @@ bool Scheduler::Step() {
   staged_ = nullptr;
   cache_.reset();
   staging_.reset();
-  std::lock_guard<std::mutex> lk(engine_->mu());
-  book_.Finish();
-  stats_.kvCellsUsed = 0;
+  FinishBook();
   return false;
-}
-
-void Scheduler::StepBody(bool closing, std::vector<Event>& events) {
-  // Retiring first frees the rows of finished and cancelled requests before anything is admitted.
-  Retire(events);
-  if (closing) {
-    Publish(events);
-    return;
-  }
-  Admit();
-  Publish(events);
-  // Rows that finished in a step are retired before JS hears of it: once a done event arrives, the
-  // row and its cache positions are free (stats say so, and the next submission has the row).
-  DecodeStep(events);
-  Retire(events);
-  Publish(events);
-  PrefillStep(events);
-  Retire(events);
-  Publish(events);
 }
 
 void Scheduler::Finished() {
   if (onFinished_) onFinished_();
 }
 
-void Scheduler::Retire(std::vector<Event>& events) {
-  bool retired = false;
-  for (Row& r : rows_) {
-    if (!r.busy || !(r.finished || r.cancelled)) continue;
-    if (!r.finished) events.push_back(Done(r.id, "cancelled", static_cast<int32_t>(r.prompt.size()), r.generated));
-    if (r.slot >= 0) {
-      // The last slot moves into the freed one: the decoding rows stay in slots [0, n).
-      const int32_t last = static_cast<int32_t>(slots_.size()) - 1;
-      if (r.slot != last) {
-        cache_->MoveSlot(last, r.slot, idx_);
-        slots_[r.slot] = slots_[last];
-        slots_[r.slot]->slot = r.slot;
-      }
-      slots_.pop_back();
-      if (slots_.empty()) idx_ = 0;
-    }
-    if (staged_ == &r) staged_ = nullptr;
-    std::string id = std::move(r.id);
-    r = Row{};
-    retired = true;
-    std::lock_guard<std::mutex> lk(engine_->mu());
-    book_.Retire(id);
-  }
-  if (retired) UpdateStats(0, 0, 0, 0, false);
+void Scheduler::StartRow(Row& row, const SamplingParams& sampling) {
+  row.sampler = std::make_unique<HostSampler>(sampling, nVocab_);
 }
 
-void Scheduler::Admit() {
-  for (Row& r : rows_) {
-    if (r.busy) continue;
-    Submission s;
-    {
-      std::lock_guard<std::mutex> lk(engine_->mu());
-      if (!book_.Admit(s)) return;
+void Scheduler::ReleaseRow(Row& row) {
+  if (row.slot >= 0) {
+    // The last slot moves into the freed one: the decoding rows stay in slots [0, n).
+    const int32_t last = static_cast<int32_t>(slots_.size()) - 1;
+    if (row.slot != last) {
+      cache_->MoveSlot(last, row.slot, idx_);
+      slots_[row.slot] = slots_[last];
+      slots_[row.slot]->slot = row.slot;
     }
-    r.busy = true;
-    r.id = std::move(s.id);
-    r.prompt = std::move(s.prompt);
-    r.maxTokens = s.maxTokens;
-    r.admitted = ++admissions_;
-    // Penalties look back over the generated tokens only (Accept records each sampled token), as
-    // the llama backend counts them (OpenAI's definition).
-    r.sampler = std::make_unique<HostSampler>(s.sampling, nVocab_);
+    slots_.pop_back();
+    if (slots_.empty()) idx_ = 0;
   }
+  if (staged_ == &row) staged_ = nullptr;
 }
 
 void Scheduler::DecodeStep(std::vector<Event>& events) {
@@ -291,7 +213,7 @@ void Scheduler::DecodeStep(std::vector<Event>& events) {
     r.nPast++;
     generated += Accept(r, r.sampler->Sample(data + static_cast<int64_t>(j) * nVocab_), events);
   }
-  UpdateStats(0, Since(start), 0, generated, true);
+  UpdateStats(0, SecondsSince(start), 0, generated, true);
 }
 
 void Scheduler::PrefillStep(std::vector<Event>& events) {
@@ -332,7 +254,7 @@ void Scheduler::PrefillStep(std::vector<Event>& events) {
     Join(*row);
     generated = Accept(*row, row->sampler->Sample(logits->data<float>()), events);
   }
-  UpdateStats(Since(start), 0, to - from, generated, false);
+  UpdateStats(SecondsSince(start), 0, to - from, generated, false);
 }
 
 void Scheduler::Join(Row& row) {
@@ -349,61 +271,6 @@ void Scheduler::Join(Row& row) {
   row.nPast = n;
   slots_.push_back(&row);
   staged_ = nullptr;
-}
-
-bool Scheduler::Accept(Row& row, int32_t token, std::vector<Event>& events) {
-  row.sampler->Accept(token);
-  if (eos_.count(token) > 0) {
-    Finish(row, "stop", events);  // the end-of-generation token itself is not delivered
-    return false;
-  }
-  row.generated++;
-  events.push_back(TokenEvent(row.id, token));
-  if (row.generated >= row.maxTokens)
-    Finish(row, "length", events);
-  else
-    row.last = token;
-  return true;
-}
-
-void Scheduler::Finish(Row& row, const char* reason, std::vector<Event>& events) {
-  row.finished = true;
-  events.push_back(Done(row.id, reason, static_cast<int32_t>(row.prompt.size()), row.generated));
-}
-
-void Scheduler::FailAll(const std::string& message) {
-  std::vector<Event> events;
-  for (Row& r : rows_)
-    if (r.busy && !r.finished) {
-      r.finished = true;
-      events.push_back(EngineFailed(r.id, message));
-    }
-  {
-    std::lock_guard<std::mutex> lk(engine_->mu());
-    book_.Fail(message, events);
-  }
-  try {
-    Publish(events);
-  } catch (...) {
-    // nothing more can be told to JS
-  }
-}
-
-void Scheduler::Publish(std::vector<Event>& events) {
-  if (events.empty()) return;
-  MlxPause pause;  // emitting blocks while JS is behind
-  if (!jsGone_ && !emit_(std::move(events))) jsGone_ = true;
-  events.clear();
-}
-
-void Scheduler::UpdateStats(double prefillSeconds, double decodeSeconds, int64_t promptTokens, int64_t generated,
-                            bool decodeStep) {
-  int64_t used = 0;
-  for (const Row& r : rows_)
-    if (r.busy) used += r.slot >= 0 ? r.nPast : r.prefilled;
-  std::lock_guard<std::mutex> lk(engine_->mu());
-  stats_.kvCellsUsed = used;
-  stats_.Add(prefillSeconds, decodeSeconds, promptTokens, generated, decodeStep);
 }
 
 // ---------------------------------------------------------------------------------------------------

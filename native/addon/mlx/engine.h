@@ -15,6 +15,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "../common/batch_core.h"
 #include "../common/batch_types.h"
 #include "../common/errors.h"
 #include "../common/host_sampler.h"
@@ -41,8 +42,15 @@ struct SchedulerStats : BatchStats {
 };
 
 class Engine;
+class Scheduler;
 
-class Scheduler : public SchedulerCore {
+// A row: the shared bookkeeping, its slot in the batched cache while it decodes, and its sampler.
+struct SchedulerRow : RowState {
+  int32_t slot = -1;
+  std::unique_ptr<HostSampler> sampler;
+};
+
+class Scheduler : public BatchCore<Scheduler, SchedulerRow, SchedulerStats> {
  public:
   // Delivers one step's events; blocks while JS is behind (bounded queue). False: JS is gone.
   using Emit = std::function<bool(std::vector<Event>&&)>;
@@ -56,51 +64,29 @@ class Scheduler : public SchedulerCore {
   // JS thread, once, before the engine steps it. onFinished runs on the engine thread after the
   // scheduler's last event (closed or failed); the engine never touches it again.
   void Bind(Emit emit, std::function<void()> onFinished);
-
-  // JS thread (SchedulerCore).
-  void Submit(Submission&& submission) override;
-  CancelResult Cancel(const std::string& id) override;
-  void RequestClose() override;
-  SchedulerStats Stats();
   const SchedulerOptions& options() const { return options_; }
 
-  // Engine thread, under the engine's lock.
-  bool HasWorkLocked() const { return book_.HasWork(); }
-  void CloseLocked() { book_.Close(); }
   // Engine thread: one step (retire, admit, a decode step of every decoding row, one prefill chunk).
   // False once the scheduler is finished (closed or failed): the engine drops it.
   bool Step();
   void Finished();
 
  private:
-  struct Row {
-    bool busy = false;
-    std::string id;
-    std::vector<int32_t> prompt;
-    int32_t maxTokens = 0;
-    int32_t prefilled = 0;  // prompt tokens in the staging cache
-    int32_t nPast = 0;      // positions this row holds in the batched cache
-    int32_t generated = 0;
-    int32_t last = 0;       // sampled, not yet decoded
-    int32_t slot = -1;      // its slot in the batched cache while decoding
-    bool finished = false;  // its terminal event was emitted
-    bool cancelled = false;
-    uint64_t admitted = 0;  // admission order: the oldest prefilling row goes first
-    std::unique_ptr<HostSampler> sampler;
-  };
+  using Row = SchedulerRow;
+  friend class BatchCore<Scheduler, SchedulerRow, SchedulerStats>;
 
-  void StepBody(bool closing, std::vector<Event>& events);
-  void Retire(std::vector<Event>& events);
-  void Admit();
+  // BatchCore's hooks.
   void DecodeStep(std::vector<Event>& events);
   void PrefillStep(std::vector<Event>& events);
+  void StartRow(Row& row, const SamplingParams& sampling);
+  void ReleaseRow(Row& row);
+  void Sampled(Row& row, int32_t token) { row.sampler->Accept(token); }
+  bool IsEndOfGeneration(int32_t token) const { return eos_.count(token) > 0; }
+  int64_t CellsHeld(const Row& row) const { return row.slot >= 0 ? row.nPast : row.prefilled; }
+  bool Deliver(std::vector<Event>&& events);
+  void Wake();
+
   void Join(Row& row);
-  bool Accept(Row& row, int32_t token, std::vector<Event>& events);
-  void Finish(Row& row, const char* reason, std::vector<Event>& events);
-  void FailAll(const std::string& message);
-  void Publish(std::vector<Event>& events);
-  void UpdateStats(double prefillSeconds, double decodeSeconds, int64_t promptTokens, int64_t generated,
-                   bool decodeStep);
 
   Engine* engine_;
   const Transformer& model_;
@@ -113,17 +99,10 @@ class Scheduler : public SchedulerCore {
   // Engine thread only. The batched cache holds the decoding rows in slots [0, slots_.size()), each
   // row's positions left-padded to end at idx_; the staging cache holds the one row being prefilled
   // (chunks of the oldest prefilling row, from its start), copied into the next slot when it is in.
-  std::vector<Row> rows_;
   std::vector<Row*> slots_;
   Row* staged_ = nullptr;
   int32_t idx_ = 0;
   std::unique_ptr<KvCache> cache_, staging_;
-  uint64_t admissions_ = 0;
-  bool jsGone_ = false;
-
-  // Shared with the JS thread, under the engine's lock.
-  RequestBook book_;
-  SchedulerStats stats_;
 };
 
 class Engine {
