@@ -1,7 +1,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
-import { Http2SessionManager } from "@connectrpc/connect-node";
 import {
   type Dialed,
+  GuardedSessionManager,
   KEEPALIVE,
   openSocket,
   providerClient,
@@ -16,7 +16,7 @@ import {
  * kept alive with the daemon's PINGs, like every provider's.
  */
 export class SharedConnection {
-  private readonly sessionManager: Http2SessionManager;
+  private readonly sessionManager: GuardedSessionManager;
   private readonly client: Dialed["client"];
 
   constructor(
@@ -27,7 +27,7 @@ export class SharedConnection {
       maxSessionMemoryMb?: number;
     } = {},
   ) {
-    this.sessionManager = new Http2SessionManager(baseUrl, KEEPALIVE, {
+    this.sessionManager = new GuardedSessionManager(baseUrl, KEEPALIVE, {
       createConnection: (url: URL) => openSocket(url),
       maxSessionMemory: options.maxSessionMemoryMb ?? 256,
     });

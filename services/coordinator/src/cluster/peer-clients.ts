@@ -1,6 +1,6 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { type Client, Code, ConnectError, createClient } from "@connectrpc/connect";
-import { createConnectTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import { createConnectTransport } from "@connectrpc/connect-node";
 import type {
   DrainRequestSchema,
   ModelOperationRequestSchema,
@@ -8,7 +8,7 @@ import type {
   UntrustedRequestSchema,
 } from "@darkbloom/protocol/cluster/v1";
 import { type ForwardRequest, type ForwardResponse, PeerService } from "@darkbloom/protocol/cluster/v1";
-import { KEEPALIVE, openSocket } from "@darkbloom/protocol/provider-client";
+import { GuardedSessionManager, KEEPALIVE, openSocket } from "@darkbloom/protocol/provider-client";
 import type { Logger } from "../log.js";
 import { peerAuthorization } from "./peer-service.js";
 
@@ -33,7 +33,7 @@ export interface PeerTokens {
 
 interface Peer {
   client: Client<typeof PeerService>;
-  sessions: Http2SessionManager;
+  sessions: GuardedSessionManager;
   /** The token this peer last accepted (or, until it refused one, the current token). */
   token: TokenChoice;
 }
@@ -70,7 +70,7 @@ export class PeerClients {
   of(url: string): PeerClient {
     let peer = this.peers.get(url);
     if (!peer) {
-      const sessions = new Http2SessionManager(url, KEEPALIVE, {
+      const sessions = new GuardedSessionManager(url, KEEPALIVE, {
         createConnection: (authority: URL) => openSocket(authority),
       });
       const client = createClient(

@@ -5,10 +5,11 @@ import { type Client, createClient } from "@connectrpc/connect";
 import {
   createConnectTransport,
   createGrpcTransport,
-  Http2SessionManager,
+  type Http2SessionManager,
   type Http2SessionOptions,
 } from "@connectrpc/connect-node";
 import { ProviderService } from "../gen/darkbloom/provider/v1/provider_pb.js";
+import { GuardedSessionManager } from "./session-manager.js";
 
 /** Which RPC protocol a provider speaks over its HTTP/2 connection (the daemon: Connect). */
 export type TransportKind = "connect" | "grpc";
@@ -65,7 +66,7 @@ export function dial(baseUrl: string, options: DialOptions = {}): Dialed {
     socket.once("close", () => sockets.delete(socket));
     return socket;
   };
-  const sessionManager = new Http2SessionManager(
+  const sessionManager = new GuardedSessionManager(
     baseUrl,
     { ...KEEPALIVE, ...options.keepAlive },
     { createConnection },

@@ -28,3 +28,4 @@ export {
   sealedChunkMessage,
 } from "./messages.js";
 export { ChunkDraft, Outbound } from "./outbound.js";
+export { GuardedSessionManager } from "./session-manager.js";
