@@ -451,10 +451,8 @@ export async function startTestbed(o: TestbedOptions): Promise<Testbed> {
             // One TPM holds one attestation key: daemons use the software key unless a spec says.
             ...(spec.args?.includes("--tpm") ? [] : ["--tpm", "off"]),
             "--allow-cpu", // the engine computes on this machine's CPU
-            // node-llama-cpp unless a spec says: the drills cut streams mid-flight, and the native core
-            // ends a 500-token stream of tiny before several consumers have all seen their first token.
-            ...(spec.args?.includes("--engine") ? [] : ["--engine", "llama"]),
-
+            // The engine is the daemon's default (auto: the native core where it is built, as in CI)
+            // unless a spec names one: what the drills cut mid-flight is what providers run.
             ...(spec.maxBatch ? ["--max-batch", String(spec.maxBatch)] : []),
             ...(spec.args ?? []),
           ],
