@@ -369,8 +369,15 @@ export async function expectPartialCharge(
   expect(record.chargedMicroUsd).toBe(cost(record.promptTokens, record.completionTokens));
   expect(balanceBefore - (await tb.balance(account.id))).toBe(record.chargedMicroUsd);
   // Sampled tokens are at most a few more than the text counts to (text-less tokens, non-canonical
-  // splits); twice as many and some is plenty to replay past the point the stream was cut.
-  const replay = await complete(tb, replayKey, prompt, 2 * record.completionTokens + 16);
+  // splits); twice as many and some is plenty to replay past the point the stream was cut, and never
+  // more than the stream itself was allowed (PROBE_MAX_TOKENS: a fast engine cut late asks for more
+  // than the model's context holds).
+  const replay = await complete(
+    tb,
+    replayKey,
+    prompt,
+    Math.min(2 * record.completionTokens + 16, PROBE_MAX_TOKENS),
+  );
   expect(replay.text.startsWith(stream.content), divergence(replay.text, stream.content)).toBe(true);
   return record;
 }

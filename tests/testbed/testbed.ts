@@ -451,8 +451,11 @@ export async function startTestbed(o: TestbedOptions): Promise<Testbed> {
             // One TPM holds one attestation key: daemons use the software key unless a spec says.
             ...(spec.args?.includes("--tpm") ? [] : ["--tpm", "off"]),
             "--allow-cpu", // the engine computes on this machine's CPU
-            // The engine is the daemon's default (auto: the native core where it is built, as in CI)
-            // unless a spec names one: what the drills cut mid-flight is what providers run.
+            // node-llama-cpp unless a spec says. The drills cut streams mid-flight once the consumer
+            // has seen the first token, and the native core decodes tiny about twice as fast: they
+            // pass on it, but a loaded machine's reaction time then eats most of a stream (a stall
+            // landed after ~1,060 of at most 1,500 tokens), too little margin for CI.
+            ...(spec.args?.includes("--engine") ? [] : ["--engine", "llama"]),
             ...(spec.maxBatch ? ["--max-batch", String(spec.maxBatch)] : []),
             ...(spec.args ?? []),
           ],
