@@ -6,17 +6,15 @@ import { synthesizeModel } from "@darkbloom/models";
 import { getLlama, LlamaLogLevel } from "node-llama-cpp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
-  type FinishReason,
-  type GenerateRequest,
   type KvType,
   llamaErrorCode,
   NativeLlamaModel,
   type NativeLlamaScheduler,
   type NativeSamplingOptions,
   nativeLlamaAvailable,
-  type SchedulerEvent,
   type SchedulerOptions,
 } from "./llama.js";
+import { generate, type Outcome, thrownCodeWith } from "./scheduler.test-support.js";
 
 /** The addon must be built where CI says so; elsewhere these tests skip when it is not. */
 function addonTestable(): boolean {
@@ -33,19 +31,10 @@ const PROMPTS = [
 ];
 const GREEDY: NativeSamplingOptions = { temperature: 0 };
 
-interface Outcome {
-  tokens: number[];
-  reason: FinishReason | undefined;
-  error: string | undefined;
-  promptTokens: number;
-  generatedTokens: number;
-}
-
 let dir: string;
 let modelPath: string;
 let model: NativeLlamaModel;
 const schedulers: NativeLlamaScheduler[] = [];
-let nextId = 0;
 
 async function scheduler(options: SchedulerOptions = {}): Promise<NativeLlamaScheduler> {
   const s = await model.createScheduler({ rows: 4, contextPerRow: 512, threads: 1, ...options });
@@ -53,48 +42,11 @@ async function scheduler(options: SchedulerOptions = {}): Promise<NativeLlamaSch
   return s;
 }
 
-/** Submits one request; resolves with everything it produced. `onTokens` sees each tokens event. */
-function generate(
-  s: NativeLlamaScheduler,
-  request: Omit<GenerateRequest, "id"> & { id?: string },
-  onTokens?: () => void,
-): Promise<Outcome> {
-  return new Promise((resolve) => {
-    const out: Outcome = {
-      tokens: [],
-      reason: undefined,
-      error: undefined,
-      promptTokens: 0,
-      generatedTokens: 0,
-    };
-    s.submit({ id: request.id ?? `r${nextId++}`, ...request }, (event: SchedulerEvent) => {
-      if (event.kind === "tokens") {
-        out.tokens.push(...event.tokens);
-        onTokens?.();
-      } else if (event.kind === "done") {
-        Object.assign(out, { reason: event.reason, promptTokens: event.promptTokens });
-        out.generatedTokens = event.generatedTokens;
-        resolve(out);
-      } else {
-        out.error = event.code;
-        resolve(out);
-      }
-    });
-  });
-}
-
 function prompt(text: string): Int32Array {
   return model.tokenize(text, { addSpecial: true });
 }
 
-function thrownCode(fn: () => unknown): string | undefined {
-  try {
-    fn();
-  } catch (err) {
-    return llamaErrorCode(err) ?? String(err);
-  }
-  return undefined;
-}
+const thrownCode = (fn: () => unknown) => thrownCodeWith(llamaErrorCode, fn);
 
 describe.skipIf(!addonTestable())("the llama addon on a tiny synthesized model", () => {
   beforeAll(async () => {

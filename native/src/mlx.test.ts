@@ -19,18 +19,16 @@ import {
 } from "@darkbloom/models";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
-  type FinishReason,
-  type GenerateRequest,
   MlxModel,
   type MlxModelConfig,
   type MlxScheduler,
-  type MlxSchedulerEvent,
   type MlxSchedulerOptions,
   mlxAvailable,
   mlxErrorCode,
   type NativeSamplingOptions,
   readMlxCheckpoint,
 } from "./mlx.js";
+import { generate, type Outcome, thrownCodeWith } from "./scheduler.test-support.js";
 
 function addonTestable(): boolean {
   if (mlxAvailable()) return true;
@@ -40,19 +38,10 @@ function addonTestable(): boolean {
 
 const GREEDY: NativeSamplingOptions = { temperature: 0 };
 
-interface Outcome {
-  tokens: number[];
-  reason: FinishReason | undefined;
-  error: string | undefined;
-  promptTokens: number;
-  generatedTokens: number;
-}
-
 let dir: string;
 let qwenDir: string;
 let model: MlxModel;
 const schedulers: MlxScheduler[] = [];
-let nextId = 0;
 
 /** A deterministic prompt of `n` tokens that are not end-of-generation tokens. */
 function prompt(seed: number, n: number): Int32Array {
@@ -76,43 +65,7 @@ async function scheduler(options: MlxSchedulerOptions = {}): Promise<MlxSchedule
   return s;
 }
 
-function generate(
-  s: MlxScheduler,
-  request: Omit<GenerateRequest, "id"> & { id?: string },
-  onTokens?: () => void,
-): Promise<Outcome> {
-  return new Promise((resolve) => {
-    const out: Outcome = {
-      tokens: [],
-      reason: undefined,
-      error: undefined,
-      promptTokens: 0,
-      generatedTokens: 0,
-    };
-    s.submit({ id: request.id ?? `r${nextId++}`, ...request }, (event: MlxSchedulerEvent) => {
-      if (event.kind === "tokens") {
-        out.tokens.push(...event.tokens);
-        onTokens?.();
-      } else if (event.kind === "done") {
-        Object.assign(out, { reason: event.reason, promptTokens: event.promptTokens });
-        out.generatedTokens = event.generatedTokens;
-        resolve(out);
-      } else {
-        out.error = event.code;
-        resolve(out);
-      }
-    });
-  });
-}
-
-function thrownCode(fn: () => unknown): string | undefined {
-  try {
-    fn();
-  } catch (err) {
-    return mlxErrorCode(err) ?? String(err);
-  }
-  return undefined;
-}
+const thrownCode = (fn: () => unknown) => thrownCodeWith(mlxErrorCode, fn);
 
 /** Bans every end-of-generation token, so a row runs until its maxTokens (or a cancel). */
 function eogBans(): Array<[number, number]> {

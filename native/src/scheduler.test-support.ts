@@ -1,0 +1,63 @@
+// What the batching cores' tests (llama.test.ts, mlx.test.ts) share: running a request to its end on
+// either backend's scheduler, and reading the code a call threw. Not exported from the package.
+import type {
+  BatchSchedulerEvent,
+  FinishReason,
+  GenerateRequest,
+  NativeScheduler,
+  SchedulerStats,
+} from "./batch-scheduler.js";
+
+/** Everything one request produced, and how it ended. */
+export interface Outcome {
+  tokens: number[];
+  reason: FinishReason | undefined;
+  error: string | undefined;
+  promptTokens: number;
+  generatedTokens: number;
+}
+
+let nextId = 0;
+
+/** Submits one request; resolves with everything it produced. `onTokens` sees each tokens event. */
+export function generate<C extends string, S extends SchedulerStats>(
+  s: NativeScheduler<C, S>,
+  request: Omit<GenerateRequest, "id"> & { id?: string },
+  onTokens?: () => void,
+): Promise<Outcome> {
+  return new Promise((resolve) => {
+    const out: Outcome = {
+      tokens: [],
+      reason: undefined,
+      error: undefined,
+      promptTokens: 0,
+      generatedTokens: 0,
+    };
+    s.submit({ id: request.id ?? `r${nextId++}`, ...request }, (event: BatchSchedulerEvent<C>) => {
+      if (event.kind === "tokens") {
+        out.tokens.push(...event.tokens);
+        onTokens?.();
+      } else if (event.kind === "done") {
+        Object.assign(out, { reason: event.reason, promptTokens: event.promptTokens });
+        out.generatedTokens = event.generatedTokens;
+        resolve(out);
+      } else {
+        out.error = event.code;
+        resolve(out);
+      }
+    });
+  });
+}
+
+/** The code `fn` threw, read with the backend's `codeOf` (else the error as text), or undefined. */
+export function thrownCodeWith(
+  codeOf: (error: unknown) => string | undefined,
+  fn: () => unknown,
+): string | undefined {
+  try {
+    fn();
+  } catch (err) {
+    return codeOf(err) ?? String(err);
+  }
+  return undefined;
+}
