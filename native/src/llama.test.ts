@@ -15,6 +15,7 @@ import {
   type SchedulerOptions,
 } from "./llama.js";
 import { generate, type Outcome, thrownCodeWith } from "./scheduler.test-support.js";
+import { schedulerContract } from "./scheduler-contract.test-support.js";
 
 /** The addon must be built where CI says so; elsewhere these tests skip when it is not. */
 function addonTestable(): boolean {
@@ -62,6 +63,19 @@ describe.skipIf(!addonTestable())("the llama addon on a tiny synthesized model",
     await rm(dir, { recursive: true, force: true });
   });
 
+  schedulerContract({
+    scheduler,
+    prompts: () => PROMPTS.map(prompt),
+    longPrompt: () => prompt(PROMPTS.join(" and then ").repeat(3)),
+    plainToken: () => {
+      const token = model.tokenize("hello", { addSpecial: false })[0] ?? 0;
+      expect(model.isEog(token)).toBe(false);
+      return token;
+    },
+    eogBans,
+    codeOf: llamaErrorCode,
+  });
+
   it("reports the model's metadata and refuses what it cannot load", async () => {
     const info = model.info();
     expect(info).toMatchObject({ nVocab: 512, nCtxTrain: 2048, architecture: "qwen3" });
@@ -92,153 +106,6 @@ describe.skipIf(!addonTestable())("the llama addon on a tiny synthesized model",
     } finally {
       await reference.dispose();
     }
-  });
-
-  it("generates exactly the same greedy tokens at batch 4 as one at a time", async () => {
-    const batched = await scheduler({ rows: 4 });
-    const together = await Promise.all(
-      PROMPTS.map((p) => generate(batched, { prompt: prompt(p), maxTokens: 24, sampling: GREEDY })),
-    );
-    const single = await scheduler({ rows: 1 });
-    const alone: Outcome[] = [];
-    for (const p of PROMPTS)
-      alone.push(await generate(single, { prompt: prompt(p), maxTokens: 24, sampling: GREEDY }));
-    expect(together).toEqual(alone);
-    expect(together.some((o) => o.tokens.length > 1)).toBe(true);
-    for (const [i, o] of together.entries()) {
-      expect(o.promptTokens).toBe(prompt(PROMPTS[i] ?? "").length);
-      expect(o.generatedTokens).toBe(o.tokens.length);
-      expect(o.reason).toBe(o.tokens.length === 24 ? "length" : "stop");
-    }
-    // Different prompts, different continuations: the comparison is not vacuous.
-    expect(new Set(together.map((o) => o.tokens.join())).size).toBeGreaterThan(1);
-    const stats = batched.stats();
-    expect(stats).toMatchObject({ busyRows: 0, queued: 0, rows: 4, kvCellsUsed: 0 });
-    expect(stats.tokensGenerated).toBe(together.reduce((n, o) => n + o.tokens.length, 0));
-    expect(stats.decodeSteps).toBeGreaterThan(0);
-    expect(stats.decodeSteps).toBeLessThan(stats.tokensGenerated);
-    expect(stats.kvCells).toBeGreaterThanOrEqual(4 * 512);
-  });
-
-  it("prefills a long prompt in chunks while 3 rows decode, sampling exactly as alone", async () => {
-    const long = prompt(PROMPTS.join(" and then ").repeat(3));
-    expect(long.length).toBeGreaterThan(5 * 16);
-    const options = { rows: 4, prefillChunk: 16 };
-    const busy = await scheduler(options);
-    let started!: () => void;
-    const othersDecoding = new Promise<void>((r) => {
-      started = r;
-    });
-    let seen = 0;
-    const others = PROMPTS.slice(0, 3).map((p) =>
-      generate(
-        busy,
-        { prompt: prompt(p), maxTokens: 200, sampling: { ...GREEDY, logitBias: eogBans() } },
-        () => {
-          if (++seen === 3) started();
-        },
-      ),
-    );
-    await othersDecoding;
-    const joined = await generate(busy, { prompt: long, maxTokens: 16, sampling: GREEDY });
-    expect(busy.stats().busyRows).toBe(3); // the others were decoding the whole time
-    await Promise.all(others);
-    const alone = await generate(await scheduler(options), { prompt: long, maxTokens: 16, sampling: GREEDY });
-    expect(joined).toEqual(alone);
-  });
-
-  it("reproduces a seed alone and among other rows; another seed differs", async () => {
-    const sampling = (seed: number): NativeSamplingOptions => ({
-      temperature: 1.5,
-      topK: 100,
-      topP: 0.95,
-      seed,
-    });
-    const request = (seed: number) => ({
-      prompt: prompt(PROMPTS[0] ?? ""),
-      maxTokens: 24,
-      sampling: sampling(seed),
-    });
-    const s = await scheduler({ rows: 4 });
-    const first = await generate(s, request(42));
-    const again = await generate(s, request(42));
-    const [, amid] = await Promise.all([
-      generate(s, { ...request(7), prompt: prompt(PROMPTS[1] ?? "") }),
-      generate(s, request(42)),
-      generate(s, request(8)),
-      generate(s, { ...request(9), prompt: prompt(PROMPTS[2] ?? "") }),
-    ]);
-    const other = await generate(s, request(43));
-    expect(first.tokens.length).toBeGreaterThan(3);
-    expect(again).toEqual(first);
-    expect(amid).toEqual(first);
-    expect(other.tokens).not.toEqual(first.tokens);
-  });
-
-  it("frees a cancelled running row at once for a queued request (rows: 1)", async () => {
-    const s = await scheduler({ rows: 1 });
-    let cancelAfterFirst = () => {};
-    const running = generate(
-      s,
-      {
-        id: "long",
-        prompt: prompt(PROMPTS[0] ?? ""),
-        maxTokens: 400,
-        sampling: { ...GREEDY, logitBias: eogBans() },
-      },
-      () => cancelAfterFirst(),
-    );
-    const queued = generate(s, {
-      id: "next",
-      prompt: prompt(PROMPTS[1] ?? ""),
-      maxTokens: 8,
-      sampling: GREEDY,
-    });
-    cancelAfterFirst = () => {
-      s.cancel("long");
-      s.cancel("long"); // idempotent
-    };
-    const cancelled = await running;
-    expect(cancelled.reason).toBe("cancelled");
-    expect(cancelled.tokens.length).toBeLessThan(400);
-    const next = await queued;
-    expect(next.reason).toMatch(/^(length|stop)$/);
-    s.cancel("next"); // finished: ignored
-    s.cancel("never-submitted");
-    expect(s.stats()).toMatchObject({ busyRows: 0, queued: 0, kvCellsUsed: 0 });
-  });
-
-  it("cancels a queued request at once", async () => {
-    const s = await scheduler({ rows: 1 });
-    const p = {
-      prompt: prompt(PROMPTS[0] ?? ""),
-      maxTokens: 300,
-      sampling: { ...GREEDY, logitBias: eogBans() },
-    };
-    const running = generate(s, { ...p, id: "a" });
-    const queued = generate(s, { ...p, id: "b" });
-    s.cancel("b");
-    expect((await queued).reason).toBe("cancelled");
-    expect((await queued).tokens).toEqual([]);
-    s.cancel("a");
-    expect((await running).reason).toBe("cancelled");
-  });
-
-  it("throws busy past the queue depth", async () => {
-    const s = await scheduler({ rows: 1, queueDepth: 1 });
-    const p = {
-      prompt: prompt(PROMPTS[0] ?? ""),
-      maxTokens: 300,
-      sampling: { ...GREEDY, logitBias: eogBans() },
-    };
-    const a = generate(s, { ...p, id: "a" });
-    const b = generate(s, { ...p, id: "b" });
-    expect(thrownCode(() => s.submit({ ...p, id: "c" }, () => {}))).toBe("busy");
-    expect(thrownCode(() => s.submit({ ...p, id: "a" }, () => {}))).toBe("bad_input");
-    s.cancel("a");
-    s.cancel("b");
-    expect((await a).reason).toBe("cancelled");
-    expect((await b).reason).toBe("cancelled");
   });
 
   it("refuses prompt + maxTokens beyond the context per row, and bad input, before anything runs", async () => {
@@ -310,41 +177,6 @@ describe.skipIf(!addonTestable())("the llama addon on a tiny synthesized model",
     const free = await generate(s, { prompt: Int32Array.from(tokens), maxTokens: 24, sampling: GREEDY });
     const mostRepeated = (list: number[]) => Math.max(...list.map((t) => list.filter((u) => u === t).length));
     expect(mostRepeated(penalized.tokens)).toBeLessThan(mostRepeated(free.tokens));
-  });
-
-  it("forces a token with a logit bias", async () => {
-    const forced = model.tokenize("hello", { addSpecial: false })[0] ?? 0;
-    expect(model.isEog(forced)).toBe(false);
-    const s = await scheduler({ rows: 2 });
-    for (const temperature of [0, 1]) {
-      const out = await generate(s, {
-        prompt: prompt(PROMPTS[0] ?? ""),
-        maxTokens: 10,
-        sampling: { temperature, seed: 1, logitBias: [[forced, 100]] },
-      });
-      expect(out).toMatchObject({ reason: "length", tokens: Array(10).fill(forced) });
-    }
-  });
-
-  it("close() with rows running and queued completes them all as cancelled and resolves", async () => {
-    const s = await model.createScheduler({ rows: 2, contextPerRow: 512, threads: 1 });
-    const p = {
-      prompt: prompt(PROMPTS[0] ?? ""),
-      maxTokens: 400,
-      sampling: { ...GREEDY, logitBias: eogBans() },
-    };
-    let started!: () => void;
-    const decoding = new Promise<void>((r) => {
-      started = r;
-    });
-    const all = [generate(s, p, () => started()), generate(s, p), generate(s, p)];
-    await decoding;
-    await s.close();
-    const outcomes = await Promise.all(all);
-    expect(outcomes.map((o) => o.reason)).toEqual(["cancelled", "cancelled", "cancelled"]);
-    expect(outcomes[2]?.tokens).toEqual([]);
-    expect(thrownCode(() => s.submit({ ...p, id: "late" }, () => {}))).toBe("closed");
-    await s.close(); // idempotent
   });
 });
 

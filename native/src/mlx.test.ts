@@ -29,6 +29,7 @@ import {
   readMlxCheckpoint,
 } from "./mlx.js";
 import { generate, type Outcome, thrownCodeWith } from "./scheduler.test-support.js";
+import { schedulerContract } from "./scheduler-contract.test-support.js";
 
 function addonTestable(): boolean {
   if (mlxAvailable()) return true;
@@ -373,6 +374,18 @@ describe.skipIf(!addonTestable())("the MLX addon on tiny synthesized checkpoints
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
+  schedulerContract({
+    scheduler,
+    prompts: () => PROMPTS.map((_, i) => promptOf(i)),
+    longPrompt: () => prompt(99, 150),
+    plainToken: () => {
+      expect(model.isEog(123)).toBe(false);
+      return 123;
+    },
+    eogBans,
+    codeOf: mlxErrorCode,
+  });
+
   it("reports the model's metadata and refuses what it cannot load", async () => {
     const info = model.info();
     expect(info).toMatchObject({ architecture: "qwen3", nVocab: 512, nCtxTrain: 2048, layers: 2, bits: 4 });
@@ -471,57 +484,6 @@ describe.skipIf(!addonTestable())("the MLX addon on tiny synthesized checkpoints
     expect(out.tokens.slice(0, expected.length)).toEqual(expected);
   });
 
-  it("generates exactly the same greedy tokens at batch 4 as one at a time", async () => {
-    const batched = await scheduler({ rows: 4 });
-    const requests = PROMPTS.map((_, i) => ({ prompt: promptOf(i), maxTokens: 24, sampling: GREEDY }));
-    const together = await Promise.all(requests.map((r) => generate(batched, r)));
-    const single = await scheduler({ rows: 1 });
-    const alone: Outcome[] = [];
-    for (const r of requests) alone.push(await generate(single, r));
-    expect(together).toEqual(alone);
-    expect(together.some((o) => o.tokens.length > 1)).toBe(true);
-    for (const [i, o] of together.entries()) {
-      expect(o.promptTokens).toBe(promptOf(i).length);
-      expect(o.generatedTokens).toBe(o.tokens.length);
-      expect(o.reason).toBe(o.tokens.length === 24 ? "length" : "stop");
-    }
-    expect(new Set(together.map((o) => o.tokens.join())).size).toBeGreaterThan(1);
-    const stats = batched.stats();
-    expect(stats).toMatchObject({ busyRows: 0, queued: 0, rows: 4, kvCellsUsed: 0 });
-    expect(stats.tokensGenerated).toBe(together.reduce((n, o) => n + o.tokens.length, 0));
-    expect(stats.decodeSteps).toBeGreaterThan(0);
-    expect(stats.decodeSteps).toBeLessThan(stats.tokensGenerated);
-    expect(stats.kvCells).toBeGreaterThanOrEqual(4 * 512);
-    expect(stats.kvBytes).toBeGreaterThan(0);
-  });
-
-  it("prefills a long prompt in chunks while 3 rows decode, sampling exactly as alone", async () => {
-    const long = prompt(99, 150);
-    const options = { rows: 4, prefillChunk: 16 };
-    const busy = await scheduler(options);
-    let started!: () => void;
-    const othersDecoding = new Promise<void>((r) => {
-      started = r;
-    });
-    let seen = 0;
-    const others = [0, 1, 2].map((i) =>
-      generate(
-        busy,
-        { prompt: promptOf(i), maxTokens: 200, sampling: { ...GREEDY, logitBias: eogBans() } },
-        () => {
-          if (++seen === 3) started();
-        },
-      ),
-    );
-    await othersDecoding;
-    const joined = await generate(busy, { prompt: long, maxTokens: 16, sampling: GREEDY });
-    expect(busy.stats().busyRows).toBe(3); // the others were decoding the whole time
-    await Promise.all(others);
-    const alone = await generate(await scheduler(options), { prompt: long, maxTokens: 16, sampling: GREEDY });
-    expect(joined).toEqual(alone);
-    expect(joined.tokens.length).toBeGreaterThan(0);
-  });
-
   it("rows of very different lengths join and leave a batch and each decodes as alone", async () => {
     // Left padding, a row moved into a freed slot, the cache shifted when a longer row joins and
     // compacted when the longest leaves.
@@ -540,30 +502,6 @@ describe.skipIf(!addonTestable())("the MLX addon on tiny synthesized checkpoints
     for (const r of requests) alone.push(await generate(single, r));
     expect(together).toEqual(alone);
     expect(batched.stats()).toMatchObject({ busyRows: 0, kvCellsUsed: 0 });
-  });
-
-  it("reproduces a seed alone and among other rows; another seed differs", async () => {
-    const sampling = (seed: number): NativeSamplingOptions => ({
-      temperature: 1.5,
-      topK: 100,
-      topP: 0.95,
-      seed,
-    });
-    const request = (seed: number) => ({ prompt: promptOf(0), maxTokens: 24, sampling: sampling(seed) });
-    const s = await scheduler({ rows: 4 });
-    const first = await generate(s, request(42));
-    const again = await generate(s, request(42));
-    const [, amid] = await Promise.all([
-      generate(s, { ...request(7), prompt: promptOf(1) }),
-      generate(s, request(42)),
-      generate(s, request(8)),
-      generate(s, { ...request(9), prompt: promptOf(2) }),
-    ]);
-    const other = await generate(s, request(43));
-    expect(first.tokens.length).toBeGreaterThan(3);
-    expect(again).toEqual(first);
-    expect(amid).toEqual(first);
-    expect(other.tokens).not.toEqual(first.tokens);
   });
 
   it("applies min-p and the penalties, the same in a batch as alone", async () => {
@@ -590,54 +528,6 @@ describe.skipIf(!addonTestable())("the MLX addon on tiny synthesized checkpoints
       sampling: { temperature: 0, repeatPenalty: 1000, penaltyLastN: 64, logitBias: eogBans() },
     });
     expect(new Set(penalized.tokens).size).toBe(penalized.tokens.length);
-  });
-
-  it("frees a cancelled running row at once for a queued request (rows: 1)", async () => {
-    const s = await scheduler({ rows: 1 });
-    let cancelAfterFirst = () => {};
-    const running = generate(
-      s,
-      { id: "long", prompt: promptOf(0), maxTokens: 400, sampling: { ...GREEDY, logitBias: eogBans() } },
-      () => cancelAfterFirst(),
-    );
-    const queued = generate(s, { id: "next", prompt: promptOf(1), maxTokens: 8, sampling: GREEDY });
-    cancelAfterFirst = () => {
-      s.cancel("long");
-      s.cancel("long"); // idempotent
-    };
-    const cancelled = await running;
-    expect(cancelled.reason).toBe("cancelled");
-    expect(cancelled.tokens.length).toBeLessThan(400);
-    const next = await queued;
-    expect(next.reason).toMatch(/^(length|stop)$/);
-    s.cancel("next"); // finished: ignored
-    s.cancel("never-submitted");
-    expect(s.stats()).toMatchObject({ busyRows: 0, queued: 0, kvCellsUsed: 0 });
-  });
-
-  it("cancels a queued request at once", async () => {
-    const s = await scheduler({ rows: 1 });
-    const p = { prompt: promptOf(0), maxTokens: 300, sampling: { ...GREEDY, logitBias: eogBans() } };
-    const running = generate(s, { ...p, id: "a" });
-    const queued = generate(s, { ...p, id: "b" });
-    s.cancel("b");
-    expect((await queued).reason).toBe("cancelled");
-    expect((await queued).tokens).toEqual([]);
-    s.cancel("a");
-    expect((await running).reason).toBe("cancelled");
-  });
-
-  it("throws busy past the queue depth", async () => {
-    const s = await scheduler({ rows: 1, queueDepth: 1 });
-    const p = { prompt: promptOf(0), maxTokens: 300, sampling: { ...GREEDY, logitBias: eogBans() } };
-    const a = generate(s, { ...p, id: "a" });
-    const b = generate(s, { ...p, id: "b" });
-    expect(thrownCode(() => s.submit({ ...p, id: "c" }, () => {}))).toBe("busy");
-    expect(thrownCode(() => s.submit({ ...p, id: "a" }, () => {}))).toBe("bad_input");
-    s.cancel("a");
-    s.cancel("b");
-    expect((await a).reason).toBe("cancelled");
-    expect((await b).reason).toBe("cancelled");
   });
 
   it("refuses prompt + maxTokens beyond the context per row, and bad input, before anything runs", async () => {
@@ -676,39 +566,10 @@ describe.skipIf(!addonTestable())("the MLX addon on tiny synthesized checkpoints
     for (const r of requests) alone.push(await generate(one, r));
     expect(together).toEqual(alone);
     expect(together[0]?.tokens.length).toBeGreaterThan(0);
+    expect(four.stats().kvBytes).toBeGreaterThan(0);
     expect(four.stats().kvBytes).toBeLessThan((await scheduler({ rows: 4 })).stats().kvBytes);
   });
 
-  it("forces a token with a logit bias", async () => {
-    const forced = 123;
-    expect(model.isEog(forced)).toBe(false);
-    const s = await scheduler({ rows: 2 });
-    for (const temperature of [0, 1]) {
-      const out = await generate(s, {
-        prompt: promptOf(0),
-        maxTokens: 10,
-        sampling: { temperature, seed: 1, logitBias: [[forced, 100]] },
-      });
-      expect(out).toMatchObject({ reason: "length", tokens: Array(10).fill(forced) });
-    }
-  });
-
-  it("close() with rows running and queued completes them all as cancelled and resolves", async () => {
-    const s = await model.createScheduler({ rows: 2, contextPerRow: 512 });
-    const p = { prompt: promptOf(0), maxTokens: 400, sampling: { ...GREEDY, logitBias: eogBans() } };
-    let started!: () => void;
-    const decoding = new Promise<void>((r) => {
-      started = r;
-    });
-    const all = [generate(s, p, () => started()), generate(s, p), generate(s, p)];
-    await decoding;
-    await s.close();
-    const outcomes = await Promise.all(all);
-    expect(outcomes.map((o) => o.reason)).toEqual(["cancelled", "cancelled", "cancelled"]);
-    expect(outcomes[2]?.tokens).toEqual([]);
-    expect(thrownCode(() => s.submit({ ...p, id: "late" }, () => {}))).toBe("closed");
-    await s.close(); // idempotent
-  });
   it.each([
     // process.exit from the first step's events: the engine thread is mid-generation at teardown.
     ["exits mid-generation (process.exit tears the engine down)", "() => process.exit(7)", 7],
