@@ -176,7 +176,8 @@ class BatchCore : public SchedulerCore {
     stats_.Add(prefillSeconds, decodeSeconds, promptTokens, generated, decodeStep);
   }
 
-  // Under the lock (the backend sets what only it knows: the KV cells, the bytes its caches hold).
+  // The stats, for the backend to set what only it knows (the KV cells, the bytes its caches hold):
+  // under the lock, or in its constructor, before any other thread has the core.
   Stats& StatsLocked() { return stats_; }
 
   std::vector<Row> rows_;  // engine thread only
