@@ -26,6 +26,12 @@ export interface NativeSamplingOptions {
   penaltyLastN?: number;
   /** [token, bias] pairs, added to the logits; -Infinity bans a token. */
   logitBias?: ReadonlyArray<readonly [number, number]>;
+  /**
+   * A GBNF grammar (root rule `root`) the output must stay in; at most 1 MiB. The llama core masks
+   * every token it does not allow (a grammar that does not parse is refused at submit, bad_input);
+   * the MLX core refuses any grammar (bad_input).
+   */
+  grammar?: string;
 }
 
 export interface GenerateRequest {

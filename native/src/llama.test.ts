@@ -73,6 +73,7 @@ describe.skipIf(!addonTestable())("the llama addon on a tiny synthesized model",
       return token;
     },
     eogBans,
+    grammar: "enforced",
     codeOf: llamaErrorCode,
   });
 

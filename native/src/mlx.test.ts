@@ -383,6 +383,7 @@ describe.skipIf(!addonTestable())("the MLX addon on tiny synthesized checkpoints
       return 123;
     },
     eogBans,
+    grammar: "refused",
     codeOf: mlxErrorCode,
   });
 

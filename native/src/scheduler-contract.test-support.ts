@@ -1,6 +1,7 @@
 // The scheduler contract both batching cores keep (batch-scheduler.ts), as one set of tests that
 // llama.test.ts and mlx.test.ts each run on their backend: output that does not depend on the batch,
-// prefill that never stalls decoding rows, seeds, cancels, the bounded queue, logit bias and close.
+// prefill that never stalls decoding rows, seeds, cancels, the bounded queue, grammars, logit bias and
+// close.
 // What a backend adds (its model, its kv options, its reference) stays in its own file.
 import { expect, it } from "vitest";
 import type {
@@ -23,6 +24,8 @@ export interface ContractHarness<C extends string, S extends SchedulerStats> {
   /** Logit biases that ban every end-of-generation token (a row runs to its maxTokens). */
   eogBans(): Array<[number, number]>;
   codeOf(error: unknown): string | undefined;
+  /** Whether the core enforces a sampling grammar (llama) or refuses any (MLX). */
+  grammar: "enforced" | "refused";
 }
 
 const GREEDY: NativeSamplingOptions = { temperature: 0 };
@@ -155,6 +158,24 @@ export function schedulerContract<C extends string, S extends SchedulerStats>(
     s.cancel("b");
     expect((await a).reason).toBe("cancelled");
     expect((await b).reason).toBe("cancelled");
+  });
+
+  it("decodes under a grammar, or refuses one at submit, and refuses a grammar that does not parse", async () => {
+    const s = await h.scheduler({ rows: 2 });
+    const p = { prompt: prompt(0), maxTokens: 16 };
+    const bad = { ...p, id: "bad", sampling: { ...GREEDY, grammar: "root ::= missing-rule" } };
+    expect(thrownCode(() => s.submit(bad, () => {}))).toBe("bad_input");
+    const word = { ...GREEDY, grammar: 'root ::= "hello"' };
+    if (h.grammar === "refused") {
+      expect(thrownCode(() => s.submit({ ...p, id: "g", sampling: word }, () => {}))).toBe("bad_input");
+      return;
+    }
+    // The grammar allows five characters and then only the end: the row stops by itself, within
+    // five tokens, where without it the random model runs to maxTokens.
+    const out = await generate(s, { ...p, sampling: word });
+    expect(out.reason).toBe("stop");
+    expect(out.tokens.length).toBeLessThanOrEqual(5);
+    expect((await generate(s, { ...p, sampling: endless() })).reason).toBe("length");
   });
 
   it("forces a token with a logit bias", async () => {

@@ -15,6 +15,8 @@
 //   int64_t CellsHeld(const Row&) const;         // KV cells the row holds (stats)
 //   bool Deliver(std::vector<Event>&&);          // the step's events to JS; false: JS is gone
 //   void Wake();                                 // new work for the engine thread (JS thread)
+//   void CheckSampling(const SamplingParams&);   // throws CodedError bad_input for what it cannot
+//                                                // do as asked (a grammar), at submit (JS thread)
 // The lock is the backend's (the llama Engine's own; the MLX engine's, which the schedulers of a
 // model share): every RequestBook call and the stats run under it.
 #pragma once
@@ -55,6 +57,8 @@ class BatchCore : public SchedulerCore {
  public:
   // JS thread (SchedulerCore).
   void Submit(Submission&& s) override {
+    // Before the book takes it: a request the backend cannot serve as asked is refused at submit.
+    backend().CheckSampling(s.sampling);
     {
       std::lock_guard<std::mutex> lk(mu_);
       book_.Submit(std::move(s));

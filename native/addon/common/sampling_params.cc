@@ -81,6 +81,13 @@ SamplingParams ParseSampling(Napi::Env env, Napi::Value value, int32_t nVocab) {
       p.logitBias.push_back({static_cast<int32_t>(token), static_cast<float>(value)});
     }
   }
+
+  Napi::Value grammar = o.Get("grammar");
+  if (!grammar.IsUndefined() && !grammar.IsNull()) {
+    Check(env, grammar.IsString(), "grammar", "a string");
+    p.grammar = grammar.As<Napi::String>().Utf8Value();
+    Check(env, !p.grammar.empty() && p.grammar.size() <= kMaxGrammarBytes, "grammar", "1 byte to 1 MiB of GBNF");
+  }
   return p;
 }
 

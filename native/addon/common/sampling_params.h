@@ -5,6 +5,7 @@
 #include <napi.h>
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 namespace darkbloom {
@@ -30,11 +31,18 @@ struct SamplingParams {
   float frequencyPenalty = 0.0f;
   int32_t penaltyLastN = 64;
   std::vector<LogitBias> logitBias;
+  // A GBNF grammar (root rule "root") every sampled token must keep the output in; empty = none.
+  // Only backends that can enforce one accept it (BatchCore's CheckSampling hook).
+  std::string grammar;
 
   bool penalized() const {
     return penaltyLastN > 0 && (repeatPenalty != 1.0f || presencePenalty != 0.0f || frequencyPenalty != 0.0f);
   }
 };
+
+// The longest grammar accepted: a structured-output schema's grammar is a few KiB; this bounds the
+// parse a request can make a backend do.
+inline constexpr size_t kMaxGrammarBytes = 1 << 20;
 
 // Throws a bad_input JS error for anything out of range (tokens outside the vocabulary included).
 SamplingParams ParseSampling(Napi::Env env, Napi::Value value, int32_t nVocab);

@@ -76,8 +76,19 @@ void Engine::Loop() {
   }
 }
 
+void Engine::CheckSampling(const SamplingParams& sampling) const {
+  if (sampling.grammar.empty()) return;
+  llama_sampler* grammar = llama_sampler_init_grammar(vocab_, sampling.grammar.c_str(), "root");
+  if (grammar == nullptr) throw CodedError(code::kBadInput, "the grammar does not parse (llama.cpp's GBNF)");
+  llama_sampler_free(grammar);
+}
+
 void Engine::StartRow(Row& row, const SamplingParams& sampling) {
-  row.chain = BuildSamplerChain(sampling, nVocab_);
+  if (!sampling.grammar.empty() && !fragmentsKnown_) {
+    fragments_ = PartialCharacterTokens(vocab_);
+    fragmentsKnown_ = true;
+  }
+  row.chain = BuildSamplerChain(sampling, vocab_, fragments_);
 }
 
 void Engine::ReleaseRow(Row& row) {

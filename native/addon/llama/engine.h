@@ -64,8 +64,14 @@ class Engine : public BatchCore<Engine, EngineRow> {
   int64_t CellsHeld(const Row& row) const { return row.nPast; }
   bool Deliver(std::vector<Event>&& events) { return emit_(std::move(events)); }
   void Wake() { cv_.notify_one(); }
+  // A grammar llama.cpp cannot parse is refused at submit, not discovered when the row starts.
+  void CheckSampling(const SamplingParams& sampling) const;
 
   llama_seq_id Seq(const Row& row) const { return static_cast<llama_seq_id>(&row - rows_.data()); }
+
+  // Engine thread: the vocabulary's character fragments (sampling.h), computed on the first grammar.
+  std::vector<llama_logit_bias> fragments_;
+  bool fragmentsKnown_ = false;
 
   llama_model* model_;
   const llama_vocab* vocab_;

@@ -5,6 +5,7 @@
 #include <llama.h>
 
 #include <cstdint>
+#include <vector>
 
 #include "../common/sampling_params.h"
 
@@ -16,7 +17,20 @@ using ::darkbloom::SamplingParams;
 static_assert(SamplingParams::kRandomSeed == LLAMA_DEFAULT_SEED, "an absent seed is llama.cpp's random seed");
 
 // A fresh chain owning its own RNG: a row's draws never depend on the other rows, so a seed
-// reproduces its tokens in any batch.
-llama_sampler* BuildSamplerChain(const SamplingParams& params, int32_t nVocab);
+// reproduces its tokens in any batch. With a grammar (already checked to parse), the chain's first
+// sampler masks every token the grammar does not allow; the chain accepts each sampled token, which
+// advances the grammar.
+// `characterFragments` (PartialCharacterTokens) are banned under a grammar.
+llama_sampler* BuildSamplerChain(const SamplingParams& params, const llama_vocab* vocab,
+                                 const std::vector<llama_logit_bias>& characterFragments);
+
+// Bans (-inf biases) for every token whose text alone is not valid UTF-8: the fragments of a character
+// a byte-level vocabulary splits across tokens. llama.cpp's grammar decodes token text leniently (it
+// never checks continuation bytes, and reads a stray continuation byte 0xA2 as '"'), so a fragment
+// could pass the grammar as a character, or as a JSON quote, that strict UTF-8 decoding (what the
+// consumer's text is) turns into U+FFFD: output the grammar accepted would then not be what it
+// allows. Without fragments every character is whole, and any character can still be written as a
+// JSON \u escape. Costs one pass over the vocabulary, done once per model.
+std::vector<llama_logit_bias> PartialCharacterTokens(const llama_vocab* vocab);
 
 }  // namespace dbllama

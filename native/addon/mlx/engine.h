@@ -85,6 +85,11 @@ class Scheduler : public BatchCore<Scheduler, SchedulerRow, SchedulerStats> {
   int64_t CellsHeld(const Row& row) const { return row.slot >= 0 ? row.nPast : row.prefilled; }
   bool Deliver(std::vector<Event>&& events);
   void Wake();
+  // The host sampler has no grammar matcher: a grammar is refused, never decoded without.
+  static void CheckSampling(const SamplingParams& sampling) {
+    if (!sampling.grammar.empty())
+      throw CodedError(code::kBadInput, "the MLX backend cannot constrain output to a grammar");
+  }
 
   void Join(Row& row);
 

@@ -11,7 +11,8 @@ export interface DirectoryEntry {
   /** Where other replicas reach that instance. */
   advertiseUrl: string;
   machineId: string;
-  models: Array<{ id: string; contextLength: number }>;
+  /** Each model's context limit and features (ModelFeature values; absent from older replicas' rows). */
+  models: Array<{ id: string; contextLength: number; features?: number[] }>;
   maxBatch: number;
   freeSlots: number;
   /** Trust level name (none, self_signed, tpm, hardware). */
@@ -58,7 +59,11 @@ export function entryOf(
     instanceId: owner.instanceId,
     advertiseUrl: owner.advertiseUrl,
     machineId: handle.machineId,
-    models: [...handle.models.keys()].map((id) => ({ id, contextLength: handle.contextLimit(id) })),
+    models: [...handle.models.values()].map((m) => ({
+      id: m.id,
+      contextLength: handle.contextLimit(m.id),
+      features: [...m.features],
+    })),
     maxBatch: handle.maxBatch,
     freeSlots: handle.freeSlots,
     trustLevel: trustLevelName(handle.trustLevel),
@@ -112,9 +117,10 @@ export function entryFromRow(row: DirectoryRow): DirectoryEntry {
     machineId: row.machine_id,
     // Written by replicas of this same code; anything malformed is dropped rather than trusted.
     models: models.flatMap((m: unknown) => {
-      const o = m as { id?: unknown; contextLength?: unknown };
+      const o = m as { id?: unknown; contextLength?: unknown; features?: unknown };
+      const features = Array.isArray(o?.features) ? o.features.filter((f) => Number.isInteger(f)) : [];
       return typeof o?.id === "string" && typeof o.contextLength === "number"
-        ? [{ id: o.id, contextLength: o.contextLength }]
+        ? [{ id: o.id, contextLength: o.contextLength, features }]
         : [];
     }),
     maxBatch: row.max_batch,

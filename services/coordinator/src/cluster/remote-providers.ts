@@ -68,7 +68,7 @@ export class RemoteProviders {
           engineBackend: "",
           hardware: undefined,
           models: entry.models.map((m) =>
-            create(ModelInfoSchema, { id: m.id, contextLength: m.contextLength }),
+            create(ModelInfoSchema, { id: m.id, contextLength: m.contextLength, features: m.features ?? [] }),
           ),
           maxBatch: entry.maxBatch,
           maxContext: 0,

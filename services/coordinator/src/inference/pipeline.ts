@@ -39,6 +39,7 @@ import { RequestStopped, type ResponseSink } from "./response-sink.js";
 import { verifyResponse } from "./response-verification.js";
 import type { RoutingPreferences } from "./routing-preferences.js";
 import { type SealedRequest, sealRequest } from "./sealing.js";
+import { STRUCTURED_OUTPUT_INVALID, structuredOutputViolation } from "./structured-output.js";
 import type { Timing } from "./timing.js";
 import { estimateTokens } from "./token-estimate.js";
 
@@ -121,6 +122,7 @@ export class InferencePipeline {
         minTrust: Math.max(this.minTrust, preferences.minTrust ?? TrustLevel.NONE),
         allow: preferences.allow,
         exclude: preferences.exclude,
+        features: request.features,
       },
       timing,
     };
@@ -417,6 +419,16 @@ export class InferencePipeline {
         for (const c of message.choices)
           if (c.index < n) finishReasons.set(c.index, c.finishReason || "stop");
         for (let i = 0; i < n; i++) if (!finishReasons.has(i)) finishReasons.set(i, "stop");
+        const malformed = structuredOutputViolation(request.format, usage.texts, finishReasons);
+        if (malformed !== undefined) {
+          const error = providerError(
+            "The provider's output broke response_format.",
+            "provider_output_invalid",
+          );
+          failOrRetry(`provider untrusted: ${STRUCTURED_OUTPUT_INVALID}`, error);
+          session.markUntrusted(STRUCTURED_OUTPUT_INVALID, malformed);
+          return;
+        }
         // One usage: the provider's, equal to the meter's count (or within its bounds); the
         // signature must cover exactly it.
         const result = { ...accepted.usage, finishReasons };

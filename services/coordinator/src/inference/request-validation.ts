@@ -1,5 +1,6 @@
 import { BodyError, type GenerationInput, readGenerationInput } from "@darkbloom/models/input";
-import { Endpoint } from "@darkbloom/protocol/provider/v1";
+import { readResponseFormat, type StructuredFormat } from "@darkbloom/models/structured";
+import { Endpoint, ModelFeature } from "@darkbloom/protocol/provider/v1";
 import { invalidRequest } from "../errors/index.js";
 import {
   estimateTokens,
@@ -27,6 +28,10 @@ export interface ValidatedRequest {
    * model's chat template.
    */
   readonly input: GenerationInput;
+  /** The structured output `response_format` asks for (the provider decodes under its grammar). */
+  format: StructuredFormat | undefined;
+  /** What the provider's engine must enforce for this request (routing takes only providers that do). */
+  features: ModelFeature[];
   /** The request JSON exactly as the consumer sent it; forwarded to the provider unchanged. */
   body: Uint8Array;
 }
@@ -115,6 +120,8 @@ export function validateRequest(endpoint: Endpoint, body: Uint8Array): Validated
   if (o.logprobs === true || (typeof o.logprobs === "number" && o.logprobs > 0)) {
     throw invalidRequest("'logprobs' is not supported by this network.", "logprobs");
   }
+  refuseUnserved(o);
+  const format = readFormat(o);
   if (endpoint === Endpoint.COMPLETIONS && o.echo === true) {
     throw invalidRequest("'echo' is not supported by this network.", "echo");
   }
@@ -133,6 +140,8 @@ export function validateRequest(endpoint: Endpoint, body: Uint8Array): Validated
     n,
     promptTokens: prompt.estimate,
     promptTokenBound: promptTokenBound(prompt.bytes, prompt.messages),
+    format,
+    features: format === undefined ? [] : [ModelFeature.GRAMMAR],
     // Read when first asked for: only a model with a vocabulary counts its prompt.
     get input() {
       input ??= generationInput(endpoint, o);
@@ -140,6 +149,45 @@ export function validateRequest(endpoint: Endpoint, body: Uint8Array): Validated
     },
     body,
   };
+}
+
+/** `response_format`, read by the provider's reader (a schema error names its keyword's place). */
+function readFormat(o: Json): StructuredFormat | undefined {
+  try {
+    return readResponseFormat(o);
+  } catch (e) {
+    if (e instanceof BodyError) throw invalidRequest(e.message, e.param);
+    throw e;
+  }
+}
+
+/**
+ * Parameters whose effect this network does not produce yet: each is refused by name rather than
+ * ignored, since a client that sends one relies on what it does (tools it would call, biases it
+ * would apply, log-probabilities it would read). Their empty or default forms pass.
+ */
+function refuseUnserved(o: Json): void {
+  const present = (v: unknown) =>
+    v !== undefined &&
+    v !== null &&
+    !(Array.isArray(v) && v.length === 0) &&
+    !(typeof v === "object" && !Array.isArray(v) && Object.keys(v as object).length === 0);
+  const refuse = (param: string, what: string) => {
+    throw invalidRequest(`'${param}' (${what}) is not supported by this network yet.`, param);
+  };
+  if (present(o.tools)) refuse("tools", "function calling");
+  if (present(o.functions)) refuse("functions", "function calling");
+  if (present(o.function_call) && o.function_call !== "none" && o.function_call !== "auto")
+    refuse("function_call", "function calling");
+  if (present(o.tool_choice) && o.tool_choice !== "none" && o.tool_choice !== "auto")
+    refuse("tool_choice", "function calling");
+  if (present(o.logit_bias)) refuse("logit_bias", "token biases");
+  if (present(o.top_logprobs) && o.top_logprobs !== 0) refuse("top_logprobs", "log-probabilities");
+  if (present(o.suffix) && o.suffix !== "") refuse("suffix", "insertion");
+  if (present(o.audio)) refuse("audio", "audio output");
+  if (present(o.prediction)) refuse("prediction", "predicted outputs");
+  if (Array.isArray(o.modalities) && o.modalities.some((m) => m !== "text"))
+    refuse("modalities", "outputs other than text");
 }
 
 /** The reader the provider uses; the validation above is stricter, so it refuses nothing more. */

@@ -6,6 +6,8 @@ import { RESPONSE_SIGNATURE_VERSION } from "@darkbloom/protocol/verifiable-respo
 const MODEL_ID = /^[A-Za-z0-9._:/-]{1,128}$/;
 const MAX_MODELS = 256;
 const MAX_BATCH = 4096;
+/** Far above the features there are: a bound on what a Register can make the coordinator hold. */
+const MAX_FEATURES = 16;
 
 /** Rejects a Register the coordinator cannot work with, naming the field. */
 export function validateRegister(r: Register): void {
@@ -38,6 +40,7 @@ export function validateRegister(r: Register): void {
     if (!MODEL_ID.test(m.id))
       fail(`model id ${JSON.stringify(m.id)} is not 1-128 characters of [A-Za-z0-9._:/-]`);
     if (seen.has(m.id)) fail(`model ${m.id} is listed twice`);
+    if (m.features.length > MAX_FEATURES) fail(`model ${m.id} lists more than ${MAX_FEATURES} features`);
     seen.add(m.id);
   }
   const maxBatch = r.capacity?.maxBatch ?? 0;

@@ -3,6 +3,7 @@ import {
   type Hardware,
   type Heartbeat,
   MemoryPressure,
+  type ModelFeature,
   type ModelInfo,
   ProviderState,
   ThermalState,
@@ -235,6 +236,11 @@ export class ProviderHandle {
    */
   setExternalLoad(slots: number): void {
     this.#external = Math.max(0, Math.min(this.maxBatch, slots));
+  }
+
+  /** Whether the provider registered `model` with `feature` (its engine enforces it). */
+  hasFeature(model: string, feature: ModelFeature): boolean {
+    return this.models.get(model)?.features.includes(feature) ?? false;
   }
 
   /** Largest prompt plus completion the provider serves for a model. */

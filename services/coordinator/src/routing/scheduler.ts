@@ -1,5 +1,5 @@
 import { trustRank, USAGE_VERSION } from "@darkbloom/protocol";
-import { TrustLevel } from "@darkbloom/protocol/provider/v1";
+import { type ModelFeature, TrustLevel } from "@darkbloom/protocol/provider/v1";
 import { estimateCompletionSeconds, type RouteDemand } from "./cost-model.js";
 import type { ProviderHandle } from "./provider-handle.js";
 
@@ -16,6 +16,11 @@ export interface RouteConstraints {
    * honest figures (the tokens it sampled) would differ from the count and cut it.
    */
   countedUsage?: boolean;
+  /**
+   * What the request needs the provider's engine to enforce for the model (a grammar for
+   * response_format): only providers that registered the model with every one of them.
+   */
+  features?: readonly ModelFeature[] | undefined;
 }
 
 /** Costs within this fraction of the best are near-ties, broken by queue depth and then at random. */
@@ -24,12 +29,13 @@ export const NEAR_TIE = 0.05;
 /**
  * Whether a provider may serve this request at all, ignoring whether it has a free slot now. The
  * trust gate: not de-routed, trust level at least the minimum, and above trust level none a passed
- * challenge that is still fresh; and for a model whose usage is counted, a daemon that reports the
- * count.
+ * challenge that is still fresh; for a model whose usage is counted, a daemon that reports the
+ * count; and the features the request needs.
  */
 export function isEligible(p: ProviderHandle, demand: RouteDemand, c: RouteConstraints): boolean {
   if (p.closed || p.draining || p.deRouted) return false;
   if (c.countedUsage && p.usageVersion < USAGE_VERSION) return false;
+  if (c.features && !c.features.every((f) => p.hasFeature(demand.model, f))) return false;
   if (trustRank(p.trustLevel) < trustRank(c.minTrust)) return false;
   if (trustRank(c.minTrust) > trustRank(TrustLevel.NONE) && !p.freshlyAttested()) return false;
   if (c.exclude?.has(p.id)) return false;

@@ -10,6 +10,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ModelTokenizer, synthesizeModel } from "@darkbloom/models";
+import { formatGrammar, formatViolation, readResponseFormat } from "@darkbloom/models/structured";
 import { getLlama, LlamaLogLevel } from "node-llama-cpp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
@@ -68,6 +69,26 @@ export interface ConformanceTarget {
   /** What device() must say (default the CPU: the suite runs on CPU builds). */
   device?: EngineDevice;
 }
+
+/** A strict schema whose every string, array and number is bounded: a grammar that must end. */
+const CARD = {
+  type: "object",
+  properties: {
+    name: { type: "string", maxLength: 8 },
+    age: { type: "integer" },
+    ok: { type: "boolean" },
+    tags: { type: "array", items: { enum: ["red", "green"] }, maxItems: 3 },
+    nick: { type: ["string", "null"], maxLength: 5 },
+    at: {
+      type: "object",
+      properties: { x: { type: "number" } },
+      required: ["x"],
+      additionalProperties: false,
+    },
+  },
+  required: ["name", "age", "ok", "tags", "nick", "at"],
+  additionalProperties: false,
+};
 
 export const PROMPTS = [
   "The quick brown fox",
@@ -402,6 +423,40 @@ export function engineConformance(target: ConformanceTarget): void {
       const r = await run(engine, req("héllo 🌸 wörld", { maxTokens: 64, temperature: 1, seed: 7 }));
       for (const e of r.events) expect(Buffer.from(e.text, "utf8").toString("utf8")).toBe(e.text);
       expect(r.result.completionTokens).toBeGreaterThan(0);
+    });
+
+    it("decodes under a response_format grammar: JSON the schema accepts (or refuses the grammar)", async () => {
+      const format = readResponseFormat({
+        response_format: { type: "json_schema", json_schema: { name: "card", strict: true, schema: CARD } },
+      });
+      const grammar = formatGrammar(format!);
+      if (!engine.constrains(tiny)) {
+        const refused = await rejection(engine.generate(req(PROMPTS[0]!, { grammar }), () => {}).done);
+        expect(refused).toMatchObject({ code: "invalid_request", httpStatus: 400 });
+        return;
+      }
+      // Random weights: without the grammar this is never JSON. Every bound in CARD keeps the output
+      // short, so each run ends by itself, at the grammar's end.
+      const runs = await Promise.all(
+        [1, 2, 3, 4, 5, 6].map((seed) =>
+          run(engine, req(PROMPTS[seed % 4]!, { grammar, temperature: 1, seed, maxTokens: 600 })),
+        ),
+      );
+      for (const r of runs) {
+        expect(r.result.finishReason).toBe("stop");
+        expect(formatViolation(format!, r.text), r.text).toBeUndefined();
+      }
+      expect(new Set(runs.map((r) => r.text)).size).toBeGreaterThan(1);
+      // Greedy, and any JSON object.
+      const object = formatGrammar({ type: "json_object" });
+      const a = await run(engine, req(PROMPTS[1]!, { grammar: object, maxTokens: 40 }));
+      const b = await run(single, req(PROMPTS[1]!, { grammar: object, maxTokens: 40 }));
+      expect(b.text).toBe(a.text);
+      expect(a.text).toMatch(/^\{/);
+      const bad = await rejection(
+        engine.generate(req(PROMPTS[0]!, { grammar: "root ::= undefined-rule" }), () => {}).done,
+      );
+      expect(bad).toMatchObject({ code: "invalid_request", httpStatus: 400 });
     });
   });
 

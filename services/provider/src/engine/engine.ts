@@ -24,6 +24,13 @@ export interface SamplingOptions {
   maxTokens: number;
   presencePenalty?: number | undefined;
   frequencyPenalty?: number | undefined;
+  /**
+   * A GBNF grammar (llama.cpp's format) every sampled token must keep the output inside: the
+   * request's `response_format`, built by @darkbloom/models/structured. Once the grammar is complete
+   * only end-of-generation is allowed. An engine that cannot enforce one refuses the request
+   * (`invalid_request`) rather than decode without it, and says so through `constrains`.
+   */
+  grammar?: string | undefined;
 }
 
 export interface GenerationRequest {
@@ -204,6 +211,11 @@ export interface Engine {
    * asks before loading, so that a model of the wrong format is one clear line, not a load failure.
    */
   unsupported?(model: ModelFile): string | undefined;
+  /**
+   * Whether this engine enforces `sampling.grammar` for `model` (registered as the model's
+   * "grammar" feature, so that the coordinator routes structured outputs only where they hold).
+   */
+  constrains(model: ModelFile): boolean;
   /** Cancels everything and releases native resources. */
   close(): Promise<void>;
   /** Sets (or clears) the one observer of this engine's work; engines without it report nothing. */

@@ -61,6 +61,10 @@ export class FormatRouterEngine implements Engine {
     return { accelerator: devices[0]!.accelerator, gpus: [...gpus.values()] };
   }
 
+  constrains(model: ModelFile): boolean {
+    return this.engineOf(model).constrains(model);
+  }
+
   unsupported(model: ModelFile): string | undefined {
     return this.engineOf(model).unsupported?.(model);
   }

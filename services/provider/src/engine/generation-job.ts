@@ -59,6 +59,8 @@ export function validateRequest(request: GenerationRequest): number {
   if (!Array.isArray(s.stop) || s.stop.some((x) => typeof x !== "string"))
     throw invalid("stop must be a list of strings");
   if (s.stop.length > 16) throw invalid("at most 16 stop sequences are allowed");
+  if (s.grammar !== undefined && (typeof s.grammar !== "string" || s.grammar.length === 0))
+    throw invalid("grammar must be a non-empty string");
   for (const p of [s.presencePenalty, s.frequencyPenalty]) {
     if (p !== undefined && (!Number.isFinite(p) || p < -2 || p > 2))
       throw invalid("penalties must be in [-2, 2]");

@@ -98,6 +98,8 @@ export interface LlamaSetup {
 
 export abstract class ModelHostEngine<R extends HostedRunner, J extends GenerationJob> implements Engine {
   abstract readonly backend: string;
+  /** Whether the engine enforces `sampling.grammar` (Engine.constrains, for every model it serves). */
+  protected abstract readonly enforcesGrammar: boolean;
   protected readonly settings: HostSettings;
   protected readonly threads: ThreadSetting;
   protected readonly validator: ModelVetter | undefined;
@@ -355,10 +357,17 @@ export abstract class ModelHostEngine<R extends HostedRunner, J extends Generati
   // ---------------------------------------------------------------------------------------------
   // Generation
 
+  constrains(_model: ModelFile): boolean {
+    return this.enforcesGrammar;
+  }
+
   generate(request: GenerationRequest, onToken: (event: TokenEvent) => void): Generation {
     const job = this.createJob(request, onToken);
     try {
       job.seed = validateRequest(request);
+      if (request.sampling.grammar !== undefined && !this.enforcesGrammar) {
+        throw invalid(`the ${this.backend} engine cannot constrain output to a grammar (response_format)`);
+      }
       if (typeof onToken !== "function") throw invalid("onToken must be a function");
       this.ensureOpen();
       if (!this.known.has(request.model)) {

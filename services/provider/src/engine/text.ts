@@ -109,3 +109,17 @@ export class StopMatcher {
     return text;
   }
 }
+
+/**
+ * Tokens whose text alone is not valid UTF-8 (it decodes with U+FFFD): the fragments of characters a
+ * byte-level vocabulary splits across tokens. Decoding under a grammar bans them (the native core's
+ * PartialCharacterTokens says why: llama.cpp's grammar reads fragments leniently, so the grammar could
+ * accept text that is not what the consumer receives). One detokenize per token of the vocabulary.
+ */
+export function characterFragmentTokens(detokenizer: Detokenizer, vocabularySize: number): number[] {
+  const fragments: number[] = [];
+  for (let token = 0; token < vocabularySize; token++) {
+    if (detokenizer.detokenize([token], false).includes(REPLACEMENT)) fragments.push(token);
+  }
+  return fragments;
+}

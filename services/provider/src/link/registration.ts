@@ -1,4 +1,5 @@
 import { PROTOCOL_VERSION, USAGE_VERSION } from "@darkbloom/protocol";
+import { ModelFeature } from "@darkbloom/protocol/provider/v1";
 import type { RegisterInit } from "@darkbloom/protocol/provider-client";
 import { RESPONSE_SIGNATURE_VERSION } from "@darkbloom/protocol/verifiable-response";
 import type { ProviderLinkOptions } from "./options.js";
@@ -21,6 +22,8 @@ export function registration(options: ProviderLinkOptions): RegisterInit {
       weightSha256: m.sha256,
       contextLength: m.contextLength > 0 ? Math.min(m.contextLength, knobs.maxContext) : knobs.maxContext,
       architecture: m.architecture,
+      // Said only where it holds: the coordinator routes structured outputs by it.
+      features: options.engine.constrains(m) ? [ModelFeature.GRAMMAR] : [],
     })),
     engineBackend: options.engine.backend,
     encryptionPublicKey: options.encryptionKey.publicKey,

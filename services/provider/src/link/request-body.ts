@@ -1,4 +1,5 @@
 import { BodyError, type GenerationInput, readGenerationInput } from "@darkbloom/models";
+import { formatGrammar, readResponseFormat } from "@darkbloom/models/structured";
 import { Endpoint } from "@darkbloom/protocol/provider/v1";
 import type { GenerationRequest, SamplingOptions } from "../engine/engine.js";
 
@@ -61,6 +62,9 @@ export function parseRequestBody(
     presencePenalty: number(o, "presence_penalty", -2, 2),
     frequencyPenalty: number(o, "frequency_penalty", -2, 2),
   };
+  // The coordinator refused what the reader refuses, so here it only builds the grammar.
+  const format = readResponseFormat(o);
+  if (format !== undefined) sampling.grammar = formatGrammar(format);
   if (sampling.topP === 0) {
     // top_p 0 keeps only the most likely token: greedy decoding (the engine takes top_p in (0, 1]).
     sampling.topP = 1;

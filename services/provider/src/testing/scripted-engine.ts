@@ -30,6 +30,11 @@ export interface ScriptedEngineOptions {
   backend?: string;
   /** The device it says it computes on (default: the CPU, no GPU). */
   device?: EngineDevice;
+  /**
+   * Whether it claims to enforce grammars (default false). Its tokens follow `token` regardless, so
+   * claiming it plays a provider whose structured output is not what was asked for.
+   */
+  constrains?: boolean;
 }
 
 interface Running {
@@ -112,8 +117,22 @@ export class ScriptedEngine implements Engine {
     this.known.delete(modelId);
   }
 
+  constrains(_model: ModelFile): boolean {
+    return this.options.constrains ?? false;
+  }
+
   generate(request: GenerationRequest, onToken: (event: TokenEvent) => void): Generation {
     if (this.closed) throw new EngineError("engine_failed", "engine is closed", 500);
+    if (
+      request.sampling.grammar !== undefined &&
+      !this.constrains(this.known.get(request.model) as ModelFile)
+    ) {
+      throw new EngineError(
+        "invalid_request",
+        "the scripted engine cannot constrain output to a grammar",
+        400,
+      );
+    }
     if (!this.known.has(request.model)) {
       throw new EngineError("model_not_found", `model ${request.model} is not loaded`, 404);
     }

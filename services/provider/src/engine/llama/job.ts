@@ -5,7 +5,13 @@
  * top-p, seeded dist, optional presence/frequency penalties over the tokens it generated).
  */
 
-import type { LlamaContextSequence, SequenceEvaluateOptions, Token } from "node-llama-cpp";
+import type {
+  LlamaContextSequence,
+  LlamaGrammarEvaluationState,
+  SequenceEvaluateOptions,
+  Token,
+  TokenBias,
+} from "node-llama-cpp";
 import type { GenerationRequest, TokenEvent } from "../engine.js";
 import { GenerationJob } from "../generation-job.js";
 
@@ -26,6 +32,10 @@ export class Job extends GenerationJob {
   iterator: AsyncGenerator<Token, void, undefined | Token | Token[]> | undefined;
   /** Prompt tokens not evaluated yet (phase "prefill"), fed in fixed-size chunks. */
   prefillOffset = 0;
+  /** The request's grammar, advanced by node-llama-cpp's sampler with every token it samples. */
+  grammar: LlamaGrammarEvaluationState | undefined;
+  /** With a grammar: the vocabulary's character fragments banned (ModelRunner.grammarBias). */
+  grammarBias: TokenBias | undefined;
 
   constructor(
     request: GenerationRequest,
@@ -49,6 +59,8 @@ export class Job extends GenerationJob {
       minP: 0,
       seed: this.seed,
     };
+    if (this.grammar) options.grammarEvaluationState = this.grammar;
+    if (this.grammarBias) options.tokenBias = this.grammarBias;
     if (s.presencePenalty || s.frequencyPenalty) {
       options.repeatPenalty = {
         punishTokens: () => this.generated.slice(-1024),

@@ -11,7 +11,7 @@
  *
  * Untrusted model files are vetted in a child process before the daemon loads them (ModelValidator).
  */
-import type { Llama } from "node-llama-cpp";
+import { type Llama, LlamaGrammar, LlamaGrammarEvaluationState } from "node-llama-cpp";
 import {
   type EngineDevice,
   EngineError,
@@ -26,7 +26,7 @@ import {
   type ModelHostStats,
   type RunnerLoad,
 } from "../model-host.js";
-import { Job } from "./job.js";
+import { invalid, Job } from "./job.js";
 import { type ModelRunner, openModelRunner } from "./model-runner.js";
 import { StepLoop } from "./step-loop.js";
 
@@ -39,6 +39,7 @@ export type LlamaEngineStats = ModelHostStats;
 /** Models, their lifecycle and the prompt's gate are ModelHostEngine's; admission and batching are here. */
 export class LlamaEngine extends ModelHostEngine<ModelRunner, Job> {
   readonly backend = "llama";
+  protected readonly enforcesGrammar = true;
   protected readonly runtimeName = "llama.cpp";
   private readonly gpu: false | "auto";
   private readonly loop: StepLoop;
@@ -119,6 +120,18 @@ export class LlamaEngine extends ModelHostEngine<ModelRunner, Job> {
         `all ${runner.rows.length} rows are busy and ${runner.queue.length} requests are waiting`,
         503,
       );
+    }
+    const grammar = job.request.sampling.grammar;
+    if (grammar !== undefined) {
+      // Parsed here, once per job: a grammar llama.cpp cannot parse fails the request, not the loop.
+      let parsed: LlamaGrammar;
+      try {
+        parsed = new LlamaGrammar(runner.model.llama, { grammar });
+      } catch (e) {
+        throw invalid(`the grammar does not parse (${e instanceof Error ? e.message : String(e)})`);
+      }
+      job.grammar = new LlamaGrammarEvaluationState({ model: runner.model, grammar: parsed });
+      job.grammarBias = runner.grammarBias;
     }
     job.phase = "queued";
     runner.queue.push(job);

@@ -8,9 +8,10 @@
  */
 
 import { ModelTokenizer } from "@darkbloom/models";
-import type { Llama, LlamaContext, LlamaModel } from "node-llama-cpp";
+import { type Llama, type LlamaContext, type LlamaModel, type Token, TokenBias } from "node-llama-cpp";
 import { EngineError, type ModelFile } from "../engine.js";
 import { errorMessage } from "../meters.js";
+import { characterFragmentTokens } from "../text.js";
 import type { Job, Row } from "./job.js";
 import { fitContext, ggufMemoryNeed } from "./memory-estimate.js";
 
@@ -68,6 +69,23 @@ export class ModelRunner {
     }
     return { used, total: this.context.contextSize * this.rows.length };
   }
+
+  /** Bans of the vocabulary's character fragments (text.ts), made on the first grammar request. */
+  get grammarBias(): TokenBias {
+    if (this.#grammarBias === undefined) {
+      const tokens = this.model.fileInfo.metadata?.tokenizer?.ggml?.tokens;
+      // Without the vocabulary's size the fragments are unknown: refused rather than half-enforced.
+      if (!Array.isArray(tokens) || tokens.length === 0) {
+        throw new EngineError("invalid_request", "this model's vocabulary cannot be read for a grammar", 400);
+      }
+      const size = tokens.length;
+      this.#grammarBias = new TokenBias(this.model.tokenizer);
+      for (const token of characterFragmentTokens(this.model, size))
+        this.#grammarBias.set(token as Token, "never");
+    }
+    return this.#grammarBias;
+  }
+  #grammarBias: TokenBias | undefined;
 
   /** Frees the context and the weights; errors are ignored (the runner is gone either way). */
   async free(): Promise<void> {

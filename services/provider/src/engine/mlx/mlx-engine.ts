@@ -36,6 +36,8 @@ function acceleratorOf(device: string): AcceleratorName {
 
 export class MlxEngine extends SchedulerEngine<MlxRunner> {
   readonly backend = "mlx";
+  /** The MLX core's host sampler has no grammar matcher (its core refuses a grammar too). */
+  protected readonly enforcesGrammar = false;
   protected readonly runtimeName = "node-llama-cpp";
   protected override readonly modelFormat = "mlx" as const;
   private readonly vocabularyCacheDir: string | undefined;

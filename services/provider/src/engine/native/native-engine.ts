@@ -25,6 +25,7 @@ export type NativeEngineStats = ModelHostStats;
 
 export class NativeEngine extends SchedulerEngine<NativeRunner> {
   readonly backend = "native-llama";
+  protected readonly enforcesGrammar = true;
   protected readonly runtimeName = "node-llama-cpp";
 
   constructor(options: NativeEngineOptions) {

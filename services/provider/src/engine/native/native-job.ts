@@ -48,7 +48,7 @@ export class NativeJob extends GenerationJob {
    * The scheduler's sampling for the request, as the llama engine maps SamplingOptions (job.ts):
    * temperature, top-k, top-p, no min-p, the seed, and presence/frequency penalties (repeat penalty
    * off) over the last min(1024, max(64, maxTokens)) generated tokens (never the prompt's, as in
-   * the llama engine).
+   * the llama engine), and the grammar.
    */
   sampling(): NativeSamplingOptions {
     const s = this.request.sampling;
@@ -59,6 +59,7 @@ export class NativeJob extends GenerationJob {
       minP: 0,
       seed: this.seed % SEED_MODULUS,
     };
+    if (s.grammar !== undefined) options.grammar = s.grammar;
     if (s.presencePenalty || s.frequencyPenalty) {
       options.repeatPenalty = 1;
       options.presencePenalty = s.presencePenalty ?? 0;
@@ -109,5 +110,7 @@ export function nativeEngineError(code: string | undefined, message: string, cau
   if (code === "busy") return new EngineError("engine_busy", message, 503, options);
   if (code === "context_length_exceeded")
     return new EngineError("context_length_exceeded", message, 400, options);
+  // What the request asked that the core cannot do (a grammar that does not parse; MLX and a grammar).
+  if (code === "bad_input") return new EngineError("invalid_request", message, 400, options);
   return new EngineError("engine_failed", `generation failed: ${message}`, 500, options);
 }
