@@ -9,6 +9,7 @@ import type {
   Cancel,
   ConnectResponse,
   Drain,
+  ModelFeature,
   RegisterAck,
   SignedAttestationSchema,
 } from "@darkbloom/protocol/provider/v1";
@@ -21,6 +22,11 @@ export interface ScriptedModel {
   id: string;
   /** Context length advertised for the model (default: the provider's maxContext). */
   contextLength?: number;
+  /**
+   * ModelInfo.features it registers the model with (default none). Its tokens are the script's
+   * whatever the request asks: claiming GRAMMAR plays a provider that does not enforce it.
+   */
+  features?: ModelFeature[];
 }
 
 /** Attests a scripted provider with real signing code (security tests inject the daemon's). */

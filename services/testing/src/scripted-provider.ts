@@ -423,6 +423,7 @@ export class ScriptedProvider extends EventEmitter<ScriptedProviderEvents> imple
         weightSha256: modelWeightSha256(model.id),
         contextLength: model.contextLength ?? this.maxContext,
         architecture: "scripted",
+        features: model.features ?? [],
       })),
       engineBackend: "scripted",
       encryptionPublicKey: this.encryptionKey?.publicKey ?? EMPTY,

@@ -1,4 +1,4 @@
-import { Endpoint } from "@darkbloom/protocol/provider/v1";
+import { Endpoint, ModelFeature } from "@darkbloom/protocol/provider/v1";
 import { describe, expect, it } from "vitest";
 import { ApiError } from "../errors/index.js";
 import { validateRequest } from "./request-validation.js";
@@ -24,6 +24,69 @@ describe("validateRequest", () => {
     expect(r).toMatchObject({ model: "m", stream: false, n: 1, maxTokens: undefined, includeUsage: false });
     expect(r.body).toBe(body);
     expect(r.promptTokens).toBeGreaterThan(4);
+  });
+
+  it("reads response_format, needing a provider that enforces grammars, and names a bad one's param", () => {
+    expect(validateRequest(Endpoint.CHAT_COMPLETIONS, chat()).features).toEqual([]);
+    const json = validateRequest(
+      Endpoint.CHAT_COMPLETIONS,
+      chat({ response_format: { type: "json_object" } }),
+    );
+    expect(json).toMatchObject({ format: { type: "json_object" }, features: [ModelFeature.GRAMMAR] });
+    const text = validateRequest(
+      Endpoint.COMPLETIONS,
+      enc({ model: "m", prompt: "x", response_format: { type: "text" } }),
+    );
+    expect(text.format).toBeUndefined();
+    const schema = { type: "object", properties: { a: { type: "string", format: "email" } } };
+    const e = errorOf(
+      Endpoint.CHAT_COMPLETIONS,
+      chat({ response_format: { type: "json_schema", json_schema: { name: "s", schema } } }),
+    );
+    expect(e.status).toBe(400);
+    expect(e).toMatchObject({
+      type: "invalid_request_error",
+      param: "response_format.json_schema.schema.properties.a.format",
+    });
+    const strict = errorOf(
+      Endpoint.CHAT_COMPLETIONS,
+      chat({
+        response_format: {
+          type: "json_schema",
+          json_schema: { name: "s", strict: true, schema: { type: "object", properties: {} } },
+        },
+      }),
+    );
+    expect(strict.param).toBe("response_format.json_schema.schema.additionalProperties");
+  });
+
+  it("refuses by name what it does not do yet, and passes their empty or default forms", () => {
+    const refused: Array<[Record<string, unknown>, string]> = [
+      [{ tools: [{ type: "function", function: { name: "f" } }] }, "tools"],
+      [{ tool_choice: "required" }, "tool_choice"],
+      [{ functions: [{ name: "f" }] }, "functions"],
+      [{ logit_bias: { "42": -100 } }, "logit_bias"],
+      [{ top_logprobs: 2 }, "top_logprobs"],
+      [{ modalities: ["text", "audio"] }, "modalities"],
+      [{ prediction: { type: "content", content: "x" } }, "prediction"],
+    ];
+    for (const [extra, param] of refused) {
+      const e = errorOf(Endpoint.CHAT_COMPLETIONS, chat(extra));
+      expect(e.param, param).toBe(param);
+      expect(e.message).toMatch(/not supported by this network yet/);
+    }
+    for (const extra of [
+      { tools: [] },
+      { tool_choice: "none" },
+      { logit_bias: {} },
+      { top_logprobs: 0 },
+      { modalities: ["text"] },
+    ]) {
+      expect(
+        () => validateRequest(Endpoint.CHAT_COMPLETIONS, chat(extra)),
+        JSON.stringify(extra),
+      ).not.toThrow();
+    }
   });
 
   it("tolerates unknown fields", () => {

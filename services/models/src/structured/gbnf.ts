@@ -15,8 +15,11 @@ const BASE_RULES: Record<string, string> = {
   ws: '| " " | "\\n" [ \\t]{0,8}',
   char: '[^"\\\\\\x7F\\x00-\\x1F] | "\\\\" (["\\\\/bfnrt] | "u" [0-9a-fA-F]{4})',
   string: '"\\"" char* "\\""',
-  integer: '"-"? ("0" | [1-9] [0-9]{0,15})',
-  number: 'integer ("." [0-9]{1,16})? ([eE] [-+]? [0-9]{1,2})?',
+  integer: '"-"? natural',
+  natural: '"0" | [1-9] [0-9]{0,15}',
+  fraction: '("." [0-9]{1,16})? ([eE] [-+]? [0-9]{1,2})?',
+  number: "integer fraction",
+  "non-negative-number": "natural fraction",
   boolean: '"true" | "false"',
   null: '"null"',
   value: "object | array | string | number | boolean | null",
@@ -26,7 +29,9 @@ const BASE_RULES: Record<string, string> = {
 };
 const BASE_DEPENDENCIES: Record<string, string[]> = {
   string: ["char"],
-  number: ["integer"],
+  integer: ["natural"],
+  number: ["integer", "fraction"],
+  "non-negative-number": ["natural", "fraction"],
   value: ["object", "array", "string", "number", "boolean", "null"],
   object: ["ws", "member"],
   member: ["string", "ws", "value"],
@@ -104,7 +109,13 @@ class GrammarBuilder {
         name = this.base(node.kind);
         break;
       case "number":
-        name = this.base(node.integer ? "integer" : "number");
+        name = this.base(node.nonNegative ? "non-negative-number" : "number");
+        break;
+      case "integer":
+        name =
+          node.min === Number.NEGATIVE_INFINITY && node.max === Number.POSITIVE_INFINITY
+            ? this.base("integer")
+            : this.define(integerRange(node.min, node.max));
         break;
       case "string":
         name = this.string(node.minLength, node.maxLength);
@@ -187,6 +198,67 @@ class GrammarBuilder {
     }
     return this.define(`"{" ws ${body} "}" ws`);
   }
+}
+
+/** The largest magnitude the grammar writes (16 digits), where a schema gives no bound. */
+const LARGEST = 10n ** 16n - 1n;
+
+/**
+ * The integers in [min, max] as GBNF alternatives, digit by digit: each alternative is a run of
+ * fixed digits, one digit range, then any digits (the split to-regex-range makes), so that no other
+ * integer, and no leading zero, matches.
+ */
+export function integerRange(min: number, max: number): string {
+  const lo = min === Number.NEGATIVE_INFINITY ? -LARGEST : BigInt(min);
+  const hi = max === Number.POSITIVE_INFINITY ? LARGEST : BigInt(max);
+  const alternatives: string[] = [];
+  // Negative values: "-" and the magnitudes |hi'|..|lo|, where hi' is the largest negative allowed.
+  if (lo < 0n) {
+    const top = hi < 0n ? -hi : 1n;
+    alternatives.push(...naturalRange(top, -lo).map((p) => `"-" ${p}`));
+  }
+  if (hi >= 0n) alternatives.push(...naturalRange(lo > 0n ? lo : 0n, hi));
+  return alternatives.join(" | ");
+}
+
+/** Patterns for the naturals in [a, b], each of one digit count (no leading zeros). */
+function naturalRange(a: bigint, b: bigint): string[] {
+  const patterns: string[] = [];
+  let start = a;
+  for (const stop of rangeStops(a, b)) {
+    patterns.push(digitsPattern(start.toString(), stop.toString()));
+    start = stop + 1n;
+  }
+  return patterns;
+}
+
+/** Where [a, b] splits so that each piece is `prefix [x-y] [0-9]*` over numbers of one length. */
+function rangeStops(a: bigint, b: bigint): bigint[] {
+  const stops = new Set<bigint>([b]);
+  const text = a.toString();
+  for (let nines = 1; ; nines++) {
+    const stop = BigInt((text.length > nines ? text.slice(0, -nines) : "") + "9".repeat(nines));
+    if (stop < a || stop > b) break;
+    stops.add(stop);
+  }
+  for (let zeros = 1; ; zeros++) {
+    const unit = 10n ** BigInt(zeros);
+    const stop = b + 1n - ((b + 1n) % unit) - 1n;
+    if (stop <= a || stop > b) break;
+    stops.add(stop);
+  }
+  return [...stops].sort((x, y) => (x < y ? -1 : x > y ? 1 : 0));
+}
+
+/** `start` and `stop` have one length: fixed digits where they agree, then ranges. */
+function digitsPattern(start: string, stop: string): string {
+  const parts: string[] = [];
+  for (let i = 0; i < start.length; i++) {
+    const a = start[i] as string;
+    const b = stop[i] as string;
+    parts.push(a === b ? `"${a}"` : `[${a}-${b}]`);
+  }
+  return parts.length === 1 ? (parts[0] as string) : `(${parts.join(" ")})`;
 }
 
 function repeat(min: number, max: number | undefined): string {

@@ -1,6 +1,6 @@
 // Structured outputs: `response_format` read once for coordinator and provider, the JSON Schema subset
 // compiled into one tree, the GBNF grammar the provider decodes under, and the check of its output.
-export { gbnfLiteral, jsonObjectGrammar, schemaGrammar } from "./gbnf.js";
+export { gbnfLiteral, integerRange, jsonObjectGrammar, schemaGrammar } from "./gbnf.js";
 export {
   formatGrammar,
   formatViolation,

@@ -38,7 +38,10 @@ export type SchemaNode =
     }
   | { kind: "array"; items: SchemaNode; minItems: number; maxItems: number | undefined }
   | { kind: "string"; minLength: number; maxLength: number | undefined }
-  | { kind: "number"; integer: boolean }
+  /** A number; `nonNegative` when the schema's only bound is `minimum: 0`. */
+  | { kind: "number"; nonNegative: boolean }
+  /** An integer within [min, max] (the schema's bounds; ±Infinity where it gives none). */
+  | { kind: "integer"; min: number; max: number }
   | { kind: "boolean" }
   | { kind: "null" }
   /** enum or const: one of these JSON values exactly. */
@@ -88,6 +91,10 @@ const KEYWORDS = new Set([
   "enum",
   "const",
   "anyOf",
+  "minimum",
+  "maximum",
+  "exclusiveMinimum",
+  "exclusiveMaximum",
   "$ref",
   "$defs",
   "definitions",
@@ -100,15 +107,13 @@ const REFUSED: Record<string, string> = {
   not: "'not' is not supported",
   pattern: "'pattern' is not supported; use 'enum' or a length bound",
   format: "'format' is not supported; describe the format in 'description' and check it in your code",
-  minimum: "numeric bounds ('minimum') are not supported",
-  maximum: "numeric bounds ('maximum') are not supported",
-  exclusiveMinimum: "numeric bounds ('exclusiveMinimum') are not supported",
-  exclusiveMaximum: "numeric bounds ('exclusiveMaximum') are not supported",
   multipleOf: "'multipleOf' is not supported",
   patternProperties: "'patternProperties' is not supported",
   prefixItems: "'prefixItems' (tuples) is not supported",
   uniqueItems: "'uniqueItems' is not supported",
 };
+
+const NUMERIC_BOUNDS = ["minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"] as const;
 
 const TYPES = new Set(["object", "array", "string", "number", "integer", "boolean", "null"]);
 
@@ -204,6 +209,10 @@ class Compiler {
     const types = this.types(s.type, at(path, "type"));
     if (s.const !== undefined || s.enum !== undefined) return this.literal(s, types, path);
     if (types === undefined) {
+      const bound = NUMERIC_BOUNDS.find((k) => s[k] !== undefined);
+      if (bound !== undefined) {
+        throw new SchemaError(`'${bound}' needs 'type' "integer" or "number" beside it`, at(path, bound));
+      }
       if (s.properties !== undefined || s.required !== undefined || s.additionalProperties !== undefined) {
         return this.object(s, path, depth);
       }
@@ -223,9 +232,9 @@ class Compiler {
       case "string":
         return this.string(s, path);
       case "number":
-        return { kind: "number", integer: false };
+        return this.number(s, path);
       case "integer":
-        return { kind: "number", integer: true };
+        return this.integer(s, path);
       case "boolean":
         return { kind: "boolean" };
       default:
@@ -319,6 +328,57 @@ class Compiler {
       throw new SchemaError("'maxLength' is below 'minLength'", at(path, "maxLength"));
     }
     return { kind: "string", minLength, maxLength };
+  }
+
+  /**
+   * Integer bounds, enforced by the grammar digit by digit (gbnf.ts integerRange); the exclusive
+   * forms become the nearest integer inside. zod's `int()` writes the safe-integer range.
+   */
+  private integer(s: Json, path: string): SchemaNode {
+    const read = (key: string): number | undefined => {
+      const v = s[key];
+      if (v === undefined) return undefined;
+      if (typeof v !== "number" || !Number.isFinite(v))
+        throw new SchemaError(`'${key}' must be a number`, at(path, key));
+      return v;
+    };
+    let min = Number.NEGATIVE_INFINITY;
+    let max = Number.POSITIVE_INFINITY;
+    const minimum = read("minimum");
+    const exclusiveMinimum = read("exclusiveMinimum");
+    const maximum = read("maximum");
+    const exclusiveMaximum = read("exclusiveMaximum");
+    if (minimum !== undefined) min = Math.max(min, Math.ceil(minimum));
+    if (exclusiveMinimum !== undefined) min = Math.max(min, Math.floor(exclusiveMinimum) + 1);
+    if (maximum !== undefined) max = Math.min(max, Math.floor(maximum));
+    if (exclusiveMaximum !== undefined) max = Math.min(max, Math.ceil(exclusiveMaximum) - 1);
+    if (min > max)
+      throw new SchemaError(
+        "no integer lies within the bounds",
+        path === "" ? "minimum" : at(path, "minimum"),
+      );
+    if (
+      Math.max(Math.abs(min === -Infinity ? 0 : min), Math.abs(max === Infinity ? 0 : max)) >
+      Number.MAX_SAFE_INTEGER
+    ) {
+      throw new SchemaError(
+        "integer bounds beyond ±(2^53 - 1) are not supported",
+        at(path, minimum !== undefined ? "minimum" : "maximum"),
+      );
+    }
+    return { kind: "integer", min, max };
+  }
+
+  /** A number's bounds: only `minimum: 0` (non-negative) is enforced; any other is refused by name. */
+  private number(s: Json, path: string): SchemaNode {
+    for (const key of NUMERIC_BOUNDS) {
+      if (s[key] === undefined || (key === "minimum" && s[key] === 0)) continue;
+      throw new SchemaError(
+        `'${key}' on a "number" is not supported (only 'minimum: 0'); use "integer", or check the range in your code`,
+        at(path, key),
+      );
+    }
+    return { kind: "number", nonNegative: s.minimum === 0 };
   }
 
   private bound(s: Json, key: string, path: string, limit: number): number | undefined {

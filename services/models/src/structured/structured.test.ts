@@ -5,6 +5,7 @@ import {
   formatGrammar,
   formatViolation,
   gbnfLiteral,
+  integerRange,
   jsonObjectGrammar,
   readResponseFormat,
   SchemaError,
@@ -16,7 +17,7 @@ const person = {
   type: "object",
   properties: {
     name: { type: "string", maxLength: 8 },
-    age: { type: "integer" },
+    age: { type: "integer", minimum: 0, exclusiveMaximum: 151 },
     tags: { type: "array", items: { enum: ["a", "b"] }, minItems: 1, maxItems: 3 },
     nick: { type: ["string", "null"] },
   },
@@ -55,7 +56,9 @@ describe("compileSchema", () => {
       ],
       [{ oneOf: [{ type: "string" }] }, "oneOf", /use 'anyOf'/],
       [{ allOf: [] }, "allOf", /allOf/],
-      [{ type: "integer", minimum: 0 }, "minimum", /numeric bounds/],
+      [{ type: "number", maximum: 1 }, "maximum", /only 'minimum: 0'/],
+      [{ minimum: 1 }, "minimum", /needs 'type'/],
+      [{ type: "integer", minimum: 3, maximum: 2 }, "minimum", /no integer/],
       [{ type: "array", items: { type: "number", multipleOf: 2 } }, "items.multipleOf", /multipleOf/],
       [{ type: "object", additionalProperties: { type: "string" } }, "additionalProperties", /true or false/],
       [{ type: "colour" }, "type", /must be one of/],
@@ -134,6 +137,8 @@ describe("schemaViolation", () => {
       [{ name: "ann", age: 3, tags: ["a"] }, "$: missing required property 'nick'"],
       [{ name: "annabelle-x", age: 3, tags: ["a"], nick: null }, "$.name: longer than 8 characters"],
       [{ name: "ann", age: 3.5, tags: ["a"], nick: null }, "$.age: expected an integer"],
+      [{ name: "ann", age: -1, tags: ["a"], nick: null }, "$.age: below the minimum 0"],
+      [{ name: "ann", age: 151, tags: ["a"], nick: null }, "$.age: above the maximum 150"],
       [{ name: "ann", age: 3, tags: [], nick: null }, "$.tags: fewer than 1 items"],
       [{ name: "ann", age: 3, tags: ["c"], nick: null }, "$.tags[0]: not one of the allowed values"],
       [{ name: "ann", age: 3, tags: ["a"], nick: 1 }, "$.nick: matches none of the 'anyOf' options"],
@@ -185,6 +190,36 @@ describe("grammars", () => {
       schema: compileSchema({ const: 'say "hi"' }, { strict: false }),
     });
     expect(g).toContain('"\\"say \\\\\\"hi\\\\\\"\\""');
+  });
+
+  it("writes exactly the integers within the bounds, with no leading zeros", () => {
+    // The GBNF alternatives read as a regular expression: "d" literals, [a-b] ranges, groups.
+    const regex = (gbnf: string) =>
+      new RegExp(
+        `^(?:${gbnf.replace(/"([^"]*)"/g, (_, x: string) => x.replace(/-/g, "\\-")).replace(/ /g, "")})$`,
+      );
+    const cases: Array<[number, number]> = [
+      [0, 0],
+      [1, 9],
+      [0, 1000],
+      [7, 1234],
+      [-5, 5],
+      [-1200, -3],
+      [-99, 101],
+      [10, 10],
+      [Number.NEGATIVE_INFINITY, 42],
+      [-17, Number.POSITIVE_INFINITY],
+    ];
+    for (const [min, max] of cases) {
+      const re = regex(integerRange(min, max));
+      for (let v = -1300; v <= 1300; v++)
+        expect(re.test(String(v)), `${v} in [${min}, ${max}]`).toBe(v >= min && v <= max);
+      for (const text of ["01", "-0", "007", "", "-"]) expect(re.test(text), text).toBe(false);
+    }
+    const safe = regex(integerRange(-Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER));
+    expect(safe.test(String(Number.MAX_SAFE_INTEGER))).toBe(true);
+    expect(safe.test("9007199254740992")).toBe(false);
+    expect(safe.test("-9007199254740991")).toBe(true);
   });
 
   it("json_object is one object of any JSON", () => {

@@ -19,9 +19,12 @@ function check(schema: CompiledSchema, node: SchemaNode, value: unknown, path: s
     case "null":
       return isOfType(value, node.kind) ? undefined : `${path}: expected ${node.kind}`;
     case "number":
-      return isOfType(value, node.integer ? "integer" : "number")
-        ? undefined
-        : `${path}: expected ${node.integer ? "an integer" : "a number"}`;
+      if (!isOfType(value, "number")) return `${path}: expected a number`;
+      return node.nonNegative && (value as number) < 0 ? `${path}: below the minimum 0` : undefined;
+    case "integer":
+      if (!isOfType(value, "integer")) return `${path}: expected an integer`;
+      if ((value as number) < node.min) return `${path}: below the minimum ${node.min}`;
+      return (value as number) > node.max ? `${path}: above the maximum ${node.max}` : undefined;
     case "string": {
       if (typeof value !== "string") return `${path}: expected a string`;
       const length = [...value].length;

@@ -75,7 +75,10 @@ const CARD = {
   type: "object",
   properties: {
     name: { type: "string", maxLength: 8 },
-    age: { type: "integer" },
+    // zod's int(): the safe-integer range.
+    age: { type: "integer", minimum: -9007199254740991, maximum: 9007199254740991 },
+    stars: { type: "integer", minimum: 1, maximum: 5 },
+    weight: { type: "number", minimum: 0 },
     ok: { type: "boolean" },
     tags: { type: "array", items: { enum: ["red", "green"] }, maxItems: 3 },
     nick: { type: ["string", "null"], maxLength: 5 },
@@ -86,7 +89,7 @@ const CARD = {
       additionalProperties: false,
     },
   },
-  required: ["name", "age", "ok", "tags", "nick", "at"],
+  required: ["name", "age", "stars", "weight", "ok", "tags", "nick", "at"],
   additionalProperties: false,
 };
 
