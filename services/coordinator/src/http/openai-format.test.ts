@@ -36,9 +36,22 @@ describe("ChunkFormatter", () => {
   it("adds usage:null to every chunk and a final usage chunk when include_usage is set", () => {
     const f = new ChunkFormatter(Endpoint.CHAT_COMPLETIONS, "r", "m", true);
     expect(parse(f.delta(0, "a", true)).usage).toBeNull();
-    const u = parse(f.usage({ promptTokens: 3, completionTokens: 4, finishReasons: new Map() }));
+    const u = parse(f.last({ promptTokens: 3, completionTokens: 4, finishReasons: new Map() }));
     expect(u.choices).toEqual([]);
     expect(u.usage).toEqual({ prompt_tokens: 3, completion_tokens: 4, total_tokens: 7 });
+    expect(u.darkbloom).toBeUndefined();
+  });
+
+  it("ends with one event holding the usage and the darkbloom object, the usage only when asked", () => {
+    const proof = { version: 2 } as unknown as NonNullable<Parameters<ChunkFormatter["last"]>[0]["proof"]>;
+    const result = { promptTokens: 3, completionTokens: 4, finishReasons: new Map(), proof };
+    const both = parse(new ChunkFormatter(Endpoint.CHAT_COMPLETIONS, "r", "m", true).last(result));
+    expect(both).toMatchObject({ choices: [], usage: { total_tokens: 7 }, darkbloom: { version: 2 } });
+    const proofOnly = parse(new ChunkFormatter(Endpoint.CHAT_COMPLETIONS, "r", "m", false).last(result));
+    expect(proofOnly).toMatchObject({ choices: [], darkbloom: { version: 2 } });
+    expect("usage" in proofOnly).toBe(false);
+    const none = new ChunkFormatter(Endpoint.CHAT_COMPLETIONS, "r", "m", false);
+    expect(none.last({ promptTokens: 3, completionTokens: 4, finishReasons: new Map() })).toBe("");
   });
 
   it("writes text completion chunks", () => {

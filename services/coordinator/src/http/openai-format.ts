@@ -1,5 +1,4 @@
 import { Endpoint } from "@darkbloom/protocol/provider/v1";
-import type { ResponseProof } from "@darkbloom/protocol/verifiable-response";
 import type { CompletionResult } from "../inference/response-sink.js";
 
 /** Precomputed JSON fragments of one response's SSE events, so each token costs one string concat. */
@@ -42,14 +41,16 @@ export class ChunkFormatter {
     return `data: ${this.head}{"text":"","index":${index},"logprobs":null,"finish_reason":${r}}]${this.usageNull}}\n\n`;
   }
 
-  /** The usage event sent last when stream_options.include_usage is set. */
-  usage(result: CompletionResult): string {
-    return `data: ${this.head}],"usage":${JSON.stringify(usageObject(result))}}\n\n`;
-  }
-
-  /** The last event before [DONE]: no choices, the `darkbloom` object (verifiable responses). */
-  proof(proof: ResponseProof): string {
-    return `data: ${this.head}]${this.usageNull},"darkbloom":${JSON.stringify(proof)}}\n\n`;
+  /**
+   * The last event before [DONE], with no choices: the usage when stream_options.include_usage is
+   * set, and the `darkbloom` object (verifiable responses) when there is one. One event, because
+   * OpenAI's clients take the usage from the last chunk (the SDK's stream helpers copy every later
+   * chunk's fields over it, so a later `"usage": null` would erase it).
+   */
+  last(result: CompletionResult): string {
+    const usage = this.usageNull === "" ? "" : `,"usage":${JSON.stringify(usageObject(result))}`;
+    const proof = result.proof ? `,"darkbloom":${JSON.stringify(result.proof)}` : "";
+    return usage === "" && proof === "" ? "" : `data: ${this.head}]${usage}${proof}}\n\n`;
   }
 }
 

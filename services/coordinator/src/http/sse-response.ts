@@ -39,7 +39,6 @@ export class SseResponse implements ResponseSink, KeepAliveTarget {
     private readonly format: ChunkFormatter,
     private readonly timing: Timing,
     private readonly baseHeaders: Record<string, string>,
-    private readonly includeUsage: boolean,
     private readonly keepAliveScheduler: KeepAliveScheduler,
     private readonly limits: ResponseLimits,
   ) {
@@ -76,8 +75,7 @@ export class SseResponse implements ResponseSink, KeepAliveTarget {
     const indices = [...result.finishReasons.keys()].sort((a, b) => a - b);
     for (const i of indices)
       out += this.format.finish(i, result.finishReasons.get(i) ?? "stop", !this.roleSent.has(i));
-    if (this.includeUsage) out += this.format.usage(result);
-    if (result.proof) out += this.format.proof(result.proof);
+    out += this.format.last(result);
     this.end(out + DONE);
   }
 

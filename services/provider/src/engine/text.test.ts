@@ -28,6 +28,19 @@ describe("IncrementalDetokenizer", () => {
     expect(d.push(0x9f)).toBe("");
     expect(d.flush()).toBe("\uFFFD");
   });
+
+  it("loses nothing when the detokenizer rewrites text already emitted (llama.cpp's space clean-up)", () => {
+    // Bytes, with llama.cpp's clean_spaces pass for vocabularies that set it: " ," becomes ",".
+    const cleaning: Detokenizer = {
+      detokenize: (tokens) => bytes.detokenize(tokens).replace(/ ([,.?!])/g, "$1"),
+    };
+    const d = new IncrementalDetokenizer(cleaning);
+    const text = '[1] ,\n "a" . b';
+    const pieces = [...Buffer.from(text, "utf8")].map((b) => d.push(b));
+    pieces.push(d.flush());
+    // Every token's own text, as a grammar matched them: the comma and the period are there.
+    expect(pieces.join("")).toBe(text);
+  });
 });
 
 describe("StopMatcher", () => {

@@ -47,10 +47,18 @@ export class IncrementalDetokenizer {
     if (this.readOffset === this.tokens.length) return "";
     const emitted = this.readOffset > this.prefixOffset ? this.decode(this.readOffset) : "";
     const full = this.decode(this.tokens.length);
-    if (!force && (full.length <= emitted.length || full.endsWith(REPLACEMENT))) return "";
-    const delta = full.startsWith(emitted)
-      ? full.slice(emitted.length)
-      : full.slice(Math.min(emitted.length, full.length));
+    let delta: string;
+    if (full.startsWith(emitted)) {
+      if (!force && (full.length === emitted.length || full.endsWith(REPLACEMENT))) return "";
+      delta = full.slice(emitted.length);
+    } else {
+      // The detokenizer rewrote text already emitted: llama.cpp cleans " ," into "," (and " 's", …)
+      // for vocabularies that ask for it, so the window's text no longer starts with what went out.
+      // What went out stands, and the new tokens add their own text: the text stays the tokens'
+      // pieces, as a grammar matched them, and nothing after the rewrite is lost.
+      delta = this.detokenizer.detokenize(this.tokens.slice(this.readOffset), false);
+      if (!force && (delta === "" || delta.endsWith(REPLACEMENT))) return "";
+    }
     this.prefixOffset = this.readOffset;
     this.readOffset = this.tokens.length;
     // Keep the window short: the next decode starts where this delta started.

@@ -78,7 +78,6 @@ export function completionsHandler(
           new ChunkFormatter(endpoint, requestId, request.model, request.includeUsage),
           timing,
           baseHeaders,
-          request.includeUsage,
           keepAlive,
           config,
         );

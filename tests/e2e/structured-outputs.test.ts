@@ -1,0 +1,121 @@
+// Structured outputs through the whole system with the unchanged official openai SDK and zod: the
+// coordinator routes them to daemons whose engine decodes under the schema's grammar (the llama engine
+// serving `tiny`, the native core serving `tiny-llama`), the random-weight models still answer with
+// JSON the schema accepts, and the SDK's own parsing (`chat.completions.parse`, the stream helper)
+// validates every answer with the zod schema it was asked with.
+import OpenAI from "openai";
+import { zodResponseFormat } from "openai/helpers/zod";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { z } from "zod";
+import { startTestbed, type Testbed, type TestbedAccount } from "../testbed/index.js";
+
+let testbed: Testbed;
+let alice: TestbedAccount;
+let client: OpenAI;
+
+/** Every string, array and number bounded (zod's int() is the safe-integer range): answers end. */
+const Card = z.object({
+  name: z.string().max(8),
+  age: z.number().int(),
+  stars: z.number().int().min(1).max(5),
+  ok: z.boolean(),
+  tags: z.array(z.enum(["red", "green"])).max(3),
+  nick: z.string().max(5).nullable(),
+  at: z.object({ x: z.number() }),
+});
+
+const MODELS = ["tiny", "tiny-llama"] as const;
+
+beforeAll(async () => {
+  testbed = await startTestbed({
+    providers: [{ models: ["tiny"] }, { models: ["tiny-llama"], args: ["--engine", "native"] }],
+    coordinatorArgs: ["--queue-timeout", "3s"],
+  });
+  alice = await testbed.createAccount(100_000_000n);
+  client = testbed.openai(alice.apiKey);
+}, 180_000);
+
+afterAll(async () => {
+  await testbed?.stop();
+}, 60_000);
+
+describe("structured outputs with the openai SDK", () => {
+  it("chat.completions.parse returns what the zod schema accepts, from both engines", async () => {
+    for (const model of MODELS) {
+      for (const seed of [1, 2, 3]) {
+        const r = await client.chat.completions.parse({
+          model,
+          messages: [{ role: "user", content: `Describe card ${seed} as JSON.` }],
+          response_format: zodResponseFormat(Card, "card"),
+          temperature: 1,
+          seed,
+          max_tokens: 600,
+        });
+        const choice = r.choices[0]!;
+        expect(choice.finish_reason, `${model} seed ${seed}`).toBe("stop");
+        // parse() has run zod on the content already; the object is what the schema accepts.
+        expect(Card.parse(choice.message.parsed)).toEqual(choice.message.parsed);
+        expect(JSON.parse(choice.message.content ?? "")).toEqual(choice.message.parsed);
+      }
+    }
+  });
+
+  it("streams a structured output the SDK's stream helper parses", async () => {
+    const stream = client.chat.completions.stream({
+      model: "tiny",
+      messages: [{ role: "user", content: "A card, streamed." }],
+      response_format: zodResponseFormat(Card, "card"),
+      temperature: 0.8,
+      seed: 11,
+      max_tokens: 600,
+      stream_options: { include_usage: true },
+    });
+    let deltas = 0;
+    stream.on("content.delta", () => deltas++);
+    const final = await stream.finalChatCompletion();
+    expect(deltas).toBeGreaterThan(1);
+    expect(Card.safeParse(final.choices[0]?.message.parsed).success).toBe(true);
+    expect(final.usage?.completion_tokens).toBeGreaterThan(0);
+  });
+
+  it("json_object answers are JSON objects", async () => {
+    let stopped = 0;
+    for (const seed of [1, 2, 3, 4, 5, 6]) {
+      const r = await client.chat.completions.create({
+        model: "tiny-llama",
+        messages: [{ role: "user", content: "Any JSON object." }],
+        response_format: { type: "json_object" },
+        temperature: 1,
+        seed,
+        max_tokens: 300,
+      });
+      const content = r.choices[0]?.message.content ?? "";
+      expect(content.startsWith("{")).toBe(true);
+      if (r.choices[0]?.finish_reason !== "stop") continue; // an object deeper than max_tokens
+      stopped++;
+      expect(typeof JSON.parse(content)).toBe("object");
+    }
+    expect(stopped).toBeGreaterThan(0);
+  });
+
+  it("a schema the grammar cannot enforce is a BadRequestError naming the keyword", async () => {
+    const error = await client.chat.completions
+      .create({
+        model: "tiny",
+        messages: [{ role: "user", content: "x" }],
+        response_format: {
+          type: "json_schema",
+          json_schema: {
+            name: "s",
+            schema: { type: "object", properties: { d: { type: "string", pattern: "^a" } } },
+          },
+        },
+      })
+      .catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(OpenAI.BadRequestError);
+    expect(error).toMatchObject({
+      status: 400,
+      param: "response_format.json_schema.schema.properties.d.pattern",
+    });
+  });
+});
