@@ -33,7 +33,15 @@ const IGNORED = ["**/node_modules/**", "**/dist/**"];
 
 export default defineConfig({
   resolve: { conditions: [SOURCE, ...defaultClientConditions] },
-  ssr: { resolve: { conditions: [SOURCE, ...defaultServerConditions], externalConditions: [SOURCE] } },
+  // Not vite's "module" condition on the server side: Node does not know it, and a package whose
+  // "module" export is a bundler-only ESM build (@opentelemetry/api under the Vercel AI SDK: imports
+  // without extensions) would be handed to Node to load.
+  ssr: {
+    resolve: {
+      conditions: [SOURCE, ...defaultServerConditions.filter((c) => c !== "module")],
+      externalConditions: [SOURCE],
+    },
+  },
   test: {
     testTimeout: 30_000,
     hookTimeout: 120_000,
