@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
-import { create, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
-import { createClient } from "@connectrpc/connect";
+import { create, fromBinary, type JsonObject, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
+import { Code, createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { PROTOCOL_VERSION } from "@darkbloom/protocol";
 import { ListProvidersRequestSchema, ListProvidersResponseSchema } from "@darkbloom/protocol/admin/v1";
@@ -11,6 +11,7 @@ import {
   ConnectRequestSchema,
   type ConnectResponse,
   ConnectResponseSchema,
+  ModelFeature,
 } from "@darkbloom/protocol/provider/v1";
 import { BoxKeyPair } from "@darkbloom/protocol/sealed-box";
 import { ScriptedProvider } from "@darkbloom/testing";
@@ -224,6 +225,52 @@ describe("interoperability", () => {
           /does not exist/,
         );
       }
+    } finally {
+      await p.stop();
+    }
+  });
+
+  it("the typed Connect inference service asks for structured outputs with the body the HTTP route takes", async () => {
+    const p = new ScriptedProvider({
+      baseUrl: t.url,
+      models: [{ id: "tiny", features: [ModelFeature.GRAMMAR] }],
+      script: () => ({ tokens: ['{"colour": ', '"red"}'] }),
+    });
+    await p.start();
+    try {
+      const client = createClient(InferenceService, createGrpcTransport({ baseUrl: t.url }));
+      const headers = { authorization: `Bearer ${t.apiKey}` };
+      const schema: JsonObject = {
+        type: "object",
+        properties: { colour: { enum: ["red", "green"] } },
+        required: ["colour"],
+        additionalProperties: false,
+      };
+      const ask = (s: JsonObject) =>
+        client.createChatCompletion(
+          {
+            model: "tiny",
+            messages: [{ role: "user", content: "a colour" }],
+            sampling: {
+              responseFormat: {
+                format: { case: "jsonSchema", value: { name: "pick", strict: true, schema: s } },
+              },
+            },
+          },
+          { headers },
+        );
+      const whole = await ask(schema);
+      expect(JSON.parse(whole.choices[0]?.message?.content ?? "")).toEqual({ colour: "red" });
+      const body = JSON.parse(Buffer.from(whole.darkbloom?.requestBody ?? []).toString());
+      expect(body.response_format).toEqual({
+        type: "json_schema",
+        json_schema: { name: "pick", strict: true, schema },
+      });
+      const patterned = { ...schema, properties: { colour: { type: "string", pattern: "^r" } } };
+      await expect(ask(patterned)).rejects.toMatchObject({
+        code: Code.InvalidArgument,
+        rawMessage: expect.stringContaining("'pattern' is not supported"),
+      });
     } finally {
       await p.stop();
     }

@@ -305,6 +305,15 @@ function sampling(s: SamplingParams | undefined): Record<string, unknown> {
   if (s.presencePenalty !== undefined) o.presence_penalty = s.presencePenalty;
   if (s.frequencyPenalty !== undefined) o.frequency_penalty = s.frequencyPenalty;
   if (s.user) o.user = s.user;
+  const format = s.responseFormat?.format;
+  if (format?.case === "jsonObject") o.response_format = { type: "json_object" };
+  if (format?.case === "jsonSchema") {
+    const { name, schema, strict, description } = format.value;
+    o.response_format = {
+      type: "json_schema",
+      json_schema: { name, strict, ...(schema ? { schema } : {}), ...(description ? { description } : {}) },
+    };
+  }
   return o;
 }
 

@@ -1,4 +1,4 @@
-import type { Engine, Generation, GenerationRequest } from "../engine/engine.js";
+import type { Engine, Generation, GenerationRequest, SamplingOptions } from "../engine/engine.js";
 import type { RowTiming } from "./stats.js";
 
 /** One row of a benchmark run: a raw-text prompt generated greedily. */
@@ -41,8 +41,14 @@ let requestSeq = 0;
 /**
  * The engine through its `Engine` interface, as the daemon drives it: raw-text generations at
  * temperature 0, timed by the arrival of `onToken` events. The model must be loaded (or loadable).
+ * `sampling` adds to each request's sampling (a grammar, to time constrained decoding).
  */
-export function engineTarget(engine: Engine, modelId: string, name = "engine"): BenchTarget {
+export function engineTarget(
+  engine: Engine,
+  modelId: string,
+  name = "engine",
+  sampling: Partial<SamplingOptions> = {},
+): BenchTarget {
   return {
     name,
     runRows: (rows) =>
@@ -53,7 +59,7 @@ export function engineTarget(engine: Engine, modelId: string, name = "engine"): 
             id: `bench-${++requestSeq}`,
             model: modelId,
             input: { kind: "text", prompt },
-            sampling: { temperature: 0, topP: 1, topK: 0, stop: [], maxTokens: genTokens },
+            sampling: { temperature: 0, topP: 1, topK: 0, stop: [], maxTokens: genTokens, ...sampling },
           };
           return timedGeneration(engine, request, onToken).timing;
         }),

@@ -4,13 +4,14 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Message } from "@bufbuild/protobuf";
+import { file_google_protobuf_struct } from "@bufbuild/protobuf/wkt";
+import type { JsonObject, Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file darkbloom/inference/v1/inference.proto.
  */
 export const file_darkbloom_inference_v1_inference: GenFile = /*@__PURE__*/
-  fileDesc("CiZkYXJrYmxvb20vaW5mZXJlbmNlL3YxL2luZmVyZW5jZS5wcm90bxIWZGFya2Jsb29tLmluZmVyZW5jZS52MSI6CgtDaGF0TWVzc2FnZRIMCgRyb2xlGAEgASgJEg8KB2NvbnRlbnQYAiABKAkSDAoEbmFtZRgDIAEoCSLWAgoOU2FtcGxpbmdQYXJhbXMSFwoKbWF4X3Rva2VucxgBIAEoDUgAiAEBEhgKC3RlbXBlcmF0dXJlGAIgASgBSAGIAQESEgoFdG9wX3AYAyABKAFIAogBARISCgV0b3BfaxgEIAEoDUgDiAEBEg4KAW4YBSABKA1IBIgBARIMCgRzdG9wGAYgAygJEhEKBHNlZWQYByABKANIBYgBARIdChBwcmVzZW5jZV9wZW5hbHR5GAggASgBSAaIAQESHgoRZnJlcXVlbmN5X3BlbmFsdHkYCSABKAFIB4gBARIMCgR1c2VyGAogASgJQg0KC19tYXhfdG9rZW5zQg4KDF90ZW1wZXJhdHVyZUIICgZfdG9wX3BCCAoGX3RvcF9rQgQKAl9uQgcKBV9zZWVkQhMKEV9wcmVzZW5jZV9wZW5hbHR5QhQKEl9mcmVxdWVuY3lfcGVuYWx0eSJPCgVVc2FnZRIVCg1wcm9tcHRfdG9rZW5zGAEgASgNEhkKEWNvbXBsZXRpb25fdG9rZW5zGAIgASgNEhQKDHRvdGFsX3Rva2VucxgDIAEoDSJKCgxQcm92aWRlckluZm8SEwoLcHJvdmlkZXJfaWQYASABKAkSEwoLdHJ1c3RfbGV2ZWwYAiABKAkSEAoIYXR0ZXN0ZWQYAyABKAgi5wEKDVJlc3BvbnNlUHJvb2YSEwoLcHJvdmlkZXJfaWQYASABKAkSEwoLdHJ1c3RfbGV2ZWwYAiABKAkSEwoLc2lnbmluZ19rZXkYAyABKAwSFgoOcmVxdWVzdF9zaGEyNTYYBCABKAwSFwoPcmVzcG9uc2Vfc2hhMjU2GAUgASgMEhEKCXNpZ25hdHVyZRgGIAEoDBIUCgxyZXF1ZXN0X2JvZHkYByABKAwSDwoHdmVyc2lvbhgIIAEoDRIsCgV1c2FnZRgJIAEoCzIdLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuVXNhZ2UinQEKG0NyZWF0ZUNoYXRDb21wbGV0aW9uUmVxdWVzdBINCgVtb2RlbBgBIAEoCRI1CghtZXNzYWdlcxgCIAMoCzIjLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuQ2hhdE1lc3NhZ2USOAoIc2FtcGxpbmcYAyABKAsyJi5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLlNhbXBsaW5nUGFyYW1zImgKCkNoYXRDaG9pY2USDQoFaW5kZXgYASABKA0SNAoHbWVzc2FnZRgCIAEoCzIjLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuQ2hhdE1lc3NhZ2USFQoNZmluaXNoX3JlYXNvbhgDIAEoCSKfAgocQ3JlYXRlQ2hhdENvbXBsZXRpb25SZXNwb25zZRIKCgJpZBgBIAEoCRIPCgdjcmVhdGVkGAIgASgDEg0KBW1vZGVsGAMgASgJEjMKB2Nob2ljZXMYBCADKAsyIi5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLkNoYXRDaG9pY2USLAoFdXNhZ2UYBSABKAsyHS5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLlVzYWdlEjYKCHByb3ZpZGVyGAYgASgLMiQuZGFya2Jsb29tLmluZmVyZW5jZS52MS5Qcm92aWRlckluZm8SOAoJZGFya2Jsb29tGAcgASgLMiUuZGFya2Jsb29tLmluZmVyZW5jZS52MS5SZXNwb25zZVByb29mIp0BChtTdHJlYW1DaGF0Q29tcGxldGlvblJlcXVlc3QSDQoFbW9kZWwYASABKAkSNQoIbWVzc2FnZXMYAiADKAsyIy5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLkNoYXRNZXNzYWdlEjgKCHNhbXBsaW5nGAMgASgLMiYuZGFya2Jsb29tLmluZmVyZW5jZS52MS5TYW1wbGluZ1BhcmFtcyKBAgocU3RyZWFtQ2hhdENvbXBsZXRpb25SZXNwb25zZRIKCgJpZBgBIAEoCRINCgVpbmRleBgCIAEoDRIPCgdjb250ZW50GAMgASgJEhUKDWZpbmlzaF9yZWFzb24YBCABKAkSLAoFdXNhZ2UYBSABKAsyHS5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLlVzYWdlEjYKCHByb3ZpZGVyGAYgASgLMiQuZGFya2Jsb29tLmluZmVyZW5jZS52MS5Qcm92aWRlckluZm8SOAoJZGFya2Jsb29tGAcgASgLMiUuZGFya2Jsb29tLmluZmVyZW5jZS52MS5SZXNwb25zZVByb29mInIKF0NyZWF0ZUNvbXBsZXRpb25SZXF1ZXN0Eg0KBW1vZGVsGAEgASgJEg4KBnByb21wdBgCIAEoCRI4CghzYW1wbGluZxgDIAEoCzImLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuU2FtcGxpbmdQYXJhbXMiQAoKVGV4dENob2ljZRINCgVpbmRleBgBIAEoDRIMCgR0ZXh0GAIgASgJEhUKDWZpbmlzaF9yZWFzb24YAyABKAkimwIKGENyZWF0ZUNvbXBsZXRpb25SZXNwb25zZRIKCgJpZBgBIAEoCRIPCgdjcmVhdGVkGAIgASgDEg0KBW1vZGVsGAMgASgJEjMKB2Nob2ljZXMYBCADKAsyIi5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLlRleHRDaG9pY2USLAoFdXNhZ2UYBSABKAsyHS5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLlVzYWdlEjYKCHByb3ZpZGVyGAYgASgLMiQuZGFya2Jsb29tLmluZmVyZW5jZS52MS5Qcm92aWRlckluZm8SOAoJZGFya2Jsb29tGAcgASgLMiUuZGFya2Jsb29tLmluZmVyZW5jZS52MS5SZXNwb25zZVByb29mInIKF1N0cmVhbUNvbXBsZXRpb25SZXF1ZXN0Eg0KBW1vZGVsGAEgASgJEg4KBnByb21wdBgCIAEoCRI4CghzYW1wbGluZxgDIAEoCzImLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuU2FtcGxpbmdQYXJhbXMi+gEKGFN0cmVhbUNvbXBsZXRpb25SZXNwb25zZRIKCgJpZBgBIAEoCRINCgVpbmRleBgCIAEoDRIMCgR0ZXh0GAMgASgJEhUKDWZpbmlzaF9yZWFzb24YBCABKAkSLAoFdXNhZ2UYBSABKAsyHS5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLlVzYWdlEjYKCHByb3ZpZGVyGAYgASgLMiQuZGFya2Jsb29tLmluZmVyZW5jZS52MS5Qcm92aWRlckluZm8SOAoJZGFya2Jsb29tGAcgASgLMiUuZGFya2Jsb29tLmluZmVyZW5jZS52MS5SZXNwb25zZVByb29mIhMKEUxpc3RNb2RlbHNSZXF1ZXN0ImEKBU1vZGVsEgoKAmlkGAEgASgJEg8KB2NyZWF0ZWQYAiABKAMSEAoIb3duZWRfYnkYAyABKAkSEQoJcHJvdmlkZXJzGAQgASgNEhYKDmNvbnRleHRfbGVuZ3RoGAUgASgNIkMKEkxpc3RNb2RlbHNSZXNwb25zZRItCgZtb2RlbHMYASADKAsyHS5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLk1vZGVsMvEEChBJbmZlcmVuY2VTZXJ2aWNlEoEBChRDcmVhdGVDaGF0Q29tcGxldGlvbhIzLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuQ3JlYXRlQ2hhdENvbXBsZXRpb25SZXF1ZXN0GjQuZGFya2Jsb29tLmluZmVyZW5jZS52MS5DcmVhdGVDaGF0Q29tcGxldGlvblJlc3BvbnNlEoMBChRTdHJlYW1DaGF0Q29tcGxldGlvbhIzLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuU3RyZWFtQ2hhdENvbXBsZXRpb25SZXF1ZXN0GjQuZGFya2Jsb29tLmluZmVyZW5jZS52MS5TdHJlYW1DaGF0Q29tcGxldGlvblJlc3BvbnNlMAESdQoQQ3JlYXRlQ29tcGxldGlvbhIvLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuQ3JlYXRlQ29tcGxldGlvblJlcXVlc3QaMC5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLkNyZWF0ZUNvbXBsZXRpb25SZXNwb25zZRJ3ChBTdHJlYW1Db21wbGV0aW9uEi8uZGFya2Jsb29tLmluZmVyZW5jZS52MS5TdHJlYW1Db21wbGV0aW9uUmVxdWVzdBowLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuU3RyZWFtQ29tcGxldGlvblJlc3BvbnNlMAESYwoKTGlzdE1vZGVscxIpLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuTGlzdE1vZGVsc1JlcXVlc3QaKi5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLkxpc3RNb2RlbHNSZXNwb25zZWIGcHJvdG8z");
+  fileDesc("CiZkYXJrYmxvb20vaW5mZXJlbmNlL3YxL2luZmVyZW5jZS5wcm90bxIWZGFya2Jsb29tLmluZmVyZW5jZS52MSI6CgtDaGF0TWVzc2FnZRIMCgRyb2xlGAEgASgJEg8KB2NvbnRlbnQYAiABKAkSDAoEbmFtZRgDIAEoCSKXAwoOU2FtcGxpbmdQYXJhbXMSFwoKbWF4X3Rva2VucxgBIAEoDUgAiAEBEhgKC3RlbXBlcmF0dXJlGAIgASgBSAGIAQESEgoFdG9wX3AYAyABKAFIAogBARISCgV0b3BfaxgEIAEoDUgDiAEBEg4KAW4YBSABKA1IBIgBARIMCgRzdG9wGAYgAygJEhEKBHNlZWQYByABKANIBYgBARIdChBwcmVzZW5jZV9wZW5hbHR5GAggASgBSAaIAQESHgoRZnJlcXVlbmN5X3BlbmFsdHkYCSABKAFIB4gBARIMCgR1c2VyGAogASgJEj8KD3Jlc3BvbnNlX2Zvcm1hdBgLIAEoCzImLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuUmVzcG9uc2VGb3JtYXRCDQoLX21heF90b2tlbnNCDgoMX3RlbXBlcmF0dXJlQggKBl90b3BfcEIICgZfdG9wX2tCBAoCX25CBwoFX3NlZWRCEwoRX3ByZXNlbmNlX3BlbmFsdHlCFAoSX2ZyZXF1ZW5jeV9wZW5hbHR5IpwBCg5SZXNwb25zZUZvcm1hdBI/Cgtqc29uX29iamVjdBgBIAEoCzIoLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuSnNvbk9iamVjdEZvcm1hdEgAEj8KC2pzb25fc2NoZW1hGAIgASgLMiguZGFya2Jsb29tLmluZmVyZW5jZS52MS5Kc29uU2NoZW1hRm9ybWF0SABCCAoGZm9ybWF0IhIKEEpzb25PYmplY3RGb3JtYXQibgoQSnNvblNjaGVtYUZvcm1hdBIMCgRuYW1lGAEgASgJEicKBnNjaGVtYRgCIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSDgoGc3RyaWN0GAMgASgIEhMKC2Rlc2NyaXB0aW9uGAQgASgJIk8KBVVzYWdlEhUKDXByb21wdF90b2tlbnMYASABKA0SGQoRY29tcGxldGlvbl90b2tlbnMYAiABKA0SFAoMdG90YWxfdG9rZW5zGAMgASgNIkoKDFByb3ZpZGVySW5mbxITCgtwcm92aWRlcl9pZBgBIAEoCRITCgt0cnVzdF9sZXZlbBgCIAEoCRIQCghhdHRlc3RlZBgDIAEoCCLnAQoNUmVzcG9uc2VQcm9vZhITCgtwcm92aWRlcl9pZBgBIAEoCRITCgt0cnVzdF9sZXZlbBgCIAEoCRITCgtzaWduaW5nX2tleRgDIAEoDBIWCg5yZXF1ZXN0X3NoYTI1NhgEIAEoDBIXCg9yZXNwb25zZV9zaGEyNTYYBSABKAwSEQoJc2lnbmF0dXJlGAYgASgMEhQKDHJlcXVlc3RfYm9keRgHIAEoDBIPCgd2ZXJzaW9uGAggASgNEiwKBXVzYWdlGAkgASgLMh0uZGFya2Jsb29tLmluZmVyZW5jZS52MS5Vc2FnZSKdAQobQ3JlYXRlQ2hhdENvbXBsZXRpb25SZXF1ZXN0Eg0KBW1vZGVsGAEgASgJEjUKCG1lc3NhZ2VzGAIgAygLMiMuZGFya2Jsb29tLmluZmVyZW5jZS52MS5DaGF0TWVzc2FnZRI4CghzYW1wbGluZxgDIAEoCzImLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuU2FtcGxpbmdQYXJhbXMiaAoKQ2hhdENob2ljZRINCgVpbmRleBgBIAEoDRI0CgdtZXNzYWdlGAIgASgLMiMuZGFya2Jsb29tLmluZmVyZW5jZS52MS5DaGF0TWVzc2FnZRIVCg1maW5pc2hfcmVhc29uGAMgASgJIp8CChxDcmVhdGVDaGF0Q29tcGxldGlvblJlc3BvbnNlEgoKAmlkGAEgASgJEg8KB2NyZWF0ZWQYAiABKAMSDQoFbW9kZWwYAyABKAkSMwoHY2hvaWNlcxgEIAMoCzIiLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuQ2hhdENob2ljZRIsCgV1c2FnZRgFIAEoCzIdLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuVXNhZ2USNgoIcHJvdmlkZXIYBiABKAsyJC5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLlByb3ZpZGVySW5mbxI4CglkYXJrYmxvb20YByABKAsyJS5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLlJlc3BvbnNlUHJvb2YinQEKG1N0cmVhbUNoYXRDb21wbGV0aW9uUmVxdWVzdBINCgVtb2RlbBgBIAEoCRI1CghtZXNzYWdlcxgCIAMoCzIjLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuQ2hhdE1lc3NhZ2USOAoIc2FtcGxpbmcYAyABKAsyJi5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLlNhbXBsaW5nUGFyYW1zIoECChxTdHJlYW1DaGF0Q29tcGxldGlvblJlc3BvbnNlEgoKAmlkGAEgASgJEg0KBWluZGV4GAIgASgNEg8KB2NvbnRlbnQYAyABKAkSFQoNZmluaXNoX3JlYXNvbhgEIAEoCRIsCgV1c2FnZRgFIAEoCzIdLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuVXNhZ2USNgoIcHJvdmlkZXIYBiABKAsyJC5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLlByb3ZpZGVySW5mbxI4CglkYXJrYmxvb20YByABKAsyJS5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLlJlc3BvbnNlUHJvb2YicgoXQ3JlYXRlQ29tcGxldGlvblJlcXVlc3QSDQoFbW9kZWwYASABKAkSDgoGcHJvbXB0GAIgASgJEjgKCHNhbXBsaW5nGAMgASgLMiYuZGFya2Jsb29tLmluZmVyZW5jZS52MS5TYW1wbGluZ1BhcmFtcyJACgpUZXh0Q2hvaWNlEg0KBWluZGV4GAEgASgNEgwKBHRleHQYAiABKAkSFQoNZmluaXNoX3JlYXNvbhgDIAEoCSKbAgoYQ3JlYXRlQ29tcGxldGlvblJlc3BvbnNlEgoKAmlkGAEgASgJEg8KB2NyZWF0ZWQYAiABKAMSDQoFbW9kZWwYAyABKAkSMwoHY2hvaWNlcxgEIAMoCzIiLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuVGV4dENob2ljZRIsCgV1c2FnZRgFIAEoCzIdLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuVXNhZ2USNgoIcHJvdmlkZXIYBiABKAsyJC5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLlByb3ZpZGVySW5mbxI4CglkYXJrYmxvb20YByABKAsyJS5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLlJlc3BvbnNlUHJvb2YicgoXU3RyZWFtQ29tcGxldGlvblJlcXVlc3QSDQoFbW9kZWwYASABKAkSDgoGcHJvbXB0GAIgASgJEjgKCHNhbXBsaW5nGAMgASgLMiYuZGFya2Jsb29tLmluZmVyZW5jZS52MS5TYW1wbGluZ1BhcmFtcyL6AQoYU3RyZWFtQ29tcGxldGlvblJlc3BvbnNlEgoKAmlkGAEgASgJEg0KBWluZGV4GAIgASgNEgwKBHRleHQYAyABKAkSFQoNZmluaXNoX3JlYXNvbhgEIAEoCRIsCgV1c2FnZRgFIAEoCzIdLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuVXNhZ2USNgoIcHJvdmlkZXIYBiABKAsyJC5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLlByb3ZpZGVySW5mbxI4CglkYXJrYmxvb20YByABKAsyJS5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLlJlc3BvbnNlUHJvb2YiEwoRTGlzdE1vZGVsc1JlcXVlc3QiYQoFTW9kZWwSCgoCaWQYASABKAkSDwoHY3JlYXRlZBgCIAEoAxIQCghvd25lZF9ieRgDIAEoCRIRCglwcm92aWRlcnMYBCABKA0SFgoOY29udGV4dF9sZW5ndGgYBSABKA0iQwoSTGlzdE1vZGVsc1Jlc3BvbnNlEi0KBm1vZGVscxgBIAMoCzIdLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuTW9kZWwy8QQKEEluZmVyZW5jZVNlcnZpY2USgQEKFENyZWF0ZUNoYXRDb21wbGV0aW9uEjMuZGFya2Jsb29tLmluZmVyZW5jZS52MS5DcmVhdGVDaGF0Q29tcGxldGlvblJlcXVlc3QaNC5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLkNyZWF0ZUNoYXRDb21wbGV0aW9uUmVzcG9uc2USgwEKFFN0cmVhbUNoYXRDb21wbGV0aW9uEjMuZGFya2Jsb29tLmluZmVyZW5jZS52MS5TdHJlYW1DaGF0Q29tcGxldGlvblJlcXVlc3QaNC5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLlN0cmVhbUNoYXRDb21wbGV0aW9uUmVzcG9uc2UwARJ1ChBDcmVhdGVDb21wbGV0aW9uEi8uZGFya2Jsb29tLmluZmVyZW5jZS52MS5DcmVhdGVDb21wbGV0aW9uUmVxdWVzdBowLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuQ3JlYXRlQ29tcGxldGlvblJlc3BvbnNlEncKEFN0cmVhbUNvbXBsZXRpb24SLy5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLlN0cmVhbUNvbXBsZXRpb25SZXF1ZXN0GjAuZGFya2Jsb29tLmluZmVyZW5jZS52MS5TdHJlYW1Db21wbGV0aW9uUmVzcG9uc2UwARJjCgpMaXN0TW9kZWxzEikuZGFya2Jsb29tLmluZmVyZW5jZS52MS5MaXN0TW9kZWxzUmVxdWVzdBoqLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuTGlzdE1vZGVsc1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_struct]);
 
 /**
  * ChatMessage is one message of a conversation.
@@ -122,6 +123,14 @@ export type SamplingParams = Message<"darkbloom.inference.v1.SamplingParams"> & 
    * @generated from field: string user = 10;
    */
   user: string;
+
+  /**
+   * response_format asks for a structured output (absent: text), as OpenAI's response_format; only
+   * providers whose engine decodes under its grammar serve it.
+   *
+   * @generated from field: darkbloom.inference.v1.ResponseFormat response_format = 11;
+   */
+  responseFormat?: ResponseFormat | undefined;
 };
 
 /**
@@ -130,6 +139,101 @@ export type SamplingParams = Message<"darkbloom.inference.v1.SamplingParams"> & 
  */
 export const SamplingParamsSchema: GenMessage<SamplingParams> = /*@__PURE__*/
   messageDesc(file_darkbloom_inference_v1_inference, 1);
+
+/**
+ * ResponseFormat is a structured output: any JSON object, or JSON a schema accepts.
+ *
+ * @generated from message darkbloom.inference.v1.ResponseFormat
+ */
+export type ResponseFormat = Message<"darkbloom.inference.v1.ResponseFormat"> & {
+  /**
+   * format is the kind of structured output.
+   *
+   * @generated from oneof darkbloom.inference.v1.ResponseFormat.format
+   */
+  format: {
+    /**
+     * json_object asks for one JSON object.
+     *
+     * @generated from field: darkbloom.inference.v1.JsonObjectFormat json_object = 1;
+     */
+    value: JsonObjectFormat;
+    case: "jsonObject";
+  } | {
+    /**
+     * json_schema asks for JSON the schema accepts.
+     *
+     * @generated from field: darkbloom.inference.v1.JsonSchemaFormat json_schema = 2;
+     */
+    value: JsonSchemaFormat;
+    case: "jsonSchema";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message darkbloom.inference.v1.ResponseFormat.
+ * Use `create(ResponseFormatSchema)` to create a new message.
+ */
+export const ResponseFormatSchema: GenMessage<ResponseFormat> = /*@__PURE__*/
+  messageDesc(file_darkbloom_inference_v1_inference, 2);
+
+/**
+ * JsonObjectFormat asks for one JSON object, of any shape.
+ *
+ * @generated from message darkbloom.inference.v1.JsonObjectFormat
+ */
+export type JsonObjectFormat = Message<"darkbloom.inference.v1.JsonObjectFormat"> & {
+};
+
+/**
+ * Describes the message darkbloom.inference.v1.JsonObjectFormat.
+ * Use `create(JsonObjectFormatSchema)` to create a new message.
+ */
+export const JsonObjectFormatSchema: GenMessage<JsonObjectFormat> = /*@__PURE__*/
+  messageDesc(file_darkbloom_inference_v1_inference, 3);
+
+/**
+ * JsonSchemaFormat asks for JSON that a JSON Schema accepts (the subset the grammar enforces; any
+ * other keyword is refused, naming it).
+ *
+ * @generated from message darkbloom.inference.v1.JsonSchemaFormat
+ */
+export type JsonSchemaFormat = Message<"darkbloom.inference.v1.JsonSchemaFormat"> & {
+  /**
+   * name names the format: 1 to 64 letters, digits, underscores or dashes.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * schema is the JSON Schema.
+   *
+   * @generated from field: google.protobuf.Struct schema = 2;
+   */
+  schema?: JsonObject | undefined;
+
+  /**
+   * strict holds the schema to OpenAI's strict rules (every property required, no others).
+   *
+   * @generated from field: bool strict = 3;
+   */
+  strict: boolean;
+
+  /**
+   * description says what the format is for.
+   *
+   * @generated from field: string description = 4;
+   */
+  description: string;
+};
+
+/**
+ * Describes the message darkbloom.inference.v1.JsonSchemaFormat.
+ * Use `create(JsonSchemaFormatSchema)` to create a new message.
+ */
+export const JsonSchemaFormatSchema: GenMessage<JsonSchemaFormat> = /*@__PURE__*/
+  messageDesc(file_darkbloom_inference_v1_inference, 4);
 
 /**
  * Usage counts a request's tokens.
@@ -164,7 +268,7 @@ export type Usage = Message<"darkbloom.inference.v1.Usage"> & {
  * Use `create(UsageSchema)` to create a new message.
  */
 export const UsageSchema: GenMessage<Usage> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 2);
+  messageDesc(file_darkbloom_inference_v1_inference, 5);
 
 /**
  * ProviderInfo says which provider served a request and how far it is trusted.
@@ -199,7 +303,7 @@ export type ProviderInfo = Message<"darkbloom.inference.v1.ProviderInfo"> & {
  * Use `create(ProviderInfoSchema)` to create a new message.
  */
 export const ProviderInfoSchema: GenMessage<ProviderInfo> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 3);
+  messageDesc(file_darkbloom_inference_v1_inference, 6);
 
 /**
  * ResponseProof lets the consumer check which provider produced a response and that the response
@@ -285,7 +389,7 @@ export type ResponseProof = Message<"darkbloom.inference.v1.ResponseProof"> & {
  * Use `create(ResponseProofSchema)` to create a new message.
  */
 export const ResponseProofSchema: GenMessage<ResponseProof> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 4);
+  messageDesc(file_darkbloom_inference_v1_inference, 7);
 
 /**
  * CreateChatCompletionRequest asks for a whole chat completion.
@@ -320,7 +424,7 @@ export type CreateChatCompletionRequest = Message<"darkbloom.inference.v1.Create
  * Use `create(CreateChatCompletionRequestSchema)` to create a new message.
  */
 export const CreateChatCompletionRequestSchema: GenMessage<CreateChatCompletionRequest> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 5);
+  messageDesc(file_darkbloom_inference_v1_inference, 8);
 
 /**
  * ChatChoice is one generated chat message.
@@ -355,7 +459,7 @@ export type ChatChoice = Message<"darkbloom.inference.v1.ChatChoice"> & {
  * Use `create(ChatChoiceSchema)` to create a new message.
  */
 export const ChatChoiceSchema: GenMessage<ChatChoice> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 6);
+  messageDesc(file_darkbloom_inference_v1_inference, 9);
 
 /**
  * CreateChatCompletionResponse is a whole chat completion.
@@ -418,7 +522,7 @@ export type CreateChatCompletionResponse = Message<"darkbloom.inference.v1.Creat
  * Use `create(CreateChatCompletionResponseSchema)` to create a new message.
  */
 export const CreateChatCompletionResponseSchema: GenMessage<CreateChatCompletionResponse> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 7);
+  messageDesc(file_darkbloom_inference_v1_inference, 10);
 
 /**
  * StreamChatCompletionRequest asks for a streamed chat completion.
@@ -453,7 +557,7 @@ export type StreamChatCompletionRequest = Message<"darkbloom.inference.v1.Stream
  * Use `create(StreamChatCompletionRequestSchema)` to create a new message.
  */
 export const StreamChatCompletionRequestSchema: GenMessage<StreamChatCompletionRequest> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 8);
+  messageDesc(file_darkbloom_inference_v1_inference, 11);
 
 /**
  * StreamChatCompletionResponse is one delta of a streamed chat completion.
@@ -517,7 +621,7 @@ export type StreamChatCompletionResponse = Message<"darkbloom.inference.v1.Strea
  * Use `create(StreamChatCompletionResponseSchema)` to create a new message.
  */
 export const StreamChatCompletionResponseSchema: GenMessage<StreamChatCompletionResponse> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 9);
+  messageDesc(file_darkbloom_inference_v1_inference, 12);
 
 /**
  * CreateCompletionRequest asks for a whole text completion.
@@ -552,7 +656,7 @@ export type CreateCompletionRequest = Message<"darkbloom.inference.v1.CreateComp
  * Use `create(CreateCompletionRequestSchema)` to create a new message.
  */
 export const CreateCompletionRequestSchema: GenMessage<CreateCompletionRequest> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 10);
+  messageDesc(file_darkbloom_inference_v1_inference, 13);
 
 /**
  * TextChoice is one generated continuation.
@@ -587,7 +691,7 @@ export type TextChoice = Message<"darkbloom.inference.v1.TextChoice"> & {
  * Use `create(TextChoiceSchema)` to create a new message.
  */
 export const TextChoiceSchema: GenMessage<TextChoice> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 11);
+  messageDesc(file_darkbloom_inference_v1_inference, 14);
 
 /**
  * CreateCompletionResponse is a whole text completion.
@@ -650,7 +754,7 @@ export type CreateCompletionResponse = Message<"darkbloom.inference.v1.CreateCom
  * Use `create(CreateCompletionResponseSchema)` to create a new message.
  */
 export const CreateCompletionResponseSchema: GenMessage<CreateCompletionResponse> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 12);
+  messageDesc(file_darkbloom_inference_v1_inference, 15);
 
 /**
  * StreamCompletionRequest asks for a streamed text completion.
@@ -685,7 +789,7 @@ export type StreamCompletionRequest = Message<"darkbloom.inference.v1.StreamComp
  * Use `create(StreamCompletionRequestSchema)` to create a new message.
  */
 export const StreamCompletionRequestSchema: GenMessage<StreamCompletionRequest> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 13);
+  messageDesc(file_darkbloom_inference_v1_inference, 16);
 
 /**
  * StreamCompletionResponse is one delta of a streamed text completion.
@@ -749,7 +853,7 @@ export type StreamCompletionResponse = Message<"darkbloom.inference.v1.StreamCom
  * Use `create(StreamCompletionResponseSchema)` to create a new message.
  */
 export const StreamCompletionResponseSchema: GenMessage<StreamCompletionResponse> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 14);
+  messageDesc(file_darkbloom_inference_v1_inference, 17);
 
 /**
  * ListModelsRequest asks for the served models.
@@ -764,7 +868,7 @@ export type ListModelsRequest = Message<"darkbloom.inference.v1.ListModelsReques
  * Use `create(ListModelsRequestSchema)` to create a new message.
  */
 export const ListModelsRequestSchema: GenMessage<ListModelsRequest> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 15);
+  messageDesc(file_darkbloom_inference_v1_inference, 18);
 
 /**
  * Model is one model the network serves.
@@ -813,7 +917,7 @@ export type Model = Message<"darkbloom.inference.v1.Model"> & {
  * Use `create(ModelSchema)` to create a new message.
  */
 export const ModelSchema: GenMessage<Model> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 16);
+  messageDesc(file_darkbloom_inference_v1_inference, 19);
 
 /**
  * ListModelsResponse lists the served models.
@@ -834,7 +938,7 @@ export type ListModelsResponse = Message<"darkbloom.inference.v1.ListModelsRespo
  * Use `create(ListModelsResponseSchema)` to create a new message.
  */
 export const ListModelsResponseSchema: GenMessage<ListModelsResponse> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 17);
+  messageDesc(file_darkbloom_inference_v1_inference, 20);
 
 /**
  * InferenceService is the typed consumer API. It serves the same requests as the OpenAI-compatible
