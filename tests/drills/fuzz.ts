@@ -230,6 +230,22 @@ const BAD_VALUES: Record<string, readonly JValue[]> = {
   user: [5, true, j({}), j(["u"])],
   logprobs: [true, 1, 5],
   best_of: [2, 0, 9, "1", 1.5],
+  response_format: [
+    5,
+    "json_object",
+    j([]),
+    j({ type: "xml" }),
+    j({ type: "json_schema" }),
+    j({ type: "json_schema", json_schema: { name: "a b" } }),
+    j({ type: "json_schema", json_schema: { name: "s", schema: { type: "string", pattern: "^a" } } }),
+    j({ type: "json_schema", json_schema: { name: "s", strict: true, schema: { type: "object" } } }),
+    j({ type: "json_schema", json_schema: { name: "s", schema: { $ref: "#/$defs/none" } } }),
+  ],
+  logit_bias: [5, "x", j([1]), j({ x: 1 }), j({ "1": 101 }), j({ "1": "2" }), j({ "-1": 1 })],
+  // Not served yet: refused by name rather than ignored.
+  tools: [j([{ type: "function", function: { name: "f", parameters: {} } }])],
+  tool_choice: ["required"],
+  top_logprobs: [2],
 };
 
 const CHAT_BAD_VALUES: Record<string, readonly JValue[]> = {
@@ -302,8 +318,6 @@ const UNKNOWN_KEYS = [
   "__proto__",
   "constructor",
   "prototype",
-  "tools",
-  "response_format",
   "metadata",
   "",
   "model ",

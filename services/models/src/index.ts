@@ -6,7 +6,9 @@ export {
   BodyError,
   type ChatMessage,
   type GenerationInput,
+  LOGIT_BIAS_MAX_ENTRIES,
   readGenerationInput,
+  readLogitBias,
 } from "./chat/generation-input.js";
 export {
   type PromptVocabulary,

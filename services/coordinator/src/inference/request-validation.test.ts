@@ -65,7 +65,6 @@ describe("validateRequest", () => {
       [{ tools: [{ type: "function", function: { name: "f" } }] }, "tools"],
       [{ tool_choice: "required" }, "tool_choice"],
       [{ functions: [{ name: "f" }] }, "functions"],
-      [{ logit_bias: { "42": -100 } }, "logit_bias"],
       [{ top_logprobs: 2 }, "top_logprobs"],
       [{ modalities: ["text", "audio"] }, "modalities"],
       [{ prediction: { type: "content", content: "x" } }, "prediction"],
@@ -87,6 +86,19 @@ describe("validateRequest", () => {
         JSON.stringify(extra),
       ).not.toThrow();
     }
+  });
+
+  it("reads logit_bias as the provider will, naming the param of a bad one", () => {
+    expect(() =>
+      validateRequest(Endpoint.CHAT_COMPLETIONS, chat({ logit_bias: { "42": -100, "7": 3.5 } })),
+    ).not.toThrow();
+    const bad: unknown[] = [[1], { x: 1 }, { "-1": 1 }, { "01": 1 }, { "5": 101 }, { "5": "big" }];
+    for (const logit_bias of bad) {
+      const e = errorOf(Endpoint.CHAT_COMPLETIONS, chat({ logit_bias }));
+      expect(e.param, JSON.stringify(logit_bias)).toBe("logit_bias");
+    }
+    const many = Object.fromEntries(Array.from({ length: 1025 }, (_, i) => [String(i), 1]));
+    expect(errorOf(Endpoint.CHAT_COMPLETIONS, chat({ logit_bias: many })).message).toMatch(/at most 1024/);
   });
 
   it("tolerates unknown fields", () => {

@@ -1,4 +1,4 @@
-import { BodyError, type GenerationInput, readGenerationInput } from "@darkbloom/models/input";
+import { BodyError, type GenerationInput, readGenerationInput, readLogitBias } from "@darkbloom/models/input";
 import { readResponseFormat, type StructuredFormat } from "@darkbloom/models/structured";
 import { Endpoint, ModelFeature } from "@darkbloom/protocol/provider/v1";
 import { invalidRequest } from "../errors/index.js";
@@ -121,7 +121,8 @@ export function validateRequest(endpoint: Endpoint, body: Uint8Array): Validated
     throw invalidRequest("'logprobs' is not supported by this network.", "logprobs");
   }
   refuseUnserved(o);
-  const format = readFormat(o);
+  const format = read(() => readResponseFormat(o));
+  read(() => readLogitBias(o));
   if (endpoint === Endpoint.COMPLETIONS && o.echo === true) {
     throw invalidRequest("'echo' is not supported by this network.", "echo");
   }
@@ -151,10 +152,10 @@ export function validateRequest(endpoint: Endpoint, body: Uint8Array): Validated
   };
 }
 
-/** `response_format`, read by the provider's reader (a schema error names its keyword's place). */
-function readFormat(o: Json): StructuredFormat | undefined {
+/** A field read by the provider's own reader: what it refuses is a 400 naming the param. */
+function read<T>(reader: () => T): T {
   try {
-    return readResponseFormat(o);
+    return reader();
   } catch (e) {
     if (e instanceof BodyError) throw invalidRequest(e.message, e.param);
     throw e;
@@ -163,8 +164,8 @@ function readFormat(o: Json): StructuredFormat | undefined {
 
 /**
  * Parameters whose effect this network does not produce yet: each is refused by name rather than
- * ignored, since a client that sends one relies on what it does (tools it would call, biases it
- * would apply, log-probabilities it would read). Their empty or default forms pass.
+ * ignored, since a client that sends one relies on what it does (tools it would call,
+ * log-probabilities it would read). Their empty or default forms pass.
  */
 function refuseUnserved(o: Json): void {
   const present = (v: unknown) =>
@@ -181,7 +182,6 @@ function refuseUnserved(o: Json): void {
     refuse("function_call", "function calling");
   if (present(o.tool_choice) && o.tool_choice !== "none" && o.tool_choice !== "auto")
     refuse("tool_choice", "function calling");
-  if (present(o.logit_bias)) refuse("logit_bias", "token biases");
   if (present(o.top_logprobs) && o.top_logprobs !== 0) refuse("top_logprobs", "log-probabilities");
   if (present(o.suffix) && o.suffix !== "") refuse("suffix", "insertion");
   if (present(o.audio)) refuse("audio", "audio output");

@@ -78,3 +78,41 @@ function prompt(value: unknown): string {
   if (Array.isArray(value) && value.length === 1 && typeof value[0] === "string") return value[0];
   throw new BodyError("'prompt' must be a string.", "prompt");
 }
+
+/** The most entries a logit_bias may have (a bound on the work one request asks of a sampler). */
+export const LOGIT_BIAS_MAX_ENTRIES = 1024;
+
+/**
+ * `logit_bias` as [token, bias] pairs (undefined when absent or empty): OpenAI's map from token ids
+ * (as strings) to a bias from -100 to 100 added to the token's logit. -100 bans the token (-Infinity
+ * here: a finite -100 can lose to a grammar or a penalty); whether a token is in the model's
+ * vocabulary only the provider knows, and its engine refuses one that is not.
+ */
+export function readLogitBias(body: Json): Array<[number, number]> | undefined {
+  const value = body.logit_bias;
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== "object" || Array.isArray(value)) {
+    throw new BodyError("'logit_bias' must be an object mapping token ids to biases.", "logit_bias");
+  }
+  const entries = Object.entries(value as Json);
+  if (entries.length > LOGIT_BIAS_MAX_ENTRIES) {
+    throw new BodyError(`'logit_bias' may hold at most ${LOGIT_BIAS_MAX_ENTRIES} tokens.`, "logit_bias");
+  }
+  const pairs: Array<[number, number]> = [];
+  for (const [key, bias] of entries) {
+    if (!/^(0|[1-9][0-9]{0,9})$/.test(key) || Number(key) > 2 ** 31 - 1) {
+      throw new BodyError(
+        `'logit_bias' keys must be token ids; ${JSON.stringify(key)} is not.`,
+        "logit_bias",
+      );
+    }
+    if (typeof bias !== "number" || !Number.isFinite(bias) || bias < -100 || bias > 100) {
+      throw new BodyError(
+        `'logit_bias' values must be numbers from -100 to 100 (token ${key}).`,
+        "logit_bias",
+      );
+    }
+    pairs.push([Number(key), bias <= -100 ? Number.NEGATIVE_INFINITY : bias]);
+  }
+  return pairs.length === 0 ? undefined : pairs;
+}

@@ -240,6 +240,44 @@ export function engineConformance(target: ConformanceTarget): void {
       }
     });
 
+    it("honours logit_bias: a +100 token is all it samples; banning greedy's first token changes the text", async () => {
+      const llama = await getLlama({
+        gpu: false,
+        build: "never",
+        logLevel: LlamaLogLevel.error,
+        logger: () => {},
+      });
+      const vocabulary = await ModelTokenizer.open(
+        llama,
+        await (target.vocabulary?.(tiny, dir) ?? tiny.path),
+      );
+      try {
+        const token = vocabulary.model.tokenize("hello", false)[0] as number;
+        const piece = vocabulary.model.detokenize([token as never]);
+        const forced = await run(engine, req(PROMPTS[0]!, { maxTokens: 6, logitBias: [[token, 100]] }));
+        expect(forced.result).toMatchObject({ finishReason: "length", generatedTokens: 6 });
+        expect(forced.text).toBe(piece.repeat(6));
+        // Ban the token greedy decoding picks first (a prompt whose first token is a whole token of
+        // its own, so that its id can be read back from its text): another token comes first.
+        let checked = 0;
+        for (const prompt of PROMPTS) {
+          const first = await run(engine, req(prompt, { maxTokens: 1 }));
+          const ids = vocabulary.model.tokenize(first.text, false);
+          if (first.text.includes("\uFFFD") || ids.length !== 1) continue;
+          const ban: [number, number] = [ids[0] as number, Number.NEGATIVE_INFINITY];
+          const banned = await run(engine, req(prompt, { maxTokens: 1, logitBias: [ban] }));
+          expect(banned.result.generatedTokens).toBe(1);
+          expect(banned.text).not.toBe(first.text);
+          checked++;
+        }
+        expect(checked).toBeGreaterThan(0);
+        const outside = req(PROMPTS[0]!, { logitBias: [[10_000_000, 5]] });
+        expect((await rejection(engine.generate(outside, () => {}).done)).code).toBe("invalid_request");
+      } finally {
+        await vocabulary.dispose();
+      }
+    });
+
     it("renders chat requests with the model's chat template", async () => {
       const chat = await run(
         engine,

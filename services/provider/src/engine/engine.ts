@@ -25,6 +25,12 @@ export interface SamplingOptions {
   presencePenalty?: number | undefined;
   frequencyPenalty?: number | undefined;
   /**
+   * OpenAI's logit_bias as [token, bias] pairs, added to the token's logit before sampling;
+   * -Infinity bans it (what the request's -100 means). A token outside the model's vocabulary is
+   * refused with invalid_request.
+   */
+  logitBias?: ReadonlyArray<readonly [number, number]> | undefined;
+  /**
    * A GBNF grammar (llama.cpp's format) every sampled token must keep the output inside: the
    * request's `response_format`, built by @darkbloom/models/structured. Once the grammar is complete
    * only end-of-generation is allowed. An engine that cannot enforce one refuses the request

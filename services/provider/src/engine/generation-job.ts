@@ -59,6 +59,20 @@ export function validateRequest(request: GenerationRequest): number {
   if (!Array.isArray(s.stop) || s.stop.some((x) => typeof x !== "string"))
     throw invalid("stop must be a list of strings");
   if (s.stop.length > 16) throw invalid("at most 16 stop sequences are allowed");
+  if (s.logitBias !== undefined) {
+    const ok =
+      Array.isArray(s.logitBias) &&
+      s.logitBias.every(
+        (pair) =>
+          Array.isArray(pair) &&
+          Number.isSafeInteger(pair[0]) &&
+          pair[0] >= 0 &&
+          typeof pair[1] === "number" &&
+          !Number.isNaN(pair[1]) &&
+          pair[1] !== Number.POSITIVE_INFINITY,
+      );
+    if (!ok) throw invalid("logit_bias must be [token, bias] pairs: tokens >= 0, biases finite or -Infinity");
+  }
   if (s.grammar !== undefined && (typeof s.grammar !== "string" || s.grammar.length === 0))
     throw invalid("grammar must be a non-empty string");
   for (const p of [s.presencePenalty, s.frequencyPenalty]) {

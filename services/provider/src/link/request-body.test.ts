@@ -61,6 +61,26 @@ describe("request body", () => {
     ]);
   });
 
+  it("reads logit_bias (-100 bans) and response_format into the sampler's inputs", () => {
+    const parsed = parseRequestBody(
+      Endpoint.CHAT_COMPLETIONS,
+      json({
+        messages: [{ role: "user", content: "hi" }],
+        logit_bias: { "42": -100, "7": 3.5 },
+        response_format: { type: "json_object" },
+      }),
+      10,
+    );
+    expect(parsed.sampling.logitBias).toEqual([
+      [7, 3.5],
+      [42, Number.NEGATIVE_INFINITY],
+    ]);
+    expect(parsed.sampling.grammar).toMatch(/^root ::= object\n/);
+    const plain = parseRequestBody(Endpoint.COMPLETIONS, json({ prompt: "x", logit_bias: {} }), 5);
+    expect(plain.sampling.logitBias).toBeUndefined();
+    expect(plain.sampling.grammar).toBeUndefined();
+  });
+
   it("defaults: OpenAI's temperature 1 and top_p 1, no seed, the body's max_tokens as a fallback", () => {
     const parsed = parseRequestBody(
       Endpoint.COMPLETIONS,

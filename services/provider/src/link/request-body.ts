@@ -1,4 +1,4 @@
-import { BodyError, type GenerationInput, readGenerationInput } from "@darkbloom/models";
+import { BodyError, type GenerationInput, readGenerationInput, readLogitBias } from "@darkbloom/models";
 import { formatGrammar, readResponseFormat } from "@darkbloom/models/structured";
 import { Endpoint } from "@darkbloom/protocol/provider/v1";
 import type { GenerationRequest, SamplingOptions } from "../engine/engine.js";
@@ -62,7 +62,9 @@ export function parseRequestBody(
     presencePenalty: number(o, "presence_penalty", -2, 2),
     frequencyPenalty: number(o, "frequency_penalty", -2, 2),
   };
-  // The coordinator refused what the reader refuses, so here it only builds the grammar.
+  // The coordinator refused what these readers refuse; here they build the sampler's inputs.
+  const logitBias = readLogitBias(o);
+  if (logitBias !== undefined) sampling.logitBias = logitBias;
   const format = readResponseFormat(o);
   if (format !== undefined) sampling.grammar = formatGrammar(format);
   if (sampling.topP === 0) {

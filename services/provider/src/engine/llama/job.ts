@@ -34,8 +34,8 @@ export class Job extends GenerationJob {
   prefillOffset = 0;
   /** The request's grammar, advanced by node-llama-cpp's sampler with every token it samples. */
   grammar: LlamaGrammarEvaluationState | undefined;
-  /** With a grammar: the vocabulary's character fragments banned (ModelRunner.grammarBias). */
-  grammarBias: TokenBias | undefined;
+  /** The request's logit biases, and under a grammar the fragments banned (ModelRunner.tokenBias). */
+  tokenBias: TokenBias | undefined;
 
   constructor(
     request: GenerationRequest,
@@ -60,7 +60,7 @@ export class Job extends GenerationJob {
       seed: this.seed,
     };
     if (this.grammar) options.grammarEvaluationState = this.grammar;
-    if (this.grammarBias) options.tokenBias = this.grammarBias;
+    if (this.tokenBias) options.tokenBias = this.tokenBias;
     if (s.presencePenalty || s.frequencyPenalty) {
       options.repeatPenalty = {
         punishTokens: () => this.generated.slice(-1024),

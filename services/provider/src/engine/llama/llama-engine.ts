@@ -131,8 +131,8 @@ export class LlamaEngine extends ModelHostEngine<ModelRunner, Job> {
         throw invalid(`the grammar does not parse (${e instanceof Error ? e.message : String(e)})`);
       }
       job.grammar = new LlamaGrammarEvaluationState({ model: runner.model, grammar: parsed });
-      job.grammarBias = runner.grammarBias;
     }
+    job.tokenBias = runner.tokenBias(job.request.sampling);
     job.phase = "queued";
     runner.queue.push(job);
     this.loop.kick(runner);

@@ -9,11 +9,13 @@
 
 import { ModelTokenizer } from "@darkbloom/models";
 import { type Llama, type LlamaContext, type LlamaModel, type Token, TokenBias } from "node-llama-cpp";
-import { EngineError, type ModelFile } from "../engine.js";
+import { EngineError, type ModelFile, type SamplingOptions } from "../engine.js";
 import { errorMessage } from "../meters.js";
 import { characterFragmentTokens } from "../text.js";
 import type { Job, Row } from "./job.js";
 import { fitContext, ggufMemoryNeed } from "./memory-estimate.js";
+
+const invalidRequest = (message: string) => new EngineError("invalid_request", message, 400);
 
 /** The engine's log: llama.cpp's lines and its own. */
 export type EngineLog = (level: "debug" | "info" | "warn" | "error", message: string) => void;
@@ -70,22 +72,44 @@ export class ModelRunner {
     return { used, total: this.context.contextSize * this.rows.length };
   }
 
-  /** Bans of the vocabulary's character fragments (text.ts), made on the first grammar request. */
-  get grammarBias(): TokenBias {
-    if (this.#grammarBias === undefined) {
-      const tokens = this.model.fileInfo.metadata?.tokenizer?.ggml?.tokens;
-      // Without the vocabulary's size the fragments are unknown: refused rather than half-enforced.
-      if (!Array.isArray(tokens) || tokens.length === 0) {
-        throw new EngineError("invalid_request", "this model's vocabulary cannot be read for a grammar", 400);
+  /**
+   * The sampler biases of a request, or undefined for none: its logit_bias, and under a grammar the
+   * vocabulary's character fragments banned (text.ts). Throws invalid_request for a token outside the
+   * vocabulary, and for a bias on an end-of-generation token, which node-llama-cpp's TokenBias drops
+   * without a word (the native core applies it).
+   */
+  tokenBias(sampling: SamplingOptions): TokenBias | undefined {
+    const requested = sampling.logitBias ?? [];
+    if (requested.length === 0 && sampling.grammar === undefined) return undefined;
+    const size = this.vocabularySize();
+    const bias = new TokenBias(this.model.tokenizer);
+    for (const [token, value] of requested) {
+      if (token >= size) throw invalidRequest(`logit_bias names token ${token}; the vocabulary has ${size}`);
+      if (this.model.isEogToken(token as Token)) {
+        throw invalidRequest(`the llama engine cannot bias the end-of-generation token ${token}`);
       }
-      const size = tokens.length;
-      this.#grammarBias = new TokenBias(this.model.tokenizer);
-      for (const token of characterFragmentTokens(this.model, size))
-        this.#grammarBias.set(token as Token, "never");
+      bias.set(token as Token, value === Number.NEGATIVE_INFINITY ? "never" : { logit: value });
     }
-    return this.#grammarBias;
+    // Last, so that a request's bias never brings a fragment back under a grammar.
+    if (sampling.grammar !== undefined)
+      for (const token of this.characterFragments()) bias.set(token as Token, "never");
+    return bias;
   }
-  #grammarBias: TokenBias | undefined;
+
+  private vocabularySize(): number {
+    const tokens = this.model.fileInfo.metadata?.tokenizer?.ggml?.tokens;
+    // Without the vocabulary's size neither biases nor fragments can be checked: refused.
+    if (!Array.isArray(tokens) || tokens.length === 0) {
+      throw invalidRequest("this model's vocabulary cannot be read for logit_bias or a grammar");
+    }
+    return tokens.length;
+  }
+
+  private characterFragments(): readonly number[] {
+    this.#fragments ??= characterFragmentTokens(this.model, this.vocabularySize());
+    return this.#fragments;
+  }
+  #fragments: number[] | undefined;
 
   /** Frees the context and the weights; errors are ignored (the runner is gone either way). */
   async free(): Promise<void> {

@@ -48,7 +48,7 @@ export class NativeJob extends GenerationJob {
    * The scheduler's sampling for the request, as the llama engine maps SamplingOptions (job.ts):
    * temperature, top-k, top-p, no min-p, the seed, and presence/frequency penalties (repeat penalty
    * off) over the last min(1024, max(64, maxTokens)) generated tokens (never the prompt's, as in
-   * the llama engine), and the grammar.
+   * the llama engine), the logit biases and the grammar.
    */
   sampling(): NativeSamplingOptions {
     const s = this.request.sampling;
@@ -60,6 +60,7 @@ export class NativeJob extends GenerationJob {
       seed: this.seed % SEED_MODULUS,
     };
     if (s.grammar !== undefined) options.grammar = s.grammar;
+    if (s.logitBias !== undefined && s.logitBias.length > 0) options.logitBias = s.logitBias;
     if (s.presencePenalty || s.frequencyPenalty) {
       options.repeatPenalty = 1;
       options.presencePenalty = s.presencePenalty ?? 0;

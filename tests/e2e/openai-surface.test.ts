@@ -1,12 +1,18 @@
-// Structured outputs through the whole system with the unchanged client libraries from npm (the
+// The OpenAI surface real clients use, through the whole system: logit_bias, and structured outputs
+// with the unchanged client libraries from npm (the
 // official openai SDK, the Vercel AI SDK through @ai-sdk/openai-compatible, LangChain's ChatOpenAI)
 // and zod: the coordinator routes them to daemons whose engine decodes under the schema's grammar (the
 // llama engine serving `tiny`, the native core serving `tiny-llama`), the random-weight models still
 // answer with JSON the schema accepts, and each library's own parsing validates every answer with the
 // zod schema it was asked with.
+
+import { join } from "node:path";
 import { createOpenAICompatible } from "@ai-sdk/openai-compatible";
+import { ModelTokenizer } from "@darkbloom/models";
+import { modelPath } from "@darkbloom/provider";
 import { ChatOpenAI } from "@langchain/openai";
 import { generateObject, streamObject, streamText } from "ai";
+import { getLlama, LlamaLogLevel } from "node-llama-cpp";
 import OpenAI from "openai";
 import { zodResponseFormat } from "openai/helpers/zod";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -234,5 +240,69 @@ describe("structured outputs with LangChain", () => {
     }
     expect(chunks).toBeGreaterThan(1);
     expect(text.length).toBeGreaterThan(0);
+  });
+});
+
+describe("logit_bias with the openai SDK", () => {
+  it("a +100 token is all both engines sample, and -100 bans a token", async () => {
+    let checked = 0;
+    const llama = await getLlama({
+      gpu: false,
+      build: "never",
+      logLevel: LlamaLogLevel.error,
+      maxThreads: 1,
+    });
+    try {
+      for (const [i, model] of MODELS.entries()) {
+        const vocabulary = await ModelTokenizer.open(
+          llama,
+          modelPath(join(testbed.providers[i]!.dataDir, "models"), model),
+        );
+        try {
+          const token = vocabulary.model.tokenize("hello", false)[0] as number;
+          const piece = vocabulary.model.detokenize([token as never]);
+          const ask = (logit_bias: Record<string, number>) =>
+            client.chat.completions.create({
+              model,
+              messages: [{ role: "user", content: "Say something." }],
+              temperature: 0,
+              max_tokens: 5,
+              logit_bias,
+            });
+          const forced = await ask({ [token]: 100 });
+          expect(forced.choices[0]?.message.content, model).toBe(piece.repeat(5));
+          // -100 bans: the token greedy decoding starts with (one whose text is a token of its
+          // own, so that its id reads back) no longer comes first.
+          for (const content of ["Say something.", "Count to three.", "Name a colour."]) {
+            const ask1 = (logit_bias?: Record<string, number>) =>
+              client.chat.completions.create({
+                model,
+                messages: [{ role: "user", content }],
+                temperature: 0,
+                max_tokens: 1,
+                ...(logit_bias ? { logit_bias } : {}),
+              });
+            const first = (await ask1()).choices[0]?.message.content ?? "";
+            const ids = vocabulary.model.tokenize(first, false);
+            if (first.includes("\uFFFD") || ids.length !== 1) continue;
+            const banned = await ask1({ [ids[0] as number]: -100 });
+            expect(banned.choices[0]?.message.content).not.toBe(first);
+            checked++;
+          }
+        } finally {
+          await vocabulary.dispose();
+        }
+      }
+    } finally {
+      await llama.dispose();
+    }
+    expect(checked).toBeGreaterThan(0);
+  });
+
+  it("a token outside the model's vocabulary is a 400 from the provider", async () => {
+    const error = await client.chat.completions
+      .create({ model: "tiny", messages: [{ role: "user", content: "x" }], logit_bias: { "99999999": 5 } })
+      .catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(OpenAI.BadRequestError);
   });
 });
