@@ -38,7 +38,10 @@ Engine::Engine(llama_model* model, llama_context* ctx, EngineOptions options, Em
 
 Engine::~Engine() {
   // Run() frees both on the engine thread; this covers an engine whose thread never started.
-  for (Row& r : rows_) llama_sampler_free(r.chain);
+  for (Row& r : rows_) {
+    llama_sampler_free(r.chain);
+    if (r.grammar) llama_sampler_free(r.grammar);
+  }
   if (ctx_) llama_free(ctx_);
   if (batch_.token) llama_batch_free(batch_);
 }
@@ -53,7 +56,9 @@ void Engine::Run() {
   }
   for (Row& r : rows_) {
     llama_sampler_free(r.chain);
+    if (r.grammar) llama_sampler_free(r.grammar);
     r.chain = nullptr;
+    r.grammar = nullptr;
   }
   llama_batch_free(batch_);
   batch_ = {};
@@ -89,11 +94,13 @@ void Engine::StartRow(Row& row, const SamplingParams& sampling) {
     fragmentsKnown_ = true;
   }
   row.chain = BuildSamplerChain(sampling, vocab_, fragments_);
+  row.grammar = BuildGrammar(sampling, vocab_);
 }
 
 void Engine::ReleaseRow(Row& row) {
   llama_memory_seq_rm(llama_get_memory(ctx_), Seq(row), -1, -1);
   llama_sampler_free(row.chain);
+  if (row.grammar) llama_sampler_free(row.grammar);
 }
 
 void Engine::DecodeStep(std::vector<Event>& events) {
@@ -118,7 +125,7 @@ void Engine::DecodeStep(std::vector<Event>& events) {
   int64_t generated = 0;
   for (size_t i = 0; i < decoding.size(); i++) {
     decoding[i]->nPast++;
-    generated += Accept(*decoding[i], llama_sampler_sample(decoding[i]->chain, ctx_, static_cast<int32_t>(i)), events);
+    generated += Accept(*decoding[i], SampleToken(decoding[i]->chain, decoding[i]->grammar, ctx_, static_cast<int32_t>(i), candidates_), events);
   }
   UpdateStats(0, SecondsSince(start), 0, generated, true);
 }
@@ -153,7 +160,7 @@ void Engine::PrefillStep(std::vector<Event>& events) {
   if (last) {
     // The last chunk's logits give the first completion token; the row joins the next decode step.
     row->decoding = true;
-    generated = Accept(*row, llama_sampler_sample(row->chain, ctx_, to - from - 1), events);
+    generated = Accept(*row, SampleToken(row->chain, row->grammar, ctx_, to - from - 1, candidates_), events);
   }
   UpdateStats(SecondsSince(start), 0, to - from, generated, false);
 }

@@ -33,6 +33,7 @@ static_assert(std::is_same<llama_token, int32_t>::value, "llama_token is int32_t
 struct EngineRow : RowState {
   bool decoding = false;  // the prompt is in; the row takes part in decode steps
   llama_sampler* chain = nullptr;
+  llama_sampler* grammar = nullptr;  // the request's grammar, or none
 };
 
 class Engine : public BatchCore<Engine, EngineRow> {
@@ -59,7 +60,7 @@ class Engine : public BatchCore<Engine, EngineRow> {
   void PrefillStep(std::vector<Event>& events);
   void StartRow(Row& row, const SamplingParams& sampling);
   void ReleaseRow(Row& row);
-  void Sampled(Row&, int32_t) {}  // the chain accepts what llama_sampler_sample returns
+  void Sampled(Row&, int32_t) {}  // SampleToken accepts the token into the row's samplers
   bool IsEndOfGeneration(int32_t token) const { return llama_vocab_is_eog(vocab_, token); }
   int64_t CellsHeld(const Row& row) const { return row.nPast; }
   bool Deliver(std::vector<Event>&& events) { return emit_(std::move(events)); }
@@ -72,6 +73,7 @@ class Engine : public BatchCore<Engine, EngineRow> {
   // Engine thread: the vocabulary's character fragments (sampling.h), computed on the first grammar.
   std::vector<llama_logit_bias> fragments_;
   bool fragmentsKnown_ = false;
+  std::vector<llama_token_data> candidates_;  // SampleToken's scratch, engine thread
 
   llama_model* model_;
   const llama_vocab* vocab_;

@@ -58,10 +58,8 @@ llama_sampler* BuildSamplerChain(const SamplingParams& p, const llama_vocab* voc
   llama_sampler_chain_params cp = llama_sampler_chain_default_params();
   cp.no_perf = true;
   llama_sampler* chain = llama_sampler_chain_init(cp);
-  // The grammar first: biases and penalties then only reorder what it allows, and a bias can never
-  // bring back a token it forbids.
+  // Bans first: a bias can never bring back a token they forbid.
   if (!p.grammar.empty()) {
-    llama_sampler_chain_add(chain, llama_sampler_init_grammar(vocab, p.grammar.c_str(), "root"));
     if (!characterFragments.empty())
       llama_sampler_chain_add(chain, llama_sampler_init_logit_bias(nVocab, static_cast<int32_t>(characterFragments.size()),
                                                                    characterFragments.data()));
@@ -88,6 +86,38 @@ llama_sampler* BuildSamplerChain(const SamplingParams& p, const llama_vocab* voc
   llama_sampler_chain_add(chain, llama_sampler_init_temp(p.temperature));
   llama_sampler_chain_add(chain, llama_sampler_init_dist(p.seed));
   return chain;
+}
+
+llama_sampler* BuildGrammar(const SamplingParams& p, const llama_vocab* vocab) {
+  return p.grammar.empty() ? nullptr : llama_sampler_init_grammar(vocab, p.grammar.c_str(), "root");
+}
+
+namespace {
+
+llama_token Pick(llama_sampler* first, llama_sampler* chain, const float* logits, std::vector<llama_token_data>& cur) {
+  for (size_t t = 0; t < cur.size(); t++) cur[t] = {static_cast<llama_token>(t), logits[t], 0.0f};
+  llama_token_data_array all{cur.data(), cur.size(), -1, false};
+  if (first != nullptr) llama_sampler_apply(first, &all);
+  llama_sampler_apply(chain, &all);
+  if (all.selected < 0 || all.selected >= static_cast<int64_t>(all.size)) return LLAMA_TOKEN_NULL;
+  return all.data[all.selected].id;
+}
+
+}  // namespace
+
+int32_t SampleToken(llama_sampler* chain, llama_sampler* grammar, llama_context* ctx, int32_t idx,
+                    std::vector<llama_token_data>& scratch) {
+  if (grammar == nullptr) return llama_sampler_sample(chain, ctx, idx);
+  const float* logits = llama_get_logits_ith(ctx, idx);
+  scratch.resize(static_cast<size_t>(llama_vocab_n_tokens(llama_model_get_vocab(llama_get_model(ctx)))));
+  llama_token token = Pick(nullptr, chain, logits, scratch);
+  llama_token_data one{token, 1.0f, 0.0f};
+  llama_token_data_array single{&one, 1, -1, false};
+  if (token != LLAMA_TOKEN_NULL) llama_sampler_apply(grammar, &single);
+  if (token == LLAMA_TOKEN_NULL || std::isinf(one.logit)) token = Pick(grammar, chain, logits, scratch);
+  llama_sampler_accept(grammar, token);
+  llama_sampler_accept(chain, token);
+  return token;
 }
 
 }  // namespace dbllama
