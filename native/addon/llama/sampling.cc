@@ -115,6 +115,9 @@ int32_t SampleToken(llama_sampler* chain, llama_sampler* grammar, llama_context*
   llama_token_data_array single{&one, 1, -1, false};
   if (token != LLAMA_TOKEN_NULL) llama_sampler_apply(grammar, &single);
   if (token == LLAMA_TOKEN_NULL || std::isinf(one.logit)) token = Pick(grammar, chain, logits, scratch);
+  // Nothing the grammar allows survived the chain (its end allows end-of-generation, which no ban
+  // touches, so this is a grammar with no way on): the row ends rather than sample outside it.
+  if (token == LLAMA_TOKEN_NULL) return llama_vocab_eos(llama_model_get_vocab(llama_get_model(ctx)));
   llama_sampler_accept(grammar, token);
   llama_sampler_accept(chain, token);
   return token;
