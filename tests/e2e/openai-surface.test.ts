@@ -44,6 +44,10 @@ const Card3 = z3.object({
   age: z3.number().int(),
   stars: z3.number().int().min(1).max(5),
   ok: z3.boolean(),
+  // zod 3 writes these as JSON Schema formats (zod 4 adds a pattern, which the grammar cannot enforce).
+  born: z3.string().date(),
+  seen: z3.string().datetime(),
+  id: z3.string().uuid(),
   tags: z3.array(z3.enum(["red", "green"])).max(3),
   nick: z3.string().max(5).nullable(),
   at: z3.object({ x: z3.number() }),

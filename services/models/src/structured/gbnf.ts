@@ -8,7 +8,8 @@
  * `maxLength` allows any length): max_tokens is then what ends it.
  */
 
-import type { CompiledSchema, SchemaNode } from "./schema.js";
+import { FORMAT_RULES, formatRule } from "./formats.js";
+import type { CompiledSchema, SchemaNode, StringFormat } from "./schema.js";
 
 /** Rules every grammar may use, emitted only when referred to. */
 const BASE_RULES: Record<string, string> = {
@@ -118,7 +119,7 @@ class GrammarBuilder {
             : this.define(integerRange(node.min, node.max));
         break;
       case "string":
-        name = this.string(node.minLength, node.maxLength);
+        name = node.format ? this.format(node.format) : this.string(node.minLength, node.maxLength);
         break;
       case "literal":
         name = this.define(node.values.map((v) => gbnfLiteral(JSON.stringify(v))).join(" | "));
@@ -152,6 +153,11 @@ class GrammarBuilder {
     this.rules.set(name, "");
     this.rules.set(name, this.rule(this.defs.get(defName) as SchemaNode));
     return name;
+  }
+
+  private format(format: StringFormat): string {
+    for (const [name, body] of Object.entries(FORMAT_RULES[format])) this.rules.set(name, body);
+    return formatRule(format);
   }
 
   private string(min: number, max: number | undefined): string {

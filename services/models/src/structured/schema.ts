@@ -37,7 +37,7 @@ export type SchemaNode =
       additional: boolean;
     }
   | { kind: "array"; items: SchemaNode; minItems: number; maxItems: number | undefined }
-  | { kind: "string"; minLength: number; maxLength: number | undefined }
+  | { kind: "string"; minLength: number; maxLength: number | undefined; format?: StringFormat }
   /** A number; `nonNegative` when the schema's only bound is `minimum: 0`. */
   | { kind: "number"; nonNegative: boolean }
   /** An integer within [min, max] (the schema's bounds; ±Infinity where it gives none). */
@@ -48,6 +48,13 @@ export type SchemaNode =
   | { kind: "literal"; values: unknown[] }
   | { kind: "union"; options: SchemaNode[] }
   | { kind: "ref"; name: string };
+
+/**
+ * The string formats the grammar writes exactly (formats.ts): what zod's `iso.date()`,
+ * `iso.datetime()` and `uuid()` check as well as what JSON Schema means by them.
+ */
+export const STRING_FORMATS = ["date", "date-time", "uuid"] as const;
+export type StringFormat = (typeof STRING_FORMATS)[number];
 
 export interface CompiledSchema {
   root: SchemaNode;
@@ -88,6 +95,7 @@ const KEYWORDS = new Set([
   "maxItems",
   "minLength",
   "maxLength",
+  "format",
   "enum",
   "const",
   "anyOf",
@@ -106,7 +114,6 @@ const REFUSED: Record<string, string> = {
   allOf: "'allOf' is not supported; merge the schemas into one",
   not: "'not' is not supported",
   pattern: "'pattern' is not supported; use 'enum' or a length bound",
-  format: "'format' is not supported; describe the format in 'description' and check it in your code",
   multipleOf: "'multipleOf' is not supported",
   patternProperties: "'patternProperties' is not supported",
   prefixItems: "'prefixItems' (tuples) is not supported",
@@ -217,7 +224,9 @@ class Compiler {
         return this.object(s, path, depth);
       }
       if (s.items !== undefined) return this.array(s, path, depth);
-      if (s.minLength !== undefined || s.maxLength !== undefined) return this.string(s, path);
+      if (s.minLength !== undefined || s.maxLength !== undefined || s.format !== undefined) {
+        return this.string(s, path);
+      }
       return { kind: "any" };
     }
     return union(types.map((type) => this.typed(type, s, path, depth)));
@@ -327,7 +336,21 @@ class Compiler {
     if (maxLength !== undefined && maxLength < minLength) {
       throw new SchemaError("'maxLength' is below 'minLength'", at(path, "maxLength"));
     }
-    return { kind: "string", minLength, maxLength };
+    if (s.format === undefined) return { kind: "string", minLength, maxLength };
+    if (typeof s.format !== "string" || !(STRING_FORMATS as readonly string[]).includes(s.format)) {
+      throw new SchemaError(
+        `'format' ${JSON.stringify(s.format)} is not supported (${STRING_FORMATS.join(", ")} are); describe it in 'description' instead`,
+        at(path, "format"),
+      );
+    }
+    // A format fixes the string's shape; length bounds beside it could contradict what it writes.
+    if (s.minLength !== undefined || s.maxLength !== undefined) {
+      throw new SchemaError(
+        "'format' cannot be combined with 'minLength' or 'maxLength'",
+        at(path, "format"),
+      );
+    }
+    return { kind: "string", minLength: 0, maxLength: undefined, format: s.format as StringFormat };
   }
 
   /**

@@ -1,7 +1,9 @@
 import { describe, expect, it } from "vitest";
 import { BodyError } from "../chat/generation-input.js";
+import { FORMAT_RULES } from "./formats.js";
 import {
   compileSchema,
+  FORMAT_PATTERNS,
   formatGrammar,
   formatViolation,
   gbnfLiteral,
@@ -50,10 +52,11 @@ describe("compileSchema", () => {
     const cases: Array<[unknown, string, RegExp]> = [
       [{ type: "string", pattern: "^a$" }, "pattern", /pattern/],
       [
-        { type: "object", properties: { d: { type: "string", format: "date" } } },
+        { type: "object", properties: { d: { type: "string", format: "email" } } },
         "properties.d.format",
-        /format/,
+        /"email" is not supported/,
       ],
+      [{ type: "string", format: "uuid", maxLength: 3 }, "format", /cannot be combined/],
       [{ oneOf: [{ type: "string" }] }, "oneOf", /use 'anyOf'/],
       [{ allOf: [] }, "allOf", /allOf/],
       [{ type: "number", maximum: 1 }, "maximum", /only 'minimum: 0'/],
@@ -220,6 +223,62 @@ describe("grammars", () => {
     expect(safe.test(String(Number.MAX_SAFE_INTEGER))).toBe(true);
     expect(safe.test("9007199254740992")).toBe(false);
     expect(safe.test("-9007199254740991")).toBe(true);
+  });
+
+  it("writes exactly the language of each string format, as its validator checks it", () => {
+    // The rules of a format read as one regular expression (literals, classes, groups, references).
+    const asRegex = (rules: Record<string, string>, name: string): string =>
+      (rules[name] as string).replace(
+        /"((?:[^"\\]|\\.)*)"|(\[[^\]]*\]|\{[0-9,]+\})|([a-z][a-z-]*[a-z])|\s+/g,
+        (_, literal?: string, same?: string, ref?: string) => {
+          if (same !== undefined) return same;
+          if (literal !== undefined) {
+            const text = literal.replace(/\\(.)/g, "$1");
+            return text.replace(/[.*+?^${}()|[\]\\-]/g, "\\$&");
+          }
+          if (ref !== undefined) return `(?:${asRegex(rules, ref)})`;
+          return "";
+        },
+      );
+    const grammarOf = (format: "date" | "date-time" | "uuid") =>
+      new RegExp(`^${asRegex(FORMAT_RULES[format], Object.keys(FORMAT_RULES[format]).at(-1) as string)}$`);
+    const date = grammarOf("date");
+    // Every day of the months around the edges of five years, against the calendar.
+    for (const year of [1900, 2000, 2023, 2024, 2100]) {
+      for (let month = 0; month <= 13; month++) {
+        for (let day = 0; day <= 32; day++) {
+          const text = `${year}-${String(month).padStart(2, "0")}-${String(day).padStart(2, "0")}`;
+          const real = new Date(Date.UTC(year, month - 1, day));
+          const valid = month >= 1 && month <= 12 && day >= 1 && real.getUTCDate() === day;
+          expect(FORMAT_PATTERNS.date.test(text), text).toBe(valid);
+          expect(date.test(`"${text}"`), text).toBe(valid);
+        }
+      }
+    }
+    const dateTime = grammarOf("date-time");
+    for (const [text, valid] of [
+      ["2024-02-29T23:59:59Z", true],
+      ["2024-02-29T23:59:59.123456789Z", true],
+      ["2023-02-29T00:00:00Z", false],
+      ["2024-01-01T24:00:00Z", false],
+      ["2024-01-01T10:00:00+02:00", false],
+      ["2024-01-01T10:00Z", false],
+      ["2024-01-01T10:00:00.Z", false],
+    ] as const) {
+      expect(FORMAT_PATTERNS["date-time"].test(text), text).toBe(valid);
+      expect(dateTime.test(`"${text}"`), text).toBe(valid);
+    }
+    const uuid = grammarOf("uuid");
+    for (const [text, valid] of [
+      ["123e4567-e89b-12d3-a456-426614174000", true],
+      ["123e4567-e89b-02d3-a456-426614174000", false],
+      ["123e4567-e89b-12d3-c456-426614174000", false],
+      ["123E4567-e89b-12d3-a456-426614174000", false],
+      ["123e4567e89b12d3a456426614174000", false],
+    ] as const) {
+      expect(FORMAT_PATTERNS.uuid.test(text), text).toBe(valid);
+      expect(uuid.test(`"${text}"`), text).toBe(valid);
+    }
   });
 
   it("json_object is one object of any JSON", () => {

@@ -4,6 +4,7 @@
  * grammar can generate passes (the grammar generates a subset: declared properties only, in order).
  */
 
+import { FORMAT_PATTERNS } from "./formats.js";
 import { type CompiledSchema, isOfType, type SchemaNode } from "./schema.js";
 
 /** The first place `value` breaks the schema (a JSON-path-like location and why), or undefined. */
@@ -27,6 +28,7 @@ function check(schema: CompiledSchema, node: SchemaNode, value: unknown, path: s
       return (value as number) > node.max ? `${path}: above the maximum ${node.max}` : undefined;
     case "string": {
       if (typeof value !== "string") return `${path}: expected a string`;
+      if (node.format && !FORMAT_PATTERNS[node.format].test(value)) return `${path}: not a ${node.format}`;
       const length = [...value].length;
       if (length < node.minLength) return `${path}: shorter than ${node.minLength} characters`;
       if (node.maxLength !== undefined && length > node.maxLength) {

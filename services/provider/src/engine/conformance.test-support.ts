@@ -80,6 +80,9 @@ const CARD = {
     stars: { type: "integer", minimum: 1, maximum: 5 },
     weight: { type: "number", minimum: 0 },
     ok: { type: "boolean" },
+    born: { type: "string", format: "date" },
+    seen: { type: "string", format: "date-time" },
+    id: { type: "string", format: "uuid" },
     tags: { type: "array", items: { enum: ["red", "green"] }, maxItems: 3 },
     nick: { type: ["string", "null"], maxLength: 5 },
     at: {
@@ -89,7 +92,7 @@ const CARD = {
       additionalProperties: false,
     },
   },
-  required: ["name", "age", "stars", "weight", "ok", "tags", "nick", "at"],
+  required: ["name", "age", "stars", "weight", "ok", "born", "seen", "id", "tags", "nick", "at"],
   additionalProperties: false,
 };
 
