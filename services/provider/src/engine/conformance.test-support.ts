@@ -179,6 +179,20 @@ export function engineConformance(target: ConformanceTarget): void {
     model = tiny.id,
   ): GenerationRequest => request(model, input, sampling);
 
+  /** The tiny model's tokenizer as the coordinator has it (the checkpoint's converted vocabulary). */
+  const openVocabulary = async (): Promise<ModelTokenizer> => {
+    const llama = await getLlama({
+      gpu: false,
+      build: "never",
+      logLevel: LlamaLogLevel.error,
+      maxThreads: 1,
+      // A vocabulary-only file (a checkpoint's) is first sized as a full load, whose missing
+      // tensors node-llama-cpp reports as errors: nothing the test needs to see.
+      logger: () => {},
+    });
+    return ModelTokenizer.open(llama, await (target.vocabulary?.(tiny, dir) ?? tiny.path));
+  };
+
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), "darkbloom-conformance-"));
     tiny = await (target.model ?? tinyModel)(dir);
@@ -222,16 +236,7 @@ export function engineConformance(target: ConformanceTarget): void {
     });
 
     it("bills what the model's tokenizer makes of the text emitted, as the coordinator counts it", async () => {
-      const llama = await getLlama({
-        gpu: false,
-        build: "never",
-        logLevel: LlamaLogLevel.error,
-        maxThreads: 1,
-        // A vocabulary-only file (a checkpoint's) is first sized as a full load, whose missing
-        // tensors node-llama-cpp reports as errors: nothing the test needs to see.
-        logger: () => {},
-      });
-      const counter = await ModelTokenizer.open(llama, await (target.vocabulary?.(tiny, dir) ?? tiny.path));
+      const counter = await openVocabulary();
       try {
         for (const temperature of [0, 1.5]) {
           const r = await run(engine, req(PROMPTS[1]!, { maxTokens: 40, temperature, seed: 7 }));
@@ -244,16 +249,7 @@ export function engineConformance(target: ConformanceTarget): void {
     });
 
     it("honours logit_bias: a +100 token is all it samples; banning greedy's first token changes the text", async () => {
-      const llama = await getLlama({
-        gpu: false,
-        build: "never",
-        logLevel: LlamaLogLevel.error,
-        logger: () => {},
-      });
-      const vocabulary = await ModelTokenizer.open(
-        llama,
-        await (target.vocabulary?.(tiny, dir) ?? tiny.path),
-      );
+      const vocabulary = await openVocabulary();
       try {
         const token = vocabulary.model.tokenize("hello", false)[0] as number;
         const piece = vocabulary.model.detokenize([token as never]);
