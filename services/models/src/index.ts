@@ -9,6 +9,8 @@ export {
   LOGIT_BIAS_MAX_ENTRIES,
   readGenerationInput,
   readLogitBias,
+  type ToolCallRecord,
+  type ToolDefinition,
 } from "./chat/generation-input.js";
 export {
   type PromptVocabulary,

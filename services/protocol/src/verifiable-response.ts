@@ -111,6 +111,25 @@ export function textChoices(texts: readonly string[], finishReasons: readonly st
   }));
 }
 
+/**
+ * A choice as it is shown: its content (with tool calls, the text before them; null when there is
+ * none, as OpenAI shows a message that only calls functions) and its calls.
+ */
+export function shownChoice(
+  index: number,
+  content: string,
+  toolCalls: readonly SignedToolCall[],
+  finishReason: string,
+): SignedChoice {
+  return {
+    index,
+    content: toolCalls.length > 0 && content === "" ? null : content,
+    refusal: null,
+    toolCalls,
+    finishReason,
+  };
+}
+
 /** The response record's bytes (see the module comment). Throws on a response it cannot encode. */
 export function responseRecord(response: SignedResponse): Uint8Array {
   const parts: Uint8Array[] = [];

@@ -5,26 +5,38 @@
  * is read would be a difference in the count.
  */
 
+import { BodyError } from "./body-error.js";
+import { readToolDefinitions, type ToolDefinition } from "./tool-input.js";
+
+export { BodyError } from "./body-error.js";
+
+export type { ToolDefinition } from "./tool-input.js";
+
+/** A function call an assistant message made (OpenAI's `message.tool_calls[i]`). */
+export interface ToolCallRecord {
+  id: string;
+  name: string;
+  /** The arguments as the JSON text the model wrote (rendered back verbatim). */
+  arguments: string;
+}
+
 /** One chat message as the OpenAI API carries it (text content only). */
 export interface ChatMessage {
   role: "system" | "user" | "assistant" | "developer" | "tool" | "function";
   content: string;
+  /** An assistant message's tool calls; each is answered by a later `tool` message. */
+  toolCalls?: ToolCallRecord[];
+  /** A `tool` message: the id of the call it answers. */
+  toolCallId?: string;
 }
 
-/** What to generate from: a conversation (rendered with the model's chat template) or raw text. */
-export type GenerationInput = { kind: "chat"; messages: ChatMessage[] } | { kind: "text"; prompt: string };
-
-/** A body field that cannot be served: answered with a 400 that names the field. */
-export class BodyError extends Error {
-  override readonly name = "BodyError";
-
-  constructor(
-    message: string,
-    readonly param: string | null,
-  ) {
-    super(message);
-  }
-}
+/**
+ * What to generate from: a conversation (rendered with the model's chat template, with the functions
+ * the model may call documented the template's way) or raw text.
+ */
+export type GenerationInput =
+  | { kind: "chat"; messages: ChatMessage[]; tools?: ToolDefinition[] }
+  | { kind: "text"; prompt: string };
 
 const ROLES = new Set<ChatMessage["role"]>(["system", "user", "assistant", "developer", "tool", "function"]);
 
@@ -35,25 +47,110 @@ type Json = Record<string, unknown>;
  * JSON object. Content parts are joined with newlines; only text parts are accepted.
  */
 export function readGenerationInput(kind: GenerationInput["kind"], body: Json): GenerationInput {
-  return kind === "chat"
-    ? { kind, messages: messages(body.messages) }
-    : { kind, prompt: prompt(body.prompt) };
+  if (kind === "text") return { kind, prompt: prompt(body.prompt) };
+  const input: GenerationInput = { kind, messages: messages(body.messages) };
+  const tools = readToolDefinitions(body);
+  if (tools !== undefined) input.tools = tools;
+  return input;
 }
 
 function messages(value: unknown): ChatMessage[] {
   if (!Array.isArray(value) || value.length === 0) {
     throw new BodyError("'messages' must be a non-empty array.", "messages");
   }
-  return value.map((m: unknown, i) => {
+  const out = value.map((m: unknown, i): ChatMessage => {
     const at = `messages[${i}]`;
     if (typeof m !== "object" || m === null || Array.isArray(m))
       throw new BodyError(`'${at}' must be an object.`, at);
-    const { role, content } = m as Json;
+    const { role, content, tool_calls, tool_call_id } = m as Json;
     if (typeof role !== "string" || !ROLES.has(role as ChatMessage["role"])) {
       throw new BodyError(`'${at}.role' is not a supported role.`, `${at}.role`);
     }
-    return { role: role as ChatMessage["role"], content: messageContent(content, at) };
+    const message: ChatMessage = { role: role as ChatMessage["role"], content: messageContent(content, at) };
+    if (role === "assistant" && tool_calls !== undefined && tool_calls !== null) {
+      const calls = toolCalls(tool_calls, `${at}.tool_calls`);
+      if (calls.length > 0) message.toolCalls = calls;
+    }
+    if (role === "tool") {
+      if (typeof tool_call_id !== "string" || tool_call_id === "") {
+        throw new BodyError(`'${at}.tool_call_id' is required for role 'tool'.`, `${at}.tool_call_id`);
+      }
+      message.toolCallId = tool_call_id;
+    }
+    return message;
   });
+  checkToolAnswers(out);
+  return out;
+}
+
+/** The most tool calls one assistant message may carry. */
+const MAX_TOOL_CALLS = 128;
+
+function toolCalls(value: unknown, at: string): ToolCallRecord[] {
+  if (!Array.isArray(value)) throw new BodyError(`'${at}' must be an array.`, at);
+  if (value.length > MAX_TOOL_CALLS)
+    throw new BodyError(`'${at}' has more than ${MAX_TOOL_CALLS} calls.`, at);
+  return value.map((c: unknown, j) => {
+    const p = `${at}[${j}]`;
+    const call = c as Json | null;
+    if (typeof call !== "object" || call === null || Array.isArray(call))
+      throw new BodyError(`'${p}' must be an object.`, p);
+    if (call.type !== undefined && call.type !== "function")
+      throw new BodyError(`'${p}.type' must be 'function'.`, `${p}.type`);
+    if (typeof call.id !== "string" || call.id === "")
+      throw new BodyError(`'${p}.id' must be a non-empty string.`, `${p}.id`);
+    const fn = call.function as Json | null;
+    if (typeof fn !== "object" || fn === null || Array.isArray(fn))
+      throw new BodyError(`'${p}.function' must be an object.`, `${p}.function`);
+    if (typeof fn.name !== "string" || fn.name === "")
+      throw new BodyError(`'${p}.function.name' must be a non-empty string.`, `${p}.function.name`);
+    if (typeof fn.arguments !== "string")
+      throw new BodyError(`'${p}.function.arguments' must be a string.`, `${p}.function.arguments`);
+    return { id: call.id, name: fn.name, arguments: fn.arguments };
+  });
+}
+
+/**
+ * OpenAI's rule, which the chat template needs too (it renders each call with its result): the
+ * tool calls of an assistant message are answered by the `tool` messages right after it, one per
+ * call, and a `tool` message answers a call of that assistant message.
+ */
+function checkToolAnswers(messages: readonly ChatMessage[]): void {
+  let open: Set<string> | undefined;
+  let openAt = -1;
+  const unanswered = () => {
+    if (open !== undefined && open.size > 0) {
+      const at = `messages[${openAt}].tool_calls`;
+      throw new BodyError(
+        `An assistant message with 'tool_calls' must be followed by tool messages responding to each 'tool_call_id' (${[...open].map((id) => JSON.stringify(id)).join(", ")} unanswered).`,
+        at,
+      );
+    }
+  };
+  messages.forEach((m, i) => {
+    if (m.role === "tool") {
+      if (open === undefined || !open.delete(m.toolCallId as string)) {
+        throw new BodyError(
+          `'messages[${i}]' with role 'tool' must answer a tool call of the assistant message before it.`,
+          `messages[${i}].tool_call_id`,
+        );
+      }
+      return;
+    }
+    unanswered();
+    open = undefined;
+    if (m.toolCalls) {
+      open = new Set(m.toolCalls.map((c) => c.id));
+      if (open.size !== m.toolCalls.length) {
+        throw new BodyError(
+          `'messages[${i}].tool_calls' has two calls with one id.`,
+          `messages[${i}].tool_calls`,
+        );
+      }
+      openAt = i;
+    }
+  });
+  unanswered();
 }
 
 function messageContent(content: unknown, at: string): string {

@@ -1,19 +1,24 @@
 /** Turns a GenerationInput into prompt tokens with the model's chat template, plus the template's stop triggers. */
 import {
   type ChatHistoryItem,
+  type ChatModelFunctions,
+  type ChatModelResponse,
   type ChatWrapper,
+  type GbnfJsonSchema,
   GeneralChatWrapper,
   type GgufFileInfo,
   type Llama,
   type LlamaModel,
-  type LlamaText,
+  LlamaText,
   resolveChatWrapper,
   SpecialToken,
   SpecialTokensText,
   type Token,
   type Tokenizer,
 } from "node-llama-cpp";
-import type { ChatMessage, GenerationInput } from "./generation-input.js";
+import type { ChatMessage, GenerationInput, ToolDefinition } from "./generation-input.js";
+
+type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
 
 export interface RenderedPrompt {
   tokens: Token[];
@@ -84,23 +89,73 @@ export function resolveModelChatWrapper(model: LlamaModel, llama: Llama): ChatWr
   });
 }
 
-function toHistory(messages: readonly ChatMessage[]): ChatHistoryItem[] {
+/**
+ * The conversation as node-llama-cpp's chat history. An assistant message's tool calls become
+ * function calls of its model response, each with the result its `tool` message gave (the reader
+ * checked that every call has one), rendered back in the template's call syntax with the arguments
+ * exactly as they were written; an assistant message right after the results continues that model
+ * response, as the model continues its turn after calling functions.
+ */
+function toHistory(wrapper: ChatWrapper, messages: readonly ChatMessage[]): ChatHistoryItem[] {
   const history: ChatHistoryItem[] = [];
+  const results = new Map<string, string>();
+  for (const m of messages)
+    if (m.role === "tool" && m.toolCallId !== undefined) results.set(m.toolCallId, m.content);
+  /** The model response that tool results were added to last (the next assistant message continues it). */
+  let continued: ChatModelResponse["response"] | undefined;
   for (const m of messages) {
     switch (m.role) {
       case "system":
       case "developer":
         history.push({ type: "system", text: m.content });
+        continued = undefined;
         break;
-      case "assistant":
-        history.push({ type: "model", response: [m.content] });
+      case "assistant": {
+        const response: ChatModelResponse["response"] = continued ?? [];
+        if (m.content !== "") response.push(m.content);
+        for (const [k, call] of (m.toolCalls ?? []).entries()) {
+          response.push({
+            type: "functionCall",
+            name: call.name,
+            params: jsonOrText(call.arguments),
+            result: jsonOrText(results.get(call.id) ?? ""),
+            rawCall: rawCall(wrapper, call.name, call.arguments).toJSON(),
+            ...(k === 0 ? { startsNewChunk: true } : {}),
+          });
+        }
+        if (continued === undefined) history.push({ type: "model", response });
+        continued = m.toolCalls ? response : undefined;
+        break;
+      }
+      case "tool":
+        // Rendered with its call, in the model response above.
         break;
       default:
-        // user, and tool/function results (text only in this contract) are user turns.
+        // user, and legacy function results, are user turns.
         history.push({ type: "user", text: m.content });
+        continued = undefined;
     }
   }
   return history;
+}
+/** A result (or arguments) as the template renders it: the JSON value it holds, else the text. */
+function jsonOrText(text: string): string | JsonValue {
+  try {
+    return JSON.parse(text) as JsonValue;
+  } catch {
+    return text;
+  }
+}
+
+/**
+ * A call as the template writes it (ChatWrapper.generateFunctionCall) with the arguments verbatim,
+ * not re-serialized: the prompt shows the call the model made, as it made it.
+ */
+function rawCall(wrapper: ChatWrapper, name: string, args: string): LlamaText {
+  const call = wrapper.settings.functions.call;
+  const named = (part: typeof call.prefix) =>
+    LlamaText(part).mapValues((v) => (typeof v === "string" ? v.replaceAll("{{functionName}}", name) : v));
+  return LlamaText([call.prefix, name, named(call.paramsPrefix), args, named(call.suffix)]);
 }
 
 function triggerToStop(trigger: LlamaText, vocabulary: PromptVocabulary, out: RenderedPrompt): void {
@@ -135,6 +190,18 @@ export function renderPromptTokens(
   return render(vocabulary, wrapper, input, false).tokens;
 }
 
+/** The functions offered, as the template documents them. */
+function availableFunctions(tools: readonly ToolDefinition[]): ChatModelFunctions {
+  const out: Record<string, { description?: string; params?: GbnfJsonSchema }> = {};
+  for (const t of tools) {
+    out[t.name] = {
+      ...(t.description !== undefined ? { description: t.description } : {}),
+      params: t.parameters as GbnfJsonSchema,
+    };
+  }
+  return out as ChatModelFunctions;
+}
+
 function render(
   vocabulary: PromptVocabulary,
   wrapper: ChatWrapper,
@@ -150,9 +217,14 @@ function render(
     out.tokens = tokens;
     return out;
   }
-  const history = toHistory(input.messages);
+  const history = toHistory(wrapper, input.messages);
   if (history.at(-1)?.type !== "model") history.push({ type: "model", response: [] });
-  const state = wrapper.generateContextState({ chatHistory: history });
+  const state = wrapper.generateContextState({
+    chatHistory: history,
+    ...(input.tools
+      ? { availableFunctions: availableFunctions(input.tools), documentFunctionParams: true }
+      : {}),
+  });
   out.tokens = state.contextText.tokenize(vocabulary.tokenizer);
   if (withTriggers)
     for (const trigger of state.stopGenerationTriggers) triggerToStop(trigger, vocabulary, out);

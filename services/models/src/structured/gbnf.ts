@@ -41,14 +41,14 @@ const BASE_DEPENDENCIES: Record<string, string[]> = {
 
 /** The grammar of `response_format: {type: "json_object"}`: one JSON object, nothing after it. */
 export function jsonObjectGrammar(): string {
-  const builder = new GrammarBuilder(new Map());
+  const builder = new GrammarBuilder();
   return builder.finish(builder.base("object"));
 }
 
 /** The grammar of a compiled schema: one value the schema accepts, nothing after it. */
 export function schemaGrammar(schema: CompiledSchema): string {
-  const builder = new GrammarBuilder(schema.defs);
-  return builder.finish(builder.rule(schema.root));
+  const builder = new GrammarBuilder();
+  return builder.finish(builder.schema(schema));
 }
 
 /** A GBNF string literal for `text` (llama.cpp's escapes; other characters as UTF-8). */
@@ -66,13 +66,24 @@ export function gbnfLiteral(text: string): string {
   return `${out}"`;
 }
 
-class GrammarBuilder {
+/**
+ * Builds one grammar from any number of compiled schemas (a tool call's grammar has one per
+ * function) and rules of the caller's own: each rule defined once, named uniquely.
+ */
+export class GrammarBuilder {
   private readonly rules = new Map<string, string>();
   private readonly named = new Map<SchemaNode, string>();
-  private readonly defNames = new Map<string, string>();
+  /** The definitions of the schema being built, and their rule names (a name is per schema). */
+  private defs = new Map<string, SchemaNode>();
+  private defNames = new Map<string, string>();
   private next = 0;
 
-  constructor(private readonly defs: Map<string, SchemaNode>) {}
+  /** The rule generating one value `schema` accepts. */
+  schema(schema: CompiledSchema): string {
+    this.defs = schema.defs;
+    this.defNames = new Map();
+    return this.rule(schema.root);
+  }
 
   /** The root rule (and only the base rules used), in a stable order. */
   finish(rootRule: string): string {
@@ -90,14 +101,27 @@ class GrammarBuilder {
     return name;
   }
 
-  private define(body: string): string {
+  /** A rule name to define later with set(): for rules that refer to each other. */
+  reserve(): string {
+    const name = `n${this.next++}`;
+    this.rules.set(name, "");
+    return name;
+  }
+
+  /** Defines a reserved rule. */
+  set(name: string, body: string): void {
+    this.rules.set(name, body);
+  }
+
+  /** A new rule with this body; returns its name. */
+  define(body: string): string {
     const name = `n${this.next++}`;
     this.rules.set(name, body);
     return name;
   }
 
   /** The name of the rule (or a base rule) generating `node`, each node defined once. */
-  rule(node: SchemaNode): string {
+  private rule(node: SchemaNode): string {
     const known = this.named.get(node);
     if (known !== undefined) return known;
     let name: string;

@@ -8,7 +8,7 @@
  */
 import type { ChatWrapper, Token, Tokenizer } from "node-llama-cpp";
 import { countChatMlPrompt, isChatMl, type SegmentCounter } from "../chat/chatml-count.js";
-import type { GenerationInput } from "../chat/generation-input.js";
+import type { ChatMessage, GenerationInput } from "../chat/generation-input.js";
 import { type PromptVocabulary, renderPromptTokens, resolveChatWrapperOf } from "../chat/prompt.js";
 import { ByteLevelBpe, byteLevelSupport, TokenAttr } from "./bpe/byte-level-bpe.js";
 import type { VocabularyDescription } from "./vocabulary-description.js";
@@ -73,7 +73,9 @@ export class FastModelTokenizer {
 
   /** Prompt tokens: ModelTokenizer.countPrompt's figure. */
   countPrompt(input: GenerationInput): number {
-    if (input.kind === "chat" && this.chatMl) return countChatMlPrompt(input.messages, this.segments);
+    // The shortcut renders plain conversations; functions and calls go through the wrapper.
+    if (input.kind === "chat" && this.chatMl && input.tools === undefined && !hasToolTurns(input.messages))
+      return countChatMlPrompt(input.messages, this.segments);
     return renderPromptTokens(this.vocabulary, this.wrapper, input).length;
   }
 
@@ -209,4 +211,8 @@ function makeTokenizer(
   };
   const tokenizer = Object.assign(tokenize, { detokenize, isSpecialToken, isEogToken });
   return { tokenizer: tokenizer as unknown as Tokenizer, segments };
+}
+
+function hasToolTurns(messages: readonly ChatMessage[]): boolean {
+  return messages.some((m) => m.toolCalls !== undefined || m.role === "tool");
 }

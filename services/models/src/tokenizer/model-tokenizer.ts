@@ -8,6 +8,8 @@ import {
   renderPromptTokens,
   resolveModelChatWrapper,
 } from "../chat/prompt.js";
+import { toolSyntaxOf } from "../chat/tool-syntax.js";
+import type { ToolCallSyntax } from "../tools/syntax.js";
 
 /**
  * A model's tokenizer and chat template: how many tokens a prompt and a completion are. The provider
@@ -17,6 +19,7 @@ import {
  */
 export class ModelTokenizer {
   private readonly vocabulary: PromptVocabulary;
+  private syntax: ToolCallSyntax | null | undefined;
 
   private constructor(
     readonly model: LlamaModel,
@@ -43,6 +46,15 @@ export class ModelTokenizer {
   /** The prompt's tokens as the engine evaluates them, and the template's stop triggers. */
   render(input: GenerationInput): RenderedPrompt {
     return renderPrompt(this.vocabulary, this.wrapper, input);
+  }
+
+  /**
+   * How the model writes a function call (its chat template's syntax); undefined where the template
+   * has none the output can show, and the model then serves no `tools`.
+   */
+  get toolSyntax(): ToolCallSyntax | undefined {
+    if (this.syntax === undefined) this.syntax = toolSyntaxOf(this.wrapper, this.model) ?? null;
+    return this.syntax ?? undefined;
   }
 
   /** Prompt tokens: what `usage.prompt_tokens` must say. */

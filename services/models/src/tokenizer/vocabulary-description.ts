@@ -6,6 +6,7 @@
  * (FastModelTokenizer) without llama.cpp and without a message per count.
  */
 import type { GgufFileInfo, LlamaModel, Token } from "node-llama-cpp";
+import type { ToolCallSyntax } from "../tools/syntax.js";
 import type { BpeVocabulary } from "./bpe/byte-level-bpe.js";
 import type { ModelTokenizer } from "./model-tokenizer.js";
 
@@ -33,6 +34,8 @@ export interface VocabularyDescription {
   fileInfo: GgufFileInfo;
   /** The chat wrapper llama.cpp's side resolved (the port must resolve the same one). */
   wrapperName: string;
+  /** How the model writes a function call (ModelTokenizer.toolSyntax); absent where it cannot. */
+  toolSyntax?: ToolCallSyntax;
 }
 
 const ATTRIBUTE_BITS = [
@@ -108,5 +111,6 @@ export function describeVocabulary(tokenizer: ModelTokenizer): VocabularyDescrip
       architectureMetadata: info.architectureMetadata,
     } as unknown as GgufFileInfo,
     wrapperName: tokenizer.wrapper.wrapperName,
+    ...(tokenizer.toolSyntax ? { toolSyntax: tokenizer.toolSyntax } : {}),
   };
 }

@@ -13,6 +13,7 @@ import { ModelTokenizer, synthesizeModel } from "@darkbloom/models";
 import { formatGrammar, formatViolation, readResponseFormat } from "@darkbloom/models/structured";
 import { getLlama, LlamaLogLevel } from "node-llama-cpp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { toolsConformance } from "./conformance-tools.test-support.js";
 import {
   type Engine,
   type EngineDevice,
@@ -497,6 +498,20 @@ export function engineConformance(target: ConformanceTarget): void {
         engine.generate(req(PROMPTS[0]!, { grammar: "root ::= undefined-rule" }), () => {}).done,
       );
       expect(bad).toMatchObject({ code: "invalid_request", httpStatus: 400 });
+    });
+  });
+
+  describe(`${target.name}: conformance of tools`, () => {
+    let engine: Engine;
+    beforeAll(async () => {
+      engine = makeEngine({ maxBatch: 4, validator: false });
+      await engine.load(tiny);
+    });
+    toolsConformance({
+      engine: () => engine,
+      model: () => tiny,
+      vocabulary: openVocabulary,
+      req: (input, sampling) => req(input, sampling),
     });
   });
 

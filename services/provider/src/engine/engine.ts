@@ -5,6 +5,7 @@
  */
 
 import type { GenerationInput } from "@darkbloom/models";
+import type { SplitCall, ToolUse } from "@darkbloom/models/tools";
 
 /** What to generate from (read from the request body by the one reader the coordinator also uses). */
 export type { ChatMessage, GenerationInput } from "@darkbloom/models";
@@ -37,6 +38,14 @@ export interface SamplingOptions {
    * (`invalid_request`) rather than decode without it, and says so through `constrains`.
    */
   grammar?: string | undefined;
+  /**
+   * The functions the model may call (`tools`, `tool_choice`, `parallel_tool_calls`): the engine
+   * decodes under the grammar of the calls in the model's own call syntax (toolCallGrammar), splits
+   * the output into content and calls (GenerationResult.tools), and ends a turn that called functions
+   * with "tool_calls". Not together with `grammar`. An engine that cannot enforce grammars, or a model
+   * whose chat template has no call syntax, refuses the request (`invalid_request`).
+   */
+  tools?: ToolUse | undefined;
 }
 
 export interface GenerationRequest {
@@ -64,7 +73,14 @@ export interface GenerationResult {
   completionTokens: number;
   /** Tokens sampled (what max_tokens limits; at least completionTokens for a canonical split). */
   generatedTokens: number;
-  finishReason: "stop" | "length" | "cancelled";
+  /** "tool_calls": the turn ended after calling functions (a request with `tools`). */
+  finishReason: "stop" | "length" | "tool_calls" | "cancelled";
+  /**
+   * A request with `tools`: the emitted text split into the content before the calls and the calls
+   * (what the consumer is shown, and the response signature covers); the emitted text is what was
+   * counted.
+   */
+  tools?: { content: string; calls: SplitCall[] } | undefined;
 }
 
 /** A running generation. */

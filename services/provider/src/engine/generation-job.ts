@@ -7,6 +7,7 @@
  */
 import { randomInt } from "node:crypto";
 import type { ModelTokenizer, RenderedPrompt } from "@darkbloom/models";
+import { splitToolOutput, type ToolCallSyntax, toolCallGrammar } from "@darkbloom/models/tools";
 import {
   EngineError,
   type Generation,
@@ -75,6 +76,12 @@ export function validateRequest(request: GenerationRequest): number {
   }
   if (s.grammar !== undefined && (typeof s.grammar !== "string" || s.grammar.length === 0))
     throw invalid("grammar must be a non-empty string");
+  if (s.tools !== undefined) {
+    if (request.input.kind !== "chat") throw invalid("tools need a chat input");
+    if (s.grammar !== undefined) throw invalid("a request has either a grammar or tools, not both");
+    if (!Array.isArray(s.tools.functions) || s.tools.functions.length === 0)
+      throw invalid("tools must offer at least one function");
+  }
   for (const p of [s.presencePenalty, s.frequencyPenalty]) {
     if (p !== undefined && (!Number.isFinite(p) || p < -2 || p > 2))
       throw invalid("penalties must be in [-2, 2]");
@@ -103,6 +110,13 @@ export abstract class GenerationJob implements Generation {
   unreportedTokens = 0;
   /** Sampling seed (the request's, or a random one). */
   seed = 0;
+  /**
+   * The grammar the output is decoded under: the request's, or with `tools` the calls' grammar in
+   * the model's syntax (set by useTools before the job is submitted). Engines read it here.
+   */
+  grammar: string | undefined;
+  /** With `tools`: the model's call syntax, to split the output at the end. */
+  private toolSyntax: ToolCallSyntax | undefined;
   private resolveDone!: (result: GenerationResult) => void;
   private rejectDone!: (err: unknown) => void;
 
@@ -117,6 +131,23 @@ export abstract class GenerationJob implements Generation {
     // A consumer that never awaits `done` must not crash the daemon with an unhandled rejection.
     this.done.catch(() => {});
     this.stop = new StopMatcher(request?.sampling?.stop ?? []);
+    this.grammar = request?.sampling?.grammar;
+  }
+
+  /**
+   * Readies a `tools` request for the model it runs on: the calls' grammar in the model's syntax
+   * (undefined: its template has none the output can show, and the request is refused).
+   */
+  useTools(syntax: ToolCallSyntax | undefined): void {
+    const tools = this.request.sampling.tools;
+    if (tools === undefined) return;
+    if (syntax === undefined) {
+      throw invalid(
+        `model ${this.request.model} has no function-call syntax in its chat template: it cannot serve 'tools'`,
+      );
+    }
+    this.toolSyntax = syntax;
+    this.grammar = toolCallGrammar(syntax, tools);
   }
 
   /** Called once when a consumer cancels an unsettled job (after it settled "cancelled"): free its row. */
@@ -132,12 +163,23 @@ export abstract class GenerationJob implements Generation {
     if (this.settled) return;
     this.settled = true;
     this.phase = "finished";
-    this.resolveDone({
+    const result: GenerationResult = {
       promptTokens: this.promptTokens,
       completionTokens: this.tokenizer?.countText(this.emitted) ?? 0,
       generatedTokens: this.completionTokens,
       finishReason: reason,
-    });
+    };
+    const tools = this.request.sampling.tools;
+    if (tools !== undefined && this.toolSyntax !== undefined) {
+      const split = splitToolOutput(
+        this.emitted,
+        this.toolSyntax,
+        tools.functions.map((f) => f.name),
+      );
+      result.tools = { content: split.content, calls: split.calls };
+      if (reason === "stop" && split.state === "complete") result.finishReason = "tool_calls";
+    }
+    this.resolveDone(result);
   }
 
   fail(err: EngineError): void {

@@ -368,6 +368,9 @@ export abstract class ModelHostEngine<R extends HostedRunner, J extends Generati
       if (request.sampling.grammar !== undefined && !this.enforcesGrammar) {
         throw invalid(`the ${this.backend} engine cannot constrain output to a grammar (response_format)`);
       }
+      if (request.sampling.tools !== undefined && !this.enforcesGrammar) {
+        throw invalid(`the ${this.backend} engine cannot constrain output to a grammar (tools)`);
+      }
       if (typeof onToken !== "function") throw invalid("onToken must be a function");
       this.ensureOpen();
       if (!this.known.has(request.model)) {
@@ -391,6 +394,7 @@ export abstract class ModelHostEngine<R extends HostedRunner, J extends Generati
       // Idle-unloaded between the load and this turn: load it again.
       if (runner.disposed) runner = await this.ensureRunner(job.request.model);
       if (job.settled) return;
+      job.useTools(job.request.sampling.tools && runner.tokenizer.toolSyntax);
       const prompt = runner.tokenizer.render(job.request.input);
       if (prompt.tokens.length === 0) throw invalid("the prompt is empty");
       const max = job.request.sampling.maxTokens;

@@ -1,5 +1,6 @@
 import { BodyError, type GenerationInput, readGenerationInput, readLogitBias } from "@darkbloom/models";
 import { formatGrammar, readResponseFormat } from "@darkbloom/models/structured";
+import { readToolUse, toolsWithFormat } from "@darkbloom/models/tools";
 import { Endpoint } from "@darkbloom/protocol/provider/v1";
 import type { GenerationRequest, SamplingOptions } from "../engine/engine.js";
 
@@ -67,6 +68,11 @@ export function parseRequestBody(
   if (logitBias !== undefined) sampling.logitBias = logitBias;
   const format = readResponseFormat(o);
   if (format !== undefined) sampling.grammar = formatGrammar(format);
+  const tools = endpoint === Endpoint.CHAT_COMPLETIONS ? readToolUse(o) : undefined;
+  if (tools !== undefined) {
+    if (format !== undefined) throw toolsWithFormat();
+    sampling.tools = tools;
+  }
   if (sampling.topP === 0) {
     // top_p 0 keeps only the most likely token: greedy decoding (the engine takes top_p in (0, 1]).
     sampling.topP = 1;

@@ -1,3 +1,4 @@
+import { shownToolCalls } from "@darkbloom/models/tools";
 import type { Cancel, InferenceRequest } from "@darkbloom/protocol/provider/v1";
 import {
   acceptedMessage,
@@ -9,11 +10,12 @@ import {
 } from "@darkbloom/protocol/provider-client";
 import { type BoxKey, type BoxKeyPair, wipe } from "@darkbloom/protocol/sealed-box";
 import {
+  hex,
   RESPONSE_SIGNATURE_VERSION,
   responseSha256,
   responseSignatureMessage,
   sha256,
-  textChoices,
+  shownChoice,
 } from "@darkbloom/protocol/verifiable-response";
 import type { Logger } from "pino";
 import type { Engine, Generation, GenerationRequest, GenerationResult, ModelFile } from "../engine/engine.js";
@@ -242,10 +244,12 @@ export class RequestServer {
     const responseHash = responseSha256({
       providerId: active.session.ack?.providerId ?? "",
       model: active.model,
-      choices: textChoices(
-        active.texts,
-        choices.map((c) => c.finishReason),
-      ),
+      choices: active.results.map((r, index) => {
+        const finishReason = choices[index]?.finishReason ?? "stop";
+        if (r?.tools === undefined) return shownChoice(index, active.texts[index] ?? "", [], finishReason);
+        const calls = shownToolCalls(hex(active.requestSha256), index, r.tools.calls);
+        return shownChoice(index, r.tools.content, calls, finishReason);
+      }),
       usage: { promptTokens, completionTokens },
     });
     signer.sign(responseSignatureMessage(active.requestSha256, responseHash)).then(

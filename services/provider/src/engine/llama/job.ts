@@ -33,7 +33,7 @@ export class Job extends GenerationJob {
   /** Prompt tokens not evaluated yet (phase "prefill"), fed in fixed-size chunks. */
   prefillOffset = 0;
   /** The request's grammar, advanced by node-llama-cpp's sampler with every token it samples. */
-  grammar: LlamaGrammarEvaluationState | undefined;
+  grammarState: LlamaGrammarEvaluationState | undefined;
   /** The request's logit biases, and under a grammar the fragments banned (ModelRunner.tokenBias). */
   tokenBias: TokenBias | undefined;
 
@@ -59,7 +59,7 @@ export class Job extends GenerationJob {
       minP: 0,
       seed: this.seed,
     };
-    if (this.grammar) options.grammarEvaluationState = this.grammar;
+    if (this.grammarState) options.grammarEvaluationState = this.grammarState;
     if (this.tokenBias) options.tokenBias = this.tokenBias;
     if (s.presencePenalty || s.frequencyPenalty) {
       options.repeatPenalty = {

@@ -121,7 +121,7 @@ export class LlamaEngine extends ModelHostEngine<ModelRunner, Job> {
         503,
       );
     }
-    const grammar = job.request.sampling.grammar;
+    const grammar = job.grammar;
     if (grammar !== undefined) {
       // Parsed here, once per job: a grammar llama.cpp cannot parse fails the request, not the loop.
       let parsed: LlamaGrammar;
@@ -130,9 +130,9 @@ export class LlamaEngine extends ModelHostEngine<ModelRunner, Job> {
       } catch (e) {
         throw invalid(`the grammar does not parse (${e instanceof Error ? e.message : String(e)})`);
       }
-      job.grammar = new LlamaGrammarEvaluationState({ model: runner.model, grammar: parsed });
+      job.grammarState = new LlamaGrammarEvaluationState({ model: runner.model, grammar: parsed });
     }
-    job.tokenBias = runner.tokenBias(job.request.sampling);
+    job.tokenBias = runner.tokenBias(job.request.sampling, grammar !== undefined);
     job.phase = "queued";
     runner.queue.push(job);
     this.loop.kick(runner);

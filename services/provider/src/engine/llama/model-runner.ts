@@ -78,9 +78,9 @@ export class ModelRunner {
    * vocabulary, and for a bias on an end-of-generation token, which node-llama-cpp's TokenBias drops
    * without a word (the native core applies it).
    */
-  tokenBias(sampling: SamplingOptions): TokenBias | undefined {
+  tokenBias(sampling: SamplingOptions, grammar: boolean): TokenBias | undefined {
     const requested = sampling.logitBias ?? [];
-    if (requested.length === 0 && sampling.grammar === undefined) return undefined;
+    if (requested.length === 0 && !grammar) return undefined;
     const size = this.vocabularySize();
     const bias = new TokenBias(this.model.tokenizer);
     for (const [token, value] of requested) {
@@ -91,8 +91,7 @@ export class ModelRunner {
       bias.set(token as Token, value === Number.NEGATIVE_INFINITY ? "never" : { logit: value });
     }
     // Last, so that a request's bias never brings a fragment back under a grammar.
-    if (sampling.grammar !== undefined)
-      for (const token of this.characterFragments()) bias.set(token as Token, "never");
+    if (grammar) for (const token of this.characterFragments()) bias.set(token as Token, "never");
     return bias;
   }
 

@@ -59,7 +59,7 @@ export class NativeJob extends GenerationJob {
       minP: 0,
       seed: this.seed % SEED_MODULUS,
     };
-    if (s.grammar !== undefined) options.grammar = s.grammar;
+    if (this.grammar !== undefined) options.grammar = this.grammar;
     if (s.logitBias !== undefined && s.logitBias.length > 0) options.logitBias = s.logitBias;
     if (s.presencePenalty || s.frequencyPenalty) {
       options.repeatPenalty = 1;
