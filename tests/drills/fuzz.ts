@@ -242,9 +242,27 @@ const BAD_VALUES: Record<string, readonly JValue[]> = {
     j({ type: "json_schema", json_schema: { name: "s", schema: { $ref: "#/$defs/none" } } }),
   ],
   logit_bias: [5, "x", j([1]), j({ x: 1 }), j({ "1": 101 }), j({ "1": "2" }), j({ "-1": 1 })],
-  // Not served yet: refused by name rather than ignored.
-  tools: [j([{ type: "function", function: { name: "f", parameters: {} } }])],
-  tool_choice: ["required"],
+  tools: [
+    5,
+    j({}),
+    j([{ type: "retrieval" }]),
+    j([{ type: "function", function: { name: "a b" } }]),
+    j([
+      {
+        type: "function",
+        function: {
+          name: "f",
+          parameters: { type: "object", properties: { x: { type: "string", pattern: "^a" } } },
+        },
+      },
+    ]),
+    j([{ type: "function", function: { name: "f", parameters: { type: "string" } } }]),
+  ],
+  // Without tools (or on /v1/completions, which has none).
+  tool_choice: ["required", 5, "sometimes", j({ type: "function", function: { name: "f" } })],
+  parallel_tool_calls: ["yes", 1],
+  // Not served: refused by name rather than ignored.
+  functions: [j([{ name: "f" }])],
   top_logprobs: [2],
 };
 

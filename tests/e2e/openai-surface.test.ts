@@ -1,5 +1,5 @@
-// The OpenAI surface real clients use, through the whole system: logit_bias, and structured outputs
-// with the unchanged client libraries from npm (the
+// The OpenAI surface real clients use, through the whole system: logit_bias, structured outputs and
+// function calling (tools) with the unchanged client libraries from npm (the
 // official openai SDK, the Vercel AI SDK through @ai-sdk/openai-compatible, LangChain's ChatOpenAI)
 // and zod: the coordinator routes them to daemons whose engine decodes under the schema's grammar (the
 // llama engine serving `tiny`, the native core serving `tiny-llama`), the random-weight models still
@@ -9,12 +9,14 @@
 import { join } from "node:path";
 import { createOpenAICompatible } from "@ai-sdk/openai-compatible";
 import { ModelTokenizer } from "@darkbloom/models";
+import { verifyResponse } from "@darkbloom/protocol/verifiable-response";
 import { modelPath } from "@darkbloom/provider";
+import { tool as langchainTool } from "@langchain/core/tools";
 import { ChatOpenAI } from "@langchain/openai";
-import { generateObject, streamObject, streamText } from "ai";
+import { generateObject, streamObject, streamText, tool } from "ai";
 import { getLlama, LlamaLogLevel } from "node-llama-cpp";
 import OpenAI from "openai";
-import { zodResponseFormat } from "openai/helpers/zod";
+import { zodFunction, zodResponseFormat } from "openai/helpers/zod";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { z } from "zod";
 import { z as z3 } from "zod/v3";
@@ -308,5 +310,224 @@ describe("logit_bias with the openai SDK", () => {
       .create({ model: "tiny", messages: [{ role: "user", content: "x" }], logit_bias: { "99999999": 5 } })
       .catch((e: unknown) => e);
     expect(error).toBeInstanceOf(OpenAI.BadRequestError);
+  });
+});
+
+/** A function's parameters, bounded so that calls end. */
+const Weather = z.object({ city: z.string().max(12), unit: z.enum(["celsius", "fahrenheit"]) });
+const Weather3 = z3.object({ city: z3.string().max(12), unit: z3.enum(["celsius", "fahrenheit"]) });
+const WEATHER_TOOL = {
+  type: "function" as const,
+  function: {
+    name: "get_weather",
+    description: "The weather in a city.",
+    parameters: {
+      type: "object",
+      properties: { city: { type: "string", maxLength: 12 }, unit: { enum: ["celsius", "fahrenheit"] } },
+      required: ["city", "unit"],
+      additionalProperties: false,
+    },
+  },
+};
+
+describe("tools with the openai SDK", () => {
+  it("runTools calls the function with arguments zod accepts, and the answer continues the conversation, on both engines", async () => {
+    for (const model of MODELS) {
+      const called: z.infer<typeof Weather>[] = [];
+      const runner = client.chat.completions.runTools({
+        model,
+        messages: [{ role: "user", content: "What is the weather in Paris?" }],
+        tools: [
+          zodFunction({
+            name: "get_weather",
+            description: "The weather in a city.",
+            parameters: Weather,
+            function: (args: z.infer<typeof Weather>) => {
+              called.push(args);
+              return { sky: "clear", degrees: 21 };
+            },
+          }),
+        ],
+        tool_choice: { type: "function", function: { name: "get_weather" } },
+        temperature: 1,
+        seed: 4,
+        max_tokens: 300,
+      });
+      const call = await runner.finalFunctionToolCall();
+      expect(call?.name).toBe("get_weather");
+      expect(called).toHaveLength(1);
+      expect(Weather.parse(called[0])).toEqual(called[0]);
+      const completion = await runner.finalChatCompletion();
+      expect(completion.choices[0]?.finish_reason).toBe("tool_calls");
+      expect(completion.choices[0]?.message.content).toBeNull();
+      // The conversation goes on with the call and its result, which the template renders and
+      // both sides count alike (else the provider would be cut for its prompt count).
+      const next = await client.chat.completions.create({
+        model,
+        messages: runner.messages as OpenAI.ChatCompletionMessageParam[],
+        tools: [WEATHER_TOOL],
+        temperature: 0,
+        max_tokens: 8,
+      });
+      expect(next.choices[0]?.message.tool_calls ?? []).toEqual([]);
+      expect(next.usage?.prompt_tokens).toBeGreaterThan(completion.usage?.prompt_tokens ?? 0);
+    }
+  });
+
+  it("streams tool calls as OpenAI does: the stream helper assembles calls whose arguments parse", async () => {
+    const stream = client.chat.completions.stream({
+      model: "tiny",
+      messages: [{ role: "user", content: "Weather in Oslo and in Rome?" }],
+      tools: [WEATHER_TOOL],
+      tool_choice: "required",
+      temperature: 1,
+      seed: 7,
+      max_tokens: 300,
+      stream_options: { include_usage: true },
+    });
+    let argumentDeltas = 0;
+    stream.on("tool_calls.function.arguments.delta", () => argumentDeltas++);
+    const final = await stream.finalChatCompletion();
+    const choice = final.choices[0]!;
+    expect(choice.finish_reason).toBe("tool_calls");
+    expect(argumentDeltas).toBeGreaterThan(1);
+    expect(choice.message.tool_calls?.length).toBeGreaterThan(0);
+    for (const call of choice.message.tool_calls ?? []) {
+      if (call.type !== "function") throw new Error("a function call was expected");
+      expect(call.id).toMatch(/^call_/);
+      expect(Weather.parse(JSON.parse(call.function.arguments))).toBeDefined();
+    }
+    expect(final.usage?.completion_tokens).toBeGreaterThan(0);
+  });
+
+  it("the response signature covers the tool calls, streamed and not", async () => {
+    for (const stream of [false, true]) {
+      const body = JSON.stringify({
+        model: "tiny-llama",
+        messages: [{ role: "user", content: "Weather?" }],
+        tools: [WEATHER_TOOL],
+        tool_choice: "required",
+        temperature: 1,
+        seed: 2,
+        max_tokens: 300,
+        stream,
+      });
+      const res = await fetch(`${testbed.baseUrl}/chat/completions`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${alice.apiKey}`, "content-type": "application/json" },
+        body,
+      });
+      expect(res.status).toBe(200);
+      const saved = stream ? await res.text() : await res.json();
+      const verdict = verifyResponse(saved, { requestBody: body });
+      expect(verdict.ok, JSON.stringify(verdict)).toBe(true);
+      if (!verdict.ok) continue;
+      expect(verdict.response.choices[0]?.toolCalls.length).toBeGreaterThan(0);
+      expect(verdict.response.choices[0]?.finishReason).toBe("tool_calls");
+    }
+  });
+
+  it("a parameter schema the grammar cannot enforce is a BadRequestError naming the keyword", async () => {
+    const error = await client.chat.completions
+      .create({
+        model: "tiny",
+        messages: [{ role: "user", content: "x" }],
+        tools: [
+          {
+            type: "function",
+            function: {
+              name: "f",
+              parameters: { type: "object", properties: { d: { type: "string", pattern: "^a" } } },
+            },
+          },
+        ],
+      })
+      .catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(OpenAI.BadRequestError);
+    expect((error as InstanceType<typeof OpenAI.BadRequestError>).param).toBe(
+      "tools[0].function.parameters.properties.d.pattern",
+    );
+  });
+});
+
+describe("tools with the Vercel AI SDK", () => {
+  it("streamText with tools streams the call, runs it, and gives its result", async () => {
+    const darkbloom = createOpenAICompatible({
+      name: "darkbloom",
+      baseURL: testbed.baseUrl,
+      apiKey: alice.apiKey,
+      includeUsage: true,
+    });
+    for (const model of MODELS) {
+      const calls: unknown[] = [];
+      const result = streamText({
+        model: darkbloom(model),
+        prompt: "What is the weather in Paris?",
+        tools: {
+          get_weather: tool({
+            description: "The weather in a city.",
+            inputSchema: Weather,
+            execute: async (input) => {
+              calls.push(input);
+              return { sky: "clear" };
+            },
+          }),
+        },
+        toolChoice: "required",
+        temperature: 1,
+        seed: 6,
+        maxOutputTokens: 300,
+        maxRetries: 0,
+      });
+      const parts: string[] = [];
+      for await (const part of result.fullStream) parts.push(part.type);
+      expect(parts).toContain("tool-input-delta");
+      expect(parts).toContain("tool-call");
+      expect(await result.finishReason).toBe("tool-calls");
+      const toolCalls = await result.toolCalls;
+      expect(toolCalls.length).toBeGreaterThan(0);
+      for (const c of toolCalls) expect(Weather.parse(c.input)).toEqual(c.input);
+      expect(calls).toHaveLength(toolCalls.length);
+      expect((await result.toolResults).map((r) => r.output)).toEqual(calls.map(() => ({ sky: "clear" })));
+    }
+  });
+});
+
+describe("tools with LangChain", () => {
+  const weather = langchainTool(async () => "clear", {
+    name: "get_weather",
+    description: "The weather in a city.",
+    schema: Weather3,
+  });
+  const chat = (model: string) =>
+    new ChatOpenAI({
+      model,
+      apiKey: alice.apiKey,
+      configuration: { baseURL: testbed.baseUrl },
+      temperature: 1,
+      maxTokens: 300,
+      maxRetries: 0,
+      modelKwargs: { seed: 8 },
+    });
+
+  it("bindTools: the message's tool calls have the zod schema's arguments, from both engines, streamed too", async () => {
+    for (const model of MODELS) {
+      const bound = chat(model).bindTools([weather], { tool_choice: "required" });
+      const message = await bound.invoke("What is the weather in Paris?");
+      expect(message.tool_calls?.length).toBeGreaterThan(0);
+      for (const c of message.tool_calls ?? []) {
+        expect(c.name).toBe("get_weather");
+        expect(Weather3.parse(c.args)).toEqual(c.args);
+      }
+      let chunks = 0;
+      let merged: Awaited<ReturnType<typeof bound.invoke>> | undefined;
+      for await (const chunk of await bound.stream("And in Rome?")) {
+        chunks++;
+        merged = merged === undefined ? chunk : merged.concat(chunk);
+      }
+      expect(chunks).toBeGreaterThan(1);
+      expect(merged?.tool_calls?.length).toBeGreaterThan(0);
+      for (const c of merged?.tool_calls ?? []) expect(Weather3.parse(c.args)).toEqual(c.args);
+    }
   });
 });

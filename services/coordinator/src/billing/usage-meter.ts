@@ -1,4 +1,5 @@
 import type { GenerationInput } from "@darkbloom/models/input";
+import type { ToolCallSyntax } from "@darkbloom/models/tools";
 import type { ChunkPayload, Usage } from "@darkbloom/protocol/provider/v1";
 
 /**
@@ -70,6 +71,11 @@ export interface TokenCounter {
    * never cut an honest provider (see confirmedCount).
    */
   readonly reference?: ReferenceCounter;
+  /**
+   * How the model writes a function call (its chat template's syntax, from the vocabulary): what a
+   * request with `tools` is split with. Absent where the template has none.
+   */
+  toolSyntax?: ToolCallSyntax;
 }
 
 /** llama.cpp's counter behind a port, and what to do when the port is found to differ from it. */

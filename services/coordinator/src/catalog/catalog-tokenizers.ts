@@ -213,6 +213,8 @@ export class CatalogTokenizers {
     let fast: FastModelTokenizer;
     try {
       const description = await describe();
+      // Whichever counts, the model's call syntax is what tools requests are split with.
+      if (description.toolSyntax) loaded.counter.toolSyntax = description.toolSyntax;
       const unsupported = FastModelTokenizer.unsupported(description);
       if (unsupported) {
         this.log.info(
@@ -268,6 +270,7 @@ export class CatalogTokenizers {
       countPromptNow,
       countTextsNow,
       reference,
+      ...(llamaCpp.toolSyntax ? { toolSyntax: llamaCpp.toolSyntax } : {}),
     };
   }
 

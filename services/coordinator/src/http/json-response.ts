@@ -1,6 +1,6 @@
-import type { ChunkPayload, Endpoint } from "@darkbloom/protocol/provider/v1";
+import type { Endpoint } from "@darkbloom/protocol/provider/v1";
 import type { ApiError } from "../errors/index.js";
-import type { CompletionResult, ResponseSink } from "../inference/response-sink.js";
+import type { CompletionResult, OutputChunk, ResponseSink } from "../inference/response-sink.js";
 import type { Timing } from "../inference/timing.js";
 import type { ProviderHandle } from "../routing/provider-handle.js";
 import {
@@ -55,7 +55,7 @@ export class JsonResponse implements ResponseSink {
     this.delivered = 0;
   }
 
-  chunk(payload: ChunkPayload): void {
+  chunk(payload: OutputChunk): void {
     if (this.done) return;
     const i = payload.choiceIndex;
     if (i >= this.n) return; // a provider may not invent choices
@@ -64,6 +64,7 @@ export class JsonResponse implements ResponseSink {
     this.parts[i] = parts;
     this.delivered += payload.tokenCount;
     this.bytes += Buffer.byteLength(payload.text);
+    for (const call of payload.toolCalls ?? []) this.bytes += Buffer.byteLength(call.arguments);
     if (this.bytes > this.limits.maxResponseBytes) this.cut("response_bytes");
   }
 

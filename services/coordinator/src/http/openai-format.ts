@@ -1,5 +1,6 @@
 import { Endpoint } from "@darkbloom/protocol/provider/v1";
-import type { CompletionResult } from "../inference/response-sink.js";
+import type { SignedChoice } from "@darkbloom/protocol/verifiable-response";
+import type { CompletionResult, ToolCallDelta } from "../inference/response-sink.js";
 
 /** Precomputed JSON fragments of one response's SSE events, so each token costs one string concat. */
 export class ChunkFormatter {
@@ -21,11 +22,19 @@ export class ChunkFormatter {
     this.usageNull = includeUsage ? `,"usage":null` : "";
   }
 
-  /** A delta event; `first` adds the assistant role to a chat choice's first delta. */
-  delta(index: number, text: string, first: boolean): string {
+  /**
+   * A delta event; `first` adds the assistant role to a chat choice's first delta. Tool calls go out
+   * as OpenAI streams them: a call's first piece with its id, type and name, then its arguments.
+   */
+  delta(index: number, text: string, first: boolean, toolCalls?: readonly ToolCallDelta[]): string {
     const t = JSON.stringify(text);
     if (this.endpoint === Endpoint.CHAT_COMPLETIONS) {
-      const delta = first ? `{"role":"assistant","content":${t}}` : `{"content":${t}}`;
+      const delta =
+        toolCalls === undefined || toolCalls.length === 0
+          ? first
+            ? `{"role":"assistant","content":${t}}`
+            : `{"content":${t}}`
+          : toolCallsDelta(text, first, toolCalls);
       return `data: ${this.head}{"index":${index},"delta":${delta},"logprobs":null,"finish_reason":null}]${this.usageNull}}\n\n`;
     }
     return `data: ${this.head}{"text":${t},"index":${index},"logprobs":null,"finish_reason":null}]${this.usageNull}}\n\n`;
@@ -54,6 +63,18 @@ export class ChunkFormatter {
   }
 }
 
+function toolCallsDelta(text: string, first: boolean, calls: readonly ToolCallDelta[]): string {
+  const delta: Record<string, unknown> = {};
+  if (first) delta.role = "assistant";
+  if (text !== "" || first) delta.content = text === "" ? null : text;
+  delta.tool_calls = calls.map((c) =>
+    c.name === undefined
+      ? { index: c.index, function: { arguments: c.arguments } }
+      : { index: c.index, id: c.id, type: "function", function: { name: c.name, arguments: c.arguments } },
+  );
+  return JSON.stringify(delta);
+}
+
 export function usageObject(r: CompletionResult): {
   prompt_tokens: number;
   completion_tokens: number;
@@ -66,7 +87,7 @@ export function usageObject(r: CompletionResult): {
   };
 }
 
-/** A whole (non-streaming) response body. */
+/** A whole (non-streaming) response body; a chat response shows `result.choices` where it has them. */
 export function completionBody(
   endpoint: Endpoint,
   requestId: string,
@@ -82,9 +103,9 @@ export function completionBody(
       object: "chat.completion",
       created,
       model,
-      choices: texts.map((content, index) => ({
+      choices: texts.map((text, index) => ({
         index,
-        message: { role: "assistant", content, refusal: null },
+        message: chatMessage(text, result.choices?.[index]),
         logprobs: null,
         finish_reason: result.finishReasons.get(index) ?? "stop",
       })),
@@ -103,5 +124,20 @@ export function completionBody(
       finish_reason: result.finishReasons.get(index) ?? "stop",
     })),
     usage,
+  };
+}
+
+function chatMessage(text: string, shown: SignedChoice | undefined): Record<string, unknown> {
+  if (shown === undefined || shown.toolCalls.length === 0)
+    return { role: "assistant", content: shown?.content ?? text, refusal: null };
+  return {
+    role: "assistant",
+    content: shown.content,
+    refusal: null,
+    tool_calls: shown.toolCalls.map((c) => ({
+      id: c.id,
+      type: c.type,
+      function: { name: c.name, arguments: c.arguments },
+    })),
   };
 }

@@ -1,6 +1,5 @@
-import type { ChunkPayload } from "@darkbloom/protocol/provider/v1";
 import type { ApiError } from "../errors/index.js";
-import type { CompletionResult, ResponseSink } from "../inference/response-sink.js";
+import type { CompletionResult, OutputChunk, ResponseSink } from "../inference/response-sink.js";
 import type { Timing } from "../inference/timing.js";
 import type { ProviderHandle } from "../routing/provider-handle.js";
 import { BoundedWriter, type CutReason, type ResponseLimits, responseCutError } from "./bounded-writer.js";
@@ -56,7 +55,7 @@ export class SseResponse implements ResponseSink, KeepAliveTarget {
     this.provider = provider;
   }
 
-  chunk(payload: ChunkPayload): void {
+  chunk(payload: OutputChunk): void {
     if (this.ended) return;
     if (!this.headersWritten) {
       this.onFirstToken?.();
@@ -65,7 +64,7 @@ export class SseResponse implements ResponseSink, KeepAliveTarget {
     const first = !this.roleSent.has(payload.choiceIndex);
     if (first) this.roleSent.add(payload.choiceIndex);
     this.delivered += payload.tokenCount;
-    this.write(this.format.delta(payload.choiceIndex, payload.text, first));
+    this.write(this.format.delta(payload.choiceIndex, payload.text, first, payload.toolCalls));
   }
 
   complete(result: CompletionResult): void {

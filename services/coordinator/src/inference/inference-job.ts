@@ -4,6 +4,7 @@ import type { RouteDemand } from "../routing/cost-model.js";
 import type { RouteConstraints } from "../routing/scheduler.js";
 import type { ValidatedRequest } from "./request-validation.js";
 import type { Timing } from "./timing.js";
+import type { ToolOutputContext } from "./tool-calls.js";
 
 /** A request ready to route: validated, authenticated, with its token budget fixed. */
 export interface InferenceJob {
@@ -24,8 +25,10 @@ export interface InferenceJob {
   demand: RouteDemand;
   constraints: RouteConstraints;
   timing: Timing;
-  /** SHA-256 of request.body, computed once when the first provider completes. */
+  /** SHA-256 of request.body, computed once when the first provider completes (or, with tools, at the start). */
   requestSha256?: Uint8Array;
+  /** A request with `tools`: how the model's output splits into content and calls (execute() sets it). */
+  tools?: ToolOutputContext;
 }
 
 /** What the pipeline needs of the model catalog: an in-memory lookup of state, prices and tokenizer. */

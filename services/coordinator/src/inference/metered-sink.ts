@@ -1,8 +1,7 @@
-import type { ChunkPayload } from "@darkbloom/protocol/provider/v1";
 import type { UsageMeter } from "../billing/usage-meter.js";
 import type { ApiError } from "../errors/index.js";
 import type { ProviderHandle } from "../routing/provider-handle.js";
-import type { CompletionResult, ResponseSink } from "./response-sink.js";
+import type { CompletionResult, OutputChunk, ResponseSink } from "./response-sink.js";
 
 /** How a metered request ended, for settlement. */
 export type MeteredOutcome =
@@ -54,7 +53,7 @@ export class MeteredSink implements ResponseSink {
     this.dispatched = true;
   }
 
-  chunk(payload: ChunkPayload): void {
+  chunk(payload: OutputChunk): void {
     this.inner.chunk(payload);
   }
 

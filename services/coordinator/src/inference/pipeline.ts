@@ -39,9 +39,10 @@ import { RequestStopped, type ResponseSink } from "./response-sink.js";
 import { verifyResponse } from "./response-verification.js";
 import type { RoutingPreferences } from "./routing-preferences.js";
 import { type SealedRequest, sealRequest } from "./sealing.js";
-import { STRUCTURED_OUTPUT_INVALID, structuredOutputViolation } from "./structured-output.js";
+import { shownOutput } from "./shown-output.js";
 import type { Timing } from "./timing.js";
 import { estimateTokens } from "./token-estimate.js";
+import { ToolCallSink, toolOutputContext } from "./tool-calls.js";
 
 export type { CatalogView, InferenceJob };
 
@@ -188,6 +189,12 @@ export class InferencePipeline {
     job.counter = counter;
     // Counted usage is served only by daemons that report the count (not the tokens they sampled).
     if (counter) job.constraints = { ...job.constraints, countedUsage: true };
+    if (job.request.tools) {
+      const tools = toolOutputContext(job, counter);
+      if (tools instanceof ApiError) return sink.fail(tools);
+      job.tools = tools;
+      sink = new ToolCallSink(sink, tools);
+    }
     job.promptCount = counter && this.countPrompt(job, counter);
     if (billing) {
       const t = performance.now();
@@ -419,25 +426,24 @@ export class InferencePipeline {
         for (const c of message.choices)
           if (c.index < n) finishReasons.set(c.index, c.finishReason || "stop");
         for (let i = 0; i < n; i++) if (!finishReasons.has(i)) finishReasons.set(i, "stop");
-        const malformed = structuredOutputViolation(request.format, usage.texts, finishReasons);
-        if (malformed !== undefined) {
-          const error = providerError(
-            "The provider's output broke response_format.",
-            "provider_output_invalid",
+        const output = shownOutput(request, job.tools, usage.texts, finishReasons);
+        if (!output.ok) {
+          failOrRetry(
+            `provider untrusted: ${output.code}`,
+            providerError(output.consumerMessage, "provider_output_invalid"),
           );
-          failOrRetry(`provider untrusted: ${STRUCTURED_OUTPUT_INVALID}`, error);
-          session.markUntrusted(STRUCTURED_OUTPUT_INVALID, malformed);
+          session.markUntrusted(output.code, output.message);
           return;
         }
         // One usage: the provider's, equal to the meter's count (or within its bounds); the
-        // signature must cover exactly it.
-        const result = { ...accepted.usage, finishReasons };
+        // signature must cover exactly it, and the choices as shown.
+        const result = { ...accepted.usage, finishReasons: output.finishReasons, choices: output.choices };
         const verdict = verifyResponse(
           provider,
           session.signingKey,
           job.requestSha256,
           request.model,
-          usage.texts,
+          output.choices,
           result,
           message.signature,
         );

@@ -62,9 +62,8 @@ describe("validateRequest", () => {
 
   it("refuses by name what it does not do yet, and passes their empty or default forms", () => {
     const refused: Array<[Record<string, unknown>, string]> = [
-      [{ tools: [{ type: "function", function: { name: "f" } }] }, "tools"],
-      [{ tool_choice: "required" }, "tool_choice"],
       [{ functions: [{ name: "f" }] }, "functions"],
+      [{ function_call: { name: "f" } }, "function_call"],
       [{ top_logprobs: 2 }, "top_logprobs"],
       [{ modalities: ["text", "audio"] }, "modalities"],
       [{ prediction: { type: "content", content: "x" } }, "prediction"],
@@ -86,6 +85,81 @@ describe("validateRequest", () => {
         JSON.stringify(extra),
       ).not.toThrow();
     }
+  });
+
+  it("reads tools as the provider will: what the grammar needs, checked before anything is reserved", () => {
+    const tools = [
+      {
+        type: "function",
+        function: {
+          name: "get_weather",
+          parameters: { type: "object", properties: { city: { type: "string" } }, required: ["city"] },
+        },
+      },
+    ];
+    const r = validateRequest(Endpoint.CHAT_COMPLETIONS, chat({ tools, tool_choice: "required" }));
+    expect(r.tools).toMatchObject({ choice: { type: "required" }, parallel: true });
+    expect(r.features).toEqual([ModelFeature.GRAMMAR]);
+    // The functions' documentation is part of the prompt: the bound holds it.
+    const plain = validateRequest(Endpoint.CHAT_COMPLETIONS, chat({}));
+    expect(r.promptTokenBound).toBeGreaterThan(plain.promptTokenBound + 1024);
+    expect(
+      validateRequest(Endpoint.CHAT_COMPLETIONS, chat({ tools, tool_choice: "none" })).tools,
+    ).toBeUndefined();
+    const bad: Array<[Record<string, unknown>, string]> = [
+      [
+        {
+          tools: [
+            {
+              type: "function",
+              function: {
+                name: "f",
+                parameters: { type: "object", properties: { x: { type: "string", pattern: "^a" } } },
+              },
+            },
+          ],
+        },
+        "tools[0].function.parameters.properties.x.pattern",
+      ],
+      [{ tools, tool_choice: { type: "function", function: { name: "g" } } }, "tool_choice.function.name"],
+      [{ tools, response_format: { type: "json_object" } }, "response_format"],
+      [{ tool_choice: "required" }, "tool_choice"],
+    ];
+    for (const [extra, param] of bad)
+      expect(errorOf(Endpoint.CHAT_COMPLETIONS, chat(extra)).param).toBe(param);
+    expect(errorOf(Endpoint.COMPLETIONS, enc({ model: "m", prompt: "x", tools })).param).toBe("tools");
+    // Calls and results in the conversation: their pairing is checked at once.
+    const call = {
+      id: "c1",
+      type: "function",
+      function: { name: "get_weather", arguments: '{"city":"Oslo"}' },
+    };
+    const answered = validateRequest(
+      Endpoint.CHAT_COMPLETIONS,
+      enc({
+        model: "m",
+        messages: [
+          { role: "user", content: "weather?" },
+          { role: "assistant", content: null, tool_calls: [call] },
+          { role: "tool", tool_call_id: "c1", content: "sunny" },
+        ],
+      }),
+    );
+    expect(answered.input).toMatchObject({
+      kind: "chat",
+      messages: [{}, { toolCalls: [{ id: "c1" }] }, { toolCallId: "c1" }],
+    });
+    const unanswered = errorOf(
+      Endpoint.CHAT_COMPLETIONS,
+      enc({
+        model: "m",
+        messages: [
+          { role: "assistant", content: null, tool_calls: [call] },
+          { role: "user", content: "and?" },
+        ],
+      }),
+    );
+    expect(unanswered.param).toBe("messages[0].tool_calls");
   });
 
   it("reads logit_bias as the provider will, naming the param of a bad one", () => {

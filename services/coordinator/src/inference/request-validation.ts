@@ -1,5 +1,6 @@
 import { BodyError, type GenerationInput, readGenerationInput, readLogitBias } from "@darkbloom/models/input";
 import { readResponseFormat, type StructuredFormat } from "@darkbloom/models/structured";
+import { readToolUse, type ToolUse, toolsWithFormat } from "@darkbloom/models/tools";
 import { Endpoint, ModelFeature } from "@darkbloom/protocol/provider/v1";
 import { invalidRequest } from "../errors/index.js";
 import {
@@ -30,6 +31,13 @@ export interface ValidatedRequest {
   readonly input: GenerationInput;
   /** The structured output `response_format` asks for (the provider decodes under its grammar). */
   format: StructuredFormat | undefined;
+  /** The functions the model may call (`tools` with `tool_choice` other than "none"). */
+  tools: ToolUse | undefined;
+  /**
+   * Whether the request has stop strings: a choice that ended "stop" may then have been cut by one,
+   * and is not held to being a complete structured output or complete calls.
+   */
+  hasStop: boolean;
   /** What the provider's engine must enforce for this request (routing takes only providers that do). */
   features: ModelFeature[];
   /** The request JSON exactly as the consumer sent it; forwarded to the provider unchanged. */
@@ -123,6 +131,26 @@ export function validateRequest(endpoint: Endpoint, body: Uint8Array): Validated
   refuseUnserved(o);
   const format = read(() => readResponseFormat(o));
   read(() => readLogitBias(o));
+  let tools: ToolUse | undefined;
+  if (endpoint === Endpoint.CHAT_COMPLETIONS) {
+    tools = read(() => readToolUse(o));
+    if (tools !== undefined && format !== undefined)
+      read(() => {
+        throw toolsWithFormat();
+      });
+    if (tools !== undefined) {
+      // The template documents the functions in the prompt: its bound grows with them.
+      prompt.bytes += utf8Bytes(JSON.stringify(o.tools)) * 2;
+      prompt.messages += (o.tools as unknown[]).length;
+      prompt.extraTokens += TOOLS_PREAMBLE_TOKENS;
+      prompt.estimate += estimateTokens(JSON.stringify(o.tools)) + TOOLS_PREAMBLE_TOKENS / 4;
+    }
+  } else {
+    for (const param of ["tools", "tool_choice", "parallel_tool_calls"]) {
+      if (o[param] !== undefined && o[param] !== null)
+        throw invalidRequest(`'${param}' is served on /v1/chat/completions only.`, param);
+    }
+  }
   if (endpoint === Endpoint.COMPLETIONS && o.echo === true) {
     throw invalidRequest("'echo' is not supported by this network.", "echo");
   }
@@ -132,6 +160,9 @@ export function validateRequest(endpoint: Endpoint, body: Uint8Array): Validated
   }
 
   let input: GenerationInput | undefined;
+  // Calls and results in the conversation are read now: their shape and pairing are checked before
+  // anything is reserved (a plain conversation is read only when its prompt is counted).
+  if (prompt.toolTurns) input = generationInput(endpoint, o);
   return {
     endpoint,
     model,
@@ -140,9 +171,15 @@ export function validateRequest(endpoint: Endpoint, body: Uint8Array): Validated
     maxTokens,
     n,
     promptTokens: prompt.estimate,
-    promptTokenBound: promptTokenBound(prompt.bytes, prompt.messages),
+    promptTokenBound: promptTokenBound(prompt.bytes, prompt.messages) + prompt.extraTokens,
     format,
-    features: format === undefined ? [] : [ModelFeature.GRAMMAR],
+    tools,
+    hasStop:
+      o.stop !== undefined &&
+      o.stop !== null &&
+      o.stop !== "" &&
+      !(Array.isArray(o.stop) && o.stop.length === 0),
+    features: format === undefined && tools === undefined ? [] : [ModelFeature.GRAMMAR],
     // Read when first asked for: only a model with a vocabulary counts its prompt.
     get input() {
       input ??= generationInput(endpoint, o);
@@ -176,12 +213,9 @@ function refuseUnserved(o: Json): void {
   const refuse = (param: string, what: string) => {
     throw invalidRequest(`'${param}' (${what}) is not supported by this network yet.`, param);
   };
-  if (present(o.tools)) refuse("tools", "function calling");
-  if (present(o.functions)) refuse("functions", "function calling");
+  if (present(o.functions)) refuse("functions", "legacy function calling: send 'tools'");
   if (present(o.function_call) && o.function_call !== "none" && o.function_call !== "auto")
-    refuse("function_call", "function calling");
-  if (present(o.tool_choice) && o.tool_choice !== "none" && o.tool_choice !== "auto")
-    refuse("tool_choice", "function calling");
+    refuse("function_call", "legacy function calling: send 'tool_choice'");
   if (present(o.top_logprobs) && o.top_logprobs !== 0) refuse("top_logprobs", "log-probabilities");
   if (present(o.suffix) && o.suffix !== "") refuse("suffix", "insertion");
   if (present(o.audio)) refuse("audio", "audio output");
@@ -205,7 +239,20 @@ interface PromptSize {
   estimate: number;
   bytes: number;
   messages: number;
+  /** Tokens the bound adds beyond bytes and messages (the functions' documentation). */
+  extraTokens: number;
+  /** Whether the conversation has tool calls or tool results. */
+  toolTurns: boolean;
 }
+
+/**
+ * The most tokens a chat template's fixed text about functions can be (its instructions and the
+ * call format it shows); the functions themselves are bounded by twice their JSON's bytes (the
+ * TypeScript-like signatures templates write are shorter than the schema they come from).
+ */
+const TOOLS_PREAMBLE_TOKENS = 1024;
+/** Tokens a template adds around one call or one result (the call syntax, the result's framing). */
+const TOOL_CALL_FRAMING_TOKENS = 64;
 
 function validateMessages(messages: unknown): PromptSize {
   if (messages === undefined || messages === null) {
@@ -217,7 +264,13 @@ function validateMessages(messages: unknown): PromptSize {
   if (messages.length > LIMITS.maxMessages) {
     throw invalidRequest(`'messages' has more than ${LIMITS.maxMessages} messages.`, "messages");
   }
-  const size: PromptSize = { estimate: REPLY_PRIMER_TOKENS, bytes: 0, messages: messages.length };
+  const size: PromptSize = {
+    estimate: REPLY_PRIMER_TOKENS,
+    bytes: 0,
+    messages: messages.length,
+    extraTokens: 0,
+    toolTurns: false,
+  };
   messages.forEach((m: unknown, i) => {
     const at = `messages[${i}]`;
     if (typeof m !== "object" || m === null || Array.isArray(m))
@@ -231,8 +284,28 @@ function validateMessages(messages: unknown): PromptSize {
     }
     size.estimate += MESSAGE_OVERHEAD_TOKENS;
     addContent(size, msg, at);
+    if (
+      msg.role === "tool" ||
+      (msg.role === "assistant" && msg.tool_calls !== undefined && msg.tool_calls !== null)
+    )
+      addToolTurn(size, msg);
   });
   return size;
+}
+
+/** A tool result, or an assistant message's calls (their shape is the shared reader's to check). */
+function addToolTurn(size: PromptSize, msg: Json): void {
+  size.toolTurns = true;
+  size.extraTokens += TOOL_CALL_FRAMING_TOKENS;
+  // A result is rendered as the JSON it holds, re-serialized, or as a JSON string (a control
+  // character becomes a six-byte escape): up to six bytes a byte of its text.
+  if (msg.role === "tool") size.bytes += 5 * utf8Bytes(JSON.stringify(msg.content ?? ""));
+  if (!Array.isArray(msg.tool_calls)) return;
+  for (const call of msg.tool_calls) {
+    const fn = (call as Json | null)?.function as Json | undefined;
+    for (const text of [fn?.name, fn?.arguments]) if (typeof text === "string") addText(size, text);
+    size.extraTokens += TOOL_CALL_FRAMING_TOKENS;
+  }
 }
 
 function addText(size: PromptSize, text: string): void {
@@ -271,7 +344,7 @@ function addContent(size: PromptSize, msg: Json, at: string): void {
 function validatePrompt(prompt: unknown): PromptSize {
   if (prompt === undefined || prompt === null)
     throw invalidRequest("You must provide a prompt parameter.", "prompt");
-  const size: PromptSize = { estimate: 0, bytes: 0, messages: 0 };
+  const size: PromptSize = { estimate: 0, bytes: 0, messages: 0, extraTokens: 0, toolTurns: false };
   if (typeof prompt === "string") {
     addText(size, prompt);
     return size;

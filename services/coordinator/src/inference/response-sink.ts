@@ -1,7 +1,30 @@
-import type { ChunkPayload } from "@darkbloom/protocol/provider/v1";
-import type { ResponseProof } from "@darkbloom/protocol/verifiable-response";
+import type { ResponseProof, SignedChoice } from "@darkbloom/protocol/verifiable-response";
 import type { ApiError } from "../errors/index.js";
 import type { ProviderHandle } from "../routing/provider-handle.js";
+
+/**
+ * A piece of a tool call as OpenAI streams it (`delta.tool_calls[i]`): a call's first piece has its
+ * id and name, the next ones more of its arguments' text.
+ */
+export interface ToolCallDelta {
+  /** The call's position in the choice's calls. */
+  index: number;
+  id?: string;
+  name?: string;
+  arguments: string;
+}
+
+/**
+ * What a sink shows of a chunk: the content text and, for a request with `tools`, pieces of its
+ * calls (a provider's ChunkPayload is one with text only). `tokenCount` is the completion tokens the
+ * provider claimed for it.
+ */
+export interface OutputChunk {
+  text: string;
+  tokenCount: number;
+  choiceIndex: number;
+  toolCalls?: readonly ToolCallDelta[];
+}
 
 /** How a request ended on its provider. */
 export interface CompletionResult {
@@ -11,6 +34,11 @@ export interface CompletionResult {
   finishReasons: ReadonlyMap<number, string>;
   /** The consumer's `darkbloom` object: who served it and the provider's signature over it. */
   proof?: ResponseProof | undefined;
+  /**
+   * The choices as shown, where they are not the text received alone (a request with `tools`: the
+   * content before the calls, and the calls).
+   */
+  choices?: readonly SignedChoice[] | undefined;
 }
 
 /**
@@ -27,7 +55,7 @@ export interface ResponseSink {
   readonly streaming: boolean;
   /** A provider was chosen for the next try; discard anything buffered from an earlier one. */
   attempt(provider: ProviderHandle): void;
-  chunk(payload: ChunkPayload): void;
+  chunk(payload: OutputChunk): void;
   complete(result: CompletionResult): void;
   fail(error: ApiError): void;
 }

@@ -6,7 +6,7 @@ import {
   RESPONSE_SIGNATURE_VERSION,
   type ResponseProof,
   responseSha256,
-  textChoices,
+  type SignedChoice,
   verifyResponseSignature,
 } from "@darkbloom/protocol/verifiable-response";
 import type { ProviderHandle } from "../routing/provider-handle.js";
@@ -35,8 +35,9 @@ export type ResponseVerdict =
 
 /**
  * Checks a provider's ResponseSignature against what the coordinator itself sent (the request body's
- * hash) and will present: the choice texts it received (after opening the chunks), and `result`'s
- * finish reasons and usage, under `model` and the provider's id. So what the consumer is shown is
+ * hash) and will present: the choices as shown (the text it received after opening the chunks, or
+ * its content and tool calls; their finish reasons) and `result`'s usage, under `model` and the
+ * provider's id. So what the consumer is shown is
  * exactly what the provider signed. The signature must verify with the provider's registered
  * signing key. The proof it returns is the consumer's `darkbloom` object. A provider without a
  * signing key gets an unsigned proof (signature and signing_key null); one that signs anyway must
@@ -47,18 +48,12 @@ export function verifyResponse(
   signingKey: Uint8Array | undefined,
   requestSha256: Uint8Array,
   model: string,
-  texts: readonly string[],
-  result: Omit<CompletionResult, "proof">,
+  choices: readonly SignedChoice[],
+  result: Omit<CompletionResult, "proof" | "choices">,
   signature: ResponseSignature | undefined,
 ): ResponseVerdict {
-  const finishReasons = texts.map((_, i) => result.finishReasons.get(i) ?? "");
   const usage = { promptTokens: result.promptTokens, completionTokens: result.completionTokens };
-  const responseHash = responseSha256({
-    providerId: provider.id,
-    model,
-    choices: textChoices(texts, finishReasons),
-    usage,
-  });
+  const responseHash = responseSha256({ providerId: provider.id, model, choices, usage });
   const proof: ResponseProof = {
     version: RESPONSE_SIGNATURE_VERSION,
     provider_id: provider.id,

@@ -13,7 +13,7 @@ import {
   StreamCompletionResponseSchema,
   UsageSchema,
 } from "@darkbloom/protocol/inference/v1";
-import { type ChunkPayload, Endpoint } from "@darkbloom/protocol/provider/v1";
+import { Endpoint } from "@darkbloom/protocol/provider/v1";
 import type { ResponseProof } from "@darkbloom/protocol/verifiable-response";
 import type { Authenticator } from "../auth/authenticator.js";
 import type { RateLimiter } from "../auth/rate-limiter.js";
@@ -25,7 +25,12 @@ import { newRequestId } from "../http/request-id.js";
 import { type CatalogListing, listModels } from "../inference/model-list.js";
 import type { InferencePipeline } from "../inference/pipeline.js";
 import { validateRequest } from "../inference/request-validation.js";
-import { type CompletionResult, RequestStopped, type ResponseSink } from "../inference/response-sink.js";
+import {
+  type CompletionResult,
+  type OutputChunk,
+  RequestStopped,
+  type ResponseSink,
+} from "../inference/response-sink.js";
 import { readRoutingPreferences } from "../inference/routing-preferences.js";
 import { Timing } from "../inference/timing.js";
 import type { ProviderHandle } from "../routing/provider-handle.js";
@@ -232,7 +237,7 @@ class ChannelSink implements ResponseSink {
     if (!this.committed) this.bytes = 0;
   }
 
-  chunk(p: ChunkPayload): void {
+  chunk(p: OutputChunk): void {
     if (this.cut) return;
     const delta = { index: p.choiceIndex, text: p.text, finishReason: "" };
     this.bytes += Buffer.byteLength(p.text);
