@@ -21,10 +21,11 @@ import { readSavedResponse, type SavedResponse, sameUsage } from "./saved-respon
  *   u32  n                   number of choices
  *   n times, in index order 0..n-1:
  *     u32  index             the choice's index (equal to its position)
- *     opt  content           message.content (chat) or text (completions)
+ *     opt  content           message.content (chat) or text (completions); null for a message
+ *                            that only calls functions
  *     opt  refusal           message.refusal
  *     u32  k                 number of tool calls, then k times: str id, str type, str function.name,
- *                            str function.arguments (the API has no tools yet: k is 0 today)
+ *                            str function.arguments (message.tool_calls, in order)
  *     u8   logprobs          0x00: none (version 2 defines no other value)
  *     str  finish_reason
  *   u32  prompt_tokens       usage as the provider reports it in InferenceComplete

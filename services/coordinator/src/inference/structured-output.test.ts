@@ -107,6 +107,14 @@ describe("response_format through the coordinator", () => {
     });
   });
 
+  it("takes an incomplete output that ended 'stop' where the request has stop strings (one may have cut it)", async () => {
+    const honest = await provider([ModelFeature.GRAMMAR], ['{"colour": ', '"green"']);
+    const res = await postJson(t.url, "/v1/chat/completions", t.apiKey, structured({ stop: [","] }));
+    expect(res.status).toBe(200);
+    expect(await readJson(res)).toMatchObject({ choices: [{ message: { content: '{"colour": "green"' } }] });
+    expect(reasonCodes(honest)).not.toContain(STRUCTURED_OUTPUT_INVALID);
+  });
+
   it("cuts and untrusts a provider that claims grammars and returns output the schema refuses", async () => {
     const liar = await provider([ModelFeature.GRAMMAR], INVALID);
     const res = await postJson(t.url, "/v1/chat/completions", t.apiKey, structured());

@@ -1,8 +1,11 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
 import { ModelTokenizer, readGenerationInput, synthesizeModel } from "@darkbloom/models";
 import { toolCallId } from "@darkbloom/models/tools";
+import { InferenceService } from "@darkbloom/protocol/inference/v1";
 import { ModelFeature } from "@darkbloom/protocol/provider/v1";
 import { hex, sha256 } from "@darkbloom/protocol/verifiable-response";
 import { type ReceivedRequest, readSse, ScriptedProvider } from "@darkbloom/testing";
@@ -170,6 +173,64 @@ describe("tools through the coordinator", () => {
       await liar.stop();
       await waitFor(() => t.coordinator.registry.size === 0, 5_000, "the liar to leave");
     }
+  });
+
+  it("the typed Connect service takes tools and the conversation's calls, and returns calls, unary and streamed", async () => {
+    const p = await provider(CALL);
+    const client = createClient(InferenceService, createGrpcTransport({ baseUrl: t.url }));
+    const headers = { authorization: `Bearer ${t.apiKey}` };
+    const call = {
+      model: "tools",
+      messages: [
+        { role: "user", content: "Weather in Oslo?" },
+        { role: "assistant", toolCalls: [{ id: "c0", name: "get_weather", arguments: '{"city": "Oslo"}' }] },
+        { role: "tool", toolCallId: "c0", content: '{"sky": "grey"}' },
+        { role: "user", content: "And again?" },
+      ],
+      tools: [{ name: "get_weather", parameters: TOOLS[0]!.function.parameters }],
+      toolChoice: { choice: { case: "mode" as const, value: "required" } },
+      parallelToolCalls: false,
+    };
+    const whole = await client.createChatCompletion(call, { headers });
+    expect(whole.choices[0]).toMatchObject({
+      finishReason: "tool_calls",
+      message: {
+        content: "Checking. ",
+        toolCalls: [{ name: "get_weather", arguments: '{"city": "Oslo", "unit": "c"}' }],
+      },
+    });
+    // The JSON body the coordinator built carries it all, in OpenAI's shape.
+    const body = JSON.parse(Buffer.from(whole.darkbloom?.requestBody ?? []).toString());
+    expect(body).toMatchObject({
+      tool_choice: "required",
+      parallel_tool_calls: false,
+      tools: [{ type: "function", function: { name: "get_weather" } }],
+      messages: [
+        {},
+        { role: "assistant", content: null, tool_calls: [{ id: "c0", type: "function" }] },
+        { role: "tool", tool_call_id: "c0" },
+        {},
+      ],
+    });
+    expect(whole.choices[0]?.message?.toolCalls[0]?.id).toBe(
+      toolCallId(hex(sha256(whole.darkbloom?.requestBody ?? new Uint8Array())), 0, 0),
+    );
+    let args = "";
+    let name = "";
+    let finish = "";
+    for await (const d of client.streamChatCompletion(call, { headers })) {
+      for (const c of d.toolCalls) {
+        name += c.name;
+        args += c.arguments;
+      }
+      if (d.finishReason) finish = d.finishReason;
+    }
+    expect({ name, args, finish }).toEqual({
+      name: "get_weather",
+      args: '{"city": "Oslo", "unit": "c"}',
+      finish: "tool_calls",
+    });
+    expect(p.received).toHaveLength(2);
   });
 
   it("refuses tools for a model whose vocabulary the coordinator does not have, naming the param", async () => {

@@ -2,11 +2,12 @@ import { create } from "@bufbuild/protobuf";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import { Channel, trustLevelName } from "@darkbloom/protocol";
 import {
-  type ChatMessage,
+  type CreateChatCompletionRequest,
   type InferenceService,
   ProviderInfoSchema,
   ResponseProofSchema,
   type SamplingParams,
+  type StreamChatCompletionRequest,
   type StreamChatCompletionResponse,
   StreamChatCompletionResponseSchema,
   type StreamCompletionResponse,
@@ -30,6 +31,7 @@ import {
   type OutputChunk,
   RequestStopped,
   type ResponseSink,
+  type ToolCallDelta,
 } from "../inference/response-sink.js";
 import { readRoutingPreferences } from "../inference/routing-preferences.js";
 import { Timing } from "../inference/timing.js";
@@ -55,6 +57,7 @@ type Delta = {
   index: number;
   text: string;
   finishReason: string;
+  toolCalls?: readonly ToolCallDelta[];
   usage?: CompletionResult;
   provider?: ProviderHandle;
   /** On the final delta: the provider's signature, with the request body it covers. */
@@ -113,6 +116,7 @@ export function createInferenceService(deps: InferenceServiceDeps): ServiceImpl<
 
   async function collect(endpoint: Endpoint, json: Record<string, unknown>, ctx: HandlerContext) {
     const texts: string[] = [];
+    const calls: Array<Map<number, { id: string; name: string; arguments: string }>> = [];
     const finish: string[] = [];
     let usage: CompletionResult | undefined;
     let provider: ProviderHandle | undefined;
@@ -120,28 +124,41 @@ export function createInferenceService(deps: InferenceServiceDeps): ServiceImpl<
     for await (const d of run(endpoint, json, ctx, false)) {
       if (d.provider) provider = d.provider;
       texts[d.index] = (texts[d.index] ?? "") + d.text;
+      for (const c of d.toolCalls ?? []) {
+        const choice = (calls[d.index] ??= new Map());
+        const call = choice.get(c.index) ?? { id: "", name: "", arguments: "" };
+        call.id += c.id ?? "";
+        call.name += c.name ?? "";
+        call.arguments += c.arguments;
+        choice.set(c.index, call);
+      }
       if (d.finishReason) finish[d.index] = d.finishReason;
       if (d.usage) usage = d.usage;
       if (d.proof) proof = d.proof;
     }
     const n = Math.max(texts.length, finish.length);
-    return { texts: Array.from({ length: n }, (_, i) => texts[i] ?? ""), finish, usage, provider, proof };
+    return {
+      texts: Array.from({ length: n }, (_, i) => texts[i] ?? ""),
+      calls: Array.from({ length: n }, (_, i) =>
+        [...(calls[i] ?? new Map()).entries()].sort(([a], [b]) => a - b).map(([, c]) => c),
+      ),
+      finish,
+      usage,
+      provider,
+      proof,
+    };
   }
 
   return {
     async createChatCompletion(req, ctx) {
-      const r = await collect(
-        Endpoint.CHAT_COMPLETIONS,
-        chatJson(req.model, req.messages, req.sampling),
-        ctx,
-      );
+      const r = await collect(Endpoint.CHAT_COMPLETIONS, chatJson(req), ctx);
       return {
         id: `chatcmpl-${ctx.responseHeader.get("x-request-id")}`,
         created: BigInt(Math.floor(Date.now() / 1000)),
         model: req.model,
         choices: r.texts.map((content, index) => ({
           index,
-          message: { role: "assistant", content },
+          message: { role: "assistant", content, toolCalls: r.calls[index] },
           finishReason: r.finish[index] ?? "stop",
         })),
         usage: usageMessage(r.usage),
@@ -150,12 +167,7 @@ export function createInferenceService(deps: InferenceServiceDeps): ServiceImpl<
       };
     },
     async *streamChatCompletion(req, ctx) {
-      for await (const d of run(
-        Endpoint.CHAT_COMPLETIONS,
-        chatJson(req.model, req.messages, req.sampling),
-        ctx,
-        true,
-      )) {
+      for await (const d of run(Endpoint.CHAT_COMPLETIONS, chatJson(req), ctx, true)) {
         const id = `chatcmpl-${ctx.responseHeader.get("x-request-id")}`;
         yield chatDelta(id, d);
       }
@@ -239,8 +251,9 @@ class ChannelSink implements ResponseSink {
 
   chunk(p: OutputChunk): void {
     if (this.cut) return;
-    const delta = { index: p.choiceIndex, text: p.text, finishReason: "" };
-    this.bytes += Buffer.byteLength(p.text);
+    const delta: Delta = { index: p.choiceIndex, text: p.text, finishReason: "" };
+    if (p.toolCalls) delta.toolCalls = p.toolCalls;
+    this.bytes += deltaBytes(delta);
     if (this.streaming) {
       this.committed = true;
       this.emit(delta);
@@ -254,7 +267,7 @@ class ChannelSink implements ResponseSink {
 
   /** The Connect writer took `d` (the consumer has read what came before). */
   taken(d: Delta): void {
-    this.takenBytes += Buffer.byteLength(d.text);
+    this.takenBytes += deltaBytes(d);
   }
 
   private stop(reason: CutReason): void {
@@ -292,9 +305,16 @@ class ChannelSink implements ResponseSink {
       this.sentProvider = true;
       d.provider = this.provider;
     }
-    this.offered += Buffer.byteLength(d.text);
+    this.offered += deltaBytes(d);
     this.out.offer(d);
   }
+}
+
+/** What a delta holds for the consumer: its text and its calls' text. */
+function deltaBytes(d: Delta): number {
+  let bytes = Buffer.byteLength(d.text);
+  for (const c of d.toolCalls ?? []) bytes += Buffer.byteLength(c.arguments);
+  return bytes;
 }
 
 function sampling(s: SamplingParams | undefined): Record<string, unknown> {
@@ -322,18 +342,45 @@ function sampling(s: SamplingParams | undefined): Record<string, unknown> {
   return o;
 }
 
-function chatJson(
-  model: string,
-  messages: ChatMessage[],
-  s: SamplingParams | undefined,
-): Record<string, unknown> {
-  return {
-    model,
-    messages: messages.map((m) =>
-      m.name ? { role: m.role, content: m.content, name: m.name } : { role: m.role, content: m.content },
-    ),
-    ...sampling(s),
+/**
+ * The OpenAI-format body of a chat call: the messages (with their tool calls and the calls tool
+ * messages answer), the sampling settings, and the tools.
+ */
+function chatJson(req: CreateChatCompletionRequest | StreamChatCompletionRequest): Record<string, unknown> {
+  const o: Record<string, unknown> = {
+    model: req.model,
+    messages: req.messages.map((m) => {
+      const message: Record<string, unknown> = { role: m.role, content: m.content };
+      if (m.name) message.name = m.name;
+      if (m.toolCalls.length > 0) {
+        message.tool_calls = m.toolCalls.map((c) => ({
+          id: c.id,
+          type: "function",
+          function: { name: c.name, arguments: c.arguments },
+        }));
+        if (m.content === "") message.content = null;
+      }
+      if (m.toolCallId) message.tool_call_id = m.toolCallId;
+      return message;
+    }),
+    ...sampling(req.sampling),
   };
+  if (req.tools.length > 0) {
+    o.tools = req.tools.map((t) => ({
+      type: "function",
+      function: {
+        name: t.name,
+        ...(t.description ? { description: t.description } : {}),
+        ...(t.parameters ? { parameters: t.parameters } : {}),
+        ...(t.strict ? { strict: true } : {}),
+      },
+    }));
+  }
+  const choice = req.toolChoice?.choice;
+  if (choice?.case === "mode") o.tool_choice = choice.value;
+  if (choice?.case === "function") o.tool_choice = { type: "function", function: { name: choice.value } };
+  if (req.parallelToolCalls !== undefined) o.parallel_tool_calls = req.parallelToolCalls;
+  return o;
 }
 
 function promptJson(model: string, prompt: string, s: SamplingParams | undefined): Record<string, unknown> {
@@ -384,6 +431,12 @@ function chatDelta(id: string, d: Delta): StreamChatCompletionResponse {
     id,
     index: d.index,
     content: d.text,
+    toolCalls: (d.toolCalls ?? []).map((c) => ({
+      index: c.index,
+      id: c.id ?? "",
+      name: c.name ?? "",
+      arguments: c.arguments,
+    })),
     finishReason: d.finishReason,
     usage: usageMessage(d.usage),
     provider: providerInfo(d.provider),

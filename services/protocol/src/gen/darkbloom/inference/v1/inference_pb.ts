@@ -11,7 +11,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file darkbloom/inference/v1/inference.proto.
  */
 export const file_darkbloom_inference_v1_inference: GenFile = /*@__PURE__*/
-  fileDesc("CiZkYXJrYmxvb20vaW5mZXJlbmNlL3YxL2luZmVyZW5jZS5wcm90bxIWZGFya2Jsb29tLmluZmVyZW5jZS52MSI6CgtDaGF0TWVzc2FnZRIMCgRyb2xlGAEgASgJEg8KB2NvbnRlbnQYAiABKAkSDAoEbmFtZRgDIAEoCSKXAwoOU2FtcGxpbmdQYXJhbXMSFwoKbWF4X3Rva2VucxgBIAEoDUgAiAEBEhgKC3RlbXBlcmF0dXJlGAIgASgBSAGIAQESEgoFdG9wX3AYAyABKAFIAogBARISCgV0b3BfaxgEIAEoDUgDiAEBEg4KAW4YBSABKA1IBIgBARIMCgRzdG9wGAYgAygJEhEKBHNlZWQYByABKANIBYgBARIdChBwcmVzZW5jZV9wZW5hbHR5GAggASgBSAaIAQESHgoRZnJlcXVlbmN5X3BlbmFsdHkYCSABKAFIB4gBARIMCgR1c2VyGAogASgJEj8KD3Jlc3BvbnNlX2Zvcm1hdBgLIAEoCzImLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuUmVzcG9uc2VGb3JtYXRCDQoLX21heF90b2tlbnNCDgoMX3RlbXBlcmF0dXJlQggKBl90b3BfcEIICgZfdG9wX2tCBAoCX25CBwoFX3NlZWRCEwoRX3ByZXNlbmNlX3BlbmFsdHlCFAoSX2ZyZXF1ZW5jeV9wZW5hbHR5IpwBCg5SZXNwb25zZUZvcm1hdBI/Cgtqc29uX29iamVjdBgBIAEoCzIoLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuSnNvbk9iamVjdEZvcm1hdEgAEj8KC2pzb25fc2NoZW1hGAIgASgLMiguZGFya2Jsb29tLmluZmVyZW5jZS52MS5Kc29uU2NoZW1hRm9ybWF0SABCCAoGZm9ybWF0IhIKEEpzb25PYmplY3RGb3JtYXQibgoQSnNvblNjaGVtYUZvcm1hdBIMCgRuYW1lGAEgASgJEicKBnNjaGVtYRgCIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSDgoGc3RyaWN0GAMgASgIEhMKC2Rlc2NyaXB0aW9uGAQgASgJIk8KBVVzYWdlEhUKDXByb21wdF90b2tlbnMYASABKA0SGQoRY29tcGxldGlvbl90b2tlbnMYAiABKA0SFAoMdG90YWxfdG9rZW5zGAMgASgNIkoKDFByb3ZpZGVySW5mbxITCgtwcm92aWRlcl9pZBgBIAEoCRITCgt0cnVzdF9sZXZlbBgCIAEoCRIQCghhdHRlc3RlZBgDIAEoCCLnAQoNUmVzcG9uc2VQcm9vZhITCgtwcm92aWRlcl9pZBgBIAEoCRITCgt0cnVzdF9sZXZlbBgCIAEoCRITCgtzaWduaW5nX2tleRgDIAEoDBIWCg5yZXF1ZXN0X3NoYTI1NhgEIAEoDBIXCg9yZXNwb25zZV9zaGEyNTYYBSABKAwSEQoJc2lnbmF0dXJlGAYgASgMEhQKDHJlcXVlc3RfYm9keRgHIAEoDBIPCgd2ZXJzaW9uGAggASgNEiwKBXVzYWdlGAkgASgLMh0uZGFya2Jsb29tLmluZmVyZW5jZS52MS5Vc2FnZSKdAQobQ3JlYXRlQ2hhdENvbXBsZXRpb25SZXF1ZXN0Eg0KBW1vZGVsGAEgASgJEjUKCG1lc3NhZ2VzGAIgAygLMiMuZGFya2Jsb29tLmluZmVyZW5jZS52MS5DaGF0TWVzc2FnZRI4CghzYW1wbGluZxgDIAEoCzImLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuU2FtcGxpbmdQYXJhbXMiaAoKQ2hhdENob2ljZRINCgVpbmRleBgBIAEoDRI0CgdtZXNzYWdlGAIgASgLMiMuZGFya2Jsb29tLmluZmVyZW5jZS52MS5DaGF0TWVzc2FnZRIVCg1maW5pc2hfcmVhc29uGAMgASgJIp8CChxDcmVhdGVDaGF0Q29tcGxldGlvblJlc3BvbnNlEgoKAmlkGAEgASgJEg8KB2NyZWF0ZWQYAiABKAMSDQoFbW9kZWwYAyABKAkSMwoHY2hvaWNlcxgEIAMoCzIiLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuQ2hhdENob2ljZRIsCgV1c2FnZRgFIAEoCzIdLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuVXNhZ2USNgoIcHJvdmlkZXIYBiABKAsyJC5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLlByb3ZpZGVySW5mbxI4CglkYXJrYmxvb20YByABKAsyJS5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLlJlc3BvbnNlUHJvb2YinQEKG1N0cmVhbUNoYXRDb21wbGV0aW9uUmVxdWVzdBINCgVtb2RlbBgBIAEoCRI1CghtZXNzYWdlcxgCIAMoCzIjLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuQ2hhdE1lc3NhZ2USOAoIc2FtcGxpbmcYAyABKAsyJi5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLlNhbXBsaW5nUGFyYW1zIoECChxTdHJlYW1DaGF0Q29tcGxldGlvblJlc3BvbnNlEgoKAmlkGAEgASgJEg0KBWluZGV4GAIgASgNEg8KB2NvbnRlbnQYAyABKAkSFQoNZmluaXNoX3JlYXNvbhgEIAEoCRIsCgV1c2FnZRgFIAEoCzIdLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuVXNhZ2USNgoIcHJvdmlkZXIYBiABKAsyJC5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLlByb3ZpZGVySW5mbxI4CglkYXJrYmxvb20YByABKAsyJS5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLlJlc3BvbnNlUHJvb2YicgoXQ3JlYXRlQ29tcGxldGlvblJlcXVlc3QSDQoFbW9kZWwYASABKAkSDgoGcHJvbXB0GAIgASgJEjgKCHNhbXBsaW5nGAMgASgLMiYuZGFya2Jsb29tLmluZmVyZW5jZS52MS5TYW1wbGluZ1BhcmFtcyJACgpUZXh0Q2hvaWNlEg0KBWluZGV4GAEgASgNEgwKBHRleHQYAiABKAkSFQoNZmluaXNoX3JlYXNvbhgDIAEoCSKbAgoYQ3JlYXRlQ29tcGxldGlvblJlc3BvbnNlEgoKAmlkGAEgASgJEg8KB2NyZWF0ZWQYAiABKAMSDQoFbW9kZWwYAyABKAkSMwoHY2hvaWNlcxgEIAMoCzIiLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuVGV4dENob2ljZRIsCgV1c2FnZRgFIAEoCzIdLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuVXNhZ2USNgoIcHJvdmlkZXIYBiABKAsyJC5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLlByb3ZpZGVySW5mbxI4CglkYXJrYmxvb20YByABKAsyJS5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLlJlc3BvbnNlUHJvb2YicgoXU3RyZWFtQ29tcGxldGlvblJlcXVlc3QSDQoFbW9kZWwYASABKAkSDgoGcHJvbXB0GAIgASgJEjgKCHNhbXBsaW5nGAMgASgLMiYuZGFya2Jsb29tLmluZmVyZW5jZS52MS5TYW1wbGluZ1BhcmFtcyL6AQoYU3RyZWFtQ29tcGxldGlvblJlc3BvbnNlEgoKAmlkGAEgASgJEg0KBWluZGV4GAIgASgNEgwKBHRleHQYAyABKAkSFQoNZmluaXNoX3JlYXNvbhgEIAEoCRIsCgV1c2FnZRgFIAEoCzIdLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuVXNhZ2USNgoIcHJvdmlkZXIYBiABKAsyJC5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLlByb3ZpZGVySW5mbxI4CglkYXJrYmxvb20YByABKAsyJS5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLlJlc3BvbnNlUHJvb2YiEwoRTGlzdE1vZGVsc1JlcXVlc3QiYQoFTW9kZWwSCgoCaWQYASABKAkSDwoHY3JlYXRlZBgCIAEoAxIQCghvd25lZF9ieRgDIAEoCRIRCglwcm92aWRlcnMYBCABKA0SFgoOY29udGV4dF9sZW5ndGgYBSABKA0iQwoSTGlzdE1vZGVsc1Jlc3BvbnNlEi0KBm1vZGVscxgBIAMoCzIdLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuTW9kZWwy8QQKEEluZmVyZW5jZVNlcnZpY2USgQEKFENyZWF0ZUNoYXRDb21wbGV0aW9uEjMuZGFya2Jsb29tLmluZmVyZW5jZS52MS5DcmVhdGVDaGF0Q29tcGxldGlvblJlcXVlc3QaNC5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLkNyZWF0ZUNoYXRDb21wbGV0aW9uUmVzcG9uc2USgwEKFFN0cmVhbUNoYXRDb21wbGV0aW9uEjMuZGFya2Jsb29tLmluZmVyZW5jZS52MS5TdHJlYW1DaGF0Q29tcGxldGlvblJlcXVlc3QaNC5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLlN0cmVhbUNoYXRDb21wbGV0aW9uUmVzcG9uc2UwARJ1ChBDcmVhdGVDb21wbGV0aW9uEi8uZGFya2Jsb29tLmluZmVyZW5jZS52MS5DcmVhdGVDb21wbGV0aW9uUmVxdWVzdBowLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuQ3JlYXRlQ29tcGxldGlvblJlc3BvbnNlEncKEFN0cmVhbUNvbXBsZXRpb24SLy5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLlN0cmVhbUNvbXBsZXRpb25SZXF1ZXN0GjAuZGFya2Jsb29tLmluZmVyZW5jZS52MS5TdHJlYW1Db21wbGV0aW9uUmVzcG9uc2UwARJjCgpMaXN0TW9kZWxzEikuZGFya2Jsb29tLmluZmVyZW5jZS52MS5MaXN0TW9kZWxzUmVxdWVzdBoqLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuTGlzdE1vZGVsc1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_struct]);
+  fileDesc("CiZkYXJrYmxvb20vaW5mZXJlbmNlL3YxL2luZmVyZW5jZS5wcm90bxIWZGFya2Jsb29tLmluZmVyZW5jZS52MSKGAQoLQ2hhdE1lc3NhZ2USDAoEcm9sZRgBIAEoCRIPCgdjb250ZW50GAIgASgJEgwKBG5hbWUYAyABKAkSNAoKdG9vbF9jYWxscxgEIAMoCzIgLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuVG9vbENhbGwSFAoMdG9vbF9jYWxsX2lkGAUgASgJIjcKCFRvb2xDYWxsEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSEQoJYXJndW1lbnRzGAMgASgJImYKBFRvb2wSDAoEbmFtZRgBIAEoCRITCgtkZXNjcmlwdGlvbhgCIAEoCRIrCgpwYXJhbWV0ZXJzGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIOCgZzdHJpY3QYBCABKAgiOgoKVG9vbENob2ljZRIOCgRtb2RlGAEgASgJSAASEgoIZnVuY3Rpb24YAiABKAlIAEIICgZjaG9pY2UiSwoNVG9vbENhbGxEZWx0YRINCgVpbmRleBgBIAEoDRIKCgJpZBgCIAEoCRIMCgRuYW1lGAMgASgJEhEKCWFyZ3VtZW50cxgEIAEoCSKXAwoOU2FtcGxpbmdQYXJhbXMSFwoKbWF4X3Rva2VucxgBIAEoDUgAiAEBEhgKC3RlbXBlcmF0dXJlGAIgASgBSAGIAQESEgoFdG9wX3AYAyABKAFIAogBARISCgV0b3BfaxgEIAEoDUgDiAEBEg4KAW4YBSABKA1IBIgBARIMCgRzdG9wGAYgAygJEhEKBHNlZWQYByABKANIBYgBARIdChBwcmVzZW5jZV9wZW5hbHR5GAggASgBSAaIAQESHgoRZnJlcXVlbmN5X3BlbmFsdHkYCSABKAFIB4gBARIMCgR1c2VyGAogASgJEj8KD3Jlc3BvbnNlX2Zvcm1hdBgLIAEoCzImLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuUmVzcG9uc2VGb3JtYXRCDQoLX21heF90b2tlbnNCDgoMX3RlbXBlcmF0dXJlQggKBl90b3BfcEIICgZfdG9wX2tCBAoCX25CBwoFX3NlZWRCEwoRX3ByZXNlbmNlX3BlbmFsdHlCFAoSX2ZyZXF1ZW5jeV9wZW5hbHR5IpwBCg5SZXNwb25zZUZvcm1hdBI/Cgtqc29uX29iamVjdBgBIAEoCzIoLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuSnNvbk9iamVjdEZvcm1hdEgAEj8KC2pzb25fc2NoZW1hGAIgASgLMiguZGFya2Jsb29tLmluZmVyZW5jZS52MS5Kc29uU2NoZW1hRm9ybWF0SABCCAoGZm9ybWF0IhIKEEpzb25PYmplY3RGb3JtYXQibgoQSnNvblNjaGVtYUZvcm1hdBIMCgRuYW1lGAEgASgJEicKBnNjaGVtYRgCIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSDgoGc3RyaWN0GAMgASgIEhMKC2Rlc2NyaXB0aW9uGAQgASgJIk8KBVVzYWdlEhUKDXByb21wdF90b2tlbnMYASABKA0SGQoRY29tcGxldGlvbl90b2tlbnMYAiABKA0SFAoMdG90YWxfdG9rZW5zGAMgASgNIkoKDFByb3ZpZGVySW5mbxITCgtwcm92aWRlcl9pZBgBIAEoCRITCgt0cnVzdF9sZXZlbBgCIAEoCRIQCghhdHRlc3RlZBgDIAEoCCLnAQoNUmVzcG9uc2VQcm9vZhITCgtwcm92aWRlcl9pZBgBIAEoCRITCgt0cnVzdF9sZXZlbBgCIAEoCRITCgtzaWduaW5nX2tleRgDIAEoDBIWCg5yZXF1ZXN0X3NoYTI1NhgEIAEoDBIXCg9yZXNwb25zZV9zaGEyNTYYBSABKAwSEQoJc2lnbmF0dXJlGAYgASgMEhQKDHJlcXVlc3RfYm9keRgHIAEoDBIPCgd2ZXJzaW9uGAggASgNEiwKBXVzYWdlGAkgASgLMh0uZGFya2Jsb29tLmluZmVyZW5jZS52MS5Vc2FnZSK9AgobQ3JlYXRlQ2hhdENvbXBsZXRpb25SZXF1ZXN0Eg0KBW1vZGVsGAEgASgJEjUKCG1lc3NhZ2VzGAIgAygLMiMuZGFya2Jsb29tLmluZmVyZW5jZS52MS5DaGF0TWVzc2FnZRI4CghzYW1wbGluZxgDIAEoCzImLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuU2FtcGxpbmdQYXJhbXMSKwoFdG9vbHMYBCADKAsyHC5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLlRvb2wSNwoLdG9vbF9jaG9pY2UYBSABKAsyIi5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLlRvb2xDaG9pY2USIAoTcGFyYWxsZWxfdG9vbF9jYWxscxgGIAEoCEgAiAEBQhYKFF9wYXJhbGxlbF90b29sX2NhbGxzImgKCkNoYXRDaG9pY2USDQoFaW5kZXgYASABKA0SNAoHbWVzc2FnZRgCIAEoCzIjLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuQ2hhdE1lc3NhZ2USFQoNZmluaXNoX3JlYXNvbhgDIAEoCSKfAgocQ3JlYXRlQ2hhdENvbXBsZXRpb25SZXNwb25zZRIKCgJpZBgBIAEoCRIPCgdjcmVhdGVkGAIgASgDEg0KBW1vZGVsGAMgASgJEjMKB2Nob2ljZXMYBCADKAsyIi5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLkNoYXRDaG9pY2USLAoFdXNhZ2UYBSABKAsyHS5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLlVzYWdlEjYKCHByb3ZpZGVyGAYgASgLMiQuZGFya2Jsb29tLmluZmVyZW5jZS52MS5Qcm92aWRlckluZm8SOAoJZGFya2Jsb29tGAcgASgLMiUuZGFya2Jsb29tLmluZmVyZW5jZS52MS5SZXNwb25zZVByb29mIr0CChtTdHJlYW1DaGF0Q29tcGxldGlvblJlcXVlc3QSDQoFbW9kZWwYASABKAkSNQoIbWVzc2FnZXMYAiADKAsyIy5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLkNoYXRNZXNzYWdlEjgKCHNhbXBsaW5nGAMgASgLMiYuZGFya2Jsb29tLmluZmVyZW5jZS52MS5TYW1wbGluZ1BhcmFtcxIrCgV0b29scxgEIAMoCzIcLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuVG9vbBI3Cgt0b29sX2Nob2ljZRgFIAEoCzIiLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuVG9vbENob2ljZRIgChNwYXJhbGxlbF90b29sX2NhbGxzGAYgASgISACIAQFCFgoUX3BhcmFsbGVsX3Rvb2xfY2FsbHMivAIKHFN0cmVhbUNoYXRDb21wbGV0aW9uUmVzcG9uc2USCgoCaWQYASABKAkSDQoFaW5kZXgYAiABKA0SDwoHY29udGVudBgDIAEoCRIVCg1maW5pc2hfcmVhc29uGAQgASgJEiwKBXVzYWdlGAUgASgLMh0uZGFya2Jsb29tLmluZmVyZW5jZS52MS5Vc2FnZRI2Cghwcm92aWRlchgGIAEoCzIkLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuUHJvdmlkZXJJbmZvEjgKCWRhcmtibG9vbRgHIAEoCzIlLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuUmVzcG9uc2VQcm9vZhI5Cgp0b29sX2NhbGxzGAggAygLMiUuZGFya2Jsb29tLmluZmVyZW5jZS52MS5Ub29sQ2FsbERlbHRhInIKF0NyZWF0ZUNvbXBsZXRpb25SZXF1ZXN0Eg0KBW1vZGVsGAEgASgJEg4KBnByb21wdBgCIAEoCRI4CghzYW1wbGluZxgDIAEoCzImLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuU2FtcGxpbmdQYXJhbXMiQAoKVGV4dENob2ljZRINCgVpbmRleBgBIAEoDRIMCgR0ZXh0GAIgASgJEhUKDWZpbmlzaF9yZWFzb24YAyABKAkimwIKGENyZWF0ZUNvbXBsZXRpb25SZXNwb25zZRIKCgJpZBgBIAEoCRIPCgdjcmVhdGVkGAIgASgDEg0KBW1vZGVsGAMgASgJEjMKB2Nob2ljZXMYBCADKAsyIi5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLlRleHRDaG9pY2USLAoFdXNhZ2UYBSABKAsyHS5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLlVzYWdlEjYKCHByb3ZpZGVyGAYgASgLMiQuZGFya2Jsb29tLmluZmVyZW5jZS52MS5Qcm92aWRlckluZm8SOAoJZGFya2Jsb29tGAcgASgLMiUuZGFya2Jsb29tLmluZmVyZW5jZS52MS5SZXNwb25zZVByb29mInIKF1N0cmVhbUNvbXBsZXRpb25SZXF1ZXN0Eg0KBW1vZGVsGAEgASgJEg4KBnByb21wdBgCIAEoCRI4CghzYW1wbGluZxgDIAEoCzImLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuU2FtcGxpbmdQYXJhbXMi+gEKGFN0cmVhbUNvbXBsZXRpb25SZXNwb25zZRIKCgJpZBgBIAEoCRINCgVpbmRleBgCIAEoDRIMCgR0ZXh0GAMgASgJEhUKDWZpbmlzaF9yZWFzb24YBCABKAkSLAoFdXNhZ2UYBSABKAsyHS5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLlVzYWdlEjYKCHByb3ZpZGVyGAYgASgLMiQuZGFya2Jsb29tLmluZmVyZW5jZS52MS5Qcm92aWRlckluZm8SOAoJZGFya2Jsb29tGAcgASgLMiUuZGFya2Jsb29tLmluZmVyZW5jZS52MS5SZXNwb25zZVByb29mIhMKEUxpc3RNb2RlbHNSZXF1ZXN0ImEKBU1vZGVsEgoKAmlkGAEgASgJEg8KB2NyZWF0ZWQYAiABKAMSEAoIb3duZWRfYnkYAyABKAkSEQoJcHJvdmlkZXJzGAQgASgNEhYKDmNvbnRleHRfbGVuZ3RoGAUgASgNIkMKEkxpc3RNb2RlbHNSZXNwb25zZRItCgZtb2RlbHMYASADKAsyHS5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLk1vZGVsMvEEChBJbmZlcmVuY2VTZXJ2aWNlEoEBChRDcmVhdGVDaGF0Q29tcGxldGlvbhIzLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuQ3JlYXRlQ2hhdENvbXBsZXRpb25SZXF1ZXN0GjQuZGFya2Jsb29tLmluZmVyZW5jZS52MS5DcmVhdGVDaGF0Q29tcGxldGlvblJlc3BvbnNlEoMBChRTdHJlYW1DaGF0Q29tcGxldGlvbhIzLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuU3RyZWFtQ2hhdENvbXBsZXRpb25SZXF1ZXN0GjQuZGFya2Jsb29tLmluZmVyZW5jZS52MS5TdHJlYW1DaGF0Q29tcGxldGlvblJlc3BvbnNlMAESdQoQQ3JlYXRlQ29tcGxldGlvbhIvLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuQ3JlYXRlQ29tcGxldGlvblJlcXVlc3QaMC5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLkNyZWF0ZUNvbXBsZXRpb25SZXNwb25zZRJ3ChBTdHJlYW1Db21wbGV0aW9uEi8uZGFya2Jsb29tLmluZmVyZW5jZS52MS5TdHJlYW1Db21wbGV0aW9uUmVxdWVzdBowLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuU3RyZWFtQ29tcGxldGlvblJlc3BvbnNlMAESYwoKTGlzdE1vZGVscxIpLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuTGlzdE1vZGVsc1JlcXVlc3QaKi5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLkxpc3RNb2RlbHNSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_struct]);
 
 /**
  * ChatMessage is one message of a conversation.
@@ -39,6 +39,21 @@ export type ChatMessage = Message<"darkbloom.inference.v1.ChatMessage"> & {
    * @generated from field: string name = 3;
    */
   name: string;
+
+  /**
+   * tool_calls are the functions an assistant message called; each is answered by a later "tool"
+   * message.
+   *
+   * @generated from field: repeated darkbloom.inference.v1.ToolCall tool_calls = 4;
+   */
+  toolCalls: ToolCall[];
+
+  /**
+   * tool_call_id is, on a "tool" message, the call it answers (its content is the result).
+   *
+   * @generated from field: string tool_call_id = 5;
+   */
+  toolCallId: string;
 };
 
 /**
@@ -47,6 +62,164 @@ export type ChatMessage = Message<"darkbloom.inference.v1.ChatMessage"> & {
  */
 export const ChatMessageSchema: GenMessage<ChatMessage> = /*@__PURE__*/
   messageDesc(file_darkbloom_inference_v1_inference, 0);
+
+/**
+ * ToolCall is one function call of an assistant message.
+ *
+ * @generated from message darkbloom.inference.v1.ToolCall
+ */
+export type ToolCall = Message<"darkbloom.inference.v1.ToolCall"> & {
+  /**
+   * id identifies the call; the "tool" message with its result names it.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * name is the function called.
+   *
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * arguments is the JSON text of the arguments, as the model wrote it.
+   *
+   * @generated from field: string arguments = 3;
+   */
+  arguments: string;
+};
+
+/**
+ * Describes the message darkbloom.inference.v1.ToolCall.
+ * Use `create(ToolCallSchema)` to create a new message.
+ */
+export const ToolCallSchema: GenMessage<ToolCall> = /*@__PURE__*/
+  messageDesc(file_darkbloom_inference_v1_inference, 1);
+
+/**
+ * Tool is a function the model may call (OpenAI's tools[i] of type "function").
+ *
+ * @generated from message darkbloom.inference.v1.Tool
+ */
+export type Tool = Message<"darkbloom.inference.v1.Tool"> & {
+  /**
+   * name is 1 to 64 letters, digits, underscores or dashes.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * description says what the function does; the chat template documents it in the prompt.
+   *
+   * @generated from field: string description = 2;
+   */
+  description: string;
+
+  /**
+   * parameters is the JSON Schema of the arguments: an object schema, in the subset the grammar
+   * enforces (any other keyword is refused, naming it).
+   *
+   * @generated from field: google.protobuf.Struct parameters = 3;
+   */
+  parameters?: JsonObject | undefined;
+
+  /**
+   * strict holds parameters to OpenAI's strict rules (every property required, no others).
+   *
+   * @generated from field: bool strict = 4;
+   */
+  strict: boolean;
+};
+
+/**
+ * Describes the message darkbloom.inference.v1.Tool.
+ * Use `create(ToolSchema)` to create a new message.
+ */
+export const ToolSchema: GenMessage<Tool> = /*@__PURE__*/
+  messageDesc(file_darkbloom_inference_v1_inference, 2);
+
+/**
+ * ToolChoice says whether the model calls functions, and which.
+ *
+ * @generated from message darkbloom.inference.v1.ToolChoice
+ */
+export type ToolChoice = Message<"darkbloom.inference.v1.ToolChoice"> & {
+  /**
+   * choice is a mode or one function.
+   *
+   * @generated from oneof darkbloom.inference.v1.ToolChoice.choice
+   */
+  choice: {
+    /**
+     * mode is "none" (text only), "auto" (text or calls) or "required" (at least one call).
+     *
+     * @generated from field: string mode = 1;
+     */
+    value: string;
+    case: "mode";
+  } | {
+    /**
+     * function names the one function the model calls.
+     *
+     * @generated from field: string function = 2;
+     */
+    value: string;
+    case: "function";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message darkbloom.inference.v1.ToolChoice.
+ * Use `create(ToolChoiceSchema)` to create a new message.
+ */
+export const ToolChoiceSchema: GenMessage<ToolChoice> = /*@__PURE__*/
+  messageDesc(file_darkbloom_inference_v1_inference, 3);
+
+/**
+ * ToolCallDelta is a piece of a streamed tool call: a call's first piece has its id and name, the
+ * next ones more of its arguments.
+ *
+ * @generated from message darkbloom.inference.v1.ToolCallDelta
+ */
+export type ToolCallDelta = Message<"darkbloom.inference.v1.ToolCallDelta"> & {
+  /**
+   * index is the call's position among the choice's calls.
+   *
+   * @generated from field: uint32 index = 1;
+   */
+  index: number;
+
+  /**
+   * id is set on the call's first piece.
+   *
+   * @generated from field: string id = 2;
+   */
+  id: string;
+
+  /**
+   * name is set on the call's first piece.
+   *
+   * @generated from field: string name = 3;
+   */
+  name: string;
+
+  /**
+   * arguments is more of the arguments' JSON text.
+   *
+   * @generated from field: string arguments = 4;
+   */
+  arguments: string;
+};
+
+/**
+ * Describes the message darkbloom.inference.v1.ToolCallDelta.
+ * Use `create(ToolCallDeltaSchema)` to create a new message.
+ */
+export const ToolCallDeltaSchema: GenMessage<ToolCallDelta> = /*@__PURE__*/
+  messageDesc(file_darkbloom_inference_v1_inference, 4);
 
 /**
  * SamplingParams are the generation settings shared by chat and text completions.
@@ -138,7 +311,7 @@ export type SamplingParams = Message<"darkbloom.inference.v1.SamplingParams"> & 
  * Use `create(SamplingParamsSchema)` to create a new message.
  */
 export const SamplingParamsSchema: GenMessage<SamplingParams> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 1);
+  messageDesc(file_darkbloom_inference_v1_inference, 5);
 
 /**
  * ResponseFormat is a structured output: any JSON object, or JSON a schema accepts.
@@ -175,7 +348,7 @@ export type ResponseFormat = Message<"darkbloom.inference.v1.ResponseFormat"> & 
  * Use `create(ResponseFormatSchema)` to create a new message.
  */
 export const ResponseFormatSchema: GenMessage<ResponseFormat> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 2);
+  messageDesc(file_darkbloom_inference_v1_inference, 6);
 
 /**
  * JsonObjectFormat asks for one JSON object, of any shape.
@@ -190,7 +363,7 @@ export type JsonObjectFormat = Message<"darkbloom.inference.v1.JsonObjectFormat"
  * Use `create(JsonObjectFormatSchema)` to create a new message.
  */
 export const JsonObjectFormatSchema: GenMessage<JsonObjectFormat> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 3);
+  messageDesc(file_darkbloom_inference_v1_inference, 7);
 
 /**
  * JsonSchemaFormat asks for JSON that a JSON Schema accepts (the subset the grammar enforces; any
@@ -233,7 +406,7 @@ export type JsonSchemaFormat = Message<"darkbloom.inference.v1.JsonSchemaFormat"
  * Use `create(JsonSchemaFormatSchema)` to create a new message.
  */
 export const JsonSchemaFormatSchema: GenMessage<JsonSchemaFormat> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 4);
+  messageDesc(file_darkbloom_inference_v1_inference, 8);
 
 /**
  * Usage counts a request's tokens.
@@ -268,7 +441,7 @@ export type Usage = Message<"darkbloom.inference.v1.Usage"> & {
  * Use `create(UsageSchema)` to create a new message.
  */
 export const UsageSchema: GenMessage<Usage> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 5);
+  messageDesc(file_darkbloom_inference_v1_inference, 9);
 
 /**
  * ProviderInfo says which provider served a request and how far it is trusted.
@@ -303,7 +476,7 @@ export type ProviderInfo = Message<"darkbloom.inference.v1.ProviderInfo"> & {
  * Use `create(ProviderInfoSchema)` to create a new message.
  */
 export const ProviderInfoSchema: GenMessage<ProviderInfo> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 6);
+  messageDesc(file_darkbloom_inference_v1_inference, 10);
 
 /**
  * ResponseProof lets the consumer check which provider produced a response and that the response
@@ -389,7 +562,7 @@ export type ResponseProof = Message<"darkbloom.inference.v1.ResponseProof"> & {
  * Use `create(ResponseProofSchema)` to create a new message.
  */
 export const ResponseProofSchema: GenMessage<ResponseProof> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 7);
+  messageDesc(file_darkbloom_inference_v1_inference, 11);
 
 /**
  * CreateChatCompletionRequest asks for a whole chat completion.
@@ -417,6 +590,27 @@ export type CreateChatCompletionRequest = Message<"darkbloom.inference.v1.Create
    * @generated from field: darkbloom.inference.v1.SamplingParams sampling = 3;
    */
   sampling?: SamplingParams | undefined;
+
+  /**
+   * tools are the functions the model may call.
+   *
+   * @generated from field: repeated darkbloom.inference.v1.Tool tools = 4;
+   */
+  tools: Tool[];
+
+  /**
+   * tool_choice says whether it calls them (absent: "auto" with tools).
+   *
+   * @generated from field: darkbloom.inference.v1.ToolChoice tool_choice = 5;
+   */
+  toolChoice?: ToolChoice | undefined;
+
+  /**
+   * parallel_tool_calls allows several calls in one turn (absent: true).
+   *
+   * @generated from field: optional bool parallel_tool_calls = 6;
+   */
+  parallelToolCalls?: boolean | undefined;
 };
 
 /**
@@ -424,7 +618,7 @@ export type CreateChatCompletionRequest = Message<"darkbloom.inference.v1.Create
  * Use `create(CreateChatCompletionRequestSchema)` to create a new message.
  */
 export const CreateChatCompletionRequestSchema: GenMessage<CreateChatCompletionRequest> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 8);
+  messageDesc(file_darkbloom_inference_v1_inference, 12);
 
 /**
  * ChatChoice is one generated chat message.
@@ -447,7 +641,7 @@ export type ChatChoice = Message<"darkbloom.inference.v1.ChatChoice"> & {
   message?: ChatMessage | undefined;
 
   /**
-   * finish_reason is "stop", "length" or "content_filter".
+   * finish_reason is "stop", "length", "tool_calls" or "content_filter".
    *
    * @generated from field: string finish_reason = 3;
    */
@@ -459,7 +653,7 @@ export type ChatChoice = Message<"darkbloom.inference.v1.ChatChoice"> & {
  * Use `create(ChatChoiceSchema)` to create a new message.
  */
 export const ChatChoiceSchema: GenMessage<ChatChoice> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 9);
+  messageDesc(file_darkbloom_inference_v1_inference, 13);
 
 /**
  * CreateChatCompletionResponse is a whole chat completion.
@@ -522,7 +716,7 @@ export type CreateChatCompletionResponse = Message<"darkbloom.inference.v1.Creat
  * Use `create(CreateChatCompletionResponseSchema)` to create a new message.
  */
 export const CreateChatCompletionResponseSchema: GenMessage<CreateChatCompletionResponse> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 10);
+  messageDesc(file_darkbloom_inference_v1_inference, 14);
 
 /**
  * StreamChatCompletionRequest asks for a streamed chat completion.
@@ -550,6 +744,27 @@ export type StreamChatCompletionRequest = Message<"darkbloom.inference.v1.Stream
    * @generated from field: darkbloom.inference.v1.SamplingParams sampling = 3;
    */
   sampling?: SamplingParams | undefined;
+
+  /**
+   * tools are the functions the model may call.
+   *
+   * @generated from field: repeated darkbloom.inference.v1.Tool tools = 4;
+   */
+  tools: Tool[];
+
+  /**
+   * tool_choice says whether it calls them (absent: "auto" with tools).
+   *
+   * @generated from field: darkbloom.inference.v1.ToolChoice tool_choice = 5;
+   */
+  toolChoice?: ToolChoice | undefined;
+
+  /**
+   * parallel_tool_calls allows several calls in one turn (absent: true).
+   *
+   * @generated from field: optional bool parallel_tool_calls = 6;
+   */
+  parallelToolCalls?: boolean | undefined;
 };
 
 /**
@@ -557,7 +772,7 @@ export type StreamChatCompletionRequest = Message<"darkbloom.inference.v1.Stream
  * Use `create(StreamChatCompletionRequestSchema)` to create a new message.
  */
 export const StreamChatCompletionRequestSchema: GenMessage<StreamChatCompletionRequest> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 11);
+  messageDesc(file_darkbloom_inference_v1_inference, 15);
 
 /**
  * StreamChatCompletionResponse is one delta of a streamed chat completion.
@@ -614,6 +829,13 @@ export type StreamChatCompletionResponse = Message<"darkbloom.inference.v1.Strea
    * @generated from field: darkbloom.inference.v1.ResponseProof darkbloom = 7;
    */
   darkbloom?: ResponseProof | undefined;
+
+  /**
+   * tool_calls are pieces of the choice's function calls.
+   *
+   * @generated from field: repeated darkbloom.inference.v1.ToolCallDelta tool_calls = 8;
+   */
+  toolCalls: ToolCallDelta[];
 };
 
 /**
@@ -621,7 +843,7 @@ export type StreamChatCompletionResponse = Message<"darkbloom.inference.v1.Strea
  * Use `create(StreamChatCompletionResponseSchema)` to create a new message.
  */
 export const StreamChatCompletionResponseSchema: GenMessage<StreamChatCompletionResponse> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 12);
+  messageDesc(file_darkbloom_inference_v1_inference, 16);
 
 /**
  * CreateCompletionRequest asks for a whole text completion.
@@ -656,7 +878,7 @@ export type CreateCompletionRequest = Message<"darkbloom.inference.v1.CreateComp
  * Use `create(CreateCompletionRequestSchema)` to create a new message.
  */
 export const CreateCompletionRequestSchema: GenMessage<CreateCompletionRequest> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 13);
+  messageDesc(file_darkbloom_inference_v1_inference, 17);
 
 /**
  * TextChoice is one generated continuation.
@@ -679,7 +901,7 @@ export type TextChoice = Message<"darkbloom.inference.v1.TextChoice"> & {
   text: string;
 
   /**
-   * finish_reason is "stop", "length" or "content_filter".
+   * finish_reason is "stop", "length", "tool_calls" or "content_filter".
    *
    * @generated from field: string finish_reason = 3;
    */
@@ -691,7 +913,7 @@ export type TextChoice = Message<"darkbloom.inference.v1.TextChoice"> & {
  * Use `create(TextChoiceSchema)` to create a new message.
  */
 export const TextChoiceSchema: GenMessage<TextChoice> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 14);
+  messageDesc(file_darkbloom_inference_v1_inference, 18);
 
 /**
  * CreateCompletionResponse is a whole text completion.
@@ -754,7 +976,7 @@ export type CreateCompletionResponse = Message<"darkbloom.inference.v1.CreateCom
  * Use `create(CreateCompletionResponseSchema)` to create a new message.
  */
 export const CreateCompletionResponseSchema: GenMessage<CreateCompletionResponse> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 15);
+  messageDesc(file_darkbloom_inference_v1_inference, 19);
 
 /**
  * StreamCompletionRequest asks for a streamed text completion.
@@ -789,7 +1011,7 @@ export type StreamCompletionRequest = Message<"darkbloom.inference.v1.StreamComp
  * Use `create(StreamCompletionRequestSchema)` to create a new message.
  */
 export const StreamCompletionRequestSchema: GenMessage<StreamCompletionRequest> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 16);
+  messageDesc(file_darkbloom_inference_v1_inference, 20);
 
 /**
  * StreamCompletionResponse is one delta of a streamed text completion.
@@ -853,7 +1075,7 @@ export type StreamCompletionResponse = Message<"darkbloom.inference.v1.StreamCom
  * Use `create(StreamCompletionResponseSchema)` to create a new message.
  */
 export const StreamCompletionResponseSchema: GenMessage<StreamCompletionResponse> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 17);
+  messageDesc(file_darkbloom_inference_v1_inference, 21);
 
 /**
  * ListModelsRequest asks for the served models.
@@ -868,7 +1090,7 @@ export type ListModelsRequest = Message<"darkbloom.inference.v1.ListModelsReques
  * Use `create(ListModelsRequestSchema)` to create a new message.
  */
 export const ListModelsRequestSchema: GenMessage<ListModelsRequest> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 18);
+  messageDesc(file_darkbloom_inference_v1_inference, 22);
 
 /**
  * Model is one model the network serves.
@@ -917,7 +1139,7 @@ export type Model = Message<"darkbloom.inference.v1.Model"> & {
  * Use `create(ModelSchema)` to create a new message.
  */
 export const ModelSchema: GenMessage<Model> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 19);
+  messageDesc(file_darkbloom_inference_v1_inference, 23);
 
 /**
  * ListModelsResponse lists the served models.
@@ -938,7 +1160,7 @@ export type ListModelsResponse = Message<"darkbloom.inference.v1.ListModelsRespo
  * Use `create(ListModelsResponseSchema)` to create a new message.
  */
 export const ListModelsResponseSchema: GenMessage<ListModelsResponse> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 20);
+  messageDesc(file_darkbloom_inference_v1_inference, 24);
 
 /**
  * InferenceService is the typed consumer API. It serves the same requests as the OpenAI-compatible
