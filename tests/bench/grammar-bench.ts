@@ -2,12 +2,15 @@
 // synthesized model, each GGUF engine (the native core, and the llama engine on node-llama-cpp) decodes
 // the same prompts greedily free, under a json_schema grammar whose one string holds the whole answer
 // (the greedy path is the free one wherever the grammar allows it, so both decode as many tokens and
-// the difference is the grammar's per-token work), and under json_object. Rounds interleave targets.
+// the difference is the grammar's per-token work), under json_object, and under the grammar of
+// tool_choice auto answered in text (free text that cannot contain the calls' trigger). Rounds
+// interleave targets.
 // Usage: npm run bench:grammar -- [--models tiny,qwen3-0.6b] [--engines native,llama] [--threads N]
 //          [--batches 1,4] [--prompt-tokens 64] [--gen-tokens 128] [--rounds 3] [--cache-dir DIR] [--json]
 import { cpus } from "node:os";
 import { resolve } from "node:path";
 import { formatGrammar, readResponseFormat } from "@darkbloom/models/structured";
+import { readToolUse, type ToolUse, toolCallGrammar } from "@darkbloom/models/tools";
 import { bench, type Engine, LlamaEngine, NativeEngine } from "@darkbloom/provider";
 import { benchModel } from "./bench-model.js";
 import { type BenchCli, benchCli, shapeFlags, shapeOptions, shapesFlag } from "./cli.js";
@@ -53,6 +56,22 @@ const GRAMMARS = {
     },
   }),
   json_object: grammarOf({ type: "json_object" }),
+  // tool_choice auto answered in text: the grammar of text that cannot contain the calls' trigger (in
+  // the generic call syntax, which the synthesized models' ChatML template resolves to).
+  "tools auto": toolCallGrammar(
+    { sectionPrefix: "", prefix: "||call: ", paramsPrefix: "(", suffix: ")", between: undefined },
+    readToolUse({
+      tools: [
+        {
+          type: "function",
+          function: {
+            name: "get_weather",
+            parameters: { type: "object", properties: { city: { type: "string" } }, required: ["city"] },
+          },
+        },
+      ],
+    }) as ToolUse,
+  ),
 };
 const CONDITIONS = ["free", ...Object.keys(GRAMMARS)] as const;
 

@@ -237,7 +237,7 @@ const BAD_VALUES: Record<string, readonly JValue[]> = {
     j({ type: "xml" }),
     j({ type: "json_schema" }),
     j({ type: "json_schema", json_schema: { name: "a b" } }),
-    j({ type: "json_schema", json_schema: { name: "s", schema: { type: "string", pattern: "^a" } } }),
+    j({ type: "json_schema", json_schema: { name: "s", schema: { type: "string", pattern: "(?=a)" } } }),
     j({ type: "json_schema", json_schema: { name: "s", strict: true, schema: { type: "object" } } }),
     j({ type: "json_schema", json_schema: { name: "s", schema: { $ref: "#/$defs/none" } } }),
   ],
@@ -252,7 +252,7 @@ const BAD_VALUES: Record<string, readonly JValue[]> = {
         type: "function",
         function: {
           name: "f",
-          parameters: { type: "object", properties: { x: { type: "string", pattern: "^a" } } },
+          parameters: { type: "object", properties: { x: { type: "string", pattern: "(?=a)" } } },
         },
       },
     ]),

@@ -38,6 +38,18 @@ const Card = z.object({
 });
 
 /**
+ * Strings zod 4 checks with regular expressions, which it writes into the JSON Schema as `pattern`
+ * (beside `format`): the grammar writes what each expression matches. Each bounded, so answers end.
+ */
+const Card4 = z.object({
+  id: z.uuid(),
+  born: z.iso.date(),
+  ip: z.ipv4(),
+  phone: z.e164(),
+  code: z.string().regex(/^[a-z]{2,5}-\d{1,3}$/),
+});
+
+/**
  * The same card in zod 3, for LangChain 0.3 (Node 20's LangChain): it converts zod 4 schemas without
  * their bounds, so the schema it would send is not the one it then parses with.
  */
@@ -46,7 +58,7 @@ const Card3 = z3.object({
   age: z3.number().int(),
   stars: z3.number().int().min(1).max(5),
   ok: z3.boolean(),
-  // zod 3 writes these as JSON Schema formats (zod 4 adds a pattern, which the grammar cannot enforce).
+  // zod 3 writes these as JSON Schema formats (zod 4 writes a pattern beside each: see Card4).
   born: z3.string().date(),
   seen: z3.string().datetime(),
   id: z3.string().uuid(),
@@ -138,7 +150,7 @@ describe("structured outputs with the openai SDK", () => {
           type: "json_schema",
           json_schema: {
             name: "s",
-            schema: { type: "object", properties: { d: { type: "string", pattern: "^a" } } },
+            schema: { type: "object", properties: { d: { type: "string", pattern: "(?=a)" } } },
           },
         },
       })
@@ -176,6 +188,23 @@ describe("structured outputs with the Vercel AI SDK", () => {
       expect(finishReason).toBe("stop");
       expect(Card.parse(object)).toEqual(object);
       expect(usage.outputTokens).toBeGreaterThan(0);
+    }
+  });
+
+  it("generateObject with zod 4's pattern-checked strings (uuid, iso date, ipv4, e164, regex)", async () => {
+    for (const model of MODELS) {
+      for (const seed of [1, 2]) {
+        const { object } = await generateObject({
+          model: darkbloom()(model),
+          schema: Card4,
+          prompt: "Describe a device.",
+          temperature: 1,
+          seed,
+          maxOutputTokens: 600,
+          maxRetries: 0,
+        });
+        expect(Card4.parse(object)).toEqual(object);
+      }
     }
   });
 
@@ -437,7 +466,7 @@ describe("tools with the openai SDK", () => {
             type: "function",
             function: {
               name: "f",
-              parameters: { type: "object", properties: { d: { type: "string", pattern: "^a" } } },
+              parameters: { type: "object", properties: { d: { type: "string", pattern: "(?=a)" } } },
             },
           },
         ],

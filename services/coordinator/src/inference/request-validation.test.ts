@@ -114,7 +114,7 @@ describe("validateRequest", () => {
               type: "function",
               function: {
                 name: "f",
-                parameters: { type: "object", properties: { x: { type: "string", pattern: "^a" } } },
+                parameters: { type: "object", properties: { x: { type: "string", pattern: "(?=a)" } } },
               },
             },
           ],

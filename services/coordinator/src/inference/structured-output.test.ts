@@ -95,7 +95,7 @@ describe("response_format through the coordinator", () => {
     const bad = structured({
       response_format: {
         type: "json_schema",
-        json_schema: { name: "pick", schema: { type: "string", pattern: "x" } },
+        json_schema: { name: "pick", schema: { type: "string", pattern: "(?!x)" } },
       },
     });
     const res = await postJson(t.url, "/v1/chat/completions", t.apiKey, bad);

@@ -9,6 +9,7 @@
  */
 
 import { FORMAT_RULES, formatRule } from "./formats.js";
+import { patternExpression } from "./pattern.js";
 import type { CompiledSchema, SchemaNode, StringFormat } from "./schema.js";
 
 /** Rules every grammar may use, emitted only when referred to. */
@@ -143,7 +144,11 @@ export class GrammarBuilder {
             : this.define(integerRange(node.min, node.max));
         break;
       case "string":
-        name = node.format ? this.format(node.format) : this.string(node.minLength, node.maxLength);
+        name = node.pattern
+          ? this.define(patternExpression(node.pattern))
+          : node.format
+            ? this.format(node.format)
+            : this.string(node.minLength, node.maxLength);
         break;
       case "literal":
         name = this.define(node.values.map((v) => gbnfLiteral(JSON.stringify(v))).join(" | "));

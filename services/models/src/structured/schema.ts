@@ -11,6 +11,8 @@
  * `$defs`/`definitions` (recursion included).
  */
 
+import { type CompiledPattern, compilePattern, PatternError } from "./pattern.js";
+
 /** A schema the grammar cannot enforce or the request got wrong; `path` is the keyword's place in it. */
 export class SchemaError extends Error {
   override readonly name = "SchemaError";
@@ -37,7 +39,14 @@ export type SchemaNode =
       additional: boolean;
     }
   | { kind: "array"; items: SchemaNode; minItems: number; maxItems: number | undefined }
-  | { kind: "string"; minLength: number; maxLength: number | undefined; format?: StringFormat }
+  | {
+      kind: "string";
+      minLength: number;
+      maxLength: number | undefined;
+      format?: StringFormat;
+      /** `pattern`: the strings it matches (any `format` beside it is what the pattern spells out). */
+      pattern?: CompiledPattern;
+    }
   /** A number; `nonNegative` when the schema's only bound is `minimum: 0`. */
   | { kind: "number"; nonNegative: boolean }
   /** An integer within [min, max] (the schema's bounds; ±Infinity where it gives none). */
@@ -96,6 +105,7 @@ const KEYWORDS = new Set([
   "minLength",
   "maxLength",
   "format",
+  "pattern",
   "enum",
   "const",
   "anyOf",
@@ -113,7 +123,6 @@ const REFUSED: Record<string, string> = {
   oneOf: "'oneOf' is not supported; use 'anyOf'",
   allOf: "'allOf' is not supported; merge the schemas into one",
   not: "'not' is not supported",
-  pattern: "'pattern' is not supported; use 'enum' or a length bound",
   multipleOf: "'multipleOf' is not supported",
   patternProperties: "'patternProperties' is not supported",
   prefixItems: "'prefixItems' (tuples) is not supported",
@@ -224,7 +233,12 @@ class Compiler {
         return this.object(s, path, depth);
       }
       if (s.items !== undefined) return this.array(s, path, depth);
-      if (s.minLength !== undefined || s.maxLength !== undefined || s.format !== undefined) {
+      if (
+        s.minLength !== undefined ||
+        s.maxLength !== undefined ||
+        s.format !== undefined ||
+        s.pattern !== undefined
+      ) {
         return this.string(s, path);
       }
       return { kind: "any" };
@@ -336,6 +350,7 @@ class Compiler {
     if (maxLength !== undefined && maxLength < minLength) {
       throw new SchemaError("'maxLength' is below 'minLength'", at(path, "maxLength"));
     }
+    if (s.pattern !== undefined) return this.pattern(s, path);
     if (s.format === undefined) return { kind: "string", minLength, maxLength };
     if (typeof s.format !== "string" || !(STRING_FORMATS as readonly string[]).includes(s.format)) {
       throw new SchemaError(
@@ -351,6 +366,26 @@ class Compiler {
       );
     }
     return { kind: "string", minLength: 0, maxLength: undefined, format: s.format as StringFormat };
+  }
+
+  /**
+   * A `pattern`: the grammar writes what it matches, and the output is checked with it. A `format`
+   * beside it (zod writes both: `email` with the expression it checks emails with) is taken as the
+   * pattern's name, as JSON Schema's format annotations are; length bounds beside it are refused
+   * (the grammar cannot write both at once).
+   */
+  private pattern(s: Json, path: string): SchemaNode {
+    const where = at(path, "pattern");
+    if (typeof s.pattern !== "string") throw new SchemaError("'pattern' must be a string", where);
+    if (s.minLength !== undefined || s.maxLength !== undefined) {
+      throw new SchemaError("'pattern' cannot be combined with 'minLength' or 'maxLength'", where);
+    }
+    try {
+      return { kind: "string", minLength: 0, maxLength: undefined, pattern: compilePattern(s.pattern) };
+    } catch (e) {
+      if (e instanceof PatternError) throw new SchemaError(e.message, where);
+      throw e;
+    }
   }
 
   /**

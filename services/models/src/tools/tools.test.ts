@@ -14,6 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BodyError } from "../chat/body-error.js";
 import { type GenerationInput, readGenerationInput } from "../chat/generation-input.js";
 import { writeGgufFile } from "../gguf/writer.js";
+import { grammarAccepts } from "../structured/grammar-check.test-support.js";
 import type { MODEL_SHAPES } from "../synth/shapes.js";
 import { planModel } from "../synth/synthesize.js";
 import { FastModelTokenizer } from "../tokenizer/fast-model-tokenizer.js";
@@ -105,7 +106,7 @@ describe("readToolUse", () => {
             type: "function",
             function: {
               name: "f",
-              parameters: { type: "object", properties: { x: { type: "string", pattern: "a" } } },
+              parameters: { type: "object", properties: { x: { type: "string", pattern: "(?=a)" } } },
             },
           },
         ],
@@ -347,19 +348,8 @@ describe("on real vocabularies", () => {
     expect(describeVocabulary(await open("tiny")).toolSyntax).toEqual(GENERIC);
   });
 
-  /** Whether llama.cpp's grammar sampler lets the model write `text` and then end, token by token. */
-  const accepts = (model: LlamaModel, grammar: string, text: string): boolean => {
-    const state = new LlamaGrammarEvaluationState({ model, grammar: new LlamaGrammar(llama, { grammar }) });
-    // node-llama-cpp's own check (LlamaSampler's), which its internals use the same way.
-    const sampler = (llama as unknown as { _bindings: { AddonSampler: GrammarChecks } })._bindings
-      .AddonSampler;
-    const handle = (state as unknown as { _state: unknown })._state;
-    for (const token of model.tokenize(text, false)) {
-      if (!sampler.canBeNextTokenForGrammarEvaluationState(handle, token)) return false;
-      sampler.acceptGrammarEvaluationStateToken(handle, token);
-    }
-    return sampler.canBeNextTokenForGrammarEvaluationState(handle, model.tokens.eos as Token);
-  };
+  const accepts = (model: LlamaModel, grammar: string, text: string): boolean =>
+    grammarAccepts(llama, model, grammar, text);
 
   it("auto: any text without the trigger, then only well-formed calls (llama.cpp's grammar sampler)", async () => {
     const model = (await open("tiny")).model;
@@ -440,8 +430,3 @@ describe("on real vocabularies", () => {
     }
   });
 });
-
-interface GrammarChecks {
-  canBeNextTokenForGrammarEvaluationState(state: unknown, token: Token): boolean;
-  acceptGrammarEvaluationStateToken(state: unknown, token: Token): void;
-}

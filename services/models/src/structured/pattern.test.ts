@@ -1,0 +1,180 @@
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { getLlama, type Llama, LlamaLogLevel, type LlamaModel } from "node-llama-cpp";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { z } from "zod";
+import { writeGgufFile } from "../gguf/writer.js";
+import { Xoshiro128 } from "../synth/random.js";
+import { planModel } from "../synth/synthesize.js";
+import { ModelTokenizer } from "../tokenizer/model-tokenizer.js";
+import { grammarAccepts } from "./grammar-check.test-support.js";
+import { compileSchema, SchemaError, schemaGrammar, schemaViolation } from "./index.js";
+import { compilePattern, PatternError } from "./pattern.js";
+
+/** The patterns zod 4 writes beside its string formats, and some of our own. */
+const ZOD = z.toJSONSchema(
+  z.object({
+    uuid: z.uuid(),
+    guid: z.guid(),
+    email: z.email(),
+    date: z.iso.date(),
+    datetime: z.iso.datetime(),
+    time: z.iso.time(),
+    ipv4: z.ipv4(),
+    e164: z.e164(),
+    cuid: z.cuid(),
+    base64: z.base64(),
+    starts: z.string().startsWith("ab"),
+    ends: z.string().endsWith("z"),
+    includes: z.string().includes("x"),
+    regex: z.string().regex(/^[a-z]{2,5}(-\d+)?$/),
+  }),
+) as { properties: Record<string, { pattern: string }> };
+const PATTERNS: Record<string, string> = {
+  ...Object.fromEntries(Object.entries(ZOD.properties).map(([k, v]) => [k, v.pattern])),
+  classes: "^[^a-c\\d][\\w.-]*\\s?[\\x41-\\x43\\u00e9]{1,3}$",
+  escapes: '^"?\\\\[\\t]?\\.{0,2}(\\n|\\r)?$',
+  alternatives: "^cat|dog$|^bird$",
+  dot: "^a.b$",
+  empty: "^$",
+  groups: "^(?<word>ab)+(?:c|d)*?e{2}$",
+};
+
+describe("compilePattern", () => {
+  it("reads what zod 4 writes", () => {
+    for (const [name, source] of Object.entries(PATTERNS)) {
+      expect(() => compilePattern(source), name).not.toThrow();
+    }
+  });
+
+  it.each([
+    ["(?=a)b", /a lookaround/],
+    ["(?<!a)b", /a lookaround/],
+    ["(a)\\1", /the escape \\1/],
+    ["\\bword", /a word boundary/],
+    ["a^b", /'\^' anywhere but at the ends/],
+    ["(a$)", /'\$' anywhere but at the ends/],
+    ["\\p{L}", /the escape \\p/],
+    ["😀+", /outside the Basic Multilingual Plane/],
+    ["[😀]", /outside the Basic Multilingual Plane/],
+    ["a{2000}", /a repetition over 1024/],
+    ["(a{1000}){1000}", /too large/],
+    ["[\\x00-\\x08]", /matching no character/],
+    ["(", /not a valid regular expression/],
+    ["a**", /not a valid regular expression/],
+    ["x".repeat(1001), /longer than 1000/],
+  ])("refuses %s", (source, message) => {
+    expect(() => compilePattern(source)).toThrow(PatternError);
+    expect(() => compilePattern(source)).toThrow(message);
+  });
+
+  it("in a schema: the pattern is checked with the expression itself; a format beside it is its name", () => {
+    const schema = compileSchema(
+      { type: "string", format: "email", pattern: "^[a-z]+@[a-z]+\\.[a-z]{2,}$" },
+      { strict: false },
+    );
+    expect(schemaViolation(schema, "ann@example.org")).toBeUndefined();
+    expect(schemaViolation(schema, "ann@example")).toBe("$: does not match the pattern");
+    // JSON Schema's pattern matches anywhere unless anchored.
+    const contains = compileSchema({ type: "string", pattern: "x" }, { strict: false });
+    expect(schemaViolation(contains, "axb")).toBeUndefined();
+    expect(schemaViolation(contains, "ab")).toBe("$: does not match the pattern");
+    expect(() => compileSchema({ type: "string", pattern: 5 }, { strict: false })).toThrow(SchemaError);
+  });
+});
+
+describe("the grammar of a pattern, on llama.cpp's grammar sampler", () => {
+  let dir: string;
+  let llama: Llama;
+  let tokenizer: ModelTokenizer;
+  let model: LlamaModel;
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), "darkbloom-pattern-"));
+    llama = await getLlama({
+      gpu: false,
+      build: "never",
+      logLevel: LlamaLogLevel.error,
+      maxThreads: 1,
+      logger: () => {},
+    });
+    const path = join(dir, "tiny.vocab.gguf");
+    await writeGgufFile(path, { kv: planModel("tiny").kv, tensors: [] });
+    tokenizer = await ModelTokenizer.open(llama, path);
+    model = tokenizer.model;
+  });
+
+  afterAll(async () => {
+    await tokenizer?.dispose();
+    await llama?.dispose();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  /** Strings near what a pattern matches: pieces of its own text, and characters around them. */
+  function candidates(source: string, count: number, seed: number): string[] {
+    const random = new Xoshiro128(seed);
+    const pieces = [
+      ...new Set([
+        ...source.replace(/[\\^$()[\]{}*+?|]/g, " ").split(/\s+/),
+        ...'abcdexyzAB019-:._@T Z+/="\\\t\né'.split(""),
+      ]),
+    ].filter((p) => p !== "");
+    const out: string[] = [];
+    for (let i = 0; i < count; i++) {
+      let text = "";
+      const length = random.next() % 12;
+      for (let j = 0; j < length; j++) text += pieces[random.next() % pieces.length];
+      out.push(text);
+    }
+    return out;
+  }
+
+  /** Strings the pattern matches, written from its own examples. */
+  const EXAMPLES: Record<string, string[]> = {
+    uuid: ["123e4567-e89b-12d3-a456-426614174000", "00000000-0000-0000-0000-000000000000"],
+    guid: ["123e4567-e89b-02d3-f456-426614174000"],
+    email: ["ann@example.org", "a.b+c@x-y.co"],
+    date: ["2024-02-29", "1999-12-31"],
+    datetime: ["2024-02-29T23:59:59Z", "2000-01-01T00:00:00.123Z"],
+    time: ["23:59", "00:00:00.5"],
+    ipv4: ["192.168.0.1", "255.255.255.255"],
+    e164: ["+14155550123"],
+    cuid: ["cjld2cjxh0000qzrmn831i7rn"],
+    base64: ["", "YWJj", "YQ=="],
+    starts: ["ab", "abzz"],
+    ends: ["z", "zzz"],
+    includes: ["x", "axb"],
+    regex: ["ab", "abcde-12"],
+    classes: ["xa_b.-C", "Z é"],
+    escapes: ['"\\\t..\n', "\\"],
+    alternatives: ["cat food", "hot dog", "bird"],
+    dot: ["a-b", "aéb"],
+    empty: [""],
+    groups: ["ababcdcee", "abee"],
+  };
+
+  it("accepts exactly what the expression matches, as the JSON string the model writes", () => {
+    for (const [name, source] of Object.entries(PATTERNS)) {
+      const schema = compileSchema({ type: "string", pattern: source }, { strict: false });
+      const grammar = schemaGrammar(schema);
+      const regex = new RegExp(source);
+      for (const text of EXAMPLES[name] ?? []) {
+        expect(regex.test(text), `${name}: ${JSON.stringify(text)} is an example`).toBe(true);
+        expect(
+          grammarAccepts(llama, model, grammar, JSON.stringify(text)),
+          `${name}: ${JSON.stringify(text)}`,
+        ).toBe(true);
+      }
+      for (const text of candidates(source, 60, name.length * 7919)) {
+        const json = JSON.stringify(text);
+        // The grammar writes a subset: every string it accepts matches (and, where JSON needs no
+        // escape it leaves out, every string that matches it accepts).
+        const accepted = grammarAccepts(llama, model, grammar, json);
+        if (accepted) expect(regex.test(text), `${name} accepted ${json}`).toBe(true);
+        else if (!/[\u0000-\u0008\u000b\u000c\u000e-\u001f]/.test(text))
+          expect(regex.test(text), `${name} refused ${json}`).toBe(false);
+      }
+    }
+  }, 60_000);
+});
