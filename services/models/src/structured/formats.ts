@@ -40,6 +40,18 @@ export const FORMAT_PATTERNS: Record<StringFormat, RegExp> = {
   uuid: /^[0-9a-f]{8}-[0-9a-f]{4}-[1-8][0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/,
 };
 
+/**
+ * Formats written by their expression (pattern.ts), each a subset of what JSON Schema's format, zod 3
+ * and zod 4 and Pydantic accept: `email` is lower-case dot-atoms (no quoted local parts, IP literals
+ * or leading, trailing or doubled dots) with a top-level domain of 2 to 6 letters; `ipv4` is dotted
+ * decimal without leading zeros.
+ */
+export const PATTERN_FORMATS: Record<string, string> = {
+  email:
+    "^[a-z0-9]+(?:[._+-][a-z0-9]+){0,3}@[a-z0-9]+(?:-[a-z0-9]+){0,2}(?:\\.[a-z0-9]+(?:-[a-z0-9]+){0,2}){0,2}\\.[a-z]{2,6}$",
+  ipv4: "^(?:(?:25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)\\.){3}(?:25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)$",
+};
+
 /** The rule of a format's quoted string (the last of its rules). */
 export function formatRule(format: StringFormat): string {
   return Object.keys(FORMAT_RULES[format]).at(-1) as string;

@@ -84,6 +84,35 @@ describe("compilePattern", () => {
   });
 });
 
+describe("formats written by their expression", () => {
+  it("email and ipv4: what they accept every common checker accepts", () => {
+    const email = compileSchema({ type: "string", format: "email" }, { strict: false });
+    const ipv4 = compileSchema({ type: "string", format: "ipv4" }, { strict: false });
+    const checkers = [
+      // zod 4's, zod 3's, and the HTML living standard's valid e-mail address.
+      new RegExp(ZOD.properties.email?.pattern ?? ""),
+      /^(?!\.)(?!.*\.\.)([A-Z0-9_'+\-.]*)[A-Z0-9_+-]@([A-Z0-9][A-Z0-9-]*\.)+[A-Z]{2,}$/i,
+      /^[a-zA-Z0-9.!#$%&'*+/=?^_`{|}~-]+@[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$/,
+    ];
+    const random = new Xoshiro128(5);
+    const pieces = ["a", "b", "z", "0", "9", ".", "-", "_", "+", "@", "x.io", "mail", "co", "A"];
+    let valid = 0;
+    for (let i = 0; i < 20_000; i++) {
+      let text = "";
+      for (let j = random.next() % 14; j >= 0; j--) text += pieces[random.next() % pieces.length];
+      if (schemaViolation(email, text) !== undefined) continue;
+      valid++;
+      for (const checker of checkers) expect(checker.test(text), `${checker}: ${text}`).toBe(true);
+    }
+    expect(valid).toBeGreaterThan(20);
+    expect(schemaViolation(email, "ann.lee+tag@mail.example.org")).toBeUndefined();
+    expect(schemaViolation(email, "ann..lee@example.org")).toBeDefined();
+    expect(schemaViolation(ipv4, "192.168.0.1")).toBeUndefined();
+    for (const bad of ["256.1.1.1", "01.2.3.4", "1.2.3"]) expect(schemaViolation(ipv4, bad)).toBeDefined();
+    expect(new RegExp(ZOD.properties.ipv4?.pattern ?? "").test("10.0.0.255")).toBe(true);
+  });
+});
+
 describe("the grammar of a pattern, on llama.cpp's grammar sampler", () => {
   let dir: string;
   let llama: Llama;

@@ -11,6 +11,7 @@
  * `$defs`/`definitions` (recursion included).
  */
 
+import { PATTERN_FORMATS } from "./formats.js";
 import { type CompiledPattern, compilePattern, PatternError } from "./pattern.js";
 
 /** A schema the grammar cannot enforce or the request got wrong; `path` is the keyword's place in it. */
@@ -352,11 +353,17 @@ class Compiler {
     }
     if (s.pattern !== undefined) return this.pattern(s, path);
     if (s.format === undefined) return { kind: "string", minLength, maxLength };
+    const byPattern = typeof s.format === "string" ? PATTERN_FORMATS[s.format] : undefined;
+    if (byPattern !== undefined && s.minLength === undefined && s.maxLength === undefined) {
+      return { kind: "string", minLength: 0, maxLength: undefined, pattern: compilePattern(byPattern) };
+    }
     if (typeof s.format !== "string" || !(STRING_FORMATS as readonly string[]).includes(s.format)) {
-      throw new SchemaError(
-        `'format' ${JSON.stringify(s.format)} is not supported (${STRING_FORMATS.join(", ")} are); describe it in 'description' instead`,
-        at(path, "format"),
-      );
+      if (byPattern === undefined) {
+        throw new SchemaError(
+          `'format' ${JSON.stringify(s.format)} is not supported (${[...STRING_FORMATS, ...Object.keys(PATTERN_FORMATS)].join(", ")} are); describe it in 'description' instead`,
+          at(path, "format"),
+        );
+      }
     }
     // A format fixes the string's shape; length bounds beside it could contradict what it writes.
     if (s.minLength !== undefined || s.maxLength !== undefined) {
