@@ -39,7 +39,8 @@ const Card = z.object({
 
 /**
  * Strings zod 4 checks with regular expressions, which it writes into the JSON Schema as `pattern`
- * (beside `format`): the grammar writes what each expression matches. Each bounded, so answers end.
+ * (beside `format`): the grammar writes what each expression matches; and numbers within bounds.
+ * Each bounded, so answers end.
  */
 const Card4 = z.object({
   id: z.uuid(),
@@ -47,6 +48,8 @@ const Card4 = z.object({
   ip: z.ipv4(),
   phone: z.e164(),
   code: z.string().regex(/^[a-z]{2,5}-\d{1,3}$/),
+  score: z.number().min(0).max(1),
+  celsius: z.number().gt(-10.5).lt(45),
 });
 
 /**
@@ -191,7 +194,7 @@ describe("structured outputs with the Vercel AI SDK", () => {
     }
   });
 
-  it("generateObject with zod 4's pattern-checked strings (uuid, iso date, ipv4, e164, regex)", async () => {
+  it("generateObject with zod 4's pattern-checked strings (uuid, iso date, ipv4, e164, regex) and bounded numbers", async () => {
     for (const model of MODELS) {
       for (const seed of [1, 2]) {
         const { object } = await generateObject({

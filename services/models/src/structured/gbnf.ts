@@ -9,6 +9,7 @@
  */
 
 import { FORMAT_RULES, formatRule } from "./formats.js";
+import { numberRangeExpression } from "./number-range.js";
 import { patternExpression } from "./pattern.js";
 import type { CompiledSchema, SchemaNode, StringFormat } from "./schema.js";
 
@@ -135,7 +136,9 @@ export class GrammarBuilder {
         name = this.base(node.kind);
         break;
       case "number":
-        name = this.base(node.nonNegative ? "non-negative-number" : "number");
+        name = node.bounds
+          ? this.define(numberRangeExpression(node.bounds, naturalRange, gbnfLiteral) as string)
+          : this.base(node.nonNegative ? "non-negative-number" : "number");
         break;
       case "integer":
         name =
@@ -257,7 +260,7 @@ export function integerRange(min: number, max: number): string {
 }
 
 /** Patterns for the naturals in [a, b], each of one digit count (no leading zeros). */
-function naturalRange(a: bigint, b: bigint): string[] {
+export function naturalRange(a: bigint, b: bigint): string[] {
   const patterns: string[] = [];
   let start = a;
   for (const stop of rangeStops(a, b)) {

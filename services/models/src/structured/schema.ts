@@ -12,6 +12,7 @@
  */
 
 import { PATTERN_FORMATS } from "./formats.js";
+import { type NumberBounds, numberRangeExpression } from "./number-range.js";
 import { type CompiledPattern, compilePattern, PatternError } from "./pattern.js";
 
 /** A schema the grammar cannot enforce or the request got wrong; `path` is the keyword's place in it. */
@@ -48,8 +49,11 @@ export type SchemaNode =
       /** `pattern`: the strings it matches (any `format` beside it is what the pattern spells out). */
       pattern?: CompiledPattern;
     }
-  /** A number; `nonNegative` when the schema's only bound is `minimum: 0`. */
-  | { kind: "number"; nonNegative: boolean }
+  /**
+   * A number; `nonNegative` when the schema's only bound is `minimum: 0` (any magnitude, exponents
+   * too); other bounds in `bounds` (number-range.ts).
+   */
+  | { kind: "number"; nonNegative: boolean; bounds?: NumberBounds }
   /** An integer within [min, max] (the schema's bounds; ±Infinity where it gives none). */
   | { kind: "integer"; min: number; max: number }
   | { kind: "boolean" }
@@ -434,16 +438,45 @@ class Compiler {
     return { kind: "integer", min, max };
   }
 
-  /** A number's bounds: only `minimum: 0` (non-negative) is enforced; any other is refused by name. */
+  /**
+   * A number's bounds: `minimum: 0` alone is any non-negative number; other bounds are written digit
+   * by digit (number-range.ts), the exclusive forms included.
+   */
   private number(s: Json, path: string): SchemaNode {
-    for (const key of NUMERIC_BOUNDS) {
-      if (s[key] === undefined || (key === "minimum" && s[key] === 0)) continue;
+    const read = (key: string): number | undefined => {
+      const v = s[key];
+      if (v === undefined) return undefined;
+      if (typeof v !== "number" || !Number.isFinite(v))
+        throw new SchemaError(`'${key}' must be a number`, at(path, key));
+      return v;
+    };
+    const [minimum, exclusiveMinimum, maximum, exclusiveMaximum] = NUMERIC_BOUNDS.map(read);
+    if (exclusiveMinimum === undefined && maximum === undefined && exclusiveMaximum === undefined) {
+      if (minimum === undefined || minimum === 0) return { kind: "number", nonNegative: minimum === 0 };
+    }
+    // The tighter of each pair.
+    const lower =
+      exclusiveMinimum !== undefined && (minimum === undefined || exclusiveMinimum >= minimum)
+        ? { min: exclusiveMinimum, minExclusive: true }
+        : { min: minimum, minExclusive: false };
+    const upper =
+      exclusiveMaximum !== undefined && (maximum === undefined || exclusiveMaximum <= maximum)
+        ? { max: exclusiveMaximum, maxExclusive: true }
+        : { max: maximum, maxExclusive: false };
+    const bounds: NumberBounds = { ...lower, ...upper };
+    if (
+      numberRangeExpression(
+        bounds,
+        () => ["0"],
+        (t) => t,
+      ) === undefined
+    ) {
       throw new SchemaError(
-        `'${key}' on a "number" is not supported (only 'minimum: 0'); use "integer", or check the range in your code`,
-        at(path, key),
+        "no number the grammar writes (at most 9 integer and 6 fraction digits) lies within the bounds",
+        at(path, lower.min !== undefined ? (lower.minExclusive ? "exclusiveMinimum" : "minimum") : "maximum"),
       );
     }
-    return { kind: "number", nonNegative: s.minimum === 0 };
+    return { kind: "number", nonNegative: false, bounds };
   }
 
   private bound(s: Json, key: string, path: string, limit: number): number | undefined {

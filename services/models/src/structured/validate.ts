@@ -5,6 +5,7 @@
  */
 
 import { FORMAT_PATTERNS } from "./formats.js";
+import { outsideBounds } from "./number-range.js";
 import { type CompiledSchema, isOfType, type SchemaNode } from "./schema.js";
 
 /** The first place `value` breaks the schema (a JSON-path-like location and why), or undefined. */
@@ -21,6 +22,10 @@ function check(schema: CompiledSchema, node: SchemaNode, value: unknown, path: s
       return isOfType(value, node.kind) ? undefined : `${path}: expected ${node.kind}`;
     case "number":
       if (!isOfType(value, "number")) return `${path}: expected a number`;
+      if (node.bounds) {
+        const why = outsideBounds(node.bounds, value as number);
+        return why === undefined ? undefined : `${path}: ${why}`;
+      }
       return node.nonNegative && (value as number) < 0 ? `${path}: below the minimum 0` : undefined;
     case "integer":
       if (!isOfType(value, "integer")) return `${path}: expected an integer`;
