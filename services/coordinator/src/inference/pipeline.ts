@@ -1,22 +1,9 @@
-import type { MessageInitShape } from "@bufbuild/protobuf";
 import { parseTrustLevelName } from "@darkbloom/protocol";
-import {
-  Endpoint,
-  type InferenceComplete,
-  type InferenceRequestSchema,
-  TrustLevel,
-} from "@darkbloom/protocol/provider/v1";
-import { SealedBoxError, wipe } from "@darkbloom/protocol/sealed-box";
-import { sha256 } from "@darkbloom/protocol/verifiable-response";
+import { Endpoint, TrustLevel } from "@darkbloom/protocol/provider/v1";
+import { wipe } from "@darkbloom/protocol/sealed-box";
 import type { Billing } from "../billing/billing.js";
 import { completedCharge, cost, FREE, type ModelPrice, worstCase } from "../billing/pricing.js";
-import {
-  type CountedUsage,
-  confirmedCount,
-  type TokenCounter,
-  UsageMeter,
-  type Violation,
-} from "../billing/usage-meter.js";
+import { type TokenCounter, UsageMeter } from "../billing/usage-meter.js";
 import type { CoordinatorConfig } from "../config.js";
 import {
   ApiError,
@@ -25,32 +12,21 @@ import {
   providerError,
   serviceUnavailable,
 } from "../errors/index.js";
-import type { CallObserver } from "../link/provider-session.js";
 import type { Logger } from "../log.js";
 import type { CoordinatorMetrics } from "../metrics.js";
-import type { DispatchTarget, ProviderPool } from "../routing/provider-pool.js";
+import type { ProviderPool } from "../routing/provider-pool.js";
 import type { Lease } from "../routing/router.js";
 import type { RouteConstraints } from "../routing/scheduler.js";
+import { type AttemptOutcome, runAttempt } from "./attempt.js";
 import type { CatalogView, InferenceJob } from "./inference-job.js";
 import { MeteredSink } from "./metered-sink.js";
-import { providerErrorFrom } from "./provider-errors.js";
 import type { ValidatedRequest } from "./request-validation.js";
 import { RequestStopped, type ResponseSink } from "./response-sink.js";
-import { verifyResponse } from "./response-verification.js";
 import type { RoutingPreferences } from "./routing-preferences.js";
-import { type SealedRequest, sealRequest } from "./sealing.js";
-import { shownOutput } from "./shown-output.js";
 import type { Timing } from "./timing.js";
-import { estimateTokens } from "./token-estimate.js";
 import { ToolCallSink, toolOutputContext } from "./tool-calls.js";
 
 export type { CatalogView, InferenceJob };
-
-/**
- * `departed`: the provider went away (disconnected, drained, left the directory, or its replica
- * refused the forward) rather than failed the request: the retry may wait for one to (re)connect.
- */
-type AttemptOutcome = { kind: "done" } | { kind: "retry"; reason: string; departed?: boolean };
 
 export interface PipelineDeps {
   config: CoordinatorConfig;
@@ -321,7 +297,7 @@ export class InferencePipeline {
       metrics.inFlight.inc();
       let outcome: AttemptOutcome;
       try {
-        outcome = await this.attempt(session, job, sink, usage, signal, lease.provider.inFlight);
+        outcome = await runAttempt(this.deps, session, job, sink, usage, signal, lease.provider.inFlight);
       } finally {
         metrics.inFlight.dec();
         lease.release();
@@ -341,260 +317,6 @@ export class InferencePipeline {
         `No provider could complete the request (last failure: ${lastFailure || "no eligible provider left"}).`,
       ),
     );
-  }
-
-  private attempt(
-    session: DispatchTarget,
-    job: InferenceJob,
-    sink: MeteredSink,
-    usage: UsageMeter,
-    signal: AbortSignal,
-    rows: number,
-  ): Promise<AttemptOutcome> {
-    const { config, log } = this.deps;
-    const { timing, requestId, request } = job;
-    const n = request.n;
-    const provider = session.handle;
-    return new Promise<AttemptOutcome>((resolve) => {
-      let finished = false;
-      let firstChunkAt = 0;
-      let completedAt = 0;
-      const dispatchedAt = performance.now();
-      const finish = (outcome: AttemptOutcome) => {
-        if (finished) return;
-        finished = true;
-        clearTimeout(timer);
-        signal.removeEventListener("abort", onAbort);
-        resolve(outcome);
-      };
-      // Failure after the consumer saw bytes is reported in-band; before, the pipeline retries.
-      // Either way it counts against the provider's share of traffic.
-      const failOrRetry = (reason: string, error: ApiError, departed = false) => {
-        provider.performance.recordFailure();
-        if (sink.committed) {
-          sink.fail(error);
-          finish({ kind: "done" });
-        } else {
-          finish({ kind: "retry", reason, departed });
-        }
-      };
-      // A provider whose counts its text does not bear out is cut: the offending chunk or usage is
-      // not delivered (what was delivered before it is all that is paid for), and it is untrusted.
-      const cut = (violation: Violation) => {
-        session.cancel(requestId, violation.code);
-        failOrRetry(
-          `provider untrusted: ${violation.code}`,
-          providerError(
-            "The provider's token counts did not match what it delivered; the response was stopped.",
-            "provider_metering_violation",
-          ),
-        );
-        session.markUntrusted(violation.code, violation.message);
-      };
-      const onAbort = () => {
-        session.cancel(requestId, "consumer_disconnected");
-        finish({ kind: "done" });
-      };
-      const onSilence = () => {
-        const reason = firstChunkAt > 0 ? "provider_stalled" : "first_token_timeout";
-        session.cancel(requestId, reason);
-        failOrRetry(reason, providerError(`The provider stopped responding (${reason}).`));
-      };
-      let timer = setTimeout(onSilence, config.firstTokenTimeoutMs);
-      timer.unref();
-
-      /** Ends the attempt with the provider's completion, its texts counted (`counted`) or not. */
-      const conclude = (message: InferenceComplete, counted: CountedUsage | undefined, recounted = false) => {
-        if (finished) return; // ended meanwhile (the provider dropped, the consumer left)
-        const mode =
-          counted !== undefined
-            ? recounted
-              ? "recounted"
-              : "counted"
-            : usage.counted
-              ? "count_failed"
-              : "bounded";
-        this.deps.metrics.metering.inc({ model: request.model, mode });
-        const accepted = usage.complete(message.usage, counted);
-        if ("violation" in accepted) {
-          cut(accepted.violation);
-          return;
-        }
-        job.requestSha256 ??= sha256(request.body);
-        // Exactly the choices 0..n-1 (a provider may not invent choices), as they are presented.
-        const finishReasons = new Map<number, string>();
-        for (const c of message.choices)
-          if (c.index < n) finishReasons.set(c.index, c.finishReason || "stop");
-        for (let i = 0; i < n; i++) if (!finishReasons.has(i)) finishReasons.set(i, "stop");
-        const output = shownOutput(request, job.tools, usage.texts, finishReasons);
-        if (!output.ok) {
-          failOrRetry(
-            `provider untrusted: ${output.code}`,
-            providerError(output.consumerMessage, "provider_output_invalid"),
-          );
-          session.markUntrusted(output.code, output.message);
-          return;
-        }
-        // One usage: the provider's, equal to the meter's count (or within its bounds); the
-        // signature must cover exactly it, and the choices as shown.
-        const result = { ...accepted.usage, finishReasons: output.finishReasons, choices: output.choices };
-        const verdict = verifyResponse(
-          provider,
-          session.signingKey,
-          job.requestSha256,
-          request.model,
-          output.choices,
-          result,
-          message.signature,
-        );
-        if (!verdict.ok) {
-          // Nothing unverifiable is presented as verified: retried while nothing reached the
-          // consumer, else the stream ends with an error instead of the proof.
-          failOrRetry(
-            `provider untrusted: ${verdict.code}`,
-            providerError("The provider's response failed verification.", "response_verification_failed"),
-          );
-          session.markUntrusted(verdict.code, verdict.message);
-          return;
-        }
-        finish({ kind: "done" });
-        // Routing times tokens the coordinator vouches for: its own counts, or without the model's
-        // vocabulary its estimates from the text (the provider's usage, only bounded then, can
-        // claim up to a token a byte, and would make an inflater look several times faster).
-        const timed = counted ?? {
-          promptTokens: job.promptTokens,
-          completionTokens: usage.texts.reduce((sum, text) => sum + estimateTokens(text), 0),
-        };
-        provider.performance.recordCompletion({
-          model: request.model,
-          promptTokens: timed.promptTokens,
-          tokensPerChoice: timed.completionTokens / n,
-          firstTokenMs: firstChunkAt > 0 ? firstChunkAt - dispatchedAt : completedAt - dispatchedAt,
-          decodeMs: firstChunkAt > 0 ? completedAt - firstChunkAt : 0,
-          rows,
-        });
-        sink.complete({ ...result, proof: verdict.proof });
-      };
-      const observer: CallObserver = {
-        // A forwarded request: the replica holding the provider's stream took it (the hop's cost).
-        admitted() {
-          timing.add("forward", dispatchedAt);
-        },
-        accepted() {
-          timing.add("dispatch", dispatchedAt);
-          sink.accepted();
-        },
-        chunk(payload) {
-          const violation = usage.chunk(payload);
-          if (violation) {
-            cut(violation);
-            return;
-          }
-          if (firstChunkAt > 0) {
-            timer.refresh();
-          } else {
-            firstChunkAt = performance.now();
-            timing.add("provider_first_token", dispatchedAt);
-            // After the first token the silence limit is the inter-token one.
-            clearTimeout(timer);
-            timer = setTimeout(onSilence, config.interTokenTimeoutMs);
-            timer.unref();
-          }
-          sink.chunk(payload);
-        },
-        complete(message) {
-          // Nothing more is due from the provider; the texts are counted (off the event loop) before
-          // the usage is checked, unless the attempt ends meanwhile.
-          clearTimeout(timer);
-          completedAt = performance.now();
-          const promptCount = job.promptCount;
-          if (!usage.counted || promptCount === undefined) {
-            conclude(message, undefined);
-            return;
-          }
-          const counter = job.counter;
-          // Counted at once (the port) and agreed with: no promise between the count and the verdict.
-          const delivered = typeof promptCount === "number" ? usage.countDeliveredNow() : undefined;
-          if (
-            delivered !== undefined &&
-            message.usage?.promptTokens === promptCount &&
-            message.usage.completionTokens === delivered
-          ) {
-            conclude(message, { promptTokens: promptCount as number, completionTokens: delivered });
-            return;
-          }
-          Promise.all([promptCount, delivered ?? usage.countDelivered()])
-            .then(async ([promptTokens, completionTokens]) => {
-              if (promptTokens === undefined || counter === undefined)
-                return { counted: undefined, recounted: false };
-              const texts = usage.texts;
-              return confirmedCount(counter, request.input, texts, message.usage, {
-                promptTokens,
-                completionTokens,
-              });
-            })
-            .then(
-              ({ counted, recounted }) => conclude(message, counted, recounted),
-              (e: Error) => {
-                log.warn(
-                  { requestId, err: e.message },
-                  "the completion could not be counted; this response's usage is only bounded",
-                );
-                conclude(message, undefined);
-              },
-            );
-        },
-        error(message) {
-          // A provider refusing a bad request (4xx other than timeouts and rate limits) is not its fault.
-          const clientError = message.httpStatus >= 400 && message.httpStatus < 500;
-          if (!clientError || message.httpStatus === 408 || message.httpStatus === 429) {
-            provider.performance.recordFailure();
-          }
-          if (message.retryable && !sink.committed) {
-            // 503: it could not take the request now (draining, or its replica refused the forward).
-            const departed = message.httpStatus === 503;
-            finish({ kind: "retry", reason: message.code || "provider_error", departed });
-            return;
-          }
-          sink.fail(providerErrorFrom(message));
-          finish({ kind: "done" });
-        },
-        lost(reason) {
-          failOrRetry(reason, providerError(`The provider disconnected mid-response (${reason}).`), true);
-        },
-      };
-      // Sealed to the provider's key with a fresh ephemeral key pair; plaintext only to a provider
-      // without a key, which a coordinator that requires encryption never registers.
-      let sealed: SealedRequest | undefined;
-      if (session.encryptionKey.byteLength > 0 || config.requireEncryption) {
-        const sealStart = performance.now();
-        try {
-          sealed = sealRequest(session.encryptionKey, request.body);
-        } catch (e) {
-          const message = e instanceof SealedBoxError ? e.message : "the request could not be sealed";
-          finish({ kind: "retry", reason: "bad_encryption_key" });
-          session.markUntrusted("bad_encryption_key", message);
-          return;
-        }
-        timing.add("encrypt", sealStart);
-      }
-      const inferenceRequest: MessageInitShape<typeof InferenceRequestSchema> = {
-        requestId,
-        model: request.model,
-        endpoint: request.endpoint,
-        body: sealed
-          ? { case: "sealedBody", value: sealed.box }
-          : { case: "plaintextBody", value: request.body },
-        maxTokens: job.maxTokens,
-        stream: request.stream,
-        promptTokensEstimate: job.promptTokens,
-      };
-      signal.addEventListener("abort", onAbort, { once: true });
-      if (!session.dispatch(inferenceRequest, observer, sealed?.key)) {
-        sealed?.key.wipe();
-        finish({ kind: "retry", reason: "stream_closed", departed: true });
-      }
-    });
   }
 }
 

@@ -124,7 +124,8 @@ export class Router {
         reject(
           modelNotAvailable(
             demand.model,
-            `waited ${Math.round(this.options.queueTimeoutMs / 1000)} s for a provider slot`,
+            this.unservedFeature(demand.model, constraints) ??
+              `waited ${Math.round(this.options.queueTimeoutMs / 1000)} s for a provider slot`,
             retryAfter,
           ),
         );
@@ -138,6 +139,20 @@ export class Router {
       queue.push(waiter);
       this.metrics?.queueDepth.set({ model: demand.model }, queue.length);
     });
+  }
+
+  /**
+   * Why no provider could have taken the request, when the model is served but none of its providers
+   * has what the request needs (a grammar for response_format or tools: MLX providers have none),
+   * so the 503 says so rather than blame a busy fleet.
+   */
+  private unservedFeature(model: string, constraints: RouteConstraints): string | undefined {
+    const features = constraints.features ?? [];
+    if (features.length === 0) return undefined;
+    const serving = this.registry.serving(model);
+    if (serving.size === 0) return undefined;
+    for (const p of serving) if (features.every((f) => p.hasFeature(model, f))) return undefined;
+    return `none of its ${serving.size} connected provider${serving.size === 1 ? "" : "s"} enforces the grammar that response_format and tools need`;
   }
 
   /** Hands free slots to waiting requests of a model, first come first served. */

@@ -125,7 +125,8 @@ export function createInferenceService(deps: InferenceServiceDeps): ServiceImpl<
       if (d.provider) provider = d.provider;
       texts[d.index] = (texts[d.index] ?? "") + d.text;
       for (const c of d.toolCalls ?? []) {
-        const choice = (calls[d.index] ??= new Map());
+        const choice = calls[d.index] ?? new Map();
+        calls[d.index] = choice;
         const call = choice.get(c.index) ?? { id: "", name: "", arguments: "" };
         call.id += c.id ?? "";
         call.name += c.name ?? "";

@@ -142,7 +142,7 @@ function characters(node: Extract<RegexNode, { kind: "chars" }>): string {
     const hex = (cp: number) => `\\u${cp.toString(16).padStart(4, "0")}`;
     alternatives.push(`[${allowed.map(([a, b]) => (a === b ? hex(a) : `${hex(a)}-${hex(b)}`)).join("")}]`);
   }
-  for (const [cp, escape] of ESCAPED) if (inSet(cp)) alternatives.push(escape);
+  for (const [cp, written] of ESCAPED) if (inSet(cp)) alternatives.push(written);
   if (alternatives.length === 0) {
     throw new PatternError(
       "a class matching no character the output can write is not supported in 'pattern'",

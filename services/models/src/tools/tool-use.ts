@@ -46,7 +46,8 @@ export function readToolUse(body: Json): ToolUse | undefined {
   }
   const functions = definitions.map((d, i): ToolFunction => {
     const param = `tools[${i}].function.parameters`;
-    const strict = ((body.tools as Json[])[i]?.function as Json).strict;
+    // readToolDefinitions checked that each tool is an object with a function object.
+    const strict = ((body.tools as Json[])[i] as { function: Json }).function.strict;
     if (strict !== undefined && strict !== null && typeof strict !== "boolean")
       throw new BodyError(`'tools[${i}].function.strict' must be a boolean.`, `tools[${i}].function.strict`);
     // No parameters: a function called with an empty object.

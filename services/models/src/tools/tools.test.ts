@@ -1,15 +1,7 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import {
-  getLlama,
-  type Llama,
-  LlamaGrammar,
-  LlamaGrammarEvaluationState,
-  LlamaLogLevel,
-  type LlamaModel,
-  type Token,
-} from "node-llama-cpp";
+import { getLlama, type Llama, LlamaLogLevel, type LlamaModel } from "node-llama-cpp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BodyError } from "../chat/body-error.js";
 import { type GenerationInput, readGenerationInput } from "../chat/generation-input.js";

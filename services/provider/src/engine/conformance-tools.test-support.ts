@@ -63,6 +63,12 @@ const CHAT = (tools: ToolUse): GenerationRequest["input"] => ({
   })).filter((t) => tools.functions.some((f) => f.name === t.name)),
 });
 
+/** The conversation of a chat input, without its functions. */
+function plainMessages(input: GenerationRequest["input"]) {
+  if (input.kind !== "chat") throw new Error("a chat input was expected");
+  return input.messages;
+}
+
 export function toolsConformance(t: ToolsTarget): void {
   it("calls functions under the calls' grammar: offered names, arguments the schemas accept (or refuses tools)", async () => {
     const engine = t.engine();
@@ -101,7 +107,7 @@ export function toolsConformance(t: ToolsTarget): void {
       }
       // The prompt documents the functions offered.
       expect(vocabulary.countPrompt(CHAT(tools))).toBeGreaterThan(
-        vocabulary.countPrompt({ kind: "chat", messages: (CHAT(tools) as { messages: [] }).messages }),
+        vocabulary.countPrompt({ kind: "chat", messages: plainMessages(CHAT(tools)) }),
       );
     }
   });
