@@ -297,6 +297,25 @@ function badMessages(marker: string): JValue[] {
     j([{ role: "user" }]),
     j([{ role: "system", content: null }]),
     j([user(text), { role: "tool", content: null }]),
+    j([user(text), { role: "tool", content: text }]),
+    j([user(text), { role: "tool", tool_call_id: "c1", content: text }]),
+    j([
+      user(text),
+      {
+        role: "assistant",
+        content: null,
+        tool_calls: [{ id: "c1", type: "function", function: { name: "f", arguments: "{}" } }],
+      },
+    ]),
+    j([
+      user(text),
+      {
+        role: "assistant",
+        content: null,
+        tool_calls: [{ id: "c1", type: "function", function: { name: "f", arguments: {} } }],
+      },
+    ]),
+    j([user(text), { role: "assistant", content: null, tool_calls: {} }]),
     j([user(5)]),
     j([user({ text })]),
     j([user(true)]),

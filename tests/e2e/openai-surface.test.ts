@@ -85,6 +85,19 @@ afterAll(async () => {
   await testbed?.stop();
 }, 60_000);
 
+/** LangChain's ChatOpenAI against the testbed, sampling at temperature 1 with a seed. */
+function langchainChat(model: string, maxTokens: number, seed: number): ChatOpenAI {
+  return new ChatOpenAI({
+    model,
+    apiKey: alice.apiKey,
+    configuration: { baseURL: testbed.baseUrl },
+    temperature: 1,
+    maxTokens,
+    maxRetries: 0,
+    modelKwargs: { seed },
+  });
+}
+
 describe("structured outputs with the openai SDK", () => {
   it("chat.completions.parse returns what the zod schema accepts, from both engines", async () => {
     for (const model of MODELS) {
@@ -243,16 +256,7 @@ describe("structured outputs with the Vercel AI SDK", () => {
 });
 
 describe("structured outputs with LangChain", () => {
-  const chat = (model: string) =>
-    new ChatOpenAI({
-      model,
-      apiKey: alice.apiKey,
-      configuration: { baseURL: testbed.baseUrl },
-      temperature: 1,
-      maxTokens: 600,
-      maxRetries: 0,
-      modelKwargs: { seed: 3 },
-    });
+  const chat = (model: string) => langchainChat(model, 600, 3);
 
   it("withStructuredOutput (json_schema) returns what the zod schema accepts, from both engines", async () => {
     for (const model of MODELS) {
@@ -533,16 +537,7 @@ describe("tools with LangChain", () => {
     description: "The weather in a city.",
     schema: Weather3 as unknown as Record<string, unknown>,
   });
-  const chat = (model: string) =>
-    new ChatOpenAI({
-      model,
-      apiKey: alice.apiKey,
-      configuration: { baseURL: testbed.baseUrl },
-      temperature: 1,
-      maxTokens: 300,
-      maxRetries: 0,
-      modelKwargs: { seed: 8 },
-    });
+  const chat = (model: string) => langchainChat(model, 300, 8);
 
   it("bindTools: the message's tool calls have the zod schema's arguments, from both engines, streamed too", async () => {
     for (const model of MODELS) {

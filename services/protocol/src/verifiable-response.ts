@@ -101,15 +101,9 @@ export interface ResponseProof {
   signature: string | null;
 }
 
-/** The choices of a text-only response (no refusal, no tool calls): what the engines produce today. */
+/** The choices of a text-only response (no refusal, no tool calls). */
 export function textChoices(texts: readonly string[], finishReasons: readonly string[]): SignedChoice[] {
-  return texts.map((content, index) => ({
-    index,
-    content,
-    refusal: null,
-    toolCalls: [],
-    finishReason: finishReasons[index] ?? "",
-  }));
+  return texts.map((content, index) => shownChoice(index, content, [], finishReasons[index] ?? ""));
 }
 
 /**

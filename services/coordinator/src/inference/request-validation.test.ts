@@ -38,7 +38,7 @@ describe("validateRequest", () => {
       enc({ model: "m", prompt: "x", response_format: { type: "text" } }),
     );
     expect(text.format).toBeUndefined();
-    const schema = { type: "object", properties: { a: { type: "string", format: "email" } } };
+    const schema = { type: "object", properties: { a: { type: "string", format: "uri" } } };
     const e = errorOf(
       Endpoint.CHAT_COMPLETIONS,
       chat({ response_format: { type: "json_schema", json_schema: { name: "s", schema } } }),

@@ -138,6 +138,7 @@ function toHistory(wrapper: ChatWrapper, messages: readonly ChatMessage[]): Chat
   }
   return history;
 }
+
 /** A result (or arguments) as the template renders it: the JSON value it holds, else the text. */
 function jsonOrText(text: string): string | JsonValue {
   try {

@@ -1,13 +1,6 @@
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { getLlama, type Llama, LlamaLogLevel } from "node-llama-cpp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { writeGgufFile } from "../gguf/writer.js";
 import { Xoshiro128 } from "../synth/random.js";
-import { planModel } from "../synth/synthesize.js";
-import { ModelTokenizer } from "../tokenizer/model-tokenizer.js";
-import { grammarAccepts } from "./grammar-check.test-support.js";
+import { grammarAccepts, openVocabularies } from "./grammar-check.test-support.js";
 import { compileSchema, schemaGrammar, schemaViolation } from "./index.js";
 
 // Bounded numbers, held on llama.cpp's grammar sampler to the bounds themselves: every number the
@@ -16,28 +9,14 @@ import { compileSchema, schemaGrammar, schemaViolation } from "./index.js";
 
 const EDGES = [0, 1, -1, 0.5, -0.75, 2.25, 100, 0.001, 1e-7, 5, 0.1, 12.345678, -100.5, 999_999_999.5];
 
-let dir: string;
-let llama: Llama;
-let tokenizer: ModelTokenizer;
+let vocabulary: Awaited<ReturnType<typeof openVocabularies>>;
 
 beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), "darkbloom-number-range-"));
-  llama = await getLlama({
-    gpu: false,
-    build: "never",
-    logLevel: LlamaLogLevel.error,
-    maxThreads: 1,
-    logger: () => {},
-  });
-  const path = join(dir, "tiny.vocab.gguf");
-  await writeGgufFile(path, { kv: planModel("tiny").kv, tensors: [] });
-  tokenizer = await ModelTokenizer.open(llama, path);
+  vocabulary = await openVocabularies();
 });
 
 afterAll(async () => {
-  await tokenizer?.dispose();
-  await llama?.dispose();
-  await rm(dir, { recursive: true, force: true });
+  await vocabulary?.close();
 });
 
 /** Decimal texts near the bounds and the edges: what a model could write. */
@@ -82,7 +61,7 @@ describe("bounded numbers", () => {
       const grammar = schemaGrammar(compiled);
       for (const text of candidates(random, [a, b])) {
         const within = schemaViolation(compiled, JSON.parse(text)) === undefined;
-        const ok = grammarAccepts(llama, tokenizer.model, grammar, text);
+        const ok = grammarAccepts(vocabulary.llama, vocabulary.get("tiny").model, grammar, text);
         if (ok) accepted++;
         expect(ok && !within, `${JSON.stringify(schema)} accepted ${text}`).toBe(false);
         if (within && writable(text) && text !== "-0" && !/^-0\.0*$/.test(text)) {

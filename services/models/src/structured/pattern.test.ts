@@ -1,14 +1,7 @@
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { getLlama, type Llama, LlamaLogLevel, type LlamaModel } from "node-llama-cpp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { z } from "zod";
-import { writeGgufFile } from "../gguf/writer.js";
 import { Xoshiro128 } from "../synth/random.js";
-import { planModel } from "../synth/synthesize.js";
-import { ModelTokenizer } from "../tokenizer/model-tokenizer.js";
-import { grammarAccepts } from "./grammar-check.test-support.js";
+import { grammarAccepts, openVocabularies } from "./grammar-check.test-support.js";
 import { compileSchema, SchemaError, schemaGrammar, schemaViolation } from "./index.js";
 import { compilePattern, PatternError } from "./pattern.js";
 
@@ -114,30 +107,16 @@ describe("formats written by their expression", () => {
 });
 
 describe("the grammar of a pattern, on llama.cpp's grammar sampler", () => {
-  let dir: string;
-  let llama: Llama;
-  let tokenizer: ModelTokenizer;
-  let model: LlamaModel;
+  let vocabulary: Awaited<ReturnType<typeof openVocabularies>>;
+  const accepts = (grammar: string, text: string) =>
+    grammarAccepts(vocabulary.llama, vocabulary.get("tiny").model, grammar, text);
 
   beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), "darkbloom-pattern-"));
-    llama = await getLlama({
-      gpu: false,
-      build: "never",
-      logLevel: LlamaLogLevel.error,
-      maxThreads: 1,
-      logger: () => {},
-    });
-    const path = join(dir, "tiny.vocab.gguf");
-    await writeGgufFile(path, { kv: planModel("tiny").kv, tensors: [] });
-    tokenizer = await ModelTokenizer.open(llama, path);
-    model = tokenizer.model;
+    vocabulary = await openVocabularies();
   });
 
   afterAll(async () => {
-    await tokenizer?.dispose();
-    await llama?.dispose();
-    await rm(dir, { recursive: true, force: true });
+    await vocabulary?.close();
   });
 
   /** Strings near what a pattern matches: pieces of its own text, and characters around them. */
@@ -190,16 +169,13 @@ describe("the grammar of a pattern, on llama.cpp's grammar sampler", () => {
       const regex = new RegExp(source);
       for (const text of EXAMPLES[name] ?? []) {
         expect(regex.test(text), `${name}: ${JSON.stringify(text)} is an example`).toBe(true);
-        expect(
-          grammarAccepts(llama, model, grammar, JSON.stringify(text)),
-          `${name}: ${JSON.stringify(text)}`,
-        ).toBe(true);
+        expect(accepts(grammar, JSON.stringify(text)), `${name}: ${JSON.stringify(text)}`).toBe(true);
       }
       for (const text of candidates(source, 60, name.length * 7919)) {
         const json = JSON.stringify(text);
         // The grammar writes a subset: every string it accepts matches (and, where JSON needs no
         // escape it leaves out, every string that matches it accepts).
-        const accepted = grammarAccepts(llama, model, grammar, json);
+        const accepted = accepts(grammar, json);
         if (accepted) expect(regex.test(text), `${name} accepted ${json}`).toBe(true);
         else if (![...text].some((c) => c < " " && !"\t\n\r".includes(c)))
           expect(regex.test(text), `${name} refused ${json}`).toBe(false);

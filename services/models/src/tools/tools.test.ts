@@ -1,16 +1,10 @@
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { getLlama, type Llama, LlamaLogLevel, type LlamaModel } from "node-llama-cpp";
+import type { LlamaModel } from "node-llama-cpp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BodyError } from "../chat/body-error.js";
 import { type GenerationInput, readGenerationInput } from "../chat/generation-input.js";
-import { writeGgufFile } from "../gguf/writer.js";
-import { grammarAccepts } from "../structured/grammar-check.test-support.js";
-import type { MODEL_SHAPES } from "../synth/shapes.js";
-import { planModel } from "../synth/synthesize.js";
+import { grammarAccepts, openVocabularies } from "../structured/grammar-check.test-support.js";
 import { FastModelTokenizer } from "../tokenizer/fast-model-tokenizer.js";
-import { ModelTokenizer } from "../tokenizer/model-tokenizer.js";
+import type { ModelTokenizer } from "../tokenizer/model-tokenizer.js";
 import { describeVocabulary } from "../tokenizer/vocabulary-description.js";
 import { shownToolCalls, toolCallId } from "./call-id.js";
 import { toolCallGrammar } from "./grammar.js";
@@ -294,37 +288,15 @@ describe("ToolCallSplitter", () => {
 });
 
 describe("on real vocabularies", () => {
-  let dir: string;
-  let llama: Llama;
-  const tokenizers = new Map<string, ModelTokenizer>();
-
-  const open = async (shape: keyof typeof MODEL_SHAPES): Promise<ModelTokenizer> => {
-    let t = tokenizers.get(shape);
-    if (!t) {
-      const path = join(dir, `${shape}.vocab.gguf`);
-      await writeGgufFile(path, { kv: planModel(shape).kv, tensors: [] });
-      t = await ModelTokenizer.open(llama, path);
-      tokenizers.set(shape, t);
-    }
-    return t;
-  };
+  let vocabularies: Awaited<ReturnType<typeof openVocabularies>>;
+  const open = async (shape: "tiny" | "tiny-llama"): Promise<ModelTokenizer> => vocabularies.get(shape);
 
   beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), "darkbloom-tools-"));
-    // A vocabulary-only file is first sized as a full load, which node-llama-cpp reports as failing.
-    llama = await getLlama({
-      gpu: false,
-      build: "never",
-      logLevel: LlamaLogLevel.error,
-      maxThreads: 1,
-      logger: () => {},
-    });
+    vocabularies = await openVocabularies(["tiny", "tiny-llama"]);
   });
 
   afterAll(async () => {
-    for (const t of tokenizers.values()) await t.dispose();
-    await llama?.dispose();
-    await rm(dir, { recursive: true, force: true });
+    await vocabularies?.close();
   });
 
   it("derives each template's call syntax", async () => {
@@ -341,7 +313,7 @@ describe("on real vocabularies", () => {
   });
 
   const accepts = (model: LlamaModel, grammar: string, text: string): boolean =>
-    grammarAccepts(llama, model, grammar, text);
+    grammarAccepts(vocabularies.llama, model, grammar, text);
 
   it("auto: any text without the trigger, then only well-formed calls (llama.cpp's grammar sampler)", async () => {
     const model = (await open("tiny")).model;
