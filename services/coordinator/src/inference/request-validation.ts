@@ -134,10 +134,10 @@ export function validateRequest(endpoint: Endpoint, body: Uint8Array): Validated
   let tools: ToolUse | undefined;
   if (endpoint === Endpoint.CHAT_COMPLETIONS) {
     tools = read(() => readToolUse(o));
-    if (tools !== undefined && format !== undefined)
-      read(() => {
-        throw toolsWithFormat();
-      });
+    if (tools !== undefined && format !== undefined) {
+      const refused = toolsWithFormat();
+      throw invalidRequest(refused.message, refused.param);
+    }
     if (tools !== undefined) {
       // The template documents the functions in the prompt: its bound grows with them.
       prompt.bytes += utf8Bytes(JSON.stringify(o.tools)) * 2;
