@@ -140,10 +140,11 @@ export function validateRequest(endpoint: Endpoint, body: Uint8Array): Validated
     }
     if (tools !== undefined) {
       // The template documents the functions in the prompt: its bound grows with them.
-      prompt.bytes += utf8Bytes(JSON.stringify(o.tools)) * 2;
+      const documented = JSON.stringify(o.tools);
+      prompt.bytes += utf8Bytes(documented) * 2;
       prompt.messages += (o.tools as unknown[]).length;
       prompt.extraTokens += TOOLS_PREAMBLE_TOKENS;
-      prompt.estimate += estimateTokens(JSON.stringify(o.tools)) + TOOLS_PREAMBLE_TOKENS / 4;
+      prompt.estimate += estimateTokens(documented) + TOOLS_PREAMBLE_TOKENS / 4;
     }
   } else {
     for (const param of ["tools", "tool_choice", "parallel_tool_calls"]) {
