@@ -81,7 +81,7 @@ export interface CoordinatorMetricsOptions {
   maxModelLabels?: number;
 }
 
-const ENDPOINTS = ["chat_completions", "completions"];
+const ENDPOINTS = ["chat_completions", "completions", "embeddings"];
 
 /**
  * Prometheus metrics of one coordinator instance (its own registry, so tests can run several). Every

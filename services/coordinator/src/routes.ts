@@ -40,6 +40,7 @@ import {
   deviceRevokeHandler,
   deviceTokenHandler,
 } from "./http/handlers/device.js";
+import { embeddingsHandler } from "./http/handlers/embeddings.js";
 import { modelsHandler } from "./http/handlers/models.js";
 import { healthHandler, metricsHandler, readinessHandler } from "./http/handlers/operational.js";
 import { attestationsHandler, latestReleaseHandler, versionHandler } from "./http/handlers/trust.js";
@@ -127,6 +128,7 @@ export function httpRoutes(t: RouteTargets): Route[] {
     // OpenAI-compatible (API key)
     r("POST", "/v1/chat/completions", completionsHandler(Endpoint.CHAT_COMPLETIONS, completion)),
     r("POST", "/v1/completions", completionsHandler(Endpoint.COMPLETIONS, completion)),
+    r("POST", "/v1/embeddings", embeddingsHandler(completion)),
     r("GET", "/v1/models", modelsHandler(t.auth, t.cluster, t.catalog)),
     // The account's money (API key)
     r("GET", "/v1/account", accountHandler(account)),

@@ -5,6 +5,7 @@
 export {
   BodyError,
   type ChatMessage,
+  type EmbeddingInput,
   type GenerationInput,
   LOGIT_BIAS_MAX_ENTRIES,
   readGenerationInput,

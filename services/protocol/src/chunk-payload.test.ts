@@ -1,6 +1,11 @@
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
-import { ChunkPayloadError, decodeChunkPayload, encodeChunkPayload } from "./chunk-payload.js";
+import {
+  ChunkPayloadError,
+  decodeChunkPayload,
+  encodeChunkPayload,
+  encodeEmbeddingChunkPayload,
+} from "./chunk-payload.js";
 import { ChunkPayloadSchema } from "./gen/darkbloom/provider/v1/provider_pb.js";
 
 const SAMPLES: Array<[string, number, number]> = [
@@ -54,5 +59,34 @@ describe("ChunkPayload codec", () => {
     for (const bad of [[0x0a, 0x05, 0x61], [0x10], [0x10, 0x80], [0x00, 0x01], [0x0b], [0x15, 1, 2]]) {
       expect(() => decodeChunkPayload(Buffer.from(bad))).toThrow(ChunkPayloadError);
     }
+  });
+
+  it("writes and reads embeddings as toBinary and fromBinary do", () => {
+    const values = new Uint8Array(Array.from({ length: 512 }, (_, i) => (i * 37) % 256));
+    for (const [index, bytes, tokenCount] of [
+      [0, values, 7],
+      [3, values.subarray(0, 4), 0],
+      [2047, new Uint8Array(), 1],
+    ] as const) {
+      const reference = toBinary(
+        ChunkPayloadSchema,
+        create(ChunkPayloadSchema, { tokenCount, embedding: { index, values: bytes } }),
+      );
+      const ours = encodeEmbeddingChunkPayload(index, bytes, tokenCount);
+      expect(Buffer.from(ours)).toEqual(Buffer.from(reference));
+      const read = decodeChunkPayload(ours);
+      expect(read.tokenCount).toBe(tokenCount);
+      expect(read.embedding?.index).toBe(index);
+      expect(Buffer.from(read.embedding?.values ?? [])).toEqual(Buffer.from(bytes));
+      expect(fromBinary(ChunkPayloadSchema, ours).embedding?.index).toBe(index);
+    }
+    // The nested message's fields reordered, an unknown field inside it, and the message twice
+    // (merged: the later index wins, the values stay).
+    const odd = Buffer.from([0x22, 0x06, 0x12, 0x02, 0xaa, 0xbb, 0x18, 0x01, 0x22, 0x02, 0x08, 0x05]);
+    const theirs = fromBinary(ChunkPayloadSchema, odd);
+    const ours = decodeChunkPayload(odd);
+    expect(ours.embedding?.index).toBe(theirs.embedding?.index);
+    expect(Buffer.from(ours.embedding?.values ?? [])).toEqual(Buffer.from(theirs.embedding?.values ?? []));
+    expect(() => decodeChunkPayload(Buffer.from([0x22, 0x04, 0x12, 0x05, 0xaa]))).toThrow(ChunkPayloadError);
   });
 });

@@ -1,12 +1,13 @@
 import type { ChunkPayload } from "./gen/darkbloom/provider/v1/provider_pb.js";
 
 /**
- * The protobuf encoding of ChunkPayload (text = 1, token_count = 2, choice_index = 3), written and
- * read by hand: every token of every response is sealed by the provider and opened by the
+ * The protobuf encoding of ChunkPayload (text = 1, token_count = 2, choice_index = 3, embedding = 4),
+ * written and read by hand: every token of every response is sealed by the provider and opened by the
  * coordinator as one of these, and the reflective codec costs more than the cipher. The output is
  * what toBinary(ChunkPayloadSchema, …) writes (fields in order, zero values omitted); the reader
  * accepts any valid encoding (any field order, repeated fields, unknown fields skipped), as
- * fromBinary does. Tested against both.
+ * fromBinary does. Tested against both. An embedding (one chunk per input of an embeddings request)
+ * is written by encodeEmbeddingChunkPayload.
  */
 
 /** Thrown for bytes that are not a ChunkPayload encoding. */
@@ -38,6 +39,33 @@ export function encodeChunkPayload(text: string, tokenCount: number, choiceIndex
   return out;
 }
 
+/** A ChunkPayload carrying one input's embedding (index, binary32 values) and its token count. */
+export function encodeEmbeddingChunkPayload(index: number, values: Uint8Array, tokenCount: number): Buffer {
+  const embedding =
+    (index !== 0 ? 1 + varintSize(index >>> 0) : 0) +
+    (values.byteLength > 0 ? 1 + varintSize(values.byteLength) + values.byteLength : 0);
+  const size =
+    (tokenCount !== 0 ? 1 + varintSize(tokenCount >>> 0) : 0) + 1 + varintSize(embedding) + embedding;
+  const out = Buffer.allocUnsafe(size);
+  let at = 0;
+  if (tokenCount !== 0) {
+    out[at++] = 0x10;
+    at = writeVarint(out, at, tokenCount >>> 0);
+  }
+  out[at++] = 0x22;
+  at = writeVarint(out, at, embedding);
+  if (index !== 0) {
+    out[at++] = 0x08;
+    at = writeVarint(out, at, index >>> 0);
+  }
+  if (values.byteLength > 0) {
+    out[at++] = 0x12;
+    at = writeVarint(out, at, values.byteLength);
+    out.set(values, at);
+  }
+  return out;
+}
+
 export function decodeChunkPayload(bytes: Uint8Array): ChunkPayload {
   const buffer = Buffer.isBuffer(bytes)
     ? bytes
@@ -45,7 +73,8 @@ export function decodeChunkPayload(bytes: Uint8Array): ChunkPayload {
   let text = "";
   let tokenCount = 0;
   let choiceIndex = 0;
-  const end = buffer.length;
+  let embedding: ChunkPayload["embedding"];
+  let end = buffer.length;
   let at = 0;
   const varint = (): number => {
     // Up to 10 bytes; uint32 fields keep the low 32 bits, as protobuf does.
@@ -59,6 +88,17 @@ export function decodeChunkPayload(bytes: Uint8Array): ChunkPayload {
       if ((b & 0x80) === 0) return low >>> 0;
     }
     throw new ChunkPayloadError("varint longer than 10 bytes");
+  };
+  /** Steps over a field this reader does not keep. */
+  const skip = (wireType: number): void => {
+    if (wireType === 0) varint();
+    else if (wireType === 1) at += 8;
+    else if (wireType === 2) {
+      const length = varint(); // read before adding: varint() advances `at`
+      at += length;
+    } else if (wireType === 5) at += 4;
+    else throw new ChunkPayloadError(`unsupported wire type ${wireType}`);
+    if (at > end) throw new ChunkPayloadError("truncated field");
   };
   while (at < end) {
     const tag = varint();
@@ -74,21 +114,37 @@ export function decodeChunkPayload(bytes: Uint8Array): ChunkPayload {
       tokenCount = varint();
     } else if (field === 3 && wireType === 0) {
       choiceIndex = varint();
-    } else if (wireType === 0) {
-      varint();
-    } else if (wireType === 1) {
-      at += 8;
-    } else if (wireType === 2) {
-      const length = varint(); // read before adding: varint() advances `at`
-      at += length;
-    } else if (wireType === 5) {
-      at += 4;
+    } else if (field === 4 && wireType === 2) {
+      const length = varint();
+      if (length > end - at) throw new ChunkPayloadError("truncated embedding");
+      // The nested Embedding, read with the same loop's varint over its bounds; repeated occurrences
+      // merge as protobuf's do (later fields win).
+      const outer = end;
+      end = at + length;
+      embedding ??= { $typeName: "darkbloom.provider.v1.Embedding", index: 0, values: new Uint8Array() };
+      while (at < end) {
+        const inner = varint();
+        if (inner >>> 3 === 1 && (inner & 7) === 0) embedding.index = varint();
+        else if (inner >>> 3 === 2 && (inner & 7) === 2) {
+          const n = varint();
+          if (n > end - at) throw new ChunkPayloadError("truncated embedding values");
+          embedding.values = new Uint8Array(buffer.subarray(at, at + n));
+          at += n;
+        } else skip(inner & 7);
+      }
+      end = outer;
     } else {
-      throw new ChunkPayloadError(`unsupported wire type ${wireType}`);
+      skip(wireType);
     }
-    if (at > end) throw new ChunkPayloadError("truncated field");
   }
-  return { $typeName: "darkbloom.provider.v1.ChunkPayload", text, tokenCount, choiceIndex };
+  const payload: ChunkPayload = {
+    $typeName: "darkbloom.provider.v1.ChunkPayload",
+    text,
+    tokenCount,
+    choiceIndex,
+  };
+  if (embedding) payload.embedding = embedding;
+  return payload;
 }
 
 function varintSize(v: number): number {

@@ -242,7 +242,7 @@ export function verifyResponse(saved: unknown, options: VerifyOptions = {}): Ver
   } catch (e) {
     return { ok: false, reason: (e as Error).message };
   }
-  const proof = parseProof(read.proof);
+  const proof = readProof(read.proof, RESPONSE_SIGNATURE_VERSION);
   if (typeof proof === "string") return { ok: false, reason: proof };
   const fail = (reason: string): VerifyResult => ({ ok: false, reason, proof });
   const signedUsage = {
@@ -273,35 +273,56 @@ export function verifyResponse(saved: unknown, options: VerifyOptions = {}): Ver
       `response_sha256 does not match the response (its choices, model, usage and provider_id; computed ${computed})`,
     );
   }
+  const checked = checkProof(proof, options, verifyResponseSignature);
+  return checked === undefined
+    ? { ok: true, pinned: options.signingKey !== undefined, proof, response }
+    : fail(checked);
+}
+
+/**
+ * What every proof's check ends with, once its record's hash matched: the request body's hash (when
+ * given), the signature with the proof's key (`verify`: the record kind's signature check), and the
+ * pinned key. The reason it fails, or undefined.
+ */
+export function checkProof(
+  proof: ResponseProof,
+  options: VerifyOptions,
+  verify: (
+    key: KeyObject,
+    requestSha256: Uint8Array,
+    responseSha256: Uint8Array,
+    signature: Uint8Array,
+  ) => boolean,
+): string | undefined {
   if (options.requestBody !== undefined) {
     const body =
       typeof options.requestBody === "string" ? utf8.encode(options.requestBody) : options.requestBody;
     const requestHash = hex(sha256(body));
     if (requestHash !== proof.request_sha256) {
-      return fail(`request_sha256 does not match the request body (computed ${requestHash})`);
+      return `request_sha256 does not match the request body (computed ${requestHash})`;
     }
   }
   if (proof.signature === null || proof.signing_key === null) {
-    return fail("the response is not signed (its provider has no signing key)");
+    return "the response is not signed (its provider has no signing key)";
   }
   const signingKey = Buffer.from(proof.signing_key, "base64");
   let key: KeyObject;
   try {
     key = p256PublicKeyFromRaw(signingKey);
   } catch (e) {
-    return fail(`signing_key is not usable: ${(e as Error).message}`);
+    return `signing_key is not usable: ${(e as Error).message}`;
   }
-  const valid = verifyResponseSignature(
+  const valid = verify(
     key,
     Buffer.from(proof.request_sha256, "hex"),
     Buffer.from(proof.response_sha256, "hex"),
     Buffer.from(proof.signature, "base64"),
   );
-  if (!valid) return fail("the signature does not verify with signing_key");
+  if (!valid) return "the signature does not verify with signing_key";
   if (options.signingKey !== undefined && !signingKey.equals(Buffer.from(options.signingKey, "base64"))) {
-    return fail("the response is signed with another key than the pinned one");
+    return "the response is signed with another key than the pinned one";
   }
-  return { ok: true, pinned: options.signingKey !== undefined, proof, response };
+  return undefined;
 }
 
 export function hex(bytes: Uint8Array): string {
@@ -310,14 +331,21 @@ export function hex(bytes: Uint8Array): string {
 
 const HEX64 = /^[0-9a-f]{64}$/;
 
-function parseProof(value: unknown): ResponseProof | string {
+/**
+ * The `darkbloom` object of a saved response, checked for shape, or the reason it is unusable.
+ * `version`: the one the response's kind is signed with (completions 2, embeddings 1).
+ */
+export function readProof(value: unknown, version: number): ResponseProof | string {
   if (value === undefined || value === null) return "the response has no darkbloom object";
   if (typeof value !== "object" || Array.isArray(value)) return "the darkbloom field is not an object";
   const o = value as Record<string, unknown>;
-  if (o.version !== RESPONSE_SIGNATURE_VERSION) {
-    return o.version === undefined
-      ? "darkbloom.version is missing: a version 1 proof signs only the choice texts, which proves too little"
-      : `darkbloom.version is ${JSON.stringify(o.version)}; this verifier checks version ${RESPONSE_SIGNATURE_VERSION}`;
+  if (o.version !== version) {
+    if (o.version === undefined) {
+      return version === RESPONSE_SIGNATURE_VERSION
+        ? "darkbloom.version is missing: a version 1 proof signs only the choice texts, which proves too little"
+        : "darkbloom.version is missing";
+    }
+    return `darkbloom.version is ${JSON.stringify(o.version)}; this verifier checks version ${version}`;
   }
   const str = (k: string) => (typeof o[k] === "string" ? (o[k] as string) : undefined);
   const nullable = (k: string) => (o[k] === null ? null : str(k));
@@ -342,7 +370,7 @@ function parseProof(value: unknown): ResponseProof | string {
     return "darkbloom.usage does not hold prompt_tokens and completion_tokens";
   }
   return {
-    version: RESPONSE_SIGNATURE_VERSION,
+    version,
     provider_id: providerId,
     trust_level: str("trust_level") ?? "",
     signing_key: signingKey,

@@ -12,6 +12,7 @@ export {
   type ScriptFailure,
   type ScriptFn,
 } from "./script.js";
+export { type ScriptedEmbeddings, unitVector } from "./scripted-embeddings.js";
 export type {
   Disconnect,
   DisconnectReason,

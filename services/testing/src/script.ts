@@ -1,5 +1,6 @@
 import type { Endpoint } from "@darkbloom/protocol/provider/v1";
 import type { InferenceFailure } from "@darkbloom/protocol/provider-client";
+import type { ScriptedEmbeddings } from "./scripted-embeddings.js";
 
 /** An InferenceRequest as the scripted provider received it. */
 export interface ReceivedRequest {
@@ -59,6 +60,8 @@ export interface Script {
   claimedTokensPerChunk?: number;
   /** A provider lying about usage: usage.completion_tokens instead of the tokens it sent. */
   completionTokens?: number;
+  /** The answer to an embeddings request (its tokens are then unused). */
+  embeddings?: ScriptedEmbeddings;
 }
 
 /** Decides what to answer to a request. */
@@ -86,6 +89,7 @@ export interface Plan {
   completionTokens: number | undefined;
   finishReason: string;
   failure: { when: FailurePoint; mode: FailureMode } | undefined;
+  embeddings: ScriptedEmbeddings | undefined;
 }
 
 /** Resolves a script against its request: max_tokens cut, failure point, defaults. */
@@ -107,6 +111,7 @@ export function planFor(script: Script, request: ReceivedRequest): Plan {
     completionTokens: script.completionTokens,
     finishReason: limit < available ? "length" : (script.finishReason ?? "stop"),
     failure: fail && { when: fail.when, mode: fail.error ?? defaultFailure(fail.when) },
+    embeddings: script.embeddings,
   };
 }
 

@@ -1,13 +1,15 @@
-import type { Cancel, InferenceRequest } from "@darkbloom/protocol/provider/v1";
+import { type Cancel, Endpoint, type InferenceRequest } from "@darkbloom/protocol/provider/v1";
 import {
   acceptedMessage,
   chunkMessage,
   completeMessage,
+  embeddingChunkMessage,
   errorMessage,
   type ResponseSignatureInit,
   sealedChunkMessage,
 } from "@darkbloom/protocol/provider-client";
 import { type BoxKey, BoxKeyPair } from "@darkbloom/protocol/sealed-box";
+import { embeddingBytes } from "@darkbloom/protocol/verifiable-embeddings";
 import { sha256, textChoices } from "@darkbloom/protocol/verifiable-response";
 import { signResponse } from "./response-signing.js";
 import {
@@ -19,6 +21,7 @@ import {
   type ScriptError,
   type ScriptFn,
 } from "./script.js";
+import { embeddingInputs, scriptedEmbeddings, signEmbeddings } from "./scripted-embeddings.js";
 import type { ScriptedProviderOptions } from "./scripted-options.js";
 import { type ActiveRequest, pause, type Session, stall, stopRequest } from "./scripted-session.js";
 
@@ -97,6 +100,8 @@ export class ScriptedRequests {
       key: opened.key,
       requestSha256: this.options.responseSigningKey ? sha256(received.rawBody) : EMPTY,
       model: received.model,
+      endpoint: received.endpoint,
+      inputs: received.endpoint === Endpoint.EMBEDDINGS ? embeddingInputs(received.body) : [],
     };
     session.active.set(received.requestId, active);
     this.models.loaded.add(received.model);
@@ -195,10 +200,44 @@ export class ScriptedRequests {
       await this.fail(session, requestId, failure.mode, active);
       return;
     }
+    if (active.endpoint === Endpoint.EMBEDDINGS) {
+      this.embed(session, requestId, plan, active);
+      return;
+    }
     await this.generate(session, requestId, plan, active);
     if (active.stopped) return;
     if (failure) await this.fail(session, requestId, failure.mode, active);
     else this.complete(session, requestId, plan, active);
+  }
+
+  /** An embeddings answer: one chunk per input (the script's vectors and counts), then the usage. */
+  private embed(session: Session, requestId: string, plan: Plan, active: ActiveRequest): void {
+    const { vectors, tokens, promptTokens } = scriptedEmbeddings(active.inputs, plan.embeddings);
+    const key = this.chunkKey(active);
+    for (const [index, vector] of vectors.entries()) {
+      session.send(
+        embeddingChunkMessage(
+          requestId,
+          BigInt(index),
+          key,
+          index,
+          embeddingBytes(vector),
+          tokens[index] ?? 0,
+        ),
+      );
+    }
+    const signingKey = this.options.responseSigningKey;
+    const signature =
+      signingKey &&
+      signEmbeddings(signingKey, this.options.misbehave?.forgeSignature, active.requestSha256, {
+        providerId: session.ack?.providerId ?? "",
+        model: active.model,
+        embeddings: vectors,
+        promptTokens,
+      });
+    session.send(completeMessage(requestId, promptTokens, 0, [], signature));
+    this.log.requestsCompleted++;
+    if (this.recording) this.log.completed.push(requestId);
   }
 
   /**

@@ -1,4 +1,4 @@
-import type { ConnectRequest, RegisterAck } from "@darkbloom/protocol/provider/v1";
+import type { ConnectRequest, Endpoint, RegisterAck } from "@darkbloom/protocol/provider/v1";
 import { type Dialed, Outbound } from "@darkbloom/protocol/provider-client";
 import type { BoxKey } from "@darkbloom/protocol/sealed-box";
 import type { DisconnectReason } from "./scripted-options.js";
@@ -21,6 +21,9 @@ export interface ActiveRequest {
   requestSha256: Uint8Array;
   /** InferenceRequest.model (what the response signature covers). */
   model: string;
+  endpoint: Endpoint;
+  /** An embeddings request's inputs, in order. */
+  inputs: string[];
 }
 
 export interface Deferred<T> {

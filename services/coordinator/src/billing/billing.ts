@@ -43,6 +43,9 @@ const MAX_DEFERRED_SETTLEMENTS = 100_000;
 /** Heartbeats a deferred settlement may fail on (with the database answering) before it is given up. */
 const DEFERRED_SETTLEMENT_ATTEMPTS = 5;
 
+/** Attempts to settle a request before keeping it to write once the database answers. */
+const SETTLE_ATTEMPTS = 3;
+
 export interface Settlement {
   /** What the request costs before clamping to its reservation; 0 refunds everything. */
   chargeMicroUsd: bigint;
@@ -157,6 +160,27 @@ export class Billing {
     );
     this.inFlight.delete(requestId);
     return rows[0]?.r ?? "unknown";
+  }
+
+  /**
+   * Settles, trying a few times a moment apart, and keeps the settlement for a later heartbeat
+   * (settleLater) when the database still does not answer: a request's money is never left to the
+   * reservation's expiry because of a passing failure.
+   */
+  async settleOrDefer(requestId: string, s: Settlement): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.settle(requestId, s);
+        return;
+      } catch (e) {
+        if (attempt >= SETTLE_ATTEMPTS) {
+          this.log.warn({ err: e, requestId }, "settlement failed; retried once the database answers");
+          this.settleLater(requestId, s);
+          return;
+        }
+        await new Promise((r) => setTimeout(r, 50 * attempt));
+      }
+    }
   }
 
   /**

@@ -1,3 +1,4 @@
+import type { EmbeddingModel } from "@darkbloom/models/embeddings";
 import type { GenerationInput } from "@darkbloom/models/input";
 import type { ToolCallSyntax } from "@darkbloom/models/tools";
 import type { ChunkPayload, Usage } from "@darkbloom/protocol/provider/v1";
@@ -76,6 +77,8 @@ export interface TokenCounter {
    * request with `tools` is split with. Absent where the template has none.
    */
   toolSyntax?: ToolCallSyntax;
+  /** The model's vectors when it is an embedding model (its vocabulary's GGUF declares pooling). */
+  embeddingModel?: EmbeddingModel;
 }
 
 /** llama.cpp's counter behind a port, and what to do when the port is found to differ from it. */

@@ -8,6 +8,7 @@ import type {
   TokenizerPool,
   VocabularyDescription,
 } from "@darkbloom/models";
+import { embeddingModelOf } from "@darkbloom/models/embeddings";
 import type { GenerationInput } from "@darkbloom/models/input";
 import type { Llama } from "node-llama-cpp";
 import type { TokenCounter } from "../billing/usage-meter.js";
@@ -215,6 +216,9 @@ export class CatalogTokenizers {
       const description = await describe();
       // Whichever counts, the model's call syntax is what tools requests are split with.
       if (description.toolSyntax) loaded.counter.toolSyntax = description.toolSyntax;
+      // An embedding model's vector length: what its providers' embeddings are held to.
+      const embedding = embeddingModelOf(description.fileInfo);
+      if (embedding) loaded.counter.embeddingModel = embedding;
       const unsupported = FastModelTokenizer.unsupported(description);
       if (unsupported) {
         this.log.info(
@@ -271,6 +275,7 @@ export class CatalogTokenizers {
       countTextsNow,
       reference,
       ...(llamaCpp.toolSyntax ? { toolSyntax: llamaCpp.toolSyntax } : {}),
+      ...(llamaCpp.embeddingModel ? { embeddingModel: llamaCpp.embeddingModel } : {}),
     };
   }
 

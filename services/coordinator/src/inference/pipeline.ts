@@ -5,23 +5,18 @@ import type { Billing } from "../billing/billing.js";
 import { completedCharge, cost, FREE, type ModelPrice, worstCase } from "../billing/pricing.js";
 import { type TokenCounter, UsageMeter } from "../billing/usage-meter.js";
 import type { CoordinatorConfig } from "../config.js";
-import {
-  ApiError,
-  contextLengthExceeded,
-  modelNotFound,
-  providerError,
-  serviceUnavailable,
-} from "../errors/index.js";
+import { ApiError, contextLengthExceeded, modelNotFound, serviceUnavailable } from "../errors/index.js";
 import type { Logger } from "../log.js";
 import type { CoordinatorMetrics } from "../metrics.js";
 import type { ProviderPool } from "../routing/provider-pool.js";
-import type { Lease } from "../routing/router.js";
-import type { RouteConstraints } from "../routing/scheduler.js";
-import { type AttemptOutcome, runAttempt } from "./attempt.js";
+import { runAttempt } from "./attempt.js";
+import { type EmbeddingsResult, serveEmbeddings } from "./embeddings.js";
+import type { ValidatedEmbeddings } from "./embeddings-request.js";
 import type { CatalogView, InferenceJob } from "./inference-job.js";
 import { MeteredSink } from "./metered-sink.js";
 import type { ValidatedRequest } from "./request-validation.js";
 import { RequestStopped, type ResponseSink } from "./response-sink.js";
+import { routeWithRetries } from "./routing-loop.js";
 import type { RoutingPreferences } from "./routing-preferences.js";
 import type { Timing } from "./timing.js";
 import { ToolCallSink, toolOutputContext } from "./tool-calls.js";
@@ -39,9 +34,6 @@ export interface PipelineDeps {
   /** Absent when billing is switched off (benchmarks of the bare serving path). */
   billing?: Billing | undefined;
 }
-
-/** Attempts to settle a request before handing it to billing to write once the database answers. */
-const SETTLE_ATTEMPTS = 3;
 
 /**
  * The request path after authentication: model lookup and context gate (prepare), then routing,
@@ -147,6 +139,26 @@ export class InferencePipeline {
   }
 
   /**
+   * Serves an embeddings request (embeddings.ts): the embeddings, or undefined when the consumer left;
+   * throws ApiError for what the consumer is told instead.
+   */
+  async embed(
+    requestId: string,
+    accountId: string,
+    request: ValidatedEmbeddings,
+    timing: Timing,
+    preferences: RoutingPreferences,
+    signal: AbortSignal,
+  ): Promise<EmbeddingsResult | undefined> {
+    this.active++;
+    try {
+      return await serveEmbeddings(this.deps, requestId, accountId, request, timing, preferences, signal);
+    } finally {
+      this.active--;
+    }
+  }
+
+  /**
    * Resolves once no request is being served, or at the deadline: a replica shutting down lets its
    * consumers' requests finish, those served by other replicas' providers included.
    */
@@ -237,86 +249,21 @@ export class InferencePipeline {
       completionTokens,
       outcome: outcome.kind,
     };
-    for (let attempt = 1; ; attempt++) {
-      try {
-        await billing.settle(job.requestId, settlement);
-        return;
-      } catch (e) {
-        if (attempt >= SETTLE_ATTEMPTS) {
-          // Written on a later billing heartbeat, once the database answers again.
-          this.deps.log.warn(
-            { err: e, requestId: job.requestId },
-            "settlement failed; retried once the database answers",
-          );
-          billing.settleLater(job.requestId, settlement);
-          return;
-        }
-        await new Promise((r) => setTimeout(r, 50 * attempt));
-      }
-    }
+    await billing.settleOrDefer(job.requestId, settlement);
   }
 
   /** Routes and serves the job, retrying on another provider while nothing reached the consumer. */
   private async run(job: InferenceJob, sink: MeteredSink, signal: AbortSignal): Promise<void> {
-    const { providers, config, metrics } = this.deps;
-    const exclude = new Set<string>(job.constraints.exclude);
-    let lastFailure = "";
-    let departed = false;
-    for (let attempt = 0; attempt <= config.maxRetries; attempt++) {
-      const constraints: RouteConstraints = { ...job.constraints, exclude };
-      // After a failure the request ends when no other provider could serve it. After a departure
-      // (a rolling restart moves every provider of a model at once) it waits in the queue as a new
-      // arrival would, for the provider to reconnect or another to come.
-      if (attempt > 0 && !departed && !providers.hasEligibleProvider(job.demand, constraints)) break;
-      const routeStart = performance.now();
-      let lease: Lease;
-      try {
-        lease = await providers.acquire(job.demand, constraints, signal);
-      } catch (e) {
-        if (signal.aborted) return;
-        sink.fail(e instanceof ApiError ? e : providerError("routing failed"));
-        return;
-      }
-      job.timing.addMicros("queue", lease.queuedMicros);
-      job.timing.addMicros(
-        "route",
-        Math.max(0, Math.round((performance.now() - routeStart) * 1000) - lease.queuedMicros),
-      );
-      lease.provider.noteUse(job.request.model);
-      const session = providers.target(lease.provider);
-      if (!session) {
-        lease.release();
-        exclude.add(lease.provider.id);
-        continue;
-      }
+    const routed = { ...job, model: job.request.model };
+    const failure = await routeWithRetries(this.deps, routed, signal, (session, lease) => {
       const usage = new UsageMeter(
         { choices: job.request.n, maxTokens: job.maxTokens, promptTokenBound: job.request.promptTokenBound },
         job.counter,
       );
       sink.attempt(lease.provider, usage);
-      metrics.inFlight.inc();
-      let outcome: AttemptOutcome;
-      try {
-        outcome = await runAttempt(this.deps, session, job, sink, usage, signal, lease.provider.inFlight);
-      } finally {
-        metrics.inFlight.dec();
-        lease.release();
-      }
-      if (outcome.kind === "done") return;
-      exclude.add(lease.provider.id);
-      lastFailure = outcome.reason;
-      departed = outcome.departed === true;
-      metrics.retries.inc({ reason: outcome.reason });
-      this.deps.log.info(
-        { requestId: job.requestId, providerId: lease.provider.id, reason: outcome.reason },
-        "retrying on another provider",
-      );
-    }
-    sink.fail(
-      providerError(
-        `No provider could complete the request (last failure: ${lastFailure || "no eligible provider left"}).`,
-      ),
-    );
+      return runAttempt(this.deps, session, job, sink, usage, signal, lease.provider.inFlight);
+    });
+    if (failure) sink.fail(failure);
   }
 }
 

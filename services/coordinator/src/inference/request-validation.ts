@@ -64,8 +64,8 @@ type Json = Record<string, unknown>;
  */
 const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
-/** Parses and validates a POST /v1/chat/completions or /v1/completions body. Unknown fields are tolerated. */
-export function validateRequest(endpoint: Endpoint, body: Uint8Array): ValidatedRequest {
+/** A request body's JSON object (strict UTF-8); 400 invalid_json otherwise. */
+export function parseBodyObject(body: Uint8Array): Json {
   let parsed: unknown;
   try {
     parsed = JSON.parse(utf8.decode(body));
@@ -79,8 +79,11 @@ export function validateRequest(endpoint: Endpoint, body: Uint8Array): Validated
   if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
     throw invalidRequest("The request body must be a JSON object.", null, "invalid_json");
   }
-  const o = parsed as Json;
+  return parsed as Json;
+}
 
+/** The body's `model`: a non-empty string of bounded length. */
+export function readModel(o: Json): string {
   const model = o.model;
   if (model === undefined || model === null || model === "") {
     throw invalidRequest("You must provide a model parameter.", "model");
@@ -89,6 +92,13 @@ export function validateRequest(endpoint: Endpoint, body: Uint8Array): Validated
   if (model.length > LIMITS.maxModelLength) {
     throw invalidRequest(`'model' is longer than ${LIMITS.maxModelLength} characters.`, "model");
   }
+  return model;
+}
+
+/** Parses and validates a POST /v1/chat/completions or /v1/completions body. Unknown fields are tolerated. */
+export function validateRequest(endpoint: Endpoint, body: Uint8Array): ValidatedRequest {
+  const o = parseBodyObject(body);
+  const model = readModel(o);
 
   const prompt =
     endpoint === Endpoint.CHAT_COMPLETIONS ? validateMessages(o.messages) : validatePrompt(o.prompt);
@@ -191,7 +201,7 @@ export function validateRequest(endpoint: Endpoint, body: Uint8Array): Validated
 }
 
 /** A field read by the provider's own reader: what it refuses is a 400 naming the param. */
-function read<T>(reader: () => T): T {
+export function read<T>(reader: () => T): T {
   try {
     return reader();
   } catch (e) {

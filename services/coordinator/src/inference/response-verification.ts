@@ -2,6 +2,11 @@ import type { KeyObject } from "node:crypto";
 import { p256PublicKeyFromRaw, trustLevelName } from "@darkbloom/protocol";
 import type { ResponseSignature } from "@darkbloom/protocol/provider/v1";
 import {
+  EMBEDDINGS_SIGNATURE_VERSION,
+  embeddingsSha256,
+  verifyEmbeddingsSignature,
+} from "@darkbloom/protocol/verifiable-embeddings";
+import {
   hex,
   RESPONSE_SIGNATURE_VERSION,
   type ResponseProof,
@@ -16,7 +21,10 @@ import type { CompletionResult } from "./response-sink.js";
 export const ResponseViolation = {
   /** The provider has a signing key but sent no response signature. */
   unsigned: "response_unsigned",
-  /** The signature is not version 2 (a daemon that registered as signing version 2 signed another). */
+  /**
+   * The signature is not the record's version (completions 2: a daemon that registered as signing
+   * version 2 signed another; embeddings 1).
+   */
   outdated: "response_signature_outdated",
   /** request_sha256 is not the hash of the request the coordinator sent. */
   requestHashMismatch: "request_hash_mismatch",
@@ -54,8 +62,66 @@ export function verifyResponse(
 ): ResponseVerdict {
   const usage = { promptTokens: result.promptTokens, completionTokens: result.completionTokens };
   const responseHash = responseSha256({ providerId: provider.id, model, choices, usage });
+  return verifySigned(provider, signingKey, requestSha256, responseHash, usage, signature, COMPLETIONS);
+}
+
+/**
+ * The same checks for an embeddings response: the signature must cover the embeddings record of the
+ * vectors the consumer is shown, in order, under `model` and the provider's id, with the prompt
+ * tokens of the usage shown (services/protocol/src/verifiable-embeddings.ts).
+ */
+export function verifyEmbeddings(
+  provider: ProviderHandle,
+  signingKey: Uint8Array | undefined,
+  requestSha256: Uint8Array,
+  model: string,
+  embeddings: readonly Float32Array[],
+  promptTokens: number,
+  signature: ResponseSignature | undefined,
+): ResponseVerdict {
+  const responseHash = embeddingsSha256({ providerId: provider.id, model, embeddings, promptTokens });
+  return verifySigned(
+    provider,
+    signingKey,
+    requestSha256,
+    responseHash,
+    { promptTokens, completionTokens: 0 },
+    signature,
+    EMBEDDINGS,
+  );
+}
+
+/** A kind of signed record: its signature version and how its signature is checked. */
+interface RecordKind {
+  version: number;
+  verify: typeof verifyResponseSignature;
+  /** What the response hash covers, for the message of a mismatch. */
+  covers: string;
+}
+
+const COMPLETIONS: RecordKind = {
+  version: RESPONSE_SIGNATURE_VERSION,
+  verify: verifyResponseSignature,
+  covers: "text, finish reasons, usage, model, provider id",
+};
+
+const EMBEDDINGS: RecordKind = {
+  version: EMBEDDINGS_SIGNATURE_VERSION,
+  verify: verifyEmbeddingsSignature,
+  covers: "embeddings, usage, model, provider id",
+};
+
+function verifySigned(
+  provider: ProviderHandle,
+  signingKey: Uint8Array | undefined,
+  requestSha256: Uint8Array,
+  responseHash: Uint8Array,
+  usage: { promptTokens: number; completionTokens: number },
+  signature: ResponseSignature | undefined,
+  kind: RecordKind,
+): ResponseVerdict {
   const proof: ResponseProof = {
-    version: RESPONSE_SIGNATURE_VERSION,
+    version: kind.version,
     provider_id: provider.id,
     trust_level: trustLevelName(provider.trustLevel),
     signing_key: null,
@@ -70,11 +136,11 @@ export function verifyResponse(
     }
     return { ok: true, proof };
   }
-  if (signature.version !== RESPONSE_SIGNATURE_VERSION) {
+  if (signature.version !== kind.version) {
     return {
       ok: false,
       code: ResponseViolation.outdated,
-      message: `the response signature is version ${signature.version || 1}; version ${RESPONSE_SIGNATURE_VERSION} is required`,
+      message: `the response signature is version ${signature.version || 1}; version ${kind.version} is required`,
     };
   }
   if (!equal(signature.requestSha256, requestSha256)) {
@@ -88,12 +154,11 @@ export function verifyResponse(
     return {
       ok: false,
       code: ResponseViolation.responseHashMismatch,
-      message:
-        "response_sha256 is not the hash of the response the coordinator presents (text, finish reasons, usage, model, provider id)",
+      message: `response_sha256 is not the hash of the response the coordinator presents (${kind.covers})`,
     };
   }
   if (!signingKey) return { ok: true, proof };
-  if (!verifyResponseSignature(keyObject(signingKey), requestSha256, responseHash, signature.signature)) {
+  if (!kind.verify(keyObject(signingKey), requestSha256, responseHash, signature.signature)) {
     return {
       ok: false,
       code: ResponseViolation.badSignature,

@@ -1,3 +1,4 @@
+import { ModelFeature } from "@darkbloom/protocol/provider/v1";
 import { modelNotAvailable } from "../errors/index.js";
 import type { CoordinatorMetrics } from "../metrics.js";
 import type { RouteDemand } from "./cost-model.js";
@@ -152,7 +153,10 @@ export class Router {
     const serving = this.registry.serving(model);
     if (serving.size === 0) return undefined;
     for (const p of serving) if (features.every((f) => p.hasFeature(model, f))) return undefined;
-    return `none of its ${serving.size} connected provider${serving.size === 1 ? "" : "s"} enforces the grammar that response_format and tools need`;
+    const what = features.includes(ModelFeature.EMBEDDINGS)
+      ? "computes its embeddings"
+      : "enforces the grammar that response_format and tools need";
+    return `none of its ${serving.size} connected provider${serving.size === 1 ? "" : "s"} ${what}`;
   }
 
   /** Hands free slots to waiting requests of a model, first come first served. */

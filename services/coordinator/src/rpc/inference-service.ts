@@ -1,5 +1,5 @@
 import { create } from "@bufbuild/protobuf";
-import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import { Channel, trustLevelName } from "@darkbloom/protocol";
 import {
   type CreateChatCompletionRequest,
@@ -23,6 +23,7 @@ import { type ApiError, isApiError, unexpectedError } from "../errors/index.js";
 import { type CutReason, type ResponseLimits, responseCutError } from "../http/bounded-writer.js";
 import { CLIENT_ADDRESS } from "../http/client-address.js";
 import { newRequestId } from "../http/request-id.js";
+import { validateEmbeddingsRequest } from "../inference/embeddings-request.js";
 import { type CatalogListing, listModels } from "../inference/model-list.js";
 import type { InferencePipeline } from "../inference/pipeline.js";
 import { validateRequest } from "../inference/request-validation.js";
@@ -194,6 +195,50 @@ export function createInferenceService(deps: InferenceServiceDeps): ServiceImpl<
       )) {
         const id = `cmpl-${ctx.responseHeader.get("x-request-id")}`;
         yield textDelta(id, d);
+      }
+    },
+    async embed(req, ctx) {
+      const timing = new Timing();
+      const requestId = newRequestId();
+      ctx.responseHeader.set("x-request-id", requestId);
+      try {
+        const principal = await deps.auth.authenticate(
+          ctx.requestHeader.get("authorization") ?? undefined,
+          ctx.values.get(CLIENT_ADDRESS),
+        );
+        for (const [k, v] of Object.entries(deps.rateLimiter.take(principal.accountId)))
+          ctx.responseHeader.set(k, v);
+        // The body the HTTP route takes; vectors go back as binary32 either way (repeated float).
+        const json: Record<string, unknown> = {
+          model: req.model,
+          input: req.inputs,
+          encoding_format: "base64",
+        };
+        if (req.dimensions !== undefined) json.dimensions = req.dimensions;
+        if (req.user !== "") json.user = req.user;
+        const body = new TextEncoder().encode(JSON.stringify(json));
+        const requestBody = body.slice(); // the pipeline wipes the body it sends
+        const request = validateEmbeddingsRequest(body);
+        const preferences = readRoutingPreferences((name) => ctx.requestHeader.get(name) ?? undefined);
+        const r = await deps.pipeline.embed(
+          requestId,
+          principal.accountId,
+          request,
+          timing,
+          preferences,
+          ctx.signal,
+        );
+        if (r === undefined) throw new ConnectError("the call was cancelled", Code.Canceled);
+        return {
+          model: req.model,
+          embeddings: r.embeddings.map((vector, index) => ({ index, values: Array.from(vector) })),
+          usage: { promptTokens: r.promptTokens, completionTokens: 0, totalTokens: r.promptTokens },
+          provider: providerInfo(r.provider),
+          darkbloom: proofMessage(r.proof, requestBody),
+        };
+      } catch (e) {
+        if (e instanceof ConnectError) throw e;
+        throw toConnectError(isApiError(e) ? e : unexpectedError(e));
       }
     },
     async listModels(_req, ctx) {

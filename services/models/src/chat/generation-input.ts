@@ -36,7 +36,17 @@ export interface ChatMessage {
  */
 export type GenerationInput =
   | { kind: "chat"; messages: ChatMessage[]; tools?: ToolDefinition[] }
-  | { kind: "text"; prompt: string };
+  | { kind: "text"; prompt: string }
+  | EmbeddingInput;
+
+/**
+ * One input of an embeddings request: evaluated as llama.cpp evaluates an embedding input (the text's
+ * tokens with the vocabulary's start and end tokens), never generated from. Counted like a prompt.
+ */
+export interface EmbeddingInput {
+  kind: "embedding";
+  text: string;
+}
 
 const ROLES = new Set<ChatMessage["role"]>(["system", "user", "assistant", "developer", "tool", "function"]);
 
@@ -46,7 +56,7 @@ type Json = Record<string, unknown>;
  * The input of a chat-completions body (`messages`) or a completions body (`prompt`), from its parsed
  * JSON object. Content parts are joined with newlines; only text parts are accepted.
  */
-export function readGenerationInput(kind: GenerationInput["kind"], body: Json): GenerationInput {
+export function readGenerationInput(kind: "chat" | "text", body: Json): GenerationInput {
   if (kind === "text") return { kind, prompt: prompt(body.prompt) };
   const input: GenerationInput = { kind, messages: messages(body.messages) };
   const tools = readToolDefinitions(body);

@@ -37,15 +37,62 @@ export interface PromptVocabulary {
   bos: Token | undefined;
   /** Whether llama.cpp puts BOS before a raw prompt (the vocabulary's add_bos). */
   prependBos: boolean;
+  /**
+   * The tokens llama.cpp puts around an embedding input (node-llama-cpp's embedding context adds
+   * them by the vocabulary's type and its add_bos / add_eos): an embedding model pools the hidden
+   * state of its end token (Qwen3-Embedding's last-token pooling reads the EOS appended here).
+   */
+  embeddingStart: Token | undefined;
+  embeddingEnd: Token | undefined;
 }
 
 /** A loaded model's prompt vocabulary. */
 export function promptVocabularyOf(model: LlamaModel): PromptVocabulary {
+  const t = model.tokens;
+  const type = String(model.vocabularyType);
   return {
     tokenizer: model.tokenizer,
-    bos: model.tokens.bos ?? undefined,
-    prependBos: model.tokens.shouldPrependBosToken,
+    bos: t.bos ?? undefined,
+    prependBos: t.shouldPrependBosToken,
+    ...embeddingBounds(type, {
+      bos: t.bos ?? undefined,
+      eos: t.eos ?? undefined,
+      sep: t.sep ?? undefined,
+      prependBos: t.shouldPrependBosToken,
+      appendEos: t.shouldAppendEosToken,
+    }),
   };
+}
+
+/**
+ * The start and end tokens of an embedding input, by node-llama-cpp's rules (tokenizerUtils'
+ * resolveBeginningTokenToPrepend / resolveEndTokenToAppend, after llama.cpp's llama_tokenize_impl):
+ * WPM (BERT) wraps in BOS/CLS and SEP, UGM (T5) appends EOS, RWKV adds nothing, the others follow
+ * add_bos and add_eos.
+ */
+export function embeddingBounds(
+  vocabularyType: string,
+  t: {
+    bos?: Token | undefined;
+    eos?: Token | undefined;
+    sep?: Token | undefined;
+    prependBos: boolean;
+    appendEos: boolean;
+  },
+): { embeddingStart: Token | undefined; embeddingEnd: Token | undefined } {
+  switch (vocabularyType) {
+    case "rwkv":
+      return { embeddingStart: undefined, embeddingEnd: undefined };
+    case "wpm":
+      return { embeddingStart: t.bos, embeddingEnd: t.sep };
+    case "ugm":
+      return { embeddingStart: undefined, embeddingEnd: t.eos };
+    default:
+      return {
+        embeddingStart: t.prependBos ? t.bos : undefined,
+        embeddingEnd: t.appendEos ? t.eos : undefined,
+      };
+  }
 }
 
 /** What resolving a model's chat wrapper reads. */
@@ -215,6 +262,15 @@ function render(
     const tokens = vocabulary.tokenizer(input.prompt, false);
     const bos = vocabulary.bos;
     if (bos !== undefined && vocabulary.prependBos && tokens[0] !== bos) tokens.unshift(bos);
+    out.tokens = tokens;
+    return out;
+  }
+  if (input.kind === "embedding") {
+    // As node-llama-cpp's embedding context prepares its input: the bounds unless already there.
+    const tokens = vocabulary.tokenizer(input.text, false);
+    const { embeddingStart: start, embeddingEnd: end } = vocabulary;
+    if (start !== undefined && tokens[0] !== start) tokens.unshift(start);
+    if (end !== undefined && tokens.at(-1) !== end) tokens.push(end);
     out.tokens = tokens;
     return out;
   }

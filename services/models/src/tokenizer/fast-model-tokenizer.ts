@@ -9,7 +9,12 @@
 import type { ChatWrapper, Token, Tokenizer } from "node-llama-cpp";
 import { countChatMlPrompt, isChatMl, type SegmentCounter } from "../chat/chatml-count.js";
 import type { ChatMessage, GenerationInput } from "../chat/generation-input.js";
-import { type PromptVocabulary, renderPromptTokens, resolveChatWrapperOf } from "../chat/prompt.js";
+import {
+  embeddingBounds,
+  type PromptVocabulary,
+  renderPromptTokens,
+  resolveChatWrapperOf,
+} from "../chat/prompt.js";
 import { ByteLevelBpe, byteLevelSupport, TokenAttr } from "./bpe/byte-level-bpe.js";
 import type { VocabularyDescription } from "./vocabulary-description.js";
 
@@ -38,10 +43,18 @@ export class FastModelTokenizer {
     description: VocabularyDescription,
   ) {
     this.chatMl = isChatMl(wrapper);
+    const bos = description.builtin.bos as Token | undefined;
     this.vocabulary = {
       tokenizer,
-      bos: description.builtin.bos as Token | undefined,
+      bos,
       prependBos: description.prependBos,
+      ...embeddingBounds(description.type, {
+        bos,
+        eos: description.builtin.eos as Token | undefined,
+        sep: description.builtin.sep as Token | undefined,
+        prependBos: description.prependBos,
+        appendEos: description.appendEos,
+      }),
     };
   }
 

@@ -232,7 +232,7 @@ function charactersOf(request: Request): number {
   if (request.op === "texts") return request.texts.reduce((sum, t) => sum + t.length, 0);
   if (request.op !== "prompt") return 0;
   const input = request.input;
-  return input.kind === "text"
-    ? input.prompt.length
-    : input.messages.reduce((sum, m) => sum + m.content.length, 0);
+  if (input.kind === "text") return input.prompt.length;
+  if (input.kind === "embedding") return input.text.length;
+  return input.messages.reduce((sum, m) => sum + m.content.length, 0);
 }

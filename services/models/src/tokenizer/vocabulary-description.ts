@@ -29,6 +29,8 @@ export interface VocabularyDescription {
   vocabulary: BpeVocabulary;
   builtin: BuiltinTokens;
   prependBos: boolean;
+  /** Whether llama.cpp appends EOS to an embedding input (the vocabulary's add_eos). */
+  appendEos: boolean;
   eog: number[];
   /** The GGUF's metadata without the tokenizer's arrays (what resolving the chat wrapper reads). */
   fileInfo: GgufFileInfo;
@@ -103,6 +105,7 @@ export function describeVocabulary(tokenizer: ModelTokenizer): VocabularyDescrip
     },
     builtin,
     prependBos: t.shouldPrependBosToken,
+    appendEos: t.shouldAppendEosToken,
     eog,
     // Only plain data crosses to the event loop: the metadata, the architecture's, and the version.
     fileInfo: {

@@ -17,6 +17,7 @@ export {
   type ChoiceOutcome,
   chunkMessage,
   completeMessage,
+  embeddingChunkMessage,
   errorMessage,
   type HeartbeatInit,
   heartbeatMessage,

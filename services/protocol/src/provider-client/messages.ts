@@ -5,7 +5,7 @@
  * protobuf-es messages are plain objects, and a busy provider sends one per token.
  */
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
-import { encodeChunkPayload } from "../chunk-payload.js";
+import { encodeChunkPayload, encodeEmbeddingChunkPayload } from "../chunk-payload.js";
 import {
   type AttestationResponseSchema,
   type ConnectRequest,
@@ -86,6 +86,39 @@ export function sealedChunkMessage(
   choiceIndex: number,
 ): ConnectRequest {
   const plaintext = encodeChunkPayload(text, tokenCount, choiceIndex);
+  const { nonce, ciphertext } = key.seal(plaintext);
+  wipe(plaintext);
+  return chunkEnvelope(requestId, sequence, {
+    case: "sealed",
+    value: { $typeName: "darkbloom.provider.v1.SealedBox", senderPublicKey: EMPTY, nonce, ciphertext },
+  });
+}
+
+/**
+ * The chunk of one input's embedding (ENDPOINT_EMBEDDINGS): its index, its binary32 values
+ * (little-endian) and the input's tokens, sealed with the request's key when there is one.
+ */
+export function embeddingChunkMessage(
+  requestId: string,
+  sequence: bigint,
+  key: BoxKey | undefined,
+  index: number,
+  values: Uint8Array,
+  tokenCount: number,
+): ConnectRequest {
+  if (!key) {
+    return chunkEnvelope(requestId, sequence, {
+      case: "plaintext",
+      value: {
+        $typeName: "darkbloom.provider.v1.ChunkPayload",
+        text: "",
+        tokenCount,
+        choiceIndex: 0,
+        embedding: { $typeName: "darkbloom.provider.v1.Embedding", index, values },
+      },
+    });
+  }
+  const plaintext = encodeEmbeddingChunkPayload(index, values, tokenCount);
   const { nonce, ciphertext } = key.seal(plaintext);
   wipe(plaintext);
   return chunkEnvelope(requestId, sequence, {
