@@ -4,6 +4,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { rawP256PublicKey } from "@darkbloom/protocol";
 import {
+  embeddingBytes,
+  embeddingsSha256,
+  embeddingsSignatureMessage,
+} from "@darkbloom/protocol/verifiable-embeddings";
+import {
   hex,
   responseSha256,
   responseSignatureMessage,
@@ -48,9 +53,50 @@ function savedResponse(text: string) {
   };
 }
 
+const EMBED_REQUEST = '{"model":"tiny-embed","input":["a","b"]}';
+
+/** A saved embeddings response, the second vector base64 as the openai SDKs ask for it. */
+function savedEmbeddings(second: Float32Array) {
+  const vectors = [Float32Array.of(0.6, 0.8), Float32Array.of(1, 0)];
+  const requestHash = sha256(Buffer.from(EMBED_REQUEST));
+  const responseHash = embeddingsSha256({
+    providerId: "prov_abc",
+    model: "tiny-embed",
+    embeddings: vectors,
+    promptTokens: 4,
+  });
+  return {
+    object: "list",
+    data: [
+      { object: "embedding", index: 0, embedding: Array.from(vectors[0] as Float32Array) },
+      { object: "embedding", index: 1, embedding: Buffer.from(embeddingBytes(second)).toString("base64") },
+    ],
+    model: "tiny-embed",
+    usage: { prompt_tokens: 4, total_tokens: 4 },
+    darkbloom: {
+      version: 1,
+      provider_id: "prov_abc",
+      trust_level: "self_signed",
+      signing_key: KEY,
+      request_sha256: hex(requestHash),
+      response_sha256: hex(responseHash),
+      usage: { prompt_tokens: 4, completion_tokens: 0 },
+      signature: sign("sha256", embeddingsSignatureMessage(requestHash, responseHash), privateKey).toString(
+        "base64",
+      ),
+    },
+  };
+}
+
 let dir: string;
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), "darkbloom-verify-"));
+  await writeFile(join(dir, "embeddings.json"), JSON.stringify(savedEmbeddings(Float32Array.of(1, 0))));
+  await writeFile(
+    join(dir, "embeddings-tampered.json"),
+    JSON.stringify(savedEmbeddings(Float32Array.of(0, 1))),
+  );
+  await writeFile(join(dir, "embed-request.json"), EMBED_REQUEST);
   await writeFile(join(dir, "valid.json"), JSON.stringify(savedResponse(TEXT), null, 2));
   await writeFile(
     join(dir, "tampered.json"),
@@ -128,6 +174,21 @@ describe("darkbloom verify", () => {
       code: 1,
       stderr: "darkbloom: invalid: the response is signed with another key than the pinned one\n",
     });
+  });
+
+  it("checks an embeddings response against the embeddings record", async () => {
+    const valid = await verify(
+      join(dir, "embeddings.json"),
+      "--request",
+      join(dir, "embed-request.json"),
+      "--signing-key",
+      KEY,
+    );
+    expect(valid).toMatchObject({ code: 0, stderr: "" });
+    expect(valid.stdout).toMatch(/^valid: provider prov_abc signed it with the given key; request matches/);
+    const tampered = await verify(join(dir, "embeddings-tampered.json"), "--signing-key", KEY);
+    expect(tampered.code).toBe(1);
+    expect(tampered.stderr).toMatch(/invalid: response_sha256 does not match the response \(its embeddings/);
   });
 
   it("exits 64 on bad usage", async () => {

@@ -1,5 +1,10 @@
 import { readFile } from "node:fs/promises";
-import { type ResponseProof, verifyResponse } from "@darkbloom/protocol/verifiable-response";
+import { isEmbeddingsResponse, verifyEmbeddingsResponse } from "@darkbloom/protocol/verifiable-embeddings";
+import {
+  type ResponseProof,
+  type VerifyOptions,
+  verifyResponse,
+} from "@darkbloom/protocol/verifiable-response";
 import type { Command } from "commander";
 import type { CliContext } from "./context.js";
 import { CliFailure, ExitCode, UsageError } from "./io.js";
@@ -19,13 +24,15 @@ const FETCH_TIMEOUT_MS = 10_000;
  * provider id), the signature, with --request the request hash, and the key pinned, with
  * --coordinator to the one the coordinator publishes for the proof's provider id, or with
  * --signing-key to a key the consumer holds. Prints one line saying which of the VerifyExit cases
- * it is (invalid on stderr, the others on stdout). Reads a non-streaming JSON body or a saved SSE
- * stream.
+ * it is (invalid on stderr, the others on stdout). Reads a non-streaming JSON body, a saved SSE
+ * stream, or an embeddings response (its own record: verifiable-embeddings.ts).
  */
 export function addVerifyCommand(program: Command, context: CliContext): void {
   program
     .command("verify")
-    .description("check the provider signature on a saved response (JSON body or SSE stream)")
+    .description(
+      "check the provider signature on a saved response (a completion's JSON body or SSE stream, or an embeddings list)",
+    )
     .argument("<saved-response>", "a saved response: the JSON body, or the text/event-stream up to [DONE]")
     .option("--request <file>", "the request body exactly as sent; its hash must match request_sha256")
     .option(
@@ -45,7 +52,7 @@ export function addVerifyCommand(program: Command, context: CliContext): void {
         const coordinator = opts.coordinator === undefined ? undefined : baseUrl(opts.coordinator);
         const saved = await readInput(savedPath, "saved response");
         const requestBody = opts.request === undefined ? undefined : await readInput(opts.request, "request");
-        const result = verifyResponse(saved.toString("utf8"), { requestBody, signingKey: opts.signingKey });
+        const result = verifySaved(saved.toString("utf8"), { requestBody, signingKey: opts.signingKey });
         if (!result.ok) throw new CliFailure(`invalid: ${result.reason}`, VerifyExit.invalid);
         const { proof } = result;
         const request = requestBody === undefined ? "request not checked: pass --request" : "request matches";
@@ -78,6 +85,20 @@ export function addVerifyCommand(program: Command, context: CliContext): void {
         );
       },
     );
+}
+
+/** A completion (JSON body or SSE stream) or an embeddings list, each checked against its own record. */
+function verifySaved(
+  text: string,
+  options: VerifyOptions,
+): { ok: true; pinned: boolean; proof: ResponseProof } | { ok: false; reason: string } {
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    // Not JSON: a saved SSE stream, which only completions are.
+  }
+  return isEmbeddingsResponse(json) ? verifyEmbeddingsResponse(json, options) : verifyResponse(text, options);
 }
 
 /** Prints the not-pinned line and exits 2. */
