@@ -16,6 +16,7 @@ const ENGINE_TESTS = [
   "services/provider/src/engine/mlx/**/*.test.ts",
   "services/provider/src/cli/doctor-engine.test.ts",
   "services/provider/src/cli/serve-llama.test.ts",
+  "services/provider/src/link/embeddings-llama.test.ts",
   "tests/e2e/**/*.test.ts",
   "tests/drills/**/*.test.ts",
   // Real coordinator processes under the operator, rolled and killed: timings matter here too.

@@ -9,11 +9,12 @@
 import { join } from "node:path";
 import { createOpenAICompatible } from "@ai-sdk/openai-compatible";
 import { ModelTokenizer } from "@darkbloom/models";
+import { verifyEmbeddingsResponse } from "@darkbloom/protocol/verifiable-embeddings";
 import { verifyResponse } from "@darkbloom/protocol/verifiable-response";
 import { modelPath } from "@darkbloom/provider";
 import { tool as langchainTool } from "@langchain/core/tools";
-import { ChatOpenAI } from "@langchain/openai";
-import { generateObject, streamObject, streamText, tool } from "ai";
+import { ChatOpenAI, OpenAIEmbeddings } from "@langchain/openai";
+import { embedMany, generateObject, streamObject, streamText, tool } from "ai";
 import { getLlama, LlamaLogLevel } from "node-llama-cpp";
 import OpenAI from "openai";
 import { zodFunction, zodResponseFormat } from "openai/helpers/zod";
@@ -74,7 +75,7 @@ const MODELS = ["tiny", "tiny-llama"] as const;
 
 beforeAll(async () => {
   testbed = await startTestbed({
-    providers: [{ models: ["tiny"] }, { models: ["tiny-llama"], args: ["--engine", "native"] }],
+    providers: [{ models: ["tiny", "tiny-embed"] }, { models: ["tiny-llama"], args: ["--engine", "native"] }],
     coordinatorArgs: ["--queue-timeout", "3s"],
   });
   alice = await testbed.createAccount(100_000_000n);
@@ -558,5 +559,84 @@ describe("tools with LangChain", () => {
       expect(merged?.tool_calls?.length).toBeGreaterThan(0);
       for (const c of merged?.tool_calls ?? []) expect(Weather3.parse(c.args)).toEqual(c.args);
     }
+  });
+});
+
+describe("embeddings: tiny-embed (last-token pooling, EOS appended) on the llama engine", () => {
+  const MODEL = "tiny-embed";
+  const TEXTS = ["The cat sat on the mat.", "Un chat était assis.", "🐈 on a mat"];
+  const norm = (v: readonly number[]) => Math.hypot(...v);
+  /** What the inputs count to with the model's tokenizer, as llama.cpp evaluates an embedding input. */
+  const inputTokens = async (texts: readonly string[]) => {
+    const tokenizer = await testbed.tokenizer(MODEL);
+    return texts.reduce((sum, text) => sum + tokenizer.countPrompt({ kind: "embedding", text }), 0);
+  };
+
+  it("openai embeddings.create: floats and the SDK's default base64 are the same unit vectors, counted and signed", async () => {
+    const floats = await client.embeddings.create({ model: MODEL, input: TEXTS, encoding_format: "float" });
+    const base64 = await client.embeddings.create({ model: MODEL, input: TEXTS });
+    expect(floats.data.map((d) => d.index)).toEqual([0, 1, 2]);
+    expect(base64.data.map((d) => d.embedding)).toEqual(floats.data.map((d) => d.embedding));
+    for (const d of floats.data) {
+      expect(d.embedding).toHaveLength(128); // tiny-embed's embedding_length
+      expect(norm(d.embedding)).toBeCloseTo(1, 5);
+    }
+    // Deterministic: the same text embeds the same wherever it sits in the batch.
+    const alone = await client.embeddings.create({
+      model: MODEL,
+      input: TEXTS[1] as string,
+      encoding_format: "float",
+    });
+    expect(alone.data[0]?.embedding).toEqual(floats.data[1]?.embedding);
+    expect(floats.usage).toEqual({
+      prompt_tokens: await inputTokens(TEXTS),
+      total_tokens: await inputTokens(TEXTS),
+    });
+    // The proof verifies from the saved body, in either encoding.
+    for (const encoding_format of ["float", "base64"] as const) {
+      const body = { model: MODEL, input: TEXTS, encoding_format };
+      const raw = await client.embeddings.create(body).asResponse();
+      const verdict = verifyEmbeddingsResponse(await raw.text(), { requestBody: JSON.stringify(body) });
+      expect(verdict).toMatchObject({ ok: true });
+    }
+  });
+
+  it("refuses what the model cannot do, by param, through the SDK", async () => {
+    const refused = async (body: Parameters<typeof client.embeddings.create>[0]) =>
+      client.embeddings.create(body).then(
+        () => undefined,
+        (e: unknown) => e as InstanceType<typeof OpenAI.BadRequestError>,
+      );
+    expect((await refused({ model: MODEL, input: "x", dimensions: 64 }))?.param).toBe("dimensions");
+    expect((await refused({ model: "tiny", input: "x" }))?.param).toBe("model");
+    expect((await refused({ model: MODEL, input: [1, 2, 3] }))?.param).toBe("input");
+  });
+
+  it("AI SDK embedMany and LangChain OpenAIEmbeddings get the same vectors", async () => {
+    const reference = await client.embeddings.create({
+      model: MODEL,
+      input: TEXTS,
+      encoding_format: "float",
+    });
+    const darkbloom = createOpenAICompatible({
+      name: "darkbloom",
+      baseURL: testbed.baseUrl,
+      apiKey: alice.apiKey,
+    });
+    const { embeddings, usage } = await embedMany({
+      model: darkbloom.textEmbeddingModel(MODEL),
+      values: TEXTS,
+      maxRetries: 0,
+    });
+    expect(embeddings).toEqual(reference.data.map((d) => d.embedding));
+    expect(usage.tokens).toBe(await inputTokens(TEXTS));
+    const langchain = new OpenAIEmbeddings({
+      model: MODEL,
+      apiKey: alice.apiKey,
+      configuration: { baseURL: testbed.baseUrl },
+      maxRetries: 0,
+    });
+    expect(await langchain.embedDocuments(TEXTS)).toEqual(reference.data.map((d) => d.embedding));
+    expect(await langchain.embedQuery(TEXTS[0] as string)).toEqual(reference.data[0]?.embedding);
   });
 });

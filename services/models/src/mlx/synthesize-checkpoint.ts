@@ -167,6 +167,11 @@ export function planMlxCheckpoint(
 }
 
 function validate(s: ModelShape, bits: number, groupSize: number): void {
+  if (s.pooling !== undefined) {
+    throw new Error(
+      `shape ${s.name} is an embedding model: MLX checkpoints are written of generative shapes only (the mlx engine computes no embeddings)`,
+    );
+  }
   if (!MLX_BITS.includes(bits as MlxBits))
     throw new Error(`MLX checkpoints: bits must be 4 or 8 (got ${bits})`);
   if (groupSize !== 32 && groupSize !== 64 && groupSize !== 128)

@@ -30,6 +30,7 @@ export {
   buildTokenizer,
   bytesToUnicode,
   CHATML_TEMPLATE,
+  embeddingTokenizer,
   LLAMA3_TEMPLATE,
   type TokenizerFamily,
   type TokenizerSpec,

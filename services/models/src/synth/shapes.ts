@@ -1,3 +1,4 @@
+import type { EmbeddingPooling } from "../embeddings/embedding-model.js";
 import type { TokenizerFamily } from "./tokenizer.js";
 
 /** The hyperparameters of a transformer to synthesize. */
@@ -27,6 +28,11 @@ export interface ModelShape {
   qkNorm: boolean;
   /** Standard deviation of the random weights. */
   initStd: number;
+  /**
+   * An embedding model: how its token states are pooled into one vector, written as
+   * `<arch>.pooling_type` (embeddings/embedding-model.ts reads it back). Absent: a generative model.
+   */
+  pooling?: EmbeddingPooling | undefined;
 }
 
 export const MODEL_SHAPES = {
@@ -50,6 +56,32 @@ export const MODEL_SHAPES = {
     tiedEmbeddings: true,
     qkNorm: true,
     initStd: 0.08,
+  },
+  /**
+   * `tiny` converted as an embedding model, the way llama.cpp converts Qwen3-Embedding: last-token
+   * pooling, and `<|endoftext|>` appended to every input as EOS (the template's `<|im_end|>` becomes
+   * EOT). Its embedding is the final hidden state of that token, 128 wide.
+   */
+  "tiny-embed": {
+    name: "tiny-embed",
+    displayName: "Darkbloom Tiny Qwen3 Embedding (synthetic)",
+    architecture: "qwen3",
+    tokenizer: "qwen",
+    minimalSpecials: true,
+    embeddingLength: 128,
+    blockCount: 2,
+    feedForwardLength: 384,
+    headCount: 4,
+    headCountKv: 2,
+    headDim: 32,
+    vocabSize: 512,
+    contextLength: 2048,
+    rmsEps: 1e-6,
+    ropeFreqBase: 1_000_000,
+    tiedEmbeddings: true,
+    qkNorm: true,
+    initStd: 0.08,
+    pooling: "last",
   },
   /** The same size with the Llama architecture, Llama 3's chat format and an untied output. */
   "tiny-llama": {

@@ -3,6 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { getLlama, type Llama, LlamaChatSession, LlamaCompletion, LlamaLogLevel } from "node-llama-cpp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { embeddingModelOf } from "../embeddings/embedding-model.js";
 import {
   GgmlType,
   GgufFormatError,
@@ -11,6 +12,7 @@ import {
   readGgufMetadata,
   writeGgufFile,
 } from "../gguf/index.js";
+import { planMlxCheckpoint } from "../mlx/synthesize-checkpoint.js";
 import { sha256File } from "../sha256-file.js";
 import { float16Bits, float16Value, Xoshiro128 } from "./random.js";
 import { MODEL_SHAPES } from "./shapes.js";
@@ -184,6 +186,32 @@ describe("synthesizeModel", () => {
     expect(meta.tensors.find((t) => t.name === "blk.0.attn_norm.weight")?.type).toBe(GgmlType.F32);
   });
 
+  it("writes tiny-embed as llama.cpp converts Qwen3-Embedding: last-token pooling, EOS appended", async () => {
+    const path = join(dir, "embed-meta.gguf");
+    await synthesizeModel({ shape: "tiny-embed", seed: 5, outPath: path });
+    const meta = await readGgufMetadata(path);
+    const tokens = ggufValue(meta, "tokenizer.ggml.tokens") as string[];
+    expect(meta.architecture).toBe("qwen3");
+    expect(meta.kv.find((e) => e.key === "qwen3.pooling_type")).toEqual({
+      key: "qwen3.pooling_type",
+      type: "u32",
+      value: 3,
+    });
+    expect(ggufValue(meta, "tokenizer.ggml.add_eos_token")).toBe(true);
+    expect(ggufValue(meta, "tokenizer.ggml.add_bos_token")).toBe(false);
+    expect(tokens[Number(ggufValue(meta, "tokenizer.ggml.eos_token_id"))]).toBe("<|endoftext|>");
+    expect(tokens[Number(ggufValue(meta, "tokenizer.ggml.eot_token_id"))]).toBe("<|im_end|>");
+    expect(tokens[Number(ggufValue(meta, "tokenizer.ggml.bos_token_id"))]).toBe("<|endoftext|>");
+    // The same weights and widths as tiny: only the metadata differs.
+    expect(planModel("tiny-embed").parameterCount).toBe(planModel("tiny").parameterCount);
+    // No MLX checkpoint of it: the mlx engine computes no embeddings.
+    expect(() => planMlxCheckpoint("tiny-embed", 4)).toThrow(/tiny-embed is an embedding model/);
+    // The generative shapes declare no pooling.
+    const tiny = await readGgufMetadata(join(dir, "meta.gguf"));
+    expect(tiny.kv.some((e) => e.key.endsWith(".pooling_type"))).toBe(false);
+    expect(ggufValue(tiny, "tokenizer.ggml.add_eos_token")).toBeUndefined();
+  });
+
   it("plans the real shapes of Qwen3-0.6B and Llama-3.2-1B (metadata only)", () => {
     const qwen = planModel("qwen3-0.6b");
     expect(qwen.parameterCount).toBe(596_049_920);
@@ -233,6 +261,31 @@ describe("node-llama-cpp loads synthesized models", () => {
       expect(typeof reply).toBe("string");
       expect(session.chatWrapper.wrapperName).toMatch(/ChatML|Qwen|Jinja/);
       await chatContext.dispose();
+    } finally {
+      await model.dispose();
+    }
+  });
+
+  it("loads tiny-embed as an embedding model and embeds with its EOS appended", async () => {
+    const path = join(dir, "tiny-embed.gguf");
+    await synthesizeModel({ shape: "tiny-embed", seed: 1, outPath: path });
+    const model = await llama.loadModel({ modelPath: path, gpuLayers: 0 });
+    try {
+      expect(embeddingModelOf(model.fileInfo)).toEqual({ pooling: "last", dimensions: 128 });
+      expect(model.tokens.shouldAppendEosToken).toBe(true);
+      expect(model.tokens.shouldPrependBosToken).toBe(false);
+      expect(model.detokenize([model.tokens.eos!], true)).toBe("<|endoftext|>");
+      const context = await model.createEmbeddingContext({ contextSize: 256, batchSize: 256, threads: 1 });
+      const tokens = model.tokenize("The quick brown fox");
+      expect(context.calculateInputLength(tokens)).toBe(tokens.length + 1);
+      const a = await context.getEmbeddingFor(tokens);
+      const b = await context.getEmbeddingFor("The quick brown fox");
+      const other = await context.getEmbeddingFor("Hello, world!");
+      expect(a.vector).toHaveLength(128);
+      expect(a.vector.every((v) => Number.isFinite(v))).toBe(true);
+      expect(b.vector).toEqual(a.vector);
+      expect(other.vector).not.toEqual(a.vector);
+      await context.dispose();
     } finally {
       await model.dispose();
     }

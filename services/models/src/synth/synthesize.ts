@@ -3,6 +3,7 @@
  * chat template. Same shape, seed and quantization → byte-identical file. Tensors are generated and
  * written chunk by chunk, so memory stays flat whatever the model size.
  */
+import { POOLING_TYPE } from "../embeddings/embedding-model.js";
 import {
   encodeGgufHeader,
   GgmlType,
@@ -16,7 +17,7 @@ import {
 import { architectureKv, tokenizerKv } from "./metadata.js";
 import { float16Bits, INT8_STD, int8WeightValues, tensorStream } from "./random.js";
 import { isModelShapeName, MODEL_SHAPES, type ModelShape, type ModelShapeName } from "./shapes.js";
-import { buildTokenizer, type TokenizerSpec } from "./tokenizer.js";
+import { buildTokenizer, embeddingTokenizer, type TokenizerSpec } from "./tokenizer.js";
 
 export type SynthQuantization = "F32" | "F16" | "Q8_0" | "Q4_0";
 export const SYNTH_QUANTIZATIONS: readonly SynthQuantization[] = ["F32", "F16", "Q8_0", "Q4_0"];
@@ -120,6 +121,10 @@ function metadata(
     { key: "general.quantization_version", type: "u32", value: 2 },
     { key: "general.alignment", type: "u32", value: 32 },
     ...architectureKv(s),
+    // What llama.cpp's convert script writes for a sentence-transformers model's Pooling module.
+    ...(s.pooling === undefined
+      ? []
+      : [{ key: `${s.architecture}.pooling_type`, type: "u32", value: POOLING_TYPE[s.pooling] } as const]),
     ...tokenizerKv(tok),
   ];
 }
@@ -222,7 +227,8 @@ export function planModel(
   if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff)
     throw new Error("seed must be an integer in [0, 2^32)");
   validateShape(s, quantization);
-  const tok = buildTokenizer(s.tokenizer, s.vocabSize, s.minimalSpecials);
+  const vocabulary = buildTokenizer(s.tokenizer, s.vocabSize, s.minimalSpecials);
+  const tok = s.pooling === undefined ? vocabulary : embeddingTokenizer(vocabulary);
   const wt = WEIGHT_TYPE[quantization];
   const d = s.embeddingLength;
   const qDim = s.headCount * s.headDim;

@@ -168,6 +168,8 @@ export interface TokenizerSpec {
   eotId?: number;
   padId: number;
   addBos: boolean;
+  /** Whether llama.cpp appends EOS to a tokenized input (an embedding model's vocabulary). */
+  addEos?: boolean;
   chatTemplate: string;
 }
 
@@ -299,4 +301,18 @@ export function buildTokenizer(family: TokenizerFamily, vocabSize: number, minim
     addBos: true,
     chatTemplate: LLAMA3_TEMPLATE,
   };
+}
+
+/**
+ * A Qwen tokenizer as llama.cpp converts Qwen3-Embedding's: its tokenizer.json post-processor
+ * (TemplateProcessing `$A <|endoftext|>`) appends `<|endoftext|>` to every input, so gguf-py makes
+ * that token EOS with add_eos_token true and moves tokenizer_config's EOS (`<|im_end|>`) to EOT
+ * (llama.cpp PR #14314). BOS and padding stay `<|endoftext|>`, add_bos false.
+ */
+export function embeddingTokenizer(tok: TokenizerSpec): TokenizerSpec {
+  if (tok.family !== "qwen") {
+    throw new Error(`embedding vocabularies are written for the qwen family only (got ${tok.family})`);
+  }
+  const endOfText = tok.tokens.indexOf("<|endoftext|>");
+  return { ...tok, eosId: endOfText, eotId: tok.eosId, addEos: true };
 }

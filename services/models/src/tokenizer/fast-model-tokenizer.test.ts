@@ -247,6 +247,10 @@ describe.each(VOCABULARIES)(
           const input = randomInput(rng);
           const [want, got] = [reference.countPrompt(input), fast.countPrompt(input)];
           if (want !== got) differences.push(`countPrompt(${JSON.stringify(input)}): ${want} | ${got}`);
+          // An embedding input: the text with the vocabulary's bounds (tiny-embed appends its EOS).
+          const embedding = { kind: "embedding", text } as const;
+          const [embedWant, embedGot] = [reference.countPrompt(embedding), fast.countPrompt(embedding)];
+          if (embedWant !== embedGot) differences.push(`countPrompt(${JSON.stringify(embedding)})`);
         }
         expect(differences).toEqual([]);
         // Long text is counted word by word from the cache, with the same result.

@@ -55,6 +55,25 @@ describe("outbound chunk coalescing", () => {
     expect(decodeChunkPayload(opened)).toMatchObject({ text: "hello", tokenCount: 2, choiceIndex: 2 });
   });
 
+  it("seals an embedding draft's vector and count when the transport takes it, never appending to it", async () => {
+    const provider = BoxKeyPair.generate();
+    const coordinator = BoxKeyPair.generate();
+    const outbound = new Outbound();
+    const iterator = outbound.messages()[Symbol.asyncIterator]();
+    const values = new Uint8Array([0, 0, 128, 63, 0, 0, 0, 191]);
+    const key = provider.keyFor(coordinator.publicKey);
+    const draft = new ChunkDraft("r", 1n, 0, "", 5, key, { index: 2, values });
+    outbound.sendChunk(draft);
+    expect(draft.append("x", 1)).toBe(false);
+    const chunk = (await iterator.next()).value?.message;
+    if (chunk?.case !== "inferenceChunk" || chunk.value.payload.case !== "sealed")
+      throw new Error("not sealed");
+    expect(chunk.value.sequence).toBe(1n);
+    const opened = decodeChunkPayload(coordinator.keyFor(provider.publicKey).open(chunk.value.payload.value));
+    expect(opened).toMatchObject({ text: "", tokenCount: 5, embedding: { index: 2 } });
+    expect(Buffer.from(opened.embedding?.values ?? [])).toEqual(Buffer.from(values));
+  });
+
   it("runs afterFlush once everything queued before it is taken, and at once when closed", async () => {
     const outbound = new Outbound();
     const iterator = outbound.messages()[Symbol.asyncIterator]();

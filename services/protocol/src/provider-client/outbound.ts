@@ -1,13 +1,15 @@
 import { Channel } from "../channel.js";
 import type { ConnectRequest } from "../gen/darkbloom/provider/v1/provider_pb.js";
 import type { BoxKey } from "../sealed-box.js";
-import { chunkMessage, sealedChunkMessage } from "./messages.js";
+import { chunkMessage, embeddingChunkMessage, sealedChunkMessage } from "./messages.js";
 
 /**
  * A chunk queued for the wire but not yet taken by the transport. While it waits, later tokens of the
  * same choice are appended to it instead of queueing another chunk: when the engine produces tokens
  * faster than the stream writes, they travel together. The message is built when the transport takes
- * it: with a `key` (the request's box key) the serialized ChunkPayload is sealed with it then.
+ * it: with a `key` (the request's box key) the serialized ChunkPayload is sealed with it then. An
+ * embeddings request's chunk carries one input's vector (`embedding`) and its token count, no text,
+ * and is never appended to.
  */
 export class ChunkDraft {
   taken = false;
@@ -19,17 +21,22 @@ export class ChunkDraft {
     public text: string,
     public tokenCount: number,
     readonly key?: BoxKey,
+    readonly embedding?: { index: number; values: Uint8Array },
   ) {}
 
-  /** Adds text to the chunk; false once the transport has taken it. */
+  /** Adds text to the chunk; false once the transport has taken it (or for an embedding). */
   append(text: string, tokens: number): boolean {
-    if (this.taken) return false;
+    if (this.taken || this.embedding) return false;
     this.text += text;
     this.tokenCount += tokens;
     return true;
   }
 
   toMessage(): ConnectRequest {
+    if (this.embedding) {
+      const { index, values } = this.embedding;
+      return embeddingChunkMessage(this.requestId, this.sequence, this.key, index, values, this.tokenCount);
+    }
     return this.key
       ? sealedChunkMessage(
           this.requestId,

@@ -1,6 +1,7 @@
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { synthesizeModel } from "@darkbloom/models";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { resolveConfig } from "../config/config.js";
@@ -41,7 +42,12 @@ async function choose(
   engine: string | undefined,
   nativeAvailable: boolean,
   accelerator: "cpu" | "cuda" | "metal",
-  more: { mlx?: string | undefined; formats?: ModelFormat[]; env?: Record<string, string> } = {},
+  more: {
+    mlx?: string | undefined;
+    formats?: ModelFormat[];
+    env?: Record<string, string>;
+    embeddings?: boolean;
+  } = {},
 ) {
   const defaults = { home, totalMemoryBytes: 8 * 2 ** 30, cpuCount: 2 };
   const flags = engine === undefined ? {} : { engine };
@@ -53,6 +59,7 @@ async function choose(
     // "mlx" in `more` but undefined: the MLX addon loads; absent: it is not built.
     mlxUnavailable: async () => ("mlx" in more ? more.mlx : NOT_BUILT),
     ...(more.formats ? { modelFormats: async () => new Set(more.formats) } : {}),
+    ...(more.embeddings !== undefined ? { embeddingModels: async () => more.embeddings ?? false } : {}),
   });
   await chosen.close();
   return { chosen, warnings };
@@ -174,5 +181,65 @@ describe("the engine setting: MLX checkpoints", () => {
       "model tiny is a GGUF file: the mlx engine serves MLX checkpoints (--engine llama, native or auto serves GGUF files)",
     );
     expect(chosen.unsupported?.(checkpoint)).toBeUndefined();
+  });
+});
+
+describe("the engine setting: embedding models", () => {
+  const embedding: ModelFile = { ...gguf, id: "tiny-embed", embedding: { pooling: "last", dimensions: 128 } };
+
+  it("auto on the native core: embedding GGUFs go to a llama engine beside it, the others stay", async () => {
+    const { chosen, warnings } = await choose("auto", true, "cpu", { embeddings: true });
+    expect(warnings).toEqual([]);
+    expect(chosen).toBeInstanceOf(FormatRouterEngine);
+    expect(chosen.backend).toBe("native-llama+llama");
+    expect(chosen.embeds(embedding)).toBe(true);
+    expect(chosen.embeds(gguf)).toBe(false);
+    expect(chosen.embed).toBeDefined();
+    // With checkpoints too: one engine per route.
+    const all = await choose("auto", true, "cpu", {
+      mlx: undefined,
+      formats: ["gguf", "mlx"],
+      embeddings: true,
+    });
+    expect(all.chosen.backend).toBe("native-llama+mlx+llama");
+    expect(all.chosen.embeds(embedding)).toBe(true);
+    expect(all.chosen.embeds(checkpoint)).toBe(false);
+  });
+
+  it("no second engine where none is needed: no embedding model, or the llama engine serves GGUF files", async () => {
+    expect((await choose("auto", true, "cpu", { embeddings: false })).chosen).toBeInstanceOf(NativeEngine);
+    const gpu = await choose("auto", true, "cuda", { embeddings: true });
+    expect(gpu.chosen).toBeInstanceOf(LlamaEngine);
+    expect(gpu.chosen.embeds(embedding)).toBe(true);
+    // The operator's explicit choice stands: the native core serves them, without embeddings.
+    const native = await choose("native", true, "cpu", { embeddings: true });
+    expect(native.chosen).toBeInstanceOf(NativeEngine);
+    expect(native.chosen.embeds(embedding)).toBe(false);
+    expect(native.chosen.embed).toBeUndefined();
+  });
+
+  it("auto reads the headers of the models to serve to know", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "darkbloom-embed-choice-"));
+    try {
+      const defaults = { home: dir, totalMemoryBytes: 8 * 2 ** 30, cpuCount: 2 };
+      const { config } = resolveConfig({ flags: { engine: "auto" }, env: {}, cwd: dir, defaults });
+      await mkdir(config.modelsDir, { recursive: true });
+      await synthesizeModel({ shape: "tiny-embed", seed: 1, outPath: join(config.modelsDir, "e.gguf") });
+      const deps = { nativeAvailable: async () => true, accelerator: () => "cpu" as const };
+      const chosen = await createDefaultEngine(config, pino({ level: "silent" }), deps);
+      await chosen.close();
+      expect(chosen.backend).toBe("native-llama+llama");
+      const generative = resolveConfig({
+        flags: { engine: "auto", models: ["other"] },
+        env: {},
+        cwd: dir,
+        defaults,
+      }).config;
+      const alone = await createDefaultEngine(generative, pino({ level: "silent" }), deps);
+      await alone.close();
+      expect(alone).toBeInstanceOf(NativeEngine);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });

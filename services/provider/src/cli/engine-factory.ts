@@ -2,8 +2,9 @@ import { totalmem } from "node:os";
 import { join } from "node:path";
 import type { Logger } from "pino";
 import type { ProviderConfig } from "../config/config.js";
-import { modelFormats } from "../config/model-inventory.js";
+import { modelFormats, servesEmbeddingModels } from "../config/model-inventory.js";
 import type { AcceleratorName, Engine, ModelFormat } from "../engine/engine.js";
+import type { EngineRoutes } from "../engine/format-router.js";
 import { LlamaEngine, type LlamaEngineOptions } from "../engine/llama/llama-engine.js";
 import { machineAccelerator } from "../machine/hardware.js";
 import { UsageError } from "./io.js";
@@ -21,6 +22,8 @@ export interface EngineChoiceDeps {
   accelerator?: () => AcceleratorName;
   /** The formats of the models to serve (default: read from the models directory's names). */
   modelFormats?: () => Promise<Set<ModelFormat>>;
+  /** Whether a GGUF to serve is an embedding model (default: read from their headers). */
+  embeddingModels?: () => Promise<boolean>;
 }
 
 /** The one line `--engine mlx` (or auto with only checkpoints to serve) stops with where MLX is missing. */
@@ -33,7 +36,10 @@ export const mlxNotBuilt = (reason: string) => `the mlx engine is not built on t
  * - "mlx": MLX checkpoints through @darkbloom/native/mlx (Metal on Apple silicon);
  * - "auto": by the formats of the models to serve. MLX checkpoints are served by mlx (no other engine
  *   loads them); GGUF files by native on a machine without a GPU when its addon loads, else by llama.
- *   Both kinds together: one engine of each behind a FormatRouterEngine. An addon that does not load
+ *   Both kinds together: one engine of each behind a FormatRouterEngine. The native core computes no
+ *   embeddings: where it serves the GGUF files and one of them is an embedding model, embedding
+ *   models go to a llama engine beside it (FormatRouterEngine's embeddings route), the others stay
+ *   on the native core. An addon that does not load
  *   falls back with one warning line: the GGUF engine for GGUF files; checkpoints then cannot be
  *   served, and the daemon refuses each with one line (a usage error when nothing else is left).
  * "native" and "mlx" without their addon are usage errors (exit 64). A model of the format the chosen
@@ -74,7 +80,7 @@ export async function createDefaultEngine(
   if (config.engine !== "auto") return ggufEngine(config, options, logger, deps);
 
   const formats = await (deps.modelFormats ?? (() => modelFormats(config.modelsDir, config.models)))();
-  if (!formats.has("mlx")) return ggufEngine(config, options, logger, deps);
+  if (!formats.has("mlx")) return routed(await ggufEngines(config, options, logger, deps));
   const reason = await mlxUnavailable();
   if (!formats.has("gguf")) {
     // Nothing to fall back to: every model to serve is a checkpoint.
@@ -84,13 +90,34 @@ export async function createDefaultEngine(
   }
   if (reason !== undefined) {
     logger.warn(`${mlxNotBuilt(reason)}: the MLX checkpoints cannot be served, the GGUF models are`);
-    return ggufEngine(config, options, logger, deps);
+    return routed(await ggufEngines(config, options, logger, deps));
   }
+  return routed({ ...(await ggufEngines(config, options, logger, deps)), mlx: await mlxEngine() });
+}
+
+/** One engine, or several behind a FormatRouterEngine when more than the GGUF route is taken. */
+async function routed(routes: EngineRoutes): Promise<Engine> {
+  if (!routes.mlx && !routes.embeddings) return routes.gguf;
   const { FormatRouterEngine } = await import("../engine/format-router.js");
-  return new FormatRouterEngine({
-    gguf: await ggufEngine(config, options, logger, deps),
-    mlx: await mlxEngine(),
-  });
+  return new FormatRouterEngine(routes);
+}
+
+/**
+ * auto's engines for GGUF files: ggufEngine's, and where it computes no embeddings (the native core)
+ * while an embedding model is to be served, a llama engine for the embedding models.
+ */
+async function ggufEngines(
+  config: ProviderConfig,
+  options: Omit<LlamaEngineOptions, "onLog">,
+  logger: Logger,
+  deps: EngineChoiceDeps,
+): Promise<Pick<EngineRoutes, "gguf" | "embeddings">> {
+  const gguf = await ggufEngine(config, options, logger, deps);
+  if (gguf.embed !== undefined) return { gguf };
+  const embeddingModels =
+    deps.embeddingModels ?? (() => servesEmbeddingModels(config.modelsDir, config.models));
+  if (!(await embeddingModels())) return { gguf };
+  return { gguf, embeddings: llamaEngine(options, logger) };
 }
 
 /** The engine for GGUF files: "llama", "native", or for "auto" native on a CPU machine where it is built. */
@@ -117,6 +144,10 @@ async function ggufEngine(
       "the native llama addon is not built (npm run build:native): using the llama engine (node-llama-cpp)",
     );
   }
+  return llamaEngine(options, logger);
+}
+
+function llamaEngine(options: Omit<LlamaEngineOptions, "onLog">, logger: Logger): LlamaEngine {
   const log = logger.child({ engine: "llama" });
   return new LlamaEngine({ ...options, onLog: (level, message) => log[level](message) });
 }

@@ -2,6 +2,7 @@ import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { scanModels } from "../config/model-inventory.js";
 import { runCli } from "./program.js";
 import { testIo } from "./test-io.js";
 
@@ -64,8 +65,24 @@ describe("models synth --format mlx", () => {
       "--quant is for GGUF models; an MLX checkpoint takes --bits 4 or 8",
     ],
     [["tiny", "--bits", "4"], "--bits is for --format mlx; a GGUF model takes --quant"],
+    [
+      ["tiny-embed", "--format", "mlx"],
+      "tiny-embed is an embedding model: --format mlx writes generative models only (the mlx engine computes no embeddings)",
+    ],
   ])("%j exits 64 with one line", async (argv, message) => {
     const r = await run(argv);
     expect(r).toEqual({ code: 64, stdout: "", stderr: `darkbloom: ${message}\n` });
+  });
+});
+
+describe("models synth tiny-embed", () => {
+  it("writes the embedding model as a GGUF the inventory knows as one", async () => {
+    const r = await run(["tiny-embed"]);
+    expect(r).toMatchObject({ code: 0, stderr: "" });
+    expect(r.stdout).toMatch(/^wrote tiny-embed \(qwen3, Q8_0, /);
+    const { models } = await scanModels(join(dataDir, "models"));
+    expect(models.map((m) => [m.id, m.embedding])).toEqual([
+      ["tiny-embed", { pooling: "last", dimensions: 128 }],
+    ]);
   });
 });

@@ -5,6 +5,7 @@ import {
   MLX_BITS,
   type MlxBits,
   MODEL_SHAPES,
+  type ModelShape,
   type ModelShapeName,
   SYNTH_QUANTIZATIONS,
   type SynthQuantization,
@@ -57,6 +58,10 @@ export function addModelsSynthCommand(models: Command, context: CliContext): voi
       if (format !== "gguf" && format !== "mlx")
         throw new UsageError(`--format must be gguf or mlx (got ${String(opts.format)})`);
       if (format === "mlx") {
+        if ((MODEL_SHAPES[shape] as ModelShape).pooling !== undefined)
+          throw new UsageError(
+            `${shape} is an embedding model: --format mlx writes generative models only (the mlx engine computes no embeddings)`,
+          );
         if (opts.quant !== undefined)
           throw new UsageError("--quant is for GGUF models; an MLX checkpoint takes --bits 4 or 8");
         const bitsText = typeof opts.bits === "string" ? opts.bits : "4";

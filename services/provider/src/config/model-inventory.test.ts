@@ -7,7 +7,13 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CHECKPOINT_MANIFEST, DOWNLOAD_MARKER } from "../download/repository.js";
 import { checkpointSha256 } from "./checkpoint-inventory.js";
 import { ConfigError } from "./config.js";
-import { modelFormats, removeModel, scanModels, selectModels } from "./model-inventory.js";
+import {
+  modelFormats,
+  removeModel,
+  scanModels,
+  selectModels,
+  servesEmbeddingModels,
+} from "./model-inventory.js";
 
 let dir: string;
 let sha: string;
@@ -59,6 +65,26 @@ describe("model inventory", () => {
       /^no models in .*empty; run `darkbloom models synth tiny`/,
     );
     expect(await removeModel(dir, "missing")).toBe(false);
+  });
+});
+
+describe("model inventory: embedding models", () => {
+  it("reads the pooling an embedding GGUF declares; says whether the models to serve hold one", async () => {
+    const models = join(dir, "with-embed");
+    await mkdir(models);
+    await cp(join(dir, "tiny.gguf"), join(models, "tiny.gguf"));
+    expect(await servesEmbeddingModels(models, [])).toBe(false);
+    await synthesizeModel({ shape: "tiny-embed", seed: 5, outPath: join(models, "embed.gguf") });
+    const { models: found } = await scanModels(models);
+    expect(found.map((m) => [m.id, m.embedding])).toEqual([
+      ["embed", { pooling: "last", dimensions: 128 }],
+      ["tiny", undefined],
+    ]);
+    expect("embedding" in (found[1] ?? {})).toBe(false);
+    expect(await servesEmbeddingModels(models, [])).toBe(true);
+    expect(await servesEmbeddingModels(models, ["embed"])).toBe(true);
+    expect(await servesEmbeddingModels(models, ["tiny"])).toBe(false);
+    expect(await servesEmbeddingModels(join(dir, "nowhere"), [])).toBe(false);
   });
 });
 

@@ -5,7 +5,9 @@
 import type { Dirent } from "node:fs";
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { basename, join } from "node:path";
-import { readGgufMetadata, sha256File } from "@darkbloom/models";
+import { type GgufMetadata, readGgufMetadata, sha256File } from "@darkbloom/models";
+import { type EmbeddingModel, embeddingModelOf } from "@darkbloom/models/embeddings";
+import type { GgufFileInfo } from "node-llama-cpp";
 import type { ModelFile, ModelFormat } from "../engine/engine.js";
 import {
   type HashCache,
@@ -47,8 +49,26 @@ export function modelPath(modelsDir: string, id: string): string {
 }
 
 /**
- * Describes one GGUF file: id from the file name, architecture, context length and quantization from
- * its metadata (a malformed or truncated file is rejected), size and SHA-256 (cached by size and mtime).
+ * The embedding model a GGUF header declares (embeddingModelOf over `<arch>.pooling_type` and
+ * `<arch>.embedding_length`), or undefined for a generative model.
+ */
+export function ggufEmbeddingModel(header: GgufMetadata): EmbeddingModel | undefined {
+  const scalar = (key: string): number | undefined => {
+    const e = header.kv.find((x) => x.key === key);
+    return e === undefined || e.type === "array" || typeof e.value === "string" ? undefined : Number(e.value);
+  };
+  const arch = header.architecture;
+  const architectureMetadata = {
+    pooling_type: scalar(`${arch}.pooling_type`),
+    embedding_length: scalar(`${arch}.embedding_length`),
+  } as unknown as GgufFileInfo["architectureMetadata"];
+  return embeddingModelOf({ architectureMetadata });
+}
+
+/**
+ * Describes one GGUF file: id from the file name, architecture, context length, quantization and
+ * whether it is an embedding model from its metadata (a malformed or truncated file is rejected),
+ * size and SHA-256 (cached by size and mtime).
  */
 export async function readModelFile(path: string, cache?: HashCache): Promise<ModelFile> {
   const info = await stat(path);
@@ -64,6 +84,7 @@ export async function readModelFile(path: string, cache?: HashCache): Promise<Mo
     cache?.entries.set(name, { size: info.size, mtimeMs: info.mtimeMs, sha256 });
   }
   cache?.used.add(name);
+  const embedding = ggufEmbeddingModel(header);
   return {
     id: modelIdOf(path),
     path,
@@ -73,6 +94,7 @@ export async function readModelFile(path: string, cache?: HashCache): Promise<Mo
     sha256,
     architecture: header.architecture,
     contextLength: header.contextLength,
+    ...(embedding ? { embedding } : {}),
   };
 }
 
@@ -147,6 +169,22 @@ export async function modelFormats(modelsDir: string, ids: readonly string[]): P
   return new Set(
     entries.filter((e) => wanted.size === 0 || wanted.has(modelIdOf(e.name))).map((e) => e.format),
   );
+}
+
+/**
+ * Whether a GGUF file among the models `ids` names (every model when empty) is an embedding model,
+ * from their headers (nothing is hashed; an unreadable file counts as none): what `engine: auto`
+ * adds an engine that embeds for.
+ */
+export async function servesEmbeddingModels(modelsDir: string, ids: readonly string[]): Promise<boolean> {
+  const entries = (await modelEntries(modelsDir).catch(() => undefined)) ?? [];
+  const wanted = new Set(ids);
+  for (const e of entries) {
+    if (e.format !== "gguf" || (wanted.size > 0 && !wanted.has(modelIdOf(e.name)))) continue;
+    const header = await readGgufMetadata(join(modelsDir, e.name)).catch(() => undefined);
+    if (header && ggufEmbeddingModel(header)) return true;
+  }
+  return false;
 }
 
 /**

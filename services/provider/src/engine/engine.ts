@@ -1,14 +1,16 @@
 /**
  * The contract between the provider daemon and an inference engine. The daemon's link layer turns
  * each InferenceRequest into one GenerationRequest per choice (n > 1 submits n of them) and streams
- * the tokens back; engines own batching, sampling, the context gate and KV-cache settings.
+ * the tokens back, or for an embeddings request into one EmbeddingRequest whose vectors it sends one
+ * chunk per input; engines own batching, sampling, the context gate and KV-cache settings.
  */
 
-import type { GenerationInput } from "@darkbloom/models";
+import type { EmbeddingInput, GenerationInput } from "@darkbloom/models";
+import type { EmbeddingModel } from "@darkbloom/models/embeddings";
 import type { SplitCall, ToolUse } from "@darkbloom/models/tools";
 
 /** What to generate from (read from the request body by the one reader the coordinator also uses). */
-export type { ChatMessage, GenerationInput } from "@darkbloom/models";
+export type { ChatMessage, EmbeddingInput, GenerationInput } from "@darkbloom/models";
 
 export interface SamplingOptions {
   /** 0 is greedy (deterministic). */
@@ -92,6 +94,60 @@ export interface Generation {
 }
 
 /**
+ * An embeddings request (POST /v1/embeddings): each input is evaluated on its own and its token states
+ * pooled into one vector, as the model declares (embedding models only).
+ */
+export interface EmbeddingRequest {
+  /** Unique per submission (the daemon uses the request id). */
+  id: string;
+  model: string;
+  /** In request order; the result keeps it. */
+  inputs: EmbeddingInput[];
+  /**
+   * The vector length asked for. Only the model's own is served: a model trained for Matryoshka
+   * shortening says so nowhere in its GGUF, and truncating the vectors of one that was not makes
+   * worse embeddings, so any other length is refused (invalid_request naming `dimensions`).
+   */
+  dimensions?: number | undefined;
+}
+
+export interface EmbeddingResult {
+  /**
+   * One vector per input, in input order, each the model's embedding length and L2-normalized (unit
+   * length, as OpenAI's and llama-server's are: cosine similarity is then a dot product).
+   */
+  embeddings: Float32Array[];
+  /**
+   * Per input, the tokens evaluated: its text's tokens with the vocabulary's start and end tokens
+   * (renderPromptTokens of the input), exactly what the coordinator counts each input to and bills.
+   */
+  promptTokens: number[];
+}
+
+/**
+ * One input's embedding as soon as it is computed, in input order, never after `done` settles: the
+ * daemon sends it at once, so a request of many inputs keeps its stream alive (the coordinator's
+ * silence limit runs between chunks) and holds no vectors it has already sent.
+ */
+export interface EmbeddingEvent {
+  index: number;
+  vector: Float32Array;
+  /** The input's tokens (as EmbeddingResult.promptTokens). */
+  tokens: number;
+}
+
+/** A running embeddings request. */
+export interface EmbeddingJob {
+  /**
+   * Resolves with every input's embedding; rejects with EngineError: after cancel() (or when the
+   * engine stopped it: closing) with code "cancelled".
+   */
+  readonly done: Promise<EmbeddingResult>;
+  /** Stops before the next input is evaluated (the one being evaluated finishes). Idempotent. */
+  cancel(): void;
+}
+
+/**
  * How a model is stored: a GGUF file (the llama and native-llama engines), or an MLX checkpoint
  * directory as mlx-community publishes one (config.json, tokenizer files, *.safetensors; the mlx engine).
  */
@@ -118,6 +174,12 @@ export interface ModelFile {
   architecture: string;
   /** The model's trained context length. */
   contextLength: number;
+  /**
+   * The embedding model its GGUF declares (a pooling type; embeddingModelOf), read with the rest of
+   * the header by the inventory: what `embeds` and the auto engine's routing go by before the model
+   * is loaded. Absent for a generative model (and a checkpoint).
+   */
+  embedding?: EmbeddingModel | undefined;
 }
 
 export interface EngineStats {
@@ -175,7 +237,9 @@ export type EngineErrorCode =
   | "model_load_failed"
   | "invalid_request"
   | "engine_busy"
-  | "engine_failed";
+  | "engine_failed"
+  /** An embedding job stopped by cancel() or by the engine closing (a generation says so in its result). */
+  | "cancelled";
 
 /** A typed engine failure; `httpStatus` is what a consumer would see. */
 export class EngineError extends Error {
@@ -238,6 +302,20 @@ export interface Engine {
    * "grammar" feature, so that the coordinator routes structured outputs only where they hold).
    */
   constrains(model: ModelFile): boolean;
+  /**
+   * Whether this engine computes `model`'s embeddings (registered as the model's "embeddings"
+   * feature: /v1/embeddings is routed only where it holds). True only for an embedding model, one
+   * whose GGUF declares a pooling type: a generative model's token states are not embeddings anyone
+   * trained.
+   */
+  embeds(model: ModelFile): boolean;
+  /**
+   * Embeds each input of a request (absent: the engine computes no embeddings). Bad input fails
+   * `done` with EngineError: a model that is not an embedding model or `dimensions` other than the
+   * model's own (invalid_request), an input longer than the context (context_length_exceeded),
+   * before anything is evaluated.
+   */
+  embed?(request: EmbeddingRequest, onEmbedding?: (event: EmbeddingEvent) => void): EmbeddingJob;
   /** Cancels everything and releases native resources. */
   close(): Promise<void>;
   /** Sets (or clears) the one observer of this engine's work; engines without it report nothing. */

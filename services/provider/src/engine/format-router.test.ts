@@ -81,3 +81,49 @@ describe("the format router", () => {
     expect(await router().engine.device()).toEqual({ accelerator: "cpu", gpus: [] });
   });
 });
+
+describe("the embeddings route", () => {
+  const embedding: ModelFile = {
+    ...model("embed", "gguf"),
+    embedding: { pooling: "last", dimensions: 8 },
+  };
+  const inputs = [{ kind: "embedding" as const, text: "hello there" }];
+
+  it("serves embedding GGUFs with the engine that embeds, the others with the GGUF engine", async () => {
+    const gguf = new ScriptedEngine({ backend: "native-llama" });
+    const llama = new ScriptedEngine({ backend: "llama", embeddingModels: ["embed"] });
+    const engine = new FormatRouterEngine({ gguf, embeddings: llama });
+    expect(engine.backend).toBe("native-llama+llama");
+    await engine.load(model("tiny", "gguf"));
+    await engine.load(embedding);
+    expect(gguf.loads).toEqual(["tiny"]);
+    expect(llama.loads).toEqual(["embed"]);
+    expect(engine.embeds(embedding)).toBe(true);
+    expect(engine.embeds(model("tiny", "gguf"))).toBe(false);
+    const result = await engine.embed({ id: "e1", model: "embed", inputs }).done;
+    expect(result.embeddings).toHaveLength(1);
+    expect(llama.embedded.map((r) => r.id)).toEqual(["e1"]);
+    // A generative model's engine refuses, as the engine of a model that is not an embedding model.
+    const refused = await engine.embed({ id: "e2", model: "tiny", inputs }).done.catch((e: unknown) => e);
+    expect(refused).toMatchObject({ code: "invalid_request" });
+    // One never loaded: the engine that embeds fails it model_not_found.
+    const unknown = await engine.embed({ id: "e3", model: "nope", inputs }).done.catch((e: unknown) => e);
+    expect(unknown).toMatchObject({ code: "model_not_found" });
+    await engine.generate(request("tiny"), () => {}).done;
+    expect(gguf.submitted.map((r) => r.model)).toEqual(["tiny"]);
+    expect(engine.stats()).toMatchObject({ requestsCompleted: 2, loadedModels: ["tiny", "embed"] });
+    await engine.close();
+    expect(gguf.closed && llama.closed).toBe(true);
+  });
+
+  it("without an embeddings route, embedding GGUFs stay with the GGUF engine", async () => {
+    const gguf = new ScriptedEngine({ backend: "llama", embeddingModels: ["embed"] });
+    const mlx = new ScriptedEngine({ backend: "mlx" });
+    const engine = new FormatRouterEngine({ gguf, mlx });
+    await engine.load(embedding);
+    expect(gguf.loads).toEqual(["embed"]);
+    expect(engine.embeds(embedding)).toBe(true);
+    expect(engine.embeds(model("m", "mlx"))).toBe(false);
+    expect((await engine.embed({ id: "e", model: "embed", inputs }).done).promptTokens).toEqual([3]);
+  });
+});

@@ -1,23 +1,38 @@
 /**
- * One engine per model format behind the one Engine the daemon holds: what `engine: auto` serves when
- * the models to serve are GGUF files and MLX checkpoints together (cli/engine-factory.ts). A user who
- * puts both kinds in the models directory expects both served, each by the engine that can (GGUF by
- * the native-llama or llama engine, checkpoints by mlx), not a refusal; the daemon, the link and the
- * metrics keep seeing a single engine. Each model belongs to the engine of its format: loading,
- * unloading, generating, its context limit and threads are that engine's; the engine-wide figures
- * are combined.
+ * Several engines behind the one Engine the daemon holds, each model served by the one that can:
+ * what `engine: auto` builds (cli/engine-factory.ts) when one engine cannot serve every model to
+ * serve. A user who puts both GGUF files and MLX checkpoints in the models directory expects both
+ * served (GGUF by the native-llama or llama engine, checkpoints by mlx), not a refusal; an embedding
+ * GGUF needs an engine that computes embeddings, which the native core does not, so where the GGUF
+ * engine is the native core, embedding models go to the llama engine (node-llama-cpp's embedding
+ * context). The daemon, the link and the metrics keep seeing a single engine. Each model belongs to
+ * the engine of its route: loading, unloading, generating, embedding, its context limit and threads
+ * are that engine's; the engine-wide figures are combined.
  */
-import type {
-  Engine,
-  EngineDevice,
-  EngineObserver,
-  EngineStats,
-  Generation,
-  GenerationRequest,
-  ModelFile,
-  ModelFormat,
-  TokenEvent,
+import {
+  type EmbeddingEvent,
+  type EmbeddingJob,
+  type EmbeddingRequest,
+  type Engine,
+  type EngineDevice,
+  EngineError,
+  type EngineObserver,
+  type EngineStats,
+  type Generation,
+  type GenerationRequest,
+  type ModelFile,
+  type TokenEvent,
 } from "./engine.js";
+
+/** Which engine serves which models. */
+export interface EngineRoutes {
+  /** GGUF files (and any model no other route takes: it refuses what it cannot serve). */
+  gguf: Engine;
+  /** MLX checkpoint directories. */
+  mlx?: Engine | undefined;
+  /** Embedding GGUFs (ModelFile.embedding), where the GGUF engine computes no embeddings. */
+  embeddings?: Engine | undefined;
+}
 
 const COUNTERS = [
   "busySlots",
@@ -37,25 +52,30 @@ const OPTIONAL_COUNTERS = [
 ] as const;
 
 export class FormatRouterEngine implements Engine {
-  /** Both backends, e.g. "native-llama+mlx" (Register's engine_backend is free text). */
+  /** Every backend, e.g. "native-llama+mlx" or "native-llama+llama" (Register's engine_backend is free text). */
   readonly backend: string;
   /** Each model's engine, from its load (ids are unique in the models directory). */
   private readonly owner = new Map<string, Engine>();
+  private readonly engines: Engine[];
 
-  constructor(private readonly engines: Readonly<Record<ModelFormat, Engine>>) {
-    this.backend = `${engines.gguf.backend}+${engines.mlx.backend}`;
+  constructor(private readonly routes: Readonly<EngineRoutes>) {
+    this.engines = [routes.gguf, routes.mlx, routes.embeddings].filter((e): e is Engine => e !== undefined);
+    this.backend = this.engines.map((e) => e.backend).join("+");
   }
 
+  /** The engine of a model's route: its format's, an embedding GGUF's where one is routed apart. */
   private engineOf(model: ModelFile): Engine {
-    return this.engines[model.format ?? "gguf"];
+    if (model.format === "mlx") return this.routes.mlx ?? this.routes.gguf;
+    if (model.embedding !== undefined && this.routes.embeddings) return this.routes.embeddings;
+    return this.routes.gguf;
   }
 
   /**
-   * The device both compute on. Where one of them computes on the CPU, the CPU, GPUs notwithstanding:
-   * some model is served on it, which `serve`'s CPU refusal and `doctor` must see.
+   * The device they all compute on. Where one of them computes on the CPU, the CPU, GPUs
+   * notwithstanding: some model is served on it, which `serve`'s CPU refusal and `doctor` must see.
    */
   async device(): Promise<EngineDevice> {
-    const devices = await Promise.all([this.engines.gguf.device(), this.engines.mlx.device()]);
+    const devices = await Promise.all(this.engines.map((e) => e.device()));
     if (devices.some((d) => d.accelerator === "cpu")) return { accelerator: "cpu", gpus: [] };
     const gpus = new Map(devices.flatMap((d) => d.gpus).map((g) => [g.name, g]));
     return { accelerator: devices[0]!.accelerator, gpus: [...gpus.values()] };
@@ -65,6 +85,10 @@ export class FormatRouterEngine implements Engine {
     return this.engineOf(model).constrains(model);
   }
 
+  embeds(model: ModelFile): boolean {
+    return this.engineOf(model).embeds(model);
+  }
+
   unsupported(model: ModelFile): string | undefined {
     return this.engineOf(model).unsupported?.(model);
   }
@@ -72,7 +96,7 @@ export class FormatRouterEngine implements Engine {
   async load(model: ModelFile): Promise<void> {
     const engine = this.engineOf(model);
     const previous = this.owner.get(model.id);
-    // The same id in another format now (the file was replaced): the old engine lets it go.
+    // The same id on another route now (the file was replaced): the old engine lets it go.
     if (previous && previous !== engine) await previous.unload(model.id);
     this.owner.set(model.id, engine);
     await engine.load(model);
@@ -86,33 +110,51 @@ export class FormatRouterEngine implements Engine {
 
   /** A model never loaded goes to the GGUF engine, which fails it model_not_found like any engine. */
   generate(request: GenerationRequest, onToken: (event: TokenEvent) => void): Generation {
-    return (this.owner.get(request?.model) ?? this.engines.gguf).generate(request, onToken);
+    return (this.owner.get(request?.model) ?? this.routes.gguf).generate(request, onToken);
   }
 
   /**
-   * Counters summed; the KV-cache usage over both caches; the measured rates the higher of the two
-   * (each is a recent moving average of one engine, and one that idles keeps its last value, so a sum
-   * would count a stale rate as capacity).
+   * The model's engine embeds; one never loaded goes to an engine that embeds (it fails it
+   * model_not_found). Fails invalid_request where the model's engine computes no embeddings.
+   */
+  embed(request: EmbeddingRequest, onEmbedding?: (event: EmbeddingEvent) => void): EmbeddingJob {
+    const engine =
+      this.owner.get(request?.model) ?? this.engines.find((e) => e.embed !== undefined) ?? this.routes.gguf;
+    if (engine.embed) return engine.embed(request, onEmbedding);
+    const refused = new EngineError(
+      "invalid_request",
+      `the ${engine.backend} engine computes no embeddings (model ${request?.model})`,
+      400,
+    );
+    const done = Promise.reject(refused);
+    done.catch(() => {});
+    return { done, cancel: () => {} };
+  }
+
+  /**
+   * Counters summed; the KV-cache usage over all caches; the measured rates the highest (each is a
+   * recent moving average of one engine, and one that idles keeps its last value, so a sum would
+   * count a stale rate as capacity).
    */
   stats(): EngineStats {
-    const a = this.engines.gguf.stats();
-    const b = this.engines.mlx.stats();
+    const all = this.engines.map((e) => e.stats());
+    const first = all[0] as EngineStats;
     const out: EngineStats = {
-      ...a,
+      ...first,
       kvCacheUsage: 0,
-      prefillTokensPerSecond: Math.max(a.prefillTokensPerSecond, b.prefillTokensPerSecond),
-      decodeTokensPerSecond: Math.max(a.decodeTokensPerSecond, b.decodeTokensPerSecond),
-      loadedModels: [...a.loadedModels, ...b.loadedModels],
+      prefillTokensPerSecond: Math.max(...all.map((s) => s.prefillTokensPerSecond)),
+      decodeTokensPerSecond: Math.max(...all.map((s) => s.decodeTokensPerSecond)),
+      loadedModels: all.flatMap((s) => s.loadedModels),
     };
-    for (const key of COUNTERS) out[key] = a[key] + b[key];
+    for (const key of COUNTERS) out[key] = all.reduce((sum, s) => sum + s[key], 0);
     for (const key of OPTIONAL_COUNTERS) {
-      if (a[key] !== undefined || b[key] !== undefined) out[key] = (a[key] ?? 0) + (b[key] ?? 0);
+      if (all.some((s) => s[key] !== undefined)) out[key] = all.reduce((sum, s) => sum + (s[key] ?? 0), 0);
     }
-    const capacity = (a.kvCacheCapacityTokens ?? 0) + (b.kvCacheCapacityTokens ?? 0);
+    const capacity = all.reduce((sum, s) => sum + (s.kvCacheCapacityTokens ?? 0), 0);
     out.kvCacheUsage =
       capacity > 0
-        ? ((a.kvCacheTokens ?? 0) + (b.kvCacheTokens ?? 0)) / capacity
-        : Math.max(a.kvCacheUsage, b.kvCacheUsage);
+        ? all.reduce((sum, s) => sum + (s.kvCacheTokens ?? 0), 0) / capacity
+        : Math.max(...all.map((s) => s.kvCacheUsage));
     return out;
   }
 
@@ -125,11 +167,10 @@ export class FormatRouterEngine implements Engine {
   }
 
   observe(observer: EngineObserver | undefined): void {
-    this.engines.gguf.observe?.(observer);
-    this.engines.mlx.observe?.(observer);
+    for (const engine of this.engines) engine.observe?.(observer);
   }
 
   async close(): Promise<void> {
-    await Promise.all([this.engines.gguf.close(), this.engines.mlx.close()]);
+    await Promise.all(this.engines.map((e) => e.close()));
   }
 }

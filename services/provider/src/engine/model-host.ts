@@ -361,6 +361,11 @@ export abstract class ModelHostEngine<R extends HostedRunner, J extends Generati
     return this.enforcesGrammar;
   }
 
+  /** Whether it computes `model`'s embeddings: only the llama engine does (it overrides this). */
+  embeds(_model: ModelFile): boolean {
+    return false;
+  }
+
   generate(request: GenerationRequest, onToken: (event: TokenEvent) => void): Generation {
     const job = this.createJob(request, onToken);
     try {

@@ -24,6 +24,9 @@ export function inferenceFailure(error: unknown, sentAnything: boolean): Inferen
       case "model_load_failed":
       case "engine_failed":
         return { httpStatus: 500, code: error.code, message: error.message, retryable: !sentAnything };
+      case "cancelled":
+        // Not cancelled by us (that marks the request finished first): the engine stopped it.
+        return Refusals.cancelledByEngine(sentAnything);
     }
   }
   // Unexpected errors may carry anything in their message; the coordinator gets a generic one.
@@ -64,6 +67,12 @@ export const Refusals = {
     httpStatus: 400,
     code: "invalid_request_error",
     message: "The request has no body.",
+    retryable: false,
+  }),
+  embeddingsUnsupported: (backend: string): InferenceFailure => ({
+    httpStatus: 400,
+    code: "invalid_request_error",
+    message: `This provider's engine (${backend}) computes no embeddings.`,
     retryable: false,
   }),
   modelNotServed: (model: string): InferenceFailure => ({

@@ -22,8 +22,11 @@ export function registration(options: ProviderLinkOptions): RegisterInit {
       weightSha256: m.sha256,
       contextLength: m.contextLength > 0 ? Math.min(m.contextLength, knobs.maxContext) : knobs.maxContext,
       architecture: m.architecture,
-      // Said only where it holds: the coordinator routes structured outputs by it.
-      features: options.engine.constrains(m) ? [ModelFeature.GRAMMAR] : [],
+      // Said only where they hold: the coordinator routes structured outputs and embeddings by them.
+      features: [
+        ...(options.engine.constrains(m) ? [ModelFeature.GRAMMAR] : []),
+        ...(options.engine.embeds(m) ? [ModelFeature.EMBEDDINGS] : []),
+      ],
     })),
     engineBackend: options.engine.backend,
     encryptionPublicKey: options.encryptionKey.publicKey,

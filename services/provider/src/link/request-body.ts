@@ -1,4 +1,5 @@
 import { BodyError, type GenerationInput, readGenerationInput, readLogitBias } from "@darkbloom/models";
+import { type EmbeddingsRequest, readEmbeddingsRequest } from "@darkbloom/models/embeddings";
 import { formatGrammar, readResponseFormat } from "@darkbloom/models/structured";
 import { readToolUse, toolsWithFormat } from "@darkbloom/models/tools";
 import { Endpoint } from "@darkbloom/protocol/provider/v1";
@@ -33,16 +34,7 @@ export function parseRequestBody(
   body: Uint8Array,
   enforcedMaxTokens: number,
 ): ParsedRequest {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(utf8.decode(body));
-  } catch {
-    throw new BodyError("The request body is not valid JSON.", null);
-  }
-  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
-    throw new BodyError("The request body must be a JSON object.", null);
-  }
-  const o = parsed as Json;
+  const o = jsonObject(body);
   let input: GenerationInput;
   if (endpoint === Endpoint.CHAT_COMPLETIONS) input = readGenerationInput("chat", o);
   else if (endpoint === Endpoint.COMPLETIONS) input = readGenerationInput("text", o);
@@ -79,6 +71,28 @@ export function parseRequestBody(
     sampling.temperature = 0;
   }
   return { input, n, sampling };
+}
+
+/**
+ * Reads an OpenAI embeddings body with the reader the coordinator also uses (readEmbeddingsRequest):
+ * its inputs, encoding and dimensions. Throws BodyError naming the field.
+ */
+export function parseEmbeddingsBody(body: Uint8Array): EmbeddingsRequest {
+  return readEmbeddingsRequest(jsonObject(body));
+}
+
+/** The body's JSON object; BodyError for anything else. */
+function jsonObject(body: Uint8Array): Json {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(utf8.decode(body));
+  } catch {
+    throw new BodyError("The request body is not valid JSON.", null);
+  }
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
+    throw new BodyError("The request body must be a JSON object.", null);
+  }
+  return parsed as Json;
 }
 
 /** One engine submission per choice, with ids `${requestId}/${i}`. */

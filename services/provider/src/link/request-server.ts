@@ -1,5 +1,10 @@
 import { shownToolCalls } from "@darkbloom/models/tools";
-import type { Cancel, InferenceRequest } from "@darkbloom/protocol/provider/v1";
+import {
+  type Cancel,
+  type ConnectRequest,
+  Endpoint,
+  type InferenceRequest,
+} from "@darkbloom/protocol/provider/v1";
 import {
   acceptedMessage,
   ChunkDraft,
@@ -18,20 +23,41 @@ import {
   shownChoice,
 } from "@darkbloom/protocol/verifiable-response";
 import type { Logger } from "pino";
-import type { Engine, Generation, GenerationRequest, GenerationResult, ModelFile } from "../engine/engine.js";
+import type {
+  EmbeddingJob,
+  EmbeddingRequest,
+  Engine,
+  GenerationRequest,
+  GenerationResult,
+  ModelFile,
+} from "../engine/engine.js";
+import { type EmbeddingsCompletion, embeddingChunk, embeddingsCompletion } from "./embedding-response.js";
 import { inferenceFailure, Refusals } from "./errors.js";
 import type { Heartbeats } from "./heartbeats.js";
 import type { ModelOperations } from "./model-operations.js";
 import type { LinkCounters, LinkObserver, RequestOutcome, ResponseSigner } from "./options.js";
-import { choiceRequests, parseRequestBody } from "./request-body.js";
+import { choiceRequests, parseEmbeddingsBody, parseRequestBody } from "./request-body.js";
 import type { Session } from "./session.js";
 
-/** One request being served: its choices' generations, chunks and results, and its box key. */
+/** What a request asks the engine for: one generation per choice, or the embeddings of its inputs. */
+type Work =
+  | { kind: "generate"; submissions: GenerationRequest[] }
+  | { kind: "embed"; request: EmbeddingRequest };
+
+/** The signed record of a response: its hash and the exact bytes the provider signs. */
+interface SignedRecord {
+  responseSha256: Uint8Array;
+  message: Uint8Array;
+  version: number;
+}
+
+/** One request being served: its engine jobs, chunks and results, and its box key. */
 export interface ActiveRequest {
   requestId: string;
   model: string;
   session: Session;
-  generations: Generation[];
+  /** The engine's generations (one per choice) or embedding job: what a cancel, failure or loss stops. */
+  jobs: { cancel(): void }[];
   drafts: (ChunkDraft | undefined)[];
   results: (GenerationResult | undefined)[];
   n: number;
@@ -67,9 +93,10 @@ export interface RequestServerParts {
 
 /**
  * Serves InferenceRequests, one state machine per request: refused, or accepted (InferenceAccepted)
- * with one engine generation per choice, whose tokens stream back as sealed chunks, ending in exactly
- * one terminal message (InferenceComplete, signed, or InferenceError) unless the coordinator
- * cancelled it or the stream ended first.
+ * with one engine generation per choice, whose tokens stream back as sealed chunks (an embeddings
+ * request: one engine embedding job, one sealed chunk per input's vector), ending in exactly one
+ * terminal message (InferenceComplete, signed, or InferenceError) unless the coordinator cancelled
+ * it or the stream ended first.
  */
 export class RequestServer {
   private readonly engine: Engine;
@@ -100,8 +127,8 @@ export class RequestServer {
 
   /**
    * Accepts a request or refuses it with an InferenceError: opens the sealed body with the provider's
-   * key, parses it into one generation per choice and submits them (after reloading a model the
-   * coordinator unloaded).
+   * key, parses it into one generation per choice (or an embeddings request) and submits them (after
+   * reloading a model the coordinator unloaded).
    */
   onRequest(session: Session, request: InferenceRequest): void {
     const { requestId, model } = request;
@@ -109,12 +136,14 @@ export class RequestServer {
       this.log.warn({ requestId }, "duplicate InferenceRequest ignored");
       return;
     }
-    let submissions: GenerationRequest[] = [];
+    let work: Work = { kind: "generate", submissions: [] };
     let refusal: InferenceFailure | undefined;
     let key: BoxKey | undefined;
     let requestSha256: Uint8Array = new Uint8Array();
+    const embeddings = request.endpoint === Endpoint.EMBEDDINGS;
     if (session.draining || this.stopping()) refusal = Refusals.draining();
     else if (!this.served.has(model)) refusal = Refusals.modelNotServed(model);
+    else if (embeddings && !this.engine.embed) refusal = Refusals.embeddingsUnsupported(this.engine.backend);
     else if (request.body.case === "plaintextBody") refusal = Refusals.encryptionRequired();
     else if (request.body.case !== "sealedBody") refusal = Refusals.emptyBody();
     else {
@@ -128,8 +157,13 @@ export class RequestServer {
       if (body) {
         try {
           requestSha256 = sha256(body);
-          const parsed = parseRequestBody(request.endpoint, body, request.maxTokens);
-          submissions = choiceRequests(requestId, model, parsed);
+          if (embeddings) {
+            const { inputs, dimensions } = parseEmbeddingsBody(body);
+            work = { kind: "embed", request: { id: requestId, model, inputs, dimensions } };
+          } else {
+            const parsed = parseRequestBody(request.endpoint, body, request.maxTokens);
+            work = { kind: "generate", submissions: choiceRequests(requestId, model, parsed) };
+          }
         } catch (error) {
           refusal = inferenceFailure(error, false);
         } finally {
@@ -144,18 +178,19 @@ export class RequestServer {
       this.log.info({ requestId, model, code: refusal.code }, "request refused");
       return;
     }
+    const choices = work.kind === "generate" ? work.submissions.length : 0;
     const active: ActiveRequest = {
       requestId,
       model,
       session,
-      generations: [],
+      jobs: [],
       drafts: [],
       results: [],
-      n: submissions.length,
+      n: choices,
       nextSequence: 0n,
       key: key as BoxKey,
       requestSha256,
-      texts: submissions.map(() => ""),
+      texts: Array.from({ length: choices }, () => ""),
       sent: false,
       finished: false,
     };
@@ -166,35 +201,80 @@ export class RequestServer {
       // Unloaded on the coordinator's command: load it again for this request.
       reload.then(
         () => {
-          if (!active.finished) this.begin(active, submissions);
+          if (!active.finished) this.begin(active, work);
         },
         (error: unknown) => this.fail(active, inferenceFailure(error, false), error),
       );
       return;
     }
-    this.begin(active, submissions);
+    this.begin(active, work);
   }
 
-  /** Submits one generation per choice, then acknowledges the request. */
-  private begin(active: ActiveRequest, submissions: GenerationRequest[]): void {
-    const { session, requestId } = active;
-    for (const [index, submission] of submissions.entries()) {
+  /** Submits one generation per choice (or the embedding job), then acknowledges the request. */
+  private begin(active: ActiveRequest, work: Work): void {
+    if (work.kind === "embed") {
+      this.beginEmbedding(active, work.request);
+      return;
+    }
+    const generations = [];
+    for (const [index, submission] of work.submissions.entries()) {
       try {
-        active.generations.push(
-          this.engine.generate(submission, (event) => this.onToken(active, index, event)),
-        );
+        const generation = this.engine.generate(submission, (event) => this.onToken(active, index, event));
+        generations.push(generation);
+        active.jobs.push(generation);
       } catch (error) {
         this.fail(active, inferenceFailure(error, active.sent), error);
         return;
       }
     }
-    session.outbound.send(acceptedMessage(requestId));
-    for (const [index, generation] of active.generations.entries()) {
+    active.session.outbound.send(acceptedMessage(active.requestId));
+    for (const [index, generation] of generations.entries()) {
       generation.done.then(
         (result) => this.onChoiceDone(active, index, result),
         (error: unknown) => this.fail(active, inferenceFailure(error, active.sent), error),
       );
     }
+  }
+
+  /**
+   * Submits the embedding job and acknowledges the request; each input's vector goes out as a sealed
+   * chunk as soon as it is computed (embedding-response.ts), and once every input has one, the
+   * InferenceComplete with the inputs' tokens as the usage, signed over the embeddings record.
+   */
+  private beginEmbedding(active: ActiveRequest, request: EmbeddingRequest): void {
+    let job: EmbeddingJob | undefined;
+    try {
+      // The chunks do not mark the request `sent`: the coordinator shows nothing before the
+      // completion, so a failure after some of them may still be served by another provider.
+      job = this.engine.embed?.(request, (event) => {
+        if (!active.finished) active.session.outbound.sendChunk(embeddingChunk(active, event));
+      });
+    } catch (error) {
+      this.fail(active, inferenceFailure(error, false), error);
+      return;
+    }
+    if (!job) {
+      this.fail(active, Refusals.embeddingsUnsupported(this.engine.backend));
+      return;
+    }
+    active.jobs.push(job);
+    active.session.outbound.send(acceptedMessage(active.requestId));
+    job.done.then(
+      (result) => {
+        if (active.finished) return;
+        let completion: EmbeddingsCompletion;
+        try {
+          completion = embeddingsCompletion(active, request.inputs.length, result);
+        } catch (error) {
+          this.fail(active, inferenceFailure(error, false), error);
+          return;
+        }
+        const complete = (signature?: ResponseSignatureInit) =>
+          completeMessage(active.requestId, completion.promptTokens, 0, [], signature);
+        this.finish(active, complete, completion.record);
+      },
+      (error: unknown) => this.fail(active, inferenceFailure(error, false), error),
+    );
   }
 
   private onToken(active: ActiveRequest, choice: number, event: { text: string; tokens: number }): void {
@@ -224,14 +304,47 @@ export class RequestServer {
     active.results[choice] = result;
     const results = active.results.filter((r): r is GenerationResult => r !== undefined);
     if (results.length < active.n) return;
-    active.finished = true;
     const promptTokens = Math.max(...results.map((r) => r.promptTokens));
     const completionTokens = results.reduce((sum, r) => sum + r.completionTokens, 0);
     const choices = active.results.map((r, index) => ({ index, finishReason: r?.finishReason ?? "stop" }));
+    // Everything the consumer is shown: the coordinator refuses a signature that differs from it.
+    const record = (): SignedRecord => {
+      const responseHash = responseSha256({
+        providerId: active.session.ack?.providerId ?? "",
+        model: active.model,
+        choices: active.results.map((r, index) => {
+          const finishReason = choices[index]?.finishReason ?? "stop";
+          if (r?.tools === undefined) return shownChoice(index, active.texts[index] ?? "", [], finishReason);
+          const calls = shownToolCalls(hex(active.requestSha256), index, r.tools.calls);
+          return shownChoice(index, r.tools.content, calls, finishReason);
+        }),
+        usage: { promptTokens, completionTokens },
+      });
+      return {
+        responseSha256: responseHash,
+        message: responseSignatureMessage(active.requestSha256, responseHash),
+        version: RESPONSE_SIGNATURE_VERSION,
+      };
+    };
+    this.finish(
+      active,
+      (signature) => completeMessage(active.requestId, promptTokens, completionTokens, choices, signature),
+      record,
+    );
+  }
+
+  /**
+   * Ends a request with its InferenceComplete (`complete`), signed over `record()` (the response's
+   * hash and the message to sign) when the daemon has a signing key.
+   */
+  private finish(
+    active: ActiveRequest,
+    complete: (signature?: ResponseSignatureInit) => ConnectRequest,
+    record: () => SignedRecord,
+  ): void {
+    active.finished = true;
     const send = (signature?: ResponseSignatureInit) => {
-      active.session.outbound.send(
-        completeMessage(active.requestId, promptTokens, completionTokens, choices, signature),
-      );
+      active.session.outbound.send(complete(signature));
       this.count(active.model, "completed");
       this.release(active); // after the terminal message: releasing the last request may end a drain
     };
@@ -240,25 +353,21 @@ export class RequestServer {
       send();
       return;
     }
-    // Everything the consumer is shown: the coordinator refuses a signature that differs from it.
-    const responseHash = responseSha256({
-      providerId: active.session.ack?.providerId ?? "",
-      model: active.model,
-      choices: active.results.map((r, index) => {
-        const finishReason = choices[index]?.finishReason ?? "stop";
-        if (r?.tools === undefined) return shownChoice(index, active.texts[index] ?? "", [], finishReason);
-        const calls = shownToolCalls(hex(active.requestSha256), index, r.tools.calls);
-        return shownChoice(index, r.tools.content, calls, finishReason);
-      }),
-      usage: { promptTokens, completionTokens },
-    });
-    signer.sign(responseSignatureMessage(active.requestSha256, responseHash)).then(
+    let signed: SignedRecord;
+    try {
+      signed = record();
+    } catch (error) {
+      active.finished = false;
+      this.fail(active, { ...Refusals.signingFailed(), retryable: false }, error);
+      return;
+    }
+    signer.sign(signed.message).then(
       (signature) =>
         send({
           requestSha256: active.requestSha256,
-          responseSha256: responseHash,
+          responseSha256: signed.responseSha256,
           signature,
-          version: RESPONSE_SIGNATURE_VERSION,
+          version: signed.version,
         }),
       (error: unknown) => {
         // Unsigned would be flagged by the coordinator; fail the request instead (retryable: nothing
@@ -277,7 +386,7 @@ export class RequestServer {
   private fail(active: ActiveRequest, failure: InferenceFailure, cause?: unknown): void {
     if (active.finished) return;
     active.finished = true;
-    for (const generation of active.generations) generation.cancel();
+    for (const job of active.jobs) job.cancel();
     active.session.outbound.send(errorMessage(active.requestId, failure));
     this.count(active.model, "failed");
     this.release(active);
@@ -299,7 +408,7 @@ export class RequestServer {
     const active = session.active.get(cancel.requestId);
     if (!active || active.finished) return;
     active.finished = true;
-    for (const generation of active.generations) generation.cancel();
+    for (const job of active.jobs) job.cancel();
     this.release(active);
     this.count(active.model, "cancelled");
     this.log.info(
@@ -334,7 +443,7 @@ export class RequestServer {
       session.outbound.afterFlush(() => active.key.wipe());
       if (active.finished) continue;
       active.finished = true;
-      for (const generation of active.generations) generation.cancel();
+      for (const job of active.jobs) job.cancel();
       this.count(active.model, "abandoned");
     }
     session.active.clear();

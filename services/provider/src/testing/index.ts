@@ -8,4 +8,4 @@ export {
   type Sample,
   sampleValue,
 } from "./prometheus-text.js";
-export { ScriptedEngine, type ScriptedEngineOptions } from "./scripted-engine.js";
+export { ScriptedEngine, type ScriptedEngineOptions, scriptedVector } from "./scripted-engine.js";

@@ -1,4 +1,9 @@
+import { createHash } from "node:crypto";
 import {
+  type EmbeddingEvent,
+  type EmbeddingJob,
+  type EmbeddingRequest,
+  type EmbeddingResult,
   type Engine,
   type EngineDevice,
   EngineError,
@@ -35,6 +40,13 @@ export interface ScriptedEngineOptions {
    * claiming it plays a provider whose structured output is not what was asked for.
    */
   constrains?: boolean;
+  /**
+   * The models it treats as embedding models: embeds() says so and embed() gives each input a unit
+   * vector of `embeddingDimensions` (default 8) derived from its text, one input per token interval,
+   * counted one token per word plus one (an end token). Others are refused as a real engine does.
+   */
+  embeddingModels?: string[];
+  embeddingDimensions?: number;
 }
 
 interface Running {
@@ -57,6 +69,7 @@ interface Running {
 export class ScriptedEngine implements Engine {
   readonly backend: string;
   readonly submitted: GenerationRequest[] = [];
+  readonly embedded: EmbeddingRequest[] = [];
   readonly cancelled: string[] = [];
   readonly loads: string[] = [];
   readonly unloads: string[] = [];
@@ -67,6 +80,7 @@ export class ScriptedEngine implements Engine {
   private readonly known = new Map<string, ModelFile>();
   private readonly running = new Map<string, Running>();
   private readonly queue: Running[] = [];
+  private readonly embedding = new Set<EmbeddingJob>();
   private completed = 0;
   private failed = 0;
   private tokens = 0;
@@ -119,6 +133,73 @@ export class ScriptedEngine implements Engine {
 
   constrains(_model: ModelFile): boolean {
     return this.options.constrains ?? false;
+  }
+
+  embeds(model: ModelFile): boolean {
+    return this.options.embeddingModels?.includes(model.id) ?? false;
+  }
+
+  /** Each input's scripted vector, one per token interval; cancel() stops before the next input. */
+  embed(request: EmbeddingRequest, onEmbedding?: (event: EmbeddingEvent) => void): EmbeddingJob {
+    let timer: NodeJS.Timeout | NodeJS.Immediate | undefined;
+    let settled = false;
+    let resolveDone!: (result: EmbeddingResult) => void;
+    let rejectDone!: (error: unknown) => void;
+    const done = new Promise<EmbeddingResult>((resolve, reject) => {
+      resolveDone = resolve;
+      rejectDone = reject;
+    });
+    done.catch(() => {});
+    const stop = (error: EngineError) => {
+      if (settled) return;
+      settled = true;
+      this.embedding.delete(job);
+      if (timer) {
+        clearTimeout(timer as NodeJS.Timeout);
+        clearImmediate(timer as NodeJS.Immediate);
+      }
+      if (error.code === "cancelled") this.cancelled.push(request.id);
+      else this.failed++;
+      rejectDone(error);
+    };
+    const job: EmbeddingJob = {
+      done,
+      cancel: () => stop(new EngineError("cancelled", "the embeddings were cancelled", 503)),
+    };
+    const dimensions = this.options.embeddingDimensions ?? 8;
+    if (this.closed) stop(new EngineError("engine_failed", "engine is closed", 500));
+    else if (!this.known.has(request.model))
+      stop(new EngineError("model_not_found", `model ${request.model} is not loaded`, 404));
+    else if (!this.options.embeddingModels?.includes(request.model))
+      stop(new EngineError("invalid_request", `model ${request.model} is not an embedding model`, 400));
+    else if (request.dimensions !== undefined && request.dimensions !== dimensions)
+      stop(new EngineError("invalid_request", `'dimensions' must be ${dimensions}`, 400));
+    if (settled) return job;
+    this.embedding.add(job);
+    this.embedded.push(request);
+    const result: EmbeddingResult = { embeddings: [], promptTokens: [] };
+    const interval = this.options.tokenIntervalMs ?? 0;
+    const step = () => {
+      timer = undefined;
+      if (settled) return;
+      const input = request.inputs[result.embeddings.length];
+      if (input === undefined) {
+        settled = true;
+        this.embedding.delete(job);
+        this.completed++;
+        resolveDone(result);
+        return;
+      }
+      const tokens = input.text.split(/\s+/).filter((w) => w !== "").length + 1;
+      const vector = scriptedVector(input.text, dimensions);
+      onEmbedding?.({ index: result.embeddings.length, vector, tokens });
+      result.embeddings.push(vector);
+      result.promptTokens.push(tokens);
+      this.promptTokens += tokens;
+      timer = interval > 0 ? setTimeout(step, interval) : setImmediate(step);
+    };
+    timer = interval > 0 ? setTimeout(step, interval) : setImmediate(step);
+    return job;
   }
 
   generate(request: GenerationRequest, onToken: (event: TokenEvent) => void): Generation {
@@ -195,6 +276,7 @@ export class ScriptedEngine implements Engine {
   async close(): Promise<void> {
     this.closed = true;
     for (const run of [...this.running.values(), ...this.queue]) this.cancel(run);
+    for (const job of [...this.embedding]) job.cancel();
   }
 
   private begin(run: Running): void {
@@ -279,11 +361,28 @@ export class ScriptedEngine implements Engine {
 }
 
 function countPromptTokens(request: GenerationRequest): number {
+  const { input } = request;
   const text =
-    request.input.kind === "chat"
-      ? request.input.messages.map((m) => m.content).join(" ")
-      : request.input.prompt;
-  return text.split(/\s+/).filter((w) => w !== "").length + (request.input.kind === "chat" ? 3 : 0);
+    input.kind === "chat"
+      ? input.messages.map((m) => m.content).join(" ")
+      : input.kind === "text"
+        ? input.prompt
+        : input.text;
+  return text.split(/\s+/).filter((w) => w !== "").length + (input.kind === "chat" ? 3 : 0);
+}
+
+/** A unit vector from a text's SHA-256: the same text, the same vector. */
+export function scriptedVector(text: string, dimensions: number): Float32Array {
+  const out = new Float32Array(dimensions);
+  let sum = 0;
+  for (let i = 0; i < dimensions; i++) {
+    const byte = createHash("sha256").update(`${i}:${text}`).digest()[0] as number;
+    out[i] = byte - 127.5;
+    sum += (out[i] as number) ** 2;
+  }
+  const norm = Math.sqrt(sum);
+  for (let i = 0; i < dimensions; i++) out[i] = (out[i] as number) / norm;
+  return out;
 }
 
 function firstStop(text: string, stops: string[]): number | undefined {

@@ -4,6 +4,7 @@
  * - step-loop.ts: the per-model loop that batches every row's decode into one llama_decode and
  *   interleaves prompt chunks, and why its output does not depend on what else runs;
  * - job.ts: one generation's own state (prompt, sampling, detokenizer, stop strings);
+ * - embedding-runner.ts: an embedding model's embeddings (its own context, made on first use);
  * - meters.ts: the counters and rates stats() reports.
  * - ../model-host.ts: the models (load, unload, idle unload), request validation, the context gate
  *   and the engine's lifecycle, shared with the native engine.
@@ -11,8 +12,12 @@
  *
  * Untrusted model files are vetted in a child process before the daemon loads them (ModelValidator).
  */
+import { embeddingModelOf } from "@darkbloom/models/embeddings";
 import { type Llama, LlamaGrammar, LlamaGrammarEvaluationState } from "node-llama-cpp";
 import {
+  type EmbeddingEvent,
+  type EmbeddingJob,
+  type EmbeddingRequest,
   type EngineDevice,
   EngineError,
   type GenerationRequest,
@@ -26,6 +31,7 @@ import {
   type ModelHostStats,
   type RunnerLoad,
 } from "../model-host.js";
+import { EmbeddingRunner, EmbeddingTask, validateEmbeddingRequest } from "./embedding-runner.js";
 import { invalid, Job } from "./job.js";
 import { type ModelRunner, openModelRunner } from "./model-runner.js";
 import { StepLoop } from "./step-loop.js";
@@ -43,6 +49,8 @@ export class LlamaEngine extends ModelHostEngine<ModelRunner, Job> {
   protected readonly runtimeName = "llama.cpp";
   private readonly gpu: false | "auto";
   private readonly loop: StepLoop;
+  /** Embeddings requests accepted but not yet admitted (waiting for the model). */
+  private readonly preparingEmbeddings = new Set<EmbeddingTask>();
 
   constructor(options: LlamaEngineOptions) {
     super(options, {
@@ -78,21 +86,52 @@ export class LlamaEngine extends ModelHostEngine<ModelRunner, Job> {
     return { gpu: this.gpu === false ? false : "auto", maxThreads: await this.threads.maxThreads() };
   }
 
-  protected openRunner(
+  protected async openRunner(
     llama: Llama,
     file: ModelFile,
     threads: number,
     stillWanted: () => boolean,
   ): Promise<ModelRunner> {
-    return openModelRunner(llama, file, { ...this.settings, gpu: this.gpu, threads }, this.log, stillWanted);
+    const settings = { ...this.settings, gpu: this.gpu, threads };
+    const runner = await openModelRunner(llama, file, settings, this.log, stillWanted);
+    // What the file itself declares, whatever the inventory said.
+    const embedding = embeddingModelOf(runner.model.fileInfo);
+    if (embedding) {
+      runner.embedder = new EmbeddingRunner({
+        file,
+        model: runner.model,
+        embedding,
+        contextSize: runner.maxContext,
+        threads,
+        maxJobs: this.settings.maxBatch + this.settings.queueDepth,
+        meters: this.meters,
+        onIdle: () => this.scheduleIdle(runner),
+      });
+    }
+    return runner;
+  }
+
+  /**
+   * An embedding GGUF: the loaded file's pooling type when it is loaded, else what the inventory
+   * read from its header.
+   */
+  override embeds(model: ModelFile): boolean {
+    if ((model.format ?? "gguf") !== "gguf") return false;
+    const runner = this.runners.get(model.id);
+    if (runner && !runner.disposed && runner.file.path === model.path && runner.file.sha256 === model.sha256)
+      return runner.embedder !== undefined;
+    return model.embedding !== undefined;
   }
 
   protected rowCount(): number {
     return this.settings.maxBatch;
   }
 
-  /** Fails or cancels the queued and running jobs, then waits for the model's step loop to stop. */
-  protected endJobs(runner: ModelRunner, reason: (() => EngineError) | undefined): Promise<void> {
+  /**
+   * Fails or cancels the queued and running jobs (generations and embeddings), then waits for the
+   * model's step loop and embeddings to stop.
+   */
+  protected async endJobs(runner: ModelRunner, reason: (() => EngineError) | undefined): Promise<void> {
     for (const job of [...runner.queue, ...runner.active]) {
       if (job.settled) continue;
       if (reason) this.meters.failJob(job, reason());
@@ -102,7 +141,7 @@ export class LlamaEngine extends ModelHostEngine<ModelRunner, Job> {
       }
     }
     runner.queue.length = 0;
-    return runner.loopDone;
+    await Promise.all([runner.loopDone, runner.embedder?.end(reason)]);
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -138,6 +177,63 @@ export class LlamaEngine extends ModelHostEngine<ModelRunner, Job> {
     this.loop.kick(runner);
   }
 
+  // ---------------------------------------------------------------------------------------------
+  // Embeddings
+
+  /**
+   * Embeds a request's inputs on an embedding model: checked against the model once it is loaded
+   * (an embedding model, its dimensions, each input within the context), then queued for its
+   * embedding context (embedding-runner.ts). Failures settle `done`, never throw.
+   */
+  embed(request: EmbeddingRequest, onEmbedding?: (event: EmbeddingEvent) => void): EmbeddingJob {
+    const task = new EmbeddingTask(request, this.meters, (t) => this.onEmbeddingCancel(t), onEmbedding);
+    try {
+      validateEmbeddingRequest(request);
+      this.ensureOpen();
+      if (!this.known.has(request.model)) {
+        throw new EngineError("model_not_found", `model ${request.model} is not served here`, 404);
+      }
+    } catch (err) {
+      task.fail(err);
+      return task;
+    }
+    this.preparingEmbeddings.add(task);
+    void this.prepareEmbedding(task);
+    return task;
+  }
+
+  private async prepareEmbedding(task: EmbeddingTask): Promise<void> {
+    try {
+      // Tokenizing every input is synchronous work: let the request's acknowledgement go out first.
+      await new Promise((resolve) => setImmediate(resolve));
+      let runner = await this.ensureRunner(task.request.model);
+      if (runner.disposed) runner = await this.ensureRunner(task.request.model);
+      if (task.settled) return;
+      if (!runner.embedder) {
+        throw invalid(
+          `model ${task.request.model} is not an embedding model (its GGUF declares no pooling): it computes no embeddings`,
+        );
+      }
+      runner.embedder.admit(task, (input) => runner.tokenizer.render(input).tokens);
+    } catch (err) {
+      task.fail(err);
+    } finally {
+      this.preparingEmbeddings.delete(task);
+    }
+  }
+
+  private onEmbeddingCancel(task: EmbeddingTask): void {
+    this.preparingEmbeddings.delete(task);
+    this.runners.get(task.request.model)?.embedder?.forget(task);
+  }
+
+  override async close(): Promise<void> {
+    for (const task of [...this.preparingEmbeddings]) task.cancel();
+    await super.close();
+  }
+
+  // ---------------------------------------------------------------------------------------------
+
   private onCancel(job: Job): void {
     this.meters.counters.requestsCancelled++;
     this.preparing.delete(job);
@@ -154,7 +250,7 @@ export class LlamaEngine extends ModelHostEngine<ModelRunner, Job> {
     return {
       rows: runner.rows.length,
       busyRows: runner.busyRows,
-      queued: runner.queue.length,
+      queued: runner.queue.length + (runner.embedder?.waiting ?? 0),
       usedCells: cells.used,
       totalCells: cells.total,
     };

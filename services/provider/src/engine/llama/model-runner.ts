@@ -12,6 +12,7 @@ import { type Llama, type LlamaContext, type LlamaModel, type Token, TokenBias }
 import { EngineError, type ModelFile, type SamplingOptions } from "../engine.js";
 import { errorMessage } from "../meters.js";
 import { characterFragmentTokens } from "../text.js";
+import type { EmbeddingRunner } from "./embedding-runner.js";
 import type { Job, Row } from "./job.js";
 import { fitContext, ggufMemoryNeed } from "./memory-estimate.js";
 
@@ -39,6 +40,8 @@ export class ModelRunner {
   loopDone: Promise<void> = Promise.resolve();
   idleTimer: NodeJS.Timeout | undefined;
   disposed = false;
+  /** An embedding model's embeddings (set by the engine when the GGUF declares a pooling type). */
+  embedder: EmbeddingRunner | undefined;
 
   constructor(
     readonly file: ModelFile,
@@ -60,7 +63,9 @@ export class ModelRunner {
   }
 
   get idle(): boolean {
-    return this.queue.length === 0 && this.active.size === 0 && !this.loopRunning;
+    return (
+      this.queue.length === 0 && this.active.size === 0 && !this.loopRunning && (this.embedder?.idle ?? true)
+    );
   }
 
   /** KV cells in use by rows with a job, and all the context's cells (for kv_cache_usage). */
@@ -110,8 +115,9 @@ export class ModelRunner {
   }
   #fragments: number[] | undefined;
 
-  /** Frees the context and the weights; errors are ignored (the runner is gone either way). */
+  /** Frees the contexts and the weights; errors are ignored (the runner is gone either way). */
   async free(): Promise<void> {
+    await this.embedder?.dispose();
     await this.context.dispose().catch(() => {});
     await this.model.dispose().catch(() => {});
   }
