@@ -25,6 +25,7 @@ beforeAll(async () => {
     dataDir: dir,
     providers: 1,
     model: "tiny",
+    embeddingModel: "tiny-embed",
     log: () => undefined,
   });
   client = new OpenAI({ baseURL: network.baseUrl, apiKey: network.apiKey, maxRetries: 0 });
@@ -84,6 +85,13 @@ describe("the local network", () => {
     }
     expect(text).toBe(whole.choices[0]?.message.content);
     expect(usage).toMatchObject(counted);
+  });
+
+  it("serves embeddings of the embedding model beside it, counted with its vocabulary", async () => {
+    const r = await client.embeddings.create({ model: "tiny-embed", input: ["one", "two words"] });
+    expect(r.data.map((d) => d.embedding.length)).toEqual([128, 128]);
+    expect(Math.hypot(...(r.data[0]?.embedding ?? []))).toBeCloseTo(1, 5);
+    expect(r.usage.prompt_tokens).toBeGreaterThanOrEqual(4);
   });
 
   it("rejects a prompt over the context with context_length_exceeded and lists the model", async () => {

@@ -18,6 +18,11 @@ export interface LocalNetworkOptions {
   providers: number | "auto";
   /** A synthesized model shape (tiny, qwen3-0.6b, llama-3.2-1b) served by every provider. */
   model: string;
+  /**
+   * A synthesized embedding model (tiny-embed) every provider serves beside it, for /v1/embeddings;
+   * undefined: none. Under the auto engine the daemons embed with a llama engine beside the native core.
+   */
+  embeddingModel?: string | undefined;
   /** Where progress lines go (not the READY line). */
   log: (line: string) => void;
   /** Aborting it during the start stops whatever was started; the start then rejects. */
@@ -90,21 +95,24 @@ export async function startLocalNetwork(o: LocalNetworkOptions): Promise<LocalNe
         ],
       }),
     );
-    await admin.upsertModel({
-      model: {
-        id: o.model,
-        displayName: `${o.model} (synthesized)`,
-        ownedBy: "darkbloom-local",
-        inputMicroUsdPerMillion: DEMO_PRICES.input,
-        outputMicroUsdPerMillion: DEMO_PRICES.output,
-        enabled: true,
-      },
-    });
+    const models = [o.model, ...(o.embeddingModel ? [o.embeddingModel] : [])];
+    for (const id of models) {
+      await admin.upsertModel({
+        model: {
+          id,
+          displayName: `${id} (synthesized)`,
+          ownedBy: "darkbloom-local",
+          inputMicroUsdPerMillion: DEMO_PRICES.input,
+          outputMicroUsdPerMillion: DEMO_PRICES.output,
+          enabled: true,
+        },
+      });
+    }
     const apiKey = await demoAccount(dataDir, url, admin);
 
     const providerDir = (i: number) => join(dataDir, "providers", String(i));
     // The model first: its size decides how many daemons run and with how many threads each.
-    const modelFile = await synthesizeModel(o, providerDir(0), logs);
+    const modelFile = await synthesizeModel(o.model, o, providerDir(0), logs);
     const plan = planProviders({
       requested: o.providers,
       modelBytes: (await stat(modelFile)).size,
@@ -113,9 +121,15 @@ export async function startLocalNetwork(o: LocalNetworkOptions): Promise<LocalNe
     });
     for (const line of plan.explanation) o.log(line);
     const providerDirs = Array.from({ length: plan.providers }, (_, i) => providerDir(i));
-    await linkModel(modelFile, o.model, providerDirs.slice(1));
-    // The coordinator counts the model's tokens itself (usage is then never a provider's claim).
-    await uploadVocabulary(admin, o.model, await vocabularyOf(modelFile));
+    const files = new Map([[o.model, modelFile]]);
+    if (o.embeddingModel) {
+      files.set(o.embeddingModel, await synthesizeModel(o.embeddingModel, o, providerDir(0), logs));
+    }
+    for (const [id, file] of files) {
+      await linkModel(file, id, providerDirs.slice(1));
+      // The coordinator counts the model's tokens itself (usage is then never a provider's claim).
+      await uploadVocabulary(admin, id, await vocabularyOf(file));
+    }
     const threads = plan.threads;
     for (const [i, dir] of providerDirs.entries()) {
       o.log(`starting provider ${i} (${threads} thread${threads === 1 ? "" : "s"})`);
@@ -130,7 +144,7 @@ export async function startLocalNetwork(o: LocalNetworkOptions): Promise<LocalNe
             "--data-dir",
             dir,
             "--model",
-            o.model,
+            models.join(","),
             "--threads",
             String(threads),
             "--log-level",
@@ -158,6 +172,17 @@ export async function startLocalNetwork(o: LocalNetworkOptions): Promise<LocalNe
       children,
       o.signal,
     );
+    const embeddingModel = o.embeddingModel;
+    if (embeddingModel) {
+      await waitUntil(
+        () => canEmbed(url, apiKey, embeddingModel),
+        undefined,
+        READY_TIMEOUT_MS,
+        "embeddings to be served",
+        children,
+        o.signal,
+      );
+    }
     const failed = Promise.race(
       children.map((c) => c.exited.then((code) => `${c.name} exited (${code}); see ${c.logFile}`)),
     );
@@ -177,19 +202,24 @@ async function makeTraversable(dir: string): Promise<void> {
   }
 }
 
-/** Synthesizes the model into the first provider's data directory (once); returns its path. */
-async function synthesizeModel(o: LocalNetworkOptions, first: string, logs: string): Promise<string> {
-  const source = modelPath(join(first, "models"), o.model);
+/** Synthesizes a model into the first provider's data directory (once); returns its path. */
+async function synthesizeModel(
+  model: string,
+  o: LocalNetworkOptions,
+  first: string,
+  logs: string,
+): Promise<string> {
+  const source = modelPath(join(first, "models"), model);
   if (!(await exists(source))) {
-    o.log(`synthesizing model ${o.model}`);
+    o.log(`synthesizing model ${model}`);
     const synth = startChild(
       "synth",
       providerBin,
-      ["models", "synth", o.model, "--data-dir", first],
-      join(logs, "synth.log"),
+      ["models", "synth", model, "--data-dir", first],
+      join(logs, `synth-${model}.log`),
     );
     const code = await synth.exited;
-    if (code !== 0) throw new Error(`could not synthesize ${o.model} (exit ${code}); see ${synth.logFile}`);
+    if (code !== 0) throw new Error(`could not synthesize ${model} (exit ${code}); see ${synth.logFile}`);
   }
   return source;
 }
@@ -244,6 +274,17 @@ async function canServe(url: string, apiKey: string, model: string): Promise<boo
     headers: { authorization: `Bearer ${apiKey}`, "content-type": "application/json" },
     body: JSON.stringify({ model, messages: [{ role: "user", content: "ping" }], max_tokens: 1 }),
     // One probe may not wait out the coordinator's queue: the loop polls again.
+    signal: AbortSignal.timeout(5_000),
+  }).catch(() => undefined);
+  await res?.arrayBuffer();
+  return res?.status === 200;
+}
+
+async function canEmbed(url: string, apiKey: string, model: string): Promise<boolean> {
+  const res = await fetch(`${url}/v1/embeddings`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${apiKey}`, "content-type": "application/json" },
+    body: JSON.stringify({ model, input: "ping" }),
     signal: AbortSignal.timeout(5_000),
   }).catch(() => undefined);
   await res?.arrayBuffer();

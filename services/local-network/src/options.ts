@@ -12,10 +12,13 @@ export interface ParsedOptions {
   /** Provider daemons, or "auto": as many as the model's thread count fits in the physical cores. */
   providers: number | "auto";
   model: string;
+  /** A synthesized embedding model served beside it (POST /v1/embeddings), or undefined for none. */
+  embeddingModel: string | undefined;
   help: boolean;
 }
 
 export const USAGE = `Usage: npm start -- [--port P] [--data-dir D] [--providers N] [--model NAME]
+                 [--embedding-model NAME|none]
 
 Runs the whole Darkbloom network on this machine: an embedded PostgreSQL, the coordinator on
 127.0.0.1:P, N provider daemons serving a synthesized model, and a funded demo account, then prints
@@ -29,6 +32,9 @@ Ctrl-C stops everything.
                   the physical cores) and as many run as fit the physical cores, at most 4; with
                   N, each daemon's threads are capped at its share of the cores
   --model NAME    synthesized model shape: tiny, tiny-llama, qwen3-0.6b, llama-3.2-1b (default tiny)
+  --embedding-model NAME
+                  synthesized embedding model served beside it for /v1/embeddings (default
+                  tiny-embed), or none
 `;
 
 const MODEL = /^[A-Za-z0-9._-]{1,64}$/;
@@ -43,6 +49,7 @@ export function parseOptions(argv: string[]): ParsedOptions {
         "data-dir": { type: "string" },
         providers: { type: "string" },
         model: { type: "string" },
+        "embedding-model": { type: "string" },
         help: { type: "boolean", short: "h" },
       },
       strict: true,
@@ -61,9 +68,22 @@ export function parseOptions(argv: string[]): ParsedOptions {
     throw new UsageError(
       `--model must be a model name like tiny or qwen3-0.6b, got ${JSON.stringify(model)}`,
     );
+  const embedding = (values["embedding-model"] as string | undefined) ?? "tiny-embed";
+  if (embedding !== "none" && !MODEL.test(embedding))
+    throw new UsageError(
+      `--embedding-model must be a model name like tiny-embed, or none, got ${JSON.stringify(embedding)}`,
+    );
+  if (embedding === model) throw new UsageError("--embedding-model must differ from --model");
   const dataDir = (values["data-dir"] as string | undefined) ?? ".darkbloom";
   if (dataDir.trim() === "") throw new UsageError("--data-dir must not be empty");
-  return { port, dataDir, providers, model, help: values.help === true };
+  return {
+    port,
+    dataDir,
+    providers,
+    model,
+    embeddingModel: embedding === "none" ? undefined : embedding,
+    help: values.help === true,
+  };
 }
 
 function integer(
