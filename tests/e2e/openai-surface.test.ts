@@ -610,6 +610,14 @@ describe("embeddings: tiny-embed (last-token pooling, EOS appended) on the llama
     expect((await refused({ model: MODEL, input: "x", dimensions: 64 }))?.param).toBe("dimensions");
     expect((await refused({ model: "tiny", input: "x" }))?.param).toBe("model");
     expect((await refused({ model: MODEL, input: [1, 2, 3] }))?.param).toBe("input");
+    // And an embedding model writes no completions.
+    const chat = await client.chat.completions
+      .create({ model: MODEL, messages: [{ role: "user", content: "hi" }], max_tokens: 4 })
+      .then(
+        () => undefined,
+        (e: unknown) => e as InstanceType<typeof OpenAI.BadRequestError>,
+      );
+    expect(chat?.param).toBe("model");
   });
 
   it("AI SDK embedMany and LangChain OpenAIEmbeddings get the same vectors", async () => {

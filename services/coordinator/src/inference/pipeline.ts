@@ -5,7 +5,13 @@ import type { Billing } from "../billing/billing.js";
 import { completedCharge, cost, FREE, type ModelPrice, worstCase } from "../billing/pricing.js";
 import { type TokenCounter, UsageMeter } from "../billing/usage-meter.js";
 import type { CoordinatorConfig } from "../config.js";
-import { ApiError, contextLengthExceeded, modelNotFound, serviceUnavailable } from "../errors/index.js";
+import {
+  ApiError,
+  contextLengthExceeded,
+  invalidRequest,
+  modelNotFound,
+  serviceUnavailable,
+} from "../errors/index.js";
 import type { Logger } from "../log.js";
 import type { CoordinatorMetrics } from "../metrics.js";
 import type { ProviderPool } from "../routing/provider-pool.js";
@@ -65,6 +71,12 @@ export class InferencePipeline {
     const entry = catalog.lookup(request.model);
     if (!served && !entry?.enabled) throw modelNotFound(request.model);
     if (entry && !entry.enabled) throw modelNotFound(request.model);
+    if (catalog.tokenizer?.(request.model)?.embeddingModel) {
+      throw invalidRequest(
+        `The model '${request.model}' is an embedding model; it serves /v1/embeddings, not completions.`,
+        "model",
+      );
+    }
 
     const promptTokens = request.promptTokens;
     // The context gate: the largest context any connected provider of the model serves.

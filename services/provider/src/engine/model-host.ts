@@ -357,8 +357,9 @@ export abstract class ModelHostEngine<R extends HostedRunner, J extends Generati
   // ---------------------------------------------------------------------------------------------
   // Generation
 
-  constrains(_model: ModelFile): boolean {
-    return this.enforcesGrammar;
+  /** An embedding model generates nothing here, so it enforces no grammar either. */
+  constrains(model: ModelFile): boolean {
+    return this.enforcesGrammar && model.embedding === undefined;
   }
 
   /** Whether it computes `model`'s embeddings: only the llama engine does (it overrides this). */
@@ -378,8 +379,13 @@ export abstract class ModelHostEngine<R extends HostedRunner, J extends Generati
       }
       if (typeof onToken !== "function") throw invalid("onToken must be a function");
       this.ensureOpen();
-      if (!this.known.has(request.model)) {
-        throw new EngineError("model_not_found", `model ${request.model} is not served here`, 404);
+      const model = this.known.get(request.model);
+      if (!model) throw new EngineError("model_not_found", `model ${request.model} is not served here`, 404);
+      // Its token states are trained to be pooled, not to predict text: served on /v1/embeddings only.
+      if (model.embedding !== undefined) {
+        throw invalid(
+          `model ${request.model} is an embedding model: it serves /v1/embeddings, not completions`,
+        );
       }
     } catch (err) {
       this.meters.failJob(job, err);

@@ -11,7 +11,7 @@ import { ModelTokenizer, synthesizeModel } from "@darkbloom/models";
 import { getLlama, type Llama, LlamaLogLevel } from "node-llama-cpp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { readModelFile } from "../../config/model-inventory.js";
-import { PROMPTS, rejection, request as requestFor, run, tinyModel } from "../conformance.test-support.js";
+import { PROMPTS, rejection, request as requestFor, tinyModel } from "../conformance.test-support.js";
 import type { EmbeddingRequest, ModelFile } from "../engine.js";
 import { LlamaEngine, type LlamaEngineOptions } from "./llama-engine.js";
 
@@ -167,10 +167,14 @@ describe("llama engine embeddings", () => {
     // Nothing was evaluated for any of them, and the model still embeds.
     expect(engine.stats().promptTokensProcessed).toBe(0);
     expect((await engine.embed(embedding(["hello"])).done).embeddings).toHaveLength(1);
-    // An embedding model still generates (its generation context is the one every model has).
-    expect(
-      (await run(engine, requestFor(embed.id, PROMPTS[0]!, { maxTokens: 4 }))).result.generatedTokens,
-    ).toBe(4);
+    // An embedding model writes no completions, and so says it enforces no grammar.
+    const generated = await rejection(
+      engine.generate(requestFor(embed.id, PROMPTS[0]!, { maxTokens: 4 }), () => {}).done,
+    );
+    expect(generated).toMatchObject({ code: "invalid_request", httpStatus: 400 });
+    expect(generated.message).toMatch(/is an embedding model/);
+    expect(engine.constrains(embed)).toBe(false);
+    expect(engine.constrains(tiny)).toBe(true);
   });
 
   it("cancel stops before the next input; the model keeps serving", async () => {
