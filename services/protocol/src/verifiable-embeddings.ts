@@ -1,6 +1,14 @@
-import { createHash, type KeyObject, verify as verifySignature } from "node:crypto";
-import { p256PublicKeyFromRaw } from "./p256.js";
-import { checkProof, hex, type ResponseProof, readProof, type VerifyOptions } from "./verifiable-response.js";
+import { createHash, type KeyObject } from "node:crypto";
+import {
+  checkProof,
+  domainSignatureMessage,
+  hex,
+  type ResponseProof,
+  readProof,
+  recordWriter,
+  type VerifyOptions,
+  verifyDomainSignature,
+} from "./verifiable-response.js";
 
 /**
  * Verifiable embeddings, version 1 (docs/ARCHITECTURE.md, "Verifiable responses"). The provider signs,
@@ -35,7 +43,6 @@ export const EMBEDDINGS_SIGNATURE_VERSION = 1;
 export const EMBEDDINGS_SIGNATURE_DOMAIN = "darkbloom-embeddings-v1";
 
 const DOMAIN_BYTES = new TextEncoder().encode(`${EMBEDDINGS_SIGNATURE_DOMAIN}\0`);
-const U32_MAX = 0xffff_ffff;
 
 /** Everything an embeddings signature covers besides the request hash. */
 export interface SignedEmbeddings {
@@ -49,19 +56,7 @@ export interface SignedEmbeddings {
 /** SHA-256 of the embeddings record (see the module comment). Throws on one it cannot encode. */
 export function embeddingsSha256(r: SignedEmbeddings): Uint8Array {
   const hash = createHash("sha256");
-  const u32 = (value: number, what: string) => {
-    if (!Number.isInteger(value) || value < 0 || value > U32_MAX) {
-      throw new Error(`${what} is not an integer in 0..${U32_MAX}`);
-    }
-    const b = Buffer.allocUnsafe(4);
-    b.writeUInt32BE(value, 0);
-    hash.update(b);
-  };
-  const str = (value: string) => {
-    const bytes = Buffer.from(value, "utf8");
-    u32(bytes.byteLength, "a string's length");
-    hash.update(bytes);
-  };
+  const { u32, str } = recordWriter((bytes) => hash.update(bytes));
   str(r.providerId);
   str(r.model);
   u32(r.embeddings.length, "the number of embeddings");
@@ -81,14 +76,7 @@ export function embeddingsSignatureMessage(
   requestSha256: Uint8Array,
   responseSha256: Uint8Array,
 ): Uint8Array {
-  if (requestSha256.byteLength !== 32 || responseSha256.byteLength !== 32) {
-    throw new Error("request_sha256 and response_sha256 must be 32 bytes each");
-  }
-  const out = new Uint8Array(DOMAIN_BYTES.byteLength + 64);
-  out.set(DOMAIN_BYTES, 0);
-  out.set(requestSha256, DOMAIN_BYTES.byteLength);
-  out.set(responseSha256, DOMAIN_BYTES.byteLength + 32);
-  return out;
+  return domainSignatureMessage(DOMAIN_BYTES, requestSha256, responseSha256);
 }
 
 /** Whether `signature` (DER) is the key's signature of the two hashes. Never throws. */
@@ -98,17 +86,13 @@ export function verifyEmbeddingsSignature(
   responseSha256: Uint8Array,
   signature: Uint8Array,
 ): boolean {
-  try {
-    const key = signingKey instanceof Uint8Array ? p256PublicKeyFromRaw(signingKey) : signingKey;
-    return verifySignature(
-      "sha256",
-      embeddingsSignatureMessage(requestSha256, responseSha256),
-      key,
-      signature,
-    );
-  } catch {
-    return false;
-  }
+  return verifyDomainSignature(
+    embeddingsSignatureMessage,
+    signingKey,
+    requestSha256,
+    responseSha256,
+    signature,
+  );
 }
 
 /** A vector's wire form (ChunkPayload.embedding.values, the base64 encoding): binary32, little-endian. */

@@ -139,7 +139,14 @@ export function responseSha256(response: SignedResponse): Uint8Array {
   return new Uint8Array(hash.digest());
 }
 
-function encodeRecord(r: SignedResponse, out: (bytes: Uint8Array) => void): void {
+/**
+ * The writers of a signed record's fields: u32 (unsigned big-endian, refused outside its range) and
+ * str (a u32 byte length, then UTF-8), each handing its bytes to `out`.
+ */
+export function recordWriter(out: (bytes: Uint8Array) => void): {
+  u32: (value: number, what: string) => void;
+  str: (value: string) => void;
+} {
   const u32 = (value: number, what: string) => {
     if (!Number.isInteger(value) || value < 0 || value > U32_MAX) {
       throw new Error(`${what} is not an integer in 0..${U32_MAX}`);
@@ -153,6 +160,11 @@ function encodeRecord(r: SignedResponse, out: (bytes: Uint8Array) => void): void
     u32(bytes.byteLength, "a string's length");
     out(bytes);
   };
+  return { u32, str };
+}
+
+function encodeRecord(r: SignedResponse, out: (bytes: Uint8Array) => void): void {
+  const { u32, str } = recordWriter(out);
   const opt = (value: string | null) => {
     out(value === null ? ABSENT : PRESENT);
     if (value !== null) str(value);
@@ -188,14 +200,7 @@ export function sha256(bytes: Uint8Array): Uint8Array {
 
 /** The exact bytes the provider signs. */
 export function responseSignatureMessage(requestSha256: Uint8Array, responseSha256: Uint8Array): Uint8Array {
-  if (requestSha256.byteLength !== 32 || responseSha256.byteLength !== 32) {
-    throw new Error("request_sha256 and response_sha256 must be 32 bytes each");
-  }
-  const out = new Uint8Array(DOMAIN_BYTES.byteLength + 64);
-  out.set(DOMAIN_BYTES, 0);
-  out.set(requestSha256, DOMAIN_BYTES.byteLength);
-  out.set(responseSha256, DOMAIN_BYTES.byteLength + 32);
-  return out;
+  return domainSignatureMessage(DOMAIN_BYTES, requestSha256, responseSha256);
 }
 
 /** Whether `signature` (DER) is the key's signature of the two hashes. Never throws. */
@@ -205,9 +210,42 @@ export function verifyResponseSignature(
   responseSha256: Uint8Array,
   signature: Uint8Array,
 ): boolean {
+  return verifyDomainSignature(
+    responseSignatureMessage,
+    signingKey,
+    requestSha256,
+    responseSha256,
+    signature,
+  );
+}
+
+/** A record kind's signed message: its domain (with the 0x00), request_sha256, response_sha256. */
+export function domainSignatureMessage(
+  domain: Uint8Array,
+  requestSha256: Uint8Array,
+  responseSha256: Uint8Array,
+): Uint8Array {
+  if (requestSha256.byteLength !== 32 || responseSha256.byteLength !== 32) {
+    throw new Error("request_sha256 and response_sha256 must be 32 bytes each");
+  }
+  const out = new Uint8Array(domain.byteLength + 64);
+  out.set(domain, 0);
+  out.set(requestSha256, domain.byteLength);
+  out.set(responseSha256, domain.byteLength + 32);
+  return out;
+}
+
+/** Whether `signature` (DER) is the key's signature of `message(request, response)`. Never throws. */
+export function verifyDomainSignature(
+  message: (requestSha256: Uint8Array, responseSha256: Uint8Array) => Uint8Array,
+  signingKey: Uint8Array | KeyObject,
+  requestSha256: Uint8Array,
+  responseSha256: Uint8Array,
+  signature: Uint8Array,
+): boolean {
   try {
     const key = signingKey instanceof Uint8Array ? p256PublicKeyFromRaw(signingKey) : signingKey;
-    return verifySignature("sha256", responseSignatureMessage(requestSha256, responseSha256), key, signature);
+    return verifySignature("sha256", message(requestSha256, responseSha256), key, signature);
   } catch {
     return false;
   }

@@ -1,13 +1,4 @@
-/**
- * One try of a job on one provider: dispatch (sealed to the provider's key), the chunks checked by
- * the attempt's UsageMeter before they reach the sink, the silence timers, and the provider's
- * completion checked (its usage against the counts, its output against what the request asked, its
- * signature against what will be shown) before the sink completes. Ends "done", or "retry" while
- * nothing reached the consumer.
- */
-import type { MessageInitShape } from "@bufbuild/protobuf";
-import type { InferenceComplete, InferenceRequestSchema } from "@darkbloom/protocol/provider/v1";
-import { SealedBoxError } from "@darkbloom/protocol/sealed-box";
+import type { InferenceComplete } from "@darkbloom/protocol/provider/v1";
 import { sha256 } from "@darkbloom/protocol/verifiable-response";
 import {
   type CountedUsage,
@@ -21,11 +12,11 @@ import type { CallObserver } from "../link/provider-session.js";
 import type { Logger } from "../log.js";
 import type { CoordinatorMetrics } from "../metrics.js";
 import type { DispatchTarget } from "../routing/provider-pool.js";
+import { dispatchSealed } from "./dispatch.js";
 import type { InferenceJob } from "./inference-job.js";
 import type { MeteredSink } from "./metered-sink.js";
 import { providerErrorFrom } from "./provider-errors.js";
 import { verifyResponse } from "./response-verification.js";
-import { type SealedRequest, sealRequest } from "./sealing.js";
 import { shownOutput } from "./shown-output.js";
 import { estimateTokens } from "./token-estimate.js";
 
@@ -262,36 +253,22 @@ export function runAttempt(
         failOrRetry(reason, providerError(`The provider disconnected mid-response (${reason}).`), true);
       },
     };
-    // Sealed to the provider's key with a fresh ephemeral key pair; plaintext only to a provider
-    // without a key, which a coordinator that requires encryption never registers.
-    let sealed: SealedRequest | undefined;
-    if (session.encryptionKey.byteLength > 0 || config.requireEncryption) {
-      const sealStart = performance.now();
-      try {
-        sealed = sealRequest(session.encryptionKey, request.body);
-      } catch (e) {
-        const message = e instanceof SealedBoxError ? e.message : "the request could not be sealed";
-        finish({ kind: "retry", reason: "bad_encryption_key" });
-        session.markUntrusted("bad_encryption_key", message);
-        return;
-      }
-      timing.add("encrypt", sealStart);
-    }
-    const inferenceRequest: MessageInitShape<typeof InferenceRequestSchema> = {
-      requestId,
-      model: request.model,
-      endpoint: request.endpoint,
-      body: sealed
-        ? { case: "sealedBody", value: sealed.box }
-        : { case: "plaintextBody", value: request.body },
-      maxTokens: job.maxTokens,
-      stream: request.stream,
-      promptTokensEstimate: job.promptTokens,
-    };
     signal.addEventListener("abort", onAbort, { once: true });
-    if (!session.dispatch(inferenceRequest, observer, sealed?.key)) {
-      sealed?.key.wipe();
-      finish({ kind: "retry", reason: "stream_closed", departed: true });
-    }
+    const undelivered = dispatchSealed(
+      session,
+      config.requireEncryption,
+      timing,
+      {
+        requestId,
+        model: request.model,
+        endpoint: request.endpoint,
+        body: request.body,
+        maxTokens: job.maxTokens,
+        stream: request.stream,
+        promptTokensEstimate: job.promptTokens,
+      },
+      observer,
+    );
+    if (undelivered) finish(undelivered);
   });
 }

@@ -1,19 +1,5 @@
-/**
- * One try of an embeddings request on one provider: dispatch (sealed to the provider's key), each
- * input's embedding collected from its chunk, and the whole checked before anything is shown: one
- * vector per input, all of the model's length (or the one asked for), unit length, each input's token
- * count the coordinator's own (or within its bound), the usage their sum, the signature over the
- * record. A provider that sends anything else is cut and untrusted, and the request is retried
- * elsewhere (the consumer has seen nothing yet).
- */
-import type { MessageInitShape } from "@bufbuild/protobuf";
-import type {
-  ChunkPayload,
-  InferenceComplete,
-  InferenceRequestSchema,
-} from "@darkbloom/protocol/provider/v1";
+import type { ChunkPayload, InferenceComplete } from "@darkbloom/protocol/provider/v1";
 import { Endpoint } from "@darkbloom/protocol/provider/v1";
-import { SealedBoxError } from "@darkbloom/protocol/sealed-box";
 import { embeddingFromBytes } from "@darkbloom/protocol/verifiable-embeddings";
 import type { ResponseProof } from "@darkbloom/protocol/verifiable-response";
 import type { TokenCounter } from "../billing/usage-meter.js";
@@ -22,11 +8,11 @@ import type { CallObserver } from "../link/provider-session.js";
 import type { ProviderHandle } from "../routing/provider-handle.js";
 import type { DispatchTarget } from "../routing/provider-pool.js";
 import type { AttemptDeps, AttemptOutcome } from "./attempt.js";
+import { dispatchSealed } from "./dispatch.js";
 import type { ValidatedEmbeddings } from "./embeddings-request.js";
 import { providerErrorFrom } from "./provider-errors.js";
 import { verifyEmbeddings } from "./response-verification.js";
 import type { RoutedRequest } from "./routing-loop.js";
-import { type SealedRequest, sealRequest } from "./sealing.js";
 
 /** A unit vector's length may be off by the rounding of its binary32 values, and no more. */
 const NORM_TOLERANCE = 1e-3;
@@ -187,35 +173,23 @@ export function runEmbeddingsAttempt(
       };
       finish({ kind: "done" });
     };
-    let sealed: SealedRequest | undefined;
-    if (session.encryptionKey.byteLength > 0 || config.requireEncryption) {
-      const sealStart = performance.now();
-      try {
-        sealed = sealRequest(session.encryptionKey, request.body);
-      } catch (e) {
-        const message = e instanceof SealedBoxError ? e.message : "the request could not be sealed";
-        finish({ kind: "retry", reason: "bad_encryption_key" });
-        session.markUntrusted("bad_encryption_key", message);
-        return;
-      }
-      timing.add("encrypt", sealStart);
-    }
-    const inferenceRequest: MessageInitShape<typeof InferenceRequestSchema> = {
-      requestId,
-      model: request.model,
-      endpoint: Endpoint.EMBEDDINGS,
-      body: sealed
-        ? { case: "sealedBody", value: sealed.box }
-        : { case: "plaintextBody", value: request.body },
-      maxTokens: 0,
-      stream: false,
-      promptTokensEstimate: request.promptTokens,
-    };
     signal.addEventListener("abort", onAbort, { once: true });
-    if (!session.dispatch(inferenceRequest, observer, sealed?.key)) {
-      sealed?.key.wipe();
-      finish({ kind: "retry", reason: "stream_closed", departed: true });
-    }
+    const undelivered = dispatchSealed(
+      session,
+      config.requireEncryption,
+      timing,
+      {
+        requestId,
+        model: request.model,
+        endpoint: Endpoint.EMBEDDINGS,
+        body: request.body,
+        maxTokens: 0,
+        stream: false,
+        promptTokensEstimate: request.promptTokens,
+      },
+      observer,
+    );
+    if (undelivered) finish(undelivered);
   });
 }
 

@@ -70,6 +70,17 @@ type Delta = {
  * runs through the same validation, routing and dispatch.
  */
 export function createInferenceService(deps: InferenceServiceDeps): ServiceImpl<typeof InferenceService> {
+  /** The caller's account (401 otherwise), its rate limit taken and said in the response headers. */
+  async function admit(ctx: HandlerContext) {
+    const principal = await deps.auth.authenticate(
+      ctx.requestHeader.get("authorization") ?? undefined,
+      ctx.values.get(CLIENT_ADDRESS),
+    );
+    for (const [k, v] of Object.entries(deps.rateLimiter.take(principal.accountId)))
+      ctx.responseHeader.set(k, v);
+    return principal;
+  }
+
   async function* run(
     endpoint: Endpoint,
     json: Record<string, unknown>,
@@ -82,12 +93,7 @@ export function createInferenceService(deps: InferenceServiceDeps): ServiceImpl<
     const out = new Channel<Delta>();
     let sink: ChannelSink;
     try {
-      const principal = await deps.auth.authenticate(
-        ctx.requestHeader.get("authorization") ?? undefined,
-        ctx.values.get(CLIENT_ADDRESS),
-      );
-      for (const [k, v] of Object.entries(deps.rateLimiter.take(principal.accountId)))
-        ctx.responseHeader.set(k, v);
+      const principal = await admit(ctx);
       const body = new TextEncoder().encode(JSON.stringify({ ...json, stream }));
       // The pipeline wipes the body it sends; the consumer gets this copy with the proof.
       const requestBody = body.slice();
@@ -202,12 +208,7 @@ export function createInferenceService(deps: InferenceServiceDeps): ServiceImpl<
       const requestId = newRequestId();
       ctx.responseHeader.set("x-request-id", requestId);
       try {
-        const principal = await deps.auth.authenticate(
-          ctx.requestHeader.get("authorization") ?? undefined,
-          ctx.values.get(CLIENT_ADDRESS),
-        );
-        for (const [k, v] of Object.entries(deps.rateLimiter.take(principal.accountId)))
-          ctx.responseHeader.set(k, v);
+        const principal = await admit(ctx);
         // The body the HTTP route takes; vectors go back as binary32 either way (repeated float).
         const json: Record<string, unknown> = {
           model: req.model,
