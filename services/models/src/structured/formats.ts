@@ -44,9 +44,14 @@ export const FORMAT_PATTERNS: Record<StringFormat, RegExp> = {
  * Formats written by their expression (pattern.ts), each a subset of what JSON Schema's format, zod 3
  * and zod 4 and Pydantic accept: `email` is lower-case dot-atoms (no quoted local parts, IP literals
  * or leading, trailing or doubled dots) with a top-level domain of 2 to 6 letters; `ipv4` is dotted
- * decimal without leading zeros.
+ * decimal without leading zeros; `time` is RFC 3339's full-time in UTC (seconds, up to 9 fraction
+ * digits, "Z": JSON Schema's `time` requires an offset); `hostname` is RFC 1123 labels of lower-case
+ * letters and digits joined by single hyphens, at most 4 labels of at most 62 characters (within
+ * the 63 a label and 253 a name may have).
  */
 export const PATTERN_FORMATS: Record<string, string> = {
+  time: "^(?:[01]\\d|2[0-3]):[0-5]\\d:[0-5]\\d(?:\\.\\d{1,9})?Z$",
+  hostname: "^[a-z0-9]{1,20}(?:-[a-z0-9]{1,20}){0,2}(?:\\.[a-z0-9]{1,20}(?:-[a-z0-9]{1,20}){0,2}){0,3}$",
   email:
     "^[a-z0-9]+(?:[._+-][a-z0-9]+){0,3}@[a-z0-9]+(?:-[a-z0-9]+){0,2}(?:\\.[a-z0-9]+(?:-[a-z0-9]+){0,2}){0,2}\\.[a-z]{2,6}$",
   ipv4: "^(?:(?:25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)\\.){3}(?:25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)$",

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { z } from "zod";
 import { Xoshiro128 } from "../synth/random.js";
+import { PATTERN_FORMATS } from "./formats.js";
 import { grammarAccepts, openVocabularies } from "./grammar-check.test-support.js";
 import { compileSchema, SchemaError, schemaGrammar, schemaViolation } from "./index.js";
 import { compilePattern, PatternError } from "./pattern.js";
@@ -32,6 +33,9 @@ const PATTERNS: Record<string, string> = {
   dot: "^a.b$",
   empty: "^$",
   groups: "^(?<word>ab)+(?:c|d)*?e{2}$",
+  // The formats written by their expression without one beside them.
+  utc: PATTERN_FORMATS.time as string,
+  hostname: PATTERN_FORMATS.hostname as string,
 };
 
 describe("compilePattern", () => {
@@ -104,6 +108,48 @@ describe("formats written by their expression", () => {
     for (const bad of ["256.1.1.1", "01.2.3.4", "1.2.3"]) expect(schemaViolation(ipv4, bad)).toBeDefined();
     expect(new RegExp(ZOD.properties.ipv4?.pattern ?? "").test("10.0.0.255")).toBe(true);
   });
+
+  it("time and hostname: what they accept JSON Schema's and Pydantic's checkers accept", () => {
+    const random = new Xoshiro128(9);
+    const sample = (format: string, pieces: string[], checkers: RegExp[]) => {
+      const schema = compileSchema({ type: "string", format }, { strict: false });
+      let valid = 0;
+      for (let i = 0; i < 20_000; i++) {
+        let text = "";
+        for (let j = random.next() % 10; j >= 0; j--) text += pieces[random.next() % pieces.length];
+        if (schemaViolation(schema, text) !== undefined) continue;
+        valid++;
+        for (const checker of checkers)
+          expect(checker.test(text), `${format} ${checker}: ${text}`).toBe(true);
+      }
+      return { schema, valid };
+    };
+    // ajv-formats' full `time` and Pydantic's time (an offset or Z after the seconds).
+    const time = sample(
+      "time",
+      ["0", "1", "2", "3", "5", "9", ":", ".", "Z", "z", "+", "23:59:", "00:00:00", "12:30:45"],
+      [
+        /^(\d\d):(\d\d):(\d\d(?:\.\d+)?)(z|([+-])(\d\d)(?::?(\d\d))?)$/i,
+        /^([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d{1,9})?)?(Z|[+-]\d\d:?\d\d)?$/,
+      ],
+    );
+    expect(time.valid).toBeGreaterThan(10);
+    expect(schemaViolation(time.schema, "23:59:59.125Z")).toBeUndefined();
+    for (const bad of ["24:00:00Z", "12:60:00Z", "12:00:00", "12:00Z"])
+      expect(schemaViolation(time.schema, bad), bad).toBeDefined();
+    // ajv-formats' `hostname` (RFC 1123, at most 253 characters).
+    const hostname = sample(
+      "hostname",
+      ["a", "b", "z", "0", "9", "-", ".", "--", "..", "x1", "example", "com", "A", "_"],
+      [
+        /^(?=.{1,253}\.?$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[-0-9a-z]{0,61}[0-9a-z])?)*\.?$/i,
+      ],
+    );
+    expect(hostname.valid).toBeGreaterThan(20);
+    expect(schemaViolation(hostname.schema, "api-1.example.com")).toBeUndefined();
+    for (const bad of ["-a.com", "a-.com", "a..com", "a_b.com", `${"a".repeat(64)}.com`])
+      expect(schemaViolation(hostname.schema, bad), bad).toBeDefined();
+  });
 });
 
 describe("the grammar of a pattern, on llama.cpp's grammar sampler", () => {
@@ -147,6 +193,8 @@ describe("the grammar of a pattern, on llama.cpp's grammar sampler", () => {
     datetime: ["2024-02-29T23:59:59Z", "2000-01-01T00:00:00.123Z"],
     time: ["23:59", "00:00:00.5"],
     ipv4: ["192.168.0.1", "255.255.255.255"],
+    hostname: ["example.com", "a-1.b2.c-d-e.io"],
+    utc: ["23:59:59Z", "00:00:00.123456789Z"],
     e164: ["+14155550123"],
     cuid: ["cjld2cjxh0000qzrmn831i7rn"],
     base64: ["", "YWJj", "YQ=="],
