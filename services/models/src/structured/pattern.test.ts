@@ -210,6 +210,58 @@ describe("the grammar of a pattern, on llama.cpp's grammar sampler", () => {
     groups: ["ababcdcee", "abee"],
   };
 
+  it("with length bounds beside it, writes only matches within them", () => {
+    const zod = z.toJSONSchema(
+      z.object({
+        email: z.email().max(64),
+        word: z
+          .string()
+          .regex(/^[a-z]+(-[a-z]+)*$/)
+          .min(6)
+          .max(12),
+        any: z.string().regex(/x/).min(3).max(5),
+      }),
+    ) as { properties: Record<string, Record<string, unknown>> };
+    const cases: Array<[string, Record<string, unknown>, string[]]> = [
+      ["email", { type: "string", ...zod.properties.email }, ["ann@example.org"]],
+      ["word", { type: "string", ...zod.properties.word }, ["abcdef", "abcdef-g-h", "abcdefgh"]],
+      ["any", { type: "string", ...zod.properties.any }, ["axb", "xxxxx"]],
+      [
+        "hostname",
+        { type: "string", format: "hostname", minLength: 4, maxLength: 9 },
+        ["abcd", "abcd.i", "abcde-f"],
+      ],
+    ];
+    for (const [name, source, examples] of cases) {
+      const schema = compileSchema(source, { strict: false });
+      const grammar = schemaGrammar(schema);
+      const { minLength = 0, maxLength } = source as { minLength?: number; maxLength?: number };
+      for (const text of examples) {
+        expect(schemaViolation(schema, text), `${name}: ${text}`).toBeUndefined();
+        expect(accepts(grammar, JSON.stringify(text)), `${name}: ${text}`).toBe(true);
+      }
+      const regex = new RegExp(
+        (source.pattern as string | undefined) ?? PATTERN_FORMATS[source.format as string] ?? "",
+      );
+      const pieces = [...examples, ...examples.flatMap((e) => e.split("")), "@", ".", "-", "x", "zz"];
+      const random = new Xoshiro128(name.length);
+      let accepted = 0;
+      for (let i = 0; i < 300; i++) {
+        let text = "";
+        for (let j = random.next() % 6; j >= 0; j--) text += pieces[random.next() % pieces.length];
+        if (!accepts(grammar, JSON.stringify(text))) continue;
+        accepted++;
+        const length = [...text].length;
+        expect(
+          regex.test(text) && length >= minLength && length <= (maxLength ?? length),
+          `${name} wrote ${text}`,
+        ).toBe(true);
+        expect(schemaViolation(schema, text)).toBeUndefined();
+      }
+      expect(accepted, name).toBeGreaterThan(0);
+    }
+  }, 60_000);
+
   it("accepts exactly what the expression matches, as the JSON string the model writes", () => {
     for (const [name, source] of Object.entries(PATTERNS)) {
       const schema = compileSchema({ type: "string", pattern: source }, { strict: false });

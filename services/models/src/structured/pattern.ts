@@ -81,7 +81,159 @@ export function compilePattern(source: string): CompiledPattern {
   return { source, root, regex };
 }
 
+/** The lengths, in characters, of the strings a node matches: [min, max] (max undefined: unbounded). */
+function lengths(node: RegexNode): [number, number | undefined] {
+  switch (node.kind) {
+    case "chars":
+      return [1, 1];
+    case "seq":
+      return node.items.reduce<[number, number | undefined]>(
+        ([min, max], item) => {
+          const [a, b] = lengths(item);
+          return [min + a, max === undefined || b === undefined ? undefined : max + b];
+        },
+        [0, 0],
+      );
+    case "alt": {
+      const all = node.options.map(lengths);
+      const maxes = all.map(([, b]) => b);
+      return [
+        Math.min(...all.map(([a]) => a)),
+        maxes.includes(undefined) ? undefined : Math.max(...(maxes as number[])),
+      ];
+    }
+    case "repeat": {
+      const [a, b] = lengths(node.item);
+      if (node.max === 0 || b === 0) return [0, 0];
+      return [node.min * a, node.max === undefined || b === undefined ? undefined : node.max * b];
+    }
+  }
+}
+
 /**
+ * How a repeat `{m,n}` is restricted: `{m + raise, m + raise + cap}` within its own bounds (cap
+ * undefined: its own most, unbounded for `{m,}`).
+ */
+interface Restriction {
+  raise: number;
+  cap: number | undefined;
+}
+
+/** The node with each repeat restricted as `restrictions` says. */
+function restrict(node: RegexNode, restrictions: Map<RegexNode, Restriction>): RegexNode {
+  switch (node.kind) {
+    case "chars":
+      return node;
+    case "seq":
+      return { kind: "seq", items: node.items.map((n) => restrict(n, restrictions)) };
+    case "alt":
+      return { kind: "alt", options: node.options.map((n) => restrict(n, restrictions)) };
+    case "repeat": {
+      const item = restrict(node.item, restrictions);
+      const r = restrictions.get(node);
+      if (r === undefined) return { ...node, item };
+      // A bounded repeat stays within its own bounds (a raise or cap past them changes nothing).
+      const most = node.max ?? Number.POSITIVE_INFINITY;
+      const min = Math.min(node.min + r.raise, most);
+      return { kind: "repeat", item, min, max: r.cap === undefined ? node.max : Math.min(min + r.cap, most) };
+    }
+  }
+}
+
+/** The repeats of a tree, outermost first. */
+function repeatsOf(node: RegexNode, out: RegexNode[] = []): RegexNode[] {
+  if (node.kind === "repeat") {
+    out.push(node);
+    repeatsOf(node.item, out);
+  } else if (node.kind === "seq") for (const n of node.items) repeatsOf(n, out);
+  else if (node.kind === "alt") for (const n of node.options) repeatsOf(n, out);
+  return out;
+}
+
+/**
+ * The pattern restricted to strings of `minLength` to `maxLength` characters, as JSON Schema asks
+ * when both stand beside it (zod's `.email().max(255)`, `.regex(…).min(1)`), by restricting its
+ * repeats, one iteration at a time and each in turn: their least counts raised (repeats of characters
+ * first, then repeats of groups; a bounded one up to its most) while that lengthens the shortest
+ * match, until every match is long enough; then cut to their least counts and given extra
+ * iterations back while the longest match still fits: the repeats of groups that hold
+ * repeats (an e-mail's domain labels) up to two, then the repeats within them (each label's letters)
+ * until none fits more, so that the length goes to the parts rather than to their number. What the
+ * grammar writes is then a subset of what the expression matches within the bounds (the output is
+ * still checked with the expression and the bounds). Throws PatternError where no such restriction
+ * exists (a branch without a repetition that is too short, bounded parts too long).
+ */
+export function boundedPattern(
+  pattern: CompiledPattern,
+  minLength: number,
+  maxLength: number | undefined,
+): CompiledPattern {
+  const repeats = repeatsOf(pattern.root);
+  /** Repeats of groups that hold repeats, and the others (of characters, or of groups without). */
+  const outer = repeats.filter((r) => r.kind === "repeat" && repeatsOf(r.item).length > 0);
+  const inner = repeats.filter((r) => !outer.includes(r));
+  const restrictions = new Map<RegexNode, Restriction>(repeats.map((r) => [r, { raise: 0, cap: undefined }]));
+  const measure = () => lengths(restrict(pattern.root, restrictions));
+  /**
+   * Grows each of `which` in turn by one (at most `limit` times each) while `keeps(before, after)`
+   * holds; stops when none may grow.
+   */
+  const grow = (
+    which: RegexNode[],
+    step: (r: Restriction, by: number) => number,
+    keeps: (before: [number, number | undefined], after: [number, number | undefined]) => boolean,
+    limit = Number.POSITIVE_INFINITY,
+  ) => {
+    const active = new Set(which);
+    while (active.size > 0) {
+      for (const repeat of [...active]) {
+        const r = restrictions.get(repeat) as Restriction;
+        const before = measure();
+        if (step(r, 1) > limit || !keeps(before, measure())) {
+          step(r, -1);
+          active.delete(repeat);
+        }
+      }
+    }
+  };
+  const raise = (r: Restriction, by: number) => {
+    r.raise += by;
+    return r.raise;
+  };
+  const lengthens = ([min]: [number, number | undefined], [after]: [number, number | undefined]) =>
+    after > min && min < minLength;
+  // A bounded repeat's least count rises at most to its most (restrict clamps it: no longer lengthens).
+  for (const which of [inner, outer]) if (measure()[0] < minLength) grow(which, raise, lengthens);
+  if (measure()[0] < minLength) {
+    throw new PatternError(
+      `the pattern matches strings shorter than minLength ${minLength} that no repetition lengthens`,
+    );
+  }
+  if (maxLength !== undefined && (measure()[1] ?? Number.POSITIVE_INFINITY) > maxLength) {
+    for (const r of restrictions.values()) r.cap = 0;
+    if ((measure()[1] ?? Number.POSITIVE_INFINITY) > maxLength) {
+      throw new PatternError(
+        `the pattern's matches cannot all be within minLength ${minLength} and maxLength ${maxLength}`,
+      );
+    }
+    const cap = (r: Restriction, by: number) => {
+      r.cap = (r.cap ?? 0) + by;
+      return r.cap;
+    };
+    const fits = ([, max]: [number, number | undefined], [, after]: [number, number | undefined]) =>
+      after !== undefined && max !== undefined && after > max && after <= maxLength;
+    grow(outer, cap, fits, 2);
+    grow(inner, cap, fits);
+  }
+  const root = restrict(pattern.root, restrictions);
+  if (expandedSize(root) > PATTERN_LIMITS.expanded) {
+    throw new PatternError("the pattern's repetitions within its length bounds are too large for a grammar");
+  }
+  return { ...pattern, root };
+}
+
+/**
+ * The GBNF expression of the JSON string (quotes included) of a string the pattern matches/**
  * The GBNF expression of the JSON string (quotes included) of a string the pattern matches: each
  * character as JSON writes it (`"` and `\` escaped, \t \n \r as escapes, other control
  * characters and characters outside the Basic Multilingual Plane left out).

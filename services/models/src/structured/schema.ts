@@ -13,7 +13,7 @@
 
 import { PATTERN_FORMATS } from "./formats.js";
 import { type NumberBounds, numberRangeExpression } from "./number-range.js";
-import { type CompiledPattern, compilePattern, PatternError } from "./pattern.js";
+import { boundedPattern, type CompiledPattern, compilePattern, PatternError } from "./pattern.js";
 
 /** A schema the grammar cannot enforce or the request got wrong; `path` is the keyword's place in it. */
 export class SchemaError extends Error {
@@ -355,12 +355,10 @@ class Compiler {
     if (maxLength !== undefined && maxLength < minLength) {
       throw new SchemaError("'maxLength' is below 'minLength'", at(path, "maxLength"));
     }
-    if (s.pattern !== undefined) return this.pattern(s, path);
+    if (s.pattern !== undefined) return this.pattern(s.pattern, at(path, "pattern"), minLength, maxLength);
     if (s.format === undefined) return { kind: "string", minLength, maxLength };
     const byPattern = typeof s.format === "string" ? PATTERN_FORMATS[s.format] : undefined;
-    if (byPattern !== undefined && s.minLength === undefined && s.maxLength === undefined) {
-      return { kind: "string", minLength: 0, maxLength: undefined, pattern: compilePattern(byPattern) };
-    }
+    if (byPattern !== undefined) return this.pattern(byPattern, at(path, "format"), minLength, maxLength);
     if (typeof s.format !== "string" || !(STRING_FORMATS as readonly string[]).includes(s.format)) {
       if (byPattern === undefined) {
         throw new SchemaError(
@@ -380,19 +378,24 @@ class Compiler {
   }
 
   /**
-   * A `pattern`: the grammar writes what it matches, and the output is checked with it. A `format`
-   * beside it (zod writes both: `email` with the expression it checks emails with) is taken as the
-   * pattern's name, as JSON Schema's format annotations are; length bounds beside it are refused
-   * (the grammar cannot write both at once).
+   * A `pattern` (or a format written by its expression): the grammar writes what it matches, and the
+   * output is checked with it. A `format` beside it (zod writes both: `email` with the expression it
+   * checks emails with) is taken as the pattern's name, as JSON Schema's format annotations are.
+   * Length bounds beside it restrict the pattern's repetitions to strings within them
+   * (pattern.ts boundedPattern), or are a 400 where no restriction can.
    */
-  private pattern(s: Json, path: string): SchemaNode {
-    const where = at(path, "pattern");
-    if (typeof s.pattern !== "string") throw new SchemaError("'pattern' must be a string", where);
-    if (s.minLength !== undefined || s.maxLength !== undefined) {
-      throw new SchemaError("'pattern' cannot be combined with 'minLength' or 'maxLength'", where);
-    }
+  private pattern(
+    source: unknown,
+    where: string,
+    minLength: number,
+    maxLength: number | undefined,
+  ): SchemaNode {
+    if (typeof source !== "string") throw new SchemaError("'pattern' must be a string", where);
     try {
-      return { kind: "string", minLength: 0, maxLength: undefined, pattern: compilePattern(s.pattern) };
+      const pattern = compilePattern(source);
+      if (minLength === 0 && maxLength === undefined)
+        return { kind: "string", minLength, maxLength, pattern };
+      return { kind: "string", minLength, maxLength, pattern: boundedPattern(pattern, minLength, maxLength) };
     } catch (e) {
       if (e instanceof PatternError) throw new SchemaError(e.message, where);
       throw e;

@@ -51,7 +51,9 @@ describe("compileSchema", () => {
   it("refuses every keyword it cannot enforce, naming its place in the schema", () => {
     const cases: Array<[unknown, string, RegExp]> = [
       [{ type: "string", pattern: "^(?=a)" }, "pattern", /a lookaround is not supported/],
-      [{ type: "string", pattern: "a", maxLength: 3 }, "pattern", /cannot be combined/],
+      [{ type: "string", pattern: "^a{5}$", maxLength: 3 }, "pattern", /cannot all be within/],
+      [{ type: "string", pattern: "^(ab+|c)$", minLength: 2 }, "pattern", /shorter than minLength 2/],
+      [{ type: "string", format: "ipv4", maxLength: 5 }, "format", /cannot all be within/],
       [
         { type: "object", properties: { d: { type: "string", format: "uri" } } },
         "properties.d.format",

@@ -33,9 +33,7 @@ function check(schema: CompiledSchema, node: SchemaNode, value: unknown, path: s
       return (value as number) > node.max ? `${path}: above the maximum ${node.max}` : undefined;
     case "string": {
       if (typeof value !== "string") return `${path}: expected a string`;
-      if (node.pattern) {
-        return node.pattern.regex.test(value) ? undefined : `${path}: does not match the pattern`;
-      }
+      if (node.pattern && !node.pattern.regex.test(value)) return `${path}: does not match the pattern`;
       if (node.format && !FORMAT_PATTERNS[node.format].test(value)) return `${path}: not a ${node.format}`;
       const length = [...value].length;
       if (length < node.minLength) return `${path}: shorter than ${node.minLength} characters`;
