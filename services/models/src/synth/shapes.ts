@@ -125,6 +125,28 @@ export const MODEL_SHAPES = {
     qkNorm: true,
     initStd: 0.02,
   },
+  /** Qwen3-Embedding-0.6B's real shapes: Qwen3-0.6B converted as an embedding model (last-token pooling). */
+  "qwen3-embedding-0.6b": {
+    name: "qwen3-embedding-0.6b",
+    displayName: "Qwen3 Embedding 0.6B (synthetic)",
+    architecture: "qwen3",
+    tokenizer: "qwen",
+    minimalSpecials: false,
+    embeddingLength: 1024,
+    blockCount: 28,
+    feedForwardLength: 3072,
+    headCount: 16,
+    headCountKv: 8,
+    headDim: 128,
+    vocabSize: 151936,
+    contextLength: 32768,
+    rmsEps: 1e-6,
+    ropeFreqBase: 1_000_000,
+    tiedEmbeddings: true,
+    qkNorm: true,
+    initStd: 0.02,
+    pooling: "last",
+  },
   /** Llama-3.2-1B's real shapes (1.24B parameters; ~1.3 GB at Q8_0). */
   "llama-3.2-1b": {
     name: "llama-3.2-1b",
