@@ -680,7 +680,10 @@ export function* generateHttpCases(rng: Rng, count: number, marker: string): Gen
   }
 }
 
-/** Routes beside the two completions endpoints: unknown ones, wrong methods, the money endpoints. */
+/**
+ * Routes beside the two completions endpoints: embeddings, unknown ones, wrong methods, the money
+ * endpoints.
+ */
 function otherRoute(rng: Rng, id: number, marker: string): HttpCase {
   const valid = enc.encode(serialize(baseBody(rng, "chat", marker).body));
   const c = (partial: Partial<HttpCase> & Pick<HttpCase, "label" | "expect">): HttpCase => ({
@@ -695,7 +698,25 @@ function otherRoute(rng: Rng, id: number, marker: string): HttpCase {
   });
   const notFound = { status: 404, code: "not_found" };
   const options: (() => HttpCase)[] = [
-    () => c({ label: "embeddings", path: "/v1/embeddings", expect: notFound }),
+    () => {
+      // An embeddings body the reader refuses (a chat body among them): 400 before anything is
+      // reserved, whatever the model.
+      const [what, body] = rng.pick([
+        ["chat-body", JSON.parse(serialize(baseBody(rng, "chat", marker).body))],
+        ["empty-input", { model: "tiny", input: "" }],
+        ["no-inputs", { model: "tiny", input: [] }],
+        ["token-ids", { model: "tiny", input: [1, 2, 3] }],
+        ["mixed-input", { model: "tiny", input: [marker, 7] }],
+        ["encoding", { model: "tiny", input: marker, encoding_format: "int8" }],
+        ["dimensions", { model: "tiny", input: marker, dimensions: rng.pick([0, -3, 1.5, "64"]) }],
+      ] as const);
+      return c({
+        label: `embeddings|${what}`,
+        path: "/v1/embeddings",
+        body: enc.encode(JSON.stringify(body)),
+        expect: { status: 400, code: "invalid_request_error" },
+      });
+    },
     () =>
       c({
         label: "unknown-route",
