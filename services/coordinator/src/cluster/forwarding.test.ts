@@ -2,7 +2,9 @@ import http from "node:http";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { PeerService } from "@darkbloom/protocol/cluster/v1";
-import { ScriptedProvider } from "@darkbloom/testing";
+import { ModelFeature } from "@darkbloom/protocol/provider/v1";
+import { verifyEmbeddingsResponse } from "@darkbloom/protocol/verifiable-embeddings";
+import { newSigningKey, ScriptedProvider, unitVector } from "@darkbloom/testing";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { CoordinatorConfig } from "../config.js";
 import {
@@ -123,6 +125,33 @@ describe("forwarding between coordinator replicas", () => {
     expect(count(onA, 'darkbloom_model_providers{model="fw",status="routable"}')).toBe(0);
     expect(count(onB, 'darkbloom_model_slots{model="fw",state="free"}')).toBe(4);
     expect(count(onA, 'darkbloom_model_decode_tokens_per_second{model="fw"}')).toBeGreaterThan(0);
+  });
+
+  it("serves embeddings on A from a provider on B that computes them, checked and signed", async () => {
+    const { a, b } = await replicas();
+    const key = newSigningKey();
+    const p = await provider(b, {
+      models: [{ id: "fw", contextLength: 4096, features: [ModelFeature.EMBEDDINGS] }],
+      responseSigningKey: key.privateKey,
+      script: () => ({ tokens: [], embeddings: { dimensions: 6 } }),
+    });
+    const body = { model: "fw", input: ["one", "two"] };
+    await expect
+      .poll(async () => (await postJson(a.url, "/v1/embeddings", a.apiKey, body)).status, { timeout: 10_000 })
+      .toBe(200);
+    const res = await postJson(a.url, "/v1/embeddings", a.apiKey, body);
+    expect(res.headers.get("x-provider-id")).toBe(p.providerId);
+    expect(timingOf(res).forward).toBeGreaterThan(0);
+    const text = await res.text();
+    const json = JSON.parse(text) as { data: Array<{ embedding: number[] }> };
+    expect(json.data.map((d) => d.embedding)).toEqual([unitVector("one", 6), unitVector("two", 6)]);
+    // Relayed by B unopened, opened and checked by A: the proof verifies, pinned to the provider's key.
+    expect(
+      verifyEmbeddingsResponse(text, {
+        requestBody: JSON.stringify(body),
+        signingKey: Buffer.from(key.publicKey).toString("base64"),
+      }),
+    ).toMatchObject({ ok: true, pinned: true });
   });
 
   it("cancels the provider's work when the consumer on A leaves mid-stream", async () => {
