@@ -7,7 +7,7 @@ import {
   type Violation,
 } from "../billing/usage-meter.js";
 import type { CoordinatorConfig } from "../config.js";
-import { type ApiError, providerError } from "../errors/index.js";
+import { type ApiError, providerError, unexpectedError } from "../errors/index.js";
 import type { CallObserver } from "../link/provider-session.js";
 import type { Logger } from "../log.js";
 import type { CoordinatorMetrics } from "../metrics.js";
@@ -165,6 +165,14 @@ export function runAttempt(
       });
       sink.complete({ ...result, proof: verdict.proof });
     };
+    // A fault of the coordinator's own while concluding off the event loop's turn: the request
+    // fails (its consumer is told) instead of hanging, and nothing escapes as an unhandled rejection.
+    const concludeFailed = (e: unknown) => {
+      log.error({ requestId, err: e }, "concluding the response failed");
+      if (finished) return;
+      sink.fail(unexpectedError(e));
+      finish({ kind: "done" });
+    };
     const observer: CallObserver = {
       // A forwarded request: the replica holding the provider's stream took it (the hop's cost).
       admitted() {
@@ -232,7 +240,8 @@ export function runAttempt(
               );
               conclude(message, undefined);
             },
-          );
+          )
+          .catch((e: unknown) => concludeFailed(e));
       },
       error(message) {
         // A provider refusing a bad request (4xx other than timeouts and rate limits) is not its fault.

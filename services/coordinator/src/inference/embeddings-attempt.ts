@@ -3,7 +3,7 @@ import { Endpoint } from "@darkbloom/protocol/provider/v1";
 import { embeddingFromBytes } from "@darkbloom/protocol/verifiable-embeddings";
 import type { ResponseProof } from "@darkbloom/protocol/verifiable-response";
 import type { TokenCounter } from "../billing/usage-meter.js";
-import type { ApiError } from "../errors/index.js";
+import { type ApiError, unexpectedError } from "../errors/index.js";
 import type { CallObserver } from "../link/provider-session.js";
 import type { ProviderHandle } from "../routing/provider-handle.js";
 import type { DispatchTarget } from "../routing/provider-pool.js";
@@ -116,16 +116,23 @@ export function runEmbeddingsAttempt(
         const collected = chunks.filter((c): c is ChunkPayload => c !== undefined);
         if (collected.length < n) return cut(`${collected.length} embeddings for ${n} inputs`);
         const counted = job.inputCounts ?? Promise.resolve(undefined);
-        counted.then(
-          (counts) => conclude(message, chunks as ChunkPayload[], counts),
-          (e: Error) => {
-            log.warn(
-              { requestId, err: e.message },
-              "the inputs could not be counted; their usage is only bounded",
-            );
-            conclude(message, chunks as ChunkPayload[], undefined);
-          },
-        );
+        counted
+          .then(
+            (counts) => conclude(message, chunks as ChunkPayload[], counts),
+            (e: Error) => {
+              log.warn(
+                { requestId, err: e.message },
+                "the inputs could not be counted; their usage is only bounded",
+              );
+              conclude(message, chunks as ChunkPayload[], undefined);
+            },
+          )
+          .catch((e: unknown) => {
+            // A fault of the coordinator's own: the request fails instead of hanging.
+            log.error({ requestId, err: e }, "concluding the embeddings failed");
+            job.failure = unexpectedError(e);
+            finish({ kind: "done" });
+          });
       },
       error(message) {
         const clientError = message.httpStatus >= 400 && message.httpStatus < 500;
