@@ -8,6 +8,14 @@ import type { EmbeddingInput } from "../chat/generation-input.js";
 /** OpenAI's limit on the inputs of one request. */
 export const MAX_EMBEDDING_INPUTS = 2048;
 
+/**
+ * The most tokens an embedding input is served with (OpenAI's limit per input): an embedding model's
+ * context is made this large at most, whatever it was trained for, since the context's memory grows
+ * with it (Qwen3-Embedding-0.6B: ~1.5 GiB at 8,192 tokens, ~2.4 GiB at 16,384) and its batch must
+ * hold a whole input.
+ */
+export const MAX_EMBEDDING_INPUT_TOKENS = 8192;
+
 /** How the vectors are shown: JSON numbers, or base64 of their binary32 bytes (little-endian). */
 export type EmbeddingEncoding = "float" | "base64";
 

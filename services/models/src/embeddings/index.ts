@@ -9,6 +9,7 @@ export {
 export {
   type EmbeddingEncoding,
   type EmbeddingsRequest,
+  MAX_EMBEDDING_INPUT_TOKENS,
   MAX_EMBEDDING_INPUTS,
   readEmbeddingsRequest,
 } from "./embeddings-request.js";

@@ -82,19 +82,23 @@ afterEach(async () => {
   await coordinator?.close();
 });
 
-async function connect(served: Engine = engine): Promise<{ link: ProviderLink; key: BoxKeyPair }> {
+async function connect(
+  served: Engine = engine,
+  models: ModelFile[] = [embed, tiny],
+  maxContext = 256,
+): Promise<{ link: ProviderLink; key: BoxKeyPair }> {
   coordinator = await FakeCoordinator.start();
   const key = BoxKeyPair.generate();
   const link = new ProviderLink({
     coordinatorUrl: coordinator.url,
     engine: served,
-    models: [embed, tiny],
+    models,
     machineId: `embed-${randomBytes(6).toString("hex")}`,
     encryptionKey: key,
     responseSigner: signer,
     daemonVersion: "0.1.0",
     hardware: describeHardware(),
-    knobs: { kvBits: 0, maxContext: 256, maxBatch: 2, idleTimeoutMinutes: 0, threads: 1 },
+    knobs: { kvBits: 0, maxContext, maxBatch: 2, idleTimeoutMinutes: 0, threads: 1 },
     backoff: { initialMs: 50, maxMs: 400 },
     logger: pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" }),
   });
@@ -117,6 +121,22 @@ describe("the link serves embeddings", () => {
     expect(features.get(embed.id)).toContain(ModelFeature.EMBEDDINGS);
     expect(features.get(tiny.id)).not.toContain(ModelFeature.EMBEDDINGS);
     expect(features.get(tiny.id)).toContain(ModelFeature.GRAMMAR);
+    // It writes no completions, so it enforces no grammar either.
+    expect(features.get(embed.id)).not.toContain(ModelFeature.GRAMMAR);
+  });
+
+  it("advertises an embedding model's context as at most 8,192 tokens an input, whatever it was trained for", async () => {
+    await connect(
+      engine,
+      [
+        { ...embed, contextLength: 32_768 },
+        { ...tiny, contextLength: 32_768 },
+      ],
+      50_000,
+    );
+    const contexts = new Map(coordinator.registers[0]?.models.map((m) => [m.id, m.contextLength]));
+    expect(contexts.get(embed.id)).toBe(8192);
+    expect(contexts.get(tiny.id)).toBe(32_768);
   });
 
   it("answers one sealed chunk per input as it is computed, then a signed completion the consumer can verify", async () => {

@@ -1,3 +1,4 @@
+import { MAX_EMBEDDING_INPUT_TOKENS } from "@darkbloom/models/embeddings";
 import { PROTOCOL_VERSION, USAGE_VERSION } from "@darkbloom/protocol";
 import { ModelFeature } from "@darkbloom/protocol/provider/v1";
 import type { RegisterInit } from "@darkbloom/protocol/provider-client";
@@ -20,7 +21,11 @@ export function registration(options: ProviderLinkOptions): RegisterInit {
       sizeBytes: BigInt(m.sizeBytes),
       quantization: m.quantization,
       weightSha256: m.sha256,
-      contextLength: m.contextLength > 0 ? Math.min(m.contextLength, knobs.maxContext) : knobs.maxContext,
+      contextLength: Math.min(
+        m.contextLength > 0 ? Math.min(m.contextLength, knobs.maxContext) : knobs.maxContext,
+        // An embedding model serves inputs up to the embedding context (not yet loaded: lazy loading).
+        m.embedding ? MAX_EMBEDDING_INPUT_TOKENS : Number.POSITIVE_INFINITY,
+      ),
       architecture: m.architecture,
       // Said only where they hold: the coordinator routes structured outputs and embeddings by them.
       features: [

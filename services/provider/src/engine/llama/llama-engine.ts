@@ -12,7 +12,7 @@
  *
  * Untrusted model files are vetted in a child process before the daemon loads them (ModelValidator).
  */
-import { embeddingModelOf } from "@darkbloom/models/embeddings";
+import { embeddingModelOf, MAX_EMBEDDING_INPUT_TOKENS } from "@darkbloom/models/embeddings";
 import { type Llama, LlamaGrammar, LlamaGrammarEvaluationState } from "node-llama-cpp";
 import {
   type EmbeddingEvent,
@@ -101,7 +101,7 @@ export class LlamaEngine extends ModelHostEngine<ModelRunner, Job> {
         file,
         model: runner.model,
         embedding,
-        contextSize: runner.maxContext,
+        contextSize: Math.min(runner.maxContext, MAX_EMBEDDING_INPUT_TOKENS),
         threads,
         maxJobs: this.settings.maxBatch + this.settings.queueDepth,
         meters: this.meters,
@@ -109,6 +109,14 @@ export class LlamaEngine extends ModelHostEngine<ModelRunner, Job> {
       });
     }
     return runner;
+  }
+
+  /** An embedding model's limit is its embedding context's: the longest input it embeds, plus its end. */
+  override contextLimit(modelId: string): number | undefined {
+    const runner = this.runners.get(modelId);
+    return runner?.embedder
+      ? Math.min(runner.maxContext, MAX_EMBEDDING_INPUT_TOKENS)
+      : super.contextLimit(modelId);
   }
 
   /**
