@@ -10,6 +10,12 @@ export interface EmbeddingModel {
   dimensions: number;
 }
 
+/** The two `<arch>.*` keys that make an embedding model. */
+interface ArchitectureKeys {
+  pooling_type?: number | undefined;
+  embedding_length?: number | undefined;
+}
+
 /** llama.cpp's `llama_pooling_type` values of the poolings (what `<arch>.pooling_type` holds, u32). */
 export const POOLING_TYPE: Readonly<Record<EmbeddingPooling, number>> = { mean: 1, cls: 2, last: 3 };
 
@@ -23,12 +29,11 @@ const POOLING: Record<number, EmbeddingPooling> = Object.fromEntries(
  * for Qwen3-Embedding, BGE, nomic-embed, …); a generative model has none, and its per-token states
  * are not embeddings anyone trained. Reranking (rank pooling) is another endpoint.
  */
-export function embeddingModelOf(
-  fileInfo: Pick<GgufFileInfo, "architectureMetadata">,
-): EmbeddingModel | undefined {
-  const arch = fileInfo.architectureMetadata as
-    | { pooling_type?: number; embedding_length?: number }
-    | undefined;
+export function embeddingModelOf(fileInfo: {
+  /** GgufFileInfo's architecture metadata (`<arch>.*` without the prefix), or just the two keys read. */
+  architectureMetadata?: GgufFileInfo["architectureMetadata"] | ArchitectureKeys | undefined;
+}): EmbeddingModel | undefined {
+  const arch = fileInfo.architectureMetadata as ArchitectureKeys | undefined;
   const pooling = arch?.pooling_type === undefined ? undefined : POOLING[arch.pooling_type];
   const dimensions = arch?.embedding_length;
   if (pooling === undefined || typeof dimensions !== "number" || dimensions < 1) return undefined;

@@ -7,7 +7,6 @@ import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/p
 import { basename, join } from "node:path";
 import { type GgufMetadata, readGgufMetadata, sha256File } from "@darkbloom/models";
 import { type EmbeddingModel, embeddingModelOf } from "@darkbloom/models/embeddings";
-import type { GgufFileInfo } from "node-llama-cpp";
 import type { ModelFile, ModelFormat } from "../engine/engine.js";
 import {
   type HashCache,
@@ -58,11 +57,12 @@ export function ggufEmbeddingModel(header: GgufMetadata): EmbeddingModel | undef
     return e === undefined || e.type === "array" || typeof e.value === "string" ? undefined : Number(e.value);
   };
   const arch = header.architecture;
-  const architectureMetadata = {
-    pooling_type: scalar(`${arch}.pooling_type`),
-    embedding_length: scalar(`${arch}.embedding_length`),
-  } as unknown as GgufFileInfo["architectureMetadata"];
-  return embeddingModelOf({ architectureMetadata });
+  return embeddingModelOf({
+    architectureMetadata: {
+      pooling_type: scalar(`${arch}.pooling_type`),
+      embedding_length: scalar(`${arch}.embedding_length`),
+    },
+  });
 }
 
 /**
