@@ -172,9 +172,15 @@ export abstract class ModelHostEngine<R extends HostedRunner, J extends Generati
   // ---------------------------------------------------------------------------------------------
   // Models
 
-  /** Why this engine cannot serve `file` (a GGUF engine and a checkpoint, or the reverse), else undefined. */
+  /**
+   * Why this engine cannot serve `file` (a GGUF engine and a checkpoint, or the reverse; an
+   * embedding model where it computes no embeddings: such a model writes no completions either),
+   * else undefined.
+   */
   unsupported(file: ModelFile): string | undefined {
-    return formatRefusal(file, this.backend, this.modelFormat);
+    const format = formatRefusal(file, this.backend, this.modelFormat);
+    if (format !== undefined || file.embedding === undefined || this.embeds(file)) return format;
+    return `${file.id} is an embedding model and the ${this.backend} engine computes no embeddings: serve it with --engine llama (or auto)`;
   }
 
   async load(file: ModelFile): Promise<void> {

@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { readModelFile } from "../../config/model-inventory.js";
 import { PROMPTS, rejection, request as requestFor, tinyModel } from "../conformance.test-support.js";
 import type { EmbeddingRequest, ModelFile } from "../engine.js";
+import { NativeEngine } from "../native/native-engine.js";
 import { LlamaEngine, type LlamaEngineOptions } from "./llama-engine.js";
 
 let dir: string;
@@ -78,6 +79,15 @@ describe("llama engine embeddings", () => {
     expect(engine.embeds(bare)).toBe(true);
     await engine.load(tiny);
     expect(engine.embeds(tiny)).toBe(false);
+    expect(engine.unsupported(embed)).toBeUndefined();
+    // An engine that computes no embeddings refuses to serve an embedding model at all (it writes no
+    // completions), with the line the daemon logs.
+    const native = new NativeEngine({ maxBatch: 1, maxContext: 256, threads: 1, idleTimeoutMinutes: 0 });
+    expect(native.unsupported(embed)).toMatch(
+      /is an embedding model and the native-llama engine computes no embeddings/,
+    );
+    expect(native.unsupported(tiny)).toBeUndefined();
+    await native.close();
   });
 
   it("embeds each input as node-llama-cpp's embedding context does, unit length, counted as the coordinator counts", async () => {
