@@ -2,7 +2,6 @@ import { createHash, type KeyObject } from "node:crypto";
 import {
   checkProof,
   domainSignatureMessage,
-  hex,
   type ResponseProof,
   readProof,
   recordWriter,
@@ -168,18 +167,11 @@ export function verifyEmbeddingsResponse(
     embeddings,
     promptTokens: proof.usage.prompt_tokens,
   };
-  let computed: string;
-  try {
-    computed = hex(embeddingsSha256(response));
-  } catch (e) {
-    return fail(`the response cannot be encoded: ${(e as Error).message}`);
-  }
-  if (computed !== proof.response_sha256) {
-    return fail(
-      `response_sha256 does not match the response (its embeddings, model, usage and provider_id; computed ${computed})`,
-    );
-  }
-  const checked = checkProof(proof, options, verifyEmbeddingsSignature);
+  const checked = checkProof(proof, options, {
+    sha256: () => embeddingsSha256(response),
+    covers: "its embeddings, model, usage and provider_id",
+    verify: verifyEmbeddingsSignature,
+  });
   return checked === undefined
     ? { ok: true, pinned: options.signingKey !== undefined, proof, response }
     : fail(checked);

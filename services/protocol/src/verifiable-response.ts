@@ -300,38 +300,45 @@ export function verifyResponse(saved: unknown, options: VerifyOptions = {}): Ver
     choices: read.choices,
     usage: signedUsage,
   };
-  let computed: string;
-  try {
-    computed = hex(responseSha256(response));
-  } catch (e) {
-    return fail(`the response cannot be encoded: ${(e as Error).message}`);
-  }
-  if (computed !== proof.response_sha256) {
-    return fail(
-      `response_sha256 does not match the response (its choices, model, usage and provider_id; computed ${computed})`,
-    );
-  }
-  const checked = checkProof(proof, options, verifyResponseSignature);
+  const checked = checkProof(proof, options, {
+    sha256: () => responseSha256(response),
+    covers: "its choices, model, usage and provider_id",
+    verify: verifyResponseSignature,
+  });
   return checked === undefined
     ? { ok: true, pinned: options.signingKey !== undefined, proof, response }
     : fail(checked);
 }
 
 /**
- * What every proof's check ends with, once its record's hash matched: the request body's hash (when
- * given), the signature with the proof's key (`verify`: the record kind's signature check), and the
+ * What every proof's check is once the response was read: its record's hash (`record.sha256`, what
+ * `covers` says it covers) against response_sha256, the request body's hash (when given), the
+ * signature with the proof's key (`record.verify`: the record kind's signature check), and the
  * pinned key. The reason it fails, or undefined.
  */
 export function checkProof(
   proof: ResponseProof,
   options: VerifyOptions,
-  verify: (
-    key: KeyObject,
-    requestSha256: Uint8Array,
-    responseSha256: Uint8Array,
-    signature: Uint8Array,
-  ) => boolean,
+  record: {
+    sha256: () => Uint8Array;
+    covers: string;
+    verify: (
+      key: KeyObject,
+      requestSha256: Uint8Array,
+      responseSha256: Uint8Array,
+      signature: Uint8Array,
+    ) => boolean;
+  },
 ): string | undefined {
+  let computed: string;
+  try {
+    computed = hex(record.sha256());
+  } catch (e) {
+    return `the response cannot be encoded: ${(e as Error).message}`;
+  }
+  if (computed !== proof.response_sha256) {
+    return `response_sha256 does not match the response (${record.covers}; computed ${computed})`;
+  }
   if (options.requestBody !== undefined) {
     const body =
       typeof options.requestBody === "string" ? utf8.encode(options.requestBody) : options.requestBody;
@@ -350,7 +357,7 @@ export function checkProof(
   } catch (e) {
     return `signing_key is not usable: ${(e as Error).message}`;
   }
-  const valid = verify(
+  const valid = record.verify(
     key,
     Buffer.from(proof.request_sha256, "hex"),
     Buffer.from(proof.response_sha256, "hex"),
