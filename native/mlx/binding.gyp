@@ -13,6 +13,7 @@
       "../addon/mlx/js_options.cc",
       "../addon/mlx/transformer.cc",
       "../addon/common/host_sampler.cc",
+      "../addon/common/logprobs.cc",
       "../addon/common/request_book.cc",
       "../addon/common/sampling_params.cc",
       "../addon/common/scheduler_js.cc"

@@ -32,6 +32,25 @@ export interface NativeSamplingOptions {
    * the MLX core refuses any grammar (bad_input).
    */
   grammar?: string;
+  /**
+   * Log-probabilities for every generated token (the tokens event's `logprobs`): 0 = the sampled
+   * token's only; 1 to 20 = also that many most likely alternatives. Absent: none. They are of the
+   * model's raw distribution, log_softmax of the logits before logit bias, penalties, the grammar,
+   * temperature and the top-k/top-p/min-p filters (vLLM's default, llama-server's
+   * post_sampling_probs false), so they change nothing sampled, and a banned or filtered token keeps
+   * its raw log-probability. Anything but an integer from 0 to 20 is bad_input.
+   */
+  logprobs?: number;
+}
+
+/** One generated token's log-probabilities (natural log; of the raw distribution, see `logprobs`). */
+export interface TokenLogprobs {
+  /** The sampled token's. */
+  logprob: number;
+  /** As many most likely tokens as asked for, most likely first (equally likely: lowest id first). */
+  topTokens: Int32Array;
+  /** Their log-probabilities, aligned with topTokens. */
+  topLogprobs: Float32Array;
 }
 
 export interface GenerateRequest {
@@ -46,7 +65,12 @@ export type FinishReason = "stop" | "length" | "cancelled";
 
 /** A request's events: its tokens as they are sampled, then exactly one done or error. */
 export type BatchSchedulerEvent<C extends string> =
-  | { kind: "tokens"; tokens: Int32Array }
+  | {
+      kind: "tokens";
+      tokens: Int32Array;
+      /** With sampling.logprobs: one entry per token, aligned with `tokens`; absent otherwise. */
+      logprobs?: ReadonlyArray<TokenLogprobs>;
+    }
   | { kind: "done"; reason: FinishReason; promptTokens: number; generatedTokens: number }
   | { kind: "error"; code: C; message: string };
 

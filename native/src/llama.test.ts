@@ -3,7 +3,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { synthesizeModel } from "@darkbloom/models";
-import { getLlama, LlamaLogLevel } from "node-llama-cpp";
+import { getLlama, LlamaLogLevel, type Token } from "node-llama-cpp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   type KvType,
@@ -13,8 +13,9 @@ import {
   type NativeSamplingOptions,
   nativeLlamaAvailable,
   type SchedulerOptions,
+  type TokenLogprobs,
 } from "./llama.js";
-import { generate, type Outcome, thrownCodeWith } from "./scheduler.test-support.js";
+import { generate, generateWithLogprobs, type Outcome, thrownCodeWith } from "./scheduler.test-support.js";
 import { schedulerContract } from "./scheduler-contract.test-support.js";
 
 /** The addon must be built where CI says so; elsewhere these tests skip when it is not. */
@@ -105,6 +106,81 @@ describe.skipIf(!addonTestable())("the llama addon on a tiny synthesized model",
         expect(bytes.toString("utf8")).toBe(text);
       }
     } finally {
+      await reference.dispose();
+    }
+  });
+
+  it("renders a control token's piece as nothing without special tokens, as node-llama-cpp's detokenize", async () => {
+    const eos = model.info().eos as Token;
+    const plain = model.tokenize("hello", { addSpecial: false })[0] as number;
+    expect(model.piece(eos).length).toBeGreaterThan(0);
+    expect(model.piece(eos, false)).toEqual(new Uint8Array());
+    expect(model.piece(plain, false)).toEqual(model.piece(plain));
+    const llama = await getLlama({
+      gpu: false,
+      build: "never",
+      skipDownload: true,
+      logLevel: LlamaLogLevel.error,
+    });
+    const reference = await llama.loadModel({ modelPath });
+    try {
+      expect(reference.detokenize([eos], false)).toBe("");
+      expect(reference.detokenize([eos], true)).toBe(Buffer.from(model.piece(eos)).toString("utf8"));
+    } finally {
+      await reference.dispose();
+    }
+  });
+
+  it("reports the log-probabilities node-llama-cpp computes from the same model's raw logits", async () => {
+    const p = prompt(PROMPTS[1] ?? "");
+    const ours = await generateWithLogprobs(await scheduler({ rows: 1 }), {
+      prompt: p,
+      maxTokens: 6,
+      sampling: { ...GREEDY, logprobs: 5 },
+    });
+    expect(ours.tokens.length).toBeGreaterThan(2);
+    const llama = await getLlama({
+      gpu: false,
+      build: "never",
+      skipDownload: true,
+      logLevel: LlamaLogLevel.error,
+    });
+    const reference = await llama.loadModel({ modelPath });
+    // Flash attention off, as the addon has it with an F16 cache (engine.cc): CPU flash attention
+    // rounds differently, enough to move these logprobs by a few hundredths.
+    const context = await reference.createContext({
+      contextSize: 512,
+      sequences: 1,
+      threads: 1,
+      flashAttention: false,
+    });
+    try {
+      // At temperature 0 its chain is greedy alone, which filters nothing: the probabilities it
+      // returns are the softmax of the raw logits, the distribution ours are the log of.
+      const steps = context
+        .getSequence()
+        .evaluateWithMetadata([...p] as Token[], { probabilities: true }, { temperature: 0 });
+      let compared = 0;
+      for (const [i, token] of ours.tokens.entries()) {
+        const step = await steps.next();
+        if (step.done) break;
+        expect(step.value.token).toBe(token);
+        const lp = ours.logprobs[i] as TokenLogprobs;
+        const theirs = [...step.value.probabilities.entries()].slice(0, 5);
+        expect(lp.topLogprobs[0]).toBe(lp.logprob);
+        for (const [k, t] of lp.topTokens.entries()) {
+          expect(
+            Math.abs(Math.log(step.value.probabilities.get(t as Token) ?? 0) - (lp.topLogprobs[k] ?? 0)),
+          ).toBeLessThan(1e-3);
+          // The same five, in the same order up to near ties.
+          expect(Math.abs(Math.log(theirs[k]?.[1] ?? 0) - (lp.topLogprobs[k] ?? 0))).toBeLessThan(1e-3);
+          compared++;
+        }
+      }
+      await steps.return();
+      expect(compared).toBe(5 * ours.tokens.length);
+    } finally {
+      await context.dispose();
       await reference.dispose();
     }
   });

@@ -15,6 +15,7 @@ export type {
   GenerateRequest,
   NativeSamplingOptions,
   SchedulerStats,
+  TokenLogprobs,
 } from "./batch-scheduler.js";
 
 /**
@@ -81,7 +82,7 @@ type RawEvent = RawSchedulerEvent<LlamaErrorCode>;
 
 interface RawModel {
   tokenize(text: string, addSpecial: boolean, parseSpecial: boolean): Int32Array;
-  piece(token: number): Uint8Array;
+  piece(token: number, special?: boolean): Uint8Array;
   isEog(token: number): boolean;
   info(): LlamaModelInfo;
   createScheduler(options: SchedulerOptions, onStep: (events: RawEvent[]) => void): Promise<RawScheduler>;
@@ -129,9 +130,13 @@ export class NativeLlamaModel {
     return this.raw.tokenize(text, options.addSpecial ?? true, options.parseSpecial ?? false);
   }
 
-  /** The token's bytes (special tokens rendered); a piece may be part of a UTF-8 character. */
-  piece(token: number): Uint8Array {
-    return this.raw.piece(token);
+  /**
+   * The token's bytes; a piece may be part of a UTF-8 character. `special` false renders control
+   * tokens (end of turn, BOS, ...) as nothing, as text detokenized without special tokens has them
+   * (node-llama-cpp's detokenize(tokens, false)); true (the default) renders their markup.
+   */
+  piece(token: number, special = true): Uint8Array {
+    return this.raw.piece(token, special);
   }
 
   isEog(token: number): boolean {

@@ -27,8 +27,9 @@ import {
   mlxErrorCode,
   type NativeSamplingOptions,
   readMlxCheckpoint,
+  type TokenLogprobs,
 } from "./mlx.js";
-import { generate, type Outcome, thrownCodeWith } from "./scheduler.test-support.js";
+import { generate, generateWithLogprobs, type Outcome, thrownCodeWith } from "./scheduler.test-support.js";
 import { schedulerContract } from "./scheduler-contract.test-support.js";
 
 function addonTestable(): boolean {
@@ -483,6 +484,32 @@ describe.skipIf(!addonTestable())("the MLX addon on tiny synthesized checkpoints
     }
     expect(expected.length).toBeGreaterThan(4);
     expect(out.tokens.slice(0, expected.length)).toEqual(expected);
+  });
+
+  it("reports the logprobs of the model's raw logits, greedy's sampled token first", async () => {
+    const p = promptOf(2);
+    const ours = await generateWithLogprobs(await scheduler({ rows: 2 }), {
+      prompt: p,
+      maxTokens: 8,
+      sampling: { ...GREEDY, logprobs: 5 },
+    });
+    expect(ours.tokens.length).toBeGreaterThan(1);
+    for (const [i, token] of ours.tokens.entries()) {
+      const lp = ours.logprobs[i] as TokenLogprobs;
+      const top = [...lp.topLogprobs];
+      expect(lp.topTokens[0]).toBe(token);
+      expect(lp.logprob).toBe(top[0]);
+      expect(top.every((v, k) => v <= 0 && (k === 0 || v <= (top[k - 1] ?? 0)))).toBe(true);
+    }
+    // The first token's, against log_softmax (in float64) of the same prompt's last logits from the
+    // addon's diagnostic forward pass.
+    const vocab = model.info().nVocab;
+    const last = Array.from((await model.logits(p)).subarray((p.length - 1) * vocab, p.length * vocab));
+    const max = Math.max(...last);
+    const logSum = Math.log(last.reduce((sum, l) => sum + Math.exp(l - max), 0));
+    const first = ours.logprobs[0] as TokenLogprobs;
+    for (const [k, t] of first.topTokens.entries())
+      expect(Math.abs((last[t] ?? 0) - max - logSum - (first.topLogprobs[k] ?? 0))).toBeLessThan(1e-3);
   });
 
   it("rows of very different lengths join and leave a batch and each decodes as alone", async () => {

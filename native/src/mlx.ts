@@ -28,6 +28,7 @@ export type {
   GenerateRequest,
   NativeSamplingOptions,
   SchedulerStats,
+  TokenLogprobs,
 } from "./batch-scheduler.js";
 
 export type MlxErrorCode =

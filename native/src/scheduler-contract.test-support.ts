@@ -1,7 +1,7 @@
 // The scheduler contract both batching cores keep (batch-scheduler.ts), as one set of tests that
 // llama.test.ts and mlx.test.ts each run on their backend: output that does not depend on the batch,
-// prefill that never stalls decoding rows, seeds, cancels, the bounded queue, grammars, logit bias and
-// close.
+// prefill that never stalls decoding rows, seeds, cancels, the bounded queue, grammars, logit bias,
+// logprobs and close.
 // What a backend adds (its model, its kv options, its reference) stays in its own file.
 import { expect, it } from "vitest";
 import type {
@@ -9,8 +9,9 @@ import type {
   NativeSamplingOptions,
   NativeScheduler,
   SchedulerStats,
+  TokenLogprobs,
 } from "./batch-scheduler.js";
-import { generate, type Outcome, thrownCodeWith } from "./scheduler.test-support.js";
+import { generate, generateWithLogprobs, type Outcome, thrownCodeWith } from "./scheduler.test-support.js";
 
 export interface ContractHarness<C extends string, S extends SchedulerStats> {
   /** A scheduler of the loaded model: rows 4 and 512 cells per row unless `options` say; closed after. */
@@ -189,6 +190,89 @@ export function schedulerContract<C extends string, S extends SchedulerStats>(
       });
       expect(out).toMatchObject({ reason: "length", tokens: Array(10).fill(forced) });
     }
+  });
+
+  it("reports each token's raw logprobs: under greedy the sampled token is the most likely", async () => {
+    const s = await h.scheduler({ rows: 2 });
+    const [five, none, zero] = await Promise.all([
+      generateWithLogprobs(s, { prompt: prompt(0), maxTokens: 12, sampling: { ...GREEDY, logprobs: 5 } }),
+      generate(s, { prompt: prompt(0), maxTokens: 12, sampling: GREEDY }, (event) =>
+        expect(event.logprobs).toBeUndefined(),
+      ),
+      generateWithLogprobs(s, { prompt: prompt(0), maxTokens: 12, sampling: { ...GREEDY, logprobs: 0 } }),
+    ]);
+    expect(five.tokens.length).toBeGreaterThan(1);
+    expect(five.tokens).toEqual(none.tokens);
+    expect(zero.tokens).toEqual(none.tokens);
+    for (const [i, token] of five.tokens.entries()) {
+      const lp = five.logprobs[i] as TokenLogprobs;
+      const top = [...lp.topLogprobs];
+      expect(lp.topTokens[0]).toBe(token);
+      expect(lp.logprob).toBe(top[0]);
+      expect(top).toHaveLength(5);
+      expect(new Set(lp.topTokens).size).toBe(5);
+      expect(top.every((v, k) => v <= 0 && (k === 0 || v <= (top[k - 1] ?? 0)))).toBe(true);
+      expect(top.reduce((sum, v) => sum + Math.exp(v), 0)).toBeLessThanOrEqual(1 + 1e-6);
+      // 0 alternatives: the sampled token's own, the same number.
+      expect(zero.logprobs[i]?.logprob).toBe(lp.logprob);
+      expect(zero.logprobs[i]?.topTokens).toHaveLength(0);
+    }
+  });
+
+  it("samples the same tokens with logprobs as without, and reports the raw logprob of each", async () => {
+    const sampling: NativeSamplingOptions = { temperature: 0.8, seed: 11, logitBias: h.eogBans() };
+    const s = await h.scheduler({ rows: 2 });
+    const request = { prompt: prompt(1), maxTokens: 24 };
+    const [plain, reported] = await Promise.all([
+      generate(s, { ...request, sampling }),
+      generateWithLogprobs(s, { ...request, sampling: { ...sampling, logprobs: 20 } }),
+    ]);
+    expect(reported.tokens).toEqual(plain.tokens);
+    expect(reported.tokens).toHaveLength(24);
+    for (const [i, token] of reported.tokens.entries()) {
+      const lp = reported.logprobs[i] as TokenLogprobs;
+      expect(lp.topTokens).toHaveLength(20);
+      expect(lp.logprob).toBeLessThanOrEqual(0);
+      const at = lp.topTokens.indexOf(token);
+      expect(at < 0 ? lp.logprob <= (lp.topLogprobs[19] ?? 0) : lp.logprob === lp.topLogprobs[at]).toBe(true);
+    }
+  });
+
+  it("reports a banned token's raw logprob: logit bias changes what is sampled, not the logprobs", async () => {
+    const s = await h.scheduler({ rows: 1 });
+    const bans = h.eogBans();
+    const request = { prompt: prompt(2), maxTokens: 1 };
+    const free = await generateWithLogprobs(s, {
+      ...request,
+      sampling: { ...GREEDY, logitBias: bans, logprobs: 5 },
+    });
+    const greedy = free.tokens[0] as number;
+    const banned = await generateWithLogprobs(s, {
+      ...request,
+      sampling: { ...GREEDY, logitBias: [...bans, [greedy, Number.NEGATIVE_INFINITY]], logprobs: 5 },
+    });
+    const before = free.logprobs[0] as TokenLogprobs;
+    const after = banned.logprobs[0] as TokenLogprobs;
+    const sampled = banned.tokens[0] as number;
+    expect(sampled).not.toBe(greedy);
+    // The same prompt's raw distribution, whatever the bias; the greedy token is in it with its logprob.
+    expect(after.topTokens).toEqual(before.topTokens);
+    expect(after.topLogprobs).toEqual(before.topLogprobs);
+    expect(after.topLogprobs[after.topTokens.indexOf(greedy)]).toBe(before.logprob);
+    // The raw argmax is the banned greedy token or an end of generation, banned too.
+    expect(after.topTokens[0]).not.toBe(sampled);
+    const at = after.topTokens.indexOf(sampled);
+    if (at >= 0) expect(after.logprob).toBe(after.topLogprobs[at]);
+    else expect(after.logprob).toBeLessThanOrEqual(after.topLogprobs[4] ?? 0);
+  });
+
+  it("refuses logprobs outside 0 to 20 at submit", async () => {
+    const s = await h.scheduler({ rows: 1 });
+    for (const logprobs of [21, -1, 1.5, Number.NaN, "3" as unknown as number]) {
+      const request = { id: "x", prompt: prompt(0), maxTokens: 1, sampling: { logprobs } };
+      expect(thrownCode(() => s.submit(request, () => {}))).toBe("bad_input");
+    }
+    expect(s.stats()).toMatchObject({ queued: 0, busyRows: 0 });
   });
 
   it("close() with rows running and queued completes them all as cancelled and resolves", async () => {

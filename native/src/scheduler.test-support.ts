@@ -1,11 +1,13 @@
 // What the batching cores' tests (llama.test.ts, mlx.test.ts) share: running a request to its end on
 // either backend's scheduler, and reading the code a call threw. Not exported from the package.
+import { expect } from "vitest";
 import type {
   BatchSchedulerEvent,
   FinishReason,
   GenerateRequest,
   NativeScheduler,
   SchedulerStats,
+  TokenLogprobs,
 } from "./batch-scheduler.js";
 
 /** Everything one request produced, and how it ended. */
@@ -19,11 +21,14 @@ export interface Outcome {
 
 let nextId = 0;
 
+/** A tokens event, as a request's listener gets it. */
+export type TokensEvent = Extract<BatchSchedulerEvent<string>, { kind: "tokens" }>;
+
 /** Submits one request; resolves with everything it produced. `onTokens` sees each tokens event. */
 export function generate<C extends string, S extends SchedulerStats>(
   s: NativeScheduler<C, S>,
   request: Omit<GenerateRequest, "id"> & { id?: string },
-  onTokens?: () => void,
+  onTokens?: (event: TokensEvent) => void,
 ): Promise<Outcome> {
   return new Promise((resolve) => {
     const out: Outcome = {
@@ -36,7 +41,7 @@ export function generate<C extends string, S extends SchedulerStats>(
     s.submit({ id: request.id ?? `r${nextId++}`, ...request }, (event: BatchSchedulerEvent<C>) => {
       if (event.kind === "tokens") {
         out.tokens.push(...event.tokens);
-        onTokens?.();
+        onTokens?.(event);
       } else if (event.kind === "done") {
         Object.assign(out, { reason: event.reason, promptTokens: event.promptTokens });
         out.generatedTokens = event.generatedTokens;
@@ -47,6 +52,19 @@ export function generate<C extends string, S extends SchedulerStats>(
       }
     });
   });
+}
+
+/** A request's tokens and each one's logprobs (every tokens event must carry one entry per token). */
+export async function generateWithLogprobs<C extends string, S extends SchedulerStats>(
+  s: NativeScheduler<C, S>,
+  request: Omit<GenerateRequest, "id"> & { id?: string },
+): Promise<Outcome & { logprobs: TokenLogprobs[] }> {
+  const logprobs: TokenLogprobs[] = [];
+  const out = await generate(s, request, (event) => {
+    expect(event.logprobs?.length).toBe(event.tokens.length);
+    logprobs.push(...(event.logprobs ?? []));
+  });
+  return { ...out, logprobs };
 }
 
 /** The code `fn` threw, read with the backend's `codeOf` (else the error as text), or undefined. */

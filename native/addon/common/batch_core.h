@@ -12,6 +12,7 @@
 //   void ReleaseRow(Row&);                       // its handles, before the row is cleared
 //   void Sampled(Row&, int32_t token);           // a sampled token, before it is judged
 //   bool IsEndOfGeneration(int32_t token) const;
+//   int32_t VocabSize() const;                   // logits per row (a token's logprobs read them all)
 //   int64_t CellsHeld(const Row&) const;         // KV cells the row holds (stats)
 //   bool Deliver(std::vector<Event>&&);          // the step's events to JS; false: JS is gone
 //   void Wake();                                 // new work for the engine thread (JS thread)
@@ -29,6 +30,7 @@
 #include <vector>
 
 #include "batch_types.h"
+#include "logprobs.h"
 #include "request_book.h"
 
 namespace darkbloom {
@@ -46,6 +48,7 @@ struct RowState {
   bool finished = false;  // its terminal event was emitted
   bool cancelled = false;
   uint64_t admitted = 0;  // admission order: the oldest prefilling row goes first
+  int32_t logprobs = -1;  // the request's SamplingParams::logprobs: -1 none, else the alternatives per token
 };
 
 inline double SecondsSince(std::chrono::steady_clock::time_point start) {
@@ -125,8 +128,10 @@ class BatchCore : public SchedulerCore {
   }
 
   // A sampled token: the end of generation finishes the row (that token is not delivered), any other
-  // is delivered and finishes it at maxTokens. Whether a token was generated.
-  bool Accept(Row& row, int32_t token, std::vector<Event>& events) {
+  // is delivered and finishes it at maxTokens. Whether a token was generated. rawLogits are the row's
+  // logits of this step as the model computed them (nothing the sampler did to its own copy): when the
+  // request asked for logprobs, the delivered token carries theirs (logprobs.h says why raw).
+  bool Accept(Row& row, int32_t token, std::vector<Event>& events, const float* rawLogits) {
     backend().Sampled(row, token);
     if (backend().IsEndOfGeneration(token)) {
       Finish(row, "stop", events);
@@ -134,6 +139,8 @@ class BatchCore : public SchedulerCore {
     }
     row.generated++;
     events.push_back(TokenEvent(row.id, token));
+    if (row.logprobs >= 0)
+      events.back().logprobs.push_back(ComputeLogprobs(rawLogits, backend().VocabSize(), token, row.logprobs));
     if (row.generated >= row.maxTokens)
       Finish(row, "length", events);
     else
@@ -217,6 +224,7 @@ class BatchCore : public SchedulerCore {
       r.prompt = std::move(s.prompt);
       r.maxTokens = s.maxTokens;
       r.admitted = ++admissions_;
+      r.logprobs = s.sampling.logprobs;
       // Penalties look back over the generated tokens only (each sampled token is accepted): OpenAI
       // defines presence and frequency penalties on what was sampled so far, and vLLM and the llama
       // engine (node-llama-cpp) count them that way; llama-server's counting of the prompt too would

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "errors.h"
+#include "logprobs.h"
 #include "sampling_params.h"
 
 namespace darkbloom {
@@ -27,6 +28,8 @@ struct Event {
   int32_t promptTokens = 0;     // Done
   int32_t generatedTokens = 0;  // Done
   std::string code, message;    // Error
+  // Tokens, when the request asked for logprobs: one entry per token, aligned with `tokens`; else empty.
+  std::vector<TokenLogprobs> logprobs;
 };
 
 inline Event TokenEvent(const std::string& id, int32_t token) {

@@ -20,7 +20,8 @@ class HostSampler {
  public:
   HostSampler(const SamplingParams& params, int32_t nVocab);
 
-  // The next token from one row's logits (nVocab floats); does not record it (Accept does).
+  // The next token from one row's logits (nVocab floats); does not record it (Accept does). The logits
+  // are left as they are (biases and penalties change a copy): the logprobs read them raw afterwards.
   int32_t Sample(const float* logits);
   // Records a token the penalties look back over.
   void Accept(int32_t token);

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "errors.h"
+#include "logprobs.h"
 
 namespace darkbloom {
 namespace {
@@ -80,6 +81,15 @@ SamplingParams ParseSampling(Napi::Env env, Napi::Value value, int32_t nVocab) {
       Check(env, !std::isnan(value) && value != INFINITY, "logitBias", "pairs with a bias that is finite or -Infinity");
       p.logitBias.push_back({static_cast<int32_t>(token), static_cast<float>(value)});
     }
+  }
+
+  Napi::Value logprobs = o.Get("logprobs");
+  if (!logprobs.IsUndefined() && !logprobs.IsNull()) {
+    double n = logprobs.IsNumber() ? logprobs.As<Napi::Number>().DoubleValue() : -1;
+    // Absent is "none"; -1 is only the internal spelling of it, so it is refused like any other value.
+    Check(env, n >= 0 && n <= kMaxLogprobs && std::floor(n) == n, "logprobs",
+          ("an integer from 0 to " + std::to_string(kMaxLogprobs)).c_str());
+    p.logprobs = static_cast<int32_t>(n);
   }
 
   Napi::Value grammar = o.Get("grammar");

@@ -34,6 +34,10 @@ struct SamplingParams {
   // A GBNF grammar (root rule "root") every sampled token must keep the output in; empty = none.
   // Only backends that can enforce one accept it (BatchCore's CheckSampling hook).
   std::string grammar;
+  // Log-probabilities to report per generated token: -1 = none; 0 = the sampled token's only; n = also
+  // the n most likely alternatives (at most kMaxLogprobs). Of the raw distribution (logprobs.h), so
+  // they change nothing sampled.
+  int32_t logprobs = -1;
 
   bool penalized() const {
     return penaltyLastN > 0 && (repeatPenalty != 1.0f || presencePenalty != 0.0f || frequencyPenalty != 0.0f);

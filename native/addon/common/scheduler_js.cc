@@ -24,6 +24,25 @@ Napi::String CancelResultToJs(Napi::Env env, CancelResult result) {
   }
 }
 
+// A tokens event's logprobs: [{ logprob, topTokens: Int32Array, topLogprobs: Float32Array }], one per
+// token. Typed arrays, not arrays of objects: up to 20 alternatives per token, on every token.
+Napi::Array LogprobsToJs(Napi::Env env, const std::vector<TokenLogprobs>& logprobs) {
+  Napi::Array out = Napi::Array::New(env, logprobs.size());
+  for (uint32_t i = 0; i < logprobs.size(); i++) {
+    const TokenLogprobs& lp = logprobs[i];
+    Napi::Int32Array topTokens = Napi::Int32Array::New(env, lp.topTokens.size());
+    std::copy(lp.topTokens.begin(), lp.topTokens.end(), topTokens.Data());
+    Napi::Float32Array topLogprobs = Napi::Float32Array::New(env, lp.topLogprobs.size());
+    std::copy(lp.topLogprobs.begin(), lp.topLogprobs.end(), topLogprobs.Data());
+    Napi::Object entry = Napi::Object::New(env);
+    entry.Set("logprob", Napi::Number::New(env, lp.logprob));
+    entry.Set("topTokens", topTokens);
+    entry.Set("topLogprobs", topLogprobs);
+    out.Set(i, entry);
+  }
+  return out;
+}
+
 }  // namespace
 
 std::string ParseRequestId(Napi::Env env, Napi::Value value) {
@@ -86,6 +105,7 @@ Napi::Array EventsToJs(Napi::Env env, const std::vector<Event>& events, const st
         std::copy(e.tokens.begin(), e.tokens.end(), tokens.Data());
         o.Set("kind", "tokens");
         o.Set("tokens", tokens);
+        if (!e.logprobs.empty()) o.Set("logprobs", LogprobsToJs(env, e.logprobs));
         break;
       }
       case Event::Kind::Done:

@@ -13,6 +13,10 @@
 // batch would run the chunk one token per ubatch beside the decode rows: slower than alternating, and
 // no longer the fixed-size chunk of fact 2. A unified cache would allow mixing but makes every row
 // attend over every row's cells.
+// Logprobs read the context's logits after sampling (llama_get_logits_ith): they are still the raw
+// ones, since llama_sampler_sample and SampleToken copy them into candidate arrays and every sampler
+// of the chain and the grammar works on those copies (llama-sampler.cpp); and with no backend sampler
+// set on the context, llama_get_logits_ith returns the model's output itself.
 #include "engine.h"
 
 #include <algorithm>
@@ -124,8 +128,11 @@ void Engine::DecodeStep(std::vector<Event>& events) {
   }
   int64_t generated = 0;
   for (size_t i = 0; i < decoding.size(); i++) {
-    decoding[i]->nPast++;
-    generated += Accept(*decoding[i], SampleToken(decoding[i]->chain, decoding[i]->grammar, ctx_, static_cast<int32_t>(i), candidates_), events);
+    Row& row = *decoding[i];
+    row.nPast++;
+    const int32_t idx = static_cast<int32_t>(i);
+    const int32_t token = SampleToken(row.chain, row.grammar, ctx_, idx, candidates_);
+    generated += Accept(row, token, events, llama_get_logits_ith(ctx_, idx));
   }
   UpdateStats(0, SecondsSince(start), 0, generated, true);
 }
@@ -160,7 +167,9 @@ void Engine::PrefillStep(std::vector<Event>& events) {
   if (last) {
     // The last chunk's logits give the first completion token; the row joins the next decode step.
     row->decoding = true;
-    generated = Accept(*row, SampleToken(row->chain, row->grammar, ctx_, to - from - 1, candidates_), events);
+    const int32_t idx = to - from - 1;
+    const int32_t token = SampleToken(row->chain, row->grammar, ctx_, idx, candidates_);
+    generated = Accept(*row, token, events, llama_get_logits_ith(ctx_, idx));
   }
   UpdateStats(SecondsSince(start), 0, to - from, generated, false);
 }

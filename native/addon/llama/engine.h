@@ -62,6 +62,7 @@ class Engine : public BatchCore<Engine, EngineRow> {
   void ReleaseRow(Row& row);
   void Sampled(Row&, int32_t) {}  // SampleToken accepts the token into the row's samplers
   bool IsEndOfGeneration(int32_t token) const { return llama_vocab_is_eog(vocab_, token); }
+  int32_t VocabSize() const { return nVocab_; }
   int64_t CellsHeld(const Row& row) const { return row.nPast; }
   bool Deliver(std::vector<Event>&& events) { return emit_(std::move(events)); }
   void Wake() { cv_.notify_one(); }

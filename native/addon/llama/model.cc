@@ -194,15 +194,20 @@ Napi::Value Model::Tokenize(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// piece(token, special = true). special false renders control tokens as nothing, as llama_detokenize
+// (node-llama-cpp's detokenize(tokens, false)) does for text: a logprobs alternative that is an end of
+// turn then shows as the empty string the text would have, not as its <|im_end|> markup.
 Napi::Value Model::Piece(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   llama_token token = Token(env, info[0]);
+  if (!info[1].IsUndefined() && !info[1].IsBoolean()) Throw(env, code::kBadInput, "special must be a boolean");
+  const bool special = info[1].IsUndefined() || info[1].As<Napi::Boolean>().Value();
   const llama_vocab* vocab = llama_model_get_vocab(model_);
   std::vector<char> buf(64);
-  int32_t n = llama_token_to_piece(vocab, token, buf.data(), static_cast<int32_t>(buf.size()), 0, true);
+  int32_t n = llama_token_to_piece(vocab, token, buf.data(), static_cast<int32_t>(buf.size()), 0, special);
   if (n < 0) {
     buf.resize(static_cast<size_t>(-n));
-    n = llama_token_to_piece(vocab, token, buf.data(), static_cast<int32_t>(buf.size()), 0, true);
+    n = llama_token_to_piece(vocab, token, buf.data(), static_cast<int32_t>(buf.size()), 0, special);
   }
   if (n < 0) Throw(env, code::kBadInput, "the token has no text");
   Napi::Uint8Array out = Napi::Uint8Array::New(env, static_cast<size_t>(n));

@@ -211,7 +211,9 @@ void Scheduler::DecodeStep(std::vector<Event>& events) {
   for (int32_t j = 0; j < n; j++) {
     Row& r = *decoded[j];
     r.nPast++;
-    generated += Accept(r, r.sampler->Sample(data + static_cast<int64_t>(j) * nVocab_), events);
+    // The sampler biases and penalizes its own copy: these logits stay raw for the logprobs.
+    const float* rowLogits = data + static_cast<int64_t>(j) * nVocab_;
+    generated += Accept(r, r.sampler->Sample(rowLogits), events, rowLogits);
   }
   UpdateStats(0, SecondsSince(start), 0, generated, true);
 }
@@ -252,7 +254,8 @@ void Scheduler::PrefillStep(std::vector<Event>& events) {
   int64_t generated = 0;
   if (last) {
     Join(*row);
-    generated = Accept(*row, row->sampler->Sample(logits->data<float>()), events);
+    const float* rowLogits = logits->data<float>();
+    generated = Accept(*row, row->sampler->Sample(rowLogits), events, rowLogits);
   }
   UpdateStats(SecondsSince(start), 0, to - from, generated, false);
 }

@@ -82,6 +82,7 @@ class Scheduler : public BatchCore<Scheduler, SchedulerRow, SchedulerStats> {
   void ReleaseRow(Row& row);
   void Sampled(Row& row, int32_t token) { row.sampler->Accept(token); }
   bool IsEndOfGeneration(int32_t token) const { return eos_.count(token) > 0; }
+  int32_t VocabSize() const { return nVocab_; }
   int64_t CellsHeld(const Row& row) const { return row.slot >= 0 ? row.nPast : row.prefilled; }
   bool Deliver(std::vector<Event>&& events);
   void Wake();
