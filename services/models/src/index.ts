@@ -10,6 +10,7 @@ export {
   LOGIT_BIAS_MAX_ENTRIES,
   readGenerationInput,
   readLogitBias,
+  readLogprobs,
   type ToolCallRecord,
   type ToolDefinition,
 } from "./chat/generation-input.js";

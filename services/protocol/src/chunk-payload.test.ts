@@ -5,8 +5,13 @@ import {
   decodeChunkPayload,
   encodeChunkPayload,
   encodeEmbeddingChunkPayload,
+  encodeLogprobsChunkPayload,
 } from "./chunk-payload.js";
-import { ChunkPayloadSchema } from "./gen/darkbloom/provider/v1/provider_pb.js";
+import {
+  ChunkPayloadSchema,
+  TokenLogprobSchema,
+  TopLogprobSchema,
+} from "./gen/darkbloom/provider/v1/provider_pb.js";
 
 const SAMPLES: Array<[string, number, number]> = [
   ["", 0, 0],
@@ -38,6 +43,7 @@ describe("ChunkPayload codec", () => {
         text: theirs.text,
         tokenCount: theirs.tokenCount,
         choiceIndex: theirs.choiceIndex,
+        logprobs: theirs.logprobs,
       });
     }
     // choice_index 2, an unknown varint field 9, an unknown bytes field 10, text twice (last wins),
@@ -53,6 +59,32 @@ describe("ChunkPayload codec", () => {
       choiceIndex: theirs.choiceIndex,
     });
     expect(decodeChunkPayload(odd)).toMatchObject({ text: "b", tokenCount: 4, choiceIndex: 2 });
+  });
+
+  it("carries log-probabilities through the generated codec, in any field order", () => {
+    const logprobs = [
+      create(TokenLogprobSchema, {
+        token: new TextEncoder().encode("hé"),
+        logprob: Math.fround(-0.25),
+        top: [
+          create(TopLogprobSchema, { token: new TextEncoder().encode("hé"), logprob: Math.fround(-0.25) }),
+          create(TopLogprobSchema, { token: new Uint8Array([0xe2, 0x80]), logprob: Math.fround(-2.5) }),
+        ],
+      }),
+      create(TokenLogprobSchema, { token: new Uint8Array(), logprob: -7 }),
+    ];
+    const bytes = encodeLogprobsChunkPayload("hé", 2, 3, logprobs);
+    const read = decodeChunkPayload(bytes);
+    expect(read).toMatchObject({ text: "hé", tokenCount: 2, choiceIndex: 3 });
+    expect(read.logprobs).toEqual(logprobs);
+    // The logprobs field first, then the text: still read whole.
+    const reordered = Buffer.concat([
+      Buffer.from(toBinary(ChunkPayloadSchema, create(ChunkPayloadSchema, { logprobs }))),
+      encodeChunkPayload("hé", 2, 3),
+    ]);
+    expect(decodeChunkPayload(reordered)).toEqual(read);
+    // A logprobs field that is not a TokenLogprob.
+    expect(() => decodeChunkPayload(Buffer.from([0x2a, 0x02, 0x15, 0x01]))).toThrow(ChunkPayloadError);
   });
 
   it("refuses truncated or malformed encodings", () => {

@@ -1,4 +1,9 @@
-import type { ChunkPayload } from "./gen/darkbloom/provider/v1/provider_pb.js";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import {
+  type ChunkPayload,
+  ChunkPayloadSchema,
+  type TokenLogprob,
+} from "./gen/darkbloom/provider/v1/provider_pb.js";
 
 /**
  * The protobuf encoding of ChunkPayload (text = 1, token_count = 2, choice_index = 3, embedding = 4),
@@ -7,7 +12,8 @@ import type { ChunkPayload } from "./gen/darkbloom/provider/v1/provider_pb.js";
  * what toBinary(ChunkPayloadSchema, …) writes (fields in order, zero values omitted); the reader
  * accepts any valid encoding (any field order, repeated fields, unknown fields skipped), as
  * fromBinary does. Tested against both. An embedding (one chunk per input of an embeddings request)
- * is written by encodeEmbeddingChunkPayload.
+ * is written by encodeEmbeddingChunkPayload. A chunk with log-probabilities (field 5, only for the
+ * requests that ask for them) is written and read by the generated codec.
  */
 
 /** Thrown for bytes that are not a ChunkPayload encoding. */
@@ -64,6 +70,23 @@ export function encodeEmbeddingChunkPayload(index: number, values: Uint8Array, t
     out.set(values, at);
   }
   return out;
+}
+
+/**
+ * A text chunk with its tokens' log-probabilities. Only requests that ask for them have these, and
+ * each token's entry outweighs its text many times over, so the generated codec's cost is not what
+ * bounds them.
+ */
+export function encodeLogprobsChunkPayload(
+  text: string,
+  tokenCount: number,
+  choiceIndex: number,
+  logprobs: TokenLogprob[],
+): Uint8Array {
+  return toBinary(
+    ChunkPayloadSchema,
+    create(ChunkPayloadSchema, { text, tokenCount, choiceIndex, logprobs }),
+  );
 }
 
 export function decodeChunkPayload(bytes: Uint8Array): ChunkPayload {
@@ -133,6 +156,14 @@ export function decodeChunkPayload(bytes: Uint8Array): ChunkPayload {
         } else skip(inner & 7);
       }
       end = outer;
+    } else if (field === 5) {
+      // Log-probabilities: the whole payload is read by the generated codec (see above), from a
+      // copy: its bytes fields are views of what it reads, and an opened payload is wiped once read.
+      try {
+        return fromBinary(ChunkPayloadSchema, new Uint8Array(buffer));
+      } catch (e) {
+        throw new ChunkPayloadError(`bad logprobs: ${(e as Error).message}`);
+      }
     } else {
       skip(wireType);
     }
@@ -142,6 +173,7 @@ export function decodeChunkPayload(bytes: Uint8Array): ChunkPayload {
     text,
     tokenCount,
     choiceIndex,
+    logprobs: [],
   };
   if (embedding) payload.embedding = embedding;
   return payload;

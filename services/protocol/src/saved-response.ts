@@ -1,3 +1,4 @@
+import { readChatLogprobs, readCompletionLogprobs, type SignedLogprob } from "./logprobs.js";
 import type { SignedChoice, SignedToolCall, SignedUsage } from "./verifiable-response.js";
 
 /**
@@ -5,7 +6,7 @@ import type { SignedChoice, SignedToolCall, SignedUsage } from "./verifiable-res
  * read the response: a forgery has to change what the verifier reads, or it changes nothing a
  * reader sees. Everything a reader could take for the provider's output must be covered, so the
  * reader refuses rather than skips: choice indices that are not the integers 0..n-1, each exactly
- * once; a chat message that is not the assistant's; logprobs (no signature version covers them yet);
+ * once; a chat message that is not the assistant's; logprobs not exactly as logprobs.ts writes them;
  * and any other field of a choice, message, delta or usage that is present and not null (it would be
  * shown unsigned).
  */
@@ -63,8 +64,8 @@ function readBody(body: Json): SavedResponse {
     if (byIndex.has(index)) throw new Error(`choice index ${index} appears more than once`);
     uncovered(c, CHOICE_FIELDS, `choice ${index}`);
     if (c.delta !== undefined && c.delta !== null) throw new Error(`choice ${index} is a stream delta`);
-    noLogprobs(c, index);
     let content: string | null;
+    let logprobs: SignedLogprob[] | null;
     let refusal: string | null = null;
     let toolCalls: SignedToolCall[] = [];
     if (c.message !== undefined) {
@@ -75,11 +76,13 @@ function readBody(body: Json): SavedResponse {
       content = nullableString(m.content, `choice ${index} content`);
       refusal = nullableString(m.refusal, `choice ${index} refusal`);
       toolCalls = readToolCalls(m.tool_calls, index);
+      logprobs = readChatLogprobs(c.logprobs, `choice ${index}`);
     } else {
       content = nullableString(c.text, `choice ${index} text`);
+      logprobs = readCompletionLogprobs(c.logprobs, `choice ${index}`)?.entries ?? null;
     }
     if (typeof c.finish_reason !== "string") throw new Error(`choice ${index} has no finish_reason`);
-    byIndex.set(index, { index, content, refusal, toolCalls, finishReason: c.finish_reason });
+    byIndex.set(index, { index, content, refusal, toolCalls, logprobs, finishReason: c.finish_reason });
   }
   const usages = body.usage === undefined || body.usage === null ? [] : [readUsage(body.usage)];
   return { model: body.model, choices: inOrder(byIndex), usages, proof: body.darkbloom };
@@ -90,6 +93,10 @@ interface StreamChoice {
   content: string | null;
   refusal: string | null;
   toolCalls: Map<number, SignedToolCall>;
+  /** Null until a delta carries logprobs (a stream of a request that asked has them on every delta). */
+  logprobs: SignedLogprob[] | null;
+  /** A completions stream's characters so far (its text_offset). */
+  offset: number;
   finishReason: string | undefined;
 }
 
@@ -144,6 +151,7 @@ function readStream(transcript: string): SavedResponse {
       content: c.content,
       refusal: c.refusal,
       toolCalls,
+      logprobs: c.logprobs,
       finishReason: c.finishReason,
     });
   }
@@ -155,11 +163,28 @@ function readDelta(value: unknown, choices: Map<number, StreamChoice>): void {
   const index = choiceIndex(c.index, "a streamed choice's index");
   uncovered(c, CHOICE_FIELDS, `choice ${index}`);
   if (c.message !== undefined && c.message !== null) throw new Error(`choice ${index} is not a stream delta`);
-  noLogprobs(c, index);
   let choice = choices.get(index);
   if (!choice) {
-    choice = { content: null, refusal: null, toolCalls: new Map(), finishReason: undefined };
+    choice = {
+      content: null,
+      refusal: null,
+      toolCalls: new Map(),
+      logprobs: null,
+      offset: 0,
+      finishReason: undefined,
+    };
     choices.set(index, choice);
+  }
+  let logprobs: SignedLogprob[] | null;
+  if (c.delta !== undefined) logprobs = readChatLogprobs(c.logprobs, `choice ${index}`);
+  else {
+    const read = readCompletionLogprobs(c.logprobs, `choice ${index}`, choice.offset);
+    if (read) choice.offset = read.offset;
+    logprobs = read?.entries ?? null;
+  }
+  if (logprobs !== null) {
+    choice.logprobs ??= [];
+    choice.logprobs.push(...logprobs);
   }
   const append = (current: string | null, part: unknown, what: string) => {
     const p = nullableString(part, `choice ${index} ${what}`);
@@ -252,12 +277,6 @@ function choiceIndex(value: unknown, what: string): number {
 function assistant(message: Json, index: number): void {
   if (message.role !== undefined && message.role !== "assistant") {
     throw new Error(`choice ${index} is not an assistant message`);
-  }
-}
-
-function noLogprobs(c: Json, index: number): void {
-  if (c.logprobs !== undefined && c.logprobs !== null) {
-    throw new Error(`choice ${index} carries logprobs, which no response signature covers`);
   }
 }
 

@@ -1,8 +1,11 @@
 import { generateKeyPairSync, type KeyObject, sign } from "node:crypto";
 import { describe, expect, it } from "vitest";
+import { chatLogprobs, completionLogprobs, type SignedLogprob } from "./logprobs.js";
 import { rawP256PublicKey } from "./p256.js";
 import {
+  domainSignatureMessage,
   hex,
+  RESPONSE_SIGNATURE_VERSION,
   type ResponseProof,
   responseRecord,
   responseSha256,
@@ -29,12 +32,28 @@ const RESPONSE: SignedResponse = {
 /** A response whose first choice is empty: dropping it changed no choice text before version 2. */
 const EMPTY_FIRST: SignedResponse = { ...RESPONSE, choices: textChoices(["", "Hello"], ["stop", "stop"]) };
 
-/** The proof a provider (or, with its own key, a forger) makes for a response. */
-function proofFor(response: SignedResponse, requestBody = REQUEST, key = privateKey): ResponseProof {
+/**
+ * The proof a provider (or, with its own key, a forger) makes for a response; `version` 2 is how
+ * daemons signed before logprobs (the same record under its own domain).
+ */
+function proofFor(
+  response: SignedResponse,
+  requestBody = REQUEST,
+  key = privateKey,
+  version = RESPONSE_SIGNATURE_VERSION,
+): ResponseProof {
   const requestHash = sha256(new TextEncoder().encode(requestBody));
   const responseHash = responseSha256(response);
+  const message =
+    version === RESPONSE_SIGNATURE_VERSION
+      ? responseSignatureMessage(requestHash, responseHash)
+      : domainSignatureMessage(
+          new TextEncoder().encode(`darkbloom-response-v${version}\0`),
+          requestHash,
+          responseHash,
+        );
   return {
-    version: 2,
+    version,
     provider_id: response.providerId,
     trust_level: "self_signed",
     signing_key: base64Key(key),
@@ -44,7 +63,7 @@ function proofFor(response: SignedResponse, requestBody = REQUEST, key = private
       prompt_tokens: response.usage.promptTokens,
       completion_tokens: response.usage.completionTokens,
     },
-    signature: sign("sha256", responseSignatureMessage(requestHash, responseHash), key).toString("base64"),
+    signature: sign("sha256", message, key).toString("base64"),
   };
 }
 
@@ -66,7 +85,7 @@ function chatBody(r: SignedResponse, proof: ResponseProof = proofFor(r)): Body {
     choices: r.choices.map((c) => ({
       index: c.index,
       message: { role: "assistant", content: c.content, refusal: c.refusal },
-      logprobs: null,
+      logprobs: c.logprobs ? chatLogprobs(c.logprobs) : null,
       finish_reason: c.finishReason,
     })),
     usage: usageOf(r),
@@ -80,6 +99,26 @@ function sseTranscript(r: SignedResponse, proof = proofFor(r), includeUsage = tr
   const head = { id: "chatcmpl-1", object: "chat.completion.chunk", created: 1, model: r.model };
   const usage = includeUsage ? { usage: null } : {};
   for (const c of r.choices) {
+    if (c.logprobs) {
+      // A delta per token, as providers send them when logprobs are asked for (the tokens of a
+      // character split across them together).
+      let tokens: SignedLogprob[] = [];
+      for (const e of c.logprobs) {
+        tokens.push(e);
+        const joined = Buffer.concat(tokens.map((t) => t.token));
+        if (new TextDecoder().decode(joined).endsWith("\uFFFD")) continue;
+        const content = joined.toString("utf8");
+        const delta = events.length === 0 ? { role: "assistant", content } : { content };
+        const logprobs = chatLogprobs(tokens);
+        events.push({
+          ...head,
+          choices: [{ index: c.index, delta, logprobs, finish_reason: null }],
+          ...usage,
+        });
+        tokens = [];
+      }
+      continue;
+    }
     for (const [i, piece] of (c.content?.match(/.{1,3}/gsu) ?? []).entries()) {
       const delta = i === 0 ? { role: "assistant", content: piece } : { content: piece };
       events.push({ ...head, choices: [{ index: c.index, delta, finish_reason: null }], ...usage });
@@ -87,7 +126,12 @@ function sseTranscript(r: SignedResponse, proof = proofFor(r), includeUsage = tr
   }
   for (const c of r.choices) {
     const delta = c.content ? {} : { role: "assistant", content: "" };
-    events.push({ ...head, choices: [{ index: c.index, delta, finish_reason: c.finishReason }], ...usage });
+    const logprobs = c.logprobs ? chatLogprobs([]) : null;
+    events.push({
+      ...head,
+      choices: [{ index: c.index, delta, logprobs, finish_reason: c.finishReason }],
+      ...usage,
+    });
   }
   if (includeUsage) events.push({ ...head, choices: [], usage: usageOf(r) });
   events.push({ ...head, choices: [], ...usage, darkbloom: proof });
@@ -127,7 +171,7 @@ describe("the response record and the signed message", () => {
         "00000001", // usage
     );
     const message = responseSignatureMessage(sha256(new Uint8Array()), sha256(record));
-    expect(Buffer.from(message.subarray(0, 22)).toString("latin1")).toBe("darkbloom-response-v2\u0000");
+    expect(Buffer.from(message.subarray(0, 22)).toString("latin1")).toBe("darkbloom-response-v3\u0000");
     expect(message).toHaveLength(86);
     expect(hex(message.subarray(54))).toBe(hex(sha256(record)));
   });
@@ -304,7 +348,7 @@ describe("verifyResponse", () => {
     [
       "added logprobs",
       () => edit(chatBody(RESPONSE), (b) => Object.assign(b.choices[0], { logprobs: { content: [] } })),
-      /logprobs, which no response signature covers/,
+      /response_sha256 does not match/,
     ],
     [
       "a field no signature covers",
@@ -386,5 +430,210 @@ describe("verifyResponse", () => {
     expect(
       verifyResponseSignature(new Uint8Array(3), new Uint8Array(32), new Uint8Array(32), new Uint8Array(8)),
     ).toBe(false);
+  });
+});
+
+describe("responses with logprobs (version 3)", () => {
+  const f = Math.fround;
+  const bytes = (s: string) => new TextEncoder().encode(s);
+  // "Hé👋": "H", "é", then the emoji split across two tokens (neither is a whole character).
+  const emoji = bytes("👋");
+  const ENTRIES: SignedLogprob[] = [
+    {
+      token: bytes("H"),
+      logprob: f(-0.1),
+      top: [
+        { token: bytes("H"), logprob: f(-0.1) },
+        { token: bytes("1"), logprob: f(-3.5) },
+      ],
+    },
+    {
+      token: bytes("é"),
+      logprob: f(-1.25),
+      top: [
+        { token: bytes("bytes:x"), logprob: f(-0.5) },
+        { token: bytes("é"), logprob: f(-1.25) },
+      ],
+    },
+    {
+      token: emoji.subarray(0, 2),
+      logprob: f(-2),
+      top: [
+        { token: bytes(""), logprob: f(-2) },
+        { token: emoji.subarray(0, 2), logprob: f(-2) },
+      ],
+    },
+    { token: emoji.subarray(2), logprob: f(-9999), top: [] },
+  ];
+  const WITH: SignedResponse = {
+    providerId: "prov_test",
+    model: "m",
+    choices: [
+      { ...textChoices(["Hé👋"], ["stop"])[0]!, logprobs: ENTRIES },
+      { ...textChoices([""], ["length"])[0]!, index: 1, logprobs: [] },
+    ],
+    usage: { promptTokens: 9, completionTokens: 4 },
+  };
+
+  it("records the entries: another figure, byte or alternative is another hash", () => {
+    const base = hex(responseSha256(WITH));
+    const [first, second] = WITH.choices as [SignedResponse["choices"][0], SignedResponse["choices"][0]];
+    const entries = ENTRIES.map((e) => ({ ...e, top: [...e.top] }));
+    const variants: SignedResponse[] = [
+      { ...WITH, choices: [{ ...first, logprobs: null }, second] },
+      { ...WITH, choices: [first, { ...second, logprobs: null }] },
+      { ...WITH, choices: [{ ...first, logprobs: entries.slice(1) }, second] },
+      {
+        ...WITH,
+        choices: [
+          { ...first, logprobs: [{ ...entries[0]!, logprob: f(-0.2) }, ...entries.slice(1)] },
+          second,
+        ],
+      },
+      {
+        ...WITH,
+        choices: [
+          { ...first, logprobs: [{ ...entries[0]!, top: entries[0]!.top.slice(1) }, ...entries.slice(1)] },
+          second,
+        ],
+      },
+      {
+        ...WITH,
+        choices: [
+          { ...first, logprobs: [{ ...entries[0]!, token: bytes("h") }, ...entries.slice(1)] },
+          second,
+        ],
+      },
+    ];
+    expect(new Set([base, ...variants.map((v) => hex(responseSha256(v)))]).size).toBe(variants.length + 1);
+    expect(() =>
+      responseSha256({
+        ...WITH,
+        choices: [{ ...first, logprobs: [{ ...entries[0]!, logprob: -0.1 }] }, second],
+      }),
+    ).toThrow(/binary32/);
+  });
+
+  it("verifies as the coordinator shows them: a chat body and a stream", () => {
+    for (const saved of [chatBody(WITH), sseTranscript(WITH)]) {
+      const result = verifyResponse(saved, { requestBody: REQUEST, signingKey: base64Key(privateKey) });
+      expect(result).toMatchObject({ ok: true, pinned: true });
+      if (result.ok) expect(result.response.choices[0]?.logprobs).toEqual(ENTRIES);
+    }
+    // The bytes each token shows are its own: the split emoji is U+FFFD in `token`, exact in `bytes`.
+    const shown = chatBody(WITH).choices[0].logprobs.content;
+    expect(shown[2]).toMatchObject({ token: "\uFFFD", bytes: [0xf0, 0x9f] });
+  });
+
+  it("verifies the legacy completions form, whose alternatives are an object", () => {
+    const completion: SignedResponse = { ...WITH, choices: [WITH.choices[0]!] };
+    const { logprobs } = completionLogprobs(ENTRIES);
+    expect(logprobs).toMatchObject({
+      tokens: ["H", "é", "bytes:\\xf0\\x9f", "bytes:\\x91\\x8b"],
+      text_offset: [0, 1, 2, 3],
+      top_logprobs: [
+        { H: f(-0.1), "1": f(-3.5) },
+        { "bytes:\\x62\\x79\\x74\\x65\\x73\\x3a\\x78": f(-0.5), é: f(-1.25) },
+        {},
+        {},
+      ],
+    });
+    const body = {
+      object: "text_completion",
+      model: "m",
+      choices: [{ text: "Hé👋", index: 0, logprobs, finish_reason: "stop" }],
+      usage: usageOf(completion),
+      darkbloom: proofFor(completion, "{}"),
+    };
+    // JSON reorders "1" before "H": the order read back is canonical anyway.
+    const result = verifyResponse(JSON.stringify(body));
+    expect(result.ok).toBe(true);
+    // Streamed in two chunks: text_offset runs on from one to the next.
+    const firstHalf = completionLogprobs(ENTRIES.slice(0, 2));
+    const secondHalf = completionLogprobs(ENTRIES.slice(2), firstHalf.offset);
+    const head = { id: "cmpl-1", object: "text_completion", created: 1, model: "m" };
+    const events = [
+      { ...head, choices: [{ text: "Hé", index: 0, logprobs: firstHalf.logprobs, finish_reason: null }] },
+      { ...head, choices: [{ text: "👋", index: 0, logprobs: secondHalf.logprobs, finish_reason: null }] },
+      {
+        ...head,
+        choices: [
+          {
+            text: "",
+            index: 0,
+            logprobs: completionLogprobs([], secondHalf.offset).logprobs,
+            finish_reason: "stop",
+          },
+        ],
+      },
+      { ...head, choices: [], darkbloom: proofFor(completion, "{}") },
+    ];
+    const stream = [...events.map((e) => JSON.stringify(e)), "[DONE]"].map((e) => `data: ${e}\n\n`).join("");
+    expect(verifyResponse(stream).ok).toBe(true);
+    expect(verifyResponse(stream.replace('"text_offset":[2,3]', '"text_offset":[0,1]'))).toMatchObject({
+      ok: false,
+      reason: expect.stringMatching(/text_offset/),
+    });
+  });
+
+  const forgeries: Array<[string, (b: Body) => void, RegExp]> = [
+    [
+      "a figure changed in its last digits",
+      (b) => (b.choices[0].logprobs.content[0].logprob = -0.10000000149011613),
+      /binary32/,
+    ],
+    [
+      "a figure changed",
+      (b) => (b.choices[0].logprobs.content[0].logprob = f(-0.01)),
+      /response_sha256 does not match/,
+    ],
+    [
+      "a token's text that is not its bytes",
+      (b) => (b.choices[0].logprobs.content[0].token = "h"),
+      /not the text of its bytes/,
+    ],
+    [
+      "a dropped alternative",
+      (b) => b.choices[0].logprobs.content[0].top_logprobs.pop(),
+      /response_sha256 does not match/,
+    ],
+    [
+      "a field no signature covers",
+      (b) => (b.choices[0].logprobs.content[0].confidence = 1),
+      /carries confidence/,
+    ],
+    [
+      "a refusal's tokens",
+      (b) => (b.choices[0].logprobs.refusal = [{ token: "no" }]),
+      /refusal holds tokens/,
+    ],
+  ];
+  for (const [name, change, reason] of forgeries) {
+    it(`refuses ${name}`, () => {
+      expect(verifyResponse(edit(chatBody(WITH), change))).toMatchObject({
+        ok: false,
+        reason: expect.stringMatching(reason),
+      });
+    });
+  }
+
+  it("still verifies version 2 proofs, which cover no logprobs", () => {
+    expect(verifyResponse(chatBody(RESPONSE, proofFor(RESPONSE, REQUEST, privateKey, 2)))).toMatchObject({
+      ok: true,
+    });
+    expect(verifyResponse(chatBody(WITH, proofFor(WITH, REQUEST, privateKey, 2)))).toMatchObject({
+      ok: false,
+      reason: expect.stringMatching(/version 2 signature does not cover/),
+    });
+    // A version 3 signature does not pass for version 2 (the domains differ).
+    const crossed = edit(chatBody(RESPONSE), (b) => (b.darkbloom.version = 2));
+    expect(verifyResponse(crossed)).toMatchObject({
+      ok: false,
+      reason: expect.stringMatching(/signature does not verify/),
+    });
+    expect(verifyResponse(edit(chatBody(RESPONSE), (b) => (b.darkbloom.version = 4)))).toMatchObject({
+      ok: false,
+      reason: expect.stringMatching(/checks version 2 or 3/),
+    });
   });
 });

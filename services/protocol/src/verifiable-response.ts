@@ -1,14 +1,15 @@
 import { createHash, type KeyObject, verify as verifySignature } from "node:crypto";
+import type { SignedLogprob } from "./logprobs.js";
 import { p256PublicKeyFromRaw } from "./p256.js";
 import { readSavedResponse, type SavedResponse, sameUsage } from "./saved-response.js";
 
 /**
- * Verifiable responses, version 2 (docs/ARCHITECTURE.md, "Verifiable responses"). The provider signs,
+ * Verifiable responses, version 3 (docs/ARCHITECTURE.md, "Verifiable responses"). The provider signs,
  * with its attestation key (ECDSA P-256, SHA-256, DER), the 86-byte message
  *
  *   offset  size  content
- *   0       22    ASCII "darkbloom-response-v2" followed by one 0x00 byte (domain separation from
- *                 the attestation blob, the challenge answers, and v1 response signatures)
+ *   0       22    ASCII "darkbloom-response-v3" followed by one 0x00 byte (domain separation from
+ *                 the attestation blob, the challenge answers, and other versions' signatures)
  *   22      32    request_sha256: SHA-256 of the request body exactly as the consumer sent it
  *   54      32    response_sha256: SHA-256 of the response record below
  *
@@ -26,7 +27,11 @@ import { readSavedResponse, type SavedResponse, sameUsage } from "./saved-respon
  *     opt  refusal           message.refusal
  *     u32  k                 number of tool calls, then k times: str id, str type, str function.name,
  *                            str function.arguments (message.tool_calls, in order)
- *     u8   logprobs          0x00: none (version 2 defines no other value)
+ *     u8   logprobs          0x00: none; 0x01: the content's tokens (logprobs.ts), then
+ *          u32  m           number of tokens, then m times:
+ *            bytes token    u32 length, then the token's bytes as the text shows them
+ *            f32  logprob   IEEE-754 binary32, big-endian
+ *            u32  t         number of alternatives, then t times: bytes token, f32 logprob
  *     str  finish_reason
  *   u32  prompt_tokens       usage as the provider reports it in InferenceComplete
  *   u32  completion_tokens
@@ -35,6 +40,9 @@ import { readSavedResponse, type SavedResponse, sameUsage } from "./saved-respon
  * 3 prompt and 1 completion tokens: 00000006 70726f765f31 00000001 6d 00000001 00000000 01 00000002
  * 6869 00 00000000 00 00000004 73746f70 00000003 00000001. Every field is length-prefixed or fixed
  * size, so two different responses never share a record.
+ *
+ * Version 2 is the same record and message with the domain "darkbloom-response-v2", from before
+ * logprobs were served (its logprobs byte is always 0x00): responses saved then still verify.
  *
  * Not signed: the trust level (the coordinator's judgement, published by GET /v1/providers/attestation),
  * the signing key itself (a key proves who signed only once pinned: compared with the key the
@@ -45,11 +53,16 @@ import { readSavedResponse, type SavedResponse, sameUsage } from "./saved-respon
  */
 
 /** The version of the response signature this code makes and checks. */
-export const RESPONSE_SIGNATURE_VERSION = 2;
+export const RESPONSE_SIGNATURE_VERSION = 3;
 /** Domain separation: the attestation key signs other things (attestation blobs, challenges) too. */
-export const RESPONSE_SIGNATURE_DOMAIN = "darkbloom-response-v2";
+export const RESPONSE_SIGNATURE_DOMAIN = "darkbloom-response-v3";
+/** The versions a saved response may be signed with (2: before logprobs; same record). */
+const VERIFIED_VERSIONS = [2, RESPONSE_SIGNATURE_VERSION] as const;
 
-const DOMAIN_BYTES = new TextEncoder().encode(`${RESPONSE_SIGNATURE_DOMAIN}\0`);
+const DOMAINS = new Map(
+  VERIFIED_VERSIONS.map((v) => [v as number, new TextEncoder().encode(`darkbloom-response-v${v}\0`)]),
+);
+const DOMAIN_BYTES = DOMAINS.get(RESPONSE_SIGNATURE_VERSION)!;
 const utf8 = new TextEncoder();
 const U32_MAX = 0xffff_ffff;
 
@@ -66,6 +79,8 @@ export interface SignedChoice {
   content: string | null;
   refusal: string | null;
   toolCalls: readonly SignedToolCall[];
+  /** The content's tokens with their log-probabilities (a request that asked); absent or null: none. */
+  logprobs?: readonly SignedLogprob[] | null | undefined;
   finishReason: string;
 }
 
@@ -184,7 +199,30 @@ function encodeRecord(r: SignedResponse, out: (bytes: Uint8Array) => void): void
       str(call.name);
       str(call.arguments);
     }
-    out(ABSENT); // logprobs
+    if (c.logprobs === undefined || c.logprobs === null) out(ABSENT);
+    else {
+      out(PRESENT);
+      u32(c.logprobs.length, "the number of logprobs");
+      const bytes = (value: Uint8Array) => {
+        u32(value.byteLength, "a token's length");
+        out(value);
+      };
+      const f32 = (value: number) => {
+        const b = Buffer.allocUnsafe(4);
+        b.writeFloatBE(value, 0);
+        if (b.readFloatBE(0) !== value) throw new Error(`logprob ${value} is not a binary32 value`);
+        out(b);
+      };
+      for (const entry of c.logprobs) {
+        bytes(entry.token);
+        f32(entry.logprob);
+        u32(entry.top.length, "the number of alternatives");
+        for (const t of entry.top) {
+          bytes(t.token);
+          f32(t.logprob);
+        }
+      }
+    }
     str(c.finishReason);
   }
   u32(r.usage.promptTokens, "usage.prompt_tokens");
@@ -280,9 +318,12 @@ export function verifyResponse(saved: unknown, options: VerifyOptions = {}): Ver
   } catch (e) {
     return { ok: false, reason: (e as Error).message };
   }
-  const proof = readProof(read.proof, RESPONSE_SIGNATURE_VERSION);
+  const proof = readProof(read.proof, VERIFIED_VERSIONS);
   if (typeof proof === "string") return { ok: false, reason: proof };
   const fail = (reason: string): VerifyResult => ({ ok: false, reason, proof });
+  if (proof.version < 3 && read.choices.some((c) => c.logprobs)) {
+    return fail(`the response carries logprobs, which a version ${proof.version} signature does not cover`);
+  }
   const signedUsage = {
     promptTokens: proof.usage.prompt_tokens,
     completionTokens: proof.usage.completion_tokens,
@@ -303,7 +344,14 @@ export function verifyResponse(saved: unknown, options: VerifyOptions = {}): Ver
   const checked = checkProof(proof, options, {
     sha256: () => responseSha256(response),
     covers: "its choices, model, usage and provider_id",
-    verify: verifyResponseSignature,
+    verify: (key, requestSha256, responseSha256, signature) =>
+      verifyDomainSignature(
+        (request, response) => domainSignatureMessage(DOMAINS.get(proof.version)!, request, response),
+        key,
+        requestSha256,
+        responseSha256,
+        signature,
+      ),
   });
   return checked === undefined
     ? { ok: true, pinned: options.signingKey !== undefined, proof, response }
@@ -378,20 +426,22 @@ const HEX64 = /^[0-9a-f]{64}$/;
 
 /**
  * The `darkbloom` object of a saved response, checked for shape, or the reason it is unusable.
- * `version`: the one the response's kind is signed with (completions 2, embeddings 1).
+ * `versions`: those the response's kind may be signed with (completions 2 and 3, embeddings 1).
  */
-export function readProof(value: unknown, version: number): ResponseProof | string {
+export function readProof(value: unknown, versions: number | readonly number[]): ResponseProof | string {
   if (value === undefined || value === null) return "the response has no darkbloom object";
   if (typeof value !== "object" || Array.isArray(value)) return "the darkbloom field is not an object";
   const o = value as Record<string, unknown>;
-  if (o.version !== version) {
+  const accepted: readonly number[] = typeof versions === "number" ? [versions] : versions;
+  if (typeof o.version !== "number" || !accepted.includes(o.version)) {
     if (o.version === undefined) {
-      return version === RESPONSE_SIGNATURE_VERSION
+      return accepted.includes(RESPONSE_SIGNATURE_VERSION)
         ? "darkbloom.version is missing: a version 1 proof signs only the choice texts, which proves too little"
         : "darkbloom.version is missing";
     }
-    return `darkbloom.version is ${JSON.stringify(o.version)}; this verifier checks version ${version}`;
+    return `darkbloom.version is ${JSON.stringify(o.version)}; this verifier checks version ${accepted.join(" or ")}`;
   }
+  const version = o.version;
   const str = (k: string) => (typeof o[k] === "string" ? (o[k] as string) : undefined);
   const nullable = (k: string) => (o[k] === null ? null : str(k));
   const providerId = str("provider_id");

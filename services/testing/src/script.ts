@@ -1,3 +1,4 @@
+import type { SignedLogprob } from "@darkbloom/protocol/logprobs";
 import type { Endpoint } from "@darkbloom/protocol/provider/v1";
 import type { InferenceFailure } from "@darkbloom/protocol/provider-client";
 import type { ScriptedEmbeddings } from "./scripted-embeddings.js";
@@ -62,6 +63,11 @@ export interface Script {
   completionTokens?: number;
   /** The answer to an embeddings request (its tokens are then unused). */
   embeddings?: ScriptedEmbeddings;
+  /**
+   * Each token's log-probability entry (one per token, same positions): chunks then carry the
+   * entries of their tokens and the signature covers them, as a daemon does for a request that asked.
+   */
+  logprobs?: readonly SignedLogprob[];
 }
 
 /** Decides what to answer to a request. */
@@ -90,6 +96,7 @@ export interface Plan {
   finishReason: string;
   failure: { when: FailurePoint; mode: FailureMode } | undefined;
   embeddings: ScriptedEmbeddings | undefined;
+  logprobs: readonly SignedLogprob[] | undefined;
 }
 
 /** Resolves a script against its request: max_tokens cut, failure point, defaults. */
@@ -112,6 +119,7 @@ export function planFor(script: Script, request: ReceivedRequest): Plan {
     finishReason: limit < available ? "length" : (script.finishReason ?? "stop"),
     failure: fail && { when: fail.when, mode: fail.error ?? defaultFailure(fail.when) },
     embeddings: script.embeddings,
+    logprobs: script.logprobs,
   };
 }
 

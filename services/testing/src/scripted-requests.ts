@@ -5,6 +5,7 @@ import {
   completeMessage,
   embeddingChunkMessage,
   errorMessage,
+  logprobsChunkMessage,
   type ResponseSignatureInit,
   sealedChunkMessage,
 } from "@darkbloom/protocol/provider-client";
@@ -264,11 +265,14 @@ export class ScriptedRequests {
       }
       const text = count === 1 ? (tokens[position] ?? "") : tokens.slice(position, end).join("");
       const claimed = plan.claimedTokensPerChunk ?? count;
+      const logprobs = plan.logprobs?.slice(position, end);
       for (let choice = 0; choice < choices; choice++) {
         session.send(
-          key
-            ? sealedChunkMessage(requestId, sequence++, key, text, claimed, choice)
-            : chunkMessage(requestId, sequence++, text, claimed, choice),
+          logprobs
+            ? logprobsChunkMessage(requestId, sequence++, key, text, claimed, choice, logprobs)
+            : key
+              ? sealedChunkMessage(requestId, sequence++, key, text, claimed, choice)
+              : chunkMessage(requestId, sequence++, text, claimed, choice),
         );
       }
       this.log.tokensGenerated += count * choices;
@@ -320,7 +324,7 @@ export class ScriptedRequests {
       choices: textChoices(
         Array.from({ length: plan.choices }, () => plan.tokens.slice(0, plan.emit).join("")),
         Array.from({ length: plan.choices }, () => plan.finishReason),
-      ),
+      ).map((c) => (plan.logprobs ? { ...c, logprobs: plan.logprobs.slice(0, plan.emit) } : c)),
       usage: { promptTokens: plan.promptTokens, completionTokens },
     });
   }

@@ -1,3 +1,4 @@
+import { chatLogprobs, completionLogprobs, type SignedLogprob } from "@darkbloom/protocol/logprobs";
 import { Endpoint } from "@darkbloom/protocol/provider/v1";
 import type { SignedChoice } from "@darkbloom/protocol/verifiable-response";
 import type { CompletionResult, ToolCallDelta } from "../inference/response-sink.js";
@@ -8,12 +9,16 @@ export class ChunkFormatter {
   readonly created = Math.floor(Date.now() / 1000);
   private readonly head: string;
   private readonly usageNull: string;
+  /** A completions stream's characters so far per choice (its logprobs' text_offset). */
+  private readonly offsets = new Map<number, number>();
 
   constructor(
     readonly endpoint: Endpoint,
     requestId: string,
     readonly model: string,
     includeUsage: boolean,
+    /** Whether the request asked for log-probabilities: every choice event then carries them. */
+    private readonly logprobs = false,
   ) {
     const chat = endpoint === Endpoint.CHAT_COMPLETIONS;
     this.id = `${chat ? "chatcmpl" : "cmpl"}-${requestId}`;
@@ -26,8 +31,15 @@ export class ChunkFormatter {
    * A delta event; `first` adds the assistant role to a chat choice's first delta. Tool calls go out
    * as OpenAI streams them: a call's first piece with its id, type and name, then its arguments.
    */
-  delta(index: number, text: string, first: boolean, toolCalls?: readonly ToolCallDelta[]): string {
+  delta(
+    index: number,
+    text: string,
+    first: boolean,
+    toolCalls?: readonly ToolCallDelta[],
+    logprobs?: readonly SignedLogprob[],
+  ): string {
     const t = JSON.stringify(text);
+    const lp = this.logprobsJson(index, logprobs ?? []);
     if (this.endpoint === Endpoint.CHAT_COMPLETIONS) {
       const delta =
         toolCalls === undefined || toolCalls.length === 0
@@ -35,19 +47,32 @@ export class ChunkFormatter {
             ? `{"role":"assistant","content":${t}}`
             : `{"content":${t}}`
           : toolCallsDelta(text, first, toolCalls);
-      return `data: ${this.head}{"index":${index},"delta":${delta},"logprobs":null,"finish_reason":null}]${this.usageNull}}\n\n`;
+      return `data: ${this.head}{"index":${index},"delta":${delta},"logprobs":${lp},"finish_reason":null}]${this.usageNull}}\n\n`;
     }
-    return `data: ${this.head}{"text":${t},"index":${index},"logprobs":null,"finish_reason":null}]${this.usageNull}}\n\n`;
+    return `data: ${this.head}{"text":${t},"index":${index},"logprobs":${lp},"finish_reason":null}]${this.usageNull}}\n\n`;
+  }
+
+  /**
+   * A choice event's `logprobs`: null unless the request asked, else the event's tokens (none on a
+   * closing event, so that a choice with no tokens still shows it had them asked for).
+   */
+  private logprobsJson(index: number, entries: readonly SignedLogprob[]): string {
+    if (!this.logprobs) return "null";
+    if (this.endpoint === Endpoint.CHAT_COMPLETIONS) return JSON.stringify(chatLogprobs(entries));
+    const shown = completionLogprobs(entries, this.offsets.get(index) ?? 0);
+    this.offsets.set(index, shown.offset);
+    return JSON.stringify(shown.logprobs);
   }
 
   /** The closing event of one choice. */
   finish(index: number, reason: string, roleNotSent: boolean): string {
     const r = JSON.stringify(reason);
+    const lp = this.logprobsJson(index, []);
     if (this.endpoint === Endpoint.CHAT_COMPLETIONS) {
       const delta = roleNotSent ? `{"role":"assistant","content":""}` : "{}";
-      return `data: ${this.head}{"index":${index},"delta":${delta},"logprobs":null,"finish_reason":${r}}]${this.usageNull}}\n\n`;
+      return `data: ${this.head}{"index":${index},"delta":${delta},"logprobs":${lp},"finish_reason":${r}}]${this.usageNull}}\n\n`;
     }
-    return `data: ${this.head}{"text":"","index":${index},"logprobs":null,"finish_reason":${r}}]${this.usageNull}}\n\n`;
+    return `data: ${this.head}{"text":"","index":${index},"logprobs":${lp},"finish_reason":${r}}]${this.usageNull}}\n\n`;
   }
 
   /**
@@ -103,12 +128,15 @@ export function completionBody(
       object: "chat.completion",
       created,
       model,
-      choices: texts.map((text, index) => ({
-        index,
-        message: chatMessage(text, result.choices?.[index]),
-        logprobs: null,
-        finish_reason: result.finishReasons.get(index) ?? "stop",
-      })),
+      choices: texts.map((text, index) => {
+        const entries = result.choices?.[index]?.logprobs;
+        return {
+          index,
+          message: chatMessage(text, result.choices?.[index]),
+          logprobs: entries ? chatLogprobs(entries) : null,
+          finish_reason: result.finishReasons.get(index) ?? "stop",
+        };
+      }),
       usage,
     };
   }
@@ -117,12 +145,15 @@ export function completionBody(
     object: "text_completion",
     created,
     model,
-    choices: texts.map((text, index) => ({
-      text,
-      index,
-      logprobs: null,
-      finish_reason: result.finishReasons.get(index) ?? "stop",
-    })),
+    choices: texts.map((text, index) => {
+      const entries = result.choices?.[index]?.logprobs;
+      return {
+        text,
+        index,
+        logprobs: entries ? completionLogprobs(entries).logprobs : null,
+        finish_reason: result.finishReasons.get(index) ?? "stop",
+      };
+    }),
     usage,
   };
 }

@@ -64,7 +64,9 @@ export class SseResponse implements ResponseSink, KeepAliveTarget {
     const first = !this.roleSent.has(payload.choiceIndex);
     if (first) this.roleSent.add(payload.choiceIndex);
     this.delivered += payload.tokenCount;
-    this.write(this.format.delta(payload.choiceIndex, payload.text, first, payload.toolCalls));
+    this.write(
+      this.format.delta(payload.choiceIndex, payload.text, first, payload.toolCalls, payload.logprobs),
+    );
   }
 
   complete(result: CompletionResult): void {

@@ -14,6 +14,7 @@ import type { CoordinatorMetrics } from "../metrics.js";
 import type { DispatchTarget } from "../routing/provider-pool.js";
 import { dispatchSealed } from "./dispatch.js";
 import type { InferenceJob } from "./inference-job.js";
+import { LOGPROBS_INVALID, LogprobsCollector } from "./logprobs-check.js";
 import type { MeteredSink } from "./metered-sink.js";
 import { providerErrorFrom } from "./provider-errors.js";
 import { verifyResponse } from "./response-verification.js";
@@ -93,6 +94,15 @@ export function runAttempt(
     };
     let timer = setTimeout(onSilence, config.firstTokenTimeoutMs);
     timer.unref();
+    // A provider whose output breaks what the request asked is untrusted (and cut, while it still
+    // streams); another serves the request while nothing reached the consumer.
+    const untrust = (code: string, message: string, consumerMessage: string, streaming = true) => {
+      if (streaming) session.cancel(requestId, code);
+      failOrRetry(`provider untrusted: ${code}`, providerError(consumerMessage, "provider_output_invalid"));
+      session.markUntrusted(code, message);
+    };
+    const logprobs =
+      request.logprobs === undefined ? undefined : new LogprobsCollector(request.logprobs, n, job.maxTokens);
 
     /** Ends the attempt with the provider's completion, its texts counted (`counted`) or not. */
     const conclude = (message: InferenceComplete, counted: CountedUsage | undefined, recounted = false) => {
@@ -118,12 +128,11 @@ export function runAttempt(
       for (let i = 0; i < n; i++) if (!finishReasons.has(i)) finishReasons.set(i, "stop");
       const output = shownOutput(request, job.tools, usage.texts, finishReasons);
       if (!output.ok) {
-        failOrRetry(
-          `provider untrusted: ${output.code}`,
-          providerError(output.consumerMessage, "provider_output_invalid"),
-        );
-        session.markUntrusted(output.code, output.message);
+        untrust(output.code, output.message, output.consumerMessage, false);
         return;
+      }
+      if (logprobs) {
+        output.choices = output.choices.map((c, i) => ({ ...c, logprobs: logprobs.choices[i] ?? [] }));
       }
       // One usage: the provider's, equal to the meter's count (or within its bounds); the
       // signature must cover exactly it, and the choices as shown.
@@ -186,6 +195,13 @@ export function runAttempt(
         const violation = usage.chunk(payload);
         if (violation) {
           cut(violation);
+          return;
+        }
+        // Entries nobody asked for are dropped unchecked: never shown, never signed.
+        if (!logprobs && payload.logprobs.length > 0) payload.logprobs = [];
+        const problem = logprobs?.chunk(payload.choiceIndex, payload.text, payload.logprobs);
+        if (problem !== undefined) {
+          untrust(LOGPROBS_INVALID, problem, "The provider's log-probabilities could not be a model's.");
           return;
         }
         if (firstChunkAt > 0) {

@@ -60,11 +60,27 @@ describe("validateRequest", () => {
     expect(strict.param).toBe("response_format.json_schema.schema.additionalProperties");
   });
 
+  it("reads logprobs as the provider will, and routes them only to providers that report them", () => {
+    const chatAsk = validateRequest(Endpoint.CHAT_COMPLETIONS, chat({ logprobs: true, top_logprobs: 4 }));
+    expect(chatAsk.logprobs).toBe(4);
+    expect(chatAsk.features).toEqual([ModelFeature.LOGPROBS]);
+    expect(validateRequest(Endpoint.CHAT_COMPLETIONS, chat({ logprobs: true })).logprobs).toBe(0);
+    const off = validateRequest(Endpoint.CHAT_COMPLETIONS, chat({ logprobs: false, top_logprobs: null }));
+    expect(off.logprobs).toBeUndefined();
+    expect(off.features).toEqual([]);
+    const body = (extra: Record<string, unknown>) =>
+      new TextEncoder().encode(JSON.stringify({ model: "m", prompt: "x", ...extra }));
+    // Text completions: `logprobs` is the number of alternatives itself, at most 5 (OpenAI's limit).
+    expect(validateRequest(Endpoint.COMPLETIONS, body({ logprobs: 0 })).logprobs).toBe(0);
+    expect(validateRequest(Endpoint.COMPLETIONS, body({ logprobs: 5 })).logprobs).toBe(5);
+    expect(errorOf(Endpoint.COMPLETIONS, body({ logprobs: 6 })).param).toBe("logprobs");
+    expect(errorOf(Endpoint.COMPLETIONS, body({ logprobs: true })).param).toBe("logprobs");
+  });
+
   it("refuses by name what it does not do yet, and passes their empty or default forms", () => {
     const refused: Array<[Record<string, unknown>, string]> = [
       [{ functions: [{ name: "f" }] }, "functions"],
       [{ function_call: { name: "f" } }, "function_call"],
-      [{ top_logprobs: 2 }, "top_logprobs"],
       [{ modalities: ["text", "audio"] }, "modalities"],
       [{ prediction: { type: "content", content: "x" } }, "prediction"],
     ];
@@ -77,6 +93,7 @@ describe("validateRequest", () => {
       { tools: [] },
       { tool_choice: "none" },
       { logit_bias: {} },
+      { logprobs: false },
       { top_logprobs: 0 },
       { modalities: ["text"] },
     ]) {
@@ -244,7 +261,17 @@ describe("validateRequest", () => {
     [{ stream: true, stream_options: { include_usage: "y" } }, "stream_options.include_usage"],
     [{ presence_penalty: 3 }, "presence_penalty"],
     [{ seed: 1.5 }, "seed"],
-    [{ logprobs: true }, "logprobs"],
+    [{ logprobs: "yes" }, "logprobs"],
+    [{ top_logprobs: 2 }, "top_logprobs"],
+    [{ logprobs: true, top_logprobs: 21 }, "top_logprobs"],
+    [{ logprobs: true, top_logprobs: 1.5 }, "top_logprobs"],
+    [
+      {
+        logprobs: true,
+        tools: [{ type: "function", function: { name: "f", parameters: { type: "object" } } }],
+      },
+      "logprobs",
+    ],
     [{ messages: [] }, "messages"],
     [{ messages: "hi" }, "messages"],
     [{ messages: [{ role: "wizard", content: "x" }] }, "messages[0].role"],

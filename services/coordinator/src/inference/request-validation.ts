@@ -1,4 +1,10 @@
-import { BodyError, type GenerationInput, readGenerationInput, readLogitBias } from "@darkbloom/models/input";
+import {
+  BodyError,
+  type GenerationInput,
+  readGenerationInput,
+  readLogitBias,
+  readLogprobs,
+} from "@darkbloom/models/input";
 import { readResponseFormat, type StructuredFormat } from "@darkbloom/models/structured";
 import { readToolUse, type ToolUse, toolsWithFormat } from "@darkbloom/models/tools";
 import { Endpoint, ModelFeature } from "@darkbloom/protocol/provider/v1";
@@ -33,6 +39,8 @@ export interface ValidatedRequest {
   format: StructuredFormat | undefined;
   /** The functions the model may call (`tools` with `tool_choice` other than "none"). */
   tools: ToolUse | undefined;
+  /** Alternatives per token when the request asks for log-probabilities (0 to 20), else undefined. */
+  logprobs: number | undefined;
   /**
    * Whether the request has stop strings: a choice that ended "stop" may then have been cut by one,
    * and is not held to being a complete structured output or complete calls.
@@ -135,10 +143,8 @@ export function validateRequest(endpoint: Endpoint, body: Uint8Array): Validated
   if (o.user !== undefined && o.user !== null && typeof o.user !== "string") {
     throw invalidRequest("'user' must be a string.", "user");
   }
-  if (o.logprobs === true || (typeof o.logprobs === "number" && o.logprobs > 0)) {
-    throw invalidRequest("'logprobs' is not supported by this network.", "logprobs");
-  }
   refuseUnserved(o);
+  const logprobs = read(() => readLogprobs(endpoint === Endpoint.CHAT_COMPLETIONS ? "chat" : "text", o));
   const format = read(() => readResponseFormat(o));
   read(() => readLogitBias(o));
   let tools: ToolUse | undefined;
@@ -190,7 +196,11 @@ export function validateRequest(endpoint: Endpoint, body: Uint8Array): Validated
       o.stop !== null &&
       o.stop !== "" &&
       !(Array.isArray(o.stop) && o.stop.length === 0),
-    features: format === undefined && tools === undefined ? [] : [ModelFeature.GRAMMAR],
+    logprobs,
+    features: [
+      ...(format === undefined && tools === undefined ? [] : [ModelFeature.GRAMMAR]),
+      ...(logprobs === undefined ? [] : [ModelFeature.LOGPROBS]),
+    ],
     // Read when first asked for: only a model with a vocabulary counts its prompt.
     get input() {
       input ??= generationInput(endpoint, o);
@@ -212,8 +222,8 @@ export function read<T>(reader: () => T): T {
 
 /**
  * Parameters whose effect this network does not produce yet: each is refused by name rather than
- * ignored, since a client that sends one relies on what it does (tools it would call,
- * log-probabilities it would read). Their empty or default forms pass.
+ * ignored, since a client that sends one relies on what it does (functions it would call, audio
+ * it would play). Their empty or default forms pass.
  */
 function refuseUnserved(o: Json): void {
   const present = (v: unknown) =>
@@ -227,7 +237,6 @@ function refuseUnserved(o: Json): void {
   if (present(o.functions)) refuse("functions", "legacy function calling: send 'tools'");
   if (present(o.function_call) && o.function_call !== "none" && o.function_call !== "auto")
     refuse("function_call", "legacy function calling: send 'tool_choice'");
-  if (present(o.top_logprobs) && o.top_logprobs !== 0) refuse("top_logprobs", "log-probabilities");
   if (present(o.suffix) && o.suffix !== "") refuse("suffix", "insertion");
   if (present(o.audio)) refuse("audio", "audio output");
   if (present(o.prediction)) refuse("prediction", "predicted outputs");

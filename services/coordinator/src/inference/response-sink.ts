@@ -1,3 +1,4 @@
+import type { SignedLogprob } from "@darkbloom/protocol/logprobs";
 import type { ResponseProof, SignedChoice } from "@darkbloom/protocol/verifiable-response";
 import type { ApiError } from "../errors/index.js";
 import type { ProviderHandle } from "../routing/provider-handle.js";
@@ -24,6 +25,8 @@ export interface OutputChunk {
   tokenCount: number;
   choiceIndex: number;
   toolCalls?: readonly ToolCallDelta[];
+  /** The tokens of `text` with their log-probabilities (shown only when the request asked). */
+  logprobs?: readonly SignedLogprob[];
 }
 
 /** How a request ended on its provider. */

@@ -144,7 +144,8 @@ export class Router {
 
   /**
    * Why no provider could have taken the request, when the model is served but none of its providers
-   * has what the request needs (a grammar for response_format or tools: MLX providers have none),
+   * has what the request needs (a grammar for response_format or tools, log-probabilities: MLX
+   * providers have neither),
    * so the 503 says so rather than blame a busy fleet.
    */
   private unservedFeature(model: string, constraints: RouteConstraints): string | undefined {
@@ -153,9 +154,16 @@ export class Router {
     const serving = this.registry.serving(model);
     if (serving.size === 0) return undefined;
     for (const p of serving) if (features.every((f) => p.hasFeature(model, f))) return undefined;
-    const what = features.includes(ModelFeature.EMBEDDINGS)
-      ? "computes its embeddings"
-      : "enforces the grammar that response_format and tools need";
+    // The first feature no provider of the model has, as a consumer would understand it.
+    const missing = features.find((f) => ![...serving].some((p) => p.hasFeature(model, f)));
+    const what =
+      missing === ModelFeature.EMBEDDINGS
+        ? "computes its embeddings"
+        : missing === ModelFeature.LOGPROBS
+          ? "reports log-probabilities (logprobs)"
+          : missing === ModelFeature.GRAMMAR
+            ? "enforces the grammar that response_format and tools need"
+            : "has everything this request needs (a grammar and log-probabilities)";
     return `none of its ${serving.size} connected provider${serving.size === 1 ? "" : "s"} ${what}`;
   }
 

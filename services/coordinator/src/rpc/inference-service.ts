@@ -12,8 +12,10 @@ import {
   StreamChatCompletionResponseSchema,
   type StreamCompletionResponse,
   StreamCompletionResponseSchema,
+  TokenLogprobSchema,
   UsageSchema,
 } from "@darkbloom/protocol/inference/v1";
+import { type SignedLogprob, tokenText } from "@darkbloom/protocol/logprobs";
 import { Endpoint } from "@darkbloom/protocol/provider/v1";
 import type { ResponseProof } from "@darkbloom/protocol/verifiable-response";
 import type { Authenticator } from "../auth/authenticator.js";
@@ -59,6 +61,8 @@ type Delta = {
   text: string;
   finishReason: string;
   toolCalls?: readonly ToolCallDelta[];
+  /** The tokens of `text` with their log-probabilities (a request with top_logprobs). */
+  logprobs?: readonly SignedLogprob[];
   usage?: CompletionResult;
   provider?: ProviderHandle;
   /** On the final delta: the provider's signature, with the request body it covers. */
@@ -123,6 +127,7 @@ export function createInferenceService(deps: InferenceServiceDeps): ServiceImpl<
 
   async function collect(endpoint: Endpoint, json: Record<string, unknown>, ctx: HandlerContext) {
     const texts: string[] = [];
+    const logprobs: SignedLogprob[][] = [];
     const calls: Array<Map<number, { id: string; name: string; arguments: string }>> = [];
     const finish: string[] = [];
     let usage: CompletionResult | undefined;
@@ -131,6 +136,11 @@ export function createInferenceService(deps: InferenceServiceDeps): ServiceImpl<
     for await (const d of run(endpoint, json, ctx, false)) {
       if (d.provider) provider = d.provider;
       texts[d.index] = (texts[d.index] ?? "") + d.text;
+      if (d.logprobs) {
+        const entries = logprobs[d.index] ?? [];
+        entries.push(...d.logprobs);
+        logprobs[d.index] = entries;
+      }
       for (const c of d.toolCalls ?? []) {
         const choice = calls[d.index] ?? new Map();
         calls[d.index] = choice;
@@ -150,6 +160,7 @@ export function createInferenceService(deps: InferenceServiceDeps): ServiceImpl<
       calls: Array.from({ length: n }, (_, i) =>
         [...(calls[i] ?? new Map()).entries()].sort(([a], [b]) => a - b).map(([, c]) => c),
       ),
+      logprobs: Array.from({ length: n }, (_, i) => typedLogprobs(logprobs[i] ?? [])),
       finish,
       usage,
       provider,
@@ -168,6 +179,7 @@ export function createInferenceService(deps: InferenceServiceDeps): ServiceImpl<
           index,
           message: { role: "assistant", content, toolCalls: r.calls[index] },
           finishReason: r.finish[index] ?? "stop",
+          logprobs: r.logprobs[index],
         })),
         usage: usageMessage(r.usage),
         provider: providerInfo(r.provider),
@@ -186,7 +198,12 @@ export function createInferenceService(deps: InferenceServiceDeps): ServiceImpl<
         id: `cmpl-${ctx.responseHeader.get("x-request-id")}`,
         created: BigInt(Math.floor(Date.now() / 1000)),
         model: req.model,
-        choices: r.texts.map((text, index) => ({ index, text, finishReason: r.finish[index] ?? "stop" })),
+        choices: r.texts.map((text, index) => ({
+          index,
+          text,
+          finishReason: r.finish[index] ?? "stop",
+          logprobs: r.logprobs[index],
+        })),
         usage: usageMessage(r.usage),
         provider: providerInfo(r.provider),
         darkbloom: r.proof,
@@ -300,6 +317,7 @@ class ChannelSink implements ResponseSink {
     if (this.cut) return;
     const delta: Delta = { index: p.choiceIndex, text: p.text, finishReason: "" };
     if (p.toolCalls) delta.toolCalls = p.toolCalls;
+    if (p.logprobs && p.logprobs.length > 0) delta.logprobs = p.logprobs;
     this.bytes += deltaBytes(delta);
     if (this.streaming) {
       this.committed = true;
@@ -357,16 +375,39 @@ class ChannelSink implements ResponseSink {
   }
 }
 
-/** What a delta holds for the consumer: its text and its calls' text. */
+/** What a delta holds for the consumer: its text, its calls' text and its tokens' bytes. */
 function deltaBytes(d: Delta): number {
   let bytes = Buffer.byteLength(d.text);
   for (const c of d.toolCalls ?? []) bytes += Buffer.byteLength(c.arguments);
+  for (const e of d.logprobs ?? []) {
+    bytes += e.token.byteLength + 8;
+    for (const t of e.top) bytes += t.token.byteLength + 8;
+  }
   return bytes;
 }
 
-function sampling(s: SamplingParams | undefined): Record<string, unknown> {
+/** Entries as the typed API carries them (OpenAI's logprobs.content[] fields). */
+function typedLogprobs(entries: readonly SignedLogprob[]) {
+  return entries.map((e) =>
+    create(TokenLogprobSchema, {
+      token: tokenText(e.token),
+      logprob: e.logprob,
+      bytes: e.token,
+      topLogprobs: e.top.map((t) => ({ token: tokenText(t.token), logprob: t.logprob, bytes: t.token })),
+    }),
+  );
+}
+
+/** The body's sampling fields; `chat`: logprobs as chat asks for them, else as text completions do. */
+function sampling(s: SamplingParams | undefined, chat: boolean): Record<string, unknown> {
   if (!s) return {};
   const o: Record<string, unknown> = {};
+  if (s.topLogprobs !== undefined) {
+    if (chat) {
+      o.logprobs = true;
+      o.top_logprobs = s.topLogprobs;
+    } else o.logprobs = s.topLogprobs;
+  }
   if (s.maxTokens !== undefined) o.max_tokens = s.maxTokens;
   if (s.temperature !== undefined) o.temperature = s.temperature;
   if (s.topP !== undefined) o.top_p = s.topP;
@@ -410,7 +451,7 @@ function chatJson(req: CreateChatCompletionRequest | StreamChatCompletionRequest
       if (m.toolCallId) message.tool_call_id = m.toolCallId;
       return message;
     }),
-    ...sampling(req.sampling),
+    ...sampling(req.sampling, true),
   };
   if (req.tools.length > 0) {
     o.tools = req.tools.map((t) => ({
@@ -431,7 +472,7 @@ function chatJson(req: CreateChatCompletionRequest | StreamChatCompletionRequest
 }
 
 function promptJson(model: string, prompt: string, s: SamplingParams | undefined): Record<string, unknown> {
-  return { model, prompt, ...sampling(s) };
+  return { model, prompt, ...sampling(s, false) };
 }
 
 function usageMessage(r: CompletionResult | undefined) {
@@ -484,6 +525,7 @@ function chatDelta(id: string, d: Delta): StreamChatCompletionResponse {
       name: c.name ?? "",
       arguments: c.arguments,
     })),
+    logprobs: typedLogprobs(d.logprobs ?? []),
     finishReason: d.finishReason,
     usage: usageMessage(d.usage),
     provider: providerInfo(d.provider),
@@ -496,6 +538,7 @@ function textDelta(id: string, d: Delta): StreamCompletionResponse {
     id,
     index: d.index,
     text: d.text,
+    logprobs: typedLogprobs(d.logprobs ?? []),
     finishReason: d.finishReason,
     usage: usageMessage(d.usage),
     provider: providerInfo(d.provider),

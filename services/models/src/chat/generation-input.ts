@@ -223,3 +223,47 @@ export function readLogitBias(body: Json): Array<[number, number]> | undefined {
   }
   return pairs.length === 0 ? undefined : pairs;
 }
+
+/** The most alternatives per token a chat request may ask for (OpenAI's top_logprobs). */
+export const MAX_TOP_LOGPROBS = 20;
+/** The most a text completion's `logprobs` may ask for (OpenAI's legacy limit). */
+export const MAX_COMPLETION_LOGPROBS = 5;
+
+/**
+ * How many alternatives per token a request asks log-probabilities for, or undefined when it asks
+ * for none. Chat: `logprobs: true`, with `top_logprobs` 0 to 20 (0 when absent), which OpenAI only
+ * takes together with `logprobs: true`. Text completions (legacy): `logprobs` 0 to 5 is that number
+ * itself. Not together with `tools`: the calls are not text the entries could spell.
+ */
+export function readLogprobs(kind: "chat" | "text", body: Json): number | undefined {
+  let top: number | undefined;
+  const integer = (key: string, max: number): number => {
+    const v = body[key];
+    if (typeof v !== "number" || !Number.isInteger(v) || v < 0 || v > max) {
+      throw new BodyError(`'${key}' must be an integer from 0 to ${max}.`, key);
+    }
+    return v;
+  };
+  if (kind === "chat") {
+    const on = body.logprobs;
+    if (on !== undefined && on !== null && typeof on !== "boolean") {
+      throw new BodyError("'logprobs' must be a boolean.", "logprobs");
+    }
+    const asked = body.top_logprobs !== undefined && body.top_logprobs !== null;
+    // top_logprobs 0 asks for nothing: its default form passes alone.
+    if (asked && on !== true && body.top_logprobs !== 0) {
+      throw new BodyError("'top_logprobs' requires 'logprobs' to be true.", "top_logprobs");
+    }
+    if (on === true) top = asked ? integer("top_logprobs", MAX_TOP_LOGPROBS) : 0;
+  } else if (body.logprobs !== undefined && body.logprobs !== null) {
+    top = integer("logprobs", MAX_COMPLETION_LOGPROBS);
+  }
+  const tools = body.tools;
+  if (top !== undefined && Array.isArray(tools) && tools.length > 0 && body.tool_choice !== "none") {
+    throw new BodyError(
+      "'logprobs' cannot be served together with 'tools': function calls are not text tokens.",
+      "logprobs",
+    );
+  }
+  return top;
+}

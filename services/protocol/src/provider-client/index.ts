@@ -23,6 +23,7 @@ export {
   heartbeatMessage,
   type InferenceFailure,
   loadStatusMessage,
+  logprobsChunkMessage,
   type RegisterInit,
   type ResponseSignatureInit,
   registerMessage,

@@ -5,7 +5,11 @@
  * protobuf-es messages are plain objects, and a busy provider sends one per token.
  */
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
-import { encodeChunkPayload, encodeEmbeddingChunkPayload } from "../chunk-payload.js";
+import {
+  encodeChunkPayload,
+  encodeEmbeddingChunkPayload,
+  encodeLogprobsChunkPayload,
+} from "../chunk-payload.js";
 import {
   type AttestationResponseSchema,
   type ConnectRequest,
@@ -15,7 +19,9 @@ import {
   type LoadModelState,
   type RegisterSchema,
   type ResponseSignatureSchema,
+  type TokenLogprob,
 } from "../gen/darkbloom/provider/v1/provider_pb.js";
+import type { SignedLogprob } from "../logprobs.js";
 import { type BoxKey, wipe } from "../sealed-box.js";
 
 /** The fields of an InferenceError other than request_id: how a provider refuses or fails a request. */
@@ -66,7 +72,7 @@ export function chunkMessage(
 ): ConnectRequest {
   return chunkEnvelope(requestId, sequence, {
     case: "plaintext",
-    value: { $typeName: "darkbloom.provider.v1.ChunkPayload", text, tokenCount, choiceIndex },
+    value: { $typeName: "darkbloom.provider.v1.ChunkPayload", text, tokenCount, choiceIndex, logprobs: [] },
   });
 }
 
@@ -86,6 +92,44 @@ export function sealedChunkMessage(
   choiceIndex: number,
 ): ConnectRequest {
   const plaintext = encodeChunkPayload(text, tokenCount, choiceIndex);
+  const { nonce, ciphertext } = key.seal(plaintext);
+  wipe(plaintext);
+  return chunkEnvelope(requestId, sequence, {
+    case: "sealed",
+    value: { $typeName: "darkbloom.provider.v1.SealedBox", senderPublicKey: EMPTY, nonce, ciphertext },
+  });
+}
+
+/**
+ * A chunk of text with its tokens' log-probabilities (a request that asked for them), sealed with
+ * the request's key when there is one.
+ */
+export function logprobsChunkMessage(
+  requestId: string,
+  sequence: bigint,
+  key: BoxKey | undefined,
+  text: string,
+  tokenCount: number,
+  choiceIndex: number,
+  entries: readonly SignedLogprob[],
+): ConnectRequest {
+  const logprobs: TokenLogprob[] = entries.map((e) => ({
+    $typeName: "darkbloom.provider.v1.TokenLogprob",
+    token: e.token,
+    logprob: e.logprob,
+    top: e.top.map((t) => ({
+      $typeName: "darkbloom.provider.v1.TopLogprob",
+      token: t.token,
+      logprob: t.logprob,
+    })),
+  }));
+  if (!key) {
+    return chunkEnvelope(requestId, sequence, {
+      case: "plaintext",
+      value: { $typeName: "darkbloom.provider.v1.ChunkPayload", text, tokenCount, choiceIndex, logprobs },
+    });
+  }
+  const plaintext = encodeLogprobsChunkPayload(text, tokenCount, choiceIndex, logprobs);
   const { nonce, ciphertext } = key.seal(plaintext);
   wipe(plaintext);
   return chunkEnvelope(requestId, sequence, {
@@ -115,6 +159,7 @@ export function embeddingChunkMessage(
         tokenCount,
         choiceIndex: 0,
         embedding: { $typeName: "darkbloom.provider.v1.Embedding", index, values },
+        logprobs: [],
       },
     });
   }

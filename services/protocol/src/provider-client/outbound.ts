@@ -1,7 +1,8 @@
 import { Channel } from "../channel.js";
 import type { ConnectRequest } from "../gen/darkbloom/provider/v1/provider_pb.js";
+import type { SignedLogprob } from "../logprobs.js";
 import type { BoxKey } from "../sealed-box.js";
-import { chunkMessage, embeddingChunkMessage, sealedChunkMessage } from "./messages.js";
+import { chunkMessage, embeddingChunkMessage, logprobsChunkMessage, sealedChunkMessage } from "./messages.js";
 
 /**
  * A chunk queued for the wire but not yet taken by the transport. While it waits, later tokens of the
@@ -9,7 +10,8 @@ import { chunkMessage, embeddingChunkMessage, sealedChunkMessage } from "./messa
  * faster than the stream writes, they travel together. The message is built when the transport takes
  * it: with a `key` (the request's box key) the serialized ChunkPayload is sealed with it then. An
  * embeddings request's chunk carries one input's vector (`embedding`) and its token count, no text,
- * and is never appended to.
+ * and is never appended to. A request that asked for log-probabilities has them on every chunk
+ * (`logprobs`), appended with the text they are of.
  */
 export class ChunkDraft {
   taken = false;
@@ -22,13 +24,19 @@ export class ChunkDraft {
     public tokenCount: number,
     readonly key?: BoxKey,
     readonly embedding?: { index: number; values: Uint8Array },
+    readonly logprobs?: SignedLogprob[],
   ) {}
 
-  /** Adds text to the chunk; false once the transport has taken it (or for an embedding). */
-  append(text: string, tokens: number): boolean {
-    if (this.taken || this.embedding) return false;
+  /**
+   * Adds text (and its tokens' log-probabilities) to the chunk; false once the transport has taken
+   * it, for an embedding, or when only one of them has log-probabilities.
+   */
+  append(text: string, tokens: number, logprobs?: readonly SignedLogprob[]): boolean {
+    if (this.taken || this.embedding || (logprobs === undefined) !== (this.logprobs === undefined))
+      return false;
     this.text += text;
     this.tokenCount += tokens;
+    if (logprobs) this.logprobs?.push(...logprobs);
     return true;
   }
 
@@ -36,6 +44,17 @@ export class ChunkDraft {
     if (this.embedding) {
       const { index, values } = this.embedding;
       return embeddingChunkMessage(this.requestId, this.sequence, this.key, index, values, this.tokenCount);
+    }
+    if (this.logprobs) {
+      return logprobsChunkMessage(
+        this.requestId,
+        this.sequence,
+        this.key,
+        this.text,
+        this.tokenCount,
+        this.choiceIndex,
+        this.logprobs,
+      );
     }
     return this.key
       ? sealedChunkMessage(

@@ -13,6 +13,7 @@ import { ModelTokenizer, synthesizeModel } from "@darkbloom/models";
 import { formatGrammar, formatViolation, readResponseFormat } from "@darkbloom/models/structured";
 import { getLlama, LlamaLogLevel } from "node-llama-cpp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { logprobsConformance } from "./conformance-logprobs.test-support.js";
 import { toolsConformance } from "./conformance-tools.test-support.js";
 import {
   type Engine,
@@ -511,6 +512,12 @@ export function engineConformance(target: ConformanceTarget): void {
       engine: () => engine,
       model: () => tiny,
       vocabulary: openVocabulary,
+      req: (input, sampling) => req(input, sampling),
+    });
+
+    logprobsConformance({
+      engine: () => engine,
+      model: () => tiny,
       req: (input, sampling) => req(input, sampling),
     });
   });

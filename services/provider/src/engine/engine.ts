@@ -48,6 +48,12 @@ export interface SamplingOptions {
    * whose chat template has no call syntax, refuses the request (`invalid_request`).
    */
   tools?: ToolUse | undefined;
+  /**
+   * Report each sampled token's log-probability with this many (0 to 20) of the most likely
+   * alternatives (TokenEvent.logprobs); undefined: none. Only engines whose `logprobs` says so take
+   * it; others refuse the request (invalid_request). Not together with `tools`.
+   */
+  logprobs?: number | undefined;
 }
 
 export interface GenerationRequest {
@@ -58,10 +64,44 @@ export interface GenerationRequest {
   sampling: SamplingOptions;
 }
 
+/** One of the most likely tokens at a position. */
+export interface TopLogprob {
+  /** Its bytes (a control token's are empty, as in text). */
+  bytes: Uint8Array;
+  /** Natural log of its probability under the model's raw distribution; a binary32 value, >= -9999. */
+  logprob: number;
+}
+
+/**
+ * A sampled token's log-probability under the model's raw distribution: the log-softmax of its
+ * logits, before logit bias, penalties, grammar, temperature or any filter (vLLM's default, and
+ * llama-server's without post_sampling_probs), so the figures do not depend on how it was sampled.
+ */
+export interface TokenLogprob extends TopLogprob {
+  /**
+   * The token's bytes as the text shows them: its piece, except where the text is not its pieces
+   * (a vocabulary's space clean-up, a character completed only by the flush), and for the token in
+   * which a stop string begins, only its bytes before the stop string.
+   */
+  bytes: Uint8Array;
+  /**
+   * At most the requested number of the most likely tokens, most likely first, equal values by
+   * bytes (@darkbloom/protocol/logprobs' compareTop); each token's bytes once, the most likely token
+   * having them.
+   */
+  top: TopLogprob[];
+}
+
 /** Text produced since the previous event, and how many tokens it holds. */
 export interface TokenEvent {
   text: string;
   tokens: number;
+  /**
+   * With `sampling.logprobs`: the entries of the tokens this text is, in order; their bytes
+   * concatenated are exactly the text's UTF-8 (an event may then carry tokens with no text, such as
+   * a control token's, with "" as its text).
+   */
+  logprobs?: TokenLogprob[];
 }
 
 export interface GenerationResult {
@@ -309,6 +349,12 @@ export interface Engine {
    * trained.
    */
   embeds(model: ModelFile): boolean;
+  /**
+   * Whether this engine reports log-probabilities for `model` (`sampling.logprobs`; registered as
+   * the model's "logprobs" feature, so that the coordinator routes such requests only where they
+   * hold). Absent: it reports none.
+   */
+  logprobs?(model: ModelFile): boolean;
   /**
    * Embeds each input of a request (absent: the engine computes no embeddings). Bad input fails
    * `done` with EngineError: a model that is not an embedding model or `dimensions` other than the

@@ -89,6 +89,10 @@ export class FormatRouterEngine implements Engine {
     return this.engineOf(model).embeds(model);
   }
 
+  logprobs(model: ModelFile): boolean {
+    return this.engineOf(model).logprobs?.(model) ?? false;
+  }
+
   unsupported(model: ModelFile): string | undefined {
     return this.engineOf(model).unsupported?.(model);
   }

@@ -15,8 +15,10 @@ import {
   type GenerationResult,
   type SamplingOptions,
   type TokenEvent,
+  type TokenLogprob,
 } from "./engine.js";
 import { type IncrementalDetokenizer, StopMatcher } from "./text.js";
+import { LogprobAligner, type SampledLogprob } from "./token-logprobs.js";
 
 export type Phase = "preparing" | "queued" | "prefill" | "decoding" | "finished";
 
@@ -82,6 +84,11 @@ export function validateRequest(request: GenerationRequest): number {
     if (!Array.isArray(s.tools.functions) || s.tools.functions.length === 0)
       throw invalid("tools must offer at least one function");
   }
+  if (s.logprobs !== undefined) {
+    if (!Number.isInteger(s.logprobs) || s.logprobs < 0 || s.logprobs > 20)
+      throw invalid("logprobs must be an integer from 0 to 20 (the alternatives per token)");
+    if (s.tools !== undefined) throw invalid("logprobs cannot be served together with tools");
+  }
   for (const p of [s.presencePenalty, s.frequencyPenalty]) {
     if (p !== undefined && (!Number.isFinite(p) || p < -2 || p > 2))
       throw invalid("penalties must be in [-2, 2]");
@@ -117,6 +124,8 @@ export abstract class GenerationJob implements Generation {
   grammar: string | undefined;
   /** With `tools`: the model's call syntax, to split the output at the end. */
   private toolSyntax: ToolCallSyntax | undefined;
+  /** With `sampling.logprobs`: ties each sampled token's figures to the text emitted. */
+  private readonly aligner: LogprobAligner | undefined;
   private resolveDone!: (result: GenerationResult) => void;
   private rejectDone!: (err: unknown) => void;
 
@@ -132,6 +141,7 @@ export abstract class GenerationJob implements Generation {
     this.done.catch(() => {});
     this.stop = new StopMatcher(request?.sampling?.stop ?? []);
     this.grammar = request?.sampling?.grammar;
+    this.aligner = request?.sampling?.logprobs === undefined ? undefined : new LogprobAligner();
   }
 
   /**
@@ -189,9 +199,10 @@ export abstract class GenerationJob implements Generation {
     this.rejectDone(err);
   }
 
-  emit(text: string): void {
-    if (this.settled || text.length === 0) return;
-    const event = { text, tokens: this.unreportedTokens };
+  emit(text: string, logprobs?: TokenLogprob[]): void {
+    if (this.settled || (text.length === 0 && !logprobs?.length)) return;
+    const event: TokenEvent = { text, tokens: this.unreportedTokens };
+    if (logprobs) event.logprobs = logprobs;
     this.unreportedTokens = 0;
     this.emitted += text;
     this.onToken(event);
@@ -199,18 +210,27 @@ export abstract class GenerationJob implements Generation {
 
   /**
    * Takes one sampled token (not an end-of-generation one): counts it, decodes it and emits whatever
-   * text the stop matcher releases. Returns how the job ends with it: "stop" when a stop string
-   * matched (the text before it is already out), "length" when max_tokens is reached (held text
-   * still to flush), undefined while it goes on.
+   * text the stop matcher releases. `scored`: its piece and log-probabilities, which an engine must
+   * report for a request with `sampling.logprobs`. Returns how the job ends with it: "stop" when a
+   * stop string matched (the text before it is already out), "length" when max_tokens is reached
+   * (held text still to flush), undefined while it goes on.
    */
-  accept(token: number): "stop" | "length" | undefined {
+  accept(token: number, scored?: SampledLogprob): "stop" | "length" | undefined {
     this.completionTokens++;
     this.unreportedTokens++;
+    if (this.aligner) {
+      if (!scored) throw new EngineError("engine_failed", "the engine reported no logprobs for a token", 500);
+      this.aligner.sampled(scored);
+    }
     const piece = this.detokenizer!.push(token);
     if (piece !== "") {
+      this.aligner?.decoded(piece);
       const { emit, stopped } = this.stop.push(piece);
-      this.emit(emit);
-      if (stopped) return "stop";
+      this.release(emit);
+      if (stopped) {
+        this.endText(true);
+        return "stop";
+      }
     }
     return this.completionTokens >= this.request.sampling.maxTokens ? "length" : undefined;
   }
@@ -221,10 +241,31 @@ export abstract class GenerationJob implements Generation {
    */
   flushText(reason: "stop" | "length"): "stop" | "length" {
     const rest = this.detokenizer?.flush() ?? "";
+    if (rest !== "") this.aligner?.decoded(rest);
     const { emit, stopped } = this.stop.push(rest);
-    this.emit(emit);
-    if (stopped) return "stop";
-    this.emit(this.stop.flush());
+    this.release(emit);
+    if (stopped) {
+      this.endText(true);
+      return "stop";
+    }
+    this.release(this.stop.flush());
+    this.endText(false);
     return reason;
+  }
+
+  /** Text the stop matcher let out: emitted now, or with logprobs once it ends on a token boundary. */
+  private release(text: string): void {
+    if (!this.aligner) {
+      this.emit(text);
+      return;
+    }
+    const out = this.aligner.release(text);
+    if (out) this.emit(out.text, out.entries);
+  }
+
+  /** The text ended (`stopped`: at a stop string): the last of it and its tokens' entries go out. */
+  private endText(stopped: boolean): void {
+    const out = this.aligner?.end(stopped);
+    if (out) this.emit(out.text, out.entries);
   }
 }

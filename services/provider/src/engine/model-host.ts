@@ -100,6 +100,11 @@ export abstract class ModelHostEngine<R extends HostedRunner, J extends Generati
   abstract readonly backend: string;
   /** Whether the engine enforces `sampling.grammar` (Engine.constrains, for every model it serves). */
   protected abstract readonly enforcesGrammar: boolean;
+  /**
+   * Whether its jobs are given each sampled token's piece and raw log-probabilities (Engine.logprobs,
+   * for every model it generates with): only a core that sees the logits before sampling can.
+   */
+  protected readonly reportsLogprobs: boolean = false;
   protected readonly settings: HostSettings;
   protected readonly threads: ThreadSetting;
   protected readonly validator: ModelVetter | undefined;
@@ -368,6 +373,11 @@ export abstract class ModelHostEngine<R extends HostedRunner, J extends Generati
     return this.enforcesGrammar && model.embedding === undefined;
   }
 
+  /** Whether it reports `model`'s log-probabilities: an embedding model generates nothing here. */
+  logprobs(model: ModelFile): boolean {
+    return this.reportsLogprobs && model.embedding === undefined;
+  }
+
   /** Whether it computes `model`'s embeddings: only the llama engine does (it overrides this). */
   embeds(_model: ModelFile): boolean {
     return false;
@@ -382,6 +392,9 @@ export abstract class ModelHostEngine<R extends HostedRunner, J extends Generati
       }
       if (request.sampling.tools !== undefined && !this.enforcesGrammar) {
         throw invalid(`the ${this.backend} engine cannot constrain output to a grammar (tools)`);
+      }
+      if (request.sampling.logprobs !== undefined && !this.reportsLogprobs) {
+        throw invalid(`the ${this.backend} engine does not report log-probabilities (logprobs)`);
       }
       if (typeof onToken !== "function") throw invalid("onToken must be a function");
       this.ensureOpen();

@@ -291,7 +291,7 @@ describe("data path security", () => {
     expect(verifyResponse(body, { requestBody, signingKey })).toMatchObject({
       ok: true,
       pinned: true,
-      proof: { version: 2, usage: { completion_tokens: body.usage.completion_tokens } },
+      proof: { version: 3, usage: { completion_tokens: body.usage.completion_tokens } },
     });
     const tampered = structuredClone(body);
     tampered.choices[1].message.content = tampered.choices[1].message.content.replace("tok1", "tok7");
@@ -383,18 +383,18 @@ describe("data path security", () => {
       .toContain("choice_out_of_range");
   });
 
-  it("a daemon with a signing key that does not sign version 2 is refused at registration", async () => {
+  it("a daemon with a signing key that does not sign version 3 is refused at registration", async () => {
     const { privateKey } = await import("node:crypto").then((c) =>
       c.generateKeyPairSync("ec", { namedCurve: "P-256" }),
     );
     await expect(provider({ responseSigningKey: privateKey, responseSignatureVersion: 0 })).rejects.toThrow(
-      /requires response signatures version 2: update the daemon/,
+      /requires response signatures version 3: update the daemon/,
     );
     // Without a signing key nothing is signed, whatever the version: such a provider still serves.
     await provider({ responseSignatureVersion: 0 });
     const res = await postJson(t.url, "/v1/chat/completions", t.apiKey, chat("hi"));
     expect(res.status).toBe(200);
-    expect((await readJson(res)).darkbloom).toMatchObject({ version: 2, signature: null });
+    expect((await readJson(res)).darkbloom).toMatchObject({ version: 3, signature: null });
   });
 
   it("prompts and completions appear in no log line (trace level) and no database row", async () => {

@@ -30,6 +30,7 @@ export function registration(options: ProviderLinkOptions): RegisterInit {
       // Said only where they hold: the coordinator routes structured outputs and embeddings by them.
       features: [
         ...(options.engine.constrains(m) ? [ModelFeature.GRAMMAR] : []),
+        ...(options.engine.logprobs?.(m) ? [ModelFeature.LOGPROBS] : []),
         ...(options.engine.embeds(m) ? [ModelFeature.EMBEDDINGS] : []),
       ],
     })),

@@ -1,4 +1,10 @@
-import { BodyError, type GenerationInput, readGenerationInput, readLogitBias } from "@darkbloom/models";
+import {
+  BodyError,
+  type GenerationInput,
+  readGenerationInput,
+  readLogitBias,
+  readLogprobs,
+} from "@darkbloom/models";
 import { type EmbeddingsRequest, readEmbeddingsRequest } from "@darkbloom/models/embeddings";
 import { formatGrammar, readResponseFormat } from "@darkbloom/models/structured";
 import { readToolUse, toolsWithFormat } from "@darkbloom/models/tools";
@@ -65,6 +71,8 @@ export function parseRequestBody(
     if (format !== undefined) throw toolsWithFormat();
     sampling.tools = tools;
   }
+  const logprobs = readLogprobs(endpoint === Endpoint.CHAT_COMPLETIONS ? "chat" : "text", o);
+  if (logprobs !== undefined) sampling.logprobs = logprobs;
   if (sampling.topP === 0) {
     // top_p 0 keeps only the most likely token: greedy decoding (the engine takes top_p in (0, 1]).
     sampling.topP = 1;

@@ -1,4 +1,5 @@
 import { shownToolCalls } from "@darkbloom/models/tools";
+import type { SignedLogprob } from "@darkbloom/protocol/logprobs";
 import {
   type Cancel,
   type ConnectRequest,
@@ -30,6 +31,8 @@ import type {
   GenerationRequest,
   GenerationResult,
   ModelFile,
+  TokenEvent,
+  TokenLogprob,
 } from "../engine/engine.js";
 import { type EmbeddingsCompletion, embeddingChunk, embeddingsCompletion } from "./embedding-response.js";
 import { inferenceFailure, Refusals } from "./errors.js";
@@ -68,6 +71,8 @@ export interface ActiveRequest {
   requestSha256: Uint8Array;
   /** Each choice's whole text as sent: the response bytes the signature covers. */
   texts: string[];
+  /** With logprobs asked for: each choice's token entries as sent (signed with the text). */
+  logprobs: SignedLogprob[][] | undefined;
   /** Whether any chunk was queued: failures after that are not retryable elsewhere. */
   sent: boolean;
   /** A terminal message was sent, or the request was cancelled or lost: nothing more is sent. */
@@ -191,6 +196,10 @@ export class RequestServer {
       key: key as BoxKey,
       requestSha256,
       texts: Array.from({ length: choices }, () => ""),
+      logprobs:
+        work.kind === "generate" && work.submissions[0]?.sampling.logprobs !== undefined
+          ? Array.from({ length: choices }, () => [])
+          : undefined,
       sent: false,
       finished: false,
     };
@@ -277,10 +286,15 @@ export class RequestServer {
     );
   }
 
-  private onToken(active: ActiveRequest, choice: number, event: { text: string; tokens: number }): void {
-    if (active.finished || (event.text === "" && event.tokens === 0)) return;
+  private onToken(active: ActiveRequest, choice: number, event: TokenEvent): void {
+    if (active.finished || (event.text === "" && event.tokens === 0 && !event.logprobs?.length)) return;
     active.texts[choice] += event.text;
-    if (active.drafts[choice]?.append(event.text, event.tokens)) return;
+    let entries: SignedLogprob[] | undefined;
+    if (active.logprobs) {
+      entries = signedLogprobs(event.logprobs ?? []);
+      active.logprobs[choice]?.push(...entries);
+    }
+    if (active.drafts[choice]?.append(event.text, event.tokens, entries)) return;
     const draft = new ChunkDraft(
       active.requestId,
       active.nextSequence++,
@@ -288,6 +302,8 @@ export class RequestServer {
       event.text,
       event.tokens,
       active.key,
+      undefined,
+      entries,
     );
     active.drafts[choice] = draft;
     active.sent = true;
@@ -314,7 +330,10 @@ export class RequestServer {
         model: active.model,
         choices: active.results.map((r, index) => {
           const finishReason = choices[index]?.finishReason ?? "stop";
-          if (r?.tools === undefined) return shownChoice(index, active.texts[index] ?? "", [], finishReason);
+          if (r?.tools === undefined) {
+            const shown = shownChoice(index, active.texts[index] ?? "", [], finishReason);
+            return active.logprobs ? { ...shown, logprobs: active.logprobs[index] ?? [] } : shown;
+          }
           const calls = shownToolCalls(hex(active.requestSha256), index, r.tools.calls);
           return shownChoice(index, r.tools.content, calls, finishReason);
         }),
@@ -459,4 +478,13 @@ export class RequestServer {
     else if (outcome === "cancelled") this.counters.requestsCancelled++;
     this.observer?.requestFinished(model, outcome);
   }
+}
+
+/** An engine's token entries as the record signs them and chunks carry them (the same bytes and figures). */
+function signedLogprobs(entries: readonly TokenLogprob[]): SignedLogprob[] {
+  return entries.map((e) => ({
+    token: e.bytes,
+    logprob: e.logprob,
+    top: e.top.map((t) => ({ token: t.bytes, logprob: t.logprob })),
+  }));
 }

@@ -75,7 +75,13 @@ export function completionsHandler(
       if (request.stream) {
         const sse = new SseResponse(
           res,
-          new ChunkFormatter(endpoint, requestId, request.model, request.includeUsage),
+          new ChunkFormatter(
+            endpoint,
+            requestId,
+            request.model,
+            request.includeUsage,
+            request.logprobs !== undefined,
+          ),
           timing,
           baseHeaders,
           keepAlive,

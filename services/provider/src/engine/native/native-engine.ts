@@ -26,6 +26,8 @@ export type NativeEngineStats = ModelHostStats;
 export class NativeEngine extends SchedulerEngine<NativeRunner> {
   readonly backend = "native-llama";
   protected readonly enforcesGrammar = true;
+  /** The core computes each sampled token's raw log-probabilities from the logits it samples. */
+  protected override readonly reportsLogprobs = true;
   protected readonly runtimeName = "node-llama-cpp";
 
   constructor(options: NativeEngineOptions) {

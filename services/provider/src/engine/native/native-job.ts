@@ -5,9 +5,10 @@
  * end-of-generation token ("stop", the token not delivered) and at maxTokens ("length"); stop strings
  * are matched here, on the decoded text, and end the request with scheduler.cancel.
  */
-import type { NativeSamplingOptions } from "@darkbloom/native/llama";
+import type { NativeSamplingOptions, TokenLogprobs } from "@darkbloom/native/llama";
 import { EngineError, type GenerationRequest, type TokenEvent } from "../engine.js";
 import { GenerationJob } from "../generation-job.js";
+import type { SampledLogprob } from "../token-logprobs.js";
 import type { CoreSchedulerEvent } from "./scheduler-runner.js";
 
 /** The native scheduler's seeds are 0 to 2^32-2 (2^32-1 means "random" to llama.cpp). */
@@ -30,6 +31,8 @@ export class NativeJob extends GenerationJob {
   schedulerId = "";
   /** Submitted to the scheduler (until then cancel() has nothing to stop there). */
   submitted = false;
+  /** A token's piece (its bytes, control tokens as nothing): set at submit for a request with logprobs. */
+  piece: ((token: number) => Uint8Array) | undefined;
 
   constructor(
     request: GenerationRequest,
@@ -60,6 +63,7 @@ export class NativeJob extends GenerationJob {
       seed: this.seed % SEED_MODULUS,
     };
     if (this.grammar !== undefined) options.grammar = this.grammar;
+    if (s.logprobs !== undefined) options.logprobs = s.logprobs;
     if (s.logitBias !== undefined && s.logitBias.length > 0) options.logitBias = s.logitBias;
     if (s.presencePenalty || s.frequencyPenalty) {
       options.repeatPenalty = 1;
@@ -70,15 +74,20 @@ export class NativeJob extends GenerationJob {
     return options;
   }
 
+  /** A token's figures as the generation takes them (undefined: the request asked for none). */
+  private scored(token: number, figures: TokenLogprobs | undefined): SampledLogprob | undefined {
+    return figures && this.piece ? scoredToken(this.piece, token, figures) : undefined;
+  }
+
   /** One scheduler event for this request. */
   onEvent(event: CoreSchedulerEvent): void {
     if (this.settled) return;
     if (event.kind === "tokens") {
       if (this.phase !== "decoding") this.phase = "decoding";
-      for (const token of event.tokens) {
+      for (const [i, token] of event.tokens.entries()) {
         this.host.tokenGenerated();
         // "length" is the scheduler's to report (its done event follows the last token).
-        if (this.accept(token) === "stop") {
+        if (this.accept(token, this.scored(token, event.logprobs?.[i])) === "stop") {
           this.host.cancel(this);
           this.finish("stop");
           this.host.settled(this, "completed");
@@ -99,6 +108,19 @@ export class NativeJob extends GenerationJob {
       this.host.settled(this, "failed");
     }
   }
+}
+
+/** The core's figures for a token, with the pieces of the token and its alternatives. */
+function scoredToken(
+  piece: (token: number) => Uint8Array,
+  token: number,
+  figures: TokenLogprobs,
+): SampledLogprob {
+  return {
+    bytes: piece(token),
+    logprob: figures.logprob,
+    top: Array.from(figures.topTokens, (t, k) => ({ bytes: piece(t), logprob: figures.topLogprobs[k]! })),
+  };
 }
 
 /**

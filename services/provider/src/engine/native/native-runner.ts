@@ -60,7 +60,25 @@ export async function openNativeRunner(
         queueDepth: settings.queueDepth,
       });
       const scheduler = held.scheduler;
-      return { tokenizer, model, scheduler, rows: settings.maxBatch, maxContext, threads: settings.threads };
+      // Pieces are asked for each token and its alternatives; at most the vocabulary is ever kept.
+      const pieces = new Map<number, Uint8Array>();
+      const piece = (token: number): Uint8Array => {
+        let bytes = pieces.get(token);
+        if (bytes === undefined) {
+          bytes = model.piece(token, false);
+          pieces.set(token, bytes);
+        }
+        return bytes;
+      };
+      return {
+        tokenizer,
+        model,
+        scheduler,
+        rows: settings.maxBatch,
+        maxContext,
+        threads: settings.threads,
+        piece,
+      };
     },
     (err) =>
       llamaErrorCode(err) === "llama_not_built"

@@ -61,6 +61,7 @@ export abstract class SchedulerEngine<R extends SchedulerRunner> extends ModelHo
   protected submit(job: NativeJob, runner: R, prompt: RenderedPrompt): void {
     job.tokenizer = runner.tokenizer;
     job.detokenizer = new IncrementalDetokenizer(runner.tokenizer.model);
+    if (job.request.sampling.logprobs !== undefined) job.piece = runner.piece;
     job.schedulerId = `${++this.nextId}`;
     try {
       // Throws busy past rows + queueDepth, as the llama engine's admission does.

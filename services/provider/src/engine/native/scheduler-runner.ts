@@ -70,6 +70,8 @@ export class SchedulerRunner {
     /** The per-row token limit the gate enforces. */
     readonly maxContext: number,
     readonly threads: number,
+    /** A token's piece (its bytes, control tokens as nothing), where the core can say: logprobs. */
+    readonly piece?: (token: number) => Uint8Array,
   ) {}
 
   get idle(): boolean {
@@ -130,6 +132,7 @@ export interface OpenedRunner {
   rows: number;
   maxContext: number;
   threads: number;
+  piece?: (token: number) => Uint8Array;
 }
 
 /**
@@ -155,8 +158,8 @@ export async function assembleRunner(
     await held.tokenizer?.dispose().catch(() => {});
     throw err instanceof EngineError ? err : failure(err);
   }
-  const { tokenizer, model, scheduler, rows, maxContext, threads } = opened;
-  const runner = new SchedulerRunner(file, model, scheduler, tokenizer, rows, maxContext, threads);
+  const { tokenizer, model, scheduler, rows, maxContext, threads, piece } = opened;
+  const runner = new SchedulerRunner(file, model, scheduler, tokenizer, rows, maxContext, threads, piece);
   if (!stillWanted()) {
     await runner.free();
     throw new EngineError("model_not_found", `model ${file.id} was unloaded while loading`, 404);

@@ -11,7 +11,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file darkbloom/inference/v1/inference.proto.
  */
 export const file_darkbloom_inference_v1_inference: GenFile = /*@__PURE__*/
-  fileDesc("CiZkYXJrYmxvb20vaW5mZXJlbmNlL3YxL2luZmVyZW5jZS5wcm90bxIWZGFya2Jsb29tLmluZmVyZW5jZS52MSKGAQoLQ2hhdE1lc3NhZ2USDAoEcm9sZRgBIAEoCRIPCgdjb250ZW50GAIgASgJEgwKBG5hbWUYAyABKAkSNAoKdG9vbF9jYWxscxgEIAMoCzIgLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuVG9vbENhbGwSFAoMdG9vbF9jYWxsX2lkGAUgASgJIjcKCFRvb2xDYWxsEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSEQoJYXJndW1lbnRzGAMgASgJImYKBFRvb2wSDAoEbmFtZRgBIAEoCRITCgtkZXNjcmlwdGlvbhgCIAEoCRIrCgpwYXJhbWV0ZXJzGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIOCgZzdHJpY3QYBCABKAgiOgoKVG9vbENob2ljZRIOCgRtb2RlGAEgASgJSAASEgoIZnVuY3Rpb24YAiABKAlIAEIICgZjaG9pY2UiSwoNVG9vbENhbGxEZWx0YRINCgVpbmRleBgBIAEoDRIKCgJpZBgCIAEoCRIMCgRuYW1lGAMgASgJEhEKCWFyZ3VtZW50cxgEIAEoCSKXAwoOU2FtcGxpbmdQYXJhbXMSFwoKbWF4X3Rva2VucxgBIAEoDUgAiAEBEhgKC3RlbXBlcmF0dXJlGAIgASgBSAGIAQESEgoFdG9wX3AYAyABKAFIAogBARISCgV0b3BfaxgEIAEoDUgDiAEBEg4KAW4YBSABKA1IBIgBARIMCgRzdG9wGAYgAygJEhEKBHNlZWQYByABKANIBYgBARIdChBwcmVzZW5jZV9wZW5hbHR5GAggASgBSAaIAQESHgoRZnJlcXVlbmN5X3BlbmFsdHkYCSABKAFIB4gBARIMCgR1c2VyGAogASgJEj8KD3Jlc3BvbnNlX2Zvcm1hdBgLIAEoCzImLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuUmVzcG9uc2VGb3JtYXRCDQoLX21heF90b2tlbnNCDgoMX3RlbXBlcmF0dXJlQggKBl90b3BfcEIICgZfdG9wX2tCBAoCX25CBwoFX3NlZWRCEwoRX3ByZXNlbmNlX3BlbmFsdHlCFAoSX2ZyZXF1ZW5jeV9wZW5hbHR5IpwBCg5SZXNwb25zZUZvcm1hdBI/Cgtqc29uX29iamVjdBgBIAEoCzIoLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuSnNvbk9iamVjdEZvcm1hdEgAEj8KC2pzb25fc2NoZW1hGAIgASgLMiguZGFya2Jsb29tLmluZmVyZW5jZS52MS5Kc29uU2NoZW1hRm9ybWF0SABCCAoGZm9ybWF0IhIKEEpzb25PYmplY3RGb3JtYXQibgoQSnNvblNjaGVtYUZvcm1hdBIMCgRuYW1lGAEgASgJEicKBnNjaGVtYRgCIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSDgoGc3RyaWN0GAMgASgIEhMKC2Rlc2NyaXB0aW9uGAQgASgJIk8KBVVzYWdlEhUKDXByb21wdF90b2tlbnMYASABKA0SGQoRY29tcGxldGlvbl90b2tlbnMYAiABKA0SFAoMdG90YWxfdG9rZW5zGAMgASgNIkoKDFByb3ZpZGVySW5mbxITCgtwcm92aWRlcl9pZBgBIAEoCRITCgt0cnVzdF9sZXZlbBgCIAEoCRIQCghhdHRlc3RlZBgDIAEoCCLnAQoNUmVzcG9uc2VQcm9vZhITCgtwcm92aWRlcl9pZBgBIAEoCRITCgt0cnVzdF9sZXZlbBgCIAEoCRITCgtzaWduaW5nX2tleRgDIAEoDBIWCg5yZXF1ZXN0X3NoYTI1NhgEIAEoDBIXCg9yZXNwb25zZV9zaGEyNTYYBSABKAwSEQoJc2lnbmF0dXJlGAYgASgMEhQKDHJlcXVlc3RfYm9keRgHIAEoDBIPCgd2ZXJzaW9uGAggASgNEiwKBXVzYWdlGAkgASgLMh0uZGFya2Jsb29tLmluZmVyZW5jZS52MS5Vc2FnZSK9AgobQ3JlYXRlQ2hhdENvbXBsZXRpb25SZXF1ZXN0Eg0KBW1vZGVsGAEgASgJEjUKCG1lc3NhZ2VzGAIgAygLMiMuZGFya2Jsb29tLmluZmVyZW5jZS52MS5DaGF0TWVzc2FnZRI4CghzYW1wbGluZxgDIAEoCzImLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuU2FtcGxpbmdQYXJhbXMSKwoFdG9vbHMYBCADKAsyHC5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLlRvb2wSNwoLdG9vbF9jaG9pY2UYBSABKAsyIi5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLlRvb2xDaG9pY2USIAoTcGFyYWxsZWxfdG9vbF9jYWxscxgGIAEoCEgAiAEBQhYKFF9wYXJhbGxlbF90b29sX2NhbGxzImgKCkNoYXRDaG9pY2USDQoFaW5kZXgYASABKA0SNAoHbWVzc2FnZRgCIAEoCzIjLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuQ2hhdE1lc3NhZ2USFQoNZmluaXNoX3JlYXNvbhgDIAEoCSKfAgocQ3JlYXRlQ2hhdENvbXBsZXRpb25SZXNwb25zZRIKCgJpZBgBIAEoCRIPCgdjcmVhdGVkGAIgASgDEg0KBW1vZGVsGAMgASgJEjMKB2Nob2ljZXMYBCADKAsyIi5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLkNoYXRDaG9pY2USLAoFdXNhZ2UYBSABKAsyHS5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLlVzYWdlEjYKCHByb3ZpZGVyGAYgASgLMiQuZGFya2Jsb29tLmluZmVyZW5jZS52MS5Qcm92aWRlckluZm8SOAoJZGFya2Jsb29tGAcgASgLMiUuZGFya2Jsb29tLmluZmVyZW5jZS52MS5SZXNwb25zZVByb29mIr0CChtTdHJlYW1DaGF0Q29tcGxldGlvblJlcXVlc3QSDQoFbW9kZWwYASABKAkSNQoIbWVzc2FnZXMYAiADKAsyIy5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLkNoYXRNZXNzYWdlEjgKCHNhbXBsaW5nGAMgASgLMiYuZGFya2Jsb29tLmluZmVyZW5jZS52MS5TYW1wbGluZ1BhcmFtcxIrCgV0b29scxgEIAMoCzIcLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuVG9vbBI3Cgt0b29sX2Nob2ljZRgFIAEoCzIiLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuVG9vbENob2ljZRIgChNwYXJhbGxlbF90b29sX2NhbGxzGAYgASgISACIAQFCFgoUX3BhcmFsbGVsX3Rvb2xfY2FsbHMivAIKHFN0cmVhbUNoYXRDb21wbGV0aW9uUmVzcG9uc2USCgoCaWQYASABKAkSDQoFaW5kZXgYAiABKA0SDwoHY29udGVudBgDIAEoCRIVCg1maW5pc2hfcmVhc29uGAQgASgJEiwKBXVzYWdlGAUgASgLMh0uZGFya2Jsb29tLmluZmVyZW5jZS52MS5Vc2FnZRI2Cghwcm92aWRlchgGIAEoCzIkLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuUHJvdmlkZXJJbmZvEjgKCWRhcmtibG9vbRgHIAEoCzIlLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuUmVzcG9uc2VQcm9vZhI5Cgp0b29sX2NhbGxzGAggAygLMiUuZGFya2Jsb29tLmluZmVyZW5jZS52MS5Ub29sQ2FsbERlbHRhInIKF0NyZWF0ZUNvbXBsZXRpb25SZXF1ZXN0Eg0KBW1vZGVsGAEgASgJEg4KBnByb21wdBgCIAEoCRI4CghzYW1wbGluZxgDIAEoCzImLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuU2FtcGxpbmdQYXJhbXMiQAoKVGV4dENob2ljZRINCgVpbmRleBgBIAEoDRIMCgR0ZXh0GAIgASgJEhUKDWZpbmlzaF9yZWFzb24YAyABKAkimwIKGENyZWF0ZUNvbXBsZXRpb25SZXNwb25zZRIKCgJpZBgBIAEoCRIPCgdjcmVhdGVkGAIgASgDEg0KBW1vZGVsGAMgASgJEjMKB2Nob2ljZXMYBCADKAsyIi5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLlRleHRDaG9pY2USLAoFdXNhZ2UYBSABKAsyHS5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLlVzYWdlEjYKCHByb3ZpZGVyGAYgASgLMiQuZGFya2Jsb29tLmluZmVyZW5jZS52MS5Qcm92aWRlckluZm8SOAoJZGFya2Jsb29tGAcgASgLMiUuZGFya2Jsb29tLmluZmVyZW5jZS52MS5SZXNwb25zZVByb29mInIKF1N0cmVhbUNvbXBsZXRpb25SZXF1ZXN0Eg0KBW1vZGVsGAEgASgJEg4KBnByb21wdBgCIAEoCRI4CghzYW1wbGluZxgDIAEoCzImLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuU2FtcGxpbmdQYXJhbXMi+gEKGFN0cmVhbUNvbXBsZXRpb25SZXNwb25zZRIKCgJpZBgBIAEoCRINCgVpbmRleBgCIAEoDRIMCgR0ZXh0GAMgASgJEhUKDWZpbmlzaF9yZWFzb24YBCABKAkSLAoFdXNhZ2UYBSABKAsyHS5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLlVzYWdlEjYKCHByb3ZpZGVyGAYgASgLMiQuZGFya2Jsb29tLmluZmVyZW5jZS52MS5Qcm92aWRlckluZm8SOAoJZGFya2Jsb29tGAcgASgLMiUuZGFya2Jsb29tLmluZmVyZW5jZS52MS5SZXNwb25zZVByb29mIhMKEUxpc3RNb2RlbHNSZXF1ZXN0ImEKBU1vZGVsEgoKAmlkGAEgASgJEg8KB2NyZWF0ZWQYAiABKAMSEAoIb3duZWRfYnkYAyABKAkSEQoJcHJvdmlkZXJzGAQgASgNEhYKDmNvbnRleHRfbGVuZ3RoGAUgASgNIkMKEkxpc3RNb2RlbHNSZXNwb25zZRItCgZtb2RlbHMYASADKAsyHS5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLk1vZGVsImMKDEVtYmVkUmVxdWVzdBINCgVtb2RlbBgBIAEoCRIOCgZpbnB1dHMYAiADKAkSFwoKZGltZW5zaW9ucxgDIAEoDUgAiAEBEgwKBHVzZXIYBCABKAlCDQoLX2RpbWVuc2lvbnMiKgoJRW1iZWRkaW5nEg0KBWluZGV4GAEgASgNEg4KBnZhbHVlcxgCIAMoAiL1AQoNRW1iZWRSZXNwb25zZRINCgVtb2RlbBgBIAEoCRI1CgplbWJlZGRpbmdzGAIgAygLMiEuZGFya2Jsb29tLmluZmVyZW5jZS52MS5FbWJlZGRpbmcSLAoFdXNhZ2UYAyABKAsyHS5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLlVzYWdlEjYKCHByb3ZpZGVyGAQgASgLMiQuZGFya2Jsb29tLmluZmVyZW5jZS52MS5Qcm92aWRlckluZm8SOAoJZGFya2Jsb29tGAUgASgLMiUuZGFya2Jsb29tLmluZmVyZW5jZS52MS5SZXNwb25zZVByb29mMscFChBJbmZlcmVuY2VTZXJ2aWNlEoEBChRDcmVhdGVDaGF0Q29tcGxldGlvbhIzLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuQ3JlYXRlQ2hhdENvbXBsZXRpb25SZXF1ZXN0GjQuZGFya2Jsb29tLmluZmVyZW5jZS52MS5DcmVhdGVDaGF0Q29tcGxldGlvblJlc3BvbnNlEoMBChRTdHJlYW1DaGF0Q29tcGxldGlvbhIzLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuU3RyZWFtQ2hhdENvbXBsZXRpb25SZXF1ZXN0GjQuZGFya2Jsb29tLmluZmVyZW5jZS52MS5TdHJlYW1DaGF0Q29tcGxldGlvblJlc3BvbnNlMAESdQoQQ3JlYXRlQ29tcGxldGlvbhIvLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuQ3JlYXRlQ29tcGxldGlvblJlcXVlc3QaMC5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLkNyZWF0ZUNvbXBsZXRpb25SZXNwb25zZRJ3ChBTdHJlYW1Db21wbGV0aW9uEi8uZGFya2Jsb29tLmluZmVyZW5jZS52MS5TdHJlYW1Db21wbGV0aW9uUmVxdWVzdBowLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuU3RyZWFtQ29tcGxldGlvblJlc3BvbnNlMAESYwoKTGlzdE1vZGVscxIpLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuTGlzdE1vZGVsc1JlcXVlc3QaKi5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLkxpc3RNb2RlbHNSZXNwb25zZRJUCgVFbWJlZBIkLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuRW1iZWRSZXF1ZXN0GiUuZGFya2Jsb29tLmluZmVyZW5jZS52MS5FbWJlZFJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_struct]);
+  fileDesc("CiZkYXJrYmxvb20vaW5mZXJlbmNlL3YxL2luZmVyZW5jZS5wcm90bxIWZGFya2Jsb29tLmluZmVyZW5jZS52MSKGAQoLQ2hhdE1lc3NhZ2USDAoEcm9sZRgBIAEoCRIPCgdjb250ZW50GAIgASgJEgwKBG5hbWUYAyABKAkSNAoKdG9vbF9jYWxscxgEIAMoCzIgLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuVG9vbENhbGwSFAoMdG9vbF9jYWxsX2lkGAUgASgJIjcKCFRvb2xDYWxsEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSEQoJYXJndW1lbnRzGAMgASgJImYKBFRvb2wSDAoEbmFtZRgBIAEoCRITCgtkZXNjcmlwdGlvbhgCIAEoCRIrCgpwYXJhbWV0ZXJzGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIOCgZzdHJpY3QYBCABKAgiOgoKVG9vbENob2ljZRIOCgRtb2RlGAEgASgJSAASEgoIZnVuY3Rpb24YAiABKAlIAEIICgZjaG9pY2UiSwoNVG9vbENhbGxEZWx0YRINCgVpbmRleBgBIAEoDRIKCgJpZBgCIAEoCRIMCgRuYW1lGAMgASgJEhEKCWFyZ3VtZW50cxgEIAEoCSLDAwoOU2FtcGxpbmdQYXJhbXMSFwoKbWF4X3Rva2VucxgBIAEoDUgAiAEBEhgKC3RlbXBlcmF0dXJlGAIgASgBSAGIAQESEgoFdG9wX3AYAyABKAFIAogBARISCgV0b3BfaxgEIAEoDUgDiAEBEg4KAW4YBSABKA1IBIgBARIMCgRzdG9wGAYgAygJEhEKBHNlZWQYByABKANIBYgBARIdChBwcmVzZW5jZV9wZW5hbHR5GAggASgBSAaIAQESHgoRZnJlcXVlbmN5X3BlbmFsdHkYCSABKAFIB4gBARIMCgR1c2VyGAogASgJEj8KD3Jlc3BvbnNlX2Zvcm1hdBgLIAEoCzImLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuUmVzcG9uc2VGb3JtYXQSGQoMdG9wX2xvZ3Byb2JzGAwgASgNSAiIAQFCDQoLX21heF90b2tlbnNCDgoMX3RlbXBlcmF0dXJlQggKBl90b3BfcEIICgZfdG9wX2tCBAoCX25CBwoFX3NlZWRCEwoRX3ByZXNlbmNlX3BlbmFsdHlCFAoSX2ZyZXF1ZW5jeV9wZW5hbHR5Qg8KDV90b3BfbG9ncHJvYnMidwoMVG9rZW5Mb2dwcm9iEg0KBXRva2VuGAEgASgJEg8KB2xvZ3Byb2IYAiABKAESDQoFYnl0ZXMYAyABKAwSOAoMdG9wX2xvZ3Byb2JzGAQgAygLMiIuZGFya2Jsb29tLmluZmVyZW5jZS52MS5Ub3BMb2dwcm9iIjsKClRvcExvZ3Byb2ISDQoFdG9rZW4YASABKAkSDwoHbG9ncHJvYhgCIAEoARINCgVieXRlcxgDIAEoDCKcAQoOUmVzcG9uc2VGb3JtYXQSPwoLanNvbl9vYmplY3QYASABKAsyKC5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLkpzb25PYmplY3RGb3JtYXRIABI/Cgtqc29uX3NjaGVtYRgCIAEoCzIoLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuSnNvblNjaGVtYUZvcm1hdEgAQggKBmZvcm1hdCISChBKc29uT2JqZWN0Rm9ybWF0Im4KEEpzb25TY2hlbWFGb3JtYXQSDAoEbmFtZRgBIAEoCRInCgZzY2hlbWEYAiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Eg4KBnN0cmljdBgDIAEoCBITCgtkZXNjcmlwdGlvbhgEIAEoCSJPCgVVc2FnZRIVCg1wcm9tcHRfdG9rZW5zGAEgASgNEhkKEWNvbXBsZXRpb25fdG9rZW5zGAIgASgNEhQKDHRvdGFsX3Rva2VucxgDIAEoDSJKCgxQcm92aWRlckluZm8SEwoLcHJvdmlkZXJfaWQYASABKAkSEwoLdHJ1c3RfbGV2ZWwYAiABKAkSEAoIYXR0ZXN0ZWQYAyABKAgi5wEKDVJlc3BvbnNlUHJvb2YSEwoLcHJvdmlkZXJfaWQYASABKAkSEwoLdHJ1c3RfbGV2ZWwYAiABKAkSEwoLc2lnbmluZ19rZXkYAyABKAwSFgoOcmVxdWVzdF9zaGEyNTYYBCABKAwSFwoPcmVzcG9uc2Vfc2hhMjU2GAUgASgMEhEKCXNpZ25hdHVyZRgGIAEoDBIUCgxyZXF1ZXN0X2JvZHkYByABKAwSDwoHdmVyc2lvbhgIIAEoDRIsCgV1c2FnZRgJIAEoCzIdLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuVXNhZ2UivQIKG0NyZWF0ZUNoYXRDb21wbGV0aW9uUmVxdWVzdBINCgVtb2RlbBgBIAEoCRI1CghtZXNzYWdlcxgCIAMoCzIjLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuQ2hhdE1lc3NhZ2USOAoIc2FtcGxpbmcYAyABKAsyJi5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLlNhbXBsaW5nUGFyYW1zEisKBXRvb2xzGAQgAygLMhwuZGFya2Jsb29tLmluZmVyZW5jZS52MS5Ub29sEjcKC3Rvb2xfY2hvaWNlGAUgASgLMiIuZGFya2Jsb29tLmluZmVyZW5jZS52MS5Ub29sQ2hvaWNlEiAKE3BhcmFsbGVsX3Rvb2xfY2FsbHMYBiABKAhIAIgBAUIWChRfcGFyYWxsZWxfdG9vbF9jYWxscyKgAQoKQ2hhdENob2ljZRINCgVpbmRleBgBIAEoDRI0CgdtZXNzYWdlGAIgASgLMiMuZGFya2Jsb29tLmluZmVyZW5jZS52MS5DaGF0TWVzc2FnZRIVCg1maW5pc2hfcmVhc29uGAMgASgJEjYKCGxvZ3Byb2JzGAQgAygLMiQuZGFya2Jsb29tLmluZmVyZW5jZS52MS5Ub2tlbkxvZ3Byb2IinwIKHENyZWF0ZUNoYXRDb21wbGV0aW9uUmVzcG9uc2USCgoCaWQYASABKAkSDwoHY3JlYXRlZBgCIAEoAxINCgVtb2RlbBgDIAEoCRIzCgdjaG9pY2VzGAQgAygLMiIuZGFya2Jsb29tLmluZmVyZW5jZS52MS5DaGF0Q2hvaWNlEiwKBXVzYWdlGAUgASgLMh0uZGFya2Jsb29tLmluZmVyZW5jZS52MS5Vc2FnZRI2Cghwcm92aWRlchgGIAEoCzIkLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuUHJvdmlkZXJJbmZvEjgKCWRhcmtibG9vbRgHIAEoCzIlLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuUmVzcG9uc2VQcm9vZiK9AgobU3RyZWFtQ2hhdENvbXBsZXRpb25SZXF1ZXN0Eg0KBW1vZGVsGAEgASgJEjUKCG1lc3NhZ2VzGAIgAygLMiMuZGFya2Jsb29tLmluZmVyZW5jZS52MS5DaGF0TWVzc2FnZRI4CghzYW1wbGluZxgDIAEoCzImLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuU2FtcGxpbmdQYXJhbXMSKwoFdG9vbHMYBCADKAsyHC5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLlRvb2wSNwoLdG9vbF9jaG9pY2UYBSABKAsyIi5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLlRvb2xDaG9pY2USIAoTcGFyYWxsZWxfdG9vbF9jYWxscxgGIAEoCEgAiAEBQhYKFF9wYXJhbGxlbF90b29sX2NhbGxzIvQCChxTdHJlYW1DaGF0Q29tcGxldGlvblJlc3BvbnNlEgoKAmlkGAEgASgJEg0KBWluZGV4GAIgASgNEg8KB2NvbnRlbnQYAyABKAkSFQoNZmluaXNoX3JlYXNvbhgEIAEoCRIsCgV1c2FnZRgFIAEoCzIdLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuVXNhZ2USNgoIcHJvdmlkZXIYBiABKAsyJC5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLlByb3ZpZGVySW5mbxI4CglkYXJrYmxvb20YByABKAsyJS5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLlJlc3BvbnNlUHJvb2YSOQoKdG9vbF9jYWxscxgIIAMoCzIlLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuVG9vbENhbGxEZWx0YRI2Cghsb2dwcm9icxgJIAMoCzIkLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuVG9rZW5Mb2dwcm9iInIKF0NyZWF0ZUNvbXBsZXRpb25SZXF1ZXN0Eg0KBW1vZGVsGAEgASgJEg4KBnByb21wdBgCIAEoCRI4CghzYW1wbGluZxgDIAEoCzImLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuU2FtcGxpbmdQYXJhbXMieAoKVGV4dENob2ljZRINCgVpbmRleBgBIAEoDRIMCgR0ZXh0GAIgASgJEhUKDWZpbmlzaF9yZWFzb24YAyABKAkSNgoIbG9ncHJvYnMYBCADKAsyJC5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLlRva2VuTG9ncHJvYiKbAgoYQ3JlYXRlQ29tcGxldGlvblJlc3BvbnNlEgoKAmlkGAEgASgJEg8KB2NyZWF0ZWQYAiABKAMSDQoFbW9kZWwYAyABKAkSMwoHY2hvaWNlcxgEIAMoCzIiLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuVGV4dENob2ljZRIsCgV1c2FnZRgFIAEoCzIdLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuVXNhZ2USNgoIcHJvdmlkZXIYBiABKAsyJC5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLlByb3ZpZGVySW5mbxI4CglkYXJrYmxvb20YByABKAsyJS5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLlJlc3BvbnNlUHJvb2YicgoXU3RyZWFtQ29tcGxldGlvblJlcXVlc3QSDQoFbW9kZWwYASABKAkSDgoGcHJvbXB0GAIgASgJEjgKCHNhbXBsaW5nGAMgASgLMiYuZGFya2Jsb29tLmluZmVyZW5jZS52MS5TYW1wbGluZ1BhcmFtcyKyAgoYU3RyZWFtQ29tcGxldGlvblJlc3BvbnNlEgoKAmlkGAEgASgJEg0KBWluZGV4GAIgASgNEgwKBHRleHQYAyABKAkSFQoNZmluaXNoX3JlYXNvbhgEIAEoCRIsCgV1c2FnZRgFIAEoCzIdLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuVXNhZ2USNgoIcHJvdmlkZXIYBiABKAsyJC5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLlByb3ZpZGVySW5mbxI4CglkYXJrYmxvb20YByABKAsyJS5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLlJlc3BvbnNlUHJvb2YSNgoIbG9ncHJvYnMYCCADKAsyJC5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLlRva2VuTG9ncHJvYiITChFMaXN0TW9kZWxzUmVxdWVzdCJhCgVNb2RlbBIKCgJpZBgBIAEoCRIPCgdjcmVhdGVkGAIgASgDEhAKCG93bmVkX2J5GAMgASgJEhEKCXByb3ZpZGVycxgEIAEoDRIWCg5jb250ZXh0X2xlbmd0aBgFIAEoDSJDChJMaXN0TW9kZWxzUmVzcG9uc2USLQoGbW9kZWxzGAEgAygLMh0uZGFya2Jsb29tLmluZmVyZW5jZS52MS5Nb2RlbCJjCgxFbWJlZFJlcXVlc3QSDQoFbW9kZWwYASABKAkSDgoGaW5wdXRzGAIgAygJEhcKCmRpbWVuc2lvbnMYAyABKA1IAIgBARIMCgR1c2VyGAQgASgJQg0KC19kaW1lbnNpb25zIioKCUVtYmVkZGluZxINCgVpbmRleBgBIAEoDRIOCgZ2YWx1ZXMYAiADKAIi9QEKDUVtYmVkUmVzcG9uc2USDQoFbW9kZWwYASABKAkSNQoKZW1iZWRkaW5ncxgCIAMoCzIhLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuRW1iZWRkaW5nEiwKBXVzYWdlGAMgASgLMh0uZGFya2Jsb29tLmluZmVyZW5jZS52MS5Vc2FnZRI2Cghwcm92aWRlchgEIAEoCzIkLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuUHJvdmlkZXJJbmZvEjgKCWRhcmtibG9vbRgFIAEoCzIlLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuUmVzcG9uc2VQcm9vZjLHBQoQSW5mZXJlbmNlU2VydmljZRKBAQoUQ3JlYXRlQ2hhdENvbXBsZXRpb24SMy5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLkNyZWF0ZUNoYXRDb21wbGV0aW9uUmVxdWVzdBo0LmRhcmtibG9vbS5pbmZlcmVuY2UudjEuQ3JlYXRlQ2hhdENvbXBsZXRpb25SZXNwb25zZRKDAQoUU3RyZWFtQ2hhdENvbXBsZXRpb24SMy5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLlN0cmVhbUNoYXRDb21wbGV0aW9uUmVxdWVzdBo0LmRhcmtibG9vbS5pbmZlcmVuY2UudjEuU3RyZWFtQ2hhdENvbXBsZXRpb25SZXNwb25zZTABEnUKEENyZWF0ZUNvbXBsZXRpb24SLy5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLkNyZWF0ZUNvbXBsZXRpb25SZXF1ZXN0GjAuZGFya2Jsb29tLmluZmVyZW5jZS52MS5DcmVhdGVDb21wbGV0aW9uUmVzcG9uc2USdwoQU3RyZWFtQ29tcGxldGlvbhIvLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuU3RyZWFtQ29tcGxldGlvblJlcXVlc3QaMC5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLlN0cmVhbUNvbXBsZXRpb25SZXNwb25zZTABEmMKCkxpc3RNb2RlbHMSKS5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLkxpc3RNb2RlbHNSZXF1ZXN0GiouZGFya2Jsb29tLmluZmVyZW5jZS52MS5MaXN0TW9kZWxzUmVzcG9uc2USVAoFRW1iZWQSJC5kYXJrYmxvb20uaW5mZXJlbmNlLnYxLkVtYmVkUmVxdWVzdBolLmRhcmtibG9vbS5pbmZlcmVuY2UudjEuRW1iZWRSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_struct]);
 
 /**
  * ChatMessage is one message of a conversation.
@@ -304,6 +304,15 @@ export type SamplingParams = Message<"darkbloom.inference.v1.SamplingParams"> & 
    * @generated from field: darkbloom.inference.v1.ResponseFormat response_format = 11;
    */
   responseFormat?: ResponseFormat | undefined;
+
+  /**
+   * top_logprobs, when set, asks for each sampled token's log-probability and this many (0 to 20)
+   * of the most likely alternatives (OpenAI's logprobs: true with top_logprobs; on text completions
+   * at most 5, as OpenAI's logprobs). Only providers whose engine reports them serve it.
+   *
+   * @generated from field: optional uint32 top_logprobs = 12;
+   */
+  topLogprobs?: number | undefined;
 };
 
 /**
@@ -312,6 +321,84 @@ export type SamplingParams = Message<"darkbloom.inference.v1.SamplingParams"> & 
  */
 export const SamplingParamsSchema: GenMessage<SamplingParams> = /*@__PURE__*/
   messageDesc(file_darkbloom_inference_v1_inference, 5);
+
+/**
+ * TokenLogprob is one token of a choice's content with its log-probability under the model's raw
+ * distribution, as OpenAI's logprobs.content[] entries.
+ *
+ * @generated from message darkbloom.inference.v1.TokenLogprob
+ */
+export type TokenLogprob = Message<"darkbloom.inference.v1.TokenLogprob"> & {
+  /**
+   * token is the token's text (U+FFFD where its bytes are part of a character).
+   *
+   * @generated from field: string token = 1;
+   */
+  token: string;
+
+  /**
+   * logprob is the natural-log probability, at most 0 (an IEEE-754 binary32 value).
+   *
+   * @generated from field: double logprob = 2;
+   */
+  logprob: number;
+
+  /**
+   * bytes are the token's UTF-8 bytes, exactly.
+   *
+   * @generated from field: bytes bytes = 3;
+   */
+  bytes: Uint8Array;
+
+  /**
+   * top_logprobs are the most likely tokens at this position, most likely first.
+   *
+   * @generated from field: repeated darkbloom.inference.v1.TopLogprob top_logprobs = 4;
+   */
+  topLogprobs: TopLogprob[];
+};
+
+/**
+ * Describes the message darkbloom.inference.v1.TokenLogprob.
+ * Use `create(TokenLogprobSchema)` to create a new message.
+ */
+export const TokenLogprobSchema: GenMessage<TokenLogprob> = /*@__PURE__*/
+  messageDesc(file_darkbloom_inference_v1_inference, 6);
+
+/**
+ * TopLogprob is one of the most likely tokens at a position.
+ *
+ * @generated from message darkbloom.inference.v1.TopLogprob
+ */
+export type TopLogprob = Message<"darkbloom.inference.v1.TopLogprob"> & {
+  /**
+   * token is the token's text.
+   *
+   * @generated from field: string token = 1;
+   */
+  token: string;
+
+  /**
+   * logprob is its natural-log probability.
+   *
+   * @generated from field: double logprob = 2;
+   */
+  logprob: number;
+
+  /**
+   * bytes are its bytes.
+   *
+   * @generated from field: bytes bytes = 3;
+   */
+  bytes: Uint8Array;
+};
+
+/**
+ * Describes the message darkbloom.inference.v1.TopLogprob.
+ * Use `create(TopLogprobSchema)` to create a new message.
+ */
+export const TopLogprobSchema: GenMessage<TopLogprob> = /*@__PURE__*/
+  messageDesc(file_darkbloom_inference_v1_inference, 7);
 
 /**
  * ResponseFormat is a structured output: any JSON object, or JSON a schema accepts.
@@ -348,7 +435,7 @@ export type ResponseFormat = Message<"darkbloom.inference.v1.ResponseFormat"> & 
  * Use `create(ResponseFormatSchema)` to create a new message.
  */
 export const ResponseFormatSchema: GenMessage<ResponseFormat> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 6);
+  messageDesc(file_darkbloom_inference_v1_inference, 8);
 
 /**
  * JsonObjectFormat asks for one JSON object, of any shape.
@@ -363,7 +450,7 @@ export type JsonObjectFormat = Message<"darkbloom.inference.v1.JsonObjectFormat"
  * Use `create(JsonObjectFormatSchema)` to create a new message.
  */
 export const JsonObjectFormatSchema: GenMessage<JsonObjectFormat> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 7);
+  messageDesc(file_darkbloom_inference_v1_inference, 9);
 
 /**
  * JsonSchemaFormat asks for JSON that a JSON Schema accepts (the subset the grammar enforces; any
@@ -406,7 +493,7 @@ export type JsonSchemaFormat = Message<"darkbloom.inference.v1.JsonSchemaFormat"
  * Use `create(JsonSchemaFormatSchema)` to create a new message.
  */
 export const JsonSchemaFormatSchema: GenMessage<JsonSchemaFormat> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 8);
+  messageDesc(file_darkbloom_inference_v1_inference, 10);
 
 /**
  * Usage counts a request's tokens.
@@ -441,7 +528,7 @@ export type Usage = Message<"darkbloom.inference.v1.Usage"> & {
  * Use `create(UsageSchema)` to create a new message.
  */
 export const UsageSchema: GenMessage<Usage> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 9);
+  messageDesc(file_darkbloom_inference_v1_inference, 11);
 
 /**
  * ProviderInfo says which provider served a request and how far it is trusted.
@@ -476,7 +563,7 @@ export type ProviderInfo = Message<"darkbloom.inference.v1.ProviderInfo"> & {
  * Use `create(ProviderInfoSchema)` to create a new message.
  */
 export const ProviderInfoSchema: GenMessage<ProviderInfo> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 10);
+  messageDesc(file_darkbloom_inference_v1_inference, 12);
 
 /**
  * ResponseProof lets the consumer check which provider produced a response and that the response
@@ -562,7 +649,7 @@ export type ResponseProof = Message<"darkbloom.inference.v1.ResponseProof"> & {
  * Use `create(ResponseProofSchema)` to create a new message.
  */
 export const ResponseProofSchema: GenMessage<ResponseProof> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 11);
+  messageDesc(file_darkbloom_inference_v1_inference, 13);
 
 /**
  * CreateChatCompletionRequest asks for a whole chat completion.
@@ -618,7 +705,7 @@ export type CreateChatCompletionRequest = Message<"darkbloom.inference.v1.Create
  * Use `create(CreateChatCompletionRequestSchema)` to create a new message.
  */
 export const CreateChatCompletionRequestSchema: GenMessage<CreateChatCompletionRequest> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 12);
+  messageDesc(file_darkbloom_inference_v1_inference, 14);
 
 /**
  * ChatChoice is one generated chat message.
@@ -646,6 +733,13 @@ export type ChatChoice = Message<"darkbloom.inference.v1.ChatChoice"> & {
    * @generated from field: string finish_reason = 3;
    */
   finishReason: string;
+
+  /**
+   * logprobs are the content's tokens with their log-probabilities (requests with top_logprobs).
+   *
+   * @generated from field: repeated darkbloom.inference.v1.TokenLogprob logprobs = 4;
+   */
+  logprobs: TokenLogprob[];
 };
 
 /**
@@ -653,7 +747,7 @@ export type ChatChoice = Message<"darkbloom.inference.v1.ChatChoice"> & {
  * Use `create(ChatChoiceSchema)` to create a new message.
  */
 export const ChatChoiceSchema: GenMessage<ChatChoice> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 13);
+  messageDesc(file_darkbloom_inference_v1_inference, 15);
 
 /**
  * CreateChatCompletionResponse is a whole chat completion.
@@ -716,7 +810,7 @@ export type CreateChatCompletionResponse = Message<"darkbloom.inference.v1.Creat
  * Use `create(CreateChatCompletionResponseSchema)` to create a new message.
  */
 export const CreateChatCompletionResponseSchema: GenMessage<CreateChatCompletionResponse> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 14);
+  messageDesc(file_darkbloom_inference_v1_inference, 16);
 
 /**
  * StreamChatCompletionRequest asks for a streamed chat completion.
@@ -772,7 +866,7 @@ export type StreamChatCompletionRequest = Message<"darkbloom.inference.v1.Stream
  * Use `create(StreamChatCompletionRequestSchema)` to create a new message.
  */
 export const StreamChatCompletionRequestSchema: GenMessage<StreamChatCompletionRequest> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 15);
+  messageDesc(file_darkbloom_inference_v1_inference, 17);
 
 /**
  * StreamChatCompletionResponse is one delta of a streamed chat completion.
@@ -836,6 +930,13 @@ export type StreamChatCompletionResponse = Message<"darkbloom.inference.v1.Strea
    * @generated from field: repeated darkbloom.inference.v1.ToolCallDelta tool_calls = 8;
    */
   toolCalls: ToolCallDelta[];
+
+  /**
+   * logprobs are the tokens of this delta's content with their log-probabilities.
+   *
+   * @generated from field: repeated darkbloom.inference.v1.TokenLogprob logprobs = 9;
+   */
+  logprobs: TokenLogprob[];
 };
 
 /**
@@ -843,7 +944,7 @@ export type StreamChatCompletionResponse = Message<"darkbloom.inference.v1.Strea
  * Use `create(StreamChatCompletionResponseSchema)` to create a new message.
  */
 export const StreamChatCompletionResponseSchema: GenMessage<StreamChatCompletionResponse> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 16);
+  messageDesc(file_darkbloom_inference_v1_inference, 18);
 
 /**
  * CreateCompletionRequest asks for a whole text completion.
@@ -878,7 +979,7 @@ export type CreateCompletionRequest = Message<"darkbloom.inference.v1.CreateComp
  * Use `create(CreateCompletionRequestSchema)` to create a new message.
  */
 export const CreateCompletionRequestSchema: GenMessage<CreateCompletionRequest> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 17);
+  messageDesc(file_darkbloom_inference_v1_inference, 19);
 
 /**
  * TextChoice is one generated continuation.
@@ -906,6 +1007,13 @@ export type TextChoice = Message<"darkbloom.inference.v1.TextChoice"> & {
    * @generated from field: string finish_reason = 3;
    */
   finishReason: string;
+
+  /**
+   * logprobs are the text's tokens with their log-probabilities (requests with top_logprobs).
+   *
+   * @generated from field: repeated darkbloom.inference.v1.TokenLogprob logprobs = 4;
+   */
+  logprobs: TokenLogprob[];
 };
 
 /**
@@ -913,7 +1021,7 @@ export type TextChoice = Message<"darkbloom.inference.v1.TextChoice"> & {
  * Use `create(TextChoiceSchema)` to create a new message.
  */
 export const TextChoiceSchema: GenMessage<TextChoice> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 18);
+  messageDesc(file_darkbloom_inference_v1_inference, 20);
 
 /**
  * CreateCompletionResponse is a whole text completion.
@@ -976,7 +1084,7 @@ export type CreateCompletionResponse = Message<"darkbloom.inference.v1.CreateCom
  * Use `create(CreateCompletionResponseSchema)` to create a new message.
  */
 export const CreateCompletionResponseSchema: GenMessage<CreateCompletionResponse> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 19);
+  messageDesc(file_darkbloom_inference_v1_inference, 21);
 
 /**
  * StreamCompletionRequest asks for a streamed text completion.
@@ -1011,7 +1119,7 @@ export type StreamCompletionRequest = Message<"darkbloom.inference.v1.StreamComp
  * Use `create(StreamCompletionRequestSchema)` to create a new message.
  */
 export const StreamCompletionRequestSchema: GenMessage<StreamCompletionRequest> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 20);
+  messageDesc(file_darkbloom_inference_v1_inference, 22);
 
 /**
  * StreamCompletionResponse is one delta of a streamed text completion.
@@ -1068,6 +1176,13 @@ export type StreamCompletionResponse = Message<"darkbloom.inference.v1.StreamCom
    * @generated from field: darkbloom.inference.v1.ResponseProof darkbloom = 7;
    */
   darkbloom?: ResponseProof | undefined;
+
+  /**
+   * logprobs are the tokens of this delta's text with their log-probabilities.
+   *
+   * @generated from field: repeated darkbloom.inference.v1.TokenLogprob logprobs = 8;
+   */
+  logprobs: TokenLogprob[];
 };
 
 /**
@@ -1075,7 +1190,7 @@ export type StreamCompletionResponse = Message<"darkbloom.inference.v1.StreamCom
  * Use `create(StreamCompletionResponseSchema)` to create a new message.
  */
 export const StreamCompletionResponseSchema: GenMessage<StreamCompletionResponse> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 21);
+  messageDesc(file_darkbloom_inference_v1_inference, 23);
 
 /**
  * ListModelsRequest asks for the served models.
@@ -1090,7 +1205,7 @@ export type ListModelsRequest = Message<"darkbloom.inference.v1.ListModelsReques
  * Use `create(ListModelsRequestSchema)` to create a new message.
  */
 export const ListModelsRequestSchema: GenMessage<ListModelsRequest> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 22);
+  messageDesc(file_darkbloom_inference_v1_inference, 24);
 
 /**
  * Model is one model the network serves.
@@ -1139,7 +1254,7 @@ export type Model = Message<"darkbloom.inference.v1.Model"> & {
  * Use `create(ModelSchema)` to create a new message.
  */
 export const ModelSchema: GenMessage<Model> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 23);
+  messageDesc(file_darkbloom_inference_v1_inference, 25);
 
 /**
  * ListModelsResponse lists the served models.
@@ -1160,7 +1275,7 @@ export type ListModelsResponse = Message<"darkbloom.inference.v1.ListModelsRespo
  * Use `create(ListModelsResponseSchema)` to create a new message.
  */
 export const ListModelsResponseSchema: GenMessage<ListModelsResponse> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 24);
+  messageDesc(file_darkbloom_inference_v1_inference, 26);
 
 /**
  * EmbedRequest asks for the embeddings of texts.
@@ -1202,7 +1317,7 @@ export type EmbedRequest = Message<"darkbloom.inference.v1.EmbedRequest"> & {
  * Use `create(EmbedRequestSchema)` to create a new message.
  */
 export const EmbedRequestSchema: GenMessage<EmbedRequest> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 25);
+  messageDesc(file_darkbloom_inference_v1_inference, 27);
 
 /**
  * Embedding is the embedding of one input.
@@ -1230,7 +1345,7 @@ export type Embedding = Message<"darkbloom.inference.v1.Embedding"> & {
  * Use `create(EmbeddingSchema)` to create a new message.
  */
 export const EmbeddingSchema: GenMessage<Embedding> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 26);
+  messageDesc(file_darkbloom_inference_v1_inference, 28);
 
 /**
  * EmbedResponse holds one embedding per input, in input order.
@@ -1280,7 +1395,7 @@ export type EmbedResponse = Message<"darkbloom.inference.v1.EmbedResponse"> & {
  * Use `create(EmbedResponseSchema)` to create a new message.
  */
 export const EmbedResponseSchema: GenMessage<EmbedResponse> = /*@__PURE__*/
-  messageDesc(file_darkbloom_inference_v1_inference, 27);
+  messageDesc(file_darkbloom_inference_v1_inference, 29);
 
 /**
  * InferenceService is the typed consumer API. It serves the same requests as the OpenAI-compatible

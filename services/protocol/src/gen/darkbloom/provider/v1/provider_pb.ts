@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file darkbloom/provider/v1/provider.proto.
  */
 export const file_darkbloom_provider_v1_provider: GenFile = /*@__PURE__*/
-  fileDesc("CiRkYXJrYmxvb20vcHJvdmlkZXIvdjEvcHJvdmlkZXIucHJvdG8SFWRhcmtibG9vbS5wcm92aWRlci52MSKsBAoOQ29ubmVjdFJlcXVlc3QSMwoIcmVnaXN0ZXIYASABKAsyHy5kYXJrYmxvb20ucHJvdmlkZXIudjEuUmVnaXN0ZXJIABI1CgloZWFydGJlYXQYAiABKAsyIC5kYXJrYmxvb20ucHJvdmlkZXIudjEuSGVhcnRiZWF0SAASRgoSaW5mZXJlbmNlX2FjY2VwdGVkGAMgASgLMiguZGFya2Jsb29tLnByb3ZpZGVyLnYxLkluZmVyZW5jZUFjY2VwdGVkSAASQAoPaW5mZXJlbmNlX2NodW5rGAQgASgLMiUuZGFya2Jsb29tLnByb3ZpZGVyLnYxLkluZmVyZW5jZUNodW5rSAASRgoSaW5mZXJlbmNlX2NvbXBsZXRlGAUgASgLMiguZGFya2Jsb29tLnByb3ZpZGVyLnYxLkluZmVyZW5jZUNvbXBsZXRlSAASQAoPaW5mZXJlbmNlX2Vycm9yGAYgASgLMiUuZGFya2Jsb29tLnByb3ZpZGVyLnYxLkluZmVyZW5jZUVycm9ySAASSgoUYXR0ZXN0YXRpb25fcmVzcG9uc2UYByABKAsyKi5kYXJrYmxvb20ucHJvdmlkZXIudjEuQXR0ZXN0YXRpb25SZXNwb25zZUgAEkMKEWxvYWRfbW9kZWxfc3RhdHVzGAggASgLMiYuZGFya2Jsb29tLnByb3ZpZGVyLnYxLkxvYWRNb2RlbFN0YXR1c0gAQgkKB21lc3NhZ2UigAQKD0Nvbm5lY3RSZXNwb25zZRI6CgxyZWdpc3Rlcl9hY2sYASABKAsyIi5kYXJrYmxvb20ucHJvdmlkZXIudjEuUmVnaXN0ZXJBY2tIABJEChFpbmZlcmVuY2VfcmVxdWVzdBgCIAEoCzInLmRhcmtibG9vbS5wcm92aWRlci52MS5JbmZlcmVuY2VSZXF1ZXN0SAASLwoGY2FuY2VsGAMgASgLMh0uZGFya2Jsb29tLnByb3ZpZGVyLnYxLkNhbmNlbEgAEkwKFWF0dGVzdGF0aW9uX2NoYWxsZW5nZRgEIAEoCzIrLmRhcmtibG9vbS5wcm92aWRlci52MS5BdHRlc3RhdGlvbkNoYWxsZW5nZUgAEjYKCmxvYWRfbW9kZWwYBSABKAsyIC5kYXJrYmxvb20ucHJvdmlkZXIudjEuTG9hZE1vZGVsSAASOgoMdW5sb2FkX21vZGVsGAYgASgLMiIuZGFya2Jsb29tLnByb3ZpZGVyLnYxLlVubG9hZE1vZGVsSAASPgoOcnVudGltZV9zdGF0dXMYByABKAsyJC5kYXJrYmxvb20ucHJvdmlkZXIudjEuUnVudGltZVN0YXR1c0gAEi0KBWRyYWluGAggASgLMhwuZGFya2Jsb29tLnByb3ZpZGVyLnYxLkRyYWluSABCCQoHbWVzc2FnZSLfAQoISGFyZHdhcmUSFQoNbWFjaGluZV9tb2RlbBgBIAEoCRIMCgRjaGlwGAIgASgJEhQKDG1lbW9yeV9ieXRlcxgDIAEoBBIRCgljcHVfY29yZXMYBCABKA0SKAoEZ3B1cxgFIAMoCzIaLmRhcmtibG9vbS5wcm92aWRlci52MS5HcHUSOwoLYWNjZWxlcmF0b3IYBiABKA4yJi5kYXJrYmxvb20ucHJvdmlkZXIudjEuQWNjZWxlcmF0b3JLaW5kEgoKAm9zGAcgASgJEhIKCm9zX3ZlcnNpb24YCCABKAkiKQoDR3B1EgwKBG5hbWUYASABKAkSFAoMbWVtb3J5X2J5dGVzGAIgASgEIr0BCglNb2RlbEluZm8SCgoCaWQYASABKAkSEgoKc2l6ZV9ieXRlcxgCIAEoBBIUCgxxdWFudGl6YXRpb24YAyABKAkSFQoNd2VpZ2h0X3NoYTI1NhgEIAEoCRIWCg5jb250ZXh0X2xlbmd0aBgFIAEoDRIUCgxhcmNoaXRlY3R1cmUYBiABKAkSNQoIZmVhdHVyZXMYByADKA4yIy5kYXJrYmxvb20ucHJvdmlkZXIudjEuTW9kZWxGZWF0dXJlIjIKCENhcGFjaXR5EhEKCW1heF9iYXRjaBgBIAEoDRITCgttYXhfY29udGV4dBgCIAEoDSJ2CgxTZXJ2aW5nS25vYnMSDwoHa3ZfYml0cxgBIAEoDRITCgttYXhfY29udGV4dBgCIAEoDRIRCgltYXhfYmF0Y2gYAyABKA0SHAoUaWRsZV90aW1lb3V0X21pbnV0ZXMYBCABKA0SDwoHdGhyZWFkcxgFIAEoDSJFCgtUcG1FdmlkZW5jZRIWCg5la19jZXJ0aWZpY2F0ZRgBIAEoDBIeChZhdHRlc3RhdGlvbl9rZXlfcHVibGljGAIgASgMIkIKDVRwbUNyZWRlbnRpYWwSFwoPY3JlZGVudGlhbF9ibG9iGAEgASgMEhgKEGVuY3J5cHRlZF9zZWNyZXQYAiABKAwiQQoIVHBtUXVvdGUSDgoGYXR0ZXN0GAEgASgMEhEKCXNpZ25hdHVyZRgCIAEoDBISCgpwY3JfdmFsdWVzGAMgAygMInsKEVNpZ25lZEF0dGVzdGF0aW9uEgwKBGJsb2IYASABKAwSEQoJc2lnbmF0dXJlGAIgASgMEhIKCnB1YmxpY19rZXkYAyABKAwSMQoGc2lnbmVyGAQgASgOMiEuZGFya2Jsb29tLnByb3ZpZGVyLnYxLlNpZ25lcktpbmQilQQKCFJlZ2lzdGVyEhgKEHByb3RvY29sX3ZlcnNpb24YASABKA0SFgoOZGFlbW9uX3ZlcnNpb24YAiABKAkSEgoKbWFjaGluZV9pZBgDIAEoCRIxCghoYXJkd2FyZRgEIAEoCzIfLmRhcmtibG9vbS5wcm92aWRlci52MS5IYXJkd2FyZRIwCgZtb2RlbHMYBSADKAsyIC5kYXJrYmxvb20ucHJvdmlkZXIudjEuTW9kZWxJbmZvEhYKDmVuZ2luZV9iYWNrZW5kGAYgASgJEh0KFWVuY3J5cHRpb25fcHVibGljX2tleRgHIAEoDBI9CgthdHRlc3RhdGlvbhgIIAEoCzIoLmRhcmtibG9vbS5wcm92aWRlci52MS5TaWduZWRBdHRlc3RhdGlvbhIVCg1hY2NvdW50X3Rva2VuGAkgASgJEjEKCGNhcGFjaXR5GAogASgLMh8uZGFya2Jsb29tLnByb3ZpZGVyLnYxLkNhcGFjaXR5EjIKBWtub2JzGAsgASgLMiMuZGFya2Jsb29tLnByb3ZpZGVyLnYxLlNlcnZpbmdLbm9icxIiChpyZXNwb25zZV9zaWduYXR1cmVfdmVyc2lvbhgMIAEoDRIVCg11c2FnZV92ZXJzaW9uGA0gASgNEi8KA3RwbRgOIAEoCzIiLmRhcmtibG9vbS5wcm92aWRlci52MS5UcG1FdmlkZW5jZSKTAQoLUmVnaXN0ZXJBY2sSEwoLcHJvdmlkZXJfaWQYASABKAkSNgoLdHJ1c3RfbGV2ZWwYAiABKA4yIS5kYXJrYmxvb20ucHJvdmlkZXIudjEuVHJ1c3RMZXZlbBIdChVoZWFydGJlYXRfaW50ZXJ2YWxfbXMYAyABKA0SGAoQcHJvdG9jb2xfdmVyc2lvbhgEIAEoDSK9AwoJSGVhcnRiZWF0EjMKBXN0YXRlGAEgASgOMiQuZGFya2Jsb29tLnByb3ZpZGVyLnYxLlByb3ZpZGVyU3RhdGUSFQoNbG9hZGVkX21vZGVscxgCIAMoCRITCgt3YXJtX21vZGVscxgDIAMoCRIaChJyZXF1ZXN0c19jb21wbGV0ZWQYBCABKAQSFwoPcmVxdWVzdHNfZmFpbGVkGAUgASgEEhgKEHRva2Vuc19nZW5lcmF0ZWQYBiABKAQSEwoLcXVldWVfZGVwdGgYByABKA0SEgoKYnVzeV9zbG90cxgIIAEoDRIWCg5rdl9jYWNoZV91c2FnZRgJIAEoARIhChlwcmVmaWxsX3Rva2Vuc19wZXJfc2Vjb25kGAogASgBEiAKGGRlY29kZV90b2tlbnNfcGVyX3NlY29uZBgLIAEoARI+Cg9tZW1vcnlfcHJlc3N1cmUYDCABKA4yJS5kYXJrYmxvb20ucHJvdmlkZXIudjEuTWVtb3J5UHJlc3N1cmUSOgoNdGhlcm1hbF9zdGF0ZRgNIAEoDjIjLmRhcmtibG9vbS5wcm92aWRlci52MS5UaGVybWFsU3RhdGUiSQoJU2VhbGVkQm94EhkKEXNlbmRlcl9wdWJsaWNfa2V5GAEgASgMEg0KBW5vbmNlGAIgASgMEhIKCmNpcGhlcnRleHQYAyABKAwihwIKEEluZmVyZW5jZVJlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoCRINCgVtb2RlbBgCIAEoCRIxCghlbmRwb2ludBgDIAEoDjIfLmRhcmtibG9vbS5wcm92aWRlci52MS5FbmRwb2ludBIYCg5wbGFpbnRleHRfYm9keRgEIAEoDEgAEjcKC3NlYWxlZF9ib2R5GAUgASgLMiAuZGFya2Jsb29tLnByb3ZpZGVyLnYxLlNlYWxlZEJveEgAEhIKCm1heF90b2tlbnMYBiABKA0SDgoGc3RyZWFtGAcgASgIEh4KFnByb21wdF90b2tlbnNfZXN0aW1hdGUYCCABKA1CBgoEYm9keSJ8CgxDaHVua1BheWxvYWQSDAoEdGV4dBgBIAEoCRITCgt0b2tlbl9jb3VudBgCIAEoDRIUCgxjaG9pY2VfaW5kZXgYAyABKA0SMwoJZW1iZWRkaW5nGAQgASgLMiAuZGFya2Jsb29tLnByb3ZpZGVyLnYxLkVtYmVkZGluZyIqCglFbWJlZGRpbmcSDQoFaW5kZXgYASABKA0SDgoGdmFsdWVzGAIgASgMIicKEUluZmVyZW5jZUFjY2VwdGVkEhIKCnJlcXVlc3RfaWQYASABKAkirwEKDkluZmVyZW5jZUNodW5rEhIKCnJlcXVlc3RfaWQYASABKAkSEAoIc2VxdWVuY2UYAiABKAQSOAoJcGxhaW50ZXh0GAMgASgLMiMuZGFya2Jsb29tLnByb3ZpZGVyLnYxLkNodW5rUGF5bG9hZEgAEjIKBnNlYWxlZBgEIAEoCzIgLmRhcmtibG9vbS5wcm92aWRlci52MS5TZWFsZWRCb3hIAEIJCgdwYXlsb2FkIjkKBVVzYWdlEhUKDXByb21wdF90b2tlbnMYASABKA0SGQoRY29tcGxldGlvbl90b2tlbnMYAiABKA0iMQoJQ2hvaWNlRW5kEg0KBWluZGV4GAEgASgNEhUKDWZpbmlzaF9yZWFzb24YAiABKAkiaAoRUmVzcG9uc2VTaWduYXR1cmUSFgoOcmVxdWVzdF9zaGEyNTYYASABKAwSFwoPcmVzcG9uc2Vfc2hhMjU2GAIgASgMEhEKCXNpZ25hdHVyZRgDIAEoDBIPCgd2ZXJzaW9uGAQgASgNIsQBChFJbmZlcmVuY2VDb21wbGV0ZRISCgpyZXF1ZXN0X2lkGAEgASgJEisKBXVzYWdlGAIgASgLMhwuZGFya2Jsb29tLnByb3ZpZGVyLnYxLlVzYWdlEjEKB2Nob2ljZXMYAyADKAsyIC5kYXJrYmxvb20ucHJvdmlkZXIudjEuQ2hvaWNlRW5kEjsKCXNpZ25hdHVyZRgEIAEoCzIoLmRhcmtibG9vbS5wcm92aWRlci52MS5SZXNwb25zZVNpZ25hdHVyZSJrCg5JbmZlcmVuY2VFcnJvchISCgpyZXF1ZXN0X2lkGAEgASgJEhMKC2h0dHBfc3RhdHVzGAIgASgNEgwKBGNvZGUYAyABKAkSDwoHbWVzc2FnZRgEIAEoCRIRCglyZXRyeWFibGUYBSABKAgiLAoGQ2FuY2VsEhIKCnJlcXVlc3RfaWQYASABKAkSDgoGcmVhc29uGAIgASgJInkKFEF0dGVzdGF0aW9uQ2hhbGxlbmdlEg0KBW5vbmNlGAEgASgMEhQKDHRpbWVzdGFtcF9tcxgCIAEoAxI8Cg50cG1fY3JlZGVudGlhbBgDIAEoCzIkLmRhcmtibG9vbS5wcm92aWRlci52MS5UcG1DcmVkZW50aWFsIrABChNBdHRlc3RhdGlvblJlc3BvbnNlEg0KBW5vbmNlGAEgASgMEg4KBnN0YXR1cxgCIAEoDBIRCglzaWduYXR1cmUYAyABKAwSFAoMdGltZXN0YW1wX21zGAQgASgDEjIKCXRwbV9xdW90ZRgFIAEoCzIfLmRhcmtibG9vbS5wcm92aWRlci52MS5UcG1RdW90ZRIdChV0cG1fY3JlZGVudGlhbF9zZWNyZXQYBiABKAwiMwoJTG9hZE1vZGVsEhQKDG9wZXJhdGlvbl9pZBgBIAEoCRIQCghtb2RlbF9pZBgCIAEoCSI1CgtVbmxvYWRNb2RlbBIUCgxvcGVyYXRpb25faWQYASABKAkSEAoIbW9kZWxfaWQYAiABKAkifwoPTG9hZE1vZGVsU3RhdHVzEhQKDG9wZXJhdGlvbl9pZBgBIAEoCRIQCghtb2RlbF9pZBgCIAEoCRI0CgVzdGF0ZRgDIAEoDjIlLmRhcmtibG9vbS5wcm92aWRlci52MS5Mb2FkTW9kZWxTdGF0ZRIOCgZyZWFzb24YBCABKAkiLAoLVHJ1c3RSZWFzb24SDAoEY29kZRgBIAEoCRIPCgdtZXNzYWdlGAIgASgJIo4BCg1SdW50aW1lU3RhdHVzEjYKC3RydXN0X2xldmVsGAEgASgOMiEuZGFya2Jsb29tLnByb3ZpZGVyLnYxLlRydXN0TGV2ZWwSEAoIcm91dGFibGUYAiABKAgSMwoHcmVhc29ucxgDIAMoCzIiLmRhcmtibG9vbS5wcm92aWRlci52MS5UcnVzdFJlYXNvbiIsCgVEcmFpbhIOCgZyZWFzb24YASABKAkSEwoLZGVhZGxpbmVfbXMYAiABKA0qoQEKD0FjY2VsZXJhdG9yS2luZBIgChxBQ0NFTEVSQVRPUl9LSU5EX1VOU1BFQ0lGSUVEEAASGAoUQUNDRUxFUkFUT1JfS0lORF9DUFUQARIaChZBQ0NFTEVSQVRPUl9LSU5EX01FVEFMEAISGQoVQUNDRUxFUkFUT1JfS0lORF9DVURBEAMSGwoXQUNDRUxFUkFUT1JfS0lORF9WVUxLQU4QBCqLAQoKVHJ1c3RMZXZlbBIbChdUUlVTVF9MRVZFTF9VTlNQRUNJRklFRBAAEhQKEFRSVVNUX0xFVkVMX05PTkUQARIbChdUUlVTVF9MRVZFTF9TRUxGX1NJR05FRBACEhgKFFRSVVNUX0xFVkVMX0hBUkRXQVJFEAMSEwoPVFJVU1RfTEVWRUxfVFBNEAQqZgoMTW9kZWxGZWF0dXJlEh0KGU1PREVMX0ZFQVRVUkVfVU5TUEVDSUZJRUQQABIZChVNT0RFTF9GRUFUVVJFX0dSQU1NQVIQARIcChhNT0RFTF9GRUFUVVJFX0VNQkVERElOR1MQAip4CgpTaWduZXJLaW5kEhsKF1NJR05FUl9LSU5EX1VOU1BFQ0lGSUVEEAASGAoUU0lHTkVSX0tJTkRfU09GVFdBUkUQARIeChpTSUdORVJfS0lORF9TRUNVUkVfRU5DTEFWRRACEhMKD1NJR05FUl9LSU5EX1RQTRADKoEBCg1Qcm92aWRlclN0YXRlEh4KGlBST1ZJREVSX1NUQVRFX1VOU1BFQ0lGSUVEEAASFwoTUFJPVklERVJfU1RBVEVfSURMRRABEhoKFlBST1ZJREVSX1NUQVRFX1NFUlZJTkcQAhIbChdQUk9WSURFUl9TVEFURV9EUkFJTklORxADKoUBCg5NZW1vcnlQcmVzc3VyZRIfChtNRU1PUllfUFJFU1NVUkVfVU5TUEVDSUZJRUQQABIaChZNRU1PUllfUFJFU1NVUkVfTk9STUFMEAESGAoUTUVNT1JZX1BSRVNTVVJFX1dBUk4QAhIcChhNRU1PUllfUFJFU1NVUkVfQ1JJVElDQUwQAyqXAQoMVGhlcm1hbFN0YXRlEh0KGVRIRVJNQUxfU1RBVEVfVU5TUEVDSUZJRUQQABIZChVUSEVSTUFMX1NUQVRFX05PTUlOQUwQARIWChJUSEVSTUFMX1NUQVRFX0ZBSVIQAhIZChVUSEVSTUFMX1NUQVRFX1NFUklPVVMQAxIaChZUSEVSTUFMX1NUQVRFX0NSSVRJQ0FMEAQqdgoIRW5kcG9pbnQSGAoURU5EUE9JTlRfVU5TUEVDSUZJRUQQABIdChlFTkRQT0lOVF9DSEFUX0NPTVBMRVRJT05TEAESGAoURU5EUE9JTlRfQ09NUExFVElPTlMQAhIXChNFTkRQT0lOVF9FTUJFRERJTkdTEAMqjQEKDkxvYWRNb2RlbFN0YXRlEiAKHExPQURfTU9ERUxfU1RBVEVfVU5TUEVDSUZJRUQQABIcChhMT0FEX01PREVMX1NUQVRFX1NUQVJURUQQARIeChpMT0FEX01PREVMX1NUQVRFX1NVQ0NFRURFRBACEhsKF0xPQURfTU9ERUxfU1RBVEVfRkFJTEVEEAMybwoPUHJvdmlkZXJTZXJ2aWNlElwKB0Nvbm5lY3QSJS5kYXJrYmxvb20ucHJvdmlkZXIudjEuQ29ubmVjdFJlcXVlc3QaJi5kYXJrYmxvb20ucHJvdmlkZXIudjEuQ29ubmVjdFJlc3BvbnNlKAEwAWIGcHJvdG8z");
+  fileDesc("CiRkYXJrYmxvb20vcHJvdmlkZXIvdjEvcHJvdmlkZXIucHJvdG8SFWRhcmtibG9vbS5wcm92aWRlci52MSKsBAoOQ29ubmVjdFJlcXVlc3QSMwoIcmVnaXN0ZXIYASABKAsyHy5kYXJrYmxvb20ucHJvdmlkZXIudjEuUmVnaXN0ZXJIABI1CgloZWFydGJlYXQYAiABKAsyIC5kYXJrYmxvb20ucHJvdmlkZXIudjEuSGVhcnRiZWF0SAASRgoSaW5mZXJlbmNlX2FjY2VwdGVkGAMgASgLMiguZGFya2Jsb29tLnByb3ZpZGVyLnYxLkluZmVyZW5jZUFjY2VwdGVkSAASQAoPaW5mZXJlbmNlX2NodW5rGAQgASgLMiUuZGFya2Jsb29tLnByb3ZpZGVyLnYxLkluZmVyZW5jZUNodW5rSAASRgoSaW5mZXJlbmNlX2NvbXBsZXRlGAUgASgLMiguZGFya2Jsb29tLnByb3ZpZGVyLnYxLkluZmVyZW5jZUNvbXBsZXRlSAASQAoPaW5mZXJlbmNlX2Vycm9yGAYgASgLMiUuZGFya2Jsb29tLnByb3ZpZGVyLnYxLkluZmVyZW5jZUVycm9ySAASSgoUYXR0ZXN0YXRpb25fcmVzcG9uc2UYByABKAsyKi5kYXJrYmxvb20ucHJvdmlkZXIudjEuQXR0ZXN0YXRpb25SZXNwb25zZUgAEkMKEWxvYWRfbW9kZWxfc3RhdHVzGAggASgLMiYuZGFya2Jsb29tLnByb3ZpZGVyLnYxLkxvYWRNb2RlbFN0YXR1c0gAQgkKB21lc3NhZ2UigAQKD0Nvbm5lY3RSZXNwb25zZRI6CgxyZWdpc3Rlcl9hY2sYASABKAsyIi5kYXJrYmxvb20ucHJvdmlkZXIudjEuUmVnaXN0ZXJBY2tIABJEChFpbmZlcmVuY2VfcmVxdWVzdBgCIAEoCzInLmRhcmtibG9vbS5wcm92aWRlci52MS5JbmZlcmVuY2VSZXF1ZXN0SAASLwoGY2FuY2VsGAMgASgLMh0uZGFya2Jsb29tLnByb3ZpZGVyLnYxLkNhbmNlbEgAEkwKFWF0dGVzdGF0aW9uX2NoYWxsZW5nZRgEIAEoCzIrLmRhcmtibG9vbS5wcm92aWRlci52MS5BdHRlc3RhdGlvbkNoYWxsZW5nZUgAEjYKCmxvYWRfbW9kZWwYBSABKAsyIC5kYXJrYmxvb20ucHJvdmlkZXIudjEuTG9hZE1vZGVsSAASOgoMdW5sb2FkX21vZGVsGAYgASgLMiIuZGFya2Jsb29tLnByb3ZpZGVyLnYxLlVubG9hZE1vZGVsSAASPgoOcnVudGltZV9zdGF0dXMYByABKAsyJC5kYXJrYmxvb20ucHJvdmlkZXIudjEuUnVudGltZVN0YXR1c0gAEi0KBWRyYWluGAggASgLMhwuZGFya2Jsb29tLnByb3ZpZGVyLnYxLkRyYWluSABCCQoHbWVzc2FnZSLfAQoISGFyZHdhcmUSFQoNbWFjaGluZV9tb2RlbBgBIAEoCRIMCgRjaGlwGAIgASgJEhQKDG1lbW9yeV9ieXRlcxgDIAEoBBIRCgljcHVfY29yZXMYBCABKA0SKAoEZ3B1cxgFIAMoCzIaLmRhcmtibG9vbS5wcm92aWRlci52MS5HcHUSOwoLYWNjZWxlcmF0b3IYBiABKA4yJi5kYXJrYmxvb20ucHJvdmlkZXIudjEuQWNjZWxlcmF0b3JLaW5kEgoKAm9zGAcgASgJEhIKCm9zX3ZlcnNpb24YCCABKAkiKQoDR3B1EgwKBG5hbWUYASABKAkSFAoMbWVtb3J5X2J5dGVzGAIgASgEIr0BCglNb2RlbEluZm8SCgoCaWQYASABKAkSEgoKc2l6ZV9ieXRlcxgCIAEoBBIUCgxxdWFudGl6YXRpb24YAyABKAkSFQoNd2VpZ2h0X3NoYTI1NhgEIAEoCRIWCg5jb250ZXh0X2xlbmd0aBgFIAEoDRIUCgxhcmNoaXRlY3R1cmUYBiABKAkSNQoIZmVhdHVyZXMYByADKA4yIy5kYXJrYmxvb20ucHJvdmlkZXIudjEuTW9kZWxGZWF0dXJlIjIKCENhcGFjaXR5EhEKCW1heF9iYXRjaBgBIAEoDRITCgttYXhfY29udGV4dBgCIAEoDSJ2CgxTZXJ2aW5nS25vYnMSDwoHa3ZfYml0cxgBIAEoDRITCgttYXhfY29udGV4dBgCIAEoDRIRCgltYXhfYmF0Y2gYAyABKA0SHAoUaWRsZV90aW1lb3V0X21pbnV0ZXMYBCABKA0SDwoHdGhyZWFkcxgFIAEoDSJFCgtUcG1FdmlkZW5jZRIWCg5la19jZXJ0aWZpY2F0ZRgBIAEoDBIeChZhdHRlc3RhdGlvbl9rZXlfcHVibGljGAIgASgMIkIKDVRwbUNyZWRlbnRpYWwSFwoPY3JlZGVudGlhbF9ibG9iGAEgASgMEhgKEGVuY3J5cHRlZF9zZWNyZXQYAiABKAwiQQoIVHBtUXVvdGUSDgoGYXR0ZXN0GAEgASgMEhEKCXNpZ25hdHVyZRgCIAEoDBISCgpwY3JfdmFsdWVzGAMgAygMInsKEVNpZ25lZEF0dGVzdGF0aW9uEgwKBGJsb2IYASABKAwSEQoJc2lnbmF0dXJlGAIgASgMEhIKCnB1YmxpY19rZXkYAyABKAwSMQoGc2lnbmVyGAQgASgOMiEuZGFya2Jsb29tLnByb3ZpZGVyLnYxLlNpZ25lcktpbmQilQQKCFJlZ2lzdGVyEhgKEHByb3RvY29sX3ZlcnNpb24YASABKA0SFgoOZGFlbW9uX3ZlcnNpb24YAiABKAkSEgoKbWFjaGluZV9pZBgDIAEoCRIxCghoYXJkd2FyZRgEIAEoCzIfLmRhcmtibG9vbS5wcm92aWRlci52MS5IYXJkd2FyZRIwCgZtb2RlbHMYBSADKAsyIC5kYXJrYmxvb20ucHJvdmlkZXIudjEuTW9kZWxJbmZvEhYKDmVuZ2luZV9iYWNrZW5kGAYgASgJEh0KFWVuY3J5cHRpb25fcHVibGljX2tleRgHIAEoDBI9CgthdHRlc3RhdGlvbhgIIAEoCzIoLmRhcmtibG9vbS5wcm92aWRlci52MS5TaWduZWRBdHRlc3RhdGlvbhIVCg1hY2NvdW50X3Rva2VuGAkgASgJEjEKCGNhcGFjaXR5GAogASgLMh8uZGFya2Jsb29tLnByb3ZpZGVyLnYxLkNhcGFjaXR5EjIKBWtub2JzGAsgASgLMiMuZGFya2Jsb29tLnByb3ZpZGVyLnYxLlNlcnZpbmdLbm9icxIiChpyZXNwb25zZV9zaWduYXR1cmVfdmVyc2lvbhgMIAEoDRIVCg11c2FnZV92ZXJzaW9uGA0gASgNEi8KA3RwbRgOIAEoCzIiLmRhcmtibG9vbS5wcm92aWRlci52MS5UcG1FdmlkZW5jZSKTAQoLUmVnaXN0ZXJBY2sSEwoLcHJvdmlkZXJfaWQYASABKAkSNgoLdHJ1c3RfbGV2ZWwYAiABKA4yIS5kYXJrYmxvb20ucHJvdmlkZXIudjEuVHJ1c3RMZXZlbBIdChVoZWFydGJlYXRfaW50ZXJ2YWxfbXMYAyABKA0SGAoQcHJvdG9jb2xfdmVyc2lvbhgEIAEoDSK9AwoJSGVhcnRiZWF0EjMKBXN0YXRlGAEgASgOMiQuZGFya2Jsb29tLnByb3ZpZGVyLnYxLlByb3ZpZGVyU3RhdGUSFQoNbG9hZGVkX21vZGVscxgCIAMoCRITCgt3YXJtX21vZGVscxgDIAMoCRIaChJyZXF1ZXN0c19jb21wbGV0ZWQYBCABKAQSFwoPcmVxdWVzdHNfZmFpbGVkGAUgASgEEhgKEHRva2Vuc19nZW5lcmF0ZWQYBiABKAQSEwoLcXVldWVfZGVwdGgYByABKA0SEgoKYnVzeV9zbG90cxgIIAEoDRIWCg5rdl9jYWNoZV91c2FnZRgJIAEoARIhChlwcmVmaWxsX3Rva2Vuc19wZXJfc2Vjb25kGAogASgBEiAKGGRlY29kZV90b2tlbnNfcGVyX3NlY29uZBgLIAEoARI+Cg9tZW1vcnlfcHJlc3N1cmUYDCABKA4yJS5kYXJrYmxvb20ucHJvdmlkZXIudjEuTWVtb3J5UHJlc3N1cmUSOgoNdGhlcm1hbF9zdGF0ZRgNIAEoDjIjLmRhcmtibG9vbS5wcm92aWRlci52MS5UaGVybWFsU3RhdGUiSQoJU2VhbGVkQm94EhkKEXNlbmRlcl9wdWJsaWNfa2V5GAEgASgMEg0KBW5vbmNlGAIgASgMEhIKCmNpcGhlcnRleHQYAyABKAwihwIKEEluZmVyZW5jZVJlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoCRINCgVtb2RlbBgCIAEoCRIxCghlbmRwb2ludBgDIAEoDjIfLmRhcmtibG9vbS5wcm92aWRlci52MS5FbmRwb2ludBIYCg5wbGFpbnRleHRfYm9keRgEIAEoDEgAEjcKC3NlYWxlZF9ib2R5GAUgASgLMiAuZGFya2Jsb29tLnByb3ZpZGVyLnYxLlNlYWxlZEJveEgAEhIKCm1heF90b2tlbnMYBiABKA0SDgoGc3RyZWFtGAcgASgIEh4KFnByb21wdF90b2tlbnNfZXN0aW1hdGUYCCABKA1CBgoEYm9keSKzAQoMQ2h1bmtQYXlsb2FkEgwKBHRleHQYASABKAkSEwoLdG9rZW5fY291bnQYAiABKA0SFAoMY2hvaWNlX2luZGV4GAMgASgNEjMKCWVtYmVkZGluZxgEIAEoCzIgLmRhcmtibG9vbS5wcm92aWRlci52MS5FbWJlZGRpbmcSNQoIbG9ncHJvYnMYBSADKAsyIy5kYXJrYmxvb20ucHJvdmlkZXIudjEuVG9rZW5Mb2dwcm9iIl4KDFRva2VuTG9ncHJvYhINCgV0b2tlbhgBIAEoDBIPCgdsb2dwcm9iGAIgASgCEi4KA3RvcBgDIAMoCzIhLmRhcmtibG9vbS5wcm92aWRlci52MS5Ub3BMb2dwcm9iIiwKClRvcExvZ3Byb2ISDQoFdG9rZW4YASABKAwSDwoHbG9ncHJvYhgCIAEoAiIqCglFbWJlZGRpbmcSDQoFaW5kZXgYASABKA0SDgoGdmFsdWVzGAIgASgMIicKEUluZmVyZW5jZUFjY2VwdGVkEhIKCnJlcXVlc3RfaWQYASABKAkirwEKDkluZmVyZW5jZUNodW5rEhIKCnJlcXVlc3RfaWQYASABKAkSEAoIc2VxdWVuY2UYAiABKAQSOAoJcGxhaW50ZXh0GAMgASgLMiMuZGFya2Jsb29tLnByb3ZpZGVyLnYxLkNodW5rUGF5bG9hZEgAEjIKBnNlYWxlZBgEIAEoCzIgLmRhcmtibG9vbS5wcm92aWRlci52MS5TZWFsZWRCb3hIAEIJCgdwYXlsb2FkIjkKBVVzYWdlEhUKDXByb21wdF90b2tlbnMYASABKA0SGQoRY29tcGxldGlvbl90b2tlbnMYAiABKA0iMQoJQ2hvaWNlRW5kEg0KBWluZGV4GAEgASgNEhUKDWZpbmlzaF9yZWFzb24YAiABKAkiaAoRUmVzcG9uc2VTaWduYXR1cmUSFgoOcmVxdWVzdF9zaGEyNTYYASABKAwSFwoPcmVzcG9uc2Vfc2hhMjU2GAIgASgMEhEKCXNpZ25hdHVyZRgDIAEoDBIPCgd2ZXJzaW9uGAQgASgNIsQBChFJbmZlcmVuY2VDb21wbGV0ZRISCgpyZXF1ZXN0X2lkGAEgASgJEisKBXVzYWdlGAIgASgLMhwuZGFya2Jsb29tLnByb3ZpZGVyLnYxLlVzYWdlEjEKB2Nob2ljZXMYAyADKAsyIC5kYXJrYmxvb20ucHJvdmlkZXIudjEuQ2hvaWNlRW5kEjsKCXNpZ25hdHVyZRgEIAEoCzIoLmRhcmtibG9vbS5wcm92aWRlci52MS5SZXNwb25zZVNpZ25hdHVyZSJrCg5JbmZlcmVuY2VFcnJvchISCgpyZXF1ZXN0X2lkGAEgASgJEhMKC2h0dHBfc3RhdHVzGAIgASgNEgwKBGNvZGUYAyABKAkSDwoHbWVzc2FnZRgEIAEoCRIRCglyZXRyeWFibGUYBSABKAgiLAoGQ2FuY2VsEhIKCnJlcXVlc3RfaWQYASABKAkSDgoGcmVhc29uGAIgASgJInkKFEF0dGVzdGF0aW9uQ2hhbGxlbmdlEg0KBW5vbmNlGAEgASgMEhQKDHRpbWVzdGFtcF9tcxgCIAEoAxI8Cg50cG1fY3JlZGVudGlhbBgDIAEoCzIkLmRhcmtibG9vbS5wcm92aWRlci52MS5UcG1DcmVkZW50aWFsIrABChNBdHRlc3RhdGlvblJlc3BvbnNlEg0KBW5vbmNlGAEgASgMEg4KBnN0YXR1cxgCIAEoDBIRCglzaWduYXR1cmUYAyABKAwSFAoMdGltZXN0YW1wX21zGAQgASgDEjIKCXRwbV9xdW90ZRgFIAEoCzIfLmRhcmtibG9vbS5wcm92aWRlci52MS5UcG1RdW90ZRIdChV0cG1fY3JlZGVudGlhbF9zZWNyZXQYBiABKAwiMwoJTG9hZE1vZGVsEhQKDG9wZXJhdGlvbl9pZBgBIAEoCRIQCghtb2RlbF9pZBgCIAEoCSI1CgtVbmxvYWRNb2RlbBIUCgxvcGVyYXRpb25faWQYASABKAkSEAoIbW9kZWxfaWQYAiABKAkifwoPTG9hZE1vZGVsU3RhdHVzEhQKDG9wZXJhdGlvbl9pZBgBIAEoCRIQCghtb2RlbF9pZBgCIAEoCRI0CgVzdGF0ZRgDIAEoDjIlLmRhcmtibG9vbS5wcm92aWRlci52MS5Mb2FkTW9kZWxTdGF0ZRIOCgZyZWFzb24YBCABKAkiLAoLVHJ1c3RSZWFzb24SDAoEY29kZRgBIAEoCRIPCgdtZXNzYWdlGAIgASgJIo4BCg1SdW50aW1lU3RhdHVzEjYKC3RydXN0X2xldmVsGAEgASgOMiEuZGFya2Jsb29tLnByb3ZpZGVyLnYxLlRydXN0TGV2ZWwSEAoIcm91dGFibGUYAiABKAgSMwoHcmVhc29ucxgDIAMoCzIiLmRhcmtibG9vbS5wcm92aWRlci52MS5UcnVzdFJlYXNvbiIsCgVEcmFpbhIOCgZyZWFzb24YASABKAkSEwoLZGVhZGxpbmVfbXMYAiABKA0qoQEKD0FjY2VsZXJhdG9yS2luZBIgChxBQ0NFTEVSQVRPUl9LSU5EX1VOU1BFQ0lGSUVEEAASGAoUQUNDRUxFUkFUT1JfS0lORF9DUFUQARIaChZBQ0NFTEVSQVRPUl9LSU5EX01FVEFMEAISGQoVQUNDRUxFUkFUT1JfS0lORF9DVURBEAMSGwoXQUNDRUxFUkFUT1JfS0lORF9WVUxLQU4QBCqLAQoKVHJ1c3RMZXZlbBIbChdUUlVTVF9MRVZFTF9VTlNQRUNJRklFRBAAEhQKEFRSVVNUX0xFVkVMX05PTkUQARIbChdUUlVTVF9MRVZFTF9TRUxGX1NJR05FRBACEhgKFFRSVVNUX0xFVkVMX0hBUkRXQVJFEAMSEwoPVFJVU1RfTEVWRUxfVFBNEAQqggEKDE1vZGVsRmVhdHVyZRIdChlNT0RFTF9GRUFUVVJFX1VOU1BFQ0lGSUVEEAASGQoVTU9ERUxfRkVBVFVSRV9HUkFNTUFSEAESHAoYTU9ERUxfRkVBVFVSRV9FTUJFRERJTkdTEAISGgoWTU9ERUxfRkVBVFVSRV9MT0dQUk9CUxADKngKClNpZ25lcktpbmQSGwoXU0lHTkVSX0tJTkRfVU5TUEVDSUZJRUQQABIYChRTSUdORVJfS0lORF9TT0ZUV0FSRRABEh4KGlNJR05FUl9LSU5EX1NFQ1VSRV9FTkNMQVZFEAISEwoPU0lHTkVSX0tJTkRfVFBNEAMqgQEKDVByb3ZpZGVyU3RhdGUSHgoaUFJPVklERVJfU1RBVEVfVU5TUEVDSUZJRUQQABIXChNQUk9WSURFUl9TVEFURV9JRExFEAESGgoWUFJPVklERVJfU1RBVEVfU0VSVklORxACEhsKF1BST1ZJREVSX1NUQVRFX0RSQUlOSU5HEAMqhQEKDk1lbW9yeVByZXNzdXJlEh8KG01FTU9SWV9QUkVTU1VSRV9VTlNQRUNJRklFRBAAEhoKFk1FTU9SWV9QUkVTU1VSRV9OT1JNQUwQARIYChRNRU1PUllfUFJFU1NVUkVfV0FSThACEhwKGE1FTU9SWV9QUkVTU1VSRV9DUklUSUNBTBADKpcBCgxUaGVybWFsU3RhdGUSHQoZVEhFUk1BTF9TVEFURV9VTlNQRUNJRklFRBAAEhkKFVRIRVJNQUxfU1RBVEVfTk9NSU5BTBABEhYKElRIRVJNQUxfU1RBVEVfRkFJUhACEhkKFVRIRVJNQUxfU1RBVEVfU0VSSU9VUxADEhoKFlRIRVJNQUxfU1RBVEVfQ1JJVElDQUwQBCp2CghFbmRwb2ludBIYChRFTkRQT0lOVF9VTlNQRUNJRklFRBAAEh0KGUVORFBPSU5UX0NIQVRfQ09NUExFVElPTlMQARIYChRFTkRQT0lOVF9DT01QTEVUSU9OUxACEhcKE0VORFBPSU5UX0VNQkVERElOR1MQAyqNAQoOTG9hZE1vZGVsU3RhdGUSIAocTE9BRF9NT0RFTF9TVEFURV9VTlNQRUNJRklFRBAAEhwKGExPQURfTU9ERUxfU1RBVEVfU1RBUlRFRBABEh4KGkxPQURfTU9ERUxfU1RBVEVfU1VDQ0VFREVEEAISGwoXTE9BRF9NT0RFTF9TVEFURV9GQUlMRUQQAzJvCg9Qcm92aWRlclNlcnZpY2USXAoHQ29ubmVjdBIlLmRhcmtibG9vbS5wcm92aWRlci52MS5Db25uZWN0UmVxdWVzdBomLmRhcmtibG9vbS5wcm92aWRlci52MS5Db25uZWN0UmVzcG9uc2UoATABYgZwcm90bzM");
 
 /**
  * ConnectRequest is one message from the provider to the coordinator.
@@ -978,6 +978,14 @@ export type ChunkPayload = Message<"darkbloom.provider.v1.ChunkPayload"> & {
    * @generated from field: darkbloom.provider.v1.Embedding embedding = 4;
    */
   embedding?: Embedding | undefined;
+
+  /**
+   * logprobs, for a request that asks for them, has one entry per sampled token whose text this
+   * chunk carries, in order; the entries' tokens concatenated are exactly text's UTF-8 bytes.
+   *
+   * @generated from field: repeated darkbloom.provider.v1.TokenLogprob logprobs = 5;
+   */
+  logprobs: TokenLogprob[];
 };
 
 /**
@@ -986,6 +994,72 @@ export type ChunkPayload = Message<"darkbloom.provider.v1.ChunkPayload"> & {
  */
 export const ChunkPayloadSchema: GenMessage<ChunkPayload> = /*@__PURE__*/
   messageDesc(file_darkbloom_provider_v1_provider, 16);
+
+/**
+ * TokenLogprob is one sampled token's log-probability under the model's raw distribution (the
+ * log-softmax of its logits, before logit bias, penalties, grammar, temperature or any filter).
+ *
+ * @generated from message darkbloom.provider.v1.TokenLogprob
+ */
+export type TokenLogprob = Message<"darkbloom.provider.v1.TokenLogprob"> & {
+  /**
+   * token is the token's bytes as the text shows them: possibly part of a UTF-8 character, and for
+   * the token in which a stop string begins, only its bytes before the stop string.
+   *
+   * @generated from field: bytes token = 1;
+   */
+  token: Uint8Array;
+
+  /**
+   * logprob is the token's natural-log probability, at most 0.
+   *
+   * @generated from field: float logprob = 2;
+   */
+  logprob: number;
+
+  /**
+   * top are the most likely tokens at this position, at most the request's top_logprobs, most
+   * likely first, each token's bytes appearing once (the most likely token with those bytes).
+   *
+   * @generated from field: repeated darkbloom.provider.v1.TopLogprob top = 3;
+   */
+  top: TopLogprob[];
+};
+
+/**
+ * Describes the message darkbloom.provider.v1.TokenLogprob.
+ * Use `create(TokenLogprobSchema)` to create a new message.
+ */
+export const TokenLogprobSchema: GenMessage<TokenLogprob> = /*@__PURE__*/
+  messageDesc(file_darkbloom_provider_v1_provider, 17);
+
+/**
+ * TopLogprob is one of the most likely tokens at a position.
+ *
+ * @generated from message darkbloom.provider.v1.TopLogprob
+ */
+export type TopLogprob = Message<"darkbloom.provider.v1.TopLogprob"> & {
+  /**
+   * token is the token's bytes (a control token's are empty, as in the text).
+   *
+   * @generated from field: bytes token = 1;
+   */
+  token: Uint8Array;
+
+  /**
+   * logprob is its natural-log probability, at most 0.
+   *
+   * @generated from field: float logprob = 2;
+   */
+  logprob: number;
+};
+
+/**
+ * Describes the message darkbloom.provider.v1.TopLogprob.
+ * Use `create(TopLogprobSchema)` to create a new message.
+ */
+export const TopLogprobSchema: GenMessage<TopLogprob> = /*@__PURE__*/
+  messageDesc(file_darkbloom_provider_v1_provider, 18);
 
 /**
  * Embedding is the embedding of one input of an embeddings request.
@@ -1014,7 +1088,7 @@ export type Embedding = Message<"darkbloom.provider.v1.Embedding"> & {
  * Use `create(EmbeddingSchema)` to create a new message.
  */
 export const EmbeddingSchema: GenMessage<Embedding> = /*@__PURE__*/
-  messageDesc(file_darkbloom_provider_v1_provider, 17);
+  messageDesc(file_darkbloom_provider_v1_provider, 19);
 
 /**
  * InferenceAccepted tells the coordinator the engine admitted a request.
@@ -1035,7 +1109,7 @@ export type InferenceAccepted = Message<"darkbloom.provider.v1.InferenceAccepted
  * Use `create(InferenceAcceptedSchema)` to create a new message.
  */
 export const InferenceAcceptedSchema: GenMessage<InferenceAccepted> = /*@__PURE__*/
-  messageDesc(file_darkbloom_provider_v1_provider, 18);
+  messageDesc(file_darkbloom_provider_v1_provider, 20);
 
 /**
  * InferenceChunk carries generated text for one request, in order.
@@ -1088,7 +1162,7 @@ export type InferenceChunk = Message<"darkbloom.provider.v1.InferenceChunk"> & {
  * Use `create(InferenceChunkSchema)` to create a new message.
  */
 export const InferenceChunkSchema: GenMessage<InferenceChunk> = /*@__PURE__*/
-  messageDesc(file_darkbloom_provider_v1_provider, 19);
+  messageDesc(file_darkbloom_provider_v1_provider, 21);
 
 /**
  * Usage counts the tokens of one request.
@@ -1116,7 +1190,7 @@ export type Usage = Message<"darkbloom.provider.v1.Usage"> & {
  * Use `create(UsageSchema)` to create a new message.
  */
 export const UsageSchema: GenMessage<Usage> = /*@__PURE__*/
-  messageDesc(file_darkbloom_provider_v1_provider, 20);
+  messageDesc(file_darkbloom_provider_v1_provider, 22);
 
 /**
  * ChoiceEnd says how one choice of a request ended.
@@ -1144,7 +1218,7 @@ export type ChoiceEnd = Message<"darkbloom.provider.v1.ChoiceEnd"> & {
  * Use `create(ChoiceEndSchema)` to create a new message.
  */
 export const ChoiceEndSchema: GenMessage<ChoiceEnd> = /*@__PURE__*/
-  messageDesc(file_darkbloom_provider_v1_provider, 21);
+  messageDesc(file_darkbloom_provider_v1_provider, 23);
 
 /**
  * ResponseSignature lets a consumer check which provider produced a response (docs/ARCHITECTURE.md,
@@ -1196,7 +1270,7 @@ export type ResponseSignature = Message<"darkbloom.provider.v1.ResponseSignature
  * Use `create(ResponseSignatureSchema)` to create a new message.
  */
 export const ResponseSignatureSchema: GenMessage<ResponseSignature> = /*@__PURE__*/
-  messageDesc(file_darkbloom_provider_v1_provider, 22);
+  messageDesc(file_darkbloom_provider_v1_provider, 24);
 
 /**
  * InferenceComplete ends one request successfully.
@@ -1239,7 +1313,7 @@ export type InferenceComplete = Message<"darkbloom.provider.v1.InferenceComplete
  * Use `create(InferenceCompleteSchema)` to create a new message.
  */
 export const InferenceCompleteSchema: GenMessage<InferenceComplete> = /*@__PURE__*/
-  messageDesc(file_darkbloom_provider_v1_provider, 23);
+  messageDesc(file_darkbloom_provider_v1_provider, 25);
 
 /**
  * InferenceError ends one request with an error.
@@ -1288,7 +1362,7 @@ export type InferenceError = Message<"darkbloom.provider.v1.InferenceError"> & {
  * Use `create(InferenceErrorSchema)` to create a new message.
  */
 export const InferenceErrorSchema: GenMessage<InferenceError> = /*@__PURE__*/
-  messageDesc(file_darkbloom_provider_v1_provider, 24);
+  messageDesc(file_darkbloom_provider_v1_provider, 26);
 
 /**
  * Cancel asks the provider to stop serving one request and free its slot at once.
@@ -1316,7 +1390,7 @@ export type Cancel = Message<"darkbloom.provider.v1.Cancel"> & {
  * Use `create(CancelSchema)` to create a new message.
  */
 export const CancelSchema: GenMessage<Cancel> = /*@__PURE__*/
-  messageDesc(file_darkbloom_provider_v1_provider, 25);
+  messageDesc(file_darkbloom_provider_v1_provider, 27);
 
 /**
  * AttestationChallenge asks the provider to prove its state now.
@@ -1352,7 +1426,7 @@ export type AttestationChallenge = Message<"darkbloom.provider.v1.AttestationCha
  * Use `create(AttestationChallengeSchema)` to create a new message.
  */
 export const AttestationChallengeSchema: GenMessage<AttestationChallenge> = /*@__PURE__*/
-  messageDesc(file_darkbloom_provider_v1_provider, 26);
+  messageDesc(file_darkbloom_provider_v1_provider, 28);
 
 /**
  * AttestationResponse answers an AttestationChallenge.
@@ -1409,7 +1483,7 @@ export type AttestationResponse = Message<"darkbloom.provider.v1.AttestationResp
  * Use `create(AttestationResponseSchema)` to create a new message.
  */
 export const AttestationResponseSchema: GenMessage<AttestationResponse> = /*@__PURE__*/
-  messageDesc(file_darkbloom_provider_v1_provider, 27);
+  messageDesc(file_darkbloom_provider_v1_provider, 29);
 
 /**
  * LoadModel asks the provider to load a model ahead of demand.
@@ -1437,7 +1511,7 @@ export type LoadModel = Message<"darkbloom.provider.v1.LoadModel"> & {
  * Use `create(LoadModelSchema)` to create a new message.
  */
 export const LoadModelSchema: GenMessage<LoadModel> = /*@__PURE__*/
-  messageDesc(file_darkbloom_provider_v1_provider, 28);
+  messageDesc(file_darkbloom_provider_v1_provider, 30);
 
 /**
  * UnloadModel asks the provider to unload a model.
@@ -1465,7 +1539,7 @@ export type UnloadModel = Message<"darkbloom.provider.v1.UnloadModel"> & {
  * Use `create(UnloadModelSchema)` to create a new message.
  */
 export const UnloadModelSchema: GenMessage<UnloadModel> = /*@__PURE__*/
-  messageDesc(file_darkbloom_provider_v1_provider, 29);
+  messageDesc(file_darkbloom_provider_v1_provider, 31);
 
 /**
  * LoadModelStatus reports the progress of a LoadModel or UnloadModel operation.
@@ -1507,7 +1581,7 @@ export type LoadModelStatus = Message<"darkbloom.provider.v1.LoadModelStatus"> &
  * Use `create(LoadModelStatusSchema)` to create a new message.
  */
 export const LoadModelStatusSchema: GenMessage<LoadModelStatus> = /*@__PURE__*/
-  messageDesc(file_darkbloom_provider_v1_provider, 30);
+  messageDesc(file_darkbloom_provider_v1_provider, 32);
 
 /**
  * TrustReason is one finding behind a provider's trust level, as a stable code.
@@ -1535,7 +1609,7 @@ export type TrustReason = Message<"darkbloom.provider.v1.TrustReason"> & {
  * Use `create(TrustReasonSchema)` to create a new message.
  */
 export const TrustReasonSchema: GenMessage<TrustReason> = /*@__PURE__*/
-  messageDesc(file_darkbloom_provider_v1_provider, 31);
+  messageDesc(file_darkbloom_provider_v1_provider, 33);
 
 /**
  * RuntimeStatus tells the provider how the coordinator judges it.
@@ -1570,7 +1644,7 @@ export type RuntimeStatus = Message<"darkbloom.provider.v1.RuntimeStatus"> & {
  * Use `create(RuntimeStatusSchema)` to create a new message.
  */
 export const RuntimeStatusSchema: GenMessage<RuntimeStatus> = /*@__PURE__*/
-  messageDesc(file_darkbloom_provider_v1_provider, 32);
+  messageDesc(file_darkbloom_provider_v1_provider, 34);
 
 /**
  * Drain asks the provider to stop taking work, finish what it has and reconnect.
@@ -1598,7 +1672,7 @@ export type Drain = Message<"darkbloom.provider.v1.Drain"> & {
  * Use `create(DrainSchema)` to create a new message.
  */
 export const DrainSchema: GenMessage<Drain> = /*@__PURE__*/
-  messageDesc(file_darkbloom_provider_v1_provider, 33);
+  messageDesc(file_darkbloom_provider_v1_provider, 35);
 
 /**
  * AcceleratorKind is the compute device a provider's engine runs on.
@@ -1729,6 +1803,14 @@ export enum ModelFeature {
    * @generated from enum value: MODEL_FEATURE_EMBEDDINGS = 2;
    */
   EMBEDDINGS = 2,
+
+  /**
+   * MODEL_FEATURE_LOGPROBS: the engine reports each sampled token's log-probability under the
+   * model's raw distribution, with the most likely alternatives (`logprobs`, `top_logprobs`).
+   *
+   * @generated from enum value: MODEL_FEATURE_LOGPROBS = 3;
+   */
+  LOGPROBS = 3,
 }
 
 /**
