@@ -228,7 +228,6 @@ const BAD_VALUES: Record<string, readonly JValue[]> = {
   seed: [1.5, "42", true, raw("9007199254740993"), raw("-9007199254740993"), raw("1e309")],
   stop: [5, true, j({}), j([1]), j([null]), j(["a", "b", "c", "d", "e"]), j([["a"]])],
   user: [5, true, j({}), j(["u"])],
-  logprobs: [true, 1, 5],
   best_of: [2, 0, 9, "1", 1.5],
   response_format: [
     5,
@@ -263,15 +262,19 @@ const BAD_VALUES: Record<string, readonly JValue[]> = {
   parallel_tool_calls: ["yes", 1],
   // Not served: refused by name rather than ignored.
   functions: [j([{ name: "f" }])],
-  top_logprobs: [2],
 };
 
 const CHAT_BAD_VALUES: Record<string, readonly JValue[]> = {
   max_completion_tokens: [0, -5, "1", 1.5, raw("1e309")],
+  // A boolean on chat; top_logprobs (0 to 20) only with it.
+  logprobs: [1, "yes", j({})],
+  top_logprobs: [2, 21, -1, "2", 1.5],
 };
 
 const COMPLETION_BAD_VALUES: Record<string, readonly JValue[]> = {
   echo: [true],
+  // The number of alternatives itself on text completions, 0 to 5.
+  logprobs: [true, 6, -1, 1.5, "yes"],
 };
 
 function badMessages(marker: string): JValue[] {

@@ -562,6 +562,100 @@ describe("tools with LangChain", () => {
   });
 });
 
+describe("logprobs with the openai SDK and LangChain (the native core on tiny-llama)", () => {
+  const bytesOf = (content: Array<{ bytes: number[] | null }>) =>
+    Buffer.concat(content.map((c) => Buffer.from(c.bytes ?? []))).toString("utf8");
+
+  it("chat: each token with its bytes and alternatives, the greedy pick the likeliest, signed", async () => {
+    const r = await client.chat.completions.create({
+      model: "tiny-llama",
+      messages: [{ role: "user", content: "Say something." }],
+      temperature: 0,
+      max_tokens: 12,
+      logprobs: true,
+      top_logprobs: 3,
+    });
+    const choice = r.choices[0]!;
+    const content = choice.logprobs?.content ?? [];
+    expect(content.length).toBeGreaterThan(0);
+    expect(bytesOf(content)).toBe(choice.message.content);
+    for (const e of content) {
+      expect(e.top_logprobs.length).toBeGreaterThan(0);
+      expect(e.top_logprobs.length).toBeLessThanOrEqual(3);
+      expect(e.logprob).toBe(e.top_logprobs[0]!.logprob);
+      expect(e.logprob).toBeLessThanOrEqual(0);
+    }
+    expect(verifyResponse(r)).toMatchObject({ ok: true });
+    // The SDK's stream helper assembles the same tokens from the deltas.
+    const stream = client.chat.completions.stream({
+      model: "tiny-llama",
+      messages: [{ role: "user", content: "Say something." }],
+      temperature: 0,
+      max_tokens: 12,
+      logprobs: true,
+      top_logprobs: 3,
+    });
+    let events = 0;
+    stream.on("logprobs.content.delta", () => events++);
+    const final = await stream.finalChatCompletion();
+    expect(events).toBeGreaterThan(0);
+    expect(final.choices[0]?.logprobs?.content).toEqual(content);
+  });
+
+  it("text completions: the legacy tokens, figures and offsets", async () => {
+    const r = await client.completions.create({
+      model: "tiny-llama",
+      prompt: "Once upon a time",
+      temperature: 0,
+      max_tokens: 10,
+      logprobs: 2,
+    });
+    const lp = r.choices[0]!.logprobs!;
+    expect(lp.tokens?.length).toBeGreaterThan(0);
+    expect(lp.token_logprobs).toHaveLength(lp.tokens!.length);
+    expect(lp.text_offset?.[0]).toBe(0);
+    for (const top of lp.top_logprobs ?? []) expect(Object.keys(top).length).toBeLessThanOrEqual(2);
+    if (!lp.tokens!.some((t) => t.startsWith("bytes:"))) expect(lp.tokens!.join("")).toBe(r.choices[0]!.text);
+    expect(verifyResponse(r)).toMatchObject({ ok: true });
+  });
+
+  it("LangChain's ChatOpenAI reads them into response_metadata", async () => {
+    const chat = new ChatOpenAI({
+      model: "tiny-llama",
+      apiKey: alice.apiKey,
+      configuration: { baseURL: testbed.baseUrl },
+      temperature: 0,
+      maxTokens: 8,
+      maxRetries: 0,
+      logprobs: true,
+      topLogprobs: 2,
+    });
+    const message = await chat.invoke("Say something.");
+    const content = message.response_metadata.logprobs?.content as Array<{ bytes: number[] }>;
+    expect(content.length).toBeGreaterThan(0);
+    expect(bytesOf(content)).toBe(message.content);
+  });
+
+  it("a model whose providers report none is a 503 that says so; a bad top_logprobs is a 400", async () => {
+    await expect(
+      client.chat.completions.create({
+        model: "tiny",
+        messages: [{ role: "user", content: "hi" }],
+        max_tokens: 2,
+        logprobs: true,
+      }),
+    ).rejects.toMatchObject({ status: 503, message: expect.stringMatching(/log-probabilities/) });
+    await expect(
+      client.chat.completions.create({
+        model: "tiny-llama",
+        messages: [{ role: "user", content: "hi" }],
+        logprobs: true,
+        top_logprobs: 21,
+      }),
+    ).rejects.toMatchObject({ status: 400, param: "top_logprobs" });
+  });
+});
+
 describe("embeddings: tiny-embed (last-token pooling, EOS appended) on the llama engine", () => {
   const MODEL = "tiny-embed";
   const TEXTS = ["The cat sat on the mat.", "Un chat était assis.", "🐈 on a mat"];

@@ -41,13 +41,21 @@ export class ChunkFormatter {
     const t = JSON.stringify(text);
     const lp = this.logprobsJson(index, logprobs ?? []);
     if (this.endpoint === Endpoint.CHAT_COMPLETIONS) {
+      // With logprobs, a choice opens as OpenAI's do, with a delta of its role alone and no tokens:
+      // the openai SDK's stream helper counts the tokens of a choice's first event twice.
+      let opening = "";
+      let role = first;
+      if (first && this.logprobs) {
+        opening = `data: ${this.head}{"index":${index},"delta":{"role":"assistant","content":""},"logprobs":${this.logprobsJson(index, [])},"finish_reason":null}]${this.usageNull}}\n\n`;
+        role = false;
+      }
       const delta =
         toolCalls === undefined || toolCalls.length === 0
-          ? first
+          ? role
             ? `{"role":"assistant","content":${t}}`
             : `{"content":${t}}`
-          : toolCallsDelta(text, first, toolCalls);
-      return `data: ${this.head}{"index":${index},"delta":${delta},"logprobs":${lp},"finish_reason":null}]${this.usageNull}}\n\n`;
+          : toolCallsDelta(text, role, toolCalls);
+      return `${opening}data: ${this.head}{"index":${index},"delta":${delta},"logprobs":${lp},"finish_reason":null}]${this.usageNull}}\n\n`;
     }
     return `data: ${this.head}{"text":${t},"index":${index},"logprobs":${lp},"finish_reason":null}]${this.usageNull}}\n\n`;
   }
