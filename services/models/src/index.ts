@@ -26,7 +26,7 @@ export * from "./gguf/index.js";
 export * from "./mlx/index.js";
 export { sha256File } from "./sha256-file.js";
 export * from "./synth/index.js";
-export { FastModelTokenizer } from "./tokenizer/fast-model-tokenizer.js";
+export { FastModelTokenizer, vocabularyPieces } from "./tokenizer/fast-model-tokenizer.js";
 export { ModelTokenizer } from "./tokenizer/model-tokenizer.js";
 export { TokenizerPool, type TokenizerPoolOptions } from "./tokenizer/tokenizer-pool.js";
 export {

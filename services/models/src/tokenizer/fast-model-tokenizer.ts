@@ -30,6 +30,24 @@ function leadingSpaces(text: string): number {
   return n;
 }
 
+/**
+ * Each token's piece as llama_token_to_piece writes it (control tokens as nothing, as in text) from
+ * the vocabulary alone, or undefined where the port does not read the vocabulary (not byte-level
+ * BPE): the bytes a token's log-probability entry shows, for a core that has no vocabulary of its
+ * own (MLX).
+ */
+export function vocabularyPieces(
+  description: VocabularyDescription,
+): ((token: number) => Uint8Array) | undefined {
+  if (FastModelTokenizer.unsupported(description) !== undefined) return undefined;
+  // Built on first use: only requests that ask for log-probabilities need it.
+  let bpe: ByteLevelBpe | undefined;
+  return (token) => {
+    bpe ??= new ByteLevelBpe(description.vocabulary);
+    return bpe.piece(token, false);
+  };
+}
+
 export class FastModelTokenizer {
   private readonly vocabulary: PromptVocabulary;
   /** Whether chat prompts are counted by countChatMlPrompt (without building them). */

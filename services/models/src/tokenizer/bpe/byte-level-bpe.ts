@@ -223,7 +223,7 @@ export class ByteLevelBpe {
   }
 
   /** llama_token_to_piece with no lstrip. */
-  private piece(token: number, special: boolean): Uint8Array {
+  piece(token: number, special: boolean): Uint8Array {
     const attr = this.attributes[token];
     if (attr === undefined || token < 0) return new Uint8Array(0);
     const text = this.table.textOf(token);

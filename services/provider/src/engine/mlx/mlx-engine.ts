@@ -38,6 +38,11 @@ export class MlxEngine extends SchedulerEngine<MlxRunner> {
   readonly backend = "mlx";
   /** The MLX core's host sampler has no grammar matcher (its core refuses a grammar too). */
   protected readonly enforcesGrammar = false;
+  /**
+   * The core computes each sampled token's raw log-probabilities; their bytes come from the
+   * checkpoint's vocabulary (byte-level BPE, as the Qwen3 and Llama 3 families' are).
+   */
+  protected override readonly reportsLogprobs = true;
   protected readonly runtimeName = "node-llama-cpp";
   protected override readonly modelFormat = "mlx" as const;
   private readonly vocabularyCacheDir: string | undefined;

@@ -7,6 +7,7 @@
  * (fitContext), and a setting that does not fit even at the floor is refused rather than left to the
  * allocator (on the CPU an overcommitted allocation "succeeds" and the kernel kills the daemon later).
  */
+import { describeVocabulary, vocabularyPieces } from "@darkbloom/models";
 import { MlxModel, type MlxModelConfig, type MlxModelInfo, mlxErrorCode } from "@darkbloom/native/mlx";
 import type { Llama } from "node-llama-cpp";
 import { EngineError, type ModelFile } from "../engine.js";
@@ -15,6 +16,7 @@ import { type EngineLog, loadFailure } from "../llama/model-runner.js";
 import { errorMessage } from "../meters.js";
 import {
   assembleRunner,
+  cachedPieces,
   type SchedulerRunner,
   type SchedulerRunnerSettings,
 } from "../native/scheduler-runner.js";
@@ -112,6 +114,8 @@ export async function openMlxRunner(
         ...(settings.kvBits ? { kvBits: settings.kvBits } : {}),
       });
       const scheduler = held.scheduler;
+      // The core samples from logits alone: the entries' bytes come from the vocabulary.
+      const pieces = vocabularyPieces(describeVocabulary(tokenizer));
       return {
         tokenizer,
         model,
@@ -119,6 +123,7 @@ export async function openMlxRunner(
         rows: settings.maxBatch,
         maxContext: contextPerRow,
         threads: settings.threads,
+        ...(pieces ? { piece: cachedPieces(pieces) } : {}),
       };
     },
     (err) => {

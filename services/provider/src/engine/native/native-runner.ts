@@ -10,7 +10,12 @@ import { EngineError, type ModelFile } from "../engine.js";
 import { fitContext, ggufMemoryNeed } from "../llama/memory-estimate.js";
 import { type EngineLog, loadFailure } from "../llama/model-runner.js";
 import { errorMessage } from "../meters.js";
-import { assembleRunner, type SchedulerRunner, type SchedulerRunnerSettings } from "./scheduler-runner.js";
+import {
+  assembleRunner,
+  cachedPieces,
+  type SchedulerRunner,
+  type SchedulerRunnerSettings,
+} from "./scheduler-runner.js";
 
 /** A model of the native engine (its runner's model is a NativeLlamaModel). */
 export type NativeRunner = SchedulerRunner;
@@ -60,16 +65,7 @@ export async function openNativeRunner(
         queueDepth: settings.queueDepth,
       });
       const scheduler = held.scheduler;
-      // Pieces are asked for each token and its alternatives; at most the vocabulary is ever kept.
-      const pieces = new Map<number, Uint8Array>();
-      const piece = (token: number): Uint8Array => {
-        let bytes = pieces.get(token);
-        if (bytes === undefined) {
-          bytes = model.piece(token, false);
-          pieces.set(token, bytes);
-        }
-        return bytes;
-      };
+      const piece = cachedPieces((token) => model.piece(token, false));
       return {
         tokenizer,
         model,

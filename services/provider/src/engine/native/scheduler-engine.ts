@@ -6,7 +6,7 @@
  * side both share: submitting, cancelling and settling jobs (NativeJob), and the stats.
  */
 import type { RenderedPrompt } from "@darkbloom/models";
-import type { EngineError, GenerationRequest, TokenEvent } from "../engine.js";
+import { EngineError, type GenerationRequest, type TokenEvent } from "../engine.js";
 import { errorMessage } from "../meters.js";
 import { ModelHostEngine, type ModelHostOptions, type OptionChecks, type RunnerLoad } from "../model-host.js";
 import { IncrementalDetokenizer } from "../text.js";
@@ -61,7 +61,17 @@ export abstract class SchedulerEngine<R extends SchedulerRunner> extends ModelHo
   protected submit(job: NativeJob, runner: R, prompt: RenderedPrompt): void {
     job.tokenizer = runner.tokenizer;
     job.detokenizer = new IncrementalDetokenizer(runner.tokenizer.model);
-    if (job.request.sampling.logprobs !== undefined) job.piece = runner.piece;
+    if (job.request.sampling.logprobs !== undefined) {
+      // Entries show each token's bytes: a vocabulary the port cannot read has none to show.
+      if (!runner.piece) {
+        throw new EngineError(
+          "invalid_request",
+          `model ${runner.file.id} cannot report log-probabilities: its vocabulary is not byte-level BPE`,
+          400,
+        );
+      }
+      job.piece = runner.piece;
+    }
     job.schedulerId = `${++this.nextId}`;
     try {
       // Throws busy past rows + queueDepth, as the llama engine's admission does.

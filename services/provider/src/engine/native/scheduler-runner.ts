@@ -166,3 +166,19 @@ export async function assembleRunner(
   }
   return runner;
 }
+
+/**
+ * A token's piece, each asked of `piece` once: entries ask for each sampled token and its
+ * alternatives, and at most the vocabulary is ever kept.
+ */
+export function cachedPieces(piece: (token: number) => Uint8Array): (token: number) => Uint8Array {
+  const pieces = new Map<number, Uint8Array>();
+  return (token) => {
+    let bytes = pieces.get(token);
+    if (bytes === undefined) {
+      bytes = piece(token);
+      pieces.set(token, bytes);
+    }
+    return bytes;
+  };
+}
