@@ -3,7 +3,9 @@
 // the same prompts greedily free, under a json_schema grammar whose one string holds the whole answer
 // (the greedy path is the free one wherever the grammar allows it, so both decode as many tokens and
 // the difference is the grammar's per-token work), under json_object, and under the grammar of
-// tool_choice auto answered in text (free text that cannot contain the calls' trigger). Rounds
+// tool_choice auto answered in text (free text that cannot contain the calls' trigger); and, on the
+// engines that report them (the native core), free decoding that reports every token's
+// log-probability with 20 alternatives (`top_logprobs: 20`, the most a request may ask). Rounds
 // interleave targets.
 // Usage: npm run bench:grammar -- [--models tiny,qwen3-0.6b] [--engines native,llama] [--threads N]
 //          [--batches 1,4] [--prompt-tokens 64] [--gen-tokens 128] [--rounds 3] [--cache-dir DIR] [--json]
@@ -73,7 +75,9 @@ const GRAMMARS = {
     }) as ToolUse,
   ),
 };
-const CONDITIONS = ["free", ...Object.keys(GRAMMARS)] as const;
+/** Free decoding with every token's log-probability and the most alternatives a request may ask for. */
+const LOGPROBS = "logprobs 20";
+const CONDITIONS = ["free", ...Object.keys(GRAMMARS), LOGPROBS] as const;
 
 function grammarOf(responseFormat: unknown): string {
   const format = readResponseFormat({ response_format: responseFormat });
@@ -114,6 +118,9 @@ for (const shape of shapes) {
     ...Object.entries(GRAMMARS).map(([condition, grammar]) =>
       bench.engineTarget(engine, model.id, `${name} ${condition}`, { grammar }),
     ),
+    ...(engine.logprobs?.(model)
+      ? [bench.engineTarget(engine, model.id, `${name} ${LOGPROBS}`, { logprobs: 20 })]
+      : []),
   ]);
   const pressure = measureCpuPressure();
   try {
@@ -140,7 +147,7 @@ if (values.json) {
   );
 } else {
   process.stdout.write(
-    `\nGrammar-constrained decoding: ${machine}\n${promptTokens}-token prompts, up to ${genTokens} greedy ` +
+    `\nGrammar-constrained decoding and log-probabilities: ${machine}\n${promptTokens}-token prompts, up to ${genTokens} greedy ` +
       `tokens per row, ${threads} thread${threads === 1 ? "" : "s"}, median of ${rounds} round` +
       `${rounds === 1 ? "" : "s"}; decode tok/s while every row decodes (ratio to free decoding)\n`,
   );
@@ -161,7 +168,8 @@ if (values.json) {
           engine,
           String(b),
           ...CONDITIONS.map((c) => {
-            const rate = measured(`${engine} ${c}`, b)?.decodeTokensPerSecondSteady ?? Number.NaN;
+            const rate = measured(`${engine} ${c}`, b)?.decodeTokensPerSecondSteady;
+            if (rate === undefined) return "-"; // not served by this engine
             return c === "free" ? rate.toFixed(1) : `${rate.toFixed(1)} (${(rate / free).toFixed(2)})`;
           }),
           CONDITIONS.map((c) => ((measured(`${engine} ${c}`, b)?.completionTokens ?? 0) / b).toFixed(0)).join(
