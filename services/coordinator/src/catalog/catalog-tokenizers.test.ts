@@ -32,6 +32,7 @@ const model = (id: string, vocabularySha256: string | undefined): CatalogModel =
   outputMicroUsdPerMillion: 1n,
   enabled: true,
   vocabularySha256,
+  embeddingMinDimensions: undefined,
   createdAt: new Date(),
   updatedAt: new Date(),
 });

@@ -68,6 +68,14 @@ describe("ModelCatalog", () => {
     expect(catalog.list()).toHaveLength(1);
   });
 
+  it("keeps an embedding model's shortest dimensions, and clears them when a write has none", async () => {
+    const catalog = await startedCatalog();
+    expect((await catalog.upsert({ ...qwen, embeddingMinDimensions: 32 })).embeddingMinDimensions).toBe(32);
+    const other = await startedCatalog();
+    expect(other.get(qwen.id)?.embeddingMinDimensions).toBe(32);
+    expect((await catalog.upsert(qwen)).embeddingMinDimensions).toBeUndefined();
+  });
+
   it("picks up other replicas' writes on its periodic refresh", async () => {
     const catalog = await startedCatalog(50);
     const other = await startedCatalog();
@@ -97,6 +105,9 @@ describe("ModelCatalog", () => {
       { ...qwen, outputMicroUsdPerMillion: 2n ** 63n },
       { ...qwen, inputMicroUsdPerMillion: 1.5 as unknown as bigint },
       { ...qwen, displayName: "d".repeat(201) },
+      { ...qwen, embeddingMinDimensions: 0 },
+      { ...qwen, embeddingMinDimensions: 1.5 },
+      { ...qwen, embeddingMinDimensions: 65_537 },
     ];
     for (const model of bad) await expect(catalog.upsert(model)).rejects.toBeInstanceOf(InvalidArgumentError);
     await expect(catalog.upsert({ ...qwen, id: "a b" })).rejects.toThrow(

@@ -16,6 +16,11 @@ export interface CatalogModel {
    * own. Undefined: no vocabulary, and usage is only bounded from the text (billing/usage-meter.ts).
    */
   vocabularySha256: string | undefined;
+  /**
+   * The shortest `dimensions` an embeddings request may ask for: the model was trained for
+   * Matryoshka shortening down to it. Undefined: only the model's own length.
+   */
+  embeddingMinDimensions: number | undefined;
   createdAt: Date;
   updatedAt: Date;
 }
@@ -27,6 +32,8 @@ export interface CatalogModelInput {
   inputMicroUsdPerMillion: bigint;
   outputMicroUsdPerMillion: bigint;
   enabled?: boolean;
+  /** See CatalogModel; absent or undefined: none. */
+  embeddingMinDimensions?: number | undefined;
 }
 
 export interface ModelCatalogOptions {
@@ -43,6 +50,8 @@ export interface ModelCatalogOptions {
 const MODEL_ID_PATTERN = /^[A-Za-z0-9._:/-]{1,128}$/;
 const MAX_TEXT_LENGTH = 200;
 const MAX_INT64 = 2n ** 63n - 1n;
+/** Longer than any embedding model's vectors (the largest are 4,096 to 8,192 long). */
+const MAX_EMBEDDING_DIMENSIONS = 65_536;
 
 interface ModelRow {
   id: string;
@@ -52,12 +61,14 @@ interface ModelRow {
   output: string;
   enabled: boolean;
   tokenizer_sha256: string | null;
+  embedding_min_dimensions: number | null;
   created_at: Date;
   updated_at: Date;
 }
 
 const COLUMNS = `id, display_name, owned_by, input_micro_usd_per_million::text AS input,
-  output_micro_usd_per_million::text AS output, enabled, tokenizer_sha256, created_at, updated_at`;
+  output_micro_usd_per_million::text AS output, enabled, tokenizer_sha256, embedding_min_dimensions,
+  created_at, updated_at`;
 
 /** The channel a catalog write is announced on (no payload: every replica reloads its snapshot). */
 export const CATALOG_CHANNEL = "model_catalog";
@@ -112,17 +123,22 @@ export class ModelCatalog {
     return this.current().get(id);
   }
 
-  /** Adds a model or replaces its names, prices and state (its creation time is kept). */
+  /**
+   * Adds a model or replaces its names, prices, state and embedding dimensions (its creation time
+   * and vocabulary are kept).
+   */
   async upsert(input: CatalogModelInput): Promise<CatalogModel> {
     const model = validate(input);
     const { rows } = await this.pool.query<ModelRow>(
-      `INSERT INTO models (id, display_name, owned_by, input_micro_usd_per_million, output_micro_usd_per_million, enabled)
-       VALUES ($1, $2, $3, $4, $5, $6)
+      `INSERT INTO models (id, display_name, owned_by, input_micro_usd_per_million, output_micro_usd_per_million,
+         enabled, embedding_min_dimensions)
+       VALUES ($1, $2, $3, $4, $5, $6, $7)
        ON CONFLICT (id) DO UPDATE SET
          display_name = EXCLUDED.display_name, owned_by = EXCLUDED.owned_by,
          input_micro_usd_per_million = EXCLUDED.input_micro_usd_per_million,
          output_micro_usd_per_million = EXCLUDED.output_micro_usd_per_million,
-         enabled = EXCLUDED.enabled, updated_at = now()
+         enabled = EXCLUDED.enabled, embedding_min_dimensions = EXCLUDED.embedding_min_dimensions,
+         updated_at = now()
        RETURNING ${COLUMNS}`,
       [
         model.id,
@@ -131,6 +147,7 @@ export class ModelCatalog {
         model.inputMicroUsdPerMillion.toString(),
         model.outputMicroUsdPerMillion.toString(),
         model.enabled,
+        model.embeddingMinDimensions ?? null,
       ],
     );
     await this.written();
@@ -180,7 +197,16 @@ export class ModelCatalog {
   }
 }
 
-function validate(input: CatalogModelInput): Required<CatalogModelInput> {
+function validate(input: CatalogModelInput): Required<Omit<CatalogModelInput, "embeddingMinDimensions">> & {
+  embeddingMinDimensions: number | undefined;
+} {
+  const min = input.embeddingMinDimensions;
+  if (min !== undefined && (!Number.isInteger(min) || min < 1 || min > MAX_EMBEDDING_DIMENSIONS)) {
+    throw new InvalidArgumentError(
+      "embedding_min_dimensions",
+      `embedding_min_dimensions must be an integer from 1 to ${MAX_EMBEDDING_DIMENSIONS}`,
+    );
+  }
   if (typeof input.id !== "string" || !MODEL_ID_PATTERN.test(input.id)) {
     throw new InvalidArgumentError("id", "model id must be 1 to 128 characters of A-Z a-z 0-9 . _ : / -");
   }
@@ -207,6 +233,7 @@ function validate(input: CatalogModelInput): Required<CatalogModelInput> {
     inputMicroUsdPerMillion: input.inputMicroUsdPerMillion,
     outputMicroUsdPerMillion: input.outputMicroUsdPerMillion,
     enabled: input.enabled ?? true,
+    embeddingMinDimensions: min,
   };
 }
 
@@ -219,6 +246,7 @@ function toModel(row: ModelRow): CatalogModel {
     outputMicroUsdPerMillion: BigInt(row.output),
     enabled: row.enabled,
     vocabularySha256: row.tokenizer_sha256 ?? undefined,
+    embeddingMinDimensions: row.embedding_min_dimensions ?? undefined,
     createdAt: row.created_at,
     updatedAt: row.updated_at,
   };

@@ -4,7 +4,7 @@ import { uploadVocabulary, vocabularyOf } from "../catalog/vocabulary-upload.js"
 import { type AdminCommands, protoJson } from "./admin-call.js";
 import { table, usd } from "./format.js";
 import { UsageError } from "./io.js";
-import { microUsd } from "./parse.js";
+import { embeddingDimensions, microUsd } from "./parse.js";
 
 /** `admin models …`: the model catalog and its prices. */
 export function addModelCommands(admin: Command, cli: AdminCommands): void {
@@ -41,6 +41,9 @@ export function addModelCommands(admin: Command, cli: AdminCommands): void {
           inputMicroUsdPerMillion: call.opts.inputPrice as bigint,
           outputMicroUsdPerMillion: call.opts.outputPrice as bigint,
           enabled: call.opts.disabled !== true,
+          // Kept unless given: 0 (or "none") serves only the model's own length.
+          embeddingMinDimensions:
+            (call.opts.embeddingMinDimensions as number | undefined) ?? existing?.embeddingMinDimensions ?? 0,
         },
       });
       call.print(
@@ -55,7 +58,12 @@ export function addModelCommands(admin: Command, cli: AdminCommands): void {
     .requiredOption("--output-price <micro-usd>", "micro-USD per million completion tokens", microUsd)
     .option("--display-name <name>", "human-readable name")
     .option("--owned-by <publisher>", "the model's publisher")
-    .option("--disabled", "keep the model in the catalog but refuse requests for it");
+    .option("--disabled", "keep the model in the catalog but refuse requests for it")
+    .option(
+      "--embedding-min-dimensions <n|none>",
+      "an embedding model trained for Matryoshka shortening: the shortest `dimensions` served",
+      embeddingDimensions,
+    );
   cli
     .command(models, "delete", "remove a model from the catalog", async (call) => {
       const modelId = call.args[0] as string;

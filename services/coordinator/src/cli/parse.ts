@@ -204,3 +204,12 @@ export function byteSize(max: number): (value: string) => number {
     return bytes;
   };
 }
+
+/** `--embedding-min-dimensions`: a positive integer, or none (0 on the wire: only the model's own length). */
+export function embeddingDimensions(value: string): number {
+  if (value === "none") return 0;
+  if (!/^[1-9][0-9]{0,4}$/.test(value) || Number(value) > 65_536) {
+    throw new InvalidArgumentError("expected a positive integer (at most 65536) or none");
+  }
+  return Number(value);
+}

@@ -55,6 +55,22 @@ describe("bad input", () => {
       /--input-price/,
     );
     expectUsageError(
+      await cli([
+        "admin",
+        "models",
+        "set",
+        "m",
+        "--input-price",
+        "1",
+        "--output-price",
+        "1",
+        "--embedding-min-dimensions",
+        "0",
+        ...target,
+      ]),
+      /--embedding-min-dimensions.*positive integer/,
+    );
+    expectUsageError(
       await cli(["admin", "accounts", "list", "--url", "not a url", "--admin-key", "k"]),
       /http/,
     );
@@ -284,7 +300,20 @@ describe("against a coordinator", () => {
       ...target,
     ]);
     expect(set.stdout).toBe("qwen3-0.6b: input $0.100000 and output $0.300000 per million tokens, enabled\n");
-    // Changing prices keeps the display name; --disabled disables.
+    await cli([
+      "admin",
+      "models",
+      "set",
+      "qwen3-0.6b",
+      "--input-price",
+      "100000",
+      "--output-price",
+      "300000",
+      "--embedding-min-dimensions",
+      "32",
+      ...target,
+    ]);
+    // Changing prices keeps the display name and the dimensions; --disabled disables.
     await cli([
       "admin",
       "models",
@@ -304,6 +333,7 @@ describe("against a coordinator", () => {
         display_name: "Qwen3 0.6B",
         input_micro_usd_per_million: "1",
         enabled: false,
+        embedding_min_dimensions: 32,
       }),
     ]);
     const listed = await cli(["admin", "models", "list", ...target]);

@@ -4,6 +4,7 @@
  * the request is served, the worst case reserved, the request routed (only to providers that
  * compute the model's embeddings) with invisible retries, and the inputs' tokens settled.
  */
+import type { EmbeddingModel } from "@darkbloom/models/embeddings";
 import { parseTrustLevelName } from "@darkbloom/protocol";
 import { ModelFeature, TrustLevel } from "@darkbloom/protocol/provider/v1";
 import { wipe } from "@darkbloom/protocol/sealed-box";
@@ -93,12 +94,7 @@ function prepare(
       "model",
     );
   }
-  if (model && request.dimensions !== undefined && request.dimensions !== model.dimensions) {
-    throw invalidRequest(
-      `The model '${request.model}' computes ${model.dimensions}-dimensional embeddings and cannot shorten them; leave 'dimensions' out or send ${model.dimensions}.`,
-      "dimensions",
-    );
-  }
+  if (request.dimensions !== undefined) checkDimensions(request.model, request.dimensions, model, entry);
   // The context gate, on each input's estimate: the provider refuses one its count finds longer.
   if (served) {
     const limit = providers.contextLimit(request.model);
@@ -190,4 +186,39 @@ async function settle(billing: Billing, job: EmbeddingsJob, price: typeof FREE, 
 /** Whether the consumer left (rather than a limit stopping the request). */
 function consumerLeft(signal: AbortSignal): boolean {
   return signal.aborted && (!(signal.reason instanceof RequestStopped) || signal.reason.byConsumer);
+}
+
+/**
+ * `dimensions` is served where the catalog says the model was trained for Matryoshka shortening
+ * (embeddingMinDimensions): from that minimum up to its own length, the provider keeping the first
+ * d values and normalizing them again. Elsewhere only the model's own length; without the model's
+ * vocabulary its length is unknown, and a `dimensions` that nothing here can check is refused
+ * rather than passed to a provider that would shorten anything it is asked to.
+ */
+function checkDimensions(
+  modelId: string,
+  dimensions: number,
+  model: EmbeddingModel | undefined,
+  entry: { embeddingMinDimensions?: number | undefined } | undefined,
+): void {
+  const min = entry?.embeddingMinDimensions;
+  if (model === undefined) {
+    throw invalidRequest(
+      `The embedding length of '${modelId}' is not known here, so 'dimensions' cannot be served; leave it out.`,
+      "dimensions",
+    );
+  }
+  if (min === undefined) {
+    if (dimensions === model.dimensions) return;
+    throw invalidRequest(
+      `The model '${modelId}' computes ${model.dimensions}-dimensional embeddings and cannot shorten them; leave 'dimensions' out or send ${model.dimensions}.`,
+      "dimensions",
+    );
+  }
+  if (dimensions < min || dimensions > model.dimensions) {
+    throw invalidRequest(
+      `'dimensions' must be from ${min} to ${model.dimensions} for '${modelId}'.`,
+      "dimensions",
+    );
+  }
 }

@@ -33,7 +33,9 @@ export interface InferenceJob {
 
 /** What the pipeline needs of the model catalog: an in-memory lookup of state, prices and tokenizer. */
 export interface CatalogView {
-  lookup(modelId: string): ({ enabled: boolean } & ModelPrice) | undefined;
+  lookup(
+    modelId: string,
+  ): ({ enabled: boolean; embeddingMinDimensions?: number | undefined } & ModelPrice) | undefined;
   /** The model's token counts when the catalog has its vocabulary (and it is loaded). */
   tokenizer?(modelId: string): TokenCounter | undefined;
 }

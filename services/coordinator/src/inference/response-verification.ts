@@ -22,8 +22,8 @@ export const ResponseViolation = {
   /** The provider has a signing key but sent no response signature. */
   unsigned: "response_unsigned",
   /**
-   * The signature is not the record's version (completions 2: a daemon that registered as signing
-   * version 2 signed another; embeddings 1).
+   * The signature is not the record's version (completions 3: a daemon that registered as signing
+   * version 3 signed another; embeddings 1).
    */
   outdated: "response_signature_outdated",
   /** request_sha256 is not the hash of the request the coordinator sent. */

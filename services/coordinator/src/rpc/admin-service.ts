@@ -125,6 +125,7 @@ export function createAdminService(deps: AdminServiceDeps): ServiceImpl<typeof A
       if (!request.model) throw new InvalidArgumentError("model", "model is required");
       const { id, displayName, ownedBy, inputMicroUsdPerMillion, outputMicroUsdPerMillion, enabled } =
         request.model;
+      const min = request.model.embeddingMinDimensions;
       const stored = await catalog.upsert({
         id,
         displayName,
@@ -132,6 +133,7 @@ export function createAdminService(deps: AdminServiceDeps): ServiceImpl<typeof A
         inputMicroUsdPerMillion,
         outputMicroUsdPerMillion,
         enabled,
+        embeddingMinDimensions: min === 0 ? undefined : min,
       });
       return { model: model(stored) };
     }),
@@ -401,6 +403,7 @@ function model(value: CatalogModel) {
     enabled: value.enabled,
     createdAt: timestampFromDate(value.createdAt),
     vocabularySha256: value.vocabularySha256 ?? "",
+    embeddingMinDimensions: value.embeddingMinDimensions ?? 0,
   };
 }
 

@@ -144,16 +144,18 @@ export interface EmbeddingRequest {
   /** In request order; the result keeps it. */
   inputs: EmbeddingInput[];
   /**
-   * The vector length asked for. Only the model's own is served: a model trained for Matryoshka
-   * shortening says so nowhere in its GGUF, and truncating the vectors of one that was not makes
-   * worse embeddings, so any other length is refused (invalid_request naming `dimensions`).
+   * The vector length asked for (absent: the model's own): the first `dimensions` values, normalized
+   * again, as a model trained for Matryoshka shortening is meant to be used. Whether the model was is
+   * said nowhere in its GGUF: the coordinator asks for a shorter length only where its catalog says
+   * so. Longer than the model's own is refused (invalid_request naming `dimensions`).
    */
   dimensions?: number | undefined;
 }
 
 export interface EmbeddingResult {
   /**
-   * One vector per input, in input order, each the model's embedding length and L2-normalized (unit
+   * One vector per input, in input order, each `dimensions` long (the model's embedding length by
+   * default) and L2-normalized (unit
    * length, as OpenAI's and llama-server's are: cosine similarity is then a dot product).
    */
   embeddings: Float32Array[];
@@ -357,7 +359,7 @@ export interface Engine {
   logprobs?(model: ModelFile): boolean;
   /**
    * Embeds each input of a request (absent: the engine computes no embeddings). Bad input fails
-   * `done` with EngineError: a model that is not an embedding model or `dimensions` other than the
+   * `done` with EngineError: a model that is not an embedding model or `dimensions` longer than the
    * model's own (invalid_request), an input longer than the context (context_length_exceeded),
    * before anything is evaluated.
    */

@@ -8,6 +8,7 @@ import { providerDirectory } from "./0007_provider_directory.js";
 import { modelTokenizers } from "./0008_model_tokenizers.js";
 import { keyQuarantine } from "./0009_key_quarantine.js";
 import { directoryDispatch } from "./0010_directory_dispatch.js";
+import { embeddingDimensions } from "./0011_embedding_dimensions.js";
 import type { Migration } from "./migration.js";
 
 export type { Migration } from "./migration.js";
@@ -27,4 +28,5 @@ export const migrations: readonly Migration[] = [
   modelTokenizers,
   keyQuarantine,
   directoryDispatch,
+  embeddingDimensions,
 ];

@@ -162,11 +162,8 @@ export class EmbeddingRunner {
   admit(task: EmbeddingTask, render: (input: EmbeddingRequest["inputs"][number]) => Token[]): void {
     const { request } = task;
     const { dimensions } = this.embedding;
-    if (request.dimensions !== undefined && request.dimensions !== dimensions) {
-      throw invalid(
-        `'dimensions' must be ${dimensions} (this model's embedding length) or absent: ` +
-          `shortening embeddings is not supported`,
-      );
+    if (request.dimensions !== undefined && request.dimensions > dimensions) {
+      throw invalid(`'dimensions' must be at most ${dimensions} (this model's embedding length)`);
     }
     const tokens = request.inputs.map(render);
     for (const [i, t] of tokens.entries()) {
@@ -244,7 +241,7 @@ export class EmbeddingRunner {
         const started = performance.now();
         const embedding = await context.getEmbeddingFor(tokens);
         this.parts.meters.prefillChunk(tokens.length, (performance.now() - started) / 1000);
-        vector = normalized(embedding.vector, this.embedding.dimensions);
+        vector = normalized(embedding.vector, this.embedding.dimensions, task.request.dimensions);
       } catch (err) {
         this.queue.shift();
         task.fail(err);
@@ -277,18 +274,21 @@ export class EmbeddingRunner {
   }
 }
 
-/** The vector scaled to unit length, in binary32; throws for one of another length or no direction. */
-function normalized(values: readonly number[], dimensions: number): Float32Array {
+/**
+ * The vector's first `kept` values (all of them by default: Matryoshka shortening keeps a prefix)
+ * scaled to unit length, in binary32; throws for a vector of another length or no direction.
+ */
+function normalized(values: readonly number[], dimensions: number, kept = dimensions): Float32Array {
   if (values.length !== dimensions) {
     throw new Error(
       `the model gave a vector of ${values.length} values; its embedding length is ${dimensions}`,
     );
   }
   let sum = 0;
-  for (const v of values) sum += v * v;
+  for (let i = 0; i < kept; i++) sum += (values[i] as number) ** 2;
   const norm = Math.sqrt(sum);
   if (!Number.isFinite(norm) || norm === 0) throw new Error("the model gave a vector without a direction");
-  const out = new Float32Array(values.length);
-  for (let i = 0; i < values.length; i++) out[i] = (values[i] as number) / norm;
+  const out = new Float32Array(kept);
+  for (let i = 0; i < kept; i++) out[i] = (values[i] as number) / norm;
   return out;
 }

@@ -138,6 +138,12 @@ describe("llama engine embeddings", () => {
     // `dimensions` equal to the model's own is accepted.
     const same = await engine.embed(embedding([texts[0]!], { dimensions: 128 })).done;
     expect(same.embeddings[0]).toEqual(result.embeddings[0]);
+    // Shorter (Matryoshka): the first d values of the model's vector, normalized again.
+    const short = (await engine.embed(embedding([texts[0]!], { dimensions: 32 })).done).embeddings[0]!;
+    expect(short).toHaveLength(32);
+    expect(norm(short)).toBeCloseTo(1, 5);
+    const prefix = result.embeddings[0]!.subarray(0, 32);
+    for (let d = 0; d < 32; d++) expect(short[d]).toBeCloseTo(prefix[d]! / norm(prefix), 6);
   });
 
   it("takes concurrent requests in turns, each in input order", async () => {
@@ -152,7 +158,7 @@ describe("llama engine embeddings", () => {
     expect(b.embeddings).toEqual(singles.map((s) => s.embeddings[0]).reverse());
   });
 
-  it("refuses a generative model, an input over the context, and other dimensions", async () => {
+  it("refuses a generative model, an input over the context, and dimensions over the model's", async () => {
     const engine = makeEngine({ maxContext: 256 });
     await engine.load(embed);
     await engine.load(tiny);
@@ -166,9 +172,9 @@ describe("llama engine embeddings", () => {
     expect(tooLong).toMatchObject({ code: "context_length_exceeded", httpStatus: 400 });
     expect(tooLong.message).toMatch(/input\[1\] has \d+ tokens/);
 
-    const dims = await rejection(engine.embed(embedding(["hello"], { dimensions: 64 })).done);
+    const dims = await rejection(engine.embed(embedding(["hello"], { dimensions: 129 })).done);
     expect(dims).toMatchObject({ code: "invalid_request", httpStatus: 400 });
-    expect(dims.message).toMatch(/'dimensions' must be 128/);
+    expect(dims.message).toMatch(/'dimensions' must be at most 128/);
 
     const unknown = await rejection(engine.embed({ ...embedding(["hello"]), model: "nope" }).done);
     expect(unknown.code).toBe("model_not_found");
