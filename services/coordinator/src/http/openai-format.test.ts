@@ -33,6 +33,38 @@ describe("ChunkFormatter", () => {
     });
   });
 
+  it("with logprobs: a chat choice opens with its role alone, and completions count text_offset on", () => {
+    const entry = (text: string, logprob: number) => ({
+      token: new TextEncoder().encode(text),
+      logprob: Math.fround(logprob),
+      top: [],
+    });
+    const chat = new ChunkFormatter(Endpoint.CHAT_COMPLETIONS, "r", "m", false, true);
+    const events = chat.delta(0, "hé", true, undefined, [entry("h", -1), entry("é", -2)]).split("\n\n");
+    expect(events).toHaveLength(3); // the opening event, the delta, and the empty tail of the split
+    expect(parse(`${events[0]}\n\n`).choices[0]).toEqual({
+      index: 0,
+      delta: { role: "assistant", content: "" },
+      logprobs: { content: [], refusal: null },
+      finish_reason: null,
+    });
+    const delta = parse(`${events[1]}\n\n`).choices[0];
+    expect(delta.delta).toEqual({ content: "hé" });
+    expect(delta.logprobs.content.map((c: { bytes: number[] }) => c.bytes)).toEqual([[104], [195, 169]]);
+    expect(parse(chat.finish(0, "stop", false)).choices[0].logprobs).toEqual({ content: [], refusal: null });
+
+    const text = new ChunkFormatter(Endpoint.COMPLETIONS, "r", "m", false, true);
+    expect(
+      parse(text.delta(0, "hé", true, undefined, [entry("h", -1), entry("é", -2)])).choices[0].logprobs,
+    ).toMatchObject({ tokens: ["h", "é"], text_offset: [0, 1] });
+    expect(
+      parse(text.delta(0, "!", false, undefined, [entry("!", -3)])).choices[0].logprobs.text_offset,
+    ).toEqual([2]);
+    // Without logprobs asked, none are shown whatever a chunk carries.
+    const plain = new ChunkFormatter(Endpoint.CHAT_COMPLETIONS, "r", "m", false);
+    expect(parse(plain.delta(0, "h", true, undefined, [entry("h", -1)])).choices[0].logprobs).toBeNull();
+  });
+
   it("adds usage:null to every chunk and a final usage chunk when include_usage is set", () => {
     const f = new ChunkFormatter(Endpoint.CHAT_COMPLETIONS, "r", "m", true);
     expect(parse(f.delta(0, "a", true)).usage).toBeNull();

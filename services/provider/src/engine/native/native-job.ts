@@ -86,8 +86,22 @@ export class NativeJob extends GenerationJob {
       if (this.phase !== "decoding") this.phase = "decoding";
       for (const [i, token] of event.tokens.entries()) {
         this.host.tokenGenerated();
+        let end: "stop" | "length" | undefined;
+        try {
+          end = this.accept(token, this.scored(token, event.logprobs?.[i]));
+        } catch (err) {
+          // Thrown here it would escape from the core's callback: the request fails instead.
+          this.host.cancel(this);
+          this.fail(
+            err instanceof EngineError
+              ? err
+              : new EngineError("engine_failed", `generation failed: ${err}`, 500),
+          );
+          this.host.settled(this, "failed");
+          return;
+        }
         // "length" is the scheduler's to report (its done event follows the last token).
-        if (this.accept(token, this.scored(token, event.logprobs?.[i])) === "stop") {
+        if (end === "stop") {
           this.host.cancel(this);
           this.finish("stop");
           this.host.settled(this, "completed");
