@@ -111,6 +111,7 @@ for (const at of [...packages].sort()) {
 // Linked folders: what runs, from the built checkout, linked where npm linked them.
 const SHIPPED_FILE = /\.(js|mjs|cjs|json)$/;
 const UNSHIPPED_FILE = /\.(d\.ts|map|tsbuildinfo)$|\.test\.js$/;
+const STATIC_FILE = /\.(html|css|svg)$/;
 for (const folder of [...folders].sort()) {
   const from = join(built, folder);
   const to = join(outDir, folder);
@@ -120,7 +121,8 @@ for (const folder of [...folders].sort()) {
       cpSync(join(from, entry.name), join(to, entry.name));
     }
   }
-  for (const tree of ["bin", "dist"]) {
+  // static/: files served as they are (the console's page and stylesheet).
+  for (const tree of ["bin", "dist", "static"]) {
     if (!existsSync(join(from, tree))) continue;
     cpSync(join(from, tree), join(to, tree), {
       recursive: true,
@@ -129,6 +131,7 @@ for (const folder of [...folders].sort()) {
         if (inside === "") return true;
         if (tree === "dist" && inside.split(sep)[0] === "testing") return false;
         if (lstatSync(source).isDirectory()) return true;
+        if (tree === "static") return STATIC_FILE.test(source);
         return SHIPPED_FILE.test(source) && !UNSHIPPED_FILE.test(source);
       },
     });

@@ -281,9 +281,12 @@ describe("the built images", () => {
     async ({ target }) => {
       const files = await filesOutsideNodeModules(inRoot(root(target), "/app"));
       expect(files.length).toBeGreaterThan(10);
+      // Besides the JavaScript, the console's page, stylesheet and icon (what it serves as they are).
+      const served = (f: string) => /^services\/console\/static\/[^/]+\.(html|css|svg)$/.test(f);
+      if (target === "coordinator") expect(files.filter(served)).toHaveLength(3);
       const unexpected = files.filter(
         (f) =>
-          !/\.(js|mjs|json)$/.test(f) ||
+          (!/\.(js|mjs|json)$/.test(f) && !served(f)) ||
           /\.test\.js$/.test(f) ||
           /(^|\/)(src|testing|test-support)\//.test(f) ||
           /tsconfig/.test(f),
@@ -343,6 +346,11 @@ describe("the coordinator image", () => {
       const url = await awaitLine(child, /listening on (http:\/\/\S+)/);
       expect((await fetch(`${url}/healthz`)).status).toBe(200);
       expect((await fetch(`${url}/readyz`)).status).toBe(200);
+      // The console, from the files the image holds.
+      const page = await fetch(`${url}/console`);
+      expect(page.status).toBe(200);
+      expect(await page.text()).toContain('src="/console/app/main.js"');
+      expect((await fetch(`${url}/console/app/main.js`)).status).toBe(200);
       const port = Number(new URL(url).port);
       const check = await healthcheck("coordinator", { ...env, PORT: String(port) });
       expect(check.code, check.stderr).toBe(0);

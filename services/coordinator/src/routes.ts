@@ -3,7 +3,9 @@
 // the Connect services (Connect, gRPC and gRPC-Web under /darkbloom.<package>.<Service>/<Method>);
 // the replicas' PeerService there too, or alone on the peer port (listeners.ts).
 // startCoordinator builds the parts; this file only says which path reaches which of them.
+
 import type { ConnectRouter } from "@connectrpc/connect";
+import { loadConsole } from "@darkbloom/console";
 import { AdminService } from "@darkbloom/protocol/admin/v1";
 import { PeerService } from "@darkbloom/protocol/cluster/v1";
 import { InferenceService } from "@darkbloom/protocol/inference/v1";
@@ -33,6 +35,7 @@ import {
   usageHandler,
 } from "./http/handlers/accounts.js";
 import { completionsHandler } from "./http/handlers/completions.js";
+import { consoleRoutes } from "./http/handlers/console.js";
 import {
   deviceApproveHandler,
   deviceCodeHandler,
@@ -150,6 +153,8 @@ export function httpRoutes(t: RouteTargets): Route[] {
     // Operations
     r("GET", "/healthz", healthHandler()),
     r("GET", "/readyz", readinessHandler(t.ready)),
+    // The web console (static files; it talks to the routes above like any client)
+    ...consoleRoutes(loadConsole()),
   ];
   if (config.metricsPort === undefined) {
     routes.push(r("GET", "/metrics", metricsRoute(t)));

@@ -1,0 +1,117 @@
+import { getJson } from "../api.js";
+import { barChart } from "../chart.js";
+import { h, replace } from "../dom.js";
+import { count, day, usd, when } from "../format.js";
+
+interface Account {
+  account_id: string;
+  name: string;
+  balance_micro_usd: number;
+  credited_micro_usd: number;
+  earned_micro_usd: number;
+  held_micro_usd: number;
+}
+
+interface UsageRecord {
+  request_id: string;
+  model: string;
+  outcome: string | null;
+  prompt_tokens: number;
+  completion_tokens: number;
+  charged_micro_usd: number | null;
+  created_at: number;
+}
+
+/** The most recent requests read for the charts and the table (one page of the usage endpoint). */
+const RECENT = 100;
+
+/** The consumer's account at a glance: its money, its recent usage by day and by model, its requests. */
+export async function overviewView(main: HTMLElement): Promise<void> {
+  replace(main, h("h1", {}, "Account"), h("p", { role: "status" }, "Loading…"));
+  const [account, usage] = await Promise.all([
+    getJson<Account>("/v1/account"),
+    getJson<{ data: UsageRecord[]; has_more: boolean }>(`/v1/account/usage?limit=${RECENT}`),
+  ]);
+  const money = h(
+    "dl",
+    { class: "cards" },
+    card("Balance", usd(account.balance_micro_usd)),
+    card("Credited", usd(account.credited_micro_usd)),
+    card("Earned", usd(account.earned_micro_usd)),
+    card("Held for running requests", usd(account.held_micro_usd)),
+  );
+  replace(
+    main,
+    h("h1", {}, account.name ? `Account: ${account.name}` : "Account"),
+    h("p", { class: "hint" }, `Account ${account.account_id}`),
+    money,
+    ...usageSection(usage.data, usage.has_more),
+  );
+}
+
+function card(label: string, value: string): HTMLElement {
+  return h("div", { class: "card" }, h("dt", {}, label), h("dd", {}, value));
+}
+
+function usageSection(records: UsageRecord[], more: boolean): HTMLElement[] {
+  const heading = h("h2", {}, "Usage");
+  if (records.length === 0) return [heading, h("p", {}, "No requests yet.")];
+  const scope = more ? `the last ${records.length} requests` : `all ${records.length} requests`;
+  const tokensByDay = sums(records, (r) => day(r.created_at));
+  const tokensByModel = sums(records, (r) => r.model);
+  return [
+    heading,
+    barChart(`Tokens by day, ${scope}`, tokensByDay, "tokens"),
+    barChart(`Tokens by model, ${scope}`, tokensByModel, "tokens"),
+    h("h2", {}, "Recent requests"),
+    h(
+      "div",
+      { class: "table-wrap" },
+      h(
+        "table",
+        {},
+        h("caption", {}, `Newest first; ${scope}.`),
+        h(
+          "thead",
+          {},
+          h(
+            "tr",
+            {},
+            h("th", { scope: "col" }, "When"),
+            h("th", { scope: "col" }, "Model"),
+            h("th", { scope: "col" }, "Outcome"),
+            h("th", { scope: "col", class: "num" }, "Prompt"),
+            h("th", { scope: "col", class: "num" }, "Completion"),
+            h("th", { scope: "col", class: "num" }, "Charged"),
+          ),
+        ),
+        h(
+          "tbody",
+          {},
+          ...records.map((r) =>
+            h(
+              "tr",
+              {},
+              h("td", {}, when(r.created_at)),
+              h("td", {}, r.model),
+              h("td", {}, r.outcome ?? "running"),
+              h("td", { class: "num" }, count(r.prompt_tokens)),
+              h("td", { class: "num" }, count(r.completion_tokens)),
+              h("td", { class: "num" }, r.charged_micro_usd === null ? "—" : usd(r.charged_micro_usd)),
+            ),
+          ),
+        ),
+      ),
+    ),
+  ];
+}
+
+/** Tokens summed by a key, in key order. */
+function sums(records: UsageRecord[], key: (r: UsageRecord) => string): { label: string; value: number }[] {
+  const totals = new Map<string, number>();
+  for (const r of records)
+    totals.set(key(r), (totals.get(key(r)) ?? 0) + r.prompt_tokens + r.completion_tokens);
+  return [...totals.entries()]
+    .sort(([a], [b]) => (a < b ? -1 : 1))
+    .map(([label, value]) => ({ label, value }));
+}

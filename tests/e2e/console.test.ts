@@ -1,0 +1,165 @@
+// The web console in a real browser (Debian's Chromium driven by playwright-core: headless, no
+// downloads) against a real local network: signing in with an API key, the account's balance and
+// usage, signing out; the page reaches nothing but its own origin, runs under a strict
+// Content-Security-Policy, keeps the key out of every URL, and is small.
+
+import { existsSync } from "node:fs";
+import { get } from "node:http";
+import { gunzipSync } from "node:zlib";
+import { loadConsole } from "@darkbloom/console";
+import { type Browser, chromium, type Page } from "playwright-core";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startTestbed, type Testbed, type TestbedAccount } from "../testbed/index.js";
+
+const CHROMIUM = process.env.DARKBLOOM_CHROMIUM ?? "/usr/bin/chromium";
+
+/** Chromium is a Debian package CI installs; elsewhere its absence skips, unless it is required. */
+function browserTestable(): boolean {
+  if (existsSync(CHROMIUM)) return true;
+  if (process.env.DARKBLOOM_BROWSER_REQUIRED === "1") throw new Error(`no Chromium at ${CHROMIUM}`);
+  return false;
+}
+
+describe.skipIf(!browserTestable())("the console in Chromium", () => {
+  let testbed: Testbed;
+  let alice: TestbedAccount;
+  let browser: Browser;
+  let origin: string;
+
+  beforeAll(async () => {
+    testbed = await startTestbed({ providers: [{ models: ["tiny"] }] });
+    alice = await testbed.createAccount(100_000_000n, "Alice");
+    origin = new URL(testbed.baseUrl).origin;
+    // One request, so the account has usage to show.
+    await testbed.openai(alice.apiKey).chat.completions.create({
+      model: "tiny",
+      messages: [{ role: "user", content: "hi" }],
+      max_tokens: 4,
+    });
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      headless: true,
+      args: ["--no-sandbox", "--disable-background-networking", "--disable-dev-shm-usage"],
+    });
+  }, 180_000);
+
+  afterAll(async () => {
+    await browser?.close();
+    await testbed?.stop();
+  }, 60_000);
+
+  /** A fresh tab that records every request it makes and every CSP violation or page error. */
+  async function open(): Promise<{ page: Page; urls: string[]; problems: string[] }> {
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    const urls: string[] = [];
+    const problems: string[] = [];
+    page.on("request", (r) => urls.push(r.url()));
+    page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
+    page.on("console", (m) => {
+      if (m.type() === "error") problems.push(`console: ${m.text()}`);
+    });
+    await page.goto(`${origin}/console`);
+    return { page, urls, problems };
+  }
+
+  it("signs in with an API key, shows the balance and usage, and signs out", async () => {
+    const { page, urls, problems } = await open();
+    await page.getByLabel("API key").fill("dbk_not_a_key");
+    await page.getByRole("button", { name: "Sign in" }).click();
+    await expect.poll(() => page.getByRole("status").textContent()).toMatch(/not accepted/);
+
+    await page.getByLabel("API key").fill(alice.apiKey);
+    await page.keyboard.press("Enter");
+    await page.getByRole("heading", { name: "Account: Alice" }).waitFor();
+    const figure = (label: string) => page.locator(".card", { hasText: label }).locator("dd").textContent();
+    expect(await figure("Credited")).toBe("$100.00");
+    // Less the request's charge (a fraction of a cent: the minimum charge).
+    expect(await figure("Balance")).toMatch(/^\$(99\.\d\d|100\.00)$/);
+    expect(await page.locator("table:not(.visually-hidden) tbody tr").count()).toBe(1);
+    expect(await page.locator("table:not(.visually-hidden) tbody td").nth(1).textContent()).toBe("tiny");
+    // The charts' figures are in tables a screen reader reads.
+    expect(await page.locator("figure table caption").allTextContents()).toEqual([
+      "Tokens by day, all 1 requests",
+      "Tokens by model, all 1 requests",
+    ]);
+
+    // The key is in this tab's session storage only, and in no URL the page requested.
+    // (Expressions evaluated in the page, where these globals are.)
+    expect(await page.evaluate("Object.keys(sessionStorage)")).toEqual(["darkbloom.console.apiKey"]);
+    expect(await page.evaluate("localStorage.length + document.cookie.length")).toBe(0);
+    for (const url of urls) {
+      expect(new URL(url).origin).toBe(origin);
+      expect(url).not.toContain(alice.apiKey);
+    }
+
+    await page.getByRole("button", { name: "Sign out" }).click();
+    await page.getByRole("heading", { name: "Sign in" }).waitFor();
+    expect(await page.evaluate("sessionStorage.length")).toBe(0);
+    expect(
+      problems.filter((p) => !p.includes("401")),
+      problems.join("\n"),
+    ).toEqual([]);
+  });
+
+  it("is usable from the keyboard: skip link, labelled field, focus on what changed", async () => {
+    const { page } = await open();
+    // The field takes focus when the form opens; the only stop before it is the skip link.
+    await page.getByLabel("API key").waitFor();
+    expect(await page.evaluate("document.activeElement?.id")).toBe("api-key");
+    await page.keyboard.press("Shift+Tab");
+    expect(await page.evaluate("document.activeElement?.textContent")).toBe("Skip to content");
+    await page.getByLabel("API key").focus();
+    await page.keyboard.type(alice.apiKey);
+    await page.keyboard.press("Enter");
+    await page.getByRole("heading", { name: "Account: Alice" }).waitFor();
+    await expect.poll(() => page.evaluate("document.activeElement?.id")).toBe("main");
+  });
+
+  it("is served with a strict CSP, validators and gzip, and loads under 200 KB of compressed script", async () => {
+    const page = await fetch(`${origin}/console`, { headers: { "accept-encoding": "gzip" } });
+    expect(page.status).toBe(200);
+    const csp = page.headers.get("content-security-policy") ?? "";
+    expect(csp).toContain("default-src 'none'");
+    expect(csp).toContain("script-src 'self'");
+    expect(csp).toContain("connect-src 'self'");
+    expect(csp).not.toContain("unsafe");
+    expect(page.headers.get("x-content-type-options")).toBe("nosniff");
+    const etag = page.headers.get("etag") ?? "";
+    expect((await fetch(`${origin}/console`, { headers: { "if-none-match": etag } })).status).toBe(304);
+    // Every script the app loads is one of the console's files, whose gzipped bytes (as served to a
+    // browser that accepts gzip) are what the page downloads.
+    const assets = new Map((loadConsole() ?? []).map((a) => [`/console${a.path}`, a]));
+    const { page: tab, urls } = await open();
+    await tab.getByLabel("API key").waitFor();
+    const scripts = urls.filter((u) => u.endsWith(".js")).map((u) => new URL(u).pathname);
+    expect(scripts.length).toBeGreaterThan(0);
+    let compressed = 0;
+    for (const path of scripts) {
+      const asset = assets.get(path);
+      expect(asset, path).toBeDefined();
+      compressed += asset?.gzipped.byteLength ?? 0;
+    }
+    expect(compressed).toBeLessThan(200 * 1024);
+    const gz = await getGzip(`${origin}${scripts[0]}`);
+    expect(gz.encoding).toBe("gzip");
+    expect(gunzipSync(gz.body)).toEqual(assets.get(scripts[0]!)?.body);
+    // Paths outside the built files are not served.
+    expect((await fetch(`${origin}/console/../package.json`)).status).toBe(404);
+    expect((await fetch(`${origin}/console/app/main.d.ts`)).status).toBe(404);
+  });
+});
+
+/** A GET asking for gzip, its body as sent (fetch would decompress it). */
+function getGzip(url: string): Promise<{ encoding: string | undefined; body: Buffer }> {
+  return new Promise((resolve, reject) => {
+    get(url, { headers: { "accept-encoding": "gzip" } }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on("data", (c: Buffer) => chunks.push(c));
+      res.on("end", () =>
+        resolve({ encoding: res.headers["content-encoding"], body: Buffer.concat(chunks) }),
+      );
+      res.on("error", reject);
+    }).on("error", reject);
+  });
+}
