@@ -102,6 +102,44 @@ describe.skipIf(!browserTestable())("the console in Chromium", () => {
     ).toEqual([]);
   });
 
+  it("creates a key shown once, lists it without its secret, and revokes it", async () => {
+    const { page, problems } = await open();
+    await page.getByLabel("API key").fill(alice.apiKey);
+    await page.keyboard.press("Enter");
+    await page.getByRole("link", { name: "API keys" }).click();
+    await page.getByRole("heading", { name: "API keys" }).waitFor();
+    expect(await page.getByRole("link", { name: "API keys" }).getAttribute("aria-current")).toBe("page");
+    await page.getByLabel("Name (optional)").fill("ci laptop");
+    await page.getByRole("button", { name: "Create key" }).click();
+    const shown = page.getByLabel("New API key");
+    await shown.waitFor();
+    const secret = await shown.inputValue();
+    expect(secret).toMatch(/^dbk_/);
+    expect(
+      (await fetch(`${origin}/v1/account`, { headers: { authorization: `Bearer ${secret}` } })).status,
+    ).toBe(200);
+    // Listed by name and first characters only.
+    const row = page.locator("tbody tr", { hasText: "ci laptop" });
+    expect(await row.count()).toBe(1);
+    expect(await page.locator("table").textContent()).not.toContain(secret);
+    // Revoking asks first; declined, nothing changes.
+    page.once("dialog", (d) => void d.dismiss());
+    await row.getByRole("button", { name: /^Revoke ci laptop/ }).click();
+    expect(
+      (await fetch(`${origin}/v1/account`, { headers: { authorization: `Bearer ${secret}` } })).status,
+    ).toBe(200);
+    page.once("dialog", (d) => void d.accept());
+    await row.getByRole("button", { name: /^Revoke ci laptop/ }).click();
+    await page
+      .locator("tbody tr", { hasText: "ci laptop" })
+      .getByText(/^revoked /)
+      .waitFor();
+    expect(
+      (await fetch(`${origin}/v1/account`, { headers: { authorization: `Bearer ${secret}` } })).status,
+    ).toBe(401);
+    expect(problems).toEqual([]);
+  });
+
   it("is usable from the keyboard: skip link, labelled field, focus on what changed", async () => {
     const { page } = await open();
     // The field takes focus when the form opens; the only stop before it is the skip link.

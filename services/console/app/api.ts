@@ -15,12 +15,27 @@ export class ApiError extends Error {
  * GETs one of the coordinator's JSON endpoints (same origin) with the signed-in key, or `key` when
  * given (signing in checks it first). Throws ApiError with the coordinator's message.
  */
-export async function getJson<T>(path: string, key = apiKey()): Promise<T> {
+export function getJson<T>(path: string, key = apiKey()): Promise<T> {
+  return call<T>(path, undefined, key);
+}
+
+/** POSTs a JSON body to one of the coordinator's endpoints with the signed-in key. */
+export function postJson<T>(path: string, body: unknown): Promise<T> {
+  return call<T>(path, body, apiKey());
+}
+
+async function call<T>(path: string, request: unknown, key: string | undefined): Promise<T> {
   const headers: Record<string, string> = { accept: "application/json" };
   if (key !== undefined) headers.authorization = `Bearer ${key}`;
+  const init: RequestInit = { headers, credentials: "omit", cache: "no-store" };
+  if (request !== undefined) {
+    headers["content-type"] = "application/json";
+    init.method = "POST";
+    init.body = JSON.stringify(request);
+  }
   let response: Response;
   try {
-    response = await fetch(path, { headers, credentials: "omit", cache: "no-store" });
+    response = await fetch(path, init);
   } catch {
     throw new ApiError("The coordinator could not be reached.", 0);
   }

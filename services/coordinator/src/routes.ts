@@ -29,9 +29,12 @@ import type { Route } from "./http/app.js";
 import {
   accountHandler,
   applyReferralHandler,
+  createKeyHandler,
   earningsHandler,
+  listKeysHandler,
   redeemInviteHandler,
   referralCodeHandler,
+  revokeKeyHandler,
   usageHandler,
 } from "./http/handlers/accounts.js";
 import { completionsHandler } from "./http/handlers/completions.js";
@@ -119,6 +122,8 @@ export function httpRoutes(t: RouteTargets): Route[] {
     invites: t.invites,
     referrals: t.referrals,
     usage: t.usage,
+    keys: t.accounts,
+    onKeysChanged: () => auth.forgetAll(),
   };
   const device = {
     auth,
@@ -137,6 +142,9 @@ export function httpRoutes(t: RouteTargets): Route[] {
     r("GET", "/v1/account", accountHandler(account)),
     r("GET", "/v1/account/usage", usageHandler(account)),
     r("GET", "/v1/account/earnings", earningsHandler(account)),
+    r("GET", "/v1/account/keys", listKeysHandler(account)),
+    r("POST", "/v1/account/keys", createKeyHandler(account)),
+    r("POST", "/v1/account/keys/revoke", revokeKeyHandler(account)),
     r("POST", "/v1/invites/redeem", redeemInviteHandler(account)),
     r("GET", "/v1/referrals/code", referralCodeHandler(account)),
     r("POST", "/v1/referrals/apply", applyReferralHandler(account)),

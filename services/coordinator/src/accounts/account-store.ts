@@ -215,11 +215,15 @@ export class AccountStore {
     return rows.map(toApiKey);
   }
 
-  /** Revokes a key (revoking it again changes nothing) and returns it. */
-  async revokeApiKey(keyId: string): Promise<ApiKeyRecord> {
+  /**
+   * Revokes a key (revoking it again changes nothing) and returns it. With `accountId`, only a key
+   * of that account: another account's is not found, as if it did not exist.
+   */
+  async revokeApiKey(keyId: string, accountId?: string): Promise<ApiKeyRecord> {
     const { rows } = await this.pool.query<KeyRow>(
-      `UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1 RETURNING ${KEY_COLUMNS}`,
-      [keyId],
+      `UPDATE api_keys SET revoked_at = coalesce(revoked_at, now())
+       WHERE id = $1 AND ($2::text IS NULL OR account_id = $2) RETURNING ${KEY_COLUMNS}`,
+      [keyId, accountId ?? null],
     );
     const row = rows[0];
     if (row === undefined) throw new ApiKeyNotFoundError(keyId);

@@ -489,6 +489,51 @@ describe("balance, usage and earnings", () => {
   });
 });
 
+describe("API keys of one's own account", () => {
+  it("are created (the secret once), listed without secrets, and revoked, never another account's", async () => {
+    const ada = await account("keys-ada");
+    const bob = await account("keys-bob");
+    const created = await postJson(t.url, "/v1/account/keys", ada.key, { name: "laptop" });
+    expect(created.status).toBe(200);
+    const issued = await readJson(created);
+    expect(issued).toMatchObject({ object: "api_key", name: "laptop", revoked_at: null, last_used_at: null });
+    expect(issued.key).toMatch(/^dbk_/);
+    expect(issued.key.startsWith(issued.prefix)).toBe(true);
+    expect((await get("/v1/account", issued.key)).status).toBe(200);
+
+    const listed = await readJson(await get("/v1/account/keys", ada.key));
+    expect(listed.data.map((k: { id: string }) => k.id)).toContain(issued.id);
+    expect(JSON.stringify(listed)).not.toContain(issued.key);
+    expect(JSON.stringify(listed)).not.toContain(ada.key);
+
+    // Another account's key is not found, and stays usable.
+    await expectError(
+      await postJson(t.url, "/v1/account/keys/revoke", bob.key, { id: issued.id }),
+      404,
+      "not_found",
+      null,
+    );
+    expect((await get("/v1/account", issued.key)).status).toBe(200);
+    const revoked = await readJson(
+      await postJson(t.url, "/v1/account/keys/revoke", ada.key, { id: issued.id }),
+    );
+    expect(revoked.revoked_at).toEqual(expect.any(Number));
+    expect((await get("/v1/account", issued.key)).status).toBe(401);
+    await expectError(
+      await postJson(t.url, "/v1/account/keys/revoke", ada.key, {}),
+      400,
+      "missing_required_parameter",
+      "id",
+    );
+    await expectError(
+      await postJson(t.url, "/v1/account/keys", ada.key, { name: 5 }),
+      400,
+      "invalid_type",
+      "name",
+    );
+  });
+});
+
 describe("rate-limit tiers", () => {
   let limited: TestCoordinator;
 

@@ -1,3 +1,4 @@
+import type { AccountStore, ApiKeyRecord } from "../../accounts/account-store.js";
 import type { InviteStore } from "../../accounts/invites.js";
 import type { ReferralStore } from "../../accounts/referrals.js";
 import type { UsageStore } from "../../accounts/usage.js";
@@ -14,6 +15,9 @@ export interface AccountHandlerDeps extends JsonEndpointDeps {
   invites: InviteStore;
   referrals: ReferralStore;
   usage: UsageStore;
+  keys: Pick<AccountStore, "createApiKey" | "listApiKeys" | "revokeApiKey">;
+  /** A key was revoked: cached authentications are dropped (this replica at once, others within their TTL). */
+  onKeysChanged: () => void;
 }
 
 const PAGE = { min: 1, max: 100, fallback: 20 };
@@ -137,4 +141,52 @@ export function applyReferralHandler(deps: AccountHandlerDeps): Handler {
 
 function seconds(date: Date): number {
   return Math.floor(date.getTime() / 1000);
+}
+
+/**
+ * GET /v1/account/keys: the caller's account's API keys, newest first, as `{object: "list", data:
+ * [{object: "api_key", id, name, prefix, created_at, last_used_at, revoked_at}]}`. Never a secret:
+ * only its first characters, to recognise it.
+ */
+export function listKeysHandler(deps: AccountHandlerDeps): Handler {
+  return accountEndpoint(deps, async ({ principal }) => ({
+    object: "list",
+    data: (await deps.keys.listApiKeys(principal.accountId)).map(apiKeyJson),
+  }));
+}
+
+/**
+ * POST /v1/account/keys `{name?}`: a new key for the caller's account; its `key` (the secret) is in
+ * this response only and never stored.
+ */
+export function createKeyHandler(deps: AccountHandlerDeps): Handler {
+  return accountEndpoint(deps, async ({ principal, body }) => {
+    const name = body.name === undefined || body.name === null ? "" : requiredString(body, "name");
+    const issued = await deps.keys.createApiKey(principal.accountId, name);
+    return { ...apiKeyJson(issued.apiKey), key: issued.secret };
+  });
+}
+
+/**
+ * POST /v1/account/keys/revoke `{id}`: revokes one of the caller's account's keys (the one calling
+ * too: it stops working at once on this replica). Another account's key is not found.
+ */
+export function revokeKeyHandler(deps: AccountHandlerDeps): Handler {
+  return accountEndpoint(deps, async ({ principal, body }) => {
+    const revoked = await deps.keys.revokeApiKey(requiredString(body, "id"), principal.accountId);
+    deps.onKeysChanged();
+    return apiKeyJson(revoked);
+  });
+}
+
+function apiKeyJson(k: ApiKeyRecord) {
+  return {
+    object: "api_key",
+    id: k.id,
+    name: k.name,
+    prefix: k.prefix,
+    created_at: seconds(k.createdAt),
+    last_used_at: k.lastUsedAt === null ? null : seconds(k.lastUsedAt),
+    revoked_at: k.revokedAt === null ? null : seconds(k.revokedAt),
+  };
 }
