@@ -140,6 +140,41 @@ describe.skipIf(!browserTestable())("the console in Chromium", () => {
     expect(problems).toEqual([]);
   });
 
+  it("links a provider machine by approving its device-login code, and shows the earnings", async () => {
+    const { page, problems } = await open();
+    await page.getByLabel("API key").fill(alice.apiKey);
+    await page.keyboard.press("Enter");
+    await page.getByRole("link", { name: "Providing" }).click();
+    await page.getByRole("heading", { name: "Link a machine" }).waitFor();
+    expect(await page.getByText("No requests served yet.").count()).toBe(1);
+    // A daemon's `darkbloom login` starts the flow and shows the user code.
+    const started = (await (
+      await fetch(`${origin}/v1/device/code`, { method: "POST", body: "{}" })
+    ).json()) as {
+      device_code: string;
+      user_code: string;
+      interval: number;
+    };
+    const token = () =>
+      fetch(`${origin}/v1/device/token`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ device_code: started.device_code }),
+      });
+    expect((await token()).status).toBe(400); // authorization_pending
+    await page.getByLabel("Code shown by darkbloom login").fill("WRONG-CODE");
+    await page.getByRole("button", { name: "Approve" }).click();
+    await expect.poll(() => page.locator("#link-status").getAttribute("class")).toBe("error");
+    await page.getByLabel("Code shown by darkbloom login").fill(started.user_code);
+    await page.getByRole("button", { name: "Approve" }).click();
+    await expect.poll(() => page.locator("#link-status").textContent()).toMatch(/^Approved/);
+    // The daemon polling again gets its provider token, for Alice's account.
+    await new Promise((r) => setTimeout(r, started.interval * 1000));
+    const linked = await (await token()).json();
+    expect(linked).toMatchObject({ account_id: alice.id, token_type: "provider" });
+    expect(problems.filter((p) => !p.includes("status of 4"))).toEqual([]);
+  });
+
   it("is usable from the keyboard: skip link, labelled field, focus on what changed", async () => {
     const { page } = await open();
     // The field takes focus when the form opens; the only stop before it is the skip link.

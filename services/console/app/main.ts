@@ -3,11 +3,12 @@ import { h, replace } from "./dom.js";
 import { apiKey, signOut } from "./session.js";
 import { keysView } from "./views/keys.js";
 import { overviewView } from "./views/overview.js";
+import { providerView } from "./views/provider.js";
 import { signInView } from "./views/sign-in.js";
 
 /**
  * The console's shell: signed out it shows the sign-in form; signed in, the view the address's
- * fragment names (#/keys, or the account), with the navigation and a sign-out button. Focus moves to
+ * fragment names (#/keys, #/provider, or the account), with the navigation and a sign-out button. Focus moves to
  * the main region on each view, so keyboard and screen-reader users land on what changed.
  */
 const main = document.getElementById("main") as HTMLElement;
@@ -16,6 +17,7 @@ const nav = document.getElementById("nav") as HTMLElement;
 const VIEWS: Record<string, { title: string; show: (main: HTMLElement) => Promise<void> }> = {
   "#/": { title: "Account", show: overviewView },
   "#/keys": { title: "API keys", show: keysView },
+  "#/provider": { title: "Providing", show: providerView },
 };
 
 function render(): void {
