@@ -86,7 +86,10 @@ describe.skipIf(!browserTestable())("the console in Chromium", () => {
 
     // The key is in this tab's session storage only, and in no URL the page requested.
     // (Expressions evaluated in the page, where these globals are.)
-    expect(await page.evaluate("Object.keys(sessionStorage)")).toEqual(["darkbloom.console.apiKey"]);
+    expect(await page.evaluate("Object.keys(sessionStorage).sort()")).toEqual([
+      "darkbloom.console.apiKey",
+      "darkbloom.console.kind",
+    ]);
     expect(await page.evaluate("localStorage.length + document.cookie.length")).toBe(0);
     for (const url of urls) {
       expect(new URL(url).origin).toBe(origin);
@@ -173,6 +176,30 @@ describe.skipIf(!browserTestable())("the console in Chromium", () => {
     const linked = await (await token()).json();
     expect(linked).toMatchObject({ account_id: alice.id, token_type: "provider" });
     expect(problems.filter((p) => !p.includes("status of 4"))).toEqual([]);
+  });
+
+  it("signed in with the admin key: the fleet, the models and the ledger's verification", async () => {
+    const { page, problems } = await open();
+    await page.getByLabel("API key").fill(testbed.adminKey);
+    await page.keyboard.press("Enter");
+    await page.getByRole("heading", { name: "Fleet" }).waitFor();
+    expect(await page.getByText("1 connected provider.").count()).toBe(1);
+    const row = page.locator("table tbody tr").first();
+    expect(await row.locator("td").nth(6).textContent()).toMatch(/^tiny/);
+    expect(await page.locator(".card", { hasText: "By model" }).textContent()).toContain("tiny: 1");
+
+    await page.getByRole("link", { name: "Models" }).click();
+    await page.getByRole("heading", { name: "Models" }).waitFor();
+    expect(
+      await page.locator("tbody tr", { hasText: "tiny" }).first().locator("td").first().textContent(),
+    ).toBe("tiny");
+
+    await page.getByRole("link", { name: "Ledger" }).click();
+    await page.getByRole("button", { name: "Verify the ledger" }).click();
+    await expect.poll(() => page.locator("#ledger-result").textContent()).toMatch(/^The ledger verifies\./);
+    // An account's views are not the operator's: no account, keys or providing here.
+    expect(await page.getByRole("link", { name: "API keys" }).count()).toBe(0);
+    expect(problems.filter((p) => !p.includes("status of 401"))).toEqual([]);
   });
 
   it("is usable from the keyboard: skip link, labelled field, focus on what changed", async () => {

@@ -24,6 +24,14 @@ export function postJson<T>(path: string, body: unknown): Promise<T> {
   return call<T>(path, body, apiKey());
 }
 
+/**
+ * Calls a method of the typed AdminService over Connect's JSON protocol (a POST of the request's
+ * JSON form; the answer is the response's), with the signed-in admin key or `key`.
+ */
+export function admin<T>(method: string, request: unknown = {}, key = apiKey()): Promise<T> {
+  return call<T>(`/darkbloom.admin.v1.AdminService/${method}`, request, key);
+}
+
 async function call<T>(path: string, request: unknown, key: string | undefined): Promise<T> {
   const headers: Record<string, string> = { accept: "application/json" };
   if (key !== undefined) headers.authorization = `Bearer ${key}`;
@@ -41,7 +49,9 @@ async function call<T>(path: string, request: unknown, key: string | undefined):
   }
   const body: unknown = await response.json().catch(() => undefined);
   if (!response.ok) {
-    const message = (body as { error?: { message?: unknown } } | undefined)?.error?.message;
+    // OpenAI's shape on the HTTP routes ({error: {message}}), Connect's on the typed ones ({message}).
+    const shaped = body as { error?: { message?: unknown }; message?: unknown } | undefined;
+    const message = shaped?.error?.message ?? shaped?.message;
     throw new ApiError(typeof message === "string" ? message : `HTTP ${response.status}`, response.status);
   }
   return body as T;

@@ -1,23 +1,35 @@
 import { ApiError } from "./api.js";
 import { h, replace } from "./dom.js";
-import { apiKey, signOut } from "./session.js";
+import { apiKey, keyKind, signOut } from "./session.js";
 import { keysView } from "./views/keys.js";
+import { fleetView, ledgerView, modelsView } from "./views/operator.js";
 import { overviewView } from "./views/overview.js";
 import { providerView } from "./views/provider.js";
 import { signInView } from "./views/sign-in.js";
 
 /**
  * The console's shell: signed out it shows the sign-in form; signed in, the view the address's
- * fragment names (#/keys, #/provider, or the account), with the navigation and a sign-out button. Focus moves to
+ * fragment names among the key's (an account's, or the operator's with the admin key), with the
+ * navigation and a sign-out button. Focus moves to
  * the main region on each view, so keyboard and screen-reader users land on what changed.
  */
 const main = document.getElementById("main") as HTMLElement;
 const nav = document.getElementById("nav") as HTMLElement;
 
-const VIEWS: Record<string, { title: string; show: (main: HTMLElement) => Promise<void> }> = {
+type Views = Record<string, { title: string; show: (main: HTMLElement) => Promise<void> }>;
+
+/** What an account's API key sees: its own money, keys and machines. */
+const ACCOUNT: Views = {
   "#/": { title: "Account", show: overviewView },
   "#/keys": { title: "API keys", show: keysView },
   "#/provider": { title: "Providing", show: providerView },
+};
+
+/** What the admin key sees: the network. */
+const OPERATOR: Views = {
+  "#/": { title: "Fleet", show: fleetView },
+  "#/models": { title: "Models", show: modelsView },
+  "#/ledger": { title: "Ledger", show: ledgerView },
 };
 
 function render(): void {
@@ -26,8 +38,9 @@ function render(): void {
     signInView(main, render);
     return;
   }
-  const route = location.hash in VIEWS ? location.hash : "#/";
-  const view = VIEWS[route] as (typeof VIEWS)[string];
+  const views = keyKind() === "admin" ? OPERATOR : ACCOUNT;
+  const route = location.hash in views ? location.hash : "#/";
+  const view = views[route] as Views[string];
   const out = h("button", { type: "button", class: "quiet" }, "Sign out");
   out.addEventListener("click", () => {
     signOut();
@@ -35,7 +48,7 @@ function render(): void {
   });
   replace(
     nav,
-    ...Object.entries(VIEWS).map(([hash, v]) =>
+    ...Object.entries(views).map(([hash, v]) =>
       h("a", { href: hash, "aria-current": hash === route ? "page" : undefined }, v.title),
     ),
     out,

@@ -1,6 +1,21 @@
-import { ApiError, getJson } from "../api.js";
+import { ApiError, admin, getJson } from "../api.js";
 import { h, replace } from "../dom.js";
-import { signIn } from "../session.js";
+import { type KeyKind, signIn } from "../session.js";
+
+/**
+ * What the key is: an account's API key (GET /v1/account accepts it), else the admin key (the admin
+ * service accepts it); any other key is refused with the 401.
+ */
+async function kindOf(key: string): Promise<KeyKind> {
+  try {
+    await getJson("/v1/account", key);
+    return "account";
+  } catch (error) {
+    if (!(error instanceof ApiError) || error.status !== 401) throw error;
+    await admin("ListModels", {}, key);
+    return "admin";
+  }
+}
 
 /** The sign-in form: an API key, checked against the coordinator before it is kept. */
 export function signInView(main: HTMLElement, done: () => void): void {
@@ -26,7 +41,7 @@ export function signInView(main: HTMLElement, done: () => void): void {
       h(
         "p",
         { id: "api-key-hint", class: "hint" },
-        "Kept in this tab only, and sent to this coordinator only. Closing the tab signs you out.",
+        "An account's API key, or the coordinator's admin key. Kept in this tab only, and sent to this coordinator only. Closing the tab signs you out.",
       ),
     ),
     submit,
@@ -39,9 +54,9 @@ export function signInView(main: HTMLElement, done: () => void): void {
     submit.disabled = true;
     replace(status, "Checking…");
     status.className = "";
-    getJson<{ account_id: string }>("/v1/account", key).then(
-      () => {
-        signIn(key);
+    kindOf(key).then(
+      (kind) => {
+        signIn(key, kind);
         input.value = "";
         done();
       },

@@ -1,0 +1,202 @@
+import { admin } from "../api.js";
+import { h, replace } from "../dom.js";
+import { count, usd, when } from "../format.js";
+
+// The operator's views (signed in with the admin key): the fleet, the catalog's models and prices,
+// the ledger's verification. Each reads the typed AdminService over Connect's JSON protocol, whose
+// field names are the protobuf ones in lowerCamelCase and whose 64-bit integers are strings.
+
+interface Provider {
+  providerId: string;
+  machineId?: string;
+  daemonVersion?: string;
+  models?: string[];
+  loadedModels?: string[];
+  trustLevel?: string;
+  trustReasons?: string[];
+  state?: string;
+  routable?: boolean;
+  maxBatch?: number;
+  busySlots?: number;
+  decodeTokensPerSecond?: number;
+  chip?: string;
+  connectedAt?: string;
+}
+
+/** The connected providers: counts by model, trust, version and hardware, then each one. */
+export async function fleetView(main: HTMLElement): Promise<void> {
+  replace(main, h("h1", {}, "Fleet"), h("p", { role: "status" }, "Loading…"));
+  const { providers = [] } = await admin<{ providers?: Provider[] }>("ListProviders");
+  const tally = (key: (p: Provider) => string[]) => {
+    const counts = new Map<string, number>();
+    for (const p of providers) for (const k of key(p)) counts.set(k, (counts.get(k) ?? 0) + 1);
+    return [...counts.entries()].sort(([a], [b]) => (a < b ? -1 : 1));
+  };
+  const summary = (title: string, rows: [string, number][]) =>
+    h(
+      "div",
+      { class: "card" },
+      h("dt", {}, title),
+      ...rows.map(([k, n]) => h("dd", { class: "tally" }, `${k}: ${n}`)),
+    );
+  replace(
+    main,
+    h("h1", {}, "Fleet"),
+    h("p", {}, `${count(providers.length)} connected provider${providers.length === 1 ? "" : "s"}.`),
+    providers.length === 0
+      ? null
+      : h(
+          "dl",
+          { class: "cards" },
+          summary(
+            "By model",
+            tally((p) => p.models ?? []),
+          ),
+          summary(
+            "By trust",
+            tally((p) => [p.trustLevel || "none"]),
+          ),
+          summary(
+            "By version",
+            tally((p) => [p.daemonVersion || "unknown"]),
+          ),
+          summary(
+            "By hardware",
+            tally((p) => [p.chip || "unknown"]),
+          ),
+        ),
+    providers.length === 0
+      ? null
+      : table(
+          "Connected providers, by id.",
+          [
+            "Provider",
+            "Machine",
+            "Version",
+            "Hardware",
+            "Trust",
+            "State",
+            "Models",
+            "Rows busy",
+            "Decode tok/s",
+          ],
+          providers.map((p) => [
+            p.providerId,
+            p.machineId ?? "",
+            p.daemonVersion ?? "",
+            p.chip ?? "",
+            [p.trustLevel ?? "", ...(p.trustReasons ?? [])].filter(Boolean).join(": "),
+            `${p.state ?? ""}${p.routable === false ? " (not routable)" : ""}`,
+            (p.models ?? [])
+              .map((m) => ((p.loadedModels ?? []).includes(m) ? `${m} (loaded)` : m))
+              .join(", "),
+            `${p.busySlots ?? 0} / ${p.maxBatch ?? 0}`,
+            (p.decodeTokensPerSecond ?? 0).toFixed(1),
+          ]),
+        ),
+  );
+}
+
+interface Model {
+  id: string;
+  displayName?: string;
+  inputMicroUsdPerMillion?: string;
+  outputMicroUsdPerMillion?: string;
+  enabled?: boolean;
+  vocabularySha256?: string;
+  embeddingMinDimensions?: number;
+}
+
+/** The catalog: each model's prices, state, and whether its usage is counted here. */
+export async function modelsView(main: HTMLElement): Promise<void> {
+  replace(main, h("h1", {}, "Models"), h("p", { role: "status" }, "Loading…"));
+  const { models = [] } = await admin<{ models?: Model[] }>("ListModels");
+  replace(
+    main,
+    h("h1", {}, "Models"),
+    models.length === 0
+      ? h("p", {}, "The catalog is empty.")
+      : table(
+          "The catalog, by id. Prices per million tokens.",
+          ["Model", "Name", "Input", "Output", "Enabled", "Usage"],
+          models.map((m) => [
+            m.id,
+            m.displayName ?? "",
+            usd(Number(m.inputMicroUsdPerMillion ?? 0)),
+            usd(Number(m.outputMicroUsdPerMillion ?? 0)),
+            m.enabled ? "yes" : "no",
+            m.vocabularySha256 ? "counted" : "bounded",
+          ]),
+        ),
+  );
+}
+
+interface Verification {
+  ok?: boolean;
+  transactions?: string;
+  entries?: string;
+  accounts?: string;
+  openReservations?: string;
+  discrepancies?: { check?: string; detail?: string }[];
+}
+
+/** The ledger's invariants, checked on demand (every transaction balances, every balance adds up…). */
+export async function ledgerView(main: HTMLElement): Promise<void> {
+  const result = h("div", { id: "ledger-result", "aria-live": "polite" });
+  const run = h("button", { type: "button" }, "Verify the ledger");
+  run.addEventListener("click", () => {
+    run.disabled = true;
+    replace(result, h("p", { role: "status" }, "Verifying…"));
+    admin<Verification>("VerifyLedger").then(
+      (v) => {
+        run.disabled = false;
+        const checked = `${count(Number(v.transactions ?? 0))} transactions, ${count(Number(v.entries ?? 0))} entries, ${count(Number(v.accounts ?? 0))} accounts, ${count(Number(v.openReservations ?? 0))} open reservations, checked ${when(Date.now() / 1000)}.`;
+        const problems = v.discrepancies ?? [];
+        replace(
+          result,
+          h(
+            "p",
+            { class: v.ok ? "" : "error" },
+            v.ok ? "The ledger verifies." : "The ledger does not verify.",
+          ),
+          h("p", {}, checked),
+          problems.length === 0
+            ? null
+            : table(
+                "Discrepancies",
+                ["Invariant", "Detail"],
+                problems.map((d) => [d.check ?? "", d.detail ?? ""]),
+              ),
+        );
+      },
+      (error: unknown) => {
+        run.disabled = false;
+        replace(
+          result,
+          h("p", { class: "error", role: "alert" }, error instanceof Error ? error.message : "It failed."),
+        );
+      },
+    );
+  });
+  replace(
+    main,
+    h("h1", {}, "Ledger"),
+    h("p", {}, "Checks every invariant of the double-entry ledger."),
+    run,
+    result,
+  );
+}
+
+function table(caption: string, headings: string[], rows: string[][]): HTMLElement {
+  return h(
+    "div",
+    { class: "table-wrap" },
+    h(
+      "table",
+      {},
+      h("caption", {}, caption),
+      h("thead", {}, h("tr", {}, ...headings.map((t) => h("th", { scope: "col" }, t)))),
+      h("tbody", {}, ...rows.map((r) => h("tr", {}, ...r.map((c) => h("td", {}, c))))),
+    ),
+  );
+}
