@@ -105,6 +105,29 @@ describe.skipIf(!browserTestable())("the console in Chromium", () => {
     ).toEqual([]);
   });
 
+  it("redeems an invite code (the balance follows) and shows the account's referral code", async () => {
+    const bob = await testbed.createAccount(0n, "Bob");
+    const invite = await testbed.admin.createInvite({ creditMicroUsd: 5_000_000n, maxUses: 1 });
+    const { page, problems } = await open();
+    await page.getByLabel("API key").fill(bob.apiKey);
+    await page.keyboard.press("Enter");
+    await page.getByRole("heading", { name: "Account: Bob" }).waitFor();
+    expect(await page.locator("#referral-code").textContent()).toMatch(/\S{4,}/);
+    const balance = () => page.locator(".card", { hasText: "Balance" }).locator("dd").textContent();
+    expect(await balance()).toBe("$0.00");
+    await page.getByLabel("Redeem an invite code").fill(invite.code);
+    await page.getByRole("button", { name: "Redeem" }).click();
+    await expect
+      .poll(() => page.locator("#invite-code-status").textContent())
+      .toBe("Redeemed: $5.00 credited.");
+    await expect.poll(balance).toBe("$5.00");
+    // Once only: the same code again is refused with the coordinator's reason.
+    await page.getByLabel("Redeem an invite code").fill(invite.code);
+    await page.getByRole("button", { name: "Redeem" }).click();
+    await expect.poll(() => page.locator("#invite-code-status").getAttribute("class")).toBe("error");
+    expect(problems.filter((p) => !p.includes("status of 4"))).toEqual([]);
+  });
+
   it("creates a key shown once, lists it without its secret, and revokes it", async () => {
     const { page, problems } = await open();
     await page.getByLabel("API key").fill(alice.apiKey);

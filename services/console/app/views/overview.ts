@@ -2,6 +2,7 @@ import { getJson } from "../api.js";
 import { barChart } from "../chart.js";
 import { h, replace } from "../dom.js";
 import { count, day, usd, when } from "../format.js";
+import { invitesSection } from "./invites.js";
 
 interface Account {
   account_id: string;
@@ -28,24 +29,29 @@ const RECENT = 100;
 /** The consumer's account at a glance: its money, its recent usage by day and by model, its requests. */
 export async function overviewView(main: HTMLElement): Promise<void> {
   replace(main, h("h1", {}, "Account"), h("p", { role: "status" }, "Loading…"));
-  const [account, usage] = await Promise.all([
+  const money = h("dl", { class: "cards", id: "money" });
+  const showMoney = (a: Account) =>
+    replace(
+      money,
+      card("Balance", usd(a.balance_micro_usd)),
+      card("Credited", usd(a.credited_micro_usd)),
+      card("Earned", usd(a.earned_micro_usd)),
+      card("Held for running requests", usd(a.held_micro_usd)),
+    );
+  const [account, usage, invites] = await Promise.all([
     getJson<Account>("/v1/account"),
     getJson<{ data: UsageRecord[]; has_more: boolean }>(`/v1/account/usage?limit=${RECENT}`),
+    // A redeemed invite changes the balance: the figures are read again.
+    invitesSection(() => void getJson<Account>("/v1/account").then(showMoney, () => {})),
   ]);
-  const money = h(
-    "dl",
-    { class: "cards" },
-    card("Balance", usd(account.balance_micro_usd)),
-    card("Credited", usd(account.credited_micro_usd)),
-    card("Earned", usd(account.earned_micro_usd)),
-    card("Held for running requests", usd(account.held_micro_usd)),
-  );
+  showMoney(account);
   replace(
     main,
     h("h1", {}, account.name ? `Account: ${account.name}` : "Account"),
     h("p", { class: "hint" }, `Account ${account.account_id}`),
     money,
     ...usageSection(usage.data, usage.has_more),
+    ...invites,
   );
 }
 
