@@ -2,6 +2,7 @@ import { ApiError, getJson, postJson } from "../api.js";
 import { h, replace } from "../dom.js";
 import { when } from "../format.js";
 import { signOut } from "../session.js";
+import { dataTable } from "../widgets.js";
 
 interface ApiKey {
   id: string;
@@ -69,42 +70,16 @@ export async function keysView(main: HTMLElement): Promise<void> {
 
 function table(main: HTMLElement, keys: ApiKey[]): HTMLElement {
   if (keys.length === 0) return h("p", {}, "No keys.");
-  return h(
-    "div",
-    { class: "table-wrap" },
-    h(
-      "table",
-      {},
-      h("caption", {}, "Newest first. A revoked key stops working at once."),
-      h(
-        "thead",
-        {},
-        h(
-          "tr",
-          {},
-          h("th", { scope: "col" }, "Name"),
-          h("th", { scope: "col" }, "Key"),
-          h("th", { scope: "col" }, "Created"),
-          h("th", { scope: "col" }, "Last used"),
-          h("th", { scope: "col" }, "State"),
-        ),
-      ),
-      h(
-        "tbody",
-        {},
-        ...keys.map((k) =>
-          h(
-            "tr",
-            {},
-            h("td", {}, k.name || "—"),
-            h("td", {}, h("code", {}, `${k.prefix}…`)),
-            h("td", {}, when(k.created_at)),
-            h("td", {}, k.last_used_at === null ? "never" : when(k.last_used_at)),
-            h("td", {}, k.revoked_at === null ? revokeButton(main, k) : `revoked ${when(k.revoked_at)}`),
-          ),
-        ),
-      ),
-    ),
+  return dataTable(
+    "Newest first. A revoked key stops working at once.",
+    ["Name", "Key", "Created", "Last used", "State"],
+    keys.map((k) => [
+      k.name || "—",
+      h("code", {}, `${k.prefix}…`),
+      when(k.created_at),
+      k.last_used_at === null ? "never" : when(k.last_used_at),
+      k.revoked_at === null ? revokeButton(main, k) : `revoked ${when(k.revoked_at)}`,
+    ]),
   );
 }
 

@@ -1,6 +1,7 @@
 import { admin } from "../api.js";
 import { h, replace } from "../dom.js";
 import { count, usd, when } from "../format.js";
+import { dataTable } from "../widgets.js";
 
 // The operator's views (signed in with the admin key): the fleet, the catalog's models and prices,
 // the ledger's verification. Each reads the typed AdminService over Connect's JSON protocol, whose
@@ -67,7 +68,7 @@ export async function fleetView(main: HTMLElement): Promise<void> {
         ),
     providers.length === 0
       ? null
-      : table(
+      : dataTable(
           "Connected providers, by id.",
           [
             "Provider",
@@ -116,7 +117,7 @@ export async function modelsView(main: HTMLElement): Promise<void> {
     h("h1", {}, "Models"),
     models.length === 0
       ? h("p", {}, "The catalog is empty.")
-      : table(
+      : dataTable(
           "The catalog, by id. Prices per million tokens.",
           ["Model", "Name", "Input", "Output", "Enabled", "Usage"],
           models.map((m) => [
@@ -162,7 +163,7 @@ export async function ledgerView(main: HTMLElement): Promise<void> {
           h("p", {}, checked),
           problems.length === 0
             ? null
-            : table(
+            : dataTable(
                 "Discrepancies",
                 ["Invariant", "Detail"],
                 problems.map((d) => [d.check ?? "", d.detail ?? ""]),
@@ -184,19 +185,5 @@ export async function ledgerView(main: HTMLElement): Promise<void> {
     h("p", {}, "Checks every invariant of the double-entry ledger."),
     run,
     result,
-  );
-}
-
-function table(caption: string, headings: string[], rows: string[][]): HTMLElement {
-  return h(
-    "div",
-    { class: "table-wrap" },
-    h(
-      "table",
-      {},
-      h("caption", {}, caption),
-      h("thead", {}, h("tr", {}, ...headings.map((t) => h("th", { scope: "col" }, t)))),
-      h("tbody", {}, ...rows.map((r) => h("tr", {}, ...r.map((c) => h("td", {}, c))))),
-    ),
   );
 }

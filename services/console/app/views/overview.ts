@@ -2,6 +2,7 @@ import { getJson } from "../api.js";
 import { barChart } from "../chart.js";
 import { h, replace } from "../dom.js";
 import { count, day, usd, when } from "../format.js";
+import { card, dataTable } from "../widgets.js";
 import { invitesSection } from "./invites.js";
 
 interface Account {
@@ -55,10 +56,6 @@ export async function overviewView(main: HTMLElement): Promise<void> {
   );
 }
 
-function card(label: string, value: string): HTMLElement {
-  return h("div", { class: "card" }, h("dt", {}, label), h("dd", {}, value));
-}
-
 function usageSection(records: UsageRecord[], more: boolean): HTMLElement[] {
   const heading = h("h2", {}, "Usage");
   if (records.length === 0) return [heading, h("p", {}, "No requests yet.")];
@@ -70,44 +67,24 @@ function usageSection(records: UsageRecord[], more: boolean): HTMLElement[] {
     barChart(`Tokens by day, ${scope}`, tokensByDay, "tokens"),
     barChart(`Tokens by model, ${scope}`, tokensByModel, "tokens"),
     h("h2", {}, "Recent requests"),
-    h(
-      "div",
-      { class: "table-wrap" },
-      h(
-        "table",
-        {},
-        h("caption", {}, `Newest first; ${scope}.`),
-        h(
-          "thead",
-          {},
-          h(
-            "tr",
-            {},
-            h("th", { scope: "col" }, "When"),
-            h("th", { scope: "col" }, "Model"),
-            h("th", { scope: "col" }, "Outcome"),
-            h("th", { scope: "col", class: "num" }, "Prompt"),
-            h("th", { scope: "col", class: "num" }, "Completion"),
-            h("th", { scope: "col", class: "num" }, "Charged"),
-          ),
-        ),
-        h(
-          "tbody",
-          {},
-          ...records.map((r) =>
-            h(
-              "tr",
-              {},
-              h("td", {}, when(r.created_at)),
-              h("td", {}, r.model),
-              h("td", {}, r.outcome ?? "running"),
-              h("td", { class: "num" }, count(r.prompt_tokens)),
-              h("td", { class: "num" }, count(r.completion_tokens)),
-              h("td", { class: "num" }, r.charged_micro_usd === null ? "—" : usd(r.charged_micro_usd)),
-            ),
-          ),
-        ),
-      ),
+    dataTable(
+      `Newest first; ${scope}.`,
+      [
+        "When",
+        "Model",
+        "Outcome",
+        { label: "Prompt", numeric: true },
+        { label: "Completion", numeric: true },
+        { label: "Charged", numeric: true },
+      ],
+      records.map((r) => [
+        when(r.created_at),
+        r.model,
+        r.outcome ?? "running",
+        count(r.prompt_tokens),
+        count(r.completion_tokens),
+        r.charged_micro_usd === null ? "—" : usd(r.charged_micro_usd),
+      ]),
     ),
   ];
 }

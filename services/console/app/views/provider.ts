@@ -2,6 +2,7 @@ import { ApiError, getJson, postJson } from "../api.js";
 import { barChart } from "../chart.js";
 import { h, replace } from "../dom.js";
 import { count, day, usd, when } from "../format.js";
+import { card, dataTable } from "../widgets.js";
 
 interface Earnings {
   earned_micro_usd: number;
@@ -42,10 +43,6 @@ export async function providerView(main: HTMLElement): Promise<void> {
     ),
     ...served(earnings),
   );
-}
-
-function card(label: string, value: string): HTMLElement {
-  return h("div", { class: "card" }, h("dt", {}, label), h("dd", {}, value));
 }
 
 /** The code a daemon's `darkbloom login` prints: approving links that machine to this account. */
@@ -122,42 +119,22 @@ function served(earnings: Earnings): HTMLElement[] {
     .map(([label, micro]) => ({ label, value: micro / 1_000_000 }));
   return [
     barChart(`Earned by day (USD), ${scope}`, bars, "USD"),
-    h(
-      "div",
-      { class: "table-wrap" },
-      h(
-        "table",
-        {},
-        h("caption", {}, `Requests served, newest first; ${scope}.`),
-        h(
-          "thead",
-          {},
-          h(
-            "tr",
-            {},
-            h("th", { scope: "col" }, "Settled"),
-            h("th", { scope: "col" }, "Model"),
-            h("th", { scope: "col", class: "num" }, "Tokens"),
-            h("th", { scope: "col", class: "num" }, "Earned"),
-            h("th", { scope: "col", class: "num" }, "Withheld"),
-          ),
-        ),
-        h(
-          "tbody",
-          {},
-          ...earnings.data.map((r) =>
-            h(
-              "tr",
-              {},
-              h("td", {}, when(r.settled_at)),
-              h("td", {}, r.model),
-              h("td", { class: "num" }, count(r.prompt_tokens + r.completion_tokens)),
-              h("td", { class: "num" }, usd(r.earned_micro_usd)),
-              h("td", { class: "num" }, usd(r.withheld_micro_usd)),
-            ),
-          ),
-        ),
-      ),
+    dataTable(
+      `Requests served, newest first; ${scope}.`,
+      [
+        "Settled",
+        "Model",
+        { label: "Tokens", numeric: true },
+        { label: "Earned", numeric: true },
+        { label: "Withheld", numeric: true },
+      ],
+      earnings.data.map((r) => [
+        when(r.settled_at),
+        r.model,
+        count(r.prompt_tokens + r.completion_tokens),
+        usd(r.earned_micro_usd),
+        usd(r.withheld_micro_usd),
+      ]),
     ),
   ];
 }
