@@ -11,6 +11,7 @@ import {
   SignerKind,
   ThermalState,
 } from "@darkbloom/protocol/provider/v1";
+import { RESPONSE_SIGNATURE_VERSION } from "@darkbloom/protocol/verifiable-response";
 
 // ---------------------------------------------------------------------------------------------
 // Seeded randomness
@@ -875,7 +876,7 @@ function validishRegister(rng: Rng, models: string[]): ConnectRequestInit {
         })),
         encryptionPublicKey: x25519Like(rng),
         capacity: { maxBatch: rng.pick([1, 4096]), maxContext: rng.pick([0, 2 ** 32 - 1]) },
-        responseSignatureVersion: 2,
+        responseSignatureVersion: RESPONSE_SIGNATURE_VERSION,
         hardware: {
           machineModel: "x".repeat(rng.range(0, 2000)),
           chip: "\u0000",

@@ -192,7 +192,6 @@ describe("logprobs", () => {
       () => entries().map((e, i) => (i === 1 ? { ...e, token: utf8("e") } : e)),
     ],
     ["a positive logprob", () => entries().map((e, i) => (i === 0 ? { ...e, logprob: 0.5 } : e))],
-    ["a figure that is not binary32", () => entries().map((e, i) => (i === 0 ? { ...e, logprob: -0.1 } : e))],
     [
       "more alternatives than asked",
       () => entries(2).map((e) => ({ ...e, top: [...e.top, { token: utf8("x"), logprob: f(-5) }] })),

@@ -10,6 +10,7 @@ import {
 } from "@darkbloom/protocol/verifiable-embeddings";
 import {
   hex,
+  RESPONSE_SIGNATURE_VERSION,
   responseSha256,
   responseSignatureMessage,
   sha256,
@@ -39,7 +40,7 @@ function savedResponse(text: string) {
     choices: [{ index: 0, message: { role: "assistant", content: text }, finish_reason: "stop" }],
     usage: { prompt_tokens: 5, completion_tokens: 4, total_tokens: 9 },
     darkbloom: {
-      version: 2,
+      version: RESPONSE_SIGNATURE_VERSION,
       provider_id: "prov_abc",
       trust_level: "self_signed",
       signing_key: KEY,
