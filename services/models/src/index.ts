@@ -8,6 +8,7 @@ export {
   type EmbeddingInput,
   type GenerationInput,
   LOGIT_BIAS_MAX_ENTRIES,
+  MAX_TOP_LOGPROBS,
   readGenerationInput,
   readLogitBias,
   readLogprobs,

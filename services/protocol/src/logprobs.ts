@@ -21,6 +21,12 @@
  * This module only needs node:buffer, so a consumer can use it without the rest of Darkbloom.
  */
 
+/**
+ * The lowest figure written: JSON has no -Infinity, so what is less likely than this is shown as
+ * this (vLLM's floor too). Providers floor their figures here; the coordinator refuses lower ones.
+ */
+export const LOGPROB_FLOOR = -9999;
+
 /** One of the most likely tokens at a position. */
 export interface SignedTopLogprob {
   token: Uint8Array;

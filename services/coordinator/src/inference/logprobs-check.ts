@@ -1,12 +1,10 @@
 import type { SignedLogprob, SignedTopLogprob } from "@darkbloom/protocol/logprobs";
-import { compareTop } from "@darkbloom/protocol/logprobs";
+import { compareTop, LOGPROB_FLOOR } from "@darkbloom/protocol/logprobs";
 import { MAX_TOKEN_BYTES } from "../billing/usage-meter.js";
 
 /** The untrust code of a provider whose log-probabilities break what a model's could be. */
 export const LOGPROBS_INVALID = "logprobs_invalid";
 
-/** The floor a provider writes for what is less likely (JSON has no -Infinity). */
-const LOGPROB_FLOOR = -9999;
 /** Float rounding the probabilities of the alternatives may sum past 1 by. */
 const SUM_SLACK = 1e-3;
 

@@ -6,7 +6,7 @@
  * what ties a generation to its decoder (a node-llama-cpp row and iterator; a native scheduler id).
  */
 import { randomInt } from "node:crypto";
-import type { ModelTokenizer, RenderedPrompt } from "@darkbloom/models";
+import { MAX_TOP_LOGPROBS, type ModelTokenizer, type RenderedPrompt } from "@darkbloom/models";
 import { splitToolOutput, type ToolCallSyntax, toolCallGrammar } from "@darkbloom/models/tools";
 import {
   EngineError,
@@ -85,8 +85,8 @@ export function validateRequest(request: GenerationRequest): number {
       throw invalid("tools must offer at least one function");
   }
   if (s.logprobs !== undefined) {
-    if (!Number.isInteger(s.logprobs) || s.logprobs < 0 || s.logprobs > 20)
-      throw invalid("logprobs must be an integer from 0 to 20 (the alternatives per token)");
+    if (!Number.isInteger(s.logprobs) || s.logprobs < 0 || s.logprobs > MAX_TOP_LOGPROBS)
+      throw invalid(`logprobs must be an integer from 0 to ${MAX_TOP_LOGPROBS} (the alternatives per token)`);
     if (s.tools !== undefined) throw invalid("logprobs cannot be served together with tools");
   }
   for (const p of [s.presencePenalty, s.frequencyPenalty]) {

@@ -1,8 +1,9 @@
+import { LOGPROB_FLOOR } from "@darkbloom/protocol/logprobs";
 import { describe, expect, it } from "vitest";
 import type { TokenEvent, TokenLogprob } from "./engine.js";
 import { GenerationJob } from "./generation-job.js";
 import { IncrementalDetokenizer } from "./text.js";
-import { LOGPROB_FLOOR, type SampledLogprob } from "./token-logprobs.js";
+import type { SampledLogprob } from "./token-logprobs.js";
 
 /**
  * A byte-level vocabulary: token i's piece is PIECES[i]; some pieces are parts of a character (the

@@ -13,7 +13,7 @@
  * - end(): the generation ended. Everything released goes out; after a stop string, the token it
  *   began in keeps only its bytes before it, and the tokens after are dropped.
  */
-import { compareTop } from "@darkbloom/protocol/logprobs";
+import { compareTop, LOGPROB_FLOOR } from "@darkbloom/protocol/logprobs";
 import type { TokenLogprob, TopLogprob } from "./engine.js";
 
 /** What an engine reports for a sampled token: its piece and the raw figures. */
@@ -24,9 +24,6 @@ export interface SampledLogprob {
   /** The most likely tokens, in any order, possibly with repeated bytes. */
   top: TopLogprob[];
 }
-
-/** JSON has no -Infinity: what is less likely than this is shown as this (vLLM's floor too). */
-export const LOGPROB_FLOOR = -9999;
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
