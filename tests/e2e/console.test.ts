@@ -1,10 +1,14 @@
 // The web console in a real browser (Debian's Chromium driven by playwright-core: headless, no
 // downloads) against a real local network: signing in with an API key, the account's balance and
-// usage, signing out; the page reaches nothing but its own origin, runs under a strict
-// Content-Security-Policy, keeps the key out of every URL, and is small.
+// usage, keys, the playground's streamed chat verified in the page, linking a machine, the
+// operator's views and a drain; the page reaches nothing but its own origin, runs under a strict
+// Content-Security-Policy, keeps the key out of every URL, is small, and has no serious axe-core
+// violation. Each page's screenshot is kept under artifacts/console/ (CI's artifacts).
 
-import { existsSync } from "node:fs";
-import { get } from "node:http";
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
+import { request } from "node:http";
+import { createRequire } from "node:module";
+import { join } from "node:path";
 import { gunzipSync } from "node:zlib";
 import { loadConsole } from "@darkbloom/console";
 import { type Browser, chromium, type Page } from "playwright-core";
@@ -12,6 +16,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startTestbed, type Testbed, type TestbedAccount } from "../testbed/index.js";
 
 const CHROMIUM = process.env.DARKBLOOM_CHROMIUM ?? "/usr/bin/chromium";
+const SCREENSHOTS = join(import.meta.dirname, "..", "..", "artifacts", "console");
+const AXE = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
 
 /** Chromium is a Debian package CI installs; elsewhere its absence skips, unless it is required. */
 function browserTestable(): boolean {
@@ -63,8 +69,30 @@ describe.skipIf(!browserTestable())("the console in Chromium", () => {
     return { page, urls, problems };
   }
 
+  /**
+   * Keeps the page's screenshot (CI's artifact) and runs axe-core on it (WCAG 2 A and AA rules):
+   * no serious or critical violation. axe is evaluated through the DevTools protocol, which the
+   * page's CSP does not govern, so the console's own policy stays as strict as it is served.
+   */
+  async function inspect(page: Page, name: string): Promise<void> {
+    mkdirSync(SCREENSHOTS, { recursive: true });
+    await page.screenshot({ path: join(SCREENSHOTS, `${name}.png`), fullPage: true });
+    await page.evaluate(AXE);
+    const violations = (await page.evaluate(
+      `axe.run(document, { runOnly: ["wcag2a", "wcag2aa"] }).then((r) => r.violations.filter((v) => v.impact === "serious" || v.impact === "critical").map((v) => v.id + ": " + v.nodes.map((n) => n.target.join(" ")).join(", ")))`,
+    )) as string[];
+    expect(violations, name).toEqual([]);
+  }
+
+  async function signIn(page: Page, key: string, heading: string): Promise<void> {
+    await page.getByLabel("API key").fill(key);
+    await page.keyboard.press("Enter");
+    await page.getByRole("heading", { name: heading }).waitFor();
+  }
+
   it("signs in with an API key, shows the balance and usage, and signs out", async () => {
     const { page, urls, problems } = await open();
+    await inspect(page, "sign-in");
     await page.getByLabel("API key").fill("dbk_not_a_key");
     await page.getByRole("button", { name: "Sign in" }).click();
     await expect.poll(() => page.getByRole("status").textContent()).toMatch(/not accepted/);
@@ -83,6 +111,7 @@ describe.skipIf(!browserTestable())("the console in Chromium", () => {
       "Tokens by day, all 1 requests",
       "Tokens by model, all 1 requests",
     ]);
+    await inspect(page, "account");
 
     // The key is in this tab's session storage only, and in no URL the page requested.
     // (Expressions evaluated in the page, where these globals are.)
@@ -141,6 +170,7 @@ describe.skipIf(!browserTestable())("the console in Chromium", () => {
     await shown.waitFor();
     const secret = await shown.inputValue();
     expect(secret).toMatch(/^dbk_/);
+    await inspect(page, "keys");
     expect(
       (await fetch(`${origin}/v1/account`, { headers: { authorization: `Bearer ${secret}` } })).status,
     ).toBe(200);
@@ -164,6 +194,40 @@ describe.skipIf(!browserTestable())("the console in Chromium", () => {
       (await fetch(`${origin}/v1/account`, { headers: { authorization: `Bearer ${secret}` } })).status,
     ).toBe(401);
     expect(problems).toEqual([]);
+  });
+
+  it("streams a chat in the playground and verifies the answer in the page, key pinned to the attestation", async () => {
+    const { page, urls, problems } = await open();
+    await signIn(page, alice.apiKey, "Account: Alice");
+    await page.getByRole("link", { name: "Playground" }).click();
+    await page.getByRole("heading", { name: "Playground" }).waitFor();
+    await page.getByLabel("Model").selectOption("tiny");
+    await page.getByLabel("Message").fill("Say hello.");
+    await page.getByLabel("Most tokens in the answer").fill("0");
+    await page.getByRole("button", { name: "Send" }).click();
+    await expect.poll(() => page.locator("#chat-status").textContent()).toMatch(/whole number from 1/);
+    await page.getByLabel("Most tokens in the answer").fill("12");
+    await page.getByRole("button", { name: "Send" }).click();
+    await page.getByRole("heading", { name: "Verified" }).waitFor({ timeout: 60_000 });
+    expect((await page.locator("#answer").textContent())?.length).toBeGreaterThan(0);
+    // The trust level shown is the one the coordinator publishes for the provider that answered.
+    const published = (await (await fetch(`${origin}/v1/providers/attestation`)).json()) as {
+      data: { trust_level: string }[];
+    };
+    expect(await page.locator("#verdict-trust").textContent()).toBe(published.data[0]?.trust_level);
+    // The chat and the attestation list went to this origin only (the verifier ran in the page).
+    expect(urls.some((u) => u.endsWith("/v1/chat/completions"))).toBe(true);
+    expect(urls.some((u) => u.endsWith("/v1/providers/attestation"))).toBe(true);
+    expect(urls.every((u) => new URL(u).origin === origin)).toBe(true);
+    await inspect(page, "playground");
+
+    // A model nobody serves: the coordinator's refusal is shown, nothing is verified.
+    await page.evaluate(`document.getElementById("model").add(new Option("ghost", "ghost"))`);
+    await page.getByLabel("Model").selectOption("ghost");
+    await page.getByRole("button", { name: "Send" }).click();
+    await expect.poll(() => page.locator("#chat-status").getAttribute("class")).toBe("error");
+    expect(await page.locator("#verdict").textContent()).toBe("");
+    expect(problems.filter((p) => !p.includes("status of 404"))).toEqual([]);
   });
 
   it("links a provider machine by approving its device-login code, and shows the earnings", async () => {
@@ -198,6 +262,7 @@ describe.skipIf(!browserTestable())("the console in Chromium", () => {
     await new Promise((r) => setTimeout(r, started.interval * 1000));
     const linked = await (await token()).json();
     expect(linked).toMatchObject({ account_id: alice.id, token_type: "provider" });
+    await inspect(page, "providing");
     expect(problems.filter((p) => !p.includes("status of 4"))).toEqual([]);
   });
 
@@ -210,6 +275,7 @@ describe.skipIf(!browserTestable())("the console in Chromium", () => {
     const row = page.locator("table tbody tr").first();
     expect(await row.locator("td").nth(6).textContent()).toMatch(/^tiny/);
     expect(await page.locator(".card", { hasText: "By model" }).textContent()).toContain("tiny: 1");
+    await inspect(page, "operator-fleet");
 
     await page.getByRole("link", { name: "Models" }).click();
     await page.getByRole("heading", { name: "Models" }).waitFor();
@@ -217,9 +283,59 @@ describe.skipIf(!browserTestable())("the console in Chromium", () => {
       await page.locator("tbody tr", { hasText: "tiny" }).first().locator("td").first().textContent(),
     ).toBe("tiny");
 
+    await inspect(page, "operator-models");
+
+    // Releases: listed, and (after a confirmation) activated and deactivated.
+    await testbed.admin.createRelease({
+      release: {
+        version: "9.9.9",
+        platform: "linux-x64",
+        binarySha256: "ab".repeat(32),
+        bundleSha256: "cd".repeat(32),
+        url: "https://releases.invalid/9.9.9.tar.gz",
+        active: false,
+      },
+    });
+    await page.getByRole("link", { name: "Releases" }).click();
+    const release = page.locator("tbody tr", { hasText: "9.9.9" });
+    await release.waitFor();
+    page.once("dialog", (d) => void d.accept());
+    await release.getByRole("button", { name: "Activate 9.9.9 (linux-x64)" }).click();
+    await page.getByRole("button", { name: "Deactivate 9.9.9 (linux-x64)" }).waitFor();
+    await inspect(page, "operator-releases");
+    page.once("dialog", (d) => void d.accept());
+    await page.getByRole("button", { name: "Deactivate 9.9.9 (linux-x64)" }).click();
+    await page.getByRole("button", { name: "Activate 9.9.9 (linux-x64)" }).waitFor();
+    expect((await testbed.admin.listReleases({})).releases.find((r) => r.version === "9.9.9")?.active).toBe(
+      false,
+    );
+
+    // Accounts: listed with their balances; a credit lands once, however often it is submitted.
+    const carol = await testbed.createAccount(0n, "Carol");
+    await page.getByRole("link", { name: "Accounts" }).click();
+    await page.locator("tbody tr", { hasText: carol.id }).waitFor();
+    await page.getByLabel("Account id").fill(carol.id);
+    await page.getByLabel("Amount (USD)").fill("-3");
+    await page.getByRole("button", { name: "Credit" }).click();
+    await expect.poll(() => page.locator("#credit-status").textContent()).toMatch(/more than \$0/);
+    await page.getByLabel("Amount (USD)").fill("2.5");
+    await page.getByLabel("Note for the ledger").fill("console test");
+    await page.getByRole("button", { name: "Credit" }).click();
+    await expect
+      .poll(() => page.locator("#credit-status").textContent())
+      .toMatch(/^Credited\. .* now holds \$2\.50\.$/);
+    expect((await testbed.admin.getAccount({ accountId: carol.id })).account?.balanceMicroUsd).toBe(
+      2_500_000n,
+    );
+    expect(await page.locator("tbody tr", { hasText: carol.id }).locator("td").nth(2).textContent()).toBe(
+      "$2.50",
+    );
+    await inspect(page, "operator-accounts");
+
     await page.getByRole("link", { name: "Ledger" }).click();
     await page.getByRole("button", { name: "Verify the ledger" }).click();
     await expect.poll(() => page.locator("#ledger-result").textContent()).toMatch(/^The ledger verifies\./);
+    await inspect(page, "operator-ledger");
     // An account's views are not the operator's: no account, keys or providing here.
     expect(await page.getByRole("link", { name: "API keys" }).count()).toBe(0);
     expect(problems.filter((p) => !p.includes("status of 401"))).toEqual([]);
@@ -244,15 +360,29 @@ describe.skipIf(!browserTestable())("the console in Chromium", () => {
     expect(page.status).toBe(200);
     const csp = page.headers.get("content-security-policy") ?? "";
     expect(csp).toContain("default-src 'none'");
-    expect(csp).toContain("script-src 'self'");
+    // Scripts: the console's own files, and the page's import map by its hash (nothing else inline).
+    expect(csp).toMatch(/script-src 'self' 'sha256-[A-Za-z0-9+/]{43}='(;|$)/);
     expect(csp).toContain("connect-src 'self'");
     expect(csp).not.toContain("unsafe");
     expect(page.headers.get("x-content-type-options")).toBe("nosniff");
     const etag = page.headers.get("etag") ?? "";
-    expect((await fetch(`${origin}/console`, { headers: { "if-none-match": etag } })).status).toBe(304);
+    const revalidated = await getGzip(`${origin}/console`, { "if-none-match": etag });
+    expect(revalidated.status).toBe(304);
+    // The identity representation has a validator of its own (RFC 9110: strong tags differ).
+    const identity = await getGzip(`${origin}/console`, { "accept-encoding": "identity" });
+    expect(identity.encoding).toBeUndefined();
+    expect(identity.etag).not.toBe(etag);
+    expect(
+      (await getGzip(`${origin}/console`, { "if-none-match": etag, "accept-encoding": "identity" })).status,
+    ).toBe(200);
+    // HEAD: the GET's headers, no body.
+    const head = await getGzip(`${origin}/console`, { "accept-encoding": "identity" }, "HEAD");
+    expect(head.status).toBe(200);
+    expect(head.contentLength).toBe(String(identity.body.byteLength));
+    expect(head.body.byteLength).toBe(0);
     // Every script the app loads is one of the console's files, whose gzipped bytes (as served to a
     // browser that accepts gzip) are what the page downloads.
-    const assets = new Map((loadConsole() ?? []).map((a) => [`/console${a.path}`, a]));
+    const assets = new Map((loadConsole()?.assets ?? []).map((a) => [`/console${a.path}`, a]));
     const { page: tab, urls } = await open();
     await tab.getByLabel("API key").waitFor();
     const scripts = urls.filter((u) => u.endsWith(".js")).map((u) => new URL(u).pathname);
@@ -271,18 +401,62 @@ describe.skipIf(!browserTestable())("the console in Chromium", () => {
     expect((await fetch(`${origin}/console/../package.json`)).status).toBe(404);
     expect((await fetch(`${origin}/console/app/main.d.ts`)).status).toBe(404);
   });
+
+  // Last: it drains the testbed's only provider.
+  it("drains a provider from the operator's fleet, after a confirmation", async () => {
+    const { page, problems } = await open();
+    await signIn(page, testbed.adminKey, "Fleet");
+    const [provider] = (await testbed.admin.listProviders({})).providers;
+    const drain = page.getByRole("button", { name: `Drain ${provider?.providerId}` });
+    page.once("dialog", (d) => void d.dismiss());
+    await drain.click();
+    expect((await testbed.admin.listProviders({})).providers[0]?.state).not.toBe("draining");
+    page.once("dialog", (d) => void d.accept());
+    await drain.click();
+    // The fleet is read again: the provider draining, or (idle, so drained at once) gone.
+    await expect
+      .poll(
+        async () =>
+          (await page.locator("tbody tr td", { hasText: /^draining/ }).count()) +
+          (await page.getByText("0 connected providers.").count()),
+      )
+      .toBe(1);
+    // Drained: it takes no new work (an idle daemon then finishes draining and leaves at once).
+    const after = (await testbed.admin.listProviders({})).providers.find(
+      (p) => p.providerId === provider?.providerId,
+    );
+    expect(after === undefined || after.state === "draining").toBe(true);
+    // (Signing in tries the key as an account's first: that 401 is expected.)
+    expect(problems.filter((p) => !p.includes("status of 401"))).toEqual([]);
+  });
 });
 
-/** A GET asking for gzip, its body as sent (fetch would decompress it). */
-function getGzip(url: string): Promise<{ encoding: string | undefined; body: Buffer }> {
+interface Fetched {
+  status: number | undefined;
+  encoding: string | undefined;
+  etag: string | undefined;
+  contentLength: string | undefined;
+  body: Buffer;
+}
+
+/** A GET (asking for gzip unless `headers` say otherwise), its body as sent (fetch would decompress it). */
+function getGzip(url: string, headers: Record<string, string> = {}, method = "GET"): Promise<Fetched> {
   return new Promise((resolve, reject) => {
-    get(url, { headers: { "accept-encoding": "gzip" } }, (res) => {
+    request(url, { method, headers: { "accept-encoding": "gzip", ...headers } }, (res) => {
       const chunks: Buffer[] = [];
       res.on("data", (c: Buffer) => chunks.push(c));
       res.on("end", () =>
-        resolve({ encoding: res.headers["content-encoding"], body: Buffer.concat(chunks) }),
+        resolve({
+          status: res.statusCode,
+          encoding: res.headers["content-encoding"],
+          etag: res.headers.etag,
+          contentLength: res.headers["content-length"],
+          body: Buffer.concat(chunks),
+        }),
       );
       res.on("error", reject);
-    }).on("error", reject);
+    })
+      .on("error", reject)
+      .end();
   });
 }

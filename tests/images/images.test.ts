@@ -351,6 +351,8 @@ describe("the coordinator image", () => {
       expect(page.status).toBe(200);
       expect(await page.text()).toContain('src="/console/app/main.js"');
       expect((await fetch(`${url}/console/app/main.js`)).status).toBe(200);
+      // With the protocol's portable verifier, which the playground imports.
+      expect((await fetch(`${url}/console/lib/protocol/web-verify.js`)).status).toBe(200);
       const port = Number(new URL(url).port);
       const check = await healthcheck("coordinator", { ...env, PORT: String(port) });
       expect(check.code, check.stderr).toBe(0);

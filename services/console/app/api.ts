@@ -32,6 +32,52 @@ export function admin<T>(method: string, request: unknown = {}, key = apiKey()):
   return call<T>(`/darkbloom.admin.v1.AdminService/${method}`, request, key);
 }
 
+/**
+ * POSTs a JSON body (as the exact text given: a verifier hashes it) to a streaming endpoint with the
+ * signed-in key, and yields the response's bytes as they arrive. A refusal before the stream starts
+ * throws ApiError with the coordinator's message; `signal` stops it.
+ */
+export async function* openStream(
+  path: string,
+  body: string,
+  signal: AbortSignal,
+): AsyncGenerator<Uint8Array> {
+  const key = apiKey();
+  const headers: Record<string, string> = { "content-type": "application/json", accept: "text/event-stream" };
+  if (key !== undefined) headers.authorization = `Bearer ${key}`;
+  let response: Response;
+  try {
+    response = await fetch(path, {
+      method: "POST",
+      headers,
+      body,
+      credentials: "omit",
+      cache: "no-store",
+      signal,
+    });
+  } catch (error) {
+    if (signal.aborted) throw error;
+    throw new ApiError("The coordinator could not be reached.", 0);
+  }
+  if (!response.ok || response.body === null) {
+    const shaped = (await response.json().catch(() => undefined)) as
+      | { error?: { message?: unknown } }
+      | undefined;
+    const message = shaped?.error?.message;
+    throw new ApiError(typeof message === "string" ? message : `HTTP ${response.status}`, response.status);
+  }
+  const reader = response.body.getReader();
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) return;
+      yield value;
+    }
+  } finally {
+    reader.releaseLock();
+  }
+}
+
 async function call<T>(path: string, request: unknown, key: string | undefined): Promise<T> {
   const headers: Record<string, string> = { accept: "application/json" };
   if (key !== undefined) headers.authorization = `Bearer ${key}`;

@@ -1,10 +1,13 @@
 import { ApiError } from "./api.js";
 import { h, replace } from "./dom.js";
 import { apiKey, keyKind, signOut } from "./session.js";
+import { accountsView } from "./views/accounts.js";
 import { keysView } from "./views/keys.js";
 import { fleetView, ledgerView, modelsView } from "./views/operator.js";
 import { overviewView } from "./views/overview.js";
+import { playgroundView } from "./views/playground.js";
 import { providerView } from "./views/provider.js";
+import { releasesView } from "./views/releases.js";
 import { signInView } from "./views/sign-in.js";
 
 /**
@@ -21,6 +24,7 @@ type Views = Record<string, { title: string; show: (main: HTMLElement) => Promis
 /** What an account's API key sees: its own money, keys and machines. */
 const ACCOUNT: Views = {
   "#/": { title: "Account", show: overviewView },
+  "#/playground": { title: "Playground", show: playgroundView },
   "#/keys": { title: "API keys", show: keysView },
   "#/provider": { title: "Providing", show: providerView },
 };
@@ -29,6 +33,8 @@ const ACCOUNT: Views = {
 const OPERATOR: Views = {
   "#/": { title: "Fleet", show: fleetView },
   "#/models": { title: "Models", show: modelsView },
+  "#/releases": { title: "Releases", show: releasesView },
+  "#/accounts": { title: "Accounts", show: accountsView },
   "#/ledger": { title: "Ledger", show: ledgerView },
 };
 

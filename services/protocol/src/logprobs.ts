@@ -18,7 +18,7 @@
  * Every logprob is written as the binary32 value itself (as a JSON number it reads back as the same
  * double), so a number changed in its last digits is a different value, not a rounding.
  *
- * This module only needs node:buffer, so a consumer can use it without the rest of Darkbloom.
+ * This module is portable (no Node API), so a browser reads logprobs back with the same code.
  */
 
 /**
@@ -46,7 +46,12 @@ export interface SignedLogprob extends SignedTopLogprob {
  */
 export function compareTop(a: SignedTopLogprob, b: SignedTopLogprob): number {
   if (a.logprob !== b.logprob) return b.logprob > a.logprob ? 1 : -1;
-  return Buffer.compare(a.token, b.token);
+  const n = Math.min(a.token.byteLength, b.token.byteLength);
+  for (let i = 0; i < n; i++) {
+    const d = (a.token[i] as number) - (b.token[i] as number);
+    if (d !== 0) return d < 0 ? -1 : 1;
+  }
+  return Math.sign(a.token.byteLength - b.token.byteLength);
 }
 
 const lossy = new TextDecoder("utf-8");

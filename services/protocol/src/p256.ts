@@ -1,4 +1,7 @@
 import { createPublicKey, type KeyObject, verify } from "node:crypto";
+import { P256_PUBLIC_KEY_BYTES } from "./response-record.js";
+
+export { P256_PUBLIC_KEY_BYTES };
 
 /**
  * P-256 public keys travel as SEC1 uncompressed points (65 bytes: 0x04 ‖ X ‖ Y) and signatures as
@@ -7,8 +10,6 @@ import { createPublicKey, type KeyObject, verify } from "node:crypto";
 
 /** The DER prefix that turns a 65-byte uncompressed P-256 point into a SubjectPublicKeyInfo. */
 const SPKI_PREFIX = Buffer.from("3059301306072a8648ce3d020106082a8648ce3d030107034200", "hex");
-
-export const P256_PUBLIC_KEY_BYTES = 65;
 
 /** A KeyObject for a SEC1 uncompressed P-256 point; throws when it is not a point on the curve. */
 export function p256PublicKeyFromRaw(raw: Uint8Array): KeyObject {

@@ -1,5 +1,5 @@
 import { readChatLogprobs, readCompletionLogprobs, type SignedLogprob } from "./logprobs.js";
-import type { SignedChoice, SignedToolCall, SignedUsage } from "./verifiable-response.js";
+import type { SignedChoice, SignedToolCall, SignedUsage } from "./response-record.js";
 
 /**
  * Reads what a response signature covers out of a saved response, the way a consumer's code would
@@ -34,7 +34,7 @@ const U32_MAX = 0xffff_ffff;
  * stream. Throws an Error whose message says what is wrong with it.
  */
 export function readSavedResponse(saved: unknown): SavedResponse {
-  if (saved instanceof Uint8Array) saved = Buffer.from(saved).toString("utf8");
+  if (saved instanceof Uint8Array) saved = new TextDecoder().decode(saved);
   if (typeof saved === "string") {
     const trimmed = saved.trimStart();
     if (trimmed.startsWith("data:") || trimmed.startsWith(":") || trimmed.startsWith("event:")) {
@@ -101,19 +101,29 @@ interface StreamChoice {
 }
 
 /** Reassembles a saved SSE stream: deltas concatenated per choice index, in event order. */
-function readStream(transcript: string): SavedResponse {
-  const choices = new Map<number, StreamChoice>();
-  const usages: SignedUsage[] = [];
-  let model: string | undefined;
-  let proof: unknown;
-  let done = false;
+/**
+ * The data of each event of an SSE transcript (its `data:` lines joined), skipping events with none
+ * (comments such as keep-alives). A transcript cut inside an event yields that event's data so far:
+ * a reader that shows a stream as it arrives passes complete events only (up to the last blank line).
+ */
+export function* sseData(transcript: string): Generator<string> {
   for (const event of transcript.split(/\r?\n\r?\n/)) {
     const data = event
       .split(/\r?\n/)
       .filter((l) => l.startsWith("data:"))
       .map((l) => l.slice(5).replace(/^ /, ""))
       .join("\n");
-    if (data === "") continue;
+    if (data !== "") yield data;
+  }
+}
+
+function readStream(transcript: string): SavedResponse {
+  const choices = new Map<number, StreamChoice>();
+  const usages: SignedUsage[] = [];
+  let model: string | undefined;
+  let proof: unknown;
+  let done = false;
+  for (const data of sseData(transcript)) {
     if (done) throw new Error("the SSE stream has events after data: [DONE]");
     if (data === "[DONE]") {
       done = true;

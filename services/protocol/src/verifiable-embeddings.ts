@@ -1,7 +1,9 @@
 import { createHash, type KeyObject } from "node:crypto";
 import {
   checkProof,
+  concatBytes,
   domainSignatureMessage,
+  proofInputs,
   type ResponseProof,
   readProof,
   recordWriter,
@@ -55,19 +57,32 @@ export interface SignedEmbeddings {
 /** SHA-256 of the embeddings record (see the module comment). Throws on one it cannot encode. */
 export function embeddingsSha256(r: SignedEmbeddings): Uint8Array {
   const hash = createHash("sha256");
-  const { u32, str } = recordWriter((bytes) => hash.update(bytes));
+  writeEmbeddingsRecord(r, (bytes) => hash.update(bytes));
+  return new Uint8Array(hash.digest());
+}
+
+/** The embeddings record's bytes. Throws on one it cannot encode. */
+export function embeddingsRecord(r: SignedEmbeddings): Uint8Array {
+  const parts: Uint8Array[] = [];
+  writeEmbeddingsRecord(r, (bytes) => parts.push(bytes));
+  return concatBytes(parts);
+}
+
+function writeEmbeddingsRecord(r: SignedEmbeddings, out: (bytes: Uint8Array) => void): void {
+  const { u32, str } = recordWriter(out);
   str(r.providerId);
   str(r.model);
   u32(r.embeddings.length, "the number of embeddings");
   for (const [index, vector] of r.embeddings.entries()) {
     u32(index, "an embedding index");
     u32(vector.length, "an embedding's length");
-    const b = Buffer.allocUnsafe(vector.length * 4);
-    for (let i = 0; i < vector.length; i++) b.writeFloatBE(vector[i] as number, i * 4);
-    hash.update(b);
+    // One write per vector, not per value: a vector is thousands of them.
+    const b = new Uint8Array(vector.length * 4);
+    const view = new DataView(b.buffer);
+    for (let i = 0; i < vector.length; i++) view.setFloat32(i * 4, vector[i] as number, false);
+    out(b);
   }
   u32(r.promptTokens, "usage.prompt_tokens");
-  return new Uint8Array(hash.digest());
 }
 
 /** The exact bytes the provider signs. */
@@ -167,11 +182,12 @@ export function verifyEmbeddingsResponse(
     embeddings,
     promptTokens: proof.usage.prompt_tokens,
   };
-  const checked = checkProof(proof, options, {
-    sha256: () => embeddingsSha256(response),
-    covers: "its embeddings, model, usage and provider_id",
-    verify: verifyEmbeddingsSignature,
-  });
+  const checked = checkProof(
+    proof,
+    options,
+    proofInputs(proof, options, () => embeddingsRecord(response), embeddingsSignatureMessage),
+    "its embeddings, model, usage and provider_id",
+  );
   return checked === undefined
     ? { ok: true, pinned: options.signingKey !== undefined, proof, response }
     : fail(checked);

@@ -1,4 +1,4 @@
-import { generateKeyPairSync, type KeyObject, sign } from "node:crypto";
+import { generateKeyPairSync, type KeyObject, sign, verify } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import { chatLogprobs, completionLogprobs, type SignedLogprob } from "./logprobs.js";
 import { rawP256PublicKey } from "./p256.js";
@@ -13,9 +13,24 @@ import {
   type SignedResponse,
   sha256,
   textChoices,
-  verifyResponse,
+  type VerifyOptions,
+  type VerifyResult,
   verifyResponseSignature,
+  verifyResponse as verifyWithNode,
 } from "./verifiable-response.js";
+import { derToP1363, verifyResponseWeb } from "./web-verify.js";
+
+/**
+ * Every case below is checked with node:crypto (`darkbloom verify`'s) and remembered; the last test
+ * runs them all again with WebCrypto (the console's), which must give the same result, reason for
+ * reason.
+ */
+const cases: Array<{ saved: unknown; options: VerifyOptions | undefined; result: VerifyResult }> = [];
+function verifyResponse(saved: unknown, options?: VerifyOptions): VerifyResult {
+  const result = verifyWithNode(saved, options);
+  cases.push({ saved: structuredClone(saved), options, result });
+  return result;
+}
 
 const { privateKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
 const forgerKey = generateKeyPairSync("ec", { namedCurve: "P-256" }).privateKey;
@@ -360,6 +375,38 @@ describe("verifyResponse", () => {
       () => edit(chatBody(RESPONSE), (b) => Object.assign(b.choices[0].message, { role: "system" })),
       /not an assistant message/,
     ],
+    [
+      "a key of the wrong size",
+      () =>
+        edit(chatBody(RESPONSE), (b) => (b.darkbloom.signing_key = Buffer.alloc(33, 2).toString("base64"))),
+      /signing_key is not usable: a P-256 public key is 65 bytes starting 0x04, got 33 bytes/,
+    ],
+    [
+      "a key that is not on the curve",
+      () =>
+        edit(chatBody(RESPONSE), (b) => {
+          const key = Buffer.from(b.darkbloom.signing_key, "base64");
+          key[64] = (key[64] as number) ^ 1;
+          b.darkbloom.signing_key = key.toString("base64");
+        }),
+      /signing_key is not usable: it is not a point on P-256/,
+    ],
+    [
+      "a key that is not base64",
+      () => edit(chatBody(RESPONSE), (b) => (b.darkbloom.signing_key = "not base64!")),
+      /signing_key is not usable: it is not base64/,
+    ],
+    [
+      "a signature that is not DER",
+      () => edit(chatBody(RESPONSE), (b) => (b.darkbloom.signature = Buffer.alloc(64, 7).toString("base64"))),
+      /signature does not verify/,
+    ],
+    [
+      "an unsigned response",
+      () =>
+        edit(chatBody(RESPONSE), (b) => Object.assign(b.darkbloom, { signature: null, signing_key: null })),
+      /is not signed/,
+    ],
   ];
   for (const [name, forge, reason] of forgeries) {
     it(`refuses ${name}`, () => {
@@ -635,5 +682,33 @@ describe("responses with logprobs (version 3)", () => {
       ok: false,
       reason: expect.stringMatching(/checks version 2 or 3/),
     });
+  });
+});
+
+describe("in a browser (WebCrypto)", () => {
+  it("gives every case above the result node:crypto gave, reason for reason", async () => {
+    expect(cases.length).toBeGreaterThan(40);
+    for (const { saved, options, result } of cases) {
+      expect(await verifyResponseWeb(saved, options ?? {}, crypto.subtle)).toEqual(result);
+    }
+  });
+
+  it("reads only strict DER signatures, as OpenSSL does", () => {
+    const message = new TextEncoder().encode("m");
+    for (let i = 0; i < 50; i++) {
+      // Random signatures: r and s of 31 to 33 DER bytes (shorter values, values with a high bit).
+      const raw = derToP1363(sign("sha256", message, privateKey));
+      expect(raw && verify("sha256", message, { key: privateKey, dsaEncoding: "ieee-p1363" }, raw)).toBe(
+        true,
+      );
+    }
+    const der = sign("sha256", message, privateKey);
+    const padded = Buffer.concat([
+      Buffer.from([0x30, der[1]! + 1, 0x02, der[3]! + 1, 0x00]),
+      der.subarray(4),
+    ]);
+    expect(derToP1363(padded)).toBeUndefined(); // a leading zero the integer does not need
+    expect(derToP1363(Buffer.concat([der, Buffer.from([0])]))).toBeUndefined(); // trailing bytes
+    expect(derToP1363(der.subarray(0, der.length - 1))).toBeUndefined();
   });
 });

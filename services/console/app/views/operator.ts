@@ -80,6 +80,7 @@ export async function fleetView(main: HTMLElement): Promise<void> {
             "Models",
             "Rows busy",
             "Decode tok/s",
+            "Actions",
           ],
           providers.map((p) => [
             p.providerId,
@@ -93,9 +94,37 @@ export async function fleetView(main: HTMLElement): Promise<void> {
               .join(", "),
             `${p.busySlots ?? 0} / ${p.maxBatch ?? 0}`,
             (p.decodeTokensPerSecond ?? 0).toFixed(1),
+            p.state === "draining" ? "—" : drainButton(main, p),
           ]),
         ),
   );
+}
+
+/**
+ * Drains a provider after a confirmation: it finishes what it serves and takes nothing new (its
+ * daemon is told why), then the fleet is read again.
+ */
+function drainButton(main: HTMLElement, p: Provider): HTMLElement {
+  const button = h(
+    "button",
+    { type: "button", class: "quiet", "aria-label": `Drain ${p.providerId}` },
+    "Drain",
+  );
+  button.addEventListener("click", () => {
+    if (!window.confirm(`Drain ${p.providerId}? It finishes its running requests and takes no new ones.`))
+      return;
+    button.disabled = true;
+    admin("DrainProvider", { providerId: p.providerId, reason: "drained from the console" }).then(
+      () => fleetView(main),
+      (error: unknown) => {
+        button.disabled = false;
+        main.prepend(
+          h("p", { class: "error", role: "alert" }, error instanceof Error ? error.message : "It failed."),
+        );
+      },
+    );
+  });
+  return button;
 }
 
 interface Model {

@@ -5,7 +5,7 @@ import { sendError } from "./respond.js";
 import type { Handler, HttpRequest, HttpResponse } from "./types.js";
 
 export interface Route {
-  method: "GET" | "POST";
+  method: "GET" | "HEAD" | "POST";
   path: string;
   handler: Handler;
 }

@@ -1,7 +1,9 @@
 import { readFile } from "node:fs/promises";
 import { isEmbeddingsResponse, verifyEmbeddingsResponse } from "@darkbloom/protocol/verifiable-embeddings";
 import {
+  type PublishedKey,
   type ResponseProof,
+  readPublishedKey,
   type VerifyOptions,
   verifyResponse,
 } from "@darkbloom/protocol/verifiable-response";
@@ -110,12 +112,8 @@ function notPinned(context: CliContext, proof: ResponseProof, why: string): neve
   throw new CliFailure("", VerifyExit.notPinned);
 }
 
-type Published =
-  | { kind: "listed"; key: string | null; trustLevel: string }
-  | { kind: "unknown"; why: string };
-
 /** The key the coordinator publishes now for a provider id (it lists connected providers only). */
-async function publishedKey(context: CliContext, base: string, providerId: string): Promise<Published> {
+async function publishedKey(context: CliContext, base: string, providerId: string): Promise<PublishedKey> {
   const url = `${base}/v1/providers/attestation`;
   let body: unknown;
   try {
@@ -125,18 +123,7 @@ async function publishedKey(context: CliContext, base: string, providerId: strin
   } catch (error) {
     return { kind: "unknown", why: `cannot fetch ${url}: ${(error as Error).message}` };
   }
-  const data = (body as { data?: unknown } | null)?.data;
-  if (!Array.isArray(data)) return { kind: "unknown", why: `${url} answered without a provider list` };
-  const entry = (data as Array<Record<string, unknown>>).find((p) => p?.provider_id === providerId);
-  if (!entry) {
-    return {
-      kind: "unknown",
-      why: `the coordinator does not publish provider ${providerId} (it lists connected providers only)`,
-    };
-  }
-  const key = typeof entry.public_key === "string" && entry.public_key !== "" ? entry.public_key : null;
-  const trustLevel = typeof entry.trust_level === "string" ? entry.trust_level : "unknown";
-  return { kind: "listed", key, trustLevel };
+  return readPublishedKey(body, providerId, url);
 }
 
 function sameKey(a: string, b: string): boolean {

@@ -1,41 +1,41 @@
-import { type ConsoleAsset, consoleHeaders } from "@darkbloom/console";
+import type { Console, ConsoleAsset } from "@darkbloom/console";
 import type { Route } from "../app.js";
 import type { Handler } from "../types.js";
 
 /**
- * GET /console (the page) and one route per file of the console's app: exact paths only, so nothing
- * but the built files is ever served from here. Each file is in memory (read once at start), sent
- * gzipped to a browser that accepts it, and revalidated by its ETag.
+ * GET (and HEAD) /console (the page) and one route per file of the console: exact paths only, so
+ * nothing but the built files is ever served from here. Each file is in memory (read once at start),
+ * sent gzipped to a browser that accepts it, and revalidated by its ETag (one per representation).
  */
-export function consoleRoutes(assets: readonly ConsoleAsset[] | undefined): Route[] {
-  if (assets === undefined) return [];
-  return assets.map((asset) => ({
-    method: "GET",
-    path: asset.path === "/" ? "/console" : `/console${asset.path}`,
-    handler: assetHandler(asset),
-  }));
+export function consoleRoutes(console: Console | undefined): Route[] {
+  if (console === undefined) return [];
+  return console.assets.flatMap((asset) => {
+    const path = asset.path === "/" ? "/console" : `/console${asset.path}`;
+    const handler = assetHandler(asset, console.headers);
+    return [
+      { method: "GET" as const, path, handler },
+      { method: "HEAD" as const, path, handler },
+    ];
+  });
 }
 
-function assetHandler(asset: ConsoleAsset): Handler {
-  const headers = {
-    ...consoleHeaders(),
-    "Content-Type": asset.contentType,
-    ETag: asset.etag,
-    Vary: "Accept-Encoding",
-  };
+function assetHandler(asset: ConsoleAsset, common: Record<string, string>): Handler {
+  const headers = { ...common, "Content-Type": asset.contentType, Vary: "Accept-Encoding" };
   return (req, res) => {
-    if (req.headers["if-none-match"] === asset.etag) {
-      res.writeHead(304, headers);
+    const gzip = /\bgzip\b/.test(String(req.headers["accept-encoding"] ?? ""));
+    const etag = gzip ? asset.gzippedEtag : asset.etag;
+    if (req.headers["if-none-match"] === etag) {
+      res.writeHead(304, { ...headers, ETag: etag });
       res.end();
       return;
     }
-    const gzip = /\bgzip\b/.test(String(req.headers["accept-encoding"] ?? ""));
     const body = gzip ? asset.gzipped : asset.body;
     res.writeHead(200, {
       ...headers,
+      ETag: etag,
       ...(gzip ? { "Content-Encoding": "gzip" } : {}),
       "Content-Length": body.byteLength,
     });
-    res.end(body);
+    res.end(req.method === "HEAD" ? undefined : body);
   };
 }
