@@ -42,6 +42,15 @@ describe.skipIf(!browserTestable())("the console in Chromium", () => {
       messages: [{ role: "user", content: "hi" }],
       max_tokens: 4,
     });
+    // Its X-Timing phases are recorded about a second after settlement.
+    for (let tries = 0; ; tries++) {
+      const usage = await fetch(`${testbed.baseUrl}/account/usage`, {
+        headers: { authorization: `Bearer ${alice.apiKey}` },
+      });
+      if (((await usage.json()) as { data: { timing: unknown }[] }).data[0]?.timing) break;
+      if (tries === 150) throw new Error("the request's timing was not recorded in 15 s");
+      await new Promise((r) => setTimeout(r, 100));
+    }
     browser = await chromium.launch({
       executablePath: CHROMIUM,
       headless: true,
@@ -106,6 +115,11 @@ describe.skipIf(!browserTestable())("the console in Chromium", () => {
     expect(await figure("Balance")).toMatch(/^\$(99\.\d\d|100\.00)$/);
     expect(await page.locator("table:not(.visually-hidden) tbody tr").count()).toBe(1);
     expect(await page.locator("table:not(.visually-hidden) tbody td").nth(1).textContent()).toBe("tiny");
+    // Its time, and where it went (X-Timing's phases) when opened.
+    const time = page.locator("table:not(.visually-hidden) tbody details.phases");
+    expect(await time.locator("summary").textContent()).toMatch(/^[\d.,]+ ms$/);
+    await time.locator("summary").click();
+    expect(await time.locator("dt").allTextContents()).toContain("provider first token");
     // The charts' figures are in tables a screen reader reads.
     expect(await page.locator("figure table caption").allTextContents()).toEqual([
       "Tokens by day, all 1 requests",

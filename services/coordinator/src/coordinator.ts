@@ -27,6 +27,7 @@ import { clientAddress } from "./http/client-address.js";
 import { listenMetrics } from "./http/metrics-listener.js";
 import type { HttpRequest } from "./http/types.js";
 import { InferencePipeline } from "./inference/pipeline.js";
+import { TimingLog } from "./inference/timing-log.js";
 import { ModelPlacement } from "./link/model-placement.js";
 import { SessionManager } from "./link/session-manager.js";
 import { serverCertificate, startListeners } from "./listeners.js";
@@ -114,6 +115,12 @@ async function start(config: CoordinatorConfig, log: Logger, closers: Closers): 
   if (billing) {
     await billing.start();
     closers.add("billing", () => billing.stop());
+  }
+  // Settled requests' phases, for the account's usage (with billing: that is what settles them).
+  const timings = billing ? new TimingLog(db.pool, log) : undefined;
+  if (timings) {
+    timings.start();
+    closers.add("request timings", () => timings.stop());
   }
   const instanceId = billing?.instanceId ?? `coord_${randomUUID()}`;
   // Shared-state changes other replicas announce (the catalog, the provider directory); the
@@ -263,6 +270,7 @@ async function start(config: CoordinatorConfig, log: Logger, closers: Closers): 
     metrics,
     log,
     billing,
+    timings,
   });
 
   let shuttingDown = false;

@@ -22,6 +22,8 @@ interface UsageRecord {
   completion_tokens: number;
   charged_micro_usd: number | null;
   created_at: number;
+  /** X-Timing's phases in microseconds, recorded at settlement; null until then. */
+  timing: Record<string, number> | null;
 }
 
 /** The most recent requests read for the charts and the table (one page of the usage endpoint). */
@@ -76,6 +78,7 @@ function usageSection(records: UsageRecord[], more: boolean): HTMLElement[] {
         { label: "Prompt", numeric: true },
         { label: "Completion", numeric: true },
         { label: "Charged", numeric: true },
+        { label: "Time", numeric: true },
       ],
       records.map((r) => [
         when(r.created_at),
@@ -84,9 +87,39 @@ function usageSection(records: UsageRecord[], more: boolean): HTMLElement[] {
         count(r.prompt_tokens),
         count(r.completion_tokens),
         r.charged_micro_usd === null ? "—" : usd(r.charged_micro_usd),
+        r.timing === null ? "—" : phases(r.timing),
       ]),
     ),
   ];
+}
+
+/**
+ * A request's time, and where it went (X-Timing's phases, the ones that took any) when opened: the
+ * coordinator's own work (parse, auth, reserve, route, encrypt), waiting for a free provider (queue),
+ * and the provider's (dispatch, provider_first_token).
+ */
+function phases(timing: Record<string, number>): HTMLElement {
+  const { total = 0, ...parts } = timing;
+  return h(
+    "details",
+    { class: "phases" },
+    h("summary", {}, milliseconds(total)),
+    h(
+      "dl",
+      {},
+      ...Object.entries(parts)
+        .filter(([, micros]) => micros > 0)
+        .flatMap(([phase, micros]) => [
+          h("dt", {}, phase.replaceAll("_", " ")),
+          h("dd", {}, milliseconds(micros)),
+        ]),
+    ),
+  );
+}
+
+function milliseconds(micros: number): string {
+  const ms = micros / 1000;
+  return `${ms.toLocaleString("en-US", { maximumFractionDigits: ms < 10 ? 1 : 0 })} ms`;
 }
 
 /** Tokens summed by a key, in key order. */

@@ -402,12 +402,20 @@ describe("balance, usage and earnings", () => {
   it("GET /v1/account/usage lists requests newest first in keyset pages", async () => {
     const a = await account("usage", 50_000_000n);
     const ids: string[] = [];
+    const timings: Record<string, number>[] = [];
     for (let i = 0; i < 3; i++) {
       const { res } = await chat(a.key);
       expect(res.status).toBe(200);
       ids.push(res.headers.get("x-request-id") ?? "");
+      timings.push(JSON.parse(res.headers.get("x-timing") ?? "{}"));
     }
     for (const id of ids) await settled(id);
+    // The phases are written off the serving path, about a second after settlement.
+    await expect
+      .poll(async () => (await readJson(await get("/v1/account/usage?limit=3", a.key))).data[0].timing, {
+        timeout: 10_000,
+      })
+      .not.toBeNull();
     const first = await readJson(await get("/v1/account/usage?limit=2", a.key));
     expect(first.object).toBe("list");
     expect(first.data.map((r: AnyJson) => r.request_id)).toEqual([ids[2], ids[1]]);
@@ -425,7 +433,14 @@ describe("balance, usage and earnings", () => {
       charged_micro_usd: expect.any(Number),
       created_at: expect.any(Number),
       settled_at: expect.any(Number),
+      timing: expect.any(Object),
     });
+    // X-Timing's phases as they stood at settlement: the header's, with the time since in total.
+    const recorded = first.data[0].timing as Record<string, number>;
+    const header = timings[2] as Record<string, number>;
+    expect(Object.keys(recorded)).toEqual(Object.keys(header));
+    expect(recorded.total).toBeGreaterThanOrEqual(header.total as number);
+    expect(recorded.route).toBe(header.route);
     expect(first.data[0].charged_micro_usd).toBeLessThanOrEqual(first.data[0].reserved_micro_usd);
     const second = await readJson(await get(`/v1/account/usage?limit=2&before=${first.next_before}`, a.key));
     expect(second.data.map((r: AnyJson) => r.request_id)).toEqual([ids[0]]);

@@ -34,6 +34,8 @@ export interface UsageRecord {
   providerAccount: string | null;
   createdAt: Date;
   settledAt: Date | null;
+  /** Its X-Timing phases in microseconds when it was settled (request_timings); null: not (yet) recorded. */
+  timing: Record<string, number> | null;
 }
 
 /** One request an account served as a provider. */
@@ -81,6 +83,7 @@ interface UsageRow {
   provider_account: string | null;
   created_at: Date;
   settled_at: Date | null;
+  phases: Record<string, number> | null;
 }
 
 /** Read-only views of the money an account has, spent and earned. */
@@ -117,8 +120,9 @@ export class UsageStore {
     const { rows } = await this.pool.query<UsageRow>(
       `SELECT r.request_id, r.model, r.state, r.outcome, r.amount_micro_usd::text AS amount,
               r.charged_micro_usd::text AS charged, r.prompt_tokens, r.completion_tokens,
-              r.provider_account, r.created_at, r.settled_at
+              r.provider_account, r.created_at, r.settled_at, t.phases
          FROM reservations r
+         LEFT JOIN request_timings t ON t.request_id = r.request_id
         WHERE r.account_id = $1
           AND ($2::text IS NULL OR (r.created_at, r.request_id) <
                (SELECT c.created_at, c.request_id FROM reservations c WHERE c.request_id = $2))
@@ -139,6 +143,7 @@ export class UsageStore {
         providerAccount: r.provider_account,
         createdAt: r.created_at,
         settledAt: r.settled_at,
+        timing: r.phases,
       })),
       hasMore: rows.length > page.limit,
     };

@@ -68,6 +68,7 @@ export async function serveEmbeddings(
   } finally {
     wipe(request.body);
     if (billing) await settle(billing, job, price, consumerLeft(signal));
+    deps.timings?.record(requestId, timing.phases());
   }
   if (job.result) return job.result;
   if (signal.aborted) return undefined;

@@ -25,6 +25,7 @@ import { RequestStopped, type ResponseSink } from "./response-sink.js";
 import { routeWithRetries } from "./routing-loop.js";
 import type { RoutingPreferences } from "./routing-preferences.js";
 import type { Timing } from "./timing.js";
+import type { TimingLog } from "./timing-log.js";
 import { ToolCallSink, toolOutputContext } from "./tool-calls.js";
 
 export type { CatalogView, InferenceJob };
@@ -39,6 +40,8 @@ export interface PipelineDeps {
   log: Logger;
   /** Absent when billing is switched off (benchmarks of the bare serving path). */
   billing?: Billing | undefined;
+  /** Where settled requests' X-Timing phases go (the account's usage shows them); absent with billing. */
+  timings?: TimingLog | undefined;
 }
 
 /**
@@ -219,6 +222,7 @@ export class InferencePipeline {
       // The consumer's plaintext is no longer needed (strings parsed from it cannot be wiped).
       wipe(job.request.body);
       if (billing) await this.settle(billing, job, meter, price, consumerCancelled(signal));
+      this.deps.timings?.record(job.requestId, job.timing.phases());
     }
   }
 

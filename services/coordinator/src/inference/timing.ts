@@ -44,9 +44,14 @@ export class Timing {
     return this.micros[phase];
   }
 
+  /** The phases so far, total being the time since the start. */
+  phases(): Record<TimingPhase, number> {
+    this.micros.total = Math.round((performance.now() - this.startedAt) * 1000);
+    return { ...this.micros };
+  }
+
   /** The X-Timing header value; total is the time so far. */
   header(): string {
-    this.micros.total = Math.round((performance.now() - this.startedAt) * 1000);
-    return JSON.stringify(this.micros);
+    return JSON.stringify(this.phases());
   }
 }

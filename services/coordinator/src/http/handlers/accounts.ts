@@ -2,6 +2,7 @@ import type { AccountStore, ApiKeyRecord } from "../../accounts/account-store.js
 import type { InviteStore } from "../../accounts/invites.js";
 import type { ReferralStore } from "../../accounts/referrals.js";
 import type { UsageStore } from "../../accounts/usage.js";
+import { TIMING_PHASES } from "../../inference/timing.js";
 import {
   accountEndpoint,
   type JsonEndpointDeps,
@@ -67,6 +68,8 @@ export function usageHandler(deps: AccountHandlerDeps): Handler {
         charged_micro_usd: r.chargedMicroUsd === null ? null : Number(r.chargedMicroUsd),
         created_at: seconds(r.createdAt),
         settled_at: r.settledAt === null ? null : seconds(r.settledAt),
+        // X-Timing's phases (microseconds, in its order) when it was settled; null until recorded (about a second).
+        timing: r.timing && Object.fromEntries(TIMING_PHASES.map((p) => [p, r.timing?.[p] ?? 0])),
       })),
       has_more: page.hasMore,
       next_before: page.hasMore ? (page.records.at(-1)?.requestId ?? null) : null,

@@ -9,6 +9,7 @@ import { modelTokenizers } from "./0008_model_tokenizers.js";
 import { keyQuarantine } from "./0009_key_quarantine.js";
 import { directoryDispatch } from "./0010_directory_dispatch.js";
 import { embeddingDimensions } from "./0011_embedding_dimensions.js";
+import { requestTimings } from "./0012_request_timings.js";
 import type { Migration } from "./migration.js";
 
 export type { Migration } from "./migration.js";
@@ -29,4 +30,5 @@ export const migrations: readonly Migration[] = [
   keyQuarantine,
   directoryDispatch,
   embeddingDimensions,
+  requestTimings,
 ];
