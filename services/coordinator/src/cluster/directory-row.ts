@@ -44,6 +44,13 @@ export interface DispatchInfo {
   prefillTokensPerSecond: number;
   /** The models it has in memory (its latest heartbeat's). */
   loadedModels: string[];
+  /**
+   * The account its share of a request is paid to (its provider token's account, or its unlinked
+   * `provider:` account): a replica that serves a consumer through it settles the request, so it
+   * must pay whom the holder would. Absent from older replicas' rows (their providers are then paid
+   * as unlinked ones, as those replicas did).
+   */
+  payoutAccount?: string;
 }
 
 /** What the writer records of a local session; updatedAt is the database's. */
@@ -81,6 +88,7 @@ export function entryOf(
       decodeTokensPerSecond: handle.decodeTokensPerSecond,
       prefillTokensPerSecond: handle.prefillTokensPerSecond,
       loadedModels: [...handle.loadedModels].sort(),
+      payoutAccount: handle.payoutAccount,
     },
     connectedAt: handle.connectedAt,
     updatedAt: 0,
@@ -153,7 +161,8 @@ function dispatchFromJson(json: unknown): DispatchInfo | undefined {
     typeof o.decodeTokensPerSecond !== "number" ||
     typeof o.prefillTokensPerSecond !== "number" ||
     !Array.isArray(o.loadedModels) ||
-    !o.loadedModels.every((m) => typeof m === "string")
+    !o.loadedModels.every((m) => typeof m === "string") ||
+    (o.payoutAccount !== undefined && typeof o.payoutAccount !== "string")
   ) {
     return undefined;
   }
@@ -164,5 +173,6 @@ function dispatchFromJson(json: unknown): DispatchInfo | undefined {
     decodeTokensPerSecond: o.decodeTokensPerSecond,
     prefillTokensPerSecond: o.prefillTokensPerSecond,
     loadedModels: o.loadedModels as string[],
+    ...(typeof o.payoutAccount === "string" ? { payoutAccount: o.payoutAccount } : {}),
   };
 }

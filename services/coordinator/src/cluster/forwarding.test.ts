@@ -5,6 +5,7 @@ import { PeerService } from "@darkbloom/protocol/cluster/v1";
 import { ModelFeature } from "@darkbloom/protocol/provider/v1";
 import { verifyEmbeddingsResponse } from "@darkbloom/protocol/verifiable-embeddings";
 import { newSigningKey, ScriptedProvider, unitVector } from "@darkbloom/testing";
+import pg from "pg";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { CoordinatorConfig } from "../config.js";
 import {
@@ -125,6 +126,38 @@ describe("forwarding between coordinator replicas", () => {
     expect(count(onA, 'darkbloom_model_providers{model="fw",status="routable"}')).toBe(0);
     expect(count(onB, 'darkbloom_model_slots{model="fw",state="free"}')).toBe(4);
     expect(count(onA, 'darkbloom_model_decode_tokens_per_second{model="fw"}')).toBeGreaterThan(0);
+  });
+
+  it("pays the account a provider on B is linked to for what it served through A", async () => {
+    const { a, b } = await replicas();
+    // The owner links the machine with `darkbloom login`'s device flow (on B, where it connects).
+    const owner = await b.coordinator.accounts.createAccount({ name: "owner" });
+    const code = await readJson(await postJson(b.url, "/v1/device/code", undefined, {}));
+    const approved = await postJson(b.url, "/v1/device/approve", owner.secret, {
+      user_code: code.user_code,
+    });
+    expect(approved.status).toBe(200);
+    const token = await readJson(
+      await postJson(b.url, "/v1/device/token", undefined, { device_code: code.device_code }),
+    );
+    await provider(b, { accountToken: token.provider_token });
+    await routable(a);
+    const res = await postJson(a.url, "/v1/chat/completions", a.apiKey, chat(false));
+    expect(res.status).toBe(200);
+    const requestId = res.headers.get("x-request-id");
+    const pool = new pg.Pool({ connectionString: a.coordinator.databaseUrl });
+    started.push({ stop: () => pool.end() });
+    await expect
+      .poll(
+        async () =>
+          (
+            await pool.query(
+              "SELECT provider_account FROM reservations WHERE request_id = $1 AND state = 'settled'",
+              [requestId],
+            )
+          ).rows[0]?.provider_account,
+      )
+      .toBe(owner.account.id);
   });
 
   it("serves embeddings on A from a provider on B that computes them, checked and signed", async () => {

@@ -53,6 +53,7 @@ export class RemoteProviders {
         dispatch.encryptionKey,
         dispatch.signingKey,
         dispatch.usageVersion,
+        dispatch.payoutAccount,
       ]);
       let known = this.remote.get(entry.providerId);
       if (known && known.identity !== identity) {
@@ -79,6 +80,8 @@ export class RemoteProviders {
           send: () => false,
           encryptionKey: Buffer.from(dispatch.encryptionKey, "hex"),
           signingKey: dispatch.signingKey === "" ? undefined : Buffer.from(dispatch.signingKey, "hex"),
+          // Whom a request it serves through this replica pays (settled here).
+          ...(dispatch.payoutAccount ? { payoutAccount: dispatch.payoutAccount } : {}),
         });
         known = {
           session: new RemoteProviderSession(
