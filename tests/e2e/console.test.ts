@@ -11,6 +11,7 @@ import { createRequire } from "node:module";
 import { join } from "node:path";
 import { gunzipSync } from "node:zlib";
 import { loadConsole } from "@darkbloom/console";
+import { ScriptedProvider } from "@darkbloom/testing";
 import { type Browser, chromium, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startTestbed, type Testbed, type TestbedAccount } from "../testbed/index.js";
@@ -276,6 +277,27 @@ describe.skipIf(!browserTestable())("the console in Chromium", () => {
     await new Promise((r) => setTimeout(r, started.interval * 1000));
     const linked = await (await token()).json();
     expect(linked).toMatchObject({ account_id: alice.id, token_type: "provider" });
+    // The machine connects with its token: listed among Alice's, with how the coordinator judges it.
+    const machine = new ScriptedProvider({
+      baseUrl: origin,
+      models: [{ id: "alices-model" }],
+      machineId: "alices-mac",
+      accountToken: (linked as { provider_token: string }).provider_token,
+    });
+    await machine.start();
+    try {
+      await page.reload();
+      const row = page.locator("tbody tr", { hasText: "alices-mac" });
+      await row.waitFor();
+      const published = (await (await fetch(`${origin}/v1/providers/attestation`)).json()) as {
+        data: { provider_id: string; trust_level: string }[];
+      };
+      const trust = published.data.find((p) => p.provider_id === machine.providerId)?.trust_level ?? "?";
+      expect(await row.locator("td").nth(3).textContent()).toMatch(new RegExp(`^${trust}`));
+      expect(await row.locator("td").nth(5).textContent()).toMatch(/^alices-model/);
+    } finally {
+      await machine.stop();
+    }
     await inspect(page, "providing");
     expect(problems.filter((p) => !p.includes("status of 4"))).toEqual([]);
   });

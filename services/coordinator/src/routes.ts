@@ -26,6 +26,7 @@ import type { PeerClients } from "./cluster/peer-clients.js";
 import { createPeerService } from "./cluster/peer-service.js";
 import type { CoordinatorConfig } from "./config.js";
 import type { Route } from "./http/app.js";
+import { accountMachinesHandler } from "./http/handlers/account-machines.js";
 import {
   accountHandler,
   applyReferralHandler,
@@ -145,6 +146,7 @@ export function httpRoutes(t: RouteTargets): Route[] {
     r("GET", "/v1/account/keys", listKeysHandler(account)),
     r("POST", "/v1/account/keys", createKeyHandler(account)),
     r("POST", "/v1/account/keys/revoke", revokeKeyHandler(account)),
+    r("GET", "/v1/account/machines", accountMachinesHandler({ ...account, cluster: t.cluster })),
     r("POST", "/v1/invites/redeem", redeemInviteHandler(account)),
     r("GET", "/v1/referrals/code", referralCodeHandler(account)),
     r("POST", "/v1/referrals/apply", applyReferralHandler(account)),

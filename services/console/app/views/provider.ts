@@ -21,16 +21,35 @@ interface Earnings {
   has_more: boolean;
 }
 
+interface Machine {
+  provider_id: string;
+  machine_id: string;
+  daemon_version: string;
+  connected_at: number;
+  state: string;
+  models: { id: string; loaded: boolean }[];
+  trust_level: string;
+  routable: boolean;
+  reasons: { code: string; message: string }[];
+  last_challenge: { issued_at: string; completed_at: string | null; result: string } | null;
+  hardware: { accelerator?: string; chip?: string } | null;
+}
+
 /**
  * For provider owners: linking a machine (approving the code its `darkbloom login` shows: the
  * device-login flow, RFC 8628) and what the account's machines earned, over time and by request.
  */
 export async function providerView(main: HTMLElement): Promise<void> {
   replace(main, h("h1", {}, "Providing"), h("p", { role: "status" }, "Loading…"));
-  const earnings = await getJson<Earnings>("/v1/account/earnings?limit=100");
+  const [earnings, machines] = await Promise.all([
+    getJson<Earnings>("/v1/account/earnings?limit=100"),
+    getJson<{ data: Machine[] }>("/v1/account/machines"),
+  ]);
   replace(
     main,
     h("h1", {}, "Providing"),
+    h("h2", {}, "Machines"),
+    machinesTable(machines.data),
     linkForm(),
     h("h2", {}, "Earnings"),
     h(
@@ -42,6 +61,42 @@ export async function providerView(main: HTMLElement): Promise<void> {
       card("Requests served", count(earnings.requests_served)),
     ),
     ...served(earnings),
+  );
+}
+
+/**
+ * The account's machines connected now, with how the coordinator judges each: its trust level and
+ * the reasons (a machine that is not routable serves nothing), and its last challenge.
+ */
+function machinesTable(machines: Machine[]): HTMLElement {
+  if (machines.length === 0) {
+    return h("p", {}, "None of this account's machines is connected. Link one below, then start its daemon.");
+  }
+  return dataTable(
+    "Connected now, by provider id.",
+    ["Machine", "Version", "Hardware", "Trust", "Last challenge", "Models", "State"],
+    machines.map((m) => [
+      h("span", { title: m.provider_id }, m.machine_id),
+      m.daemon_version,
+      [m.hardware?.chip, m.hardware?.accelerator].filter(Boolean).join(", ") || "unknown",
+      trust(m),
+      m.last_challenge === null
+        ? "none yet"
+        : `${m.last_challenge.result} ${when(Date.parse(m.last_challenge.issued_at) / 1000)}`,
+      m.models.map((x) => (x.loaded ? `${x.id} (loaded)` : x.id)).join(", "),
+      `${m.state}${m.routable ? "" : " (not routable)"}`,
+    ]),
+  );
+}
+
+function trust(m: Machine): HTMLElement {
+  if (m.reasons.length === 0) return h("span", {}, m.trust_level);
+  return h(
+    "span",
+    {},
+    m.trust_level,
+    ": ",
+    ...m.reasons.flatMap((r, i) => [i > 0 ? ", " : null, h("abbr", { title: r.message }, r.code)]),
   );
 }
 

@@ -502,6 +502,54 @@ describe("balance, usage and earnings", () => {
       next_before: null,
     });
   });
+
+  it("GET /v1/account/machines lists the account's connected machines with their trust, and no one else's", async () => {
+    const owner = await account("machine owner");
+    const stranger = await account("stranger");
+    const code = await readJson(await postJson(t.url, "/v1/device/code", undefined, {}));
+    expect(
+      (await postJson(t.url, "/v1/device/approve", owner.key, { user_code: code.user_code })).status,
+    ).toBe(200);
+    const token = await readJson(
+      await postJson(t.url, "/v1/device/token", undefined, { device_code: code.device_code }),
+    );
+    const machine = new ScriptedProvider({
+      baseUrl: t.url,
+      models: [{ id: "priced" }, { id: "other" }],
+      machineId: "owner-machine",
+      accountToken: token.provider_token,
+    });
+    await machine.start();
+    try {
+      const listed = await readJson(await get("/v1/account/machines", owner.key));
+      expect(listed).toMatchObject({ object: "list" });
+      expect(listed.data).toHaveLength(1);
+      expect(listed.data[0]).toMatchObject({
+        object: "machine",
+        provider_id: machine.providerId,
+        machine_id: "owner-machine",
+        state: "idle",
+        models: [
+          { id: "priced", loaded: expect.any(Boolean) },
+          { id: "other", loaded: expect.any(Boolean) },
+        ],
+        trust_level: expect.any(String),
+        reasons: expect.any(Array),
+        connected_at: expect.any(Number),
+      });
+      // The judgement is the published one (GET /v1/providers/attestation), found for the owner.
+      const published = (await readJson(await fetch(`${t.url}/v1/providers/attestation`))).data.find(
+        (p: AnyJson) => p.provider_id === machine.providerId,
+      );
+      expect(listed.data[0].trust_level).toBe(published.trust_level);
+      expect(listed.data[0].last_challenge).toEqual(published.last_challenge);
+      // The fixture's unlinked provider and the stranger's nothing.
+      expect((await readJson(await get("/v1/account/machines", stranger.key))).data).toEqual([]);
+      expect((await get("/v1/account/machines", "dbk_wrong")).status).toBe(401);
+    } finally {
+      await machine.stop();
+    }
+  });
 });
 
 describe("API keys of one's own account", () => {
