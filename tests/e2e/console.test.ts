@@ -377,6 +377,26 @@ describe.skipIf(!browserTestable())("the console in Chromium", () => {
     expect(problems.filter((p) => !p.includes("status of 401"))).toEqual([]);
   });
 
+  it("fits a phone's screen: nothing wider than the viewport but tables, which scroll in place", async () => {
+    const context = await browser.newContext({ viewport: { width: 360, height: 740 }, isMobile: true });
+    const page = await context.newPage();
+    await page.goto(`${origin}/console`);
+    await signIn(page, alice.apiKey, "Account: Alice");
+    for (const [link, heading] of [
+      ["Account", "Account: Alice"],
+      ["Playground", "Playground"],
+      ["API keys", "API keys"],
+      ["Providing", "Providing"],
+    ] as const) {
+      await page.getByRole("link", { name: link }).click();
+      await page.getByRole("heading", { name: heading, exact: true }).waitFor();
+      await page.screenshot({ path: join(SCREENSHOTS, `phone-${link.toLowerCase().replace(" ", "-")}.png`) });
+      expect(await page.evaluate("document.documentElement.scrollWidth"), link).toBeLessThanOrEqual(360);
+      await page.screenshot({ path: join(SCREENSHOTS, `phone-${link.toLowerCase().replace(" ", "-")}.png`) });
+    }
+    await context.close();
+  });
+
   it("is usable from the keyboard: skip link, labelled field, focus on what changed", async () => {
     const { page } = await open();
     // The field takes focus when the form opens; the only stop before it is the skip link.
