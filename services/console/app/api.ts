@@ -1,3 +1,5 @@
+import type { MessageJsonType } from "@bufbuild/protobuf";
+import type { AdminService } from "@darkbloom/protocol/admin/v1";
 import { apiKey } from "./session.js";
 
 /** A coordinator error, with its OpenAI-shaped message and the HTTP status. */
@@ -24,12 +26,23 @@ export function postJson<T>(path: string, body: unknown): Promise<T> {
   return call<T>(path, body, apiKey());
 }
 
+/** The AdminService's methods (lowerCamelCase), each with its input and output descriptors. */
+type AdminMethods = (typeof AdminService)["method"];
+
 /**
  * Calls a method of the typed AdminService over Connect's JSON protocol (a POST of the request's
- * JSON form; the answer is the response's), with the signed-in admin key or `key`.
+ * JSON form; the answer is the response's), with the signed-in admin key or `key`. The request and
+ * response are typed with the JSON forms generated from admin.proto (`json_types`), imported as
+ * types only: the page ships no protobuf runtime, and no copy of a message's shape is written here.
  */
-export function admin<T>(method: string, request: unknown = {}, key = apiKey()): Promise<T> {
-  return call<T>(`/darkbloom.admin.v1.AdminService/${method}`, request, key);
+export function admin<M extends keyof AdminMethods & string>(
+  method: M,
+  request: MessageJsonType<AdminMethods[M]["input"]>,
+  key = apiKey(),
+): Promise<MessageJsonType<AdminMethods[M]["output"]>> {
+  // The wire name is the proto's: the generated lowerCamelCase name with its first letter raised.
+  const name = method.charAt(0).toUpperCase() + method.slice(1);
+  return call(`/darkbloom.admin.v1.AdminService/${name}`, request, key);
 }
 
 /**

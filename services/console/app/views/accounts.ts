@@ -1,17 +1,10 @@
+import type { AccountJson } from "@darkbloom/protocol/admin/v1";
 import { admin } from "../api.js";
 import { h, replace } from "../dom.js";
 import { usd } from "../format.js";
 import { dataTable } from "../widgets.js";
 
-interface Account {
-  id: string;
-  name?: string;
-  /** int64: a string in Connect's JSON. */
-  balanceMicroUsd?: string;
-  createdAt?: string;
-  disabled?: boolean;
-  referrerId?: string;
-}
+type Account = AccountJson;
 
 const PAGE = 100;
 /** The largest credit the form takes at once, in dollars (a typo guard, not a policy). */
@@ -25,7 +18,7 @@ const MAX_CREDIT_USD = 1_000_000;
 export async function accountsView(main: HTMLElement): Promise<void> {
   replace(main, h("h1", {}, "Accounts"), h("p", { role: "status" }, "Loading…"));
   const accounts: Account[] = [];
-  const first = await admin<{ accounts?: Account[]; nextPageToken?: string }>("ListAccounts", {
+  const first = await admin("listAccounts", {
     pageSize: PAGE,
   });
   accounts.push(...(first.accounts ?? []));
@@ -37,7 +30,7 @@ export async function accountsView(main: HTMLElement): Promise<void> {
   };
   more.addEventListener("click", () => {
     more.disabled = true;
-    admin<{ accounts?: Account[]; nextPageToken?: string }>("ListAccounts", {
+    admin("listAccounts", {
       pageSize: PAGE,
       pageToken: token,
     }).then(
@@ -128,7 +121,7 @@ function creditForm(main: HTMLElement, accounts: Account[]): HTMLElement {
       return;
     }
     submit.disabled = true;
-    admin<{ account?: Account; applied?: boolean }>("CreditAccount", {
+    admin("creditAccount", {
       accountId: account.value.trim(),
       amountMicroUsd: String(micro),
       idempotencyKey,

@@ -1,3 +1,4 @@
+import type { ProviderSummaryJson } from "@darkbloom/protocol/admin/v1";
 import { admin } from "../api.js";
 import { h, replace } from "../dom.js";
 import { count, usd, when } from "../format.js";
@@ -7,27 +8,12 @@ import { dataTable } from "../widgets.js";
 // the ledger's verification. Each reads the typed AdminService over Connect's JSON protocol, whose
 // field names are the protobuf ones in lowerCamelCase and whose 64-bit integers are strings.
 
-interface Provider {
-  providerId: string;
-  machineId?: string;
-  daemonVersion?: string;
-  models?: string[];
-  loadedModels?: string[];
-  trustLevel?: string;
-  trustReasons?: string[];
-  state?: string;
-  routable?: boolean;
-  maxBatch?: number;
-  busySlots?: number;
-  decodeTokensPerSecond?: number;
-  chip?: string;
-  connectedAt?: string;
-}
+type Provider = ProviderSummaryJson;
 
 /** The connected providers: counts by model, trust, version and hardware, then each one. */
 export async function fleetView(main: HTMLElement): Promise<void> {
   replace(main, h("h1", {}, "Fleet"), h("p", { role: "status" }, "Loading…"));
-  const { providers = [] } = await admin<{ providers?: Provider[] }>("ListProviders");
+  const { providers = [] } = await admin("listProviders", {});
   const tally = (key: (p: Provider) => string[]) => {
     const counts = new Map<string, number>();
     for (const p of providers) for (const k of key(p)) counts.set(k, (counts.get(k) ?? 0) + 1);
@@ -83,7 +69,7 @@ export async function fleetView(main: HTMLElement): Promise<void> {
             "Actions",
           ],
           providers.map((p) => [
-            p.providerId,
+            p.providerId ?? "",
             p.machineId ?? "",
             p.daemonVersion ?? "",
             p.chip ?? "",
@@ -93,7 +79,8 @@ export async function fleetView(main: HTMLElement): Promise<void> {
               .map((m) => ((p.loadedModels ?? []).includes(m) ? `${m} (loaded)` : m))
               .join(", "),
             `${p.busySlots ?? 0} / ${p.maxBatch ?? 0}`,
-            (p.decodeTokensPerSecond ?? 0).toFixed(1),
+            // (A double in proto3 JSON may be "NaN" or "Infinity": Number reads those too.)
+            Number(p.decodeTokensPerSecond ?? 0).toFixed(1),
             p.state === "draining" ? "—" : drainButton(main, p),
           ]),
         ),
@@ -114,7 +101,7 @@ function drainButton(main: HTMLElement, p: Provider): HTMLElement {
     if (!window.confirm(`Drain ${p.providerId}? It finishes its running requests and takes no new ones.`))
       return;
     button.disabled = true;
-    admin("DrainProvider", { providerId: p.providerId, reason: "drained from the console" }).then(
+    admin("drainProvider", { providerId: p.providerId, reason: "drained from the console" }).then(
       () => fleetView(main),
       (error: unknown) => {
         button.disabled = false;
@@ -127,20 +114,10 @@ function drainButton(main: HTMLElement, p: Provider): HTMLElement {
   return button;
 }
 
-interface Model {
-  id: string;
-  displayName?: string;
-  inputMicroUsdPerMillion?: string;
-  outputMicroUsdPerMillion?: string;
-  enabled?: boolean;
-  vocabularySha256?: string;
-  embeddingMinDimensions?: number;
-}
-
 /** The catalog: each model's prices, state, and whether its usage is counted here. */
 export async function modelsView(main: HTMLElement): Promise<void> {
   replace(main, h("h1", {}, "Models"), h("p", { role: "status" }, "Loading…"));
-  const { models = [] } = await admin<{ models?: Model[] }>("ListModels");
+  const { models = [] } = await admin("listModels", {});
   replace(
     main,
     h("h1", {}, "Models"),
@@ -150,7 +127,7 @@ export async function modelsView(main: HTMLElement): Promise<void> {
           "The catalog, by id. Prices per million tokens.",
           ["Model", "Name", "Input", "Output", "Enabled", "Usage"],
           models.map((m) => [
-            m.id,
+            m.id ?? "",
             m.displayName ?? "",
             usd(Number(m.inputMicroUsdPerMillion ?? 0)),
             usd(Number(m.outputMicroUsdPerMillion ?? 0)),
@@ -161,15 +138,6 @@ export async function modelsView(main: HTMLElement): Promise<void> {
   );
 }
 
-interface Verification {
-  ok?: boolean;
-  transactions?: string;
-  entries?: string;
-  accounts?: string;
-  openReservations?: string;
-  discrepancies?: { check?: string; detail?: string }[];
-}
-
 /** The ledger's invariants, checked on demand (every transaction balances, every balance adds up…). */
 export async function ledgerView(main: HTMLElement): Promise<void> {
   const result = h("div", { id: "ledger-result", "aria-live": "polite" });
@@ -177,7 +145,7 @@ export async function ledgerView(main: HTMLElement): Promise<void> {
   run.addEventListener("click", () => {
     run.disabled = true;
     replace(result, h("p", { role: "status" }, "Verifying…"));
-    admin<Verification>("VerifyLedger").then(
+    admin("verifyLedger", {}).then(
       (v) => {
         run.disabled = false;
         const checked = `${count(Number(v.transactions ?? 0))} transactions, ${count(Number(v.entries ?? 0))} entries, ${count(Number(v.accounts ?? 0))} accounts, ${count(Number(v.openReservations ?? 0))} open reservations, checked ${when(Date.now() / 1000)}.`;

@@ -1,16 +1,9 @@
+import type { ReleaseJson } from "@darkbloom/protocol/admin/v1";
 import { admin } from "../api.js";
 import { h, replace } from "../dom.js";
 import { dataTable } from "../widgets.js";
 
-interface Release {
-  version: string;
-  platform: string;
-  binarySha256?: string;
-  url?: string;
-  active?: boolean;
-  createdAt?: string;
-  minProviderVersion?: string;
-}
+type Release = ReleaseJson;
 
 /**
  * The daemon releases: the active ones are the binary allowlist (a daemon whose binary hash is not
@@ -19,7 +12,7 @@ interface Release {
  */
 export async function releasesView(main: HTMLElement): Promise<void> {
   replace(main, h("h1", {}, "Releases"), h("p", { role: "status" }, "Loading…"));
-  const { releases = [] } = await admin<{ releases?: Release[] }>("ListReleases");
+  const { releases = [] } = await admin("listReleases", {});
   replace(
     main,
     h("h1", {}, "Releases"),
@@ -29,8 +22,8 @@ export async function releasesView(main: HTMLElement): Promise<void> {
           "Newest first. The active releases' binary hashes are the allowlist.",
           ["Version", "Platform", "Binary SHA-256", "Minimum daemon", "Registered", "State"],
           releases.map((r) => [
-            r.version,
-            r.platform,
+            r.version ?? "",
+            r.platform ?? "",
             h("code", { title: r.binarySha256 ?? "" }, (r.binarySha256 ?? "").slice(0, 16)),
             r.minProviderVersion || "—",
             r.createdAt ? new Date(r.createdAt).toLocaleString("en-US") : "",
@@ -54,7 +47,7 @@ function toggle(main: HTMLElement, r: Release): HTMLElement {
       : `Activate ${name}? Its binary joins the allowlist.`;
     if (!window.confirm(question)) return;
     button.disabled = true;
-    admin("SetReleaseActive", { version: r.version, platform: r.platform, active: !active }).then(
+    admin("setReleaseActive", { version: r.version, platform: r.platform, active: !active }).then(
       () => releasesView(main),
       (error: unknown) => {
         button.disabled = false;

@@ -12,7 +12,7 @@ async function kindOf(key: string): Promise<KeyKind> {
     return "account";
   } catch (error) {
     if (!(error instanceof ApiError) || error.status !== 401) throw error;
-    await admin("ListModels", {}, key);
+    await admin("listModels", {}, key);
     return "admin";
   }
 }
