@@ -38,3 +38,28 @@ export function dataTable(caption: string, columns: Column[], rows: (string | No
     ),
   );
 }
+
+/**
+ * A button that asks `question` first, then runs `act` (disabled meanwhile) and shows the view
+ * again with `reload`; when the action fails, the reason goes at the top of `main` as an alert and
+ * the button can be pressed again.
+ */
+export function confirmedAction(
+  main: HTMLElement,
+  button: HTMLButtonElement,
+  question: () => string,
+  act: () => Promise<unknown>,
+  reload: () => Promise<void>,
+): HTMLButtonElement {
+  button.addEventListener("click", () => {
+    if (!window.confirm(question())) return;
+    button.disabled = true;
+    act().then(reload, (error: unknown) => {
+      button.disabled = false;
+      main.prepend(
+        h("p", { class: "error", role: "alert" }, error instanceof Error ? error.message : "It failed."),
+      );
+    });
+  });
+  return button;
+}

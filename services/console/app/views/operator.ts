@@ -2,7 +2,7 @@ import type { ProviderSummaryJson } from "@darkbloom/protocol/admin/v1";
 import { admin } from "../api.js";
 import { h, replace } from "../dom.js";
 import { count, usd, when } from "../format.js";
-import { dataTable } from "../widgets.js";
+import { confirmedAction, dataTable } from "../widgets.js";
 
 // The operator's views (signed in with the admin key): the fleet, the catalog's models and prices,
 // the ledger's verification. Each reads the typed AdminService over Connect's JSON protocol, whose
@@ -97,21 +97,13 @@ function drainButton(main: HTMLElement, p: Provider): HTMLElement {
     { type: "button", class: "quiet", "aria-label": `Drain ${p.providerId}` },
     "Drain",
   );
-  button.addEventListener("click", () => {
-    if (!window.confirm(`Drain ${p.providerId}? It finishes its running requests and takes no new ones.`))
-      return;
-    button.disabled = true;
-    admin("drainProvider", { providerId: p.providerId, reason: "drained from the console" }).then(
-      () => fleetView(main),
-      (error: unknown) => {
-        button.disabled = false;
-        main.prepend(
-          h("p", { class: "error", role: "alert" }, error instanceof Error ? error.message : "It failed."),
-        );
-      },
-    );
-  });
-  return button;
+  return confirmedAction(
+    main,
+    button,
+    () => `Drain ${p.providerId}? It finishes its running requests and takes no new ones.`,
+    () => admin("drainProvider", { providerId: p.providerId, reason: "drained from the console" }),
+    () => fleetView(main),
+  );
 }
 
 /** The catalog: each model's prices, state, and whether its usage is counted here. */

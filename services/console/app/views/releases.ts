@@ -1,7 +1,7 @@
 import type { ReleaseJson } from "@darkbloom/protocol/admin/v1";
 import { admin } from "../api.js";
 import { h, replace } from "../dom.js";
-import { dataTable } from "../widgets.js";
+import { confirmedAction, dataTable } from "../widgets.js";
 
 type Release = ReleaseJson;
 
@@ -41,21 +41,14 @@ function toggle(main: HTMLElement, r: Release): HTMLElement {
     { type: "button", class: "quiet", "aria-label": `${active ? "Deactivate" : "Activate"} ${name}` },
     active ? "Active: deactivate" : "Inactive: activate",
   );
-  button.addEventListener("click", () => {
-    const question = active
-      ? `Deactivate ${name}? Daemons running this binary stop being allowlisted.`
-      : `Activate ${name}? Its binary joins the allowlist.`;
-    if (!window.confirm(question)) return;
-    button.disabled = true;
-    admin("setReleaseActive", { version: r.version, platform: r.platform, active: !active }).then(
-      () => releasesView(main),
-      (error: unknown) => {
-        button.disabled = false;
-        main.prepend(
-          h("p", { class: "error", role: "alert" }, error instanceof Error ? error.message : "It failed."),
-        );
-      },
-    );
-  });
-  return button;
+  return confirmedAction(
+    main,
+    button,
+    () =>
+      active
+        ? `Deactivate ${name}? Daemons running this binary stop being allowlisted.`
+        : `Activate ${name}? Its binary joins the allowlist.`,
+    () => admin("setReleaseActive", { version: r.version, platform: r.platform, active: !active }),
+    () => releasesView(main),
+  );
 }
