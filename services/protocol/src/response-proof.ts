@@ -79,9 +79,10 @@ export interface ProofFigures {
 }
 
 /**
- * The inputs of a proof's check: `record` builds its record's bytes, `domain` is its kind's domain
- * (with the 0x00). The signed message is built from the proof's own hashes: judgeProof compares
- * them with the computed ones, so a signature over other hashes proves nothing about this response.
+ * The inputs of a proof's check: `record` builds its record's bytes, `message` its kind's signed
+ * message (its domain, then the two hashes). The message is built from the proof's own hashes:
+ * judgeProof compares them with the computed ones, so a signature over other hashes proves nothing
+ * about this response.
  */
 export function proofInputs(
   proof: ResponseProof,
