@@ -170,6 +170,15 @@ type Verdict =
  * key pinned to the one published for the provider that signed, or no better than "not pinned".
  */
 async function verify(transcript: string, requestBody: string): Promise<Verdict> {
+  // WebCrypto exists only in a secure context (https, or this machine itself).
+  if (!window.isSecureContext || crypto.subtle === undefined) {
+    return {
+      kind: "invalid",
+      reason:
+        "this page is not served over https, and browsers give WebCrypto only to secure pages: " +
+        "save the stream and run darkbloom verify instead",
+    };
+  }
   const unpinned = await verifyResponseWeb(transcript, { requestBody }, crypto.subtle);
   if (!unpinned.ok) return { kind: "invalid", reason: unpinned.reason };
   const published = await publishedKey(unpinned.proof.provider_id);
