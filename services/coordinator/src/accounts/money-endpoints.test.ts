@@ -410,12 +410,19 @@ describe("balance, usage and earnings", () => {
       timings.push(JSON.parse(res.headers.get("x-timing") ?? "{}"));
     }
     for (const id of ids) await settled(id);
-    // The phases are written off the serving path, about a second after settlement.
+    // The phases are written off the serving path, about a second after settlement. (Waited for in
+    // the database: polling the endpoint would spend the account's money-tier rate limit.)
     await expect
-      .poll(async () => (await readJson(await get("/v1/account/usage?limit=3", a.key))).data[0].timing, {
-        timeout: 10_000,
-      })
-      .not.toBeNull();
+      .poll(
+        async () =>
+          (
+            await pool.query("SELECT count(*)::int AS n FROM request_timings WHERE request_id = ANY($1)", [
+              ids,
+            ])
+          ).rows[0].n,
+        { timeout: 10_000, interval: 100 },
+      )
+      .toBe(3);
     const first = await readJson(await get("/v1/account/usage?limit=2", a.key));
     expect(first.object).toBe("list");
     expect(first.data.map((r: AnyJson) => r.request_id)).toEqual([ids[2], ids[1]]);
