@@ -107,7 +107,8 @@ async function chat(
   let transcript = "";
   let shown = 0;
   try {
-    const stream = await openStream("/v1/chat/completions", body, signal);
+    // (The request goes out on the first read: its refusal is thrown in the loop.)
+    const stream = openStream("/v1/chat/completions", body, signal);
     const decoder = new TextDecoder();
     for await (const bytes of stream) {
       transcript += decoder.decode(bytes, { stream: true });
@@ -127,7 +128,12 @@ async function chat(
   answer.removeAttribute("aria-busy");
   if (status.className === "error") return;
   replace(status, "Answered. Verifying…");
-  const result = await verify(transcript, body);
+  const result = await verify(transcript, body).catch(
+    (error: unknown): Verdict => ({
+      kind: "invalid",
+      reason: `the check could not run: ${error instanceof Error ? error.message : String(error)}`,
+    }),
+  );
   replace(status, "Answered.");
   showVerdict(verdict, result);
 }
