@@ -1,3 +1,5 @@
+import { fromBase64, sameBytes } from "./response-record.js";
+
 /**
  * The key a coordinator publishes for a provider (GET /v1/providers/attestation, which lists the
  * connected providers), read the one way both `darkbloom verify --coordinator` and the console's
@@ -22,4 +24,14 @@ export function readPublishedKey(body: unknown, providerId: string, url: string)
   const key = typeof entry.public_key === "string" && entry.public_key !== "" ? entry.public_key : null;
   const trustLevel = typeof entry.trust_level === "string" ? entry.trust_level : "unknown";
   return { kind: "listed", key, trustLevel };
+}
+
+/** Whether a response's signing key is the published one (both base64; the same bytes). */
+export function isPublishedKey(published: string, signingKey: string | null): boolean {
+  if (signingKey === null) return false;
+  try {
+    return sameBytes(fromBase64(published), fromBase64(signingKey));
+  } catch {
+    return false;
+  }
 }

@@ -9,6 +9,7 @@ import {
   responseRecord,
   type SignedResponse,
   sameBytes,
+  U32_MAX,
   VERIFIED_RESPONSE_VERSIONS,
 } from "./response-record.js";
 import { readSavedResponse, type SavedResponse, sameUsage } from "./saved-response.js";
@@ -273,7 +274,7 @@ export function readProof(value: unknown, versions: number | readonly number[]):
   const usage = o.usage as Record<string, unknown> | null | undefined;
   const tokens = (k: string) => {
     const v = usage?.[k];
-    return typeof v === "number" && Number.isInteger(v) && v >= 0 && v <= 0xffff_ffff ? v : undefined;
+    return typeof v === "number" && Number.isInteger(v) && v >= 0 && v <= U32_MAX ? v : undefined;
   };
   const promptTokens = tokens("prompt_tokens");
   const completionTokens = tokens("completion_tokens");

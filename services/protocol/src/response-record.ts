@@ -61,7 +61,8 @@ export const VERIFIED_RESPONSE_VERSIONS: readonly number[] = [2, RESPONSE_SIGNAT
 export const P256_PUBLIC_KEY_BYTES = 65;
 
 const utf8 = new TextEncoder();
-const U32_MAX = 0xffff_ffff;
+/** The largest u32 of a record (counts, lengths, usage). */
+export const U32_MAX = 0xffff_ffff;
 
 /** The domain bytes (with the 0x00) of a response signature version this code verifies. */
 export function responseDomain(version: number): Uint8Array {

@@ -1,5 +1,5 @@
 import { readChatLogprobs, readCompletionLogprobs, type SignedLogprob } from "./logprobs.js";
-import type { SignedChoice, SignedToolCall, SignedUsage } from "./response-record.js";
+import { type SignedChoice, type SignedToolCall, type SignedUsage, U32_MAX } from "./response-record.js";
 
 /**
  * Reads what a response signature covers out of a saved response, the way a consumer's code would
@@ -27,7 +27,6 @@ type Json = Record<string, unknown>;
 const CHOICE_FIELDS = new Set(["index", "message", "delta", "text", "logprobs", "finish_reason"]);
 const MESSAGE_FIELDS = new Set(["role", "content", "refusal", "tool_calls"]);
 const USAGE_FIELDS = new Set(["prompt_tokens", "completion_tokens", "total_tokens"]);
-const U32_MAX = 0xffff_ffff;
 
 /**
  * A saved response: a non-streaming body (parsed JSON, its text or bytes) or the text of an SSE

@@ -26,7 +26,7 @@ import {
  * with the same code (web-verify.ts); this module adds Node's SHA-256 and ECDSA.
  */
 
-export { type PublishedKey, readPublishedKey } from "./published-key.js";
+export { isPublishedKey, type PublishedKey, readPublishedKey } from "./published-key.js";
 export {
   judgeProof,
   type ProofFigures,

@@ -1,4 +1,4 @@
-export { type PublishedKey, readPublishedKey } from "./published-key.js";
+export { isPublishedKey, type PublishedKey, readPublishedKey } from "./published-key.js";
 export type { ResponseProof, VerifyOptions, VerifyResult } from "./response-proof.js";
 export { sseData } from "./saved-response.js";
 

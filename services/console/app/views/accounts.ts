@@ -147,7 +147,7 @@ function creditForm(main: HTMLElement, accounts: Account[]): HTMLElement {
 }
 
 /** Dollars typed as "25", "25.5" or "0.000125" as micro-dollars; undefined unless in (0, MAX]. */
-export function microUsd(text: string): number | undefined {
+function microUsd(text: string): number | undefined {
   const match = /^\s*\$?(\d{1,7})(?:\.(\d{1,6}))?\s*$/.exec(text);
   if (!match) return undefined;
   const micro = Number(match[1]) * 1_000_000 + Number((match[2] ?? "").padEnd(6, "0"));

@@ -1,6 +1,7 @@
 import { readFile } from "node:fs/promises";
 import { isEmbeddingsResponse, verifyEmbeddingsResponse } from "@darkbloom/protocol/verifiable-embeddings";
 import {
+  isPublishedKey,
   type PublishedKey,
   type ResponseProof,
   readPublishedKey,
@@ -75,7 +76,7 @@ export function addVerifyCommand(program: Command, context: CliContext): void {
             VerifyExit.invalid,
           );
         }
-        if (!sameKey(published.key, proof.signing_key ?? "")) {
+        if (!isPublishedKey(published.key, proof.signing_key)) {
           throw new CliFailure(
             `invalid: the response is signed with a key that is not the key the coordinator publishes for provider ${proof.provider_id}`,
             VerifyExit.invalid,
@@ -124,10 +125,6 @@ async function publishedKey(context: CliContext, base: string, providerId: strin
     return { kind: "unknown", why: `cannot fetch ${url}: ${(error as Error).message}` };
   }
   return readPublishedKey(body, providerId, url);
-}
-
-function sameKey(a: string, b: string): boolean {
-  return Buffer.from(a, "base64").equals(Buffer.from(b, "base64"));
 }
 
 /** The coordinator's base URL, without a trailing slash or /v1 (both are accepted). */
