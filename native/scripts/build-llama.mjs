@@ -4,13 +4,14 @@
 // 1. llama.cpp's source: cloned from the git bundle that node-llama-cpp ships into native/build/llama.cpp
 //    (once; again when the bundle's head changes). Nothing is downloaded.
 // 2. Its static CPU libraries (llama, ggml, ggml-cpu, ggml-base) with cmake into
-//    native/build/llama.cpp-build, only when missing or older than the clone (a few minutes).
+//    native/build/llama.cpp-build, only when missing, older than the clone or configured otherwise
+//    (a few minutes).
 // 3. The addon with node-gyp, only when a source under addon/llama or addon/common, the gyp file or the libraries
 //    changed. Everything generated lies in git-ignored folders (native/build, native/llama/build).
 // A missing tool is one line and a skip; build.mjs turns a skip into a failure under
 // DARKBLOOM_NATIVE_REQUIRED=1. Run alone: node native/scripts/build-llama.mjs.
 import { execFileSync, spawnSync } from "node:child_process";
-import { existsSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
@@ -36,6 +37,26 @@ const archives = [
   "ggml/src/libggml-base.a",
 ];
 export const llamaAddonPath = join(root, "llama", "build", "Release", "darkbloom_llama.node");
+
+/**
+ * Compiler flags for llama.cpp's code. ggml compiles for the CPU it is built on (GGML_NATIVE), which
+ * is the CPU the addon runs on: it is built on the provider's machine and never shipped in an image.
+ * But on CPUs with AMX (Intel Sapphire Rapids and later) ggml's AMX matrix multiply crashes the
+ * process on the first prompt (SIGSEGV in ggml_backend_amx_mul_mat, ggml-org/llama.cpp#20824, open
+ * upstream; seen here on every model the tests synthesize), so the AMX instructions are taken out of
+ * the target and ggml compiles its AMX kernels out. AVX-512 and everything else native stay. GCC and
+ * Clang apply an explicit -mno-* over -march=native whatever their order; a compiler that does not
+ * know the flags cannot emit AMX either, and gets none.
+ */
+export function llamaCompilerFlags() {
+  if (process.arch !== "x64") return "";
+  const flags = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16";
+  const probe = spawnSync("c++", [...flags.split(" "), "-x", "c++", "-fsyntax-only", "-"], {
+    input: "int main() { return 0; }\n",
+    stdio: ["pipe", "ignore", "ignore"],
+  });
+  return !probe.error && probe.status === 0 ? flags : "";
+}
 
 /** node-gyp: npm run puts its bundled one in npm_config_node_gyp; otherwise npm's own copy. */
 export function nodeGyp() {
@@ -114,13 +135,19 @@ export function buildLlama() {
       writeFileSync(cloneStamp, `${head}\n`);
     }
 
-    // 2. The static libraries, when missing or older than the clone.
+    // 2. The static libraries, when missing, older than the clone or configured otherwise (the
+    // stamp holds the configuration they were built with).
+    const flags = llamaCompilerFlags();
+    const configuration = `flags: ${flags}`;
+    const stamped = existsSync(libsStamp) ? readFileSync(libsStamp, "utf8").split("\n")[1] : undefined;
     const libsFresh =
-      mtime(libsStamp) > mtime(cloneStamp) && archives.every((a) => existsSync(join(libs, a)));
+      mtime(libsStamp) > mtime(cloneStamp) &&
+      stamped === configuration &&
+      archives.every((a) => existsSync(join(libs, a)));
     if (!libsFresh) {
       say(`native: llama: building llama.cpp's static CPU libraries (cmake, a few minutes)…`);
       const started = Date.now();
-      if (mtime(join(libs, "CMakeCache.txt")) <= mtime(cloneStamp)) {
+      if (mtime(join(libs, "CMakeCache.txt")) <= mtime(cloneStamp) || stamped !== configuration) {
         rmSync(libs, { recursive: true, force: true });
         run("cmake", [
           "-S",
@@ -128,6 +155,8 @@ export function buildLlama() {
           "-B",
           libs,
           "-DCMAKE_BUILD_TYPE=Release",
+          `-DCMAKE_C_FLAGS=${flags}`,
+          `-DCMAKE_CXX_FLAGS=${flags}`,
           "-DBUILD_SHARED_LIBS=OFF",
           "-DCMAKE_POSITION_INDEPENDENT_CODE=ON",
           "-DLLAMA_BUILD_COMMON=OFF",
@@ -141,7 +170,7 @@ export function buildLlama() {
         ]);
       }
       run("cmake", ["--build", libs, "--target", "llama", `-j${availableParallelism()}`]);
-      writeFileSync(libsStamp, `${new Date().toISOString()}\n`);
+      writeFileSync(libsStamp, `${new Date().toISOString()}\n${configuration}\n`);
       say(`native: llama: libraries built in ${Math.round((Date.now() - started) / 1000)} s`);
     }
 

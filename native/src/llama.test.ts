@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   type KvType,
   llamaErrorCode,
+  loadLlamaBinding,
   NativeLlamaModel,
   type NativeLlamaScheduler,
   type NativeSamplingOptions,
@@ -62,6 +63,13 @@ describe.skipIf(!addonTestable())("the llama addon on a tiny synthesized model",
     await Promise.all(schedulers.map((s) => s.close()));
     await model?.close();
     await rm(dir, { recursive: true, force: true });
+  });
+
+  it("is built without llama.cpp's AMX kernels, which crash on the first prompt (llama.cpp#20824)", () => {
+    // On a CPU with AMX (Intel Sapphire Rapids and later) a native build reports AMX_INT8 = 1 and
+    // every scheduler test dies with SIGSEGV in ggml_backend_amx_mul_mat; build-llama.mjs compiles
+    // the kernels out. Elsewhere the CPU has no AMX and the build none either.
+    expect(loadLlamaBinding()?.systemInfo()).not.toMatch(/AMX/);
   });
 
   schedulerContract({
@@ -166,14 +174,20 @@ describe.skipIf(!addonTestable())("the llama addon on a tiny synthesized model",
         if (step.done) break;
         expect(step.value.token).toBe(token);
         const lp = ours.logprobs[i] as TokenLogprobs;
+        // The prompt's last position agrees to rounding. Later steps are decoded by two builds whose
+        // kernels can differ by CPU (node-llama-cpp's prebuilt binary picks AMX kernels on Sapphire
+        // Rapids, ours has them compiled out), and on random weights that drift reaches ~0.06 by the
+        // sixth token. What the check is for stays far outside it: logprobs of a filtered,
+        // renormalized or tempered distribution, or in another base, are off by a whole unit or more.
+        const tolerance = i === 0 ? 1e-3 : 0.1;
         const theirs = [...step.value.probabilities.entries()].slice(0, 5);
         expect(lp.topLogprobs[0]).toBe(lp.logprob);
         for (const [k, t] of lp.topTokens.entries()) {
           expect(
             Math.abs(Math.log(step.value.probabilities.get(t as Token) ?? 0) - (lp.topLogprobs[k] ?? 0)),
-          ).toBeLessThan(1e-3);
+          ).toBeLessThan(tolerance);
           // The same five, in the same order up to near ties.
-          expect(Math.abs(Math.log(theirs[k]?.[1] ?? 0) - (lp.topLogprobs[k] ?? 0))).toBeLessThan(1e-3);
+          expect(Math.abs(Math.log(theirs[k]?.[1] ?? 0) - (lp.topLogprobs[k] ?? 0))).toBeLessThan(tolerance);
           compared++;
         }
       }

@@ -2,11 +2,13 @@
  * llama.cpp's own programs, the references of the native benchmark: `llama-batched-bench` (the limit:
  * llama.cpp's batched decode with nothing around it) and `llama-server` (the peer a provider could run
  * instead of Darkbloom). Both are built here from the llama.cpp source that node-llama-cpp ships (the
- * clone `npm run build:native` makes in native/build/llama.cpp), with llama.cpp's own build defaults,
- * into native/build/llama.cpp-tools. Nothing is downloaded.
+ * clone `npm run build:native` makes in native/build/llama.cpp), with llama.cpp's own build defaults
+ * and the compiler flags the core's libraries were built with (the same CPU code on both sides; on
+ * AMX CPUs llama.cpp's own defaults crash, see build-llama.mjs), into native/build/llama.cpp-tools.
+ * Nothing is downloaded.
  */
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { availableParallelism } from "node:os";
 import { join, resolve } from "node:path";
@@ -17,6 +19,8 @@ const SOURCE = join(NATIVE, "build", "llama.cpp");
 const CLONE_STAMP = join(NATIVE, "build", "llama.cpp.cloned");
 const BUILD = join(NATIVE, "build", "llama.cpp-tools");
 const BUILD_STAMP = join(NATIVE, "build", "llama.cpp-tools.done");
+/** The core's libraries' configuration, which `npm run build:native` writes. */
+const CORE_CACHE = join(NATIVE, "build", "llama.cpp-build", "CMakeCache.txt");
 
 export interface LlamaCppTools {
   server: string;
@@ -48,7 +52,14 @@ export function buildLlamaCppTools(progress: (line: string) => void): LlamaCppTo
   const commit = spawnSync("git", ["-C", SOURCE, "rev-parse", "--short", "HEAD"], {
     encoding: "utf8",
   }).stdout.trim();
-  const fresh = mtime(BUILD_STAMP) > mtime(CLONE_STAMP) && existsSync(server) && existsSync(batchedBench);
+  const flags = coreCompilerFlags();
+  const configuration = `flags: ${flags}`;
+  const stamped = existsSync(BUILD_STAMP) ? readFileSync(BUILD_STAMP, "utf8").split("\n")[1] : undefined;
+  const fresh =
+    mtime(BUILD_STAMP) > mtime(CLONE_STAMP) &&
+    stamped === configuration &&
+    existsSync(server) &&
+    existsSync(batchedBench);
   if (!fresh) {
     progress(`building llama-server and llama-batched-bench (llama.cpp ${commit}; a few minutes)`);
     const started = Date.now();
@@ -58,6 +69,8 @@ export function buildLlamaCppTools(progress: (line: string) => void): LlamaCppTo
       "-B",
       BUILD,
       "-DCMAKE_BUILD_TYPE=Release",
+      `-DCMAKE_C_FLAGS=${flags}`,
+      `-DCMAKE_CXX_FLAGS=${flags}`,
       "-DBUILD_SHARED_LIBS=OFF",
       "-DLLAMA_BUILD_COMMON=ON",
       "-DLLAMA_BUILD_TOOLS=ON",
@@ -79,10 +92,20 @@ export function buildLlamaCppTools(progress: (line: string) => void): LlamaCppTo
       "llama-batched-bench",
       `-j${availableParallelism()}`,
     ]);
-    writeFileSync(BUILD_STAMP, `${new Date().toISOString()}\n`);
+    writeFileSync(BUILD_STAMP, `${new Date().toISOString()}\n${configuration}\n`);
     progress(`built in ${Math.round((Date.now() - started) / 1000)} s`);
   }
   return { server, batchedBench, commit };
+}
+
+/** CMAKE_CXX_FLAGS of the core's libraries (their C flags are the same). */
+function coreCompilerFlags(): string {
+  if (!existsSync(CORE_CACHE))
+    throw new Error("llama.cpp's libraries are not built: run npm run build:native");
+  const line = readFileSync(CORE_CACHE, "utf8")
+    .split("\n")
+    .find((l) => l.startsWith("CMAKE_CXX_FLAGS:"));
+  return line?.slice(line.indexOf("=") + 1).trim() ?? "";
 }
 
 /** One line of `llama-batched-bench --output-format jsonl`. */
