@@ -363,7 +363,8 @@ export async function expectPartialCharge(
   const record = await settledUsage(tb, account.id, stream.requestId);
   expect(record.outcome).toBe("failed");
   expect(record.completionTokens).toBeGreaterThan(0);
-  const counts = await tb.counts(MODEL, prompt, stream.content);
+  // The streams these drills cut ask for PROBE_MAX_TOKENS (greedyChat's default).
+  const counts = await tb.counts(MODEL, prompt, stream.content, PROBE_MAX_TOKENS);
   expect(record.promptTokens).toBe(counts.prompt);
   expect(record.completionTokens).toBe(counts.completion);
   expect(record.chargedMicroUsd).toBe(cost(record.promptTokens, record.completionTokens));

@@ -5,7 +5,7 @@
 // sequences at random) serves a spread of requests, every one completes with the usage it was
 // charged, and the provider stays routable.
 import { join } from "node:path";
-import { ModelTokenizer } from "@darkbloom/models";
+import { choiceCompletionTokens, ModelTokenizer } from "@darkbloom/models";
 import { modelPath } from "@darkbloom/provider";
 import { readSse } from "@darkbloom/testing";
 import { getLlama, type Llama, LlamaLogLevel } from "node-llama-cpp";
@@ -96,7 +96,11 @@ describe.each([
     const served = await serve(testbed, alice.apiKey);
     for (const { body, texts, usage } of served) {
       const counter = counters.get(body.model as string)!;
-      const counted = texts.reduce((sum, t) => sum + counter.countText(t), 0);
+      const maxTokens = body.max_tokens as number;
+      const counted = texts.reduce(
+        (sum, t) => sum + choiceCompletionTokens(counter.countText(t), maxTokens),
+        0,
+      );
       // The provider reports exactly the count of its text in both modes (it counts with the same
       // tokenizer); with the vocabulary the coordinator checked it to the token.
       expect(usage.completion_tokens).toBe(counted);

@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { type LocalNetwork, startLocalNetwork } from "@darkbloom/local-network";
-import { ModelTokenizer } from "@darkbloom/models";
+import { choiceCompletionTokens, ModelTokenizer } from "@darkbloom/models";
 import { AdminService } from "@darkbloom/protocol/admin/v1";
 import { modelPath } from "@darkbloom/provider";
 import { getLlama, LlamaLogLevel } from "node-llama-cpp";
@@ -62,7 +62,10 @@ describe("the local network", () => {
         kind: "chat",
         messages: [{ role: "user", content: "Hello there" }],
       }),
-      completion_tokens: tokenizer.countText(whole.choices[0]?.message.content ?? ""),
+      completion_tokens: choiceCompletionTokens(
+        tokenizer.countText(whole.choices[0]?.message.content ?? ""),
+        8,
+      ),
     };
     await tokenizer.dispose();
     await llama.dispose();

@@ -10,7 +10,7 @@ import { type Client, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { uploadVocabulary, vocabularyOf } from "@darkbloom/coordinator";
 import { coordinatorBin, freePort, providerBin } from "@darkbloom/local-network";
-import { ModelTokenizer } from "@darkbloom/models";
+import { choiceCompletionTokens, ModelTokenizer } from "@darkbloom/models";
 import type { TrustLevelName } from "@darkbloom/protocol";
 import {
   AdminService,
@@ -339,11 +339,12 @@ export class Testbed {
     model: string,
     userMessage: string,
     text: string,
+    maxTokens: number,
   ): Promise<{ prompt: number; completion: number }> {
     const t = await this.tokenizer(model);
     return {
       prompt: t.countPrompt({ kind: "chat", messages: [{ role: "user", content: userMessage }] }),
-      completion: t.countText(text),
+      completion: choiceCompletionTokens(t.countText(text), maxTokens),
     };
   }
 

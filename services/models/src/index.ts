@@ -27,6 +27,7 @@ export * from "./gguf/index.js";
 export * from "./mlx/index.js";
 export { sha256File } from "./sha256-file.js";
 export * from "./synth/index.js";
+export { choiceCompletionTokens } from "./tokenizer/completion-tokens.js";
 export { FastModelTokenizer, vocabularyPieces } from "./tokenizer/fast-model-tokenizer.js";
 export { ModelTokenizer } from "./tokenizer/model-tokenizer.js";
 export { TokenizerPool, type TokenizerPoolOptions } from "./tokenizer/tokenizer-pool.js";

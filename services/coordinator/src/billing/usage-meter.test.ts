@@ -71,8 +71,10 @@ describe("UsageMeter", () => {
     expect(m.chunk(chunk("e", 1, 1))).toMatchObject({ code: MeteringViolation.maxTokensExceeded });
     expect(m.chunk(chunk("e", 1, 2))).toMatchObject({ code: MeteringViolation.choiceOutOfRange });
     expect(m.chunk(chunk("abcd", 4, 0))).toBeUndefined();
-    expect(m.complete(usage(3, 11))).toMatchObject({ violation: { code: MeteringViolation.usageMismatch } });
-    expect(m.complete(usage(3, 10))).toHaveProperty("usage");
+    // Four bytes could be five tokens (a leading-space marker), but a choice is never more than its
+    // max_tokens.
+    expect(m.complete(usage(3, 9))).toMatchObject({ violation: { code: MeteringViolation.usageMismatch } });
+    expect(m.complete(usage(3, 8))).toHaveProperty("usage");
   });
 
   it("refuses a prompt count of zero or above the prompt's bound", async () => {
@@ -127,6 +129,35 @@ describe("UsageMeter", () => {
       expect(m.chunk(chunk(" e", 1))).toBeUndefined();
       expect(await m.delivered()).toBe(5);
     });
+
+    it("counts a choice at most max_tokens, whatever its text re-tokenizes into", async () => {
+      // A liar's padding: 2 tokens claimed per chunk, each carrying 200 one-token words (the chunk
+      // checks allow up to MAX_TOKEN_BYTES a token); or an honest cut character's replacement text.
+      const padded = "w ".repeat(200);
+      const m = new UsageMeter(limits({ choices: 2, maxTokens: 6 }), words);
+      for (let i = 0; i < 3; i++) expect(m.chunk(chunk(padded, 2, 0))).toBeUndefined();
+      expect(m.chunk(chunk("one two", 2, 1))).toBeUndefined();
+      expect(await m.countDelivered()).toBe(6 + 2);
+      expect(await m.delivered()).toBe(8);
+      const now = new UsageMeter(limits({ choices: 2, maxTokens: 6 }), {
+        ...words,
+        countTextsNow: (texts) => texts.reduce((sum, t) => sum + t.split(" ").filter(Boolean).length, 0),
+      });
+      for (let i = 0; i < 3; i++) expect(now.chunk(chunk(padded, 2, 0))).toBeUndefined();
+      expect(now.chunk(chunk("one two", 2, 1))).toBeUndefined();
+      expect(now.countDeliveredNow()).toBe(8);
+      // The provider's claim of the uncapped count is refused: the count is the capped one.
+      const own = { promptTokens: 9, completionTokens: 8 };
+      expect(m.complete(usage(9, 602), own)).toMatchObject({
+        violation: { code: MeteringViolation.usageMismatch },
+      });
+      expect(m.complete(usage(9, 8), own)).toEqual({ usage: { promptTokens: 9, completionTokens: 8 } });
+      // Without a count, the bounds stop at max_tokens a choice too.
+      expect(m.complete(usage(9, 14))).toMatchObject({
+        violation: { code: MeteringViolation.usageMismatch },
+      });
+      expect(m.complete(usage(9, 12))).toHaveProperty("usage");
+    });
   });
 });
 
@@ -156,7 +187,7 @@ describe("confirmedCount", () => {
     const llamaCpp = fixed(7, 3);
     const { counter, differed } = port(7, 3, llamaCpp);
     expect(
-      await confirmedCount(counter, input, ["x"], usage(7, 3), { promptTokens: 7, completionTokens: 3 }),
+      await confirmedCount(counter, input, ["x"], 100, usage(7, 3), { promptTokens: 7, completionTokens: 3 }),
     ).toEqual({
       counted: { promptTokens: 7, completionTokens: 3 },
       recounted: false,
@@ -169,7 +200,7 @@ describe("confirmedCount", () => {
     // The provider is right and the port wrong: llama.cpp's count decides, and the port is reported.
     const { counter, differed } = port(7, 4, fixed(7, 3));
     expect(
-      await confirmedCount(counter, input, ["x"], usage(7, 3), { promptTokens: 7, completionTokens: 4 }),
+      await confirmedCount(counter, input, ["x"], 100, usage(7, 3), { promptTokens: 7, completionTokens: 4 }),
     ).toEqual({
       counted: { promptTokens: 7, completionTokens: 3 },
       recounted: true,
@@ -178,7 +209,7 @@ describe("confirmedCount", () => {
     // The provider lies and the port is right: the same count again, the port not reported.
     const honest = port(7, 3, fixed(7, 3));
     expect(
-      await confirmedCount(honest.counter, input, ["x"], usage(7, 9), {
+      await confirmedCount(honest.counter, input, ["x"], 100, usage(7, 9), {
         promptTokens: 7,
         completionTokens: 3,
       }),
@@ -186,10 +217,28 @@ describe("confirmedCount", () => {
     expect(honest.differed).toEqual([]);
   });
 
+  it("recounts each choice at most max_tokens, as the port's count is", async () => {
+    const texts = {
+      countPrompt: async () => 7,
+      countTexts: async (t: readonly string[]) => t.join("").length,
+    };
+    const { counter } = port(7, 5, texts);
+    // llama.cpp counts "abcdefgh" 8 and "xy" 2; max_tokens 3 makes it 3 + 2.
+    expect(
+      await confirmedCount(counter, input, ["abcdefgh", "xy"], 3, usage(7, 10), {
+        promptTokens: 7,
+        completionTokens: 5,
+      }),
+    ).toEqual({ counted: { promptTokens: 7, completionTokens: 5 }, recounted: true });
+  });
+
   it("keeps llama.cpp's own count when there is no port behind it", async () => {
     const llamaCpp = fixed(7, 3);
     expect(
-      await confirmedCount(llamaCpp, input, ["x"], usage(7, 9), { promptTokens: 7, completionTokens: 3 }),
+      await confirmedCount(llamaCpp, input, ["x"], 100, usage(7, 9), {
+        promptTokens: 7,
+        completionTokens: 3,
+      }),
     ).toEqual({
       counted: { promptTokens: 7, completionTokens: 3 },
       recounted: false,

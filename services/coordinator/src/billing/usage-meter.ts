@@ -1,3 +1,4 @@
+import { choiceCompletionTokens } from "@darkbloom/models";
 import type { EmbeddingModel } from "@darkbloom/models/embeddings";
 import type { GenerationInput } from "@darkbloom/models/input";
 import type { ToolCallSyntax } from "@darkbloom/models/tools";
@@ -89,6 +90,19 @@ export interface ReferenceCounter {
 }
 
 /**
+ * The completion tokens of a response's choices (each text counted on its own, and each at most
+ * max_tokens: choiceCompletionTokens, the rule the provider counts by too).
+ */
+export async function countCompletion(
+  counter: Pick<TokenCounter, "countTexts">,
+  texts: readonly string[],
+  maxTokens: number,
+): Promise<number> {
+  const counts = await Promise.all(texts.map((text) => counter.countTexts([text])));
+  return counts.reduce((sum, n) => sum + choiceCompletionTokens(n, maxTokens), 0);
+}
+
+/**
  * The counts a provider's usage is checked against. Where the provider disagrees with a count made
  * by the port, llama.cpp counts again and its figure is the one used (reported as `recounted`, and
  * the port retired for the vocabulary when the two tokenizers differ). A provider lying about its
@@ -98,6 +112,7 @@ export async function confirmedCount(
   counter: TokenCounter,
   input: GenerationInput,
   texts: readonly string[],
+  maxTokens: number,
   usage: Usage | undefined,
   counted: CountedUsage,
 ): Promise<{ counted: CountedUsage; recounted: boolean }> {
@@ -109,7 +124,7 @@ export async function confirmedCount(
   if (agrees || reference === undefined) return { counted, recounted: false };
   const [promptTokens, completionTokens] = await Promise.all([
     reference.counter.countPrompt(input),
-    reference.counter.countTexts(texts),
+    countCompletion(reference.counter, texts, maxTokens),
   ]);
   if (promptTokens !== counted.promptTokens || completionTokens !== counted.completionTokens) {
     reference.differed(
@@ -135,7 +150,9 @@ export interface MeteredUsage {
  * The coordinator's own account of one response from one provider, from the text it forwards.
  *
  * Usage is defined by the text: `completion_tokens` is what the model's tokenizer makes of each
- * choice's delivered text, `prompt_tokens` what the chat template renders the request to. When the
+ * choice's delivered text, at most max_tokens a choice (choiceCompletionTokens: text that
+ * re-tokenizes into more is not billed past what the consumer allowed), `prompt_tokens` what the
+ * chat template renders the request to. When the
  * catalog holds the model's vocabulary (catalog/catalog-tokenizers.ts) the coordinator counts both
  * itself with llama.cpp's tokenizer, the provider's engine counts with the same code, and any other
  * figure is refused: the provider's usage must equal the count.
@@ -241,8 +258,13 @@ export class UsageMeter {
    * undefined (use countDelivered()).
    */
   countDeliveredNow(): number | undefined {
+    const counter = this.counter;
+    if (counter?.countTextsNow === undefined) return undefined;
     try {
-      return this.counter?.countTextsNow?.(this.texts);
+      let sum = 0;
+      for (const text of this.texts)
+        sum += choiceCompletionTokens(counter.countTextsNow([text]), this.limits.maxTokens);
+      return sum;
     } catch {
       return undefined; // countDelivered() tries again, and reports a failure
     }
@@ -253,7 +275,7 @@ export class UsageMeter {
     if (!this.counter) return Promise.reject(new Error("no tokenizer"));
     if (this.countedAt !== this.accepted || this.counting === undefined) {
       this.countedAt = this.accepted;
-      this.counting = this.counter.countTexts([...this.texts]);
+      this.counting = countCompletion(this.counter, [...this.texts], this.limits.maxTokens);
     }
     return this.counting;
   }
@@ -300,8 +322,8 @@ export class UsageMeter {
     let least = 0;
     let most = 0;
     for (const bytes of this.bytes) {
-      least += Math.ceil(bytes / MAX_TOKEN_BYTES);
-      most += bytes > 0 ? bytes + 1 : 0;
+      least += choiceCompletionTokens(Math.ceil(bytes / MAX_TOKEN_BYTES), this.limits.maxTokens);
+      most += choiceCompletionTokens(bytes > 0 ? bytes + 1 : 0, this.limits.maxTokens);
     }
     if (completion < least || completion > most) {
       return mismatch(`completion_tokens ${completion} outside ${least}..${most} for the text delivered`);

@@ -242,7 +242,7 @@ export function runAttempt(
             if (promptTokens === undefined || counter === undefined)
               return { counted: undefined, recounted: false };
             const texts = usage.texts;
-            return confirmedCount(counter, request.input, texts, message.usage, {
+            return confirmedCount(counter, request.input, texts, job.maxTokens, message.usage, {
               promptTokens,
               completionTokens,
             });

@@ -9,7 +9,7 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { ModelTokenizer, synthesizeModel } from "@darkbloom/models";
+import { choiceCompletionTokens, ModelTokenizer, synthesizeModel } from "@darkbloom/models";
 import { formatGrammar, formatViolation, readResponseFormat } from "@darkbloom/models/structured";
 import { getLlama, LlamaLogLevel } from "node-llama-cpp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -237,12 +237,19 @@ export function engineConformance(target: ConformanceTarget): void {
       expect(a.text.startsWith(short.text)).toBe(true);
     });
 
-    it("bills what the model's tokenizer makes of the text emitted, as the coordinator counts it", async () => {
+    it("bills what the model's tokenizer makes of the text emitted, as the coordinator counts it, at most max_tokens", async () => {
       const counter = await openVocabulary();
       try {
-        for (const temperature of [0, 1.5]) {
-          const r = await run(engine, req(PROMPTS[1]!, { maxTokens: 40, temperature, seed: 7 }));
-          expect(r.result.completionTokens).toBe(counter.countText(r.text));
+        for (const [temperature, maxTokens] of [
+          [0, 40],
+          [1.5, 40],
+          [1.5, 4],
+        ] as const) {
+          const r = await run(engine, req(PROMPTS[1]!, { maxTokens, temperature, seed: 7 }));
+          expect(r.result.completionTokens).toBe(
+            choiceCompletionTokens(counter.countText(r.text), maxTokens),
+          );
+          expect(r.result.completionTokens).toBeLessThanOrEqual(maxTokens);
           expect(r.result.promptTokens).toBe(counter.countPrompt({ kind: "text", prompt: PROMPTS[1]! }));
         }
       } finally {

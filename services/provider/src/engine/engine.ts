@@ -108,9 +108,9 @@ export interface GenerationResult {
   promptTokens: number;
   /**
    * What is billed: the tokens the model's tokenizer makes of the text emitted (through onToken),
-   * counted once over the whole choice. The coordinator counts the text it forwarded with the same
-   * tokenizer and refuses any other figure, so it must not be the number of tokens sampled (a
-   * sampler may produce a non-canonical split, or tokens with no text).
+   * counted once over the whole choice, at most max_tokens (choiceCompletionTokens). The coordinator
+   * counts the text it forwarded the same way and refuses any other figure, so it must not be the
+   * number of tokens sampled (a sampler may produce a non-canonical split, or tokens with no text).
    */
   completionTokens: number;
   /** Tokens sampled (what max_tokens limits; at least completionTokens for a canonical split). */

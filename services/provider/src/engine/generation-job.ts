@@ -6,7 +6,12 @@
  * what ties a generation to its decoder (a node-llama-cpp row and iterator; a native scheduler id).
  */
 import { randomInt } from "node:crypto";
-import { MAX_TOP_LOGPROBS, type ModelTokenizer, type RenderedPrompt } from "@darkbloom/models";
+import {
+  choiceCompletionTokens,
+  MAX_TOP_LOGPROBS,
+  type ModelTokenizer,
+  type RenderedPrompt,
+} from "@darkbloom/models";
 import { splitToolOutput, type ToolCallSyntax, toolCallGrammar } from "@darkbloom/models/tools";
 import {
   EngineError,
@@ -175,7 +180,10 @@ export abstract class GenerationJob implements Generation {
     this.phase = "finished";
     const result: GenerationResult = {
       promptTokens: this.promptTokens,
-      completionTokens: this.tokenizer?.countText(this.emitted) ?? 0,
+      completionTokens: choiceCompletionTokens(
+        this.tokenizer?.countText(this.emitted) ?? 0,
+        this.request.sampling.maxTokens,
+      ),
       generatedTokens: this.completionTokens,
       finishReason: reason,
     };
