@@ -289,6 +289,40 @@ describe("a provider of a model whose vocabulary the coordinator has", () => {
     await ledgerClean();
   });
 
+  it("is paid no more than max_tokens for text padded past what its tokens could say", async () => {
+    // Four chunks of one claimed token each, every one carrying 200 bytes of one-letter words: within
+    // the chunk checks (256 bytes a token), and about 100 tokens apiece when counted.
+    const tokens = Array.from({ length: 4 }, () => "a ".repeat(100));
+    const full = counter.countText(tokens.join(""));
+    expect(full).toBeGreaterThan(100);
+    // Claiming the count of all it sent: the count is capped at max_tokens, the claim refused.
+    const greedy = await provider(
+      { tokens, claimedTokensPerChunk: 1, completionTokens: full, promptTokens: promptTokens() },
+      "c-padded",
+      "counted",
+    );
+    const payer = await funded();
+    const before = await balance(payer.id);
+    const res = await postJson(t.url, "/v1/chat/completions", payer.key, counted({ max_tokens: 4 }));
+    expect(res.status).toBe(502);
+    expect((await settled(res.headers.get("x-request-id") ?? "")).charged).toBe("0");
+    await expect.poll(() => reasonCodes(greedy)).toContain(MeteringViolation.usageMismatch);
+    expect(await balance(payer.id)).toBe(before);
+    // Claiming max_tokens: accepted, and charged exactly the prompt and four tokens.
+    await provider(
+      { tokens, claimedTokensPerChunk: 1, completionTokens: 4, promptTokens: promptTokens() },
+      "c-padded-capped",
+      "counted",
+    );
+    const capped = await postJson(t.url, "/v1/chat/completions", payer.key, counted({ max_tokens: 4 }));
+    expect(capped.status).toBe(200);
+    expect((await readJson(capped)).usage).toMatchObject({ completion_tokens: 4 });
+    const r = await settled(capped.headers.get("x-request-id") ?? "");
+    expect(r.completion_tokens).toBe(4);
+    expect(BigInt(r.charged ?? "0")).toBe(completedCharge(price, promptTokens(), 4));
+    await ledgerClean();
+  });
+
   it("is cut for a prompt count one off the coordinator's", async () => {
     const tokens = ["a "];
     const liar = await provider(
