@@ -43,8 +43,9 @@ export const llamaAddonPath = join(root, "llama", "build", "Release", "darkbloom
  * is the CPU the addon runs on: it is built on the provider's machine and never shipped in an image.
  * But on CPUs with AMX (Intel Sapphire Rapids and later) ggml's AMX matrix multiply crashes the
  * process on the first prompt (SIGSEGV in ggml_backend_amx_mul_mat, ggml-org/llama.cpp#20824, open
- * upstream; seen here on every model the tests synthesize), so the AMX instructions are taken out of
- * the target and ggml compiles its AMX kernels out. AVX-512 and everything else native stay. GCC and
+ * upstream; seen here on the synthesized tiny model, in the addon and in llama.cpp's own
+ * llama-batched-bench built with its defaults), so the AMX instructions are taken out of the target
+ * and ggml compiles its AMX kernels out. AVX-512 and everything else native stay. GCC and
  * Clang apply an explicit -mno-* over -march=native whatever their order; a compiler that does not
  * know the flags cannot emit AMX either, and gets none.
  */

@@ -152,10 +152,10 @@ export interface MeteredUsage {
  * Usage is defined by the text: `completion_tokens` is what the model's tokenizer makes of each
  * choice's delivered text, at most max_tokens a choice (choiceCompletionTokens: text that
  * re-tokenizes into more is not billed past what the consumer allowed), `prompt_tokens` what the
- * chat template renders the request to. When the
- * catalog holds the model's vocabulary (catalog/catalog-tokenizers.ts) the coordinator counts both
- * itself with llama.cpp's tokenizer, the provider's engine counts with the same code, and any other
- * figure is refused: the provider's usage must equal the count.
+ * chat template renders the request to. When the catalog holds the model's vocabulary
+ * (catalog/catalog-tokenizers.ts) the coordinator counts both itself with llama.cpp's tokenizer, the
+ * provider's engine counts with the same code, and any other figure is refused: the provider's usage
+ * must equal the count.
  *
  * Without a vocabulary the counts can only be bounded, and the bounds are the cap on what a provider
  * can claim: every token decodes to at least one byte and at most MAX_TOKEN_BYTES, so a choice's
