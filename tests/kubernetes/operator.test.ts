@@ -219,8 +219,13 @@ describe("a Coordinator under the operator", () => {
     const failures: string[] = [];
     let completed = 0;
     let loading = true;
+    // Each worker sends at most one request every 50 ms: 40 a second together, under the account's
+    // inference rate limit (50 a second, burst 100), which this test is not about. Unpaced, two
+    // workers against scripted providers on a fast machine went past it and counted its 429s.
+    const PACE_MS = 50;
     const worker = async () => {
       while (loading) {
+        const started = Date.now();
         const result = await postFresh(`${service}/v1/chat/completions`, apiKey, chat()).catch(
           (e: Error) => ({
             status: 0,
@@ -229,6 +234,8 @@ describe("a Coordinator under the operator", () => {
         );
         if (result.status === 200) completed += 1;
         else failures.push(`${result.status} ${result.text.slice(0, 200)}`);
+        const wait = PACE_MS - (Date.now() - started);
+        if (wait > 0 && loading) await new Promise((r) => setTimeout(r, wait));
       }
     };
     let mostPods = 0;
