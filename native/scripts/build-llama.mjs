@@ -41,8 +41,8 @@ export const llamaAddonPath = join(root, "llama", "build", "Release", "darkbloom
 /**
  * Compiler flags for llama.cpp's code. ggml compiles for the CPU it is built on (GGML_NATIVE), which
  * is the CPU the addon runs on: it is built on the provider's machine and never shipped in an image.
- * On CPUs with AMX (Intel Sapphire Rapids and later) that includes ggml's AMX kernels, which GCC 11
- * and 12 miscompile: their _tile_loadconfig tells the compiler the instruction reads 8 bytes of the
+ * On CPUs with AMX (Intel Sapphire Rapids and later) that includes ggml's AMX kernels, which GCC
+ * miscompiles (12 here): its _tile_loadconfig tells the compiler the instruction reads 8 bytes of the
  * 64-byte tile configuration, the other stores are dropped, and the first prompt dies with SIGSEGV
  * in ggml_backend_amx_mul_mat (seen here in the addon and in llama.cpp's own llama-batched-bench
  * built with its defaults; ggml-org/llama.cpp#20824 is likely the same). Such a compiler gets
