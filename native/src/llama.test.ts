@@ -169,8 +169,9 @@ describe.skipIf(!addonTestable())("the llama addon on a tiny synthesized model",
         // The prompt's last position agrees to rounding. Later steps are decoded by two builds whose
         // kernels can differ by CPU (ours compiled for this CPU, node-llama-cpp's prebuilt binary a
         // variant for its family: on Sapphire Rapids they part at the first decode step), and on
-        // random weights that drift reaches ~0.06 by the sixth token. What the check is for stays far outside it: logprobs of a filtered,
-        // renormalized or tempered distribution, or in another base, are off by a whole unit or more.
+        // random weights that drift reaches ~0.06 by the sixth token. What the check is for stays
+        // far outside it: logprobs of a filtered, renormalized or tempered distribution, or in
+        // another base, are off by a whole unit or more.
         const tolerance = i === 0 ? 1e-3 : 0.1;
         const theirs = [...step.value.probabilities.entries()].slice(0, 5);
         expect(lp.topLogprobs[0]).toBe(lp.logprob);
