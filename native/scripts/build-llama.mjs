@@ -37,6 +37,7 @@ const archives = [
   "ggml/src/libggml-base.a",
 ];
 export const llamaAddonPath = join(root, "llama", "build", "Release", "darkbloom_llama.node");
+const amxFixHeader = join(root, "llama", "amx-tile-config.h");
 
 /**
  * Compiler flags for llama.cpp's code. ggml compiles for the CPU it is built on (GGML_NATIVE), which
@@ -57,8 +58,7 @@ export function llamaCompilerFlags() {
   const header = join(include.stdout?.trim() ?? "", "amxtileintrin.h");
   if (include.status !== 0 || !existsSync(header)) return "";
   if (!readFileSync(header, "utf8").includes("(const void **)__config")) return "";
-  const fix = join(root, "llama", "amx-tile-config.h");
-  return /\s/.test(fix) ? "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16" : `-include ${fix}`;
+  return /\s/.test(amxFixHeader) ? "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16" : `-include ${amxFixHeader}`;
 }
 
 /** node-gyp: npm run puts its bundled one in npm_config_node_gyp; otherwise npm's own copy. */
@@ -144,7 +144,7 @@ export function buildLlama() {
     const configuration = `flags: ${flags}`;
     const stamped = existsSync(libsStamp) ? readFileSync(libsStamp, "utf8").split("\n")[1] : undefined;
     const libsFresh =
-      mtime(libsStamp) > Math.max(mtime(cloneStamp), mtime(join(root, "llama", "amx-tile-config.h"))) &&
+      mtime(libsStamp) > Math.max(mtime(cloneStamp), mtime(amxFixHeader)) &&
       stamped === configuration &&
       archives.every((a) => existsSync(join(libs, a)));
     if (!libsFresh) {

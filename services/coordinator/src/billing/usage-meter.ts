@@ -98,7 +98,11 @@ export async function countCompletion(
   texts: readonly string[],
   maxTokens: number,
 ): Promise<number> {
-  const counts = await Promise.all(texts.map((text) => counter.countTexts([text])));
+  return cappedTotal(await Promise.all(texts.map((text) => counter.countTexts([text]))), maxTokens);
+}
+
+/** Choices' counts summed, each at most max_tokens. */
+function cappedTotal(counts: readonly number[], maxTokens: number): number {
   return counts.reduce((sum, n) => sum + choiceCompletionTokens(n, maxTokens), 0);
 }
 
@@ -260,11 +264,12 @@ export class UsageMeter {
   countDeliveredNow(): number | undefined {
     const counter = this.counter;
     if (counter?.countTextsNow === undefined) return undefined;
+    const countNow = counter.countTextsNow.bind(counter);
     try {
-      let sum = 0;
-      for (const text of this.texts)
-        sum += choiceCompletionTokens(counter.countTextsNow([text]), this.limits.maxTokens);
-      return sum;
+      return cappedTotal(
+        this.texts.map((text) => countNow([text])),
+        this.limits.maxTokens,
+      );
     } catch {
       return undefined; // countDelivered() tries again, and reports a failure
     }
