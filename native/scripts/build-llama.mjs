@@ -50,10 +50,16 @@ function llamaPatches() {
     .map((name) => join(patchDir, name));
 }
 
-/** What the clone is: the bundle's head and the patches applied to it (the clone stamp's content). */
+/**
+ * What the clone is: the bundle's head and the patches applied to it (the clone stamp's content). A
+ * patch counts from its first diff: the explanation above it changes nothing that is built.
+ */
 function cloneIdentity(head, patches) {
   const digest = createHash("sha256");
-  for (const p of patches) digest.update(readFileSync(p));
+  for (const p of patches) {
+    const text = readFileSync(p, "utf8");
+    digest.update(text.slice(Math.max(0, text.indexOf("diff --git "))));
+  }
   return `${head}\npatches: ${patches.length} ${digest.digest("hex").slice(0, 16)}\n`;
 }
 

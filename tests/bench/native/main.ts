@@ -169,7 +169,14 @@ async function measureEngines(
     for (let round = 0; round < rounds; round++) {
       progress(`round ${round + 1}/${rounds}: ${BATCHED_BENCH}`);
       runs.push(
-        await runBatchedBench(tools, { model: model.path, threads, promptTokens, genTokens, batches }),
+        await runBatchedBench(tools, {
+          model: model.path,
+          threads,
+          promptTokens,
+          genTokens,
+          batches,
+          contextPerRow: contextSize,
+        }),
       );
     }
     engines.push(batchedBenchResult(runs));
