@@ -2,8 +2,7 @@
 // Builds the llama addon (native/llama/binding.gyp → darkbloom_llama.node), in three incremental
 // stages, one line each:
 // 1. llama.cpp's source: cloned from the git bundle that node-llama-cpp ships into native/build/llama.cpp
-//    and patched with native/llama/patches/*.patch (once; again when the bundle's head or a patch
-//    changes; a patch that no longer applies fails the build). Nothing is downloaded.
+//    (once; again when the bundle's head changes). Nothing is downloaded.
 // 2. Its static CPU libraries (llama, ggml, ggml-cpu, ggml-base) with cmake into
 //    native/build/llama.cpp-build, only when missing, older than the clone or configured otherwise
 //    (a few minutes).
@@ -12,7 +11,6 @@
 // A missing tool is one line and a skip; build.mjs turns a skip into a failure under
 // DARKBLOOM_NATIVE_REQUIRED=1. Run alone: node native/scripts/build-llama.mjs.
 import { execFileSync, spawnSync } from "node:child_process";
-import { createHash } from "node:crypto";
 import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { dirname, join } from "node:path";
@@ -40,28 +38,6 @@ const archives = [
 ];
 export const llamaAddonPath = join(root, "llama", "build", "Release", "darkbloom_llama.node");
 const amxFixHeader = join(root, "llama", "amx-tile-config.h");
-const patchDir = join(root, "llama", "patches");
-
-/** Our patches to llama.cpp, in the order they apply (each file says why it exists). */
-function llamaPatches() {
-  return readdirSync(patchDir)
-    .filter((name) => name.endsWith(".patch"))
-    .sort()
-    .map((name) => join(patchDir, name));
-}
-
-/**
- * What the clone is: the bundle's head and the patches applied to it (the clone stamp's content). A
- * patch counts from its first diff: the explanation above it changes nothing that is built.
- */
-function cloneIdentity(head, patches) {
-  const digest = createHash("sha256");
-  for (const p of patches) {
-    const text = readFileSync(p, "utf8");
-    digest.update(text.slice(Math.max(0, text.indexOf("diff --git "))));
-  }
-  return `${head}\npatches: ${patches.length} ${digest.digest("hex").slice(0, 16)}\n`;
-}
 
 /**
  * Compiler flags for llama.cpp's code. ggml compiles for the CPU it is built on (GGML_NATIVE), which
@@ -148,28 +124,18 @@ export function buildLlama() {
   if (!bundle) return skip("node-llama-cpp's llama.cpp bundle not found (npm install)");
 
   try {
-    // 1. The source, at the bundle's head, patched.
+    // 1. The source, at the bundle's head.
     const head = execFileSync("git", ["bundle", "list-heads", bundle], { encoding: "utf8" }).split(/\s/)[0];
     const cloned = existsSync(join(src, ".git"))
       ? execFileSync("git", ["-C", src, "rev-parse", "HEAD"], { encoding: "utf8" }).trim()
       : "";
     if (!head) throw new Error(`cannot read the head of ${bundle}`);
-    const patches = llamaPatches();
-    const identity = cloneIdentity(head, patches);
-    if (cloned !== head || !existsSync(cloneStamp) || readFileSync(cloneStamp, "utf8") !== identity) {
+    if (cloned !== head || !existsSync(cloneStamp)) {
       say(`native: llama: cloning llama.cpp ${head.slice(0, 7)} from node-llama-cpp's bundle…`);
       rmSync(src, { recursive: true, force: true });
-      rmSync(cloneStamp, { force: true });
       run("git", ["clone", "-q", bundle, src]);
       run("git", ["-C", src, "checkout", "-q", head]);
-      for (const patch of patches) {
-        const applied = spawnSync("git", ["-C", src, "apply", patch], { encoding: "utf8" });
-        if (applied.status !== 0)
-          throw new Error(
-            `${patch} does not apply to llama.cpp ${head.slice(0, 7)} (update it for this llama.cpp): ${applied.stderr.trim()}`,
-          );
-      }
-      writeFileSync(cloneStamp, identity);
+      writeFileSync(cloneStamp, `${head}\n`);
     }
 
     // 2. The static libraries, when missing, older than the clone or configured otherwise (the

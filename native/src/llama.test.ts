@@ -146,14 +146,13 @@ describe.skipIf(!addonTestable())("the llama addon on a tiny synthesized model",
       logLevel: LlamaLogLevel.error,
     });
     const reference = await llama.loadModel({ modelPath });
-    // Flash attention on, as the addon has it (model.cc): attention without it rounds differently,
-    // enough to move these logprobs by a few hundredths. One thread and a short row: ggml's KV split,
-    // which the addon's build patches out, would not split here.
+    // Flash attention off, as the addon has it with an F16 cache (engine.cc): CPU flash attention
+    // rounds differently, enough to move these logprobs by a few hundredths.
     const context = await reference.createContext({
       contextSize: 512,
       sequences: 1,
       threads: 1,
-      flashAttention: true,
+      flashAttention: false,
     });
     try {
       // At temperature 0 its chain is greedy alone, which filters nothing: the probabilities it
@@ -167,13 +166,13 @@ describe.skipIf(!addonTestable())("the llama addon on a tiny synthesized model",
         if (step.done) break;
         expect(step.value.token).toBe(token);
         const lp = ours.logprobs[i] as TokenLogprobs;
-        // Two builds whose kernels differ by CPU (ours compiled for this CPU, node-llama-cpp's
-        // prebuilt binary a variant for its family) round flash attention's F16 accumulation
-        // differently: on Sapphire Rapids by up to 0.02 at the prompt's last position and ~0.03 by the
-        // sixth token on random weights. What the check is for
-        // stays far outside that: logprobs of a filtered, renormalized or tempered distribution, or in
+        // The prompt's last position agrees to rounding. Later steps are decoded by two builds whose
+        // kernels can differ by CPU (ours compiled for this CPU, node-llama-cpp's prebuilt binary a
+        // variant for its family: on Sapphire Rapids they part at the first decode step), and on
+        // random weights that drift reaches ~0.06 by the sixth token. What the check is for stays
+        // far outside it: logprobs of a filtered, renormalized or tempered distribution, or in
         // another base, are off by a whole unit or more.
-        const tolerance = i === 0 ? 0.05 : 0.1;
+        const tolerance = i === 0 ? 1e-3 : 0.1;
         const theirs = [...step.value.probabilities.entries()].slice(0, 5);
         expect(lp.topLogprobs[0]).toBe(lp.logprob);
         for (const [k, t] of lp.topTokens.entries()) {
@@ -194,9 +193,10 @@ describe.skipIf(!addonTestable())("the llama addon on a tiny synthesized model",
   });
 
   it("decodes a row past 512 cells on 2 threads bit for bit alike, alone and beside 3 rows", async () => {
-    // Flash attention over an F16 cache: stock ggml splits a lone one-token stream's cells (512 or
-    // more) across threads and rounds differently than when rows share the step; the build's patch
-    // takes that split out (native/llama/patches). The log-probabilities must match exactly.
+    // Where batch shape could reach the numerics: with flash attention over an F16 cache, ggml splits a
+    // lone one-token stream of 512 or more cells across threads and rounds it differently than when
+    // rows share the step (turned on, this test fails: on this model even the tokens part). The
+    // log-probabilities must match exactly.
     const options = { rows: 4, contextPerRow: 1024, threads: 2 };
     const long = prompt(PROMPTS.join(" and then ").repeat(12));
     expect(long.length).toBeGreaterThan(520);
@@ -208,21 +208,18 @@ describe.skipIf(!addonTestable())("the llama addon on a tiny synthesized model",
       started = r;
     });
     let seen = 0;
+    const endless = { ...GREEDY, logitBias: eogBans() };
     const others = [0, 1, 2].map((i) =>
-      generate(
-        busy,
-        { prompt: prompt(PROMPTS[i] ?? ""), maxTokens: 200, sampling: { ...GREEDY, logitBias: eogBans() } },
-        () => {
-          if (++seen === 3) started();
-        },
-      ),
+      generate(busy, { prompt: prompt(PROMPTS[i] ?? ""), maxTokens: 200, sampling: endless }, () => {
+        if (++seen === 3) started();
+      }),
     );
     await othersDecoding;
     const beside = await generateWithLogprobs(busy, request);
     expect(busy.stats().busyRows).toBe(3); // the others decoded in the same steps the whole time
     await Promise.all(others);
-    expect(beside.tokens).toEqual(alone.tokens);
     expect(alone.tokens.length).toBe(24);
+    expect(beside.tokens).toEqual(alone.tokens);
     for (const [i, lp] of alone.logprobs.entries()) {
       const other = beside.logprobs[i];
       expect(other?.logprob).toBe(lp.logprob);

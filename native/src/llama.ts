@@ -71,10 +71,7 @@ export type KvType = "f16" | "q8_0" | "q4_0";
 export interface SchedulerOptions extends BatchSchedulerOptions {
   /** CPU threads for llama.cpp. Default min(4, cores). On small models one is often fastest. */
   threads?: number;
-  /**
-   * The KV cache's type. Default f16. Flash attention is on over every type (quantized caches need
-   * it; over f16 it keeps decode steps from slowing with the cells a row holds, addon/llama/model.cc).
-   */
+  /** The KV cache's type; quantized caches turn flash attention on (llama.cpp requires it). Default f16. */
   kvType?: KvType;
 }
 

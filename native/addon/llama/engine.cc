@@ -5,11 +5,10 @@
 // 2. How a prompt is split into ubatches changes its numerics, so prompts are prefilled in fixed-size
 //    chunks aligned to the prompt start, each chunk alone in its own llama_decode and one ubatch
 //    (n_ubatch >= prefillChunk, set by the scheduler), never mixed with other rows' tokens.
-// 3. CPU flash attention (on for every cache type, model.cc) attends each query row on one thread
-//    over the row's cells, skipping masked ones, so a decode row's attention does not depend on the
-//    other rows or the cells they hold. Stock ggml splits a lone one-token stream's cells across
-//    threads over an F16 cache (a row decoding alone would round differently than in a batch); the
-//    build patches that split out (native/llama/patches).
+// 3. CPU flash attention over an F16 cache picks kernels by batch shape (a lone one-token stream over
+//    512 cells or more has its cells split across threads and the partial softmaxes merged; rows
+//    that share a step are each attended by one thread), so it is off unless the KV cache is
+//    quantized (where llama.cpp requires it, and that kernel never splits).
 // Decode tokens and a prompt chunk never share a llama_decode: with one KV stream per row (the
 // non-unified cache that gives each row its own contextPerRow cells) llama.cpp splits a batch into
 // ubatches of equal length per sequence (split_equal in llama-kv-cache.cpp's init_batch), so a mixed

@@ -275,11 +275,12 @@ Napi::Value Model::CreateScheduler(const Napi::CallbackInfo& info) {
   // A non-unified cache gives every row its own contextPerRow cells (rounded up to 256).
   params.kv_unified = false;
   params.type_k = params.type_v = kv;
-  // Flash attention for every cache type: quantized caches need it, and over an F16 cache it keeps V
-  // untransposed, so a decode step costs the same however many cells a row holds (without it, rows of
-  // 4,096 cells decoded ~10% slower than rows of 1,024 at batch 4) and prefill is faster. It is
-  // batch-invariant only with llama/patches' fix to ggml (engine.cc, fact 3).
-  params.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_ENABLED;
+  // Flash attention only where a quantized cache needs it. Over an F16 cache it would keep V
+  // untransposed (decode would no longer slow with the cells a row holds, prefill would be 15-40%
+  // faster), but ggml's CPU kernel walks a row's cells one at a time: at 2,048 cells in use it decoded
+  // qwen3-0.6b 37-46% slower than without it (docs/BENCHMARKS.md), and it splits a lone row's cells
+  // across threads, which breaks batch invariance (engine.cc, fact 3).
+  params.flash_attn_type = kv == GGML_TYPE_F16 ? LLAMA_FLASH_ATTN_TYPE_DISABLED : LLAMA_FLASH_ATTN_TYPE_ENABLED;
   params.no_perf = true;
 
   openSchedulers_++;

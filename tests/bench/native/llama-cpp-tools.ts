@@ -1,17 +1,14 @@
 /**
  * llama.cpp's own programs, the references of the native benchmark: `llama-batched-bench` (the limit:
  * llama.cpp's batched decode with nothing around it) and `llama-server` (the peer a provider could run
- * instead of Darkbloom). Both are built here from the llama.cpp source that node-llama-cpp ships, with
- * llama.cpp's own build defaults and the compiler flags the core's libraries were built with (the
- * same CPU code on both sides; on AMX CPUs llama.cpp's own defaults crash, see build-llama.mjs):
- * `llama-batched-bench` from the clone `npm run build:native` makes in native/build/llama.cpp, with
- * the core's patches (the limit runs the core's kernels), into native/build/llama.cpp-tools;
- * `llama-server` from that commit as llama.cpp publishes it (a clone of the clone's HEAD, without the
- * patches: the server a provider would download), into native/build/llama-server. Nothing is
- * downloaded.
+ * instead of Darkbloom). Both are built here from the llama.cpp source that node-llama-cpp ships (the
+ * clone `npm run build:native` makes in native/build/llama.cpp), with llama.cpp's own build defaults
+ * and the compiler flags the core's libraries were built with (the same CPU code on both sides; on
+ * AMX CPUs llama.cpp's own defaults crash, see build-llama.mjs), into native/build/llama.cpp-tools.
+ * Nothing is downloaded.
  */
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { availableParallelism } from "node:os";
 import { join, resolve } from "node:path";
@@ -22,10 +19,6 @@ const SOURCE = join(NATIVE, "build", "llama.cpp");
 const CLONE_STAMP = join(NATIVE, "build", "llama.cpp.cloned");
 const BUILD = join(NATIVE, "build", "llama.cpp-tools");
 const BUILD_STAMP = join(NATIVE, "build", "llama.cpp-tools.done");
-/** llama.cpp's source at the clone's HEAD, unpatched (llama-server's). */
-const PRISTINE = join(NATIVE, "build", "llama.cpp-pristine");
-const SERVER_BUILD = join(NATIVE, "build", "llama-server");
-const SERVER_STAMP = join(NATIVE, "build", "llama-server.done");
 /** The core's libraries' configuration, which `npm run build:native` writes. */
 const CORE_CACHE = join(NATIVE, "build", "llama.cpp-build", "CMakeCache.txt");
 
@@ -48,48 +41,33 @@ function run(command: string, args: readonly string[]): void {
   }
 }
 
-const headOf = (dir: string): string =>
-  spawnSync("git", ["-C", dir, "rev-parse", "HEAD"], { encoding: "utf8" }).stdout.trim();
-
 /**
- * Builds the two programs when missing or older than the clone (a few minutes of both cores each the
- * first time). The clone itself comes from `npm run build:native`, which the benchmark runs first.
+ * Builds the two programs when missing or older than the clone (a few minutes of both cores the first
+ * time). The clone itself comes from `npm run build:native`, which the benchmark runs first.
  */
 export function buildLlamaCppTools(progress: (line: string) => void): LlamaCppTools {
   if (!existsSync(CLONE_STAMP)) throw new Error("llama.cpp's source is not cloned: run npm run build:native");
-  const head = headOf(SOURCE);
-  if (!existsSync(join(PRISTINE, ".git")) || headOf(PRISTINE) !== head) {
-    rmSync(PRISTINE, { recursive: true, force: true });
-    run("git", ["clone", "-q", "--no-checkout", SOURCE, PRISTINE]);
-    run("git", ["-C", PRISTINE, "checkout", "-q", "--detach", head]);
-  }
+  const server = join(BUILD, "bin", "llama-server");
+  const batchedBench = join(BUILD, "bin", "llama-batched-bench");
+  const commit = spawnSync("git", ["-C", SOURCE, "rev-parse", "--short", "HEAD"], {
+    encoding: "utf8",
+  }).stdout.trim();
   const flags = coreCompilerFlags();
-  const batchedBench = buildTarget(SOURCE, BUILD, BUILD_STAMP, "llama-batched-bench", flags, progress);
-  const server = buildTarget(PRISTINE, SERVER_BUILD, SERVER_STAMP, "llama-server", flags, progress);
-  return { server, batchedBench, commit: head.slice(0, 7) };
-}
-
-/** One program of `source` into `build`, unless the stamp says it is built from the current clone. */
-function buildTarget(
-  source: string,
-  build: string,
-  stamp: string,
-  target: string,
-  flags: string,
-  progress: (line: string) => void,
-): string {
-  const program = join(build, "bin", target);
   const configuration = `flags: ${flags}`;
-  const stamped = existsSync(stamp) ? readFileSync(stamp, "utf8").split("\n")[1] : undefined;
-  const fresh = mtime(stamp) > mtime(CLONE_STAMP) && stamped === configuration && existsSync(program);
+  const stamped = existsSync(BUILD_STAMP) ? readFileSync(BUILD_STAMP, "utf8").split("\n")[1] : undefined;
+  const fresh =
+    mtime(BUILD_STAMP) > mtime(CLONE_STAMP) &&
+    stamped === configuration &&
+    existsSync(server) &&
+    existsSync(batchedBench);
   if (!fresh) {
-    progress(`building ${target} (llama.cpp ${headOf(source).slice(0, 7)}; a few minutes)`);
+    progress(`building llama-server and llama-batched-bench (llama.cpp ${commit}; a few minutes)`);
     const started = Date.now();
     run("cmake", [
       "-S",
-      source,
+      SOURCE,
       "-B",
-      build,
+      BUILD,
       "-DCMAKE_BUILD_TYPE=Release",
       `-DCMAKE_C_FLAGS=${flags}`,
       `-DCMAKE_CXX_FLAGS=${flags}`,
@@ -106,11 +84,18 @@ function buildTarget(
       "-DLLAMA_OPENSSL=OFF",
       "-DLLAMA_CURL=OFF",
     ]);
-    run("cmake", ["--build", build, "--target", target, `-j${availableParallelism()}`]);
-    writeFileSync(stamp, `${new Date().toISOString()}\n${configuration}\n`);
+    run("cmake", [
+      "--build",
+      BUILD,
+      "--target",
+      "llama-server",
+      "llama-batched-bench",
+      `-j${availableParallelism()}`,
+    ]);
+    writeFileSync(BUILD_STAMP, `${new Date().toISOString()}\n${configuration}\n`);
     progress(`built in ${Math.round((Date.now() - started) / 1000)} s`);
   }
-  return program;
+  return { server, batchedBench, commit };
 }
 
 /** CMAKE_CXX_FLAGS of the core's libraries (their C flags are the same). */
@@ -170,10 +155,11 @@ export interface BatchedBenchOptions {
 }
 
 /**
- * One run of llama-batched-bench over every batch size, configured as the native core runs: an F16 KV
- * cache with flash attention, `threads` for both decode and prompt, a KV stream per sequence of as
- * many cells as a core row holds. The cells matter without flash attention (V is stored transposed,
- * and decode slowed by ~10% from 1,024 cells per row to 4,096 at batch 4); with it, hardly.
+ * One run of llama-batched-bench over every batch size, configured as the native core runs: F16 KV
+ * cache without flash attention (the core turns it on only for quantized caches), `threads` for both
+ * decode and prompt, a KV stream per sequence of as many cells as a core row holds. The cells matter:
+ * without flash attention V is stored transposed, and decode slows with a row's cells, used or not
+ * (at batch 4 on qwen3-0.6b, 336 cells per row decode 5-10% faster than 1,024; docs/BENCHMARKS.md).
  */
 export async function runBatchedBench(
   tools: LlamaCppTools,
@@ -196,7 +182,7 @@ export async function runBatchedBench(
     "-tb",
     String(options.threads),
     "-fa",
-    "on",
+    "off",
     "--output-format",
     "jsonl",
   ];

@@ -17,11 +17,6 @@ export interface ContextShape {
   batchSize: number;
   /** KV-cache quantization in bits (undefined: F16). Quantized caches need flash attention. */
   kvBits: 8 | 4 | undefined;
-  /**
-   * Whether the context runs flash attention (no KQ buffer in the compute graph). Default: only with a
-   * quantized cache, as the llama engine runs it; the native core runs it over every cache.
-   */
-  flashAttention?: boolean;
   /** Layers offloaded to a GPU (0 on the CPU). */
   gpuLayers: number;
 }
@@ -43,7 +38,7 @@ export async function estimateModelBytes(
     modelGpuLayers: shape.gpuLayers,
     batchSize: shape.batchSize,
     sequences: shape.sequences,
-    flashAttention: shape.flashAttention ?? shape.kvBits !== undefined,
+    flashAttention: shape.kvBits !== undefined,
     kvCacheKeyType: type,
     kvCacheValueType: type,
   });
@@ -53,17 +48,13 @@ export async function estimateModelBytes(
 /** Bytes a model with rows of `contextSize` tokens takes in all, by an engine's own estimate. */
 export type MemoryNeed = (contextSize: number) => Promise<number> | number;
 
-/**
- * node-llama-cpp's estimate (estimateModelBytes) of a GGUF model's context of `settings.maxBatch` rows;
- * `flashAttention` as ContextShape's.
- */
+/** node-llama-cpp's estimate (estimateModelBytes) of a GGUF model's context of `settings.maxBatch` rows. */
 export function ggufMemoryNeed(
   insights: GgufInsights,
   modelBytes: number,
   gpuLayers: number,
   batchSize: number,
   settings: FitSettings,
-  flashAttention?: boolean,
 ): MemoryNeed {
   return (contextSize) =>
     estimateModelBytes(insights, modelBytes, {
@@ -72,7 +63,6 @@ export function ggufMemoryNeed(
       batchSize,
       kvBits: settings.kvBits,
       gpuLayers,
-      ...(flashAttention === undefined ? {} : { flashAttention }),
     });
 }
 

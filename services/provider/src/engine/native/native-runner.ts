@@ -27,8 +27,8 @@ export type NativeRunnerSettings = SchedulerRunnerSettings;
  * Loads a (vetted) model file: its vocabulary for the tokenizer, its weights into the addon, and a
  * scheduler whose rows hold min(maxContext, the trained context) tokens, lowered to fit the memory
  * budget by node-llama-cpp's estimate of the same context (memory-estimate.ts; the addon's context
- * is shaped as the llama engine's, a non-unified KV cache and a batch of max(prefillChunk, rows), but
- * with flash attention over every cache type: native/addon/llama/model.cc says why). `stillWanted` is asked once everything is allocated, as in the
+ * is shaped as the llama engine's: non-unified KV cache, flash attention only when quantized, a
+ * batch of max(prefillChunk, rows)). `stillWanted` is asked once everything is allocated, as in the
  * llama engine: a model unloaded (or an engine closed) meanwhile is freed and reported not found.
  */
 export async function openNativeRunner(
@@ -50,7 +50,7 @@ export async function openNativeRunner(
       const wanted = info.nCtxTrain > 0 ? Math.min(settings.maxContext, info.nCtxTrain) : settings.maxContext;
       const batchSize = Math.max(settings.prefillChunk, settings.maxBatch);
       const maxContext = await fitContext(
-        ggufMemoryNeed(tokenizer.model.fileInsights, info.sizeBytes, 0, batchSize, settings, true),
+        ggufMemoryNeed(tokenizer.model.fileInsights, info.sizeBytes, 0, batchSize, settings),
         wanted,
         settings,
         log,
