@@ -208,16 +208,24 @@ describe.skipIf(!addonTestable())("the llama addon on a tiny synthesized model",
       started = r;
     });
     let seen = 0;
+    // The others run until cancelled (up to what a row holds): however late a loaded machine lets JS
+    // submit the long row, they are still decoding beside it.
     const endless = { ...GREEDY, logitBias: eogBans() };
-    const others = [0, 1, 2].map((i) =>
-      generate(busy, { prompt: prompt(PROMPTS[i] ?? ""), maxTokens: 200, sampling: endless }, () => {
-        if (++seen === 3) started();
-      }),
-    );
+    const others = [0, 1, 2].map((i) => {
+      const p = prompt(PROMPTS[i] ?? "");
+      return generate(
+        busy,
+        { id: `other-${i}`, prompt: p, maxTokens: 1024 - p.length, sampling: endless },
+        () => {
+          if (++seen === 3) started();
+        },
+      );
+    });
     await othersDecoding;
     const beside = await generateWithLogprobs(busy, request);
     expect(busy.stats().busyRows).toBe(3); // the others decoded in the same steps the whole time
-    await Promise.all(others);
+    for (const i of [0, 1, 2]) busy.cancel(`other-${i}`);
+    expect((await Promise.all(others)).map((o) => o.reason)).toEqual(["cancelled", "cancelled", "cancelled"]);
     expect(alone.tokens.length).toBe(24);
     expect(beside.tokens).toEqual(alone.tokens);
     for (const [i, lp] of alone.logprobs.entries()) {
