@@ -276,10 +276,10 @@ Napi::Value Model::CreateScheduler(const Napi::CallbackInfo& info) {
   params.kv_unified = false;
   params.type_k = params.type_v = kv;
   // Flash attention only where a quantized cache needs it. Over an F16 cache it would keep V
-  // untransposed (decode would no longer slow with the cells a row holds, prefill would be 15-40%
+  // untransposed (decode would no longer slow with the cells a row holds, prefill would be 10-40%
   // faster), but ggml's CPU kernel walks a row's cells one at a time: at 2,048 cells in use it decoded
-  // qwen3-0.6b 37-46% slower than without it (docs/BENCHMARKS.md), and it splits a lone row's cells
-  // across threads, which breaks batch invariance (engine.cc, fact 3).
+  // qwen3-0.6b 46% slower at batch 4 than without it (docs/BENCHMARKS.md), and it splits a lone row's
+  // cells across threads, which breaks batch invariance (engine.cc, fact 3).
   params.flash_attn_type = kv == GGML_TYPE_F16 ? LLAMA_FLASH_ATTN_TYPE_DISABLED : LLAMA_FLASH_ATTN_TYPE_ENABLED;
   params.no_perf = true;
 
