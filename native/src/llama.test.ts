@@ -15,7 +15,13 @@ import {
   type SchedulerOptions,
   type TokenLogprobs,
 } from "./llama.js";
-import { generate, generateWithLogprobs, type Outcome, thrownCodeWith } from "./scheduler.test-support.js";
+import {
+  generate,
+  generateTogether,
+  generateWithLogprobs,
+  type Outcome,
+  thrownCodeWith,
+} from "./scheduler.test-support.js";
 import { schedulerContract } from "./scheduler-contract.test-support.js";
 
 /** The addon must be built where CI says so; elsewhere these tests skip when it is not. */
@@ -203,29 +209,21 @@ describe.skipIf(!addonTestable())("the llama addon on a tiny synthesized model",
     const request = { prompt: long, maxTokens: 24, sampling: { temperature: 0, logprobs: 3 } };
     const alone = await generateWithLogprobs(await scheduler(options), request);
     const busy = await scheduler(options);
-    let started!: () => void;
-    const othersDecoding = new Promise<void>((r) => {
-      started = r;
-    });
-    let seen = 0;
     // The others run until cancelled (up to what a row holds): however late a loaded machine lets JS
     // submit the long row, they are still decoding beside it.
     const endless = { ...GREEDY, logitBias: eogBans() };
-    const others = [0, 1, 2].map((i) => {
-      const p = prompt(PROMPTS[i] ?? "");
-      return generate(
-        busy,
-        { id: `other-${i}`, prompt: p, maxTokens: 1024 - p.length, sampling: endless },
-        () => {
-          if (++seen === 3) started();
-        },
-      );
-    });
-    await othersDecoding;
+    const others = generateTogether(
+      busy,
+      [0, 1, 2].map((i) => {
+        const p = prompt(PROMPTS[i] ?? "");
+        return { id: `other-${i}`, prompt: p, maxTokens: 1024 - p.length, sampling: endless };
+      }),
+    );
+    await others.decoding;
     const beside = await generateWithLogprobs(busy, request);
     expect(busy.stats().busyRows).toBe(3); // the others decoded in the same steps the whole time
     for (const i of [0, 1, 2]) busy.cancel(`other-${i}`);
-    expect((await Promise.all(others)).map((o) => o.reason)).toEqual(["cancelled", "cancelled", "cancelled"]);
+    expect((await others.outcomes).map((o) => o.reason)).toEqual(["cancelled", "cancelled", "cancelled"]);
     expect(alone.tokens.length).toBe(24);
     expect(beside.tokens).toEqual(alone.tokens);
     for (const [i, lp] of alone.logprobs.entries()) {

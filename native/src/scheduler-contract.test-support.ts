@@ -11,7 +11,13 @@ import type {
   SchedulerStats,
   TokenLogprobs,
 } from "./batch-scheduler.js";
-import { generate, generateWithLogprobs, type Outcome, thrownCodeWith } from "./scheduler.test-support.js";
+import {
+  generate,
+  generateTogether,
+  generateWithLogprobs,
+  type Outcome,
+  thrownCodeWith,
+} from "./scheduler.test-support.js";
 
 export interface ContractHarness<C extends string, S extends SchedulerStats> {
   /** A scheduler of the loaded model: rows 4 and 512 cells per row unless `options` say; closed after. */
@@ -68,20 +74,14 @@ export function schedulerContract<C extends string, S extends SchedulerStats>(
     expect(long.length).toBeGreaterThan(5 * 16);
     const options = { rows: 4, prefillChunk: 16 };
     const busy = await h.scheduler(options);
-    let started!: () => void;
-    const othersDecoding = new Promise<void>((r) => {
-      started = r;
-    });
-    let seen = 0;
-    const others = [0, 1, 2].map((i) =>
-      generate(busy, { prompt: prompt(i), maxTokens: 200, sampling: endless() }, () => {
-        if (++seen === 3) started();
-      }),
+    const others = generateTogether(
+      busy,
+      [0, 1, 2].map((i) => ({ prompt: prompt(i), maxTokens: 200, sampling: endless() })),
     );
-    await othersDecoding;
+    await others.decoding;
     const joined = await generate(busy, { prompt: long, maxTokens: 16, sampling: GREEDY });
     expect(busy.stats().busyRows).toBe(3); // the others were decoding the whole time
-    await Promise.all(others);
+    await others.outcomes;
     const alone = await generate(await h.scheduler(options), {
       prompt: long,
       maxTokens: 16,

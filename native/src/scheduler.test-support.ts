@@ -54,6 +54,31 @@ export function generate<C extends string, S extends SchedulerStats>(
   });
 }
 
+/**
+ * Submits the requests together: `decoding` resolves once every one of them has produced a token (all
+ * are in decode steps), `outcomes` once all have ended.
+ */
+export function generateTogether<C extends string, S extends SchedulerStats>(
+  s: NativeScheduler<C, S>,
+  requests: ReadonlyArray<Omit<GenerateRequest, "id"> & { id?: string }>,
+): { decoding: Promise<void>; outcomes: Promise<Outcome[]> } {
+  let waiting = requests.length;
+  let allDecoding!: () => void;
+  const decoding = new Promise<void>((resolve) => {
+    allDecoding = resolve;
+  });
+  const outcomes = Promise.all(
+    requests.map((request) => {
+      let first = true;
+      return generate(s, request, () => {
+        if (first && --waiting === 0) allDecoding();
+        first = false;
+      });
+    }),
+  );
+  return { decoding, outcomes };
+}
+
 /** A request's tokens and each one's logprobs (every tokens event must carry one entry per token). */
 export async function generateWithLogprobs<C extends string, S extends SchedulerStats>(
   s: NativeScheduler<C, S>,
