@@ -15,6 +15,7 @@
       "../addon/llama/sampling.cc",
       "../addon/llama/scheduler.cc",
       "../addon/common/logprobs.cc",
+      "../addon/common/outbox.cc",
       "../addon/common/request_book.cc",
       "../addon/common/sampling_params.cc",
       "../addon/common/scheduler_js.cc"

@@ -14,6 +14,7 @@
       "../addon/mlx/transformer.cc",
       "../addon/common/host_sampler.cc",
       "../addon/common/logprobs.cc",
+      "../addon/common/outbox.cc",
       "../addon/common/request_book.cc",
       "../addon/common/sampling_params.cc",
       "../addon/common/scheduler_js.cc"

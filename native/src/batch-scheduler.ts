@@ -84,6 +84,13 @@ export interface BatchSchedulerOptions {
   prefillChunk?: number;
   /** Submissions that may wait for a row; one more throws `busy`. Default 64. */
   queueDepth?: number;
+  /**
+   * The least time between two deliveries of tokens to JS, in microseconds (0 to 1,000,000). Each
+   * delivery wakes the JS thread at a cost to the engine thread; steps faster than this are delivered
+   * a few at a time, a row's tokens in one event. A row's first token and its done or error event are
+   * never held. 0: every step's events at once. Default 1000.
+   */
+  deliveryIntervalUs?: number;
 }
 
 export interface SchedulerStats {

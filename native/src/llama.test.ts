@@ -253,6 +253,9 @@ describe.skipIf(!addonTestable())("the llama addon on a tiny synthesized model",
     expect(thrownCode(() => s.submit(badSampling, () => {}))).toBe("bad_input");
     expect(s.stats()).toMatchObject({ promptTokensProcessed: 0, queued: 0, busyRows: 0 });
     await expect(model.createScheduler({ rows: 0 })).rejects.toMatchObject({ code: "bad_input" });
+    await expect(model.createScheduler({ deliveryIntervalUs: -1 })).rejects.toMatchObject({
+      code: "bad_input",
+    });
     await expect(model.createScheduler({ kvType: "q5_1" as KvType })).rejects.toMatchObject({
       code: "bad_input",
     });

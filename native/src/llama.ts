@@ -21,7 +21,8 @@ export type {
 /**
  * The llama addon (addon/llama, built by `npm run build:native` from llama.cpp's source that
  * node-llama-cpp ships): a continuous-batching inference core. One engine thread per scheduler owns a
- * llama_context and runs every decode on it; tokens stream back to JS once per step. Greedy output is
+ * llama_context and runs every decode on it; tokens stream back to JS after each step, or a few steps
+ * together when steps are faster than the delivery interval (deliveryIntervalUs). Greedy output is
  * batch-invariant (the same tokens at batch 1 and batch N) and a seed reproduces its tokens in any
  * batch (addon/llama/engine.cc says why). Errors carry a stable `code`: read it with llamaErrorCode.
  */

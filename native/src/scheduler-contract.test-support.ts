@@ -192,6 +192,31 @@ export function schedulerContract<C extends string, S extends SchedulerStats>(
     }
   });
 
+  it("delivers fast steps' tokens together (its first token at once), or each step's at deliveryIntervalUs 0", async () => {
+    const request = { prompt: prompt(1), maxTokens: 64, sampling: { ...endless(), logprobs: 2 } };
+    const run = async (deliveryIntervalUs: number) => {
+      const s = await h.scheduler({ rows: 2, deliveryIntervalUs });
+      const sizes: number[] = [];
+      const logprobs: TokenLogprobs[] = [];
+      const out = await generate(s, request, (event) => {
+        sizes.push(event.tokens.length);
+        expect(event.logprobs?.length).toBe(event.tokens.length);
+        logprobs.push(...(event.logprobs ?? []));
+      });
+      return { out, sizes, logprobs };
+    };
+    const everyStep = await run(0);
+    expect(everyStep.out).toMatchObject({ reason: "length", generatedTokens: 64 });
+    expect(everyStep.sizes).toEqual(Array(64).fill(1));
+    // 200 ms between deliveries: far longer than a step of the test's models, so a row's tokens
+    // come in a few events, the same tokens with the same figures, and all of them before its done.
+    const held = await run(200_000);
+    expect(held.out).toEqual(everyStep.out);
+    expect(held.logprobs).toEqual(everyStep.logprobs);
+    expect(held.sizes[0]).toBe(1);
+    expect(held.sizes.length).toBeLessThanOrEqual(16);
+  });
+
   it("reports each token's raw logprobs: under greedy the sampled token is the most likely", async () => {
     const s = await h.scheduler({ rows: 2 });
     const [five, none, zero] = await Promise.all([

@@ -1,9 +1,10 @@
 // The step loop both batching cores run (the llama Engine, the MLX Scheduler): rows join and leave at
 // step boundaries; each step retires finished and cancelled rows, admits queued submissions to free
 // rows, runs one decode step of every decoding row and one prefill chunk of the oldest prefilling
-// row, and hands JS each stage's events as soon as the rows they speak of are retired. What a decode
-// step or a prefill chunk computes, and what a row holds besides this bookkeeping (a llama sequence
-// and sampler chain; an MLX cache slot and host sampler), is each backend's own.
+// row, and hands each stage's events to the outbox once the rows they speak of are retired (JS gets
+// them at once, or with the next ones when steps are faster than the delivery interval: outbox.h).
+// What a decode step or a prefill chunk computes, and what a row holds besides this bookkeeping (a
+// llama sequence and sampler chain; an MLX cache slot and host sampler), is each backend's own.
 //
 // CRTP: the backend derives from BatchCore<Backend, Row, Stats> (Row derives from RowState) and
 // provides, on the engine thread:
@@ -14,7 +15,7 @@
 //   bool IsEndOfGeneration(int32_t token) const;
 //   int32_t VocabSize() const;                   // logits per row (a token's logprobs read them all)
 //   int64_t CellsHeld(const Row&) const;         // KV cells the row holds (stats)
-//   bool Deliver(std::vector<Event>&&);          // the step's events to JS; false: JS is gone
+//   bool Deliver(std::vector<Event>&&);          // events to JS (blocks while JS is behind); false: JS is gone
 //   void Wake();                                 // new work for the engine thread (JS thread)
 //   void CheckSampling(const SamplingParams&);   // throws CodedError bad_input for what it cannot
 //                                                // do as asked (a grammar), at submit (JS thread)
@@ -31,6 +32,7 @@
 
 #include "batch_types.h"
 #include "logprobs.h"
+#include "outbox.h"
 #include "request_book.h"
 
 namespace darkbloom {
@@ -99,7 +101,10 @@ class BatchCore : public SchedulerCore {
   }
 
  protected:
-  BatchCore(std::mutex& mu, int32_t rows, int32_t queueDepth) : rows_(rows), mu_(mu), book_(rows, queueDepth) {
+  // deliveryIntervalUs: the least time between two deliveries of held events (outbox.h); 0 delivers
+  // every stage's events as they come.
+  BatchCore(std::mutex& mu, int32_t rows, int32_t queueDepth, int32_t deliveryIntervalUs)
+      : rows_(rows), mu_(mu), book_(rows, queueDepth), outbox_(std::chrono::microseconds(deliveryIntervalUs)) {
     stats_.rows = rows;
   }
 
@@ -139,6 +144,7 @@ class BatchCore : public SchedulerCore {
     }
     row.generated++;
     events.push_back(TokenEvent(row.id, token));
+    if (row.generated == 1) firstToken_ = true;
     if (row.logprobs >= 0)
       events.back().logprobs.push_back(ComputeLogprobs(rawLogits, backend().VocabSize(), token, row.logprobs));
     if (row.generated >= row.maxTokens)
@@ -238,18 +244,24 @@ class BatchCore : public SchedulerCore {
     events.push_back(Done(row.id, reason, static_cast<int32_t>(row.prompt.size()), row.generated));
   }
 
+  // Nothing stays held for long: held tokens belong to rows that have not ended, so the engine steps
+  // again (the book has work while a row is busy) and the next Publish delivers them when due.
   void Publish(std::vector<Event>& events) {
-    if (events.empty()) return;
-    if (!jsGone_ && !backend().Deliver(std::move(events))) jsGone_ = true;
-    events.clear();
+    outbox_.Add(events, firstToken_);
+    firstToken_ = false;
+    if (!outbox_.Due()) return;
+    std::vector<Event> out = outbox_.Take();
+    if (!jsGone_ && !backend().Deliver(std::move(out))) jsGone_ = true;
   }
 
   std::mutex& mu_;
   uint64_t admissions_ = 0;
   bool jsGone_ = false;
+  bool firstToken_ = false;  // the events being published hold a row's first token
   // Shared with the JS thread, under mu_.
   RequestBook book_;
   Stats stats_;
+  Outbox outbox_;  // engine thread
 };
 
 }  // namespace darkbloom

@@ -9,8 +9,8 @@
 namespace darkbloom {
 namespace {
 
-// Steps the engine may run ahead of JS.
-constexpr size_t kMaxQueuedSteps = 64;
+// Deliveries the engine may run ahead of JS (each one step's events, or a few fast steps': outbox.h).
+constexpr size_t kMaxQueuedDeliveries = 64;
 
 // cancel's answer.
 Napi::String CancelResultToJs(Napi::Env env, CancelResult result) {
@@ -132,7 +132,7 @@ void SchedulerJs::Start(Napi::Env env, Napi::Function onStep, const char* name, 
   nVocab_ = nVocab;
   contextPerRow_ = contextPerRow;
   onFinalized_ = std::move(finalized);
-  tsfn_ = Napi::ThreadSafeFunction::New(env, onStep, name, kMaxQueuedSteps, 1, this,
+  tsfn_ = Napi::ThreadSafeFunction::New(env, onStep, name, kMaxQueuedDeliveries, 1, this,
                                         [](Napi::Env env, SchedulerJs* self) { self->onFinalized_(env); });
   tsfn_.Unref(env);
 }

@@ -31,7 +31,7 @@ namespace dbllama {
 // BatchCore is handed mu_ before the member is constructed: it only keeps the reference. The stats
 // are set before any other thread has the engine.
 Engine::Engine(llama_model* model, llama_context* ctx, EngineOptions options, Emit emit)
-    : BatchCore(mu_, options.rows, options.queueDepth),
+    : BatchCore(mu_, options.rows, options.queueDepth, options.deliveryIntervalUs),
       model_(model),
       vocab_(llama_model_get_vocab(model)),
       ctx_(ctx),

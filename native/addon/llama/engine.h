@@ -23,6 +23,7 @@ struct EngineOptions {
   int32_t contextPerRow = 0;
   int32_t prefillChunk = 512;
   int32_t queueDepth = 64;
+  int32_t deliveryIntervalUs = darkbloom::kDefaultDeliveryIntervalUs;  // ../common/outbox.h
 };
 
 // Submissions and events carry tokens as int32_t (../common/batch_types.h).

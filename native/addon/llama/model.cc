@@ -251,6 +251,7 @@ Napi::Value Model::CreateScheduler(const Napi::CallbackInfo& info) {
   options.contextPerRow = IntOption(env, o, "contextPerRow", llama_model_n_ctx_train(model), 1, 1 << 20);
   options.prefillChunk = IntOption(env, o, "prefillChunk", 512, 1, 8192);
   options.queueDepth = IntOption(env, o, "queueDepth", 64, 0, 1 << 20);
+  options.deliveryIntervalUs = IntOption(env, o, "deliveryIntervalUs", darkbloom::kDefaultDeliveryIntervalUs, 0, 1000000);
   int32_t threads = IntOption(env, o, "threads", static_cast<int32_t>(std::min(4u, std::thread::hardware_concurrency())), 1, 1024);
   if (static_cast<int64_t>(options.rows) * options.contextPerRow > (1 << 24))
     Throw(env, code::kBadInput, "rows * contextPerRow must be at most 2^24 KV cells");

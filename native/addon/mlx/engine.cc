@@ -87,7 +87,7 @@ int32_t Slack(int32_t contextPerRow) { return std::min<int32_t>(256, contextPerR
 // Scheduler
 
 Scheduler::Scheduler(Engine* engine, const Transformer& model, SchedulerOptions options)
-    : BatchCore(engine->mu(), options.rows, options.queueDepth),
+    : BatchCore(engine->mu(), options.rows, options.queueDepth, options.deliveryIntervalUs),
       engine_(engine),
       model_(model),
       options_(options),

@@ -33,6 +33,7 @@ struct SchedulerOptions {
   int32_t contextPerRow = 0;  // --max-context: prompt + maxTokens of a request must fit
   int32_t prefillChunk = 512;
   int32_t queueDepth = 64;
+  int32_t deliveryIntervalUs = darkbloom::kDefaultDeliveryIntervalUs;  // ../common/outbox.h
   int32_t kvBits = 0;  // 0: the compute dtype; 4 or 8: quantized as mlx-lm's QuantizedKVCache
 };
 

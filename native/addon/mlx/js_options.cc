@@ -90,6 +90,7 @@ SchedulerOptions ParseSchedulerOptions(Napi::Env env, Napi::Object o, const Mode
   options.contextPerRow = IntOption(env, o, "contextPerRow", trained, 1, 1 << 20);
   options.prefillChunk = IntOption(env, o, "prefillChunk", 512, 1, 8192);
   options.queueDepth = IntOption(env, o, "queueDepth", 64, 0, 1 << 20);
+  options.deliveryIntervalUs = IntOption(env, o, "deliveryIntervalUs", darkbloom::kDefaultDeliveryIntervalUs, 0, 1000000);
   options.kvBits = IntOption(env, o, "kvBits", 0, 0, 8);
   if (options.kvBits != 0 && options.kvBits != 4 && options.kvBits != 8)
     Throw(env, code::kBadInput, "kvBits must be 4 or 8 (or absent)");
