@@ -17,6 +17,7 @@ import {
   steadyRate,
   summarizeBatch,
 } from "./stats.js";
+import { spreadTokenTimes } from "./target.js";
 
 describe("percentile", () => {
   it("interpolates between closest ranks and ignores non-finite values", () => {
@@ -116,6 +117,35 @@ describe("summarizeBatch", () => {
       11,
     );
     expect(single.decodeTokensPerSecondSteady).toBeCloseTo(single.decodeTokensPerSecondPerRow);
+  });
+
+  it("spreads an event's tokens over the time since the row's previous event", () => {
+    const times: number[] = [];
+    spreadTokenTimes(times, undefined, 100, 2); // the first event: no earlier time to spread over
+    spreadTokenTimes(times, 100, 101, 1);
+    spreadTokenTimes(times, 101, 109, 4); // text held back over four tokens
+    expect(times).toEqual([100, 100, 101, 103, 105, 107, 109]);
+    // A run held across the window's end counts inside it, where it was decoded: row A's 20 tokens
+    // after its first arrive together at 30 ms, row B decodes one per ms from 10 to 20 ms.
+    const held: number[] = [];
+    spreadTokenTimes(held, undefined, 10, 1);
+    spreadTokenTimes(held, 10, 30, 20);
+    const a = row({
+      startMs: 0,
+      firstTokenMs: 10,
+      lastTokenMs: 30,
+      completionTokens: 21,
+      tokenTimesMs: held,
+    });
+    const b = row({
+      startMs: 0,
+      firstTokenMs: 10,
+      lastTokenMs: 20,
+      completionTokens: 11,
+      tokenTimesMs: Array.from({ length: 11 }, (_, i) => 10 + i),
+    });
+    // Window (10, 20]: ten tokens of each row in 10 ms.
+    expect(summarizeBatch([a, b], 21).decodeTokensPerSecondSteady).toBeCloseTo(20 / 0.01);
   });
 
   it("a row without text leaves its rates out instead of failing", () => {

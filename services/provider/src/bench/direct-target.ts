@@ -33,6 +33,12 @@ export interface DirectTarget extends BenchTarget {
   readonly tokenizer: BenchTokenizer;
   /** The context size actually used. */
   readonly contextSize: number;
+  /**
+   * The model's end-of-generation tokens: a row that samples one ends there (here and on an engine;
+   * llama-batched-bench decodes every row to its full length). An engine target's sampling can ban
+   * them (engineTarget's `sampling`), so that its rounds are as long as the limit's.
+   */
+  readonly endOfGeneration: readonly number[];
 }
 
 interface BatchContext {
@@ -68,6 +74,10 @@ export async function openDirectTarget(
   const batchSize = options.batchSize ?? 256;
   const contexts = new Map<number, BatchContext>();
   const addBos = model.tokens.bos != null && model.tokens.shouldPrependBosToken;
+  const vocabulary = model.fileInfo.metadata.tokenizer?.ggml?.tokens?.length ?? 0;
+  const endOfGeneration: number[] = [];
+  for (let token = 0; token < vocabulary; token++)
+    if (model.isEogToken(token as Token)) endOfGeneration.push(token);
 
   /** Raw text as the engine tokenizes it (no special-token parsing; BOS first when the model wants one). */
   const promptTokens = (text: string): Token[] => {
@@ -132,6 +142,7 @@ export async function openDirectTarget(
   return {
     name: options.name ?? "direct",
     contextSize,
+    endOfGeneration,
     tokenizer: {
       tokenize: (text) => model.tokenize(text, false),
       detokenize: (tokens) => model.detokenize(tokens as Token[]),

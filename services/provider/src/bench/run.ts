@@ -24,6 +24,12 @@ export interface BenchRunOptions extends BenchShape {
   prompts: PromptSet;
   /** Progress lines (e.g. to stderr). */
   onProgress?: (line: string) => void;
+  /**
+   * Runs after each round (0-based), before the next: a reference measured outside the targets (a
+   * program of its own) takes its rounds here, so that each of its rounds shares the minutes, and
+   * so the machine's state, of the targets' round beside it.
+   */
+  afterRound?: (round: number) => Promise<void>;
 }
 
 export interface BatchResult {
@@ -84,6 +90,7 @@ export async function runBenchmark(
         measured.get(target.name)?.get(batch)?.push(summarizeBatch(rows, genTokens));
       }
     }
+    await options.afterRound?.(round);
   }
   return targets.map((t) => ({
     target: t.name,

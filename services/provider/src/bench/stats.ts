@@ -16,8 +16,9 @@ export interface RowTiming {
   lastTokenMs: number | undefined;
   finishReason: string;
   /**
-   * Arrival time of each completion token, when the target sees them one by one (one entry per token;
-   * over HTTP one per SSE event, scaled to the token count when events carry several).
+   * Time of each completion token, when the target sees them one by one (one entry per token: an
+   * engine's event of several tokens spreads them since the previous event, spreadTokenTimes; over
+   * HTTP one per SSE event, scaled to the token count when events carry several).
    */
   tokenTimesMs?: number[];
 }
