@@ -19,8 +19,8 @@
 
 namespace darkbloom {
 
-// A scheduler's deliveryIntervalUs unless JS sets it: at most ~1,000 wakes a second, and at most a
-// millisecond's delay to a token that is not a row's first.
+// A scheduler's deliveryIntervalUs unless JS sets it: at most ~1,000 wakes a second, and a token that
+// is not a row's first waits at most the interval and one step.
 constexpr int32_t kDefaultDeliveryIntervalUs = 1000;
 
 class Outbox {
@@ -34,7 +34,6 @@ class Outbox {
   bool Due() const;
   // The held events, in order; the interval restarts now.
   std::vector<Event> Take();
-  bool empty() const { return held_.empty(); }
 
  private:
   std::chrono::microseconds interval_;
