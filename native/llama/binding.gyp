@@ -1,10 +1,11 @@
 # The llama addon, built by scripts/build-llama.mjs after it has built llama.cpp's static libraries
-# into ../build/llama.cpp-build (never by npm install). Its own gyp file, so a machine without tss2
-# still builds it and the TPM addon's build is untouched.
+# into ../build/llama.cpp-build, or llama.cpp-build-cuda (never by npm install). Its own gyp file, so a
+# machine without tss2 still builds it and the TPM addon's build is untouched. What it links (the
+# backend's archives, CUDA's libraries) is written by build-llama.mjs to ../build/llama-link.gypi.
 {
+  "includes": ["../build/llama-link.gypi"],
   "variables": {
-    "llama_src": "<(module_root_dir)/../build/llama.cpp",
-    "llama_build": "<(module_root_dir)/../build/llama.cpp-build"
+    "llama_src": "<(module_root_dir)/../build/llama.cpp"
   },
   "targets": [{
     "target_name": "darkbloom_llama",
@@ -29,13 +30,11 @@
     "cflags_cc!": ["-fno-exceptions", "-fno-rtti"],
     "cflags_cc": ["-std=c++17", "-fexceptions", "-O2", "-Wall", "-Wextra", "-Wno-missing-field-initializers"],
     "libraries": [
-      # A group: llama → ggml → ggml-cpu → ggml-base reference each other both ways.
+      # A group: llama → ggml → ggml-cpu (ggml-cuda) → ggml-base reference each other both ways.
       "-Wl,--start-group",
-      "<(llama_build)/src/libllama.a",
-      "<(llama_build)/ggml/src/libggml.a",
-      "<(llama_build)/ggml/src/libggml-cpu.a",
-      "<(llama_build)/ggml/src/libggml-base.a",
+      "<@(llama_archives)",
       "-Wl,--end-group",
+      "<@(llama_link_flags)",
       # Keep llama.cpp's symbols out of the addon's dynamic symbol table: node-llama-cpp's own copy
       # may be loaded in the same process.
       "-Wl,--exclude-libs,ALL",

@@ -3,11 +3,12 @@
 // stages, one line each:
 // 1. llama.cpp's source: cloned from the git bundle that node-llama-cpp ships into native/build/llama.cpp
 //    (once; again when the bundle's head changes). Nothing is downloaded.
-// 2. Its static CPU libraries (llama, ggml, ggml-cpu, ggml-base) with cmake into
-//    native/build/llama.cpp-build, only when missing, older than the clone or configured otherwise
-//    (a few minutes).
+// 2. Its static libraries (llama, ggml, ggml-cpu, ggml-base; ggml-cuda for a CUDA build, see
+//    llama-gpu.mjs) with cmake into native/build/llama.cpp-build (-cuda), only when missing, older
+//    than the clone or configured otherwise (a few minutes for the CPU; CUDA's kernels take longer).
 // 3. The addon with node-gyp, only when a source under addon/llama or addon/common, the gyp file or the libraries
-//    changed. Everything generated lies in git-ignored folders (native/build, native/llama/build).
+//    changed. What it links is written to native/build/llama-link.gypi, which the gyp file includes.
+//    Everything generated lies in git-ignored folders (native/build, native/llama/build).
 // A missing tool is one line and a skip; build.mjs turns a skip into a failure under
 // DARKBLOOM_NATIVE_REQUIRED=1. Run alone: node native/scripts/build-llama.mjs.
 import { execFileSync, spawnSync } from "node:child_process";
@@ -15,6 +16,7 @@ import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync 
 import { availableParallelism } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
+import { chooseLlamaGpu, gpuArchives, gpuCmakeArgs, gpuLinkFlags } from "./llama-gpu.mjs";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const say = (line) => process.stdout.write(`${line}\n`);
@@ -27,15 +29,10 @@ const newest = (dir) =>
 
 const build = join(root, "build");
 const src = join(build, "llama.cpp");
-const libs = join(build, "llama.cpp-build");
 const cloneStamp = join(build, "llama.cpp.cloned");
-const libsStamp = join(build, "llama.cpp-build.done");
-const archives = [
-  "src/libllama.a",
-  "ggml/src/libggml.a",
-  "ggml/src/libggml-cpu.a",
-  "ggml/src/libggml-base.a",
-];
+/** What the addon links (binding.gyp includes it), written by each build. */
+const linkFile = join(build, "llama-link.gypi");
+const cpuArchives = ["src/libllama.a", "ggml/src/libggml.a", "ggml/src/libggml-cpu.a"];
 export const llamaAddonPath = join(root, "llama", "build", "Release", "darkbloom_llama.node");
 const amxFixHeader = join(root, "llama", "amx-tile-config.h");
 
@@ -122,6 +119,16 @@ export function buildLlama() {
     if (!has(tool, args)) return skip(`${tool} not found (apt-get install -y cmake g++ make git)`);
   const bundle = bundlePath();
   if (!bundle) return skip("node-llama-cpp's llama.cpp bundle not found (npm install)");
+  const gpu = chooseLlamaGpu();
+  if (gpu.error) {
+    process.stderr.write(`native: llama: ${gpu.error}\n`);
+    return "failed";
+  }
+  if (gpu.note) say(`native: llama: ${gpu.note}`);
+  // One build folder per backend: switching back and forth rebuilds neither.
+  const libs = join(build, gpu.backend === "cpu" ? "llama.cpp-build" : `llama.cpp-build-${gpu.backend}`);
+  const libsStamp = `${libs}.done`;
+  const archives = [...cpuArchives, ...gpuArchives(gpu), "ggml/src/libggml-base.a"];
 
   try {
     // 1. The source, at the bundle's head.
@@ -141,14 +148,19 @@ export function buildLlama() {
     // 2. The static libraries, when missing, older than the clone or configured otherwise (the
     // stamp holds the configuration they were built with).
     const flags = llamaCompilerFlags();
-    const configuration = `flags: ${flags}`;
+    const gpuArgs = gpuCmakeArgs(gpu);
+    const configuration = `flags: ${flags}${gpuArgs.length ? ` ${gpuArgs.join(" ")}` : ""}`;
     const stamped = existsSync(libsStamp) ? readFileSync(libsStamp, "utf8").split("\n")[1] : undefined;
     const libsFresh =
       mtime(libsStamp) > Math.max(mtime(cloneStamp), mtime(amxFixHeader)) &&
       stamped === configuration &&
       archives.every((a) => existsSync(join(libs, a)));
     if (!libsFresh) {
-      say(`native: llama: building llama.cpp's static CPU libraries (cmake, a few minutes)…`);
+      say(
+        gpu.backend === "cuda"
+          ? `native: llama: building llama.cpp's static libraries with CUDA for ${gpu.architectures} (cmake; its kernels take a while)…`
+          : `native: llama: building llama.cpp's static CPU libraries (cmake, a few minutes)…`,
+      );
       const started = Date.now();
       if (mtime(join(libs, "CMakeCache.txt")) <= mtime(cloneStamp) || stamped !== configuration) {
         rmSync(libs, { recursive: true, force: true });
@@ -170,6 +182,7 @@ export function buildLlama() {
           "-DLLAMA_CURL=OFF",
           // ggml's own thread pool: no libgomp to link, and no OpenMP spin-waiting between steps.
           "-DGGML_OPENMP=OFF",
+          ...gpuArgs,
         ]);
       }
       run("cmake", ["--build", libs, "--target", "llama", `-j${availableParallelism()}`]);
@@ -177,13 +190,26 @@ export function buildLlama() {
       say(`native: llama: libraries built in ${Math.round((Date.now() - started) / 1000)} s`);
     }
 
-    // 3. The addon.
+    // 3. The addon, linked against this backend's libraries (rewritten only when they change, so
+    // that its time says when).
+    const link = `${JSON.stringify(
+      {
+        variables: {
+          llama_archives: archives.map((a) => join(libs, a)),
+          llama_link_flags: gpuLinkFlags(gpu, libs),
+        },
+      },
+      null,
+      2,
+    )}\n`;
+    if (!existsSync(linkFile) || readFileSync(linkFile, "utf8") !== link) writeFileSync(linkFile, link);
     const gypFile = join(root, "llama", "binding.gyp");
     const inputs = Math.max(
       newest(join(root, "addon", "llama")),
       newest(join(root, "addon", "common")),
       mtime(gypFile),
       mtime(libsStamp),
+      mtime(linkFile),
     );
     if (mtime(llamaAddonPath) > inputs) {
       say("native: darkbloom_llama is up to date");
@@ -191,7 +217,7 @@ export function buildLlama() {
     }
     const gyp = nodeGyp();
     if (!existsSync(gyp)) return skip(`node-gyp not found at ${gyp}`);
-    say("native: building darkbloom_llama…");
+    say(`native: building darkbloom_llama (${gpu.backend})…`);
     run(process.execPath, [gyp, "rebuild", "--jobs=max", "--loglevel=warn", ...nodeDirArgs()], {
       cwd: join(root, "llama"),
     });
