@@ -8,6 +8,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   type KvType,
   llamaErrorCode,
+  llamaGpus,
+  llamaHardware,
   NativeLlamaModel,
   type NativeLlamaScheduler,
   type NativeSamplingOptions,
@@ -94,6 +96,23 @@ describe.skipIf(!addonTestable())("the llama addon on a tiny synthesized model",
     });
     expect(thrownCode(() => model.piece(512))).toBe("bad_input");
     expect(thrownCode(() => model.isEog(-1))).toBe("bad_input");
+  });
+
+  it("reports the backends it was built with and the devices they found, with their memory", () => {
+    const hardware = llamaHardware();
+    expect(hardware?.backends).toContain("CPU");
+    const cpus = hardware?.devices.filter((d) => d.type === "cpu") ?? [];
+    expect(cpus).toHaveLength(1);
+    for (const device of hardware?.devices ?? []) {
+      expect(device.name).not.toBe("");
+      expect(hardware?.backends).toContain(device.backend);
+      expect(device.memoryTotal).toBeGreaterThan(0);
+      expect(device.memoryFree).toBeLessThanOrEqual(device.memoryTotal);
+    }
+    // GPUs only from a GPU backend built in (CUDA's finds none where the driver is missing).
+    const gpus = llamaGpus(hardware ?? { backends: [], devices: [] });
+    if (!hardware?.backends.includes("CUDA")) expect(gpus).toEqual([]);
+    for (const g of gpus) expect(g.backend).toBe("CUDA");
   });
 
   it("tokenizes exactly as node-llama-cpp and its pieces spell the text", async () => {

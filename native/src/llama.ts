@@ -90,9 +90,31 @@ interface RawModel {
   close(): void;
 }
 
+/** A device ggml found, as its backend describes it. */
+export interface LlamaDevice {
+  /** The backend's name for it ("CUDA0", "CPU"). */
+  name: string;
+  /** The hardware ("NVIDIA H100 80GB HBM3", the CPU's model name). */
+  description: string;
+  /** The backend that found it ("CUDA", "CPU"). */
+  backend: string;
+  /** ggml's device type; "meta" stands for any type this build does not name. */
+  type: "cpu" | "gpu" | "igpu" | "accel" | "meta";
+  memoryFree: number;
+  memoryTotal: number;
+}
+
+/** What the addon can compute on here: the backends compiled in, and the devices they found. */
+export interface LlamaHardware {
+  /** ggml's backend names, e.g. ["CUDA", "CPU"] for a CUDA build (even where no GPU is found). */
+  backends: string[];
+  devices: LlamaDevice[];
+}
+
 export interface LlamaBinding {
   loadModel(path: string, options: { gpuLayers?: number }): Promise<RawModel>;
   systemInfo(): string;
+  hardware(): LlamaHardware;
 }
 
 let cached: LlamaBinding | null | undefined;
@@ -113,6 +135,16 @@ export function loadLlamaBinding(): LlamaBinding | undefined {
 /** Whether the llama addon loads on this machine. */
 export function nativeLlamaAvailable(): boolean {
   return loadLlamaBinding() !== undefined;
+}
+
+/** The addon's backends and devices (the GPUs first, as ggml lists them), or undefined when not built. */
+export function llamaHardware(): LlamaHardware | undefined {
+  return loadLlamaBinding()?.hardware();
+}
+
+/** The devices a model's layers can be offloaded to: GPUs, integrated or discrete. */
+export function llamaGpus(hardware: LlamaHardware): LlamaDevice[] {
+  return hardware.devices.filter((d) => d.type === "gpu" || d.type === "igpu");
 }
 
 export class NativeLlamaModel {
