@@ -105,7 +105,8 @@ function accelerationCheck(
       detail: `this machine has ${expected} but the engine computes on the CPU`,
       fix:
         expected === "cuda"
-          ? "npm run install:gpu -- cuda (node-llama-cpp's CUDA binaries; npm ci installs stand-ins)"
+          ? "npm run install:gpu -- cuda (node-llama-cpp's CUDA binaries; npm ci installs stand-ins); " +
+            "for --engine native, the CUDA toolkit with cuBLAS, then npm run build:native"
           : "reinstall (npm ci) so node-llama-cpp's Metal binary is present",
     };
   }

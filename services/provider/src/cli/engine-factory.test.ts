@@ -40,7 +40,8 @@ const NOT_BUILT =
 
 async function choose(
   engine: string | undefined,
-  nativeAvailable: boolean,
+  /** What the native addon computes on (undefined: it does not load). */
+  native: "cpu" | "cuda" | undefined,
   accelerator: "cpu" | "cuda" | "metal",
   more: {
     mlx?: string | undefined;
@@ -54,7 +55,7 @@ async function choose(
   const { config } = resolveConfig({ flags, env: more.env ?? {}, cwd: home, defaults });
   const { logger, warnings } = recordingLogger();
   const chosen: Engine = await createDefaultEngine(config, logger, {
-    nativeAvailable: async () => nativeAvailable,
+    nativeAccelerator: async () => native,
     accelerator: () => accelerator,
     // "mlx" in `more` but undefined: the MLX addon loads; absent: it is not built.
     mlxUnavailable: async () => ("mlx" in more ? more.mlx : NOT_BUILT),
@@ -85,21 +86,33 @@ const gguf: ModelFile = {
 
 describe("the engine setting", () => {
   it("auto: the native core on a machine without a GPU when its addon loads", async () => {
-    const { chosen, warnings } = await choose("auto", true, "cpu");
+    const { chosen, warnings } = await choose("auto", "cpu", "cpu");
     expect(chosen).toBeInstanceOf(NativeEngine);
     expect(warnings).toEqual([]);
   });
 
-  it("auto: node-llama-cpp on a machine with a GPU (the native core is built for the CPU)", async () => {
+  it("auto: node-llama-cpp on a machine with a GPU the native core was not built for", async () => {
     for (const gpu of ["cuda", "metal"] as const) {
-      const { chosen, warnings } = await choose("auto", true, gpu);
+      const { chosen, warnings } = await choose("auto", "cpu", gpu);
       expect(chosen).toBeInstanceOf(LlamaEngine);
       expect(warnings).toEqual([]);
     }
+    // Not built at all on a GPU machine: node-llama-cpp's GPU binaries serve, nothing to warn about.
+    const { chosen, warnings } = await choose("auto", undefined, "cuda");
+    expect(chosen).toBeInstanceOf(LlamaEngine);
+    expect(warnings).toEqual([]);
+  });
+
+  it("auto: the native core on an NVIDIA machine where it was built with CUDA and finds the GPU", async () => {
+    const { chosen, warnings } = await choose("auto", "cuda", "cuda");
+    expect(chosen).toBeInstanceOf(NativeEngine);
+    expect(warnings).toEqual([]);
+    // A CUDA build whose runtime finds no GPU computes on the CPU, as on a CPU machine.
+    expect((await choose("auto", "cpu", "cpu")).chosen).toBeInstanceOf(NativeEngine);
   });
 
   it("auto: node-llama-cpp with one warning when the addon is not built", async () => {
-    const { chosen, warnings } = await choose("auto", false, "cpu");
+    const { chosen, warnings } = await choose("auto", undefined, "cpu");
     expect(chosen).toBeInstanceOf(LlamaEngine);
     expect(warnings).toEqual([
       "the native llama addon is not built (npm run build:native): using the llama engine (node-llama-cpp)",
@@ -107,54 +120,58 @@ describe("the engine setting", () => {
   });
 
   it("native without the addon is a usage error; llama is node-llama-cpp whatever is built", async () => {
-    await expect(choose("native", false, "cpu")).rejects.toBeInstanceOf(UsageError);
-    await expect(choose("native", false, "cpu")).rejects.toThrow("run npm run build:native");
-    expect((await choose("native", true, "cuda")).chosen).toBeInstanceOf(NativeEngine);
-    expect((await choose("llama", true, "cpu")).chosen).toBeInstanceOf(LlamaEngine);
+    await expect(choose("native", undefined, "cpu")).rejects.toBeInstanceOf(UsageError);
+    await expect(choose("native", undefined, "cpu")).rejects.toThrow("run npm run build:native");
+    expect((await choose("native", "cpu", "cuda")).chosen).toBeInstanceOf(NativeEngine);
+    expect((await choose("llama", "cpu", "cpu")).chosen).toBeInstanceOf(LlamaEngine);
   });
 });
 
 describe("the engine setting: MLX checkpoints", () => {
   it("mlx without its addon is one usage-error line (exit 64) saying so and what to do", async () => {
-    const refused = choose("mlx", true, "metal");
+    const refused = choose("mlx", "cpu", "metal");
     await expect(refused).rejects.toBeInstanceOf(UsageError);
     await expect(refused).rejects.toThrow(`the mlx engine is not built on this machine (${NOT_BUILT})`);
     // A built addon that does not load says why instead.
     await expect(
-      choose("mlx", true, "metal", { mlx: "its addon does not load: libmlx.so: cannot open" }),
+      choose("mlx", "cpu", "metal", { mlx: "its addon does not load: libmlx.so: cannot open" }),
     ).rejects.toThrow(
       "the mlx engine is not built on this machine (its addon does not load: libmlx.so: cannot open)",
     );
   });
 
   it("mlx where the addon loads: the mlx engine, whatever the models; flag > DARKBLOOM_ENGINE", async () => {
-    const { chosen } = await choose("mlx", false, "cpu", { mlx: undefined, formats: ["gguf"] });
+    const { chosen } = await choose("mlx", undefined, "cpu", { mlx: undefined, formats: ["gguf"] });
     expect(chosen).toBeInstanceOf(MlxEngine);
     expect(chosen.backend).toBe("mlx");
     const env = { DARKBLOOM_ENGINE: "mlx" };
-    expect((await choose(undefined, false, "cpu", { mlx: undefined, env })).chosen).toBeInstanceOf(MlxEngine);
-    expect((await choose("llama", false, "cpu", { mlx: undefined, env })).chosen).toBeInstanceOf(LlamaEngine);
+    expect((await choose(undefined, undefined, "cpu", { mlx: undefined, env })).chosen).toBeInstanceOf(
+      MlxEngine,
+    );
+    expect((await choose("llama", undefined, "cpu", { mlx: undefined, env })).chosen).toBeInstanceOf(
+      LlamaEngine,
+    );
   });
 
   it("auto: checkpoints by mlx, GGUF files as before, both behind one router", async () => {
-    const mlxOnly = await choose("auto", true, "metal", { mlx: undefined, formats: ["mlx"] });
+    const mlxOnly = await choose("auto", "cpu", "metal", { mlx: undefined, formats: ["mlx"] });
     expect(mlxOnly.chosen).toBeInstanceOf(MlxEngine);
-    const both = await choose("auto", true, "cpu", { mlx: undefined, formats: ["gguf", "mlx"] });
+    const both = await choose("auto", "cpu", "cpu", { mlx: undefined, formats: ["gguf", "mlx"] });
     expect(both.chosen).toBeInstanceOf(FormatRouterEngine);
     expect(both.chosen.backend).toBe("native-llama+mlx");
     expect(both.chosen.unsupported?.(checkpoint)).toBeUndefined();
     expect(both.chosen.unsupported?.(gguf)).toBeUndefined();
     expect(
-      (await choose("auto", true, "metal", { mlx: undefined, formats: ["gguf", "mlx"] })).chosen.backend,
+      (await choose("auto", "cpu", "metal", { mlx: undefined, formats: ["gguf", "mlx"] })).chosen.backend,
     ).toBe("llama+mlx");
     // GGUF files only: the MLX addon is not asked for.
-    const ggufOnly = await choose("auto", true, "cpu", { formats: ["gguf"] });
+    const ggufOnly = await choose("auto", "cpu", "cpu", { formats: ["gguf"] });
     expect(ggufOnly.chosen).toBeInstanceOf(NativeEngine);
     expect(ggufOnly.warnings).toEqual([]);
   });
 
   it("auto without the MLX addon: the GGUF engine with one warning, or a usage error with only checkpoints", async () => {
-    const both = await choose("auto", true, "cpu", { formats: ["gguf", "mlx"] });
+    const both = await choose("auto", "cpu", "cpu", { formats: ["gguf", "mlx"] });
     expect(both.chosen).toBeInstanceOf(NativeEngine);
     expect(both.warnings).toEqual([
       `the mlx engine is not built on this machine (${NOT_BUILT}): the MLX checkpoints cannot be served, the GGUF models are`,
@@ -163,7 +180,7 @@ describe("the engine setting: MLX checkpoints", () => {
     expect(both.chosen.unsupported?.(checkpoint)).toBe(
       "model tiny-mlx-4bit is an MLX checkpoint: the native-llama engine serves GGUF files (--engine mlx or auto serves checkpoints)",
     );
-    const only = choose("auto", true, "metal", { formats: ["mlx"] });
+    const only = choose("auto", "cpu", "metal", { formats: ["mlx"] });
     await expect(only).rejects.toBeInstanceOf(UsageError);
     await expect(only).rejects.toThrow(
       `the mlx engine is not built on this machine (${NOT_BUILT}), and the models are MLX checkpoints`,
@@ -172,11 +189,11 @@ describe("the engine setting: MLX checkpoints", () => {
 
   it("llama and native refuse a checkpoint, mlx a GGUF file, each with one line", async () => {
     for (const engine of ["llama", "native"]) {
-      const { chosen } = await choose(engine, true, "cpu");
+      const { chosen } = await choose(engine, "cpu", "cpu");
       expect(chosen.unsupported?.(checkpoint)).toMatch(/^model tiny-mlx-4bit is an MLX checkpoint: the /);
       expect(chosen.unsupported?.(gguf)).toBeUndefined();
     }
-    const { chosen } = await choose("mlx", true, "cpu", { mlx: undefined });
+    const { chosen } = await choose("mlx", "cpu", "cpu", { mlx: undefined });
     expect(chosen.unsupported?.(gguf)).toBe(
       "model tiny is a GGUF file: the mlx engine serves MLX checkpoints (--engine llama, native or auto serves GGUF files)",
     );
@@ -188,7 +205,7 @@ describe("the engine setting: embedding models", () => {
   const embedding: ModelFile = { ...gguf, id: "tiny-embed", embedding: { pooling: "last", dimensions: 128 } };
 
   it("auto on the native core: embedding GGUFs go to a llama engine beside it, the others stay", async () => {
-    const { chosen, warnings } = await choose("auto", true, "cpu", { embeddings: true });
+    const { chosen, warnings } = await choose("auto", "cpu", "cpu", { embeddings: true });
     expect(warnings).toEqual([]);
     expect(chosen).toBeInstanceOf(FormatRouterEngine);
     expect(chosen.backend).toBe("native-llama+llama");
@@ -196,7 +213,7 @@ describe("the engine setting: embedding models", () => {
     expect(chosen.embeds(gguf)).toBe(false);
     expect(chosen.embed).toBeDefined();
     // With checkpoints too: one engine per route.
-    const all = await choose("auto", true, "cpu", {
+    const all = await choose("auto", "cpu", "cpu", {
       mlx: undefined,
       formats: ["gguf", "mlx"],
       embeddings: true,
@@ -207,12 +224,12 @@ describe("the engine setting: embedding models", () => {
   });
 
   it("no second engine where none is needed: no embedding model, or the llama engine serves GGUF files", async () => {
-    expect((await choose("auto", true, "cpu", { embeddings: false })).chosen).toBeInstanceOf(NativeEngine);
-    const gpu = await choose("auto", true, "cuda", { embeddings: true });
+    expect((await choose("auto", "cpu", "cpu", { embeddings: false })).chosen).toBeInstanceOf(NativeEngine);
+    const gpu = await choose("auto", "cpu", "cuda", { embeddings: true });
     expect(gpu.chosen).toBeInstanceOf(LlamaEngine);
     expect(gpu.chosen.embeds(embedding)).toBe(true);
     // The operator's explicit choice stands: the native core serves them, without embeddings.
-    const native = await choose("native", true, "cpu", { embeddings: true });
+    const native = await choose("native", "cpu", "cpu", { embeddings: true });
     expect(native.chosen).toBeInstanceOf(NativeEngine);
     expect(native.chosen.embeds(embedding)).toBe(false);
     expect(native.chosen.embed).toBeUndefined();
@@ -225,7 +242,7 @@ describe("the engine setting: embedding models", () => {
       const { config } = resolveConfig({ flags: { engine: "auto" }, env: {}, cwd: dir, defaults });
       await mkdir(config.modelsDir, { recursive: true });
       await synthesizeModel({ shape: "tiny-embed", seed: 1, outPath: join(config.modelsDir, "e.gguf") });
-      const deps = { nativeAvailable: async () => true, accelerator: () => "cpu" as const };
+      const deps = { nativeAccelerator: async () => "cpu" as const, accelerator: () => "cpu" as const };
       const chosen = await createDefaultEngine(config, pino({ level: "silent" }), deps);
       await chosen.close();
       expect(chosen.backend).toBe("native-llama+llama");

@@ -14,8 +14,11 @@ const MEMORY_SHARE = 0.6;
 
 /** What the choice depends on besides the settings (tests give their own). */
 export interface EngineChoiceDeps {
-  /** Whether @darkbloom/native/llama's addon loads here. */
-  nativeAvailable?: () => Promise<boolean>;
+  /**
+   * What @darkbloom/native/llama's addon computes on here: "cpu", or "cuda" for a CUDA build whose
+   * runtime finds a GPU; undefined where it does not load.
+   */
+  nativeAccelerator?: () => Promise<AcceleratorName | undefined>;
   /** Why @darkbloom/native/mlx's addon does not load here (what to do), or undefined when it does. */
   mlxUnavailable?: () => Promise<string | undefined>;
   /** The machine's GPU (machineAccelerator). */
@@ -32,10 +35,13 @@ export const mlxNotBuilt = (reason: string) => `the mlx engine is not built on t
 /**
  * The engine `serve` and `doctor` use, by the `engine` setting (flag > DARKBLOOM_ENGINE > config):
  * - "llama": llama.cpp through node-llama-cpp, on the GPU when the prebuilt binaries find one;
- * - "native": the project's batching core (@darkbloom/native/llama, built for the CPU);
+ * - "native": the project's batching core (@darkbloom/native/llama: the CPU, and NVIDIA GPUs where it
+ *   was built with CUDA);
  * - "mlx": MLX checkpoints through @darkbloom/native/mlx (Metal on Apple silicon);
  * - "auto": by the formats of the models to serve. MLX checkpoints are served by mlx (no other engine
- *   loads them); GGUF files by native on a machine without a GPU when its addon loads, else by llama.
+ *   loads them); GGUF files by native when its addon loads and computes on the machine's accelerator
+ *   (the CPU on a machine without a GPU, CUDA on an NVIDIA machine where it was built with CUDA), else
+ *   by llama (node-llama-cpp's GPU binaries on a GPU machine).
  *   Both kinds together: one engine of each behind a FormatRouterEngine. The native core computes no
  *   embeddings: where it serves the GGUF files and one of them is an embedding model, embedding
  *   models go to a llama engine beside it (FormatRouterEngine's embeddings route), the others stay
@@ -120,18 +126,21 @@ async function ggufEngines(
   return { gguf, embeddings: llamaEngine(options, logger) };
 }
 
-/** The engine for GGUF files: "llama", "native", or for "auto" native on a CPU machine where it is built. */
+/**
+ * The engine for GGUF files: "llama", "native", or for "auto" native where its addon computes on the
+ * machine's accelerator. A CPU build on a GPU machine is passed over without a word: node-llama-cpp's
+ * GPU binaries serve there (npm run install:gpu), faster than any CPU.
+ */
 async function ggufEngine(
   config: ProviderConfig,
   options: Omit<LlamaEngineOptions, "onLog">,
   logger: Logger,
   deps: EngineChoiceDeps,
 ): Promise<Engine> {
-  // The native core computes on the CPU: on a machine with a GPU, auto keeps node-llama-cpp's GPU build.
-  const gpu = (deps.accelerator ?? machineAccelerator)() !== "cpu";
-  if (config.engine === "native" || (config.engine === "auto" && !gpu)) {
-    const available = deps.nativeAvailable ?? nativeAddonAvailable;
-    if (await available()) {
+  if (config.engine === "native" || config.engine === "auto") {
+    const machine = (deps.accelerator ?? machineAccelerator)();
+    const native = await (deps.nativeAccelerator ?? nativeAddonAccelerator)();
+    if (native !== undefined && (config.engine === "native" || native === machine)) {
       const { NativeEngine } = await import("../engine/native/native-engine.js");
       const log = logger.child({ engine: "native-llama" });
       return new NativeEngine({ ...options, onLog: (level, message) => log[level](message) });
@@ -140,9 +149,10 @@ async function ggufEngine(
       throw new UsageError(
         "--engine native needs the llama addon, which is not built here: run npm run build:native",
       );
-    logger.warn(
-      "the native llama addon is not built (npm run build:native): using the llama engine (node-llama-cpp)",
-    );
+    if (native === undefined && machine === "cpu")
+      logger.warn(
+        "the native llama addon is not built (npm run build:native): using the llama engine (node-llama-cpp)",
+      );
   }
   return llamaEngine(options, logger);
 }
@@ -152,9 +162,12 @@ function llamaEngine(options: Omit<LlamaEngineOptions, "onLog">, logger: Logger)
   return new LlamaEngine({ ...options, onLog: (level, message) => log[level](message) });
 }
 
-async function nativeAddonAvailable(): Promise<boolean> {
-  const { nativeLlamaAvailable } = await import("@darkbloom/native/llama");
-  return nativeLlamaAvailable();
+async function nativeAddonAccelerator(): Promise<AcceleratorName | undefined> {
+  const { llamaHardware } = await import("@darkbloom/native/llama");
+  const hardware = llamaHardware();
+  if (!hardware) return undefined;
+  const { nativeDevice } = await import("../engine/native/gpu-placement.js");
+  return nativeDevice(hardware).accelerator;
 }
 
 async function mlxAddonUnavailable(): Promise<string | undefined> {

@@ -17,7 +17,7 @@ const ACCELERATORS: Record<AcceleratorName, AcceleratorKind> = {
 /**
  * The GPU this machine has, whatever an engine makes of it: Apple silicon's (Metal), an NVIDIA
  * driver's device (CUDA), else none ("cpu"). What `doctor` holds the engine's device against, and
- * what keeps `engine: auto` off the CPU-only native core on a machine with a GPU.
+ * what `engine: auto` matches the native core's device with (a CPU build stays off a GPU machine).
  */
 export function machineAccelerator(
   platform: NodeJS.Platform = process.platform,

@@ -7,17 +7,20 @@
  * engine (scheduler-engine.ts). node-llama-cpp is used only for the vocabulary-only tokenizer that
  * renders prompts and counts text, never for weights.
  *
- * The addon is built for the CPU: `gpu` is accepted for option compatibility and ignored.
+ * The addon computes on the CPU, and on NVIDIA GPUs where it was built with CUDA
+ * (native/scripts/llama-gpu.mjs) and the driver finds one: a model's layers then go to the GPUs
+ * (gpu-placement.ts), and the engine reports them as its device. `gpu: false` keeps them on the CPU.
  */
-import { llamaErrorCode } from "@darkbloom/native/llama";
+import { llamaErrorCode, llamaHardware } from "@darkbloom/native/llama";
 import type { Llama } from "node-llama-cpp";
 import type { EngineDevice, ModelFile } from "../engine.js";
 import type { LlamaEngineOptions } from "../llama/llama-engine.js";
 import type { LlamaSetup, ModelHostStats } from "../model-host.js";
+import { nativeDevice } from "./gpu-placement.js";
 import { type NativeRunner, openNativeRunner } from "./native-runner.js";
 import { SchedulerEngine } from "./scheduler-engine.js";
 
-/** The llama engine's options; `gpu` is optional and ignored (the addon computes on the CPU). */
+/** The llama engine's options; `gpu` defaults to "auto" (the GPUs the addon found, if any). */
 export type NativeEngineOptions = Omit<LlamaEngineOptions, "gpu"> & { gpu?: LlamaEngineOptions["gpu"] };
 
 /** The llama engine's stats, measured by the native schedulers. */
@@ -30,15 +33,21 @@ export class NativeEngine extends SchedulerEngine<NativeRunner> {
   protected override readonly reportsLogprobs = true;
   protected readonly runtimeName = "node-llama-cpp";
 
+  private readonly gpu: false | "auto";
+
   constructor(options: NativeEngineOptions) {
     super(options, {
       maxBatchLimit: { rows: 256, message: "maxBatch must be at most 256 on the native engine" },
     });
+    const gpu = options.gpu ?? "auto";
+    if (gpu !== false && gpu !== "auto") throw new Error('gpu must be false or "auto"');
+    this.gpu = gpu;
   }
 
-  /** The addon is built for the CPU only. */
+  /** The GPUs the addon found (a CUDA build where the driver sees one), else the CPU. */
   async device(): Promise<EngineDevice> {
-    return { accelerator: "cpu", gpus: [] };
+    const hardware = llamaHardware();
+    return this.gpu === false || !hardware ? { accelerator: "cpu", gpus: [] } : nativeDevice(hardware);
   }
 
   /** node-llama-cpp for the tokenizers only: no GPU, one thread, its prebuilt binary. */
@@ -52,7 +61,7 @@ export class NativeEngine extends SchedulerEngine<NativeRunner> {
     threads: number,
     stillWanted: () => boolean,
   ): Promise<NativeRunner> {
-    return openNativeRunner(llama, file, { ...this.settings, threads }, this.log, stillWanted);
+    return openNativeRunner(llama, file, { ...this.settings, gpu: this.gpu, threads }, this.log, stillWanted);
   }
 
   protected errorCode(err: unknown): string | undefined {

@@ -4,12 +4,13 @@
  * with the mlx engine).
  */
 import { ModelTokenizer } from "@darkbloom/models";
-import { type KvType, llamaErrorCode, NativeLlamaModel } from "@darkbloom/native/llama";
+import { type KvType, llamaErrorCode, llamaHardware, NativeLlamaModel } from "@darkbloom/native/llama";
 import type { Llama } from "node-llama-cpp";
 import { EngineError, type ModelFile } from "../engine.js";
 import { fitContext, ggufMemoryNeed } from "../llama/memory-estimate.js";
 import { type EngineLog, loadFailure } from "../llama/model-runner.js";
 import { errorMessage } from "../meters.js";
+import { nativeGpus, placeLayers } from "./gpu-placement.js";
 import {
   assembleRunner,
   cachedPieces,
@@ -20,13 +21,14 @@ import {
 /** A model of the native engine (its runner's model is a NativeLlamaModel). */
 export type NativeRunner = SchedulerRunner;
 
-/** How every model's scheduler is made. */
-export type NativeRunnerSettings = SchedulerRunnerSettings;
+/** How every model's scheduler is made; `gpu: false` keeps every layer on the CPU. */
+export type NativeRunnerSettings = SchedulerRunnerSettings & { gpu: false | "auto" };
 
 /**
  * Loads a (vetted) model file: its vocabulary for the tokenizer, its weights into the addon, and a
  * scheduler whose rows hold min(maxContext, the trained context) tokens, lowered to fit the memory
- * budget by node-llama-cpp's estimate of the same context (memory-estimate.ts; the addon's context
+ * budget by node-llama-cpp's estimate of the same context, or to the GPUs' memory where the layers go
+ * there (gpu-placement.ts; memory-estimate.ts; the addon's context
  * is shaped as the llama engine's: non-unified KV cache, flash attention only when quantized, a
  * batch of max(prefillChunk, rows)). `stillWanted` is asked once everything is allocated, as in the
  * llama engine: a model unloaded (or an engine closed) meanwhile is freed and reported not found.
@@ -44,15 +46,28 @@ export async function openNativeRunner(
     async (held) => {
       const tokenizer = await ModelTokenizer.open(llama, file.path);
       held.tokenizer = tokenizer;
-      const model = await NativeLlamaModel.load(file.path, { gpuLayers: 0 });
-      held.model = model;
-      const info = model.info();
-      const wanted = info.nCtxTrain > 0 ? Math.min(settings.maxContext, info.nCtxTrain) : settings.maxContext;
+      const insights = tokenizer.model.fileInsights;
+      const trained = insights.trainContextSize ?? 0;
+      const wanted = trained > 0 ? Math.min(settings.maxContext, trained) : settings.maxContext;
       const batchSize = Math.max(settings.prefillChunk, settings.maxBatch);
+      const need = (gpuLayers: number) =>
+        ggufMemoryNeed(insights, insights.modelSize, gpuLayers, batchSize, settings);
+      const hardware = llamaHardware();
+      const placement = await placeLayers({
+        gpus: settings.gpu === false || !hardware ? [] : nativeGpus(hardware),
+        totalLayers: insights.totalLayers,
+        wantedContext: wanted,
+        need,
+        cpuBudget: settings.memoryBudgetBytes,
+      });
+      if (placement.warning) log("warn", `${file.id}: ${placement.warning}`);
+      const model = await NativeLlamaModel.load(file.path, { gpuLayers: placement.gpuLayers });
+      held.model = model;
+      const gpuLayers = placement.gpuLayers < 0 ? insights.totalLayers : placement.gpuLayers;
       const maxContext = await fitContext(
-        ggufMemoryNeed(tokenizer.model.fileInsights, info.sizeBytes, 0, batchSize, settings),
+        need(gpuLayers),
         wanted,
-        settings,
+        { ...settings, memoryBudgetBytes: placement.budgetBytes },
         log,
       );
       const kvType: KvType = settings.kvBits === 8 ? "q8_0" : settings.kvBits === 4 ? "q4_0" : "f16";
