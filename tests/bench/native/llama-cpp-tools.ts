@@ -19,8 +19,14 @@ const SOURCE = join(NATIVE, "build", "llama.cpp");
 const CLONE_STAMP = join(NATIVE, "build", "llama.cpp.cloned");
 const BUILD = join(NATIVE, "build", "llama.cpp-tools");
 const BUILD_STAMP = join(NATIVE, "build", "llama.cpp-tools.done");
-/** The core's libraries' configuration, which `npm run build:native` writes. */
-const CORE_CACHE = join(NATIVE, "build", "llama.cpp-build", "CMakeCache.txt");
+/**
+ * The core's libraries' configuration, which `npm run build:native` writes: the CPU build's, else the
+ * CUDA build's (native/scripts/llama-gpu.mjs), whose compiler flags for the CPU code are the same.
+ * The programs are built for the CPU either way: the benchmark measures the CPU.
+ */
+const CORE_CACHES = ["llama.cpp-build", "llama.cpp-build-cuda"].map((dir) =>
+  join(NATIVE, "build", dir, "CMakeCache.txt"),
+);
 
 export interface LlamaCppTools {
   server: string;
@@ -100,9 +106,9 @@ export function buildLlamaCppTools(progress: (line: string) => void): LlamaCppTo
 
 /** CMAKE_CXX_FLAGS of the core's libraries (their C flags are the same). */
 function coreCompilerFlags(): string {
-  if (!existsSync(CORE_CACHE))
-    throw new Error("llama.cpp's libraries are not built: run npm run build:native");
-  const line = readFileSync(CORE_CACHE, "utf8")
+  const cache = CORE_CACHES.find((path) => existsSync(path));
+  if (!cache) throw new Error("llama.cpp's libraries are not built: run npm run build:native");
+  const line = readFileSync(cache, "utf8")
     .split("\n")
     .find((l) => l.startsWith("CMAKE_CXX_FLAGS:"));
   return line?.slice(line.indexOf("=") + 1).trim() ?? "";
