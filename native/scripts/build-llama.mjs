@@ -11,7 +11,7 @@
 //    Everything generated lies in git-ignored folders (native/build, native/llama/build).
 // A missing tool is one line and a skip; build.mjs turns a skip into a failure under
 // DARKBLOOM_NATIVE_REQUIRED=1. Run alone: node native/scripts/build-llama.mjs.
-import { execFileSync, spawnSync } from "node:child_process";
+import { execFileSync, spawn, spawnSync } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { dirname, join } from "node:path";
@@ -100,6 +100,48 @@ function run(cmd, args, options = {}) {
   return r;
 }
 
+/**
+ * Runs cmake's build with its percentage as progress: one line rewritten in place on a terminal, a
+ * line per tenth elsewhere (CI logs). On failure the output's tail is shown, as run's.
+ */
+function runWithProgress(cmd, args, label) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"] });
+    const tail = [];
+    const keep = (line) => {
+      tail.push(line);
+      if (tail.length > 60) tail.shift();
+    };
+    const tty = process.stdout.isTTY;
+    let shown = -1;
+    let pending = "";
+    child.stdout.setEncoding("utf8");
+    child.stdout.on("data", (chunk) => {
+      const lines = (pending + chunk).split("\n");
+      pending = lines.pop() ?? "";
+      for (const line of lines) {
+        keep(line);
+        const percent = Number(/^\[\s*(\d+)%\]/.exec(line)?.[1] ?? -1);
+        if (percent < 0) continue;
+        if (tty && percent !== shown) process.stdout.write(`\r${label} ${percent}%`);
+        else if (!tty && Math.floor(percent / 10) > Math.floor(shown / 10)) say(`${label} ${percent}%`);
+        shown = Math.max(shown, percent);
+      }
+    });
+    child.stderr.setEncoding("utf8");
+    child.stderr.on("data", (chunk) => {
+      for (const line of chunk.split("\n")) keep(line);
+    });
+    child.on("error", (err) => reject(new Error(`${cmd} ${args.join(" ")} failed (${err.message})`)));
+    child.on("close", (code) => {
+      if (tty && shown >= 0) process.stdout.write("\n");
+      if (code === 0) return resolve();
+      process.stderr.write(`${[...tail, pending].join("\n")}\n`);
+      reject(new Error(`${cmd} ${args.join(" ")} failed (${code})`));
+    });
+  });
+}
+
 function bundlePath() {
   for (const dir of [join(root, "node_modules"), join(root, "..", "node_modules")]) {
     const p = join(dir, "node-llama-cpp", "llama", "gitRelease.bundle");
@@ -108,8 +150,8 @@ function bundlePath() {
   return undefined;
 }
 
-/** @returns {"built" | "up-to-date" | "skipped" | "failed"} */
-export function buildLlama() {
+/** @returns {Promise<"built" | "up-to-date" | "skipped" | "failed">} */
+export async function buildLlama() {
   const skip = (reason) => {
     say(`native: llama: ${reason}; not built (the native llama engine is unavailable)`);
     return "skipped";
@@ -185,7 +227,11 @@ export function buildLlama() {
           ...gpuArgs,
         ]);
       }
-      run("cmake", ["--build", libs, "--target", "llama", `-j${availableParallelism()}`]);
+      await runWithProgress(
+        "cmake",
+        ["--build", libs, "--target", "llama", `-j${availableParallelism()}`],
+        "native: llama: libraries",
+      );
       writeFileSync(libsStamp, `${new Date().toISOString()}\n${configuration}\n`);
       say(`native: llama: libraries built in ${Math.round((Date.now() - started) / 1000)} s`);
     }
@@ -230,7 +276,7 @@ export function buildLlama() {
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? "").href) {
-  const result = buildLlama();
+  const result = await buildLlama();
   const required = process.env.DARKBLOOM_NATIVE_REQUIRED === "1";
   process.exit(result === "failed" || (required && result === "skipped") ? 1 : 0);
 }

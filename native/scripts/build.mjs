@@ -71,7 +71,7 @@ function buildKeyAddon() {
   return "built";
 }
 
-const results = [buildKeyAddon(), buildLlama()];
+const results = [buildKeyAddon(), await buildLlama()];
 const mlx = buildMlx();
 const failed =
   results.includes("failed") ||
