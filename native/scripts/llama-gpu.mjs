@@ -1,20 +1,22 @@
 // Which GPU backend build-llama.mjs compiles llama.cpp with, and what the addon then links.
 //
-// DARKBLOOM_LLAMA_GPU picks it: "auto" (the default), "cpu" or "cuda".
-// - auto: CUDA where an NVIDIA GPU is present (nvidia-smi lists one, or the driver's /proc entry
-//   does) and the CUDA toolkit with cuBLAS is installed; otherwise the CPU. A GPU without the toolkit
-//   is one line naming what to install, and a CPU build: the daemon's `auto` engine then serves on
-//   node-llama-cpp's GPU binaries (npm run install:gpu -- cuda) rather than the core on the CPU.
-// - cuda: the CUDA build or a failure that says what is missing. Without a GPU to build for
+// DARKBLOOM_LLAMA_GPU picks it: "auto" (the default), "cpu", "cuda" or "metal".
+// - auto: Metal on Apple silicon (llama.cpp's own default there: Metal, and Accelerate for the CPU's
+//   BLAS). On Linux, CUDA where an NVIDIA GPU is present (nvidia-smi lists one, or the driver's /proc
+//   entry does) and the CUDA toolkit with cuBLAS is installed; otherwise the CPU. A GPU without the
+//   toolkit is one line naming what to install, and a CPU build: the daemon's `auto` engine then
+//   serves on node-llama-cpp's GPU binaries (npm run install:gpu -- cuda) rather than the core on the
+//   CPU.
+// - cuda (Linux): the CUDA build or a failure that says what is missing. Without a GPU to build for
 //   ("native" architectures), DARKBLOOM_CUDA_ARCHITECTURES must name them (CMake's syntax, e.g.
 //   "90-real" for an H100, "86;89" for RTX 3000 and 4000 cards).
+// - metal (macOS): Metal, on a Mac only.
 // - cpu: the CPU libraries only.
-// Metal is macOS's and not built here yet: build-llama.mjs builds on Linux only.
 import { spawnSync } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, realpathSync } from "node:fs";
 import { dirname, join } from "node:path";
 
-export const GPU_CHOICES = ["auto", "cpu", "cuda"];
+export const GPU_CHOICES = ["auto", "cpu", "cuda", "metal"];
 
 const ok = (cmd, args) => {
   const r = spawnSync(cmd, args, { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] });
@@ -73,18 +75,30 @@ function driverLibrary(root) {
 }
 
 /**
- * The backend to build: `{ backend: "cpu", note? }`, `{ backend: "cuda", root, architectures, vmm }`
- * or `{ error }` (a one-line reason the build fails). `probe` finds the GPU and the toolkit (tests
- * give their own).
+ * The backend to build: `{ backend: "cpu", note? }`, `{ backend: "cuda", root, architectures, vmm }`,
+ * `{ backend: "metal" }` or `{ error }` (a one-line reason the build fails). `probe` finds the
+ * platform, the GPU and the toolkit (tests give their own).
  */
 export function chooseLlamaGpu(
   env = process.env,
-  probe = { gpu: nvidiaGpuPresent, toolkit: () => cudaToolkitRoot(env) },
+  probe = {
+    platform: process.platform,
+    arch: process.arch,
+    gpu: nvidiaGpuPresent,
+    toolkit: () => cudaToolkitRoot(env),
+  },
 ) {
   const choice = env.DARKBLOOM_LLAMA_GPU || "auto";
   if (!GPU_CHOICES.includes(choice))
     return { error: `DARKBLOOM_LLAMA_GPU must be one of ${GPU_CHOICES.join(", ")}, not "${choice}"` };
-  if (choice === "cpu" || process.platform !== "linux") return { backend: "cpu" };
+  const mac = probe.platform === "darwin";
+  if (choice === "metal" && !mac) return { error: "DARKBLOOM_LLAMA_GPU=metal: Metal is macOS's" };
+  if (choice === "cuda" && mac) return { error: "DARKBLOOM_LLAMA_GPU=cuda: CUDA is built on Linux only" };
+  if (mac)
+    return choice === "metal" || (choice === "auto" && probe.arch === "arm64")
+      ? { backend: "metal" }
+      : { backend: "cpu" };
+  if (choice === "cpu" || probe.platform !== "linux") return { backend: "cpu" };
   const gpu = probe.gpu();
   if (choice === "auto" && !gpu) return { backend: "cpu" };
   const missing = (what) =>
@@ -100,9 +114,13 @@ export function chooseLlamaGpu(
   return { backend: "cuda", root, architectures, vmm: driverLibrary(root) };
 }
 
-/** llama.cpp's cmake options for the choice (beside build-llama.mjs's own). */
-export function gpuCmakeArgs(gpu) {
-  if (gpu.backend !== "cuda") return [];
+/**
+ * llama.cpp's cmake options for the choice (beside build-llama.mjs's own). On macOS llama.cpp turns
+ * Metal on by default, and BLAS through Accelerate: a CPU build turns Metal off.
+ */
+export function gpuCmakeArgs(gpu, platform = process.platform) {
+  if (gpu.backend === "metal") return ["-DGGML_METAL=ON", "-DGGML_METAL_EMBED_LIBRARY=ON"];
+  if (gpu.backend === "cpu") return platform === "darwin" ? ["-DGGML_METAL=OFF"] : [];
   return [
     "-DGGML_CUDA=ON",
     `-DCUDAToolkit_ROOT=${gpu.root}`,
@@ -114,18 +132,32 @@ export function gpuCmakeArgs(gpu) {
   ];
 }
 
-/** The static archives of the build, in link order (ggml-cuda before ggml-base, which it uses). */
-export function gpuArchives(gpu) {
-  return gpu.backend === "cuda" ? ["ggml/src/ggml-cuda/libggml-cuda.a"] : [];
+/**
+ * The static archives of the build beside the CPU's, in link order (before ggml-base, which they
+ * use): ggml-cuda; on macOS ggml-metal and ggml-blas (Accelerate).
+ */
+export function gpuArchives(gpu, platform = process.platform) {
+  if (gpu.backend === "cuda") return ["ggml/src/ggml-cuda/libggml-cuda.a"];
+  const blas = platform === "darwin" ? ["ggml/src/ggml-blas/libggml-blas.a"] : [];
+  return gpu.backend === "metal" ? ["ggml/src/ggml-metal/libggml-metal.a", ...blas] : blas;
 }
 
 /**
- * What the addon links beyond the archives: for CUDA the runtime, cuBLAS and (with VMM) the driver,
+ * What the addon links beyond the archives: on macOS the frameworks ggml uses (Accelerate and
+ * Foundation; Metal and MetalKit for Metal); for CUDA the runtime, cuBLAS and (with VMM) the driver,
  * by the paths cmake found (its cache), with an rpath to the runtime's directory so that a toolkit
  * outside the loader's path still loads. Never the driver stub's directory: at run time libcuda.so.1
  * must be the installed driver's.
  */
-export function gpuLinkFlags(gpu, libsDir) {
+export function gpuLinkFlags(gpu, libsDir, platform = process.platform) {
+  if (platform === "darwin") {
+    const frameworks = [
+      "Accelerate",
+      "Foundation",
+      ...(gpu.backend === "metal" ? ["Metal", "MetalKit"] : []),
+    ];
+    return frameworks.map((name) => `-framework ${name}`);
+  }
   if (gpu.backend !== "cuda") return [];
   const cache = readFileSync(join(libsDir, "CMakeCache.txt"), "utf8");
   const cached = (name) => cache.match(new RegExp(`^${name}:FILEPATH=(.+)$`, "m"))?.[1]?.trim();

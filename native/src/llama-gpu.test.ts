@@ -13,19 +13,22 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 type Choice =
   | { backend: "cpu"; note?: string; error?: undefined }
   | { backend: "cuda"; root: string; architectures: string; vmm: boolean; error?: undefined }
+  | { backend: "metal"; error?: undefined }
   | { error: string; backend?: undefined };
+interface Probe {
+  platform: string;
+  arch: string;
+  gpu: () => boolean;
+  toolkit: () => string | undefined;
+}
 interface LlamaGpuScript {
-  chooseLlamaGpu(
-    env: Record<string, string | undefined>,
-    probe: { gpu: () => boolean; toolkit: () => string | undefined },
-  ): Choice;
-  gpuCmakeArgs(choice: Choice): string[];
-  gpuArchives(choice: Choice): string[];
-  gpuLinkFlags(choice: Choice, libsDir: string): string[];
+  chooseLlamaGpu(env: Record<string, string | undefined>, probe: Probe): Choice;
+  gpuCmakeArgs(choice: Choice, platform: string): string[];
+  gpuArchives(choice: Choice, platform: string): string[];
+  gpuLinkFlags(choice: Choice, libsDir: string, platform: string): string[];
 }
 
 const script = join(dirname(fileURLToPath(import.meta.url)), "..", "scripts", "llama-gpu.mjs");
-const linux = process.platform === "linux";
 let gpu: LlamaGpuScript;
 let dir: string;
 let toolkit: string;
@@ -55,9 +58,14 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-const probe = (o: { gpu: boolean; toolkit?: string }) => ({ gpu: () => o.gpu, toolkit: () => o.toolkit });
+const probe = (o: { gpu: boolean; toolkit?: string; platform?: string; arch?: string }): Probe => ({
+  platform: o.platform ?? "linux",
+  arch: o.arch ?? "x64",
+  gpu: () => o.gpu,
+  toolkit: () => o.toolkit,
+});
 
-describe.runIf(linux)("the backend build-llama.mjs compiles", () => {
+describe("the backend build-llama.mjs compiles", () => {
   it("auto: the CPU without a GPU, CUDA for the GPU there is when the toolkit has cuBLAS", () => {
     expect(gpu.chooseLlamaGpu({}, probe({ gpu: false, toolkit }))).toEqual({ backend: "cpu" });
     expect(gpu.chooseLlamaGpu({ DARKBLOOM_LLAMA_GPU: "auto" }, probe({ gpu: true, toolkit }))).toEqual({
@@ -100,21 +108,55 @@ describe.runIf(linux)("the backend build-llama.mjs compiles", () => {
     expect(gpu.chooseLlamaGpu({ DARKBLOOM_LLAMA_GPU: "cpu" }, probe({ gpu: true, toolkit }))).toEqual({
       backend: "cpu",
     });
-    expect(gpu.chooseLlamaGpu({ DARKBLOOM_LLAMA_GPU: "metal" }, probe({ gpu: true, toolkit })).error).toBe(
-      'DARKBLOOM_LLAMA_GPU must be one of auto, cpu, cuda, not "metal"',
+    expect(gpu.chooseLlamaGpu({ DARKBLOOM_LLAMA_GPU: "rocm" }, probe({ gpu: true, toolkit })).error).toBe(
+      'DARKBLOOM_LLAMA_GPU must be one of auto, cpu, cuda, metal, not "rocm"',
     );
+  });
+
+  it("macOS: Metal on Apple silicon (llama.cpp's default there), the CPU on Intel or when asked", () => {
+    const mac = (arch: string) => probe({ gpu: false, platform: "darwin", arch });
+    expect(gpu.chooseLlamaGpu({}, mac("arm64"))).toEqual({ backend: "metal" });
+    expect(gpu.chooseLlamaGpu({ DARKBLOOM_LLAMA_GPU: "metal" }, mac("arm64"))).toEqual({ backend: "metal" });
+    expect(gpu.chooseLlamaGpu({}, mac("x64"))).toEqual({ backend: "cpu" });
+    expect(gpu.chooseLlamaGpu({ DARKBLOOM_LLAMA_GPU: "cpu" }, mac("arm64"))).toEqual({ backend: "cpu" });
+    expect(gpu.chooseLlamaGpu({ DARKBLOOM_LLAMA_GPU: "cuda" }, mac("arm64")).error).toBe(
+      "DARKBLOOM_LLAMA_GPU=cuda: CUDA is built on Linux only",
+    );
+    expect(gpu.chooseLlamaGpu({ DARKBLOOM_LLAMA_GPU: "metal" }, probe({ gpu: true, toolkit })).error).toBe(
+      "DARKBLOOM_LLAMA_GPU=metal: Metal is macOS's",
+    );
+  });
+
+  it("macOS builds: Metal embedded, BLAS through Accelerate, the frameworks ggml uses", () => {
+    const metal: Choice = { backend: "metal" };
+    const cpu: Choice = { backend: "cpu" };
+    expect(gpu.gpuCmakeArgs(metal, "darwin")).toEqual(["-DGGML_METAL=ON", "-DGGML_METAL_EMBED_LIBRARY=ON"]);
+    // llama.cpp turns Metal on by default on a Mac: a CPU build says otherwise.
+    expect(gpu.gpuCmakeArgs(cpu, "darwin")).toEqual(["-DGGML_METAL=OFF"]);
+    expect(gpu.gpuArchives(metal, "darwin")).toEqual([
+      "ggml/src/ggml-metal/libggml-metal.a",
+      "ggml/src/ggml-blas/libggml-blas.a",
+    ]);
+    expect(gpu.gpuArchives(cpu, "darwin")).toEqual(["ggml/src/ggml-blas/libggml-blas.a"]);
+    expect(gpu.gpuLinkFlags(metal, dir, "darwin")).toEqual([
+      "-framework Accelerate",
+      "-framework Foundation",
+      "-framework Metal",
+      "-framework MetalKit",
+    ]);
+    expect(gpu.gpuLinkFlags(cpu, dir, "darwin")).toEqual(["-framework Accelerate", "-framework Foundation"]);
   });
 
   it("a CUDA build's cmake options, archives and links: the driver only with VMM, never its stub's rpath", async () => {
     const cuda = gpu.chooseLlamaGpu({}, probe({ gpu: true, toolkit }));
-    expect(gpu.gpuCmakeArgs(cuda)).toEqual([
+    expect(gpu.gpuCmakeArgs(cuda, "linux")).toEqual([
       "-DGGML_CUDA=ON",
       `-DCUDAToolkit_ROOT=${toolkit}`,
       `-DCMAKE_CUDA_COMPILER=${join(toolkit, "bin", "nvcc")}`,
       "-DCMAKE_CUDA_ARCHITECTURES=native",
       "-DGGML_CUDA_NCCL=OFF",
     ]);
-    expect(gpu.gpuArchives(cuda)).toEqual(["ggml/src/ggml-cuda/libggml-cuda.a"]);
+    expect(gpu.gpuArchives(cuda, "linux")).toEqual(["ggml/src/ggml-cuda/libggml-cuda.a"]);
     const libs = join(dir, "build");
     await mkdir(libs, { recursive: true });
     const lib = join(toolkit, "lib64");
@@ -128,7 +170,7 @@ describe.runIf(linux)("the backend build-llama.mjs compiles", () => {
         "",
       ].join("\n"),
     );
-    expect(gpu.gpuLinkFlags(cuda, libs)).toEqual([
+    expect(gpu.gpuLinkFlags(cuda, libs, "linux")).toEqual([
       `${lib}/libcudart.so`,
       `${lib}/libcublas.so`,
       `${lib}/libcublasLt.so`,
@@ -136,18 +178,19 @@ describe.runIf(linux)("the backend build-llama.mjs compiles", () => {
       `-Wl,-rpath,${lib}`,
     ]);
     const noVmm = { ...cuda, vmm: false } as Choice;
-    expect(gpu.gpuCmakeArgs(noVmm)).toContain("-DGGML_CUDA_NO_VMM=ON");
-    expect(gpu.gpuLinkFlags(noVmm, libs)).not.toContain(`${lib}/stubs/libcuda.so`);
+    expect(gpu.gpuCmakeArgs(noVmm, "linux")).toContain("-DGGML_CUDA_NO_VMM=ON");
+    expect(gpu.gpuLinkFlags(noVmm, libs, "linux")).not.toContain(`${lib}/stubs/libcuda.so`);
     // A library cmake did not find is the build's failure, not a link that fails later.
     await writeFile(
       join(libs, "CMakeCache.txt"),
       "CUDA_cublas_LIBRARY:FILEPATH=CUDA_cublas_LIBRARY-NOTFOUND\n",
     );
-    expect(() => gpu.gpuLinkFlags(cuda, libs)).toThrow(
+    expect(() => gpu.gpuLinkFlags(cuda, libs, "linux")).toThrow(
       "cmake did not find CUDA_cudart_LIBRARY in the CUDA toolkit",
     );
     // The CPU build links nothing more.
-    expect(gpu.gpuCmakeArgs({ backend: "cpu" })).toEqual([]);
-    expect(gpu.gpuLinkFlags({ backend: "cpu" }, libs)).toEqual([]);
+    expect(gpu.gpuCmakeArgs({ backend: "cpu" }, "linux")).toEqual([]);
+    expect(gpu.gpuArchives({ backend: "cpu" }, "linux")).toEqual([]);
+    expect(gpu.gpuLinkFlags({ backend: "cpu" }, libs, "linux")).toEqual([]);
   });
 });

@@ -1,5 +1,5 @@
 // darkbloom_llama: a continuous-batching inference core over llama.cpp (statically linked, for the
-// CPU and, where build-llama.mjs found the toolkit, CUDA).
+// CPU and, where build-llama.mjs found the toolkit, CUDA; Metal on a Mac).
 // JS API (see src/llama.ts): loadModel(path, {gpuLayers}) → Promise<LlamaModel>; systemInfo();
 // hardware().
 #include <ggml-backend.h>

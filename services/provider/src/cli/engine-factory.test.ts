@@ -41,7 +41,7 @@ const NOT_BUILT =
 async function choose(
   engine: string | undefined,
   /** What the native addon computes on (undefined: it does not load). */
-  native: "cpu" | "cuda" | undefined,
+  native: "cpu" | "cuda" | "metal" | undefined,
   accelerator: "cpu" | "cuda" | "metal",
   more: {
     mlx?: string | undefined;
@@ -103,12 +103,14 @@ describe("the engine setting", () => {
     expect(warnings).toEqual([]);
   });
 
-  it("auto: the native core on an NVIDIA machine where it was built with CUDA and finds the GPU", async () => {
+  it("auto: the native core where it was built for the machine's GPU (CUDA, Metal) and finds it", async () => {
     const { chosen, warnings } = await choose("auto", "cuda", "cuda");
     expect(chosen).toBeInstanceOf(NativeEngine);
     expect(warnings).toEqual([]);
     // A CUDA build whose runtime finds no GPU computes on the CPU, as on a CPU machine.
     expect((await choose("auto", "cpu", "cpu")).chosen).toBeInstanceOf(NativeEngine);
+    // Apple silicon: the Metal build.
+    expect((await choose("auto", "metal", "metal")).chosen).toBeInstanceOf(NativeEngine);
   });
 
   it("auto: node-llama-cpp with one warning when the addon is not built", async () => {

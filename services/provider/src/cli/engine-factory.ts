@@ -15,8 +15,8 @@ const MEMORY_SHARE = 0.6;
 /** What the choice depends on besides the settings (tests give their own). */
 export interface EngineChoiceDeps {
   /**
-   * What @darkbloom/native/llama's addon computes on here: "cpu", or "cuda" for a CUDA build whose
-   * runtime finds a GPU; undefined where it does not load.
+   * What @darkbloom/native/llama's addon computes on here: "cpu", "cuda" for a CUDA build whose
+   * runtime finds a GPU, "metal" for a Mac's Metal build; undefined where it does not load.
    */
   nativeAccelerator?: () => Promise<AcceleratorName | undefined>;
   /** Why @darkbloom/native/mlx's addon does not load here (what to do), or undefined when it does. */
@@ -36,12 +36,12 @@ export const mlxNotBuilt = (reason: string) => `the mlx engine is not built on t
  * The engine `serve` and `doctor` use, by the `engine` setting (flag > DARKBLOOM_ENGINE > config):
  * - "llama": llama.cpp through node-llama-cpp, on the GPU when the prebuilt binaries find one;
  * - "native": the project's batching core (@darkbloom/native/llama: the CPU, and NVIDIA GPUs where it
- *   was built with CUDA);
+ *   was built with CUDA, Apple silicon's with Metal);
  * - "mlx": MLX checkpoints through @darkbloom/native/mlx (Metal on Apple silicon);
  * - "auto": by the formats of the models to serve. MLX checkpoints are served by mlx (no other engine
  *   loads them); GGUF files by native when its addon loads and computes on the machine's accelerator
- *   (the CPU on a machine without a GPU, CUDA on an NVIDIA machine where it was built with CUDA), else
- *   by llama (node-llama-cpp's GPU binaries on a GPU machine).
+ *   (the CPU on a machine without a GPU, CUDA on an NVIDIA machine where it was built with CUDA, Metal
+ *   on Apple silicon), else by llama (node-llama-cpp's GPU binaries on a GPU machine).
  *   Both kinds together: one engine of each behind a FormatRouterEngine. The native core computes no
  *   embeddings: where it serves the GGUF files and one of them is an embedding model, embedding
  *   models go to a llama engine beside it (FormatRouterEngine's embeddings route), the others stay

@@ -80,6 +80,22 @@ describe("the device the native engine reports", () => {
     expect(nativeDevice(cudaNoDriver)).toEqual({ accelerator: "cpu", gpus: [] });
   });
 
+  it("Metal on a Mac: the GPU ggml-metal found, with the memory it recommends working in", () => {
+    const m3: LlamaDevice = {
+      name: "MTL0",
+      description: "Apple M3 Max",
+      backend: "MTL",
+      type: "gpu",
+      memoryFree: 36 * GiB,
+      memoryTotal: 36 * GiB,
+    };
+    const hardware: LlamaHardware = { backends: ["MTL", "BLAS", "CPU"], devices: [m3, cpu] };
+    expect(nativeDevice(hardware)).toEqual({
+      accelerator: "metal",
+      gpus: [{ name: "Apple M3 Max", memoryBytes: 36 * GiB }],
+    });
+  });
+
   it("CUDA and each GPU with its total memory where the driver finds them", () => {
     const hardware: LlamaHardware = { backends: ["CUDA", "CPU"], devices: [h100(0, GiB), h100(1, GiB), cpu] };
     expect(nativeDevice(hardware)).toEqual({

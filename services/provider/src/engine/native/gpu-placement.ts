@@ -1,6 +1,7 @@
 /**
  * Where the native core puts a model's layers. The addon computes on the GPUs its build found (a
- * CUDA build, native/scripts/llama-gpu.mjs); llama.cpp then offloads the layers it is told to,
+ * CUDA build, or Metal on a Mac: native/scripts/llama-gpu.mjs); llama.cpp then offloads the layers it
+ * is told to,
  * splitting them across the GPUs by their free memory, and keeps each offloaded layer's KV cache
  * beside it. It allocates everything up front and fails a load that does not fit, so the layers and
  * the context are chosen here, by the same estimate the CPU fit uses (memory-estimate.ts):

@@ -7,9 +7,10 @@
  * engine (scheduler-engine.ts). node-llama-cpp is used only for the vocabulary-only tokenizer that
  * renders prompts and counts text, never for weights.
  *
- * The addon computes on the CPU, and on NVIDIA GPUs where it was built with CUDA
- * (native/scripts/llama-gpu.mjs) and the driver finds one: a model's layers then go to the GPUs
- * (gpu-placement.ts), and the engine reports them as its device. `gpu: false` keeps them on the CPU.
+ * The addon computes on the CPU, on NVIDIA GPUs where it was built with CUDA
+ * (native/scripts/llama-gpu.mjs) and the driver finds one, and on Apple silicon's GPU with Metal: a
+ * model's layers then go to the GPUs (gpu-placement.ts), and the engine reports them as its device.
+ * `gpu: false` keeps them on the CPU.
  */
 import { llamaErrorCode, llamaHardware } from "@darkbloom/native/llama";
 import type { Llama } from "node-llama-cpp";
@@ -44,7 +45,7 @@ export class NativeEngine extends SchedulerEngine<NativeRunner> {
     this.gpu = gpu;
   }
 
-  /** The GPUs the addon found (a CUDA build where the driver sees one), else the CPU. */
+  /** The GPUs the addon found (a CUDA build where the driver sees one, Metal on a Mac), else the CPU. */
   async device(): Promise<EngineDevice> {
     const hardware = llamaHardware();
     return this.gpu === false || !hardware ? { accelerator: "cpu", gpus: [] } : nativeDevice(hardware);
