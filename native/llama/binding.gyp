@@ -53,7 +53,6 @@
           "GCC_ENABLE_CPP_EXCEPTIONS": "YES",
           "GCC_ENABLE_CPP_RTTI": "YES",
           "CLANG_CXX_LANGUAGE_STANDARD": "c++17",
-          "GCC_OPTIMIZATION_LEVEL": "2",
           "MACOSX_DEPLOYMENT_TARGET": "13.0",
           "OTHER_CFLAGS": ["-Wall", "-Wextra", "-Wno-missing-field-initializers"]
         },
