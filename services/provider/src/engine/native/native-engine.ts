@@ -12,7 +12,7 @@
  * model's layers then go to the GPUs (gpu-placement.ts), and the engine reports them as its device.
  * `gpu: false` keeps them on the CPU.
  */
-import { llamaErrorCode, llamaHardware } from "@darkbloom/native/llama";
+import { type LlamaHardware, llamaErrorCode, llamaHardware } from "@darkbloom/native/llama";
 import type { Llama } from "node-llama-cpp";
 import type { EngineDevice, ModelFile } from "../engine.js";
 import type { LlamaEngineOptions } from "../llama/llama-engine.js";
@@ -22,7 +22,11 @@ import { type NativeRunner, openNativeRunner } from "./native-runner.js";
 import { SchedulerEngine } from "./scheduler-engine.js";
 
 /** The llama engine's options; `gpu` defaults to "auto" (the GPUs the addon found, if any). */
-export type NativeEngineOptions = Omit<LlamaEngineOptions, "gpu"> & { gpu?: LlamaEngineOptions["gpu"] };
+export type NativeEngineOptions = Omit<LlamaEngineOptions, "gpu"> & {
+  gpu?: LlamaEngineOptions["gpu"];
+  /** What the addon computes on (default: its `llamaHardware()`; tests give GPUs of their own). */
+  hardware?: () => LlamaHardware | undefined;
+};
 
 /** The llama engine's stats, measured by the native schedulers. */
 export type NativeEngineStats = ModelHostStats;
@@ -35,6 +39,7 @@ export class NativeEngine extends SchedulerEngine<NativeRunner> {
   protected readonly runtimeName = "node-llama-cpp";
 
   private readonly gpu: false | "auto";
+  private readonly hardware: () => LlamaHardware | undefined;
 
   constructor(options: NativeEngineOptions) {
     super(options, {
@@ -43,11 +48,12 @@ export class NativeEngine extends SchedulerEngine<NativeRunner> {
     const gpu = options.gpu ?? "auto";
     if (gpu !== false && gpu !== "auto") throw new Error('gpu must be false or "auto"');
     this.gpu = gpu;
+    this.hardware = options.hardware ?? llamaHardware;
   }
 
   /** The GPUs the addon found (a CUDA build where the driver sees one, Metal on a Mac), else the CPU. */
   async device(): Promise<EngineDevice> {
-    const hardware = llamaHardware();
+    const hardware = this.hardware();
     return this.gpu === false || !hardware ? { accelerator: "cpu", gpus: [] } : nativeDevice(hardware);
   }
 
@@ -62,7 +68,8 @@ export class NativeEngine extends SchedulerEngine<NativeRunner> {
     threads: number,
     stillWanted: () => boolean,
   ): Promise<NativeRunner> {
-    return openNativeRunner(llama, file, { ...this.settings, gpu: this.gpu, threads }, this.log, stillWanted);
+    const settings = { ...this.settings, gpu: this.gpu, hardware: this.hardware, threads };
+    return openNativeRunner(llama, file, settings, this.log, stillWanted);
   }
 
   protected errorCode(err: unknown): string | undefined {

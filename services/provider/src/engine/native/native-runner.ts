@@ -4,7 +4,7 @@
  * with the mlx engine).
  */
 import { ModelTokenizer } from "@darkbloom/models";
-import { type KvType, llamaErrorCode, llamaHardware, NativeLlamaModel } from "@darkbloom/native/llama";
+import { type KvType, type LlamaHardware, llamaErrorCode, NativeLlamaModel } from "@darkbloom/native/llama";
 import type { Llama } from "node-llama-cpp";
 import { EngineError, type ModelFile } from "../engine.js";
 import { fitContext, ggufMemoryNeed } from "../llama/memory-estimate.js";
@@ -21,8 +21,14 @@ import {
 /** A model of the native engine (its runner's model is a NativeLlamaModel). */
 export type NativeRunner = SchedulerRunner;
 
-/** How every model's scheduler is made; `gpu: false` keeps every layer on the CPU. */
-export type NativeRunnerSettings = SchedulerRunnerSettings & { gpu: false | "auto" };
+/**
+ * How every model's scheduler is made: `hardware` is what the addon computes on, and `gpu: false`
+ * keeps every layer on the CPU whatever it lists.
+ */
+export type NativeRunnerSettings = SchedulerRunnerSettings & {
+  gpu: false | "auto";
+  hardware: () => LlamaHardware | undefined;
+};
 
 /**
  * Loads a (vetted) model file: its vocabulary for the tokenizer, its weights into the addon, and a
@@ -52,7 +58,7 @@ export async function openNativeRunner(
       const batchSize = Math.max(settings.prefillChunk, settings.maxBatch);
       const need = (gpuLayers: number) =>
         ggufMemoryNeed(insights, insights.modelSize, gpuLayers, batchSize, settings);
-      const hardware = llamaHardware();
+      const hardware = settings.hardware();
       const placement = await placeLayers({
         gpus: settings.gpu === false || !hardware ? [] : nativeGpus(hardware),
         totalLayers: insights.totalLayers,
